@@ -1,0 +1,13 @@
+//! pooldump-core: Windows kernel pool analysis.
+//!
+//! Data flows one way: a source ([`memory::Memory`]: crash dump, live
+//! session, raw image) → kernel identity and layouts → the pool model →
+//! typed rows. Rendering lives in the binary.
+
+pub mod addr;
+pub mod memory;
+pub mod tag;
+
+pub use addr::{KernelVa, PAGE_SIZE, Pfn, PhysAddr};
+pub use memory::{Memory, MemoryError, MemoryExt, PxeLevel};
+pub use tag::PoolTag;

@@ -1,0 +1,319 @@
+//! The one memory interface.
+//!
+//! Crash dumps, live KDNET sessions and raw images all implement [`Memory`];
+//! everything above this module (kernel identity, symbols, the pool model)
+//! reads through it and never learns where the bytes came from.
+//!
+//! A source must implement physical reads and name its kernel DTB. Virtual
+//! reads and translation have default implementations that walk the x64
+//! page tables through physical reads ([`walk`]); a live session overrides
+//! `read_virtual` with the target's own virtual-read call.
+
+use crate::addr::{KernelVa, PAGE_SIZE, PhysAddr};
+
+/// The level of a paging-structure entry, named as WinDbg's `!pte` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum PxeLevel {
+    Pml4e,
+    Pdpte,
+    Pde,
+    Pte,
+}
+
+impl std::fmt::Display for PxeLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PxeLevel::Pml4e => "PML4E",
+            PxeLevel::Pdpte => "PDPTE",
+            PxeLevel::Pde => "PDE",
+            PxeLevel::Pte => "PTE",
+        })
+    }
+}
+
+/// Why a read failed. Each case says where, so a caller can turn it into a
+/// message such as "PoolTrackTable entry 17 at fffff802`... is not in the
+/// dump (PTE not present)".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemoryError {
+    /// The address is not canonical (bits 48..63 are not copies of bit 47).
+    #[error("{va} is not a canonical address")]
+    NonCanonical { va: KernelVa },
+    /// A paging-structure entry on the way to `va` is not present (and not
+    /// in transition): the page is paged out or was never mapped.
+    #[error("{va} is not mapped ({level} not present)")]
+    NotPresent { va: KernelVa, level: PxeLevel },
+    /// The physical page is not part of the source: a kernel dump omits user
+    /// and free pages, a partial dump can omit anything. `va` is set when the
+    /// physical address was reached through a translation; `level` says
+    /// which paging structure (if it was a table rather than data) is missing.
+    #[error("physical page {pa} is not in the source{}", describe_va(*va, *level))]
+    NotInSource {
+        pa: PhysAddr,
+        va: Option<KernelVa>,
+        level: Option<PxeLevel>,
+    },
+    /// The page is described by the source but its bytes are missing (a
+    /// truncated file).
+    #[error("physical page {pa} lies past the end of the file (truncated dump)")]
+    Truncated { pa: PhysAddr },
+    /// A transport failure of a live source.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+fn describe_va(va: Option<KernelVa>, level: Option<PxeLevel>) -> String {
+    match (va, level) {
+        (Some(va), Some(l)) => format!(" (the {l} page on the way to {va})"),
+        (Some(va), None) => format!(" (reached from {va})"),
+        _ => String::new(),
+    }
+}
+
+impl MemoryError {
+    /// Attach the virtual address through which a physical read was reached.
+    fn via(self, va: KernelVa, level: Option<PxeLevel>) -> Self {
+        match self {
+            MemoryError::NotInSource { pa, .. } => MemoryError::NotInSource {
+                pa,
+                va: Some(va),
+                level,
+            },
+            e => e,
+        }
+    }
+}
+
+/// Size of the page a translation ended in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum PageSize {
+    Small,
+    /// 2 MiB, PS bit in the PDE.
+    Large,
+    /// 1 GiB, PS bit in the PDPTE.
+    Huge,
+}
+
+impl PageSize {
+    pub const fn bytes(self) -> u64 {
+        match self {
+            PageSize::Small => 0x1000,
+            PageSize::Large => 0x20_0000,
+            PageSize::Huge => 0x4000_0000,
+        }
+    }
+}
+
+/// Result of translating a virtual address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation {
+    pub pa: PhysAddr,
+    pub page_size: PageSize,
+    pub writable: bool,
+    pub no_execute: bool,
+    pub user: bool,
+    /// The final entry was a transition PTE (P=0, bit 11 set): the page is
+    /// on the standby or modified list and its contents are still valid.
+    pub transition: bool,
+}
+
+/// A source of physical (and through it, kernel virtual) memory.
+///
+/// Implementations must be `Send + Sync`: analysis reads tables for many
+/// CPUs in parallel and the scanner fans out over rayon workers.
+pub trait Memory: Send + Sync {
+    /// A short description of the source for messages (a file path, a
+    /// KDNET peer).
+    fn describe(&self) -> String;
+
+    /// Physical address of the kernel's PML4 (CR3 without PCID bits).
+    fn kernel_dtb(&self) -> PhysAddr;
+
+    /// Read exactly `buf.len()` bytes of physical memory starting at `pa`.
+    fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError>;
+
+    /// Translate a kernel virtual address through the kernel DTB.
+    fn translate(&self, va: KernelVa) -> Result<Translation, MemoryError> {
+        walk::translate(self, self.kernel_dtb(), va)
+    }
+
+    /// Read exactly `buf.len()` bytes of kernel virtual memory.
+    fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let n = self.read_virtual_partial(va, buf)?;
+        debug_assert_eq!(n, buf.len());
+        Ok(())
+    }
+
+    /// Read as much of `buf` as is readable from the start; returns the
+    /// number of bytes read before the first unreadable page. Fails only if
+    /// not even the first byte can be read.
+    fn read_virtual_partial(&self, va: KernelVa, buf: &mut [u8]) -> Result<usize, MemoryError> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let cur = va
+                .checked_add(done as u64)
+                .ok_or(MemoryError::NonCanonical { va })?;
+            let t = match self.translate(cur) {
+                Ok(t) => t,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => return Ok(done),
+            };
+            let in_page = (PAGE_SIZE - cur.page_offset()) as usize;
+            let n = in_page.min(buf.len() - done);
+            match self.read_physical(t.pa, &mut buf[done..done + n]) {
+                Ok(()) => done += n,
+                Err(e) if done == 0 => return Err(e.via(cur, None)),
+                Err(_) => return Ok(done),
+            }
+        }
+        Ok(done)
+    }
+}
+
+impl<M: Memory + ?Sized> Memory for &M {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn kernel_dtb(&self) -> PhysAddr {
+        (**self).kernel_dtb()
+    }
+    fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
+        (**self).read_physical(pa, buf)
+    }
+    fn translate(&self, va: KernelVa) -> Result<Translation, MemoryError> {
+        (**self).translate(va)
+    }
+    fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), MemoryError> {
+        (**self).read_virtual(va, buf)
+    }
+    fn read_virtual_partial(&self, va: KernelVa, buf: &mut [u8]) -> Result<usize, MemoryError> {
+        (**self).read_virtual_partial(va, buf)
+    }
+}
+
+/// Typed little-endian reads on top of [`Memory`].
+pub trait MemoryExt: Memory {
+    fn read_u8(&self, va: KernelVa) -> Result<u8, MemoryError> {
+        let mut b = [0u8; 1];
+        self.read_virtual(va, &mut b)?;
+        Ok(b[0])
+    }
+    fn read_u16(&self, va: KernelVa) -> Result<u16, MemoryError> {
+        let mut b = [0u8; 2];
+        self.read_virtual(va, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+    fn read_u32(&self, va: KernelVa) -> Result<u32, MemoryError> {
+        let mut b = [0u8; 4];
+        self.read_virtual(va, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+    fn read_u64(&self, va: KernelVa) -> Result<u64, MemoryError> {
+        let mut b = [0u8; 8];
+        self.read_virtual(va, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+    fn read_pointer(&self, va: KernelVa) -> Result<KernelVa, MemoryError> {
+        self.read_u64(va).map(KernelVa)
+    }
+}
+
+impl<M: Memory + ?Sized> MemoryExt for M {}
+
+/// The x64 4-level page walk, over any physical reader.
+pub mod walk {
+    use super::*;
+
+    pub const PTE_PRESENT: u64 = 1 << 0;
+    pub const PTE_WRITE: u64 = 1 << 1;
+    pub const PTE_USER: u64 = 1 << 2;
+    pub const PTE_LARGE: u64 = 1 << 7;
+    pub const PTE_PROTOTYPE: u64 = 1 << 10;
+    pub const PTE_TRANSITION: u64 = 1 << 11;
+    pub const PTE_NX: u64 = 1 << 63;
+    /// Bits 12..51: the frame of a table or a 4 KiB page.
+    pub const PFN_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+    /// Bits 21..51: a 2 MiB page (bit 12 is PAT there, not address).
+    pub const LARGE_MASK: u64 = 0x000F_FFFF_FFE0_0000;
+    /// Bits 30..51: a 1 GiB page.
+    pub const HUGE_MASK: u64 = 0x000F_FFFF_C000_0000;
+
+    /// Index of `va` in the table at `level`.
+    pub const fn index(va: u64, level: PxeLevel) -> u64 {
+        let shift = match level {
+            PxeLevel::Pml4e => 39,
+            PxeLevel::Pdpte => 30,
+            PxeLevel::Pde => 21,
+            PxeLevel::Pte => 12,
+        };
+        (va >> shift) & 0x1FF
+    }
+
+    /// An entry Windows treats as resident: present, or (at the last level)
+    /// a transition PTE whose frame still holds the page.
+    fn usable(entry: u64, last_level: bool) -> bool {
+        entry & PTE_PRESENT != 0
+            || (last_level && entry & (PTE_TRANSITION | PTE_PROTOTYPE) == PTE_TRANSITION)
+    }
+
+    fn read_entry<M: Memory + ?Sized>(
+        m: &M,
+        table: u64,
+        va: KernelVa,
+        level: PxeLevel,
+    ) -> Result<u64, MemoryError> {
+        let mut b = [0u8; 8];
+        let pa = PhysAddr(table + index(va.0, level) * 8);
+        m.read_physical(pa, &mut b)
+            .map_err(|e| e.via(va, Some(level)))?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// Translate `va` through the PML4 at `dtb`.
+    pub fn translate<M: Memory + ?Sized>(
+        m: &M,
+        dtb: PhysAddr,
+        va: KernelVa,
+    ) -> Result<Translation, MemoryError> {
+        if !va.is_canonical() {
+            return Err(MemoryError::NonCanonical { va });
+        }
+        let mut writable = true;
+        let mut user = true;
+        let mut no_execute = false;
+        let mut table = dtb.0 & PFN_MASK;
+        for level in [
+            PxeLevel::Pml4e,
+            PxeLevel::Pdpte,
+            PxeLevel::Pde,
+            PxeLevel::Pte,
+        ] {
+            let e = read_entry(m, table, va, level)?;
+            let last = level == PxeLevel::Pte;
+            if !usable(e, last) {
+                return Err(MemoryError::NotPresent { va, level });
+            }
+            writable &= e & PTE_WRITE != 0;
+            user &= e & PTE_USER != 0;
+            no_execute |= e & PTE_NX != 0;
+            let leaf = match level {
+                PxeLevel::Pdpte if e & PTE_LARGE != 0 => Some((e & HUGE_MASK, PageSize::Huge)),
+                PxeLevel::Pde if e & PTE_LARGE != 0 => Some((e & LARGE_MASK, PageSize::Large)),
+                PxeLevel::Pte => Some((e & PFN_MASK, PageSize::Small)),
+                _ => None,
+            };
+            if let Some((base, page_size)) = leaf {
+                return Ok(Translation {
+                    pa: PhysAddr(base + (va.0 & (page_size.bytes() - 1))),
+                    page_size,
+                    writable,
+                    no_execute,
+                    user,
+                    transition: e & PTE_PRESENT == 0,
+                });
+            }
+            table = e & PFN_MASK;
+        }
+        unreachable!("the PTE level always ends the walk")
+    }
+}

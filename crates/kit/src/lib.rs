@@ -1,0 +1,1 @@
+//! pooldump-kit
