@@ -5,9 +5,16 @@
 //! typed rows. Rendering lives in the binary.
 
 pub mod addr;
+mod bytes;
+pub mod dump;
+pub mod kernel;
 pub mod memory;
 pub mod tag;
 
+#[cfg(test)]
+mod testutil;
+
 pub use addr::{KernelVa, PAGE_SIZE, Pfn, PhysAddr};
+pub use dump::{CrashDump, DumpError};
 pub use memory::{Memory, MemoryError, MemoryExt, PxeLevel};
 pub use tag::PoolTag;

@@ -137,37 +137,49 @@ pub trait Memory: Send + Sync {
         walk::translate(self, self.kernel_dtb(), va)
     }
 
-    /// Read exactly `buf.len()` bytes of kernel virtual memory.
+    /// Read exactly `buf.len()` bytes of kernel virtual memory. Fails if
+    /// any page of the range is unreadable, naming the first one.
     fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let n = self.read_virtual_partial(va, buf)?;
-        debug_assert_eq!(n, buf.len());
-        Ok(())
+        read_through_tables(self, va, buf, false).map(|_| ())
     }
 
     /// Read as much of `buf` as is readable from the start; returns the
     /// number of bytes read before the first unreadable page. Fails only if
     /// not even the first byte can be read.
     fn read_virtual_partial(&self, va: KernelVa, buf: &mut [u8]) -> Result<usize, MemoryError> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let cur = va
-                .checked_add(done as u64)
-                .ok_or(MemoryError::NonCanonical { va })?;
-            let t = match self.translate(cur) {
-                Ok(t) => t,
-                Err(e) if done == 0 => return Err(e),
-                Err(_) => return Ok(done),
-            };
-            let in_page = (PAGE_SIZE - cur.page_offset()) as usize;
-            let n = in_page.min(buf.len() - done);
-            match self.read_physical(t.pa, &mut buf[done..done + n]) {
-                Ok(()) => done += n,
-                Err(e) if done == 0 => return Err(e.via(cur, None)),
-                Err(_) => return Ok(done),
-            }
-        }
-        Ok(done)
+        read_through_tables(self, va, buf, true)
     }
+}
+
+/// The default virtual read: page by page through [`Memory::translate`].
+/// With `partial`, an error after the first page ends the read early
+/// instead of failing it.
+fn read_through_tables<M: Memory + ?Sized>(
+    m: &M,
+    va: KernelVa,
+    buf: &mut [u8],
+    partial: bool,
+) -> Result<usize, MemoryError> {
+    let mut done = 0usize;
+    while done < buf.len() {
+        let cur = va
+            .checked_add(done as u64)
+            .ok_or(MemoryError::NonCanonical { va })?;
+        let in_page = (PAGE_SIZE - cur.page_offset()) as usize;
+        let n = in_page.min(buf.len() - done);
+        // A translation error already names its level; a data-page error
+        // gets the virtual address it was reached from.
+        let step = m.translate(cur).and_then(|t| {
+            m.read_physical(t.pa, &mut buf[done..done + n])
+                .map_err(|e| e.via(cur, None))
+        });
+        match step {
+            Ok(()) => done += n,
+            Err(_) if partial && done > 0 => return Ok(done),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 impl<M: Memory + ?Sized> Memory for &M {
@@ -315,5 +327,32 @@ pub mod walk {
             table = e & PFN_MASK;
         }
         unreachable!("the PTE level always ends the walk")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::Machine;
+
+    #[test]
+    fn read_virtual_fails_when_a_later_page_is_unmapped() {
+        let mut m = Machine::new();
+        let va = 0xFFFF_C000_0000_0000u64;
+        m.write_virt(va, &[0xAB; 0x1000]);
+        let mut buf = [0u8; 0x1800];
+        // The read used to return Ok with the tail left unfilled.
+        assert_eq!(
+            m.read_virtual(KernelVa(va + 0x800), &mut buf),
+            Err(MemoryError::NotPresent {
+                va: KernelVa(va + 0x1000),
+                level: PxeLevel::Pte
+            })
+        );
+        assert_eq!(
+            m.read_virtual_partial(KernelVa(va + 0x800), &mut buf),
+            Ok(0x800)
+        );
+        assert!(buf[..0x800].iter().all(|&b| b == 0xAB));
     }
 }

@@ -1,0 +1,314 @@
+//! Crash-dump source: a Windows x64 kernel dump file as [`Memory`].
+//!
+//! [`CrashDump::open`] maps the file, parses and validates the
+//! DUMP_HEADER64 itself ([`header`]), has kdmp-parser build the
+//! physical-memory map around its known hazards (`kdmp.rs`), cross-checks
+//! that map against its own reading of the header, and keeps a compact copy
+//! ([`physmap`]). Reads then go straight to the memory map.
+//!
+//! ```no_run
+//! use pooldump_core::dump::CrashDump;
+//! use pooldump_core::{Memory, PhysAddr};
+//!
+//! let dump = CrashDump::open("MEMORY.DMP")?;
+//! println!("{} (build {})", dump.header().dump_type, dump.header().build());
+//! let mut buf = [0u8; 16];
+//! dump.read_physical(PhysAddr(0x1AD000), &mut buf)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod header;
+mod kdmp;
+pub mod physmap;
+pub mod time;
+
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::addr::{PAGE_SIZE, Pfn, PhysAddr};
+use crate::memory::{Memory, MemoryError};
+
+pub use header::{
+    BitmapKind, BugCheck, DumpHeader, DumpType, HeaderError, PageLayout, PhysRun, Truncation,
+};
+pub use physmap::PhysExtent;
+pub use time::{FileTime, UpTime, UtcDateTime};
+
+use physmap::{Lookup, PhysMap};
+
+/// An opened kernel crash dump.
+///
+/// `Send + Sync`: the file is memory-mapped and the page map is plain data,
+/// so rayon workers can read it concurrently.
+pub struct CrashDump {
+    path: PathBuf,
+    data: Arc<Backing>,
+    header: DumpHeader,
+    map: PhysMap,
+}
+
+/// The bytes of the dump file.
+pub(crate) enum Backing {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Backing {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Backing::Mapped(m) => m,
+            Backing::Owned(v) => v,
+        }
+    }
+}
+
+impl CrashDump {
+    /// Open and validate a dump file.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, DumpError> {
+        let path = path.as_ref();
+        let err = |kind| DumpError {
+            path: path.to_path_buf(),
+            kind,
+        };
+        let io = |what| move |source| err(DumpErrorKind::Io { what, source });
+        let file = File::open(path).map_err(io("open the file"))?;
+        let meta = file.metadata().map_err(io("read the file's size"))?;
+        if meta.is_dir() {
+            return Err(err(DumpErrorKind::IsDirectory));
+        }
+        let data = if meta.len() == 0 {
+            Backing::Owned(Vec::new())
+        } else {
+            // SAFETY: the map is read-only. If another process truncates or
+            // rewrites the file while it is mapped, reads may fault or see
+            // the new bytes; that is the accepted contract of every
+            // memory-mapped dump reader (WinDbg and kdmp-parser included).
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io("memory-map the file"))?;
+            Backing::Mapped(map)
+        };
+        Self::from_backing(path.to_path_buf(), data)
+    }
+
+    /// Open a dump held in memory; `name` is used in messages. Tests and
+    /// tools that generate dumps use this to skip the file system.
+    pub fn from_bytes(name: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Self, DumpError> {
+        Self::from_backing(name.into(), Backing::Owned(bytes))
+    }
+
+    fn from_backing(path: PathBuf, data: Backing) -> Result<Self, DumpError> {
+        let err = |kind| DumpError {
+            path: path.clone(),
+            kind,
+        };
+        let file = data.bytes();
+        let parsed = header::parse(file).map_err(|e| err(DumpErrorKind::Header(e)))?;
+        let planned = physmap::plan_map(
+            file,
+            &parsed.plan,
+            parsed.header.dump_type == DumpType::RdmpComplete,
+        );
+        let data = Arc::new(data);
+        let from_kdmp = kdmp::physmem(Arc::clone(&data), &planned.clamp)
+            .map_err(|e| err(DumpErrorKind::Parser(e)))?;
+        if from_kdmp != planned.backed {
+            return Err(err(DumpErrorKind::MapMismatch(describe_mismatch(
+                &from_kdmp,
+                &planned.backed,
+            ))));
+        }
+        let file_len = data.bytes().len() as u64;
+        let mut extents = from_kdmp;
+        extents.extend(planned.truncated);
+        let map = PhysMap::new(extents, planned.tail, file_len);
+        Ok(Self {
+            path,
+            data,
+            header: parsed.header,
+            map,
+        })
+    }
+
+    /// The dump's header, as parsed and validated.
+    pub fn header(&self) -> &DumpHeader {
+        &self.header
+    }
+
+    /// The path the dump was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's size in bytes.
+    pub fn file_size(&self) -> u64 {
+        self.data.bytes().len() as u64
+    }
+
+    /// Pages whose data is in the file.
+    pub fn page_count(&self) -> u64 {
+        self.map.backed_pages()
+    }
+
+    /// Runs of pages in file order, including parts past the end of a
+    /// truncated file (bitmap pages past the end are not listed). A
+    /// parallel scanner can split the work by extent.
+    pub fn extents(&self) -> impl Iterator<Item = PhysExtent> + '_ {
+        self.map.extents_in_file_order()
+    }
+
+    /// Every page the file holds, in file order, with its PFN.
+    pub fn physical_pages(&self) -> impl Iterator<Item = (Pfn, &[u8])> + '_ {
+        let file = self.data.bytes();
+        self.map.extents_in_file_order().flat_map(move |e| {
+            (0..e.pages).map_while(move |i| {
+                let off = usize::try_from(e.file_offset + i * PAGE_SIZE).ok()?;
+                let page = file.get(off..off.checked_add(PAGE_SIZE as usize)?)?;
+                Some((Pfn(e.pfn.0 + i), page))
+            })
+        })
+    }
+
+    /// The 4 KiB of one physical page.
+    pub fn page(&self, pfn: Pfn) -> Result<&[u8], MemoryError> {
+        let file = self.data.bytes();
+        let pa = PhysAddr(pfn.0.saturating_mul(PAGE_SIZE));
+        match self.map.lookup(file, pfn.0) {
+            Lookup::Backed(off) => {
+                let off = off as usize;
+                Ok(&file[off..off + PAGE_SIZE as usize])
+            }
+            Lookup::Truncated => Err(MemoryError::Truncated { pa }),
+            Lookup::Absent => Err(MemoryError::NotInSource {
+                pa,
+                va: None,
+                level: None,
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for CrashDump {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CrashDump")
+            .field("path", &self.path)
+            .field("file_size", &self.file_size())
+            .field("dump_type", &self.header.dump_type)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Memory for CrashDump {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn kernel_dtb(&self) -> PhysAddr {
+        self.header.directory_table_base
+    }
+
+    /// Page by page through the memory map, so reads of any alignment and
+    /// length are exact (kdmp-parser's own physical reader is not, §1.4).
+    fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let cur =
+                pa.0.checked_add(done as u64)
+                    .ok_or(MemoryError::NotInSource {
+                        pa,
+                        va: None,
+                        level: None,
+                    })?;
+            let in_page = (PAGE_SIZE - cur % PAGE_SIZE) as usize;
+            let n = in_page.min(buf.len() - done);
+            let page = self.page(Pfn(cur / PAGE_SIZE)).map_err(|e| match e {
+                // Name the byte that failed, not the page.
+                MemoryError::NotInSource { va, level, .. } => MemoryError::NotInSource {
+                    pa: PhysAddr(cur),
+                    va,
+                    level,
+                },
+                MemoryError::Truncated { .. } => MemoryError::Truncated { pa: PhysAddr(cur) },
+                e => e,
+            })?;
+            let at = (cur % PAGE_SIZE) as usize;
+            buf[done..done + n].copy_from_slice(&page[at..at + n]);
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+fn describe_mismatch(kdmp: &[PhysExtent], ours: &[PhysExtent]) -> String {
+    let first = kdmp
+        .iter()
+        .zip(ours)
+        .position(|(a, b)| a != b)
+        .unwrap_or(kdmp.len().min(ours.len()));
+    let show = |v: &[PhysExtent]| {
+        v.get(first).map_or("nothing".to_string(), |e| {
+            format!(
+                "PFN {} +{} pages at file offset {:#x}",
+                e.pfn, e.pages, e.file_offset
+            )
+        })
+    };
+    format!(
+        "kdmp-parser has {}, the header describes {}",
+        show(kdmp),
+        show(ours)
+    )
+}
+
+/// Why a dump could not be opened. Always names the file:
+/// `MEMORY.DMP: DumpType 4 (triage minidump) is not supported; ...`.
+#[derive(Debug)]
+pub struct DumpError {
+    path: PathBuf,
+    kind: DumpErrorKind,
+}
+
+impl DumpError {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn kind(&self) -> &DumpErrorKind {
+        &self.kind
+    }
+}
+
+impl fmt::Display for DumpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.kind)
+    }
+}
+
+/// The cause chain continues with the kind's own cause (an I/O error,
+/// kdmp-parser's error), so `anyhow` prints each once.
+impl std::error::Error for DumpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.kind)
+    }
+}
+
+/// What is wrong, without the file name.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpErrorKind {
+    #[error("cannot {what}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("is a directory, not a dump file")]
+    IsDirectory,
+    #[error(transparent)]
+    Header(HeaderError),
+    #[error("kdmp-parser rejected the dump")]
+    Parser(#[source] kdmp_parser::error::Error),
+    #[error("the physical-memory map is ambiguous: {0}")]
+    MapMismatch(String),
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,247 @@
+//! The loaded-module list (`PsLoadedModuleList`), walked with an iteration
+//! cap and cycle detection: a corrupt Flink ring must end the walk with a
+//! warning, never hang it (crates-and-test-data.md §1.10.1).
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use crate::addr::KernelVa;
+use crate::bytes::Le;
+use crate::memory::{Memory, MemoryExt};
+
+/// `_KLDR_DATA_TABLE_ENTRY` offsets used *before* nt's PDB is loaded.
+///
+/// These x64 offsets have not changed from Vista to Windows 11 24H2 (the
+/// struct only grew at its end), and they are what WinDbg, kdmp-parser and
+/// Volatility bootstrap with. Once the PDB is loaded, later code checks
+/// them against the real layout and can pass a corrected table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KldrLayout {
+    /// InLoadOrderLinks: LIST_ENTRY {Flink +0, Blink +8}.
+    pub in_load_order_links: usize,
+    pub dll_base: usize,
+    pub entry_point: usize,
+    /// ULONG.
+    pub size_of_image: usize,
+    /// UNICODE_STRING {Length u16 +0, MaximumLength u16 +2, Buffer +8}.
+    pub full_dll_name: usize,
+    pub base_dll_name: usize,
+    /// Bytes to read per entry: through BaseDllName.
+    pub read_size: usize,
+}
+
+/// The stable x64 bootstrap layout.
+pub const KLDR_BOOTSTRAP: KldrLayout = KldrLayout {
+    in_load_order_links: 0x00,
+    dll_base: 0x30,
+    entry_point: 0x38,
+    size_of_image: 0x40,
+    full_dll_name: 0x48,
+    base_dll_name: 0x58,
+    read_size: 0x68,
+};
+
+/// Bounds on a walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalkLimits {
+    /// Entries visited at most (a real system has a few hundred).
+    pub max_modules: usize,
+    /// UNICODE_STRING bytes read at most per name (longer names are cut).
+    pub max_name_bytes: u16,
+}
+
+impl Default for WalkLimits {
+    fn default() -> Self {
+        Self {
+            max_modules: 4096,
+            max_name_bytes: 1024,
+        }
+    }
+}
+
+/// One `_KLDR_DATA_TABLE_ENTRY`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LoadedModule {
+    /// Where the entry itself is.
+    pub entry: KernelVa,
+    pub base: KernelVa,
+    pub size: u32,
+    pub entry_point: KernelVa,
+    /// BaseDllName (`ntoskrnl.exe`), or empty when unreadable.
+    pub name: String,
+    /// FullDllName (`\SystemRoot\system32\ntoskrnl.exe`), when readable.
+    pub full_name: Option<String>,
+}
+
+impl LoadedModule {
+    pub fn contains(&self, va: KernelVa) -> bool {
+        va >= self.base && va.0 - self.base.0 < u64::from(self.size)
+    }
+}
+
+/// The result of a walk: the modules in load order, and what went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModuleList {
+    pub head: KernelVa,
+    pub modules: Vec<LoadedModule>,
+    /// The walk came back to the head.
+    pub complete: bool,
+    pub warnings: Vec<String>,
+}
+
+impl ModuleList {
+    /// The module containing `va`.
+    pub fn find(&self, va: KernelVa) -> Option<&LoadedModule> {
+        self.modules.iter().find(|m| m.contains(va))
+    }
+}
+
+/// Walk the InLoadOrder list whose head (the `PsLoadedModuleList`
+/// LIST_ENTRY) is at `head`.
+pub fn walk_loaded_modules<M: Memory + ?Sized>(
+    mem: &M,
+    head: KernelVa,
+    layout: &KldrLayout,
+    limits: &WalkLimits,
+) -> ModuleList {
+    let mut list = ModuleList {
+        head,
+        modules: Vec::new(),
+        complete: false,
+        warnings: Vec::new(),
+    };
+    let first = match mem.read_pointer(head) {
+        Ok(p) => p,
+        Err(e) => {
+            list.warnings
+                .push(format!("cannot read the list head at {head}: {e}"));
+            return list;
+        }
+    };
+    let mut visited = HashSet::new();
+    let mut prev = head;
+    let mut cur = first;
+    let mut blink_warned = false;
+    let mut buf = vec![0u8; layout.read_size];
+    loop {
+        if cur == head {
+            list.complete = true;
+            break;
+        }
+        if list.modules.len() >= limits.max_modules {
+            list.warnings.push(format!(
+                "stopped after {} entries without returning to the head (iteration cap)",
+                limits.max_modules
+            ));
+            break;
+        }
+        if !cur.is_kernel() {
+            list.warnings.push(format!(
+                "the link after {prev} points to {cur}, not a kernel address; the list is cut there"
+            ));
+            break;
+        }
+        if !visited.insert(cur) {
+            list.warnings.push(format!(
+                "the list loops back to {cur} without returning to the head; stopped after {} entries",
+                list.modules.len()
+            ));
+            break;
+        }
+        // Links point at InLoadOrderLinks inside the entry.
+        let entry_va = KernelVa(cur.0.wrapping_sub(layout.in_load_order_links as u64));
+        if let Err(e) = mem.read_virtual(entry_va, &mut buf) {
+            list.warnings.push(format!(
+                "cannot read the module entry at {entry_va}: {e}; the list is cut there"
+            ));
+            break;
+        }
+        let b = Le(&buf);
+        let q = |o: usize| KernelVa(b.u64(o).unwrap_or(0));
+        let flink = q(layout.in_load_order_links);
+        let blink = q(layout.in_load_order_links + 8);
+        if blink != prev && !blink_warned {
+            blink_warned = true;
+            list.warnings.push(format!(
+                "the entry at {entry_va} has Blink {blink}, not the previous link {prev}"
+            ));
+        }
+        let size = b.u32(layout.size_of_image).unwrap_or(0);
+        let mut warn = Vec::new();
+        let base_name = read_unicode_string(mem, b, layout.base_dll_name, limits)
+            .map_err(|e| warn.push(format!("BaseDllName of the entry at {entry_va}: {e}")))
+            .ok();
+        let full_name = read_unicode_string(mem, b, layout.full_dll_name, limits)
+            .map_err(|e| warn.push(format!("FullDllName of the entry at {entry_va}: {e}")))
+            .ok();
+        list.warnings.extend(warn);
+        let name = base_name
+            .or_else(|| {
+                full_name
+                    .as_deref()
+                    .map(|f| f.rsplit('\\').next().unwrap_or(f).to_string())
+            })
+            .unwrap_or_default();
+        list.modules.push(LoadedModule {
+            entry: entry_va,
+            base: q(layout.dll_base),
+            size,
+            entry_point: q(layout.entry_point),
+            name,
+            full_name,
+        });
+        prev = cur;
+        cur = flink;
+    }
+    list
+}
+
+/// Read a UNICODE_STRING whose 16-byte header is at `at` in `entry`. The
+/// lengths are hostile: capped, made even, and the buffer must be readable.
+fn read_unicode_string<M: Memory + ?Sized>(
+    mem: &M,
+    entry: Le,
+    at: usize,
+    limits: &WalkLimits,
+) -> Result<String, String> {
+    let len = entry.u16(at).ok_or("outside the entry")?;
+    let max = entry.u16(at + 2).unwrap_or(0);
+    let buffer = KernelVa(entry.u64(at + 8).ok_or("outside the entry")?);
+    if len == 0 {
+        return Err("empty".into());
+    }
+    if len % 2 != 0 {
+        return Err(format!("odd Length {len}"));
+    }
+    if len > max {
+        return Err(format!("Length {len} exceeds MaximumLength {max}"));
+    }
+    if !buffer.is_kernel() {
+        return Err(format!("Buffer {buffer} is not a kernel address"));
+    }
+    let n = len.min(limits.max_name_bytes & !1) as usize;
+    let mut raw = vec![0u8; n];
+    mem.read_virtual(buffer, &mut raw)
+        .map_err(|e| e.to_string())?;
+    let units: Vec<u16> = raw
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let mut s: String = char::decode_utf16(units)
+        .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+        .flat_map(|c| {
+            // Names go to terminals: escape controls.
+            let esc: Vec<char> = if c.is_control() {
+                format!("\\u{{{:x}}}", c as u32).chars().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect();
+    if n < len as usize {
+        s.push('…');
+    }
+    Ok(s)
+}

@@ -1,0 +1,272 @@
+//! `pooldump info`: what the dump is, which kernel it holds, and the
+//! loaded modules. Analysis ([`collect`]) returns a typed report; the text
+//! and JSON renderers only format it.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use pooldump_core::KernelVa;
+use pooldump_core::dump::{CrashDump, DumpHeader, FileTime, PageLayout};
+use pooldump_core::kernel::{
+    self, BootHints, KLDR_BOOTSTRAP, KernelIdentity, ModuleList, ScanLimits, WalkLimits,
+};
+use serde::Serialize;
+
+use crate::render::{Align, Section, Table};
+
+/// Show a dump's header, its kernel's identity and its loaded modules.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The crash dump (MEMORY.DMP: full, kernel/automatic bitmap, or RDMP).
+    #[arg(value_name = "DUMP")]
+    pub dump: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Everything `info` shows.
+#[derive(Debug, Serialize)]
+pub struct InfoReport {
+    pub file: FileInfo,
+    pub header: DumpHeader,
+    /// nt's identity, when it was found.
+    pub kernel: Option<KernelIdentity>,
+    /// Why nt was not found.
+    pub kernel_error: Option<String>,
+    /// The loaded-module list, when its head is known.
+    pub modules: Option<ModuleList>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FileInfo {
+    pub path: PathBuf,
+    pub size: u64,
+    /// Pages whose data is in the file.
+    pub pages: u64,
+}
+
+pub fn run(args: &Args) -> Result<String> {
+    let report = collect(&args.dump)?;
+    Ok(if args.json {
+        let mut s = serde_json::to_string_pretty(&report)?;
+        s.push('\n');
+        s
+    } else {
+        render_text(&report)
+    })
+}
+
+/// Open the dump and gather the report. Only opening the dump can fail;
+/// a kernel that cannot be found is part of the report.
+pub fn collect(path: &std::path::Path) -> Result<InfoReport> {
+    let dump = CrashDump::open(path)?;
+    let header = dump.header().clone();
+    let hints = BootHints {
+        kd_debugger_data_block: header.kd_debugger_data_block,
+        ps_loaded_module_list: header.ps_loaded_module_list,
+    };
+    let mut pages = dump.physical_pages();
+    let (kernel, kernel_error) =
+        match kernel::identify(&dump, &hints, Some(&mut pages), &ScanLimits::default()) {
+            Ok(k) => (Some(k), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+    let head = kernel
+        .as_ref()
+        .and_then(|k| k.ps_loaded_module_list)
+        .or(Some(header.ps_loaded_module_list).filter(|v| v.0 != 0));
+    let modules = head
+        .map(|h| kernel::walk_loaded_modules(&dump, h, &KLDR_BOOTSTRAP, &WalkLimits::default()));
+    Ok(InfoReport {
+        file: FileInfo {
+            path: dump.path().to_path_buf(),
+            size: dump.file_size(),
+            pages: dump.page_count(),
+        },
+        header,
+        kernel,
+        kernel_error,
+        modules,
+    })
+}
+
+fn hex(v: u64) -> String {
+    format!("{v:#x}")
+}
+
+pub fn render_text(r: &InfoReport) -> String {
+    let h = &r.header;
+    let mut out = String::new();
+
+    let mut s = Section::new("Dump");
+    s.row(
+        "File",
+        format!("{} ({} bytes)", r.file.path.display(), r.file.size),
+    );
+    let kind = match &h.layout {
+        PageLayout::Runs { runs, .. } => format!("{} runs", runs.len()),
+        PageLayout::Bitmap { kind, .. } => {
+            format!("'{}' bitmap", format!("{kind:?}").to_uppercase())
+        }
+        PageLayout::Rdmp { ranges, .. } => format!("{ranges} RDMP ranges"),
+    };
+    s.row(
+        "Type",
+        format!("{} (DumpType {}, {kind})", h.dump_type, h.dump_type.value()),
+    );
+    let build = match h.major_version {
+        0xF => "free",
+        0xC => "checked",
+        _ => "unknown kind",
+    };
+    s.row(
+        "Windows build",
+        format!(
+            "{} ({build}, MajorVersion {:#x})",
+            h.build(),
+            h.major_version
+        ),
+    );
+    s.row("Processors", h.number_processors.to_string());
+    s.row("System time", h.system_time.to_string());
+    s.row("System uptime", h.system_up_time.to_string());
+    let p = h.bug_check.parameters;
+    s.row(
+        "Bugcheck",
+        format!(
+            "{:#010X} ({}, {}, {}, {})",
+            h.bug_check.code,
+            hex(p[0]),
+            hex(p[1]),
+            hex(p[2]),
+            hex(p[3])
+        ),
+    );
+    s.row("DirectoryTableBase", h.directory_table_base.to_string());
+    s.row("PfnDatabase", h.pfn_database.to_string());
+    s.row("PsLoadedModuleList", h.ps_loaded_module_list.to_string());
+    s.row("PsActiveProcessHead", h.ps_active_process_head.to_string());
+    s.row("KdDebuggerDataBlock", h.kd_debugger_data_block.to_string());
+    s.row(
+        "Context",
+        format!(
+            "Rip {}  Rsp {}",
+            KernelVa(h.context_rip),
+            KernelVa(h.context_rsp)
+        ),
+    );
+    let missing = h.truncation.map_or(0, |t| t.missing_pages);
+    s.row(
+        "Pages",
+        if missing == 0 {
+            format!("{} in the file", r.file.pages)
+        } else {
+            format!(
+                "{} in the file, {missing} missing (truncated)",
+                r.file.pages
+            )
+        },
+    );
+    if let Some(c) = &h.comment {
+        s.row("Comment", c.clone());
+    }
+    s.render(&mut out);
+    out.push('\n');
+
+    let mut s = Section::new("Kernel");
+    match (&r.kernel, &r.kernel_error) {
+        (Some(k), _) => {
+            s.row(
+                "KernBase",
+                format!("{} (found by {})", k.kern_base, k.found_by),
+            );
+            let img = &k.image;
+            s.row(
+                "Image",
+                format!(
+                    "SizeOfImage {:#x}, Machine {:#x}",
+                    img.size_of_image, img.machine
+                ),
+            );
+            let ts = FileTime::from_unix_seconds(u64::from(img.time_date_stamp));
+            s.row(
+                "TimeDateStamp",
+                format!("{:#010x} ({ts})", img.time_date_stamp),
+            );
+            match &img.codeview {
+                Some(cv) => {
+                    s.row("PDB", cv.pdb_name.clone());
+                    s.row("GUID", cv.guid.to_string());
+                    s.row("Age", cv.age.to_string());
+                    s.row("Symbol store key", cv.store_key.clone());
+                }
+                None => {
+                    s.row("PDB", "unknown (no RSDS record)");
+                }
+            }
+            if let Some(kd) = &k.kdbg {
+                let at = kd
+                    .va
+                    .map(|v| v.to_string())
+                    .or(kd.pa.map(|p| format!("physical {p}")))
+                    .unwrap_or_else(|| "?".into());
+                s.row("KDBG", format!("{at} (Size {:#x})", kd.size));
+            }
+        }
+        (None, Some(e)) => {
+            s.row("Not found", e.clone());
+        }
+        (None, None) => {}
+    }
+    s.render(&mut out);
+
+    if let Some(list) = &r.modules {
+        out.push('\n');
+        let state = if list.complete { "" } else { ", incomplete" };
+        out.push_str(&format!(
+            "Loaded modules ({}{state}; list head {})\n",
+            list.modules.len(),
+            list.head
+        ));
+        let mut t = Table::new(&[
+            ("Base", Align::Left),
+            ("End", Align::Left),
+            ("Size", Align::Right),
+            ("Name", Align::Left),
+            ("Path", Align::Left),
+        ]);
+        for m in &list.modules {
+            t.push(vec![
+                m.base.to_string(),
+                KernelVa(m.base.0.wrapping_add(u64::from(m.size))).to_string(),
+                hex(u64::from(m.size)),
+                m.name.clone(),
+                m.full_name.clone().unwrap_or_default(),
+            ]);
+        }
+        if list.modules.is_empty() {
+            out.push_str("  none could be read\n");
+        } else {
+            t.render(&mut out, 2);
+        }
+    }
+
+    let warnings: Vec<&String> = h
+        .warnings
+        .iter()
+        .chain(
+            r.kernel
+                .iter()
+                .flat_map(|k| k.warnings.iter().chain(&k.image.warnings)),
+        )
+        .chain(r.modules.iter().flat_map(|m| &m.warnings))
+        .collect();
+    if !warnings.is_empty() {
+        out.push_str("\nWarnings\n");
+        for w in warnings {
+            out.push_str(&format!("  - {w}\n"));
+        }
+    }
+    out
+}

@@ -1,0 +1,1909 @@
+#!/usr/bin/env python3
+"""Rebuild the synthetic nt images, their PDBs and the test drivers.
+
+For every family in FAMILIES this script reads the real Volatility 3 symbol table (ISF) of that
+build of ntkrnlmp.pdb, writes C that reproduces the real layouts of the pool structures
+(testdata/nt/<family>/nt.c), compiles and links it with clang-19/lld-link-19 into
+ntoskrnl.exe + ntkrnlmp.pdb, gives both files the real build's PDB GUID and age, checks the
+result with llvm-pdbutil-19/llvm-readobj-19 against the ISF, and writes layout.json, the
+manifest the test kit uses to place data in synthetic dumps. It then builds three small
+drivers (testdata/drivers/) that import the pool allocator from ntoskrnl.exe.
+
+Run from the repository root:
+
+    python3 testdata/nt/build.py [--isf-dir ../shared/isf] [--family NAME ...] [--no-drivers]
+
+Requires clang-19, lld-19 and llvm-19 (Debian 12: apt-get install clang-19 lld-19 llvm-19) and
+Python 3.11 with the standard library only. The outputs are byte-for-byte reproducible: the
+compiler and linker see only relative paths and a fixed pseudo source directory
+(FAKE_SRC_ROOT), /Brepro fixes the timestamps, and every generated text is sorted.
+
+See docs/testdata-nt.md for what the files are and how they were verified.
+"""
+
+import argparse
+import bisect
+import contextlib
+import hashlib
+import json
+import lzma
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+DRIVERS_DIR = os.path.join(REPO, "testdata", "drivers")
+
+CLANG = "clang-19"
+LLD = "lld-link-19"
+PDBUTIL = "llvm-pdbutil-19"
+READOBJ = "llvm-readobj-19"
+DLLTOOL = "llvm-dlltool-19"
+
+# The compile flags of crates-and-test-data.md §3.2. -gno-codeview-command-line and the fixed
+# -fdebug-compilation-dir keep the checkout path and the clang command line out of the PDB.
+CFLAGS_COMMON = [
+    "--target=x86_64-pc-windows-msvc", "-O1", "-ffreestanding", "-fno-builtin",
+    "-fno-stack-protector", "-fasynchronous-unwind-tables",
+    "-Werror=implicit-function-declaration", "-Wno-multichar",
+]
+CFLAGS_DEBUG = ["-gcodeview", "-g", "-fno-eliminate-unused-debug-types",
+                "-gno-codeview-command-line"]
+CFLAGS_NODEBUG = ["-g0"]
+FAKE_SRC_ROOT = "C:\\pooldump\\testdata"
+
+
+class Family:
+    def __init__(self, name, isf, build, build_string, public=False):
+        self.name, self.isf, self.build, self.build_string, self.public = (
+            name, isf, build, build_string, public)
+
+
+FAMILIES = [
+    Family("win7-7601", "339E74133576439CBCDF7E0229DA3773-1", 7601, "6.1.7601.24540"),
+    Family("win81-9600", "22597D0B40394E23936F6A24C6C52D5B-1", 9600, "6.3.9600.19913"),
+    Family("win10-14393", "517E128F7B7C4EA79491DE6B9B9CE190-1", 14393, "10.0.14393.4583"),
+    Family("win10-17763", "00F31FD82648C8ED1A4426DFFC56A424-1", 17763, "10.0.17763.4644"),
+    Family("win10-18362", "35A038B1F6E2E8CAF642111E6EC66F57-1", 18362, "10.0.18362.30"),
+    Family("win10-19041", "06564D3477822C7D97F04852CBD5AFD6-1", 19041, "10.0.19041.3324"),
+    Family("server2022-20348", "66546C893F1136BF8732FF5773F69265-1", 20348, "10.0.20348.2400"),
+    Family("win11-22000", "0CE4A95C0CD782A7596B034D8648E585-1", 22000, "10.0.22000.2538"),
+    # Publics only, like Microsoft's public PDBs: full TPI types, S_PUB32, no S_GDATA32.
+    Family("win10-19041-public", "3177D31000BA7590DED335936C93E374-1", 19041, "10.0.19041.1415",
+           public=True),
+]
+
+# Types emitted with their exact real layout, together with every struct or union they contain by
+# value (recursively), so nested paths such as _MI_VISIBLE_STATE.SystemVaRegions[i].BaseAddress
+# resolve in the PDB. Names absent from a build's ISF are skipped (_KDDEBUGGER_DATA64 and
+# _DBGKD_DEBUG_DATA_HEADER64 are in no ISF: Microsoft's public ntkrnlmp.pdb does not carry them).
+FULL_TYPES = [
+    "_POOL_HEADER", "_POOL_TRACKER_TABLE", "_POOL_TRACKER_BIG_PAGES", "_KLDR_DATA_TABLE_ENTRY",
+    "_LIST_ENTRY", "_UNICODE_STRING", "_KDDEBUGGER_DATA64", "_DBGKD_DEBUG_DATA_HEADER64",
+    "_DBGKD_GET_VERSION64", "_MI_VISIBLE_STATE", "_MI_SYSTEM_INFORMATION",
+    "_EX_POOL_HEAP_MANAGER_STATE", "_SEGMENT_HEAP", "_HEAP_SEG_CONTEXT", "_HEAP_PAGE_SEGMENT",
+    "_HEAP_PAGE_RANGE_DESCRIPTOR", "_HEAP_VS_CHUNK_HEADER", "_HEAP_VS_SUBSEGMENT",
+    "_HEAP_LFH_SUBSEGMENT", "_RTLP_HP_HEAP_GLOBALS", "_POOL_DESCRIPTOR", "_MM_SESSION_SPACE",
+    "_KUSER_SHARED_DATA", "_KSYSTEM_TIME", "_POOL_LIMIT_TABLE_ENTRY",
+]
+# Only these members of these types pull in their types' full layouts; the other struct-typed
+# members are opaque byte arrays of the right size (_MI_SYSTEM_INFORMATION alone would otherwise
+# bring in about 110 memory-manager types).
+PARTIAL_TYPES = {"_MI_SYSTEM_INFORMATION": {"Vs"}}
+# Size-correct stubs: total size and scalar/pointer members at the real offsets. Volatility 3
+# binds these names when it loads an nt symbol table.
+STUB_TYPES = [
+    "_ETHREAD", "_KTHREAD", "_EPROCESS", "_KPROCESS", "_ERESOURCE", "_EX_FAST_REF", "_TOKEN",
+    "_OBJECT_HEADER", "_FILE_OBJECT", "_DEVICE_OBJECT", "_CM_KEY_BODY", "_CMHIVE", "_CM_KEY_NODE",
+    "_CM_KEY_VALUE", "_HMAP_ENTRY", "_MMVAD_SHORT", "_MMVAD", "_KMUTANT", "_DRIVER_OBJECT",
+    "_OBJECT_SYMBOLIC_LINK", "_CONTROL_AREA", "_SHARED_CACHE_MAP", "_VACB", "_IMAGE_DOS_HEADER",
+    "_KTIMER", "_LDR_DATA_TABLE_ENTRY", "_KPRCB",
+]
+ENUMS = ["_POOL_TYPE", "_MI_ASSIGNED_REGION_TYPES", "_MI_SYSTEM_VA_TYPE"]
+
+# Kernel globals: (name, manifest kind, target type, exported by the real nt).
+# kind "pointer"/"pointer_array": target is the struct pointed to (None = void *);
+# "struct": target is the struct type of the variable; arrays take their length from the gap to
+# the next symbol in the real build (capped at 4096 elements).
+GLOBALS = [
+    ("PoolTrackTable", "pointer", "_POOL_TRACKER_TABLE", False),
+    ("PoolTrackTableSize", "size_t", None, False),
+    ("PoolTrackTableMask", "size_t", None, False),
+    ("ExPoolTagTables", "pointer_array", "_POOL_TRACKER_TABLE", False),
+    ("PoolTrackTableExpansion", "pointer", "_POOL_TRACKER_TABLE", False),
+    ("PoolTrackTableExpansionSize", "size_t", None, False),
+    ("PoolBigPageTable", "pointer", "_POOL_TRACKER_BIG_PAGES", False),
+    ("PoolBigPageTableSize", "size_t", None, False),
+    ("ExpPoolBigEntriesInUse", "u32", None, False),
+    ("ExpBigTableExpansionFailed", "u32", None, False),
+    ("PoolHitTag", "u32", None, False),
+    ("ExpPoolFlags", "u32", None, False),
+    ("ExpPoolQuotaCookie", "u64", None, False),
+    ("KeNumberProcessors", "u32", None, True),
+    ("KiProcessorBlock", "pointer_array", "_KPRCB", False),
+    ("PsLoadedModuleList", "list_entry", "_LIST_ENTRY", True),
+    ("PsActiveProcessHead", "list_entry", "_LIST_ENTRY", False),
+    ("PsInitialSystemProcess", "pointer", "_EPROCESS", True),
+    ("KdDebuggerDataBlock", "struct", "_KDDEBUGGER_DATA64", False),
+    ("KdpDataBlockEncoded", "u8", None, False),
+    ("KiWaitNever", "u64", None, False),
+    ("KiWaitAlways", "u64", None, False),
+    ("MmSystemRangeStart", "pointer", None, True),
+    ("MmPfnDatabase", "pointer", "_MMPFN", False),
+    ("MiVisibleState", "pointer", "_MI_VISIBLE_STATE", False),
+    ("MiState", "struct", "_MI_SYSTEM_INFORMATION", False),
+    ("ExPoolState", "struct", "_EX_POOL_HEAP_MANAGER_STATE", False),
+    ("RtlpHpHeapGlobals", "struct", "_RTLP_HP_HEAP_GLOBALS", False),
+    ("ExpSessionPoolTrackTable", "pointer", "_POOL_TRACKER_TABLE", False),
+    ("ExpSessionPoolTrackTableSize", "size_t", None, False),
+    ("ExpSessionPoolTrackTableMask", "size_t", None, False),
+    ("PoolVector", "pointer_array", "_POOL_DESCRIPTOR", False),
+    ("ExpNumberOfPagedPools", "u32", None, False),
+    ("ExpNumberOfNonPagedPools", "u32", None, False),
+    ("ExpPagedPoolDescriptor", "pointer_array", "_POOL_DESCRIPTOR", False),
+    ("ExpNonPagedPoolDescriptor", "pointer_array", "_POOL_DESCRIPTOR", False),
+    ("MmNonPagedPoolStart", "pointer", None, False),
+    ("MiNonPagedPoolStartAligned", "pointer", None, False),
+    ("MiNonPagedPoolEnd", "pointer", None, False),
+    ("MmPagedPoolEnd", "pointer", None, False),
+    ("MmSizeOfPagedPoolInBytes", "size_t", None, False),
+    ("MiPagedPoolStart", "pointer", None, False),
+    ("MmMaximumNonPagedPoolInBytes", "size_t", None, False),
+    ("ExpHotTagArray", "u32", None, False),  # an array of ULONG tags; length from the gap
+]
+ARRAY_CAP = 4096
+# Functions with bodies in nt.c: (name, exported by the real nt, section).
+FUNCTIONS = [
+    ("KiSystemStartup", False, ".text"),
+    ("ExAllocatePoolWithTag", True, ".text"),
+    ("ExFreePoolWithTag", True, ".text"),
+    ("ExAllocatePool2", True, ".text"),
+    ("KeBugCheckEx", True, ".text"),
+    ("ExpInsertPoolTracker", False, "POOLCODE"),
+    ("ExpRemovePoolTracker", False, ".text"),
+    ("ExpAddTagForBigPages", False, ".text"),
+    ("ExpFindAndRemoveTagBigPages", False, ".text"),
+    ("ExpComputeTagIndex", False, ".text"),
+    ("KiZeroGlobal", False, ".text"),
+]
+# Functions emitted only when the real build has them; the others are emitted in every family
+# (the Exp* helpers are named after real nt functions, but whether a build has a symbol of that
+# name varies, and KiZeroGlobal/ExpComputeTagIndex are made up).
+BUILD_GATED_FUNCTIONS = {"ExAllocatePool2"}
+
+C_BASE = {
+    "char": "char", "unsigned char": "unsigned char", "short": "short",
+    "unsigned short": "unsigned short", "int": "int", "unsigned int": "unsigned int",
+    "long": "long", "unsigned long": "unsigned long", "long long": "long long",
+    "unsigned long long": "unsigned long long", "wchar": "unsigned short", "HRESULT": "long",
+    "f32": "float", "float": "float", "double": "double", "void": "void", "bool": "_Bool",
+}
+
+
+class BuildError(Exception):
+    pass
+
+
+KEEP_DIR = None  # --keep-temp: build in KEEP_DIR/<name> and leave the intermediates there
+
+
+@contextlib.contextmanager
+def workdir(name):
+    if KEEP_DIR:
+        path = os.path.join(KEEP_DIR, name)
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(path)
+        yield path
+    else:
+        with tempfile.TemporaryDirectory(prefix="pooldump-%s-" % name) as path:
+            yield path
+
+
+def fail(msg):
+    raise BuildError(msg)
+
+
+def read_bytes(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def write_bytes(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def run(cmd, cwd=None):
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        fail("command failed (%d): %s\n%s%s" % (proc.returncode, " ".join(cmd), proc.stdout,
+                                                 proc.stderr))
+    if proc.stderr.strip():
+        # clang and lld warnings are errors here: the outputs are committed.
+        fail("command printed warnings: %s\n%s" % (" ".join(cmd), proc.stderr))
+    return proc.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# ISF model
+
+
+class Isf:
+    def __init__(self, path):
+        with lzma.open(path, "rt") as f:
+            data = json.load(f)
+        self.types = data["user_types"]
+        self.enums = data["enums"]
+        self.base = data["base_types"]
+        self.symbols = data["symbols"]
+        self.pdb = data["metadata"]["windows"]["pdb"]
+        self._addrs = sorted(set(v["address"] for v in self.symbols.values()))
+
+    def sizeof(self, ty):
+        k = ty["kind"]
+        if k == "base":
+            return self.base[ty["name"]]["size"]
+        if k == "pointer":
+            return 8
+        if k in ("struct", "union", "class"):
+            return self.types[ty["name"]]["size"]
+        if k == "enum":
+            return self.enums[ty["name"]]["size"]
+        if k == "array":
+            return ty["count"] * self.sizeof(ty["subtype"])
+        if k == "bitfield":
+            return self.sizeof(ty["type"])
+        if k == "function":
+            return 0
+        fail("unknown ISF type kind %r" % k)
+
+    def tag_kind(self, name, fallback="struct"):
+        t = self.types.get(name)
+        return "union" if (t and t["kind"] == "union") or (not t and fallback == "union") \
+            else "struct"
+
+    def symbol_gap(self, name):
+        """Bytes from the symbol to the next symbol address in the real build."""
+        a = self.symbols[name]["address"]
+        i = bisect.bisect_right(self._addrs, a)
+        if i >= len(self._addrs):
+            fail("no symbol after %s" % name)
+        return self._addrs[i] - a
+
+
+def sorted_fields(tdef):
+    """Fields in layout order: offset, whole members before bitfields, then bit position."""
+    def key(item):
+        name, f = item
+        ty = f["type"]
+        bf = ty["kind"] == "bitfield"
+        return (f["offset"], 1 if bf else 0, ty.get("bit_position", 0) if bf else 0, name)
+    return sorted(tdef["fields"].items(), key=key)
+
+
+def byvalue_types(ty):
+    """Names of structs/unions a member of type `ty` contains by value."""
+    k = ty["kind"]
+    if k in ("struct", "union", "class"):
+        return [ty["name"]]
+    if k == "array":
+        return byvalue_types(ty["subtype"])
+    return []
+
+
+class Plan:
+    """Which types, enums and globals one family's nt.c declares, and how."""
+
+    def __init__(self, isf, fam):
+        self.isf, self.fam = isf, fam
+        full = []
+        seen = set()
+        stack = [t for t in reversed(FULL_TYPES) if t in isf.types]
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            full.append(n)
+            only = PARTIAL_TYPES.get(n)
+            for fname, f in sorted_fields(isf.types[n]):
+                if only is not None and fname not in only:
+                    continue
+                for dep in byvalue_types(f["type"]):
+                    if dep not in seen:
+                        stack.append(dep)
+        self.full = set(full)
+        self.stubs = set(t for t in STUB_TYPES if t in isf.types and t not in self.full)
+        self.emitted = self.full | self.stubs
+        for n in sorted(self.emitted):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", n):
+                fail("type name %r is not a C identifier" % n)
+            if isf.types[n]["size"] == 0:
+                fail("type %s has size 0" % n)
+        self.enums = [e for e in ENUMS if e in isf.enums]
+        for e in self.enums:
+            if isf.enums[e]["size"] != 4 or isf.enums[e]["base"] not in ("int", "long"):
+                fail("enum %s is not int-sized" % e)
+        # Every global the real build has, with the array lengths from the real gaps.
+        self.globals = []
+        for name, kind, target, exported in GLOBALS:
+            if name not in isf.symbols:
+                continue
+            if kind == "struct" and name != "KdDebuggerDataBlock" and target not in self.emitted:
+                fail("global %s needs type %s, which is not emitted" % (name, target))
+            count = None
+            if kind == "pointer_array":
+                count = min(isf.symbol_gap(name) // 8, ARRAY_CAP)
+            elif name == "ExpHotTagArray":
+                count = min(isf.symbol_gap(name) // 4, ARRAY_CAP)
+            elif name == "KdDebuggerDataBlock":
+                count = isf.symbol_gap(name) // 8
+            self.globals.append((name, kind, target, exported, count))
+        self.global_names = set(g[0] for g in self.globals)
+        self.functions = [f for f in FUNCTIONS
+                          if f[0] not in BUILD_GATED_FUNCTIONS or f[0] in isf.symbols]
+        # A struct-typed member whose type is not emitted becomes an opaque byte array of its
+        # size; every other member keeps its real type.
+        self.opaque = {}  # (type, field) -> True
+        for n in self.emitted:
+            for fname, f in isf.types[n]["fields"].items():
+                if any(d not in self.emitted for d in byvalue_types(f["type"])):
+                    self.opaque[(n, fname)] = True
+
+    def pointee_decl(self, name):
+        if name is None:
+            return "void"
+        if name in self.isf.types:
+            return "%s %s" % (self.isf.tag_kind(name), name)
+        return "struct %s" % name
+
+
+# ---------------------------------------------------------------------------------------------
+# C generation
+
+
+class CWriter:
+    def __init__(self, plan):
+        self.plan = plan
+        self.isf = plan.isf
+        self.forward = set()
+
+    def cbase(self, name):
+        if name not in C_BASE:
+            fail("no C spelling for ISF base type %r" % name)
+        return C_BASE[name]
+
+    def decl(self, ty, inner, opaque=False):
+        """C declaration of `inner` (a declarator) with ISF type `ty`."""
+        k = ty["kind"]
+        if k == "base":
+            return "%s %s" % (self.cbase(ty["name"]), inner)
+        if k == "pointer":
+            s = ty["subtype"]
+            sk = s["kind"]
+            if sk in ("struct", "union", "class"):
+                kw = self.isf.tag_kind(s["name"], sk)
+                self.forward.add((kw, s["name"]))
+                return "%s %s *%s" % (kw, s["name"], inner)
+            if sk == "function":
+                return "void *%s" % inner
+            if sk == "array":
+                return self.decl(s, "(*%s)" % inner)
+            if sk == "enum":
+                return self.decl({"kind": "base", "name": self.isf.enums[s["name"]]["base"]},
+                                 "*" + inner)
+            return self.decl(s, "*" + inner)
+        if k == "array":
+            return self.decl(ty["subtype"], "%s[%d]" % (inner, ty["count"]), opaque)
+        if k in ("struct", "union", "class"):
+            if opaque or ty["name"] not in self.plan.emitted:
+                return "unsigned char %s[%d]" % (inner, self.isf.types[ty["name"]]["size"])
+            return "%s %s %s" % (self.isf.tag_kind(ty["name"], k), ty["name"], inner)
+        if k == "enum":
+            e = self.isf.enums[ty["name"]]
+            if ty["name"] in self.plan.enums:
+                return "enum %s %s" % (ty["name"], inner)
+            return "%s %s" % (self.cbase(e["base"]), inner)
+        fail("cannot declare ISF kind %r" % k)
+
+    def struct_def(self, name):
+        """`struct NAME {...};` with the real layout (crates-and-test-data.md §3.8).
+
+        Fields are laid out in "lanes": each lane is a run of non-overlapping members with
+        explicit byte pads; a member that overlaps a previous one (a union alternative in the
+        real type) opens a new lane, and the lanes are overlaid in an anonymous union. Clang
+        flattens anonymous members into the parent's CodeView field list, so the PDB carries
+        the real names at the real offsets plus pads named __*.
+        """
+        isf = self.isf
+        t = isf.types[name]
+        size = t["size"]
+        lanes = []
+        npad = [0]
+
+        def pad_name():
+            npad[0] += 1
+            return "__pad%d" % (npad[0] - 1)
+
+        class Lane:
+            def __init__(self):
+                self.items = []
+                self.cursor = 0
+                self.unit = None  # [offset, size, used_bits, ctype]
+
+            def close_unit(self):
+                u = self.unit
+                if u and u[2] < u[1] * 8:
+                    self.items.append("%s : %d;" % (u[3], u[1] * 8 - u[2]))
+                self.unit = None
+
+            def pad_to(self, off):
+                if off > self.cursor:
+                    self.items.append("unsigned char %s[%d];" % (pad_name(), off - self.cursor))
+                    self.cursor = off
+
+        def place(lane, fname, f):
+            ty = f["type"]
+            off = f["offset"]
+            if ty["kind"] == "bitfield":
+                base = ty["type"]
+                if base["kind"] != "base":
+                    fail("%s.%s: bitfield of %r" % (name, fname, base))
+                usize = isf.sizeof(base)
+                ctype = self.cbase(base["name"])
+                pos, ln = ty["bit_position"], ty["bit_length"]
+                u = lane.unit
+                if u and u[0] == off and u[1] == usize and u[2] <= pos:
+                    if pos > u[2]:
+                        lane.items.append("%s : %d;" % (ctype, pos - u[2]))
+                    lane.items.append("%s %s : %d;" % (ctype, fname, ln))
+                    u[2] = pos + ln
+                    return True
+                if lane.cursor <= off:
+                    lane.close_unit()
+                    lane.pad_to(off)
+                    if pos:
+                        lane.items.append("%s : %d;" % (ctype, pos))
+                    lane.items.append("%s %s : %d;" % (ctype, fname, ln))
+                    lane.unit = [off, usize, pos + ln, ctype]
+                    lane.cursor = off + usize
+                    return True
+                return False
+            if lane.cursor <= off:
+                lane.close_unit()
+                lane.pad_to(off)
+                opaque = self.plan.opaque.get((name, fname), False)
+                lane.items.append(self.decl(ty, fname, opaque) + ";")
+                lane.cursor = off + isf.sizeof(ty)
+                return True
+            return False
+
+        for fname, f in sorted_fields(t):
+            for lane in lanes:
+                if place(lane, fname, f):
+                    break
+            else:
+                lane = Lane()
+                lanes.append(lane)
+                if not place(lane, fname, f):
+                    fail("cannot place %s.%s" % (name, fname))
+        for lane in lanes:
+            lane.close_unit()
+            if lane.cursor > size:
+                fail("%s: members run past the size (%d > %d)" % (name, lane.cursor, size))
+
+        kw = isf.tag_kind(name)
+        out = ["%s %s {" % (kw, name)]
+        end = max([l.cursor for l in lanes] or [0])
+        if kw == "struct" and len(lanes) == 1:
+            out += ["    " + i for i in lanes[0].items]
+            if end < size:
+                out.append("    unsigned char __size[%d];" % (size - end)
+                           if end == 0 else "    unsigned char __tail[%d];" % (size - end))
+        else:
+            ind = "        " if kw == "struct" else "    "
+            if kw == "struct":
+                out.append("    union {")
+            for lane in lanes:
+                if kw == "union" and len(lane.items) == 1 and not lane.items[0].startswith(
+                        "unsigned char __pad") and lane.unit is None:
+                    out.append(ind + lane.items[0])
+                else:
+                    out.append(ind + "struct {")
+                    out += [ind + "    " + i for i in lane.items]
+                    out.append(ind + "};")
+            if end < size or not lanes:
+                out.append(ind + "unsigned char __size[%d];" % size)
+            if kw == "struct":
+                out.append("    };")
+        out.append("};")
+        out.append('_Static_assert(sizeof(%s %s) == 0x%X, "%s");' % (kw, name, size, name))
+        return out
+
+    def type_order(self):
+        """Emitted types, each after the types it contains by value (then by name)."""
+        isf, plan = self.isf, self.plan
+        order, done = [], set()
+
+        def visit(n, path):
+            if n in done:
+                return
+            if n in path:
+                fail("by-value cycle through %s" % n)
+            for fname, f in sorted_fields(isf.types[n]):
+                if plan.opaque.get((n, fname)):
+                    continue
+                for d in byvalue_types(f["type"]):
+                    if d in plan.emitted:
+                        visit(d, path | {n})
+            done.add(n)
+            order.append(n)
+
+        for n in sorted(plan.emitted):
+            visit(n, frozenset())
+        return order
+
+    def enum_def(self, name):
+        e = self.isf.enums[name]
+        items = sorted(e["constants"].items(), key=lambda kv: (kv[1], kv[0]))
+        out = ["enum %s {" % name]
+        out += ["    %s = %d," % (k, v) for k, v in items]
+        out.append("};")
+        return out
+
+    def types_source(self, header):
+        plan, isf = self.plan, self.isf
+        body = []
+        for e in plan.enums:
+            body += self.enum_def(e) + [""]
+        body.append("#pragma pack(push, 1)")
+        body.append("")
+        for n in self.type_order():
+            nopaque = sum(1 for f in isf.types[n]["fields"] if plan.opaque.get((n, f)))
+            kind = "stub" if n in plan.stubs else "real layout"
+            if nopaque:
+                kind += ", %d struct member%s opaque" % (nopaque, "s" if nopaque > 1 else "")
+            body.append("/* %s: 0x%X bytes, %s */" % (n, isf.types[n]["size"], kind))
+            body += self.struct_def(n) + [""]
+        body.append("#pragma pack(pop)")
+        fwd = ["%s %s;" % kv for kv in sorted(self.forward)]
+        # Enumerator names share C's ordinary namespace with the globals.
+        names = set()
+        for e in plan.enums:
+            for k in isf.enums[e]["constants"]:
+                if k in names or k in plan.global_names:
+                    fail("enumerator %s collides" % k)
+                names.add(k)
+        return "\n".join(header + fwd + [""] + body) + "\n"
+
+    # -- globals and code --------------------------------------------------------------------
+
+    def global_decl(self, g):
+        name, kind, target, exported, count = g
+        plan = self.plan
+        if kind == "pointer":
+            d = "%s *%s" % (plan.pointee_decl(target), name)
+        elif kind == "pointer_array":
+            d = "%s *%s[%d]" % (plan.pointee_decl(target), name, count)
+        elif kind == "size_t" or kind == "u64":
+            d = "unsigned long long %s" % name
+        elif kind == "u32":
+            d = "unsigned long %s" % name if count is None else \
+                "unsigned long %s[%d]" % (name, count)
+        elif kind == "u8":
+            d = "unsigned char %s" % name
+        elif kind == "list_entry":
+            d = "struct _LIST_ENTRY %s" % name
+        elif kind == "struct" and name == "KdDebuggerDataBlock":
+            # No ISF (and no public PDB) has _KDDEBUGGER_DATA64: reserve the real gap as qwords.
+            d = "unsigned long long %s[%d]" % (name, count)
+        elif kind == "struct":
+            d = "%s %s %s" % (self.isf.tag_kind(target), target, name)
+        else:
+            fail("unknown global kind %s" % kind)
+        size = self.global_size(g)
+        align = 64 if size >= 64 and kind == "struct" else (16 if size >= 16 else None)
+        attrs = ["__attribute__((used))"]
+        if align:
+            attrs.append("__attribute__((aligned(%d)))" % align)
+        pre = "__declspec(dllexport) " if exported else ""
+        return "%s%s %s;" % (pre, d, " ".join(attrs))
+
+    def global_size(self, g):
+        name, kind, target, exported, count = g
+        if kind in ("pointer", "size_t", "u64"):
+            return 8
+        if kind == "pointer_array":
+            return 8 * count
+        if kind == "u32":
+            return 4 if count is None else 4 * count
+        if kind == "u8":
+            return 1
+        if kind == "list_entry":
+            return 16
+        if name == "KdDebuggerDataBlock":
+            return 8 * count
+        return self.isf.types[target]["size"]
+
+    def code_source(self):
+        plan, isf = self.plan, self.isf
+        has = plan.global_names.__contains__
+        fnames = set(f[0] for f in plan.functions)
+        exp = dict((f[0], f[1]) for f in plan.functions)
+        big_fields = isf.types["_POOL_TRACKER_BIG_PAGES"]["fields"]
+        L = []
+        a = L.append
+
+        def dll(fn):
+            return "__declspec(dllexport) " if exp.get(fn) else ""
+
+        a("/* Pool tag hash of ExpInsertPoolTracker (pool.md §2.2): 40543 * tag, folded. */")
+        a("__attribute__((noinline)) unsigned long long ExpComputeTagIndex(unsigned long Key, "
+          "unsigned long long Mask)")
+        a("{")
+        a("    unsigned long long Hash = 40543ULL * Key;")
+        a("    return ((unsigned long)Hash ^ (unsigned long)(Hash >> 32)) & Mask;")
+        a("}")
+        a("")
+        a("__attribute__((noinline)) void KiZeroGlobal(void *Address, unsigned long long Length)")
+        a("{")
+        a("    volatile unsigned char *Byte = Address;")
+        a("    while (Length--)")
+        a("        *Byte++ = 0;")
+        a("}")
+        a("")
+        a("%s__declspec(noreturn) void KeBugCheckEx(unsigned long BugCheckCode, "
+          "unsigned long long P1, unsigned long long P2, unsigned long long P3, "
+          "unsigned long long P4)" % dll("KeBugCheckEx"))
+        a("{")
+        a("    volatile unsigned long long Parameters[5];")
+        a("    Parameters[0] = BugCheckCode;")
+        a("    Parameters[1] = P1;")
+        a("    Parameters[2] = P2;")
+        a("    Parameters[3] = P3;")
+        a("    Parameters[4] = P4;")
+        a("    for (;;)")
+        a("        __asm__ volatile(\"hlt\");")
+        a("}")
+        a("")
+        a("/* In the POOLCODE section, as in the real nt (MemProcFS looks for that section name). */")
+        a("__attribute__((noinline, section(\"POOLCODE\"))) struct _POOL_TRACKER_TABLE *"
+          "ExpInsertPoolTracker(unsigned long Key, unsigned long long NumberOfBytes, "
+          "enum _POOL_TYPE PoolType)")
+        a("{")
+        a("    struct _POOL_TRACKER_TABLE *Table = PoolTrackTable;")
+        a("    unsigned long long Mask = PoolTrackTableMask;")
+        a("    unsigned long long Index;")
+        a("    unsigned long long Probe;")
+        a("    Key &= ~0x80000000UL; /* PROTECTED_POOL */")
+        a("    Index = ExpComputeTagIndex(Key, Mask);")
+        a("    for (Probe = 0; Probe <= Mask; Probe++) {")
+        a("        struct _POOL_TRACKER_TABLE *Entry = &Table[Index];")
+        a("        if (Entry->Key == 0)")
+        a("            Entry->Key = Key;")
+        a("        if ((unsigned long)Entry->Key == Key) {")
+        a("            if (PoolType & 1) {")
+        a("                Entry->PagedAllocs += 1;")
+        a("                Entry->PagedBytes += NumberOfBytes;")
+        a("            } else {")
+        a("                Entry->NonPagedAllocs += 1;")
+        a("                Entry->NonPagedBytes += NumberOfBytes;")
+        a("            }")
+        a("            return Entry;")
+        a("        }")
+        a("        Index = (Index + 1) & Mask;")
+        a("    }")
+        a("    /* The keyless overflow slot (pool.md §2.2). */")
+        a("    return &Table[PoolTrackTableSize - 1];")
+        a("}")
+        a("")
+        a("__attribute__((noinline)) void ExpRemovePoolTracker(unsigned long Key, "
+          "unsigned long long NumberOfBytes, enum _POOL_TYPE PoolType)")
+        a("{")
+        a("    struct _POOL_TRACKER_TABLE *Entry = ExpInsertPoolTracker(Key, 0, PoolType);")
+        a("    if (PoolType & 1) {")
+        a("        Entry->PagedAllocs -= 1;")
+        a("        Entry->PagedFrees += 1;")
+        a("        Entry->PagedBytes -= NumberOfBytes;")
+        a("    } else {")
+        a("        Entry->NonPagedAllocs -= 1;")
+        a("        Entry->NonPagedFrees += 1;")
+        a("        Entry->NonPagedBytes -= NumberOfBytes;")
+        a("    }")
+        a("}")
+        a("")
+        a("/* Big-page table hash (pool.md §3.2): 40543 * (Va >> 12), folded; free entries have")
+        a("   bit 0 of Va set. */")
+        a("__attribute__((noinline)) int ExpAddTagForBigPages(unsigned long long Va, "
+          "unsigned long Key, unsigned long long NumberOfBytes, enum _POOL_TYPE PoolType)")
+        a("{")
+        a("    unsigned long long Size = PoolBigPageTableSize;")
+        a("    unsigned long long Index = ExpComputeTagIndex((unsigned long)(Va >> 12), Size - 1);")
+        a("    unsigned long long Probe;")
+        a("    for (Probe = 0; Probe < Size; Probe++) {")
+        a("        struct _POOL_TRACKER_BIG_PAGES *Entry = &PoolBigPageTable[Index];")
+        a("        unsigned long long *EntryVa = (unsigned long long *)&Entry->Va;")
+        a("        if (*EntryVa & 1) {")
+        a("            *EntryVa = Va;")
+        a("            Entry->Key = Key;")
+        a("            Entry->PoolType = PoolType;")
+        a("            Entry->NumberOfBytes = NumberOfBytes;")
+        if "ProcessBilled" in big_fields:
+            a("            Entry->ProcessBilled = 0;")
+        a("            ExpPoolBigEntriesInUse += 1;")
+        a("            return 1;")
+        a("        }")
+        a("        Index = (Index + 1) & (Size - 1);")
+        a("    }")
+        a("    ExpBigTableExpansionFailed += 1;")
+        a("    return 0;")
+        a("}")
+        a("")
+        a("__attribute__((noinline)) unsigned long long ExpFindAndRemoveTagBigPages("
+          "unsigned long long Va, unsigned long *Key, enum _POOL_TYPE *PoolType)")
+        a("{")
+        a("    unsigned long long Size = PoolBigPageTableSize;")
+        a("    unsigned long long Index = ExpComputeTagIndex((unsigned long)(Va >> 12), Size - 1);")
+        a("    unsigned long long Probe;")
+        a("    for (Probe = 0; Probe < Size; Probe++) {")
+        a("        struct _POOL_TRACKER_BIG_PAGES *Entry = &PoolBigPageTable[Index];")
+        a("        unsigned long long *EntryVa = (unsigned long long *)&Entry->Va;")
+        a("        if (*EntryVa == Va) {")
+        a("            *EntryVa = Va | 1;")
+        a("            *Key = Entry->Key;")
+        a("            *PoolType = (enum _POOL_TYPE)Entry->PoolType;")
+        a("            ExpPoolBigEntriesInUse -= 1;")
+        a("            return Entry->NumberOfBytes;")
+        a("        }")
+        a("        Index = (Index + 1) & (Size - 1);")
+        a("    }")
+        a("    return 0;")
+        a("}")
+        a("")
+        a("%svoid *ExAllocatePoolWithTag(enum _POOL_TYPE PoolType, unsigned long long "
+          "NumberOfBytes, unsigned long Tag)" % dll("ExAllocatePoolWithTag"))
+        a("{")
+        a("    unsigned long long Va;")
+        a("    if (Tag == PoolHitTag)")
+        a("        __debugbreak();")
+        a("    Va = (unsigned long long)MmSystemRangeStart + ((unsigned long long)"
+          "ExpPoolBigEntriesInUse << 12);")
+        a("    if (NumberOfBytes >= 0xFE1) {")
+        a("        if (!ExpAddTagForBigPages(Va, Tag, NumberOfBytes, PoolType))")
+        a("            return 0;")
+        a("    } else {")
+        a("        Va += 0x10; /* after the POOL_HEADER */")
+        a("    }")
+        a("    ExpInsertPoolTracker(Tag, NumberOfBytes, PoolType);")
+        a("    return (void *)Va;")
+        a("}")
+        a("")
+        a("%svoid ExFreePoolWithTag(void *P, unsigned long Tag)" % dll("ExFreePoolWithTag"))
+        a("{")
+        a("    unsigned long Key = Tag;")
+        a("    enum _POOL_TYPE PoolType = NonPagedPool;")
+        a("    unsigned long long NumberOfBytes;")
+        a("    if (((unsigned long long)P & 0xFFF) == 0) {")
+        a("        NumberOfBytes = ExpFindAndRemoveTagBigPages((unsigned long long)P, &Key, "
+          "&PoolType);")
+        a("    } else {")
+        a("        struct _POOL_HEADER *Header = (struct _POOL_HEADER *)P - 1;")
+        a("        NumberOfBytes = (unsigned long long)Header->BlockSize << 4;")
+        a("        PoolType = (enum _POOL_TYPE)(Header->PoolType & 1);")
+        a("        Key = Header->PoolTag;")
+        a("    }")
+        a("    if (Tag != 0 && Key != Tag)")
+        a("        KeBugCheckEx(0xC2 /* BAD_POOL_CALLER */, 0xA, (unsigned long long)P, Key, Tag);")
+        a("    ExpRemovePoolTracker(Key, NumberOfBytes, PoolType);")
+        a("}")
+        a("")
+        if "ExAllocatePool2" in fnames:
+            a("/* POOL_FLAG_PAGED 0x100, POOL_FLAG_NON_PAGED_EXECUTE 0x80, "
+              "POOL_FLAG_NON_PAGED 0x40. */")
+            a("%svoid *ExAllocatePool2(unsigned long long Flags, unsigned long long "
+              "NumberOfBytes, unsigned long Tag)" % dll("ExAllocatePool2"))
+            a("{")
+            a("    enum _POOL_TYPE PoolType;")
+            a("    void *P;")
+            a("    if (Flags & 0x100)")
+            a("        PoolType = PagedPool;")
+            a("    else if (Flags & 0x80)")
+            a("        PoolType = NonPagedPoolExecute;")
+            a("    else if (Flags & 0x40)")
+            a("        PoolType = NonPagedPoolNx;")
+            a("    else")
+            a("        return 0;")
+            a("    P = ExAllocatePoolWithTag(PoolType, NumberOfBytes, Tag);")
+            a("    if (P && !(Flags & 2 /* POOL_FLAG_UNINITIALIZED */))")
+            a("        KiZeroGlobal(P, NumberOfBytes);")
+            a("    return P;")
+            a("}")
+            a("")
+        a("/* The image entry point: set up the globals the pool code reads. */")
+        a("void KiSystemStartup(void *LoaderBlock)")
+        a("{")
+        for g in plan.globals:
+            name = g[0]
+            if g[1] in ("struct", "pointer_array") or (g[1] == "u32" and g[4] is not None):
+                a("    KiZeroGlobal(&%s, sizeof(%s));" % (name, name))
+        for name, kind, target, exported, count in plan.globals:
+            if kind == "list_entry":
+                a("    %s.Flink = %s.Blink = &%s;" % (name, name, name))
+        a("    PoolTrackTableMask = 0xFFF;")
+        a("    PoolTrackTableSize = PoolTrackTableMask + 2;")
+        a("    PoolBigPageTableSize = 0x1000;")
+        a("    ExPoolTagTables[0] = PoolTrackTable;")
+        a("    KeNumberProcessors = 1;")
+        a("    KdpDataBlockEncoded = 0;")
+        if has("MiVisibleState") and has("MiState"):
+            a("    MiVisibleState = &MiState.Vs; /* MiVisibleState == &MiState.Vs (pool.md §1) */")
+        if has("PsInitialSystemProcess"):
+            a("    PsInitialSystemProcess = (struct _EPROCESS *)LoaderBlock;")
+        a("    ExFreePoolWithTag(ExAllocatePoolWithTag(NonPagedPool, 0x20, 'looP'), 'looP');")
+        a("}")
+        return L
+
+    def globals_source(self):
+        return [self.global_decl(g) for g in self.plan.globals]
+
+
+HEADER = """/*
+ * GENERATED by testdata/nt/build.py from the Volatility 3 ISF %(isf)s
+ * (real ntkrnlmp.pdb of Windows %(bs)s). Do not edit; rerun the script.
+ *
+ * Every struct below has the real build's size and member offsets (bitfields in their real
+ * storage units). Members named __* are layout helpers, not real members. "stub" types have
+ * the real size and their scalar and pointer members; other members are byte arrays.
+ */
+"""
+
+
+def write_sources(fam, isf, plan, outdir):
+    w = CWriter(plan)
+    head = (HEADER % {"isf": fam.isf, "bs": fam.build_string}).splitlines()
+    files = {}
+    if fam.public:
+        types = w.types_source(head + [
+            "/* types.c: type definitions only, compiled with -g so the PDB gets full TPI types."
+            " */", ""])
+        files["types.c"] = types
+        g = head + [
+            "/* globals.c: globals and code, compiled with -g0, so the PDB gets S_PUB32 but no",
+            "   S_GDATA32 for them, like Microsoft's public ntkrnlmp.pdb. */",
+            "",
+            '#include "types.c"',
+            "",
+        ] + w.globals_source() + [""] + w.code_source()
+        files["globals.c"] = "\n".join(g) + "\n"
+    else:
+        types = w.types_source(head)
+        files["nt.c"] = types + "\n" + "\n".join(
+            ["/* Kernel globals (real C types; RVAs come from the linked image). */"]
+            + w.globals_source() + [""] + w.code_source()) + "\n"
+    for fn, text in files.items():
+        with open(os.path.join(outdir, fn), "w", newline="\n") as f:
+            f.write(text)
+    return w, sorted(files)
+
+
+# ---------------------------------------------------------------------------------------------
+# PE and PDB (MSF) helpers
+
+
+def parse_pe(data):
+    if data[:2] != b"MZ":
+        fail("not an MZ image")
+    pe = struct.unpack_from("<I", data, 0x3C)[0]
+    if data[pe:pe + 4] != b"PE\0\0":
+        fail("no PE signature")
+    machine, nsec, timestamp, _, _, optsize, chars = struct.unpack_from("<HHIIIHH", data, pe + 4)
+    opt = pe + 24
+    if struct.unpack_from("<H", data, opt)[0] != 0x20B:
+        fail("not PE32+")
+    entry = struct.unpack_from("<I", data, opt + 16)[0]
+    image_base = struct.unpack_from("<Q", data, opt + 24)[0]
+    size_of_image = struct.unpack_from("<I", data, opt + 56)[0]
+    checksum = struct.unpack_from("<I", data, opt + 64)[0]
+    ndirs = struct.unpack_from("<I", data, opt + 108)[0]
+    dirs = [struct.unpack_from("<II", data, opt + 112 + 8 * i) for i in range(ndirs)]
+    sections = []
+    sh = opt + optsize
+    for i in range(nsec):
+        name, vsize, rva, rawsize, rawptr = struct.unpack_from("<8sIIII", data, sh + 40 * i)
+        ch = struct.unpack_from("<I", data, sh + 40 * i + 36)[0]
+        sections.append({"name": name.rstrip(b"\0").decode(), "rva": rva, "virtual_size": vsize,
+                         "raw_size": rawsize, "file_offset": rawptr, "characteristics": ch})
+
+    def rva2off(rva):
+        for s in sections:
+            if s["rva"] <= rva < s["rva"] + max(s["raw_size"], s["virtual_size"]):
+                if rva - s["rva"] >= s["raw_size"]:
+                    fail("RVA %#x not backed by file data" % rva)
+                return s["file_offset"] + rva - s["rva"]
+        fail("RVA %#x outside every section" % rva)
+
+    def cstr(off):
+        return data[off:data.index(b"\0", off)].decode()
+
+    info = {"machine": machine, "timestamp": timestamp, "entry_rva": entry,
+            "image_base": image_base, "size_of_image": size_of_image, "checksum": checksum,
+            "characteristics": chars, "sections": sections, "exports": [], "imports": {},
+            "dll_name": None, "rsds": None, "pdata_count": 0}
+    if ndirs > 0 and dirs[0][0]:
+        e = rva2off(dirs[0][0])
+        name_rva, base, nfuncs, nnames, afuncs, anames, aords = struct.unpack_from(
+            "<IIIIIII", data, e + 12)
+        info["dll_name"] = cstr(rva2off(name_rva))
+        for i in range(nnames):
+            nm = cstr(rva2off(struct.unpack_from("<I", data, rva2off(anames) + 4 * i)[0]))
+            ordi = struct.unpack_from("<H", data, rva2off(aords) + 2 * i)[0]
+            frva = struct.unpack_from("<I", data, rva2off(afuncs) + 4 * ordi)[0]
+            info["exports"].append({"name": nm, "rva": frva})
+    if ndirs > 1 and dirs[1][0]:
+        d = rva2off(dirs[1][0])
+        while True:
+            ilt, _, _, name_rva, iat = struct.unpack_from("<IIIII", data, d)
+            if not name_rva:
+                break
+            dll = cstr(rva2off(name_rva))
+            names = []
+            t = rva2off(ilt or iat)
+            while True:
+                v = struct.unpack_from("<Q", data, t)[0]
+                if not v:
+                    break
+                names.append(cstr(rva2off(v & 0x7FFFFFFF) + 2) if not v >> 63 else "#%d" % (
+                    v & 0xFFFF))
+                t += 8
+            info["imports"][dll] = names
+            d += 20
+    if ndirs > 3 and dirs[3][0]:
+        info["pdata_count"] = dirs[3][1] // 12
+    if ndirs > 6 and dirs[6][0]:
+        d = rva2off(dirs[6][0])
+        for i in range(dirs[6][1] // 28):
+            _, _, _, _, typ, size, _, ptr = struct.unpack_from("<IIHHIIII", data, d + 28 * i)
+            if typ == 2 and data[ptr:ptr + 4] == b"RSDS":
+                guid = data[ptr + 4:ptr + 20]
+                age = struct.unpack_from("<I", data, ptr + 20)[0]
+                info["rsds"] = {"file_offset": ptr, "guid": guid, "age": age,
+                                "name": cstr(ptr + 24)}
+    return info
+
+
+def guid_bytes(guid_hex):
+    """ISF GUID text (the symbol-server form) -> the 16 bytes in Windows byte order."""
+    raw = bytes.fromhex(guid_hex)
+    d1, d2, d3 = struct.unpack(">IHH", raw[:8])
+    return struct.pack("<IHH", d1, d2, d3) + raw[8:]
+
+
+def guid_text(b):
+    d1, d2, d3 = struct.unpack_from("<IHH", b, 0)
+    return "%08X-%04X-%04X-%s-%s" % (d1, d2, d3, b[8:10].hex().upper(), b[10:16].hex().upper())
+
+
+def store_key(b, age):
+    return guid_text(b).replace("-", "") + "%X" % age
+
+
+def msf_streams(data):
+    if not data.startswith(b"Microsoft C/C++ MSF 7.00\r\n\x1aDS\0\0\0"):
+        fail("not an MSF 7.00 file")
+    bs, _, nblocks, dirbytes, _, blockmap = struct.unpack_from("<6I", data, 32)
+    ndir = (dirbytes + bs - 1) // bs
+    dirblocks = struct.unpack_from("<%dI" % ndir, data, blockmap * bs)
+    directory = b"".join(data[b * bs:(b + 1) * bs] for b in dirblocks)[:dirbytes]
+    n = struct.unpack_from("<I", directory, 0)[0]
+    sizes = struct.unpack_from("<%dI" % n, directory, 4)
+    pos = 4 + 4 * n
+    streams = []
+    for s in sizes:
+        cnt = 0 if s == 0xFFFFFFFF else (s + bs - 1) // bs
+        blocks = struct.unpack_from("<%dI" % cnt, directory, pos)
+        pos += 4 * cnt
+        streams.append((s, blocks))
+    return bs, streams
+
+
+def patch_identity(exe_path, pdb_path, guid, age):
+    """Give the EXE (RSDS) and the PDB (info stream, DBI header) the real GUID and age."""
+    exe = bytearray(read_bytes(exe_path))
+    pdb = bytearray(read_bytes(pdb_path))
+    pe = parse_pe(bytes(exe))
+    rs = pe["rsds"]
+    if rs is None:
+        fail("%s has no RSDS record" % exe_path)
+    old = rs["guid"]
+    counts = (bytes(exe).count(old), bytes(pdb).count(old))
+    if counts != (1, 1):
+        fail("lld GUID occurs %d times in the EXE and %d in the PDB, expected once each"
+             % counts)
+    bs, streams = msf_streams(bytes(pdb))
+    info = streams[1][1][0] * bs
+    dbi = streams[3][1][0] * bs
+    if bytes(pdb[info + 12:info + 28]) != old:
+        fail("PDB info stream GUID does not match the EXE's RSDS")
+    pdb[info + 8:info + 12] = struct.pack("<I", age)
+    pdb[info + 12:info + 28] = guid
+    if struct.unpack_from("<i", pdb, dbi)[0] != -1:
+        fail("unexpected DBI stream header")
+    pdb[dbi + 8:dbi + 12] = struct.pack("<I", age)
+    off = rs["file_offset"]
+    exe[off + 4:off + 20] = guid
+    exe[off + 20:off + 24] = struct.pack("<I", age)
+    write_bytes(exe_path, exe)
+    write_bytes(pdb_path, pdb)
+    return old
+
+
+def check_identity(exe_path, pdb_path, guid, age):
+    """llvm-pdbutil and llvm-readobj must both report the patched GUID and age."""
+    want = "{%s}" % guid_text(guid)
+    summ = run([PDBUTIL, "dump", "-summary", pdb_path])
+    m_g = re.search(r"GUID: (\{[0-9A-F-]+\})", summ)
+    m_a = re.search(r"Age: (\d+)", summ)
+    if not m_g or m_g.group(1) != want or int(m_a.group(1)) != age:
+        fail("llvm-pdbutil summary disagrees: %s" % summ)
+    dbi = run([PDBUTIL, "dump", "-modules", pdb_path])  # parses the DBI stream
+    if "Mod 0000" not in dbi:
+        fail("llvm-pdbutil could not read the modules")
+    ro = run([READOBJ, "--coff-debug-directory", exe_path])
+    m_g = re.search(r"PDBGUID: (\{[0-9A-F-]+\})", ro)
+    m_a = re.search(r"PDBAge: (\d+)", ro)
+    m_n = re.search(r"PDBFileName: (\S+)", ro)
+    if not m_g or m_g.group(1) != want or int(m_a.group(1)) != age:
+        fail("llvm-readobj debug directory disagrees: %s" % ro)
+    return {"pdbutil_guid": want, "pdbutil_age": age, "readobj_guid": m_g.group(1),
+            "readobj_age": int(m_a.group(1)), "readobj_pdb": m_n.group(1)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Map file and symbol records
+
+
+MAP_LINE = re.compile(r"^\s*([0-9a-fA-F]{4}):([0-9a-fA-F]{8})\s+(\S+)\s+([0-9a-fA-F]{16})\s+"
+                      r"(?:f\s+)?(\S+)\s*$")
+
+
+def parse_map(text, image_base):
+    syms = {}
+    in_publics = False
+    for line in text.splitlines():
+        if "Publics by Value" in line:
+            in_publics = True
+            continue
+        if line.strip().startswith("entry point at") or "Static symbols" in line:
+            in_publics = False
+        if not in_publics:
+            continue
+        m = MAP_LINE.match(line)
+        if m:
+            sec, off, name, va = int(m.group(1), 16), int(m.group(2), 16), m.group(3), int(
+                m.group(4), 16)
+            syms[name] = {"section": sec, "offset": off, "rva": va - image_base}
+    if not syms:
+        fail("no publics in the map file")
+    return syms
+
+
+SYM_REC = re.compile(r"^\s*\d+ \| (S_[A-Z0-9_]+) \[size = \d+\] `([^`]*)`")
+SYM_ADDR = re.compile(r"addr = (\d{4}):(\d+)")  # llvm-pdbutil prints both in decimal
+
+
+def parse_symbol_dump(text):
+    """llvm-pdbutil dump -publics/-globals -> [(kind, name, section, offset, rest)]"""
+    out = []
+    cur = None
+    for line in text.splitlines():
+        m = SYM_REC.match(line)
+        if m:
+            cur = [m.group(1), m.group(2), None, None, ""]
+            out.append(cur)
+            continue
+        if cur is not None:
+            cur[4] += line.strip() + " "
+            a = SYM_ADDR.search(line)
+            if a:
+                cur[2], cur[3] = int(a.group(1), 10), int(a.group(2), 10)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# TPI check: the built PDB must have every emitted type with the ISF's sizes and offsets
+
+
+TPI_REC = re.compile(r"^\s*0x([0-9A-F]+) \| (LF_[A-Z0-9_]+) \[size = \d+\](?: `(.*)`)?\s*$")
+TPI_MEMBER = re.compile(r"^- LF_MEMBER \[name = `([^`]*)`, Type = 0x([0-9A-F]+)(?: \(.*\))?, "
+                        r"offset = (\d+), attrs = \w+\]$")
+TPI_ENUMERATE = re.compile(r"^- LF_ENUMERATE \[(\S+) = (-?\d+)\]$")
+TPI_INDEX = re.compile(r"^- LF_INDEX \[continuation = 0x([0-9A-F]+)\]$")
+
+SIMPLE_SIZES = {0x03: 0, 0x08: 4, 0x10: 1, 0x20: 1, 0x68: 1, 0x69: 1, 0x70: 1, 0x30: 1,
+                0x11: 2, 0x21: 2, 0x71: 2, 0x72: 2, 0x7A: 2, 0x12: 4, 0x22: 4, 0x74: 4,
+                0x75: 4, 0x40: 4, 0x7B: 4, 0x13: 8, 0x23: 8, 0x76: 8, 0x77: 8, 0x41: 8}
+
+
+class Tpi:
+    def __init__(self, text):
+        self.recs = {}
+        cur = None
+        for line in text.splitlines():
+            m = TPI_REC.match(line)
+            if m:
+                cur = {"kind": m.group(2), "name": m.group(3), "lines": []}
+                self.recs[int(m.group(1), 16)] = cur
+                continue
+            if cur is not None and line.strip():
+                cur["lines"].append(line.strip())
+        self.defs = {}
+        for idx, r in self.recs.items():
+            if r["kind"] in ("LF_STRUCTURE", "LF_UNION", "LF_CLASS", "LF_ENUM"):
+                txt = " ".join(r["lines"])
+                r["forward"] = "forward ref" in txt
+                m = re.search(r"field list: (0x[0-9A-F]+|<no type>)", txt)
+                r["fieldlist"] = int(m.group(1), 16) if m and m.group(1) != "<no type>" else None
+                m = re.search(r"sizeof (\d+)", txt)
+                r["sizeof"] = int(m.group(1)) if m else None
+                m = re.search(r"underlying type: 0x([0-9A-F]+)", txt)
+                r["underlying"] = int(m.group(1), 16) if m else None
+                if not r["forward"]:
+                    if r["name"] in self.defs:
+                        fail("type %s defined twice in the PDB" % r["name"])
+                    self.defs[r["name"]] = idx
+            elif r["kind"] == "LF_BITFIELD":
+                m = re.search(r"type = 0x([0-9A-F]+).*bit offset = (\d+), # bits = (\d+)",
+                              " ".join(r["lines"]))
+                r["type"], r["pos"], r["len"] = int(m.group(1), 16), int(m.group(2)), int(
+                    m.group(3))
+            elif r["kind"] == "LF_POINTER":
+                m = re.search(r"referent = 0x([0-9A-F]+).*kind = (\w+)", " ".join(r["lines"]))
+                r["referent"], r["ptrkind"] = int(m.group(1), 16), m.group(2)
+            elif r["kind"] == "LF_ARRAY":
+                m = re.search(r"size: (\d+), index type: .*element type: 0x([0-9A-F]+)",
+                              " ".join(r["lines"]))
+                r["sizeof"], r["element"] = int(m.group(1)), int(m.group(2), 16)
+            elif r["kind"] == "LF_MODIFIER":
+                m = re.search(r"referent = 0x([0-9A-F]+)", " ".join(r["lines"]))
+                r["referent"] = int(m.group(1), 16)
+        self.index_splits = 0
+
+    def resolve(self, idx):
+        """Follow modifiers and forward refs to a definition."""
+        for _ in range(16):
+            if idx < 0x1000:
+                return idx, None
+            r = self.recs[idx]
+            if r["kind"] == "LF_MODIFIER":
+                idx = r["referent"]
+                continue
+            if r["kind"] in ("LF_STRUCTURE", "LF_UNION", "LF_CLASS", "LF_ENUM") and r["forward"]:
+                d = self.defs.get(r["name"])
+                if d is None:
+                    return idx, r
+                idx = d
+                continue
+            return idx, r
+        fail("type chain too long at %#x" % idx)
+
+    def size(self, idx):
+        idx, r = self.resolve(idx)
+        if r is None:
+            if (idx >> 8) & 0xF:
+                return 8
+            return SIMPLE_SIZES[idx & 0xFF]
+        k = r["kind"]
+        if k == "LF_POINTER":
+            return 8 if r["ptrkind"] == "ptr64" else 4
+        if k in ("LF_ARRAY", "LF_STRUCTURE", "LF_UNION", "LF_CLASS"):
+            return r["sizeof"]
+        if k == "LF_ENUM":
+            return self.size(r["underlying"])
+        if k == "LF_BITFIELD":
+            return self.size(r["type"])
+        if k == "LF_PROCEDURE":
+            return 0
+        fail("no size for %s" % k)
+
+    def fieldlist(self, idx):
+        members, enumerators = [], []
+        seen = set()
+        while idx is not None:
+            if idx in seen:
+                fail("field list loop")
+            seen.add(idx)
+            r = self.recs[idx]
+            if r["kind"] != "LF_FIELDLIST":
+                fail("%#x is not a field list" % idx)
+            nxt = None
+            for line in r["lines"]:
+                m = TPI_MEMBER.match(line)
+                if m:
+                    members.append((m.group(1), int(m.group(2), 16), int(m.group(3))))
+                    continue
+                m = TPI_ENUMERATE.match(line)
+                if m:
+                    enumerators.append((m.group(1), int(m.group(2))))
+                    continue
+                m = TPI_INDEX.match(line)
+                if m:
+                    nxt = int(m.group(1), 16)
+                    self.index_splits += 1
+                    continue
+                if line.startswith("- "):
+                    fail("unexpected field-list entry: %s" % line)
+            idx = nxt
+        return members, enumerators
+
+
+def verify_types(tpi, isf, plan):
+    """Compare every emitted type and enum in the PDB with the ISF. Returns counters."""
+    nfields = nbits = 0
+    for name in sorted(plan.emitted):
+        t = isf.types[name]
+        if name not in tpi.defs:
+            fail("PDB lacks a definition of %s" % name)
+        r = tpi.recs[tpi.defs[name]]
+        want_kind = "LF_UNION" if t["kind"] == "union" else "LF_STRUCTURE"
+        if r["kind"] != want_kind:
+            fail("%s is %s in the PDB, %s in the ISF" % (name, r["kind"], t["kind"]))
+        if r["sizeof"] != t["size"]:
+            fail("%s: PDB size %d, ISF size %d" % (name, r["sizeof"], t["size"]))
+        members, _ = tpi.fieldlist(r["fieldlist"])
+        got = {}
+        for mname, mtype, moff in members:
+            if mname.startswith("__"):
+                continue
+            if mname in got:
+                fail("%s.%s appears twice in the PDB" % (name, mname))
+            got[mname] = (mtype, moff)
+        extra = set(got) - set(t["fields"])
+        if extra:
+            fail("%s: PDB has members not in the ISF: %s" % (name, sorted(extra)))
+        for fname, f in sorted(t["fields"].items()):
+            if fname not in got:
+                fail("%s.%s missing from the PDB" % (name, fname))
+            mtype, moff = got[fname]
+            ty = f["type"]
+            where = "%s.%s" % (name, fname)
+            if moff != f["offset"]:
+                fail("%s: PDB offset %d, ISF offset %d" % (where, moff, f["offset"]))
+            if ty["kind"] == "bitfield":
+                _, br = tpi.resolve(mtype)
+                if br is None or br["kind"] != "LF_BITFIELD":
+                    fail("%s: not a bitfield in the PDB" % where)
+                if (br["pos"], br["len"]) != (ty["bit_position"], ty["bit_length"]):
+                    fail("%s: PDB bits %d:%d, ISF bits %d:%d" % (
+                        where, br["pos"], br["len"], ty["bit_position"], ty["bit_length"]))
+                if tpi.size(br["type"]) != isf.sizeof(ty["type"]):
+                    fail("%s: storage unit of %d bytes, ISF %d" % (
+                        where, tpi.size(br["type"]), isf.sizeof(ty["type"])))
+                nbits += 1
+            else:
+                if tpi.size(mtype) != isf.sizeof(ty):
+                    fail("%s: PDB size %d, ISF size %d" % (where, tpi.size(mtype),
+                                                             isf.sizeof(ty)))
+                opaque = plan.opaque.get((name, fname), False)
+                idx, mr = tpi.resolve(mtype)
+                if ty["kind"] in ("struct", "union") and not opaque:
+                    if mr is None or mr["name"] != ty["name"]:
+                        fail("%s: PDB type is not %s" % (where, ty["name"]))
+                elif ty["kind"] == "pointer":
+                    if not ((mr is None and (idx >> 8) & 0xF) or (mr and mr["kind"] ==
+                                                                    "LF_POINTER")):
+                        fail("%s: not a pointer in the PDB" % where)
+                elif ty["kind"] == "array":
+                    if mr is None or mr["kind"] != "LF_ARRAY":
+                        fail("%s: not an array in the PDB" % where)
+                    sub = ty["subtype"]
+                    if sub["kind"] in ("struct", "union") and not opaque:
+                        _, er = tpi.resolve(mr["element"])
+                        if er is None or er["name"] != sub["name"]:
+                            fail("%s: PDB element type is not %s" % (where, sub["name"]))
+                elif ty["kind"] == "enum" and ty["name"] in plan.enums:
+                    if mr is None or mr["kind"] != "LF_ENUM" or mr["name"] != ty["name"]:
+                        fail("%s: PDB type is not enum %s" % (where, ty["name"]))
+            nfields += 1
+    nenum = 0
+    for e in plan.enums:
+        if e not in tpi.defs:
+            fail("PDB lacks enum %s" % e)
+        r = tpi.recs[tpi.defs[e]]
+        if r["kind"] != "LF_ENUM":
+            fail("%s is not an LF_ENUM" % e)
+        _, enumerators = tpi.fieldlist(r["fieldlist"])
+        if dict(enumerators) != isf.enums[e]["constants"] or len(enumerators) != len(
+                isf.enums[e]["constants"]):
+            fail("enum %s: PDB enumerators differ from the ISF" % e)
+        nenum += len(enumerators)
+    return {"types": len(plan.emitted), "fields": nfields, "bitfields": nbits,
+            "enums": len(plan.enums), "enumerators": nenum, "lf_index_splits": tpi.index_splits}
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifest
+
+
+def field_manifest(isf, plan, tname, fname, f):
+    ty = f["type"]
+    k = ty["kind"]
+    out = {"offset": f["offset"], "size": isf.sizeof(ty)}
+
+    def tname_of(t):
+        kk = t["kind"]
+        if kk in ("struct", "union", "class"):
+            return t["name"]
+        if kk == "pointer":
+            return "pointer"
+        if kk == "base":
+            return t["name"]
+        if kk == "enum":
+            return isf.enums[t["name"]]["base"]
+        if kk == "array":
+            return "array"
+        return kk
+
+    if k == "bitfield":
+        out["bit_position"] = ty["bit_position"]
+        out["bit_length"] = ty["bit_length"]
+        out["type"] = ty["type"]["name"]
+    elif k == "array":
+        out["type"] = tname_of(ty["subtype"])
+        out["count"] = ty["count"]
+        out["element_size"] = isf.sizeof(ty["subtype"])
+        if ty["subtype"]["kind"] == "enum":
+            out["enum"] = ty["subtype"]["name"]
+        if ty["subtype"]["kind"] == "pointer":
+            out["pointee"] = pointee_name(ty["subtype"])
+    else:
+        out["type"] = tname_of(ty)
+        if k == "pointer":
+            out["pointee"] = pointee_name(ty)
+        if k == "enum":
+            out["enum"] = ty["name"]
+    if plan.opaque.get((tname, fname)):
+        out["opaque"] = True
+    return out
+
+
+def pointee_name(ty):
+    s = ty["subtype"]
+    if s["kind"] in ("struct", "union", "class", "base", "enum"):
+        return s["name"]
+    return s["kind"]
+
+
+def build_manifest(fam, isf, plan, cw, pe, syms, guid, age, pdb_has_gdata, sym_sections):
+    types = {}
+    for n in sorted(plan.emitted):
+        t = isf.types[n]
+        entry = {"size": t["size"]}
+        if t["kind"] == "union":
+            entry["kind"] = "union"
+        if n in plan.stubs:
+            entry["stub"] = True
+        entry["fields"] = dict(
+            (fname, field_manifest(isf, plan, n, fname, f)) for fname, f in sorted_fields(t))
+        types[n] = entry
+    symbols = {}
+    for g in plan.globals:
+        name, kind, target, exported, count = g
+        s = {"rva": syms[name]["rva"], "size": cw.global_size(g), "kind": kind}
+        if kind == "pointer":
+            s["pointee"] = target or "void"
+        if kind == "pointer_array":
+            s["count"] = count
+            s["pointee"] = target
+        if name == "ExpHotTagArray":
+            s["count"] = count
+        if kind in ("struct", "list_entry"):
+            s["type"] = target
+        if name == "KdDebuggerDataBlock":
+            s["type_in_pdb"] = False
+        s["section"] = sym_sections[name]
+        if exported:
+            s["exported"] = True
+        symbols[name] = s
+    for fn, exported, section in plan.functions:
+        s = {"rva": syms[fn]["rva"], "size": 0, "kind": "function", "section": section}
+        if exported:
+            s["exported"] = True
+        symbols[fn] = s
+    image = {"file": "ntoskrnl.exe", "image_base": pe["image_base"],
+             "size_of_image": pe["size_of_image"], "timestamp": pe["timestamp"],
+             "entry_rva": pe["entry_rva"],
+             "sections": [dict((k, s[k]) for k in ("name", "rva", "virtual_size", "raw_size",
+                                                    "file_offset", "characteristics"))
+                          for s in pe["sections"]],
+             "exports": sorted(pe["exports"], key=lambda e: e["name"]),
+             "rsds_file_offset": pe["rsds"]["file_offset"]}
+    return {
+        "family": fam.name,
+        "build": fam.build,
+        "build_string": fam.build_string,
+        "isf": fam.isf,
+        "pdb": {"file": "ntkrnlmp.pdb", "name": "ntkrnlmp.pdb", "guid": guid_text(guid),
+                "age": age, "store_key": store_key(guid, age),
+                "has_global_data_records": pdb_has_gdata},
+        "image": image,
+        "symbols": symbols,
+        "types": types,
+        "enums": dict((e, dict(sorted(isf.enums[e]["constants"].items(),
+                                      key=lambda kv: (kv[1], kv[0]))))
+                      for e in plan.enums),
+    }
+
+
+def json_text(obj, indent=0):
+    """JSON with one line per flat object/array (a field, a section, a symbol)."""
+    def flat(v):
+        return not isinstance(v, (dict, list)) or all(
+            not isinstance(x, (dict, list)) for x in (v.values() if isinstance(v, dict) else v))
+    if flat(obj):
+        return json.dumps(obj, separators=(", ", ": "))
+    pad = "  " * (indent + 1)
+    if isinstance(obj, dict):
+        items = ["%s%s: %s" % (pad, json.dumps(k), json_text(v, indent + 1))
+                 for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + "  " * indent + "}"
+    items = [pad + json_text(v, indent + 1) for v in obj]
+    return "[\n" + ",\n".join(items) + "\n" + "  " * indent + "]"
+
+
+def write_json(path, obj):
+    text = json_text(obj) + "\n"
+    if json.loads(text) != obj:
+        fail("JSON writer round trip failed for %s" % path)
+    with open(path, "w", newline="\n") as f:
+        f.write(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# One nt family
+
+
+def build_family(fam, isf_dir, log):
+    isf_path = os.path.join(isf_dir, fam.isf + ".json.xz")
+    if not os.path.exists(isf_path):
+        fail("missing ISF %s" % isf_path)
+    isf = Isf(isf_path)
+    meta = isf.pdb
+    if "%s-%d" % (meta["GUID"], meta["age"]) != fam.isf:
+        fail("ISF metadata %s-%s does not match %s" % (meta["GUID"], meta["age"], fam.isf))
+    if meta["database"] != "ntkrnlmp.pdb" or meta["machine_type"] != 0x8664:
+        fail("ISF %s is not an x64 ntkrnlmp.pdb" % fam.isf)
+    guid, age = guid_bytes(meta["GUID"]), meta["age"]
+    plan = Plan(isf, fam)
+    outdir = os.path.join(HERE, fam.name)
+    os.makedirs(outdir, exist_ok=True)
+    cw, sources = write_sources(fam, isf, plan, outdir)
+
+    with workdir("nt-" + fam.name) as tmp:
+        for s in sources:
+            shutil.copy(os.path.join(outdir, s), tmp)
+        cdir = ["-fdebug-compilation-dir=%s\\nt\\%s" % (FAKE_SRC_ROOT, fam.name)]
+        if fam.public:
+            run([CLANG] + CFLAGS_COMMON + CFLAGS_DEBUG + cdir + ["-c", "types.c", "-o",
+                                                               "types.obj"], cwd=tmp)
+            run([CLANG] + CFLAGS_COMMON + CFLAGS_NODEBUG + cdir + ["-c", "globals.c", "-o",
+                                                                 "globals.obj"], cwd=tmp)
+            objs = ["types.obj", "globals.obj"]
+        else:
+            run([CLANG] + CFLAGS_COMMON + CFLAGS_DEBUG + cdir + ["-c", "nt.c", "-o", "nt.obj"],
+                cwd=tmp)
+            objs = ["nt.obj"]
+        run([LLD, "/DRIVER", "/SUBSYSTEM:NATIVE", "/NODEFAULTLIB", "/DEBUG",
+             "/PDB:ntkrnlmp.pdb", "/PDBALTPATH:ntkrnlmp.pdb", "/OUT:ntoskrnl.exe",
+             "/MACHINE:X64", "/Brepro", "/MAP:ntoskrnl.map", "/ENTRY:KiSystemStartup",
+             "/NOIMPLIB", "/PDBSOURCEPATH:%s\\nt\\%s" % (FAKE_SRC_ROOT, fam.name)] + objs,
+            cwd=tmp)
+        exe = os.path.join(tmp, "ntoskrnl.exe")
+        pdb = os.path.join(tmp, "ntkrnlmp.pdb")
+        lld_guid = patch_identity(exe, pdb, guid, age)
+        ident = check_identity(exe, pdb, guid, age)
+        pe = parse_pe(read_bytes(exe))
+        mapsyms = parse_map(read_bytes(os.path.join(tmp, "ntoskrnl.map")).decode(),
+                            pe["image_base"])
+
+        tpi = Tpi(run([PDBUTIL, "dump", "-types", pdb]))
+        # Symbols: map file vs S_PUB32 (+ section RVAs), and S_GDATA32 presence and type size.
+        pubs = parse_symbol_dump(run([PDBUTIL, "dump", "-publics", pdb]))
+        glob = parse_symbol_dump(run([PDBUTIL, "dump", "-globals", pdb]))
+        pub = dict((r[1], r) for r in pubs if r[0] == "S_PUB32")
+        gdata = dict((r[1], r) for r in glob if r[0] == "S_GDATA32")
+        secs = pe["sections"]
+        wanted = [g[0] for g in plan.globals] + [f[0] for f in plan.functions]
+        sym_sections = {}
+        for name in wanted:
+            if name not in mapsyms:
+                fail("%s: %s missing from the map file" % (fam.name, name))
+            if name not in pub:
+                fail("%s: no S_PUB32 for %s" % (fam.name, name))
+            p = pub[name]
+            rva = secs[p[2] - 1]["rva"] + p[3]
+            if rva != mapsyms[name]["rva"]:
+                fail("%s: %s at RVA %#x in the publics, %#x in the map" % (
+                    fam.name, name, rva, mapsyms[name]["rva"]))
+            sec = secs[p[2] - 1]["name"]
+            sym_sections[name] = sec
+            is_fn = "function" in p[4]
+            if name in plan.global_names:
+                if sec != ".data" or is_fn:
+                    fail("%s: global %s is in %s" % (fam.name, name, sec))
+                if fam.public:
+                    if name in gdata:
+                        fail("%s: public variant has S_GDATA32 for %s" % (fam.name, name))
+                else:
+                    g = gdata.get(name)
+                    if g is None or (g[2], g[3]) != (p[2], p[3]):
+                        fail("%s: S_GDATA32 for %s missing or misplaced" % (fam.name, name))
+                    m = re.search(r"type = 0x([0-9A-F]+)", g[4])
+                    decl = [x for x in plan.globals if x[0] == name][0]
+                    if not m or tpi.size(int(m.group(1), 16)) != cw.global_size(decl):
+                        fail("%s: S_GDATA32 type of %s has the wrong size" % (fam.name, name))
+            else:
+                if not is_fn:
+                    fail("%s: %s is not flagged as a function in S_PUB32" % (fam.name, name))
+                want_sec = [f[2] for f in plan.functions if f[0] == name][0]
+                if sec != want_sec:
+                    fail("%s: %s is in %s, expected %s" % (fam.name, name, sec, want_sec))
+        if fam.public and gdata:
+            fail("%s: public variant has S_GDATA32 records: %s" % (fam.name, sorted(gdata)[:5]))
+        exported = sorted(e["name"] for e in pe["exports"])
+        want_exp = sorted([g[0] for g in plan.globals if g[3]] +
+                          [f[0] for f in plan.functions if f[1]])
+        if exported != want_exp:
+            fail("%s: exports %s, expected %s" % (fam.name, exported, want_exp))
+        if pe["dll_name"] != "ntoskrnl.exe":
+            fail("%s: export table names %r" % (fam.name, pe["dll_name"]))
+        names = [s["name"] for s in secs]
+        for s in (".text", ".rdata", ".data", ".pdata", "POOLCODE"):
+            if s not in names:
+                fail("%s: image has no %s section" % (fam.name, s))
+        if pe["rsds"]["name"] != "ntkrnlmp.pdb":
+            fail("%s: RSDS names %r" % (fam.name, pe["rsds"]["name"]))
+
+        # Types: sizes and every member offset against the ISF.
+        counts = verify_types(tpi, isf, plan)
+
+        for f in ("ntoskrnl.exe", "ntkrnlmp.pdb"):
+            shutil.copy(os.path.join(tmp, f), os.path.join(outdir, f))
+
+    manifest = build_manifest(fam, isf, plan, cw, pe, mapsyms, guid, age, not fam.public,
+                              sym_sections)
+    write_json(os.path.join(outdir, "layout.json"), manifest)
+    log("%-20s %s  types %d (%d stubs), fields %d (bitfields %d), enums %d/%d, LF_INDEX %d" % (
+        fam.name, ident["pdbutil_guid"], counts["types"], len(plan.stubs), counts["fields"],
+        counts["bitfields"], counts["enums"], counts["enumerators"],
+        counts["lf_index_splits"]))
+    log("%-20s exe %d B, pdb %d B, %d globals, %d functions, %d .pdata entries, "
+        "lld GUID %s replaced; %s" % (
+            "", os.path.getsize(os.path.join(outdir, "ntoskrnl.exe")),
+            os.path.getsize(os.path.join(outdir, "ntkrnlmp.pdb")), len(plan.globals),
+            len(plan.functions), pe["pdata_count"], guid_text(lld_guid),
+            "publics only (no S_GDATA32)" if fam.public else "S_PUB32 + S_GDATA32"))
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------
+# Drivers
+
+
+DRIVERS = [
+    {"name": "leakydrv", "tags": ["Leak", "LkBf"],
+     "summary": "leaks one nonpaged 'Leak' block per call and keeps an 'LkBf' buffer"},
+    {"name": "netsim", "tags": ["NSbf", "NScx", "NSrx"],
+     "summary": "simulated NIC: context 'NScx', receive buffers 'NSrx', packet buffers 'NSbf'"},
+    {"name": "fsfilt", "tags": ["FsFl", "FsCt"],
+     "summary": "file-system filter: per-file 'FsFl' contexts, one 'FsCt' control block"},
+]
+
+DRIVER_PRELUDE = """/*
+ * GENERATED by testdata/nt/build.py. Do not edit; rerun the script.
+ * A small test driver for pooldump: %(summary)s.
+ * Tags are written the Windows way, as multi-character constants: 'kaeL' is the ULONG
+ * 0x6B61654C, stored in memory as the bytes "Leak".
+ */
+
+enum _POOL_TYPE { NonPagedPool = 0, PagedPool = 1, NonPagedPoolNx = 512 };
+
+__declspec(dllimport) void *ExAllocatePoolWithTag(enum _POOL_TYPE PoolType,
+                                                  unsigned long long NumberOfBytes,
+                                                  unsigned long Tag);
+__declspec(dllimport) void ExFreePoolWithTag(void *P, unsigned long Tag);
+
+struct _LIST_ENTRY { struct _LIST_ENTRY *Flink, *Blink; };
+"""
+
+DRIVER_BODIES = {
+    "leakydrv": """
+struct LEAK_RECORD {
+    struct _LIST_ENTRY Links;
+    unsigned long long Sequence;
+    unsigned char Payload[0x100];
+};
+
+struct _LIST_ENTRY LeakList = { &LeakList, &LeakList };
+void *LeakBuffer;
+unsigned long long LeakSequence;
+
+/* The bug pooldump is meant to find: records are linked but never unlinked or freed. */
+__attribute__((noinline)) int LeakOneRecord(void)
+{
+    struct LEAK_RECORD *Record = ExAllocatePoolWithTag(NonPagedPoolNx, sizeof(*Record),
+                                                       'kaeL');
+    if (!Record)
+        return 0;
+    Record->Sequence = ++LeakSequence;
+    Record->Links.Flink = LeakList.Flink;
+    Record->Links.Blink = &LeakList;
+    LeakList.Flink->Blink = &Record->Links;
+    LeakList.Flink = &Record->Links;
+    return 1;
+}
+
+__attribute__((noinline)) int AllocateBuffer(unsigned long long Size)
+{
+    if (LeakBuffer)
+        ExFreePoolWithTag(LeakBuffer, 'fBkL');
+    LeakBuffer = ExAllocatePoolWithTag(PagedPool, Size, 'fBkL');
+    return LeakBuffer != 0;
+}
+
+long DriverEntry(void *DriverObject, void *RegistryPath)
+{
+    int i;
+    if (!AllocateBuffer(0x2000))
+        return (long)0xC000009A; /* STATUS_INSUFFICIENT_RESOURCES */
+    for (i = 0; i < 16; i++)
+        LeakOneRecord();
+    return 0;
+}
+""",
+    "netsim": """
+struct NS_CONTEXT {
+    struct _LIST_ENTRY RxQueue;
+    void *PacketBuffer;
+    unsigned long long RxCount;
+};
+
+struct NS_RX {
+    struct _LIST_ENTRY Links;
+    unsigned long Length;
+    unsigned char Data[0x5EE];
+};
+
+struct NS_CONTEXT *NsContext;
+
+__attribute__((noinline)) struct NS_RX *NsReceive(unsigned long Length)
+{
+    struct NS_RX *Rx = ExAllocatePoolWithTag(NonPagedPoolNx, sizeof(*Rx), 'xrSN');
+    if (!Rx)
+        return 0;
+    Rx->Length = Length;
+    Rx->Links.Flink = &NsContext->RxQueue;
+    Rx->Links.Blink = NsContext->RxQueue.Blink;
+    NsContext->RxQueue.Blink->Flink = &Rx->Links;
+    NsContext->RxQueue.Blink = &Rx->Links;
+    NsContext->RxCount++;
+    return Rx;
+}
+
+__attribute__((noinline)) void NsComplete(struct NS_RX *Rx)
+{
+    Rx->Links.Blink->Flink = Rx->Links.Flink;
+    Rx->Links.Flink->Blink = Rx->Links.Blink;
+    ExFreePoolWithTag(Rx, 'xrSN');
+}
+
+long DriverEntry(void *DriverObject, void *RegistryPath)
+{
+    struct NS_RX *Rx;
+    NsContext = ExAllocatePoolWithTag(NonPagedPoolNx, sizeof(*NsContext), 'xcSN');
+    if (!NsContext)
+        return (long)0xC000009A;
+    NsContext->RxQueue.Flink = NsContext->RxQueue.Blink = &NsContext->RxQueue;
+    NsContext->RxCount = 0;
+    NsContext->PacketBuffer = ExAllocatePoolWithTag(NonPagedPool, 0x10000, 'fbSN');
+    Rx = NsReceive(60);
+    if (Rx)
+        NsComplete(Rx);
+    NsReceive(1514); /* never completed */
+    return 0;
+}
+""",
+    "fsfilt": """
+struct FS_FILE_CONTEXT {
+    struct _LIST_ENTRY Links;
+    void *FileObject;
+    unsigned long OpenCount;
+    unsigned short NameLength;
+    unsigned short Name[130];
+};
+
+struct FS_CONTROL {
+    struct _LIST_ENTRY Files;
+    unsigned long long Operations;
+};
+
+struct FS_CONTROL *FsControl;
+
+__attribute__((noinline)) struct FS_FILE_CONTEXT *FsAttach(void *FileObject)
+{
+    struct FS_FILE_CONTEXT *Ctx = ExAllocatePoolWithTag(PagedPool, sizeof(*Ctx), 'lFsF');
+    if (!Ctx)
+        return 0;
+    Ctx->FileObject = FileObject;
+    Ctx->OpenCount = 1;
+    Ctx->NameLength = 0;
+    Ctx->Links.Flink = FsControl->Files.Flink;
+    Ctx->Links.Blink = &FsControl->Files;
+    FsControl->Files.Flink->Blink = &Ctx->Links;
+    FsControl->Files.Flink = &Ctx->Links;
+    FsControl->Operations++;
+    return Ctx;
+}
+
+__attribute__((noinline)) void FsDetach(struct FS_FILE_CONTEXT *Ctx)
+{
+    if (--Ctx->OpenCount)
+        return; /* a second attach never drops the count to 0: the context leaks */
+    Ctx->Links.Blink->Flink = Ctx->Links.Flink;
+    Ctx->Links.Flink->Blink = Ctx->Links.Blink;
+    ExFreePoolWithTag(Ctx, 'lFsF');
+}
+
+long DriverEntry(void *DriverObject, void *RegistryPath)
+{
+    struct FS_FILE_CONTEXT *Ctx;
+    FsControl = ExAllocatePoolWithTag(NonPagedPoolNx, sizeof(*FsControl), 'tCsF');
+    if (!FsControl)
+        return (long)0xC000009A;
+    FsControl->Files.Flink = FsControl->Files.Blink = &FsControl->Files;
+    FsControl->Operations = 0;
+    Ctx = FsAttach(DriverObject);
+    if (Ctx) {
+        Ctx->OpenCount++;
+        FsDetach(Ctx);
+    }
+    return 0;
+}
+""",
+}
+
+
+def tag_value(tag):
+    """'Leak' -> 0x6B61654C: the ULONG whose little-endian bytes are the tag text."""
+    return struct.unpack("<I", tag.encode("ascii"))[0]
+
+
+def build_drivers(log):
+    os.makedirs(DRIVERS_DIR, exist_ok=True)
+    entries = []
+    with workdir("drivers") as tmp:
+        with open(os.path.join(tmp, "ntoskrnl.def"), "w") as f:
+            f.write("LIBRARY ntoskrnl.exe\nEXPORTS\n    ExAllocatePoolWithTag\n"
+                    "    ExFreePoolWithTag\n")
+        run([DLLTOOL, "-m", "i386:x86-64", "-d", "ntoskrnl.def", "-l", "ntoskrnl.lib"], cwd=tmp)
+        for d in DRIVERS:
+            name = d["name"]
+            src = DRIVER_PRELUDE % {"summary": d["summary"]} + DRIVER_BODIES[name]
+            for tag in d["tags"]:
+                if "'%s'" % tag[::-1] not in src:
+                    fail("%s.c does not use tag %s" % (name, tag))
+            with open(os.path.join(DRIVERS_DIR, name + ".c"), "w", newline="\n") as f:
+                f.write(src)
+            shutil.copy(os.path.join(DRIVERS_DIR, name + ".c"), tmp)
+            run([CLANG] + CFLAGS_COMMON + CFLAGS_DEBUG + [
+                "-fdebug-compilation-dir=%s\\drivers" % FAKE_SRC_ROOT, "-c", name + ".c", "-o",
+                name + ".obj"], cwd=tmp)
+            run([LLD, "/DRIVER", "/SUBSYSTEM:NATIVE", "/NODEFAULTLIB", "/DEBUG",
+                 "/PDB:%s.pdb" % name, "/PDBALTPATH:%s.pdb" % name, "/OUT:%s.sys" % name,
+                 "/MACHINE:X64", "/Brepro", "/ENTRY:DriverEntry", "/NOIMPLIB",
+                 "/PDBSOURCEPATH:%s\\drivers" % FAKE_SRC_ROOT, name + ".obj", "ntoskrnl.lib"],
+                cwd=tmp)
+            sys_path = os.path.join(tmp, name + ".sys")
+            pdb_path = os.path.join(tmp, name + ".pdb")
+            data = read_bytes(sys_path)
+            pe = parse_pe(data)
+            rs = pe["rsds"]
+            ident = check_identity(sys_path, pdb_path, rs["guid"], rs["age"])
+            imports = pe["imports"].get("ntoskrnl.exe", [])
+            if sorted(imports) != ["ExAllocatePoolWithTag", "ExFreePoolWithTag"]:
+                fail("%s imports %s" % (name, pe["imports"]))
+            text = [s for s in pe["sections"] if s["name"] == ".text"][0]
+            code = data[text["file_offset"]:text["file_offset"] + text["virtual_size"]]
+            tags = []
+            for tag in d["tags"]:
+                needle = struct.pack("<I", tag_value(tag))
+                hits = [text["rva"] + m.start() for m in re.finditer(re.escape(needle), code)]
+                if not hits:
+                    fail("%s: tag %s is not an immediate in .text" % (name, tag))
+                tags.append({"tag": tag, "value": tag_value(tag), "c_literal": "'%s'" % tag[::-1],
+                             "immediate_rvas": hits})
+            for f in (name + ".sys", name + ".pdb"):
+                shutil.copy(os.path.join(tmp, f), os.path.join(DRIVERS_DIR, f))
+            entries.append({
+                "name": name,
+                "file": name + ".sys",
+                "source": name + ".c",
+                "summary": d["summary"],
+                "pdb": {"file": name + ".pdb", "name": rs["name"], "guid": guid_text(rs["guid"]),
+                        "age": rs["age"], "store_key": store_key(rs["guid"], rs["age"])},
+                "image_base": pe["image_base"],
+                "size_of_image": pe["size_of_image"],
+                "timestamp": pe["timestamp"],
+                "entry_rva": pe["entry_rva"],
+                "sections": [dict((k, s[k]) for k in ("name", "rva", "virtual_size", "raw_size",
+                                                       "file_offset", "characteristics"))
+                             for s in pe["sections"]],
+                "imports": {"ntoskrnl.exe": sorted(imports)},
+                "tags": tags,
+            })
+            log("%-20s %s  sys %d B, pdb %d B, tags %s" % (
+                name + ".sys", ident["pdbutil_guid"], len(data),
+                os.path.getsize(os.path.join(DRIVERS_DIR, name + ".pdb")),
+                ", ".join("%s@%s" % (t["tag"], ",".join("%#x" % r for r in t["immediate_rvas"]))
+                          for t in tags)))
+    write_json(os.path.join(DRIVERS_DIR, "drivers.json"), {
+        "comment": "GENERATED by testdata/nt/build.py. PDB GUIDs are lld's own (content hashes).",
+        "import_library": "ntoskrnl.exe: ExAllocatePoolWithTag, ExFreePoolWithTag (llvm-dlltool)",
+        "drivers": entries,
+    })
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--isf-dir", default=os.path.join(REPO, "..", "shared", "isf"),
+                    help="directory holding <GUID>-<age>.json.xz (default: ../shared/isf "
+                         "relative to the repository root)")
+    ap.add_argument("--family", action="append", choices=[f.name for f in FAMILIES],
+                    help="build only this family (repeatable)")
+    ap.add_argument("--no-drivers", action="store_true", help="skip testdata/drivers")
+    ap.add_argument("--keep-temp", metavar="DIR",
+                    help="build in DIR/<name> and keep the objects, map files and copies there")
+    args = ap.parse_args()
+    global KEEP_DIR
+    KEEP_DIR = os.path.abspath(args.keep_temp) if args.keep_temp else None
+    for tool in (CLANG, LLD, PDBUTIL, READOBJ, DLLTOOL):
+        if shutil.which(tool) is None:
+            print("error: %s not found (apt-get install clang-19 lld-19 llvm-19)" % tool,
+                  file=sys.stderr)
+            return 2
+    isf_dir = os.path.abspath(args.isf_dir)
+
+    def log(msg):
+        print(msg, flush=True)
+
+    outputs = []
+    try:
+        for fam in FAMILIES:
+            if args.family and fam.name not in args.family:
+                continue
+            build_family(fam, isf_dir, log)
+            d = os.path.join(HERE, fam.name)
+            outputs += [os.path.join(d, f) for f in sorted(os.listdir(d))]
+        if not args.no_drivers:
+            build_drivers(log)
+            outputs += [os.path.join(DRIVERS_DIR, f) for f in sorted(os.listdir(DRIVERS_DIR))]
+    except BuildError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 1
+    # Rerunning must reproduce these digests exactly.
+    log("sha256 of the outputs:")
+    for path in outputs:
+        log("  %s  %s" % (hashlib.sha256(read_bytes(path)).hexdigest()[:16],
+                          os.path.relpath(path, REPO)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
