@@ -204,7 +204,6 @@ pub fn write_dump<W: Write>(
     f: &HeaderFields,
     w: &mut W,
 ) -> io::Result<u64> {
-    let zero: Page = [0u8; PAGE];
     match kind {
         DumpKind::Full => {
             let runs: Vec<(u64, u64)> = mem
@@ -216,20 +215,13 @@ pub fn write_dump<W: Write>(
             let pages: u64 = runs.iter().map(|r| r.1).sum();
             let size = HEADER_SIZE as u64 + pages * PAGE as u64;
             w.write_all(&header(f, 1, Some((&runs, pages)), size))?;
-            for r in mem.runs() {
-                for pfn in r.clone() {
-                    w.write_all(mem.frame(pfn).unwrap_or(&zero))?;
-                }
-            }
+            let all: Vec<u64> = mem.runs().iter().flat_map(|r| r.clone()).collect();
+            write_pages(mem, &all, w)?;
             Ok(size)
         }
         DumpKind::KernelBitmap | DumpKind::CompleteBitmap => {
             let present: Vec<u64> = match kind {
-                DumpKind::KernelBitmap => {
-                    let mut v: Vec<u64> = mem.populated().map(|(p, _)| p).collect();
-                    v.sort_unstable();
-                    v
-                }
+                DumpKind::KernelBitmap => mem.present_pfns(),
                 _ => mem.runs().iter().flat_map(|r| r.clone()).collect(),
             };
             // Volatility reads the bitmap as u32 words: keep the bit count
@@ -254,10 +246,27 @@ pub fn write_dump<W: Write>(
                 h[off::BMP_BITMAP + (p / 8) as usize] |= 1 << (p % 8);
             }
             w.write_all(&h)?;
-            for &p in &present {
-                w.write_all(mem.frame(p).unwrap_or(&zero))?;
-            }
+            write_pages(mem, &present, w)?;
             Ok(size)
         }
     }
+}
+
+/// Write frames in the given order, filling procedural ones in parallel a
+/// chunk at a time so multi-GiB dumps stream in bounded memory.
+fn write_pages<W: Write>(mem: &PhysMemory, pfns: &[u64], w: &mut W) -> io::Result<()> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 4096;
+    let mut buf = vec![0u8; CHUNK * PAGE];
+    for chunk in pfns.chunks(CHUNK) {
+        let out = &mut buf[..chunk.len() * PAGE];
+        out.par_chunks_mut(PAGE)
+            .zip(chunk.par_iter())
+            .for_each(|(page, &pfn)| {
+                let page: &mut Page = page.try_into().expect("page-sized chunk");
+                mem.frame_into(pfn, page);
+            });
+        w.write_all(out)?;
+    }
+    Ok(())
 }

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod builds;
+pub mod bulk;
 pub mod corrupt;
 pub mod drivers;
 pub mod dump;

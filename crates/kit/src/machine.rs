@@ -81,6 +81,9 @@ pub struct Machine {
     pub(crate) heaps: std::collections::HashMap<PoolKind, u64>,
     /// Kernel stack page (context Rsp), also home to decoys.
     pub(crate) stack: u64,
+    /// Bulk page segments (segment-heap builds), in list order.
+    pub(crate) bulk_segments: Vec<u64>,
+    pub(crate) bulk_filler: Option<std::sync::Arc<crate::bulk::BulkFiller>>,
 }
 
 #[derive(Debug, Default)]
@@ -150,6 +153,8 @@ impl Machine {
             pool: Default::default(),
             heaps: Default::default(),
             stack: 0,
+            bulk_segments: Vec::new(),
+            bulk_filler: None,
             rng,
         };
         mc.truth.build = s.build.name().to_string();
@@ -165,6 +170,7 @@ impl Machine {
         mc.load_modules();
         mc.place_scenario_allocations();
         mc.finish_pool_pages();
+        mc.setup_bulk();
         mc.build_big_pool_table();
         mc.build_tracker();
         mc.write_kernel_globals();

@@ -4,9 +4,16 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 pub const PAGE: usize = 0x1000;
 pub type Page = [u8; PAGE];
+
+/// Contents of frames computed when the dump is written rather than held
+/// in memory: how the kit makes multi-GiB dumps in bounded memory.
+pub trait PageFiller: Send + Sync {
+    fn fill(&self, pfn: u64, page: &mut Page);
+}
 
 /// Physical memory: the RAM layout (what a PHYSICAL_MEMORY_DESCRIPTOR
 /// describes) and the frames that hold something.
@@ -14,6 +21,9 @@ pub struct PhysMemory {
     /// RAM as PFN ranges, ascending and disjoint.
     runs: Vec<Range<u64>>,
     frames: HashMap<u64, Box<Page>>,
+    /// Frame ranges filled procedurally (ascending, disjoint, and never in
+    /// `frames`).
+    procedural: Vec<(Range<u64>, Arc<dyn PageFiller>)>,
     /// Next candidate frame for the allocator, and which run it is in.
     cursor: u64,
     rng: fastrand::Rng,
@@ -37,6 +47,7 @@ impl PhysMemory {
         Self {
             runs,
             frames: HashMap::new(),
+            procedural: Vec::new(),
             cursor: 0x100,
             rng: fastrand::Rng::with_seed(seed),
         }
@@ -83,7 +94,52 @@ impl PhysMemory {
     }
 
     pub fn is_populated(&self, pfn: u64) -> bool {
-        self.frames.contains_key(&pfn)
+        self.frames.contains_key(&pfn) || self.procedural_at(pfn).is_some()
+    }
+
+    fn procedural_at(&self, pfn: u64) -> Option<&Arc<dyn PageFiller>> {
+        self.procedural
+            .iter()
+            .find(|(r, _)| r.contains(&pfn))
+            .map(|(_, f)| f)
+    }
+
+    /// Free, RAM-backed, contiguous frames aligned to `align` (not taken).
+    pub fn free_contiguous(&self, n: u64, align: u64) -> u64 {
+        self.find_contiguous(n, align)
+    }
+
+    /// Hand the frames `pfns` (free, from [`Self::free_contiguous`]) to a
+    /// filler that computes their contents on demand.
+    pub fn add_procedural(&mut self, pfns: Range<u64>, filler: Arc<dyn PageFiller>) {
+        self.cursor = self.cursor.max(pfns.end);
+        self.procedural.push((pfns, filler));
+        self.procedural.sort_by_key(|(r, _)| r.start);
+    }
+
+    /// Every frame that holds something, ascending.
+    pub fn present_pfns(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.frames.keys().copied().collect();
+        for (r, _) in &self.procedural {
+            v.extend(r.clone());
+        }
+        v.sort_unstable();
+        v
+    }
+
+    /// Copy a frame's contents into `out`; false (and zeros) if the frame
+    /// holds nothing.
+    pub fn frame_into(&self, pfn: u64, out: &mut Page) -> bool {
+        if let Some(f) = self.frames.get(&pfn) {
+            out.copy_from_slice(&**f);
+            true
+        } else if let Some(f) = self.procedural_at(pfn) {
+            f.fill(pfn, out);
+            true
+        } else {
+            out.fill(0);
+            false
+        }
     }
 
     /// Take a specific frame (the DTB sits where Windows puts it).
@@ -106,7 +162,7 @@ impl PhysMemory {
             if !self.is_ram(self.cursor) {
                 self.cursor = self.next_ram_after(self.cursor);
             }
-            if !self.frames.contains_key(&self.cursor) {
+            if !self.is_populated(self.cursor) {
                 let p = self.cursor;
                 self.frame_mut(p);
                 return p;
@@ -129,15 +185,30 @@ impl PhysMemory {
     /// touched... except that a kernel dump includes the whole large page,
     /// so callers populate what they map.
     pub fn alloc_contiguous(&mut self, n: u64, align: u64) -> u64 {
+        let base = self.find_contiguous(n, align);
+        for p in base..base + n {
+            self.frame_mut(p);
+        }
+        self.cursor = base + n;
+        base
+    }
+
+    fn find_contiguous(&self, n: u64, align: u64) -> u64 {
         let mut base = (self.cursor + 1).div_ceil(align) * align;
         loop {
-            let ok = self
+            let in_ram = self
                 .runs
                 .iter()
-                .any(|r| r.start <= base && base + n <= r.end)
-                && (base..base + n).all(|p| !self.frames.contains_key(&p));
-            if ok {
-                break;
+                .any(|r| r.start <= base && base + n <= r.end);
+            let clear_of_procedural = self
+                .procedural
+                .iter()
+                .all(|(r, _)| base + n <= r.start || base >= r.end);
+            if in_ram
+                && clear_of_procedural
+                && (base..base + n).all(|p| !self.frames.contains_key(&p))
+            {
+                return base;
             }
             base += align;
             assert!(
@@ -145,11 +216,6 @@ impl PhysMemory {
                 "out of RAM for {n} contiguous frames"
             );
         }
-        for p in base..base + n {
-            self.frame_mut(p);
-        }
-        self.cursor = base + n;
-        base
     }
 
     fn next_ram_after(&self, pfn: u64) -> u64 {
@@ -179,7 +245,11 @@ impl PhysMemory {
             let n = (PAGE - off).min(out.len() - done);
             match self.frame(cur / PAGE as u64) {
                 Some(f) => out[done..done + n].copy_from_slice(&f[off..off + n]),
-                None => out[done..done + n].fill(0),
+                None => {
+                    let mut page = [0u8; PAGE];
+                    self.frame_into(cur / PAGE as u64, &mut page);
+                    out[done..done + n].copy_from_slice(&page[off..off + n]);
+                }
             }
             done += n;
         }

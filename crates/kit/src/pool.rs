@@ -830,12 +830,18 @@ impl Machine {
         for k in kinds {
             let heap = self.heaps[&k];
             let ctx0 = heap + self.m.offset_of("_SEGMENT_HEAP", "SegContexts");
-            let segs: Vec<u64> = self
+            let mut segs: Vec<u64> = self
                 .pool
                 .segments
                 .get(&k)
                 .map(|v| v.iter().map(|s| s.va).collect())
                 .unwrap_or_default();
+            let explicit = segs.len();
+            if k == self.nx_kind() {
+                // Bulk segments follow; their links are generated with
+                // their pages.
+                segs.extend(self.bulk_segments.iter().copied());
+            }
             let mut h = StructBuf::new(self.m, "_SEGMENT_HEAP");
             h.set("Signature", 0xDDEE_DDEE);
             let mut hb = h.bytes;
@@ -863,7 +869,11 @@ impl Machine {
                     .set("SegmentListHead.Blink", blink);
                 let o = ctx_off + (c * ctx_stride) as usize;
                 hb[o..o + sc.bytes.len()].copy_from_slice(&sc.bytes);
-                for (j, s) in list.iter().enumerate() {
+                for (j, s) in list
+                    .iter()
+                    .enumerate()
+                    .take(if c == 0 { explicit } else { 0 })
+                {
                     let n = ring[(j + 2) % ring.len()];
                     let p = ring[j];
                     self.write_u64(*s, n);

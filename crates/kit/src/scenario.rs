@@ -54,6 +54,9 @@ pub struct Scenario {
     pub kdbg_encoded: bool,
     #[serde(default)]
     pub bugcheck: BugCheck,
+    /// Gigabytes of procedurally generated pool for benchmarks.
+    #[serde(default)]
+    pub bulk: Option<crate::bulk::BulkSpec>,
     /// Seconds since boot at the time of the dump.
     #[serde(default = "default_uptime")]
     pub uptime_secs: u64,
@@ -347,6 +350,7 @@ impl Scenario {
             large_pages: true,
             kdbg_encoded: false,
             bugcheck: BugCheck::default(),
+            bulk: None,
             uptime_secs: default_uptime(),
             unix_time: default_time(),
         }

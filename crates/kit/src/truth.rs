@@ -27,6 +27,10 @@ pub struct GroundTruth {
     pub decoys: Vec<Decoy>,
     /// Pages deliberately absent or unusual.
     pub pages: PageTruth,
+    /// The bulk area of benchmark machines (its allocations are computed
+    /// by `Machine::bulk_allocations`, not listed here).
+    #[serde(default)]
+    pub bulk: Option<crate::bulk::BulkTruth>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

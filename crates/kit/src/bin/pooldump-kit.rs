@@ -1,7 +1,7 @@
 //! pooldump-kit: write synthetic Windows crash dumps with their symbol
 //! store and ground truth.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +35,31 @@ enum Cmd {
         cpus: Option<u32>,
         /// kernel-bitmap (DumpType 5 'SDMP', what a BSOD writes), full (DumpType 1)
         /// or complete-bitmap (DumpType 5 'FDMP').
+        #[arg(long, default_value = "kernel-bitmap")]
+        kind: String,
+        /// Output directory.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Write a benchmark-sized dump: gigabytes of pool with millions of
+    /// allocations, thousands of tags and tens of thousands of big-pool
+    /// entries, generated as it is written (memory use stays small).
+    Big {
+        #[arg(long, default_value = "win10-19041")]
+        build: String,
+        /// Pool size, e.g. 1G, 4G, 16G (the machine's RAM is this plus 1 GiB).
+        #[arg(long, default_value = "1G")]
+        size: String,
+        /// Distinct tags.
+        #[arg(long, default_value_t = 3000)]
+        tags: u32,
+        /// Live big-pool allocations.
+        #[arg(long, default_value_t = 70_000)]
+        big: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 8)]
+        cpus: u32,
         #[arg(long, default_value = "kernel-bitmap")]
         kind: String,
         /// Output directory.
@@ -80,6 +105,31 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
+        Cmd::Big {
+            build,
+            size,
+            tags,
+            big,
+            seed,
+            cpus,
+            kind,
+            out,
+        } => {
+            let kind = parse_kind(&kind)?;
+            let b = NtBuild::from_name(&build).ok_or_else(|| format!("unknown build {build:?}"))?;
+            let bytes = parse_size(&size)?;
+            let mut s = Scenario::small(b, seed);
+            s.cpus = cpus;
+            s.ram_mib = bytes / (1 << 20) + 1024;
+            s.big_pool.table_size = 1 << 16;
+            s.bulk = Some(pooldump_kit::bulk::BulkSpec {
+                bytes,
+                tags,
+                big_live: big,
+                big_freed: big / 8,
+            });
+            write_all(&s, kind, &out)
+        }
         Cmd::Generate {
             build,
             scenario,
@@ -105,23 +155,41 @@ fn run(cli: Cli) -> Result<(), String> {
             if let Some(c) = cpus {
                 s.cpus = c;
             }
-            let m = Machine::build(&s);
-            std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-            let io = |e: std::io::Error| e.to_string();
-            let size = m
-                .write_dump_file(kind, &out.join("MEMORY.DMP"))
-                .map_err(io)?;
-            m.write_symbol_store(&out.join("symbols")).map_err(io)?;
-            std::fs::write(out.join("truth.json"), m.truth.to_json()).map_err(io)?;
-            let sj = serde_json::to_string_pretty(&s).map_err(|e| e.to_string())?;
-            std::fs::write(out.join("scenario.json"), sj).map_err(io)?;
-            eprintln!(
-                "wrote {} ({size} bytes, {}), truth.json, scenario.json and symbols/ to {}",
-                "MEMORY.DMP",
-                s.build,
-                out.display()
-            );
-            Ok(())
+            write_all(&s, kind, &out)
         }
     }
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, mul) = match s.chars().last() {
+        Some('G' | 'g') => (&s[..s.len() - 1], 1u64 << 30),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1u64 << 20),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mul)
+        .map_err(|_| format!("bad size {s:?} (e.g. 512M, 4G)"))
+}
+
+/// Build the machine and write MEMORY.DMP, symbols/, truth.json and
+/// scenario.json into `out`.
+fn write_all(s: &Scenario, kind: DumpKind, out: &Path) -> Result<(), String> {
+    let t = std::time::Instant::now();
+    let m = Machine::build(s);
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let io = |e: std::io::Error| format!("{}: {e}", out.display());
+    let size = m
+        .write_dump_file(kind, &out.join("MEMORY.DMP"))
+        .map_err(io)?;
+    m.write_symbol_store(&out.join("symbols")).map_err(io)?;
+    std::fs::write(out.join("truth.json"), m.truth.to_json()).map_err(io)?;
+    let sj = serde_json::to_string_pretty(s).map_err(|e| e.to_string())?;
+    std::fs::write(out.join("scenario.json"), sj).map_err(io)?;
+    eprintln!(
+        "wrote MEMORY.DMP ({size} bytes, {}), truth.json, scenario.json and symbols/ to {} in {:.1?}",
+        s.build,
+        out.display(),
+        t.elapsed()
+    );
+    Ok(())
 }
