@@ -78,7 +78,7 @@ pub struct Machine {
     pub(crate) body_spots: Vec<(u64, u64)>,
     pub(crate) pool: crate::pool::PoolState,
     /// `_SEGMENT_HEAP` of each pool kind (segment-heap builds).
-    pub(crate) heaps: std::collections::HashMap<PoolKind, u64>,
+    pub(crate) heaps: std::collections::BTreeMap<PoolKind, u64>,
     /// Kernel stack page (context Rsp), also home to decoys.
     pub(crate) stack: u64,
     /// Bulk page segments (segment-heap builds), in list order.

@@ -12,7 +12,7 @@
 //!   allocations of 0xFE1 bytes or more have no header and are tracked in
 //!   the big-page table only.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use crate::builds::Allocator;
 use crate::layout::StructBuf;
@@ -57,12 +57,12 @@ pub(crate) struct Req {
 
 #[derive(Default)]
 pub(crate) struct PoolState {
-    legacy: HashMap<PoolKind, LegacyPage>,
-    deferred_frees: HashMap<PoolKind, Vec<Req>>,
-    pub segments: HashMap<PoolKind, Vec<Segment>>,
-    lfh: HashMap<(PoolKind, u64), usize>,
+    legacy: BTreeMap<PoolKind, LegacyPage>,
+    deferred_frees: BTreeMap<PoolKind, Vec<Req>>,
+    pub segments: BTreeMap<PoolKind, Vec<Segment>>,
+    lfh: BTreeMap<(PoolKind, u64), usize>,
     pub lfh_subs: Vec<LfhSub>,
-    vs: HashMap<PoolKind, usize>,
+    vs: BTreeMap<PoolKind, usize>,
     pub vs_subs: Vec<VsSub>,
     pub big: Vec<BigRec>,
 }
