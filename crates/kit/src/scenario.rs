@@ -356,3 +356,11 @@ impl Scenario {
         }
     }
 }
+
+/// The bundled sample (testdata/sample/): a Windows 10 19041 kernel dump of
+/// a two-processor machine with a leaking driver, as the README shows it.
+pub fn sample() -> Scenario {
+    let mut s = Scenario::small(NtBuild::Win10_19041, 2026);
+    s.cpus = 2;
+    s
+}

@@ -66,6 +66,12 @@ enum Cmd {
         #[arg(long, short)]
         out: PathBuf,
     },
+    /// Regenerate the bundled sample (testdata/sample/) the README uses.
+    Sample {
+        /// Output directory.
+        #[arg(long, short, default_value = "testdata/sample")]
+        out: PathBuf,
+    },
     /// List the builds the kit can impersonate.
     Builds,
 }
@@ -105,6 +111,11 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
+        Cmd::Sample { out } => write_all(
+            &pooldump_kit::scenario::sample(),
+            DumpKind::KernelBitmap,
+            &out,
+        ),
         Cmd::Big {
             build,
             size,
