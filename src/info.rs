@@ -1,15 +1,17 @@
-//! `pooldump info`: what the dump is, which kernel it holds, and the
-//! loaded modules. Analysis ([`collect`]) returns a typed report; the text
-//! and JSON renderers only format it.
+//! `pooldump info`: what the dump (or live KDNET target) is, which kernel
+//! it holds, and the loaded modules. Analysis ([`collect`],
+//! [`collect_live`]) returns a typed report; the text and JSON renderers
+//! only format it. A dump and a live target share the kernel and module
+//! code path ([`kernel_and_modules`]).
 
 use std::path::PathBuf;
 
-use anyhow::Result;
-use pooldump_core::KernelVa;
+use anyhow::{Context, Result};
 use pooldump_core::dump::{CrashDump, DumpHeader, FileTime, PageLayout};
 use pooldump_core::kernel::{
     self, BootHints, KLDR_BOOTSTRAP, KernelIdentity, ModuleList, ScanLimits, WalkLimits,
 };
+use pooldump_core::{KernelVa, Memory, Pfn, PhysAddr};
 use serde::Serialize;
 
 use crate::render::{Align, Section, Table};
@@ -18,8 +20,17 @@ use crate::render::{Align, Section, Table};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The crash dump (MEMORY.DMP: full, kernel/automatic bitmap, or RDMP).
-    #[arg(value_name = "DUMP")]
-    pub dump: PathBuf,
+    #[arg(
+        value_name = "DUMP",
+        required_unless_present = "kdnet",
+        conflicts_with = "kdnet"
+    )]
+    pub dump: Option<PathBuf>,
+    /// Read a live kernel over KDNET instead, with WinDbg's `-k net:`
+    /// settings: `port=50000,key=a.b.c.d` (`net:` prefix accepted). The
+    /// target is broken into and resumed when done.
+    #[arg(long, value_name = "SPEC")]
+    pub kdnet: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -28,8 +39,14 @@ pub struct Args {
 /// Everything `info` shows.
 #[derive(Debug, Serialize)]
 pub struct InfoReport {
-    pub file: FileInfo,
-    pub header: DumpHeader,
+    /// The dump file (absent for a live target).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<DumpHeader>,
+    /// The live KDNET target (absent for a dump).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveInfo>,
     /// nt's identity, when it was found.
     pub kernel: Option<KernelIdentity>,
     /// Why nt was not found.
@@ -46,8 +63,29 @@ pub struct FileInfo {
     pub pages: u64,
 }
 
+/// A live target, as its GetVersion reply and stop describe it.
+#[derive(Debug, Serialize)]
+pub struct LiveInfo {
+    pub peer: String,
+    pub build: u16,
+    pub major_version: u16,
+    pub processors: u32,
+    /// The CPU that reported the stop.
+    pub stopped_processor: u16,
+    pub program_counter: KernelVa,
+    pub kern_base: KernelVa,
+    pub ps_loaded_module_list: KernelVa,
+    pub debugger_data_list: KernelVa,
+    pub kd_debugger_data_block: Option<KernelVa>,
+    pub directory_table_base: PhysAddr,
+}
+
 pub fn run(args: &Args) -> Result<String> {
-    let report = collect(&args.dump)?;
+    let report = match (&args.dump, &args.kdnet) {
+        (_, Some(spec)) => collect_live(spec)?,
+        (Some(dump), None) => collect(dump)?,
+        (None, None) => anyhow::bail!("name a DUMP or --kdnet SPEC"),
+    };
     Ok(if args.json {
         let mut s = serde_json::to_string_pretty(&report)?;
         s.push('\n');
@@ -67,28 +105,74 @@ pub fn collect(path: &std::path::Path) -> Result<InfoReport> {
         ps_loaded_module_list: header.ps_loaded_module_list,
     };
     let mut pages = dump.physical_pages();
-    let (kernel, kernel_error) =
-        match kernel::identify(&dump, &hints, Some(&mut pages), &ScanLimits::default()) {
-            Ok(k) => (Some(k), None),
-            Err(e) => (None, Some(e.to_string())),
-        };
-    let head = kernel
-        .as_ref()
-        .and_then(|k| k.ps_loaded_module_list)
-        .or(Some(header.ps_loaded_module_list).filter(|v| v.0 != 0));
-    let modules = head
-        .map(|h| kernel::walk_loaded_modules(&dump, h, &KLDR_BOOTSTRAP, &WalkLimits::default()));
+    let (kernel, kernel_error, modules) = kernel_and_modules(&dump, &hints, Some(&mut pages));
     Ok(InfoReport {
-        file: FileInfo {
+        file: Some(FileInfo {
             path: dump.path().to_path_buf(),
             size: dump.file_size(),
             pages: dump.page_count(),
-        },
-        header,
+        }),
+        header: Some(header),
+        live: None,
         kernel,
         kernel_error,
         modules,
     })
+}
+
+/// Connect to a KDNET target, gather the report as for a dump, and let the
+/// target run again.
+pub fn collect_live(spec: &str) -> Result<InfoReport> {
+    let spec: pooldump_kdnet::KdnetSpec =
+        spec.parse().with_context(|| format!("--kdnet {spec}"))?;
+    let port = spec.port;
+    let live = pooldump_kdnet::Session::connect(spec.into())
+        .with_context(|| format!("KDNET session on UDP port {port}"))?;
+    let (kernel, kernel_error, modules) = kernel_and_modules(&live, &live.boot_hints(), None);
+    let v = live.version();
+    let stop = live.stop_info()?;
+    let info = LiveInfo {
+        peer: live.peer().to_string(),
+        build: v.minor,
+        major_version: v.major,
+        processors: stop.number_processors,
+        stopped_processor: stop.processor,
+        program_counter: KernelVa(stop.pc),
+        kern_base: live.kern_base(),
+        ps_loaded_module_list: live.ps_loaded_module_list(),
+        debugger_data_list: KernelVa(v.debugger_data_list),
+        kd_debugger_data_block: live.kdbg_va(),
+        directory_table_base: live.kernel_dtb(),
+    };
+    live.resume().context("resuming the target")?;
+    Ok(InfoReport {
+        file: None,
+        header: None,
+        live: Some(info),
+        kernel,
+        kernel_error,
+        modules,
+    })
+}
+
+/// Find nt and walk the loaded modules: the same for a dump and a live
+/// target.
+fn kernel_and_modules<M: Memory>(
+    mem: &M,
+    hints: &BootHints,
+    pages: Option<&mut dyn Iterator<Item = (Pfn, &[u8])>>,
+) -> (Option<KernelIdentity>, Option<String>, Option<ModuleList>) {
+    let (kernel, kernel_error) = match kernel::identify(mem, hints, pages, &ScanLimits::default()) {
+        Ok(k) => (Some(k), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let head = kernel
+        .as_ref()
+        .and_then(|k| k.ps_loaded_module_list)
+        .or(Some(hints.ps_loaded_module_list).filter(|v| v.0 != 0));
+    let modules =
+        head.map(|h| kernel::walk_loaded_modules(mem, h, &KLDR_BOOTSTRAP, &WalkLimits::default()));
+    (kernel, kernel_error, modules)
 }
 
 fn hex(v: u64) -> String {
@@ -96,13 +180,47 @@ fn hex(v: u64) -> String {
 }
 
 pub fn render_text(r: &InfoReport) -> String {
-    let h = &r.header;
     let mut out = String::new();
+    if let (Some(file), Some(h)) = (&r.file, &r.header) {
+        render_dump(file, h, &mut out);
+    }
+    if let Some(l) = &r.live {
+        render_live(l, &mut out);
+    }
+    render_kernel(r, &mut out);
+    out
+}
 
+fn render_live(l: &LiveInfo, out: &mut String) {
+    let mut s = Section::new("Live target (KDNET)");
+    s.row("Peer", l.peer.clone());
+    s.row(
+        "Windows build",
+        format!("{} (MajorVersion {:#x})", l.build, l.major_version),
+    );
+    s.row(
+        "Processors",
+        format!("{} (stopped on CPU {})", l.processors, l.stopped_processor),
+    );
+    s.row("Stopped at", l.program_counter.to_string());
+    s.row("DirectoryTableBase", l.directory_table_base.to_string());
+    s.row("KernBase", l.kern_base.to_string());
+    s.row("PsLoadedModuleList", l.ps_loaded_module_list.to_string());
+    s.row("DebuggerDataList", l.debugger_data_list.to_string());
+    s.row(
+        "KdDebuggerDataBlock",
+        l.kd_debugger_data_block
+            .map_or_else(|| "unknown".to_string(), |v| v.to_string()),
+    );
+    s.render(out);
+    out.push('\n');
+}
+
+fn render_dump(file: &FileInfo, h: &DumpHeader, out: &mut String) {
     let mut s = Section::new("Dump");
     s.row(
         "File",
-        format!("{} ({} bytes)", r.file.path.display(), r.file.size),
+        format!("{} ({} bytes)", file.path.display(), file.size),
     );
     let kind = match &h.layout {
         PageLayout::Runs { runs, .. } => format!("{} runs", runs.len()),
@@ -160,20 +278,19 @@ pub fn render_text(r: &InfoReport) -> String {
     s.row(
         "Pages",
         if missing == 0 {
-            format!("{} in the file", r.file.pages)
+            format!("{} in the file", file.pages)
         } else {
-            format!(
-                "{} in the file, {missing} missing (truncated)",
-                r.file.pages
-            )
+            format!("{} in the file, {missing} missing (truncated)", file.pages)
         },
     );
     if let Some(c) = &h.comment {
         s.row("Comment", c.clone());
     }
-    s.render(&mut out);
+    s.render(out);
     out.push('\n');
+}
 
+fn render_kernel(r: &InfoReport, out: &mut String) {
     let mut s = Section::new("Kernel");
     match (&r.kernel, &r.kernel_error) {
         (Some(k), _) => {
@@ -219,7 +336,7 @@ pub fn render_text(r: &InfoReport) -> String {
         }
         (None, None) => {}
     }
-    s.render(&mut out);
+    s.render(out);
 
     if let Some(list) = &r.modules {
         out.push('\n');
@@ -248,13 +365,14 @@ pub fn render_text(r: &InfoReport) -> String {
         if list.modules.is_empty() {
             out.push_str("  none could be read\n");
         } else {
-            t.render(&mut out, 2);
+            t.render(out, 2);
         }
     }
 
-    let warnings: Vec<&String> = h
-        .warnings
+    let warnings: Vec<&String> = r
+        .header
         .iter()
+        .flat_map(|h| &h.warnings)
         .chain(
             r.kernel
                 .iter()
@@ -268,5 +386,4 @@ pub fn render_text(r: &InfoReport) -> String {
             out.push_str(&format!("  - {w}\n"));
         }
     }
-    out
 }

@@ -3,8 +3,11 @@
 //! One module per command; each returns its output as a string, so main
 //! only parses arguments, writes output and reports errors.
 
+mod analyze;
+mod common;
 mod info;
 mod render;
+mod symbols;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -31,8 +34,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Per-tag pool usage (PoolMon, !poolused) and the big-page table.
+    Analyze(analyze::Args),
     /// Show a dump's header, its kernel's identity and its loaded modules.
     Info(info::Args),
+    /// Show the kernel's identity, where its symbols came from, and the
+    /// layouts and globals the pool analysis uses.
+    Symbols(symbols::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,7 +50,9 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Analyze(args) => analyze::run(args),
         Command::Info(args) => info::run(args),
+        Command::Symbols(args) => symbols::run(args),
     };
     match result.and_then(|out| write_stdout(&out)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,8 +17,15 @@ fn committed_sample_matches_the_kit() {
         "testdata/sample/MEMORY.DMP is stale: run `cargo run -p pooldump-kit -- sample`"
     );
     let truth = std::fs::read_to_string(root.join("truth.json")).unwrap();
-    assert_eq!(truth, m.truth.to_json(), "testdata/sample/truth.json is stale");
+    assert_eq!(
+        truth,
+        m.truth.to_json(),
+        "testdata/sample/truth.json is stale"
+    );
     let key = &m.truth.kernel.store_key;
-    let pdb = root.join("symbols/ntkrnlmp.pdb").join(key).join("ntkrnlmp.pdb");
+    let pdb = root
+        .join("symbols/ntkrnlmp.pdb")
+        .join(key)
+        .join("ntkrnlmp.pdb");
     assert!(pdb.is_file(), "{} is missing", pdb.display());
 }

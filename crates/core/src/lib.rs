@@ -9,7 +9,10 @@ mod bytes;
 pub mod dump;
 pub mod kernel;
 pub mod memory;
+pub mod pool;
+pub mod symbols;
 pub mod tag;
+pub mod target;
 
 #[cfg(test)]
 mod testutil;
@@ -18,3 +21,4 @@ pub use addr::{KernelVa, PAGE_SIZE, Pfn, PhysAddr};
 pub use dump::{CrashDump, DumpError};
 pub use memory::{Memory, MemoryError, MemoryExt, PxeLevel};
 pub use tag::PoolTag;
+pub use target::{OpenError, Target};

@@ -68,6 +68,7 @@ impl Machine {
                         if c == Corruption::MissingTrackerPages {
                             self.mem.drop_frame(pa / PAGE64);
                         } else {
+                            self.asp.split_large(&mut self.mem, p);
                             self.asp.set_pte(&mut self.mem, p, 0, false);
                         }
                     }

@@ -133,6 +133,32 @@ impl AddressSpace {
         );
     }
 
+    /// Replace the 2 MiB page mapping `va` (if any) by a page table of 512
+    /// PTEs to the same frames, as Windows does when it must change part of
+    /// a large page.
+    pub fn split_large(&self, mem: &mut PhysMemory, va: u64) {
+        let mut table = self.pml4;
+        for shift in [39, 30] {
+            let e = mem.read_u64(table * PAGE as u64 + index(va, shift) * 8);
+            if e & P == 0 || e & PS != 0 {
+                return;
+            }
+            table = (e & PFN_MASK) >> 12;
+        }
+        let at = table * PAGE as u64 + index(va, 21) * 8;
+        let pde = mem.read_u64(at);
+        if pde & (P | PS) != (P | PS) {
+            return;
+        }
+        let base = (pde & PFN_MASK & !0x1F_FFFF) >> 12;
+        let leaf = pde & !(PFN_MASK | PS);
+        let pt = mem.alloc();
+        for i in 0..512u64 {
+            mem.write_u64(pt * PAGE as u64 + i * 8, ((base + i) << 12) | leaf);
+        }
+        mem.write_u64(at, (pt << 12) | table_bits(pde & US != 0));
+    }
+
     /// Translate as the CPU would (used by the kit to write through VAs).
     pub fn translate(&self, mem: &PhysMemory, va: u64) -> Option<u64> {
         let mut table = self.pml4;

@@ -260,29 +260,44 @@ impl Machine {
 
     fn legacy_small(&mut self, r: &Req) -> Allocation {
         let units = round16(r.size + 0x10) / 16;
-        if !r.live && self.pool.legacy.get(&r.kind).is_some_and(|p| p.last_free) {
-            // Adjacent free chunks coalesce; keep this one for after the
-            // next live chunk so its stale header survives.
+        if !r.live && !self.legacy_free_fits(r.kind, units) {
+            // A free chunk next to another free chunk would have coalesced,
+            // and one that starts a page would have released it: keep it
+            // for after the next live chunk so its stale header survives.
             self.pool
                 .deferred_frees
                 .entry(r.kind)
                 .or_default()
                 .push(r.clone());
-            // Record it when it is finally placed.
             return self.legacy_deferred_placeholder(r);
         }
         let a = self.legacy_chunk(r, units);
-        if r.live
-            && let Some(next) = self
+        if r.live {
+            let next = self
                 .pool
                 .deferred_frees
-                .get_mut(&r.kind)
-                .and_then(|v| v.pop())
-        {
-            let b = self.legacy_chunk(&next, round16(next.size + 0x10) / 16);
-            self.truth.allocations.push(b);
+                .get(&r.kind)
+                .and_then(|v| v.last())
+                .cloned();
+            if let Some(next) = next {
+                let u = round16(next.size + 0x10) / 16;
+                if self.legacy_free_fits(r.kind, u) {
+                    self.pool.deferred_frees.get_mut(&r.kind).map(|v| v.pop());
+                    let b = self.legacy_chunk(&next, u);
+                    self.truth.allocations.push(b);
+                }
+            }
         }
         a
+    }
+
+    /// Can a free chunk of `units` go next on the open page: after a live
+    /// chunk, and without opening a new page?
+    fn legacy_free_fits(&self, kind: PoolKind, units: u64) -> bool {
+        self.pool
+            .legacy
+            .get(&kind)
+            .is_some_and(|p| p.used > 0 && !p.last_free && p.used + units * 16 <= PAGE64)
     }
 
     /// Deferred frees are placed later; the placeholder is dropped by
@@ -373,8 +388,19 @@ impl Machine {
             return;
         }
         if p.last_free {
+            // Free chunks only follow live ones, so the merged chunk never
+            // spans the whole page (BlockSize fits its 8 bits).
             let units = p.last_units + rest / 16;
-            self.write_va(p.last_header + 2, &[units as u8]);
+            debug_assert!(units < 256);
+            if let Some(a) = self
+                .truth
+                .allocations
+                .iter_mut()
+                .rev()
+                .find(|a| a.header_va == Some(p.last_header))
+            {
+                a.block_bytes = units * 16;
+            }
             let hdr = self.read_header_bytes(p.last_header);
             let mut h = StructBuf::new(self.m, "_POOL_HEADER");
             h.bytes.copy_from_slice(&hdr);
@@ -667,7 +693,7 @@ impl Machine {
                     let ptype2 = Self::header_pool_type(r.kind, true);
                     let second = self.pool_header((h2 - h1) / 16, 0, blocks, ptype2, r.header_tag);
                     self.write_va(h2, &second);
-                    a = self.alloc_record(r, data, Some(h2), units * 16 - 0x10, AllocatorKind::Vs);
+                    a = self.alloc_record(r, data, Some(h2), blocks * 16, AllocatorKind::Vs);
                     a.extra_header_va = Some(h1);
                 } else {
                     let hdr = self.pool_header(0, 0, body / 16, pool_type, r.header_tag);
@@ -717,15 +743,17 @@ impl Machine {
     /// Close open pages and write the subsegment headers now that their
     /// contents are known.
     pub(crate) fn finish_pool_pages(&mut self) {
-        // Flush frees still waiting for a live neighbour.
+        // Frees still waiting for a live neighbour stay history only (the
+        // allocator would have coalesced or released them).
         let kinds: Vec<PoolKind> = self.pool.deferred_frees.keys().copied().collect();
         for k in kinds {
-            while let Some(r) = self.pool.deferred_frees.get_mut(&k).and_then(|v| v.pop()) {
-                if self.pool.legacy.get(&k).is_some_and(|p| p.last_free) {
-                    self.close_legacy_page(k);
+            let waiting = self.pool.deferred_frees.remove(&k).unwrap_or_default();
+            for r in waiting {
+                let u = round16(r.size + 0x10) / 16;
+                if self.legacy_free_fits(k, u) {
+                    let b = self.legacy_chunk(&r, u);
+                    self.truth.allocations.push(b);
                 }
-                let b = self.legacy_chunk(&r, round16(r.size + 0x10) / 16);
-                self.truth.allocations.push(b);
             }
         }
         self.truth.allocations.retain(|a| a.va != 0);

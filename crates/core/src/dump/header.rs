@@ -27,6 +27,9 @@ pub const HEADER_SIZE: usize = 0x2000;
 pub const MAX_RUNS: u32 = 42;
 /// x64 physical addresses have at most 52 bits: PFNs stay below 2^40.
 pub const PFN_LIMIT: u64 = 1 << 40;
+/// More logical processors than any Windows build supports (2048 on
+/// Windows 11 and Server 2022), with headroom.
+pub const MAX_PROCESSORS: u32 = 4096;
 
 /// DUMP_HEADER64 field offsets (crates-and-test-data.md §1.3, §2.1).
 pub(crate) mod off {
@@ -432,6 +435,14 @@ pub(crate) fn parse(file: &[u8]) -> Result<Parsed, HeaderError> {
     if dtb == 0 {
         warnings.push("the header's DirectoryTableBase is 0".into());
     }
+    // Shown as is; anything that sizes per-processor work from it must
+    // bound it (pool.md §2.3 caps the per-CPU tracker walk at 4096).
+    let processors = u32_at(off::NUMBER_PROCESSORS);
+    if processors == 0 || processors > MAX_PROCESSORS {
+        warnings.push(format!(
+            "the header's NumberProcessors {processors} is implausible (Windows runs 1 to {MAX_PROCESSORS} processors)"
+        ));
+    }
 
     let header = DumpHeader {
         dump_type,
@@ -442,7 +453,7 @@ pub(crate) fn parse(file: &[u8]) -> Result<Parsed, HeaderError> {
         ps_loaded_module_list: KernelVa(u64_at(off::PS_LOADED_MODULE_LIST)),
         ps_active_process_head: KernelVa(u64_at(off::PS_ACTIVE_PROCESS_HEAD)),
         machine_image_type: machine,
-        number_processors: u32_at(off::NUMBER_PROCESSORS),
+        number_processors: processors,
         bug_check: BugCheck {
             code: u32_at(off::BUGCHECK_CODE),
             parameters: std::array::from_fn(|i| u64_at(off::BUGCHECK_PARAMETERS + 8 * i)),

@@ -122,10 +122,26 @@ impl CrashDump {
         let mut extents = from_kdmp;
         extents.extend(planned.truncated);
         let map = PhysMap::new(extents, planned.tail, file_len);
+        let mut header = parsed.header;
+        // Without the PML4 no virtual address can be read: say so once, up
+        // front, rather than only through every later read's error.
+        let dtb = header.directory_table_base;
+        if dtb.0 != 0 {
+            let problem = match map.lookup(data.bytes(), dtb.0 / PAGE_SIZE) {
+                Lookup::Backed(_) => None,
+                Lookup::Truncated => Some("lies past the end of the file"),
+                Lookup::Absent => Some("is not in the dump"),
+            };
+            if let Some(problem) = problem {
+                header.warnings.push(format!(
+                    "the page of DirectoryTableBase {dtb} {problem}: no virtual address can be read"
+                ));
+            }
+        }
         Ok(Self {
             path,
             data,
-            header: parsed.header,
+            header,
             map,
         })
     }

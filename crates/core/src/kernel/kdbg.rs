@@ -167,3 +167,35 @@ pub fn read_kdbg<M: Memory + ?Sized>(
     kdbg.was_encoded = encoded;
     Ok(kdbg)
 }
+
+/// Where the globals the KDBG encoding is keyed on are, from nt's symbols
+/// (KernBase plus each RVA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KdbgKeyVas {
+    pub kdp_data_block_encoded: KernelVa,
+    pub ki_wait_never: KernelVa,
+    pub ki_wait_always: KernelVa,
+}
+
+/// Read the encoding keys; the flag is whether `KdpDataBlockEncoded` says
+/// the block is currently encoded.
+pub fn read_kdbg_keys<M: Memory + ?Sized>(
+    mem: &M,
+    vas: &KdbgKeyVas,
+) -> Result<(KdbgKeys, bool), MemoryError> {
+    let mut flag = [0u8; 1];
+    mem.read_virtual(vas.kdp_data_block_encoded, &mut flag)?;
+    let mut q = [0u8; 8];
+    mem.read_virtual(vas.ki_wait_never, &mut q)?;
+    let ki_wait_never = u64::from_le_bytes(q);
+    mem.read_virtual(vas.ki_wait_always, &mut q)?;
+    let ki_wait_always = u64::from_le_bytes(q);
+    Ok((
+        KdbgKeys {
+            ki_wait_never,
+            ki_wait_always,
+            kdp_data_block_encoded: vas.kdp_data_block_encoded,
+        },
+        flag[0] != 0,
+    ))
+}

@@ -22,9 +22,10 @@ use serde::Serialize;
 use crate::addr::{KernelVa, Pfn};
 use crate::memory::{Memory, MemoryExt};
 
-pub use kdbg::{KdDebuggerData, KdbgError, KdbgKeys, read_kdbg};
+pub use kdbg::{KdDebuggerData, KdbgError, KdbgKeyVas, KdbgKeys, read_kdbg, read_kdbg_keys};
 pub use modules::{
-    KLDR_BOOTSTRAP, KldrLayout, LoadedModule, ModuleList, WalkLimits, walk_loaded_modules,
+    KLDR_BOOTSTRAP, KldrLayout, LoadedModule, ModuleIdentity, ModuleList, WalkLimits,
+    identify_modules, walk_loaded_modules,
 };
 pub use pe::{CodeView, Guid, PeError, PeImage, read_pe_image};
 pub use scan::ScanLimits;

@@ -245,3 +245,51 @@ fn read_unicode_string<M: Memory + ?Sized>(
     }
     Ok(s)
 }
+
+/// A loaded module with the identity its PE headers give: which PDB
+/// describes it (for tag and stack attribution to drivers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModuleIdentity {
+    pub name: String,
+    pub base: KernelVa,
+    /// SizeOfImage from the loader entry.
+    pub size: u32,
+    /// From the image's own headers, when they are readable.
+    pub time_date_stamp: Option<u32>,
+    pub size_of_image: Option<u32>,
+    pub pdb: Option<super::pe::CodeView>,
+    /// Why the headers or the RSDS record could not be read.
+    pub error: Option<String>,
+}
+
+/// Read each module's PE headers and CodeView record (a few hundred
+/// bytes per module; a module whose headers are paged out keeps its name
+/// and an error).
+pub fn identify_modules<M: Memory + ?Sized>(mem: &M, list: &ModuleList) -> Vec<ModuleIdentity> {
+    list.modules
+        .iter()
+        .map(|m| {
+            let mut id = ModuleIdentity {
+                name: m.name.clone(),
+                base: m.base,
+                size: m.size,
+                time_date_stamp: None,
+                size_of_image: None,
+                pdb: None,
+                error: None,
+            };
+            match super::pe::read_pe_image(mem, m.base) {
+                Ok(img) => {
+                    id.time_date_stamp = Some(img.time_date_stamp);
+                    id.size_of_image = Some(img.size_of_image);
+                    if img.codeview.is_none() {
+                        id.error = img.warnings.first().cloned();
+                    }
+                    id.pdb = img.codeview;
+                }
+                Err(e) => id.error = Some(e.to_string()),
+            }
+            id
+        })
+        .collect()
+}

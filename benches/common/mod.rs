@@ -1,0 +1,48 @@
+//! Benchmark dumps: generated once by the kit into target/bench-dumps/ and
+//! reused (a 1 GiB dump takes about 3 s to write).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use pooldump_kit::bulk::BulkSpec;
+use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
+
+/// `target/bench-dumps/<name>/{MEMORY.DMP,symbols/}` for a machine with
+/// `pool_bytes` of bulk pool and `big_live` big-pool allocations in a
+/// table of `big_table` entries. Set POOLDUMP_BENCH_GIB to override the
+/// size of the dumps benches ask for in GiB.
+pub fn bench_dump(name: &str, pool_bytes: u64, big_live: u32, big_table: u64) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/bench-dumps")
+        .join(name);
+    let dump = dir.join("MEMORY.DMP");
+    if dump.is_file() && dir.join("symbols").is_dir() {
+        return dir;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut s = Scenario::small(NtBuild::Win10_19041, 1);
+    s.cpus = 8;
+    s.ram_mib = pool_bytes / (1 << 20) + 1024;
+    s.big_pool.table_size = big_table;
+    s.bulk = Some(BulkSpec {
+        bytes: pool_bytes,
+        tags: 3000,
+        big_live,
+        big_freed: big_live / 8,
+    });
+    let m = Machine::build(&s);
+    let tmp = dir.join("MEMORY.DMP.tmp");
+    m.write_dump_file(DumpKind::KernelBitmap, &tmp).unwrap();
+    m.write_symbol_store(&dir.join("symbols")).unwrap();
+    std::fs::rename(&tmp, &dump).unwrap();
+    dir
+}
+
+/// Size in GiB from POOLDUMP_BENCH_GIB, else `default`.
+pub fn gib(default: u64) -> u64 {
+    std::env::var("POOLDUMP_BENCH_GIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}

@@ -1,0 +1,225 @@
+//! PoolBigPageTable (pool.md §3): allocations too big for a pool page
+//! (legacy) or of 0xFE1 bytes and more (segment heap, which writes no
+//! pool header for them: this table is the only place their tag exists).
+//!
+//! Bit 0 of `Va` is the free flag. Never-used entries hold `Va == 1`;
+//! freed ones keep `Va | 1`, their stale key and size. Only entries with a
+//! clear free bit and a kernel address are live (MemProcFS counts freed
+//! entries as live; Volatility before #706 did too).
+
+use serde::Serialize;
+
+use super::read::describe_missing;
+use super::{PoolClass, PoolError};
+use crate::addr::KernelVa;
+use crate::memory::{Memory, MemoryExt};
+use crate::symbols::{Field, KernelSymbols};
+use crate::tag::PoolTag;
+
+#[derive(Debug, Clone)]
+pub struct BigPoolOptions {
+    /// Largest PoolBigPageTableSize accepted (2^18 is a busy server).
+    pub max_entries: u64,
+    /// Keep freed entries (`--show-free`); they are never counted as live.
+    pub include_freed: bool,
+}
+
+impl Default for BigPoolOptions {
+    fn default() -> Self {
+        Self {
+            max_entries: 1 << 22,
+            include_freed: false,
+        }
+    }
+}
+
+/// One entry of the table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BigPoolEntry {
+    pub index: u64,
+    /// The allocation (free bit cleared).
+    pub va: KernelVa,
+    pub tag: PoolTag,
+    /// The POOL_TYPE value as stored (0 NonPagedPool, 1 PagedPool, 0x200
+    /// NonPagedPoolNx; 0x20 session, 4 cache-aligned, 8 quota).
+    pub pool_type: u32,
+    pub pool: PoolClass,
+    /// NonPagedPoolNx.
+    pub nx: bool,
+    pub session: bool,
+    pub bytes: u64,
+    pub freed: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BigPoolTable {
+    pub table: KernelVa,
+    pub size: u64,
+    pub entry_size: u64,
+    /// nt!ExpPoolBigEntriesInUse, when readable.
+    pub in_use: Option<u64>,
+    pub live_count: u64,
+    pub freed_count: u64,
+    pub live_bytes: u64,
+    /// Live entries, then freed ones if asked for, in table order.
+    pub entries: Vec<BigPoolEntry>,
+    pub warnings: Vec<String>,
+}
+
+struct Layout {
+    size: u64,
+    va: Field,
+    key: Field,
+    pool_type: Field,
+    bytes: Field,
+}
+
+/// Walk the big-page table.
+pub fn read_big_pool<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    opts: &BigPoolOptions,
+) -> Result<BigPoolTable, PoolError> {
+    let t = "_POOL_TRACKER_BIG_PAGES";
+    let l = Layout {
+        size: syms.require_type_size(t)?,
+        va: syms.field(t, "Va")?,
+        key: syms.field(t, "Key")?,
+        pool_type: syms.field(t, "PoolType")?,
+        bytes: syms.field(t, "NumberOfBytes")?,
+    };
+    let var = |name: &str| -> Result<KernelVa, PoolError> {
+        Ok(KernelVa(
+            kern_base.0.wrapping_add(syms.require_symbol_rva(name)?),
+        ))
+    };
+    let read64 = |name: &str| -> Result<u64, PoolError> {
+        let va = var(name)?;
+        mem.read_u64(va).map_err(|source| PoolError::Unreadable {
+            what: format!("nt!{name}"),
+            va,
+            source,
+        })
+    };
+    let table = KernelVa(read64("PoolBigPageTable")?);
+    let size = read64("PoolBigPageTableSize")?;
+    if !table.is_kernel() {
+        return Err(PoolError::BadPointer {
+            what: "nt!PoolBigPageTable".into(),
+            va: table,
+        });
+    }
+    if size == 0 || size > opts.max_entries {
+        return Err(PoolError::Implausible {
+            what: "nt!PoolBigPageTableSize".into(),
+            value: size,
+            limit: opts.max_entries,
+        });
+    }
+    let mut warnings = Vec::new();
+    if !size.is_power_of_two() {
+        warnings.push(format!(
+            "PoolBigPageTableSize {size:#x} is not a power of two as the kernel keeps it"
+        ));
+    }
+    let in_use = var("ExpPoolBigEntriesInUse")
+        .ok()
+        .and_then(|va| mem.read_u32(va).ok())
+        .map(u64::from);
+
+    // Stream the table a chunk at a time: memory stays bounded by what is
+    // kept (live entries), not by the table.
+    let chunk_entries = (0x10_0000 / l.size).max(1);
+    let mut entries = Vec::new();
+    let (mut live_count, mut freed_count, mut live_bytes, mut unreadable) =
+        (0u64, 0u64, 0u64, 0u64);
+    let mut first_missing = None;
+    let mut start = 0;
+    while start < size {
+        let n = chunk_entries.min(size - start);
+        let va = KernelVa(table.0.wrapping_add(start * l.size));
+        let a = super::read::read_array(mem, va, n, l.size);
+        if !a.missing.is_empty() {
+            unreadable += a.missing_count();
+            first_missing
+                .get_or_insert_with(|| format!("{} (from entry {start})", describe_missing(&a)));
+        }
+        for j in 0..n {
+            if a.is_missing(j) {
+                continue;
+            }
+            let e = a.entry(j, l.size);
+            let raw_va = l.va.read_u64(e).unwrap_or(1);
+            let key = l.key.read_u64(e).unwrap_or(0) as u32;
+            if raw_va & 1 == 1 && (key == 0 || raw_va == 1) {
+                continue; // never used
+            }
+            let freed = raw_va & 1 == 1;
+            let va = KernelVa(raw_va & !1);
+            if !freed && !va.is_kernel() {
+                if raw_va != 0 || key != 0 {
+                    warnings.push(format!(
+                        "big-page entry {} holds {} (not a kernel address); skipped",
+                        start + j,
+                        KernelVa(raw_va)
+                    ));
+                }
+                continue;
+            }
+            let pool_type = l.pool_type.read_u64(e).unwrap_or(0) as u32;
+            let bytes = l.bytes.read_u64(e).unwrap_or(0);
+            if freed {
+                freed_count += 1;
+                if !opts.include_freed {
+                    continue;
+                }
+            } else {
+                live_count += 1;
+                live_bytes = live_bytes.wrapping_add(bytes);
+            }
+            entries.push(BigPoolEntry {
+                index: start + j,
+                va,
+                tag: PoolTag(key),
+                pool_type,
+                pool: if pool_type & 1 == 1 {
+                    PoolClass::Paged
+                } else {
+                    PoolClass::NonPaged
+                },
+                nx: pool_type & 1 == 0 && pool_type & 0x200 != 0,
+                session: pool_type & 0x20 != 0,
+                bytes,
+                freed,
+            });
+        }
+        start += n;
+    }
+    if let Some(m) = first_missing {
+        warnings.push(format!(
+            "PoolBigPageTable at {table}: {unreadable} of {size} entries are not in the dump ({m})"
+        ));
+    }
+    if unreadable == size {
+        warnings.push("the whole big-page table is missing from the dump".into());
+    }
+    match in_use {
+        Some(n) if n != live_count && unreadable == 0 => warnings.push(format!(
+            "ExpPoolBigEntriesInUse says {n} live entries but the table holds {live_count}"
+        )),
+        _ => {}
+    }
+    entries.sort_by_key(|e| (e.freed, e.index));
+    Ok(BigPoolTable {
+        table,
+        size,
+        entry_size: l.size,
+        in_use,
+        live_count,
+        freed_count,
+        live_bytes,
+        entries,
+        warnings,
+    })
+}

@@ -1,0 +1,267 @@
+//! PoolMon's and `!poolused`'s ways of choosing and ordering rows: tag
+//! patterns (`?` one character, `*` any run, case-sensitive, `0x...`
+//! numeric), pool type, sort keys (PoolMon's T A F S B M letters), top N.
+
+use std::cmp::Reverse;
+
+use super::PoolClass;
+use super::tracker::TagUsage;
+use crate::tag::PoolTag;
+
+/// A tag or tag pattern as `poolmon /i`, `!poolused` and `!poolfind` take it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagPattern {
+    text: String,
+    kind: PatternKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PatternKind {
+    /// Four bytes, `None` where the pattern has `?`.
+    Fixed([Option<u8>; 4]),
+    /// A glob with `*`, matched against the four tag characters.
+    Glob(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TagPatternError {
+    #[error("tag pattern `{0}` is empty")]
+    Empty(String),
+    #[error("tag pattern `{0}` has more than 4 characters and no `*`")]
+    TooLong(String),
+    #[error("tag pattern `{0}` is not ASCII")]
+    NotAscii(String),
+    #[error("`{0}` is not a valid 0x... tag value")]
+    BadNumber(String),
+}
+
+impl TagPattern {
+    pub fn parse(s: &str) -> Result<Self, TagPatternError> {
+        if let Some(hex) = s.strip_prefix("0x") {
+            let v =
+                u32::from_str_radix(hex, 16).map_err(|_| TagPatternError::BadNumber(s.into()))?;
+            return Ok(Self {
+                text: s.into(),
+                kind: PatternKind::Fixed(v.to_le_bytes().map(Some)),
+            });
+        }
+        if s.is_empty() {
+            return Err(TagPatternError::Empty(s.into()));
+        }
+        if !s.is_ascii() {
+            return Err(TagPatternError::NotAscii(s.into()));
+        }
+        let b = s.as_bytes();
+        if b.contains(&b'*') {
+            return Ok(Self {
+                text: s.into(),
+                kind: PatternKind::Glob(b.to_vec()),
+            });
+        }
+        if b.len() > 4 {
+            return Err(TagPatternError::TooLong(s.into()));
+        }
+        // Short tags are space-padded, as Windows pads them (`CM` is `CM  `).
+        let mut f = [Some(b' '); 4];
+        for (i, c) in b.iter().enumerate() {
+            f[i] = if *c == b'?' { None } else { Some(*c) };
+        }
+        Ok(Self {
+            text: s.into(),
+            kind: PatternKind::Fixed(f),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The exact tag, when the pattern has no wildcard.
+    pub fn exact(&self) -> Option<PoolTag> {
+        match &self.kind {
+            PatternKind::Fixed(f) if f.iter().all(Option::is_some) => {
+                Some(PoolTag::from_bytes(f.map(|c| c.unwrap_or(0))))
+            }
+            _ => None,
+        }
+    }
+
+    /// Does `tag` match? The PROTECTED_POOL bit is ignored.
+    pub fn matches(&self, tag: PoolTag) -> bool {
+        let t = tag.unprotected().bytes();
+        match &self.kind {
+            PatternKind::Fixed(f) => f.iter().zip(t).all(|(p, c)| p.is_none_or(|p| p == c)),
+            PatternKind::Glob(g) => glob(g, &t),
+        }
+    }
+}
+
+impl std::str::FromStr for TagPattern {
+    type Err = TagPatternError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl std::fmt::Display for TagPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// `?` and `*` glob over bytes (iterative, so hostile patterns cannot
+/// recurse deeply).
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == b'*')
+}
+
+/// What to sort rows by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    #[default]
+    Tag,
+    Allocs,
+    Frees,
+    Diff,
+    Bytes,
+    PerAlloc,
+    /// `!poolused 2`: the tag's nonpaged bytes.
+    NonPagedBytes,
+    /// `!poolused 4`: the tag's paged bytes.
+    PagedBytes,
+}
+
+impl SortKey {
+    /// Names and PoolMon's sort letters (T, A, F, S or D, B, M).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "tag" | "t" | "T" => SortKey::Tag,
+            "allocs" | "a" | "A" => SortKey::Allocs,
+            "frees" | "f" | "F" => SortKey::Frees,
+            "diff" | "s" | "S" | "d" | "D" => SortKey::Diff,
+            "bytes" | "b" | "B" => SortKey::Bytes,
+            "per-alloc" | "m" | "M" => SortKey::PerAlloc,
+            "nonpaged" | "nonpaged-bytes" | "2" => SortKey::NonPagedBytes,
+            "paged" | "paged-bytes" | "4" => SortKey::PagedBytes,
+            _ => return None,
+        })
+    }
+}
+
+/// Filter, sort and cut rows.
+#[derive(Debug, Clone, Default)]
+pub struct UsageQuery {
+    /// Keep rows matching any of these (all rows when empty).
+    pub include: Vec<TagPattern>,
+    /// Drop rows matching any of these.
+    pub exclude: Vec<TagPattern>,
+    /// One pool only (PoolMon's P key).
+    pub pool: Option<PoolClass>,
+    pub sort: SortKey,
+    /// Reverse the key's natural order (tags ascend, numbers descend).
+    pub reverse: bool,
+    pub top: Option<usize>,
+}
+
+impl UsageQuery {
+    pub fn apply(&self, rows: &[TagUsage]) -> Vec<TagUsage> {
+        let mut v: Vec<TagUsage> = rows
+            .iter()
+            .filter(|r| self.pool.is_none_or(|p| r.pool == p))
+            .filter(|r| self.include.is_empty() || self.include.iter().any(|p| p.matches(r.tag)))
+            .filter(|r| !self.exclude.iter().any(|p| p.matches(r.tag)))
+            .cloned()
+            .collect();
+        // Per-tag byte totals for the !poolused 2/4 orders.
+        let class_bytes = |class: PoolClass, tag: PoolTag| -> u64 {
+            rows.iter()
+                .filter(|r| r.tag == tag && r.pool == class)
+                .map(|r| r.bytes)
+                .sum()
+        };
+        let tag_key = |r: &TagUsage| (r.tag.bytes(), r.pool);
+        match self.sort {
+            SortKey::Tag => v.sort_by_key(tag_key),
+            SortKey::Allocs => v.sort_by_key(|r| (Reverse(r.allocs), tag_key(r))),
+            SortKey::Frees => v.sort_by_key(|r| (Reverse(r.frees), tag_key(r))),
+            SortKey::Diff => v.sort_by_key(|r| (Reverse(r.diff), tag_key(r))),
+            SortKey::Bytes => v.sort_by_key(|r| (Reverse(r.bytes), tag_key(r))),
+            SortKey::PerAlloc => v.sort_by_key(|r| (Reverse(r.per_alloc), tag_key(r))),
+            SortKey::NonPagedBytes | SortKey::PagedBytes => {
+                let class = if self.sort == SortKey::NonPagedBytes {
+                    PoolClass::NonPaged
+                } else {
+                    PoolClass::Paged
+                };
+                let mut keyed: Vec<(u64, TagUsage)> = v
+                    .into_iter()
+                    .map(|r| (class_bytes(class, r.tag), r))
+                    .collect();
+                keyed.sort_by_key(|(b, r)| (Reverse(*b), r.pool != class, tag_key(r)));
+                v = keyed.into_iter().map(|(_, r)| r).collect();
+            }
+        }
+        if self.reverse {
+            v.reverse();
+        }
+        if let Some(n) = self.top {
+            v.truncate(n);
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> PoolTag {
+        PoolTag::parse(s).unwrap()
+    }
+
+    #[test]
+    fn poolmon_wildcards() {
+        let p = TagPattern::parse("Ntf?").unwrap();
+        assert!(p.matches(t("Ntfx")) && p.matches(t("NtfF")) && !p.matches(t("NtFs")));
+        let p = TagPattern::parse("Nt*").unwrap();
+        assert!(p.matches(t("Ntfx")) && p.matches(t("NtFs")) && !p.matches(t("ntfx")));
+        let p = TagPattern::parse("*x").unwrap();
+        assert!(p.matches(t("Ntfx")) && !p.matches(t("Ntff")));
+        let p = TagPattern::parse("CM").unwrap();
+        assert!(p.matches(t("CM  ")) && !p.matches(t("CM31")));
+        assert_eq!(p.exact(), Some(t("CM  ")));
+        let p = TagPattern::parse("0x20636241").unwrap();
+        assert!(p.matches(t("Abc ")));
+        assert!(TagPattern::parse("Toolong").is_err());
+        assert!(TagPattern::parse("").is_err());
+        // The protected bit does not stop a match.
+        assert!(
+            TagPattern::parse("Proc")
+                .unwrap()
+                .matches(PoolTag::from_bytes(*b"Pro\xe3"))
+        );
+    }
+
+    #[test]
+    fn glob_is_linear_on_hostile_patterns() {
+        let p = "*".repeat(10_000) + "z";
+        assert!(!glob(p.as_bytes(), b"aaaa"));
+    }
+}

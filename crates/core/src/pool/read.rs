@@ -1,0 +1,89 @@
+//! Reading arrays of kernel structures that may have holes: a page missing
+//! from the dump (or paged out) costs the entries on it, not the table.
+
+use std::ops::Range;
+
+use crate::addr::{KernelVa, PAGE_SIZE};
+use crate::memory::{Memory, MemoryError};
+
+/// An array read page by page.
+pub(crate) struct Array {
+    pub bytes: Vec<u8>,
+    /// Entry index ranges whose bytes could not be read (zeros in `bytes`).
+    pub missing: Vec<Range<u64>>,
+    /// The first error met, for the warning text.
+    pub first_error: Option<MemoryError>,
+}
+
+impl Array {
+    pub fn entry(&self, i: u64, size: u64) -> &[u8] {
+        let o = (i * size) as usize;
+        &self.bytes[o..o + size as usize]
+    }
+    pub fn is_missing(&self, i: u64) -> bool {
+        self.missing.iter().any(|r| r.contains(&i))
+    }
+    pub fn missing_count(&self) -> u64 {
+        self.missing.iter().map(|r| r.end - r.start).sum()
+    }
+}
+
+/// Read `count` entries of `size` bytes at `va`. The caller has bounded
+/// `count * size`.
+pub(crate) fn read_array<M: Memory + ?Sized>(
+    mem: &M,
+    va: KernelVa,
+    count: u64,
+    size: u64,
+) -> Array {
+    let total = (count * size) as usize;
+    let mut bytes = vec![0u8; total];
+    let mut bad_bytes: Vec<Range<u64>> = Vec::new();
+    let mut first_error = None;
+    let mut off = 0usize;
+    while off < total {
+        let cur = KernelVa(va.0.wrapping_add(off as u64));
+        let n = ((PAGE_SIZE - cur.page_offset()) as usize).min(total - off);
+        if let Err(e) = mem.read_virtual(cur, &mut bytes[off..off + n]) {
+            bytes[off..off + n].fill(0);
+            first_error.get_or_insert(e);
+            match bad_bytes.last_mut() {
+                Some(r) if r.end == off as u64 => r.end += n as u64,
+                _ => bad_bytes.push(off as u64..(off + n) as u64),
+            }
+        }
+        off += n;
+    }
+    let missing = bad_bytes
+        .into_iter()
+        .map(|r| r.start / size..r.end.div_ceil(size))
+        .collect();
+    Array {
+        bytes,
+        missing,
+        first_error,
+    }
+}
+
+/// "entries 17-40 (PTE not present …)" for warnings.
+pub(crate) fn describe_missing(a: &Array) -> String {
+    let ranges: Vec<String> = a
+        .missing
+        .iter()
+        .take(4)
+        .map(|r| {
+            if r.end - r.start == 1 {
+                format!("{}", r.start)
+            } else {
+                format!("{}-{}", r.start, r.end - 1)
+            }
+        })
+        .collect();
+    let more = if a.missing.len() > 4 { ", ..." } else { "" };
+    let why = a
+        .first_error
+        .as_ref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default();
+    format!("entries {}{more}{why}", ranges.join(", "))
+}

@@ -1,0 +1,565 @@
+//! The pool tag tracker (pool.md §2): the global PoolTrackTable holds every
+//! key but only processor 0's counters; each other processor counts in its
+//! own index-aligned table in ExPoolTagTables. The kernel's own snapshot
+//! (ExpGetPoolTagInfoTarget) sums them, appends the unhashed expansion
+//! table, and clamps Allocs to at least Frees; so does this module. Tools
+//! that read only PoolTrackTable see processor 0 alone.
+
+use serde::Serialize;
+
+use super::read::{Array, describe_missing, read_array};
+use super::{PoolClass, PoolError};
+use crate::addr::KernelVa;
+use crate::memory::{Memory, MemoryExt};
+use crate::symbols::{Field, KernelSymbols};
+use crate::tag::PoolTag;
+
+/// Bounds on sizes read from memory.
+#[derive(Debug, Clone)]
+pub struct TrackerOptions {
+    /// Largest PoolTrackTableSize accepted (the kernel's default is 2049 or
+    /// 4097; registry overrides stay far below this).
+    pub max_entries: u64,
+    /// Largest number of per-processor tables read.
+    pub max_cpus: u64,
+    /// Largest PoolTrackTableExpansionSize accepted.
+    pub max_expansion: u64,
+    /// Keep rows whose counters are all zero (boot-seeded hot tags).
+    pub include_zero: bool,
+}
+
+impl Default for TrackerOptions {
+    fn default() -> Self {
+        Self {
+            max_entries: (1 << 20) + 1,
+            max_cpus: 4096,
+            max_expansion: 1 << 20,
+            include_zero: false,
+        }
+    }
+}
+
+/// Where a row's counters live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum TrackerSlot {
+    /// PoolTrackTable[index] (and the same index of every per-CPU table).
+    Hashed { index: u64 },
+    /// PoolTrackTableExpansion[index].
+    Expansion { index: u64 },
+    /// The keyless last slot, charged when a tag found no slot at all.
+    Overflow,
+}
+
+/// One PoolMon row: a tag's usage in one pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TagUsage {
+    pub tag: PoolTag,
+    pub pool: PoolClass,
+    pub allocs: u64,
+    pub frees: u64,
+    /// Allocs - Frees: allocations still live.
+    pub diff: u64,
+    /// Bytes charged to live allocations.
+    pub bytes: u64,
+    /// Bytes / Diff (0 when Diff is 0).
+    pub per_alloc: u64,
+    pub slot: TrackerSlot,
+    /// The summed Allocs were below Frees and were raised to Frees, as
+    /// ExGetPoolTagInfo does (a 32-bit counter wrapped, or counters were
+    /// caught mid-update).
+    pub clamped: bool,
+    /// The driver that owns the tag, when known (pooltag.txt or the
+    /// driver-image search).
+    pub driver: Option<String>,
+    /// pooltag.txt's description.
+    pub description: Option<String>,
+}
+
+impl TagUsage {
+    /// The tag as PoolMon prints it; `<overflow>` for the keyless slot.
+    pub fn tag_text(&self) -> String {
+        match self.slot {
+            TrackerSlot::Overflow => "<overflow>".into(),
+            _ => self.tag.to_string(),
+        }
+    }
+}
+
+/// Raw summed counters of one pool class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub allocs: u64,
+    pub frees: u64,
+    pub bytes: u64,
+}
+
+/// PoolMon's header figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    pub paged: Counters,
+    pub nonpaged: Counters,
+    /// Distinct tags with any activity.
+    pub tags: u64,
+}
+
+/// What was read, for `pooldump symbols`-style diagnostics and JSON.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TrackerInfo {
+    pub table: KernelVa,
+    pub size: u64,
+    pub mask: u64,
+    pub entry_size: u64,
+    /// Width of the Allocs/Frees counters (32 in the 0x28-byte layout).
+    pub counter_bits: u32,
+    /// KeNumberProcessors.
+    pub processors: u64,
+    /// Per-processor tables summed (ExPoolTagTables[0] is the global one).
+    pub per_cpu_tables: Vec<KernelVa>,
+    pub expansion: KernelVa,
+    pub expansion_size: u64,
+    pub expansion_used: u64,
+}
+
+/// The tracker's view of the pool.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PoolUsage {
+    pub rows: Vec<TagUsage>,
+    pub totals: Totals,
+    pub tracker: TrackerInfo,
+    /// What was missing or odd (unreadable pages, clamped rows, ...).
+    pub warnings: Vec<String>,
+}
+
+/// The six counters of an entry, in layout order.
+struct EntryLayout {
+    size: u64,
+    key: Field,
+    counters: [Field; 6],
+    counter_mask: u64,
+}
+
+const NP_ALLOCS: usize = 0;
+const NP_FREES: usize = 1;
+const NP_BYTES: usize = 2;
+const P_ALLOCS: usize = 3;
+const P_FREES: usize = 4;
+const P_BYTES: usize = 5;
+
+impl EntryLayout {
+    fn new(syms: &KernelSymbols) -> Result<Self, PoolError> {
+        let t = "_POOL_TRACKER_TABLE";
+        let f = |n: &str| syms.field(t, n);
+        let counters = [
+            f("NonPagedAllocs")?,
+            f("NonPagedFrees")?,
+            f("NonPagedBytes")?,
+            f("PagedAllocs")?,
+            f("PagedFrees")?,
+            f("PagedBytes")?,
+        ];
+        let bits = (counters[NP_ALLOCS].size * 8).min(64) as u32;
+        Ok(Self {
+            size: syms.require_type_size(t)?,
+            key: f("Key")?,
+            counter_mask: if bits >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << bits) - 1
+            },
+            counters,
+        })
+    }
+    fn key(&self, e: &[u8]) -> u32 {
+        self.key.read_u64(e).unwrap_or(0) as u32
+    }
+    fn values(&self, e: &[u8]) -> [u64; 6] {
+        self.counters.each_ref().map(|f| f.read_u64(e).unwrap_or(0))
+    }
+    /// Add `v` into `acc`, wrapping as the kernel's counters do.
+    fn add(&self, acc: &mut [u64; 6], v: [u64; 6]) {
+        for (i, x) in v.into_iter().enumerate() {
+            let m = if i == NP_BYTES || i == P_BYTES {
+                u64::MAX
+            } else {
+                self.counter_mask
+            };
+            acc[i] = acc[i].wrapping_add(x) & m;
+        }
+    }
+}
+
+/// Read the tracker and sum it as the kernel does.
+pub fn read_pool_usage<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    opts: &TrackerOptions,
+) -> Result<PoolUsage, PoolError> {
+    let mut warnings = Vec::new();
+    let var = |name: &str| -> Result<KernelVa, PoolError> {
+        let rva = syms.require_symbol_rva(name)?;
+        Ok(KernelVa(kern_base.0.wrapping_add(rva)))
+    };
+    let read_var = |name: &str, width: usize| -> Result<u64, PoolError> {
+        let va = var(name)?;
+        let unreadable = |source| PoolError::Unreadable {
+            what: format!("nt!{name}"),
+            va,
+            source,
+        };
+        match width {
+            4 => mem.read_u32(va).map(u64::from).map_err(unreadable),
+            _ => mem.read_u64(va).map_err(unreadable),
+        }
+    };
+    let layout = EntryLayout::new(syms)?;
+    let table = KernelVa(read_var("PoolTrackTable", 8)?);
+    let size = read_var("PoolTrackTableSize", 8)?;
+    let mask = read_var("PoolTrackTableMask", 8).unwrap_or(size.saturating_sub(2));
+    if !table.is_kernel() {
+        return Err(PoolError::BadPointer {
+            what: "nt!PoolTrackTable".into(),
+            va: table,
+        });
+    }
+    if !(2..=opts.max_entries).contains(&size) {
+        return Err(PoolError::Implausible {
+            what: "nt!PoolTrackTableSize".into(),
+            value: size,
+            limit: opts.max_entries,
+        });
+    }
+    if !(size - 1).is_power_of_two() || mask != size - 2 {
+        warnings.push(format!(
+            "PoolTrackTableSize {size:#x} and PoolTrackTableMask {mask:#x} are not the kernel's 2^n+1 / 2^n-1 pair"
+        ));
+    }
+
+    // Processor 0's counters live only in the global table: without an
+    // entry there, the sum over processors would be a wrong number, so an
+    // unreadable global entry drops its row rather than guessing.
+    let global = read_array(mem, table, size, layout.size);
+    if global.missing_count() == size {
+        let source = global
+            .first_error
+            .clone()
+            .expect("a missing entry has an error");
+        return Err(PoolError::Unreadable {
+            what: format!("PoolTrackTable ({size} entries)"),
+            va: table,
+            source,
+        });
+    }
+    if !global.missing.is_empty() {
+        warnings.push(format!(
+            "PoolTrackTable at {table}: {} are not in the dump; those slots' tags are left out",
+            describe_missing(&global)
+        ));
+    }
+    let mut keys: Vec<u32> = (0..size)
+        .map(|i| layout.key(global.entry(i, layout.size)))
+        .collect();
+    let mut sums: Vec<[u64; 6]> = (0..size)
+        .map(|i| layout.values(global.entry(i, layout.size)))
+        .collect();
+
+    // Per-processor tables: ExPoolTagTables[1..K].
+    let processors = read_var("KeNumberProcessors", 4).unwrap_or(1);
+    let bound = syms
+        .array_bound("ExPoolTagTables", 8)
+        .unwrap_or(opts.max_cpus);
+    let k = processors.min(bound).min(opts.max_cpus).max(1);
+    if processors > bound.min(opts.max_cpus) {
+        warnings.push(format!(
+            "KeNumberProcessors is {processors} but ExPoolTagTables holds {bound}: reading {k} per-processor tables"
+        ));
+    }
+    let mut per_cpu_tables = vec![table];
+    if let Ok(arr) = var("ExPoolTagTables") {
+        let ptrs = read_array(mem, arr, k, 8);
+        if ptrs.missing_count() > 0 {
+            warnings.push(format!(
+                "ExPoolTagTables at {arr}: {}; those processors' counts are missing",
+                describe_missing(&ptrs)
+            ));
+        }
+        let first = u64::from_le_bytes(ptrs.entry(0, 8).try_into().expect("8 bytes"));
+        if !ptrs.is_missing(0) && first != table.0 {
+            warnings.push(format!(
+                "ExPoolTagTables[0] is {} but PoolTrackTable is {table}",
+                KernelVa(first)
+            ));
+        }
+        for cpu in 1..k {
+            if ptrs.is_missing(cpu) {
+                continue;
+            }
+            let p = KernelVa(u64::from_le_bytes(
+                ptrs.entry(cpu, 8).try_into().expect("8 bytes"),
+            ));
+            if p.0 == 0 {
+                continue;
+            }
+            if !p.is_kernel() || p == table {
+                warnings.push(format!(
+                    "ExPoolTagTables[{cpu}] is {p}, not a per-processor table; skipped"
+                ));
+                continue;
+            }
+            let t = read_array(mem, p, size, layout.size);
+            if t.missing_count() == size {
+                warnings.push(format!("processor {cpu}'s tracker table at {p} is not in the dump; its counts are missing"));
+                continue;
+            }
+            if !t.missing.is_empty() {
+                warnings.push(format!(
+                    "processor {cpu}'s tracker table at {p}: {} are not in the dump",
+                    describe_missing(&t)
+                ));
+            }
+            add_cpu_table(&layout, &t, size, &mut keys, &mut sums);
+            per_cpu_tables.push(p);
+        }
+    } else {
+        warnings
+            .push("the symbols lack ExPoolTagTables: only processor 0's counts are shown".into());
+    }
+
+    let mut rows = Vec::new();
+    let overflow = size - 1;
+    for i in 0..size {
+        let slot = if i == overflow {
+            TrackerSlot::Overflow
+        } else {
+            TrackerSlot::Hashed { index: i }
+        };
+        if global.is_missing(i) || (keys[i as usize] == 0 && slot != TrackerSlot::Overflow) {
+            continue;
+        }
+        push_rows(
+            &mut rows,
+            PoolTag(keys[i as usize]),
+            slot,
+            sums[i as usize],
+            layout.counter_mask,
+            opts.include_zero,
+        );
+    }
+    if keys[overflow as usize] != 0 {
+        warnings.push(format!(
+            "the overflow slot (index {overflow}) has a key ({}); the kernel never hashes to it",
+            PoolTag(keys[overflow as usize])
+        ));
+    }
+
+    // The expansion table: unhashed, scanned from 0 to the first empty key.
+    let (expansion, expansion_size, expansion_used) = read_expansion(
+        mem,
+        syms,
+        kern_base,
+        &layout,
+        opts,
+        &mut rows,
+        &mut warnings,
+    )?;
+
+    let clamped: Vec<String> = rows
+        .iter()
+        .filter(|r| r.clamped)
+        .map(|r| format!("{} {}", r.tag_text(), r.pool))
+        .collect();
+    if !clamped.is_empty() {
+        warnings.push(format!(
+            "Allocs raised to Frees for {} row(s) as the kernel does (a wrapped 32-bit counter or a torn update): {}",
+            clamped.len(),
+            clamped.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let totals = totals(&rows);
+    rows.sort_by_key(|r| (r.tag.bytes(), r.pool));
+    Ok(PoolUsage {
+        rows,
+        totals,
+        tracker: TrackerInfo {
+            table,
+            size,
+            mask,
+            entry_size: layout.size,
+            counter_bits: if layout.counter_mask == u64::MAX {
+                64
+            } else {
+                layout.counter_mask.count_ones()
+            },
+            processors,
+            per_cpu_tables,
+            expansion,
+            expansion_size,
+            expansion_used,
+        },
+        warnings,
+    })
+}
+
+/// Sum one processor's table into the totals: every entry whose per-CPU
+/// key is set (the kernel's rule), plus the keyless overflow slot, whose
+/// charges are real even though the kernel's snapshot skips them on
+/// processors other than 0.
+fn add_cpu_table(
+    layout: &EntryLayout,
+    t: &Array,
+    size: u64,
+    keys: &mut [u32],
+    sums: &mut [[u64; 6]],
+) {
+    for i in 0..size {
+        if t.is_missing(i) {
+            continue;
+        }
+        let e = t.entry(i, layout.size);
+        let k = layout.key(e);
+        if k == 0 && i != size - 1 {
+            continue;
+        }
+        if keys[i as usize] == 0 && i != size - 1 {
+            keys[i as usize] = k;
+        }
+        layout.add(&mut sums[i as usize], layout.values(e));
+    }
+}
+
+fn read_expansion<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    layout: &EntryLayout,
+    opts: &TrackerOptions,
+    rows: &mut Vec<TagUsage>,
+    warnings: &mut Vec<String>,
+) -> Result<(KernelVa, u64, u64), PoolError> {
+    let (Some(p_rva), Some(s_rva)) = (
+        syms.symbol_rva("PoolTrackTableExpansion"),
+        syms.symbol_rva("PoolTrackTableExpansionSize"),
+    ) else {
+        warnings.push(
+            "the symbols lack PoolTrackTableExpansion: tags in the expansion table are missing"
+                .into(),
+        );
+        return Ok((KernelVa(0), 0, 0));
+    };
+    let ptr_va = KernelVa(kern_base.0.wrapping_add(p_rva));
+    let size_va = KernelVa(kern_base.0.wrapping_add(s_rva));
+    let read = |va: KernelVa, what: &str| {
+        mem.read_u64(va).map_err(|source| PoolError::Unreadable {
+            what: format!("nt!{what}"),
+            va,
+            source,
+        })
+    };
+    let exp = KernelVa(read(ptr_va, "PoolTrackTableExpansion")?);
+    let n = read(size_va, "PoolTrackTableExpansionSize")?;
+    if exp.0 == 0 || n == 0 {
+        return Ok((exp, n, 0));
+    }
+    if !exp.is_kernel() {
+        return Err(PoolError::BadPointer {
+            what: "nt!PoolTrackTableExpansion".into(),
+            va: exp,
+        });
+    }
+    if n > opts.max_expansion {
+        return Err(PoolError::Implausible {
+            what: "nt!PoolTrackTableExpansionSize".into(),
+            value: n,
+            limit: opts.max_expansion,
+        });
+    }
+    let t = read_array(mem, exp, n, layout.size);
+    if !t.missing.is_empty() {
+        warnings.push(format!(
+            "PoolTrackTableExpansion at {exp}: {} are not in the dump",
+            describe_missing(&t)
+        ));
+    }
+    let mut used = 0;
+    for i in 0..n {
+        if t.is_missing(i) {
+            continue;
+        }
+        let e = t.entry(i, layout.size);
+        let k = layout.key(e);
+        if k == 0 {
+            break;
+        }
+        used += 1;
+        let mut v = [0; 6];
+        layout.add(&mut v, layout.values(e));
+        push_rows(
+            rows,
+            PoolTag(k),
+            TrackerSlot::Expansion { index: i },
+            v,
+            layout.counter_mask,
+            opts.include_zero,
+        );
+    }
+    Ok((exp, n, used))
+}
+
+fn push_rows(
+    rows: &mut Vec<TagUsage>,
+    tag: PoolTag,
+    slot: TrackerSlot,
+    v: [u64; 6],
+    mask: u64,
+    include_zero: bool,
+) {
+    for (class, a, f, b) in [
+        (PoolClass::NonPaged, NP_ALLOCS, NP_FREES, NP_BYTES),
+        (PoolClass::Paged, P_ALLOCS, P_FREES, P_BYTES),
+    ] {
+        let (allocs, frees, bytes) = (v[a], v[f], v[b]);
+        if allocs == 0
+            && frees == 0
+            && bytes == 0
+            && !(include_zero && slot != TrackerSlot::Overflow)
+        {
+            continue;
+        }
+        let clamped = allocs < frees;
+        let allocs = allocs.max(frees);
+        let diff = (allocs - frees) & mask;
+        rows.push(TagUsage {
+            tag,
+            pool: class,
+            allocs,
+            frees,
+            diff,
+            bytes,
+            per_alloc: bytes.checked_div(diff).unwrap_or(0),
+            slot,
+            clamped,
+            driver: None,
+            description: None,
+        });
+    }
+}
+
+fn totals(rows: &[TagUsage]) -> Totals {
+    let mut t = Totals::default();
+    let mut tags = std::collections::BTreeSet::new();
+    for r in rows {
+        let c = match r.pool {
+            PoolClass::Paged => &mut t.paged,
+            PoolClass::NonPaged => &mut t.nonpaged,
+        };
+        c.allocs += r.allocs;
+        c.frees += r.frees;
+        c.bytes = c.bytes.wrapping_add(r.bytes);
+        if r.slot != TrackerSlot::Overflow {
+            tags.insert(r.tag);
+        }
+    }
+    t.tags = tags.len() as u64;
+    t
+}

@@ -1,0 +1,483 @@
+//! Getting nt's symbols for a kernel identity, and what the symbols then
+//! fix in that identity (the encoded KDBG, the module-walk offsets).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::isf::read_isf;
+use super::name::PdbName;
+use super::pdb::read_pdb;
+use super::store::{Attempt, FetchOptions, PdbOrigin, PdbRequest, StoreError, find_pdb};
+use super::{
+    BuiltInMatch, KernelSymbols, LayoutCache, PdbIdentity, SymbolPath, SymbolSource, fallback,
+};
+use crate::addr::KernelVa;
+use crate::kernel::{CodeView, KdbgKeyVas, KernelIdentity, read_kdbg, read_kdbg_keys};
+use crate::memory::Memory;
+
+/// Where to look for symbols.
+pub struct SymbolOptions<'a> {
+    /// `_NT_SYMBOL_PATH` elements (directories, stores, servers).
+    pub symbol_path: SymbolPath,
+    /// A PDB file to use (it must match the image's GUID and age).
+    pub pdb_file: Option<PathBuf>,
+    /// ISF files (`.json`/`.json.xz`) or directories of them (flat
+    /// `<GUID>-<age>.json.xz`, or Volatility's `windows/<pdb>/...` tree).
+    pub isf: Vec<PathBuf>,
+    /// The layout cache; `None` disables it.
+    pub layout_cache: Option<LayoutCache>,
+    pub fetch: FetchOptions<'a>,
+    /// Fall back to the built-in table when nothing else has the build.
+    pub builtin: bool,
+    /// Also consult the built-in table (same GUID only) for types or
+    /// symbols the primary source lacks.
+    pub builtin_supplement: bool,
+}
+
+impl SymbolOptions<'_> {
+    /// `_NT_ALT_SYMBOL_PATH` then `_NT_SYMBOL_PATH` from the environment
+    /// (as WinDbg searches them), else
+    /// `srv*<cache>/symbols*https://msdl.microsoft.com/download/symbols`;
+    /// the layout cache and store under [`super::default_cache_dir`].
+    pub fn from_env() -> Self {
+        let cache = super::default_cache_dir();
+        let store = cache
+            .as_ref()
+            .map(|c| c.join("symbols"))
+            .unwrap_or_else(|| PathBuf::from("symbols"));
+        let env: Vec<String> = ["_NT_ALT_SYMBOL_PATH", "_NT_SYMBOL_PATH"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok())
+            .filter(|s| !s.trim().is_empty())
+            .collect();
+        let symbol_path = if env.is_empty() {
+            SymbolPath::default_with_store(&store)
+        } else {
+            SymbolPath::parse(&env.join(";"), &store)
+        };
+        Self {
+            symbol_path,
+            pdb_file: None,
+            isf: Vec::new(),
+            layout_cache: cache.map(LayoutCache::new),
+            fetch: FetchOptions::default(),
+            builtin: true,
+            builtin_supplement: true,
+        }
+    }
+}
+
+/// No symbols at all could be had for the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "the image has no usable RSDS record, so its PDB is unknown{}",
+        build.map(|b| format!(" (build {b} is not in the built-in table either)")).unwrap_or_default()
+    )]
+    NoCodeView { build: Option<u32> },
+    #[error(transparent)]
+    BadName(#[from] super::PdbNameError),
+    #[error("{pdb_file}: {detail}")]
+    PdbFile { pdb_file: PathBuf, detail: String },
+    #[error("no symbols for {wanted}: {}", describe_attempts(attempts))]
+    NotFound {
+        wanted: String,
+        attempts: Vec<Attempt>,
+    },
+    #[error("no symbols for {wanted}: {cause}")]
+    Server { wanted: String, cause: String },
+}
+
+fn describe_attempts(a: &[Attempt]) -> String {
+    if a.is_empty() {
+        return "the symbol path is empty".into();
+    }
+    a.iter()
+        .map(|x| format!("{}: {}", x.location, x.outcome))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl LoadError {
+    /// Every place that was tried, for a report.
+    pub fn attempts(&self) -> &[Attempt] {
+        match self {
+            LoadError::NotFound { attempts, .. } => attempts,
+            _ => &[],
+        }
+    }
+}
+
+/// Load nt's symbols for the image whose RSDS record is `cv` (`None` when
+/// the image has none); `build` (the dump header's build number) lets the
+/// built-in table serve a build whose exact GUID it lacks.
+pub fn load_kernel_symbols(
+    cv: Option<&CodeView>,
+    build: Option<u32>,
+    opts: &SymbolOptions<'_>,
+) -> Result<KernelSymbols, LoadError> {
+    let Some(cv) = cv else {
+        return builtin_by_build(build, opts, Vec::new()).ok_or(LoadError::NoCodeView { build });
+    };
+    if !cv.name_is_clean {
+        return Err(LoadError::BadName(super::PdbNameError {
+            shown: cv.pdb_name.clone(),
+            why: "it is empty, too long or not printable",
+        }));
+    }
+    let name = PdbName::from_codeview(&cv.pdb_name)?;
+    let wanted = PdbIdentity {
+        name: name.to_string(),
+        guid: cv.guid,
+        age: cv.age,
+    };
+    let mut warnings = Vec::new();
+    let mut attempts = Vec::new();
+
+    // 1. An explicit PDB.
+    if let Some(p) = &opts.pdb_file {
+        let (id, layouts, w) =
+            read_pdb(p, name.as_str(), Some((cv.guid, cv.age))).map_err(|e| {
+                LoadError::PdbFile {
+                    pdb_file: p.clone(),
+                    detail: e.to_string(),
+                }
+            })?;
+        warnings.extend(w);
+        let cache = store_in_cache(opts, &id, &layouts, &mut warnings);
+        let source = SymbolSource::Pdb {
+            path: Some(p.clone()),
+            origin: Some(PdbOrigin::Explicit),
+            layout_cache: cache,
+            cache_hit: false,
+        };
+        return Ok(finish(wanted, source, layouts, warnings, opts));
+    }
+
+    // 2. Explicit ISF files.
+    for p in &opts.isf {
+        match find_isf(p, &wanted, &mut attempts) {
+            Some((path, layouts, w)) => {
+                warnings.extend(w);
+                let source = SymbolSource::Isf { path };
+                return Ok(finish(wanted, source, layouts, warnings, opts));
+            }
+            None => continue,
+        }
+    }
+
+    // 3. The layout cache.
+    if let Some(cache) = &opts.layout_cache {
+        match cache.load(&wanted) {
+            Ok(Some(layouts)) => {
+                let source = SymbolSource::Pdb {
+                    path: None,
+                    origin: None,
+                    layout_cache: Some(cache.path(&wanted)),
+                    cache_hit: true,
+                };
+                return Ok(finish(wanted, source, layouts, warnings, opts));
+            }
+            Ok(None) => {}
+            Err(e) => warnings.push(format!("layout cache ignored: {e}")),
+        }
+    }
+
+    // 4. The symbol path.
+    let req = PdbRequest {
+        name: name.clone(),
+        guid: cv.guid,
+        age: cv.age,
+    };
+    let server_error = match find_pdb(&opts.symbol_path, &req, &opts.fetch) {
+        Ok(found) => {
+            attempts.extend(found.attempts.iter().cloned());
+            match read_pdb(&found.path, name.as_str(), Some((cv.guid, cv.age))) {
+                Ok((id, layouts, w)) => {
+                    warnings.extend(w);
+                    let cache = store_in_cache(opts, &id, &layouts, &mut warnings);
+                    let source = SymbolSource::Pdb {
+                        path: Some(found.path.clone()),
+                        origin: Some(found.origin.clone()),
+                        layout_cache: cache,
+                        cache_hit: false,
+                    };
+                    return Ok(finish(wanted, source, layouts, warnings, opts));
+                }
+                Err(e) => {
+                    attempts.push(Attempt {
+                        location: found.path.display().to_string(),
+                        outcome: e.to_string(),
+                    });
+                    None
+                }
+            }
+        }
+        Err(StoreError::NotFound { attempts: a, .. }) => {
+            attempts.extend(a);
+            None
+        }
+        Err(e @ StoreError::Server { .. }) => {
+            attempts.extend(e.attempts().iter().cloned());
+            Some(e.to_string())
+        }
+    };
+
+    // 5. The built-in table.
+    if opts.builtin {
+        if let Some(cause) = &server_error {
+            warnings.push(cause.clone());
+        }
+        if let Some(b) = fallback::by_guid(name.as_str(), &cv.guid, cv.age) {
+            warnings.push(format!(
+                "NO PDB FOR {wanted}: using pooldump's BUILT-IN layout table for {} (matched by GUID). Only the layouts the pool analysis needs are there; get the PDB for anything else.",
+                b.build_string
+            ));
+            warnings.extend(
+                attempts
+                    .iter()
+                    .map(|a| format!("{}: {}", a.location, a.outcome)),
+            );
+            let source = SymbolSource::BuiltIn {
+                matched_by: BuiltInMatch::Guid,
+                build: b.build_string.clone(),
+                supplement: false,
+            };
+            let mut ks = KernelSymbols::new(wanted, source, b.layouts.clone());
+            ks.warnings = warnings;
+            return Ok(ks);
+        }
+        if let Some(ks) = builtin_by_build(build, opts, warnings.clone()) {
+            let mut ks = ks;
+            ks.identity = wanted;
+            ks.warnings.extend(
+                attempts
+                    .iter()
+                    .map(|a| format!("{}: {}", a.location, a.outcome)),
+            );
+            return Ok(ks);
+        }
+    }
+    match server_error {
+        Some(cause) => Err(LoadError::Server {
+            wanted: wanted.to_string(),
+            cause,
+        }),
+        None => Err(LoadError::NotFound {
+            wanted: wanted.to_string(),
+            attempts,
+        }),
+    }
+}
+
+fn builtin_by_build(
+    build: Option<u32>,
+    opts: &SymbolOptions<'_>,
+    mut warnings: Vec<String>,
+) -> Option<KernelSymbols> {
+    if !opts.builtin {
+        return None;
+    }
+    let b = fallback::by_build_number(build?)?;
+    let id = b.identity()?;
+    warnings.push(format!(
+        "NO PDB: using pooldump's BUILT-IN layout table for {} (matched by build number {} only, not by GUID). Struct layouts are that revision's; symbol addresses are NOT known, so globals must come from the KDBG or a PDB.",
+        b.build_string, b.build
+    ));
+    let mut layouts = b.layouts.clone();
+    // Another revision's RVAs would be wrong for this image.
+    layouts.symbols.clear();
+    layouts.symbol_sizes.clear();
+    let source = SymbolSource::BuiltIn {
+        matched_by: BuiltInMatch::BuildNumber,
+        build: b.build_string.clone(),
+        supplement: false,
+    };
+    let mut ks = KernelSymbols::new(id, source, layouts);
+    ks.warnings = warnings;
+    Some(ks)
+}
+
+fn finish(
+    wanted: PdbIdentity,
+    source: SymbolSource,
+    layouts: super::Layouts,
+    warnings: Vec<String>,
+    opts: &SymbolOptions<'_>,
+) -> KernelSymbols {
+    let mut ks = KernelSymbols::new(wanted, source, layouts);
+    ks.warnings = warnings;
+    if opts.builtin_supplement
+        && let Some(b) = fallback::by_guid(&ks.identity.name, &ks.identity.guid, ks.identity.age)
+    {
+        ks.push_layer(
+            SymbolSource::BuiltIn {
+                matched_by: BuiltInMatch::Guid,
+                build: b.build_string.clone(),
+                supplement: true,
+            },
+            Arc::new(b.layouts.clone()),
+        );
+    }
+    ks
+}
+
+fn store_in_cache(
+    opts: &SymbolOptions<'_>,
+    id: &PdbIdentity,
+    layouts: &super::Layouts,
+    warnings: &mut Vec<String>,
+) -> Option<PathBuf> {
+    let cache = opts.layout_cache.as_ref()?;
+    match cache.store(id, layouts) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            warnings.push(format!(
+                "could not write the layout cache under {}: {e}",
+                cache.root.display()
+            ));
+            None
+        }
+    }
+}
+
+/// An ISF file for `wanted`: `p` itself, or inside directory `p`.
+fn find_isf(
+    p: &Path,
+    wanted: &PdbIdentity,
+    attempts: &mut Vec<Attempt>,
+) -> Option<(PathBuf, super::Layouts, Vec<String>)> {
+    let candidates: Vec<PathBuf> = if p.is_dir() {
+        let base = format!("{}-{}", wanted.guid.compact(), wanted.age);
+        let mut v = Vec::new();
+        for dir in [
+            p.to_path_buf(),
+            p.join("windows").join(&wanted.name),
+            p.join(&wanted.name),
+        ] {
+            for ext in ["json.xz", "json"] {
+                v.push(dir.join(format!("{base}.{ext}")));
+            }
+        }
+        v.into_iter().filter(|c| c.is_file()).collect()
+    } else {
+        vec![p.to_path_buf()]
+    };
+    if candidates.is_empty() {
+        attempts.push(Attempt {
+            location: p.display().to_string(),
+            outcome: "no ISF file for this GUID and age".into(),
+        });
+    }
+    for c in candidates {
+        match read_isf(&c) {
+            Ok((Some(id), layouts, w))
+                if id.guid == wanted.guid
+                    && id.age == wanted.age
+                    && id.name.eq_ignore_ascii_case(&wanted.name) =>
+            {
+                return Some((c, layouts, w));
+            }
+            Ok((Some(id), ..)) => attempts.push(Attempt {
+                location: c.display().to_string(),
+                outcome: format!("ISF for {id}, not {wanted}"),
+            }),
+            Ok((None, ..)) => attempts.push(Attempt {
+                location: c.display().to_string(),
+                outcome: "the ISF names no PDB GUID/age, so it cannot be matched".into(),
+            }),
+            Err(e) => attempts.push(Attempt {
+                location: c.display().to_string(),
+                outcome: e.to_string(),
+            }),
+        }
+    }
+    None
+}
+
+/// Use the symbols to complete a kernel identity found before they were
+/// loaded: decode the KDBG when `KdpDataBlockEncoded` says it is encoded
+/// (or when the plain read failed), and fill in PsLoadedModuleList. Returns
+/// what was done or found wrong, for the report.
+pub fn refine_kernel_identity<M: Memory + ?Sized>(
+    mem: &M,
+    id: &mut KernelIdentity,
+    syms: &KernelSymbols,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    let base = id.kern_base;
+    let va = |name: &str| {
+        syms.symbol_rva(name)
+            .and_then(|r| base.checked_add(r))
+            .filter(|v| v.is_kernel())
+    };
+    let keys = match (
+        va("KdpDataBlockEncoded"),
+        va("KiWaitNever"),
+        va("KiWaitAlways"),
+    ) {
+        (Some(f), Some(n), Some(a)) => Some(KdbgKeyVas {
+            kdp_data_block_encoded: f,
+            ki_wait_never: n,
+            ki_wait_always: a,
+        }),
+        _ => None,
+    };
+    let kdbg_va: Option<KernelVa> = id
+        .kdbg
+        .as_ref()
+        .and_then(|k| k.va)
+        .or_else(|| va("KdDebuggerDataBlock"));
+    let need = id.kdbg.is_none();
+    match (keys, kdbg_va) {
+        (Some(k), Some(kva)) => match read_kdbg_keys(mem, &k) {
+            Ok((keys, encoded)) => {
+                if encoded || need {
+                    match read_kdbg(mem, kva, Some(&keys)) {
+                        Ok(kd) => {
+                            notes.push(format!(
+                                "KDBG at {kva}: {} (KdpDataBlockEncoded = {})",
+                                if kd.was_encoded {
+                                    "decoded with KiWaitNever/KiWaitAlways"
+                                } else {
+                                    "read as stored"
+                                },
+                                u8::from(encoded)
+                            ));
+                            if id.ps_loaded_module_list.is_none()
+                                && kd.ps_loaded_module_list.is_kernel()
+                            {
+                                id.ps_loaded_module_list = Some(kd.ps_loaded_module_list);
+                            }
+                            if kd.kern_base != base {
+                                notes.push(format!(
+                                    "the decoded KDBG's KernBase {} differs from nt's base {base}",
+                                    kd.kern_base
+                                ));
+                            }
+                            id.kdbg = Some(kd);
+                        }
+                        Err(e) => notes.push(format!("KDBG at {kva}: {e}")),
+                    }
+                }
+            }
+            Err(e) => notes.push(format!(
+                "cannot read the KDBG encoding keys (KdpDataBlockEncoded, KiWaitNever, KiWaitAlways): {e}"
+            )),
+        },
+        (None, _) if need => notes.push(
+            "the symbols lack KdpDataBlockEncoded/KiWaitNever/KiWaitAlways, so an encoded KDBG cannot be decoded".into(),
+        ),
+        (_, None) if need => {
+            notes.push("the symbols lack KdDebuggerDataBlock, so the KDBG cannot be found".into())
+        }
+        _ => {}
+    }
+    if id.ps_loaded_module_list.is_none()
+        && let Some(v) = va("PsLoadedModuleList")
+    {
+        id.ps_loaded_module_list = Some(v);
+        notes.push(format!("PsLoadedModuleList from the symbols: {v}"));
+    }
+    notes
+}

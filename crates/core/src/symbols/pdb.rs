@@ -1,0 +1,546 @@
+//! Reading a PDB into [`Layouts`] with `pdb2`.
+//!
+//! Why `pdb2` and not `pdb` 0.8: `pdb` 0.8.0 cannot read a field list that
+//! the linker split with LF_INDEX (it does not skip the pad after the leaf);
+//! `pdb2` is the maintained, API-identical fork that can.
+//! `tests/symbols_lfindex.rs` shows both on a committed fixture and
+//! docs/symbols.md explains the choice.
+//!
+//! What the reader does (crates-and-test-data.md §3.3/§3.4):
+//! * globals through S_PUB32 first, S_GDATA32/S_LDATA32 second: Microsoft's
+//!   public PDBs have publics and types but no data records;
+//! * each struct/union/enum appears as a forward reference and a
+//!   definition; members point at the forward reference, so types are
+//!   resolved by name (or unique name) to the definition;
+//! * a bitfield member's offset is that of its storage unit; LF_BITFIELD
+//!   gives position, length and the unit's type;
+//! * members named `__*` are layout helpers of synthetic PDBs (pads of the
+//!   anonymous-member technique) and are skipped;
+//! * LF_MODIFIER is looked through, LF_POINTER gives its size from its
+//!   attributes, LF_ARRAY its size in bytes (the element count is derived).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use pdb2::{FallibleIterator, PDB, PrimitiveKind, TypeData, TypeFinder, TypeIndex};
+
+use super::PdbIdentity;
+use super::layout::{FieldLayout, Layouts, TypeLayout};
+use crate::kernel::Guid;
+
+/// Type chains (modifier → pointer → array ...) deeper than this are
+/// treated as broken: a hostile PDB could make them cyclic.
+const MAX_TYPE_DEPTH: u32 = 32;
+
+/// Why a PDB could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PdbError {
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a readable PDB: {detail}")]
+    Malformed { path: PathBuf, detail: String },
+    #[error(
+        "{path} is the wrong PDB: it is {found}, the image needs {wanted} (a different build of the same file)"
+    )]
+    Mismatch {
+        path: PathBuf,
+        found: String,
+        wanted: String,
+    },
+}
+
+/// A PDB's identity without reading its types or symbols: cheap, used to
+/// verify a downloaded or cached file before it is used.
+pub fn read_identity(path: &Path) -> Result<(Guid, u32), PdbError> {
+    let file = std::fs::File::open(path).map_err(|source| PdbError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mal = |e: pdb2::Error| PdbError::Malformed {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let mut pdb = PDB::open(file).map_err(mal)?;
+    identity(&mut pdb).map_err(mal)
+}
+
+/// GUID (Windows byte order) and age. Matching an image uses the DBI
+/// stream's age, which is what the RSDS record carries; the info stream's
+/// age is the fallback.
+fn identity<'s, S: pdb2::Source<'s> + 's>(pdb: &mut PDB<'s, S>) -> pdb2::Result<(Guid, u32)> {
+    let info = pdb.pdb_information()?;
+    let guid = Guid(info.guid.to_bytes_le());
+    let age = pdb
+        .debug_information()
+        .ok()
+        .and_then(|d| d.age())
+        .unwrap_or(info.age);
+    Ok((guid, age))
+}
+
+/// Read the PDB at `path`; when `expect` is given, fail unless its GUID and
+/// age match (before spending time on its types).
+pub fn read_pdb(
+    path: &Path,
+    name: &str,
+    expect: Option<(Guid, u32)>,
+) -> Result<(PdbIdentity, Layouts, Vec<String>), PdbError> {
+    let file = std::fs::File::open(path).map_err(|source| PdbError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mal = |e: pdb2::Error| PdbError::Malformed {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let mut pdb = PDB::open(file).map_err(mal)?;
+    let (guid, age) = identity(&mut pdb).map_err(mal)?;
+    if let Some((g, a)) = expect
+        && (g != guid || a != age)
+    {
+        return Err(PdbError::Mismatch {
+            path: path.to_path_buf(),
+            found: format!("GUID {guid} age {age}"),
+            wanted: format!("GUID {g} age {a}"),
+        });
+    }
+    let mut warnings = Vec::new();
+    let mut layouts = Layouts::default();
+    let tpi = pdb.type_information().map_err(mal)?;
+    let mut finder = tpi.finder();
+    let names = read_types(&tpi, &mut finder, &mut layouts, &mut warnings).map_err(mal)?;
+    read_symbols(&mut pdb, &finder, &names, &mut layouts, &mut warnings).map_err(mal)?;
+    Ok((
+        PdbIdentity {
+            name: name.to_string(),
+            guid,
+            age,
+        },
+        layouts,
+        warnings,
+    ))
+}
+
+fn read_symbols<'s, S: pdb2::Source<'s> + 's>(
+    pdb: &mut PDB<'s, S>,
+    finder: &TypeFinder<'_>,
+    names: &DefinitionNames,
+    out: &mut Layouts,
+    warnings: &mut Vec<String>,
+) -> pdb2::Result<()> {
+    let map = pdb.address_map()?;
+    let globals = pdb.global_symbols()?;
+    let mut data: BTreeMap<String, (u64, TypeIndex)> = BTreeMap::new();
+    let mut iter = globals.iter();
+    let mut unparsed = 0usize;
+    let mut alias = Vec::new();
+    while let Some(sym) = iter.next()? {
+        match sym.parse() {
+            Ok(pdb2::SymbolData::Public(p)) => {
+                if let Some(rva) = p.offset.to_rva(&map) {
+                    let name = p.name.to_string().into_owned();
+                    if let Some(plain) = undecorate(&name) {
+                        alias.push((plain.to_string(), u64::from(rva.0)));
+                    }
+                    out.symbols.entry(name).or_insert(u64::from(rva.0));
+                }
+            }
+            Ok(pdb2::SymbolData::Data(d)) => {
+                if let Some(rva) = d.offset.to_rva(&map) {
+                    data.entry(d.name.to_string().into_owned())
+                        .or_insert((u64::from(rva.0), d.type_index));
+                }
+            }
+            Ok(_) => {}
+            Err(_) => unparsed += 1,
+        }
+    }
+    if unparsed > 0 {
+        warnings.push(format!(
+            "{unparsed} global symbol records could not be parsed and were skipped"
+        ));
+    }
+    // x86 stdcall/fastcall publics (`_Name@8`, `@Name@8`) also answer to
+    // their plain name, unless a symbol of that name exists.
+    for (plain, rva) in alias {
+        out.symbols.entry(plain).or_insert(rva);
+    }
+    // Data records fill in what the publics lack, and give sizes.
+    for (name, (rva, ti)) in data {
+        out.symbols.entry(name.clone()).or_insert(rva);
+        if let Some(size) = type_size(finder, names, ti, 0) {
+            out.symbol_sizes.insert(name, size);
+        }
+    }
+    Ok(())
+}
+
+/// `_Name@12` / `@Name@12` → `Name`; C++ (`?...`) and plain names → None.
+fn undecorate(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix('_').or_else(|| name.strip_prefix('@'))?;
+    let (base, n) = rest.rsplit_once('@')?;
+    (!base.is_empty() && !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit())).then_some(base)
+}
+
+/// Which index defines each struct/union/enum name, so a forward reference
+/// can be resolved.
+#[derive(Default)]
+struct DefinitionNames {
+    by_name: HashMap<String, TypeIndex>,
+}
+
+fn read_types<'t>(
+    tpi: &'t pdb2::TypeInformation<'_>,
+    finder: &mut TypeFinder<'t>,
+    out: &mut Layouts,
+    warnings: &mut Vec<String>,
+) -> pdb2::Result<DefinitionNames> {
+    let mut iter = tpi.iter();
+    // Pass 1: index every definition by name; remember which to lay out.
+    let mut names = DefinitionNames::default();
+    let mut defs: Vec<(String, TypeIndex)> = Vec::new();
+    let mut enums: Vec<(String, TypeIndex)> = Vec::new();
+    let mut unparsed = 0usize;
+    while let Some(item) = iter.next()? {
+        finder.update(&iter);
+        let idx = item.index();
+        match item.parse() {
+            Ok(TypeData::Class(c)) if !c.properties.forward_reference() => {
+                let key = type_key(&c.name.to_string(), c.unique_name, idx);
+                if !names.by_name.contains_key(&key) {
+                    names.by_name.insert(key.clone(), idx);
+                    defs.push((key, idx));
+                }
+            }
+            Ok(TypeData::Union(u)) if !u.properties.forward_reference() => {
+                let key = type_key(&u.name.to_string(), u.unique_name, idx);
+                if !names.by_name.contains_key(&key) {
+                    names.by_name.insert(key.clone(), idx);
+                    defs.push((key, idx));
+                }
+            }
+            Ok(TypeData::Enumeration(e)) if !e.properties.forward_reference() => {
+                let key = type_key(&e.name.to_string(), e.unique_name, idx);
+                if !names.by_name.contains_key(&key) {
+                    names.by_name.insert(key.clone(), idx);
+                    enums.push((key, idx));
+                }
+            }
+            Ok(_) => {}
+            Err(_) => unparsed += 1,
+        }
+    }
+    if unparsed > 0 {
+        warnings.push(format!(
+            "{unparsed} type records use kinds pdb2 does not parse and were skipped"
+        ));
+    }
+    // Pass 2: lay out each definition.
+    let finder = &*finder;
+    for (key, idx) in defs {
+        match layout_of(finder, &names, idx) {
+            Ok(t) => {
+                out.types.insert(key, t);
+            }
+            Err(e) => warnings.push(format!("type {key}: {e}; skipped")),
+        }
+    }
+    for (key, idx) in enums {
+        match enumerators(finder, idx) {
+            Ok(v) => {
+                out.enums.insert(key, v);
+            }
+            Err(e) => warnings.push(format!("enum {key}: {e}; skipped")),
+        }
+    }
+    Ok(names)
+}
+
+/// The name a type is stored under. Anonymous nested types all share a
+/// placeholder name in Microsoft's PDBs (`<unnamed-tag>`), so they are
+/// keyed by their unique name, or failing that by their type index.
+fn type_key(name: &str, unique: Option<pdb2::RawString<'_>>, idx: TypeIndex) -> String {
+    let anonymous = name.is_empty()
+        || name.contains("<unnamed-")
+        || name.contains("<anonymous-")
+        || name == "__unnamed";
+    match (anonymous, unique) {
+        (false, _) => name.to_string(),
+        (true, Some(u)) => u.to_string().into_owned(),
+        (true, None) => format!("<unnamed-tag>#{:x}", idx.0),
+    }
+}
+
+fn err(s: impl Into<String>) -> String {
+    s.into()
+}
+
+fn layout_of(
+    finder: &TypeFinder<'_>,
+    names: &DefinitionNames,
+    idx: TypeIndex,
+) -> Result<TypeLayout, String> {
+    let (size, fields, union) = match finder.find(idx).and_then(|t| t.parse()) {
+        Ok(TypeData::Class(c)) => (c.size, c.fields, false),
+        Ok(TypeData::Union(u)) => (u.size, Some(u.fields), true),
+        Ok(_) => return Err(err("not a struct or union")),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut layout = TypeLayout {
+        size,
+        union,
+        fields: Vec::new(),
+    };
+    let mut next = fields;
+    let mut lists = 0u32;
+    while let Some(list_idx) = next {
+        lists += 1;
+        if lists > 4096 {
+            return Err(err("field list continuations do not end"));
+        }
+        let list = match finder.find(list_idx).and_then(|t| t.parse()) {
+            Ok(TypeData::FieldList(l)) => l,
+            Ok(_) => return Err(err("its field list is not an LF_FIELDLIST")),
+            Err(e) => return Err(format!("its field list: {e}")),
+        };
+        for f in &list.fields {
+            if let TypeData::Member(m) = f {
+                let name = m.name.to_string();
+                if name.starts_with("__") {
+                    continue;
+                }
+                let mut field = FieldLayout {
+                    name: name.into_owned(),
+                    offset: m.offset,
+                    ..Default::default()
+                };
+                describe(finder, names, m.field_type, &mut field, 0)
+                    .map_err(|e| format!("member {}: {e}", field.name))?;
+                layout.fields.push(field);
+            }
+        }
+        next = list.continuation;
+    }
+    layout.sort();
+    Ok(layout)
+}
+
+/// Fill in a member's size, type name, bits, array and pointer details.
+fn describe(
+    finder: &TypeFinder<'_>,
+    names: &DefinitionNames,
+    ti: TypeIndex,
+    f: &mut FieldLayout,
+    depth: u32,
+) -> Result<(), String> {
+    if depth > MAX_TYPE_DEPTH {
+        return Err(err("type chain too deep (cyclic?)"));
+    }
+    let data = finder
+        .find(ti)
+        .and_then(|t| t.parse())
+        .map_err(|e| e.to_string())?;
+    match data {
+        TypeData::Primitive(p) => {
+            if p.indirection.is_some() {
+                f.size = 8;
+                f.type_name = "pointer".into();
+                f.pointee = Some(primitive_name(p.kind).into());
+            } else {
+                f.size = primitive_size(p.kind);
+                f.type_name = primitive_name(p.kind).into();
+            }
+        }
+        TypeData::Modifier(m) => describe(finder, names, m.underlying_type, f, depth + 1)?,
+        TypeData::Bitfield(b) => {
+            describe(finder, names, b.underlying_type, f, depth + 1)?;
+            f.bit_position = Some(u32::from(b.position));
+            f.bit_length = Some(u32::from(b.length));
+        }
+        TypeData::Pointer(p) => {
+            f.size = u64::from(p.attributes.size());
+            if f.size == 0 {
+                f.size = 8;
+            }
+            f.type_name = "pointer".into();
+            f.pointee = Some(target_name(finder, names, p.underlying_type, depth + 1));
+        }
+        TypeData::Class(c) => {
+            let key = type_key(&c.name.to_string(), c.unique_name, ti);
+            f.size = resolve_size(finder, names, &key).unwrap_or(c.size);
+            f.type_name = key;
+        }
+        TypeData::Union(u) => {
+            let key = type_key(&u.name.to_string(), u.unique_name, ti);
+            f.size = resolve_size(finder, names, &key).unwrap_or(u.size);
+            f.type_name = key;
+        }
+        TypeData::Enumeration(e) => {
+            describe(finder, names, e.underlying_type, f, depth + 1)?;
+            f.enum_name = Some(type_key(&e.name.to_string(), e.unique_name, ti));
+        }
+        TypeData::Array(a) => {
+            let total = u64::from(*a.dimensions.last().unwrap_or(&0));
+            let mut elem = FieldLayout::default();
+            describe(finder, names, a.element_type, &mut elem, depth + 1)?;
+            // Multi-dimensional arrays list cumulative byte sizes; the
+            // element of the outermost dimension is the next one in.
+            let elem_size = if a.dimensions.len() > 1 {
+                u64::from(a.dimensions[a.dimensions.len() - 2])
+            } else {
+                elem.size
+            };
+            f.size = total;
+            f.element_size = Some(elem_size);
+            f.count = Some(total.checked_div(elem_size).unwrap_or(0));
+            if a.dimensions.len() > 1 || elem.count.is_some() {
+                f.type_name = "array".into();
+            } else {
+                f.type_name = elem.type_name;
+                f.pointee = elem.pointee;
+                f.enum_name = elem.enum_name;
+            }
+        }
+        TypeData::Procedure(_) | TypeData::MemberFunction(_) => {
+            f.size = 0;
+            f.type_name = "function".into();
+        }
+        other => return Err(format!("unsupported member type {other:?}")),
+    }
+    Ok(())
+}
+
+fn resolve_size(finder: &TypeFinder<'_>, names: &DefinitionNames, key: &str) -> Option<u64> {
+    let idx = *names.by_name.get(key)?;
+    match finder.find(idx).and_then(|t| t.parse()).ok()? {
+        TypeData::Class(c) => Some(c.size),
+        TypeData::Union(u) => Some(u.size),
+        _ => None,
+    }
+}
+
+/// The size of a global's type (for S_GDATA32 records).
+fn type_size(
+    finder: &TypeFinder<'_>,
+    names: &DefinitionNames,
+    ti: TypeIndex,
+    depth: u32,
+) -> Option<u64> {
+    let mut f = FieldLayout::default();
+    describe(finder, names, ti, &mut f, depth).ok()?;
+    Some(f.size)
+}
+
+/// A pointer's target, named as the ISF names it.
+fn target_name(
+    finder: &TypeFinder<'_>,
+    names: &DefinitionNames,
+    ti: TypeIndex,
+    depth: u32,
+) -> String {
+    let mut f = FieldLayout::default();
+    match describe(finder, names, ti, &mut f, depth) {
+        Ok(()) if f.count.is_some() => "array".into(),
+        Ok(()) if f.enum_name.is_some() => f.enum_name.unwrap_or_default(),
+        Ok(()) => f.type_name,
+        Err(_) => "unknown".into(),
+    }
+}
+
+fn enumerators(finder: &TypeFinder<'_>, idx: TypeIndex) -> Result<BTreeMap<String, i64>, String> {
+    let e = match finder.find(idx).and_then(|t| t.parse()) {
+        Ok(TypeData::Enumeration(e)) => e,
+        Ok(_) => return Err(err("not an enum")),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut out = BTreeMap::new();
+    let mut next = Some(e.fields);
+    let mut lists = 0u32;
+    while let Some(list_idx) = next {
+        lists += 1;
+        if lists > 4096 {
+            return Err(err("enumerator list continuations do not end"));
+        }
+        let list = match finder.find(list_idx).and_then(|t| t.parse()) {
+            Ok(TypeData::FieldList(l)) => l,
+            Ok(_) => return Err(err("its enumerator list is not an LF_FIELDLIST")),
+            Err(e) => return Err(e.to_string()),
+        };
+        for f in &list.fields {
+            if let TypeData::Enumerate(v) = f {
+                out.insert(v.name.to_string().into_owned(), variant(&v.value));
+            }
+        }
+        next = list.continuation;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[test]
+fn undecorates_x86_call_conventions_only() {
+    assert_eq!(undecorate("_KeBugCheckEx@20"), Some("KeBugCheckEx"));
+    assert_eq!(undecorate("@KfRaiseIrql@4"), Some("KfRaiseIrql"));
+    assert_eq!(undecorate("PoolTrackTable"), None);
+    assert_eq!(undecorate("_security_cookie"), None);
+    assert_eq!(undecorate("?Foo@@YAXXZ"), None);
+    assert_eq!(undecorate("_x@"), None);
+}
+
+fn variant(v: &pdb2::Variant) -> i64 {
+    use pdb2::Variant::*;
+    match *v {
+        U8(x) => i64::from(x),
+        U16(x) => i64::from(x),
+        U32(x) => i64::from(x),
+        U64(x) => x as i64,
+        I8(x) => i64::from(x),
+        I16(x) => i64::from(x),
+        I32(x) => i64::from(x),
+        I64(x) => x,
+    }
+}
+
+/// Base type names as Volatility's ISF spells them.
+fn primitive_name(k: PrimitiveKind) -> &'static str {
+    use PrimitiveKind::*;
+    match k {
+        NoType | Void => "void",
+        Char | RChar | I8 => "char",
+        UChar | U8 | Char8 => "unsigned char",
+        WChar | RChar16 => "wchar",
+        RChar32 => "unsigned long",
+        Short | I16 => "short",
+        UShort | U16 => "unsigned short",
+        Long | HRESULT => "long",
+        ULong => "unsigned long",
+        I32 => "int",
+        U32 => "unsigned int",
+        Quad | I64 => "long long",
+        UQuad | U64 => "unsigned long long",
+        F32 | F32PP => "float",
+        F64 => "double",
+        Bool8 => "bool",
+        _ => "unknown",
+    }
+}
+
+fn primitive_size(k: PrimitiveKind) -> u64 {
+    use PrimitiveKind::*;
+    match k {
+        NoType | Void => 0,
+        Char | RChar | I8 | UChar | U8 | Char8 | Bool8 => 1,
+        WChar | RChar16 | Short | I16 | UShort | U16 | Bool16 | F16 => 2,
+        RChar32 | Long | HRESULT | ULong | I32 | U32 | F32 | F32PP | Bool32 => 4,
+        F48 => 6,
+        Quad | I64 | UQuad | U64 | F64 | Bool64 | Complex32 => 8,
+        F80 => 10,
+        Octa | UOcta | I128 | U128 | F128 | Complex64 => 16,
+        Complex80 => 20,
+        Complex128 => 32,
+        _ => 0,
+    }
+}

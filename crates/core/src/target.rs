@@ -1,0 +1,197 @@
+//! A kernel ready for analysis: its memory, nt's identity, nt's symbols
+//! and the loaded modules. The one entry point for a crash dump, a live
+//! session or any other [`Memory`].
+//!
+//! ```
+//! use pooldump_core::pool::{PoolClass, SortKey, TrackerOptions, UsageQuery};
+//! use pooldump_core::symbols::{FetchOptions, SymbolOptions, SymbolPath};
+//! use pooldump_core::Target;
+//!
+//! // The bundled sample and its symbol store (a plain directory: no network).
+//! let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/sample");
+//! let store = root.join("symbols");
+//! let opts = SymbolOptions {
+//!     symbol_path: SymbolPath::parse(&store.display().to_string(), &store),
+//!     pdb_file: None,
+//!     isf: Vec::new(),
+//!     layout_cache: None,
+//!     fetch: FetchOptions::default(),
+//!     builtin: false,
+//!     builtin_supplement: false,
+//! };
+//! let target = Target::open_dump(&root.join("MEMORY.DMP"), &opts)?;
+//!
+//! let usage = target.pool_usage(&TrackerOptions::default())?;
+//! let query = UsageQuery { sort: SortKey::Bytes, pool: Some(PoolClass::NonPaged), top: Some(3), ..Default::default() };
+//! for row in query.apply(&usage.rows) {
+//!     println!("{} {:>8} {:>8} {:>10}", row.tag, row.allocs, row.frees, row.bytes);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::path::Path;
+
+use crate::addr::{KernelVa, Pfn};
+use crate::dump::{CrashDump, DumpError};
+use crate::kernel::{
+    self, BootHints, KLDR_BOOTSTRAP, KernelError, KernelIdentity, ModuleList, ScanLimits,
+    WalkLimits,
+};
+use crate::memory::Memory;
+use crate::pool::{
+    self, BigPoolOptions, BigPoolTable, PoolError, PoolTagDb, PoolUsage, TagUsage, TrackerOptions,
+};
+use crate::symbols::{self, KernelSymbols, LoadError, SymbolOptions};
+
+/// Why a target could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Dump(#[from] DumpError),
+    #[error("{input}: {kernel}")]
+    Kernel { input: String, kernel: KernelError },
+    #[error("{input}: build {build}: {load}")]
+    Symbols {
+        input: String,
+        build: String,
+        load: LoadError,
+    },
+}
+
+/// A kernel with its symbols.
+pub struct Target<M: Memory> {
+    pub mem: M,
+    pub kernel: KernelIdentity,
+    pub symbols: KernelSymbols,
+    pub modules: Option<ModuleList>,
+    /// How the kernel and symbols were found, and what looked wrong.
+    pub notes: Vec<String>,
+}
+
+impl Target<CrashDump> {
+    /// Open a crash dump, find nt, load its symbols and walk the modules.
+    pub fn open_dump(path: &Path, opts: &SymbolOptions<'_>) -> Result<Self, OpenError> {
+        let dump = CrashDump::open(path)?;
+        let h = dump.header();
+        let hints = BootHints {
+            kd_debugger_data_block: h.kd_debugger_data_block,
+            ps_loaded_module_list: h.ps_loaded_module_list,
+        };
+        let build = Some(h.build());
+        let kernel = {
+            let mut pages = dump.physical_pages();
+            let pages: &mut dyn Iterator<Item = (Pfn, &[u8])> = &mut pages;
+            kernel::identify(&dump, &hints, Some(pages), &ScanLimits::default())
+        };
+        let kernel = kernel.map_err(|kernel| OpenError::Kernel {
+            input: path.display().to_string(),
+            kernel,
+        })?;
+        Self::with_kernel(dump, kernel, build, opts)
+    }
+}
+
+impl<M: Memory> Target<M> {
+    /// Find nt in `mem` from the source's hints, then as [`Self::with_kernel`].
+    pub fn new(
+        mem: M,
+        hints: &BootHints,
+        build: Option<u32>,
+        opts: &SymbolOptions<'_>,
+    ) -> Result<Self, OpenError> {
+        let kernel =
+            kernel::identify(&mem, hints, None, &ScanLimits::default()).map_err(|kernel| {
+                OpenError::Kernel {
+                    input: mem.describe(),
+                    kernel,
+                }
+            })?;
+        Self::with_kernel(mem, kernel, build, opts)
+    }
+
+    /// Load the symbols of a kernel already found, complete its identity
+    /// (decoding an encoded KDBG), and walk the loaded-module list with the
+    /// symbols' layout.
+    pub fn with_kernel(
+        mem: M,
+        mut kernel: KernelIdentity,
+        build: Option<u32>,
+        opts: &SymbolOptions<'_>,
+    ) -> Result<Self, OpenError> {
+        let syms = symbols::load_kernel_symbols(kernel.image.codeview.as_ref(), build, opts)
+            .map_err(|load| OpenError::Symbols {
+                input: mem.describe(),
+                build: build.map_or_else(|| "unknown".into(), |b| b.to_string()),
+                load,
+            })?;
+        let mut notes = symbols::refine_kernel_identity(&mem, &mut kernel, &syms);
+        notes.extend(syms.warnings.iter().cloned());
+        let layout = match syms.kldr_layout() {
+            Ok((l, _)) => l,
+            Err(e) => {
+                notes.push(format!(
+                    "walking the module list with the bootstrap layout: {e}"
+                ));
+                KLDR_BOOTSTRAP
+            }
+        };
+        let modules = kernel
+            .ps_loaded_module_list
+            .map(|head| kernel::walk_loaded_modules(&mem, head, &layout, &WalkLimits::default()));
+        Ok(Self {
+            mem,
+            kernel,
+            symbols: syms,
+            modules,
+            notes,
+        })
+    }
+
+    pub fn kern_base(&self) -> KernelVa {
+        self.kernel.kern_base
+    }
+
+    /// Per-tag usage from the tracker tables.
+    pub fn pool_usage(&self, opts: &TrackerOptions) -> Result<PoolUsage, PoolError> {
+        pool::read_pool_usage(&self.mem, &self.symbols, self.kern_base(), opts)
+    }
+
+    /// The big-page table.
+    pub fn big_pool(&self, opts: &BigPoolOptions) -> Result<BigPoolTable, PoolError> {
+        pool::read_big_pool(&self.mem, &self.symbols, self.kern_base(), opts)
+    }
+
+    /// Fill in each row's driver: pooltag.txt first (exact tags, then
+    /// patterns), then a search of the loaded images for the tag's bytes.
+    pub fn attribute(
+        &self,
+        rows: &mut [TagUsage],
+        pooltag: Option<&PoolTagDb>,
+        search_images: bool,
+    ) {
+        if let Some(db) = pooltag {
+            for r in rows.iter_mut() {
+                if let Some(e) = db.lookup(r.tag) {
+                    r.driver = Some(e.binary.clone());
+                    r.description = Some(e.description.clone()).filter(|d| !d.is_empty());
+                }
+            }
+        }
+        if !search_images {
+            return;
+        }
+        let Some(mods) = &self.modules else { return };
+        let wanted: Vec<_> = rows
+            .iter()
+            .filter(|r| r.driver.is_none())
+            .map(|r| r.tag)
+            .collect();
+        let found = pool::attribution::attribute_tags(&self.mem, &mods.modules, &wanted);
+        for r in rows.iter_mut().filter(|r| r.driver.is_none()) {
+            if let Some(a) = found.get(&r.tag.unprotected()) {
+                let how = if a.immediate_hits > 0 { "" } else { "?" };
+                r.driver = Some(format!("{}{how}", a.module));
+            }
+        }
+    }
+}

@@ -1,0 +1,808 @@
+//! A simulated KDNET target for tests and benchmarks: a synthetic kernel
+//! from `pooldump-kit`, stopped or running behind the real protocol over
+//! UDP on loopback.
+//!
+//! It behaves as kdnet.md §8.E describes Windows: offers every
+//! `offer_interval` (including during a session), a re-key on any
+//! response, the hello, target ids +2, every request ACKed and executed
+//! once, RESEND for a request that arrives while its own packet waits for
+//! an ACK, RESET answered with RESET and a resend, reads clamped to 3944
+//! bytes with partial reads reported as C0000001, and, once continued,
+//! nothing but a break-in answered.
+//!
+//! Memory comes from the machine's physical memory (`m.mem`) through its
+//! page tables, walked as the CPU walks them: a transition or paged-out
+//! PTE is not readable virtually, as on a real target.
+//!
+//! Faults ([`Faults`]) apply to datagrams in both directions: drops,
+//! duplicates, reordering; outbound also corruption and forged datagrams
+//! with a bad HMAC. [`SimTarget::reboot`] changes the boot identity
+//! mid-session.
+//!
+//! The thread is bounded: it stops when told, when the handle is dropped,
+//! or after `lifetime`.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use pooldump_kdnet::KdnetKey;
+use pooldump_kdnet::api::{
+    CONTEXT_LEN, CONTEXT_RIP, Call, MAX_TRANSFER, Manipulate, SPECIAL_REGISTERS_CR3,
+    SPECIAL_REGISTERS_LEN, Space, StateChange, Version, status,
+};
+use pooldump_kdnet::control::{IDENTITY_LEN, Offer, Response};
+use pooldump_kdnet::datagram::{self, Channel, DataKey, Datagram, DatagramError, MAX_LEN};
+use pooldump_kdnet::packet::{KdPacket, PacketType, Payload};
+use pooldump_kit::Machine;
+
+/// Fault probabilities, each in 0..=1, applied per datagram.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Faults {
+    /// Lose the datagram (either direction).
+    pub drop: f64,
+    /// Deliver it twice (either direction).
+    pub duplicate: f64,
+    /// Hold it back and deliver it after the next one (either direction).
+    pub reorder: f64,
+    /// Flip a byte of an outbound datagram.
+    pub corrupt: f64,
+    /// Send, next to an outbound data datagram, a forged copy whose
+    /// payload claims different memory bytes, with a tag that cannot
+    /// verify.
+    pub forge: f64,
+}
+
+impl Faults {
+    /// Loss, duplicates and reordering, each with probability `p`.
+    pub fn lossy(p: f64) -> Self {
+        Self {
+            drop: p,
+            duplicate: p,
+            reorder: p,
+            ..Self::default()
+        }
+    }
+}
+
+/// How the simulated target behaves.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub key: KdnetKey,
+    /// Where the target sends its offers (the debugger's address, as
+    /// `bcdedit /dbgsettings net hostip: port:` configures it).
+    pub host: SocketAddr,
+    /// KDNET version byte (5 on Windows 10 19041).
+    pub version: u8,
+    /// Windows offers every 3 s; tests use less.
+    pub offer_interval: Duration,
+    pub faults: Faults,
+    /// Seed of the fault and identity generator.
+    pub seed: u64,
+    /// The thread ends after this long whatever happens.
+    pub lifetime: Duration,
+}
+
+impl SimConfig {
+    pub fn new(key: KdnetKey, host: SocketAddr) -> Self {
+        Self {
+            key,
+            host,
+            version: 5,
+            offer_interval: Duration::from_millis(300),
+            faults: Faults::default(),
+            seed: 1,
+            lifetime: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What the simulated target saw and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimStats {
+    pub offers_sent: u64,
+    pub handshakes: u64,
+    pub breakins: u64,
+    /// Manipulate requests executed (each id once).
+    pub requests_executed: u64,
+    /// Requests executed a second time: must stay 0.
+    pub double_executions: u64,
+    /// Retransmitted requests recognised and only ACKed again.
+    pub duplicate_requests: u64,
+    pub resends_sent: u64,
+    pub resets_received: u64,
+    pub writes: u64,
+    pub continues: u64,
+    /// Inbound datagrams that did not authenticate.
+    pub dropped_bad_tag: u64,
+    pub dropped_other: u64,
+    pub faults_dropped: u64,
+    pub faults_duplicated: u64,
+    pub faults_reordered: u64,
+    pub faults_corrupted: u64,
+    pub forged_sent: u64,
+}
+
+enum Cmd {
+    /// Reboot, then say so (the caller waits, so a request sent after
+    /// `reboot()` returns meets the rebooted target).
+    Reboot(Sender<()>),
+    Forge(Sender<()>),
+    Stop,
+}
+
+/// A running simulated target. Dropping it stops the thread.
+pub struct SimTarget {
+    thread: Option<JoinHandle<Machine>>,
+    cmd: Sender<Cmd>,
+    stats: Arc<Mutex<SimStats>>,
+    addr: SocketAddr,
+}
+
+impl SimTarget {
+    /// Bind 127.0.0.1 on a free port and start offering to `cfg.host`.
+    pub fn spawn(machine: Machine, cfg: SimConfig) -> std::io::Result<Self> {
+        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        sock.set_read_timeout(Some(Duration::from_millis(5)))?;
+        let addr = sock.local_addr()?;
+        let (tx, rx) = mpsc::channel();
+        let stats = Arc::new(Mutex::new(SimStats::default()));
+        let st = Arc::clone(&stats);
+        let thread = std::thread::Builder::new()
+            .name("kdnet-sim".into())
+            .spawn(move || Target::new(machine, cfg, sock, st).run(rx))?;
+        Ok(Self {
+            thread: Some(thread),
+            cmd: tx,
+            stats,
+            addr,
+        })
+    }
+
+    /// The target's UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Reboot: a new boot identity, no data key, ids from 0, running.
+    /// Returns once the target has rebooted.
+    pub fn reboot(&self) {
+        let (tx, rx) = mpsc::channel();
+        if self.cmd.send(Cmd::Reboot(tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
+    /// Send one forged data datagram to the debugger; returns once it is
+    /// on the wire.
+    pub fn forge(&self) {
+        let (tx, rx) = mpsc::channel();
+        if self.cmd.send(Cmd::Forge(tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
+    pub fn stats(&self) -> SimStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Stop the target (it vanishes from the network) and take back the
+    /// machine, with whatever the debugger wrote into it.
+    pub fn stop(mut self) -> Option<Machine> {
+        let _ = self.cmd.send(Cmd::Stop);
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+impl Drop for SimTarget {
+    fn drop(&mut self) {
+        let _ = self.cmd.send(Cmd::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Run {
+    Running,
+    Stopped,
+}
+
+/// The target's packet waiting for an ACK.
+struct Pending {
+    id: u32,
+    payload: Vec<u8>,
+}
+
+/// The KTHREAD a simulated stop reports (opaque to the debugger).
+const STOPPED_THREAD: u64 = 0xFFFF_C001_2345_6080;
+
+/// How long a reordered datagram is held at most.
+const HOLD: Duration = Duration::from_millis(15);
+
+struct Target {
+    m: Machine,
+    cfg: SimConfig,
+    sock: UdpSocket,
+    stats: Arc<Mutex<SimStats>>,
+    rng: fastrand::Rng,
+    identity: [u8; IDENTITY_LEN],
+    offer_counter: u16,
+    offer_seq: u64,
+    data_key: Option<DataKey>,
+    peer: SocketAddr,
+    seq: u64,
+    next_id: u32,
+    pending: Option<Pending>,
+    last_exec: Option<u32>,
+    executed: std::collections::HashSet<u32>,
+    run: Run,
+    context: Vec<u8>,
+    pc: u64,
+    held_out: Option<(Instant, Vec<u8>)>,
+    held_in: Option<(Instant, Vec<u8>, SocketAddr)>,
+}
+
+impl Target {
+    fn new(m: Machine, cfg: SimConfig, sock: UdpSocket, stats: Arc<Mutex<SimStats>>) -> Self {
+        let mut rng = fastrand::Rng::with_seed(cfg.seed);
+        let identity = std::array::from_fn(|_| rng.u8(..));
+        let kern_base = m.truth.kernel.kern_base;
+        // Where a break-in stops: RtlpBreakWithStatusInstruction on
+        // Windows; any nt address serves when the build lacks the symbol.
+        let pc = m
+            .sym_va("RtlpBreakWithStatusInstruction")
+            .unwrap_or(kern_base + 0x1000);
+        let mut context = vec![0u8; CONTEXT_LEN];
+        context[0x30..0x34].copy_from_slice(&0x0010_001Fu32.to_le_bytes());
+        context[0x38..0x3A].copy_from_slice(&0x10u16.to_le_bytes());
+        context[0x44..0x48].copy_from_slice(&0x202u32.to_le_bytes());
+        context[CONTEXT_RIP..CONTEXT_RIP + 8].copy_from_slice(&pc.to_le_bytes());
+        let peer = cfg.host;
+        Self {
+            m,
+            sock,
+            stats,
+            rng,
+            identity,
+            offer_counter: 0x97c1,
+            offer_seq: 3,
+            data_key: None,
+            peer,
+            seq: 1,
+            next_id: 0,
+            pending: None,
+            last_exec: None,
+            executed: Default::default(),
+            run: Run::Running,
+            context,
+            pc,
+            held_out: None,
+            held_in: None,
+            cfg,
+        }
+    }
+
+    fn stat(&self, f: impl FnOnce(&mut SimStats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn run(mut self, rx: Receiver<Cmd>) -> Machine {
+        let end = Instant::now() + self.cfg.lifetime;
+        let mut next_offer = Instant::now();
+        let mut buf = vec![0u8; MAX_LEN + 64];
+        while Instant::now() < end {
+            match rx.try_recv() {
+                Ok(Cmd::Stop) | Err(TryRecvError::Disconnected) => break,
+                Ok(Cmd::Reboot(done)) => {
+                    self.reboot();
+                    let _ = done.send(());
+                    next_offer = Instant::now();
+                }
+                Ok(Cmd::Forge(done)) => {
+                    self.forge();
+                    let _ = done.send(());
+                }
+                Err(TryRecvError::Empty) => {}
+            }
+            if Instant::now() >= next_offer {
+                self.offer();
+                next_offer = Instant::now() + self.cfg.offer_interval;
+            }
+            self.flush_held();
+            let (n, from) = match self.sock.recv_from(&mut buf) {
+                Ok(r) => r,
+                Err(_) => continue,
+            };
+            let wire = buf[..n].to_vec();
+            self.inbound(wire, from);
+        }
+        self.m
+    }
+
+    fn reboot(&mut self) {
+        self.identity = std::array::from_fn(|_| self.rng.u8(..));
+        self.data_key = None;
+        self.pending = None;
+        self.last_exec = None;
+        self.executed.clear();
+        self.next_id = 0;
+        self.seq = 1;
+        self.run = Run::Running;
+    }
+
+    fn offer(&mut self) {
+        let v6 = |a: SocketAddr| match a {
+            SocketAddr::V4(a) => SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0),
+            SocketAddr::V6(a) => a,
+        };
+        let me = self
+            .sock
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        let debugger = if self.data_key.is_some() {
+            v6(self.peer)
+        } else {
+            SocketAddrV6::new(Ipv4Addr::UNSPECIFIED.to_ipv6_mapped(), 0, 0, 0)
+        };
+        let payload = Offer::build(
+            self.offer_counter,
+            &self.identity,
+            v6(me),
+            v6(self.cfg.host),
+            debugger,
+        );
+        self.offer_counter = self.offer_counter.wrapping_add(1);
+        // The offer's sequence number looks time-based (+3 per 3 s).
+        self.offer_seq += 3;
+        let d = Datagram::new(
+            self.cfg.version,
+            Channel::Control,
+            self.offer_seq,
+            false,
+            &payload,
+        );
+        if let Ok(wire) = d.seal(&self.cfg.key, None) {
+            self.stat(|s| s.offers_sent += 1);
+            let to = self.cfg.host;
+            self.transmit(wire, to);
+        }
+    }
+
+    /// Inbound faults, then handling.
+    fn inbound(&mut self, wire: Vec<u8>, from: SocketAddr) {
+        let f = self.cfg.faults;
+        if self.rng.f64() < f.drop {
+            self.stat(|s| s.faults_dropped += 1);
+            return;
+        }
+        if self.held_in.is_none() && self.rng.f64() < f.reorder {
+            self.stat(|s| s.faults_reordered += 1);
+            self.held_in = Some((Instant::now(), wire, from));
+            return;
+        }
+        let dup = self.rng.f64() < f.duplicate;
+        self.handle(&wire, from);
+        if dup {
+            self.stat(|s| s.faults_duplicated += 1);
+            self.handle(&wire, from);
+        }
+        if let Some((_, w, from)) = self.held_in.take() {
+            self.handle(&w, from);
+        }
+    }
+
+    fn flush_held(&mut self) {
+        if let Some((t, _, _)) = &self.held_in
+            && t.elapsed() > HOLD
+            && let Some((_, w, from)) = self.held_in.take()
+        {
+            self.handle(&w, from);
+        }
+        if let Some((t, _)) = &self.held_out
+            && t.elapsed() > HOLD
+            && let Some((_, w)) = self.held_out.take()
+        {
+            let _ = self.sock.send_to(&w, self.peer);
+        }
+    }
+
+    /// Outbound faults, then the wire.
+    fn transmit(&mut self, mut wire: Vec<u8>, to: SocketAddr) {
+        let f = self.cfg.faults;
+        if self.rng.f64() < f.drop {
+            self.stat(|s| s.faults_dropped += 1);
+            return;
+        }
+        if self.rng.f64() < f.corrupt {
+            let i = self.rng.usize(4..wire.len());
+            wire[i] ^= 1 << self.rng.u8(0..8);
+            self.stat(|s| s.faults_corrupted += 1);
+        }
+        if self.held_out.is_none() && self.rng.f64() < f.reorder {
+            self.stat(|s| s.faults_reordered += 1);
+            self.held_out = Some((Instant::now(), wire));
+            return;
+        }
+        let _ = self.sock.send_to(&wire, to);
+        if self.rng.f64() < f.duplicate {
+            self.stat(|s| s.faults_duplicated += 1);
+            let _ = self.sock.send_to(&wire, to);
+        }
+        if let Some((_, w)) = self.held_out.take() {
+            let _ = self.sock.send_to(&w, to);
+        }
+    }
+
+    /// Send a data-channel payload.
+    fn send(&mut self, p: &Payload) {
+        let Some(dk) = self.data_key.clone() else {
+            return;
+        };
+        let bytes = p.to_bytes();
+        let d = Datagram::new(self.cfg.version, Channel::Data, self.seq, false, &bytes);
+        self.seq += 1;
+        if let Ok(wire) = d.seal(&self.cfg.key, Some(&dk)) {
+            let peer = self.peer;
+            self.transmit(wire, peer);
+        }
+        if let Payload::Data(_) = p
+            && self.rng.f64() < self.cfg.faults.forge
+        {
+            self.forge();
+        }
+    }
+
+    /// A datagram that claims to be the target's reply with other bytes
+    /// in it, but was made without the HMAC key: its tag is random.
+    fn forge(&mut self) {
+        let Some(dk) = self.data_key.clone() else {
+            return;
+        };
+        let mut reply = Manipulate::read(Space::Virtual, 0, self.pc, 64).reply(0, vec![0x41; 64]);
+        reply.set_actual(64);
+        let id = self.pending.as_ref().map_or(self.next_id, |p| p.id);
+        let p = Payload::Data(KdPacket {
+            kind: PacketType::StateManipulate,
+            id,
+            data: reply.to_bytes(),
+        });
+        let d = Datagram::new(
+            self.cfg.version,
+            Channel::Data,
+            self.seq,
+            false,
+            &p.to_bytes(),
+        );
+        if let Ok(mut wire) = d.seal(&self.cfg.key, Some(&dk)) {
+            let n = wire.len();
+            for b in &mut wire[n - 16..] {
+                *b = self.rng.u8(..);
+            }
+            let _ = self.sock.send_to(&wire, self.peer);
+            self.stat(|s| s.forged_sent += 1);
+        }
+    }
+
+    fn send_control(&mut self, kind: PacketType, id: u32) {
+        self.send(&Payload::Control { kind, id });
+    }
+
+    /// Send a new data packet and keep it until ACKed.
+    fn send_data(&mut self, kind: PacketType, data: Vec<u8>) {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(2) & 0x7FFF_FFFF;
+        let payload = Payload::Data(KdPacket { kind, id, data });
+        self.pending = Some(Pending {
+            id,
+            payload: payload.to_bytes(),
+        });
+        self.send(&payload);
+    }
+
+    fn resend_pending(&mut self) {
+        if let Some(p) = &self.pending
+            && let Ok(payload) = Payload::parse(&p.payload)
+        {
+            self.send(&payload);
+        }
+    }
+
+    fn handle(&mut self, wire: &[u8], from: SocketAddr) {
+        let d = match datagram::open(wire, &self.cfg.key, self.data_key.as_ref()) {
+            Ok(d) => d,
+            Err(DatagramError::BadTag) => {
+                self.stat(|s| s.dropped_bad_tag += 1);
+                return;
+            }
+            Err(_) => {
+                self.stat(|s| s.dropped_other += 1);
+                return;
+            }
+        };
+        if !d.from_host {
+            self.stat(|s| s.dropped_other += 1);
+            return;
+        }
+        match d.channel {
+            Channel::Control => self.on_response(&d, from),
+            Channel::Data => match Payload::parse(d.payload()) {
+                Ok(p) => self.on_payload(p),
+                Err(_) => {
+                    // ReactOS kddll asks again on a checksum or length
+                    // error.
+                    self.stat(|s| s.dropped_other += 1);
+                    self.send_control(PacketType::Resend, 0);
+                }
+            },
+        }
+    }
+
+    /// A response re-keys the data channel at any time (kdnet.md §3.3).
+    fn on_response(&mut self, d: &Datagram, from: SocketAddr) {
+        let Ok(r) = Response::parse(d.payload()) else {
+            self.stat(|s| s.dropped_other += 1);
+            return;
+        };
+        if r.identity() != self.identity {
+            self.stat(|s| s.dropped_other += 1);
+            return;
+        }
+        self.data_key = Some(r.data_key(&self.cfg.key));
+        self.peer = from;
+        self.seq = 1;
+        self.stat(|s| s.handshakes += 1);
+        // The hello: the host's IPv4 address, bytes reversed.
+        let mut hello = [0u8; 12];
+        if let SocketAddr::V4(a) = from {
+            let mut o = a.ip().octets();
+            o.reverse();
+            hello[8..].copy_from_slice(&o);
+        }
+        self.send(&Payload::Hello(hello));
+    }
+
+    fn on_payload(&mut self, p: Payload) {
+        match p {
+            Payload::BreakIn => {
+                if self.run == Run::Running {
+                    self.stat(|s| s.breakins += 1);
+                    self.run = Run::Stopped;
+                    let mut stream = [0u8; 16];
+                    self.read_virtual(self.pc, &mut stream);
+                    let sc = StateChange::breakpoint(
+                        0,
+                        self.m.truth.cpus.max(1),
+                        STOPPED_THREAD,
+                        self.pc,
+                        &stream,
+                    );
+                    self.send_data(PacketType::StateChange64, sc.to_bytes());
+                } else {
+                    self.resend_pending();
+                }
+            }
+            Payload::Control { kind, id } => match kind {
+                PacketType::Acknowledge if self.pending.as_ref().is_some_and(|p| p.id == id) => {
+                    self.pending = None;
+                }
+                PacketType::Resend => self.resend_pending(),
+                PacketType::Reset => {
+                    self.stat(|s| s.resets_received += 1);
+                    let cur = self.pending.as_ref().map_or(self.next_id, |p| p.id);
+                    self.send_control(PacketType::Reset, cur);
+                    self.resend_pending();
+                }
+                _ => {}
+            },
+            Payload::Data(p) => self.on_request(p),
+            Payload::Hello(_) => {}
+        }
+    }
+
+    fn on_request(&mut self, p: KdPacket) {
+        if p.kind != PacketType::StateManipulate {
+            self.send_control(PacketType::Acknowledge, p.id);
+            return;
+        }
+        if self.last_exec == Some(p.id) {
+            // A retransmission: ACK again, never execute twice; if its
+            // reply is still unacknowledged, send that again too.
+            self.stat(|s| s.duplicate_requests += 1);
+            self.send_control(PacketType::Acknowledge, p.id);
+            self.resend_pending();
+            return;
+        }
+        if self.pending.is_some() {
+            // Still waiting for the debugger's ACK (uncut #196).
+            self.stat(|s| s.resends_sent += 1);
+            self.send_control(PacketType::Resend, 0);
+            return;
+        }
+        if self.run == Run::Running {
+            self.send_control(PacketType::Acknowledge, p.id);
+            return;
+        }
+        let Ok(req) = Manipulate::parse(&p.data) else {
+            self.send_control(PacketType::Acknowledge, p.id);
+            return;
+        };
+        if !self.executed.insert(p.id) {
+            self.stat(|s| s.double_executions += 1);
+        }
+        self.last_exec = Some(p.id);
+        self.stat(|s| s.requests_executed += 1);
+        // Executed before the ACK goes out so that the effects (and the
+        // statistics) are in place when the debugger sees the ACK; the
+        // wire order is still ACK, then reply.
+        let reply = self.execute(&req);
+        self.send_control(PacketType::Acknowledge, p.id);
+        if let Some(reply) = reply {
+            self.send_data(PacketType::StateManipulate, reply.to_bytes());
+        }
+    }
+
+    fn execute(&mut self, req: &Manipulate) -> Option<Manipulate> {
+        let fail = || Some(req.reply(status::UNSUCCESSFUL, Vec::new()));
+        match req.call() {
+            Call::Read {
+                space,
+                address,
+                count,
+                ..
+            } => {
+                let mut data = vec![0u8; count.min(MAX_TRANSFER) as usize];
+                let n = match space {
+                    Space::Virtual => self.read_virtual(address, &mut data),
+                    Space::Physical => self.read_physical(address, &mut data),
+                    Space::Control => self.read_control(address, &mut data),
+                };
+                data.truncate(n);
+                let st = if n == count as usize {
+                    status::SUCCESS
+                } else {
+                    status::UNSUCCESSFUL
+                };
+                let mut r = req.reply(st, data);
+                r.set_actual(n as u32);
+                Some(r)
+            }
+            Call::Write {
+                space: Space::Virtual,
+                address,
+                count,
+                ..
+            } => {
+                let n = (count as usize).min(req.data.len());
+                let written = self.write_virtual(address, &req.data[..n]);
+                self.stat(|s| s.writes += 1);
+                let st = if written == n {
+                    status::SUCCESS
+                } else {
+                    status::UNSUCCESSFUL
+                };
+                let mut r = req.reply(st, Vec::new());
+                r.set_actual(written as u32);
+                Some(r)
+            }
+            Call::GetVersion(_) => {
+                let t = &self.m.truth;
+                // DebuggerDataList is &KdpDebuggerDataListHead on Windows,
+                // whose Flink is the block. The kit links the block's
+                // Header.List to itself (its manifests have no list-head
+                // symbol), so the block is its own head: its Flink is
+                // still the block.
+                let v = Version {
+                    major: 0x000F,
+                    minor: t.build_number as u16,
+                    protocol: 6,
+                    secondary: 2,
+                    flags: Version::FLAG_MP | Version::FLAG_DATA | Version::FLAG_PTR64,
+                    machine: Version::MACHINE_AMD64,
+                    max_packet_type: 12,
+                    max_state_change: 3,
+                    max_manipulate: 0x31,
+                    simulation: 0,
+                    kern_base: t.kernel.kern_base,
+                    ps_loaded_module_list: t.kernel.ps_loaded_module_list,
+                    debugger_data_list: t.kernel.kd_debugger_data_block,
+                };
+                let mut r = req.reply(status::SUCCESS, Vec::new());
+                r.set_version(&v);
+                Some(r)
+            }
+            Call::GetContext => Some(req.reply(status::SUCCESS, self.context.clone())),
+            Call::SetContext { .. } if req.data.len() >= CONTEXT_LEN => {
+                self.context = req.data[..CONTEXT_LEN].to_vec();
+                Some(req.reply(status::SUCCESS, Vec::new()))
+            }
+            Call::Continue { .. } | Call::Continue2(_) => {
+                self.stat(|s| s.continues += 1);
+                self.run = Run::Running;
+                None
+            }
+            _ => fail(),
+        }
+    }
+
+    /// Virtual read as the CPU sees memory: stops at the first page that
+    /// is not present. Returns the bytes read.
+    fn read_virtual(&self, va: u64, out: &mut [u8]) -> usize {
+        let mut done = 0;
+        while done < out.len() {
+            let cur = va.wrapping_add(done as u64);
+            let n = (0x1000 - (cur & 0xFFF) as usize).min(out.len() - done);
+            let Some(pa) = self.m.asp.translate(&self.m.mem, cur) else {
+                break;
+            };
+            self.m.mem.read(pa, &mut out[done..done + n]);
+            done += n;
+        }
+        done
+    }
+
+    fn write_virtual(&mut self, va: u64, data: &[u8]) -> usize {
+        let mut done = 0;
+        while done < data.len() {
+            let cur = va.wrapping_add(done as u64);
+            let n = (0x1000 - (cur & 0xFFF) as usize).min(data.len() - done);
+            let Some(pa) = self.m.asp.translate(&self.m.mem, cur) else {
+                break;
+            };
+            self.m.mem.write(pa, &data[done..done + n]);
+            done += n;
+        }
+        done
+    }
+
+    /// Physical read: RAM only (frames never touched read as zeros).
+    fn read_physical(&self, pa: u64, out: &mut [u8]) -> usize {
+        let mut done = 0;
+        while done < out.len() {
+            let cur = pa.wrapping_add(done as u64);
+            if !self.m.mem.is_ram(cur >> 12) {
+                break;
+            }
+            let n = (0x1000 - (cur & 0xFFF) as usize).min(out.len() - done);
+            self.m.mem.read(cur, &mut out[done..done + n]);
+            done += n;
+        }
+        done
+    }
+
+    /// x64 control space of CPU 0: 0 KPCR, 1 KPRCB, 2 KSPECIAL_REGISTERS,
+    /// 3 KTHREAD.
+    fn read_control(&self, item: u64, out: &mut [u8]) -> usize {
+        let prcb = self
+            .m
+            .truth
+            .symbols
+            .get("KiProcessorBlock")
+            .map(|&kpb| {
+                let mut b = [0u8; 8];
+                self.read_virtual(kpb, &mut b);
+                u64::from_le_bytes(b)
+            })
+            .unwrap_or(0);
+        let bytes = match item {
+            0 => prcb.wrapping_sub(0x180).to_le_bytes().to_vec(),
+            1 => prcb.to_le_bytes().to_vec(),
+            2 => {
+                let mut s = vec![0u8; SPECIAL_REGISTERS_LEN as usize];
+                s[0..8].copy_from_slice(&0x8005_0033u64.to_le_bytes());
+                s[SPECIAL_REGISTERS_CR3..SPECIAL_REGISTERS_CR3 + 8]
+                    .copy_from_slice(&self.m.truth.kernel.dtb.to_le_bytes());
+                s[0x18..0x20].copy_from_slice(&0x0035_06F8u64.to_le_bytes());
+                s
+            }
+            3 => STOPPED_THREAD.to_le_bytes().to_vec(),
+            _ => return 0,
+        };
+        let n = out.len().min(bytes.len());
+        out[..n].copy_from_slice(&bytes[..n]);
+        n
+    }
+}

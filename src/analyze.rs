@@ -1,0 +1,558 @@
+//! `pooldump analyze`: PoolMon's view of a crash dump (per-tag Allocs,
+//! Frees, Diff, Bytes, Per Alloc from the tracker, summed over every
+//! processor), `!poolused`'s orders, and the big-page table.
+//! [`collect`] builds a typed report; the text, JSON and CSV renderers only
+//! format it.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use pooldump_core::pool::{
+    BigPoolOptions, BigPoolTable, PoolClass, PoolTagDb, PoolUsage, SortKey, TagPattern, TagUsage,
+    TrackerOptions, TrackerSlot, UsageQuery,
+};
+use pooldump_core::symbols::SourceKind;
+use serde::Serialize;
+
+use crate::common::{SourceArgs, SymbolArgs, open_source, release};
+use crate::render::{Align, Table};
+
+/// Per-tag pool usage (PoolMon, !poolused) and the big-page table.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub symbols: SymbolArgs,
+    /// Sort by tag, allocs, frees, diff, bytes, per-alloc (PoolMon's T A F
+    /// S B M), or nonpaged / paged (the tag's bytes in that pool, as
+    /// !poolused 2 and 4 do).
+    #[arg(short, long, default_value = "tag", value_parser = parse_sort)]
+    pub sort: SortKey,
+    /// Reverse the order.
+    #[arg(long)]
+    pub reverse: bool,
+    /// Only this pool: paged, nonpaged or both (PoolMon's P key).
+    #[arg(long, value_enum, default_value_t = PoolChoice::Both)]
+    pub pool: PoolChoice,
+    /// Show only tags matching PATTERN (PoolMon's /i: `?` one character,
+    /// `*` any, case-sensitive, 0x... for a value); may be repeated.
+    #[arg(short, long = "include", value_name = "PATTERN")]
+    pub include: Vec<TagPattern>,
+    /// Hide tags matching PATTERN (PoolMon's /x); may be repeated.
+    #[arg(short = 'x', long = "exclude", value_name = "PATTERN")]
+    pub exclude: Vec<TagPattern>,
+    /// Show only the first N rows.
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// Add a totals line per pool (PoolMon's E).
+    #[arg(short = 'e', long)]
+    pub totals: bool,
+    /// A pooltag.txt (WinDbg's triage\pooltag.txt) for the Mapped_Driver
+    /// column.
+    #[arg(long, value_name = "FILE")]
+    pub pooltag: Option<PathBuf>,
+    /// Do not search the loaded drivers' images for tags pooltag.txt lacks.
+    #[arg(long)]
+    pub no_image_search: bool,
+    /// Include tags whose counters are all zero (seeded at boot).
+    #[arg(long)]
+    pub all: bool,
+    /// List the big-page table's live allocations instead of the tag table.
+    #[arg(long)]
+    pub big_pool: bool,
+    /// With --big-pool: also list freed entries (never counted as live).
+    #[arg(long)]
+    pub show_free: bool,
+    /// Print JSON (schema pooldump.analyze/1, docs/analyze.md).
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+fn parse_sort(s: &str) -> Result<SortKey, String> {
+    SortKey::parse(s).ok_or_else(|| {
+        format!("unknown sort key `{s}` (tag, allocs, frees, diff, bytes, per-alloc, nonpaged, paged, or T A F S B M)")
+    })
+}
+
+/// PoolMon's P key cycles through these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PoolChoice {
+    Both,
+    #[value(alias = "p")]
+    Paged,
+    #[value(alias = "nonp", alias = "np")]
+    Nonpaged,
+}
+
+impl PoolChoice {
+    pub fn class(self) -> Option<PoolClass> {
+        match self {
+            PoolChoice::Both => None,
+            PoolChoice::Paged => Some(PoolClass::Paged),
+            PoolChoice::Nonpaged => Some(PoolClass::NonPaged),
+        }
+    }
+}
+
+/// The report, also the JSON document.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub source: SourceInfo,
+    pub symbols: SymbolsInfo,
+    pub totals: Totals,
+    /// The rows after filtering, sorting and --top.
+    pub rows: Vec<Row>,
+    pub big_pool: Option<BigPool>,
+    pub tracker: TrackerSummary,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceInfo {
+    /// The dump's path or the KDNET peer.
+    pub name: String,
+    pub live: bool,
+    pub build: u32,
+    pub processors: u64,
+    /// The dump's SystemTime; none for a live target.
+    pub system_time: Option<String>,
+    pub kern_base: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SymbolsInfo {
+    pub pdb: String,
+    pub from: String,
+    pub builtin: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PoolTotals {
+    pub allocs: u64,
+    pub frees: u64,
+    pub diff: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Totals {
+    pub paged: PoolTotals,
+    pub nonpaged: PoolTotals,
+    pub tags: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub tag: String,
+    /// The tag's ULONG value (little-endian bytes), e.g. 0x6b61654c.
+    pub value: String,
+    #[serde(rename = "type")]
+    pub pool: &'static str,
+    pub allocs: u64,
+    pub frees: u64,
+    pub diff: u64,
+    pub bytes: u64,
+    pub per_alloc: u64,
+    pub driver: Option<String>,
+    pub description: Option<String>,
+    /// hashed, expansion or overflow.
+    pub slot: &'static str,
+    pub clamped: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BigPool {
+    pub table: String,
+    pub size: u64,
+    pub entry_size: u64,
+    pub in_use: Option<u64>,
+    pub live: u64,
+    pub freed: u64,
+    pub live_bytes: u64,
+    pub entries: Vec<BigEntry>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BigEntry {
+    pub va: String,
+    pub tag: String,
+    pub pool_type: String,
+    #[serde(rename = "type")]
+    pub pool: &'static str,
+    pub bytes: u64,
+    pub freed: bool,
+    pub driver: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TrackerSummary {
+    pub table: String,
+    pub size: u64,
+    pub entry_size: u64,
+    pub counter_bits: u32,
+    pub per_cpu_tables: usize,
+    pub expansion_used: u64,
+}
+
+fn hex(v: u64) -> String {
+    format!("{v:#x}")
+}
+
+pub fn run(args: &Args) -> Result<String> {
+    let r = collect(args)?;
+    Ok(if args.json {
+        let mut s = serde_json::to_string_pretty(&r)?;
+        s.push('\n');
+        s
+    } else if args.csv {
+        render_csv(&r, args.big_pool)?
+    } else {
+        render_text(&r, args)
+    })
+}
+
+pub fn collect(args: &Args) -> Result<Report> {
+    let (target, meta) = open_source(&args.source, &args.symbols)?;
+    let name = meta.name.clone();
+    let tracker_opts = TrackerOptions {
+        include_zero: args.all,
+        ..TrackerOptions::default()
+    };
+    let mut warnings = target.notes.clone();
+    // The big-page table does not depend on the tracker: with --big-pool a
+    // broken tracker is a warning, not the end.
+    let usage = match target.pool_usage(&tracker_opts) {
+        Ok(u) => u,
+        Err(e) if args.big_pool => {
+            warnings.push(format!("the tag tracker could not be read: {e}"));
+            PoolUsage::default()
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e)).with_context(|| {
+                format!("{name}: build {}: reading the pool tag tracker", meta.build)
+            });
+        }
+    };
+    warnings.extend(usage.warnings.iter().cloned());
+
+    let pooltag = match &args.pooltag {
+        Some(p) => {
+            let db = PoolTagDb::load(p)
+                .with_context(|| format!("{}: cannot read the pooltag file", p.display()))?;
+            if db.is_empty() {
+                bail!(
+                    "{}: no `Tag - binary - description` lines: not a pooltag.txt",
+                    p.display()
+                );
+            }
+            Some(db)
+        }
+        None => None,
+    };
+    let query = UsageQuery {
+        include: args.include.clone(),
+        exclude: args.exclude.clone(),
+        pool: args.pool.class(),
+        sort: args.sort,
+        reverse: args.reverse,
+        top: args.top,
+    };
+    let mut rows = query.apply(&usage.rows);
+    target.attribute(&mut rows, pooltag.as_ref(), !args.no_image_search);
+
+    let big_pool = if args.big_pool {
+        let opts = BigPoolOptions {
+            include_freed: args.show_free,
+            ..Default::default()
+        };
+        let t: BigPoolTable = target
+            .big_pool(&opts)
+            .with_context(|| format!("{name}: build {}: reading the big-page table", meta.build))?;
+        warnings.extend(t.warnings.iter().cloned());
+        Some(big_pool_report(&t, &rows, &query))
+    } else {
+        None
+    };
+    // Everything is read: let a live target run again.
+    release(&target)?;
+    let cv = target.kernel.image.codeview.as_ref();
+    let tot = |c: &pooldump_core::pool::Counters| PoolTotals {
+        allocs: c.allocs,
+        frees: c.frees,
+        diff: c.allocs.saturating_sub(c.frees),
+        bytes: c.bytes,
+    };
+    Ok(Report {
+        schema: "pooldump.analyze/1",
+        source: SourceInfo {
+            name: meta.name.clone(),
+            live: meta.live,
+            build: meta.build,
+            processors: if usage.tracker.processors > 0 { usage.tracker.processors } else { meta.processors },
+            system_time: meta.system_time.clone(),
+            kern_base: target.kern_base().to_string(),
+        },
+        symbols: SymbolsInfo {
+            pdb: cv
+                .map(|c| format!("{} {}", c.pdb_name, c.store_key))
+                .unwrap_or_default(),
+            from: target.symbols.source().to_string(),
+            builtin: target.symbols.source().kind() == SourceKind::BuiltIn,
+        },
+        totals: Totals {
+            paged: tot(&usage.totals.paged),
+            nonpaged: tot(&usage.totals.nonpaged),
+            tags: usage.totals.tags,
+        },
+        rows: rows.iter().map(row).collect(),
+        big_pool,
+        tracker: TrackerSummary {
+            table: usage.tracker.table.to_string(),
+            size: usage.tracker.size,
+            entry_size: usage.tracker.entry_size,
+            counter_bits: usage.tracker.counter_bits,
+            per_cpu_tables: usage.tracker.per_cpu_tables.len(),
+            expansion_used: usage.tracker.expansion_used,
+        },
+        warnings,
+    })
+}
+
+fn row(r: &TagUsage) -> Row {
+    Row {
+        tag: r.tag_text(),
+        value: hex(r.tag.value() as u64),
+        pool: r.pool.poolmon(),
+        allocs: r.allocs,
+        frees: r.frees,
+        diff: r.diff,
+        bytes: r.bytes,
+        per_alloc: r.per_alloc,
+        driver: r.driver.clone(),
+        description: r.description.clone(),
+        slot: match r.slot {
+            TrackerSlot::Hashed { .. } => "hashed",
+            TrackerSlot::Expansion { .. } => "expansion",
+            TrackerSlot::Overflow => "overflow",
+        },
+        clamped: r.clamped,
+    }
+}
+
+/// The big-page entries the tag filters keep, with the drivers the tag
+/// rows found.
+fn big_pool_report(t: &BigPoolTable, rows: &[TagUsage], q: &UsageQuery) -> BigPool {
+    let keep = |e: &pooldump_core::pool::BigPoolEntry| {
+        q.pool.is_none_or(|p| p == e.pool)
+            && (q.include.is_empty() || q.include.iter().any(|p| p.matches(e.tag)))
+            && !q.exclude.iter().any(|p| p.matches(e.tag))
+    };
+    let driver = |tag| {
+        rows.iter()
+            .find(|r| r.tag == tag)
+            .and_then(|r| r.driver.clone())
+    };
+    BigPool {
+        table: t.table.to_string(),
+        size: t.size,
+        entry_size: t.entry_size,
+        in_use: t.in_use,
+        live: t.live_count,
+        freed: t.freed_count,
+        live_bytes: t.live_bytes,
+        entries: t
+            .entries
+            .iter()
+            .filter(|e| keep(e))
+            .map(|e| BigEntry {
+                va: e.va.to_string(),
+                tag: e.tag.to_string(),
+                pool_type: hex(e.pool_type as u64),
+                pool: e.pool.poolmon(),
+                bytes: e.bytes,
+                freed: e.freed,
+                driver: driver(e.tag),
+            })
+            .collect(),
+    }
+}
+
+fn render_text(r: &Report, args: &Args) -> String {
+    let mut out = String::new();
+    let s = &r.source;
+    out.push_str(&format!(
+        "{}: Windows build {}, {} processor(s), {}\n",
+        s.name,
+        s.build,
+        s.processors,
+        s.system_time.as_deref().unwrap_or("live target")
+    ));
+    out.push_str(&format!("Symbols: {} from {}{}\n", r.symbols.pdb, r.symbols.from, if r.symbols.builtin { "\nWARNING: no PDB or ISF was found; layouts come from pooldump's built-in table for this build" } else { "" }));
+    out.push_str(&format!(
+        "Pool  Nonp {} bytes in {} allocations   Paged {} bytes in {} allocations   Tags {}\n\n",
+        r.totals.nonpaged.bytes,
+        r.totals.nonpaged.diff,
+        r.totals.paged.bytes,
+        r.totals.paged.diff,
+        r.totals.tags
+    ));
+    if let Some(b) = &r.big_pool {
+        out.push_str(&format!(
+            "Big-page table {}: {} entries of {:#x} bytes, {} live ({} bytes){}, {} freed{}\n\n",
+            b.table,
+            b.size,
+            b.entry_size,
+            b.live,
+            b.live_bytes,
+            b.in_use
+                .map(|n| format!(", ExpPoolBigEntriesInUse {n}"))
+                .unwrap_or_default(),
+            b.freed,
+            if args.show_free {
+                ""
+            } else {
+                " (--show-free lists them)"
+            }
+        ));
+        let mut t = Table::new(&[
+            ("Address", Align::Left),
+            ("Tag", Align::Left),
+            ("Type", Align::Left),
+            ("PoolType", Align::Right),
+            ("Bytes", Align::Right),
+            ("Status", Align::Left),
+            ("Mapped_Driver", Align::Left),
+        ]);
+        for e in &b.entries {
+            t.push(vec![
+                e.va.clone(),
+                e.tag.clone(),
+                e.pool.into(),
+                e.pool_type.clone(),
+                e.bytes.to_string(),
+                if e.freed {
+                    "Free".into()
+                } else {
+                    "Allocated".into()
+                },
+                e.driver.clone().unwrap_or_default(),
+            ]);
+        }
+        t.render(&mut out, 1);
+    } else {
+        let mut t = Table::new(&[
+            ("Tag", Align::Left),
+            ("Type", Align::Left),
+            ("Allocs", Align::Right),
+            ("Frees", Align::Right),
+            ("Diff", Align::Right),
+            ("Bytes", Align::Right),
+            ("Per Alloc", Align::Right),
+            ("Mapped_Driver", Align::Left),
+        ]);
+        for x in &r.rows {
+            let driver = match (&x.driver, &x.description) {
+                (Some(d), Some(desc)) => format!("{d} - {desc}"),
+                (Some(d), None) => d.clone(),
+                _ => String::new(),
+            };
+            t.push(vec![
+                x.tag.clone(),
+                x.pool.into(),
+                x.allocs.to_string(),
+                x.frees.to_string(),
+                x.diff.to_string(),
+                x.bytes.to_string(),
+                x.per_alloc.to_string(),
+                driver,
+            ]);
+        }
+        if args.totals {
+            for (name, p) in [("Nonp", &r.totals.nonpaged), ("Paged", &r.totals.paged)] {
+                if args.pool.class().is_some_and(|c| c.poolmon() != name) {
+                    continue;
+                }
+                t.push(vec![
+                    "TOTAL".into(),
+                    name.into(),
+                    p.allocs.to_string(),
+                    p.frees.to_string(),
+                    p.diff.to_string(),
+                    p.bytes.to_string(),
+                    p.bytes.checked_div(p.diff).unwrap_or(0).to_string(),
+                    String::new(),
+                ]);
+            }
+        }
+        t.render(&mut out, 1);
+    }
+    if !r.warnings.is_empty() {
+        out.push_str("\nWarnings:\n");
+        for w in &r.warnings {
+            out.push_str(&format!("  - {w}\n"));
+        }
+    }
+    out
+}
+
+fn render_csv(r: &Report, big: bool) -> Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    match &r.big_pool {
+        Some(b) if big => {
+            w.write_record([
+                "va",
+                "tag",
+                "type",
+                "pool_type",
+                "bytes",
+                "status",
+                "driver",
+            ])?;
+            for e in &b.entries {
+                w.write_record([
+                    e.va.as_str(),
+                    &e.tag,
+                    e.pool,
+                    &e.pool_type,
+                    &e.bytes.to_string(),
+                    if e.freed { "free" } else { "allocated" },
+                    e.driver.as_deref().unwrap_or(""),
+                ])?;
+            }
+        }
+        _ => {
+            w.write_record([
+                "tag",
+                "type",
+                "allocs",
+                "frees",
+                "diff",
+                "bytes",
+                "per_alloc",
+                "driver",
+                "description",
+                "slot",
+            ])?;
+            for x in &r.rows {
+                w.write_record([
+                    x.tag.as_str(),
+                    x.pool,
+                    &x.allocs.to_string(),
+                    &x.frees.to_string(),
+                    &x.diff.to_string(),
+                    &x.bytes.to_string(),
+                    &x.per_alloc.to_string(),
+                    x.driver.as_deref().unwrap_or(""),
+                    x.description.as_deref().unwrap_or(""),
+                    x.slot,
+                ])?;
+            }
+        }
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
+}

@@ -1,0 +1,244 @@
+//! What every command that reads a kernel shares: the symbol options
+//! (WinDbg's `_NT_SYMBOL_PATH` conventions) and opening a dump into a
+//! [`Target`] with errors that say what to do.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use pooldump_core::dump::CrashDump;
+use pooldump_core::kernel::{self, BootHints, ScanLimits};
+use pooldump_core::memory::Translation;
+use pooldump_core::symbols::{DownloadProgress, SymbolOptions, SymbolPath, default_cache_dir};
+use pooldump_core::{KernelVa, Memory, MemoryError, OpenError, Pfn, PhysAddr, Target};
+
+/// Where nt's symbols come from.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SymbolArgs {
+    /// Symbol path in _NT_SYMBOL_PATH syntax (overrides the environment),
+    /// e.g. 'srv*C:\symbols*https://msdl.microsoft.com/download/symbols' or
+    /// a directory.
+    #[arg(long, value_name = "PATH")]
+    pub symbol_path: Option<String>,
+    /// Use this PDB for nt (it must match the kernel's GUID and age).
+    #[arg(long, value_name = "FILE")]
+    pub pdb: Option<PathBuf>,
+    /// A Volatility ISF file (.json/.json.xz) or a directory of them; may be
+    /// repeated.
+    #[arg(long, value_name = "PATH")]
+    pub isf: Vec<PathBuf>,
+    /// Do not contact symbol servers.
+    #[arg(long)]
+    pub offline: bool,
+    /// Do not fall back to the built-in layout table.
+    #[arg(long)]
+    pub no_builtin: bool,
+    /// Do not read or write the layout cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl SymbolArgs {
+    /// The symbol options these arguments and the environment give.
+    pub fn options<'a>(&self, progress: Option<&'a dyn DownloadProgress>) -> SymbolOptions<'a> {
+        let mut o = SymbolOptions::from_env();
+        if let Some(sp) = &self.symbol_path {
+            let store = default_cache_dir()
+                .map(|c| c.join("symbols"))
+                .unwrap_or_else(|| PathBuf::from("symbols"));
+            o.symbol_path = SymbolPath::parse(sp, &store);
+        }
+        o.pdb_file = self.pdb.clone();
+        o.isf = self.isf.clone();
+        o.fetch.offline = self.offline;
+        o.fetch.progress = progress;
+        o.builtin = !self.no_builtin;
+        o.builtin_supplement = !self.no_builtin;
+        if self.no_cache {
+            o.layout_cache = None;
+        }
+        o
+    }
+
+    /// What to do about missing symbols.
+    pub fn hint(&self) -> String {
+        let mut s = String::from(
+            "fix: set _NT_SYMBOL_PATH=srv*C:\\symbols*https://msdl.microsoft.com/download/symbols, or pass --symbol-path DIR (a directory or symbol store holding the PDB), --pdb FILE or --isf FILE",
+        );
+        if self.offline {
+            s.push_str("; --offline prevents downloads");
+        }
+        if self.no_builtin {
+            s.push_str("; --no-builtin disables the built-in layout table");
+        }
+        s
+    }
+}
+
+/// indicatif, drawn only on a terminal and only while downloading.
+pub struct ProgressBar {
+    bar: indicatif::ProgressBar,
+}
+
+impl ProgressBar {
+    pub fn new() -> Option<Self> {
+        if !std::io::stderr().is_terminal() {
+            return None;
+        }
+        Some(Self {
+            bar: indicatif::ProgressBar::hidden(),
+        })
+    }
+}
+
+impl DownloadProgress for ProgressBar {
+    fn start(&self, url: &str, total: Option<u64>) {
+        self.bar
+            .set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        self.bar.set_length(total.unwrap_or(0));
+        self.bar.set_position(0);
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg}\n{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        self.bar.set_style(style);
+        self.bar.set_message(format!("downloading {url}"));
+    }
+    fn advance(&self, bytes: u64) {
+        self.bar.inc(bytes);
+    }
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Where the kernel comes from: a crash dump or a live KDNET target.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    /// The crash dump (MEMORY.DMP: full, kernel/automatic bitmap, or RDMP).
+    #[arg(value_name = "DUMP", required_unless_present = "kdnet", conflicts_with = "kdnet")]
+    pub dump: Option<PathBuf>,
+    /// Read a live kernel over KDNET instead, with WinDbg's `-k net:`
+    /// settings: `port=50000,key=a.b.c.d` (`net:` prefix accepted). The
+    /// target is broken into, read, and resumed.
+    #[arg(long, value_name = "SPEC")]
+    pub kdnet: Option<String>,
+}
+
+/// The memory of a dump or of a live target, behind one [`Memory`].
+pub enum Source {
+    Dump(CrashDump),
+    Live(pooldump_kdnet::LiveTarget),
+}
+
+impl Memory for Source {
+    fn describe(&self) -> String {
+        match self {
+            Source::Dump(d) => d.describe(),
+            Source::Live(l) => l.describe(),
+        }
+    }
+    fn kernel_dtb(&self) -> PhysAddr {
+        match self {
+            Source::Dump(d) => d.kernel_dtb(),
+            Source::Live(l) => l.kernel_dtb(),
+        }
+    }
+    fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
+        match self {
+            Source::Dump(d) => d.read_physical(pa, buf),
+            Source::Live(l) => l.read_physical(pa, buf),
+        }
+    }
+    fn translate(&self, va: KernelVa) -> Result<Translation, MemoryError> {
+        match self {
+            Source::Dump(d) => d.translate(va),
+            Source::Live(l) => l.translate(va),
+        }
+    }
+    fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), MemoryError> {
+        match self {
+            Source::Dump(d) => d.read_virtual(va, buf),
+            Source::Live(l) => l.read_virtual(va, buf),
+        }
+    }
+    fn read_virtual_partial(&self, va: KernelVa, buf: &mut [u8]) -> Result<usize, MemoryError> {
+        match self {
+            Source::Dump(d) => d.read_virtual_partial(va, buf),
+            Source::Live(l) => l.read_virtual_partial(va, buf),
+        }
+    }
+}
+
+/// What the source says about itself, beyond memory.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceMeta {
+    /// The dump's path or the KDNET peer.
+    pub name: String,
+    pub build: u32,
+    pub processors: u64,
+    /// The dump's SystemTime (UTC); none for a live target.
+    pub system_time: Option<String>,
+    pub live: bool,
+}
+
+/// Open a dump or connect to a live target, find nt, load its symbols.
+pub fn open_source(src: &SourceArgs, sym: &SymbolArgs) -> Result<(Target<Source>, SourceMeta)> {
+    let bar = ProgressBar::new();
+    let opts = sym.options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
+    let symbols_error = |e: OpenError| match e {
+        OpenError::Symbols { .. } => anyhow!("{e}\n{}", sym.hint()),
+        e => anyhow::Error::new(e),
+    };
+    match (&src.dump, &src.kdnet) {
+        (_, Some(spec)) => {
+            let parsed: pooldump_kdnet::KdnetSpec = spec.parse().with_context(|| format!("--kdnet {spec}"))?;
+            let port = parsed.port;
+            let live = pooldump_kdnet::Session::connect(parsed.into())
+                .with_context(|| format!("KDNET session on UDP port {port}"))?;
+            let meta = SourceMeta {
+                name: format!("KDNET {}", live.peer()),
+                build: live.build(),
+                processors: live.stop_info().map(|s| s.number_processors as u64).unwrap_or(0),
+                system_time: None,
+                live: true,
+            };
+            let hints = live.boot_hints();
+            let build = Some(live.build());
+            let t = Target::new(Source::Live(live), &hints, build, &opts).map_err(symbols_error)?;
+            Ok((t, meta))
+        }
+        (Some(path), None) => {
+            let dump = CrashDump::open(path)?;
+            let h = dump.header().clone();
+            let hints = BootHints {
+                kd_debugger_data_block: h.kd_debugger_data_block,
+                ps_loaded_module_list: h.ps_loaded_module_list,
+            };
+            let kernel = {
+                let mut pages = dump.physical_pages();
+                let pages: &mut dyn Iterator<Item = (Pfn, &[u8])> = &mut pages;
+                kernel::identify(&dump, &hints, Some(pages), &ScanLimits::default())
+            }
+            .map_err(|kernel| OpenError::Kernel { input: path.display().to_string(), kernel })?;
+            let meta = SourceMeta {
+                name: path.display().to_string(),
+                build: h.build(),
+                processors: h.number_processors as u64,
+                system_time: Some(h.system_time.to_string()),
+                live: false,
+            };
+            let t = Target::with_kernel(Source::Dump(dump), kernel, Some(h.build()), &opts).map_err(symbols_error)?;
+            Ok((t, meta))
+        }
+        (None, None) => bail!("name a DUMP or --kdnet SPEC"),
+    }
+}
+
+/// Let a live target run again (a dump needs nothing).
+pub fn release(t: &Target<Source>) -> Result<()> {
+    if let Source::Live(l) = &t.mem {
+        l.resume().context("resuming the target")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! `analyze`'s numbers against the kit's ground truth, for every layout
+//! family: per-CPU sums, the expansion table, the overflow slot, 32-bit
+//! wrap, and the big-page table with freed entries.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use pooldump_core::Target;
+use pooldump_core::pool::{BigPoolOptions, PoolClass, TrackerOptions, TrackerSlot};
+use pooldump_core::symbols::{FetchOptions, SymbolOptions, SymbolPath};
+use pooldump_kit::{DumpKind, Machine, NtBuild, PoolKind, Scenario, SizeSpec, TagSpec};
+
+fn offline(store: &Path) -> SymbolOptions<'static> {
+    SymbolOptions {
+        symbol_path: SymbolPath::parse(&store.display().to_string(), store),
+        pdb_file: None,
+        isf: Vec::new(),
+        layout_cache: None,
+        fetch: FetchOptions::default(),
+        builtin: false,
+        builtin_supplement: false,
+    }
+}
+
+/// Write the machine's dump and symbols, open them with pooldump.
+fn open(m: &Machine, kind: DumpKind, dir: &Path) -> Target<pooldump_core::CrashDump> {
+    let dump = dir.join("MEMORY.DMP");
+    m.write_dump_file(kind, &dump).unwrap();
+    m.write_symbol_store(&dir.join("symbols")).unwrap();
+    Target::open_dump(&dump, &offline(&dir.join("symbols"))).unwrap()
+}
+
+type Row = (String, &'static str, u64, u64, u64);
+
+fn expected_rows(m: &Machine) -> BTreeMap<(String, &'static str), (u64, u64, u64)> {
+    let mask = if m.truth.tracker.counter_bits >= 64 {
+        u64::MAX
+    } else {
+        (1 << m.truth.tracker.counter_bits) - 1
+    };
+    let mut out = BTreeMap::new();
+    for r in &m.truth.tags {
+        if r.slot == pooldump_kit::truth::TrackerSlot::Overflow {
+            continue;
+        }
+        let pool = if r.pool == "Paged" { "Paged" } else { "Nonp" };
+        // What the kernel's snapshot reports: wrapped counters, Allocs
+        // clamped to Frees.
+        let (a, f) = (r.reported_allocs, r.reported_frees);
+        out.insert((r.tag.clone(), pool), (a.max(f), f, r.bytes & u64::MAX));
+        let _ = mask;
+    }
+    out
+}
+
+fn actual_rows(
+    t: &Target<pooldump_core::CrashDump>,
+) -> (BTreeMap<(String, &'static str), (u64, u64, u64)>, Vec<Row>) {
+    let u = t.pool_usage(&TrackerOptions::default()).unwrap();
+    let mut map = BTreeMap::new();
+    let mut overflow = Vec::new();
+    for r in &u.rows {
+        let pool = r.pool.poolmon();
+        if r.slot == TrackerSlot::Overflow {
+            overflow.push((r.tag_text(), pool, r.allocs, r.frees, r.bytes));
+            continue;
+        }
+        map.insert((r.tag.to_string(), pool), (r.allocs, r.frees, r.bytes));
+    }
+    (map, overflow)
+}
+
+#[test]
+fn per_tag_usage_matches_the_truth_for_every_build() {
+    for b in NtBuild::ALL {
+        for cpus in [1, 3] {
+            let mut s = Scenario::small(b, 11 + cpus as u64);
+            s.cpus = cpus;
+            let m = Machine::build(&s);
+            let dir = tempfile::tempdir().unwrap();
+            let t = open(&m, DumpKind::KernelBitmap, dir.path());
+            let (got, _) = actual_rows(&t);
+            let want = expected_rows(&m);
+            assert_eq!(got, want, "{b} with {cpus} CPUs");
+        }
+    }
+}
+
+#[test]
+fn expansion_and_overflow_are_counted() {
+    let mut s = Scenario::small(NtBuild::Win11_22000, 4);
+    s.hot_tags = false;
+    s.tracker.size_log2 = Some(6);
+    s.tracker.expansion_capacity = 20;
+    s.tags.extend((0..80).map(|i| TagSpec {
+        tag: format!("E{i:03}"),
+        pool: PoolKind::NonPagedNx,
+        live: 1,
+        size: SizeSpec::Fixed(0x50),
+        freed: 7,
+        freed_in_memory: 0,
+        protected: false,
+        cache_aligned: false,
+    }));
+    let m = Machine::build(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(&m, DumpKind::Full, dir.path());
+    let (got, overflow) = actual_rows(&t);
+    assert_eq!(got, expected_rows(&m));
+    let o = m.truth.tracker.overflow.expect("the scenario overflows");
+    let ov: Vec<_> = overflow.iter().filter(|r| r.1 == "Nonp").collect();
+    assert_eq!(ov.len(), 1);
+    assert_eq!((ov[0].2, ov[0].3, ov[0].4), (o.allocs, o.frees, o.bytes));
+    let u = t.pool_usage(&TrackerOptions::default()).unwrap();
+    assert_eq!(u.tracker.expansion_used, 20);
+}
+
+#[test]
+fn wrapped_32_bit_counters_give_the_live_count() {
+    let mut s = Scenario::small(NtBuild::Win7_7601, 3);
+    s.tags.push(TagSpec {
+        tag: "Wrap".into(),
+        pool: PoolKind::NonPaged,
+        live: 3,
+        size: SizeSpec::Fixed(0x30),
+        freed: 5_000_000_000,
+        freed_in_memory: 0,
+        protected: false,
+        cache_aligned: false,
+    });
+    let m = Machine::build(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(&m, DumpKind::KernelBitmap, dir.path());
+    let u = t.pool_usage(&TrackerOptions::default()).unwrap();
+    let r = u.rows.iter().find(|r| r.tag.to_string() == "Wrap").unwrap();
+    assert_eq!(r.diff, 3);
+    assert_eq!(r.allocs, 5_000_000_003 % (1 << 32));
+    assert_eq!(u.tracker.counter_bits, 32);
+}
+
+#[test]
+fn big_pool_matches_the_truth_live_and_freed() {
+    for b in NtBuild::ALL {
+        let m = Machine::build(&Scenario::small(b, 21));
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(&m, DumpKind::KernelBitmap, dir.path());
+        let bp = t
+            .big_pool(&BigPoolOptions {
+                include_freed: true,
+                ..Default::default()
+            })
+            .unwrap();
+        let mut got: Vec<_> = bp
+            .entries
+            .iter()
+            .map(|e| {
+                (
+                    e.index,
+                    e.va.0,
+                    e.tag.to_string(),
+                    e.pool_type,
+                    e.bytes,
+                    e.freed,
+                )
+            })
+            .collect();
+        let mut want: Vec<_> = m
+            .truth
+            .big_pool
+            .entries
+            .iter()
+            .map(|e| (e.index, e.va, e.tag.clone(), e.pool_type, e.bytes, e.freed))
+            .collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{b}");
+        assert_eq!(bp.in_use, Some(m.truth.big_pool.in_use));
+        assert!(bp.warnings.is_empty(), "{b}: {:?}", bp.warnings);
+        let paged = bp
+            .entries
+            .iter()
+            .filter(|e| e.pool == PoolClass::Paged)
+            .count();
+        assert!(paged > 0, "{b}: the scenario has paged big allocations");
+    }
+}

@@ -1,0 +1,99 @@
+//! `pooldump info --kdnet`: the live kernel's identity through the same
+//! code path as a dump, against the simulated target on loopback.
+
+use std::net::{Ipv4Addr, UdpSocket};
+use std::process::Command;
+
+use pooldump_kdnet_sim::{Faults, SimConfig, SimTarget};
+use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
+use serde_json::Value;
+
+const KEY: &str = "1.2.3.4";
+
+fn pooldump(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pooldump"))
+        .args(args)
+        .output()
+        .expect("pooldump runs")
+}
+
+/// A free UDP port on loopback (test-chosen; released before the CLI
+/// binds it).
+fn free_port() -> u16 {
+    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    s.local_addr().unwrap().port()
+}
+
+#[test]
+fn info_kdnet_shows_the_same_kernel_as_the_dump() {
+    let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 21));
+    let truth = m.truth.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("MEMORY.DMP");
+    m.write_dump_file(DumpKind::KernelBitmap, &dump).unwrap();
+
+    let port = free_port();
+    let mut cfg = SimConfig::new(KEY.parse().unwrap(), (Ipv4Addr::LOCALHOST, port).into());
+    cfg.faults = Faults::lossy(0.02);
+    let sim = SimTarget::spawn(m, cfg).unwrap();
+    let spec = format!("port={port},key={KEY},bind=127.0.0.1");
+    let out = pooldump(&["info", "--kdnet", &spec, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The target was resumed when done.
+    assert!(sim.stats().continues >= 1);
+
+    let out = pooldump(&["info", dump.to_str().unwrap(), "--json"]);
+    assert!(out.status.success());
+    let from_dump: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    assert_eq!(live["live"]["build"], truth.build_number);
+    assert_eq!(live["live"]["kern_base"], truth.kernel.kern_base);
+    assert_eq!(live["kernel"]["kern_base"], truth.kernel.kern_base);
+    assert_eq!(
+        live["kernel"]["image"]["codeview"]["store_key"],
+        truth.kernel.store_key.as_str()
+    );
+    // Same identity and the same module list as `info` on the dump.
+    assert_eq!(live["kernel"]["image"], from_dump["kernel"]["image"]);
+    assert_eq!(live["modules"]["modules"], from_dump["modules"]["modules"]);
+    let names: Vec<&str> = live["modules"]["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    let want: Vec<&str> = truth
+        .kernel
+        .modules
+        .iter()
+        .map(|m| m.base_name.as_str())
+        .collect();
+    assert_eq!(names, want);
+
+    // A second session with the same (running) target, as text.
+    let out = pooldump(&["info", "--kdnet", &format!("net:{spec}")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Live target (KDNET)"), "{text}");
+    assert!(text.contains(&sim.local_addr().to_string()), "{text}");
+    assert!(sim.stats().continues >= 2);
+}
+
+#[test]
+fn info_kdnet_rejects_a_bad_spec_clearly() {
+    let out = pooldump(&["info", "--kdnet", "port=50000,key=1.2.3"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("four dot-separated parts"), "{err}");
+    let out = pooldump(&["info", "--kdnet", "port=50000,key=1.2.3.4", "MEMORY.DMP"]);
+    assert!(!out.status.success());
+}

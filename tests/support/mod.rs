@@ -1,0 +1,124 @@
+//! Helpers shared by the integration tests (`mod support;` in each file).
+//!
+//! The project rule for prerequisites outside the repository (an external
+//! tool, `../shared/`): with `CI=true` a test that needs one must fail when
+//! it is missing; elsewhere it skips, saying so on stderr. [`require_tool`]
+//! and [`shared_dir`] implement that rule; a test calls them first and
+//! returns on `None`.
+
+// Each test file uses its own subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// True when the environment says this is CI (`CI=true`), where missing
+/// prerequisites are failures rather than skips.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The repository root (where the root Cargo.toml is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Report a missing prerequisite: panic in CI, else print why the test is
+/// skipped and return `None` (so callers can write `let Some(x) = ... else
+/// { return }`).
+pub fn missing<T>(what: &str) -> Option<T> {
+    assert!(!in_ci(), "CI=true and {what} is missing");
+    eprintln!("SKIPPED: {what} is missing (set CI=true to make this a failure)");
+    None
+}
+
+/// An executable named `name` on PATH, under the CI-or-skip rule.
+pub fn require_tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| is_executable(p))
+    });
+    found.or_else(|| missing(&format!("the tool `{name}` (not on PATH)")))
+}
+
+fn is_executable(p: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    #[cfg(not(unix))]
+    {
+        p.is_file()
+    }
+}
+
+/// `../shared/` next to the repository (specs, ISF files, captures), under
+/// the CI-or-skip rule.
+pub fn shared_dir() -> Option<PathBuf> {
+    let dir = repo_root().join("..").join("shared");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        missing(&format!("the shared directory {}", dir.display()))
+    }
+}
+
+/// What a bounded run of a command produced.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// Run `cmd` to completion, killing it and failing the test if it is still
+/// running after `limit`. This is a hang detector, not a timing test: pick
+/// a limit far above any reasonable run time.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Finished {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    // Drain both pipes on threads so a chatty child cannot block on a full
+    // pipe while we wait for it.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for the child") {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still ran after {limit:?}: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Finished {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    }
+}

@@ -1,0 +1,271 @@
+//! `pooldump symbols` end to end on kit machines: the real binary, a real
+//! dump file, a symbol store on disk or behind an HTTP server on
+//! 127.0.0.1, compared with the kit's ground truth.
+
+mod symbols_http;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
+use serde_json::Value;
+use symbols_http::{Answer, Server};
+
+fn pooldump(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pooldump"))
+        .args(args)
+        .env("POOLDUMP_CACHE_DIR", cache)
+        .env_remove("_NT_SYMBOL_PATH")
+        .env("NO_PROXY", "*")
+        .output()
+        .expect("run pooldump")
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "pooldump failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+struct Case {
+    m: Machine,
+    dir: tempfile::TempDir,
+}
+
+impl Case {
+    fn new(s: Scenario) -> Self {
+        let m = Machine::build(&s);
+        let dir = tempfile::tempdir().unwrap();
+        m.write_dump_file(DumpKind::KernelBitmap, &dir.path().join("MEMORY.DMP"))
+            .unwrap();
+        m.write_symbol_store(&dir.path().join("store")).unwrap();
+        Self { m, dir }
+    }
+    fn dump(&self) -> String {
+        self.dir.path().join("MEMORY.DMP").display().to_string()
+    }
+    fn store(&self) -> String {
+        self.dir.path().join("store").display().to_string()
+    }
+    fn cache(&self) -> std::path::PathBuf {
+        self.dir.path().join("cache")
+    }
+}
+
+#[test]
+fn every_build_resolves_what_the_kit_placed() {
+    for build in NtBuild::ALL {
+        let c = Case::new(Scenario::small(build, 7));
+        let sp = format!("srv*{}", c.store());
+        let out = ok(&pooldump(
+            &["symbols", &c.dump(), "--symbol-path", &sp, "--json"],
+            &c.cache(),
+        ));
+        let r: Value = serde_json::from_str(&out).unwrap();
+        let t = &c.m.truth;
+        let ctx = build.name();
+        assert_eq!(
+            r["kernel"]["kern_base"].as_u64(),
+            Some(t.kernel.kern_base),
+            "{ctx}"
+        );
+        assert_eq!(r["sources"][0]["kind"], "pdb", "{ctx}");
+        assert_eq!(r["sources"][0]["origin"]["kind"], "store", "{ctx}");
+        // Every global the report lists sits where the kit wrote it.
+        let mut n = 0;
+        for g in r["globals"].as_array().unwrap() {
+            let name = g["name"].as_str().unwrap();
+            if let Some(va) = t.symbols.get(name) {
+                assert_eq!(g["va"].as_u64(), Some(*va), "{ctx}: {name}");
+                n += 1;
+            }
+        }
+        assert!(n >= 10, "{ctx}: only {n} globals compared");
+        let tracker = r["layouts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == "_POOL_TRACKER_TABLE")
+            .unwrap();
+        assert_eq!(
+            tracker["size"].as_u64(),
+            Some(t.tracker.entry_size),
+            "{ctx}"
+        );
+        let big = r["layouts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == "_POOL_TRACKER_BIG_PAGES")
+            .unwrap();
+        assert_eq!(big["size"].as_u64(), Some(t.big_pool.entry_size), "{ctx}");
+        // Modules with their PDB identity.
+        let mods = r["modules"].as_array().unwrap();
+        assert_eq!(mods.len(), t.kernel.modules.len(), "{ctx}");
+        for (got, want) in mods.iter().zip(&t.kernel.modules) {
+            assert_eq!(got["name"].as_str(), Some(want.base_name.as_str()), "{ctx}");
+            assert_eq!(got["base"].as_u64(), Some(want.base), "{ctx}");
+            assert_eq!(
+                got["pdb"]["pdb_name"].as_str(),
+                Some(want.pdb_name.as_str())
+            );
+            assert_eq!(got["pdb"]["guid"].as_str(), Some(want.pdb_guid.as_str()));
+            assert_eq!(got["pdb"]["age"].as_u64(), Some(u64::from(want.pdb_age)));
+        }
+        assert!(
+            r["missing"].as_array().unwrap().is_empty(),
+            "{ctx}: {}",
+            r["missing"]
+        );
+        assert_eq!(
+            r["kldr"]["bootstrap_mismatches"].as_array().unwrap().len(),
+            0
+        );
+    }
+}
+
+#[test]
+fn download_then_layout_cache_over_http() {
+    let c = Case::new(Scenario::small(NtBuild::Win10_17763, 3));
+    let store = Path::new(&c.store()).to_path_buf();
+    let key = c.m.truth.kernel.store_key.clone();
+    let pdb = std::fs::read(store.join("ntkrnlmp.pdb").join(&key).join("ntkrnlmp.pdb")).unwrap();
+    let srv = Server::start(HashMap::from([(
+        format!("/ntkrnlmp.pdb/{key}/ntkrnlmp.pdb"),
+        Answer::File(pdb),
+    )]));
+    let down = c.dir.path().join("down");
+    let sp = format!("srv*{}*{}", down.display(), srv.url);
+    let first = ok(&pooldump(
+        &["symbols", &c.dump(), "--symbol-path", &sp],
+        &c.cache(),
+    ));
+    assert!(
+        first.contains(&format!("downloaded from {}", srv.url)),
+        "{first}"
+    );
+    let second = ok(&pooldump(
+        &["symbols", &c.dump(), "--symbol-path", &sp],
+        &c.cache(),
+    ));
+    assert!(second.contains("layout cache"), "{second}");
+    assert_eq!(srv.requests().len(), 1);
+    // Without the layout cache the downloaded PDB is a store hit.
+    let third = ok(&pooldump(
+        &["symbols", &c.dump(), "--symbol-path", &sp, "--no-cache"],
+        &c.cache(),
+    ));
+    assert!(third.contains("cache hit in store"), "{third}");
+    assert_eq!(srv.requests().len(), 1);
+}
+
+#[test]
+fn an_encoded_kdbg_is_decoded_with_the_symbols() {
+    let mut s = Scenario::small(NtBuild::Win10_19041, 11);
+    s.kdbg_encoded = true;
+    let c = Case::new(s);
+    assert!(c.m.truth.kernel.kdbg_encoded);
+    let sp = format!("srv*{}", c.store());
+    let r: Value = serde_json::from_str(&ok(&pooldump(
+        &["symbols", &c.dump(), "--symbol-path", &sp, "--json"],
+        &c.cache(),
+    )))
+    .unwrap();
+    let kd = &r["kernel"]["kdbg"];
+    assert_eq!(kd["was_encoded"], Value::Bool(true), "{kd}");
+    assert_eq!(kd["kern_base"].as_u64(), Some(c.m.truth.kernel.kern_base));
+    assert_eq!(
+        kd["va"].as_u64(),
+        Some(c.m.truth.kernel.kd_debugger_data_block)
+    );
+    assert_eq!(
+        kd["ps_loaded_module_list"].as_u64(),
+        Some(c.m.truth.kernel.ps_loaded_module_list)
+    );
+}
+
+#[test]
+fn no_symbols_is_an_error_naming_dump_build_pdb_and_fix() {
+    let c = Case::new(Scenario::small(NtBuild::Win10_19041, 5));
+    let empty = c.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = pooldump(
+        &[
+            "symbols",
+            &c.dump(),
+            "--symbol-path",
+            &empty.display().to_string(),
+            "--offline",
+            "--no-builtin",
+        ],
+        &c.cache(),
+    );
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    for want in [
+        c.dump().as_str(),
+        "19041",
+        "ntkrnlmp.pdb",
+        c.m.truth.kernel.store_key.as_str(),
+        "_NT_SYMBOL_PATH",
+        "--symbol-path",
+    ] {
+        assert!(e.contains(want), "missing {want:?} in: {e}");
+    }
+}
+
+#[test]
+fn the_builtin_table_is_announced_loudly() {
+    let c = Case::new(Scenario::small(NtBuild::Win81_9600, 5));
+    let empty = c.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = ok(&pooldump(
+        &[
+            "symbols",
+            &c.dump(),
+            "--symbol-path",
+            &empty.display().to_string(),
+            "--offline",
+        ],
+        &c.cache(),
+    ));
+    assert!(out.starts_with("*** NO PDB"), "{out}");
+    assert!(out.contains("BUILT-IN TABLE for 6.3.9600.19913"), "{out}");
+    let m = NtBuild::Win81_9600.manifest();
+    assert!(out.contains(&format!(
+        "_POOL_TRACKER_TABLE (size {:#x}, from built-in table)",
+        m.ty("_POOL_TRACKER_TABLE").size
+    )));
+}
+
+#[test]
+fn nt_symbol_path_is_used_and_symbol_path_overrides_it() {
+    let c = Case::new(Scenario::small(NtBuild::Win10_14393, 9));
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "symbols",
+            c.dump().leak() as &str,
+            "--offline",
+            "--no-builtin",
+        ];
+        args.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_pooldump"))
+            .args(&args)
+            .env("POOLDUMP_CACHE_DIR", c.cache())
+            .env("_NT_SYMBOL_PATH", format!("srv*{}", c.store()))
+            .arg("--no-cache")
+            .output()
+            .unwrap()
+    };
+    let out = ok(&run(&[]));
+    assert!(out.contains("cache hit in store"), "{out}");
+    let empty = c.dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = run(&["--symbol-path", empty.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not in this directory"));
+}
