@@ -11,28 +11,11 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use pooldump_core::Target;
 use pooldump_core::pool::{BigPoolOptions, TrackerOptions};
-use pooldump_core::symbols::{FetchOptions, LayoutCache, SymbolOptions, SymbolPath};
-
-fn options(dir: &std::path::Path) -> SymbolOptions<'static> {
-    let store = dir.join("symbols");
-    SymbolOptions {
-        symbol_path: SymbolPath::parse(&store.display().to_string(), &store),
-        pdb_file: None,
-        isf: Vec::new(),
-        layout_cache: Some(LayoutCache::new(dir.join("layout-cache"))),
-        fetch: FetchOptions {
-            offline: true,
-            ..FetchOptions::default()
-        },
-        builtin: false,
-        builtin_supplement: false,
-    }
-}
 
 fn analyze(c: &mut Criterion) {
     let gib = common::gib(2);
     let dir = common::bench_dump(&format!("analyze-{gib}g"), gib << 30, 20_000, 1 << 16);
-    let opts = options(&dir);
+    let opts = common::symbol_options(&dir);
     // Warm the layout cache: "cached symbols".
     Target::open_dump(&dir.join("MEMORY.DMP"), &opts).unwrap();
     let mut g = c.benchmark_group("analyze");
@@ -53,7 +36,7 @@ fn analyze(c: &mut Criterion) {
 
 fn big_pool_walk(c: &mut Criterion) {
     let dir = common::bench_dump("bigpool-2e18", 64 << 20, 60_000, 1 << 18);
-    let opts = options(&dir);
+    let opts = common::symbol_options(&dir);
     let t = Target::open_dump(&dir.join("MEMORY.DMP"), &opts).unwrap();
     let probe = t.big_pool(&BigPoolOptions::default()).unwrap();
     assert_eq!(probe.size, 1 << 18);

@@ -293,7 +293,11 @@ pub fn collect(args: &Args) -> Result<Report> {
             name: meta.name.clone(),
             live: meta.live,
             build: meta.build,
-            processors: if usage.tracker.processors > 0 { usage.tracker.processors } else { meta.processors },
+            processors: if usage.tracker.processors > 0 {
+                usage.tracker.processors
+            } else {
+                meta.processors
+            },
             system_time: meta.system_time.clone(),
             kern_base: target.kern_base().to_string(),
         },
@@ -392,7 +396,7 @@ fn render_text(r: &Report, args: &Args) -> String {
         s.processors,
         s.system_time.as_deref().unwrap_or("live target")
     ));
-    out.push_str(&format!("Symbols: {} from {}{}\n", r.symbols.pdb, r.symbols.from, if r.symbols.builtin { "\nWARNING: no PDB or ISF was found; layouts come from pooldump's built-in table for this build" } else { "" }));
+    out.push_str(&format!("Symbols: {}: {}{}\n", r.symbols.pdb, r.symbols.from, if r.symbols.builtin { "\nWARNING: no PDB or ISF was found; layouts come from pooldump's built-in table for this build" } else { "" }));
     out.push_str(&format!(
         "Pool  Nonp {} bytes in {} allocations   Paged {} bytes in {} allocations   Tags {}\n\n",
         r.totals.nonpaged.bytes,

@@ -3,14 +3,14 @@
 //! [`Target`] with errors that say what to do.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use pooldump_core::dump::CrashDump;
-use pooldump_core::kernel::{self, BootHints, ScanLimits};
 use pooldump_core::memory::Translation;
 use pooldump_core::symbols::{DownloadProgress, SymbolOptions, SymbolPath, default_cache_dir};
-use pooldump_core::{KernelVa, Memory, MemoryError, OpenError, Pfn, PhysAddr, Target};
+use pooldump_core::{KernelVa, Memory, MemoryError, OpenError, PhysAddr, Target};
+use pooldump_kdnet::{KdnetSpec, LiveTarget};
 
 /// Where nt's symbols come from.
 #[derive(Debug, Clone, clap::Args)]
@@ -116,7 +116,11 @@ impl DownloadProgress for ProgressBar {
 #[derive(Debug, Clone, clap::Args)]
 pub struct SourceArgs {
     /// The crash dump (MEMORY.DMP: full, kernel/automatic bitmap, or RDMP).
-    #[arg(value_name = "DUMP", required_unless_present = "kdnet", conflicts_with = "kdnet")]
+    #[arg(
+        value_name = "DUMP",
+        required_unless_present = "kdnet",
+        conflicts_with = "kdnet"
+    )]
     pub dump: Option<PathBuf>,
     /// Read a live kernel over KDNET instead, with WinDbg's `-k net:`
     /// settings: `port=50000,key=a.b.c.d` (`net:` prefix accepted). The
@@ -127,8 +131,9 @@ pub struct SourceArgs {
 
 /// The memory of a dump or of a live target, behind one [`Memory`].
 pub enum Source {
-    Dump(CrashDump),
-    Live(pooldump_kdnet::LiveTarget),
+    // Both boxed: the handles are large and of very different sizes.
+    Dump(Box<CrashDump>),
+    Live(Box<pooldump_kdnet::LiveTarget>),
 }
 
 impl Memory for Source {
@@ -184,43 +189,26 @@ pub struct SourceMeta {
 
 /// Open a dump or connect to a live target, find nt, load its symbols.
 pub fn open_source(src: &SourceArgs, sym: &SymbolArgs) -> Result<(Target<Source>, SourceMeta)> {
-    let bar = ProgressBar::new();
-    let opts = sym.options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
-    let symbols_error = |e: OpenError| match e {
-        OpenError::Symbols { .. } => anyhow!("{e}\n{}", sym.hint()),
-        e => anyhow::Error::new(e),
-    };
     match (&src.dump, &src.kdnet) {
         (_, Some(spec)) => {
-            let parsed: pooldump_kdnet::KdnetSpec = spec.parse().with_context(|| format!("--kdnet {spec}"))?;
-            let port = parsed.port;
-            let live = pooldump_kdnet::Session::connect(parsed.into())
-                .with_context(|| format!("KDNET session on UDP port {port}"))?;
+            let parsed: KdnetSpec = spec.parse().with_context(|| format!("--kdnet {spec}"))?;
+            let t = connect_live(&parsed, sym)?;
             let meta = SourceMeta {
-                name: format!("KDNET {}", live.peer()),
-                build: live.build(),
-                processors: live.stop_info().map(|s| s.number_processors as u64).unwrap_or(0),
+                name: format!("KDNET {}", t.mem.peer()),
+                build: t.mem.build(),
+                processors: t
+                    .mem
+                    .stop_info()
+                    .map(|s| s.number_processors as u64)
+                    .unwrap_or(0),
                 system_time: None,
                 live: true,
             };
-            let hints = live.boot_hints();
-            let build = Some(live.build());
-            let t = Target::new(Source::Live(live), &hints, build, &opts).map_err(symbols_error)?;
-            Ok((t, meta))
+            Ok((t.map_mem(|m| Source::Live(Box::new(m))), meta))
         }
         (Some(path), None) => {
-            let dump = CrashDump::open(path)?;
-            let h = dump.header().clone();
-            let hints = BootHints {
-                kd_debugger_data_block: h.kd_debugger_data_block,
-                ps_loaded_module_list: h.ps_loaded_module_list,
-            };
-            let kernel = {
-                let mut pages = dump.physical_pages();
-                let pages: &mut dyn Iterator<Item = (Pfn, &[u8])> = &mut pages;
-                kernel::identify(&dump, &hints, Some(pages), &ScanLimits::default())
-            }
-            .map_err(|kernel| OpenError::Kernel { input: path.display().to_string(), kernel })?;
+            let t = open_dump(path, sym)?;
+            let h = t.mem.header();
             let meta = SourceMeta {
                 name: path.display().to_string(),
                 build: h.build(),
@@ -228,10 +216,38 @@ pub fn open_source(src: &SourceArgs, sym: &SymbolArgs) -> Result<(Target<Source>
                 system_time: Some(h.system_time.to_string()),
                 live: false,
             };
-            let t = Target::with_kernel(Source::Dump(dump), kernel, Some(h.build()), &opts).map_err(symbols_error)?;
-            Ok((t, meta))
+            Ok((t.map_mem(|m| Source::Dump(Box::new(m))), meta))
         }
         (None, None) => bail!("name a DUMP or --kdnet SPEC"),
+    }
+}
+
+/// Open a crash dump with its symbols (a progress bar on a terminal while a
+/// PDB downloads).
+pub fn open_dump(path: &Path, sym: &SymbolArgs) -> Result<Target<CrashDump>> {
+    let bar = ProgressBar::new();
+    let opts = sym.options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
+    Target::open_dump(path, &opts).map_err(|e| symbols_error(e, sym))
+}
+
+/// Connect to a KDNET target (waiting for its offer), break in, find nt and
+/// load its symbols. The target stays stopped until resumed.
+pub fn connect_live(spec: &KdnetSpec, sym: &SymbolArgs) -> Result<Target<LiveTarget>> {
+    let port = spec.port;
+    let live = pooldump_kdnet::Session::connect(spec.clone().into())
+        .with_context(|| format!("KDNET session on UDP port {port}"))?;
+    let hints = live.boot_hints();
+    let build = Some(live.build());
+    let bar = ProgressBar::new();
+    let opts = sym.options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
+    Target::new(live, &hints, build, &opts).map_err(|e| symbols_error(e, sym))
+}
+
+/// A symbol failure says how to give pooldump the symbols.
+pub fn symbols_error(e: OpenError, sym: &SymbolArgs) -> anyhow::Error {
+    match e {
+        OpenError::Symbols { .. } => anyhow!("{e}\n{}", sym.hint()),
+        e => anyhow::Error::new(e),
     }
 }
 

@@ -5,9 +5,16 @@
 
 mod analyze;
 mod common;
+mod find;
 mod info;
 mod render;
 mod symbols;
+// Leak hunting over time (issue 7).
+mod diff;
+mod snapshot;
+mod top;
+mod trend;
+mod watch;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -36,11 +43,28 @@ struct Cli {
 enum Command {
     /// Per-tag pool usage (PoolMon, !poolused) and the big-page table.
     Analyze(analyze::Args),
+    /// Every allocation with the given tags (!poolfind), at memory
+    /// bandwidth: address, size, pool, allocated or free, allocator.
+    Find(find::Args),
     /// Show a dump's header, its kernel's identity and its loaded modules.
     Info(info::Args),
     /// Show the kernel's identity, where its symbols came from, and the
     /// layouts and globals the pool analysis uses.
     Symbols(symbols::Args),
+    /// Save the per-tag pool table of a dump or live target as a snapshot
+    /// (JSON) for diff and trend.
+    Snapshot(snapshot::Args),
+    /// Take snapshots of a live KDNET target periodically (PoolMon every
+    /// half hour), resuming it in between.
+    Watch(watch::Args),
+    /// Compare two snapshots or dumps: per-tag changes, largest growth
+    /// first.
+    Diff(diff::Args),
+    /// Rank tags by sustained growth over a series of snapshots, with an
+    /// SVG chart.
+    Trend(trend::Args),
+    /// PoolMon in the terminal: a dump, a snapshot or a live target.
+    Top(top::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,8 +75,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Analyze(args) => analyze::run(args),
+        Command::Find(args) => find::run(args),
         Command::Info(args) => info::run(args),
         Command::Symbols(args) => symbols::run(args),
+        Command::Snapshot(args) => snapshot::run(args),
+        Command::Watch(args) => watch::run(args),
+        Command::Diff(args) => diff::run(args),
+        Command::Trend(args) => trend::run(args),
+        Command::Top(args) => top::run(args),
     };
     match result.and_then(|out| write_stdout(&out)) {
         Ok(()) => ExitCode::SUCCESS,

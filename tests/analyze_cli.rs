@@ -30,6 +30,21 @@ fn sample() -> (String, String) {
     )
 }
 
+/// `pooldump analyze` on the bundled sample with its own symbols, offline.
+fn analyze_sample(extra: &[&str]) -> Finished {
+    let (dump, syms) = sample();
+    let mut a = vec![
+        "analyze",
+        dump.as_str(),
+        "--symbol-path",
+        syms.as_str(),
+        "--offline",
+        "--no-cache",
+    ];
+    a.extend_from_slice(extra);
+    pooldump(&a)
+}
+
 fn truth() -> serde_json::Value {
     serde_json::from_str(
         &std::fs::read_to_string(repo_root().join("testdata/sample/truth.json")).unwrap(),
@@ -39,15 +54,7 @@ fn truth() -> serde_json::Value {
 
 #[test]
 fn readme_command_on_the_sample() {
-    let (dump, syms) = sample();
-    let r = pooldump(&[
-        "analyze",
-        &dump,
-        "--symbol-path",
-        &syms,
-        "--offline",
-        "--no-cache",
-    ]);
+    let r = analyze_sample(&[]);
     assert_eq!(r.code(), Some(0), "{}", r.stderr);
     let t = truth();
     let leak = t["tags"]
@@ -75,18 +82,7 @@ fn readme_command_on_the_sample() {
 
 #[test]
 fn json_rows_are_the_truth_and_csv_has_them_too() {
-    let (dump, syms) = sample();
-    let r = pooldump(&[
-        "analyze",
-        &dump,
-        "--symbol-path",
-        &syms,
-        "--offline",
-        "--no-cache",
-        "--json",
-        "-s",
-        "B",
-    ]);
+    let r = analyze_sample(&["--json", "-s", "B"]);
     assert_eq!(r.code(), Some(0), "{}", r.stderr);
     let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(j["schema"], "pooldump.analyze/1");
@@ -109,17 +105,7 @@ fn json_rows_are_the_truth_and_csv_has_them_too() {
         assert_eq!(got["diff"], want["diff"]);
         assert_eq!(got["bytes"], want["bytes"]);
     }
-    let r = pooldump(&[
-        "analyze",
-        &dump,
-        "--symbol-path",
-        &syms,
-        "--offline",
-        "--no-cache",
-        "--csv",
-        "-i",
-        "Leak",
-    ]);
+    let r = analyze_sample(&["--csv", "-i", "Leak"]);
     let mut lines = r.stdout.lines();
     assert_eq!(
         lines.next(),
@@ -131,7 +117,6 @@ fn json_rows_are_the_truth_and_csv_has_them_too() {
 
 #[test]
 fn poolmon_filters_and_pooltag_txt() {
-    let (dump, syms) = sample();
     let dir = tempfile::tempdir().unwrap();
     let pt = dir.path().join("pooltag.txt");
     std::fs::write(
@@ -140,13 +125,7 @@ fn poolmon_filters_and_pooltag_txt() {
     )
     .unwrap();
     let pt = pt.display().to_string();
-    let r = pooldump(&[
-        "analyze",
-        &dump,
-        "--symbol-path",
-        &syms,
-        "--offline",
-        "--no-cache",
+    let r = analyze_sample(&[
         "--pooltag",
         &pt,
         "-i",
@@ -183,18 +162,7 @@ fn poolmon_filters_and_pooltag_txt() {
 
 #[test]
 fn big_pool_listing_matches_the_truth() {
-    let (dump, syms) = sample();
-    let r = pooldump(&[
-        "analyze",
-        &dump,
-        "--symbol-path",
-        &syms,
-        "--offline",
-        "--no-cache",
-        "--big-pool",
-        "--show-free",
-        "--json",
-    ]);
+    let r = analyze_sample(&["--big-pool", "--show-free", "--json"]);
     assert_eq!(r.code(), Some(0), "{}", r.stderr);
     let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let got: Vec<(String, String, bool)> = j["big_pool"]["entries"]

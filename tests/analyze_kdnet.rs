@@ -23,7 +23,11 @@ fn analyze(args: &[&str]) -> Value {
         .env_remove("_NT_SYMBOL_PATH")
         .output()
         .expect("pooldump runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -54,7 +58,13 @@ fn live_table_equals_the_dump_table_over_a_lossy_link() {
         assert!(!live["rows"].as_array().unwrap().is_empty());
         assert_eq!(live["rows"], from_dump["rows"], "{build}: per-tag rows");
         assert_eq!(live["totals"], from_dump["totals"], "{build}");
-        assert_eq!(live["big_pool"], from_dump["big_pool"], "{build}: big-page table");
-        assert!(sim.stats().continues >= 1, "{build}: the target was resumed");
+        assert_eq!(
+            live["big_pool"], from_dump["big_pool"],
+            "{build}: big-page table"
+        );
+        assert!(
+            sim.stats().continues >= 1,
+            "{build}: the target was resumed"
+        );
     }
 }

@@ -32,12 +32,10 @@ fn open(m: &Machine, kind: DumpKind, dir: &Path) -> Target<pooldump_core::CrashD
 
 type Row = (String, &'static str, u64, u64, u64);
 
-fn expected_rows(m: &Machine) -> BTreeMap<(String, &'static str), (u64, u64, u64)> {
-    let mask = if m.truth.tracker.counter_bits >= 64 {
-        u64::MAX
-    } else {
-        (1 << m.truth.tracker.counter_bits) - 1
-    };
+/// (tag, "Paged"|"Nonp") -> (Allocs, Frees, Bytes)
+type Rows = BTreeMap<(String, &'static str), (u64, u64, u64)>;
+
+fn expected_rows(m: &Machine) -> Rows {
     let mut out = BTreeMap::new();
     for r in &m.truth.tags {
         if r.slot == pooldump_kit::truth::TrackerSlot::Overflow {
@@ -47,15 +45,12 @@ fn expected_rows(m: &Machine) -> BTreeMap<(String, &'static str), (u64, u64, u64
         // What the kernel's snapshot reports: wrapped counters, Allocs
         // clamped to Frees.
         let (a, f) = (r.reported_allocs, r.reported_frees);
-        out.insert((r.tag.clone(), pool), (a.max(f), f, r.bytes & u64::MAX));
-        let _ = mask;
+        out.insert((r.tag.clone(), pool), (a.max(f), f, r.bytes));
     }
     out
 }
 
-fn actual_rows(
-    t: &Target<pooldump_core::CrashDump>,
-) -> (BTreeMap<(String, &'static str), (u64, u64, u64)>, Vec<Row>) {
+fn actual_rows(t: &Target<pooldump_core::CrashDump>) -> (Rows, Vec<Row>) {
     let u = t.pool_usage(&TrackerOptions::default()).unwrap();
     let mut map = BTreeMap::new();
     let mut overflow = Vec::new();

@@ -135,6 +135,9 @@ fn check_build(build: NtBuild, ram_mib: Option<u64>, kinds: &[DumpKind]) {
     let cache = dir.path().join("volcache");
     std::fs::create_dir(&cache).expect("create Volatility's cache directory");
     let (symdir, isf) = convert_pdb(&vol, &m, dir.path());
+    let store = dir.path().join("pdb-store");
+    m.write_symbol_store(&store)
+        .expect("write the symbol store");
 
     let mut failures = String::new();
     for &kind in kinds {
@@ -152,6 +155,20 @@ fn check_build(build: NtBuild, ram_mib: Option<u64>, kinds: &[DumpKind]) {
                 .filter(|e| show_free || !e.freed)
                 .map(|e| Row::from_truth(e, &isf))
                 .collect();
+            // pooldump's own listing must be Volatility's, entry for entry.
+            let mut ours = pooldump_bigpools(&dump, &store, show_free, &isf);
+            let mut theirs: Vec<&Row> = got.iter().collect();
+            ours.sort_by_key(|r| r.allocation);
+            theirs.sort_by_key(|r| r.allocation);
+            if ours.iter().collect::<Vec<_>>() != theirs {
+                let _ = writeln!(
+                    failures,
+                    "{} {kind:?}{}: pooldump analyze --big-pool differs from Volatility:\n{}",
+                    build.name(),
+                    if show_free { " --show-free" } else { "" },
+                    diff(&ours, &theirs.into_iter().cloned().collect::<Vec<_>>())
+                );
+            }
             if got != want {
                 let _ = writeln!(
                     failures,
@@ -291,8 +308,62 @@ fn bigpools(vol: &Vol, dump: &Path, symdir: &Path, cache: &Path, show_free: bool
     }
 }
 
+/// `pooldump analyze --big-pool --json` on the same dump, as Volatility
+/// would print each entry.
+fn pooldump_bigpools(dump: &Path, store: &Path, show_free: bool, isf: &Isf) -> Vec<Row> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pooldump"));
+    cmd.arg("analyze")
+        .arg(dump)
+        .arg("--symbol-path")
+        .arg(store)
+        .args(["--offline", "--no-cache", "--big-pool", "--json"])
+        .env_remove("_NT_SYMBOL_PATH");
+    if show_free {
+        cmd.arg("--show-free");
+    }
+    let out = run(&mut cmd, "pooldump analyze --big-pool");
+    let j: Value = serde_json::from_slice(&out).expect("pooldump prints JSON");
+    let mask = if isf.va_is_pointer {
+        VOL_POINTER_MASK
+    } else {
+        u64::MAX
+    };
+    j["big_pool"]["entries"]
+        .as_array()
+        .expect("big_pool.entries")
+        .iter()
+        .map(|e| {
+            let va = u64::from_str_radix(&e["va"].as_str().unwrap().replace('`', ""), 16).unwrap();
+            let free = e["freed"].as_bool().unwrap();
+            let tag = vol_tag(e["tag"].as_str().unwrap());
+            Row {
+                allocation: (va | u64::from(free)) & mask,
+                tag,
+                pool_type: u64::from_str_radix(
+                    e["pool_type"].as_str().unwrap().trim_start_matches("0x"),
+                    16,
+                )
+                .unwrap(),
+                bytes: e["bytes"].as_u64().unwrap(),
+                free,
+            }
+        })
+        .collect()
+}
+
+/// A tag as Volatility prints it: without the bytes outside 0x21..0x7E
+/// (POOL_TRACKER_BIG_PAGES.get_key drops them, spaces included).
+fn vol_tag(tag: &str) -> String {
+    tag_value(tag)
+        .to_le_bytes()
+        .into_iter()
+        .filter(|b| (0x21..0x7F).contains(b))
+        .map(char::from)
+        .collect()
+}
+
 /// One big-pool entry as Volatility prints it.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Row {
     /// The Va field, free bit included.
     allocation: u64,
@@ -349,12 +420,7 @@ impl Row {
         } else {
             u64::MAX
         };
-        let tag = tag_value(&e.tag)
-            .to_le_bytes()
-            .into_iter()
-            .filter(|b| (0x21..0x7F).contains(b))
-            .map(char::from)
-            .collect();
+        let tag = vol_tag(&e.tag);
         Row {
             allocation: (e.va | u64::from(e.freed)) & mask,
             tag,

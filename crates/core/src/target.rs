@@ -147,6 +147,18 @@ impl<M: Memory> Target<M> {
         })
     }
 
+    /// The same target over another handle to the same memory (a wrapper
+    /// enum, a box).
+    pub fn map_mem<N: Memory>(self, f: impl FnOnce(M) -> N) -> Target<N> {
+        Target {
+            mem: f(self.mem),
+            kernel: self.kernel,
+            symbols: self.symbols,
+            modules: self.modules,
+            notes: self.notes,
+        }
+    }
+
     pub fn kern_base(&self) -> KernelVa {
         self.kernel.kern_base
     }

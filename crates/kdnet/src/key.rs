@@ -191,7 +191,10 @@ impl FromStr for KdnetSpec {
                         .ok()
                         .filter(|ms| (10..=60_000).contains(ms))
                         .ok_or_else(|| SpecError::BadRetry(value.to_string()))?;
-                    if retry.replace(std::time::Duration::from_millis(ms)).is_some() {
+                    if retry
+                        .replace(std::time::Duration::from_millis(ms))
+                        .is_some()
+                    {
                         return Err(repeated());
                     }
                 }

@@ -53,7 +53,11 @@ impl From<KdnetSpec> for KdnetConfig {
             key: s.key,
             bind: s.bind,
             timeouts: match s.retry {
-                Some(t) => Timeouts { ack: t, reply: t, ..Timeouts::default() },
+                Some(t) => Timeouts {
+                    ack: t,
+                    reply: t,
+                    ..Timeouts::default()
+                },
                 None => Timeouts::default(),
             },
             chunk: DEFAULT_CHUNK,

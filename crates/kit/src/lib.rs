@@ -32,6 +32,7 @@ pub mod pe;
 pub mod phys;
 mod pool;
 pub mod scenario;
+pub mod series;
 pub mod tracker;
 pub mod truth;
 

@@ -117,7 +117,7 @@ impl Machine {
     pub fn build(s: &Scenario) -> Machine {
         let m = s.build.manifest();
         let mut rng = fastrand::Rng::with_seed(s.seed);
-        let mut mem = PhysMemory::new(s.ram_mib * MB, rng.u64(..));
+        let mut mem = PhysMemory::new(ram_bytes(s), rng.u64(..));
         let kaslr = s.build.has_kaslr_regions();
         // Windows puts the System process's PML4 low in physical memory;
         // Volatility's DTB scan looks there first (peers.md §4).
@@ -667,6 +667,20 @@ fn store_put(dir: &Path, name: &str, key: &str, bytes: &[u8]) -> io::Result<Path
     let p = d.join(name);
     std::fs::write(&p, bytes)?;
     Ok(p)
+}
+
+/// RAM for the scenario: what it asks for, grown when a bulk area would not
+/// fit in one physical run (the PCI hole splits RAM at 3 GiB; bulk pool is
+/// mapped with large pages over contiguous frames).
+fn ram_bytes(s: &Scenario) -> u64 {
+    let asked = s.ram_mib * MB;
+    match &s.bulk {
+        // The run above 4 GiB holds RAM - 3 GiB: keep 1 GiB spare beyond
+        // the bulk area for everything else.
+        Some(b) if b.bytes + GB > 3 * GB => asked.max(b.bytes + 4 * GB),
+        Some(b) => asked.max(b.bytes + GB),
+        None => asked,
+    }
 }
 
 /// Windows 10 1607+ picks the self-map slot at random in the kernel half,

@@ -185,6 +185,40 @@ impl CrashDump {
         })
     }
 
+    /// The dump file's bytes (the read-only memory map, or the buffer
+    /// given to [`Self::from_bytes`]). With [`Self::extents`] a scanner
+    /// reads long runs of pages in file order without copying them
+    /// (`pool::find`, issue 5).
+    pub fn file_bytes(&self) -> &[u8] {
+        self.data.bytes()
+    }
+
+    /// The scanner is done with `len` bytes of the file from `offset`: a
+    /// memory-mapped dump drops those pages from the process (they stay in
+    /// the page cache and are read back on the next access), so one pass
+    /// over a multi-GiB dump keeps a small resident set. A no-op for an
+    /// in-memory dump.
+    pub fn release_file_range(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        if let Backing::Mapped(m) = &*self.data {
+            // madvise wants page-aligned bounds: release only whole pages.
+            let page = PAGE_SIZE as usize;
+            let start = offset.div_ceil(page) * page;
+            let end = offset.saturating_add(len).min(m.len()) / page * page;
+            if start < end {
+                // SAFETY: the map is read-only and shared (Mmap::map):
+                // MADV_DONTNEED drops this process's page-table entries and
+                // the next access reads the same bytes back from the file,
+                // the contract `open` already accepts for the map.
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (offset, len);
+    }
+
     /// The 4 KiB of one physical page.
     pub fn page(&self, pfn: Pfn) -> Result<&[u8], MemoryError> {
         let file = self.data.bytes();

@@ -19,6 +19,7 @@
 pub mod attribution;
 mod bigpool;
 mod filter;
+pub mod find;
 mod pooltag;
 mod read;
 mod tracker;

@@ -59,7 +59,7 @@ impl LayoutCache {
     /// validated as a [`super::PdbName`] before it got here.
     pub fn path(&self, id: &PdbIdentity) -> PathBuf {
         self.root.join("layouts").join(&id.name).join(format!(
-            "{}{:X}.json",
+            "{}{:X}.bin",
             id.guid.compact(),
             id.age
         ))

@@ -72,6 +72,26 @@ enum Cmd {
         #[arg(long, short, default_value = "testdata/sample")]
         out: PathBuf,
     },
+    /// Write a series of dumps of one machine over time, with a planted
+    /// steady leak, a one-off burst and noisy tags (for snapshot/diff/trend),
+    /// one symbol store, and series.json (the truth of every step).
+    Series {
+        #[arg(long, default_value = "win10-19041")]
+        build: String,
+        #[arg(long, default_value_t = 11)]
+        seed: u64,
+        /// Snapshots in the series.
+        #[arg(long, default_value_t = 8)]
+        steps: usize,
+        /// Seconds between snapshots.
+        #[arg(long, default_value_t = 1800)]
+        interval: u64,
+        #[arg(long, default_value = "kernel-bitmap")]
+        kind: String,
+        /// Output directory.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
     /// List the builds the kit can impersonate.
     Builds,
 }
@@ -109,6 +129,30 @@ fn run(cli: Cli) -> Result<(), String> {
                     m.pdb.store_key
                 );
             }
+            Ok(())
+        }
+        Cmd::Series {
+            build,
+            seed,
+            steps,
+            interval,
+            kind,
+            out,
+        } => {
+            let kind = parse_kind(&kind)?;
+            let b = NtBuild::from_name(&build).ok_or_else(|| format!("unknown build {build:?}"))?;
+            let mut spec = pooldump_kit::series::SeriesSpec::new(b, seed);
+            spec.steps = steps.max(2);
+            spec.interval_secs = interval;
+            let w = pooldump_kit::series::Series::new(&spec)
+                .write(&out, kind)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            eprintln!(
+                "wrote {} dumps, symbols/ and {} to {}",
+                w.dumps.len(),
+                w.truth_file.display(),
+                out.display()
+            );
             Ok(())
         }
         Cmd::Sample { out } => write_all(

@@ -1,0 +1,580 @@
+//! `pooldump find`: `!poolfind` at memory bandwidth. Every allocation
+//! carrying the given tags (PoolMon wildcards and `0x...` values allowed):
+//! address, physical address, size, pool, allocated or free, allocator;
+//! then per-tag counts and bytes beside the tracker's live count, and the
+//! headers found in frames no pool address maps. [`collect`] builds a
+//! typed report; the text, JSON and CSV renderers only format it.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use pooldump_core::pool::TagPattern;
+use pooldump_core::pool::find::{
+    self, AllocationState, Engine, FindOptions, FindReport, Frames, ScanProgress,
+};
+use serde::Serialize;
+
+use crate::common::{Source, SourceArgs, SymbolArgs, open_source, release};
+use crate::render::{Align, Table};
+
+/// Find every allocation with the given tags (!poolfind).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub symbols: SymbolArgs,
+    /// A tag to find: `Abc1`, a PoolMon pattern (`Ab?1`, `Ab*`; case
+    /// sensitive) or a value (`0x31636241`); may be repeated.
+    #[arg(short, long = "tag", value_name = "TAG")]
+    pub tags: Vec<TagPattern>,
+    /// Read tags from FILE, one per line (blank lines and `#` comments
+    /// skipped), e.g. the fresh tags given to each call site; the per-tag
+    /// table lists every one of them.
+    #[arg(long, value_name = "FILE")]
+    pub tags_from: Option<PathBuf>,
+    /// List only allocated allocations (not freed ones, nor headers whose
+    /// state the heap cannot tell).
+    #[arg(long)]
+    pub allocated: bool,
+    /// Print only the per-tag table.
+    #[arg(long)]
+    pub per_tag: bool,
+    /// Scan threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Candidate search: auto, memmem, stride or aho-corasick.
+    #[arg(long, default_value = "auto", value_name = "ENGINE")]
+    pub engine: Engine,
+    /// Skip the big-page table.
+    #[arg(long)]
+    pub no_big_pool: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Print JSON (schema pooldump.find/1, docs/find.md).
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV: the allocations, or with --per-tag the per-tag table.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+/// The report, also the JSON document.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    pub source: SourceInfo,
+    pub patterns: Vec<String>,
+    /// legacy or segment-heap.
+    pub allocator: String,
+    pub allocations: Vec<Allocation>,
+    pub tags: Vec<TagRow>,
+    pub unmapped: Vec<Unmapped>,
+    pub scan: Scan,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceInfo {
+    pub name: String,
+    pub build: u32,
+    pub live: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Allocation {
+    pub va: String,
+    pub header: Option<String>,
+    pub pa: Option<String>,
+    pub tag: String,
+    pub protected: bool,
+    /// BlockSize × 16 with the header, or the big-page entry's bytes.
+    pub bytes: u64,
+    /// NonPaged, NonPagedNx or Paged.
+    pub pool: &'static str,
+    pub session: bool,
+    pub pool_type: String,
+    /// allocated, free or unknown.
+    pub state: AllocationState,
+    /// legacy-page, lfh, vs, big-pool or unverified.
+    pub allocator: find::Allocator,
+    pub in_dump: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TagRow {
+    pub tag: String,
+    pub allocated: u64,
+    pub bytes: u64,
+    pub free: u64,
+    pub unknown: u64,
+    pub not_in_dump: u64,
+    pub tracker_diff: Option<u64>,
+    pub tracker_bytes: Option<u64>,
+    pub not_found: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Unmapped {
+    pub pa: String,
+    pub tag: String,
+    pub bytes: u64,
+    pub pool_type: String,
+    pub state: AllocationState,
+    /// A kernel address outside the pool regions mapping the frame.
+    pub mapped_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Scan {
+    pub engine: &'static str,
+    pub threads: usize,
+    pub frames: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub unreadable_frames: u64,
+    pub mapped_frames_not_in_dump: Option<u64>,
+    pub paged_out_pages: u64,
+    pub regions: Option<Vec<String>>,
+    pub page_tables_read: u64,
+    pub alias_pages: u64,
+    pub duplicate_headers: u64,
+    pub rejected_by_heap: u64,
+}
+
+pub fn run(args: &Args) -> Result<String> {
+    let r = collect(args)?;
+    Ok(if args.json {
+        let mut s = serde_json::to_string_pretty(&r)?;
+        s.push('\n');
+        s
+    } else if args.csv {
+        render_csv(&r, args.per_tag)?
+    } else {
+        render_text(&r, args)
+    })
+}
+
+/// The tags of `--tag` and `--tags-from`.
+pub fn patterns(args: &Args) -> Result<Vec<TagPattern>> {
+    let mut p = args.tags.clone();
+    if let Some(f) = &args.tags_from {
+        p.extend(read_tags_file(f)?);
+    }
+    if p.is_empty() {
+        bail!("name the tags to find with --tag TAG or --tags-from FILE");
+    }
+    Ok(p)
+}
+
+/// One tag per line; trailing blanks are padding (`Irp` is `Irp `).
+fn read_tags_file(path: &Path) -> Result<Vec<TagPattern>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read the tags file", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim_end();
+        if t.trim_start().is_empty() || t.trim_start().starts_with('#') {
+            continue;
+        }
+        let p = TagPattern::parse(t)
+            .with_context(|| format!("{}: line {}: `{t}` is not a tag", path.display(), n + 1))?;
+        out.push(p);
+    }
+    if out.is_empty() {
+        bail!("{}: no tags in the file", path.display());
+    }
+    Ok(out)
+}
+
+pub fn collect(args: &Args) -> Result<Report> {
+    let patterns = patterns(args)?;
+    let (target, meta) = open_source(&args.source, &args.symbols)?;
+    let bar =
+        (!args.no_progress && !args.json && std::io::stderr().is_terminal()).then(ScanBar::default);
+    let opts = FindOptions {
+        engine: args.engine,
+        threads: args.threads,
+        release_scanned: true,
+        big_pool: !args.no_big_pool,
+        progress: bar.as_ref().map(|b| b as &dyn ScanProgress),
+        ..FindOptions::default()
+    };
+    let frames = match &target.mem {
+        Source::Dump(d) => Frames::Dump(d),
+        Source::Live(_) => Frames::Mapped,
+    };
+    let found = find::find_allocations(
+        &target.mem,
+        &target.symbols,
+        target.kern_base(),
+        Some(meta.build),
+        frames,
+        &patterns,
+        &opts,
+    )
+    .with_context(|| format!("{}: build {}: finding the tags", meta.name, meta.build));
+    release(&target)?;
+    let found = found?;
+    let mut warnings = target.notes.clone();
+    warnings.extend(found.warnings.iter().cloned());
+    Ok(report(
+        &found,
+        &meta.name,
+        meta.build,
+        meta.live,
+        args.allocated,
+        warnings,
+    ))
+}
+
+fn hex(v: u64) -> String {
+    format!("{v:#x}")
+}
+
+fn report(
+    r: &FindReport,
+    name: &str,
+    build: u32,
+    live: bool,
+    allocated_only: bool,
+    warnings: Vec<String>,
+) -> Report {
+    Report {
+        schema: "pooldump.find/1",
+        source: SourceInfo {
+            name: name.to_string(),
+            build,
+            live,
+        },
+        patterns: r.patterns.clone(),
+        allocator: match r.allocator {
+            find::AllocatorFamily::Legacy => "legacy".into(),
+            find::AllocatorFamily::SegmentHeap => "segment-heap".into(),
+        },
+        allocations: r
+            .allocations
+            .iter()
+            .filter(|a| !allocated_only || a.state == AllocationState::Allocated)
+            .map(|a| Allocation {
+                va: a.va.to_string(),
+                header: a.header.map(|h| h.to_string()),
+                pa: a.pa.map(|p| hex(p.0)),
+                tag: a.tag.to_string(),
+                protected: a.protected,
+                bytes: a.bytes,
+                pool: a.pool.name(),
+                session: a.session,
+                pool_type: hex(a.pool_type as u64),
+                state: a.state,
+                allocator: a.allocator,
+                in_dump: a.in_dump,
+            })
+            .collect(),
+        tags: r
+            .tags
+            .iter()
+            .map(|t| TagRow {
+                tag: t.tag.to_string(),
+                allocated: t.allocated,
+                bytes: t.allocated_bytes,
+                free: t.free,
+                unknown: t.unknown,
+                not_in_dump: t.not_in_dump,
+                tracker_diff: t.tracker.map(|c| c.diff),
+                tracker_bytes: t.tracker.map(|c| c.bytes),
+                not_found: t.not_found,
+            })
+            .collect(),
+        unmapped: r
+            .unmapped
+            .iter()
+            .map(|u| Unmapped {
+                pa: hex(u.pa.0),
+                tag: u.tag.to_string(),
+                bytes: u.bytes,
+                pool_type: hex(u.pool_type as u64),
+                state: u.state,
+                mapped_at: u.mapped_at.map(|v| v.to_string()),
+            })
+            .collect(),
+        scan: Scan {
+            engine: r.scan.engine,
+            threads: r.scan.threads,
+            frames: r.scan.frames_scanned,
+            bytes: r.scan.bytes_scanned,
+            seconds: r.scan.scan_seconds,
+            unreadable_frames: r.scan.unreadable_frames,
+            mapped_frames_not_in_dump: r.scan.mapped_frames_not_in_dump,
+            paged_out_pages: r.scan.paged_out_pages,
+            regions: r
+                .regions
+                .as_ref()
+                .map(|v| v.iter().map(|g| g.name.clone()).collect()),
+            page_tables_read: r.pagemap.tables_read,
+            alias_pages: r.pagemap.alias_pages,
+            duplicate_headers: r.scan.duplicate_headers,
+            rejected_by_heap: r.scan.rejected_by_heap,
+        },
+        warnings,
+    }
+}
+
+fn state_text(s: AllocationState) -> &'static str {
+    match s {
+        AllocationState::Allocated => "Allocated",
+        AllocationState::Free => "Free",
+        AllocationState::Unknown => "Unknown",
+    }
+}
+
+fn allocator_text(a: find::Allocator) -> String {
+    a.to_string()
+}
+
+fn render_text(r: &Report, args: &Args) -> String {
+    let mut out = String::new();
+    let s = &r.scan;
+    let gib = s.bytes as f64 / (1u64 << 30) as f64;
+    let rate = if s.seconds > 0.0 {
+        format!(", {:.1} GB/s", s.bytes as f64 / s.seconds / 1e9)
+    } else {
+        String::new()
+    };
+    out.push_str(&format!(
+        "{}: Windows build {}, {} pool; tags {}\n",
+        r.source.name,
+        r.source.build,
+        r.allocator,
+        r.patterns.join(", ")
+    ));
+    out.push_str(&format!(
+        "Scanned {gib:.2} GiB ({} frames) in {:.2} s{rate} ({}, {} thread(s)); {}\n\n",
+        s.frames,
+        s.seconds,
+        s.engine,
+        s.threads,
+        match &s.regions {
+            Some(v) => format!("pool regions {}", v.join(", ")),
+            None => "pool regions unknown: the whole kernel half was mapped".into(),
+        }
+    ));
+    if !args.per_tag {
+        // As !poolfind lists them: the block (its pool header, or the
+        // big-page entry's address), its physical address and size.
+        let mut t = Table::new(&[
+            ("Block", Align::Left),
+            ("Physical", Align::Right),
+            ("Size", Align::Right),
+            ("Pool", Align::Left),
+            ("State", Align::Left),
+            ("Allocator", Align::Left),
+            ("Tag", Align::Left),
+        ]);
+        for a in &r.allocations {
+            let mut tag = a.tag.clone();
+            if a.protected {
+                tag.push_str(" (protected)");
+            }
+            if !a.in_dump && a.state == AllocationState::Allocated {
+                tag.push_str(" (not in dump)");
+            }
+            t.push(vec![
+                a.header.clone().unwrap_or_else(|| a.va.clone()),
+                a.pa.clone().unwrap_or_else(|| "-".into()),
+                hex(a.bytes),
+                format!("{}{}", a.pool, if a.session { " session" } else { "" }),
+                state_text(a.state).into(),
+                allocator_text(a.allocator),
+                tag,
+            ]);
+        }
+        if r.allocations.is_empty() {
+            out.push_str(" No allocation carries these tags.\n");
+        } else {
+            t.render(&mut out, 1);
+        }
+        out.push('\n');
+    }
+    out.push_str("Per tag (Tracker: live allocations and bytes the tag tracker counts):\n");
+    let mut t = Table::new(&[
+        ("Tag", Align::Left),
+        ("Allocated", Align::Right),
+        ("Bytes", Align::Right),
+        ("Free", Align::Right),
+        ("Unknown", Align::Right),
+        ("Tracker", Align::Right),
+        ("Tracker Bytes", Align::Right),
+        ("Not found", Align::Right),
+    ]);
+    let opt = |v: Option<u64>| v.map_or_else(|| "-".into(), |v| v.to_string());
+    for x in &r.tags {
+        t.push(vec![
+            x.tag.clone(),
+            x.allocated.to_string(),
+            x.bytes.to_string(),
+            x.free.to_string(),
+            x.unknown.to_string(),
+            opt(x.tracker_diff),
+            opt(x.tracker_bytes),
+            opt(x.not_found),
+        ]);
+    }
+    t.render(&mut out, 1);
+    if !r.unmapped.is_empty() && !args.per_tag {
+        out.push_str(
+            "\nHeaders in frames no pool address maps (possibly freed memory; not counted above):\n",
+        );
+        let mut t = Table::new(&[
+            ("Physical", Align::Right),
+            ("Size", Align::Right),
+            ("PoolType", Align::Right),
+            ("State", Align::Left),
+            ("Mapped at", Align::Left),
+            ("Tag", Align::Left),
+        ]);
+        for u in &r.unmapped {
+            t.push(vec![
+                u.pa.clone(),
+                hex(u.bytes),
+                u.pool_type.clone(),
+                state_text(u.state).into(),
+                u.mapped_at.clone().unwrap_or_else(|| "-".into()),
+                u.tag.clone(),
+            ]);
+        }
+        t.render(&mut out, 1);
+    }
+    let mut notes = Vec::new();
+    if s.unreadable_frames > 0 {
+        notes.push(format!(
+            "{} frame(s) of the dump could not be read: results are partial",
+            s.unreadable_frames
+        ));
+    }
+    if s.paged_out_pages > 0 {
+        notes.push(format!(
+            "{} pool page(s) are paged out: allocations on them are counted by the tracker, not found",
+            s.paged_out_pages
+        ));
+    }
+    if !r.warnings.is_empty() || !notes.is_empty() {
+        out.push_str("\nWarnings:\n");
+        for w in notes.iter().chain(&r.warnings) {
+            out.push_str(&format!("  - {w}\n"));
+        }
+    }
+    out
+}
+
+fn render_csv(r: &Report, per_tag: bool) -> Result<String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    if per_tag {
+        w.write_record([
+            "tag",
+            "allocated",
+            "bytes",
+            "free",
+            "unknown",
+            "not_in_dump",
+            "tracker_diff",
+            "tracker_bytes",
+            "not_found",
+        ])?;
+        for x in &r.tags {
+            w.write_record([
+                x.tag.clone(),
+                x.allocated.to_string(),
+                x.bytes.to_string(),
+                x.free.to_string(),
+                x.unknown.to_string(),
+                x.not_in_dump.to_string(),
+                opt(x.tracker_diff),
+                opt(x.tracker_bytes),
+                opt(x.not_found),
+            ])?;
+        }
+    } else {
+        w.write_record([
+            "va",
+            "header",
+            "pa",
+            "bytes",
+            "pool",
+            "session",
+            "pool_type",
+            "state",
+            "allocator",
+            "tag",
+            "protected",
+            "in_dump",
+        ])?;
+        for a in &r.allocations {
+            w.write_record([
+                a.va.clone(),
+                a.header.clone().unwrap_or_default(),
+                a.pa.clone().unwrap_or_default(),
+                a.bytes.to_string(),
+                a.pool.to_string(),
+                a.session.to_string(),
+                a.pool_type.clone(),
+                state_text(a.state).to_lowercase(),
+                serde_json::to_value(a.allocator)?
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                a.tag.clone(),
+                a.protected.to_string(),
+                a.in_dump.to_string(),
+            ])?;
+        }
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
+}
+
+/// An indicatif bar on stderr that appears only once a scan has run for
+/// a second (short scans print nothing).
+#[derive(Default)]
+struct ScanBar {
+    bar: OnceLock<indicatif::ProgressBar>,
+    started: OnceLock<Instant>,
+    shown: AtomicBool,
+}
+
+impl ScanProgress for ScanBar {
+    fn start(&self, total: u64) {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(total),
+            indicatif::ProgressDrawTarget::hidden(),
+        );
+        let style = indicatif::ProgressStyle::with_template(
+            "scanning {bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        let _ = self.bar.set(bar);
+        let _ = self.started.set(Instant::now());
+    }
+    fn advance(&self, bytes: u64) {
+        let Some(bar) = self.bar.get() else { return };
+        bar.inc(bytes);
+        let late = self
+            .started
+            .get()
+            .is_some_and(|t| t.elapsed() > Duration::from_secs(1));
+        if late && !self.shown.swap(true, Ordering::Relaxed) {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        }
+    }
+    fn finish(&self) {
+        if let Some(bar) = self.bar.get() {
+            bar.finish_and_clear();
+        }
+    }
+}

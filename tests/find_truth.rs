@@ -1,0 +1,481 @@
+//! `find` against the kit's ground truth for every layout family: every
+//! live in-dump allocation with a wanted tag is found where the kit put it
+//! (allocator, size, pool, state), freed ones that keep a stale header are
+//! labelled free, cache-aligned allocations appear once, decoys never
+//! appear, and well-formed pages in frames no address maps land only in
+//! the separate unmapped list.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use pooldump_core::pagemap::{PageMap, PageMapOptions};
+use pooldump_core::pool::TagPattern;
+use pooldump_core::pool::find::{
+    self, AllocationState, Allocator, Engine, FindOptions, FindReport, FoundAllocation, PoolKind,
+};
+use pooldump_core::symbols::{FetchOptions, SymbolOptions, SymbolPath};
+use pooldump_core::{CrashDump, Target};
+use pooldump_kit::bulk::BulkSpec;
+use pooldump_kit::corrupt::Corruption;
+use pooldump_kit::truth::{Allocation, AllocatorKind};
+use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
+
+fn offline(store: &Path) -> SymbolOptions<'static> {
+    SymbolOptions {
+        symbol_path: SymbolPath::parse(&store.display().to_string(), store),
+        pdb_file: None,
+        isf: Vec::new(),
+        layout_cache: None,
+        fetch: FetchOptions::default(),
+        builtin: false,
+        builtin_supplement: false,
+    }
+}
+
+fn open(m: &Machine, kind: DumpKind, dir: &Path) -> Target<CrashDump> {
+    let dump = dir.join("MEMORY.DMP");
+    m.write_dump_file(kind, &dump).unwrap();
+    m.write_symbol_store(&dir.join("symbols")).unwrap();
+    Target::open_dump(&dump, &offline(&dir.join("symbols"))).unwrap()
+}
+
+fn run(t: &Target<CrashDump>, tags: &[&str], engine: Engine) -> FindReport {
+    let patterns: Vec<TagPattern> = tags.iter().map(|s| TagPattern::parse(s).unwrap()).collect();
+    let opts = FindOptions {
+        engine,
+        ..FindOptions::default()
+    };
+    find::find_in_dump(&t.mem, &t.symbols, t.kern_base(), &patterns, &opts).unwrap()
+}
+
+/// Where an allocation is identified: its header, or its address.
+fn key_of_truth(a: &Allocation) -> u64 {
+    a.header_va.unwrap_or(a.va)
+}
+
+fn key_of_found(a: &FoundAllocation) -> u64 {
+    a.header.map_or(a.va.0, |h| h.0)
+}
+
+fn allocator_of(k: AllocatorKind) -> Allocator {
+    match k {
+        AllocatorKind::LegacyPage => Allocator::LegacyPage,
+        AllocatorKind::Lfh => Allocator::Lfh,
+        AllocatorKind::Vs => Allocator::Vs,
+        AllocatorKind::Big | AllocatorKind::VsBig => Allocator::BigPool,
+    }
+}
+
+fn pool_of(p: pooldump_kit::PoolKind) -> PoolKind {
+    match p {
+        pooldump_kit::PoolKind::NonPaged => PoolKind::NonPaged,
+        pooldump_kit::PoolKind::NonPagedNx => PoolKind::NonPagedNx,
+        pooldump_kit::PoolKind::Paged => PoolKind::Paged,
+    }
+}
+
+/// Compare a report with the truth for the allocations of `tags`.
+fn check(m: &Machine, truth: &[Allocation], r: &FindReport, tags: &[&str], what: &str) {
+    let wanted = |tag: &str| {
+        tags.iter().any(|t| {
+            TagPattern::parse(t)
+                .unwrap()
+                .matches(pooldump_core::PoolTag::parse(tag).unwrap())
+        })
+    };
+    let found: BTreeMap<u64, &FoundAllocation> =
+        r.allocations.iter().map(|a| (key_of_found(a), a)).collect();
+    assert_eq!(
+        found.len(),
+        r.allocations.len(),
+        "{what}: an allocation is listed twice"
+    );
+    let big_bytes: BTreeMap<u64, u64> = m
+        .truth
+        .big_pool
+        .entries
+        .iter()
+        .map(|e| (e.va, e.bytes))
+        .collect();
+    let mut truth_keys = BTreeSet::new();
+    let mut live_in_dump = 0;
+    for a in truth.iter().filter(|a| wanted(&a.tag)) {
+        let k = key_of_truth(a);
+        truth_keys.insert(k);
+        let f = found.get(&k);
+        let name = format!(
+            "{what}: {} {} at {k:#x} ({:?})",
+            a.tag,
+            if a.live { "live" } else { "freed" },
+            a.allocator
+        );
+        if a.live && a.in_dump {
+            let f = f.unwrap_or_else(|| panic!("{name} was not found"));
+            if f.state == AllocationState::Unknown {
+                // Only when the heap metadata that decides it is paged out:
+                // the segment header, and the page of the VS chunk header
+                // (the LFH subsegment header shares the block's page).
+                let out: BTreeSet<u64> = m.truth.pages.paged_out.iter().copied().collect();
+                let seg = k & !0xF_FFFF;
+                let first = a.extra_header_va.unwrap_or(k);
+                let chunk_page = (first - 0x10) & !0xFFF;
+                assert!(
+                    (out.contains(&seg) || out.contains(&(seg + 0x1000)))
+                        && (a.allocator != AllocatorKind::Vs || out.contains(&chunk_page)),
+                    "{name}: state unknown with its heap metadata in the dump"
+                );
+                assert_eq!(f.allocator, Allocator::Unverified, "{name}");
+                continue;
+            }
+            live_in_dump += 1;
+            assert_eq!(f.state, AllocationState::Allocated, "{name}");
+            assert_eq!(f.allocator, allocator_of(a.allocator), "{name}");
+            assert_eq!(f.va.0, a.va, "{name}: address");
+            assert_eq!(f.tag.to_string(), a.tag, "{name}");
+            assert_eq!(f.protected, a.protected, "{name}: protected bit");
+            assert_eq!(f.pool, pool_of(a.pool), "{name}: pool");
+            let bytes = match f.allocator {
+                Allocator::BigPool => big_bytes[&a.va],
+                _ => a.block_bytes,
+            };
+            assert_eq!(f.bytes, bytes, "{name}: size");
+            if f.header.is_some() {
+                assert_eq!(f.pa.map(|p| p.0), a.pa, "{name}: physical address");
+            }
+        } else if a.live {
+            if let Some(f) = f {
+                assert!(!f.in_dump, "{name}: paged out, yet listed as in the dump");
+            }
+        } else if a.stale_header && a.in_dump {
+            let f = f.unwrap_or_else(|| panic!("{name}: its stale header was not found"));
+            assert_eq!(f.state, AllocationState::Free, "{name}");
+        } else if let Some(f) = f {
+            assert_eq!(f.state, AllocationState::Free, "{name}");
+        }
+    }
+    // The big-page table: live entries allocated, freed ones free.
+    for e in m.truth.big_pool.entries.iter().filter(|e| wanted(&e.tag)) {
+        truth_keys.insert(e.va);
+        let name = format!("{what}: big-page entry {} at {:#x}", e.tag, e.va);
+        let f = found
+            .get(&e.va)
+            .unwrap_or_else(|| panic!("{name} was not found"));
+        assert_eq!(f.allocator, Allocator::BigPool, "{name}");
+        assert_eq!(f.bytes, e.bytes, "{name}");
+        let want = if e.freed {
+            AllocationState::Free
+        } else {
+            AllocationState::Allocated
+        };
+        assert_eq!(f.state, want, "{name}");
+        if !e.freed && !truth.iter().any(|a| a.va == e.va) {
+            live_in_dump += 1;
+        }
+    }
+    for (k, f) in &found {
+        assert!(
+            truth_keys.contains(k),
+            "{what}: {} {} at {k:#x} ({}) is not an allocation of the truth",
+            f.tag,
+            f.state,
+            f.allocator
+        );
+    }
+    // Decoys never look like allocations.
+    for d in m.truth.decoys.iter().filter(|d| wanted(&d.tag)) {
+        if let Some(va) = d.va {
+            assert!(
+                !found.contains_key(&(va - 4)),
+                "{what}: decoy at {va:#x} listed"
+            );
+        }
+    }
+    // Well-formed pages in unmapped frames: only in the unmapped list.
+    let unmapped_decoys: BTreeSet<u64> = m
+        .truth
+        .decoys
+        .iter()
+        .filter(|d| d.place == "unmapped-frame" && wanted(&d.tag))
+        .map(|d| d.pa - 4)
+        .collect();
+    let listed: BTreeSet<u64> = r
+        .unmapped
+        .iter()
+        .filter(|u| u.mapped_at.is_none())
+        .map(|u| u.pa.0)
+        .collect();
+    assert_eq!(listed, unmapped_decoys, "{what}: unmapped frames");
+    for a in &r.allocations {
+        if let Some(pa) = a.pa {
+            assert!(
+                !unmapped_decoys.contains(&pa.0),
+                "{what}: unmapped decoy listed"
+            );
+        }
+    }
+    // Per-tag live counts agree with the list and the tracker.
+    let found_live = r
+        .allocations
+        .iter()
+        .filter(|a| a.state == AllocationState::Allocated && a.in_dump)
+        .count();
+    assert_eq!(found_live, live_in_dump, "{what}: live allocations");
+    let by_tag: u64 = r.tags.iter().map(|t| t.allocated - t.not_in_dump).sum();
+    assert_eq!(by_tag as usize, live_in_dump, "{what}: per-tag counts");
+    for t in &r.tags {
+        let diff: u64 = m
+            .truth
+            .tags
+            .iter()
+            .filter(|u| u.tag == t.tag.to_string())
+            .map(|u| u.diff)
+            .sum();
+        if let Some(tr) = t.tracker {
+            assert_eq!(tr.diff, diff, "{what}: tracker diff of {}", t.tag);
+        }
+    }
+}
+
+const SMALL_TAGS: &[&str] = &[
+    "Leak", "File", "Ntfx", "MmSt", "Irp ", "NSbf", "FsFl", "LkBf", "CM", "Proc", "CaAl", "MmLd",
+];
+
+#[test]
+fn every_build_finds_what_the_kit_placed() {
+    for b in NtBuild::ALL {
+        let m = Machine::build(&Scenario::small(b, 5));
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(&m, DumpKind::KernelBitmap, dir.path());
+        let r = run(&t, SMALL_TAGS, Engine::Auto);
+        check(
+            &m,
+            &m.truth.allocations,
+            &r,
+            SMALL_TAGS,
+            &format!("{b} all tags"),
+        );
+        // Nothing vacuous: decoys in unmapped frames, freed chunks with
+        // stale headers, and each allocator of the family were all met.
+        assert!(!r.unmapped.is_empty(), "{b}: no unmapped decoy met");
+        assert!(
+            r.allocations
+                .iter()
+                .any(|a| a.state == AllocationState::Free),
+            "{b}"
+        );
+        let kinds: BTreeSet<Allocator> = r.allocations.iter().map(|a| a.allocator).collect();
+        let want: BTreeSet<Allocator> = m
+            .truth
+            .allocations
+            .iter()
+            .filter(|a| a.live)
+            .map(|a| allocator_of(a.allocator))
+            .collect();
+        assert_eq!(kinds, want, "{b}: allocators");
+        // Win8.1's symbols lack the nonpaged pool bounds: the whole kernel
+        // half is walked there.
+        assert_eq!(
+            r.regions.is_none(),
+            b == NtBuild::Win81_9600,
+            "{b}: regions"
+        );
+        assert!(
+            r.warnings.iter().all(|w| !w.contains("segment heap")),
+            "{b}: {:?}",
+            r.warnings
+        );
+        // One tag: the memmem engine, and the same answer.
+        let one = run(&t, &["Leak"], Engine::Auto);
+        assert_eq!(one.scan.engine, "memmem");
+        check(
+            &m,
+            &m.truth.allocations,
+            &one,
+            &["Leak"],
+            &format!("{b} Leak"),
+        );
+    }
+}
+
+#[test]
+fn frames_read_through_the_memory_interface_give_the_same_answer() {
+    // What a live session does: read only the frames the page map names.
+    let m = Machine::build(&Scenario::small(NtBuild::Server2022_20348, 6));
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(&m, DumpKind::KernelBitmap, dir.path());
+    let patterns: Vec<TagPattern> = SMALL_TAGS
+        .iter()
+        .map(|s| TagPattern::parse(s).unwrap())
+        .collect();
+    let opts = FindOptions::default();
+    let dump = find::find_in_dump(&t.mem, &t.symbols, t.kern_base(), &patterns, &opts).unwrap();
+    let build = Some(t.mem.header().build());
+    let mapped = find::find_allocations(
+        &t.mem,
+        &t.symbols,
+        t.kern_base(),
+        build,
+        find::Frames::Mapped,
+        &patterns,
+        &opts,
+    )
+    .unwrap();
+    assert_eq!(mapped.allocations, dump.allocations);
+    assert!(mapped.unmapped.is_empty());
+    assert!(mapped.scan.frames_scanned < dump.scan.frames_scanned);
+    check(
+        &m,
+        &m.truth.allocations,
+        &dump,
+        SMALL_TAGS,
+        "20348 dump frames",
+    );
+}
+
+#[test]
+fn engines_and_wildcards_agree() {
+    for b in [NtBuild::Win7_7601, NtBuild::Win10_19041] {
+        let m = Machine::build(&Scenario::small(b, 9));
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(&m, DumpKind::Full, dir.path());
+        let exact = ["Leak", "File", "Irp ", "Proc"];
+        let base = run(&t, &exact, Engine::Stride);
+        for e in [Engine::AhoCorasick, Engine::Auto] {
+            assert_eq!(
+                run(&t, &exact, e).allocations,
+                base.allocations,
+                "{b} {e:?}"
+            );
+        }
+        // `?`, `*` and 0x... spellings of the same tags.
+        let wild = ["Lea?", "Fil*", "0x20707249", "*roc"];
+        assert_eq!(
+            run(&t, &wild, Engine::Auto).allocations,
+            base.allocations,
+            "{b}"
+        );
+        check(
+            &m,
+            &m.truth.allocations,
+            &base,
+            &exact,
+            &format!("{b} exact"),
+        );
+    }
+}
+
+#[test]
+fn bulk_pool_is_found_on_both_allocators() {
+    for b in [NtBuild::Win10_17763, NtBuild::Win10_19041] {
+        let mut s = Scenario::small(b, 3);
+        s.bulk = Some(BulkSpec {
+            bytes: 16 << 20,
+            tags: 40,
+            big_live: 100,
+            big_freed: 10,
+        });
+        let m = Machine::build(&s);
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(&m, DumpKind::KernelBitmap, dir.path());
+        let mut truth = m.truth.allocations.clone();
+        truth.extend(m.bulk_allocations());
+        // Bulk tags: an upper-case letter and three of [a-z0-9].
+        let tags = ["Baaa", "Caaa", "Daaa", "Ebaa", "F*"];
+        let r = run(&t, &tags, Engine::Auto);
+        assert!(r.allocations.len() > 100, "{b}: {}", r.allocations.len());
+        check(&m, &truth, &r, &tags, &format!("{b} bulk"));
+    }
+}
+
+#[test]
+fn paged_out_pool_is_counted_not_found() {
+    let mut s = Scenario::small(NtBuild::Win10_19041, 21);
+    s.paged_out = 0.4;
+    s.transition = 0.2;
+    let m = Machine::build(&s);
+    assert!(!m.truth.pages.paged_out.is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(&m, DumpKind::KernelBitmap, dir.path());
+    let tags = ["File", "Ntfx", "CM", "FsFl", "MmSt"];
+    let r = run(&t, &tags, Engine::Auto);
+    check(&m, &m.truth.allocations, &r, &tags, "paged out");
+    assert!(r.scan.paged_out_pages > 0);
+    let missing: u64 = r.tags.iter().filter_map(|t| t.not_found).sum();
+    let truth_missing = m
+        .truth
+        .allocations
+        .iter()
+        .filter(|a| {
+            a.live
+                && !a.in_dump
+                && tags.iter().any(|t| {
+                    TagPattern::parse(t)
+                        .unwrap()
+                        .matches(pooldump_core::PoolTag::parse(&a.tag).unwrap())
+                })
+        })
+        .count() as u64;
+    assert!(truth_missing > 0);
+    assert_eq!(missing, truth_missing);
+}
+
+#[test]
+fn truncated_dumps_give_partial_results() {
+    let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 8));
+    let dir = tempfile::tempdir().unwrap();
+    let full = m.dump_bytes(DumpKind::KernelBitmap);
+    let mut cut = full.clone();
+    pooldump_kit::corrupt::corrupt_file(
+        &mut cut,
+        pooldump_kit::corrupt::FileCorruption::Truncate(full.len() as u64 * 3 / 4),
+    );
+    let path = dir.path().join("MEMORY.DMP");
+    std::fs::write(&path, &cut).unwrap();
+    m.write_symbol_store(&dir.path().join("symbols")).unwrap();
+    let t = Target::open_dump(&path, &offline(&dir.path().join("symbols"))).unwrap();
+    let r = run(&t, SMALL_TAGS, Engine::Auto);
+    assert!(r.scan.unreadable_frames > 0, "no unreadable frames counted");
+    // What is found is right; what lies past the cut is not claimed.
+    let truth: BTreeMap<u64, &Allocation> = m
+        .truth
+        .allocations
+        .iter()
+        .map(|a| (key_of_truth(a), a))
+        .collect();
+    for f in &r.allocations {
+        let a = truth.get(&key_of_found(f)).expect("a real allocation");
+        if f.state == AllocationState::Allocated {
+            assert!(a.live);
+        }
+    }
+    assert!(r.allocations.iter().any(|a| a.header.is_some()));
+}
+
+#[test]
+fn hostile_page_tables_end_the_walk() {
+    // 19041 walks only the pool regions; 8.1 has no region symbols for
+    // nonpaged pool, so its walk covers the whole kernel half and meets
+    // the loops.
+    for b in [NtBuild::Win10_19041, NtBuild::Win81_9600] {
+        let mut m = Machine::build(&Scenario::small(b, 4));
+        m.corrupt(Corruption::PageTableLoops);
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(&m, DumpKind::KernelBitmap, dir.path());
+        let r = run(&t, &["Leak", "Irp "], Engine::Auto);
+        check(
+            &m,
+            &m.truth.allocations,
+            &r,
+            &["Leak", "Irp "],
+            &format!("{b} page-table loops"),
+        );
+        let all = PageMap::walk(&t.mem, None, &PageMapOptions::default());
+        // The real self-map, the extra one, and the PDPTE pointing up.
+        assert!(all.stats.self_references >= 3, "{b}: {:?}", all.stats);
+        assert!(all.stats.truncated.is_none());
+        if b == NtBuild::Win81_9600 {
+            assert!(r.regions.is_none());
+            assert!(r.pagemap.self_references >= 3);
+        }
+    }
+}
