@@ -7,19 +7,11 @@ use std::path::Path;
 
 use pooldump_core::Target;
 use pooldump_core::pool::{BigPoolOptions, PoolClass, TrackerOptions, TrackerSlot};
-use pooldump_core::symbols::{FetchOptions, SymbolOptions, SymbolPath};
+use pooldump_core::symbols::SymbolOptions;
 use pooldump_kit::{DumpKind, Machine, NtBuild, PoolKind, Scenario, SizeSpec, TagSpec};
 
 fn offline(store: &Path) -> SymbolOptions<'static> {
-    SymbolOptions {
-        symbol_path: SymbolPath::parse(&store.display().to_string(), store),
-        pdb_file: None,
-        isf: Vec::new(),
-        layout_cache: None,
-        fetch: FetchOptions::default(),
-        builtin: false,
-        builtin_supplement: false,
-    }
+    SymbolOptions::local_store(store)
 }
 
 /// Write the machine's dump and symbols, open them with pooldump.

@@ -13,7 +13,7 @@ use pooldump_core::pool::TagPattern;
 use pooldump_core::pool::find::{
     self, AllocationState, Allocator, Engine, FindOptions, FindReport, FoundAllocation, PoolKind,
 };
-use pooldump_core::symbols::{FetchOptions, SymbolOptions, SymbolPath};
+use pooldump_core::symbols::SymbolOptions;
 use pooldump_core::{CrashDump, Target};
 use pooldump_kit::bulk::BulkSpec;
 use pooldump_kit::corrupt::Corruption;
@@ -21,15 +21,7 @@ use pooldump_kit::truth::{Allocation, AllocatorKind};
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
 
 fn offline(store: &Path) -> SymbolOptions<'static> {
-    SymbolOptions {
-        symbol_path: SymbolPath::parse(&store.display().to_string(), store),
-        pdb_file: None,
-        isf: Vec::new(),
-        layout_cache: None,
-        fetch: FetchOptions::default(),
-        builtin: false,
-        builtin_supplement: false,
-    }
+    SymbolOptions::local_store(store)
 }
 
 fn open(m: &Machine, kind: DumpKind, dir: &Path) -> Target<CrashDump> {

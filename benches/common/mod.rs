@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pooldump_core::symbols::{FetchOptions, LayoutCache, SymbolOptions, SymbolPath};
+use pooldump_core::symbols::{LayoutCache, SymbolOptions};
 use pooldump_kit::bulk::BulkSpec;
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
 
@@ -51,17 +51,7 @@ pub fn gib(default: u64) -> u64 {
 /// Offline symbols from the bench dump's own store, with a layout cache
 /// beside it ("cached symbols").
 pub fn symbol_options(dir: &Path) -> SymbolOptions<'static> {
-    let store = dir.join("symbols");
-    SymbolOptions {
-        symbol_path: SymbolPath::parse(&store.display().to_string(), &store),
-        pdb_file: None,
-        isf: Vec::new(),
-        layout_cache: Some(LayoutCache::new(dir.join("layout-cache"))),
-        fetch: FetchOptions {
-            offline: true,
-            ..FetchOptions::default()
-        },
-        builtin: false,
-        builtin_supplement: false,
-    }
+    let mut o = SymbolOptions::local_store(&dir.join("symbols"));
+    o.layout_cache = Some(LayoutCache::new(dir.join("layout-cache")));
+    o
 }

@@ -4,21 +4,12 @@
 //!
 //! ```
 //! use pooldump_core::pool::{PoolClass, SortKey, TrackerOptions, UsageQuery};
-//! use pooldump_core::symbols::{FetchOptions, SymbolOptions, SymbolPath};
+//! use pooldump_core::symbols::SymbolOptions;
 //! use pooldump_core::Target;
 //!
 //! // The bundled sample and its symbol store (a plain directory: no network).
 //! let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/sample");
-//! let store = root.join("symbols");
-//! let opts = SymbolOptions {
-//!     symbol_path: SymbolPath::parse(&store.display().to_string(), &store),
-//!     pdb_file: None,
-//!     isf: Vec::new(),
-//!     layout_cache: None,
-//!     fetch: FetchOptions::default(),
-//!     builtin: false,
-//!     builtin_supplement: false,
-//! };
+//! let opts = SymbolOptions::local_store(&root.join("symbols"));
 //! let target = Target::open_dump(&root.join("MEMORY.DMP"), &opts)?;
 //!
 //! let usage = target.pool_usage(&TrackerOptions::default())?;

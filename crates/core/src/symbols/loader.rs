@@ -35,6 +35,24 @@ pub struct SymbolOptions<'a> {
 }
 
 impl SymbolOptions<'_> {
+    /// Only the symbol store or directory `store`: no server, no layout
+    /// cache, no built-in table. For tests, benchmarks and a bundled
+    /// sample.
+    pub fn local_store(store: &Path) -> Self {
+        Self {
+            symbol_path: SymbolPath::parse(&store.display().to_string(), store),
+            pdb_file: None,
+            isf: Vec::new(),
+            layout_cache: None,
+            fetch: FetchOptions {
+                offline: true,
+                ..FetchOptions::default()
+            },
+            builtin: false,
+            builtin_supplement: false,
+        }
+    }
+
     /// `_NT_ALT_SYMBOL_PATH` then `_NT_SYMBOL_PATH` from the environment
     /// (as WinDbg searches them), else
     /// `srv*<cache>/symbols*https://msdl.microsoft.com/download/symbols`;
