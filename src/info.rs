@@ -14,23 +14,14 @@ use pooldump_core::kernel::{
 use pooldump_core::{KernelVa, Memory, Pfn, PhysAddr};
 use serde::Serialize;
 
+use crate::common::SourceArgs;
 use crate::render::{Align, Section, Table};
 
 /// Show a dump's header, its kernel's identity and its loaded modules.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The crash dump (MEMORY.DMP: full, kernel/automatic bitmap, or RDMP).
-    #[arg(
-        value_name = "DUMP",
-        required_unless_present = "kdnet",
-        conflicts_with = "kdnet"
-    )]
-    pub dump: Option<PathBuf>,
-    /// Read a live kernel over KDNET instead, with WinDbg's `-k net:`
-    /// settings: `port=50000,key=a.b.c.d` (`net:` prefix accepted). The
-    /// target is broken into and resumed when done.
-    #[arg(long, value_name = "SPEC")]
-    pub kdnet: Option<String>,
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
@@ -81,7 +72,7 @@ pub struct LiveInfo {
 }
 
 pub fn run(args: &Args) -> Result<String> {
-    let report = match (&args.dump, &args.kdnet) {
+    let report = match (&args.source.dump, &args.source.kdnet) {
         (_, Some(spec)) => collect_live(spec)?,
         (Some(dump), None) => collect(dump)?,
         (None, None) => anyhow::bail!("name a DUMP or --kdnet SPEC"),
