@@ -7,7 +7,7 @@
 
 /// A borrowed byte range with checked little-endian accessors.
 #[derive(Clone, Copy)]
-pub(crate) struct Le<'a>(pub &'a [u8]);
+pub struct Le<'a>(pub &'a [u8]);
 
 impl<'a> Le<'a> {
     /// `n` bytes at `off`, or `None` if they are not all there.
@@ -17,6 +17,10 @@ impl<'a> Le<'a> {
 
     pub fn array<const N: usize>(self, off: usize) -> Option<[u8; N]> {
         self.bytes(off, N)?.try_into().ok()
+    }
+
+    pub fn u8(self, off: usize) -> Option<u8> {
+        self.0.get(off).copied()
     }
 
     pub fn u16(self, off: usize) -> Option<u16> {
@@ -34,7 +38,7 @@ impl<'a> Le<'a> {
 
 /// Render bytes for a message: printable ASCII as is, anything else as
 /// `\xNN`, so hostile bytes cannot put control characters on a terminal.
-pub(crate) fn escape_ascii(b: &[u8]) -> String {
+pub fn escape_ascii(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len());
     for &c in b {
         if (0x20..0x7F).contains(&c) {

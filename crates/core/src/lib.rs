@@ -5,7 +5,7 @@
 //! typed rows. Rendering lives in the binary.
 
 pub mod addr;
-mod bytes;
+pub mod bytes;
 pub mod dump;
 pub mod kernel;
 pub mod memory;
