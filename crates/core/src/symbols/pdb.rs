@@ -63,6 +63,10 @@ pub fn read_identity(path: &Path) -> Result<(Guid, u32), PdbError> {
         path: path.to_path_buf(),
         detail: e.to_string(),
     };
+    check_msf_length(&file).map_err(|detail| PdbError::Malformed {
+        path: path.to_path_buf(),
+        detail,
+    })?;
     let mut pdb = PDB::open(file).map_err(mal)?;
     identity(&mut pdb).map_err(mal)
 }
@@ -83,6 +87,36 @@ fn identity<'s, S: pdb2::Source<'s> + 's>(pdb: &mut PDB<'s, S>) -> pdb2::Result<
 
 /// Read the PDB at `path`; when `expect` is given, fail unless its GUID and
 /// age match (before spending time on its types).
+/// A PDB 7 (MSF) file is a whole number of blocks: its superblock gives the
+/// block size and count. pdb2 reads streams lazily, so a file cut inside a
+/// block nobody reads would otherwise parse; refuse it as the truncated
+/// download it is. (Files without the MSF 7 magic are left to pdb2.)
+fn check_msf_length(file: &std::fs::File) -> Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const MAGIC: &[u8; 32] = b"Microsoft C/C++ MSF 7.00\r\n\x1aDS\0\0\0";
+    let len = file
+        .metadata()
+        .map_err(|e| format!("cannot stat: {e}"))?
+        .len();
+    let mut head = [0u8; 48];
+    let mut r = file;
+    if len < head.len() as u64 || r.read_exact(&mut head).is_err() || &head[..32] != MAGIC {
+        return Ok(());
+    }
+    let le = crate::bytes::Le(&head);
+    let block_size = u64::from(le.u32(32).unwrap_or(0));
+    let blocks = u64::from(le.u32(40).unwrap_or(0));
+    let want = block_size.saturating_mul(blocks);
+    r.seek(SeekFrom::Start(0))
+        .map_err(|e| format!("cannot seek: {e}"))?;
+    if len < want {
+        return Err(format!(
+            "truncated: the MSF superblock says {blocks} blocks of {block_size} bytes ({want} bytes), the file has {len}"
+        ));
+    }
+    Ok(())
+}
+
 pub fn read_pdb(
     path: &Path,
     name: &str,
@@ -96,6 +130,10 @@ pub fn read_pdb(
         path: path.to_path_buf(),
         detail: e.to_string(),
     };
+    check_msf_length(&file).map_err(|detail| PdbError::Malformed {
+        path: path.to_path_buf(),
+        detail,
+    })?;
     let mut pdb = PDB::open(file).map_err(mal)?;
     let (guid, age) = identity(&mut pdb).map_err(mal)?;
     if let Some((g, a)) = expect
