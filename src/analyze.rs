@@ -64,6 +64,10 @@ pub struct Args {
     /// With --big-pool: also list freed entries (never counted as live).
     #[arg(long)]
     pub show_free: bool,
+    /// Show session pool instead, one table per session (!poolused 8): each
+    /// session's tracker read through its own processes' page tables.
+    #[arg(long, conflicts_with = "big_pool")]
+    pub session: bool,
     /// Print JSON (schema pooldump.analyze/1, docs/analyze.md).
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -108,8 +112,36 @@ pub struct Report {
     /// The rows after filtering, sorting and --top.
     pub rows: Vec<Row>,
     pub big_pool: Option<BigPool>,
+    /// With --session: each session's rows (filtered and sorted like
+    /// `rows`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<Vec<Session>>,
     pub tracker: TrackerSummary,
     pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Session {
+    /// `_MM_SESSION_SPACE.SessionId` (null when unreadable).
+    pub id: Option<u32>,
+    /// `EPROCESS.Session` of its processes.
+    pub session_space: String,
+    /// `pid name` of each process.
+    pub processes: Vec<SessionProcess>,
+    /// The DirectoryTableBase the table was read through.
+    pub dtb: String,
+    pub table: String,
+    pub size: u64,
+    pub expansion_used: u64,
+    pub totals: PoolTotals,
+    pub tags: u64,
+    pub rows: Vec<Row>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionProcess {
+    pub pid: u64,
+    pub name: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -210,7 +242,7 @@ pub fn run(args: &Args) -> Result<String> {
         s.push('\n');
         s
     } else if args.csv {
-        render_csv(&r, args.big_pool)?
+        render_csv(&r, args)?
     } else {
         render_text(&r, args)
     })
@@ -278,6 +310,51 @@ pub fn collect(args: &Args) -> Result<Report> {
     } else {
         None
     };
+    let sessions = if args.session {
+        let p = target
+            .session_pool(&tracker_opts)
+            .with_context(|| format!("{name}: build {}: reading session pool", meta.build))?;
+        warnings.extend(p.warnings.iter().cloned());
+        let mut out = Vec::new();
+        for u in &p.sessions {
+            let label = u.session_id.map_or_else(
+                || format!("session at {}", u.session_space),
+                |i| format!("session {i}"),
+            );
+            warnings.extend(u.warnings.iter().map(|w| format!("{label}: {w}")));
+            let mut rows = query.apply(&u.rows);
+            target.attribute(&mut rows, pooltag.as_ref(), !args.no_image_search);
+            let paged = &u.totals.paged;
+            out.push(Session {
+                id: u.session_id,
+                session_space: u.session_space.to_string(),
+                processes: u
+                    .processes
+                    .iter()
+                    .map(|p| SessionProcess {
+                        pid: p.pid,
+                        name: p.name.clone(),
+                    })
+                    .collect(),
+                dtb: u.dtb.to_string(),
+                table: u.table.to_string(),
+                size: u.size,
+                expansion_used: u.expansion_used,
+                totals: PoolTotals {
+                    allocs: paged.allocs + u.totals.nonpaged.allocs,
+                    frees: paged.frees + u.totals.nonpaged.frees,
+                    diff: (paged.allocs + u.totals.nonpaged.allocs)
+                        .saturating_sub(paged.frees + u.totals.nonpaged.frees),
+                    bytes: paged.bytes.wrapping_add(u.totals.nonpaged.bytes),
+                },
+                tags: u.totals.tags,
+                rows: rows.iter().map(row).collect(),
+            });
+        }
+        Some(out)
+    } else {
+        None
+    };
     // Everything is read: let a live target run again.
     release(&target)?;
     let cv = target.kernel.image.codeview.as_ref();
@@ -315,6 +392,7 @@ pub fn collect(args: &Args) -> Result<Report> {
         },
         rows: rows.iter().map(row).collect(),
         big_pool,
+        sessions,
         tracker: TrackerSummary {
             table: usage.tracker.table.to_string(),
             size: usage.tracker.size,
@@ -448,52 +526,43 @@ fn render_text(r: &Report, args: &Args) -> String {
             ]);
         }
         t.render(&mut out, 1);
-    } else {
-        let mut t = Table::new(&[
-            ("Tag", Align::Left),
-            ("Type", Align::Left),
-            ("Allocs", Align::Right),
-            ("Frees", Align::Right),
-            ("Diff", Align::Right),
-            ("Bytes", Align::Right),
-            ("Per Alloc", Align::Right),
-            ("Mapped_Driver", Align::Left),
-        ]);
-        for x in &r.rows {
-            let driver = match (&x.driver, &x.description) {
-                (Some(d), Some(desc)) => format!("{d} - {desc}"),
-                (Some(d), None) => d.clone(),
-                _ => String::new(),
-            };
-            t.push(vec![
-                x.tag.clone(),
-                x.pool.into(),
-                x.allocs.to_string(),
-                x.frees.to_string(),
-                x.diff.to_string(),
-                x.bytes.to_string(),
-                x.per_alloc.to_string(),
-                driver,
-            ]);
+    } else if let Some(sessions) = &r.sessions {
+        if sessions.is_empty() {
+            out.push_str("No session pool: no process on PsActiveProcessHead has a session.\n");
         }
-        if args.totals {
-            for (name, p) in [("Nonp", &r.totals.nonpaged), ("Paged", &r.totals.paged)] {
-                if args.pool.class().is_some_and(|c| c.poolmon() != name) {
-                    continue;
-                }
-                t.push(vec![
-                    "TOTAL".into(),
-                    name.into(),
-                    p.allocs.to_string(),
-                    p.frees.to_string(),
-                    p.diff.to_string(),
-                    p.bytes.to_string(),
-                    p.bytes.checked_div(p.diff).unwrap_or(0).to_string(),
-                    String::new(),
-                ]);
+        for (i, x) in sessions.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
             }
+            let procs: Vec<String> = x
+                .processes
+                .iter()
+                .map(|p| format!("{} ({})", p.name, p.pid))
+                .collect();
+            out.push_str(&format!(
+                "Session {}: _MM_SESSION_SPACE {}, tracker {} ({} entries{}), read through DTB {}\n  {} bytes in {} allocations, {} tags; processes: {}\n",
+                x.id.map_or_else(|| "?".to_string(), |i| i.to_string()),
+                x.session_space,
+                x.table,
+                x.size,
+                if x.expansion_used > 0 {
+                    format!(", {} in the expansion table", x.expansion_used)
+                } else {
+                    String::new()
+                },
+                x.dtb,
+                x.totals.bytes,
+                x.totals.diff,
+                x.tags,
+                procs.join(", ")
+            ));
+            tag_table(&mut out, &x.rows, None, args);
         }
-        t.render(&mut out, 1);
+    } else {
+        let totals = args
+            .totals
+            .then_some([("Nonp", &r.totals.nonpaged), ("Paged", &r.totals.paged)]);
+        tag_table(&mut out, &r.rows, totals, args);
     }
     if !r.warnings.is_empty() {
         out.push_str("\nWarnings:\n");
@@ -504,10 +573,96 @@ fn render_text(r: &Report, args: &Args) -> String {
     out
 }
 
-fn render_csv(r: &Report, big: bool) -> Result<String> {
+/// PoolMon's table, with the totals lines when asked.
+fn tag_table(
+    out: &mut String,
+    rows: &[Row],
+    totals: Option<[(&str, &PoolTotals); 2]>,
+    args: &Args,
+) {
+    let mut t = Table::new(&[
+        ("Tag", Align::Left),
+        ("Type", Align::Left),
+        ("Allocs", Align::Right),
+        ("Frees", Align::Right),
+        ("Diff", Align::Right),
+        ("Bytes", Align::Right),
+        ("Per Alloc", Align::Right),
+        ("Mapped_Driver", Align::Left),
+    ]);
+    for x in rows {
+        let driver = match (&x.driver, &x.description) {
+            (Some(d), Some(desc)) => format!("{d} - {desc}"),
+            (Some(d), None) => d.clone(),
+            _ => String::new(),
+        };
+        t.push(vec![
+            x.tag.clone(),
+            x.pool.into(),
+            x.allocs.to_string(),
+            x.frees.to_string(),
+            x.diff.to_string(),
+            x.bytes.to_string(),
+            x.per_alloc.to_string(),
+            driver,
+        ]);
+    }
+    for (name, p) in totals.into_iter().flatten() {
+        if args.pool.class().is_some_and(|c| c.poolmon() != name) {
+            continue;
+        }
+        t.push(vec![
+            "TOTAL".into(),
+            name.into(),
+            p.allocs.to_string(),
+            p.frees.to_string(),
+            p.diff.to_string(),
+            p.bytes.to_string(),
+            p.bytes.checked_div(p.diff).unwrap_or(0).to_string(),
+            String::new(),
+        ]);
+    }
+    t.render(out, 1);
+}
+
+fn render_csv(r: &Report, args: &Args) -> Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
+    if let Some(sessions) = &r.sessions {
+        w.write_record([
+            "session",
+            "tag",
+            "type",
+            "allocs",
+            "frees",
+            "diff",
+            "bytes",
+            "per_alloc",
+            "driver",
+            "description",
+            "slot",
+        ])?;
+        for s in sessions {
+            let id = s.id.map(|i| i.to_string()).unwrap_or_default();
+            for x in &s.rows {
+                w.write_record([
+                    id.as_str(),
+                    x.tag.as_str(),
+                    x.pool,
+                    &x.allocs.to_string(),
+                    &x.frees.to_string(),
+                    &x.diff.to_string(),
+                    &x.bytes.to_string(),
+                    &x.per_alloc.to_string(),
+                    x.driver.as_deref().unwrap_or(""),
+                    x.description.as_deref().unwrap_or(""),
+                    x.slot,
+                ])?;
+            }
+        }
+        return Ok(String::from_utf8(w.into_inner()?)?);
+    }
     match &r.big_pool {
-        Some(b) if big => {
+        Some(b) if args.big_pool => {
             w.write_record([
                 "va",
                 "tag",

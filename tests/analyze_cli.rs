@@ -116,6 +116,60 @@ fn json_rows_are_the_truth_and_csv_has_them_too() {
 }
 
 #[test]
+fn session_pool_per_session_as_poolused_8() {
+    let r = analyze_sample(&["--session", "--json", "-s", "diff"]);
+    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let got = j["sessions"].as_array().unwrap();
+    let want = truth()["sessions"].as_array().unwrap().clone();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g["id"], w["id"]);
+        let pids: Vec<_> = g["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["pid"].clone())
+            .collect();
+        assert_eq!(&serde_json::Value::from(pids), &w["pids"]);
+        let rows = g["rows"].as_array().unwrap();
+        let diffs: Vec<u64> = rows.iter().map(|x| x["diff"].as_u64().unwrap()).collect();
+        assert!(diffs.windows(2).all(|d| d[0] >= d[1]), "sorted by diff");
+        assert_eq!(rows.len(), w["tags"].as_array().unwrap().len());
+        for t in w["tags"].as_array().unwrap() {
+            let row = rows.iter().find(|x| x["tag"] == t["tag"]).unwrap();
+            assert_eq!(row["type"], "Paged");
+            assert_eq!(row["diff"], t["diff"]);
+            assert_eq!(row["bytes"], t["bytes"]);
+        }
+    }
+    // Text: one table per session; CSV: a session column; filters apply.
+    let r = analyze_sample(&["--session", "-i", "SLek"]);
+    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+    assert!(
+        r.stdout.contains("Session 0: _MM_SESSION_SPACE"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("Session 1: _MM_SESSION_SPACE"),
+        "{}",
+        r.stdout
+    );
+    let slek: Vec<&str> = r.stdout.lines().filter(|l| l.contains("SLek")).collect();
+    assert_eq!(slek.len(), 1, "{}", r.stdout);
+    let r = analyze_sample(&["--session", "--csv", "-i", "Gla5"]);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(lines[0].starts_with("session,tag,type,"));
+    assert_eq!(lines.len(), 3, "{}", r.stdout);
+    assert!(lines[1].starts_with("0,Gla5,Paged,"));
+    assert!(lines[2].starts_with("1,Gla5,Paged,"));
+    // --session and --big-pool are different views.
+    let r = analyze_sample(&["--session", "--big-pool"]);
+    assert_eq!(r.code(), Some(2), "{}", r.stderr);
+}
+
+#[test]
 fn poolmon_filters_and_pooltag_txt() {
     let dir = tempfile::tempdir().unwrap();
     let pt = dir.path().join("pooltag.txt");

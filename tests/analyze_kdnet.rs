@@ -1,6 +1,7 @@
 //! `analyze --kdnet` against the simulated target gives the same table as
 //! `analyze` on a dump of the same synthetic kernel, over a lossy link
-//! (10% loss, duplicates and reordering), and leaves the target running.
+//! (10% loss, duplicates and reordering), and leaves the target running;
+//! the same for session pool (`--session`).
 
 use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Command;
@@ -66,5 +67,19 @@ fn live_table_equals_the_dump_table_over_a_lossy_link() {
             sim.stats().continues >= 1,
             "{build}: the target was resumed"
         );
+        // Session pool: the process list and each session's table through
+        // its processes' page tables, over the same lossy link (one build:
+        // each run costs a connection and a break-in).
+        if build != NtBuild::Win10_19041 {
+            continue;
+        }
+        let live = analyze(&["--kdnet", &spec, "--symbol-path", &syms, "--session"]);
+        let from_dump = analyze(&[dump.to_str().unwrap(), "--symbol-path", &syms, "--session"]);
+        assert_eq!(
+            live["sessions"].as_array().map(Vec::len),
+            Some(2),
+            "{build}: {live}"
+        );
+        assert_eq!(live["sessions"], from_dump["sessions"], "{build}: sessions");
     }
 }

@@ -140,10 +140,13 @@ fn check_build(build: NtBuild, ram_mib: Option<u64>, kinds: &[DumpKind]) {
         .expect("write the symbol store");
 
     let mut failures = String::new();
-    for &kind in kinds {
+    for (k, &kind) in kinds.iter().enumerate() {
         let dump = dir.path().join(format!("{kind:?}.dmp"));
         m.write_dump_file(kind, &dump)
             .unwrap_or_else(|e| panic!("write {}: {e}", dump.display()));
+        if k == 0 {
+            check_pslist(&vol, &m, &dump, &symdir, &cache, &mut failures);
+        }
         for show_free in [false, true] {
             let got: Vec<Row> = bigpools(&vol, &dump, &symdir, &cache, show_free)
                 .iter()
@@ -186,6 +189,48 @@ fn check_build(build: NtBuild, ram_mib: Option<u64>, kinds: &[DumpKind]) {
         let _ = std::fs::remove_file(&dump);
     }
     assert!(failures.is_empty(), "{failures}");
+}
+
+/// Volatility's `windows.pslist` must walk the kit's PsActiveProcessHead to
+/// the same processes, and read each one's SessionId through
+/// `EPROCESS.Session` as the kit's sessions say (the session analysis
+/// relies on the same structures).
+fn check_pslist(
+    vol: &Vol,
+    m: &Machine,
+    dump: &Path,
+    symdir: &Path,
+    cache: &Path,
+    failures: &mut String,
+) {
+    let rows = vol_rows(vol, dump, symdir, cache, &["windows.pslist"]);
+    let got: Vec<(u64, String, Option<u64>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["PID"].as_u64().unwrap_or(u64::MAX),
+                r["ImageFileName"].as_str().unwrap_or("").to_string(),
+                r["SessionId"].as_u64(),
+            )
+        })
+        .collect();
+    let want: Vec<(u64, String, Option<u64>)> = m
+        .truth
+        .processes
+        .iter()
+        .map(|p| (p.pid, p.name.clone(), p.session_id.map(u64::from)))
+        .collect();
+    assert!(
+        want.iter().filter(|p| p.2.is_some()).count() >= 2,
+        "the scenario has no session processes"
+    );
+    if got != want {
+        let _ = writeln!(
+            failures,
+            "{}: Volatility's pslist differs from the kit's processes:\n  vol:   {got:?}\n  truth: {want:?}",
+            m.scenario.build.name()
+        );
+    }
 }
 
 /// `Scenario::small` plus a big-pool tag padded with a space (Volatility
@@ -283,6 +328,15 @@ fn convert_pdb(vol: &Vol, m: &Machine, dir: &Path) -> (PathBuf, Isf) {
 
 /// Run `vol windows.bigpools` and return its JSON rows.
 fn bigpools(vol: &Vol, dump: &Path, symdir: &Path, cache: &Path, show_free: bool) -> Vec<Value> {
+    let mut plugin = vec!["windows.bigpools"];
+    if show_free {
+        plugin.push("--show-free");
+    }
+    vol_rows(vol, dump, symdir, cache, &plugin)
+}
+
+/// Run a Volatility plugin with the JSON renderer and return its rows.
+fn vol_rows(vol: &Vol, dump: &Path, symdir: &Path, cache: &Path, plugin: &[&str]) -> Vec<Value> {
     let mut cmd = Command::new(&vol.vol);
     cmd.args(["--offline", "-q", "-s"])
         .arg(symdir)
@@ -290,11 +344,9 @@ fn bigpools(vol: &Vol, dump: &Path, symdir: &Path, cache: &Path, show_free: bool
         .arg(cache)
         .arg("-f")
         .arg(dump)
-        .args(["-r", "json", "windows.bigpools"]);
-    if show_free {
-        cmd.arg("--show-free");
-    }
-    let out = run(&mut cmd, "vol windows.bigpools");
+        .args(["-r", "json"])
+        .args(plugin);
+    let out = run(&mut cmd, &format!("vol {}", plugin.join(" ")));
     let text = String::from_utf8_lossy(&out);
     // stdout starts with the "Volatility 3 Framework X.Y.Z" banner, even
     // with -q.

@@ -21,6 +21,6 @@ mod testutil;
 
 pub use addr::{KernelVa, PAGE_SIZE, Pfn, PhysAddr};
 pub use dump::{CrashDump, DumpError};
-pub use memory::{Memory, MemoryError, MemoryExt, PxeLevel};
+pub use memory::{Memory, MemoryError, MemoryExt, ProcessSpace, PxeLevel};
 pub use tag::PoolTag;
 pub use target::{OpenError, Target};

@@ -203,6 +203,40 @@ impl<M: Memory + ?Sized> Memory for &M {
     }
 }
 
+/// The same physical memory seen through another process's page tables,
+/// as WinDbg's `.process /p` switches to it. Session space is mapped only
+/// in a session's own processes, so session-pool reads go through one of
+/// these. Translation walks the process's tables with physical reads, so a
+/// live source needs nothing more than physical reads for it.
+pub struct ProcessSpace<'a, M: Memory + ?Sized> {
+    mem: &'a M,
+    dtb: PhysAddr,
+}
+
+impl<'a, M: Memory + ?Sized> ProcessSpace<'a, M> {
+    /// `dtb` as `KPROCESS.DirectoryTableBase` holds it: the low 12 bits
+    /// (PCID and flags on KVA-shadow systems) are dropped.
+    pub fn new(mem: &'a M, dtb: PhysAddr) -> Self {
+        Self {
+            mem,
+            dtb: PhysAddr(dtb.0 & walk::PFN_MASK),
+        }
+    }
+}
+
+impl<M: Memory + ?Sized> Memory for ProcessSpace<'_, M> {
+    fn describe(&self) -> String {
+        format!("{} (address space {})", self.mem.describe(), self.dtb)
+    }
+    /// The process's PML4 (the default walks use it for every read).
+    fn kernel_dtb(&self) -> PhysAddr {
+        self.dtb
+    }
+    fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
+        self.mem.read_physical(pa, buf)
+    }
+}
+
 /// Typed little-endian reads on top of [`Memory`].
 pub trait MemoryExt: Memory {
     fn read_u8(&self, va: KernelVa) -> Result<u8, MemoryError> {

@@ -30,7 +30,8 @@ use crate::kernel::{
 };
 use crate::memory::Memory;
 use crate::pool::{
-    self, BigPoolOptions, BigPoolTable, PoolError, PoolTagDb, PoolUsage, TagUsage, TrackerOptions,
+    self, BigPoolOptions, BigPoolTable, PoolError, PoolTagDb, PoolUsage, SessionPool, TagUsage,
+    TrackerOptions,
 };
 use crate::symbols::{self, KernelSymbols, LoadError, SymbolOptions};
 
@@ -162,6 +163,32 @@ impl<M: Memory> Target<M> {
     /// The big-page table.
     pub fn big_pool(&self, opts: &BigPoolOptions) -> Result<BigPoolTable, PoolError> {
         pool::read_big_pool(&self.mem, &self.symbols, self.kern_base(), opts)
+    }
+
+    /// PsActiveProcessHead's processes.
+    pub fn processes(&self) -> Result<kernel::ProcessList, PoolError> {
+        Ok(kernel::walk_processes(
+            &self.mem,
+            &self.symbols,
+            self.kern_base(),
+            &kernel::ProcessWalkLimits::default(),
+        )?)
+    }
+
+    /// Session pool, per session (`!poolused 8`): each session's tracker
+    /// read through one of its processes' page tables.
+    pub fn session_pool(&self, opts: &TrackerOptions) -> Result<SessionPool, PoolError> {
+        let procs = self.processes()?;
+        let mut s =
+            pool::read_session_pool(&self.mem, &self.symbols, self.kern_base(), &procs, opts)?;
+        let mut w: Vec<String> = procs
+            .warnings
+            .iter()
+            .map(|w| format!("process list: {w}"))
+            .collect();
+        w.append(&mut s.warnings);
+        s.warnings = w;
+        Ok(s)
     }
 
     /// Fill in each row's driver: pooltag.txt first (exact tags, then

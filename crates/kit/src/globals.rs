@@ -114,13 +114,6 @@ impl Machine {
         self.set_global("MmSystemRangeStart", range_start);
         let pfn_db = self.truth.symbols["<PfnDatabase>"];
         self.set_global("MmPfnDatabase", pfn_db);
-        if let Some(head) = self.sym_va("PsActiveProcessHead") {
-            self.write_u64(head, head);
-            self.write_u64(head + 8, head);
-            self.truth
-                .symbols
-                .insert("PsActiveProcessHead".into(), head);
-        }
         self.truth.symbols.insert(
             "PsLoadedModuleList".into(),
             self.truth.kernel.ps_loaded_module_list,

@@ -100,6 +100,13 @@ pub struct Field {
     pub element_size: Option<u64>,
 }
 
+impl Field {
+    /// A pointer-typed member (the manifest says "pointer").
+    pub fn is_pointer(&self) -> bool {
+        self.ty.as_deref() == Some("pointer")
+    }
+}
+
 impl Manifest {
     pub fn ty(&self, name: &str) -> &TypeInfo {
         self.types

@@ -33,11 +33,12 @@ pub mod phys;
 mod pool;
 pub mod scenario;
 pub mod series;
+pub mod session;
 pub mod tracker;
 pub mod truth;
 
 pub use builds::NtBuild;
 pub use dump::DumpKind;
 pub use machine::Machine;
-pub use scenario::{PoolKind, Scenario, SizeSpec, TagSpec};
+pub use scenario::{PoolKind, Scenario, SessionSpec, SessionTagSpec, SizeSpec, TagSpec};
 pub use truth::GroundTruth;

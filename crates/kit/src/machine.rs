@@ -84,6 +84,8 @@ pub struct Machine {
     /// Bulk page segments (segment-heap builds), in list order.
     pub(crate) bulk_segments: Vec<u64>,
     pub(crate) bulk_filler: Option<std::sync::Arc<crate::bulk::BulkFiller>>,
+    /// PML4s of the processes other than System.
+    pub(crate) process_spaces: Vec<AddressSpace>,
 }
 
 #[derive(Debug, Default)]
@@ -155,6 +157,7 @@ impl Machine {
             stack: 0,
             bulk_segments: Vec::new(),
             bulk_filler: None,
+            process_spaces: Vec::new(),
             rng,
         };
         mc.truth.build = s.build.name().to_string();
@@ -168,6 +171,7 @@ impl Machine {
         mc.map_kuser_shared_data();
         mc.stack = mc.pool_pages(mc.nx_kind(), 2, 1);
         mc.load_modules();
+        mc.build_processes();
         mc.place_scenario_allocations();
         mc.finish_pool_pages();
         mc.setup_bulk();
@@ -176,6 +180,7 @@ impl Machine {
         mc.write_kernel_globals();
         mc.plant_decoys();
         mc.page_out();
+        mc.share_kernel_half();
         mc.fill_header();
         mc
     }

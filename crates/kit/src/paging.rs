@@ -74,6 +74,16 @@ impl AddressSpace {
     /// after).
     pub fn new(mem: &mut PhysMemory, pml4_pfn: u64, self_map: u64) -> Self {
         mem.claim(pml4_pfn);
+        Self::init(mem, pml4_pfn, self_map)
+    }
+
+    /// A process's PML4 on a fresh frame, with the system's self-map index.
+    pub fn fresh(mem: &mut PhysMemory, self_map: u64) -> Self {
+        let pfn = mem.alloc();
+        Self::init(mem, pfn, self_map)
+    }
+
+    fn init(mem: &mut PhysMemory, pml4_pfn: u64, self_map: u64) -> Self {
         // The self-map entry is a kernel, writable, NX entry as Windows
         // writes it (MiInitializeSelfMap).
         mem.write_u64(
@@ -84,6 +94,17 @@ impl AddressSpace {
             pml4: pml4_pfn,
             self_map,
         }
+    }
+
+    /// The PML4 entry at `idx`.
+    pub fn pml4e(&self, mem: &PhysMemory, idx: u64) -> u64 {
+        mem.read_u64(self.pml4 * PAGE as u64 + idx * 8)
+    }
+
+    /// Set the PML4 entry at `idx` (processes share the kernel's
+    /// top-level entries, and a session's processes its session slot).
+    pub fn set_pml4e(&self, mem: &mut PhysMemory, idx: u64, e: u64) {
+        mem.write_u64(self.pml4 * PAGE as u64 + idx * 8, e);
     }
 
     /// Base of the PTE array the self-map creates (`MmPteBase`).

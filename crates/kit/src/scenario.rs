@@ -63,6 +63,41 @@ pub struct Scenario {
     /// Wall-clock time of the dump, seconds since the Unix epoch.
     #[serde(default = "default_time")]
     pub unix_time: u64,
+    /// Terminal-services sessions, each with its processes and its own
+    /// session-pool tracker (what `!poolused 8` shows). System and smss.exe
+    /// run outside any session and are always there.
+    #[serde(default)]
+    pub sessions: Vec<SessionSpec>,
+}
+
+/// One session: its processes and the session-pool tags they charged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSpec {
+    /// `_MM_SESSION_SPACE.SessionId` (0 is the services session).
+    pub id: u32,
+    /// Image names of the session's processes (the session's tracker is
+    /// read through one of their address spaces, so give it at least one).
+    pub processes: Vec<String>,
+    /// Session paged-pool tags, in the order the session first saw them.
+    pub tags: Vec<SessionTagSpec>,
+    /// Extra generated tags (`Sx00`, `Sx01`, ...) charged after `tags`: enough
+    /// of them fill the session's hashed table and spill into its
+    /// expansion table.
+    #[serde(default)]
+    pub filler_tags: u32,
+}
+
+/// A tag's session paged-pool history (counters only: the allocations
+/// themselves are not placed in memory).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionTagSpec {
+    pub tag: String,
+    pub live: u32,
+    pub size: SizeSpec,
+    #[serde(default)]
+    pub freed: u64,
 }
 
 fn yes() -> bool {
@@ -353,8 +388,67 @@ impl Scenario {
             bulk: None,
             uptime_secs: default_uptime(),
             unix_time: default_time(),
+            sessions: default_sessions(),
         }
     }
+}
+
+/// Session 0 (services) and one interactive session, with win32k-style
+/// tags and a leaking one in session 1.
+pub fn default_sessions() -> Vec<SessionSpec> {
+    let t = |tag: &str, live, size, freed| SessionTagSpec {
+        tag: tag.into(),
+        live,
+        size,
+        freed,
+    };
+    vec![
+        SessionSpec {
+            id: 0,
+            processes: vec![
+                "csrss.exe".into(),
+                "wininit.exe".into(),
+                "services.exe".into(),
+            ],
+            tags: vec![
+                t("Gla5", 14, SizeSpec::Fixed(0x40), 300),
+                t("Usdi", 3, SizeSpec::Fixed(0x2C0), 2),
+            ],
+            filler_tags: 0,
+        },
+        SessionSpec {
+            id: 1,
+            processes: vec![
+                "csrss.exe".into(),
+                "winlogon.exe".into(),
+                "dwm.exe".into(),
+                "explorer.exe".into(),
+            ],
+            tags: vec![
+                t(
+                    "Gh05",
+                    220,
+                    SizeSpec::Range {
+                        min: 0x60,
+                        max: 0x400,
+                    },
+                    15_000,
+                ),
+                t("Gla5", 60, SizeSpec::Fixed(0x40), 9_000),
+                t(
+                    "Uscu",
+                    40,
+                    SizeSpec::Range {
+                        min: 0x100,
+                        max: 0x800,
+                    },
+                    70,
+                ),
+                t("SLek", 900, SizeSpec::Fixed(0x90), 4),
+            ],
+            filler_tags: 0,
+        },
+    ]
 }
 
 /// The bundled sample (testdata/sample/): a Windows 10 19041 kernel dump of

@@ -31,6 +31,48 @@ pub struct GroundTruth {
     /// by `Machine::bulk_allocations`, not listed here).
     #[serde(default)]
     pub bulk: Option<crate::bulk::BulkTruth>,
+    /// PsActiveProcessHead's list, in list order.
+    #[serde(default)]
+    pub processes: Vec<ProcessTruth>,
+    /// Each session's own tracker (`!poolused 8`), in scenario order.
+    #[serde(default)]
+    pub sessions: Vec<SessionTruth>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessTruth {
+    /// VA of the `_EPROCESS`.
+    pub eprocess: u64,
+    pub pid: u64,
+    pub name: String,
+    /// `Pcb.DirectoryTableBase`: the process's PML4.
+    pub dtb: u64,
+    /// `_MM_SESSION_SPACE.SessionId` of its session; None for System and
+    /// smss.exe.
+    pub session_id: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionTruth {
+    pub id: u32,
+    /// `EPROCESS.Session`: the `_MM_SESSION_SPACE` at its system-wide
+    /// address.
+    pub global_va: u64,
+    /// The same structure in session space (`MmSessionSpace`): the same VA
+    /// in every session, mapped only in that session's processes.
+    pub session_space_va: u64,
+    /// The session's tracker table (a session-space VA: the same in every
+    /// session, its contents per session).
+    pub table_va: u64,
+    /// ExpSessionPoolTrackTableSize: a power of two, no overflow slot.
+    pub table_size: u64,
+    pub expansion_va: u64,
+    pub expansion_size: u64,
+    pub expansion_tags: Vec<String>,
+    /// Process ids of its processes.
+    pub pids: Vec<u64>,
+    /// Expected rows (all "Paged": session pool is paged).
+    pub tags: Vec<TagUsage>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -38,6 +38,7 @@ struct _FAST_IO_DISPATCH;
 struct _FILE_OBJECT;
 struct _GUID;
 struct _HANDLE_TABLE;
+struct _HANDLE_TRACE_DEBUG_INFO;
 struct _HBASE_BLOCK;
 struct _HEAP_FAILURE_INFORMATION;
 struct _HEAP_LFH_BUCKET;
@@ -1757,6 +1758,37 @@ struct _GENERAL_LOOKASIDE {
     };
 };
 _Static_assert(sizeof(struct _GENERAL_LOOKASIDE) == 0x80, "_GENERAL_LOOKASIDE");
+
+/* _HANDLE_TABLE: 0x80 bytes, stub, 1 struct member opaque */
+struct _HANDLE_TABLE {
+    union {
+        struct {
+            unsigned long NextHandleNeedingPool;
+            long ExtraInfoPages;
+            unsigned long long TableCode;
+            struct _EPROCESS *QuotaProcess;
+            struct _LIST_ENTRY HandleTableList;
+            unsigned long UniqueProcessId;
+            unsigned long Flags;
+            struct _EX_PUSH_LOCK HandleContentionEvent;
+            struct _EX_PUSH_LOCK HandleTableLock;
+            unsigned char ActualEntry[32];
+            struct _HANDLE_TRACE_DEBUG_INFO *DebugInfo;
+        };
+        struct {
+            unsigned char __pad0[44];
+            unsigned char StrictFIFO : 1;
+            unsigned char EnableHandleExceptions : 1;
+            unsigned char Rundown : 1;
+            unsigned char Duplicated : 1;
+            unsigned char RaiseUMExceptionOnInvalidHandleClose : 1;
+            unsigned char : 3;
+            unsigned char __pad1[19];
+            unsigned char FreeLists[1][64];
+        };
+    };
+};
+_Static_assert(sizeof(struct _HANDLE_TABLE) == 0x80, "_HANDLE_TABLE");
 
 /* _HEAP_DESCRIPTOR_KEY: 0x4 bytes, real layout */
 struct _HEAP_DESCRIPTOR_KEY {

@@ -35,6 +35,8 @@ struct _FAST_MUTEX;
 struct _FILE_OBJECT;
 struct _GUID;
 struct _HANDLE_TABLE;
+struct _HANDLE_TABLE_ENTRY;
+struct _HANDLE_TRACE_DEBUG_INFO;
 struct _IO_COMPLETION_CONTEXT;
 struct _IO_TIMER;
 struct _IRP;
@@ -1260,6 +1262,36 @@ struct _GENERAL_LOOKASIDE {
     };
 };
 _Static_assert(sizeof(struct _GENERAL_LOOKASIDE) == 0x80, "_GENERAL_LOOKASIDE");
+
+/* _HANDLE_TABLE: 0x68 bytes, stub */
+struct _HANDLE_TABLE {
+    union {
+        struct {
+            unsigned long long TableCode;
+            struct _EPROCESS *QuotaProcess;
+            void *UniqueProcessId;
+            struct _EX_PUSH_LOCK HandleLock;
+            struct _LIST_ENTRY HandleTableList;
+            struct _EX_PUSH_LOCK HandleContentionEvent;
+            struct _HANDLE_TRACE_DEBUG_INFO *DebugInfo;
+            long ExtraInfoPages;
+            unsigned long Flags;
+            unsigned long FirstFreeHandle;
+            unsigned char __pad1[4];
+            struct _HANDLE_TABLE_ENTRY *LastFreeHandleEntry;
+            unsigned long HandleCount;
+            unsigned long NextHandleNeedingPool;
+            unsigned long HandleCountHighWatermark;
+        };
+        struct {
+            unsigned char __pad0[68];
+            unsigned char StrictFIFO : 1;
+            unsigned char : 7;
+        };
+        unsigned char __size[104];
+    };
+};
+_Static_assert(sizeof(struct _HANDLE_TABLE) == 0x68, "_HANDLE_TABLE");
 
 /* _HMAP_ENTRY: 0x20 bytes, stub */
 struct _HMAP_ENTRY {

@@ -15,6 +15,7 @@
 pub mod kdbg;
 pub mod modules;
 pub mod pe;
+pub mod processes;
 pub mod scan;
 
 use serde::Serialize;
@@ -28,6 +29,7 @@ pub use modules::{
     identify_modules, walk_loaded_modules,
 };
 pub use pe::{CodeView, Guid, PeError, PeImage, read_pe_image};
+pub use processes::{Process, ProcessList, ProcessWalkLimits, walk_processes};
 pub use scan::ScanLimits;
 
 /// Where the source says to start (for a crash dump, from its header).

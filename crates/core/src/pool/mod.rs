@@ -22,11 +22,13 @@ mod filter;
 pub mod find;
 mod pooltag;
 mod read;
+mod session;
 mod tracker;
 
 pub use bigpool::{BigPoolEntry, BigPoolOptions, BigPoolTable, read_big_pool};
 pub use filter::{SortKey, TagPattern, TagPatternError, UsageQuery};
 pub use pooltag::{PoolTagDb, PoolTagEntry};
+pub use session::{SessionPool, SessionProcess, SessionUsage, read_session_pool};
 pub use tracker::{
     Counters, PoolUsage, TagUsage, Totals, TrackerInfo, TrackerOptions, TrackerSlot,
     read_pool_usage,

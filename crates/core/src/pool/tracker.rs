@@ -132,11 +132,11 @@ pub struct PoolUsage {
 }
 
 /// The six counters of an entry, in layout order.
-struct EntryLayout {
-    size: u64,
+pub(super) struct EntryLayout {
+    pub size: u64,
     key: Field,
     counters: [Field; 6],
-    counter_mask: u64,
+    pub counter_mask: u64,
 }
 
 const NP_ALLOCS: usize = 0;
@@ -147,7 +147,7 @@ const P_FREES: usize = 4;
 const P_BYTES: usize = 5;
 
 impl EntryLayout {
-    fn new(syms: &KernelSymbols) -> Result<Self, PoolError> {
+    pub fn new(syms: &KernelSymbols) -> Result<Self, PoolError> {
         let t = "_POOL_TRACKER_TABLE";
         let f = |n: &str| syms.field(t, n);
         let counters = [
@@ -170,14 +170,14 @@ impl EntryLayout {
             counters,
         })
     }
-    fn key(&self, e: &[u8]) -> u32 {
+    pub fn key(&self, e: &[u8]) -> u32 {
         self.key.read_u64(e).unwrap_or(0) as u32
     }
-    fn values(&self, e: &[u8]) -> [u64; 6] {
+    pub fn values(&self, e: &[u8]) -> [u64; 6] {
         self.counters.each_ref().map(|f| f.read_u64(e).unwrap_or(0))
     }
     /// Add `v` into `acc`, wrapping as the kernel's counters do.
-    fn add(&self, acc: &mut [u64; 6], v: [u64; 6]) {
+    pub fn add(&self, acc: &mut [u64; 6], v: [u64; 6]) {
         for (i, x) in v.into_iter().enumerate() {
             let m = if i == NP_BYTES || i == P_BYTES {
                 u64::MAX
@@ -458,18 +458,44 @@ fn read_expansion<M: Memory + ?Sized>(
     };
     let exp = KernelVa(read(ptr_va, "PoolTrackTableExpansion")?);
     let n = read(size_va, "PoolTrackTableExpansionSize")?;
+    let used = read_expansion_table(
+        mem,
+        layout,
+        exp,
+        n,
+        "nt!PoolTrackTableExpansion",
+        opts,
+        rows,
+        warnings,
+    )?;
+    Ok((exp, n, used))
+}
+
+/// Read an unhashed expansion table of `n` entries at `exp` (scanned from
+/// 0 to the first empty key) into `rows`; returns the entries in use.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn read_expansion_table<M: Memory + ?Sized>(
+    mem: &M,
+    layout: &EntryLayout,
+    exp: KernelVa,
+    n: u64,
+    what: &str,
+    opts: &TrackerOptions,
+    rows: &mut Vec<TagUsage>,
+    warnings: &mut Vec<String>,
+) -> Result<u64, PoolError> {
     if exp.0 == 0 || n == 0 {
-        return Ok((exp, n, 0));
+        return Ok(0);
     }
     if !exp.is_kernel() {
         return Err(PoolError::BadPointer {
-            what: "nt!PoolTrackTableExpansion".into(),
+            what: what.into(),
             va: exp,
         });
     }
     if n > opts.max_expansion {
         return Err(PoolError::Implausible {
-            what: "nt!PoolTrackTableExpansionSize".into(),
+            what: format!("{what}'s size"),
             value: n,
             limit: opts.max_expansion,
         });
@@ -477,7 +503,7 @@ fn read_expansion<M: Memory + ?Sized>(
     let t = read_array(mem, exp, n, layout.size);
     if !t.missing.is_empty() {
         warnings.push(format!(
-            "PoolTrackTableExpansion at {exp}: {} are not in the dump",
+            "{what} at {exp}: {} are not in the dump",
             describe_missing(&t)
         ));
     }
@@ -503,10 +529,10 @@ fn read_expansion<M: Memory + ?Sized>(
             opts.include_zero,
         );
     }
-    Ok((exp, n, used))
+    Ok(used)
 }
 
-fn push_rows(
+pub(super) fn push_rows(
     rows: &mut Vec<TagUsage>,
     tag: PoolTag,
     slot: TrackerSlot,
@@ -545,7 +571,7 @@ fn push_rows(
     }
 }
 
-fn totals(rows: &[TagUsage]) -> Totals {
+pub(super) fn totals(rows: &[TagUsage]) -> Totals {
     let mut t = Totals::default();
     let mut tags = std::collections::BTreeSet::new();
     for r in rows {

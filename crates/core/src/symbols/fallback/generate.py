@@ -53,6 +53,8 @@ TYPES = {
                           "PoolTrackBigPages", "PoolTrackBigPagesSize",
                           "PoolBigEntriesInUse"],
     "_KPRCB": ["Number"],
+    "_EPROCESS": ["Pcb", "ActiveProcessLinks", "UniqueProcessId", "ImageFileName", "Session"],
+    "_KPROCESS": ["DirectoryTableBase"],
     "_RTLP_HP_HEAP_GLOBALS": None,
 }
 ENUMS = ["_POOL_TYPE", "_MI_ASSIGNED_REGION_TYPES", "_MI_SYSTEM_VA_TYPE"]

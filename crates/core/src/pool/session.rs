@@ -1,0 +1,325 @@
+//! Session pool: what `!poolused 8` shows (pool.md §2.5).
+//!
+//! Tags of session pool allocations are tracked apart from the global
+//! tracker, in a table in session space: one VA (nt!ExpSessionPoolTrackTable,
+//! or each session's `_MM_SESSION_SPACE.PoolTags` pointer on Windows 11)
+//! that every session maps to its own pages. So each session is read
+//! through the page tables of one of its processes, found on
+//! PsActiveProcessHead by `EPROCESS.Session`. The table has
+//! ExpSessionPoolTrackTableSize entries (a power of two, no overflow slot,
+//! no per-processor copies); tags that found no slot sit in the session's
+//! own expansion table (`PoolTrackTableExpansion`).
+
+use serde::Serialize;
+
+use super::read::{describe_missing, read_array};
+use super::tracker::{EntryLayout, push_rows, read_expansion_table, totals};
+use super::{PoolError, TagUsage, Totals, TrackerOptions, TrackerSlot};
+use crate::addr::{KernelVa, PhysAddr};
+use crate::kernel::ProcessList;
+use crate::memory::{Memory, MemoryExt, ProcessSpace};
+use crate::symbols::KernelSymbols;
+use crate::tag::PoolTag;
+
+/// A process of a session, as `!session` lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionProcess {
+    pub pid: u64,
+    pub name: String,
+}
+
+/// One session's tracker.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionUsage {
+    /// `_MM_SESSION_SPACE.SessionId`; None when the structure is unreadable.
+    pub session_id: Option<u32>,
+    /// The `_MM_SESSION_SPACE` its processes point at (`EPROCESS.Session`).
+    pub session_space: KernelVa,
+    pub processes: Vec<SessionProcess>,
+    /// The page tables the session's table was read through.
+    pub dtb: PhysAddr,
+    /// The table (a session-space address).
+    pub table: KernelVa,
+    pub size: u64,
+    pub expansion: KernelVa,
+    pub expansion_size: u64,
+    pub expansion_used: u64,
+    pub rows: Vec<TagUsage>,
+    pub totals: Totals,
+    pub warnings: Vec<String>,
+}
+
+/// Every session's usage.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SessionPool {
+    /// By session id.
+    pub sessions: Vec<SessionUsage>,
+    /// Processes on PsActiveProcessHead (with or without a session).
+    pub processes: usize,
+    /// ExpSessionPoolTrackTableSize.
+    pub table_size: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Where each session's table is.
+enum TableSource {
+    /// nt!ExpSessionPoolTrackTable: one session-space VA.
+    Global(KernelVa),
+    /// `_MM_SESSION_SPACE.PoolTags` holds a pointer (Windows 11).
+    Pointer(u64),
+    /// `_MM_SESSION_SPACE.PoolTags` is the table itself, read through the
+    /// structure's system-wide address (when the global is not in the
+    /// symbols).
+    Inline(u64),
+}
+
+/// Read the session trackers of every session on `procs`.
+pub fn read_session_pool<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    procs: &ProcessList,
+    opts: &TrackerOptions,
+) -> Result<SessionPool, PoolError> {
+    let layout = EntryLayout::new(syms)?;
+    let global = |name: &str| -> Result<u64, PoolError> {
+        let sym = syms.symbol(name).ok_or_else(|| {
+            PoolError::Symbol(crate::symbols::SymbolError::MissingSymbol {
+                name: name.into(),
+                symbols: syms.describe(),
+            })
+        })?;
+        let va = KernelVa(kern_base.0.wrapping_add(sym.rva));
+        let unreadable = |source| PoolError::Unreadable {
+            what: format!("nt!{name}"),
+            va,
+            source,
+        };
+        match sym.size {
+            Some(4) => mem.read_u32(va).map(u64::from).map_err(unreadable),
+            _ => mem.read_u64(va).map_err(unreadable),
+        }
+    };
+    // Sessions in the order their first process appears.
+    let mut groups: Vec<(KernelVa, Vec<&crate::kernel::Process>)> = Vec::new();
+    for p in &procs.processes {
+        if p.session.0 == 0 {
+            continue;
+        }
+        match groups.iter_mut().find(|(s, _)| *s == p.session) {
+            Some((_, v)) => v.push(p),
+            None => groups.push((p.session, vec![p])),
+        }
+    }
+    if groups.is_empty() {
+        return Ok(SessionPool {
+            processes: procs.processes.len(),
+            warnings: vec![format!(
+                "none of the {} processes on PsActiveProcessHead belongs to a session",
+                procs.processes.len()
+            )],
+            ..Default::default()
+        });
+    }
+
+    let mut warnings = Vec::new();
+    let size = global("ExpSessionPoolTrackTableSize")?;
+    if !(1..=opts.max_entries).contains(&size) {
+        return Err(PoolError::Implausible {
+            what: "nt!ExpSessionPoolTrackTableSize".into(),
+            value: size,
+            limit: opts.max_entries,
+        });
+    }
+    if let Ok(mask) = global("ExpSessionPoolTrackTableMask")
+        && (!size.is_power_of_two() || mask != size - 1)
+    {
+        warnings.push(format!(
+            "ExpSessionPoolTrackTableSize {size:#x} and ExpSessionPoolTrackTableMask {mask:#x} are not the kernel's 2^n / 2^n-1 pair"
+        ));
+    }
+    let ss = "_MM_SESSION_SPACE";
+    let pool_tags = syms.field(ss, "PoolTags").ok();
+    let source = if syms.symbol("ExpSessionPoolTrackTable").is_some() {
+        TableSource::Global(KernelVa(global("ExpSessionPoolTrackTable")?))
+    } else {
+        match &pool_tags {
+            Some(f) if f.is_pointer() => TableSource::Pointer(f.offset),
+            Some(f) => TableSource::Inline(f.offset),
+            None => {
+                return Err(PoolError::Symbol(
+                    crate::symbols::SymbolError::MissingSymbol {
+                        name: "ExpSessionPoolTrackTable".into(),
+                        symbols: syms.describe(),
+                    },
+                ));
+            }
+        }
+    };
+    if let TableSource::Global(t) = source
+        && !t.is_kernel()
+    {
+        return Err(PoolError::BadPointer {
+            what: "nt!ExpSessionPoolTrackTable".into(),
+            va: t,
+        });
+    }
+    let id_field = syms.field(ss, "SessionId")?;
+    let exp_field = syms.field(ss, "PoolTrackTableExpansion").ok();
+    let exp_size_field = syms.field(ss, "PoolTrackTableExpansionSize").ok();
+
+    let mut sessions = Vec::new();
+    for (session, members) in groups {
+        let mut w = Vec::new();
+        let processes = members
+            .iter()
+            .map(|p| SessionProcess {
+                pid: p.pid,
+                name: p.name.clone(),
+            })
+            .collect();
+        if !session.is_kernel() {
+            warnings.push(format!(
+                "process {} ({}) has Session {session}, not a kernel address; skipped",
+                members[0].pid, members[0].name
+            ));
+            continue;
+        }
+        let field_va = |off: u64| KernelVa(session.0.wrapping_add(off));
+        let session_id = match mem.read_u32(field_va(id_field.offset)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                w.push(format!("cannot read the session's SessionId: {e}"));
+                None
+            }
+        };
+        let read_ptr = |f: &Option<crate::symbols::Field>| -> Option<u64> {
+            f.as_ref()
+                .and_then(|f| mem.read_u64(field_va(f.offset)).ok())
+        };
+
+        // Try the session's processes in turn until one's page tables
+        // reach the table.
+        let mut result = None;
+        let mut last_error = None;
+        for p in &members {
+            if p.dtb.0 & !0xFFF == 0 {
+                continue;
+            }
+            let view = ProcessSpace::new(mem, p.dtb);
+            let (table, through_session) = match source {
+                TableSource::Global(t) => (t, true),
+                TableSource::Pointer(off) => match view.read_u64(field_va(off)) {
+                    Ok(t) => (KernelVa(t), true),
+                    Err(e) => {
+                        last_error = Some(format!("cannot read its PoolTags pointer: {e}"));
+                        continue;
+                    }
+                },
+                TableSource::Inline(off) => (field_va(off), false),
+            };
+            if !table.is_kernel() {
+                last_error = Some(format!("its PoolTags is {table}, not a kernel address"));
+                break;
+            }
+            let arr = if through_session {
+                read_array(&view, table, size, layout.size)
+            } else {
+                read_array(mem, table, size, layout.size)
+            };
+            if arr.missing_count() == size {
+                last_error = Some(format!(
+                    "its table at {table} is not readable through process {} ({}): {}",
+                    p.pid,
+                    p.name,
+                    describe_missing(&arr)
+                ));
+                continue;
+            }
+            result = Some((p.dtb, table, arr));
+            break;
+        }
+        let Some((dtb, table, arr)) = result else {
+            warnings.push(format!(
+                "session {} at {session}: {}",
+                session_id.map_or_else(|| "?".to_string(), |i| i.to_string()),
+                last_error.unwrap_or_else(|| "no process of it has page tables".into())
+            ));
+            continue;
+        };
+        if !arr.missing.is_empty() {
+            w.push(format!(
+                "session tracker at {table}: {} are not in the dump; those slots' tags are left out",
+                describe_missing(&arr)
+            ));
+        }
+        let mut rows = Vec::new();
+        for i in 0..size {
+            if arr.is_missing(i) {
+                continue;
+            }
+            let e = arr.entry(i, layout.size);
+            let k = layout.key(e);
+            if k == 0 {
+                continue;
+            }
+            let mut v = [0; 6];
+            layout.add(&mut v, layout.values(e));
+            push_rows(
+                &mut rows,
+                PoolTag(k),
+                TrackerSlot::Hashed { index: i },
+                v,
+                layout.counter_mask,
+                opts.include_zero,
+            );
+        }
+        let exp = KernelVa(read_ptr(&exp_field).unwrap_or(0));
+        let exp_size = read_ptr(&exp_size_field).unwrap_or(0);
+        let view = ProcessSpace::new(mem, dtb);
+        let exp_used = match read_expansion_table(
+            &view,
+            &layout,
+            exp,
+            exp_size,
+            "the session's PoolTrackTableExpansion",
+            opts,
+            &mut rows,
+            &mut w,
+        ) {
+            Ok(n) => n,
+            Err(e) => {
+                w.push(format!("{e}; its tags are missing"));
+                0
+            }
+        };
+        let clamped = rows.iter().filter(|r| r.clamped).count();
+        if clamped > 0 {
+            w.push(format!(
+                "Allocs raised to Frees for {clamped} row(s) as the kernel does"
+            ));
+        }
+        rows.sort_by_key(|r| (r.tag.bytes(), r.pool));
+        sessions.push(SessionUsage {
+            session_id,
+            session_space: session,
+            processes,
+            dtb,
+            table,
+            size,
+            expansion: exp,
+            expansion_size: exp_size,
+            expansion_used: exp_used,
+            totals: totals(&rows),
+            rows,
+            warnings: w,
+        });
+    }
+    sessions.sort_by_key(|s| (s.session_id.unwrap_or(u32::MAX), s.session_space));
+    Ok(SessionPool {
+        sessions,
+        processes: procs.processes.len(),
+        table_size: size,
+        warnings,
+    })
+}

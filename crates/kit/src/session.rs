@@ -1,0 +1,485 @@
+//! Processes and sessions (pool.md §2.5).
+//!
+//! PsActiveProcessHead links an `_EPROCESS` per process: System (the
+//! kernel's own address space) and smss.exe outside any session, then the
+//! scenario's sessions' processes, each with its own PML4. A session is an
+//! `_MM_SESSION_SPACE` allocated at a system-wide address (what
+//! `EPROCESS.Session` holds, and where Volatility reads `SessionId`) whose
+//! frames are mapped a second time at `MmSessionSpace` in the session's own
+//! PML4 slot. That slot is shared by the session's processes only, so the
+//! session tracker table (`ExpSessionPoolTrackTable`, or the `PoolTags`
+//! pointer on Windows 11) has the same VA in every session and different
+//! contents in each: a reader must go through a DTB of the right session.
+
+use crate::layout::StructBuf;
+use crate::machine::{GB, Machine, PAGE64, tag_string, tag_value};
+use crate::paging::{AddressSpace, Prot, sign_extend};
+use crate::scenario::SessionSpec;
+use crate::tracker::tag_hash;
+use crate::truth::{ProcessTruth, SessionTruth, TagUsage, TrackerSlot};
+
+const SLOT: u64 = 1 << 39;
+/// Session space before Windows 10 1607: 0xFFFFF900`00000000, one PML4 slot
+/// (pool.md §5).
+const LEGACY_SESSION_SLOT: u64 = 0x1F2;
+/// Before the inline `PoolTags` array, the table followed the structure at
+/// MmSessionSpace + 0x2000 (pool.md §2.5).
+const LEGACY_TABLE_OFFSET: u64 = 0x2000;
+
+/// What the process builder needs of a built session.
+struct BuiltSession {
+    /// The first process's address space (every session-space write goes
+    /// through it).
+    asp: AddressSpace,
+    global_va: u64,
+    truth: SessionTruth,
+}
+
+impl Machine {
+    /// PML4 slot of session space.
+    fn session_slot(&self) -> u64 {
+        if !self.scenario.build.has_kaslr_regions() {
+            return LEGACY_SESSION_SLOT;
+        }
+        let base = self
+            .truth
+            .regions
+            .iter()
+            .find(|r| r.name == "AssignedRegionSession")
+            .expect("1607+ builds assign a session region")
+            .base;
+        (base >> 39) & 0x1FF
+    }
+
+    /// Build the sessions, then the processes, and link PsActiveProcessHead.
+    /// Runs before the tracker is built: EPROCESS allocations are charged
+    /// to 'Proc' like any other.
+    pub(crate) fn build_processes(&mut self) {
+        let slot = self.session_slot();
+        assert_ne!(
+            slot, self.asp.self_map,
+            "session slot collides with the self-map"
+        );
+        assert_eq!(
+            self.asp.pml4e(&self.mem, slot),
+            0,
+            "the kernel maps something in the session slot"
+        );
+        let session_base = sign_extend(slot * SLOT);
+        // MmSessionSpace and the session pool: the same VAs in every session.
+        let mm_session_space = if self.scenario.build.has_kaslr_regions() {
+            session_base + self.rng.u64(1..0x40) * GB
+        } else {
+            session_base + 0x7F_0000_0000
+        };
+        let session_pool = session_base + 0xC000_0000;
+        let specs = self.scenario.sessions.clone();
+        let mut sessions: Vec<BuiltSession> = specs
+            .iter()
+            .map(|spec| self.build_session(spec, mm_session_space, session_pool))
+            .collect();
+
+        let mut procs: Vec<(String, Option<usize>)> =
+            vec![("System".into(), None), ("smss.exe".into(), None)];
+        for (i, s) in specs.iter().enumerate() {
+            procs.extend(s.processes.iter().map(|p| (p.clone(), Some(i))));
+        }
+        let m = self.m;
+        let ep_size = m.ty("_EPROCESS").size;
+        let mut pid = 4u64;
+        let mut eprocs = Vec::new();
+        for (n, (name, sess)) in procs.iter().enumerate() {
+            let asp = match (n, sess) {
+                (0, _) => self.asp,
+                (_, Some(i)) if sessions[*i].truth.pids.is_empty() => sessions[*i].asp,
+                (_, Some(i)) => {
+                    let a = AddressSpace::fresh(&mut self.mem, self.asp.self_map);
+                    let e = sessions[*i].asp.pml4e(&self.mem, slot);
+                    a.set_pml4e(&mut self.mem, slot, e);
+                    a
+                }
+                (_, None) => AddressSpace::fresh(&mut self.mem, self.asp.self_map),
+            };
+            if n > 0 {
+                self.process_spaces.push(asp);
+            }
+            let va = self.kernel_alloc("Proc", ep_size);
+            let mut e = StructBuf::new(m, "_EPROCESS");
+            // _DISPATCHER_HEADER.Type 3 = ProcessObject.
+            e.set("Pcb.Header.Type", 3)
+                .set("Pcb.DirectoryTableBase", asp.pml4 * PAGE64)
+                .set("UniqueProcessId", pid)
+                .set_if("InheritedFromUniqueProcessId", if n == 0 { 0 } else { 4 })
+                .set_if("ActiveThreads", 1 + self.rng.u64(0..40));
+            let mut image = name.as_bytes().to_vec();
+            image.truncate(14);
+            e.set_bytes("ImageFileName", &image);
+            // Created shortly after boot (System has no create time).
+            if n > 0 {
+                let boot = self.truth.kernel.system_time - self.truth.kernel.interrupt_time;
+                let created = boot + (n as u64) * 13_000_000 + self.rng.u64(0..10_000_000);
+                e.set_bytes("CreateTime", &created.to_le_bytes());
+            }
+            let threads = m.offset_of("_EPROCESS", "ThreadListHead");
+            e.set("ThreadListHead.Flink", va + threads)
+                .set("ThreadListHead.Blink", va + threads);
+            if let Some(i) = sess {
+                e.set("Session", sessions[*i].global_va);
+                sessions[*i].truth.pids.push(pid);
+            }
+            self.write_va(va, &e.bytes);
+            self.truth.processes.push(ProcessTruth {
+                eprocess: va,
+                pid,
+                name: name.clone(),
+                dtb: asp.pml4 * PAGE64,
+                session_id: sess.map(|i| specs[i].id),
+            });
+            eprocs.push(va);
+            pid += 4 * self.rng.u64(1..40);
+        }
+        if let Some(&system) = eprocs.first() {
+            self.set_global("PsInitialSystemProcess", system);
+        }
+
+        // PsActiveProcessHead's ring, and each session's ProcessList of
+        // EPROCESS.SessionProcessLinks.
+        let head = self
+            .sym_va("PsActiveProcessHead")
+            .expect("every build has PsActiveProcessHead");
+        let links = m.offset_of("_EPROCESS", "ActiveProcessLinks");
+        let mut ring = vec![head];
+        ring.extend(eprocs.iter().map(|e| e + links));
+        self.link_ring(&ring);
+        self.truth
+            .symbols
+            .insert("PsActiveProcessHead".into(), head);
+        if m.ty("_EPROCESS").fields.contains_key("SessionProcessLinks")
+            && m.ty("_MM_SESSION_SPACE").fields.contains_key("ProcessList")
+        {
+            let sl = m.offset_of("_EPROCESS", "SessionProcessLinks");
+            let pl = m.offset_of("_MM_SESSION_SPACE", "ProcessList");
+            for (i, s) in sessions.iter().enumerate() {
+                let mut ring = vec![s.global_va + pl];
+                for (p, (_, sess)) in procs.iter().enumerate() {
+                    if *sess == Some(i) {
+                        ring.push(eprocs[p] + sl);
+                    }
+                }
+                self.link_ring(&ring);
+            }
+        }
+
+        if let Some(s) = sessions.first() {
+            // One table VA, size and mask for every session.
+            // Windows 11 keeps only the per-session PoolTags pointer (the
+            // manifest has no ExpSessionPoolTrackTable there).
+            self.set_global("ExpSessionPoolTrackTable", s.truth.table_va);
+            self.set_global("ExpSessionPoolTrackTableSize", s.truth.table_size);
+            self.set_global("ExpSessionPoolTrackTableMask", s.truth.table_size - 1);
+        }
+        self.truth.sessions = sessions.into_iter().map(|s| s.truth).collect();
+    }
+
+    /// Link `ring[0]` (a list head) and the entries after it into a
+    /// circular doubly linked list.
+    fn link_ring(&mut self, ring: &[u64]) {
+        for i in 0..ring.len() {
+            let flink = ring[(i + 1) % ring.len()];
+            let blink = ring[(i + ring.len() - 1) % ring.len()];
+            self.write_u64(ring[i], flink);
+            self.write_u64(ring[i] + 8, blink);
+        }
+    }
+
+    /// One session: its structure (global and session-space mappings), its
+    /// tracker table and expansion table, in a fresh address space.
+    fn build_session(
+        &mut self,
+        spec: &SessionSpec,
+        mm_session_space: u64,
+        session_pool: u64,
+    ) -> BuiltSession {
+        let m = self.m;
+        let sty = m.ty("_MM_SESSION_SPACE");
+        let entry = m.ty("_POOL_TRACKER_TABLE").size;
+        let asp = AddressSpace::fresh(&mut self.mem, self.asp.self_map);
+        let struct_pages = sty.size.div_ceil(PAGE64);
+        // The structure at a system-wide address, its frames mapped again
+        // at MmSessionSpace.
+        let nx = self.nx_kind();
+        let global_va = self.pool_pages(nx, struct_pages, 1);
+        for i in 0..struct_pages {
+            let pa = self
+                .asp
+                .translate(&self.mem, global_va + i * PAGE64)
+                .expect("just committed");
+            asp.map(
+                &mut self.mem,
+                mm_session_space + i * PAGE64,
+                pa >> 12,
+                Prot::Data,
+            );
+        }
+        let mut pool_next = session_pool;
+        let mut session_alloc = |mc: &mut Machine, bytes: u64| -> u64 {
+            let va = pool_next;
+            let pages = bytes.div_ceil(PAGE64);
+            pool_next += pages * PAGE64;
+            for i in 0..pages {
+                let f = mc.mem.alloc();
+                asp.map(&mut mc.mem, va + i * PAGE64, f, Prot::Data);
+            }
+            va
+        };
+
+        // Where the table is and how big, by build.
+        let pool_tags = sty.fields.get("PoolTags").cloned();
+        let (table_va, n) = match &pool_tags {
+            Some(f) if f.is_pointer() => {
+                let n = 256;
+                (session_alloc(self, n * entry), n)
+            }
+            Some(f) => {
+                let fit = f.size / entry;
+                let n = 1u64 << (63 - fit.leading_zeros());
+                (mm_session_space + f.offset, n)
+            }
+            None => {
+                assert_eq!(struct_pages * PAGE64, LEGACY_TABLE_OFFSET);
+                let n = 128;
+                let va = mm_session_space + LEGACY_TABLE_OFFSET;
+                for i in 0..(n * entry).div_ceil(PAGE64) {
+                    let f = self.mem.alloc();
+                    asp.map(&mut self.mem, va + i * PAGE64, f, Prot::Data);
+                }
+                (va, n)
+            }
+        };
+
+        // Charge the tags: hash, probe the whole table (no overflow slot),
+        // then the expansion table.
+        let mut charges: Vec<(u32, u64, u64, u64)> = Vec::new();
+        for t in &spec.tags {
+            let key = tag_value(&t.tag);
+            let bytes: u64 = (0..t.live)
+                .map(|_| (t.size.pick(&mut self.rng) as u64 + 0x10).div_ceil(16) * 16)
+                .sum();
+            charges.push((key, t.live as u64 + t.freed, t.freed, bytes));
+        }
+        for i in 0..spec.filler_tags {
+            let key = tag_value(&filler_tag(i));
+            let live = self.rng.u64(1..20);
+            let freed = self.rng.u64(0..100);
+            charges.push((key, live + freed, freed, live * 0x40));
+        }
+        let mut slots = vec![0u32; n as usize];
+        let mut table: Vec<StructBuf> = (0..n)
+            .map(|_| StructBuf::new(m, "_POOL_TRACKER_TABLE"))
+            .collect();
+        let mut expansion: Vec<StructBuf> = Vec::new();
+        let mut exp_tags = Vec::new();
+        let counter_bits =
+            (m.ty("_POOL_TRACKER_TABLE").fields["PagedAllocs"].size * 8).min(64) as u32;
+        let wrap = |v: u64| {
+            if counter_bits >= 64 {
+                v
+            } else {
+                v & ((1u64 << counter_bits) - 1)
+            }
+        };
+        let mut rows = Vec::new();
+        for (key, allocs, frees, bytes) in charges {
+            let mut i = (tag_hash(key) as u64 & (n - 1)) as usize;
+            let mut slot = None;
+            for _ in 0..n {
+                if slots[i] == 0 || slots[i] == key {
+                    slots[i] = key;
+                    slot = Some(TrackerSlot::Hashed { index: i as u64 });
+                    break;
+                }
+                i = (i + 1) & (n as usize - 1);
+            }
+            let (buf, slot) = match slot {
+                Some(s) => (&mut table[i], s),
+                None => {
+                    let j = match exp_tags.iter().position(|t| *t == key) {
+                        Some(j) => j,
+                        None => {
+                            exp_tags.push(key);
+                            expansion.push(StructBuf::new(m, "_POOL_TRACKER_TABLE"));
+                            expansion.len() - 1
+                        }
+                    };
+                    (
+                        &mut expansion[j],
+                        TrackerSlot::Expansion { index: j as u64 },
+                    )
+                }
+            };
+            buf.set("Key", key as u64)
+                .set("PagedAllocs", allocs)
+                .set("PagedFrees", frees)
+                .set("PagedBytes", bytes);
+            rows.push(TagUsage {
+                tag: tag_string(key),
+                tag_value: key,
+                pool: "Paged".into(),
+                allocs,
+                frees,
+                diff: allocs - frees,
+                bytes,
+                reported_allocs: wrap(allocs),
+                reported_frees: wrap(frees),
+                slot,
+            });
+        }
+        let (exp_va, exp_size) = if expansion.is_empty() {
+            (0, 0)
+        } else {
+            let pages = (expansion.len() as u64 * entry).div_ceil(PAGE64);
+            (session_alloc(self, pages * PAGE64), pages * PAGE64 / entry)
+        };
+
+        // The structure, written through its system-wide address; then the
+        // tables through session space (an inline table shares the
+        // structure's pages).
+        let pdpt_pfn = (asp.pml4e(&self.mem, (mm_session_space >> 39) & 0x1FF)
+            & crate::paging::PFN_MASK)
+            >> 12;
+        let mut s = StructBuf::new(m, "_MM_SESSION_SPACE");
+        let nproc = spec.processes.len() as u64;
+        s.set("SessionId", spec.id as u64)
+            .set("ReferenceCount", nproc + 1)
+            .set_if("ProcessReferenceToSession", nproc)
+            .set_if("SessionPageDirectoryIndex", pdpt_pfn)
+            .set_if("PagedPoolStart", session_pool)
+            .set_if("PagedPoolEnd", session_pool + 0x1_0000_0000 - 1)
+            .set("PoolTrackTableExpansion", exp_va)
+            .set("PoolTrackTableExpansionSize", exp_size);
+        if pool_tags.as_ref().is_some_and(|f| f.is_pointer()) {
+            s.set("PoolTags", table_va);
+        }
+        self.write_va(global_va, &s.bytes);
+        let bytes: Vec<u8> = table.iter().flat_map(|e| e.bytes.clone()).collect();
+        asp.write(&mut self.mem, table_va, &bytes);
+        if exp_va != 0 {
+            let bytes: Vec<u8> = expansion.iter().flat_map(|e| e.bytes.clone()).collect();
+            asp.write(&mut self.mem, exp_va, &bytes);
+        }
+
+        BuiltSession {
+            asp,
+            global_va,
+            truth: SessionTruth {
+                id: spec.id,
+                global_va,
+                session_space_va: mm_session_space,
+                table_va,
+                table_size: n,
+                expansion_va: exp_va,
+                expansion_size: exp_size,
+                expansion_tags: exp_tags.iter().map(|k| tag_string(*k)).collect(),
+                pids: Vec::new(),
+                tags: rows,
+            },
+        }
+    }
+
+    /// Give every process the kernel's top-level entries (after everything
+    /// else is mapped, so none is missed). Each keeps its own self-map
+    /// entry and its session slot.
+    pub(crate) fn share_kernel_half(&mut self) {
+        let keep = [self.asp.self_map, self.session_slot()];
+        for asp in self.process_spaces.clone() {
+            for idx in 0x100..0x200u64 {
+                if keep.contains(&idx) {
+                    continue;
+                }
+                let e = self.asp.pml4e(&self.mem, idx);
+                asp.set_pml4e(&mut self.mem, idx, e);
+            }
+        }
+    }
+}
+
+/// The `i`th generated session tag: 'S' and three base-36 digits.
+pub fn filler_tag(i: u32) -> String {
+    const D: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let d = |k: u32| D[(k % 36) as usize] as char;
+    format!("S{}{}{}", d(i / 1296), d(i / 36), d(i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NtBuild, Scenario};
+
+    /// Every build: each session's table, read through one of its
+    /// processes' PML4s, holds that session's keys at the recorded slots;
+    /// the System PML4 does not map session space at all.
+    #[test]
+    fn session_tables_are_per_session() {
+        for build in NtBuild::ALL {
+            let mut s = Scenario::small(build, 11);
+            s.sessions[1].filler_tags = 300;
+            let mc = Machine::build(&s);
+            assert_eq!(mc.truth.processes[0].name, "System");
+            assert_eq!(mc.truth.sessions.len(), 2, "{build:?}");
+            let t0 = &mc.truth.sessions[0];
+            let t1 = &mc.truth.sessions[1];
+            assert_eq!(t0.table_va, t1.table_va, "one VA for every session");
+            assert!(mc.asp.translate(&mc.mem, t0.table_va).is_none());
+            assert!(
+                !t1.expansion_tags.is_empty(),
+                "{build:?}: 300 fillers spill"
+            );
+            let key_off = mc.m.offset_of("_POOL_TRACKER_TABLE", "Key");
+            let entry = mc.m.ty("_POOL_TRACKER_TABLE").size;
+            for st in &mc.truth.sessions {
+                let p = mc
+                    .truth
+                    .processes
+                    .iter()
+                    .find(|p| p.session_id == Some(st.id))
+                    .unwrap();
+                let asp = AddressSpace {
+                    pml4: p.dtb >> 12,
+                    self_map: mc.asp.self_map,
+                };
+                // The kernel half is shared.
+                assert_eq!(
+                    asp.translate(&mc.mem, mc.kern_base),
+                    mc.asp.translate(&mc.mem, mc.kern_base)
+                );
+                for row in &st.tags {
+                    let va = match row.slot {
+                        TrackerSlot::Hashed { index } => st.table_va + index * entry,
+                        TrackerSlot::Expansion { index } => st.expansion_va + index * entry,
+                        TrackerSlot::Overflow => unreachable!(),
+                    };
+                    let mut k = [0u8; 4];
+                    asp.read(&mc.mem, va + key_off, &mut k);
+                    assert_eq!(
+                        u32::from_le_bytes(k),
+                        row.tag_value,
+                        "{build:?} {}",
+                        row.tag
+                    );
+                }
+                // SessionId through the system-wide address.
+                let id_off = mc.m.offset_of("_MM_SESSION_SPACE", "SessionId");
+                let mut id = [0u8; 4];
+                mc.asp.read(&mc.mem, st.global_va + id_off, &mut id);
+                assert_eq!(u32::from_le_bytes(id), st.id);
+            }
+        }
+    }
+
+    #[test]
+    fn filler_tags_are_distinct() {
+        let v: std::collections::BTreeSet<String> = (0..2000).map(filler_tag).collect();
+        assert_eq!(v.len(), 2000);
+        assert_eq!(filler_tag(0), "S000");
+    }
+}
