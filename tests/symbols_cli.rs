@@ -269,3 +269,129 @@ fn nt_symbol_path_is_used_and_symbol_path_overrides_it() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not in this directory"));
 }
+
+/// A forward proxy on 127.0.0.1 that answers `CONNECT host:port` (how ureq
+/// reaches any URL through a proxy) and then plays the origin server inside
+/// the tunnel: it serves `body` for `GET path` and 404 otherwise. It records
+/// the CONNECT targets and the tunnelled request lines.
+struct ConnectProxy {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ConnectProxy {
+    fn start(path: String, body: Vec<u8>) -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                // Read one request head; return its first line.
+                let mut head = |r: &mut BufReader<std::net::TcpStream>| -> Option<String> {
+                    let mut first = String::new();
+                    r.read_line(&mut first).ok()?;
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).ok()? == 0 || h == "\r\n" {
+                            break;
+                        }
+                    }
+                    Some(first.trim_end().to_string())
+                };
+                let Some(connect) = head(&mut r) else {
+                    continue;
+                };
+                log.lock().unwrap().push(connect.clone());
+                if !connect.starts_with("CONNECT ") {
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n");
+                    continue;
+                }
+                let _ = conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                let Some(get) = head(&mut r) else { continue };
+                log.lock().unwrap().push(get.clone());
+                if get == format!("GET {path} HTTP/1.1") {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = conn.write_all(&body);
+                } else {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                }
+            }
+        });
+        Self { url, seen }
+    }
+}
+
+/// `HTTP_PROXY` from the environment carries the download: the symbol
+/// server's host does not resolve, only the proxy can reach it. Without
+/// the variable the same run fails naming the server.
+#[test]
+fn downloads_go_through_the_proxy_named_by_the_environment() {
+    let c = Case::new(Scenario::small(NtBuild::Win10_19041, 12));
+    let m = &c.m.m;
+    let origin = "http://symbols.invalid/download/symbols";
+    let key = format!("{}/{}/{}", m.pdb.name, m.pdb.store_key, m.pdb.name);
+    let pdb = std::fs::read(
+        c.m.write_symbol_store(&c.dir.path().join("origin"))
+            .unwrap(),
+    )
+    .unwrap();
+    let proxy = ConnectProxy::start(format!("/download/symbols/{key}"), pdb);
+    let cache = c.dir.path().join("downloaded");
+    let spath = format!("srv*{}*{origin}", cache.display());
+    let run = |proxy_url: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pooldump"));
+        cmd.args([
+            "symbols",
+            &c.dump(),
+            "--no-builtin",
+            "--no-cache",
+            "--symbol-path",
+            &spath,
+        ])
+        .env("POOLDUMP_CACHE_DIR", c.cache())
+        .env_remove("_NT_SYMBOL_PATH");
+        for v in [
+            "ALL_PROXY",
+            "all_proxy",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "NO_PROXY",
+            "no_proxy",
+        ] {
+            cmd.env_remove(v);
+        }
+        if let Some(p) = proxy_url {
+            cmd.env("HTTP_PROXY", p);
+        }
+        cmd.output().unwrap()
+    };
+    let out = ok(&run(Some(&proxy.url)));
+    assert!(out.contains("downloaded from"), "{out}");
+    assert_eq!(
+        proxy.seen.lock().unwrap().clone(),
+        vec![
+            "CONNECT symbols.invalid:80 HTTP/1.1".to_string(),
+            format!("GET /download/symbols/{key} HTTP/1.1")
+        ]
+    );
+    assert!(cache.join(&key).is_file(), "the PDB is kept in the cache");
+
+    std::fs::remove_dir_all(&cache).unwrap();
+    let o = run(None);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("symbols.invalid"), "{err}");
+}
