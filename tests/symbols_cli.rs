@@ -291,7 +291,7 @@ impl ConnectProxy {
                 let Ok(mut conn) = conn else { return };
                 let mut r = BufReader::new(conn.try_clone().unwrap());
                 // Read one request head; return its first line.
-                let mut head = |r: &mut BufReader<std::net::TcpStream>| -> Option<String> {
+                let head = |r: &mut BufReader<std::net::TcpStream>| -> Option<String> {
                     let mut first = String::new();
                     r.read_line(&mut first).ok()?;
                     loop {
