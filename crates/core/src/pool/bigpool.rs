@@ -9,10 +9,10 @@
 
 use serde::Serialize;
 
-use super::read::describe_missing;
+use super::read::{describe_missing, read_nt_var};
 use super::{PoolClass, PoolError};
 use crate::addr::KernelVa;
-use crate::memory::{Memory, MemoryExt};
+use crate::memory::Memory;
 use crate::symbols::{Field, KernelSymbols};
 use crate::tag::PoolTag;
 
@@ -89,19 +89,7 @@ pub fn read_big_pool<M: Memory + ?Sized>(
         pool_type: syms.field(t, "PoolType")?,
         bytes: syms.field(t, "NumberOfBytes")?,
     };
-    let var = |name: &str| -> Result<KernelVa, PoolError> {
-        Ok(KernelVa(
-            kern_base.0.wrapping_add(syms.require_symbol_rva(name)?),
-        ))
-    };
-    let read64 = |name: &str| -> Result<u64, PoolError> {
-        let va = var(name)?;
-        mem.read_u64(va).map_err(|source| PoolError::Unreadable {
-            what: format!("nt!{name}"),
-            va,
-            source,
-        })
-    };
+    let read64 = |name: &str| read_nt_var(mem, syms, kern_base, name, 8);
     let table = KernelVa(read64("PoolBigPageTable")?);
     let size = read64("PoolBigPageTableSize")?;
     if !table.is_kernel() {
@@ -123,10 +111,7 @@ pub fn read_big_pool<M: Memory + ?Sized>(
             "PoolBigPageTableSize {size:#x} is not a power of two as the kernel keeps it"
         ));
     }
-    let in_use = var("ExpPoolBigEntriesInUse")
-        .ok()
-        .and_then(|va| mem.read_u32(va).ok())
-        .map(u64::from);
+    let in_use = read_nt_var(mem, syms, kern_base, "ExpPoolBigEntriesInUse", 4).ok();
 
     // Stream the table a chunk at a time: memory stays bounded by what is
     // kept (live entries), not by the table.

@@ -3,8 +3,40 @@
 
 use std::ops::Range;
 
+use super::PoolError;
 use crate::addr::{KernelVa, PAGE_SIZE};
-use crate::memory::{Memory, MemoryError};
+use crate::memory::{Memory, MemoryError, MemoryExt};
+use crate::symbols::KernelSymbols;
+
+/// The address of the nt global `name`.
+pub(crate) fn nt_var(
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    name: &str,
+) -> Result<KernelVa, PoolError> {
+    let rva = syms.require_symbol_rva(name)?;
+    Ok(KernelVa(kern_base.0.wrapping_add(rva)))
+}
+
+/// Read the nt global `name`, `width` bytes wide (4 for a ULONG, else 8).
+pub(crate) fn read_nt_var<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    name: &str,
+    width: usize,
+) -> Result<u64, PoolError> {
+    let va = nt_var(syms, kern_base, name)?;
+    let unreadable = |source| PoolError::Unreadable {
+        what: format!("nt!{name}"),
+        va,
+        source,
+    };
+    match width {
+        4 => mem.read_u32(va).map(u64::from).map_err(unreadable),
+        _ => mem.read_u64(va).map_err(unreadable),
+    }
+}
 
 /// An array read page by page.
 pub(crate) struct Array {

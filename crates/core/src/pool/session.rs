@@ -12,7 +12,7 @@
 
 use serde::Serialize;
 
-use super::read::{describe_missing, read_array};
+use super::read::{describe_missing, read_array, read_nt_var};
 use super::tracker::{EntryLayout, push_rows, read_expansion_table, totals};
 use super::{PoolError, TagUsage, Totals, TrackerOptions, TrackerSlot};
 use crate::addr::{KernelVa, PhysAddr};
@@ -82,24 +82,8 @@ pub fn read_session_pool<M: Memory + ?Sized>(
     opts: &TrackerOptions,
 ) -> Result<SessionPool, PoolError> {
     let layout = EntryLayout::new(syms)?;
-    let global = |name: &str| -> Result<u64, PoolError> {
-        let sym = syms.symbol(name).ok_or_else(|| {
-            PoolError::Symbol(crate::symbols::SymbolError::MissingSymbol {
-                name: name.into(),
-                symbols: syms.describe(),
-            })
-        })?;
-        let va = KernelVa(kern_base.0.wrapping_add(sym.rva));
-        let unreadable = |source| PoolError::Unreadable {
-            what: format!("nt!{name}"),
-            va,
-            source,
-        };
-        match sym.size {
-            Some(4) => mem.read_u32(va).map(u64::from).map_err(unreadable),
-            _ => mem.read_u64(va).map_err(unreadable),
-        }
-    };
+    // The three globals are SIZE_T / PVOID.
+    let global = |name: &str| read_nt_var(mem, syms, kern_base, name, 8);
     // Sessions in the order their first process appears.
     let mut groups: Vec<(KernelVa, Vec<&crate::kernel::Process>)> = Vec::new();
     for p in &procs.processes {

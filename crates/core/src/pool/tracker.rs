@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use super::read::{Array, describe_missing, read_array};
+use super::read::{Array, describe_missing, nt_var, read_array, read_nt_var};
 use super::{PoolClass, PoolError};
 use crate::addr::KernelVa;
 use crate::memory::{Memory, MemoryExt};
@@ -197,22 +197,8 @@ pub fn read_pool_usage<M: Memory + ?Sized>(
     opts: &TrackerOptions,
 ) -> Result<PoolUsage, PoolError> {
     let mut warnings = Vec::new();
-    let var = |name: &str| -> Result<KernelVa, PoolError> {
-        let rva = syms.require_symbol_rva(name)?;
-        Ok(KernelVa(kern_base.0.wrapping_add(rva)))
-    };
-    let read_var = |name: &str, width: usize| -> Result<u64, PoolError> {
-        let va = var(name)?;
-        let unreadable = |source| PoolError::Unreadable {
-            what: format!("nt!{name}"),
-            va,
-            source,
-        };
-        match width {
-            4 => mem.read_u32(va).map(u64::from).map_err(unreadable),
-            _ => mem.read_u64(va).map_err(unreadable),
-        }
-    };
+    let var = |name: &str| nt_var(syms, kern_base, name);
+    let read_var = |name: &str, width: usize| read_nt_var(mem, syms, kern_base, name, width);
     let layout = EntryLayout::new(syms)?;
     let table = KernelVa(read_var("PoolTrackTable", 8)?);
     let size = read_var("PoolTrackTableSize", 8)?;
