@@ -625,38 +625,44 @@ fn tag_table(
     t.render(out, 1);
 }
 
+/// The CSV columns of a tag row.
+const ROW_COLUMNS: [&str; 10] = [
+    "tag",
+    "type",
+    "allocs",
+    "frees",
+    "diff",
+    "bytes",
+    "per_alloc",
+    "driver",
+    "description",
+    "slot",
+];
+
+/// A tag row's CSV fields, in [`ROW_COLUMNS`] order.
+fn row_fields(x: &Row) -> [String; 10] {
+    [
+        x.tag.clone(),
+        x.pool.into(),
+        x.allocs.to_string(),
+        x.frees.to_string(),
+        x.diff.to_string(),
+        x.bytes.to_string(),
+        x.per_alloc.to_string(),
+        x.driver.clone().unwrap_or_default(),
+        x.description.clone().unwrap_or_default(),
+        x.slot.into(),
+    ]
+}
+
 fn render_csv(r: &Report, args: &Args) -> Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
     if let Some(sessions) = &r.sessions {
-        w.write_record([
-            "session",
-            "tag",
-            "type",
-            "allocs",
-            "frees",
-            "diff",
-            "bytes",
-            "per_alloc",
-            "driver",
-            "description",
-            "slot",
-        ])?;
+        w.write_record(std::iter::once("session").chain(ROW_COLUMNS))?;
         for s in sessions {
             let id = s.id.map(|i| i.to_string()).unwrap_or_default();
             for x in &s.rows {
-                w.write_record([
-                    id.as_str(),
-                    x.tag.as_str(),
-                    x.pool,
-                    &x.allocs.to_string(),
-                    &x.frees.to_string(),
-                    &x.diff.to_string(),
-                    &x.bytes.to_string(),
-                    &x.per_alloc.to_string(),
-                    x.driver.as_deref().unwrap_or(""),
-                    x.description.as_deref().unwrap_or(""),
-                    x.slot,
-                ])?;
+                w.write_record(std::iter::once(id.clone()).chain(row_fields(x)))?;
             }
         }
         return Ok(String::from_utf8(w.into_inner()?)?);
@@ -685,31 +691,9 @@ fn render_csv(r: &Report, args: &Args) -> Result<String> {
             }
         }
         _ => {
-            w.write_record([
-                "tag",
-                "type",
-                "allocs",
-                "frees",
-                "diff",
-                "bytes",
-                "per_alloc",
-                "driver",
-                "description",
-                "slot",
-            ])?;
+            w.write_record(ROW_COLUMNS)?;
             for x in &r.rows {
-                w.write_record([
-                    x.tag.as_str(),
-                    x.pool,
-                    &x.allocs.to_string(),
-                    &x.frees.to_string(),
-                    &x.diff.to_string(),
-                    &x.bytes.to_string(),
-                    &x.per_alloc.to_string(),
-                    x.driver.as_deref().unwrap_or(""),
-                    x.description.as_deref().unwrap_or(""),
-                    x.slot,
-                ])?;
+                w.write_record(row_fields(x))?;
             }
         }
     }
