@@ -3,16 +3,30 @@
  * A small test driver for pooldump: file-system filter: per-file 'FsFl' contexts, one 'FsCt' control block.
  * Tags are written the Windows way, as multi-character constants: 'kaeL' is the ULONG
  * 0x6B61654C, stored in memory as the bytes "Leak".
+ *
+ * The simulated target (crates/kit/src/run/) runs this code: it queues FsWorkerRoutine as a work
+ * item with a request whose Kind picks the operation. Functions are NOTAIL (no sibling-call
+ * optimisation) so their frames appear in stacks, except where a tail call is wanted.
  */
 
 enum _POOL_TYPE { NonPagedPool = 0, PagedPool = 1, NonPagedPoolNx = 512 };
 
+struct _LIST_ENTRY { struct _LIST_ENTRY *Flink, *Blink; };
+
+#define NOTAIL __attribute__((noinline, disable_tail_calls))
+
+__declspec(dllimport) void *ExAllocatePoolWithQuotaTag(enum _POOL_TYPE PoolType,
+                                                       unsigned long long NumberOfBytes,
+                                                       unsigned long Tag);
 __declspec(dllimport) void *ExAllocatePoolWithTag(enum _POOL_TYPE PoolType,
                                                   unsigned long long NumberOfBytes,
                                                   unsigned long Tag);
 __declspec(dllimport) void ExFreePoolWithTag(void *P, unsigned long Tag);
-
-struct _LIST_ENTRY { struct _LIST_ENTRY *Flink, *Blink; };
+__declspec(dllimport) __declspec(noreturn) void KeBugCheckEx(unsigned long BugCheckCode,
+                                                             unsigned long long P1,
+                                                             unsigned long long P2,
+                                                             unsigned long long P3,
+                                                             unsigned long long P4);
 
 struct FS_FILE_CONTEXT {
     struct _LIST_ENTRY Links;
@@ -27,11 +41,19 @@ struct FS_CONTROL {
     unsigned long long Operations;
 };
 
+struct FS_REQUEST {
+    unsigned long Kind;      /* 0 open (attach, a second open leaks), 1 close, 2 check */
+    unsigned long Flags;
+    unsigned long long Length;
+    void *Context;
+};
+
 struct FS_CONTROL *FsControl;
 
-__attribute__((noinline)) struct FS_FILE_CONTEXT *FsAttach(void *FileObject)
+/* Quota-charged: the context is billed to the process that opened the file. */
+NOTAIL struct FS_FILE_CONTEXT *FsAttach(void *FileObject)
 {
-    struct FS_FILE_CONTEXT *Ctx = ExAllocatePoolWithTag(PagedPool, sizeof(*Ctx), 'lFsF');
+    struct FS_FILE_CONTEXT *Ctx = ExAllocatePoolWithQuotaTag(PagedPool, sizeof(*Ctx), 'lFsF');
     if (!Ctx)
         return 0;
     Ctx->FileObject = FileObject;
@@ -45,7 +67,7 @@ __attribute__((noinline)) struct FS_FILE_CONTEXT *FsAttach(void *FileObject)
     return Ctx;
 }
 
-__attribute__((noinline)) void FsDetach(struct FS_FILE_CONTEXT *Ctx)
+NOTAIL void FsDetach(struct FS_FILE_CONTEXT *Ctx)
 {
     if (--Ctx->OpenCount)
         return; /* a second attach never drops the count to 0: the context leaks */
@@ -54,14 +76,56 @@ __attribute__((noinline)) void FsDetach(struct FS_FILE_CONTEXT *Ctx)
     ExFreePoolWithTag(Ctx, 'lFsF');
 }
 
+NOTAIL int FsStart(void)
+{
+    if (FsControl)
+        return 1;
+    FsControl = ExAllocatePoolWithTag(NonPagedPoolNx, sizeof(*FsControl), 'tCsF');
+    if (!FsControl)
+        return 0;
+    FsControl->Files.Flink = FsControl->Files.Blink = &FsControl->Files;
+    FsControl->Operations = 0;
+    return 1;
+}
+
+/* The list must stay a ring; a broken one is this driver's own bug check. */
+NOTAIL void FsCheck(void)
+{
+    struct _LIST_ENTRY *Entry = FsControl->Files.Flink;
+    while (Entry != &FsControl->Files) {
+        if (Entry->Flink->Blink != Entry)
+            KeBugCheckEx(0xDEADDEAD, (unsigned long long)Entry, 0, 0, 0);
+        Entry = Entry->Flink;
+    }
+}
+
+NOTAIL void FsWorkerRoutine(void *Context)
+{
+    struct FS_REQUEST *Request = Context;
+    struct FS_FILE_CONTEXT *Ctx;
+    if (!FsStart())
+        return;
+    switch (Request->Kind) {
+    case 0:
+        Ctx = FsAttach(Request->Context);
+        if (Ctx && (Request->Flags & 1))
+            Ctx->OpenCount++;
+        break;
+    case 1:
+        if (FsControl->Files.Flink != &FsControl->Files)
+            FsDetach((struct FS_FILE_CONTEXT *)FsControl->Files.Flink);
+        break;
+    case 2:
+        FsCheck();
+        break;
+    }
+}
+
 long DriverEntry(void *DriverObject, void *RegistryPath)
 {
     struct FS_FILE_CONTEXT *Ctx;
-    FsControl = ExAllocatePoolWithTag(NonPagedPoolNx, sizeof(*FsControl), 'tCsF');
-    if (!FsControl)
+    if (!FsStart())
         return (long)0xC000009A;
-    FsControl->Files.Flink = FsControl->Files.Blink = &FsControl->Files;
-    FsControl->Operations = 0;
     Ctx = FsAttach(DriverObject);
     if (Ctx) {
         Ctx->OpenCount++;

@@ -3,16 +3,23 @@
  * A small test driver for pooldump: simulated NIC: context 'NScx', receive buffers 'NSrx', packet buffers 'NSbf'.
  * Tags are written the Windows way, as multi-character constants: 'kaeL' is the ULONG
  * 0x6B61654C, stored in memory as the bytes "Leak".
+ *
+ * The simulated target (crates/kit/src/run/) runs this code: it queues NsWorkerRoutine as a work
+ * item with a request whose Kind picks the operation. Functions are NOTAIL (no sibling-call
+ * optimisation) so their frames appear in stacks, except where a tail call is wanted.
  */
 
 enum _POOL_TYPE { NonPagedPool = 0, PagedPool = 1, NonPagedPoolNx = 512 };
 
-__declspec(dllimport) void *ExAllocatePoolWithTag(enum _POOL_TYPE PoolType,
-                                                  unsigned long long NumberOfBytes,
-                                                  unsigned long Tag);
-__declspec(dllimport) void ExFreePoolWithTag(void *P, unsigned long Tag);
-
 struct _LIST_ENTRY { struct _LIST_ENTRY *Flink, *Blink; };
+
+#define NOTAIL __attribute__((noinline, disable_tail_calls))
+
+/* Declared without dllimport: every call goes to a linker-made thunk in .text
+   (jmp [__imp_ExAllocatePoolWithTag]), the other way drivers reach the import table. */
+void *ExAllocatePoolWithTag(enum _POOL_TYPE PoolType, unsigned long long NumberOfBytes,
+                            unsigned long Tag);
+void ExFreePoolWithTag(void *P, unsigned long Tag);
 
 struct NS_CONTEXT {
     struct _LIST_ENTRY RxQueue;
@@ -26,9 +33,16 @@ struct NS_RX {
     unsigned char Data[0x5EE];
 };
 
+struct NS_REQUEST {
+    unsigned long Kind;      /* 0 receive, 1 complete the oldest, 2 packet buffer */
+    unsigned long Flags;
+    unsigned long long Length;
+    void *Context;
+};
+
 struct NS_CONTEXT *NsContext;
 
-__attribute__((noinline)) struct NS_RX *NsReceive(unsigned long Length)
+NOTAIL struct NS_RX *NsReceive(unsigned long Length)
 {
     struct NS_RX *Rx = ExAllocatePoolWithTag(NonPagedPoolNx, sizeof(*Rx), 'xrSN');
     if (!Rx)
@@ -42,21 +56,53 @@ __attribute__((noinline)) struct NS_RX *NsReceive(unsigned long Length)
     return Rx;
 }
 
-__attribute__((noinline)) void NsComplete(struct NS_RX *Rx)
+NOTAIL void NsComplete(struct NS_RX *Rx)
 {
     Rx->Links.Blink->Flink = Rx->Links.Flink;
     Rx->Links.Flink->Blink = Rx->Links.Blink;
+    NsContext->RxCount--;
     ExFreePoolWithTag(Rx, 'xrSN');
+}
+
+NOTAIL int NsStart(void)
+{
+    if (NsContext)
+        return 1;
+    NsContext = ExAllocatePoolWithTag(NonPagedPoolNx, sizeof(*NsContext), 'xcSN');
+    if (!NsContext)
+        return 0;
+    NsContext->RxQueue.Flink = NsContext->RxQueue.Blink = &NsContext->RxQueue;
+    NsContext->RxCount = 0;
+    NsContext->PacketBuffer = 0;
+    return 1;
+}
+
+NOTAIL void NsWorkerRoutine(void *Context)
+{
+    struct NS_REQUEST *Request = Context;
+    if (!NsStart())
+        return;
+    switch (Request->Kind) {
+    case 0:
+        NsReceive((unsigned long)Request->Length);
+        break;
+    case 1:
+        if (NsContext->RxQueue.Flink != &NsContext->RxQueue)
+            NsComplete((struct NS_RX *)NsContext->RxQueue.Flink);
+        break;
+    case 2:
+        if (NsContext->PacketBuffer)
+            ExFreePoolWithTag(NsContext->PacketBuffer, 'fbSN');
+        NsContext->PacketBuffer = ExAllocatePoolWithTag(NonPagedPool, Request->Length, 'fbSN');
+        break;
+    }
 }
 
 long DriverEntry(void *DriverObject, void *RegistryPath)
 {
     struct NS_RX *Rx;
-    NsContext = ExAllocatePoolWithTag(NonPagedPoolNx, sizeof(*NsContext), 'xcSN');
-    if (!NsContext)
+    if (!NsStart())
         return (long)0xC000009A;
-    NsContext->RxQueue.Flink = NsContext->RxQueue.Blink = &NsContext->RxQueue;
-    NsContext->RxCount = 0;
     NsContext->PacketBuffer = ExAllocatePoolWithTag(NonPagedPool, 0x10000, 'fbSN');
     Rx = NsReceive(60);
     if (Rx)

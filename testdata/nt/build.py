@@ -157,24 +157,39 @@ GLOBALS = [
     ("ExpHotTagArray", "u32", None, False),  # an array of ULONG tags; length from the gap
 ]
 ARRAY_CAP = 4096
-# Functions with bodies in nt.c: (name, exported by the real nt, section).
+# Functions in nt.c: (name, exported by the real nt, section, families). families: "all", "legacy"
+# (the pool before the segment heap, 7601-17763) or "heap" (18362 on).
 FUNCTIONS = [
-    ("KiSystemStartup", False, ".text"),
-    ("ExAllocatePoolWithTag", True, ".text"),
-    ("ExFreePoolWithTag", True, ".text"),
-    ("ExAllocatePool2", True, ".text"),
-    ("KeBugCheckEx", True, ".text"),
-    ("ExpInsertPoolTracker", False, "POOLCODE"),
-    ("ExpRemovePoolTracker", False, ".text"),
-    ("ExpAddTagForBigPages", False, ".text"),
-    ("ExpFindAndRemoveTagBigPages", False, ".text"),
-    ("ExpComputeTagIndex", False, ".text"),
-    ("KiZeroGlobal", False, ".text"),
+    ("KiSystemStartup", False, ".text", "all"),
+    ("ExAllocatePoolWithTag", True, ".text", "all"),
+    ("ExAllocatePoolWithQuotaTag", True, ".text", "all"),
+    ("ExFreePoolWithTag", True, ".text", "all"),
+    ("ExFreePool", True, ".text", "all"),
+    ("ExAllocatePool2", True, ".text", "all"),
+    ("ExAllocateHeapPool", False, "POOLCODE", "heap"),
+    ("ExFreeHeapPool", False, "POOLCODE", "heap"),
+    ("ExpInsertPoolTracker", False, "POOLCODE", "legacy"),
+    ("ExpRemovePoolTracker", False, ".text", "legacy"),
+    ("ExpPoolAllocateBlock", False, ".text", "all"),
+    ("ExpPoolReleaseBlock", False, ".text", "all"),
+    ("ExpPoolChargeTracker", False, ".text", "all"),
+    ("KeBugCheckEx", True, ".text", "all"),
+    ("DbgPrint", True, ".text", "all"),
+    ("DbgBreakPoint", True, ".text", "all"),
+    ("RtlpBreakWithStatusInstruction", False, ".text", "all"),
+    ("KiPageFault", False, ".text", "all"),
+    ("MmAccessFault", False, ".text", "all"),
+    ("KiStartSystemThread", False, ".text", "all"),
+    ("PspSystemThreadStartup", False, ".text", "all"),
+    ("ExpWorkerThread", False, ".text", "all"),
+    ("KiZeroGlobal", False, ".text", "all"),
 ]
-# Functions emitted only when the real build has them; the others are emitted in every family
-# (the Exp* helpers are named after real nt functions, but whether a build has a symbol of that
-# name varies, and KiZeroGlobal/ExpComputeTagIndex are made up).
+# Functions emitted only when the real build has them; the others are emitted in every family of
+# their kind (the Exp* helpers are named after real nt functions, but whether a build has a symbol
+# of that name varies; ExpPool*Block/ExpPoolChargeTracker and KiZeroGlobal are made up).
 BUILD_GATED_FUNCTIONS = {"ExAllocatePool2"}
+# The segment heap backs the pool from 19H1 (18362) on (pool.md section 4.4).
+SEGMENT_HEAP_BUILD = 18362
 
 C_BASE = {
     "char": "char", "unsigned char": "unsigned char", "short": "short",
@@ -345,8 +360,11 @@ class Plan:
                 count = isf.symbol_gap(name) // 8
             self.globals.append((name, kind, target, exported, count))
         self.global_names = set(g[0] for g in self.globals)
-        self.functions = [f for f in FUNCTIONS
-                          if f[0] not in BUILD_GATED_FUNCTIONS or f[0] in isf.symbols]
+        kind = "heap" if fam.build >= SEGMENT_HEAP_BUILD else "legacy"
+        self.heap = kind == "heap"
+        self.functions = [f[:3] for f in FUNCTIONS
+                          if (f[0] not in BUILD_GATED_FUNCTIONS or f[0] in isf.symbols)
+                          and f[3] in ("all", kind)]
         # A struct-typed member whose type is not emitted becomes an opaque byte array of its
         # size; every other member keeps its real type.
         self.opaque = {}  # (type, field) -> True
@@ -642,14 +660,6 @@ class CWriter:
         def dll(fn):
             return "__declspec(dllexport) " if exp.get(fn) else ""
 
-        a("/* Pool tag hash of ExpInsertPoolTracker (pool.md §2.2): 40543 * tag, folded. */")
-        a("__attribute__((noinline)) unsigned long long ExpComputeTagIndex(unsigned long Key, "
-          "unsigned long long Mask)")
-        a("{")
-        a("    unsigned long long Hash = 40543ULL * Key;")
-        a("    return ((unsigned long)Hash ^ (unsigned long)(Hash >> 32)) & Mask;")
-        a("}")
-        a("")
         a("__attribute__((noinline)) void KiZeroGlobal(void *Address, unsigned long long Length)")
         a("{")
         a("    volatile unsigned char *Byte = Address;")
@@ -657,173 +667,7 @@ class CWriter:
         a("        *Byte++ = 0;")
         a("}")
         a("")
-        a("%s__declspec(noreturn) void KeBugCheckEx(unsigned long BugCheckCode, "
-          "unsigned long long P1, unsigned long long P2, unsigned long long P3, "
-          "unsigned long long P4)" % dll("KeBugCheckEx"))
-        a("{")
-        a("    volatile unsigned long long Parameters[5];")
-        a("    Parameters[0] = BugCheckCode;")
-        a("    Parameters[1] = P1;")
-        a("    Parameters[2] = P2;")
-        a("    Parameters[3] = P3;")
-        a("    Parameters[4] = P4;")
-        a("    for (;;)")
-        a("        __asm__ volatile(\"hlt\");")
-        a("}")
-        a("")
-        a("/* In the POOLCODE section, as in the real nt (MemProcFS looks for that section name). */")
-        a("__attribute__((noinline, section(\"POOLCODE\"))) struct _POOL_TRACKER_TABLE *"
-          "ExpInsertPoolTracker(unsigned long Key, unsigned long long NumberOfBytes, "
-          "enum _POOL_TYPE PoolType)")
-        a("{")
-        a("    struct _POOL_TRACKER_TABLE *Table = PoolTrackTable;")
-        a("    unsigned long long Mask = PoolTrackTableMask;")
-        a("    unsigned long long Index;")
-        a("    unsigned long long Probe;")
-        a("    Key &= ~0x80000000UL; /* PROTECTED_POOL */")
-        a("    Index = ExpComputeTagIndex(Key, Mask);")
-        a("    for (Probe = 0; Probe <= Mask; Probe++) {")
-        a("        struct _POOL_TRACKER_TABLE *Entry = &Table[Index];")
-        a("        if (Entry->Key == 0)")
-        a("            Entry->Key = Key;")
-        a("        if ((unsigned long)Entry->Key == Key) {")
-        a("            if (PoolType & 1) {")
-        a("                Entry->PagedAllocs += 1;")
-        a("                Entry->PagedBytes += NumberOfBytes;")
-        a("            } else {")
-        a("                Entry->NonPagedAllocs += 1;")
-        a("                Entry->NonPagedBytes += NumberOfBytes;")
-        a("            }")
-        a("            return Entry;")
-        a("        }")
-        a("        Index = (Index + 1) & Mask;")
-        a("    }")
-        a("    /* The keyless overflow slot (pool.md §2.2). */")
-        a("    return &Table[PoolTrackTableSize - 1];")
-        a("}")
-        a("")
-        a("__attribute__((noinline)) void ExpRemovePoolTracker(unsigned long Key, "
-          "unsigned long long NumberOfBytes, enum _POOL_TYPE PoolType)")
-        a("{")
-        a("    struct _POOL_TRACKER_TABLE *Entry = ExpInsertPoolTracker(Key, 0, PoolType);")
-        a("    if (PoolType & 1) {")
-        a("        Entry->PagedAllocs -= 1;")
-        a("        Entry->PagedFrees += 1;")
-        a("        Entry->PagedBytes -= NumberOfBytes;")
-        a("    } else {")
-        a("        Entry->NonPagedAllocs -= 1;")
-        a("        Entry->NonPagedFrees += 1;")
-        a("        Entry->NonPagedBytes -= NumberOfBytes;")
-        a("    }")
-        a("}")
-        a("")
-        a("/* Big-page table hash (pool.md §3.2): 40543 * (Va >> 12), folded; free entries have")
-        a("   bit 0 of Va set. */")
-        a("__attribute__((noinline)) int ExpAddTagForBigPages(unsigned long long Va, "
-          "unsigned long Key, unsigned long long NumberOfBytes, enum _POOL_TYPE PoolType)")
-        a("{")
-        a("    unsigned long long Size = PoolBigPageTableSize;")
-        a("    unsigned long long Index = ExpComputeTagIndex((unsigned long)(Va >> 12), Size - 1);")
-        a("    unsigned long long Probe;")
-        a("    for (Probe = 0; Probe < Size; Probe++) {")
-        a("        struct _POOL_TRACKER_BIG_PAGES *Entry = &PoolBigPageTable[Index];")
-        a("        unsigned long long *EntryVa = (unsigned long long *)&Entry->Va;")
-        a("        if (*EntryVa & 1) {")
-        a("            *EntryVa = Va;")
-        a("            Entry->Key = Key;")
-        a("            Entry->PoolType = PoolType;")
-        a("            Entry->NumberOfBytes = NumberOfBytes;")
-        if "ProcessBilled" in big_fields:
-            a("            Entry->ProcessBilled = 0;")
-        a("            ExpPoolBigEntriesInUse += 1;")
-        a("            return 1;")
-        a("        }")
-        a("        Index = (Index + 1) & (Size - 1);")
-        a("    }")
-        a("    ExpBigTableExpansionFailed += 1;")
-        a("    return 0;")
-        a("}")
-        a("")
-        a("__attribute__((noinline)) unsigned long long ExpFindAndRemoveTagBigPages("
-          "unsigned long long Va, unsigned long *Key, enum _POOL_TYPE *PoolType)")
-        a("{")
-        a("    unsigned long long Size = PoolBigPageTableSize;")
-        a("    unsigned long long Index = ExpComputeTagIndex((unsigned long)(Va >> 12), Size - 1);")
-        a("    unsigned long long Probe;")
-        a("    for (Probe = 0; Probe < Size; Probe++) {")
-        a("        struct _POOL_TRACKER_BIG_PAGES *Entry = &PoolBigPageTable[Index];")
-        a("        unsigned long long *EntryVa = (unsigned long long *)&Entry->Va;")
-        a("        if (*EntryVa == Va) {")
-        a("            *EntryVa = Va | 1;")
-        a("            *Key = Entry->Key;")
-        a("            *PoolType = (enum _POOL_TYPE)Entry->PoolType;")
-        a("            ExpPoolBigEntriesInUse -= 1;")
-        a("            return Entry->NumberOfBytes;")
-        a("        }")
-        a("        Index = (Index + 1) & (Size - 1);")
-        a("    }")
-        a("    return 0;")
-        a("}")
-        a("")
-        a("%svoid *ExAllocatePoolWithTag(enum _POOL_TYPE PoolType, unsigned long long "
-          "NumberOfBytes, unsigned long Tag)" % dll("ExAllocatePoolWithTag"))
-        a("{")
-        a("    unsigned long long Va;")
-        a("    if (Tag == PoolHitTag)")
-        a("        __debugbreak();")
-        a("    Va = (unsigned long long)MmSystemRangeStart + ((unsigned long long)"
-          "ExpPoolBigEntriesInUse << 12);")
-        a("    if (NumberOfBytes >= 0xFE1) {")
-        a("        if (!ExpAddTagForBigPages(Va, Tag, NumberOfBytes, PoolType))")
-        a("            return 0;")
-        a("    } else {")
-        a("        Va += 0x10; /* after the POOL_HEADER */")
-        a("    }")
-        a("    ExpInsertPoolTracker(Tag, NumberOfBytes, PoolType);")
-        a("    return (void *)Va;")
-        a("}")
-        a("")
-        a("%svoid ExFreePoolWithTag(void *P, unsigned long Tag)" % dll("ExFreePoolWithTag"))
-        a("{")
-        a("    unsigned long Key = Tag;")
-        a("    enum _POOL_TYPE PoolType = NonPagedPool;")
-        a("    unsigned long long NumberOfBytes;")
-        a("    if (((unsigned long long)P & 0xFFF) == 0) {")
-        a("        NumberOfBytes = ExpFindAndRemoveTagBigPages((unsigned long long)P, &Key, "
-          "&PoolType);")
-        a("    } else {")
-        a("        struct _POOL_HEADER *Header = (struct _POOL_HEADER *)P - 1;")
-        a("        NumberOfBytes = (unsigned long long)Header->BlockSize << 4;")
-        a("        PoolType = (enum _POOL_TYPE)(Header->PoolType & 1);")
-        a("        Key = Header->PoolTag;")
-        a("    }")
-        a("    if (Tag != 0 && Key != Tag)")
-        a("        KeBugCheckEx(0xC2 /* BAD_POOL_CALLER */, 0xA, (unsigned long long)P, Key, Tag);")
-        a("    ExpRemovePoolTracker(Key, NumberOfBytes, PoolType);")
-        a("}")
-        a("")
-        if "ExAllocatePool2" in fnames:
-            a("/* POOL_FLAG_PAGED 0x100, POOL_FLAG_NON_PAGED_EXECUTE 0x80, "
-              "POOL_FLAG_NON_PAGED 0x40. */")
-            a("%svoid *ExAllocatePool2(unsigned long long Flags, unsigned long long "
-              "NumberOfBytes, unsigned long Tag)" % dll("ExAllocatePool2"))
-            a("{")
-            a("    enum _POOL_TYPE PoolType;")
-            a("    void *P;")
-            a("    if (Flags & 0x100)")
-            a("        PoolType = PagedPool;")
-            a("    else if (Flags & 0x80)")
-            a("        PoolType = NonPagedPoolExecute;")
-            a("    else if (Flags & 0x40)")
-            a("        PoolType = NonPagedPoolNx;")
-            a("    else")
-            a("        return 0;")
-            a("    P = ExAllocatePoolWithTag(PoolType, NumberOfBytes, Tag);")
-            a("    if (P && !(Flags & 2 /* POOL_FLAG_UNINITIALIZED */))")
-            a("        KiZeroGlobal(P, NumberOfBytes);")
-            a("    return P;")
-            a("}")
-            a("")
+        runtime_code(a, plan.heap, "ExAllocatePool2" in fnames, big_fields, dll)
         a("/* The image entry point: set up the globals the pool code reads. */")
         a("void KiSystemStartup(void *LoaderBlock)")
         a("{")
@@ -850,6 +694,241 @@ class CWriter:
 
     def globals_source(self):
         return [self.global_decl(g) for g in self.plan.globals]
+
+
+def runtime_code(a, heap, has_pool2, big_fields, dll):
+    # Top-level assembly: simulator-implemented routines, breakpoints and the page-fault trap.
+    a("/*")
+    a(" * The simulated target (crates/kit/src/run/) executes this image's code and the drivers' code on")
+    a(" * a simulated CPU. The routines marked HOST below are performed by the simulator when control")
+    a(" * reaches their address (carving pool blocks, charging the tracker rows of the current")
+    a(" * processor, bug checks, debug output); their bodies are a single ud2 that the CPU never")
+    a(" * executes. Everything else here runs as compiled.")
+    a(" */")
+    a("__asm__(")
+    a("    \".intel_syntax noprefix\\n\"")
+    a("    \".text\\n\"")
+    for name in ("KeBugCheckEx", "DbgPrint", "ExpPoolAllocateBlock", "ExpPoolReleaseBlock",
+                 "ExpPoolChargeTracker"):
+        a("    \".globl %s\\n.def %s; .scl 2; .type 32; .endef\\n.p2align 4\\n%s:\\n    ud2\\n\"" %
+          (name, name, name))
+    a("    /* DbgBreakPoint and RtlpBreakWithStatusInstruction: int 3; ret, as in the real nt. */")
+    for name in ("DbgBreakPoint", "RtlpBreakWithStatusInstruction"):
+        a("    \".globl %s\\n.def %s; .scl 2; .type 32; .endef\\n.p2align 4\\n%s:\\n    int3\\n    ret\\n\"" %
+          (name, name, name))
+    a("    /* The page-fault trap: the CPU pushed SS, RSP, RFLAGS, CS, RIP and the error code; the")
+    a("       frame below them is a KTRAP_FRAME (Rbp +0x158, ErrorCode +0x160, Rip +0x168, Rsp")
+    a("       +0x180), described by UWOP_PUSH_MACHFRAME as in the real KiPageFault. */")
+    a("    \".globl KiPageFault\\n.def KiPageFault; .scl 2; .type 32; .endef\\n.p2align 4\\n\"")
+    a("    \"KiPageFault:\\n\"")
+    a("    \".seh_proc KiPageFault\\n\"")
+    a("    \"    .seh_pushframe @code\\n\"")
+    a("    \"    push rbp\\n\"")
+    a("    \"    .seh_pushreg rbp\\n\"")
+    a("    \"    sub rsp, 0x158\\n\"")
+    a("    \"    .seh_stackalloc 0x158\\n\"")
+    a("    \"    lea rbp, [rsp + 0x80]\\n\"")
+    a("    \"    .seh_setframe rbp, 0x80\\n\"")
+    a("    \"    .seh_endprologue\\n\"")
+    a("    \"    mov ecx, dword ptr [rbp + 0xe0]\\n\"")
+    a("    \"    mov rdx, cr2\\n\"")
+    a("    \"    xor r8d, r8d\\n\"")
+    a("    \"    lea r9, [rbp - 0x80]\\n\"")
+    a("    \"    call MmAccessFault\\n\"")
+    a("    \"    lea rsp, [rbp + 0xd8]\\n\"")
+    a("    \"    pop rbp\\n\"")
+    a("    \"    add rsp, 8\\n\"")
+    a("    \"    iretq\\n\"")
+    a("    \".seh_endproc\\n\"")
+    a("    /* The linker directive MSVC emits for __declspec(dllexport) definitions. */")
+    a("    \".section .drectve,\\\"yn\\\"\\n\"")
+    for name in ("KeBugCheckEx", "DbgPrint", "DbgBreakPoint"):
+        a("    \".ascii \\\" -export:%s\\\"\\n\"" % name)
+    a("    \".text\\n\"")
+    a("    \".att_syntax\\n\");")
+    a("")
+    a("__declspec(noreturn) %svoid KeBugCheckEx(unsigned long BugCheckCode, unsigned long long P1, "
+      "unsigned long long P2, unsigned long long P3, unsigned long long P4); /* HOST */" % dll("KeBugCheckEx"))
+    a("%sunsigned long DbgPrint(const char *Format, ...); /* HOST */" % dll("DbgPrint"))
+    a("%svoid DbgBreakPoint(void);" % dll("DbgBreakPoint"))
+    a("/* HOST: carve a block of the pool type from the build's allocator (pool header, LFH/VS")
+    a("   subsegment or big pages and the big-page table entry); *Charged = the bytes the tracker")
+    a("   is charged. NULL when the pool is exhausted. */")
+    a("void *ExpPoolAllocateBlock(enum _POOL_TYPE PoolType, unsigned long long NumberOfBytes, "
+      "unsigned long Tag, unsigned long long *Charged);")
+    a("/* HOST: release the block at P; returns its tag as the header or big-page table holds it")
+    a("   (0 if P is not a live pool block), with its charged bytes and pool type. */")
+    a("unsigned long ExpPoolReleaseBlock(void *P, unsigned long long *Charged, "
+      "enum _POOL_TYPE *PoolType);")
+    a("/* HOST: add (Sign 1) or remove (Sign -1) one allocation of Key in the current processor's")
+    a("   tracker table (ExPoolTagTables[Prcb.Number]), as pool.md section 2.3 describes. */")
+    a("void ExpPoolChargeTracker(unsigned long Key, unsigned long long NumberOfBytes, "
+      "enum _POOL_TYPE PoolType, long Sign);")
+    a("long MmAccessFault(unsigned long FaultStatus, void *VirtualAddress, char PreviousMode, "
+      "void *TrapInformation);")
+    a("")
+    a("#define PROTECTED_POOL 0x80000000UL")
+    a("#define NOTAIL __attribute__((noinline, disable_tail_calls))")
+    a("#define POOLCODE __attribute__((noinline, disable_tail_calls, section(\"POOLCODE\")))")
+    a("")
+    a("/* A kernel-mode fault that no PTE resolves: PAGE_FAULT_IN_NONPAGED_AREA, parameter 3 the")
+    a("   faulting instruction (KTRAP_FRAME.Rip). */")
+    a("NOTAIL long MmAccessFault(unsigned long FaultStatus, void *VirtualAddress, char PreviousMode, "
+      "void *TrapInformation)")
+    a("{")
+    a("    unsigned long long Rip = *(unsigned long long *)((char *)TrapInformation + 0x168);")
+    a("    KeBugCheckEx(0x50, (unsigned long long)VirtualAddress, (FaultStatus >> 1) & 1, Rip, 2);")
+    a("}")
+    a("")
+    if not heap:
+        a("/* Windows 7 to 1809 (WRK's ExpInsertPoolTracker): PoolHitTag is checked when the tracker")
+        a("   is charged, with DbgBreakPoint. In the POOLCODE section, as in the real nt (MemProcFS")
+        a("   looks for that section name). */")
+        a("POOLCODE void ExpInsertPoolTracker(unsigned long Key, unsigned long long NumberOfBytes, "
+          "enum _POOL_TYPE PoolType)")
+        a("{")
+        a("    Key &= ~PROTECTED_POOL;")
+        a("    if (Key == PoolHitTag)")
+        a("        DbgBreakPoint();")
+        a("    ExpPoolChargeTracker(Key, NumberOfBytes, PoolType, 1);")
+        a("}")
+        a("")
+        a("NOTAIL void ExpRemovePoolTracker(unsigned long Key, unsigned long long NumberOfBytes, "
+          "enum _POOL_TYPE PoolType)")
+        a("{")
+        a("    Key &= ~PROTECTED_POOL;")
+        a("    if (Key == PoolHitTag)")
+        a("        DbgBreakPoint();")
+        a("    ExpPoolChargeTracker(Key, NumberOfBytes, PoolType, -1);")
+        a("}")
+        a("")
+        a("NOTAIL %svoid *ExAllocatePoolWithTag(enum _POOL_TYPE PoolType, unsigned long long "
+          "NumberOfBytes, unsigned long Tag)" % dll("ExAllocatePoolWithTag"))
+        a("{")
+        a("    unsigned long long Charged;")
+        a("    void *P = ExpPoolAllocateBlock(PoolType, NumberOfBytes, Tag, &Charged);")
+        a("    if (P)")
+        a("        ExpInsertPoolTracker(Tag, Charged, PoolType);")
+        a("    return P;")
+        a("}")
+        a("")
+        a("/* WRK: a mismatching tag matters only for protected tags, and then it is a DbgPrint and a")
+        a("   DbgBreakPoint, not a bug check. Freeing something that is not a live block is")
+        a("   BAD_POOL_CALLER 7 (already freed). */")
+        a("NOTAIL %svoid ExFreePoolWithTag(void *P, unsigned long TagToFree)" % dll("ExFreePoolWithTag"))
+        a("{")
+        a("    unsigned long long Charged;")
+        a("    enum _POOL_TYPE PoolType;")
+        a("    unsigned long Tag = ExpPoolReleaseBlock(P, &Charged, &PoolType);")
+        a("    if (Tag == 0)")
+        a("        KeBugCheckEx(0xC2, 7, 0, 0, (unsigned long long)P);")
+        a("    if ((Tag & PROTECTED_POOL) && (Tag & ~PROTECTED_POOL) != (TagToFree & ~PROTECTED_POOL)) {")
+        a("        DbgPrint(\"EX: Invalid attempt to free protected pool block %p (%c%c%c%c)\\n\", P,")
+        a("                 Tag & 0xFF, (Tag >> 8) & 0xFF, (Tag >> 16) & 0xFF, (Tag >> 24) & 0x7F);")
+        a("        DbgBreakPoint();")
+        a("    }")
+        a("    ExpRemovePoolTracker(Tag, Charged, PoolType);")
+        a("}")
+        a("")
+    else:
+        a("/* 19H1 on (decompiled ExAllocateHeapPool/ExFreeHeapPool): the pool is a segment heap;")
+        a("   PoolHitTag is compared inline (__debugbreak) once the block exists, just before the")
+        a("   tracker of the current processor is charged. */")
+        a("POOLCODE void *ExAllocateHeapPool(enum _POOL_TYPE PoolType, unsigned long long "
+          "NumberOfBytes, unsigned long Tag)")
+        a("{")
+        a("    unsigned long long Charged;")
+        a("    void *P = ExpPoolAllocateBlock(PoolType, NumberOfBytes, Tag, &Charged);")
+        a("    if (!P)")
+        a("        return 0;")
+        a("    if (Tag == PoolHitTag)")
+        a("        __debugbreak();")
+        a("    ExpPoolChargeTracker(Tag, Charged, PoolType, 1);")
+        a("    return P;")
+        a("}")
+        a("")
+        a("/* ExFreeHeapPool takes no tag: the tag a caller passes to ExFreePoolWithTag is not checked")
+        a("   against the header. The break compares the header's tag. */")
+        a("POOLCODE void ExFreeHeapPool(void *P)")
+        a("{")
+        a("    unsigned long long Charged;")
+        a("    enum _POOL_TYPE PoolType;")
+        a("    unsigned long Tag = ExpPoolReleaseBlock(P, &Charged, &PoolType);")
+        a("    if (Tag == 0)")
+        a("        KeBugCheckEx(0xC2, 0, 0, (unsigned long long)P, 0);")
+        a("    if (Tag == PoolHitTag)")
+        a("        __debugbreak();")
+        a("    ExpPoolChargeTracker(Tag, Charged, PoolType, -1);")
+        a("}")
+        a("")
+        a("NOTAIL %svoid *ExAllocatePoolWithTag(enum _POOL_TYPE PoolType, unsigned long long "
+          "NumberOfBytes, unsigned long Tag)" % dll("ExAllocatePoolWithTag"))
+        a("{")
+        a("    return ExAllocateHeapPool(PoolType, NumberOfBytes, Tag);")
+        a("}")
+        a("")
+        a("NOTAIL %svoid ExFreePoolWithTag(void *P, unsigned long TagToFree)" % dll("ExFreePoolWithTag"))
+        a("{")
+        a("    ExFreeHeapPool(P);")
+        a("}")
+        a("")
+    a("NOTAIL %svoid *ExAllocatePoolWithQuotaTag(enum _POOL_TYPE PoolType, unsigned long long "
+      "NumberOfBytes, unsigned long Tag)" % dll("ExAllocatePoolWithQuotaTag"))
+    a("{")
+    a("    /* Quota charging is not modelled; the block is tagged and tracked like any other. */")
+    a("    return ExAllocatePoolWithTag(PoolType, NumberOfBytes, Tag);")
+    a("}")
+    a("")
+    a("NOTAIL %svoid ExFreePool(void *P)" % dll("ExFreePool"))
+    a("{")
+    a("    ExFreePoolWithTag(P, 0);")
+    a("}")
+    a("")
+    if has_pool2:
+        a("/* POOL_FLAG_PAGED 0x100, POOL_FLAG_NON_PAGED_EXECUTE 0x80, POOL_FLAG_NON_PAGED 0x40. */")
+        a("NOTAIL %svoid *ExAllocatePool2(unsigned long long Flags, unsigned long long "
+          "NumberOfBytes, unsigned long Tag)" % dll("ExAllocatePool2"))
+        a("{")
+        a("    enum _POOL_TYPE PoolType;")
+        a("    void *P;")
+        a("    if (Flags & 0x100)")
+        a("        PoolType = PagedPool;")
+        a("    else if (Flags & 0x80)")
+        a("        PoolType = NonPagedPoolExecute;")
+        a("    else if (Flags & 0x40)")
+        a("        PoolType = NonPagedPoolNx;")
+        a("    else")
+        a("        return 0;")
+        a("    P = %s(PoolType, NumberOfBytes, Tag);" % ("ExAllocateHeapPool" if heap else "ExAllocatePoolWithTag"))
+        a("    if (P && !(Flags & 2 /* POOL_FLAG_UNINITIALIZED */))")
+        a("        KiZeroGlobal(P, NumberOfBytes);")
+        a("    return P;")
+        a("}")
+        a("")
+    a("/* System threads: KiStartSystemThread -> PspSystemThreadStartup -> the start routine. The")
+    a("   simulator starts each work item on a processor's worker thread at KiStartSystemThread with")
+    a("   ExpWorkerThread and the item, on a fresh kernel stack whose first return address is 0. */")
+    a("struct _WORK_QUEUE_ITEM {")
+    a("    struct _LIST_ENTRY List;")
+    a("    void (*WorkerRoutine)(void *Parameter);")
+    a("    void *Parameter;")
+    a("};")
+    a("")
+    a("NOTAIL void ExpWorkerThread(struct _WORK_QUEUE_ITEM *WorkItem)")
+    a("{")
+    a("    WorkItem->WorkerRoutine(WorkItem->Parameter);")
+    a("}")
+    a("")
+    a("NOTAIL void PspSystemThreadStartup(void (*StartRoutine)(void *), void *StartContext)")
+    a("{")
+    a("    StartRoutine(StartContext);")
+    a("}")
+    a("")
+    a("NOTAIL void KiStartSystemThread(void (*StartRoutine)(void *), void *StartContext)")
+    a("{")
+    a("    PspSystemThreadStartup(StartRoutine, StartContext);")
+    a("}")
+    a("")
 
 
 HEADER = """/*
@@ -1596,50 +1675,126 @@ def build_family(fam, isf_dir, log):
 
 DRIVERS = [
     {"name": "leakydrv", "tags": ["Leak", "LkBf"],
-     "summary": "leaks one nonpaged 'Leak' block per call and keeps an 'LkBf' buffer"},
+     "imports": ["DbgBreakPoint", "DbgPrint", "ExAllocatePoolWithTag", "ExFreePoolWithTag"],
+     "routine": "LkWorkerRoutine",
+     "summary": "leaks one nonpaged 'Leak' record per request, queues and completes 'Leak' work "
+                "items, bursts big 'Leak' cache buffers, keeps an 'LkBf' buffer"},
     {"name": "netsim", "tags": ["NSbf", "NScx", "NSrx"],
+     "imports": ["ExAllocatePoolWithTag", "ExFreePoolWithTag"],
+     "routine": "NsWorkerRoutine",
      "summary": "simulated NIC: context 'NScx', receive buffers 'NSrx', packet buffers 'NSbf'"},
     {"name": "fsfilt", "tags": ["FsFl", "FsCt"],
+     "imports": ["ExAllocatePoolWithQuotaTag", "ExAllocatePoolWithTag", "ExFreePoolWithTag",
+                 "KeBugCheckEx"],
+     "routine": "FsWorkerRoutine",
      "summary": "file-system filter: per-file 'FsFl' contexts, one 'FsCt' control block"},
 ]
+
+# Imports every driver can bind on every build (ntoskrnl.exe exports them in all nine families).
+NT_IMPORTS = ["DbgBreakPoint", "DbgPrint", "ExAllocatePoolWithQuotaTag", "ExAllocatePoolWithTag",
+              "ExFreePool", "ExFreePoolWithTag", "KeBugCheckEx"]
 
 DRIVER_PRELUDE = """/*
  * GENERATED by testdata/nt/build.py. Do not edit; rerun the script.
  * A small test driver for pooldump: %(summary)s.
  * Tags are written the Windows way, as multi-character constants: 'kaeL' is the ULONG
  * 0x6B61654C, stored in memory as the bytes "Leak".
+ *
+ * The simulated target (crates/kit/src/run/) runs this code: it queues %(routine)s as a work
+ * item with a request whose Kind picks the operation. Functions are NOTAIL (no sibling-call
+ * optimisation) so their frames appear in stacks, except where a tail call is wanted.
  */
 
 enum _POOL_TYPE { NonPagedPool = 0, PagedPool = 1, NonPagedPoolNx = 512 };
 
+struct _LIST_ENTRY { struct _LIST_ENTRY *Flink, *Blink; };
+
+#define NOTAIL __attribute__((noinline, disable_tail_calls))
+"""
+
+CHKSTK = r'''
+/* __chkstk, which the compiler calls before a dynamic stack allocation (alloca): touch each page
+   of the new stack area from the top down, as the CRT routine a real driver links does. RAX holds
+   the byte count and survives; R10 and R11 are scratch. */
+__asm__(
+    ".intel_syntax noprefix\n"
+    ".text\n"
+    ".globl __chkstk\n"
+    ".def __chkstk; .scl 2; .type 32; .endef\n"
+    ".p2align 4\n"
+    "__chkstk:\n"
+    ".seh_proc __chkstk\n"
+    "    push r10\n"
+    "    .seh_pushreg r10\n"
+    "    push r11\n"
+    "    .seh_pushreg r11\n"
+    "    .seh_endprologue\n"
+    "    lea r10, [rsp + 0x18]\n"
+    "    mov r11, rax\n"
+    "1:\n"
+    "    cmp r11, 0x1000\n"
+    "    jb 2f\n"
+    "    sub r10, 0x1000\n"
+    "    test byte ptr [r10], 0\n"
+    "    sub r11, 0x1000\n"
+    "    jmp 1b\n"
+    "2:\n"
+    "    pop r11\n"
+    "    pop r10\n"
+    "    ret\n"
+    ".seh_endproc\n"
+    ".att_syntax\n");
+'''
+
+DRIVER_BODIES = {
+    "leakydrv": r"""
 __declspec(dllimport) void *ExAllocatePoolWithTag(enum _POOL_TYPE PoolType,
                                                   unsigned long long NumberOfBytes,
                                                   unsigned long Tag);
 __declspec(dllimport) void ExFreePoolWithTag(void *P, unsigned long Tag);
+__declspec(dllimport) unsigned long DbgPrint(const char *Format, ...);
+__declspec(dllimport) void DbgBreakPoint(void);
 
-struct _LIST_ENTRY { struct _LIST_ENTRY *Flink, *Blink; };
-"""
-
-DRIVER_BODIES = {
-    "leakydrv": """
 struct LEAK_RECORD {
     struct _LIST_ENTRY Links;
     unsigned long long Sequence;
     unsigned char Payload[0x100];
 };
 
+/* What the simulated target passes as the work item's parameter. */
+struct LK_REQUEST {
+    unsigned long Kind;      /* 0 process, 1 queue, 2 complete, 3 buffer, 4 burst, 5 trim,
+                                6 self-check, 7 touch Context */
+    unsigned long Flags;     /* queue: 1 tag 'LkBf' instead of 'Leak', 2 paged pool */
+    unsigned long long Length;
+    void *Context;
+};
+
+struct LK_WORK {
+    struct _LIST_ENTRY Links;
+    struct LK_REQUEST Request;
+    unsigned long long Queued;
+    unsigned char Name[0x20];
+};
+
+#define LK_CACHE_SLOTS 32
+#define LK_CACHE_KEEP 4
+
 struct _LIST_ENTRY LeakList = { &LeakList, &LeakList };
+struct _LIST_ENTRY PendingWork = { &PendingWork, &PendingWork };
 void *LeakBuffer;
-unsigned long long LeakSequence;
+void *LkCache[LK_CACHE_SLOTS];
+unsigned long long LkCacheCount;
+unsigned long long LeakSequence, WorkSequence, PendingCount;
 
 /* The bug pooldump is meant to find: records are linked but never unlinked or freed. */
-__attribute__((noinline)) int LeakOneRecord(void)
+NOTAIL int LeakOneRecord(unsigned long long Sequence)
 {
     struct LEAK_RECORD *Record = ExAllocatePoolWithTag(NonPagedPoolNx, sizeof(*Record),
                                                        'kaeL');
     if (!Record)
         return 0;
-    Record->Sequence = ++LeakSequence;
+    Record->Sequence = Sequence;
     Record->Links.Flink = LeakList.Flink;
     Record->Links.Blink = &LeakList;
     LeakList.Flink->Blink = &Record->Links;
@@ -1647,12 +1802,108 @@ __attribute__((noinline)) int LeakOneRecord(void)
     return 1;
 }
 
-__attribute__((noinline)) int AllocateBuffer(unsigned long long Size)
+/* A big frame (UWOP_ALLOC_LARGE): the request is copied into a scratch buffer first. */
+NOTAIL int LkProcessRequest(struct LK_REQUEST *Request)
+{
+    volatile unsigned char Scratch[0x900];
+    unsigned long long i;
+    for (i = 0; i < Request->Length && i < sizeof(Scratch); i++)
+        Scratch[i] = (unsigned char)(Request->Kind + i);
+    return LeakOneRecord(++LeakSequence + Scratch[0]);
+}
+
+/* A frame pointer (UWOP_SET_FPREG) and __chkstk: the name buffer is sized at run time. The tag
+   is chosen at run time too, so it reaches R8 from a register, not as an immediate operand of
+   the instruction that loads R8. */
+NOTAIL struct LK_WORK *LkQueueWork(struct LK_REQUEST *Request, unsigned long NameLength)
+{
+    unsigned char *Name = __builtin_alloca(NameLength + 1);
+    unsigned long Tag = (Request->Flags & 1) ? 'fBkL' : 'kaeL';
+    struct LK_WORK *Work;
+    unsigned long i;
+    for (i = 0; i < NameLength; i++)
+        Name[i] = 'a' + (i % 26);
+    Work = ExAllocatePoolWithTag((Request->Flags & 2) ? PagedPool : NonPagedPoolNx,
+                                 sizeof(*Work), Tag);
+    if (!Work)
+        return 0;
+    Work->Request = *Request;
+    Work->Queued = ++WorkSequence;
+    for (i = 0; i < NameLength && i < sizeof(Work->Name); i++)
+        Work->Name[i] = Name[i];
+    Work->Links.Flink = &PendingWork;
+    Work->Links.Blink = PendingWork.Blink;
+    PendingWork.Blink->Flink = &Work->Links;
+    PendingWork.Blink = &Work->Links;
+    PendingCount++;
+    return Work;
+}
+
+/* Not NOTAIL: ExFreePoolWithTag is the last call, so the compiler makes it a jump through the
+   import table and this function's frame is gone by the time the pool sees the free. */
+__attribute__((noinline)) void LkCompleteWork(void)
+{
+    struct _LIST_ENTRY *Entry = PendingWork.Flink;
+    struct LK_WORK *Work;
+    if (Entry == &PendingWork)
+        return;
+    Work = (struct LK_WORK *)Entry;
+    Entry->Blink->Flink = Entry->Flink;
+    Entry->Flink->Blink = Entry->Blink;
+    PendingCount--;
+    ExFreePoolWithTag(Work, (Work->Request.Flags & 1) ? 'fBkL' : 'kaeL');
+}
+
+/* The size survives the free in a callee-saved register until the allocation. */
+NOTAIL int AllocateBuffer(unsigned long long Size)
 {
     if (LeakBuffer)
         ExFreePoolWithTag(LeakBuffer, 'fBkL');
     LeakBuffer = ExAllocatePoolWithTag(PagedPool, Size, 'fBkL');
     return LeakBuffer != 0;
+}
+
+/* LkBurstAllocate(Count) is in assembly below, with chained unwind information: the loop that
+   allocates lives in a separate fragment (.text$lk) whose RUNTIME_FUNCTION chains back to the
+   function's own, as MSVC's hot/cold splitting emits it. */
+unsigned long long LkBurstAllocate(unsigned long long Count);
+
+NOTAIL void LkTrimCache(void)
+{
+    while (LkCacheCount > LK_CACHE_KEEP) {
+        LkCacheCount--;
+        ExFreePoolWithTag(LkCache[LkCacheCount], 'kaeL');
+        LkCache[LkCacheCount] = 0;
+    }
+}
+
+NOTAIL void LkSelfCheck(unsigned long long Limit)
+{
+    DbgPrint("leakydrv: %u work items pending, %u records leaked\n",
+             (unsigned)PendingCount, (unsigned)LeakSequence);
+    if (PendingCount >= Limit)
+        DbgBreakPoint();
+}
+
+/* Writes through whatever the request points at: a bad pointer is a page fault in a driver. */
+NOTAIL void LkTouch(struct LK_REQUEST *Request)
+{
+    *(volatile unsigned long long *)Request->Context = Request->Length;
+}
+
+NOTAIL void LkWorkerRoutine(void *Context)
+{
+    struct LK_REQUEST *Request = Context;
+    switch (Request->Kind) {
+    case 0: LkProcessRequest(Request); break;
+    case 1: LkQueueWork(Request, (unsigned long)Request->Length); break;
+    case 2: LkCompleteWork(); break;
+    case 3: AllocateBuffer(Request->Length); break;
+    case 4: LkBurstAllocate(Request->Length); break;
+    case 5: LkTrimCache(); break;
+    case 6: LkSelfCheck(Request->Length); break;
+    case 7: LkTouch(Request); break;
+    }
 }
 
 long DriverEntry(void *DriverObject, void *RegistryPath)
@@ -1661,11 +1912,93 @@ long DriverEntry(void *DriverObject, void *RegistryPath)
     if (!AllocateBuffer(0x2000))
         return (long)0xC000009A; /* STATUS_INSUFFICIENT_RESOURCES */
     for (i = 0; i < 16; i++)
-        LeakOneRecord();
+        LeakOneRecord(++LeakSequence);
     return 0;
 }
-""",
-    "netsim": """
+
+/*
+ * unsigned long long LkBurstAllocate(unsigned long long Count)
+ * {
+ *     unsigned long long Done = 0;
+ *     while (Count-- && LkCacheCount < LK_CACHE_SLOTS) {      -- in the chained fragment
+ *         void *P = ExAllocatePoolWithTag(NonPagedPoolNx, 0x1800, 'kaeL');
+ *         if (!P) break;
+ *         LkCache[LkCacheCount++] = P; Done++;
+ *     }
+ *     return Done;
+ * }
+ */
+__asm__(
+    ".intel_syntax noprefix\n"
+    ".text\n"
+    ".globl LkBurstAllocate\n"
+    ".def LkBurstAllocate; .scl 2; .type 32; .endef\n"
+    ".p2align 4\n"
+    "LkBurstAllocate:\n"
+    "    push rbx\n"
+    "    push rsi\n"
+    "    push rdi\n"
+    "    sub rsp, 0x20\n"
+    "LkBurstAllocate$prolog_end:\n"
+    "    mov rsi, rcx\n"
+    "    xor edi, edi\n"
+    "    test rsi, rsi\n"
+    "    jnz LkBurstAllocate$loop\n"
+    "LkBurstAllocate$done:\n"
+    "    mov rax, rdi\n"
+    "    add rsp, 0x20\n"
+    "    pop rdi\n"
+    "    pop rsi\n"
+    "    pop rbx\n"
+    "    ret\n"
+    "LkBurstAllocate$end:\n"
+    ".section .text$lk,\"xr\"\n"
+    ".p2align 4\n"
+    "LkBurstAllocate$loop:\n"
+    "    cmp qword ptr [rip + LkCacheCount], 32\n"
+    "    jae LkBurstAllocate$exit\n"
+    "    mov ecx, 0x200\n"
+    "    mov edx, 0x1800\n"
+    "    mov r8d, 0x6B61654C\n"
+    "    call qword ptr [rip + __imp_ExAllocatePoolWithTag]\n"
+    "    test rax, rax\n"
+    "    jz LkBurstAllocate$exit\n"
+    "    mov rbx, qword ptr [rip + LkCacheCount]\n"
+    "    lea rcx, [rip + LkCache]\n"
+    "    mov qword ptr [rcx + 8*rbx], rax\n"
+    "    inc rbx\n"
+    "    mov qword ptr [rip + LkCacheCount], rbx\n"
+    "    inc rdi\n"
+    "    dec rsi\n"
+    "    jnz LkBurstAllocate$loop\n"
+    "LkBurstAllocate$exit:\n"
+    "    jmp LkBurstAllocate$done\n"
+    "LkBurstAllocate$loop_end:\n"
+    /* UNWIND_INFO: version 1, prolog 7 bytes, 4 codes (ALLOC_SMALL 0x20 at 7, PUSH_NONVOL RDI
+       at 3, RSI at 2, RBX at 1); the fragment's: version 1 with UNW_FLAG_CHAININFO, no codes,
+       then the RUNTIME_FUNCTION of the function it belongs to. */
+    ".section .xdata,\"dr\"\n"
+    ".p2align 2\n"
+    "LkBurstAllocate$xdata:\n"
+    "    .byte 0x01, 0x07, 0x04, 0x00\n"
+    "    .byte 0x07, 0x32, 0x03, 0x70, 0x02, 0x60, 0x01, 0x30\n"
+    "LkBurstAllocate$loop$xdata:\n"
+    "    .byte 0x21, 0x00, 0x00, 0x00\n"
+    "    .rva LkBurstAllocate, LkBurstAllocate$end, LkBurstAllocate$xdata\n"
+    ".section .pdata,\"dr\"\n"
+    ".p2align 2\n"
+    "    .rva LkBurstAllocate, LkBurstAllocate$end, LkBurstAllocate$xdata\n"
+    "    .rva LkBurstAllocate$loop, LkBurstAllocate$loop_end, LkBurstAllocate$loop$xdata\n"
+    ".text\n"
+    ".att_syntax\n");
+""" + CHKSTK,
+    "netsim": r"""
+/* Declared without dllimport: every call goes to a linker-made thunk in .text
+   (jmp [__imp_ExAllocatePoolWithTag]), the other way drivers reach the import table. */
+void *ExAllocatePoolWithTag(enum _POOL_TYPE PoolType, unsigned long long NumberOfBytes,
+                            unsigned long Tag);
+void ExFreePoolWithTag(void *P, unsigned long Tag);
+
 struct NS_CONTEXT {
     struct _LIST_ENTRY RxQueue;
     void *PacketBuffer;
@@ -1678,9 +2011,16 @@ struct NS_RX {
     unsigned char Data[0x5EE];
 };
 
+struct NS_REQUEST {
+    unsigned long Kind;      /* 0 receive, 1 complete the oldest, 2 packet buffer */
+    unsigned long Flags;
+    unsigned long long Length;
+    void *Context;
+};
+
 struct NS_CONTEXT *NsContext;
 
-__attribute__((noinline)) struct NS_RX *NsReceive(unsigned long Length)
+NOTAIL struct NS_RX *NsReceive(unsigned long Length)
 {
     struct NS_RX *Rx = ExAllocatePoolWithTag(NonPagedPoolNx, sizeof(*Rx), 'xrSN');
     if (!Rx)
@@ -1694,21 +2034,53 @@ __attribute__((noinline)) struct NS_RX *NsReceive(unsigned long Length)
     return Rx;
 }
 
-__attribute__((noinline)) void NsComplete(struct NS_RX *Rx)
+NOTAIL void NsComplete(struct NS_RX *Rx)
 {
     Rx->Links.Blink->Flink = Rx->Links.Flink;
     Rx->Links.Flink->Blink = Rx->Links.Blink;
+    NsContext->RxCount--;
     ExFreePoolWithTag(Rx, 'xrSN');
+}
+
+NOTAIL int NsStart(void)
+{
+    if (NsContext)
+        return 1;
+    NsContext = ExAllocatePoolWithTag(NonPagedPoolNx, sizeof(*NsContext), 'xcSN');
+    if (!NsContext)
+        return 0;
+    NsContext->RxQueue.Flink = NsContext->RxQueue.Blink = &NsContext->RxQueue;
+    NsContext->RxCount = 0;
+    NsContext->PacketBuffer = 0;
+    return 1;
+}
+
+NOTAIL void NsWorkerRoutine(void *Context)
+{
+    struct NS_REQUEST *Request = Context;
+    if (!NsStart())
+        return;
+    switch (Request->Kind) {
+    case 0:
+        NsReceive((unsigned long)Request->Length);
+        break;
+    case 1:
+        if (NsContext->RxQueue.Flink != &NsContext->RxQueue)
+            NsComplete((struct NS_RX *)NsContext->RxQueue.Flink);
+        break;
+    case 2:
+        if (NsContext->PacketBuffer)
+            ExFreePoolWithTag(NsContext->PacketBuffer, 'fbSN');
+        NsContext->PacketBuffer = ExAllocatePoolWithTag(NonPagedPool, Request->Length, 'fbSN');
+        break;
+    }
 }
 
 long DriverEntry(void *DriverObject, void *RegistryPath)
 {
     struct NS_RX *Rx;
-    NsContext = ExAllocatePoolWithTag(NonPagedPoolNx, sizeof(*NsContext), 'xcSN');
-    if (!NsContext)
+    if (!NsStart())
         return (long)0xC000009A;
-    NsContext->RxQueue.Flink = NsContext->RxQueue.Blink = &NsContext->RxQueue;
-    NsContext->RxCount = 0;
     NsContext->PacketBuffer = ExAllocatePoolWithTag(NonPagedPool, 0x10000, 'fbSN');
     Rx = NsReceive(60);
     if (Rx)
@@ -1717,7 +2089,20 @@ long DriverEntry(void *DriverObject, void *RegistryPath)
     return 0;
 }
 """,
-    "fsfilt": """
+    "fsfilt": r"""
+__declspec(dllimport) void *ExAllocatePoolWithQuotaTag(enum _POOL_TYPE PoolType,
+                                                       unsigned long long NumberOfBytes,
+                                                       unsigned long Tag);
+__declspec(dllimport) void *ExAllocatePoolWithTag(enum _POOL_TYPE PoolType,
+                                                  unsigned long long NumberOfBytes,
+                                                  unsigned long Tag);
+__declspec(dllimport) void ExFreePoolWithTag(void *P, unsigned long Tag);
+__declspec(dllimport) __declspec(noreturn) void KeBugCheckEx(unsigned long BugCheckCode,
+                                                             unsigned long long P1,
+                                                             unsigned long long P2,
+                                                             unsigned long long P3,
+                                                             unsigned long long P4);
+
 struct FS_FILE_CONTEXT {
     struct _LIST_ENTRY Links;
     void *FileObject;
@@ -1731,11 +2116,19 @@ struct FS_CONTROL {
     unsigned long long Operations;
 };
 
+struct FS_REQUEST {
+    unsigned long Kind;      /* 0 open (attach, a second open leaks), 1 close, 2 check */
+    unsigned long Flags;
+    unsigned long long Length;
+    void *Context;
+};
+
 struct FS_CONTROL *FsControl;
 
-__attribute__((noinline)) struct FS_FILE_CONTEXT *FsAttach(void *FileObject)
+/* Quota-charged: the context is billed to the process that opened the file. */
+NOTAIL struct FS_FILE_CONTEXT *FsAttach(void *FileObject)
 {
-    struct FS_FILE_CONTEXT *Ctx = ExAllocatePoolWithTag(PagedPool, sizeof(*Ctx), 'lFsF');
+    struct FS_FILE_CONTEXT *Ctx = ExAllocatePoolWithQuotaTag(PagedPool, sizeof(*Ctx), 'lFsF');
     if (!Ctx)
         return 0;
     Ctx->FileObject = FileObject;
@@ -1749,7 +2142,7 @@ __attribute__((noinline)) struct FS_FILE_CONTEXT *FsAttach(void *FileObject)
     return Ctx;
 }
 
-__attribute__((noinline)) void FsDetach(struct FS_FILE_CONTEXT *Ctx)
+NOTAIL void FsDetach(struct FS_FILE_CONTEXT *Ctx)
 {
     if (--Ctx->OpenCount)
         return; /* a second attach never drops the count to 0: the context leaks */
@@ -1758,14 +2151,56 @@ __attribute__((noinline)) void FsDetach(struct FS_FILE_CONTEXT *Ctx)
     ExFreePoolWithTag(Ctx, 'lFsF');
 }
 
+NOTAIL int FsStart(void)
+{
+    if (FsControl)
+        return 1;
+    FsControl = ExAllocatePoolWithTag(NonPagedPoolNx, sizeof(*FsControl), 'tCsF');
+    if (!FsControl)
+        return 0;
+    FsControl->Files.Flink = FsControl->Files.Blink = &FsControl->Files;
+    FsControl->Operations = 0;
+    return 1;
+}
+
+/* The list must stay a ring; a broken one is this driver's own bug check. */
+NOTAIL void FsCheck(void)
+{
+    struct _LIST_ENTRY *Entry = FsControl->Files.Flink;
+    while (Entry != &FsControl->Files) {
+        if (Entry->Flink->Blink != Entry)
+            KeBugCheckEx(0xDEADDEAD, (unsigned long long)Entry, 0, 0, 0);
+        Entry = Entry->Flink;
+    }
+}
+
+NOTAIL void FsWorkerRoutine(void *Context)
+{
+    struct FS_REQUEST *Request = Context;
+    struct FS_FILE_CONTEXT *Ctx;
+    if (!FsStart())
+        return;
+    switch (Request->Kind) {
+    case 0:
+        Ctx = FsAttach(Request->Context);
+        if (Ctx && (Request->Flags & 1))
+            Ctx->OpenCount++;
+        break;
+    case 1:
+        if (FsControl->Files.Flink != &FsControl->Files)
+            FsDetach((struct FS_FILE_CONTEXT *)FsControl->Files.Flink);
+        break;
+    case 2:
+        FsCheck();
+        break;
+    }
+}
+
 long DriverEntry(void *DriverObject, void *RegistryPath)
 {
     struct FS_FILE_CONTEXT *Ctx;
-    FsControl = ExAllocatePoolWithTag(NonPagedPoolNx, sizeof(*FsControl), 'tCsF');
-    if (!FsControl)
+    if (!FsStart())
         return (long)0xC000009A;
-    FsControl->Files.Flink = FsControl->Files.Blink = &FsControl->Files;
-    FsControl->Operations = 0;
     Ctx = FsAttach(DriverObject);
     if (Ctx) {
         Ctx->OpenCount++;
@@ -1787,12 +2222,12 @@ def build_drivers(log):
     entries = []
     with workdir("drivers") as tmp:
         with open(os.path.join(tmp, "ntoskrnl.def"), "w") as f:
-            f.write("LIBRARY ntoskrnl.exe\nEXPORTS\n    ExAllocatePoolWithTag\n"
-                    "    ExFreePoolWithTag\n")
+            f.write("LIBRARY ntoskrnl.exe\nEXPORTS\n" + "".join("    %s\n" % n for n in NT_IMPORTS))
         run([DLLTOOL, "-m", "i386:x86-64", "-d", "ntoskrnl.def", "-l", "ntoskrnl.lib"], cwd=tmp)
         for d in DRIVERS:
             name = d["name"]
-            src = DRIVER_PRELUDE % {"summary": d["summary"]} + DRIVER_BODIES[name]
+            src = DRIVER_PRELUDE % {"summary": d["summary"], "routine": d["routine"]} + \
+                DRIVER_BODIES[name]
             for tag in d["tags"]:
                 if "'%s'" % tag[::-1] not in src:
                     fail("%s.c does not use tag %s" % (name, tag))
@@ -1805,6 +2240,7 @@ def build_drivers(log):
             run([LLD, "/DRIVER", "/SUBSYSTEM:NATIVE", "/NODEFAULTLIB", "/DEBUG",
                  "/PDB:%s.pdb" % name, "/PDBALTPATH:%s.pdb" % name, "/OUT:%s.sys" % name,
                  "/MACHINE:X64", "/Brepro", "/ENTRY:DriverEntry", "/NOIMPLIB",
+                 "/MAP:%s.map" % name,
                  "/PDBSOURCEPATH:%s\\drivers" % FAKE_SRC_ROOT, name + ".obj", "ntoskrnl.lib"],
                 cwd=tmp)
             sys_path = os.path.join(tmp, name + ".sys")
@@ -1814,8 +2250,16 @@ def build_drivers(log):
             rs = pe["rsds"]
             ident = check_identity(sys_path, pdb_path, rs["guid"], rs["age"])
             imports = pe["imports"].get("ntoskrnl.exe", [])
-            if sorted(imports) != ["ExAllocatePoolWithTag", "ExFreePoolWithTag"]:
-                fail("%s imports %s" % (name, pe["imports"]))
+            if sorted(imports) != d["imports"] or list(pe["imports"]) != ["ntoskrnl.exe"]:
+                fail("%s imports %s, expected %s" % (name, pe["imports"], d["imports"]))
+            mapsyms = parse_map(read_bytes(os.path.join(tmp, name + ".map")).decode(),
+                                pe["image_base"])
+            if d["routine"] not in mapsyms:
+                fail("%s: no %s in the map file" % (name, d["routine"]))
+            functions = dict((n, v["rva"]) for n, v in sorted(mapsyms.items())
+                             if v["rva"] < pe["size_of_image"] and [
+                                 s for s in pe["sections"] if s["name"] == ".text"
+                                 and s["rva"] <= v["rva"] < s["rva"] + s["virtual_size"]])
             text = [s for s in pe["sections"] if s["name"] == ".text"][0]
             code = data[text["file_offset"]:text["file_offset"] + text["virtual_size"]]
             tags = []
@@ -1843,6 +2287,8 @@ def build_drivers(log):
                                                        "file_offset", "characteristics"))
                              for s in pe["sections"]],
                 "imports": {"ntoskrnl.exe": sorted(imports)},
+                "routine": d["routine"],
+                "functions": functions,
                 "tags": tags,
             })
             log("%-20s %s  sys %d B, pdb %d B, tags %s" % (
@@ -1852,7 +2298,7 @@ def build_drivers(log):
                           for t in tags)))
     write_json(os.path.join(DRIVERS_DIR, "drivers.json"), {
         "comment": "GENERATED by testdata/nt/build.py. PDB GUIDs are lld's own (content hashes).",
-        "import_library": "ntoskrnl.exe: ExAllocatePoolWithTag, ExFreePoolWithTag (llvm-dlltool)",
+        "import_library": "ntoskrnl.exe: %s (llvm-dlltool)" % ", ".join(NT_IMPORTS),
         "drivers": entries,
     })
 

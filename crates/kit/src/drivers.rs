@@ -16,6 +16,8 @@ struct DriverJson {
     file: String,
     pdb: crate::layout::PdbInfoLite,
     tags: Vec<TagJson>,
+    routine: String,
+    functions: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -32,6 +34,11 @@ pub struct DriverInfo {
     pub tags: Vec<String>,
     /// RVAs of the instructions' immediate operands holding each tag.
     pub tag_rvas: Vec<(String, Vec<u64>)>,
+    /// The worker routine the simulated target queues work items to.
+    pub routine: String,
+    pub routine_rva: u64,
+    /// Public functions (from the linker's map) and their RVAs.
+    pub functions: std::collections::BTreeMap<String, u64>,
 }
 
 pub struct Driver {
@@ -90,6 +97,9 @@ pub fn all() -> &'static [Driver] {
                             .iter()
                             .map(|t| (t.tag.clone(), t.immediate_rvas.clone()))
                             .collect(),
+                        routine: d.routine.clone(),
+                        routine_rva: d.functions[&d.routine],
+                        functions: d.functions.clone(),
                     },
                     image,
                     pdb,

@@ -132,6 +132,7 @@ impl Machine {
         self.write_processor_blocks();
         self.write_visible_state();
         self.write_heaps();
+        self.pool.segments_linked = self.pool.segments.values().map(|v| v.len()).sum();
         self.write_kdbg();
     }
 

@@ -31,6 +31,7 @@ pub mod paging;
 pub mod pe;
 pub mod phys;
 mod pool;
+pub mod run;
 pub mod scenario;
 pub mod series;
 pub mod session;

@@ -222,6 +222,12 @@ impl Machine {
         }
     }
 
+    /// Reserve VA in the nonpaged region without committing it (kernel
+    /// stacks, with their guard pages).
+    pub(crate) fn nonpaged_reserve(&mut self, bytes: u64) -> u64 {
+        self.nonpaged.reserve(bytes, PAGE64)
+    }
+
     pub(crate) fn prot_for(&self, kind: PoolKind) -> Prot {
         match kind {
             PoolKind::NonPaged => Prot::DataExec,
@@ -396,7 +402,23 @@ impl Machine {
     }
 
     pub(crate) fn map_image(&mut self, pe: &PeImage, base: u64) {
-        let img = pe.mapped(base);
+        // Drivers import from ntoskrnl.exe only; nt is mapped first.
+        let nt_exports: Vec<(String, u64)> = if self.kern_base != 0 && base != self.kern_base {
+            PeImage::parse(self.scenario.build.files().image).exports()
+        } else {
+            Vec::new()
+        };
+        let kern_base = self.kern_base;
+        let resolve = |dll: &str, name: &str| -> Option<u64> {
+            if !dll.eq_ignore_ascii_case("ntoskrnl.exe") {
+                return None;
+            }
+            nt_exports
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, rva)| kern_base + rva)
+        };
+        let img = pe.loaded(base, &resolve);
         let hdr_pages = pe.size_of_headers.div_ceil(PAGE64);
         self.commit(base, hdr_pages, Prot::ReadOnly);
         for s in &pe.sections {

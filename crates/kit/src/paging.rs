@@ -198,6 +198,29 @@ impl AddressSpace {
         None
     }
 
+    /// Translate as the CPU would and say what the mapping allows:
+    /// (physical address, writable, executable). Writable and executable
+    /// combine every level's RW and NX bits.
+    pub fn translate_access(&self, mem: &PhysMemory, va: u64) -> Option<(u64, bool, bool)> {
+        let mut table = self.pml4;
+        let (mut rw, mut x) = (true, true);
+        for (shift, can_be_large) in [(39, false), (30, true), (21, true), (12, false)] {
+            let e = mem.read_u64(table * PAGE as u64 + index(va, shift) * 8);
+            if e & P == 0 {
+                return None;
+            }
+            rw &= e & RW != 0;
+            x &= e & NX == 0;
+            if shift == 12 || (can_be_large && e & PS != 0) {
+                let page_mask = (1u64 << shift) - 1;
+                let base = e & PFN_MASK & !page_mask;
+                return Some((base | (va & page_mask), rw, x));
+            }
+            table = (e & PFN_MASK) >> 12;
+        }
+        None
+    }
+
     /// Write bytes through virtual addresses (every page must be mapped).
     pub fn write(&self, mem: &mut PhysMemory, va: u64, bytes: &[u8]) {
         let mut done = 0;

@@ -65,6 +65,9 @@ pub(crate) struct PoolState {
     vs: BTreeMap<PoolKind, usize>,
     pub vs_subs: Vec<VsSub>,
     pub big: Vec<BigRec>,
+    /// Segments linked into their heaps' lists (the running machine adds
+    /// segments after the build wrote them).
+    pub segments_linked: usize,
 }
 
 struct LegacyPage {
@@ -780,7 +783,7 @@ impl Machine {
         self.write_segment_headers();
     }
 
-    fn write_lfh_header(&mut self, i: usize) {
+    pub(crate) fn write_lfh_header(&mut self, i: usize) {
         let (va, block, first, count, bitmap, free) = {
             let s = &self.pool.lfh_subs[i];
             let mut bm = vec![0u8; (2 * s.count).div_ceil(8) as usize];
@@ -930,6 +933,116 @@ impl Machine {
         for (i, k) in kinds.iter().enumerate() {
             let h = self.heaps[k];
             self.write_u64(node + 8 * i as u64, h);
+        }
+    }
+
+    // ----- the running machine (crates/kit/src/run) -----------------------
+
+    /// End the open legacy page of `kind` with a free chunk, as the
+    /// allocator leaves it between calls (the page stays open).
+    pub(crate) fn seal_legacy_page(&mut self, kind: PoolKind) {
+        let Some(p) = self.pool.legacy.get(&kind) else {
+            return;
+        };
+        let rest = PAGE64 - p.used;
+        if rest == 0 || p.last_free {
+            return;
+        }
+        let (at, prev, index) = (p.va + p.used, p.last_units, p.pool_index);
+        let hdr = self.pool_header(prev, index, rest / 16, 0, 0);
+        self.write_va(at, &hdr);
+    }
+
+    /// Free a legacy chunk: PoolType 0, the tag and sizes kept.
+    pub(crate) fn legacy_release(&mut self, header: u64) {
+        let raw = self.read_header_bytes(header);
+        let mut h = StructBuf::new(self.m, "_POOL_HEADER");
+        h.bytes.copy_from_slice(&raw);
+        h.set("PoolType", 0);
+        let b = h.bytes;
+        self.write_va(header, &b);
+    }
+
+    /// Free an LFH block: its bitmap bits and the free count.
+    pub(crate) fn lfh_release(&mut self, header: u64) {
+        let Some(i) = self
+            .pool
+            .lfh_subs
+            .iter()
+            .position(|s| s.va <= header && header < s.va + PAGE64)
+        else {
+            return;
+        };
+        let s = &mut self.pool.lfh_subs[i];
+        let slot = ((header - s.va - s.first) / s.block) as usize;
+        if let Some(a) = s.allocated.get_mut(slot) {
+            *a = false;
+        }
+        self.write_lfh_header(i);
+    }
+
+    /// Free a VS chunk (`chunk` is its chunk header).
+    pub(crate) fn vs_release(&mut self, chunk: u64) {
+        let size = self.m.ty("_HEAP_VS_CHUNK_HEADER_SIZE").size as usize;
+        let encoded = self.asp.read_u64(&self.mem, chunk);
+        let decoded = encoded ^ chunk ^ self.heap_key;
+        let mut s = StructBuf::new(self.m, "_HEAP_VS_CHUNK_HEADER_SIZE");
+        s.bytes[..8.min(size)].copy_from_slice(&decoded.to_le_bytes()[..8.min(size)]);
+        let field = |name: &str| -> u64 {
+            let (off, f) = self.m.field_path("_HEAP_VS_CHUNK_HEADER_SIZE", name);
+            let mut w = [0u8; 8];
+            let unit = f.size as usize;
+            w[..unit].copy_from_slice(&s.bytes[off as usize..off as usize + unit]);
+            let v = u64::from_le_bytes(w);
+            match (f.bit_position, f.bit_length) {
+                (Some(p), Some(l)) => (v >> p) & ((1u64 << l) - 1),
+                _ => v,
+            }
+        };
+        let (units, prev) = (field("UnsafeSize"), field("UnsafePrevSize"));
+        let seg = chunk & !(MB - 1);
+        self.vs_free_chunk(chunk, seg, units, prev);
+    }
+
+    /// End the open VS subsegment of `kind` with a free chunk and keep its
+    /// subsegment header current (the subsegment stays open).
+    pub(crate) fn seal_vs_sub(&mut self, kind: PoolKind) {
+        let Some(&i) = self.pool.vs.get(&kind) else {
+            return;
+        };
+        let (va, seg, off, prev) = {
+            let s = &self.pool.vs_subs[i];
+            (s.va, s.seg, s.off, s.prev_units)
+        };
+        let end = va + VS_SUBSEGMENT_PAGES * PAGE64;
+        if va + off < end {
+            self.vs_free_chunk(va + off, seg, (end - va - off) / 16, prev);
+        }
+        self.write_vs_sub_header(i);
+    }
+
+    fn write_vs_sub_header(&mut self, i: usize) {
+        let va = self.pool.vs_subs[i].va;
+        let units = VS_SUBSEGMENT_PAGES * PAGE64 / 16;
+        let mut h = StructBuf::new(self.m, "_HEAP_VS_SUBSEGMENT");
+        h.set("ListEntry.Flink", va)
+            .set("ListEntry.Blink", va)
+            .set("CommitBitmap", (1 << VS_SUBSEGMENT_PAGES) - 1)
+            .set("Size", units)
+            .set("Signature", units ^ 0x2BED)
+            .set("FullCommit", 1);
+        let b = h.bytes;
+        self.write_va(va, &b);
+    }
+
+    /// Segment signatures, and the heaps' segment lists when a segment was
+    /// added since they were last written.
+    pub(crate) fn seal_segments(&mut self) {
+        let n: usize = self.pool.segments.values().map(|v| v.len()).sum();
+        if n != self.pool.segments_linked {
+            self.write_segment_headers();
+            self.write_heaps();
+            self.pool.segments_linked = n;
         }
     }
 }

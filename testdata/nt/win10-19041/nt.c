@@ -3593,13 +3593,6 @@ unsigned long long ExpSessionPoolTrackTableMask __attribute__((used));
 unsigned long long MmSizeOfPagedPoolInBytes __attribute__((used));
 unsigned long ExpHotTagArray[14] __attribute__((used)) __attribute__((aligned(16)));
 
-/* Pool tag hash of ExpInsertPoolTracker (pool.md §2.2): 40543 * tag, folded. */
-__attribute__((noinline)) unsigned long long ExpComputeTagIndex(unsigned long Key, unsigned long long Mask)
-{
-    unsigned long long Hash = 40543ULL * Key;
-    return ((unsigned long)Hash ^ (unsigned long)(Hash >> 32)) & Mask;
-}
-
 __attribute__((noinline)) void KiZeroGlobal(void *Address, unsigned long long Length)
 {
     volatile unsigned char *Byte = Address;
@@ -3607,141 +3600,135 @@ __attribute__((noinline)) void KiZeroGlobal(void *Address, unsigned long long Le
         *Byte++ = 0;
 }
 
-__declspec(dllexport) __declspec(noreturn) void KeBugCheckEx(unsigned long BugCheckCode, unsigned long long P1, unsigned long long P2, unsigned long long P3, unsigned long long P4)
+/*
+ * The simulated target (crates/kit/src/run/) executes this image's code and the drivers' code on
+ * a simulated CPU. The routines marked HOST below are performed by the simulator when control
+ * reaches their address (carving pool blocks, charging the tracker rows of the current
+ * processor, bug checks, debug output); their bodies are a single ud2 that the CPU never
+ * executes. Everything else here runs as compiled.
+ */
+__asm__(
+    ".intel_syntax noprefix\n"
+    ".text\n"
+    ".globl KeBugCheckEx\n.def KeBugCheckEx; .scl 2; .type 32; .endef\n.p2align 4\nKeBugCheckEx:\n    ud2\n"
+    ".globl DbgPrint\n.def DbgPrint; .scl 2; .type 32; .endef\n.p2align 4\nDbgPrint:\n    ud2\n"
+    ".globl ExpPoolAllocateBlock\n.def ExpPoolAllocateBlock; .scl 2; .type 32; .endef\n.p2align 4\nExpPoolAllocateBlock:\n    ud2\n"
+    ".globl ExpPoolReleaseBlock\n.def ExpPoolReleaseBlock; .scl 2; .type 32; .endef\n.p2align 4\nExpPoolReleaseBlock:\n    ud2\n"
+    ".globl ExpPoolChargeTracker\n.def ExpPoolChargeTracker; .scl 2; .type 32; .endef\n.p2align 4\nExpPoolChargeTracker:\n    ud2\n"
+    /* DbgBreakPoint and RtlpBreakWithStatusInstruction: int 3; ret, as in the real nt. */
+    ".globl DbgBreakPoint\n.def DbgBreakPoint; .scl 2; .type 32; .endef\n.p2align 4\nDbgBreakPoint:\n    int3\n    ret\n"
+    ".globl RtlpBreakWithStatusInstruction\n.def RtlpBreakWithStatusInstruction; .scl 2; .type 32; .endef\n.p2align 4\nRtlpBreakWithStatusInstruction:\n    int3\n    ret\n"
+    /* The page-fault trap: the CPU pushed SS, RSP, RFLAGS, CS, RIP and the error code; the
+       frame below them is a KTRAP_FRAME (Rbp +0x158, ErrorCode +0x160, Rip +0x168, Rsp
+       +0x180), described by UWOP_PUSH_MACHFRAME as in the real KiPageFault. */
+    ".globl KiPageFault\n.def KiPageFault; .scl 2; .type 32; .endef\n.p2align 4\n"
+    "KiPageFault:\n"
+    ".seh_proc KiPageFault\n"
+    "    .seh_pushframe @code\n"
+    "    push rbp\n"
+    "    .seh_pushreg rbp\n"
+    "    sub rsp, 0x158\n"
+    "    .seh_stackalloc 0x158\n"
+    "    lea rbp, [rsp + 0x80]\n"
+    "    .seh_setframe rbp, 0x80\n"
+    "    .seh_endprologue\n"
+    "    mov ecx, dword ptr [rbp + 0xe0]\n"
+    "    mov rdx, cr2\n"
+    "    xor r8d, r8d\n"
+    "    lea r9, [rbp - 0x80]\n"
+    "    call MmAccessFault\n"
+    "    lea rsp, [rbp + 0xd8]\n"
+    "    pop rbp\n"
+    "    add rsp, 8\n"
+    "    iretq\n"
+    ".seh_endproc\n"
+    /* The linker directive MSVC emits for __declspec(dllexport) definitions. */
+    ".section .drectve,\"yn\"\n"
+    ".ascii \" -export:KeBugCheckEx\"\n"
+    ".ascii \" -export:DbgPrint\"\n"
+    ".ascii \" -export:DbgBreakPoint\"\n"
+    ".text\n"
+    ".att_syntax\n");
+
+__declspec(noreturn) __declspec(dllexport) void KeBugCheckEx(unsigned long BugCheckCode, unsigned long long P1, unsigned long long P2, unsigned long long P3, unsigned long long P4); /* HOST */
+__declspec(dllexport) unsigned long DbgPrint(const char *Format, ...); /* HOST */
+__declspec(dllexport) void DbgBreakPoint(void);
+/* HOST: carve a block of the pool type from the build's allocator (pool header, LFH/VS
+   subsegment or big pages and the big-page table entry); *Charged = the bytes the tracker
+   is charged. NULL when the pool is exhausted. */
+void *ExpPoolAllocateBlock(enum _POOL_TYPE PoolType, unsigned long long NumberOfBytes, unsigned long Tag, unsigned long long *Charged);
+/* HOST: release the block at P; returns its tag as the header or big-page table holds it
+   (0 if P is not a live pool block), with its charged bytes and pool type. */
+unsigned long ExpPoolReleaseBlock(void *P, unsigned long long *Charged, enum _POOL_TYPE *PoolType);
+/* HOST: add (Sign 1) or remove (Sign -1) one allocation of Key in the current processor's
+   tracker table (ExPoolTagTables[Prcb.Number]), as pool.md section 2.3 describes. */
+void ExpPoolChargeTracker(unsigned long Key, unsigned long long NumberOfBytes, enum _POOL_TYPE PoolType, long Sign);
+long MmAccessFault(unsigned long FaultStatus, void *VirtualAddress, char PreviousMode, void *TrapInformation);
+
+#define PROTECTED_POOL 0x80000000UL
+#define NOTAIL __attribute__((noinline, disable_tail_calls))
+#define POOLCODE __attribute__((noinline, disable_tail_calls, section("POOLCODE")))
+
+/* A kernel-mode fault that no PTE resolves: PAGE_FAULT_IN_NONPAGED_AREA, parameter 3 the
+   faulting instruction (KTRAP_FRAME.Rip). */
+NOTAIL long MmAccessFault(unsigned long FaultStatus, void *VirtualAddress, char PreviousMode, void *TrapInformation)
 {
-    volatile unsigned long long Parameters[5];
-    Parameters[0] = BugCheckCode;
-    Parameters[1] = P1;
-    Parameters[2] = P2;
-    Parameters[3] = P3;
-    Parameters[4] = P4;
-    for (;;)
-        __asm__ volatile("hlt");
+    unsigned long long Rip = *(unsigned long long *)((char *)TrapInformation + 0x168);
+    KeBugCheckEx(0x50, (unsigned long long)VirtualAddress, (FaultStatus >> 1) & 1, Rip, 2);
 }
 
-/* In the POOLCODE section, as in the real nt (MemProcFS looks for that section name). */
-__attribute__((noinline, section("POOLCODE"))) struct _POOL_TRACKER_TABLE *ExpInsertPoolTracker(unsigned long Key, unsigned long long NumberOfBytes, enum _POOL_TYPE PoolType)
+/* 19H1 on (decompiled ExAllocateHeapPool/ExFreeHeapPool): the pool is a segment heap;
+   PoolHitTag is compared inline (__debugbreak) once the block exists, just before the
+   tracker of the current processor is charged. */
+POOLCODE void *ExAllocateHeapPool(enum _POOL_TYPE PoolType, unsigned long long NumberOfBytes, unsigned long Tag)
 {
-    struct _POOL_TRACKER_TABLE *Table = PoolTrackTable;
-    unsigned long long Mask = PoolTrackTableMask;
-    unsigned long long Index;
-    unsigned long long Probe;
-    Key &= ~0x80000000UL; /* PROTECTED_POOL */
-    Index = ExpComputeTagIndex(Key, Mask);
-    for (Probe = 0; Probe <= Mask; Probe++) {
-        struct _POOL_TRACKER_TABLE *Entry = &Table[Index];
-        if (Entry->Key == 0)
-            Entry->Key = Key;
-        if ((unsigned long)Entry->Key == Key) {
-            if (PoolType & 1) {
-                Entry->PagedAllocs += 1;
-                Entry->PagedBytes += NumberOfBytes;
-            } else {
-                Entry->NonPagedAllocs += 1;
-                Entry->NonPagedBytes += NumberOfBytes;
-            }
-            return Entry;
-        }
-        Index = (Index + 1) & Mask;
-    }
-    /* The keyless overflow slot (pool.md §2.2). */
-    return &Table[PoolTrackTableSize - 1];
-}
-
-__attribute__((noinline)) void ExpRemovePoolTracker(unsigned long Key, unsigned long long NumberOfBytes, enum _POOL_TYPE PoolType)
-{
-    struct _POOL_TRACKER_TABLE *Entry = ExpInsertPoolTracker(Key, 0, PoolType);
-    if (PoolType & 1) {
-        Entry->PagedAllocs -= 1;
-        Entry->PagedFrees += 1;
-        Entry->PagedBytes -= NumberOfBytes;
-    } else {
-        Entry->NonPagedAllocs -= 1;
-        Entry->NonPagedFrees += 1;
-        Entry->NonPagedBytes -= NumberOfBytes;
-    }
-}
-
-/* Big-page table hash (pool.md §3.2): 40543 * (Va >> 12), folded; free entries have
-   bit 0 of Va set. */
-__attribute__((noinline)) int ExpAddTagForBigPages(unsigned long long Va, unsigned long Key, unsigned long long NumberOfBytes, enum _POOL_TYPE PoolType)
-{
-    unsigned long long Size = PoolBigPageTableSize;
-    unsigned long long Index = ExpComputeTagIndex((unsigned long)(Va >> 12), Size - 1);
-    unsigned long long Probe;
-    for (Probe = 0; Probe < Size; Probe++) {
-        struct _POOL_TRACKER_BIG_PAGES *Entry = &PoolBigPageTable[Index];
-        unsigned long long *EntryVa = (unsigned long long *)&Entry->Va;
-        if (*EntryVa & 1) {
-            *EntryVa = Va;
-            Entry->Key = Key;
-            Entry->PoolType = PoolType;
-            Entry->NumberOfBytes = NumberOfBytes;
-            ExpPoolBigEntriesInUse += 1;
-            return 1;
-        }
-        Index = (Index + 1) & (Size - 1);
-    }
-    ExpBigTableExpansionFailed += 1;
-    return 0;
-}
-
-__attribute__((noinline)) unsigned long long ExpFindAndRemoveTagBigPages(unsigned long long Va, unsigned long *Key, enum _POOL_TYPE *PoolType)
-{
-    unsigned long long Size = PoolBigPageTableSize;
-    unsigned long long Index = ExpComputeTagIndex((unsigned long)(Va >> 12), Size - 1);
-    unsigned long long Probe;
-    for (Probe = 0; Probe < Size; Probe++) {
-        struct _POOL_TRACKER_BIG_PAGES *Entry = &PoolBigPageTable[Index];
-        unsigned long long *EntryVa = (unsigned long long *)&Entry->Va;
-        if (*EntryVa == Va) {
-            *EntryVa = Va | 1;
-            *Key = Entry->Key;
-            *PoolType = (enum _POOL_TYPE)Entry->PoolType;
-            ExpPoolBigEntriesInUse -= 1;
-            return Entry->NumberOfBytes;
-        }
-        Index = (Index + 1) & (Size - 1);
-    }
-    return 0;
-}
-
-__declspec(dllexport) void *ExAllocatePoolWithTag(enum _POOL_TYPE PoolType, unsigned long long NumberOfBytes, unsigned long Tag)
-{
-    unsigned long long Va;
+    unsigned long long Charged;
+    void *P = ExpPoolAllocateBlock(PoolType, NumberOfBytes, Tag, &Charged);
+    if (!P)
+        return 0;
     if (Tag == PoolHitTag)
         __debugbreak();
-    Va = (unsigned long long)MmSystemRangeStart + ((unsigned long long)ExpPoolBigEntriesInUse << 12);
-    if (NumberOfBytes >= 0xFE1) {
-        if (!ExpAddTagForBigPages(Va, Tag, NumberOfBytes, PoolType))
-            return 0;
-    } else {
-        Va += 0x10; /* after the POOL_HEADER */
-    }
-    ExpInsertPoolTracker(Tag, NumberOfBytes, PoolType);
-    return (void *)Va;
+    ExpPoolChargeTracker(Tag, Charged, PoolType, 1);
+    return P;
 }
 
-__declspec(dllexport) void ExFreePoolWithTag(void *P, unsigned long Tag)
+/* ExFreeHeapPool takes no tag: the tag a caller passes to ExFreePoolWithTag is not checked
+   against the header. The break compares the header's tag. */
+POOLCODE void ExFreeHeapPool(void *P)
 {
-    unsigned long Key = Tag;
-    enum _POOL_TYPE PoolType = NonPagedPool;
-    unsigned long long NumberOfBytes;
-    if (((unsigned long long)P & 0xFFF) == 0) {
-        NumberOfBytes = ExpFindAndRemoveTagBigPages((unsigned long long)P, &Key, &PoolType);
-    } else {
-        struct _POOL_HEADER *Header = (struct _POOL_HEADER *)P - 1;
-        NumberOfBytes = (unsigned long long)Header->BlockSize << 4;
-        PoolType = (enum _POOL_TYPE)(Header->PoolType & 1);
-        Key = Header->PoolTag;
-    }
-    if (Tag != 0 && Key != Tag)
-        KeBugCheckEx(0xC2 /* BAD_POOL_CALLER */, 0xA, (unsigned long long)P, Key, Tag);
-    ExpRemovePoolTracker(Key, NumberOfBytes, PoolType);
+    unsigned long long Charged;
+    enum _POOL_TYPE PoolType;
+    unsigned long Tag = ExpPoolReleaseBlock(P, &Charged, &PoolType);
+    if (Tag == 0)
+        KeBugCheckEx(0xC2, 0, 0, (unsigned long long)P, 0);
+    if (Tag == PoolHitTag)
+        __debugbreak();
+    ExpPoolChargeTracker(Tag, Charged, PoolType, -1);
+}
+
+NOTAIL __declspec(dllexport) void *ExAllocatePoolWithTag(enum _POOL_TYPE PoolType, unsigned long long NumberOfBytes, unsigned long Tag)
+{
+    return ExAllocateHeapPool(PoolType, NumberOfBytes, Tag);
+}
+
+NOTAIL __declspec(dllexport) void ExFreePoolWithTag(void *P, unsigned long TagToFree)
+{
+    ExFreeHeapPool(P);
+}
+
+NOTAIL __declspec(dllexport) void *ExAllocatePoolWithQuotaTag(enum _POOL_TYPE PoolType, unsigned long long NumberOfBytes, unsigned long Tag)
+{
+    /* Quota charging is not modelled; the block is tagged and tracked like any other. */
+    return ExAllocatePoolWithTag(PoolType, NumberOfBytes, Tag);
+}
+
+NOTAIL __declspec(dllexport) void ExFreePool(void *P)
+{
+    ExFreePoolWithTag(P, 0);
 }
 
 /* POOL_FLAG_PAGED 0x100, POOL_FLAG_NON_PAGED_EXECUTE 0x80, POOL_FLAG_NON_PAGED 0x40. */
-__declspec(dllexport) void *ExAllocatePool2(unsigned long long Flags, unsigned long long NumberOfBytes, unsigned long Tag)
+NOTAIL __declspec(dllexport) void *ExAllocatePool2(unsigned long long Flags, unsigned long long NumberOfBytes, unsigned long Tag)
 {
     enum _POOL_TYPE PoolType;
     void *P;
@@ -3753,10 +3740,34 @@ __declspec(dllexport) void *ExAllocatePool2(unsigned long long Flags, unsigned l
         PoolType = NonPagedPoolNx;
     else
         return 0;
-    P = ExAllocatePoolWithTag(PoolType, NumberOfBytes, Tag);
+    P = ExAllocateHeapPool(PoolType, NumberOfBytes, Tag);
     if (P && !(Flags & 2 /* POOL_FLAG_UNINITIALIZED */))
         KiZeroGlobal(P, NumberOfBytes);
     return P;
+}
+
+/* System threads: KiStartSystemThread -> PspSystemThreadStartup -> the start routine. The
+   simulator starts each work item on a processor's worker thread at KiStartSystemThread with
+   ExpWorkerThread and the item, on a fresh kernel stack whose first return address is 0. */
+struct _WORK_QUEUE_ITEM {
+    struct _LIST_ENTRY List;
+    void (*WorkerRoutine)(void *Parameter);
+    void *Parameter;
+};
+
+NOTAIL void ExpWorkerThread(struct _WORK_QUEUE_ITEM *WorkItem)
+{
+    WorkItem->WorkerRoutine(WorkItem->Parameter);
+}
+
+NOTAIL void PspSystemThreadStartup(void (*StartRoutine)(void *), void *StartContext)
+{
+    StartRoutine(StartContext);
+}
+
+NOTAIL void KiStartSystemThread(void (*StartRoutine)(void *), void *StartContext)
+{
+    PspSystemThreadStartup(StartRoutine, StartContext);
 }
 
 /* The image entry point: set up the globals the pool code reads. */

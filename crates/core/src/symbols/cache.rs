@@ -19,8 +19,10 @@ use super::PdbIdentity;
 use super::layout::Layouts;
 
 /// Bump when the PDB reader changes what it extracts: older cache files
-/// are then ignored.
-pub const CACHE_FORMAT: u32 = 1;
+/// are then ignored. (2: the synthetic test PDBs were rebuilt with new
+/// code under their real builds' GUIDs; stale files from them must not be
+/// trusted.)
+pub const CACHE_FORMAT: u32 = 2;
 const MAGIC: &[u8; 4] = b"PDLC";
 
 /// A cached layout file larger than this is not a real one.

@@ -1,0 +1,913 @@
+//! The machine running: processors that execute the drivers' and nt's
+//! compiled code, a workload of driver work items on a simulated clock,
+//! the pool changing under them, and what a debugger sees when the
+//! machine stops.
+//!
+//! ```no_run
+//! use pooldump_kit::run::{Runtime, Workload};
+//! use pooldump_kit::{Machine, NtBuild, Scenario};
+//! let mut m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 7));
+//! let mut rt = Runtime::new(&mut m, Workload::leak());
+//! // Ten simulated minutes; stops early if the machine breaks.
+//! let stop = rt.advance(&mut m, 10 * 60 * 1_000_000_000);
+//! println!("{stop:?} {:?}", rt.truth.tags);
+//! ```
+//!
+//! What runs is real code: each work item starts on a processor's worker
+//! thread at nt!KiStartSystemThread, which calls PspSystemThreadStartup,
+//! ExpWorkerThread and the driver's worker routine; the drivers call the
+//! pool through their import tables, and nt's pool entry points check
+//! PoolHitTag where the real builds do (legacy: DbgBreakPoint from
+//! ExpInsertPoolTracker/ExpRemovePoolTracker; segment heap: an inline int3
+//! in ExAllocateHeapPool/ExFreeHeapPool). Only the routines nt.c marks
+//! HOST are done here in Rust: carving and releasing blocks, charging the
+//! current processor's tracker row, KeBugCheckEx and DbgPrint. A page fault
+//! is delivered to nt!KiPageFault with a machine frame, as the CPU does.
+
+pub mod cpu;
+mod pool;
+pub mod workload;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::Serialize;
+
+pub use cpu::{Cpu, Exit, Fault, Regs, ShadowFrame};
+pub use pool::{LiveBlock, RunPool};
+pub use workload::{WorkItem, Workload};
+
+use crate::machine::{Machine, PAGE64};
+use crate::paging::Prot;
+use cpu::{Bus, R8, R9, RCX, RDX, RSP};
+
+/// Instructions one work item may execute before the machine calls it a
+/// hang (DPC_WATCHDOG_VIOLATION).
+const BUDGET: u64 = 2_000_000;
+/// Kernel stacks: KERNEL_STACK_SIZE (24 KiB), with an unmapped guard page
+/// below.
+const STACK_PAGES: u64 = 6;
+/// The x64 CONTEXT record (kdnet.md section 5).
+pub const CONTEXT_LEN: usize = 0x4D0;
+
+/// nt's routines the simulator performs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Host {
+    AllocateBlock,
+    ReleaseBlock,
+    ChargeTracker,
+    BugCheck,
+    DbgPrint,
+}
+
+/// A bug check: its code and parameters, and the processor's registers at
+/// KeBugCheckEx.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BugCheck {
+    pub code: u32,
+    pub parameters: [u64; 4],
+    pub cpu: u32,
+    #[serde(skip)]
+    pub context: Regs,
+    /// The bug-checking thread's stack (ground truth, from the shadow
+    /// stack), innermost first.
+    pub frames: Vec<TruthFrame>,
+}
+
+/// Why the machine stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopKind {
+    /// An int3 executed (PoolHitTag's, DbgBreakPoint's, anyone's).
+    Breakpoint,
+    /// KeBugCheckEx ran; the machine never runs again.
+    BugCheck(Box<BugCheck>),
+}
+
+/// The machine is stopped: which processor, where, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stop {
+    pub cpu: u32,
+    pub thread: u64,
+    pub pc: u64,
+    pub kind: StopKind,
+}
+
+/// One frame of a stack as the CPU built it (WinDbg's `k` columns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TruthFrame {
+    pub pc: u64,
+    pub child_sp: u64,
+    pub ret_addr: u64,
+}
+
+/// A pool call the CPU made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+pub enum PoolOp {
+    Alloc,
+    Free,
+}
+
+/// Where a pool call came from: the first return address on the stack
+/// outside nt, as module and RVA.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Site {
+    pub module: String,
+    pub rva: u64,
+}
+
+/// Counts per (site, tag, op).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SiteCount {
+    pub calls: u64,
+    /// Bytes requested (allocations) or charged (frees).
+    pub bytes: u64,
+}
+
+/// A breakpoint stop, as the CPU saw it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HitRecord {
+    pub cpu: u32,
+    pub pc: u64,
+    pub frames: Vec<TruthFrame>,
+    /// The pool call in progress, if the int3 was inside one.
+    pub pool: Option<(PoolOp, u32, u64, Option<Site>)>,
+    /// The tag matched nt!PoolHitTag at the stop.
+    pub pool_hit_tag: bool,
+}
+
+/// Everything the running machine did, for tests to compare with.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunTruth {
+    /// Work items started, by name.
+    pub items: BTreeMap<String, u64>,
+    /// Completed pool calls by (site, tag, op).
+    pub sites: BTreeMap<(Option<Site>, u32, PoolOp), SiteCount>,
+    /// Per (tag, paged): allocations, frees and net charged bytes added to
+    /// the tracker since the machine started running.
+    pub tags: BTreeMap<(u32, bool), (u64, u64, i64)>,
+    pub hits: Vec<HitRecord>,
+    /// Lines DbgPrint printed.
+    pub prints: Vec<String>,
+    pub bugcheck: Option<BugCheck>,
+    /// Instructions the interpreter could not run (must stay empty).
+    pub invalid: Vec<String>,
+    pub instructions: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PendingOp {
+    op: PoolOp,
+    tag: u32,
+    bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    /// The workload item this job runs.
+    #[allow(dead_code)]
+    item: usize,
+    executed: u64,
+    pending: Option<PendingOp>,
+}
+
+/// One processor and its worker thread.
+#[derive(Debug, Clone)]
+pub struct Processor {
+    pub cpu: Cpu,
+    /// The worker thread's KTHREAD (what a stop reports).
+    pub thread: u64,
+    pub kpcr: u64,
+    /// The stack's top (exclusive): the work item and its request sit
+    /// just below it.
+    pub stack_top: u64,
+    job: Option<Job>,
+}
+
+struct NtInfo {
+    base: u64,
+    end: u64,
+    start_thread: u64,
+    worker_thread: u64,
+    page_fault: u64,
+    break_with_status: u64,
+    pool_hit_tag: u64,
+}
+
+struct DriverRt {
+    name: String,
+    base: u64,
+    end: u64,
+    routine: u64,
+}
+
+/// The running machine's state, beside the machine it runs.
+pub struct Runtime {
+    workload: Workload,
+    schedule: workload::Schedule,
+    queue: VecDeque<usize>,
+    clock_ns: u64,
+    pub processors: Vec<Processor>,
+    next_cpu: usize,
+    pub pool: RunPool,
+    host: HashMap<u64, Host>,
+    nt: NtInfo,
+    drivers: Vec<DriverRt>,
+    stop: Option<Stop>,
+    /// DbgPrint output not yet taken by [`Runtime::take_prints`].
+    prints: Vec<String>,
+    pub truth: RunTruth,
+}
+
+/// The CPU's view of memory: the machine's page tables, with their
+/// protections.
+struct MachineBus<'a> {
+    m: &'a mut Machine,
+}
+
+impl Bus for MachineBus<'_> {
+    fn read(&mut self, va: u64, out: &mut [u8], fetch: bool) -> Result<(), Fault> {
+        let mut done = 0;
+        while done < out.len() {
+            let cur = va.wrapping_add(done as u64);
+            let n = (0x1000 - (cur & 0xFFF) as usize).min(out.len() - done);
+            let fault = Fault {
+                va: cur,
+                write: false,
+                fetch,
+            };
+            let (pa, _, x) = self.m.asp.translate_access(&self.m.mem, cur).ok_or(fault)?;
+            if fetch && !x {
+                return Err(fault);
+            }
+            self.m.mem.read(pa, &mut out[done..done + n]);
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, va: u64, data: &[u8]) -> Result<(), Fault> {
+        let mut done = 0;
+        while done < data.len() {
+            let cur = va.wrapping_add(done as u64);
+            let n = (0x1000 - (cur & 0xFFF) as usize).min(data.len() - done);
+            let fault = Fault {
+                va: cur,
+                write: true,
+                fetch: false,
+            };
+            let (pa, w, _) = self.m.asp.translate_access(&self.m.mem, cur).ok_or(fault)?;
+            if !w {
+                return Err(fault);
+            }
+            self.m.mem.write(pa, &data[done..done + n]);
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+fn sym(m: &Machine, name: &str) -> u64 {
+    m.sym_va(name)
+        .unwrap_or_else(|| panic!("{}: nt has no {name}", m.m.family))
+}
+
+impl Runtime {
+    /// Get `m` ready to run `workload`: a worker thread and kernel stack per
+    /// processor, nt's HOST routines and the drivers' worker routines
+    /// located. Nothing runs until [`Runtime::advance`].
+    pub fn new(m: &mut Machine, workload: Workload) -> Self {
+        let mut host = HashMap::new();
+        for (name, h) in [
+            ("ExpPoolAllocateBlock", Host::AllocateBlock),
+            ("ExpPoolReleaseBlock", Host::ReleaseBlock),
+            ("ExpPoolChargeTracker", Host::ChargeTracker),
+            ("KeBugCheckEx", Host::BugCheck),
+            ("DbgPrint", Host::DbgPrint),
+        ] {
+            host.insert(sym(m, name), h);
+        }
+        let nt = NtInfo {
+            base: m.kern_base,
+            end: m.kern_base + m.truth.kernel.size_of_image,
+            start_thread: sym(m, "KiStartSystemThread"),
+            worker_thread: sym(m, "ExpWorkerThread"),
+            page_fault: sym(m, "KiPageFault"),
+            break_with_status: sym(m, "RtlpBreakWithStatusInstruction"),
+            pool_hit_tag: sym(m, "PoolHitTag"),
+        };
+        let mut drivers = Vec::new();
+        for d in crate::drivers::all() {
+            if let Some(md) = m
+                .truth
+                .kernel
+                .modules
+                .iter()
+                .find(|md| md.base_name.eq_ignore_ascii_case(&d.info.file))
+            {
+                drivers.push(DriverRt {
+                    name: d.info.file.clone(),
+                    base: md.base,
+                    end: md.base + md.size,
+                    routine: md.base + d.info.routine_rva,
+                });
+            }
+        }
+        let kprcb = m.sym_va("KiProcessorBlock");
+        let nx = m.nx_kind();
+        let mut processors = Vec::new();
+        for i in 0..m.scenario.cpus.max(1) as u64 {
+            // A guard page, then the stack; the KTHREAD on a page of its own.
+            let base = m.nonpaged_reserve((STACK_PAGES + 1) * PAGE64);
+            m.commit(base + PAGE64, STACK_PAGES, Prot::Data);
+            let stack_top = base + (STACK_PAGES + 1) * PAGE64;
+            let thread = m.pool_pages(nx, 1, 1) + 0x80;
+            let kpcr = kprcb
+                .map(|k| m.asp.read_u64(&m.mem, k + 8 * i).wrapping_sub(0x180))
+                .unwrap_or(0);
+            let mut cpu = Cpu::new();
+            cpu.regs.gs_base = kpcr;
+            cpu.regs.gpr[RSP] = stack_top - 0x78;
+            cpu.regs.rip = nt.break_with_status;
+            processors.push(Processor {
+                cpu,
+                thread,
+                kpcr,
+                stack_top,
+                job: None,
+            });
+        }
+        Self {
+            schedule: workload::Schedule::new(&workload),
+            workload,
+            queue: VecDeque::new(),
+            clock_ns: 0,
+            processors,
+            next_cpu: 0,
+            pool: RunPool::default(),
+            host,
+            nt,
+            drivers,
+            stop: None,
+            prints: Vec::new(),
+            truth: RunTruth::default(),
+        }
+    }
+
+    /// Simulated nanoseconds since the machine started running.
+    pub fn clock_ns(&self) -> u64 {
+        self.clock_ns
+    }
+
+    /// Where the machine is stopped, if it is.
+    pub fn stopped(&self) -> Option<&Stop> {
+        self.stop.as_ref()
+    }
+
+    /// The machine bug-checked: it never runs again.
+    pub fn is_dead(&self) -> bool {
+        self.truth.bugcheck.is_some()
+    }
+
+    /// DbgPrint lines since the last call.
+    pub fn take_prints(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.prints)
+    }
+
+    /// The debugger changed code or data: decoded instructions may be
+    /// stale.
+    pub fn memory_written(&mut self) {
+        for p in &mut self.processors {
+            p.cpu.flush_code_cache();
+        }
+    }
+
+    /// Run work items due up to `until_ns` (simulated) on the clock. Returns
+    /// at the first stop; the stopped item finishes after
+    /// [`Runtime::resume`].
+    pub fn advance(&mut self, m: &mut Machine, until_ns: u64) -> Option<Stop> {
+        if self.stop.is_some() || self.is_dead() {
+            return self.stop.clone();
+        }
+        // An item interrupted by a stop finishes first.
+        if let Some(i) = self.processors.iter().position(|p| p.job.is_some())
+            && let Some(s) = self.run_job(m, i)
+        {
+            return Some(s);
+        }
+        loop {
+            if let Some(item) = self.queue.pop_front() {
+                let cpu = self.next_cpu % self.processors.len();
+                self.next_cpu += 1;
+                self.start_job(m, cpu, item);
+                if let Some(s) = self.run_job(m, cpu) {
+                    return Some(s);
+                }
+                continue;
+            }
+            let Some((item, t)) = self.schedule.pop_due(&self.workload, until_ns) else {
+                break;
+            };
+            self.clock_ns = self.clock_ns.max(t);
+            for _ in 0..self.workload.items[item].burst.max(1) {
+                self.queue.push_back(item);
+            }
+        }
+        self.clock_ns = self.clock_ns.max(until_ns);
+        None
+    }
+
+    /// Continue after a stop (the debugger's Continue). The stopped
+    /// processor goes on from its registers as they are now (a debugger
+    /// that wants to step over an int3 sets RIP first, as WinDbg does). A
+    /// bug-checked machine stays stopped.
+    pub fn resume(&mut self) {
+        if !self.is_dead() {
+            self.stop = None;
+        }
+    }
+
+    /// The CONTEXT record of processor `cpu` (x64, 0x4D0 bytes).
+    pub fn context(&self, cpu: usize) -> Vec<u8> {
+        let regs = match (&self.stop, self.processors.get(cpu)) {
+            (
+                Some(Stop {
+                    kind: StopKind::BugCheck(b),
+                    ..
+                }),
+                _,
+            ) if b.cpu as usize == cpu => &b.context,
+            (_, Some(p)) => &p.cpu.regs,
+            _ => return vec![0; CONTEXT_LEN],
+        };
+        context_bytes(regs)
+    }
+
+    /// Replace processor `cpu`'s registers from a CONTEXT record.
+    pub fn set_context(&mut self, cpu: usize, ctx: &[u8]) -> bool {
+        let Some(p) = self.processors.get_mut(cpu) else {
+            return false;
+        };
+        apply_context(&mut p.cpu.regs, ctx)
+    }
+
+    fn driver_of(&self, va: u64) -> Option<&DriverRt> {
+        self.drivers.iter().find(|d| d.base <= va && va < d.end)
+    }
+
+    fn in_nt(&self, va: u64) -> bool {
+        self.nt.base <= va && va < self.nt.end
+    }
+
+    /// The first return address outside nt on `p`'s stack.
+    fn site(&self, p: usize) -> Option<Site> {
+        let cpu = &self.processors[p].cpu;
+        std::iter::once(cpu.regs.rip)
+            .chain(cpu.shadow.iter().rev().map(|f| f.resume))
+            .find(|va| !self.in_nt(*va))
+            .map(|va| match self.driver_of(va) {
+                Some(d) => Site {
+                    module: d.name.clone(),
+                    rva: va - d.base,
+                },
+                None => Site {
+                    module: String::new(),
+                    rva: va,
+                },
+            })
+    }
+
+    /// The stack of processor `p` as the CPU built it, innermost first.
+    pub fn truth_frames(&self, p: usize) -> Vec<TruthFrame> {
+        let cpu = &self.processors[p].cpu;
+        frames_of(&cpu.regs, &cpu.shadow)
+    }
+
+    fn start_job(&mut self, m: &mut Machine, p: usize, item: usize) {
+        let w = self.workload.items[item].clone();
+        *self.truth.items.entry(w.name.clone()).or_default() += 1;
+        let routine = self
+            .drivers
+            .iter()
+            .find(|d| d.name.eq_ignore_ascii_case(&w.driver))
+            .map(|d| d.routine);
+        let pr = &mut self.processors[p];
+        let top = pr.stack_top;
+        let (work, request) = (top - 0x40, top - 0x20);
+        let mut wi = [0u8; 0x20];
+        wi[0x10..0x18].copy_from_slice(&routine.unwrap_or(0).to_le_bytes());
+        wi[0x18..0x20].copy_from_slice(&request.to_le_bytes());
+        let mut rq = [0u8; 0x20];
+        rq[0..4].copy_from_slice(&w.kind.to_le_bytes());
+        rq[4..8].copy_from_slice(&w.flags.to_le_bytes());
+        rq[8..16].copy_from_slice(&w.length.to_le_bytes());
+        rq[16..24].copy_from_slice(&w.context.to_le_bytes());
+        m.asp.write(&mut m.mem, work, &wi);
+        m.asp.write(&mut m.mem, request, &rq);
+        // The thread's first frame returns to 0: the item is done.
+        let rsp = top - 0x78;
+        m.asp.write_u64(&mut m.mem, rsp, 0);
+        let regs = &mut pr.cpu.regs;
+        let gs = regs.gs_base;
+        *regs = Regs::default();
+        regs.gs_base = gs;
+        regs.gpr[RSP] = rsp;
+        regs.gpr[RCX] = self.nt.worker_thread;
+        regs.gpr[RDX] = work;
+        regs.rip = self.nt.start_thread;
+        pr.cpu.shadow.clear();
+        pr.job = Some(Job {
+            item,
+            executed: 0,
+            pending: None,
+        });
+        if routine.is_none() {
+            // The driver is not loaded: nothing to run.
+            pr.job = None;
+        }
+    }
+
+    fn run_job(&mut self, m: &mut Machine, p: usize) -> Option<Stop> {
+        loop {
+            let job = self.processors[p].job.as_mut()?;
+            if job.executed >= BUDGET {
+                return self.bugcheck(m, p, 0x133, [1, 0, 0, 0]);
+            }
+            job.executed += 1;
+            let rip = self.processors[p].cpu.regs.rip;
+            if rip == 0 {
+                self.processors[p].job = None;
+                return None;
+            }
+            if let Some(h) = self.host.get(&rip).copied() {
+                if let Some(s) = self.host_call(m, p, h) {
+                    return Some(s);
+                }
+                continue;
+            }
+            let r = {
+                let mut bus = MachineBus { m };
+                self.processors[p].cpu.step(&mut bus)
+            };
+            self.truth.instructions += 1;
+            match r {
+                Ok(()) => {}
+                Err(Exit::Breakpoint) => return Some(self.breakpoint(m, p)),
+                Err(Exit::PageFault(f)) => {
+                    let nested = self.processors[p].cpu.shadow.iter().any(|s| s.trap);
+                    if nested {
+                        // A fault while handling a fault: UNEXPECTED_KERNEL_MODE_TRAP
+                        // (double fault).
+                        return self.bugcheck(m, p, 0x7F, [8, 0, 0, 0]);
+                    }
+                    let handler = self.nt.page_fault;
+                    let mut bus = MachineBus { m };
+                    if self.processors[p]
+                        .cpu
+                        .deliver_page_fault(&mut bus, f, handler)
+                        .is_err()
+                    {
+                        return self.bugcheck(m, p, 0x7F, [8, 0, 0, 0]);
+                    }
+                }
+                Err(Exit::Invalid { rip, text }) => {
+                    self.truth.invalid.push(format!("{rip:#x}: {text}"));
+                    // An illegal instruction in kernel mode:
+                    // KMODE_EXCEPTION_NOT_HANDLED (STATUS_ILLEGAL_INSTRUCTION).
+                    return self.bugcheck(m, p, 0x1E, [0xC000_001D, rip, 0, 0]);
+                }
+                Err(Exit::Host(_)) | Err(Exit::Returned) => {}
+            }
+        }
+    }
+
+    fn breakpoint(&mut self, m: &mut Machine, p: usize) -> Stop {
+        let pr = &self.processors[p];
+        let pc = pr.cpu.regs.rip;
+        let pending = pr.job.as_ref().and_then(|j| j.pending);
+        let hit_tag = {
+            let mut b = [0u8; 4];
+            m.asp.read(&m.mem, self.nt.pool_hit_tag, &mut b);
+            u32::from_le_bytes(b)
+        };
+        let site = self.site(p);
+        let rec = HitRecord {
+            cpu: p as u32,
+            pc,
+            frames: self.truth_frames(p),
+            pool: pending.map(|o| (o.op, o.tag, o.bytes, site)),
+            pool_hit_tag: pending.is_some_and(|o| o.tag & 0x7FFF_FFFF == hit_tag && hit_tag != 0),
+        };
+        self.truth.hits.push(rec);
+        let s = Stop {
+            cpu: p as u32,
+            thread: pr.thread,
+            pc,
+            kind: StopKind::Breakpoint,
+        };
+        self.stop = Some(s.clone());
+        s
+    }
+
+    fn bugcheck(
+        &mut self,
+        m: &mut Machine,
+        p: usize,
+        code: u32,
+        parameters: [u64; 4],
+    ) -> Option<Stop> {
+        let pr = &mut self.processors[p];
+        let b = BugCheck {
+            code,
+            parameters,
+            cpu: p as u32,
+            context: pr.cpu.regs.clone(),
+            frames: frames_of(&pr.cpu.regs, &pr.cpu.shadow),
+        };
+        pr.job = None;
+        // KeBugCheck2 prints the stop code, then breaks into the debugger
+        // at RtlpBreakWithStatusInstruction.
+        let line = format!(
+            "\n*** Fatal System Error: 0x{:08x}\n                       (0x{:016X},0x{:016X},0x{:016X},0x{:016X})\n",
+            code, parameters[0], parameters[1], parameters[2], parameters[3]
+        );
+        self.prints.push(line.clone());
+        self.truth.prints.push(line);
+        self.truth.bugcheck = Some(b.clone());
+        let _ = m;
+        let s = Stop {
+            cpu: p as u32,
+            thread: self.processors[p].thread,
+            pc: self.nt.break_with_status,
+            kind: StopKind::BugCheck(Box::new(b)),
+        };
+        self.stop = Some(s.clone());
+        Some(s)
+    }
+
+    fn host_call(&mut self, m: &mut Machine, p: usize, h: Host) -> Option<Stop> {
+        let regs = self.processors[p].cpu.regs.clone();
+        let a = |i: usize| regs.gpr[i];
+        let ret = match h {
+            Host::AllocateBlock => {
+                let (pool_type, bytes, tag, charged_out) =
+                    (a(RCX) as u32, a(RDX), a(R8) as u32, a(R9));
+                let r = m.run_allocate(&mut self.pool, pool_type, bytes, tag);
+                let (va, charged) = r.unwrap_or((0, 0));
+                let mut bus = MachineBus { m };
+                let _ = bus.write(charged_out, &charged.to_le_bytes());
+                if let Some(j) = self.processors[p].job.as_mut() {
+                    j.pending = r.map(|_| PendingOp {
+                        op: PoolOp::Alloc,
+                        tag,
+                        bytes,
+                    });
+                }
+                va
+            }
+            Host::ReleaseBlock => {
+                let (va, charged_out, type_out) = (a(RCX), a(RDX), a(R8));
+                match m.run_free(&mut self.pool, va) {
+                    Some((tag, charged, pool_type)) => {
+                        let mut bus = MachineBus { m };
+                        let _ = bus.write(charged_out, &charged.to_le_bytes());
+                        let _ = bus.write(type_out, &pool_type.to_le_bytes());
+                        if let Some(j) = self.processors[p].job.as_mut() {
+                            j.pending = Some(PendingOp {
+                                op: PoolOp::Free,
+                                tag,
+                                bytes: charged,
+                            });
+                        }
+                        tag as u64
+                    }
+                    None => 0,
+                }
+            }
+            Host::ChargeTracker => {
+                let (key, bytes, pool_type, sign) =
+                    (a(RCX) as u32, a(RDX), a(R8) as u32, a(R9) as u32 as i32);
+                m.run_charge_tracker(p as u32, key, bytes, pool_type, sign as i64);
+                let e = self
+                    .truth
+                    .tags
+                    .entry((key & 0x7FFF_FFFF, pool_type & 1 == 1))
+                    .or_default();
+                if sign > 0 {
+                    e.0 += 1;
+                    e.2 += bytes as i64;
+                } else {
+                    e.1 += 1;
+                    e.2 -= bytes as i64;
+                }
+                let site = self.site(p);
+                if let Some(op) = self.processors[p]
+                    .job
+                    .as_mut()
+                    .and_then(|j| j.pending.take())
+                {
+                    let c = self.truth.sites.entry((site, op.tag, op.op)).or_default();
+                    c.calls += 1;
+                    c.bytes += op.bytes;
+                }
+                0
+            }
+            Host::BugCheck => {
+                let p4 = {
+                    let mut b = [0u8; 8];
+                    let mut bus = MachineBus { m };
+                    let _ = bus.read(regs.gpr[RSP] + 0x28, &mut b, false);
+                    u64::from_le_bytes(b)
+                };
+                return self.bugcheck(m, p, a(RCX) as u32, [a(RDX), a(R8), a(R9), p4]);
+            }
+            Host::DbgPrint => {
+                let text = {
+                    let mut bus = MachineBus { m };
+                    format_dbgprint(&mut bus, &regs)
+                };
+                self.prints.push(text.clone());
+                self.truth.prints.push(text);
+                0
+            }
+        };
+        let mut bus = MachineBus { m };
+        if self.processors[p].cpu.host_return(&mut bus, ret).is_err() {
+            return self.bugcheck(m, p, 0x7F, [8, 0, 0, 0]);
+        }
+        None
+    }
+}
+
+fn frames_of(regs: &Regs, shadow: &[ShadowFrame]) -> Vec<TruthFrame> {
+    let mut out = Vec::new();
+    let mut pc = regs.rip;
+    let mut sp = regs.gpr[RSP];
+    for f in shadow.iter().rev() {
+        out.push(TruthFrame {
+            pc,
+            child_sp: sp,
+            ret_addr: f.resume,
+        });
+        pc = f.resume;
+        sp = if f.trap { f.slot } else { f.slot + 8 };
+    }
+    // The thread's first frame returns to 0.
+    out.push(TruthFrame {
+        pc,
+        child_sp: sp,
+        ret_addr: 0,
+    });
+    out
+}
+
+/// A CONTEXT record (x64) of `regs`: control, integer, segments and
+/// floating point.
+pub fn context_bytes(regs: &Regs) -> Vec<u8> {
+    let mut c = vec![0u8; CONTEXT_LEN];
+    let put = |c: &mut Vec<u8>, off: usize, v: &[u8]| c[off..off + v.len()].copy_from_slice(v);
+    // CONTEXT_AMD64 | CONTROL | INTEGER | SEGMENTS | FLOATING_POINT
+    put(&mut c, 0x30, &0x0010_000Fu32.to_le_bytes());
+    put(&mut c, 0x34, &0x1F80u32.to_le_bytes());
+    put(&mut c, 0x38, &0x10u16.to_le_bytes());
+    for off in [0x3A, 0x3C, 0x40] {
+        put(&mut c, off, &0x2Bu16.to_le_bytes());
+    }
+    put(&mut c, 0x3E, &0x53u16.to_le_bytes());
+    put(&mut c, 0x42, &0x18u16.to_le_bytes());
+    put(&mut c, 0x44, &(regs.rflags as u32).to_le_bytes());
+    for (i, v) in regs.gpr.iter().enumerate() {
+        put(&mut c, 0x78 + 8 * i, &v.to_le_bytes());
+    }
+    put(&mut c, 0xF8, &regs.rip.to_le_bytes());
+    for (i, x) in regs.xmm.iter().enumerate() {
+        put(&mut c, 0x1A0 + 16 * i, &x.to_le_bytes());
+    }
+    c
+}
+
+fn apply_context(regs: &mut Regs, c: &[u8]) -> bool {
+    if c.len() < CONTEXT_LEN {
+        return false;
+    }
+    let q = |off: usize| u64::from_le_bytes(c[off..off + 8].try_into().expect("8 bytes"));
+    for i in 0..16 {
+        regs.gpr[i] = q(0x78 + 8 * i);
+    }
+    regs.rip = q(0xF8);
+    regs.rflags = u32::from_le_bytes(c[0x44..0x48].try_into().expect("4 bytes")) as u64 | 2;
+    for i in 0..16 {
+        regs.xmm[i] =
+            u128::from_le_bytes(c[0x1A0 + 16 * i..0x1B0 + 16 * i].try_into().expect("16"));
+    }
+    true
+}
+
+/// DbgPrint's formatting, for the conversions kernel code uses: %s %c %d
+/// %i %u %x %X %p %%, with `l`, `ll`, `I64`, `z` and widths; arguments
+/// from RDX, R8, R9, then the stack.
+fn format_dbgprint(bus: &mut dyn Bus, regs: &Regs) -> String {
+    let read_str = |bus: &mut dyn Bus, va: u64, max: usize| -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut b = [0u8; 1];
+        while out.len() < max {
+            if bus.read(va + out.len() as u64, &mut b, false).is_err() || b[0] == 0 {
+                break;
+            }
+            out.push(b[0]);
+        }
+        out
+    };
+    let fmt = read_str(bus, regs.gpr[RCX], 512);
+    let mut arg_i = 0usize;
+    let mut next_arg = |bus: &mut dyn Bus| -> u64 {
+        let v = match arg_i {
+            0 => regs.gpr[RDX],
+            1 => regs.gpr[R8],
+            2 => regs.gpr[R9],
+            n => {
+                let mut b = [0u8; 8];
+                let _ = bus.read(regs.gpr[RSP] + 0x28 + 8 * (n as u64 - 3), &mut b, false);
+                u64::from_le_bytes(b)
+            }
+        };
+        arg_i += 1;
+        v
+    };
+    let mut out = String::new();
+    let mut i = 0;
+    while i < fmt.len() {
+        let ch = fmt[i];
+        if ch != b'%' {
+            out.push(ch as char);
+            i += 1;
+            continue;
+        }
+        i += 1;
+        let mut spec = String::new();
+        while i < fmt.len() && b"0123456789-lhzI".contains(&fmt[i]) {
+            spec.push(fmt[i] as char);
+            i += 1;
+        }
+        let Some(&conv) = fmt.get(i) else { break };
+        i += 1;
+        let wide = spec.contains("ll") || spec.contains("I64") || spec.contains('z');
+        let width: usize = spec
+            .trim_start_matches('-')
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse()
+            .unwrap_or(0);
+        let zero = spec.starts_with('0');
+        let pad = |s: String| -> String {
+            if s.len() >= width {
+                s
+            } else if zero {
+                format!("{}{s}", "0".repeat(width - s.len()))
+            } else {
+                format!("{}{s}", " ".repeat(width - s.len()))
+            }
+        };
+        match conv {
+            b'%' => out.push('%'),
+            b's' => {
+                let v = next_arg(bus);
+                out.push_str(&String::from_utf8_lossy(&read_str(bus, v, 256)));
+            }
+            b'c' => out.push(next_arg(bus) as u8 as char),
+            b'd' | b'i' => {
+                let v = next_arg(bus);
+                let v = if wide {
+                    v as i64
+                } else {
+                    v as u32 as i32 as i64
+                };
+                out.push_str(&pad(v.to_string()));
+            }
+            b'u' => {
+                let v = next_arg(bus);
+                let v = if wide { v } else { v as u32 as u64 };
+                out.push_str(&pad(v.to_string()));
+            }
+            b'x' | b'X' => {
+                let v = next_arg(bus);
+                let v = if wide { v } else { v as u32 as u64 };
+                let s = if conv == b'x' {
+                    format!("{v:x}")
+                } else {
+                    format!("{v:X}")
+                };
+                out.push_str(&pad(s));
+            }
+            b'p' => out.push_str(&format!("{:016X}", next_arg(bus))),
+            other => {
+                out.push('%');
+                out.push_str(&spec);
+                out.push(other as char);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
