@@ -19,9 +19,21 @@
 //! with a bad HMAC. [`SimTarget::reboot`] changes the boot identity
 //! mid-session.
 //!
+//! With a [`Workload`] ([`SimConfig::workload`]) the target *runs* while it
+//! is resumed: its processors execute the drivers' and nt's code
+//! (`pooldump_kit::run`) on a simulated clock ([`SimConfig::speed`]
+//! simulated seconds per real second), the pool changes under them,
+//! DbgPrint output goes to the debugger as DEBUG_IO packets, and an int3
+//! (PoolHitTag's, DbgBreakPoint's) or a bug check stops the machine with a
+//! STATUS_BREAKPOINT state change, as Windows does when a kernel debugger
+//! is enabled. GetContext/SetContext and control space are per processor;
+//! Continue resumes from the registers as the debugger left them (it must
+//! step over a hard-coded int3, as WinDbg does).
+//!
 //! The thread is bounded: it stops when told, when the handle is dropped,
 //! or after `lifetime`.
 
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -30,13 +42,15 @@ use std::time::{Duration, Instant};
 
 use pooldump_kdnet::KdnetKey;
 use pooldump_kdnet::api::{
-    CONTEXT_LEN, CONTEXT_RIP, Call, MAX_TRANSFER, Manipulate, SPECIAL_REGISTERS_CR3,
-    SPECIAL_REGISTERS_LEN, Space, StateChange, Version, status,
+    CONTEXT_LEN, CONTEXT_RIP, Call, DebugIo, MAX_TRANSFER, Manipulate, SPECIAL_REGISTERS_CR3,
+    SPECIAL_REGISTERS_LEN, Space, StateChange, Version, api_number, status,
 };
 use pooldump_kdnet::control::{IDENTITY_LEN, Offer, Response};
 use pooldump_kdnet::datagram::{self, Channel, DataKey, Datagram, DatagramError, MAX_LEN};
 use pooldump_kdnet::packet::{KdPacket, PacketType, Payload};
 use pooldump_kit::Machine;
+use pooldump_kit::run::{RunTruth, Runtime, StopKind};
+pub use pooldump_kit::run::{WorkItem, Workload};
 
 /// Fault probabilities, each in 0..=1, applied per datagram.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -83,6 +97,11 @@ pub struct SimConfig {
     pub seed: u64,
     /// The thread ends after this long whatever happens.
     pub lifetime: Duration,
+    /// What the machine does while it runs; `None`: it only answers the
+    /// debugger (a machine that never changes).
+    pub workload: Option<Workload>,
+    /// Simulated seconds per real second while running.
+    pub speed: f64,
 }
 
 impl SimConfig {
@@ -95,6 +114,8 @@ impl SimConfig {
             faults: Faults::default(),
             seed: 1,
             lifetime: Duration::from_secs(300),
+            workload: None,
+            speed: 60.0,
         }
     }
 }
@@ -123,6 +144,16 @@ pub struct SimStats {
     pub faults_reordered: u64,
     pub faults_corrupted: u64,
     pub forged_sent: u64,
+    /// Times the running machine stopped on its own (int3, bug check).
+    pub stops: u64,
+    /// DEBUG_IO prints sent.
+    pub prints_sent: u64,
+    /// Simulated nanoseconds the machine has run.
+    pub sim_ns: u64,
+    /// The machine is running (not stopped) right now.
+    pub running: bool,
+    /// The machine bug-checked.
+    pub bugchecked: bool,
 }
 
 enum Cmd {
@@ -130,12 +161,22 @@ enum Cmd {
     /// `reboot()` returns meets the rebooted target).
     Reboot(Sender<()>),
     Forge(Sender<()>),
+    /// Send what the running machine has done so far.
+    Truth(Sender<Option<RunTruth>>),
+    /// Read kernel memory as the CPU sees it now (for tests).
+    Peek(u64, usize, Sender<Option<Vec<u8>>>),
     Stop,
+}
+
+/// What a stopped simulated target hands back.
+pub struct SimEnd {
+    pub machine: Machine,
+    pub runtime: Option<Runtime>,
 }
 
 /// A running simulated target. Dropping it stops the thread.
 pub struct SimTarget {
-    thread: Option<JoinHandle<Machine>>,
+    thread: Option<JoinHandle<SimEnd>>,
     cmd: Sender<Cmd>,
     stats: Arc<Mutex<SimStats>>,
     addr: SocketAddr,
@@ -188,9 +229,29 @@ impl SimTarget {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// What the running machine has done so far (None without a workload).
+    pub fn truth(&self) -> Option<RunTruth> {
+        let (tx, rx) = mpsc::channel();
+        self.cmd.send(Cmd::Truth(tx)).ok()?;
+        rx.recv_timeout(Duration::from_secs(10)).ok().flatten()
+    }
+
+    /// Read `len` bytes of kernel memory at `va` as the target's CPU sees
+    /// it now (None if unmapped).
+    pub fn peek(&self, va: u64, len: usize) -> Option<Vec<u8>> {
+        let (tx, rx) = mpsc::channel();
+        self.cmd.send(Cmd::Peek(va, len, tx)).ok()?;
+        rx.recv_timeout(Duration::from_secs(10)).ok().flatten()
+    }
+
     /// Stop the target (it vanishes from the network) and take back the
     /// machine, with whatever the debugger wrote into it.
-    pub fn stop(mut self) -> Option<Machine> {
+    pub fn stop(self) -> Option<Machine> {
+        self.finish().map(|e| e.machine)
+    }
+
+    /// Stop the target and take back the machine and what it ran.
+    pub fn finish(mut self) -> Option<SimEnd> {
         let _ = self.cmd.send(Cmd::Stop);
         self.thread.take().and_then(|t| t.join().ok())
     }
@@ -225,6 +286,14 @@ const HOLD: Duration = Duration::from_millis(15);
 
 struct Target {
     m: Machine,
+    rt: Option<Runtime>,
+    /// Simulated time the machine has run, and when it last advanced.
+    sim_ns: u64,
+    last_tick: Instant,
+    /// Data packets waiting for the one in flight to be acknowledged.
+    outbox: VecDeque<(PacketType, Vec<u8>)>,
+    /// The processor that reported the stop.
+    stopped_cpu: u16,
     cfg: SimConfig,
     sock: UdpSocket,
     stats: Arc<Mutex<SimStats>>,
@@ -262,8 +331,15 @@ impl Target {
         context[0x44..0x48].copy_from_slice(&0x202u32.to_le_bytes());
         context[CONTEXT_RIP..CONTEXT_RIP + 8].copy_from_slice(&pc.to_le_bytes());
         let peer = cfg.host;
+        let mut m = m;
+        let rt = cfg.workload.clone().map(|w| Runtime::new(&mut m, w));
         Self {
             m,
+            rt,
+            sim_ns: 0,
+            last_tick: Instant::now(),
+            outbox: VecDeque::new(),
+            stopped_cpu: 0,
             sock,
             stats,
             rng,
@@ -290,7 +366,7 @@ impl Target {
         f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    fn run(mut self, rx: Receiver<Cmd>) -> Machine {
+    fn run(mut self, rx: Receiver<Cmd>) -> SimEnd {
         let end = Instant::now() + self.cfg.lifetime;
         let mut next_offer = Instant::now();
         let mut buf = vec![0u8; MAX_LEN + 64];
@@ -306,8 +382,18 @@ impl Target {
                     self.forge();
                     let _ = done.send(());
                 }
+                Ok(Cmd::Truth(tx)) => {
+                    let _ = tx.send(self.rt.as_ref().map(|r| r.truth.clone()));
+                }
+                Ok(Cmd::Peek(va, len, tx)) => {
+                    let mut b = vec![0u8; len.min(1 << 20)];
+                    let n = self.read_virtual(va, &mut b);
+                    let _ = tx.send((n == b.len()).then_some(b));
+                }
                 Err(TryRecvError::Empty) => {}
             }
+            self.tick();
+            self.flush_outbox();
             if Instant::now() >= next_offer {
                 self.offer();
                 next_offer = Instant::now() + self.cfg.offer_interval;
@@ -320,7 +406,66 @@ impl Target {
             let wire = buf[..n].to_vec();
             self.inbound(wire, from);
         }
-        self.m
+        SimEnd {
+            machine: self.m,
+            runtime: self.rt,
+        }
+    }
+
+    /// Let the machine run for the real time since the last tick.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let dt = now.duration_since(self.last_tick);
+        self.last_tick = now;
+        if self.run != Run::Running {
+            return;
+        }
+        let Some(rt) = self.rt.as_mut() else {
+            return;
+        };
+        self.sim_ns += (dt.as_secs_f64() * self.cfg.speed * 1e9) as u64;
+        let stop = rt.advance(&mut self.m, self.sim_ns);
+        for text in rt.take_prints() {
+            let mut d = DebugIo {
+                api: api_number::PRINT_STRING,
+                processor_level: 6,
+                processor: 0,
+                args: [0; 8],
+                data: text.into_bytes(),
+            };
+            d.args[..4].copy_from_slice(&(d.data.len() as u32).to_le_bytes());
+            self.outbox.push_back((PacketType::DebugIo, d.to_bytes()));
+            self.stat(|s| s.prints_sent += 1);
+        }
+        let sim_ns = self.sim_ns;
+        self.stat(|s| s.sim_ns = sim_ns);
+        if let Some(stop) = stop {
+            self.run = Run::Stopped;
+            self.stopped_cpu = stop.cpu as u16;
+            self.pc = stop.pc;
+            let bugchecked = matches!(stop.kind, StopKind::BugCheck(_));
+            self.stat(|s| {
+                s.stops += 1;
+                s.running = false;
+                s.bugchecked |= bugchecked;
+            });
+            let mut stream = [0u8; 16];
+            self.read_virtual(stop.pc, &mut stream);
+            let cpus = self.m.truth.cpus.max(1);
+            let sc = StateChange::breakpoint(stop.cpu as u16, cpus, stop.thread, stop.pc, &stream);
+            self.outbox
+                .push_back((PacketType::StateChange64, sc.to_bytes()));
+        }
+    }
+
+    /// Send the next queued data packet once nothing waits for an ACK.
+    fn flush_outbox(&mut self) {
+        if self.pending.is_some() || self.data_key.is_none() {
+            return;
+        }
+        if let Some((kind, data)) = self.outbox.pop_front() {
+            self.send_data(kind, data);
+        }
     }
 
     fn reboot(&mut self) {
@@ -569,18 +714,35 @@ impl Target {
         match p {
             Payload::BreakIn => {
                 if self.run == Run::Running {
-                    self.stat(|s| s.breakins += 1);
+                    self.stat(|s| {
+                        s.breakins += 1;
+                        s.running = false;
+                    });
                     self.run = Run::Stopped;
+                    self.stopped_cpu = 0;
+                    let thread = match self.rt.as_mut() {
+                        Some(rt) => {
+                            let s = rt.break_in(&mut self.m, 0);
+                            self.pc = s.pc;
+                            s.thread
+                        }
+                        None => STOPPED_THREAD,
+                    };
                     let mut stream = [0u8; 16];
                     self.read_virtual(self.pc, &mut stream);
                     let sc = StateChange::breakpoint(
                         0,
                         self.m.truth.cpus.max(1),
-                        STOPPED_THREAD,
+                        thread,
                         self.pc,
                         &stream,
                     );
-                    self.send_data(PacketType::StateChange64, sc.to_bytes());
+                    if self.pending.is_none() {
+                        self.send_data(PacketType::StateChange64, sc.to_bytes());
+                    } else {
+                        self.outbox
+                            .push_back((PacketType::StateChange64, sc.to_bytes()));
+                    }
                 } else {
                     self.resend_pending();
                 }
@@ -658,7 +820,7 @@ impl Target {
                 let n = match space {
                     Space::Virtual => self.read_virtual(address, &mut data),
                     Space::Physical => self.read_physical(address, &mut data),
-                    Space::Control => self.read_control(address, &mut data),
+                    Space::Control => self.read_control(req.processor, address, &mut data),
                 };
                 data.truncate(n);
                 let st = if n == count as usize {
@@ -679,6 +841,9 @@ impl Target {
                 let n = (count as usize).min(req.data.len());
                 let written = self.write_virtual(address, &req.data[..n]);
                 self.stat(|s| s.writes += 1);
+                if let Some(rt) = self.rt.as_mut() {
+                    rt.memory_written();
+                }
                 let st = if written == n {
                     status::SUCCESS
                 } else {
@@ -714,14 +879,43 @@ impl Target {
                 r.set_version(&v);
                 Some(r)
             }
-            Call::GetContext => Some(req.reply(status::SUCCESS, self.context.clone())),
+            Call::GetContext => {
+                let ctx = match self.rt.as_ref() {
+                    Some(rt) if (req.processor as usize) < rt.processors.len() => {
+                        rt.context(req.processor as usize)
+                    }
+                    Some(_) => return fail(),
+                    None => self.context.clone(),
+                };
+                Some(req.reply(status::SUCCESS, ctx))
+            }
             Call::SetContext { .. } if req.data.len() >= CONTEXT_LEN => {
-                self.context = req.data[..CONTEXT_LEN].to_vec();
+                let ctx = &req.data[..CONTEXT_LEN];
+                match self.rt.as_mut() {
+                    Some(rt) => {
+                        if !rt.set_context(req.processor as usize, ctx) {
+                            return fail();
+                        }
+                    }
+                    None => self.context = ctx.to_vec(),
+                }
                 Some(req.reply(status::SUCCESS, Vec::new()))
             }
             Call::Continue { .. } | Call::Continue2(_) => {
-                self.stat(|s| s.continues += 1);
+                self.stat(|s| {
+                    s.continues += 1;
+                    s.running = true;
+                });
+                if let Some(rt) = self.rt.as_mut() {
+                    rt.resume();
+                    if rt.is_dead() {
+                        // A bug-checked machine never runs again.
+                        self.stat(|s| s.running = false);
+                        return None;
+                    }
+                }
                 self.run = Run::Running;
+                self.last_tick = Instant::now();
                 None
             }
             _ => fail(),
@@ -773,9 +967,12 @@ impl Target {
         done
     }
 
-    /// x64 control space of CPU 0: 0 KPCR, 1 KPRCB, 2 KSPECIAL_REGISTERS,
-    /// 3 KTHREAD.
-    fn read_control(&self, item: u64, out: &mut [u8]) -> usize {
+    /// x64 control space of a processor: 0 KPCR, 1 KPRCB, 2
+    /// KSPECIAL_REGISTERS, 3 KTHREAD.
+    fn read_control(&self, processor: u16, item: u64, out: &mut [u8]) -> usize {
+        if processor as u32 >= self.m.truth.cpus.max(1) {
+            return 0;
+        }
         let prcb = self
             .m
             .truth
@@ -783,7 +980,7 @@ impl Target {
             .get("KiProcessorBlock")
             .map(|&kpb| {
                 let mut b = [0u8; 8];
-                self.read_virtual(kpb, &mut b);
+                self.read_virtual(kpb + 8 * processor as u64, &mut b);
                 u64::from_le_bytes(b)
             })
             .unwrap_or(0);
@@ -798,7 +995,13 @@ impl Target {
                 s[0x18..0x20].copy_from_slice(&0x0035_06F8u64.to_le_bytes());
                 s
             }
-            3 => STOPPED_THREAD.to_le_bytes().to_vec(),
+            3 => self
+                .rt
+                .as_ref()
+                .and_then(|rt| rt.processors.get(processor as usize))
+                .map_or(STOPPED_THREAD, |p| p.thread)
+                .to_le_bytes()
+                .to_vec(),
             _ => return 0,
         };
         let n = out.len().min(bytes.len());

@@ -425,6 +425,35 @@ impl Runtime {
         }
     }
 
+    /// A debugger's break-in: the machine stops where the clock interrupt's
+    /// KdPollBreakIn sends it, the int3 of RtlpBreakWithStatusInstruction,
+    /// on processor `cpu`'s idle worker thread (work items never span a
+    /// stop, so none is interrupted).
+    pub fn break_in(&mut self, m: &mut Machine, cpu: usize) -> Stop {
+        if let Some(s) = &self.stop {
+            return s.clone();
+        }
+        let cpu = cpu.min(self.processors.len() - 1);
+        let p = &mut self.processors[cpu];
+        if p.job.is_none() {
+            let gs = p.cpu.regs.gs_base;
+            p.cpu.regs = Regs::default();
+            p.cpu.regs.gs_base = gs;
+            p.cpu.regs.gpr[RSP] = p.stack_top - 0x78;
+            p.cpu.regs.rip = self.nt.break_with_status;
+            p.cpu.shadow.clear();
+            m.asp.write_u64(&mut m.mem, p.stack_top - 0x78, 0);
+        }
+        let s = Stop {
+            cpu: cpu as u32,
+            thread: p.thread,
+            pc: p.cpu.regs.rip,
+            kind: StopKind::Breakpoint,
+        };
+        self.stop = Some(s.clone());
+        s
+    }
+
     /// The CONTEXT record of processor `cpu` (x64, 0x4D0 bytes).
     pub fn context(&self, cpu: usize) -> Vec<u8> {
         let regs = match (&self.stop, self.processors.get(cpu)) {
