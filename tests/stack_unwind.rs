@@ -21,8 +21,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use pooldump_core::stack::{
-    ImageFile, ImageLocator, ImageRequest, Reg, Registers, StackModule, StackWalker,
-    UnwindSummary, WhyWalkStopped,
+    ImageFile, ImageLocator, ImageRequest, Reg, Registers, StackModule, StackWalker, UnwindSummary,
+    WhyWalkStopped,
 };
 use pooldump_core::{KernelVa, Memory, MemoryError, PhysAddr};
 use support::{repo_root, require_tool};
@@ -53,8 +53,16 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 }
 
 fn readobj(tool: &Path, file: &Path) -> Vec<RoFunction> {
-    let out = Command::new(tool).arg("--unwind").arg(file).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(tool)
+        .arg("--unwind")
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let mut fns = Vec::new();
     let mut cur: Option<RoFunction> = None;
@@ -156,11 +164,16 @@ fn expected(f: &RoFunction, all: &[RoFunction], base: u64) -> UnwindSummary {
             match op.as_str() {
                 "PUSH_NONVOL" => pushes.insert(0, reg(r.as_deref().unwrap())),
                 "ALLOC_SMALL" | "ALLOC_LARGE" => s.allocation += v.unwrap(),
-                "SAVE_NONVOL" | "SAVE_NONVOL_FAR" => {
-                    s.saves.push((reg(r.as_deref().unwrap()), v.unwrap() as u32))
-                }
+                "SAVE_NONVOL" | "SAVE_NONVOL_FAR" => s
+                    .saves
+                    .push((reg(r.as_deref().unwrap()), v.unwrap() as u32)),
                 "SAVE_XMM128" | "SAVE_XMM128_FAR" => {
-                    let n = r.as_deref().unwrap().trim_start_matches("XMM").parse().unwrap();
+                    let n = r
+                        .as_deref()
+                        .unwrap()
+                        .trim_start_matches("XMM")
+                        .parse()
+                        .unwrap();
                     s.xmm_saves.push((n, v.unwrap() as u32))
                 }
                 "PUSH_MACHFRAME" => s.machine_frame = Some(v.unwrap() == 1),
@@ -168,7 +181,7 @@ fn expected(f: &RoFunction, all: &[RoFunction], base: u64) -> UnwindSummary {
                 other => panic!("unexpected code {other}"),
             }
         }
-        pushes.extend(s.pushes.drain(..));
+        pushes.append(&mut s.pushes);
         s.pushes = pushes;
         let Some((st, en, un)) = cur.chained else {
             break;
@@ -205,8 +218,9 @@ impl Sparse {
     fn write(&mut self, va: u64, bytes: &[u8]) {
         for (i, b) in bytes.iter().enumerate() {
             let a = va + i as u64;
-            self.pages.entry(a & !0xFFF).or_insert_with(|| vec![0; 0x1000])[(a & 0xFFF) as usize] =
-                *b;
+            self.pages
+                .entry(a & !0xFFF)
+                .or_insert_with(|| vec![0; 0x1000])[(a & 0xFFF) as usize] = *b;
         }
     }
     fn write_u64(&mut self, va: u64, v: u64) {
@@ -231,10 +245,13 @@ impl Memory for Sparse {
     fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), MemoryError> {
         for (i, b) in buf.iter_mut().enumerate() {
             let a = va.0 + i as u64;
-            let p = self.pages.get(&(a & !0xFFF)).ok_or(MemoryError::NotPresent {
-                va: KernelVa(a),
-                level: pooldump_core::PxeLevel::Pte,
-            })?;
+            let p = self
+                .pages
+                .get(&(a & !0xFFF))
+                .ok_or(MemoryError::NotPresent {
+                    va: KernelVa(a),
+                    level: pooldump_core::PxeLevel::Pte,
+                })?;
             *b = p[(a & 0xFFF) as usize];
         }
         Ok(())
@@ -278,7 +295,12 @@ fn committed_images() -> Vec<PathBuf> {
 fn summaries(file: &Path) -> Vec<UnwindSummary> {
     let bytes = std::fs::read(file).unwrap();
     let f = ImageFile::parse(file.display().to_string(), bytes.clone()).unwrap();
-    let mut m = StackModule::new("image.bin", KernelVa(0xFFFF_F800_0000_0000), f.size_of_image(), false);
+    let mut m = StackModule::new(
+        "image.bin",
+        KernelVa(0xFFFF_F800_0000_0000),
+        f.size_of_image(),
+        false,
+    );
     m.time_date_stamp = Some(f.time_date_stamp());
     let mut w = StackWalker::from_modules(vec![m])
         .with_image_locator(Arc::new(Files(vec![("image.bin".into(), bytes)])));
@@ -338,7 +360,8 @@ fn every_unwind_code_reads_as_llvm_reads_it() {
 fn forged_image() -> Vec<u8> {
     const SIZE: usize = 0x8000;
     let mut img = vec![0u8; SIZE];
-    let p32 = |img: &mut Vec<u8>, at: usize, v: u32| img[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let p32 =
+        |img: &mut Vec<u8>, at: usize, v: u32| img[at..at + 4].copy_from_slice(&v.to_le_bytes());
     img[0..2].copy_from_slice(b"MZ");
     p32(&mut img, 0x3C, 0x80);
     img[0x80..0x84].copy_from_slice(b"PE\0\0");
@@ -379,14 +402,51 @@ fn forged_image() -> Vec<u8> {
     };
     let a = info(
         &mut img,
-        ui(0, 14, 5 | (2 << 4), &[code(14, 4, 3), 10, code(12, 8, 6), 3, code(9, 3, 0), code(5, 1, 0), 0x20, code(1, 0, 5)], None),
+        ui(
+            0,
+            14,
+            5 | (2 << 4),
+            &[
+                code(14, 4, 3),
+                10,
+                code(12, 8, 6),
+                3,
+                code(9, 3, 0),
+                code(5, 1, 0),
+                0x20,
+                code(1, 0, 5),
+            ],
+            None,
+        ),
     );
-    let b = info(&mut img, ui(0, 4, 0, &[code(4, 2, 3), code(0, 10, 1)], None));
+    let b = info(
+        &mut img,
+        ui(0, 4, 0, &[code(4, 2, 3), code(0, 10, 1)], None),
+    );
     let c = info(
         &mut img,
-        ui(0, 4, 0, &[code(4, 1, 1), 0, 1, code(2, 5, 12), 0x100, 1, code(1, 9, 7), 0x200, 0], None),
+        ui(
+            0,
+            4,
+            0,
+            &[
+                code(4, 1, 1),
+                0,
+                1,
+                code(2, 5, 12),
+                0x100,
+                1,
+                code(1, 9, 7),
+                0x200,
+                0,
+            ],
+            None,
+        ),
     );
-    let d = info(&mut img, ui(4, 4, 0, &[code(4, 2, 1)], Some([0x4000, 0x4100, a])));
+    let d = info(
+        &mut img,
+        ui(4, 4, 0, &[code(4, 2, 1)], Some([0x4000, 0x4100, a])),
+    );
     let funcs = [
         [0x4000, 0x4100, a],
         [0x4100, 0x4200, b],
@@ -454,7 +514,12 @@ fn stacks_laid_out_as_llvm_reads_the_images_are_walked_back() {
         let base = 0xFFFF_F800_4000_0000 + 0x100_0000 * i as u64;
         mem.write(base, &pe.mapped(base));
         let name = p.file_name().unwrap().to_string_lossy().to_string();
-        modules.push(StackModule::new(&name, KernelVa(base), pe.size_of_image as u32, name == "ntoskrnl.exe"));
+        modules.push(StackModule::new(
+            &name,
+            KernelVa(base),
+            pe.size_of_image as u32,
+            name == "ntoskrnl.exe",
+        ));
         let ib = image_base(&file);
         for f in readobj(&tool, p) {
             // Rebased to where the image is mapped.
@@ -465,7 +530,10 @@ fn stacks_laid_out_as_llvm_reads_the_images_are_walked_back() {
         }
     }
     assert!(fns.len() >= 80);
-    let nt = images.iter().position(|p| p.ends_with("ntoskrnl.exe")).unwrap();
+    let nt = images
+        .iter()
+        .position(|p| p.ends_with("ntoskrnl.exe"))
+        .unwrap();
     // nt's first bytes (0x1000..0x1040) are a leaf without RUNTIME_FUNCTION.
     let leaf_pc = modules[nt].base.0 + 0x1004;
     let mut walker = StackWalker::from_modules(modules.clone());
@@ -517,7 +585,12 @@ fn stacks_laid_out_as_llvm_reads_the_images_are_walked_back() {
         }
         mem.write_u64(ret_slot, 0);
         let t = walker.walk(&mem, &regs);
-        assert_eq!(t.end.reason, WhyWalkStopped::EndOfStack, "round {round}: {}", t.end);
+        assert_eq!(
+            t.end.reason,
+            WhyWalkStopped::EndOfStack,
+            "round {round}: {}",
+            t.end
+        );
         let got: Vec<_> = t
             .frames
             .iter()

@@ -208,7 +208,7 @@ impl<'a> Symbolizer<'a> {
                 return Names::default();
             }
         };
-        match self.from_pdb(img, mem, &mut stats) {
+        match self.pdb_names(img, mem, &mut stats) {
             Ok(n) => return n,
             Err(why) => self.notes.push(format!("{}: {why}", module.short_name)),
         }
@@ -236,7 +236,7 @@ impl<'a> Symbolizer<'a> {
         }
     }
 
-    fn from_pdb<M: Memory + ?Sized>(
+    fn pdb_names<M: Memory + ?Sized>(
         &self,
         img: &mut ModuleImage,
         mem: &M,
