@@ -226,7 +226,15 @@ impl ImageFile {
         };
         copy(0, self.size_of_headers, 0);
         for &(srva, vsize, raw_off, raw_size) in &self.sections {
-            copy(srva, raw_size.min(vsize.max(raw_size)), raw_off);
+            // The loader maps min(raw, virtual) bytes of a section and
+            // zeros the rest (a section with no virtual size maps its raw
+            // size).
+            let n = if vsize == 0 {
+                raw_size
+            } else {
+                raw_size.min(vsize)
+            };
+            copy(srva, n, raw_off);
         }
         Ok(())
     }
