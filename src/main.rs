@@ -8,6 +8,7 @@ mod common;
 mod find;
 mod info;
 mod render;
+mod stack;
 mod symbols;
 // Leak hunting over time (issue 7).
 mod diff;
@@ -48,6 +49,9 @@ enum Command {
     Find(find::Args),
     /// Show a dump's header, its kernel's identity and its loaded modules.
     Info(info::Args),
+    /// The crashing thread's stack (kb) from the dump's CONTEXT, or from a
+    /// CONTEXT record in memory (.cxr ADDR), with module!function names.
+    Stack(stack::Args),
     /// Show the kernel's identity, where its symbols came from, and the
     /// layouts and globals the pool analysis uses.
     Symbols(symbols::Args),
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(args),
         Command::Find(args) => find::run(args),
         Command::Info(args) => info::run(args),
+        Command::Stack(args) => stack::run(args),
         Command::Symbols(args) => symbols::run(args),
         Command::Snapshot(args) => snapshot::run(args),
         Command::Watch(args) => watch::run(args),

@@ -47,6 +47,10 @@ pub struct HeaderFields {
     pub system_up_time: u64,
     pub context_rip: u64,
     pub context_rsp: u64,
+    /// The CONTEXT's Rax..R15 in encoding order (the Rsp slot is ignored:
+    /// `context_rsp` is written there). Zero unless a test plants a thread
+    /// (`crash_stack.rs`).
+    pub context_gprs: [u64; 16],
     pub product_type: u32,
     pub suite_mask: u32,
 }
@@ -182,6 +186,9 @@ fn write_context(c: &mut [u8], f: &HeaderFields) {
     c[0x40..0x42].copy_from_slice(&0x2Bu16.to_le_bytes()); // Gs
     c[0x42..0x44].copy_from_slice(&0x18u16.to_le_bytes()); // SegSs
     put32(c, 0x44, 0x282); // EFlags
+    for (i, v) in f.context_gprs.iter().enumerate() {
+        put64(c, 0x78 + 8 * i, *v);
+    }
     put64(c, 0x98, f.context_rsp);
     put64(c, 0xF8, f.context_rip);
 }

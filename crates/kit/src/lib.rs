@@ -21,6 +21,7 @@
 pub mod builds;
 pub mod bulk;
 pub mod corrupt;
+pub mod crash_stack;
 pub mod drivers;
 pub mod dump;
 mod globals;
@@ -39,6 +40,7 @@ pub mod tracker;
 pub mod truth;
 
 pub use builds::NtBuild;
+pub use crash_stack::CrashThread;
 pub use dump::DumpKind;
 pub use machine::Machine;
 pub use scenario::{PoolKind, Scenario, SessionSpec, SessionTagSpec, SizeSpec, TagSpec};

@@ -604,6 +604,7 @@ impl Machine {
             context_rsp: stack + 0x1F38,
             product_type: 1,
             suite_mask: 0x110,
+            ..Default::default()
         };
     }
 

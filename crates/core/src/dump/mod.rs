@@ -17,6 +17,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod context;
 pub mod header;
 mod kdmp;
 pub mod physmap;

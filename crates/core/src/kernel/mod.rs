@@ -28,7 +28,7 @@ pub use modules::{
     KLDR_BOOTSTRAP, KldrLayout, LoadedModule, ModuleIdentity, ModuleList, WalkLimits,
     identify_modules, walk_loaded_modules,
 };
-pub use pe::{CodeView, Guid, PeError, PeImage, read_pe_image};
+pub use pe::{CodeView, Guid, PeError, PeImage, parse_pe_image, read_pe_image};
 pub use processes::{Process, ProcessList, ProcessWalkLimits, walk_processes};
 pub use scan::ScanLimits;
 

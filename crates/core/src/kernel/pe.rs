@@ -167,6 +167,17 @@ pub fn read_pe_image<M: Memory + ?Sized>(mem: &M, base: KernelVa) -> Result<PeIm
             .map_err(|cause| PeError::Unreadable { what, va, cause })?;
         Ok(buf)
     };
+    parse_pe_image(base, read)
+}
+
+/// The same from any reader of the image by RVA (`read(what, rva, len)`):
+/// the image in memory, or an image file (the stack walker's module
+/// images read through a page cache). `base` names the image in messages.
+/// The reader is asked for at most [`MAX_HEADERS`] bytes at a time.
+pub fn parse_pe_image(
+    base: KernelVa,
+    mut read: impl FnMut(&'static str, u64, u32) -> Result<Vec<u8>, PeError>,
+) -> Result<PeImage, PeError> {
     let malformed = |detail: String| PeError::Malformed { va: base, detail };
 
     let dos = read("DOS header", 0, 0x40)?;
@@ -221,7 +232,7 @@ pub fn read_pe_image<M: Memory + ?Sized>(mem: &M, base: KernelVa) -> Result<PeIm
         None => image
             .warnings
             .push("the image has no debug directory".into()),
-        Some(dd) => match read_codeview(&read, dd.virtual_address, dd.size, &image) {
+        Some(dd) => match read_codeview(&mut read, dd.virtual_address, dd.size, &image) {
             Ok(cv) => image.codeview = Some(cv),
             Err(w) => image.warnings.push(w),
         },
@@ -239,7 +250,7 @@ pub fn read_pe_image<M: Memory + ?Sized>(mem: &M, base: KernelVa) -> Result<PeIm
 
 /// Find and parse the CodeView record; a message on failure.
 fn read_codeview(
-    read: &impl Fn(&'static str, u64, u32) -> Result<Vec<u8>, PeError>,
+    read: &mut impl FnMut(&'static str, u64, u32) -> Result<Vec<u8>, PeError>,
     dir_rva: u32,
     dir_size: u32,
     image: &PeImage,

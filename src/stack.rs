@@ -1,0 +1,330 @@
+//! `pooldump stack`: the crashing thread's stack from a dump's CONTEXT
+//! (WinDbg's `kb` after opening the dump), a CONTEXT record in memory
+//! (`.cxr ADDR` then `kb`), and, for bug checks whose parameters carry a
+//! context record, that stack too, as `!analyze -v` shows it.
+//!
+//! [`collect`] returns a typed report; the renderers only format it.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use pooldump_core::dump::{BugCheck, CrashDump};
+use pooldump_core::kernel::{self, BootHints, KLDR_BOOTSTRAP, ScanLimits, WalkLimits};
+use pooldump_core::stack::{
+    Frame, Nonvolatiles, ReadStats, Registers, StackTrace, StackWalker, Symbol, Symbolizer,
+    SymbolizerOptions, UnwindMethod, WalkEnd,
+};
+use pooldump_core::symbols::DownloadProgress;
+use pooldump_core::{KernelVa, Memory};
+use serde::Serialize;
+
+use crate::common::{ProgressBar, SymbolArgs};
+
+/// Show the crashing thread's stack (kb), or the stack of a CONTEXT record.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The crash dump (MEMORY.DMP: full, kernel/automatic bitmap, or RDMP).
+    #[arg(value_name = "DUMP")]
+    pub dump: PathBuf,
+    /// Walk from the CONTEXT record at this address instead (WinDbg's
+    /// `.cxr ADDR` then `kb`), e.g. a bug check parameter.
+    #[arg(long, value_name = "ADDR")]
+    pub context: Option<KernelVa>,
+    #[command(flatten)]
+    pub symbols: SymbolArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Everything `stack` shows.
+#[derive(Debug, Serialize)]
+pub struct StackReport {
+    pub dump: PathBuf,
+    pub bug_check: BugCheck,
+    pub stacks: Vec<WalkedStack>,
+    /// Modules whose PDB was not found, names from exports, images read
+    /// from files.
+    pub notes: Vec<String>,
+}
+
+/// One walked stack.
+#[derive(Debug, Serialize)]
+pub struct WalkedStack {
+    /// Where the registers came from.
+    pub source: ContextSource,
+    /// The CONTEXT record's address, for one read from memory.
+    pub context_address: Option<KernelVa>,
+    pub rip: KernelVa,
+    pub rsp: KernelVa,
+    pub frames: Vec<FrameRow>,
+    pub end: WalkEnd,
+    pub stack_reads: ReadStats,
+    pub image_reads: ReadStats,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ContextSource {
+    /// The CONTEXT in the dump header (the thread that called KeBugCheckEx).
+    DumpHeader,
+    /// `--context ADDR`.
+    Explicit,
+    /// A bug check parameter (0x7E/0x1000007E: 4, 0x3B: 3).
+    BugCheckParameter { parameter: u8 },
+}
+
+/// A frame as `kb` shows it, with every field the walk knows.
+#[derive(Debug, Serialize)]
+pub struct FrameRow {
+    pub number: usize,
+    pub child_sp: KernelVa,
+    pub ret_addr: Option<KernelVa>,
+    pub pc: KernelVa,
+    /// `module!function+0xoff`.
+    pub call_site: String,
+    pub symbol: Symbol,
+    pub unwound_by: Option<UnwindMethod>,
+    pub nonvolatile: Nonvolatiles,
+    pub exact_pc: bool,
+}
+
+pub fn run(args: &Args) -> Result<String> {
+    let report = collect(args)?;
+    Ok(if args.json {
+        let mut s = serde_json::to_string_pretty(&report)?;
+        s.push('\n');
+        s
+    } else {
+        render_text(&report)
+    })
+}
+
+/// The bug check parameter (1-based) holding a CONTEXT record's address,
+/// for the codes whose parameters carry one.
+pub fn context_parameter(code: u32) -> Option<u8> {
+    match code {
+        // SYSTEM_THREAD_EXCEPTION_NOT_HANDLED(_M): parameter 4.
+        0x7E | 0x1000_007E => Some(4),
+        // SYSTEM_SERVICE_EXCEPTION: parameter 3.
+        0x3B => Some(3),
+        _ => None,
+    }
+}
+
+pub fn collect(args: &Args) -> Result<StackReport> {
+    let path = &args.dump;
+    let dump = CrashDump::open(path)?;
+    let h = dump.header().clone();
+    let hints = BootHints {
+        kd_debugger_data_block: h.kd_debugger_data_block,
+        ps_loaded_module_list: h.ps_loaded_module_list,
+    };
+    let mut notes = Vec::new();
+    // The module list is all the walk needs of the kernel: its bootstrap
+    // layout has not changed since Vista, so nt's type information is not
+    // required (a dump whose nt PDB is missing still gets its stack).
+    let kernel = {
+        let mut pages = dump.physical_pages();
+        let pages: &mut dyn Iterator<Item = (pooldump_core::Pfn, &[u8])> = &mut pages;
+        kernel::identify(&dump, &hints, Some(pages), &ScanLimits::default())
+    };
+    let head = match &kernel {
+        Ok(k) => k.ps_loaded_module_list,
+        Err(e) => {
+            notes.push(format!(
+                "nt was not found ({e}); using the header's PsLoadedModuleList"
+            ));
+            None
+        }
+    }
+    .or(Some(h.ps_loaded_module_list).filter(|v| v.0 != 0));
+    let Some(head) = head else {
+        bail!(
+            "{}: the dump names no PsLoadedModuleList and nt's KDBG was not found, so the loaded modules (and their unwind data) are unknown",
+            path.display()
+        );
+    };
+    let modules = kernel::walk_loaded_modules(&dump, head, &KLDR_BOOTSTRAP, &WalkLimits::default());
+    notes.extend(modules.warnings.iter().map(|w| format!("module list: {w}")));
+    if modules.modules.is_empty() {
+        bail!(
+            "{}: the loaded-module list at {head} is empty or unreadable, so no frame can be unwound",
+            path.display()
+        );
+    }
+
+    let bar = ProgressBar::new();
+    let sym = args
+        .symbols
+        .options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
+    let mut walker = StackWalker::new(&modules);
+    let mut names = Symbolizer::new(SymbolizerOptions {
+        symbol_path: sym.symbol_path,
+        fetch: sym.fetch,
+        pdb_files: sym.pdb_file.into_iter().collect(),
+    });
+
+    let mut stacks = Vec::new();
+    match args.context {
+        Some(va) => {
+            let regs = Registers::read_context(&dump, va).with_context(|| {
+                format!(
+                    "{}: --context {va}: give the address of an x64 CONTEXT record (a bug check parameter such as 0x7E's fourth)",
+                    path.display()
+                )
+            })?;
+            stacks.push(walk(
+                &mut walker,
+                &mut names,
+                &dump,
+                ContextSource::Explicit,
+                Some(va),
+                &regs,
+            ));
+        }
+        None => {
+            let regs = Registers::from_context(dump.context_record()).with_context(|| {
+                format!(
+                    "{}: the dump header's CONTEXT record; pass --context ADDR to walk from a CONTEXT record in memory",
+                    path.display()
+                )
+            })?;
+            stacks.push(walk(
+                &mut walker,
+                &mut names,
+                &dump,
+                ContextSource::DumpHeader,
+                None,
+                &regs,
+            ));
+            if let Some(p) = context_parameter(h.bug_check.code) {
+                let va = KernelVa(h.bug_check.parameters[usize::from(p) - 1]);
+                match Registers::read_context(&dump, va) {
+                    Ok(regs) => stacks.push(walk(
+                        &mut walker,
+                        &mut names,
+                        &dump,
+                        ContextSource::BugCheckParameter { parameter: p },
+                        Some(va),
+                        &regs,
+                    )),
+                    Err(e) => notes.push(format!(
+                        "bug check {:#x} parameter {p} ({va}) should be a CONTEXT record: {e}",
+                        h.bug_check.code
+                    )),
+                }
+            }
+        }
+    }
+    notes.extend(walker.notes().iter().cloned());
+    notes.extend(names.notes().iter().cloned());
+    Ok(StackReport {
+        dump: path.to_path_buf(),
+        bug_check: h.bug_check,
+        stacks,
+        notes,
+    })
+}
+
+fn walk<M: Memory>(
+    walker: &mut StackWalker,
+    names: &mut Symbolizer<'_>,
+    mem: &M,
+    source: ContextSource,
+    context_address: Option<KernelVa>,
+    regs: &Registers,
+) -> WalkedStack {
+    let trace: StackTrace = walker.walk(mem, regs);
+    let frames = trace
+        .frames
+        .iter()
+        .map(|f: &Frame| {
+            let symbol = names.symbolize(walker, mem, f.pc);
+            FrameRow {
+                number: f.number,
+                child_sp: f.child_sp,
+                ret_addr: f.ret_addr,
+                pc: f.pc,
+                call_site: symbol.to_string(),
+                symbol,
+                unwound_by: f.unwound_by,
+                nonvolatile: f.nonvolatile,
+                exact_pc: f.exact_pc,
+            }
+        })
+        .collect();
+    WalkedStack {
+        source,
+        context_address,
+        rip: KernelVa(regs.rip),
+        rsp: KernelVa(regs.rsp()),
+        frames,
+        end: trace.end,
+        stack_reads: trace.stack_reads,
+        image_reads: trace.image_reads,
+    }
+}
+
+pub fn render_text(r: &StackReport) -> String {
+    let mut out = String::new();
+    let b = &r.bug_check;
+    let _ = writeln!(
+        out,
+        "{}: bug check {:#x} ({:#x}, {:#x}, {:#x}, {:#x})",
+        r.dump.display(),
+        b.code,
+        b.parameters[0],
+        b.parameters[1],
+        b.parameters[2],
+        b.parameters[3]
+    );
+    for s in &r.stacks {
+        out.push('\n');
+        let title = match s.source {
+            ContextSource::DumpHeader => {
+                "The crashing thread (the CONTEXT in the dump header)".to_string()
+            }
+            ContextSource::Explicit => format!(
+                "The CONTEXT record at {} (.cxr)",
+                s.context_address.unwrap_or_default()
+            ),
+            ContextSource::BugCheckParameter { parameter } => format!(
+                "The exception's CONTEXT record at {} (bug check parameter {parameter}, as !analyze shows it)",
+                s.context_address.unwrap_or_default()
+            ),
+        };
+        let _ = writeln!(out, "{title}: rip={} rsp={}", s.rip, s.rsp);
+        render_frames(&s.frames, &mut out);
+        let tag = if s.end.reason.is_normal() {
+            "End"
+        } else {
+            "Walk stopped"
+        };
+        let _ = writeln!(out, "{tag}: {}", s.end.detail);
+    }
+    if !r.notes.is_empty() {
+        out.push_str("\nNotes:\n");
+        for n in &r.notes {
+            let _ = writeln!(out, "  {n}");
+        }
+    }
+    out
+}
+
+/// WinDbg's `kb` columns (without the argument columns, which x64 frames
+/// do not keep reliably): ` # Child-SP          RetAddr           Call Site`.
+pub fn render_frames(frames: &[FrameRow], out: &mut String) {
+    out.push_str(" # Child-SP          RetAddr           Call Site\n");
+    for f in frames {
+        let ret = f
+            .ret_addr
+            .map_or_else(|| "????????`????????".to_string(), |r| r.to_string());
+        let _ = writeln!(
+            out,
+            "{:02x} {} {} {}",
+            f.number, f.child_sp, ret, f.call_site
+        );
+    }
+}
