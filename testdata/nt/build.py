@@ -178,6 +178,8 @@ FUNCTIONS = [
     ("DbgBreakPoint", True, ".text", "all"),
     ("RtlpBreakWithStatusInstruction", False, ".text", "all"),
     ("KiPageFault", False, ".text", "all"),
+    ("KiExceptionDispatch", False, ".text", "all"),
+    ("KiDispatchException", False, ".text", "all"),
     ("MmAccessFault", False, ".text", "all"),
     ("KiStartSystemThread", False, ".text", "all"),
     ("PspSystemThreadStartup", False, ".text", "all"),
@@ -696,6 +698,121 @@ class CWriter:
         return [self.global_decl(g) for g in self.plan.globals]
 
 
+TRAP_ASM = r"""
+/* The page-fault trap: the CPU pushed SS, RSP, RFLAGS, CS, RIP and the error code; the
+   frame below them is a KTRAP_FRAME (Rax +0x30 ... R11 +0x60, Rbp +0x158, ErrorCode +0x160,
+   Rip +0x168, Rsp +0x180), described by UWOP_PUSH_MACHFRAME as in the real KiPageFault. */
+.globl KiPageFault
+.def KiPageFault; .scl 2; .type 32; .endef
+.p2align 4
+KiPageFault:
+.seh_proc KiPageFault
+    .seh_pushframe @code
+    push rbp
+    .seh_pushreg rbp
+    sub rsp, 0x158
+    .seh_stackalloc 0x158
+    lea rbp, [rsp + 0x80]
+    .seh_setframe rbp, 0x80
+    .seh_endprologue
+    mov qword ptr [rbp - 0x50], rax
+    mov qword ptr [rbp - 0x48], rcx
+    mov qword ptr [rbp - 0x40], rdx
+    mov qword ptr [rbp - 0x38], r8
+    mov qword ptr [rbp - 0x30], r9
+    mov qword ptr [rbp - 0x28], r10
+    mov qword ptr [rbp - 0x20], r11
+    mov ecx, dword ptr [rbp + 0xe0]
+    mov rdx, cr2
+    xor r8d, r8d
+    lea r9, [rbp - 0x80]
+    call MmAccessFault
+    test eax, eax
+    jns KiPageFault$resolved
+    mov ecx, eax
+    lea rdx, [rbp - 0x80]
+    mov r8, cr2
+    call KiExceptionDispatch
+KiPageFault$resolved:
+    mov rax, qword ptr [rbp - 0x50]
+    mov rcx, qword ptr [rbp - 0x48]
+    mov rdx, qword ptr [rbp - 0x40]
+    mov r8, qword ptr [rbp - 0x38]
+    mov r9, qword ptr [rbp - 0x30]
+    mov r10, qword ptr [rbp - 0x28]
+    mov r11, qword ptr [rbp - 0x20]
+    lea rsp, [rbp + 0xd8]
+    pop rbp
+    add rsp, 8
+    iretq
+.seh_endproc
+/* KiExceptionDispatch(Status, TrapFrame, FaultingVa): an EXCEPTION_RECORD (at +0x30) and a
+   CONTEXT (at +0xD0, 16-byte aligned) on the stack, the volatile registers, RIP, RSP, RBP and
+   EFLAGS from the trap frame, the nonvolatile ones as they still are; then
+   KiDispatchException(&Record, &Context). */
+.globl KiExceptionDispatch
+.def KiExceptionDispatch; .scl 2; .type 32; .endef
+.p2align 4
+KiExceptionDispatch:
+.seh_proc KiExceptionDispatch
+    sub rsp, 0x5a8
+    .seh_stackalloc 0x5a8
+    .seh_endprologue
+    mov dword ptr [rsp + 0x30], ecx
+    mov dword ptr [rsp + 0x34], 0
+    mov qword ptr [rsp + 0x38], 0
+    mov rax, qword ptr [rdx + 0x168]
+    mov qword ptr [rsp + 0x40], rax
+    mov dword ptr [rsp + 0x48], 2
+    mov eax, dword ptr [rdx + 0x160]
+    shr eax, 1
+    and eax, 1
+    mov qword ptr [rsp + 0x50], rax
+    mov qword ptr [rsp + 0x58], r8
+    mov dword ptr [rsp + 0x100], 0x10000f
+    mov word ptr [rsp + 0x108], 0x10
+    mov word ptr [rsp + 0x10a], 0x2b
+    mov word ptr [rsp + 0x10c], 0x2b
+    mov word ptr [rsp + 0x10e], 0x53
+    mov word ptr [rsp + 0x110], 0x2b
+    mov word ptr [rsp + 0x112], 0x18
+    mov eax, dword ptr [rdx + 0x178]
+    mov dword ptr [rsp + 0x114], eax
+    mov rax, qword ptr [rdx + 0x30]
+    mov qword ptr [rsp + 0x148], rax
+    mov rax, qword ptr [rdx + 0x38]
+    mov qword ptr [rsp + 0x150], rax
+    mov rax, qword ptr [rdx + 0x40]
+    mov qword ptr [rsp + 0x158], rax
+    mov qword ptr [rsp + 0x160], rbx
+    mov rax, qword ptr [rdx + 0x180]
+    mov qword ptr [rsp + 0x168], rax
+    mov rax, qword ptr [rdx + 0x158]
+    mov qword ptr [rsp + 0x170], rax
+    mov qword ptr [rsp + 0x178], rsi
+    mov qword ptr [rsp + 0x180], rdi
+    mov rax, qword ptr [rdx + 0x48]
+    mov qword ptr [rsp + 0x188], rax
+    mov rax, qword ptr [rdx + 0x50]
+    mov qword ptr [rsp + 0x190], rax
+    mov rax, qword ptr [rdx + 0x58]
+    mov qword ptr [rsp + 0x198], rax
+    mov rax, qword ptr [rdx + 0x60]
+    mov qword ptr [rsp + 0x1a0], rax
+    mov qword ptr [rsp + 0x1a8], r12
+    mov qword ptr [rsp + 0x1b0], r13
+    mov qword ptr [rsp + 0x1b8], r14
+    mov qword ptr [rsp + 0x1c0], r15
+    mov rax, qword ptr [rdx + 0x168]
+    mov qword ptr [rsp + 0x1c8], rax
+    lea rcx, [rsp + 0x30]
+    lea rdx, [rsp + 0xd0]
+    call KiDispatchException
+    int3
+.seh_endproc
+"""
+
+
 def runtime_code(a, heap, has_pool2, big_fields, dll):
     # Top-level assembly: simulator-implemented routines, breakpoints and the page-fault trap.
     a("/*")
@@ -716,30 +833,13 @@ def runtime_code(a, heap, has_pool2, big_fields, dll):
     for name in ("DbgBreakPoint", "RtlpBreakWithStatusInstruction"):
         a("    \".globl %s\\n.def %s; .scl 2; .type 32; .endef\\n.p2align 4\\n%s:\\n    int3\\n    ret\\n\"" %
           (name, name, name))
-    a("    /* The page-fault trap: the CPU pushed SS, RSP, RFLAGS, CS, RIP and the error code; the")
-    a("       frame below them is a KTRAP_FRAME (Rbp +0x158, ErrorCode +0x160, Rip +0x168, Rsp")
-    a("       +0x180), described by UWOP_PUSH_MACHFRAME as in the real KiPageFault. */")
-    a("    \".globl KiPageFault\\n.def KiPageFault; .scl 2; .type 32; .endef\\n.p2align 4\\n\"")
-    a("    \"KiPageFault:\\n\"")
-    a("    \".seh_proc KiPageFault\\n\"")
-    a("    \"    .seh_pushframe @code\\n\"")
-    a("    \"    push rbp\\n\"")
-    a("    \"    .seh_pushreg rbp\\n\"")
-    a("    \"    sub rsp, 0x158\\n\"")
-    a("    \"    .seh_stackalloc 0x158\\n\"")
-    a("    \"    lea rbp, [rsp + 0x80]\\n\"")
-    a("    \"    .seh_setframe rbp, 0x80\\n\"")
-    a("    \"    .seh_endprologue\\n\"")
-    a("    \"    mov ecx, dword ptr [rbp + 0xe0]\\n\"")
-    a("    \"    mov rdx, cr2\\n\"")
-    a("    \"    xor r8d, r8d\\n\"")
-    a("    \"    lea r9, [rbp - 0x80]\\n\"")
-    a("    \"    call MmAccessFault\\n\"")
-    a("    \"    lea rsp, [rbp + 0xd8]\\n\"")
-    a("    \"    pop rbp\\n\"")
-    a("    \"    add rsp, 8\\n\"")
-    a("    \"    iretq\\n\"")
-    a("    \".seh_endproc\\n\"")
+    in_comment = False
+    for line in TRAP_ASM.strip("\n").split("\n"):
+        if in_comment or line.lstrip().startswith("/*"):
+            a("    " + line.rstrip())
+            in_comment = "*/" not in line
+        else:
+            a("    \"%s\\n\"" % line)
     a("    /* The linker directive MSVC emits for __declspec(dllexport) definitions. */")
     a("    \".section .drectve,\\\"yn\\\"\\n\"")
     for name in ("KeBugCheckEx", "DbgPrint", "DbgBreakPoint"):
@@ -771,13 +871,38 @@ def runtime_code(a, heap, has_pool2, big_fields, dll):
     a("#define NOTAIL __attribute__((noinline, disable_tail_calls))")
     a("#define POOLCODE __attribute__((noinline, disable_tail_calls, section(\"POOLCODE\")))")
     a("")
-    a("/* A kernel-mode fault that no PTE resolves: PAGE_FAULT_IN_NONPAGED_AREA, parameter 3 the")
-    a("   faulting instruction (KTRAP_FRAME.Rip). */")
+    a("/* A kernel-mode fault that no PTE resolves. On a user-range address (a NULL pointer, say)")
+    a("   it is an access violation for the exception dispatcher; on a system address it is")
+    a("   PAGE_FAULT_IN_NONPAGED_AREA, parameter 3 the faulting instruction (KTRAP_FRAME.Rip). */")
     a("NOTAIL long MmAccessFault(unsigned long FaultStatus, void *VirtualAddress, char PreviousMode, "
       "void *TrapInformation)")
     a("{")
     a("    unsigned long long Rip = *(unsigned long long *)((char *)TrapInformation + 0x168);")
+    a("    if ((unsigned long long)VirtualAddress < 0x800000000000ULL)")
+    a("        return (long)0xC0000005; /* STATUS_ACCESS_VIOLATION */")
     a("    KeBugCheckEx(0x50, (unsigned long long)VirtualAddress, (FaultStatus >> 1) & 1, Rip, 2);")
+    a("}")
+    a("")
+    a("struct _EXCEPTION_RECORD64_SIM {")
+    a("    unsigned long ExceptionCode;")
+    a("    unsigned long ExceptionFlags;")
+    a("    unsigned long long ExceptionRecord;")
+    a("    unsigned long long ExceptionAddress;")
+    a("    unsigned long NumberParameters;")
+    a("    unsigned long __unusedAlignment;")
+    a("    unsigned long long ExceptionInformation[15];")
+    a("};")
+    a("")
+    a("/* No handler guards the faulting code: the system thread's exception filter")
+    a("   (PspUnhandledExceptionInSystemThread) stops the machine with")
+    a("   SYSTEM_THREAD_EXCEPTION_NOT_HANDLED, parameters 3 and 4 the exception and context")
+    a("   records KiExceptionDispatch built on the stack. (The handler search itself is not")
+    a("   modelled.) */")
+    a("NOTAIL void KiDispatchException(struct _EXCEPTION_RECORD64_SIM *ExceptionRecord, "
+      "void *ContextRecord)")
+    a("{")
+    a("    KeBugCheckEx(0x7E, ExceptionRecord->ExceptionCode, ExceptionRecord->ExceptionAddress,")
+    a("                 (unsigned long long)ExceptionRecord, (unsigned long long)ContextRecord);")
     a("}")
     a("")
     if not heap:

@@ -3762,9 +3762,11 @@ __asm__(
     ".globl DbgBreakPoint\n.def DbgBreakPoint; .scl 2; .type 32; .endef\n.p2align 4\nDbgBreakPoint:\n    int3\n    ret\n"
     ".globl RtlpBreakWithStatusInstruction\n.def RtlpBreakWithStatusInstruction; .scl 2; .type 32; .endef\n.p2align 4\nRtlpBreakWithStatusInstruction:\n    int3\n    ret\n"
     /* The page-fault trap: the CPU pushed SS, RSP, RFLAGS, CS, RIP and the error code; the
-       frame below them is a KTRAP_FRAME (Rbp +0x158, ErrorCode +0x160, Rip +0x168, Rsp
-       +0x180), described by UWOP_PUSH_MACHFRAME as in the real KiPageFault. */
-    ".globl KiPageFault\n.def KiPageFault; .scl 2; .type 32; .endef\n.p2align 4\n"
+       frame below them is a KTRAP_FRAME (Rax +0x30 ... R11 +0x60, Rbp +0x158, ErrorCode +0x160,
+       Rip +0x168, Rsp +0x180), described by UWOP_PUSH_MACHFRAME as in the real KiPageFault. */
+    ".globl KiPageFault\n"
+    ".def KiPageFault; .scl 2; .type 32; .endef\n"
+    ".p2align 4\n"
     "KiPageFault:\n"
     ".seh_proc KiPageFault\n"
     "    .seh_pushframe @code\n"
@@ -3775,15 +3777,100 @@ __asm__(
     "    lea rbp, [rsp + 0x80]\n"
     "    .seh_setframe rbp, 0x80\n"
     "    .seh_endprologue\n"
+    "    mov qword ptr [rbp - 0x50], rax\n"
+    "    mov qword ptr [rbp - 0x48], rcx\n"
+    "    mov qword ptr [rbp - 0x40], rdx\n"
+    "    mov qword ptr [rbp - 0x38], r8\n"
+    "    mov qword ptr [rbp - 0x30], r9\n"
+    "    mov qword ptr [rbp - 0x28], r10\n"
+    "    mov qword ptr [rbp - 0x20], r11\n"
     "    mov ecx, dword ptr [rbp + 0xe0]\n"
     "    mov rdx, cr2\n"
     "    xor r8d, r8d\n"
     "    lea r9, [rbp - 0x80]\n"
     "    call MmAccessFault\n"
+    "    test eax, eax\n"
+    "    jns KiPageFault$resolved\n"
+    "    mov ecx, eax\n"
+    "    lea rdx, [rbp - 0x80]\n"
+    "    mov r8, cr2\n"
+    "    call KiExceptionDispatch\n"
+    "KiPageFault$resolved:\n"
+    "    mov rax, qword ptr [rbp - 0x50]\n"
+    "    mov rcx, qword ptr [rbp - 0x48]\n"
+    "    mov rdx, qword ptr [rbp - 0x40]\n"
+    "    mov r8, qword ptr [rbp - 0x38]\n"
+    "    mov r9, qword ptr [rbp - 0x30]\n"
+    "    mov r10, qword ptr [rbp - 0x28]\n"
+    "    mov r11, qword ptr [rbp - 0x20]\n"
     "    lea rsp, [rbp + 0xd8]\n"
     "    pop rbp\n"
     "    add rsp, 8\n"
     "    iretq\n"
+    ".seh_endproc\n"
+    /* KiExceptionDispatch(Status, TrapFrame, FaultingVa): an EXCEPTION_RECORD (at +0x30) and a
+       CONTEXT (at +0xD0, 16-byte aligned) on the stack, the volatile registers, RIP, RSP, RBP and
+       EFLAGS from the trap frame, the nonvolatile ones as they still are; then
+       KiDispatchException(&Record, &Context). */
+    ".globl KiExceptionDispatch\n"
+    ".def KiExceptionDispatch; .scl 2; .type 32; .endef\n"
+    ".p2align 4\n"
+    "KiExceptionDispatch:\n"
+    ".seh_proc KiExceptionDispatch\n"
+    "    sub rsp, 0x5a8\n"
+    "    .seh_stackalloc 0x5a8\n"
+    "    .seh_endprologue\n"
+    "    mov dword ptr [rsp + 0x30], ecx\n"
+    "    mov dword ptr [rsp + 0x34], 0\n"
+    "    mov qword ptr [rsp + 0x38], 0\n"
+    "    mov rax, qword ptr [rdx + 0x168]\n"
+    "    mov qword ptr [rsp + 0x40], rax\n"
+    "    mov dword ptr [rsp + 0x48], 2\n"
+    "    mov eax, dword ptr [rdx + 0x160]\n"
+    "    shr eax, 1\n"
+    "    and eax, 1\n"
+    "    mov qword ptr [rsp + 0x50], rax\n"
+    "    mov qword ptr [rsp + 0x58], r8\n"
+    "    mov dword ptr [rsp + 0x100], 0x10000f\n"
+    "    mov word ptr [rsp + 0x108], 0x10\n"
+    "    mov word ptr [rsp + 0x10a], 0x2b\n"
+    "    mov word ptr [rsp + 0x10c], 0x2b\n"
+    "    mov word ptr [rsp + 0x10e], 0x53\n"
+    "    mov word ptr [rsp + 0x110], 0x2b\n"
+    "    mov word ptr [rsp + 0x112], 0x18\n"
+    "    mov eax, dword ptr [rdx + 0x178]\n"
+    "    mov dword ptr [rsp + 0x114], eax\n"
+    "    mov rax, qword ptr [rdx + 0x30]\n"
+    "    mov qword ptr [rsp + 0x148], rax\n"
+    "    mov rax, qword ptr [rdx + 0x38]\n"
+    "    mov qword ptr [rsp + 0x150], rax\n"
+    "    mov rax, qword ptr [rdx + 0x40]\n"
+    "    mov qword ptr [rsp + 0x158], rax\n"
+    "    mov qword ptr [rsp + 0x160], rbx\n"
+    "    mov rax, qword ptr [rdx + 0x180]\n"
+    "    mov qword ptr [rsp + 0x168], rax\n"
+    "    mov rax, qword ptr [rdx + 0x158]\n"
+    "    mov qword ptr [rsp + 0x170], rax\n"
+    "    mov qword ptr [rsp + 0x178], rsi\n"
+    "    mov qword ptr [rsp + 0x180], rdi\n"
+    "    mov rax, qword ptr [rdx + 0x48]\n"
+    "    mov qword ptr [rsp + 0x188], rax\n"
+    "    mov rax, qword ptr [rdx + 0x50]\n"
+    "    mov qword ptr [rsp + 0x190], rax\n"
+    "    mov rax, qword ptr [rdx + 0x58]\n"
+    "    mov qword ptr [rsp + 0x198], rax\n"
+    "    mov rax, qword ptr [rdx + 0x60]\n"
+    "    mov qword ptr [rsp + 0x1a0], rax\n"
+    "    mov qword ptr [rsp + 0x1a8], r12\n"
+    "    mov qword ptr [rsp + 0x1b0], r13\n"
+    "    mov qword ptr [rsp + 0x1b8], r14\n"
+    "    mov qword ptr [rsp + 0x1c0], r15\n"
+    "    mov rax, qword ptr [rdx + 0x168]\n"
+    "    mov qword ptr [rsp + 0x1c8], rax\n"
+    "    lea rcx, [rsp + 0x30]\n"
+    "    lea rdx, [rsp + 0xd0]\n"
+    "    call KiDispatchException\n"
+    "    int3\n"
     ".seh_endproc\n"
     /* The linker directive MSVC emits for __declspec(dllexport) definitions. */
     ".section .drectve,\"yn\"\n"
@@ -3812,12 +3899,36 @@ long MmAccessFault(unsigned long FaultStatus, void *VirtualAddress, char Previou
 #define NOTAIL __attribute__((noinline, disable_tail_calls))
 #define POOLCODE __attribute__((noinline, disable_tail_calls, section("POOLCODE")))
 
-/* A kernel-mode fault that no PTE resolves: PAGE_FAULT_IN_NONPAGED_AREA, parameter 3 the
-   faulting instruction (KTRAP_FRAME.Rip). */
+/* A kernel-mode fault that no PTE resolves. On a user-range address (a NULL pointer, say)
+   it is an access violation for the exception dispatcher; on a system address it is
+   PAGE_FAULT_IN_NONPAGED_AREA, parameter 3 the faulting instruction (KTRAP_FRAME.Rip). */
 NOTAIL long MmAccessFault(unsigned long FaultStatus, void *VirtualAddress, char PreviousMode, void *TrapInformation)
 {
     unsigned long long Rip = *(unsigned long long *)((char *)TrapInformation + 0x168);
+    if ((unsigned long long)VirtualAddress < 0x800000000000ULL)
+        return (long)0xC0000005; /* STATUS_ACCESS_VIOLATION */
     KeBugCheckEx(0x50, (unsigned long long)VirtualAddress, (FaultStatus >> 1) & 1, Rip, 2);
+}
+
+struct _EXCEPTION_RECORD64_SIM {
+    unsigned long ExceptionCode;
+    unsigned long ExceptionFlags;
+    unsigned long long ExceptionRecord;
+    unsigned long long ExceptionAddress;
+    unsigned long NumberParameters;
+    unsigned long __unusedAlignment;
+    unsigned long long ExceptionInformation[15];
+};
+
+/* No handler guards the faulting code: the system thread's exception filter
+   (PspUnhandledExceptionInSystemThread) stops the machine with
+   SYSTEM_THREAD_EXCEPTION_NOT_HANDLED, parameters 3 and 4 the exception and context
+   records KiExceptionDispatch built on the stack. (The handler search itself is not
+   modelled.) */
+NOTAIL void KiDispatchException(struct _EXCEPTION_RECORD64_SIM *ExceptionRecord, void *ContextRecord)
+{
+    KeBugCheckEx(0x7E, ExceptionRecord->ExceptionCode, ExceptionRecord->ExceptionAddress,
+                 (unsigned long long)ExceptionRecord, (unsigned long long)ContextRecord);
 }
 
 /* 19H1 on (decompiled ExAllocateHeapPool/ExFreeHeapPool): the pool is a segment heap;

@@ -767,17 +767,29 @@ fn symbols_from_the_modules_pdb_on_the_symbol_path() {
         symbol_path: crate::symbols::SymbolPath::parse(&root.display().to_string(), &root),
         ..SymbolizerOptions::default()
     });
-    let sym = s.symbolize(&mut w, &m, KernelVa(base + 0x101a));
+    // Function starts from drivers.json (the linker's map, not the PDB).
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("drivers.json")).unwrap()).unwrap();
+    let funcs = &json["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "leakydrv")
+        .unwrap()["functions"];
+    let rva = |name: &str| funcs[name].as_u64().unwrap();
+    let sym = s.symbolize(&mut w, &m, KernelVa(base + rva("LeakOneRecord") + 0x1a));
     assert_eq!(sym.to_string(), "leakydrv!LeakOneRecord+0x1a");
     assert_eq!(sym.origin, SymbolOrigin::Pdb);
     assert_eq!(
-        s.symbolize(&mut w, &m, KernelVa(base + 0x10e5)).to_string(),
+        s.symbolize(&mut w, &m, KernelVa(base + rva("DriverEntry") + 0x25))
+            .to_string(),
         "leakydrv!DriverEntry+0x25"
     );
-    // Past the last procedure's length: the nearest public (the import
-    // thunk `ExAllocatePoolWithTag` at 0x1100).
+    // An import thunk (a public with no procedure record).
+    let thunk = rva("ExAllocatePoolWithTag");
     assert_eq!(
-        s.symbolize(&mut w, &m, KernelVa(base + 0x1104)).to_string(),
+        s.symbolize(&mut w, &m, KernelVa(base + thunk + 4))
+            .to_string(),
         "leakydrv!ExAllocatePoolWithTag+0x4"
     );
 
@@ -789,9 +801,10 @@ fn symbols_from_the_modules_pdb_on_the_symbol_path() {
         f.size_of_image(),
         false,
     )]);
+    let at = rva("LeakOneRecord") + 0x1a;
     assert_eq!(
-        s.symbolize(&mut w, &m, KernelVa(base + 0x101a)).to_string(),
-        "leakydrv+0x101a"
+        s.symbolize(&mut w, &m, KernelVa(base + at)).to_string(),
+        format!("leakydrv+{at:#x}")
     );
     assert!(
         s.notes().iter().any(|n| n.contains("no PDB leakydrv.pdb")),

@@ -940,3 +940,38 @@ fn format_dbgprint(bus: &mut dyn Bus, regs: &Regs) -> String {
 
 #[cfg(test)]
 mod tests;
+
+impl Machine {
+    /// Run `item` on this machine until it bug-checks (stepping over any
+    /// breakpoint on the way, as a debugger would), and make the dump header
+    /// say so: the bug check, its parameters, and the registers at
+    /// KeBugCheckEx as the header's CONTEXT. Returns the bug check with the
+    /// stack the CPU built (ground truth), or None if the item finished
+    /// without one within `limit_ns` of simulated time.
+    pub fn crash_with(&mut self, item: WorkItem, limit_ns: u64) -> Option<BugCheck> {
+        let mut rt = Runtime::new(self, Workload { items: vec![item] });
+        loop {
+            match rt.advance(self, limit_ns)? {
+                Stop {
+                    kind: StopKind::BugCheck(b),
+                    ..
+                } => {
+                    let b = *b;
+                    self.header.bugcheck_code = b.code;
+                    self.header.bugcheck_parameters = b.parameters;
+                    self.header.context_rip = b.context.rip;
+                    self.header.context_rsp = b.context.gpr[RSP];
+                    self.header.context_gprs = b.context.gpr;
+                    return Some(b);
+                }
+                Stop { cpu, .. } => {
+                    let mut ctx = rt.context(cpu as usize);
+                    let rip = u64::from_le_bytes(ctx[0xF8..0x100].try_into().expect("8"));
+                    ctx[0xF8..0x100].copy_from_slice(&(rip + 1).to_le_bytes());
+                    rt.set_context(cpu as usize, &ctx);
+                    rt.resume();
+                }
+            }
+        }
+    }
+}

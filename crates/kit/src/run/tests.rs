@@ -60,3 +60,65 @@ fn pool_hit_tag_stops_the_machine_in_every_build() {
         }
     }
 }
+
+fn touch(context: u64) -> WorkItem {
+    WorkItem {
+        name: "touch".into(),
+        driver: "leakydrv.sys".into(),
+        kind: 7,
+        flags: 0,
+        length: 0x5A5A,
+        context,
+        every_ms: 1000,
+        start_ms: 0,
+        burst: 1,
+    }
+}
+
+#[test]
+fn driver_faults_bug_check_as_windows_does() {
+    for b in &NtBuild::ALL {
+        // A NULL pointer in a system thread: an access violation nobody
+        // handles, SYSTEM_THREAD_EXCEPTION_NOT_HANDLED with the records.
+        let mut m = Machine::build(&Scenario::small(*b, 5));
+        let bc = m.crash_with(touch(0), 10_000_000_000).expect("a bug check");
+        assert_eq!(bc.code, 0x7E, "{b:?} {bc:?}");
+        assert_eq!(bc.parameters[0], 0xC000_0005);
+        let drv = m
+            .truth
+            .kernel
+            .modules
+            .iter()
+            .find(|d| d.base_name == "leakydrv.sys")
+            .unwrap()
+            .base;
+        let touch_rva = crate::drivers::all()[0].info.functions["LkTouch"];
+        assert!(
+            (drv + touch_rva..drv + touch_rva + 0x20).contains(&bc.parameters[1]),
+            "{b:?}: faulting address {:#x}",
+            bc.parameters[1]
+        );
+        // The context record holds the faulting RIP and RSP.
+        let mut ctx = vec![0u8; CONTEXT_LEN];
+        m.asp.read(&m.mem, bc.parameters[3], &mut ctx);
+        let rip = u64::from_le_bytes(ctx[0xF8..0x100].try_into().unwrap());
+        assert_eq!(rip, bc.parameters[1]);
+        let frame = bc
+            .frames
+            .iter()
+            .find(|f| f.pc == rip)
+            .expect("the faulting frame");
+        let rsp = u64::from_le_bytes(ctx[0x98..0xA0].try_into().unwrap());
+        assert_eq!(rsp, frame.child_sp);
+        assert_eq!(m.header.bugcheck_code, 0x7E);
+
+        // An unmapped system address: PAGE_FAULT_IN_NONPAGED_AREA.
+        let mut m = Machine::build(&Scenario::small(*b, 5));
+        let bc = m
+            .crash_with(touch(0xFFFF_8000_0000_1000), 10_000_000_000)
+            .expect("a bug check");
+        assert_eq!(bc.code, 0x50, "{b:?}");
+        assert_eq!(bc.parameters[0], 0xFFFF_8000_0000_1000);
+        assert_eq!(bc.parameters[1], 1, "a write");
+    }
+}
