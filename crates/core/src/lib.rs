@@ -7,6 +7,7 @@
 pub mod addr;
 pub mod bytes;
 pub mod dump;
+pub mod hittag;
 pub mod kernel;
 pub mod memory;
 pub mod pagemap;

@@ -249,6 +249,8 @@ pub(crate) struct Headers {
     /// IMAGE_DIRECTORY_ENTRY_EXCEPTION: the RUNTIME_FUNCTION table.
     pub exception: Option<(u32, u32)>,
     pub export: Option<(u32, u32)>,
+    /// IMAGE_DIRECTORY_ENTRY_IMPORT: the import descriptors.
+    pub import: Option<(u32, u32)>,
     section_table: usize,
     sections: usize,
 }
@@ -280,6 +282,7 @@ pub(crate) fn headers_of(bytes: &[u8]) -> Result<Headers, String> {
         time_date_stamp: header.coff_header.time_date_stamp,
         exception: dir(opt.data_directories.get_exception_table()),
         export: dir(opt.data_directories.get_export_table()),
+        import: dir(opt.data_directories.get_import_table()),
         section_table: e_lfanew + 4 + 20 + usize::from(header.coff_header.size_of_optional_header),
         sections: usize::from(header.coff_header.number_of_sections),
     })
@@ -335,6 +338,14 @@ pub struct ReadStats {
     pub bytes: u64,
 }
 
+impl ReadStats {
+    /// Add another count to this one.
+    pub fn add(&mut self, o: &ReadStats) {
+        self.reads += o.reads;
+        self.bytes += o.bytes;
+    }
+}
+
 /// One module's image, read lazily by page.
 pub(crate) struct ModuleImage {
     name: String,
@@ -366,6 +377,7 @@ impl ModuleImage {
                 time_date_stamp: 0,
                 exception: None,
                 export: None,
+                import: None,
                 section_table: 0,
                 sections: 0,
             },

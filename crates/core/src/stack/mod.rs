@@ -295,6 +295,56 @@ impl StackWalker {
         }
     }
 
+    /// `len` bytes at `rva` of module `i`'s image, through the walker's
+    /// page cache (an image file where the locator gave one).
+    pub fn read_image<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        i: usize,
+        rva: u32,
+        len: u32,
+        stats: &mut ReadStats,
+    ) -> Result<Vec<u8>, ImageError> {
+        let img = self.image(mem, i, stats)?;
+        img.read(mem, rva, len, stats)
+    }
+
+    /// The RUNTIME_FUNCTION of module `i` that covers `rva`.
+    pub fn function_at<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        i: usize,
+        rva: u32,
+        stats: &mut ReadStats,
+    ) -> Result<Option<RuntimeFunction>, ImageError> {
+        let img = self.image(mem, i, stats)?;
+        img.lookup_function(mem, rva, stats)
+    }
+
+    /// The start RVA of the function whose chained fragment covers `rva`
+    /// in module `i` (None if `rva` is not in a chained fragment).
+    pub fn chain_root<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        i: usize,
+        rva: u32,
+        stats: &mut ReadStats,
+    ) -> Option<u32> {
+        let img = self.image(mem, i, stats).ok()?;
+        unwind::chain_root(img, mem, rva, stats).map(|f| f.begin)
+    }
+
+    /// Module `i`'s import directory (RVA, size), from its headers.
+    pub fn import_directory<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        i: usize,
+        stats: &mut ReadStats,
+    ) -> Result<Option<(u32, u32)>, ImageError> {
+        let img = self.image(mem, i, stats)?;
+        Ok(img.headers.import)
+    }
+
     /// The unwind data of every function of module `i` (its exception
     /// directory, in table order), summed up.
     pub fn unwind_summaries<M: Memory + ?Sized>(

@@ -108,6 +108,16 @@ struct Names {
 }
 
 impl Names {
+    /// A procedure (with its length) contains `rva`.
+    fn procs_contain(&self, rva: u32) -> bool {
+        let i = self.procs.partition_point(|p| p.0 <= rva);
+        self.procs[..i]
+            .iter()
+            .rev()
+            .take(16)
+            .any(|p| rva - p.0 < p.1.max(1))
+    }
+
     fn lookup(&self, rva: u32) -> Option<(&str, u32)> {
         // A procedure that contains the address wins (it has a length).
         let i = self.procs.partition_point(|p| p.0 <= rva);
@@ -178,8 +188,26 @@ impl<'a> Symbolizer<'a> {
             let names = self.load(walker, mem, i);
             self.names.insert(key.clone(), names);
         }
+        // Code split from its function (a cold fragment with chained
+        // unwind info) is named after the function its chain leads to, as
+        // the PDB's separated-code records would name it, rather than after
+        // whatever public precedes it.
+        let mut stats = ReadStats::default();
+        let (rva_for_name, extra) = {
+            let names = &self.names[&key];
+            let contained = names.procs_contain(rva);
+            match (!contained)
+                .then(|| walker.chain_root(mem, i, rva, &mut stats))
+                .flatten()
+            {
+                Some(root) if names.lookup(root).is_some_and(|(_, off)| off == 0) => {
+                    (root, rva - root)
+                }
+                _ => (rva, 0),
+            }
+        };
         let names = &self.names[&key];
-        match names.lookup(rva) {
+        match names.lookup(rva_for_name).map(|(f, off)| (f, off + extra)) {
             Some((func, off)) => Symbol {
                 address: va,
                 module: Some(m.short_name),

@@ -275,6 +275,29 @@ fn read_info<M: Memory + ?Sized>(
     Ok(InfoBytes { bytes, chained })
 }
 
+/// The function a chained fragment belongs to: follow UNW_FLAG_CHAININFO
+/// from the RUNTIME_FUNCTION covering `rva` to the first one that is not
+/// chained (at most [`MAX_CHAIN`] steps). None when `rva` is in no
+/// function or its info is not chained.
+pub(crate) fn chain_root<M: Memory + ?Sized>(
+    img: &mut ModuleImage,
+    mem: &M,
+    rva: u32,
+    stats: &mut ReadStats,
+) -> Option<RuntimeFunction> {
+    let f = img.lookup_function(mem, rva, stats).ok()??;
+    let mut cur = read_info(img, mem, f.unwind_info, stats).ok()?;
+    let mut root = None;
+    for _ in 0..MAX_CHAIN {
+        let Some(next) = cur.chained else {
+            return root;
+        };
+        root = Some(next);
+        cur = read_info(img, mem, next.unwind_info, stats).ok()?;
+    }
+    None
+}
+
 /// The registers and stack the crate's operations work on.
 struct State<'a, 'm, M: Memory + ?Sized> {
     regs: Registers,

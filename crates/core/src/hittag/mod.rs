@@ -1,0 +1,373 @@
+//! Who allocates a tag: what one PoolHitTag break says (WinDbg's `kb`
+//! after `ed nt!PoolHitTag`), and the call sites of many breaks counted.
+//!
+//! For each stop, a [`HitAnalyzer`] walks the stack from the stopped
+//! processor's registers, finds the first frame outside nt (the caller of
+//! the pool), and decides whether the stop is an allocation, a free or
+//! something else:
+//!
+//! 1. nt's frames below the caller, where nt's PDB names them: an
+//!    allocator (`ExAllocatePoolWithTag`, `ExAllocatePool2`,
+//!    `ExAllocateHeapPool`, `ExpInsertPoolTracker`, ...) or a free
+//!    (`ExFreePoolWithTag`, `ExFreeHeapPool`, `ExpRemovePoolTracker`, ...).
+//!    The routine names differ between builds, so any of them decides.
+//! 2. Where they do not (no PDB, or only unnamed frames), the pool routine
+//!    the caller's `call` instruction targets, through its import table
+//!    (directly through the IAT, or through a linker thunk).
+//!
+//! A stop that neither names (a DbgBreakPoint of a driver's own, a break-in,
+//! a stack that reaches no pool routine) is kept apart, never counted.
+//! For an allocation, the size argument (RDX at the call) is recovered from
+//! the caller's code: an immediate, a callee-saved register the unwinder
+//! recovered for the caller's frame, or a stack slot at its Child-SP.
+
+mod callsite;
+mod table;
+
+use std::collections::HashMap;
+
+use iced_x86::Register;
+use serde::Serialize;
+
+use crate::addr::KernelVa;
+use crate::bytes::Le;
+use crate::kernel::ModuleList;
+use crate::memory::{Memory, MemoryExt};
+use crate::stack::{ReadStats, Registers, StackTrace, StackWalker, Symbol, Symbolizer};
+use crate::tag::PoolTag;
+
+pub use callsite::{Call, CallTarget, Code, MAX_FUNCTION_BYTES};
+pub use table::{FrameRow, HitTable, OtherStop, SiteRow, StackRow};
+
+/// Whether a pool call allocates or frees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolCall {
+    Alloc,
+    Free,
+}
+
+/// How the decision was made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "by")]
+pub enum DecidedBy {
+    /// An nt frame its PDB names.
+    NtFrame { function: String },
+    /// The import the caller's call instruction goes through.
+    Import { function: String },
+}
+
+/// What one stop was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum HitKind {
+    /// A pool call (PoolHitTag's break).
+    Pool {
+        call: PoolCall,
+        decided_by: DecidedBy,
+    },
+    /// Not a pool call: why.
+    Other { reason: String },
+}
+
+/// One analysed stop.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub trace: StackTrace,
+    /// `trace.frames[i]` named.
+    pub symbols: Vec<Symbol>,
+    pub kind: HitKind,
+    /// Index of the first frame outside nt (the pool's caller).
+    pub site: Option<usize>,
+    /// The caller's call instruction, when decoded.
+    pub call: Option<Call>,
+    /// Bytes requested (allocations), when the caller's code says.
+    pub size: Option<u64>,
+    /// Target reads this analysis made.
+    pub reads: ReadStats,
+}
+
+/// nt pool routine names (prefixes) that allocate.
+const ALLOC_PREFIXES: &[&str] = &[
+    "ExAllocatePool",
+    "ExAllocateHeapPool",
+    "ExpAllocateBigPool",
+    "ExpInsertPoolTracker",
+    "ExAllocateFromPagedLookasideList",
+    "ExAllocateFromNPagedLookasideList",
+];
+/// nt pool routine names (prefixes) that free.
+const FREE_PREFIXES: &[&str] = &[
+    "ExFreePool",
+    "ExFreeHeapPool",
+    "ExpFreeLargePool",
+    "ExFreeLargePool",
+    "ExpRemovePoolTracker",
+    "ExFreeToPagedLookasideList",
+    "ExFreeToNPagedLookasideList",
+];
+
+/// Is `name` (an nt function or an import) a pool routine, and which kind?
+pub fn pool_routine(name: &str) -> Option<PoolCall> {
+    if ALLOC_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        Some(PoolCall::Alloc)
+    } else if FREE_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        Some(PoolCall::Free)
+    } else {
+        None
+    }
+}
+
+/// A module's imports: IAT slot address -> imported name.
+#[derive(Debug, Default, Clone)]
+struct Imports {
+    slots: HashMap<u64, String>,
+}
+
+/// Import descriptors and names read at most per module.
+const MAX_DESCRIPTORS: usize = 256;
+const MAX_IMPORTS: usize = 4096;
+
+/// Analyses stops, caching per module what it read (unwind data, code,
+/// import tables, names) across a session.
+pub struct HitAnalyzer<'a> {
+    pub walker: StackWalker,
+    pub symbolizer: Symbolizer<'a>,
+    imports: HashMap<usize, Imports>,
+    nt: Option<usize>,
+}
+
+impl<'a> HitAnalyzer<'a> {
+    /// Over the loaded modules (the first is nt).
+    pub fn new(modules: &ModuleList, symbolizer: Symbolizer<'a>) -> Self {
+        Self::with_walker(StackWalker::new(modules), symbolizer)
+    }
+
+    pub fn with_walker(walker: StackWalker, symbolizer: Symbolizer<'a>) -> Self {
+        let nt = walker.modules().iter().position(|m| m.short_name == "nt");
+        Self {
+            walker,
+            symbolizer,
+            imports: HashMap::new(),
+            nt,
+        }
+    }
+
+    fn in_nt(&self, va: KernelVa) -> bool {
+        self.nt
+            .is_some_and(|n| self.walker.modules()[n].contains(va))
+    }
+
+    /// Analyse the stop whose registers are `regs`.
+    pub fn analyze<M: Memory + ?Sized>(&mut self, mem: &M, regs: &Registers) -> Hit {
+        let trace = self.walker.walk(mem, regs);
+        let mut reads = ReadStats::default();
+        reads.add(&trace.stack_reads);
+        reads.add(&trace.image_reads);
+        let symbols: Vec<Symbol> = trace
+            .frames
+            .iter()
+            .map(|f| self.symbolizer.symbolize(&mut self.walker, mem, f.pc))
+            .collect();
+        let mut hit = Hit {
+            symbols,
+            kind: HitKind::Other {
+                reason: String::new(),
+            },
+            site: None,
+            call: None,
+            size: None,
+            reads,
+            trace,
+        };
+        let Some(first) = hit.trace.frames.first() else {
+            hit.kind = HitKind::Other {
+                reason: "the stack has no frame".into(),
+            };
+            return hit;
+        };
+        if !self.in_nt(first.pc) {
+            hit.kind = HitKind::Other {
+                reason: format!("the stop is outside nt, at {}", hit.symbols[0]),
+            };
+            return hit;
+        }
+        let Some(k) = hit.trace.frames.iter().position(|f| !self.in_nt(f.pc)) else {
+            hit.kind = HitKind::Other {
+                reason: format!("the stack reaches no caller outside nt ({})", hit.trace.end),
+            };
+            return hit;
+        };
+        hit.site = Some(k);
+        // 1. nt's own frames, nearest the caller first.
+        let by_frame = (0..k).rev().find_map(|i| {
+            let s = &hit.symbols[i];
+            let f = s.function.as_deref()?;
+            (s.origin == crate::stack::SymbolOrigin::Pdb
+                || s.origin == crate::stack::SymbolOrigin::Export)
+                .then(|| pool_routine(f).map(|c| (c, f.to_string())))
+                .flatten()
+        });
+        // 2. The caller's call instruction.
+        let mut stats = ReadStats::default();
+        let code = self.caller_code(mem, &hit, k, &mut stats);
+        if let Some(code) = &code {
+            hit.call = Some(code.call());
+        }
+        let by_import = code.as_ref().and_then(|c| {
+            self.import_of_call(mem, c.call(), hit.trace.frames[k].module, &mut stats)
+        });
+        hit.kind = match (by_frame, by_import.as_ref().and_then(|n| pool_routine(n).map(|c| (c, n.clone())))) {
+            (Some((call, function)), _) => HitKind::Pool {
+                call,
+                decided_by: DecidedBy::NtFrame { function },
+            },
+            (None, Some((call, function))) => HitKind::Pool {
+                call,
+                decided_by: DecidedBy::Import { function },
+            },
+            (None, None) => HitKind::Other {
+                reason: match &by_import {
+                    Some(n) => format!("the caller calls {n}, not a pool routine"),
+                    None => "no pool routine on the stack (nt's frames are not named as one and the caller's call does not go through a pool import)".into(),
+                },
+            },
+        };
+        if let (
+            Some(code),
+            HitKind::Pool {
+                call: PoolCall::Alloc,
+                ..
+            },
+        ) = (&code, &hit.kind)
+        {
+            let frame = hit.trace.frames[k].clone();
+            let mut read = |va: u64| mem.read_u64(KernelVa(va)).ok();
+            hit.size = code.value_at_call(Register::RDX, &frame, &mut read);
+        }
+        hit.reads.add(&stats);
+        hit
+    }
+
+    /// The caller's code from its function's start to the return address.
+    fn caller_code<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        hit: &Hit,
+        k: usize,
+        stats: &mut ReadStats,
+    ) -> Option<Code> {
+        let frame = &hit.trace.frames[k];
+        let m = frame.module?;
+        let base = self.walker.modules()[m].base.0;
+        let ret = frame.pc.0;
+        let rva = u32::try_from(ret.checked_sub(base)?.checked_sub(1)?).ok()?;
+        let f = self.walker.function_at(mem, m, rva, stats).ok().flatten()?;
+        let len = f.end.checked_sub(f.begin)?.min(MAX_FUNCTION_BYTES);
+        let bytes = self.walker.read_image(mem, m, f.begin, len, stats).ok()?;
+        // (A caller that calls has a frame, so a RUNTIME_FUNCTION.)
+        Code::decode(base + u64::from(f.begin), &bytes, ret)
+    }
+
+    /// The import a call goes through: its IAT slot, or a thunk's.
+    fn import_of_call<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        call: Call,
+        module: Option<usize>,
+        stats: &mut ReadStats,
+    ) -> Option<String> {
+        let m = module?;
+        let base = self.walker.modules()[m].base.0;
+        let slot = match call.target {
+            CallTarget::Indirect(slot) => slot,
+            CallTarget::Direct(t) if self.walker.modules()[m].contains(KernelVa(t)) => {
+                let rva = u32::try_from(t - base).ok()?;
+                let b = self.walker.read_image(mem, m, rva, 16, stats).ok()?;
+                callsite::thunk_slot(t, &b)?
+            }
+            _ => return None,
+        };
+        let imports = self.imports_of(mem, m, stats);
+        imports.slots.get(&slot).cloned()
+    }
+
+    fn imports_of<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        m: usize,
+        stats: &mut ReadStats,
+    ) -> &Imports {
+        if !self.imports.contains_key(&m) {
+            let i = self.read_imports(mem, m, stats).unwrap_or_default();
+            self.imports.insert(m, i);
+        }
+        &self.imports[&m]
+    }
+
+    /// Parse module `m`'s import descriptors: each FirstThunk (IAT) slot
+    /// named by the OriginalFirstThunk's hint/name entry.
+    fn read_imports<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        m: usize,
+        stats: &mut ReadStats,
+    ) -> Option<Imports> {
+        let base = self.walker.modules()[m].base.0;
+        let (dir, size) = self.walker.import_directory(mem, m, stats).ok()??;
+        let n = (size as usize / 20).clamp(1, MAX_DESCRIPTORS);
+        let descs = self
+            .walker
+            .read_image(mem, m, dir, (n * 20) as u32, stats)
+            .ok()?;
+        let mut out = Imports::default();
+        for d in descs.chunks_exact(20) {
+            let d = Le(d);
+            let (ilt, name, iat) = (
+                d.u32(0).unwrap_or(0),
+                d.u32(12).unwrap_or(0),
+                d.u32(16).unwrap_or(0),
+            );
+            if name == 0 || iat == 0 {
+                break;
+            }
+            let lookup = if ilt != 0 { ilt } else { iat };
+            for j in 0..MAX_IMPORTS as u32 {
+                if out.slots.len() >= MAX_IMPORTS {
+                    break;
+                }
+                let Ok(e) = self.walker.read_image(mem, m, lookup + 8 * j, 8, stats) else {
+                    break;
+                };
+                let e = u64::from_le_bytes(e.try_into().unwrap_or([0; 8]));
+                if e == 0 {
+                    break;
+                }
+                if e >> 63 != 0 || ilt == 0 {
+                    // By ordinal, or a bound IAT with no names left.
+                    continue;
+                }
+                let Ok(hint) =
+                    self.walker
+                        .read_image(mem, m, (e & 0x7FFF_FFFF) as u32 + 2, 64, stats)
+                else {
+                    continue;
+                };
+                let end = hint.iter().position(|b| *b == 0).unwrap_or(hint.len());
+                let name = String::from_utf8_lossy(&hint[..end]).into_owned();
+                out.slots
+                    .insert(base + u64::from(iat) + 8 * u64::from(j), name);
+            }
+        }
+        Some(out)
+    }
+}
+
+/// The tag PoolHitTag holds, as `ed nt!PoolHitTag` writes it: the raw
+/// little-endian u32 of the four bytes as typed (`Abc` padded to `Abc `).
+pub fn hit_tag_value(tag: PoolTag) -> u32 {
+    tag.0
+}
+
+#[cfg(test)]
+mod tests;
