@@ -27,11 +27,7 @@ fn bench(c: &mut Criterion) {
             port: 0,
             key: KEY.parse().unwrap(),
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            timeouts: Timeouts {
-                ack: Duration::from_millis(100),
-                reply: Duration::from_millis(200),
-                ..Timeouts::default()
-            },
+            timeouts: Timeouts::default(),
             chunk,
             cache_limit: 1 << 30,
         };

@@ -14,7 +14,7 @@ use pooldump_core::pool::{
 use pooldump_core::symbols::SourceKind;
 use serde::Serialize;
 
-use crate::common::{SourceArgs, SymbolArgs, open_source, release};
+use crate::common::{KdnetReport, SourceArgs, SymbolArgs, kdnet_report, open_source, release};
 use crate::render::{Align, Table};
 
 /// Per-tag pool usage (PoolMon, !poolused) and the big-page table.
@@ -118,6 +118,9 @@ pub struct Report {
     pub sessions: Option<Vec<Session>>,
     pub tracker: TrackerSummary,
     pub warnings: Vec<String>,
+    /// A live target: what the KDNET link did (docs/kdnet.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kdnet: Option<KdnetReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -357,6 +360,7 @@ pub fn collect(args: &Args) -> Result<Report> {
     };
     // Everything is read: let a live target run again.
     release(&target)?;
+    let kdnet = kdnet_report(&target);
     let cv = target.kernel.image.codeview.as_ref();
     let tot = |c: &pooldump_core::pool::Counters| PoolTotals {
         allocs: c.allocs,
@@ -402,6 +406,7 @@ pub fn collect(args: &Args) -> Result<Report> {
             expansion_used: usage.tracker.expansion_used,
         },
         warnings,
+        kdnet,
     })
 }
 

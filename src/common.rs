@@ -4,13 +4,14 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use pooldump_core::dump::CrashDump;
 use pooldump_core::memory::Translation;
 use pooldump_core::symbols::{DownloadProgress, SymbolOptions, SymbolPath, default_cache_dir};
 use pooldump_core::{KernelVa, Memory, MemoryError, OpenError, PhysAddr, Target};
-use pooldump_kdnet::{KdnetSpec, LiveTarget};
+use pooldump_kdnet::{KdnetSpec, LeftRunning, LinkStats, LiveTarget};
 
 /// Where nt's symbols come from.
 #[derive(Debug, Clone, clap::Args)]
@@ -127,13 +128,168 @@ pub struct SourceArgs {
     /// target is broken into, read, and resumed.
     #[arg(long, value_name = "SPEC")]
     pub kdnet: Option<String>,
+    /// With --kdnet: say on stderr what the link did (round trips, reads,
+    /// bytes, retransmissions, RESETs, the measured round-trip time).
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 /// The memory of a dump or of a live target, behind one [`Memory`].
 pub enum Source {
     // Both boxed: the handles are large and of very different sizes.
     Dump(Box<CrashDump>),
-    Live(Box<pooldump_kdnet::LiveTarget>),
+    Live(Box<LiveSource>),
+}
+
+/// How long a command waits for a target that stopped answering to offer
+/// again, so it can be resumed rather than left frozen (targets offer
+/// every 3 s).
+pub const RECOVER_WAIT: Duration = Duration::from_secs(7);
+
+/// A live target as a command holds it: however the command ends
+/// (success, error, Ctrl-C unwinding), the target is left running, and
+/// with `-v` the link's statistics are printed.
+pub struct LiveSource {
+    target: LiveTarget,
+    verbose: bool,
+    started: Instant,
+}
+
+impl LiveSource {
+    pub fn new(target: LiveTarget, verbose: bool, started: Instant) -> Self {
+        Self {
+            target,
+            verbose,
+            started,
+        }
+    }
+
+    /// The link's statistics for `--json`.
+    pub fn report(&self) -> KdnetReport {
+        KdnetReport::new(
+            &self.target.peer().to_string(),
+            &self.target.stats(),
+            self.started.elapsed(),
+        )
+    }
+}
+
+impl std::ops::Deref for LiveSource {
+    type Target = LiveTarget;
+    fn deref(&self) -> &LiveTarget {
+        &self.target
+    }
+}
+
+impl Drop for LiveSource {
+    fn drop(&mut self) {
+        leave_running(&self.target);
+        if self.verbose {
+            eprintln!("{}", self.report().summary());
+        }
+    }
+}
+
+/// Resume the target, or if the link was lost, wait for it to offer again
+/// and resume it; say on stderr what happened when it was not simple.
+pub fn leave_running(t: &LiveTarget) {
+    let lost = matches!(t.state(), pooldump_kdnet::TargetState::Dead(_));
+    if lost {
+        eprintln!(
+            "pooldump: the link to {} was lost; waiting up to {} s for the target to offer again, to resume it",
+            t.peer(),
+            RECOVER_WAIT.as_secs()
+        );
+    }
+    match t.leave_running(RECOVER_WAIT) {
+        Ok(LeftRunning::Reconnected { rebooted }) => eprintln!(
+            "pooldump: reconnected to {} and resumed it{}",
+            t.peer(),
+            if rebooted { " (it had rebooted)" } else { "" }
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("pooldump: could not leave the target running: {e}"),
+    }
+}
+
+/// What the KDNET link did, for `--json` (`kdnet`) and `-v`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KdnetReport {
+    pub peer: String,
+    /// Requests made: one round trip each when nothing is lost.
+    pub round_trips: u64,
+    /// Of which memory reads, and the bytes they returned.
+    pub reads: u64,
+    pub read_bytes: u64,
+    /// Retransmission timers that expired, packets sent again, RESETs.
+    pub timeouts: u64,
+    pub retransmissions: u64,
+    pub resets: u64,
+    /// Target packets received twice (ACKed again, used once).
+    pub duplicates: u64,
+    /// Datagrams dropped: not from the target, malformed, failed HMAC, bad
+    /// KD packet.
+    pub dropped: u64,
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub handshakes: u64,
+    /// The measured round-trip time and the retransmission timeout it
+    /// gives (RFC 6298), in milliseconds.
+    pub srtt_ms: Option<f64>,
+    pub rttvar_ms: f64,
+    pub rto_ms: f64,
+    /// From the start of the connection to now.
+    pub seconds: f64,
+}
+
+impl KdnetReport {
+    pub fn new(peer: &str, s: &LinkStats, elapsed: Duration) -> Self {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        Self {
+            peer: peer.to_string(),
+            round_trips: s.requests,
+            reads: s.reads,
+            read_bytes: s.read_bytes,
+            timeouts: s.timeouts,
+            retransmissions: s.retransmits,
+            resets: s.resets_sent,
+            duplicates: s.duplicates,
+            dropped: s.dropped_foreign
+                + s.dropped_malformed
+                + s.dropped_bad_tag
+                + s.dropped_bad_packet,
+            datagrams_in: s.datagrams_in,
+            datagrams_out: s.datagrams_out,
+            handshakes: s.handshakes,
+            srtt_ms: s.srtt.map(ms),
+            rttvar_ms: ms(s.rttvar),
+            rto_ms: ms(s.rto),
+            seconds: elapsed.as_secs_f64(),
+        }
+    }
+
+    /// The `-v` line.
+    pub fn summary(&self) -> String {
+        format!(
+            "KDNET {}: {} round trips ({} reads, {} bytes) in {:.2} s; {} timeouts, {} retransmissions, {} RESETs, {} duplicates, {} dropped; RTT {} (var {:.2} ms), timeout {:.1} ms; {} datagrams out, {} in",
+            self.peer,
+            self.round_trips,
+            self.reads,
+            self.read_bytes,
+            self.seconds,
+            self.timeouts,
+            self.retransmissions,
+            self.resets,
+            self.duplicates,
+            self.dropped,
+            self.srtt_ms
+                .map_or_else(|| "not measured".to_string(), |v| format!("{v:.2} ms")),
+            self.rttvar_ms,
+            self.rto_ms,
+            self.datagrams_out,
+            self.datagrams_in,
+        )
+    }
 }
 
 impl Memory for Source {
@@ -192,6 +348,7 @@ pub fn open_source(src: &SourceArgs, sym: &SymbolArgs) -> Result<(Target<Source>
     match (&src.dump, &src.kdnet) {
         (_, Some(spec)) => {
             let parsed: KdnetSpec = spec.parse().with_context(|| format!("--kdnet {spec}"))?;
+            let started = Instant::now();
             let t = connect_live(&parsed, sym)?;
             let meta = SourceMeta {
                 name: format!("KDNET {}", t.mem.peer()),
@@ -204,7 +361,11 @@ pub fn open_source(src: &SourceArgs, sym: &SymbolArgs) -> Result<(Target<Source>
                 system_time: None,
                 live: true,
             };
-            Ok((t.map_mem(|m| Source::Live(Box::new(m))), meta))
+            let verbose = src.verbose;
+            Ok((
+                t.map_mem(|m| Source::Live(Box::new(LiveSource::new(m, verbose, started)))),
+                meta,
+            ))
         }
         (Some(path), None) => {
             let t = open_dump(path, sym)?;
@@ -257,4 +418,12 @@ pub fn release(t: &Target<Source>) -> Result<()> {
         l.resume().context("resuming the target")?;
     }
     Ok(())
+}
+
+/// The link's statistics of a live source, for `--json`.
+pub fn kdnet_report(t: &Target<Source>) -> Option<KdnetReport> {
+    match &t.mem {
+        Source::Live(l) => Some(l.report()),
+        Source::Dump(_) => None,
+    }
 }

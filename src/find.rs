@@ -18,7 +18,7 @@ use pooldump_core::pool::find::{
 };
 use serde::Serialize;
 
-use crate::common::{Source, SourceArgs, SymbolArgs, open_source, release};
+use crate::common::{Source, SourceArgs, SymbolArgs, kdnet_report, open_source, release};
 use crate::render::{Align, Table};
 
 /// Find every allocation with the given tags (!poolfind).
@@ -77,6 +77,9 @@ pub struct Report {
     pub unmapped: Vec<Unmapped>,
     pub scan: Scan,
     pub warnings: Vec<String>,
+    /// A live target: what the KDNET link did (docs/kdnet.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kdnet: Option<crate::common::KdnetReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -223,14 +226,16 @@ pub fn collect(args: &Args) -> Result<Report> {
     let found = found?;
     let mut warnings = target.notes.clone();
     warnings.extend(found.warnings.iter().cloned());
-    Ok(report(
+    let mut r = report(
         &found,
         &meta.name,
         meta.build,
         meta.live,
         args.allocated,
         warnings,
-    ))
+    );
+    r.kdnet = kdnet_report(&target);
+    Ok(r)
 }
 
 fn hex(v: u64) -> String {
@@ -322,6 +327,7 @@ fn report(
             rejected_by_heap: r.scan.rejected_by_heap,
         },
         warnings,
+        kdnet: None,
     }
 }
 

@@ -44,6 +44,9 @@ pub struct InfoReport {
     pub kernel_error: Option<String>,
     /// The loaded-module list, when its head is known.
     pub modules: Option<ModuleList>,
+    /// A live target: what the KDNET link did (docs/kdnet.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kdnet: Option<crate::common::KdnetReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,7 +76,7 @@ pub struct LiveInfo {
 
 pub fn run(args: &Args) -> Result<String> {
     let report = match (&args.source.dump, &args.source.kdnet) {
-        (_, Some(spec)) => collect_live(spec)?,
+        (_, Some(spec)) => collect_live(spec, args.source.verbose)?,
         (Some(dump), None) => collect(dump)?,
         (None, None) => anyhow::bail!("name a DUMP or --kdnet SPEC"),
     };
@@ -108,18 +111,21 @@ pub fn collect(path: &std::path::Path) -> Result<InfoReport> {
         kernel,
         kernel_error,
         modules,
+        kdnet: None,
     })
 }
 
 /// Connect to a KDNET target, gather the report as for a dump, and let the
 /// target run again.
-pub fn collect_live(spec: &str) -> Result<InfoReport> {
+pub fn collect_live(spec: &str, verbose: bool) -> Result<InfoReport> {
     let spec: pooldump_kdnet::KdnetSpec =
         spec.parse().with_context(|| format!("--kdnet {spec}"))?;
     let port = spec.port;
+    let started = std::time::Instant::now();
     let live = pooldump_kdnet::Session::connect(spec.into())
         .with_context(|| format!("KDNET session on UDP port {port}"))?;
-    let (kernel, kernel_error, modules) = kernel_and_modules(&live, &live.boot_hints(), None);
+    let live = crate::common::LiveSource::new(live, verbose, started);
+    let (kernel, kernel_error, modules) = kernel_and_modules(&*live, &live.boot_hints(), None);
     let v = live.version();
     let stop = live.stop_info()?;
     let info = LiveInfo {
@@ -143,6 +149,7 @@ pub fn collect_live(spec: &str) -> Result<InfoReport> {
         kernel,
         kernel_error,
         modules,
+        kdnet: Some(live.report()),
     })
 }
 

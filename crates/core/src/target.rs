@@ -21,6 +21,7 @@
 //! ```
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::addr::{KernelVa, Pfn};
 use crate::dump::{CrashDump, DumpError};
@@ -29,6 +30,7 @@ use crate::kernel::{
     WalkLimits,
 };
 use crate::memory::Memory;
+use crate::pool::attribution::{ImageCache, ImageFiles};
 use crate::pool::{
     self, BigPoolOptions, BigPoolTable, PoolError, PoolTagDb, PoolUsage, SessionPool, TagUsage,
     TrackerOptions,
@@ -58,6 +60,11 @@ pub struct Target<M: Memory> {
     pub modules: Option<ModuleList>,
     /// How the kernel and symbols were found, and what looked wrong.
     pub notes: Vec<String>,
+    /// Module sections searched for tags, read once per target (session).
+    pub images: ImageCache,
+    /// Where image files come from instead of memory (a symbol store's
+    /// binaries), if anywhere: see [`ImageFiles`].
+    pub image_files: Option<Arc<dyn ImageFiles>>,
 }
 
 impl Target<CrashDump> {
@@ -136,6 +143,8 @@ impl<M: Memory> Target<M> {
             symbols: syms,
             modules,
             notes,
+            images: ImageCache::default(),
+            image_files: None,
         })
     }
 
@@ -148,6 +157,8 @@ impl<M: Memory> Target<M> {
             symbols: self.symbols,
             modules: self.modules,
             notes: self.notes,
+            images: self.images,
+            image_files: self.image_files,
         }
     }
 
@@ -192,7 +203,10 @@ impl<M: Memory> Target<M> {
     }
 
     /// Fill in each row's driver: pooltag.txt first (exact tags, then
-    /// patterns), then a search of the loaded images for the tag's bytes.
+    /// patterns), then a search of the loaded images' code and read-only
+    /// data for the tag's bytes (from [`Self::image_files`] where they
+    /// match, else memory; once per target). Only `rows` are searched for:
+    /// pass the rows the user will see.
     pub fn attribute(
         &self,
         rows: &mut [TagUsage],
@@ -216,7 +230,13 @@ impl<M: Memory> Target<M> {
             .filter(|r| r.driver.is_none())
             .map(|r| r.tag)
             .collect();
-        let found = pool::attribution::attribute_tags(&self.mem, &mods.modules, &wanted);
+        let found = pool::attribution::attribute_tags_with(
+            &self.mem,
+            &mods.modules,
+            &wanted,
+            &self.images,
+            self.image_files.as_deref(),
+        );
         for r in rows.iter_mut().filter(|r| r.driver.is_none()) {
             if let Some(a) = found.get(&r.tag.unprotected()) {
                 let how = if a.immediate_hits > 0 { "" } else { "?" };

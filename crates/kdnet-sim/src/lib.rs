@@ -32,9 +32,19 @@
 //!
 //! The thread is bounded: it stops when told, when the handle is dropped,
 //! or after `lifetime`.
+//!
+//! For sessions that go wrong and for a target that runs (issue 13 and
+//! the event API of issue 11), a few additive knobs: [`SimConfig::bind`]
+//! (sit on a veth address), [`SimConfig::mishap`] (reboot, or stop
+//! answering for a while, after N requests), [`SimTarget::set_silent`],
+//! and [`SimTarget::emit`] (a breakpoint, an exception, a load-symbols
+//! stop or a DbgPrint raised by the running target on its own). A stopped
+//! target with nothing pending answers RESEND or RESET with its state
+//! change again, as Windows' KdpSendWaitContinue does, so a debugger that
+//! (re)connects to a stopped target learns where it is.
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -42,8 +52,8 @@ use std::time::{Duration, Instant};
 
 use pooldump_kdnet::KdnetKey;
 use pooldump_kdnet::api::{
-    CONTEXT_LEN, CONTEXT_RIP, Call, DebugIo, MAX_TRANSFER, Manipulate, SPECIAL_REGISTERS_CR3,
-    SPECIAL_REGISTERS_LEN, Space, StateChange, Version, api_number, status,
+    CONTEXT_LEN, Call, DebugIo, MAX_TRANSFER, Manipulate, SPECIAL_REGISTERS_CR3,
+    SPECIAL_REGISTERS_LEN, Space, StateChange, Version, api_number, context, status,
 };
 use pooldump_kdnet::control::{IDENTITY_LEN, Offer, Response};
 use pooldump_kdnet::datagram::{self, Channel, DataKey, Datagram, DatagramError, MAX_LEN};
@@ -102,6 +112,54 @@ pub struct SimConfig {
     pub workload: Option<Workload>,
     /// Simulated seconds per real second while running.
     pub speed: f64,
+    /// The local address to bind (127.0.0.1 by default; a veth address
+    /// for the network-namespace tests).
+    pub bind: IpAddr,
+    /// Something that happens once, after the target executed a number of
+    /// requests.
+    pub mishap: Option<Mishap>,
+}
+
+/// A session that goes wrong, at a chosen point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mishap {
+    /// Requests executed (in this boot) before it happens.
+    pub after_requests: u64,
+    pub kind: MishapKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MishapKind {
+    /// The target reboots: a new boot identity, no data key, running.
+    Reboot,
+    /// The target neither answers nor offers for this long (a cable
+    /// pulled, a hung NIC), then carries on as if nothing happened.
+    Silent(Duration),
+}
+
+/// Something a running target reports on its own ([`SimTarget::emit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimEvent {
+    /// A hard-coded `int3` at `pc` on `processor` (PoolHitTag's break,
+    /// DbgBreakPoint): the target stops with STATUS_BREAKPOINT, Rip = pc.
+    Breakpoint { processor: u16, pc: u64 },
+    /// Any other exception: the target stops with `code`.
+    Exception {
+        processor: u16,
+        pc: u64,
+        code: u32,
+        parameters: Vec<u64>,
+        first_chance: bool,
+    },
+    /// An image loads: the target stops with a load-symbols state change.
+    LoadSymbols {
+        processor: u16,
+        base: u64,
+        size: u32,
+        path: String,
+    },
+    /// DbgPrint: a DEBUG_IO PrintString; the target keeps running.
+    Print { processor: u16, text: String },
 }
 
 impl SimConfig {
@@ -116,6 +174,8 @@ impl SimConfig {
             lifetime: Duration::from_secs(300),
             workload: None,
             speed: 60.0,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            mishap: None,
         }
     }
 }
@@ -150,10 +210,20 @@ pub struct SimStats {
     pub prints_sent: u64,
     /// Simulated nanoseconds the machine has run.
     pub sim_ns: u64,
-    /// The machine is running (not stopped) right now.
-    pub running: bool,
     /// The machine bug-checked.
     pub bugchecked: bool,
+    /// Whether the target runs (as opposed to stopped in the debugger).
+    pub running: bool,
+    /// The ContinueStatus of the last Continue/Continue2.
+    pub last_continue_status: Option<u32>,
+    /// SetContext requests executed.
+    pub set_contexts: u64,
+    /// Events raised with [`SimTarget::emit`] and sent.
+    pub events_sent: u64,
+    /// State changes sent again on a RESEND or RESET while stopped.
+    pub stops_resent: u64,
+    /// Datagrams not answered while silent.
+    pub ignored_while_silent: u64,
 }
 
 enum Cmd {
@@ -165,6 +235,8 @@ enum Cmd {
     Truth(Sender<Option<RunTruth>>),
     /// Read kernel memory as the CPU sees it now (for tests).
     Peek(u64, usize, Sender<Option<Vec<u8>>>),
+    Silent(bool, Sender<()>),
+    Emit(SimEvent, Sender<bool>),
     Stop,
 }
 
@@ -183,9 +255,10 @@ pub struct SimTarget {
 }
 
 impl SimTarget {
-    /// Bind 127.0.0.1 on a free port and start offering to `cfg.host`.
+    /// Bind `cfg.bind` (127.0.0.1 by default) on a free port and start
+    /// offering to `cfg.host`.
     pub fn spawn(machine: Machine, cfg: SimConfig) -> std::io::Result<Self> {
-        let sock = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let sock = UdpSocket::bind((cfg.bind, 0))?;
         sock.set_read_timeout(Some(Duration::from_millis(5)))?;
         let addr = sock.local_addr()?;
         let (tx, rx) = mpsc::channel();
@@ -223,6 +296,26 @@ impl SimTarget {
         if self.cmd.send(Cmd::Forge(tx)).is_ok() {
             let _ = rx.recv_timeout(Duration::from_secs(10));
         }
+    }
+
+    /// Stop answering (and offering) until `set_silent(false)`; returns
+    /// once in effect.
+    pub fn set_silent(&self, silent: bool) {
+        let (tx, rx) = mpsc::channel();
+        if self.cmd.send(Cmd::Silent(silent, tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
+    /// Make the running target report `event` on its own, as the lead's
+    /// running CPU will. Returns whether it was sent: only a running
+    /// target with a debugger attached reports anything.
+    pub fn emit(&self, event: SimEvent) -> bool {
+        let (tx, rx) = mpsc::channel();
+        if self.cmd.send(Cmd::Emit(event, tx)).is_ok() {
+            return rx.recv_timeout(Duration::from_secs(10)).unwrap_or(false);
+        }
+        false
     }
 
     pub fn stats(&self) -> SimStats {
@@ -280,6 +373,8 @@ struct Pending {
 
 /// The KTHREAD a simulated stop reports (opaque to the debugger).
 const STOPPED_THREAD: u64 = 0xFFFF_C001_2345_6080;
+/// Where the processors' (opaque) kernel stacks are said to be.
+const STACKS: u64 = 0xFFFF_D000_1234_7F00;
 
 /// How long a reordered datagram is held at most.
 const HOLD: Duration = Duration::from_millis(15);
@@ -309,8 +404,17 @@ struct Target {
     last_exec: Option<u32>,
     executed: std::collections::HashSet<u32>,
     run: Run,
-    context: Vec<u8>,
+    /// CONTEXT per processor.
+    contexts: Vec<Vec<u8>>,
     pc: u64,
+    /// The state change that stopped the target, sent again on RESEND or
+    /// RESET while nothing else is pending.
+    stop_report: Option<Vec<u8>>,
+    silent_until: Option<Instant>,
+    silent: bool,
+    /// Requests executed in this boot (for the mishap).
+    boot_requests: u64,
+    mishap: Option<Mishap>,
     held_out: Option<(Instant, Vec<u8>)>,
     held_in: Option<(Instant, Vec<u8>, SocketAddr)>,
 }
@@ -325,14 +429,23 @@ impl Target {
         let pc = m
             .sym_va("RtlpBreakWithStatusInstruction")
             .unwrap_or(kern_base + 0x1000);
-        let mut context = vec![0u8; CONTEXT_LEN];
-        context[0x30..0x34].copy_from_slice(&0x0010_001Fu32.to_le_bytes());
-        context[0x38..0x3A].copy_from_slice(&0x10u16.to_le_bytes());
-        context[0x44..0x48].copy_from_slice(&0x202u32.to_le_bytes());
-        context[CONTEXT_RIP..CONTEXT_RIP + 8].copy_from_slice(&pc.to_le_bytes());
+        let cpus = m.truth.cpus.max(1) as usize;
+        let contexts = (0..cpus)
+            .map(|cpu| {
+                let mut c = vec![0u8; CONTEXT_LEN];
+                c[0x30..0x34].copy_from_slice(&0x0010_001Fu32.to_le_bytes());
+                c[0x38..0x3A].copy_from_slice(&0x10u16.to_le_bytes());
+                c[0x44..0x48].copy_from_slice(&0x202u32.to_le_bytes());
+                // Each processor's own (opaque) kernel stack.
+                context::set_reg(&mut c, context::RSP, STACKS - cpu as u64 * 0x6000);
+                context::set_reg(&mut c, context::RIP, pc);
+                c
+            })
+            .collect();
         let peer = cfg.host;
         let mut m = m;
         let rt = cfg.workload.clone().map(|w| Runtime::new(&mut m, w));
+        let mishap = cfg.mishap;
         Self {
             m,
             rt,
@@ -354,8 +467,13 @@ impl Target {
             last_exec: None,
             executed: Default::default(),
             run: Run::Running,
-            context,
+            contexts,
             pc,
+            stop_report: None,
+            silent_until: None,
+            silent: false,
+            boot_requests: 0,
+            mishap,
             held_out: None,
             held_in: None,
             cfg,
@@ -369,6 +487,7 @@ impl Target {
     fn run(mut self, rx: Receiver<Cmd>) -> SimEnd {
         let end = Instant::now() + self.cfg.lifetime;
         let mut next_offer = Instant::now();
+        self.stat(|s| s.running = self.run == Run::Running);
         let mut buf = vec![0u8; MAX_LEN + 64];
         while Instant::now() < end {
             match rx.try_recv() {
@@ -390,9 +509,28 @@ impl Target {
                     let n = self.read_virtual(va, &mut b);
                     let _ = tx.send((n == b.len()).then_some(b));
                 }
+                Ok(Cmd::Silent(on, done)) => {
+                    self.silent = on;
+                    let _ = done.send(());
+                }
+                Ok(Cmd::Emit(ev, done)) => {
+                    let sent = self.emit(ev);
+                    let _ = done.send(sent);
+                }
                 Err(TryRecvError::Empty) => {}
             }
+            if self.silent_until.is_some_and(|t| Instant::now() >= t) {
+                self.silent_until = None;
+            }
+            // The machine runs whether or not the link works.
             self.tick();
+            if self.is_silent() {
+                // Nothing goes out; whatever comes in is lost.
+                if self.sock.recv_from(&mut buf).is_ok() {
+                    self.stat(|s| s.ignored_while_silent += 1);
+                }
+                continue;
+            }
             self.flush_outbox();
             if Instant::now() >= next_offer {
                 self.offer();
@@ -440,21 +578,22 @@ impl Target {
         let sim_ns = self.sim_ns;
         self.stat(|s| s.sim_ns = sim_ns);
         if let Some(stop) = stop {
-            self.run = Run::Stopped;
             self.stopped_cpu = stop.cpu as u16;
             self.pc = stop.pc;
             let bugchecked = matches!(stop.kind, StopKind::BugCheck(_));
             self.stat(|s| {
                 s.stops += 1;
-                s.running = false;
                 s.bugchecked |= bugchecked;
             });
             let mut stream = [0u8; 16];
             self.read_virtual(stop.pc, &mut stream);
             let cpus = self.m.truth.cpus.max(1);
             let sc = StateChange::breakpoint(stop.cpu as u16, cpus, stop.thread, stop.pc, &stream);
-            self.outbox
-                .push_back((PacketType::StateChange64, sc.to_bytes()));
+            // After the prints before it; sent again on RESEND while stopped.
+            let bytes = sc.to_bytes();
+            self.set_run(Run::Stopped);
+            self.stop_report = Some(bytes.clone());
+            self.outbox.push_back((PacketType::StateChange64, bytes));
         }
     }
 
@@ -476,7 +615,93 @@ impl Target {
         self.executed.clear();
         self.next_id = 0;
         self.seq = 1;
-        self.run = Run::Running;
+        self.set_run(Run::Running);
+        self.boot_requests = 0;
+    }
+
+    fn is_silent(&self) -> bool {
+        self.silent || self.silent_until.is_some()
+    }
+
+    fn set_run(&mut self, run: Run) {
+        if run == Run::Running {
+            self.stop_report = None;
+        }
+        let running = run == Run::Running;
+        self.run = run;
+        self.stat(|s| s.running = running);
+    }
+
+    /// Stop with `sc` and report it.
+    fn stop_with(&mut self, sc: StateChange) {
+        let bytes = sc.to_bytes();
+        self.set_run(Run::Stopped);
+        self.stop_report = Some(bytes.clone());
+        self.send_data(PacketType::StateChange64, bytes);
+    }
+
+    /// A test's event, raised by the running target.
+    fn emit(&mut self, ev: SimEvent) -> bool {
+        if self.run != Run::Running || self.data_key.is_none() {
+            return false;
+        }
+        let cpus = self.m.truth.cpus.max(1);
+        let on = |p: u16| usize::from(p) < cpus as usize;
+        match ev {
+            SimEvent::Breakpoint { processor, pc } if on(processor) => {
+                let mut stream = [0u8; 16];
+                self.read_virtual(pc, &mut stream);
+                context::set_reg(&mut self.contexts[processor as usize], context::RIP, pc);
+                let sc = StateChange::breakpoint(processor, cpus, STOPPED_THREAD, pc, &stream);
+                self.stop_with(sc);
+            }
+            SimEvent::Exception {
+                processor,
+                pc,
+                code,
+                parameters,
+                first_chance,
+            } if on(processor) => {
+                let mut stream = [0u8; 16];
+                self.read_virtual(pc, &mut stream);
+                context::set_reg(&mut self.contexts[processor as usize], context::RIP, pc);
+                let sc = StateChange::exception(
+                    processor,
+                    cpus,
+                    STOPPED_THREAD,
+                    pc,
+                    code,
+                    &parameters,
+                    first_chance,
+                    &stream,
+                );
+                self.stop_with(sc);
+            }
+            SimEvent::LoadSymbols {
+                processor,
+                base,
+                size,
+                path,
+            } if on(processor) => {
+                let sc = StateChange::load_symbols(
+                    processor,
+                    cpus,
+                    STOPPED_THREAD,
+                    self.pc,
+                    base,
+                    size,
+                    &path,
+                );
+                self.stop_with(sc);
+            }
+            SimEvent::Print { processor, text } => {
+                let io = DebugIo::print(processor, &text);
+                self.send_data(PacketType::DebugIo, io.to_bytes());
+            }
+            _ => return false,
+        }
+        self.stat(|s| s.events_sent += 1);
+        true
     }
 
     fn offer(&mut self) {
@@ -648,6 +873,21 @@ impl Target {
         self.send(&payload);
     }
 
+    /// RESEND and RESET: the pending packet again, or, when a stopped
+    /// target has none, its state change (Windows' KdpSendWaitContinue
+    /// sends the state change again when KdReceivePacket says the
+    /// debugger needs a resend).
+    fn resend_pending_or_stop(&mut self) {
+        if self.pending.is_some() {
+            self.resend_pending();
+        } else if self.run == Run::Stopped
+            && let Some(sc) = self.stop_report.clone()
+        {
+            self.stat(|s| s.stops_resent += 1);
+            self.send_data(PacketType::StateChange64, sc);
+        }
+    }
+
     fn resend_pending(&mut self) {
         if let Some(p) = &self.pending
             && let Ok(payload) = Payload::parse(&p.payload)
@@ -699,6 +939,10 @@ impl Target {
         self.data_key = Some(r.data_key(&self.cfg.key));
         self.peer = from;
         self.seq = 1;
+        // A new key is a new debugger (or the same one starting over):
+        // its packet ids are not the old one's.
+        self.last_exec = None;
+        self.executed.clear();
         self.stat(|s| s.handshakes += 1);
         // The hello: the host's IPv4 address, bytes reversed.
         let mut hello = [0u8; 12];
@@ -714,11 +958,7 @@ impl Target {
         match p {
             Payload::BreakIn => {
                 if self.run == Run::Running {
-                    self.stat(|s| {
-                        s.breakins += 1;
-                        s.running = false;
-                    });
-                    self.run = Run::Stopped;
+                    self.stat(|s| s.breakins += 1);
                     self.stopped_cpu = 0;
                     let thread = match self.rt.as_mut() {
                         Some(rt) => {
@@ -730,6 +970,7 @@ impl Target {
                     };
                     let mut stream = [0u8; 16];
                     self.read_virtual(self.pc, &mut stream);
+                    context::set_reg(&mut self.contexts[0], context::RIP, self.pc);
                     let sc = StateChange::breakpoint(
                         0,
                         self.m.truth.cpus.max(1),
@@ -737,11 +978,14 @@ impl Target {
                         self.pc,
                         &stream,
                     );
-                    if self.pending.is_none() {
-                        self.send_data(PacketType::StateChange64, sc.to_bytes());
+                    if self.rt.is_some() {
+                        let bytes = sc.to_bytes();
+                        self.set_run(Run::Stopped);
+                        self.stop_report = Some(bytes.clone());
+                        self.outbox.push_back((PacketType::StateChange64, bytes));
+                        self.flush_outbox();
                     } else {
-                        self.outbox
-                            .push_back((PacketType::StateChange64, sc.to_bytes()));
+                        self.stop_with(sc);
                     }
                 } else {
                     self.resend_pending();
@@ -751,12 +995,12 @@ impl Target {
                 PacketType::Acknowledge if self.pending.as_ref().is_some_and(|p| p.id == id) => {
                     self.pending = None;
                 }
-                PacketType::Resend => self.resend_pending(),
+                PacketType::Resend => self.resend_pending_or_stop(),
                 PacketType::Reset => {
                     self.stat(|s| s.resets_received += 1);
                     let cur = self.pending.as_ref().map_or(self.next_id, |p| p.id);
                     self.send_control(PacketType::Reset, cur);
-                    self.resend_pending();
+                    self.resend_pending_or_stop();
                 }
                 _ => {}
             },
@@ -797,6 +1041,7 @@ impl Target {
         }
         self.last_exec = Some(p.id);
         self.stat(|s| s.requests_executed += 1);
+        self.boot_requests += 1;
         // Executed before the ACK goes out so that the effects (and the
         // statistics) are in place when the debugger sees the ACK; the
         // wire order is still ACK, then reply.
@@ -804,6 +1049,15 @@ impl Target {
         self.send_control(PacketType::Acknowledge, p.id);
         if let Some(reply) = reply {
             self.send_data(PacketType::StateManipulate, reply.to_bytes());
+        }
+        if let Some(m) = self.mishap
+            && self.boot_requests >= m.after_requests
+        {
+            self.mishap = None;
+            match m.kind {
+                MishapKind::Reboot => self.reboot(),
+                MishapKind::Silent(d) => self.silent_until = Some(Instant::now() + d),
+            }
         }
     }
 
@@ -879,42 +1133,48 @@ impl Target {
                 r.set_version(&v);
                 Some(r)
             }
-            Call::GetContext => {
-                let ctx = match self.rt.as_ref() {
-                    Some(rt) if (req.processor as usize) < rt.processors.len() => {
-                        rt.context(req.processor as usize)
-                    }
-                    Some(_) => return fail(),
-                    None => self.context.clone(),
-                };
-                Some(req.reply(status::SUCCESS, ctx))
-            }
+            Call::GetContext => match self.rt.as_ref() {
+                Some(rt) if usize::from(req.processor) < rt.processors.len() => {
+                    Some(req.reply(status::SUCCESS, rt.context(usize::from(req.processor))))
+                }
+                Some(_) => fail(),
+                None => match self.contexts.get(usize::from(req.processor)) {
+                    Some(c) => Some(req.reply(status::SUCCESS, c.clone())),
+                    None => fail(),
+                },
+            },
             Call::SetContext { .. } if req.data.len() >= CONTEXT_LEN => {
                 let ctx = &req.data[..CONTEXT_LEN];
-                match self.rt.as_mut() {
-                    Some(rt) => {
-                        if !rt.set_context(req.processor as usize, ctx) {
-                            return fail();
+                let ok = match self.rt.as_mut() {
+                    Some(rt) => rt.set_context(usize::from(req.processor), ctx),
+                    None => match self.contexts.get_mut(usize::from(req.processor)) {
+                        Some(c) => {
+                            *c = ctx.to_vec();
+                            true
                         }
-                    }
-                    None => self.context = ctx.to_vec(),
+                        None => false,
+                    },
+                };
+                if !ok {
+                    return fail();
                 }
+                self.stat(|s| s.set_contexts += 1);
                 Some(req.reply(status::SUCCESS, Vec::new()))
             }
-            Call::Continue { .. } | Call::Continue2(_) => {
+            Call::Continue { status }
+            | Call::Continue2(pooldump_kdnet::api::Continue2 { status, .. }) => {
                 self.stat(|s| {
                     s.continues += 1;
-                    s.running = true;
+                    s.last_continue_status = Some(status);
                 });
                 if let Some(rt) = self.rt.as_mut() {
                     rt.resume();
                     if rt.is_dead() {
                         // A bug-checked machine never runs again.
-                        self.stat(|s| s.running = false);
                         return None;
                     }
                 }
-                self.run = Run::Running;
+                self.set_run(Run::Running);
                 self.last_tick = Instant::now();
                 None
             }

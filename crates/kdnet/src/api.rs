@@ -59,6 +59,53 @@ pub mod status {
     pub const BREAKPOINT: u32 = 0x8000_0003;
     pub const DBG_CONTINUE: u32 = 0x0001_0002;
     pub const DBG_EXCEPTION_HANDLED: u32 = 0x0001_0001;
+    pub const DBG_EXCEPTION_NOT_HANDLED: u32 = 0x8001_0001;
+}
+
+/// Offsets of the registers in the x64 CONTEXT (winnt.h; Rip and the
+/// layout verified in the capture, kdnet.md §5).
+pub mod context {
+    pub const CONTEXT_FLAGS: usize = 0x30;
+    pub const SEG_CS: usize = 0x38;
+    pub const SEG_SS: usize = 0x42;
+    pub const EFLAGS: usize = 0x44;
+    pub const DR7: usize = 0x70;
+    pub const RAX: usize = 0x78;
+    pub const RCX: usize = 0x80;
+    pub const RDX: usize = 0x88;
+    pub const RBX: usize = 0x90;
+    pub const RSP: usize = 0x98;
+    pub const RBP: usize = 0xA0;
+    pub const RSI: usize = 0xA8;
+    pub const RDI: usize = 0xB0;
+    pub const R8: usize = 0xB8;
+    pub const R9: usize = 0xC0;
+    pub const R10: usize = 0xC8;
+    pub const R11: usize = 0xD0;
+    pub const R12: usize = 0xD8;
+    pub const R13: usize = 0xE0;
+    pub const R14: usize = 0xE8;
+    pub const R15: usize = 0xF0;
+    pub const RIP: usize = 0xF8;
+
+    /// The u64 register at `offset` of a CONTEXT; `None` if it is short.
+    pub fn reg(context: &[u8], offset: usize) -> Option<u64> {
+        context
+            .get(offset..offset + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    }
+
+    /// Set the u64 register at `offset`; `false` if the CONTEXT is short.
+    pub fn set_reg(context: &mut [u8], offset: usize, value: u64) -> bool {
+        match context.get_mut(offset..offset + 8) {
+            Some(b) => {
+                b.copy_from_slice(&value.to_le_bytes());
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 use api_number as api;
@@ -655,11 +702,79 @@ impl StateChange {
         pc: u64,
         stream: &[u8; 16],
     ) -> Self {
+        // ExceptionInformation[0] = BREAKPOINT_BREAK (0).
+        Self::exception(
+            processor,
+            number_processors,
+            thread,
+            pc,
+            status::BREAKPOINT,
+            &[0],
+            true,
+            stream,
+        )
+    }
+
+    /// An exception state change (for a simulated target): `code` at
+    /// `pc` with up to 15 parameters.
+    #[allow(clippy::too_many_arguments)]
+    pub fn exception(
+        processor: u16,
+        number_processors: u32,
+        thread: u64,
+        pc: u64,
+        code: u32,
+        parameters: &[u64],
+        first_chance: bool,
+        stream: &[u8; 16],
+    ) -> Self {
         let mut union = [0u8; 0xA0];
-        put(&mut union, 0, &status::BREAKPOINT.to_le_bytes());
+        put(&mut union, 0, &code.to_le_bytes());
         put(&mut union, 0x10, &pc.to_le_bytes());
-        put(&mut union, 0x18, &1u32.to_le_bytes());
-        put(&mut union, 0x98, &1u32.to_le_bytes());
+        let parameters = &parameters[..parameters.len().min(15)];
+        put(&mut union, 0x18, &(parameters.len() as u32).to_le_bytes());
+        for (i, p) in parameters.iter().enumerate() {
+            put(&mut union, 0x20 + 8 * i, &p.to_le_bytes());
+        }
+        put(&mut union, 0x98, &u32::from(first_chance).to_le_bytes());
+        let mut s = Self::with_report(processor, number_processors, thread, pc, stream);
+        s.union = union;
+        s
+    }
+
+    /// A load-symbols state change (for a simulated target): the image
+    /// `path` mapped at `base`.
+    pub fn load_symbols(
+        processor: u16,
+        number_processors: u32,
+        thread: u64,
+        pc: u64,
+        base: u64,
+        size: u32,
+        path: &str,
+    ) -> Self {
+        let mut data = path.as_bytes().to_vec();
+        data.push(0);
+        let mut union = [0u8; 0xA0];
+        put(&mut union, 0, &(data.len() as u32).to_le_bytes());
+        put(&mut union, 0x08, &base.to_le_bytes());
+        put(&mut union, 0x10, &u64::MAX.to_le_bytes());
+        put(&mut union, 0x1C, &size.to_le_bytes());
+        let mut s = Self::with_report(processor, number_processors, thread, pc, &[0; 16]);
+        s.new_state = api::STATE_LOAD_SYMBOLS;
+        s.union = union;
+        s.data = data;
+        s
+    }
+
+    /// The fixed part with a control report as Windows fills it.
+    fn with_report(
+        processor: u16,
+        number_processors: u32,
+        thread: u64,
+        pc: u64,
+        stream: &[u8; 16],
+    ) -> Self {
         let mut cr = [0u8; 0x30];
         put(&mut cr, 0, &0xFFFF_0FF0u64.to_le_bytes());
         put(&mut cr, 8, &0x400u64.to_le_bytes());
@@ -679,7 +794,7 @@ impl StateChange {
             pad: 0,
             thread,
             program_counter: pc,
-            union,
+            union: [0; 0xA0],
             control_report: cr,
             data: Vec::new(),
         }
@@ -722,10 +837,38 @@ impl DebugIo {
         v
     }
 
-    /// The printed text (PrintString), bounded by the packet.
+    /// The printed text (PrintString) or the prompt (GetString), bounded
+    /// by the packet.
     pub fn text(&self) -> String {
         let n = (Le(&self.args).u32(0).unwrap_or(0) as usize).min(self.data.len());
         String::from_utf8_lossy(&self.data[..n]).into_owned()
+    }
+
+    /// A PrintString (for a simulated target).
+    pub fn print(processor: u16, text: &str) -> Self {
+        let mut args = [0u8; 8];
+        put(&mut args, 0, &(text.len() as u32).to_le_bytes());
+        Self {
+            api: api::PRINT_STRING,
+            processor_level: 6,
+            processor,
+            args,
+            data: text.as_bytes().to_vec(),
+        }
+    }
+
+    /// The debugger's answer to a GetString prompt: an empty line
+    /// (LengthOfStringRead 0), so the target does not wait for a person.
+    pub fn empty_answer(&self) -> Self {
+        let mut args = self.args;
+        put(&mut args, 4, &0u32.to_le_bytes());
+        Self {
+            api: self.api,
+            processor_level: self.processor_level,
+            processor: self.processor,
+            args,
+            data: Vec::new(),
+        }
     }
 }
 

@@ -48,6 +48,16 @@ pub enum KdnetError {
     BootDebugger { major: u16 },
     #[error("the target is running; break in first")]
     Running,
+    #[error("the target is stopped; continue it before waiting for events")]
+    Stopped,
+    #[error(
+        "lost the link to the target {target} and could not get it back within {waited:?}: {cause}. The target may still be stopped in the debugger: once it is reachable, connect again (pooldump resumes it)"
+    )]
+    ReconnectFailed {
+        target: SocketAddr,
+        waited: Duration,
+        cause: Box<KdnetError>,
+    },
     #[error("the KDNET session ended earlier: {0}")]
     Dead(String),
     #[error("no random bytes for the handshake: {0}")]
@@ -65,7 +75,10 @@ impl KdnetError {
     pub fn is_fatal(&self) -> bool {
         !matches!(
             self,
-            KdnetError::Refused { .. } | KdnetError::Running | KdnetError::NotAmd64 { .. }
+            KdnetError::Refused { .. }
+                | KdnetError::Running
+                | KdnetError::Stopped
+                | KdnetError::NotAmd64 { .. }
         )
     }
 }

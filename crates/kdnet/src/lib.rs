@@ -36,5 +36,8 @@ pub mod session;
 
 pub use error::KdnetError;
 pub use key::{DEFAULT_PORT, KdnetKey, KdnetSpec, KeyError, SpecError};
-pub use link::{LinkStats, Timeouts};
-pub use session::{KdnetConfig, LiveTarget, Session, StopInfo};
+pub use link::{LinkStats, RttEstimator, Timeouts};
+pub use session::{
+    ContinueStatus, KdnetConfig, LeftRunning, LiveTarget, Reconnected, Session, StopInfo,
+    TargetEvent, TargetState,
+};

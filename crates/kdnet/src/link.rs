@@ -1,60 +1,188 @@
 //! The host side of the KD packet layer over one KDNET association: the
-//! handshake, ACKs, retransmission, RESEND/RESET recovery and duplicate
-//! suppression (kdnet.md §3, §4, §9.3).
+//! handshake, ACKs, adaptive retransmission, RESEND/RESET recovery and
+//! duplicate suppression (kdnet.md §3, §4, §9.3).
 //!
 //! Everything received is authenticated before it is looked at; whatever
 //! fails (foreign source, bad framing, bad HMAC, bad KD checksum) is
 //! counted in [`LinkStats`] and dropped, never acted on. Every wait has an
 //! absolute deadline, so a flood of junk cannot stretch it, and every
-//! retry loop has a bounded number of attempts.
+//! recovery loop is bounded by [`Timeouts::give_up`].
+//!
+//! # Retransmission
+//!
+//! KD is stop-and-wait: one request in flight, answered by an ACK and (for
+//! all but Continue) a reply. The retransmission timeout is measured, as
+//! TCP does (RFC 6298): every exchange that was not retransmitted gives a
+//! round-trip sample (request sent → reply, or → ACK for Continue), and
+//! the timeout is `SRTT + max(G, 4·RTTVAR)` clamped to
+//! `[min_rto, max_rto]`, doubled on each timeout of one request (Karn's
+//! rule: no sample from a retransmitted exchange). A timeout first resends
+//! the one packet that is missing: the request if it was not ACKed, a
+//! RESEND (asking for the reply) if it was. Only when that has failed
+//! [`Timeouts::resends_before_reset`] times, and at least
+//! [`Timeouts::reset_after`] has passed, does the link send RESET, which
+//! makes the target answer RESET and resend its pending packet (kdnet.md
+//! §4 rule 4). Every retransmission, timeout and RESET is counted.
+//!
+//! The minimum timeout follows QUIC's (RFC 9002 §6.2) reasoning rather
+//! than TCP's 1 s floor: TCP's floor exists for delayed ACKs, and a KD
+//! target ACKs at once. A spurious retransmission costs one duplicate
+//! datagram, which both sides recognise by its id.
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::api::{KdMessage, Manipulate, StateChange, api_number};
+use crate::api::{Call, DebugIo, KdMessage, Manipulate, api_number};
 use crate::control::{IDENTITY_LEN, Offer};
 use crate::datagram::{self, Channel, DataKey, Datagram, DatagramError, MAX_LEN};
 use crate::error::KdnetError;
 use crate::key::KdnetKey;
 use crate::packet::{HOST_ID_BASE, KdPacket, PacketType, Payload};
 
-/// How long to wait, and how often to try again.
+/// How long to wait, and when to try again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// How long to wait for the target's first offer. Targets offer every
     /// 3 s; the default covers three periods.
     pub offer: Duration,
-    /// How long to wait for an ACK before retransmitting (WinDbg: ~0.5 s).
-    pub ack: Duration,
-    /// How long to wait for a reply once the request is ACKed (page-ins
-    /// can be slow).
-    pub reply: Duration,
-    /// Attempts per request (and per break-in) before the target is
-    /// declared gone. Every third one also sends RESET to resynchronise.
-    pub attempts: u32,
+    /// The retransmission timeout before any round trip was measured.
+    pub initial_rto: Duration,
+    /// The smallest retransmission timeout, however fast the link.
+    pub min_rto: Duration,
+    /// The largest, however slow the link or long the back-off.
+    pub max_rto: Duration,
+    /// A fixed retransmission timeout instead of the measured one
+    /// (`retry=MS` in the connection spec): no adaptation, no back-off.
+    pub fixed_rto: Option<Duration>,
+    /// Timeouts of one request, each answered by resending the missing
+    /// packet, before RESET is tried as well.
+    pub resends_before_reset: u32,
+    /// RESET is never sent before one request has waited this long: a
+    /// short burst of loss is ridden out by resending alone.
+    pub reset_after: Duration,
+    /// A request (or break-in) that has not been answered after this long
+    /// fails with [`KdnetError::NoResponse`] and ends the session.
+    pub give_up: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
             offer: Duration::from_secs(10),
-            ack: Duration::from_millis(500),
-            reply: Duration::from_secs(2),
-            attempts: 8,
+            // Before the first sample: well below WinDbg's ~0.5 s timer
+            // (the first exchanges are idempotent: a response, a RESEND, a
+            // break-in, so an early resend costs one datagram), above a
+            // LAN's round trip.
+            initial_rto: Duration::from_millis(100),
+            // poll(2) waits with hrtimer precision (~50 us slack).
+            min_rto: Duration::from_micros(500),
+            max_rto: Duration::from_secs(2),
+            fixed_rto: None,
+            resends_before_reset: 4,
+            reset_after: Duration::from_millis(250),
+            give_up: Duration::from_secs(15),
         }
     }
 }
 
 impl Timeouts {
-    /// The longest one request can take before it fails.
-    pub fn request_bound(&self) -> Duration {
-        self.reply.max(self.ack) * self.attempts.max(1)
+    /// `retry=`: a fixed retransmission timeout, everything else default.
+    pub fn fixed(rto: Duration) -> Self {
+        Self {
+            fixed_rto: Some(rto),
+            ..Self::default()
+        }
     }
 }
 
-/// What the link saw. Drops are counted by reason.
+/// The retransmission timer of RFC 6298 (§2, §5): a smoothed round-trip
+/// time and its variation, with exponential back-off.
+///
+/// ```
+/// use std::time::Duration;
+/// use pooldump_kdnet::{RttEstimator, Timeouts};
+/// let mut r = RttEstimator::new(&Timeouts::default());
+/// assert_eq!(r.rto(), Duration::from_millis(100)); // no sample yet
+/// r.sample(Duration::from_millis(10));
+/// // SRTT 10 ms, RTTVAR 5 ms: RTO = 10 + 4 * 5 ms.
+/// assert_eq!(r.rto(), Duration::from_millis(30));
+/// r.back_off();
+/// assert_eq!(r.rto(), Duration::from_millis(60));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RttEstimator {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    rto: Duration,
+    min: Duration,
+    max: Duration,
+    fixed: bool,
+}
+
+/// RFC 6298's clock granularity G: the variance term never goes below it.
+/// The clock is `Instant` and the wait poll(2) with a timespec, so G is the
+/// timer slack, not a tick.
+const GRANULARITY: Duration = Duration::from_micros(250);
+
+impl RttEstimator {
+    pub fn new(t: &Timeouts) -> Self {
+        let (rto, fixed) = match t.fixed_rto {
+            Some(f) => (f, true),
+            None => (t.initial_rto.clamp(t.min_rto, t.max_rto), false),
+        };
+        Self {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            rto,
+            min: t.min_rto,
+            max: t.max_rto.max(t.min_rto),
+            fixed,
+        }
+    }
+
+    /// The current retransmission timeout.
+    pub fn rto(&self) -> Duration {
+        self.rto
+    }
+
+    /// The smoothed round-trip time, once measured.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt
+    }
+
+    pub fn rttvar(&self) -> Duration {
+        self.rttvar
+    }
+
+    /// A round trip measured on an exchange that was not retransmitted.
+    pub fn sample(&mut self, r: Duration) {
+        let (srtt, rttvar) = match self.srtt {
+            // §2.2: the first measurement.
+            None => (r, r / 2),
+            // §2.3: alpha = 1/8, beta = 1/4.
+            Some(s) => {
+                let err = s.abs_diff(r);
+                ((s * 7 + r) / 8, (self.rttvar * 3 + err) / 4)
+            }
+        };
+        self.srtt = Some(srtt);
+        self.rttvar = rttvar;
+        if !self.fixed {
+            self.rto = (srtt + (rttvar * 4).max(GRANULARITY)).clamp(self.min, self.max);
+        }
+    }
+
+    /// §5.5: a timeout doubles the timer, up to the ceiling.
+    pub fn back_off(&mut self) {
+        if !self.fixed {
+            self.rto = (self.rto * 2).min(self.max);
+        }
+    }
+}
+
+/// What the link saw and did. Drops are counted by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkStats {
     pub datagrams_in: u64,
@@ -63,21 +191,39 @@ pub struct LinkStats {
     pub dropped_foreign: u64,
     /// Not KDNET: wrong length, magic or channel.
     pub dropped_malformed: u64,
-    /// The HMAC did not verify: corrupted or forged.
+    /// The HMAC did not verify: corrupted, forged, or under an old key.
     pub dropped_bad_tag: u64,
     /// Authenticated, but not a valid KD packet (length or checksum).
     pub dropped_bad_packet: u64,
     /// Data packets seen before (ACKed again, not acted on).
     pub duplicates: u64,
-    /// Our packets sent again after a timeout or RESEND.
+    /// Requests made: each one round trip when nothing is lost.
+    pub requests: u64,
+    /// Of which memory reads (virtual, physical, control space).
+    pub reads: u64,
+    /// Bytes those reads returned.
+    pub read_bytes: u64,
+    /// Retransmission timers that expired.
+    pub timeouts: u64,
+    /// Our packets sent again: requests, RESENDs asking for a reply, the
+    /// handshake response, break-ins.
     pub retransmits: u64,
     pub resets_sent: u64,
     /// Offers seen after the handshake (targets keep offering).
     pub offers: u64,
-    /// Handshakes made (more than one when a response was lost).
+    /// Handshakes made (more than one when a response was lost, or after
+    /// a reconnect).
     pub handshakes: u64,
+    /// State changes and debug prints received.
+    pub events: u64,
+    /// Events dropped because too many were waiting to be read.
+    pub events_dropped: u64,
     /// Authenticated packets that answered nothing we asked.
     pub unexpected: u64,
+    /// Smoothed round-trip time and the timeout now in force.
+    pub srtt: Option<Duration>,
+    pub rttvar: Duration,
+    pub rto: Duration,
 }
 
 /// A received KD packet the caller must look at.
@@ -89,6 +235,8 @@ pub(crate) enum Incoming {
 
 /// How many target packet ids to remember for duplicate suppression.
 const SEEN_IDS: usize = 64;
+/// State changes and prints kept for [`Link::take_event`] at most.
+const MAX_EVENTS: usize = 256;
 
 pub(crate) struct Link {
     sock: UdpSocket,
@@ -104,14 +252,25 @@ pub(crate) struct Link {
     next_id: u32,
     seen: VecDeque<u32>,
     /// No authenticated data datagram yet: a lost response is answered
-    /// again on the next offer.
+    /// again on the next offer, and resent with the break-in.
     data_seen: bool,
+    /// The last response on the wire, to resend while no data has come.
+    response: Vec<u8>,
     pub timeouts: Timeouts,
+    pub rtt: RttEstimator,
     pub stats: LinkStats,
-    /// A state change that arrived while we were waiting for something
-    /// else.
-    pub pending_stop: Option<StateChange>,
+    /// State changes and prints that arrived while we were waiting for
+    /// something else, oldest first.
+    events: VecDeque<KdPacket>,
     buf: Vec<u8>,
+}
+
+/// A valid offer, where it came from and how it was framed.
+struct Offered {
+    offer: Offer,
+    seq: u64,
+    version: u8,
+    from: SocketAddr,
 }
 
 impl Link {
@@ -122,65 +281,65 @@ impl Link {
         key: KdnetKey,
         timeouts: Timeouts,
     ) -> Result<Self, KdnetError> {
-        let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
-        let deadline = Instant::now() + timeouts.offer;
+        sock.set_nonblocking(true).map_err(|e| KdnetError::Io {
+            what: "making the socket non-blocking".into(),
+            source: e,
+        })?;
         let mut buf = vec![0u8; MAX_LEN + 64];
         let mut stats = LinkStats::default();
-        loop {
-            let Some((n, from)) = recv_until(&sock, &mut buf, deadline)? else {
-                return Err(KdnetError::NoOffer {
-                    port,
-                    waited: timeouts.offer,
-                });
-            };
-            stats.datagrams_in += 1;
-            let wire = &buf[..n];
-            match datagram::peek_channel(wire) {
-                Ok((_, Channel::Control)) => {}
-                // Data from an earlier association cannot be read yet.
-                Ok((_, Channel::Data)) => {
-                    stats.unexpected += 1;
-                    continue;
-                }
-                Err(_) => {
-                    stats.dropped_malformed += 1;
-                    continue;
-                }
-            }
-            let d = match datagram::open(wire, &key, None) {
-                Ok(d) => d,
-                // A well-framed control datagram that does not
-                // authenticate: the first offer tells us the key is wrong,
-                // and waiting longer would only hang.
-                Err(DatagramError::BadTag) => return Err(KdnetError::WrongKey { from }),
-                Err(_) => {
-                    stats.dropped_malformed += 1;
-                    continue;
-                }
-            };
-            let Ok(offer) = Offer::parse(d.payload()) else {
-                stats.unexpected += 1;
-                continue;
-            };
-            let mut link = Self {
-                sock,
-                key,
-                data_key: DataKey([0; 32]),
-                version: d.version,
-                target: from,
-                identity: offer.identity,
-                seq: 1,
-                next_id: HOST_ID_BASE,
-                seen: VecDeque::with_capacity(SEEN_IDS),
-                data_seen: false,
-                timeouts,
-                stats,
-                pending_stop: None,
-                buf,
-            };
-            link.respond(&offer, d.seq)?;
-            return Ok(link);
-        }
+        let deadline = Instant::now() + timeouts.offer;
+        let o = await_offer(&sock, &key, &mut buf, &mut stats, deadline, timeouts.offer)?;
+        let mut link = Self {
+            sock,
+            key,
+            data_key: DataKey([0; 32]),
+            version: o.version,
+            target: o.from,
+            identity: o.offer.identity,
+            seq: 1,
+            next_id: HOST_ID_BASE,
+            seen: VecDeque::with_capacity(SEEN_IDS),
+            data_seen: false,
+            response: Vec::new(),
+            rtt: RttEstimator::new(&timeouts),
+            timeouts,
+            stats,
+            events: VecDeque::new(),
+            buf,
+        };
+        link.respond(&o.offer, o.seq)?;
+        Ok(link)
+    }
+
+    /// Start a new association on the same socket: wait up to `wait` for
+    /// an offer (from this boot or a new one), answer it, and forget the
+    /// old association's sequence numbers, duplicates and queued events.
+    /// Host packet ids keep counting, so no new request can be mistaken
+    /// for one the target already executed. Returns whether the target's
+    /// boot identity changed (it rebooted).
+    pub fn rehandshake(&mut self, wait: Duration) -> Result<bool, KdnetError> {
+        let deadline = Instant::now() + wait;
+        let mut buf = std::mem::take(&mut self.buf);
+        let got = await_offer(
+            &self.sock,
+            &self.key,
+            &mut buf,
+            &mut self.stats,
+            deadline,
+            wait,
+        );
+        self.buf = buf;
+        let o = got?;
+        let rebooted = o.offer.identity != self.identity;
+        self.version = o.version;
+        self.target = o.from;
+        self.identity = o.offer.identity;
+        self.seq = 1;
+        self.seen.clear();
+        self.events.clear();
+        self.data_seen = false;
+        self.respond(&o.offer, o.seq)?;
+        Ok(rebooted)
     }
 
     fn respond(&mut self, offer: &Offer, seq: u64) -> Result<(), KdnetError> {
@@ -191,6 +350,7 @@ impl Link {
         let d = Datagram::new(self.version, Channel::Control, seq, true, &resp.payload);
         let wire = d.seal(&self.key, None).map_err(KdnetError::internal)?;
         self.send_wire(&wire)?;
+        self.response = wire;
         self.data_key = resp.data_key(&self.key);
         self.stats.handshakes += 1;
         Ok(())
@@ -235,9 +395,33 @@ impl Link {
         self.send_control(PacketType::Reset, self.next_id)
     }
 
+    /// The stats with the timer's current state.
+    pub fn snapshot(&self) -> LinkStats {
+        LinkStats {
+            srtt: self.rtt.srtt(),
+            rttvar: self.rtt.rttvar(),
+            rto: self.rtt.rto(),
+            ..self.stats
+        }
+    }
+
+    /// The oldest state change or print that arrived outside
+    /// [`Link::recv_event`].
+    pub fn take_event(&mut self) -> Option<KdPacket> {
+        self.events.pop_front()
+    }
+
+    fn queue_event(&mut self, p: KdPacket) {
+        if self.events.len() == MAX_EVENTS {
+            self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+        self.events.push_back(p);
+    }
+
     /// The next KD packet from the target, or `None` at `deadline`. Data
     /// packets are ACKed here, duplicates ACKed again and swallowed, and
-    /// debug and file I/O answered.
+    /// file I/O and prompts answered.
     pub fn recv(&mut self, deadline: Instant) -> Result<Option<Incoming>, KdnetError> {
         loop {
             let mut buf = std::mem::take(&mut self.buf);
@@ -255,6 +439,37 @@ impl Link {
                 return Ok(Some(incoming));
             }
         }
+    }
+
+    /// The next state change or print, queued or new, before `deadline`.
+    /// Anything else that arrives is counted and dropped.
+    pub fn recv_event(&mut self, deadline: Instant) -> Result<Option<KdPacket>, KdnetError> {
+        if let Some(p) = self.events.pop_front() {
+            return Ok(Some(p));
+        }
+        loop {
+            match self.recv(deadline)? {
+                None => return Ok(None),
+                Some(Incoming::Data(p))
+                    if matches!(p.kind, PacketType::StateChange64 | PacketType::DebugIo) =>
+                {
+                    return Ok(Some(p));
+                }
+                Some(Incoming::Data(_)) => self.stats.unexpected += 1,
+                // ACKs of our probes, the target's RESET answers.
+                Some(Incoming::Control { .. }) => {}
+            }
+        }
+    }
+
+    /// Ask a target that may be waiting for an ACK we never received to
+    /// send its pending packet again: a state change or print lost on
+    /// its way to us would otherwise never come (targets do not
+    /// retransmit on their own; kdnet.md §8.A). A running target with
+    /// nothing pending ignores it.
+    pub fn probe(&mut self) -> Result<(), KdnetError> {
+        self.stats.retransmits += 1;
+        self.send_control(PacketType::Resend, 0)
     }
 
     /// Look at one datagram; `Ok(None)` if it was dropped or consumed.
@@ -330,11 +545,11 @@ impl Link {
         Ok(())
     }
 
-    /// Answer what the target asks on its own: print strings need only the
-    /// ACK; file requests get WinDbg's refusal or the target would wait.
+    /// Answer what the target asks on its own: file requests get WinDbg's
+    /// refusal and prompts an empty line, or the target would wait
+    /// forever. Everything else goes to the caller.
     fn service(&mut self, p: KdPacket) -> Result<Option<Incoming>, KdnetError> {
         match p.kind {
-            PacketType::DebugIo => Ok(None),
             PacketType::FileIo => {
                 if let Ok(KdMessage::FileIo(f)) = KdMessage::parse(p.kind, &p.data) {
                     let id = self.take_id();
@@ -347,6 +562,24 @@ impl Link {
                     }))?;
                 }
                 Ok(None)
+            }
+            PacketType::DebugIo => {
+                if let Ok(io) = DebugIo::parse(&p.data)
+                    && io.api == api_number::GET_STRING
+                {
+                    let id = self.take_id();
+                    self.send(&Payload::Data(KdPacket {
+                        kind: PacketType::DebugIo,
+                        id,
+                        data: io.empty_answer().to_bytes(),
+                    }))?;
+                }
+                self.stats.events += 1;
+                Ok(Some(Incoming::Data(p)))
+            }
+            PacketType::StateChange64 => {
+                self.stats.events += 1;
+                Ok(Some(Incoming::Data(p)))
             }
             _ => Ok(Some(Incoming::Data(p))),
         }
@@ -362,11 +595,14 @@ impl Link {
             id,
             data: req.to_bytes(),
         });
+        self.stats.requests += 1;
         self.send(&packet)?;
         let started = Instant::now();
         let mut acked = false;
-        let mut attempts = 1u32;
-        let mut deadline = started + self.timeouts.ack;
+        // Karn's rule: an exchange that was retransmitted gives no sample.
+        let mut retransmitted = false;
+        let mut failures = 0u32;
+        let mut deadline = started + self.rtt.rto();
         loop {
             match self.recv(deadline)? {
                 Some(Incoming::Control {
@@ -374,11 +610,16 @@ impl Link {
                     id: a,
                 }) if a == id => {
                     if !expects_reply {
+                        if !retransmitted {
+                            self.rtt.sample(started.elapsed());
+                        }
                         return Ok(None);
                     }
                     if !acked {
                         acked = true;
-                        deadline = Instant::now() + self.timeouts.reply;
+                        // The reply follows the ACK at once; give it a
+                        // full timer from here.
+                        deadline = deadline.max(Instant::now() + self.rtt.rto());
                     }
                 }
                 Some(Incoming::Control {
@@ -393,21 +634,31 @@ impl Link {
                             self.send_control(PacketType::Acknowledge, last)?;
                         }
                         self.stats.retransmits += 1;
+                        retransmitted = true;
                         self.send(&packet)?;
+                        deadline = Instant::now() + self.rtt.rto();
                     }
                 }
                 Some(Incoming::Control { .. }) => {}
                 Some(Incoming::Data(p)) => match p.kind {
                     PacketType::StateManipulate => match Manipulate::parse(&p.data) {
                         // The reply also proves the request arrived.
-                        Ok(m) if expects_reply && answers(req, &m) => return Ok(Some(m)),
+                        Ok(m) if expects_reply && answers(req, &m) => {
+                            if !retransmitted {
+                                self.rtt.sample(started.elapsed());
+                            }
+                            if let Call::Read { .. } = req.call() {
+                                self.stats.reads += 1;
+                                self.stats.read_bytes += m.data.len() as u64;
+                            }
+                            return Ok(Some(m));
+                        }
                         _ => self.stats.unexpected += 1,
                     },
-                    PacketType::StateChange64 => {
-                        if let Ok(s) = StateChange::parse(&p.data) {
-                            self.pending_stop = Some(s);
-                        }
-                        if !expects_reply {
+                    PacketType::StateChange64 | PacketType::DebugIo => {
+                        let stop = p.kind == PacketType::StateChange64;
+                        self.queue_event(p);
+                        if stop && !expects_reply {
                             // The target stopped again right after
                             // continuing: the continue took effect.
                             return Ok(None);
@@ -416,29 +667,36 @@ impl Link {
                     _ => self.stats.unexpected += 1,
                 },
                 None => {
-                    attempts += 1;
-                    if attempts > self.timeouts.attempts {
+                    self.stats.timeouts += 1;
+                    failures += 1;
+                    let waited = started.elapsed();
+                    if waited >= self.timeouts.give_up {
                         return Err(KdnetError::NoResponse {
                             target: self.target,
                             what: api_name(req.api),
-                            attempts: self.timeouts.attempts,
-                            waited: started.elapsed(),
+                            attempts: failures,
+                            waited,
                         });
                     }
-                    if attempts.is_multiple_of(3) {
-                        // RESET makes the target answer RESET and resend
-                        // its pending packet (kdnet.md §4 rule 4).
+                    self.rtt.back_off();
+                    if failures >= self.timeouts.resends_before_reset
+                        && waited >= self.timeouts.reset_after
+                    {
+                        // Resending alone did not help: RESET makes the
+                        // target answer RESET and resend its pending
+                        // packet (kdnet.md §4 rule 4).
                         self.send_reset()?;
+                        failures = 0;
                     }
                     self.stats.retransmits += 1;
+                    retransmitted = true;
                     if acked {
                         // The reply was lost: ask for it again.
                         self.send_control(PacketType::Resend, 0)?;
-                        deadline = Instant::now() + self.timeouts.reply;
                     } else {
                         self.send(&packet)?;
-                        deadline = Instant::now() + self.timeouts.ack;
                     }
+                    deadline = Instant::now() + self.rtt.rto();
                 }
             }
         }
@@ -446,33 +704,116 @@ impl Link {
 
     /// Stop the target: RESEND (a target already stopped resends its
     /// state change), then the break-in byte, until a state change comes.
-    pub fn break_in(&mut self) -> Result<StateChange, KdnetError> {
-        if let Some(s) = self.pending_stop.take() {
-            return Ok(s);
+    /// While no data has arrived since the handshake, the response is
+    /// resent too (it may have been lost). Returns the state change; a
+    /// stop already queued is returned at once.
+    pub fn break_in(&mut self) -> Result<KdPacket, KdnetError> {
+        if let Some(i) = self
+            .events
+            .iter()
+            .position(|p| p.kind == PacketType::StateChange64)
+        {
+            // Prints before it stay queued for the caller.
+            if let Some(p) = self.events.remove(i) {
+                return Ok(p);
+            }
         }
         let started = Instant::now();
-        for _ in 0..self.timeouts.attempts.max(1) {
-            self.send_control(PacketType::Resend, 0)?;
-            self.send(&Payload::BreakIn)?;
-            let deadline = Instant::now() + self.timeouts.ack.max(self.timeouts.reply / 2);
-            while let Some(incoming) = self.recv(deadline)? {
-                if let Incoming::Data(p) = incoming {
-                    if p.kind == PacketType::StateChange64
-                        && let Ok(s) = StateChange::parse(&p.data)
-                    {
-                        return Ok(s);
-                    }
-                    self.stats.unexpected += 1;
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            if attempts > 1 {
+                self.stats.retransmits += 1;
+                if !self.data_seen && !self.response.is_empty() {
+                    let wire = self.response.clone();
+                    self.send_wire(&wire)?;
                 }
             }
-            self.stats.retransmits += 1;
+            self.send_control(PacketType::Resend, 0)?;
+            self.send(&Payload::BreakIn)?;
+            let sent = Instant::now();
+            let deadline = sent + self.rtt.rto();
+            while let Some(incoming) = self.recv(deadline)? {
+                if let Incoming::Data(p) = incoming {
+                    match p.kind {
+                        PacketType::StateChange64 => {
+                            if attempts == 1 {
+                                self.rtt.sample(sent.elapsed());
+                            }
+                            return Ok(p);
+                        }
+                        PacketType::DebugIo => self.queue_event(p),
+                        _ => self.stats.unexpected += 1,
+                    }
+                }
+            }
+            self.stats.timeouts += 1;
+            let waited = started.elapsed();
+            if waited >= self.timeouts.give_up {
+                return Err(KdnetError::NoResponse {
+                    target: self.target,
+                    what: "break-in".into(),
+                    attempts,
+                    waited,
+                });
+            }
+            self.rtt.back_off();
         }
-        Err(KdnetError::NoResponse {
-            target: self.target,
-            what: "break-in".into(),
-            attempts: self.timeouts.attempts,
-            waited: started.elapsed(),
-        })
+    }
+}
+
+/// Wait for a valid offer before `deadline`. A well-framed control
+/// datagram that does not authenticate ends the wait: the key is wrong,
+/// and waiting longer would only hang.
+fn await_offer(
+    sock: &UdpSocket,
+    key: &KdnetKey,
+    buf: &mut [u8],
+    stats: &mut LinkStats,
+    deadline: Instant,
+    waited: Duration,
+) -> Result<Offered, KdnetError> {
+    let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
+    loop {
+        let Some((n, from)) = recv_until(sock, buf, deadline)? else {
+            return Err(KdnetError::NoOffer { port, waited });
+        };
+        stats.datagrams_in += 1;
+        let wire = &buf[..n];
+        match datagram::peek_channel(wire) {
+            Ok((_, Channel::Control)) => {}
+            // Data from an earlier association cannot be read yet.
+            Ok((_, Channel::Data)) => {
+                stats.unexpected += 1;
+                continue;
+            }
+            Err(_) => {
+                stats.dropped_malformed += 1;
+                continue;
+            }
+        }
+        let d = match datagram::open(wire, key, None) {
+            Ok(d) => d,
+            Err(DatagramError::BadTag) => return Err(KdnetError::WrongKey { from }),
+            Err(_) => {
+                stats.dropped_malformed += 1;
+                continue;
+            }
+        };
+        if d.from_host {
+            stats.unexpected += 1;
+            continue;
+        }
+        let Ok(offer) = Offer::parse(d.payload()) else {
+            stats.unexpected += 1;
+            continue;
+        };
+        return Ok(Offered {
+            offer,
+            seq: d.seq,
+            version: d.version,
+            from,
+        });
     }
 }
 
@@ -480,8 +821,7 @@ impl Link {
 /// transfers, the same address (a stale reply must never fill another
 /// read).
 fn answers(req: &Manipulate, reply: &Manipulate) -> bool {
-    use crate::api::Call;
-    if req.api != reply.api {
+    if req.api != reply.api || req.processor != reply.processor {
         return false;
     }
     match (req.call(), reply.call()) {
@@ -491,34 +831,55 @@ fn answers(req: &Manipulate, reply: &Manipulate) -> bool {
     }
 }
 
-/// Receive one datagram before `deadline`.
+/// Receive one datagram before `deadline` (the socket is non-blocking).
+///
+/// The wait is poll(2) (WSAPoll on Windows) with a timespec, not the
+/// socket's receive timeout: SO_RCVTIMEO counts in kernel ticks (4 ms at
+/// HZ=250), which would put a floor of one tick under every retransmission
+/// timer, ten times the round trip of a LAN.
 fn recv_until(
     sock: &UdpSocket,
     buf: &mut [u8],
     deadline: Instant,
 ) -> Result<Option<(usize, SocketAddr)>, KdnetError> {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
     loop {
         let now = Instant::now();
         if now >= deadline {
             return Ok(None);
         }
-        let wait = (deadline - now).max(Duration::from_millis(1));
-        sock.set_read_timeout(Some(wait))
-            .map_err(|e| KdnetError::Io {
-                what: "setting the socket timeout".into(),
-                source: e,
-            })?;
         match sock.recv_from(buf) {
             Ok(r) => return Ok(Some(r)),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             // An ICMP port-unreachable from an earlier send surfaces here
             // on some systems; the target may come back, so keep waiting.
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionRefused | ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
             Err(e) => {
                 return Err(KdnetError::Io {
                     what: "receiving".into(),
                     source: e,
+                });
+            }
+        }
+        let wait = Timespec::try_from(deadline - now).unwrap_or(Timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        });
+        let mut fds = [PollFd::new(sock, PollFlags::IN)];
+        match poll(&mut fds, Some(&wait)) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                return Err(KdnetError::Io {
+                    what: "waiting for the target".into(),
+                    source: e.into(),
                 });
             }
         }
@@ -542,4 +903,59 @@ pub fn api_name(api: u32) -> String {
         _ => return format!("DbgKd API {api:#x}"),
     };
     format!("DbgKd{name}Api")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_timer_follows_rfc_6298() {
+        let t = Timeouts::default();
+        let mut r = RttEstimator::new(&t);
+        assert_eq!(r.rto(), t.initial_rto);
+        assert_eq!(r.srtt(), None);
+        // §2.2: SRTT = R, RTTVAR = R/2, RTO = SRTT + 4 RTTVAR.
+        r.sample(ms(40));
+        assert_eq!(r.srtt(), Some(ms(40)));
+        assert_eq!(r.rttvar(), ms(20));
+        assert_eq!(r.rto(), ms(120));
+        // §2.3: RTTVAR = 3/4 RTTVAR + 1/4 |SRTT - R|, SRTT = 7/8 SRTT + 1/8 R.
+        r.sample(ms(80));
+        assert_eq!(r.rttvar(), ms(25));
+        assert_eq!(r.srtt(), Some(ms(45)));
+        assert_eq!(r.rto(), ms(145));
+        // §5.5: back-off doubles, up to the ceiling.
+        for _ in 0..10 {
+            r.back_off();
+        }
+        assert_eq!(r.rto(), t.max_rto);
+        // A new sample recomputes (§5.7).
+        r.sample(ms(45));
+        assert!(r.rto() < ms(200), "{:?}", r.rto());
+    }
+
+    #[test]
+    fn the_timer_has_a_floor_a_granularity_and_a_fixed_mode() {
+        let t = Timeouts::default();
+        let mut r = RttEstimator::new(&t);
+        // A loopback target: many identical 50 us round trips drive the
+        // variance to zero; the timer stays at SRTT + G, above the floor.
+        for _ in 0..100 {
+            r.sample(Duration::from_micros(50));
+        }
+        assert!(r.rttvar() < Duration::from_micros(5));
+        assert_eq!(r.rto(), t.min_rto);
+        let mut f = RttEstimator::new(&Timeouts::fixed(ms(50)));
+        assert_eq!(f.rto(), ms(50));
+        f.sample(ms(1));
+        f.back_off();
+        assert_eq!(f.rto(), ms(50));
+        // Measurements are still kept for the statistics.
+        assert_eq!(f.srtt(), Some(ms(1)));
+    }
 }

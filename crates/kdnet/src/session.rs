@@ -1,5 +1,6 @@
 //! A live KDNET session: listen, handshake, break in, and read the stopped
-//! kernel through [`pooldump_core::Memory`] like a dump.
+//! kernel through [`pooldump_core::Memory`] like a dump; then let it run,
+//! wait for what it reports on its own, and stop it again.
 //!
 //! Reads are cut into aligned blocks of `chunk` bytes (1 KiB by default, so
 //! no datagram needs IP fragmentation; never more than the 3944 bytes one
@@ -9,23 +10,71 @@
 //! or paged-out PTE) falls back to the x64 page walk over physical reads,
 //! so a live session and a dump of the same machine give the same bytes and
 //! the same errors.
+//!
+//! # A target that runs
+//!
+//! [`LiveTarget::wait_event`] waits, with a deadline, for the target to
+//! report something on its own while it runs: a state change (an
+//! exception such as a breakpoint, or a load-symbols notification), which
+//! leaves it stopped, or a debug print, after which it keeps running. The
+//! stopped processor's registers are [`LiveTarget::get_context_of`] and
+//! [`LiveTarget::set_context_of`]; [`LiveTarget::continue_with`] lets it
+//! run again with a continue status. A lost link is recovered with
+//! [`LiveTarget::reconnect`].
+//!
+//! ```no_run
+//! use std::time::{Duration, Instant};
+//! use pooldump_core::KernelVa;
+//! use pooldump_kdnet::{ContinueStatus, KdnetConfig, Session, TargetEvent};
+//!
+//! let target = Session::connect(KdnetConfig::from("port=50000,key=1.2.3.4".parse::<pooldump_kdnet::KdnetSpec>()?))?;
+//! let pool_hit_tag = KernelVa(0xFFFF_F800_1234_5678); // from nt's PDB
+//! let mut old = [0u8; 4];
+//! pooldump_core::Memory::read_virtual(&target, pool_hit_tag, &mut old)?;
+//! target.write_virtual(pool_hit_tag, b"Leak")?;
+//! target.resume()?;
+//! let end = Instant::now() + Duration::from_secs(60);
+//! let mut hits = 0;
+//! while hits < 10 && Instant::now() < end {
+//!     // Short waits, so a Ctrl-C flag can be checked between them.
+//!     let slice = (Instant::now() + Duration::from_millis(200)).min(end);
+//!     match target.wait_event(slice)? {
+//!         None => continue,
+//!         Some(TargetEvent::Print { text, .. }) => eprint!("{text}"),
+//!         Some(TargetEvent::Prompt { .. }) => {}
+//!         Some(TargetEvent::Stopped(stop)) => {
+//!             let ctx = target.get_context_of(stop.processor)?;
+//!             // ... walk the stack from ctx ...
+//!             hits += 1;
+//!             target.continue_with(ContinueStatus::Continue)?;
+//!         }
+//!     }
+//! }
+//! // Always: stop, restore, let it run.
+//! target.break_in()?;
+//! target.write_virtual(pool_hit_tag, &old)?;
+//! target.resume()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use pooldump_core::kernel::BootHints;
 use pooldump_core::memory::{MemoryError, Translation, walk};
 use pooldump_core::{KernelVa, Memory, PAGE_SIZE, PhysAddr};
 
 use crate::api::{
-    CONTEXT_RIP, Call, Event, Manipulate, SPECIAL_REGISTERS_CR3, SPECIAL_REGISTERS_LEN, Space,
-    StateChange, Version, status,
+    CONTEXT_LEN, CONTEXT_RIP, Call, ControlReport, DebugIo, Event, Manipulate,
+    SPECIAL_REGISTERS_CR3, SPECIAL_REGISTERS_LEN, Space, StateChange, Version, api_number, status,
 };
 use crate::error::KdnetError;
 use crate::key::{KdnetKey, KdnetSpec};
 use crate::link::{Link, LinkStats, Timeouts, api_name};
+use crate::packet::{KdPacket, PacketType};
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -53,11 +102,7 @@ impl From<KdnetSpec> for KdnetConfig {
             key: s.key,
             bind: s.bind,
             timeouts: match s.retry {
-                Some(t) => Timeouts {
-                    ack: t,
-                    reply: t,
-                    ..Timeouts::default()
-                },
+                Some(t) => Timeouts::fixed(t),
                 None => Timeouts::default(),
             },
             chunk: DEFAULT_CHUNK,
@@ -105,17 +150,268 @@ impl Session {
     /// kernel (GetVersion, the KDBG through DebuggerDataList, CR3).
     pub fn accept(self) -> Result<LiveTarget, KdnetError> {
         let block = self.cfg.block_size();
-        let mut link = Link::handshake(self.sock, self.cfg.key.clone(), self.cfg.timeouts)?;
-        let stop = link.break_in()?;
-        let peer = link.target;
+        let link = Link::handshake(self.sock, self.cfg.key.clone(), self.cfg.timeouts)?;
         let mut inner = Inner {
             link,
             state: State::Running,
             cache: Cache::default(),
             cache_limit: self.cfg.cache_limit,
+            contexts: HashMap::new(),
+            ident: Identity::default(),
+            lost: false,
+            rebooted: false,
         };
-        let stop = StopInfo::from(&stop);
-        let reply = inner.call_stopped(&stop, &Manipulate::get_version(stop.processor))?;
+        let stop = inner.break_in()?;
+        inner.state = State::Stopped(stop.clone());
+        let target = LiveTarget {
+            inner: Mutex::new(inner),
+            block,
+            dtb: AtomicU64::new(0),
+        };
+        // From here on an error drops `target`, which lets the target run
+        // again: a refused or unusable kernel is not left frozen.
+        {
+            let mut g = target.lock();
+            g.identify(&stop)?;
+            let dtb = g.read_dtb(stop.processor)?;
+            target.dtb.store(dtb.0, Ordering::Relaxed);
+        }
+        target.find_kdbg();
+        Ok(target)
+    }
+}
+
+/// Where the target stopped, from its state change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopInfo {
+    /// The CPU that reported the stop; requests go to it.
+    pub processor: u16,
+    pub number_processors: u32,
+    /// The KTHREAD running on that CPU.
+    pub thread: u64,
+    pub pc: u64,
+    /// Why it stopped: the exception (code, address, first chance,
+    /// parameters) or the image whose symbols to load.
+    pub event: Event,
+    /// The AMD64 control report: Dr6/Dr7, EFlags, CS, and up to 16
+    /// instruction bytes at the PC.
+    pub report: ControlReport,
+}
+
+impl From<&StateChange> for StopInfo {
+    fn from(s: &StateChange) -> Self {
+        Self {
+            processor: s.processor,
+            number_processors: s.number_processors,
+            thread: s.thread,
+            pc: s.program_counter,
+            event: s.event(),
+            report: s.control_report(),
+        }
+    }
+}
+
+impl StopInfo {
+    /// A breakpoint exception (`int3`, `__debugbreak`, a break-in,
+    /// PoolHitTag's break): STATUS_BREAKPOINT.
+    pub fn is_breakpoint(&self) -> bool {
+        matches!(
+            self.event,
+            Event::Exception {
+                code: status::BREAKPOINT,
+                ..
+            }
+        )
+    }
+}
+
+/// What a running target reported on its own ([`LiveTarget::wait_event`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetEvent {
+    /// The target stopped: an exception (a breakpoint such as
+    /// PoolHitTag's, an assertion, a fault) or a load-symbols
+    /// notification. It stays stopped until
+    /// [`LiveTarget::continue_with`] or [`LiveTarget::resume`]; memory
+    /// and registers can be read meanwhile.
+    Stopped(StopInfo),
+    /// DbgPrint output (DEBUG_IO PrintString). The target keeps running.
+    Print { processor: u16, text: String },
+    /// A DbgPrompt (DEBUG_IO GetString). pooldump answered it with an
+    /// empty line, so the target keeps running.
+    Prompt { processor: u16, text: String },
+}
+
+/// How to continue from a stop (DBGKD_CONTINUE2's status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContinueStatus {
+    /// DBG_CONTINUE (0x00010002): carry on, as WinDbg's `g`.
+    Continue,
+    /// DBG_EXCEPTION_HANDLED (0x00010001): `gh`.
+    ExceptionHandled,
+    /// DBG_EXCEPTION_NOT_HANDLED (0x80010001): `gn`, the kernel dispatches
+    /// the exception (for a breakpoint nobody handles: a bug check).
+    ExceptionNotHandled,
+}
+
+impl ContinueStatus {
+    pub fn code(self) -> u32 {
+        match self {
+            ContinueStatus::Continue => status::DBG_CONTINUE,
+            ContinueStatus::ExceptionHandled => status::DBG_EXCEPTION_HANDLED,
+            ContinueStatus::ExceptionNotHandled => status::DBG_EXCEPTION_NOT_HANDLED,
+        }
+    }
+}
+
+/// The result of [`LiveTarget::reconnect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconnected {
+    /// Where the target is stopped now.
+    pub stop: StopInfo,
+    /// The target rebooted in between (a new boot identity in its offer,
+    /// or a new KernBase): everything written to its memory before is
+    /// gone, and addresses from the old boot no longer apply.
+    pub rebooted: bool,
+}
+
+/// What [`LiveTarget::leave_running`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeftRunning {
+    /// The target was running already.
+    WasRunning,
+    /// It was stopped and has been resumed.
+    Resumed,
+    /// The link had been lost; it was re-established and the target
+    /// resumed.
+    Reconnected { rebooted: bool },
+    /// The target rebooted during the session: it runs (a new boot).
+    Rebooted,
+}
+
+/// Whether the target runs, and where it stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetState {
+    Stopped(StopInfo),
+    Running,
+    /// The session failed; [`LiveTarget::reconnect`] may bring it back.
+    Dead(String),
+}
+
+type State = TargetState;
+
+/// One cached block: its bytes, or `None` if the target could not read
+/// it.
+#[derive(Default)]
+struct Cache {
+    blocks: HashMap<(Space, u64), Option<Box<[u8]>>>,
+    bytes: usize,
+}
+
+/// What GetVersion and the KDBG say; refreshed by a reconnect.
+#[derive(Debug, Clone, Copy)]
+struct Identity {
+    version: Version,
+    kdbg: Option<KernelVa>,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Self {
+            version: Version {
+                major: 0,
+                minor: 0,
+                protocol: 0,
+                secondary: 0,
+                flags: 0,
+                machine: 0,
+                max_packet_type: 0,
+                max_state_change: 0,
+                max_manipulate: 0,
+                simulation: 0,
+                kern_base: 0,
+                ps_loaded_module_list: 0,
+                debugger_data_list: 0,
+            },
+            kdbg: None,
+        }
+    }
+}
+
+struct Inner {
+    link: Link,
+    state: State,
+    cache: Cache,
+    cache_limit: usize,
+    /// CONTEXTs read (or set) during this stop, by processor.
+    contexts: HashMap<u16, Vec<u8>>,
+    ident: Identity,
+    /// The session died because the target stopped answering (not
+    /// because it rebooted): it may be stopped, waiting for us.
+    lost: bool,
+    /// The session died because the target rebooted: it runs.
+    rebooted: bool,
+}
+
+impl Inner {
+    fn stopped(&self) -> Result<&StopInfo, KdnetError> {
+        match &self.state {
+            State::Stopped(s) => Ok(s),
+            State::Running => Err(KdnetError::Running),
+            State::Dead(m) => Err(KdnetError::Dead(m.clone())),
+        }
+    }
+
+    /// One request that expects a reply; a fatal error ends the session.
+    fn request(&mut self, req: &Manipulate) -> Result<Manipulate, KdnetError> {
+        match self.link.transact(req) {
+            Ok(Some(m)) => Ok(m),
+            Ok(None) => Err(KdnetError::internal(
+                "a request that expects a reply got none",
+            )),
+            Err(e) => Err(self.fail(e)),
+        }
+    }
+
+    /// A request while stopped.
+    fn call(&mut self, req: &Manipulate) -> Result<Manipulate, KdnetError> {
+        self.stopped()?;
+        self.request(req)
+    }
+
+    fn fail(&mut self, e: KdnetError) -> KdnetError {
+        if e.is_fatal() {
+            self.lost = matches!(e, KdnetError::NoResponse { .. });
+            self.rebooted = matches!(e, KdnetError::TargetRebooted { .. });
+            self.state = State::Dead(e.to_string());
+            self.forget_stop();
+        }
+        e
+    }
+
+    /// Drop everything that is only true while the target stays stopped.
+    fn forget_stop(&mut self) {
+        self.cache = Cache::default();
+        self.contexts.clear();
+    }
+
+    /// Stop the target (or take the stop it already reported).
+    fn break_in(&mut self) -> Result<StopInfo, KdnetError> {
+        let p = match self.link.break_in() {
+            Ok(p) => p,
+            Err(e) => return Err(self.fail(e)),
+        };
+        let sc = StateChange::parse(&p.data).map_err(|e| {
+            self.fail(KdnetError::Internal(format!(
+                "the target's state change is malformed: {e}"
+            )))
+        })?;
+        self.forget_stop();
+        Ok(StopInfo::from(&sc))
+    }
+
+    /// GetVersion: refuse the boot debugger and non-x64 targets.
+    fn identify(&mut self, stop: &StopInfo) -> Result<(), KdnetError> {
+        let reply = self.request(&Manipulate::get_version(stop.processor))?;
         let version = match reply.call() {
             Call::GetVersion(v) if reply.return_status == status::SUCCESS => v,
             _ => {
@@ -135,110 +431,23 @@ impl Session {
                 machine: version.machine,
             });
         }
-        let dtb = inner.read_dtb(&stop)?;
-        inner.state = State::Stopped(stop);
-        let target = LiveTarget {
-            inner: Mutex::new(inner),
-            peer,
+        self.ident = Identity {
             version,
-            block,
-            dtb: AtomicU64::new(dtb.0),
             kdbg: None,
         };
-        Ok(target.with_kdbg())
-    }
-}
-
-/// Where the target stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StopInfo {
-    /// The CPU that reported the stop; requests go to it.
-    pub processor: u16,
-    pub number_processors: u32,
-    pub thread: u64,
-    pub pc: u64,
-    pub event: Event,
-}
-
-impl From<&StateChange> for StopInfo {
-    fn from(s: &StateChange) -> Self {
-        Self {
-            processor: s.processor,
-            number_processors: s.number_processors,
-            thread: s.thread,
-            pc: s.program_counter,
-            event: s.event(),
-        }
-    }
-}
-
-enum State {
-    Stopped(StopInfo),
-    Running,
-    Dead(String),
-}
-
-/// One cached block: its bytes, or `None` if the target could not read
-/// it.
-#[derive(Default)]
-struct Cache {
-    blocks: HashMap<(Space, u64), Option<Box<[u8]>>>,
-    bytes: usize,
-}
-
-struct Inner {
-    link: Link,
-    state: State,
-    cache: Cache,
-    cache_limit: usize,
-}
-
-impl Inner {
-    fn stopped(&self) -> Result<StopInfo, KdnetError> {
-        match &self.state {
-            State::Stopped(s) => Ok(s.clone()),
-            State::Running => Err(KdnetError::Running),
-            State::Dead(m) => Err(KdnetError::Dead(m.clone())),
-        }
-    }
-
-    /// One request while stopped; a fatal error ends the session.
-    fn call_stopped(
-        &mut self,
-        stop: &StopInfo,
-        req: &Manipulate,
-    ) -> Result<Manipulate, KdnetError> {
-        let _ = stop;
-        match self.link.transact(req) {
-            Ok(Some(m)) => Ok(m),
-            Ok(None) => Err(KdnetError::internal(
-                "a request that expects a reply got none",
-            )),
-            Err(e) => Err(self.fail(e)),
-        }
-    }
-
-    fn call(&mut self, req: &Manipulate) -> Result<Manipulate, KdnetError> {
-        let stop = self.stopped()?;
-        self.call_stopped(&stop, req)
-    }
-
-    fn fail(&mut self, e: KdnetError) -> KdnetError {
-        if e.is_fatal() {
-            self.state = State::Dead(e.to_string());
-            self.cache = Cache::default();
-        }
-        e
+        Ok(())
     }
 
     /// CR3 from KSPECIAL_REGISTERS (control space item 2), without PCID
     /// bits. Kernel mappings are shared by every address space, so the
     /// stopped thread's CR3 translates kernel addresses.
-    fn read_dtb(&mut self, stop: &StopInfo) -> Result<PhysAddr, KdnetError> {
-        let r = self.call_stopped(
-            stop,
-            &Manipulate::read(Space::Control, stop.processor, 2, SPECIAL_REGISTERS_LEN),
-        )?;
+    fn read_dtb(&mut self, processor: u16) -> Result<PhysAddr, KdnetError> {
+        let r = self.request(&Manipulate::read(
+            Space::Control,
+            processor,
+            2,
+            SPECIAL_REGISTERS_LEN,
+        ))?;
         let cr3 = r
             .data
             .get(SPECIAL_REGISTERS_CR3..SPECIAL_REGISTERS_CR3 + 8)
@@ -270,8 +479,8 @@ impl Inner {
                 None => false,
             });
         }
-        let stop = self.stopped()?;
-        let r = self.call_stopped(&stop, &Manipulate::read(space, stop.processor, addr, len))?;
+        let processor = self.stopped()?.processor;
+        let r = self.request(&Manipulate::read(space, processor, addr, len))?;
         let actual = match r.call() {
             Call::Read { actual, .. } => actual as usize,
             _ => 0,
@@ -293,32 +502,73 @@ impl Inner {
         Ok(ok)
     }
 
-    fn resume(&mut self) -> Result<(), KdnetError> {
-        let stop = self.stopped()?;
-        // A hard-coded int3 does not advance RIP; step over it as WinDbg
-        // does, or the target stops again at once (kdnet.md §6).
-        let ctx = self.call_stopped(&stop, &Manipulate::get_context(stop.processor))?;
-        if ctx.return_status == status::SUCCESS
-            && let Some(rip) = ctx
-                .data
-                .get(CONTEXT_RIP..CONTEXT_RIP + 8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_le_bytes)
-        {
-            let at = self.call_stopped(
-                &stop,
-                &Manipulate::read(Space::Virtual, stop.processor, rip, 1),
-            )?;
-            if at.return_status == status::SUCCESS && at.data.first() == Some(&0xCC) {
-                let mut c = ctx.data.clone();
-                c[CONTEXT_RIP..CONTEXT_RIP + 8].copy_from_slice(&(rip + 1).to_le_bytes());
-                self.call_stopped(&stop, &Manipulate::set_context(stop.processor, &c))?;
+    /// A processor's CONTEXT, read once per stop.
+    fn context(&mut self, processor: u16) -> Result<Vec<u8>, KdnetError> {
+        if let Some(c) = self.contexts.get(&processor) {
+            return Ok(c.clone());
+        }
+        let r = self.call(&Manipulate::get_context(processor))?;
+        if r.return_status != status::SUCCESS || r.data.len() < CONTEXT_LEN {
+            return Err(KdnetError::Refused {
+                what: format!("GetContext of processor {processor}"),
+                status: r.return_status,
+            });
+        }
+        let ctx = r.data[..CONTEXT_LEN].to_vec();
+        self.contexts.insert(processor, ctx.clone());
+        Ok(ctx)
+    }
+
+    fn set_context(&mut self, processor: u16, ctx: &[u8]) -> Result<(), KdnetError> {
+        if ctx.len() != CONTEXT_LEN {
+            return Err(KdnetError::Internal(format!(
+                "a CONTEXT is {CONTEXT_LEN:#x} bytes, not {:#x}",
+                ctx.len()
+            )));
+        }
+        let r = self.call(&Manipulate::set_context(processor, ctx))?;
+        if r.return_status != status::SUCCESS {
+            return Err(KdnetError::Refused {
+                what: format!("SetContext of processor {processor}"),
+                status: r.return_status,
+            });
+        }
+        self.contexts.insert(processor, ctx.to_vec());
+        Ok(())
+    }
+
+    /// Continue2 from the current stop. For a breakpoint continued as
+    /// handled, a hard-coded int3 is stepped over first (Rip + 1), as
+    /// WinDbg does: the kernel does not advance Rip for BREAKPOINT_BREAK,
+    /// and the target would stop again at once (kdnet.md §6).
+    fn continue_with(&mut self, how: ContinueStatus) -> Result<(), KdnetError> {
+        let stop = self.stopped()?.clone();
+        if stop.is_breakpoint() && how != ContinueStatus::ExceptionNotHandled {
+            let mut ctx = self.context(stop.processor)?;
+            let rip = u64::from_le_bytes(
+                ctx[CONTEXT_RIP..CONTEXT_RIP + 8]
+                    .try_into()
+                    .map_err(KdnetError::internal)?,
+            );
+            // The control report carries the bytes at the PC: no read
+            // needed when Rip is still there.
+            let at = if rip == stop.pc && stop.report.instruction_count > 0 {
+                Some(stop.report.instruction_stream[0])
+            } else {
+                let r = self.call(&Manipulate::read(Space::Virtual, stop.processor, rip, 1))?;
+                (r.return_status == status::SUCCESS)
+                    .then(|| r.data.first().copied())
+                    .flatten()
+            };
+            if at == Some(0xCC) {
+                ctx[CONTEXT_RIP..CONTEXT_RIP + 8].copy_from_slice(&(rip + 1).to_le_bytes());
+                self.set_context(stop.processor, &ctx)?;
             }
         }
         let r = self
             .link
-            .transact(&Manipulate::continue2(stop.processor, status::DBG_CONTINUE));
-        self.cache = Cache::default();
+            .transact(&Manipulate::continue2(stop.processor, how.code()));
+        self.forget_stop();
         match r {
             Ok(_) => {
                 self.state = State::Running;
@@ -327,20 +577,47 @@ impl Inner {
             Err(e) => Err(self.fail(e)),
         }
     }
+
+    /// Turn a state change or print into an event; `None` for anything
+    /// else.
+    fn event(&mut self, p: KdPacket) -> Option<TargetEvent> {
+        match p.kind {
+            PacketType::StateChange64 => {
+                let sc = StateChange::parse(&p.data).ok()?;
+                let stop = StopInfo::from(&sc);
+                self.forget_stop();
+                self.state = State::Stopped(stop.clone());
+                Some(TargetEvent::Stopped(stop))
+            }
+            PacketType::DebugIo => {
+                let io = DebugIo::parse(&p.data).ok()?;
+                match io.api {
+                    api_number::PRINT_STRING => Some(TargetEvent::Print {
+                        processor: io.processor,
+                        text: io.text(),
+                    }),
+                    api_number::GET_STRING => Some(TargetEvent::Prompt {
+                        processor: io.processor,
+                        text: io.text(),
+                    }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
 }
 
-/// A stopped Windows kernel on the other end of a KDNET session. It
-/// implements [`Memory`], so everything that reads a dump reads it.
+/// A Windows kernel on the other end of a KDNET session: stopped (then it
+/// implements [`Memory`], so everything that reads a dump reads it) or
+/// running (then [`LiveTarget::wait_event`] reports what it does).
 ///
 /// Dropping it resumes the target if it is still stopped: a production
 /// machine must not be left frozen by an error path.
 pub struct LiveTarget {
     inner: Mutex<Inner>,
-    peer: SocketAddr,
-    version: Version,
     block: u32,
     dtb: AtomicU64,
-    kdbg: Option<KernelVa>,
 }
 
 impl LiveTarget {
@@ -352,60 +629,68 @@ impl LiveTarget {
 
     /// Follow DebuggerDataList's Flink to KdDebuggerDataBlock (its
     /// Header.List is at offset 0). Absent without the DATA flag.
-    fn with_kdbg(mut self) -> Self {
-        let list = self.version.debugger_data_list;
-        if self.version.flags & Version::FLAG_DATA != 0 && list != 0 {
+    fn find_kdbg(&self) {
+        let v = self.version();
+        let list = v.debugger_data_list;
+        let mut kdbg = None;
+        if v.flags & Version::FLAG_DATA != 0 && list != 0 {
             let mut b = [0u8; 8];
             if self.read_virtual(KernelVa(list), &mut b).is_ok() {
                 let flink = KernelVa(u64::from_le_bytes(b));
-                self.kdbg = flink.is_kernel().then_some(flink);
+                kdbg = flink.is_kernel().then_some(flink);
             }
         }
-        self
+        self.lock().ident.kdbg = kdbg;
     }
 
     /// The target's GetVersion reply.
-    pub fn version(&self) -> &Version {
-        &self.version
+    pub fn version(&self) -> Version {
+        self.lock().ident.version
     }
 
     /// nt's base, from GetVersion.
     pub fn kern_base(&self) -> KernelVa {
-        KernelVa(self.version.kern_base)
+        KernelVa(self.version().kern_base)
     }
 
     /// PsLoadedModuleList, from GetVersion.
     pub fn ps_loaded_module_list(&self) -> KernelVa {
-        KernelVa(self.version.ps_loaded_module_list)
+        KernelVa(self.version().ps_loaded_module_list)
     }
 
     /// KdDebuggerDataBlock, found through GetVersion's DebuggerDataList.
     pub fn kdbg_va(&self) -> Option<KernelVa> {
-        self.kdbg
+        self.lock().ident.kdbg
     }
 
     /// Where kernel identification starts, as a dump header's fields
     /// would: the KDBG and PsLoadedModuleList GetVersion gave.
     pub fn boot_hints(&self) -> BootHints {
         BootHints {
-            kd_debugger_data_block: self.kdbg.unwrap_or_default(),
+            kd_debugger_data_block: self.kdbg_va().unwrap_or_default(),
             ps_loaded_module_list: self.ps_loaded_module_list(),
         }
     }
 
     /// The build number GetVersion reported (MinorVersion).
     pub fn build(&self) -> u32 {
-        u32::from(self.version.minor)
+        u32::from(self.version().minor)
     }
 
     /// The target's address.
     pub fn peer(&self) -> SocketAddr {
-        self.peer
+        self.lock().link.target
     }
 
     /// Where the target is stopped, or why it is not.
     pub fn stop_info(&self) -> Result<StopInfo, KdnetError> {
-        self.lock().stopped()
+        self.lock().stopped().cloned()
+    }
+
+    /// Whether the target runs, where it stopped, or why the session
+    /// ended.
+    pub fn state(&self) -> TargetState {
+        self.lock().state.clone()
     }
 
     /// Forget every cached read (they are also dropped whenever the
@@ -414,18 +699,31 @@ impl LiveTarget {
         self.lock().cache = Cache::default();
     }
 
-    /// Datagram and recovery counters.
+    /// Datagram, request and recovery counters, and the retransmission
+    /// timer's state.
     pub fn stats(&self) -> LinkStats {
-        self.lock().link.stats
+        self.lock().link.snapshot()
     }
 
-    /// Let the target run (Continue2 with DBG_CONTINUE, stepping over a
-    /// hard-coded int3). The read cache is dropped.
+    /// Let the target run: [`ContinueStatus::Continue`], stepping over a
+    /// hard-coded int3. The read cache is dropped.
     pub fn resume(&self) -> Result<(), KdnetError> {
-        self.lock().resume()
+        self.continue_with(ContinueStatus::Continue)
     }
 
-    /// Stop a running target again and refresh the kernel DTB.
+    /// Let the target run from the current stop with `how`. After a
+    /// breakpoint exception continued as handled, a hard-coded `int3` at
+    /// Rip is stepped over first (SetContext with Rip + 1), as WinDbg
+    /// does; [`ContinueStatus::ExceptionNotHandled`] leaves Rip alone so
+    /// the kernel dispatches the exception. The read cache and the
+    /// CONTEXTs read during the stop are dropped.
+    pub fn continue_with(&self, how: ContinueStatus) -> Result<(), KdnetError> {
+        self.lock().continue_with(how)
+    }
+
+    /// Stop a running target (or take the stop it already reported, not
+    /// yet returned by [`LiveTarget::wait_event`]) and refresh the kernel
+    /// DTB. Bounded by [`Timeouts::give_up`].
     pub fn break_in(&self) -> Result<StopInfo, KdnetError> {
         let mut g = self.lock();
         match &g.state {
@@ -433,26 +731,176 @@ impl LiveTarget {
             State::Dead(m) => return Err(KdnetError::Dead(m.clone())),
             State::Running => {}
         }
-        let sc = match g.link.break_in() {
-            Ok(s) => s,
-            Err(e) => return Err(g.fail(e)),
-        };
-        let stop = StopInfo::from(&sc);
-        let dtb = g.read_dtb(&stop)?;
+        let stop = g.break_in()?;
+        let dtb = g.read_dtb(stop.processor)?;
         self.dtb.store(dtb.0, Ordering::Relaxed);
-        g.cache = Cache::default();
         g.state = State::Stopped(stop.clone());
         Ok(stop)
+    }
+
+    /// Wait until `deadline` for the running target to report something
+    /// on its own.
+    ///
+    /// - A state change (KD_STATE_CHANGE64: an exception, such as the
+    ///   STATUS_BREAKPOINT that PoolHitTag raises, or a load-symbols
+    ///   notification) is returned as [`TargetEvent::Stopped`], and the
+    ///   target is stopped: read it, then continue it.
+    /// - A debug print is returned as [`TargetEvent::Print`]; the target
+    ///   keeps running. A prompt is answered with an empty line and
+    ///   returned as [`TargetEvent::Prompt`].
+    /// - Every data packet is ACKed once per id; a duplicate is ACKed
+    ///   again and not returned twice. Offers from the same boot and the
+    ///   hello are ignored; an offer with a new boot identity is
+    ///   [`KdnetError::TargetRebooted`].
+    ///
+    /// `Ok(None)` at the deadline. While nothing arrives, a RESEND is sent
+    /// every few round trips (at least every second), so a state change
+    /// lost on its way here is sent again (targets do not retransmit on
+    /// their own). Fails with [`KdnetError::Stopped`] if the target is
+    /// stopped: continue it first.
+    pub fn wait_event(&self, deadline: Instant) -> Result<Option<TargetEvent>, KdnetError> {
+        let mut g = self.lock();
+        match &g.state {
+            State::Running => {}
+            State::Stopped(_) => return Err(KdnetError::Stopped),
+            State::Dead(m) => return Err(KdnetError::Dead(m.clone())),
+        }
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                // Queued events are still handed out at the deadline.
+                return Ok(g.link.take_event().and_then(|p| g.event(p)));
+            }
+            let probe_every =
+                (g.link.rtt.rto() * 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+            let until = deadline.min(now + probe_every);
+            match g.link.recv_event(until) {
+                Err(e) => return Err(g.fail(e)),
+                Ok(Some(p)) => {
+                    if let Some(ev) = g.event(p) {
+                        return Ok(Some(ev));
+                    }
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    if let Err(e) = g.link.probe() {
+                        return Err(g.fail(e));
+                    }
+                }
+                Ok(None) => return Ok(None),
+            }
+        }
+    }
+
+    /// The CONTEXT (x64, 0x4D0 bytes) of the processor that stopped.
+    pub fn get_context(&self) -> Result<Vec<u8>, KdnetError> {
+        let mut g = self.lock();
+        let p = g.stopped()?.processor;
+        g.context(p)
+    }
+
+    /// The CONTEXT of any processor while the target is stopped: the one
+    /// that reported the stop has its live registers, the others the
+    /// state they were frozen in. Read once per stop and cached
+    /// ([`crate::api::context`] has the register offsets).
+    pub fn get_context_of(&self, processor: u16) -> Result<Vec<u8>, KdnetError> {
+        self.lock().context(processor)
+    }
+
+    /// Replace a processor's CONTEXT (0x4D0 bytes) while stopped; it takes
+    /// effect when the target continues.
+    pub fn set_context_of(&self, processor: u16, context: &[u8]) -> Result<(), KdnetError> {
+        self.lock().set_context(processor, context)
+    }
+
+    /// Re-establish a session that was lost, on the same socket.
+    ///
+    /// Waits up to `wait` for the target's next offer (targets offer
+    /// every 3 s while they run, and while stopped in the debugger),
+    /// answers it with a new data key, breaks in (a target that is already
+    /// stopped resends its state change), reads GetVersion and CR3 again,
+    /// and returns with the target stopped, so the caller can restore
+    /// what it changed and resume.
+    ///
+    /// It guarantees, on `Ok`: the target is stopped and the session is
+    /// usable as after [`Session::accept`]; caches and CONTEXTs are
+    /// empty; `rebooted` says whether this is a new boot (then memory
+    /// written before is gone and old addresses may be wrong).
+    ///
+    /// It does not guarantee: that events the target reported while the
+    /// link was down are delivered (they are lost); that a continue sent
+    /// just before the loss took effect (the target may have run and
+    /// stopped again: the stop returned is the current one); or anything
+    /// about a target that does not offer within `wait` (then
+    /// [`KdnetError::ReconnectFailed`], and the session stays dead).
+    pub fn reconnect(&self, wait: Duration) -> Result<Reconnected, KdnetError> {
+        let mut g = self.lock();
+        let target = g.link.target;
+        let old_base = g.ident.version.kern_base;
+        let r = (|| {
+            let new_boot = g.link.rehandshake(wait)?;
+            g.state = State::Running;
+            let stop = g.break_in()?;
+            g.identify(&stop)?;
+            let dtb = g.read_dtb(stop.processor)?;
+            g.state = State::Stopped(stop.clone());
+            Ok::<_, KdnetError>((stop, dtb, new_boot))
+        })();
+        let (stop, dtb, new_boot) = match r {
+            Ok(x) => x,
+            Err(cause) => {
+                let e = KdnetError::ReconnectFailed {
+                    target,
+                    waited: wait,
+                    cause: Box::new(cause),
+                };
+                g.state = State::Dead(e.to_string());
+                g.forget_stop();
+                return Err(e);
+            }
+        };
+        self.dtb.store(dtb.0, Ordering::Relaxed);
+        let rebooted = new_boot || g.ident.version.kern_base != old_base;
+        g.lost = false;
+        g.rebooted = false;
+        drop(g);
+        self.find_kdbg();
+        Ok(Reconnected { stop, rebooted })
+    }
+
+    /// Leave the target running, whatever became of the session: resume
+    /// it if it is stopped; if the link was lost (the target stopped
+    /// answering), [`reconnect`](Self::reconnect) within `wait` and
+    /// resume; nothing if it runs or rebooted. Restores nothing else: a
+    /// caller that changed memory reconnects itself, restores, and then
+    /// resumes.
+    pub fn leave_running(&self, wait: Duration) -> Result<LeftRunning, KdnetError> {
+        let (state, lost, rebooted) = {
+            let g = self.lock();
+            (g.state.clone(), g.lost, g.rebooted)
+        };
+        match state {
+            State::Running => Ok(LeftRunning::WasRunning),
+            State::Stopped(_) => self.resume().map(|()| LeftRunning::Resumed),
+            State::Dead(_) if rebooted => Ok(LeftRunning::Rebooted),
+            State::Dead(_) if lost => {
+                let r = self.reconnect(wait)?;
+                self.resume()?;
+                Ok(LeftRunning::Reconnected {
+                    rebooted: r.rebooted,
+                })
+            }
+            State::Dead(m) => Err(KdnetError::Dead(m)),
+        }
     }
 
     /// Write kernel virtual memory (for example nt!PoolHitTag), in chunks.
     pub fn write_virtual(&self, va: KernelVa, data: &[u8]) -> Result<(), KdnetError> {
         let mut g = self.lock();
-        let stop = g.stopped()?;
+        let processor = g.stopped()?.processor;
         let step = self.block as usize;
         for (i, part) in data.chunks(step).enumerate() {
             let at = va.0.wrapping_add((i * step) as u64);
-            let r = g.call(&Manipulate::write(Space::Virtual, stop.processor, at, part))?;
+            let r = g.call(&Manipulate::write(Space::Virtual, processor, at, part))?;
             let written = match r.call() {
                 Call::Write { actual, .. } => actual as usize,
                 _ => 0,
@@ -467,20 +915,6 @@ impl LiveTarget {
         // Writes make cached virtual and physical copies stale.
         g.cache = Cache::default();
         Ok(())
-    }
-
-    /// The stopped CPU's CONTEXT (x64, 0x4D0 bytes).
-    pub fn get_context(&self) -> Result<Vec<u8>, KdnetError> {
-        let mut g = self.lock();
-        let stop = g.stopped()?;
-        let r = g.call(&Manipulate::get_context(stop.processor))?;
-        if r.return_status != status::SUCCESS {
-            return Err(KdnetError::Refused {
-                what: "GetContext".into(),
-                status: r.return_status,
-            });
-        }
-        Ok(r.data)
     }
 
     fn transport(e: KdnetError) -> MemoryError {
@@ -563,7 +997,7 @@ fn via(e: MemoryError, va: KernelVa) -> MemoryError {
 
 impl Memory for LiveTarget {
     fn describe(&self) -> String {
-        format!("KDNET target {} (build {})", self.peer, self.version.minor)
+        format!("KDNET target {} (build {})", self.peer(), self.build())
     }
 
     fn kernel_dtb(&self) -> PhysAddr {
@@ -599,17 +1033,18 @@ impl Drop for LiveTarget {
     fn drop(&mut self) {
         let g = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
         if matches!(g.state, State::Stopped(_)) {
-            let _ = g.resume();
+            let _ = g.continue_with(ContinueStatus::Continue);
         }
     }
 }
 
 impl std::fmt::Debug for LiveTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.lock();
         f.debug_struct("LiveTarget")
-            .field("peer", &self.peer)
-            .field("version", &self.version)
-            .field("kdbg", &self.kdbg)
+            .field("peer", &g.link.target)
+            .field("version", &g.ident.version)
+            .field("kdbg", &g.ident.kdbg)
             .finish_non_exhaustive()
     }
 }
@@ -629,5 +1064,13 @@ mod tests {
         assert_eq!(cfg(3944).block_size(), 2048);
         assert_eq!(cfg(0).block_size(), 64);
         assert_eq!(cfg(u32::MAX).block_size(), 2048);
+    }
+
+    #[test]
+    fn retry_fixes_the_timer() {
+        let c = KdnetConfig::from("key=1.2.3.4,retry=50".parse::<KdnetSpec>().unwrap());
+        assert_eq!(c.timeouts.fixed_rto, Some(Duration::from_millis(50)));
+        let c = KdnetConfig::from("key=1.2.3.4".parse::<KdnetSpec>().unwrap());
+        assert_eq!(c.timeouts, Timeouts::default());
     }
 }

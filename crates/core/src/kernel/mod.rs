@@ -17,6 +17,7 @@ pub mod modules;
 pub mod pe;
 pub mod processes;
 pub mod scan;
+pub mod sections;
 
 use serde::Serialize;
 

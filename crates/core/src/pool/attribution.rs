@@ -3,14 +3,26 @@
 //! the dump. A tag's bytes passed to ExAllocatePoolWithTag are usually an
 //! immediate operand (`mov r8d, 'kaeL'`), so hits right after an opcode
 //! that takes a 32-bit immediate count far more than stray bytes.
+//!
+//! Only the sections that can carry that evidence are searched: code and
+//! read-only data ([`SectionLayout::evidence`]). Their bytes come from an
+//! image file when an [`ImageFiles`] source has one whose headers match the
+//! image in memory (a symbol store keeps binaries under
+//! `<name>/<TimeDateStamp><SizeOfImage>/<name>`, as WinDbg fetches them),
+//! else from memory; either way once per [`ImageCache`], which a
+//! [`crate::Target`] keeps for its session. Over KDNET, where every 1 KiB
+//! is a round trip, that is the difference between reading nt's whole
+//! image page by page and reading a few sections once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use aho_corasick::AhoCorasick;
 use serde::Serialize;
 
 use crate::addr::{KernelVa, PAGE_SIZE};
 use crate::kernel::LoadedModule;
+use crate::kernel::sections::{SectionLayout, file_section, read_section_layout};
 use crate::memory::Memory;
 use crate::tag::PoolTag;
 
@@ -21,20 +33,217 @@ pub struct Attribution {
     pub module: String,
     /// Hits that are immediate operands of an instruction.
     pub immediate_hits: u32,
-    /// Other occurrences of the four bytes in the image.
+    /// Other occurrences of the four bytes in the searched sections.
     pub other_hits: u32,
     /// Other modules that also contain the tag, best first.
     pub also_in: Vec<String>,
 }
 
-/// Images larger than this are searched only up to it.
+/// Bytes searched per module at most.
 pub const MAX_IMAGE: u64 = 64 << 20;
 
-/// Search every module's image for the tags. Unreadable pages are skipped.
+/// Image files from somewhere other than the target's memory: the seam
+/// through which a symbol-store lookup (`<name>/<TimeDateStamp>
+/// <SizeOfImage>/<name>`) feeds attribution. A closure
+/// `Fn(&str, u32, u32) -> Option<Vec<u8>>` is one.
+///
+/// What it returns is checked against the headers in memory (the same
+/// TimeDateStamp, SizeOfImage and section table) before a byte of it is
+/// used; a file that differs is ignored with a note, and memory is read.
+pub trait ImageFiles: Send + Sync {
+    /// The whole file of the image `name` (BaseDllName, e.g.
+    /// `ntoskrnl.exe`) built with `time_date_stamp` and `size_of_image`,
+    /// if this source has it.
+    fn image_file(&self, name: &str, time_date_stamp: u32, size_of_image: u32) -> Option<Vec<u8>>;
+}
+
+impl<F> ImageFiles for F
+where
+    F: Fn(&str, u32, u32) -> Option<Vec<u8>> + Send + Sync,
+{
+    fn image_file(&self, name: &str, time_date_stamp: u32, size_of_image: u32) -> Option<Vec<u8>> {
+        self(name, time_date_stamp, size_of_image)
+    }
+}
+
+/// Where a module's searched bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageOrigin {
+    /// An image file whose headers match memory.
+    File,
+    /// The target's (or dump's) memory.
+    Memory,
+    /// Nothing usable: the headers could not be read.
+    Unreadable,
+}
+
+/// One module's code and read-only data, as searched.
+#[derive(Debug, Clone)]
+pub struct ModuleText {
+    pub name: String,
+    pub base: KernelVa,
+    pub origin: ImageOrigin,
+    /// `(section name, RVA, bytes)`.
+    pub sections: Vec<(String, u32, Vec<u8>)>,
+    /// Why a file was not used, or what could not be read.
+    pub notes: Vec<String>,
+}
+
+/// Each module's searched sections, read once and kept for the session
+/// (code and read-only data do not change while a target runs).
+#[derive(Default)]
+pub struct ImageCache {
+    modules: Mutex<HashMap<(u64, u32), Arc<ModuleText>>>,
+}
+
+impl ImageCache {
+    /// The cached sections of every module searched so far.
+    pub fn modules(&self) -> Vec<Arc<ModuleText>> {
+        let g = self.modules.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = g.values().cloned().collect();
+        v.sort_by_key(|m| m.base);
+        v
+    }
+
+    /// `m`'s sections: from the cache, else from `files`, else from
+    /// memory.
+    pub fn module<M: Memory + ?Sized>(
+        &self,
+        mem: &M,
+        m: &LoadedModule,
+        files: Option<&dyn ImageFiles>,
+    ) -> Arc<ModuleText> {
+        let key = (m.base.0, m.size);
+        if let Some(t) = self
+            .modules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Arc::clone(t);
+        }
+        let t = Arc::new(load_module(mem, m, files));
+        self.modules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, Arc::clone(&t));
+        t
+    }
+}
+
+fn display_name(m: &LoadedModule) -> String {
+    if m.name.is_empty() {
+        format!("module at {}", m.base)
+    } else {
+        m.name.clone()
+    }
+}
+
+fn load_module<M: Memory + ?Sized>(
+    mem: &M,
+    m: &LoadedModule,
+    files: Option<&dyn ImageFiles>,
+) -> ModuleText {
+    let mut t = ModuleText {
+        name: display_name(m),
+        base: m.base,
+        origin: ImageOrigin::Unreadable,
+        sections: Vec::new(),
+        notes: Vec::new(),
+    };
+    let layout = match read_section_layout(mem, m.base) {
+        Ok(l) => l,
+        Err(e) => {
+            t.notes.push(e.to_string());
+            return t;
+        }
+    };
+    let mut budget = MAX_IMAGE;
+    let wanted: Vec<_> = layout
+        .evidence()
+        .filter(|s| {
+            let n = u64::from(s.mapped_size());
+            let fits = n <= budget;
+            budget = budget.saturating_sub(n);
+            fits
+        })
+        .cloned()
+        .collect();
+    if let Some(files) = files
+        && !m.name.is_empty()
+        && let Some(file) = files.image_file(&m.name, layout.time_date_stamp, layout.size_of_image)
+    {
+        match SectionLayout::parse(&file) {
+            Ok(fl) if layout.same_image(&fl) => {
+                let from_file: Option<Vec<_>> = wanted
+                    .iter()
+                    .map(|s| file_section(&file, s).map(|b| (s.name.clone(), s.rva, b)))
+                    .collect();
+                match from_file {
+                    Some(sections) => {
+                        t.sections = sections;
+                        t.origin = ImageOrigin::File;
+                        return t;
+                    }
+                    None => t.notes.push(format!(
+                        "the image file of {} is shorter than its section table says; reading memory",
+                        t.name
+                    )),
+                }
+            }
+            Ok(_) => t.notes.push(format!(
+                "the image file found for {} does not match the image in memory (TimeDateStamp, SizeOfImage or sections differ); reading memory",
+                t.name
+            )),
+            Err(e) => t.notes.push(format!(
+                "the image file found for {} is not a PE image ({e}); reading memory",
+                t.name
+            )),
+        }
+    }
+    for s in &wanted {
+        let bytes = read_mapped(mem, m.base, s.rva, s.mapped_size());
+        t.sections.push((s.name.clone(), s.rva, bytes));
+    }
+    t.origin = ImageOrigin::Memory;
+    t
+}
+
+/// Read `len` bytes at `base + rva` page by page; unreadable pages stay
+/// zero (a paged-out page of a driver is no evidence either way).
+fn read_mapped<M: Memory + ?Sized>(mem: &M, base: KernelVa, rva: u32, len: u32) -> Vec<u8> {
+    let mut out = vec![0u8; len as usize];
+    let mut off = 0usize;
+    while off < out.len() {
+        let Some(va) = base.checked_add(u64::from(rva) + off as u64) else {
+            break;
+        };
+        let n = ((PAGE_SIZE - va.page_offset()) as usize).min(out.len() - off);
+        let _ = mem.read_virtual(va, &mut out[off..off + n]);
+        off += n;
+    }
+    out
+}
+
+/// Search every module's code and read-only data for the tags, reading
+/// each module from memory. Unreadable pages are skipped.
 pub fn attribute_tags<M: Memory + ?Sized>(
     mem: &M,
     modules: &[LoadedModule],
     tags: &[PoolTag],
+) -> BTreeMap<PoolTag, Attribution> {
+    attribute_tags_with(mem, modules, tags, &ImageCache::default(), None)
+}
+
+/// [`attribute_tags`] with a session's cache and, optionally, image files
+/// that save reading memory.
+pub fn attribute_tags_with<M: Memory + ?Sized>(
+    mem: &M,
+    modules: &[LoadedModule],
+    tags: &[PoolTag],
+    cache: &ImageCache,
+    files: Option<&dyn ImageFiles>,
 ) -> BTreeMap<PoolTag, Attribution> {
     let tags: Vec<PoolTag> = {
         let mut t: Vec<PoolTag> = tags
@@ -56,27 +265,23 @@ pub fn attribute_tags<M: Memory + ?Sized>(
     // (tag index) -> per module (name, immediate, other)
     let mut evidence: Vec<Vec<(String, u32, u32)>> = vec![Vec::new(); tags.len()];
     for m in modules {
-        let size = (m.size as u64).min(MAX_IMAGE);
-        if size == 0 || !m.base.is_kernel() {
+        if m.size == 0 || !m.base.is_kernel() {
             continue;
         }
-        let img = read_image(mem, m.base, size);
+        let text = cache.module(mem, m, files);
         let mut counts: BTreeMap<usize, (u32, u32)> = BTreeMap::new();
-        for hit in ac.find_overlapping_iter(&img) {
-            let c = counts.entry(hit.pattern().as_usize()).or_default();
-            if is_immediate(&img, hit.start()) {
-                c.0 += 1;
-            } else {
-                c.1 += 1;
+        for (_, _, bytes) in &text.sections {
+            for hit in ac.find_overlapping_iter(bytes) {
+                let c = counts.entry(hit.pattern().as_usize()).or_default();
+                if is_immediate(bytes, hit.start()) {
+                    c.0 += 1;
+                } else {
+                    c.1 += 1;
+                }
             }
         }
-        let name = if m.name.is_empty() {
-            format!("module at {}", m.base)
-        } else {
-            m.name.clone()
-        };
         for (i, (imm, other)) in counts {
-            evidence[i].push((name.clone(), imm, other));
+            evidence[i].push((text.name.clone(), imm, other));
         }
     }
     let mut out = BTreeMap::new();
@@ -103,20 +308,6 @@ pub fn attribute_tags<M: Memory + ?Sized>(
         );
     }
     out
-}
-
-fn read_image<M: Memory + ?Sized>(mem: &M, base: KernelVa, size: u64) -> Vec<u8> {
-    let mut img = vec![0u8; size as usize];
-    let mut off = 0u64;
-    while off < size {
-        let n = PAGE_SIZE.min(size - off) as usize;
-        let o = off as usize;
-        if let Some(va) = base.checked_add(off) {
-            let _ = mem.read_virtual(va, &mut img[o..o + n]);
-        }
-        off += n as u64;
-    }
-    img
 }
 
 /// Is the 4-byte value at `at` the imm32 of a common instruction?
