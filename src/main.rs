@@ -6,6 +6,7 @@
 mod analyze;
 mod common;
 mod find;
+mod hittag;
 mod info;
 mod render;
 mod stack;
@@ -52,6 +53,10 @@ enum Command {
     /// The crashing thread's stack (kb) from the dump's CONTEXT, or from a
     /// CONTEXT record in memory (.cxr ADDR), with module!function names.
     Stack(stack::Args),
+    /// Who allocates a tag: nt!PoolHitTag on a live target, each break's
+    /// stack walked and its call site counted; PoolHitTag restored and the
+    /// target resumed at the end.
+    Hittag(hittag::Args),
     /// Show the kernel's identity, where its symbols came from, and the
     /// layouts and globals the pool analysis uses.
     Symbols(symbols::Args),
@@ -82,6 +87,7 @@ fn main() -> ExitCode {
         Command::Find(args) => find::run(args),
         Command::Info(args) => info::run(args),
         Command::Stack(args) => stack::run(args),
+        Command::Hittag(args) => hittag::run(args),
         Command::Symbols(args) => symbols::run(args),
         Command::Snapshot(args) => snapshot::run(args),
         Command::Watch(args) => watch::run(args),

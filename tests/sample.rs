@@ -1,6 +1,6 @@
 //! The bundled sample (testdata/sample/) is exactly what the kit generates
 //! for `pooldump_kit::scenario::sample()`: if the kit changes, regenerate it
-//! with `cargo run -p pooldump-kit -- sample`.
+//! with `cargo run -p pooldump-kit-cli -- sample`.
 
 use std::path::Path;
 
@@ -14,7 +14,7 @@ fn committed_sample_matches_the_kit() {
     let committed = std::fs::read(root.join("MEMORY.DMP")).expect("testdata/sample/MEMORY.DMP");
     assert!(
         fresh == committed,
-        "testdata/sample/MEMORY.DMP is stale: run `cargo run -p pooldump-kit -- sample`"
+        "testdata/sample/MEMORY.DMP is stale: run `cargo run -p pooldump-kit-cli -- sample`"
     );
     let truth = std::fs::read_to_string(root.join("truth.json")).unwrap();
     assert_eq!(

@@ -157,6 +157,25 @@ impl HitTable {
         }
     }
 
+    /// Count a stop the caller knows is not a pool call (an exception
+    /// other than a breakpoint, a load-symbols notification).
+    pub fn add_other(&mut self, pc: KernelVa, reason: String) {
+        self.hits += 1;
+        match self
+            .other
+            .iter_mut()
+            .find(|o| o.pc == pc && o.reason == reason)
+        {
+            Some(o) => o.count += 1,
+            None => self.other.push(OtherStop {
+                pc,
+                at: pc.to_string(),
+                reason,
+                count: 1,
+            }),
+        }
+    }
+
     /// Sites by total hits (most first), then by address; stacks by count.
     pub fn sorted(mut self) -> Self {
         self.sites

@@ -1,5 +1,6 @@
 //! pooldump-kit: write synthetic Windows crash dumps with their symbol
-//! store and ground truth.
+//! store and ground truth, or serve a running synthetic machine as a KDNET
+//! target (`serve`), so pooldump's live commands can be tried anywhere.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -94,6 +95,43 @@ enum Cmd {
     },
     /// List the builds the kit can impersonate.
     Builds,
+    /// Run a synthetic Windows machine as a KDNET debugging target on this
+    /// computer: it offers itself to the debugger at 127.0.0.1:PORT every
+    /// 3 s, as `bcdedit /dbgsettings net hostip:127.0.0.1 port:PORT
+    /// key:KEY` configures Windows, and runs a workload of driver work
+    /// items while resumed (a leaking driver among them). Its symbols are
+    /// written to --symbols for pooldump's --symbol-path. Ctrl-C stops it.
+    Serve {
+        /// WinDbg's `-k net:` settings the debugger will use:
+        /// `port=50000,key=1.2.3.4` (the target offers to 127.0.0.1:port).
+        #[arg(long, value_name = "SPEC")]
+        kdnet: String,
+        #[arg(long, default_value = "win10-19041")]
+        build: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+        /// `leak` (the default: leakydrv leaks, other drivers are
+        /// balanced), `idle` (nothing runs), or a workload JSON file.
+        #[arg(long, default_value = "leak")]
+        workload: String,
+        /// Simulated seconds per real second while the target runs.
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
+        /// Seconds between offers (Windows: 3).
+        #[arg(long, default_value_t = 3.0)]
+        offer_interval: f64,
+        /// Drop, duplicate and reorder this fraction of datagrams (0-1).
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Where to write the machine's symbol store.
+        #[arg(long, default_value = "pooldump-demo-symbols")]
+        symbols: PathBuf,
+        /// Stop after this many seconds (default: until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -119,15 +157,46 @@ fn parse_kind(s: &str) -> Result<DumpKind, String> {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
+        Cmd::Serve {
+            kdnet,
+            build,
+            seed,
+            cpus,
+            workload,
+            speed,
+            offer_interval,
+            loss,
+            symbols,
+            seconds,
+        } => serve(&ServeArgs {
+            kdnet,
+            build,
+            seed,
+            cpus,
+            workload,
+            speed,
+            offer_interval,
+            loss,
+            symbols,
+            seconds,
+        }),
         Cmd::Builds => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
             for b in NtBuild::ALL {
                 let m = b.manifest();
-                println!(
+                // A closed pipe (`| head`) ends the listing quietly.
+                if writeln!(
+                    out,
                     "{:<20} {:<18} {}",
                     b.name(),
                     m.build_string,
                     m.pdb.store_key
-                );
+                )
+                .is_err()
+                {
+                    break;
+                }
             }
             Ok(())
         }
@@ -245,6 +314,113 @@ fn write_all(s: &Scenario, kind: DumpKind, out: &Path) -> Result<(), String> {
         s.build,
         out.display(),
         t.elapsed()
+    );
+    Ok(())
+}
+
+struct ServeArgs {
+    kdnet: String,
+    build: String,
+    seed: u64,
+    cpus: u32,
+    workload: String,
+    speed: f64,
+    offer_interval: f64,
+    loss: f64,
+    symbols: PathBuf,
+    seconds: Option<u64>,
+}
+
+fn serve(a: &ServeArgs) -> Result<(), String> {
+    use pooldump_kdnet_sim::{Faults, SimConfig, SimTarget, Workload};
+    let spec: pooldump_kdnet::KdnetSpec = a
+        .kdnet
+        .parse()
+        .map_err(|e| format!("--kdnet {}: {e}", a.kdnet))?;
+    let b = NtBuild::from_name(&a.build).ok_or_else(|| {
+        format!(
+            "unknown build {:?} (`pooldump-kit builds` lists them)",
+            a.build
+        )
+    })?;
+    let workload = match a.workload.as_str() {
+        "leak" => Workload::leak(),
+        "idle" => Workload::idle(),
+        path => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("--workload {path}: {e}"))?;
+            serde_json::from_str(&text).map_err(|e| format!("--workload {path}: {e}"))?
+        }
+    };
+    if !(0.0..=1.0).contains(&a.loss) {
+        return Err(format!("--loss {}: a fraction from 0 to 1", a.loss));
+    }
+    if !(a.speed > 0.0 && a.speed <= 1e6) {
+        return Err(format!("--speed {}: from above 0 to 1000000", a.speed));
+    }
+    let mut s = Scenario::small(b, a.seed);
+    s.cpus = a.cpus.clamp(1, 64);
+    let m = Machine::build(&s);
+    m.write_symbol_store(&a.symbols)
+        .map_err(|e| format!("--symbols {}: {e}", a.symbols.display()))?;
+    let host = std::net::SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        spec.port,
+    );
+    let mut cfg = SimConfig::new(spec.key.clone(), host);
+    cfg.workload = Some(workload);
+    cfg.speed = a.speed;
+    cfg.offer_interval = std::time::Duration::from_secs_f64(a.offer_interval.clamp(0.05, 60.0));
+    cfg.faults = Faults::lossy(a.loss);
+    cfg.lifetime = std::time::Duration::from_secs(a.seconds.unwrap_or(365 * 24 * 3600));
+    let sim = SimTarget::spawn(m, cfg).map_err(|e| format!("starting the target: {e}"))?;
+    eprintln!(
+        "A simulated {} target ({} processors) runs on {}, offering itself to the debugger at {host} every {} s.",
+        b.name(),
+        s.cpus,
+        sim.local_addr(),
+        a.offer_interval
+    );
+    eprintln!(
+        "Its symbols are in {}. Try, in another terminal:\n  pooldump hittag --kdnet port={},key={} --tag Leak --symbol-path {}\nCtrl-C stops the target.",
+        a.symbols.display(),
+        spec.port,
+        a.kdnet
+            .split("key=")
+            .nth(1)
+            .and_then(|k| k.split(',').next())
+            .unwrap_or("KEY"),
+        a.symbols.display()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })
+    .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
+    let until = a
+        .seconds
+        .map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    loop {
+        if rx
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_ok()
+        {
+            break;
+        }
+        if until.is_some_and(|u| std::time::Instant::now() >= u) {
+            break;
+        }
+    }
+    let st = sim.stats();
+    let end = sim.finish();
+    let ran = end
+        .as_ref()
+        .and_then(|e| e.runtime.as_ref())
+        .map(|rt| rt.clock_ns() / 1_000_000_000)
+        .unwrap_or(0);
+    eprintln!(
+        "Stopped after {ran} simulated seconds: {} debugger sessions, {} stops, {} requests.",
+        st.handshakes, st.stops, st.requests_executed
     );
     Ok(())
 }

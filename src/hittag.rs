@@ -1,0 +1,525 @@
+//! `pooldump hittag`: who allocates a tag, the way kernel engineers find
+//! out with WinDbg (`ed nt!PoolHitTag 'Tag'`, `g`, `kb` at each break,
+//! dozens of times, then `ed nt!PoolHitTag 0`), done for them: break in,
+//! write the tag into nt!PoolHitTag, resume, and at each break the target
+//! takes walk the stack, find the caller of the pool, count it, resume;
+//! at the end restore PoolHitTag and leave the target running.
+//!
+//! Restoring is not optional: a target left stopped, or still breaking on
+//! every allocation of the tag, is the worst thing this tool could do to a
+//! machine. A guard restores on every way out of the loop (the hit count,
+//! the time limit, Ctrl-C, an error, a panic); a lost link is
+//! re-established to restore.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use pooldump_core::hittag::{DecidedBy, HitAnalyzer, HitTable, SiteRow};
+use pooldump_core::stack::{Registers, Symbolizer, SymbolizerOptions};
+use pooldump_core::{KernelVa, Memory, PoolTag, Target};
+use pooldump_kdnet::{ContinueStatus, KdnetSpec, LiveTarget, TargetEvent, TargetState};
+use serde::Serialize;
+
+use crate::common::{KdnetReport, SymbolArgs, connect_live};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The live target, with WinDbg's `-k net:` settings:
+    /// `port=50000,key=a.b.c.d`.
+    #[arg(long, value_name = "SPEC")]
+    pub kdnet: String,
+    /// The tag to catch, as typed (`Leak`; `Abc` is `Abc `, as Windows pads
+    /// short tags) or a value `0x…`. Written to nt!PoolHitTag as `ed` does.
+    #[arg(long, value_name = "TAG")]
+    pub tag: String,
+    /// Stop after this many pool hits.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub hits: u64,
+    /// Stop after this many seconds, whatever the hits.
+    #[arg(long, default_value_t = 120, value_name = "S")]
+    pub seconds: u64,
+    /// Distinct stacks shown per call site (all are in --json).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub stacks: usize,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// The KDNET link's statistics on stderr at the end.
+    #[arg(short, long)]
+    pub verbose: bool,
+    #[command(flatten)]
+    pub sym: SymbolArgs,
+}
+
+/// How long to wait for a lost target to offer again (it offers every 3 s).
+const RECOVER_WAIT: Duration = Duration::from_secs(15);
+/// Prints kept for the report.
+const MAX_PRINTS: usize = 100;
+
+/// Why collection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Ended {
+    Hits,
+    Time,
+    Interrupted,
+    LinkLost,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    target: String,
+    build: u32,
+    tag: String,
+    tag_value: String,
+    pool_hit_tag: KernelVa,
+    /// PoolHitTag before (and after) the session.
+    previous_value: String,
+    restored: bool,
+    ended: Ended,
+    seconds: f64,
+    hits: u64,
+    allocs: u64,
+    frees: u64,
+    other_stops: u64,
+    table: HitTable,
+    prints: Vec<String>,
+    notes: Vec<String>,
+    kdnet: KdnetReport,
+}
+
+/// Puts PoolHitTag back and leaves the target running, however the
+/// session ends.
+struct Restore<'t> {
+    target: &'t LiveTarget,
+    va: KernelVa,
+    old: [u8; 4],
+    done: Option<Result<(), String>>,
+}
+
+impl Restore<'_> {
+    fn restore(&mut self) -> Result<(), String> {
+        if let Some(r) = &self.done {
+            return r.clone();
+        }
+        let r = restore_hit_tag(self.target, self.va, self.old);
+        self.done = Some(r.clone());
+        r
+    }
+}
+
+impl Drop for Restore<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.restore() {
+            eprintln!("pooldump: {e}");
+        }
+    }
+}
+
+/// Stop the target (or get it back if the link was lost), write `old` into
+/// PoolHitTag, check it, resume.
+fn restore_hit_tag(t: &LiveTarget, va: KernelVa, old: [u8; 4]) -> Result<(), String> {
+    let what = format!(
+        "restoring nt!PoolHitTag at {} to {:08x} on {}",
+        va,
+        u32::from_le_bytes(old),
+        t.peer()
+    );
+    let stop = || -> Result<bool, String> {
+        match t.state() {
+            TargetState::Stopped(_) => Ok(false),
+            TargetState::Running => t.break_in().map(|_| false).map_err(|e| e.to_string()),
+            TargetState::Dead(_) => {
+                eprintln!(
+                    "pooldump: the link to {} was lost; waiting up to {} s for the target to offer again, to restore nt!PoolHitTag",
+                    t.peer(),
+                    RECOVER_WAIT.as_secs()
+                );
+                let r = t.reconnect(RECOVER_WAIT).map_err(|e| e.to_string())?;
+                Ok(r.rebooted)
+            }
+        }
+    };
+    let rebooted = stop().map_err(|e| format!("{what}: {e}"))?;
+    if rebooted {
+        // A new boot has PoolHitTag 0: nothing of ours is left.
+        t.resume().map_err(|e| format!("{what}: resuming: {e}"))?;
+        return Ok(());
+    }
+    let write = || -> Result<(), String> {
+        t.write_virtual(va, &old).map_err(|e| e.to_string())?;
+        let mut back = [0u8; 4];
+        t.read_virtual(va, &mut back).map_err(|e| e.to_string())?;
+        if back != old {
+            return Err(format!("it reads back as {:08x}", u32::from_le_bytes(back)));
+        }
+        Ok(())
+    };
+    let w = write();
+    // Resume whatever happened to the write.
+    let r = t.resume().map_err(|e| e.to_string());
+    w.map_err(|e| format!("{what}: {e}"))?;
+    r.map_err(|e| format!("{what}: resuming: {e}"))
+}
+
+pub fn run(args: &Args) -> Result<String> {
+    let tag = PoolTag::parse(&args.tag).with_context(|| format!("--tag {}", args.tag))?;
+    if tag.value() == 0 || tag.bytes() == *b"    " {
+        bail!(
+            "--tag {:?}: PoolHitTag {} would match no allocation or every untagged one; name a real tag",
+            args.tag,
+            if tag.value() == 0 {
+                "0"
+            } else {
+                "of four spaces"
+            }
+        );
+    }
+    if args.hits == 0 {
+        bail!("--hits 0: there would be nothing to collect");
+    }
+    let spec: KdnetSpec = args
+        .kdnet
+        .parse()
+        .with_context(|| format!("--kdnet {}", args.kdnet))?;
+    let started = Instant::now();
+    let target = connect_live(&spec, &args.sym)?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let flag = Arc::clone(&interrupted);
+        ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+            .context("installing the Ctrl-C handler")?;
+    }
+    let result = session(args, tag, &target, &interrupted, started);
+    // Whatever happened, the target runs (session restored PoolHitTag).
+    crate::common::leave_running(&target.mem);
+    if args.verbose {
+        let r = KdnetReport::new(
+            &target.mem.peer().to_string(),
+            &target.mem.stats(),
+            started.elapsed(),
+        );
+        eprintln!("{}", r.summary());
+    }
+    let report = result?;
+    if args.json {
+        return Ok(serde_json::to_string_pretty(&report)? + "\n");
+    }
+    Ok(render(&report, args.stacks))
+}
+
+fn session(
+    args: &Args,
+    tag: PoolTag,
+    target: &Target<LiveTarget>,
+    interrupted: &AtomicBool,
+    started: Instant,
+) -> Result<Report> {
+    let live = &target.mem;
+    let rva = target
+        .symbols
+        .require_symbol_rva("PoolHitTag")
+        .context("finding nt!PoolHitTag")?;
+    let va = KernelVa(target.kernel.image.base.0 + rva);
+    let mut old = [0u8; 4];
+    live.read_virtual(va, &mut old)
+        .with_context(|| format!("reading nt!PoolHitTag at {va}"))?;
+    let mut notes = Vec::new();
+    // 0xffffff0f is the kernel's own initial value (WRK pool.c), no tag.
+    if old != [0; 4] && u32::from_le_bytes(old) != 0xFFFF_FF0F && old != tag.bytes() {
+        notes.push(format!(
+            "nt!PoolHitTag held {} ({:08x}) before; it is restored to that",
+            PoolTag(u32::from_le_bytes(old)),
+            u32::from_le_bytes(old)
+        ));
+    }
+    let Some(modules) = target.modules.as_ref() else {
+        bail!(
+            "{}: the loaded-module list could not be read, so stacks cannot be named",
+            live.peer()
+        );
+    };
+    let opts = args.sym.options(None);
+    let symbolizer = Symbolizer::new(SymbolizerOptions {
+        symbol_path: opts.symbol_path,
+        fetch: opts.fetch,
+        pdb_files: opts.pdb_file.into_iter().collect(),
+    });
+    let mut analyzer = HitAnalyzer::new(modules, symbolizer);
+
+    // From here on the guard restores PoolHitTag on every way out.
+    let mut guard = Restore {
+        target: live,
+        va,
+        old,
+        done: None,
+    };
+    live.write_virtual(va, &tag.bytes())
+        .with_context(|| format!("writing {tag} to nt!PoolHitTag at {va}"))?;
+    let mut back = [0u8; 4];
+    live.read_virtual(va, &mut back)
+        .with_context(|| format!("reading back nt!PoolHitTag at {va}"))?;
+    if back != tag.bytes() {
+        bail!(
+            "nt!PoolHitTag at {va} reads back as {:08x} after writing {tag}",
+            u32::from_le_bytes(back)
+        );
+    }
+    live.resume().context("resuming the target")?;
+
+    let bar = progress(args);
+    let mut table = HitTable::default();
+    let mut prints: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let ended = loop {
+        if table.pool_hits >= args.hits {
+            break Ended::Hits;
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            break Ended::Interrupted;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break Ended::Time;
+        }
+        let until = deadline.min(now + Duration::from_millis(250));
+        let ev = match live.wait_event(until) {
+            Ok(ev) => ev,
+            Err(e) => {
+                notes.push(format!("the link failed while waiting for hits: {e}"));
+                break Ended::LinkLost;
+            }
+        };
+        match ev {
+            None => {}
+            Some(TargetEvent::Print { text, .. }) | Some(TargetEvent::Prompt { text, .. })
+                if prints.len() < MAX_PRINTS =>
+            {
+                prints.push(text.trim_end().to_string());
+            }
+            Some(TargetEvent::Print { .. }) | Some(TargetEvent::Prompt { .. }) => {}
+            Some(TargetEvent::Stopped(stop)) => {
+                let how = if stop.is_breakpoint() {
+                    let regs = live
+                        .get_context_of(stop.processor)
+                        .map_err(anyhow::Error::new)
+                        .and_then(|c| Registers::from_context(&c).map_err(anyhow::Error::new));
+                    match regs {
+                        Ok(regs) => {
+                            let hit = analyzer.analyze(live, &regs);
+                            table.add(&hit);
+                        }
+                        Err(e) => notes.push(format!(
+                            "a stop at {} could not be read: {e}",
+                            KernelVa(stop.pc)
+                        )),
+                    }
+                    // Step over the int3 (WinDbg's Rip+1) and go on.
+                    live.resume()
+                } else {
+                    // Not ours: let the kernel handle it as it would
+                    // without us.
+                    table.add_other(KernelVa(stop.pc), format!("{:?}", stop.event));
+                    match stop.event {
+                        pooldump_kdnet::api::Event::Exception { .. } => {
+                            live.continue_with(ContinueStatus::ExceptionNotHandled)
+                        }
+                        _ => live.continue_with(ContinueStatus::Continue),
+                    }
+                };
+                if let Err(e) = how {
+                    notes.push(format!("resuming after a stop failed: {e}"));
+                    break Ended::LinkLost;
+                }
+                if let Some(b) = &bar {
+                    b.set_position(table.pool_hits.min(args.hits));
+                }
+            }
+        }
+    };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let restored = match guard.restore() {
+        Ok(()) => true,
+        Err(e) => {
+            notes.push(e);
+            false
+        }
+    };
+    let table = table.sorted();
+    let (allocs, frees) = table
+        .sites
+        .iter()
+        .fold((0, 0), |(a, f), s| (a + s.allocs, f + s.frees));
+    if table.pool_hits == 0 && ended == Ended::Time {
+        notes.push(format!(
+            "no allocation or free with tag {tag} in {} s",
+            args.seconds
+        ));
+    }
+    if !restored {
+        bail!(
+            "{}; the target may still break on every {tag}: set nt!PoolHitTag back with WinDbg (ed nt!PoolHitTag {:08x})",
+            notes.last().map_or("", String::as_str),
+            u32::from_le_bytes(old)
+        );
+    }
+    Ok(Report {
+        target: format!("KDNET {}", live.peer()),
+        build: live.build(),
+        tag: tag.to_string(),
+        tag_value: format!("{:08x}", tag.value()),
+        pool_hit_tag: va,
+        previous_value: format!("{:08x}", u32::from_le_bytes(old)),
+        restored,
+        ended,
+        seconds: started.elapsed().as_secs_f64(),
+        hits: table.hits,
+        allocs,
+        frees,
+        other_stops: table.other.iter().map(|o| o.count).sum(),
+        table,
+        prints,
+        notes,
+        kdnet: KdnetReport::new(&live.peer().to_string(), &live.stats(), started.elapsed()),
+    })
+}
+
+fn progress(args: &Args) -> Option<indicatif::ProgressBar> {
+    if args.json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let b = indicatif::ProgressBar::new(args.hits);
+    b.set_style(
+        indicatif::ProgressStyle::with_template(
+            "waiting for hits {bar:30} {pos}/{len} {elapsed} (Ctrl-C to stop, restore and resume)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    b.enable_steady_tick(Duration::from_millis(250));
+    Some(b)
+}
+
+fn kind_of(s: &SiteRow) -> &'static str {
+    match (s.allocs > 0, s.frees > 0) {
+        (true, true) => "alloc+free",
+        (true, false) => "alloc",
+        _ => "free",
+    }
+}
+
+fn render(r: &Report, stacks: usize) -> String {
+    let mut o = String::new();
+    o.push_str(&format!(
+        "{} (build {}): tag {} via nt!PoolHitTag at {}\n",
+        r.target, r.build, r.tag, r.pool_hit_tag
+    ));
+    let why = match r.ended {
+        Ended::Hits => "the hit count was reached",
+        Ended::Time => "the time limit was reached",
+        Ended::Interrupted => "interrupted",
+        Ended::LinkLost => "the link failed",
+    };
+    o.push_str(&format!(
+        "{} pool hits in {:.1} s ({} allocations, {} frees), {} other stops; {why}. nt!PoolHitTag restored to {} and the target resumed.\n",
+        r.allocs + r.frees,
+        r.seconds,
+        r.allocs,
+        r.frees,
+        r.other_stops,
+        r.previous_value
+    ));
+    for n in &r.notes {
+        o.push_str(&format!("note: {n}\n"));
+    }
+    if r.table.sites.is_empty() {
+        return o;
+    }
+    let w = r
+        .table
+        .sites
+        .iter()
+        .map(|s| s.site.len())
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    o.push_str(&format!(
+        "\n {:<w$}  {:<10}  {:>6}  {:>6}  {:>15}  {:>6}\n",
+        "Call site", "Kind", "Allocs", "Frees", "Bytes requested", "Stacks"
+    ));
+    for s in &r.table.sites {
+        let bytes = if s.allocs == 0 {
+            "-".to_string()
+        } else if s.unknown_sizes > 0 {
+            format!("{}+?", s.bytes_requested)
+        } else {
+            s.bytes_requested.to_string()
+        };
+        o.push_str(&format!(
+            " {:<w$}  {:<10}  {:>6}  {:>6}  {:>15}  {:>6}\n",
+            s.site,
+            kind_of(s),
+            s.allocs,
+            s.frees,
+            bytes,
+            s.stacks.len()
+        ));
+    }
+    for s in &r.table.sites {
+        let by: Vec<String> = s
+            .decided_by
+            .iter()
+            .map(|d| match d {
+                DecidedBy::NtFrame { function } => format!("nt!{function} on the stack"),
+                DecidedBy::Import { function } => format!("calls {function}"),
+            })
+            .collect();
+        o.push_str(&format!(
+            "\n{}: {} allocations, {} frees ({}); {} distinct stack(s)\n",
+            s.site,
+            s.allocs,
+            s.frees,
+            by.join(", "),
+            s.stacks.len()
+        ));
+        for st in s.stacks.iter().take(stacks) {
+            o.push_str(&format!(
+                "  {} time(s):\n   # Child-SP          RetAddr           Call Site\n",
+                st.count
+            ));
+            for (i, f) in st.frames.iter().enumerate() {
+                o.push_str(&format!(
+                    "  {:02} {} {} {}\n",
+                    i,
+                    f.child_sp,
+                    f.ret_addr
+                        .map_or_else(|| "????????`????????".into(), |a| a.to_string()),
+                    f.call_site
+                ));
+            }
+        }
+        if s.stacks.len() > stacks {
+            o.push_str(&format!(
+                "  ({} more distinct stacks in --json)\n",
+                s.stacks.len() - stacks
+            ));
+        }
+    }
+    if !r.table.other.is_empty() {
+        o.push_str("\nOther stops (not counted, resumed):\n");
+        for x in &r.table.other {
+            o.push_str(&format!("  {:>4}  {}: {}\n", x.count, x.at, x.reason));
+        }
+    }
+    if !r.prints.is_empty() {
+        o.push_str("\nDbgPrint output while collecting:\n");
+        for p in &r.prints {
+            o.push_str(&format!("  {p}\n"));
+        }
+    }
+    o
+}
