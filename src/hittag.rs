@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use pooldump_core::hittag::{DecidedBy, HitAnalyzer, HitTable, SiteRow};
-use pooldump_core::stack::{Registers, Symbolizer, SymbolizerOptions};
+use pooldump_core::stack::{ReadStats, Registers, Symbolizer, SymbolizerOptions};
 use pooldump_core::{KernelVa, Memory, PoolTag, Target};
 use pooldump_kdnet::{ContinueStatus, KdnetSpec, LiveTarget, TargetEvent, TargetState};
 use serde::Serialize;
@@ -69,6 +69,18 @@ enum Ended {
     LinkLost,
 }
 
+/// Target reads the stack analysis made: the first hit (which reads the
+/// modules' headers, unwind data, code and import tables) apart from the
+/// others (which should read only the stack).
+#[derive(Debug, Default, Serialize)]
+struct AnalysisReads {
+    first_hit_stack: ReadStats,
+    first_hit_image: ReadStats,
+    later_hits: u64,
+    later_stack: ReadStats,
+    later_image: ReadStats,
+}
+
 #[derive(Debug, Serialize)]
 struct Report {
     target: String,
@@ -86,6 +98,7 @@ struct Report {
     frees: u64,
     other_stops: u64,
     table: HitTable,
+    analysis_reads: AnalysisReads,
     prints: Vec<String>,
     notes: Vec<String>,
     kdnet: KdnetReport,
@@ -273,6 +286,7 @@ fn session(
     let bar = progress(args);
     let mut table = HitTable::default();
     let mut prints: Vec<String> = Vec::new();
+    let mut reads = AnalysisReads::default();
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let ended = loop {
         if table.pool_hits >= args.hits {
@@ -310,6 +324,14 @@ fn session(
                     match regs {
                         Ok(regs) => {
                             let hit = analyzer.analyze(live, &regs);
+                            if table.hits == 0 {
+                                reads.first_hit_stack = hit.stack_reads;
+                                reads.first_hit_image = hit.image_reads;
+                            } else {
+                                reads.later_hits += 1;
+                                reads.later_stack.add(&hit.stack_reads);
+                                reads.later_image.add(&hit.image_reads);
+                            }
                             table.add(&hit);
                         }
                         Err(e) => notes.push(format!(
@@ -383,6 +405,7 @@ fn session(
         frees,
         other_stops: table.other.iter().map(|o| o.count).sum(),
         table,
+        analysis_reads: reads,
         prints,
         notes,
         kdnet: KdnetReport::new(&live.peer().to_string(), &live.stats(), started.elapsed()),

@@ -83,8 +83,11 @@ pub struct Hit {
     pub call: Option<Call>,
     /// Bytes requested (allocations), when the caller's code says.
     pub size: Option<u64>,
-    /// Target reads this analysis made.
-    pub reads: ReadStats,
+    /// Target reads of the stack this analysis made.
+    pub stack_reads: ReadStats,
+    /// Target reads of module images (headers, unwind data, code, import
+    /// tables) this analysis made: none once a module's pages are cached.
+    pub image_reads: ReadStats,
 }
 
 /// nt pool routine names (prefixes) that allocate.
@@ -161,9 +164,8 @@ impl<'a> HitAnalyzer<'a> {
     /// Analyse the stop whose registers are `regs`.
     pub fn analyze<M: Memory + ?Sized>(&mut self, mem: &M, regs: &Registers) -> Hit {
         let trace = self.walker.walk(mem, regs);
-        let mut reads = ReadStats::default();
-        reads.add(&trace.stack_reads);
-        reads.add(&trace.image_reads);
+        let stack_reads = trace.stack_reads;
+        let image_reads = trace.image_reads;
         let symbols: Vec<Symbol> = trace
             .frames
             .iter()
@@ -177,7 +179,8 @@ impl<'a> HitAnalyzer<'a> {
             site: None,
             call: None,
             size: None,
-            reads,
+            stack_reads,
+            image_reads,
             trace,
         };
         let Some(first) = hit.trace.frames.first() else {
@@ -245,7 +248,7 @@ impl<'a> HitAnalyzer<'a> {
             let mut read = |va: u64| mem.read_u64(KernelVa(va)).ok();
             hit.size = code.value_at_call(Register::RDX, &frame, &mut read);
         }
-        hit.reads.add(&stats);
+        hit.image_reads.add(&stats);
         hit
     }
 
