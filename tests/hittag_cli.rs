@@ -303,7 +303,12 @@ fn other_stops_are_reported_resumed_and_never_counted() {
     let st = s.sim.stats();
     if !st.running {
         let last = truth.hits.last().unwrap();
-        assert!(last.pool.is_none(), "left stopped at a pool hit: {last:?}");
+        assert!(
+            last.pool.is_none(),
+            "left stopped at a pool hit: {last:?}\n{st:?}\n{}\n{}",
+            out.stderr,
+            j["kdnet"]
+        );
     }
 }
 

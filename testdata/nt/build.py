@@ -883,8 +883,8 @@ def runtime_code(a, heap, has_pool2, big_fields, dll):
     a("    KeBugCheckEx(0x50, (unsigned long long)VirtualAddress, (FaultStatus >> 1) & 1, Rip, 2);")
     a("}")
     a("")
-    a("struct _EXCEPTION_RECORD64_SIM {")
-    a("    unsigned long ExceptionCode;")
+    a("struct _EXCEPTION_RECORD64 {")
+    a("    long ExceptionCode;")
     a("    unsigned long ExceptionFlags;")
     a("    unsigned long long ExceptionRecord;")
     a("    unsigned long long ExceptionAddress;")
@@ -898,7 +898,7 @@ def runtime_code(a, heap, has_pool2, big_fields, dll):
     a("   SYSTEM_THREAD_EXCEPTION_NOT_HANDLED, parameters 3 and 4 the exception and context")
     a("   records KiExceptionDispatch built on the stack. (The handler search itself is not")
     a("   modelled.) */")
-    a("NOTAIL void KiDispatchException(struct _EXCEPTION_RECORD64_SIM *ExceptionRecord, "
+    a("NOTAIL void KiDispatchException(struct _EXCEPTION_RECORD64 *ExceptionRecord, "
       "void *ContextRecord)")
     a("{")
     a("    KeBugCheckEx(0x7E, ExceptionRecord->ExceptionCode, ExceptionRecord->ExceptionAddress,")

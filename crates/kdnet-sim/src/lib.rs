@@ -389,6 +389,9 @@ struct Target {
     outbox: VecDeque<(PacketType, Vec<u8>)>,
     /// The processor that reported the stop.
     stopped_cpu: u16,
+    /// The stop's state change waits in the outbox (behind a print): a
+    /// RESEND must not send it ahead of its turn.
+    stop_queued: bool,
     cfg: SimConfig,
     sock: UdpSocket,
     stats: Arc<Mutex<SimStats>>,
@@ -453,6 +456,7 @@ impl Target {
             last_tick: Instant::now(),
             outbox: VecDeque::new(),
             stopped_cpu: 0,
+            stop_queued: false,
             sock,
             stats,
             rng,
@@ -594,6 +598,7 @@ impl Target {
             self.set_run(Run::Stopped);
             self.stop_report = Some(bytes.clone());
             self.outbox.push_back((PacketType::StateChange64, bytes));
+            self.stop_queued = true;
         }
     }
 
@@ -603,6 +608,9 @@ impl Target {
             return;
         }
         if let Some((kind, data)) = self.outbox.pop_front() {
+            if kind == PacketType::StateChange64 {
+                self.stop_queued = false;
+            }
             self.send_data(kind, data);
         }
     }
@@ -617,6 +625,12 @@ impl Target {
         self.seq = 1;
         self.set_run(Run::Running);
         self.boot_requests = 0;
+        // Nothing of the old boot is still to be said.
+        self.outbox.clear();
+        self.stop_queued = false;
+        if let Some(rt) = self.rt.as_mut() {
+            rt.resume();
+        }
     }
 
     fn is_silent(&self) -> bool {
@@ -881,6 +895,7 @@ impl Target {
         if self.pending.is_some() {
             self.resend_pending();
         } else if self.run == Run::Stopped
+            && !self.stop_queued
             && let Some(sc) = self.stop_report.clone()
         {
             self.stat(|s| s.stops_resent += 1);
@@ -983,6 +998,7 @@ impl Target {
                         self.set_run(Run::Stopped);
                         self.stop_report = Some(bytes.clone());
                         self.outbox.push_back((PacketType::StateChange64, bytes));
+                        self.stop_queued = true;
                         self.flush_outbox();
                     } else {
                         self.stop_with(sc);

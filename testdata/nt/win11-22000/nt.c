@@ -3910,8 +3910,8 @@ NOTAIL long MmAccessFault(unsigned long FaultStatus, void *VirtualAddress, char 
     KeBugCheckEx(0x50, (unsigned long long)VirtualAddress, (FaultStatus >> 1) & 1, Rip, 2);
 }
 
-struct _EXCEPTION_RECORD64_SIM {
-    unsigned long ExceptionCode;
+struct _EXCEPTION_RECORD64 {
+    long ExceptionCode;
     unsigned long ExceptionFlags;
     unsigned long long ExceptionRecord;
     unsigned long long ExceptionAddress;
@@ -3925,7 +3925,7 @@ struct _EXCEPTION_RECORD64_SIM {
    SYSTEM_THREAD_EXCEPTION_NOT_HANDLED, parameters 3 and 4 the exception and context
    records KiExceptionDispatch built on the stack. (The handler search itself is not
    modelled.) */
-NOTAIL void KiDispatchException(struct _EXCEPTION_RECORD64_SIM *ExceptionRecord, void *ContextRecord)
+NOTAIL void KiDispatchException(struct _EXCEPTION_RECORD64 *ExceptionRecord, void *ContextRecord)
 {
     KeBugCheckEx(0x7E, ExceptionRecord->ExceptionCode, ExceptionRecord->ExceptionAddress,
                  (unsigned long long)ExceptionRecord, (unsigned long long)ContextRecord);

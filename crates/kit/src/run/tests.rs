@@ -83,7 +83,8 @@ fn driver_faults_bug_check_as_windows_does() {
         let mut m = Machine::build(&Scenario::small(*b, 5));
         let bc = m.crash_with(touch(0), 10_000_000_000).expect("a bug check");
         assert_eq!(bc.code, 0x7E, "{b:?} {bc:?}");
-        assert_eq!(bc.parameters[0], 0xC000_0005);
+        // ExceptionCode is a LONG: WinDbg shows the parameter as ffffffffc0000005.
+        assert_eq!(bc.parameters[0], 0xFFFF_FFFF_C000_0005);
         let drv = m
             .truth
             .kernel
