@@ -7,6 +7,7 @@ mod analyze;
 mod common;
 mod find;
 mod info;
+mod info_small;
 mod render;
 mod symbols;
 // Leak hunting over time (issue 7).

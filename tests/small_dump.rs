@@ -3,8 +3,10 @@
 
 mod support;
 
+use std::process::Command;
+
 use pooldump_core::dump::triage::{Machine, TriageContext};
-use pooldump_core::dump::{AnyDump, TriageDump, open_any};
+use pooldump_core::dump::{AnyDump, open_any};
 use pooldump_core::{KernelVa, Memory, MemoryError};
 
 fn real() -> Option<std::path::PathBuf> {
@@ -16,6 +18,16 @@ fn real() -> Option<std::path::PathBuf> {
     }
 }
 
+fn pooldump(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_pooldump"))
+        .args(args)
+        .env_remove("_NT_SYMBOL_PATH")
+        .output()
+        .unwrap()
+}
+
+/// The values below were read off the file by hand (a hex dump against
+/// the TRIAGE_DUMP64 declaration), not by pooldump.
 #[test]
 fn the_real_arm64_small_dump_reads_as_windows_wrote_it() {
     let Some(p) = real() else { return };
@@ -24,5 +36,119 @@ fn the_real_arm64_small_dump_reads_as_windows_wrote_it() {
         AnyDump::Kernel(_) => panic!("a DumpType 4 file opened as a kernel dump"),
     };
     let s = d.summary();
-    eprintln!("{s:#?}");
+    assert_eq!(s.machine, Machine::Arm64);
+    assert_eq!((s.build, s.processors), (22000, 8));
+    assert_eq!(s.bug_check.code, 0x1C8);
+    assert_eq!(s.bug_check.name, Some("MANUALLY_INITIATED_POWER_BUTTON_HOLD"));
+    assert_eq!(s.bug_check.parameters, [0x1B58, 0xFFFF_F803_F3A2_0860, 0, 0]);
+    assert!(s.complete, "the 'TRGD' marker at ValidOffset");
+    assert_eq!(s.triage.size_of_dump, 0xAC46C);
+    assert_eq!(s.triage.top_of_stack, KernelVa(0xFFFF_E00E_0E4B_C4A0));
+    // The driver list: 245 entries, names from the string pool.
+    assert_eq!(s.drivers.len(), 245);
+    assert_eq!(s.drivers[0].name, r"\SystemRoot\system32\ntoskrnl.exe");
+    assert_eq!(s.drivers[0].base, KernelVa(0xFFFF_F803_F2E0_0000));
+    assert_eq!(s.drivers[0].size, 0x103E000);
+    assert_eq!(s.drivers[0].time_date_stamp, 0xDF29_1B09);
+    assert_eq!(s.drivers[244].base_name(), "terminpt.sys");
+    assert_eq!(s.unloaded_drivers.len(), 11);
+    assert_eq!(s.unloaded_drivers[0].name, "MSKSSRV.sys");
+    assert_eq!(s.unloaded_drivers[0].start, KernelVa(0xFFFF_F803_FA16_0000));
+    assert_eq!(s.unloaded_drivers[10].name, "WdBoot.sys");
+    // KDBG copy: KernBase agrees with the driver list's nt entry.
+    let k = s.kdbg.as_ref().unwrap();
+    assert_eq!(k.kern_base, s.drivers[0].base);
+    assert_eq!(k.ps_loaded_module_list, s.ps_loaded_module_list);
+    assert_eq!(k.pool_track_table, KernelVa(0xFFFF_F803_F3A1_69F8));
+    // Crashing thread through the offsets the kernel published in KDBG.
+    let c = &s.crashing;
+    assert_eq!(c.processor, Some(0));
+    assert_eq!(c.thread, Some(KernelVa(0xFFFF_BB8E_B171_9180)));
+    assert_eq!(c.process, Some(KernelVa(0xFFFF_BB8E_B169_0080)));
+    assert_eq!(c.thread_state, Some(2));
+    assert_eq!(c.stack_base, Some(KernelVa(0xFFFF_E00E_0E4B_D000)));
+    // The stack runs from TopOfStack to the thread's StackBase.
+    assert_eq!(s.triage.top_of_stack.0 + s.stack_bytes, c.stack_base.unwrap().0);
+    // ARM64 CONTEXT: Sp is the top of the captured stack, Pc the
+    // exception address.
+    let ctx = d.context().unwrap();
+    assert!(matches!(ctx, TriageContext::Arm64(_)));
+    assert_eq!(ctx.sp(), s.triage.top_of_stack.0);
+    assert_eq!(ctx.pc(), s.exception.as_ref().unwrap().address.0);
+    assert_eq!(s.data_blocks, 679);
+    assert_eq!(s.secondary_blobs.len(), 42);
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+
+    // The sparse memory: the stack, a data block and the KDBG copy read
+    // at their addresses; anything else fails naming what is missing.
+    let mut w = [0u8; 8];
+    d.read_virtual(KernelVa(ctx.sp()), &mut w).unwrap();
+    let mut kd = [0u8; 4];
+    d.read_virtual(KernelVa(s.kd_debugger_data_block.0 + 0x10), &mut kd)
+        .unwrap();
+    assert_eq!(&kd, b"KDBG");
+    // Bug check parameter 2 points into a data block the kernel kept.
+    let mut blk = [0u8; 16];
+    d.read_virtual(KernelVa(s.bug_check.parameters[1]), &mut blk)
+        .unwrap();
+    // nt's first 0x100 bytes are a data block: the MZ header.
+    let mut mz = [0u8; 2];
+    d.read_virtual(k.kern_base, &mut mz).unwrap();
+    assert_eq!(&mz, b"MZ");
+    let e = d
+        .read_virtual(KernelVa(k.kern_base.0 + 0x100), &mut w)
+        .unwrap_err();
+    assert!(matches!(e, MemoryError::NotCaptured { .. }), "{e:?}");
+    assert!(e.to_string().contains("not in the small memory dump"), "{e}");
+    assert!(e.to_string().contains("triage data block"), "{e}");
+    let mut tail = [0u8; 0x200];
+    assert_eq!(d.read_virtual_partial(k.kern_base, &mut tail), Ok(0x100));
+    assert!(d.translate(k.kern_base).is_err());
+}
+
+#[test]
+fn info_analyze_and_find_on_the_real_small_dump() {
+    let Some(p) = real() else { return };
+    let p = p.to_str().unwrap();
+    let out = pooldump(&["info", p]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for want in [
+        "small memory dump (DumpType 4",
+        "ARM64",
+        "22000",
+        "MANUALLY_INITIATED_POWER_BUTTON_HOLD",
+        "ffffbb8e`b1719180 (Running)",
+        "PoolTrackTable       fffff803`f3a169f8",
+        "Loaded drivers (245)",
+        "Unloaded drivers (11)",
+        "WdFilter.sys",
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+    let out = pooldump(&["info", "--json", p]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "small memory dump");
+    assert_eq!(v["machine"], "arm64");
+    assert_eq!(v["drivers"].as_array().unwrap().len(), 245);
+    assert_eq!(v["bug_check"]["name"], "MANUALLY_INITIATED_POWER_BUTTON_HOLD");
+
+    for args in [
+        vec!["analyze", p, "--offline"],
+        vec!["find", p, "--tag", "Leak", "--offline"],
+    ] {
+        let out = pooldump(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        for want in [
+            "small memory dump",
+            "no pool pages",
+            "PoolTrackTable at fffff803`f3a169f8",
+            "Kernel memory dump",
+            "Automatic memory dump",
+        ] {
+            assert!(err.contains(want), "{args:?}: {want} missing from {err}");
+        }
+        assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"));
+    }
 }

@@ -600,7 +600,7 @@ impl TriageDump {
         let before = i.checked_sub(1).and_then(|j| self.ranges.get(j));
         let after = self.ranges.get(i);
         let near = match (before, after) {
-            (Some(b), _) if va.0 - b.va.0 - b.len < 0x1000 => Some(b),
+            (Some(b), _) if (va.0 - b.va.0).saturating_sub(b.len) < 0x1000 => Some(b),
             (_, Some(a)) if a.va.0 - va.0 < 0x1000 => Some(a),
             _ => None,
         };
