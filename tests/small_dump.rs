@@ -152,3 +152,108 @@ fn info_analyze_and_find_on_the_real_small_dump() {
         assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"));
     }
 }
+
+use pooldump_core::dump::TriageDump;
+use pooldump_kit::triage::SmallDumpOptions;
+use pooldump_kit::{Machine as KitMachine, NtBuild, Scenario};
+
+/// Every field pooldump reads from a kit-made x64 small dump equals what
+/// the kit put there (its truth, read from the machine it built).
+#[test]
+fn kit_x64_small_dumps_read_back_as_written() {
+    for (build, seed) in [
+        (NtBuild::Win7_7601, 3),
+        (NtBuild::Win10_19041, 7),
+        (NtBuild::Win11_22000, 11),
+    ] {
+        let m = KitMachine::build(&Scenario::small(build, seed));
+        let (bytes, t) = m.small_dump(&SmallDumpOptions::default());
+        assert_eq!(bytes.len() as u64, t.file_size);
+        let d = TriageDump::from_bytes("kit-small.dmp", bytes).unwrap();
+        let s = d.summary();
+        assert_eq!(s.machine, Machine::X64, "{build:?}");
+        assert_eq!(s.build, t.build);
+        assert_eq!(s.processors, t.processors);
+        assert_eq!(s.bug_check.code, t.bugcheck_code);
+        assert_eq!(s.bug_check.parameters, t.bugcheck_parameters);
+        assert!(s.complete && s.warnings.is_empty(), "{build:?}: {:?}", s.warnings);
+        let k = s.kdbg.as_ref().unwrap();
+        assert_eq!(k.kern_base.0, t.kern_base);
+        assert_eq!(k.va.0, t.kdbg_va);
+        assert_eq!(k.pool_track_table.0, t.pool_track_table);
+        let c = &s.crashing;
+        assert_eq!(c.processor, Some(t.processor));
+        assert_eq!(c.thread, Some(KernelVa(t.thread)), "{build:?}");
+        assert_eq!(c.process, Some(KernelVa(t.process)), "{build:?}");
+        // KDDEBUGGER_DATA64 publishes KTHREAD.StackBase/StackLimit from
+        // Windows 8 (its 0x340 bytes before that end short of them).
+        let has = |v: u64| (t.build >= 9200).then_some(KernelVa(v));
+        assert_eq!(c.stack_base, has(t.stack_base), "{build:?}");
+        assert_eq!(c.stack_limit, has(t.stack_limit), "{build:?}");
+        assert_eq!(s.triage.top_of_stack.0, t.top_of_stack);
+        assert_eq!(s.stack_bytes, t.stack_len);
+        let drivers: Vec<_> = s
+            .drivers
+            .iter()
+            .map(|d| (d.name.clone(), d.base.0, u64::from(d.size), d.time_date_stamp))
+            .collect();
+        assert_eq!(drivers, t.drivers);
+        let unloaded: Vec<_> = s
+            .unloaded_drivers
+            .iter()
+            .map(|u| (u.name.clone(), u.start.0, u.end.0))
+            .collect();
+        assert_eq!(unloaded, t.unloaded);
+        assert_eq!(s.data_blocks as usize, t.blocks.len());
+        assert_eq!(s.secondary_blobs.len(), t.secondary_blobs);
+        let ctx = d.context().unwrap();
+        assert!(matches!(ctx, TriageContext::X64(_)));
+        assert_eq!(ctx.sp(), t.top_of_stack);
+
+        // Each block and the stack read through Memory equal the machine's
+        // own memory; the byte after a block is not there.
+        for (va, len) in &t.blocks {
+            let mut got = vec![0u8; *len as usize];
+            d.read_virtual(KernelVa(*va), &mut got).unwrap();
+            let mut want = vec![0u8; *len as usize];
+            m.asp.read(&m.mem, *va, &mut want);
+            assert_eq!(got, want, "{build:?} block at {va:#x}");
+        }
+        let mut stack = vec![0u8; t.stack_len as usize];
+        d.read_virtual(KernelVa(t.top_of_stack), &mut stack).unwrap();
+        let mut want = vec![0u8; t.stack_len as usize];
+        m.asp.read(&m.mem, t.top_of_stack, &mut want);
+        assert_eq!(stack, want);
+        let e = d
+            .read_virtual(KernelVa(t.stack_base), &mut [0u8; 8])
+            .unwrap_err();
+        assert!(matches!(e, MemoryError::NotCaptured { .. }), "{e:?}");
+    }
+}
+
+#[test]
+fn info_names_the_crashing_process_of_a_kit_small_dump() {
+    let m = KitMachine::build(&Scenario::small(NtBuild::Win10_19041, 7));
+    let (bytes, t) = m.small_dump(&SmallDumpOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("Mini120126-01.dmp");
+    std::fs::write(&p, bytes).unwrap();
+    let p = p.to_str().unwrap();
+    let out = pooldump(&["info", p]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = format!(
+        "{} {} (PID {})",
+        KernelVa(t.process),
+        t.process_name,
+        t.pid
+    );
+    assert!(text.contains(&want), "{want} missing from:\n{text}");
+    assert!(text.contains("x64 (0x8664)"), "{text}");
+    assert!(text.contains(&format!("Loaded drivers ({})", t.drivers.len())), "{text}");
+    assert!(text.contains("oldfilt.sys"), "{text}");
+    let out = pooldump(&["snapshot", p, "--offline"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no pool pages") && err.contains(&format!("{}", KernelVa(t.pool_track_table))), "{err}");
+}
