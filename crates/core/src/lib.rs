@@ -12,6 +12,7 @@ pub mod memory;
 pub mod pagemap;
 pub mod pool;
 pub mod snapshot;
+pub mod snapshot_text;
 pub mod symbols;
 pub mod tag;
 pub mod target;

@@ -20,7 +20,7 @@ pub mod attribution;
 mod bigpool;
 mod filter;
 pub mod find;
-mod pooltag;
+pub mod pooltag;
 mod read;
 mod session;
 mod tracker;
