@@ -321,7 +321,7 @@ pub enum HeaderError {
     },
     #[error("RDMP header at 0x2000 is not valid: {0}")]
     BadRdmp(String),
-    #[error("the small memory dump's TRIAGE_DUMP64 header is not valid: {0}")]
+    #[error("DumpType 4 (small memory dump): the TRIAGE_DUMP64 header at 0x2000 is not valid: {0}")]
     BadTriage(String),
 }
 

@@ -751,6 +751,17 @@ fn parse(file: &[u8]) -> Result<Parsed, HeaderError> {
         data_blocks_offset: tu32(toff::DATA_BLOCKS_OFFSET),
         data_blocks_count: tu32(toff::DATA_BLOCKS_COUNT),
     };
+    // Every writer seen (the WRK's and Windows 11's) puts the 'TRGD'
+    // marker in the last 4 bytes of SizeOfDump: a header that breaks this
+    // is not a TRIAGE_DUMP64 (a kernel dump whose DumpType was damaged).
+    if th.valid_offset.checked_add(4) != Some(th.size_of_dump)
+        || (th.size_of_dump as usize) < HEADER_SIZE + toff::SIZE
+    {
+        return Err(bad(format!(
+            "SizeOfDump {:#x} and ValidOffset {:#x} do not fit together (ValidOffset is SizeOfDump - 4)",
+            th.size_of_dump, th.valid_offset
+        )));
+    }
     let fields_raw = u32_at(off::MINIDUMP_FIELDS);
     // A writer that predates MiniDumpFields leaves "PAGE" there: trust the
     // offsets alone then.
@@ -1261,10 +1272,13 @@ mod tests {
         f[off::DUMP_TYPE..off::DUMP_TYPE + 4].copy_from_slice(&4u32.to_le_bytes());
         f[off::MACHINE_IMAGE_TYPE..off::MACHINE_IMAGE_TYPE + 4]
             .copy_from_slice(&MACHINE_AMD64.to_le_bytes());
+        f[off::MINIDUMP_FIELDS..off::MINIDUMP_FIELDS + 4].copy_from_slice(&0xCFFu32.to_le_bytes());
         let t = HEADER_SIZE;
         let put = |f: &mut Vec<u8>, o: usize, v: u32| {
             f[t + o..t + o + 4].copy_from_slice(&v.to_le_bytes())
         };
+        put(&mut f, toff::SIZE_OF_DUMP, 0x3000);
+        put(&mut f, toff::VALID_OFFSET, 0x2FFC);
         put(&mut f, toff::DRIVER_LIST_OFFSET, 0x2100);
         put(&mut f, toff::DRIVER_COUNT, u32::MAX);
         put(&mut f, toff::DATA_BLOCKS_OFFSET, 0x2100);
