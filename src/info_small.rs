@@ -80,15 +80,12 @@ fn process_identity(
             )),
         );
     };
-    let name = syms
-        .field("_EPROCESS", "ImageFileName")
-        .ok()
-        .and_then(|f| {
-            let at = usize::try_from(f.offset).ok()?;
-            let raw = copy.get(at..at.checked_add(15)?)?;
-            let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
-            Some(pooldump_core::bytes::escape_ascii(&raw[..end]))
-        });
+    let name = syms.field("_EPROCESS", "ImageFileName").ok().and_then(|f| {
+        let at = usize::try_from(f.offset).ok()?;
+        let raw = copy.get(at..at.checked_add(15)?)?;
+        let end = raw.iter().position(|&c| c == 0).unwrap_or(raw.len());
+        Some(pooldump_core::bytes::escape_ascii(&raw[..end]))
+    });
     let pid = syms
         .field("_EPROCESS", "UniqueProcessId")
         .ok()
@@ -206,7 +203,10 @@ pub fn render_text(r: &SmallDumpReport) -> String {
             k.row("PsActiveProcessHead", kd.ps_active_process_head.to_string());
             k.row(
                 "PoolTrackTable",
-                format!("{} (the table is not in a small memory dump)", kd.pool_track_table),
+                format!(
+                    "{} (the table is not in a small memory dump)",
+                    kd.pool_track_table
+                ),
             );
             k.row("KiProcessorBlock", kd.ki_processor_block.to_string());
         }
@@ -246,7 +246,10 @@ pub fn render_text(r: &SmallDumpReport) -> String {
             }
         ),
     );
-    m.row("Pool", "none: a small memory dump holds no pool pages (see `pooldump analyze`)");
+    m.row(
+        "Pool",
+        "none: a small memory dump holds no pool pages (see `pooldump analyze`)",
+    );
     if !s.secondary_blobs.is_empty() {
         let bytes: u64 = s.secondary_blobs.iter().map(|b| u64::from(b.size)).sum();
         m.row(
@@ -282,14 +285,21 @@ pub fn render_text(r: &SmallDumpReport) -> String {
         tbl.render(&mut out, 2);
     }
 
-    out.push_str(&format!("\nUnloaded drivers ({})\n", s.unloaded_drivers.len()));
+    out.push_str(&format!(
+        "\nUnloaded drivers ({})\n",
+        s.unloaded_drivers.len()
+    ));
     let mut u = Table::new(&[
         ("Start", Align::Left),
         ("End", Align::Left),
         ("Name", Align::Left),
     ]);
     for dr in &s.unloaded_drivers {
-        u.push(vec![dr.start.to_string(), dr.end.to_string(), dr.name.clone()]);
+        u.push(vec![
+            dr.start.to_string(),
+            dr.end.to_string(),
+            dr.name.clone(),
+        ]);
     }
     if !s.unloaded_drivers.is_empty() {
         u.render(&mut out, 2);

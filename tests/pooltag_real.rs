@@ -38,7 +38,10 @@ fn the_real_pooltag_txt_reads_line_by_line() {
     // Patterns: `NS?? - <unknown>` and `Bu*  - <unknown>`.
     let ns = db.matches(t("NSbf"));
     assert!(ns.exact.is_none());
-    assert_eq!(ns.pattern.unwrap().description, "Netware server allocations");
+    assert_eq!(
+        ns.pattern.unwrap().description,
+        "Netware server allocations"
+    );
     assert!(db.lookup(t("Bu12")).is_some());
     // <multiple>, `a or b`, FsLib, a description with ` - ` in it, and a
     // two-field line whose second field is prose.
@@ -49,7 +52,10 @@ fn the_real_pooltag_txt_reads_line_by_line() {
         "NDIS_TAG_PCW - NDIS Performance Counters"
     );
     let at = db.lookup(t("ATmp")).unwrap();
-    assert_eq!((at.kind.clone(), at.description.as_str()), (BinaryKind::Missing, "AppTag mount point"));
+    assert_eq!(
+        (at.kind.clone(), at.description.as_str()),
+        (BinaryKind::Missing, "AppTag mount point")
+    );
     // A tag listed twice: the first line wins, as in WinDbg.
     let first = std::fs::read_to_string(&p)
         .unwrap()
@@ -57,12 +63,19 @@ fn the_real_pooltag_txt_reads_line_by_line() {
         .find(|l| l.starts_with("Gcac "))
         .unwrap()
         .to_string();
-    assert!(first.contains(&db.lookup(t("Gcac")).unwrap().description), "{first}");
+    assert!(
+        first.contains(&db.lookup(t("Gcac")).unwrap().description),
+        "{first}"
+    );
 
     // The same file saved as UTF-16 with a BOM reads the same.
     let text = std::fs::read(&p).unwrap();
     let mut u16le = vec![0xFF, 0xFE];
-    u16le.extend(String::from_utf8_lossy(&text).encode_utf16().flat_map(u16::to_le_bytes));
+    u16le.extend(
+        String::from_utf8_lossy(&text)
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes),
+    );
     let dir = tempfile::tempdir().unwrap();
     let q = dir.path().join("pooltag-utf16.txt");
     std::fs::write(&q, u16le).unwrap();
@@ -90,7 +103,11 @@ fn image_evidence_beats_a_wildcard_unknown_and_keeps_its_description() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let row = |tag: &str| {
         text.lines()
             .find(|l| l.trim_start().starts_with(tag))
@@ -103,7 +120,11 @@ fn image_evidence_beats_a_wildcard_unknown_and_keeps_its_description() {
         row("NSbf")
     );
     // An exact line naming a binary: nt!cm for CM.
-    assert!(row("CM ").contains("nt!cm - Configuration Manager"), "{}", row("CM "));
+    assert!(
+        row("CM ").contains("nt!cm - Configuration Manager"),
+        "{}",
+        row("CM ")
+    );
     // Leak is not in pooltag.txt: the image search alone.
     assert!(row("Leak").contains("leakydrv.sys"), "{}", row("Leak"));
 }

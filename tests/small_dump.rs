@@ -39,8 +39,14 @@ fn the_real_arm64_small_dump_reads_as_windows_wrote_it() {
     assert_eq!(s.machine, Machine::Arm64);
     assert_eq!((s.build, s.processors), (22000, 8));
     assert_eq!(s.bug_check.code, 0x1C8);
-    assert_eq!(s.bug_check.name, Some("MANUALLY_INITIATED_POWER_BUTTON_HOLD"));
-    assert_eq!(s.bug_check.parameters, [0x1B58, 0xFFFF_F803_F3A2_0860, 0, 0]);
+    assert_eq!(
+        s.bug_check.name,
+        Some("MANUALLY_INITIATED_POWER_BUTTON_HOLD")
+    );
+    assert_eq!(
+        s.bug_check.parameters,
+        [0x1B58, 0xFFFF_F803_F3A2_0860, 0, 0]
+    );
     assert!(s.complete, "the 'TRGD' marker at ValidOffset");
     assert_eq!(s.triage.size_of_dump, 0xAC46C);
     assert_eq!(s.triage.top_of_stack, KernelVa(0xFFFF_E00E_0E4B_C4A0));
@@ -68,7 +74,10 @@ fn the_real_arm64_small_dump_reads_as_windows_wrote_it() {
     assert_eq!(c.thread_state, Some(2));
     assert_eq!(c.stack_base, Some(KernelVa(0xFFFF_E00E_0E4B_D000)));
     // The stack runs from TopOfStack to the thread's StackBase.
-    assert_eq!(s.triage.top_of_stack.0 + s.stack_bytes, c.stack_base.unwrap().0);
+    assert_eq!(
+        s.triage.top_of_stack.0 + s.stack_bytes,
+        c.stack_base.unwrap().0
+    );
     // ARM64 CONTEXT: Sp is the top of the captured stack, Pc the
     // exception address.
     let ctx = d.context().unwrap();
@@ -99,7 +108,10 @@ fn the_real_arm64_small_dump_reads_as_windows_wrote_it() {
         .read_virtual(KernelVa(k.kern_base.0 + 0x100), &mut w)
         .unwrap_err();
     assert!(matches!(e, MemoryError::NotCaptured { .. }), "{e:?}");
-    assert!(e.to_string().contains("not in the small memory dump"), "{e}");
+    assert!(
+        e.to_string().contains("not in the small memory dump"),
+        "{e}"
+    );
     assert!(e.to_string().contains("triage data block"), "{e}");
     let mut tail = [0u8; 0x200];
     assert_eq!(d.read_virtual_partial(k.kern_base, &mut tail), Ok(0x100));
@@ -112,7 +124,11 @@ fn info_analyze_and_find_on_the_real_small_dump() {
     let p = p.to_str().unwrap();
     let out = pooldump(&["info", p]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for want in [
         "small memory dump (DumpType 4",
         "ARM64",
@@ -131,7 +147,10 @@ fn info_analyze_and_find_on_the_real_small_dump() {
     assert_eq!(v["kind"], "small memory dump");
     assert_eq!(v["machine"], "arm64");
     assert_eq!(v["drivers"].as_array().unwrap().len(), 245);
-    assert_eq!(v["bug_check"]["name"], "MANUALLY_INITIATED_POWER_BUTTON_HOLD");
+    assert_eq!(
+        v["bug_check"]["name"],
+        "MANUALLY_INITIATED_POWER_BUTTON_HOLD"
+    );
 
     for args in [
         vec!["analyze", p, "--offline"],
@@ -176,7 +195,11 @@ fn kit_x64_small_dumps_read_back_as_written() {
         assert_eq!(s.processors, t.processors);
         assert_eq!(s.bug_check.code, t.bugcheck_code);
         assert_eq!(s.bug_check.parameters, t.bugcheck_parameters);
-        assert!(s.complete && s.warnings.is_empty(), "{build:?}: {:?}", s.warnings);
+        assert!(
+            s.complete && s.warnings.is_empty(),
+            "{build:?}: {:?}",
+            s.warnings
+        );
         let k = s.kdbg.as_ref().unwrap();
         assert_eq!(k.kern_base.0, t.kern_base);
         assert_eq!(k.va.0, t.kdbg_va);
@@ -195,7 +218,14 @@ fn kit_x64_small_dumps_read_back_as_written() {
         let drivers: Vec<_> = s
             .drivers
             .iter()
-            .map(|d| (d.name.clone(), d.base.0, u64::from(d.size), d.time_date_stamp))
+            .map(|d| {
+                (
+                    d.name.clone(),
+                    d.base.0,
+                    u64::from(d.size),
+                    d.time_date_stamp,
+                )
+            })
             .collect();
         assert_eq!(drivers, t.drivers);
         let unloaded: Vec<_> = s
@@ -220,7 +250,8 @@ fn kit_x64_small_dumps_read_back_as_written() {
             assert_eq!(got, want, "{build:?} block at {va:#x}");
         }
         let mut stack = vec![0u8; t.stack_len as usize];
-        d.read_virtual(KernelVa(t.top_of_stack), &mut stack).unwrap();
+        d.read_virtual(KernelVa(t.top_of_stack), &mut stack)
+            .unwrap();
         let mut want = vec![0u8; t.stack_len as usize];
         m.asp.read(&m.mem, t.top_of_stack, &mut want);
         assert_eq!(stack, want);
@@ -241,19 +272,24 @@ fn info_names_the_crashing_process_of_a_kit_small_dump() {
     let p = p.to_str().unwrap();
     let out = pooldump(&["info", p]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let want = format!(
-        "{} {} (PID {})",
-        KernelVa(t.process),
-        t.process_name,
-        t.pid
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let want = format!("{} {} (PID {})", KernelVa(t.process), t.process_name, t.pid);
     assert!(text.contains(&want), "{want} missing from:\n{text}");
     assert!(text.contains("x64 (0x8664)"), "{text}");
-    assert!(text.contains(&format!("Loaded drivers ({})", t.drivers.len())), "{text}");
+    assert!(
+        text.contains(&format!("Loaded drivers ({})", t.drivers.len())),
+        "{text}"
+    );
     assert!(text.contains("oldfilt.sys"), "{text}");
     let out = pooldump(&["snapshot", p, "--offline"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("no pool pages") && err.contains(&format!("{}", KernelVa(t.pool_track_table))), "{err}");
+    assert!(
+        err.contains("no pool pages") && err.contains(&format!("{}", KernelVa(t.pool_track_table))),
+        "{err}"
+    );
 }

@@ -91,7 +91,11 @@ fn a_compressed_pdb_after_a_404_for_the_plain_name() {
         ]
     );
     assert_eq!(found.path, req.store_path(tmp.path()));
-    assert_eq!(std::fs::read(&found.path).unwrap(), pdb, "expanded into the store");
+    assert_eq!(
+        std::fs::read(&found.path).unwrap(),
+        pdb,
+        "expanded into the store"
+    );
     assert!(matches!(found.origin, PdbOrigin::Downloaded { ref url, .. } if url.ends_with(".pd_")));
     // Next time it is a store hit.
     let again = find_pdb(&srv_path(tmp.path(), &srv.url), &req, &fetch()).unwrap();
@@ -150,7 +154,11 @@ fn file_ptr_from_a_server_and_its_msg() {
         &format!("{}/file.ptr", key_path(B))
     );
     assert_eq!(std::fs::read(&found.path).unwrap(), pdb_bytes(B));
-    assert_eq!(found.path, req.store_path(tmp.path()), "copied into the store");
+    assert_eq!(
+        found.path,
+        req.store_path(tmp.path()),
+        "copied into the store"
+    );
 
     let msg = Server::start(HashMap::from([(
         format!("{}/file.ptr", key_path(B)),
@@ -211,7 +219,11 @@ fn local_stores_compressed_two_tier_and_file_ptr() {
         cache.path(),
     );
     let found = find_pdb(&sp, &req, &fetch()).unwrap();
-    assert_eq!(found.path, req.store_path(cache.path()), "expanded downstream");
+    assert_eq!(
+        found.path,
+        req.store_path(cache.path()),
+        "expanded downstream"
+    );
     assert_eq!(std::fs::read(&found.path).unwrap(), pdb);
 
     // A `.pd_` that is not a CAB is refused and named.
@@ -221,7 +233,10 @@ fn local_stores_compressed_two_tier_and_file_ptr() {
     std::fs::write(d.join("ntkrnlmp.pd_"), b"MSCF but not really").unwrap();
     let sp = SymbolPath::parse(&bad.path().display().to_string(), bad.path());
     let e = find_pdb(&sp, &req, &fetch()).unwrap_err().to_string();
-    assert!(e.contains("ntkrnlmp.pd_") && e.contains("not a valid compressed file (CAB)"), "{e}");
+    assert!(
+        e.contains("ntkrnlmp.pd_") && e.contains("not a valid compressed file (CAB)"),
+        "{e}"
+    );
 }
 
 /// Volatility's pdbconv, run on a PDB file rather than on a download,
@@ -229,7 +244,9 @@ fn local_stores_compressed_two_tier_and_file_ptr() {
 /// and the difference is said.
 #[test]
 fn an_isf_named_unknown_pdb_is_matched_by_guid_and_age() {
-    let Some(shared) = support::shared_dir() else { return };
+    let Some(shared) = support::shared_dir() else {
+        return;
+    };
     let m = manifest(B);
     let isf_name = format!("{}.json.xz", m["isf"].as_str().unwrap());
     let src = shared.join("isf").join(&isf_name);

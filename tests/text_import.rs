@@ -52,13 +52,23 @@ fn real_poolused_2_with_tabs_before_descriptions() {
     let amda_p = row(t, "amda", PoolClass::Paged);
     assert_eq!((amda_p.diff, amda_p.bytes), (32, 9360));
     assert_eq!(amda.driver, None, "UNKNOWN pooltag");
-    assert_eq!(row(t, "IoWI", PoolClass::NonPaged).driver.as_deref(), Some("nt!io"));
-    assert_eq!(row(t, "HalD", PoolClass::NonPaged).driver.as_deref(), Some("hal.dll"));
+    assert_eq!(
+        row(t, "IoWI", PoolClass::NonPaged).driver.as_deref(),
+        Some("nt!io")
+    );
+    assert_eq!(
+        row(t, "HalD", PoolClass::NonPaged).driver.as_deref(),
+        Some("hal.dll")
+    );
     // 8 tags; IoWI and HalD have no paged row (0 0).
     assert_eq!(t.rows.len(), 8 + 4);
     // The same text saved by PowerShell (UTF-16 with a BOM).
     let mut u16 = vec![0xFF, 0xFE];
-    u16.extend(String::from_utf8_lossy(&bytes).encode_utf16().flat_map(u16::to_le_bytes));
+    u16.extend(
+        String::from_utf8_lossy(&bytes)
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes),
+    );
     assert_eq!(parse_text(&u16, "utf16").unwrap().tables, i.tables);
 }
 
@@ -77,7 +87,10 @@ fn real_poolused_1_verbose_with_total_and_kd_preamble() {
         (appt.allocs, appt.frees, appt.diff, appt.bytes),
         (109_457, 107_115, 2342, 255_952)
     );
-    assert_eq!(row(a, "ALPC", PoolClass::NonPaged).driver.as_deref(), Some("nt!alpc"));
+    assert_eq!(
+        row(a, "ALPC", PoolClass::NonPaged).driver.as_deref(),
+        Some("nt!alpc")
+    );
     assert_eq!(row(a, "-UMD", PoolClass::NonPaged).bytes, 48);
     let b = &i.tables[1];
     assert_eq!(b.rows.len(), 1);
@@ -99,11 +112,29 @@ fn real_poolmon_screens_display_and_log() {
     assert_eq!(lines, [2, 17, 37, 44, 59, 72, 73, 74]);
     assert!(i.problems.iter().all(|p| p.text.starts_with("##")));
     let io = row(&i.tables[0], "Io  ", PoolClass::NonPaged);
-    assert_eq!((io.allocs, io.frees, io.diff, io.bytes), (1_021_112, 1_020_985, 127, 91_912));
-    assert_eq!(row(&i.tables[1], "NtFB", PoolClass::Paged).driver.as_deref(), Some("ntfs.sys"));
+    assert_eq!(
+        (io.allocs, io.frees, io.diff, io.bytes),
+        (1_021_112, 1_020_985, 127, 91_912)
+    );
+    assert_eq!(
+        row(&i.tables[1], "NtFB", PoolClass::Paged)
+            .driver
+            .as_deref(),
+        Some("ntfs.sys")
+    );
     assert_eq!(row(&i.tables[2], "1MEM", PoolClass::NonPaged).driver, None);
-    assert_eq!(row(&i.tables[3], "IpEQ", PoolClass::NonPaged).driver.as_deref(), Some("ipsec.sys"));
-    assert_eq!(row(&i.tables[3], "IpIO", PoolClass::NonPaged).driver.as_deref(), Some("ipsec"));
+    assert_eq!(
+        row(&i.tables[3], "IpEQ", PoolClass::NonPaged)
+            .driver
+            .as_deref(),
+        Some("ipsec.sys")
+    );
+    assert_eq!(
+        row(&i.tables[3], "IpIO", PoolClass::NonPaged)
+            .driver
+            .as_deref(),
+        Some("ipsec")
+    );
     // Before and after a print job: 6 blocks, 4992 bytes leaked.
     let before = row(&i.tables[4], "Drsd", PoolClass::Paged);
     let after = row(&i.tables[5], "Drsd", PoolClass::Paged);
@@ -146,7 +177,9 @@ fn snapshot_from_text_reports_lines_and_refuses_unknown_formats() {
     assert_eq!(v["rows"][0]["bytes"], 17472);
 
     // pooltag.txt is none of the formats: the message lists them.
-    let Some(pt) = realworld("pooltag.txt") else { return };
+    let Some(pt) = realworld("pooltag.txt") else {
+        return;
+    };
     let r = pooldump(&["snapshot", "--from-text", pt.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(1), "{err}");
@@ -156,7 +189,10 @@ fn snapshot_from_text_reports_lines_and_refuses_unknown_formats() {
     // diff on it says what the file is not.
     let r = pooldump(&["diff", pt.to_str().unwrap(), pt.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(err.contains("nor PoolMon or !poolused text") && err.contains("formats tried"), "{err}");
+    assert!(
+        err.contains("nor PoolMon or !poolused text") && err.contains("formats tried"),
+        "{err}"
+    );
 }
 
 /// `!poolused` texts in three layouts (2 with a session time, 1 with the
@@ -178,7 +214,7 @@ fn poolused_series(dir: &Path) -> Vec<PathBuf> {
             leak
         )
     };
-    let legacy = format!(
+    let legacy = String::from(
         "kd> !poolused\n   Sorting by  Tag\n\n  Pool Used:\n            NonPaged            Paged\n \
          Tag    Allocs     Used    Allocs     Used\n \
          CM          0        0        20    39120Configuration Manager (registry) , Binary: nt!cm\n \
@@ -192,7 +228,10 @@ fn poolused_series(dir: &Path) -> Vec<PathBuf> {
          NSbf          18          10         8        94213            0           0         0            0\tUNKNOWN pooltag 'NSbf', please update pooltag.txt\n\n\
          TOTAL         118          20        98       121573        50020       50000        20        39120\n";
     let files = [
-        ("a-0700.txt", summary("Mon Nov  2 16:00:00.000 2026 (UTC + 9:00)", 9120)),
+        (
+            "a-0700.txt",
+            summary("Mon Nov  2 16:00:00.000 2026 (UTC + 9:00)", 9120),
+        ),
         ("b-0800.txt", legacy),
         ("c-0900.txt", verbose.to_string()),
     ];
@@ -241,7 +280,10 @@ fn trend_over_three_poolused_texts_and_a_dump_ranks_the_growing_tag_first() {
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert_eq!(v["axis"], "system-time", "{}", v["warnings"]);
     let first = &v["tags"][0];
-    assert_eq!((first["tag"].as_str(), first["type"].as_str()), (Some("Leak"), Some("Nonp")));
+    assert_eq!(
+        (first["tag"].as_str(), first["type"].as_str()),
+        (Some("Leak"), Some("Nonp"))
+    );
     assert_eq!(first["verdict"], "steady-growth");
     assert_eq!(
         first["bytes"],
@@ -321,7 +363,10 @@ fn mixed_poolmon_log_dump_and_snapshot_file_trend_together() {
     ]);
     let text = String::from_utf8_lossy(&r.stdout);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let leak = text.lines().find(|l| l.contains("Leak")).unwrap_or_else(|| panic!("{text}"));
+    let leak = text
+        .lines()
+        .find(|l| l.contains("Leak"))
+        .unwrap_or_else(|| panic!("{text}"));
     assert!(leak.contains("18240") && leak.contains("+18240"), "{leak}");
     let r = pooldump(&[
         "trend",

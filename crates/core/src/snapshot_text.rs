@@ -29,6 +29,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::KernelVa;
 use crate::dump::FileTime;
 use crate::pool::PoolClass;
 use crate::snapshot::{
@@ -36,7 +37,6 @@ use crate::snapshot::{
     SourceInfo, SourceKind, TimeInfo,
 };
 use crate::tag::PoolTag;
-use crate::KernelVa;
 
 /// The formats tried, in the order a message lists them.
 pub const FORMATS_TRIED: &[&str] = &[
@@ -124,7 +124,10 @@ pub struct TextImport {
 pub enum TextImportError {
     #[error("{input}: not a PoolMon display or log, nor !poolused output: no table header line (`Tag Type Allocs ...` or `Tag Allocs Used ...`) was found; formats tried: {}", FORMATS_TRIED.join("; "))]
     NotRecognised { input: String },
-    #[error("{input}: the {format} table at line {line} has no rows it could read{}", first_problem(problems))]
+    #[error(
+        "{input}: the {format} table at line {line} has no rows it could read{}",
+        first_problem(problems)
+    )]
     NoRows {
         input: String,
         format: &'static str,
@@ -251,7 +254,9 @@ pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportErr
             input: input.into(),
         });
     }
-    if let Some(empty) = tables.iter().find(|t| t.rows.is_empty() && t.total.is_none())
+    if let Some(empty) = tables
+        .iter()
+        .find(|t| t.rows.is_empty() && t.total.is_none())
         && tables.iter().all(|t| t.rows.is_empty())
     {
         return Err(TextImportError::NoRows {
@@ -464,7 +469,10 @@ fn poolused_row(line: &str, l: &Layout, table: &mut TextTable) -> Result<Vec<Sna
         if chars.len() < l.tag_col + 5 {
             return Err("too short for a !poolused row".into());
         }
-        (chars[l.tag_col..l.tag_col + 4].iter().collect::<String>(), l.tag_col + 4)
+        (
+            chars[l.tag_col..l.tag_col + 4].iter().collect::<String>(),
+            l.tag_col + 4,
+        )
     };
     let rest: String = chars[after..].iter().collect();
     let w = words(&rest);
@@ -579,7 +587,10 @@ pub fn parse_session_time(s: &str) -> Option<u64> {
             secs -= sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60);
         }
     }
-    u64::try_from(secs).ok().map(FileTime::from_unix_seconds).map(|f| f.0)
+    u64::try_from(secs)
+        .ok()
+        .map(FileTime::from_unix_seconds)
+        .map(|f| f.0)
 }
 
 /// `3 days 4:05:06.789` as 100 ns units.
@@ -589,7 +600,10 @@ pub fn parse_uptime(s: &str) -> Option<u64> {
     let _ = parts.next()?; // "days"
     let hms = parts.next()?;
     let (hms, frac) = hms.split_once('.').unwrap_or((hms, "0"));
-    let v: Vec<u64> = hms.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    let v: Vec<u64> = hms
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
     let [h, m, sec] = v[..] else { return None };
     let ms: u64 = format!("{frac:0<3}")[..3].parse().ok()?;
     Some((((days * 24 + h) * 60 + m) * 60 + sec) * 10_000_000 + ms * 10_000)
@@ -793,7 +807,10 @@ mod tests {
                 .unwrap()
         };
         assert_eq!(row("8042", PoolClass::NonPaged).bytes, 3944);
-        assert_eq!(row("8042", PoolClass::NonPaged).driver.as_deref(), Some("i8042prt.sys"));
+        assert_eq!(
+            row("8042", PoolClass::NonPaged).driver.as_deref(),
+            Some("i8042prt.sys")
+        );
         assert_eq!(row("AGP ", PoolClass::Paged).bytes, 384);
         // A description starting with digits, glued on.
         assert_eq!(row("Tst1", PoolClass::Paged).bytes, 384);

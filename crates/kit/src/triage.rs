@@ -68,8 +68,16 @@ impl Default for SmallDumpOptions {
     fn default() -> Self {
         Self {
             unloaded: vec![
-                ("oldfilt.sys".into(), 0xFFFF_F806_8400_0000, 0xFFFF_F806_8401_5000),
-                ("dump_storport.sys".into(), 0xFFFF_F806_8410_0000, 0xFFFF_F806_8411_E000),
+                (
+                    "oldfilt.sys".into(),
+                    0xFFFF_F806_8400_0000,
+                    0xFFFF_F806_8401_5000,
+                ),
+                (
+                    "dump_storport.sys".into(),
+                    0xFFFF_F806_8410_0000,
+                    0xFFFF_F806_8411_E000,
+                ),
             ],
             process_index: 1,
         }
@@ -138,7 +146,11 @@ impl Machine {
         put64(&mut ethread, off("_KTHREAD", "StackBase"), stack_base);
         put64(&mut ethread, off("_KTHREAD", "StackLimit"), stack_limit);
         put64(&mut ethread, off("_KTHREAD", "KernelStack"), rsp);
-        put64(&mut ethread, off("_KTHREAD", "InitialStack"), stack_base - 0x1D0);
+        put64(
+            &mut ethread,
+            off("_KTHREAD", "InitialStack"),
+            stack_base - 0x1D0,
+        );
         let cid = off("_ETHREAD", "Cid");
         put64(&mut ethread, cid, p.pid);
         put64(&mut ethread, cid + 8, p.pid + 4);
@@ -171,7 +183,11 @@ impl Machine {
         put16(&mut kdbg, 0x2A2, off("_KTHREAD", "State") as u16);
         put16(&mut kdbg, 0x2A8, size("_EPROCESS") as u16);
         put16(&mut kdbg, 0x2AA, off("_EPROCESS", "Peb") as u16);
-        put16(&mut kdbg, 0x2AE, off("_KPROCESS", "DirectoryTableBase") as u16);
+        put16(
+            &mut kdbg,
+            0x2AE,
+            off("_KPROCESS", "DirectoryTableBase") as u16,
+        );
         put16(&mut kdbg, 0x2B0, (size("_KPRCB") & 0xFFFF) as u16);
         put16(&mut kdbg, 0x2B4, off("_KPRCB", "CurrentThread") as u16);
         put16(&mut kdbg, 0x2BE, off("_KPRCB", "Number") as u16);

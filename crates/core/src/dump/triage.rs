@@ -546,20 +546,24 @@ impl TriageDump {
     /// dump that has pool.
     pub fn no_pool_explanation(&self) -> String {
         let s = &self.summary;
-        let mut held = vec![format!(
-            "the bug check ({})",
-            bugcheck_text(&s.bug_check)
-        )];
+        let mut held = vec![format!("the bug check ({})", bugcheck_text(&s.bug_check))];
         if s.context.is_some() {
             held.push("the crash CONTEXT".into());
         }
         if s.stack_bytes > 0 {
-            held.push(format!("{} bytes of the crashing thread's stack", s.stack_bytes));
+            held.push(format!(
+                "{} bytes of the crashing thread's stack",
+                s.stack_bytes
+            ));
         }
         if self.prcb.is_some() || self.thread.is_some() || self.process.is_some() {
             held.push("copies of its KPRCB, ETHREAD and EPROCESS".into());
         }
-        held.push(format!("{} loaded and {} unloaded drivers", s.drivers.len(), s.unloaded_drivers.len()));
+        held.push(format!(
+            "{} loaded and {} unloaded drivers",
+            s.drivers.len(),
+            s.unloaded_drivers.len()
+        ));
         if s.data_blocks > 0 {
             held.push(format!(
                 "{} triage data blocks ({} bytes)",
@@ -668,7 +672,9 @@ impl Memory for TriageDump {
             let skip = (cur - r.va.0) as usize;
             let n = ((r.len as usize) - skip).min(buf.len() - done);
             let at = r.file_offset + skip;
-            let Some(src) = file.get(at..at + n) else { break };
+            let Some(src) = file.get(at..at + n) else {
+                break;
+            };
             buf[done..done + n].copy_from_slice(src);
             done += n;
         }
@@ -1087,18 +1093,27 @@ fn crashing_thread(
         }
         file.get(base + at..base + at + n)
     };
-    let u64f = |s, at: u64| field(s, at, 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    let u64f =
+        |s, at: u64| field(s, at, 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
     let va = |v: Option<u64>| v.filter(|&x| x != 0).map(KernelVa);
     CrashingThread {
         processor: field(prcb, u64::from(o.prcb_number), 4)
             .map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4]))),
-        thread: va(u64f(prcb, u64::from(o.prcb_current_thread)).filter(|_| o.prcb_current_thread != 0)),
-        process: va(u64f(thread, u64::from(o.kthread_apc_process)).filter(|_| o.kthread_apc_process != 0)),
+        thread: va(
+            u64f(prcb, u64::from(o.prcb_current_thread)).filter(|_| o.prcb_current_thread != 0)
+        ),
+        process: va(
+            u64f(thread, u64::from(o.kthread_apc_process)).filter(|_| o.kthread_apc_process != 0)
+        ),
         thread_state: field(thread, u64::from(o.kthread_state), 1)
             .filter(|_| o.kthread_state != 0)
             .map(|b| b[0]),
-        stack_base: o.kthread_stack_base.and_then(|at| va(u64f(thread, u64::from(at)))),
-        stack_limit: o.kthread_stack_limit.and_then(|at| va(u64f(thread, u64::from(at)))),
+        stack_base: o
+            .kthread_stack_base
+            .and_then(|at| va(u64f(thread, u64::from(at)))),
+        stack_limit: o
+            .kthread_stack_limit
+            .and_then(|at| va(u64f(thread, u64::from(at)))),
         process_directory_table_base: u64f(process, u64::from(o.eprocess_directory_table_base))
             .filter(|_| o.eprocess_directory_table_base != 0),
     }
@@ -1167,7 +1182,9 @@ fn dump_string(file: &[u8], at: usize) -> Option<String> {
 fn parse_unloaded(file: &[u8], at: usize, warnings: &mut Vec<String>) -> Vec<UnloadedDriver> {
     let b = Le(file);
     let Some(count) = b.u64(at) else {
-        warnings.push(format!("UnloadedDriversOffset {at:#x} is past the end of the file"));
+        warnings.push(format!(
+            "UnloadedDriversOffset {at:#x} is past the end of the file"
+        ));
         return Vec::new();
     };
     // The kernel keeps the last 50 (MI_UNLOADED_DRIVERS).
@@ -1226,7 +1243,9 @@ fn parse_blobs(file: &[u8], at: usize, warnings: &mut Vec<String>) -> Vec<Second
             break;
         };
         if hsize < 0x20 {
-            warnings.push(format!("a secondary data blob at {o:#x} has a bad header; the rest is ignored"));
+            warnings.push(format!(
+                "a secondary data blob at {o:#x} has a bad header; the rest is ignored"
+            ));
             break;
         }
         let next = [hsize, pre, size, post]
@@ -1294,7 +1313,13 @@ mod tests {
         assert_eq!(s.stack_bytes, 0);
         assert!(s.warnings.len() >= 4, "{:?}", s.warnings);
         let mut b = [0u8; 8];
-        let e = d.read_virtual(KernelVa(0xFFFF_F800_0000_0000), &mut b).unwrap_err();
-        assert!(e.to_string().contains("not in the small memory dump hostile.dmp"), "{e}");
+        let e = d
+            .read_virtual(KernelVa(0xFFFF_F800_0000_0000), &mut b)
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("not in the small memory dump hostile.dmp"),
+            "{e}"
+        );
     }
 }

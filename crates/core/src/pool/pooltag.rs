@@ -320,7 +320,10 @@ remX - remx.sys - a tag that starts with rem
     #[test]
     fn every_line_form_of_the_real_file() {
         let db = PoolTagDb::parse(SAMPLE);
-        assert_eq!(db.lookup(t("AcpA")).unwrap().description, "ACPI arbiter data");
+        assert_eq!(
+            db.lookup(t("AcpA")).unwrap().description,
+            "ACPI arbiter data"
+        );
         assert_eq!(db.lookup(t("AcpB")).unwrap().description, "ACPI components");
         assert_eq!(db.lookup(t("Afd1")).unwrap().binary, "afd.sys");
         assert_eq!(
@@ -332,7 +335,10 @@ remX - remx.sys - a tag that starts with rem
             "Internal Configuration manager allocations"
         );
         let dh = db.lookup(t("Dh 0")).unwrap();
-        assert_eq!((dh.binary.as_str(), &dh.kind), ("<unknown>", &BinaryKind::Unknown));
+        assert_eq!(
+            (dh.binary.as_str(), &dh.kind),
+            ("<unknown>", &BinaryKind::Unknown)
+        );
         assert_eq!(db.lookup(t("I4e ")).unwrap().binary, "tcpip.sys");
         assert_eq!(
             db.lookup(t("NDcw")).unwrap().description,
@@ -378,7 +384,10 @@ remX - remx.sys - a tag that starts with rem
         for bytes in [le, be, u8bom] {
             let db = PoolTagDb::parse(&decode_text(&bytes));
             let e = db.lookup(t("Abcd")).unwrap();
-            assert_eq!((e.binary.as_str(), e.description.as_str()), ("abc.sys", "the abc driver"));
+            assert_eq!(
+                (e.binary.as_str(), e.description.as_str()),
+                ("abc.sys", "the abc driver")
+            );
             assert!(db.skipped.is_empty());
         }
     }

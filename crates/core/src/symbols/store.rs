@@ -71,7 +71,10 @@ impl PdbRequest {
     /// (`ntkrnlmp.pd_`).
     pub fn compressed_name(&self) -> String {
         let n = self.name.as_str();
-        let mut c: String = n.chars().take(n.chars().count().saturating_sub(1)).collect();
+        let mut c: String = n
+            .chars()
+            .take(n.chars().count().saturating_sub(1))
+            .collect();
         c.push('_');
         c
     }
@@ -264,7 +267,10 @@ pub fn find_pdb(
                         let key_url = format!("{base}/{}/{}", req.name.as_str(), req.key());
                         let tries = [
                             (url, Served::Plain),
-                            (format!("{key_url}/{}", req.compressed_name()), Served::Compressed),
+                            (
+                                format!("{key_url}/{}", req.compressed_name()),
+                                Served::Compressed,
+                            ),
                             (format!("{key_url}/file.ptr"), Served::Pointer),
                         ];
                         for (url, how) in tries {
@@ -395,7 +401,11 @@ fn look_in_directory(
     let mut quiet = Vec::new();
     let found = look_in_store(dir, req, expand_into, &mut quiet);
     // Keep what was wrong, not the store's own "not in this store".
-    attempts.extend(quiet.into_iter().filter(|a| a.outcome != "not in this store"));
+    attempts.extend(
+        quiet
+            .into_iter()
+            .filter(|a| a.outcome != "not in this store"),
+    );
     found.or_else(|| {
         attempts.push(Attempt {
             location: dir.display().to_string(),
@@ -414,8 +424,8 @@ fn follow_file_ptr(
     attempts: &mut Vec<Attempt>,
 ) -> Option<PathBuf> {
     let mut text = String::new();
-    let read = std::fs::File::open(ptr)
-        .and_then(|f| f.take(MAX_FILE_PTR).read_to_string(&mut text));
+    let read =
+        std::fs::File::open(ptr).and_then(|f| f.take(MAX_FILE_PTR).read_to_string(&mut text));
     let loc = ptr.display().to_string();
     if let Err(e) = read {
         attempts.push(Attempt {
@@ -526,7 +536,9 @@ fn expand_cab<R: Read + std::io::Seek>(
         .take(MAX_DOWNLOAD + 1);
     let n = std::io::copy(&mut r, &mut tmp).map_err(|e| format!("cannot expand {name}: {e}"))?;
     if n != size {
-        return Err(format!("{name} expanded to {n} bytes, not the {size} the CAB states"));
+        return Err(format!(
+            "{name} expanded to {n} bytes, not the {size} the CAB states"
+        ));
     }
     tmp.flush().map_err(|e| e.to_string())?;
     verify(tmp.path(), req)?;
@@ -759,7 +771,8 @@ fn download(
             let r = if target.ends_with('_') {
                 expand_file(&t, dest_store, req)
             } else {
-                verify(&t, req).map(|()| copy_into_cache(&t, Some(&dest_store.to_path_buf()), req, &mut local))
+                verify(&t, req)
+                    .map(|()| copy_into_cache(&t, Some(&dest_store.to_path_buf()), req, &mut local))
             };
             attempts.extend(local);
             r.map_err(|why| Fail::NotFound(format!("file.ptr -> {target}: {why}")))
