@@ -219,7 +219,7 @@ fn poolused_series(dir: &Path) -> Vec<PathBuf> {
          Tag    Allocs     Used    Allocs     Used\n \
          CM          0        0        20    39120Configuration Manager (registry) , Binary: nt!cm\n \
          Leak       60    18240         0        0UNKNOWN pooltag 'Leak', please update pooltag.txt\n \
-         NSbf        8    94213         0        0UNKNOWN pooltag 'NSbf', please update pooltag.txt\n"
+         NSbf        8    94213         0        0UNKNOWN pooltag 'NSbf', please update pooltag.txt\n",
     );
     let verbose = "                            NonPaged                                         Paged\n \
          Tag       Allocs       Frees      Diff         Used       Allocs       Frees      Diff         Used\n\n \
