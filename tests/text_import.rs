@@ -385,3 +385,132 @@ fn mixed_poolmon_log_dump_and_snapshot_file_trend_together() {
     assert_eq!(v["points"][0]["source"], log.to_str().unwrap());
     assert_eq!(v["tags"][0]["tag"], "Leak");
 }
+
+/// The mixed series on one machine: a PoolMon /n log taken an
+/// hour before, a kernel dump, and a snapshot of the same machine live
+/// over KDNET (the simulated target on loopback). They trend together on
+/// the machine's clock, and the tag that grew ranks first.
+#[test]
+fn poolmon_log_dump_and_live_snapshot_trend_together() {
+    use pooldump_kdnet_sim::{SimConfig, SimTarget};
+    use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
+    use std::net::{Ipv4Addr, UdpSocket};
+    use std::time::Duration;
+
+    let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 61));
+    let dir = tempfile::tempdir().unwrap();
+    let symbols = dir.path().join("symbols");
+    m.write_symbol_store(&symbols).unwrap();
+    let dump = dir.path().join("MEMORY.DMP");
+    m.write_dump_file(DumpKind::KernelBitmap, &dump).unwrap();
+    // The log: the machine's table an hour before the dump, with its
+    // biggest tag at half its bytes and allocations.
+    let rows: Vec<pooldump_kit::truth::TagUsage> = m
+        .truth
+        .tags
+        .iter()
+        .filter(|t| {
+            t.reported_allocs > 0
+                && !matches!(t.slot, pooldump_kit::truth::TrackerSlot::Overflow)
+                && t.tag.len() <= 4
+                && t.tag.bytes().all(|c| c.is_ascii_graphic())
+        })
+        .cloned()
+        .collect();
+    let grower = rows.iter().max_by_key(|t| t.bytes).unwrap().clone();
+    let mut log = String::from(
+        " Tag  Type     Allocs            Frees            Diff   Bytes       Per Alloc\n\n",
+    );
+    for t in &rows {
+        let (diff, bytes) = if t.tag == grower.tag && t.pool == grower.pool {
+            (t.diff / 2, t.bytes / 2)
+        } else {
+            (t.diff, t.bytes)
+        };
+        let allocs = t.reported_frees + diff;
+        log.push_str(&format!(
+            " {:<4} {:<5} {allocs:>10} {:>16} {diff:>15} {bytes:>7} {:>14}\n",
+            t.tag,
+            t.pool,
+            t.reported_frees,
+            bytes.checked_div(diff).unwrap_or(0)
+        ));
+    }
+    let log_path = dir.path().join("poolsnap.log");
+    std::fs::write(&log_path, log).unwrap();
+    let dump_time = m.truth.kernel.system_time / 10_000_000 - 11_644_473_600;
+    std::fs::File::options()
+        .write(true)
+        .open(&log_path)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(dump_time - 3600))
+        .unwrap();
+
+    let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = SimConfig::new(
+        "1.2.3.4".parse().unwrap(),
+        (Ipv4Addr::LOCALHOST, port).into(),
+    );
+    let _sim = SimTarget::spawn(m, cfg).unwrap();
+    let live = dir.path().join("live.json");
+    let spec = format!("port={port},key=1.2.3.4,bind=127.0.0.1");
+    let sym = symbols.to_str().unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
+    c.args([
+        "snapshot",
+        "--kdnet",
+        &spec,
+        "-o",
+        live.to_str().unwrap(),
+        "--symbol-path",
+        sym,
+        "--offline",
+        "--no-cache",
+    ])
+    .env_remove("_NT_SYMBOL_PATH");
+    let r = support::run_bounded(&mut c, Duration::from_secs(240));
+    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+
+    let r = pooldump(&[
+        "trend",
+        log_path.to_str().unwrap(),
+        dump.to_str().unwrap(),
+        live.to_str().unwrap(),
+        "--symbol-path",
+        sym,
+        "--offline",
+        "--no-cache",
+        "--json",
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let kinds: Vec<&str> = v["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    assert_eq!(
+        kinds[0],
+        log_path.to_str().unwrap(),
+        "the log is the oldest"
+    );
+    assert_eq!(v["axis"], "system-time");
+    assert_eq!(v["points"][1]["hours"], 1.0);
+    let first = &v["tags"][0];
+    assert_eq!(
+        (
+            first["tag"].as_str().unwrap(),
+            first["type"].as_str().unwrap()
+        ),
+        (grower.tag.as_str(), grower.pool.as_str()),
+        "{}",
+        v["tags"]
+    );
+    assert_eq!(first["bytes"][0], grower.bytes / 2);
+}
