@@ -293,3 +293,34 @@ fn info_names_the_crashing_process_of_a_kit_small_dump() {
         "{err}"
     );
 }
+
+/// Hostile small dumps: every TRIAGE_DUMP64 field set to values that point
+/// anywhere, and the file cut at many lengths. Opening, summarising and
+/// reading never panic and never allocate what a field claims.
+#[test]
+fn damaged_small_dumps_fail_or_read_without_panicking() {
+    let m = KitMachine::build(&Scenario::small(NtBuild::Win10_19041, 5));
+    let (good, t) = m.small_dump(&SmallDumpOptions::default());
+    let len = good.len() as u32;
+    let check = |bytes: Vec<u8>| {
+        if let Ok(d) = TriageDump::from_bytes("damaged.dmp", bytes) {
+            let _ = d.no_pool_explanation();
+            let _ = serde_json::to_string(d.summary()).unwrap();
+            let mut b = [0u8; 64];
+            for va in [t.top_of_stack, t.kern_base, t.kdbg_va, u64::MAX - 8, 0] {
+                let _ = d.read_virtual(KernelVa(va), &mut b);
+                let _ = d.read_virtual_partial(KernelVa(va), &mut b);
+            }
+        }
+    };
+    for field in (0..0x80).step_by(4) {
+        for v in [0, 1, 0x2000, len - 1, len, len + 1, 0x7FFF_FFFF, u32::MAX] {
+            let mut b = good.clone();
+            b[0x2000 + field..0x2004 + field].copy_from_slice(&v.to_le_bytes());
+            check(b);
+        }
+    }
+    for cut in (0..good.len()).step_by(997) {
+        check(good[..cut].to_vec());
+    }
+}

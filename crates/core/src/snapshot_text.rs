@@ -826,4 +826,30 @@ mod tests {
             assert!(m.contains(f), "{m}");
         }
     }
+
+    #[test]
+    fn hostile_rows_are_reported_not_panicked_on() {
+        let text = "
+ Tag  Type     Allocs            Frees            Diff   Bytes       Per Alloc
+ Ab\u{c4}d Nonp 1 ( 0) 1 ( 0) 0 0 ( 0) 0
+ Abcd Nonp 99999999999999999999999 ( 0) 1 ( 0) 0 0 ( 0) 0
+ Abcd Nonp 1 ( 0
+ Abcd Huge 1 2 3 4 5
+ Ab
+ Abcd Nonp 5 ( 0) 4 ( 0) 1 64 ( 0) 64
+ Abcd Nonp 5 ( 0) 4 ( 0) 1 64 ( 0) 64
+ Tag     Allocs         Used     Allocs         Used
+ TOTAL
+ Wxyz 1 2 3
+ Wxyz 1 2 3 4x
+";
+        let i = parse_text(text.as_bytes(), "hostile").unwrap();
+        let lines: Vec<usize> = i.problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [3, 4, 5, 6, 7, 9, 11, 12], "{:?}", i.problems);
+        assert_eq!(i.tables[0].rows.len(), 1);
+        assert_eq!(
+            i.tables[1].rows[1].bytes, 4,
+            "the paged Used before a glued `x`"
+        );
+    }
 }
