@@ -386,9 +386,27 @@ pub fn open_source(src: &SourceArgs, sym: &SymbolArgs) -> Result<(Target<Source>
 /// Open a crash dump with its symbols (a progress bar on a terminal while a
 /// PDB downloads).
 pub fn open_dump(path: &Path, sym: &SymbolArgs) -> Result<Target<CrashDump>> {
+    if let Some(small) = open_small_dump(path)? {
+        bail!("{}", small.no_pool_explanation());
+    }
     let bar = ProgressBar::new();
     let opts = sym.options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
     Target::open_dump(path, &opts).map_err(|e| symbols_error(e, sym))
+}
+
+/// The small memory dump at `path`, if that is what the file is (a
+/// DumpType 4 header); `None` for anything else, which the kernel-dump
+/// reader then judges.
+pub fn open_small_dump(path: &Path) -> Result<Option<pooldump_core::dump::TriageDump>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(0x1000).read_to_end(&mut head);
+    }
+    if !pooldump_core::dump::triage::is_small_memory_dump(&head) {
+        return Ok(None);
+    }
+    Ok(Some(pooldump_core::dump::TriageDump::open(path)?))
 }
 
 /// Connect to a KDNET target (waiting for its offer), break in, find nt and

@@ -75,6 +75,19 @@ pub struct LiveInfo {
 }
 
 pub fn run(args: &Args) -> Result<String> {
+    // A small memory dump (DumpType 4) has a report of its own.
+    if let (Some(dump), None) = (&args.source.dump, &args.source.kdnet)
+        && let Some(small) = crate::common::open_small_dump(dump)?
+    {
+        let r = crate::info_small::collect(&small);
+        return Ok(if args.json {
+            let mut s = serde_json::to_string_pretty(&r)?;
+            s.push('\n');
+            s
+        } else {
+            crate::info_small::render_text(&r)
+        });
+    }
     let report = match (&args.source.dump, &args.source.kdnet) {
         (_, Some(spec)) => collect_live(spec, args.source.verbose)?,
         (Some(dump), None) => collect(dump)?,

@@ -8,6 +8,7 @@ mod common;
 mod find;
 mod hittag;
 mod info;
+mod info_small;
 mod render;
 mod stack;
 mod symbols;

@@ -19,6 +19,7 @@ use pooldump_core::pool::{PoolClass, PoolTagDb, TagPattern};
 use pooldump_core::snapshot::{
     self, CaptureContext, CaptureOptions, Snapshot, SourceInfo, SourceKind,
 };
+use pooldump_core::snapshot_text::{self, TextTime};
 use pooldump_kdnet::{KdnetSpec, LiveTarget};
 
 use crate::analyze::PoolChoice;
@@ -30,12 +31,25 @@ pub struct Args {
     /// The crash dump (MEMORY.DMP).
     #[arg(
         value_name = "DUMP",
-        required_unless_present = "kdnet",
-        conflicts_with = "kdnet"
+        required_unless_present_any = ["kdnet", "from_text"],
+        conflicts_with_all = ["kdnet", "from_text"]
     )]
     pub dump: Option<PathBuf>,
     #[command(flatten)]
     pub live: LiveArgs,
+    /// Import a PoolMon display or /n log (poolsnap.log), or WinDbg
+    /// `!poolused` output (any of its layouts), instead of reading a kernel.
+    #[arg(long, value_name = "FILE", conflicts_with = "kdnet")]
+    pub from_text: Option<PathBuf>,
+    /// With --from-text: when the text was taken (RFC 3339, or
+    /// `YYYY-MM-DD HH:MM:SS` in UTC). Default: the text's own `Debug
+    /// session time:`, else the file's modification time.
+    #[arg(long, value_name = "TIME", requires = "from_text")]
+    pub time: Option<String>,
+    /// With --from-text: which table of a file that holds several (1 =
+    /// the first; default the last).
+    #[arg(long, value_name = "N", requires = "from_text")]
+    pub table: Option<usize>,
     #[command(flatten)]
     pub read: ReadArgs,
     /// Write the snapshot here instead of to standard output.
@@ -85,6 +99,20 @@ impl ReadArgs {
 }
 
 pub fn run(args: &Args) -> Result<String> {
+    if let Some(text) = &args.from_text {
+        let time = match &args.time {
+            Some(t) => TextTime::Given(snapshot_text::parse_time_arg(t).with_context(|| {
+                format!("--time {t}: not a time (use 2024-11-14T10:30:00Z or \"2024-11-14 10:30:00\", UTC)")
+            })?),
+            None => file_mtime(text),
+        };
+        let table = match args.table {
+            Some(0) => bail!("--table counts from 1"),
+            n => n.map(|n| n - 1),
+        };
+        let snap = import_text(text, table, time)?;
+        return finish(args, &snap);
+    }
     let db = args.read.pooltag_db()?;
     let mut source = match (&args.dump, &args.live.kdnet) {
         (_, Some(spec)) => Box::new(LiveSource::connect(spec, &args.read, db.as_ref())?)
@@ -93,6 +121,14 @@ pub fn run(args: &Args) -> Result<String> {
         (None, None) => bail!("name a DUMP or --kdnet SPEC"),
     };
     let snap = source.take()?;
+    finish(args, &snap)
+}
+
+/// Write the snapshot where asked.
+fn finish(args: &Args, snap: &Snapshot) -> Result<String> {
+    for w in &snap.warnings {
+        eprintln!("warning: {w}");
+    }
     let json = snap.to_json();
     match &args.out {
         Some(path) => {
@@ -285,6 +321,50 @@ const MAX_SNAPSHOT_FILE: u64 = 256 << 20;
 enum FileKind {
     Dump,
     Snapshot,
+    /// PoolMon or `!poolused` text.
+    Text,
+}
+
+/// A text file's modification time as a FILETIME.
+fn file_mtime(path: &Path) -> TextTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(TextTime::Unknown, |d| {
+            TextTime::FileModified(pooldump_core::dump::FileTime::from_unix_seconds(d.as_secs()).0)
+        })
+}
+
+/// Read PoolMon or `!poolused` text as a snapshot (the last table unless
+/// `table` says which). Lines it could not read are in the snapshot's
+/// warnings, with their numbers.
+pub fn import_text(path: &Path, table: Option<usize>, time: TextTime) -> Result<Snapshot> {
+    let f =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut bytes = Vec::new();
+    f.take(snapshot_text::MAX_TEXT_FILE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    if bytes.len() as u64 > snapshot_text::MAX_TEXT_FILE {
+        bail!(
+            "{}: larger than {} MiB: not PoolMon or !poolused text",
+            path.display(),
+            snapshot_text::MAX_TEXT_FILE >> 20
+        );
+    }
+    let import = snapshot_text::parse_text(&bytes, &path.display().to_string())?;
+    if let Some(t) = table
+        && t >= import.tables.len()
+    {
+        bail!(
+            "{}: --table {}: the file holds {} table(s)",
+            path.display(),
+            t + 1,
+            import.tables.len()
+        );
+    }
+    Ok(snapshot_text::to_snapshot(&import, table, path, time))
 }
 
 fn sniff(path: &Path) -> Result<FileKind> {
@@ -301,10 +381,9 @@ fn sniff(path: &Path) -> Result<FileKind> {
     if head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
         return Ok(FileKind::Snapshot);
     }
-    bail!(
-        "{}: neither a crash dump (no PAGE signature) nor a snapshot (not JSON)",
-        path.display()
-    )
+    // Anything else is tried as PoolMon or !poolused text, whose error
+    // lists the formats tried.
+    Ok(FileKind::Text)
 }
 
 /// Read a snapshot file.
@@ -336,6 +415,15 @@ pub fn open_file<'a>(
         FileKind::Snapshot => Box::new(StoredSource {
             path: path.to_path_buf(),
             snap: read_snapshot(path)?,
+        }),
+        FileKind::Text => Box::new(StoredSource {
+            path: path.to_path_buf(),
+            snap: import_text(path, None, file_mtime(path)).map_err(|e| {
+                e.context(format!(
+                    "{}: neither a crash dump (no PAGE signature), a snapshot (JSON), nor PoolMon or !poolused text",
+                    path.display()
+                ))
+            })?,
         }),
     })
 }

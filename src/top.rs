@@ -630,6 +630,7 @@ mod tests {
                 })
                 .collect(),
             warnings: vec![],
+            diff_only: false,
         }
     }
 

@@ -53,7 +53,7 @@ fn files_that_are_not_supported_dumps_are_named_and_explained() {
                 b[0xF98..0xF9C].copy_from_slice(&4u32.to_le_bytes());
                 b
             },
-            "DumpType 4 (triage minidump) is not supported",
+            "DumpType 4 (small memory dump): the TRIAGE_DUMP64 header at 0x2000 is not valid",
         ),
     ];
     for (name, bytes, want) in cases {

@@ -13,6 +13,7 @@ pub mod memory;
 pub mod pagemap;
 pub mod pool;
 pub mod snapshot;
+pub mod snapshot_text;
 pub mod stack;
 pub mod symbols;
 pub mod tag;

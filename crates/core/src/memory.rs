@@ -57,6 +57,14 @@ pub enum MemoryError {
     /// truncated file).
     #[error("physical page {pa} lies past the end of the file (truncated dump)")]
     Truncated { pa: PhysAddr },
+    /// A sparse source (a small memory dump) did not capture this address:
+    /// `what` names the source, `detail` what it does hold near it.
+    #[error("{va} is not in {what}: {detail}")]
+    NotCaptured {
+        va: KernelVa,
+        what: String,
+        detail: String,
+    },
     /// A transport failure of a live source.
     #[error("transport: {0}")]
     Transport(String),

@@ -99,6 +99,11 @@ pub struct Snapshot {
     /// What was missing or odd when the snapshot was taken.
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// The source gave outstanding allocations only (`!poolused` without
+    /// flag 1): each row's Allocs is its Diff and Frees is 0, so changes
+    /// of Allocs and Frees mean nothing.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub diff_only: bool,
 }
 
 /// What the snapshot was taken from.
@@ -116,6 +121,10 @@ pub enum SourceKind {
     Dump,
     /// A live kernel over KDNET.
     Kdnet,
+    /// PoolMon's display or its /n log, imported as text.
+    Poolmon,
+    /// WinDbg `!poolused` output, imported as text.
+    Poolused,
 }
 
 /// Which kernel: enough to tell whether two snapshots are one boot.
@@ -169,6 +178,12 @@ pub enum ClockSource {
     KuserSharedData,
     /// The crash dump header's SystemUpTime and SystemTime.
     DumpHeader,
+    /// Given on the command line (`--time`).
+    Given,
+    /// Stated in the text (WinDbg's `Debug session time:`).
+    TextFile,
+    /// The text file's modification time (the text states none).
+    FileModified,
 }
 
 /// PoolMon's header figures.
@@ -325,6 +340,10 @@ impl Snapshot {
     /// Are `self` and `other` the same boot of the same kernel? `None` when
     /// it cannot be told.
     pub fn same_boot(&self, other: &Snapshot) -> Option<bool> {
+        // A text import does not know its kernel: it cannot be told.
+        if self.kernel.build == 0 || other.kernel.build == 0 {
+            return None;
+        }
         if self.kernel.build != other.kernel.build
             || self.kernel.kern_base != other.kernel.kern_base
             || (self.kernel.pdb.is_some()
@@ -447,6 +466,7 @@ pub fn capture<M: Memory>(
         },
         rows,
         warnings,
+        diff_only: false,
     })
 }
 
@@ -722,6 +742,12 @@ pub fn diff(before: &Snapshot, after: &Snapshot) -> SnapshotDiff {
         warnings.push(format!(
             "{} and {} are different boots (nt at {} and {}): the counters restart at boot, so these changes compare unrelated numbers",
             before.source.name, after.source.name, before.kernel.kern_base, after.kernel.kern_base
+        ));
+    }
+    for s in [before, after].into_iter().filter(|s| s.diff_only) {
+        warnings.push(format!(
+            "{} has outstanding allocations only (no Allocs/Frees columns): the Allocs and Frees changes are not meaningful, Diff and Bytes are",
+            s.source.name
         ));
     }
     let elapsed_secs = elapsed_ticks(before, after).map(|t| t as f64 / 1e7);
@@ -1250,6 +1276,7 @@ mod tests {
                 })
                 .collect(),
             warnings: vec![],
+            diff_only: false,
         }
     }
 

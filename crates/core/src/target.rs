@@ -202,46 +202,72 @@ impl<M: Memory> Target<M> {
         Ok(s)
     }
 
-    /// Fill in each row's driver: pooltag.txt first (exact tags, then
-    /// patterns), then a search of the loaded images' code and read-only
-    /// data for the tag's bytes (from [`Self::image_files`] where they
-    /// match, else memory; once per target). Only `rows` are searched for:
-    /// pass the rows the user will see.
+    /// Fill in each row's driver (Mapped_Driver) and description, in this
+    /// order of precedence (docs/analyze.md):
+    /// 1. an exact pooltag.txt line that names a binary (`Leak -
+    ///    leakydrv.sys`);
+    /// 2. the loaded images: the driver whose code passes the tag to a pool
+    ///    routine (a trailing `?` when the bytes were found only as data),
+    ///    searched in their code and read-only data (from [`Self::image_files`]
+    ///    where they match, else memory; once per target) and only for `rows`:
+    ///    pass the rows the user will see;
+    /// 3. a pooltag.txt pattern line that names a binary (`Afd? - afd.sys`);
+    /// 4. what pooltag.txt says without naming one (`<unknown>`,
+    ///    `<multiple>`), exact line before pattern.
+    ///
+    /// The description is the exact line's, else the pattern's, whichever
+    /// of the above found the driver: a driver found in the images is shown
+    /// with what pooltag.txt says about the tag.
     pub fn attribute(
         &self,
         rows: &mut [TagUsage],
         pooltag: Option<&PoolTagDb>,
         search_images: bool,
     ) {
-        if let Some(db) = pooltag {
-            for r in rows.iter_mut() {
-                if let Some(e) = db.lookup(r.tag) {
-                    r.driver = Some(e.binary.clone());
-                    r.description = Some(e.description.clone()).filter(|d| !d.is_empty());
+        let matched: Vec<pool::PoolTagMatch<'_>> = rows
+            .iter()
+            .map(|r| pooltag.map(|db| db.matches(r.tag)).unwrap_or_default())
+            .collect();
+        for (r, m) in rows.iter_mut().zip(&matched) {
+            r.description = m
+                .exact
+                .or(m.pattern)
+                .map(|e| e.description.clone())
+                .filter(|d| !d.is_empty());
+            if let Some(e) = m.exact.filter(|e| e.names_binary()) {
+                r.driver = Some(e.binary.clone());
+            }
+        }
+        if search_images && let Some(mods) = &self.modules {
+            let wanted: Vec<_> = rows
+                .iter()
+                .filter(|r| r.driver.is_none())
+                .map(|r| r.tag)
+                .collect();
+            let found = pool::attribution::attribute_tags_with(
+                &self.mem,
+                &mods.modules,
+                &wanted,
+                &self.images,
+                self.image_files.as_deref(),
+            );
+            for r in rows.iter_mut().filter(|r| r.driver.is_none()) {
+                if let Some(a) = found.get(&r.tag.unprotected()) {
+                    let how = if a.immediate_hits > 0 { "" } else { "?" };
+                    r.driver = Some(format!("{}{how}", a.module));
                 }
             }
         }
-        if !search_images {
-            return;
-        }
-        let Some(mods) = &self.modules else { return };
-        let wanted: Vec<_> = rows
-            .iter()
-            .filter(|r| r.driver.is_none())
-            .map(|r| r.tag)
-            .collect();
-        let found = pool::attribution::attribute_tags_with(
-            &self.mem,
-            &mods.modules,
-            &wanted,
-            &self.images,
-            self.image_files.as_deref(),
-        );
-        for r in rows.iter_mut().filter(|r| r.driver.is_none()) {
-            if let Some(a) = found.get(&r.tag.unprotected()) {
-                let how = if a.immediate_hits > 0 { "" } else { "?" };
-                r.driver = Some(format!("{}{how}", a.module));
+        for (r, m) in rows.iter_mut().zip(&matched) {
+            if r.driver.is_some() {
+                continue;
             }
+            let fallback = m
+                .pattern
+                .filter(|e| e.names_binary())
+                .or(m.exact.filter(|e| !e.binary.is_empty()))
+                .or(m.pattern.filter(|e| !e.binary.is_empty()));
+            r.driver = fallback.map(|e| e.binary.clone());
         }
     }
 }

@@ -34,8 +34,10 @@ enum Cmd {
         /// Override the scenario's processor count.
         #[arg(long)]
         cpus: Option<u32>,
-        /// kernel-bitmap (DumpType 5 'SDMP', what a BSOD writes), full (DumpType 1)
-        /// or complete-bitmap (DumpType 5 'FDMP').
+        /// kernel-bitmap (DumpType 5 'SDMP', what a BSOD writes), full (DumpType 1),
+        /// complete-bitmap (DumpType 5 'FDMP') or small (DumpType 4, a small
+        /// memory dump as in C:\Windows\Minidump: writes Minidump.dmp and
+        /// small-truth.json).
         #[arg(long, default_value = "kernel-bitmap")]
         kind: String,
         /// Output directory.
@@ -262,7 +264,12 @@ fn run(cli: Cli) -> Result<(), String> {
             kind,
             out,
         } => {
-            let kind = parse_kind(&kind)?;
+            let small = kind == "small";
+            let kind = if small {
+                DumpKind::KernelBitmap
+            } else {
+                parse_kind(&kind)?
+            };
             let mut s = match scenario {
                 Some(p) => {
                     let text =
@@ -279,6 +286,9 @@ fn run(cli: Cli) -> Result<(), String> {
             if let Some(c) = cpus {
                 s.cpus = c;
             }
+            if small {
+                return write_small(&s, &out);
+            }
             write_all(&s, kind, &out)
         }
     }
@@ -293,6 +303,26 @@ fn parse_size(s: &str) -> Result<u64, String> {
     num.parse::<u64>()
         .map(|n| n * mul)
         .map_err(|_| format!("bad size {s:?} (e.g. 512M, 4G)"))
+}
+
+/// Build the machine and write a small memory dump of it (Minidump.dmp),
+/// small-truth.json and symbols/ into `out`.
+fn write_small(s: &Scenario, out: &Path) -> Result<(), String> {
+    let m = Machine::build(s);
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let io = |e: std::io::Error| format!("{}: {e}", out.display());
+    let (bytes, truth) = m.small_dump(&pooldump_kit::triage::SmallDumpOptions::default());
+    std::fs::write(out.join("Minidump.dmp"), &bytes).map_err(io)?;
+    m.write_symbol_store(&out.join("symbols")).map_err(io)?;
+    let tj = serde_json::to_string_pretty(&truth).map_err(|e| e.to_string())?;
+    std::fs::write(out.join("small-truth.json"), tj).map_err(io)?;
+    eprintln!(
+        "wrote Minidump.dmp ({} bytes, {}), small-truth.json and symbols/ to {}",
+        bytes.len(),
+        s.build,
+        out.display()
+    );
+    Ok(())
 }
 
 /// Build the machine and write MEMORY.DMP, symbols/, truth.json and

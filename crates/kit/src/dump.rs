@@ -106,7 +106,7 @@ fn put64(h: &mut [u8], at: usize, v: u64) {
 }
 
 /// Build the 0x2000-byte DUMP_HEADER64.
-fn header(
+pub(crate) fn header(
     f: &HeaderFields,
     dump_type: u32,
     runs: Option<(&[(u64, u64)], u64)>,

@@ -37,6 +37,7 @@ pub mod scenario;
 pub mod series;
 pub mod session;
 pub mod tracker;
+pub mod triage;
 pub mod truth;
 
 pub use builds::NtBuild;

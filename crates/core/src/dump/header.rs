@@ -57,6 +57,7 @@ pub(crate) mod off {
     pub const COMMENT: usize = 0xFB0;
     pub const COMMENT_LEN: usize = 128;
     pub const SYSTEM_UP_TIME: usize = 0x1030;
+    pub const MINIDUMP_FIELDS: usize = 0x1038;
     pub const PRODUCT_TYPE: usize = 0x1040;
     pub const SUITE_MASK: usize = 0x1044;
 
@@ -128,7 +129,7 @@ impl DumpType {
             0 => "invalid",
             2 => "summary dump",
             3 => "header-only dump",
-            4 => "triage minidump",
+            4 => "small memory dump",
             7 => "automatic dump",
             _ => "unknown type",
         }
@@ -320,6 +321,8 @@ pub enum HeaderError {
     },
     #[error("RDMP header at 0x2000 is not valid: {0}")]
     BadRdmp(String),
+    #[error("DumpType 4 (small memory dump): the TRIAGE_DUMP64 header at 0x2000 is not valid: {0}")]
+    BadTriage(String),
 }
 
 fn required_note(required: u64) -> String {

@@ -17,11 +17,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod bugcheck;
 mod context;
 pub mod header;
 mod kdmp;
 pub mod physmap;
 pub mod time;
+pub mod triage;
 
 use std::fmt;
 use std::fs::File;
@@ -38,6 +40,31 @@ pub use physmap::PhysExtent;
 pub use time::{FileTime, UpTime, UtcDateTime};
 
 use physmap::{Lookup, PhysMap};
+pub use triage::TriageDump;
+
+/// A dump file of either kind pooldump reads: a kernel dump with physical
+/// memory, or a small memory dump (DumpType 4) without.
+#[derive(Debug)]
+pub enum AnyDump {
+    Kernel(Box<CrashDump>),
+    Small(Box<TriageDump>),
+}
+
+/// Open a dump file, telling a small memory dump (DumpType 4) from a
+/// kernel dump by its header.
+pub fn open_any(path: impl AsRef<Path>) -> Result<AnyDump, DumpError> {
+    use std::io::Read;
+    let path = path.as_ref();
+    let mut head = Vec::with_capacity(0x1000);
+    if let Ok(f) = File::open(path) {
+        let _ = f.take(0x1000).read_to_end(&mut head);
+    }
+    if triage::is_small_memory_dump(&head) {
+        Ok(AnyDump::Small(Box::new(TriageDump::open(path)?)))
+    } else {
+        Ok(AnyDump::Kernel(Box::new(CrashDump::open(path)?)))
+    }
+}
 
 /// An opened kernel crash dump.
 ///
@@ -312,7 +339,7 @@ fn describe_mismatch(kdmp: &[PhysExtent], ours: &[PhysExtent]) -> String {
 }
 
 /// Why a dump could not be opened. Always names the file:
-/// `MEMORY.DMP: DumpType 4 (triage minidump) is not supported; ...`.
+/// `MEMORY.DMP: DumpType 4 (small memory dump) is not supported; ...`.
 #[derive(Debug)]
 pub struct DumpError {
     path: PathBuf,

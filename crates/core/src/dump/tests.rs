@@ -70,7 +70,7 @@ fn rejects_triage_minidump_type() {
     let e = CrashDump::from_bytes("MEMORY.DMP", b).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "MEMORY.DMP: DumpType 4 (triage minidump) is not supported; kernel (5), full (1) and RDMP (8/9/10) dumps are"
+        "MEMORY.DMP: DumpType 4 (small memory dump) is not supported; kernel (5), full (1) and RDMP (8/9/10) dumps are"
     );
 }
 

@@ -20,14 +20,14 @@ pub mod attribution;
 mod bigpool;
 mod filter;
 pub mod find;
-mod pooltag;
+pub mod pooltag;
 mod read;
 mod session;
 mod tracker;
 
 pub use bigpool::{BigPoolEntry, BigPoolOptions, BigPoolTable, read_big_pool};
 pub use filter::{SortKey, TagPattern, TagPatternError, UsageQuery};
-pub use pooltag::{PoolTagDb, PoolTagEntry};
+pub use pooltag::{BinaryKind, PoolTagDb, PoolTagEntry, PoolTagMatch};
 pub use session::{SessionPool, SessionProcess, SessionUsage, read_session_pool};
 pub use tracker::{
     Counters, PoolUsage, TagUsage, Totals, TrackerInfo, TrackerOptions, TrackerSlot,

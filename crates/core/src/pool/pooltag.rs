@@ -1,8 +1,33 @@
-//! pooltag.txt, as shipped in the Debugging Tools' triage folder: lines of
-//! `Tag - binary - description`, `rem` comments, tags padded or with `?`
-//! and `*` patterns, descriptions continued on indented lines, and the odd
-//! malformed line (pool.md §6). Exact tags resolve before patterns, and
-//! patterns with a longer fixed prefix before shorter ones.
+//! pooltag.txt, as Microsoft ships it in the Debugging Tools' triage
+//! folder and the WDK (pool.md §6, and the real file in
+//! ../shared/realworld/).
+//!
+//! Line forms, all from the real file:
+//! * `//` and `rem`/`REM` comment lines, blank lines, a final 0x1A (the
+//!   DOS end-of-file byte), CRLF or LF endings;
+//! * `Tag - binary - description`, split on the first two ` - `, so a
+//!   description may itself contain ` - ` (`NDcw - ndis.sys - NDIS_TAG_PCW -
+//!   NDIS Performance Counters`);
+//! * tags padded to 4 (`CM   - nt!cm`), unpadded 3-character tags
+//!   (`I4e -  tcpip.sys`), interior spaces (`Dh 0`), `?` and `*` patterns
+//!   (`Afd?`, `Bu* `);
+//! * binaries: `x.sys`, `nt!mm`, `win32k!xxxCsEvent`, `<unknown>`,
+//!   `<multiple>`, `<nvlddmkm.sys>`, `nt!store or rdyboost.sys`,
+//!   `netvsc50.sys/netvsc60.sys`, `FsLib`;
+//! * two-field lines whose second field is a description, not a binary
+//!   (`ATmp - AppTag mount point`);
+//! * the same tag twice: the first line wins, as in WinDbg;
+//! * an indented line with no ` - `: a continuation of the previous
+//!   description, unless it is a lone binary (`       <unknown>` after a
+//!   line that already has one), which is reported as unreadable.
+//!
+//! Files written by some editors are UTF-16 with a byte-order mark; those
+//! are decoded, as are UTF-8 files with or without a BOM (anything else is
+//! decoded lossily).
+//!
+//! Lookups return the exact line and the best pattern line separately, so
+//! the caller can rank them against evidence from the loaded images (see
+//! [`crate::Target::attribute`] for the precedence).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,11 +35,43 @@ use std::path::Path;
 use super::filter::TagPattern;
 use crate::tag::PoolTag;
 
+/// What a pooltag.txt line says about the owner.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BinaryKind {
+    /// A binary or component: `acpi.sys`, `nt!mm`, `<nvlddmkm.sys>`,
+    /// `a.sys or b.sys`.
+    Named,
+    /// `<unknown>`.
+    Unknown,
+    /// `<multiple>`.
+    Multiple,
+    /// The line has no binary field (`ATmp - AppTag mount point`).
+    Missing,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PoolTagEntry {
-    /// `acpi.sys`, `nt!cm`, `<unknown>`.
+    /// `acpi.sys`, `nt!cm`, `<unknown>`; empty when the line has none.
     pub binary: String,
+    pub kind: BinaryKind,
     pub description: String,
+    /// 1-based line number in the file.
+    pub line: usize,
+}
+
+impl PoolTagEntry {
+    /// Does the line name the owner (a binary or an nt component)?
+    pub fn names_binary(&self) -> bool {
+        self.kind == BinaryKind::Named
+    }
+}
+
+/// The lines that match one tag: the exact one and the best pattern.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolTagMatch<'a> {
+    pub exact: Option<&'a PoolTagEntry>,
+    pub pattern: Option<&'a PoolTagEntry>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -25,63 +82,170 @@ pub struct PoolTagDb {
     pub skipped: Vec<usize>,
 }
 
+/// Decode a pooltag.txt: UTF-16 (LE or BE) with a BOM, UTF-8 with or
+/// without one, else lossily (some copies carry Latin-1 bytes).
+pub fn decode_text(bytes: &[u8]) -> String {
+    let utf16 = |b: &[u8], le: bool| -> String {
+        let units: Vec<u16> = b
+            .chunks_exact(2)
+            .map(|c| {
+                if le {
+                    u16::from_le_bytes([c[0], c[1]])
+                } else {
+                    u16::from_be_bytes([c[0], c[1]])
+                }
+            })
+            .collect();
+        String::from_utf16_lossy(&units)
+    };
+    if let Some(rest) = bytes.strip_prefix(&[0xFF, 0xFE]) {
+        utf16(rest, true)
+    } else if let Some(rest) = bytes.strip_prefix(&[0xFE, 0xFF]) {
+        utf16(rest, false)
+    } else {
+        let rest = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(bytes);
+        String::from_utf8_lossy(rest).into_owned()
+    }
+}
+
+/// A comment line: `//...` or `rem` as a word (a tag such as `remX` is
+/// not a comment).
+fn is_comment(t: &str) -> bool {
+    if t.starts_with("//") {
+        return true;
+    }
+    let lower = t.get(..3).map(|s| s.eq_ignore_ascii_case("rem"));
+    lower == Some(true) && t[3..].chars().next().is_none_or(char::is_whitespace)
+}
+
+/// Classify a binary field.
+fn binary_kind(b: &str) -> BinaryKind {
+    match b.to_ascii_lowercase().as_str() {
+        "" => BinaryKind::Missing,
+        "<unknown>" => BinaryKind::Unknown,
+        "<multiple>" => BinaryKind::Multiple,
+        _ => BinaryKind::Named,
+    }
+}
+
+/// Does a field read as a binary rather than as prose? A single token
+/// (`FsLib`, `x.sys`, `nt!mm`, `<drv.sys>`), or binaries joined by ` or `
+/// or `/`.
+fn looks_like_binary(f: &str) -> bool {
+    let token = |t: &str| {
+        !t.is_empty()
+            && !t.contains(char::is_whitespace)
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-!<>/:\\$~+".contains(c))
+    };
+    f.split(" or ").all(|p| token(p.trim()))
+}
+
 impl PoolTagDb {
     pub fn load(path: &Path) -> std::io::Result<Self> {
-        // The file is text, but some copies carry Latin-1 bytes: decode
-        // lossily rather than refuse them.
         let bytes = std::fs::read(path)?;
-        Ok(Self::parse(&String::from_utf8_lossy(&bytes)))
+        Ok(Self::parse(&decode_text(&bytes)))
     }
 
     pub fn parse(text: &str) -> Self {
         let mut db = PoolTagDb::default();
-        let mut last: Option<(Option<PoolTag>, Option<usize>)> = None;
-        for (n, line) in text.lines().enumerate() {
+        // The line a continuation belongs to.
+        enum Last {
+            Nothing,
+            Exact(PoolTag),
+            Pattern(usize),
+            /// A repeated tag's line, which WinDbg ignores with its
+            /// continuations.
+            Ignored,
+        }
+        let mut last = Last::Nothing;
+        for (n, raw) in text.lines().enumerate() {
+            let line_no = n + 1;
+            // The DOS end-of-file byte ends the text.
+            let (line, eof) = match raw.find('\u{1A}') {
+                Some(i) => (&raw[..i], true),
+                None => (raw, false),
+            };
             let trimmed = line.trim();
-            if trimmed.is_empty()
-                || trimmed.to_ascii_lowercase().starts_with("rem")
-                || trimmed.starts_with("//")
-            {
+            if trimmed.is_empty() || is_comment(trimmed) {
+                if eof {
+                    break;
+                }
                 continue;
             }
             if line.starts_with([' ', '\t']) && !line.contains(" - ") {
-                // A continuation of the previous description.
+                // A lone binary on an indented line is not prose: the line
+                // has lost its tag.
+                if trimmed.starts_with('<') || binary_kind(trimmed) != BinaryKind::Named {
+                    db.skipped.push(line_no);
+                    continue;
+                }
                 let entry = match last {
-                    Some((Some(t), _)) => db.exact.get_mut(&t),
-                    Some((None, Some(i))) => db.patterns.get_mut(i).map(|p| &mut p.2),
-                    _ => None,
+                    Last::Exact(t) => db.exact.get_mut(&t),
+                    Last::Pattern(i) => db.patterns.get_mut(i).map(|p| &mut p.2),
+                    Last::Ignored => continue,
+                    Last::Nothing => None,
                 };
-                if let Some(e) = entry {
-                    e.description.push(' ');
-                    e.description.push_str(trimmed);
+                match entry {
+                    Some(e) => {
+                        e.description.push(' ');
+                        e.description.push_str(trimmed);
+                    }
+                    None => db.skipped.push(line_no),
                 }
                 continue;
             }
             let mut parts = line.splitn(3, " - ");
-            let (Some(tag), Some(binary)) = (parts.next(), parts.next()) else {
-                db.skipped.push(n + 1);
+            let (Some(tag), Some(second)) = (parts.next(), parts.next()) else {
+                db.skipped.push(line_no);
+                last = Last::Nothing;
                 continue;
             };
-            let description = parts.next().unwrap_or("").trim().to_string();
+            let third = parts.next();
+            let second = second.trim();
+            let (binary, description) = match third {
+                Some(d) => (second.to_string(), d.trim().to_string()),
+                // Two fields: `Tag - binary` or `Tag - description`.
+                None if looks_like_binary(second) => (second.to_string(), String::new()),
+                None => (String::new(), second.to_string()),
+            };
             let tag = tag.trim_start().trim_end_matches(['\t']);
-            let tag = if tag.len() > 4 { tag.trim_end() } else { tag };
+            // Padding after a `*` pattern (`Bu*  - ...`) is not part of it.
+            let tag = if tag.len() > 4 || tag.contains('*') {
+                tag.trim_end()
+            } else {
+                tag
+            };
             let entry = PoolTagEntry {
-                binary: binary.trim().to_string(),
+                kind: binary_kind(&binary),
+                binary,
                 description,
+                line: line_no,
             };
             match TagPattern::parse(tag) {
                 Ok(p) => match p.exact() {
                     Some(t) => {
-                        db.exact.entry(t).or_insert(entry);
-                        last = Some((Some(t), None));
+                        // WinDbg takes the first line of a tag.
+                        if let std::collections::hash_map::Entry::Vacant(v) = db.exact.entry(t) {
+                            v.insert(entry);
+                            last = Last::Exact(t);
+                        } else {
+                            last = Last::Ignored;
+                        }
                     }
                     None => {
                         let fixed = tag.bytes().take_while(|c| *c != b'?' && *c != b'*').count();
                         db.patterns.push((fixed, p, entry));
-                        last = Some((None, Some(db.patterns.len() - 1)));
+                        last = Last::Pattern(db.patterns.len() - 1);
                     }
                 },
-                Err(_) => db.skipped.push(n + 1),
+                Err(_) => {
+                    db.skipped.push(line_no);
+                    last = Last::Nothing;
+                }
+            }
+            if eof {
+                break;
             }
         }
         // Longest fixed prefix first; file order among equals.
@@ -98,14 +262,24 @@ impl PoolTagDb {
         self.len() == 0
     }
 
-    pub fn lookup(&self, tag: PoolTag) -> Option<&PoolTagEntry> {
+    /// The exact line for `tag`, and the best pattern line (longest fixed
+    /// prefix, then file order).
+    pub fn matches(&self, tag: PoolTag) -> PoolTagMatch<'_> {
         let t = tag.unprotected();
-        self.exact.get(&t).or_else(|| {
-            self.patterns
+        PoolTagMatch {
+            exact: self.exact.get(&t),
+            pattern: self
+                .patterns
                 .iter()
                 .find(|(_, p, _)| p.matches(t))
-                .map(|(_, _, e)| e)
-        })
+                .map(|(_, _, e)| e),
+        }
+    }
+
+    /// The line that describes `tag`: the exact one, else the best pattern.
+    pub fn lookup(&self, tag: PoolTag) -> Option<&PoolTagEntry> {
+        let m = self.matches(tag);
+        m.exact.or(m.pattern)
     }
 }
 
@@ -115,26 +289,36 @@ mod tests {
 
     const SAMPLE: &str = "\
 rem Pool tag file
-rem
+REM upper-case too
+// a C++ comment
 AcpA - acpi.sys - ACPI arbiter data
 Afd? - afd.sys  - AFD objects
 Acp* - acpi.sys - ACPI components
 CM   - nt!cm    - Configuration Manager (registry)
 CM?? - nt!cm    - Internal Configuration manager allocations
 Dh 0 - <unknown> - DirectDraw/3D default object
+I4e -  tcpip.sys    - IPv4 Echo data
+NDcw - ndis.sys     - NDIS_TAG_PCW - NDIS Performance Counters
+ATmp - AppTag mount point
+FsLd - FsLib        - FsLib Livedump
+CKRT - <multiple>   - Cluster Kernel RTL library
+ReTs - nt!store or rdyboost.sys - ReadyBoost
 Leak - leakydrv.sys - leaky test driver
      that continues here
+Leak - other.sys - a second line for the same tag
+       <unknown>
 -internal
 Gxx
 G??? - win32k.sys - GDI objects
-";
+remX - remx.sys - a tag that starts with rem
+\u{1A}";
 
     fn t(s: &str) -> PoolTag {
         PoolTag::parse(s).unwrap()
     }
 
     #[test]
-    fn exact_before_patterns_and_longest_prefix_first() {
+    fn every_line_form_of_the_real_file() {
         let db = PoolTagDb::parse(SAMPLE);
         assert_eq!(
             db.lookup(t("AcpA")).unwrap().description,
@@ -150,17 +334,61 @@ G??? - win32k.sys - GDI objects
             db.lookup(t("CM31")).unwrap().description,
             "Internal Configuration manager allocations"
         );
-        assert_eq!(db.lookup(t("Dh 0")).unwrap().binary, "<unknown>");
+        let dh = db.lookup(t("Dh 0")).unwrap();
+        assert_eq!(
+            (dh.binary.as_str(), &dh.kind),
+            ("<unknown>", &BinaryKind::Unknown)
+        );
+        assert_eq!(db.lookup(t("I4e ")).unwrap().binary, "tcpip.sys");
+        assert_eq!(
+            db.lookup(t("NDcw")).unwrap().description,
+            "NDIS_TAG_PCW - NDIS Performance Counters"
+        );
+        let at = db.lookup(t("ATmp")).unwrap();
+        assert_eq!(at.kind, BinaryKind::Missing);
+        assert_eq!(at.description, "AppTag mount point");
+        assert!(db.lookup(t("FsLd")).unwrap().names_binary());
+        assert_eq!(db.lookup(t("CKRT")).unwrap().kind, BinaryKind::Multiple);
+        assert!(db.lookup(t("ReTs")).unwrap().names_binary());
+        let leak = db.lookup(t("Leak")).unwrap();
+        assert_eq!(leak.binary, "leakydrv.sys", "the first line of a tag wins");
+        assert_eq!(leak.description, "leaky test driver that continues here");
         assert_eq!(db.lookup(t("Gdi1")).unwrap().binary, "win32k.sys");
-        assert_eq!(
-            db.lookup(t("Leak")).unwrap().description,
-            "leaky test driver that continues here"
-        );
+        assert_eq!(db.lookup(t("remX")).unwrap().binary, "remx.sys");
         assert!(db.lookup(t("Zzzz")).is_none());
-        assert_eq!(
-            db.skipped.len(),
-            2,
-            "the malformed lines are skipped, not fatal"
-        );
+        // `       <unknown>`, `-internal` and `Gxx` are reported by line;
+        // the 0x1A and the comments are not.
+        assert_eq!(db.skipped, vec![19, 20, 21]);
+    }
+
+    #[test]
+    fn exact_and_pattern_lines_are_both_returned() {
+        let db = PoolTagDb::parse("NS?? - <unknown> - Netware\nNSIk - nsi.dll - NSI RPC\n");
+        let m = db.matches(t("NSbf"));
+        assert!(m.exact.is_none());
+        assert_eq!(m.pattern.unwrap().kind, BinaryKind::Unknown);
+        let m = db.matches(t("NSIk"));
+        assert_eq!(m.exact.unwrap().binary, "nsi.dll");
+        assert!(m.pattern.is_some());
+    }
+
+    #[test]
+    fn utf16_with_a_bom_and_crlf() {
+        let text = "rem x\r\nAbcd - abc.sys - the abc driver\r\n";
+        let mut le = vec![0xFF, 0xFE];
+        le.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+        let mut be = vec![0xFE, 0xFF];
+        be.extend(text.encode_utf16().flat_map(u16::to_be_bytes));
+        let mut u8bom = vec![0xEF, 0xBB, 0xBF];
+        u8bom.extend(text.bytes());
+        for bytes in [le, be, u8bom] {
+            let db = PoolTagDb::parse(&decode_text(&bytes));
+            let e = db.lookup(t("Abcd")).unwrap();
+            assert_eq!(
+                (e.binary.as_str(), e.description.as_str()),
+                ("abc.sys", "the abc driver")
+            );
+            assert!(db.skipped.is_empty());
+        }
     }
 }

@@ -368,10 +368,13 @@ fn find_isf(
     let candidates: Vec<PathBuf> = if p.is_dir() {
         let base = format!("{}-{}", wanted.guid.compact(), wanted.age);
         let mut v = Vec::new();
+        // Volatility's pdbconv, run on a PDB file, records the database as
+        // `unknown.pdb`: its tree puts the file under that name.
         for dir in [
             p.to_path_buf(),
             p.join("windows").join(&wanted.name),
             p.join(&wanted.name),
+            p.join("windows").join("unknown.pdb"),
         ] {
             for ext in ["json.xz", "json"] {
                 v.push(dir.join(format!("{base}.{ext}")));
@@ -389,11 +392,17 @@ fn find_isf(
     }
     for c in candidates {
         match read_isf(&c) {
-            Ok((Some(id), layouts, w))
-                if id.guid == wanted.guid
-                    && id.age == wanted.age
-                    && id.name.eq_ignore_ascii_case(&wanted.name) =>
-            {
+            // The GUID and age identify the PDB; the database name does
+            // not (pdbconv writes `unknown.pdb` when converting a file).
+            Ok((Some(id), layouts, mut w)) if id.guid == wanted.guid && id.age == wanted.age => {
+                if !id.name.eq_ignore_ascii_case(&wanted.name) {
+                    w.push(format!(
+                        "{}: the ISF names its database `{}`, not `{}`; it was matched by GUID and age",
+                        c.display(),
+                        id.name,
+                        wanted.name
+                    ));
+                }
                 return Some((c, layouts, w));
             }
             Ok((Some(id), ..)) => attempts.push(Attempt {

@@ -4,7 +4,18 @@
 //!
 //! Store layout: `<store>/<pdb>/<GUID><AGE>/<pdb>`, GUID in the compact
 //! upper-case form, AGE in hex. WinDbg writes the age upper-case and some
-//! tools (addr-symbolizer) lower-case, so both are looked up.
+//! tools (addr-symbolizer) lower-case, so both are looked up. What real
+//! stores and servers also hold, and symsrv follows (docs/symbols.md):
+//! * a two-tier store (an `index2.txt` at its root) puts every file under
+//!   the first two characters of its name: `<store>/nt/ntkrnlmp.pdb/...`;
+//! * the file may be compressed: `ntkrnlmp.pd_`, a CAB (MSZIP or LZX),
+//!   expanded with the `cab` crate into the downstream store;
+//! * a `file.ptr` in the key directory instead of the file: `PATH:<path>`
+//!   names where it is, `MSG:<text>` why it is not;
+//! * a server answers 404 for the plain name when it has only the
+//!   compressed one, and redirects (Microsoft's sends a 302 to blob
+//!   storage): redirects are followed up to [`MAX_REDIRECTS`], then
+//!   `.pd_`, then `file.ptr` are asked for.
 //!
 //! A download goes to a temporary file in the destination directory, is
 //! verified (it must be a PDB with the wanted GUID and age), and only then
@@ -24,6 +35,10 @@ use crate::kernel::Guid;
 /// A downloaded PDB larger than this is refused (ntkrnlmp.pdb is 10-15
 /// MB; the largest Microsoft PDBs are a few hundred MB).
 pub const MAX_DOWNLOAD: u64 = 1 << 30;
+/// Redirects followed per request (symsrv's own limit is similar).
+pub const MAX_REDIRECTS: u32 = 10;
+/// A `file.ptr` is one line; anything longer is not one.
+const MAX_FILE_PTR: u64 = 4096;
 
 /// The PDB to find.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +65,18 @@ impl PdbRequest {
             .join(self.name.as_str())
             .join(self.key())
             .join(self.name.as_str())
+    }
+
+    /// The compressed file's name: the last character replaced by `_`
+    /// (`ntkrnlmp.pd_`).
+    pub fn compressed_name(&self) -> String {
+        let n = self.name.as_str();
+        let mut c: String = n
+            .chars()
+            .take(n.chars().count().saturating_sub(1))
+            .collect();
+        c.push('_');
+        c
     }
 }
 
@@ -179,13 +206,14 @@ pub fn find_pdb(
     for e in &path.elements {
         match e {
             SymbolPathElement::Cache(dir) => {
-                if let Some(p) = look_in_store(dir, req, &mut attempts) {
+                if let Some(p) = look_in_store(dir, req, dir, &mut attempts) {
                     return Ok(found(p, PdbOrigin::Store { store: dir.clone() }, attempts));
                 }
                 caches.push(dir.clone());
             }
             SymbolPathElement::Directory(dir) => {
-                if let Some(p) = look_in_directory(dir, req, &mut attempts) {
+                let expand = caches.first().unwrap_or(dir).clone();
+                if let Some(p) = look_in_directory(dir, req, &expand, &mut attempts) {
                     let p = copy_into_cache(&p, caches.first(), req, &mut attempts);
                     return Ok(found(
                         p,
@@ -199,14 +227,15 @@ pub fn find_pdb(
                 upstream,
             } => {
                 for ds in downstream {
-                    if let Some(p) = look_in_store(ds, req, &mut attempts) {
+                    if let Some(p) = look_in_store(ds, req, ds, &mut attempts) {
                         return Ok(found(p, PdbOrigin::Store { store: ds.clone() }, attempts));
                     }
                 }
                 let dest = downstream.first().or(caches.first());
                 match upstream {
                     Upstream::Store(dir) => {
-                        if let Some(p) = look_in_store(dir, req, &mut attempts) {
+                        let expand = dest.unwrap_or(dir).clone();
+                        if let Some(p) = look_in_store(dir, req, &expand, &mut attempts) {
                             let p = copy_into_cache(&p, dest, req, &mut attempts);
                             return Ok(found(p, PdbOrigin::Store { store: dir.clone() }, attempts));
                         }
@@ -233,27 +262,40 @@ pub fn find_pdb(
                             continue;
                         };
                         let agent = agent.get_or_insert_with(|| make_agent(opts));
-                        match download(agent, &url, dest, req, opts) {
-                            Ok(p) => {
-                                return Ok(found(
-                                    p,
-                                    PdbOrigin::Downloaded {
+                        // symsrv's order: the file, the compressed file,
+                        // then a file.ptr.
+                        let key_url = format!("{base}/{}/{}", req.name.as_str(), req.key());
+                        let tries = [
+                            (url, Served::Plain),
+                            (
+                                format!("{key_url}/{}", req.compressed_name()),
+                                Served::Compressed,
+                            ),
+                            (format!("{key_url}/file.ptr"), Served::Pointer),
+                        ];
+                        for (url, how) in tries {
+                            match download(agent, &url, dest, req, opts, how, &mut attempts) {
+                                Ok(p) => {
+                                    return Ok(found(
+                                        p,
+                                        PdbOrigin::Downloaded {
+                                            url,
+                                            store: dest.clone(),
+                                        },
+                                        attempts,
+                                    ));
+                                }
+                                Err(Fail::NotFound(why)) => attempts.push(Attempt {
+                                    location: url,
+                                    outcome: why,
+                                }),
+                                Err(Fail::Fatal(detail)) => {
+                                    return Err(StoreError::Server {
                                         url,
-                                        store: dest.clone(),
-                                    },
-                                    attempts,
-                                ));
-                            }
-                            Err(Fail::NotFound(why)) => attempts.push(Attempt {
-                                location: url,
-                                outcome: why,
-                            }),
-                            Err(Fail::Fatal(detail)) => {
-                                return Err(StoreError::Server {
-                                    url,
-                                    detail,
-                                    attempts,
-                                });
+                                        detail,
+                                        attempts,
+                                    });
+                                }
                             }
                         }
                     }
@@ -276,42 +318,233 @@ fn found(path: PathBuf, origin: PdbOrigin, attempts: Vec<Attempt>) -> FoundPdb {
     }
 }
 
-/// The store locations of `req` under `store`, both age cases.
-fn store_candidates(store: &Path, req: &PdbRequest) -> Vec<PathBuf> {
+/// The key directories of `req` under `store`: both age cases, flat and,
+/// when the store has an `index2.txt`, two-tier.
+fn key_dirs(store: &Path, req: &PdbRequest) -> Vec<PathBuf> {
     let n = req.name.as_str();
-    let mut v = vec![store.join(n).join(req.key()).join(n)];
-    let lower = store.join(n).join(req.key_lower_age()).join(n);
-    if !v.contains(&lower) {
-        v.push(lower);
+    let mut roots = vec![store.to_path_buf()];
+    if store.join("index2.txt").is_file() {
+        let prefix: String = n.chars().take(2).collect();
+        roots.insert(0, store.join(prefix));
+    }
+    let mut v = Vec::new();
+    for r in roots {
+        for key in [req.key(), req.key_lower_age()] {
+            let d = r.join(n).join(key);
+            if !v.contains(&d) {
+                v.push(d);
+            }
+        }
     }
     v
 }
 
-fn look_in_store(store: &Path, req: &PdbRequest, attempts: &mut Vec<Attempt>) -> Option<PathBuf> {
-    check_candidates(store_candidates(store, req), req, attempts).or_else(|| {
-        attempts.push(Attempt {
-            location: store.display().to_string(),
-            outcome: "not in this store".into(),
-        });
-        None
-    })
+/// The plain-file locations of `req` under `store`.
+fn store_candidates(store: &Path, req: &PdbRequest) -> Vec<PathBuf> {
+    key_dirs(store, req)
+        .into_iter()
+        .map(|d| d.join(req.name.as_str()))
+        .collect()
 }
 
-fn look_in_directory(dir: &Path, req: &PdbRequest, attempts: &mut Vec<Attempt>) -> Option<PathBuf> {
+/// Look in a store: the file, the compressed file (expanded into the
+/// store `expand_into`), or a `file.ptr`.
+fn look_in_store(
+    store: &Path,
+    req: &PdbRequest,
+    expand_into: &Path,
+    attempts: &mut Vec<Attempt>,
+) -> Option<PathBuf> {
+    if let Some(p) = check_candidates(store_candidates(store, req), req, attempts) {
+        return Some(p);
+    }
+    for d in key_dirs(store, req) {
+        let packed = d.join(req.compressed_name());
+        if packed.is_file() {
+            match expand_file(&packed, expand_into, req) {
+                Ok(p) => return Some(p),
+                Err(why) => attempts.push(Attempt {
+                    location: packed.display().to_string(),
+                    outcome: why,
+                }),
+            }
+        }
+        let ptr = d.join("file.ptr");
+        if ptr.is_file()
+            && let Some(p) = follow_file_ptr(&ptr, req, expand_into, attempts)
+        {
+            return Some(p);
+        }
+    }
+    attempts.push(Attempt {
+        location: store.display().to_string(),
+        outcome: "not in this store".into(),
+    });
+    None
+}
+
+fn look_in_directory(
+    dir: &Path,
+    req: &PdbRequest,
+    expand_into: &Path,
+    attempts: &mut Vec<Attempt>,
+) -> Option<PathBuf> {
     let n = req.name.as_str();
-    let mut c = vec![
+    let c = vec![
         dir.join(n),
         dir.join("symbols").join("pdb").join(n),
         dir.join("pdb").join(n),
     ];
-    c.extend(store_candidates(dir, req));
-    check_candidates(c, req, attempts).or_else(|| {
+    if let Some(p) = check_candidates(c, req, attempts) {
+        return Some(p);
+    }
+    let mut quiet = Vec::new();
+    let found = look_in_store(dir, req, expand_into, &mut quiet);
+    // Keep what was wrong, not the store's own "not in this store".
+    attempts.extend(
+        quiet
+            .into_iter()
+            .filter(|a| a.outcome != "not in this store"),
+    );
+    found.or_else(|| {
         attempts.push(Attempt {
             location: dir.display().to_string(),
             outcome: "not in this directory".into(),
         });
         None
     })
+}
+
+/// `file.ptr`: `PATH:<file>` (a plain or compressed file elsewhere, often
+/// a share) or `MSG:<why not>`.
+fn follow_file_ptr(
+    ptr: &Path,
+    req: &PdbRequest,
+    expand_into: &Path,
+    attempts: &mut Vec<Attempt>,
+) -> Option<PathBuf> {
+    let mut text = String::new();
+    let read =
+        std::fs::File::open(ptr).and_then(|f| f.take(MAX_FILE_PTR).read_to_string(&mut text));
+    let loc = ptr.display().to_string();
+    if let Err(e) = read {
+        attempts.push(Attempt {
+            location: loc,
+            outcome: format!("cannot read the file.ptr: {e}"),
+        });
+        return None;
+    }
+    match parse_file_ptr(&text) {
+        Ok(target) => {
+            let t = PathBuf::from(&target);
+            if !t.is_file() {
+                attempts.push(Attempt {
+                    location: loc,
+                    outcome: format!("file.ptr points at {target}, which is not there"),
+                });
+                return None;
+            }
+            let r = if target.ends_with('_') {
+                expand_file(&t, expand_into, req)
+            } else {
+                verify(&t, req).map(|()| t.clone())
+            };
+            match r {
+                Ok(p) => Some(p),
+                Err(why) => {
+                    attempts.push(Attempt {
+                        location: format!("{loc} -> {target}"),
+                        outcome: why,
+                    });
+                    None
+                }
+            }
+        }
+        Err(why) => {
+            attempts.push(Attempt {
+                location: loc,
+                outcome: why,
+            });
+            None
+        }
+    }
+}
+
+/// The target of a `file.ptr`, or why there is none.
+fn parse_file_ptr(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    if let Some(p) = t.strip_prefix("PATH:") {
+        let p = p.trim();
+        if p.is_empty() {
+            return Err("file.ptr has an empty PATH".into());
+        }
+        return Ok(p.to_string());
+    }
+    if let Some(m) = t.strip_prefix("MSG:") {
+        return Err(format!("file.ptr says: {}", m.trim()));
+    }
+    Err(format!(
+        "file.ptr is neither PATH: nor MSG: (starts `{}`)",
+        crate::bytes::escape_ascii(&t.as_bytes()[..t.len().min(40)])
+    ))
+}
+
+/// Expand a compressed store file (a CAB holding the PDB) into `store`,
+/// verify it and move it into place. Returns the PDB's path.
+fn expand_file(packed: &Path, store: &Path, req: &PdbRequest) -> Result<PathBuf, String> {
+    let f = std::fs::File::open(packed).map_err(|e| format!("cannot open: {e}"))?;
+    expand_cab(std::io::BufReader::new(f), store, req)
+}
+
+fn expand_cab<R: Read + std::io::Seek>(
+    reader: R,
+    store: &Path,
+    req: &PdbRequest,
+) -> Result<PathBuf, String> {
+    let mut cab =
+        cab::Cabinet::new(reader).map_err(|e| format!("not a valid compressed file (CAB): {e}"))?;
+    // The cabinet holds one file, the PDB (its name as stored).
+    let entry = cab
+        .folder_entries()
+        .flat_map(|f| f.file_entries())
+        .map(|e| (e.name().to_string(), u64::from(e.uncompressed_size())))
+        .find(|(n, _)| n.eq_ignore_ascii_case(req.name.as_str()))
+        .or_else(|| {
+            cab.folder_entries()
+                .flat_map(|f| f.file_entries())
+                .map(|e| (e.name().to_string(), u64::from(e.uncompressed_size())))
+                .next()
+        });
+    let Some((name, size)) = entry else {
+        return Err("the compressed file (CAB) holds no file".into());
+    };
+    if size > MAX_DOWNLOAD {
+        return Err(format!(
+            "the compressed file expands to {size} bytes, more than the {MAX_DOWNLOAD}-byte limit"
+        ));
+    }
+    let dest = req.store_path(store);
+    let dir = dest.parent().unwrap_or(store);
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".pooldump-expand-")
+        .tempfile_in(dir)
+        .map_err(|e| format!("cannot create a file in {}: {e}", dir.display()))?;
+    let mut r = cab
+        .read_file(&name)
+        .map_err(|e| format!("cannot expand {name}: {e}"))?
+        .take(MAX_DOWNLOAD + 1);
+    let n = std::io::copy(&mut r, &mut tmp).map_err(|e| format!("cannot expand {name}: {e}"))?;
+    if n != size {
+        return Err(format!(
+            "{name} expanded to {n} bytes, not the {size} the CAB states"
+        ));
+    }
+    tmp.flush().map_err(|e| e.to_string())?;
+    verify(tmp.path(), req)?;
+    tmp.persist(&dest)
+        .map_err(|e| format!("cannot move the expanded file into place: {}", e.error))?;
+    Ok(dest)
 }
 
 /// The first candidate that exists and is the right PDB; wrong ones are
@@ -398,7 +631,7 @@ fn make_agent(opts: &FetchOptions<'_>) -> ureq::Agent {
     };
     ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .max_redirects(10)
+        .max_redirects(MAX_REDIRECTS)
         .timeout_connect(Some(Duration::from_secs(30)))
         .timeout_recv_response(Some(opts.timeout))
         .timeout_recv_body(Some(opts.timeout))
@@ -408,17 +641,29 @@ fn make_agent(opts: &FetchOptions<'_>) -> ureq::Agent {
         .into()
 }
 
+/// What a symbol-server URL is expected to serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Served {
+    Plain,
+    Compressed,
+    Pointer,
+}
+
 fn download(
     agent: &ureq::Agent,
     url: &str,
     dest_store: &Path,
     req: &PdbRequest,
     opts: &FetchOptions<'_>,
+    how: Served,
+    attempts: &mut Vec<Attempt>,
 ) -> Result<PathBuf, Fail> {
-    let mut resp = agent
-        .get(url)
-        .call()
-        .map_err(|e| Fail::Fatal(format!("request failed: {e}")))?;
+    let mut resp = agent.get(url).call().map_err(|e| match e {
+        ureq::Error::TooManyRedirects => Fail::Fatal(format!(
+            "more than {MAX_REDIRECTS} redirects (a redirect loop?)"
+        )),
+        e => Fail::Fatal(format!("request failed: {e}")),
+    })?;
     let status = resp.status().as_u16();
     if status == 404 {
         return Err(Fail::NotFound("not on this server (404)".into()));
@@ -430,11 +675,16 @@ fn download(
         )));
     }
     let total = resp.body().content_length();
+    let limit = if how == Served::Pointer {
+        MAX_FILE_PTR
+    } else {
+        MAX_DOWNLOAD
+    };
     if let Some(t) = total
-        && t > MAX_DOWNLOAD
+        && t > limit
     {
         return Err(Fail::Fatal(format!(
-            "the file is {t} bytes, more than the {MAX_DOWNLOAD}-byte limit"
+            "the file is {t} bytes, more than the {limit}-byte limit"
         )));
     }
     let dest = req.store_path(dest_store);
@@ -458,9 +708,9 @@ fn download(
             Ok(0) => break Ok(()),
             Ok(n) => {
                 got += n as u64;
-                if got > MAX_DOWNLOAD {
+                if got > limit {
                     break Err(Fail::Fatal(format!(
-                        "the file is larger than the {MAX_DOWNLOAD}-byte limit"
+                        "the file is larger than the {limit}-byte limit"
                     )));
                 }
                 if let Err(e) = tmp.write_all(&buf[..n]) {
@@ -486,12 +736,46 @@ fn download(
         )));
     }
     tmp.flush().map_err(|e| io("write the download", e))?;
-    verify(tmp.path(), req).map_err(|why| {
-        Fail::Fatal(format!(
-            "the server sent a file that is not the wanted PDB: {why}; it was discarded"
-        ))
-    })?;
-    tmp.persist(&dest)
-        .map_err(|e| io("move the download into place", e.error))?;
-    Ok(dest)
+    match how {
+        Served::Plain => {
+            verify(tmp.path(), req).map_err(|why| {
+                Fail::Fatal(format!(
+                    "the server sent a file that is not the wanted PDB: {why}; it was discarded"
+                ))
+            })?;
+            tmp.persist(&dest)
+                .map_err(|e| io("move the download into place", e.error))?;
+            Ok(dest)
+        }
+        Served::Compressed => {
+            let f = tmp.reopen().map_err(|e| io("reread the download", e))?;
+            expand_cab(std::io::BufReader::new(f), dest_store, req).map_err(|why| {
+                Fail::Fatal(format!(
+                    "the server sent a compressed file that is not the wanted PDB: {why}; it was discarded"
+                ))
+            })
+        }
+        Served::Pointer => {
+            let mut text = String::new();
+            let mut f = tmp.reopen().map_err(|e| io("reread the download", e))?;
+            f.read_to_string(&mut text)
+                .map_err(|e| Fail::Fatal(format!("file.ptr is not text: {e}")))?;
+            let target = parse_file_ptr(&text).map_err(Fail::NotFound)?;
+            let t = PathBuf::from(&target);
+            if !t.is_file() {
+                return Err(Fail::NotFound(format!(
+                    "file.ptr points at {target}, which is not reachable from here"
+                )));
+            }
+            let mut local = Vec::new();
+            let r = if target.ends_with('_') {
+                expand_file(&t, dest_store, req)
+            } else {
+                verify(&t, req)
+                    .map(|()| copy_into_cache(&t, Some(&dest_store.to_path_buf()), req, &mut local))
+            };
+            attempts.extend(local);
+            r.map_err(|why| Fail::NotFound(format!("file.ptr -> {target}: {why}")))
+        }
+    }
 }
