@@ -6,6 +6,7 @@
 
 pub mod addr;
 pub mod bytes;
+pub mod callsites;
 pub mod dump;
 pub mod hittag;
 pub mod kernel;
