@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod memory;
 pub mod pagemap;
 pub mod pool;
+pub mod relabel;
 pub mod snapshot;
 pub mod stack;
 pub mod symbols;
