@@ -8,6 +8,7 @@ mod callsites;
 mod common;
 mod find;
 mod info;
+mod relabel_rows;
 mod render;
 mod stack;
 mod symbols;

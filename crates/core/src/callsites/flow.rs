@@ -186,7 +186,8 @@ pub fn analyze(code: &[Insn]) -> Vec<CallPoint> {
         }
     }
     let leaders: Vec<usize> = leaders.into_iter().collect();
-    let block_of: BTreeMap<usize, usize> = leaders.iter().enumerate().map(|(b, &k)| (k, b)).collect();
+    let block_of: BTreeMap<usize, usize> =
+        leaders.iter().enumerate().map(|(b, &k)| (k, b)).collect();
     let bounds: Vec<(usize, usize)> = leaders
         .iter()
         .enumerate()
@@ -266,9 +267,7 @@ pub fn analyze(code: &[Insn]) -> Vec<CallPoint> {
         for (k, i) in code.iter().enumerate().take(hi).skip(lo) {
             let fc = i.ins.flow_control();
             let leaves = match fc {
-                FlowControl::Call | FlowControl::IndirectCall | FlowControl::IndirectBranch => {
-                    true
-                }
+                FlowControl::Call | FlowControl::IndirectCall | FlowControl::IndirectBranch => true,
                 FlowControl::UnconditionalBranch => {
                     is_near(&i.ins) && !inside(i.ins.near_branch_target())
                 }

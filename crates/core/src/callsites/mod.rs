@@ -57,18 +57,34 @@ pub const MAX_CODE_BYTES: u64 = 64 << 20;
 /// another header may import them.
 pub const TAGGED_ROUTINES: &[(&str, PoolCall, Register)] = &[
     ("ExAllocatePoolWithTag", PoolCall::Alloc, Register::R8),
-    ("ExAllocatePoolWithTagPriority", PoolCall::Alloc, Register::R8),
+    (
+        "ExAllocatePoolWithTagPriority",
+        PoolCall::Alloc,
+        Register::R8,
+    ),
     ("ExAllocatePoolWithQuotaTag", PoolCall::Alloc, Register::R8),
     ("ExAllocatePool2", PoolCall::Alloc, Register::R8),
     ("ExAllocatePool3", PoolCall::Alloc, Register::R8),
     ("ExAllocatePoolZero", PoolCall::Alloc, Register::R8),
     ("ExAllocatePoolUninitialized", PoolCall::Alloc, Register::R8),
     ("ExAllocatePoolQuotaZero", PoolCall::Alloc, Register::R8),
-    ("ExAllocatePoolQuotaUninitialized", PoolCall::Alloc, Register::R8),
+    (
+        "ExAllocatePoolQuotaUninitialized",
+        PoolCall::Alloc,
+        Register::R8,
+    ),
     ("ExAllocatePoolPriorityZero", PoolCall::Alloc, Register::R8),
-    ("ExAllocatePoolPriorityUninitialized", PoolCall::Alloc, Register::R8),
+    (
+        "ExAllocatePoolPriorityUninitialized",
+        PoolCall::Alloc,
+        Register::R8,
+    ),
     ("FsRtlAllocatePoolWithTag", PoolCall::Alloc, Register::R8),
-    ("FsRtlAllocatePoolWithQuotaTag", PoolCall::Alloc, Register::R8),
+    (
+        "FsRtlAllocatePoolWithQuotaTag",
+        PoolCall::Alloc,
+        Register::R8,
+    ),
     ("ExFreePoolWithTag", PoolCall::Free, Register::RDX),
     ("ExFreePool2", PoolCall::Free, Register::RDX),
 ];
@@ -289,14 +305,7 @@ pub fn scan_module<M: Memory + ?Sized>(
                     }
                     OpKind::NearBranch64 => {
                         let t = ins.near_branch_target();
-                        thunk(t).map(|slot| {
-                            (
-                                slot,
-                                CallVia::Thunk {
-                                    thunk: KernelVa(t),
-                                },
-                            )
-                        })
+                        thunk(t).map(|slot| (slot, CallVia::Thunk { thunk: KernelVa(t) }))
                     }
                     OpKind::Register => {
                         let reg = ins.op0_register();
@@ -431,7 +440,8 @@ pub fn tag_sites<M: Memory + ?Sized>(
     symbolizer: &mut Symbolizer<'_>,
     mem: &M,
 ) -> (Vec<TagSite>, Vec<UnresolvedCall>) {
-    let wanted = |t: PoolTag| tags.is_empty() || tags.iter().any(|w| w.unprotected() == t.unprotected());
+    let wanted =
+        |t: PoolTag| tags.is_empty() || tags.iter().any(|w| w.unprotected() == t.unprotected());
     let mut sites = Vec::new();
     let mut unresolved = Vec::new();
     for scan in scans {
@@ -546,7 +556,11 @@ pub fn attribute_tags<M: Memory + ?Sized>(
                 if !seen.insert(*t) {
                     continue;
                 }
-                let e = ev.entry(*t).or_default().entry(scan.module.clone()).or_default();
+                let e = ev
+                    .entry(*t)
+                    .or_default()
+                    .entry(scan.module.clone())
+                    .or_default();
                 match c.kind {
                     PoolCall::Alloc => e.0 += 1,
                     PoolCall::Free => e.1 += 1,

@@ -76,12 +76,21 @@ fn leakydrv_leak_sites_are_the_three_allocations_and_two_frees() {
     assert_eq!(got, want, "{sites:#?}");
     // The run-time choice reaches the call with its alternative; the trim
     // loop calls through a register loaded from the IAT.
-    let q = sites.iter().find(|s| func(s.call.0) == "LkQueueWork").unwrap();
+    let q = sites
+        .iter()
+        .find(|s| func(s.call.0) == "LkQueueWork")
+        .unwrap();
     assert_eq!(q.alternatives, vec![PoolTag::parse("LkBf").unwrap()]);
-    let t = sites.iter().find(|s| func(s.call.0) == "LkTrimCache").unwrap();
+    let t = sites
+        .iter()
+        .find(|s| func(s.call.0) == "LkTrimCache")
+        .unwrap();
     assert!(matches!(t.via, CallVia::Register { .. }), "{t:?}");
     // Without a PDB, leakydrv has no exports: names are module+offset.
-    assert!(sites.iter().all(|s| s.site.starts_with("leakydrv+0x")), "{sites:#?}");
+    assert!(
+        sites.iter().all(|s| s.site.starts_with("leakydrv+0x")),
+        "{sites:#?}"
+    );
     // File offsets are where the bytes are in the file.
     for s in &sites {
         let off = s.file_offset.unwrap() as usize;

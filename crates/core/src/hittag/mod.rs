@@ -40,7 +40,9 @@ pub use callsite::{Call, CallTarget, Code, MAX_FUNCTION_BYTES, thunk_slot};
 pub use table::{FrameRow, HitTable, OtherStop, SiteRow, StackRow};
 
 /// Whether a pool call allocates or frees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum PoolCall {
     Alloc,
@@ -329,7 +331,9 @@ pub fn import_slots<M: Memory + ?Sized>(
     let base = walker.modules().get(m)?.base.0;
     let (dir, size) = walker.import_directory(mem, m, stats).ok()??;
     let n = (size as usize / 20).clamp(1, MAX_DESCRIPTORS);
-    let descs = walker.read_image(mem, m, dir, (n * 20) as u32, stats).ok()?;
+    let descs = walker
+        .read_image(mem, m, dir, (n * 20) as u32, stats)
+        .ok()?;
     let mut out = HashMap::new();
     for d in descs.chunks_exact(20) {
         let d = Le(d);
@@ -357,7 +361,8 @@ pub fn import_slots<M: Memory + ?Sized>(
                 // By ordinal, or a bound IAT with no names left.
                 continue;
             }
-            let Ok(hint) = walker.read_image(mem, m, (e & 0x7FFF_FFFF) as u32 + 2, 64, stats) else {
+            let Ok(hint) = walker.read_image(mem, m, (e & 0x7FFF_FFFF) as u32 + 2, 64, stats)
+            else {
                 continue;
             };
             let end = hint.iter().position(|b| *b == 0).unwrap_or(hint.len());

@@ -169,8 +169,12 @@ pub enum SiteState {
     Original,
     /// Something else: someone else wrote there, or the module is not the
     /// one the map was made for.
-    Foreign { bytes: [u8; 4] },
-    Unreadable { error: String },
+    Foreign {
+        bytes: [u8; 4],
+    },
+    Unreadable {
+        error: String,
+    },
 }
 
 /// What undo will do.
@@ -197,7 +201,9 @@ pub enum RelabelError {
         "{input}: schema `{found}` is not one this pooldump reads ({SCHEMA}); a newer pooldump wrote it, or it is not a relabel map"
     )]
     Schema { input: String, found: String },
-    #[error("no instruction passes tag {tag} to a pool routine as an immediate: nothing to relabel")]
+    #[error(
+        "no instruction passes tag {tag} to a pool routine as an immediate: nothing to relabel"
+    )]
     NoSites { tag: PoolTag },
     #[error("no allocation site of tag {tag}: relabelling only its frees would tell nothing")]
     NoAllocSites { tag: PoolTag },
@@ -290,7 +296,10 @@ pub fn plan(
     let mut out = Vec::new();
     for ((module, _), calls) in by_imm {
         let first = calls[0];
-        let Some(m) = modules.iter().find(|m| m.name.eq_ignore_ascii_case(&module)) else {
+        let Some(m) = modules
+            .iter()
+            .find(|m| m.name.eq_ignore_ascii_case(&module))
+        else {
             return Err(RelabelError::UnknownModule {
                 site: first.site.clone(),
                 module,
@@ -305,9 +314,7 @@ pub fn plan(
             None => (PoolCall::Free, first),
         };
         let new_tag = match kind {
-            PoolCall::Alloc => chooser
-                .choose(tag)
-                .ok_or(RelabelError::NoFreeTag { tag })?,
+            PoolCall::Alloc => chooser.choose(tag).ok_or(RelabelError::NoFreeTag { tag })?,
             PoolCall::Free => PoolTag(0),
         };
         out.push(MapSite {
@@ -482,8 +489,7 @@ impl RelabelMap {
             .as_ref()
             .ok_or(RelabelError::NoKernelIdentity)?;
         let guid = cv.guid.to_string();
-        if !cv.pdb_name.eq_ignore_ascii_case(&t.nt_pdb) || guid != t.nt_guid || cv.age != t.nt_age
-        {
+        if !cv.pdb_name.eq_ignore_ascii_case(&t.nt_pdb) || guid != t.nt_guid || cv.age != t.nt_age {
             return Err(RelabelError::OtherKernel {
                 map_pdb: t.nt_pdb.clone(),
                 map_guid: t.nt_guid.clone(),
@@ -526,7 +532,8 @@ impl RelabelMap {
                 });
             }
             let found = MapModule::read(mem, l)?;
-            if (found.time_date_stamp, found.size_of_image) != (mm.time_date_stamp, mm.size_of_image)
+            if (found.time_date_stamp, found.size_of_image)
+                != (mm.time_date_stamp, mm.size_of_image)
             {
                 return Err(RelabelError::ModuleChanged {
                     module: mm.name.clone(),
@@ -562,15 +569,17 @@ pub fn site_usage(map: &RelabelMap, rows: &[TagUsage]) -> Vec<SiteUsage> {
         .filter_map(|r| {
             if r.tag.unprotected() == map.tag.unprotected() {
                 return Some(SiteUsage {
-                    site: format!("(old tag {}: before the relabel, or unpatched code)", map.tag),
+                    site: format!(
+                        "(old tag {}: before the relabel, or unpatched code)",
+                        map.tag
+                    ),
                     map_site: None,
                     usage: r.clone(),
                 });
             }
-            let i = map
-                .sites
-                .iter()
-                .position(|s| s.kind == PoolCall::Alloc && s.new_tag.unprotected() == r.tag.unprotected())?;
+            let i = map.sites.iter().position(|s| {
+                s.kind == PoolCall::Alloc && s.new_tag.unprotected() == r.tag.unprotected()
+            })?;
             Some(SiteUsage {
                 site: map.sites[i].site.clone(),
                 map_site: Some(i),
@@ -584,7 +593,11 @@ pub fn site_usage(map: &RelabelMap, rows: &[TagUsage]) -> Vec<SiteUsage> {
 /// the relabel.
 pub fn quiet_sites<'a>(map: &'a RelabelMap, rows: &[TagUsage]) -> Vec<&'a MapSite> {
     map.alloc_sites()
-        .filter(|s| !rows.iter().any(|r| r.tag.unprotected() == s.new_tag.unprotected()))
+        .filter(|s| {
+            !rows
+                .iter()
+                .any(|r| r.tag.unprotected() == s.new_tag.unprotected())
+        })
         .collect()
 }
 

@@ -68,7 +68,8 @@ pub fn patch_image(file: &[u8], map: &RelabelMap) -> Result<PatchedImage, PatchE
         }
         bytes[o..o + 4].copy_from_slice(&s.new_bytes);
     }
-    let new_checksum = pe_checksum(&bytes).ok_or_else(|| PatchError::NotPe("no optional header".into()))?;
+    let new_checksum =
+        pe_checksum(&bytes).ok_or_else(|| PatchError::NotPe("no optional header".into()))?;
     bytes[at..at + 4].copy_from_slice(&new_checksum.to_le_bytes());
     Ok(PatchedImage {
         was_signed: security_directory(&bytes).is_some_and(|(_, size)| size != 0),

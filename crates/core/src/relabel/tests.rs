@@ -40,7 +40,9 @@ fn chooser_derives_readable_unused_tags() {
     let mut c = TagChooser::new([], None);
     assert_eq!(c.choose(t("Ab")).unwrap().to_string(), "Ab 0");
     assert_eq!(
-        c.choose(PoolTag::from_bytes([1, 2, 3, 4])).unwrap().to_string(),
+        c.choose(PoolTag::from_bytes([1, 2, 3, 4]))
+            .unwrap()
+            .to_string(),
         "Rl00"
     );
     // The protected bit does not make a taken tag free.
@@ -194,7 +196,10 @@ fn a_patched_file_carries_the_new_tags_and_a_correct_checksum() {
         patch_image(&p.bytes, &map),
         Err(PatchError::Mismatch { .. })
     ));
-    assert!(matches!(patch_image(b"not a pe", &map), Err(PatchError::NotPe(_))));
+    assert!(matches!(
+        patch_image(b"not a pe", &map),
+        Err(PatchError::NotPe(_))
+    ));
 }
 
 #[test]

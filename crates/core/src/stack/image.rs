@@ -537,7 +537,10 @@ impl ModuleImage {
         mem: &M,
         stats: &mut ReadStats,
     ) -> Result<Vec<SectionHeader>, ImageError> {
-        let (at, n) = (self.headers.section_table, self.headers.sections.min(MAX_SECTIONS));
+        let (at, n) = (
+            self.headers.section_table,
+            self.headers.sections.min(MAX_SECTIONS),
+        );
         if at == 0 || n == 0 {
             return Ok(Vec::new());
         }
