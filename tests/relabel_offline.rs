@@ -14,10 +14,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use pooldump_core::callsites::{scan_module, tag_sites};
 use pooldump_core::hittag::PoolCall;
-use pooldump_core::relabel::{self, MapModule, RelabelMap, TagChooser, TargetIdentity};
-use pooldump_core::stack::{StackWalker, Symbolizer, SymbolizerOptions};
+use pooldump_core::relabel::{self, RelabelMap};
+use pooldump_core::stack::{Symbolizer, SymbolizerOptions};
 use pooldump_core::symbols::{SymbolOptions, SymbolPath};
 use pooldump_core::{PoolTag, Target};
 use pooldump_kit::run::{PoolOp, Runtime, Workload};
@@ -42,41 +41,20 @@ fn json(args: &[&str]) -> Value {
 
 const MINUTES: u64 = 10;
 
-/// The map for 'Leak' as `relabel` computes it: sites from the code in
-/// the dump, identity from its kernel and modules, fresh tags unused in
-/// its tracker.
+/// The map for 'Leak' as `relabel` computes it (the library call the live
+/// command makes): sites from the code in the dump, identity from its
+/// kernel and modules, fresh tags unused in its tracker.
 fn make_map(dump: &Path, syms: &Path, build: u32) -> RelabelMap {
     let t = Target::open_dump(dump, &SymbolOptions::local_store(syms)).unwrap();
-    let list = t.modules.as_ref().unwrap();
-    let mut walker = StackWalker::new(list);
-    let i = list
-        .modules
-        .iter()
-        .position(|m| m.name == "leakydrv.sys")
-        .unwrap();
-    let scan = scan_module(&mut walker, &t.mem, i).unwrap();
     let mut names = Symbolizer::new(SymbolizerOptions {
         symbol_path: SymbolPath::parse(&syms.display().to_string(), syms),
         ..SymbolizerOptions::default()
     });
     let leak = PoolTag::parse("Leak").unwrap();
-    let (sites, _) = tag_sites(&[scan], &[leak], &mut walker, &mut names, &t.mem);
-    let usage = t
-        .pool_usage(&pooldump_core::pool::TrackerOptions {
-            include_zero: true,
-            ..Default::default()
-        })
-        .unwrap();
-    let mut chooser = TagChooser::new(usage.rows.iter().map(|r| r.tag), None);
-    let module = MapModule::read(&t.mem, &list.modules[i]).unwrap();
-    relabel::plan(
-        leak,
-        TargetIdentity::of(&t.kernel, Some(build)),
-        &[module],
-        &sites,
-        &mut chooser,
-    )
-    .unwrap()
+    let p = relabel::plan_on_target(&t, leak, &[], None, &mut names, Some(build)).unwrap();
+    assert!(p.unresolved.is_empty(), "{:?}", p.unresolved);
+    assert_eq!(p.sites.len(), 5);
+    p.map
 }
 
 #[test]

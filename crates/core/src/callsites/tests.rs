@@ -146,3 +146,63 @@ fn a_hostile_image_is_an_error_or_nothing_never_a_panic() {
         let _ = scan_module(&mut w, &img, 0);
     }
 }
+
+/// The kit machine's memory as pooldump reads it.
+struct Live<'a>(&'a pooldump_kit::Machine);
+
+impl Memory for Live<'_> {
+    fn describe(&self) -> String {
+        "the kit's machine".into()
+    }
+    fn kernel_dtb(&self) -> crate::addr::PhysAddr {
+        crate::addr::PhysAddr(self.0.truth.kernel.dtb)
+    }
+    fn read_physical(
+        &self,
+        pa: crate::addr::PhysAddr,
+        buf: &mut [u8],
+    ) -> Result<(), crate::memory::MemoryError> {
+        if !self.0.mem.is_ram(pa.0 >> 12) {
+            return Err(crate::memory::MemoryError::NotInSource {
+                pa,
+                va: None,
+                level: None,
+            });
+        }
+        self.0.mem.read(pa.0, buf);
+        Ok(())
+    }
+}
+
+#[test]
+fn mapped_driver_from_code_names_the_module_that_passes_the_tag() {
+    use pooldump_kit::{Machine, NtBuild, Scenario};
+    let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 8));
+    let modules: Vec<LoadedModule> = m
+        .truth
+        .kernel
+        .modules
+        .iter()
+        .map(|x| LoadedModule {
+            entry: KernelVa(0),
+            base: KernelVa(x.base),
+            size: x.size as u32,
+            entry_point: KernelVa(0),
+            name: x.base_name.clone(),
+            full_name: None,
+        })
+        .collect();
+    let t = |s: &str| PoolTag::parse(s).unwrap();
+    let got = attribute_tags(
+        &Live(&m),
+        &modules,
+        &[t("Leak"), t("LkBf"), t("NSbf"), t("FsFl"), t("File")],
+    );
+    let row = |s: &str| got.get(&t(s)).map(|a| (a.module.as_str(), a.alloc_sites, a.free_sites));
+    assert_eq!(row("Leak"), Some(("leakydrv.sys", 3, 2)));
+    assert_eq!(row("LkBf"), Some(("leakydrv.sys", 2, 2)));
+    assert_eq!(row("NSbf"), Some(("netsim.sys", 2, 1)));
+    assert_eq!(row("FsFl"), Some(("fsfilt.sys", 1, 1)));
+    // nt's own tags are not attributed to a driver.
+    assert_eq!(row("File"), None);
+}

@@ -346,6 +346,98 @@ pub fn plan(
     })
 }
 
+/// What [`plan_on_target`] found and made.
+#[derive(Debug, Clone)]
+pub struct TargetPlan {
+    pub map: RelabelMap,
+    /// Every site of the tag (the map's sites come from these).
+    pub sites: Vec<TagSite>,
+    /// Pool calls whose tag could not be followed: they may pass the tag
+    /// too and stay unpatched.
+    pub unresolved: Vec<crate::callsites::UnresolvedCall>,
+    /// Modules skipped, pages unreadable, names from exports...
+    pub notes: Vec<String>,
+}
+
+/// The whole "which bytes to write" step of a relabel, on a kernel
+/// pooldump has opened (a live target stopped by the debugger, or a dump):
+/// disassemble the drivers (all but nt, or those `only` names), find the
+/// sites of `tag`, take fresh tags unused in the tracker (and in
+/// `pooltag`), and record the kernel's and modules' identity. The caller
+/// writes [`RelabelMap::writes`], reads them back, and saves the map.
+pub fn plan_on_target<M: Memory>(
+    target: &crate::target::Target<M>,
+    tag: PoolTag,
+    only: &[String],
+    pooltag: Option<&crate::pool::PoolTagDb>,
+    symbolizer: &mut crate::stack::Symbolizer<'_>,
+    build: Option<u32>,
+) -> Result<TargetPlan, RelabelPlanError> {
+    use crate::callsites::{scan_module, tag_sites};
+    let list = target
+        .modules
+        .as_ref()
+        .ok_or(RelabelPlanError::NoModuleList)?;
+    let wanted = |name: &str| {
+        only.is_empty()
+            || only.iter().any(|w| {
+                name.eq_ignore_ascii_case(w)
+                    || name
+                        .rsplit_once('.')
+                        .is_some_and(|(stem, _)| stem.eq_ignore_ascii_case(w))
+            })
+    };
+    let mut walker = crate::stack::StackWalker::new(list);
+    let mut scans = Vec::new();
+    let mut notes = Vec::new();
+    for (i, m) in list.modules.iter().enumerate().skip(1) {
+        if !wanted(&m.name) {
+            continue;
+        }
+        match scan_module(&mut walker, &target.mem, i) {
+            Ok(s) => {
+                notes.extend(s.notes.iter().cloned());
+                scans.push(s);
+            }
+            Err(e) => notes.push(format!("{}: skipped: {e}", m.name)),
+        }
+    }
+    let (sites, unresolved) = tag_sites(&scans, &[tag], &mut walker, symbolizer, &target.mem);
+    notes.extend(symbolizer.notes().iter().cloned());
+    let usage = target
+        .pool_usage(&crate::pool::TrackerOptions {
+            include_zero: true,
+            ..Default::default()
+        })
+        .map_err(RelabelPlanError::Tracker)?;
+    let mut chooser = TagChooser::new(usage.rows.iter().map(|r| r.tag), pooltag);
+    let mut modules = Vec::new();
+    for m in &list.modules {
+        if sites.iter().any(|s| s.module == m.name) {
+            modules.push(MapModule::read(&target.mem, m)?);
+        }
+    }
+    let identity = TargetIdentity::of(&target.kernel, build);
+    let map = plan(tag, identity, &modules, &sites, &mut chooser)?;
+    Ok(TargetPlan {
+        map,
+        sites,
+        unresolved,
+        notes,
+    })
+}
+
+/// Why [`plan_on_target`] could not make a map.
+#[derive(Debug, thiserror::Error)]
+pub enum RelabelPlanError {
+    #[error("the loaded-module list could not be read: no driver to relabel")]
+    NoModuleList,
+    #[error("reading the tracker (to choose unused tags): {0}")]
+    Tracker(#[source] crate::pool::PoolError),
+    #[error(transparent)]
+    Relabel(#[from] RelabelError),
+}
+
 fn kind_word(k: PoolCall) -> &'static str {
     match k {
         PoolCall::Alloc => "alloc",
