@@ -780,3 +780,89 @@ fn a_file_that_is_not_a_driver_is_an_error() {
     assert_ne!(r.code(), Some(0));
     assert!(r.stderr.contains("none.sys"), "{}", r.stderr);
 }
+
+/// Over KDNET (10% loss): the same sites as from a dump of the same
+/// machine, the same `analyze --relabel` rows, and the target resumed after
+/// each command.
+#[test]
+fn a_live_target_gives_the_same_sites_and_runs_again() {
+    use pooldump_core::relabel;
+    use pooldump_core::stack::{Symbolizer, SymbolizerOptions};
+    use pooldump_core::symbols::{SymbolOptions, SymbolPath};
+    use pooldump_kdnet_sim::{Faults, SimConfig, SimTarget};
+    use std::net::{Ipv4Addr, UdpSocket};
+
+    let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 44));
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("MEMORY.DMP");
+    let syms = dir.path().join("symbols");
+    m.write_dump_file(DumpKind::KernelBitmap, &dump).unwrap();
+    m.write_symbol_store(&syms).unwrap();
+    let t = pooldump_core::Target::open_dump(&dump, &SymbolOptions::local_store(&syms)).unwrap();
+    let mut names = Symbolizer::new(SymbolizerOptions {
+        symbol_path: SymbolPath::parse(&syms.display().to_string(), &syms),
+        ..SymbolizerOptions::default()
+    });
+    let leak = pooldump_core::PoolTag::parse("Leak").unwrap();
+    let plan = relabel::plan_on_target(&t, leak, &[], None, &mut names, Some(19041)).unwrap();
+    let map = dir.path().join("relabel.json");
+    std::fs::write(&map, plan.map.to_json()).unwrap();
+
+    let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let key = "9.8.7.6";
+    let mut cfg = SimConfig::new(key.parse().unwrap(), (Ipv4Addr::LOCALHOST, port).into());
+    cfg.faults = Faults::lossy(0.10);
+    let sim = SimTarget::spawn(m, cfg).unwrap();
+    let spec = format!("port={port},key={key},bind=127.0.0.1,retry=50");
+    let syms = syms.to_str().unwrap();
+    let common = ["--json", "--offline", "--symbol-path", syms];
+
+    let sites = |v: &Value| v["sites"].clone();
+    let live = pooldump(
+        &[
+            &["callsites", "--kdnet", &spec, "--tag", "Leak"][..],
+            &common[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(live.code(), Some(0), "{}", live.stderr);
+    let from_dump = pooldump(
+        &[
+            &["callsites", dump.to_str().unwrap(), "--tag", "Leak"][..],
+            &common[..],
+        ]
+        .concat(),
+    );
+    let (lv, dv): (Value, Value) = (
+        serde_json::from_str(&live.stdout).unwrap(),
+        serde_json::from_str(&from_dump.stdout).unwrap(),
+    );
+    assert_eq!(sites(&lv), sites(&dv));
+    assert_eq!(lv["sites"].as_array().unwrap().len(), 5);
+    let resumed = sim.stats().continues;
+    assert!(resumed >= 1, "the target was resumed");
+
+    let rel = ["--relabel", map.to_str().unwrap(), "--no-cache"];
+    let live = pooldump(&[&["analyze", "--kdnet", &spec][..], &rel[..], &common[..]].concat());
+    assert_eq!(live.code(), Some(0), "{}", live.stderr);
+    let from_dump = pooldump(
+        &[
+            &["analyze", dump.to_str().unwrap()][..],
+            &rel[..],
+            &common[..],
+        ]
+        .concat(),
+    );
+    let (lv, dv): (Value, Value) = (
+        serde_json::from_str(&live.stdout).unwrap(),
+        serde_json::from_str(&from_dump.stdout).unwrap(),
+    );
+    assert_eq!(lv["relabel"]["rows"], dv["relabel"]["rows"]);
+    assert!(sim.stats().continues > resumed, "resumed after analyze");
+    // The live code was never patched: said, not hidden.
+    assert!(lv["warnings"].to_string().contains("original bytes"));
+}

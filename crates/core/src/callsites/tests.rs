@@ -198,7 +198,10 @@ fn mapped_driver_from_code_names_the_module_that_passes_the_tag() {
         &modules,
         &[t("Leak"), t("LkBf"), t("NSbf"), t("FsFl"), t("File")],
     );
-    let row = |s: &str| got.get(&t(s)).map(|a| (a.module.as_str(), a.alloc_sites, a.free_sites));
+    let row = |s: &str| {
+        got.get(&t(s))
+            .map(|a| (a.module.as_str(), a.alloc_sites, a.free_sites))
+    };
     assert_eq!(row("Leak"), Some(("leakydrv.sys", 3, 2)));
     assert_eq!(row("LkBf"), Some(("leakydrv.sys", 2, 2)));
     assert_eq!(row("NSbf"), Some(("netsim.sys", 2, 1)));
