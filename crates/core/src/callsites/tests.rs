@@ -21,7 +21,7 @@ fn every_recorded_immediate_is_a_site_and_nothing_else() {
         let (img, mut w, scan) = scan_driver(d);
         assert_eq!(scan.unreadable_pages, 0);
         let mut sym = Symbolizer::new(SymbolizerOptions::default());
-        let (sites, unresolved) = tag_sites(&[scan.clone()], &[], &mut w, &mut sym, &img);
+        let (sites, unresolved) = tag_sites(std::slice::from_ref(&scan), &[], &mut w, &mut sym, &img);
         assert!(unresolved.is_empty(), "{}: {unresolved:?}", d.info.file);
         for (tag, rvas) in &d.info.tag_rvas {
             let t = PoolTag::parse(tag).unwrap();
