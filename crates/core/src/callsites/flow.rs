@@ -142,6 +142,25 @@ pub fn decode_linear(va: u64, bytes: &[u8]) -> Vec<Insn> {
     out
 }
 
+/// Every direct call target in `bytes` (at `va`), decoded linearly without
+/// keeping the instructions (a whole code section at a time).
+pub fn direct_call_targets(va: u64, bytes: &[u8], mut f: impl FnMut(u64)) {
+    let mut d = Decoder::with_ip(64, bytes, va, DecoderOptions::NONE);
+    let mut i = Instruction::default();
+    while d.can_decode() {
+        let at = d.position();
+        d.decode_out(&mut i);
+        if i.is_invalid() {
+            let _ = d.set_position(at + 1);
+            d.set_ip(va + at as u64 + 1);
+            continue;
+        }
+        if i.flow_control() == FlowControl::Call && i.op0_kind() == OpKind::NearBranch64 {
+            f(i.near_branch_target());
+        }
+    }
+}
+
 /// One call (or a jump that leaves the code) and the registers before it.
 #[derive(Debug, Clone)]
 pub struct CallPoint {

@@ -49,6 +49,8 @@ pub use image_mem::{ImageMemory, MAX_IMAGE_FILE};
 
 /// Code read per module at most (a hostile SizeOfImage or section size).
 pub const MAX_CODE_BYTES: u64 = 64 << 20;
+/// Code analysed as one region at most (a function is rarely a tenth of it).
+pub const MAX_REGION_BYTES: u64 = 256 << 10;
 
 /// The pool routines that take a tag, whether they allocate or free, and
 /// the register the tag is in (the x64 calling convention: RCX, RDX, R8,
@@ -255,20 +257,30 @@ pub fn scan_module<M: Memory + ?Sized>(
             .notes
             .push(format!("{}: the exception directory: {e}", module.name)),
     }
-    let linear: Vec<Vec<flow::Insn>> = code
-        .iter()
-        .map(|r| flow::decode_linear(r.va, &r.bytes))
-        .collect();
     let in_code = |va: u64| code.iter().any(|r| r.contains(va));
-    for i in linear.iter().flatten() {
-        if i.ins.flow_control() == FlowControl::Call
-            && i.ins.op0_kind() == OpKind::NearBranch64
-            && in_code(i.ins.near_branch_target())
-        {
-            cuts.insert(i.ins.near_branch_target());
+    for r in &code {
+        flow::direct_call_targets(r.va, &r.bytes, |t| {
+            if in_code(t) {
+                cuts.insert(t);
+            }
+        });
+    }
+    // A region longer than this is cut (a hostile or absurd function):
+    // what flows across the cut is forgotten, memory stays bounded.
+    for r in &code {
+        let end = r.va + r.bytes.len() as u64;
+        let starts: Vec<u64> = std::iter::once(r.va)
+            .chain(cuts.range(r.va + 1..end).copied())
+            .chain(std::iter::once(end))
+            .collect();
+        for w in starts.windows(2) {
+            let mut at = w[0] + MAX_REGION_BYTES;
+            while at < w[1] {
+                cuts.insert(at);
+                at += MAX_REGION_BYTES;
+            }
         }
     }
-    drop(linear);
     let thunk = |t: u64| -> Option<u64> {
         let r = code.iter().find(|r| r.contains(t))?;
         let at = (t - r.va) as usize;

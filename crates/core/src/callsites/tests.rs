@@ -21,7 +21,8 @@ fn every_recorded_immediate_is_a_site_and_nothing_else() {
         let (img, mut w, scan) = scan_driver(d);
         assert_eq!(scan.unreadable_pages, 0);
         let mut sym = Symbolizer::new(SymbolizerOptions::default());
-        let (sites, unresolved) = tag_sites(std::slice::from_ref(&scan), &[], &mut w, &mut sym, &img);
+        let (sites, unresolved) =
+            tag_sites(std::slice::from_ref(&scan), &[], &mut w, &mut sym, &img);
         assert!(unresolved.is_empty(), "{}: {unresolved:?}", d.info.file);
         for (tag, rvas) in &d.info.tag_rvas {
             let t = PoolTag::parse(tag).unwrap();
@@ -208,4 +209,30 @@ fn mapped_driver_from_code_names_the_module_that_passes_the_tag() {
     assert_eq!(row("FsFl"), Some(("fsfilt.sys", 1, 1)));
     // nt's own tags are not attributed to a driver.
     assert_eq!(row("File"), None);
+}
+
+#[test]
+fn a_huge_code_section_is_cut_into_bounded_regions() {
+    // leakydrv with .text claiming 8 MiB (zeros past its raw data) and
+    // SizeOfImage to match: the scan still finds the real sites, and the
+    // zeros are cut into regions of at most MAX_REGION_BYTES.
+    let d = &pooldump_kit::drivers::all()[0];
+    let mut v = d.image.to_vec();
+    let e = u32::from_le_bytes(v[0x3C..0x40].try_into().unwrap()) as usize;
+    let opt = e + 24;
+    let big: u32 = 8 << 20;
+    let table = opt + u16::from_le_bytes(v[e + 20..e + 22].try_into().unwrap()) as usize;
+    v[table + 8..table + 12].copy_from_slice(&big.to_le_bytes());
+    v[opt + 56..opt + 60].copy_from_slice(&(big + 0x10_0000).to_le_bytes());
+    let img = ImageMemory::from_bytes("huge", Arc::from(v)).unwrap();
+    let mut w = StackWalker::from_modules(vec![img.module()]);
+    let scan = scan_module(&mut w, &img, 0).unwrap();
+    assert_eq!(scan.code_bytes, u64::from(big));
+    let leak = PoolTag::parse("Leak").unwrap();
+    let n = scan
+        .calls
+        .iter()
+        .filter(|c| c.tags.iter().flatten().any(|t| t.tag == leak))
+        .count();
+    assert_eq!(n, 5, "{:#?}", scan.calls);
 }
