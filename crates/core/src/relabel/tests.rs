@@ -217,3 +217,20 @@ fn checksum_known_answer() {
     let folded = (words & 0xFFFF) + (words >> 16);
     assert_eq!(pe_checksum(&f), Some(folded + 0x100));
 }
+
+#[test]
+fn a_signed_file_is_reported_as_signed() {
+    let d = &pooldump_kit::drivers::all()[0];
+    let (img, sites) = leakydrv_sites();
+    let mut c = TagChooser::new([], None);
+    let map = plan(t("Leak"), None, &[file_module(&img)], &sites, &mut c).unwrap();
+    // IMAGE_DIRECTORY_ENTRY_SECURITY (entry 4 of a PE32+'s directories,
+    // at optional header + 112) pointing at a certificate table.
+    let mut v = d.image.to_vec();
+    let e = u32::from_le_bytes(v[0x3C..0x40].try_into().unwrap()) as usize;
+    let dir = e + 24 + 112 + 8 * 4;
+    v[dir..dir + 4].copy_from_slice(&0x1000u32.to_le_bytes());
+    v[dir + 4..dir + 8].copy_from_slice(&0x200u32.to_le_bytes());
+    assert!(patch_image(&v, &map).unwrap().was_signed);
+    assert!(!patch_image(d.image, &map).unwrap().was_signed);
+}
