@@ -15,7 +15,9 @@ use pooldump_core::symbols::SourceKind;
 use serde::Serialize;
 
 use crate::common::{KdnetReport, SourceArgs, SymbolArgs, kdnet_report, open_source, release};
+use crate::relabel_rows;
 use crate::render::{Align, Table};
+use pooldump_core::relabel;
 
 /// Per-tag pool usage (PoolMon, !poolused) and the big-page table.
 #[derive(Debug, clap::Args)]
@@ -68,6 +70,11 @@ pub struct Args {
     /// session's tracker read through its own processes' page tables.
     #[arg(long, conflicts_with = "big_pool")]
     pub session: bool,
+    /// Rows per call site: the map `callsites --patch` or `relabel` wrote
+    /// (each allocation site's fresh tag counted under its site's name),
+    /// checked against this dump's or target's kernel and modules.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["big_pool", "session"])]
+    pub relabel: Option<PathBuf>,
     /// Print JSON (schema pooldump.analyze/1, docs/analyze.md).
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -116,6 +123,9 @@ pub struct Report {
     /// `rows`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sessions: Option<Vec<Session>>,
+    /// With --relabel: the rows per call site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relabel: Option<RelabelReport>,
     pub tracker: TrackerSummary,
     pub warnings: Vec<String>,
     /// A live target: what the KDNET link did (docs/kdnet.md).
@@ -139,6 +149,34 @@ pub struct Session {
     pub totals: PoolTotals,
     pub tags: u64,
     pub rows: Vec<Row>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RelabelReport {
+    /// The map file.
+    pub map: String,
+    /// The tag the map split.
+    pub tag: String,
+    /// One row per (site, pool), sorted and filtered like the tag table;
+    /// the old tag's row says what was counted before the relabel.
+    pub rows: Vec<SiteRow>,
+    /// Free sites (patched to pass 0: their frees count under the freed
+    /// block's own tag).
+    pub free_sites: Vec<String>,
+    /// Allocation sites whose tag the tracker has no row for.
+    pub quiet_sites: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SiteRow {
+    /// `module!function+0xoff`, or the old tag's note.
+    pub site: String,
+    /// Index into the map's sites (none for the old tag).
+    pub map_site: Option<usize>,
+    /// What the site's code holds in this memory (relabelled, original...).
+    pub code: Option<pooldump_core::relabel::SiteState>,
+    #[serde(flatten)]
+    pub row: Row,
 }
 
 #[derive(Debug, Serialize)]
@@ -358,6 +396,49 @@ pub fn collect(args: &Args) -> Result<Report> {
     } else {
         None
     };
+    let relabel = match &args.relabel {
+        Some(path) => {
+            let checked = relabel_rows::load_and_check(path, &target);
+            let checked = match checked {
+                Ok(c) => c,
+                Err(e) => {
+                    release(&target)?;
+                    return Err(e);
+                }
+            };
+            warnings.extend(checked.warnings.iter().cloned());
+            let map = &checked.map;
+            // The map's tags, filtered and sorted as the tag table is.
+            let q = UsageQuery {
+                include: relabel_rows::map_tags(map)
+                    .into_iter()
+                    .map(relabel_rows::pattern)
+                    .collect(),
+                exclude: args.exclude.clone(),
+                ..query.clone()
+            };
+            let rows = q.apply(&usage.rows);
+            Some(RelabelReport {
+                map: path.display().to_string(),
+                tag: map.tag.to_string(),
+                rows: relabel::site_usage(map, &rows)
+                    .iter()
+                    .map(|u| SiteRow {
+                        site: u.site.clone(),
+                        map_site: u.map_site,
+                        code: u.map_site.and_then(|i| checked.states.get(i).cloned()),
+                        row: row(&u.usage),
+                    })
+                    .collect(),
+                free_sites: relabel_rows::free_sites(map),
+                quiet_sites: relabel::quiet_sites(map, &usage.rows)
+                    .iter()
+                    .map(|s| format!("{} ({})", s.site, s.new_tag))
+                    .collect(),
+            })
+        }
+        None => None,
+    };
     // Everything is read: let a live target run again.
     release(&target)?;
     let kdnet = kdnet_report(&target);
@@ -397,6 +478,7 @@ pub fn collect(args: &Args) -> Result<Report> {
         rows: rows.iter().map(row).collect(),
         big_pool,
         sessions,
+        relabel,
         tracker: TrackerSummary {
             table: usage.tracker.table.to_string(),
             size: usage.tracker.size,
@@ -563,6 +645,8 @@ fn render_text(r: &Report, args: &Args) -> String {
             ));
             tag_table(&mut out, &x.rows, None, args);
         }
+    } else if let Some(x) = &r.relabel {
+        site_table(&mut out, x);
     } else {
         let totals = args
             .totals
@@ -630,6 +714,50 @@ fn tag_table(
     t.render(out, 1);
 }
 
+/// `--relabel`: PoolMon's columns per call site.
+fn site_table(out: &mut String, x: &RelabelReport) {
+    out.push_str(&format!("Per call site of {} (map {}):\n", x.tag, x.map));
+    let mut t = Table::new(&[
+        ("Site", Align::Left),
+        ("Tag", Align::Left),
+        ("Type", Align::Left),
+        ("Allocs", Align::Right),
+        ("Frees", Align::Right),
+        ("Diff", Align::Right),
+        ("Bytes", Align::Right),
+        ("Per Alloc", Align::Right),
+    ]);
+    for s in &x.rows {
+        t.push(vec![
+            s.site.clone(),
+            s.row.tag.clone(),
+            s.row.pool.into(),
+            s.row.allocs.to_string(),
+            s.row.frees.to_string(),
+            s.row.diff.to_string(),
+            s.row.bytes.to_string(),
+            s.row.per_alloc.to_string(),
+        ]);
+    }
+    if x.rows.is_empty() {
+        out.push_str(" Nothing is counted under the map's tags.\n");
+    } else {
+        t.render(out, 1);
+    }
+    if !x.quiet_sites.is_empty() {
+        out.push_str(&format!(
+            "\nNothing counted yet under: {}\n",
+            x.quiet_sites.join(", ")
+        ));
+    }
+    if !x.free_sites.is_empty() {
+        out.push_str(&format!(
+            "\nFree sites (patched to pass 0, as ExFreePool does; their frees count under each block's own tag): {}\n",
+            x.free_sites.join(", ")
+        ));
+    }
+}
+
 /// The CSV columns of a tag row.
 const ROW_COLUMNS: [&str; 10] = [
     "tag",
@@ -669,6 +797,13 @@ fn render_csv(r: &Report, args: &Args) -> Result<String> {
             for x in &s.rows {
                 w.write_record(std::iter::once(id.clone()).chain(row_fields(x)))?;
             }
+        }
+        return Ok(String::from_utf8(w.into_inner()?)?);
+    }
+    if let Some(x) = &r.relabel {
+        w.write_record(std::iter::once("site").chain(ROW_COLUMNS))?;
+        for s in &x.rows {
+            w.write_record(std::iter::once(s.site.clone()).chain(row_fields(&s.row)))?;
         }
         return Ok(String::from_utf8(w.into_inner()?)?);
     }

@@ -19,7 +19,9 @@ use pooldump_core::pool::find::{
 use serde::Serialize;
 
 use crate::common::{Source, SourceArgs, SymbolArgs, kdnet_report, open_source, release};
+use crate::relabel_rows;
 use crate::render::{Align, Table};
+use pooldump_core::relabel::RelabelMap;
 
 /// Find every allocation with the given tags (!poolfind).
 #[derive(Debug, clap::Args)]
@@ -56,6 +58,11 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Find the tags of a relabel map (each allocation site's fresh tag,
+    /// and the old one) and add a table per call site; the map is checked
+    /// against this dump's or target's kernel and modules.
+    #[arg(long, value_name = "FILE")]
+    pub relabel: Option<PathBuf>,
     /// Print JSON (schema pooldump.find/1, docs/find.md).
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -75,6 +82,9 @@ pub struct Report {
     pub allocations: Vec<Allocation>,
     pub tags: Vec<TagRow>,
     pub unmapped: Vec<Unmapped>,
+    /// With --relabel: the allocations found per call site.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sites: Option<Vec<SiteRow>>,
     pub scan: Scan,
     pub warnings: Vec<String>,
     /// A live target: what the KDNET link did (docs/kdnet.md).
@@ -122,6 +132,19 @@ pub struct TagRow {
     pub not_found: Option<u64>,
 }
 
+/// One call site of a relabel map: the allocations carrying its tag.
+#[derive(Debug, Serialize)]
+pub struct SiteRow {
+    /// `module!function+0xoff`, or the old tag's note.
+    pub site: String,
+    pub tag: String,
+    pub allocated: u64,
+    pub bytes: u64,
+    pub free: u64,
+    pub tracker_diff: Option<u64>,
+    pub tracker_bytes: Option<u64>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Unmapped {
     pub pa: String,
@@ -163,14 +186,24 @@ pub fn run(args: &Args) -> Result<String> {
     })
 }
 
-/// The tags of `--tag` and `--tags-from`.
+/// The tags of `--tag`, `--tags-from` and `--relabel`'s map.
 pub fn patterns(args: &Args) -> Result<Vec<TagPattern>> {
     let mut p = args.tags.clone();
     if let Some(f) = &args.tags_from {
         p.extend(read_tags_file(f)?);
     }
+    if let Some(path) = &args.relabel {
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("{}: cannot read the map", path.display()))?;
+        let map = RelabelMap::from_json(&bytes, &path.display().to_string())?;
+        p.extend(
+            relabel_rows::map_tags(&map)
+                .into_iter()
+                .map(relabel_rows::pattern),
+        );
+    }
     if p.is_empty() {
-        bail!("name the tags to find with --tag TAG or --tags-from FILE");
+        bail!("name the tags to find with --tag TAG, --tags-from FILE or --relabel MAP");
     }
     Ok(p)
 }
@@ -198,6 +231,18 @@ fn read_tags_file(path: &Path) -> Result<Vec<TagPattern>> {
 pub fn collect(args: &Args) -> Result<Report> {
     let patterns = patterns(args)?;
     let (target, meta) = open_source(&args.source, &args.symbols)?;
+    let checked = match args
+        .relabel
+        .as_deref()
+        .map(|p| relabel_rows::load_and_check(p, &target))
+    {
+        Some(Err(e)) => {
+            release(&target)?;
+            return Err(e);
+        }
+        Some(Ok(c)) => Some(c),
+        None => None,
+    };
     let bar =
         (!args.no_progress && !args.json && std::io::stderr().is_terminal()).then(ScanBar::default);
     let opts = FindOptions {
@@ -226,6 +271,9 @@ pub fn collect(args: &Args) -> Result<Report> {
     let found = found?;
     let mut warnings = target.notes.clone();
     warnings.extend(found.warnings.iter().cloned());
+    if let Some(c) = &checked {
+        warnings.extend(c.warnings.iter().cloned());
+    }
     let mut r = report(
         &found,
         &meta.name,
@@ -235,7 +283,44 @@ pub fn collect(args: &Args) -> Result<Report> {
         warnings,
     );
     r.kdnet = kdnet_report(&target);
+    r.sites = checked.map(|c| site_rows(&c.map, &found));
     Ok(r)
+}
+
+/// The per-tag counts as rows per call site of the map: each allocation
+/// site's tag, most bytes first, then the old tag.
+fn site_rows(map: &RelabelMap, r: &FindReport) -> Vec<SiteRow> {
+    let mut rows: Vec<SiteRow> = r
+        .tags
+        .iter()
+        .filter_map(|t| {
+            let site = if t.tag.unprotected() == map.tag.unprotected() {
+                format!(
+                    "(old tag {}: before the relabel, or unpatched code)",
+                    map.tag
+                )
+            } else {
+                map.site_of(t.tag)?.site.clone()
+            };
+            Some(SiteRow {
+                site,
+                tag: t.tag.to_string(),
+                allocated: t.allocated,
+                bytes: t.allocated_bytes,
+                free: t.free,
+                tracker_diff: t.tracker.map(|c| c.diff),
+                tracker_bytes: t.tracker.map(|c| c.bytes),
+            })
+        })
+        .collect();
+    rows.sort_by_key(|x| {
+        (
+            x.site.starts_with('('),
+            std::cmp::Reverse(x.bytes),
+            x.site.clone(),
+        )
+    });
+    rows
 }
 
 fn hex(v: u64) -> String {
@@ -296,6 +381,7 @@ fn report(
                 not_found: t.not_found,
             })
             .collect(),
+        sites: None,
         unmapped: r
             .unmapped
             .iter()
@@ -432,6 +518,30 @@ fn render_text(r: &Report, args: &Args) -> String {
         ]);
     }
     t.render(&mut out, 1);
+    if let Some(sites) = &r.sites {
+        out.push_str("\nPer call site (the relabel map's tags):\n");
+        let mut t = Table::new(&[
+            ("Site", Align::Left),
+            ("Tag", Align::Left),
+            ("Allocated", Align::Right),
+            ("Bytes", Align::Right),
+            ("Free", Align::Right),
+            ("Tracker", Align::Right),
+            ("Tracker Bytes", Align::Right),
+        ]);
+        for x in sites {
+            t.push(vec![
+                x.site.clone(),
+                x.tag.clone(),
+                x.allocated.to_string(),
+                x.bytes.to_string(),
+                x.free.to_string(),
+                opt(x.tracker_diff),
+                opt(x.tracker_bytes),
+            ]);
+        }
+        t.render(&mut out, 1);
+    }
     if !r.unmapped.is_empty() && !args.per_tag {
         out.push_str(
             "\nHeaders in frames no pool address maps (possibly freed memory; not counted above):\n",

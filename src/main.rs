@@ -4,11 +4,13 @@
 //! only parses arguments, writes output and reports errors.
 
 mod analyze;
+mod callsites;
 mod common;
 mod find;
 mod hittag;
 mod info;
 mod info_small;
+mod relabel_rows;
 mod render;
 mod stack;
 mod symbols;
@@ -46,6 +48,9 @@ struct Cli {
 enum Command {
     /// Per-tag pool usage (PoolMon, !poolused) and the big-page table.
     Analyze(analyze::Args),
+    /// Every instruction of the loaded drivers (or a driver file) that
+    /// passes a tag to a pool routine; --patch writes a relabelled copy.
+    Callsites(callsites::Args),
     /// Every allocation with the given tags (!poolfind), at memory
     /// bandwidth: address, size, pool, allocated or free, allocator.
     Find(find::Args),
@@ -85,6 +90,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Analyze(args) => analyze::run(args),
+        Command::Callsites(args) => callsites::run(args),
         Command::Find(args) => find::run(args),
         Command::Info(args) => info::run(args),
         Command::Stack(args) => stack::run(args),

@@ -6,12 +6,14 @@
 
 pub mod addr;
 pub mod bytes;
+pub mod callsites;
 pub mod dump;
 pub mod hittag;
 pub mod kernel;
 pub mod memory;
 pub mod pagemap;
 pub mod pool;
+pub mod relabel;
 pub mod snapshot;
 pub mod snapshot_text;
 pub mod stack;

@@ -36,11 +36,13 @@ use crate::memory::{Memory, MemoryExt};
 use crate::stack::{ReadStats, Registers, StackTrace, StackWalker, Symbol, Symbolizer};
 use crate::tag::PoolTag;
 
-pub use callsite::{Call, CallTarget, Code, MAX_FUNCTION_BYTES};
+pub use callsite::{Call, CallTarget, Code, MAX_FUNCTION_BYTES, thunk_slot};
 pub use table::{FrameRow, HitTable, OtherStop, SiteRow, StackRow};
 
 /// Whether a pool call allocates or frees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum PoolCall {
     Alloc,
@@ -308,62 +310,70 @@ impl<'a> HitAnalyzer<'a> {
         &self.imports[&m]
     }
 
-    /// Parse module `m`'s import descriptors: each FirstThunk (IAT) slot
-    /// named by the OriginalFirstThunk's hint/name entry.
+    /// Parse module `m`'s import descriptors.
     fn read_imports<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
         m: usize,
         stats: &mut ReadStats,
     ) -> Option<Imports> {
-        let base = self.walker.modules()[m].base.0;
-        let (dir, size) = self.walker.import_directory(mem, m, stats).ok()??;
-        let n = (size as usize / 20).clamp(1, MAX_DESCRIPTORS);
-        let descs = self
-            .walker
-            .read_image(mem, m, dir, (n * 20) as u32, stats)
-            .ok()?;
-        let mut out = Imports::default();
-        for d in descs.chunks_exact(20) {
-            let d = Le(d);
-            let (ilt, name, iat) = (
-                d.u32(0).unwrap_or(0),
-                d.u32(12).unwrap_or(0),
-                d.u32(16).unwrap_or(0),
-            );
-            if name == 0 || iat == 0 {
+        import_slots(&mut self.walker, mem, m, stats).map(|slots| Imports { slots })
+    }
+}
+
+/// Module `m`'s imports by name: each FirstThunk (IAT) slot's address,
+/// named by the OriginalFirstThunk's hint/name entry. Imports by ordinal
+/// and bound IATs without a lookup table are left out; at most
+/// 256 descriptors and 4096 names are read (hostile headers).
+pub fn import_slots<M: Memory + ?Sized>(
+    walker: &mut StackWalker,
+    mem: &M,
+    m: usize,
+    stats: &mut ReadStats,
+) -> Option<HashMap<u64, String>> {
+    let base = walker.modules().get(m)?.base.0;
+    let (dir, size) = walker.import_directory(mem, m, stats).ok()??;
+    let n = (size as usize / 20).clamp(1, MAX_DESCRIPTORS);
+    let descs = walker
+        .read_image(mem, m, dir, (n * 20) as u32, stats)
+        .ok()?;
+    let mut out = HashMap::new();
+    for d in descs.chunks_exact(20) {
+        let d = Le(d);
+        let (ilt, name, iat) = (
+            d.u32(0).unwrap_or(0),
+            d.u32(12).unwrap_or(0),
+            d.u32(16).unwrap_or(0),
+        );
+        if name == 0 || iat == 0 {
+            break;
+        }
+        let lookup = if ilt != 0 { ilt } else { iat };
+        for j in 0..MAX_IMPORTS as u32 {
+            if out.len() >= MAX_IMPORTS {
                 break;
             }
-            let lookup = if ilt != 0 { ilt } else { iat };
-            for j in 0..MAX_IMPORTS as u32 {
-                if out.slots.len() >= MAX_IMPORTS {
-                    break;
-                }
-                let Ok(e) = self.walker.read_image(mem, m, lookup + 8 * j, 8, stats) else {
-                    break;
-                };
-                let e = u64::from_le_bytes(e.try_into().unwrap_or([0; 8]));
-                if e == 0 {
-                    break;
-                }
-                if e >> 63 != 0 || ilt == 0 {
-                    // By ordinal, or a bound IAT with no names left.
-                    continue;
-                }
-                let Ok(hint) =
-                    self.walker
-                        .read_image(mem, m, (e & 0x7FFF_FFFF) as u32 + 2, 64, stats)
-                else {
-                    continue;
-                };
-                let end = hint.iter().position(|b| *b == 0).unwrap_or(hint.len());
-                let name = String::from_utf8_lossy(&hint[..end]).into_owned();
-                out.slots
-                    .insert(base + u64::from(iat) + 8 * u64::from(j), name);
+            let Ok(e) = walker.read_image(mem, m, lookup.saturating_add(8 * j), 8, stats) else {
+                break;
+            };
+            let e = u64::from_le_bytes(e.try_into().unwrap_or([0; 8]));
+            if e == 0 {
+                break;
             }
+            if e >> 63 != 0 || ilt == 0 {
+                // By ordinal, or a bound IAT with no names left.
+                continue;
+            }
+            let Ok(hint) = walker.read_image(mem, m, (e & 0x7FFF_FFFF) as u32 + 2, 64, stats)
+            else {
+                continue;
+            };
+            let end = hint.iter().position(|b| *b == 0).unwrap_or(hint.len());
+            let name = String::from_utf8_lossy(&hint[..end]).into_owned();
+            out.insert(base + u64::from(iat) + 8 * u64::from(j), name);
         }
-        Some(out)
     }
+    Some(out)
 }
 
 /// The tag PoolHitTag holds, as `ed nt!PoolHitTag` writes it: the raw

@@ -288,6 +288,62 @@ pub(crate) fn headers_of(bytes: &[u8]) -> Result<Headers, String> {
     })
 }
 
+/// One entry of an image's section table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SectionHeader {
+    /// The 8-byte name, NULs trimmed, non-printable bytes escaped.
+    pub name: String,
+    pub rva: u32,
+    pub virtual_size: u32,
+    pub raw_offset: u32,
+    pub raw_size: u32,
+    pub characteristics: u32,
+}
+
+impl SectionHeader {
+    /// IMAGE_SCN_MEM_EXECUTE or IMAGE_SCN_CNT_CODE.
+    pub fn is_code(&self) -> bool {
+        self.characteristics & (0x2000_0000 | 0x20) != 0
+    }
+
+    /// The bytes the loader maps: the virtual size, or the raw size when
+    /// the virtual size is 0 (as [`ImageFile::read_rva`] maps them).
+    pub fn mapped_size(&self) -> u32 {
+        if self.virtual_size == 0 {
+            self.raw_size
+        } else {
+            self.virtual_size
+        }
+    }
+
+    /// The file offset of `rva` when it lies in this section's raw data.
+    pub fn file_offset(&self, rva: u32) -> Option<u32> {
+        let off = rva.checked_sub(self.rva)?;
+        (off < self.raw_size.min(self.mapped_size())).then(|| self.raw_offset.checked_add(off))?
+    }
+}
+
+/// Parse `n` section headers from `table` (40 bytes each).
+pub(crate) fn parse_sections(table: &[u8], n: usize) -> Vec<SectionHeader> {
+    table
+        .chunks_exact(40)
+        .take(n.min(MAX_SECTIONS))
+        .map(|c| {
+            let b = Le(c);
+            let raw = &c[..8];
+            let end = raw.iter().position(|&x| x == 0).unwrap_or(8);
+            SectionHeader {
+                name: crate::bytes::escape_ascii(&raw[..end]),
+                virtual_size: b.u32(8).unwrap_or(0),
+                rva: b.u32(12).unwrap_or(0),
+                raw_size: b.u32(16).unwrap_or(0),
+                raw_offset: b.u32(20).unwrap_or(0),
+                characteristics: b.u32(36).unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
 /// Why a module's image bytes could not be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImageError {
@@ -473,6 +529,27 @@ impl ModuleImage {
             return Ok(h2);
         }
         Ok(h)
+    }
+
+    /// The image's section table (read through the page cache).
+    pub fn sections<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        stats: &mut ReadStats,
+    ) -> Result<Vec<SectionHeader>, ImageError> {
+        let (at, n) = (
+            self.headers.section_table,
+            self.headers.sections.min(MAX_SECTIONS),
+        );
+        if at == 0 || n == 0 {
+            return Ok(Vec::new());
+        }
+        let at = u32::try_from(at).map_err(|_| ImageError::Malformed {
+            image: self.describe(),
+            detail: format!("the section table at {at:#x} is past 4 GiB"),
+        })?;
+        let table = self.read(mem, at, (40 * n) as u32, stats)?;
+        Ok(parse_sections(&table, n))
     }
 
     pub fn origin(&self) -> ImageOrigin {

@@ -54,7 +54,7 @@ use crate::memory::Memory;
 pub use context::{CONTEXT_SIZE, ContextError, Nonvolatiles, Reg, Registers, flags};
 pub use image::{
     ImageError, ImageFile, ImageLocator, ImageOrigin, ImageRequest, MAX_CACHED_PAGES, ReadStats,
-    StackModule,
+    SectionHeader, StackModule,
 };
 pub use stack_reader::STACK_CHUNK;
 pub use symbolize::{Symbol, SymbolOrigin, Symbolizer, SymbolizerOptions};
@@ -343,6 +343,40 @@ impl StackWalker {
     ) -> Result<Option<(u32, u32)>, ImageError> {
         let img = self.image(mem, i, stats)?;
         Ok(img.headers.import)
+    }
+
+    /// Module `i`'s section table.
+    pub fn sections<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        i: usize,
+        stats: &mut ReadStats,
+    ) -> Result<Vec<SectionHeader>, ImageError> {
+        let img = self.image(mem, i, stats)?;
+        img.sections(mem, stats)
+    }
+
+    /// Module `i`'s TimeDateStamp and SizeOfImage, from its headers.
+    pub fn image_identity<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        i: usize,
+        stats: &mut ReadStats,
+    ) -> Result<(u32, u32), ImageError> {
+        let img = self.image(mem, i, stats)?;
+        Ok((img.headers.time_date_stamp, img.headers.size_of_image))
+    }
+
+    /// Every RUNTIME_FUNCTION of module `i` (its exception directory, in
+    /// table order).
+    pub fn runtime_functions<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        i: usize,
+        stats: &mut ReadStats,
+    ) -> Result<Vec<RuntimeFunction>, ImageError> {
+        let img = self.image(mem, i, stats)?;
+        img.functions(mem, stats)
     }
 
     /// The unwind data of every function of module `i` (its exception

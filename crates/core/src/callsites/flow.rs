@@ -1,0 +1,558 @@
+//! Which values reach a register at each call of a piece of code, found
+//! without running it.
+//!
+//! A forward data-flow over the code's basic blocks: per general-purpose
+//! register, either "unknown" or a small set of sources (an immediate
+//! operand, a qword loaded from a RIP-relative address). Moves copy,
+//! `cmovcc` joins its two operands (a tag chosen at run time between two
+//! immediates reaches the call as both), joins at block entries union the
+//! sets, anything else that writes a register forgets it, and a call
+//! forgets the volatile registers (RAX, RCX, RDX, R8-R11). The sets are
+//! bounded, so the fixpoint is reached; a set that would grow past
+//! [`MAX_VALUES`] becomes unknown.
+//!
+//! iced-x86 decodes, and its instruction-info tables say which registers an
+//! instruction writes, so an instruction this module does not model is
+//! handled conservatively (its destinations become unknown) rather than
+//! ignored. Written by hand because no crate does value-set analysis of
+//! x64 code at this scale; it is a few hundred lines over iced's tables.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use iced_x86::{
+    Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory, Mnemonic, OpAccess,
+    OpKind, Register,
+};
+
+/// Values a register may hold at most before it counts as unknown.
+pub const MAX_VALUES: usize = 4;
+
+/// Where a value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Src {
+    /// An immediate operand: the value as the register holds it, the
+    /// instruction, and the address of the operand's four low bytes when
+    /// they can be patched (a 32- or 64-bit immediate, not a sign-extended
+    /// imm8 nor a value an `xor` made).
+    Imm {
+        value: u64,
+        insn: u64,
+        imm: Option<u64>,
+    },
+    /// A qword loaded from `[rip+disp]` (an import address table slot).
+    Load { slot: u64 },
+}
+
+/// What a register holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Val {
+    Unknown,
+    /// One of these (sorted, at most [`MAX_VALUES`]).
+    Set(Vec<Src>),
+}
+
+impl Val {
+    fn one(s: Src) -> Self {
+        Val::Set(vec![s])
+    }
+
+    fn join(&self, o: &Val) -> Val {
+        match (self, o) {
+            (Val::Set(a), Val::Set(b)) => {
+                let mut v: Vec<Src> = a.iter().chain(b).copied().collect();
+                v.sort();
+                v.dedup();
+                if v.len() > MAX_VALUES {
+                    Val::Unknown
+                } else {
+                    Val::Set(v)
+                }
+            }
+            _ => Val::Unknown,
+        }
+    }
+
+    /// The value after a 32-bit write of it (upper half zeroed): immediates
+    /// truncated, pointers lost.
+    fn truncated(&self) -> Val {
+        match self {
+            Val::Set(v) => {
+                let mut out = Vec::with_capacity(v.len());
+                for s in v {
+                    match *s {
+                        Src::Imm { value, insn, imm } => out.push(Src::Imm {
+                            value: value & 0xFFFF_FFFF,
+                            insn,
+                            imm,
+                        }),
+                        Src::Load { .. } => return Val::Unknown,
+                    }
+                }
+                out.sort();
+                out.dedup();
+                Val::Set(out)
+            }
+            Val::Unknown => Val::Unknown,
+        }
+    }
+}
+
+/// The sixteen general-purpose registers, by number (RAX=0 .. R15=15).
+pub type State = [Val; 16];
+
+fn unknown_state() -> State {
+    std::array::from_fn(|_| Val::Unknown)
+}
+
+/// The register number of a general-purpose register of any width.
+pub fn gpr(r: Register) -> Option<usize> {
+    let f = r.full_register();
+    f.is_gpr64().then(|| f.number())
+}
+
+/// RAX, RCX, RDX, R8, R9, R10, R11: what a call may change.
+const VOLATILE: [usize; 7] = [0, 1, 2, 8, 9, 10, 11];
+
+/// A decoded instruction and where its patchable immediate is.
+#[derive(Debug, Clone)]
+pub struct Insn {
+    pub ins: Instruction,
+    /// VA of a 4- or 8-byte immediate operand.
+    pub imm: Option<u64>,
+}
+
+/// Decode `bytes` (at `va`) linearly; an undecodable byte is skipped.
+pub fn decode_linear(va: u64, bytes: &[u8]) -> Vec<Insn> {
+    let mut d = Decoder::with_ip(64, bytes, va, DecoderOptions::NONE);
+    let mut out = Vec::new();
+    while d.can_decode() {
+        let at = d.position();
+        let i = d.decode();
+        if i.is_invalid() {
+            // Resynchronise one byte on.
+            let _ = d.set_position(at + 1);
+            d.set_ip(va + at as u64 + 1);
+            continue;
+        }
+        let co = d.get_constant_offsets(&i);
+        let imm = (co.has_immediate() && matches!(co.immediate_size(), 4 | 8))
+            .then(|| i.ip() + co.immediate_offset() as u64);
+        out.push(Insn { ins: i, imm });
+    }
+    out
+}
+
+/// Every direct call target in `bytes` (at `va`), decoded linearly without
+/// keeping the instructions (a whole code section at a time).
+pub fn direct_call_targets(va: u64, bytes: &[u8], mut f: impl FnMut(u64)) {
+    let mut d = Decoder::with_ip(64, bytes, va, DecoderOptions::NONE);
+    let mut i = Instruction::default();
+    while d.can_decode() {
+        let at = d.position();
+        d.decode_out(&mut i);
+        if i.is_invalid() {
+            let _ = d.set_position(at + 1);
+            d.set_ip(va + at as u64 + 1);
+            continue;
+        }
+        if i.flow_control() == FlowControl::Call && i.op0_kind() == OpKind::NearBranch64 {
+            f(i.near_branch_target());
+        }
+    }
+}
+
+/// One call (or a jump that leaves the code) and the registers before it.
+#[derive(Debug, Clone)]
+pub struct CallPoint {
+    /// Index into the decoded instructions.
+    pub index: usize,
+    pub state: State,
+    /// The instruction starts a block no known edge reaches (the code's
+    /// first instruction, or one after padding): a linker thunk's `jmp`
+    /// is such an instruction, a function's tail call is not.
+    pub unreached: bool,
+}
+
+/// Run the data-flow over `code` (one function or region, decoded in
+/// address order) and return the state before every call, every indirect
+/// jump and every direct jump that leaves `code`.
+pub fn analyze(code: &[Insn]) -> Vec<CallPoint> {
+    if code.is_empty() {
+        return Vec::new();
+    }
+    let start = code[0].ins.ip();
+    let end = code.last().map_or(start, |i| i.ins.next_ip());
+    let index: HashMap<u64, usize> = code
+        .iter()
+        .enumerate()
+        .map(|(k, i)| (i.ins.ip(), k))
+        .collect();
+    let inside = |t: u64| (start..end).contains(&t);
+    // Leaders: the start, branch targets inside, what follows a transfer.
+    let mut leaders: BTreeSet<usize> = BTreeSet::from([0]);
+    for (k, i) in code.iter().enumerate() {
+        let fc = i.ins.flow_control();
+        if matches!(
+            fc,
+            FlowControl::ConditionalBranch | FlowControl::UnconditionalBranch
+        ) && is_near(&i.ins)
+            && let Some(&t) = index.get(&i.ins.near_branch_target())
+        {
+            leaders.insert(t);
+        }
+        if ends_block(fc) && k + 1 < code.len() {
+            leaders.insert(k + 1);
+        }
+    }
+    let leaders: Vec<usize> = leaders.into_iter().collect();
+    let block_of: BTreeMap<usize, usize> =
+        leaders.iter().enumerate().map(|(b, &k)| (k, b)).collect();
+    let bounds: Vec<(usize, usize)> = leaders
+        .iter()
+        .enumerate()
+        .map(|(b, &k)| (k, leaders.get(b + 1).copied().unwrap_or(code.len())))
+        .collect();
+    let mut succs: Vec<Vec<usize>> = vec![Vec::new(); bounds.len()];
+    let mut has_pred = vec![false; bounds.len()];
+    for (b, &(_, hi)) in bounds.iter().enumerate() {
+        let last = &code[hi - 1].ins;
+        let fc = last.flow_control();
+        let mut add = |k: usize, succs: &mut Vec<Vec<usize>>| {
+            if let Some(&s) = block_of.get(&k) {
+                succs[b].push(s);
+                has_pred[s] = true;
+            }
+        };
+        if matches!(
+            fc,
+            FlowControl::ConditionalBranch | FlowControl::UnconditionalBranch
+        ) && is_near(last)
+        {
+            let t = last.near_branch_target();
+            if inside(t)
+                && let Some(&k) = index.get(&t)
+            {
+                add(k, &mut succs);
+            }
+        }
+        if !ends_block(fc) || fc == FlowControl::ConditionalBranch {
+            add(hi, &mut succs);
+        }
+    }
+    // Entry states: a block no edge reaches (the start, code after a jump
+    // table's indirect jump) starts with nothing known.
+    let mut entry: Vec<Option<State>> = vec![None; bounds.len()];
+    let mut work: Vec<usize> = Vec::new();
+    for b in 0..bounds.len() {
+        if b == 0 || !has_pred[b] {
+            entry[b] = Some(unknown_state());
+            work.push(b);
+        }
+    }
+    let mut factory = InstructionInfoFactory::new();
+    let mut budget = 64 * bounds.len() + 64;
+    while let Some(b) = work.pop() {
+        if budget == 0 {
+            // Should not happen (the lattice is finite); give up safely.
+            return Vec::new();
+        }
+        budget -= 1;
+        let Some(mut st) = entry[b].clone() else {
+            continue;
+        };
+        let (lo, hi) = bounds[b];
+        for i in &code[lo..hi] {
+            step(&mut st, i, &mut factory);
+        }
+        for &s in &succs[b] {
+            let joined = match &entry[s] {
+                None => st.clone(),
+                Some(old) => std::array::from_fn(|r| old[r].join(&st[r])),
+            };
+            if entry[s].as_ref() != Some(&joined) {
+                entry[s] = Some(joined);
+                if !work.contains(&s) {
+                    work.push(s);
+                }
+            }
+        }
+    }
+    // Replay each block once more to see the state before each call.
+    let mut out = Vec::new();
+    for (b, &(lo, hi)) in bounds.iter().enumerate() {
+        let Some(mut st) = entry[b].clone() else {
+            continue;
+        };
+        for (k, i) in code.iter().enumerate().take(hi).skip(lo) {
+            let fc = i.ins.flow_control();
+            let leaves = match fc {
+                FlowControl::Call | FlowControl::IndirectCall | FlowControl::IndirectBranch => true,
+                FlowControl::UnconditionalBranch => {
+                    is_near(&i.ins) && !inside(i.ins.near_branch_target())
+                }
+                _ => false,
+            };
+            if leaves {
+                out.push(CallPoint {
+                    index: k,
+                    state: st.clone(),
+                    unreached: k == lo && !has_pred[b],
+                });
+            }
+            step(&mut st, i, &mut factory);
+        }
+    }
+    out.sort_by_key(|c| c.index);
+    out
+}
+
+fn is_near(i: &Instruction) -> bool {
+    matches!(
+        i.op0_kind(),
+        OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+    )
+}
+
+/// Control does not simply fall through after this.
+fn ends_block(fc: FlowControl) -> bool {
+    matches!(
+        fc,
+        FlowControl::ConditionalBranch
+            | FlowControl::UnconditionalBranch
+            | FlowControl::IndirectBranch
+            | FlowControl::Return
+            | FlowControl::Interrupt
+            | FlowControl::Exception
+    )
+}
+
+fn is_cmov(m: Mnemonic) -> bool {
+    matches!(
+        m,
+        Mnemonic::Cmova
+            | Mnemonic::Cmovae
+            | Mnemonic::Cmovb
+            | Mnemonic::Cmovbe
+            | Mnemonic::Cmove
+            | Mnemonic::Cmovg
+            | Mnemonic::Cmovge
+            | Mnemonic::Cmovl
+            | Mnemonic::Cmovle
+            | Mnemonic::Cmovne
+            | Mnemonic::Cmovno
+            | Mnemonic::Cmovnp
+            | Mnemonic::Cmovns
+            | Mnemonic::Cmovo
+            | Mnemonic::Cmovp
+            | Mnemonic::Cmovs
+    )
+}
+
+/// The state after instruction `i`.
+pub fn step(st: &mut State, i: &Insn, factory: &mut InstructionInfoFactory) {
+    let ins = &i.ins;
+    let m = ins.mnemonic();
+    // The destination register, if op0 is one of at least 32 bits.
+    let dst = (ins.op_count() > 0 && ins.op0_kind() == OpKind::Register)
+        .then(|| ins.op0_register())
+        .filter(|r| r.size() >= 4)
+        .and_then(|r| gpr(r).map(|n| (n, r.size())));
+    let src_reg = (ins.op_count() > 1 && ins.op1_kind() == OpKind::Register)
+        .then(|| ins.op1_register())
+        .and_then(gpr);
+    let fit = |v: Val, size: usize| if size == 4 { v.truncated() } else { v };
+    let modelled: Option<(usize, Val)> = match (m, dst) {
+        (Mnemonic::Mov, Some((d, size))) => Some((
+            d,
+            match ins.op1_kind() {
+                OpKind::Immediate32
+                | OpKind::Immediate64
+                | OpKind::Immediate32to64
+                | OpKind::Immediate8to32
+                | OpKind::Immediate8to64 => {
+                    let v = ins.immediate(1);
+                    Val::one(Src::Imm {
+                        value: if size == 4 { v & 0xFFFF_FFFF } else { v },
+                        insn: ins.ip(),
+                        imm: i.imm,
+                    })
+                }
+                OpKind::Register => match src_reg {
+                    Some(s) => fit(st[s].clone(), size),
+                    None => Val::Unknown,
+                },
+                OpKind::Memory
+                    if size == 8
+                        && ins.memory_base() == Register::RIP
+                        && ins.memory_index() == Register::None =>
+                {
+                    Val::one(Src::Load {
+                        slot: ins.memory_displacement64(),
+                    })
+                }
+                _ => Val::Unknown,
+            },
+        )),
+        (m, Some((d, size))) if is_cmov(m) => Some((
+            d,
+            match src_reg {
+                // The condition may or may not hold: either value. (A
+                // 32-bit cmov zeroes the upper half either way.)
+                Some(s) => fit(st[d].join(&st[s]), size),
+                None => Val::Unknown,
+            },
+        )),
+        (Mnemonic::Xor | Mnemonic::Sub, Some((d, _))) if src_reg == Some(d) => Some((
+            d,
+            Val::one(Src::Imm {
+                value: 0,
+                insn: ins.ip(),
+                imm: None,
+            }),
+        )),
+        (Mnemonic::Xchg, Some((d, size))) => {
+            if let Some(s) = src_reg {
+                let (a, b) = (st[d].clone(), st[s].clone());
+                st[d] = fit(b, size);
+                st[s] = fit(a, size);
+                return;
+            }
+            None
+        }
+        _ => None,
+    };
+    // Everything else the instruction writes is forgotten.
+    let info = factory.info(ins);
+    for u in info.used_registers() {
+        if matches!(
+            u.access(),
+            OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+        ) && let Some(n) = gpr(u.register())
+            && modelled.as_ref().is_none_or(|(d, _)| *d != n)
+        {
+            st[n] = Val::Unknown;
+        }
+    }
+    if matches!(
+        ins.flow_control(),
+        FlowControl::Call | FlowControl::IndirectCall
+    ) {
+        for r in VOLATILE {
+            st[r] = Val::Unknown;
+        }
+    }
+    if let Some((d, v)) = modelled {
+        st[d] = v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(bytes: &[u8]) -> (Vec<Insn>, Vec<CallPoint>) {
+        let code = decode_linear(0x1000, bytes);
+        let calls = analyze(&code);
+        (code, calls)
+    }
+
+    fn imms(v: &Val) -> Vec<(u64, Option<u64>)> {
+        match v {
+            Val::Set(s) => s
+                .iter()
+                .filter_map(|x| match x {
+                    Src::Imm { value, imm, .. } => Some((*value, *imm)),
+                    _ => None,
+                })
+                .collect(),
+            Val::Unknown => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn immediate_and_move_reach_the_call() {
+        // mov ecx, 'kaeL'; mov r8d, ecx; call [rip+0x100]
+        let (_, calls) = run(&[
+            0xB9, 0x4C, 0x65, 0x61, 0x6B, 0x41, 0x89, 0xC8, 0xFF, 0x15, 0, 1, 0, 0,
+        ]);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(imms(&calls[0].state[8]), vec![(0x6B61_654C, Some(0x1001))]);
+    }
+
+    #[test]
+    fn cmov_joins_and_a_loop_keeps_the_value() {
+        // 0: mov ecx, A; 5: mov r8d, B; b: test al,1 ; d: cmove r8d, ecx
+        // 11: dec r9; 14: jnz 11; 16: call [rip]
+        let code = [
+            0xB9, 0x41, 0x41, 0x41, 0x41, // mov ecx, 'AAAA'
+            0x41, 0xB8, 0x42, 0x42, 0x42, 0x42, // mov r8d, 'BBBB'
+            0xA8, 0x01, // test al, 1
+            0x44, 0x0F, 0x44, 0xC1, // cmove r8d, ecx
+            0x49, 0xFF, 0xC9, // dec r9
+            0x75, 0xFB, // jnz -5
+            0xFF, 0x15, 0, 0, 0, 0, // call [rip]
+        ];
+        let (_, calls) = run(&code);
+        let got = imms(&calls[0].state[8]);
+        assert_eq!(
+            got,
+            vec![(0x4141_4141, Some(0x1001)), (0x4242_4242, Some(0x1007))]
+        );
+    }
+
+    #[test]
+    fn a_call_forgets_volatile_registers_but_not_callee_saved() {
+        // mov edx, X; mov rdi, [rip+0x40]; call rdi; call [rip]
+        let code = [
+            0xBA, 1, 2, 3, 4, // mov edx, 0x04030201
+            0x48, 0x8B, 0x3D, 0x40, 0, 0, 0, // mov rdi, [rip+0x40]
+            0xFF, 0xD7, // call rdi
+            0xFF, 0x15, 0, 0, 0, 0, // call [rip]
+        ];
+        let (code, calls) = run(&code);
+        assert_eq!(calls.len(), 2);
+        assert_eq!(imms(&calls[0].state[2]), vec![(0x0403_0201, Some(0x1001))]);
+        assert_eq!(
+            calls[0].state[7],
+            Val::one(Src::Load {
+                slot: code[1].ins.next_ip() + 0x40
+            })
+        );
+        assert_eq!(calls[1].state[2], Val::Unknown);
+        assert_ne!(calls[1].state[7], Val::Unknown);
+    }
+
+    #[test]
+    fn a_partial_or_unmodelled_write_forgets() {
+        // mov r8d, X; mov r8b, 1; call [rip]
+        let (_, calls) = run(&[
+            0x41, 0xB8, 1, 2, 3, 4, 0x41, 0xB0, 1, 0xFF, 0x15, 0, 0, 0, 0,
+        ]);
+        assert_eq!(calls[0].state[8], Val::Unknown);
+        // mov r8d, X; add r8d, 1; call [rip]
+        let (_, calls) = run(&[
+            0x41, 0xB8, 1, 2, 3, 4, 0x41, 0x83, 0xC0, 1, 0xFF, 0x15, 0, 0, 0, 0,
+        ]);
+        assert_eq!(calls[0].state[8], Val::Unknown);
+    }
+
+    #[test]
+    fn paths_that_disagree_join_and_too_many_values_are_unknown() {
+        // A value, then five branches each setting edx to another one.
+        let mut code = vec![0xBA, 100, 0, 0, 0];
+        for k in 0..5u8 {
+            // test eax, eax; jz +5; mov edx, k
+            code.extend_from_slice(&[0x85, 0xC0, 0x74, 0x05, 0xBA, k, 0, 0, 0]);
+        }
+        code.extend_from_slice(&[0xFF, 0x15, 0, 0, 0, 0]);
+        let (_, calls) = run(&code);
+        assert_eq!(calls[0].state[2], Val::Unknown);
+        // Two: both reach.
+        let mut code = vec![0xBA, 9, 0, 0, 0];
+        code.extend_from_slice(&[0x85, 0xC0, 0x74, 0x05, 0xBA, 7, 0, 0, 0]);
+        code.extend_from_slice(&[0xFF, 0x15, 0, 0, 0, 0]);
+        let (_, calls) = run(&code);
+        let v: Vec<u64> = imms(&calls[0].state[2]).into_iter().map(|x| x.0).collect();
+        assert_eq!(v, vec![7, 9]);
+    }
+}

@@ -1,0 +1,602 @@
+//! Where a driver's code passes a tag to a pool routine: every instruction
+//! whose immediate operand becomes the Tag argument of
+//! ExAllocatePoolWithTag and its relatives (R8) or of ExFreePoolWithTag
+//! (RDX), found by disassembling the driver's code sections.
+//!
+//! This is the static half of the relabel hunt (docs/relabel.md): the
+//! places a tag can be patched so that each call site allocates with a tag
+//! of its own. It is also stronger evidence for Mapped_Driver than the tag's
+//! four bytes anywhere in an image: a tag that reaches a pool routine is
+//! the driver's (see [`attribute_tags`]).
+//!
+//! Per module:
+//! 1. its executable sections are read (through memory for a dump or a live
+//!    target, from the file for `--image`); pages that cannot be read are
+//!    skipped and counted;
+//! 2. the code is cut into regions at every function start the image
+//!    tells (RUNTIME_FUNCTION entries, their ends, direct call targets),
+//!    so leaf functions without unwind data and chained fragments are
+//!    covered too;
+//! 3. each region runs through the data-flow of [`flow`], which yields the
+//!    registers' possible values before each call and each jump that
+//!    leaves it (a tail call);
+//! 4. a call is a pool call when it goes to an import the module's import
+//!    table names: directly through the IAT slot, through a linker thunk
+//!    (`call thunk` -> `jmp [__imp_X]`), through a register loaded from the
+//!    slot, or as a tail `jmp [__imp_X]`.
+//!
+//! What it does not see: a tag loaded from memory (a global, a structure
+//! field, a stack spill), a tag passed on the stack (lookaside-list
+//! initialisers), imports by ordinal, code in pages that are paged out.
+//! Such pool calls are listed as unresolved rather than dropped.
+
+pub mod flow;
+mod image_mem;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use iced_x86::{FlowControl, OpKind, Register};
+use serde::Serialize;
+
+use crate::addr::{KernelVa, PAGE_SIZE};
+use crate::hittag::{PoolCall, import_slots, thunk_slot};
+use crate::kernel::LoadedModule;
+use crate::memory::Memory;
+use crate::stack::{ReadStats, SectionHeader, StackModule, StackWalker, Symbolizer};
+use crate::tag::PoolTag;
+
+pub use image_mem::{ImageMemory, MAX_IMAGE_FILE};
+
+/// Code read per module at most (a hostile SizeOfImage or section size).
+pub const MAX_CODE_BYTES: u64 = 64 << 20;
+/// Code analysed as one region at most (a function is rarely a tenth of it).
+pub const MAX_REGION_BYTES: u64 = 256 << 10;
+
+/// The pool routines that take a tag, whether they allocate or free, and
+/// the register the tag is in (the x64 calling convention: RCX, RDX, R8,
+/// R9). ExAllocatePoolZero and the other `Zero`/`Uninitialized` helpers are
+/// inline in wdm.h, so they are rarely imported, but a driver built against
+/// another header may import them.
+pub const TAGGED_ROUTINES: &[(&str, PoolCall, Register)] = &[
+    ("ExAllocatePoolWithTag", PoolCall::Alloc, Register::R8),
+    (
+        "ExAllocatePoolWithTagPriority",
+        PoolCall::Alloc,
+        Register::R8,
+    ),
+    ("ExAllocatePoolWithQuotaTag", PoolCall::Alloc, Register::R8),
+    ("ExAllocatePool2", PoolCall::Alloc, Register::R8),
+    ("ExAllocatePool3", PoolCall::Alloc, Register::R8),
+    ("ExAllocatePoolZero", PoolCall::Alloc, Register::R8),
+    ("ExAllocatePoolUninitialized", PoolCall::Alloc, Register::R8),
+    ("ExAllocatePoolQuotaZero", PoolCall::Alloc, Register::R8),
+    (
+        "ExAllocatePoolQuotaUninitialized",
+        PoolCall::Alloc,
+        Register::R8,
+    ),
+    ("ExAllocatePoolPriorityZero", PoolCall::Alloc, Register::R8),
+    (
+        "ExAllocatePoolPriorityUninitialized",
+        PoolCall::Alloc,
+        Register::R8,
+    ),
+    ("FsRtlAllocatePoolWithTag", PoolCall::Alloc, Register::R8),
+    (
+        "FsRtlAllocatePoolWithQuotaTag",
+        PoolCall::Alloc,
+        Register::R8,
+    ),
+    ("ExFreePoolWithTag", PoolCall::Free, Register::RDX),
+    ("ExFreePool2", PoolCall::Free, Register::RDX),
+];
+
+/// Whether an imported routine takes a tag, and in which register.
+pub fn tagged_routine(name: &str) -> Option<(PoolCall, Register)> {
+    TAGGED_ROUTINES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, k, r)| (*k, *r))
+}
+
+/// How a call reaches its import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum CallVia {
+    /// `call/jmp qword ptr [__imp_X]`.
+    Iat,
+    /// `call thunk` where the thunk is `jmp qword ptr [__imp_X]`.
+    Thunk { thunk: KernelVa },
+    /// `call reg` with the register loaded from the IAT slot.
+    Register { register: String },
+}
+
+impl std::fmt::Display for CallVia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallVia::Iat => f.write_str("iat"),
+            CallVia::Thunk { .. } => f.write_str("thunk"),
+            CallVia::Register { register } => write!(f, "{register}"),
+        }
+    }
+}
+
+/// A value that may be the tag at a pool call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TagValue {
+    pub tag: PoolTag,
+    /// The instruction that put it in a register.
+    pub instruction: KernelVa,
+    /// Where its four bytes are in the instruction, when they can be
+    /// patched (an imm32 or imm64 operand).
+    pub immediate: Option<KernelVa>,
+}
+
+/// A call to a tagged pool routine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolCallSite {
+    /// The module's BaseDllName.
+    pub module: String,
+    /// The `call` (or tail `jmp`).
+    pub call: KernelVa,
+    /// The address after it: what a stack shows for this call (the return
+    /// address), and what hittag and the relabel rows are named after.
+    pub return_address: KernelVa,
+    pub tail_call: bool,
+    pub routine: String,
+    pub kind: PoolCall,
+    pub via: CallVia,
+    /// `r8` or `rdx`.
+    pub tag_register: String,
+    /// The values the tag may have at the call; None when the analysis
+    /// could not follow it.
+    pub tags: Option<Vec<TagValue>>,
+}
+
+/// What was found in one module.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleScan {
+    pub module: String,
+    pub base: KernelVa,
+    pub time_date_stamp: Option<u32>,
+    pub size_of_image: Option<u32>,
+    #[serde(skip)]
+    pub sections: Vec<SectionHeader>,
+    pub calls: Vec<PoolCallSite>,
+    /// Bytes of code decoded.
+    pub code_bytes: u64,
+    /// Code pages that could not be read (paged out, not in the dump).
+    pub unreadable_pages: u64,
+    pub notes: Vec<String>,
+}
+
+impl ModuleScan {
+    /// The file offset of a module RVA, from the section table.
+    pub fn file_offset(&self, rva: u32) -> Option<u32> {
+        self.sections.iter().find_map(|s| s.file_offset(rva))
+    }
+}
+
+/// Disassemble module `m` of `walker` and list its calls to tagged pool
+/// routines. Errors only when the module's headers cannot be read; what
+/// could not be read inside is counted and noted.
+pub fn scan_module<M: Memory + ?Sized>(
+    walker: &mut StackWalker,
+    mem: &M,
+    m: usize,
+) -> Result<ModuleScan, crate::stack::ImageError> {
+    let mut stats = ReadStats::default();
+    let module: StackModule = walker.modules()[m].clone();
+    let base = module.base.0;
+    let (tds, soi) = walker.image_identity(mem, m, &mut stats)?;
+    let sections = walker.sections(mem, m, &mut stats)?;
+    let mut scan = ModuleScan {
+        module: module.name.clone(),
+        base: module.base,
+        time_date_stamp: Some(tds),
+        size_of_image: Some(soi),
+        sections: sections.clone(),
+        calls: Vec::new(),
+        code_bytes: 0,
+        unreadable_pages: 0,
+        notes: Vec::new(),
+    };
+    let imports = import_slots(walker, mem, m, &mut stats).unwrap_or_default();
+    if imports.is_empty() {
+        scan.notes.push(format!(
+            "{}: no imports by name could be read; no pool call can be recognised",
+            module.name
+        ));
+    }
+    // 1. The code, page by page.
+    let mut code: Vec<CodeRange> = Vec::new();
+    let mut budget = MAX_CODE_BYTES;
+    for s in sections.iter().filter(|s| s.is_code()) {
+        let len = u64::from(s.mapped_size())
+            .min(u64::from(soi).saturating_sub(u64::from(s.rva)))
+            .min(budget);
+        if len < u64::from(s.mapped_size()) {
+            scan.notes.push(format!(
+                "{}: section {} is cut to {len:#x} bytes (SizeOfImage or the {MAX_CODE_BYTES:#x}-byte budget)",
+                module.name, s.name
+            ));
+        }
+        budget -= len;
+        let mut off = 0u64;
+        while off < len {
+            let va = base + u64::from(s.rva) + off;
+            let n = (PAGE_SIZE - (va % PAGE_SIZE)).min(len - off);
+            let mut buf = vec![0u8; n as usize];
+            match mem.read_virtual(KernelVa(va), &mut buf) {
+                Ok(()) => match code.last_mut() {
+                    Some(r) if r.va + r.bytes.len() as u64 == va => r.bytes.extend_from_slice(&buf),
+                    _ => code.push(CodeRange { va, bytes: buf }),
+                },
+                Err(_) => scan.unreadable_pages += 1,
+            }
+            off += n;
+        }
+    }
+    if scan.unreadable_pages > 0 {
+        scan.notes.push(format!(
+            "{}: {} code page(s) could not be read (paged out or not in the dump); pool calls there are not seen",
+            module.name, scan.unreadable_pages
+        ));
+    }
+    scan.code_bytes = code.iter().map(|r| r.bytes.len() as u64).sum();
+    // 2. Function starts: RUNTIME_FUNCTIONs, their ends, call targets.
+    let mut cuts: BTreeSet<u64> = BTreeSet::new();
+    match walker.runtime_functions(mem, m, &mut stats) {
+        Ok(fns) => {
+            for f in fns {
+                cuts.insert(base + u64::from(f.begin));
+                cuts.insert(base + u64::from(f.end));
+            }
+        }
+        Err(e) => scan
+            .notes
+            .push(format!("{}: the exception directory: {e}", module.name)),
+    }
+    let in_code = |va: u64| code.iter().any(|r| r.contains(va));
+    for r in &code {
+        flow::direct_call_targets(r.va, &r.bytes, |t| {
+            if in_code(t) {
+                cuts.insert(t);
+            }
+        });
+    }
+    // A region longer than this is cut (a hostile or absurd function):
+    // what flows across the cut is forgotten, memory stays bounded.
+    for r in &code {
+        let end = r.va + r.bytes.len() as u64;
+        let starts: Vec<u64> = std::iter::once(r.va)
+            .chain(cuts.range(r.va + 1..end).copied())
+            .chain(std::iter::once(end))
+            .collect();
+        for w in starts.windows(2) {
+            let mut at = w[0] + MAX_REGION_BYTES;
+            while at < w[1] {
+                cuts.insert(at);
+                at += MAX_REGION_BYTES;
+            }
+        }
+    }
+    let thunk = |t: u64| -> Option<u64> {
+        let r = code.iter().find(|r| r.contains(t))?;
+        let at = (t - r.va) as usize;
+        thunk_slot(t, &r.bytes[at..r.bytes.len().min(at + 16)])
+    };
+    // 3. Each region through the data-flow.
+    for r in &code {
+        let end = r.va + r.bytes.len() as u64;
+        let mut starts: Vec<u64> = std::iter::once(r.va)
+            .chain(cuts.range(r.va + 1..end).copied())
+            .collect();
+        starts.dedup();
+        for (k, &lo) in starts.iter().enumerate() {
+            let hi = starts.get(k + 1).copied().unwrap_or(end);
+            let bytes = &r.bytes[(lo - r.va) as usize..(hi - r.va) as usize];
+            let insns = flow::decode_linear(lo, bytes);
+            for cp in flow::analyze(&insns) {
+                let ins = &insns[cp.index].ins;
+                let tail = !matches!(
+                    ins.flow_control(),
+                    FlowControl::Call | FlowControl::IndirectCall
+                );
+                let via_slot = match ins.op0_kind() {
+                    OpKind::Memory
+                        if ins.memory_base() == Register::RIP
+                            && ins.memory_index() == Register::None =>
+                    {
+                        // A `jmp [__imp_X]` nothing flows into is a thunk:
+                        // its callers are the sites, not the thunk.
+                        if tail && cp.unreached {
+                            continue;
+                        }
+                        Some((ins.memory_displacement64(), CallVia::Iat))
+                    }
+                    OpKind::NearBranch64 => {
+                        let t = ins.near_branch_target();
+                        thunk(t).map(|slot| (slot, CallVia::Thunk { thunk: KernelVa(t) }))
+                    }
+                    OpKind::Register => {
+                        let reg = ins.op0_register();
+                        match flow::gpr(reg).map(|n| &cp.state[n]) {
+                            Some(flow::Val::Set(v)) => {
+                                let slots: BTreeSet<u64> = v
+                                    .iter()
+                                    .map(|s| match s {
+                                        flow::Src::Load { slot } => Some(*slot),
+                                        _ => None,
+                                    })
+                                    .collect::<Option<_>>()
+                                    .unwrap_or_default();
+                                (slots.len() == 1).then(|| {
+                                    (
+                                        *slots.iter().next().expect("one slot"),
+                                        CallVia::Register {
+                                            register: format!("{reg:?}").to_lowercase(),
+                                        },
+                                    )
+                                })
+                            }
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                let Some((slot, via)) = via_slot else {
+                    continue;
+                };
+                let Some(name) = imports.get(&slot) else {
+                    continue;
+                };
+                let Some((kind, reg)) = tagged_routine(name) else {
+                    continue;
+                };
+                let tags = match flow::gpr(reg).map(|n| &cp.state[n]) {
+                    Some(flow::Val::Set(v)) => {
+                        let mut out = Vec::new();
+                        let mut all = true;
+                        for s in v {
+                            match *s {
+                                flow::Src::Imm { value, insn, imm } => out.push(TagValue {
+                                    tag: PoolTag(value as u32),
+                                    instruction: KernelVa(insn),
+                                    immediate: imm.map(KernelVa),
+                                }),
+                                flow::Src::Load { .. } => all = false,
+                            }
+                        }
+                        all.then_some(out)
+                    }
+                    _ => None,
+                };
+                scan.calls.push(PoolCallSite {
+                    module: module.name.clone(),
+                    call: KernelVa(ins.ip()),
+                    return_address: KernelVa(ins.next_ip()),
+                    tail_call: tail,
+                    routine: name.clone(),
+                    kind,
+                    via,
+                    tag_register: format!("{reg:?}").to_lowercase(),
+                    tags,
+                });
+            }
+        }
+    }
+    scan.calls.sort_by_key(|c| c.call);
+    scan.calls.dedup_by_key(|c| c.call);
+    Ok(scan)
+}
+
+struct CodeRange {
+    va: u64,
+    bytes: Vec<u8>,
+}
+
+impl CodeRange {
+    fn contains(&self, va: u64) -> bool {
+        va >= self.va && va - self.va < self.bytes.len() as u64
+    }
+}
+
+/// One instruction whose immediate is a tag reaching a pool routine: the
+/// unit `callsites` lists and `relabel` patches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TagSite {
+    pub kind: PoolCall,
+    pub routine: String,
+    /// The tag as the code holds it (with the PROTECTED_POOL bit if set).
+    pub tag: PoolTag,
+    /// The module's BaseDllName.
+    pub module: String,
+    pub module_base: KernelVa,
+    /// `module!function+0xoff` of the call's return address (driver PDB,
+    /// else exports, else `module+0xoff`), as `kb` and hittag name it.
+    pub site: String,
+    pub call: KernelVa,
+    pub return_address: KernelVa,
+    pub tail_call: bool,
+    pub via: CallVia,
+    /// The instruction holding the immediate.
+    pub instruction: KernelVa,
+    /// The immediate's four bytes.
+    pub immediate: KernelVa,
+    pub immediate_rva: u32,
+    /// Where those bytes are in the driver file.
+    pub file_offset: Option<u32>,
+    /// Other tags that may reach the same call (a tag chosen at run time).
+    pub alternatives: Vec<PoolTag>,
+}
+
+/// A pool call whose tag the analysis could not follow (it may carry the
+/// tag asked for).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnresolvedCall {
+    pub kind: PoolCall,
+    pub routine: String,
+    pub module: String,
+    pub site: String,
+    pub call: KernelVa,
+}
+
+/// Every site of the tags in `scans` (all tags when `tags` is empty),
+/// named through `symbolizer`; and the pool calls whose tag is unknown.
+/// Tags compare without the PROTECTED_POOL bit.
+pub fn tag_sites<M: Memory + ?Sized>(
+    scans: &[ModuleScan],
+    tags: &[PoolTag],
+    walker: &mut StackWalker,
+    symbolizer: &mut Symbolizer<'_>,
+    mem: &M,
+) -> (Vec<TagSite>, Vec<UnresolvedCall>) {
+    let wanted =
+        |t: PoolTag| tags.is_empty() || tags.iter().any(|w| w.unprotected() == t.unprotected());
+    let mut sites = Vec::new();
+    let mut unresolved = Vec::new();
+    for scan in scans {
+        for c in &scan.calls {
+            let name = |walker: &mut StackWalker, symbolizer: &mut Symbolizer<'_>| {
+                site_name(walker, symbolizer, mem, c.call, c.return_address)
+            };
+            let Some(values) = &c.tags else {
+                unresolved.push(UnresolvedCall {
+                    kind: c.kind,
+                    routine: c.routine.clone(),
+                    module: c.module.clone(),
+                    site: name(walker, symbolizer),
+                    call: c.call,
+                });
+                continue;
+            };
+            let mut named = None;
+            for v in values {
+                if !wanted(v.tag) || v.tag.0 == 0 {
+                    continue;
+                }
+                let Some(imm) = v.immediate else {
+                    continue;
+                };
+                let site = named
+                    .get_or_insert_with(|| name(walker, symbolizer))
+                    .clone();
+                let rva = (imm.0 - scan.base.0) as u32;
+                sites.push(TagSite {
+                    kind: c.kind,
+                    routine: c.routine.clone(),
+                    tag: v.tag,
+                    module: scan.module.clone(),
+                    module_base: scan.base,
+                    site,
+                    call: c.call,
+                    return_address: c.return_address,
+                    tail_call: c.tail_call,
+                    via: c.via.clone(),
+                    instruction: v.instruction,
+                    immediate: imm,
+                    immediate_rva: rva,
+                    file_offset: scan.file_offset(rva),
+                    alternatives: values
+                        .iter()
+                        .filter(|o| o.tag != v.tag)
+                        .map(|o| o.tag)
+                        .collect(),
+                });
+            }
+        }
+    }
+    sites.sort_by_key(|s| (s.module.clone(), s.call, s.immediate));
+    (sites, unresolved)
+}
+
+/// `module!function+0xoff` of a return address, attributed (as a stack
+/// walker does) to the function of its call: a tail jump at a function's
+/// end is still that function's.
+pub fn site_name<M: Memory + ?Sized>(
+    walker: &mut StackWalker,
+    symbolizer: &mut Symbolizer<'_>,
+    mem: &M,
+    call: KernelVa,
+    ret: KernelVa,
+) -> String {
+    let mut s = symbolizer.symbolize(walker, mem, call);
+    s.offset += ret.0 - call.0;
+    s.address = ret;
+    s.to_string()
+}
+
+/// Which module's code passes a tag to a pool routine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CallsiteAttribution {
+    /// BaseDllName of the module with the most allocation sites.
+    pub module: String,
+    pub alloc_sites: u32,
+    pub free_sites: u32,
+    /// Other modules whose code passes the tag too.
+    pub also_in: Vec<String>,
+}
+
+/// Mapped_Driver from code: per tag, the modules whose code passes it to a
+/// pool routine (allocation sites first). Scans every module but the first
+/// (nt); modules whose headers cannot be read are skipped.
+pub fn attribute_tags<M: Memory + ?Sized>(
+    mem: &M,
+    modules: &[LoadedModule],
+    tags: &[PoolTag],
+) -> BTreeMap<PoolTag, CallsiteAttribution> {
+    let list: Vec<StackModule> = modules
+        .iter()
+        .enumerate()
+        .map(|(i, m)| StackModule::new(&m.name, m.base, m.size, i == 0))
+        .collect();
+    let mut walker = StackWalker::from_modules(list);
+    // tag -> module -> (alloc, free)
+    let mut ev: BTreeMap<PoolTag, BTreeMap<String, (u32, u32)>> = BTreeMap::new();
+    let wanted: HashMap<u32, PoolTag> = tags.iter().map(|t| (t.unprotected().0, *t)).collect();
+    for i in 1..modules.len() {
+        let Ok(scan) = scan_module(&mut walker, mem, i) else {
+            continue;
+        };
+        for c in &scan.calls {
+            let mut seen = BTreeSet::new();
+            for v in c.tags.iter().flatten() {
+                let Some(t) = wanted.get(&v.tag.unprotected().0) else {
+                    continue;
+                };
+                if !seen.insert(*t) {
+                    continue;
+                }
+                let e = ev
+                    .entry(*t)
+                    .or_default()
+                    .entry(scan.module.clone())
+                    .or_default();
+                match c.kind {
+                    PoolCall::Alloc => e.0 += 1,
+                    PoolCall::Free => e.1 += 1,
+                }
+            }
+        }
+    }
+    ev.into_iter()
+        .map(|(t, per)| {
+            let mut v: Vec<(String, (u32, u32))> = per.into_iter().collect();
+            v.sort_by_key(|(n, (a, f))| (std::cmp::Reverse(*a), std::cmp::Reverse(*f), n.clone()));
+            let (module, (a, f)) = v[0].clone();
+            (
+                t,
+                CallsiteAttribution {
+                    module,
+                    alloc_sites: a,
+                    free_sites: f,
+                    also_in: v[1..].iter().map(|x| x.0.clone()).collect(),
+                },
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,238 @@
+//! The scan on the kit's three drivers, read as files: every immediate
+//! drivers.json records for a tag (the generator's own record, from the
+//! linker's map and its disassembly) is a site, and nothing else is.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use super::*;
+use crate::stack::SymbolizerOptions;
+
+fn scan_driver(d: &pooldump_kit::drivers::Driver) -> (ImageMemory, StackWalker, ModuleScan) {
+    let img = ImageMemory::from_bytes(&d.info.file, Arc::from(d.image)).unwrap();
+    let mut w = StackWalker::from_modules(vec![img.module()]);
+    let scan = scan_module(&mut w, &img, 0).unwrap();
+    (img, w, scan)
+}
+
+#[test]
+fn every_recorded_immediate_is_a_site_and_nothing_else() {
+    for d in pooldump_kit::drivers::all() {
+        let (img, mut w, scan) = scan_driver(d);
+        assert_eq!(scan.unreadable_pages, 0);
+        let mut sym = Symbolizer::new(SymbolizerOptions::default());
+        let (sites, unresolved) =
+            tag_sites(std::slice::from_ref(&scan), &[], &mut w, &mut sym, &img);
+        assert!(unresolved.is_empty(), "{}: {unresolved:?}", d.info.file);
+        for (tag, rvas) in &d.info.tag_rvas {
+            let t = PoolTag::parse(tag).unwrap();
+            let got: BTreeSet<u64> = sites
+                .iter()
+                .filter(|s| s.tag == t)
+                .map(|s| u64::from(s.immediate_rva))
+                .collect();
+            let want: BTreeSet<u64> = rvas.iter().copied().collect();
+            assert_eq!(got, want, "{} {tag}", d.info.file);
+        }
+        let all: usize = d.info.tag_rvas.iter().map(|(_, r)| r.len()).sum();
+        let distinct: BTreeSet<u32> = sites.iter().map(|s| s.immediate_rva).collect();
+        assert_eq!(distinct.len(), all, "{}: {sites:#?}", d.info.file);
+    }
+}
+
+#[test]
+fn leakydrv_leak_sites_are_the_three_allocations_and_two_frees() {
+    let d = &pooldump_kit::drivers::all()[0];
+    let (img, mut w, scan) = scan_driver(d);
+    let mut sym = Symbolizer::new(SymbolizerOptions::default());
+    let leak = PoolTag::parse("Leak").unwrap();
+    let (sites, _) = tag_sites(&[scan], &[leak], &mut w, &mut sym, &img);
+    let f = &d.info.functions;
+    // The function of each call, from the linker map's starts.
+    let func = |va: u64| {
+        let rva = va - img.base().0;
+        f.iter()
+            .filter(|(_, s)| **s <= rva)
+            .max_by_key(|(_, s)| **s)
+            .map(|(n, _)| n.clone())
+            .unwrap()
+    };
+    let got: BTreeSet<(String, PoolCall, bool)> = sites
+        .iter()
+        .map(|s| (func(s.call.0), s.kind, s.tail_call))
+        .collect();
+    // LkBurstAllocate's loop is a chained fragment placed after the
+    // functions; the map has no symbol for it, so it counts as the last
+    // function before it.
+    let burst = func(img.base().0 + 0x1470);
+    let want: BTreeSet<(String, PoolCall, bool)> = [
+        ("LeakOneRecord".to_string(), PoolCall::Alloc, false),
+        ("LkQueueWork".to_string(), PoolCall::Alloc, false),
+        (burst, PoolCall::Alloc, false),
+        ("LkCompleteWork".to_string(), PoolCall::Free, true),
+        ("LkTrimCache".to_string(), PoolCall::Free, false),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, want, "{sites:#?}");
+    // The run-time choice reaches the call with its alternative; the trim
+    // loop calls through a register loaded from the IAT.
+    let q = sites
+        .iter()
+        .find(|s| func(s.call.0) == "LkQueueWork")
+        .unwrap();
+    assert_eq!(q.alternatives, vec![PoolTag::parse("LkBf").unwrap()]);
+    let t = sites
+        .iter()
+        .find(|s| func(s.call.0) == "LkTrimCache")
+        .unwrap();
+    assert!(matches!(t.via, CallVia::Register { .. }), "{t:?}");
+    // Without a PDB, leakydrv has no exports: names are module+offset.
+    assert!(
+        sites.iter().all(|s| s.site.starts_with("leakydrv+0x")),
+        "{sites:#?}"
+    );
+    // File offsets are where the bytes are in the file.
+    for s in &sites {
+        let off = s.file_offset.unwrap() as usize;
+        assert_eq!(&d.image[off..off + 4], &s.tag.bytes());
+    }
+}
+
+#[test]
+fn netsim_calls_through_thunks_and_fsfilt_through_the_quota_allocator() {
+    let all = pooldump_kit::drivers::all();
+    let (_, _, scan) = scan_driver(&all[1]);
+    assert!(!scan.calls.is_empty());
+    assert!(
+        scan.calls
+            .iter()
+            .all(|c| matches!(c.via, CallVia::Thunk { .. })),
+        "{:#?}",
+        scan.calls
+    );
+    let (_, _, scan) = scan_driver(&all[2]);
+    let quota: Vec<&PoolCallSite> = scan
+        .calls
+        .iter()
+        .filter(|c| c.routine == "ExAllocatePoolWithQuotaTag")
+        .collect();
+    assert_eq!(quota.len(), 1);
+    assert_eq!(
+        quota[0].tags.as_ref().unwrap()[0].tag,
+        PoolTag::parse("FsFl").unwrap()
+    );
+}
+
+#[test]
+fn a_hostile_image_is_an_error_or_nothing_never_a_panic() {
+    let d = &pooldump_kit::drivers::all()[0];
+    // Truncated at every 97 bytes, and with the section table garbled.
+    for cut in (0..d.image.len()).step_by(97) {
+        let b: Arc<[u8]> = Arc::from(&d.image[..cut]);
+        if let Ok(img) = ImageMemory::from_bytes("cut", b) {
+            let mut w = StackWalker::from_modules(vec![img.module()]);
+            let _ = scan_module(&mut w, &img, 0);
+        }
+    }
+    let mut v = d.image.to_vec();
+    let e = u32::from_le_bytes(v[0x3C..0x40].try_into().unwrap()) as usize;
+    let opt = u16::from_le_bytes(v[e + 20..e + 22].try_into().unwrap()) as usize;
+    let table = e + 24 + opt;
+    for k in 0..40 * 3 {
+        v[table + k] = 0xFF;
+    }
+    if let Ok(img) = ImageMemory::from_bytes("garbled", Arc::from(v)) {
+        let mut w = StackWalker::from_modules(vec![img.module()]);
+        let _ = scan_module(&mut w, &img, 0);
+    }
+}
+
+/// The kit machine's memory as pooldump reads it.
+struct Live<'a>(&'a pooldump_kit::Machine);
+
+impl Memory for Live<'_> {
+    fn describe(&self) -> String {
+        "the kit's machine".into()
+    }
+    fn kernel_dtb(&self) -> crate::addr::PhysAddr {
+        crate::addr::PhysAddr(self.0.truth.kernel.dtb)
+    }
+    fn read_physical(
+        &self,
+        pa: crate::addr::PhysAddr,
+        buf: &mut [u8],
+    ) -> Result<(), crate::memory::MemoryError> {
+        if !self.0.mem.is_ram(pa.0 >> 12) {
+            return Err(crate::memory::MemoryError::NotInSource {
+                pa,
+                va: None,
+                level: None,
+            });
+        }
+        self.0.mem.read(pa.0, buf);
+        Ok(())
+    }
+}
+
+#[test]
+fn mapped_driver_from_code_names_the_module_that_passes_the_tag() {
+    use pooldump_kit::{Machine, NtBuild, Scenario};
+    let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 8));
+    let modules: Vec<LoadedModule> = m
+        .truth
+        .kernel
+        .modules
+        .iter()
+        .map(|x| LoadedModule {
+            entry: KernelVa(0),
+            base: KernelVa(x.base),
+            size: x.size as u32,
+            entry_point: KernelVa(0),
+            name: x.base_name.clone(),
+            full_name: None,
+        })
+        .collect();
+    let t = |s: &str| PoolTag::parse(s).unwrap();
+    let got = attribute_tags(
+        &Live(&m),
+        &modules,
+        &[t("Leak"), t("LkBf"), t("NSbf"), t("FsFl"), t("File")],
+    );
+    let row = |s: &str| {
+        got.get(&t(s))
+            .map(|a| (a.module.as_str(), a.alloc_sites, a.free_sites))
+    };
+    assert_eq!(row("Leak"), Some(("leakydrv.sys", 3, 2)));
+    assert_eq!(row("LkBf"), Some(("leakydrv.sys", 2, 2)));
+    assert_eq!(row("NSbf"), Some(("netsim.sys", 2, 1)));
+    assert_eq!(row("FsFl"), Some(("fsfilt.sys", 1, 1)));
+    // nt's own tags are not attributed to a driver.
+    assert_eq!(row("File"), None);
+}
+
+#[test]
+fn a_huge_code_section_is_cut_into_bounded_regions() {
+    // leakydrv with .text claiming 8 MiB (zeros past its raw data) and
+    // SizeOfImage to match: the scan still finds the real sites, and the
+    // zeros are cut into regions of at most MAX_REGION_BYTES.
+    let d = &pooldump_kit::drivers::all()[0];
+    let mut v = d.image.to_vec();
+    let e = u32::from_le_bytes(v[0x3C..0x40].try_into().unwrap()) as usize;
+    let opt = e + 24;
+    let big: u32 = 8 << 20;
+    let table = opt + u16::from_le_bytes(v[e + 20..e + 22].try_into().unwrap()) as usize;
+    v[table + 8..table + 12].copy_from_slice(&big.to_le_bytes());
+    v[opt + 56..opt + 60].copy_from_slice(&(big + 0x10_0000).to_le_bytes());
+    let img = ImageMemory::from_bytes("huge", Arc::from(v)).unwrap();
+    let mut w = StackWalker::from_modules(vec![img.module()]);
+    let scan = scan_module(&mut w, &img, 0).unwrap();
+    assert_eq!(scan.code_bytes, u64::from(big));
+    let leak = PoolTag::parse("Leak").unwrap();
+    let n = scan
+        .calls
+        .iter()
+        .filter(|c| c.tags.iter().flatten().any(|t| t.tag == leak))
+        .count();
+    assert_eq!(n, 5, "{:#?}", scan.calls);
+}

@@ -1,0 +1,451 @@
+//! `pooldump callsites`: every instruction of the loaded drivers (or of one
+//! driver file) that passes a tag to a pool routine, named
+//! `module!function+0xoff`, with the immediate's address, RVA and file
+//! offset; `--patch` writes a relabelled copy of a driver file.
+//! [`collect`] builds a typed report; the renderers only format it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use pooldump_core::callsites::{
+    ImageMemory, ModuleScan, TagSite, UnresolvedCall, scan_module, tag_sites,
+};
+use pooldump_core::hittag::PoolCall;
+use pooldump_core::pool::PoolTagDb;
+use pooldump_core::relabel::{self, MapModule, RelabelMap, TagChooser};
+use pooldump_core::stack::{StackWalker, Symbolizer, SymbolizerOptions};
+use pooldump_core::symbols::{SymbolPath, SymbolPathElement};
+use pooldump_core::{KernelVa, PoolTag};
+use serde::Serialize;
+
+use crate::common::{SourceArgs, SymbolArgs, open_source, release};
+use crate::render::{Align, Table};
+
+/// List the instructions that pass a tag to a pool routine.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The crash dump (MEMORY.DMP): every loaded driver's code is read
+    /// from it.
+    #[arg(
+        value_name = "DUMP",
+        required_unless_present_any = ["kdnet", "image"],
+        conflicts_with_all = ["kdnet", "image"]
+    )]
+    pub dump: Option<PathBuf>,
+    /// A live target over KDNET (`port=50000,key=a.b.c.d`): broken into,
+    /// read, resumed.
+    #[arg(long, value_name = "SPEC", conflicts_with = "image")]
+    pub kdnet: Option<String>,
+    /// A driver file instead (its sections mapped as the loader maps them).
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// The tag to look for (`Leak`, `0x6b61654c`); may be repeated. Without
+    /// it, every tag passed to a pool routine is listed.
+    #[arg(short, long = "tag", value_name = "TAG")]
+    pub tags: Vec<PoolTag>,
+    /// Only these modules (`leakydrv.sys` or `leakydrv`); may be repeated.
+    #[arg(long = "module", value_name = "NAME")]
+    pub modules: Vec<String>,
+    /// With --image and one --tag: write a copy of the driver with each
+    /// allocation site's tag replaced by a fresh one (and each free site's
+    /// by 0), its PE checksum recomputed, and the map beside it as
+    /// OUT.relabel.json. The copy's Authenticode signature is broken.
+    #[arg(long, value_name = "OUT", requires = "image")]
+    pub patch: Option<PathBuf>,
+    /// A pooltag.txt whose tags the fresh tags must avoid (with --patch).
+    #[arg(long, value_name = "FILE")]
+    pub pooltag: Option<PathBuf>,
+    #[command(flatten)]
+    pub symbols: SymbolArgs,
+    /// Print JSON (schema pooldump.callsites/1, docs/relabel.md).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The report, also the JSON document.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub schema: &'static str,
+    /// The dump, the KDNET peer or the image file.
+    pub source: String,
+    pub tags: Vec<PoolTag>,
+    pub modules: Vec<ModuleRow>,
+    pub sites: Vec<TagSite>,
+    /// Pool calls whose tag could not be followed (they may pass the tag).
+    pub unresolved: Vec<UnresolvedCall>,
+    pub patch: Option<PatchInfo>,
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModuleRow {
+    pub name: String,
+    pub base: KernelVa,
+    pub time_date_stamp: Option<u32>,
+    pub size_of_image: Option<u32>,
+    pub code_bytes: u64,
+    pub unreadable_pages: u64,
+    pub pool_calls: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PatchInfo {
+    pub output: PathBuf,
+    pub map: PathBuf,
+    pub sites: usize,
+    pub old_checksum: u32,
+    pub new_checksum: u32,
+    pub was_signed: bool,
+    pub relabel: RelabelMap,
+}
+
+pub fn run(args: &Args) -> Result<String> {
+    let r = collect(args)?;
+    Ok(if args.json {
+        let mut s = serde_json::to_string_pretty(&r)?;
+        s.push('\n');
+        s
+    } else {
+        render_text(&r)
+    })
+}
+
+fn symbolizer<'a>(sym: &SymbolArgs, extra_dir: Option<&Path>) -> Symbolizer<'a> {
+    let o = sym.options(None);
+    let mut path: SymbolPath = o.symbol_path;
+    if let Some(d) = extra_dir {
+        // A driver's PDB usually sits beside it: look there first.
+        path.elements
+            .insert(0, SymbolPathElement::Directory(d.to_path_buf()));
+    }
+    Symbolizer::new(SymbolizerOptions {
+        symbol_path: path,
+        fetch: o.fetch,
+        pdb_files: sym.pdb.iter().cloned().collect(),
+    })
+}
+
+pub fn collect(args: &Args) -> Result<Report> {
+    if args.patch.is_some() && args.tags.len() != 1 {
+        bail!("--patch relabels one tag: name it with --tag");
+    }
+    let wanted = |name: &str| {
+        args.modules.is_empty()
+            || args.modules.iter().any(|w| {
+                name.eq_ignore_ascii_case(w)
+                    || name
+                        .rsplit_once('.')
+                        .is_some_and(|(stem, _)| stem.eq_ignore_ascii_case(w))
+            })
+    };
+    if let Some(path) = &args.image {
+        let img = ImageMemory::open(path)?;
+        let mut walker = StackWalker::from_modules(vec![img.module()]);
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let mut names = symbolizer(&args.symbols, Some(dir.unwrap_or(Path::new("."))));
+        let scan = scan_module(&mut walker, &img, 0)
+            .with_context(|| format!("{}: reading its headers", path.display()))?;
+        let scans = vec![scan];
+        let (sites, unresolved) = tag_sites(&scans, &args.tags, &mut walker, &mut names, &img);
+        let mut notes: Vec<String> = scans.iter().flat_map(|s| s.notes.clone()).collect();
+        notes.extend(names.notes().iter().cloned());
+        let patch = match &args.patch {
+            Some(out) => Some(write_patch(args, path, out, &img, &scans, &sites)?),
+            None => None,
+        };
+        return Ok(report(
+            path.display().to_string(),
+            args,
+            &scans,
+            sites,
+            unresolved,
+            patch,
+            notes,
+        ));
+    }
+    let src = SourceArgs {
+        dump: args.dump.clone(),
+        kdnet: args.kdnet.clone(),
+        verbose: false,
+    };
+    let (target, meta) = open_source(&src, &args.symbols)?;
+    let result = (|| {
+        let Some(list) = &target.modules else {
+            bail!(
+                "{}: the loaded-module list could not be read, so there are no drivers to disassemble",
+                meta.name
+            );
+        };
+        let mut walker = StackWalker::new(list);
+        let mut names = symbolizer(&args.symbols, None);
+        let mut scans = Vec::new();
+        let mut notes = target.notes.clone();
+        for (i, m) in list.modules.iter().enumerate().skip(1) {
+            if !wanted(&m.name) {
+                continue;
+            }
+            match scan_module(&mut walker, &target.mem, i) {
+                Ok(s) => {
+                    notes.extend(s.notes.iter().cloned());
+                    scans.push(s);
+                }
+                Err(e) => notes.push(format!("{}: skipped: {e}", m.name)),
+            }
+        }
+        if scans.is_empty() && !args.modules.is_empty() {
+            bail!(
+                "{}: no loaded module is named {}",
+                meta.name,
+                args.modules.join(", ")
+            );
+        }
+        let (sites, unresolved) =
+            tag_sites(&scans, &args.tags, &mut walker, &mut names, &target.mem);
+        notes.extend(names.notes().iter().cloned());
+        Ok(report(
+            meta.name.clone(),
+            args,
+            &scans,
+            sites,
+            unresolved,
+            None,
+            notes,
+        ))
+    })();
+    // Everything is read: let a live target run again, whatever happened.
+    release(&target)?;
+    result
+}
+
+fn report(
+    source: String,
+    args: &Args,
+    scans: &[ModuleScan],
+    sites: Vec<TagSite>,
+    unresolved: Vec<UnresolvedCall>,
+    patch: Option<PatchInfo>,
+    notes: Vec<String>,
+) -> Report {
+    Report {
+        schema: "pooldump.callsites/1",
+        source,
+        tags: args.tags.clone(),
+        modules: scans
+            .iter()
+            .map(|s| ModuleRow {
+                name: s.module.clone(),
+                base: s.base,
+                time_date_stamp: s.time_date_stamp,
+                size_of_image: s.size_of_image,
+                code_bytes: s.code_bytes,
+                unreadable_pages: s.unreadable_pages,
+                pool_calls: s.calls.len(),
+            })
+            .collect(),
+        sites,
+        unresolved,
+        patch,
+        notes,
+    }
+}
+
+/// `--patch OUT`: the relabelled copy and its map.
+fn write_patch(
+    args: &Args,
+    input: &Path,
+    out: &Path,
+    img: &ImageMemory,
+    scans: &[ModuleScan],
+    sites: &[TagSite],
+) -> Result<PatchInfo> {
+    // Never the original: not the same path, not another name for it.
+    let same = out == input
+        || matches!(
+            (std::fs::canonicalize(out), std::fs::canonicalize(input)),
+            (Ok(a), Ok(b)) if a == b
+        );
+    if same {
+        bail!(
+            "--patch {} is the input file: pooldump never modifies the original driver; name another output",
+            out.display()
+        );
+    }
+    let tag = args.tags[0];
+    let db = match &args.pooltag {
+        Some(p) => Some(
+            PoolTagDb::load(p)
+                .with_context(|| format!("{}: cannot read the pooltag file", p.display()))?,
+        ),
+        None => None,
+    };
+    // The fresh tags avoid every tag the driver already uses.
+    let taken: Vec<PoolTag> = scans
+        .iter()
+        .flat_map(|s| s.calls.iter())
+        .flat_map(|c| c.tags.iter().flatten().map(|v| v.tag))
+        .collect();
+    let mut chooser = TagChooser::new(taken, db.as_ref());
+    let module = MapModule {
+        name: img.name().to_string(),
+        base: None,
+        time_date_stamp: img.image().time_date_stamp(),
+        size_of_image: img.image().size_of_image(),
+    };
+    let map = relabel::plan(tag, None, &[module], sites, &mut chooser)
+        .with_context(|| format!("{}: relabelling {tag}", input.display()))?;
+    let p = relabel::patch_image(img.file_bytes(), &map)
+        .with_context(|| format!("{}: patching", input.display()))?;
+    std::fs::write(out, &p.bytes).with_context(|| format!("{}: writing", out.display()))?;
+    let map_path = PathBuf::from(format!("{}.relabel.json", out.display()));
+    std::fs::write(&map_path, map.to_json())
+        .with_context(|| format!("{}: writing the map", map_path.display()))?;
+    Ok(PatchInfo {
+        output: out.to_path_buf(),
+        map: map_path,
+        sites: p.patched,
+        old_checksum: p.old_checksum,
+        new_checksum: p.new_checksum,
+        was_signed: p.was_signed,
+        relabel: map,
+    })
+}
+
+fn kind(k: PoolCall) -> &'static str {
+    match k {
+        PoolCall::Alloc => "alloc",
+        PoolCall::Free => "free",
+    }
+}
+
+fn render_text(r: &Report) -> String {
+    let mut out = String::new();
+    let tags = if r.tags.is_empty() {
+        "every tag".to_string()
+    } else {
+        r.tags
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let code: u64 = r.modules.iter().map(|m| m.code_bytes).sum();
+    let (a, f) = (
+        r.sites.iter().filter(|s| s.kind == PoolCall::Alloc).count(),
+        r.sites.iter().filter(|s| s.kind == PoolCall::Free).count(),
+    );
+    out.push_str(&format!(
+        "{}: {} module(s), {} bytes of code disassembled; {tags}: {} site(s), {a} alloc, {f} free\n\n",
+        r.source,
+        r.modules.len(),
+        code,
+        r.sites.len()
+    ));
+    if r.sites.is_empty() {
+        out.push_str(" No instruction passes these tags to a pool routine as an immediate.\n");
+    } else {
+        let mut t = Table::new(&[
+            ("Kind", Align::Left),
+            ("Site", Align::Left),
+            ("Tag", Align::Left),
+            ("Routine", Align::Left),
+            ("Via", Align::Left),
+            ("Immediate", Align::Left),
+            ("RVA", Align::Right),
+            ("File", Align::Right),
+            ("Call", Align::Left),
+        ]);
+        for s in &r.sites {
+            let mut via = s.via.to_string();
+            if s.tail_call {
+                via.push_str(" (tail jmp)");
+            }
+            let mut tag = s.tag.to_string();
+            if !s.alternatives.is_empty() {
+                let alt: Vec<String> = s.alternatives.iter().map(|t| t.to_string()).collect();
+                tag.push_str(&format!(" (or {})", alt.join(", ")));
+            }
+            t.push(vec![
+                kind(s.kind).into(),
+                s.site.clone(),
+                tag,
+                s.routine.clone(),
+                via,
+                s.immediate.to_string(),
+                format!("{:#x}", s.immediate_rva),
+                s.file_offset
+                    .map_or_else(|| "-".into(), |o| format!("{o:#x}")),
+                s.call.to_string(),
+            ]);
+        }
+        t.render(&mut out, 1);
+    }
+    if !r.unresolved.is_empty() {
+        out.push_str(&format!(
+            "\n{} pool call(s) pass a tag the analysis could not follow (loaded from memory, or from too many places); they may pass {tags}:\n",
+            r.unresolved.len()
+        ));
+        let mut t = Table::new(&[
+            ("Kind", Align::Left),
+            ("Site", Align::Left),
+            ("Routine", Align::Left),
+            ("Call", Align::Left),
+        ]);
+        for u in &r.unresolved {
+            t.push(vec![
+                kind(u.kind).into(),
+                u.site.clone(),
+                u.routine.clone(),
+                u.call.to_string(),
+            ]);
+        }
+        t.render(&mut out, 1);
+    }
+    if let Some(p) = &r.patch {
+        out.push_str(&format!(
+            "\nWrote {} ({} site(s) patched, PE checksum {:#010x} -> {:#010x}) and its map {}:\n",
+            p.output.display(),
+            p.sites,
+            p.old_checksum,
+            p.new_checksum,
+            p.map.display()
+        ));
+        let mut t = Table::new(&[
+            ("Kind", Align::Left),
+            ("Site", Align::Left),
+            ("Old", Align::Left),
+            ("New", Align::Left),
+            ("File", Align::Right),
+        ]);
+        for s in &p.relabel.sites {
+            t.push(vec![
+                kind(s.kind).into(),
+                s.site.clone(),
+                s.old_tag.to_string(),
+                if s.kind == PoolCall::Free {
+                    "0 (as ExFreePool passes)".into()
+                } else {
+                    s.new_tag.to_string()
+                },
+                s.file_offset
+                    .map_or_else(|| "-".into(), |o| format!("{o:#x}")),
+            ]);
+        }
+        t.render(&mut out, 1);
+        if p.was_signed {
+            out.push_str(
+                "\n*** WARNING: the original is Authenticode-signed; the copy's signature is now BROKEN. ***\n*** Windows will not load it until you re-sign it (signtool with a test certificate) and enable test signing (bcdedit /set testsigning on). ***\n",
+            );
+        } else {
+            out.push_str(
+                "\n*** WARNING: the copy is not signed (nor was the original): Windows x64 loads it only with test signing on (bcdedit /set testsigning on) after you sign it with a test certificate. ***\n",
+            );
+        }
+    }
+    if !r.notes.is_empty() {
+        out.push_str("\nNotes:\n");
+        for n in &r.notes {
+            out.push_str(&format!("  - {n}\n"));
+        }
+    }
+    out
+}
