@@ -10,6 +10,7 @@ mod find;
 mod hittag;
 mod info;
 mod info_small;
+mod relabel;
 mod relabel_rows;
 mod render;
 mod stack;
@@ -63,6 +64,10 @@ enum Command {
     /// stack walked and its call site counted; PoolHitTag restored and the
     /// target resumed at the end.
     Hittag(hittag::Args),
+    /// Give each allocation site of a tag its own tag on a live target (the
+    /// driver's code edited in memory), for analyze/find --relabel; --undo
+    /// puts the code back.
+    Relabel(relabel::Args),
     /// Show the kernel's identity, where its symbols came from, and the
     /// layouts and globals the pool analysis uses.
     Symbols(symbols::Args),
@@ -95,6 +100,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Stack(args) => stack::run(args),
         Command::Hittag(args) => hittag::run(args),
+        Command::Relabel(args) => relabel::run(args),
         Command::Symbols(args) => symbols::run(args),
         Command::Snapshot(args) => snapshot::run(args),
         Command::Watch(args) => watch::run(args),

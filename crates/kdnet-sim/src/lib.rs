@@ -235,6 +235,8 @@ enum Cmd {
     Truth(Sender<Option<RunTruth>>),
     /// Read kernel memory as the CPU sees it now (for tests).
     Peek(u64, usize, Sender<Option<Vec<u8>>>),
+    /// Change the simulated clock's speed (0 freezes the workload).
+    Speed(f64, Sender<()>),
     Silent(bool, Sender<()>),
     Emit(SimEvent, Sender<bool>),
     Stop,
@@ -335,6 +337,16 @@ impl SimTarget {
         let (tx, rx) = mpsc::channel();
         self.cmd.send(Cmd::Peek(va, len, tx)).ok()?;
         rx.recv_timeout(Duration::from_secs(10)).ok().flatten()
+    }
+
+    /// Simulated seconds per real second from now on; 0 freezes the
+    /// workload (the target still answers the debugger), so a test can
+    /// compare what it reads with what the machine did.
+    pub fn set_speed(&self, speed: f64) {
+        let (tx, rx) = mpsc::channel();
+        if self.cmd.send(Cmd::Speed(speed, tx)).is_ok() {
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+        }
     }
 
     /// Stop the target (it vanishes from the network) and take back the
@@ -507,6 +519,11 @@ impl Target {
                 }
                 Ok(Cmd::Truth(tx)) => {
                     let _ = tx.send(self.rt.as_ref().map(|r| r.truth.clone()));
+                }
+                Ok(Cmd::Speed(v, tx)) => {
+                    self.tick();
+                    self.cfg.speed = v.max(0.0);
+                    let _ = tx.send(());
                 }
                 Ok(Cmd::Peek(va, len, tx)) => {
                     let mut b = vec![0u8; len.min(1 << 20)];
