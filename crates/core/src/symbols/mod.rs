@@ -28,6 +28,7 @@
 
 pub mod cache;
 pub mod fallback;
+pub mod images;
 pub mod isf;
 pub mod layout;
 mod loader;

@@ -80,6 +80,130 @@ impl PdbRequest {
     }
 }
 
+/// A file a symbol store keeps under `<name>/<key>/<name>`: a PDB (key
+/// `<GUID><AGE>`) or an image (key `<TimeDateStamp><SizeOfImage>`, as
+/// symstore and WinDbg keep binaries). The lookup (directories, stores,
+/// two-tier stores, CAB-compressed files, `file.ptr`, servers) is the same
+/// for both; only the key and the check of a candidate differ.
+pub trait StoreFile {
+    /// The file name (checked to be one safe path component).
+    fn file_name(&self) -> &PdbName;
+    /// The key directory name.
+    fn store_key(&self) -> String;
+    /// Another spelling of the key some tools write, if any.
+    fn alt_key(&self) -> Option<String> {
+        None
+    }
+    /// What the file is, for messages ("PDB", "image").
+    fn what(&self) -> &'static str;
+    /// Is the file at `p` the one wanted? Err says why not.
+    fn check(&self, p: &Path) -> Result<(), String>;
+    /// Where a plain (non-store) directory may hold it.
+    fn directory_candidates(&self, dir: &Path) -> Vec<PathBuf> {
+        vec![dir.join(self.file_name().as_str())]
+    }
+    /// Where the file sits in a store.
+    fn path_in(&self, store: &Path) -> PathBuf {
+        let n = self.file_name().as_str();
+        store.join(n).join(self.store_key()).join(n)
+    }
+    /// The compressed file's name: the last character replaced by `_`
+    /// (`ntkrnlmp.pd_`, `ntoskrnl.ex_`).
+    fn packed_name(&self) -> String {
+        let n = self.file_name().as_str();
+        let mut c: String = n
+            .chars()
+            .take(n.chars().count().saturating_sub(1))
+            .collect();
+        c.push('_');
+        c
+    }
+}
+
+impl StoreFile for PdbRequest {
+    fn file_name(&self) -> &PdbName {
+        &self.name
+    }
+    fn store_key(&self) -> String {
+        self.key()
+    }
+    fn alt_key(&self) -> Option<String> {
+        Some(self.key_lower_age())
+    }
+    fn what(&self) -> &'static str {
+        "PDB"
+    }
+    fn check(&self, p: &Path) -> Result<(), String> {
+        verify(p, self)
+    }
+    fn directory_candidates(&self, dir: &Path) -> Vec<PathBuf> {
+        let n = self.name.as_str();
+        vec![
+            dir.join(n),
+            dir.join("symbols").join("pdb").join(n),
+            dir.join("pdb").join(n),
+        ]
+    }
+}
+
+/// An image file (`ntoskrnl.exe`, `leakydrv.sys`) built with a
+/// TimeDateStamp and SizeOfImage, as WinDbg fetches binaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageFileRequest {
+    pub name: PdbName,
+    pub time_date_stamp: u32,
+    pub size_of_image: u32,
+}
+
+impl ImageFileRequest {
+    /// `<TimeDateStamp><SizeOfImage>`: the stamp as 8 upper-case hex
+    /// digits, the size without leading zeros.
+    pub fn key(&self) -> String {
+        format!("{:08X}{:X}", self.time_date_stamp, self.size_of_image)
+    }
+}
+
+impl StoreFile for ImageFileRequest {
+    fn file_name(&self) -> &PdbName {
+        &self.name
+    }
+    fn store_key(&self) -> String {
+        self.key()
+    }
+    fn alt_key(&self) -> Option<String> {
+        Some(format!(
+            "{:08x}{:x}",
+            self.time_date_stamp, self.size_of_image
+        ))
+    }
+    fn what(&self) -> &'static str {
+        "image"
+    }
+    fn check(&self, p: &Path) -> Result<(), String> {
+        let len = std::fs::metadata(p).map_err(|e| e.to_string())?.len();
+        if len > MAX_DOWNLOAD {
+            return Err(format!(
+                "{len} bytes, more than the {MAX_DOWNLOAD}-byte limit"
+            ));
+        }
+        let bytes = std::fs::read(p).map_err(|e| e.to_string())?;
+        let h = goblin::pe::header::Header::parse(&bytes)
+            .map_err(|e| format!("not a PE image ({e})"))?;
+        let tds = h.coff_header.time_date_stamp;
+        let size = h
+            .optional_header
+            .map(|o| o.windows_fields.size_of_image)
+            .unwrap_or(0);
+        if (tds, size) != (self.time_date_stamp, self.size_of_image) {
+            return Err(format!(
+                "wrong image: TimeDateStamp {tds:08x} SizeOfImage {size:#x}, wanted {:08x} {:#x}",
+                self.time_date_stamp, self.size_of_image
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// How a PDB was obtained.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
@@ -200,6 +324,26 @@ pub fn find_pdb(
     req: &PdbRequest,
     opts: &FetchOptions<'_>,
 ) -> Result<FoundPdb, StoreError> {
+    find_file(path, req, opts)
+}
+
+/// Search the symbol path for an image file (`<name>/<TimeDateStamp>
+/// <SizeOfImage>/<name>` in stores and servers, or `<dir>/<name>` in a
+/// plain directory), checked to be that build of the image.
+pub fn find_image(
+    path: &SymbolPath,
+    req: &ImageFileRequest,
+    opts: &FetchOptions<'_>,
+) -> Result<FoundPdb, StoreError> {
+    find_file(path, req, opts)
+}
+
+/// Search the symbol path for `req`.
+pub fn find_file<R: StoreFile + ?Sized>(
+    path: &SymbolPath,
+    req: &R,
+    opts: &FetchOptions<'_>,
+) -> Result<FoundPdb, StoreError> {
     let mut attempts = Vec::new();
     let mut caches: Vec<PathBuf> = Vec::new();
     let mut agent = None;
@@ -243,9 +387,9 @@ pub fn find_pdb(
                     Upstream::Http(base) => {
                         let url = format!(
                             "{base}/{}/{}/{}",
-                            req.name.as_str(),
-                            req.key(),
-                            req.name.as_str()
+                            req.file_name().as_str(),
+                            req.store_key(),
+                            req.file_name().as_str()
                         );
                         if opts.offline {
                             attempts.push(Attempt {
@@ -264,11 +408,12 @@ pub fn find_pdb(
                         let agent = agent.get_or_insert_with(|| make_agent(opts));
                         // symsrv's order: the file, the compressed file,
                         // then a file.ptr.
-                        let key_url = format!("{base}/{}/{}", req.name.as_str(), req.key());
+                        let key_url =
+                            format!("{base}/{}/{}", req.file_name().as_str(), req.store_key());
                         let tries = [
                             (url, Served::Plain),
                             (
-                                format!("{key_url}/{}", req.compressed_name()),
+                                format!("{key_url}/{}", req.packed_name()),
                                 Served::Compressed,
                             ),
                             (format!("{key_url}/file.ptr"), Served::Pointer),
@@ -304,8 +449,8 @@ pub fn find_pdb(
         }
     }
     Err(StoreError::NotFound {
-        name: req.name.to_string(),
-        key: req.key(),
+        name: req.file_name().to_string(),
+        key: req.store_key(),
         attempts,
     })
 }
@@ -320,8 +465,8 @@ fn found(path: PathBuf, origin: PdbOrigin, attempts: Vec<Attempt>) -> FoundPdb {
 
 /// The key directories of `req` under `store`: both age cases, flat and,
 /// when the store has an `index2.txt`, two-tier.
-fn key_dirs(store: &Path, req: &PdbRequest) -> Vec<PathBuf> {
-    let n = req.name.as_str();
+fn key_dirs<R: StoreFile + ?Sized>(store: &Path, req: &R) -> Vec<PathBuf> {
+    let n = req.file_name().as_str();
     let mut roots = vec![store.to_path_buf()];
     if store.join("index2.txt").is_file() {
         let prefix: String = n.chars().take(2).collect();
@@ -329,7 +474,7 @@ fn key_dirs(store: &Path, req: &PdbRequest) -> Vec<PathBuf> {
     }
     let mut v = Vec::new();
     for r in roots {
-        for key in [req.key(), req.key_lower_age()] {
+        for key in std::iter::once(req.store_key()).chain(req.alt_key()) {
             let d = r.join(n).join(key);
             if !v.contains(&d) {
                 v.push(d);
@@ -340,18 +485,18 @@ fn key_dirs(store: &Path, req: &PdbRequest) -> Vec<PathBuf> {
 }
 
 /// The plain-file locations of `req` under `store`.
-fn store_candidates(store: &Path, req: &PdbRequest) -> Vec<PathBuf> {
+fn store_candidates<R: StoreFile + ?Sized>(store: &Path, req: &R) -> Vec<PathBuf> {
     key_dirs(store, req)
         .into_iter()
-        .map(|d| d.join(req.name.as_str()))
+        .map(|d| d.join(req.file_name().as_str()))
         .collect()
 }
 
 /// Look in a store: the file, the compressed file (expanded into the
 /// store `expand_into`), or a `file.ptr`.
-fn look_in_store(
+fn look_in_store<R: StoreFile + ?Sized>(
     store: &Path,
-    req: &PdbRequest,
+    req: &R,
     expand_into: &Path,
     attempts: &mut Vec<Attempt>,
 ) -> Option<PathBuf> {
@@ -359,7 +504,7 @@ fn look_in_store(
         return Some(p);
     }
     for d in key_dirs(store, req) {
-        let packed = d.join(req.compressed_name());
+        let packed = d.join(req.packed_name());
         if packed.is_file() {
             match expand_file(&packed, expand_into, req) {
                 Ok(p) => return Some(p),
@@ -383,18 +528,13 @@ fn look_in_store(
     None
 }
 
-fn look_in_directory(
+fn look_in_directory<R: StoreFile + ?Sized>(
     dir: &Path,
-    req: &PdbRequest,
+    req: &R,
     expand_into: &Path,
     attempts: &mut Vec<Attempt>,
 ) -> Option<PathBuf> {
-    let n = req.name.as_str();
-    let c = vec![
-        dir.join(n),
-        dir.join("symbols").join("pdb").join(n),
-        dir.join("pdb").join(n),
-    ];
+    let c = req.directory_candidates(dir);
     if let Some(p) = check_candidates(c, req, attempts) {
         return Some(p);
     }
@@ -417,9 +557,9 @@ fn look_in_directory(
 
 /// `file.ptr`: `PATH:<file>` (a plain or compressed file elsewhere, often
 /// a share) or `MSG:<why not>`.
-fn follow_file_ptr(
+fn follow_file_ptr<R: StoreFile + ?Sized>(
     ptr: &Path,
-    req: &PdbRequest,
+    req: &R,
     expand_into: &Path,
     attempts: &mut Vec<Attempt>,
 ) -> Option<PathBuf> {
@@ -447,7 +587,7 @@ fn follow_file_ptr(
             let r = if target.ends_with('_') {
                 expand_file(&t, expand_into, req)
             } else {
-                verify(&t, req).map(|()| t.clone())
+                req.check(&t).map(|()| t.clone())
             };
             match r {
                 Ok(p) => Some(p),
@@ -491,15 +631,19 @@ fn parse_file_ptr(text: &str) -> Result<String, String> {
 
 /// Expand a compressed store file (a CAB holding the PDB) into `store`,
 /// verify it and move it into place. Returns the PDB's path.
-fn expand_file(packed: &Path, store: &Path, req: &PdbRequest) -> Result<PathBuf, String> {
+fn expand_file<R: StoreFile + ?Sized>(
+    packed: &Path,
+    store: &Path,
+    req: &R,
+) -> Result<PathBuf, String> {
     let f = std::fs::File::open(packed).map_err(|e| format!("cannot open: {e}"))?;
     expand_cab(std::io::BufReader::new(f), store, req)
 }
 
-fn expand_cab<R: Read + std::io::Seek>(
-    reader: R,
+fn expand_cab<C: Read + std::io::Seek, R: StoreFile + ?Sized>(
+    reader: C,
     store: &Path,
-    req: &PdbRequest,
+    req: &R,
 ) -> Result<PathBuf, String> {
     let mut cab =
         cab::Cabinet::new(reader).map_err(|e| format!("not a valid compressed file (CAB): {e}"))?;
@@ -508,7 +652,7 @@ fn expand_cab<R: Read + std::io::Seek>(
         .folder_entries()
         .flat_map(|f| f.file_entries())
         .map(|e| (e.name().to_string(), u64::from(e.uncompressed_size())))
-        .find(|(n, _)| n.eq_ignore_ascii_case(req.name.as_str()))
+        .find(|(n, _)| n.eq_ignore_ascii_case(req.file_name().as_str()))
         .or_else(|| {
             cab.folder_entries()
                 .flat_map(|f| f.file_entries())
@@ -523,7 +667,7 @@ fn expand_cab<R: Read + std::io::Seek>(
             "the compressed file expands to {size} bytes, more than the {MAX_DOWNLOAD}-byte limit"
         ));
     }
-    let dest = req.store_path(store);
+    let dest = req.path_in(store);
     let dir = dest.parent().unwrap_or(store);
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut tmp = tempfile::Builder::new()
@@ -541,7 +685,7 @@ fn expand_cab<R: Read + std::io::Seek>(
         ));
     }
     tmp.flush().map_err(|e| e.to_string())?;
-    verify(tmp.path(), req)?;
+    req.check(tmp.path())?;
     tmp.persist(&dest)
         .map_err(|e| format!("cannot move the expanded file into place: {}", e.error))?;
     Ok(dest)
@@ -549,16 +693,16 @@ fn expand_cab<R: Read + std::io::Seek>(
 
 /// The first candidate that exists and is the right PDB; wrong ones are
 /// noted and skipped (WinDbg's "mismatched pdb").
-fn check_candidates(
+fn check_candidates<R: StoreFile + ?Sized>(
     c: Vec<PathBuf>,
-    req: &PdbRequest,
+    req: &R,
     attempts: &mut Vec<Attempt>,
 ) -> Option<PathBuf> {
     for p in c {
         if !p.is_file() {
             continue;
         }
-        match verify(&p, req) {
+        match req.check(&p) {
             Ok(()) => return Some(p),
             Err(why) => attempts.push(Attempt {
                 location: p.display().to_string(),
@@ -583,16 +727,16 @@ fn verify(p: &Path, req: &PdbRequest) -> Result<(), String> {
 
 /// `cache*DIR` semantics: a file found further along is copied into the
 /// cache store. A failed copy only costs the next run a search.
-fn copy_into_cache(
+fn copy_into_cache<R: StoreFile + ?Sized>(
     p: &Path,
     cache: Option<&PathBuf>,
-    req: &PdbRequest,
+    req: &R,
     attempts: &mut Vec<Attempt>,
 ) -> PathBuf {
     let Some(cache) = cache else {
         return p.to_path_buf();
     };
-    let dest = req.store_path(cache);
+    let dest = req.path_in(cache);
     if dest == p {
         return dest;
     }
@@ -649,11 +793,11 @@ enum Served {
     Pointer,
 }
 
-fn download(
+fn download<R: StoreFile + ?Sized>(
     agent: &ureq::Agent,
     url: &str,
     dest_store: &Path,
-    req: &PdbRequest,
+    req: &R,
     opts: &FetchOptions<'_>,
     how: Served,
     attempts: &mut Vec<Attempt>,
@@ -687,7 +831,7 @@ fn download(
             "the file is {t} bytes, more than the {limit}-byte limit"
         )));
     }
-    let dest = req.store_path(dest_store);
+    let dest = req.path_in(dest_store);
     let dir = dest.parent().unwrap_or(dest_store);
     let io = |what: &str, e: std::io::Error| {
         Fail::Fatal(format!("cannot {what} in {}: {e}", dir.display()))
@@ -738,9 +882,10 @@ fn download(
     tmp.flush().map_err(|e| io("write the download", e))?;
     match how {
         Served::Plain => {
-            verify(tmp.path(), req).map_err(|why| {
+            req.check(tmp.path()).map_err(|why| {
                 Fail::Fatal(format!(
-                    "the server sent a file that is not the wanted PDB: {why}; it was discarded"
+                    "the server sent a file that is not the wanted {}: {why}; it was discarded",
+                    req.what()
                 ))
             })?;
             tmp.persist(&dest)
@@ -751,7 +896,8 @@ fn download(
             let f = tmp.reopen().map_err(|e| io("reread the download", e))?;
             expand_cab(std::io::BufReader::new(f), dest_store, req).map_err(|why| {
                 Fail::Fatal(format!(
-                    "the server sent a compressed file that is not the wanted PDB: {why}; it was discarded"
+                    "the server sent a compressed file that is not the wanted {}: {why}; it was discarded",
+                    req.what()
                 ))
             })
         }
@@ -771,7 +917,7 @@ fn download(
             let r = if target.ends_with('_') {
                 expand_file(&t, dest_store, req)
             } else {
-                verify(&t, req)
+                req.check(&t)
                     .map(|()| copy_into_cache(&t, Some(&dest_store.to_path_buf()), req, &mut local))
             };
             attempts.extend(local);
