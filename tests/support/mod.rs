@@ -122,3 +122,5 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Finished {
         stderr: err.join().expect("stderr reader"),
     }
 }
+
+pub mod netns;

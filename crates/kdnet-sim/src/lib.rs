@@ -340,9 +340,10 @@ struct Target {
     /// CONTEXT per processor.
     contexts: Vec<Vec<u8>>,
     pc: u64,
-    /// The state change that stopped the target, sent again on RESEND or
-    /// RESET while nothing else is pending.
-    stop_report: Option<Vec<u8>>,
+    /// The state change that stopped the target and its packet id, sent
+    /// again (same id: the same packet) on RESEND or RESET while nothing
+    /// else is pending.
+    stop_report: Option<(u32, Vec<u8>)>,
     silent_until: Option<Instant>,
     silent: bool,
     /// Requests executed in this boot (for the mishap).
@@ -491,8 +492,8 @@ impl Target {
     fn stop_with(&mut self, sc: StateChange) {
         let bytes = sc.to_bytes();
         self.set_run(Run::Stopped);
-        self.stop_report = Some(bytes.clone());
-        self.send_data(PacketType::StateChange64, bytes);
+        self.send_data(PacketType::StateChange64, bytes.clone());
+        self.stop_report = self.pending.as_ref().map(|p| (p.id, bytes));
     }
 
     /// A test's event, raised by the running target.
@@ -736,10 +737,19 @@ impl Target {
         if self.pending.is_some() {
             self.resend_pending();
         } else if self.run == Run::Stopped
-            && let Some(sc) = self.stop_report.clone()
+            && let Some((id, data)) = self.stop_report.clone()
         {
             self.stat(|s| s.stops_resent += 1);
-            self.send_data(PacketType::StateChange64, sc);
+            let payload = Payload::Data(KdPacket {
+                kind: PacketType::StateChange64,
+                id,
+                data,
+            });
+            self.pending = Some(Pending {
+                id,
+                payload: payload.to_bytes(),
+            });
+            self.send(&payload);
         }
     }
 

@@ -585,6 +585,10 @@ impl Inner {
             PacketType::StateChange64 => {
                 let sc = StateChange::parse(&p.data).ok()?;
                 let stop = StopInfo::from(&sc);
+                if matches!(&self.state, State::Stopped(s) if *s == stop) {
+                    // The stop we know, sent again (a RESEND crossed it).
+                    return None;
+                }
                 self.forget_stop();
                 self.state = State::Stopped(stop.clone());
                 Some(TargetEvent::Stopped(stop))
@@ -848,10 +852,16 @@ impl LiveTarget {
         let (stop, dtb, new_boot) = match r {
             Ok(x) => x,
             Err(cause) => {
+                let cause = match cause {
+                    KdnetError::NoOffer { port, .. } => {
+                        format!("no offer arrived on UDP port {port}")
+                    }
+                    e => e.to_string(),
+                };
                 let e = KdnetError::ReconnectFailed {
                     target,
                     waited: wait,
-                    cause: Box::new(cause),
+                    cause,
                 };
                 g.state = State::Dead(e.to_string());
                 g.forget_stop();
@@ -865,6 +875,14 @@ impl LiveTarget {
         drop(g);
         self.find_kdbg();
         Ok(Reconnected { stop, rebooted })
+    }
+
+    /// Whether the session died because the target stopped answering (as
+    /// opposed to rebooting, or never failing): then it may be stopped,
+    /// and [`reconnect`](Self::reconnect) may get it back.
+    pub fn link_lost(&self) -> bool {
+        let g = self.lock();
+        matches!(g.state, State::Dead(_)) && g.lost
     }
 
     /// Leave the target running, whatever became of the session: resume
