@@ -193,8 +193,7 @@ impl Drop for LiveSource {
 /// Resume the target, or if the link was lost, wait for it to offer again
 /// and resume it; say on stderr what happened when it was not simple.
 pub fn leave_running(t: &LiveTarget) {
-    let lost = matches!(t.state(), pooldump_kdnet::TargetState::Dead(_));
-    if lost {
+    if t.link_lost() {
         eprintln!(
             "pooldump: the link to {} was lost; waiting up to {} s for the target to offer again, to resume it",
             t.peer(),

@@ -122,3 +122,6 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Finished {
         stderr: err.join().expect("stderr reader"),
     }
 }
+
+pub mod netns;
+pub mod relay;

@@ -422,9 +422,10 @@ struct Target {
     /// CONTEXT per processor.
     contexts: Vec<Vec<u8>>,
     pc: u64,
-    /// The state change that stopped the target, sent again on RESEND or
-    /// RESET while nothing else is pending.
-    stop_report: Option<Vec<u8>>,
+    /// The state change that stopped the target and its packet id, sent
+    /// again (same id: the same packet) on RESEND or RESET while nothing
+    /// else is pending.
+    stop_report: Option<(u32, Vec<u8>)>,
     silent_until: Option<Instant>,
     silent: bool,
     /// Requests executed in this boot (for the mishap).
@@ -613,7 +614,8 @@ impl Target {
             // After the prints before it; sent again on RESEND while stopped.
             let bytes = sc.to_bytes();
             self.set_run(Run::Stopped);
-            self.stop_report = Some(bytes.clone());
+            // Known (with its packet id) once flush_outbox sends it.
+            self.stop_report = None;
             self.outbox.push_back((PacketType::StateChange64, bytes));
             self.stop_queued = true;
         }
@@ -627,8 +629,12 @@ impl Target {
         if let Some((kind, data)) = self.outbox.pop_front() {
             if kind == PacketType::StateChange64 {
                 self.stop_queued = false;
+                self.send_data(kind, data.clone());
+                // Sent again, with the same id, on RESEND while stopped.
+                self.stop_report = self.pending.as_ref().map(|p| (p.id, data));
+            } else {
+                self.send_data(kind, data);
             }
-            self.send_data(kind, data);
         }
     }
 
@@ -667,8 +673,8 @@ impl Target {
     fn stop_with(&mut self, sc: StateChange) {
         let bytes = sc.to_bytes();
         self.set_run(Run::Stopped);
-        self.stop_report = Some(bytes.clone());
-        self.send_data(PacketType::StateChange64, bytes);
+        self.send_data(PacketType::StateChange64, bytes.clone());
+        self.stop_report = self.pending.as_ref().map(|p| (p.id, bytes));
     }
 
     /// A test's event, raised by the running target.
@@ -913,10 +919,19 @@ impl Target {
             self.resend_pending();
         } else if self.run == Run::Stopped
             && !self.stop_queued
-            && let Some(sc) = self.stop_report.clone()
+            && let Some((id, data)) = self.stop_report.clone()
         {
             self.stat(|s| s.stops_resent += 1);
-            self.send_data(PacketType::StateChange64, sc);
+            let payload = Payload::Data(KdPacket {
+                kind: PacketType::StateChange64,
+                id,
+                data,
+            });
+            self.pending = Some(Pending {
+                id,
+                payload: payload.to_bytes(),
+            });
+            self.send(&payload);
         }
     }
 
@@ -1013,7 +1028,7 @@ impl Target {
                     if self.rt.is_some() {
                         let bytes = sc.to_bytes();
                         self.set_run(Run::Stopped);
-                        self.stop_report = Some(bytes.clone());
+                        self.stop_report = None;
                         self.outbox.push_back((PacketType::StateChange64, bytes));
                         self.stop_queued = true;
                         self.flush_outbox();

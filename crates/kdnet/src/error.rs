@@ -51,12 +51,13 @@ pub enum KdnetError {
     #[error("the target is stopped; continue it before waiting for events")]
     Stopped,
     #[error(
-        "lost the link to the target {target} and could not get it back within {waited:?}: {cause}. The target may still be stopped in the debugger: once it is reachable, connect again (pooldump resumes it)"
+        "lost the link to the target {target} and could not get it back within {waited:?} ({cause}). The target may still be stopped in the debugger: once it is reachable, connect again (pooldump resumes it)"
     )]
     ReconnectFailed {
         target: SocketAddr,
         waited: Duration,
-        cause: Box<KdnetError>,
+        /// What went wrong: no offer came, or the new session failed.
+        cause: String,
     },
     #[error("the KDNET session ended earlier: {0}")]
     Dead(String),

@@ -77,7 +77,7 @@ impl Default for Timeouts {
             // LAN's round trip.
             initial_rto: Duration::from_millis(100),
             // poll(2) waits with hrtimer precision (~50 us slack).
-            min_rto: Duration::from_micros(500),
+            min_rto: Duration::from_micros(200),
             max_rto: Duration::from_secs(2),
             fixed_rto: None,
             resends_before_reset: 4,
@@ -98,7 +98,11 @@ impl Timeouts {
 }
 
 /// The retransmission timer of RFC 6298 (§2, §5): a smoothed round-trip
-/// time and its variation, with exponential back-off.
+/// time and its variation, with exponential back-off. As in QUIC (RFC 9002
+/// §6.2.1), the back-off ends when an exchange completes, not only when it
+/// gives a sample: on a link that reorders, many exchanges are resent and
+/// give none, and a back-off kept until the next sample ratchets the timer
+/// up to its ceiling.
 ///
 /// ```
 /// use std::time::Duration;
@@ -115,7 +119,10 @@ impl Timeouts {
 pub struct RttEstimator {
     srtt: Option<Duration>,
     rttvar: Duration,
-    rto: Duration,
+    /// The timer before back-off.
+    base: Duration,
+    /// Timeouts since the last completed exchange (the back-off exponent).
+    backoff: u32,
     min: Duration,
     max: Duration,
     fixed: bool,
@@ -124,18 +131,19 @@ pub struct RttEstimator {
 /// RFC 6298's clock granularity G: the variance term never goes below it.
 /// The clock is `Instant` and the wait poll(2) with a timespec, so G is the
 /// timer slack, not a tick.
-const GRANULARITY: Duration = Duration::from_micros(250);
+const GRANULARITY: Duration = Duration::from_micros(100);
 
 impl RttEstimator {
     pub fn new(t: &Timeouts) -> Self {
-        let (rto, fixed) = match t.fixed_rto {
+        let (base, fixed) = match t.fixed_rto {
             Some(f) => (f, true),
             None => (t.initial_rto.clamp(t.min_rto, t.max_rto), false),
         };
         Self {
             srtt: None,
             rttvar: Duration::ZERO,
-            rto,
+            base,
+            backoff: 0,
             min: t.min_rto,
             max: t.max_rto.max(t.min_rto),
             fixed,
@@ -144,7 +152,13 @@ impl RttEstimator {
 
     /// The current retransmission timeout.
     pub fn rto(&self) -> Duration {
-        self.rto
+        if self.fixed {
+            return self.base;
+        }
+        self.base
+            .checked_mul(1u32 << self.backoff.min(16))
+            .unwrap_or(self.max)
+            .min(self.max)
     }
 
     /// The smoothed round-trip time, once measured.
@@ -169,16 +183,23 @@ impl RttEstimator {
         };
         self.srtt = Some(srtt);
         self.rttvar = rttvar;
+        self.backoff = 0;
         if !self.fixed {
-            self.rto = (srtt + (rttvar * 4).max(GRANULARITY)).clamp(self.min, self.max);
+            self.base = (srtt + (rttvar * 4).max(GRANULARITY)).clamp(self.min, self.max);
         }
     }
 
     /// §5.5: a timeout doubles the timer, up to the ceiling.
     pub fn back_off(&mut self) {
-        if !self.fixed {
-            self.rto = (self.rto * 2).min(self.max);
+        if self.rto() < self.max {
+            self.backoff += 1;
         }
+    }
+
+    /// An exchange completed (perhaps after retransmissions, so without a
+    /// sample): the link works again, and the back-off ends.
+    pub fn completed(&mut self) {
+        self.backoff = 0;
     }
 }
 
@@ -598,10 +619,17 @@ impl Link {
         self.stats.requests += 1;
         self.send(&packet)?;
         let started = Instant::now();
+        // When the request last went out: after a RESEND from the target,
+        // which discarded the earlier copy, the round trip counts from the
+        // copy it asked for.
+        let mut sent = started;
         let mut acked = false;
-        // Karn's rule: an exchange that was retransmitted gives no sample.
+        // Karn's rule: an exchange retransmitted on a timeout gives no
+        // sample (which copy was answered is unknown).
         let mut retransmitted = false;
+        // Timeouts since the last RESET, and in all.
         let mut failures = 0u32;
+        let mut attempts = 1u32;
         let mut deadline = started + self.rtt.rto();
         loop {
             match self.recv(deadline)? {
@@ -611,8 +639,9 @@ impl Link {
                 }) if a == id => {
                     if !expects_reply {
                         if !retransmitted {
-                            self.rtt.sample(started.elapsed());
+                            self.rtt.sample(sent.elapsed());
                         }
+                        self.rtt.completed();
                         return Ok(None);
                     }
                     if !acked {
@@ -634,9 +663,9 @@ impl Link {
                             self.send_control(PacketType::Acknowledge, last)?;
                         }
                         self.stats.retransmits += 1;
-                        retransmitted = true;
                         self.send(&packet)?;
-                        deadline = Instant::now() + self.rtt.rto();
+                        sent = Instant::now();
+                        deadline = sent + self.rtt.rto();
                     }
                 }
                 Some(Incoming::Control { .. }) => {}
@@ -645,8 +674,9 @@ impl Link {
                         // The reply also proves the request arrived.
                         Ok(m) if expects_reply && answers(req, &m) => {
                             if !retransmitted {
-                                self.rtt.sample(started.elapsed());
+                                self.rtt.sample(sent.elapsed());
                             }
+                            self.rtt.completed();
                             if let Call::Read { .. } = req.call() {
                                 self.stats.reads += 1;
                                 self.stats.read_bytes += m.data.len() as u64;
@@ -661,6 +691,7 @@ impl Link {
                         if stop && !expects_reply {
                             // The target stopped again right after
                             // continuing: the continue took effect.
+                            self.rtt.completed();
                             return Ok(None);
                         }
                     }
@@ -674,10 +705,11 @@ impl Link {
                         return Err(KdnetError::NoResponse {
                             target: self.target,
                             what: api_name(req.api),
-                            attempts: failures,
+                            attempts,
                             waited,
                         });
                     }
+                    attempts += 1;
                     self.rtt.back_off();
                     if failures >= self.timeouts.resends_before_reset
                         && waited >= self.timeouts.reset_after
@@ -740,6 +772,7 @@ impl Link {
                             if attempts == 1 {
                                 self.rtt.sample(sent.elapsed());
                             }
+                            self.rtt.completed();
                             return Ok(p);
                         }
                         PacketType::DebugIo => self.queue_event(p),
@@ -937,6 +970,13 @@ mod tests {
         // A new sample recomputes (§5.7).
         r.sample(ms(45));
         assert!(r.rto() < ms(200), "{:?}", r.rto());
+        // A completed exchange ends the back-off without a sample.
+        let before = r.rto();
+        r.back_off();
+        r.back_off();
+        assert_eq!(r.rto(), before * 4);
+        r.completed();
+        assert_eq!(r.rto(), before);
     }
 
     #[test]

@@ -160,6 +160,7 @@ impl Session {
             ident: Identity::default(),
             lost: false,
             rebooted: false,
+            quiet_since: Instant::now(),
         };
         let stop = inner.break_in()?;
         inner.state = State::Stopped(stop.clone());
@@ -350,6 +351,10 @@ struct Inner {
     lost: bool,
     /// The session died because the target rebooted: it runs.
     rebooted: bool,
+    /// While running: when the target was last heard from or probed.
+    /// Kept across `wait_event` calls, so a caller that waits in short
+    /// slices (to check for Ctrl-C) still probes for a lost report.
+    quiet_since: Instant,
 }
 
 impl Inner {
@@ -572,6 +577,7 @@ impl Inner {
         match r {
             Ok(_) => {
                 self.state = State::Running;
+                self.quiet_since = Instant::now();
                 Ok(())
             }
             Err(e) => Err(self.fail(e)),
@@ -585,6 +591,10 @@ impl Inner {
             PacketType::StateChange64 => {
                 let sc = StateChange::parse(&p.data).ok()?;
                 let stop = StopInfo::from(&sc);
+                if matches!(&self.state, State::Stopped(s) if *s == stop) {
+                    // The stop we know, sent again (a RESEND crossed it).
+                    return None;
+                }
                 self.forget_stop();
                 self.state = State::Stopped(stop.clone());
                 Some(TargetEvent::Stopped(stop))
@@ -773,20 +783,24 @@ impl LiveTarget {
             }
             let probe_every =
                 (g.link.rtt.rto() * 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
-            let until = deadline.min(now + probe_every);
-            match g.link.recv_event(until) {
+            let probe_at = g.quiet_since + probe_every;
+            if now >= probe_at {
+                // Quiet for too long: a report may have been lost.
+                g.quiet_since = now;
+                if let Err(e) = g.link.probe() {
+                    return Err(g.fail(e));
+                }
+                continue;
+            }
+            match g.link.recv_event(deadline.min(probe_at)) {
                 Err(e) => return Err(g.fail(e)),
                 Ok(Some(p)) => {
+                    g.quiet_since = Instant::now();
                     if let Some(ev) = g.event(p) {
                         return Ok(Some(ev));
                     }
                 }
-                Ok(None) if Instant::now() < deadline => {
-                    if let Err(e) = g.link.probe() {
-                        return Err(g.fail(e));
-                    }
-                }
-                Ok(None) => return Ok(None),
+                Ok(None) => {}
             }
         }
     }
@@ -848,10 +862,16 @@ impl LiveTarget {
         let (stop, dtb, new_boot) = match r {
             Ok(x) => x,
             Err(cause) => {
+                let cause = match cause {
+                    KdnetError::NoOffer { port, .. } => {
+                        format!("no offer arrived on UDP port {port}")
+                    }
+                    e => e.to_string(),
+                };
                 let e = KdnetError::ReconnectFailed {
                     target,
                     waited: wait,
-                    cause: Box::new(cause),
+                    cause,
                 };
                 g.state = State::Dead(e.to_string());
                 g.forget_stop();
@@ -865,6 +885,14 @@ impl LiveTarget {
         drop(g);
         self.find_kdbg();
         Ok(Reconnected { stop, rebooted })
+    }
+
+    /// Whether the session died because the target stopped answering (as
+    /// opposed to rebooting, or never failing): then it may be stopped,
+    /// and [`reconnect`](Self::reconnect) may get it back.
+    pub fn link_lost(&self) -> bool {
+        let g = self.lock();
+        matches!(g.state, State::Dead(_)) && g.lost
     }
 
     /// Leave the target running, whatever became of the session: resume

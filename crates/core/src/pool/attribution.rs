@@ -347,7 +347,145 @@ fn is_immediate(img: &[u8], at: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_immediate;
+    use super::*;
+    use crate::testutil::{Machine, put32};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const BASE: u64 = 0xFFFF_F806_1000_0000;
+    const TDS: u32 = 0x5F00_1234;
+
+    /// A driver: headers, `.text` at 0x1000 (code), `.data` at 0x2000
+    /// (writable). Returns the mapped image and the file.
+    fn driver(text: &[u8], data: &[u8], tds: u32) -> (Vec<u8>, Vec<u8>) {
+        let mut h = vec![0u8; 0x400];
+        h[0..2].copy_from_slice(b"MZ");
+        put32(&mut h, 0x3C, 0x80);
+        h[0x80..0x84].copy_from_slice(b"PE\0\0");
+        let coff = 0x84;
+        h[coff..coff + 2].copy_from_slice(&0x8664u16.to_le_bytes());
+        h[coff + 2..coff + 4].copy_from_slice(&2u16.to_le_bytes());
+        put32(&mut h, coff + 4, tds);
+        h[coff + 16..coff + 18].copy_from_slice(&0xF0u16.to_le_bytes());
+        h[coff + 18..coff + 20].copy_from_slice(&0x22u16.to_le_bytes());
+        let opt = coff + 20;
+        h[opt..opt + 2].copy_from_slice(&0x20Bu16.to_le_bytes());
+        put32(&mut h, opt + 32, 0x1000);
+        put32(&mut h, opt + 36, 0x200);
+        put32(&mut h, opt + 56, 0x3000); // SizeOfImage
+        put32(&mut h, opt + 60, 0x400); // SizeOfHeaders
+        h[opt + 68..opt + 70].copy_from_slice(&1u16.to_le_bytes());
+        put32(&mut h, opt + 108, 16);
+        let sec = opt + 0xF0;
+        for (i, (name, rva, raw, len, ch)) in [
+            (
+                &b".text"[..],
+                0x1000u32,
+                0x400u32,
+                text.len(),
+                0x6000_0020u32,
+            ),
+            (&b".data"[..], 0x2000, 0x600, data.len(), 0xC000_0040),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let s = sec + 40 * i;
+            h[s..s + name.len()].copy_from_slice(name);
+            put32(&mut h, s + 8, len as u32);
+            put32(&mut h, s + 12, rva);
+            put32(&mut h, s + 16, 0x200);
+            put32(&mut h, s + 20, raw);
+            put32(&mut h, s + 36, ch);
+        }
+        let mut mapped = vec![0u8; 0x3000];
+        mapped[..0x400].copy_from_slice(&h);
+        mapped[0x1000..0x1000 + text.len()].copy_from_slice(text);
+        mapped[0x2000..0x2000 + data.len()].copy_from_slice(data);
+        let mut file = vec![0u8; 0x800];
+        file[..0x400].copy_from_slice(&h);
+        file[0x400..0x400 + text.len()].copy_from_slice(text);
+        file[0x600..0x600 + data.len()].copy_from_slice(data);
+        (mapped, file)
+    }
+
+    fn loaded(mapped: &[u8]) -> (Machine, LoadedModule) {
+        let mut m = Machine::new();
+        m.write_virt(BASE, mapped);
+        let module = LoadedModule {
+            entry: KernelVa(0),
+            base: KernelVa(BASE),
+            size: mapped.len() as u32,
+            entry_point: KernelVa(BASE + 0x1000),
+            name: "drv.sys".into(),
+            full_name: None,
+        };
+        (m, module)
+    }
+
+    fn tag(s: &[u8; 4]) -> PoolTag {
+        PoolTag(u32::from_le_bytes(*s))
+    }
+
+    /// `mov r8d, 'kaeL'` in code; 'Data' only in writable data.
+    const CODE: [u8; 6] = [0x41, 0xB8, b'L', b'e', b'a', b'k'];
+
+    #[test]
+    fn only_code_and_read_only_data_are_evidence() {
+        let (mapped, _) = driver(&CODE, b"Data", TDS);
+        let (m, module) = loaded(&mapped);
+        let found = attribute_tags(&m, &[module], &[tag(b"Leak"), tag(b"Data")]);
+        let a = &found[&tag(b"Leak")];
+        assert_eq!((a.module.as_str(), a.immediate_hits), ("drv.sys", 1));
+        assert!(!found.contains_key(&tag(b"Data")), "{found:?}");
+    }
+
+    #[test]
+    fn a_matching_image_file_replaces_memory_once_per_cache() {
+        let (mapped, _) = driver(&CODE, b"", TDS);
+        // The file's code names another tag: what is found proves where
+        // the bytes came from.
+        let (_, file) = driver(&[0x41, 0xB8, b'F', b'i', b'l', b'e'], b"", TDS);
+        let (m, module) = loaded(&mapped);
+        let calls = AtomicUsize::new(0);
+        let files = |name: &str, tds: u32, size: u32| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            (name == "drv.sys" && tds == TDS && size == 0x3000).then(|| file.clone())
+        };
+        let cache = ImageCache::default();
+        let tags = [tag(b"Leak"), tag(b"File")];
+        for _ in 0..2 {
+            let found = attribute_tags_with(
+                &m,
+                std::slice::from_ref(&module),
+                &tags,
+                &cache,
+                Some(&files),
+            );
+            assert!(found.contains_key(&tag(b"File")) && !found.contains_key(&tag(b"Leak")));
+        }
+        assert_eq!(calls.load(Ordering::Relaxed), 1, "read once per cache");
+        assert_eq!(cache.modules()[0].origin, ImageOrigin::File);
+    }
+
+    #[test]
+    fn an_image_file_that_does_not_match_memory_is_not_used() {
+        let (mapped, _) = driver(&CODE, b"", TDS);
+        let (_, other_build) = driver(&[0x41, 0xB8, b'F', b'i', b'l', b'e'], b"", TDS + 1);
+        let (m, module) = loaded(&mapped);
+        let files = |_: &str, _: u32, _: u32| Some(other_build.clone());
+        let cache = ImageCache::default();
+        let found = attribute_tags_with(
+            &m,
+            &[module],
+            &[tag(b"Leak"), tag(b"File")],
+            &cache,
+            Some(&files),
+        );
+        assert!(found.contains_key(&tag(b"Leak")) && !found.contains_key(&tag(b"File")));
+        let t = &cache.modules()[0];
+        assert_eq!(t.origin, ImageOrigin::Memory);
+        assert!(t.notes[0].contains("does not match"), "{:?}", t.notes);
+    }
 
     #[test]
     fn recognises_immediate_operands() {

@@ -123,7 +123,7 @@ impl SymbolPathImages {
 impl ImageLocator for SymbolPathImages {
     fn locate(&self, req: &ImageRequest<'_>) -> Result<Option<ImageFile>, String> {
         match self.lookup(req.name, req.time_date_stamp, req.size_of_image) {
-            Some((path, bytes)) => ImageFile::parse(&path.display().to_string(), bytes)
+            Some((path, bytes)) => ImageFile::parse(path.display().to_string(), bytes)
                 .map(Some)
                 .map_err(|e| e.to_string()),
             None => Ok(None),
