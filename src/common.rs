@@ -61,6 +61,19 @@ impl SymbolArgs {
         o
     }
 
+    /// Image files (binaries) along the symbol path, as WinDbg fetches
+    /// them to unwind stacks (`<file>/<TimeDateStamp><SizeOfImage>/<file>`).
+    /// Not for anything that must see the target's code as it is now
+    /// (call sites, relabelled tags, import slots bound in memory): files
+    /// hold the code as built.
+    pub fn images(&self) -> std::sync::Arc<pooldump_core::symbols::images::SymbolPathImages> {
+        let o = self.options(None);
+        std::sync::Arc::new(pooldump_core::symbols::images::SymbolPathImages::new(
+            o.symbol_path,
+            &o.fetch,
+        ))
+    }
+
     /// What to do about missing symbols.
     pub fn hint(&self) -> String {
         let mut s = String::from(

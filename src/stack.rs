@@ -9,11 +9,12 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use pooldump_core::dump::{BugCheck, CrashDump};
+use pooldump_core::dump::triage::TriageContext;
+use pooldump_core::dump::{BugCheck, CrashDump, TriageDump};
 use pooldump_core::kernel::{self, BootHints, KLDR_BOOTSTRAP, ScanLimits, WalkLimits};
 use pooldump_core::stack::{
-    Frame, Nonvolatiles, ReadStats, Registers, StackTrace, StackWalker, Symbol, Symbolizer,
-    SymbolizerOptions, UnwindMethod, WalkEnd,
+    Frame, ImageOrigin, Nonvolatiles, ReadStats, Reg, Registers, StackModule, StackTrace,
+    StackWalker, Symbol, Symbolizer, SymbolizerOptions, UnwindMethod, WalkEnd, flags,
 };
 use pooldump_core::symbols::DownloadProgress;
 use pooldump_core::{KernelVa, Memory};
@@ -24,7 +25,8 @@ use crate::common::{ProgressBar, SymbolArgs};
 /// Show the crashing thread's stack (kb), or the stack of a CONTEXT record.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The crash dump (MEMORY.DMP: full, kernel/automatic bitmap, or RDMP).
+    /// The crash dump (MEMORY.DMP: full, kernel/automatic bitmap, or RDMP;
+    /// or a small memory dump, whose images come from the symbol path).
     #[arg(value_name = "DUMP")]
     pub dump: PathBuf,
     /// Walk from the CONTEXT record at this address instead (WinDbg's
@@ -115,6 +117,9 @@ pub fn context_parameter(code: u32) -> Option<u8> {
 
 pub fn collect(args: &Args) -> Result<StackReport> {
     let path = &args.dump;
+    if let Some(small) = crate::common::open_small_dump(path)? {
+        return collect_small(args, &small);
+    }
     let dump = CrashDump::open(path)?;
     let h = dump.header().clone();
     let hints = BootHints {
@@ -159,7 +164,10 @@ pub fn collect(args: &Args) -> Result<StackReport> {
     let sym = args
         .symbols
         .options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
-    let mut walker = StackWalker::new(&modules);
+    // Unwind data from the image files on the symbol path when they are
+    // there (WinDbg does the same), else from the dump's image pages.
+    let images = args.symbols.images();
+    let mut walker = StackWalker::new(&modules).with_image_locator(images.clone());
     let mut names = Symbolizer::new(SymbolizerOptions {
         symbol_path: sym.symbol_path,
         fetch: sym.fetch,
@@ -220,9 +228,153 @@ pub fn collect(args: &Args) -> Result<StackReport> {
     }
     notes.extend(walker.notes().iter().cloned());
     notes.extend(names.notes().iter().cloned());
+    notes.extend(images.notes());
     Ok(StackReport {
         dump: path.to_path_buf(),
         bug_check: h.bug_check,
+        stacks,
+        notes,
+    })
+}
+
+/// A small memory dump (Minidump, DumpType 4): the crashing thread's
+/// stack from the CONTEXT in its header, over the stack bytes it saved,
+/// with each module's unwind data from its image file on the symbol path
+/// (the file holds no image), located by the TimeDateStamp and size in
+/// its driver list, as WinDbg does.
+fn collect_small(args: &Args, small: &TriageDump) -> Result<StackReport> {
+    let path = &args.dump;
+    let s = small.summary();
+    let ctx = match small.context() {
+        Some(TriageContext::X64(c)) => c,
+        Some(TriageContext::Arm64(_)) => bail!(
+            "{}: an ARM64 small memory dump; `stack` unwinds x64 stacks only (ARM64 unwind codes are not implemented). `pooldump info` shows its bug check, CONTEXT and modules",
+            path.display()
+        ),
+        None => bail!(
+            "{}: the small memory dump holds no CONTEXT record (MiniDumpFields {:#x}), so there is no stack to walk",
+            path.display(),
+            s.fields_raw
+        ),
+    };
+    if s.drivers.is_empty() {
+        bail!(
+            "{}: the small memory dump's driver list is empty, so no frame can be unwound",
+            path.display()
+        );
+    }
+    let mut notes = vec![format!(
+        "a small memory dump: {} bytes of the crashing thread's stack and no module images; unwind data and code come from the image files on the symbol path",
+        s.stack_bytes
+    )];
+    let kern_base = s.kdbg.as_ref().map(|k| k.kern_base);
+    let modules = s
+        .drivers
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let is_kernel = kern_base.map_or(i == 0, |k| k == d.base);
+            let mut m = StackModule::new(d.base_name(), d.base, d.size, is_kernel);
+            m.time_date_stamp = Some(d.time_date_stamp);
+            m
+        })
+        .collect();
+    let images = args.symbols.images();
+    let mut walker = StackWalker::from_modules(modules).with_image_locator(images.clone());
+    let bar = ProgressBar::new();
+    let sym = args
+        .symbols
+        .options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
+    let mut names = Symbolizer::new(SymbolizerOptions {
+        symbol_path: sym.symbol_path,
+        fetch: sym.fetch,
+        pdb_files: sym.pdb_file.into_iter().collect(),
+    });
+
+    let mut stacks = Vec::new();
+    match args.context {
+        Some(va) => {
+            let regs = Registers::read_context(small, va).with_context(|| {
+                format!(
+                    "{}: --context {va}: a small memory dump holds only the stack and a few data blocks; the CONTEXT record must be among them",
+                    path.display()
+                )
+            })?;
+            stacks.push(walk(
+                &mut walker,
+                &mut names,
+                small,
+                ContextSource::Explicit,
+                Some(va),
+                &regs,
+            ));
+        }
+        None => {
+            let mut regs = Registers::new(ctx.rip, ctx.gpr[Reg::Rsp as usize]);
+            if ctx.context_flags & flags::CONTEXT_INTEGER == flags::CONTEXT_INTEGER {
+                for (i, v) in ctx.gpr.iter().enumerate() {
+                    if let Some(r) = Reg::from_number(i as u8) {
+                        regs.set(r, Some(*v));
+                    }
+                }
+            }
+            stacks.push(walk(
+                &mut walker,
+                &mut names,
+                small,
+                ContextSource::DumpHeader,
+                None,
+                &regs,
+            ));
+            if let Some(p) = context_parameter(s.bug_check.code) {
+                let va = KernelVa(s.bug_check.parameters[usize::from(p) - 1]);
+                match Registers::read_context(small, va) {
+                    Ok(regs) => stacks.push(walk(
+                        &mut walker,
+                        &mut names,
+                        small,
+                        ContextSource::BugCheckParameter { parameter: p },
+                        Some(va),
+                        &regs,
+                    )),
+                    Err(e) => notes.push(format!(
+                        "bug check {:#x} parameter {p} ({va}) is a CONTEXT record the small dump did not save ({e})",
+                        s.bug_check.code
+                    )),
+                }
+            }
+        }
+    }
+    // Every module a frame is in should have come from its file.
+    let mut missing: Vec<usize> = Vec::new();
+    for f in stacks.iter().flat_map(|s| &s.frames) {
+        if let Some(i) = walker.module_at(f.pc)
+            && !matches!(walker.image_origin(i), Some(ImageOrigin::File(_)))
+            && !missing.contains(&i)
+        {
+            missing.push(i);
+        }
+    }
+    for i in missing {
+        let m = &walker.modules()[i];
+        notes.push(format!(
+            "{}: no image file {}/{:08X}{:X}/{} on the symbol path; a small memory dump holds no image, so its unwind data and PDB identity must come from there (copy the binary of that build from the crashed machine into the symbol store, or name a symbol server)",
+            m.name,
+            m.name,
+            m.time_date_stamp.unwrap_or(0),
+            m.size,
+            m.name
+        ));
+    }
+    notes.extend(walker.notes().iter().cloned());
+    notes.extend(names.notes().iter().cloned());
+    notes.extend(images.notes());
+    Ok(StackReport {
+        dump: path.to_path_buf(),
+        bug_check: BugCheck {
+            code: s.bug_check.code,
+            parameters: s.bug_check.parameters,
+        },
         stacks,
         notes,
     })

@@ -170,6 +170,19 @@ fn info_analyze_and_find_on_the_real_small_dump() {
         }
         assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"));
     }
+
+    // `stack` unwinds x64 only: an ARM64 dump is refused by name, with
+    // where to look instead.
+    let out = pooldump(&["stack", p, "--offline"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for want in [
+        "ARM64 small memory dump",
+        "x64 stacks only",
+        "pooldump info",
+    ] {
+        assert!(err.contains(want), "{want} missing from {err}");
+    }
 }
 
 use pooldump_core::dump::TriageDump;

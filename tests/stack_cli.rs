@@ -293,3 +293,59 @@ fn bad_context_addresses_are_errors_that_say_what_to_do() {
     assert_eq!(r.code(), Some(1));
     assert!(r.stderr.contains("/nonexistent/MEMORY.DMP"), "{}", r.stderr);
 }
+
+/// A small memory dump holds the stack bytes and the driver list, no
+/// image: `stack` finds each module's image file in the symbol store by
+/// its TimeDateStamp and SizeOfImage, as WinDbg does, and prints the stack
+/// the CPU built. Without the image files it says what is missing.
+#[test]
+fn a_small_memory_dump_unwinds_with_image_files_from_the_symbol_path() {
+    use pooldump_kit::triage::SmallDumpOptions;
+    for build in [NtBuild::Win10_19041, NtBuild::Win7_7601] {
+        let (m, bc) = crashed(build, 13, false);
+        let dir = tempfile::tempdir().unwrap();
+        let mini = dir.path().join("Mini120626-01.dmp");
+        std::fs::write(&mini, m.small_dump(&SmallDumpOptions::default()).0).unwrap();
+        let mini = mini.display().to_string();
+        let pdbs = dir.path().join("pdbs");
+        m.write_symbol_store(&pdbs).unwrap();
+        let full = dir.path().join("store");
+        m.write_symbol_store(&full).unwrap();
+        let files = m.write_image_files(&full).unwrap();
+        // <file>/<TimeDateStamp><SizeOfImage>/<file>, as symstore lays it.
+        assert!(
+            files.iter().any(|p| {
+                let parts: Vec<_> = p.iter().rev().take(3).collect();
+                parts[0] == "leakydrv.sys"
+                    && parts[2] == "leakydrv.sys"
+                    && parts[1].len() > 8
+                    && parts[1]
+                        .to_str()
+                        .unwrap()
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit())
+            }),
+            "{files:?}"
+        );
+
+        let full = full.display().to_string();
+        let r = pooldump(&["stack", &mini, "--symbol-path", &full, "--offline"]);
+        assert_eq!(r.code(), Some(0), "{build:?}: {}", r.stderr);
+        let want = kb(&m, &bc.frames);
+        assert!(
+            r.stdout.contains(&want),
+            "{build:?}:\n{}\nwanted:\n{want}",
+            r.stdout
+        );
+        assert!(r.stdout.contains("bug check 0x50"), "{}", r.stdout);
+        assert!(r.stdout.contains("a small memory dump"), "{}", r.stdout);
+
+        // PDBs but no binaries: the walk cannot go past the first frame
+        // whose unwind data it lacks, and says why.
+        let pdbs = pdbs.display().to_string();
+        let r = pooldump(&["stack", &mini, "--symbol-path", &pdbs, "--offline"]);
+        assert_eq!(r.code(), Some(0), "{build:?}: {}", r.stderr);
+        assert!(!r.stdout.contains(&want), "{}", r.stdout);
+        assert!(r.stdout.contains("Walk stopped"), "{}", r.stdout);
+    }
+}

@@ -95,6 +95,26 @@ enum Cmd {
         #[arg(long, short)]
         out: PathBuf,
     },
+    /// Crash a machine for real and write what Windows leaves behind: its
+    /// processor runs leakydrv's LkTouch with a bad pointer, the page fault
+    /// goes through nt!KiPageFault to a bug check (0x50 for an unmapped
+    /// system address, 0x7E for NULL), and DIR gets MEMORY.DMP (with the
+    /// registers at KeBugCheckEx), Mini.dmp (a small memory dump of the same
+    /// crash), symbols/ (PDBs and image files, as a symbol store holds
+    /// them) and crash-truth.json (the stack the CPU built).
+    Crash {
+        #[arg(long, default_value = "win10-19041")]
+        build: String,
+        #[arg(long, default_value_t = 12)]
+        seed: u64,
+        /// `unmapped` (bug check 0x50) or `null` (0x7E, with the
+        /// exception's CONTEXT record in parameter 4).
+        #[arg(long, default_value = "unmapped")]
+        pointer: String,
+        /// Output directory.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
     /// List the builds the kit can impersonate.
     Builds,
     /// Run a synthetic Windows machine as a KDNET debugging target on this
@@ -226,6 +246,20 @@ fn run(cli: Cli) -> Result<(), String> {
             );
             Ok(())
         }
+        Cmd::Crash {
+            build,
+            seed,
+            pointer,
+            out,
+        } => {
+            let b = NtBuild::from_name(&build).ok_or_else(|| format!("unknown build {build:?}"))?;
+            let context = match pointer.as_str() {
+                "unmapped" => 0xFFFF_8000_0000_1000,
+                "null" => 0,
+                other => return Err(format!("--pointer {other:?}: use unmapped or null")),
+            };
+            write_crash(&Scenario::small(b, seed), context, &out)
+        }
         Cmd::Sample { out } => write_all(
             &pooldump_kit::scenario::sample(),
             DumpKind::KernelBitmap,
@@ -303,6 +337,45 @@ fn parse_size(s: &str) -> Result<u64, String> {
     num.parse::<u64>()
         .map(|n| n * mul)
         .map_err(|_| format!("bad size {s:?} (e.g. 512M, 4G)"))
+}
+
+/// Crash the machine with LkTouch writing through `context` and write the
+/// dumps, the symbol store with images, and the CPU's stack.
+fn write_crash(s: &Scenario, context: u64, out: &Path) -> Result<(), String> {
+    let mut m = Machine::build(s);
+    let item = pooldump_kit::run::WorkItem {
+        name: "touch".into(),
+        driver: "leakydrv.sys".into(),
+        kind: 7,
+        flags: 0,
+        length: 0x5A5A,
+        context,
+        every_ms: 1000,
+        start_ms: 0,
+        burst: 1,
+    };
+    let bc = m
+        .crash_with(item, 10_000_000_000)
+        .ok_or("LkTouch ran without a bug check")?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let io = |e: std::io::Error| format!("{}: {e}", out.display());
+    m.write_dump_file(DumpKind::KernelBitmap, &out.join("MEMORY.DMP"))
+        .map_err(io)?;
+    let (mini, _) = m.small_dump(&pooldump_kit::triage::SmallDumpOptions::default());
+    std::fs::write(out.join("Mini.dmp"), &mini).map_err(io)?;
+    let symbols = out.join("symbols");
+    m.write_symbol_store(&symbols).map_err(io)?;
+    m.write_image_files(&symbols).map_err(io)?;
+    let tj = serde_json::to_string_pretty(&bc).map_err(|e| e.to_string())?;
+    std::fs::write(out.join("crash-truth.json"), tj).map_err(io)?;
+    eprintln!(
+        "bug check {:#x} on {}; wrote MEMORY.DMP, Mini.dmp ({} bytes), symbols/ and crash-truth.json to {}",
+        bc.code,
+        s.build,
+        mini.len(),
+        out.display()
+    );
+    Ok(())
 }
 
 /// Build the machine and write a small memory dump of it (Minidump.dmp),

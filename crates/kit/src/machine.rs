@@ -81,6 +81,9 @@ pub struct Machine {
     pub(crate) heaps: std::collections::BTreeMap<PoolKind, u64>,
     /// Kernel stack page (context Rsp), also home to decoys.
     pub(crate) stack: u64,
+    /// The bug-checking thread's stack (limit, base) after
+    /// [`Machine::crash_with`]; a small dump saves it from Rsp to its base.
+    pub(crate) crash_stack: Option<(u64, u64)>,
     /// Bulk page segments (segment-heap builds), in list order.
     pub(crate) bulk_segments: Vec<u64>,
     pub(crate) bulk_filler: Option<std::sync::Arc<crate::bulk::BulkFiller>>,
@@ -155,6 +158,7 @@ impl Machine {
             pool: Default::default(),
             heaps: Default::default(),
             stack: 0,
+            crash_stack: None,
             bulk_segments: Vec::new(),
             bulk_filler: None,
             process_spaces: Vec::new(),
@@ -687,6 +691,46 @@ impl Machine {
         }
         Ok(nt)
     }
+
+    /// Put nt's and the drivers' image files in the symbol store at `dir`
+    /// as WinDbg finds binaries: `<file>/<TimeDateStamp><SizeOfImage>/
+    /// <file>` (8 hex digits, then the size without leading zeros), under
+    /// the names the loaded-module list gives them. Returns the paths.
+    pub fn write_image_files(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        let mut images: Vec<(&str, &[u8])> = Vec::new();
+        if let Some(nt) = self.truth.kernel.modules.first() {
+            images.push((&nt.base_name, self.scenario.build.files().image));
+        }
+        if self.scenario.drivers {
+            for d in drivers::all() {
+                images.push((&d.info.file, d.image));
+            }
+        }
+        let mut out = Vec::new();
+        for (name, bytes) in images {
+            let (stamp, size) = pe_identity(bytes).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{name}: not a PE image"),
+                )
+            })?;
+            out.push(store_put(
+                dir,
+                name,
+                &format!("{stamp:08X}{size:X}"),
+                bytes,
+            )?);
+        }
+        Ok(out)
+    }
+}
+
+/// A PE file's TimeDateStamp and SizeOfImage.
+fn pe_identity(b: &[u8]) -> Option<(u32, u32)> {
+    let u32_at = |o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
+    let nt = u32_at(0x3C)? as usize;
+    (b.get(nt..nt + 4)? == b"PE\0\0").then_some(())?;
+    Some((u32_at(nt + 8)?, u32_at(nt + 0x18 + 0x38)?))
 }
 
 fn store_put(dir: &Path, name: &str, key: &str, bytes: &[u8]) -> io::Result<PathBuf> {

@@ -136,8 +136,9 @@ impl Machine {
         // The thread: an ETHREAD that is not in memory (the kit has no
         // threads), placed in nonpaged pool's address range.
         let thread_va = (p.eprocess + 0x10_0000) & !0xFFF | 0x080;
-        let stack_limit = self.stack;
-        let stack_base = self.stack + 2 * PAGE as u64;
+        let (stack_limit, stack_base) = self
+            .crash_stack
+            .unwrap_or((self.stack, self.stack + 2 * PAGE as u64));
         let rsp = h.context_rsp;
         let mut ethread = vec![0u8; size("_ETHREAD")];
         let apc_process = off("_KTHREAD", "ApcState") + 0x20; // _KAPC_STATE.Process

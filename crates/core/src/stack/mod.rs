@@ -462,9 +462,10 @@ impl StackWalker {
                     max_frame,
                     &mut image_reads,
                 ),
+                // The frame number is added below.
                 Err(e) => Err(WalkEnd {
                     reason: WhyWalkStopped::ImageUnavailable,
-                    detail: format!("frame {:02x}: {e}", frames.len() - 1),
+                    detail: e.to_string(),
                 }),
             };
             let step = match step {

@@ -1,5 +1,6 @@
 //! Stack memory for one walk, read in aligned chunks (one read per chunk,
-//! never across a page) under a byte budget.
+//! never across a page) under a byte budget; where a chunk cannot be read
+//! whole, word by word.
 
 use std::collections::HashMap;
 
@@ -80,14 +81,36 @@ impl<'m, M: Memory + ?Sized> StackReader<'m, M> {
             }
             match &self.chunks[&base] {
                 Ok(c) => *b = c[(a - base) as usize],
-                Err(e) => {
-                    return Err(WalkEnd {
-                        reason: WhyWalkStopped::StackUnreadable,
-                        detail: format!("cannot read the stack at {}: {e}", KernelVa(a)),
-                    });
-                }
+                Err(_) => return self.read_word(addr),
             }
         }
         Ok(u64::from_le_bytes(out))
+    }
+
+    /// The 8 bytes at `addr` on their own, when the chunk around them
+    /// could not be read whole: a source that holds only part of a page
+    /// (a small memory dump keeps the stack from Rsp up, not the chunk
+    /// below it).
+    fn read_word(&mut self, addr: u64) -> Result<u64, WalkEnd> {
+        if self.stats.bytes + 8 > self.budget {
+            return Err(WalkEnd {
+                reason: WhyWalkStopped::ReadLimit,
+                detail: format!(
+                    "the walk read {} bytes of stack, its limit; the stack at {} was not read",
+                    self.stats.bytes,
+                    KernelVa(addr)
+                ),
+            });
+        }
+        let mut out = [0u8; 8];
+        self.stats.reads += 1;
+        self.stats.bytes += 8;
+        match self.mem.read_virtual(KernelVa(addr), &mut out) {
+            Ok(()) => Ok(u64::from_le_bytes(out)),
+            Err(e) => Err(WalkEnd {
+                reason: WhyWalkStopped::StackUnreadable,
+                detail: format!("cannot read the stack at {}: {e}", KernelVa(addr)),
+            }),
+        }
     }
 }

@@ -954,9 +954,12 @@ impl Machine {
             match rt.advance(self, limit_ns)? {
                 Stop {
                     kind: StopKind::BugCheck(b),
+                    cpu,
                     ..
                 } => {
                     let b = *b;
+                    let top = rt.processors[cpu as usize].stack_top;
+                    self.crash_stack = Some((top - STACK_PAGES * PAGE64, top));
                     self.header.bugcheck_code = b.code;
                     self.header.bugcheck_parameters = b.parameters;
                     self.header.context_rip = b.context.rip;
