@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use pooldump_core::hittag::{DecidedBy, HitAnalyzer, HitTable, SiteRow};
-use pooldump_core::stack::{ReadStats, Registers, Symbolizer, SymbolizerOptions};
+use pooldump_core::stack::{ReadStats, Registers, StackWalker, Symbolizer, SymbolizerOptions};
 use pooldump_core::{KernelVa, Memory, PoolTag, Target};
 use pooldump_kdnet::{ContinueStatus, KdnetSpec, LiveTarget, TargetEvent, TargetState};
 use serde::Serialize;
@@ -261,7 +261,16 @@ fn session(
         fetch: opts.fetch,
         pdb_files: opts.pdb_file.into_iter().collect(),
     });
-    let mut analyzer = HitAnalyzer::new(modules, symbolizer);
+    // Unwind data and code from the image files on the symbol path where
+    // they are there (`<file>/<TimeDateStamp><SizeOfImage>/<file>`): round
+    // trips saved. Only unwind data, function bounds, code before a call
+    // and import names are read this way, all as built; the tag
+    // immediates a relabel may have patched are never read here.
+    let images = args.sym.images();
+    let mut analyzer = HitAnalyzer::with_walker(
+        StackWalker::new(modules).with_image_locator(images.clone()),
+        symbolizer,
+    );
 
     // From here on the guard restores PoolHitTag on every way out.
     let mut guard = Restore {
@@ -390,6 +399,7 @@ fn session(
             u32::from_le_bytes(old)
         );
     }
+    notes.extend(images.notes());
     Ok(Report {
         target: format!("KDNET {}", live.peer()),
         build: live.build(),

@@ -46,6 +46,8 @@ struct Setup {
     sim: SimTarget,
     spec: String,
     symbols: tempfile::TempDir,
+    /// The same store with nt's and the drivers' image files too.
+    with_images: tempfile::TempDir,
     hit_tag_va: u64,
     modules: Vec<(String, u64)>,
 }
@@ -58,6 +60,9 @@ fn setup_with(build: NtBuild, faults: Faults, workload: Workload) -> Setup {
     let m = Machine::build(&Scenario::small(build, 31));
     let symbols = tempfile::tempdir().unwrap();
     m.write_symbol_store(symbols.path()).unwrap();
+    let with_images = tempfile::tempdir().unwrap();
+    m.write_symbol_store(with_images.path()).unwrap();
+    m.write_image_files(with_images.path()).unwrap();
     let hit_tag_va = m.sym_va("PoolHitTag").unwrap();
     let modules = m
         .truth
@@ -76,15 +81,20 @@ fn setup_with(build: NtBuild, faults: Faults, workload: Workload) -> Setup {
         sim,
         spec: format!("port={port},key={KEY},bind=127.0.0.1"),
         symbols,
+        with_images,
         hit_tag_va,
         modules,
     }
 }
 
 fn hittag_cmd(s: &Setup, extra: &[&str]) -> Command {
+    hittag_cmd_with(s, s.symbols.path(), extra)
+}
+
+fn hittag_cmd_with(s: &Setup, symbols: &std::path::Path, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
     c.args(["hittag", "--kdnet", &s.spec, "--offline", "--symbol-path"])
-        .arg(s.symbols.path())
+        .arg(symbols)
         .args(extra)
         .env_remove("_NT_SYMBOL_PATH");
     c
@@ -245,6 +255,35 @@ fn hittag_names_the_call_sites_the_cpu_went_through() {
                 .any(|n| n.starts_with("leakydrv!LeakOneRecord+")),
             "{sites:?}"
         );
+        // With the image files on the symbol path the analysis reads only
+        // each module's header page from the target (to learn its
+        // TimeDateStamp); unwind data and code come from the files.
+        let without = j["analysis_reads"]["first_hit_image"]["reads"]
+            .as_u64()
+            .unwrap();
+        assert!(without > 2, "{}", j["analysis_reads"]);
+        let mut c = hittag_cmd_with(
+            &s,
+            s.with_images.path(),
+            &["--tag", "Leak", "--hits", "20", "--json"],
+        );
+        let out = run_bounded(&mut c, Duration::from_secs(120));
+        assert_eq!(out.code(), Some(0), "{build:?}: {}", out.stderr);
+        let k: Value = serde_json::from_str(&out.stdout).unwrap();
+        let with = k["analysis_reads"]["first_hit_image"]["reads"]
+            .as_u64()
+            .unwrap();
+        // nt's and leakydrv's header pages.
+        assert!(with <= 2, "{}", k["analysis_reads"]);
+        assert_eq!(
+            k["analysis_reads"]["later_image"]["reads"], 0,
+            "{}",
+            k["analysis_reads"]
+        );
+        assert_restored_and_running(&s);
+        let truth = s.sim.truth().unwrap();
+        assert_stacks_are_the_cpus(&k, &truth);
+
         // The text form, on the same (still running) target.
         let out = run_bounded(
             &mut hittag_cmd(&s, &["--tag", "Leak", "--hits", "10"]),

@@ -121,8 +121,9 @@ enum Cmd {
     /// computer: it offers itself to the debugger at 127.0.0.1:PORT every
     /// 3 s, as `bcdedit /dbgsettings net hostip:127.0.0.1 port:PORT
     /// key:KEY` configures Windows, and runs a workload of driver work
-    /// items while resumed (a leaking driver among them). Its symbols are
-    /// written to --symbols for pooldump's --symbol-path. Ctrl-C stops it.
+    /// items while resumed (a leaking driver among them). Its symbols (PDBs
+    /// and image files) are written to --symbols for pooldump's
+    /// --symbol-path. Ctrl-C stops it.
     Serve {
         /// WinDbg's `-k net:` settings the debugger will use:
         /// `port=50000,key=1.2.3.4` (the target offers to 127.0.0.1:port).
@@ -465,6 +466,7 @@ fn serve(a: &ServeArgs) -> Result<(), String> {
     s.cpus = a.cpus.clamp(1, 64);
     let m = Machine::build(&s);
     m.write_symbol_store(&a.symbols)
+        .and_then(|_| m.write_image_files(&a.symbols))
         .map_err(|e| format!("--symbols {}: {e}", a.symbols.display()))?;
     let host = std::net::SocketAddr::new(
         std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
