@@ -225,9 +225,10 @@ pub fn render_text(t: &Trend, top: usize, opts: &TrendOptions) -> String {
                     steady.len() - 1
                 ));
             }
-            out.push_str(
-                "Next: stop the test and take one more snapshot later; a leak gives nothing back (see bytes_released in --json). Then catch the allocating code with nt!PoolHitTag.\n",
-            );
+            out.push_str(&format!(
+                "Next: stop the test and take one more snapshot later; a leak gives nothing back (see bytes_released in --json). Then find the allocating code: `pooldump hittag --kdnet SPEC --tag {}` (nt!PoolHitTag stacks per call site), or `pooldump callsites` for every site that passes the tag.\n",
+                x.tag.trim_end()
+            ));
         }
         None => out.push_str("No tag grows steadily over this series.\n"),
     }

@@ -239,3 +239,129 @@ fn watch_refuses_bad_arguments_before_connecting() {
         assert!(r.stderr.contains(why), "{why}: {}", r.stderr);
     }
 }
+
+/// Issue 11: on a target that runs, `watch` sees the leak grow live. The
+/// simulated machine executes the drivers' work items between snapshots
+/// (leakydrv leaks `Leak`, the others balance), its clock advancing in
+/// KUSER_SHARED_DATA as Windows' does; `trend` over the watched series
+/// finds the steady leak; and a snapshot of the frozen machine equals the
+/// tracker as the CPU left it (the boot's rows plus every pool call the
+/// CPU made, counted by the simulator, not read back from memory).
+#[test]
+fn watch_over_a_running_target_sees_the_leak_grow() {
+    use pooldump_kdnet_sim::Workload;
+    let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 53));
+    let boot = m.truth.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let symbols = dir.path().join("symbols");
+    m.write_symbol_store(&symbols).unwrap();
+    let symbols = symbols.display().to_string();
+    let port = free_port();
+    let mut cfg = SimConfig::new(KEY.parse().unwrap(), (Ipv4Addr::LOCALHOST, port).into());
+    cfg.workload = Some(Workload::leak());
+    // Two simulated minutes per real second.
+    cfg.speed = 120.0;
+    let sim = SimTarget::spawn(m, cfg).unwrap();
+    let spec = format!("port={port},key={KEY},bind=127.0.0.1");
+    let out = dir.path().join("watch");
+    let r = pooldump(&[
+        "watch",
+        "--kdnet",
+        &spec,
+        "--interval",
+        "1s",
+        "--count",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+        "--symbol-path",
+        &symbols,
+        "--offline",
+        "--no-cache",
+        "--no-image-search",
+    ]);
+    assert_eq!(r.code(), Some(0), "{}\n{}", r.stdout, r.stderr);
+    let mut files: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 5, "{files:?}");
+    let leak = |s: &Snapshot| {
+        s.rows
+            .iter()
+            .find(|r| &r.tag.bytes() == b"Leak")
+            .map(|r| r.allocs - r.frees)
+            .unwrap_or_default()
+    };
+    let snaps: Vec<Snapshot> = files
+        .iter()
+        .map(|f| Snapshot::from_json(&std::fs::read(f).unwrap(), "watch").unwrap())
+        .collect();
+    for w in snaps.windows(2) {
+        // Outstanding allocations grow (bytes swing with leakydrv's
+        // short-lived 12 KiB buffers), and the machine's clock moved on.
+        assert!(leak(&w[1]) > leak(&w[0]), "{} {}", leak(&w[0]), leak(&w[1]));
+        assert!(w[1].time.uptime_100ns > w[0].time.uptime_100ns);
+    }
+    // Ranked by live allocations: leakydrv's own 12 KiB buffers, allocated
+    // and freed under the same tag, swing its bytes more than a few
+    // minutes of the leak add.
+    let r = pooldump(&["trend", out.to_str().unwrap(), "--by", "diff", "--json"]);
+    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+    let t: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let first = &t["tags"][0];
+    assert_eq!(first["tag"], "Leak", "{t:#}");
+    assert_eq!(first["verdict"], "steady-growth", "{t:#}");
+
+    // Freeze the clock, snapshot, and compare with the CPU's own record.
+    sim.set_speed(0.0);
+    let one = dir.path().join("frozen.json");
+    let r = pooldump(&[
+        "snapshot",
+        "--kdnet",
+        &spec,
+        "-o",
+        one.to_str().unwrap(),
+        "--symbol-path",
+        &symbols,
+        "--offline",
+        "--no-cache",
+        "--no-image-search",
+    ]);
+    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+    let s = Snapshot::from_json(&std::fs::read(&one).unwrap(), "frozen.json").unwrap();
+    let ran = sim.truth().expect("the machine ran");
+    assert!(ran.invalid.is_empty(), "{:?}", ran.invalid);
+    let mut want: BTreeMap<(u32, String), (u64, u64, i64)> = boot
+        .tags
+        .iter()
+        .filter(|t| t.reported_allocs > 0 || t.bytes > 0)
+        .map(|t| {
+            (
+                (t.tag_value, t.pool.clone()),
+                (t.reported_allocs, t.reported_frees, t.bytes as i64),
+            )
+        })
+        .collect();
+    for (&(tag, paged), &(a, f, b)) in &ran.tags {
+        let pool = if paged { "Paged" } else { "Nonp" };
+        let e = want.entry((tag, pool.to_string())).or_default();
+        e.0 += a;
+        e.1 += f;
+        e.2 += b;
+    }
+    let got: BTreeMap<(u32, String), (u64, u64, i64)> = s
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                (r.tag.value(), r.pool.poolmon().to_string()),
+                (r.allocs, r.frees, r.bytes as i64),
+            )
+        })
+        .collect();
+    want.retain(|_, v| v.0 > 0 || v.2 != 0);
+    assert_eq!(got, want);
+    assert!(sim.stats().running);
+}

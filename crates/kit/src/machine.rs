@@ -491,6 +491,36 @@ impl Machine {
         self.truth.kernel.system_time = system_time;
     }
 
+    /// Advance KUSER_SHARED_DATA's clocks to `elapsed_ns` after the
+    /// machine started running, as the clock interrupt does on every tick:
+    /// InterruptTime, SystemTime (KSYSTEM_TIME: LowPart, High1Time,
+    /// High2Time) and the tick count (every 15.625 ms).
+    pub(crate) fn set_clock(&mut self, elapsed_ns: u64) {
+        let s = &self.scenario;
+        let elapsed_100ns = elapsed_ns / 100;
+        let interrupt_time = s.uptime_secs * 10_000_000 + elapsed_100ns;
+        let system_time = FILETIME_UNIX_EPOCH + s.unix_time * 10_000_000 + elapsed_100ns;
+        let ticks = s.uptime_secs * 64 + elapsed_ns / 15_625_000;
+        let ty = self.m.ty("_KUSER_SHARED_DATA");
+        let has_tick_quad = ty.fields.contains_key("TickCountQuad");
+        for (field, v) in [
+            ("InterruptTime", interrupt_time),
+            ("SystemTime", system_time),
+        ] {
+            let at = KUSER_SHARED_DATA + self.m.offset_of("_KUSER_SHARED_DATA", field);
+            // High2Time, LowPart, High1Time: the order the kernel writes.
+            self.asp.write_u32(&mut self.mem, at + 8, (v >> 32) as u32);
+            self.asp.write_u32(&mut self.mem, at, v as u32);
+            self.asp.write_u32(&mut self.mem, at + 4, (v >> 32) as u32);
+        }
+        if has_tick_quad {
+            let at = KUSER_SHARED_DATA + self.m.offset_of("_KUSER_SHARED_DATA", "TickCountQuad");
+            self.asp.write_u64(&mut self.mem, at, ticks);
+        }
+        self.truth.kernel.interrupt_time = interrupt_time;
+        self.truth.kernel.system_time = system_time;
+    }
+
     /// PsLoadedModuleList: nt first, then the synthetic drivers, each entry
     /// a pool allocation tagged MmLd as the loader makes it.
     fn load_modules(&mut self) {

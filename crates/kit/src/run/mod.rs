@@ -407,11 +407,13 @@ impl Runtime {
                 break;
             };
             self.clock_ns = self.clock_ns.max(t);
+            m.set_clock(self.clock_ns);
             for _ in 0..self.workload.items[item].burst.max(1) {
                 self.queue.push_back(item);
             }
         }
         self.clock_ns = self.clock_ns.max(until_ns);
+        m.set_clock(self.clock_ns);
         None
     }
 
