@@ -74,6 +74,20 @@ impl SymbolArgs {
         ))
     }
 
+    /// [`Self::images`] from local stores and caches only (no server is
+    /// asked): what the Mapped_Driver search of a live target reads
+    /// instead of the target's code sections. Downloading every loaded
+    /// driver's binary to save a few reads would cost more than it saves;
+    /// images already fetched (by `stack`, `hittag`, WinDbg) are used.
+    pub fn local_images(&self) -> std::sync::Arc<pooldump_core::symbols::images::SymbolPathImages> {
+        let mut o = self.options(None);
+        o.fetch.offline = true;
+        std::sync::Arc::new(pooldump_core::symbols::images::SymbolPathImages::new(
+            o.symbol_path,
+            &o.fetch,
+        ))
+    }
+
     /// What to do about missing symbols.
     pub fn hint(&self) -> String {
         let mut s = String::from(
@@ -431,7 +445,14 @@ pub fn connect_live(spec: &KdnetSpec, sym: &SymbolArgs) -> Result<Target<LiveTar
     let build = Some(live.build());
     let bar = ProgressBar::new();
     let opts = sym.options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
-    Target::new(live, &hints, build, &opts).map_err(|e| symbols_error(e, sym))
+    let mut t = Target::new(live, &hints, build, &opts).map_err(|e| symbols_error(e, sym))?;
+    // The Mapped_Driver search reads code and read-only data from image
+    // files the symbol path already holds (checked against the headers in
+    // memory) instead of over the wire. A tag written into a driver's code
+    // on this boot (`relabel`) is in memory only: `--relabel MAP` names
+    // those tags' sites.
+    t.image_files = Some(sym.local_images());
+    Ok(t)
 }
 
 /// A symbol failure says how to give pooldump the symbols.

@@ -73,6 +73,31 @@ fn live_table_equals_the_dump_table_over_a_lossy_link() {
         if build != NtBuild::Win10_19041 {
             continue;
         }
+        // With the binaries on the symbol path too, the Mapped_Driver
+        // search reads their sections from the files (checked against the
+        // headers in memory): the same rows for fewer reads over the wire.
+        let with_images = dir.path().join("with-images");
+        let frozen = sim.stop().expect("the machine back");
+        frozen.write_symbol_store(&with_images).unwrap();
+        frozen.write_image_files(&with_images).unwrap();
+        let with_images = with_images.display().to_string();
+        let mut cfg = SimConfig::new(KEY.parse().unwrap(), (Ipv4Addr::LOCALHOST, port).into());
+        cfg.faults = Faults::lossy(0.10);
+        let sim = SimTarget::spawn(frozen, cfg).unwrap();
+        let plain = analyze(&["--kdnet", &spec, "--symbol-path", &syms]);
+        let files = analyze(&["--kdnet", &spec, "--symbol-path", &with_images]);
+        assert_eq!(
+            files["rows"], plain["rows"],
+            "{build}: rows with image files"
+        );
+        let reads = |v: &Value| v["kdnet"]["reads"].as_u64().unwrap();
+        assert!(
+            reads(&files) < reads(&plain),
+            "{build}: {} reads with image files, {} without",
+            reads(&files),
+            reads(&plain)
+        );
+
         let live = analyze(&["--kdnet", &spec, "--symbol-path", &syms, "--session"]);
         let from_dump = analyze(&[dump.to_str().unwrap(), "--symbol-path", &syms, "--session"]);
         assert_eq!(
