@@ -106,5 +106,6 @@ fn live_table_equals_the_dump_table_over_a_lossy_link() {
             "{build}: {live}"
         );
         assert_eq!(live["sessions"], from_dump["sessions"], "{build}: sessions");
+        assert!(sim.stats().running, "{build}: the target was left stopped");
     }
 }
