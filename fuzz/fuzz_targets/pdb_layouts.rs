@@ -1,0 +1,19 @@
+//! A PDB (MSF 7): identity, the type stream into struct layouts, the
+//! global symbols into RVAs (crates/core/src/symbols/pdb.rs), then the
+//! lookups the analysis makes on the result.
+#![no_main]
+use std::path::Path;
+
+use libfuzzer_sys::fuzz_target;
+use pooldump_core::symbols::pdb::read_pdb_bytes;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok((_, layouts, _)) = read_pdb_bytes(data, Path::new("fuzz.pdb"), "ntkrnlmp.pdb", None)
+    else {
+        return;
+    };
+    for (name, t) in layouts.types.iter().take(64) {
+        let _ = (name.len(), t.size, t.field("Key"));
+    }
+    let _ = layouts.gap_to_next_symbol("PoolTrackTable");
+});
