@@ -88,11 +88,34 @@ impl SymbolArgs {
         ))
     }
 
-    /// What to do about missing symbols.
+    /// What to do about missing symbols. Never suggests an option the
+    /// user already gave: after a bad `--pdb FILE`, "pass --pdb FILE" would
+    /// send them round in a circle.
     pub fn hint(&self) -> String {
-        let mut s = String::from(
-            "fix: set _NT_SYMBOL_PATH=srv*C:\\symbols*https://msdl.microsoft.com/download/symbols, or pass --symbol-path DIR (a directory or symbol store holding the PDB), --pdb FILE or --isf FILE",
-        );
+        let mut s = match &self.pdb {
+            Some(p) => format!(
+                "fix: --pdb {} cannot serve this kernel; pass its own ntkrnlmp.pdb (the GUID and age the dump's kernel names: `pooldump info` shows them), or leave --pdb out so the symbol path is searched",
+                p.display()
+            ),
+            None => {
+                let mut ways = Vec::new();
+                if self.symbol_path.is_none() {
+                    ways.push("set _NT_SYMBOL_PATH=srv*C:\\symbols*https://msdl.microsoft.com/download/symbols, or pass --symbol-path DIR (a directory or symbol store holding the PDB)");
+                } else {
+                    ways.push("put the PDB in the --symbol-path directory or store, or add a server to it (srv*DIR*https://msdl.microsoft.com/download/symbols)");
+                }
+                ways.push("--pdb FILE");
+                if self.isf.is_empty() {
+                    ways.push("--isf FILE");
+                }
+                let last = ways.pop().unwrap_or_default();
+                if ways.is_empty() {
+                    format!("fix: {last}")
+                } else {
+                    format!("fix: {}, or pass {last}", ways.join(", pass "))
+                }
+            }
+        };
         if self.offline {
             s.push_str("; --offline prevents downloads");
         }
@@ -477,4 +500,28 @@ pub fn kdnet_report(t: &Target<Source>) -> Option<KdnetReport> {
         Source::Live(l) => Some(l.report()),
         Source::Dump(_) => None,
     }
+}
+
+/// Read `--pooltag FILE` (capped at [`pooldump_core::pool::pooltag::MAX_POOLTAG_FILE`]
+/// bytes); a file with no pooltag.txt line is refused with what it starts
+/// with.
+pub fn load_pooltag(path: &Path) -> Result<pooldump_core::pool::PoolTagDb> {
+    let db = pooldump_core::pool::PoolTagDb::load(path)?;
+    if db.is_empty() {
+        let bytes =
+            pooldump_core::input::read_capped(path, 4096, "a pooltag.txt").unwrap_or_default();
+        let text = pooldump_core::pool::pooltag::decode_text(&bytes);
+        let first = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("");
+        let first: String = first.chars().take(60).collect();
+        bail!(
+            "{}: not a pooltag.txt: no line reads `Tag - binary - description` (the file starts `{}`)",
+            path.display(),
+            pooldump_core::text::escape(&first)
+        );
+    }
+    Ok(db)
 }

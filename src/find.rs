@@ -208,18 +208,28 @@ pub fn patterns(args: &Args) -> Result<Vec<TagPattern>> {
     Ok(p)
 }
 
+/// A tags file larger than this is refused (a million tags is 5 MiB).
+const MAX_TAGS_FILE: u64 = 8 << 20;
+
 /// One tag per line; trailing blanks are padding (`Irp` is `Irp `).
 fn read_tags_file(path: &Path) -> Result<Vec<TagPattern>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read the tags file", path.display()))?;
+    let bytes = pooldump_core::input::read_capped(path, MAX_TAGS_FILE, "a tags file")?;
+    let text = pooldump_core::pool::pooltag::decode_text(&bytes);
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let t = line.trim_end();
         if t.trim_start().is_empty() || t.trim_start().starts_with('#') {
             continue;
         }
-        let p = TagPattern::parse(t)
-            .with_context(|| format!("{}: line {}: `{t}` is not a tag", path.display(), n + 1))?;
+        let p = TagPattern::parse(t).with_context(|| {
+            let shown: String = t.chars().take(40).collect();
+            format!(
+                "{}: line {}: `{}` is not a tag",
+                path.display(),
+                n + 1,
+                pooldump_core::text::escape(&shown)
+            )
+        })?;
         out.push(p);
     }
     if out.is_empty() {
@@ -592,63 +602,75 @@ fn render_csv(r: &Report, per_tag: bool) -> Result<String> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     if per_tag {
-        w.write_record([
-            "tag",
-            "allocated",
-            "bytes",
-            "free",
-            "unknown",
-            "not_in_dump",
-            "tracker_diff",
-            "tracker_bytes",
-            "not_found",
-        ])?;
+        crate::render::csv_record(
+            &mut w,
+            [
+                "tag",
+                "allocated",
+                "bytes",
+                "free",
+                "unknown",
+                "not_in_dump",
+                "tracker_diff",
+                "tracker_bytes",
+                "not_found",
+            ],
+        )?;
         for x in &r.tags {
-            w.write_record([
-                x.tag.clone(),
-                x.allocated.to_string(),
-                x.bytes.to_string(),
-                x.free.to_string(),
-                x.unknown.to_string(),
-                x.not_in_dump.to_string(),
-                opt(x.tracker_diff),
-                opt(x.tracker_bytes),
-                opt(x.not_found),
-            ])?;
+            crate::render::csv_record(
+                &mut w,
+                [
+                    x.tag.clone(),
+                    x.allocated.to_string(),
+                    x.bytes.to_string(),
+                    x.free.to_string(),
+                    x.unknown.to_string(),
+                    x.not_in_dump.to_string(),
+                    opt(x.tracker_diff),
+                    opt(x.tracker_bytes),
+                    opt(x.not_found),
+                ],
+            )?;
         }
     } else {
-        w.write_record([
-            "va",
-            "header",
-            "pa",
-            "bytes",
-            "pool",
-            "session",
-            "pool_type",
-            "state",
-            "allocator",
-            "tag",
-            "protected",
-            "in_dump",
-        ])?;
+        crate::render::csv_record(
+            &mut w,
+            [
+                "va",
+                "header",
+                "pa",
+                "bytes",
+                "pool",
+                "session",
+                "pool_type",
+                "state",
+                "allocator",
+                "tag",
+                "protected",
+                "in_dump",
+            ],
+        )?;
         for a in &r.allocations {
-            w.write_record([
-                a.va.clone(),
-                a.header.clone().unwrap_or_default(),
-                a.pa.clone().unwrap_or_default(),
-                a.bytes.to_string(),
-                a.pool.to_string(),
-                a.session.to_string(),
-                a.pool_type.clone(),
-                state_text(a.state).to_lowercase(),
-                serde_json::to_value(a.allocator)?
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                a.tag.clone(),
-                a.protected.to_string(),
-                a.in_dump.to_string(),
-            ])?;
+            crate::render::csv_record(
+                &mut w,
+                [
+                    a.va.clone(),
+                    a.header.clone().unwrap_or_default(),
+                    a.pa.clone().unwrap_or_default(),
+                    a.bytes.to_string(),
+                    a.pool.to_string(),
+                    a.session.to_string(),
+                    a.pool_type.clone(),
+                    state_text(a.state).to_lowercase(),
+                    serde_json::to_value(a.allocator)?
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    a.tag.clone(),
+                    a.protected.to_string(),
+                    a.in_dump.to_string(),
+                ],
+            )?;
         }
     }
     Ok(String::from_utf8(w.into_inner()?)?)

@@ -111,9 +111,12 @@ fn main() -> ExitCode {
     match result.and_then(|out| write_stdout(&out)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Errors quote inputs (names, lines of a file): the same rule
+            // as the output.
+            let safe = |s: String| pooldump_core::text::escape_lines(&s).into_owned();
+            eprintln!("error: {}", safe(e.to_string()));
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                eprintln!("  caused by: {}", safe(cause.to_string()));
             }
             ExitCode::FAILURE
         }
@@ -121,8 +124,12 @@ fn main() -> ExitCode {
 }
 
 /// Write to stdout; a closed pipe (`pooldump info x | head`) is not an
-/// error.
+/// error. Every output passes the one escaping rule on its way out
+/// (`pooldump_core::text`): in text and CSV a control or bidi character
+/// from a hostile input shows as `\uXXXX`, and in JSON, where serde has
+/// already escaped the controls, the same `\uXXXX` is the same character.
 fn write_stdout(s: &str) -> anyhow::Result<()> {
+    let s = pooldump_core::text::escape_lines(s);
     let mut out = std::io::stdout().lock();
     match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

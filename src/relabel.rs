@@ -90,11 +90,7 @@ pub fn run(args: &Args) -> Result<String> {
         None => None,
     };
     let pooltag = match &args.pooltag {
-        Some(p) => {
-            let db = PoolTagDb::load(p)
-                .with_context(|| format!("{}: cannot read the pooltag file", p.display()))?;
-            Some(db)
-        }
+        Some(p) => Some(crate::common::load_pooltag(p)?),
         None => None,
     };
     let target = connect_live(&spec, &args.sym)?;

@@ -1,5 +1,11 @@
 //! Plain-text building blocks shared by the commands' text output: aligned
 //! key/value sections and column tables. Nothing here knows about dumps.
+//!
+//! Every key, value and cell goes through [`pooldump_core::text::escape`]
+//! as it is added, so a hostile string (a pooltag.txt description, a
+//! module name) is shown escaped and the columns are aligned on what is
+//! shown. `main` escapes whole outputs again on their way out (the same
+//! rule, so text escaped here is left alone).
 
 use std::fmt::Write as _;
 
@@ -18,7 +24,7 @@ impl Section {
     }
 
     pub fn row(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
-        self.rows.push((key.into(), value.into()));
+        self.rows.push((safe(key.into()), safe(value.into())));
         self
     }
 
@@ -34,6 +40,29 @@ impl Section {
             let _ = writeln!(out, "  {k:<w$}  {v}");
         }
     }
+}
+
+/// `s` escaped by the one rule, without a copy when it is clean.
+fn safe(s: String) -> String {
+    match pooldump_core::text::escape(&s) {
+        std::borrow::Cow::Borrowed(_) => s,
+        std::borrow::Cow::Owned(e) => e,
+    }
+}
+
+/// Write one CSV record, every field made safe for a spreadsheet by
+/// [`pooldump_core::text::csv_cell`] (escaped, and no field starts a
+/// formula). Every CSV the commands write goes through here.
+pub fn csv_record<I, S>(w: &mut csv::Writer<Vec<u8>>, fields: I) -> csv::Result<()>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    w.write_record(
+        fields
+            .into_iter()
+            .map(|f| pooldump_core::text::csv_cell(f.as_ref()).into_owned()),
+    )
 }
 
 /// Column alignment.
@@ -58,7 +87,7 @@ impl Table {
     }
 
     pub fn push(&mut self, row: Vec<String>) {
-        self.rows.push(row);
+        self.rows.push(row.into_iter().map(safe).collect());
     }
 
     pub fn render(&self, out: &mut String, indent: usize) {
@@ -116,5 +145,23 @@ mod tests {
             s,
             "     Size  Name\n   0x2000  ntoskrnl.exe\n  0x80000  hal.dll\n"
         );
+    }
+
+    #[test]
+    fn hostile_cells_are_escaped_and_aligned_as_shown() {
+        let mut t = Table::new(&[("Name", Align::Left), ("Bytes", Align::Right)]);
+        t.push(vec!["ev\u{1b}[2Jil".into(), "1".into()]);
+        t.push(vec!["ok".into(), "22".into()]);
+        let mut s = String::new();
+        t.render(&mut s, 0);
+        assert_eq!(
+            s,
+            "Name             Bytes\nev\\u001b[2Jil      1\nok                  22\n"
+        );
+        let mut s = String::new();
+        Section::new("Module")
+            .row("Name", "gpj.\u{202e}exe.sys")
+            .render(&mut s);
+        assert_eq!(s, "Module\n  Name  gpj.\\u202eexe.sys\n");
     }
 }

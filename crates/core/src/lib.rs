@@ -9,6 +9,7 @@ pub mod bytes;
 pub mod callsites;
 pub mod dump;
 pub mod hittag;
+pub mod input;
 pub mod kernel;
 pub mod memory;
 pub mod pagemap;
@@ -20,6 +21,7 @@ pub mod stack;
 pub mod symbols;
 pub mod tag;
 pub mod target;
+pub mod text;
 
 #[cfg(test)]
 mod testutil;

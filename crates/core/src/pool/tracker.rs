@@ -205,13 +205,13 @@ pub fn read_pool_usage<M: Memory + ?Sized>(
     let mask = read_var("PoolTrackTableMask", 8).unwrap_or(size.saturating_sub(2));
     if !table.is_kernel() {
         return Err(PoolError::BadPointer {
-            what: "nt!PoolTrackTable".into(),
+            what: super::read::var_label(syms, "PoolTrackTable"),
             va: table,
         });
     }
     if !(2..=opts.max_entries).contains(&size) {
         return Err(PoolError::Implausible {
-            what: "nt!PoolTrackTableSize".into(),
+            what: super::read::var_label(syms, "PoolTrackTableSize"),
             value: size,
             limit: opts.max_entries,
         });

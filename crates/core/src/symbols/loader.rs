@@ -95,7 +95,9 @@ pub enum LoadError {
     NoCodeView { build: Option<u32> },
     #[error(transparent)]
     BadName(#[from] super::PdbNameError),
-    #[error("{pdb_file}: {detail}")]
+    /// The `--pdb` file cannot be used; `detail` names it already
+    /// ([`super::pdb::PdbError`]'s message).
+    #[error("--pdb {}: {detail}", pdb_file.display())]
     PdbFile { pdb_file: PathBuf, detail: String },
     #[error("no symbols for {wanted}: {}", describe_attempts(attempts))]
     NotFound {
@@ -140,7 +142,11 @@ pub fn load_kernel_symbols(
     if !cv.name_is_clean {
         return Err(LoadError::BadName(super::PdbNameError {
             shown: cv.pdb_name.clone(),
-            why: "it is empty, too long or not printable",
+            why: if cv.name_climbs() {
+                "it climbs directories with '..' (no linker records that)"
+            } else {
+                "it is empty, too long or not printable"
+            },
         }));
     }
     let name = PdbName::from_codeview(&cv.pdb_name)?;
@@ -158,7 +164,7 @@ pub fn load_kernel_symbols(
             read_pdb(p, name.as_str(), Some((cv.guid, cv.age))).map_err(|e| {
                 LoadError::PdbFile {
                     pdb_file: p.clone(),
-                    detail: e.to_string(),
+                    detail: e.without_path(),
                 }
             })?;
         warnings.extend(w);

@@ -370,6 +370,14 @@ impl KernelSymbols {
         })
     }
 
+    /// Where the RVA of global `name` came from (the layer that answered).
+    pub fn symbol_source(&self, name: &str) -> Option<&SymbolSource> {
+        self.layers
+            .iter()
+            .find(|l| l.layouts.symbols.contains_key(name))
+            .map(|l| &l.source)
+    }
+
     pub fn require_symbol_rva(&self, name: &str) -> Result<u64, SymbolError> {
         self.symbol_rva(name)
             .ok_or_else(|| SymbolError::MissingSymbol {

@@ -52,6 +52,20 @@ pub enum PdbError {
     },
 }
 
+impl PdbError {
+    /// The message without the file's name, for a caller that names the
+    /// file itself (`--pdb FILE: not a readable PDB: ...`).
+    pub fn without_path(&self) -> String {
+        match self {
+            PdbError::Open { source, .. } => format!("cannot open: {source}"),
+            PdbError::Malformed { detail, .. } => format!("not a readable PDB: {detail}"),
+            PdbError::Mismatch { found, wanted, .. } => format!(
+                "the wrong PDB: it is {found}, the image needs {wanted} (a different build of the same file)"
+            ),
+        }
+    }
+}
+
 /// A PDB's identity without reading its types or symbols: cheap, used to
 /// verify a downloaded or cached file before it is used.
 pub fn read_identity(path: &Path) -> Result<(Guid, u32), PdbError> {
@@ -61,7 +75,7 @@ pub fn read_identity(path: &Path) -> Result<(Guid, u32), PdbError> {
     })?;
     let mal = |e: pdb2::Error| PdbError::Malformed {
         path: path.to_path_buf(),
-        detail: e.to_string(),
+        detail: describe_pdb2(&e),
     };
     check_msf_length(&file).map_err(|detail| PdbError::Malformed {
         path: path.to_path_buf(),
@@ -69,6 +83,28 @@ pub fn read_identity(path: &Path) -> Result<(Guid, u32), PdbError> {
     })?;
     let mut pdb = PDB::open(file).map_err(mal)?;
     identity(&mut pdb).map_err(mal)
+}
+
+/// pdb2's error in words: some of its variants print only their Rust
+/// name (`UnexpectedEof`), which tells a user nothing.
+fn describe_pdb2(e: &pdb2::Error) -> String {
+    use pdb2::Error as E;
+    match e {
+        E::UnrecognizedFileFormat => {
+            "it does not start with the PDB 7.00 (MSF) signature: not a PDB, or a compressed one (.pd_) saved under the .pdb name".into()
+        }
+        E::UnexpectedEof | E::SymbolTooShort | E::TypeTooShort | E::ScrollError(_) => format!(
+            "a record runs past the end of its stream: the file is truncated or damaged ({})",
+            match e {
+                E::ScrollError(s) => s.to_string(),
+                other => format!("{other:?}"),
+            }
+        ),
+        E::StreamNameNotFound | E::GlobalSymbolsNotFound | E::AddressMapNotFound => {
+            format!("a stream every kernel PDB has is missing ({e:?}): the file is damaged or stripped")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// GUID (Windows byte order) and age. Matching an image uses the DBI
@@ -91,24 +127,25 @@ fn identity<'s, S: pdb2::Source<'s> + 's>(pdb: &mut PDB<'s, S>) -> pdb2::Result<
 /// block size and count. pdb2 reads streams lazily, so a file cut inside a
 /// block nobody reads would otherwise parse; refuse it as the truncated
 /// download it is. (Files without the MSF 7 magic are left to pdb2.)
-fn check_msf_length(file: &std::fs::File) -> Result<(), String> {
-    use std::io::{Read, Seek, SeekFrom};
+fn check_msf_length<R: std::io::Read + std::io::Seek>(mut r: R) -> Result<(), String> {
+    use std::io::SeekFrom;
     const MAGIC: &[u8; 32] = b"Microsoft C/C++ MSF 7.00\r\n\x1aDS\0\0\0";
-    let len = file
-        .metadata()
-        .map_err(|e| format!("cannot stat: {e}"))?
-        .len();
+    let len = r
+        .seek(SeekFrom::End(0))
+        .map_err(|e| format!("cannot seek: {e}"))?;
+    r.seek(SeekFrom::Start(0))
+        .map_err(|e| format!("cannot seek: {e}"))?;
     let mut head = [0u8; 48];
-    let mut r = file;
-    if len < head.len() as u64 || r.read_exact(&mut head).is_err() || &head[..32] != MAGIC {
+    let ok = len >= head.len() as u64 && r.read_exact(&mut head).is_ok() && &head[..32] == MAGIC;
+    r.seek(SeekFrom::Start(0))
+        .map_err(|e| format!("cannot seek: {e}"))?;
+    if !ok {
         return Ok(());
     }
     let le = crate::bytes::Le(&head);
     let block_size = u64::from(le.u32(32).unwrap_or(0));
     let blocks = u64::from(le.u32(40).unwrap_or(0));
     let want = block_size.saturating_mul(blocks);
-    r.seek(SeekFrom::Start(0))
-        .map_err(|e| format!("cannot seek: {e}"))?;
     if len < want {
         return Err(format!(
             "truncated: the MSF superblock says {blocks} blocks of {block_size} bytes ({want} bytes), the file has {len}"
@@ -126,15 +163,39 @@ pub fn read_pdb(
         path: path.to_path_buf(),
         source,
     })?;
+    read_pdb_from(file, path, name, expect)
+}
+
+/// [`read_pdb`] over a PDB's bytes; `path` names it in messages (the fuzz
+/// targets and tests use this).
+pub fn read_pdb_bytes(
+    bytes: &[u8],
+    path: &Path,
+    name: &str,
+    expect: Option<(Guid, u32)>,
+) -> Result<(PdbIdentity, Layouts, Vec<String>), PdbError> {
+    read_pdb_from(std::io::Cursor::new(bytes), path, name, expect)
+}
+
+fn read_pdb_from<'s, R>(
+    source: R,
+    path: &Path,
+    name: &str,
+    expect: Option<(Guid, u32)>,
+) -> Result<(PdbIdentity, Layouts, Vec<String>), PdbError>
+where
+    R: std::io::Read + std::io::Seek + std::fmt::Debug + Send + Sync + 's,
+{
     let mal = |e: pdb2::Error| PdbError::Malformed {
         path: path.to_path_buf(),
-        detail: e.to_string(),
+        detail: describe_pdb2(&e),
     };
-    check_msf_length(&file).map_err(|detail| PdbError::Malformed {
+    let mut source = source;
+    check_msf_length(&mut source).map_err(|detail| PdbError::Malformed {
         path: path.to_path_buf(),
         detail,
     })?;
-    let mut pdb = PDB::open(file).map_err(mal)?;
+    let mut pdb = PDB::open(source).map_err(mal)?;
     let (guid, age) = identity(&mut pdb).map_err(mal)?;
     if let Some((g, a)) = expect
         && (g != guid || a != age)
