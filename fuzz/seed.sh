@@ -36,8 +36,14 @@ pd=$root/target/debug/pooldump
 # --- the kit: kernel dumps of three builds in each container, small dumps,
 #     snapshots of them
 for b in win7-7601 win10-19041 win11-22000; do
-  for k in full kernel-bitmap complete-bitmap; do
-    "$kit" generate --build "$b" --kind "$k" --out "$work/$b-$k" >/dev/null
+  "$kit" generate --build "$b" --kind kernel-bitmap --out "$work/$b-kernel-bitmap" >/dev/null
+  head64 "$work/$b-kernel-bitmap/MEMORY.DMP" "$(c dump_open)/kit-$b-kernel-bitmap"
+  # Full and complete-bitmap dumps hold all RAM: the same machine with
+  # 256 MiB keeps them small.
+  python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); s["ram_mib"]=256; json.dump(s, open(sys.argv[2], "w"))' \
+    "$work/$b-kernel-bitmap/scenario.json" "$work/$b-small-ram.json"
+  for k in full complete-bitmap; do
+    "$kit" generate --build "$b" --scenario "$work/$b-small-ram.json" --kind "$k" --out "$work/$b-$k" >/dev/null
     head64 "$work/$b-$k/MEMORY.DMP" "$(c dump_open)/kit-$b-$k"
   done
   "$kit" generate --build "$b" --kind small --out "$work/$b-small" >/dev/null
@@ -45,9 +51,10 @@ for b in win7-7601 win10-19041 win11-22000; do
   "$pd" snapshot "$work/$b-full/MEMORY.DMP" --symbol-path "$work/$b-full/symbols" \
     -o "$(c snapshot_json)/kit-$b.json" >/dev/null 2>&1 || true
   # Pool walkers: the 16-byte head (build index, holes, flags, KernBase
-  # bits) then a page of the dump's memory as the cyclic image.
-  { printf '\x%02x\x00\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00' "$((RANDOM % 10))";
-    tail -c +$((0x2001)) "$work/$b-full/MEMORY.DMP" | head -c 8192; } > "$(c pool_walkers)/kit-$b"
+  # bits) then 8 KiB of the dump's memory as the cyclic image.
+  python3 -c 'import sys; h=bytes([int(sys.argv[1]) % 10, 0, 3]) + bytes(13); d=open(sys.argv[2],"rb").read()[0x2000:0x4000]; open(sys.argv[3],"wb").write(h+d)' \
+    "$RANDOM" "$work/$b-full/MEMORY.DMP" "$(c pool_walkers)/kit-$b"
+  rm -rf "$work/$b-full" "$work/$b-complete-bitmap"
 done
 head64 "$root/testdata/sample/MEMORY.DMP" "$(c dump_open)/sample"
 "$pd" snapshot "$root/testdata/sample/MEMORY.DMP" --symbol-path "$root/testdata/sample/symbols" \

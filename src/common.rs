@@ -93,10 +93,13 @@ impl SymbolArgs {
     /// send them round in a circle.
     pub fn hint(&self) -> String {
         let mut s = match &self.pdb {
-            Some(p) => format!(
-                "fix: --pdb {} cannot serve this kernel; pass its own ntkrnlmp.pdb (the GUID and age the dump's kernel names: `pooldump info` shows them), or leave --pdb out so the symbol path is searched",
-                p.display()
-            ),
+            // Downloads and the built-in table play no part with --pdb.
+            Some(p) => {
+                return format!(
+                    "fix: --pdb {} cannot serve this kernel; pass its own ntkrnlmp.pdb (the GUID and age the dump's kernel names: `pooldump info` shows them), or leave --pdb out so the symbol path is searched",
+                    p.display()
+                );
+            }
             None => {
                 let mut ways = Vec::new();
                 if self.symbol_path.is_none() {

@@ -193,8 +193,11 @@ pub fn patterns(args: &Args) -> Result<Vec<TagPattern>> {
         p.extend(read_tags_file(f)?);
     }
     if let Some(path) = &args.relabel {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("{}: cannot read the map", path.display()))?;
+        let bytes = pooldump_core::input::read_capped(
+            path,
+            crate::relabel_rows::MAX_MAP_FILE,
+            "a relabel map",
+        )?;
         let map = RelabelMap::from_json(&bytes, &path.display().to_string())?;
         p.extend(
             relabel_rows::map_tags(&map)

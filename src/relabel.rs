@@ -110,7 +110,7 @@ pub fn run(args: &Args) -> Result<String> {
 
 fn read_map(p: &Path) -> Result<RelabelMap> {
     let bytes =
-        std::fs::read(p).with_context(|| format!("{}: cannot read the map", p.display()))?;
+        pooldump_core::input::read_capped(p, crate::relabel_rows::MAX_MAP_FILE, "a relabel map")?;
     Ok(RelabelMap::from_json(&bytes, &p.display().to_string())?)
 }
 

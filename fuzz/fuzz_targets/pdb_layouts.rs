@@ -1,19 +1,8 @@
 //! A PDB (MSF 7): identity, the type stream into struct layouts, the
 //! global symbols into RVAs (crates/core/src/symbols/pdb.rs), then the
 //! lookups the analysis makes on the result.
+//!
+//! The harness is `pooldump_fuzz::targets::pdb_layouts` (fuzz/src/targets/), shared
+//! with the regression tests that replay the crashers on stable.
 #![no_main]
-use std::path::Path;
-
-use libfuzzer_sys::fuzz_target;
-use pooldump_core::symbols::pdb::read_pdb_bytes;
-
-fuzz_target!(|data: &[u8]| {
-    let Ok((_, layouts, _)) = read_pdb_bytes(data, Path::new("fuzz.pdb"), "ntkrnlmp.pdb", None)
-    else {
-        return;
-    };
-    for (name, t) in layouts.types.iter().take(64) {
-        let _ = (name.len(), t.size, t.field("Key"));
-    }
-    let _ = layouts.gap_to_next_symbol("PoolTrackTable");
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pooldump_fuzz::targets::pdb_layouts::run(data));

@@ -1,23 +1,7 @@
 //! A snapshot file (pooldump.snapshot/1 JSON) and what diff and trend do
 //! with it (crates/core/src/snapshot.rs).
+//!
+//! The harness is `pooldump_fuzz::targets::snapshot_json` (fuzz/src/targets/), shared
+//! with the regression tests that replay the crashers on stable.
 #![no_main]
-use libfuzzer_sys::fuzz_target;
-use pooldump_core::snapshot::{Snapshot, TrendOptions, diff, trend};
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(s) = Snapshot::from_json(data, "fuzz.json") else {
-        return;
-    };
-    let _ = s.label();
-    let _ = s.boot_time();
-    let _ = s.same_boot(&s);
-    let back = s.to_json();
-    let again = Snapshot::from_json(back.as_bytes(), "round trip");
-    assert!(
-        again.is_ok(),
-        "a snapshot pooldump wrote must read back: {again:?}"
-    );
-    let d = diff(&s, &s);
-    let _ = d.is_empty();
-    let _ = trend(&[s.clone(), s.clone(), s], &TrendOptions::default());
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| pooldump_fuzz::targets::snapshot_json::run(data));

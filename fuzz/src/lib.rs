@@ -1,6 +1,27 @@
-//! Memory models shared by the fuzz targets: hostile bytes presented as
-//! physical memory (so the page-table walk reads them) or as kernel
-//! virtual memory (so the pool walkers and the unwinder read them).
+//! The fuzz harnesses (`targets::<name>::run(bytes)`), one per target in
+//! fuzz_targets/, and the memory models they share: hostile bytes
+//! presented as physical memory (so the page-table walk reads them) or as
+//! kernel virtual memory (so the pool walkers read them).
+//!
+//! Plain Rust on purpose (no libFuzzer, no `arbitrary`): the root test
+//! `tests/fuzz_regressions.rs` includes this file and replays every
+//! committed crasher through the same harness on stable.
+
+pub mod targets {
+    pub mod cab_store;
+    pub mod dump_open;
+    pub mod isf;
+    pub mod kdnet_datagram;
+    pub mod kdnet_packet;
+    pub mod page_walk;
+    pub mod pdb_layouts;
+    pub mod pool_walkers;
+    pub mod pooltag;
+    pub mod snapshot_json;
+    pub mod stack_unwind;
+    pub mod text_import;
+    pub mod triage;
+}
 
 use pooldump_core::memory::{PageSize, Translation};
 use pooldump_core::{KernelVa, Memory, MemoryError, PhysAddr, PxeLevel};

@@ -368,7 +368,8 @@ fn read_functions(path: &Path) -> Result<Names, String> {
     Ok(names)
 }
 
-/// A name for a terminal: controls escaped, length capped.
+/// A name for a terminal: escaped by the one rule (crate::text), length
+/// capped.
 fn clean(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
@@ -376,11 +377,7 @@ fn clean(s: &str) -> String {
             out.push('…');
             break;
         }
-        if c.is_control() {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            out.push(c);
-        }
+        out.push_str(&crate::text::escape(c.encode_utf8(&mut [0u8; 4])));
     }
     out
 }

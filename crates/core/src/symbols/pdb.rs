@@ -93,13 +93,12 @@ fn describe_pdb2(e: &pdb2::Error) -> String {
         E::UnrecognizedFileFormat => {
             "it does not start with the PDB 7.00 (MSF) signature: not a PDB, or a compressed one (.pd_) saved under the .pdb name".into()
         }
-        E::UnexpectedEof | E::SymbolTooShort | E::TypeTooShort | E::ScrollError(_) => format!(
-            "a record runs past the end of its stream: the file is truncated or damaged ({})",
-            match e {
-                E::ScrollError(s) => s.to_string(),
-                other => format!("{other:?}"),
-            }
-        ),
+        E::UnexpectedEof | E::SymbolTooShort | E::TypeTooShort => {
+            "a record runs past the end of its stream: the file is truncated or damaged".into()
+        }
+        E::ScrollError(s) => {
+            format!("a record runs past the end of its stream: the file is truncated or damaged ({s})")
+        }
         E::StreamNameNotFound | E::GlobalSymbolsNotFound | E::AddressMapNotFound => {
             format!("a stream every kernel PDB has is missing ({e:?}): the file is damaged or stripped")
         }

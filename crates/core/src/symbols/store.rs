@@ -186,7 +186,8 @@ impl StoreFile for ImageFileRequest {
                 "{len} bytes, more than the {MAX_DOWNLOAD}-byte limit"
             ));
         }
-        let bytes = std::fs::read(p).map_err(|e| e.to_string())?;
+        let bytes = crate::input::read_capped(p, MAX_DOWNLOAD, "an image file")
+            .map_err(|e| e.to_string())?;
         let h = goblin::pe::header::Header::parse(&bytes)
             .map_err(|e| format!("not a PE image ({e})"))?;
         let tds = h.coff_header.time_date_stamp;

@@ -1,0 +1,25 @@
+//! A compressed symbol-store file (`ntkrnlmp.pd_`, a CAB with MSZIP or
+//! LZX) read as crates/core/src/symbols/store.rs expands it: the cabinet's
+//! folders and file entries, then the file's data, capped.
+use std::io::Read;
+
+/// What the fuzzer lets one expansion produce (the store's cap is 1 GiB;
+/// the decoder's memory does not depend on it).
+const CAP: u64 = 16 << 20;
+
+pub fn run(data: &[u8]) {
+    let Ok(mut cab) = cab::Cabinet::new(std::io::Cursor::new(data)) else {
+        return;
+    };
+    let names: Vec<(String, u32)> = cab
+        .folder_entries()
+        .flat_map(|f| f.file_entries())
+        .map(|e| (e.name().to_string(), e.uncompressed_size()))
+        .take(8)
+        .collect();
+    for (name, _) in names {
+        if let Ok(r) = cab.read_file(&name) {
+            let _ = std::io::copy(&mut r.take(CAP), &mut std::io::sink());
+        }
+    }
+}
