@@ -20,6 +20,9 @@ for t in "$@"; do
   mkdir -p "corpus/$t" "artifacts/$t"
   stamp=$(date -u +%Y%m%dT%H%M%S)
   log="runs/$t-$stamp.log"
+  # Build first, so the time recorded is fuzzing time.
+  cargo +nightly fuzz build -O -s none "$t" >"runs/build-$t.log" 2>&1 || {
+    echo "$t: build failed (runs/build-$t.log)"; continue; }
   start=$(date +%s)
   cargo +nightly fuzz run -O -s none "$t" -- \
     -max_total_time="$secs" -rss_limit_mb=300 -timeout=10 \

@@ -112,9 +112,14 @@ impl CyclicVirt<'_> {
     }
 
     fn fill(&self, va: u64, buf: &mut [u8]) {
-        let n = self.data.len() as u64;
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = self.data[(va.wrapping_add(i as u64) % n) as usize];
+        let n = self.data.len();
+        let mut at = (va % n as u64) as usize;
+        let mut done = 0;
+        while done < buf.len() {
+            let k = (n - at).min(buf.len() - done);
+            buf[done..done + k].copy_from_slice(&self.data[at..at + k]);
+            done += k;
+            at = 0;
         }
     }
 }

@@ -65,7 +65,7 @@ pub fn run(data: &[u8]) {
     };
     let _ = read_big_pool(&mem, syms, kern_base, &big);
     let limits = ProcessWalkLimits {
-        max_processes: 256,
+        max_processes: 16,
         ..Default::default()
     };
     if let Ok(procs) = walk_processes(&mem, syms, kern_base, &limits) {

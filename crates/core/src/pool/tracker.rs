@@ -565,8 +565,10 @@ pub(super) fn totals(rows: &[TagUsage]) -> Totals {
             PoolClass::Paged => &mut t.paged,
             PoolClass::NonPaged => &mut t.nonpaged,
         };
-        c.allocs += r.allocs;
-        c.frees += r.frees;
+        // Hostile counters can hold anything: a total saturates rather
+        // than overflow (found by the pool_walkers fuzz target).
+        c.allocs = c.allocs.saturating_add(r.allocs);
+        c.frees = c.frees.saturating_add(r.frees);
         c.bytes = c.bytes.wrapping_add(r.bytes);
         if r.slot != TrackerSlot::Overflow {
             tags.insert(r.tag);

@@ -19,7 +19,7 @@
 //! * LF_MODIFIER is looked through, LF_POINTER gives its size from its
 //!   attributes, LF_ARRAY its size in bytes (the element count is derived).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use pdb2::{FallibleIterator, PDB, PrimitiveKind, TypeData, TypeFinder, TypeIndex};
@@ -207,9 +207,11 @@ where
     }
     let mut warnings = Vec::new();
     let mut layouts = Layouts::default();
+    let undecodable = undecodable_pointers(&mut pdb).map_err(mal)?;
     let tpi = pdb.type_information().map_err(mal)?;
     let mut finder = tpi.finder();
-    let names = read_types(&tpi, &mut finder, &mut layouts, &mut warnings).map_err(mal)?;
+    let names =
+        read_types(&tpi, &mut finder, undecodable, &mut layouts, &mut warnings).map_err(mal)?;
     read_symbols(&mut pdb, &finder, &names, &mut layouts, &mut warnings).map_err(mal)?;
     Ok((
         PdbIdentity {
@@ -284,28 +286,88 @@ fn undecorate(name: &str) -> Option<&str> {
 }
 
 /// Which index defines each struct/union/enum name, so a forward reference
-/// can be resolved.
+/// can be resolved; and which records must not be handed to pdb2.
 #[derive(Default)]
 struct DefinitionNames {
     by_name: HashMap<String, TypeIndex>,
+    /// [`undecodable_pointers`].
+    undecodable: HashSet<u32>,
+}
+
+/// The type record at `idx`, parsed, unless it is one pdb2 would panic on.
+fn parse_type<'t>(
+    finder: &TypeFinder<'t>,
+    names: &DefinitionNames,
+    idx: TypeIndex,
+) -> pdb2::Result<TypeData<'t>> {
+    if names.undecodable.contains(&idx.0) {
+        return Err(pdb2::Error::UnimplementedTypeKind(LF_POINTER));
+    }
+    finder.find(idx).and_then(|t| t.parse())
+}
+
+const LF_POINTER: u16 = 0x1002;
+
+/// Type indices of LF_POINTER records whose attributes pdb2 cannot
+/// decode: a pointer mode above 4 or a pointer kind above 0x0c reaches an
+/// `unreachable!()` in pdb2 0.11 (`PointerAttributes::pointer_mode`, called
+/// while parsing, and `pointer_kind`, called by `size()`), in every build.
+/// The fuzzer found it (docs/security.md); pdb2 gives no access to a
+/// record's bytes before parsing it, so the type stream (TPI: a header,
+/// then records of a u16 length and the leaf) is walked here first and
+/// those records are treated as unparsable.
+fn undecodable_pointers<'s, S: pdb2::Source<'s> + 's>(
+    pdb: &mut PDB<'s, S>,
+) -> pdb2::Result<HashSet<u32>> {
+    let mut bad = HashSet::new();
+    let Some(stream) = pdb.raw_stream(pdb2::StreamIndex(2))? else {
+        return Ok(bad);
+    };
+    let b = crate::bytes::Le(&stream);
+    let (Some(header_size), Some(first)) = (b.u32(4), b.u32(8)) else {
+        return Ok(bad);
+    };
+    let mut at = header_size as usize;
+    let mut index = first;
+    while let Some(len) = b.u16(at) {
+        let data = at + 2;
+        if b.u16(data) == Some(LF_POINTER)
+            && let Some(attr) = b.u32(data + 6)
+            && ((attr >> 5) & 7 > 4 || attr & 0x1f > 0x0c)
+        {
+            bad.insert(index);
+        }
+        at = data + usize::from(len);
+        index = index.wrapping_add(1);
+    }
+    Ok(bad)
 }
 
 fn read_types<'t>(
     tpi: &'t pdb2::TypeInformation<'_>,
     finder: &mut TypeFinder<'t>,
+    undecodable: HashSet<u32>,
     out: &mut Layouts,
     warnings: &mut Vec<String>,
 ) -> pdb2::Result<DefinitionNames> {
     let mut iter = tpi.iter();
     // Pass 1: index every definition by name; remember which to lay out.
-    let mut names = DefinitionNames::default();
+    let mut names = DefinitionNames {
+        undecodable,
+        ..Default::default()
+    };
     let mut defs: Vec<(String, TypeIndex)> = Vec::new();
     let mut enums: Vec<(String, TypeIndex)> = Vec::new();
     let mut unparsed = 0usize;
     while let Some(item) = iter.next()? {
         finder.update(&iter);
         let idx = item.index();
-        match item.parse() {
+        let parsed = if names.undecodable.contains(&idx.0) {
+            Err(pdb2::Error::UnimplementedTypeKind(LF_POINTER))
+        } else {
+            item.parse()
+        };
+        match parsed {
             Ok(TypeData::Class(c)) if !c.properties.forward_reference() => {
                 let key = type_key(&c.name.to_string(), c.unique_name, idx);
                 if !names.by_name.contains_key(&key) {
@@ -347,7 +409,7 @@ fn read_types<'t>(
         }
     }
     for (key, idx) in enums {
-        match enumerators(finder, idx) {
+        match enumerators(finder, &names, idx) {
             Ok(v) => {
                 out.enums.insert(key, v);
             }
@@ -381,7 +443,7 @@ fn layout_of(
     names: &DefinitionNames,
     idx: TypeIndex,
 ) -> Result<TypeLayout, String> {
-    let (size, fields, union) = match finder.find(idx).and_then(|t| t.parse()) {
+    let (size, fields, union) = match parse_type(finder, names, idx) {
         Ok(TypeData::Class(c)) => (c.size, c.fields, false),
         Ok(TypeData::Union(u)) => (u.size, Some(u.fields), true),
         Ok(_) => return Err(err("not a struct or union")),
@@ -399,7 +461,7 @@ fn layout_of(
         if lists > 4096 {
             return Err(err("field list continuations do not end"));
         }
-        let list = match finder.find(list_idx).and_then(|t| t.parse()) {
+        let list = match parse_type(finder, names, list_idx) {
             Ok(TypeData::FieldList(l)) => l,
             Ok(_) => return Err(err("its field list is not an LF_FIELDLIST")),
             Err(e) => return Err(format!("its field list: {e}")),
@@ -437,10 +499,7 @@ fn describe(
     if depth > MAX_TYPE_DEPTH {
         return Err(err("type chain too deep (cyclic?)"));
     }
-    let data = finder
-        .find(ti)
-        .and_then(|t| t.parse())
-        .map_err(|e| e.to_string())?;
+    let data = parse_type(finder, names, ti).map_err(|e| e.to_string())?;
     match data {
         TypeData::Primitive(p) => {
             if p.indirection.is_some() {
@@ -513,7 +572,7 @@ fn describe(
 
 fn resolve_size(finder: &TypeFinder<'_>, names: &DefinitionNames, key: &str) -> Option<u64> {
     let idx = *names.by_name.get(key)?;
-    match finder.find(idx).and_then(|t| t.parse()).ok()? {
+    match parse_type(finder, names, idx).ok()? {
         TypeData::Class(c) => Some(c.size),
         TypeData::Union(u) => Some(u.size),
         _ => None,
@@ -548,8 +607,12 @@ fn target_name(
     }
 }
 
-fn enumerators(finder: &TypeFinder<'_>, idx: TypeIndex) -> Result<BTreeMap<String, i64>, String> {
-    let e = match finder.find(idx).and_then(|t| t.parse()) {
+fn enumerators(
+    finder: &TypeFinder<'_>,
+    names: &DefinitionNames,
+    idx: TypeIndex,
+) -> Result<BTreeMap<String, i64>, String> {
+    let e = match parse_type(finder, names, idx) {
         Ok(TypeData::Enumeration(e)) => e,
         Ok(_) => return Err(err("not an enum")),
         Err(e) => return Err(e.to_string()),
@@ -562,7 +625,7 @@ fn enumerators(finder: &TypeFinder<'_>, idx: TypeIndex) -> Result<BTreeMap<Strin
         if lists > 4096 {
             return Err(err("enumerator list continuations do not end"));
         }
-        let list = match finder.find(list_idx).and_then(|t| t.parse()) {
+        let list = match parse_type(finder, names, list_idx) {
             Ok(TypeData::FieldList(l)) => l,
             Ok(_) => return Err(err("its enumerator list is not an LF_FIELDLIST")),
             Err(e) => return Err(e.to_string()),
