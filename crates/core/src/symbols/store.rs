@@ -678,7 +678,9 @@ fn expand_cab<C: Read + std::io::Seek, R: StoreFile + ?Sized>(
     let mut r = cab
         .read_file(&name)
         .map_err(|e| format!("cannot expand {name}: {e}"))?
-        .take(MAX_DOWNLOAD + 1);
+        // One byte past the size the CAB states tells a longer file; a
+        // small stated size cannot be made to expand to the 1 GiB cap.
+        .take(size + 1);
     let n = std::io::copy(&mut r, &mut tmp).map_err(|e| format!("cannot expand {name}: {e}"))?;
     if n != size {
         return Err(format!(
