@@ -1,6 +1,7 @@
 //! A compressed symbol-store file (`ntkrnlmp.pd_`, a CAB with MSZIP or
 //! LZX) read as crates/core/src/symbols/store.rs expands it: the cabinet's
-//! folders and file entries, then the file's data, capped.
+//! folders and file entries (after `check_cabinet`, as the store checks
+//! them), then the file's data, capped.
 use std::io::Read;
 
 /// What the fuzzer lets one expansion produce (the store's cap is 1 GiB;
@@ -8,7 +9,11 @@ use std::io::Read;
 const CAP: u64 = 16 << 20;
 
 pub fn run(data: &[u8]) {
-    let Ok(mut cab) = cab::Cabinet::new(std::io::Cursor::new(data)) else {
+    let mut reader = std::io::Cursor::new(data);
+    if pooldump_core::symbols::store::check_cabinet(&mut reader).is_err() {
+        return;
+    }
+    let Ok(mut cab) = cab::Cabinet::new(reader) else {
         return;
     };
     let names: Vec<(String, u32)> = cab
