@@ -102,7 +102,7 @@ impl CyclicVirt<'_> {
                 level: PxeLevel::Pml4e,
             });
         }
-        if self.hole_every != 0 && (va >> 12) % self.hole_every == 0 {
+        if self.hole_every != 0 && (va >> 12).is_multiple_of(self.hole_every) {
             return Err(MemoryError::NotPresent {
                 va: kva,
                 level: PxeLevel::Pte,

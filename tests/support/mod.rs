@@ -197,6 +197,8 @@ pub fn measure_launcher_main() {
     for kv in spec["env"].as_array().into_iter().flatten() {
         cmd.env(s(&kv[0]), s(&kv[1]));
     }
+    // Reaped by wait4 below, which std's Child cannot do with rusage.
+    #[allow(clippy::zombie_processes)]
     let child = cmd
         .stdin(Stdio::null())
         .stdout(file("stdout"))

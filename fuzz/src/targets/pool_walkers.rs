@@ -66,7 +66,6 @@ pub fn run(data: &[u8]) {
     let _ = read_big_pool(&mem, syms, kern_base, &big);
     let limits = ProcessWalkLimits {
         max_processes: 16,
-        ..Default::default()
     };
     if let Ok(procs) = walk_processes(&mem, syms, kern_base, &limits) {
         let _ = read_session_pool(&mem, syms, kern_base, &procs, &tracker);
