@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use pooldump_core::pool::TagPattern;
-use pooldump_core::pool::find::{self, Engine, FindOptions};
+use pooldump_core::pool::find::{Engine, FindOptions};
 use pooldump_core::{CrashDump, PAGE_SIZE, Target};
 use pooldump_scan::{HeaderLayout, Rules, Scanner, TagMask};
 use rayon::prelude::*;
@@ -90,14 +90,7 @@ fn one_tag(c: &mut Criterion) {
     let finder = memchr::memmem::Finder::new(&needle);
     // Sanity: find sees what memmem sees at header positions, and the
     // tracker agrees with it.
-    let probe = find::find_in_dump(
-        &t.mem,
-        &t.symbols,
-        t.kern_base(),
-        &tag,
-        &find_opts(2, Engine::Auto),
-    )
-    .unwrap();
+    let probe = t.find(&tag, &find_opts(2, Engine::Auto)).unwrap();
     let row = &probe.tags[0];
     eprintln!(
         "{gib} GiB dump: {bytes} bytes of page data; tag {}: {} allocated, {} free, tracker {:?}",
@@ -131,14 +124,7 @@ fn one_tag(c: &mut Criterion) {
         let o = find_opts(threads, Engine::Auto);
         g.bench_function(
             BenchmarkId::new("find end to end", format!("{threads} thread(s)")),
-            |b| {
-                b.iter(|| {
-                    find::find_in_dump(&t.mem, &t.symbols, t.kern_base(), &tag, &o)
-                        .unwrap()
-                        .allocations
-                        .len()
-                })
-            },
+            |b| b.iter(|| t.find(&tag, &o).unwrap().allocations.len()),
         );
     }
     // Each pass from the page cache into a fresh mapping: what one CLI run
@@ -178,12 +164,7 @@ fn one_tag(c: &mut Criterion) {
                 release_scanned: true,
                 ..find_opts(2, Engine::Auto)
             };
-            b.iter(|| {
-                find::find_in_dump(&t.mem, &t.symbols, t.kern_base(), &tag, &o)
-                    .unwrap()
-                    .allocations
-                    .len()
-            })
+            b.iter(|| t.find(&tag, &o).unwrap().allocations.len())
         },
     );
     g.bench_function(
@@ -195,10 +176,7 @@ fn one_tag(c: &mut Criterion) {
             };
             b.iter(|| {
                 let t = Target::open_dump(&path, &opts).unwrap();
-                find::find_in_dump(&t.mem, &t.symbols, t.kern_base(), &tag, &o)
-                    .unwrap()
-                    .allocations
-                    .len()
+                t.find(&tag, &o).unwrap().allocations.len()
             })
         },
     );
@@ -215,24 +193,12 @@ fn many_tags(c: &mut Criterion) {
         .throughput(Throughput::Bytes(bytes));
     for n in [1usize, 8, 64] {
         let tags = bulk_tags(n);
-        let probe = find::find_in_dump(
-            &t.mem,
-            &t.symbols,
-            t.kern_base(),
-            &tags,
-            &find_opts(2, Engine::Auto),
-        )
-        .unwrap();
+        let probe = t.find(&tags, &find_opts(2, Engine::Auto)).unwrap();
         eprintln!("{n} tags: {} allocations found", probe.allocations.len());
         for engine in [Engine::Auto, Engine::Stride, Engine::AhoCorasick] {
             let o = find_opts(2, engine);
             g.bench_function(BenchmarkId::new(engine.name(), format!("{n} tags")), |b| {
-                b.iter(|| {
-                    find::find_in_dump(&t.mem, &t.symbols, t.kern_base(), &tags, &o)
-                        .unwrap()
-                        .allocations
-                        .len()
-                })
+                b.iter(|| t.find(&tags, &o).unwrap().allocations.len())
             });
         }
     }

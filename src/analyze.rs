@@ -402,7 +402,7 @@ pub fn collect(args: &Args) -> Result<Report> {
             let checked = match checked {
                 Ok(c) => c,
                 Err(e) => {
-                    release(&target)?;
+                    release(&meta)?;
                     return Err(e);
                 }
             };
@@ -440,8 +440,8 @@ pub fn collect(args: &Args) -> Result<Report> {
         None => None,
     };
     // Everything is read: let a live target run again.
-    release(&target)?;
-    let kdnet = kdnet_report(&target);
+    release(&meta)?;
+    let kdnet = kdnet_report(&meta);
     let cv = target.kernel.image.codeview.as_ref();
     let tot = |c: &pooldump_core::pool::Counters| PoolTotals {
         allocs: c.allocs,

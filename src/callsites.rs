@@ -213,7 +213,7 @@ pub fn collect(args: &Args) -> Result<Report> {
         ))
     })();
     // Everything is read: let a live target run again, whatever happened.
-    release(&target)?;
+    release(&meta)?;
     result
 }
 

@@ -4,6 +4,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -162,11 +163,7 @@ pub struct SourceArgs {
 }
 
 /// The memory of a dump or of a live target, behind one [`Memory`].
-pub enum Source {
-    // Both boxed: the handles are large and of very different sizes.
-    Dump(Box<CrashDump>),
-    Live(Box<LiveSource>),
-}
+pub type Source = Box<dyn Memory>;
 
 /// How long a command waits for a target that stopped answering to offer
 /// again, so it can be resumed rather than left frozen (targets offer
@@ -318,42 +315,35 @@ impl KdnetReport {
     }
 }
 
-impl Memory for Source {
+impl Memory for LiveSource {
     fn describe(&self) -> String {
-        match self {
-            Source::Dump(d) => d.describe(),
-            Source::Live(l) => l.describe(),
-        }
+        self.target.describe()
     }
     fn kernel_dtb(&self) -> PhysAddr {
-        match self {
-            Source::Dump(d) => d.kernel_dtb(),
-            Source::Live(l) => l.kernel_dtb(),
-        }
+        self.target.kernel_dtb()
     }
     fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
-        match self {
-            Source::Dump(d) => d.read_physical(pa, buf),
-            Source::Live(l) => l.read_physical(pa, buf),
-        }
+        self.target.read_physical(pa, buf)
     }
     fn translate(&self, va: KernelVa) -> Result<Translation, MemoryError> {
-        match self {
-            Source::Dump(d) => d.translate(va),
-            Source::Live(l) => l.translate(va),
-        }
+        self.target.translate(va)
     }
     fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), MemoryError> {
-        match self {
-            Source::Dump(d) => d.read_virtual(va, buf),
-            Source::Live(l) => l.read_virtual(va, buf),
-        }
+        self.target.read_virtual(va, buf)
     }
     fn read_virtual_partial(&self, va: KernelVa, buf: &mut [u8]) -> Result<usize, MemoryError> {
-        match self {
-            Source::Dump(d) => d.read_virtual_partial(va, buf),
-            Source::Live(l) => l.read_virtual_partial(va, buf),
-        }
+        self.target.read_virtual_partial(va, buf)
+    }
+}
+
+/// The live session behind a [`Source`], kept beside it so a command can
+/// resume the target and report the link.
+#[derive(Clone)]
+pub struct LiveHandle(Arc<LiveSource>);
+
+impl std::fmt::Debug for LiveHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LiveHandle({})", self.0.peer())
     }
 }
 
@@ -367,6 +357,9 @@ pub struct SourceMeta {
     /// The dump's SystemTime (UTC); none for a live target.
     pub system_time: Option<String>,
     pub live: bool,
+    /// The session, for a live target.
+    #[serde(skip)]
+    pub link: Option<LiveHandle>,
 }
 
 /// Open a dump or connect to a live target, find nt, load its symbols.
@@ -386,12 +379,16 @@ pub fn open_source(src: &SourceArgs, sym: &SymbolArgs) -> Result<(Target<Source>
                     .unwrap_or(0),
                 system_time: None,
                 live: true,
+                link: None,
             };
             let verbose = src.verbose;
-            Ok((
-                t.map_mem(|m| Source::Live(Box::new(LiveSource::new(m, verbose, started)))),
-                meta,
-            ))
+            let mut link = None;
+            let t = t.map_mem(|m| {
+                let live = Arc::new(LiveSource::new(m, verbose, started));
+                link = Some(LiveHandle(Arc::clone(&live)));
+                Box::new(live) as Source
+            });
+            Ok((t, SourceMeta { link, ..meta }))
         }
         (Some(path), None) => {
             let t = open_dump(path, sym)?;
@@ -402,8 +399,9 @@ pub fn open_source(src: &SourceArgs, sym: &SymbolArgs) -> Result<(Target<Source>
                 processors: h.number_processors as u64,
                 system_time: Some(h.system_time.to_string()),
                 live: false,
+                link: None,
             };
-            Ok((t.map_mem(|m| Source::Dump(Box::new(m))), meta))
+            Ok((t.map_mem(|m| Box::new(m) as Source), meta))
         }
         (None, None) => bail!("name a DUMP or --kdnet SPEC"),
     }
@@ -464,17 +462,14 @@ pub fn symbols_error(e: OpenError, sym: &SymbolArgs) -> anyhow::Error {
 }
 
 /// Let a live target run again (a dump needs nothing).
-pub fn release(t: &Target<Source>) -> Result<()> {
-    if let Source::Live(l) = &t.mem {
-        l.resume().context("resuming the target")?;
+pub fn release(meta: &SourceMeta) -> Result<()> {
+    if let Some(l) = &meta.link {
+        l.0.resume().context("resuming the target")?;
     }
     Ok(())
 }
 
 /// The link's statistics of a live source, for `--json`.
-pub fn kdnet_report(t: &Target<Source>) -> Option<KdnetReport> {
-    match &t.mem {
-        Source::Live(l) => Some(l.report()),
-        Source::Dump(_) => None,
-    }
+pub fn kdnet_report(meta: &SourceMeta) -> Option<KdnetReport> {
+    meta.link.as_ref().map(|l| l.0.report())
 }

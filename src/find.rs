@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use pooldump_core::pool::TagPattern;
 use pooldump_core::pool::find::{
-    self, AllocationState, Engine, FindOptions, FindReport, Frames, ScanProgress,
+    self, AllocationState, Engine, FindOptions, FindReport, ScanProgress,
 };
 use serde::Serialize;
 
-use crate::common::{Source, SourceArgs, SymbolArgs, kdnet_report, open_source, release};
+use crate::common::{SourceArgs, SymbolArgs, kdnet_report, open_source, release};
 use crate::relabel_rows;
 use crate::render::{Align, Table};
 use pooldump_core::relabel::RelabelMap;
@@ -237,7 +237,7 @@ pub fn collect(args: &Args) -> Result<Report> {
         .map(|p| relabel_rows::load_and_check(p, &target))
     {
         Some(Err(e)) => {
-            release(&target)?;
+            release(&meta)?;
             return Err(e);
         }
         Some(Ok(c)) => Some(c),
@@ -253,21 +253,10 @@ pub fn collect(args: &Args) -> Result<Report> {
         progress: bar.as_ref().map(|b| b as &dyn ScanProgress),
         ..FindOptions::default()
     };
-    let frames = match &target.mem {
-        Source::Dump(d) => Frames::Dump(d),
-        Source::Live(_) => Frames::Mapped,
-    };
-    let found = find::find_allocations(
-        &target.mem,
-        &target.symbols,
-        target.kern_base(),
-        Some(meta.build),
-        frames,
-        &patterns,
-        &opts,
-    )
-    .with_context(|| format!("{}: build {}: finding the tags", meta.name, meta.build));
-    release(&target)?;
+    let found = target
+        .find(&patterns, &opts)
+        .with_context(|| format!("{}: build {}: finding the tags", meta.name, meta.build));
+    release(&meta)?;
     let found = found?;
     let mut warnings = target.notes.clone();
     warnings.extend(found.warnings.iter().cloned());
@@ -282,7 +271,7 @@ pub fn collect(args: &Args) -> Result<Report> {
         args.allocated,
         warnings,
     );
-    r.kdnet = kdnet_report(&target);
+    r.kdnet = kdnet_report(&meta);
     r.sites = checked.map(|c| site_rows(&c.map, &found));
     Ok(r)
 }

@@ -26,6 +26,6 @@ mod testutil;
 
 pub use addr::{KernelVa, PAGE_SIZE, Pfn, PhysAddr};
 pub use dump::{CrashDump, DumpError};
-pub use memory::{Memory, MemoryError, MemoryExt, ProcessSpace, PxeLevel};
+pub use memory::{Memory, MemoryError, MemoryExt, PageFile, PhysExtent, ProcessSpace, PxeLevel};
 pub use tag::PoolTag;
 pub use target::{OpenError, Target};

@@ -56,6 +56,10 @@ pub enum OpenError {
 pub struct Target<M: Memory> {
     pub mem: M,
     pub kernel: KernelIdentity,
+    /// The build number (the dump header's, the live target's GetVersion),
+    /// when the source states it: it picks layout fallbacks and the
+    /// segment heap's key derivations.
+    pub build: Option<u32>,
     pub symbols: KernelSymbols,
     pub modules: Option<ModuleList>,
     /// How the kernel and symbols were found, and what looked wrong.
@@ -140,6 +144,7 @@ impl<M: Memory> Target<M> {
         Ok(Self {
             mem,
             kernel,
+            build,
             symbols: syms,
             modules,
             notes,
@@ -154,6 +159,7 @@ impl<M: Memory> Target<M> {
         Target {
             mem: f(self.mem),
             kernel: self.kernel,
+            build: self.build,
             symbols: self.symbols,
             modules: self.modules,
             notes: self.notes,
@@ -169,6 +175,25 @@ impl<M: Memory> Target<M> {
     /// Per-tag usage from the tracker tables.
     pub fn pool_usage(&self, opts: &TrackerOptions) -> Result<PoolUsage, PoolError> {
         pool::read_pool_usage(&self.mem, &self.symbols, self.kern_base(), opts)
+    }
+
+    /// Every allocation whose tag matches one of `patterns`
+    /// (`!poolfind`): pool headers scanned in physical memory (in bulk
+    /// from a dump's file), the big-page table, and the tracker's counts
+    /// beside them.
+    pub fn find(
+        &self,
+        patterns: &[pool::TagPattern],
+        opts: &pool::find::FindOptions<'_>,
+    ) -> Result<pool::find::FindReport, pool::find::FindError> {
+        pool::find::find_allocations(
+            &self.mem,
+            &self.symbols,
+            self.kern_base(),
+            self.build,
+            patterns,
+            opts,
+        )
     }
 
     /// The big-page table.

@@ -276,9 +276,30 @@ impl fmt::Debug for CrashDump {
     }
 }
 
+impl crate::memory::PageFile for CrashDump {
+    fn page_runs(&self) -> Vec<PhysExtent> {
+        self.extents().collect()
+    }
+    fn file_bytes(&self) -> &[u8] {
+        self.data.bytes()
+    }
+    /// The header knows every described page past the end, bitmap pages
+    /// included (the runs list only extents).
+    fn pages_past_end(&self) -> Option<u64> {
+        self.header.truncation.map(|t| t.missing_pages)
+    }
+    fn release_file_range(&self, offset: usize, len: usize) {
+        CrashDump::release_file_range(self, offset, len);
+    }
+}
+
 impl Memory for CrashDump {
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+
+    fn page_file(&self) -> Option<&dyn crate::memory::PageFile> {
+        Some(self)
     }
 
     fn kernel_dtb(&self) -> PhysAddr {
