@@ -18,7 +18,7 @@ use pooldump_kdnet::{KdnetSpec, LeftRunning, LinkStats, LiveTarget};
 #[derive(Debug, Clone, clap::Args)]
 pub struct SymbolArgs {
     /// Symbol path in _NT_SYMBOL_PATH syntax (overrides the environment),
-    /// e.g. 'srv*C:\symbols*https://msdl.microsoft.com/download/symbols' or
+    /// e.g. `srv*C:\symbols*https://msdl.microsoft.com/download/symbols` or
     /// a directory.
     #[arg(long, value_name = "PATH")]
     pub symbol_path: Option<String>,
