@@ -140,17 +140,12 @@ impl CrashDump {
         let data = Arc::new(data);
         let from_kdmp = kdmp::physmem(Arc::clone(&data), &planned.clamp)
             .map_err(|e| err(DumpErrorKind::Parser(e)))?;
-        if from_kdmp != planned.backed {
-            return Err(err(DumpErrorKind::MapMismatch(describe_mismatch(
-                &from_kdmp,
-                &planned.backed,
-            ))));
-        }
+        let mut header = parsed.header;
+        let (mut extents, disagreement) = reconcile(from_kdmp, planned.backed);
+        header.warnings.extend(disagreement);
         let file_len = data.bytes().len() as u64;
-        let mut extents = from_kdmp;
         extents.extend(planned.truncated);
         let map = PhysMap::new(extents, planned.tail, file_len);
-        let mut header = parsed.header;
         // Without the PML4 no virtual address can be read: say so once, up
         // front, rather than only through every later read's error.
         let dtb = header.directory_table_base;
@@ -338,6 +333,28 @@ impl Memory for CrashDump {
     }
 }
 
+/// The backed extents to use, from kdmp-parser's map and pooldump's own
+/// plan of the same header, and a warning when they differ.
+///
+/// Two readers of one header disagreeing means one of them misreads it.
+/// Refusing the dump would leave a user with nothing, so the dump opens
+/// with pooldump's plan (the one the truncation and bitmap-tail handling
+/// is consistent with) and a warning that names the first difference, so
+/// the file can be reported.
+fn reconcile(
+    from_kdmp: Vec<PhysExtent>,
+    planned: Vec<PhysExtent>,
+) -> (Vec<PhysExtent>, Option<String>) {
+    if from_kdmp == planned {
+        return (from_kdmp, None);
+    }
+    let why = format!(
+        "kdmp-parser's physical-memory map differs from pooldump's reading of the header ({}); pooldump's is used. Please report this dump: one of the two readers misreads it",
+        describe_mismatch(&from_kdmp, &planned)
+    );
+    (planned, Some(why))
+}
+
 fn describe_mismatch(kdmp: &[PhysExtent], ours: &[PhysExtent]) -> String {
     let first = kdmp
         .iter()
@@ -405,8 +422,6 @@ pub enum DumpErrorKind {
     Header(HeaderError),
     #[error("kdmp-parser rejected the dump")]
     Parser(#[source] kdmp_parser::error::Error),
-    #[error("the physical-memory map is ambiguous: {0}")]
-    MapMismatch(String),
 }
 
 #[cfg(test)]
