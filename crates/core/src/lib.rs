@@ -39,6 +39,7 @@ pub mod kernel;
 pub mod memory;
 pub mod pagemap;
 pub mod pool;
+pub mod processes;
 pub mod relabel;
 pub mod snapshot;
 pub mod snapshot_text;

@@ -35,6 +35,7 @@ use crate::pool::{
     self, BigPoolOptions, BigPoolTable, PoolError, PoolTagDb, PoolUsage, SessionPool, TagUsage,
     TrackerOptions,
 };
+use crate::processes;
 use crate::symbols::{self, KernelSymbols, LoadError, SymbolOptions};
 
 /// Why a target could not be opened.
@@ -202,12 +203,12 @@ impl<M: Memory> Target<M> {
     }
 
     /// PsActiveProcessHead's processes.
-    pub fn processes(&self) -> Result<kernel::ProcessList, PoolError> {
-        Ok(kernel::walk_processes(
+    pub fn processes(&self) -> Result<processes::ProcessList, PoolError> {
+        Ok(processes::walk_processes(
             &self.mem,
             &self.symbols,
             self.kern_base(),
-            &kernel::ProcessWalkLimits::default(),
+            &processes::ProcessWalkLimits::default(),
         )?)
     }
 
