@@ -15,7 +15,7 @@ mod relabel_rows;
 mod render;
 mod stack;
 mod symbols;
-// Leak hunting over time (issue 7).
+// Leak hunting over time.
 mod diff;
 mod snapshot;
 mod top;

@@ -1,4 +1,4 @@
-//! KDNET across a real network (issue 13): `pooldump` runs in a network
+//! KDNET across a real network: `pooldump` runs in a network
 //! namespace, the simulated target in this process on the root side of a
 //! veth pair, and `tc netem` on both ends adds 1-5 ms of delay, 10% loss,
 //! duplicates and reordering, so the session meets a kernel's timing and a

@@ -119,7 +119,7 @@ fn a_404_server_first_then_a_download_then_a_cache_hit() {
         found.attempts
     );
     // symsrv's order on a 404: the plain name, the compressed one, a
-    // file.ptr (issue 14).
+    // file.ptr.
     let key_dir = store_url_path(b)
         .trim_end_matches("/ntkrnlmp.pdb")
         .to_string();

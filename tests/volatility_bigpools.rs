@@ -1,4 +1,4 @@
-//! Volatility 3 cross-check of the synthetic kernel kit (issue 2).
+//! Volatility 3 cross-check of the synthetic kernel kit.
 //!
 //! Volatility's `windows.bigpools`, run on a dump the kit writes, with an
 //! ISF that Volatility's own `pdbconv` makes from the committed PDB, must

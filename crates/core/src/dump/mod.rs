@@ -211,7 +211,7 @@ impl CrashDump {
     /// The dump file's bytes (the read-only memory map, or the buffer
     /// given to [`Self::from_bytes`]). With [`Self::extents`] a scanner
     /// reads long runs of pages in file order without copying them
-    /// (`pool::find`, issue 5).
+    /// (`pool::find`).
     pub fn file_bytes(&self) -> &[u8] {
         self.data.bytes()
     }
