@@ -16,7 +16,6 @@ mod common;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pooldump_core::pool::TagPattern;
 use pooldump_core::pool::find::{Engine, FindOptions};
 use pooldump_core::{CrashDump, PAGE_SIZE, Target};
 use pooldump_scan::{HeaderLayout, Rules, Scanner, TagMask};
@@ -44,26 +43,6 @@ fn runs(d: &CrashDump) -> Vec<&[u8]> {
     v
 }
 
-/// Bulk tags as the kit names them: an upper-case letter, then three of
-/// [a-z0-9] (see pooldump_kit::bulk); `n` of them spread over the 3000
-/// (from the eighth, which has headers as well as big-page entries).
-fn bulk_tags(n: usize) -> Vec<TagPattern> {
-    const REST: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    (0..n)
-        .map(|k| {
-            let i = ((k * 2999 / n.max(1) + 7) % 3000) as u32;
-            let mut b = [0u8; 4];
-            b[0] = b'A' + (i % 26) as u8;
-            let mut r = i / 26;
-            for c in b.iter_mut().skip(1) {
-                *c = REST[(r % 36) as usize];
-                r /= 36;
-            }
-            TagPattern::parse(std::str::from_utf8(&b).unwrap()).unwrap()
-        })
-        .collect()
-}
-
 fn pool(threads: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -85,7 +64,7 @@ fn one_tag(c: &mut Criterion) {
     let t = Target::open_dump(&dir.join("MEMORY.DMP"), &opts).unwrap();
     let runs = runs(&t.mem);
     let bytes: u64 = runs.iter().map(|r| r.len() as u64).sum();
-    let tag = bulk_tags(1);
+    let tag = common::bulk_tags(1);
     let needle = tag[0].exact().unwrap().bytes();
     let finder = memchr::memmem::Finder::new(&needle);
     // Sanity: find sees what memmem sees at header positions, and the
@@ -192,7 +171,7 @@ fn many_tags(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(8))
         .throughput(Throughput::Bytes(bytes));
     for n in [1usize, 8, 64] {
-        let tags = bulk_tags(n);
+        let tags = common::bulk_tags(n);
         let probe = t.find(&tags, &find_opts(2, Engine::Auto)).unwrap();
         eprintln!("{n} tags: {} allocations found", probe.allocations.len());
         for engine in [Engine::Auto, Engine::Stride, Engine::AhoCorasick] {
@@ -218,7 +197,7 @@ fn engines(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5))
         .throughput(Throughput::Bytes(bytes));
     for n in [1usize, 8, 64] {
-        let masks: Vec<TagMask> = bulk_tags(n)
+        let masks: Vec<TagMask> = common::bulk_tags(n)
             .iter()
             .map(|t| TagMask::exact(t.exact().unwrap().value()))
             .collect();

@@ -91,7 +91,11 @@ impl Target<CrashDump> {
             input: path.display().to_string(),
             kernel,
         })?;
-        Self::with_kernel(dump, kernel, build, opts)
+        let dump_warnings = dump.header().warnings.clone();
+        let mut t = Self::with_kernel(dump, kernel, build, opts)?;
+        // What the header said about the file comes first in the notes.
+        t.notes.splice(0..0, dump_warnings);
+        Ok(t)
     }
 }
 
