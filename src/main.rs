@@ -96,7 +96,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Analyze(args) => analyze::run(args),
         Command::Callsites(args) => callsites::run(args),
-        Command::Find(args) => find::run(args),
+        // Streams its (possibly huge) output itself.
+        Command::Find(args) => find::run(args).map(|()| String::new()),
         Command::Info(args) => info::run(args),
         Command::Stack(args) => stack::run(args),
         Command::Hittag(args) => hittag::run(args),

@@ -471,26 +471,31 @@ pub fn find_allocations<M: Memory + ?Sized>(
 
     // Cache-aligned pairs whose headers sit on different pages meet here.
     let mut duplicate_headers = out.duplicates;
+    // In place: results can be hundreds of thousands, and each copy of
+    // them is memory the user pays for.
     let mut scanned = out.found;
-    scanned.sort_by_key(|(a, key)| (key.unwrap_or(a.va.0), a.header));
-    let mut deduped: Vec<FoundAllocation> = Vec::with_capacity(scanned.len());
+    scanned.sort_unstable_by_key(|(a, key)| (key.unwrap_or(a.va.0), a.header));
     let mut last_key = None;
-    for (a, key) in scanned {
+    let mut kept = 0usize;
+    for i in 0..scanned.len() {
+        let key = scanned[i].1;
         if let Some(k) = key {
-            if last_key == Some(k) {
+            if last_key == Some(k) && kept > 0 {
                 duplicate_headers += 1;
-                let prev = deduped.last_mut().expect("a previous entry has this key");
-                if a.pool_type & 4 != 0 {
-                    *prev = a;
+                if scanned[i].0.pool_type & 4 != 0 {
+                    scanned.swap(kept - 1, i);
                 }
                 continue;
             }
             last_key = Some(k);
         }
-        deduped.push(a);
+        scanned.swap(kept, i);
+        kept += 1;
     }
-    found.extend(deduped);
-    found.sort_by_key(|a| (a.va, a.header));
+    scanned.truncate(kept);
+    found.reserve_exact(scanned.len());
+    found.extend(scanned.into_iter().map(|(a, _)| a));
+    found.sort_unstable_by_key(|a| (a.va, a.header));
 
     let mut unmapped = out.unmapped;
     unmapped.sort_by_key(|u| u.pa);
