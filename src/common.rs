@@ -88,11 +88,9 @@ impl SymbolArgs {
         ))
     }
 
-    /// What to do about missing symbols.
+    /// What to do about missing symbols, in this platform's terms.
     pub fn hint(&self) -> String {
-        let mut s = String::from(
-            "fix: set _NT_SYMBOL_PATH=srv*C:\\symbols*https://msdl.microsoft.com/download/symbols, or pass --symbol-path DIR (a directory or symbol store holding the PDB), --pdb FILE or --isf FILE",
-        );
+        let mut s = format!("fix: {}", pooldump_core::symbols::symbol_path_hint());
         if self.offline {
             s.push_str("; --offline prevents downloads");
         }
@@ -101,6 +99,57 @@ impl SymbolArgs {
         }
         s
     }
+
+    /// [`Self::hint`], naming a `symbols` directory beside the dump when
+    /// there is one and no symbol path was given (the layout the sample
+    /// and `pooldump-kit` use).
+    pub fn hint_for_dump(&self, dump: &Path) -> String {
+        let beside = dump
+            .parent()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .map(|d| d.join("symbols"))
+            .filter(|d| d.is_dir());
+        match beside {
+            Some(d) if self.symbol_path.is_none() && self.pdb.is_none() => format!(
+                "fix: pass --symbol-path {} (the symbols directory beside the dump)\notherwise: {}",
+                d.display(),
+                self.hint().trim_start_matches("fix: ")
+            ),
+            _ => self.hint(),
+        }
+    }
+}
+
+/// Set once a command's kernel symbols came from the built-in table, so an
+/// error later in the command can say so (see [`fallback_note`]).
+static FALLBACK_NOTE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Remember that `t`'s symbols are the built-in table's, and what to do.
+fn remember_fallback<M: Memory>(t: &Target<M>, sym: &SymbolArgs, dump: Option<&Path>) {
+    if t.symbols.source().kind() != pooldump_core::symbols::SourceKind::BuiltIn {
+        return;
+    }
+    let fix = match dump {
+        Some(d) => sym.hint_for_dump(d),
+        None => sym.hint(),
+    };
+    let _ = FALLBACK_NOTE.set(format!(
+        "note: nt's symbols came from pooldump's built-in layout table ({}), the fallback used when no PDB or ISF is found; an error about the kernel's structures or globals may be the table's, not the {}'s\n{fix}",
+        t.symbols.source(),
+        if dump.is_some() { "dump" } else { "target" }
+    ));
+}
+
+/// What `main` adds to an error when the command ran on the built-in
+/// table's symbols.
+pub fn fallback_note() -> Option<&'static str> {
+    FALLBACK_NOTE.get().map(String::as_str)
 }
 
 /// indicatif, drawn only on a terminal and only while downloading.
@@ -417,7 +466,12 @@ pub fn open_dump(path: &Path, sym: &SymbolArgs) -> Result<Target<CrashDump>> {
     }
     let bar = ProgressBar::new();
     let opts = sym.options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
-    Target::open_dump(path, &opts).map_err(|e| symbols_error(e, sym))
+    let t = Target::open_dump(path, &opts).map_err(|e| match e {
+        OpenError::Symbols { .. } => anyhow!("{e}\n{}", sym.hint_for_dump(path)),
+        e => anyhow::Error::new(e),
+    })?;
+    remember_fallback(&t, sym, Some(path));
+    Ok(t)
 }
 
 /// The small memory dump at `path`, if that is what the file is (a
@@ -446,6 +500,7 @@ pub fn connect_live(spec: &KdnetSpec, sym: &SymbolArgs) -> Result<Target<LiveTar
     let bar = ProgressBar::new();
     let opts = sym.options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
     let mut t = Target::new(live, &hints, build, &opts).map_err(|e| symbols_error(e, sym))?;
+    remember_fallback(&t, sym, None);
     // The Mapped_Driver search reads code and read-only data from image
     // files the symbol path already holds (checked against the headers in
     // memory) instead of over the wire. A tag written into a driver's code
