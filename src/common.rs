@@ -152,6 +152,17 @@ pub fn fallback_note() -> Option<&'static str> {
     FALLBACK_NOTE.get().map(String::as_str)
 }
 
+/// A duration argument (`--interval`): humantime's syntax, with an error
+/// that lists the units it accepts (humantime's own says only "time unit
+/// needed").
+pub fn parse_interval(s: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| {
+        format!(
+            "{e}; give a number and a unit, such as 90s, 30m, 1h or 1h30m (units: ms, s or sec, m or min, h or hr, d or days)"
+        )
+    })
+}
+
 /// indicatif, drawn only on a terminal and only while downloading.
 pub struct ProgressBar {
     bar: indicatif::ProgressBar,
@@ -202,7 +213,7 @@ pub struct SourceArgs {
     /// Read a live kernel over KDNET instead, with WinDbg's `-k net:`
     /// settings: `port=50000,key=a.b.c.d` (`net:` prefix accepted). The
     /// target is broken into, read, and resumed.
-    #[arg(long, value_name = "SPEC")]
+    #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     pub kdnet: Option<String>,
     /// With --kdnet: say on stderr what the link did (round trips, reads,
     /// bytes, retransmissions, RESETs, the measured round-trip time).

@@ -165,7 +165,7 @@ pub fn collect(args: &Args) -> Result<SymbolsReport> {
         .symbols
         .options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
     let syms = load_kernel_symbols(kernel.image.codeview.as_ref(), Some(build), &opts)
-        .and_then(|mut s| check_builtin_fits(&mut s, &kernel).map(|notes| (s, notes)))
+        .and_then(|mut s| check_builtin_fits(&mut s, &kernel).map(|()| s))
         .map_err(|e| {
             anyhow!(
                 "{}: kernel of Windows build {build} ({}): {e}\n{}",
@@ -179,9 +179,7 @@ pub fn collect(args: &Args) -> Result<SymbolsReport> {
                 hint(&opts.symbol_path, &args.symbols, &args.dump)
             )
         })?;
-    let (syms, fit_notes) = syms;
     let mut warnings = syms.warnings.clone();
-    warnings.extend(fit_notes);
     warnings.extend(refine_kernel_identity(&dump, &mut kernel, &syms));
     Ok(report(&dump, &args.dump, build, kernel, &syms, warnings))
 }

@@ -8,6 +8,7 @@ pub mod addr;
 pub mod bytes;
 pub mod callsites;
 pub mod dump;
+pub mod fsio;
 pub mod hittag;
 pub mod kernel;
 pub mod memory;

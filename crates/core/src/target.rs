@@ -126,9 +126,8 @@ impl<M: Memory> Target<M> {
             .map_err(symbols_error)?;
         // The built-in table, matched by GUID, is trusted only if its
         // addresses fit this image.
-        let fit_notes = symbols::check_builtin_fits(&mut syms, &kernel).map_err(symbols_error)?;
+        symbols::check_builtin_fits(&mut syms, &kernel).map_err(symbols_error)?;
         let mut notes = symbols::refine_kernel_identity(&mem, &mut kernel, &syms);
-        notes.extend(fit_notes);
         notes.extend(syms.warnings.iter().cloned());
         let layout = match syms.kldr_layout() {
             Ok((l, _)) => l,

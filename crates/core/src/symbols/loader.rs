@@ -395,13 +395,11 @@ fn builtin_by_build(
 ///
 /// A primary built-in source that does not fit is an error
 /// ([`LoadError::BuiltInDoesNotFit`]); a built-in supplement that does not
-/// fit is dropped, with a note. Build-number matches carry no RVAs and
-/// pass.
+/// fit is dropped. Build-number matches carry no RVAs and pass.
 pub fn check_builtin_fits(
     syms: &mut KernelSymbols,
     kernel: &KernelIdentity,
-) -> Result<Vec<String>, LoadError> {
-    let mut notes = Vec::new();
+) -> Result<(), LoadError> {
     let mut misfit = None;
     for (i, l) in syms.layers().iter().enumerate() {
         if l.source.kind() != super::SourceKind::BuiltIn {
@@ -413,7 +411,7 @@ pub fn check_builtin_fits(
         }
     }
     let Some((i, source, why)) = misfit else {
-        return Ok(notes);
+        return Ok(());
     };
     let entry = match &source {
         SymbolSource::BuiltIn { build, .. } => build.clone(),
@@ -427,11 +425,11 @@ pub fn check_builtin_fits(
             tried: syms.tried.clone(),
         });
     }
+    // A supplement only fills gaps the primary source leaves; one that
+    // cannot be this kernel's is not consulted, which changes nothing the
+    // user chose, so it is not worth a warning.
     syms.remove_layer(i);
-    notes.push(format!(
-        "the built-in table's entry {entry} has this kernel's GUID and age but does not fit it ({why}); it was not consulted"
-    ));
-    Ok(notes)
+    Ok(())
 }
 
 /// Why the table's RVAs cannot be this image's, if they cannot.

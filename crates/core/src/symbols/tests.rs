@@ -285,7 +285,7 @@ fn a_guid_match_is_trusted_only_if_it_fits_the_image() {
     };
     // The real image: every RVA inside it, the KDBG where the table says.
     let real = u32::try_from(biggest + 0x1000).unwrap();
-    assert_eq!(fits(real, list), Ok(Vec::new()));
+    assert_eq!(fits(real, list), Ok(()));
     // A small image with the same GUID (the kit's synthetic kernels).
     match fits(0x95000, list) {
         Err(LoadError::BuiltInDoesNotFit { entry, why, .. }) => {
@@ -305,7 +305,7 @@ fn a_guid_match_is_trusted_only_if_it_fits_the_image() {
         }
         other => panic!("{other:?}"),
     }
-    // A supplement that does not fit is dropped, with a note.
+    // A supplement that does not fit is dropped.
     let mut s = KernelSymbols::new(
         id.clone(),
         SymbolSource::Isf {
@@ -321,7 +321,6 @@ fn a_guid_match_is_trusted_only_if_it_fits_the_image() {
         },
         Arc::new(b.layouts.clone()),
     );
-    let notes = check_builtin_fits(&mut s, &kernel_at(base, 0x95000, list)).unwrap();
+    check_builtin_fits(&mut s, &kernel_at(base, 0x95000, list)).unwrap();
     assert_eq!(s.layers().len(), 1);
-    assert!(notes[0].contains("it was not consulted"), "{notes:?}");
 }
