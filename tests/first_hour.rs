@@ -375,3 +375,49 @@ fn a_filter_that_matches_nothing_says_why() {
         out.stderr
     );
 }
+
+/// `.ci/run`'s summary of the tests that skipped (libtest says `ok` for
+/// them): a count and which, from the log tests/support writes; under
+/// CI=true a skip fails the run.
+#[cfg(unix)]
+#[test]
+fn skipped_tests_are_counted_and_named_in_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(support::SKIP_LOG),
+        "SKIPPED\tkdnet_capture\twindbg_uncut\tthe capture x is missing\n\
+         NOTE\tkdnet_netem\tanalyze_and_info\ttc netem unavailable; a relay instead\n",
+    )
+    .unwrap();
+    let run = |ci: &str| {
+        let mut c = Command::new("bash");
+        c.arg(repo_root().join(".ci/test-summary"))
+            .env("CARGO_TARGET_DIR", dir.path())
+            .env("CI", ci);
+        run_bounded(&mut c, Duration::from_secs(30))
+    };
+    let r = run("");
+    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "1 test(s) skipped, 1 ran in a documented weaker form (docs/testing.md, \"Tests that skip\")\n\
+         skipped:\n  kdnet_capture::windbg_uncut: the capture x is missing\n\
+         weaker form:\n  kdnet_netem::analyze_and_info: tc netem unavailable; a relay instead\n"
+    );
+    let r = run("true");
+    assert_eq!(r.code(), Some(1), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("CI=true: no test may skip"),
+        "{}",
+        r.stderr
+    );
+    // Nothing recorded: said too.
+    std::fs::remove_file(dir.path().join(support::SKIP_LOG)).unwrap();
+    let r = run("true");
+    assert_eq!(r.code(), Some(0));
+    assert!(
+        r.stdout.starts_with("0 test(s) skipped, 0 ran"),
+        "{}",
+        r.stdout
+    );
+}
