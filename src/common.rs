@@ -16,9 +16,9 @@ use pooldump_kdnet::{KdnetSpec, LeftRunning, LinkStats, LiveTarget};
 /// Where nt's symbols come from.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SymbolArgs {
-    /// Symbol path in _NT_SYMBOL_PATH syntax (overrides the environment),
-    /// e.g. 'srv*C:\symbols*https://msdl.microsoft.com/download/symbols' or
-    /// a directory.
+    /// Symbol path in _NT_SYMBOL_PATH syntax (overrides the environment): a
+    /// directory or symbol store, or 'srv*DIR*https://msdl.microsoft.com/download/symbols'
+    /// to download into DIR; several separated by ';'.
     #[arg(long, value_name = "PATH")]
     pub symbol_path: Option<String>,
     /// Use this PDB for nt (it must match the kernel's GUID and age).

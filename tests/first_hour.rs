@@ -421,3 +421,24 @@ fn skipped_tests_are_counted_and_named_in_the_summary() {
         r.stdout
     );
 }
+
+#[test]
+fn an_isf_that_cannot_be_used_is_said_even_when_other_symbols_answer() {
+    let cache = tempfile::tempdir().unwrap();
+    let r = pooldump(
+        &[
+            "analyze",
+            SAMPLE,
+            "--symbol-path",
+            SAMPLE_SYMBOLS,
+            "--isf",
+            "/nonexistent/nt.json",
+        ],
+        cache.path(),
+    );
+    let out = succeeded(&r);
+    assert!(
+        out.contains("\nWarnings:\n  - --isf /nonexistent/nt.json: not used: "),
+        "{out}"
+    );
+}

@@ -215,6 +215,13 @@ pub fn load_kernel_symbols(
             None => continue,
         }
     }
+    // ISFs the user named but that could not serve: said, whatever answers
+    // instead.
+    warnings.extend(
+        attempts
+            .iter()
+            .map(|a| format!("--isf {}: not used: {}", a.location, a.outcome)),
+    );
 
     // 3. The layout cache.
     if let Some(cache) = &opts.layout_cache {
