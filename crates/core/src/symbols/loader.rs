@@ -112,15 +112,27 @@ pub enum LoadError {
     /// GUID and age does not fit the image in memory (a forged or patched
     /// RSDS record, or a kernel rebuilt with a real build's GUID).
     #[error(
-        "no symbols for {wanted}: {}; and pooldump's built-in layout table, the fallback, cannot stand in: its entry {entry} has this GUID and age, but {why}, so this kernel is not the build the table describes",
-        describe_attempts(tried)
+        "no symbols for {}: {}; and pooldump's built-in layout table, the fallback, cannot stand in: its entry {} has this GUID and age, but {}, so this kernel is not the build the table describes",
+        .0.wanted,
+        describe_attempts(&.0.tried),
+        .0.entry,
+        .0.why
     )]
-    BuiltInDoesNotFit {
-        wanted: String,
-        entry: String,
-        why: String,
-        tried: Vec<Attempt>,
-    },
+    BuiltInDoesNotFit(Box<BuiltInMisfit>),
+}
+
+/// Why the built-in table's entry for an image's GUID and age is not that
+/// image's ([`LoadError::BuiltInDoesNotFit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltInMisfit {
+    /// The PDB the image names.
+    pub wanted: String,
+    /// The table entry's build (`10.0.19041.3324`).
+    pub entry: String,
+    /// What does not fit.
+    pub why: String,
+    /// Where the PDB was looked for first.
+    pub tried: Vec<Attempt>,
 }
 
 /// `FILE: what is wrong`, without naming the file twice when the reader's
@@ -149,7 +161,7 @@ impl LoadError {
     pub fn attempts(&self) -> &[Attempt] {
         match self {
             LoadError::NotFound { attempts, .. } => attempts,
-            LoadError::BuiltInDoesNotFit { tried, .. } => tried,
+            LoadError::BuiltInDoesNotFit(m) => &m.tried,
             _ => &[],
         }
     }
@@ -425,12 +437,12 @@ pub fn check_builtin_fits(
         _ => String::new(),
     };
     if i == 0 {
-        return Err(LoadError::BuiltInDoesNotFit {
+        return Err(LoadError::BuiltInDoesNotFit(Box::new(BuiltInMisfit {
             wanted: syms.identity.to_string(),
             entry,
             why,
             tried: syms.tried.clone(),
-        });
+        })));
     }
     // A supplement only fills gaps the primary source leaves; one that
     // cannot be this kernel's is not consulted, which changes nothing the

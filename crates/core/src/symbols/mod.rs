@@ -49,7 +49,8 @@ use crate::kernel::{Guid, KldrLayout};
 pub use cache::{LayoutCache, default_cache_dir};
 pub use layout::{FieldLayout, Layouts, TypeLayout};
 pub use loader::{
-    LoadError, SymbolOptions, check_builtin_fits, load_kernel_symbols, refine_kernel_identity,
+    BuiltInMisfit, LoadError, SymbolOptions, check_builtin_fits, load_kernel_symbols,
+    refine_kernel_identity,
 };
 pub use name::{PdbName, PdbNameError};
 pub use store::{Attempt, DownloadProgress, FetchOptions, FoundPdb, PdbOrigin, PdbRequest};

@@ -288,8 +288,9 @@ fn a_guid_match_is_trusted_only_if_it_fits_the_image() {
     assert_eq!(fits(real, list), Ok(()));
     // A small image with the same GUID (the kit's synthetic kernels).
     match fits(0x95000, list) {
-        Err(LoadError::BuiltInDoesNotFit { entry, why, .. }) => {
-            assert_eq!(entry, "10.0.19041.3324");
+        Err(LoadError::BuiltInDoesNotFit(m)) => {
+            let why = &m.why;
+            assert_eq!(m.entry, "10.0.19041.3324");
             assert!(
                 why.contains("beyond the end of this image (SizeOfImage 0x95000)"),
                 "{why}"
@@ -299,7 +300,8 @@ fn a_guid_match_is_trusted_only_if_it_fits_the_image() {
     }
     // A large image whose KDBG disagrees.
     match fits(real, list + 0x40) {
-        Err(LoadError::BuiltInDoesNotFit { why, .. }) => {
+        Err(LoadError::BuiltInDoesNotFit(m)) => {
+            let why = &m.why;
             assert!(why.starts_with("it puts PsLoadedModuleList at "), "{why}");
             assert!(why.contains("where this kernel's KDBG says"), "{why}");
         }
