@@ -17,9 +17,9 @@ use pooldump_kdnet::{KdnetSpec, LeftRunning, LinkStats, LiveTarget};
 /// Where nt's symbols come from.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SymbolArgs {
-    /// Symbol path in _NT_SYMBOL_PATH syntax (overrides the environment),
-    /// e.g. `srv*C:\symbols*https://msdl.microsoft.com/download/symbols` or
-    /// a directory.
+    /// Symbol path in _NT_SYMBOL_PATH syntax (overrides the environment): a
+    /// directory or symbol store, or `srv*DIR*https://msdl.microsoft.com/download/symbols`
+    /// to download into DIR; several separated by ';'.
     #[arg(long, value_name = "PATH")]
     pub symbol_path: Option<String>,
     /// Use this PDB for nt (it must match the kernel's GUID and age).
@@ -89,11 +89,9 @@ impl SymbolArgs {
         ))
     }
 
-    /// What to do about missing symbols.
+    /// What to do about missing symbols, in this platform's terms.
     pub fn hint(&self) -> String {
-        let mut s = String::from(
-            "fix: set _NT_SYMBOL_PATH=srv*C:\\symbols*https://msdl.microsoft.com/download/symbols, or pass --symbol-path DIR (a directory or symbol store holding the PDB), --pdb FILE or --isf FILE",
-        );
+        let mut s = format!("fix: {}", pooldump_core::symbols::symbol_path_hint());
         if self.offline {
             s.push_str("; --offline prevents downloads");
         }
@@ -102,6 +100,68 @@ impl SymbolArgs {
         }
         s
     }
+
+    /// [`Self::hint`], naming a `symbols` directory beside the dump when
+    /// there is one and no symbol path was given (the layout the sample
+    /// and `pooldump-kit` use).
+    pub fn hint_for_dump(&self, dump: &Path) -> String {
+        let beside = dump
+            .parent()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .map(|d| d.join("symbols"))
+            .filter(|d| d.is_dir());
+        match beside {
+            Some(d) if self.symbol_path.is_none() && self.pdb.is_none() => format!(
+                "fix: pass --symbol-path {} (the symbols directory beside the dump)\notherwise: {}",
+                d.display(),
+                self.hint().trim_start_matches("fix: ")
+            ),
+            _ => self.hint(),
+        }
+    }
+}
+
+/// Set once a command's kernel symbols came from the built-in table, so an
+/// error later in the command can say so (see [`fallback_note`]).
+static FALLBACK_NOTE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Remember that `t`'s symbols are the built-in table's, and what to do.
+fn remember_fallback<M: Memory>(t: &Target<M>, sym: &SymbolArgs, dump: Option<&Path>) {
+    if t.symbols.source().kind() != pooldump_core::symbols::SourceKind::BuiltIn {
+        return;
+    }
+    let fix = match dump {
+        Some(d) => sym.hint_for_dump(d),
+        None => sym.hint(),
+    };
+    let _ = FALLBACK_NOTE.set(format!(
+        "note: nt's symbols came from pooldump's built-in layout table ({}), the fallback used when no PDB or ISF is found; an error about the kernel's structures or globals may be the table's, not the {}'s\n{fix}",
+        t.symbols.source(),
+        if dump.is_some() { "dump" } else { "target" }
+    ));
+}
+
+/// What `main` adds to an error when the command ran on the built-in
+/// table's symbols.
+pub fn fallback_note() -> Option<&'static str> {
+    FALLBACK_NOTE.get().map(String::as_str)
+}
+
+/// A duration argument (`--interval`): humantime's syntax, with an error
+/// that lists the units it accepts (humantime's own says only "time unit
+/// needed").
+pub fn parse_interval(s: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| {
+        format!(
+            "{e}; give a number and a unit, such as 90s, 30m, 1h or 1h30m (units: ms, s or sec, m or min, h or hr, d or days)"
+        )
+    })
 }
 
 /// indicatif, drawn only on a terminal and only while downloading.
@@ -154,7 +214,7 @@ pub struct SourceArgs {
     /// Read a live kernel over KDNET instead, with WinDbg's `-k net:`
     /// settings: `port=50000,key=a.b.c.d` (`net:` prefix accepted). The
     /// target is broken into, read, and resumed.
-    #[arg(long, value_name = "SPEC")]
+    #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     pub kdnet: Option<String>,
     /// With --kdnet: say on stderr what the link did (round trips, reads,
     /// bytes, retransmissions, RESETs, the measured round-trip time).
@@ -415,7 +475,12 @@ pub fn open_dump(path: &Path, sym: &SymbolArgs) -> Result<Target<CrashDump>> {
     }
     let bar = ProgressBar::new();
     let opts = sym.options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
-    Target::open_dump(path, &opts).map_err(|e| symbols_error(e, sym))
+    let t = Target::open_dump(path, &opts).map_err(|e| match e {
+        OpenError::Symbols { .. } => anyhow!("{e}\n{}", sym.hint_for_dump(path)),
+        e => anyhow::Error::new(e),
+    })?;
+    remember_fallback(&t, sym, Some(path));
+    Ok(t)
 }
 
 /// The small memory dump at `path`, if that is what the file is (a
@@ -444,6 +509,7 @@ pub fn connect_live(spec: &KdnetSpec, sym: &SymbolArgs) -> Result<Target<LiveTar
     let bar = ProgressBar::new();
     let opts = sym.options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
     let mut t = Target::new(live, &hints, build, &opts).map_err(|e| symbols_error(e, sym))?;
+    remember_fallback(&t, sym, None);
     // The Mapped_Driver search reads code and read-only data from image
     // files the symbol path already holds (checked against the headers in
     // memory) instead of over the wire. A tag written into a driver's code

@@ -401,21 +401,29 @@ fn report(
             allocated_only: args.allocated,
             omitted: args.per_tag,
         },
-        tags: r
-            .tags
-            .iter()
-            .map(|t| TagRow {
-                tag: t.tag.to_string(),
-                allocated: t.allocated,
-                bytes: t.allocated_bytes,
-                free: t.free,
-                unknown: t.unknown,
-                not_in_dump: t.not_in_dump,
-                tracker_diff: t.tracker.map(|c| c.diff),
-                tracker_bytes: t.tracker.map(|c| c.bytes),
-                not_found: t.not_found,
-            })
-            .collect(),
+        // In the order analyze's tag table uses (PoolMon's T: the tag's
+        // four characters as they are written, byte by byte), so the two
+        // tables read alike and a tag is found where a reader looks for
+        // it; the scan keeps them by the tag's numeric value, which puts
+        // `ZZZZ` before `Leak` (the first character is the low byte).
+        tags: {
+            let mut tags: Vec<_> = r.tags.iter().collect();
+            tags.sort_by_key(|t| t.tag.bytes());
+            tags
+        }
+        .into_iter()
+        .map(|t| TagRow {
+            tag: t.tag.to_string(),
+            allocated: t.allocated,
+            bytes: t.allocated_bytes,
+            free: t.free,
+            unknown: t.unknown,
+            not_in_dump: t.not_in_dump,
+            tracker_diff: t.tracker.map(|c| c.diff),
+            tracker_bytes: t.tracker.map(|c| c.bytes),
+            not_found: t.not_found,
+        })
+        .collect(),
         sites: None,
         unmapped: r
             .unmapped
@@ -517,7 +525,9 @@ fn render_text(r: &Report, args: &Args, w: &mut dyn Write) -> std::io::Result<()
         }
         out.push('\n');
     }
-    out.push_str("Per tag (Tracker: live allocations and bytes the tag tracker counts):\n");
+    out.push_str(
+        "Per tag, in tag order as analyze lists them (Tracker: live allocations and bytes the tag tracker counts):\n",
+    );
     let mut t = Table::new(&[
         ("Tag", Align::Left),
         ("Allocated", Align::Right),

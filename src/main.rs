@@ -112,13 +112,29 @@ fn main() -> ExitCode {
     match result.and_then(|out| write_stdout(&out)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+            eprint!("{}", error_report(&e));
+            if let Some(note) = common::fallback_note() {
+                eprintln!("{note}");
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// `error: ...` and one `caused by:` line per cause, leaving out a cause
+/// the line before already says in full (an error whose message embeds
+/// its source, as `thiserror`'s `"...: {0}"` with `#[from]` does).
+fn error_report(e: &anyhow::Error) -> String {
+    let mut out = format!("error: {e}\n");
+    let mut last = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !last.contains(&text) {
+            out.push_str(&format!("  caused by: {text}\n"));
+        }
+        last = text;
+    }
+    out
 }
 
 /// Write to stdout; a closed pipe (`pooldump info x | head`) is not an

@@ -128,10 +128,13 @@ fn analyze_and_info_through_netem_delay_loss_duplicates_and_reordering() {
     let sim = match p.netem(LOSSY_LINK) {
         Ok(()) => target(&p),
         Err(e) => {
-            eprintln!(
-                "NOTE: tc netem unavailable ({e}); the kernel lacks sch_netem \
-                 (CONFIG_NET_SCH_NETEM), so a userspace relay on the veth pair \
-                 impairs the link instead"
+            support::record(
+                "NOTE",
+                &format!(
+                    "tc netem unavailable ({e}); the kernel lacks sch_netem \
+                     (CONFIG_NET_SCH_NETEM), so a userspace relay on the veth pair \
+                     impairs the link instead"
+                ),
             );
             let r = Relay::spawn(
                 SocketAddr::from((p.ns_addr, PORT)),

@@ -24,7 +24,7 @@
 //! A live target is the same [`Target`] over a KDNET session
 //! (`pooldump_kdnet::Session::connect`, then [`Target::new`]); any other
 //! source implements [`Memory`] (physical reads and the kernel's DTB).
-//! `examples/top_tags.rs` is this program with arguments.
+//! The repository's `examples/library.rs` is this program (the README's).
 //!
 //! Data flows one way: a source ([`memory::Memory`]: crash dump, live
 //! session, raw image) → kernel identity and layouts → the pool model →
@@ -34,6 +34,7 @@ pub mod addr;
 pub mod bytes;
 pub mod callsites;
 pub mod dump;
+pub mod fsio;
 pub mod hittag;
 pub mod kernel;
 pub mod memory;

@@ -126,12 +126,16 @@ impl<M: Memory> Target<M> {
         build: Option<u32>,
         opts: &SymbolOptions<'_>,
     ) -> Result<Self, OpenError> {
-        let syms = symbols::load_kernel_symbols(kernel.image.codeview.as_ref(), build, opts)
-            .map_err(|load| OpenError::Symbols {
-                input: mem.describe(),
-                build: build.map_or_else(|| "unknown".into(), |b| b.to_string()),
-                load,
-            })?;
+        let symbols_error = |load| OpenError::Symbols {
+            input: mem.describe(),
+            build: build.map_or_else(|| "unknown".into(), |b| b.to_string()),
+            load,
+        };
+        let mut syms = symbols::load_kernel_symbols(kernel.image.codeview.as_ref(), build, opts)
+            .map_err(symbols_error)?;
+        // The built-in table, matched by GUID, is trusted only if its
+        // addresses fit this image.
+        symbols::check_builtin_fits(&mut syms, &kernel).map_err(symbols_error)?;
         let mut notes = symbols::refine_kernel_identity(&mem, &mut kernel, &syms);
         notes.extend(syms.warnings.iter().cloned());
         let layout = match syms.kldr_layout() {

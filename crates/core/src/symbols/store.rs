@@ -687,7 +687,13 @@ fn expand_cab<C: Read + std::io::Seek, R: StoreFile + ?Sized>(
     let mut tmp = tempfile::Builder::new()
         .prefix(".pooldump-expand-")
         .tempfile_in(dir)
-        .map_err(|e| format!("cannot create a file in {}: {e}", dir.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot create a file in {}: {}",
+                dir.display(),
+                crate::fsio::without_temp_path(e)
+            )
+        })?;
     let mut r = cab
         .read_file(&name)
         .map_err(|e| format!("cannot expand {name}: {e}"))?
@@ -757,7 +763,8 @@ fn copy_into_cache<R: StoreFile + ?Sized>(
     let r = (|| -> std::io::Result<()> {
         let dir = dest.parent().unwrap_or(cache);
         std::fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(crate::fsio::without_temp_path)?;
         std::io::copy(&mut std::fs::File::open(p)?, &mut tmp)?;
         tmp.persist(&dest).map_err(|e| e.error)?;
         Ok(())
@@ -858,7 +865,7 @@ fn download<R: StoreFile + ?Sized>(
     let mut tmp = tempfile::Builder::new()
         .prefix(".pooldump-download-")
         .tempfile_in(dir)
-        .map_err(|e| io("create a temporary file", e))?;
+        .map_err(|e| io("create a temporary file", crate::fsio::without_temp_path(e)))?;
     if let Some(p) = opts.progress {
         p.start(url, total);
     }
