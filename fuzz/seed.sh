@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Seed corpora for the fuzz targets (issue 15), written to fuzz/corpus/<target>/
+# Seed corpora for the fuzz targets, written to fuzz/corpus/<target>/
 # (ignored by git): from the test kit (pooldump-kit-cli, the pooldump binary on
 # the kit's dumps) and from the real files in ../shared (realworld/, captures/,
 # isf/), which are read here and never copied into the repository.

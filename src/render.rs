@@ -5,7 +5,8 @@
 //! as it is added, so a hostile string (a pooltag.txt description, a
 //! module name) is shown escaped and the columns are aligned on what is
 //! shown. `main` escapes whole outputs again on their way out (the same
-//! rule, so text escaped here is left alone).
+//! rule, so text escaped here is left alone); a command that streams its
+//! output instead (`find`) writes through [`EscapingWriter`].
 
 use std::fmt::Write as _;
 
@@ -53,8 +54,9 @@ fn safe(s: String) -> String {
 /// Write one CSV record, every field made safe for a spreadsheet by
 /// [`pooldump_core::text::csv_cell`] (escaped, and no field starts a
 /// formula). Every CSV the commands write goes through here.
-pub fn csv_record<I, S>(w: &mut csv::Writer<Vec<u8>>, fields: I) -> csv::Result<()>
+pub fn csv_record<W, I, S>(w: &mut csv::Writer<W>, fields: I) -> csv::Result<()>
 where
+    W: std::io::Write,
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
@@ -65,6 +67,76 @@ where
     )
 }
 
+/// A writer that applies [`pooldump_core::text::escape_lines`] to
+/// everything written through it, for output streamed to stdout rather
+/// than returned to `main` as one string. Writes may split a UTF-8
+/// sequence; its first bytes wait for the rest (at most three bytes are
+/// held). Bytes that are not UTF-8 at all pass through as they are: the
+/// renderers write only `str`s, so there are none.
+pub struct EscapingWriter<W: std::io::Write> {
+    inner: W,
+    /// The start of a UTF-8 sequence the last write cut.
+    pending: Vec<u8>,
+}
+
+impl<W: std::io::Write> EscapingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Write `buf` escaped up to a UTF-8 sequence cut at its end, and
+    /// return how many bytes were written (the rest is that cut sequence,
+    /// at most three bytes).
+    fn emit(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut at = 0;
+        loop {
+            let (ok, next) = match std::str::from_utf8(&buf[at..]) {
+                Ok(_) => (buf.len() - at, None),
+                Err(e) => (e.valid_up_to(), Some(e.error_len())),
+            };
+            let text = std::str::from_utf8(&buf[at..at + ok]).unwrap_or_default();
+            self.inner
+                .write_all(pooldump_core::text::escape_lines(text).as_bytes())?;
+            at += ok;
+            match next {
+                None | Some(None) => return Ok(at),
+                // Not UTF-8: passed on unchanged.
+                Some(Some(bad)) => {
+                    self.inner.write_all(&buf[at..at + bad])?;
+                    at += bad;
+                }
+            }
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for EscapingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut i = 0;
+        // Complete a sequence the last write cut, a byte at a time.
+        while !self.pending.is_empty() && i < buf.len() {
+            self.pending.push(buf[i]);
+            i += 1;
+            let pending = std::mem::take(&mut self.pending);
+            let used = self.emit(&pending)?;
+            self.pending = pending[used..].to_vec();
+        }
+        let used = self.emit(&buf[i..])?;
+        self.pending.extend_from_slice(&buf[i + used..]);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        // A sequence that was never completed goes out as it is.
+        let pending = std::mem::take(&mut self.pending);
+        self.inner.write_all(&pending)?;
+        self.inner.flush()
+    }
+}
+
 /// Column alignment.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Align {
@@ -72,53 +144,89 @@ pub enum Align {
     Right,
 }
 
+/// A table's columns and their widths, for writing rows one at a time
+/// (tables too long to hold, such as `find`'s allocations): measure every
+/// row first, then write. The last column is never padded.
+pub struct Columns {
+    columns: Vec<(&'static str, Align)>,
+    widths: Vec<usize>,
+}
+
+impl Columns {
+    pub fn new(columns: &[(&'static str, Align)]) -> Self {
+        Self {
+            columns: columns.to_vec(),
+            widths: columns.iter().map(|c| c.0.chars().count()).collect(),
+        }
+    }
+
+    /// Widen the columns to fit `row`.
+    pub fn measure<S: AsRef<str>>(&mut self, row: &[S]) {
+        for (w, cell) in self.widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.as_ref().chars().count());
+        }
+    }
+
+    fn line<S: AsRef<str>>(&self, row: &[S], indent: usize) -> String {
+        let n = self.columns.len();
+        let mut line = " ".repeat(indent);
+        for (i, cell) in row.iter().enumerate().take(n) {
+            let cell = cell.as_ref();
+            match (self.columns[i].1, i + 1 == n) {
+                (Align::Left, true) => line.push_str(cell),
+                (Align::Left, false) => {
+                    let _ = write!(line, "{cell:<w$}  ", w = self.widths[i]);
+                }
+                (Align::Right, _) => {
+                    let _ = write!(line, "{cell:>w$}  ", w = self.widths[i]);
+                }
+            }
+        }
+        line.truncate(line.trim_end().len());
+        line.push('\n');
+        line
+    }
+
+    pub fn write_header(&self, out: &mut dyn std::io::Write, indent: usize) -> std::io::Result<()> {
+        let names: Vec<&str> = self.columns.iter().map(|c| c.0).collect();
+        out.write_all(self.line(&names, indent).as_bytes())
+    }
+
+    pub fn write_row<S: AsRef<str>>(
+        &self,
+        out: &mut dyn std::io::Write,
+        row: &[S],
+        indent: usize,
+    ) -> std::io::Result<()> {
+        out.write_all(self.line(row, indent).as_bytes())
+    }
+}
+
 /// A table with a header row; the last column is never padded.
 pub struct Table {
-    columns: Vec<(&'static str, Align)>,
+    columns: Columns,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
     pub fn new(columns: &[(&'static str, Align)]) -> Self {
         Self {
-            columns: columns.to_vec(),
+            columns: Columns::new(columns),
             rows: Vec::new(),
         }
     }
 
     pub fn push(&mut self, row: Vec<String>) {
-        self.rows.push(row.into_iter().map(safe).collect());
+        let row: Vec<String> = row.into_iter().map(safe).collect();
+        self.columns.measure(&row);
+        self.rows.push(row);
     }
 
     pub fn render(&self, out: &mut String, indent: usize) {
-        let n = self.columns.len();
-        let widths: Vec<usize> = (0..n)
-            .map(|i| {
-                self.rows
-                    .iter()
-                    .filter_map(|r| r.get(i))
-                    .map(|c| c.chars().count())
-                    .chain([self.columns[i].0.len()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let header: Vec<String> = self.columns.iter().map(|c| c.0.to_string()).collect();
-        for row in std::iter::once(&header).chain(&self.rows) {
-            let mut line = " ".repeat(indent);
-            for (i, cell) in row.iter().enumerate().take(n) {
-                let last = i + 1 == n;
-                match (self.columns[i].1, last) {
-                    (Align::Left, true) => line.push_str(cell),
-                    (Align::Left, false) => {
-                        let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
-                    }
-                    (Align::Right, _) => {
-                        let _ = write!(line, "{cell:>w$}  ", w = widths[i]);
-                    }
-                }
-            }
-            let _ = writeln!(out, "{}", line.trim_end());
+        let names: Vec<&str> = self.columns.columns.iter().map(|c| c.0).collect();
+        out.push_str(&self.columns.line(&names, indent));
+        for row in &self.rows {
+            out.push_str(&self.columns.line(row, indent));
         }
     }
 }
@@ -163,5 +271,32 @@ mod tests {
             .row("Name", "gpj.\u{202e}exe.sys")
             .render(&mut s);
         assert_eq!(s, "Module\n  Name  gpj.\\u202eexe.sys\n");
+    }
+
+    #[test]
+    fn a_stream_is_escaped_wherever_its_writes_cut_it() {
+        use std::io::Write;
+        let text = "é \u{202e}x\u{1b}[2J\n\u{1F600}ok\u{85}";
+        let want = pooldump_core::text::escape_lines(text).into_owned();
+        let bytes = text.as_bytes();
+        for cut in 0..=bytes.len() {
+            for cut2 in cut..=bytes.len() {
+                let mut w = EscapingWriter::new(Vec::new());
+                w.write_all(&bytes[..cut]).unwrap();
+                w.write_all(&bytes[cut..cut2]).unwrap();
+                w.write_all(&bytes[cut2..]).unwrap();
+                w.flush().unwrap();
+                assert_eq!(
+                    String::from_utf8(w.inner).unwrap(),
+                    want,
+                    "cut at {cut}, {cut2}"
+                );
+            }
+        }
+        // Bytes that are not UTF-8 pass through unchanged.
+        let mut w = EscapingWriter::new(Vec::new());
+        w.write_all(b"a\xff\x1b").unwrap();
+        w.flush().unwrap();
+        assert_eq!(w.inner, b"a\xff\\u001b");
     }
 }

@@ -1,4 +1,4 @@
-//! Reading a whole input file with a cap on its size (issue 15).
+//! Reading a whole input file with a cap on its size.
 //!
 //! Files the user names (pooltag.txt, a tags file, a snapshot, PoolMon
 //! text, a relabel map) are read whole, and any of them can be

@@ -1,4 +1,4 @@
-//! The one rule for showing text that came from outside (issue 15).
+//! The one rule for showing text that came from outside.
 //!
 //! Descriptions and drivers from pooltag.txt, snapshot fields, module and
 //! PDB names from a dump, DbgPrint text from a target: any of them can

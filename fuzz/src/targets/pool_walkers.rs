@@ -3,17 +3,16 @@
 //! cyclically, with optional holes), with a real build's layouts from the
 //! built-in table: the pool tracker and its per-processor tables and
 //! expansion table, the big-page table, the process list and session pool
-//! (crates/core/src/pool), the module list and KDBG (crates/core/src/kernel).
+//! (crates/core/src/pool, processes.rs), the module list and KDBG (crates/core/src/kernel).
 use std::sync::OnceLock;
 
 use super::super::{CyclicVirt, u64_at};
 use pooldump_core::KernelVa;
-use pooldump_core::kernel::{
-    ProcessWalkLimits, WalkLimits, read_kdbg, read_pe_image, walk_loaded_modules, walk_processes,
-};
+use pooldump_core::kernel::{WalkLimits, read_kdbg, read_pe_image, walk_loaded_modules};
 use pooldump_core::pool::{
     BigPoolOptions, TrackerOptions, read_big_pool, read_pool_usage, read_session_pool,
 };
+use pooldump_core::processes::{ProcessWalkLimits, walk_processes};
 use pooldump_core::symbols::fallback;
 use pooldump_core::symbols::{BuiltInMatch, KernelSymbols, SymbolSource};
 
@@ -64,9 +63,7 @@ pub fn run(data: &[u8]) {
         include_freed: head[2] & 2 == 2,
     };
     let _ = read_big_pool(&mem, syms, kern_base, &big);
-    let limits = ProcessWalkLimits {
-        max_processes: 16,
-    };
+    let limits = ProcessWalkLimits { max_processes: 16 };
     if let Ok(procs) = walk_processes(&mem, syms, kern_base, &limits) {
         let _ = read_session_pool(&mem, syms, kern_base, &procs, &tracker);
     }

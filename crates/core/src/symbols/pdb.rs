@@ -52,20 +52,6 @@ pub enum PdbError {
     },
 }
 
-impl PdbError {
-    /// The message without the file's name, for a caller that names the
-    /// file itself (`--pdb FILE: not a readable PDB: ...`).
-    pub fn without_path(&self) -> String {
-        match self {
-            PdbError::Open { source, .. } => format!("cannot open: {source}"),
-            PdbError::Malformed { detail, .. } => format!("not a readable PDB: {detail}"),
-            PdbError::Mismatch { found, wanted, .. } => format!(
-                "the wrong PDB: it is {found}, the image needs {wanted} (a different build of the same file)"
-            ),
-        }
-    }
-}
-
 /// A PDB's identity without reading its types or symbols: cheap, used to
 /// verify a downloaded or cached file before it is used.
 pub fn read_identity(path: &Path) -> Result<(Guid, u32), PdbError> {
