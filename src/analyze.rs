@@ -902,7 +902,7 @@ fn row_fields(x: &Row) -> [String; 10] {
 fn render_csv(r: &Report, args: &Args) -> Result<String> {
     // CSV is for a program: the notes go to the person, on stderr.
     for n in &r.notes {
-        eprintln!("pooldump: note: {n}");
+        eprintln!("pooldump: note: {}", pooldump_core::text::escape_lines(n));
     }
     let mut w = csv::Writer::from_writer(Vec::new());
     if let Some(sessions) = &r.sessions {

@@ -100,7 +100,10 @@ impl SymbolArgs {
                 p.display()
             );
         }
-        let mut s = format!("fix: {}", pooldump_core::symbols::symbol_path_hint());
+        let mut s = format!(
+            "fix: {}",
+            pooldump_core::symbols::symbol_path_hint(!self.isf.is_empty(),)
+        );
         if self.offline {
             s.push_str("; --offline prevents downloads");
         }

@@ -264,7 +264,7 @@ mod tests {
         t.render(&mut s, 0);
         assert_eq!(
             s,
-            "Name             Bytes\nev\\u001b[2Jil      1\nok                  22\n"
+            "Name           Bytes\nev\\u001b[2Jil      1\nok                22\n"
         );
         let mut s = String::new();
         Section::new("Module")

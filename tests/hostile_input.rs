@@ -90,6 +90,10 @@ fn an_isf_xz_bomb_is_refused_while_decoding() {
     );
     assert!(f.stderr.contains(&want), "{}", f.stderr);
     assert!(!f.stderr.contains("io error"), "{}", f.stderr);
+    // The file is named once, and --isf, given already, is not suggested.
+    let bomb = bomb.display().to_string();
+    assert_eq!(f.stderr.matches(bomb.as_str()).count(), 1, "{}", f.stderr);
+    assert!(!f.stderr.contains("--isf FILE"), "{}", f.stderr);
 }
 
 #[test]
@@ -258,14 +262,31 @@ fn hostile_text_is_escaped_in_every_renderer() {
         info.stdout
     );
 
-    // find: the allocator column names modules.
-    let find = run("find", with(&["find", &dump, "--tag", "Leak"]));
+    // find streams its output rather than returning it to main: the dump's
+    // own name, hostile here, heads the text and is in the JSON.
+    let named = dir.path().join("dump\u{1b}]0;pwned\u{7}\u{202e}.dmp");
+    std::os::unix::fs::symlink(&dump, &named).unwrap();
+    let named = named.display().to_string();
+    let find = run("find", with(&["find", &named, "--tag", "Leak"]));
     assert_eq!(find.code(), Some(0), "{}", find.stderr);
+    assert!(
+        find.stdout
+            .contains("dump\\u001b]0;pwned\\u0007\\u202e.dmp: Windows build"),
+        "{}",
+        find.stdout
+    );
     let find_csv = run(
         "find --csv",
-        with(&["find", &dump, "--tag", "Leak", "--csv"]),
+        with(&["find", &named, "--tag", "Leak", "--csv"]),
     );
     assert_eq!(find_csv.code(), Some(0), "{}", find_csv.stderr);
+    let find_json = run(
+        "find --json",
+        with(&["find", &named, "--tag", "Leak", "--json"]),
+    );
+    assert_eq!(find_json.code(), Some(0), "{}", find_json.stderr);
+    let v: serde_json::Value = serde_json::from_str(&find_json.stdout).unwrap();
+    assert_eq!(v["source"]["name"], named.as_str(), "the escapes decode");
 
     // callsites: module!function+off over the dump's drivers.
     let cs = run("callsites", with(&["callsites", &dump, "--tag", "Leak"]));

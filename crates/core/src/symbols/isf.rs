@@ -32,6 +32,11 @@ pub enum IsfError {
     Xz { path: PathBuf, detail: String },
     #[error("{path} decompresses to more than {MAX_ISF_JSON} bytes; refusing it")]
     TooLarge { path: PathBuf },
+    #[error(
+        "{path} asks for an xz dictionary larger than {} MiB (xz -9 uses 64 MiB, ISF packs 8 MiB); refusing it",
+        MAX_ISF_XZ_DICT_KB >> 10
+    )]
+    XzDictionary { path: PathBuf },
     #[error("{path} is not a Volatility ISF: {detail}")]
     Malformed { path: PathBuf, detail: String },
 }
@@ -166,6 +171,13 @@ pub fn read_isf_from(
         Err(Capped::TooLarge) => Err(IsfError::TooLarge {
             path: path.to_path_buf(),
         }),
+        // lzma-rust2 says OutOfMemory for a dictionary above the limit,
+        // before it allocates one.
+        Err(Capped::Io(source)) if is_xz && source.kind() == std::io::ErrorKind::OutOfMemory => {
+            Err(IsfError::XzDictionary {
+                path: path.to_path_buf(),
+            })
+        }
         Err(Capped::Io(source)) if is_xz => Err(IsfError::Xz {
             path: path.to_path_buf(),
             detail: source.to_string(),

@@ -151,7 +151,7 @@ fn describe_attempts(a: &[Attempt]) -> String {
         return "the symbol path is empty".into();
     }
     a.iter()
-        .map(|x| format!("{}: {}", x.location, x.outcome))
+        .map(|x| x.to_string())
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -233,11 +233,13 @@ pub fn load_kernel_symbols(
     }
     // ISFs the user named but that could not serve: said, whatever answers
     // instead.
-    warnings.extend(
-        attempts
-            .iter()
-            .map(|a| format!("--isf {}: not used: {}", a.location, a.outcome)),
-    );
+    warnings.extend(attempts.iter().map(|a| {
+        if a.outcome_names_location() {
+            format!("--isf not used: {}", a.outcome)
+        } else {
+            format!("--isf {}: not used: {}", a.location, a.outcome)
+        }
+    }));
 
     // 3. The layout cache.
     if let Some(cache) = &opts.layout_cache {
@@ -317,11 +319,7 @@ pub fn load_kernel_symbols(
                 "NO PDB FOR {wanted}: using pooldump's BUILT-IN layout table for {} (matched by GUID). Only the layouts the pool analysis needs are there; get the PDB for anything else.",
                 b.build_string
             ));
-            warnings.extend(
-                attempts
-                    .iter()
-                    .map(|a| format!("{}: {}", a.location, a.outcome)),
-            );
+            warnings.extend(attempts.iter().map(|a| a.to_string()));
             let source = SymbolSource::BuiltIn {
                 matched_by: BuiltInMatch::Guid,
                 build: b.build_string.clone(),
@@ -335,11 +333,7 @@ pub fn load_kernel_symbols(
         match builtin_by_build(build, opts, warnings.clone()) {
             Ok(mut ks) => {
                 ks.identity = wanted;
-                ks.warnings.extend(
-                    attempts
-                        .iter()
-                        .map(|a| format!("{}: {}", a.location, a.outcome)),
-                );
+                ks.warnings.extend(attempts.iter().map(|a| a.to_string()));
                 ks.tried = tried;
                 return Ok(ks);
             }

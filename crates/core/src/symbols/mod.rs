@@ -60,9 +60,14 @@ pub use symbol_path::{MICROSOFT_SYMBOL_SERVER, SymbolPath, SymbolPathElement, Up
 /// this platform's terms: the CLI appends it to such errors. On Windows,
 /// WinDbg's usual `srv*C:\\symbols*...`; elsewhere the per-user cache
 /// pooldump already downloads into ([`default_cache_dir`]), since a
-/// Windows path means nothing there.
-pub fn symbol_path_hint() -> String {
-    let give = "pass --symbol-path DIR (a directory or symbol store holding the PDB), --pdb FILE or --isf FILE";
+/// Windows path means nothing there. `isf_given`: the user passed `--isf`
+/// already (and it could not serve), so it is not suggested again.
+pub fn symbol_path_hint(isf_given: bool) -> String {
+    let give = if isf_given {
+        "pass --symbol-path DIR (a directory or symbol store holding the PDB) or --pdb FILE"
+    } else {
+        "pass --symbol-path DIR (a directory or symbol store holding the PDB), --pdb FILE or --isf FILE"
+    };
     if cfg!(windows) {
         format!(
             "{give}, or set _NT_SYMBOL_PATH=srv*C:\\symbols*{MICROSOFT_SYMBOL_SERVER} to download it"

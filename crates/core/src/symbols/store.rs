@@ -239,6 +239,26 @@ pub struct Attempt {
     pub outcome: String,
 }
 
+impl Attempt {
+    /// Does the outcome name the location already (an error about a file,
+    /// such as "X decompresses to more than N bytes")?
+    pub fn outcome_names_location(&self) -> bool {
+        self.outcome.starts_with(&self.location)
+    }
+}
+
+/// `location: outcome`, or the outcome alone when it names the location
+/// itself: a path is said once.
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.outcome_names_location() {
+            f.write_str(&self.outcome)
+        } else {
+            write!(f, "{}: {}", self.location, self.outcome)
+        }
+    }
+}
+
 /// The PDB that was found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FoundPdb {
