@@ -23,7 +23,7 @@ pub const MAX_ISF_JSON: u64 = 64 << 20;
 /// Why an ISF could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum IsfError {
-    #[error("cannot read {path}: {source}")]
+    #[error("{path} cannot be read: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -233,13 +233,11 @@ pub fn load_kernel_symbols(
     }
     // ISFs the user named but that could not serve: said, whatever answers
     // instead.
-    warnings.extend(attempts.iter().map(|a| {
-        if a.outcome_names_location() {
-            format!("--isf not used: {}", a.outcome)
-        } else {
-            format!("--isf {}: not used: {}", a.location, a.outcome)
-        }
-    }));
+    warnings.extend(
+        attempts
+            .iter()
+            .map(|a| format!("--isf {}: not used: {}", a.location, a.outcome_alone())),
+    );
 
     // 3. The layout cache.
     if let Some(cache) = &opts.layout_cache {

@@ -19,7 +19,7 @@
 //! * LF_MODIFIER is looked through, LF_POINTER gives its size from its
 //!   attributes, LF_ARRAY its size in bytes (the element count is derived).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use pdb2::{FallibleIterator, PDB, PrimitiveKind, TypeData, TypeFinder, TypeIndex};
@@ -193,7 +193,7 @@ where
     }
     let mut warnings = Vec::new();
     let mut layouts = Layouts::default();
-    let undecodable = undecodable_pointers(&mut pdb).map_err(mal)?;
+    let undecodable = undecodable_records(&mut pdb).map_err(mal)?;
     let tpi = pdb.type_information().map_err(mal)?;
     let mut finder = tpi.finder();
     let names =
@@ -276,8 +276,8 @@ fn undecorate(name: &str) -> Option<&str> {
 #[derive(Default)]
 struct DefinitionNames {
     by_name: HashMap<String, TypeIndex>,
-    /// [`undecodable_pointers`].
-    undecodable: HashSet<u32>,
+    /// [`undecodable_records`]: type index to leaf kind.
+    undecodable: HashMap<u32, u16>,
 }
 
 /// The type record at `idx`, parsed, unless it is one pdb2 would panic on.
@@ -286,26 +286,34 @@ fn parse_type<'t>(
     names: &DefinitionNames,
     idx: TypeIndex,
 ) -> pdb2::Result<TypeData<'t>> {
-    if names.undecodable.contains(&idx.0) {
-        return Err(pdb2::Error::UnimplementedTypeKind(LF_POINTER));
+    if let Some(&leaf) = names.undecodable.get(&idx.0) {
+        return Err(pdb2::Error::UnimplementedTypeKind(leaf));
     }
     finder.find(idx).and_then(|t| t.parse())
 }
 
 const LF_POINTER: u16 = 0x1002;
+const LF_VTSHAPE: u16 = 0x000a;
 
-/// Type indices of LF_POINTER records whose attributes pdb2 cannot
-/// decode: a pointer mode above 4 or a pointer kind above 0x0c reaches an
-/// `unreachable!()` in pdb2 0.11 (`PointerAttributes::pointer_mode`, called
-/// while parsing, and `pointer_kind`, called by `size()`), in every build.
-/// The fuzzer found it (docs/security.md); pdb2 gives no access to a
+/// Type records pdb2 0.11 cannot decode without reaching an
+/// `unreachable!()`, in every build (its other `unreachable!()`s follow a
+/// match on the same leaf, or need debug assertions, which it is built
+/// without), by type index, with their leaf kind:
+///
+/// * LF_POINTER with a pointer mode above 4 or a pointer kind above 0x0c
+///   (`PointerAttributes::pointer_mode`, called while parsing, and
+///   `pointer_kind`, called by `size()`);
+/// * LF_VTSHAPE with a descriptor above 7 (`VirtualTableShapeDescriptor::
+///   from_u4`, called while parsing; descriptors are 4-bit, 8-15 unused).
+///
+/// The fuzzer found both (docs/security.md). pdb2 gives no access to a
 /// record's bytes before parsing it, so the type stream (TPI: a header,
 /// then records of a u16 length and the leaf) is walked here first and
 /// those records are treated as unparsable.
-fn undecodable_pointers<'s, S: pdb2::Source<'s> + 's>(
+fn undecodable_records<'s, S: pdb2::Source<'s> + 's>(
     pdb: &mut PDB<'s, S>,
-) -> pdb2::Result<HashSet<u32>> {
-    let mut bad = HashSet::new();
+) -> pdb2::Result<HashMap<u32, u16>> {
+    let mut bad = HashMap::new();
     let Some(stream) = pdb.raw_stream(pdb2::StreamIndex(2))? else {
         return Ok(bad);
     };
@@ -317,13 +325,34 @@ fn undecodable_pointers<'s, S: pdb2::Source<'s> + 's>(
     let mut index = first;
     while let Some(len) = b.u16(at) {
         let data = at + 2;
-        if b.u16(data) == Some(LF_POINTER)
-            && let Some(attr) = b.u32(data + 6)
-            && ((attr >> 5) & 7 > 4 || attr & 0x1f > 0x0c)
-        {
-            bad.insert(index);
+        let end = data + usize::from(len);
+        match b.u16(data) {
+            Some(LF_POINTER)
+                if b.u32(data + 6)
+                    .is_some_and(|attr| (attr >> 5) & 7 > 4 || attr & 0x1f > 0x0c) =>
+            {
+                bad.insert(index, LF_POINTER);
+            }
+            // A u16 count, then the descriptors packed two to a byte, low
+            // nibble first; pdb2 decodes them in order until the count or
+            // the record ends.
+            Some(LF_VTSHAPE) => {
+                let count = usize::from(b.u16(data + 2).unwrap_or(0));
+                let unused = (0..count)
+                    .map_while(|i| {
+                        // pdb2 stops with an error at the record's end.
+                        let at = data + 4 + i / 2;
+                        let byte = if at < end { b.u8(at) } else { None }?;
+                        Some(if i % 2 == 0 { byte & 0xF } else { byte >> 4 })
+                    })
+                    .any(|descriptor| descriptor > 7);
+                if unused {
+                    bad.insert(index, LF_VTSHAPE);
+                }
+            }
+            _ => {}
         }
-        at = data + usize::from(len);
+        at = end;
         index = index.wrapping_add(1);
     }
     Ok(bad)
@@ -332,7 +361,7 @@ fn undecodable_pointers<'s, S: pdb2::Source<'s> + 's>(
 fn read_types<'t>(
     tpi: &'t pdb2::TypeInformation<'_>,
     finder: &mut TypeFinder<'t>,
-    undecodable: HashSet<u32>,
+    undecodable: HashMap<u32, u16>,
     out: &mut Layouts,
     warnings: &mut Vec<String>,
 ) -> pdb2::Result<DefinitionNames> {
@@ -348,8 +377,8 @@ fn read_types<'t>(
     while let Some(item) = iter.next()? {
         finder.update(&iter);
         let idx = item.index();
-        let parsed = if names.undecodable.contains(&idx.0) {
-            Err(pdb2::Error::UnimplementedTypeKind(LF_POINTER))
+        let parsed = if let Some(&leaf) = names.undecodable.get(&idx.0) {
+            Err(pdb2::Error::UnimplementedTypeKind(leaf))
         } else {
             item.parse()
         };

@@ -245,6 +245,15 @@ impl Attempt {
     pub fn outcome_names_location(&self) -> bool {
         self.outcome.starts_with(&self.location)
     }
+
+    /// The outcome without the location it may start with, for a caller
+    /// that names the location itself.
+    pub fn outcome_alone(&self) -> &str {
+        match self.outcome.strip_prefix(&self.location) {
+            Some(rest) => rest.trim_start_matches([':', ' ']),
+            None => &self.outcome,
+        }
+    }
 }
 
 /// `location: outcome`, or the outcome alone when it names the location
