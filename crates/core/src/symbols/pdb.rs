@@ -292,70 +292,14 @@ fn parse_type<'t>(
     finder.find(idx).and_then(|t| t.parse())
 }
 
-const LF_POINTER: u16 = 0x1002;
-const LF_VTSHAPE: u16 = 0x000a;
-
-/// Type records pdb2 0.11 cannot decode without reaching an
-/// `unreachable!()`, in every build (its other `unreachable!()`s follow a
-/// match on the same leaf, or need debug assertions, which it is built
-/// without), by type index, with their leaf kind:
-///
-/// * LF_POINTER with a pointer mode above 4 or a pointer kind above 0x0c
-///   (`PointerAttributes::pointer_mode`, called while parsing, and
-///   `pointer_kind`, called by `size()`);
-/// * LF_VTSHAPE with a descriptor above 7 (`VirtualTableShapeDescriptor::
-///   from_u4`, called while parsing; descriptors are 4-bit, 8-15 unused).
-///
-/// The fuzzer found both (docs/security.md). pdb2 gives no access to a
-/// record's bytes before parsing it, so the type stream (TPI: a header,
-/// then records of a u16 length and the leaf) is walked here first and
-/// those records are treated as unparsable.
+/// The type records pdb2 would panic on ([`super::pdb_prescan`]).
 fn undecodable_records<'s, S: pdb2::Source<'s> + 's>(
     pdb: &mut PDB<'s, S>,
 ) -> pdb2::Result<HashMap<u32, u16>> {
-    let mut bad = HashMap::new();
-    let Some(stream) = pdb.raw_stream(pdb2::StreamIndex(2))? else {
-        return Ok(bad);
-    };
-    let b = crate::bytes::Le(&stream);
-    let (Some(header_size), Some(first)) = (b.u32(4), b.u32(8)) else {
-        return Ok(bad);
-    };
-    let mut at = header_size as usize;
-    let mut index = first;
-    while let Some(len) = b.u16(at) {
-        let data = at + 2;
-        let end = data + usize::from(len);
-        match b.u16(data) {
-            Some(LF_POINTER)
-                if b.u32(data + 6)
-                    .is_some_and(|attr| (attr >> 5) & 7 > 4 || attr & 0x1f > 0x0c) =>
-            {
-                bad.insert(index, LF_POINTER);
-            }
-            // A u16 count, then the descriptors packed two to a byte, low
-            // nibble first; pdb2 decodes them in order until the count or
-            // the record ends.
-            Some(LF_VTSHAPE) => {
-                let count = usize::from(b.u16(data + 2).unwrap_or(0));
-                let unused = (0..count)
-                    .map_while(|i| {
-                        // pdb2 stops with an error at the record's end.
-                        let at = data + 4 + i / 2;
-                        let byte = if at < end { b.u8(at) } else { None }?;
-                        Some(if i % 2 == 0 { byte & 0xF } else { byte >> 4 })
-                    })
-                    .any(|descriptor| descriptor > 7);
-                if unused {
-                    bad.insert(index, LF_VTSHAPE);
-                }
-            }
-            _ => {}
-        }
-        at = end;
-        index = index.wrapping_add(1);
-    }
-    Ok(bad)
+    Ok(match pdb.raw_stream(pdb2::StreamIndex(2))? {
+        Some(stream) => super::pdb_prescan::undecodable_records(&stream),
+        None => HashMap::new(),
+    })
 }
 
 fn read_types<'t>(

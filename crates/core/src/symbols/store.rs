@@ -787,17 +787,28 @@ pub fn check_cabinet<C: Read + std::io::Seek>(r: &mut C) -> Result<(), String> {
     };
     // Each folder's uncompressed size: the sum of its blocks' cbUncomp.
     let mut sizes = Vec::with_capacity(folders);
-    for _ in 0..folders {
+    for k in 0..folders {
         let mut f = [0u8; 8];
         at(r, folder_at, &mut f)?;
         folder_at += 8 + folder_reserve;
         let mut block_at = u64::from(u32_at(&f, 0));
+        // typeCompress 0: the blocks are stored as they are. cab trusts
+        // cbUncomp for where a file starts but hands out cbData bytes, so
+        // a block that holds fewer bytes than it states sends its reader
+        // past the end of the block (a panic in cab 0.6).
+        let stored = u16_at(&f, 6) & 0x0F == 0;
         let mut total = 0u64;
-        for _ in 0..u16_at(&f, 4) {
+        for j in 0..u16_at(&f, 4) {
             let mut d = [0u8; 8];
             at(r, block_at, &mut d)?;
-            total += u64::from(u16_at(&d, 6));
-            block_at += 8 + data_reserve + u64::from(u16_at(&d, 4));
+            let (held, stated) = (u16_at(&d, 4), u16_at(&d, 6));
+            if stored && held != stated {
+                return Err(format!(
+                    "folder {k} is stored uncompressed, but its data block {j} holds {held:#x} bytes and states {stated:#x}"
+                ));
+            }
+            total += u64::from(stated);
+            block_at += 8 + data_reserve + u64::from(held);
         }
         sizes.push(total);
     }
