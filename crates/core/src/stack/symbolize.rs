@@ -315,7 +315,22 @@ impl<'a> Symbolizer<'a> {
 /// Procedures and publics of the PDB at `path`, as module RVAs.
 fn read_functions(path: &Path) -> Result<Names, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut pdb = pdb2::PDB::open(file).map_err(|e| e.to_string())?;
+    read_functions_from(file)
+}
+
+/// How many functions (procedures and public functions) a driver's PDB
+/// names, read as the symbolizer reads a PDB file; an error says why it
+/// cannot be used. The fuzz targets use this.
+pub fn count_pdb_functions(bytes: &[u8]) -> Result<usize, String> {
+    read_functions_from(std::io::Cursor::new(bytes)).map(|n| n.procs.len() + n.starts.len())
+}
+
+fn read_functions_from<'s, R>(source: R) -> Result<Names, String>
+where
+    R: std::io::Read + std::io::Seek + std::fmt::Debug + Send + Sync + 's,
+{
+    let mut pdb = pdb2::PDB::open(source).map_err(|e| e.to_string())?;
+    crate::symbols::pdb::check_dbi(&mut pdb)?;
     let map = pdb.address_map().map_err(|e| e.to_string())?;
     let mut names = Names {
         origin: Some(SymbolOrigin::Pdb),

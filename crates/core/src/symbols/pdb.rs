@@ -181,6 +181,10 @@ where
         detail,
     })?;
     let mut pdb = PDB::open(source).map_err(mal)?;
+    check_dbi(&mut pdb).map_err(|detail| PdbError::Malformed {
+        path: path.to_path_buf(),
+        detail,
+    })?;
     let (guid, age) = identity(&mut pdb).map_err(mal)?;
     if let Some((g, a)) = expect
         && (g != guid || a != age)
@@ -290,6 +294,19 @@ fn parse_type<'t>(
         return Err(pdb2::Error::UnimplementedTypeKind(leaf));
     }
     finder.find(idx).and_then(|t| t.parse())
+}
+
+/// Refuse a PDB whose DBI header would overflow pdb2's arithmetic
+/// ([`super::pdb_prescan::dbi_sizes_overflow`]); a DBI stream pdb2 cannot
+/// read is left for pdb2 to report.
+pub(crate) fn check_dbi<'s, S: pdb2::Source<'s> + 's>(pdb: &mut PDB<'s, S>) -> Result<(), String> {
+    match pdb.raw_stream(pdb2::StreamIndex(3)) {
+        Ok(Some(s)) if super::pdb_prescan::dbi_sizes_overflow(&s) => Err(
+            "its DBI stream states substream sizes that add up past 4 GiB: the file is damaged"
+                .into(),
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// The type records pdb2 would panic on ([`super::pdb_prescan`]).

@@ -87,6 +87,22 @@ const MEMBER_KINDS: [u16; 20] = [
     LF_INDEX,
 ];
 
+/// Does the DBI stream's header (NewDBIHdr) state substream sizes whose
+/// sum overflows a u32? pdb2 adds six of them in u32 to find the optional
+/// debug header (`DBIExtraStreams::new`, reached by `address_map()` and
+/// `sections()`): a panic with overflow checks (debug builds and tests),
+/// a wrapped offset without. No real PDB comes near 4 GiB. Found by the
+/// fuzzer (`pdb_layouts`).
+pub(crate) fn dbi_sizes_overflow(stream: &[u8]) -> bool {
+    // ModInfo, SectionContribution, SectionMap, SourceInfo, TypeServerMap
+    // and ECSubstream sizes, in pdb2's order.
+    let b = crate::bytes::Le(stream);
+    [24, 28, 32, 36, 40, 52]
+        .iter()
+        .try_fold(0u32, |sum, &at| sum.checked_add(b.u32(at).unwrap_or(0)))
+        .is_none()
+}
+
 /// The records of a type stream (TPI: a header whose size is at 4 and
 /// first type index at 8, then records of a u16 length and the leaf) that
 /// must not be handed to pdb2, by type index, with their leaf kind.
@@ -425,6 +441,18 @@ mod tests {
     }
 
     #[test]
+    fn dbi_sizes_that_overflow_are_found() {
+        let mut dbi = vec![0u8; 64];
+        dbi[24..28].copy_from_slice(&0x1000u32.to_le_bytes());
+        dbi[52..56].copy_from_slice(&0x100u32.to_le_bytes());
+        assert!(!dbi_sizes_overflow(&dbi));
+        dbi[36..40].copy_from_slice(&0xFFFF_FF00u32.to_le_bytes());
+        assert!(dbi_sizes_overflow(&dbi));
+        // A short stream: pdb2 fails to read the header itself.
+        assert!(!dbi_sizes_overflow(&dbi[..30]));
+    }
+
+    #[test]
     fn the_committed_pdbs_have_nothing_undecodable() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let mut seen = 0;
@@ -437,6 +465,8 @@ mod tests {
         ] {
             let file = std::fs::File::open(root.join(pdb)).unwrap();
             let mut pdb2 = pdb2::PDB::open(file).unwrap();
+            let dbi = pdb2.raw_stream(pdb2::StreamIndex(3)).unwrap().unwrap();
+            assert!(!dbi_sizes_overflow(&dbi), "{pdb}");
             let tpi = pdb2.raw_stream(pdb2::StreamIndex(2)).unwrap().unwrap();
             let mut tpi = tpi.as_slice().to_vec();
             assert!(undecodable_records(&tpi).is_empty(), "{pdb}");
