@@ -197,7 +197,13 @@ where
     }
     let mut warnings = Vec::new();
     let mut layouts = Layouts::default();
-    let undecodable = undecodable_records(&mut pdb).map_err(mal)?;
+    let types = pdb.raw_stream(pdb2::StreamIndex(2)).map_err(mal)?;
+    let types = types.as_ref().map_or(&[][..], |s| s.as_slice());
+    super::pdb_prescan::check_type_stream(types).map_err(|detail| PdbError::Malformed {
+        path: path.to_path_buf(),
+        detail,
+    })?;
+    let undecodable = super::pdb_prescan::undecodable_records(types);
     let tpi = pdb.type_information().map_err(mal)?;
     let mut finder = tpi.finder();
     let names =
@@ -280,7 +286,9 @@ fn undecorate(name: &str) -> Option<&str> {
 #[derive(Default)]
 struct DefinitionNames {
     by_name: HashMap<String, TypeIndex>,
-    /// [`undecodable_records`]: type index to leaf kind.
+    /// The records pdb2 would panic on
+    /// ([`super::pdb_prescan::undecodable_records`]): type index to leaf
+    /// kind.
     undecodable: HashMap<u32, u16>,
 }
 
@@ -307,16 +315,6 @@ pub(crate) fn check_dbi<'s, S: pdb2::Source<'s> + 's>(pdb: &mut PDB<'s, S>) -> R
         ),
         _ => Ok(()),
     }
-}
-
-/// The type records pdb2 would panic on ([`super::pdb_prescan`]).
-fn undecodable_records<'s, S: pdb2::Source<'s> + 's>(
-    pdb: &mut PDB<'s, S>,
-) -> pdb2::Result<HashMap<u32, u16>> {
-    Ok(match pdb.raw_stream(pdb2::StreamIndex(2))? {
-        Some(stream) => super::pdb_prescan::undecodable_records(&stream),
-        None => HashMap::new(),
-    })
 }
 
 fn read_types<'t>(

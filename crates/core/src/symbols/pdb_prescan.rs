@@ -103,6 +103,45 @@ pub(crate) fn dbi_sizes_overflow(stream: &[u8]) -> bool {
         .is_none()
 }
 
+/// Refuse a type stream (TPI) whose header or record count would make
+/// pdb2 misbehave, found by the fuzzer (`pdb_layouts`):
+///
+/// * more records than u32 type indices from the first can number: pdb2
+///   numbers records as it iterates (`ItemIter::next` adds 1 in u32, after
+///   the last record too: a panic with overflow checks);
+/// * a maximum index that claims more types than the stream's bytes can
+///   hold (each record takes at least 4): pdb2's `TypeFinder` reserves
+///   memory for that many at once, 2 GiB for a claim of 2^32 types.
+///
+/// A real stream's first index is 0x1000 and its maximum is the first plus
+/// its record count.
+pub(super) fn check_type_stream(stream: &[u8]) -> Result<(), String> {
+    let b = crate::bytes::Le(stream);
+    let (Some(header_size), Some(first), Some(max)) = (b.u32(4), b.u32(8), b.u32(12)) else {
+        return Ok(());
+    };
+    let claimed = u64::from(max.saturating_sub(first));
+    if claimed > stream.len() as u64 / 4 {
+        return Err(format!(
+            "its type stream claims {claimed} types, more than its {} bytes can hold: the file is damaged",
+            stream.len()
+        ));
+    }
+    let mut at = header_size as usize;
+    let mut count = 0u64;
+    while let Some(len) = b.u16(at) {
+        at += 2 + usize::from(len);
+        count += 1;
+    }
+    if u64::from(first) + count > u64::from(u32::MAX) {
+        return Err(
+            "its type stream holds more records than type indices can number: the file is damaged"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// The records of a type stream (TPI: a header whose size is at 4 and
 /// first type index at 8, then records of a u16 length and the leaf) that
 /// must not be handed to pdb2, by type index, with their leaf kind.
@@ -441,6 +480,30 @@ mod tests {
     }
 
     #[test]
+    fn type_streams_pdb2_would_overflow_or_overreserve_for_are_found() {
+        let mut s = stream(&[leaf(LF_POINTER, &[0; 8]), leaf(LF_POINTER, &[0; 8])]);
+        s[12..16].copy_from_slice(&0x1002u32.to_le_bytes());
+        assert_eq!(check_type_stream(&s), Ok(()));
+        // pdb2 adds 1 after every record, the last one too.
+        s[8..12].copy_from_slice(&(u32::MAX - 2).to_le_bytes());
+        s[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(check_type_stream(&s), Ok(()));
+        s[8..12].copy_from_slice(&(u32::MAX - 1).to_le_bytes());
+        assert!(
+            check_type_stream(&s)
+                .unwrap_err()
+                .contains("more records than type indices")
+        );
+        // 2^32 - 0x1001 types claimed in 80 bytes.
+        s[8..12].copy_from_slice(&0x1000u32.to_le_bytes());
+        let e = check_type_stream(&s).unwrap_err();
+        assert!(
+            e.contains("claims 4294963199 types, more than its 80 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn dbi_sizes_that_overflow_are_found() {
         let mut dbi = vec![0u8; 64];
         dbi[24..28].copy_from_slice(&0x1000u32.to_le_bytes());
@@ -468,6 +531,7 @@ mod tests {
             let dbi = pdb2.raw_stream(pdb2::StreamIndex(3)).unwrap().unwrap();
             assert!(!dbi_sizes_overflow(&dbi), "{pdb}");
             let tpi = pdb2.raw_stream(pdb2::StreamIndex(2)).unwrap().unwrap();
+            assert_eq!(check_type_stream(&tpi), Ok(()), "{pdb}");
             let mut tpi = tpi.as_slice().to_vec();
             assert!(undecodable_records(&tpi).is_empty(), "{pdb}");
             // The walk reaches the real field lists: the first one's first
