@@ -343,6 +343,9 @@ where
         if full(&names) {
             break;
         }
+        if !crate::symbols::pdb_prescan::symbol_kind_is_read(sym.raw_kind()) {
+            continue;
+        }
         if let Ok(pdb2::SymbolData::Public(p)) = sym.parse()
             && p.function
             && let Some(rva) = p.offset.to_rva(&map)
@@ -363,6 +366,9 @@ where
         while let Ok(Some(sym)) = syms.next() {
             if full(&names) {
                 break;
+            }
+            if !crate::symbols::pdb_prescan::symbol_kind_is_read(sym.raw_kind()) {
+                continue;
             }
             if let Ok(pdb2::SymbolData::Procedure(p)) = sym.parse()
                 && let Some(rva) = p.offset.to_rva(&map)

@@ -34,7 +34,7 @@ pub mod layout;
 mod loader;
 pub mod name;
 pub mod pdb;
-mod pdb_prescan;
+pub(crate) mod pdb_prescan;
 pub mod store;
 pub mod symbol_path;
 

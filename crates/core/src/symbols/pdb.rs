@@ -234,6 +234,9 @@ fn read_symbols<'s, S: pdb2::Source<'s> + 's>(
     let mut unparsed = 0usize;
     let mut alias = Vec::new();
     while let Some(sym) = iter.next()? {
+        if !super::pdb_prescan::symbol_kind_is_read(sym.raw_kind()) {
+            continue;
+        }
         match sym.parse() {
             Ok(pdb2::SymbolData::Public(p)) => {
                 if let Some(rva) = p.offset.to_rva(&map) {

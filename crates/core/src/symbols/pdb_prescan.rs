@@ -87,6 +87,23 @@ const MEMBER_KINDS: [u16; 20] = [
     LF_INDEX,
 ];
 
+/// Is a symbol record of `kind` one pooldump reads, and so hands to pdb2's
+/// parser: publics (`S_PUB32`), data (`S_LDATA32`, `S_GDATA32`) and
+/// procedures (`S_LPROC32`, `S_GPROC32` and their `_ST`, `_ID` and DPC
+/// forms), whose parsers only read fields in order. Other kinds are never
+/// parsed: pdb2's `S_DEFRANGE*` parsers subtract from the record's length
+/// before checking it (a panic with overflow checks), found by the fuzzer
+/// (`pdb_layouts`, through the stack symbolizer).
+pub(crate) fn symbol_kind_is_read(kind: u16) -> bool {
+    matches!(
+        kind,
+        0x110e | 0x1009 // S_PUB32, S_PUB32_ST
+            | 0x110c | 0x110d | 0x1007 | 0x1008 // S_LDATA32, S_GDATA32, _ST
+            | 0x110f | 0x1110 | 0x100a | 0x100b // S_LPROC32, S_GPROC32, _ST
+            | 0x1146 | 0x1147 | 0x1155 | 0x1156 // _ID, S_LPROC32_DPC(_ID)
+    )
+}
+
 /// Does the DBI stream's header (NewDBIHdr) state substream sizes whose
 /// sum overflows a u32? pdb2 adds six of them in u32 to find the optional
 /// debug header (`DBIExtraStreams::new`, reached by `address_map()` and
