@@ -4,6 +4,7 @@
 //! only parses arguments, writes output and reports errors.
 
 mod analyze;
+mod batch;
 mod callsites;
 mod common;
 mod find;
@@ -85,6 +86,9 @@ enum Command {
     Trend(trend::Args),
     /// PoolMon in the terminal: a dump, a snapshot or a live target.
     Top(top::Args),
+    /// Many dumps in parallel into tables (Parquet or NDJSON): one row per
+    /// dump and tag, one per dump; resumable.
+    Batch(batch::Args),
 }
 
 fn main() -> ExitCode {
@@ -107,6 +111,7 @@ fn main() -> ExitCode {
         Command::Diff(args) => diff::run(args),
         Command::Trend(args) => trend::run(args),
         Command::Top(args) => top::run(args),
+        Command::Batch(args) => batch::run(args),
     };
     match result.and_then(|out| write_stdout(&out)) {
         Ok(()) => ExitCode::SUCCESS,
