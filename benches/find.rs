@@ -16,8 +16,7 @@ mod common;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use pooldump_core::pool::TagPattern;
-use pooldump_core::pool::find::{self, Engine, FindOptions};
+use pooldump_core::pool::find::{Engine, FindOptions};
 use pooldump_core::{CrashDump, PAGE_SIZE, Target};
 use pooldump_scan::{HeaderLayout, Rules, Scanner, TagMask};
 use rayon::prelude::*;
@@ -44,26 +43,6 @@ fn runs(d: &CrashDump) -> Vec<&[u8]> {
     v
 }
 
-/// Bulk tags as the kit names them: an upper-case letter, then three of
-/// [a-z0-9] (see pooldump_kit::bulk); `n` of them spread over the 3000
-/// (from the eighth, which has headers as well as big-page entries).
-fn bulk_tags(n: usize) -> Vec<TagPattern> {
-    const REST: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    (0..n)
-        .map(|k| {
-            let i = ((k * 2999 / n.max(1) + 7) % 3000) as u32;
-            let mut b = [0u8; 4];
-            b[0] = b'A' + (i % 26) as u8;
-            let mut r = i / 26;
-            for c in b.iter_mut().skip(1) {
-                *c = REST[(r % 36) as usize];
-                r /= 36;
-            }
-            TagPattern::parse(std::str::from_utf8(&b).unwrap()).unwrap()
-        })
-        .collect()
-}
-
 fn pool(threads: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -85,19 +64,12 @@ fn one_tag(c: &mut Criterion) {
     let t = Target::open_dump(&dir.join("MEMORY.DMP"), &opts).unwrap();
     let runs = runs(&t.mem);
     let bytes: u64 = runs.iter().map(|r| r.len() as u64).sum();
-    let tag = bulk_tags(1);
+    let tag = common::bulk_tags(1);
     let needle = tag[0].exact().unwrap().bytes();
     let finder = memchr::memmem::Finder::new(&needle);
     // Sanity: find sees what memmem sees at header positions, and the
     // tracker agrees with it.
-    let probe = find::find_in_dump(
-        &t.mem,
-        &t.symbols,
-        t.kern_base(),
-        &tag,
-        &find_opts(2, Engine::Auto),
-    )
-    .unwrap();
+    let probe = t.find(&tag, &find_opts(2, Engine::Auto)).unwrap();
     let row = &probe.tags[0];
     eprintln!(
         "{gib} GiB dump: {bytes} bytes of page data; tag {}: {} allocated, {} free, tracker {:?}",
@@ -131,14 +103,7 @@ fn one_tag(c: &mut Criterion) {
         let o = find_opts(threads, Engine::Auto);
         g.bench_function(
             BenchmarkId::new("find end to end", format!("{threads} thread(s)")),
-            |b| {
-                b.iter(|| {
-                    find::find_in_dump(&t.mem, &t.symbols, t.kern_base(), &tag, &o)
-                        .unwrap()
-                        .allocations
-                        .len()
-                })
-            },
+            |b| b.iter(|| t.find(&tag, &o).unwrap().allocations.len()),
         );
     }
     // Each pass from the page cache into a fresh mapping: what one CLI run
@@ -178,12 +143,7 @@ fn one_tag(c: &mut Criterion) {
                 release_scanned: true,
                 ..find_opts(2, Engine::Auto)
             };
-            b.iter(|| {
-                find::find_in_dump(&t.mem, &t.symbols, t.kern_base(), &tag, &o)
-                    .unwrap()
-                    .allocations
-                    .len()
-            })
+            b.iter(|| t.find(&tag, &o).unwrap().allocations.len())
         },
     );
     g.bench_function(
@@ -195,10 +155,7 @@ fn one_tag(c: &mut Criterion) {
             };
             b.iter(|| {
                 let t = Target::open_dump(&path, &opts).unwrap();
-                find::find_in_dump(&t.mem, &t.symbols, t.kern_base(), &tag, &o)
-                    .unwrap()
-                    .allocations
-                    .len()
+                t.find(&tag, &o).unwrap().allocations.len()
             })
         },
     );
@@ -214,25 +171,13 @@ fn many_tags(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(8))
         .throughput(Throughput::Bytes(bytes));
     for n in [1usize, 8, 64] {
-        let tags = bulk_tags(n);
-        let probe = find::find_in_dump(
-            &t.mem,
-            &t.symbols,
-            t.kern_base(),
-            &tags,
-            &find_opts(2, Engine::Auto),
-        )
-        .unwrap();
+        let tags = common::bulk_tags(n);
+        let probe = t.find(&tags, &find_opts(2, Engine::Auto)).unwrap();
         eprintln!("{n} tags: {} allocations found", probe.allocations.len());
         for engine in [Engine::Auto, Engine::Stride, Engine::AhoCorasick] {
             let o = find_opts(2, engine);
             g.bench_function(BenchmarkId::new(engine.name(), format!("{n} tags")), |b| {
-                b.iter(|| {
-                    find::find_in_dump(&t.mem, &t.symbols, t.kern_base(), &tags, &o)
-                        .unwrap()
-                        .allocations
-                        .len()
-                })
+                b.iter(|| t.find(&tags, &o).unwrap().allocations.len())
             });
         }
     }
@@ -252,7 +197,7 @@ fn engines(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(5))
         .throughput(Throughput::Bytes(bytes));
     for n in [1usize, 8, 64] {
-        let masks: Vec<TagMask> = bulk_tags(n)
+        let masks: Vec<TagMask> = common::bulk_tags(n)
             .iter()
             .map(|t| TagMask::exact(t.exact().unwrap().value()))
             .collect();

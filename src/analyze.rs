@@ -128,6 +128,9 @@ pub struct Report {
     pub relabel: Option<RelabelReport>,
     pub tracker: TrackerSummary,
     pub warnings: Vec<String>,
+    /// Options that changed nothing, and filters that left no row: said
+    /// rather than answered with silence or an empty table.
+    pub notes: Vec<String>,
     /// A live target: what the KDNET link did (docs/kdnet.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kdnet: Option<KdnetReport>,
@@ -337,6 +340,16 @@ pub fn collect(args: &Args) -> Result<Report> {
     };
     let mut rows = query.apply(&usage.rows);
     target.attribute(&mut rows, pooltag.as_ref(), !args.no_image_search);
+    let mut notes = option_notes(args);
+    // The tag table is the view (not the big-page list, the sessions' or
+    // the call sites' tables).
+    if rows.is_empty() && !args.big_pool && !args.session && args.relabel.is_none() {
+        notes.extend(empty_filter_note(
+            &query,
+            "tag rows",
+            usage.rows.iter().map(|r| (r.tag, r.pool)),
+        ));
+    }
 
     let big_pool = if args.big_pool {
         let opts = BigPoolOptions {
@@ -347,7 +360,29 @@ pub fn collect(args: &Args) -> Result<Report> {
             .big_pool(&opts)
             .with_context(|| format!("{name}: build {}: reading the big-page table", meta.build))?;
         warnings.extend(t.warnings.iter().cloned());
-        Some(big_pool_report(&t, &rows, &query))
+        // The drivers of the tags in the list: --top cuts the tag rows,
+        // not the tags the big-page list shows.
+        let with_drivers = match query.top {
+            Some(_) => {
+                let mut all = UsageQuery {
+                    top: None,
+                    ..query.clone()
+                }
+                .apply(&usage.rows);
+                target.attribute(&mut all, pooltag.as_ref(), !args.no_image_search);
+                all
+            }
+            None => rows.clone(),
+        };
+        let b = big_pool_report(&t, &with_drivers, &query);
+        if b.entries.is_empty() && !t.entries.is_empty() {
+            notes.extend(empty_filter_note(
+                &query,
+                "big-page entries",
+                t.entries.iter().map(|e| (e.tag, e.pool)),
+            ));
+        }
+        Some(b)
     } else {
         None
     };
@@ -402,7 +437,7 @@ pub fn collect(args: &Args) -> Result<Report> {
             let checked = match checked {
                 Ok(c) => c,
                 Err(e) => {
-                    release(&target)?;
+                    release(&meta)?;
                     return Err(e);
                 }
             };
@@ -440,8 +475,8 @@ pub fn collect(args: &Args) -> Result<Report> {
         None => None,
     };
     // Everything is read: let a live target run again.
-    release(&target)?;
-    let kdnet = kdnet_report(&target);
+    release(&meta)?;
+    let kdnet = kdnet_report(&meta);
     let cv = target.kernel.image.codeview.as_ref();
     let tot = |c: &pooldump_core::pool::Counters| PoolTotals {
         allocs: c.allocs,
@@ -488,8 +523,79 @@ pub fn collect(args: &Args) -> Result<Report> {
             expansion_used: usage.tracker.expansion_used,
         },
         warnings,
+        notes,
         kdnet,
     })
+}
+
+/// What the options given cannot do here.
+fn option_notes(args: &Args) -> Vec<String> {
+    let mut v = Vec::new();
+    if args.show_free && !args.big_pool {
+        v.push("--show-free lists the big-page table's freed entries and applies only with --big-pool: it changed nothing here".into());
+    }
+    if args.big_pool {
+        if !matches!(args.sort, SortKey::Tag | SortKey::Bytes) {
+            v.push("--sort: the big-page list has one row per allocation (no Allocs, Frees or Diff), so only -s tag and -s bytes apply; it is sorted by tag".into());
+        }
+        if args.totals {
+            v.push("-e/--totals adds totals to the tag table, not to the big-page list (its header gives the live count and bytes)".into());
+        }
+        if args.all {
+            v.push(
+                "--all adds the tag table's zero rows; it changes nothing in the big-page list"
+                    .into(),
+            );
+        }
+    }
+    v
+}
+
+/// Why a filter left no row, when the table had rows: which of -i, -x and
+/// --pool did it. `rows` are the table's (tag, pool) pairs before any
+/// filter.
+fn empty_filter_note(
+    q: &UsageQuery,
+    what: &str,
+    rows: impl Iterator<Item = (pooldump_core::PoolTag, PoolClass)> + Clone,
+) -> Option<String> {
+    let total = rows.clone().count();
+    if total == 0 || (q.include.is_empty() && q.exclude.is_empty() && q.pool.is_none()) {
+        return None;
+    }
+    let mut steps = Vec::new();
+    let mut left: Vec<(pooldump_core::PoolTag, PoolClass)> = rows.collect();
+    if let Some(p) = q.pool {
+        left.retain(|r| r.1 == p);
+        let name = match p {
+            PoolClass::Paged => "paged",
+            PoolClass::NonPaged => "nonpaged",
+        };
+        steps.push(format!("--pool {name} kept {}", left.len()));
+    }
+    if !q.include.is_empty() {
+        left.retain(|r| q.include.iter().any(|p| p.matches(r.0)));
+        let mut tags: Vec<String> = left
+            .iter()
+            .map(|r| r.0.to_string().trim_end().to_string())
+            .collect();
+        tags.dedup();
+        let shown = if tags.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", tags.join(", "))
+        };
+        let pats: Vec<String> = q.include.iter().map(|p| format!("-i {p}")).collect();
+        steps.push(format!("{} kept {}{shown}", pats.join(" "), left.len()));
+    }
+    if !q.exclude.is_empty() && !left.is_empty() {
+        let pats: Vec<String> = q.exclude.iter().map(|p| format!("-x {p}")).collect();
+        steps.push(format!("{} hid the rest", pats.join(" ")));
+    }
+    Some(format!(
+        "no row is left: of the {total} {what}, {}; patterns are case-sensitive, `?` is one character and `*` any",
+        steps.join(", ")
+    ))
 }
 
 fn row(r: &TagUsage) -> Row {
@@ -526,6 +632,20 @@ fn big_pool_report(t: &BigPoolTable, rows: &[TagUsage], q: &UsageQuery) -> BigPo
             .find(|r| r.tag == tag)
             .and_then(|r| r.driver.clone())
     };
+    // One row per allocation: by tag (then address), or by size with
+    // -s bytes; --reverse and --top as for the tag table.
+    let mut kept: Vec<&pooldump_core::pool::BigPoolEntry> =
+        t.entries.iter().filter(|e| keep(e)).collect();
+    match q.sort {
+        SortKey::Bytes => kept.sort_by_key(|e| (std::cmp::Reverse(e.bytes), e.tag.bytes(), e.va)),
+        _ => kept.sort_by_key(|e| (e.tag.bytes(), e.va)),
+    }
+    if q.reverse {
+        kept.reverse();
+    }
+    if let Some(n) = q.top {
+        kept.truncate(n);
+    }
     BigPool {
         table: t.table.to_string(),
         size: t.size,
@@ -534,10 +654,8 @@ fn big_pool_report(t: &BigPoolTable, rows: &[TagUsage], q: &UsageQuery) -> BigPo
         live: t.live_count,
         freed: t.freed_count,
         live_bytes: t.live_bytes,
-        entries: t
-            .entries
-            .iter()
-            .filter(|e| keep(e))
+        entries: kept
+            .into_iter()
             .map(|e| BigEntry {
                 va: e.va.to_string(),
                 tag: e.tag.to_string(),
@@ -652,6 +770,9 @@ fn render_text(r: &Report, args: &Args) -> String {
             .totals
             .then_some([("Nonp", &r.totals.nonpaged), ("Paged", &r.totals.paged)]);
         tag_table(&mut out, &r.rows, totals, args);
+    }
+    for n in &r.notes {
+        out.push_str(&format!("\nNote: {n}\n"));
     }
     if !r.warnings.is_empty() {
         out.push_str("\nWarnings:\n");
@@ -789,6 +910,10 @@ fn row_fields(x: &Row) -> [String; 10] {
 }
 
 fn render_csv(r: &Report, args: &Args) -> Result<String> {
+    // CSV is for a program: the notes go to the person, on stderr.
+    for n in &r.notes {
+        eprintln!("pooldump: note: {n}");
+    }
     let mut w = csv::Writer::from_writer(Vec::new());
     if let Some(sessions) = &r.sessions {
         w.write_record(std::iter::once("session").chain(ROW_COLUMNS))?;

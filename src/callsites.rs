@@ -34,7 +34,12 @@ pub struct Args {
     pub dump: Option<PathBuf>,
     /// A live target over KDNET (`port=50000,key=a.b.c.d`): broken into,
     /// read, resumed.
-    #[arg(long, value_name = "SPEC", conflicts_with = "image")]
+    #[arg(
+        long,
+        value_name = "SPEC",
+        conflicts_with = "image",
+        allow_hyphen_values = true
+    )]
     pub kdnet: Option<String>,
     /// A driver file instead (its sections mapped as the loader maps them).
     #[arg(long, value_name = "FILE")]
@@ -213,7 +218,7 @@ pub fn collect(args: &Args) -> Result<Report> {
         ))
     })();
     // Everything is read: let a live target run again, whatever happened.
-    release(&target)?;
+    release(&meta)?;
     result
 }
 

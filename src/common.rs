@@ -4,6 +4,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -16,9 +17,9 @@ use pooldump_kdnet::{KdnetSpec, LeftRunning, LinkStats, LiveTarget};
 /// Where nt's symbols come from.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SymbolArgs {
-    /// Symbol path in _NT_SYMBOL_PATH syntax (overrides the environment),
-    /// e.g. 'srv*C:\symbols*https://msdl.microsoft.com/download/symbols' or
-    /// a directory.
+    /// Symbol path in _NT_SYMBOL_PATH syntax (overrides the environment): a
+    /// directory or symbol store, or `srv*DIR*https://msdl.microsoft.com/download/symbols`
+    /// to download into DIR; several separated by ';'.
     #[arg(long, value_name = "PATH")]
     pub symbol_path: Option<String>,
     /// Use this PDB for nt (it must match the kernel's GUID and age).
@@ -88,11 +89,9 @@ impl SymbolArgs {
         ))
     }
 
-    /// What to do about missing symbols.
+    /// What to do about missing symbols, in this platform's terms.
     pub fn hint(&self) -> String {
-        let mut s = String::from(
-            "fix: set _NT_SYMBOL_PATH=srv*C:\\symbols*https://msdl.microsoft.com/download/symbols, or pass --symbol-path DIR (a directory or symbol store holding the PDB), --pdb FILE or --isf FILE",
-        );
+        let mut s = format!("fix: {}", pooldump_core::symbols::symbol_path_hint());
         if self.offline {
             s.push_str("; --offline prevents downloads");
         }
@@ -101,6 +100,68 @@ impl SymbolArgs {
         }
         s
     }
+
+    /// [`Self::hint`], naming a `symbols` directory beside the dump when
+    /// there is one and no symbol path was given (the layout the sample
+    /// and `pooldump-kit` use).
+    pub fn hint_for_dump(&self, dump: &Path) -> String {
+        let beside = dump
+            .parent()
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .map(|d| d.join("symbols"))
+            .filter(|d| d.is_dir());
+        match beside {
+            Some(d) if self.symbol_path.is_none() && self.pdb.is_none() => format!(
+                "fix: pass --symbol-path {} (the symbols directory beside the dump)\notherwise: {}",
+                d.display(),
+                self.hint().trim_start_matches("fix: ")
+            ),
+            _ => self.hint(),
+        }
+    }
+}
+
+/// Set once a command's kernel symbols came from the built-in table, so an
+/// error later in the command can say so (see [`fallback_note`]).
+static FALLBACK_NOTE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Remember that `t`'s symbols are the built-in table's, and what to do.
+fn remember_fallback<M: Memory>(t: &Target<M>, sym: &SymbolArgs, dump: Option<&Path>) {
+    if t.symbols.source().kind() != pooldump_core::symbols::SourceKind::BuiltIn {
+        return;
+    }
+    let fix = match dump {
+        Some(d) => sym.hint_for_dump(d),
+        None => sym.hint(),
+    };
+    let _ = FALLBACK_NOTE.set(format!(
+        "note: nt's symbols came from pooldump's built-in layout table ({}), the fallback used when no PDB or ISF is found; an error about the kernel's structures or globals may be the table's, not the {}'s\n{fix}",
+        t.symbols.source(),
+        if dump.is_some() { "dump" } else { "target" }
+    ));
+}
+
+/// What `main` adds to an error when the command ran on the built-in
+/// table's symbols.
+pub fn fallback_note() -> Option<&'static str> {
+    FALLBACK_NOTE.get().map(String::as_str)
+}
+
+/// A duration argument (`--interval`): humantime's syntax, with an error
+/// that lists the units it accepts (humantime's own says only "time unit
+/// needed").
+pub fn parse_interval(s: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| {
+        format!(
+            "{e}; give a number and a unit, such as 90s, 30m, 1h or 1h30m (units: ms, s or sec, m or min, h or hr, d or days)"
+        )
+    })
 }
 
 /// indicatif, drawn only on a terminal and only while downloading.
@@ -153,7 +214,7 @@ pub struct SourceArgs {
     /// Read a live kernel over KDNET instead, with WinDbg's `-k net:`
     /// settings: `port=50000,key=a.b.c.d` (`net:` prefix accepted). The
     /// target is broken into, read, and resumed.
-    #[arg(long, value_name = "SPEC")]
+    #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     pub kdnet: Option<String>,
     /// With --kdnet: say on stderr what the link did (round trips, reads,
     /// bytes, retransmissions, RESETs, the measured round-trip time).
@@ -162,11 +223,7 @@ pub struct SourceArgs {
 }
 
 /// The memory of a dump or of a live target, behind one [`Memory`].
-pub enum Source {
-    // Both boxed: the handles are large and of very different sizes.
-    Dump(Box<CrashDump>),
-    Live(Box<LiveSource>),
-}
+pub type Source = Box<dyn Memory>;
 
 /// How long a command waits for a target that stopped answering to offer
 /// again, so it can be resumed rather than left frozen (targets offer
@@ -318,42 +375,35 @@ impl KdnetReport {
     }
 }
 
-impl Memory for Source {
+impl Memory for LiveSource {
     fn describe(&self) -> String {
-        match self {
-            Source::Dump(d) => d.describe(),
-            Source::Live(l) => l.describe(),
-        }
+        self.target.describe()
     }
     fn kernel_dtb(&self) -> PhysAddr {
-        match self {
-            Source::Dump(d) => d.kernel_dtb(),
-            Source::Live(l) => l.kernel_dtb(),
-        }
+        self.target.kernel_dtb()
     }
     fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
-        match self {
-            Source::Dump(d) => d.read_physical(pa, buf),
-            Source::Live(l) => l.read_physical(pa, buf),
-        }
+        self.target.read_physical(pa, buf)
     }
     fn translate(&self, va: KernelVa) -> Result<Translation, MemoryError> {
-        match self {
-            Source::Dump(d) => d.translate(va),
-            Source::Live(l) => l.translate(va),
-        }
+        self.target.translate(va)
     }
     fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), MemoryError> {
-        match self {
-            Source::Dump(d) => d.read_virtual(va, buf),
-            Source::Live(l) => l.read_virtual(va, buf),
-        }
+        self.target.read_virtual(va, buf)
     }
     fn read_virtual_partial(&self, va: KernelVa, buf: &mut [u8]) -> Result<usize, MemoryError> {
-        match self {
-            Source::Dump(d) => d.read_virtual_partial(va, buf),
-            Source::Live(l) => l.read_virtual_partial(va, buf),
-        }
+        self.target.read_virtual_partial(va, buf)
+    }
+}
+
+/// The live session behind a [`Source`], kept beside it so a command can
+/// resume the target and report the link.
+#[derive(Clone)]
+pub struct LiveHandle(Arc<LiveSource>);
+
+impl std::fmt::Debug for LiveHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LiveHandle({})", self.0.peer())
     }
 }
 
@@ -367,6 +417,9 @@ pub struct SourceMeta {
     /// The dump's SystemTime (UTC); none for a live target.
     pub system_time: Option<String>,
     pub live: bool,
+    /// The session, for a live target.
+    #[serde(skip)]
+    pub link: Option<LiveHandle>,
 }
 
 /// Open a dump or connect to a live target, find nt, load its symbols.
@@ -386,12 +439,16 @@ pub fn open_source(src: &SourceArgs, sym: &SymbolArgs) -> Result<(Target<Source>
                     .unwrap_or(0),
                 system_time: None,
                 live: true,
+                link: None,
             };
             let verbose = src.verbose;
-            Ok((
-                t.map_mem(|m| Source::Live(Box::new(LiveSource::new(m, verbose, started)))),
-                meta,
-            ))
+            let mut link = None;
+            let t = t.map_mem(|m| {
+                let live = Arc::new(LiveSource::new(m, verbose, started));
+                link = Some(LiveHandle(Arc::clone(&live)));
+                Box::new(live) as Source
+            });
+            Ok((t, SourceMeta { link, ..meta }))
         }
         (Some(path), None) => {
             let t = open_dump(path, sym)?;
@@ -402,8 +459,9 @@ pub fn open_source(src: &SourceArgs, sym: &SymbolArgs) -> Result<(Target<Source>
                 processors: h.number_processors as u64,
                 system_time: Some(h.system_time.to_string()),
                 live: false,
+                link: None,
             };
-            Ok((t.map_mem(|m| Source::Dump(Box::new(m))), meta))
+            Ok((t.map_mem(|m| Box::new(m) as Source), meta))
         }
         (None, None) => bail!("name a DUMP or --kdnet SPEC"),
     }
@@ -417,7 +475,12 @@ pub fn open_dump(path: &Path, sym: &SymbolArgs) -> Result<Target<CrashDump>> {
     }
     let bar = ProgressBar::new();
     let opts = sym.options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
-    Target::open_dump(path, &opts).map_err(|e| symbols_error(e, sym))
+    let t = Target::open_dump(path, &opts).map_err(|e| match e {
+        OpenError::Symbols { .. } => anyhow!("{e}\n{}", sym.hint_for_dump(path)),
+        e => anyhow::Error::new(e),
+    })?;
+    remember_fallback(&t, sym, Some(path));
+    Ok(t)
 }
 
 /// The small memory dump at `path`, if that is what the file is (a
@@ -446,6 +509,7 @@ pub fn connect_live(spec: &KdnetSpec, sym: &SymbolArgs) -> Result<Target<LiveTar
     let bar = ProgressBar::new();
     let opts = sym.options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
     let mut t = Target::new(live, &hints, build, &opts).map_err(|e| symbols_error(e, sym))?;
+    remember_fallback(&t, sym, None);
     // The Mapped_Driver search reads code and read-only data from image
     // files the symbol path already holds (checked against the headers in
     // memory) instead of over the wire. A tag written into a driver's code
@@ -464,17 +528,14 @@ pub fn symbols_error(e: OpenError, sym: &SymbolArgs) -> anyhow::Error {
 }
 
 /// Let a live target run again (a dump needs nothing).
-pub fn release(t: &Target<Source>) -> Result<()> {
-    if let Source::Live(l) = &t.mem {
-        l.resume().context("resuming the target")?;
+pub fn release(meta: &SourceMeta) -> Result<()> {
+    if let Some(l) = &meta.link {
+        l.0.resume().context("resuming the target")?;
     }
     Ok(())
 }
 
 /// The link's statistics of a live source, for `--json`.
-pub fn kdnet_report(t: &Target<Source>) -> Option<KdnetReport> {
-    match &t.mem {
-        Source::Live(l) => Some(l.report()),
-        Source::Dump(_) => None,
-    }
+pub fn kdnet_report(meta: &SourceMeta) -> Option<KdnetReport> {
+    meta.link.as_ref().map(|l| l.0.report())
 }

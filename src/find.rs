@@ -5,7 +5,7 @@
 //! headers found in frames no pool address maps. [`collect`] builds a
 //! typed report; the text, JSON and CSV renderers only format it.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use pooldump_core::pool::TagPattern;
 use pooldump_core::pool::find::{
-    self, AllocationState, Engine, FindOptions, FindReport, Frames, ScanProgress,
+    self, AllocationState, Engine, FindOptions, FindReport, FoundAllocation, ScanProgress,
 };
 use serde::Serialize;
 
-use crate::common::{Source, SourceArgs, SymbolArgs, kdnet_report, open_source, release};
+use crate::common::{SourceArgs, SymbolArgs, kdnet_report, open_source, release};
 use crate::relabel_rows;
-use crate::render::{Align, Table};
+use crate::render::{Align, Columns, Table};
 use pooldump_core::relabel::RelabelMap;
 
 /// Find every allocation with the given tags (!poolfind).
@@ -79,7 +79,9 @@ pub struct Report {
     pub patterns: Vec<String>,
     /// legacy or segment-heap.
     pub allocator: String,
-    pub allocations: Vec<Allocation>,
+    /// Absent with --per-tag.
+    #[serde(skip_serializing_if = "Allocations::is_omitted")]
+    pub allocations: Allocations,
     pub tags: Vec<TagRow>,
     pub unmapped: Vec<Unmapped>,
     /// With --relabel: the allocations found per call site.
@@ -99,24 +101,80 @@ pub struct SourceInfo {
     pub live: bool,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Allocation {
-    pub va: String,
-    pub header: Option<String>,
-    pub pa: Option<String>,
-    pub tag: String,
-    pub protected: bool,
-    /// BlockSize × 16 with the header, or the big-page entry's bytes.
-    pub bytes: u64,
-    /// NonPaged, NonPagedNx or Paged.
-    pub pool: &'static str,
-    pub session: bool,
-    pub pool_type: String,
-    /// allocated, free or unknown.
-    pub state: AllocationState,
-    /// legacy-page, lfh, vs, big-pool or unverified.
-    pub allocator: find::Allocator,
-    pub in_dump: bool,
+/// The allocations found, kept as the scan returned them (no copy per
+/// row) and written straight to the output: text, CSV or JSON, where each
+/// is an object with `va`, `header`, `pa` (hex strings), `tag`,
+/// `protected`, `bytes` (BlockSize × 16 with the header, or the big-page
+/// entry's bytes), `pool` (NonPaged, NonPagedNx or Paged), `session`,
+/// `pool_type`, `state` (allocated, free, unknown), `allocator`
+/// (legacy-page, lfh, vs, big-pool, unverified) and `in_dump`.
+#[derive(Debug, Default)]
+pub struct Allocations {
+    list: Vec<FoundAllocation>,
+    allocated_only: bool,
+    /// --per-tag: the per-tag table only.
+    omitted: bool,
+}
+
+impl Allocations {
+    fn is_omitted(&self) -> bool {
+        self.omitted
+    }
+
+    /// The allocations the user asked for (`--allocated` filters).
+    pub fn iter(&self) -> impl Iterator<Item = &FoundAllocation> {
+        let only = self.allocated_only;
+        self.list
+            .iter()
+            .filter(move |a| !only || a.state == AllocationState::Allocated)
+    }
+}
+
+impl Serialize for Allocations {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter().map(AllocationJson))
+    }
+}
+
+/// One allocation as JSON, its strings formatted while it is written.
+struct AllocationJson<'a>(&'a FoundAllocation);
+
+/// A value written as its Display text.
+struct Text<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Text<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+struct Hex(u64);
+
+impl std::fmt::Display for Hex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+impl Serialize for AllocationJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let a = self.0;
+        let mut m = s.serialize_struct("Allocation", 12)?;
+        m.serialize_field("va", &Text(a.va))?;
+        m.serialize_field("header", &a.header.map(Text))?;
+        m.serialize_field("pa", &a.pa.map(|p| Text(Hex(p.0))))?;
+        m.serialize_field("tag", &Text(a.tag))?;
+        m.serialize_field("protected", &a.protected)?;
+        m.serialize_field("bytes", &a.bytes)?;
+        m.serialize_field("pool", a.pool.name())?;
+        m.serialize_field("session", &a.session)?;
+        m.serialize_field("pool_type", &Text(Hex(u64::from(a.pool_type))))?;
+        m.serialize_field("state", &a.state)?;
+        m.serialize_field("allocator", &a.allocator)?;
+        m.serialize_field("in_dump", &a.in_dump)?;
+        m.end()
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -173,17 +231,25 @@ pub struct Scan {
     pub rejected_by_heap: u64,
 }
 
-pub fn run(args: &Args) -> Result<String> {
+/// Collect the report and write it to stdout as it is rendered: a find
+/// can list hundreds of thousands of allocations, which are never held as
+/// text (a closed pipe ends the output quietly).
+pub fn run(args: &Args) -> Result<()> {
     let r = collect(args)?;
-    Ok(if args.json {
-        let mut s = serde_json::to_string_pretty(&r)?;
-        s.push('\n');
-        s
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let written = if args.json {
+        serde_json::to_writer_pretty(&mut out, &r)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
     } else if args.csv {
-        render_csv(&r, args.per_tag)?
+        render_csv(&r, args.per_tag, &mut out)
     } else {
-        render_text(&r, args)
-    })
+        render_text(&r, args, &mut out)
+    };
+    match written.and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 /// The tags of `--tag`, `--tags-from` and `--relabel`'s map.
@@ -237,7 +303,7 @@ pub fn collect(args: &Args) -> Result<Report> {
         .map(|p| relabel_rows::load_and_check(p, &target))
     {
         Some(Err(e)) => {
-            release(&target)?;
+            release(&meta)?;
             return Err(e);
         }
         Some(Ok(c)) => Some(c),
@@ -253,37 +319,20 @@ pub fn collect(args: &Args) -> Result<Report> {
         progress: bar.as_ref().map(|b| b as &dyn ScanProgress),
         ..FindOptions::default()
     };
-    let frames = match &target.mem {
-        Source::Dump(d) => Frames::Dump(d),
-        Source::Live(_) => Frames::Mapped,
-    };
-    let found = find::find_allocations(
-        &target.mem,
-        &target.symbols,
-        target.kern_base(),
-        Some(meta.build),
-        frames,
-        &patterns,
-        &opts,
-    )
-    .with_context(|| format!("{}: build {}: finding the tags", meta.name, meta.build));
-    release(&target)?;
+    let found = target
+        .find(&patterns, &opts)
+        .with_context(|| format!("{}: build {}: finding the tags", meta.name, meta.build));
+    release(&meta)?;
     let found = found?;
     let mut warnings = target.notes.clone();
     warnings.extend(found.warnings.iter().cloned());
     if let Some(c) = &checked {
         warnings.extend(c.warnings.iter().cloned());
     }
-    let mut r = report(
-        &found,
-        &meta.name,
-        meta.build,
-        meta.live,
-        args.allocated,
-        warnings,
-    );
-    r.kdnet = kdnet_report(&target);
-    r.sites = checked.map(|c| site_rows(&c.map, &found));
+    let sites = checked.map(|c| site_rows(&c.map, &found));
+    let mut r = report(found, &meta.name, meta.build, meta.live, args, warnings);
+    r.kdnet = kdnet_report(&meta);
+    r.sites = sites;
     Ok(r)
 }
 
@@ -328,11 +377,11 @@ fn hex(v: u64) -> String {
 }
 
 fn report(
-    r: &FindReport,
+    mut r: FindReport,
     name: &str,
     build: u32,
     live: bool,
-    allocated_only: bool,
+    args: &Args,
     warnings: Vec<String>,
 ) -> Report {
     Report {
@@ -347,40 +396,34 @@ fn report(
             find::AllocatorFamily::Legacy => "legacy".into(),
             find::AllocatorFamily::SegmentHeap => "segment-heap".into(),
         },
-        allocations: r
-            .allocations
-            .iter()
-            .filter(|a| !allocated_only || a.state == AllocationState::Allocated)
-            .map(|a| Allocation {
-                va: a.va.to_string(),
-                header: a.header.map(|h| h.to_string()),
-                pa: a.pa.map(|p| hex(p.0)),
-                tag: a.tag.to_string(),
-                protected: a.protected,
-                bytes: a.bytes,
-                pool: a.pool.name(),
-                session: a.session,
-                pool_type: hex(a.pool_type as u64),
-                state: a.state,
-                allocator: a.allocator,
-                in_dump: a.in_dump,
-            })
-            .collect(),
-        tags: r
-            .tags
-            .iter()
-            .map(|t| TagRow {
-                tag: t.tag.to_string(),
-                allocated: t.allocated,
-                bytes: t.allocated_bytes,
-                free: t.free,
-                unknown: t.unknown,
-                not_in_dump: t.not_in_dump,
-                tracker_diff: t.tracker.map(|c| c.diff),
-                tracker_bytes: t.tracker.map(|c| c.bytes),
-                not_found: t.not_found,
-            })
-            .collect(),
+        allocations: Allocations {
+            list: std::mem::take(&mut r.allocations),
+            allocated_only: args.allocated,
+            omitted: args.per_tag,
+        },
+        // In the order analyze's tag table uses (PoolMon's T: the tag's
+        // four characters as they are written, byte by byte), so the two
+        // tables read alike and a tag is found where a reader looks for
+        // it; the scan keeps them by the tag's numeric value, which puts
+        // `ZZZZ` before `Leak` (the first character is the low byte).
+        tags: {
+            let mut tags: Vec<_> = r.tags.iter().collect();
+            tags.sort_by_key(|t| t.tag.bytes());
+            tags
+        }
+        .into_iter()
+        .map(|t| TagRow {
+            tag: t.tag.to_string(),
+            allocated: t.allocated,
+            bytes: t.allocated_bytes,
+            free: t.free,
+            unknown: t.unknown,
+            not_in_dump: t.not_in_dump,
+            tracker_diff: t.tracker.map(|c| c.diff),
+            tracker_bytes: t.tracker.map(|c| c.bytes),
+            not_found: t.not_found,
+        })
+        .collect(),
         sites: None,
         unmapped: r
             .unmapped
@@ -425,11 +468,7 @@ fn state_text(s: AllocationState) -> &'static str {
     }
 }
 
-fn allocator_text(a: find::Allocator) -> String {
-    a.to_string()
-}
-
-fn render_text(r: &Report, args: &Args) -> String {
+fn render_text(r: &Report, args: &Args, w: &mut dyn Write) -> std::io::Result<()> {
     let mut out = String::new();
     let s = &r.scan;
     let gib = s.bytes as f64 / (1u64 << 30) as f64;
@@ -459,7 +498,7 @@ fn render_text(r: &Report, args: &Args) -> String {
     if !args.per_tag {
         // As !poolfind lists them: the block (its pool header, or the
         // big-page entry's address), its physical address and size.
-        let mut t = Table::new(&[
+        let mut t = Columns::new(&[
             ("Block", Align::Left),
             ("Physical", Align::Right),
             ("Size", Align::Right),
@@ -468,32 +507,27 @@ fn render_text(r: &Report, args: &Args) -> String {
             ("Allocator", Align::Left),
             ("Tag", Align::Left),
         ]);
-        for a in &r.allocations {
-            let mut tag = a.tag.clone();
-            if a.protected {
-                tag.push_str(" (protected)");
-            }
-            if !a.in_dump && a.state == AllocationState::Allocated {
-                tag.push_str(" (not in dump)");
-            }
-            t.push(vec![
-                a.header.clone().unwrap_or_else(|| a.va.clone()),
-                a.pa.clone().unwrap_or_else(|| "-".into()),
-                hex(a.bytes),
-                format!("{}{}", a.pool, if a.session { " session" } else { "" }),
-                state_text(a.state).into(),
-                allocator_text(a.allocator),
-                tag,
-            ]);
+        let mut row: [String; 7] = Default::default();
+        for a in r.allocations.iter() {
+            allocation_cells(a, &mut row);
+            t.measure(&row);
         }
-        if r.allocations.is_empty() {
-            out.push_str(" No allocation carries these tags.\n");
+        w.write_all(out.as_bytes())?;
+        out.clear();
+        if r.allocations.iter().next().is_none() {
+            w.write_all(b" No allocation carries these tags.\n")?;
         } else {
-            t.render(&mut out, 1);
+            t.write_header(w, 1)?;
+            for a in r.allocations.iter() {
+                allocation_cells(a, &mut row);
+                t.write_row(w, &row, 1)?;
+            }
         }
         out.push('\n');
     }
-    out.push_str("Per tag (Tracker: live allocations and bytes the tag tracker counts):\n");
+    out.push_str(
+        "Per tag, in tag order as analyze lists them (Tracker: live allocations and bytes the tag tracker counts):\n",
+    );
     let mut t = Table::new(&[
         ("Tag", Align::Left),
         ("Allocated", Align::Right),
@@ -585,11 +619,40 @@ fn render_text(r: &Report, args: &Args) -> String {
             out.push_str(&format!("  - {w}\n"));
         }
     }
-    out
+    w.write_all(out.as_bytes())
 }
 
-fn render_csv(r: &Report, per_tag: bool) -> Result<String> {
-    let mut w = csv::Writer::from_writer(Vec::new());
+/// The text columns of one allocation, in reused buffers.
+fn allocation_cells(a: &FoundAllocation, row: &mut [String; 7]) {
+    use std::fmt::Write as _;
+    for c in row.iter_mut() {
+        c.clear();
+    }
+    let _ = write!(row[0], "{}", a.header.unwrap_or(a.va));
+    match a.pa {
+        Some(p) => {
+            let _ = write!(row[1], "{:#x}", p.0);
+        }
+        None => row[1].push('-'),
+    }
+    let _ = write!(row[2], "{:#x}", a.bytes);
+    row[3].push_str(a.pool.name());
+    if a.session {
+        row[3].push_str(" session");
+    }
+    row[4].push_str(state_text(a.state));
+    let _ = write!(row[5], "{}", a.allocator);
+    let _ = write!(row[6], "{}", a.tag);
+    if a.protected {
+        row[6].push_str(" (protected)");
+    }
+    if !a.in_dump && a.state == AllocationState::Allocated {
+        row[6].push_str(" (not in dump)");
+    }
+}
+
+fn render_csv(r: &Report, per_tag: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut w = csv::Writer::from_writer(out);
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     if per_tag {
         w.write_record([
@@ -631,27 +694,27 @@ fn render_csv(r: &Report, per_tag: bool) -> Result<String> {
             "protected",
             "in_dump",
         ])?;
-        for a in &r.allocations {
+        for a in r.allocations.iter() {
             w.write_record([
-                a.va.clone(),
-                a.header.clone().unwrap_or_default(),
-                a.pa.clone().unwrap_or_default(),
+                a.va.to_string(),
+                a.header.map(|h| h.to_string()).unwrap_or_default(),
+                a.pa.map(|p| hex(p.0)).unwrap_or_default(),
                 a.bytes.to_string(),
-                a.pool.to_string(),
+                a.pool.name().to_string(),
                 a.session.to_string(),
-                a.pool_type.clone(),
+                hex(u64::from(a.pool_type)),
                 state_text(a.state).to_lowercase(),
                 serde_json::to_value(a.allocator)?
                     .as_str()
                     .unwrap_or_default()
                     .to_string(),
-                a.tag.clone(),
+                a.tag.to_string(),
                 a.protected.to_string(),
                 a.in_dump.to_string(),
             ])?;
         }
     }
-    Ok(String::from_utf8(w.into_inner()?)?)
+    w.flush()
 }
 
 /// An indicatif bar on stderr that appears only once a scan has run for

@@ -29,7 +29,7 @@ use crate::common::{KdnetReport, SymbolArgs, connect_live};
 pub struct Args {
     /// The live target, with WinDbg's `-k net:` settings:
     /// `port=50000,key=a.b.c.d`.
-    #[arg(long, value_name = "SPEC")]
+    #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     pub kdnet: String,
     /// The tag to catch, as typed (`Leak`; `Abc` is `Abc `, as Windows pads
     /// short tags) or a value `0x…`. Written to nt!PoolHitTag as `ed` does.

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use pooldump_core::dump::{CrashDump, DumpHeader, FileTime, PageLayout};
+use pooldump_core::dump::{CrashDump, DumpHeader, FileTime, MapCheck, PageLayout};
 use pooldump_core::kernel::{
     self, BootHints, KLDR_BOOTSTRAP, KernelIdentity, ModuleList, ScanLimits, WalkLimits,
 };
@@ -55,6 +55,8 @@ pub struct FileInfo {
     pub size: u64,
     /// Pages whose data is in the file.
     pub pages: u64,
+    /// kdmp-parser's physical-memory map beside pooldump's.
+    pub map_check: MapCheck,
 }
 
 /// A live target, as its GetVersion reply and stop describe it.
@@ -118,6 +120,7 @@ pub fn collect(path: &std::path::Path) -> Result<InfoReport> {
             path: dump.path().to_path_buf(),
             size: dump.file_size(),
             pages: dump.page_count(),
+            map_check: dump.check_with_kdmp_parser(),
         }),
         header: Some(header),
         live: None,
@@ -257,6 +260,17 @@ fn render_dump(file: &FileInfo, h: &DumpHeader, out: &mut String) {
             h.major_version
         ),
     );
+    s.row(
+        "Page map",
+        match &file.map_check {
+            MapCheck::Same { runs } => {
+                format!("{runs} runs; kdmp-parser reads the header the same way")
+            }
+            MapCheck::Differs(_) | MapCheck::Rejected(_) => {
+                "kdmp-parser reads it differently (see the warnings)".to_string()
+            }
+        },
+    );
     s.row("Processors", h.number_processors.to_string());
     s.row("System time", h.system_time.to_string());
     s.row("System uptime", h.system_up_time.to_string());
@@ -380,10 +394,15 @@ fn render_kernel(r: &InfoReport, out: &mut String) {
         }
     }
 
+    let map_check = r.file.iter().filter_map(|f| match &f.map_check {
+        MapCheck::Same { .. } => None,
+        MapCheck::Differs(w) | MapCheck::Rejected(w) => Some(w),
+    });
     let warnings: Vec<&String> = r
         .header
         .iter()
         .flat_map(|h| &h.warnings)
+        .chain(map_check)
         .chain(
             r.kernel
                 .iter()

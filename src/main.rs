@@ -16,7 +16,7 @@ mod relabel_rows;
 mod render;
 mod stack;
 mod symbols;
-// Leak hunting over time (issue 7).
+// Leak hunting over time.
 mod diff;
 mod snapshot;
 mod top;
@@ -100,7 +100,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Analyze(args) => analyze::run(args),
         Command::Callsites(args) => callsites::run(args),
-        Command::Find(args) => find::run(args),
+        // Streams its (possibly huge) output itself.
+        Command::Find(args) => find::run(args).map(|()| String::new()),
         Command::Info(args) => info::run(args),
         Command::Stack(args) => stack::run(args),
         Command::Hittag(args) => hittag::run(args),
@@ -116,13 +117,29 @@ fn main() -> ExitCode {
     match result.and_then(|out| write_stdout(&out)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+            eprint!("{}", error_report(&e));
+            if let Some(note) = common::fallback_note() {
+                eprintln!("{note}");
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// `error: ...` and one `caused by:` line per cause, leaving out a cause
+/// the line before already says in full (an error whose message embeds
+/// its source, as `thiserror`'s `"...: {0}"` with `#[from]` does).
+fn error_report(e: &anyhow::Error) -> String {
+    let mut out = format!("error: {e}\n");
+    let mut last = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !last.contains(&text) {
+            out.push_str(&format!("  caused by: {text}\n"));
+        }
+        last = text;
+    }
+    out
 }
 
 /// Write to stdout; a closed pipe (`pooldump info x | head`) is not an

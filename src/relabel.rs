@@ -27,7 +27,7 @@ use crate::common::{SymbolArgs, connect_live, leave_running};
 pub struct Args {
     /// The live target, with WinDbg's `-k net:` settings:
     /// `port=50000,key=a.b.c.d`.
-    #[arg(long, value_name = "SPEC")]
+    #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     pub kdnet: String,
     /// The tag whose allocation sites get a tag each.
     #[arg(long, value_name = "TAG", required_unless_present = "undo")]
@@ -259,10 +259,12 @@ fn write_map(out: &Path, map: &RelabelMap) -> Result<()> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(pooldump_core::fsio::without_temp_path)
         .with_context(|| format!("{}: cannot write the map there", out.display()))?;
     std::io::Write::write_all(&mut tmp, map.to_json().as_bytes())
         .with_context(|| format!("{}: writing the map", out.display()))?;
     tmp.persist(out)
+        .map_err(|e| e.error)
         .with_context(|| format!("{}: saving the map", out.display()))?;
     Ok(())
 }

@@ -43,53 +43,88 @@ pub enum Align {
     Right,
 }
 
+/// A table's columns and their widths, for writing rows one at a time
+/// (tables too long to hold, such as `find`'s allocations): measure every
+/// row first, then write. The last column is never padded.
+pub struct Columns {
+    columns: Vec<(&'static str, Align)>,
+    widths: Vec<usize>,
+}
+
+impl Columns {
+    pub fn new(columns: &[(&'static str, Align)]) -> Self {
+        Self {
+            columns: columns.to_vec(),
+            widths: columns.iter().map(|c| c.0.chars().count()).collect(),
+        }
+    }
+
+    /// Widen the columns to fit `row`.
+    pub fn measure<S: AsRef<str>>(&mut self, row: &[S]) {
+        for (w, cell) in self.widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.as_ref().chars().count());
+        }
+    }
+
+    fn line<S: AsRef<str>>(&self, row: &[S], indent: usize) -> String {
+        let n = self.columns.len();
+        let mut line = " ".repeat(indent);
+        for (i, cell) in row.iter().enumerate().take(n) {
+            let cell = cell.as_ref();
+            match (self.columns[i].1, i + 1 == n) {
+                (Align::Left, true) => line.push_str(cell),
+                (Align::Left, false) => {
+                    let _ = write!(line, "{cell:<w$}  ", w = self.widths[i]);
+                }
+                (Align::Right, _) => {
+                    let _ = write!(line, "{cell:>w$}  ", w = self.widths[i]);
+                }
+            }
+        }
+        line.truncate(line.trim_end().len());
+        line.push('\n');
+        line
+    }
+
+    pub fn write_header(&self, out: &mut dyn std::io::Write, indent: usize) -> std::io::Result<()> {
+        let names: Vec<&str> = self.columns.iter().map(|c| c.0).collect();
+        out.write_all(self.line(&names, indent).as_bytes())
+    }
+
+    pub fn write_row<S: AsRef<str>>(
+        &self,
+        out: &mut dyn std::io::Write,
+        row: &[S],
+        indent: usize,
+    ) -> std::io::Result<()> {
+        out.write_all(self.line(row, indent).as_bytes())
+    }
+}
+
 /// A table with a header row; the last column is never padded.
 pub struct Table {
-    columns: Vec<(&'static str, Align)>,
+    columns: Columns,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
     pub fn new(columns: &[(&'static str, Align)]) -> Self {
         Self {
-            columns: columns.to_vec(),
+            columns: Columns::new(columns),
             rows: Vec::new(),
         }
     }
 
     pub fn push(&mut self, row: Vec<String>) {
+        self.columns.measure(&row);
         self.rows.push(row);
     }
 
     pub fn render(&self, out: &mut String, indent: usize) {
-        let n = self.columns.len();
-        let widths: Vec<usize> = (0..n)
-            .map(|i| {
-                self.rows
-                    .iter()
-                    .filter_map(|r| r.get(i))
-                    .map(|c| c.chars().count())
-                    .chain([self.columns[i].0.len()])
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let header: Vec<String> = self.columns.iter().map(|c| c.0.to_string()).collect();
-        for row in std::iter::once(&header).chain(&self.rows) {
-            let mut line = " ".repeat(indent);
-            for (i, cell) in row.iter().enumerate().take(n) {
-                let last = i + 1 == n;
-                match (self.columns[i].1, last) {
-                    (Align::Left, true) => line.push_str(cell),
-                    (Align::Left, false) => {
-                        let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
-                    }
-                    (Align::Right, _) => {
-                        let _ = write!(line, "{cell:>w$}  ", w = widths[i]);
-                    }
-                }
-            }
-            let _ = writeln!(out, "{}", line.trim_end());
+        let names: Vec<&str> = self.columns.columns.iter().map(|c| c.0).collect();
+        out.push_str(&self.columns.line(&names, indent));
+        for row in &self.rows {
+            out.push_str(&self.columns.line(row, indent));
         }
     }
 }

@@ -63,7 +63,7 @@ pub struct LiveArgs {
     /// Read a live kernel over KDNET, with WinDbg's `-k net:` settings:
     /// `port=50000,key=a.b.c.d`. The target is stopped while it is read
     /// and resumed at once.
-    #[arg(long, value_name = "SPEC")]
+    #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     pub kdnet: Option<String>,
 }
 
@@ -441,10 +441,18 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("{}: cannot create a file", dir.display()))?;
+        .map_err(pooldump_core::fsio::without_temp_path)
+        .with_context(|| {
+            format!(
+                "{}: cannot write (a file is made in {} first)",
+                path.display(),
+                dir.display()
+            )
+        })?;
     std::io::Write::write_all(&mut tmp, bytes)
         .with_context(|| format!("{}: cannot write", path.display()))?;
     tmp.persist(path)
+        .map_err(|e| e.error)
         .with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(())
 }

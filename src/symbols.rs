@@ -13,7 +13,7 @@ use pooldump_core::kernel::{
 };
 use pooldump_core::symbols::{
     DownloadProgress, Field, KernelSymbols, SourceKind, SymbolPath, SymbolSource,
-    load_kernel_symbols, refine_kernel_identity,
+    check_builtin_fits, load_kernel_symbols, refine_kernel_identity,
 };
 use serde::Serialize;
 
@@ -164,8 +164,9 @@ pub fn collect(args: &Args) -> Result<SymbolsReport> {
     let opts = args
         .symbols
         .options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
-    let syms =
-        load_kernel_symbols(kernel.image.codeview.as_ref(), Some(build), &opts).map_err(|e| {
+    let syms = load_kernel_symbols(kernel.image.codeview.as_ref(), Some(build), &opts)
+        .and_then(|mut s| check_builtin_fits(&mut s, &kernel).map(|()| s))
+        .map_err(|e| {
             anyhow!(
                 "{}: kernel of Windows build {build} ({}): {e}\n{}",
                 args.dump.display(),
@@ -175,7 +176,7 @@ pub fn collect(args: &Args) -> Result<SymbolsReport> {
                     .as_ref()
                     .map(|cv| format!("{} {}", cv.pdb_name, cv.store_key))
                     .unwrap_or_else(|| "no RSDS record".into()),
-                hint(&opts.symbol_path, &args.symbols)
+                hint(&opts.symbol_path, &args.symbols, &args.dump)
             )
         })?;
     let mut warnings = syms.warnings.clone();
@@ -184,8 +185,8 @@ pub fn collect(args: &Args) -> Result<SymbolsReport> {
 }
 
 /// What to do about missing symbols.
-fn hint(sp: &SymbolPath, args: &SymbolArgs) -> String {
-    let mut s = args.hint();
+fn hint(sp: &SymbolPath, args: &SymbolArgs, dump: &Path) -> String {
+    let mut s = args.hint_for_dump(dump);
     if !args.offline && sp.servers().next().is_none() {
         s.push_str("; the symbol path names no symbol server");
     }

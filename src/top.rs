@@ -64,7 +64,7 @@ pub struct Args {
     #[arg(short = 'e', long)]
     pub totals: bool,
     /// Time between refreshes of a live target.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::common::parse_interval)]
     pub interval: Duration,
     /// Print the whole table once as text and exit (like PoolMon's /n
     /// log); no terminal needed.

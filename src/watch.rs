@@ -22,10 +22,10 @@ use crate::snapshot::{LiveSource, ReadArgs, SnapshotSource, human_bytes, signed}
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The target, with WinDbg's `-k net:` settings: `port=50000,key=a.b.c.d`.
-    #[arg(long, value_name = "SPEC")]
+    #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     pub kdnet: String,
     /// Time between snapshots (`30m`, `1h`, `90s`).
-    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30m", value_parser = crate::common::parse_interval)]
     pub interval: Duration,
     /// Directory for the snapshots (`NNNN-<machine time>.json`); numbering
     /// continues after the files already there.

@@ -14,7 +14,7 @@ use pooldump_core::pool::find::{
     self, AllocationState, Allocator, Engine, FindOptions, FindReport, FoundAllocation, PoolKind,
 };
 use pooldump_core::symbols::SymbolOptions;
-use pooldump_core::{CrashDump, Target};
+use pooldump_core::{CrashDump, Memory, MemoryError, PhysAddr, Target};
 use pooldump_kit::bulk::BulkSpec;
 use pooldump_kit::corrupt::Corruption;
 use pooldump_kit::truth::{Allocation, AllocatorKind};
@@ -37,7 +37,7 @@ fn run(t: &Target<CrashDump>, tags: &[&str], engine: Engine) -> FindReport {
         engine,
         ..FindOptions::default()
     };
-    find::find_in_dump(&t.mem, &t.symbols, t.kern_base(), &patterns, &opts).unwrap()
+    t.find(&patterns, &opts).unwrap()
 }
 
 /// Where an allocation is identified: its header, or its address.
@@ -300,14 +300,27 @@ fn frames_read_through_the_memory_interface_give_the_same_answer() {
         .map(|s| TagPattern::parse(s).unwrap())
         .collect();
     let opts = FindOptions::default();
-    let dump = find::find_in_dump(&t.mem, &t.symbols, t.kern_base(), &patterns, &opts).unwrap();
+    let dump = t.find(&patterns, &opts).unwrap();
     let build = Some(t.mem.header().build());
+    // The same dump read only through physical reads, as a live target
+    // is: no page file to scan in bulk, only the frames the page map names.
+    struct PhysicalReadsOnly<'a>(&'a CrashDump);
+    impl Memory for PhysicalReadsOnly<'_> {
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn kernel_dtb(&self) -> PhysAddr {
+            self.0.kernel_dtb()
+        }
+        fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
+            self.0.read_physical(pa, buf)
+        }
+    }
     let mapped = find::find_allocations(
-        &t.mem,
+        &PhysicalReadsOnly(&t.mem),
         &t.symbols,
         t.kern_base(),
         build,
-        find::Frames::Mapped,
         &patterns,
         &opts,
     )

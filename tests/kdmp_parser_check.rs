@@ -34,6 +34,7 @@ use kdmp_parser::map::MappedFileReader;
 use kdmp_parser::parse::KernelDumpParser;
 use kdmp_parser::structs::{DumpType, KdDebuggerData64};
 use kdmp_parser::{phys, virt};
+use pooldump_core::dump::MapCheck;
 use pooldump_kit::truth::{AllocatorKind, TrackerSlot};
 use pooldump_kit::{DumpKind, Machine, NtBuild, PoolKind, Scenario, SizeSpec, TagSpec};
 use serde_json::Value;
@@ -1055,7 +1056,17 @@ fn every_build_and_dump_kind_reads_back() {
         let layout = Layout::load(build);
         let m = Machine::build(&small(build, 11));
         for kind in KINDS {
-            let p = open(m.dump_bytes(kind), &format!("{build} {kind:?}"));
+            let what = format!("{build} {kind:?}");
+            let bytes = m.dump_bytes(kind);
+            // pooldump's own reading of the header gives kdmp-parser's map.
+            let ours = pooldump_core::CrashDump::from_bytes(&what, bytes.clone())
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert!(
+                matches!(ours.check_with_kdmp_parser(), MapCheck::Same { runs } if runs > 0),
+                "{what}: {:?}",
+                ours.check_with_kdmp_parser()
+            );
+            let p = open(bytes, &what);
             check_dump(&m, &layout, kind, &p);
         }
     }

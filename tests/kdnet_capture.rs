@@ -7,6 +7,8 @@
 //! With CI=true a missing capture fails the test; otherwise it is skipped
 //! with a message.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::IpAddr;
@@ -21,20 +23,11 @@ use pooldump_kdnet::datagram::{self, Channel, DataKey, Datagram, DatagramError};
 use pooldump_kdnet::packet::{HOST_ID_BASE, PacketType, Payload};
 
 fn shared_capture(name: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/captures")
-        .join(name);
+    let p = support::repo_root().join("../shared/captures").join(name);
     if p.exists() {
         return Some(p);
     }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true but the capture {} is missing", p.display());
-    }
-    eprintln!(
-        "skipping: {} is not present (set CI=true to make this fail)",
-        p.display()
-    );
-    None
+    support::missing(&format!("the capture {}", p.display()))
 }
 
 /// One UDP datagram of a capture.

@@ -1,5 +1,5 @@
-//! The event API for a target that runs (issue 11's PoolHitTag loop on
-//! issue 13's link): waiting for what the running target reports on its
+//! The event API for a target that runs (the PoolHitTag loop on
+//! a lossy link): waiting for what the running target reports on its
 //! own, the stopped processor's registers, continuing with a status, and
 //! getting a lost session back, against the simulated target over a lossy
 //! loopback link. Every wait is bounded; every test leaves the target

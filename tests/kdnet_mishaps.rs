@@ -1,4 +1,4 @@
-//! Sessions that go wrong (issue 13), through the `pooldump` binary
+//! Sessions that go wrong, through the `pooldump` binary
 //! against the simulated target holding the bundled sample machine: the
 //! target reboots mid-session, stops answering for a while or for good,
 //! or the host process is killed and started again against the stopped

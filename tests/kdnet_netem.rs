@@ -1,4 +1,4 @@
-//! KDNET across a real network (issue 13): `pooldump` runs in a network
+//! KDNET across a real network: `pooldump` runs in a network
 //! namespace, the simulated target in this process on the root side of a
 //! veth pair, and `tc netem` on both ends adds 1-5 ms of delay, 10% loss,
 //! duplicates and reordering, so the session meets a kernel's timing and a
@@ -128,10 +128,13 @@ fn analyze_and_info_through_netem_delay_loss_duplicates_and_reordering() {
     let sim = match p.netem(LOSSY_LINK) {
         Ok(()) => target(&p),
         Err(e) => {
-            eprintln!(
-                "NOTE: tc netem unavailable ({e}); the kernel lacks sch_netem \
-                 (CONFIG_NET_SCH_NETEM), so a userspace relay on the veth pair \
-                 impairs the link instead"
+            support::record(
+                "NOTE",
+                &format!(
+                    "tc netem unavailable ({e}); the kernel lacks sch_netem \
+                     (CONFIG_NET_SCH_NETEM), so a userspace relay on the veth pair \
+                     impairs the link instead"
+                ),
             );
             let r = Relay::spawn(
                 SocketAddr::from((p.ns_addr, PORT)),

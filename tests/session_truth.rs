@@ -1,4 +1,4 @@
-//! Session pool (`!poolused 8`, issue 4) against the kit's ground truth,
+//! Session pool (`!poolused 8`) against the kit's ground truth,
 //! for every layout family: each session read through its own processes'
 //! page tables (the table's VA is the same in every session, its contents
 //! are not), the session expansion table, the process list, and damaged

@@ -218,28 +218,104 @@ fn no_symbols_is_an_error_naming_dump_build_pdb_and_fix() {
     }
 }
 
+/// Give the kernel in a dump file a GUID no build has: every RSDS record
+/// of nt in the file gets 0x42 bytes (the kernel is then a revision of its
+/// build that the built-in table does not know).
+fn forge_guid(dump: &str, build: NtBuild) {
+    let m = build.manifest();
+    let guid = m.pdb.guid.replace('-', "");
+    let hex = |s: &str| -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    };
+    // The GUID's on-disk order: Data1..3 little-endian, Data4 as written.
+    let g = hex(&guid);
+    let mut raw = Vec::new();
+    raw.extend(g[0..4].iter().rev());
+    raw.extend(g[4..6].iter().rev());
+    raw.extend(g[6..8].iter().rev());
+    raw.extend(&g[8..16]);
+    let mut needle = b"RSDS".to_vec();
+    needle.extend(&raw);
+    let mut bytes = std::fs::read(dump).unwrap();
+    let mut n = 0;
+    let mut i = 0;
+    while let Some(at) = bytes[i..].windows(needle.len()).position(|w| w == needle) {
+        let at = i + at;
+        bytes[at + 4..at + 20].fill(0x42);
+        n += 1;
+        i = at + 20;
+    }
+    assert!(n > 0, "no RSDS record of {} in {dump}", m.pdb.guid);
+    std::fs::write(dump, bytes).unwrap();
+}
+
 #[test]
-fn the_builtin_table_is_announced_loudly() {
+fn the_builtin_table_is_announced_loudly_and_refused_where_it_cannot_be_right() {
+    // A kernel that claims a real build's GUID but is not that build (the
+    // kit's images are small): the table's entry for the GUID does not fit
+    // it, and the error says it was the fallback and what to do.
     let c = Case::new(Scenario::small(NtBuild::Win81_9600, 5));
     let empty = c.dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let out = ok(&pooldump(
-        &[
-            "symbols",
-            &c.dump(),
-            "--symbol-path",
-            &empty.display().to_string(),
-            "--offline",
-        ],
-        &c.cache(),
-    ));
+    let args = [
+        "symbols",
+        &c.dump(),
+        "--symbol-path",
+        &empty.display().to_string(),
+        "--offline",
+    ];
+    let o = pooldump(&args, &c.cache());
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("pooldump's built-in layout table, the fallback, cannot stand in: its entry 6.3.9600.19913 has this GUID and age, but it puts"),
+        "{e}"
+    );
+    assert!(
+        e.contains("beyond the end of this image (SizeOfImage"),
+        "{e}"
+    );
+    assert!(e.contains("\nfix: pass --symbol-path DIR"), "{e}");
+
+    // A revision of 19041 the table does not know: its two 19041 revisions
+    // have the same layouts, so they stand in for the layouts, loudly.
+    let c = Case::new(Scenario::small(NtBuild::Win10_19041, 5));
+    forge_guid(&c.dump(), NtBuild::Win10_19041);
+    let args = [
+        "symbols",
+        &c.dump(),
+        "--symbol-path",
+        &empty.display().to_string(),
+        "--offline",
+    ];
+    let out = ok(&pooldump(&args, &c.cache()));
     assert!(out.starts_with("*** NO PDB"), "{out}");
-    assert!(out.contains("BUILT-IN TABLE for 6.3.9600.19913"), "{out}");
-    let m = NtBuild::Win81_9600.manifest();
+    assert!(
+        out.contains("BUILT-IN TABLE for 10.0.19041.3324 (matched by build number only"),
+        "{out}"
+    );
+    let m = NtBuild::Win10_19041.manifest();
     assert!(out.contains(&format!(
         "_POOL_TRACKER_TABLE (size {:#x}, from built-in table)",
         m.ty("_POOL_TRACKER_TABLE").size
     )));
+
+    // analyze then fails for want of the globals, and says the table was
+    // the fallback and what to do.
+    let mut args = args.to_vec();
+    args[0] = "analyze";
+    let o = pooldump(&args, &c.cache());
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("symbol 'PoolTrackTable' is not in"), "{e}");
+    assert!(
+        e.contains("note: nt's symbols came from pooldump's built-in layout table (BUILT-IN TABLE for 10.0.19041.3324 (matched by build number only"),
+        "{e}"
+    );
+    assert!(e.contains("\nfix: pass --symbol-path DIR"), "{e}");
 }
 
 #[test]

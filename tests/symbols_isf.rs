@@ -9,6 +9,8 @@
 //! Tests that need ../shared skip with a message unless CI=true, where a
 //! missing ../shared fails them.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -28,14 +30,7 @@ fn shared_isf() -> Option<PathBuf> {
     if p.is_dir() {
         return Some(p);
     }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("CI=true but {} is missing", p.display());
-    }
-    eprintln!(
-        "skipping: {} is not there (set CI=true to make this fail)",
-        p.display()
-    );
-    None
+    support::missing(&format!("the ISF directory {}", p.display()))
 }
 
 /// The committed build whose PDB has this ISF's GUID-age.

@@ -119,7 +119,7 @@ fn a_404_server_first_then_a_download_then_a_cache_hit() {
         found.attempts
     );
     // symsrv's order on a 404: the plain name, the compressed one, a
-    // file.ptr (issue 14).
+    // file.ptr.
     let key_dir = store_url_path(b)
         .trim_end_matches("/ntkrnlmp.pdb")
         .to_string();
@@ -457,15 +457,37 @@ fn without_a_pdb_the_builtin_table_answers_loudly() {
     // the synthetic image's: only their presence is checked here.
     assert!(s.symbol_rva("PoolTrackTable").is_some());
 
-    // An unknown GUID of a known build number: layouts only.
-    let mut other = cv.clone();
+    // An unknown GUID of a build whose revisions in the table have the same
+    // layouts (19041: .1415 and .3324): layouts only, said so.
+    let mut other = codeview("win10-19041");
     other.guid = pooldump_core::kernel::Guid([0x42; 16]);
-    let s = load_kernel_symbols(Some(&other), Some(22000), &opts).unwrap();
-    assert!(s.warnings[0].contains("build number"), "{:?}", s.warnings);
+    let s = load_kernel_symbols(Some(&other), Some(19041), &opts).unwrap();
+    assert!(
+        s.warnings[0].contains("matched by build number 19041 only")
+            && s.warnings[0].contains("10.0.19041.1415, 10.0.19041.3324 have identical layouts"),
+        "{:?}",
+        s.warnings
+    );
     assert!(s.symbol_rva("PoolTrackTable").is_none());
-    assert_eq!(s.type_size("_POOL_TRACKER_BIG_PAGES"), Some(0x20));
+    assert_eq!(s.type_size("_POOL_TRACKER_BIG_PAGES"), Some(0x18));
 
+    // An unknown GUID of a build whose revisions differ (22000's
+    // _RTLP_HP_HEAP_GLOBALS): the table cannot stand in, and says why.
+    let e = load_kernel_symbols(Some(&other), Some(22000), &opts).unwrap_err();
+    let e = e.to_string();
+    assert!(e.contains("not in this directory"), "{e}");
+    assert!(
+        e.contains("pooldump's built-in layout table: no entry has this GUID and age, and its revisions 10.0.22000.318 and 10.0.22000.2538 of build 22000 differ (_RTLP_HP_HEAP_GLOBALS)"),
+        "{e}"
+    );
+    // One revision only (9600) says nothing about another.
+    let e = load_kernel_symbols(Some(&other), Some(9600), &opts).unwrap_err();
+    assert!(
+        e.to_string().contains("it has only revision 6.3.9600.19913 of build 9600, and another revision's layouts are not known to match it"),
+        "{e}"
+    );
     // An unknown build: a clear error listing what was tried.
     let e = load_kernel_symbols(Some(&other), Some(12345), &opts).unwrap_err();
     assert!(e.to_string().contains("not in this directory"), "{e}");
+    assert!(e.to_string().contains("it has no build 12345 (it knows builds 7601, 9600, 14393, 17763, 18362, 19041, 20348, 22000)"), "{e}");
 }

@@ -1,4 +1,4 @@
-//! Volatility 3 cross-check of the synthetic kernel kit (issue 2).
+//! Volatility 3 cross-check of the synthetic kernel kit.
 //!
 //! Volatility's `windows.bigpools`, run on a dump the kit writes, with an
 //! ISF that Volatility's own `pdbconv` makes from the committed PDB, must
@@ -13,6 +13,8 @@
 //! `<repo>/target/vol-venv` (`python3 -m venv target/vol-venv &&
 //! target/vol-venv/bin/pip install volatility3==2.28.2`). Without it the
 //! tests skip, unless `CI=true`.
+
+mod support;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -95,17 +97,16 @@ fn volatility() -> Option<Vol> {
     if vol.python.is_file() && vol.vol.is_file() {
         return Some(vol);
     }
-    let msg = format!(
-        "Volatility 3 not found: {} has no bin/python and bin/vol \
-         (set POOLDUMP_VOL_VENV, or: python3 -m venv target/vol-venv && \
+    let what = format!(
+        "Volatility 3 ({} has no bin/python and bin/vol; set POOLDUMP_VOL_VENV, or: \
+         python3 -m venv target/vol-venv && \
          target/vol-venv/bin/pip install volatility3==2.28.2)",
         venv.display()
     );
     if ci || explicit {
-        panic!("{msg}");
+        panic!("{what} is missing");
     }
-    eprintln!("skipping the Volatility cross-check: {msg}");
-    None
+    support::missing(&what)
 }
 
 /// Build the scenario for `build`, write each dump kind, and compare

@@ -55,3 +55,23 @@ pub fn symbol_options(dir: &Path) -> SymbolOptions<'static> {
     o.layout_cache = Some(LayoutCache::new(dir.join("layout-cache")));
     o
 }
+
+/// Bulk tags as the kit names them: an upper-case letter, then three of
+/// [a-z0-9] (see pooldump_kit::bulk); `n` of them spread over the 3000
+/// (from the eighth, which has headers as well as big-page entries).
+pub fn bulk_tags(n: usize) -> Vec<pooldump_core::pool::TagPattern> {
+    const REST: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..n)
+        .map(|k| {
+            let i = ((k * 2999 / n.max(1) + 7) % 3000) as u32;
+            let mut b = [0u8; 4];
+            b[0] = b'A' + (i % 26) as u8;
+            let mut r = i / 26;
+            for c in b.iter_mut().skip(1) {
+                *c = REST[(r % 36) as usize];
+                r /= 36;
+            }
+            pooldump_core::pool::TagPattern::parse(std::str::from_utf8(&b).unwrap()).unwrap()
+        })
+        .collect()
+}

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// netem as issue 13 asks for: 1-5 ms of delay each way (3 ms ± 2 ms),
+/// netem with what a lab link does: 1-5 ms of delay each way (3 ms ± 2 ms),
 /// 10% loss, duplicates and reordering (a quarter of the datagrams go out
 /// at once, overtaking delayed ones).
 pub const LOSSY_LINK: &[&str] = &[

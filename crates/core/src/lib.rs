@@ -1,5 +1,31 @@
 //! pooldump-core: Windows kernel pool analysis.
 //!
+//! Open a crash dump, print the top five tags by bytes (PoolMon's columns),
+//! then every allocation of the top tag (`!poolfind`):
+//!
+//! ```
+//! use pooldump_core::pool::{SortKey, TrackerOptions, UsageQuery, find::FindOptions};
+//! use pooldump_core::{Target, symbols::SymbolOptions};
+//! # let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/sample");
+//! let opts = SymbolOptions::local_store(&dir.join("symbols")); // or SymbolOptions::from_env()
+//! let target = Target::open_dump(&dir.join("MEMORY.DMP"), &opts)?;
+//! let usage = target.pool_usage(&TrackerOptions::default())?;
+//! let top = UsageQuery { sort: SortKey::Bytes, top: Some(5), ..Default::default() }.apply(&usage.rows);
+//! for r in &top {
+//!     println!("{} {:?} allocs {} frees {} bytes {}", r.tag, r.pool, r.allocs, r.frees, r.bytes);
+//! }
+//! let found = target.find(&[top[0].tag.into()], &FindOptions::default())?;
+//! for a in &found.allocations {
+//!     println!("{} {} {:#x} {} {}", a.va, a.tag, a.bytes, a.state, a.allocator);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A live target is the same [`Target`] over a KDNET session
+//! (`pooldump_kdnet::Session::connect`, then [`Target::new`]); any other
+//! source implements [`Memory`] (physical reads and the kernel's DTB).
+//! The repository's `examples/library.rs` is this program (the README's).
+//!
 //! Data flows one way: a source ([`memory::Memory`]: crash dump, live
 //! session, raw image) → kernel identity and layouts → the pool model →
 //! typed rows. Rendering lives in the binary.
@@ -8,11 +34,13 @@ pub mod addr;
 pub mod bytes;
 pub mod callsites;
 pub mod dump;
+pub mod fsio;
 pub mod hittag;
 pub mod kernel;
 pub mod memory;
 pub mod pagemap;
 pub mod pool;
+pub mod processes;
 pub mod relabel;
 pub mod snapshot;
 pub mod snapshot_text;
@@ -26,6 +54,6 @@ mod testutil;
 
 pub use addr::{KernelVa, PAGE_SIZE, Pfn, PhysAddr};
 pub use dump::{CrashDump, DumpError};
-pub use memory::{Memory, MemoryError, MemoryExt, ProcessSpace, PxeLevel};
+pub use memory::{Memory, MemoryError, MemoryExt, PageFile, PhysExtent, ProcessSpace, PxeLevel};
 pub use tag::PoolTag;
 pub use target::{OpenError, Target};

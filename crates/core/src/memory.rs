@@ -129,6 +129,44 @@ pub struct Translation {
 ///
 /// Implementations must be `Send + Sync`: analysis reads tables for many
 /// CPUs in parallel and the scanner fans out over rayon workers.
+/// `pages` consecutive PFNs from `pfn` whose data is packed in a file
+/// from `file_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PhysExtent {
+    pub pfn: crate::addr::Pfn,
+    pub pages: u64,
+    pub file_offset: u64,
+}
+
+impl PhysExtent {
+    pub(crate) fn end_pfn(&self) -> u64 {
+        self.pfn.0 + self.pages
+    }
+}
+
+/// Physical memory that lives in a file as runs of whole pages (a crash
+/// dump): a scanner reads it in bulk, in file order, straight from the
+/// file's bytes instead of a page at a time through
+/// [`Memory::read_physical`]. A source offers it through
+/// [`Memory::page_file`].
+pub trait PageFile: Sync {
+    /// The runs of pages in file order, including runs that reach past the
+    /// end of a truncated file.
+    fn page_runs(&self) -> Vec<PhysExtent>;
+    /// The file's bytes (a read-only memory map).
+    fn file_bytes(&self) -> &[u8];
+    /// Pages the file describes but does not hold, when the file knows
+    /// (a truncated dump's header); `None` to count them from the runs.
+    fn pages_past_end(&self) -> Option<u64> {
+        None
+    }
+    /// The scanner is done with `len` bytes from `offset`: a memory map
+    /// may drop them from the process. A no-op by default.
+    fn release_file_range(&self, offset: usize, len: usize) {
+        let _ = (offset, len);
+    }
+}
+
 pub trait Memory: Send + Sync {
     /// A short description of the source for messages (a file path, a
     /// KDNET peer).
@@ -156,6 +194,13 @@ pub trait Memory: Send + Sync {
     /// not even the first byte can be read.
     fn read_virtual_partial(&self, va: KernelVa, buf: &mut [u8]) -> Result<usize, MemoryError> {
         read_through_tables(self, va, buf, true)
+    }
+
+    /// The file behind this memory when its physical pages can be read in
+    /// bulk (a crash dump); `None` for a live session or any source that
+    /// only reads through [`Memory::read_physical`].
+    fn page_file(&self) -> Option<&dyn PageFile> {
+        None
     }
 }
 
@@ -190,26 +235,42 @@ fn read_through_tables<M: Memory + ?Sized>(
     Ok(done)
 }
 
-impl<M: Memory + ?Sized> Memory for &M {
-    fn describe(&self) -> String {
-        (**self).describe()
-    }
-    fn kernel_dtb(&self) -> PhysAddr {
-        (**self).kernel_dtb()
-    }
-    fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
-        (**self).read_physical(pa, buf)
-    }
-    fn translate(&self, va: KernelVa) -> Result<Translation, MemoryError> {
-        (**self).translate(va)
-    }
-    fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), MemoryError> {
-        (**self).read_virtual(va, buf)
-    }
-    fn read_virtual_partial(&self, va: KernelVa, buf: &mut [u8]) -> Result<usize, MemoryError> {
-        (**self).read_virtual_partial(va, buf)
-    }
+/// A handle to a [`Memory`] is that memory: references, boxes (so a
+/// caller can hold `Box<dyn Memory>` for "a dump or a live target") and
+/// `Arc`s forward every call, capabilities included.
+macro_rules! forward_memory {
+    ($($ty:ty),*) => {$(
+        impl<M: Memory + ?Sized> Memory for $ty {
+            fn describe(&self) -> String {
+                (**self).describe()
+            }
+            fn kernel_dtb(&self) -> PhysAddr {
+                (**self).kernel_dtb()
+            }
+            fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
+                (**self).read_physical(pa, buf)
+            }
+            fn translate(&self, va: KernelVa) -> Result<Translation, MemoryError> {
+                (**self).translate(va)
+            }
+            fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), MemoryError> {
+                (**self).read_virtual(va, buf)
+            }
+            fn read_virtual_partial(
+                &self,
+                va: KernelVa,
+                buf: &mut [u8],
+            ) -> Result<usize, MemoryError> {
+                (**self).read_virtual_partial(va, buf)
+            }
+            fn page_file(&self) -> Option<&dyn PageFile> {
+                (**self).page_file()
+            }
+        }
+    )*};
 }
+
+forward_memory!(&M, Box<M>, std::sync::Arc<M>);
 
 /// The same physical memory seen through another process's page tables,
 /// as WinDbg's `.process /p` switches to it. Session space is mapped only

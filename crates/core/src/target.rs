@@ -35,6 +35,7 @@ use crate::pool::{
     self, BigPoolOptions, BigPoolTable, PoolError, PoolTagDb, PoolUsage, SessionPool, TagUsage,
     TrackerOptions,
 };
+use crate::processes;
 use crate::symbols::{self, KernelSymbols, LoadError, SymbolOptions};
 
 /// Why a target could not be opened.
@@ -56,6 +57,10 @@ pub enum OpenError {
 pub struct Target<M: Memory> {
     pub mem: M,
     pub kernel: KernelIdentity,
+    /// The build number (the dump header's, the live target's GetVersion),
+    /// when the source states it: it picks layout fallbacks and the
+    /// segment heap's key derivations.
+    pub build: Option<u32>,
     pub symbols: KernelSymbols,
     pub modules: Option<ModuleList>,
     /// How the kernel and symbols were found, and what looked wrong.
@@ -86,7 +91,11 @@ impl Target<CrashDump> {
             input: path.display().to_string(),
             kernel,
         })?;
-        Self::with_kernel(dump, kernel, build, opts)
+        let dump_warnings = dump.header().warnings.clone();
+        let mut t = Self::with_kernel(dump, kernel, build, opts)?;
+        // What the header said about the file comes first in the notes.
+        t.notes.splice(0..0, dump_warnings);
+        Ok(t)
     }
 }
 
@@ -117,12 +126,16 @@ impl<M: Memory> Target<M> {
         build: Option<u32>,
         opts: &SymbolOptions<'_>,
     ) -> Result<Self, OpenError> {
-        let syms = symbols::load_kernel_symbols(kernel.image.codeview.as_ref(), build, opts)
-            .map_err(|load| OpenError::Symbols {
-                input: mem.describe(),
-                build: build.map_or_else(|| "unknown".into(), |b| b.to_string()),
-                load,
-            })?;
+        let symbols_error = |load| OpenError::Symbols {
+            input: mem.describe(),
+            build: build.map_or_else(|| "unknown".into(), |b| b.to_string()),
+            load,
+        };
+        let mut syms = symbols::load_kernel_symbols(kernel.image.codeview.as_ref(), build, opts)
+            .map_err(symbols_error)?;
+        // The built-in table, matched by GUID, is trusted only if its
+        // addresses fit this image.
+        symbols::check_builtin_fits(&mut syms, &kernel).map_err(symbols_error)?;
         let mut notes = symbols::refine_kernel_identity(&mem, &mut kernel, &syms);
         notes.extend(syms.warnings.iter().cloned());
         let layout = match syms.kldr_layout() {
@@ -140,6 +153,7 @@ impl<M: Memory> Target<M> {
         Ok(Self {
             mem,
             kernel,
+            build,
             symbols: syms,
             modules,
             notes,
@@ -154,6 +168,7 @@ impl<M: Memory> Target<M> {
         Target {
             mem: f(self.mem),
             kernel: self.kernel,
+            build: self.build,
             symbols: self.symbols,
             modules: self.modules,
             notes: self.notes,
@@ -171,18 +186,37 @@ impl<M: Memory> Target<M> {
         pool::read_pool_usage(&self.mem, &self.symbols, self.kern_base(), opts)
     }
 
+    /// Every allocation whose tag matches one of `patterns`
+    /// (`!poolfind`): pool headers scanned in physical memory (in bulk
+    /// from a dump's file), the big-page table, and the tracker's counts
+    /// beside them.
+    pub fn find(
+        &self,
+        patterns: &[pool::TagPattern],
+        opts: &pool::find::FindOptions<'_>,
+    ) -> Result<pool::find::FindReport, pool::find::FindError> {
+        pool::find::find_allocations(
+            &self.mem,
+            &self.symbols,
+            self.kern_base(),
+            self.build,
+            patterns,
+            opts,
+        )
+    }
+
     /// The big-page table.
     pub fn big_pool(&self, opts: &BigPoolOptions) -> Result<BigPoolTable, PoolError> {
         pool::read_big_pool(&self.mem, &self.symbols, self.kern_base(), opts)
     }
 
     /// PsActiveProcessHead's processes.
-    pub fn processes(&self) -> Result<kernel::ProcessList, PoolError> {
-        Ok(kernel::walk_processes(
+    pub fn processes(&self) -> Result<processes::ProcessList, PoolError> {
+        Ok(processes::walk_processes(
             &self.mem,
             &self.symbols,
             self.kern_base(),
-            &kernel::ProcessWalkLimits::default(),
+            &processes::ProcessWalkLimits::default(),
         )?)
     }
 

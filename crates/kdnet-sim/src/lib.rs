@@ -33,8 +33,8 @@
 //! The thread is bounded: it stops when told, when the handle is dropped,
 //! or after `lifetime`.
 //!
-//! For sessions that go wrong and for a target that runs (issue 13 and
-//! the event API of issue 11), a few additive knobs: [`SimConfig::bind`]
+//! For sessions that go wrong and for a target that runs (lossy links,
+//! the event API), a few additive knobs: [`SimConfig::bind`]
 //! (sit on a veth address), [`SimConfig::mishap`] (reboot, or stop
 //! answering for a while, after N requests), [`SimTarget::set_silent`],
 //! and [`SimTarget::emit`] (a breakpoint, an exception, a load-symbols

@@ -1,7 +1,7 @@
 //! Control-channel messages: the target's offer and the host's response,
 //! from which both sides derive the data key (kdnet.md §3.2-3.3).
 //!
-//! Offsets below are into the plaintext `P`; the payload starts at P[8].
+//! Offsets below are into the plaintext `P`; the payload starts at `P[8]`.
 
 use std::net::{Ipv6Addr, SocketAddrV6};
 
@@ -50,7 +50,7 @@ pub enum ControlError {
 const ADDRS: usize = 42;
 
 impl Offer {
-    /// Parse an offer payload (P[8..]). Only fields up to P[96] are
+    /// Parse an offer payload (`P[8..]`). Only fields up to `P[96]` are
     /// required; the zero tail is not checked.
     pub fn parse(payload: &[u8]) -> Result<Self, ControlError> {
         let need = 96 - KDNET_HDR_LEN;

@@ -34,8 +34,10 @@ enum Cmd {
         /// Override the scenario's processor count.
         #[arg(long)]
         cpus: Option<u32>,
-        /// kernel-bitmap (DumpType 5 'SDMP', what a BSOD writes), full (DumpType 1),
-        /// complete-bitmap (DumpType 5 'FDMP') or small (DumpType 4, a small
+        /// kernel-bitmap (DumpType 5 'SDMP', what a BSOD writes: about 4 MiB),
+        /// full (DumpType 1: every page of the machine's RAM, 2 GiB for the
+        /// default scenario), complete-bitmap (DumpType 5 'FDMP', as large)
+        /// or small (DumpType 4, a small
         /// memory dump as in C:\Windows\Minidump: writes Minidump.dmp and
         /// small-truth.json).
         #[arg(long, default_value = "kernel-bitmap")]
@@ -149,7 +151,7 @@ enum Cmd {
     Serve {
         /// WinDbg's `-k net:` settings the debugger will use:
         /// `port=50000,key=1.2.3.4` (the target offers to 127.0.0.1:port).
-        #[arg(long, value_name = "SPEC")]
+        #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
         kdnet: String,
         #[arg(long, default_value = "win10-19041")]
         build: String,

@@ -16,27 +16,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::builds::Allocator;
 use crate::layout::{Manifest, StructBuf};
-use crate::machine::{MB, Machine, PAGE64, tag_string};
+use crate::machine::Machine;
 use crate::paging::Prot;
+use crate::phys::{MB, PAGE64};
 use crate::phys::{PAGE, Page, PageFiller};
 use crate::pool::{BigRec, RANGE_LFH, SEGMENT_SIGNATURE_KEY};
 use crate::scenario::PoolKind;
+use crate::tag::tag_string;
 use crate::truth::{Allocation, AllocatorKind};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BulkSpec {
-    /// Bytes of bulk pool pages (rounded up to 2 MiB).
-    pub bytes: u64,
-    /// Distinct tags spread over them.
-    pub tags: u32,
-    /// Live one-page big-pool allocations.
-    #[serde(default)]
-    pub big_live: u32,
-    /// Freed big-pool allocations whose stale entries stay in the table.
-    #[serde(default)]
-    pub big_freed: u32,
-}
+pub use crate::scenario::BulkSpec;
 
 /// What the bulk area holds, for tests and benchmarks.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

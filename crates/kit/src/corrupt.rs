@@ -2,8 +2,9 @@
 //! test asks for one of these.
 
 use crate::dump::off;
-use crate::machine::{Machine, PAGE64};
+use crate::machine::Machine;
 use crate::paging;
+use crate::phys::PAGE64;
 
 /// Damage done to the machine before the dump is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

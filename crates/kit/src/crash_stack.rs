@@ -3,7 +3,8 @@
 //! walking build a stack consistent with the images' unwind data and plant
 //! it here (until the kit runs real code and plants its own).
 
-use crate::machine::{Machine, PAGE64};
+use crate::machine::Machine;
+use crate::phys::PAGE64;
 
 /// What to plant.
 #[derive(Debug, Clone, Default)]

@@ -3,7 +3,9 @@
 use crate::builds::Allocator;
 use crate::kdbg;
 use crate::layout::StructBuf;
-use crate::machine::{Machine, PAGE64, tag_string, tag_value};
+use crate::machine::Machine;
+use crate::phys::PAGE64;
+use crate::tag::{tag_string, tag_value};
 
 use crate::pool::PAGED_POOLS;
 use crate::tracker::big_page_hash;

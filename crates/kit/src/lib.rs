@@ -37,6 +37,7 @@ pub mod run;
 pub mod scenario;
 pub mod series;
 pub mod session;
+pub mod tag;
 pub mod tracker;
 pub mod triage;
 pub mod truth;

@@ -14,9 +14,8 @@ use crate::phys::{PAGE, PhysMemory};
 use crate::scenario::{PoolKind, Scenario};
 use crate::truth::{GroundTruth, ModuleTruth, RegionTruth};
 
-pub(crate) const PAGE64: u64 = PAGE as u64;
-pub(crate) const MB: u64 = 1 << 20;
-pub(crate) const GB: u64 = 1 << 30;
+pub(crate) use crate::phys::{GB, MB, PAGE64};
+pub use crate::tag::{tag_string, tag_value};
 const SLOT: u64 = 1 << 39;
 pub const KUSER_SHARED_DATA: u64 = 0xFFFF_F780_0000_0000;
 pub const KUSER_SHARED_DATA_USER: u64 = 0x7FFE_0000;
@@ -789,44 +788,6 @@ fn ram_bytes(s: &Scenario) -> u64 {
 /// away from KUSER_SHARED_DATA (0x1EF) and the system-image slots above.
 fn pick_self_map(rng: &mut fastrand::Rng) -> u64 {
     rng.u64(0x100..0x1EF)
-}
-
-/// Parse a scenario tag string: up to four characters padded with spaces,
-/// `\xNN` escapes allowed.
-pub fn tag_value(s: &str) -> u32 {
-    let mut out = Vec::new();
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && b.get(i + 1) == Some(&b'x') && i + 3 < b.len() {
-            let h = std::str::from_utf8(&b[i + 2..i + 4]).expect("ascii");
-            out.push(u8::from_str_radix(h, 16).expect("hex escape"));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    assert!(
-        !out.is_empty() && out.len() <= 4,
-        "tag {s:?} must be 1-4 bytes"
-    );
-    out.resize(4, b' ');
-    u32::from_le_bytes([out[0], out[1], out[2], out[3]])
-}
-
-/// Display a tag value as PoolMon does (escaping non-printables like
-/// pooldump-core's PoolTag).
-pub fn tag_string(v: u32) -> String {
-    let mut s = String::new();
-    for b in v.to_le_bytes() {
-        if (0x20..0x7F).contains(&b) {
-            s.push(b as char);
-        } else {
-            s.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    s
 }
 
 #[cfg(test)]

@@ -7,6 +7,9 @@ use std::ops::Range;
 use std::sync::Arc;
 
 pub const PAGE: usize = 0x1000;
+pub(crate) const PAGE64: u64 = PAGE as u64;
+pub(crate) const MB: u64 = 1 << 20;
+pub(crate) const GB: u64 = 1 << 30;
 pub type Page = [u8; PAGE];
 
 /// Contents of frames computed when the dump is written rather than held

@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 
 use crate::builds::Allocator;
 use crate::layout::StructBuf;
-use crate::machine::{MB, Machine, PAGE64, tag_string, tag_value};
+use crate::machine::Machine;
+use crate::phys::{MB, PAGE64};
+use crate::tag::{tag_string, tag_value};
 
 use crate::scenario::PoolKind;
 use crate::truth::{Allocation, AllocatorKind};

@@ -56,7 +56,7 @@ pub struct Scenario {
     pub bugcheck: BugCheck,
     /// Gigabytes of procedurally generated pool for benchmarks.
     #[serde(default)]
-    pub bulk: Option<crate::bulk::BulkSpec>,
+    pub bulk: Option<BulkSpec>,
     /// Seconds since boot at the time of the dump.
     #[serde(default = "default_uptime")]
     pub uptime_secs: u64,
@@ -457,4 +457,21 @@ pub fn sample() -> Scenario {
     let mut s = Scenario::small(NtBuild::Win10_19041, 2026);
     s.cpus = 2;
     s
+}
+
+/// A benchmark-sized bulk area (`pooldump-kit big`): pool pages generated
+/// as the dump is written, so memory use stays small (`crate::bulk`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkSpec {
+    /// Bytes of bulk pool pages (rounded up to 2 MiB).
+    pub bytes: u64,
+    /// Distinct tags spread over them.
+    pub tags: u32,
+    /// Live one-page big-pool allocations.
+    #[serde(default)]
+    pub big_live: u32,
+    /// Freed big-pool allocations whose stale entries stay in the table.
+    #[serde(default)]
+    pub big_freed: u32,
 }

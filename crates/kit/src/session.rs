@@ -12,9 +12,11 @@
 //! contents in each: a reader must go through a DTB of the right session.
 
 use crate::layout::StructBuf;
-use crate::machine::{GB, Machine, PAGE64, tag_string, tag_value};
+use crate::machine::Machine;
 use crate::paging::{AddressSpace, Prot, sign_extend};
+use crate::phys::{GB, PAGE64};
 use crate::scenario::SessionSpec;
+use crate::tag::{tag_string, tag_value};
 use crate::tracker::tag_hash;
 use crate::truth::{ProcessTruth, SessionTruth, TagUsage, TrackerSlot};
 

@@ -4,7 +4,9 @@
 //! table for tags that found no slot, and the keyless overflow slot.
 
 use crate::layout::StructBuf;
-use crate::machine::{Machine, PAGE64, tag_string, tag_value};
+use crate::machine::Machine;
+use crate::phys::PAGE64;
+use crate::tag::{tag_string, tag_value};
 use crate::truth::{Counters, TagUsage, TrackerSlot};
 
 /// The tracker hash (pool.md §2.2); the kernel hard-codes its value for

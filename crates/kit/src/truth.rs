@@ -122,7 +122,7 @@ pub struct TrackerTruth {
     pub size: u64,
     pub mask: u64,
     pub table_va: u64,
-    /// ExPoolTagTables[0..cpus]; [0] is the global table.
+    /// `ExPoolTagTables[0..cpus]`; `[0]` is the global table.
     pub per_cpu_vas: Vec<u64>,
     pub expansion_va: u64,
     pub expansion_size: u64,

@@ -12,26 +12,11 @@
 //! answered from the bitmap in the file rather than stored, so a hostile
 //! bitmap costs no memory.
 
-use serde::Serialize;
-
 use crate::addr::{PAGE_SIZE, Pfn};
 
 use super::header::{PagePlan, bit_runs, bitmap_bytes};
 
-/// `pages` consecutive PFNs from `pfn` whose data is packed in the file
-/// from `file_offset`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct PhysExtent {
-    pub pfn: Pfn,
-    pub pages: u64,
-    pub file_offset: u64,
-}
-
-impl PhysExtent {
-    fn end_pfn(&self) -> u64 {
-        self.pfn.0 + self.pages
-    }
-}
+pub use crate::memory::PhysExtent;
 
 /// Bitmap pages described from `from_pfn` on, all past the end of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -485,3 +485,26 @@ fn dump_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<CrashDump>();
 }
+
+#[test]
+fn a_map_the_two_readers_disagree_on_opens_with_pooldumps_and_a_warning() {
+    let e = |pfn: u64, pages: u64, off: u64| PhysExtent {
+        pfn: Pfn(pfn),
+        pages,
+        file_offset: off,
+    };
+    let same = vec![e(0, 4, 0x2000), e(16, 2, 0x6000)];
+    let (used, warning) = reconcile(same.clone(), same.clone());
+    assert_eq!((used, warning), (same.clone(), None));
+
+    let kdmp = vec![e(0, 4, 0x2000), e(16, 3, 0x6000)];
+    let (used, warning) = reconcile(kdmp, same.clone());
+    assert_eq!(used, same);
+    let w = warning.expect("a warning");
+    assert!(
+        w.contains("kdmp-parser has PFN 0x10 +3 pages at file offset 0x6000"),
+        "{w}"
+    );
+    assert!(w.contains("the header describes PFN 0x10 +2 pages"), "{w}");
+    assert!(w.contains("pooldump's is used"), "{w}");
+}

@@ -15,7 +15,6 @@
 pub mod kdbg;
 pub mod modules;
 pub mod pe;
-pub mod processes;
 pub mod scan;
 pub mod sections;
 
@@ -30,7 +29,6 @@ pub use modules::{
     identify_modules, walk_loaded_modules,
 };
 pub use pe::{CodeView, Guid, PeError, PeImage, parse_pe_image, read_pe_image};
-pub use processes::{Process, ProcessList, ProcessWalkLimits, walk_processes};
 pub use scan::ScanLimits;
 
 /// Where the source says to start (for a crash dump, from its header).

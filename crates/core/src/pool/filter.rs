@@ -96,6 +96,17 @@ impl TagPattern {
     }
 }
 
+/// Exactly this tag (PROTECTED_POOL ignored, as every pattern ignores it).
+impl From<PoolTag> for TagPattern {
+    fn from(tag: PoolTag) -> Self {
+        let bytes = tag.unprotected().bytes();
+        Self {
+            text: tag.to_string(),
+            kind: PatternKind::Fixed(bytes.map(Some)),
+        }
+    }
+}
+
 impl std::str::FromStr for TagPattern {
     type Err = TagPatternError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -23,7 +23,7 @@
 //! use pooldump_core::pool::find::{self, FindOptions};
 //! # fn demo(t: &pooldump_core::Target<pooldump_core::CrashDump>) -> Result<(), Box<dyn std::error::Error>> {
 //! let tags = [TagPattern::parse("Leak")?, TagPattern::parse("Lk0?")?];
-//! let r = find::find_in_dump(&t.mem, &t.symbols, t.kern_base(), &tags, &FindOptions::default())?;
+//! let r = t.find(&tags, &FindOptions::default())?;
 //! for a in r.allocations.iter().filter(|a| a.state == find::AllocationState::Allocated) {
 //!     println!("{} {} {:#x} {}", a.va, a.tag, a.bytes, a.allocator);
 //! }
@@ -50,8 +50,7 @@ use super::bigpool::{BigPoolOptions, read_big_pool};
 use super::filter::TagPattern;
 use super::tracker::{TrackerOptions, read_pool_usage};
 use crate::addr::{KernelVa, PAGE_SIZE, Pfn, PhysAddr};
-use crate::dump::CrashDump;
-use crate::memory::{Memory, MemoryExt};
+use crate::memory::{Memory, MemoryExt, PageFile};
 use crate::pagemap::{PageMap, PageMapOptions, PageMapStats, VaRange};
 use crate::symbols::{Field, KernelSymbols, SymbolError};
 use crate::tag::PoolTag;
@@ -101,17 +100,6 @@ pub trait ScanProgress: Sync {
     fn start(&self, total_bytes: u64);
     fn advance(&self, bytes: u64);
     fn finish(&self);
-}
-
-/// Where the frames to scan come from.
-#[derive(Clone, Copy)]
-pub enum Frames<'a> {
-    /// Every page of a crash dump, in file order, straight from its map
-    /// (the same dump the memory reads go to).
-    Dump(&'a CrashDump),
-    /// The frames the page map names, read through
-    /// [`Memory::read_physical`] (a live session or any other source).
-    Mapped,
 }
 
 /// Why nothing could be searched.
@@ -353,38 +341,21 @@ pub struct FindReport {
     pub warnings: Vec<String>,
 }
 
-/// [`find_allocations`] over a crash dump, its frames read in file order.
-pub fn find_in_dump(
-    dump: &CrashDump,
-    syms: &KernelSymbols,
-    kern_base: KernelVa,
-    patterns: &[TagPattern],
-    opts: &FindOptions<'_>,
-) -> Result<FindReport, FindError> {
-    let build = Some(dump.header().build());
-    find_allocations(
-        dump,
-        syms,
-        kern_base,
-        build,
-        Frames::Dump(dump),
-        patterns,
-        opts,
-    )
-}
-
-/// Find every allocation whose tag matches one of `patterns`. `build` (the
-/// dump header's) picks the segment heap's key derivations; `frames` says
-/// how to read physical memory in bulk.
+/// Find every allocation whose tag matches one of `patterns`
+/// ([`crate::Target::find`] is the front door). `build` (the dump header's,
+/// or the live target's) picks the segment heap's key derivations.
+/// Physical memory is scanned in bulk from the source's
+/// [`Memory::page_file`] when it has one (a dump's pages in file order),
+/// else frame run by frame run through [`Memory::read_physical`].
 pub fn find_allocations<M: Memory + ?Sized>(
     mem: &M,
     syms: &KernelSymbols,
     kern_base: KernelVa,
     build: Option<u32>,
-    frames: Frames<'_>,
     patterns: &[TagPattern],
     opts: &FindOptions<'_>,
 ) -> Result<FindReport, FindError> {
+    let file = mem.page_file();
     if patterns.is_empty() {
         return Err(FindError::NoPatterns);
     }
@@ -480,10 +451,8 @@ pub fn find_allocations<M: Memory + ?Sized>(
     };
     let started = Instant::now();
     let out = match opts.threads {
-        Some(n) if n != rayon::current_num_threads() => {
-            thread_pool(n)?.install(|| scan.run(frames))
-        }
-        _ => scan.run(frames),
+        Some(n) if n != rayon::current_num_threads() => thread_pool(n)?.install(|| scan.run(file)),
+        _ => scan.run(file),
     };
     let scan_seconds = started.elapsed().as_secs_f64();
     let dropped = scan.dropped.load(Ordering::Relaxed);
@@ -502,26 +471,31 @@ pub fn find_allocations<M: Memory + ?Sized>(
 
     // Cache-aligned pairs whose headers sit on different pages meet here.
     let mut duplicate_headers = out.duplicates;
+    // In place: results can be hundreds of thousands, and each copy of
+    // them is memory the user pays for.
     let mut scanned = out.found;
-    scanned.sort_by_key(|(a, key)| (key.unwrap_or(a.va.0), a.header));
-    let mut deduped: Vec<FoundAllocation> = Vec::with_capacity(scanned.len());
+    scanned.sort_unstable_by_key(|(a, key)| (key.unwrap_or(a.va.0), a.header));
     let mut last_key = None;
-    for (a, key) in scanned {
+    let mut kept = 0usize;
+    for i in 0..scanned.len() {
+        let key = scanned[i].1;
         if let Some(k) = key {
-            if last_key == Some(k) {
+            if last_key == Some(k) && kept > 0 {
                 duplicate_headers += 1;
-                let prev = deduped.last_mut().expect("a previous entry has this key");
-                if a.pool_type & 4 != 0 {
-                    *prev = a;
+                if scanned[i].0.pool_type & 4 != 0 {
+                    scanned.swap(kept - 1, i);
                 }
                 continue;
             }
             last_key = Some(k);
         }
-        deduped.push(a);
+        scanned.swap(kept, i);
+        kept += 1;
     }
-    found.extend(deduped);
-    found.sort_by_key(|a| (a.va, a.header));
+    scanned.truncate(kept);
+    found.reserve_exact(scanned.len());
+    found.extend(scanned.into_iter().map(|(a, _)| a));
+    found.sort_unstable_by_key(|a| (a.va, a.header));
 
     let mut unmapped = out.unmapped;
     unmapped.sort_by_key(|u| u.pa);
@@ -536,10 +510,7 @@ pub fn find_allocations<M: Memory + ?Sized>(
         }
     }
 
-    let mapped_frames_not_in_dump = match frames {
-        Frames::Dump(d) => Some(missing_frames(d, &map)),
-        Frames::Mapped => None,
-    };
+    let mapped_frames_not_in_dump = file.map(|f| missing_frames(f, &map));
     if let Some(n) = mapped_frames_not_in_dump.filter(|n| *n > 0) {
         warnings.push(format!(
             "{n} frame(s) mapped in the pool regions are not in the dump: allocations there are not found"
@@ -810,10 +781,11 @@ fn pool_regions<M: Memory + ?Sized>(
 
 /// Frames the page map names that the dump does not hold: both lists
 /// sorted by PFN, intersected in one sweep.
-fn missing_frames(dump: &CrashDump, map: &PageMap) -> u64 {
-    let file_len = dump.file_size();
-    let mut present: Vec<(u64, u64)> = dump
-        .extents()
+fn missing_frames(file: &dyn PageFile, map: &PageMap) -> u64 {
+    let file_len = file.file_bytes().len() as u64;
+    let mut present: Vec<(u64, u64)> = file
+        .page_runs()
+        .into_iter()
         .map(|e| {
             let backed = (file_len.saturating_sub(e.file_offset) / PAGE_SIZE).min(e.pages);
             (e.pfn.0, e.pfn.0 + backed)
@@ -1534,7 +1506,7 @@ impl ScanOut {
 /// release is a syscall and a TLB shootdown; a batch bounds what a worker
 /// keeps resident). What a worker holds when it ends is released on drop.
 struct Release<'d> {
-    dump: Option<&'d CrashDump>,
+    dump: Option<&'d dyn PageFile>,
     start: usize,
     end: usize,
 }
@@ -1542,7 +1514,7 @@ struct Release<'d> {
 impl<'d> Release<'d> {
     const BATCH: usize = 16 << 20;
 
-    fn new(dump: Option<&'d CrashDump>) -> Self {
+    fn new(dump: Option<&'d dyn PageFile>) -> Self {
         Self {
             dump,
             start: 0,
@@ -1589,14 +1561,14 @@ struct Chunk {
 }
 
 impl<M: Memory + ?Sized> ScanRun<'_, M> {
-    fn run(&self, frames: Frames<'_>) -> ScanOut {
+    fn run(&self, file: Option<&dyn PageFile>) -> ScanOut {
         let per = (self.opts.chunk_bytes as u64 / PAGE_SIZE).max(1);
         let mut chunks = Vec::new();
         let mut unreadable = 0;
-        match frames {
-            Frames::Dump(d) => {
+        match file {
+            Some(d) => {
                 let len = d.file_bytes().len() as u64;
-                for e in d.extents() {
+                for e in d.page_runs() {
                     let backed = (len.saturating_sub(e.file_offset) / PAGE_SIZE).min(e.pages);
                     unreadable += e.pages - backed;
                     let mut i = 0;
@@ -1611,7 +1583,7 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
                     }
                 }
             }
-            Frames::Mapped => {
+            None => {
                 for (pfn, pages) in self.map.frame_runs() {
                     let mut i = 0;
                     while i < pages {
@@ -1634,16 +1606,13 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
             .par_iter()
             .map_init(
                 || {
-                    let release = match frames {
-                        Frames::Dump(d) if self.opts.release_scanned => Some(d),
-                        _ => None,
-                    };
+                    let release = file.filter(|_| self.opts.release_scanned);
                     (Vec::new(), Vec::new(), Release::new(release))
                 },
                 |(hits, buf, release): &mut (Vec<PageHit>, Vec<u8>, Release<'_>), c| {
                     let mut o = ScanOut::default();
-                    match (frames, c.file_offset) {
-                        (Frames::Dump(d), Some(off)) => {
+                    match (file, c.file_offset) {
+                        (Some(d), Some(off)) => {
                             let off = off as usize;
                             let len = (c.pages * PAGE_SIZE) as usize;
                             let bytes = &d.file_bytes()[off..off + len];
@@ -1663,15 +1632,7 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
             p.finish();
         }
         let mut out = out;
-        out.unreadable_frames += match frames {
-            // The header knows every described page past the end, bitmap
-            // pages included (extents list only runs).
-            Frames::Dump(d) => d
-                .header()
-                .truncation
-                .map_or(unreadable, |t| t.missing_pages),
-            Frames::Mapped => unreadable,
-        };
+        out.unreadable_frames += file.and_then(|f| f.pages_past_end()).unwrap_or(unreadable);
         out
     }
 

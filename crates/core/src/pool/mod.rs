@@ -2,7 +2,7 @@
 //! summed over every processor), the big-page table, and the filters,
 //! sorts and tag-to-driver attribution the CLI offers on top.
 //!
-//! Every offset comes from [`KernelSymbols`]; sizes read from memory are
+//! Every offset comes from [`KernelSymbols`](crate::symbols::KernelSymbols); sizes read from memory are
 //! bounded before anything is allocated for them.
 //!
 //! ```

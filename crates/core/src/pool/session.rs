@@ -16,8 +16,8 @@ use super::read::{describe_missing, read_array, read_nt_var};
 use super::tracker::{EntryLayout, push_rows, read_expansion_table, totals};
 use super::{PoolError, TagUsage, Totals, TrackerOptions, TrackerSlot};
 use crate::addr::{KernelVa, PhysAddr};
-use crate::kernel::ProcessList;
 use crate::memory::{Memory, MemoryExt, ProcessSpace};
+use crate::processes::ProcessList;
 use crate::symbols::KernelSymbols;
 use crate::tag::PoolTag;
 
@@ -85,7 +85,7 @@ pub fn read_session_pool<M: Memory + ?Sized>(
     // The three globals are SIZE_T / PVOID.
     let global = |name: &str| read_nt_var(mem, syms, kern_base, name, 8);
     // Sessions in the order their first process appears.
-    let mut groups: Vec<(KernelVa, Vec<&crate::kernel::Process>)> = Vec::new();
+    let mut groups: Vec<(KernelVa, Vec<&crate::processes::Process>)> = Vec::new();
     for p in &procs.processes {
         if p.session.0 == 0 {
             continue;

@@ -43,9 +43,9 @@ impl Default for TrackerOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum TrackerSlot {
-    /// PoolTrackTable[index] (and the same index of every per-CPU table).
+    /// `PoolTrackTable[index]` (and the same index of every per-CPU table).
     Hashed { index: u64 },
-    /// PoolTrackTableExpansion[index].
+    /// `PoolTrackTableExpansion[index]`.
     Expansion { index: u64 },
     /// The keyless last slot, charged when a tag found no slot at all.
     Overflow,
@@ -114,7 +114,7 @@ pub struct TrackerInfo {
     pub counter_bits: u32,
     /// KeNumberProcessors.
     pub processors: u64,
-    /// Per-processor tables summed (ExPoolTagTables[0] is the global one).
+    /// Per-processor tables summed (`ExPoolTagTables[0]` is the global one).
     pub per_cpu_tables: Vec<KernelVa>,
     pub expansion: KernelVa,
     pub expansion_size: u64,

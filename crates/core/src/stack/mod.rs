@@ -26,7 +26,7 @@
 //! What it covers (docs/stack.md has the whole story): x64 images' unwind
 //! data (UNWIND_INFO versions 1 and 2, every unwind code, chained infos,
 //! machine frames, epilogs of the first frame), leaf functions (no
-//! RUNTIME_FUNCTION: the return address at [RSP]), the nonvolatile
+//! RUNTIME_FUNCTION: the return address at `[RSP]`), the nonvolatile
 //! registers each frame recovers. What it does not: x86 or ARM64 images,
 //! frames without unwind data that are not leaves (hand-written code that
 //! moves RSP), exception handlers (never run), user-mode stacks past the

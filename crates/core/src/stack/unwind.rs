@@ -77,7 +77,7 @@ pub enum UnwindMethod {
         in_epilog: bool,
     },
     /// No RUNTIME_FUNCTION covers the PC: a leaf, whose return address is
-    /// at [RSP].
+    /// at `[RSP]`.
     Leaf,
     /// A machine frame (UWOP_PUSH_MACHFRAME): an interrupt or trap; the
     /// caller's RIP and RSP come from the frame the CPU pushed.
@@ -110,10 +110,10 @@ pub struct UnwindSummary {
     pub frame_offset: u8,
     /// Registers pushed (UWOP_PUSH_NONVOL), in prolog order.
     pub pushes: Vec<Reg>,
-    /// Registers saved with mov (UWOP_SAVE_NONVOL[_FAR]): register and its
+    /// Registers saved with mov (`UWOP_SAVE_NONVOL[_FAR]`): register and its
     /// offset from the frame base.
     pub saves: Vec<(Reg, u32)>,
-    /// XMM registers saved (UWOP_SAVE_XMM128[_FAR]): number and offset.
+    /// XMM registers saved (`UWOP_SAVE_XMM128[_FAR]`): number and offset.
     pub xmm_saves: Vec<(u8, u32)>,
     /// Bytes allocated (UWOP_ALLOC_SMALL/LARGE).
     pub allocation: u64,

@@ -116,7 +116,8 @@ impl LayoutCache {
             layouts: layouts.clone(),
         };
         let body = postcard::to_stdvec(&f).map_err(std::io::Error::other)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(crate::fsio::without_temp_path)?;
         tmp.write_all(MAGIC)?;
         tmp.write_all(&CACHE_FORMAT.to_le_bytes())?;
         tmp.write_all(&body)?;

@@ -4,8 +4,12 @@
 //! ISF of Microsoft's ntkrnlmp.pdb, one entry per build) and embedded
 //! xz-compressed (about 4 KB for ten builds). It carries only what the pool
 //! analysis reads. Chosen by RSDS GUID and age (symbols and layouts are
-//! then that build's), or else by build number (layouts only: symbol RVAs
-//! differ between revisions of a build). Whoever uses it says so loudly.
+//! then that build's), or else by build number, and then only where the
+//! layouts are known not to depend on the revision: the table holds two or
+//! more revisions of that build and their layouts agree (layouts only:
+//! symbol RVAs differ between revisions). Whoever uses it says so loudly,
+//! and a GUID match is checked against the image in memory before it is
+//! trusted ([`super::check_builtin_fits`]).
 
 use std::sync::OnceLock;
 
@@ -70,12 +74,74 @@ pub fn by_guid(name: &str, guid: &Guid, age: u32) -> Option<&'static BuiltInBuil
         .find(|b| b.guid == g && b.age == age && b.pdb.eq_ignore_ascii_case(name))
 }
 
-/// The newest revision of this build number.
+/// The newest revision of this build number, whether or not other
+/// revisions' layouts are known to match: see [`by_build_number_checked`].
 pub fn by_build_number(build: u32) -> Option<&'static BuiltInBuild> {
     builds()
         .iter()
         .filter(|b| b.build == build)
         .max_by_key(|b| revision(&b.build_string))
+}
+
+/// The entry whose layouts can stand in for an unknown revision of build
+/// `build`, or why none can. The table must hold at least two revisions of
+/// the build with identical layouts (types and enums): one revision alone
+/// says nothing about another, and revisions that differ (22000's
+/// `_RTLP_HP_HEAP_GLOBALS`) show that this build's layouts moved.
+pub fn by_build_number_checked(build: u32) -> Result<&'static BuiltInBuild, String> {
+    let revs: Vec<&BuiltInBuild> = builds().iter().filter(|b| b.build == build).collect();
+    let newest = revs
+        .iter()
+        .copied()
+        .max_by_key(|b| revision(&b.build_string));
+    let Some(newest) = newest else {
+        let mut known: Vec<u32> = builds().iter().map(|b| b.build).collect();
+        known.dedup();
+        let known: Vec<String> = known.iter().map(u32::to_string).collect();
+        return Err(format!(
+            "it has no build {build} (it knows builds {})",
+            known.join(", ")
+        ));
+    };
+    if revs.len() < 2 {
+        return Err(format!(
+            "it has only revision {} of build {build}, and another revision's layouts are not known to match it",
+            newest.build_string
+        ));
+    }
+    for b in &revs {
+        let differ = differing_types(&newest.layouts, &b.layouts);
+        if !differ.is_empty() {
+            return Err(format!(
+                "its revisions {} and {} of build {build} differ ({}), so another revision's layouts are unknown",
+                b.build_string,
+                newest.build_string,
+                differ.join(", ")
+            ));
+        }
+    }
+    Ok(newest)
+}
+
+/// The types and enums whose layouts differ between two entries.
+fn differing_types(a: &Layouts, b: &Layouts) -> Vec<String> {
+    let mut v: Vec<String> = a
+        .types
+        .keys()
+        .chain(b.types.keys())
+        .filter(|k| a.types.get(*k) != b.types.get(*k))
+        .cloned()
+        .collect();
+    v.extend(
+        a.enums
+            .keys()
+            .chain(b.enums.keys())
+            .filter(|k| a.enums.get(*k) != b.enums.get(*k))
+            .cloned(),
+    );
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// `10.0.22000.2538` → 2538.

@@ -90,12 +90,16 @@ impl SymbolOptions<'_> {
 pub enum LoadError {
     #[error(
         "the image has no usable RSDS record, so its PDB is unknown{}",
-        build.map(|b| format!(" (build {b} is not in the built-in table either)")).unwrap_or_default()
+        builtin.as_ref().map(|b| format!(", and pooldump's built-in layout table cannot stand in: {b}")).unwrap_or_default()
     )]
-    NoCodeView { build: Option<u32> },
+    NoCodeView {
+        build: Option<u32>,
+        /// Why the built-in table was not used (none when it was disabled).
+        builtin: Option<String>,
+    },
     #[error(transparent)]
     BadName(#[from] super::PdbNameError),
-    #[error("{pdb_file}: {detail}")]
+    #[error("{}", pdb_file_message(pdb_file, detail))]
     PdbFile { pdb_file: PathBuf, detail: String },
     #[error("no symbols for {wanted}: {}", describe_attempts(attempts))]
     NotFound {
@@ -104,6 +108,42 @@ pub enum LoadError {
     },
     #[error("no symbols for {wanted}: {cause}")]
     Server { wanted: String, cause: String },
+    /// Nothing had the PDB, and the built-in table's entry with the image's
+    /// GUID and age does not fit the image in memory (a forged or patched
+    /// RSDS record, or a kernel rebuilt with a real build's GUID).
+    #[error(
+        "no symbols for {}: {}; and pooldump's built-in layout table, the fallback, cannot stand in: its entry {} has this GUID and age, but {}, so this kernel is not the build the table describes",
+        .0.wanted,
+        describe_attempts(&.0.tried),
+        .0.entry,
+        .0.why
+    )]
+    BuiltInDoesNotFit(Box<BuiltInMisfit>),
+}
+
+/// Why the built-in table's entry for an image's GUID and age is not that
+/// image's ([`LoadError::BuiltInDoesNotFit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltInMisfit {
+    /// The PDB the image names.
+    pub wanted: String,
+    /// The table entry's build (`10.0.19041.3324`).
+    pub entry: String,
+    /// What does not fit.
+    pub why: String,
+    /// Where the PDB was looked for first.
+    pub tried: Vec<Attempt>,
+}
+
+/// `FILE: what is wrong`, without naming the file twice when the reader's
+/// message already starts with it.
+fn pdb_file_message(pdb_file: &Path, detail: &str) -> String {
+    let shown = pdb_file.display().to_string();
+    if detail.starts_with(&shown) {
+        detail.to_string()
+    } else {
+        format!("{shown}: {detail}")
+    }
 }
 
 fn describe_attempts(a: &[Attempt]) -> String {
@@ -121,6 +161,7 @@ impl LoadError {
     pub fn attempts(&self) -> &[Attempt] {
         match self {
             LoadError::NotFound { attempts, .. } => attempts,
+            LoadError::BuiltInDoesNotFit(m) => &m.tried,
             _ => &[],
         }
     }
@@ -135,7 +176,10 @@ pub fn load_kernel_symbols(
     opts: &SymbolOptions<'_>,
 ) -> Result<KernelSymbols, LoadError> {
     let Some(cv) = cv else {
-        return builtin_by_build(build, opts, Vec::new()).ok_or(LoadError::NoCodeView { build });
+        return match builtin_by_build(build, opts, Vec::new()) {
+            Ok(ks) => Ok(ks),
+            Err(builtin) => Err(LoadError::NoCodeView { build, builtin }),
+        };
     };
     if !cv.name_is_clean {
         return Err(LoadError::BadName(super::PdbNameError {
@@ -183,6 +227,13 @@ pub fn load_kernel_symbols(
             None => continue,
         }
     }
+    // ISFs the user named but that could not serve: said, whatever answers
+    // instead.
+    warnings.extend(
+        attempts
+            .iter()
+            .map(|a| format!("--isf {}: not used: {}", a.location, a.outcome)),
+    );
 
     // 3. The layout cache.
     if let Some(cache) = &opts.layout_cache {
@@ -207,6 +258,7 @@ pub fn load_kernel_symbols(
         guid: cv.guid,
         age: cv.age,
     };
+    let mut server_attempt = None;
     let server_error = match find_pdb(&opts.symbol_path, &req, &opts.fetch) {
         Ok(found) => {
             attempts.extend(found.attempts.iter().cloned());
@@ -237,6 +289,12 @@ pub fn load_kernel_symbols(
         }
         Err(e @ StoreError::Server { .. }) => {
             attempts.extend(e.attempts().iter().cloned());
+            if let StoreError::Server { url, detail, .. } = &e {
+                server_attempt = Some(Attempt {
+                    location: url.clone(),
+                    outcome: detail.clone(),
+                });
+            }
             Some(e.to_string())
         }
     };
@@ -246,6 +304,10 @@ pub fn load_kernel_symbols(
         if let Some(cause) = &server_error {
             warnings.push(cause.clone());
         }
+        // What the fallback's user is told was tried: the server's failure
+        // too, after the stores before it.
+        let mut tried = attempts.clone();
+        tried.extend(server_attempt);
         if let Some(b) = fallback::by_guid(name.as_str(), &cv.guid, cv.age) {
             warnings.push(format!(
                 "NO PDB FOR {wanted}: using pooldump's BUILT-IN layout table for {} (matched by GUID). Only the layouts the pool analysis needs are there; get the PDB for anything else.",
@@ -263,17 +325,27 @@ pub fn load_kernel_symbols(
             };
             let mut ks = KernelSymbols::new(wanted, source, b.layouts.clone());
             ks.warnings = warnings;
+            ks.tried = tried;
             return Ok(ks);
         }
-        if let Some(ks) = builtin_by_build(build, opts, warnings.clone()) {
-            let mut ks = ks;
-            ks.identity = wanted;
-            ks.warnings.extend(
-                attempts
-                    .iter()
-                    .map(|a| format!("{}: {}", a.location, a.outcome)),
-            );
-            return Ok(ks);
+        match builtin_by_build(build, opts, warnings.clone()) {
+            Ok(mut ks) => {
+                ks.identity = wanted;
+                ks.warnings.extend(
+                    attempts
+                        .iter()
+                        .map(|a| format!("{}: {}", a.location, a.outcome)),
+                );
+                ks.tried = tried;
+                return Ok(ks);
+            }
+            Err(why) => attempts.push(Attempt {
+                location: BUILTIN_LOCATION.into(),
+                outcome: format!(
+                    "no entry has this GUID and age{}",
+                    why.map(|w| format!(", and {w}")).unwrap_or_default()
+                ),
+            }),
         }
     }
     match server_error {
@@ -288,19 +360,35 @@ pub fn load_kernel_symbols(
     }
 }
 
+/// How attempts name the built-in table.
+const BUILTIN_LOCATION: &str = "pooldump's built-in layout table";
+
+/// The built-in table's layouts for a build whose exact GUID it lacks, or
+/// why it cannot stand in (`None` when it is disabled or the build is
+/// unknown to the source).
 fn builtin_by_build(
     build: Option<u32>,
     opts: &SymbolOptions<'_>,
     mut warnings: Vec<String>,
-) -> Option<KernelSymbols> {
+) -> Result<KernelSymbols, Option<String>> {
     if !opts.builtin {
-        return None;
+        return Err(None);
     }
-    let b = fallback::by_build_number(build?)?;
-    let id = b.identity()?;
+    let build = build.ok_or_else(|| Some("the build number is unknown too".to_string()))?;
+    let b = fallback::by_build_number_checked(build).map_err(Some)?;
+    let id = b
+        .identity()
+        .ok_or_else(|| Some(format!("its entry {} is malformed", b.build_string)))?;
+    let others: Vec<&str> = fallback::builds()
+        .iter()
+        .filter(|x| x.build == b.build)
+        .map(|x| x.build_string.as_str())
+        .collect();
     warnings.push(format!(
-        "NO PDB: using pooldump's BUILT-IN layout table for {} (matched by build number {} only, not by GUID). Struct layouts are that revision's; symbol addresses are NOT known, so globals must come from the KDBG or a PDB.",
-        b.build_string, b.build
+        "NO PDB: using pooldump's BUILT-IN layout table for {} (matched by build number {} only, not by GUID: its revisions {} have identical layouts, so this revision's are taken to match). Struct layouts only; symbol addresses are NOT known, so anything that needs a global fails until the PDB is found.",
+        b.build_string,
+        b.build,
+        others.join(", ")
     ));
     let mut layouts = b.layouts.clone();
     // Another revision's RVAs would be wrong for this image.
@@ -313,7 +401,93 @@ fn builtin_by_build(
     };
     let mut ks = KernelSymbols::new(id, source, layouts);
     ks.warnings = warnings;
-    Some(ks)
+    Ok(ks)
+}
+
+/// Check the built-in table's answers against the image in memory before
+/// they are trusted. An entry chosen by GUID and age carries that build's
+/// symbol RVAs; a kernel whose RSDS record names a build it is not (a
+/// patched or synthetic image) would be read at addresses that mean
+/// nothing. The RVAs must fall inside the image (SizeOfImage), and where a
+/// KDBG was read, its KdDebuggerDataBlock, PsLoadedModuleList and
+/// PsActiveProcessHead must be where the table puts them.
+///
+/// A primary built-in source that does not fit is an error
+/// ([`LoadError::BuiltInDoesNotFit`]); a built-in supplement that does not
+/// fit is dropped. Build-number matches carry no RVAs and pass.
+pub fn check_builtin_fits(
+    syms: &mut KernelSymbols,
+    kernel: &KernelIdentity,
+) -> Result<(), LoadError> {
+    let mut misfit = None;
+    for (i, l) in syms.layers().iter().enumerate() {
+        if l.source.kind() != super::SourceKind::BuiltIn {
+            continue;
+        }
+        if let Some(why) = builtin_misfit(&l.layouts, kernel) {
+            misfit = Some((i, l.source.clone(), why));
+            break;
+        }
+    }
+    let Some((i, source, why)) = misfit else {
+        return Ok(());
+    };
+    let entry = match &source {
+        SymbolSource::BuiltIn { build, .. } => build.clone(),
+        _ => String::new(),
+    };
+    if i == 0 {
+        return Err(LoadError::BuiltInDoesNotFit(Box::new(BuiltInMisfit {
+            wanted: syms.identity.to_string(),
+            entry,
+            why,
+            tried: syms.tried.clone(),
+        })));
+    }
+    // A supplement only fills gaps the primary source leaves; one that
+    // cannot be this kernel's is not consulted, which changes nothing the
+    // user chose, so it is not worth a warning.
+    syms.remove_layer(i);
+    Ok(())
+}
+
+/// Why the table's RVAs cannot be this image's, if they cannot.
+fn builtin_misfit(layouts: &super::Layouts, kernel: &KernelIdentity) -> Option<String> {
+    let size = u64::from(kernel.image.size_of_image);
+    if size > 0
+        && let Some((name, rva)) = layouts
+            .symbols
+            .iter()
+            .filter(|(_, r)| **r >= size)
+            .max_by_key(|(_, r)| **r)
+    {
+        return Some(format!(
+            "it puts {name} at RVA {rva:#x}, beyond the end of this image (SizeOfImage {size:#x})"
+        ));
+    }
+    let base = kernel.kern_base;
+    let kdbg = kernel.kdbg.as_ref()?;
+    let at = |name: &str| layouts.symbols.get(name).and_then(|r| base.checked_add(*r));
+    let mut checks = vec![
+        ("PsLoadedModuleList", kdbg.ps_loaded_module_list),
+        ("PsActiveProcessHead", kdbg.ps_active_process_head),
+    ];
+    if let Some(va) = kdbg.va {
+        checks.push(("KdDebuggerDataBlock", va));
+    }
+    for (name, seen) in checks {
+        if seen.0 == 0 {
+            continue;
+        }
+        if let Some(table) = at(name)
+            && table != seen
+        {
+            return Some(format!(
+                "it puts {name} at {table}, where this kernel's KDBG says {seen}"
+            ));
+        }
+    }
+    None
 }
 
 fn finish(

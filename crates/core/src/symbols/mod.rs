@@ -48,14 +48,34 @@ use crate::kernel::{Guid, KldrLayout};
 
 pub use cache::{LayoutCache, default_cache_dir};
 pub use layout::{FieldLayout, Layouts, TypeLayout};
-pub use loader::{LoadError, SymbolOptions, load_kernel_symbols, refine_kernel_identity};
+pub use loader::{
+    BuiltInMisfit, LoadError, SymbolOptions, check_builtin_fits, load_kernel_symbols,
+    refine_kernel_identity,
+};
 pub use name::{PdbName, PdbNameError};
 pub use store::{Attempt, DownloadProgress, FetchOptions, FoundPdb, PdbOrigin, PdbRequest};
 pub use symbol_path::{MICROSOFT_SYMBOL_SERVER, SymbolPath, SymbolPathElement, Upstream};
 
-/// What to tell a user whose symbols are missing or lack something: the
-/// CLI appends it to such errors.
-pub const SYMBOL_PATH_HINT: &str = "set _NT_SYMBOL_PATH=srv*C:\\symbols*https://msdl.microsoft.com/download/symbols, or pass --symbol-path DIR (a directory or symbol store holding the PDB), --pdb FILE or --isf FILE";
+/// What to tell a user whose symbols are missing or lack something, in
+/// this platform's terms: the CLI appends it to such errors. On Windows,
+/// WinDbg's usual `srv*C:\\symbols*...`; elsewhere the per-user cache
+/// pooldump already downloads into ([`default_cache_dir`]), since a
+/// Windows path means nothing there.
+pub fn symbol_path_hint() -> String {
+    let give = "pass --symbol-path DIR (a directory or symbol store holding the PDB), --pdb FILE or --isf FILE";
+    if cfg!(windows) {
+        format!(
+            "{give}, or set _NT_SYMBOL_PATH=srv*C:\\symbols*{MICROSOFT_SYMBOL_SERVER} to download it"
+        )
+    } else {
+        let store = default_cache_dir()
+            .map(|c| c.join("symbols").display().to_string())
+            .unwrap_or_else(|| "~/.cache/pooldump/symbols".into());
+        format!(
+            "{give}; or, with network access, let pooldump download it: without --offline and _NT_SYMBOL_PATH it uses srv*{store}*{MICROSOFT_SYMBOL_SERVER} (export _NT_SYMBOL_PATH='srv*DIR*{MICROSOFT_SYMBOL_SERVER}' for another store)"
+        )
+    }
+}
 
 /// Which PDB a set of symbols describes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -310,6 +330,9 @@ pub struct KernelSymbols {
     /// What went wrong on the way (failed downloads, skipped records, use
     /// of the built-in table, ...).
     pub warnings: Vec<String>,
+    /// When the primary source is the built-in table: every place the PDB
+    /// was looked for first, and what each said.
+    pub tried: Vec<Attempt>,
 }
 
 impl KernelSymbols {
@@ -322,12 +345,20 @@ impl KernelSymbols {
                 layouts: Arc::new(layouts),
             }],
             warnings: Vec::new(),
+            tried: Vec::new(),
         }
     }
 
     /// Add a source consulted after the existing ones.
     pub fn push_layer(&mut self, source: SymbolSource, layouts: Arc<Layouts>) {
         self.layers.push(SymbolLayer { source, layouts });
+    }
+
+    /// Stop consulting a secondary source (never the primary).
+    pub(crate) fn remove_layer(&mut self, i: usize) {
+        if i > 0 && i < self.layers.len() {
+            self.layers.remove(i);
+        }
     }
 
     /// The sources, primary first.

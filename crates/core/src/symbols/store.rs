@@ -346,6 +346,7 @@ pub fn find_file<R: StoreFile + ?Sized>(
 ) -> Result<FoundPdb, StoreError> {
     let mut attempts = Vec::new();
     let mut caches: Vec<PathBuf> = Vec::new();
+    #[cfg(feature = "download")]
     let mut agent = None;
     for e in &path.elements {
         match e {
@@ -405,41 +406,54 @@ pub fn find_file<R: StoreFile + ?Sized>(
                             });
                             continue;
                         };
+                        #[cfg(not(feature = "download"))]
+                        {
+                            let _ = dest;
+                            attempts.push(Attempt {
+                                location: url,
+                                outcome: "skipped: this pooldump-core was built without the `download` feature (no HTTP)".into(),
+                            });
+                            continue;
+                        }
+                        #[cfg(feature = "download")]
                         let agent = agent.get_or_insert_with(|| make_agent(opts));
-                        // symsrv's order: the file, the compressed file,
-                        // then a file.ptr.
-                        let key_url =
-                            format!("{base}/{}/{}", req.file_name().as_str(), req.store_key());
-                        let tries = [
-                            (url, Served::Plain),
-                            (
-                                format!("{key_url}/{}", req.packed_name()),
-                                Served::Compressed,
-                            ),
-                            (format!("{key_url}/file.ptr"), Served::Pointer),
-                        ];
-                        for (url, how) in tries {
-                            match download(agent, &url, dest, req, opts, how, &mut attempts) {
-                                Ok(p) => {
-                                    return Ok(found(
-                                        p,
-                                        PdbOrigin::Downloaded {
+                        #[cfg(feature = "download")]
+                        {
+                            // symsrv's order: the file, the compressed file,
+                            // then a file.ptr.
+                            let key_url =
+                                format!("{base}/{}/{}", req.file_name().as_str(), req.store_key());
+                            let tries = [
+                                (url, Served::Plain),
+                                (
+                                    format!("{key_url}/{}", req.packed_name()),
+                                    Served::Compressed,
+                                ),
+                                (format!("{key_url}/file.ptr"), Served::Pointer),
+                            ];
+                            for (url, how) in tries {
+                                match download(agent, &url, dest, req, opts, how, &mut attempts) {
+                                    Ok(p) => {
+                                        return Ok(found(
+                                            p,
+                                            PdbOrigin::Downloaded {
+                                                url,
+                                                store: dest.clone(),
+                                            },
+                                            attempts,
+                                        ));
+                                    }
+                                    Err(Fail::NotFound(why)) => attempts.push(Attempt {
+                                        location: url,
+                                        outcome: why,
+                                    }),
+                                    Err(Fail::Fatal(detail)) => {
+                                        return Err(StoreError::Server {
                                             url,
-                                            store: dest.clone(),
-                                        },
-                                        attempts,
-                                    ));
-                                }
-                                Err(Fail::NotFound(why)) => attempts.push(Attempt {
-                                    location: url,
-                                    outcome: why,
-                                }),
-                                Err(Fail::Fatal(detail)) => {
-                                    return Err(StoreError::Server {
-                                        url,
-                                        detail,
-                                        attempts,
-                                    });
+                                            detail,
+                                            attempts,
+                                        });
+                                    }
                                 }
                             }
                         }
@@ -673,7 +687,13 @@ fn expand_cab<C: Read + std::io::Seek, R: StoreFile + ?Sized>(
     let mut tmp = tempfile::Builder::new()
         .prefix(".pooldump-expand-")
         .tempfile_in(dir)
-        .map_err(|e| format!("cannot create a file in {}: {e}", dir.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot create a file in {}: {}",
+                dir.display(),
+                crate::fsio::without_temp_path(e)
+            )
+        })?;
     let mut r = cab
         .read_file(&name)
         .map_err(|e| format!("cannot expand {name}: {e}"))?
@@ -743,7 +763,8 @@ fn copy_into_cache<R: StoreFile + ?Sized>(
     let r = (|| -> std::io::Result<()> {
         let dir = dest.parent().unwrap_or(cache);
         std::fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(dir).map_err(crate::fsio::without_temp_path)?;
         std::io::copy(&mut std::fs::File::open(p)?, &mut tmp)?;
         tmp.persist(&dest).map_err(|e| e.error)?;
         Ok(())
@@ -760,6 +781,7 @@ fn copy_into_cache<R: StoreFile + ?Sized>(
     }
 }
 
+#[cfg(feature = "download")]
 enum Fail {
     /// 404: try the next server.
     NotFound(String),
@@ -767,6 +789,7 @@ enum Fail {
     Fatal(String),
 }
 
+#[cfg(feature = "download")]
 fn make_agent(opts: &FetchOptions<'_>) -> ureq::Agent {
     let proxy = if opts.proxy_from_env {
         ureq::Proxy::try_from_env()
@@ -785,6 +808,7 @@ fn make_agent(opts: &FetchOptions<'_>) -> ureq::Agent {
         .into()
 }
 
+#[cfg(feature = "download")]
 /// What a symbol-server URL is expected to serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Served {
@@ -793,6 +817,7 @@ enum Served {
     Pointer,
 }
 
+#[cfg(feature = "download")]
 fn download<R: StoreFile + ?Sized>(
     agent: &ureq::Agent,
     url: &str,
@@ -840,7 +865,7 @@ fn download<R: StoreFile + ?Sized>(
     let mut tmp = tempfile::Builder::new()
         .prefix(".pooldump-download-")
         .tempfile_in(dir)
-        .map_err(|e| io("create a temporary file", e))?;
+        .map_err(|e| io("create a temporary file", crate::fsio::without_temp_path(e)))?;
     if let Some(p) = opts.progress {
         p.start(url, total);
     }

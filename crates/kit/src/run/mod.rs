@@ -36,8 +36,9 @@ pub use cpu::{Cpu, Exit, Fault, Regs, ShadowFrame};
 pub use pool::{LiveBlock, RunPool};
 pub use workload::{WorkItem, Workload};
 
-use crate::machine::{Machine, PAGE64};
+use crate::machine::Machine;
 use crate::paging::Prot;
+use crate::phys::PAGE64;
 use cpu::{Bus, R8, R9, RCX, RDX, RSP};
 
 /// Instructions one work item may execute before the machine calls it a

@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 
 use crate::builds::Allocator;
 use crate::layout::StructBuf;
-use crate::machine::{Machine, PAGE64};
+use crate::machine::Machine;
+use crate::phys::PAGE64;
 use crate::pool::{LEGACY_BIG, Req, SEG_HEAP_BIG};
 use crate::scenario::PoolKind;
 use crate::tracker::{big_page_hash, tag_hash};
