@@ -14,8 +14,12 @@ use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::record::DumpRecord;
 
+/// UTC as an offset: arrow-json formats offsets without a time-zone
+/// database (chrono-tz), and Parquet and DuckDB read it as UTC.
+const UTC: &str = "+00:00";
+
 fn utc() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
 }
 
 /// The tags table's columns.
@@ -117,7 +121,7 @@ pub fn tags_batch(records: &[DumpRecord]) -> Result<RecordBatch, ArrowError> {
             rows.iter()
                 .map(|(d, _)| d.facts.system_time_us)
                 .collect::<TimestampMicrosecondArray>()
-                .with_timezone("UTC"),
+                .with_timezone(UTC),
         ),
         Arc::new(
             rows.iter()
@@ -162,7 +166,7 @@ pub fn dumps_batch(records: &[DumpRecord]) -> Result<RecordBatch, ArrowError> {
                 .iter()
                 .map(f)
                 .collect::<TimestampMicrosecondArray>()
-                .with_timezone("UTC"),
+                .with_timezone(UTC),
         )
     };
     let param = |i: usize| u64s(&move |d: &DumpRecord| d.facts.bugcheck_parameters.map(|p| p[i]));
