@@ -128,9 +128,11 @@ fn dumps_rows(out: &Path) -> Vec<(String, String, String)> {
     rows
 }
 
-/// Every tags row's (path, tag, type), and each dumps row's `tags` count
-/// by path.
-fn tags_rows(out: &Path) -> (Vec<(String, String, String)>, HashMap<String, u64>) {
+/// A tags row's (path, tag, type).
+type TagKey = (String, String, String);
+
+/// Every tags row's key, and each dumps row's `tags` count by path.
+fn tags_rows(out: &Path) -> (Vec<TagKey>, HashMap<String, u64>) {
     let read = |table: &str, f: &mut dyn FnMut(&arrow_array::RecordBatch)| {
         for e in std::fs::read_dir(out.join(table)).unwrap() {
             let p = e.unwrap().path();
@@ -257,14 +259,18 @@ fn killed_batch_resumes_then_duckdb_ranks_the_fleet_leaker_first() {
     // No dump's tag rows twice (an orphaned tags part would repeat them),
     // and each dump's rows as many as its dumps row says.
     let (tags, counts) = tags_rows(&out);
-    let unique: HashSet<&(String, String, String)> = tags.iter().collect();
+    let unique: HashSet<&TagKey> = tags.iter().collect();
     assert_eq!(unique.len(), tags.len(), "a tag row was written twice");
     let mut per_path: HashMap<&str, u64> = HashMap::new();
     for t in &tags {
         *per_path.entry(t.0.as_str()).or_default() += 1;
     }
     for (path, n) in &counts {
-        assert_eq!(per_path.get(path.as_str()).copied().unwrap_or(0), *n, "{path}");
+        assert_eq!(
+            per_path.get(path.as_str()).copied().unwrap_or(0),
+            *n,
+            "{path}"
+        );
     }
     assert_eq!(per_path.len(), f.fleet.truth.dumps.len());
     // Everything committed before the kill is untouched (same rows).
