@@ -448,6 +448,7 @@ pub fn find_allocations<M: Memory + ?Sized>(
         opts,
         kept: AtomicUsize::new(0),
         dropped: AtomicU64::new(0),
+        found: Default::default(),
     };
     let started = Instant::now();
     let out = match opts.threads {
@@ -474,7 +475,10 @@ pub fn find_allocations<M: Memory + ?Sized>(
     // In place: results can be hundreds of thousands, and each copy of
     // them is memory the user pays for.
     let mut scanned = out.found;
-    scanned.sort_unstable_by_key(|(a, key)| (key.unwrap_or(a.va.0), a.header));
+    // The tie-breakers make the order, so the copy kept, the same on
+    // every run (the sort is parallel and unstable).
+    scanned
+        .par_sort_unstable_by_key(|(a, key)| (key.unwrap_or(a.va.0), a.header, a.va, a.pool_type));
     let mut last_key = None;
     let mut kept = 0usize;
     for i in 0..scanned.len() {
@@ -493,9 +497,12 @@ pub fn find_allocations<M: Memory + ?Sized>(
         kept += 1;
     }
     scanned.truncate(kept);
-    found.reserve_exact(scanned.len());
-    found.extend(scanned.into_iter().map(|(a, _)| a));
-    found.sort_unstable_by_key(|a| (a.va, a.header));
+    // Collected in place (the standard library reuses the allocation),
+    // then the big-page entries joined: no second copy of the results.
+    let mut all: Vec<FoundAllocation> = scanned.into_iter().map(|(a, _)| a).collect();
+    all.append(&mut found);
+    let mut found = all;
+    found.par_sort_unstable_by_key(|a| (a.va, a.header));
 
     let mut unmapped = out.unmapped;
     unmapped.sort_by_key(|u| u.pa);
@@ -1475,6 +1482,7 @@ struct ScanRun<'a, M: Memory + ?Sized> {
     opts: &'a FindOptions<'a>,
     kept: AtomicUsize,
     dropped: AtomicU64,
+    found: std::sync::Mutex<Vec<(FoundAllocation, Option<u64>)>>,
 }
 
 #[derive(Default)]
@@ -1621,6 +1629,13 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
                         }
                         _ => self.read_chunk(*c, buf, hits, &mut o),
                     }
+                    // Results join one vector as they are found: one copy
+                    // of them, grown in place, instead of a vector per
+                    // chunk merged (two copies at the peak).
+                    if !o.found.is_empty() {
+                        let mut all = self.found.lock().unwrap_or_else(|e| e.into_inner());
+                        all.append(&mut o.found);
+                    }
                     if let Some(p) = self.opts.progress {
                         p.advance(c.pages * PAGE_SIZE);
                     }
@@ -1632,6 +1647,7 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
             p.finish();
         }
         let mut out = out;
+        out.found = std::mem::take(&mut *self.found.lock().unwrap_or_else(|e| e.into_inner()));
         out.unreadable_frames += file.and_then(|f| f.pages_past_end()).unwrap_or(unreadable);
         out
     }
