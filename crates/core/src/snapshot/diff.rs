@@ -136,16 +136,16 @@ pub enum DiffSort {
 }
 
 impl DiffSort {
-    /// Names and PoolMon's letters (B, S or D, A, F, M, T).
+    /// A [`PoolMonColumn`](crate::pool::PoolMonColumn) by name or letter.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "bytes" | "b" | "B" => Self::Bytes,
-            "diff" | "s" | "S" | "d" | "D" => Self::Diff,
-            "allocs" | "a" | "A" => Self::Allocs,
-            "frees" | "f" | "F" => Self::Frees,
-            "per-alloc" | "m" | "M" => Self::PerAlloc,
-            "tag" | "t" | "T" => Self::Tag,
-            _ => return None,
+        use crate::pool::PoolMonColumn as C;
+        Some(match C::parse(s)? {
+            C::Bytes => Self::Bytes,
+            C::Diff => Self::Diff,
+            C::Allocs => Self::Allocs,
+            C::Frees => Self::Frees,
+            C::PerAlloc => Self::PerAlloc,
+            C::Tag => Self::Tag,
         })
     }
 
