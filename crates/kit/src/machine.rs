@@ -75,7 +75,7 @@ pub struct Machine {
     pub(crate) paged_pages: Vec<u64>,
     /// Data pages of live allocations, where decoys can go.
     pub(crate) body_spots: Vec<(u64, u64)>,
-    pub(crate) pool: crate::pool::PoolState,
+    pub(crate) pool: crate::pool::state::PoolState,
     /// `_SEGMENT_HEAP` of each pool kind (segment-heap builds).
     pub(crate) heaps: std::collections::BTreeMap<PoolKind, u64>,
     /// Kernel stack page (context Rsp), also home to decoys.
@@ -85,7 +85,7 @@ pub struct Machine {
     pub(crate) crash_stack: Option<(u64, u64)>,
     /// Bulk page segments (segment-heap builds), in list order.
     pub(crate) bulk_segments: Vec<u64>,
-    pub(crate) bulk_filler: Option<std::sync::Arc<crate::bulk::BulkFiller>>,
+    pub(crate) bulk_filler: Option<std::sync::Arc<crate::bulk::pages::BulkFiller>>,
     /// PML4s of the processes other than System.
     pub(crate) process_spaces: Vec<AddressSpace>,
 }
