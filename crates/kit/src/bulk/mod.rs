@@ -31,7 +31,7 @@ use crate::truth::{Allocation, AllocatorKind};
 pub use crate::scenario::BulkSpec;
 pub use crate::truth::BulkTruth;
 pub use pages::BulkFiller;
-use pages::{PATTERNS, Pattern, legacy_pattern, lfh_pattern, mix};
+use pages::{PATTERNS, Pattern, mix, pattern_pages};
 
 /// A bulk tag: an upper-case letter then three of [a-z0-9].
 fn bulk_tag(i: u32) -> u32 {
@@ -58,18 +58,7 @@ impl Machine {
         let pool_type = ((kind.pool_type() & 0x6D) | 2) as u64;
         let mut rng = fastrand::Rng::with_seed(self.scenario.seed ^ 0xB01C);
         let tags = self.bulk_tags(spec.tags);
-        let mut lfh_raw = Vec::new();
-        let patterns: Vec<Pattern> = (0..PATTERNS)
-            .map(|_| {
-                if segment_heap {
-                    let (p, raw) = lfh_pattern(m, &mut rng, &tags, pool_type);
-                    lfh_raw.push(raw);
-                    p
-                } else {
-                    legacy_pattern(m, &mut rng, &tags, pool_type)
-                }
-            })
-            .collect();
+        let (patterns, lfh_raw) = pattern_pages(m, &mut rng, &tags, pool_type, segment_heap);
         let pool_bytes = spec.bytes.div_ceil(2 * MB) * 2 * MB;
         let pool_pages = pool_bytes / PAGE64;
         let big_pages = (spec.big_live as u64).div_ceil(512) * 512;

@@ -8,6 +8,7 @@ use crate::layout::{Manifest, StructBuf};
 use crate::phys::{MB, PAGE64};
 use crate::phys::{PAGE, Page, PageFiller};
 use crate::pool::format::SEGMENT_SIGNATURE_KEY;
+
 pub(super) const PATTERNS: usize = 512;
 
 /// One chunk of a pattern page.
@@ -126,15 +127,34 @@ fn header_bytes(m: &Manifest, prev: u64, units: u64, pool_type: u64, tag: u32) -
     h.bytes
 }
 
-/// A legacy nonpaged pool page: chained chunks, some free with stale tags
-/// (never two free in a row: the allocator coalesces), the rest of the
-/// page one free chunk.
-pub(super) fn legacy_pattern(
+/// The area's pattern pages: LFH subsegments on segment-heap builds (with
+/// each one's raw BlockOffsets), legacy pool pages before.
+pub(super) fn pattern_pages(
     m: &Manifest,
     rng: &mut fastrand::Rng,
     tags: &[u32],
     pool_type: u64,
-) -> Pattern {
+    segment_heap: bool,
+) -> (Vec<Pattern>, Vec<u32>) {
+    let mut lfh_raw = Vec::new();
+    let patterns: Vec<Pattern> = (0..PATTERNS)
+        .map(|_| {
+            if segment_heap {
+                let (p, raw) = lfh_pattern(m, rng, tags, pool_type);
+                lfh_raw.push(raw);
+                p
+            } else {
+                legacy_pattern(m, rng, tags, pool_type)
+            }
+        })
+        .collect();
+    (patterns, lfh_raw)
+}
+
+/// A legacy nonpaged pool page: chained chunks, some free with stale tags
+/// (never two free in a row: the allocator coalesces), the rest of the
+/// page one free chunk.
+fn legacy_pattern(m: &Manifest, rng: &mut fastrand::Rng, tags: &[u32], pool_type: u64) -> Pattern {
     let mut page = Box::new([0u8; PAGE]);
     let mut chunks = Vec::new();
     let mut used = 0u64;
@@ -173,7 +193,7 @@ pub(super) fn legacy_pattern(
 }
 
 /// A one-page LFH subsegment: header, 2-bit bitmap, blocks of one size.
-pub(super) fn lfh_pattern(
+fn lfh_pattern(
     m: &Manifest,
     rng: &mut fastrand::Rng,
     tags: &[u32],
