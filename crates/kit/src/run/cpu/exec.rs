@@ -8,6 +8,7 @@ use super::flags::{
     CF, DF, IF, OF, PF, SF, ZF, add_flags, logic_flags, mask, sext, sign_bit, sub_flags,
 };
 use super::{Bus, Cpu, Exit, RAX, RBP, RCX, RDI, RDX, RSP, ShadowFrame};
+
 fn is_cmovcc(m: Mnemonic) -> bool {
     use Mnemonic::*;
     matches!(

@@ -31,6 +31,7 @@ use iced_x86::{
 
 use flags::{ARITH, mask};
 pub use flags::{CF, DF, IF, OF, PF, SF, ZF};
+
 /// Kernel selectors (Windows x64): code 0x10, stack/data 0x18 and 0x2B.
 pub const KGDT64_R0_CODE: u64 = 0x10;
 pub const KGDT64_R0_DATA: u64 = 0x18;
