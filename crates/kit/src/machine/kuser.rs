@@ -7,6 +7,7 @@ use crate::layout::StructBuf;
 use crate::paging::Prot;
 
 use super::{KUSER_SHARED_DATA, KUSER_SHARED_DATA_USER, Machine};
+
 /// 100 ns ticks between 1601-01-01 and 1970-01-01.
 const FILETIME_UNIX_EPOCH: u64 = 116_444_736_000_000_000;
 

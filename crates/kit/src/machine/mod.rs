@@ -26,6 +26,7 @@ use crate::truth::GroundTruth;
 
 pub(crate) use crate::phys::{GB, MB, PAGE64};
 pub use crate::tag::{tag_string, tag_value};
+
 const SLOT: u64 = 1 << 39;
 pub const KUSER_SHARED_DATA: u64 = 0xFFFF_F780_0000_0000;
 pub const KUSER_SHARED_DATA_USER: u64 = 0x7FFE_0000;
