@@ -8,6 +8,7 @@ use crate::api::{Call, Manipulate, api_number};
 use crate::error::KdnetError;
 use crate::packet::{KdPacket, PacketType, Payload};
 
+use super::names::api_name;
 use super::{Incoming, Link};
 
 /// A manipulate request in flight: what went out, what came back, and its
@@ -253,23 +254,4 @@ fn answers(req: &Manipulate, reply: &Manipulate) -> bool {
         | (Call::Write { address: a, .. }, Call::Write { address: b, .. }) => a == b,
         _ => true,
     }
-}
-
-/// A WinDbg-style name for an ApiNumber, for messages.
-pub fn api_name(api: u32) -> String {
-    use api_number::*;
-    let name = match api {
-        READ_VIRTUAL_MEMORY => "ReadVirtualMemory",
-        WRITE_VIRTUAL_MEMORY => "WriteVirtualMemory",
-        GET_CONTEXT => "GetContext",
-        SET_CONTEXT => "SetContext",
-        CONTINUE => "Continue",
-        CONTINUE2 => "Continue2",
-        READ_CONTROL_SPACE => "ReadControlSpace",
-        READ_PHYSICAL_MEMORY => "ReadPhysicalMemory",
-        WRITE_PHYSICAL_MEMORY => "WritePhysicalMemory",
-        GET_VERSION => "GetVersion",
-        _ => return format!("DbgKd API {api:#x}"),
-    };
-    format!("DbgKd{name}Api")
 }

@@ -33,11 +33,12 @@
 //! suppression and what the target asks on its own. `handshake.rs` makes
 //! (and remakes) the association, `exchange.rs` runs one request or
 //! break-in to its answer, `timer.rs` holds the [`Timeouts`] and the
-//! [`RttEstimator`], `stats.rs` the [`LinkStats`], and `socket.rs` waits
-//! for a datagram.
+//! [`RttEstimator`], `stats.rs` the [`LinkStats`], `socket.rs` waits for
+//! a datagram and `names.rs` names ApiNumbers for messages.
 
 mod exchange;
 mod handshake;
+mod names;
 mod socket;
 mod stats;
 mod timer;
@@ -53,7 +54,7 @@ use crate::error::KdnetError;
 use crate::key::KdnetKey;
 use crate::packet::{HOST_ID_BASE, KdPacket, PacketType, Payload};
 
-pub use exchange::api_name;
+pub use names::api_name;
 use socket::recv_until;
 pub use stats::LinkStats;
 pub use timer::{RttEstimator, Timeouts};
