@@ -24,7 +24,7 @@ const BUILDS: [&str; 9] = [
 
 fn dir(build: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/nt")
+        .join("../../testdata/nt")
         .join(build)
 }
 

@@ -12,7 +12,7 @@ use pooldump_core::symbols::pdb::read_pdb;
 const MEMBERS: u64 = 3000;
 
 fn fixture() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/pdb-fixtures/lfindex.pdb")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/pdb-fixtures/lfindex.pdb")
 }
 
 /// Members of `_LF_INDEX_FIXTURE` as `pdb` 0.8 sees them, or its error.
