@@ -118,6 +118,20 @@ fn in_band(v: u64) -> bool {
     (SAFE_LOW..SAFE_HIGH).contains(&v)
 }
 
+/// RSP must stay inside the kernel's stack range while unwinding.
+fn rsp_in_band(rsp: u64, where_: &dyn Fn() -> String) -> Result<(), WalkEnd> {
+    if !in_band(rsp) {
+        return Err(stop(
+            WhyWalkStopped::BadStackPointer,
+            format!(
+                "{}: RSP {rsp:#x} left the kernel's stack range while unwinding",
+                where_()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Make sure `op` cannot overflow: the registers it reads are known and in
 /// the band, an allocation is not absurd.
 fn check(
@@ -128,15 +142,7 @@ fn check(
     where_: &dyn Fn() -> String,
 ) -> Result<(), WalkEnd> {
     let rsp = regs.rsp();
-    if !in_band(rsp) {
-        return Err(stop(
-            WhyWalkStopped::BadStackPointer,
-            format!(
-                "{}: RSP {rsp:#x} left the kernel's stack range while unwinding",
-                where_()
-            ),
-        ));
-    }
+    rsp_in_band(rsp, where_)?;
     let uses_fp = matches!(
         op,
         UnwindOperation::RestoreSPFromFP
@@ -308,15 +314,7 @@ fn return_through_rsp<M: Memory + ?Sized>(
     where_: &dyn Fn() -> String,
 ) -> Result<Step, WalkEnd> {
     let rsp = st.regs.rsp();
-    if !in_band(rsp) {
-        return Err(stop(
-            WhyWalkStopped::BadStackPointer,
-            format!(
-                "{}: RSP {rsp:#x} left the kernel's stack range while unwinding",
-                where_()
-            ),
-        ));
-    }
+    rsp_in_band(rsp, where_)?;
     let ret = st.stack.read_u64(rsp)?;
     st.regs.set_rsp(rsp + 8);
     Ok(step(st, ret, method))
