@@ -539,3 +539,14 @@ pub fn release(meta: &SourceMeta) -> Result<()> {
 pub fn kdnet_report(meta: &SourceMeta) -> Option<KdnetReport> {
     meta.link.as_ref().map(|l| l.0.report())
 }
+
+/// The message for a `--sort` value no table knows; `extra` lists what
+/// one command accepts beyond PoolMon's columns.
+pub fn unknown_sort(s: &str, extra: &str) -> String {
+    use pooldump_core::pool::PoolMonColumn as C;
+    format!(
+        "unknown sort key `{s}` ({}{extra}, or PoolMon's letters {})",
+        C::NAMES,
+        C::LETTERS
+    )
+}
