@@ -177,13 +177,13 @@ pub(crate) fn tag_text(v: u32) -> String {
         .collect()
 }
 
-/// The tracker hash (pool.md §2.2).
+/// The tracker hash (docs/pool-structures.md §2).
 pub(crate) fn tracker_hash(key: u32) -> u64 {
     let h = 40543u64 * key as u64;
     ((h as u32) ^ ((h >> 32) as u32)) as u64
 }
 
-/// The big-page table hash (pool.md §3.2).
+/// The big-page table hash (docs/pool-structures.md §3).
 pub(crate) fn big_page_hash(va: u64) -> u64 {
     let h = 40543u64 * ((va >> 12) as u32) as u64;
     ((h as u32) ^ ((h >> 32) as u32)) as u64

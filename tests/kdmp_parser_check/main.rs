@@ -9,13 +9,13 @@
 //! tests, which compare pooldump against that truth, compare against
 //! something real.
 //!
-//! Decoding follows pool.md: tracker tables summed over every processor's
+//! Decoding follows docs/pool-structures.md: tracker tables summed over every processor's
 //! copy plus the expansion table (§2.3, §2.4), the big-page table with its
 //! free bit (§3.2), pool headers as `(POOL_TYPE & 0x6D) | 2` (§4.2), and
 //! the placement rules the kernel's hashes and the legacy allocator's
 //! PreviousSize chain imply (§2.2, §3.2, §4.3).
 //!
-//! kdmp-parser workarounds (crates-and-test-data.md §1.10 and §1.4):
+//! kdmp-parser workarounds (docs/design.md, "kdmp-parser and pooldump's own header reader"):
 //! * physical reads are page-aligned and at most one page long, because
 //!   `phys::Reader::read_exact` returns wrong bytes for unaligned reads
 //!   that cross more than one page boundary;
@@ -123,7 +123,7 @@ fn a_dump_file_opens_through_the_mapped_reader() {
 
 /// A tiny tracker (64 hashed slots, all taken by the boot-time hot tags),
 /// a small expansion table and a counter that wraps 32 bits: every slot
-/// kind of pool.md §2.2-2.4.
+/// kind of docs/pool-structures.md §2
 #[test]
 fn expansion_overflow_and_wrapped_counters() {
     for build in NtBuild::ALL {

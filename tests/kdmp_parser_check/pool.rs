@@ -1,4 +1,4 @@
-//! Pool as kdmp-parser reads it: the big-page table (pool.md §3.2), the
+//! Pool as kdmp-parser reads it: the big-page table (docs/pool-structures.md §3), the
 //! header of every allocation in the dump (§4.2), and the chains of
 //! legacy pool pages (§4.3).
 
@@ -114,7 +114,7 @@ pub(crate) fn check_big_pool(m: &Machine, l: &Layout, kd: &Kd, what: &str) {
 /// header-less allocation in the table.
 fn check_big_allocations(m: &Machine, what: &str) {
     let t = &m.truth;
-    // The table holds POOL_TYPE values (pool.md §3.2), not the header's
+    // The table holds POOL_TYPE values (docs/pool-structures.md §3), not the header's
     // encoding: 0 nonpaged, 1 paged, 0x200 NonPagedPoolNx.
     for e in &t.big_pool.entries {
         assert!(
@@ -207,7 +207,7 @@ pub(crate) fn check_pool_headers(m: &Machine, l: &Layout, kd: &Kd, what: &str) {
     assert!(checked > 50, "{what}: only {checked} headers checked");
 }
 
-/// The first of a cache-aligned allocation's two headers (pool.md §4.4):
+/// The first of a cache-aligned allocation's two headers (docs/pool-structures.md §5):
 /// the same tag, CacheAligned clear, its block ending at the second
 /// header `h`.
 fn check_first_header(kd: &Kd, f: &HeaderFields, first: u64, h: u64, a: &Allocation, what: &str) {
@@ -226,7 +226,7 @@ fn check_first_header(kd: &Kd, f: &HeaderFields, first: u64, h: u64, a: &Allocat
     );
 }
 
-/// Legacy pool pages (pool.md §4.3): the headers tile each page, every
+/// Legacy pool pages (docs/pool-structures.md §4): the headers tile each page, every
 /// PreviousSize equals the BlockSize before it, and only the first is 0.
 pub(crate) fn check_legacy_chains(m: &Machine, l: &Layout, kd: &Kd, what: &str) {
     let ty = "_POOL_HEADER";

@@ -1,6 +1,6 @@
-//! The segment heap as pool.md §4.5 decodes it, with its constants rather
+//! The segment heap as docs/pool-structures.md §5 decodes it, with its constants rather
 //! than the manifest's offsets (so this also checks the manifest against
-//! pool.md): heap keys from ExPoolState, range descriptors, LFH bitmaps,
+//! docs/pool-structures.md §5): heap keys from ExPoolState, range descriptors, LFH bitmaps,
 //! encoded VS chunk headers and page-segment signatures.
 
 use std::collections::BTreeSet;
@@ -118,7 +118,7 @@ fn read_heaps(m: &Machine, l: &Layout, kd: &Kd, what: &str) -> Heaps {
         .offset as u64;
     let node_off = l.field("_EX_POOL_HEAP_MANAGER_STATE", "PoolNode").offset as u64;
     let ctx_off = l.field("_SEGMENT_HEAP", "SegContexts").offset as u64;
-    // pool.md §4.5's table.
+    // docs/pool-structures.md §5's table.
     match t.build_number {
         19041 => assert_eq!((pools_off, node_off, ctx_off), (0x38D0, 0x3900, 0x100)),
         22000 => assert_eq!((pools_off, node_off, ctx_off), (0x38E0, 0x3900, 0x140)),

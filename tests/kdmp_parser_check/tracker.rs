@@ -1,4 +1,4 @@
-//! The pool tag tracker decoded as pool.md §2.3 says (every processor's
+//! The pool tag tracker decoded as docs/pool-structures.md §2 says (every processor's
 //! copy summed per index, plus the expansion table) and compared with
 //! `truth.tags`; keys must sit where the kernel's hash puts them.
 
@@ -62,7 +62,7 @@ impl Tables {
     }
 }
 
-/// Decode the tracker as pool.md §2.3 says and compare it with
+/// Decode the tracker as docs/pool-structures.md §2 says and compare it with
 /// `truth.tags`; check that keys sit where the kernel's hash puts them.
 pub(crate) fn check_tracker(m: &Machine, l: &Layout, kd: &Kd, what: &str) {
     let t = &m.truth;

@@ -2,7 +2,7 @@
 //! from `pooldump-kit`, stopped or running behind the real protocol over
 //! UDP on loopback.
 //!
-//! It behaves as kdnet.md §8.E describes Windows: offers every
+//! It behaves as docs/kdnet.md, "The protocol in brief" describes Windows: offers every
 //! `offer_interval` (including during a session), a re-key on any
 //! response, the hello, target ids +2, every request ACKed and executed
 //! once, RESEND for a request that arrives while its own packet waits for

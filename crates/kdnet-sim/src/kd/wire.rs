@@ -1,4 +1,4 @@
-//! The target's side of the link (kdnet.md §8.E): offers, the faults on
+//! The target's side of the link (docs/kdnet.md, "The protocol in brief"): offers, the faults on
 //! each datagram in both directions, framing, ACKs, RESEND and RESET, the
 //! handshake's re-keying, and what each packet from the debugger means.
 
@@ -246,7 +246,7 @@ impl Target {
         }
     }
 
-    /// A response re-keys the data channel at any time (kdnet.md §3.3).
+    /// A response re-keys the data channel at any time (docs/kdnet.md, "The protocol in brief").
     fn on_response(&mut self, d: &Datagram, from: SocketAddr) {
         let Ok(r) = Response::parse(d.payload()) else {
             self.stat(|s| s.dropped_other += 1);

@@ -1,4 +1,4 @@
-//! DbgKd messages carried in KD data packets (kdnet.md §5-6, windbgkd.h):
+//! DbgKd messages carried in KD data packets (docs/kdnet.md, "The protocol in brief", windbgkd.h):
 //! DBGKD_MANIPULATE_STATE64 requests and replies, the x64
 //! DBGKD_ANY_WAIT_STATE_CHANGE, DBGKD_DEBUG_IO and DBGKD_FILE_IO.
 //!

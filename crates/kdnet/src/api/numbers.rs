@@ -54,7 +54,7 @@ pub mod status {
 }
 
 /// Offsets of the registers in the x64 CONTEXT (winnt.h; Rip and the
-/// layout verified in the capture, kdnet.md §5).
+/// layout verified in the capture, docs/kdnet.md, "The protocol in brief").
 pub mod context {
     pub const CONTEXT_FLAGS: usize = 0x30;
     pub const SEG_CS: usize = 0x38;

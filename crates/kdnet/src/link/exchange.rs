@@ -165,7 +165,7 @@ impl Link {
         if x.failures >= self.timeouts.resends_before_reset && waited >= self.timeouts.reset_after {
             // Resending alone did not help: RESET makes the
             // target answer RESET and resend its pending
-            // packet (kdnet.md §4 rule 4).
+            // packet (docs/kdnet.md, "The protocol in brief").
             self.send_reset()?;
             x.failures = 0;
         }

@@ -1,4 +1,4 @@
-//! The handshake (kdnet.md §3): wait for the target's offer, answer it and
+//! The handshake (docs/kdnet.md, "The protocol in brief"): wait for the target's offer, answer it and
 //! derive the data key; start a new association after a reboot or a lost
 //! link; and the offers that keep coming once connected.
 

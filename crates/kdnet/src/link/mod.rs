@@ -1,6 +1,6 @@
 //! The host side of the KD packet layer over one KDNET association: the
 //! handshake, ACKs, adaptive retransmission, RESEND/RESET recovery and
-//! duplicate suppression (kdnet.md §3, §4, §9.3).
+//! duplicate suppression (docs/kdnet.md, "The protocol in brief").
 //!
 //! Everything received is authenticated before it is looked at; whatever
 //! fails (foreign source, bad framing, bad HMAC, bad KD checksum) is
@@ -132,7 +132,7 @@ impl Link {
         id
     }
 
-    /// RESET carries the next id without using it up (kdnet.md §4).
+    /// RESET carries the next id without using it up (docs/kdnet.md, "The protocol in brief").
     fn send_reset(&mut self) -> Result<(), KdnetError> {
         self.stats.resets_sent += 1;
         self.send_control(PacketType::Reset, self.next_id)
@@ -208,7 +208,7 @@ impl Link {
     /// Ask a target that may be waiting for an ACK we never received to
     /// send its pending packet again: a state change or print lost on
     /// its way to us would otherwise never come (targets do not
-    /// retransmit on their own; kdnet.md §8.A). A running target with
+    /// retransmit on their own; docs/kdnet.md, "The protocol in brief"). A running target with
     /// nothing pending ignores it.
     pub fn probe(&mut self) -> Result<(), KdnetError> {
         self.stats.retransmits += 1;

@@ -20,7 +20,7 @@ pub struct KdnetConfig {
 }
 
 /// The default read size: 1 KiB keeps every datagram under a 1500-byte
-/// MTU; whether targets handle IP fragments is unknown (kdnet.md §9.1).
+/// MTU; whether targets handle IP fragments is unknown (docs/kdnet.md, "The protocol in brief").
 pub const DEFAULT_CHUNK: u32 = 1024;
 
 impl From<KdnetSpec> for KdnetConfig {

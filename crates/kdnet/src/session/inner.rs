@@ -267,7 +267,7 @@ impl Inner {
     /// Continue2 from the current stop. For a breakpoint continued as
     /// handled, a hard-coded int3 is stepped over first (Rip + 1), as
     /// WinDbg does: the kernel does not advance Rip for BREAKPOINT_BREAK,
-    /// and the target would stop again at once (kdnet.md §6).
+    /// and the target would stop again at once (docs/kdnet.md, "The protocol in brief").
     pub(super) fn continue_with(&mut self, how: ContinueStatus) -> Result<(), KdnetError> {
         let stop = self.stopped()?.clone();
         if stop.is_breakpoint() && how != ContinueStatus::ExceptionNotHandled {

@@ -5,7 +5,7 @@
 //! Reads are cut into aligned blocks of `chunk` bytes (1 KiB by default, so
 //! no datagram needs IP fragmentation; never more than the 3944 bytes one
 //! reply carries) that never cross a page, so an unmapped page fails only
-//! its own blocks (kdnet.md §9.1). Every block read is cached until the
+//! its own blocks (docs/kdnet.md, "The protocol in brief"). Every block read is cached until the
 //! target runs again. A virtual block the target cannot read (a transition
 //! or paged-out PTE) falls back to the x64 page walk over physical reads,
 //! so a live session and a dump of the same machine give the same bytes and

@@ -133,7 +133,7 @@ impl Machine {
         let mut mem = PhysMemory::new(ram_bytes(s), rng.u64(..));
         let kaslr = s.build.has_kaslr_regions();
         // Windows puts the System process's PML4 low in physical memory;
-        // Volatility's DTB scan looks there first (peers.md §4).
+        // Volatility's DTB scan looks there first (as Volatility and WinDbg do).
         let dtb_pfn = match s.build.number() {
             0..9200 => 0x187,
             9200..14393 => 0x1A7,

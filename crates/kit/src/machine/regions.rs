@@ -21,7 +21,7 @@ impl Machine {
         let mut regions: Vec<RegionTruth> = Vec::new();
         let (kern_base, images, np_base, np_first, pp_base, pp_first, pfn_db);
         if build < 9200 {
-            // Windows 7: fixed x64 layout (pool.md §5).
+            // Windows 7: fixed x64 layout (docs/pool-structures.md §6).
             kern_base = 0xFFFF_F800_0260_0000 + rng.u64(0..0x400) * PAGE64;
             images = 0xFFFF_F880_00C0_0000;
             pfn_db = 0xFFFF_FA80_0000_0000;

@@ -3,7 +3,7 @@
 //! signature key and the 16-byte block unit.
 
 /// Segment-heap allocations of this many bytes or more have no header
-/// (x64, pool.md §3.2).
+/// (x64, docs/pool-structures.md §3).
 pub const SEG_HEAP_BIG: u64 = 0xFE1;
 /// Legacy allocations above this size take whole pages.
 pub const LEGACY_BIG: u64 = 0xFF0;

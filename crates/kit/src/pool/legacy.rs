@@ -1,5 +1,5 @@
 //! The legacy allocator (Win7 to 1809): 4 KiB pool pages carved into
-//! chunks whose `_POOL_HEADER`s chain through PreviousSize (pool.md §4.3);
+//! chunks whose `_POOL_HEADER`s chain through PreviousSize (docs/pool-structures.md §4);
 //! a freed chunk keeps its tag with PoolType 0.
 
 use crate::layout::StructBuf;

@@ -1,6 +1,6 @@
 //! The segment heap's LFH subsegments: one page of blocks of one size,
 //! each a pool header and data, behind a header with a 2-bit-per-block
-//! bitmap and an encoded BlockOffsets (pool.md §4.5).
+//! bitmap and an encoded BlockOffsets (docs/pool-structures.md §5).
 
 use crate::layout::StructBuf;
 use crate::machine::Machine;

@@ -2,10 +2,10 @@
 //!
 //! * Legacy allocator (Win7 to 1809): 4 KiB pool pages carved into chunks,
 //!   each with a `_POOL_HEADER` whose PreviousSize chains to its neighbour
-//!   (pool.md §4.3); freed chunks keep their tag with PoolType 0;
+//!   (docs/pool-structures.md §4); freed chunks keep their tag with PoolType 0;
 //!   allocations above 0xFF0 bytes take whole pages and live only in the
 //!   big-page table.
-//! * Segment heap (19H1+, pool.md §4.4-4.5): 1 MiB page segments with
+//! * Segment heap (19H1+, docs/pool-structures.md §5): 1 MiB page segments with
 //!   range descriptors; LFH subsegments (blocks up to 0x200 bytes, each a
 //!   header and data, a 2-bit-per-block bitmap); VS subsegments (an encoded
 //!   `_HEAP_VS_CHUNK_HEADER` in front of each chunk, then the pool header);
@@ -140,7 +140,7 @@ impl Machine {
         }
     }
 
-    /// The header's PoolType byte: `(POOL_TYPE & 0x6D) | 2` (pool.md §4.2).
+    /// The header's PoolType byte: `(POOL_TYPE & 0x6D) | 2` (docs/pool-structures.md §4).
     fn header_pool_type(kind: PoolKind, cache_aligned: bool) -> u64 {
         let t = kind.pool_type() | if cache_aligned { 4 } else { 0 };
         ((t & 0x6D) | 2) as u64

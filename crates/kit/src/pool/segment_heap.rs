@@ -1,7 +1,7 @@
 //! The segment heap's page segments and heaps: 1 MiB segments whose first
 //! pages hold the header and one range descriptor per page, the signature
 //! that ties a segment to its heap's segment context, each pool's
-//! `_SEGMENT_HEAP`, and ExPoolState pointing at them (pool.md §4.4-4.5).
+//! `_SEGMENT_HEAP`, and ExPoolState pointing at them (docs/pool-structures.md §5).
 
 use crate::builds::Allocator;
 use crate::layout::StructBuf;
@@ -94,7 +94,7 @@ impl Machine {
     }
 
     /// Page-segment headers: the signature that ties each segment to its
-    /// heap's segment context (pool.md §4.5).
+    /// heap's segment context (docs/pool-structures.md §5).
     pub(super) fn write_segment_headers(&mut self) {
         let segs: Vec<(PoolKind, Vec<Segment>)> = self
             .pool

@@ -1,7 +1,7 @@
 //! The segment heap's VS subsegments: chunks of any size behind an encoded
 //! `_HEAP_VS_CHUNK_HEADER`, a pool header after it when the allocation has
 //! one, and free chunks whose free-tree node overwrites what followed the
-//! chunk header (pool.md §4.4-4.5).
+//! chunk header (docs/pool-structures.md §5).
 
 use crate::layout::StructBuf;
 use crate::machine::Machine;
@@ -32,7 +32,7 @@ impl Machine {
     }
 
     /// Write a VS chunk header, encoded with the chunk's address and the
-    /// heap key (pool.md §4.5).
+    /// heap key (docs/pool-structures.md §5).
     pub(crate) fn vs_chunk_header(
         &mut self,
         c: u64,
@@ -152,7 +152,7 @@ impl Machine {
                 // Two headers: the chunk's, without CacheAligned, then
                 // one just below the aligned data, with it, whose
                 // PreviousSize is the distance back to the first
-                // (pool.md §4.4). A pointer to the second, XORed with
+                // (docs/pool-structures.md §5). A pointer to the second, XORed with
                 // the quota cookie, follows the first.
                 let h2 = data - 0x10;
                 let first = self.pool_header(0, 0, (h2 - h1) / 16, pool_type, r.header_tag);

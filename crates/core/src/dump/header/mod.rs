@@ -1,7 +1,7 @@
 //! DUMP_HEADER64 and the page layout that follows it, parsed and validated
 //! as a checked view over the file's bytes.
 //!
-//! Layouts (crates-and-test-data.md §2): the 0x2000-byte header, then
+//! Layouts (docs/testing.md, "Dump containers"): the 0x2000-byte header, then
 //! either page data described by the run list inside the header (DumpType
 //! 1), a bitmap header with one bit per PFN (5 and 6), or an RDMP header
 //! with a list of PFN ranges (8, 9 and 0xA).
@@ -43,7 +43,7 @@ pub const PFN_LIMIT: u64 = 1 << 40;
 /// Windows 11 and Server 2022), with headroom.
 pub const MAX_PROCESSORS: u32 = 4096;
 
-/// DUMP_HEADER64 field offsets (crates-and-test-data.md §1.3, §2.1).
+/// DUMP_HEADER64 field offsets (docs/design.md, "kdmp-parser and pooldump's own header reader").
 pub(crate) mod off {
     pub const MAJOR_VERSION: usize = 0x8;
     pub const MINOR_VERSION: usize = 0xC;

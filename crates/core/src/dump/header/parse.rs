@@ -124,7 +124,7 @@ fn read_fields(
         warnings.push("the header's DirectoryTableBase is 0".into());
     }
     // Shown as is; anything that sizes per-processor work from it must
-    // bound it (pool.md §2.3 caps the per-CPU tracker walk at 4096).
+    // bound it (docs/pool-structures.md §2 caps the per-CPU tracker walk at 4096).
     let processors = u32_at(off::NUMBER_PROCESSORS);
     if processors == 0 || processors > MAX_PROCESSORS {
         warnings.push(format!(

@@ -1,5 +1,5 @@
 //! `!poolfind` at memory bandwidth: every allocation carrying a set of
-//! tags, from three sources as `!poolfind` combines them (pool.md §3-5):
+//! tags, from three sources as `!poolfind` combines them (docs/pool-structures.md §3, §4, §5, §6):
 //!
 //! 1. the big-page table, the only place the tag of a segment-heap
 //!    allocation of 0xFE1 bytes or more exists (it has no header);
@@ -11,7 +11,7 @@
 //!    with the build's allocator rules: legacy chaining (Win7-1809) or the
 //!    segment heap's own metadata (19H1+: the page segment's signature,
 //!    its range descriptors, the LFH block bitmap or the VS chunk header,
-//!    pool.md §4.5), which alone says whether a header is live;
+//!    docs/pool-structures.md §5), which alone says whether a header is live;
 //! 3. headers in frames no pool address maps, reported apart (possibly
 //!    freed memory), never mixed in.
 //!

@@ -3,7 +3,7 @@
 
 use super::*;
 
-/// Pool regions from the symbols (pool.md §5): MiVisibleState's
+/// Pool regions from the symbols (docs/pool-structures.md §6): MiVisibleState's
 /// SystemVaRegions indexed by `_MI_ASSIGNED_REGION_TYPES` (1607+), else
 /// the legacy pool variables. `None` unless both nonpaged and paged pool
 /// are known: the walk then takes the whole kernel half.
@@ -63,7 +63,7 @@ pub(super) fn pool_regions<M: Memory + ?Sized>(
             _ => notes.push("MiVisibleState is unreadable: the pool regions are unknown".into()),
         }
     } else {
-        // Win7/8.1 (pool.md §5): the legacy pool variables.
+        // Win7/8.1 (docs/pool-structures.md §6): the legacy pool variables.
         let np_start = read("MmNonPagedPoolStart").or_else(|| read("MiNonPagedPoolStartAligned"));
         let np_end = read("MiNonPagedPoolEnd");
         if let (Some(s), Some(e)) = (np_start, np_end)

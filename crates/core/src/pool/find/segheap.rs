@@ -6,7 +6,7 @@ use super::*;
 // ----- the segment heap --------------------------------------------------
 
 /// What the allocator context needs: the family, and for the segment
-/// heap its keys, contexts and layouts (pool.md §4.5).
+/// heap its keys, contexts and layouts (docs/pool-structures.md §5).
 pub(super) struct Ctx {
     pub(super) family: AllocatorFamily,
     /// Only with a working segment heap.
@@ -56,7 +56,7 @@ impl Ctx {
     }
 }
 
-/// Descriptor flags of a page range (pool.md §4.5).
+/// Descriptor flags of a page range (docs/pool-structures.md §5).
 const RANGE_LFH: u64 = 0x0B;
 const RANGE_VS: u64 = 0x0F;
 const SEGMENT_HEAP_SIGNATURE: u64 = 0xDDEE_DDEE;
@@ -124,7 +124,7 @@ pub(super) struct SegHeap {
     heap_key: u64,
     lfh_key: u64,
     sig_key: u64,
-    /// 24H2 derives the LFH shift from the whole VA (pool.md §4.5).
+    /// 24H2 derives the LFH shift from the whole VA (docs/pool-structures.md §5).
     lfh_shift_full: bool,
     contexts: HashMap<u64, SegCtx>,
     masks: Vec<u64>,
@@ -173,7 +173,7 @@ impl SegHeap {
         let pools = mem
             .read_u32(KernelVa(state + pools_f.offset))
             .map_err(|e| format!("ExPoolState.NumberOfPools: {e}"))?;
-        // pool.md §4.6: 1809 has the types, but uses the heap only when a
+        // docs/pool-structures.md §5: 1809 has the types, but uses the heap only when a
         // pool node holds a signed heap.
         if !(1..=64).contains(&pools) {
             return if build.is_some_and(|b| b >= 18362) {
@@ -215,7 +215,7 @@ impl SegHeap {
                     continue;
                 }
                 signed += 1;
-                // Heap indexes in a pool node (pool.md §4.5).
+                // Heap indexes in a pool node (docs/pool-structures.md §5).
                 let kind = match j {
                     0 => Some(PoolKind::NonPaged),
                     1 => Some(PoolKind::NonPagedNx),
