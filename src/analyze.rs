@@ -84,9 +84,7 @@ pub struct Args {
 }
 
 fn parse_sort(s: &str) -> Result<SortKey, String> {
-    SortKey::parse(s).ok_or_else(|| {
-        format!("unknown sort key `{s}` (tag, allocs, frees, diff, bytes, per-alloc, nonpaged, paged, or T A F S B M)")
-    })
+    SortKey::parse(s).ok_or_else(|| crate::common::unknown_sort(s, ", nonpaged, paged"))
 }
 
 /// PoolMon's P key cycles through these.

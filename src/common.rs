@@ -303,7 +303,10 @@ pub fn leave_running(t: &LiveTarget) {
             if rebooted { " (it had rebooted)" } else { "" }
         ),
         Ok(_) => {}
-        Err(e) => eprintln!("pooldump: could not leave the target running: {e}"),
+        Err(e) => eprintln!(
+            "pooldump: could not leave the target running: {}",
+            pooldump_core::text::escape_lines(&e.to_string())
+        ),
     }
 }
 
@@ -574,4 +577,15 @@ pub fn load_pooltag(path: &Path) -> Result<pooldump_core::pool::PoolTagDb> {
         );
     }
     Ok(db)
+}
+
+/// The message for a `--sort` value no table knows; `extra` lists what
+/// one command accepts beyond PoolMon's columns.
+pub fn unknown_sort(s: &str, extra: &str) -> String {
+    use pooldump_core::pool::PoolMonColumn as C;
+    format!(
+        "unknown sort key `{s}` ({}{extra}, or PoolMon's letters {})",
+        C::NAMES,
+        C::LETTERS
+    )
 }

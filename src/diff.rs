@@ -40,11 +40,7 @@ pub struct Args {
 }
 
 fn parse_sort(s: &str) -> Result<DiffSort, String> {
-    DiffSort::parse(s).ok_or_else(|| {
-        format!(
-            "unknown sort key `{s}` (bytes, diff, allocs, frees, per-alloc, tag, or B S A F M T)"
-        )
-    })
+    DiffSort::parse(s).ok_or_else(|| crate::common::unknown_sort(s, ""))
 }
 
 pub fn run(args: &Args) -> Result<String> {

@@ -16,6 +16,7 @@ use pooldump_core::pool::TagPattern;
 use pooldump_core::pool::find::{
     self, AllocationState, Engine, FindOptions, FindReport, FoundAllocation, ScanProgress,
 };
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::common::{SourceArgs, SymbolArgs, kdnet_report, open_source, release};
@@ -111,7 +112,6 @@ pub struct SourceInfo {
 #[derive(Debug, Default)]
 pub struct Allocations {
     list: Vec<FoundAllocation>,
-    allocated_only: bool,
     /// --per-tag: the per-tag table only.
     omitted: bool,
 }
@@ -121,12 +121,14 @@ impl Allocations {
         self.omitted
     }
 
-    /// The allocations the user asked for (`--allocated` filters).
+    /// The allocations the user asked for (with `--allocated`, only live
+    /// ones: the others were dropped when the report was built).
+    fn shown(&self) -> &[FoundAllocation] {
+        &self.list
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &FoundAllocation> {
-        let only = self.allocated_only;
-        self.list
-            .iter()
-            .filter(move |a| !only || a.state == AllocationState::Allocated)
+        self.list.iter()
     }
 }
 
@@ -415,8 +417,13 @@ fn report(
             find::AllocatorFamily::SegmentHeap => "segment-heap".into(),
         },
         allocations: Allocations {
-            list: std::mem::take(&mut r.allocations),
-            allocated_only: args.allocated,
+            list: {
+                let mut list = std::mem::take(&mut r.allocations);
+                if args.allocated {
+                    list.retain(|a| a.state == AllocationState::Allocated);
+                }
+                list
+            },
             omitted: args.per_tag,
         },
         // In the order analyze's tag table uses (PoolMon's T: the tag's
@@ -525,20 +532,51 @@ fn render_text(r: &Report, args: &Args, w: &mut dyn Write) -> std::io::Result<()
             ("Allocator", Align::Left),
             ("Tag", Align::Left),
         ]);
-        let mut row: [String; 7] = Default::default();
-        for a in r.allocations.iter() {
-            allocation_cells(a, &mut row);
-            t.measure(&row);
+        let list = r.allocations.shown();
+        // Formatting hundreds of thousands of rows is most of what is left
+        // after the scan: both passes run on every core, a block of rows
+        // at a time, and the blocks are written in order.
+        const BLOCK: usize = 4096;
+        if let Some(widths) = list
+            .par_chunks(BLOCK)
+            .map(|c| {
+                let (mut t, mut row) = (t.clone(), Default::default());
+                for a in c {
+                    allocation_cells(a, &mut row);
+                    t.measure(&row);
+                }
+                t
+            })
+            .reduce_with(|mut a, b| {
+                a.merge(&b);
+                a
+            })
+        {
+            t.merge(&widths);
         }
         w.write_all(out.as_bytes())?;
         out.clear();
-        if r.allocations.iter().next().is_none() {
+        if list.is_empty() {
             w.write_all(b" No allocation carries these tags.\n")?;
         } else {
             t.write_header(w, 1)?;
-            for a in r.allocations.iter() {
-                allocation_cells(a, &mut row);
-                t.write_row(w, &row, 1)?;
+            // A bounded number of formatted blocks at a time.
+            for group in list.chunks(BLOCK * 16) {
+                let text: Vec<String> = group
+                    .par_chunks(BLOCK)
+                    .map(|c| {
+                        let (mut s, mut row) =
+                            (String::with_capacity(c.len() * 96), Default::default());
+                        for a in c {
+                            allocation_cells(a, &mut row);
+                            t.push_line(&mut s, &row, 1);
+                        }
+                        s
+                    })
+                    .collect();
+                for s in text {
+                    w.write_all(s.as_bytes())?;
+                }
             }
         }
         out.push('\n');

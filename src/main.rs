@@ -4,6 +4,7 @@
 //! only parses arguments, writes output and reports errors.
 
 mod analyze;
+mod batch;
 mod callsites;
 mod common;
 mod find;
@@ -85,12 +86,18 @@ enum Command {
     Trend(trend::Args),
     /// PoolMon in the terminal: a dump, a snapshot or a live target.
     Top(top::Args),
+    /// Many dumps in parallel into tables (Parquet or NDJSON): one row per
+    /// dump and tag, one per dump; resumable.
+    Batch(batch::Args),
 }
 
 fn main() -> ExitCode {
     // A bug must not greet the user with a backtrace: say what happened.
     std::panic::set_hook(Box::new(|p| {
-        eprintln!("error: internal error (a bug in pooldump, please report it): {p}");
+        eprintln!(
+            "error: internal error (a bug in pooldump, please report it): {}",
+            pooldump_core::text::escape_lines(&p.to_string())
+        );
     }));
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -108,6 +115,7 @@ fn main() -> ExitCode {
         Command::Diff(args) => diff::run(args),
         Command::Trend(args) => trend::run(args),
         Command::Top(args) => top::run(args),
+        Command::Batch(args) => batch::run(args),
     };
     match result.and_then(|out| write_stdout(&out)) {
         Ok(()) => ExitCode::SUCCESS,

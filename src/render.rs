@@ -147,6 +147,7 @@ pub enum Align {
 /// A table's columns and their widths, for writing rows one at a time
 /// (tables too long to hold, such as `find`'s allocations): measure every
 /// row first, then write. The last column is never padded.
+#[derive(Clone)]
 pub struct Columns {
     columns: Vec<(&'static str, Align)>,
     widths: Vec<usize>,
@@ -167,38 +168,45 @@ impl Columns {
         }
     }
 
+    /// Widen the columns to fit what `other` measured (rows measured in
+    /// parallel meet here).
+    pub fn merge(&mut self, other: &Columns) {
+        for (w, o) in self.widths.iter_mut().zip(&other.widths) {
+            *w = (*w).max(*o);
+        }
+    }
+
     fn line<S: AsRef<str>>(&self, row: &[S], indent: usize) -> String {
+        let mut line = String::new();
+        self.push_line(&mut line, row, indent);
+        line
+    }
+
+    /// Append `row` as one line to `out`.
+    pub fn push_line<S: AsRef<str>>(&self, out: &mut String, row: &[S], indent: usize) {
         let n = self.columns.len();
-        let mut line = " ".repeat(indent);
+        let start = out.len();
+        out.extend(std::iter::repeat_n(' ', indent));
         for (i, cell) in row.iter().enumerate().take(n) {
             let cell = cell.as_ref();
             match (self.columns[i].1, i + 1 == n) {
-                (Align::Left, true) => line.push_str(cell),
+                (Align::Left, true) => out.push_str(cell),
                 (Align::Left, false) => {
-                    let _ = write!(line, "{cell:<w$}  ", w = self.widths[i]);
+                    let _ = write!(out, "{cell:<w$}  ", w = self.widths[i]);
                 }
                 (Align::Right, _) => {
-                    let _ = write!(line, "{cell:>w$}  ", w = self.widths[i]);
+                    let _ = write!(out, "{cell:>w$}  ", w = self.widths[i]);
                 }
             }
         }
-        line.truncate(line.trim_end().len());
-        line.push('\n');
-        line
+        let end = start + out[start..].trim_end().len();
+        out.truncate(end);
+        out.push('\n');
     }
 
     pub fn write_header(&self, out: &mut dyn std::io::Write, indent: usize) -> std::io::Result<()> {
         let names: Vec<&str> = self.columns.iter().map(|c| c.0).collect();
         out.write_all(self.line(&names, indent).as_bytes())
-    }
-
-    pub fn write_row<S: AsRef<str>>(
-        &self,
-        out: &mut dyn std::io::Write,
-        row: &[S],
-        indent: usize,
-    ) -> std::io::Result<()> {
-        out.write_all(self.line(row, indent).as_bytes())
     }
 }
 

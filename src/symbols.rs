@@ -94,7 +94,7 @@ pub struct KldrReport {
     pub bootstrap_mismatches: Vec<String>,
 }
 
-/// The layouts the pool analysis reads (pool.md §2-§5).
+/// The layouts the pool analysis reads (docs/pool-structures.md §2, §6).
 const POOL_TYPES: &[(&str, &[&str])] = &[
     ("_POOL_TRACKER_TABLE", &[]),
     ("_POOL_TRACKER_BIG_PAGES", &[]),
@@ -102,7 +102,7 @@ const POOL_TYPES: &[(&str, &[&str])] = &[
     ("_MI_SYSTEM_VA_ASSIGNMENT", &[]),
 ];
 
-/// The globals the pool analysis reads (pool.md §1); absent ones are only
+/// The globals the pool analysis reads (docs/pool-structures.md §1); absent ones are only
 /// reported missing when every supported build has them.
 const POOL_GLOBALS: &[(&str, bool)] = &[
     ("PoolTrackTable", true),

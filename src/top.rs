@@ -97,19 +97,17 @@ impl TopSort {
 }
 
 fn parse_sort(s: &str) -> Result<TopSort, String> {
-    Ok(match s {
-        "tag" | "t" | "T" => TopSort::Tag,
-        "allocs" | "a" | "A" => TopSort::Allocs,
-        "frees" | "f" | "F" => TopSort::Frees,
-        "diff" | "s" | "S" | "d" | "D" => TopSort::Diff,
-        "bytes" | "b" | "B" => TopSort::Bytes,
-        "per-alloc" | "m" | "M" => TopSort::PerAlloc,
-        _ => {
-            return Err(format!(
-                "unknown sort key `{s}` (tag, allocs, frees, diff, bytes, per-alloc, or T A F S B M)"
-            ));
-        }
-    })
+    use pooldump_core::pool::PoolMonColumn as C;
+    Ok(
+        match C::parse(s).ok_or_else(|| crate::common::unknown_sort(s, ""))? {
+            C::Tag => TopSort::Tag,
+            C::Allocs => TopSort::Allocs,
+            C::Frees => TopSort::Frees,
+            C::Diff => TopSort::Diff,
+            C::Bytes => TopSort::Bytes,
+            C::PerAlloc => TopSort::PerAlloc,
+        },
+    )
 }
 
 pub fn run(args: &Args) -> Result<String> {

@@ -1,5 +1,5 @@
 //! pooldump on hostile dumps: what breaks kdmp-parser and naive tools
-//! (crates-and-test-data.md §1.10) must not break pooldump.
+//! (docs/design.md, "kdmp-parser and pooldump's own header reader") must not break pooldump.
 //!
 //! Each case damages a kit machine or its dump file, then runs the real
 //! `pooldump info` binary under a watchdog (a hang detector: the limit is

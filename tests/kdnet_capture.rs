@@ -147,7 +147,7 @@ fn walk_session(dgs: &[Udp], key: &KdnetKey, host_ip: IpAddr) -> (Tally, Option<
                 }
                 Payload::Data(p) => {
                     // Host ids live at 0x80000000 and up, target ids
-                    // below; both are even (kdnet.md §4).
+                    // below; both are even (docs/kdnet.md, "The protocol in brief").
                     assert_eq!(
                         p.id & HOST_ID_BASE != 0,
                         d.from_host,
@@ -247,7 +247,7 @@ fn windbg_uncut_decodes_verifies_and_reencrypts() {
         "offers go from port p to port p"
     );
     let (t, dk) = walk_session(&dgs, &key, host_ip);
-    // kdnet.md §3.5, computed independently of this crate.
+    // docs/kdnet.md, "The protocol in brief", computed independently of this crate.
     let want = "6bd91c57bd6a551ad30b509c05c0c95b32cc5e47a0866907eaf0b1583384f660";
     let got: String = dk
         .expect("a response")
@@ -313,7 +313,7 @@ fn kek_v5_offers_authenticate_and_data_needs_the_missing_response() {
             }
         }
     }
-    // kdnet.md §10: 10 offer frames; every frame appears twice.
+    // docs/kdnet.md, "The protocol in brief": 10 offer frames; every frame appears twice.
     assert_eq!(offers.len(), 10);
     offers.dedup();
     assert_eq!(offers.len(), 5);
@@ -400,7 +400,7 @@ fn libkdnet_v2_packets_verify() {
     let dk = Response::parse(resp.payload()).unwrap().data_key(&key);
     let mut typed = BTreeMap::new();
     for (name, wire) in &arrays {
-        // `next` is called malformed (kdnet.md §10): its source is mostly
+        // `next` is called malformed (docs/kdnet.md, "The protocol in brief"): its source is mostly
         // commented-out fragments. Without the comments one whole datagram
         // remains, and it verifies like the others.
         if name == "unciphered_go" {
@@ -447,7 +447,7 @@ fn libkdnet_v2_packets_verify() {
     assert!(typed["wait_state"].starts_with("StateChange Exception 0x80000003"));
     assert!(typed["get_version_api_resp"].starts_with("Manipulate GetVersion"));
     assert!(typed["read_virtual_memory_api_resp"].starts_with("Manipulate Read Virtual"));
-    // The GetVersion reply names the kernel (kdnet.md §5, Win8.1 9600).
+    // The GetVersion reply names the kernel (docs/kdnet.md, "The protocol in brief", Win8.1 9600).
     let d = datagram::open(&get("get_version_api_resp"), &key, Some(&dk)).unwrap();
     let Payload::Data(p) = Payload::parse(d.payload()).unwrap() else {
         panic!("not data")

@@ -45,7 +45,7 @@ PDBUTIL = "llvm-pdbutil-19"
 READOBJ = "llvm-readobj-19"
 DLLTOOL = "llvm-dlltool-19"
 
-# The compile flags of crates-and-test-data.md §3.2. -gno-codeview-command-line and the fixed
+# The compile flags (docs/testdata-nt.md). -gno-codeview-command-line and the fixed
 # -fdebug-compilation-dir keep the checkout path and the clang command line out of the PDB.
 CFLAGS_COMMON = [
     "--target=x86_64-pc-windows-msvc", "-O1", "-ffreestanding", "-fno-builtin",
@@ -190,7 +190,7 @@ FUNCTIONS = [
 # their kind (the Exp* helpers are named after real nt functions, but whether a build has a symbol
 # of that name varies; ExpPool*Block/ExpPoolChargeTracker and KiZeroGlobal are made up).
 BUILD_GATED_FUNCTIONS = {"ExAllocatePool2"}
-# The segment heap backs the pool from 19H1 (18362) on (pool.md section 4.4).
+# The segment heap backs the pool from 19H1 (18362) on (docs/pool-structures.md §5).
 SEGMENT_HEAP_BUILD = 18362
 
 C_BASE = {
@@ -432,7 +432,7 @@ class CWriter:
         fail("cannot declare ISF kind %r" % k)
 
     def struct_def(self, name):
-        """`struct NAME {...};` with the real layout (crates-and-test-data.md §3.8).
+        """`struct NAME {...};` with the real layout (docs/testdata-nt.md).
 
         Fields are laid out in "lanes": each lane is a run of non-overlapping members with
         explicit byte pads; a member that overlaps a previous one (a union alternative in the

@@ -1,5 +1,5 @@
 //! Which kernel virtual address maps each physical frame: one walk of the
-//! kernel's page tables (pool.md §5), so a scanner can read frames in
+//! kernel's page tables (docs/pool-structures.md §6), so a scanner can read frames in
 //! dump-file order at memory bandwidth and still report `!poolfind`'s
 //! virtual addresses.
 //!

@@ -1,7 +1,7 @@
 //! Pool tags.
 //!
 //! A tag is four bytes stored little-endian in a ULONG: the text `Abc ` is
-//! the value `0x20636241` (pool.md §6). Display prints the bytes in memory
+//! the value `0x20636241` (docs/pool-structures.md §8). Display prints the bytes in memory
 //! order, as PoolMon and `!poolfind` do; non-printable bytes are escaped so a
 //! hostile tag cannot write control characters to a terminal.
 
@@ -9,7 +9,7 @@ use std::fmt;
 
 /// The PROTECTED_POOL bit: the top bit of the fourth tag byte. Win7 object
 /// tags carry it in pool headers; tracker and big-table keys have it
-/// stripped (pool.md §4.2).
+/// stripped (docs/pool-structures.md §4).
 pub const PROTECTED_POOL: u32 = 0x8000_0000;
 
 /// A four-byte pool tag.
@@ -129,7 +129,7 @@ mod tests {
 
     #[test]
     fn text_and_value_agree() {
-        // pool.md §6: `Abc ` is 0x20636241; WinDbg writes it as ' cbA'.
+        // docs/pool-structures.md §8: `Abc ` is 0x20636241; WinDbg writes it as ' cbA'.
         let t = PoolTag::parse("Abc").unwrap();
         assert_eq!(t.value(), 0x2063_6241);
         assert_eq!(PoolTag::parse("0x20636241").unwrap(), t);

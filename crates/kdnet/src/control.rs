@@ -1,5 +1,5 @@
 //! Control-channel messages: the target's offer and the host's response,
-//! from which both sides derive the data key (kdnet.md §3.2-3.3).
+//! from which both sides derive the data key (docs/kdnet.md, "The protocol in brief").
 //!
 //! Offsets below are into the plaintext `P`; the payload starts at `P[8]`.
 

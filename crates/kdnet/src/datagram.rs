@@ -1,5 +1,5 @@
 //! The KDNET datagram: framing, AES-256-CBC and the truncated HMAC-SHA256
-//! tag (kdnet.md §2).
+//! tag (docs/kdnet.md, "The protocol in brief").
 //!
 //! ```text
 //!  0  4  "MDBG"
@@ -32,7 +32,7 @@ pub const KDNET_HDR_LEN: usize = 8;
 /// The smallest datagram: one cipher block and the tag.
 pub const MIN_LEN: usize = HEADER_LEN + 16 + TAG_LEN;
 /// The largest datagram accepted: a 4000-byte KD packet fits with room to
-/// spare; anything longer is not KDNET (kdnet.md §9.1).
+/// spare; anything longer is not KDNET (docs/kdnet.md, "The protocol in brief").
 pub const MAX_LEN: usize = 4096 + MIN_LEN;
 /// The direction bit of the KDNET header's last byte.
 pub const FROM_HOST: u8 = 0x80;
@@ -260,7 +260,7 @@ mod tests {
             .collect()
     }
 
-    /// kdnet.md §3.5: whole datagrams from windbg-uncut, key 8.8.8.8, with
+    /// docs/kdnet.md, "The protocol in brief": whole datagrams from windbg-uncut, key 8.8.8.8, with
     /// its data key.
     #[test]
     fn spec_vectors_decrypt_and_reseal() {

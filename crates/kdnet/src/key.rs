@@ -1,6 +1,6 @@
 //! The KDNET key (`bcdedit /dbgsettings net ... key:w.x.y.z`) and the
 //! connection spec WinDbg takes as `-k net:port=50000,key=w.x.y.z`
-//! (kdnet.md §1, §3.1).
+//! (docs/kdnet.md, "The protocol in brief").
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
@@ -9,7 +9,7 @@ use std::str::FromStr;
 /// it.
 ///
 /// `root_key = le64(w) || le64(x) || le64(y) || le64(z)`, each part a
-/// base-36 number (kdnet.md §3.1). The HMAC key is the root key with every
+/// base-36 number (docs/kdnet.md, "The protocol in brief"). The HMAC key is the root key with every
 /// bit inverted and never changes during a session.
 ///
 /// ```
@@ -144,7 +144,7 @@ impl FromStr for KdnetSpec {
     /// Accepts `port=P,key=K`, WinDbg's `net:port=P,key=K` and the whole
     /// `-k net:port=P,key=K`. The port defaults to 50000 as in bcdedit.
     /// Host-initiated mode (`target=`) is refused: its packet format is
-    /// unknown (kdnet.md §1).
+    /// unknown (docs/kdnet.md, "The protocol in brief").
     fn from_str(s: &str) -> Result<Self, SpecError> {
         let mut rest = s.trim();
         if let Some(r) = rest.strip_prefix("-k") {
@@ -218,7 +218,7 @@ mod tests {
         b.iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// kdnet.md §3.5: vectors checked against captures and AeroCTF's notes.
+    /// docs/kdnet.md, "The protocol in brief": vectors checked against captures and AeroCTF's notes.
     #[test]
     fn root_keys_match_the_spec_vectors() {
         let cases = [

@@ -1,4 +1,4 @@
-//! The KD packet inside a KDNET data-channel payload (kdnet.md §4).
+//! The KD packet inside a KDNET data-channel payload (docs/kdnet.md, "The protocol in brief").
 //!
 //! ```text
 //!  0 u32 PacketLeader  "0000" data | "iiii" control
@@ -24,7 +24,7 @@ pub const PACKET_MAX_SIZE: usize = 4000;
 pub const BREAKIN_BYTE: u8 = 0x62;
 /// The target's first data datagram after the handshake.
 pub const HELLO_LEN: usize = 12;
-/// The first host packet id; hosts count up by 2 (kdnet.md §4).
+/// The first host packet id; hosts count up by 2 (docs/kdnet.md, "The protocol in brief").
 pub const HOST_ID_BASE: u32 = 0x8000_0000;
 
 /// KD PacketType values (windbgkd.h).

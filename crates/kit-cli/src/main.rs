@@ -97,6 +97,28 @@ enum Cmd {
         #[arg(long, short)]
         out: PathBuf,
     },
+    /// Write a fleet: machines over every build, each a series of dumps of
+    /// one boot, with a leak on most machines (Leak), a faster one on one
+    /// machine only (Lone), corrupt files, one symbol store and fleet.json
+    /// (for `pooldump batch`).
+    Fleet {
+        #[arg(long, default_value_t = 20)]
+        machines: usize,
+        /// Dumps per machine.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        #[arg(long, default_value_t = 17)]
+        seed: u64,
+        /// Corrupt files to add.
+        #[arg(long, default_value_t = 5)]
+        corrupt: usize,
+        /// Pad each dump with this much bulk pool (e.g. 56M for 64 MiB dumps).
+        #[arg(long)]
+        bulk: Option<String>,
+        /// Output directory.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
     /// Crash a machine for real and write what Windows leaves behind: its
     /// processor runs leakydrv's LkTouch with a bad pointer, the page fault
     /// goes through nt!KiPageFault to a bug check (0x50 for an unmapped
@@ -244,6 +266,29 @@ fn run(cli: Cli) -> Result<(), String> {
             eprintln!(
                 "wrote {} dumps, symbols/ and {} to {}",
                 w.dumps.len(),
+                w.truth_file.display(),
+                out.display()
+            );
+            Ok(())
+        }
+        Cmd::Fleet {
+            machines,
+            steps,
+            seed,
+            corrupt,
+            bulk,
+            out,
+        } => {
+            let mut spec = pooldump_kit::fleet::FleetSpec::new(machines.max(1), steps, seed);
+            spec.corrupt = corrupt;
+            spec.bulk_bytes = bulk.as_deref().map(parse_size).transpose()?;
+            let w = pooldump_kit::fleet::write_fleet(&spec, &out)
+                .map_err(|e| format!("{}: {e}", out.display()))?;
+            eprintln!(
+                "wrote {} dumps of {} machines, {} corrupt files, symbols/ and {} to {}",
+                w.truth.dumps.len(),
+                machines,
+                w.truth.corrupt.len(),
                 w.truth_file.display(),
                 out.display()
             );

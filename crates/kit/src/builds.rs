@@ -68,7 +68,7 @@ pub struct NtFiles {
     pub pdb: &'static [u8],
 }
 
-/// The allocator behind small pool allocations (pool.md §0).
+/// The allocator behind small pool allocations (docs/pool-structures.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allocator {
     /// Pool descriptors and chained pool pages (Win7 to 1809).

@@ -1,7 +1,7 @@
 //! Crash-dump containers: the 64-bit DUMP_HEADER64 followed by a full-dump
 //! run list (DumpType 1) or a bitmap (DumpType 5, 'SDMP' kernel or 'FDMP'
 //! complete), as Windows writes MEMORY.DMP. Offsets follow
-//! crates-and-test-data.md §2 and Volatility's crash64.json.
+//! docs/testing.md, "Dump containers" and Volatility's crash64.json.
 
 use std::io::{self, Write};
 
@@ -232,7 +232,7 @@ pub fn write_dump<W: Write>(
                 _ => mem.runs().iter().flat_map(|r| r.clone()).collect(),
             };
             // Volatility reads the bitmap as u32 words: keep the bit count
-            // a multiple of 32 (crates-and-test-data.md §2.3).
+            // a multiple of 32 (docs/testing.md, "Dump containers").
             let bits = mem.max_pfn().div_ceil(32) * 32;
             let bitmap_bytes = (bits / 8) as usize;
             let first_page = (off::BMP_BITMAP + bitmap_bytes).div_ceil(PAGE) * PAGE;

@@ -159,7 +159,7 @@ impl Machine {
     }
 
     /// MiVisibleState -> MiState.Vs, whose SystemVaRegions array is indexed
-    /// by `_MI_ASSIGNED_REGION_TYPES` (pool.md §5).
+    /// by `_MI_ASSIGNED_REGION_TYPES` (docs/pool-structures.md §6).
     fn write_visible_state(&mut self) {
         let (Some(ptr), Some(state)) = (self.sym_va("MiVisibleState"), self.sym_va("MiState"))
         else {

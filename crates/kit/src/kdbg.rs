@@ -30,8 +30,8 @@ pub const OFF_SIZE: usize = 0x14;
 pub const OFF_KERN_BASE: usize = 0x18;
 pub const OFF_MM_PAGE_SIZE: usize = 0x138;
 
-/// Header.Size by build: the block grew as Windows added fields (pool.md
-/// §1 saw 109, 112 and 116 qwords).
+/// Header.Size by build: the block grew as Windows added fields (the
+/// ISFs of the tested builds give 109, 112 and 116 qwords).
 pub fn block_size(build: u32) -> usize {
     match build {
         0..9200 => 0x340,
@@ -42,7 +42,7 @@ pub fn block_size(build: u32) -> usize {
     }
 }
 
-/// Encode a decoded block in place, the inverse of the decode in pool.md §1:
+/// Encode a decoded block in place, the inverse of the decode in docs/pool-structures.md §1:
 /// `plain = KiWaitAlways ^ bswap64(&KdpDataBlockEncoded ^ rol64(enc ^ KiWaitNever, KiWaitNever & 0x3F))`.
 pub fn encode(block: &mut [u8], wait_never: u64, wait_always: u64, flag_va: u64) {
     for q in block.chunks_exact_mut(8) {

@@ -24,6 +24,7 @@ pub mod corrupt;
 pub mod crash_stack;
 pub mod drivers;
 pub mod dump;
+pub mod fleet;
 mod globals;
 pub mod kdbg;
 pub mod layout;

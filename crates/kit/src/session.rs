@@ -1,4 +1,4 @@
-//! Processes and sessions (pool.md §2.5).
+//! Processes and sessions (docs/pool-structures.md §2).
 //!
 //! PsActiveProcessHead links an `_EPROCESS` per process: System (the
 //! kernel's own address space) and smss.exe outside any session, then the
@@ -22,10 +22,10 @@ use crate::truth::{ProcessTruth, SessionTruth, TagUsage, TrackerSlot};
 
 const SLOT: u64 = 1 << 39;
 /// Session space before Windows 10 1607: 0xFFFFF900`00000000, one PML4 slot
-/// (pool.md §5).
+/// (docs/pool-structures.md §6).
 const LEGACY_SESSION_SLOT: u64 = 0x1F2;
 /// Before the inline `PoolTags` array, the table followed the structure at
-/// MmSessionSpace + 0x2000 (pool.md §2.5).
+/// MmSessionSpace + 0x2000 (docs/pool-structures.md §2).
 const LEGACY_TABLE_OFFSET: u64 = 0x2000;
 
 /// What the process builder needs of a built session.

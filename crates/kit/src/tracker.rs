@@ -1,4 +1,4 @@
-//! The pool tag tracker as the kernel keeps it (pool.md §2): a global
+//! The pool tag tracker as the kernel keeps it (docs/pool-structures.md §2): a global
 //! PoolTrackTable hashed by tag, one index-aligned copy per processor in
 //! ExPoolTagTables whose counters sum to the truth, an unhashed expansion
 //! table for tags that found no slot, and the keyless overflow slot.
@@ -9,21 +9,21 @@ use crate::phys::PAGE64;
 use crate::tag::{tag_string, tag_value};
 use crate::truth::{Counters, TagUsage, TrackerSlot};
 
-/// The tracker hash (pool.md §2.2); the kernel hard-codes its value for
+/// The tracker hash (docs/pool-structures.md §2); the kernel hard-codes its value for
 /// 'Pool' (0x040DEDA5).
 pub fn tag_hash(tag: u32) -> u32 {
     let h = 40543u64 * tag as u64;
     (h as u32) ^ ((h >> 32) as u32)
 }
 
-/// The big-page table hash (pool.md §3.2).
+/// The big-page table hash (docs/pool-structures.md §3).
 pub fn big_page_hash(va: u64) -> u32 {
     let h = 40543u64 * ((va >> 12) as u32) as u64;
     (h as u32) ^ ((h >> 32) as u32)
 }
 
 /// Tags ExpSeedHotTags writes at boot. The real list is not public; these
-/// are tags every Windows system uses from boot on (pool.md §2.2 names
+/// are tags every Windows system uses from boot on (docs/pool-structures.md §2 names
 /// Pool, File, Proc, Thre, MmSt, the Ntfs family and 'BIG ').
 pub const HOT_TAGS: [&str; 64] = [
     "Pool", "File", "Proc", "Thre", "MmSt", "Ntfx", "Ntff", "NtFs", "Ntfr", "NtfF", "BIG ", "Irp ",

@@ -30,7 +30,7 @@ pub struct GroundTruth {
     /// The bulk area of benchmark machines (its allocations are computed
     /// by `Machine::bulk_allocations`, not listed here).
     #[serde(default)]
-    pub bulk: Option<crate::bulk::BulkTruth>,
+    pub bulk: Option<BulkTruth>,
     /// PsActiveProcessHead's list, in list order.
     #[serde(default)]
     pub processes: Vec<ProcessTruth>,
@@ -263,6 +263,20 @@ pub struct PageTruth {
     pub paged_out: Vec<u64>,
     pub transition: Vec<u64>,
     pub large_pages: Vec<u64>,
+}
+
+/// What the bulk area holds, for tests and benchmarks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BulkTruth {
+    pub va: u64,
+    pub pfn: u64,
+    /// Pages of small allocations (segment headers included).
+    pub pool_pages: u64,
+    /// Pages of big allocations, after the pool pages.
+    pub big_pages: u64,
+    pub live_allocations: u64,
+    pub freed_chunks: u64,
+    pub tags: u64,
 }
 
 impl GroundTruth {

@@ -1,7 +1,7 @@
 //! `_POOL_HEADER` as bytes: a layout the caller fills from the kernel's
 //! symbols (never hard-coded in analysis; [`HeaderLayout::X64`] is the
 //! fallback and test fixture), checked decoding, and the page-local
-//! acceptance rules of each allocator (pool.md §4.3, §4.4).
+//! acceptance rules of each allocator (docs/pool-structures.md §4, §5).
 
 /// A field of the header: `bit_length` bits at `bit_position` of the
 /// little-endian storage unit of `unit_size` bytes at `offset`.
@@ -80,7 +80,7 @@ pub enum LayoutError {
 }
 
 impl HeaderLayout {
-    /// The x64 layout of every build 7601-22000 (pool.md §4.1).
+    /// The x64 layout of every build 7601-22000 (docs/pool-structures.md §4).
     pub const X64: HeaderLayout = HeaderLayout {
         size: 0x10,
         previous_size: BitField::bits(0, 2, 0, 8),
@@ -139,13 +139,13 @@ pub struct PoolHeader {
     pub pool_index: u16,
     pub block_size: u16,
     /// The header's PoolType byte: `(POOL_TYPE & 0x6D) | 2` for an
-    /// allocation, 0 for a free legacy chunk (pool.md §4.2).
+    /// allocation, 0 for a free legacy chunk (docs/pool-structures.md §4).
     pub pool_type: u16,
     /// As stored, PROTECTED_POOL included.
     pub tag: u32,
 }
 
-/// Header PoolType bits (pool.md §4.2).
+/// Header PoolType bits (docs/pool-structures.md §4).
 pub mod pool_type {
     pub const PAGED: u16 = 1;
     pub const IN_USE: u16 = 2;
@@ -177,9 +177,9 @@ impl PoolHeader {
 /// Which allocator's rules a header must satisfy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rules {
-    /// Pool descriptors and chained pool pages (Win7 to 1809, pool.md §4.3).
+    /// Pool descriptors and chained pool pages (Win7 to 1809, docs/pool-structures.md §4).
     Legacy,
-    /// The kernel segment heap (19H1+, pool.md §4.4): only these checks
+    /// The kernel segment heap (19H1+, docs/pool-structures.md §5): only these checks
     /// are page-local; the heap metadata (LFH bitmap, VS chunk header)
     /// decides the rest and the state, which the caller looks up.
     SegmentHeap,
@@ -197,7 +197,7 @@ pub enum HeaderState {
 }
 
 /// The header's place in a cache-aligned allocation (segment heap,
-/// pool.md §4.4), which writes two headers with the same tag.
+/// docs/pool-structures.md §5), which writes two headers with the same tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HeaderRole {
     /// The only header of its allocation.

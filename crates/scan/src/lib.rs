@@ -7,7 +7,7 @@
 //! the tags to look for ([`TagMask`]: exact tags, `?` and `*` patterns),
 //! and the `_POOL_HEADER` layout it read from the kernel's symbols
 //! ([`HeaderLayout`]). Each hit is a header that passed the page-local
-//! rules of the build's allocator ([`Rules`], pool.md §4.3-4.4); what
+//! rules of the build's allocator ([`Rules`], docs/pool-structures.md §4, §5); what
 //! needs the heap metadata or a virtual address (segment-heap state, the
 //! owning pool) is the caller's job.
 //!
@@ -41,7 +41,7 @@ pub use tags::{PROTECTED_POOL, TagMask, TagSet};
 
 use matcher::Matcher;
 
-/// Pages are 4 KiB: chunks never cross them (pool.md §4.3).
+/// Pages are 4 KiB: chunks never cross them (docs/pool-structures.md §4).
 pub const PAGE_SIZE: usize = 0x1000;
 
 /// A header that passed the page-local rules.

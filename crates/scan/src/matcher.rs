@@ -2,7 +2,7 @@
 //!
 //! A pool header's tag sits at a fixed offset in a header that is aligned
 //! to the allocation unit (x64: offset 4 of a 16-byte aligned header,
-//! pool.md §4.3), so a candidate is a position `p` with
+//! docs/pool-structures.md §4), so a candidate is a position `p` with
 //! `p % align == tag_offset` whose four bytes match the [`TagSet`].
 //! Three engines find them; all give the same candidates (tests check
 //! that), they differ only in speed (docs/performance.md has the

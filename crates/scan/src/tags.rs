@@ -1,9 +1,9 @@
 //! What to look for: tags as `(value, mask)` pairs over the four tag bytes
-//! (pool.md §6). A plain tag fixes all four bytes; `?` leaves one byte
+//! (docs/pool-structures.md §8). A plain tag fixes all four bytes; `?` leaves one byte
 //! free; a `*` glob expands into the few fixed-position patterns it can
 //! mean over exactly four characters (`Nt*` is `Nt??`, `*x*` is four
 //! patterns). The PROTECTED_POOL bit is never part of a mask: a header
-//! tag matches with or without it (pool.md §4.2).
+//! tag matches with or without it (docs/pool-structures.md §4).
 
 /// The top bit of the fourth tag byte, set on Win7 object tags in headers
 /// and stripped everywhere else.

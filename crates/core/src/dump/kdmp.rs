@@ -1,5 +1,5 @@
 //! Building the physical map with kdmp-parser, around its hazards
-//! (crates-and-test-data.md §1.10).
+//! (docs/design.md, "kdmp-parser and pooldump's own header reader").
 //!
 //! kdmp-parser reads the file through [`GuardedReader`], which shows it a
 //! slightly edited file:

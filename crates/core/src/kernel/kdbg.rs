@@ -1,4 +1,4 @@
-//! KDDEBUGGER_DATA64, the debugger data block (pool.md §1).
+//! KDDEBUGGER_DATA64, the debugger data block (docs/pool-structures.md §1).
 //!
 //! Header: LIST_ENTRY64 +0, OwnerTag 'KDBG' +0x10, Size +0x14; then
 //! KernBase +0x18 and, each holding the *address* of a kernel variable,
@@ -112,7 +112,7 @@ pub struct KdbgKeys {
     pub kdp_data_block_encoded: KernelVa,
 }
 
-/// Decode one qword (pool.md §1):
+/// Decode one qword (docs/pool-structures.md §1):
 /// `KiWaitAlways ^ bswap64(&KdpDataBlockEncoded ^ rol64(enc ^ KiWaitNever, KiWaitNever & 0x3F))`.
 pub fn decode_qword(enc: u64, keys: &KdbgKeys) -> u64 {
     let rotated = (enc ^ keys.ki_wait_never).rotate_left((keys.ki_wait_never & 0x3F) as u32);

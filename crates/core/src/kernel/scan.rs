@@ -1,5 +1,5 @@
 //! Finding nt when the dump header does not lead to it, the way Volatility
-//! does (peers.md §4): a physical scan for the 'KDBG' tag, then a scan of
+//! does (as Volatility and WinDbg do): a physical scan for the 'KDBG' tag, then a scan of
 //! nt's KASLR window for an image whose RSDS names nt's PDB. Every loop is
 //! bounded by the dump's pages, the page tables or [`ScanLimits`].
 

@@ -143,6 +143,38 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
     p[pi..].iter().all(|c| *c == b'*')
 }
 
+/// PoolMon's columns, the ones every per-tag table (analyze, diff, top)
+/// sorts by: one parser for their names and PoolMon's sort letters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMonColumn {
+    Tag,
+    Allocs,
+    Frees,
+    Diff,
+    Bytes,
+    PerAlloc,
+}
+
+impl PoolMonColumn {
+    /// The names [`PoolMonColumn::parse`] accepts, for messages.
+    pub const NAMES: &'static str = "tag, allocs, frees, diff, bytes, per-alloc";
+    /// PoolMon's sort letters it accepts, for messages.
+    pub const LETTERS: &'static str = "T A F S (or D) B M";
+
+    /// A column by name or by PoolMon's sort letter (T, A, F, S or D, B, M).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "tag" | "t" | "T" => Self::Tag,
+            "allocs" | "a" | "A" => Self::Allocs,
+            "frees" | "f" | "F" => Self::Frees,
+            "diff" | "s" | "S" | "d" | "D" => Self::Diff,
+            "bytes" | "b" | "B" => Self::Bytes,
+            "per-alloc" | "m" | "M" => Self::PerAlloc,
+            _ => return None,
+        })
+    }
+}
+
 /// What to sort rows by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SortKey {
@@ -160,15 +192,19 @@ pub enum SortKey {
 }
 
 impl SortKey {
-    /// Names and PoolMon's sort letters (T, A, F, S or D, B, M).
+    /// A [`PoolMonColumn`], or `nonpaged` / `paged` (`!poolused 2` / `4`).
     pub fn parse(s: &str) -> Option<Self> {
+        if let Some(c) = PoolMonColumn::parse(s) {
+            return Some(match c {
+                PoolMonColumn::Tag => SortKey::Tag,
+                PoolMonColumn::Allocs => SortKey::Allocs,
+                PoolMonColumn::Frees => SortKey::Frees,
+                PoolMonColumn::Diff => SortKey::Diff,
+                PoolMonColumn::Bytes => SortKey::Bytes,
+                PoolMonColumn::PerAlloc => SortKey::PerAlloc,
+            });
+        }
         Some(match s {
-            "tag" | "t" | "T" => SortKey::Tag,
-            "allocs" | "a" | "A" => SortKey::Allocs,
-            "frees" | "f" | "F" => SortKey::Frees,
-            "diff" | "s" | "S" | "d" | "D" => SortKey::Diff,
-            "bytes" | "b" | "B" => SortKey::Bytes,
-            "per-alloc" | "m" | "M" => SortKey::PerAlloc,
             "nonpaged" | "nonpaged-bytes" | "2" => SortKey::NonPagedBytes,
             "paged" | "paged-bytes" | "4" => SortKey::PagedBytes,
             _ => return None,
@@ -242,6 +278,29 @@ impl UsageQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_parser_for_poolmons_sort_columns() {
+        for (names, want) in [
+            (&["tag", "t", "T"][..], PoolMonColumn::Tag),
+            (&["allocs", "a", "A"], PoolMonColumn::Allocs),
+            (&["frees", "f", "F"], PoolMonColumn::Frees),
+            (&["diff", "s", "S", "d", "D"], PoolMonColumn::Diff),
+            (&["bytes", "b", "B"], PoolMonColumn::Bytes),
+            (&["per-alloc", "m", "M"], PoolMonColumn::PerAlloc),
+        ] {
+            for n in names {
+                assert_eq!(PoolMonColumn::parse(n), Some(want), "{n}");
+                assert!(SortKey::parse(n).is_some(), "{n}");
+                assert!(crate::snapshot::DiffSort::parse(n).is_some(), "{n}");
+            }
+        }
+        assert_eq!(SortKey::parse("M"), Some(SortKey::PerAlloc));
+        assert_eq!(SortKey::parse("2"), Some(SortKey::NonPagedBytes));
+        assert_eq!(PoolMonColumn::parse("2"), None);
+        assert_eq!(crate::snapshot::DiffSort::parse("paged"), None);
+        assert_eq!(PoolMonColumn::parse("x"), None);
+    }
 
     fn t(s: &str) -> PoolTag {
         PoolTag::parse(s).unwrap()

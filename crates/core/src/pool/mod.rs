@@ -26,7 +26,7 @@ mod session;
 mod tracker;
 
 pub use bigpool::{BigPoolEntry, BigPoolOptions, BigPoolTable, read_big_pool};
-pub use filter::{SortKey, TagPattern, TagPatternError, UsageQuery};
+pub use filter::{PoolMonColumn, SortKey, TagPattern, TagPatternError, UsageQuery};
 pub use pooltag::{BinaryKind, PoolTagDb, PoolTagEntry, PoolTagMatch};
 pub use session::{SessionPool, SessionProcess, SessionUsage, read_session_pool};
 pub use tracker::{

@@ -5,7 +5,8 @@
 
 use crate::bytes::Le;
 
-use super::{RelabelMap, hex4};
+use super::hex::hex4;
+use super::map::RelabelMap;
 
 /// The patched bytes and what the caller must tell the user.
 #[derive(Debug, Clone, PartialEq, Eq)]

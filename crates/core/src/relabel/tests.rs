@@ -1,9 +1,13 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::addr::KernelVa;
+use crate::callsites::TagSite;
 use crate::callsites::{ImageMemory, scan_module, tag_sites};
+use crate::hittag::PoolCall;
 use crate::pool::PoolTagDb;
 use crate::stack::{StackWalker, Symbolizer, SymbolizerOptions};
+use crate::tag::PoolTag;
 
 fn t(s: &str) -> PoolTag {
     PoolTag::parse(s).unwrap()

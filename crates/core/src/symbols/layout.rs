@@ -82,7 +82,7 @@ impl TypeLayout {
 impl Layouts {
     /// The number of bytes from `name`'s RVA to the next symbol's: the
     /// bound of an array global whose type the source does not give (how
-    /// pool.md §1 bounds `ExPoolTagTables`).
+    /// docs/pool-structures.md §1 bounds `ExPoolTagTables`).
     pub fn gap_to_next_symbol(&self, name: &str) -> Option<u64> {
         let rva = *self.symbols.get(name)?;
         self.symbols

@@ -23,23 +23,37 @@
 //! HOST are done here in Rust: carving and releasing blocks, charging the
 //! current processor's tracker row, KeBugCheckEx and DbgPrint. A page fault
 //! is delivered to nt!KiPageFault with a machine frame, as the CPU does.
+//!
+//! This file holds the [`Runtime`]: the processors, the clock and the
+//! work queue, and running a job until it stops. `host.rs` performs nt's
+//! HOST routines, `truth.rs` holds the stops and the ground truth a run
+//! records, `context.rs` the CONTEXT record; `cpu` executes instructions,
+//! `pool.rs` is the pool under the running machine, `workload.rs` what it
+//! runs.
 
+mod context;
 pub mod cpu;
+mod host;
 mod pool;
+mod truth;
 pub mod workload;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
-use serde::Serialize;
-
+pub use context::{CONTEXT_LEN, context_bytes};
 pub use cpu::{Cpu, Exit, Fault, Regs, ShadowFrame};
 pub use pool::{LiveBlock, RunPool};
+pub use truth::{
+    BugCheck, HitRecord, PoolOp, RunTruth, Site, SiteCount, Stop, StopKind, TruthFrame,
+};
 pub use workload::{WorkItem, Workload};
 
 use crate::machine::Machine;
 use crate::paging::Prot;
 use crate::phys::PAGE64;
-use cpu::{Bus, R8, R9, RCX, RDX, RSP};
+use context::apply_context;
+use cpu::{Bus, RCX, RDX, RSP};
+use truth::frames_of;
 
 /// Instructions one work item may execute before the machine calls it a
 /// hang (DPC_WATCHDOG_VIOLATION).
@@ -47,9 +61,6 @@ const BUDGET: u64 = 2_000_000;
 /// Kernel stacks: KERNEL_STACK_SIZE (24 KiB), with an unmapped guard page
 /// below.
 const STACK_PAGES: u64 = 6;
-/// The x64 CONTEXT record (kdnet.md section 5).
-pub const CONTEXT_LEN: usize = 0x4D0;
-
 /// nt's routines the simulator performs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Host {
@@ -58,100 +69,6 @@ enum Host {
     ChargeTracker,
     BugCheck,
     DbgPrint,
-}
-
-/// A bug check: its code and parameters, and the processor's registers at
-/// KeBugCheckEx.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BugCheck {
-    pub code: u32,
-    pub parameters: [u64; 4],
-    pub cpu: u32,
-    #[serde(skip)]
-    pub context: Regs,
-    /// The bug-checking thread's stack (ground truth, from the shadow
-    /// stack), innermost first.
-    pub frames: Vec<TruthFrame>,
-}
-
-/// Why the machine stopped.
-#[derive(Debug, Clone, PartialEq)]
-pub enum StopKind {
-    /// An int3 executed (PoolHitTag's, DbgBreakPoint's, anyone's).
-    Breakpoint,
-    /// KeBugCheckEx ran; the machine never runs again.
-    BugCheck(Box<BugCheck>),
-}
-
-/// The machine is stopped: which processor, where, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Stop {
-    pub cpu: u32,
-    pub thread: u64,
-    pub pc: u64,
-    pub kind: StopKind,
-}
-
-/// One frame of a stack as the CPU built it (WinDbg's `k` columns).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct TruthFrame {
-    pub pc: u64,
-    pub child_sp: u64,
-    pub ret_addr: u64,
-}
-
-/// A pool call the CPU made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
-pub enum PoolOp {
-    Alloc,
-    Free,
-}
-
-/// Where a pool call came from: the first return address on the stack
-/// outside nt, as module and RVA.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Site {
-    pub module: String,
-    pub rva: u64,
-}
-
-/// Counts per (site, tag, op).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct SiteCount {
-    pub calls: u64,
-    /// Bytes requested (allocations) or charged (frees).
-    pub bytes: u64,
-}
-
-/// A breakpoint stop, as the CPU saw it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HitRecord {
-    pub cpu: u32,
-    pub pc: u64,
-    pub frames: Vec<TruthFrame>,
-    /// The pool call in progress, if the int3 was inside one.
-    pub pool: Option<(PoolOp, u32, u64, Option<Site>)>,
-    /// The tag matched nt!PoolHitTag at the stop.
-    pub pool_hit_tag: bool,
-}
-
-/// Everything the running machine did, for tests to compare with.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RunTruth {
-    /// Work items started, by name.
-    pub items: BTreeMap<String, u64>,
-    /// Completed pool calls by (site, tag, op).
-    pub sites: BTreeMap<(Option<Site>, u32, PoolOp), SiteCount>,
-    /// Per (tag, paged): allocations, frees and net charged bytes added to
-    /// the tracker since the machine started running.
-    pub tags: BTreeMap<(u32, bool), (u64, u64, i64)>,
-    pub hits: Vec<HitRecord>,
-    /// Lines DbgPrint printed.
-    pub prints: Vec<String>,
-    pub bugcheck: Option<BugCheck>,
-    /// Instructions the interpreter could not run (must stay empty).
-    pub invalid: Vec<String>,
-    pub instructions: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -271,6 +188,58 @@ fn sym(m: &Machine, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{}: nt has no {name}", m.m.family))
 }
 
+/// The synthetic drivers that are loaded, with their worker routines.
+fn loaded_drivers(m: &Machine) -> Vec<DriverRt> {
+    let mut drivers = Vec::new();
+    for d in crate::drivers::all() {
+        if let Some(md) = m
+            .truth
+            .kernel
+            .modules
+            .iter()
+            .find(|md| md.base_name.eq_ignore_ascii_case(&d.info.file))
+        {
+            drivers.push(DriverRt {
+                name: d.info.file.clone(),
+                base: md.base,
+                end: md.base + md.size,
+                routine: md.base + d.info.routine_rva,
+            });
+        }
+    }
+    drivers
+}
+
+/// One processor per CPU, each with a worker thread, its kernel stack
+/// and its KPCR, idle at `break_with_status` (the break-in int3).
+fn start_processors(m: &mut Machine, break_with_status: u64) -> Vec<Processor> {
+    let kprcb = m.sym_va("KiProcessorBlock");
+    let nx = m.nx_kind();
+    let mut processors = Vec::new();
+    for i in 0..m.scenario.cpus.max(1) as u64 {
+        // A guard page, then the stack; the KTHREAD on a page of its own.
+        let base = m.nonpaged_reserve((STACK_PAGES + 1) * PAGE64);
+        m.commit(base + PAGE64, STACK_PAGES, Prot::Data);
+        let stack_top = base + (STACK_PAGES + 1) * PAGE64;
+        let thread = m.pool_pages(nx, 1, 1) + 0x80;
+        let kpcr = kprcb
+            .map(|k| m.asp.read_u64(&m.mem, k + 8 * i).wrapping_sub(0x180))
+            .unwrap_or(0);
+        let mut cpu = Cpu::new();
+        cpu.regs.gs_base = kpcr;
+        cpu.regs.gpr[RSP] = stack_top - 0x78;
+        cpu.regs.rip = break_with_status;
+        processors.push(Processor {
+            cpu,
+            thread,
+            kpcr,
+            stack_top,
+            job: None,
+        });
+    }
+    processors
+}
+
 impl Runtime {
     /// Get `m` ready to run `workload`: a worker thread and kernel stack per
     /// processor, nt's HOST routines and the drivers' worker routines
@@ -295,47 +264,8 @@ impl Runtime {
             break_with_status: sym(m, "RtlpBreakWithStatusInstruction"),
             pool_hit_tag: sym(m, "PoolHitTag"),
         };
-        let mut drivers = Vec::new();
-        for d in crate::drivers::all() {
-            if let Some(md) = m
-                .truth
-                .kernel
-                .modules
-                .iter()
-                .find(|md| md.base_name.eq_ignore_ascii_case(&d.info.file))
-            {
-                drivers.push(DriverRt {
-                    name: d.info.file.clone(),
-                    base: md.base,
-                    end: md.base + md.size,
-                    routine: md.base + d.info.routine_rva,
-                });
-            }
-        }
-        let kprcb = m.sym_va("KiProcessorBlock");
-        let nx = m.nx_kind();
-        let mut processors = Vec::new();
-        for i in 0..m.scenario.cpus.max(1) as u64 {
-            // A guard page, then the stack; the KTHREAD on a page of its own.
-            let base = m.nonpaged_reserve((STACK_PAGES + 1) * PAGE64);
-            m.commit(base + PAGE64, STACK_PAGES, Prot::Data);
-            let stack_top = base + (STACK_PAGES + 1) * PAGE64;
-            let thread = m.pool_pages(nx, 1, 1) + 0x80;
-            let kpcr = kprcb
-                .map(|k| m.asp.read_u64(&m.mem, k + 8 * i).wrapping_sub(0x180))
-                .unwrap_or(0);
-            let mut cpu = Cpu::new();
-            cpu.regs.gs_base = kpcr;
-            cpu.regs.gpr[RSP] = stack_top - 0x78;
-            cpu.regs.rip = nt.break_with_status;
-            processors.push(Processor {
-                cpu,
-                thread,
-                kpcr,
-                stack_top,
-                job: None,
-            });
-        }
+        let drivers = loaded_drivers(m);
+        let processors = start_processors(m, nt.break_with_status);
         Self {
             schedule: workload::Schedule::new(&workload),
             workload,
@@ -638,307 +568,6 @@ impl Runtime {
         self.stop = Some(s.clone());
         s
     }
-
-    fn bugcheck(
-        &mut self,
-        m: &mut Machine,
-        p: usize,
-        code: u32,
-        parameters: [u64; 4],
-    ) -> Option<Stop> {
-        let pr = &mut self.processors[p];
-        let b = BugCheck {
-            code,
-            parameters,
-            cpu: p as u32,
-            context: pr.cpu.regs.clone(),
-            frames: frames_of(&pr.cpu.regs, &pr.cpu.shadow),
-        };
-        pr.job = None;
-        // KeBugCheck2 prints the stop code, then breaks into the debugger
-        // at RtlpBreakWithStatusInstruction.
-        let line = format!(
-            "\n*** Fatal System Error: 0x{:08x}\n                       (0x{:016X},0x{:016X},0x{:016X},0x{:016X})\n",
-            code, parameters[0], parameters[1], parameters[2], parameters[3]
-        );
-        self.prints.push(line.clone());
-        self.truth.prints.push(line);
-        self.truth.bugcheck = Some(b.clone());
-        let _ = m;
-        let s = Stop {
-            cpu: p as u32,
-            thread: self.processors[p].thread,
-            pc: self.nt.break_with_status,
-            kind: StopKind::BugCheck(Box::new(b)),
-        };
-        self.stop = Some(s.clone());
-        Some(s)
-    }
-
-    fn host_call(&mut self, m: &mut Machine, p: usize, h: Host) -> Option<Stop> {
-        let regs = self.processors[p].cpu.regs.clone();
-        let a = |i: usize| regs.gpr[i];
-        let ret = match h {
-            Host::AllocateBlock => {
-                let (pool_type, bytes, tag, charged_out) =
-                    (a(RCX) as u32, a(RDX), a(R8) as u32, a(R9));
-                let r = m.run_allocate(&mut self.pool, pool_type, bytes, tag);
-                let (va, charged) = r.unwrap_or((0, 0));
-                let mut bus = MachineBus { m };
-                let _ = bus.write(charged_out, &charged.to_le_bytes());
-                if let Some(j) = self.processors[p].job.as_mut() {
-                    j.pending = r.map(|_| PendingOp {
-                        op: PoolOp::Alloc,
-                        tag,
-                        bytes,
-                    });
-                }
-                va
-            }
-            Host::ReleaseBlock => {
-                let (va, charged_out, type_out) = (a(RCX), a(RDX), a(R8));
-                match m.run_free(&mut self.pool, va) {
-                    Some((tag, charged, pool_type)) => {
-                        let mut bus = MachineBus { m };
-                        let _ = bus.write(charged_out, &charged.to_le_bytes());
-                        let _ = bus.write(type_out, &pool_type.to_le_bytes());
-                        if let Some(j) = self.processors[p].job.as_mut() {
-                            j.pending = Some(PendingOp {
-                                op: PoolOp::Free,
-                                tag,
-                                bytes: charged,
-                            });
-                        }
-                        tag as u64
-                    }
-                    None => 0,
-                }
-            }
-            Host::ChargeTracker => {
-                let (key, bytes, pool_type, sign) =
-                    (a(RCX) as u32, a(RDX), a(R8) as u32, a(R9) as u32 as i32);
-                m.run_charge_tracker(p as u32, key, bytes, pool_type, sign as i64);
-                let e = self
-                    .truth
-                    .tags
-                    .entry((key & 0x7FFF_FFFF, pool_type & 1 == 1))
-                    .or_default();
-                if sign > 0 {
-                    e.0 += 1;
-                    e.2 += bytes as i64;
-                } else {
-                    e.1 += 1;
-                    e.2 -= bytes as i64;
-                }
-                let site = self.site(p);
-                if let Some(op) = self.processors[p]
-                    .job
-                    .as_mut()
-                    .and_then(|j| j.pending.take())
-                {
-                    let c = self.truth.sites.entry((site, op.tag, op.op)).or_default();
-                    c.calls += 1;
-                    c.bytes += op.bytes;
-                }
-                0
-            }
-            Host::BugCheck => {
-                let p4 = {
-                    let mut b = [0u8; 8];
-                    let mut bus = MachineBus { m };
-                    let _ = bus.read(regs.gpr[RSP] + 0x28, &mut b, false);
-                    u64::from_le_bytes(b)
-                };
-                return self.bugcheck(m, p, a(RCX) as u32, [a(RDX), a(R8), a(R9), p4]);
-            }
-            Host::DbgPrint => {
-                let text = {
-                    let mut bus = MachineBus { m };
-                    format_dbgprint(&mut bus, &regs)
-                };
-                self.prints.push(text.clone());
-                self.truth.prints.push(text);
-                0
-            }
-        };
-        let mut bus = MachineBus { m };
-        if self.processors[p].cpu.host_return(&mut bus, ret).is_err() {
-            return self.bugcheck(m, p, 0x7F, [8, 0, 0, 0]);
-        }
-        None
-    }
-}
-
-fn frames_of(regs: &Regs, shadow: &[ShadowFrame]) -> Vec<TruthFrame> {
-    let mut out = Vec::new();
-    let mut pc = regs.rip;
-    let mut sp = regs.gpr[RSP];
-    for f in shadow.iter().rev() {
-        out.push(TruthFrame {
-            pc,
-            child_sp: sp,
-            ret_addr: f.resume,
-        });
-        pc = f.resume;
-        sp = if f.trap { f.slot } else { f.slot + 8 };
-    }
-    // The thread's first frame returns to 0.
-    out.push(TruthFrame {
-        pc,
-        child_sp: sp,
-        ret_addr: 0,
-    });
-    out
-}
-
-/// A CONTEXT record (x64) of `regs`: control, integer, segments and
-/// floating point.
-pub fn context_bytes(regs: &Regs) -> Vec<u8> {
-    let mut c = vec![0u8; CONTEXT_LEN];
-    let put = |c: &mut Vec<u8>, off: usize, v: &[u8]| c[off..off + v.len()].copy_from_slice(v);
-    // CONTEXT_AMD64 | CONTROL | INTEGER | SEGMENTS | FLOATING_POINT
-    put(&mut c, 0x30, &0x0010_000Fu32.to_le_bytes());
-    put(&mut c, 0x34, &0x1F80u32.to_le_bytes());
-    put(&mut c, 0x38, &0x10u16.to_le_bytes());
-    for off in [0x3A, 0x3C, 0x40] {
-        put(&mut c, off, &0x2Bu16.to_le_bytes());
-    }
-    put(&mut c, 0x3E, &0x53u16.to_le_bytes());
-    put(&mut c, 0x42, &0x18u16.to_le_bytes());
-    put(&mut c, 0x44, &(regs.rflags as u32).to_le_bytes());
-    for (i, v) in regs.gpr.iter().enumerate() {
-        put(&mut c, 0x78 + 8 * i, &v.to_le_bytes());
-    }
-    put(&mut c, 0xF8, &regs.rip.to_le_bytes());
-    for (i, x) in regs.xmm.iter().enumerate() {
-        put(&mut c, 0x1A0 + 16 * i, &x.to_le_bytes());
-    }
-    c
-}
-
-fn apply_context(regs: &mut Regs, c: &[u8]) -> bool {
-    if c.len() < CONTEXT_LEN {
-        return false;
-    }
-    let q = |off: usize| u64::from_le_bytes(c[off..off + 8].try_into().expect("8 bytes"));
-    for i in 0..16 {
-        regs.gpr[i] = q(0x78 + 8 * i);
-    }
-    regs.rip = q(0xF8);
-    regs.rflags = u32::from_le_bytes(c[0x44..0x48].try_into().expect("4 bytes")) as u64 | 2;
-    for i in 0..16 {
-        regs.xmm[i] =
-            u128::from_le_bytes(c[0x1A0 + 16 * i..0x1B0 + 16 * i].try_into().expect("16"));
-    }
-    true
-}
-
-/// DbgPrint's formatting, for the conversions kernel code uses: %s %c %d
-/// %i %u %x %X %p %%, with `l`, `ll`, `I64`, `z` and widths; arguments
-/// from RDX, R8, R9, then the stack.
-fn format_dbgprint(bus: &mut dyn Bus, regs: &Regs) -> String {
-    let read_str = |bus: &mut dyn Bus, va: u64, max: usize| -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut b = [0u8; 1];
-        while out.len() < max {
-            if bus.read(va + out.len() as u64, &mut b, false).is_err() || b[0] == 0 {
-                break;
-            }
-            out.push(b[0]);
-        }
-        out
-    };
-    let fmt = read_str(bus, regs.gpr[RCX], 512);
-    let mut arg_i = 0usize;
-    let mut next_arg = |bus: &mut dyn Bus| -> u64 {
-        let v = match arg_i {
-            0 => regs.gpr[RDX],
-            1 => regs.gpr[R8],
-            2 => regs.gpr[R9],
-            n => {
-                let mut b = [0u8; 8];
-                let _ = bus.read(regs.gpr[RSP] + 0x28 + 8 * (n as u64 - 3), &mut b, false);
-                u64::from_le_bytes(b)
-            }
-        };
-        arg_i += 1;
-        v
-    };
-    let mut out = String::new();
-    let mut i = 0;
-    while i < fmt.len() {
-        let ch = fmt[i];
-        if ch != b'%' {
-            out.push(ch as char);
-            i += 1;
-            continue;
-        }
-        i += 1;
-        let mut spec = String::new();
-        while i < fmt.len() && b"0123456789-lhzI".contains(&fmt[i]) {
-            spec.push(fmt[i] as char);
-            i += 1;
-        }
-        let Some(&conv) = fmt.get(i) else { break };
-        i += 1;
-        let wide = spec.contains("ll") || spec.contains("I64") || spec.contains('z');
-        let width: usize = spec
-            .trim_start_matches('-')
-            .chars()
-            .take_while(|c| c.is_ascii_digit())
-            .collect::<String>()
-            .parse()
-            .unwrap_or(0);
-        let zero = spec.starts_with('0');
-        let pad = |s: String| -> String {
-            if s.len() >= width {
-                s
-            } else if zero {
-                format!("{}{s}", "0".repeat(width - s.len()))
-            } else {
-                format!("{}{s}", " ".repeat(width - s.len()))
-            }
-        };
-        match conv {
-            b'%' => out.push('%'),
-            b's' => {
-                let v = next_arg(bus);
-                out.push_str(&String::from_utf8_lossy(&read_str(bus, v, 256)));
-            }
-            b'c' => out.push(next_arg(bus) as u8 as char),
-            b'd' | b'i' => {
-                let v = next_arg(bus);
-                let v = if wide {
-                    v as i64
-                } else {
-                    v as u32 as i32 as i64
-                };
-                out.push_str(&pad(v.to_string()));
-            }
-            b'u' => {
-                let v = next_arg(bus);
-                let v = if wide { v } else { v as u32 as u64 };
-                out.push_str(&pad(v.to_string()));
-            }
-            b'x' | b'X' => {
-                let v = next_arg(bus);
-                let v = if wide { v } else { v as u32 as u64 };
-                let s = if conv == b'x' {
-                    format!("{v:x}")
-                } else {
-                    format!("{v:X}")
-                };
-                out.push_str(&pad(s));
-            }
-            b'p' => out.push_str(&format!("{:016X}", next_arg(bus))),
-            other => {
-                out.push('%');
-                out.push_str(&spec);
-                out.push(other as char);
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! bitmap and free count, the free chunk that ends an open VS subsegment,
 //! the subsegment and segment headers, the big-page table entry and
 //! ExpPoolBigEntriesInUse. The tracker row of the processor that made the
-//! call is charged in memory as the kernel does (pool.md section 2.3).
+//! call is charged in memory as the kernel does (docs/pool-structures.md §2).
 
 use std::collections::BTreeMap;
 

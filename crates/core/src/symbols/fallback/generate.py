@@ -16,7 +16,7 @@ The entries carry only what the pool analysis reads: the types in TYPES
 SYMBOLS, converted exactly as the ISF reader in isf.rs converts them
 (tests/symbols_isf.rs checks the table against the ISFs field by field).
 Array globals whose type an ISF does not give get a size: the gap to the
-next symbol, which is how pool.md section 1 bounds ExPoolTagTables.
+next symbol, which is how docs/pool-structures.md §1 bounds ExPoolTagTables.
 
     python3 crates/core/src/symbols/fallback/generate.py [--isf-dir DIR]
 

@@ -1,0 +1,272 @@
+//! DUMP_HEADER64 and the page layout that follows it, parsed and validated
+//! as a checked view over the file's bytes.
+//!
+//! Layouts (docs/testing.md, "Dump containers"): the 0x2000-byte header, then
+//! either page data described by the run list inside the header (DumpType
+//! 1), a bitmap header with one bit per PFN (5 and 6), or an RDMP header
+//! with a list of PFN ranges (8, 9 and 0xA).
+//!
+//! Every size in these headers is hostile until checked against the file:
+//! nothing here allocates or loops more than the file's length can back. A
+//! run list holds at most 42 runs, a bitmap or an RDMP range list must lie
+//! inside the file, and the page data they describe may run past the end
+//! of the file only as far as the header's own RequiredDumpSpace says (a
+//! dump whose writer stopped early, or a partial copy: see [`Truncation`]).
+//!
+//! This file holds the header's public face (the [`DumpHeader`] and its
+//! parts, the field offsets); `parse.rs` reads and validates it,
+//! `plan.rs` is the validated page layout the physical map is built from,
+//! and `error.rs` says what is wrong with a header ([`HeaderError`]).
+
+mod error;
+mod parse;
+mod plan;
+
+use serde::Serialize;
+
+use crate::addr::{KernelVa, PhysAddr};
+
+use super::time::{FileTime, UpTime};
+
+pub use error::HeaderError;
+pub(crate) use parse::parse;
+pub(crate) use plan::{PagePlan, bit_runs, bitmap_bytes};
+
+/// Size of DUMP_HEADER64; page data or the secondary header starts here.
+pub const HEADER_SIZE: usize = 0x2000;
+/// The run list of a full dump lives in a 700-byte
+/// PHYSICAL_MEMORY_DESCRIPTOR64: 16 bytes of counts, then 16-byte runs.
+pub const MAX_RUNS: u32 = 42;
+/// x64 physical addresses have at most 52 bits: PFNs stay below 2^40.
+pub const PFN_LIMIT: u64 = 1 << 40;
+/// More logical processors than any Windows build supports (2048 on
+/// Windows 11 and Server 2022), with headroom.
+pub const MAX_PROCESSORS: u32 = 4096;
+
+/// DUMP_HEADER64 field offsets (docs/design.md, "kdmp-parser and pooldump's own header reader").
+pub(crate) mod off {
+    pub const MAJOR_VERSION: usize = 0x8;
+    pub const MINOR_VERSION: usize = 0xC;
+    pub const DIRECTORY_TABLE_BASE: usize = 0x10;
+    pub const PFN_DATABASE: usize = 0x18;
+    pub const PS_LOADED_MODULE_LIST: usize = 0x20;
+    pub const PS_ACTIVE_PROCESS_HEAD: usize = 0x28;
+    pub const MACHINE_IMAGE_TYPE: usize = 0x30;
+    pub const NUMBER_PROCESSORS: usize = 0x34;
+    pub const BUGCHECK_CODE: usize = 0x38;
+    pub const BUGCHECK_PARAMETERS: usize = 0x40;
+    pub const KD_DEBUGGER_DATA_BLOCK: usize = 0x80;
+    pub const RUN_COUNT: usize = 0x88;
+    pub const RUN_PAGES: usize = 0x90;
+    pub const RUNS: usize = 0x98;
+    pub const CONTEXT: usize = 0x348;
+    pub const CONTEXT_RSP: usize = CONTEXT + 0x98;
+    pub const CONTEXT_RIP: usize = CONTEXT + 0xF8;
+    pub const EXCEPTION_CODE: usize = 0xF00;
+    pub const DUMP_TYPE: usize = 0xF98;
+    pub const REQUIRED_DUMP_SPACE: usize = 0xFA0;
+    pub const SYSTEM_TIME: usize = 0xFA8;
+    pub const COMMENT: usize = 0xFB0;
+    pub const COMMENT_LEN: usize = 128;
+    pub const SYSTEM_UP_TIME: usize = 0x1030;
+    pub const MINIDUMP_FIELDS: usize = 0x1038;
+    pub const PRODUCT_TYPE: usize = 0x1040;
+    pub const SUITE_MASK: usize = 0x1044;
+
+    // Bitmap header, after DUMP_HEADER64 ("SDMPDUMP" or "FDMPDUMP" at 0x2000).
+    pub const BMP_SIGNATURE: usize = 0x2000;
+    pub const BMP_FIRST_PAGE: usize = 0x2020;
+    pub const BMP_PRESENT_PAGES: usize = 0x2028;
+    pub const BMP_BITS: usize = 0x2030;
+    pub const BMP_BITMAP: usize = 0x2038;
+
+    // RDMP header, after DUMP_HEADER64 (signature: "RDMPDUMP" at 0x2004).
+    pub const RDMP_MARKER: usize = 0x2000;
+    pub const RDMP_SIGNATURE: usize = 0x2004;
+    pub const RDMP_METADATA_SIZE: usize = 0x2010;
+    pub const RDMP_FIRST_PAGE: usize = 0x2018;
+    pub const RDMP_RANGE_COUNT: usize = 0x2020;
+    pub const RDMP_TOTAL_PAGES: usize = 0x2028;
+    pub const RDMP_RANGES: usize = 0x2030;
+}
+
+/// The kinds of 64-bit kernel dump pooldump reads (the DumpType field).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DumpType {
+    /// 1: every physical page, described by a run list in the header.
+    Full,
+    /// 5: a bitmap dump, 'SDMP' (kernel/automatic: what a BSOD writes as
+    /// MEMORY.DMP) or 'FDMP' (complete).
+    Bitmap,
+    /// 6: a bitmap dump written while the system runs (Task Manager's live
+    /// kernel memory dump).
+    LiveKernelBitmap,
+    /// 8: RDMP kernel memory (`.dump /k`).
+    RdmpKernel,
+    /// 9: RDMP kernel and user memory (`.dump /ka`).
+    RdmpKernelAndUser,
+    /// 0xA: RDMP complete memory (`.dump /f`).
+    RdmpComplete,
+}
+
+impl DumpType {
+    /// The numeric DumpType value.
+    pub const fn value(self) -> u32 {
+        match self {
+            DumpType::Full => 1,
+            DumpType::Bitmap => 5,
+            DumpType::LiveKernelBitmap => 6,
+            DumpType::RdmpKernel => 8,
+            DumpType::RdmpKernelAndUser => 9,
+            DumpType::RdmpComplete => 0xA,
+        }
+    }
+
+    fn from_value(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => DumpType::Full,
+            5 => DumpType::Bitmap,
+            6 => DumpType::LiveKernelBitmap,
+            8 => DumpType::RdmpKernel,
+            9 => DumpType::RdmpKernelAndUser,
+            0xA => DumpType::RdmpComplete,
+            _ => return None,
+        })
+    }
+
+    /// WinDbg's name for an unsupported DumpType value, for messages.
+    fn unsupported_name(v: u32) -> &'static str {
+        match v {
+            0 => "invalid",
+            2 => "summary dump",
+            3 => "header-only dump",
+            4 => "small memory dump",
+            7 => "automatic dump",
+            _ => "unknown type",
+        }
+    }
+}
+
+impl std::fmt::Display for DumpType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DumpType::Full => "full memory dump",
+            DumpType::Bitmap => "bitmap dump",
+            DumpType::LiveKernelBitmap => "live kernel bitmap dump",
+            DumpType::RdmpKernel => "RDMP kernel memory dump",
+            DumpType::RdmpKernelAndUser => "RDMP kernel and user memory dump",
+            DumpType::RdmpComplete => "RDMP complete memory dump",
+        })
+    }
+}
+
+/// The signature of a bitmap header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum BitmapKind {
+    /// 'SDMP': kernel (or automatic) memory dump.
+    Sdmp,
+    /// 'FDMP': complete memory dump.
+    Fdmp,
+}
+
+/// One run of a full dump's run list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PhysRun {
+    pub base_page: u64,
+    pub page_count: u64,
+}
+
+/// How the page data after the header is described.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "format", rename_all = "kebab-case")]
+pub enum PageLayout {
+    /// DumpType 1: a run list; data starts at 0x2000.
+    Runs {
+        runs: Vec<PhysRun>,
+        /// NumberOfPages as the descriptor states it (not trusted).
+        declared_pages: u64,
+    },
+    /// DumpType 5/6: a bitmap of present PFNs.
+    Bitmap {
+        kind: BitmapKind,
+        /// File offset of the first page's data (FirstPage).
+        first_page: u64,
+        /// Bitmap length in bits (highest PFN + 1, or more).
+        bit_count: u64,
+        /// Present-page count as the header states it (not trusted).
+        declared_pages: u64,
+    },
+    /// DumpType 8/9/0xA: an RDMP range list.
+    Rdmp {
+        metadata_size: u64,
+        first_page_offset: u64,
+        /// Number of PFN ranges before the list's terminator.
+        ranges: u64,
+        /// TotalNumberOfPages (complete RDMP dumps only).
+        total_pages: Option<u64>,
+    },
+}
+
+/// A dump whose page data runs past the end of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Truncation {
+    /// Pages the header describes whose 4 KiB are not all in the file.
+    pub missing_pages: u64,
+    /// File size the page data needs.
+    pub needed_bytes: u64,
+}
+
+/// BugCheck code and parameters as KeBugCheckEx received them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BugCheck {
+    pub code: u32,
+    pub parameters: [u64; 4],
+}
+
+/// The fields of the DUMP_HEADER64 (and its secondary header) that
+/// pooldump uses or shows. All are as the file states them; the page
+/// layout has been checked against the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DumpHeader {
+    pub dump_type: DumpType,
+    /// 0xF for a free build, 0xC for a checked one.
+    pub major_version: u32,
+    /// The build number (19041, 22621, ...).
+    pub minor_version: u32,
+    /// The kernel's PML4 as the header states it (CR3 at the crash).
+    pub directory_table_base: PhysAddr,
+    pub pfn_database: KernelVa,
+    pub ps_loaded_module_list: KernelVa,
+    pub ps_active_process_head: KernelVa,
+    /// 0x8664 (checked).
+    pub machine_image_type: u32,
+    pub number_processors: u32,
+    pub bug_check: BugCheck,
+    pub kd_debugger_data_block: KernelVa,
+    /// Stack and instruction pointer of the CONTEXT record.
+    pub context_rsp: u64,
+    pub context_rip: u64,
+    pub exception_code: u32,
+    pub required_dump_space: u64,
+    pub system_time: FileTime,
+    pub system_up_time: UpTime,
+    pub product_type: u32,
+    pub suite_mask: u32,
+    /// The Comment field when it holds text rather than the "PAGE" fill.
+    pub comment: Option<String>,
+    pub layout: PageLayout,
+    /// Pages the layout describes (present in the file or not).
+    pub described_pages: u64,
+    /// Set when some described pages lie past the end of the file.
+    pub truncation: Option<Truncation>,
+    /// Things that look wrong but do not stop the dump from being read.
+    pub warnings: Vec<String>,
+}
+
+impl DumpHeader {
+    /// The build number (DUMP_HEADER64.MinorVersion).
+    pub fn build(&self) -> u32 {
+        self.minor_version
+    }
+}

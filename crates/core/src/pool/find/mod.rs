@@ -1,0 +1,573 @@
+//! `!poolfind` at memory bandwidth: every allocation carrying a set of
+//! tags, from three sources as `!poolfind` combines them (docs/pool-structures.md §3, §4, §5, §6):
+//!
+//! 1. the big-page table, the only place the tag of a segment-heap
+//!    allocation of 0xFE1 bytes or more exists (it has no header);
+//! 2. `_POOL_HEADER`s in memory: physical frames scanned in dump-file
+//!    order by [`pooldump_scan`] over rayon workers, each hit mapped to its
+//!    kernel virtual address through one walk of the page tables
+//!    ([`PageMap`], restricted to the pool regions from MiVisibleState or
+//!    the legacy pool variables where the symbols have them), validated
+//!    with the build's allocator rules: legacy chaining (Win7-1809) or the
+//!    segment heap's own metadata (19H1+: the page segment's signature,
+//!    its range descriptors, the LFH block bitmap or the VS chunk header,
+//!    docs/pool-structures.md §5), which alone says whether a header is live;
+//! 3. headers in frames no pool address maps, reported apart (possibly
+//!    freed memory), never mixed in.
+//!
+//! The tag tracker's live counts come alongside, so a user sees what the
+//! dump does not hold (paged-out pool, missing frames).
+//!
+//! ```no_run
+//! use pooldump_core::pool::TagPattern;
+//! use pooldump_core::pool::find::{self, FindOptions};
+//! # fn demo(t: &pooldump_core::Target<pooldump_core::CrashDump>) -> Result<(), Box<dyn std::error::Error>> {
+//! let tags = [TagPattern::parse("Leak")?, TagPattern::parse("Lk0?")?];
+//! let r = t.find(&tags, &FindOptions::default())?;
+//! for a in r.allocations.iter().filter(|a| a.state == find::AllocationState::Allocated) {
+//!     println!("{} {} {:#x} {}", a.va, a.tag, a.bytes, a.allocator);
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use pooldump_scan::{
+    BitField, HeaderLayout, HeaderRole, HeaderState, PageHit, Rules, ScanError, Scanner, TagMask,
+    TagSet,
+};
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// The candidate engines, re-exported for callers of this module.
+pub use pooldump_scan::Engine;
+
+use super::PoolClass;
+use super::bigpool::{BigPoolOptions, read_big_pool};
+use super::filter::TagPattern;
+use super::tracker::{TrackerOptions, read_pool_usage};
+use crate::addr::{KernelVa, PAGE_SIZE, Pfn, PhysAddr};
+use crate::memory::{Memory, MemoryExt, PageFile};
+use crate::pagemap::{PageMap, PageMapOptions, PageMapStats, VaRange};
+use crate::symbols::{Field, KernelSymbols, SymbolError};
+use crate::tag::PoolTag;
+
+/// How to search.
+#[derive(Clone)]
+pub struct FindOptions<'a> {
+    /// How candidates are found (docs/performance.md compares them).
+    pub engine: Engine,
+    /// Scan threads; `None` uses rayon's global pool (one per core).
+    pub threads: Option<usize>,
+    /// Bytes of consecutive frames one worker scans at a time.
+    pub chunk_bytes: usize,
+    /// Drop each run of a memory-mapped dump from the process once it is
+    /// scanned, so the resident set stays small however big the dump is.
+    pub release_scanned: bool,
+    /// Read the big-page table.
+    pub big_pool: bool,
+    /// Read the tag tracker for the per-tag live counts.
+    pub tracker: bool,
+    /// Bounds on the page-table walk.
+    pub pagemap: PageMapOptions,
+    /// Stop keeping headers after this many (a hostile dump can be full
+    /// of them); the rest are counted.
+    pub max_results: usize,
+    pub progress: Option<&'a dyn ScanProgress>,
+}
+
+impl Default for FindOptions<'_> {
+    fn default() -> Self {
+        Self {
+            engine: Engine::Auto,
+            threads: None,
+            chunk_bytes: 4 << 20,
+            release_scanned: false,
+            big_pool: true,
+            tracker: true,
+            pagemap: PageMapOptions::default(),
+            max_results: 10_000_000,
+            progress: None,
+        }
+    }
+}
+
+/// Progress of the frame scan, in bytes (called from the scan threads).
+pub trait ScanProgress: Sync {
+    fn start(&self, total_bytes: u64);
+    fn advance(&self, bytes: u64);
+    fn finish(&self);
+}
+
+/// Why nothing could be searched.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    #[error("no tag to search for")]
+    NoPatterns,
+    #[error("tag pattern `{0}` matches no four-character tag")]
+    EmptyPattern(String),
+    #[error("the symbols lack the _POOL_HEADER layout: {0}")]
+    Symbol(#[from] SymbolError),
+    #[error("cannot scan with {what}: {source}")]
+    Scan {
+        what: String,
+        #[source]
+        source: ScanError,
+    },
+    #[error("cannot start {threads} scan threads: {why}")]
+    Threads { threads: usize, why: String },
+}
+
+mod regions;
+mod report;
+mod scan;
+mod segheap;
+
+use regions::{missing_frames, pool_regions};
+pub use report::*;
+use scan::{ScanOut, ScanRun};
+use segheap::{Ctx, HeapVerdict};
+
+/// Find every allocation whose tag matches one of `patterns`
+/// ([`crate::Target::find`] is the front door). `build` (the dump header's,
+/// or the live target's) picks the segment heap's key derivations.
+/// Physical memory is scanned in bulk from the source's
+/// [`Memory::page_file`] when it has one (a dump's pages in file order),
+/// else frame run by frame run through [`Memory::read_physical`].
+pub fn find_allocations<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    build: Option<u32>,
+    patterns: &[TagPattern],
+    opts: &FindOptions<'_>,
+) -> Result<FindReport, FindError> {
+    let file = mem.page_file();
+    let masks = all_masks(patterns)?;
+    // One membership test for the big-page table and the tracker too: a
+    // 64-tag search must not cost 64 pattern matches per entry.
+    let wanted = TagSet::new(&masks);
+    let layout = header_layout(syms)?;
+    let mut warnings = Vec::new();
+    let ctx = Ctx::new(mem, syms, kern_base, build, &mut warnings);
+    let rules = match ctx.family {
+        AllocatorFamily::Legacy => Rules::Legacy,
+        AllocatorFamily::SegmentHeap => Rules::SegmentHeap,
+    };
+    let scanner =
+        Scanner::new(&masks, layout, rules, opts.engine).map_err(|source| FindError::Scan {
+            what: format!("the tags {}", join(patterns)),
+            source,
+        })?;
+
+    // Where pool lives, and which address maps each frame.
+    let (regions, region_notes) = pool_regions(mem, syms, kern_base);
+    warnings.extend(region_notes);
+    let ranges: Option<Vec<VaRange>> = regions
+        .as_ref()
+        .map(|r| r.iter().map(|r| r.range).collect());
+    let map = PageMap::walk(mem, ranges.as_deref(), &opts.pagemap);
+    warnings.extend(page_map_notes(&map));
+
+    let (big, big_pool) = if opts.big_pool {
+        big_pool_matches(mem, syms, kern_base, &wanted, &mut warnings)
+    } else {
+        (Vec::new(), None)
+    };
+
+    let threads = opts.threads.unwrap_or_else(rayon::current_num_threads);
+    let (out, dropped, scan_seconds) =
+        scan_frames(mem, &scanner, patterns, &map, &ctx, opts, &mut warnings)?;
+
+    let (mut found, duplicate_headers) = deduplicated(out.found, out.duplicates);
+    found.extend(big);
+    // By address; the rest only orders entries that share one (a freed
+    // and a live big-page entry), the same way on every run.
+    found.par_sort_unstable_by_key(|a| (a.va, a.header, a.bytes, a.pool_type, a.tag.value()));
+
+    let mut unmapped = out.unmapped;
+    unmapped.sort_by_key(|u| u.pa);
+    if !unmapped.is_empty() && ranges.is_some() {
+        locate_unmapped(mem, &mut unmapped, &opts.pagemap);
+    }
+
+    let mapped_frames_not_in_dump = file.map(|f| missing_frames(f, &map));
+    if let Some(n) = mapped_frames_not_in_dump.filter(|n| *n > 0) {
+        warnings.push(format!(
+            "{n} frame(s) mapped in the pool regions are not in the dump: allocations there are not found"
+        ));
+    }
+
+    let tracker = if opts.tracker {
+        tracker_counts(mem, syms, kern_base, &wanted, &mut warnings)
+    } else {
+        None
+    };
+    let tags = summarize(patterns, &found, tracker.as_ref());
+
+    Ok(FindReport {
+        patterns: patterns.iter().map(|p| p.to_string()).collect(),
+        allocator: ctx.family,
+        allocations: found,
+        unmapped,
+        tags,
+        big_pool,
+        regions,
+        scan: ScanStats {
+            engine: scanner.engine().name(),
+            threads,
+            frames_scanned: out.frames,
+            bytes_scanned: out.frames * PAGE_SIZE,
+            unreadable_frames: out.unreadable_frames,
+            mapped_frames_not_in_dump,
+            paged_out_pages: map.stats.not_present_pages,
+            headers: out.headers,
+            rejected_by_heap: out.rejected,
+            duplicate_headers,
+            dropped,
+            scan_seconds,
+        },
+        pagemap: map.stats.clone(),
+        warnings,
+    })
+}
+
+/// The frame scan, on `opts.threads` threads: what it found, how many
+/// results past `max_results` it dropped, and its time in seconds.
+fn scan_frames<M: Memory + ?Sized>(
+    mem: &M,
+    scanner: &Scanner,
+    patterns: &[TagPattern],
+    map: &PageMap,
+    ctx: &Ctx,
+    opts: &FindOptions<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<(ScanOut, u64, f64), FindError> {
+    let file = mem.page_file();
+    let scan = ScanRun {
+        mem,
+        scanner,
+        patterns,
+        map,
+        ctx,
+        opts,
+        kept: AtomicUsize::new(0),
+        dropped: AtomicU64::new(0),
+        found: Default::default(),
+    };
+    let started = Instant::now();
+    let out = match opts.threads {
+        Some(n) if n != rayon::current_num_threads() => thread_pool(n)?.install(|| scan.run(file)),
+        _ => scan.run(file),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let dropped = scan.dropped.load(Ordering::Relaxed);
+    if dropped > 0 {
+        warnings.push(format!(
+            "{dropped} more header(s) matched after the first {}; they are not listed",
+            opts.max_results
+        ));
+    }
+    if out.unreadable_frames > 0 {
+        warnings.push(format!(
+            "{} frame(s) the dump describes could not be read (truncated or damaged file): what they hold is missing",
+            out.unreadable_frames
+        ));
+    }
+    Ok((out, dropped, seconds))
+}
+
+/// Frames outside the pool map may still be mapped elsewhere in the
+/// kernel: say where, so only truly unmapped frames read as freed.
+fn locate_unmapped<M: Memory + ?Sized>(
+    mem: &M,
+    unmapped: &mut [UnmappedHeader],
+    opts: &PageMapOptions,
+) {
+    let all = PageMap::walk(mem, None, opts);
+    for u in unmapped {
+        u.mapped_at = all
+            .va_of(u.pa.pfn())
+            .map(|va| KernelVa(va.0 + u.pa.page_offset()));
+    }
+}
+
+/// Every pattern's masks; a pattern that expands to none is an error.
+fn all_masks(patterns: &[TagPattern]) -> Result<Vec<TagMask>, FindError> {
+    if patterns.is_empty() {
+        return Err(FindError::NoPatterns);
+    }
+    let mut masks = Vec::new();
+    for p in patterns {
+        let m = pattern_masks(p);
+        if m.is_empty() {
+            return Err(FindError::EmptyPattern(p.to_string()));
+        }
+        masks.extend(m);
+    }
+    Ok(masks)
+}
+
+/// What the page-table walk could not do, as warnings.
+fn page_map_notes(map: &PageMap) -> Vec<String> {
+    let mut notes = Vec::new();
+    if let Some(why) = &map.stats.truncated {
+        notes.push(format!(
+            "the page-table walk stopped early ({why}): frames it did not reach count as unmapped"
+        ));
+    }
+    if map.stats.tables_unreadable > 0 {
+        notes.push(format!(
+            "{} page-table page(s) are not in the dump: the pool they map is missing",
+            map.stats.tables_unreadable
+        ));
+    }
+    notes
+}
+
+/// The big-page table's entries (live and freed) whose tag is wanted.
+fn big_pool_matches<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    wanted: &TagSet,
+    warnings: &mut Vec<String>,
+) -> (Vec<FoundAllocation>, Option<BigPoolScan>) {
+    let opts = BigPoolOptions {
+        include_freed: true,
+        ..Default::default()
+    };
+    let t = match read_big_pool(mem, syms, kern_base, &opts) {
+        Ok(t) => t,
+        Err(e) => {
+            warnings.push(format!("the big-page table could not be read: {e}"));
+            return (Vec::new(), None);
+        }
+    };
+    warnings.extend(t.warnings.iter().map(|w| format!("big-page table: {w}")));
+    let (mut found, mut live, mut freed) = (Vec::new(), 0, 0);
+    for e in t.entries.iter().filter(|e| wanted.contains(e.tag.value())) {
+        if e.freed {
+            freed += 1;
+        } else {
+            live += 1;
+        }
+        found.push(big_entry(mem, e));
+    }
+    let scan = BigPoolScan {
+        table: t.table,
+        size: t.size,
+        matched_live: live,
+        matched_freed: freed,
+    };
+    (found, Some(scan))
+}
+
+/// The scan's results with the second copy of each allocation whose two
+/// headers (cache-aligned pairs on different pages) both matched removed;
+/// returns them and the number of duplicates (`already` counted by the
+/// scan itself).
+fn deduplicated(
+    mut scanned: Vec<(FoundAllocation, Option<u64>)>,
+    already: u64,
+) -> (Vec<FoundAllocation>, u64) {
+    let mut duplicates = already;
+    // The tie-breakers make the order, so the copy kept, the same on
+    // every run (the sort is parallel and unstable).
+    scanned
+        .par_sort_unstable_by_key(|(a, key)| (key.unwrap_or(a.va.0), a.header, a.va, a.pool_type));
+    // In place: results can be hundreds of thousands, and each copy of
+    // them is memory the user pays for.
+    let mut last_key = None;
+    let mut kept = 0usize;
+    for i in 0..scanned.len() {
+        let key = scanned[i].1;
+        if let Some(k) = key {
+            if last_key == Some(k) && kept > 0 {
+                duplicates += 1;
+                if scanned[i].0.pool_type & 4 != 0 {
+                    scanned.swap(kept - 1, i);
+                }
+                continue;
+            }
+            last_key = Some(k);
+        }
+        scanned.swap(kept, i);
+        kept += 1;
+    }
+    scanned.truncate(kept);
+    // Collected in place (the standard library reuses the allocation).
+    let found = scanned.into_iter().map(|(a, _)| a).collect();
+    (found, duplicates)
+}
+
+/// The tag tracker's live counts for the wanted tags, summed over pools.
+fn tracker_counts<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    wanted: &TagSet,
+    warnings: &mut Vec<String>,
+) -> Option<BTreeMap<PoolTag, TrackerCounts>> {
+    match read_pool_usage(mem, syms, kern_base, &TrackerOptions::default()) {
+        Ok(u) => {
+            let mut by_tag: BTreeMap<PoolTag, TrackerCounts> = BTreeMap::new();
+            for r in u.rows.iter().filter(|r| wanted.contains(r.tag.value())) {
+                let e = by_tag
+                    .entry(r.tag)
+                    .or_insert(TrackerCounts { diff: 0, bytes: 0 });
+                e.diff += r.diff;
+                e.bytes += r.bytes;
+            }
+            Some(by_tag)
+        }
+        Err(e) => {
+            warnings.push(format!("the tag tracker could not be read: {e}"));
+            None
+        }
+    }
+}
+
+/// A pool of `n` scan threads, built once per size: starting threads for
+/// every search costs more than scanning a GiB does.
+fn thread_pool(n: usize) -> Result<Arc<rayon::ThreadPool>, FindError> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let n = n.clamp(1, 1024);
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .expect("not poisoned");
+    if let Some(p) = pools.get(&n) {
+        return Ok(Arc::clone(p));
+    }
+    let p = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("pooldump-find-{i}"))
+        .build()
+        .map_err(|e| FindError::Threads {
+            threads: n,
+            why: e.to_string(),
+        })?;
+    let p = Arc::new(p);
+    pools.insert(n, Arc::clone(&p));
+    Ok(p)
+}
+
+fn join(p: &[TagPattern]) -> String {
+    p.iter()
+        .map(|p| format!("`{p}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The scanner's masks for a pattern. `TagPattern` stays the authority:
+/// every hit is checked against it again.
+fn pattern_masks(p: &TagPattern) -> Vec<TagMask> {
+    if let Some(t) = p.exact() {
+        return vec![TagMask::exact(t.value())];
+    }
+    let text = p.as_str().as_bytes();
+    if text.contains(&b'*') {
+        return TagMask::expand_glob(text);
+    }
+    // `?` patterns, padded with spaces as TagPattern pads them.
+    let mut b = [Some(b' '); 4];
+    for (i, c) in text.iter().take(4).enumerate() {
+        b[i] = (*c != b'?').then_some(*c);
+    }
+    vec![TagMask::from_bytes(b)]
+}
+
+/// `_POOL_HEADER` from the symbols.
+fn header_layout(syms: &KernelSymbols) -> Result<HeaderLayout, FindError> {
+    let t = "_POOL_HEADER";
+    let size = syms.require_type_size(t)? as usize;
+    let f = |name: &str| -> Result<BitField, FindError> {
+        let f = syms.field(t, name)?;
+        Ok(BitField {
+            offset: f.offset as usize,
+            unit_size: f.size as usize,
+            bit_position: f.bit_position.unwrap_or(0),
+            bit_length: f.bit_length.unwrap_or((f.size * 8).min(64) as u32),
+        })
+    };
+    let l = HeaderLayout {
+        size,
+        previous_size: f("PreviousSize")?,
+        pool_index: f("PoolIndex")?,
+        block_size: f("BlockSize")?,
+        pool_type: f("PoolType")?,
+        pool_tag: f("PoolTag")?,
+    };
+    l.validate().map_err(|e| FindError::Scan {
+        what: format!("the _POOL_HEADER of {}", syms.identity),
+        source: ScanError::Layout(e),
+    })?;
+    Ok(l)
+}
+
+fn big_entry<M: Memory + ?Sized>(mem: &M, e: &super::BigPoolEntry) -> FoundAllocation {
+    let pa = if e.freed {
+        None
+    } else {
+        mem.translate(e.va).ok().map(|t| t.pa).filter(|pa| {
+            let mut b = [0u8; 1];
+            mem.read_physical(*pa, &mut b).is_ok()
+        })
+    };
+    FoundAllocation {
+        va: e.va,
+        header: None,
+        pa,
+        tag: e.tag.unprotected(),
+        protected: false,
+        bytes: e.bytes,
+        pool: match e.pool {
+            PoolClass::Paged => PoolKind::Paged,
+            PoolClass::NonPaged if e.nx => PoolKind::NonPagedNx,
+            PoolClass::NonPaged => PoolKind::NonPaged,
+        },
+        session: e.session,
+        pool_type: e.pool_type,
+        state: if e.freed {
+            AllocationState::Free
+        } else {
+            AllocationState::Allocated
+        },
+        allocator: Allocator::BigPool,
+        in_dump: pa.is_some(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_become_masks() {
+        let p = |s: &str| pattern_masks(&TagPattern::parse(s).unwrap());
+        assert_eq!(
+            p("Leak"),
+            vec![TagMask::exact(u32::from_le_bytes(*b"Leak"))]
+        );
+        assert_eq!(p("CM"), vec![TagMask::exact(u32::from_le_bytes(*b"CM  "))]);
+        assert_eq!(
+            p("0x6b61654c"),
+            vec![TagMask::exact(u32::from_le_bytes(*b"Leak"))]
+        );
+        assert_eq!(
+            p("Lk?1"),
+            vec![TagMask::from_bytes([
+                Some(b'L'),
+                Some(b'k'),
+                None,
+                Some(b'1')
+            ])]
+        );
+        assert_eq!(p("*x").len(), 1);
+        assert!(p("toolong*").is_empty());
+    }
+}

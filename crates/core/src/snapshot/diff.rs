@@ -1,0 +1,260 @@
+//! Two snapshots compared, row by row.
+
+use super::*;
+
+// ---------------------------------------------------------------------------
+// Two snapshots
+
+/// A counter before and after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Change {
+    pub before: u64,
+    pub after: u64,
+    /// after - before (saturated to i64).
+    pub delta: i64,
+}
+
+impl Change {
+    pub fn new(before: u64, after: u64) -> Self {
+        let d = i128::from(after) - i128::from(before);
+        Self {
+            before,
+            after,
+            delta: d.clamp(i64::MIN.into(), i64::MAX.into()) as i64,
+        }
+    }
+}
+
+/// How a row changed between two snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffRow {
+    pub tag: String,
+    #[serde(with = "hex_tag")]
+    pub value: PoolTag,
+    #[serde(rename = "type", with = "poolmon_type")]
+    pub pool: PoolClass,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub overflow: bool,
+    pub allocs: Change,
+    pub frees: Change,
+    pub diff: Change,
+    pub bytes: Change,
+    /// Bytes / Diff after.
+    pub per_alloc: u64,
+    pub driver: Option<String>,
+    /// `new` (no row before), `gone` (no row after) or `changed`.
+    pub status: RowStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RowStatus {
+    Changed,
+    New,
+    Gone,
+}
+
+impl DiffRow {
+    pub fn key(&self) -> RowKey {
+        RowKey {
+            tag: self.value,
+            pool: self.pool,
+            overflow: self.overflow,
+        }
+    }
+}
+
+/// A snapshot as a diff or trend names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    pub source: String,
+    pub system_time: Option<String>,
+    pub uptime: Option<String>,
+}
+
+impl From<&Snapshot> for SnapshotRef {
+    fn from(s: &Snapshot) -> Self {
+        Self {
+            source: s.source.name.clone(),
+            system_time: s.time.system_time.clone(),
+            uptime: s.time.uptime.clone(),
+        }
+    }
+}
+
+/// PoolMon's header figures, before and after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TotalsChange {
+    pub allocs: Change,
+    pub frees: Change,
+    pub diff: Change,
+    pub bytes: Change,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DiffTotals {
+    pub nonpaged: TotalsChange,
+    pub paged: TotalsChange,
+}
+
+/// The difference between two snapshots: every row whose counters moved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotDiff {
+    /// [`DIFF_SCHEMA`].
+    pub schema: String,
+    pub before: SnapshotRef,
+    pub after: SnapshotRef,
+    /// Seconds between the two, from the machine's clocks.
+    pub elapsed_secs: Option<f64>,
+    /// Whether both are one boot (counters restart at boot, so a diff
+    /// across a reboot compares unrelated numbers).
+    pub same_boot: Option<bool>,
+    pub totals: DiffTotals,
+    /// Rows in tag order; [`DiffSort`] ranks them.
+    pub rows: Vec<DiffRow>,
+    pub warnings: Vec<String>,
+}
+
+impl SnapshotDiff {
+    /// No row changed.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
+/// What the diff ranks by: the change of a column, largest growth first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiffSort {
+    #[default]
+    Bytes,
+    Diff,
+    Allocs,
+    Frees,
+    /// Per Alloc after (no change column).
+    PerAlloc,
+    Tag,
+}
+
+impl DiffSort {
+    /// A [`PoolMonColumn`](crate::pool::PoolMonColumn) by name or letter.
+    pub fn parse(s: &str) -> Option<Self> {
+        use crate::pool::PoolMonColumn as C;
+        Some(match C::parse(s)? {
+            C::Bytes => Self::Bytes,
+            C::Diff => Self::Diff,
+            C::Allocs => Self::Allocs,
+            C::Frees => Self::Frees,
+            C::PerAlloc => Self::PerAlloc,
+            C::Tag => Self::Tag,
+        })
+    }
+
+    /// Sort rows: largest growth first (tags ascending for `Tag`), ties by
+    /// tag and type so the order is stable.
+    pub fn sort(self, rows: &mut [DiffRow]) {
+        let tag_key = |r: &DiffRow| (r.value.bytes(), r.pool, r.overflow);
+        let key = |r: &DiffRow| -> i128 {
+            match self {
+                Self::Bytes => r.bytes.delta.into(),
+                Self::Diff => r.diff.delta.into(),
+                Self::Allocs => r.allocs.delta.into(),
+                Self::Frees => r.frees.delta.into(),
+                Self::PerAlloc => r.per_alloc.into(),
+                Self::Tag => 0,
+            }
+        };
+        rows.sort_by(|a, b| key(b).cmp(&key(a)).then(tag_key(a).cmp(&tag_key(b))));
+    }
+}
+
+/// Compare two snapshots. Rows whose four counters are equal are left out,
+/// so a snapshot compared with itself gives no rows.
+pub fn diff(before: &Snapshot, after: &Snapshot) -> SnapshotDiff {
+    let b: BTreeMap<RowKey, &SnapshotRow> = before.rows.iter().map(|r| (r.key(), r)).collect();
+    let a: BTreeMap<RowKey, &SnapshotRow> = after.rows.iter().map(|r| (r.key(), r)).collect();
+    let keys: BTreeSet<RowKey> = b.keys().chain(a.keys()).copied().collect();
+    let mut rows = Vec::new();
+    for k in keys {
+        let (rb, ra) = (b.get(&k), a.get(&k));
+        let get = |r: Option<&&SnapshotRow>, f: fn(&SnapshotRow) -> u64| r.map_or(0, |r| f(r));
+        let c = |f: fn(&SnapshotRow) -> u64| Change::new(get(rb, f), get(ra, f));
+        let row = DiffRow {
+            tag: if k.overflow {
+                "<overflow>".into()
+            } else {
+                k.tag.to_string()
+            },
+            value: k.tag,
+            pool: k.pool,
+            overflow: k.overflow,
+            allocs: c(|r| r.allocs),
+            frees: c(|r| r.frees),
+            diff: c(|r| r.diff),
+            bytes: c(|r| r.bytes),
+            per_alloc: ra.map_or(0, |r| r.per_alloc()),
+            driver: ra.or(rb).and_then(|r| r.driver.clone()),
+            status: match (rb, ra) {
+                (None, Some(_)) => RowStatus::New,
+                (Some(_), None) => RowStatus::Gone,
+                _ => RowStatus::Changed,
+            },
+        };
+        let moved = [row.allocs, row.frees, row.diff, row.bytes]
+            .iter()
+            .any(|c| c.delta != 0);
+        if moved {
+            rows.push(row);
+        }
+    }
+    let tc = |x: &PoolCounters, y: &PoolCounters| TotalsChange {
+        allocs: Change::new(x.allocs, y.allocs),
+        frees: Change::new(x.frees, y.frees),
+        diff: Change::new(x.diff, y.diff),
+        bytes: Change::new(x.bytes, y.bytes),
+    };
+    let same_boot = before.same_boot(after);
+    let mut warnings = Vec::new();
+    if same_boot == Some(false) {
+        warnings.push(format!(
+            "{} and {} are different boots (nt at {} and {}): the counters restart at boot, so these changes compare unrelated numbers",
+            before.source.name, after.source.name, before.kernel.kern_base, after.kernel.kern_base
+        ));
+    }
+    for s in [before, after].into_iter().filter(|s| s.diff_only) {
+        warnings.push(format!(
+            "{} has outstanding allocations only (no Allocs/Frees columns): the Allocs and Frees changes are not meaningful, Diff and Bytes are",
+            s.source.name
+        ));
+    }
+    let elapsed_secs = elapsed_ticks(before, after).map(|t| t as f64 / 1e7);
+    if elapsed_secs.is_some_and(|s| s < 0.0) {
+        warnings.push(format!(
+            "{} was taken before {}: the changes run backwards in time",
+            after.source.name, before.source.name
+        ));
+    }
+    SnapshotDiff {
+        schema: DIFF_SCHEMA.into(),
+        before: before.into(),
+        after: after.into(),
+        elapsed_secs,
+        same_boot,
+        totals: DiffTotals {
+            nonpaged: tc(&before.totals.nonpaged, &after.totals.nonpaged),
+            paged: tc(&before.totals.paged, &after.totals.paged),
+        },
+        rows,
+        warnings,
+    }
+}
+
+/// 100 ns ticks from `a` to `b`: uptime within one boot, else wall clock.
+fn elapsed_ticks(a: &Snapshot, b: &Snapshot) -> Option<i128> {
+    let d = |x: Option<u64>, y: Option<u64>| Some(i128::from(y?) - i128::from(x?));
+    if a.same_boot(b) == Some(true)
+        && let Some(t) = d(a.time.uptime_100ns, b.time.uptime_100ns)
+    {
+        return Some(t);
+    }
+    d(a.time.system_time_filetime, b.time.system_time_filetime)
+}

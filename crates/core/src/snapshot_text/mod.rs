@@ -1,0 +1,432 @@
+//! PoolMon and `!poolused` text as snapshots: the screenshots people
+//! already take, fed to `diff`, `trend` and `top`.
+//!
+//! Formats (docs/leak-hunting.md shows each):
+//! * PoolMon's display: `Tag Type Allocs ( ) Frees ( ) Diff Bytes ( ) Per
+//!   Alloc [Mapped_Driver]`, with its `Memory:`/`Commit:` header lines;
+//! * PoolMon's `/n` snapshot file (poolsnap.log): the same columns without
+//!   the change columns ("the snapshot data is static", Microsoft's
+//!   poolmon-startup-command page);
+//! * WinDbg `!poolused` in its modern layouts: flags 0/2/4 (`Allocs Used`
+//!   per pool: outstanding allocations and bytes), flag 1 (`Allocs Frees
+//!   Diff Used` per pool, a TOTAL row), the kd cache preamble, a tab
+//!   before the description (`..., Binary: nt!io`);
+//! * `!poolused` in its legacy layout (a `Pool Used:` line, the
+//!   description glued to the last number: `384UNKNOWN pooltag 'AGP '`).
+//!
+//! Columns are found from each table's header line: the tag is the four
+//! characters under `Tag` (tags have spaces: `Io  `, `Dh 0`), and in the
+//! legacy layout a number ends where its header word ends, which is how a
+//! glued description is cut off even when it starts with a digit.
+//! Published copies whose spacing was collapsed are read token by token.
+//!
+//! Nothing is dropped silently: every line that is neither a row nor a
+//! known header, prompt or preamble line is reported with its number.
+//! A file with several tables (two `!poolused` runs, PoolMon screens one
+//! after another) yields one table each; the caller picks.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::KernelVa;
+use crate::dump::FileTime;
+use crate::pool::PoolClass;
+use crate::snapshot::{
+    ClockSource, KernelInfo, PoolCounters, SCHEMA, Snapshot, SnapshotRow, SnapshotTotals,
+    SourceInfo, SourceKind, TimeInfo,
+};
+use crate::tag::PoolTag;
+
+/// The formats tried, in the order a message lists them.
+pub const FORMATS_TRIED: &[&str] = &[
+    "PoolMon display (Tag Type Allocs ( ) Frees ( ) Diff Bytes ( ) Per Alloc)",
+    "PoolMon /n snapshot log (poolsnap.log: the display without the change columns)",
+    "!poolused, modern layout (flags 0/2/4: Allocs Used per pool; flag 1: Allocs Frees Diff Used)",
+    "!poolused, legacy layout (`Pool Used:`, description glued to the numbers)",
+];
+
+/// The largest text file read (a PoolMon log of every tag is ~300 KiB).
+pub const MAX_TEXT_FILE: u64 = 64 << 20;
+
+/// Which layout a table is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TextFormat {
+    PoolmonDisplay,
+    PoolmonLog,
+    /// `!poolused` without flag 1: outstanding allocations and bytes.
+    PoolusedSummary,
+    /// `!poolused 1`: Allocs, Frees, Diff, Used.
+    PoolusedVerbose,
+    PoolusedLegacy,
+    PoolusedLegacyVerbose,
+}
+
+impl TextFormat {
+    pub fn is_poolmon(self) -> bool {
+        matches!(self, TextFormat::PoolmonDisplay | TextFormat::PoolmonLog)
+    }
+    /// Allocs and Frees are not in the table, only outstanding counts.
+    pub fn diff_only(self) -> bool {
+        matches!(
+            self,
+            TextFormat::PoolusedSummary | TextFormat::PoolusedLegacy
+        )
+    }
+    pub fn describe(self) -> &'static str {
+        match self {
+            TextFormat::PoolmonDisplay => "PoolMon display",
+            TextFormat::PoolmonLog => "PoolMon /n snapshot log",
+            TextFormat::PoolusedSummary => "!poolused (Allocs/Used)",
+            TextFormat::PoolusedVerbose => "!poolused 1 (Allocs/Frees/Diff/Used)",
+            TextFormat::PoolusedLegacy => "!poolused, legacy layout",
+            TextFormat::PoolusedLegacyVerbose => "!poolused 1, legacy layout",
+        }
+    }
+}
+
+/// A line that was not understood.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TextProblem {
+    /// 1-based.
+    pub line: usize,
+    pub text: String,
+    pub why: String,
+}
+
+/// One table of a text file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TextTable {
+    pub format: TextFormat,
+    /// The header line's number.
+    pub header_line: usize,
+    pub rows: Vec<SnapshotRow>,
+    /// `!poolused 1`'s TOTAL row: (nonpaged, paged) as printed.
+    pub total: Option<(PoolCounters, PoolCounters)>,
+    /// Session pool (`!poolused 8`, PoolMon /s): not the system pools.
+    pub session: bool,
+}
+
+/// What a text file holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TextImport {
+    pub tables: Vec<TextTable>,
+    pub problems: Vec<TextProblem>,
+    /// WinDbg's `Debug session time:` (FILETIME), when the text has it.
+    pub session_time: Option<u64>,
+    /// WinDbg's `System Uptime:` (100 ns), when the text has it.
+    pub uptime: Option<u64>,
+}
+
+/// Why a text file gave no table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TextImportError {
+    #[error("{input}: not a PoolMon display or log, nor !poolused output: no table header line (`Tag Type Allocs ...` or `Tag Allocs Used ...`) was found; formats tried: {}", FORMATS_TRIED.join("; "))]
+    NotRecognised { input: String },
+    #[error(
+        "{input}: the {format} table at line {line} has no rows it could read{}",
+        first_problem(problems)
+    )]
+    NoRows {
+        input: String,
+        format: &'static str,
+        line: usize,
+        problems: Vec<TextProblem>,
+    },
+}
+
+fn first_problem(p: &[TextProblem]) -> String {
+    p.first().map_or(String::new(), |p| {
+        format!(" (line {}: {}: `{}`)", p.line, p.why, p.text)
+    })
+}
+
+/// The columns of the current table.
+#[derive(Debug, Clone)]
+struct Layout {
+    format: TextFormat,
+    /// Character column of `Tag`.
+    tag_col: usize,
+    /// For `!poolused`: the column just past each numeric header word.
+    num_ends: Vec<usize>,
+    session: bool,
+}
+
+/// Parse a text file's bytes (UTF-8, or UTF-16 with a BOM, as PowerShell's
+/// `>` writes).
+pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportError> {
+    let text = crate::pool::pooltag::decode_text(bytes);
+    let mut tables: Vec<TextTable> = Vec::new();
+    let mut problems = Vec::new();
+    let mut layout: Option<Layout> = None;
+    let mut legacy_pending = false;
+    let mut session_pending = false;
+    let mut session_time = None;
+    let mut uptime = None;
+    let mut saw_header = false;
+    for (n, raw) in text.lines().enumerate() {
+        let line_no = n + 1;
+        let line = raw.trim_end_matches(['\r', '\u{1A}']);
+        let t = line.trim();
+        if t.is_empty() {
+            continue;
+        }
+        if let Some(h) = header(line, legacy_pending, session_pending) {
+            legacy_pending = false;
+            session_pending = false;
+            saw_header = true;
+            tables.push(TextTable {
+                format: h.format,
+                header_line: line_no,
+                rows: Vec::new(),
+                total: None,
+                session: h.session,
+            });
+            layout = Some(h);
+            continue;
+        }
+        if let Some(v) = t.strip_prefix("Debug session time:") {
+            session_time = parse_session_time(v.trim());
+            continue;
+        }
+        if let Some(v) = t.strip_prefix("System Uptime:") {
+            uptime = parse_uptime(v.trim());
+            continue;
+        }
+        if known_line(t) {
+            if t.starts_with("Pool Used") {
+                legacy_pending = true;
+                layout = None;
+            }
+            if t.to_ascii_lowercase().contains("session") && !t.contains(" - ") {
+                session_pending = true;
+            }
+            // A prompt or a new preamble ends the table before it.
+            if is_prompt(t) {
+                layout = None;
+            }
+            continue;
+        }
+        let (Some(l), Some(table)) = (&layout, tables.last_mut()) else {
+            problems.push(TextProblem {
+                line: line_no,
+                text: line.to_string(),
+                why: "not part of a table".into(),
+            });
+            continue;
+        };
+        let parsed = if l.format.is_poolmon() {
+            poolmon_row(line, l).map(|(r, changes)| {
+                // Change columns make it the display; without them it is
+                // the /n log.
+                if changes {
+                    table.format = TextFormat::PoolmonDisplay;
+                }
+                vec![r]
+            })
+        } else {
+            poolused_row(line, l, table)
+        };
+        match parsed {
+            Ok(rows) => {
+                for r in rows {
+                    if table.rows.iter().any(|x| x.key() == r.key()) {
+                        problems.push(TextProblem {
+                            line: line_no,
+                            text: line.to_string(),
+                            why: format!("a second {} row for tag {}", r.pool.poolmon(), r.tag),
+                        });
+                    } else {
+                        table.rows.push(r);
+                    }
+                }
+            }
+            Err(why) => problems.push(TextProblem {
+                line: line_no,
+                text: line.to_string(),
+                why,
+            }),
+        }
+    }
+    if !saw_header {
+        return Err(TextImportError::NotRecognised {
+            input: input.into(),
+        });
+    }
+    if let Some(empty) = tables
+        .iter()
+        .find(|t| t.rows.is_empty() && t.total.is_none())
+        && tables.iter().all(|t| t.rows.is_empty())
+    {
+        return Err(TextImportError::NoRows {
+            input: input.into(),
+            format: empty.format.describe(),
+            line: empty.header_line,
+            problems,
+        });
+    }
+    Ok(TextImport {
+        tables,
+        problems,
+        session_time,
+        uptime,
+    })
+}
+
+mod rows;
+mod time;
+
+use rows::{header, is_prompt, known_line, poolmon_row, poolused_row};
+pub use time::*;
+
+/// Where a text snapshot's time comes from, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextTime {
+    /// `--time`.
+    Given(u64),
+    /// The file's modification time (FILETIME), when the text has none.
+    FileModified(u64),
+    Unknown,
+}
+
+/// Turn one table of a text file into a snapshot. `which` is the table's
+/// index (the last when `None`).
+pub fn to_snapshot(
+    import: &TextImport,
+    which: Option<usize>,
+    input: &Path,
+    time: TextTime,
+) -> Snapshot {
+    let idx = which.unwrap_or(import.tables.len().saturating_sub(1));
+    let table = &import.tables[idx.min(import.tables.len() - 1)];
+    let mut warnings = Vec::new();
+    if import.tables.len() > 1 {
+        warnings.push(format!(
+            "{} holds {} tables; this snapshot is the one at line {} ({})",
+            input.display(),
+            import.tables.len(),
+            table.header_line,
+            table.format.describe()
+        ));
+    }
+    if !import.problems.is_empty() {
+        warnings.push(problem_summary(&import.problems));
+    }
+    if table.format.diff_only() {
+        warnings.push(format!(
+            "{} gives outstanding allocations and bytes only (no Allocs/Frees columns): Allocs is set to Diff and Frees to 0; use `!poolused 1` for all four",
+            table.format.describe()
+        ));
+    }
+    if table.session {
+        warnings.push("this table is session pool, not the system pools".into());
+    }
+    let mut rows = table.rows.clone();
+    rows.sort_by_key(|r| (r.tag.bytes(), r.pool, r.overflow));
+    let sum = |p: PoolClass| {
+        rows.iter()
+            .filter(|r| r.pool == p)
+            .fold(PoolCounters::default(), |a, r| PoolCounters {
+                allocs: a.allocs.saturating_add(r.allocs),
+                frees: a.frees.saturating_add(r.frees),
+                diff: a.diff.saturating_add(r.diff),
+                bytes: a.bytes.saturating_add(r.bytes),
+            })
+    };
+    let (np, pg) = (sum(PoolClass::NonPaged), sum(PoolClass::Paged));
+    if let Some((tn, tp)) = table.total
+        && (tn.bytes != np.bytes || tp.bytes != pg.bytes)
+    {
+        warnings.push(format!(
+            "the TOTAL row says Nonp {} and Paged {} bytes but the rows add up to {} and {}: the table is incomplete (an interrupted !poolused prints partial results)",
+            tn.bytes, tp.bytes, np.bytes, pg.bytes
+        ));
+    }
+    let (system, clock) = match (time, import.session_time) {
+        (TextTime::Given(t), _) => (Some(t), Some(ClockSource::Given)),
+        (_, Some(t)) => (Some(t), Some(ClockSource::TextFile)),
+        (TextTime::FileModified(t), None) => {
+            warnings.push(format!(
+                "{} states no time: its modification time is used (pass --time to `pooldump snapshot --from-text` to set it)",
+                input.display()
+            ));
+            (Some(t), Some(ClockSource::FileModified))
+        }
+        (TextTime::Unknown, None) => (None, None),
+    };
+    let tags = {
+        let mut t: Vec<_> = rows.iter().map(|r| r.tag).collect();
+        t.sort_by_key(|t| t.bytes());
+        t.dedup();
+        t.len() as u64
+    };
+    Snapshot {
+        schema: SCHEMA.into(),
+        source: SourceInfo {
+            kind: if table.format.is_poolmon() {
+                SourceKind::Poolmon
+            } else {
+                SourceKind::Poolused
+            },
+            name: input.display().to_string(),
+        },
+        kernel: KernelInfo {
+            build: 0,
+            kern_base: KernelVa(0),
+            pdb: None,
+            processors: 0,
+            physical_pages: None,
+        },
+        time: TimeInfo {
+            system_time_filetime: system,
+            system_time: system.and_then(|t| FileTime(t).rfc3339()),
+            uptime_100ns: import.uptime,
+            uptime: import.uptime.map(|u| crate::dump::UpTime(u).to_string()),
+            clock_source: clock,
+            taken_unix: None,
+        },
+        totals: SnapshotTotals {
+            nonpaged: np,
+            paged: pg,
+            tags,
+        },
+        rows,
+        warnings,
+        diff_only: table.format.diff_only(),
+    }
+}
+
+/// `3 lines were not understood: 1, 5-7 (line 1: not part of a table:
+/// `## poolmon /a`)`.
+pub fn problem_summary(p: &[TextProblem]) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for x in p {
+        match ranges.last_mut() {
+            Some((_, e)) if *e + 1 == x.line || *e == x.line => *e = x.line,
+            _ => ranges.push((x.line, x.line)),
+        }
+    }
+    let list: Vec<String> = ranges
+        .iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    let first = &p[0];
+    format!(
+        "{} line(s) were not understood and were left out: {} (line {}: {}: `{}`)",
+        p.len(),
+        list.join(", "),
+        first.line,
+        first.why,
+        first.text.trim()
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,289 @@
+//! One line of PoolMon's or `!poolused`'s output: the header that says
+//! where the columns are, and the rows under it.
+
+use super::*;
+
+/// Character positions of whitespace-separated words: (start, end, word).
+fn words(line: &str) -> Vec<(usize, usize, &str)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    let chars: Vec<(usize, char)> = line.char_indices().collect();
+    for (ci, (bi, c)) in chars.iter().enumerate() {
+        match (c.is_whitespace(), start) {
+            (false, None) => start = Some((ci, *bi)),
+            (true, Some((s, sb))) => {
+                out.push((s, ci, &line[sb..*bi]));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some((s, sb)) = start {
+        out.push((s, chars.len(), &line[sb..]));
+    }
+    out
+}
+
+pub(super) fn header(line: &str, legacy: bool, session: bool) -> Option<Layout> {
+    let w = words(line);
+    let names: Vec<&str> = w.iter().map(|x| x.2).collect();
+    let tag = w.iter().position(|x| x.2 == "Tag")?;
+    if tag != 0 {
+        return None;
+    }
+    let has = |s: &str| names.contains(&s);
+    let tag_col = w[tag].0;
+    if has("Type") && has("Allocs") && has("Frees") && has("Diff") && has("Bytes") {
+        // The display has a `( )` change column after Allocs, Frees and
+        // Bytes in its rows, not in its header: told apart per row.
+        return Some(Layout {
+            format: TextFormat::PoolmonLog,
+            tag_col,
+            num_ends: Vec::new(),
+            session,
+        });
+    }
+    if has("Allocs") && has("Used") && !has("Type") {
+        let verbose = has("Frees") && has("Diff");
+        let num_ends: Vec<usize> = w
+            .iter()
+            .filter(|x| matches!(x.2, "Allocs" | "Frees" | "Diff" | "Used"))
+            .map(|x| x.1)
+            .collect();
+        let want = if verbose { 8 } else { 4 };
+        if num_ends.len() != want {
+            return None;
+        }
+        let format = match (legacy, verbose) {
+            (false, false) => TextFormat::PoolusedSummary,
+            (false, true) => TextFormat::PoolusedVerbose,
+            (true, false) => TextFormat::PoolusedLegacy,
+            (true, true) => TextFormat::PoolusedLegacyVerbose,
+        };
+        return Some(Layout {
+            format,
+            tag_col,
+            num_ends,
+            session,
+        });
+    }
+    None
+}
+
+pub(super) fn is_prompt(t: &str) -> bool {
+    // `0: kd> !poolused 2`, `lkd> ...`, `: kd> ...` (an excerpt).
+    let head = t.split("kd>").next().unwrap_or("");
+    t.contains("kd>")
+        && head
+            .trim_end_matches('l')
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ':' || c == ' ')
+}
+
+/// Lines of PoolMon's and WinDbg's output that carry no row.
+pub(super) fn known_line(t: &str) -> bool {
+    let lower = t.to_ascii_lowercase();
+    is_prompt(t)
+        || t.chars().all(|c| c == '.' || c == ' ')
+        || lower.starts_with("memory:")
+        || lower.starts_with("commit:")
+        || lower.ends_with("pool information")
+        || lower.starts_with("sorting by")
+        || lower.starts_with("using a machine size of")
+        || lower.starts_with("pool used")
+        || t.split_whitespace()
+            .all(|w| matches!(w, "NonPaged" | "Paged" | "Nonpaged"))
+}
+
+/// A PoolMon row: tag, type, then Allocs [(n)] Frees [(n)] Diff Bytes
+/// [(n)] Per-Alloc, then the Mapped_Driver text.
+pub(super) fn poolmon_row(line: &str, l: &Layout) -> Result<(SnapshotRow, bool), String> {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() < l.tag_col + 5 {
+        return Err("too short for a PoolMon row".into());
+    }
+    let tag_text: String = chars[l.tag_col..l.tag_col + 4].iter().collect();
+    let rest: String = chars[l.tag_col + 4..].iter().collect();
+    if !rest.starts_with(char::is_whitespace) {
+        return Err("the tag column is not four characters wide".into());
+    }
+    let w = words(&rest);
+    let mut it = w.iter();
+    let ty = it.next().ok_or("no Type column")?;
+    let pool = match ty.2 {
+        "Nonp" | "NonP" | "Nonpaged" | "NonPaged" => PoolClass::NonPaged,
+        "Paged" => PoolClass::Paged,
+        other => return Err(format!("Type `{other}` is neither Nonp nor Paged")),
+    };
+    let mut nums = Vec::new();
+    let mut changes = false;
+    let mut end = ty.1;
+    while nums.len() < 5 {
+        let x = it.next().ok_or("fewer than five numbers")?;
+        // A `( n)` change column: `(`, `n)` or `(n)`.
+        if x.2.starts_with('(') {
+            changes = true;
+            let mut y = *x;
+            while !y.2.ends_with(')') {
+                y = *it.next().ok_or("an unclosed `(`")?;
+            }
+            end = y.1;
+            continue;
+        }
+        nums.push(
+            x.2.parse::<u64>()
+                .map_err(|_| format!("`{}` is not a count", x.2))?,
+        );
+        end = x.1;
+    }
+    // A trailing change column after Per Alloc is not PoolMon's, but
+    // Bytes' change column comes before it and was consumed above.
+    let driver_text: String = rest.chars().skip(end).collect();
+    let [allocs, frees, diff, bytes, _per] = [nums[0], nums[1], nums[2], nums[3], nums[4]];
+    let tag = PoolTag::from_bytes(tag_bytes(&tag_text)?);
+    let row = SnapshotRow {
+        tag_text: tag.to_string(),
+        tag,
+        pool,
+        allocs,
+        frees,
+        diff,
+        bytes,
+        overflow: false,
+        driver: poolmon_driver(driver_text.trim()),
+    };
+    Ok((row, changes))
+}
+
+fn tag_bytes(s: &str) -> Result<[u8; 4], String> {
+    let b = s.as_bytes();
+    if b.len() != 4 {
+        return Err(format!("tag `{s}` is not four bytes"));
+    }
+    Ok([b[0], b[1], b[2], b[3]])
+}
+
+/// `[ntfs.sys - AttrSup.c]`, `[ipsec][ipsec.sys - timers]`, `[nt!ps -
+/// Thread objects]`, `Unknown Driver`.
+fn poolmon_driver(t: &str) -> Option<String> {
+    if t.is_empty() || t.eq_ignore_ascii_case("unknown driver") {
+        return None;
+    }
+    let groups: Vec<&str> = t
+        .split('[')
+        .filter_map(|g| g.split(']').next())
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .collect();
+    let pick = groups
+        .iter()
+        .find(|g| g.contains(" - "))
+        .or(groups.first())
+        .copied()
+        .unwrap_or(t);
+    let name = pick.split(" - ").next().unwrap_or(pick).trim();
+    (!name.is_empty() && !name.eq_ignore_ascii_case("<unknown>")).then(|| name.to_string())
+}
+
+/// A `!poolused` row (one or two snapshot rows: nonpaged and paged), or
+/// its TOTAL row.
+pub(super) fn poolused_row(
+    line: &str,
+    l: &Layout,
+    table: &mut TextTable,
+) -> Result<Vec<SnapshotRow>, String> {
+    let chars: Vec<char> = line.chars().collect();
+    let trimmed = line.trim_start();
+    let is_total = trimmed.starts_with("TOTAL");
+    let (tag_text, after) = if is_total {
+        let skip = chars.len() - trimmed.chars().count() + 5;
+        (String::new(), skip)
+    } else {
+        if chars.len() < l.tag_col + 5 {
+            return Err("too short for a !poolused row".into());
+        }
+        (
+            chars[l.tag_col..l.tag_col + 4].iter().collect::<String>(),
+            l.tag_col + 4,
+        )
+    };
+    let rest: String = chars[after..].iter().collect();
+    let w = words(&rest);
+    let n = l.num_ends.len();
+    let mut nums = Vec::with_capacity(n);
+    let mut desc_from = rest.chars().count();
+    for i in 0..n {
+        let x = w.get(i).ok_or_else(|| format!("fewer than {n} numbers"))?;
+        let digits: String = x.2.chars().take_while(char::is_ascii_digit).collect();
+        if digits.is_empty() {
+            return Err(format!("`{}` is not a count", x.2));
+        }
+        let mut len = digits.chars().count();
+        if i + 1 < n {
+            if len != x.2.chars().count() {
+                return Err(format!("`{}` is not a count", x.2));
+            }
+        } else {
+            // The last number may be glued to the description (legacy
+            // layout): where the columns line up, it ends under its
+            // header word.
+            let col_end = l.num_ends[i] as isize - after as isize;
+            if col_end > x.0 as isize && (col_end as usize) < x.0 + len {
+                len = col_end as usize - x.0;
+            }
+            desc_from = x.0 + len;
+        }
+        let v = digits[..len]
+            .parse::<u64>()
+            .map_err(|_| format!("`{}` is out of range", x.2))?;
+        nums.push(v);
+    }
+    let desc: String = rest.chars().skip(desc_from).collect();
+    let driver = desc
+        .rsplit_once(", Binary:")
+        .map(|(_, b)| b.trim().to_string())
+        .filter(|b| !b.is_empty() && !b.eq_ignore_ascii_case("<unknown>"));
+    let verbose = n == 8;
+    let counters = |s: &[u64]| -> PoolCounters {
+        if verbose {
+            PoolCounters {
+                allocs: s[0],
+                frees: s[1],
+                diff: s[2],
+                bytes: s[3],
+            }
+        } else {
+            // Outstanding allocations: Allocs is Diff; Allocs and Frees
+            // themselves are not printed.
+            PoolCounters {
+                allocs: s[0],
+                frees: 0,
+                diff: s[0],
+                bytes: s[1],
+            }
+        }
+    };
+    let half = n / 2;
+    let np = counters(&nums[..half]);
+    let pg = counters(&nums[half..]);
+    if is_total {
+        table.total = Some((np, pg));
+        return Ok(Vec::new());
+    }
+    let tag = PoolTag::from_bytes(tag_bytes(&tag_text)?);
+    Ok([(PoolClass::NonPaged, np), (PoolClass::Paged, pg)]
+        .into_iter()
+        .filter(|(_, c)| c.allocs != 0 || c.frees != 0 || c.bytes != 0)
+        .map(|(pool, c)| SnapshotRow {
+            tag_text: tag.to_string(),
+            tag,
+            pool,
+            allocs: c.allocs,
+            frees: c.frees,
+            diff: c.diff,
+            bytes: c.bytes,
+            overflow: false,
+            driver: driver.clone(),
+        })
+        .collect())
+}

@@ -1,0 +1,102 @@
+//! How the simulated target behaves: the key and addresses, the faults on
+//! its link, its workload and clock, and what goes wrong when
+//! ([`Mishap`]).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use pooldump_kdnet::KdnetKey;
+use pooldump_kit::run::Workload;
+
+/// Fault probabilities, each in 0..=1, applied per datagram.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Faults {
+    /// Lose the datagram (either direction).
+    pub drop: f64,
+    /// Deliver it twice (either direction).
+    pub duplicate: f64,
+    /// Hold it back and deliver it after the next one (either direction).
+    pub reorder: f64,
+    /// Flip a byte of an outbound datagram.
+    pub corrupt: f64,
+    /// Send, next to an outbound data datagram, a forged copy whose
+    /// payload claims different memory bytes, with a tag that cannot
+    /// verify.
+    pub forge: f64,
+}
+
+impl Faults {
+    /// Loss, duplicates and reordering, each with probability `p`.
+    pub fn lossy(p: f64) -> Self {
+        Self {
+            drop: p,
+            duplicate: p,
+            reorder: p,
+            ..Self::default()
+        }
+    }
+}
+
+/// How the simulated target behaves.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub key: KdnetKey,
+    /// Where the target sends its offers (the debugger's address, as
+    /// `bcdedit /dbgsettings net hostip: port:` configures it).
+    pub host: SocketAddr,
+    /// KDNET version byte (5 on Windows 10 19041).
+    pub version: u8,
+    /// Windows offers every 3 s; tests use less.
+    pub offer_interval: Duration,
+    pub faults: Faults,
+    /// Seed of the fault and identity generator.
+    pub seed: u64,
+    /// The thread ends after this long whatever happens.
+    pub lifetime: Duration,
+    /// What the machine does while it runs; `None`: it only answers the
+    /// debugger (a machine that never changes).
+    pub workload: Option<Workload>,
+    /// Simulated seconds per real second while running.
+    pub speed: f64,
+    /// The local address to bind (127.0.0.1 by default; a veth address
+    /// for the network-namespace tests).
+    pub bind: IpAddr,
+    /// Something that happens once, after the target executed a number of
+    /// requests.
+    pub mishap: Option<Mishap>,
+}
+
+/// A session that goes wrong, at a chosen point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mishap {
+    /// Requests executed (in this boot) before it happens.
+    pub after_requests: u64,
+    pub kind: MishapKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MishapKind {
+    /// The target reboots: a new boot identity, no data key, running.
+    Reboot,
+    /// The target neither answers nor offers for this long (a cable
+    /// pulled, a hung NIC), then carries on as if nothing happened.
+    Silent(Duration),
+}
+
+impl SimConfig {
+    pub fn new(key: KdnetKey, host: SocketAddr) -> Self {
+        Self {
+            key,
+            host,
+            version: 5,
+            offer_interval: Duration::from_millis(300),
+            faults: Faults::default(),
+            seed: 1,
+            lifetime: Duration::from_secs(300),
+            workload: None,
+            speed: 60.0,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            mishap: None,
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! The target talking to the debugger on its own: DBGKD_DEBUG_IO (a
+//! DbgPrint, or a prompt) and DBGKD_FILE_IO (asking for a file).
+
+use super::error::{MessageError, short};
+use super::numbers::api_number as api;
+use super::numbers::{DEBUG_IO_LEN, FILE_IO_LEN, status};
+use crate::bytes::{Le, put};
+
+/// DBGKD_DEBUG_IO: the target printing (or prompting).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebugIo {
+    pub api: u32,
+    pub processor_level: u16,
+    pub processor: u16,
+    /// PrintString: LengthOfString; GetString: prompt and read lengths.
+    pub args: [u8; 8],
+    pub data: Vec<u8>,
+}
+
+impl DebugIo {
+    pub fn parse(d: &[u8]) -> Result<Self, MessageError> {
+        let b = Le(d);
+        let args = b
+            .array(8)
+            .ok_or(short("DBGKD_DEBUG_IO", DEBUG_IO_LEN, d.len()))?;
+        Ok(Self {
+            api: b.u32(0).unwrap_or(0),
+            processor_level: b.u16(4).unwrap_or(0),
+            processor: b.u16(6).unwrap_or(0),
+            args,
+            data: d[DEBUG_IO_LEN..].to_vec(),
+        })
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(DEBUG_IO_LEN + self.data.len());
+        v.extend_from_slice(&self.api.to_le_bytes());
+        v.extend_from_slice(&self.processor_level.to_le_bytes());
+        v.extend_from_slice(&self.processor.to_le_bytes());
+        v.extend_from_slice(&self.args);
+        v.extend_from_slice(&self.data);
+        v
+    }
+
+    /// The printed text (PrintString) or the prompt (GetString), bounded
+    /// by the packet.
+    pub fn text(&self) -> String {
+        let n = (Le(&self.args).u32(0).unwrap_or(0) as usize).min(self.data.len());
+        String::from_utf8_lossy(&self.data[..n]).into_owned()
+    }
+
+    /// A PrintString (for a simulated target).
+    pub fn print(processor: u16, text: &str) -> Self {
+        let mut args = [0u8; 8];
+        put(&mut args, 0, &(text.len() as u32).to_le_bytes());
+        Self {
+            api: api::PRINT_STRING,
+            processor_level: 6,
+            processor,
+            args,
+            data: text.as_bytes().to_vec(),
+        }
+    }
+
+    /// The debugger's answer to a GetString prompt: an empty line
+    /// (LengthOfStringRead 0), so the target does not wait for a person.
+    pub fn empty_answer(&self) -> Self {
+        let mut args = self.args;
+        put(&mut args, 4, &0u32.to_le_bytes());
+        Self {
+            api: self.api,
+            processor_level: self.processor_level,
+            processor: self.processor,
+            args,
+            data: Vec::new(),
+        }
+    }
+}
+
+/// DBGKD_FILE_IO: the target asking the debugger for a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileIo {
+    pub api: u32,
+    pub status: u32,
+    pub args: [u8; 56],
+    pub data: Vec<u8>,
+}
+
+impl FileIo {
+    pub fn parse(d: &[u8]) -> Result<Self, MessageError> {
+        let b = Le(d);
+        let args = b
+            .array(8)
+            .ok_or(short("DBGKD_FILE_IO", FILE_IO_LEN, d.len()))?;
+        Ok(Self {
+            api: b.u32(0).unwrap_or(0),
+            status: b.u32(4).unwrap_or(0),
+            args,
+            data: d[FILE_IO_LEN..].to_vec(),
+        })
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(FILE_IO_LEN + self.data.len());
+        v.extend_from_slice(&self.api.to_le_bytes());
+        v.extend_from_slice(&self.status.to_le_bytes());
+        v.extend_from_slice(&self.args);
+        v.extend_from_slice(&self.data);
+        v
+    }
+
+    /// The debugger's refusal, as WinDbg answers a file it does not serve:
+    /// the request echoed with STATUS_NO_SUCH_FILE and no data.
+    pub fn refuse(&self) -> Self {
+        Self {
+            api: self.api,
+            status: status::NO_SUCH_FILE,
+            args: self.args,
+            data: Vec::new(),
+        }
+    }
+
+    /// The UTF-16 path of a CreateFile request.
+    pub fn path(&self) -> String {
+        let units: Vec<u16> = self
+            .data
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .take_while(|&u| u != 0)
+            .collect();
+        String::from_utf16_lossy(&units)
+    }
+}

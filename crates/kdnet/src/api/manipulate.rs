@@ -1,0 +1,376 @@
+//! DBGKD_MANIPULATE_STATE64: the host's requests (memory, CONTEXT,
+//! version, continue, ...) and the target's replies, with the typed view
+//! of its 40-byte union ([`Call`]).
+
+use super::error::{MessageError, short};
+use super::numbers::api_number as api;
+use super::numbers::{MANIPULATE_LEN, MAX_TRANSFER};
+use crate::bytes::{Le, put};
+
+/// DBGKD_MANIPULATE_STATE64: a request from the host, or the target's
+/// reply with the same ApiNumber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manipulate {
+    pub api: u32,
+    pub processor_level: u16,
+    pub processor: u16,
+    /// NTSTATUS in replies; junk in WinDbg's requests.
+    pub return_status: u32,
+    /// The 4 bytes of union alignment.
+    pub pad: u32,
+    /// The 40-byte union at +0x10.
+    pub args: [u8; 40],
+    /// Data after the header (read results, write data, a CONTEXT).
+    pub data: Vec<u8>,
+}
+
+/// The address space of a memory transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Space {
+    Virtual,
+    Physical,
+    /// x64 control space: 0 KPCR, 1 KPRCB, 2 KSPECIAL_REGISTERS, 3 KTHREAD.
+    Control,
+}
+
+/// DBGKD_GET_VERSION64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version {
+    /// High byte: 0 NT, 4 the boot debugger; low byte 0xF (free build).
+    pub major: u16,
+    /// The build number.
+    pub minor: u16,
+    pub protocol: u8,
+    pub secondary: u8,
+    /// 1 MP, 2 DATA (DebuggerDataList valid), 4 PTR64.
+    pub flags: u16,
+    pub machine: u16,
+    pub max_packet_type: u8,
+    pub max_state_change: u8,
+    pub max_manipulate: u8,
+    pub simulation: u8,
+    pub kern_base: u64,
+    pub ps_loaded_module_list: u64,
+    pub debugger_data_list: u64,
+}
+
+impl Version {
+    pub const FLAG_MP: u16 = 1;
+    pub const FLAG_DATA: u16 = 2;
+    pub const FLAG_PTR64: u16 = 4;
+    pub const MACHINE_AMD64: u16 = 0x8664;
+
+    /// The boot debugger (winload), not the kernel's KD.
+    pub fn is_boot_debugger(&self) -> bool {
+        self.major >> 8 == 4
+    }
+
+    fn parse(a: &[u8; 40]) -> Self {
+        let b = Le(a);
+        Self {
+            major: b.u16(0).unwrap_or(0),
+            minor: b.u16(2).unwrap_or(0),
+            protocol: b.u8(4).unwrap_or(0),
+            secondary: b.u8(5).unwrap_or(0),
+            flags: b.u16(6).unwrap_or(0),
+            machine: b.u16(8).unwrap_or(0),
+            max_packet_type: b.u8(10).unwrap_or(0),
+            max_state_change: b.u8(11).unwrap_or(0),
+            max_manipulate: b.u8(12).unwrap_or(0),
+            simulation: b.u8(13).unwrap_or(0),
+            kern_base: b.u64(16).unwrap_or(0),
+            ps_loaded_module_list: b.u64(24).unwrap_or(0),
+            debugger_data_list: b.u64(32).unwrap_or(0),
+        }
+    }
+
+    fn write(&self, a: &mut [u8; 40]) {
+        put(a, 0, &self.major.to_le_bytes());
+        put(a, 2, &self.minor.to_le_bytes());
+        a[4] = self.protocol;
+        a[5] = self.secondary;
+        put(a, 6, &self.flags.to_le_bytes());
+        put(a, 8, &self.machine.to_le_bytes());
+        a[10] = self.max_packet_type;
+        a[11] = self.max_state_change;
+        a[12] = self.max_manipulate;
+        a[13] = self.simulation;
+        put(a, 16, &self.kern_base.to_le_bytes());
+        put(a, 24, &self.ps_loaded_module_list.to_le_bytes());
+        put(a, 32, &self.debugger_data_list.to_le_bytes());
+    }
+}
+
+/// DBGKD_CONTINUE2 (x64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Continue2 {
+    pub status: u32,
+    pub trace_flag: u32,
+    pub dr7: u64,
+    pub symbol_start: u64,
+    pub symbol_end: u64,
+}
+
+/// The typed view of a manipulate request or reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// ReadVirtual/Physical/ControlSpace. `actual` is ActualBytesRead in
+    /// replies (CacheFlags in physical requests).
+    Read {
+        space: Space,
+        address: u64,
+        count: u32,
+        actual: u32,
+    },
+    Write {
+        space: Space,
+        address: u64,
+        count: u32,
+        actual: u32,
+    },
+    GetVersion(Version),
+    GetContext,
+    SetContext {
+        flags: u32,
+    },
+    GetContextEx {
+        offset: u32,
+        count: u32,
+        copied: u32,
+    },
+    SetContextEx {
+        offset: u32,
+        count: u32,
+        copied: u32,
+    },
+    Continue {
+        status: u32,
+    },
+    Continue2(Continue2),
+    WriteBreakPoint {
+        address: u64,
+        handle: u32,
+    },
+    RestoreBreakPoint {
+        handle: u32,
+    },
+    QueryMemory {
+        address: u64,
+        address_space: u32,
+        flags: u32,
+    },
+    ReadWriteMsr {
+        write: bool,
+        msr: u32,
+        value: u64,
+    },
+    SwitchProcessor,
+    Reboot,
+    CauseBugCheck,
+    ClearAllInternalBreakpoints,
+    /// An ApiNumber pooldump does not model.
+    Other,
+}
+
+impl Manipulate {
+    pub fn parse(d: &[u8]) -> Result<Self, MessageError> {
+        let b = Le(d);
+        let args: [u8; 40] =
+            b.array(0x10)
+                .ok_or(short("DBGKD_MANIPULATE_STATE64", MANIPULATE_LEN, d.len()))?;
+        Ok(Self {
+            api: b.u32(0).unwrap_or(0),
+            processor_level: b.u16(4).unwrap_or(0),
+            processor: b.u16(6).unwrap_or(0),
+            return_status: b.u32(8).unwrap_or(0),
+            pad: b.u32(0xC).unwrap_or(0),
+            args,
+            data: d[MANIPULATE_LEN..].to_vec(),
+        })
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(MANIPULATE_LEN + self.data.len());
+        v.extend_from_slice(&self.api.to_le_bytes());
+        v.extend_from_slice(&self.processor_level.to_le_bytes());
+        v.extend_from_slice(&self.processor.to_le_bytes());
+        v.extend_from_slice(&self.return_status.to_le_bytes());
+        v.extend_from_slice(&self.pad.to_le_bytes());
+        v.extend_from_slice(&self.args);
+        v.extend_from_slice(&self.data);
+        v
+    }
+
+    fn arg_u32(&self, off: usize) -> u32 {
+        Le(&self.args).u32(off).unwrap_or(0)
+    }
+
+    fn arg_u64(&self, off: usize) -> u64 {
+        Le(&self.args).u64(off).unwrap_or(0)
+    }
+
+    /// Decode the union by ApiNumber.
+    pub fn call(&self) -> Call {
+        let transfer = |space| (space, self.arg_u64(0), self.arg_u32(8), self.arg_u32(12));
+        let read = |space| {
+            let (space, address, count, actual) = transfer(space);
+            Call::Read {
+                space,
+                address,
+                count,
+                actual,
+            }
+        };
+        let write = |space| {
+            let (space, address, count, actual) = transfer(space);
+            Call::Write {
+                space,
+                address,
+                count,
+                actual,
+            }
+        };
+        match self.api {
+            api::READ_VIRTUAL_MEMORY => read(Space::Virtual),
+            api::READ_PHYSICAL_MEMORY => read(Space::Physical),
+            api::READ_CONTROL_SPACE => read(Space::Control),
+            api::WRITE_VIRTUAL_MEMORY => write(Space::Virtual),
+            api::WRITE_PHYSICAL_MEMORY => write(Space::Physical),
+            api::WRITE_CONTROL_SPACE => write(Space::Control),
+            api::GET_VERSION => Call::GetVersion(Version::parse(&self.args)),
+            api::GET_CONTEXT => Call::GetContext,
+            api::SET_CONTEXT => Call::SetContext {
+                flags: self.arg_u32(0),
+            },
+            api::GET_CONTEXT_EX => Call::GetContextEx {
+                offset: self.arg_u32(0),
+                count: self.arg_u32(4),
+                copied: self.arg_u32(8),
+            },
+            api::SET_CONTEXT_EX => Call::SetContextEx {
+                offset: self.arg_u32(0),
+                count: self.arg_u32(4),
+                copied: self.arg_u32(8),
+            },
+            api::CONTINUE => Call::Continue {
+                status: self.arg_u32(0),
+            },
+            api::CONTINUE2 => Call::Continue2(Continue2 {
+                status: self.arg_u32(0),
+                trace_flag: self.arg_u32(4),
+                dr7: self.arg_u64(8),
+                symbol_start: self.arg_u64(16),
+                symbol_end: self.arg_u64(24),
+            }),
+            api::WRITE_BREAKPOINT => Call::WriteBreakPoint {
+                address: self.arg_u64(0),
+                handle: self.arg_u32(8),
+            },
+            api::RESTORE_BREAKPOINT => Call::RestoreBreakPoint {
+                handle: self.arg_u32(0),
+            },
+            api::QUERY_MEMORY => Call::QueryMemory {
+                address: self.arg_u64(0),
+                address_space: self.arg_u32(16),
+                flags: self.arg_u32(20),
+            },
+            api::READ_MSR | api::WRITE_MSR => Call::ReadWriteMsr {
+                write: self.api == api::WRITE_MSR,
+                msr: self.arg_u32(0),
+                value: u64::from(self.arg_u32(4)) | u64::from(self.arg_u32(8)) << 32,
+            },
+            api::SWITCH_PROCESSOR => Call::SwitchProcessor,
+            api::REBOOT => Call::Reboot,
+            api::CAUSE_BUGCHECK => Call::CauseBugCheck,
+            api::CLEAR_ALL_INTERNAL_BREAKPOINTS => Call::ClearAllInternalBreakpoints,
+            _ => Call::Other,
+        }
+    }
+
+    /// A request with zeroed fields.
+    pub fn request(api: u32, processor: u16) -> Self {
+        Self {
+            api,
+            processor_level: 0,
+            processor,
+            return_status: 0,
+            pad: 0,
+            args: [0; 40],
+            data: Vec::new(),
+        }
+    }
+
+    /// Read `count` bytes (at most [`MAX_TRANSFER`]) of `space` at
+    /// `address`.
+    pub fn read(space: Space, processor: u16, address: u64, count: u32) -> Self {
+        let api = match space {
+            Space::Virtual => api::READ_VIRTUAL_MEMORY,
+            Space::Physical => api::READ_PHYSICAL_MEMORY,
+            Space::Control => api::READ_CONTROL_SPACE,
+        };
+        let mut m = Self::request(api, processor);
+        put(&mut m.args, 0, &address.to_le_bytes());
+        put(&mut m.args, 8, &count.min(MAX_TRANSFER).to_le_bytes());
+        m
+    }
+
+    /// Write `data` (at most [`MAX_TRANSFER`] bytes; the caller chunks).
+    pub fn write(space: Space, processor: u16, address: u64, data: &[u8]) -> Self {
+        let api = match space {
+            Space::Virtual => api::WRITE_VIRTUAL_MEMORY,
+            Space::Physical => api::WRITE_PHYSICAL_MEMORY,
+            Space::Control => api::WRITE_CONTROL_SPACE,
+        };
+        let data = &data[..data.len().min(MAX_TRANSFER as usize)];
+        let mut m = Self::request(api, processor);
+        put(&mut m.args, 0, &address.to_le_bytes());
+        put(&mut m.args, 8, &(data.len() as u32).to_le_bytes());
+        m.data = data.to_vec();
+        m
+    }
+
+    pub fn get_version(processor: u16) -> Self {
+        Self::request(api::GET_VERSION, processor)
+    }
+
+    pub fn get_context(processor: u16) -> Self {
+        Self::request(api::GET_CONTEXT, processor)
+    }
+
+    pub fn set_context(processor: u16, context: &[u8]) -> Self {
+        let mut m = Self::request(api::SET_CONTEXT, processor);
+        let flags = Le(context).u32(0x30).unwrap_or(0);
+        put(&mut m.args, 0, &flags.to_le_bytes());
+        m.data = context.to_vec();
+        m
+    }
+
+    /// Continue2 as WinDbg sends it: no tracing, Dr7 0x400, no symbol
+    /// range (start 1, end 0).
+    pub fn continue2(processor: u16, status: u32) -> Self {
+        let mut m = Self::request(api::CONTINUE2, processor);
+        put(&mut m.args, 0, &status.to_le_bytes());
+        put(&mut m.args, 8, &0x400u64.to_le_bytes());
+        put(&mut m.args, 16, &1u64.to_le_bytes());
+        m
+    }
+
+    /// The target's reply to this request: the header echoed, the status
+    /// set, `data` appended (a simulated target uses this).
+    pub fn reply(&self, status: u32, data: Vec<u8>) -> Self {
+        let mut r = self.clone();
+        r.return_status = status;
+        r.data = data;
+        r
+    }
+
+    /// Set ActualBytesRead/Written in a memory reply.
+    pub fn set_actual(&mut self, n: u32) {
+        put(&mut self.args, 12, &n.to_le_bytes());
+    }
+
+    /// Fill a GetVersion reply.
+    pub fn set_version(&mut self, v: &Version) {
+        v.write(&mut self.args);
+    }
+}

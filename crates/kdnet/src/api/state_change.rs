@@ -1,0 +1,258 @@
+//! The x64 DBGKD_ANY_WAIT_STATE_CHANGE: the target stopped, with what made
+//! it stop ([`Event`]) and the AMD64 control report; and the state changes
+//! a simulated target sends.
+
+use super::error::{MessageError, short};
+use super::numbers::api_number as api;
+use super::numbers::{STATE_CHANGE_LEN, status};
+use crate::bytes::{Le, put};
+
+/// The x64 DBGKD_ANY_WAIT_STATE_CHANGE: the target stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    pub new_state: u32,
+    pub processor_level: u16,
+    pub processor: u16,
+    pub number_processors: u32,
+    pub pad: u32,
+    pub thread: u64,
+    pub program_counter: u64,
+    /// The union at +0x20 (exception record or load-symbols info).
+    pub union: [u8; 0xA0],
+    /// The AMD64 control report at +0xC0.
+    pub control_report: [u8; 0x30],
+    /// The load-symbols path, if any.
+    pub data: Vec<u8>,
+}
+
+/// What made the target stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Exception {
+        code: u32,
+        flags: u32,
+        address: u64,
+        /// ExceptionInformation, at most 15 entries.
+        parameters: Vec<u64>,
+        first_chance: bool,
+    },
+    LoadSymbols {
+        base: u64,
+        process_id: u64,
+        checksum: u32,
+        size: u32,
+        unload: bool,
+        /// The image path, bounded by PathNameLength and the packet.
+        path: String,
+    },
+    CommandString,
+    Other,
+}
+
+/// The fields of the AMD64 control report pooldump uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlReport {
+    pub dr6: u64,
+    pub dr7: u64,
+    pub eflags: u32,
+    pub instruction_count: u16,
+    pub report_flags: u16,
+    /// Up to 16 bytes at the PC (`instruction_count` of them valid).
+    pub instruction_stream: [u8; 16],
+    pub seg_cs: u16,
+}
+
+impl StateChange {
+    pub fn parse(d: &[u8]) -> Result<Self, MessageError> {
+        let b = Le(d);
+        let union: [u8; 0xA0] = b.array(0x20).ok_or(short(
+            "DBGKD_ANY_WAIT_STATE_CHANGE",
+            STATE_CHANGE_LEN,
+            d.len(),
+        ))?;
+        let control_report: [u8; 0x30] = b.array(0xC0).ok_or(short(
+            "DBGKD_ANY_WAIT_STATE_CHANGE",
+            STATE_CHANGE_LEN,
+            d.len(),
+        ))?;
+        Ok(Self {
+            new_state: b.u32(0).unwrap_or(0),
+            processor_level: b.u16(4).unwrap_or(0),
+            processor: b.u16(6).unwrap_or(0),
+            number_processors: b.u32(8).unwrap_or(0),
+            pad: b.u32(0xC).unwrap_or(0),
+            thread: b.u64(0x10).unwrap_or(0),
+            program_counter: b.u64(0x18).unwrap_or(0),
+            union,
+            control_report,
+            data: d[STATE_CHANGE_LEN..].to_vec(),
+        })
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(STATE_CHANGE_LEN + self.data.len());
+        v.extend_from_slice(&self.new_state.to_le_bytes());
+        v.extend_from_slice(&self.processor_level.to_le_bytes());
+        v.extend_from_slice(&self.processor.to_le_bytes());
+        v.extend_from_slice(&self.number_processors.to_le_bytes());
+        v.extend_from_slice(&self.pad.to_le_bytes());
+        v.extend_from_slice(&self.thread.to_le_bytes());
+        v.extend_from_slice(&self.program_counter.to_le_bytes());
+        v.extend_from_slice(&self.union);
+        v.extend_from_slice(&self.control_report);
+        v.extend_from_slice(&self.data);
+        v
+    }
+
+    /// Decode the union by NewState.
+    pub fn event(&self) -> Event {
+        let u = Le(&self.union);
+        match self.new_state {
+            api::STATE_EXCEPTION => {
+                let n = u.u32(0x18).unwrap_or(0).min(15) as usize;
+                Event::Exception {
+                    code: u.u32(0).unwrap_or(0),
+                    flags: u.u32(4).unwrap_or(0),
+                    address: u.u64(0x10).unwrap_or(0),
+                    parameters: (0..n).filter_map(|i| u.u64(0x20 + 8 * i)).collect(),
+                    first_chance: u.u32(0x98).unwrap_or(0) != 0,
+                }
+            }
+            api::STATE_LOAD_SYMBOLS => {
+                let len = (u.u32(0).unwrap_or(0) as usize).min(self.data.len());
+                let raw = &self.data[..len];
+                let raw = raw.split(|&c| c == 0).next().unwrap_or(raw);
+                Event::LoadSymbols {
+                    base: u.u64(0x08).unwrap_or(0),
+                    process_id: u.u64(0x10).unwrap_or(0),
+                    checksum: u.u32(0x18).unwrap_or(0),
+                    size: u.u32(0x1C).unwrap_or(0),
+                    unload: u.u8(0x20).unwrap_or(0) != 0,
+                    path: String::from_utf8_lossy(raw).into_owned(),
+                }
+            }
+            api::STATE_COMMAND_STRING => Event::CommandString,
+            _ => Event::Other,
+        }
+    }
+
+    pub fn control_report(&self) -> ControlReport {
+        let c = Le(&self.control_report);
+        ControlReport {
+            dr6: c.u64(0).unwrap_or(0),
+            dr7: c.u64(8).unwrap_or(0),
+            eflags: c.u32(0x10).unwrap_or(0),
+            instruction_count: c.u16(0x14).unwrap_or(0),
+            report_flags: c.u16(0x16).unwrap_or(0),
+            instruction_stream: c.array(0x18).unwrap_or([0; 16]),
+            seg_cs: c.u16(0x28).unwrap_or(0),
+        }
+    }
+
+    /// A breakpoint exception state change (for a simulated target):
+    /// STATUS_BREAKPOINT at `pc`, first chance, `stream` the bytes at PC.
+    pub fn breakpoint(
+        processor: u16,
+        number_processors: u32,
+        thread: u64,
+        pc: u64,
+        stream: &[u8; 16],
+    ) -> Self {
+        // ExceptionInformation[0] = BREAKPOINT_BREAK (0).
+        Self::exception(
+            processor,
+            number_processors,
+            thread,
+            pc,
+            status::BREAKPOINT,
+            &[0],
+            true,
+            stream,
+        )
+    }
+
+    /// An exception state change (for a simulated target): `code` at
+    /// `pc` with up to 15 parameters.
+    #[allow(clippy::too_many_arguments)]
+    pub fn exception(
+        processor: u16,
+        number_processors: u32,
+        thread: u64,
+        pc: u64,
+        code: u32,
+        parameters: &[u64],
+        first_chance: bool,
+        stream: &[u8; 16],
+    ) -> Self {
+        let mut union = [0u8; 0xA0];
+        put(&mut union, 0, &code.to_le_bytes());
+        put(&mut union, 0x10, &pc.to_le_bytes());
+        let parameters = &parameters[..parameters.len().min(15)];
+        put(&mut union, 0x18, &(parameters.len() as u32).to_le_bytes());
+        for (i, p) in parameters.iter().enumerate() {
+            put(&mut union, 0x20 + 8 * i, &p.to_le_bytes());
+        }
+        put(&mut union, 0x98, &u32::from(first_chance).to_le_bytes());
+        let mut s = Self::with_report(processor, number_processors, thread, pc, stream);
+        s.union = union;
+        s
+    }
+
+    /// A load-symbols state change (for a simulated target): the image
+    /// `path` mapped at `base`.
+    pub fn load_symbols(
+        processor: u16,
+        number_processors: u32,
+        thread: u64,
+        pc: u64,
+        base: u64,
+        size: u32,
+        path: &str,
+    ) -> Self {
+        let mut data = path.as_bytes().to_vec();
+        data.push(0);
+        let mut union = [0u8; 0xA0];
+        put(&mut union, 0, &(data.len() as u32).to_le_bytes());
+        put(&mut union, 0x08, &base.to_le_bytes());
+        put(&mut union, 0x10, &u64::MAX.to_le_bytes());
+        put(&mut union, 0x1C, &size.to_le_bytes());
+        let mut s = Self::with_report(processor, number_processors, thread, pc, &[0; 16]);
+        s.new_state = api::STATE_LOAD_SYMBOLS;
+        s.union = union;
+        s.data = data;
+        s
+    }
+
+    /// The fixed part with a control report as Windows fills it.
+    fn with_report(
+        processor: u16,
+        number_processors: u32,
+        thread: u64,
+        pc: u64,
+        stream: &[u8; 16],
+    ) -> Self {
+        let mut cr = [0u8; 0x30];
+        put(&mut cr, 0, &0xFFFF_0FF0u64.to_le_bytes());
+        put(&mut cr, 8, &0x400u64.to_le_bytes());
+        put(&mut cr, 0x10, &0x202u32.to_le_bytes());
+        put(&mut cr, 0x14, &16u16.to_le_bytes());
+        put(&mut cr, 0x16, &3u16.to_le_bytes());
+        put(&mut cr, 0x18, stream);
+        put(&mut cr, 0x28, &0x10u16.to_le_bytes());
+        for (i, s) in [0x2Bu16, 0x2B, 0x53].iter().enumerate() {
+            put(&mut cr, 0x2A + 2 * i, &s.to_le_bytes());
+        }
+        Self {
+            new_state: api::STATE_EXCEPTION,
+            processor_level: 6,
+            processor,
+            number_processors,
+            pad: 0,
+            thread,
+            program_counter: pc,
+            union: [0; 0xA0],
+            control_report: cr,
+            data: Vec::new(),
+        }
+    }
+}

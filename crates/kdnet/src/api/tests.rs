@@ -1,0 +1,77 @@
+use super::*;
+
+#[test]
+fn requests_round_trip_and_decode() {
+    let r = Manipulate::read(Space::Virtual, 1, 0xFFFF_F800_0000_1000, 5000);
+    let back = Manipulate::parse(&r.to_bytes()).unwrap();
+    assert_eq!(back, r);
+    assert_eq!(
+        back.call(),
+        Call::Read {
+            space: Space::Virtual,
+            address: 0xFFFF_F800_0000_1000,
+            count: MAX_TRANSFER,
+            actual: 0
+        }
+    );
+    let c = Manipulate::continue2(0, status::DBG_CONTINUE);
+    assert_eq!(
+        c.call(),
+        Call::Continue2(Continue2 {
+            status: status::DBG_CONTINUE,
+            trace_flag: 0,
+            dr7: 0x400,
+            symbol_start: 1,
+            symbol_end: 0
+        })
+    );
+    let mut v = Manipulate::get_version(0).reply(0, Vec::new());
+    let want = Version {
+        major: 0xF,
+        minor: 19041,
+        protocol: 6,
+        secondary: 2,
+        flags: 7,
+        machine: Version::MACHINE_AMD64,
+        max_packet_type: 12,
+        max_state_change: 3,
+        max_manipulate: 0x31,
+        simulation: 0,
+        kern_base: 0xFFFF_F802_6BC1_8000,
+        ps_loaded_module_list: 0xFFFF_F802_6BEE_22D0,
+        debugger_data_list: 0xFFFF_F802_6BEF_91F0,
+    };
+    v.set_version(&want);
+    assert_eq!(
+        Manipulate::parse(&v.to_bytes()).unwrap().call(),
+        Call::GetVersion(want)
+    );
+}
+
+#[test]
+fn state_change_round_trips() {
+    let s = StateChange::breakpoint(
+        0,
+        2,
+        0xFFFF_8000_1234_0000,
+        0xFFFF_F802_6BD7_2B90,
+        &[0xCC; 16],
+    );
+    let b = s.to_bytes();
+    assert_eq!(b.len(), STATE_CHANGE_LEN);
+    let back = StateChange::parse(&b).unwrap();
+    assert_eq!(back, s);
+    assert!(matches!(
+        back.event(),
+        Event::Exception {
+            code: status::BREAKPOINT,
+            first_chance: true,
+            ..
+        }
+    ));
+    assert_eq!(back.control_report().instruction_stream[0], 0xCC);
+    assert!(matches!(
+        StateChange::parse(&b[..0x80]),
+        Err(MessageError::Short { .. })
+    ));
+}

@@ -1,0 +1,344 @@
+//! The `pooldump` Python module: pooldump's per-dump work as pyarrow
+//! tables, so an existing engine (Ray, Spark, Dask, a plain process pool)
+//! can map dump paths to tables and a query engine (DuckDB, Polars,
+//! pandas) can read them. docs/python.md shows it in use.
+//!
+//! ```python
+//! import pooldump
+//! d = pooldump.open("MEMORY.DMP", symbol_path="symbols")
+//! d.analyze()            # pyarrow.Table: the tags table of `pooldump batch`
+//! d.find(["Leak"])       # pyarrow.Table: one row per allocation (!poolfind)
+//! tags, dumps = pooldump.analyze_files(paths, symbol_path="symbols")
+//! ```
+//!
+//! The tables have the same columns as `pooldump batch`'s (both are built by
+//! pooldump-fleet), so the outputs of a Ray job and of the CLI can be
+//! queried together. The GIL is released while a dump is read.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_pyarrow::{PyArrowType, Table};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use pooldump_core::Target;
+use pooldump_core::dump::CrashDump;
+use pooldump_core::pool::find::{self, FindOptions};
+use pooldump_core::pool::{PoolTagDb, TagPattern};
+use pooldump_core::symbols::{SymbolOptions, SymbolPath, default_cache_dir};
+use pooldump_fleet::ContentKey;
+use pooldump_fleet::record::{self, AnalyzeOptions, DumpRecord, Status};
+use pooldump_fleet::table::{dumps_batch, dumps_schema, tags_batch, tags_schema};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+create_exception!(
+    pooldump,
+    PooldumpError,
+    PyException,
+    "A dump could not be opened or read (the message names the file and what is wrong)."
+);
+
+fn err(e: impl std::fmt::Display) -> PyErr {
+    PooldumpError::new_err(e.to_string())
+}
+
+/// Symbol options as the CLI builds them: `_NT_SYMBOL_PATH` (or
+/// `symbol_path`, in the same syntax), the layout cache (unless `cache` is
+/// false: `--no-cache`), the built-in table (unless `builtin` is false:
+/// `--no-builtin`); `offline` stops downloads.
+fn symbol_options(
+    symbol_path: Option<&str>,
+    offline: bool,
+    builtin: bool,
+    cache: bool,
+) -> SymbolOptions<'static> {
+    let mut o = SymbolOptions::from_env();
+    if let Some(sp) = symbol_path {
+        let store = default_cache_dir()
+            .map(|c| c.join("symbols"))
+            .unwrap_or_else(|| PathBuf::from("symbols"));
+        o.symbol_path = SymbolPath::parse(sp, &store);
+    }
+    o.fetch.offline = offline;
+    o.builtin = builtin;
+    o.builtin_supplement = builtin;
+    if !cache {
+        o.layout_cache = None;
+    }
+    o
+}
+
+fn load_pooltag(p: Option<PathBuf>) -> PyResult<Option<PoolTagDb>> {
+    p.map(|p| {
+        PoolTagDb::load(&p).map_err(|e| {
+            err(format!(
+                "{}: cannot read the pooltag file: {e}",
+                p.display()
+            ))
+        })
+    })
+    .transpose()
+}
+
+fn table(batch: RecordBatch, schema: SchemaRef) -> PyResult<PyArrowType<Table>> {
+    Table::try_new(vec![batch], schema)
+        .map(PyArrowType)
+        .map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// An open crash dump with nt's symbols.
+#[pyclass(frozen, module = "pooldump")]
+struct Dump {
+    target: Target<CrashDump>,
+    path: PathBuf,
+}
+
+#[pymethods]
+impl Dump {
+    /// The dump's path.
+    #[getter]
+    fn path(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// What the dump says about itself: build, processors, time, bug
+    /// check, nt's PDB, KernBase, boot id (the dumps table's columns).
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let f = record::facts(&self.target);
+        let d = PyDict::new(py);
+        d.set_item("path", self.path())?;
+        d.set_item("build", f.build)?;
+        d.set_item("processors", f.processors)?;
+        d.set_item("dump_type", f.dump_type)?;
+        d.set_item("system_time_us", f.system_time_us)?;
+        d.set_item("uptime_secs", f.uptime_secs)?;
+        d.set_item("boot_time_us", f.boot_time_us)?;
+        d.set_item("boot_id", f.boot_id)?;
+        d.set_item("bugcheck_code", f.bugcheck_code)?;
+        d.set_item(
+            "bugcheck_parameters",
+            f.bugcheck_parameters.map(|p| p.to_vec()),
+        )?;
+        d.set_item("pdb_name", f.pdb_name)?;
+        d.set_item("pdb_key", f.pdb_key)?;
+        d.set_item("kern_base", f.kern_base)?;
+        d.set_item("pfn_database", f.pfn_database)?;
+        d.set_item("modules", f.modules)?;
+        d.set_item("notes", self.target.notes.clone())?;
+        Ok(d)
+    }
+
+    /// PoolMon's table for this dump: one row per tag with the tags-table
+    /// columns of `pooldump batch` (Allocs, Frees, Diff, Bytes, Per Alloc,
+    /// Mapped_Driver, and the dump's identity).
+    #[pyo3(signature = (pooltag=None, search_images=true))]
+    fn analyze(
+        &self,
+        py: Python<'_>,
+        pooltag: Option<PathBuf>,
+        search_images: bool,
+    ) -> PyResult<PyArrowType<Table>> {
+        let db = load_pooltag(pooltag)?;
+        let batch = py
+            .detach(|| -> Result<RecordBatch, String> {
+                let (rows, totals, warnings) =
+                    record::tag_rows(&self.target, db.as_ref(), search_images).map_err(|e| {
+                        format!("{}: {}", self.path.display(), record::error_chain(&e))
+                    })?;
+                let key = ContentKey::of_file(&self.path)
+                    .map(|(k, _)| k.hex())
+                    .unwrap_or_default();
+                let r = DumpRecord {
+                    path: self.path(),
+                    dump_id: key,
+                    size: self.target.mem.file_size(),
+                    status: Status::Ok,
+                    error: None,
+                    facts: record::facts(&self.target),
+                    rows,
+                    totals: Some(totals),
+                    warnings,
+                    seconds: 0.0,
+                };
+                tags_batch(std::slice::from_ref(&r)).map_err(|e| e.to_string())
+            })
+            .map_err(err)?;
+        table(batch, tags_schema())
+    }
+
+    /// Every allocation carrying one of `tags` (`!poolfind`): PoolMon
+    /// patterns (`Ab?1`, `Ab*`) and `0x...` values are accepted.
+    #[pyo3(signature = (tags, allocated_only=false))]
+    fn find(
+        &self,
+        py: Python<'_>,
+        tags: Vec<String>,
+        allocated_only: bool,
+    ) -> PyResult<PyArrowType<Table>> {
+        let patterns = tags
+            .iter()
+            .map(|t| TagPattern::parse(t).map_err(|e| PyValueError::new_err(format!("{t}: {e}"))))
+            .collect::<PyResult<Vec<_>>>()?;
+        if patterns.is_empty() {
+            return Err(PyValueError::new_err("find() needs at least one tag"));
+        }
+        let report = py
+            .detach(|| self.target.find(&patterns, &FindOptions::default()))
+            .map_err(|e| err(format!("{}: {e}", self.path.display())))?;
+        let a: Vec<_> = report
+            .allocations
+            .iter()
+            .filter(|a| !allocated_only || a.state == find::AllocationState::Allocated)
+            .collect();
+        let schema = find_schema();
+        let s = |f: &dyn Fn(&find::FoundAllocation) -> Option<String>| -> ArrayRef {
+            Arc::new(a.iter().map(|x| f(x)).collect::<StringArray>())
+        };
+        let u = |f: &dyn Fn(&find::FoundAllocation) -> Option<u64>| -> ArrayRef {
+            Arc::new(a.iter().map(|x| f(x)).collect::<UInt64Array>())
+        };
+        let b = |f: &dyn Fn(&find::FoundAllocation) -> bool| -> ArrayRef {
+            Arc::new(a.iter().map(|x| Some(f(x))).collect::<BooleanArray>())
+        };
+        let columns: Vec<ArrayRef> = vec![
+            s(&|x| Some(x.tag.to_string())),
+            Arc::new(
+                a.iter()
+                    .map(|x| Some(x.tag.value()))
+                    .collect::<UInt32Array>(),
+            ),
+            u(&|x| Some(x.va.u64())),
+            u(&|x| x.header.map(|h| h.u64())),
+            u(&|x| x.pa.map(|p| p.0)),
+            u(&|x| Some(x.bytes)),
+            s(&|x| Some(x.pool.name().to_string())),
+            b(&|x| x.session),
+            Arc::new(a.iter().map(|x| Some(x.pool_type)).collect::<UInt32Array>()),
+            s(&|x| Some(x.state.to_string())),
+            s(&|x| Some(x.allocator.to_string())),
+            b(&|x| x.protected),
+            b(&|x| x.in_dump),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        table(batch, schema)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "<pooldump.Dump {} build {} KernBase {}>",
+            self.path.display(),
+            self.target.mem.header().build(),
+            self.target.kern_base()
+        )
+    }
+}
+
+/// The columns of `Dump.find()`.
+fn find_schema() -> SchemaRef {
+    use DataType::*;
+    let f = Field::new;
+    Arc::new(Schema::new(vec![
+        f("tag", Utf8, false),
+        f("tag_value", UInt32, false),
+        f("va", UInt64, false),
+        f("header", UInt64, true),
+        f("pa", UInt64, true),
+        f("bytes", UInt64, false),
+        f("pool", Utf8, false),
+        f("session", Boolean, false),
+        f("pool_type", UInt32, false),
+        f("state", Utf8, false),
+        f("allocator", Utf8, false),
+        f("protected", Boolean, false),
+        f("in_dump", Boolean, false),
+    ]))
+}
+
+/// Open a kernel crash dump and load nt's symbols. `symbol_path` is in
+/// `_NT_SYMBOL_PATH` syntax (a directory, `srv*cache*server`, ...);
+/// without it the environment's, as the CLI does. `builtin=False` refuses
+/// the built-in layout table (the CLI's `--no-builtin`), `cache=False`
+/// the layout cache (`--no-cache`).
+#[pyfunction]
+#[pyo3(signature = (path, symbol_path=None, offline=false, builtin=true, cache=true))]
+fn open(
+    py: Python<'_>,
+    path: PathBuf,
+    symbol_path: Option<String>,
+    offline: bool,
+    builtin: bool,
+    cache: bool,
+) -> PyResult<Dump> {
+    let opts = symbol_options(symbol_path.as_deref(), offline, builtin, cache);
+    let target = py
+        .detach(|| record::open(&path, &opts).map_err(|e| record::error_chain(&e)))
+        .map_err(err)?;
+    Ok(Dump { target, path })
+}
+
+/// The tags and dumps tables of `paths`, as `pooldump batch` writes them:
+/// each dump analysed in turn (run one call per task to spread dumps over
+/// an engine's workers), a dump that fails being a dumps row with its
+/// error rather than an exception.
+#[pyfunction]
+#[pyo3(signature = (paths, symbol_path=None, offline=false, pooltag=None, search_images=true, builtin=true, cache=true))]
+#[allow(clippy::too_many_arguments)] // Python keyword arguments
+fn analyze_files(
+    py: Python<'_>,
+    paths: Vec<PathBuf>,
+    symbol_path: Option<String>,
+    offline: bool,
+    pooltag: Option<PathBuf>,
+    search_images: bool,
+    builtin: bool,
+    cache: bool,
+) -> PyResult<(PyArrowType<Table>, PyArrowType<Table>)> {
+    let opts = AnalyzeOptions {
+        symbols: symbol_options(symbol_path.as_deref(), offline, builtin, cache),
+        pooltag: load_pooltag(pooltag)?,
+        search_images,
+    };
+    let (tags, dumps) = py
+        .detach(|| {
+            let records: Vec<DumpRecord> = paths
+                .iter()
+                .map(|p| match ContentKey::of_file(p) {
+                    Ok((key, size)) => record::analyze_file(p, &key, size, &opts),
+                    Err(e) => DumpRecord::failed(
+                        p,
+                        None,
+                        0,
+                        format!("{}: cannot read the file: {e}", p.display()),
+                    ),
+                })
+                .collect();
+            Ok::<_, arrow_schema::ArrowError>((tags_batch(&records)?, dumps_batch(&records)?))
+        })
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok((table(tags, tags_schema())?, table(dumps, dumps_schema())?))
+}
+
+/// The (empty) schema of the tags table, and of the dumps table.
+#[pyfunction]
+fn schemas(py: Python<'_>) -> PyResult<(Bound<'_, PyAny>, Bound<'_, PyAny>)> {
+    use arrow_pyarrow::ToPyArrow;
+    Ok((
+        tags_schema().to_pyarrow(py)?,
+        dumps_schema().to_pyarrow(py)?,
+    ))
+}
+
+#[pymodule]
+fn pooldump(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("PooldumpError", m.py().get_type::<PooldumpError>())?;
+    m.add_class::<Dump>()?;
+    m.add_function(wrap_pyfunction!(open, m)?)?;
+    m.add_function(wrap_pyfunction!(analyze_files, m)?)?;
+    m.add_function(wrap_pyfunction!(schemas, m)?)?;
+    Ok(())
+}
