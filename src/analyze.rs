@@ -6,9 +6,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use pooldump_core::pool::{
-    BigPoolOptions, BigPoolTable, PoolClass, PoolTagDb, PoolUsage, SortKey, TagPattern, TagUsage,
+    BigPoolOptions, BigPoolTable, PoolClass, PoolUsage, SortKey, TagPattern, TagUsage,
     TrackerOptions, TrackerSlot, UsageQuery,
 };
 use pooldump_core::symbols::SourceKind;
@@ -315,17 +315,7 @@ pub fn collect(args: &Args) -> Result<Report> {
     warnings.extend(usage.warnings.iter().cloned());
 
     let pooltag = match &args.pooltag {
-        Some(p) => {
-            let db = PoolTagDb::load(p)
-                .with_context(|| format!("{}: cannot read the pooltag file", p.display()))?;
-            if db.is_empty() {
-                bail!(
-                    "{}: no `Tag - binary - description` lines: not a pooltag.txt",
-                    p.display()
-                );
-            }
-            Some(db)
-        }
+        Some(p) => Some(crate::common::load_pooltag(p)?),
         None => None,
     };
     let query = UsageQuery {
@@ -910,53 +900,65 @@ fn row_fields(x: &Row) -> [String; 10] {
 fn render_csv(r: &Report, args: &Args) -> Result<String> {
     // CSV is for a program: the notes go to the person, on stderr.
     for n in &r.notes {
-        eprintln!("pooldump: note: {n}");
+        eprintln!("pooldump: note: {}", pooldump_core::text::escape_lines(n));
     }
     let mut w = csv::Writer::from_writer(Vec::new());
     if let Some(sessions) = &r.sessions {
-        w.write_record(std::iter::once("session").chain(ROW_COLUMNS))?;
+        crate::render::csv_record(&mut w, std::iter::once("session").chain(ROW_COLUMNS))?;
         for s in sessions {
             let id = s.id.map(|i| i.to_string()).unwrap_or_default();
             for x in &s.rows {
-                w.write_record(std::iter::once(id.clone()).chain(row_fields(x)))?;
+                crate::render::csv_record(
+                    &mut w,
+                    std::iter::once(id.clone()).chain(row_fields(x)),
+                )?;
             }
         }
         return Ok(String::from_utf8(w.into_inner()?)?);
     }
     if let Some(x) = &r.relabel {
-        w.write_record(std::iter::once("site").chain(ROW_COLUMNS))?;
+        crate::render::csv_record(&mut w, std::iter::once("site").chain(ROW_COLUMNS))?;
         for s in &x.rows {
-            w.write_record(std::iter::once(s.site.clone()).chain(row_fields(&s.row)))?;
+            crate::render::csv_record(
+                &mut w,
+                std::iter::once(s.site.clone()).chain(row_fields(&s.row)),
+            )?;
         }
         return Ok(String::from_utf8(w.into_inner()?)?);
     }
     match &r.big_pool {
         Some(b) if args.big_pool => {
-            w.write_record([
-                "va",
-                "tag",
-                "type",
-                "pool_type",
-                "bytes",
-                "status",
-                "driver",
-            ])?;
+            crate::render::csv_record(
+                &mut w,
+                [
+                    "va",
+                    "tag",
+                    "type",
+                    "pool_type",
+                    "bytes",
+                    "status",
+                    "driver",
+                ],
+            )?;
             for e in &b.entries {
-                w.write_record([
-                    e.va.as_str(),
-                    &e.tag,
-                    e.pool,
-                    &e.pool_type,
-                    &e.bytes.to_string(),
-                    if e.freed { "free" } else { "allocated" },
-                    e.driver.as_deref().unwrap_or(""),
-                ])?;
+                crate::render::csv_record(
+                    &mut w,
+                    [
+                        e.va.as_str(),
+                        &e.tag,
+                        e.pool,
+                        &e.pool_type,
+                        &e.bytes.to_string(),
+                        if e.freed { "free" } else { "allocated" },
+                        e.driver.as_deref().unwrap_or(""),
+                    ],
+                )?;
             }
         }
         _ => {
-            w.write_record(ROW_COLUMNS)?;
+            crate::render::csv_record(&mut w, ROW_COLUMNS)?;
             for x in &r.rows {
-                w.write_record(row_fields(x))?;
+                crate::render::csv_record(&mut w, row_fields(x))?;
             }
         }
     }

@@ -59,7 +59,8 @@ pub enum FormatArg {
 pub fn run(args: &Args) -> Result<String> {
     let (inputs, warnings) = pooldump_fleet::inputs::expand(&args.inputs)?;
     for w in &warnings {
-        eprintln!("pooldump batch: {w}");
+        // File names from the inputs: the one escaping rule.
+        eprintln!("pooldump batch: {}", pooldump_core::text::escape_lines(w));
     }
     if inputs.is_empty() {
         bail!("{}: no *.dmp file found", args.inputs.join(" "));
@@ -72,7 +73,7 @@ pub fn run(args: &Args) -> Result<String> {
     for p in &store.cleaned {
         eprintln!(
             "pooldump batch: removed {} (left by a batch that was stopped before committing it)",
-            p.display()
+            pooldump_core::text::escape(&p.display().to_string())
         );
     }
     let pooltag = match &args.pooltag {

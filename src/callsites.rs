@@ -11,7 +11,6 @@ use pooldump_core::callsites::{
     ImageMemory, ModuleScan, TagSite, UnresolvedCall, scan_module, tag_sites,
 };
 use pooldump_core::hittag::PoolCall;
-use pooldump_core::pool::PoolTagDb;
 use pooldump_core::relabel::{self, MapModule, RelabelMap, TagChooser};
 use pooldump_core::stack::{StackWalker, Symbolizer, SymbolizerOptions};
 use pooldump_core::symbols::{SymbolPath, SymbolPathElement};
@@ -277,10 +276,7 @@ fn write_patch(
     }
     let tag = args.tags[0];
     let db = match &args.pooltag {
-        Some(p) => Some(
-            PoolTagDb::load(p)
-                .with_context(|| format!("{}: cannot read the pooltag file", p.display()))?,
-        ),
+        Some(p) => Some(crate::common::load_pooltag(p)?),
         None => None,
     };
     // The fresh tags avoid every tag the driver already uses.

@@ -89,9 +89,21 @@ impl SymbolArgs {
         ))
     }
 
-    /// What to do about missing symbols, in this platform's terms.
+    /// What to do about missing symbols, in this platform's terms. Never
+    /// suggests an option the user already gave: after a bad `--pdb FILE`,
+    /// "pass --pdb FILE" would send them round in a circle.
     pub fn hint(&self) -> String {
-        let mut s = format!("fix: {}", pooldump_core::symbols::symbol_path_hint());
+        if let Some(p) = &self.pdb {
+            // Downloads and the built-in table play no part with --pdb.
+            return format!(
+                "fix: --pdb {} cannot serve this kernel; pass its own ntkrnlmp.pdb (the GUID and age the dump's kernel names: `pooldump info` shows them), or leave --pdb out so the symbol path is searched",
+                p.display()
+            );
+        }
+        let mut s = format!(
+            "fix: {}",
+            pooldump_core::symbols::symbol_path_hint(!self.isf.is_empty(),)
+        );
         if self.offline {
             s.push_str("; --offline prevents downloads");
         }
@@ -291,7 +303,10 @@ pub fn leave_running(t: &LiveTarget) {
             if rebooted { " (it had rebooted)" } else { "" }
         ),
         Ok(_) => {}
-        Err(e) => eprintln!("pooldump: could not leave the target running: {e}"),
+        Err(e) => eprintln!(
+            "pooldump: could not leave the target running: {}",
+            pooldump_core::text::escape_lines(&e.to_string())
+        ),
     }
 }
 
@@ -538,6 +553,30 @@ pub fn release(meta: &SourceMeta) -> Result<()> {
 /// The link's statistics of a live source, for `--json`.
 pub fn kdnet_report(meta: &SourceMeta) -> Option<KdnetReport> {
     meta.link.as_ref().map(|l| l.0.report())
+}
+
+/// Read `--pooltag FILE` (capped at [`pooldump_core::pool::pooltag::MAX_POOLTAG_FILE`]
+/// bytes); a file with no pooltag.txt line is refused with what it starts
+/// with.
+pub fn load_pooltag(path: &Path) -> Result<pooldump_core::pool::PoolTagDb> {
+    let db = pooldump_core::pool::PoolTagDb::load(path)?;
+    if db.is_empty() {
+        let bytes =
+            pooldump_core::input::read_capped(path, 4096, "a pooltag.txt").unwrap_or_default();
+        let text = pooldump_core::pool::pooltag::decode_text(&bytes);
+        let first = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("");
+        let first: String = first.chars().take(60).collect();
+        bail!(
+            "{}: not a pooltag.txt: no line reads `Tag - binary - description` (the file starts `{}`)",
+            path.display(),
+            pooldump_core::text::escape(&first)
+        );
+    }
+    Ok(db)
 }
 
 /// The message for a `--sort` value no table knows; `extra` lists what

@@ -238,7 +238,12 @@ pub struct Scan {
 /// text (a closed pipe ends the output quietly).
 pub fn run(args: &Args) -> Result<()> {
     let r = collect(args)?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    // The one escaping rule, as main applies it to the other commands'
+    // output (tags, names and warnings come from the dump and from files).
+    let mut out = std::io::BufWriter::with_capacity(
+        1 << 16,
+        crate::render::EscapingWriter::new(std::io::stdout().lock()),
+    );
     let written = if args.json {
         serde_json::to_writer_pretty(&mut out, &r)
             .map_err(std::io::Error::from)
@@ -261,8 +266,11 @@ pub fn patterns(args: &Args) -> Result<Vec<TagPattern>> {
         p.extend(read_tags_file(f)?);
     }
     if let Some(path) = &args.relabel {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("{}: cannot read the map", path.display()))?;
+        let bytes = pooldump_core::input::read_capped(
+            path,
+            crate::relabel_rows::MAX_MAP_FILE,
+            "a relabel map",
+        )?;
         let map = RelabelMap::from_json(&bytes, &path.display().to_string())?;
         p.extend(
             relabel_rows::map_tags(&map)
@@ -276,18 +284,28 @@ pub fn patterns(args: &Args) -> Result<Vec<TagPattern>> {
     Ok(p)
 }
 
+/// A tags file larger than this is refused (a million tags is 5 MiB).
+const MAX_TAGS_FILE: u64 = 8 << 20;
+
 /// One tag per line; trailing blanks are padding (`Irp` is `Irp `).
 fn read_tags_file(path: &Path) -> Result<Vec<TagPattern>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read the tags file", path.display()))?;
+    let bytes = pooldump_core::input::read_capped(path, MAX_TAGS_FILE, "a tags file")?;
+    let text = pooldump_core::pool::pooltag::decode_text(&bytes);
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let t = line.trim_end();
         if t.trim_start().is_empty() || t.trim_start().starts_with('#') {
             continue;
         }
-        let p = TagPattern::parse(t)
-            .with_context(|| format!("{}: line {}: `{t}` is not a tag", path.display(), n + 1))?;
+        let p = TagPattern::parse(t).with_context(|| {
+            let shown: String = t.chars().take(40).collect();
+            format!(
+                "{}: line {}: `{}` is not a tag",
+                path.display(),
+                n + 1,
+                pooldump_core::text::escape(&shown)
+            )
+        })?;
         out.push(p);
     }
     if out.is_empty() {
@@ -693,63 +711,75 @@ fn render_csv(r: &Report, per_tag: bool, out: &mut dyn Write) -> std::io::Result
     let mut w = csv::Writer::from_writer(out);
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     if per_tag {
-        w.write_record([
-            "tag",
-            "allocated",
-            "bytes",
-            "free",
-            "unknown",
-            "not_in_dump",
-            "tracker_diff",
-            "tracker_bytes",
-            "not_found",
-        ])?;
+        crate::render::csv_record(
+            &mut w,
+            [
+                "tag",
+                "allocated",
+                "bytes",
+                "free",
+                "unknown",
+                "not_in_dump",
+                "tracker_diff",
+                "tracker_bytes",
+                "not_found",
+            ],
+        )?;
         for x in &r.tags {
-            w.write_record([
-                x.tag.clone(),
-                x.allocated.to_string(),
-                x.bytes.to_string(),
-                x.free.to_string(),
-                x.unknown.to_string(),
-                x.not_in_dump.to_string(),
-                opt(x.tracker_diff),
-                opt(x.tracker_bytes),
-                opt(x.not_found),
-            ])?;
+            crate::render::csv_record(
+                &mut w,
+                [
+                    x.tag.clone(),
+                    x.allocated.to_string(),
+                    x.bytes.to_string(),
+                    x.free.to_string(),
+                    x.unknown.to_string(),
+                    x.not_in_dump.to_string(),
+                    opt(x.tracker_diff),
+                    opt(x.tracker_bytes),
+                    opt(x.not_found),
+                ],
+            )?;
         }
     } else {
-        w.write_record([
-            "va",
-            "header",
-            "pa",
-            "bytes",
-            "pool",
-            "session",
-            "pool_type",
-            "state",
-            "allocator",
-            "tag",
-            "protected",
-            "in_dump",
-        ])?;
+        crate::render::csv_record(
+            &mut w,
+            [
+                "va",
+                "header",
+                "pa",
+                "bytes",
+                "pool",
+                "session",
+                "pool_type",
+                "state",
+                "allocator",
+                "tag",
+                "protected",
+                "in_dump",
+            ],
+        )?;
         for a in r.allocations.iter() {
-            w.write_record([
-                a.va.to_string(),
-                a.header.map(|h| h.to_string()).unwrap_or_default(),
-                a.pa.map(|p| hex(p.0)).unwrap_or_default(),
-                a.bytes.to_string(),
-                a.pool.name().to_string(),
-                a.session.to_string(),
-                hex(u64::from(a.pool_type)),
-                state_text(a.state).to_lowercase(),
-                serde_json::to_value(a.allocator)?
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                a.tag.to_string(),
-                a.protected.to_string(),
-                a.in_dump.to_string(),
-            ])?;
+            crate::render::csv_record(
+                &mut w,
+                [
+                    a.va.to_string(),
+                    a.header.map(|h| h.to_string()).unwrap_or_default(),
+                    a.pa.map(|p| hex(p.0)).unwrap_or_default(),
+                    a.bytes.to_string(),
+                    a.pool.name().to_string(),
+                    a.session.to_string(),
+                    hex(u64::from(a.pool_type)),
+                    state_text(a.state).to_lowercase(),
+                    serde_json::to_value(a.allocator)?
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    a.tag.to_string(),
+                    a.protected.to_string(),
+                    a.in_dump.to_string(),
+                ],
+            )?;
         }
     }
     w.flush()

@@ -127,7 +127,10 @@ impl Restore<'_> {
 impl Drop for Restore<'_> {
     fn drop(&mut self) {
         if let Err(e) = self.restore() {
-            eprintln!("pooldump: {e}");
+            eprintln!(
+                "pooldump: {}",
+                pooldump_core::text::escape_lines(&e.to_string())
+            );
         }
     }
 }

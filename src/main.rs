@@ -94,7 +94,10 @@ enum Command {
 fn main() -> ExitCode {
     // A bug must not greet the user with a backtrace: say what happened.
     std::panic::set_hook(Box::new(|p| {
-        eprintln!("error: internal error (a bug in pooldump, please report it): {p}");
+        eprintln!(
+            "error: internal error (a bug in pooldump, please report it): {}",
+            pooldump_core::text::escape_lines(&p.to_string())
+        );
     }));
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -117,9 +120,12 @@ fn main() -> ExitCode {
     match result.and_then(|out| write_stdout(&out)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprint!("{}", error_report(&e));
+            // Errors quote inputs (names, lines of a file): the same rule
+            // as the output.
+            let safe = |s: &str| pooldump_core::text::escape_lines(s).into_owned();
+            eprint!("{}", safe(&error_report(&e)));
             if let Some(note) = common::fallback_note() {
-                eprintln!("{note}");
+                eprintln!("{}", safe(note));
             }
             ExitCode::FAILURE
         }
@@ -143,8 +149,12 @@ fn error_report(e: &anyhow::Error) -> String {
 }
 
 /// Write to stdout; a closed pipe (`pooldump info x | head`) is not an
-/// error.
+/// error. Every output passes the one escaping rule on its way out
+/// (`pooldump_core::text`): in text and CSV a control or bidi character
+/// from a hostile input shows as `\uXXXX`, and in JSON, where serde has
+/// already escaped the controls, the same `\uXXXX` is the same character.
 fn write_stdout(s: &str) -> anyhow::Result<()> {
+    let s = pooldump_core::text::escape_lines(s);
     let mut out = std::io::stdout().lock();
     match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

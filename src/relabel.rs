@@ -90,11 +90,7 @@ pub fn run(args: &Args) -> Result<String> {
         None => None,
     };
     let pooltag = match &args.pooltag {
-        Some(p) => {
-            let db = PoolTagDb::load(p)
-                .with_context(|| format!("{}: cannot read the pooltag file", p.display()))?;
-            Some(db)
-        }
+        Some(p) => Some(crate::common::load_pooltag(p)?),
         None => None,
     };
     let target = connect_live(&spec, &args.sym)?;
@@ -114,7 +110,7 @@ pub fn run(args: &Args) -> Result<String> {
 
 fn read_map(p: &Path) -> Result<RelabelMap> {
     let bytes =
-        std::fs::read(p).with_context(|| format!("{}: cannot read the map", p.display()))?;
+        pooldump_core::input::read_capped(p, crate::relabel_rows::MAX_MAP_FILE, "a relabel map")?;
     Ok(RelabelMap::from_json(&bytes, &p.display().to_string())?)
 }
 

@@ -17,12 +17,14 @@ pub struct Checked {
     pub states: Vec<SiteState>,
 }
 
+/// A relabel map larger than this is refused (one site is ~200 bytes).
+pub const MAX_MAP_FILE: u64 = 64 << 20;
+
 /// Read the map at `path` and check it against `target` (same nt build and
 /// boot, same module loads and builds); say which sites this memory shows
 /// relabelled.
 pub fn load_and_check<M: Memory>(path: &Path, target: &Target<M>) -> Result<Checked> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("{}: cannot read the map", path.display()))?;
+    let bytes = pooldump_core::input::read_capped(path, MAX_MAP_FILE, "a relabel map")?;
     let map = RelabelMap::from_json(&bytes, &path.display().to_string())?;
     let source = target.mem.describe();
     map.check_target(&target.kernel)

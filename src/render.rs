@@ -1,5 +1,12 @@
 //! Plain-text building blocks shared by the commands' text output: aligned
 //! key/value sections and column tables. Nothing here knows about dumps.
+//!
+//! Every key, value and cell goes through [`pooldump_core::text::escape`]
+//! as it is added, so a hostile string (a pooltag.txt description, a
+//! module name) is shown escaped and the columns are aligned on what is
+//! shown. `main` escapes whole outputs again on their way out (the same
+//! rule, so text escaped here is left alone); a command that streams its
+//! output instead (`find`) writes through [`EscapingWriter`].
 
 use std::fmt::Write as _;
 
@@ -18,7 +25,7 @@ impl Section {
     }
 
     pub fn row(&mut self, key: impl Into<String>, value: impl Into<String>) -> &mut Self {
-        self.rows.push((key.into(), value.into()));
+        self.rows.push((safe(key.into()), safe(value.into())));
         self
     }
 
@@ -33,6 +40,100 @@ impl Section {
         for (k, v) in &self.rows {
             let _ = writeln!(out, "  {k:<w$}  {v}");
         }
+    }
+}
+
+/// `s` escaped by the one rule, without a copy when it is clean.
+fn safe(s: String) -> String {
+    match pooldump_core::text::escape(&s) {
+        std::borrow::Cow::Borrowed(_) => s,
+        std::borrow::Cow::Owned(e) => e,
+    }
+}
+
+/// Write one CSV record, every field made safe for a spreadsheet by
+/// [`pooldump_core::text::csv_cell`] (escaped, and no field starts a
+/// formula). Every CSV the commands write goes through here.
+pub fn csv_record<W, I, S>(w: &mut csv::Writer<W>, fields: I) -> csv::Result<()>
+where
+    W: std::io::Write,
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    w.write_record(
+        fields
+            .into_iter()
+            .map(|f| pooldump_core::text::csv_cell(f.as_ref()).into_owned()),
+    )
+}
+
+/// A writer that applies [`pooldump_core::text::escape_lines`] to
+/// everything written through it, for output streamed to stdout rather
+/// than returned to `main` as one string. Writes may split a UTF-8
+/// sequence; its first bytes wait for the rest (at most three bytes are
+/// held). Bytes that are not UTF-8 at all pass through as they are: the
+/// renderers write only `str`s, so there are none.
+pub struct EscapingWriter<W: std::io::Write> {
+    inner: W,
+    /// The start of a UTF-8 sequence the last write cut.
+    pending: Vec<u8>,
+}
+
+impl<W: std::io::Write> EscapingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Write `buf` escaped up to a UTF-8 sequence cut at its end, and
+    /// return how many bytes were written (the rest is that cut sequence,
+    /// at most three bytes).
+    fn emit(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut at = 0;
+        loop {
+            let (ok, next) = match std::str::from_utf8(&buf[at..]) {
+                Ok(_) => (buf.len() - at, None),
+                Err(e) => (e.valid_up_to(), Some(e.error_len())),
+            };
+            let text = std::str::from_utf8(&buf[at..at + ok]).unwrap_or_default();
+            self.inner
+                .write_all(pooldump_core::text::escape_lines(text).as_bytes())?;
+            at += ok;
+            match next {
+                None | Some(None) => return Ok(at),
+                // Not UTF-8: passed on unchanged.
+                Some(Some(bad)) => {
+                    self.inner.write_all(&buf[at..at + bad])?;
+                    at += bad;
+                }
+            }
+        }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for EscapingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut i = 0;
+        // Complete a sequence the last write cut, a byte at a time.
+        while !self.pending.is_empty() && i < buf.len() {
+            self.pending.push(buf[i]);
+            i += 1;
+            let pending = std::mem::take(&mut self.pending);
+            let used = self.emit(&pending)?;
+            self.pending = pending[used..].to_vec();
+        }
+        let used = self.emit(&buf[i..])?;
+        self.pending.extend_from_slice(&buf[i + used..]);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        // A sequence that was never completed goes out as it is.
+        let pending = std::mem::take(&mut self.pending);
+        self.inner.write_all(&pending)?;
+        self.inner.flush()
     }
 }
 
@@ -124,6 +225,7 @@ impl Table {
     }
 
     pub fn push(&mut self, row: Vec<String>) {
+        let row: Vec<String> = row.into_iter().map(safe).collect();
         self.columns.measure(&row);
         self.rows.push(row);
     }
@@ -159,5 +261,50 @@ mod tests {
             s,
             "     Size  Name\n   0x2000  ntoskrnl.exe\n  0x80000  hal.dll\n"
         );
+    }
+
+    #[test]
+    fn hostile_cells_are_escaped_and_aligned_as_shown() {
+        let mut t = Table::new(&[("Name", Align::Left), ("Bytes", Align::Right)]);
+        t.push(vec!["ev\u{1b}[2Jil".into(), "1".into()]);
+        t.push(vec!["ok".into(), "22".into()]);
+        let mut s = String::new();
+        t.render(&mut s, 0);
+        assert_eq!(
+            s,
+            "Name           Bytes\nev\\u001b[2Jil      1\nok                22\n"
+        );
+        let mut s = String::new();
+        Section::new("Module")
+            .row("Name", "gpj.\u{202e}exe.sys")
+            .render(&mut s);
+        assert_eq!(s, "Module\n  Name  gpj.\\u202eexe.sys\n");
+    }
+
+    #[test]
+    fn a_stream_is_escaped_wherever_its_writes_cut_it() {
+        use std::io::Write;
+        let text = "é \u{202e}x\u{1b}[2J\n\u{1F600}ok\u{85}";
+        let want = pooldump_core::text::escape_lines(text).into_owned();
+        let bytes = text.as_bytes();
+        for cut in 0..=bytes.len() {
+            for cut2 in cut..=bytes.len() {
+                let mut w = EscapingWriter::new(Vec::new());
+                w.write_all(&bytes[..cut]).unwrap();
+                w.write_all(&bytes[cut..cut2]).unwrap();
+                w.write_all(&bytes[cut2..]).unwrap();
+                w.flush().unwrap();
+                assert_eq!(
+                    String::from_utf8(w.inner).unwrap(),
+                    want,
+                    "cut at {cut}, {cut2}"
+                );
+            }
+        }
+        // Bytes that are not UTF-8 pass through unchanged.
+        let mut w = EscapingWriter::new(Vec::new());
+        w.write_all(b"a\xff\x1b").unwrap();
+        w.flush().unwrap();
+        assert_eq!(w.inner, b"a\xff\\u001b");
     }
 }

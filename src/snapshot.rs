@@ -86,15 +86,7 @@ impl ReadArgs {
         let Some(p) = &self.pooltag else {
             return Ok(None);
         };
-        let db = PoolTagDb::load(p)
-            .with_context(|| format!("{}: cannot read the pooltag file", p.display()))?;
-        if db.is_empty() {
-            bail!(
-                "{}: no `Tag - binary - description` lines: not a pooltag.txt",
-                p.display()
-            );
-        }
-        Ok(Some(db))
+        Ok(Some(crate::common::load_pooltag(p)?))
     }
 }
 
@@ -127,7 +119,7 @@ pub fn run(args: &Args) -> Result<String> {
 /// Write the snapshot where asked.
 fn finish(args: &Args, snap: &Snapshot) -> Result<String> {
     for w in &snap.warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", pooldump_core::text::escape_lines(w));
     }
     let json = snap.to_json();
     match &args.out {
@@ -315,7 +307,9 @@ fn capture_options<'a>(read: &ReadArgs, db: Option<&'a PoolTagDb>) -> CaptureOpt
 
 /// The largest snapshot file read: a real machine has a few thousand tags
 /// (a few hundred KiB of JSON); this bounds what a wrong file costs.
-const MAX_SNAPSHOT_FILE: u64 = 256 << 20;
+/// A snapshot larger than this is refused (one with every tag of a busy
+/// server is under a megabyte).
+const MAX_SNAPSHOT_FILE: u64 = 64 << 20;
 
 /// What a file on the command line is.
 enum FileKind {
@@ -340,19 +334,11 @@ fn file_mtime(path: &Path) -> TextTime {
 /// `table` says which). Lines it could not read are in the snapshot's
 /// warnings, with their numbers.
 pub fn import_text(path: &Path, table: Option<usize>, time: TextTime) -> Result<Snapshot> {
-    let f =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut bytes = Vec::new();
-    f.take(snapshot_text::MAX_TEXT_FILE + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    if bytes.len() as u64 > snapshot_text::MAX_TEXT_FILE {
-        bail!(
-            "{}: larger than {} MiB: not PoolMon or !poolused text",
-            path.display(),
-            snapshot_text::MAX_TEXT_FILE >> 20
-        );
-    }
+    let bytes = pooldump_core::input::read_capped(
+        path,
+        snapshot_text::MAX_TEXT_FILE,
+        "PoolMon or !poolused text",
+    )?;
     let import = snapshot_text::parse_text(&bytes, &path.display().to_string())?;
     if let Some(t) = table
         && t >= import.tables.len()
@@ -378,7 +364,9 @@ fn sniff(path: &Path) -> Result<FileKind> {
     if head.starts_with(b"PAGE") {
         return Ok(FileKind::Dump);
     }
-    if head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
+    // A snapshot saved by an editor on Windows starts with a UTF-8 BOM.
+    let json = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    if json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
         return Ok(FileKind::Snapshot);
     }
     // Anything else is tried as PoolMon or !poolused text, whose error
@@ -388,19 +376,7 @@ fn sniff(path: &Path) -> Result<FileKind> {
 
 /// Read a snapshot file.
 pub fn read_snapshot(path: &Path) -> Result<Snapshot> {
-    let f =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut bytes = Vec::new();
-    f.take(MAX_SNAPSHOT_FILE + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    if bytes.len() as u64 > MAX_SNAPSHOT_FILE {
-        bail!(
-            "{}: larger than {} MiB: not a snapshot",
-            path.display(),
-            MAX_SNAPSHOT_FILE >> 20
-        );
-    }
+    let bytes = pooldump_core::input::read_capped(path, MAX_SNAPSHOT_FILE, "a snapshot")?;
     Ok(Snapshot::from_json(&bytes, &path.display().to_string())?)
 }
 

@@ -229,7 +229,10 @@ impl View {
     ) -> Self {
         let status = match (&previous, live) {
             (_, true) => "live: the change columns are since the last refresh".into(),
-            (Some(p), false) => format!("static; changes since {}", p.label()),
+            (Some(p), false) => format!(
+                "static; changes since {}",
+                pooldump_core::text::escape(&p.label())
+            ),
             (None, false) => {
                 "static view of one moment; --since SNAPSHOT fills the change columns".into()
             }
@@ -245,7 +248,7 @@ impl View {
             totals: args.totals,
             offset: 0,
             page: 20,
-            source,
+            source: pooldump_core::text::escape(&source).into_owned(),
             live,
             refreshes: 0,
             status,
@@ -337,14 +340,15 @@ impl View {
                 };
                 Row {
                     key: r.key(),
-                    tag: r.tag_text.clone(),
+                    tag: pooldump_core::text::escape(&r.tag_text).into_owned(),
                     pool: r.pool,
                     allocs: c(|x| x.allocs),
                     frees: c(|x| x.frees),
                     diff: c(|x| x.diff),
                     bytes: c(|x| x.bytes),
                     per_alloc: r.per_alloc(),
-                    driver: r.driver.clone().unwrap_or_default(),
+                    driver: pooldump_core::text::escape(r.driver.as_deref().unwrap_or_default())
+                        .into_owned(),
                 }
             })
             .collect();

@@ -295,10 +295,12 @@ pub fn write_svg(t: &Trend, path: &Path, n: usize) -> Result<()> {
                 .zip(&x.bytes)
                 .map(|(h, b)| (*h, *b as f64 / div))
                 .collect();
+            // plotters escapes XML; the one rule escapes what a viewer
+            // would act on (bidi overrides, controls).
             let label = format!(
                 "#{} {} {}: {}, {}/h",
                 x.rank,
-                x.tag.trim_end(),
+                pooldump_core::text::escape(x.tag.trim_end()),
                 x.pool.poolmon(),
                 x.verdict,
                 human_bytes(x.bytes_per_hour)

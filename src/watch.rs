@@ -80,7 +80,8 @@ pub fn run(args: &Args) -> Result<String> {
             Ok(s) => {
                 let path = args.out.join(file_name(seq, &s));
                 crate::snapshot::write_atomically(&path, s.to_json().as_bytes())?;
-                let _ = writeln!(out, "{}", progress_line(seq, &s, recent.last(), &path));
+                let line = progress_line(seq, &s, recent.last(), &path);
+                let _ = writeln!(out, "{}", pooldump_core::text::escape_lines(&line));
                 seq += 1;
                 taken += 1;
                 recent.push(s);
@@ -88,16 +89,16 @@ pub fn run(args: &Args) -> Result<String> {
                     recent.remove(0);
                 }
                 if let Some(h) = hint(&recent) {
-                    let _ = writeln!(out, "       {h}");
+                    let _ = writeln!(out, "       {}", pooldump_core::text::escape_lines(&h));
                 }
             }
             Err(e) => {
                 failed += 1;
-                let _ = writeln!(
-                    out,
+                let line = format!(
                     "[{seq:04}] snapshot failed: {e:#}; trying again in {}",
                     humantime::format_duration(args.interval)
                 );
+                let _ = writeln!(out, "{}", pooldump_core::text::escape_lines(&line));
             }
         }
         let _ = out.flush();

@@ -170,5 +170,112 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Finished {
     }
 }
 
+/// [`run_bounded`], also returning the child's peak resident set in
+/// bytes. A memory bound, not a timing: the kernel records the peak
+/// whatever the machine's load.
+///
+/// Why a launcher: Linux reports a child's `ru_maxrss` as at least the
+/// high-water mark of the address space it was spawned from (exec keeps
+/// the larger of the old mm's peak and the new one's), so a child of this
+/// test process, which may have held hundreds of MiB for other tests,
+/// would inherit that figure. The test binary is therefore run again as a
+/// small launcher (its test `measure_launcher`, which calls
+/// [`measure_launcher_main`]) that spawns the command and reads its
+/// `ru_maxrss` with `wait4`; the figure can only be high by the
+/// launcher's own few MiB.
+#[cfg(target_os = "linux")]
+pub fn run_measured(cmd: &mut Command, limit: Duration) -> (Finished, u64) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let spec = serde_json::json!({
+        "program": cmd.get_program().to_string_lossy(),
+        "args": cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>(),
+        "cwd": cmd.get_current_dir().map(|d| d.display().to_string()),
+        "env_remove": cmd.get_envs().filter(|(_, v)| v.is_none()).map(|(k, _)| k.to_string_lossy().into_owned()).collect::<Vec<_>>(),
+        "env": cmd.get_envs().filter_map(|(k, v)| Some((k.to_string_lossy().into_owned(), v?.to_string_lossy().into_owned()))).collect::<Vec<_>>(),
+        "dir": dir.path().display().to_string(),
+        "limit_ms": limit.as_millis() as u64,
+    });
+    let mut launcher = Command::new(std::env::current_exe().expect("the test binary"));
+    launcher
+        .args([
+            "--exact",
+            "measure_launcher",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("POOLDUMP_MEASURE", spec.to_string());
+    let ran = run_bounded(&mut launcher, limit + Duration::from_secs(30));
+    let read = |n: &str| std::fs::read_to_string(dir.path().join(n));
+    let (Ok(status), Ok(peak)) = (read("status"), read("peak")) else {
+        panic!("the launcher failed: {}\n{}", ran.stdout, ran.stderr);
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let finished = Finished {
+        status: ExitStatus::from_raw(status.trim().parse().expect("a wait status")),
+        stdout: read("stdout").unwrap_or_default(),
+        stderr: read("stderr").unwrap_or_default(),
+    };
+    (finished, peak.trim().parse().expect("a peak in bytes"))
+}
+
+/// The launcher half of [`run_measured`]: a test that does nothing unless
+/// `POOLDUMP_MEASURE` describes a command, which it then runs, writing the
+/// command's stdout, stderr, wait status and peak RSS (bytes) into files.
+#[cfg(target_os = "linux")]
+pub fn measure_launcher_main() {
+    let Ok(spec) = std::env::var("POOLDUMP_MEASURE") else {
+        return;
+    };
+    let spec: serde_json::Value = serde_json::from_str(&spec).expect("a launcher spec");
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let dir = PathBuf::from(s(&spec["dir"]));
+    let file = |n: &str| std::fs::File::create(dir.join(n)).expect("an output file");
+    let mut cmd = Command::new(s(&spec["program"]));
+    for a in spec["args"].as_array().into_iter().flatten() {
+        cmd.arg(s(a));
+    }
+    if let Some(d) = spec["cwd"].as_str() {
+        cmd.current_dir(d);
+    }
+    for k in spec["env_remove"].as_array().into_iter().flatten() {
+        cmd.env_remove(s(k));
+    }
+    for kv in spec["env"].as_array().into_iter().flatten() {
+        cmd.env(s(&kv[0]), s(&kv[1]));
+    }
+    // Reaped by wait4 below, which std's Child cannot do with rusage.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(file("stdout"))
+        .stderr(file("stderr"))
+        .spawn()
+        .expect("spawn the measured command");
+    let pid = child.id() as libc::pid_t;
+    let limit = Duration::from_millis(spec["limit_ms"].as_u64().unwrap_or(300_000));
+    let start = Instant::now();
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid out-parameter; wait4 reaps only
+    // our own child `pid`, and std's Child is never waited on after it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        assert!(r >= 0, "wait4: {}", std::io::Error::last_os_error());
+        if r == pid {
+            break;
+        }
+        if start.elapsed() > limit {
+            // SAFETY: signalling our own unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Linux reports ru_maxrss in KiB.
+    let peak = usage.ru_maxrss as u64 * 1024;
+    std::fs::write(dir.join("status"), status.to_string()).expect("write the status");
+    std::fs::write(dir.join("peak"), peak.to_string()).expect("write the peak");
+}
+
 pub mod netns;
 pub mod relay;

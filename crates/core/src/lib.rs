@@ -36,6 +36,7 @@ pub mod callsites;
 pub mod dump;
 pub mod fsio;
 pub mod hittag;
+pub mod input;
 pub mod kernel;
 pub mod memory;
 pub mod pagemap;
@@ -48,6 +49,7 @@ pub mod stack;
 pub mod symbols;
 pub mod tag;
 pub mod target;
+pub mod text;
 
 #[cfg(test)]
 mod testutil;

@@ -50,7 +50,17 @@ impl ImageMemory {
         if size > MAX_IMAGE_FILE {
             return Err(ImageFileError::TooLarge { path: p, size });
         }
-        let bytes: Arc<[u8]> = std::fs::read(path).map_err(io)?.into();
+        // The length above is 0 for a device or a pipe: the read itself is
+        // capped too.
+        let bytes: Arc<[u8]> = crate::input::read_capped(path, MAX_IMAGE_FILE, "a driver image")
+            .map_err(|e| match e {
+                crate::input::ReadError::Io { source, .. } => io(source),
+                crate::input::ReadError::TooLarge { .. } => ImageFileError::TooLarge {
+                    path: p.clone(),
+                    size: MAX_IMAGE_FILE + 1,
+                },
+            })?
+            .into();
         Self::from_bytes(&p, bytes)
     }
 

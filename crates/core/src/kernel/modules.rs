@@ -228,18 +228,11 @@ fn read_unicode_string<M: Memory + ?Sized>(
         .chunks_exact(2)
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect();
-    let mut s: String = char::decode_utf16(units)
+    let decoded: String = char::decode_utf16(units)
         .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
-        .flat_map(|c| {
-            // Names go to terminals: escape controls.
-            let esc: Vec<char> = if c.is_control() {
-                format!("\\u{{{:x}}}", c as u32).chars().collect()
-            } else {
-                vec![c]
-            };
-            esc
-        })
         .collect();
+    // Names go to terminals: the one escaping rule (controls, bidi).
+    let mut s = crate::text::escape(&decoded).into_owned();
     if n < len as usize {
         s.push('…');
     }

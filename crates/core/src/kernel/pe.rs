@@ -94,8 +94,14 @@ pub struct CodeView {
     /// Symbol-store key: GUID compact form then the age in hex
     /// (`3177D31000BA7590DED335936C93E3741`).
     pub store_key: String,
-    /// The raw name was printable ASCII and within the cap.
+    /// The raw name was printable ASCII, within the cap, and without a
+    /// `..` component.
     pub name_is_clean: bool,
+}
+
+/// A path with a `..` component (either separator).
+fn climbs(name: &[u8]) -> bool {
+    name.split(|&c| c == b'\\' || c == b'/').any(|c| c == b"..")
 }
 
 impl CodeView {
@@ -111,8 +117,17 @@ impl CodeView {
             guid,
             age,
             store_key: format!("{}{age:X}", guid.compact()),
-            name_is_clean: printable && capped.len() == raw_name.len() && !capped.is_empty(),
+            name_is_clean: printable
+                && capped.len() == raw_name.len()
+                && !capped.is_empty()
+                && !climbs(capped),
         }
+    }
+
+    /// The recorded name has a `..` component (`..\..\evil`): no linker
+    /// writes one, and its last component is not what it pretends to be.
+    pub fn name_climbs(&self) -> bool {
+        climbs(self.pdb_name.as_bytes())
     }
 
     /// The name is one nt's PDB has carried (ntkrnlmp.pdb, ntoskrnl.pdb,
@@ -240,10 +255,17 @@ pub fn parse_pe_image(
     if let Some(cv) = &image.codeview
         && !cv.name_is_clean
     {
-        image.warnings.push(format!(
-            "the PDB name '{}' is empty, too long or not printable",
-            cv.pdb_name
-        ));
+        image.warnings.push(if cv.name_climbs() {
+            format!(
+                "the PDB name '{}' climbs directories with '..': it is not used as a file name",
+                cv.pdb_name
+            )
+        } else {
+            format!(
+                "the PDB name '{}' is empty, too long or not printable",
+                cv.pdb_name
+            )
+        });
     }
     Ok(image)
 }

@@ -412,6 +412,20 @@ fn hostile_pe_headers_are_errors_or_warnings() {
     assert!(!cv.name_is_clean);
     assert_eq!(cv.store_key, "3177D31000BA7590DED335936C93E3742");
 
+    // A name that climbs is not clean, and says why (it used to be cut to
+    // `evil` with name_is_clean true).
+    let pe = read_pe_image(
+        &image_machine(&test_image::image(br"..\..\evil", 1)),
+        KernelVa(KB),
+    )
+    .unwrap();
+    let cv = pe.codeview.unwrap();
+    assert!(!cv.name_is_clean && cv.name_climbs());
+    assert_eq!(
+        pe.warnings,
+        [r"the PDB name '..\..\evil' climbs directories with '..': it is not used as a file name"]
+    );
+
     let long = vec![b'a'; 300];
     let pe = read_pe_image(&image_machine(&test_image::image(&long, 1)), KernelVa(KB)).unwrap();
     assert_eq!(pe.codeview.unwrap().pdb_name.len(), 260);

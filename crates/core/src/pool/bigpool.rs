@@ -94,13 +94,13 @@ pub fn read_big_pool<M: Memory + ?Sized>(
     let size = read64("PoolBigPageTableSize")?;
     if !table.is_kernel() {
         return Err(PoolError::BadPointer {
-            what: "nt!PoolBigPageTable".into(),
+            what: super::read::var_label(syms, "PoolBigPageTable"),
             va: table,
         });
     }
     if size == 0 || size > opts.max_entries {
         return Err(PoolError::Implausible {
-            what: "nt!PoolBigPageTableSize".into(),
+            what: super::read::var_label(syms, "PoolBigPageTableSize"),
             value: size,
             limit: opts.max_entries,
         });

@@ -82,8 +82,14 @@ pub struct PoolTagDb {
     pub skipped: Vec<usize>,
 }
 
-/// Decode a pooltag.txt: UTF-16 (LE or BE) with a BOM, UTF-8 with or
-/// without one, else lossily (some copies carry Latin-1 bytes).
+/// The largest pooltag.txt read (Microsoft's is about 250 KB): a larger
+/// file, or `/dev/zero`, is refused after this many bytes.
+pub const MAX_POOLTAG_FILE: u64 = 16 << 20;
+
+/// Decode a pooltag.txt: UTF-16 (LE or BE) with a BOM or, without one,
+/// when its NUL bytes say so (a file saved as "Unicode" by a tool that
+/// writes no BOM); UTF-8 with or without a BOM; else lossily (some copies
+/// carry Latin-1 bytes).
 pub fn decode_text(bytes: &[u8]) -> String {
     let utf16 = |b: &[u8], le: bool| -> String {
         let units: Vec<u16> = b
@@ -102,9 +108,38 @@ pub fn decode_text(bytes: &[u8]) -> String {
         utf16(rest, true)
     } else if let Some(rest) = bytes.strip_prefix(&[0xFE, 0xFF]) {
         utf16(rest, false)
+    } else if let Some(le) = bomless_utf16(bytes) {
+        utf16(bytes, le)
     } else {
         let rest = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(bytes);
         String::from_utf8_lossy(rest).into_owned()
+    }
+}
+
+/// UTF-16 without a BOM, told by its NUL bytes: ASCII text in UTF-16 has
+/// a NUL in every other byte (odd offsets little-endian, even offsets
+/// big-endian), which UTF-8 text never has. `Some(true)` for LE.
+fn bomless_utf16(bytes: &[u8]) -> Option<bool> {
+    let head = &bytes[..bytes.len().min(4096) & !1];
+    if head.len() < 8 {
+        return None;
+    }
+    let pairs = head.len() / 2;
+    let nul_at = |parity: usize| {
+        head.iter()
+            .skip(parity)
+            .step_by(2)
+            .filter(|&&b| b == 0)
+            .count()
+    };
+    let (even, odd) = (nul_at(0), nul_at(1));
+    // Most code units of text are ASCII: their high byte is NUL.
+    if odd * 4 >= pairs * 3 && even * 8 < pairs {
+        Some(true)
+    } else if even * 4 >= pairs * 3 && odd * 8 < pairs {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -142,8 +177,10 @@ fn looks_like_binary(f: &str) -> bool {
 }
 
 impl PoolTagDb {
-    pub fn load(path: &Path) -> std::io::Result<Self> {
-        let bytes = std::fs::read(path)?;
+    /// Read and parse the file at `path`, at most [`MAX_POOLTAG_FILE`]
+    /// bytes of it.
+    pub fn load(path: &Path) -> Result<Self, crate::input::ReadError> {
+        let bytes = crate::input::read_capped(path, MAX_POOLTAG_FILE, "a pooltag.txt")?;
         Ok(Self::parse(&decode_text(&bytes)))
     }
 
@@ -390,5 +427,24 @@ remX - remx.sys - a tag that starts with rem
             );
             assert!(db.skipped.is_empty());
         }
+    }
+
+    #[test]
+    fn utf16_without_a_bom_is_told_by_its_nul_bytes() {
+        let text = "rem Microsoft's pooltag.txt, saved as Unicode without a BOM\r\nAbcd - abc.sys - the abc driver \u{e9}t\u{e9}\r\n";
+        let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        for bytes in [le, be] {
+            let db = PoolTagDb::parse(&decode_text(&bytes));
+            let e = db.lookup(t("Abcd")).unwrap();
+            assert_eq!(e.description, "the abc driver \u{e9}t\u{e9}");
+        }
+        // UTF-8 and Latin-1 text is never taken for UTF-16.
+        assert_eq!(bomless_utf16(text.as_bytes()), None);
+        assert_eq!(
+            bomless_utf16(b"Abcd - abc.sys - caf\xe9 \xe9t\xe9 driver"),
+            None
+        );
+        assert_eq!(bomless_utf16(&[0u8; 64]), None);
     }
 }

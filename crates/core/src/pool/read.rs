@@ -6,7 +6,7 @@ use std::ops::Range;
 use super::PoolError;
 use crate::addr::{KernelVa, PAGE_SIZE};
 use crate::memory::{Memory, MemoryError, MemoryExt};
-use crate::symbols::KernelSymbols;
+use crate::symbols::{KernelSymbols, SymbolSource};
 
 /// The address of the nt global `name`.
 pub(crate) fn nt_var(
@@ -16,6 +16,18 @@ pub(crate) fn nt_var(
 ) -> Result<KernelVa, PoolError> {
     let rva = syms.require_symbol_rva(name)?;
     Ok(KernelVa(kern_base.0.wrapping_add(rva)))
+}
+
+/// `nt!name` for a message, naming where its RVA came from when that was
+/// not nt's own PDB (an `--isf` file or the built-in table may be another
+/// build's): `nt!PoolTrackTable (RVA 0xc1d010 from ISF ntkrnlmp.json.xz)`.
+pub(crate) fn var_label(syms: &KernelSymbols, name: &str) -> String {
+    match (syms.symbol_source(name), syms.symbol_rva(name)) {
+        (Some(src @ (SymbolSource::Isf { .. } | SymbolSource::BuiltIn { .. })), Some(rva)) => {
+            format!("nt!{name} (RVA {rva:#x} from {src})")
+        }
+        _ => format!("nt!{name}"),
+    }
 }
 
 /// Read the nt global `name`, `width` bytes wide (4 for a ULONG, else 8).
@@ -28,7 +40,7 @@ pub(crate) fn read_nt_var<M: Memory + ?Sized>(
 ) -> Result<u64, PoolError> {
     let va = nt_var(syms, kern_base, name)?;
     let unreadable = |source| PoolError::Unreadable {
-        what: format!("nt!{name}"),
+        what: var_label(syms, name),
         va,
         source,
     };

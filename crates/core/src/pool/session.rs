@@ -110,7 +110,7 @@ pub fn read_session_pool<M: Memory + ?Sized>(
     let size = global("ExpSessionPoolTrackTableSize")?;
     if !(1..=opts.max_entries).contains(&size) {
         return Err(PoolError::Implausible {
-            what: "nt!ExpSessionPoolTrackTableSize".into(),
+            what: super::read::var_label(syms, "ExpSessionPoolTrackTableSize"),
             value: size,
             limit: opts.max_entries,
         });
@@ -144,7 +144,7 @@ pub fn read_session_pool<M: Memory + ?Sized>(
         && !t.is_kernel()
     {
         return Err(PoolError::BadPointer {
-            what: "nt!ExpSessionPoolTrackTable".into(),
+            what: super::read::var_label(syms, "ExpSessionPoolTrackTable"),
             va: t,
         });
     }

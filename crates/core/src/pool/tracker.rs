@@ -205,13 +205,13 @@ pub fn read_pool_usage<M: Memory + ?Sized>(
     let mask = read_var("PoolTrackTableMask", 8).unwrap_or(size.saturating_sub(2));
     if !table.is_kernel() {
         return Err(PoolError::BadPointer {
-            what: "nt!PoolTrackTable".into(),
+            what: super::read::var_label(syms, "PoolTrackTable"),
             va: table,
         });
     }
     if !(2..=opts.max_entries).contains(&size) {
         return Err(PoolError::Implausible {
-            what: "nt!PoolTrackTableSize".into(),
+            what: super::read::var_label(syms, "PoolTrackTableSize"),
             value: size,
             limit: opts.max_entries,
         });
@@ -565,8 +565,10 @@ pub(super) fn totals(rows: &[TagUsage]) -> Totals {
             PoolClass::Paged => &mut t.paged,
             PoolClass::NonPaged => &mut t.nonpaged,
         };
-        c.allocs += r.allocs;
-        c.frees += r.frees;
+        // Hostile counters can hold anything: a total saturates rather
+        // than overflow (found by the pool_walkers fuzz target).
+        c.allocs = c.allocs.saturating_add(r.allocs);
+        c.frees = c.frees.saturating_add(r.frees);
         c.bytes = c.bytes.wrapping_add(r.bytes);
         if r.slot != TrackerSlot::Overflow {
             tags.insert(r.tag);

@@ -273,6 +273,8 @@ impl SnapshotRow {
 impl Snapshot {
     /// Parse and check a snapshot document; `input` names it in errors.
     pub fn from_json(bytes: &[u8], input: &str) -> Result<Self, SnapshotError> {
+        // Editors on Windows save JSON with a UTF-8 byte-order mark.
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
         // The schema is read first so a newer file says so rather than
         // failing on a field it changed.
         #[derive(Deserialize)]

@@ -57,7 +57,7 @@ pub use image::{
     SectionHeader, StackModule,
 };
 pub use stack_reader::STACK_CHUNK;
-pub use symbolize::{Symbol, SymbolOrigin, Symbolizer, SymbolizerOptions};
+pub use symbolize::{Symbol, SymbolOrigin, Symbolizer, SymbolizerOptions, count_pdb_functions};
 pub use unwind::{
     EPILOG_BYTES, MAX_CHAIN, RuntimeFunction, SAFE_HIGH, SAFE_LOW, UnwindMethod, UnwindSummary,
 };

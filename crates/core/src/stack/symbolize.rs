@@ -315,7 +315,22 @@ impl<'a> Symbolizer<'a> {
 /// Procedures and publics of the PDB at `path`, as module RVAs.
 fn read_functions(path: &Path) -> Result<Names, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut pdb = pdb2::PDB::open(file).map_err(|e| e.to_string())?;
+    read_functions_from(file)
+}
+
+/// How many functions (procedures and public functions) a driver's PDB
+/// names, read as the symbolizer reads a PDB file; an error says why it
+/// cannot be used. The fuzz targets use this.
+pub fn count_pdb_functions(bytes: &[u8]) -> Result<usize, String> {
+    read_functions_from(std::io::Cursor::new(bytes)).map(|n| n.procs.len() + n.starts.len())
+}
+
+fn read_functions_from<'s, R>(source: R) -> Result<Names, String>
+where
+    R: std::io::Read + std::io::Seek + std::fmt::Debug + Send + Sync + 's,
+{
+    let mut pdb = pdb2::PDB::open(source).map_err(|e| e.to_string())?;
+    crate::symbols::pdb::check_dbi(&mut pdb)?;
     let map = pdb.address_map().map_err(|e| e.to_string())?;
     let mut names = Names {
         origin: Some(SymbolOrigin::Pdb),
@@ -327,6 +342,9 @@ fn read_functions(path: &Path) -> Result<Names, String> {
     while let Some(sym) = it.next().map_err(|e| e.to_string())? {
         if full(&names) {
             break;
+        }
+        if !crate::symbols::pdb_prescan::symbol_kind_is_read(sym.raw_kind()) {
+            continue;
         }
         if let Ok(pdb2::SymbolData::Public(p)) = sym.parse()
             && p.function
@@ -349,6 +367,9 @@ fn read_functions(path: &Path) -> Result<Names, String> {
             if full(&names) {
                 break;
             }
+            if !crate::symbols::pdb_prescan::symbol_kind_is_read(sym.raw_kind()) {
+                continue;
+            }
             if let Ok(pdb2::SymbolData::Procedure(p)) = sym.parse()
                 && let Some(rva) = p.offset.to_rva(&map)
             {
@@ -368,7 +389,8 @@ fn read_functions(path: &Path) -> Result<Names, String> {
     Ok(names)
 }
 
-/// A name for a terminal: controls escaped, length capped.
+/// A name for a terminal: escaped by the one rule (crate::text), length
+/// capped.
 fn clean(s: &str) -> String {
     let mut out = String::new();
     for c in s.chars() {
@@ -376,11 +398,7 @@ fn clean(s: &str) -> String {
             out.push('…');
             break;
         }
-        if c.is_control() {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            out.push(c);
-        }
+        out.push_str(&crate::text::escape(c.encode_utf8(&mut [0u8; 4])));
     }
     out
 }

@@ -79,7 +79,8 @@ impl LayoutCache {
         if meta.len() > MAX_CACHE_FILE {
             return Err(format!("{} is implausibly large", p.display()));
         }
-        let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let bytes = crate::input::read_capped(&p, MAX_CACHE_FILE, "a pooldump layout cache file")
+            .map_err(|e| e.to_string())?;
         if bytes.get(..4) != Some(&MAGIC[..]) {
             return Err(format!(
                 "{} is not a pooldump layout cache file",

@@ -100,7 +100,8 @@ impl SymbolPathImages {
                         if m.len() > MAX_IMAGE_FILE {
                             Err(format!("{} bytes, more than {MAX_IMAGE_FILE}", m.len()))
                         } else {
-                            std::fs::read(&found.path).map_err(|e| e.to_string())
+                            crate::input::read_capped(&found.path, MAX_IMAGE_FILE, "an image file")
+                                .map_err(|e| e.to_string())
                         }
                     });
                 match read {

@@ -7,7 +7,7 @@
 //! GUID and age in `metadata.windows.pdb`.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -17,13 +17,13 @@ use super::layout::{FieldLayout, Layouts, TypeLayout};
 use crate::kernel::Guid;
 
 /// An ISF's JSON larger than this is refused (real ntkrnlmp ISFs are
-/// 4-12 MB): a hostile `.xz` must not decompress without bound.
-pub const MAX_ISF_JSON: u64 = 256 << 20;
+/// 3-12 MB): a hostile `.xz` must not decompress without bound.
+pub const MAX_ISF_JSON: u64 = 64 << 20;
 
 /// Why an ISF could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum IsfError {
-    #[error("cannot read {path}: {source}")]
+    #[error("{path} cannot be read: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -32,6 +32,11 @@ pub enum IsfError {
     Xz { path: PathBuf, detail: String },
     #[error("{path} decompresses to more than {MAX_ISF_JSON} bytes; refusing it")]
     TooLarge { path: PathBuf },
+    #[error(
+        "{path} asks for an xz dictionary larger than {} MiB (xz -9 uses 64 MiB, ISF packs 8 MiB); refusing it",
+        MAX_ISF_XZ_DICT_KB >> 10
+    )]
+    XzDictionary { path: PathBuf },
     #[error("{path} is not a Volatility ISF: {detail}")]
     Malformed { path: PathBuf, detail: String },
 }
@@ -122,52 +127,70 @@ struct IsfSymbol {
 
 /// Read an ISF file (`.json`, or `.json.xz` by content).
 pub fn read_isf(path: &Path) -> Result<(Option<PdbIdentity>, Layouts, Vec<String>), IsfError> {
-    let io = |source| IsfError::Io {
+    let file = std::fs::File::open(path).map_err(|source| IsfError::Io {
         path: path.to_path_buf(),
         source,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
+    })?;
+    read_isf_from(file, path)
+}
+
+/// The LZMA2 dictionary an ISF's xz may ask for, in KiB. `xz -9` uses
+/// 64 MiB; real ISF packs use 8 MiB (`xz -6`). A larger dictionary is
+/// refused before it is allocated.
+pub const MAX_ISF_XZ_DICT_KB: u32 = 65 << 10;
+
+/// Read ISF text (plain JSON, or xz by its magic) from `reader`; `path`
+/// names it in messages.
+///
+/// Memory stays bounded while decoding, whatever the input claims: the xz
+/// stream is decoded as a stream (lzma-rust2's `XzReader`, whose
+/// dictionary is capped by [`MAX_ISF_XZ_DICT_KB`]; lzma-rs decodes a whole
+/// xz block into one buffer before its writer sees a byte), the JSON is
+/// parsed from that stream without collecting it, and the stream ends with
+/// [`IsfError::TooLarge`] after [`MAX_ISF_JSON`] bytes.
+pub fn read_isf_from(
+    reader: impl Read,
+    path: &Path,
+) -> Result<(Option<PdbIdentity>, Layouts, Vec<String>), IsfError> {
+    let mut reader = std::io::BufReader::new(reader);
     let mut head = [0u8; 6];
-    let mut reader = std::io::BufReader::new(file);
-    let n = read_prefix(&mut reader, &mut head).map_err(io)?;
-    let json = if head[..n] == [0xFD, b'7', b'z', b'X', b'Z', 0] {
-        let mut out = Capped {
-            buf: Vec::new(),
-            cap: MAX_ISF_JSON,
-        };
-        let mut chain = std::io::Cursor::new(&head[..n]).chain(reader);
-        let mut buffered = std::io::BufReader::new(&mut chain);
-        match lzma_rs::xz_decompress(&mut buffered, &mut out) {
-            Ok(()) => out.buf,
-            Err(_) if out.buf.len() as u64 >= MAX_ISF_JSON => {
-                return Err(IsfError::TooLarge {
-                    path: path.to_path_buf(),
-                });
-            }
-            Err(e) => {
-                return Err(IsfError::Xz {
-                    path: path.to_path_buf(),
-                    detail: e.to_string(),
-                });
-            }
-        }
-    } else {
-        let mut buf = head[..n].to_vec();
-        reader
-            .take(MAX_ISF_JSON + 1)
-            .read_to_end(&mut buf)
-            .map_err(io)?;
-        if buf.len() as u64 > MAX_ISF_JSON {
-            return Err(IsfError::TooLarge {
-                path: path.to_path_buf(),
-            });
-        }
-        buf
-    };
-    parse_isf(&json).map_err(|detail| IsfError::Malformed {
+    let n = read_prefix(&mut reader, &mut head).map_err(|source| IsfError::Io {
         path: path.to_path_buf(),
-        detail,
-    })
+        source,
+    })?;
+    let rest = std::io::Cursor::new(head[..n].to_vec()).chain(reader);
+    let is_xz = head[..n] == [0xFD, b'7', b'z', b'X', b'Z', 0];
+    let parsed = if is_xz {
+        let xz = lzma_rust2::XzReader::new_mem_limit(rest, true, MAX_ISF_XZ_DICT_KB);
+        parse_capped(xz)
+    } else {
+        parse_capped(rest)
+    };
+    match parsed {
+        Ok(isf) => Ok(layouts_from_isf(isf)),
+        Err(Capped::TooLarge) => Err(IsfError::TooLarge {
+            path: path.to_path_buf(),
+        }),
+        // lzma-rust2 says OutOfMemory for a dictionary above the limit,
+        // before it allocates one.
+        Err(Capped::Io(source)) if is_xz && source.kind() == std::io::ErrorKind::OutOfMemory => {
+            Err(IsfError::XzDictionary {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(Capped::Io(source)) if is_xz => Err(IsfError::Xz {
+            path: path.to_path_buf(),
+            detail: source.to_string(),
+        }),
+        Err(Capped::Io(source)) => Err(IsfError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(Capped::Json(detail)) => Err(IsfError::Malformed {
+            path: path.to_path_buf(),
+            detail,
+        }),
+    }
 }
 
 fn read_prefix(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -181,28 +204,67 @@ fn read_prefix(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// A writer that refuses to grow past `cap`.
-struct Capped {
-    buf: Vec<u8>,
-    cap: u64,
+/// How parsing a capped stream failed.
+enum Capped {
+    TooLarge,
+    Io(std::io::Error),
+    Json(String),
 }
 
-impl Write for Capped {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        if self.buf.len() as u64 + data.len() as u64 > self.cap {
-            return Err(std::io::Error::other("decompressed size cap reached"));
-        }
-        self.buf.extend_from_slice(data);
-        Ok(data.len())
+/// Parse ISF JSON from `r`, failing once it has given more than
+/// [`MAX_ISF_JSON`] bytes.
+fn parse_capped(r: impl Read) -> Result<Isf, Capped> {
+    let mut limited = Limit {
+        inner: r,
+        left: MAX_ISF_JSON,
+        over: false,
+    };
+    let parsed = serde_json::from_reader(std::io::BufReader::new(&mut limited));
+    if limited.over {
+        return Err(Capped::TooLarge);
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    parsed.map_err(|e| match e.io_error_kind() {
+        Some(kind) => Capped::Io(std::io::Error::new(kind, e.to_string())),
+        None => Capped::Json(e.to_string()),
+    })
+}
+
+/// A reader that fails after `left` bytes (and remembers that it did).
+struct Limit<R> {
+    inner: R,
+    left: u64,
+    over: bool,
+}
+
+impl<R: Read> Read for Limit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            // One byte more means the cap is exceeded; none means the end.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => {
+                    self.over = true;
+                    Err(std::io::Error::other("size cap reached"))
+                }
+            };
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
     }
 }
 
 /// Parse ISF JSON text.
 pub fn parse_isf(json: &[u8]) -> Result<(Option<PdbIdentity>, Layouts, Vec<String>), String> {
     let isf: Isf = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    Ok(layouts_from_isf(isf))
+}
+
+fn layouts_from_isf(isf: Isf) -> (Option<PdbIdentity>, Layouts, Vec<String>) {
     let mut warnings = Vec::new();
     let identity = match isf.metadata.windows.as_ref().and_then(|w| w.pdb.as_ref()) {
         Some(p) => match parse_guid(&p.guid) {
@@ -251,7 +313,7 @@ pub fn parse_isf(json: &[u8]) -> Result<(Option<PdbIdentity>, Layouts, Vec<Strin
         t.sort();
         out.types.insert(name.clone(), t);
     }
-    Ok((identity, out, warnings))
+    (identity, out, warnings)
 }
 
 /// `06564D3477822C7D97F04852CBD5AFD6` (Data1..3 big-endian text) into

@@ -151,7 +151,7 @@ fn describe_attempts(a: &[Attempt]) -> String {
         return "the symbol path is empty".into();
     }
     a.iter()
-        .map(|x| format!("{}: {}", x.location, x.outcome))
+        .map(|x| x.to_string())
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -184,7 +184,11 @@ pub fn load_kernel_symbols(
     if !cv.name_is_clean {
         return Err(LoadError::BadName(super::PdbNameError {
             shown: cv.pdb_name.clone(),
-            why: "it is empty, too long or not printable",
+            why: if cv.name_climbs() {
+                "it climbs directories with '..' (no linker records that)"
+            } else {
+                "it is empty, too long or not printable"
+            },
         }));
     }
     let name = PdbName::from_codeview(&cv.pdb_name)?;
@@ -232,7 +236,7 @@ pub fn load_kernel_symbols(
     warnings.extend(
         attempts
             .iter()
-            .map(|a| format!("--isf {}: not used: {}", a.location, a.outcome)),
+            .map(|a| format!("--isf {}: not used: {}", a.location, a.outcome_alone())),
     );
 
     // 3. The layout cache.
@@ -313,11 +317,7 @@ pub fn load_kernel_symbols(
                 "NO PDB FOR {wanted}: using pooldump's BUILT-IN layout table for {} (matched by GUID). Only the layouts the pool analysis needs are there; get the PDB for anything else.",
                 b.build_string
             ));
-            warnings.extend(
-                attempts
-                    .iter()
-                    .map(|a| format!("{}: {}", a.location, a.outcome)),
-            );
+            warnings.extend(attempts.iter().map(|a| a.to_string()));
             let source = SymbolSource::BuiltIn {
                 matched_by: BuiltInMatch::Guid,
                 build: b.build_string.clone(),
@@ -331,11 +331,7 @@ pub fn load_kernel_symbols(
         match builtin_by_build(build, opts, warnings.clone()) {
             Ok(mut ks) => {
                 ks.identity = wanted;
-                ks.warnings.extend(
-                    attempts
-                        .iter()
-                        .map(|a| format!("{}: {}", a.location, a.outcome)),
-                );
+                ks.warnings.extend(attempts.iter().map(|a| a.to_string()));
                 ks.tried = tried;
                 return Ok(ks);
             }

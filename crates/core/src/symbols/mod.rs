@@ -34,6 +34,7 @@ pub mod layout;
 mod loader;
 pub mod name;
 pub mod pdb;
+pub(crate) mod pdb_prescan;
 pub mod store;
 pub mod symbol_path;
 
@@ -60,9 +61,14 @@ pub use symbol_path::{MICROSOFT_SYMBOL_SERVER, SymbolPath, SymbolPathElement, Up
 /// this platform's terms: the CLI appends it to such errors. On Windows,
 /// WinDbg's usual `srv*C:\\symbols*...`; elsewhere the per-user cache
 /// pooldump already downloads into ([`default_cache_dir`]), since a
-/// Windows path means nothing there.
-pub fn symbol_path_hint() -> String {
-    let give = "pass --symbol-path DIR (a directory or symbol store holding the PDB), --pdb FILE or --isf FILE";
+/// Windows path means nothing there. `isf_given`: the user passed `--isf`
+/// already (and it could not serve), so it is not suggested again.
+pub fn symbol_path_hint(isf_given: bool) -> String {
+    let give = if isf_given {
+        "pass --symbol-path DIR (a directory or symbol store holding the PDB) or --pdb FILE"
+    } else {
+        "pass --symbol-path DIR (a directory or symbol store holding the PDB), --pdb FILE or --isf FILE"
+    };
     if cfg!(windows) {
         format!(
             "{give}, or set _NT_SYMBOL_PATH=srv*C:\\symbols*{MICROSOFT_SYMBOL_SERVER} to download it"
@@ -399,6 +405,14 @@ impl KernelSymbols {
                 source: l.source.kind(),
             })
         })
+    }
+
+    /// Where the RVA of global `name` came from (the layer that answered).
+    pub fn symbol_source(&self, name: &str) -> Option<&SymbolSource> {
+        self.layers
+            .iter()
+            .find(|l| l.layouts.symbols.contains_key(name))
+            .map(|l| &l.source)
     }
 
     pub fn require_symbol_rva(&self, name: &str) -> Result<u64, SymbolError> {

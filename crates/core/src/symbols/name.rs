@@ -63,6 +63,14 @@ impl PdbName {
     /// component, as symsrv does. The component is then validated like
     /// [`PdbName::new`], so `..\..\x` still cannot climb out of a store.
     pub fn from_codeview(recorded: &str) -> Result<Self, PdbNameError> {
+        // `..\..\evil` would otherwise become `evil` without a word: a
+        // recorded path that climbs is refused, not trimmed.
+        if recorded.split(['\\', '/']).any(|c| c == "..") {
+            return Err(PdbNameError {
+                shown: recorded.escape_default().to_string(),
+                why: "it climbs directories with '..' (no linker records that)",
+            });
+        }
         let base = recorded.rsplit(['\\', '/']).next().unwrap_or(recorded);
         if base.is_empty() || base == ".." || base == "." {
             return Err(PdbNameError {
@@ -135,5 +143,10 @@ mod tests {
         assert!(PdbName::from_codeview(r"..\..\").is_err());
         assert!(PdbName::from_codeview(r"x\..").is_err());
         assert!(PdbName::from_codeview("a/b\0c").is_err());
+        let e = PdbName::from_codeview(r"..\..\evil").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r"the PDB name '..\\..\\evil' is not safe to use as a file name: it climbs directories with '..' (no linker records that)"
+        );
     }
 }

@@ -61,7 +61,7 @@ pub fn read_identity(path: &Path) -> Result<(Guid, u32), PdbError> {
     })?;
     let mal = |e: pdb2::Error| PdbError::Malformed {
         path: path.to_path_buf(),
-        detail: e.to_string(),
+        detail: describe_pdb2(&e),
     };
     check_msf_length(&file).map_err(|detail| PdbError::Malformed {
         path: path.to_path_buf(),
@@ -69,6 +69,27 @@ pub fn read_identity(path: &Path) -> Result<(Guid, u32), PdbError> {
     })?;
     let mut pdb = PDB::open(file).map_err(mal)?;
     identity(&mut pdb).map_err(mal)
+}
+
+/// pdb2's error in words: some of its variants print only their Rust
+/// name (`UnexpectedEof`), which tells a user nothing.
+fn describe_pdb2(e: &pdb2::Error) -> String {
+    use pdb2::Error as E;
+    match e {
+        E::UnrecognizedFileFormat => {
+            "it does not start with the PDB 7.00 (MSF) signature: not a PDB, or a compressed one (.pd_) saved under the .pdb name".into()
+        }
+        E::UnexpectedEof | E::SymbolTooShort | E::TypeTooShort => {
+            "a record runs past the end of its stream: the file is truncated or damaged".into()
+        }
+        E::ScrollError(s) => {
+            format!("a record runs past the end of its stream: the file is truncated or damaged ({s})")
+        }
+        E::StreamNameNotFound | E::GlobalSymbolsNotFound | E::AddressMapNotFound => {
+            format!("a stream every kernel PDB has is missing ({e:?}): the file is damaged or stripped")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// GUID (Windows byte order) and age. Matching an image uses the DBI
@@ -91,24 +112,25 @@ fn identity<'s, S: pdb2::Source<'s> + 's>(pdb: &mut PDB<'s, S>) -> pdb2::Result<
 /// block size and count. pdb2 reads streams lazily, so a file cut inside a
 /// block nobody reads would otherwise parse; refuse it as the truncated
 /// download it is. (Files without the MSF 7 magic are left to pdb2.)
-fn check_msf_length(file: &std::fs::File) -> Result<(), String> {
-    use std::io::{Read, Seek, SeekFrom};
+fn check_msf_length<R: std::io::Read + std::io::Seek>(mut r: R) -> Result<(), String> {
+    use std::io::SeekFrom;
     const MAGIC: &[u8; 32] = b"Microsoft C/C++ MSF 7.00\r\n\x1aDS\0\0\0";
-    let len = file
-        .metadata()
-        .map_err(|e| format!("cannot stat: {e}"))?
-        .len();
+    let len = r
+        .seek(SeekFrom::End(0))
+        .map_err(|e| format!("cannot seek: {e}"))?;
+    r.seek(SeekFrom::Start(0))
+        .map_err(|e| format!("cannot seek: {e}"))?;
     let mut head = [0u8; 48];
-    let mut r = file;
-    if len < head.len() as u64 || r.read_exact(&mut head).is_err() || &head[..32] != MAGIC {
+    let ok = len >= head.len() as u64 && r.read_exact(&mut head).is_ok() && &head[..32] == MAGIC;
+    r.seek(SeekFrom::Start(0))
+        .map_err(|e| format!("cannot seek: {e}"))?;
+    if !ok {
         return Ok(());
     }
     let le = crate::bytes::Le(&head);
     let block_size = u64::from(le.u32(32).unwrap_or(0));
     let blocks = u64::from(le.u32(40).unwrap_or(0));
     let want = block_size.saturating_mul(blocks);
-    r.seek(SeekFrom::Start(0))
-        .map_err(|e| format!("cannot seek: {e}"))?;
     if len < want {
         return Err(format!(
             "truncated: the MSF superblock says {blocks} blocks of {block_size} bytes ({want} bytes), the file has {len}"
@@ -126,15 +148,43 @@ pub fn read_pdb(
         path: path.to_path_buf(),
         source,
     })?;
+    read_pdb_from(file, path, name, expect)
+}
+
+/// [`read_pdb`] over a PDB's bytes; `path` names it in messages (the fuzz
+/// targets and tests use this).
+pub fn read_pdb_bytes(
+    bytes: &[u8],
+    path: &Path,
+    name: &str,
+    expect: Option<(Guid, u32)>,
+) -> Result<(PdbIdentity, Layouts, Vec<String>), PdbError> {
+    read_pdb_from(std::io::Cursor::new(bytes), path, name, expect)
+}
+
+fn read_pdb_from<'s, R>(
+    source: R,
+    path: &Path,
+    name: &str,
+    expect: Option<(Guid, u32)>,
+) -> Result<(PdbIdentity, Layouts, Vec<String>), PdbError>
+where
+    R: std::io::Read + std::io::Seek + std::fmt::Debug + Send + Sync + 's,
+{
     let mal = |e: pdb2::Error| PdbError::Malformed {
         path: path.to_path_buf(),
-        detail: e.to_string(),
+        detail: describe_pdb2(&e),
     };
-    check_msf_length(&file).map_err(|detail| PdbError::Malformed {
+    let mut source = source;
+    check_msf_length(&mut source).map_err(|detail| PdbError::Malformed {
         path: path.to_path_buf(),
         detail,
     })?;
-    let mut pdb = PDB::open(file).map_err(mal)?;
+    let mut pdb = PDB::open(source).map_err(mal)?;
+    check_dbi(&mut pdb).map_err(|detail| PdbError::Malformed {
+        path: path.to_path_buf(),
+        detail,
+    })?;
     let (guid, age) = identity(&mut pdb).map_err(mal)?;
     if let Some((g, a)) = expect
         && (g != guid || a != age)
@@ -147,9 +197,17 @@ pub fn read_pdb(
     }
     let mut warnings = Vec::new();
     let mut layouts = Layouts::default();
+    let types = pdb.raw_stream(pdb2::StreamIndex(2)).map_err(mal)?;
+    let types = types.as_ref().map_or(&[][..], |s| s.as_slice());
+    super::pdb_prescan::check_type_stream(types).map_err(|detail| PdbError::Malformed {
+        path: path.to_path_buf(),
+        detail,
+    })?;
+    let undecodable = super::pdb_prescan::undecodable_records(types);
     let tpi = pdb.type_information().map_err(mal)?;
     let mut finder = tpi.finder();
-    let names = read_types(&tpi, &mut finder, &mut layouts, &mut warnings).map_err(mal)?;
+    let names =
+        read_types(&tpi, &mut finder, undecodable, &mut layouts, &mut warnings).map_err(mal)?;
     read_symbols(&mut pdb, &finder, &names, &mut layouts, &mut warnings).map_err(mal)?;
     Ok((
         PdbIdentity {
@@ -176,6 +234,9 @@ fn read_symbols<'s, S: pdb2::Source<'s> + 's>(
     let mut unparsed = 0usize;
     let mut alias = Vec::new();
     while let Some(sym) = iter.next()? {
+        if !super::pdb_prescan::symbol_kind_is_read(sym.raw_kind()) {
+            continue;
+        }
         match sym.parse() {
             Ok(pdb2::SymbolData::Public(p)) => {
                 if let Some(rva) = p.offset.to_rva(&map) {
@@ -224,28 +285,66 @@ fn undecorate(name: &str) -> Option<&str> {
 }
 
 /// Which index defines each struct/union/enum name, so a forward reference
-/// can be resolved.
+/// can be resolved; and which records must not be handed to pdb2.
 #[derive(Default)]
 struct DefinitionNames {
     by_name: HashMap<String, TypeIndex>,
+    /// The records pdb2 would panic on
+    /// ([`super::pdb_prescan::undecodable_records`]): type index to leaf
+    /// kind.
+    undecodable: HashMap<u32, u16>,
+}
+
+/// The type record at `idx`, parsed, unless it is one pdb2 would panic on.
+fn parse_type<'t>(
+    finder: &TypeFinder<'t>,
+    names: &DefinitionNames,
+    idx: TypeIndex,
+) -> pdb2::Result<TypeData<'t>> {
+    if let Some(&leaf) = names.undecodable.get(&idx.0) {
+        return Err(pdb2::Error::UnimplementedTypeKind(leaf));
+    }
+    finder.find(idx).and_then(|t| t.parse())
+}
+
+/// Refuse a PDB whose DBI header would overflow pdb2's arithmetic
+/// ([`super::pdb_prescan::dbi_sizes_overflow`]); a DBI stream pdb2 cannot
+/// read is left for pdb2 to report.
+pub(crate) fn check_dbi<'s, S: pdb2::Source<'s> + 's>(pdb: &mut PDB<'s, S>) -> Result<(), String> {
+    match pdb.raw_stream(pdb2::StreamIndex(3)) {
+        Ok(Some(s)) if super::pdb_prescan::dbi_sizes_overflow(&s) => Err(
+            "its DBI stream states substream sizes that add up past 4 GiB: the file is damaged"
+                .into(),
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn read_types<'t>(
     tpi: &'t pdb2::TypeInformation<'_>,
     finder: &mut TypeFinder<'t>,
+    undecodable: HashMap<u32, u16>,
     out: &mut Layouts,
     warnings: &mut Vec<String>,
 ) -> pdb2::Result<DefinitionNames> {
     let mut iter = tpi.iter();
     // Pass 1: index every definition by name; remember which to lay out.
-    let mut names = DefinitionNames::default();
+    let mut names = DefinitionNames {
+        undecodable,
+        ..Default::default()
+    };
     let mut defs: Vec<(String, TypeIndex)> = Vec::new();
     let mut enums: Vec<(String, TypeIndex)> = Vec::new();
     let mut unparsed = 0usize;
     while let Some(item) = iter.next()? {
         finder.update(&iter);
         let idx = item.index();
-        match item.parse() {
+        let parsed = if let Some(&leaf) = names.undecodable.get(&idx.0) {
+            Err(pdb2::Error::UnimplementedTypeKind(leaf))
+        } else {
+            item.parse()
+        };
+        match parsed {
             Ok(TypeData::Class(c)) if !c.properties.forward_reference() => {
                 let key = type_key(&c.name.to_string(), c.unique_name, idx);
                 if !names.by_name.contains_key(&key) {
@@ -287,7 +386,7 @@ fn read_types<'t>(
         }
     }
     for (key, idx) in enums {
-        match enumerators(finder, idx) {
+        match enumerators(finder, &names, idx) {
             Ok(v) => {
                 out.enums.insert(key, v);
             }
@@ -321,7 +420,7 @@ fn layout_of(
     names: &DefinitionNames,
     idx: TypeIndex,
 ) -> Result<TypeLayout, String> {
-    let (size, fields, union) = match finder.find(idx).and_then(|t| t.parse()) {
+    let (size, fields, union) = match parse_type(finder, names, idx) {
         Ok(TypeData::Class(c)) => (c.size, c.fields, false),
         Ok(TypeData::Union(u)) => (u.size, Some(u.fields), true),
         Ok(_) => return Err(err("not a struct or union")),
@@ -339,7 +438,7 @@ fn layout_of(
         if lists > 4096 {
             return Err(err("field list continuations do not end"));
         }
-        let list = match finder.find(list_idx).and_then(|t| t.parse()) {
+        let list = match parse_type(finder, names, list_idx) {
             Ok(TypeData::FieldList(l)) => l,
             Ok(_) => return Err(err("its field list is not an LF_FIELDLIST")),
             Err(e) => return Err(format!("its field list: {e}")),
@@ -377,10 +476,7 @@ fn describe(
     if depth > MAX_TYPE_DEPTH {
         return Err(err("type chain too deep (cyclic?)"));
     }
-    let data = finder
-        .find(ti)
-        .and_then(|t| t.parse())
-        .map_err(|e| e.to_string())?;
+    let data = parse_type(finder, names, ti).map_err(|e| e.to_string())?;
     match data {
         TypeData::Primitive(p) => {
             if p.indirection.is_some() {
@@ -453,7 +549,7 @@ fn describe(
 
 fn resolve_size(finder: &TypeFinder<'_>, names: &DefinitionNames, key: &str) -> Option<u64> {
     let idx = *names.by_name.get(key)?;
-    match finder.find(idx).and_then(|t| t.parse()).ok()? {
+    match parse_type(finder, names, idx).ok()? {
         TypeData::Class(c) => Some(c.size),
         TypeData::Union(u) => Some(u.size),
         _ => None,
@@ -488,8 +584,12 @@ fn target_name(
     }
 }
 
-fn enumerators(finder: &TypeFinder<'_>, idx: TypeIndex) -> Result<BTreeMap<String, i64>, String> {
-    let e = match finder.find(idx).and_then(|t| t.parse()) {
+fn enumerators(
+    finder: &TypeFinder<'_>,
+    names: &DefinitionNames,
+    idx: TypeIndex,
+) -> Result<BTreeMap<String, i64>, String> {
+    let e = match parse_type(finder, names, idx) {
         Ok(TypeData::Enumeration(e)) => e,
         Ok(_) => return Err(err("not an enum")),
         Err(e) => return Err(e.to_string()),
@@ -502,7 +602,7 @@ fn enumerators(finder: &TypeFinder<'_>, idx: TypeIndex) -> Result<BTreeMap<Strin
         if lists > 4096 {
             return Err(err("enumerator list continuations do not end"));
         }
-        let list = match finder.find(list_idx).and_then(|t| t.parse()) {
+        let list = match parse_type(finder, names, list_idx) {
             Ok(TypeData::FieldList(l)) => l,
             Ok(_) => return Err(err("its enumerator list is not an LF_FIELDLIST")),
             Err(e) => return Err(e.to_string()),

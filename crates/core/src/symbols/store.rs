@@ -186,7 +186,8 @@ impl StoreFile for ImageFileRequest {
                 "{len} bytes, more than the {MAX_DOWNLOAD}-byte limit"
             ));
         }
-        let bytes = std::fs::read(p).map_err(|e| e.to_string())?;
+        let bytes = crate::input::read_capped(p, MAX_DOWNLOAD, "an image file")
+            .map_err(|e| e.to_string())?;
         let h = goblin::pe::header::Header::parse(&bytes)
             .map_err(|e| format!("not a PE image ({e})"))?;
         let tds = h.coff_header.time_date_stamp;
@@ -236,6 +237,35 @@ impl std::fmt::Display for PdbOrigin {
 pub struct Attempt {
     pub location: String,
     pub outcome: String,
+}
+
+impl Attempt {
+    /// Does the outcome name the location already (an error about a file,
+    /// such as "X decompresses to more than N bytes")?
+    pub fn outcome_names_location(&self) -> bool {
+        self.outcome.starts_with(&self.location)
+    }
+
+    /// The outcome without the location it may start with, for a caller
+    /// that names the location itself.
+    pub fn outcome_alone(&self) -> &str {
+        match self.outcome.strip_prefix(&self.location) {
+            Some(rest) => rest.trim_start_matches([':', ' ']),
+            None => &self.outcome,
+        }
+    }
+}
+
+/// `location: outcome`, or the outcome alone when it names the location
+/// itself: a path is said once.
+impl std::fmt::Display for Attempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.outcome_names_location() {
+            f.write_str(&self.outcome)
+        } else {
+            write!(f, "{}: {}", self.location, self.outcome)
+        }
+    }
 }
 
 /// The PDB that was found.
@@ -655,10 +685,11 @@ fn expand_file<R: StoreFile + ?Sized>(
 }
 
 fn expand_cab<C: Read + std::io::Seek, R: StoreFile + ?Sized>(
-    reader: C,
+    mut reader: C,
     store: &Path,
     req: &R,
 ) -> Result<PathBuf, String> {
+    check_cabinet(&mut reader).map_err(|e| format!("not a valid compressed file (CAB): {e}"))?;
     let mut cab =
         cab::Cabinet::new(reader).map_err(|e| format!("not a valid compressed file (CAB): {e}"))?;
     // The cabinet holds one file, the PDB (its name as stored).
@@ -697,7 +728,9 @@ fn expand_cab<C: Read + std::io::Seek, R: StoreFile + ?Sized>(
     let mut r = cab
         .read_file(&name)
         .map_err(|e| format!("cannot expand {name}: {e}"))?
-        .take(MAX_DOWNLOAD + 1);
+        // One byte past the size the CAB states tells a longer file; a
+        // small stated size cannot be made to expand to the 1 GiB cap.
+        .take(size + 1);
     let n = std::io::copy(&mut r, &mut tmp).map_err(|e| format!("cannot expand {name}: {e}"))?;
     if n != size {
         return Err(format!(
@@ -709,6 +742,116 @@ fn expand_cab<C: Read + std::io::Seek, R: StoreFile + ?Sized>(
     tmp.persist(&dest)
         .map_err(|e| format!("cannot move the expanded file into place: {}", e.error))?;
     Ok(dest)
+}
+
+/// Check what the `cab` crate (0.6) trusts without checking: that each
+/// file starts within the data its folder holds. A file whose
+/// `uoffFolderStart` lies past the folder's last CFDATA block makes
+/// `Cabinet::read_file` index past its block list and panic (found by the
+/// cab_store fuzz target). The tables are read as MS-CAB lays them out:
+/// CFHEADER (36 bytes, optional reserve sizes), CFFOLDER entries, CFFILE
+/// entries at `coffFiles`, CFDATA blocks from each folder's
+/// `coffCabStart`. Cabinets that span files are refused (a symbol store's
+/// `.pd_` is one cabinet). The reader is left at the start.
+pub fn check_cabinet<C: Read + std::io::Seek>(r: &mut C) -> Result<(), String> {
+    use std::io::SeekFrom;
+    let at = |r: &mut C, off: u64, buf: &mut [u8]| -> Result<(), String> {
+        r.seek(SeekFrom::Start(off))
+            .and_then(|_| r.read_exact(buf))
+            .map_err(|_| format!("its tables run past the end of the file (at {off:#x})"))
+    };
+    let mut h = [0u8; 40];
+    at(r, 0, &mut h[..36])?;
+    let le = crate::bytes::Le(&h);
+    if le.bytes(0, 4) != Some(b"MSCF") {
+        return Err("no MSCF signature".into());
+    }
+    let u16_at = |b: &[u8], o: usize| crate::bytes::Le(b).u16(o).unwrap_or(0);
+    let u32_at = |b: &[u8], o: usize| crate::bytes::Le(b).u32(o).unwrap_or(0);
+    let coff_files = u64::from(u32_at(&h, 16));
+    let folders = usize::from(u16_at(&h, 26));
+    let files = usize::from(u16_at(&h, 28));
+    let flags = u16_at(&h, 30);
+    if flags & 0x3 != 0 {
+        return Err("it continues another cabinet".into());
+    }
+    let (mut folder_at, folder_reserve, data_reserve) = if flags & 0x4 != 0 {
+        at(r, 36, &mut h[36..40])?;
+        (
+            40 + u64::from(u16_at(&h, 36)),
+            u64::from(h[38]),
+            u64::from(h[39]),
+        )
+    } else {
+        (36, 0, 0)
+    };
+    // Each folder's uncompressed size: the sum of its blocks' cbUncomp.
+    let mut sizes = Vec::with_capacity(folders);
+    for k in 0..folders {
+        let mut f = [0u8; 8];
+        at(r, folder_at, &mut f)?;
+        folder_at += 8 + folder_reserve;
+        let mut block_at = u64::from(u32_at(&f, 0));
+        // typeCompress 0: the blocks are stored as they are. cab trusts
+        // cbUncomp for where a file starts but hands out cbData bytes, so
+        // a block that holds fewer bytes than it states sends its reader
+        // past the end of the block (a panic in cab 0.6).
+        let stored = u16_at(&f, 6) & 0x0F == 0;
+        let mut total = 0u64;
+        for j in 0..u16_at(&f, 4) {
+            let mut d = [0u8; 8];
+            at(r, block_at, &mut d)?;
+            let (held, stated) = (u16_at(&d, 4), u16_at(&d, 6));
+            if stored && held != stated {
+                return Err(format!(
+                    "folder {k} is stored uncompressed, but its data block {j} holds {held:#x} bytes and states {stated:#x}"
+                ));
+            }
+            total += u64::from(stated);
+            block_at += 8 + data_reserve + u64::from(held);
+        }
+        sizes.push(total);
+    }
+    let mut file_at = coff_files;
+    for i in 0..files {
+        let mut e = [0u8; 16];
+        at(r, file_at, &mut e)?;
+        let (offset, folder) = (u64::from(u32_at(&e, 4)), usize::from(u16_at(&e, 8)));
+        match sizes.get(folder) {
+            Some(&size) if offset <= size => {}
+            Some(&size) => {
+                return Err(format!(
+                    "file {i} starts at {offset:#x} in folder {folder}, which holds {size:#x} bytes"
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "file {i} is in folder {folder}, which does not exist"
+                ));
+            }
+        }
+        // The name: NUL-terminated, at most 256 bytes.
+        let mut name = [0u8; 257];
+        let got = {
+            r.seek(SeekFrom::Start(file_at + 16))
+                .map_err(|e| e.to_string())?;
+            let mut n = 0;
+            while n < name.len() {
+                match r.read(&mut name[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            n
+        };
+        let Some(len) = name[..got].iter().position(|&b| b == 0) else {
+            return Err(format!("file {i} has no name within 256 bytes"));
+        };
+        file_at += 16 + len as u64 + 1;
+    }
+    r.seek(SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// The first candidate that exists and is the right PDB; wrong ones are

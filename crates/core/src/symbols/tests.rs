@@ -162,6 +162,20 @@ fn isf_files_plain_xz_and_broken() {
 }
 
 #[test]
+fn an_isf_xz_that_asks_for_a_huge_dictionary_is_refused_before_decoding() {
+    // `xz --lzma2=dict=1536MiB` of `{"metadata":{}}`: 72 bytes that would
+    // have the decoder allocate 1.5 GiB.
+    let xz = b"\xfd\x37\x7a\x58\x5a\x00\x00\x04\xe6\xd6\xb4\x46\x02\x00\x21\x01\x25\x00\x00\x00\x3b\x78\x7b\x41\x01\x00\x0e\x7b\x22\x6d\x65\x74\x61\x64\x61\x74\x61\x22\x3a\x7b\x7d\x7d\x00\x00\x65\x66\x98\x10\x74\x80\xc2\xf7\x00\x01\x27\x0f\xdf\x1a\xfc\x6a\x1f\xb6\xf3\x7d\x01\x00\x00\x00\x00\x04\x59\x5a";
+    let e = isf::read_isf_from(&xz[..], std::path::Path::new("big.json.xz"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "big.json.xz asks for an xz dictionary larger than 65 MiB (xz -9 uses 64 MiB, ISF packs 8 MiB); refusing it"
+    );
+}
+
+#[test]
 fn the_builtin_table_decodes_and_is_chosen_by_guid_or_build() {
     let all = fallback::builds();
     assert!(all.len() >= 9, "{}", all.len());

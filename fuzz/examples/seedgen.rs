@@ -1,0 +1,71 @@
+//! Seeds that need pooldump's own code to make (run by seed.sh):
+//!
+//! `seedgen kdnet-packets IN OUT`: open each datagram file in IN with
+//! windbg-uncut's key (8.8.8.8 and the data key its handshake agreed,
+//! kdnet.md §3.5) and write each payload to OUT, the decrypted KD packets
+//! and control messages the kdnet_packet target starts from.
+//!
+//! `seedgen cab FILE OUT`: FILE in an MSZIP cabinet, as a compressed
+//! symbol-store file (`.pd_`) holds it, for the cab_store target.
+use std::io::Write;
+use std::path::Path;
+
+use pooldump_kdnet::KdnetKey;
+use pooldump_kdnet::datagram::{self, DataKey};
+
+const DATA_KEY: [u8; 32] = [
+    0x6b, 0xd9, 0x1c, 0x57, 0xbd, 0x6a, 0x55, 0x1a, 0xd3, 0x0b, 0x50, 0x9c, 0x05, 0xc0, 0xc9, 0x5b,
+    0x32, 0xcc, 0x5e, 0x47, 0xa0, 0x86, 0x69, 0x07, 0xea, 0xf0, 0xb1, 0x58, 0x33, 0x84, 0xf6, 0x60,
+];
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("kdnet-packets") if args.len() == 4 => {
+            kdnet_packets(Path::new(&args[2]), Path::new(&args[3]))
+        }
+        Some("cab") if args.len() == 4 => cab(Path::new(&args[2]), Path::new(&args[3])),
+        _ => Err("usage: seedgen kdnet-packets IN OUT | seedgen cab FILE OUT".into()),
+    }
+}
+
+fn kdnet_packets(input: &Path, out: &Path) -> Result<(), String> {
+    let key: KdnetKey = "8.8.8.8".parse().map_err(|e| format!("{e}"))?;
+    let dk = DataKey(DATA_KEY);
+    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    let mut n = 0;
+    for entry in std::fs::read_dir(input).map_err(|e| e.to_string())? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let wire = std::fs::read(&path).map_err(|e| e.to_string())?;
+        if let Ok(d) = datagram::open(&wire, &key, Some(&dk)) {
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            std::fs::write(out.join(name), d.payload()).map_err(|e| e.to_string())?;
+            n += 1;
+        }
+    }
+    eprintln!("seedgen: {n} payloads from {}", input.display());
+    Ok(())
+}
+
+fn cab(input: &Path, out: &Path) -> Result<(), String> {
+    let data = std::fs::read(input).map_err(|e| e.to_string())?;
+    let name = input
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let mut b = cab::CabinetBuilder::new();
+    b.add_folder(cab::CompressionType::MsZip).add_file(name);
+    let mut w = b
+        .build(std::io::Cursor::new(Vec::new()))
+        .map_err(|e| e.to_string())?;
+    while let Some(mut f) = w.next_file().map_err(|e| e.to_string())? {
+        f.write_all(&data).map_err(|e| e.to_string())?;
+    }
+    let bytes = w.finish().map_err(|e| e.to_string())?.into_inner();
+    std::fs::write(out, bytes).map_err(|e| e.to_string())
+}

@@ -1,0 +1,85 @@
+//! The walkers that follow pointers and sizes read from the target's
+//! memory, on fuzzed kernel memory (every address reads the input
+//! cyclically, with optional holes), with a real build's layouts from the
+//! built-in table: the pool tracker and its per-processor tables and
+//! expansion table, the big-page table, the process list and session pool
+//! (crates/core/src/pool, processes.rs), the module list and KDBG (crates/core/src/kernel).
+use std::sync::OnceLock;
+
+use super::super::{CyclicVirt, u64_at};
+use pooldump_core::KernelVa;
+use pooldump_core::kernel::{WalkLimits, read_kdbg, read_pe_image, walk_loaded_modules};
+use pooldump_core::pool::{
+    BigPoolOptions, TrackerOptions, read_big_pool, read_pool_usage, read_session_pool,
+};
+use pooldump_core::processes::{ProcessWalkLimits, walk_processes};
+use pooldump_core::symbols::fallback;
+use pooldump_core::symbols::{BuiltInMatch, KernelSymbols, SymbolSource};
+
+fn symbols() -> &'static [KernelSymbols] {
+    static SYMS: OnceLock<Vec<KernelSymbols>> = OnceLock::new();
+    SYMS.get_or_init(|| {
+        fallback::builds()
+            .iter()
+            .filter_map(|b| {
+                Some(KernelSymbols::new(
+                    b.identity()?,
+                    SymbolSource::BuiltIn {
+                        matched_by: BuiltInMatch::Guid,
+                        build: b.build_string.clone(),
+                        supplement: false,
+                    },
+                    b.layouts.clone(),
+                ))
+            })
+            .collect()
+    })
+}
+
+pub fn run(data: &[u8]) {
+    if data.len() < 16 {
+        return;
+    }
+    let (head, body) = data.split_at(16);
+    let all = symbols();
+    assert!(!all.is_empty(), "the built-in table loads");
+    let syms = &all[head[0] as usize % all.len()];
+    let mem = CyclicVirt {
+        data: body,
+        hole_every: u64::from(head[1] % 8),
+    };
+    let kern_base = KernelVa(0xFFFF_F800_0000_0000 | (u64_at(head, 8) & 0x0000_07FF_FFE0_0000));
+    // Small bounds keep one run fast; the bounds themselves are what the
+    // CLI passes, only smaller.
+    let tracker = TrackerOptions {
+        max_entries: 1 << 12,
+        max_cpus: 8,
+        max_expansion: 1 << 12,
+        include_zero: head[2] & 1 == 1,
+    };
+    let _ = read_pool_usage(&mem, syms, kern_base, &tracker);
+    let big = BigPoolOptions {
+        max_entries: 1 << 14,
+        include_freed: head[2] & 2 == 2,
+    };
+    let _ = read_big_pool(&mem, syms, kern_base, &big);
+    let limits = ProcessWalkLimits { max_processes: 16 };
+    if let Ok(procs) = walk_processes(&mem, syms, kern_base, &limits) {
+        let _ = read_session_pool(&mem, syms, kern_base, &procs, &tracker);
+    }
+    if let Ok((layout, _)) = syms.kldr_layout() {
+        let head_va = KernelVa(0xFFFF_F800_0000_0000 | u64_at(head, 0) & 0xFFFF_FFF8);
+        let list = walk_loaded_modules(
+            &mem,
+            head_va,
+            &layout,
+            &WalkLimits {
+                max_modules: 64,
+                ..Default::default()
+            },
+        );
+        let _ = list.find(kern_base);
+    }
+    let _ = read_kdbg(&mem, kern_base, None);
+    let _ = read_pe_image(&mem, kern_base);
+}
