@@ -1,4 +1,4 @@
-//! A new user's first hour (issue 18): what they see when they leave the
+//! A new user's first hour: what they see when they leave the
 //! README's exact path. Each test runs the real binary as a user would and
 //! asserts the text on their screen: that it says what happened and what
 //! to do, once, in this platform's terms.

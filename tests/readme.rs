@@ -1,4 +1,4 @@
-//! The README is true (issue 18):
+//! The README is true:
 //!
 //! * every `pooldump ...` and `pooldump-kit ...` command line it shows
 //!   names a real subcommand and options that subcommand's `--help` lists;

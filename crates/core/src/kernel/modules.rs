@@ -1,6 +1,6 @@
 //! The loaded-module list (`PsLoadedModuleList`), walked with an iteration
 //! cap and cycle detection: a corrupt Flink ring must end the walk with a
-//! warning, never hang it (crates-and-test-data.md §1.10.1).
+//! warning, never hang it (docs/design.md, "kdmp-parser and pooldump's own header reader").
 
 use std::collections::HashSet;
 

@@ -6,7 +6,7 @@
 //! of nt's pages, and a hostile image must not make us read megabytes.
 //! goblin parses the headers and the CodeView record; the image is in its
 //! mapped layout, so RVAs are not resolved through the section table
-//! (crates-and-test-data.md §3.5).
+//! (docs/testdata-nt.md).
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! PoolBigPageTable (pool.md §3): allocations too big for a pool page
+//! PoolBigPageTable (docs/pool-structures.md §3): allocations too big for a pool page
 //! (legacy) or of 0xFE1 bytes and more (segment heap, which writes no
 //! pool header for them: this table is the only place their tag exists).
 //!

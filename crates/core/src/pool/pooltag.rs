@@ -1,5 +1,5 @@
 //! pooltag.txt, as Microsoft ships it in the Debugging Tools' triage
-//! folder and the WDK (pool.md §6, and the real file in
+//! folder and the WDK (docs/pool-structures.md §8, and the real file in
 //! ../shared/realworld/).
 //!
 //! Line forms, all from the real file:

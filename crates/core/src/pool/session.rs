@@ -1,4 +1,4 @@
-//! Session pool: what `!poolused 8` shows (pool.md §2.5).
+//! Session pool: what `!poolused 8` shows (docs/pool-structures.md §2).
 //!
 //! Tags of session pool allocations are tracked apart from the global
 //! tracker, in a table in session space: one VA (nt!ExpSessionPoolTrackTable,

@@ -1,4 +1,4 @@
-//! The pool tag tracker (pool.md §2): the global PoolTrackTable holds every
+//! The pool tag tracker (docs/pool-structures.md §2): the global PoolTrackTable holds every
 //! key but only processor 0's counters; each other processor counts in its
 //! own index-aligned table in ExPoolTagTables. The kernel's own snapshot
 //! (ExpGetPoolTagInfoTarget) sums them, appends the unhashed expansion

@@ -425,7 +425,7 @@ impl KernelSymbols {
 
     /// How many `element_size`-byte elements the array global `name` can
     /// hold: its type's size when the source knows it, else the gap to the
-    /// next symbol (how pool.md §1 bounds `ExPoolTagTables`).
+    /// next symbol (how docs/pool-structures.md §1 bounds `ExPoolTagTables`).
     pub fn array_bound(&self, name: &str, element_size: u64) -> Option<u64> {
         if element_size == 0 {
             return None;

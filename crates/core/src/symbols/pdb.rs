@@ -6,7 +6,7 @@
 //! `crates/core/tests/symbols_lfindex.rs` shows both on a committed fixture and
 //! docs/symbols.md explains the choice.
 //!
-//! What the reader does (crates-and-test-data.md §3.3/§3.4):
+//! What the reader does (docs/testdata-nt.md):
 //! * globals through S_PUB32 first, S_GDATA32/S_LDATA32 second: Microsoft's
 //!   public PDBs have publics and types but no data records;
 //! * each struct/union/enum appears as a forward reference and a
