@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use pooldump_core::pool::{
     BigPoolOptions, BigPoolTable, PoolClass, PoolUsage, SortKey, TagPattern, TagUsage,
-    TrackerOptions, TrackerSlot, UsageQuery,
+    TrackerOptions, UsageQuery,
 };
 use pooldump_core::symbols::SourceKind;
 use serde::Serialize;
@@ -598,11 +598,7 @@ fn row(r: &TagUsage) -> Row {
         per_alloc: r.per_alloc,
         driver: r.driver.clone(),
         description: r.description.clone(),
-        slot: match r.slot {
-            TrackerSlot::Hashed { .. } => "hashed",
-            TrackerSlot::Expansion { .. } => "expansion",
-            TrackerSlot::Overflow => "overflow",
-        },
+        slot: r.slot.kind(),
         clamped: r.clamped,
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use pooldump_core::dump::CrashDump;
-use pooldump_core::pool::{Counters, PoolError, PoolTagDb, TagUsage, TrackerOptions, TrackerSlot};
+use pooldump_core::pool::{Counters, PoolError, PoolTagDb, TagUsage, TrackerOptions};
 use pooldump_core::symbols::SymbolOptions;
 use pooldump_core::{OpenError, Target};
 use sha2::{Digest, Sha256};
@@ -297,11 +297,7 @@ fn tag_row(r: &TagUsage) -> TagRow {
         per_alloc: r.per_alloc,
         mapped_driver: r.driver.clone(),
         description: r.description.clone(),
-        slot: match r.slot {
-            TrackerSlot::Hashed { .. } => "hashed",
-            TrackerSlot::Expansion { .. } => "expansion",
-            TrackerSlot::Overflow => "overflow",
-        },
+        slot: r.slot.kind(),
         clamped: r.clamped,
     }
 }

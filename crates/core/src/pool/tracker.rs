@@ -51,6 +51,17 @@ pub enum TrackerSlot {
     Overflow,
 }
 
+impl TrackerSlot {
+    /// `hashed`, `expansion` or `overflow`, as JSON's `kind` spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TrackerSlot::Hashed { .. } => "hashed",
+            TrackerSlot::Expansion { .. } => "expansion",
+            TrackerSlot::Overflow => "overflow",
+        }
+    }
+}
+
 /// One PoolMon row: a tag's usage in one pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TagUsage {
