@@ -183,7 +183,7 @@ pub fn collect(args: &Args) -> Result<Report> {
         let mut walker = StackWalker::new(list);
         let mut names = symbolizer(&args.symbols, None);
         let mut scans = Vec::new();
-        let mut notes = target.notes.clone();
+        let mut notes: Vec<String> = target.warnings.iter().map(|w| w.to_string()).collect();
         for (i, m) in list.modules.iter().enumerate().skip(1) {
             if !wanted(&m.name) {
                 continue;

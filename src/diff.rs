@@ -34,7 +34,7 @@ pub struct Args {
     /// Show only the first N rows.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
-    /// Print JSON (schema pooldump.diff/1, docs/leak-hunting.md).
+    /// Print JSON (schema pooldump.diff/2, docs/leak-hunting.md).
     #[arg(long)]
     pub json: bool,
 }

@@ -23,6 +23,7 @@ use crate::common::{SourceArgs, SymbolArgs, kdnet_report, open_source, release};
 use crate::relabel_rows;
 use crate::render::{Align, Columns, Table};
 use pooldump_core::relabel::RelabelMap;
+use pooldump_core::{Warning, WarningKind};
 
 /// Find every allocation with the given tags (!poolfind).
 #[derive(Debug, clap::Args)]
@@ -64,7 +65,7 @@ pub struct Args {
     /// against this dump's or target's kernel and modules.
     #[arg(long, value_name = "FILE")]
     pub relabel: Option<PathBuf>,
-    /// Print JSON (schema pooldump.find/1, docs/find.md).
+    /// Print JSON (schema pooldump.find/2, docs/find.md).
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
     /// Print CSV: the allocations, or with --per-tag the per-tag table.
@@ -89,7 +90,7 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sites: Option<Vec<SiteRow>>,
     pub scan: Scan,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// A live target: what the KDNET link did (docs/kdnet.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kdnet: Option<crate::common::KdnetReport>,
@@ -344,10 +345,10 @@ pub fn collect(args: &Args) -> Result<Report> {
         .with_context(|| format!("{}: build {}: finding the tags", meta.name, meta.build));
     release(&meta)?;
     let found = found?;
-    let mut warnings = target.notes.clone();
+    let mut warnings = target.warnings.clone();
     warnings.extend(found.warnings.iter().cloned());
     if let Some(c) = &checked {
-        warnings.extend(c.warnings.iter().cloned());
+        warnings.extend(Warning::all(WarningKind::Relabel, &c.warnings));
     }
     let sites = checked.map(|c| site_rows(&c.map, &found));
     let mut r = report(found, &meta.name, meta.build, meta.live, args, warnings);
@@ -402,10 +403,10 @@ fn report(
     build: u32,
     live: bool,
     args: &Args,
-    warnings: Vec<String>,
+    warnings: Vec<Warning>,
 ) -> Report {
     Report {
-        schema: "pooldump.find/1",
+        schema: "pooldump.find/2",
         source: SourceInfo {
             name: name.to_string(),
             build,
@@ -671,7 +672,8 @@ fn render_text(r: &Report, args: &Args, w: &mut dyn Write) -> std::io::Result<()
     }
     if !r.warnings.is_empty() || !notes.is_empty() {
         out.push_str("\nWarnings:\n");
-        for w in notes.iter().chain(&r.warnings) {
+        let messages = r.warnings.iter().map(|w| &w.message);
+        for w in notes.iter().chain(messages) {
             out.push_str(&format!("  - {w}\n"));
         }
     }

@@ -1,5 +1,5 @@
 //! `pooldump snapshot`: PoolMon's table at one moment, as a versioned JSON
-//! document (pooldump.snapshot/1, docs/leak-hunting.md), and the snapshot
+//! document (pooldump.snapshot/2, docs/leak-hunting.md), and the snapshot
 //! sources every leak-hunting command shares.
 //!
 //! A [`SnapshotSource`] is where snapshots come from: a crash dump (always
@@ -119,7 +119,7 @@ pub fn run(args: &Args) -> Result<String> {
 /// Write the snapshot where asked.
 fn finish(args: &Args, snap: &Snapshot) -> Result<String> {
     for w in &snap.warnings {
-        eprintln!("warning: {}", pooldump_core::text::escape_lines(w));
+        eprintln!("warning: {}", pooldump_core::text::escape_lines(&w.message));
     }
     let json = snap.to_json();
     match &args.out {
@@ -188,7 +188,7 @@ impl SnapshotSource for DumpSource<'_> {
             header_clock: Some((h.system_time, h.system_up_time)),
         };
         let mut snap = snapshot::capture(&self.target, &ctx, &self.opts)?;
-        let mut notes = self.target.notes.clone();
+        let mut notes = self.target.warnings.clone();
         notes.append(&mut snap.warnings);
         snap.warnings = notes;
         Ok(snap)

@@ -41,7 +41,7 @@ pub struct Args {
     /// Tags in the chart.
     #[arg(long, default_value_t = 5, value_name = "N")]
     pub chart_tags: usize,
-    /// Print JSON (schema pooldump.trend/1, docs/leak-hunting.md).
+    /// Print JSON (schema pooldump.trend/2, docs/leak-hunting.md).
     #[arg(long)]
     pub json: bool,
 }

@@ -85,7 +85,7 @@ fn json_rows_are_the_truth_and_csv_has_them_too() {
     let r = analyze_sample(&["--json", "-s", "B"]);
     assert_eq!(r.code(), Some(0), "{}", r.stderr);
     let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(j["schema"], "pooldump.analyze/1");
+    assert_eq!(j["schema"], "pooldump.analyze/2");
     let rows = j["rows"].as_array().unwrap();
     let bytes: Vec<u64> = rows.iter().map(|x| x["bytes"].as_u64().unwrap()).collect();
     assert!(
@@ -347,6 +347,19 @@ fn damaged_tables_give_partial_results_with_warnings() {
     no_panic(&r);
     assert_eq!(r.code(), Some(0), "{}", r.stderr);
     assert!(r.stdout.contains("ExPoolTagTables[1]"), "{}", r.stdout);
+    // In JSON each warning says which part of the reading it concerns.
+    let r = analyze(&dump, &syms, &["--json"]);
+    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let w = j["warnings"].as_array().unwrap();
+    assert!(
+        w.iter().any(|w| w["kind"] == "tracker"
+            && w["message"]
+                .as_str()
+                .unwrap()
+                .contains("ExPoolTagTables[1]")),
+        "{w:?}"
+    );
 }
 
 #[test]

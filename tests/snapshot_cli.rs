@@ -92,7 +92,7 @@ fn snapshot_rows_and_clocks_are_the_kit_truth() {
         let k = kit(build, seed);
         let t = &k.machine.truth;
         let s = snapshot_to(&k.dump, &k.symbols, &k.dir.path().join("s.json"));
-        assert_eq!(s.schema, "pooldump.snapshot/1");
+        assert_eq!(s.schema, "pooldump.snapshot/2");
         assert_eq!(s.kernel.build, t.build_number);
         assert_eq!(s.kernel.kern_base.0, t.kernel.kern_base);
         assert_eq!(s.kernel.processors, u64::from(t.cpus));
@@ -160,7 +160,7 @@ fn snapshot_json_round_trips_and_a_dump_against_itself_is_empty() {
         let mut args = vec!["diff".to_string(), a.clone(), b.clone(), "--json".into()];
         args.extend(sym_args(&k.symbols));
         let d: Value = serde_json::from_str(&run_ok(&args)).unwrap();
-        assert_eq!(d["schema"], "pooldump.diff/1");
+        assert_eq!(d["schema"], "pooldump.diff/2");
         assert_eq!(d["rows"], Value::Array(vec![]), "{a} vs {b}");
         assert_eq!(d["same_boot"], true);
         assert_eq!(d["elapsed_secs"], 0.0);
@@ -270,7 +270,7 @@ fn bad_snapshot_files_are_refused_by_name() {
     let newer = write(
         "newer.json",
         s.to_json()
-            .replace("pooldump.snapshot/1", "pooldump.snapshot/2")
+            .replace("pooldump.snapshot/2", "pooldump.snapshot/3")
             .as_bytes(),
     );
     let mut dup = s.clone();

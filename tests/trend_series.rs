@@ -138,7 +138,7 @@ fn trend_ranks_the_planted_leak_first_from_dumps() {
         .collect();
     args.extend(dumps.iter().map(String::as_str));
     let j = trend_json(&args);
-    assert_eq!(j["schema"], "pooldump.trend/1");
+    assert_eq!(j["schema"], "pooldump.trend/2");
     assert_eq!(j["axis"], "uptime");
     let first = &j["tags"][0];
     assert_eq!(first["tag"], t.leak.tag.as_str(), "{first:#}");

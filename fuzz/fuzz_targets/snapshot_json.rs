@@ -1,4 +1,4 @@
-//! A snapshot file (pooldump.snapshot/1 JSON) and what diff and trend do
+//! A snapshot file (pooldump.snapshot/2 JSON) and what diff and trend do
 //! with it (crates/core/src/snapshot.rs).
 //!
 //! The harness is `pooldump_fuzz::targets::snapshot_json` (fuzz/src/targets/), shared

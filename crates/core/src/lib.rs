@@ -50,6 +50,7 @@ pub mod symbols;
 pub mod tag;
 pub mod target;
 pub mod text;
+pub mod warning;
 
 #[cfg(test)]
 mod testutil;
@@ -59,3 +60,4 @@ pub use dump::{CrashDump, DumpError};
 pub use memory::{Memory, MemoryError, MemoryExt, PageFile, PhysExtent, ProcessSpace, PxeLevel};
 pub use tag::PoolTag;
 pub use target::{OpenError, Target};
+pub use warning::{Warning, WarningKind};

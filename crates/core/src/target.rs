@@ -37,6 +37,7 @@ use crate::pool::{
 };
 use crate::processes;
 use crate::symbols::{self, KernelSymbols, LoadError, SymbolOptions};
+use crate::warning::{Warning, WarningKind};
 
 /// Why a target could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +64,9 @@ pub struct Target<M: Memory> {
     pub build: Option<u32>,
     pub symbols: KernelSymbols,
     pub modules: Option<ModuleList>,
-    /// How the kernel and symbols were found, and what looked wrong.
-    pub notes: Vec<String>,
+    /// What looked wrong while opening: the dump's header, finding nt, its
+    /// symbols, the module list.
+    pub warnings: Vec<Warning>,
     /// Module sections searched for tags, read once per target (session).
     pub images: ImageCache,
     /// Where image files come from instead of memory (a symbol store's
@@ -91,10 +93,10 @@ impl Target<CrashDump> {
             input: path.display().to_string(),
             kernel,
         })?;
-        let dump_warnings = dump.header().warnings.clone();
+        let dump_warnings = Warning::all(WarningKind::Dump, &dump.header().warnings);
         let mut t = Self::with_kernel(dump, kernel, build, opts)?;
-        // What the header said about the file comes first in the notes.
-        t.notes.splice(0..0, dump_warnings);
+        // What the header said about the file comes first.
+        t.warnings.splice(0..0, dump_warnings);
         Ok(t)
     }
 }
@@ -136,13 +138,17 @@ impl<M: Memory> Target<M> {
         // The built-in table, matched by GUID, is trusted only if its
         // addresses fit this image.
         symbols::check_builtin_fits(&mut syms, &kernel).map_err(symbols_error)?;
-        let mut notes = symbols::refine_kernel_identity(&mem, &mut kernel, &syms);
-        notes.extend(syms.warnings.iter().cloned());
+        let mut warnings = Warning::all(
+            WarningKind::Kernel,
+            symbols::refine_kernel_identity(&mem, &mut kernel, &syms),
+        );
+        warnings.extend(Warning::all(WarningKind::Symbols, &syms.warnings));
         let layout = match syms.kldr_layout() {
             Ok((l, _)) => l,
             Err(e) => {
-                notes.push(format!(
-                    "walking the module list with the bootstrap layout: {e}"
+                warnings.push(Warning::new(
+                    WarningKind::Modules,
+                    format!("walking the module list with the bootstrap layout: {e}"),
                 ));
                 KLDR_BOOTSTRAP
             }
@@ -156,7 +162,7 @@ impl<M: Memory> Target<M> {
             build,
             symbols: syms,
             modules,
-            notes,
+            warnings,
             images: ImageCache::default(),
             image_files: None,
         })
@@ -171,7 +177,7 @@ impl<M: Memory> Target<M> {
             build: self.build,
             symbols: self.symbols,
             modules: self.modules,
-            notes: self.notes,
+            warnings: self.warnings,
             images: self.images,
             image_files: self.image_files,
         }
@@ -226,11 +232,10 @@ impl<M: Memory> Target<M> {
         let procs = self.processes()?;
         let mut s =
             pool::read_session_pool(&self.mem, &self.symbols, self.kern_base(), &procs, opts)?;
-        let mut w: Vec<String> = procs
-            .warnings
-            .iter()
-            .map(|w| format!("process list: {w}"))
-            .collect();
+        let mut w = Warning::all(
+            WarningKind::Processes,
+            procs.warnings.iter().map(|w| format!("process list: {w}")),
+        );
         w.append(&mut s.warnings);
         s.warnings = w;
         Ok(s)

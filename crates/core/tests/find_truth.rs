@@ -272,7 +272,9 @@ fn every_build_finds_what_the_kit_placed() {
             "{b}: regions"
         );
         assert!(
-            r.warnings.iter().all(|w| !w.contains("segment heap")),
+            r.warnings
+                .iter()
+                .all(|w| !w.message.contains("segment heap")),
             "{b}: {:?}",
             r.warnings
         );

@@ -131,7 +131,7 @@ fn a_scenario_without_sessions_says_so() {
     assert!(
         p.warnings
             .iter()
-            .any(|w| w.contains("belongs to a session")),
+            .any(|w| w.message.contains("belongs to a session")),
         "{:?}",
         p.warnings
     );
@@ -180,9 +180,10 @@ fn a_process_with_a_bad_dtb_falls_back_to_another_of_its_session() {
     assert_eq!(p.sessions.len(), 1);
     assert_eq!(p.sessions[0].session_id, Some(0));
     assert!(
-        p.warnings
-            .iter()
-            .any(|w| w.starts_with("session 1 at ") && w.contains("not readable through process")),
+        p.warnings.iter().any(|w| {
+            w.message.starts_with("session 1 at ")
+                && w.message.contains("not readable through process")
+        }),
         "{:?}",
         p.warnings
     );
@@ -218,7 +219,8 @@ fn hostile_sizes_pointers_and_links() {
     let p = t.session_pool(&TrackerOptions::default()).unwrap();
     assert_eq!(p.sessions.len(), 1, "{:?}", p.warnings);
     assert_eq!(p.sessions[0].session_id, Some(1));
-    let w = p.warnings.join("\n");
+    let w: Vec<&str> = p.warnings.iter().map(|w| w.message.as_str()).collect();
+    let w = w.join("\n");
     assert!(w.contains("not a kernel address; skipped"), "{w}");
     assert!(w.contains("already visited"), "{w}");
 }

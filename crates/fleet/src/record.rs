@@ -11,7 +11,7 @@ use std::time::Instant;
 use pooldump_core::dump::CrashDump;
 use pooldump_core::pool::{Counters, PoolError, PoolTagDb, TagUsage, TrackerOptions};
 use pooldump_core::symbols::SymbolOptions;
-use pooldump_core::{OpenError, Target};
+use pooldump_core::{OpenError, Target, Warning};
 use sha2::{Digest, Sha256};
 
 use crate::key::ContentKey;
@@ -123,7 +123,7 @@ pub struct DumpRecord {
     pub facts: DumpFacts,
     pub rows: Vec<TagRow>,
     pub totals: Option<DumpTotals>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// Wall-clock seconds the analysis took.
     pub seconds: f64,
 }
@@ -250,7 +250,7 @@ fn analyze(path: &Path, opts: &AnalyzeOptions<'_>) -> Result<DumpRecord, Analyze
             build: target.mem.header().build(),
             source,
         })?;
-    let mut all = target.notes.clone();
+    let mut all = target.warnings.clone();
     all.append(&mut warnings);
     Ok(DumpRecord {
         path: path.display().to_string(),
@@ -273,7 +273,7 @@ pub fn tag_rows(
     target: &Target<CrashDump>,
     pooltag: Option<&PoolTagDb>,
     search_images: bool,
-) -> Result<(Vec<TagRow>, DumpTotals, Vec<String>), PoolError> {
+) -> Result<(Vec<TagRow>, DumpTotals, Vec<Warning>), PoolError> {
     let usage = target.pool_usage(&TrackerOptions::default())?;
     let mut rows = usage.rows;
     target.attribute(&mut rows, pooltag, search_images);

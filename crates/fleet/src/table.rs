@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::builder::{ListBuilder, StringBuilder, StructBuilder};
 use arrow_array::{
     ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
     UInt32Array, UInt64Array,
@@ -20,6 +20,18 @@ const UTC: &str = "+00:00";
 
 fn utc() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
+}
+
+/// A warning as a list item: `{kind, message}` (`pooldump_core::Warning`).
+fn warning_fields() -> Vec<Field> {
+    vec![
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("message", DataType::Utf8, false),
+    ]
+}
+
+fn warning_item() -> Field {
+    Field::new("item", DataType::Struct(warning_fields().into()), true)
 }
 
 /// The tags table's columns.
@@ -85,11 +97,7 @@ pub fn dumps_schema() -> SchemaRef {
         f("nonpaged_allocs", UInt64, true),
         f("nonpaged_frees", UInt64, true),
         f("nonpaged_bytes", UInt64, true),
-        f(
-            "warnings",
-            List(Arc::new(Field::new("item", Utf8, true))),
-            false,
-        ),
+        f("warnings", List(Arc::new(warning_item())), false),
         f("seconds", Float64, false),
     ]))
 }
@@ -170,10 +178,20 @@ pub fn dumps_batch(records: &[DumpRecord]) -> Result<RecordBatch, ArrowError> {
         )
     };
     let param = |i: usize| u64s(&move |d: &DumpRecord| d.facts.bugcheck_parameters.map(|p| p[i]));
-    let mut warnings = ListBuilder::new(StringBuilder::new());
+    let mut warnings = ListBuilder::new(StructBuilder::from_fields(warning_fields(), 0))
+        .with_field(Arc::new(warning_item()));
     for d in records {
         for w in &d.warnings {
-            warnings.values().append_value(w);
+            let item = warnings.values();
+            for (i, text) in [w.kind.as_str(), w.message.as_str()]
+                .into_iter()
+                .enumerate()
+            {
+                if let Some(b) = item.field_builder::<StringBuilder>(i) {
+                    b.append_value(text);
+                }
+            }
+            item.append(true);
         }
         warnings.append(true);
     }

@@ -127,7 +127,13 @@ impl Dump {
         d.set_item("kern_base", f.kern_base)?;
         d.set_item("pfn_database", f.pfn_database)?;
         d.set_item("modules", f.modules)?;
-        d.set_item("notes", self.target.notes.clone())?;
+        let warnings: Vec<std::collections::BTreeMap<&str, &str>> = self
+            .target
+            .warnings
+            .iter()
+            .map(|w| [("kind", w.kind.as_str()), ("message", w.message.as_str())].into())
+            .collect();
+        d.set_item("warnings", warnings)?;
         Ok(d)
     }
 

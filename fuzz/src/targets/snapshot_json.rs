@@ -1,4 +1,4 @@
-//! A snapshot file (pooldump.snapshot/1 JSON) and what diff and trend do
+//! A snapshot file (pooldump.snapshot/2 JSON) and what diff and trend do
 //! with it (crates/core/src/snapshot.rs).
 use pooldump_core::snapshot::{Snapshot, TrendOptions, diff, trend};
 

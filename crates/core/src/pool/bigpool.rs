@@ -9,6 +9,8 @@
 
 use serde::Serialize;
 
+use crate::warning::{Warning, WarningKind};
+
 use super::read::{describe_missing, read_nt_var};
 use super::{PoolClass, PoolError};
 use crate::addr::KernelVa;
@@ -63,7 +65,7 @@ pub struct BigPoolTable {
     pub live_bytes: u64,
     /// Live entries, then freed ones if asked for, in table order.
     pub entries: Vec<BigPoolEntry>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 struct Layout {
@@ -205,6 +207,6 @@ pub fn read_big_pool<M: Memory + ?Sized>(
         freed_count,
         live_bytes,
         entries,
-        warnings,
+        warnings: Warning::all(WarningKind::BigPool, warnings),
     })
 }

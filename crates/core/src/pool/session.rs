@@ -12,6 +12,8 @@
 
 use serde::Serialize;
 
+use crate::warning::{Warning, WarningKind};
+
 use super::read::{describe_missing, read_array, read_nt_var};
 use super::tracker::{EntryLayout, push_rows, read_expansion_table, totals};
 use super::{PoolError, TagUsage, Totals, TrackerOptions, TrackerSlot};
@@ -46,7 +48,7 @@ pub struct SessionUsage {
     pub expansion_used: u64,
     pub rows: Vec<TagUsage>,
     pub totals: Totals,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 /// Every session's usage.
@@ -58,7 +60,7 @@ pub struct SessionPool {
     pub processes: usize,
     /// ExpSessionPoolTrackTableSize.
     pub table_size: u64,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 /// Where each session's table is.
@@ -98,9 +100,12 @@ pub fn read_session_pool<M: Memory + ?Sized>(
     if groups.is_empty() {
         return Ok(SessionPool {
             processes: procs.processes.len(),
-            warnings: vec![format!(
-                "none of the {} processes on PsActiveProcessHead belongs to a session",
-                procs.processes.len()
+            warnings: vec![Warning::new(
+                WarningKind::SessionPool,
+                format!(
+                    "none of the {} processes on PsActiveProcessHead belongs to a session",
+                    procs.processes.len()
+                ),
             )],
             ..Default::default()
         });
@@ -296,7 +301,7 @@ pub fn read_session_pool<M: Memory + ?Sized>(
             expansion_used: exp_used,
             totals: totals(&rows),
             rows,
-            warnings: w,
+            warnings: Warning::all(WarningKind::SessionPool, w),
         });
     }
     sessions.sort_by_key(|s| (s.session_id.unwrap_or(u32::MAX), s.session_space));
@@ -304,6 +309,6 @@ pub fn read_session_pool<M: Memory + ?Sized>(
         sessions,
         processes: procs.processes.len(),
         table_size: size,
-        warnings,
+        warnings: Warning::all(WarningKind::SessionPool, warnings),
     })
 }

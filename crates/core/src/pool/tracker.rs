@@ -7,6 +7,8 @@
 
 use serde::Serialize;
 
+use crate::warning::{Warning, WarningKind};
+
 use super::read::{Array, describe_missing, nt_var, read_array, read_nt_var};
 use super::{PoolClass, PoolError};
 use crate::addr::KernelVa;
@@ -139,7 +141,7 @@ pub struct PoolUsage {
     pub totals: Totals,
     pub tracker: TrackerInfo,
     /// What was missing or odd (unreadable pages, clamped rows, ...).
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 /// The six counters of an entry, in layout order.
@@ -394,7 +396,7 @@ pub fn read_pool_usage<M: Memory + ?Sized>(
             expansion_size,
             expansion_used,
         },
-        warnings,
+        warnings: Warning::all(WarningKind::Tracker, warnings),
     })
 }
 

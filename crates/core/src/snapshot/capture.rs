@@ -55,8 +55,11 @@ pub fn capture<M: Memory>(
         ),
         (Err(_), Some((st, up))) => (Some(st.0), Some(up.0), Some(ClockSource::DumpHeader)),
         (Err(e), None) => {
-            warnings.push(format!(
-                "the machine's clocks are unknown ({e}); trends over these snapshots use the host's clock"
+            warnings.push(Warning::new(
+                WarningKind::Snapshot,
+                format!(
+                    "the machine's clocks are unknown ({e}); trends over these snapshots use the host's clock"
+                ),
             ));
             (None, None, None)
         }

@@ -112,7 +112,7 @@ pub struct SnapshotDiff {
     pub totals: DiffTotals,
     /// Rows in tag order; [`DiffSort`] ranks them.
     pub rows: Vec<DiffRow>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 impl SnapshotDiff {
@@ -244,7 +244,7 @@ pub fn diff(before: &Snapshot, after: &Snapshot) -> SnapshotDiff {
             paged: tc(&before.totals.paged, &after.totals.paged),
         },
         rows,
-        warnings,
+        warnings: Warning::all(WarningKind::Snapshot, warnings),
     }
 }
 

@@ -38,13 +38,18 @@ use crate::memory::Memory;
 use crate::pool::{PoolClass, PoolError, PoolTagDb, TagUsage, TrackerOptions, TrackerSlot};
 use crate::tag::PoolTag;
 use crate::target::Target;
+use crate::warning::{Warning, WarningKind};
 
-/// The snapshot schema this version writes and reads.
-pub const SCHEMA: &str = "pooldump.snapshot/1";
+/// The snapshot schema this version writes. Version 2 gave warnings a
+/// kind (`{"kind", "message"}` instead of a string).
+pub const SCHEMA: &str = "pooldump.snapshot/2";
+/// Older snapshot schemas this version still reads: version 1, whose
+/// warnings are strings (read with [`WarningKind::Other`]).
+pub const OLDER_SCHEMAS: &[&str] = &["pooldump.snapshot/1"];
 /// The diff schema.
-pub const DIFF_SCHEMA: &str = "pooldump.diff/1";
+pub const DIFF_SCHEMA: &str = "pooldump.diff/2";
 /// The trend schema.
-pub const TREND_SCHEMA: &str = "pooldump.trend/1";
+pub const TREND_SCHEMA: &str = "pooldump.trend/2";
 
 /// KUSER_SHARED_DATA's kernel address (KI_USER_SHARED_DATA): fixed by the
 /// x64 ABI on every Windows build, not a layout detail.
@@ -98,7 +103,7 @@ pub struct Snapshot {
     pub rows: Vec<SnapshotRow>,
     /// What was missing or odd when the snapshot was taken.
     #[serde(default)]
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
     /// The source gave outstanding allocations only (`!poolused` without
     /// flag 1): each row's Allocs is its Diff and Frees is 0, so changes
     /// of Allocs and Frees mean nothing.
@@ -286,7 +291,7 @@ impl Snapshot {
             error,
         })?;
         match probe.schema.as_deref() {
-            Some(SCHEMA) => {}
+            Some(s) if s == SCHEMA || OLDER_SCHEMAS.contains(&s) => {}
             found => {
                 return Err(SnapshotError::Schema {
                     input: input.into(),

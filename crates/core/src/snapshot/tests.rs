@@ -53,11 +53,23 @@ fn json_round_trips_and_checks_its_schema() {
     let s = snap("a", 1.0, &[("Leak", NP, 10, 2, 800), ("CM", P, 5, 5, 0)]);
     let back = Snapshot::from_json(s.to_json().as_bytes(), "a.json").unwrap();
     assert_eq!(back, s);
-    let v2 = s.to_json().replace(SCHEMA, "pooldump.snapshot/2");
+    let v3 = s.to_json().replace(SCHEMA, "pooldump.snapshot/3");
     assert!(matches!(
-        Snapshot::from_json(v2.as_bytes(), "b"),
+        Snapshot::from_json(v3.as_bytes(), "b"),
         Err(SnapshotError::Schema { .. })
     ));
+    // Version 1 wrote warnings as strings: still read, with kind `other`.
+    let mut with_warning = s.clone();
+    with_warning.warnings = vec![Warning::new(WarningKind::Tracker, "a page is missing")];
+    let mut v1: serde_json::Value = serde_json::from_str(&with_warning.to_json()).unwrap();
+    v1["schema"] = "pooldump.snapshot/1".into();
+    v1["warnings"] = serde_json::json!(["a page is missing"]);
+    let v1 = v1.to_string();
+    let back = Snapshot::from_json(v1.as_bytes(), "v1").unwrap();
+    assert_eq!(
+        back.warnings,
+        vec![Warning::new(WarningKind::Other, "a page is missing")]
+    );
     let mut dup = s.clone();
     dup.rows.push(dup.rows[0].clone());
     assert!(matches!(
@@ -103,7 +115,11 @@ fn a_reboot_is_flagged() {
     b.kernel.kern_base = KernelVa(0xFFFF_F800_2000_0000);
     let d = diff(&a, &b);
     assert_eq!(d.same_boot, Some(false));
-    assert!(d.warnings.iter().any(|w| w.contains("different boots")));
+    assert!(
+        d.warnings
+            .iter()
+            .any(|w| w.message.contains("different boots"))
+    );
 }
 
 #[test]
@@ -146,7 +162,11 @@ fn steady_growth_outranks_a_bigger_burst_and_noise() {
     assert_eq!(by("Flat").verdict, Verdict::Flat);
     assert_eq!(by("Down").verdict, Verdict::Shrinking);
     assert_eq!(t.tags.last().unwrap().verdict, Verdict::Shrinking);
-    assert!(t.warnings.iter().any(|w| w.contains("sorted by time")));
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.message.contains("sorted by time"))
+    );
     assert_eq!(t.points[0].source, "s0");
 }
 
@@ -159,7 +179,7 @@ fn degenerate_series_do_not_divide_by_zero() {
             .iter()
             .all(|x| x.bytes_per_hour == 0.0 && x.r2 == 0.0)
     );
-    assert!(t.warnings.iter().any(|w| w.contains("same time")));
+    assert!(t.warnings.iter().any(|w| w.message.contains("same time")));
     let t = trend(&[], &TrendOptions::default());
     assert!(t.tags.is_empty());
     let t = trend(&[a], &TrendOptions::default());

@@ -148,7 +148,7 @@ pub struct Trend {
     pub points: Vec<TrendPoint>,
     /// Every tag seen, ranked: steady growth first, then by score.
     pub tags: Vec<TagTrend>,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 /// Rank every tag of a series by sustained growth. Snapshots are put in
@@ -207,7 +207,7 @@ pub fn trend(snaps: &[Snapshot], opts: &TrendOptions) -> Trend {
             })
             .collect(),
         tags,
-        warnings,
+        warnings: Warning::all(WarningKind::Snapshot, warnings),
     }
 }
 

@@ -392,7 +392,7 @@ pub fn to_snapshot(
             tags,
         },
         rows,
-        warnings,
+        warnings: crate::warning::Warning::all(crate::warning::WarningKind::Snapshot, warnings),
         diff_only: table.format.diff_only(),
     }
 }

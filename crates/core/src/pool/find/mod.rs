@@ -231,7 +231,7 @@ pub fn find_allocations<M: Memory + ?Sized>(
             scan_seconds,
         },
         pagemap: map.stats.clone(),
-        warnings,
+        warnings: crate::warning::Warning::all(crate::warning::WarningKind::Find, warnings),
     })
 }
 

@@ -220,7 +220,7 @@ pub struct FindReport {
     pub regions: Option<Vec<PoolRegion>>,
     pub scan: ScanStats,
     pub pagemap: PageMapStats,
-    pub warnings: Vec<String>,
+    pub warnings: Vec<crate::warning::Warning>,
 }
 
 /// Per-tag totals: every tag found, in the tracker, or named exactly.

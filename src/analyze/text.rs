@@ -1,0 +1,216 @@
+//! `analyze`'s text: PoolMon's columns, the big-page list, the sessions'
+//! and call sites' tables, notes and warnings.
+
+use super::report::{PoolTotals, RelabelReport, Row};
+use super::{Args, Report};
+use crate::render::{Align, Table};
+
+pub(super) fn render_text(r: &Report, args: &Args) -> String {
+    let mut out = String::new();
+    let s = &r.source;
+    out.push_str(&format!(
+        "{}: Windows build {}, {} processor(s), {}\n",
+        s.name,
+        s.build,
+        s.processors,
+        s.system_time.as_deref().unwrap_or("live target")
+    ));
+    out.push_str(&format!("Symbols: {}: {}{}\n", r.symbols.pdb, r.symbols.from, if r.symbols.builtin { "\nWARNING: no PDB or ISF was found; layouts come from pooldump's built-in table for this build" } else { "" }));
+    out.push_str(&format!(
+        "Pool  Nonp {} bytes in {} allocations   Paged {} bytes in {} allocations   Tags {}\n\n",
+        r.totals.nonpaged.bytes,
+        r.totals.nonpaged.diff,
+        r.totals.paged.bytes,
+        r.totals.paged.diff,
+        r.totals.tags
+    ));
+    if let Some(b) = &r.big_pool {
+        out.push_str(&format!(
+            "Big-page table {}: {} entries of {:#x} bytes, {} live ({} bytes){}, {} freed{}\n\n",
+            b.table,
+            b.size,
+            b.entry_size,
+            b.live,
+            b.live_bytes,
+            b.in_use
+                .map(|n| format!(", ExpPoolBigEntriesInUse {n}"))
+                .unwrap_or_default(),
+            b.freed,
+            if args.show_free {
+                ""
+            } else {
+                " (--show-free lists them)"
+            }
+        ));
+        let mut t = Table::new(&[
+            ("Address", Align::Left),
+            ("Tag", Align::Left),
+            ("Type", Align::Left),
+            ("PoolType", Align::Right),
+            ("Bytes", Align::Right),
+            ("Status", Align::Left),
+            ("Mapped_Driver", Align::Left),
+        ]);
+        for e in &b.entries {
+            t.push(vec![
+                e.va.clone(),
+                e.tag.clone(),
+                e.pool.into(),
+                e.pool_type.clone(),
+                e.bytes.to_string(),
+                if e.freed {
+                    "Free".into()
+                } else {
+                    "Allocated".into()
+                },
+                e.driver.clone().unwrap_or_default(),
+            ]);
+        }
+        t.render(&mut out, 1);
+    } else if let Some(sessions) = &r.sessions {
+        if sessions.is_empty() {
+            out.push_str("No session pool: no process on PsActiveProcessHead has a session.\n");
+        }
+        for (i, x) in sessions.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            let procs: Vec<String> = x
+                .processes
+                .iter()
+                .map(|p| format!("{} ({})", p.name, p.pid))
+                .collect();
+            out.push_str(&format!(
+                "Session {}: _MM_SESSION_SPACE {}, tracker {} ({} entries{}), read through DTB {}\n  {} bytes in {} allocations, {} tags; processes: {}\n",
+                x.id.map_or_else(|| "?".to_string(), |i| i.to_string()),
+                x.session_space,
+                x.table,
+                x.size,
+                if x.expansion_used > 0 {
+                    format!(", {} in the expansion table", x.expansion_used)
+                } else {
+                    String::new()
+                },
+                x.dtb,
+                x.totals.bytes,
+                x.totals.diff,
+                x.tags,
+                procs.join(", ")
+            ));
+            tag_table(&mut out, &x.rows, None, args);
+        }
+    } else if let Some(x) = &r.relabel {
+        site_table(&mut out, x);
+    } else {
+        let totals = args
+            .totals
+            .then_some([("Nonp", &r.totals.nonpaged), ("Paged", &r.totals.paged)]);
+        tag_table(&mut out, &r.rows, totals, args);
+    }
+    for n in &r.notes {
+        out.push_str(&format!("\nNote: {n}\n"));
+    }
+    if !r.warnings.is_empty() {
+        out.push_str("\nWarnings:\n");
+        for w in &r.warnings {
+            out.push_str(&format!("  - {w}\n"));
+        }
+    }
+    out
+}
+
+/// PoolMon's table, with the totals lines when asked.
+fn tag_table(
+    out: &mut String,
+    rows: &[Row],
+    totals: Option<[(&str, &PoolTotals); 2]>,
+    args: &Args,
+) {
+    let mut t = Table::new(&[
+        ("Tag", Align::Left),
+        ("Type", Align::Left),
+        ("Allocs", Align::Right),
+        ("Frees", Align::Right),
+        ("Diff", Align::Right),
+        ("Bytes", Align::Right),
+        ("Per Alloc", Align::Right),
+        ("Mapped_Driver", Align::Left),
+    ]);
+    for x in rows {
+        let driver = match (&x.driver, &x.description) {
+            (Some(d), Some(desc)) => format!("{d} - {desc}"),
+            (Some(d), None) => d.clone(),
+            _ => String::new(),
+        };
+        t.push(vec![
+            x.tag.clone(),
+            x.pool.into(),
+            x.allocs.to_string(),
+            x.frees.to_string(),
+            x.diff.to_string(),
+            x.bytes.to_string(),
+            x.per_alloc.to_string(),
+            driver,
+        ]);
+    }
+    for (name, p) in totals.into_iter().flatten() {
+        if args.pool.class().is_some_and(|c| c.poolmon() != name) {
+            continue;
+        }
+        t.push(vec![
+            "TOTAL".into(),
+            name.into(),
+            p.allocs.to_string(),
+            p.frees.to_string(),
+            p.diff.to_string(),
+            p.bytes.to_string(),
+            p.bytes.checked_div(p.diff).unwrap_or(0).to_string(),
+            String::new(),
+        ]);
+    }
+    t.render(out, 1);
+}
+
+/// `--relabel`: PoolMon's columns per call site.
+fn site_table(out: &mut String, x: &RelabelReport) {
+    out.push_str(&format!("Per call site of {} (map {}):\n", x.tag, x.map));
+    let mut t = Table::new(&[
+        ("Site", Align::Left),
+        ("Tag", Align::Left),
+        ("Type", Align::Left),
+        ("Allocs", Align::Right),
+        ("Frees", Align::Right),
+        ("Diff", Align::Right),
+        ("Bytes", Align::Right),
+        ("Per Alloc", Align::Right),
+    ]);
+    for s in &x.rows {
+        t.push(vec![
+            s.site.clone(),
+            s.row.tag.clone(),
+            s.row.pool.into(),
+            s.row.allocs.to_string(),
+            s.row.frees.to_string(),
+            s.row.diff.to_string(),
+            s.row.bytes.to_string(),
+            s.row.per_alloc.to_string(),
+        ]);
+    }
+    if x.rows.is_empty() {
+        out.push_str(" Nothing is counted under the map's tags.\n");
+    } else {
+        t.render(out, 1);
+    }
+    if !x.quiet_sites.is_empty() {
+        out.push_str(&format!(
+            "\nNothing counted yet under: {}\n",
+            x.quiet_sites.join(", ")
+        ));
+    }
+    if !x.free_sites.is_empty() {
+        out.push_str(&format!(
+            "\nFree sites (patched to pass 0, as ExFreePool does; their frees count under each block's own tag): {}\n",
+            x.free_sites.join(", ")
+        ));
+    }
+}
