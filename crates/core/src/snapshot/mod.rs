@@ -247,6 +247,23 @@ pub struct RowKey {
 }
 
 impl SnapshotRow {
+    /// A tag's row from PoolMon's counters: Diff is Allocs - Frees (0 when
+    /// Frees is larger, as the kernel raises Allocs to Frees); not the
+    /// tracker's overflow slot, no driver.
+    pub fn new(tag: PoolTag, pool: PoolClass, allocs: u64, frees: u64, bytes: u64) -> Self {
+        Self {
+            tag_text: tag.to_string(),
+            tag,
+            pool,
+            allocs,
+            frees,
+            diff: allocs.saturating_sub(frees),
+            bytes,
+            overflow: false,
+            driver: None,
+        }
+    }
+
     pub fn key(&self) -> RowKey {
         RowKey {
             tag: self.tag,

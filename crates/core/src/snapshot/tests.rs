@@ -28,17 +28,7 @@ fn snap(name: &str, uptime_h: f64, rows: &[(&str, PoolClass, u64, u64, u64)]) ->
         totals: SnapshotTotals::default(),
         rows: rows
             .iter()
-            .map(|&(t, pool, allocs, frees, bytes)| SnapshotRow {
-                tag_text: PoolTag::parse(t).unwrap().to_string(),
-                tag: PoolTag::parse(t).unwrap(),
-                pool,
-                allocs,
-                frees,
-                diff: allocs - frees,
-                bytes,
-                overflow: false,
-                driver: None,
-            })
+            .map(|&(t, pool, a, f, b)| SnapshotRow::new(PoolTag::parse(t).unwrap(), pool, a, f, b))
             .collect(),
         warnings: vec![],
         diff_only: false,

@@ -1,182 +1,19 @@
-//! `pooldump top SOURCE`: PoolMon's screen in a terminal (ratatui over
-//! crossterm). The header lines, the Tag / Type / Allocs ( ) / Frees ( ) /
-//! Diff / Bytes ( ) / Per Alloc / Mapped_Driver columns with the change
-//! since the last refresh in parentheses, and PoolMon's keys:
-//!
-//! | key | does |
-//! |---|---|
-//! | P | nonpaged only, then paged only, then both (PoolMon's order) |
-//! | B M T A F S | sort by bytes, per alloc, tag, allocs, frees, diff; again reverses |
-//! | ( or ) | sort by the change of the sort column instead of its value |
-//! | E | totals across the bottom |
-//! | arrows, PgUp/PgDn, Home/End | scroll |
-//! | Q, Esc, Ctrl-C | quit |
-//!
-//! On a dump or a snapshot file the view is static (its changes are
-//! against `--since`, if given); on a live KDNET target it refreshes every
-//! `--interval`, stopping the target only while it is read.
+//! The state behind `top`'s screen: the rows of the current snapshot with
+//! their changes, PoolMon's keys, and drawing.
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
-
-use anyhow::{Context, Result, bail};
-use crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use pooldump_core::pool::PoolClass;
 use pooldump_core::snapshot::{Change, RowKey, Snapshot};
 use ratatui::Terminal;
-use ratatui::backend::{Backend, TestBackend};
+use ratatui::backend::TestBackend;
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::Paragraph;
 
+use super::{Args, Flow, TopSort};
 use crate::analyze::PoolChoice;
-use crate::snapshot::{
-    FilterArgs, LiveArgs, LiveSource, ReadArgs, SnapshotSource, load, open_file, signed,
-};
-
-/// An interactive PoolMon view of a dump, a snapshot or a live target.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// A crash dump or a snapshot (JSON).
-    #[arg(
-        value_name = "SOURCE",
-        required_unless_present = "kdnet",
-        conflicts_with = "kdnet"
-    )]
-    pub source: Option<PathBuf>,
-    #[command(flatten)]
-    pub live: LiveArgs,
-    #[command(flatten)]
-    pub read: ReadArgs,
-    #[command(flatten)]
-    pub filter: FilterArgs,
-    /// An earlier snapshot or dump: the change columns compare with it (a
-    /// live view compares each refresh with the one before).
-    #[arg(long, value_name = "SNAPSHOT")]
-    pub since: Option<PathBuf>,
-    /// First sort: tag (PoolMon's default), allocs, frees, diff, bytes,
-    /// per-alloc (T A F S B M).
-    #[arg(short, long, default_value = "tag", value_parser = parse_sort)]
-    pub sort: TopSort,
-    /// Start with the totals lines shown (PoolMon's E).
-    #[arg(short = 'e', long)]
-    pub totals: bool,
-    /// Time between refreshes of a live target.
-    #[arg(long, default_value = "5s", value_parser = crate::common::parse_interval)]
-    pub interval: Duration,
-    /// Print the whole table once as text and exit (like PoolMon's /n
-    /// log); no terminal needed.
-    #[arg(long)]
-    pub once: bool,
-}
-
-/// PoolMon's sort keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TopSort {
-    Tag,
-    Allocs,
-    Frees,
-    Diff,
-    Bytes,
-    PerAlloc,
-}
-
-impl TopSort {
-    fn name(self) -> &'static str {
-        match self {
-            TopSort::Tag => "tag",
-            TopSort::Allocs => "allocs",
-            TopSort::Frees => "frees",
-            TopSort::Diff => "diff",
-            TopSort::Bytes => "bytes",
-            TopSort::PerAlloc => "per alloc",
-        }
-    }
-}
-
-fn parse_sort(s: &str) -> Result<TopSort, String> {
-    use pooldump_core::pool::PoolMonColumn as C;
-    Ok(
-        match C::parse(s).ok_or_else(|| crate::common::unknown_sort(s, ""))? {
-            C::Tag => TopSort::Tag,
-            C::Allocs => TopSort::Allocs,
-            C::Frees => TopSort::Frees,
-            C::Diff => TopSort::Diff,
-            C::Bytes => TopSort::Bytes,
-            C::PerAlloc => TopSort::PerAlloc,
-        },
-    )
-}
-
-pub fn run(args: &Args) -> Result<String> {
-    let db = args.read.pooltag_db()?;
-    let mut source: Box<dyn SnapshotSource + '_> = match (&args.source, &args.live.kdnet) {
-        (_, Some(spec)) => Box::new(LiveSource::connect(spec, &args.read, db.as_ref())?),
-        (Some(p), None) => open_file(p, &args.read, db.as_ref())?,
-        (None, None) => bail!("name a SOURCE or --kdnet SPEC"),
-    };
-    let current = source.take()?;
-    let previous = match &args.since {
-        Some(p) => Some(load(p, &args.read, db.as_ref())?),
-        None => None,
-    };
-    let mut view = View::new(current, previous, args, source.describe(), source.is_live());
-    if args.once {
-        return Ok(view.text(132));
-    }
-    if !std::io::stdout().is_terminal() {
-        bail!("top needs a terminal; --once prints the table as text");
-    }
-    let mut terminal = ratatui::try_init().context("setting up the terminal")?;
-    let r = event_loop(&mut terminal, &mut view, source.as_mut(), args.interval);
-    ratatui::restore();
-    r?;
-    Ok(String::new())
-}
-
-fn event_loop<B: Backend>(
-    terminal: &mut Terminal<B>,
-    view: &mut View,
-    source: &mut dyn SnapshotSource,
-    interval: Duration,
-) -> Result<()>
-where
-    B::Error: Send + Sync + 'static,
-{
-    let mut next = Instant::now() + interval;
-    loop {
-        terminal.draw(|f| view.render(f))?;
-        let timeout = if view.live {
-            next.saturating_duration_since(Instant::now())
-        } else {
-            Duration::from_secs(3600)
-        };
-        if event::poll(timeout)?
-            && let Event::Key(k) = event::read()?
-            && k.kind != KeyEventKind::Release
-            && view.key(k) == Flow::Quit
-        {
-            return Ok(());
-        }
-        if view.live && Instant::now() >= next {
-            view.status = "refreshing: the target is stopped while it is read".into();
-            terminal.draw(|f| view.render(f))?;
-            match source.take() {
-                Ok(s) => view.refresh(s),
-                Err(e) => view.status = format!("refresh failed: {e:#}"),
-            }
-            next = Instant::now() + interval;
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flow {
-    Continue,
-    Quit,
-}
+use crate::snapshot::{FilterArgs, signed};
 
 /// One screen row.
 #[derive(Debug, Clone)]
@@ -199,7 +36,7 @@ impl Row {
 }
 
 /// The state behind the screen.
-struct View {
+pub(super) struct View {
     current: Snapshot,
     previous: Option<Snapshot>,
     filter: FilterArgs,
@@ -212,15 +49,15 @@ struct View {
     /// Rows the last frame had room for (PgUp/PgDn step).
     page: usize,
     source: String,
-    live: bool,
+    pub(super) live: bool,
     refreshes: u64,
-    status: String,
+    pub(super) status: String,
     /// `--once`: no key help; the status goes in the header.
     batch: bool,
 }
 
 impl View {
-    fn new(
+    pub(super) fn new(
         current: Snapshot,
         previous: Option<Snapshot>,
         args: &Args,
@@ -256,7 +93,7 @@ impl View {
         }
     }
 
-    fn refresh(&mut self, s: Snapshot) {
+    pub(super) fn refresh(&mut self, s: Snapshot) {
         self.previous = Some(std::mem::replace(&mut self.current, s));
         self.refreshes += 1;
         self.status = format!(
@@ -266,7 +103,7 @@ impl View {
         );
     }
 
-    fn key(&mut self, k: KeyEvent) -> Flow {
+    pub(super) fn key(&mut self, k: KeyEvent) -> Flow {
         let sort = |v: &mut View, s: TopSort| {
             if v.sort == s {
                 v.reverse = !v.reverse;
@@ -501,7 +338,7 @@ impl View {
         )
     }
 
-    fn render(&mut self, f: &mut ratatui::Frame) {
+    pub(super) fn render(&mut self, f: &mut ratatui::Frame) {
         let rows = self.rows();
         let (head, lines, totals) = self.table(&rows);
         let totals_h = if self.totals {
@@ -568,7 +405,7 @@ impl View {
     }
 
     /// Every row at once, as text (`--once`).
-    fn text(&mut self, width: u16) -> String {
+    pub(super) fn text(&mut self, width: u16) -> String {
         let rows = self.rows().len() as u16;
         let height = 5 + rows.max(1) + if self.totals { 3 } else { 0 };
         render_text(self, width, height)
@@ -577,7 +414,7 @@ impl View {
 
 /// Draw the view into an off-screen buffer and return its text, trailing
 /// blanks trimmed.
-fn render_text(view: &mut View, width: u16, height: u16) -> String {
+pub(super) fn render_text(view: &mut View, width: u16, height: u16) -> String {
     let mut t = Terminal::new(TestBackend::new(width, height)).expect("an off-screen terminal");
     t.draw(|f| view.render(f)).expect("drawing off-screen");
     let buf = t.backend().buffer();
@@ -594,150 +431,4 @@ fn render_text(view: &mut View, width: u16, height: u16) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use pooldump_core::PoolTag;
-    use pooldump_core::snapshot::{
-        KernelInfo, SCHEMA, SnapshotRow, SnapshotTotals, SourceInfo, SourceKind, TimeInfo,
-    };
-
-    fn snap(rows: &[(&str, PoolClass, u64, u64, u64)]) -> Snapshot {
-        Snapshot {
-            schema: SCHEMA.into(),
-            source: SourceInfo {
-                kind: SourceKind::Dump,
-                name: "t".into(),
-            },
-            kernel: KernelInfo {
-                build: 19041,
-                kern_base: pooldump_core::KernelVa(0xFFFF_F800_0000_0000),
-                pdb: None,
-                processors: 1,
-                physical_pages: Some(1024),
-            },
-            time: TimeInfo::default(),
-            totals: SnapshotTotals::default(),
-            rows: rows
-                .iter()
-                .map(|&(t, pool, allocs, frees, bytes)| SnapshotRow {
-                    tag_text: PoolTag::parse(t).unwrap().to_string(),
-                    tag: PoolTag::parse(t).unwrap(),
-                    pool,
-                    allocs,
-                    frees,
-                    diff: allocs - frees,
-                    bytes,
-                    overflow: false,
-                    driver: None,
-                })
-                .collect(),
-            warnings: vec![],
-            diff_only: false,
-        }
-    }
-
-    fn view(cur: Snapshot, prev: Option<Snapshot>) -> View {
-        let args = Args {
-            source: None,
-            live: LiveArgs { kdnet: None },
-            read: ReadArgs {
-                symbols: crate::common::SymbolArgs {
-                    symbol_path: None,
-                    pdb: None,
-                    isf: vec![],
-                    offline: true,
-                    no_builtin: false,
-                    no_cache: true,
-                },
-                pooltag: None,
-                no_image_search: true,
-            },
-            filter: FilterArgs {
-                pool: PoolChoice::Both,
-                include: vec![],
-                exclude: vec![],
-            },
-            since: None,
-            sort: TopSort::Tag,
-            totals: false,
-            interval: Duration::from_secs(5),
-            once: true,
-        };
-        View::new(cur, prev, &args, "t".into(), false)
-    }
-
-    fn press(v: &mut View, c: char) {
-        v.key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
-    }
-
-    fn tags(v: &View) -> Vec<String> {
-        v.rows()
-            .iter()
-            .map(|r| r.tag.trim_end().to_string())
-            .collect()
-    }
-
-    #[test]
-    fn poolmon_keys_sort_filter_and_quit() {
-        const NP: PoolClass = PoolClass::NonPaged;
-        const P: PoolClass = PoolClass::Paged;
-        let before = snap(&[("Aaaa", NP, 10, 5, 500), ("Bbbb", P, 100, 1, 99)]);
-        let after = snap(&[
-            ("Aaaa", NP, 12, 5, 700),
-            ("Bbbb", P, 100, 1, 99),
-            ("Cccc", NP, 1, 0, 5000),
-        ]);
-        let mut v = view(after, Some(before));
-        assert_eq!(tags(&v), ["Aaaa", "Bbbb", "Cccc"]);
-        press(&mut v, 'b');
-        assert_eq!(tags(&v), ["Cccc", "Aaaa", "Bbbb"]);
-        press(&mut v, 'b');
-        assert_eq!(tags(&v), ["Bbbb", "Aaaa", "Cccc"]);
-        press(&mut v, 'a');
-        assert_eq!(tags(&v), ["Bbbb", "Aaaa", "Cccc"]);
-        press(&mut v, '(');
-        assert_eq!(tags(&v), ["Aaaa", "Cccc", "Bbbb"]);
-        press(&mut v, 'p');
-        assert_eq!(tags(&v), ["Aaaa", "Cccc"]);
-        press(&mut v, 'p');
-        assert_eq!(tags(&v), ["Bbbb"]);
-        press(&mut v, 'p');
-        assert_eq!(tags(&v).len(), 3);
-        let text = v.text(120);
-        // PoolMon's change columns: Aaaa gained 2 allocs and 200 bytes.
-        let a = text.lines().find(|l| l.contains("Aaaa")).unwrap();
-        let mut squeezed = a.split_whitespace().collect::<Vec<_>>().join(" ");
-        while squeezed.contains("( ") {
-            squeezed = squeezed.replace("( ", "(");
-        }
-        assert!(squeezed.contains("12 (+2) 5 (0) 7 700 (+200) 100"), "{a}");
-        assert!(text.contains("Mapped_Driver") && text.contains("Memory: 4096K"));
-        assert_eq!(
-            v.key(KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE)),
-            Flow::Quit
-        );
-    }
-
-    #[test]
-    fn totals_toggle_and_scrolling_stay_in_bounds() {
-        let rows: Vec<(String, PoolClass, u64, u64, u64)> = (0..200)
-            .map(|i| (format!("T{i:03}"), PoolClass::Paged, 10, 1, i))
-            .collect();
-        let r: Vec<(&str, PoolClass, u64, u64, u64)> = rows
-            .iter()
-            .map(|(t, p, a, f, b)| (t.as_str(), *p, *a, *f, *b))
-            .collect();
-        let mut v = view(snap(&r), None);
-        for _ in 0..500 {
-            v.key(KeyEvent::new(KeyCode::PageDown, KeyModifiers::NONE));
-        }
-        let screen = render_text(&mut v, 100, 30);
-        assert!(screen.contains("T199"), "{screen}");
-        press(&mut v, 'e');
-        let screen = render_text(&mut v, 100, 30);
-        assert!(screen.contains("TOTAL"));
-        v.key(KeyEvent::new(KeyCode::Home, KeyModifiers::NONE));
-        let screen = render_text(&mut v, 100, 30);
-        assert!(screen.contains("T000") && !screen.contains("T199"));
-    }
-}
+mod tests;
