@@ -14,7 +14,7 @@ use pooldump_fleet::{
     AnalyzeOptions, BatchOptions, BatchProgress, DumpRecord, Format, ResultStore, Status,
 };
 
-use crate::common::SymbolArgs;
+use crate::snapshot::ReadArgs;
 
 /// Analyse many dumps in parallel into Parquet (or NDJSON) tables.
 #[derive(Debug, clap::Args)]
@@ -38,13 +38,7 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub commit_every: usize,
     #[command(flatten)]
-    pub symbols: SymbolArgs,
-    /// A pooltag.txt for the Mapped_Driver column.
-    #[arg(long, value_name = "FILE")]
-    pub pooltag: Option<PathBuf>,
-    /// Do not search the loaded drivers' images for tags pooltag.txt lacks.
-    #[arg(long)]
-    pub no_image_search: bool,
+    pub read: ReadArgs,
     /// No progress bar (it is drawn only on a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
@@ -76,7 +70,7 @@ pub fn run(args: &Args) -> Result<String> {
             pooldump_core::text::escape(&p.display().to_string())
         );
     }
-    let pooltag = match &args.pooltag {
+    let pooltag = match &args.read.pooltag {
         Some(p) => {
             let db = PoolTagDb::load(p)
                 .with_context(|| format!("{}: cannot read the pooltag file", p.display()))?;
@@ -93,9 +87,9 @@ pub fn run(args: &Args) -> Result<String> {
     let opts = BatchOptions {
         analyze: AnalyzeOptions {
             // No download bar: the batch's own bar is on screen.
-            symbols: args.symbols.options(None),
+            symbols: args.read.symbols.options(None),
             pooltag,
-            search_images: !args.no_image_search,
+            search_images: !args.read.no_image_search,
         },
         jobs: args.jobs,
         commit_every: args.commit_every,

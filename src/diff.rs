@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use pooldump_core::snapshot::{self, DiffSort, RowStatus, SnapshotDiff};
 
-use crate::render::{Align, Table};
+use crate::render::{Align, poolmon_table};
 use crate::snapshot::{FilterArgs, ReadArgs, change_cells, human_bytes, load, signed};
 
 /// Compare two snapshots or dumps: per tag the change in Allocs, Frees,
@@ -138,17 +138,7 @@ fn render_rows(d: &SnapshotDiff, out: &mut String) {
         col(|r| r.diff),
         col(|r| r.bytes),
     );
-    let mut t = Table::new(&[
-        ("Tag", Align::Left),
-        ("Type", Align::Left),
-        ("Allocs", Align::Right),
-        ("Frees", Align::Right),
-        ("Diff", Align::Right),
-        ("Bytes", Align::Right),
-        ("Per Alloc", Align::Right),
-        ("", Align::Left),
-        ("Mapped_Driver", Align::Left),
-    ]);
+    let mut t = poolmon_table(&[], &[("", Align::Left), ("Mapped_Driver", Align::Left)]);
     for (i, r) in d.rows.iter().enumerate() {
         t.push(vec![
             r.tag.clone(),

@@ -144,6 +144,23 @@ pub enum Align {
     Right,
 }
 
+/// PoolMon's counter columns, in its order.
+pub const POOLMON_COLUMNS: [(&str, Align); 7] = [
+    ("Tag", Align::Left),
+    ("Type", Align::Left),
+    ("Allocs", Align::Right),
+    ("Frees", Align::Right),
+    ("Diff", Align::Right),
+    ("Bytes", Align::Right),
+    ("Per Alloc", Align::Right),
+];
+
+/// A table of `before`, PoolMon's columns, then `after`.
+pub fn poolmon_table(before: &[(&'static str, Align)], after: &[(&'static str, Align)]) -> Table {
+    let columns: Vec<_> = [before, &POOLMON_COLUMNS[..], after].concat();
+    Table::new(&columns)
+}
+
 /// A table's columns and their widths, for writing rows one at a time
 /// (tables too long to hold, such as `find`'s allocations): measure every
 /// row first, then write. The last column is never padded.

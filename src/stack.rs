@@ -16,7 +16,8 @@ use pooldump_core::stack::{
     Frame, ImageOrigin, Nonvolatiles, ReadStats, Reg, Registers, StackModule, StackTrace,
     StackWalker, Symbol, Symbolizer, SymbolizerOptions, UnwindMethod, WalkEnd, flags,
 };
-use pooldump_core::symbols::DownloadProgress;
+use pooldump_core::symbols::images::SymbolPathImages;
+use pooldump_core::symbols::{DownloadProgress, SymbolOptions};
 use pooldump_core::{KernelVa, Memory};
 use serde::Serialize;
 
@@ -167,14 +168,8 @@ pub fn collect(args: &Args) -> Result<StackReport> {
     // Unwind data from the image files on the symbol path when they are
     // there (WinDbg does the same), else from the dump's image pages.
     let images = args.symbols.images();
-    let mut walker = StackWalker::new(&modules).with_image_locator(images.clone());
-    let mut names = Symbolizer::new(SymbolizerOptions {
-        symbol_path: sym.symbol_path,
-        fetch: sym.fetch,
-        pdb_files: sym.pdb_file.into_iter().collect(),
-    });
-
-    let mut stacks = Vec::new();
+    let walker = StackWalker::new(&modules).with_image_locator(images.clone());
+    let mut w = Walks::new(&dump, walker, sym, notes);
     match args.context {
         Some(va) => {
             let regs = Registers::read_context(&dump, va).with_context(|| {
@@ -183,14 +178,7 @@ pub fn collect(args: &Args) -> Result<StackReport> {
                     path.display()
                 )
             })?;
-            stacks.push(walk(
-                &mut walker,
-                &mut names,
-                &dump,
-                ContextSource::Explicit,
-                Some(va),
-                &regs,
-            ));
+            w.push(ContextSource::Explicit, Some(va), &regs);
         }
         None => {
             let regs = Registers::from_context(dump.context_record()).with_context(|| {
@@ -199,36 +187,11 @@ pub fn collect(args: &Args) -> Result<StackReport> {
                     path.display()
                 )
             })?;
-            stacks.push(walk(
-                &mut walker,
-                &mut names,
-                &dump,
-                ContextSource::DumpHeader,
-                None,
-                &regs,
-            ));
-            if let Some(p) = context_parameter(h.bug_check.code) {
-                let va = KernelVa(h.bug_check.parameters[usize::from(p) - 1]);
-                match Registers::read_context(&dump, va) {
-                    Ok(regs) => stacks.push(walk(
-                        &mut walker,
-                        &mut names,
-                        &dump,
-                        ContextSource::BugCheckParameter { parameter: p },
-                        Some(va),
-                        &regs,
-                    )),
-                    Err(e) => notes.push(format!(
-                        "bug check {:#x} parameter {p} ({va}) should be a CONTEXT record: {e}",
-                        h.bug_check.code
-                    )),
-                }
-            }
+            w.push(ContextSource::DumpHeader, None, &regs);
+            w.bug_check_context(&h.bug_check, "should be a CONTEXT record");
         }
     }
-    notes.extend(walker.notes().iter().cloned());
-    notes.extend(names.notes().iter().cloned());
-    notes.extend(images.notes());
+    let (stacks, notes) = w.finish(&images);
     Ok(StackReport {
         dump: path.to_path_buf(),
         bug_check: h.bug_check,
@@ -263,7 +226,7 @@ fn collect_small(args: &Args, small: &TriageDump) -> Result<StackReport> {
             path.display()
         );
     }
-    let mut notes = vec![format!(
+    let notes = vec![format!(
         "a small memory dump: {} bytes of the crashing thread's stack and no module images; unwind data and code come from the image files on the symbol path",
         s.stack_bytes
     )];
@@ -280,18 +243,12 @@ fn collect_small(args: &Args, small: &TriageDump) -> Result<StackReport> {
         })
         .collect();
     let images = args.symbols.images();
-    let mut walker = StackWalker::from_modules(modules).with_image_locator(images.clone());
+    let walker = StackWalker::from_modules(modules).with_image_locator(images.clone());
     let bar = ProgressBar::new();
     let sym = args
         .symbols
         .options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
-    let mut names = Symbolizer::new(SymbolizerOptions {
-        symbol_path: sym.symbol_path,
-        fetch: sym.fetch,
-        pdb_files: sym.pdb_file.into_iter().collect(),
-    });
-
-    let mut stacks = Vec::new();
+    let mut w = Walks::new(small, walker, sym, notes);
     match args.context {
         Some(va) => {
             let regs = Registers::read_context(small, va).with_context(|| {
@@ -300,14 +257,7 @@ fn collect_small(args: &Args, small: &TriageDump) -> Result<StackReport> {
                     path.display()
                 )
             })?;
-            stacks.push(walk(
-                &mut walker,
-                &mut names,
-                small,
-                ContextSource::Explicit,
-                Some(va),
-                &regs,
-            ));
+            w.push(ContextSource::Explicit, Some(va), &regs);
         }
         None => {
             let mut regs = Registers::new(ctx.rip, ctx.gpr[Reg::Rsp as usize]);
@@ -318,46 +268,30 @@ fn collect_small(args: &Args, small: &TriageDump) -> Result<StackReport> {
                     }
                 }
             }
-            stacks.push(walk(
-                &mut walker,
-                &mut names,
-                small,
-                ContextSource::DumpHeader,
-                None,
-                &regs,
-            ));
-            if let Some(p) = context_parameter(s.bug_check.code) {
-                let va = KernelVa(s.bug_check.parameters[usize::from(p) - 1]);
-                match Registers::read_context(small, va) {
-                    Ok(regs) => stacks.push(walk(
-                        &mut walker,
-                        &mut names,
-                        small,
-                        ContextSource::BugCheckParameter { parameter: p },
-                        Some(va),
-                        &regs,
-                    )),
-                    Err(e) => notes.push(format!(
-                        "bug check {:#x} parameter {p} ({va}) is a CONTEXT record the small dump did not save ({e})",
-                        s.bug_check.code
-                    )),
-                }
-            }
+            w.push(ContextSource::DumpHeader, None, &regs);
+            let bug_check = BugCheck {
+                code: s.bug_check.code,
+                parameters: s.bug_check.parameters,
+            };
+            w.bug_check_context(
+                &bug_check,
+                "is a CONTEXT record the small dump did not save",
+            );
         }
     }
     // Every module a frame is in should have come from its file.
     let mut missing: Vec<usize> = Vec::new();
-    for f in stacks.iter().flat_map(|s| &s.frames) {
-        if let Some(i) = walker.module_at(f.pc)
-            && !matches!(walker.image_origin(i), Some(ImageOrigin::File(_)))
+    for f in w.stacks.iter().flat_map(|s| &s.frames) {
+        if let Some(i) = w.walker.module_at(f.pc)
+            && !matches!(w.walker.image_origin(i), Some(ImageOrigin::File(_)))
             && !missing.contains(&i)
         {
             missing.push(i);
         }
     }
     for i in missing {
-        let m = &walker.modules()[i];
-        notes.push(format!(
+        let m = &w.walker.modules()[i];
+        w.notes.push(format!(
             "{}: no image file {}/{:08X}{:X}/{} on the symbol path; a small memory dump holds no image, so its unwind data and PDB identity must come from there (copy the binary of that build from the crashed machine into the symbol store, or name a symbol server)",
             m.name,
             m.name,
@@ -366,9 +300,7 @@ fn collect_small(args: &Args, small: &TriageDump) -> Result<StackReport> {
             m.name
         ));
     }
-    notes.extend(walker.notes().iter().cloned());
-    notes.extend(names.notes().iter().cloned());
-    notes.extend(images.notes());
+    let (stacks, notes) = w.finish(&images);
     Ok(StackReport {
         dump: path.to_path_buf(),
         bug_check: BugCheck {
@@ -378,6 +310,74 @@ fn collect_small(args: &Args, small: &TriageDump) -> Result<StackReport> {
         stacks,
         notes,
     })
+}
+
+/// The stacks of one dump, walked with one walker and one symbolizer,
+/// and the notes gathered on the way.
+struct Walks<'m, M: Memory> {
+    mem: &'m M,
+    walker: StackWalker,
+    names: Symbolizer<'m>,
+    stacks: Vec<WalkedStack>,
+    notes: Vec<String>,
+}
+
+impl<'m, M: Memory> Walks<'m, M> {
+    fn new(mem: &'m M, walker: StackWalker, sym: SymbolOptions<'m>, notes: Vec<String>) -> Self {
+        let names = Symbolizer::new(SymbolizerOptions {
+            symbol_path: sym.symbol_path,
+            fetch: sym.fetch,
+            pdb_files: sym.pdb_file.into_iter().collect(),
+        });
+        Self {
+            mem,
+            walker,
+            names,
+            stacks: Vec::new(),
+            notes,
+        }
+    }
+
+    fn push(&mut self, source: ContextSource, context_address: Option<KernelVa>, regs: &Registers) {
+        let w = walk(
+            &mut self.walker,
+            &mut self.names,
+            self.mem,
+            source,
+            context_address,
+            regs,
+        );
+        self.stacks.push(w);
+    }
+
+    /// Also walk from the CONTEXT record a bug check's parameter points at,
+    /// for the codes that have one; `unread` says what a failed read means.
+    fn bug_check_context(&mut self, bug_check: &BugCheck, unread: &str) {
+        let Some(p) = context_parameter(bug_check.code) else {
+            return;
+        };
+        let va = KernelVa(bug_check.parameters[usize::from(p) - 1]);
+        match Registers::read_context(self.mem, va) {
+            Ok(regs) => self.push(
+                ContextSource::BugCheckParameter { parameter: p },
+                Some(va),
+                &regs,
+            ),
+            Err(e) => self.notes.push(format!(
+                "bug check {:#x} parameter {p} ({va}) {unread}: {e}",
+                bug_check.code
+            )),
+        }
+    }
+
+    /// The stacks and every note: the walker's, the symbolizer's and the
+    /// image files'.
+    fn finish(mut self, images: &SymbolPathImages) -> (Vec<WalkedStack>, Vec<String>) {
+        self.notes.extend(self.walker.notes().iter().cloned());
+        self.notes.extend(self.names.notes().iter().cloned());
+        self.notes.extend(images.notes());
+        (self.stacks, self.notes)
+    }
 }
 
 fn walk<M: Memory>(

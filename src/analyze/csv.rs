@@ -22,14 +22,15 @@ const ROW_COLUMNS: [&str; 10] = [
 
 /// A tag row's CSV fields, in [`ROW_COLUMNS`] order.
 fn row_fields(x: &Row) -> [String; 10] {
+    let [tag, pool, allocs, frees, diff, bytes, per_alloc] = x.poolmon_cells();
     [
-        x.tag.clone(),
-        x.pool.into(),
-        x.allocs.to_string(),
-        x.frees.to_string(),
-        x.diff.to_string(),
-        x.bytes.to_string(),
-        x.per_alloc.to_string(),
+        tag,
+        pool,
+        allocs,
+        frees,
+        diff,
+        bytes,
+        per_alloc,
         x.driver.clone().unwrap_or_default(),
         x.description.clone().unwrap_or_default(),
         x.slot.into(),

@@ -7,10 +7,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use pooldump_core::pool::{PoolClass, PoolUsage, SortKey, TagPattern, TrackerOptions, UsageQuery};
+use pooldump_core::pool::{PoolClass, PoolUsage, SortKey, TrackerOptions, UsageQuery};
 use pooldump_core::{Warning, WarningKind};
 
-use crate::common::{SourceArgs, SymbolArgs, open_source, release};
+use crate::common::{SourceArgs, open_source, release};
+use crate::snapshot::{FilterArgs, ReadArgs};
 
 mod csv;
 mod report;
@@ -25,7 +26,7 @@ pub struct Args {
     #[command(flatten)]
     pub source: SourceArgs,
     #[command(flatten)]
-    pub symbols: SymbolArgs,
+    pub read: ReadArgs,
     /// Sort by tag, allocs, frees, diff, bytes, per-alloc (PoolMon's T A F
     /// S B M), or nonpaged / paged (the tag's bytes in that pool, as
     /// !poolused 2 and 4 do).
@@ -34,29 +35,14 @@ pub struct Args {
     /// Reverse the order.
     #[arg(long)]
     pub reverse: bool,
-    /// Only this pool: paged, nonpaged or both (PoolMon's P key).
-    #[arg(long, value_enum, default_value_t = PoolChoice::Both)]
-    pub pool: PoolChoice,
-    /// Show only tags matching PATTERN (PoolMon's /i: `?` one character,
-    /// `*` any, case-sensitive, 0x... for a value); may be repeated.
-    #[arg(short, long = "include", value_name = "PATTERN")]
-    pub include: Vec<TagPattern>,
-    /// Hide tags matching PATTERN (PoolMon's /x); may be repeated.
-    #[arg(short = 'x', long = "exclude", value_name = "PATTERN")]
-    pub exclude: Vec<TagPattern>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Show only the first N rows.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
     /// Add a totals line per pool (PoolMon's E).
     #[arg(short = 'e', long)]
     pub totals: bool,
-    /// A pooltag.txt (WinDbg's triage\pooltag.txt) for the Mapped_Driver
-    /// column.
-    #[arg(long, value_name = "FILE")]
-    pub pooltag: Option<PathBuf>,
-    /// Do not search the loaded drivers' images for tags pooltag.txt lacks.
-    #[arg(long)]
-    pub no_image_search: bool,
     /// Include tags whose counters are all zero (seeded at boot).
     #[arg(long)]
     pub all: bool,
@@ -123,7 +109,7 @@ pub fn run(args: &Args) -> Result<String> {
 /// Open the source, read the tracker, and gather what the options ask for
 /// (the tag rows, the big-page list, sessions, call sites) into one report.
 pub fn collect(args: &Args) -> Result<Report> {
-    let (target, meta) = open_source(&args.source, &args.symbols)?;
+    let (target, meta) = open_source(&args.source, &args.read.symbols)?;
     let tracker_opts = TrackerOptions {
         include_zero: args.all,
         ..TrackerOptions::default()
@@ -150,14 +136,14 @@ pub fn collect(args: &Args) -> Result<Report> {
         }
     };
     warnings.extend(usage.warnings.iter().cloned());
-    let pooltag = match &args.pooltag {
+    let pooltag = match &args.read.pooltag {
         Some(p) => Some(crate::common::load_pooltag(p)?),
         None => None,
     };
     let query = UsageQuery {
-        include: args.include.clone(),
-        exclude: args.exclude.clone(),
-        pool: args.pool.class(),
+        include: args.filter.include.clone(),
+        exclude: args.filter.exclude.clone(),
+        pool: args.filter.pool.class(),
         sort: args.sort,
         reverse: args.reverse,
         top: args.top,

@@ -139,6 +139,21 @@ pub struct Row {
     pub clamped: bool,
 }
 
+impl Row {
+    /// PoolMon's cells: Tag, Type, Allocs, Frees, Diff, Bytes, Per Alloc.
+    pub fn poolmon_cells(&self) -> [String; 7] {
+        [
+            self.tag.clone(),
+            self.pool.into(),
+            self.allocs.to_string(),
+            self.frees.to_string(),
+            self.diff.to_string(),
+            self.bytes.to_string(),
+            self.per_alloc.to_string(),
+        ]
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct BigPool {
     pub table: String,

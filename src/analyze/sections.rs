@@ -36,7 +36,7 @@ impl View<'_> {
     }
 
     fn attributed(&self, mut rows: Vec<TagUsage>) -> Vec<TagUsage> {
-        let search_images = !self.args.no_image_search;
+        let search_images = !self.args.read.no_image_search;
         self.target
             .attribute(&mut rows, self.pooltag, search_images);
         rows
@@ -147,7 +147,7 @@ impl View<'_> {
             include: (relabel_rows::map_tags(map).into_iter())
                 .map(relabel_rows::pattern)
                 .collect(),
-            exclude: self.args.exclude.clone(),
+            exclude: self.args.filter.exclude.clone(),
             ..self.query.clone()
         };
         let rows = q.apply(&self.usage.rows);

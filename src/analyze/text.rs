@@ -3,7 +3,7 @@
 
 use super::report::{PoolTotals, RelabelReport, Row};
 use super::{Args, Report};
-use crate::render::{Align, Table};
+use crate::render::{Align, Table, poolmon_table};
 
 pub(super) fn render_text(r: &Report, args: &Args) -> String {
     let mut out = String::new();
@@ -126,35 +126,24 @@ fn tag_table(
     totals: Option<[(&str, &PoolTotals); 2]>,
     args: &Args,
 ) {
-    let mut t = Table::new(&[
-        ("Tag", Align::Left),
-        ("Type", Align::Left),
-        ("Allocs", Align::Right),
-        ("Frees", Align::Right),
-        ("Diff", Align::Right),
-        ("Bytes", Align::Right),
-        ("Per Alloc", Align::Right),
-        ("Mapped_Driver", Align::Left),
-    ]);
+    let mut t = poolmon_table(&[], &[("Mapped_Driver", Align::Left)]);
     for x in rows {
         let driver = match (&x.driver, &x.description) {
             (Some(d), Some(desc)) => format!("{d} - {desc}"),
             (Some(d), None) => d.clone(),
             _ => String::new(),
         };
-        t.push(vec![
-            x.tag.clone(),
-            x.pool.into(),
-            x.allocs.to_string(),
-            x.frees.to_string(),
-            x.diff.to_string(),
-            x.bytes.to_string(),
-            x.per_alloc.to_string(),
-            driver,
-        ]);
+        let mut cells = x.poolmon_cells().to_vec();
+        cells.push(driver);
+        t.push(cells);
     }
     for (name, p) in totals.into_iter().flatten() {
-        if args.pool.class().is_some_and(|c| c.poolmon() != name) {
+        if args
+            .filter
+            .pool
+            .class()
+            .is_some_and(|c| c.poolmon() != name)
+        {
             continue;
         }
         t.push(vec![
@@ -174,27 +163,9 @@ fn tag_table(
 /// `--relabel`: PoolMon's columns per call site.
 fn site_table(out: &mut String, x: &RelabelReport) {
     out.push_str(&format!("Per call site of {} (map {}):\n", x.tag, x.map));
-    let mut t = Table::new(&[
-        ("Site", Align::Left),
-        ("Tag", Align::Left),
-        ("Type", Align::Left),
-        ("Allocs", Align::Right),
-        ("Frees", Align::Right),
-        ("Diff", Align::Right),
-        ("Bytes", Align::Right),
-        ("Per Alloc", Align::Right),
-    ]);
+    let mut t = poolmon_table(&[("Site", Align::Left)], &[]);
     for s in &x.rows {
-        t.push(vec![
-            s.site.clone(),
-            s.row.tag.clone(),
-            s.row.pool.into(),
-            s.row.allocs.to_string(),
-            s.row.frees.to_string(),
-            s.row.diff.to_string(),
-            s.row.bytes.to_string(),
-            s.row.per_alloc.to_string(),
-        ]);
+        t.push([vec![s.site.clone()], s.row.poolmon_cells().to_vec()].concat());
     }
     if x.rows.is_empty() {
         out.push_str(" Nothing is counted under the map's tags.\n");
