@@ -9,14 +9,23 @@ use pooldump_core::symbols::{LayoutCache, SymbolOptions};
 use pooldump_kit::bulk::BulkSpec;
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
 
+/// The workspace's root (the directory with Cargo.lock above the crate
+/// this bench belongs to): benches of every crate share its
+/// `target/bench-dumps/`.
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .unwrap_or(here)
+        .to_path_buf()
+}
+
 /// `target/bench-dumps/<name>/{MEMORY.DMP,symbols/}` for a machine with
 /// `pool_bytes` of bulk pool and `big_live` big-pool allocations in a
 /// table of `big_table` entries. Set POOLDUMP_BENCH_GIB to override the
 /// size of the dumps benches ask for in GiB.
 pub fn bench_dump(name: &str, pool_bytes: u64, big_live: u32, big_table: u64) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/bench-dumps")
-        .join(name);
+    let dir = workspace_root().join("target/bench-dumps").join(name);
     let dump = dir.join("MEMORY.DMP");
     if dump.is_file() && dir.join("symbols").is_dir() {
         return dir;

@@ -1,9 +1,10 @@
 //! `analyze` on a multi-GiB dump with cached symbols (target: well under a
 //! second), and the big-page table walk of a 2^18-entry table.
 //!
-//! Run: `cargo bench --bench analyze` (POOLDUMP_BENCH_GIB=8 for an 8 GiB
+//! Run: `cargo bench -p pooldump-core --bench analyze` (POOLDUMP_BENCH_GIB=8 for an 8 GiB
 //! dump; the first run writes it under target/bench-dumps/).
 
+#[path = "../../../benches/common/mod.rs"]
 mod common;
 
 use std::time::Duration;

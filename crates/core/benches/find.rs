@@ -3,14 +3,15 @@
 //! `memchr::memmem` over the same mapped bytes, in the same run, with 1
 //! and 2 threads; then the cost of 1, 8 and 64 tags at once.
 //!
-//! Run: `cargo bench --bench find`. The first run writes a 1 GiB dump to
+//! Run: `cargo bench -p pooldump-core --bench find`. The first run writes a 1 GiB dump to
 //! target/bench-dumps/1g/ (the same dump as `cargo run --release -p
 //! pooldump-kit -- big --size 1G --out target/bench-dumps/1g`);
-//! `POOLDUMP_BENCH_GIB=8 cargo bench --bench find` uses an 8 GiB one
+//! `POOLDUMP_BENCH_GIB=8 cargo bench -p pooldump-core --bench find` uses an 8 GiB one
 //! (target/bench-dumps/8g/, written by this bench: `pooldump-kit big`
 //! cannot lay out more than 2 GiB, see large_dump). docs/performance.md
 //! has the figures.
 
+#[path = "../../../benches/common/mod.rs"]
 mod common;
 
 use std::time::Duration;
