@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use pooldump_core::callsites::{
-    ImageMemory, ModuleScan, TagSite, UnresolvedCall, scan_module, tag_sites,
+    ImageMemory, ModuleScan, TagSite, UnresolvedCall, scan_module, scan_modules, tag_sites,
 };
 use pooldump_core::hittag::PoolCall;
 use pooldump_core::relabel::{self, MapModule, RelabelMap, TagChooser};
@@ -133,15 +133,6 @@ pub fn collect(args: &Args) -> Result<Report> {
     if args.patch.is_some() && args.tags.len() != 1 {
         bail!("--patch relabels one tag: name it with --tag");
     }
-    let wanted = |name: &str| {
-        args.modules.is_empty()
-            || args.modules.iter().any(|w| {
-                name.eq_ignore_ascii_case(w)
-                    || name
-                        .rsplit_once('.')
-                        .is_some_and(|(stem, _)| stem.eq_ignore_ascii_case(w))
-            })
-    };
     if let Some(path) = &args.image {
         let img = ImageMemory::open(path)?;
         let mut walker = StackWalker::from_modules(vec![img.module()]);
@@ -182,20 +173,9 @@ pub fn collect(args: &Args) -> Result<Report> {
         };
         let mut walker = StackWalker::new(list);
         let mut names = symbolizer(&args.symbols, None);
-        let mut scans = Vec::new();
         let mut notes: Vec<String> = target.warnings.iter().map(|w| w.to_string()).collect();
-        for (i, m) in list.modules.iter().enumerate().skip(1) {
-            if !wanted(&m.name) {
-                continue;
-            }
-            match scan_module(&mut walker, &target.mem, i) {
-                Ok(s) => {
-                    notes.extend(s.notes.iter().cloned());
-                    scans.push(s);
-                }
-                Err(e) => notes.push(format!("{}: skipped: {e}", m.name)),
-            }
-        }
+        let (scans, scan_notes) = scan_modules(&mut walker, &target.mem, &args.modules);
+        notes.extend(scan_notes);
         if scans.is_empty() && !args.modules.is_empty() {
             bail!(
                 "{}: no loaded module is named {}",

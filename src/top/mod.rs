@@ -65,42 +65,23 @@ pub struct Args {
     pub once: bool,
 }
 
-/// PoolMon's sort keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TopSort {
-    Tag,
-    Allocs,
-    Frees,
-    Diff,
-    Bytes,
-    PerAlloc,
-}
+/// PoolMon's sort keys: its columns.
+pub use pooldump_core::pool::PoolMonColumn as TopSort;
 
-impl TopSort {
-    fn name(self) -> &'static str {
-        match self {
-            TopSort::Tag => "tag",
-            TopSort::Allocs => "allocs",
-            TopSort::Frees => "frees",
-            TopSort::Diff => "diff",
-            TopSort::Bytes => "bytes",
-            TopSort::PerAlloc => "per alloc",
-        }
+/// A sort key as the status line names it.
+fn sort_name(s: TopSort) -> &'static str {
+    match s {
+        TopSort::Tag => "tag",
+        TopSort::Allocs => "allocs",
+        TopSort::Frees => "frees",
+        TopSort::Diff => "diff",
+        TopSort::Bytes => "bytes",
+        TopSort::PerAlloc => "per alloc",
     }
 }
 
 fn parse_sort(s: &str) -> Result<TopSort, String> {
-    use pooldump_core::pool::PoolMonColumn as C;
-    Ok(
-        match C::parse(s).ok_or_else(|| crate::common::unknown_sort(s, ""))? {
-            C::Tag => TopSort::Tag,
-            C::Allocs => TopSort::Allocs,
-            C::Frees => TopSort::Frees,
-            C::Diff => TopSort::Diff,
-            C::Bytes => TopSort::Bytes,
-            C::PerAlloc => TopSort::PerAlloc,
-        },
-    )
+    TopSort::parse(s).ok_or_else(|| crate::common::unknown_sort(s, ""))
 }
 
 pub fn run(args: &Args) -> Result<String> {

@@ -326,7 +326,7 @@ impl View {
     fn status_line(&self) -> String {
         format!(
             " Sort: {}{}{}  Pool: {} | P pool  B/M/T/A/F/S sort  ( change  E totals  Q quit | {}",
-            self.sort.name(),
+            super::sort_name(self.sort),
             if self.by_change { " change" } else { "" },
             if self.reverse { " (reversed)" } else { "" },
             match self.pool {

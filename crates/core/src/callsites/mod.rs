@@ -177,6 +177,43 @@ impl ModuleScan {
     }
 }
 
+/// Whether a module named `name` is one of `only` (every module when `only`
+/// is empty): the whole name or its stem, ignoring case (`leakydrv` and
+/// `LeakyDrv.sys` both name `leakydrv.sys`).
+pub fn module_matches(only: &[String], name: &str) -> bool {
+    only.is_empty()
+        || only.iter().any(|w| {
+            name.eq_ignore_ascii_case(w)
+                || (name.rsplit_once('.')).is_some_and(|(stem, _)| stem.eq_ignore_ascii_case(w))
+        })
+}
+
+/// [`scan_module`] every module of `walker` but nt (the first) that
+/// [`module_matches`] `only`: the scans and their notes, and a note for each
+/// module whose headers could not be read (it is skipped).
+pub fn scan_modules<M: Memory + ?Sized>(
+    walker: &mut StackWalker,
+    mem: &M,
+    only: &[String],
+) -> (Vec<ModuleScan>, Vec<String>) {
+    let mut scans = Vec::new();
+    let mut notes = Vec::new();
+    let names: Vec<String> = walker.modules().iter().map(|m| m.name.clone()).collect();
+    for (i, name) in names.iter().enumerate().skip(1) {
+        if !module_matches(only, name) {
+            continue;
+        }
+        match scan_module(walker, mem, i) {
+            Ok(s) => {
+                notes.extend(s.notes.iter().cloned());
+                scans.push(s);
+            }
+            Err(e) => notes.push(format!("{name}: skipped: {e}")),
+        }
+    }
+    (scans, notes)
+}
+
 /// Disassemble module `m` of `walker` and list its calls to tagged pool
 /// routines. Errors only when the module's headers cannot be read; what
 /// could not be read inside is counted and noted.
