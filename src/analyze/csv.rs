@@ -21,20 +21,14 @@ const ROW_COLUMNS: [&str; 10] = [
 ];
 
 /// A tag row's CSV fields, in [`ROW_COLUMNS`] order.
-fn row_fields(x: &Row) -> [String; 10] {
-    let [tag, pool, allocs, frees, diff, bytes, per_alloc] = x.poolmon_cells();
-    [
-        tag,
-        pool,
-        allocs,
-        frees,
-        diff,
-        bytes,
-        per_alloc,
+fn row_fields(x: &Row) -> Vec<String> {
+    let mut f = x.poolmon_cells().to_vec();
+    f.extend([
         x.driver.clone().unwrap_or_default(),
         x.description.clone().unwrap_or_default(),
         x.slot.into(),
-    ]
+    ]);
+    f
 }
 
 pub(super) fn render_csv(r: &Report, args: &Args) -> Result<String> {
