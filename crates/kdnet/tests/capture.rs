@@ -7,6 +7,7 @@
 //! With CI=true a missing capture fails the test; otherwise it is skipped
 //! with a message.
 
+#[path = "../../../tests/support/prereq.rs"]
 mod support;
 
 use std::collections::BTreeMap;

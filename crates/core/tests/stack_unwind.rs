@@ -13,6 +13,7 @@
 //!    says (return addresses, pushed registers, allocations) are walked
 //!    back: every frame's PC, Child-SP and recovered registers.
 
+#[path = "../../../tests/support/prereq.rs"]
 mod support;
 
 use std::collections::BTreeMap;
