@@ -236,11 +236,7 @@ impl Memory for Sparse {
         PhysAddr(0)
     }
     fn read_physical(&self, pa: PhysAddr, _buf: &mut [u8]) -> Result<(), MemoryError> {
-        Err(MemoryError::NotInSource {
-            pa,
-            va: None,
-            level: None,
-        })
+        Err(MemoryError::not_in_source(pa))
     }
     fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), MemoryError> {
         for (i, b) in buf.iter_mut().enumerate() {
@@ -248,10 +244,7 @@ impl Memory for Sparse {
             let p = self
                 .pages
                 .get(&(a & !0xFFF))
-                .ok_or(MemoryError::NotPresent {
-                    va: KernelVa(a),
-                    level: pooldump_core::PxeLevel::Pte,
-                })?;
+                .ok_or(MemoryError::page_not_present(KernelVa(a)))?;
             *b = p[(a & 0xFFF) as usize];
         }
         Ok(())

@@ -79,6 +79,25 @@ fn describe_va(va: Option<KernelVa>, level: Option<PxeLevel>) -> String {
 }
 
 impl MemoryError {
+    /// `pa` is not in a source that holds it, or that holds no physical
+    /// pages at all (an image file, a small memory dump).
+    pub fn not_in_source(pa: PhysAddr) -> Self {
+        MemoryError::NotInSource {
+            pa,
+            va: None,
+            level: None,
+        }
+    }
+
+    /// `va`'s page is not mapped: its PTE is not present, or a source that
+    /// reads virtual memory directly does not hold it.
+    pub fn page_not_present(va: KernelVa) -> Self {
+        MemoryError::NotPresent {
+            va,
+            level: PxeLevel::Pte,
+        }
+    }
+
     /// Attach the virtual address through which a physical read was reached.
     fn via(self, va: KernelVa, level: Option<PxeLevel>) -> Self {
         match self {
@@ -447,10 +466,7 @@ mod tests {
         // The read used to return Ok with the tail left unfilled.
         assert_eq!(
             m.read_virtual(KernelVa(va + 0x800), &mut buf),
-            Err(MemoryError::NotPresent {
-                va: KernelVa(va + 0x1000),
-                level: PxeLevel::Pte
-            })
+            Err(MemoryError::page_not_present(KernelVa(va + 0x1000)))
         );
         assert_eq!(
             m.read_virtual_partial(KernelVa(va + 0x800), &mut buf),

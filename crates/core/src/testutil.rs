@@ -195,11 +195,7 @@ impl Memory for Machine {
             let page = self
                 .pages
                 .get(&(cur >> 12))
-                .ok_or(MemoryError::NotInSource {
-                    pa: PhysAddr(cur),
-                    va: None,
-                    level: None,
-                })?;
+                .ok_or(MemoryError::not_in_source(PhysAddr(cur)))?;
             let at = (cur & 0xFFF) as usize;
             let n = (PAGE - at).min(buf.len() - done);
             buf[done..done + n].copy_from_slice(&page[at..at + n]);

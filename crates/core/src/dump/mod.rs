@@ -285,11 +285,7 @@ impl CrashDump {
                 Ok(&file[off..off + PAGE_SIZE as usize])
             }
             Lookup::Truncated => Err(MemoryError::Truncated { pa }),
-            Lookup::Absent => Err(MemoryError::NotInSource {
-                pa,
-                va: None,
-                level: None,
-            }),
+            Lookup::Absent => Err(MemoryError::not_in_source(pa)),
         }
     }
 }
@@ -341,11 +337,7 @@ impl Memory for CrashDump {
         while done < buf.len() {
             let cur =
                 pa.0.checked_add(done as u64)
-                    .ok_or(MemoryError::NotInSource {
-                        pa,
-                        va: None,
-                        level: None,
-                    })?;
+                    .ok_or(MemoryError::not_in_source(pa))?;
             let in_page = (PAGE_SIZE - cur % PAGE_SIZE) as usize;
             let n = in_page.min(buf.len() - done);
             let page = self.page(Pfn(cur / PAGE_SIZE)).map_err(|e| match e {

@@ -23,11 +23,7 @@ impl Memory for Live<'_> {
     }
     fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
         if !self.0.mem.is_ram(pa.0 >> 12) {
-            return Err(MemoryError::NotInSource {
-                pa,
-                va: None,
-                level: None,
-            });
+            return Err(MemoryError::not_in_source(pa));
         }
         self.0.mem.read(pa.0, buf);
         Ok(())

@@ -110,11 +110,9 @@ impl Memory for LiveTarget {
     fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
         let n = self.read_blocks(Space::Physical, pa.0, buf)?;
         if n < buf.len() {
-            return Err(MemoryError::NotInSource {
-                pa: PhysAddr(pa.0.wrapping_add(n as u64)),
-                va: None,
-                level: None,
-            });
+            return Err(MemoryError::not_in_source(PhysAddr(
+                pa.0.wrapping_add(n as u64),
+            )));
         }
         Ok(())
     }

@@ -275,11 +275,7 @@ impl Memory for TriageDump {
     }
     /// A small memory dump holds no physical pages.
     fn read_physical(&self, pa: PhysAddr, _buf: &mut [u8]) -> Result<(), MemoryError> {
-        Err(MemoryError::NotInSource {
-            pa,
-            va: None,
-            level: None,
-        })
+        Err(MemoryError::not_in_source(pa))
     }
     /// No page tables are in the file: a virtual address is readable only
     /// through the captured ranges.
