@@ -237,21 +237,30 @@ fn read_through_tables<M: Memory + ?Sized>(
         let cur = va
             .checked_add(done as u64)
             .ok_or(MemoryError::NonCanonical { va })?;
-        let in_page = (PAGE_SIZE - cur.page_offset()) as usize;
-        let n = in_page.min(buf.len() - done);
-        // A translation error already names its level; a data-page error
-        // gets the virtual address it was reached from.
-        let step = m.translate(cur).and_then(|t| {
-            m.read_physical(t.pa, &mut buf[done..done + n])
-                .map_err(|e| e.via(cur, None))
-        });
-        match step {
-            Ok(()) => done += n,
+        match read_rest_of_page(m, cur, &mut buf[done..]) {
+            Ok(n) => done += n,
             Err(_) if partial && done > 0 => return Ok(done),
             Err(e) => return Err(e),
         }
     }
     Ok(done)
+}
+
+/// One step of a read through the page tables: translate `va` through
+/// [`Memory::translate`] and read from it to the end of its page (or of
+/// `buf`) with [`Memory::read_physical`]. Returns the bytes read. A
+/// translation error already names its level; a data-page error gets the
+/// virtual address it was reached from.
+pub fn read_rest_of_page<M: Memory + ?Sized>(
+    m: &M,
+    va: KernelVa,
+    buf: &mut [u8],
+) -> Result<usize, MemoryError> {
+    let n = ((PAGE_SIZE - va.page_offset()) as usize).min(buf.len());
+    let t = m.translate(va)?;
+    m.read_physical(t.pa, &mut buf[..n])
+        .map_err(|e| e.via(va, None))?;
+    Ok(n)
 }
 
 /// A handle to a [`Memory`] is that memory: references, boxes (so a
