@@ -53,17 +53,7 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 }
 
 fn readobj(tool: &Path, file: &Path) -> Vec<RoFunction> {
-    let out = Command::new(tool)
-        .arg("--unwind")
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = support::run_ok(Command::new(tool).arg("--unwind").arg(file));
     let mut fns = Vec::new();
     let mut cur: Option<RoFunction> = None;
     let mut in_chain = false;
