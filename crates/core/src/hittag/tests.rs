@@ -121,14 +121,7 @@ fn every_stop_is_what_the_cpu_did() {
                     };
                     assert_eq!(*call, want, "{build:?}");
                     let site = site.unwrap();
-                    let base = m
-                        .truth
-                        .kernel
-                        .modules
-                        .iter()
-                        .find(|d| d.base_name == site.module)
-                        .unwrap()
-                        .base;
+                    let base = m.truth.kernel.module(&site.module).unwrap().base;
                     let k = hit.site.unwrap();
                     assert_eq!(hit.trace.frames[k].pc.0, base + site.rva, "{build:?}");
                     if want == PoolCall::Alloc {
