@@ -6,29 +6,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
 use pooldump_kit::corrupt::{Corruption, FileCorruption, corrupt_file};
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
-use support::{Finished, repo_root, run_bounded};
-
-fn pooldump(args: &[&str]) -> Finished {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
-    c.args(args)
-        .env_remove("_NT_SYMBOL_PATH")
-        .current_dir(repo_root());
-    // Hang detector, not a timing test.
-    run_bounded(&mut c, Duration::from_secs(120))
-}
-
-fn sample() -> (String, String) {
-    let root = repo_root().join("testdata/sample");
-    (
-        root.join("MEMORY.DMP").display().to_string(),
-        root.join("symbols").display().to_string(),
-    )
-}
+use support::{Finished, pooldump, repo_root, sample};
 
 /// `pooldump analyze` on the bundled sample with its own symbols, offline.
 fn analyze_sample(extra: &[&str]) -> Finished {

@@ -3,33 +3,20 @@
 //! (10% loss, duplicates and reordering), and leaves the target running;
 //! the same for session pool (`--session`).
 
-use std::net::{Ipv4Addr, UdpSocket};
-use std::process::Command;
+mod support;
+
+use std::net::Ipv4Addr;
 
 use pooldump_kdnet_sim::{Faults, SimConfig, SimTarget};
-use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
+use pooldump_kit::{Machine, NtBuild, Scenario};
 use serde_json::Value;
 
 const KEY: &str = "9.8.7.6";
 
-fn free_port() -> u16 {
-    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    s.local_addr().unwrap().port()
-}
-
 fn analyze(args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_pooldump"))
-        .args(["analyze", "--offline", "--no-cache", "--json"])
-        .args(args)
-        .env_remove("_NT_SYMBOL_PATH")
-        .output()
-        .expect("pooldump runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let mut a = vec!["analyze", "--offline", "--no-cache", "--json"];
+    a.extend_from_slice(args);
+    support::pooldump(&a).json()
 }
 
 #[test]
@@ -39,14 +26,10 @@ fn live_table_equals_the_dump_table_over_a_lossy_link() {
         s.cpus = 2;
         let m = Machine::build(&s);
         let dir = tempfile::tempdir().unwrap();
-        let dump = dir.path().join("MEMORY.DMP");
-        let syms = dir.path().join("symbols");
-        m.write_dump_file(DumpKind::KernelBitmap, &dump).unwrap();
-        m.write_symbol_store(&syms).unwrap();
+        let (dump, syms) = support::write_dump_and_symbols(&m, dir.path());
         let syms = syms.display().to_string();
 
-        let port = free_port();
-        let mut cfg = SimConfig::new(KEY.parse().unwrap(), (Ipv4Addr::LOCALHOST, port).into());
+        let (mut cfg, port) = support::loopback_sim(KEY);
         cfg.faults = Faults::lossy(0.10);
         let sim = SimTarget::spawn(m, cfg).unwrap();
         // Default settings: the retransmission timer adapts to loopback's

@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, StringArray};
+use arrow_array::{Array, RecordBatch, StringArray, UInt64Array};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use pooldump_kit::fleet::{FleetSpec, WrittenFleet, write_fleet};
 use serde_json::Value;
-use support::{Finished, missing, repo_root, run_bounded};
+use support::{Finished, missing, pooldump, pooldump_command, repo_root, run_bounded};
 
 struct Fixture {
     /// Dropped (deleted) when the test ends: a fleet is 700 MiB.
@@ -74,17 +74,14 @@ fn fixture(machines: usize, steps: usize) -> Fixture {
 }
 
 fn batch_cmd(f: &Fixture, out: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
-    c.arg("batch")
-        .arg(f.dir.path().join("fleet"))
+    let mut c = pooldump_command(&["batch"]);
+    c.arg(f.dir.path().join("fleet"))
         .arg("-o")
         .arg(out)
         .arg("--symbol-path")
         .arg(&f.fleet.symbols)
         .args(["--offline", "--no-cache"])
-        .args(extra)
-        .env_remove("_NT_SYMBOL_PATH")
-        .current_dir(repo_root());
+        .args(extra);
     c
 }
 
@@ -92,11 +89,11 @@ fn batch(f: &Fixture, out: &Path, extra: &[&str]) -> Finished {
     run_bounded(&mut batch_cmd(f, out, extra), Duration::from_secs(600))
 }
 
-/// (dump_id, path, status) of every dumps row, read with the parquet
-/// crate's own reader.
-fn dumps_rows(out: &Path) -> Vec<(String, String, String)> {
-    let mut rows = Vec::new();
-    for e in std::fs::read_dir(out.join("dumps")).unwrap() {
+/// Every record batch of the Parquet files in `out/table`, read with the
+/// parquet crate's own reader.
+fn parquet_batches(out: &Path, table: &str) -> Vec<RecordBatch> {
+    let mut batches = Vec::new();
+    for e in std::fs::read_dir(out.join(table)).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_none_or(|x| x != "parquet") {
             continue;
@@ -105,27 +102,39 @@ fn dumps_rows(out: &Path) -> Vec<(String, String, String)> {
             .unwrap()
             .build()
             .unwrap();
-        for b in reader {
-            let b = b.unwrap();
-            let col = |n: &str| {
-                b.column_by_name(n)
-                    .unwrap()
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .unwrap()
-                    .clone()
-            };
-            let (id, path, st) = (col("dump_id"), col("path"), col("status"));
-            for i in 0..b.num_rows() {
-                rows.push((
-                    id.value(i).to_string(),
-                    path.value(i).to_string(),
-                    st.value(i).to_string(),
-                ));
-            }
+        batches.extend(reader.map(Result::unwrap));
+    }
+    batches
+}
+
+/// The column `name` of `b`, of type `A`.
+fn column<A: Array + Clone + 'static>(b: &RecordBatch, name: &str) -> A {
+    b.column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .as_any()
+        .downcast_ref::<A>()
+        .unwrap_or_else(|| panic!("column {name} has another type"))
+        .clone()
+}
+
+/// The values of the text columns `names` in every row of `out/table`.
+fn text_rows<const N: usize>(out: &Path, table: &str, names: [&str; N]) -> Vec<[String; N]> {
+    let mut rows = Vec::new();
+    for b in parquet_batches(out, table) {
+        let cols = names.map(|n| column::<StringArray>(&b, n));
+        for i in 0..b.num_rows() {
+            rows.push(std::array::from_fn(|c| cols[c].value(i).to_string()));
         }
     }
     rows
+}
+
+/// (dump_id, path, status) of every dumps row.
+fn dumps_rows(out: &Path) -> Vec<(String, String, String)> {
+    text_rows(out, "dumps", ["dump_id", "path", "status"])
+        .into_iter()
+        .map(|[id, path, status]| (id, path, status))
+        .collect()
 }
 
 /// A tags row's (path, tag, type).
@@ -133,54 +142,18 @@ type TagKey = (String, String, String);
 
 /// Every tags row's key, and each dumps row's `tags` count by path.
 fn tags_rows(out: &Path) -> (Vec<TagKey>, HashMap<String, u64>) {
-    let read = |table: &str, f: &mut dyn FnMut(&arrow_array::RecordBatch)| {
-        for e in std::fs::read_dir(out.join(table)).unwrap() {
-            let p = e.unwrap().path();
-            if p.extension().is_none_or(|x| x != "parquet") {
-                continue;
-            }
-            let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&p).unwrap())
-                .unwrap()
-                .build()
-                .unwrap();
-            for b in reader {
-                f(&b.unwrap());
-            }
-        }
-    };
-    let text = |b: &arrow_array::RecordBatch, n: &str| {
-        b.column_by_name(n)
-            .unwrap()
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap()
-            .clone()
-    };
-    let mut rows = Vec::new();
-    read("tags", &mut |b| {
-        let (path, tag, ty) = (text(b, "path"), text(b, "tag"), text(b, "type"));
-        for i in 0..b.num_rows() {
-            rows.push((
-                path.value(i).to_string(),
-                tag.value(i).to_string(),
-                ty.value(i).to_string(),
-            ));
-        }
-    });
+    let rows = text_rows(out, "tags", ["path", "tag", "type"])
+        .into_iter()
+        .map(|[path, tag, ty]| (path, tag, ty))
+        .collect();
     let mut counts = HashMap::new();
-    read("dumps", &mut |b| {
-        let path = text(b, "path");
-        let tags = b
-            .column_by_name("tags")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<arrow_array::UInt64Array>()
-            .unwrap()
-            .clone();
+    for b in parquet_batches(out, "dumps") {
+        let path = column::<StringArray>(&b, "path");
+        let tags = column::<UInt64Array>(&b, "tags");
         for i in 0..b.num_rows() {
             counts.insert(path.value(i).to_string(), tags.value(i));
         }
-    });
+    }
     (rows, counts)
 }
 
@@ -441,18 +414,16 @@ fn duckdb_python() -> Option<PathBuf> {
 
 /// `pooldump analyze --json` rows of one dump, by (tag, type).
 fn analyze_rows(f: &Fixture, dump: &Path) -> HashMap<(String, String), Value> {
-    let r = run_bounded(
-        Command::new(env!("CARGO_BIN_EXE_pooldump"))
-            .arg("analyze")
-            .arg(dump)
-            .arg("--symbol-path")
-            .arg(&f.fleet.symbols)
-            .args(["--offline", "--no-cache", "--json"])
-            .env_remove("_NT_SYMBOL_PATH"),
-        Duration::from_secs(120),
-    );
-    assert_eq!(r.code(), Some(0), "{}", r.stderr);
-    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    let v = pooldump(&[
+        "analyze",
+        dump.to_str().unwrap(),
+        "--symbol-path",
+        f.fleet.symbols.to_str().unwrap(),
+        "--offline",
+        "--no-cache",
+        "--json",
+    ])
+    .json();
     v["rows"]
         .as_array()
         .unwrap()
@@ -475,19 +446,19 @@ fn ndjson_rows_equal_analyze_and_formats_do_not_mix() {
     let out = f.dir.path().join("results-ndjson");
     // Two machines' directories and the corrupt files, by glob and by dir.
     let m0 = f.dir.path().join("fleet/m000-*");
-    let r = run_bounded(
-        Command::new(env!("CARGO_BIN_EXE_pooldump"))
-            .arg("batch")
-            .arg(m0.to_str().unwrap())
-            .arg(f.dir.path().join("fleet/corrupt"))
-            .arg("-o")
-            .arg(&out)
-            .args(["--format", "ndjson", "--symbol-path"])
-            .arg(&f.fleet.symbols)
-            .args(["--offline", "--no-cache"])
-            .env_remove("_NT_SYMBOL_PATH"),
-        Duration::from_secs(300),
-    );
+    let r = pooldump(&[
+        "batch",
+        m0.to_str().unwrap(),
+        f.dir.path().join("fleet/corrupt").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--format",
+        "ndjson",
+        "--symbol-path",
+        f.fleet.symbols.to_str().unwrap(),
+        "--offline",
+        "--no-cache",
+    ]);
     assert_eq!(r.code(), Some(0), "{}\n{}", r.stdout, r.stderr);
     let lines = |table: &str| -> Vec<Value> {
         let mut v = Vec::new();

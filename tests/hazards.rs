@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use pooldump_core::dump::CrashDump;
-use pooldump_core::{KernelVa, Memory, MemoryError, PhysAddr, PxeLevel};
+use pooldump_core::{KernelVa, Memory, MemoryError, PhysAddr};
 use pooldump_kit::corrupt::{Corruption, FileCorruption, corrupt_file};
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
 use serde_json::Value;
@@ -500,11 +500,7 @@ fn unaligned_multi_page_physical_reads_are_exact() {
                         let first_byte = (missing * PAGE).max(start);
                         assert_eq!(
                             r,
-                            Err(MemoryError::NotInSource {
-                                pa: PhysAddr(first_byte),
-                                va: None,
-                                level: None
-                            }),
+                            Err(MemoryError::not_in_source(PhysAddr(first_byte))),
                             "{what}: {start:#x}+{len:#x}"
                         );
                         absent += 1;
@@ -553,10 +549,7 @@ fn paged_out_and_transition_pages() {
             .expect("open");
         let mut buf = vec![0u8; PAGE as usize];
         for &va in &t.pages.paged_out {
-            let want = MemoryError::NotPresent {
-                va: KernelVa(va),
-                level: PxeLevel::Pte,
-            };
+            let want = MemoryError::page_not_present(KernelVa(va));
             assert_eq!(dump.translate(KernelVa(va)), Err(want.clone()), "{build}");
             assert_eq!(dump.read_virtual(KernelVa(va), &mut buf), Err(want));
         }

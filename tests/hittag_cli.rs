@@ -9,22 +9,16 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pooldump_kdnet_sim::{Faults, SimConfig, SimTarget, WorkItem, Workload};
+use pooldump_kdnet_sim::{Faults, SimTarget, WorkItem, Workload};
 use pooldump_kit::run::{HitRecord, PoolOp, RunTruth};
 use pooldump_kit::{Machine, NtBuild, Scenario};
 use serde_json::Value;
 use support::run_bounded;
 
 const KEY: &str = "1.2.3.4";
-
-fn free_port() -> u16 {
-    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    s.local_addr().unwrap().port()
-}
 
 /// A driver self-check that breaks with DbgBreakPoint every 20 simulated
 /// seconds: a stop that is not a pool call.
@@ -71,8 +65,7 @@ fn setup_with(build: NtBuild, faults: Faults, workload: Workload) -> Setup {
         .iter()
         .map(|d| (d.base_name.clone(), d.base))
         .collect();
-    let port = free_port();
-    let mut cfg = SimConfig::new(KEY.parse().unwrap(), (Ipv4Addr::LOCALHOST, port).into());
+    let (mut cfg, port) = support::loopback_sim(KEY);
     cfg.faults = faults;
     cfg.workload = Some(workload);
     cfg.speed = 60.0;

@@ -9,29 +9,29 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
 use pooldump_core::text::is_unsafe;
-use support::{Finished, repo_root, run_measured};
+use support::{CLI_LIMIT, Finished, pooldump_command, repo_root, run_measured, sample};
 
 /// Every hostile input must be handled in less than this.
 const PEAK_LIMIT: u64 = 300 << 20;
 
 fn pooldump(args: &[&str]) -> (Finished, u64) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
-    c.args(args)
-        .env_remove("_NT_SYMBOL_PATH")
-        .current_dir(repo_root());
-    run_measured(&mut c, Duration::from_secs(300))
+    run_measured(&mut pooldump_command(args), CLI_LIMIT)
 }
 
-fn sample() -> (String, String) {
-    let root = repo_root().join("testdata/sample");
-    (
-        root.join("MEMORY.DMP").display().to_string(),
-        root.join("symbols").display().to_string(),
-    )
+/// `analyze DUMP` offline with the pooltag file `pooltag`.
+fn analyze_with_pooltag<'a>(dump: &'a str, syms: &'a str, pooltag: &'a str) -> [&'a str; 8] {
+    [
+        "analyze",
+        dump,
+        "--symbol-path",
+        syms,
+        "--offline",
+        "--no-cache",
+        "--pooltag",
+        pooltag,
+    ]
 }
 
 /// Run and check the peak; the peak is printed so `--nocapture` shows the
@@ -102,16 +102,7 @@ fn dev_zero_and_urandom_as_pooltag_are_refused_at_the_cap() {
     for dev in ["/dev/zero", "/dev/urandom"] {
         let f = measured(
             &format!("--pooltag {dev}"),
-            &[
-                "analyze",
-                &dump,
-                "--symbol-path",
-                &syms,
-                "--offline",
-                "--no-cache",
-                "--pooltag",
-                dev,
-            ],
+            &analyze_with_pooltag(&dump, &syms, dev),
         );
         assert_eq!(f.code(), Some(1));
         assert_eq!(
@@ -439,16 +430,11 @@ fn a_pooltag_txt_in_utf16_without_a_bom_is_read() {
     )
     .unwrap();
     let run = |p: &Path| {
-        pooldump(&[
-            "analyze",
+        pooldump(&analyze_with_pooltag(
             &dump,
-            "--symbol-path",
             &syms,
-            "--offline",
-            "--no-cache",
-            "--pooltag",
             &p.display().to_string(),
-        ])
+        ))
         .0
     };
     let (a, b) = (run(&u8p), run(&u16p));

@@ -1,10 +1,11 @@
 //! `pooldump info --kdnet`: the live kernel's identity through the same
 //! code path as a dump, against the simulated target on loopback.
 
-use std::net::{Ipv4Addr, UdpSocket};
+mod support;
+
 use std::process::Command;
 
-use pooldump_kdnet_sim::{Faults, SimConfig, SimTarget};
+use pooldump_kdnet_sim::{Faults, SimTarget};
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
 use serde_json::Value;
 
@@ -17,13 +18,6 @@ fn pooldump(args: &[&str]) -> std::process::Output {
         .expect("pooldump runs")
 }
 
-/// A free UDP port on loopback (test-chosen; released before the CLI
-/// binds it).
-fn free_port() -> u16 {
-    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    s.local_addr().unwrap().port()
-}
-
 #[test]
 fn info_kdnet_shows_the_same_kernel_as_the_dump() {
     let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 21));
@@ -32,8 +26,7 @@ fn info_kdnet_shows_the_same_kernel_as_the_dump() {
     let dump = dir.path().join("MEMORY.DMP");
     m.write_dump_file(DumpKind::KernelBitmap, &dump).unwrap();
 
-    let port = free_port();
-    let mut cfg = SimConfig::new(KEY.parse().unwrap(), (Ipv4Addr::LOCALHOST, port).into());
+    let (mut cfg, port) = support::loopback_sim(KEY);
     cfg.faults = Faults::lossy(0.02);
     let sim = SimTarget::spawn(m, cfg).unwrap();
     let spec = format!("port={port},key={KEY},bind=127.0.0.1");

@@ -8,82 +8,66 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, UdpSocket};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pooldump_kdnet_sim::{Faults, Mishap, MishapKind, SimConfig, SimTarget};
+use pooldump_kdnet_sim::{Faults, Mishap, MishapKind, SimTarget};
 use pooldump_kit::{Machine, scenario};
 use serde_json::Value;
-use support::{repo_root, run_bounded};
+use support::{pooldump, pooldump_command, run_bounded, sample};
 
 const KEY: &str = "2.7.1.8";
 /// Requests into the session when the mishap strikes: past the connection
 /// and kernel identification, inside the tracker read.
 const AFTER: u64 = 60;
 
-fn free_port() -> u16 {
-    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    s.local_addr().unwrap().port()
-}
-
-fn sample() -> (PathBuf, PathBuf) {
-    let dir = repo_root().join("testdata/sample");
-    (dir.join("MEMORY.DMP"), dir.join("symbols"))
-}
-
-fn target(port: u16, mishap: Option<Mishap>, faults: Faults) -> SimTarget {
-    let mut cfg = SimConfig::new(KEY.parse().unwrap(), (Ipv4Addr::LOCALHOST, port).into());
-    cfg.mishap = mishap;
+/// The sample machine simulated on a free loopback port, struck by `kind`
+/// after [`AFTER`] requests; and the port.
+fn target(kind: MishapKind, faults: Faults) -> (SimTarget, u16) {
+    let (mut cfg, port) = support::loopback_sim(KEY);
+    cfg.mishap = Some(Mishap {
+        after_requests: AFTER,
+        kind,
+    });
     cfg.faults = faults;
-    SimTarget::spawn(Machine::build(&scenario::sample()), cfg).unwrap()
+    let sim = SimTarget::spawn(Machine::build(&scenario::sample()), cfg).unwrap();
+    (sim, port)
 }
 
 /// `pooldump analyze --json` with default settings on the port.
 fn analyze(port: u16) -> Command {
     let (_, syms) = sample();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
-    c.args([
+    pooldump_command(&[
         "analyze",
         "--offline",
         "--no-cache",
         "--json",
         "-v",
         "--kdnet",
+        &format!("port={port},key={KEY}"),
+        "--symbol-path",
+        &syms,
     ])
-    .arg(format!("port={port},key={KEY}"))
-    .arg("--symbol-path")
-    .arg(syms)
-    .env_remove("_NT_SYMBOL_PATH");
-    c
 }
 
 /// The same analysis from the sample's dump.
 fn from_dump() -> Value {
     let (dump, syms) = sample();
-    let out = Command::new(env!("CARGO_BIN_EXE_pooldump"))
-        .args(["analyze", "--offline", "--no-cache", "--json"])
-        .arg(dump)
-        .arg("--symbol-path")
-        .arg(syms)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    serde_json::from_slice(&out.stdout).unwrap()
+    pooldump(&[
+        "analyze",
+        "--offline",
+        "--no-cache",
+        "--json",
+        &dump,
+        "--symbol-path",
+        &syms,
+    ])
+    .json()
 }
 
 #[test]
 fn a_target_that_reboots_mid_session_is_a_clear_error_and_runs() {
-    let port = free_port();
-    let sim = target(
-        port,
-        Some(Mishap {
-            after_requests: AFTER,
-            kind: MishapKind::Reboot,
-        }),
-        Faults::default(),
-    );
+    let (sim, port) = target(MishapKind::Reboot, Faults::default());
     let r = run_bounded(&mut analyze(port), Duration::from_secs(90));
     assert!(!r.status.success());
     assert!(r.stderr.contains("rebooted"), "{}", r.stderr);
@@ -93,13 +77,8 @@ fn a_target_that_reboots_mid_session_is_a_clear_error_and_runs() {
 
 #[test]
 fn a_short_outage_is_ridden_out() {
-    let port = free_port();
-    let sim = target(
-        port,
-        Some(Mishap {
-            after_requests: AFTER,
-            kind: MishapKind::Silent(Duration::from_secs(2)),
-        }),
+    let (sim, port) = target(
+        MishapKind::Silent(Duration::from_secs(2)),
         Faults::default(),
     );
     let r = run_bounded(&mut analyze(port), Duration::from_secs(90));
@@ -119,13 +98,8 @@ fn a_short_outage_is_ridden_out() {
 
 #[test]
 fn a_target_that_stops_answering_ends_in_a_clear_message() {
-    let port = free_port();
-    let sim = target(
-        port,
-        Some(Mishap {
-            after_requests: AFTER,
-            kind: MishapKind::Silent(Duration::from_secs(600)),
-        }),
+    let (sim, port) = target(
+        MishapKind::Silent(Duration::from_secs(600)),
         Faults::default(),
     );
     let t = Instant::now();
@@ -150,15 +124,10 @@ fn a_target_that_stops_answering_ends_in_a_clear_message() {
 
 #[test]
 fn an_outage_longer_than_the_bound_ends_with_the_target_resumed() {
-    let port = free_port();
     // Silent past the 15 s give-up bound, back within the 7 s pooldump
     // then waits for an offer.
-    let sim = target(
-        port,
-        Some(Mishap {
-            after_requests: AFTER,
-            kind: MishapKind::Silent(Duration::from_secs(18)),
-        }),
+    let (sim, port) = target(
+        MishapKind::Silent(Duration::from_secs(18)),
         Faults::default(),
     );
     let r = run_bounded(&mut analyze(port), Duration::from_secs(90));
@@ -176,15 +145,10 @@ fn an_outage_longer_than_the_bound_ends_with_the_target_resumed() {
 
 #[test]
 fn a_host_killed_mid_session_and_started_again_resumes_the_stopped_target() {
-    let port = free_port();
     // The target stalls mid-session so the first process is caught in
     // the middle of it, and is killed there.
-    let sim = target(
-        port,
-        Some(Mishap {
-            after_requests: AFTER,
-            kind: MishapKind::Silent(Duration::from_secs(3)),
-        }),
+    let (sim, port) = target(
+        MishapKind::Silent(Duration::from_secs(3)),
         Faults::lossy(0.02),
     );
     let mut first = analyze(port)

@@ -12,15 +12,13 @@
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Command;
-use std::time::Duration;
 
 use pooldump_kdnet_sim::{SimConfig, SimTarget};
 use pooldump_kit::{Machine, scenario};
 use serde_json::Value;
 use support::netns::{LOSSY_LINK, NetPair};
 use support::relay::{Impairment, Relay};
-use support::{missing, repo_root, require_tool, run_bounded};
+use support::{missing, repo_root, require_tool};
 
 const KEY: &str = "3.1.4.1";
 /// The default port, as a user would leave it.
@@ -69,27 +67,15 @@ fn live(p: &NetPair, args: &[&str]) -> Value {
         .arg("--kdnet")
         .arg(format!("port={PORT},key={KEY}"))
         .env_remove("_NT_SYMBOL_PATH");
-    let r = run_bounded(&mut c, Duration::from_secs(300));
-    assert!(r.status.success(), "{args:?}: {}", r.stderr);
-    serde_json::from_str(&r.stdout).unwrap()
+    serde_json::from_str(&support::run_ok(&mut c)).unwrap()
 }
 
 /// The same command on the sample's dump.
 fn dump(args: &[&str]) -> Value {
-    let dir = repo_root().join("testdata/sample");
-    let out = Command::new(env!("CARGO_BIN_EXE_pooldump"))
-        .args(args)
-        .args(symbols(args))
-        .arg("--json")
-        .arg(dir.join("MEMORY.DMP"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let (sample, _) = support::sample();
+    let mut c = support::pooldump_command(args);
+    c.args(symbols(args)).arg("--json").arg(sample);
+    serde_json::from_str(&support::run_ok(&mut c)).unwrap()
 }
 
 #[test]

@@ -529,16 +529,7 @@ fn the_library_example_is_the_readmes_and_runs() {
         ));
         return;
     }
-    let out = Command::new(&exe)
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = support::run_ok(Command::new(&exe).current_dir(repo_root()));
     // The five tags with the most bytes, then NSbf's allocations (all of
     // them big-pool entries on the sample), as the README shows them.
     let lines: Vec<&str> = stdout.lines().collect();

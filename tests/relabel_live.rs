@@ -9,22 +9,16 @@
 
 mod support;
 
-use std::net::{Ipv4Addr, UdpSocket};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pooldump_core::relabel::RelabelMap;
-use pooldump_kdnet_sim::{Faults, SimConfig, SimTarget, Workload};
+use pooldump_kdnet_sim::{Faults, SimTarget, Workload};
 use pooldump_kit::{Machine, NtBuild, Scenario};
 use serde_json::Value;
 use support::{Finished, run_bounded};
 
 const KEY: &str = "1.2.3.4";
-
-fn free_port() -> u16 {
-    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    s.local_addr().unwrap().port()
-}
 
 fn pooldump(args: &[&str], symbols: &std::path::Path) -> Finished {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
@@ -49,8 +43,7 @@ fn relabel_count_per_site_and_undo_over_a_lossy_link() {
     let dir = tempfile::tempdir().unwrap();
     let symbols = dir.path().join("symbols");
     m.write_symbol_store(&symbols).unwrap();
-    let port = free_port();
-    let mut cfg = SimConfig::new(KEY.parse().unwrap(), (Ipv4Addr::LOCALHOST, port).into());
+    let (mut cfg, port) = support::loopback_sim(KEY);
     cfg.faults = Faults::lossy(0.10);
     cfg.workload = Some(Workload::leak());
     cfg.speed = 60.0;

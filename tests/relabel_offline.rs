@@ -11,8 +11,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
 use pooldump_core::hittag::PoolCall;
 use pooldump_core::relabel::{self, RelabelMap};
@@ -21,25 +19,28 @@ use pooldump_core::symbols::{SymbolOptions, SymbolPath};
 use pooldump_core::{PoolTag, Target};
 use pooldump_kit::run::{PoolOp, Runtime, Workload};
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
-use serde_json::Value;
-use support::{Finished, repo_root, run_bounded};
-
-fn pooldump(args: &[&str]) -> Finished {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
-    c.args(args)
-        .env_remove("_NT_SYMBOL_PATH")
-        .env_remove("_NT_ALT_SYMBOL_PATH")
-        .current_dir(repo_root());
-    run_bounded(&mut c, Duration::from_secs(300))
-}
-
-fn json(args: &[&str]) -> Value {
-    let r = pooldump(args);
-    assert_eq!(r.code(), Some(0), "{args:?}: {}", r.stderr);
-    serde_json::from_str(&r.stdout).unwrap()
-}
+use support::{Finished, pooldump};
 
 const MINUTES: u64 = 10;
+
+/// `pooldump CMD DUMP --relabel MAP EXTRA.. --offline --no-cache
+/// --symbol-path SYMS`.
+fn relabelled(cmd: &str, dump: &Path, map: &Path, syms: &Path, extra: &[&str]) -> Finished {
+    let mut args = vec![
+        cmd,
+        dump.to_str().unwrap(),
+        "--relabel",
+        map.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args.extend([
+        "--offline",
+        "--no-cache",
+        "--symbol-path",
+        syms.to_str().unwrap(),
+    ]);
+    pooldump(&args)
+}
 
 /// The map for 'Leak' as `relabel` computes it (the library call the live
 /// command makes): sites from the code in the dump, identity from its
@@ -74,7 +75,7 @@ fn each_site_counts_what_the_machine_allocated_there() {
         assert_eq!(map.alloc_sites().count(), 3);
 
         // `callsites` on the same dump lists the same immediates.
-        let cs = json(&[
+        let cs = pooldump(&[
             "callsites",
             before.to_str().unwrap(),
             "--tag",
@@ -83,7 +84,8 @@ fn each_site_counts_what_the_machine_allocated_there() {
             "--offline",
             "--symbol-path",
             syms.to_str().unwrap(),
-        ]);
+        ])
+        .json();
         let mut listed: Vec<String> = cs["sites"]
             .as_array()
             .unwrap()
@@ -120,41 +122,25 @@ fn each_site_counts_what_the_machine_allocated_there() {
             "{build:?}"
         );
 
-        let a = json(&[
+        let a = relabelled(
             "analyze",
-            after.to_str().unwrap(),
-            "--relabel",
-            map_path.to_str().unwrap(),
-            "-s",
-            "bytes",
-            "--json",
-            "--offline",
-            "--no-cache",
-            "--symbol-path",
-            syms.to_str().unwrap(),
-        ]);
+            &after,
+            &map_path,
+            &syms,
+            &["-s", "bytes", "--json"],
+        )
+        .json();
         let rows = a["relabel"]["rows"].as_array().unwrap();
-        let f = json(&[
+        let f = relabelled(
             "find",
-            after.to_str().unwrap(),
-            "--relabel",
-            map_path.to_str().unwrap(),
-            "--json",
-            "--no-progress",
-            "--offline",
-            "--no-cache",
-            "--symbol-path",
-            syms.to_str().unwrap(),
-        ]);
+            &after,
+            &map_path,
+            &syms,
+            &["--json", "--no-progress"],
+        )
+        .json();
         let frows = f["sites"].as_array().unwrap();
-        let base = m
-            .truth
-            .kernel
-            .modules
-            .iter()
-            .find(|d| d.base_name == "leakydrv.sys")
-            .unwrap()
-            .base;
+        let base = m.truth.kernel.module("leakydrv.sys").unwrap().base;
         for s in map.alloc_sites() {
             let t = s.new_tag.0;
             let (allocs, frees, bytes) = rt.truth.tags[&(t, false)];
@@ -216,18 +202,7 @@ fn each_site_counts_what_the_machine_allocated_there() {
             "{build:?}"
         );
         // Every map kind is named in the text too.
-        let text = pooldump(&[
-            "analyze",
-            after.to_str().unwrap(),
-            "--relabel",
-            map_path.to_str().unwrap(),
-            "-s",
-            "bytes",
-            "--offline",
-            "--no-cache",
-            "--symbol-path",
-            syms.to_str().unwrap(),
-        ]);
+        let text = relabelled("analyze", &after, &map_path, &syms, &["-s", "bytes"]);
         assert_eq!(text.code(), Some(0), "{}", text.stderr);
         for s in map.sites.iter().filter(|s| s.kind == PoolCall::Alloc) {
             assert!(text.stdout.contains(&s.site), "{}", text.stdout);
@@ -235,17 +210,7 @@ fn each_site_counts_what_the_machine_allocated_there() {
 
         // The dump from before the relabel: the map fits, but its code
         // still has the old bytes, which analyze says.
-        let old = json(&[
-            "analyze",
-            before.to_str().unwrap(),
-            "--relabel",
-            map_path.to_str().unwrap(),
-            "--json",
-            "--offline",
-            "--no-cache",
-            "--symbol-path",
-            syms.to_str().unwrap(),
-        ]);
+        let old = relabelled("analyze", &before, &map_path, &syms, &["--json"]).json();
         let warnings = old["warnings"].to_string();
         assert!(warnings.contains("original bytes"), "{warnings}");
     }
@@ -255,24 +220,12 @@ fn each_site_counts_what_the_machine_allocated_there() {
 fn a_map_for_another_boot_or_driver_build_is_refused() {
     let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 5));
     let dir = tempfile::tempdir().unwrap();
-    let syms = dir.path().join("symbols");
-    m.write_symbol_store(&syms).unwrap();
-    let dump = dir.path().join("MEMORY.DMP");
-    m.write_dump_file(DumpKind::KernelBitmap, &dump).unwrap();
+    let (dump, syms) = support::write_dump_and_symbols(&m, dir.path());
     let map = make_map(&dump, &syms, 19041);
     let run = |map: &RelabelMap, cmd: &str| {
         let p = dir.path().join("m.json");
         std::fs::write(&p, map.to_json()).unwrap();
-        pooldump(&[
-            cmd,
-            dump.to_str().unwrap(),
-            "--relabel",
-            p.to_str().unwrap(),
-            "--offline",
-            "--no-cache",
-            "--symbol-path",
-            syms.to_str().unwrap(),
-        ])
+        relabelled(cmd, &dump, &p, &syms, &[])
     };
     assert_eq!(run(&map, "analyze").code(), Some(0));
     let mut other = map.clone();
@@ -305,15 +258,7 @@ fn a_map_for_another_boot_or_driver_build_is_refused() {
     // Not a map at all.
     let p = dir.path().join("bad.json");
     std::fs::write(&p, "{\"schema\": \"pooldump.snapshot/1\"}").unwrap();
-    let r = pooldump(&[
-        "analyze",
-        dump.to_str().unwrap(),
-        "--relabel",
-        p.to_str().unwrap(),
-        "--offline",
-        "--symbol-path",
-        syms.to_str().unwrap(),
-    ]);
+    let r = relabelled("analyze", &dump, &p, &syms, &[]);
     assert!(
         r.stderr.contains("not one this pooldump reads"),
         "{}",

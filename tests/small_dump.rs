@@ -3,11 +3,10 @@
 
 mod support;
 
-use std::process::Command;
-
 use pooldump_core::dump::triage::{Machine, TriageContext};
 use pooldump_core::dump::{AnyDump, open_any};
 use pooldump_core::{KernelVa, Memory, MemoryError};
+use support::pooldump;
 
 fn real() -> Option<std::path::PathBuf> {
     let p = support::shared_dir()?.join("realworld/triage-arm64-22000.dmp");
@@ -16,14 +15,6 @@ fn real() -> Option<std::path::PathBuf> {
     } else {
         support::missing(&p.display().to_string())
     }
-}
-
-fn pooldump(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pooldump"))
-        .args(args)
-        .env_remove("_NT_SYMBOL_PATH")
-        .output()
-        .unwrap()
 }
 
 /// The values below were read off the file by hand (a hex dump against
@@ -118,17 +109,18 @@ fn the_real_arm64_small_dump_reads_as_windows_wrote_it() {
     assert!(d.translate(k.kern_base).is_err());
 }
 
+/// `pooldump info DUMP`'s text, which must succeed.
+fn info(dump: &str) -> String {
+    let out = pooldump(&["info", dump]);
+    assert!(out.status.success(), "{}", out.stderr);
+    out.stdout
+}
+
 #[test]
 fn info_analyze_and_find_on_the_real_small_dump() {
     let Some(p) = real() else { return };
     let p = p.to_str().unwrap();
-    let out = pooldump(&["info", p]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = info(p);
     for want in [
         "small memory dump (DumpType 4",
         "ARM64",
@@ -143,7 +135,7 @@ fn info_analyze_and_find_on_the_real_small_dump() {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }
     let out = pooldump(&["info", "--json", p]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["kind"], "small memory dump");
     assert_eq!(v["machine"], "arm64");
     assert_eq!(v["drivers"].as_array().unwrap().len(), 245);
@@ -157,7 +149,7 @@ fn info_analyze_and_find_on_the_real_small_dump() {
         vec!["find", p, "--tag", "Leak", "--offline"],
     ] {
         let out = pooldump(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = &out.stderr;
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         for want in [
             "small memory dump",
@@ -174,7 +166,7 @@ fn info_analyze_and_find_on_the_real_small_dump() {
     // `stack` unwinds x64 only: an ARM64 dump is refused by name, with
     // where to look instead.
     let out = pooldump(&["stack", p, "--offline"]);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = &out.stderr;
     assert_eq!(out.status.code(), Some(1), "{err}");
     for want in [
         "ARM64 small memory dump",
@@ -283,13 +275,7 @@ fn info_names_the_crashing_process_of_a_kit_small_dump() {
     let p = dir.path().join("Mini120126-01.dmp");
     std::fs::write(&p, bytes).unwrap();
     let p = p.to_str().unwrap();
-    let out = pooldump(&["info", p]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = info(p);
     let want = format!("{} {} (PID {})", KernelVa(t.process), t.process_name, t.pid);
     assert!(text.contains(&want), "{want} missing from:\n{text}");
     assert!(text.contains("x64 (0x8664)"), "{text}");
@@ -299,7 +285,7 @@ fn info_names_the_crashing_process_of_a_kit_small_dump() {
     );
     assert!(text.contains("oldfilt.sys"), "{text}");
     let out = pooldump(&["snapshot", p, "--offline"]);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = &out.stderr;
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
         err.contains("no pool pages") && err.contains(&format!("{}", KernelVa(t.pool_track_table))),

@@ -8,24 +8,13 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
 use pooldump_core::snapshot::Snapshot;
 use pooldump_kit::series::{Series, SeriesSpec, WrittenSeries};
 use pooldump_kit::truth::TagUsage;
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
 use serde_json::Value;
-use support::{Finished, repo_root, run_bounded};
-
-fn pooldump(args: &[&str]) -> Finished {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
-    c.args(args)
-        .env_remove("_NT_SYMBOL_PATH")
-        .current_dir(repo_root());
-    // Hang detector, not a timing test.
-    run_bounded(&mut c, Duration::from_secs(120))
-}
+use support::pooldump;
 
 /// A kit machine written as a dump with its symbol store.
 struct Kit {
@@ -38,10 +27,7 @@ struct Kit {
 fn kit(build: NtBuild, seed: u64) -> Kit {
     let dir = tempfile::tempdir().unwrap();
     let m = Machine::build(&Scenario::small(build, seed));
-    let dump = dir.path().join("MEMORY.DMP");
-    m.write_dump_file(DumpKind::KernelBitmap, &dump).unwrap();
-    let symbols = dir.path().join("symbols");
-    m.write_symbol_store(&symbols).unwrap();
+    let (dump, symbols) = support::write_dump_and_symbols(&m, dir.path());
     Kit {
         dir,
         dump,
@@ -316,10 +302,7 @@ fn clocks_fall_back_to_the_dump_header() {
         } else {
             m.asp.set_pte(&mut m.mem, KUSER_SHARED_DATA, 0, false);
         }
-        let dump = dir.path().join("MEMORY.DMP");
-        m.write_dump_file(DumpKind::KernelBitmap, &dump).unwrap();
-        let symbols = dir.path().join("symbols");
-        m.write_symbol_store(&symbols).unwrap();
+        let (dump, symbols) = support::write_dump_and_symbols(&m, dir.path());
         let s = snapshot_to(&dump, &symbols, &dir.path().join("s.json"));
         assert_eq!(
             serde_json::to_value(s.time.clock_source).unwrap(),

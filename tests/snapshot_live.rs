@@ -6,31 +6,14 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, UdpSocket};
-use std::process::Command;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
 use pooldump_core::snapshot::Snapshot;
 use pooldump_kdnet_sim::{SimConfig, SimTarget};
 use pooldump_kit::{Machine, NtBuild, Scenario};
-use support::{Finished, repo_root, run_bounded};
+use support::{Finished, pooldump};
 
 const KEY: &str = "1.2.3.4";
-
-fn pooldump(args: &[&str]) -> Finished {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
-    c.args(args)
-        .env_remove("_NT_SYMBOL_PATH")
-        .current_dir(repo_root());
-    // Hang detector, not a timing test.
-    run_bounded(&mut c, Duration::from_secs(240))
-}
-
-/// A free UDP port on loopback (released before the CLI binds it).
-fn free_port() -> u16 {
-    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    s.local_addr().unwrap().port()
-}
 
 struct Live {
     _dir: tempfile::TempDir,
@@ -41,14 +24,16 @@ struct Live {
     truth: pooldump_kit::GroundTruth,
 }
 
-fn live(seed: u64) -> Live {
+/// The kit's small machine built from `seed`, simulated on loopback with
+/// the settings `adjust` makes; its symbol store in a fresh directory.
+fn live(seed: u64, adjust: impl FnOnce(&mut SimConfig)) -> Live {
     let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, seed));
     let truth = m.truth.clone();
     let dir = tempfile::tempdir().unwrap();
     let symbols = dir.path().join("symbols");
     m.write_symbol_store(&symbols).unwrap();
-    let port = free_port();
-    let cfg = SimConfig::new(KEY.parse().unwrap(), (Ipv4Addr::LOCALHOST, port).into());
+    let (mut cfg, port) = support::loopback_sim(KEY);
+    adjust(&mut cfg);
     let sim = SimTarget::spawn(m, cfg).unwrap();
     Live {
         dir: dir.path().to_path_buf(),
@@ -60,29 +45,61 @@ fn live(seed: u64) -> Live {
     }
 }
 
-fn check_rows(s: &Snapshot, truth: &pooldump_kit::GroundTruth) {
-    let want: BTreeMap<(u32, String), (u64, u64, u64)> = truth
+impl Live {
+    /// `pooldump CMD --kdnet SPEC ARGS.. --symbol-path SYMBOLS --offline
+    /// --no-cache`, which must succeed.
+    fn run(&self, cmd: &str, args: &[&str]) -> Finished {
+        let mut a = vec![cmd, "--kdnet", &self.spec];
+        a.extend_from_slice(args);
+        a.extend(["--symbol-path", &self.symbols, "--offline", "--no-cache"]);
+        let r = pooldump(&a);
+        assert_eq!(r.code(), Some(0), "{a:?}: {}\n{}", r.stdout, r.stderr);
+        r
+    }
+}
+
+/// Rows by (tag, PoolMon's pool name): (allocs, frees, bytes).
+type Rows = BTreeMap<(u32, String), (u64, u64, i64)>;
+
+/// The rows of the kit's truth that PoolMon shows (any activity).
+fn truth_rows(truth: &pooldump_kit::GroundTruth) -> Rows {
+    truth
         .tags
         .iter()
         .filter(|t| t.reported_allocs > 0 || t.bytes > 0)
         .map(|t| {
             (
                 (t.tag_value, t.pool.clone()),
-                (t.reported_allocs, t.reported_frees, t.bytes),
+                (t.reported_allocs, t.reported_frees, t.bytes as i64),
             )
         })
-        .collect();
-    let got: BTreeMap<(u32, String), (u64, u64, u64)> = s
-        .rows
+        .collect()
+}
+
+fn snapshot_rows(s: &Snapshot) -> Rows {
+    s.rows
         .iter()
         .map(|r| {
             (
                 (r.tag.value(), r.pool.poolmon().to_string()),
-                (r.allocs, r.frees, r.bytes),
+                (r.allocs, r.frees, r.bytes as i64),
             )
         })
+        .collect()
+}
+
+/// The files a watch wrote into `out`, in their order.
+fn watched(out: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(got, want);
+    files.sort();
+    files
+}
+
+fn check_rows(s: &Snapshot, truth: &pooldump_kit::GroundTruth) {
+    assert_eq!(snapshot_rows(s), truth_rows(truth));
     assert_eq!(s.kernel.kern_base.0, truth.kernel.kern_base);
     assert_eq!(s.time.uptime_100ns, Some(truth.kernel.interrupt_time));
     assert_eq!(s.time.system_time_filetime, Some(truth.kernel.system_time));
@@ -90,20 +107,9 @@ fn check_rows(s: &Snapshot, truth: &pooldump_kit::GroundTruth) {
 
 #[test]
 fn snapshot_of_a_live_target_is_the_truth_and_resumes_it() {
-    let l = live(51);
+    let l = live(51, |_| {});
     let out = l.dir.join("live.json");
-    let r = pooldump(&[
-        "snapshot",
-        "--kdnet",
-        &l.spec,
-        "-o",
-        out.to_str().unwrap(),
-        "--symbol-path",
-        &l.symbols,
-        "--offline",
-        "--no-cache",
-    ]);
-    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+    l.run("snapshot", &["-o", out.to_str().unwrap()]);
     let s = Snapshot::from_json(&std::fs::read(&out).unwrap(), "live.json").unwrap();
     assert_eq!(
         serde_json::to_value(s.source.kind).unwrap(),
@@ -121,29 +127,20 @@ fn snapshot_of_a_live_target_is_the_truth_and_resumes_it() {
 
 #[test]
 fn watch_takes_snapshots_and_lets_the_target_run_in_between() {
-    let l = live(52);
+    let l = live(52, |_| {});
     let out = l.dir.join("watch");
-    let r = pooldump(&[
+    let r = l.run(
         "watch",
-        "--kdnet",
-        &l.spec,
-        "--interval",
-        "200ms",
-        "--count",
-        "3",
-        "--out",
-        out.to_str().unwrap(),
-        "--symbol-path",
-        &l.symbols,
-        "--offline",
-        "--no-cache",
-    ]);
-    assert_eq!(r.code(), Some(0), "{}\n{}", r.stdout, r.stderr);
-    let mut files: Vec<_> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+        &[
+            "--interval",
+            "200ms",
+            "--count",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let files = watched(&out);
     assert_eq!(files.len(), 3, "{files:?}");
     for (i, f) in files.iter().enumerate() {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
@@ -161,23 +158,18 @@ fn watch_takes_snapshots_and_lets_the_target_run_in_between() {
     assert!(r.stdout.contains("3 snapshot(s) written"), "{}", r.stdout);
 
     // A second watch continues the numbering.
-    let r = pooldump(&[
+    l.run(
         "watch",
-        "--kdnet",
-        &l.spec,
-        "--interval",
-        "100ms",
-        "--count",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-        "--symbol-path",
-        &l.symbols,
-        "--offline",
-        "--no-cache",
-        "--no-image-search",
-    ]);
-    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+        &[
+            "--interval",
+            "100ms",
+            "--count",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "--no-image-search",
+        ],
+    );
     assert!(std::fs::read_dir(&out).unwrap().any(|e| {
         e.unwrap()
             .file_name()
@@ -250,42 +242,25 @@ fn watch_refuses_bad_arguments_before_connecting() {
 #[test]
 fn watch_over_a_running_target_sees_the_leak_grow() {
     use pooldump_kdnet_sim::Workload;
-    let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 53));
-    let boot = m.truth.clone();
-    let dir = tempfile::tempdir().unwrap();
-    let symbols = dir.path().join("symbols");
-    m.write_symbol_store(&symbols).unwrap();
-    let symbols = symbols.display().to_string();
-    let port = free_port();
-    let mut cfg = SimConfig::new(KEY.parse().unwrap(), (Ipv4Addr::LOCALHOST, port).into());
-    cfg.workload = Some(Workload::leak());
-    // Two simulated minutes per real second.
-    cfg.speed = 120.0;
-    let sim = SimTarget::spawn(m, cfg).unwrap();
-    let spec = format!("port={port},key={KEY},bind=127.0.0.1");
-    let out = dir.path().join("watch");
-    let r = pooldump(&[
+    let l = live(53, |cfg| {
+        cfg.workload = Some(Workload::leak());
+        // Two simulated minutes per real second.
+        cfg.speed = 120.0;
+    });
+    let out = l.dir.join("watch");
+    l.run(
         "watch",
-        "--kdnet",
-        &spec,
-        "--interval",
-        "1s",
-        "--count",
-        "5",
-        "--out",
-        out.to_str().unwrap(),
-        "--symbol-path",
-        &symbols,
-        "--offline",
-        "--no-cache",
-        "--no-image-search",
-    ]);
-    assert_eq!(r.code(), Some(0), "{}\n{}", r.stdout, r.stderr);
-    let mut files: Vec<_> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
+        &[
+            "--interval",
+            "1s",
+            "--count",
+            "5",
+            "--out",
+            out.to_str().unwrap(),
+            "--no-image-search",
+        ],
+    );
+    let files = watched(&out);
     assert_eq!(files.len(), 5, "{files:?}");
     let leak = |s: &Snapshot| {
         s.rows
@@ -315,35 +290,17 @@ fn watch_over_a_running_target_sees_the_leak_grow() {
     assert_eq!(first["verdict"], "steady-growth", "{t:#}");
 
     // Freeze the clock, snapshot, and compare with the CPU's own record.
-    sim.set_speed(0.0);
-    let one = dir.path().join("frozen.json");
-    let r = pooldump(&[
+    l.sim.set_speed(0.0);
+    let one = l.dir.join("frozen.json");
+    l.run(
         "snapshot",
-        "--kdnet",
-        &spec,
-        "-o",
-        one.to_str().unwrap(),
-        "--symbol-path",
-        &symbols,
-        "--offline",
-        "--no-cache",
-        "--no-image-search",
-    ]);
-    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+        &["-o", one.to_str().unwrap(), "--no-image-search"],
+    );
     let s = Snapshot::from_json(&std::fs::read(&one).unwrap(), "frozen.json").unwrap();
-    let ran = sim.truth().expect("the machine ran");
+    let ran = l.sim.truth().expect("the machine ran");
     assert!(ran.invalid.is_empty(), "{:?}", ran.invalid);
-    let mut want: BTreeMap<(u32, String), (u64, u64, i64)> = boot
-        .tags
-        .iter()
-        .filter(|t| t.reported_allocs > 0 || t.bytes > 0)
-        .map(|t| {
-            (
-                (t.tag_value, t.pool.clone()),
-                (t.reported_allocs, t.reported_frees, t.bytes as i64),
-            )
-        })
-        .collect();
+    // The boot's rows plus what the CPU did since.
+    let mut want = truth_rows(&l.truth);
     for (&(tag, paged), &(a, f, b)) in &ran.tags {
         let pool = if paged { "Paged" } else { "Nonp" };
         let e = want.entry((tag, pool.to_string())).or_default();
@@ -351,17 +308,7 @@ fn watch_over_a_running_target_sees_the_leak_grow() {
         e.1 += f;
         e.2 += b;
     }
-    let got: BTreeMap<(u32, String), (u64, u64, i64)> = s
-        .rows
-        .iter()
-        .map(|r| {
-            (
-                (r.tag.value(), r.pool.poolmon().to_string()),
-                (r.allocs, r.frees, r.bytes as i64),
-            )
-        })
-        .collect();
     want.retain(|_, v| v.0 > 0 || v.2 != 0);
-    assert_eq!(got, want);
-    assert!(sim.stats().running);
+    assert_eq!(snapshot_rows(&s), want);
+    assert!(l.sim.stats().running);
 }

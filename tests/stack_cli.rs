@@ -8,44 +8,17 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
 use pooldump_kit::run::{BugCheck, TruthFrame, WorkItem};
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario, drivers};
-use support::{Finished, repo_root, run_bounded};
-
-fn pooldump(args: &[&str]) -> Finished {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
-    c.args(args)
-        .env_remove("_NT_SYMBOL_PATH")
-        .env_remove("_NT_ALT_SYMBOL_PATH")
-        .current_dir(repo_root());
-    // Hang detector, not a timing test.
-    run_bounded(&mut c, Duration::from_secs(120))
-}
-
-/// leakydrv's LkTouch writes through the request's Context.
-fn touch(context: u64) -> WorkItem {
-    WorkItem {
-        name: "touch".into(),
-        driver: "leakydrv.sys".into(),
-        kind: 7,
-        flags: 0,
-        length: 0x5A5A,
-        context,
-        every_ms: 1000,
-        start_ms: 0,
-        burst: 1,
-    }
-}
+use support::pooldump;
 
 /// A machine crashed by a NULL (0x7E) or unmapped system (0x50) pointer.
 fn crashed(build: NtBuild, seed: u64, null: bool) -> (Machine, BugCheck) {
     let mut m = Machine::build(&Scenario::small(build, seed));
     let ctx = if null { 0 } else { 0xFFFF_8000_0000_1000 };
     let bc = m
-        .crash_with(touch(ctx), 10_000_000_000)
+        .crash_with(WorkItem::touch(ctx), 10_000_000_000)
         .expect("LkTouch bug-checks");
     (m, bc)
 }
@@ -66,13 +39,7 @@ fn call_site(m: &Machine, pc: u64) -> String {
         }
     }
     for d in drivers::all() {
-        let md = m
-            .truth
-            .kernel
-            .modules
-            .iter()
-            .find(|x| x.base_name == d.info.file)
-            .expect("loaded");
+        let md = m.truth.kernel.module(&d.info.file).expect("loaded");
         if (md.base..md.base + md.size).contains(&pc) {
             let module = d.info.file.trim_end_matches(".sys");
             for (name, rva) in &d.info.functions {
@@ -114,6 +81,22 @@ fn write(m: &Machine, dir: &Path, kind: DumpKind) -> (String, String) {
     (dump.display().to_string(), syms.display().to_string())
 }
 
+/// `pooldump stack DUMP --symbol-path SYMS --offline ARGS..`'s text, which
+/// must succeed (`what` names the case in a failure).
+fn stack(dump: &str, syms: &str, args: &[&str], what: &str) -> String {
+    let mut a = vec!["stack", dump, "--symbol-path", syms, "--offline"];
+    a.extend_from_slice(args);
+    let r = pooldump(&a);
+    assert_eq!(r.code(), Some(0), "{what}: {}", r.stderr);
+    r.stdout
+}
+
+/// `text` lists the stack the CPU built, as `kb` would.
+fn assert_shows_the_cpus_stack(text: &str, m: &Machine, bc: &BugCheck, what: &str) {
+    let want = kb(m, &bc.frames);
+    assert!(text.contains(&want), "{what}:\n{text}\nwanted:\n{want}");
+}
+
 #[test]
 fn prints_the_crashing_stack_the_cpu_built() {
     for build in [
@@ -126,23 +109,17 @@ fn prints_the_crashing_stack_the_cpu_built() {
         let dir = tempfile::tempdir().unwrap();
         for kind in [DumpKind::KernelBitmap, DumpKind::Full] {
             let (dump, syms) = write(&m, dir.path(), kind);
-            let r = pooldump(&["stack", &dump, "--symbol-path", &syms, "--offline"]);
-            assert_eq!(r.code(), Some(0), "{}", r.stderr);
-            let want = kb(&m, &bc.frames);
-            assert!(
-                r.stdout.contains(&want),
-                "{build:?} {kind:?}:\n{}\nwanted:\n{want}",
-                r.stdout
-            );
+            let what = format!("{build:?} {kind:?}");
+            let text = stack(&dump, &syms, &[], &what);
+            assert_shows_the_cpus_stack(&text, &m, &bc, &what);
             // Through KiPageFault's machine frame to the driver.
-            assert!(r.stdout.contains("nt!KiPageFault+"), "{}", r.stdout);
-            assert!(r.stdout.contains("leakydrv!LkTouch+"), "{}", r.stdout);
-            assert!(
-                r.stdout
-                    .contains("returns to 0: the bottom of the thread's stack"),
-                "{}",
-                r.stdout
-            );
+            for want in [
+                "nt!KiPageFault+",
+                "leakydrv!LkTouch+",
+                "returns to 0: the bottom of the thread's stack",
+            ] {
+                assert!(text.contains(want), "{want}: {text}");
+            }
         }
     }
 
@@ -150,16 +127,8 @@ fn prints_the_crashing_stack_the_cpu_built() {
     let (m, bc) = crashed(NtBuild::Win10_19041, 12, false);
     let dir = tempfile::tempdir().unwrap();
     let (dump, syms) = write(&m, dir.path(), DumpKind::KernelBitmap);
-    let r = pooldump(&[
-        "stack",
-        &dump,
-        "--symbol-path",
-        &syms,
-        "--offline",
-        "--json",
-    ]);
-    assert_eq!(r.code(), Some(0), "{}", r.stderr);
-    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let text = stack(&dump, &syms, &["--json"], "JSON");
+    let j: serde_json::Value = serde_json::from_str(&text).unwrap();
     let s = &j["stacks"][0];
     assert_eq!(s["source"], "dump-header");
     assert_eq!(s["end"]["reason"], "end-of-stack");
@@ -172,7 +141,7 @@ fn prints_the_crashing_stack_the_cpu_built() {
     let frame = |name: &str| {
         f.iter()
             .find(|x| x["symbol"]["function"] == name)
-            .unwrap_or_else(|| panic!("{name}'s frame in {}", r.stdout))
+            .unwrap_or_else(|| panic!("{name}'s frame in {text}"))
     };
     // LkTouch has no prolog and no unwind info: a leaf.
     assert_eq!(frame("LkTouch")["symbol"]["origin"]["kind"], "pdb");
@@ -183,8 +152,7 @@ fn prints_the_crashing_stack_the_cpu_built() {
     );
     assert!(
         f.iter().any(|x| x["unwound_by"]["kind"] == "machine-frame"),
-        "{}",
-        r.stdout
+        "{text}"
     );
     assert!(s["stack_reads"]["reads"].as_u64().unwrap() > 0);
 }
@@ -195,8 +163,7 @@ fn bug_check_0x7e_also_walks_the_exceptions_context() {
     assert_eq!(bc.code, 0x7E);
     let dir = tempfile::tempdir().unwrap();
     let (dump, syms) = write(&m, dir.path(), DumpKind::KernelBitmap);
-    let r = pooldump(&["stack", &dump, "--symbol-path", &syms, "--offline"]);
-    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+    let text = stack(&dump, &syms, &[], "0x7E");
     // The exception's stack is the crashing stack from the faulting frame on.
     let rip = bc.parameters[1];
     let at = bc.frames.iter().position(|f| f.pc == rip).unwrap();
@@ -207,28 +174,15 @@ fn bug_check_0x7e_also_walks_the_exceptions_context() {
         va(bc.frames[at].child_sp),
         kb(&m, &bc.frames[at..]),
     );
-    assert!(r.stdout.contains(&kb(&m, &bc.frames)), "{}", r.stdout);
-    assert!(
-        r.stdout.contains(&second),
-        "{}\nwanted:\n{second}",
-        r.stdout
-    );
+    assert_shows_the_cpus_stack(&text, &m, &bc, "0x7E");
+    assert!(text.contains(&second), "{text}\nwanted:\n{second}");
 
     // `.cxr ADDR`: the same stack alone.
     let cxr = format!("{:#x}", bc.parameters[3]);
-    let r = pooldump(&[
-        "stack",
-        &dump,
-        "--symbol-path",
-        &syms,
-        "--offline",
-        "--context",
-        &cxr,
-    ]);
-    assert_eq!(r.code(), Some(0), "{}", r.stderr);
-    assert!(r.stdout.contains("(.cxr)"), "{}", r.stdout);
-    assert!(r.stdout.contains(&kb(&m, &bc.frames[at..])), "{}", r.stdout);
-    assert!(!r.stdout.contains("KeBugCheckEx"), "{}", r.stdout);
+    let text = stack(&dump, &syms, &["--context", &cxr], ".cxr");
+    assert!(text.contains("(.cxr)"), "{text}");
+    assert!(text.contains(&kb(&m, &bc.frames[at..])), "{text}");
+    assert!(!text.contains("KeBugCheckEx"), "{text}");
 }
 
 #[test]
@@ -239,27 +193,18 @@ fn without_pdbs_names_fall_back_and_say_so() {
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
     let e = empty.display().to_string();
-    let r = pooldump(&["stack", &dump, "--symbol-path", &e, "--offline"]);
-    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+    let text = stack(&dump, &e, &[], "no PDBs");
     // The drivers export nothing: module+offset; the walk is the same.
-    let drv = m
-        .truth
-        .kernel
-        .modules
-        .iter()
-        .find(|x| x.base_name == "leakydrv.sys")
-        .unwrap()
-        .base;
+    let drv = m.truth.kernel.module("leakydrv.sys").unwrap().base;
     let fault = bc.parameters[2];
     assert!(
-        r.stdout.contains(&format!("leakydrv+{:#x}", fault - drv)),
-        "{}",
-        r.stdout
+        text.contains(&format!("leakydrv+{:#x}", fault - drv)),
+        "{text}"
     );
     for f in &bc.frames {
-        assert!(r.stdout.contains(&va(f.child_sp)), "{}", r.stdout);
+        assert!(text.contains(&va(f.child_sp)), "{text}");
     }
-    assert!(r.stdout.contains("no PDB leakydrv.pdb"), "{}", r.stdout);
+    assert!(text.contains("no PDB leakydrv.pdb"), "{text}");
 }
 
 #[test]
@@ -329,23 +274,17 @@ fn a_small_memory_dump_unwinds_with_image_files_from_the_symbol_path() {
         );
 
         let full = full.display().to_string();
-        let r = pooldump(&["stack", &mini, "--symbol-path", &full, "--offline"]);
-        assert_eq!(r.code(), Some(0), "{build:?}: {}", r.stderr);
-        let want = kb(&m, &bc.frames);
-        assert!(
-            r.stdout.contains(&want),
-            "{build:?}:\n{}\nwanted:\n{want}",
-            r.stdout
-        );
-        assert!(r.stdout.contains("bug check 0x50"), "{}", r.stdout);
-        assert!(r.stdout.contains("a small memory dump"), "{}", r.stdout);
+        let what = format!("{build:?}");
+        let text = stack(&mini, &full, &[], &what);
+        assert_shows_the_cpus_stack(&text, &m, &bc, &what);
+        assert!(text.contains("bug check 0x50"), "{text}");
+        assert!(text.contains("a small memory dump"), "{text}");
 
         // PDBs but no binaries: the walk cannot go past the first frame
         // whose unwind data it lacks, and says why.
         let pdbs = pdbs.display().to_string();
-        let r = pooldump(&["stack", &mini, "--symbol-path", &pdbs, "--offline"]);
-        assert_eq!(r.code(), Some(0), "{build:?}: {}", r.stderr);
-        assert!(!r.stdout.contains(&want), "{}", r.stdout);
-        assert!(r.stdout.contains("Walk stopped"), "{}", r.stdout);
+        let text = stack(&mini, &pdbs, &[], &what);
+        assert!(!text.contains(&kb(&m, &bc.frames)), "{text}");
+        assert!(text.contains("Walk stopped"), "{text}");
     }
 }

@@ -5,24 +5,16 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use pooldump_core::pool::PoolClass;
 use pooldump_core::snapshot_text::{FORMATS_TRIED, TextFormat, parse_text};
+use support::pooldump;
 
 fn realworld(name: &str) -> Option<PathBuf> {
     let p = support::shared_dir()?.join("realworld").join(name);
     p.is_file()
         .then_some(p.clone())
         .or_else(|| support::missing(&p.display().to_string()))
-}
-
-fn pooldump(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pooldump"))
-        .args(args)
-        .env_remove("_NT_SYMBOL_PATH")
-        .output()
-        .unwrap()
 }
 
 fn row<'a>(
@@ -163,7 +155,7 @@ fn snapshot_from_text_reports_lines_and_refuses_unknown_formats() {
         "-o",
         out.to_str().unwrap(),
     ]);
-    let err = String::from_utf8_lossy(&r.stderr);
+    let err = &r.stderr;
     assert!(r.status.success(), "{err}");
     assert!(
         err.contains("8 line(s) were not understood") && err.contains("2, 17, 37, 44, 59, 72-74"),
@@ -181,14 +173,14 @@ fn snapshot_from_text_reports_lines_and_refuses_unknown_formats() {
         return;
     };
     let r = pooldump(&["snapshot", "--from-text", pt.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&r.stderr);
+    let err = &r.stderr;
     assert_eq!(r.status.code(), Some(1), "{err}");
     for f in FORMATS_TRIED {
         assert!(err.contains(f), "{f} missing from {err}");
     }
     // diff on it says what the file is not.
     let r = pooldump(&["diff", pt.to_str().unwrap(), pt.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&r.stderr);
+    let err = &r.stderr;
     assert!(
         err.contains("nor PoolMon or !poolused text") && err.contains("formats tried"),
         "{err}"
@@ -276,8 +268,8 @@ fn trend_over_three_poolused_texts_and_a_dump_ranks_the_growing_tag_first() {
     );
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = pooldump(&a);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert!(r.status.success(), "{}", &r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["axis"], "system-time", "{}", v["warnings"]);
     let first = &v["tags"][0];
     assert_eq!(
@@ -351,7 +343,7 @@ fn mixed_poolmon_log_dump_and_snapshot_file_trend_together() {
         "-o",
         snap.to_str().unwrap(),
     ]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(r.status.success(), "{}", &r.stderr);
     let r = pooldump(&[
         "diff",
         log.to_str().unwrap(),
@@ -361,8 +353,8 @@ fn mixed_poolmon_log_dump_and_snapshot_file_trend_together() {
         "--offline",
         "--no-cache",
     ]);
-    let text = String::from_utf8_lossy(&r.stdout);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let text = &r.stdout;
+    assert!(r.status.success(), "{}", &r.stderr);
     let leak = text
         .lines()
         .find(|l| l.contains("Leak"))
@@ -379,8 +371,8 @@ fn mixed_poolmon_log_dump_and_snapshot_file_trend_together() {
         "--no-cache",
         "--json",
     ]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert!(r.status.success(), "{}", &r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["points"].as_array().unwrap().len(), 3);
     assert_eq!(v["points"][0]["source"], log.to_str().unwrap());
     assert_eq!(v["tags"][0]["tag"], "Leak");
@@ -392,17 +384,14 @@ fn mixed_poolmon_log_dump_and_snapshot_file_trend_together() {
 /// the machine's clock, and the tag that grew ranks first.
 #[test]
 fn poolmon_log_dump_and_live_snapshot_trend_together() {
-    use pooldump_kdnet_sim::{SimConfig, SimTarget};
-    use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
-    use std::net::{Ipv4Addr, UdpSocket};
+    use pooldump_kdnet_sim::SimTarget;
+    use pooldump_kit::{Machine, NtBuild, Scenario};
+
     use std::time::Duration;
 
     let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 61));
     let dir = tempfile::tempdir().unwrap();
-    let symbols = dir.path().join("symbols");
-    m.write_symbol_store(&symbols).unwrap();
-    let dump = dir.path().join("MEMORY.DMP");
-    m.write_dump_file(DumpKind::KernelBitmap, &dump).unwrap();
+    let (dump, symbols) = support::write_dump_and_symbols(&m, dir.path());
     // The log: the machine's table an hour before the dump, with its
     // biggest tag at half its bytes and allocations.
     let rows: Vec<pooldump_kit::truth::TagUsage> = m
@@ -446,21 +435,12 @@ fn poolmon_log_dump_and_live_snapshot_trend_together() {
         .set_modified(std::time::UNIX_EPOCH + Duration::from_secs(dump_time - 3600))
         .unwrap();
 
-    let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = SimConfig::new(
-        "1.2.3.4".parse().unwrap(),
-        (Ipv4Addr::LOCALHOST, port).into(),
-    );
+    let (cfg, port) = support::loopback_sim("1.2.3.4");
     let _sim = SimTarget::spawn(m, cfg).unwrap();
     let live = dir.path().join("live.json");
     let spec = format!("port={port},key=1.2.3.4,bind=127.0.0.1");
     let sym = symbols.to_str().unwrap();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
-    c.args([
+    let r = pooldump(&[
         "snapshot",
         "--kdnet",
         &spec,
@@ -470,9 +450,7 @@ fn poolmon_log_dump_and_live_snapshot_trend_together() {
         sym,
         "--offline",
         "--no-cache",
-    ])
-    .env_remove("_NT_SYMBOL_PATH");
-    let r = support::run_bounded(&mut c, Duration::from_secs(240));
+    ]);
     assert_eq!(r.code(), Some(0), "{}", r.stderr);
 
     let r = pooldump(&[
@@ -486,8 +464,8 @@ fn poolmon_log_dump_and_live_snapshot_trend_together() {
         "--no-cache",
         "--json",
     ]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert!(r.status.success(), "{}", &r.stderr);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let kinds: Vec<&str> = v["points"]
         .as_array()
         .unwrap()

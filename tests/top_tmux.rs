@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pooldump_kdnet_sim::{SimConfig, SimTarget};
+use pooldump_kdnet_sim::SimTarget;
 use pooldump_kit::truth::TagUsage;
-use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
+use pooldump_kit::{Machine, NtBuild, Scenario};
 use support::{require_tool, run_bounded};
 
 /// A tmux server of our own (its own socket), killed when dropped.
@@ -67,6 +67,35 @@ impl Tmux {
         self.run(&["send-keys", "-t", "t", key]);
     }
 
+    /// `pooldump top ARGS` typed at the shell's prompt (ARGS quoted by
+    /// the caller), the view's first screen returned once it shows `until`.
+    fn top(&self, args: &str, until: &str) -> String {
+        self.wait_for("a shell prompt", |s| s.contains('$'));
+        let pooldump = sh_quote(Path::new(env!("CARGO_BIN_EXE_pooldump")));
+        self.type_line(&format!("{pooldump} top {args}"));
+        self.wait_for(until, |s| s.contains(until))
+    }
+
+    /// [`Self::top`] on a dump with its local symbol store.
+    fn top_on_dump(&self, dump: &Path, symbols: &Path) -> String {
+        self.top(
+            &format!(
+                "{} --symbol-path {} --offline --no-cache",
+                sh_quote(dump),
+                sh_quote(symbols)
+            ),
+            "Mapped_Driver",
+        )
+    }
+
+    /// Press `key` to quit, and see the shell say `top` exited 0.
+    fn quit_with_success(&self, key: &str) {
+        self.press(key);
+        self.wait_for("the shell again", |s| !s.contains("Mapped_Driver"));
+        self.type_line("echo exit=$?");
+        self.wait_for("exit status 0", |s| s.contains("exit=0"));
+    }
+
     fn screen(&self) -> String {
         self.run(&["capture-pane", "-p", "-t", "t"])
     }
@@ -101,6 +130,14 @@ impl Drop for Tmux {
 
 fn sh_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', "'\\''"))
+}
+
+/// The kit's small machine built from `seed`, its dump and symbol store
+/// written in `dir`: (machine, dump, symbols).
+fn machine_with_dump(dir: &Path, seed: u64) -> (Machine, PathBuf, PathBuf) {
+    let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, seed));
+    let (dump, symbols) = support::write_dump_and_symbols(&m, dir);
+    (m, dump, symbols)
 }
 
 /// The table's rows on screen: (tag, type) in order, between the dashed
@@ -144,22 +181,12 @@ fn top_on_a_dump_answers_poolmons_keys() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 61));
-    let dump = dir.path().join("MEMORY.DMP");
-    m.write_dump_file(DumpKind::KernelBitmap, &dump).unwrap();
-    let symbols = dir.path().join("symbols");
-    m.write_symbol_store(&symbols).unwrap();
+    let (m, dump, symbols) = machine_with_dump(dir.path(), 61);
     let truth = &m.truth;
 
     let t = Tmux::start(tmux, "dump", 160, 45);
-    t.wait_for("a shell prompt", |s| s.contains('$'));
-    t.type_line(&format!(
-        "{} top {} --symbol-path {} --offline --no-cache",
-        sh_quote(Path::new(env!("CARGO_BIN_EXE_pooldump"))),
-        sh_quote(&dump),
-        sh_quote(&symbols)
-    ));
-    let s = t.wait_for("PoolMon's columns", |s| s.contains("Mapped_Driver"));
+    // PoolMon's columns.
+    let s = t.top_on_dump(&dump, &symbols);
     // The header lines.
     assert!(s.contains(&format!("Build: {}", truth.build_number)), "{s}");
     let np: u64 = truth
@@ -264,10 +291,7 @@ fn top_on_a_dump_answers_poolmons_keys() {
     assert!(total_np.contains(&format!(" {np} ")), "{total_np}");
 
     // Q quits back to the shell, with success.
-    t.press("Q");
-    t.wait_for("the shell again", |s| !s.contains("Mapped_Driver"));
-    t.type_line("echo exit=$?");
-    t.wait_for("exit status 0", |s| s.contains("exit=0"));
+    t.quit_with_success("Q");
 }
 
 #[test]
@@ -276,23 +300,12 @@ fn top_scrolls_in_a_small_terminal() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 62));
-    let dump = dir.path().join("MEMORY.DMP");
-    m.write_dump_file(DumpKind::KernelBitmap, &dump).unwrap();
-    let symbols = dir.path().join("symbols");
-    m.write_symbol_store(&symbols).unwrap();
+    let (m, dump, symbols) = machine_with_dump(dir.path(), 62);
     let all = expected(&m.truth.tags, |_| 0);
 
     // Five header lines, a status line and room for 4 rows.
     let t = Tmux::start(tmux, "small", 120, 10);
-    t.wait_for("a shell prompt", |s| s.contains('$'));
-    t.type_line(&format!(
-        "{} top {} --symbol-path {} --offline --no-cache",
-        sh_quote(Path::new(env!("CARGO_BIN_EXE_pooldump"))),
-        sh_quote(&dump),
-        sh_quote(&symbols)
-    ));
-    let s = t.wait_for("the table", |s| s.contains("Mapped_Driver"));
+    let s = t.top_on_dump(&dump, &symbols);
     let page = rows(&s);
     assert_eq!(page, all[..page.len()], "{s}");
     assert!(
@@ -309,8 +322,7 @@ fn top_scrolls_in_a_small_terminal() {
     assert_eq!(rows(&s).len(), page.len());
     t.press("Home");
     t.wait_for("the first page", |s| rows(s).first() == all.first());
-    t.press("q");
-    t.wait_for("the shell again", |s| !s.contains("Mapped_Driver"));
+    t.quit_with_success("q");
 }
 
 #[test]
@@ -322,31 +334,20 @@ fn top_on_a_live_target_refreshes() {
     let dir = tempfile::tempdir().unwrap();
     let symbols = dir.path().join("symbols");
     m.write_symbol_store(&symbols).unwrap();
-    let port = std::net::UdpSocket::bind(("127.0.0.1", 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = SimConfig::new(
-        "1.2.3.4".parse().unwrap(),
-        (std::net::Ipv4Addr::LOCALHOST, port).into(),
-    );
+    let (cfg, port) = support::loopback_sim("1.2.3.4");
     let sim = SimTarget::spawn(m, cfg).unwrap();
 
     let t = Tmux::start(tmux, "live", 160, 40);
-    t.wait_for("a shell prompt", |s| s.contains('$'));
-    t.type_line(&format!(
-        "{} top --kdnet port={port},key=1.2.3.4,bind=127.0.0.1 --interval 300ms --symbol-path {} --offline --no-cache",
-        sh_quote(Path::new(env!("CARGO_BIN_EXE_pooldump"))),
-        sh_quote(&symbols)
-    ));
-    let s = t.wait_for("a live view", |s| s.contains("(live)"));
+    let s = t.top(
+        &format!(
+            "--kdnet port={port},key=1.2.3.4,bind=127.0.0.1 --interval 300ms --symbol-path {} --offline --no-cache",
+            sh_quote(&symbols)
+        ),
+        "(live)",
+    );
     assert!(s.contains("Mapped_Driver"), "{s}");
     t.wait_for("the second refresh", |s| s.contains("refresh 2 "));
-    t.press("q");
-    t.wait_for("the shell again", |s| !s.contains("Mapped_Driver"));
-    t.type_line("echo exit=$?");
-    t.wait_for("exit status 0", |s| s.contains("exit=0"));
+    t.quit_with_success("q");
     let stats = sim.stats();
     // Stopped for every refresh and let run after each.
     assert!(stats.breakins >= 3, "{stats:?}");

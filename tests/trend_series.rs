@@ -14,16 +14,7 @@ use std::time::Duration;
 use pooldump_kit::series::{Series, SeriesSpec, SeriesTruth, WrittenSeries};
 use pooldump_kit::{DumpKind, NtBuild};
 use serde_json::Value;
-use support::{Finished, repo_root, require_tool, run_bounded};
-
-fn pooldump(args: &[&str]) -> Finished {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
-    c.args(args)
-        .env_remove("_NT_SYMBOL_PATH")
-        .current_dir(repo_root());
-    // Hang detector, not a timing test.
-    run_bounded(&mut c, Duration::from_secs(300))
-}
+use support::{pooldump, require_tool, run_bounded};
 
 struct Fixture {
     _dir: tempfile::TempDir,

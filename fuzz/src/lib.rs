@@ -59,11 +59,7 @@ impl Memory for PagedPhys<'_> {
         self.dtb
     }
     fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
-        let absent = || MemoryError::NotInSource {
-            pa,
-            va: None,
-            level: None,
-        };
+        let absent = || MemoryError::not_in_source(pa);
         let pages = self.pages();
         let mut done = 0usize;
         while done < buf.len() {
@@ -103,10 +99,7 @@ impl CyclicVirt<'_> {
             });
         }
         if self.hole_every != 0 && (va >> 12).is_multiple_of(self.hole_every) {
-            return Err(MemoryError::NotPresent {
-                va: kva,
-                level: PxeLevel::Pte,
-            });
+            return Err(MemoryError::page_not_present(kva));
         }
         Ok(())
     }
@@ -133,11 +126,7 @@ impl Memory for CyclicVirt<'_> {
     }
     fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
         if self.data.is_empty() {
-            return Err(MemoryError::NotInSource {
-                pa,
-                va: None,
-                level: None,
-            });
+            return Err(MemoryError::not_in_source(pa));
         }
         self.fill(pa.0, buf);
         Ok(())
@@ -156,10 +145,9 @@ impl Memory for CyclicVirt<'_> {
     fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), MemoryError> {
         let n = self.read_virtual_partial(va, buf)?;
         if n < buf.len() {
-            return Err(MemoryError::NotPresent {
-                va: KernelVa(va.0.wrapping_add(n as u64) & !0xFFF),
-                level: PxeLevel::Pte,
-            });
+            return Err(MemoryError::page_not_present(KernelVa(
+                va.0.wrapping_add(n as u64) & !0xFFF,
+            )));
         }
         Ok(())
     }

@@ -20,23 +20,13 @@ mod source;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
+use pooldump_kit::{Machine, NtBuild, Scenario};
 use serde_json::Value;
-use support::{Finished, missing, repo_root, require_tool, run_bounded};
+use support::{Finished, missing, pooldump, repo_root, require_tool};
 
 use disasm::{Seen, objdump, seen_in_disassembly};
 use source::{Planted, planted_in_source};
-
-fn pooldump(args: &[&str]) -> Finished {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
-    c.args(args)
-        .env_remove("_NT_SYMBOL_PATH")
-        .env_remove("_NT_ALT_SYMBOL_PATH")
-        .current_dir(repo_root());
-    run_bounded(&mut c, Duration::from_secs(120))
-}
 
 fn drivers_dir() -> PathBuf {
     repo_root().join("testdata/drivers")
@@ -160,10 +150,7 @@ fn finds_exactly_the_planted_sites_in_every_driver_file() {
 fn the_loaded_drivers_of_a_dump_give_the_same_sites() {
     let m = Machine::build(&Scenario::small(NtBuild::Win11_22000, 3));
     let dir = tempfile::tempdir().unwrap();
-    let dump = dir.path().join("MEMORY.DMP");
-    let syms = dir.path().join("symbols");
-    m.write_dump_file(DumpKind::KernelBitmap, &dump).unwrap();
-    m.write_symbol_store(&syms).unwrap();
+    let (dump, syms) = support::write_dump_and_symbols(&m, dir.path());
     let r = pooldump(&[
         "callsites",
         dump.to_str().unwrap(),
@@ -177,13 +164,7 @@ fn the_loaded_drivers_of_a_dump_give_the_same_sites() {
     let dj = drivers_json();
     for d in dj["drivers"].as_array().unwrap() {
         let name = d["file"].as_str().unwrap();
-        let loaded = m
-            .truth
-            .kernel
-            .modules
-            .iter()
-            .find(|x| x.base_name == name)
-            .unwrap();
+        let loaded = m.truth.kernel.module(name).unwrap();
         let file = drivers_dir().join(name);
         let f = pooldump(&[
             "callsites",
@@ -286,16 +267,7 @@ fn patch_writes_a_relabelled_copy_with_a_correct_checksum() {
     .unwrap();
     let original = std::fs::read(&input).unwrap();
     let out = dir.path().join("leakydrv.relabel.sys");
-    let r = pooldump(&[
-        "callsites",
-        "--image",
-        input.to_str().unwrap(),
-        "--tag",
-        "Leak",
-        "--patch",
-        out.to_str().unwrap(),
-        "--offline",
-    ]);
+    let r = patch(&input, "Leak", &out);
     assert_eq!(r.code(), Some(0), "{}", r.stderr);
     assert!(r.stdout.contains("WARNING"), "{}", r.stdout);
     assert_eq!(
@@ -338,6 +310,20 @@ fn patch_writes_a_relabelled_copy_with_a_correct_checksum() {
     let v: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["sites"].as_array().unwrap().len(), 1, "{}", r.stdout);
     patch_refusals(&input, &original, &out, dir.path());
+}
+
+/// `pooldump callsites --image IMAGE --tag TAG --patch OUT --offline`.
+fn patch(image: &Path, tag: &str, out: &Path) -> Finished {
+    pooldump(&[
+        "callsites",
+        "--image",
+        image.to_str().unwrap(),
+        "--tag",
+        tag,
+        "--patch",
+        out.to_str().unwrap(),
+        "--offline",
+    ])
 }
 
 /// pefile (Python) computes the checksum the patched file `out` holds.
@@ -401,16 +387,7 @@ fn objdump_shows_the_new_tags(out: &Path, sites: &[Value]) {
 fn patch_refusals(input: &Path, original: &[u8], out: &Path, dir: &Path) {
     // Never the original, by any name; --patch needs one tag.
     for target in [input.to_path_buf(), dir.join(".").join("leakydrv.sys")] {
-        let r = pooldump(&[
-            "callsites",
-            "--image",
-            input.to_str().unwrap(),
-            "--tag",
-            "Leak",
-            "--patch",
-            target.to_str().unwrap(),
-            "--offline",
-        ]);
+        let r = patch(input, "Leak", &target);
         assert_ne!(r.code(), Some(0));
         assert!(
             r.stderr.contains("never modifies the original"),
@@ -428,16 +405,7 @@ fn patch_refusals(input: &Path, original: &[u8], out: &Path, dir: &Path) {
     ]);
     assert_ne!(r.code(), Some(0));
     // Patching the patched copy again finds no 'Leak' to relabel.
-    let r = pooldump(&[
-        "callsites",
-        "--image",
-        out.to_str().unwrap(),
-        "--tag",
-        "Leak",
-        "--patch",
-        dir.join("again.sys").to_str().unwrap(),
-        "--offline",
-    ]);
+    let r = patch(out, "Leak", &dir.join("again.sys"));
     assert_ne!(r.code(), Some(0));
     assert!(r.stderr.contains("nothing to relabel"), "{}", r.stderr);
 }
@@ -464,70 +432,39 @@ fn a_file_that_is_not_a_driver_is_an_error() {
 /// each command.
 #[test]
 fn a_live_target_gives_the_same_sites_and_runs_again() {
-    use pooldump_kdnet_sim::{Faults, SimConfig, SimTarget};
-    use std::net::{Ipv4Addr, UdpSocket};
+    use pooldump_kdnet_sim::{Faults, SimTarget};
 
     let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 44));
     let dir = tempfile::tempdir().unwrap();
-    let dump = dir.path().join("MEMORY.DMP");
-    let syms = dir.path().join("symbols");
-    m.write_dump_file(DumpKind::KernelBitmap, &dump).unwrap();
-    m.write_symbol_store(&syms).unwrap();
+    let (dump, syms) = support::write_dump_and_symbols(&m, dir.path());
     let map = dir.path().join("relabel.json");
     write_leak_relabel_map(&dump, &syms, &map);
 
-    let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let key = "9.8.7.6";
-    let mut cfg = SimConfig::new(key.parse().unwrap(), (Ipv4Addr::LOCALHOST, port).into());
+    let (mut cfg, port) = support::loopback_sim(key);
     cfg.faults = Faults::lossy(0.10);
     let sim = SimTarget::spawn(m, cfg).unwrap();
     let spec = format!("port={port},key={key},bind=127.0.0.1,retry=50");
     let syms = syms.to_str().unwrap();
-    let common = ["--json", "--offline", "--symbol-path", syms];
+    // `pooldump CMD SOURCE ARGS.. --json --offline --symbol-path SYMS`'s
+    // JSON, from the live target and from the dump.
+    let live_and_dump = |cmd: &str, args: &[&str]| {
+        let run = |source: &[&str]| {
+            let common = ["--json", "--offline", "--symbol-path", syms];
+            pooldump(&[&[cmd], source, args, &common[..]].concat()).json()
+        };
+        (run(&["--kdnet", &spec]), run(&[dump.to_str().unwrap()]))
+    };
 
-    let sites = |v: &Value| v["sites"].clone();
-    let live = pooldump(
-        &[
-            &["callsites", "--kdnet", &spec, "--tag", "Leak"][..],
-            &common[..],
-        ]
-        .concat(),
-    );
-    assert_eq!(live.code(), Some(0), "{}", live.stderr);
-    let from_dump = pooldump(
-        &[
-            &["callsites", dump.to_str().unwrap(), "--tag", "Leak"][..],
-            &common[..],
-        ]
-        .concat(),
-    );
-    let (lv, dv): (Value, Value) = (
-        serde_json::from_str(&live.stdout).unwrap(),
-        serde_json::from_str(&from_dump.stdout).unwrap(),
-    );
-    assert_eq!(sites(&lv), sites(&dv));
+    let (lv, dv) = live_and_dump("callsites", &["--tag", "Leak"]);
+    assert_eq!(lv["sites"], dv["sites"]);
     assert_eq!(lv["sites"].as_array().unwrap().len(), 5);
     let resumed = sim.stats().continues;
     assert!(resumed >= 1, "the target was resumed");
 
-    let rel = ["--relabel", map.to_str().unwrap(), "--no-cache"];
-    let live = pooldump(&[&["analyze", "--kdnet", &spec][..], &rel[..], &common[..]].concat());
-    assert_eq!(live.code(), Some(0), "{}", live.stderr);
-    let from_dump = pooldump(
-        &[
-            &["analyze", dump.to_str().unwrap()][..],
-            &rel[..],
-            &common[..],
-        ]
-        .concat(),
-    );
-    let (lv, dv): (Value, Value) = (
-        serde_json::from_str(&live.stdout).unwrap(),
-        serde_json::from_str(&from_dump.stdout).unwrap(),
+    let (lv, dv) = live_and_dump(
+        "analyze",
+        &["--relabel", map.to_str().unwrap(), "--no-cache"],
     );
     assert_eq!(lv["relabel"]["rows"], dv["relabel"]["rows"]);
     assert!(sim.stats().continues > resumed, "resumed after analyze");

@@ -18,6 +18,47 @@ mod prereq;
 #[allow(unused_imports)] // some test binaries need none of them
 pub use prereq::*;
 
+/// The bundled sample: its dump and symbol store, as the README's commands
+/// name them.
+pub fn sample() -> (String, String) {
+    let root = repo_root().join("testdata/sample");
+    (
+        root.join("MEMORY.DMP").display().to_string(),
+        root.join("symbols").display().to_string(),
+    )
+}
+
+/// The kit machine `m` written into `dir` as pooldump reads it: a kernel
+/// dump, `MEMORY.DMP`, and its symbol store, `symbols/`; their paths.
+pub fn write_dump_and_symbols(m: &pooldump_kit::Machine, dir: &Path) -> (PathBuf, PathBuf) {
+    let dump = dir.join("MEMORY.DMP");
+    m.write_dump_file(pooldump_kit::DumpKind::KernelBitmap, &dump)
+        .expect("write the dump");
+    let symbols = dir.join("symbols");
+    m.write_symbol_store(&symbols)
+        .expect("write the symbol store");
+    (dump, symbols)
+}
+
+/// A free UDP port on loopback, chosen by the system and released at once
+/// for the CLI or a simulated target to bind.
+pub fn free_port() -> u16 {
+    let s = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)).expect("bind loopback");
+    s.local_addr().expect("a bound address").port()
+}
+
+/// Settings for a simulated target whose debugger listens on loopback at a
+/// free port, with the KDNET key `key`; and that port, for the CLI's
+/// `--kdnet port=PORT,key=KEY,bind=127.0.0.1`.
+pub fn loopback_sim(key: &str) -> (pooldump_kdnet_sim::SimConfig, u16) {
+    let port = free_port();
+    let cfg = pooldump_kdnet_sim::SimConfig::new(
+        key.parse().expect("a KDNET key"),
+        (std::net::Ipv4Addr::LOCALHOST, port).into(),
+    );
+    (cfg, port)
+}
+
 /// What a bounded run of a command produced.
 #[derive(Debug)]
 pub struct Finished {
@@ -30,6 +71,42 @@ impl Finished {
     pub fn code(&self) -> Option<i32> {
         self.status.code()
     }
+
+    /// stdout read as JSON, once the run has exited 0.
+    pub fn json(&self) -> serde_json::Value {
+        assert_eq!(self.code(), Some(0), "{}", self.stderr);
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+}
+
+/// How long one run of the CLI may take before a test calls it hung: a
+/// hang detector far above any run's time, not a timing test.
+pub const CLI_LIMIT: Duration = Duration::from_secs(300);
+
+/// The CLI under test, `pooldump args`, run from the repository root with
+/// `_NT_SYMBOL_PATH` and `_NT_ALT_SYMBOL_PATH` removed, so that the
+/// developer's environment cannot point it at other symbols.
+pub fn pooldump_command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
+    c.args(args)
+        .env_remove("_NT_SYMBOL_PATH")
+        .env_remove("_NT_ALT_SYMBOL_PATH")
+        .current_dir(repo_root());
+    c
+}
+
+/// [`pooldump_command`] run to completion under [`CLI_LIMIT`].
+pub fn pooldump(args: &[&str]) -> Finished {
+    run_bounded(&mut pooldump_command(args), CLI_LIMIT)
+}
+
+/// Run `cmd` to completion under [`CLI_LIMIT`], which must succeed, and
+/// return its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let r = run_bounded(cmd, CLI_LIMIT);
+    assert_eq!(r.code(), Some(0), "{cmd:?}: {}", r.stderr);
+    r.stdout
 }
 
 /// Run `cmd` to completion, killing it and failing the test if it is still

@@ -79,6 +79,25 @@ fn describe_va(va: Option<KernelVa>, level: Option<PxeLevel>) -> String {
 }
 
 impl MemoryError {
+    /// `pa` is not in a source that holds it, or that holds no physical
+    /// pages at all (an image file, a small memory dump).
+    pub fn not_in_source(pa: PhysAddr) -> Self {
+        MemoryError::NotInSource {
+            pa,
+            va: None,
+            level: None,
+        }
+    }
+
+    /// `va`'s page is not mapped: its PTE is not present, or a source that
+    /// reads virtual memory directly does not hold it.
+    pub fn page_not_present(va: KernelVa) -> Self {
+        MemoryError::NotPresent {
+            va,
+            level: PxeLevel::Pte,
+        }
+    }
+
     /// Attach the virtual address through which a physical read was reached.
     fn via(self, va: KernelVa, level: Option<PxeLevel>) -> Self {
         match self {
@@ -218,21 +237,30 @@ fn read_through_tables<M: Memory + ?Sized>(
         let cur = va
             .checked_add(done as u64)
             .ok_or(MemoryError::NonCanonical { va })?;
-        let in_page = (PAGE_SIZE - cur.page_offset()) as usize;
-        let n = in_page.min(buf.len() - done);
-        // A translation error already names its level; a data-page error
-        // gets the virtual address it was reached from.
-        let step = m.translate(cur).and_then(|t| {
-            m.read_physical(t.pa, &mut buf[done..done + n])
-                .map_err(|e| e.via(cur, None))
-        });
-        match step {
-            Ok(()) => done += n,
+        match read_rest_of_page(m, cur, &mut buf[done..]) {
+            Ok(n) => done += n,
             Err(_) if partial && done > 0 => return Ok(done),
             Err(e) => return Err(e),
         }
     }
     Ok(done)
+}
+
+/// One step of a read through the page tables: translate `va` through
+/// [`Memory::translate`] and read from it to the end of its page (or of
+/// `buf`) with [`Memory::read_physical`]. Returns the bytes read. A
+/// translation error already names its level; a data-page error gets the
+/// virtual address it was reached from.
+pub fn read_rest_of_page<M: Memory + ?Sized>(
+    m: &M,
+    va: KernelVa,
+    buf: &mut [u8],
+) -> Result<usize, MemoryError> {
+    let n = ((PAGE_SIZE - va.page_offset()) as usize).min(buf.len());
+    let t = m.translate(va)?;
+    m.read_physical(t.pa, &mut buf[..n])
+        .map_err(|e| e.via(va, None))?;
+    Ok(n)
 }
 
 /// A handle to a [`Memory`] is that memory: references, boxes (so a
@@ -447,10 +475,7 @@ mod tests {
         // The read used to return Ok with the tail left unfilled.
         assert_eq!(
             m.read_virtual(KernelVa(va + 0x800), &mut buf),
-            Err(MemoryError::NotPresent {
-                va: KernelVa(va + 0x1000),
-                level: PxeLevel::Pte
-            })
+            Err(MemoryError::page_not_present(KernelVa(va + 0x1000)))
         );
         assert_eq!(
             m.read_virtual_partial(KernelVa(va + 0x800), &mut buf),

@@ -4,13 +4,12 @@
 //! analysis needs one address space per session; `!process 0 0` shows the
 //! same list.
 
-use std::collections::HashSet;
-
 use serde::Serialize;
 
 use crate::addr::{KernelVa, PhysAddr};
 use crate::bytes::Le;
-use crate::memory::{Memory, MemoryExt};
+use crate::kernel::ring::Ring;
+use crate::memory::Memory;
 use crate::symbols::{KernelSymbols, SymbolError};
 
 /// One `_EPROCESS`.
@@ -106,61 +105,31 @@ pub fn walk_processes<M: Memory + ?Sized>(
             .0
             .wrapping_add(syms.require_symbol_rva("PsActiveProcessHead")?),
     );
-    let mut list = ProcessList::default();
-    let mut cur = match mem.read_pointer(head) {
-        Ok(p) => p,
-        Err(e) => {
-            list.warnings
-                .push(format!("cannot read nt!PsActiveProcessHead at {head}: {e}"));
-            return Ok(list);
-        }
+    let ring = Ring {
+        head,
+        links: layout.links,
+        entry_size: layout.read_size,
+        max_entries: limits.max_processes,
+        head_name: "nt!PsActiveProcessHead",
+        link_name: "process link",
+        entry_name: "_EPROCESS",
+        entries_name: "processes",
     };
-    let mut prev = head;
-    let mut visited = HashSet::new();
-    let mut buf = vec![0u8; layout.read_size];
-    loop {
-        if cur == head {
-            list.complete = true;
-            break;
-        }
-        if list.processes.len() >= limits.max_processes {
-            list.warnings.push(format!(
-                "stopped after {} processes without returning to PsActiveProcessHead (iteration cap)",
-                limits.max_processes
-            ));
-            break;
-        }
-        if !cur.is_kernel() || !visited.insert(cur) {
-            list.warnings.push(format!(
-                "the process link after {prev} points to {cur}, {}; the list is cut there",
-                if cur.is_kernel() {
-                    "an entry already visited"
-                } else {
-                    "not a kernel address"
-                }
-            ));
-            break;
-        }
-        let ep = KernelVa(cur.0.wrapping_sub(layout.links));
-        if let Err(e) = mem.read_virtual(ep, &mut buf) {
-            list.warnings.push(format!(
-                "cannot read the _EPROCESS at {ep}: {e}; the list is cut there"
-            ));
-            break;
-        }
-        let b = Le(&buf);
+    let mut list = ProcessList::default();
+    let end = ring.walk(mem, |e| {
+        let b = Le(e.bytes);
         let q = |o: u64| b.u64(o as usize).unwrap_or(0);
         let name_bytes = b.bytes(layout.name as usize, 15).unwrap_or(&[]);
         let name_len = name_bytes.iter().position(|c| *c == 0).unwrap_or(15);
         list.processes.push(Process {
-            eprocess: ep,
+            eprocess: e.va,
             pid: q(layout.pid),
             name: crate::bytes::escape_ascii(&name_bytes[..name_len]),
             dtb: PhysAddr(q(layout.dtb)),
             session: KernelVa(layout.session.map_or(0, q)),
         });
-        prev = cur;
-        cur = KernelVa(q(layout.links));
-    }
+    });
+    list.complete = end.is_complete();
+    list.warnings.extend(ring.warning(&end));
     Ok(list)
 }

@@ -195,11 +195,7 @@ impl Memory for Machine {
             let page = self
                 .pages
                 .get(&(cur >> 12))
-                .ok_or(MemoryError::NotInSource {
-                    pa: PhysAddr(cur),
-                    va: None,
-                    level: None,
-                })?;
+                .ok_or(MemoryError::not_in_source(PhysAddr(cur)))?;
             let at = (cur & 0xFFF) as usize;
             let n = (PAGE - at).min(buf.len() - done);
             buf[done..done + n].copy_from_slice(&page[at..at + n]);
@@ -261,6 +257,41 @@ impl HeaderSpec {
         put64(&mut h, 0x1030, 36_000_000_000);
         h
     }
+}
+
+/// The headers of a test driver image (x64 PE32+, native subsystem) in
+/// `img`: the MZ stub, the PE signature at 0x80, the COFF header with
+/// `sections` sections and `time_date_stamp`, and an optional header with
+/// `image_base` and `size_of_image` (sections 0x1000-aligned in memory,
+/// 0x200 in the file, 0x400 of headers, 16 data directories). Returns the
+/// optional header's offset; its data directories start at +112 and the
+/// section table at +0xF0, which the caller fills.
+pub fn put_pe_headers(
+    img: &mut [u8],
+    sections: u16,
+    time_date_stamp: u32,
+    image_base: u64,
+    size_of_image: u32,
+) -> usize {
+    img[0..2].copy_from_slice(b"MZ");
+    put32(img, 0x3C, 0x80);
+    img[0x80..0x84].copy_from_slice(b"PE\0\0");
+    let coff = 0x84;
+    img[coff..coff + 2].copy_from_slice(&0x8664u16.to_le_bytes()); // Machine
+    img[coff + 2..coff + 4].copy_from_slice(&sections.to_le_bytes());
+    put32(img, coff + 4, time_date_stamp);
+    img[coff + 16..coff + 18].copy_from_slice(&0xF0u16.to_le_bytes()); // SizeOfOptionalHeader
+    img[coff + 18..coff + 20].copy_from_slice(&0x22u16.to_le_bytes()); // Characteristics
+    let opt = coff + 20;
+    img[opt..opt + 2].copy_from_slice(&0x20Bu16.to_le_bytes()); // PE32+
+    put64(img, opt + 24, image_base);
+    put32(img, opt + 32, 0x1000); // SectionAlignment
+    put32(img, opt + 36, 0x200); // FileAlignment
+    put32(img, opt + 56, size_of_image);
+    put32(img, opt + 60, 0x400); // SizeOfHeaders
+    img[opt + 68..opt + 70].copy_from_slice(&1u16.to_le_bytes()); // Subsystem: native
+    put32(img, opt + 108, 16); // NumberOfRvaAndSizes
+    opt
 }
 
 pub fn put32(b: &mut [u8], at: usize, v: u32) {

@@ -54,17 +54,7 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 }
 
 fn readobj(tool: &Path, file: &Path) -> Vec<RoFunction> {
-    let out = Command::new(tool)
-        .arg("--unwind")
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = support::run_ok(Command::new(tool).arg("--unwind").arg(file));
     let mut fns = Vec::new();
     let mut cur: Option<RoFunction> = None;
     let mut in_chain = false;
@@ -237,11 +227,7 @@ impl Memory for Sparse {
         PhysAddr(0)
     }
     fn read_physical(&self, pa: PhysAddr, _buf: &mut [u8]) -> Result<(), MemoryError> {
-        Err(MemoryError::NotInSource {
-            pa,
-            va: None,
-            level: None,
-        })
+        Err(MemoryError::not_in_source(pa))
     }
     fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), MemoryError> {
         for (i, b) in buf.iter_mut().enumerate() {
@@ -249,10 +235,7 @@ impl Memory for Sparse {
             let p = self
                 .pages
                 .get(&(a & !0xFFF))
-                .ok_or(MemoryError::NotPresent {
-                    va: KernelVa(a),
-                    level: pooldump_core::PxeLevel::Pte,
-                })?;
+                .ok_or(MemoryError::page_not_present(KernelVa(a)))?;
             *b = p[(a & 0xFFF) as usize];
         }
         Ok(())

@@ -148,37 +148,7 @@ enum Cmd {
     /// items while resumed (a leaking driver among them). Its symbols (PDBs
     /// and image files) are written to --symbols for pooldump's
     /// --symbol-path. Ctrl-C stops it.
-    Serve {
-        /// WinDbg's `-k net:` settings the debugger will use:
-        /// `port=50000,key=1.2.3.4` (the target offers to 127.0.0.1:port).
-        #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
-        kdnet: String,
-        #[arg(long, default_value = "win10-19041")]
-        build: String,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[arg(long, default_value_t = 2)]
-        cpus: u32,
-        /// `leak` (the default: leakydrv leaks, other drivers are
-        /// balanced), `idle` (nothing runs), or a workload JSON file.
-        #[arg(long, default_value = "leak")]
-        workload: String,
-        /// Simulated seconds per real second while the target runs.
-        #[arg(long, default_value_t = 60.0)]
-        speed: f64,
-        /// Seconds between offers (Windows: 3).
-        #[arg(long, default_value_t = 3.0)]
-        offer_interval: f64,
-        /// Drop, duplicate and reorder this fraction of datagrams (0-1).
-        #[arg(long, default_value_t = 0.0)]
-        loss: f64,
-        /// Where to write the machine's symbol store.
-        #[arg(long, default_value = "pooldump-demo-symbols")]
-        symbols: PathBuf,
-        /// Stop after this many seconds (default: until Ctrl-C).
-        #[arg(long)]
-        seconds: Option<u64>,
-    },
+    Serve(ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -204,29 +174,7 @@ fn parse_kind(s: &str) -> Result<DumpKind, String> {
 
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
-        Cmd::Serve {
-            kdnet,
-            build,
-            seed,
-            cpus,
-            workload,
-            speed,
-            offer_interval,
-            loss,
-            symbols,
-            seconds,
-        } => serve(&ServeArgs {
-            kdnet,
-            build,
-            seed,
-            cpus,
-            workload,
-            speed,
-            offer_interval,
-            loss,
-            symbols,
-            seconds,
-        }),
+        Cmd::Serve(a) => serve(&a),
         Cmd::Builds => {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
@@ -391,19 +339,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
 /// dumps, the symbol store with images, and the CPU's stack.
 fn write_crash(s: &Scenario, context: u64, out: &Path) -> Result<(), String> {
     let mut m = Machine::build(s);
-    let item = pooldump_kit::run::WorkItem {
-        name: "touch".into(),
-        driver: "leakydrv.sys".into(),
-        kind: 7,
-        flags: 0,
-        length: 0x5A5A,
-        context,
-        every_ms: 1000,
-        start_ms: 0,
-        burst: 1,
-    };
     let bc = m
-        .crash_with(item, 10_000_000_000)
+        .crash_with(pooldump_kit::run::WorkItem::touch(context), 10_000_000_000)
         .ok_or("LkTouch ran without a bug check")?;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let io = |e: std::io::Error| format!("{}: {e}", out.display());
@@ -469,16 +406,36 @@ fn write_all(s: &Scenario, kind: DumpKind, out: &Path) -> Result<(), String> {
     Ok(())
 }
 
+#[derive(clap::Args)]
 struct ServeArgs {
+    /// WinDbg's `-k net:` settings the debugger will use:
+    /// `port=50000,key=1.2.3.4` (the target offers to 127.0.0.1:port).
+    #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     kdnet: String,
+    #[arg(long, default_value = "win10-19041")]
     build: String,
+    #[arg(long, default_value_t = 1)]
     seed: u64,
+    #[arg(long, default_value_t = 2)]
     cpus: u32,
+    /// `leak` (the default: leakydrv leaks, other drivers are
+    /// balanced), `idle` (nothing runs), or a workload JSON file.
+    #[arg(long, default_value = "leak")]
     workload: String,
+    /// Simulated seconds per real second while the target runs.
+    #[arg(long, default_value_t = 60.0)]
     speed: f64,
+    /// Seconds between offers (Windows: 3).
+    #[arg(long, default_value_t = 3.0)]
     offer_interval: f64,
+    /// Drop, duplicate and reorder this fraction of datagrams (0-1).
+    #[arg(long, default_value_t = 0.0)]
     loss: f64,
+    /// Where to write the machine's symbol store.
+    #[arg(long, default_value = "pooldump-demo-symbols")]
     symbols: PathBuf,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long)]
     seconds: Option<u64>,
 }
 

@@ -5,7 +5,7 @@
 //! PTE) for data; NX on data and read-only sections; supervisor everywhere
 //! but KUSER_SHARED_DATA's user alias at 0x7FFE0000.
 
-use crate::phys::{PAGE, PhysMemory};
+use crate::phys::{PAGE, PhysMemory, page_pieces};
 
 pub const P: u64 = 1;
 pub const RW: u64 = 1 << 1;
@@ -223,15 +223,11 @@ impl AddressSpace {
 
     /// Write bytes through virtual addresses (every page must be mapped).
     pub fn write(&self, mem: &mut PhysMemory, va: u64, bytes: &[u8]) {
-        let mut done = 0;
-        while done < bytes.len() {
-            let cur = va + done as u64;
-            let n = (PAGE - (cur % PAGE as u64) as usize).min(bytes.len() - done);
+        for (cur, r) in page_pieces(va, bytes.len()) {
             let pa = self
                 .translate(mem, cur)
                 .unwrap_or_else(|| panic!("kit writes to unmapped {cur:#x}"));
-            mem.write(pa, &bytes[done..done + n]);
-            done += n;
+            mem.write(pa, &bytes[r]);
         }
     }
 
@@ -244,15 +240,11 @@ impl AddressSpace {
     }
 
     pub fn read(&self, mem: &PhysMemory, va: u64, out: &mut [u8]) {
-        let mut done = 0;
-        while done < out.len() {
-            let cur = va + done as u64;
-            let n = (PAGE - (cur % PAGE as u64) as usize).min(out.len() - done);
+        for (cur, r) in page_pieces(va, out.len()) {
             let pa = self
                 .translate(mem, cur)
                 .unwrap_or_else(|| panic!("kit reads unmapped {cur:#x}"));
-            mem.read(pa, &mut out[done..done + n]);
-            done += n;
+            mem.read(pa, &mut out[r]);
         }
     }
 

@@ -7,6 +7,21 @@ use std::ops::Range;
 use std::sync::Arc;
 
 pub const PAGE: usize = 0x1000;
+
+/// The pieces of the `len` bytes at `addr` (physical or virtual) that each
+/// stay within one page: (the piece's address, its range in the buffer).
+/// Addresses wrap past the top of the space; translation refuses them.
+pub fn page_pieces(addr: u64, len: usize) -> impl Iterator<Item = (u64, std::ops::Range<usize>)> {
+    let mut done = 0;
+    std::iter::from_fn(move || {
+        (done < len).then(|| {
+            let cur = addr.wrapping_add(done as u64);
+            let n = (PAGE - (cur % PAGE as u64) as usize).min(len - done);
+            done += n;
+            (cur, done - n..done)
+        })
+    })
+}
 pub(crate) const PAGE64: u64 = PAGE as u64;
 pub(crate) const MB: u64 = 1 << 20;
 pub(crate) const GB: u64 = 1 << 30;
@@ -230,31 +245,24 @@ impl PhysMemory {
     }
 
     pub fn write(&mut self, pa: u64, bytes: &[u8]) {
-        let mut done = 0;
-        while done < bytes.len() {
-            let cur = pa + done as u64;
+        for (cur, r) in page_pieces(pa, bytes.len()) {
             let off = (cur % PAGE as u64) as usize;
-            let n = (PAGE - off).min(bytes.len() - done);
-            self.frame_mut(cur / PAGE as u64)[off..off + n].copy_from_slice(&bytes[done..done + n]);
-            done += n;
+            self.frame_mut(cur / PAGE as u64)[off..off + r.len()].copy_from_slice(&bytes[r]);
         }
     }
 
     pub fn read(&self, pa: u64, out: &mut [u8]) {
-        let mut done = 0;
-        while done < out.len() {
-            let cur = pa + done as u64;
+        for (cur, r) in page_pieces(pa, out.len()) {
             let off = (cur % PAGE as u64) as usize;
-            let n = (PAGE - off).min(out.len() - done);
+            let n = r.len();
             match self.frame(cur / PAGE as u64) {
-                Some(f) => out[done..done + n].copy_from_slice(&f[off..off + n]),
+                Some(f) => out[r].copy_from_slice(&f[off..off + n]),
                 None => {
                     let mut page = [0u8; PAGE];
                     self.frame_into(cur / PAGE as u64, &mut page);
-                    out[done..done + n].copy_from_slice(&page[off..off + n]);
+                    out[r].copy_from_slice(&page[off..off + n]);
                 }
             }
-            done += n;
         }
     }
 

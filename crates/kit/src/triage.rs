@@ -22,7 +22,7 @@
 
 use crate::dump::{self, HeaderFields};
 use crate::machine::Machine;
-use crate::phys::PAGE;
+use crate::phys::{PAGE, page_pieces};
 
 /// What the small dump holds, for tests to compare pooldump with.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -108,13 +108,11 @@ impl Machine {
     /// `len` bytes at `va` if every page is mapped.
     fn try_read(&self, va: u64, len: usize) -> Option<Vec<u8>> {
         let mut out = vec![0u8; len];
-        let mut done = 0;
-        while done < len {
-            let cur = va.checked_add(done as u64)?;
-            let n = (PAGE - (cur % PAGE as u64) as usize).min(len - done);
+        // A range that wraps past the top of the address space is unmapped.
+        va.checked_add(len.saturating_sub(1) as u64)?;
+        for (cur, r) in page_pieces(va, len) {
             let pa = self.asp.translate(&self.mem, cur)?;
-            self.mem.read(pa, &mut out[done..done + n]);
-            done += n;
+            self.mem.read(pa, &mut out[r]);
         }
         Some(out)
     }

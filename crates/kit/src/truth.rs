@@ -95,6 +95,13 @@ pub struct KernelTruth {
     pub system_time: u64,
 }
 
+impl KernelTruth {
+    /// The loaded module whose file name is `base_name` (`leakydrv.sys`).
+    pub fn module(&self, base_name: &str) -> Option<&ModuleTruth> {
+        self.modules.iter().find(|m| m.base_name == base_name)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModuleTruth {
     pub base_name: String,

@@ -11,7 +11,7 @@ use pooldump_core::stack::{
     ImageFile, ImageLocator, ImageRequest, ReadStats, Reg, Registers, StackModule, StackWalker,
     WalkLimits,
 };
-use pooldump_core::{KernelVa, Memory, MemoryError, PhysAddr, PxeLevel};
+use pooldump_core::{KernelVa, Memory, MemoryError, PhysAddr};
 
 const DRIVERS: [&[u8]; 3] = [
     include_bytes!("../../../testdata/drivers/leakydrv.sys"),
@@ -124,34 +124,23 @@ impl Memory for Mem {
         PhysAddr(0x1AD000)
     }
     fn read_physical(&self, pa: PhysAddr, _: &mut [u8]) -> Result<(), MemoryError> {
-        Err(MemoryError::NotInSource {
-            pa,
-            va: None,
-            level: None,
-        })
+        Err(MemoryError::not_in_source(pa))
     }
     fn translate(&self, va: KernelVa) -> Result<Translation, MemoryError> {
-        Err(MemoryError::NotPresent {
-            va,
-            level: PxeLevel::Pte,
-        })
+        Err(MemoryError::page_not_present(va))
     }
     fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), MemoryError> {
         let n = self.read_virtual_partial(va, buf)?;
         if n < buf.len() {
-            return Err(MemoryError::NotPresent {
-                va: KernelVa(va.0.wrapping_add(n as u64)),
-                level: PxeLevel::Pte,
-            });
+            return Err(MemoryError::page_not_present(KernelVa(
+                va.0.wrapping_add(n as u64),
+            )));
         }
         Ok(())
     }
     fn read_virtual_partial(&self, va: KernelVa, buf: &mut [u8]) -> Result<usize, MemoryError> {
         let Some((src, at)) = self.slice(va.0) else {
-            return Err(MemoryError::NotPresent {
-                va,
-                level: PxeLevel::Pte,
-            });
+            return Err(MemoryError::page_not_present(va));
         };
         let n = buf.len().min(src.len() - at);
         buf[..n].copy_from_slice(&src[at..at + n]);

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::addr::{KernelVa, PhysAddr};
-use crate::memory::{Memory, MemoryError, PxeLevel, Translation};
+use crate::memory::{Memory, MemoryError, Translation};
 use crate::stack::{ImageError, ImageFile, StackModule};
 
 /// Files larger than this are refused (a driver is a few MiB).
@@ -126,10 +126,7 @@ impl ImageMemory {
     }
 
     fn rva(&self, va: KernelVa, len: usize) -> Result<u32, MemoryError> {
-        let outside = MemoryError::NotPresent {
-            va,
-            level: PxeLevel::Pte,
-        };
+        let outside = MemoryError::page_not_present(va);
         let off = va.0.checked_sub(self.base).ok_or(outside.clone())?;
         let end = off.checked_add(len as u64).ok_or(outside.clone())?;
         if end > u64::from(self.file.size_of_image()) {
@@ -148,17 +145,10 @@ impl Memory for ImageMemory {
         PhysAddr(0)
     }
     fn read_physical(&self, pa: PhysAddr, _buf: &mut [u8]) -> Result<(), MemoryError> {
-        Err(MemoryError::NotInSource {
-            pa,
-            va: None,
-            level: None,
-        })
+        Err(MemoryError::not_in_source(pa))
     }
     fn translate(&self, va: KernelVa) -> Result<Translation, MemoryError> {
-        Err(MemoryError::NotPresent {
-            va,
-            level: PxeLevel::Pte,
-        })
+        Err(MemoryError::page_not_present(va))
     }
     fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), MemoryError> {
         let rva = self.rva(va, buf.len())?;
@@ -171,10 +161,7 @@ impl Memory for ImageMemory {
             .saturating_sub(va.0.wrapping_sub(self.base))
             .min(buf.len() as u64) as usize;
         if avail == 0 {
-            return Err(MemoryError::NotPresent {
-                va,
-                level: PxeLevel::Pte,
-            });
+            return Err(MemoryError::page_not_present(va));
         }
         self.read_virtual(va, &mut buf[..avail]).map(|()| avail)
     }

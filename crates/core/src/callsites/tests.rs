@@ -164,11 +164,7 @@ impl Memory for Live<'_> {
         buf: &mut [u8],
     ) -> Result<(), crate::memory::MemoryError> {
         if !self.0.mem.is_ram(pa.0 >> 12) {
-            return Err(crate::memory::MemoryError::NotInSource {
-                pa,
-                va: None,
-                level: None,
-            });
+            return Err(crate::memory::MemoryError::not_in_source(pa));
         }
         self.0.mem.read(pa.0, buf);
         Ok(())

@@ -102,6 +102,30 @@ pub(crate) enum Backing {
 }
 
 impl Backing {
+    /// The file at `path`, memory-mapped (an empty file is an empty
+    /// buffer: there is nothing to map).
+    pub fn open(path: &Path) -> Result<Self, DumpError> {
+        let err = |kind| DumpError {
+            path: path.to_path_buf(),
+            kind,
+        };
+        let io = |what| move |source| err(DumpErrorKind::Io { what, source });
+        let file = File::open(path).map_err(io("open the file"))?;
+        let meta = file.metadata().map_err(io("read the file's size"))?;
+        if meta.is_dir() {
+            return Err(err(DumpErrorKind::IsDirectory));
+        }
+        if meta.len() == 0 {
+            return Ok(Backing::Owned(Vec::new()));
+        }
+        // SAFETY: the map is read-only. If another process truncates or
+        // rewrites the file while it is mapped, reads may fault or see
+        // the new bytes; that is the accepted contract of every
+        // memory-mapped dump reader (WinDbg and kdmp-parser included).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io("memory-map the file"))?;
+        Ok(Backing::Mapped(map))
+    }
+
     pub fn bytes(&self) -> &[u8] {
         match self {
             Backing::Mapped(m) => m,
@@ -114,27 +138,7 @@ impl CrashDump {
     /// Open and validate a dump file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, DumpError> {
         let path = path.as_ref();
-        let err = |kind| DumpError {
-            path: path.to_path_buf(),
-            kind,
-        };
-        let io = |what| move |source| err(DumpErrorKind::Io { what, source });
-        let file = File::open(path).map_err(io("open the file"))?;
-        let meta = file.metadata().map_err(io("read the file's size"))?;
-        if meta.is_dir() {
-            return Err(err(DumpErrorKind::IsDirectory));
-        }
-        let data = if meta.len() == 0 {
-            Backing::Owned(Vec::new())
-        } else {
-            // SAFETY: the map is read-only. If another process truncates or
-            // rewrites the file while it is mapped, reads may fault or see
-            // the new bytes; that is the accepted contract of every
-            // memory-mapped dump reader (WinDbg and kdmp-parser included).
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io("memory-map the file"))?;
-            Backing::Mapped(map)
-        };
-        Self::from_backing(path.to_path_buf(), data)
+        Self::from_backing(path.to_path_buf(), Backing::open(path)?)
     }
 
     /// Open a dump held in memory; `name` is used in messages. Tests and
@@ -285,11 +289,7 @@ impl CrashDump {
                 Ok(&file[off..off + PAGE_SIZE as usize])
             }
             Lookup::Truncated => Err(MemoryError::Truncated { pa }),
-            Lookup::Absent => Err(MemoryError::NotInSource {
-                pa,
-                va: None,
-                level: None,
-            }),
+            Lookup::Absent => Err(MemoryError::not_in_source(pa)),
         }
     }
 }
@@ -341,11 +341,7 @@ impl Memory for CrashDump {
         while done < buf.len() {
             let cur =
                 pa.0.checked_add(done as u64)
-                    .ok_or(MemoryError::NotInSource {
-                        pa,
-                        va: None,
-                        level: None,
-                    })?;
+                    .ok_or(MemoryError::not_in_source(pa))?;
             let in_page = (PAGE_SIZE - cur % PAGE_SIZE) as usize;
             let n = in_page.min(buf.len() - done);
             let page = self.page(Pfn(cur / PAGE_SIZE)).map_err(|e| match e {

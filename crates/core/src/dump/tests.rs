@@ -334,11 +334,7 @@ fn check_reads(dump: &CrashDump) {
     let mut buf = vec![0u8; 0x20];
     assert_eq!(
         dump.read_physical(PhysAddr(0x13_FF0), &mut buf),
-        Err(MemoryError::NotInSource {
-            pa: PhysAddr(0x14_000),
-            va: None,
-            level: None
-        })
+        Err(MemoryError::not_in_source(PhysAddr(0x14_000)))
     );
     // Unaligned single-byte and page-sized reads.
     let mut one = [0u8; 1];

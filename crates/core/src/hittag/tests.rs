@@ -23,11 +23,7 @@ impl Memory for Live<'_> {
     }
     fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
         if !self.0.mem.is_ram(pa.0 >> 12) {
-            return Err(MemoryError::NotInSource {
-                pa,
-                va: None,
-                level: None,
-            });
+            return Err(MemoryError::not_in_source(pa));
         }
         self.0.mem.read(pa.0, buf);
         Ok(())
@@ -125,14 +121,7 @@ fn every_stop_is_what_the_cpu_did() {
                     };
                     assert_eq!(*call, want, "{build:?}");
                     let site = site.unwrap();
-                    let base = m
-                        .truth
-                        .kernel
-                        .modules
-                        .iter()
-                        .find(|d| d.base_name == site.module)
-                        .unwrap()
-                        .base;
+                    let base = m.truth.kernel.module(&site.module).unwrap().base;
                     let k = hit.site.unwrap();
                     assert_eq!(hit.trace.frames[k].pc.0, base + site.rva, "{build:?}");
                     if want == PoolCall::Alloc {

@@ -15,6 +15,7 @@
 pub mod kdbg;
 pub mod modules;
 pub mod pe;
+pub mod ring;
 pub mod scan;
 pub mod sections;
 

@@ -1,14 +1,13 @@
 //! The loaded-module list (`PsLoadedModuleList`), walked with an iteration
-//! cap and cycle detection: a corrupt Flink ring must end the walk with a
-//! warning, never hang it (docs/design.md, "kdmp-parser and pooldump's own header reader").
-
-use std::collections::HashSet;
+//! cap and cycle detection ([`super::ring`]): a corrupt Flink ring must end
+//! the walk with a warning, never hang it (docs/design.md, "kdmp-parser and pooldump's own header reader").
 
 use serde::Serialize;
 
+use super::ring::Ring;
 use crate::addr::KernelVa;
 use crate::bytes::Le;
-use crate::memory::{Memory, MemoryExt};
+use crate::memory::Memory;
 
 /// `_KLDR_DATA_TABLE_ENTRY` offsets used *before* nt's PDB is loaded.
 ///
@@ -111,60 +110,27 @@ pub fn walk_loaded_modules<M: Memory + ?Sized>(
         complete: false,
         warnings: Vec::new(),
     };
-    let first = match mem.read_pointer(head) {
-        Ok(p) => p,
-        Err(e) => {
-            list.warnings
-                .push(format!("cannot read the list head at {head}: {e}"));
-            return list;
-        }
+    let ring = Ring {
+        head,
+        links: layout.in_load_order_links as u64,
+        entry_size: layout.read_size,
+        max_entries: limits.max_modules,
+        head_name: "the list head",
+        link_name: "link",
+        entry_name: "module entry",
+        entries_name: "entries",
     };
-    let mut visited = HashSet::new();
-    let mut prev = head;
-    let mut cur = first;
     let mut blink_warned = false;
-    let mut buf = vec![0u8; layout.read_size];
-    loop {
-        if cur == head {
-            list.complete = true;
-            break;
-        }
-        if list.modules.len() >= limits.max_modules {
-            list.warnings.push(format!(
-                "stopped after {} entries without returning to the head (iteration cap)",
-                limits.max_modules
-            ));
-            break;
-        }
-        if !cur.is_kernel() {
-            list.warnings.push(format!(
-                "the link after {prev} points to {cur}, not a kernel address; the list is cut there"
-            ));
-            break;
-        }
-        if !visited.insert(cur) {
-            list.warnings.push(format!(
-                "the list loops back to {cur} without returning to the head; stopped after {} entries",
-                list.modules.len()
-            ));
-            break;
-        }
-        // Links point at InLoadOrderLinks inside the entry.
-        let entry_va = KernelVa(cur.0.wrapping_sub(layout.in_load_order_links as u64));
-        if let Err(e) = mem.read_virtual(entry_va, &mut buf) {
-            list.warnings.push(format!(
-                "cannot read the module entry at {entry_va}: {e}; the list is cut there"
-            ));
-            break;
-        }
-        let b = Le(&buf);
+    let end = ring.walk(mem, |e| {
+        let entry_va = e.va;
+        let b = Le(e.bytes);
         let q = |o: usize| KernelVa(b.u64(o).unwrap_or(0));
-        let flink = q(layout.in_load_order_links);
         let blink = q(layout.in_load_order_links + 8);
-        if blink != prev && !blink_warned {
+        if blink != e.prev && !blink_warned {
             blink_warned = true;
             list.warnings.push(format!(
-                "the entry at {entry_va} has Blink {blink}, not the previous link {prev}"
+                "the entry at {entry_va} has Blink {blink}, not the previous link {}",
+                e.prev
             ));
         }
         let size = b.u32(layout.size_of_image).unwrap_or(0);
@@ -191,9 +157,9 @@ pub fn walk_loaded_modules<M: Memory + ?Sized>(
             name,
             full_name,
         });
-        prev = cur;
-        cur = flink;
-    }
+    });
+    list.complete = end.is_complete();
+    list.warnings.extend(ring.warning(&end));
     list
 }
 

@@ -341,7 +341,7 @@ fn debug_entry(b: Le, at: usize) -> Option<ImageDebugDirectory> {
 pub(crate) mod test_image {
     //! A minimal mapped PE32+ image with an RSDS record.
 
-    use crate::testutil::{put32, put64};
+    use crate::testutil::{put_pe_headers, put32};
 
     pub const GUID: [u8; 16] = [
         0x10, 0xD3, 0x77, 0x31, 0xBA, 0x00, 0x90, 0x75, 0xDE, 0xD3, 0x35, 0x93, 0x6C, 0x93, 0xE3,
@@ -351,24 +351,8 @@ pub(crate) mod test_image {
     /// Two pages: headers at 0, the debug directory and RSDS at 0x1000.
     pub fn image(pdb_name: &[u8], age: u32) -> Vec<u8> {
         let mut img = vec![0u8; 0x2000];
-        img[0..2].copy_from_slice(b"MZ");
-        put32(&mut img, 0x3C, 0x80);
-        img[0x80..0x84].copy_from_slice(b"PE\0\0");
-        let coff = 0x84;
-        img[coff..coff + 2].copy_from_slice(&0x8664u16.to_le_bytes());
-        img[coff + 2..coff + 4].copy_from_slice(&1u16.to_le_bytes()); // sections
-        put32(&mut img, coff + 4, 0x5F00_1234); // TimeDateStamp
-        img[coff + 16..coff + 18].copy_from_slice(&0xF0u16.to_le_bytes()); // SizeOfOptionalHeader
-        img[coff + 18..coff + 20].copy_from_slice(&0x22u16.to_le_bytes());
-        let opt = coff + 20;
-        img[opt..opt + 2].copy_from_slice(&0x20Bu16.to_le_bytes());
-        put64(&mut img, opt + 24, 0x1_4000_0000); // ImageBase
-        put32(&mut img, opt + 32, 0x1000); // SectionAlignment
-        put32(&mut img, opt + 36, 0x200); // FileAlignment
-        put32(&mut img, opt + 56, 0x2000); // SizeOfImage
-        put32(&mut img, opt + 60, 0x400); // SizeOfHeaders
-        img[opt + 68..opt + 70].copy_from_slice(&1u16.to_le_bytes()); // Subsystem
-        put32(&mut img, opt + 108, 16); // NumberOfRvaAndSizes
+        // One section; TimeDateStamp 0x5F001234.
+        let opt = put_pe_headers(&mut img, 1, 0x5F00_1234, 0x1_4000_0000, 0x2000);
         let dd = opt + 112;
         put32(&mut img, dd + 6 * 8, 0x1000); // debug directory RVA
         put32(&mut img, dd + 6 * 8 + 4, 0x1C);

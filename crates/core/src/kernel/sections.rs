@@ -21,10 +21,10 @@ use crate::memory::Memory;
 /// PE/COFF allows at most 96 sections.
 pub const MAX_SECTIONS: usize = 96;
 
-/// One section header, as the loader mapped it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One entry of an image's section table.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SectionHeader {
-    /// The 8-byte name, NULs dropped, non-printable bytes replaced.
+    /// The 8-byte name, NULs trimmed, non-printable bytes escaped.
     pub name: String,
     pub rva: u32,
     pub virtual_size: u32,
@@ -37,10 +37,7 @@ impl SectionHeader {
     fn from_goblin(s: &SectionTable) -> Self {
         let raw = &s.name[..s.name.iter().position(|&c| c == 0).unwrap_or(8)];
         Self {
-            name: raw
-                .iter()
-                .map(|&c| if c.is_ascii_graphic() { c as char } else { '?' })
-                .collect(),
+            name: crate::bytes::escape_ascii(raw),
             rva: s.virtual_address,
             virtual_size: s.virtual_size,
             raw_offset: s.pointer_to_raw_data,
@@ -49,14 +46,26 @@ impl SectionHeader {
         }
     }
 
+    /// IMAGE_SCN_MEM_EXECUTE or IMAGE_SCN_CNT_CODE.
+    pub fn is_code(&self) -> bool {
+        self.characteristics & (IMAGE_SCN_MEM_EXECUTE | IMAGE_SCN_CNT_CODE) != 0
+    }
+
     /// The bytes the loader maps: VirtualSize, or SizeOfRawData when a
-    /// linker left VirtualSize 0.
+    /// linker left VirtualSize 0 (as [`crate::stack::ImageFile::read_rva`]
+    /// maps them).
     pub fn mapped_size(&self) -> u32 {
         if self.virtual_size != 0 {
             self.virtual_size
         } else {
             self.raw_size
         }
+    }
+
+    /// The file offset of `rva` when it lies in this section's raw data.
+    pub fn file_offset(&self, rva: u32) -> Option<u32> {
+        let off = rva.checked_sub(self.rva)?;
+        (off < self.raw_size.min(self.mapped_size())).then(|| self.raw_offset.checked_add(off))?
     }
 
     fn contains(&self, rva: u32) -> bool {

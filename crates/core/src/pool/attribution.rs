@@ -348,7 +348,7 @@ fn is_immediate(img: &[u8], at: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{Machine, put32};
+    use crate::testutil::{Machine, put_pe_headers, put32};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     const BASE: u64 = 0xFFFF_F806_1000_0000;
@@ -358,23 +358,7 @@ mod tests {
     /// (writable). Returns the mapped image and the file.
     fn driver(text: &[u8], data: &[u8], tds: u32) -> (Vec<u8>, Vec<u8>) {
         let mut h = vec![0u8; 0x400];
-        h[0..2].copy_from_slice(b"MZ");
-        put32(&mut h, 0x3C, 0x80);
-        h[0x80..0x84].copy_from_slice(b"PE\0\0");
-        let coff = 0x84;
-        h[coff..coff + 2].copy_from_slice(&0x8664u16.to_le_bytes());
-        h[coff + 2..coff + 4].copy_from_slice(&2u16.to_le_bytes());
-        put32(&mut h, coff + 4, tds);
-        h[coff + 16..coff + 18].copy_from_slice(&0xF0u16.to_le_bytes());
-        h[coff + 18..coff + 20].copy_from_slice(&0x22u16.to_le_bytes());
-        let opt = coff + 20;
-        h[opt..opt + 2].copy_from_slice(&0x20Bu16.to_le_bytes());
-        put32(&mut h, opt + 32, 0x1000);
-        put32(&mut h, opt + 36, 0x200);
-        put32(&mut h, opt + 56, 0x3000); // SizeOfImage
-        put32(&mut h, opt + 60, 0x400); // SizeOfHeaders
-        h[opt + 68..opt + 70].copy_from_slice(&1u16.to_le_bytes());
-        put32(&mut h, opt + 108, 16);
+        let opt = put_pe_headers(&mut h, 2, tds, 0, 0x3000);
         let sec = opt + 0xF0;
         for (i, (name, rva, raw, len, ch)) in [
             (

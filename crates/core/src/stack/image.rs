@@ -22,6 +22,8 @@ use serde::Serialize;
 use crate::addr::{KernelVa, PAGE_SIZE};
 use crate::bytes::Le;
 use crate::kernel::pe::MAX_HEADERS;
+use crate::kernel::sections::MAX_SECTIONS;
+pub use crate::kernel::sections::SectionHeader;
 use crate::memory::{Memory, MemoryError};
 
 /// Pages one module keeps at most (16 MiB): a hostile exception directory
@@ -142,9 +144,6 @@ impl fmt::Debug for ImageFile {
             .finish_non_exhaustive()
     }
 }
-
-/// Sections beyond this are not a real image's (the PE limit is 96).
-const MAX_SECTIONS: usize = 96;
 
 impl ImageFile {
     /// Parse a PE file's headers; `origin` (its path) names it in messages.
@@ -286,41 +285,6 @@ pub(crate) fn headers_of(bytes: &[u8]) -> Result<Headers, String> {
         section_table: e_lfanew + 4 + 20 + usize::from(header.coff_header.size_of_optional_header),
         sections: usize::from(header.coff_header.number_of_sections),
     })
-}
-
-/// One entry of an image's section table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SectionHeader {
-    /// The 8-byte name, NULs trimmed, non-printable bytes escaped.
-    pub name: String,
-    pub rva: u32,
-    pub virtual_size: u32,
-    pub raw_offset: u32,
-    pub raw_size: u32,
-    pub characteristics: u32,
-}
-
-impl SectionHeader {
-    /// IMAGE_SCN_MEM_EXECUTE or IMAGE_SCN_CNT_CODE.
-    pub fn is_code(&self) -> bool {
-        self.characteristics & (0x2000_0000 | 0x20) != 0
-    }
-
-    /// The bytes the loader maps: the virtual size, or the raw size when
-    /// the virtual size is 0 (as [`ImageFile::read_rva`] maps them).
-    pub fn mapped_size(&self) -> u32 {
-        if self.virtual_size == 0 {
-            self.raw_size
-        } else {
-            self.virtual_size
-        }
-    }
-
-    /// The file offset of `rva` when it lies in this section's raw data.
-    pub fn file_offset(&self, rva: u32) -> Option<u32> {
-        let off = rva.checked_sub(self.rva)?;
-        (off < self.raw_size.min(self.mapped_size())).then(|| self.raw_offset.checked_add(off))?
-    }
 }
 
 /// Parse `n` section headers from `table` (40 bytes each).

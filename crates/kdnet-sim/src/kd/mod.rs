@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pooldump_kdnet::api::{CONTEXT_LEN, DebugIo, StateChange, api_number, context};
+use pooldump_kdnet::api::{CONTEXT_LEN, DebugIo, StateChange, StoppedAt, api_number, context};
 use pooldump_kdnet::control::IDENTITY_LEN;
 use pooldump_kdnet::datagram::{DataKey, MAX_LEN};
 use pooldump_kdnet::packet::PacketType;
@@ -286,7 +286,13 @@ impl Target {
             let mut stream = [0u8; 16];
             self.read_virtual(stop.pc, &mut stream);
             let cpus = self.m.truth.cpus.max(1);
-            let sc = StateChange::breakpoint(stop.cpu as u16, cpus, stop.thread, stop.pc, &stream);
+            let at = StoppedAt {
+                processor: stop.cpu as u16,
+                number_processors: cpus,
+                thread: stop.thread,
+                pc: stop.pc,
+            };
+            let sc = StateChange::breakpoint(at, &stream);
             // After the prints before it; sent again on RESEND while stopped.
             let bytes = sc.to_bytes();
             self.set_run(Run::Stopped);
@@ -360,12 +366,18 @@ impl Target {
         }
         let cpus = self.m.truth.cpus.max(1);
         let on = |p: u16| usize::from(p) < cpus as usize;
+        let at = |processor: u16, pc: u64| StoppedAt {
+            processor,
+            number_processors: cpus,
+            thread: STOPPED_THREAD,
+            pc,
+        };
         match ev {
             SimEvent::Breakpoint { processor, pc } if on(processor) => {
                 let mut stream = [0u8; 16];
                 self.read_virtual(pc, &mut stream);
                 context::set_reg(&mut self.contexts[processor as usize], context::RIP, pc);
-                let sc = StateChange::breakpoint(processor, cpus, STOPPED_THREAD, pc, &stream);
+                let sc = StateChange::breakpoint(at(processor, pc), &stream);
                 self.stop_with(sc);
             }
             SimEvent::Exception {
@@ -379,10 +391,7 @@ impl Target {
                 self.read_virtual(pc, &mut stream);
                 context::set_reg(&mut self.contexts[processor as usize], context::RIP, pc);
                 let sc = StateChange::exception(
-                    processor,
-                    cpus,
-                    STOPPED_THREAD,
-                    pc,
+                    at(processor, pc),
                     code,
                     &parameters,
                     first_chance,
@@ -396,15 +405,7 @@ impl Target {
                 size,
                 path,
             } if on(processor) => {
-                let sc = StateChange::load_symbols(
-                    processor,
-                    cpus,
-                    STOPPED_THREAD,
-                    self.pc,
-                    base,
-                    size,
-                    &path,
-                );
+                let sc = StateChange::load_symbols(at(processor, self.pc), base, size, &path);
                 self.stop_with(sc);
             }
             SimEvent::Print { processor, text } => {

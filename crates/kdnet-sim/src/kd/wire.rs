@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV6};
 use std::time::Instant;
 
-use pooldump_kdnet::api::{Manipulate, Space, StateChange, context};
+use pooldump_kdnet::api::{Manipulate, Space, StateChange, StoppedAt, context};
 use pooldump_kdnet::control::{Offer, Response};
 use pooldump_kdnet::datagram::{self, Channel, Datagram, DatagramError};
 use pooldump_kdnet::packet::{KdPacket, PacketType, Payload};
@@ -291,13 +291,13 @@ impl Target {
                     let mut stream = [0u8; 16];
                     self.read_virtual(self.pc, &mut stream);
                     context::set_reg(&mut self.contexts[0], context::RIP, self.pc);
-                    let sc = StateChange::breakpoint(
-                        0,
-                        self.m.truth.cpus.max(1),
+                    let at = StoppedAt {
+                        processor: 0,
+                        number_processors: self.m.truth.cpus.max(1),
                         thread,
-                        self.pc,
-                        &stream,
-                    );
+                        pc: self.pc,
+                    };
+                    let sc = StateChange::breakpoint(at, &stream);
                     if self.rt.is_some() {
                         let bytes = sc.to_bytes();
                         self.set_run(Run::Stopped);

@@ -28,7 +28,7 @@ pub use numbers::{
     CONTEXT_LEN, CONTEXT_RIP, DEBUG_IO_LEN, FILE_IO_LEN, MANIPULATE_LEN, MAX_TRANSFER,
     SPECIAL_REGISTERS_CR3, SPECIAL_REGISTERS_LEN, STATE_CHANGE_LEN, api_number, context, status,
 };
-pub use state_change::{ControlReport, Event, StateChange};
+pub use state_change::{ControlReport, Event, StateChange, StoppedAt};
 
 /// A typed KD data packet body.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -25,6 +25,19 @@ pub struct StateChange {
     pub data: Vec<u8>,
 }
 
+/// Where a (simulated) target stopped: the fixed part of the state
+/// changes it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoppedAt {
+    /// The processor that stopped, of `number_processors`.
+    pub processor: u16,
+    pub number_processors: u32,
+    /// Its current `_KTHREAD`.
+    pub thread: u64,
+    /// The program counter.
+    pub pc: u64,
+}
+
 /// What made the target stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -150,35 +163,16 @@ impl StateChange {
     }
 
     /// A breakpoint exception state change (for a simulated target):
-    /// STATUS_BREAKPOINT at `pc`, first chance, `stream` the bytes at PC.
-    pub fn breakpoint(
-        processor: u16,
-        number_processors: u32,
-        thread: u64,
-        pc: u64,
-        stream: &[u8; 16],
-    ) -> Self {
+    /// STATUS_BREAKPOINT at the PC, first chance, `stream` the bytes there.
+    pub fn breakpoint(at: StoppedAt, stream: &[u8; 16]) -> Self {
         // ExceptionInformation[0] = BREAKPOINT_BREAK (0).
-        Self::exception(
-            processor,
-            number_processors,
-            thread,
-            pc,
-            status::BREAKPOINT,
-            &[0],
-            true,
-            stream,
-        )
+        Self::exception(at, status::BREAKPOINT, &[0], true, stream)
     }
 
-    /// An exception state change (for a simulated target): `code` at
-    /// `pc` with up to 15 parameters.
-    #[allow(clippy::too_many_arguments)]
+    /// An exception state change (for a simulated target): `code` at the
+    /// PC with up to 15 parameters.
     pub fn exception(
-        processor: u16,
-        number_processors: u32,
-        thread: u64,
-        pc: u64,
+        at: StoppedAt,
         code: u32,
         parameters: &[u64],
         first_chance: bool,
@@ -186,29 +180,21 @@ impl StateChange {
     ) -> Self {
         let mut union = [0u8; 0xA0];
         put(&mut union, 0, &code.to_le_bytes());
-        put(&mut union, 0x10, &pc.to_le_bytes());
+        put(&mut union, 0x10, &at.pc.to_le_bytes());
         let parameters = &parameters[..parameters.len().min(15)];
         put(&mut union, 0x18, &(parameters.len() as u32).to_le_bytes());
         for (i, p) in parameters.iter().enumerate() {
             put(&mut union, 0x20 + 8 * i, &p.to_le_bytes());
         }
         put(&mut union, 0x98, &u32::from(first_chance).to_le_bytes());
-        let mut s = Self::with_report(processor, number_processors, thread, pc, stream);
+        let mut s = Self::with_report(at, stream);
         s.union = union;
         s
     }
 
     /// A load-symbols state change (for a simulated target): the image
     /// `path` mapped at `base`.
-    pub fn load_symbols(
-        processor: u16,
-        number_processors: u32,
-        thread: u64,
-        pc: u64,
-        base: u64,
-        size: u32,
-        path: &str,
-    ) -> Self {
+    pub fn load_symbols(at: StoppedAt, base: u64, size: u32, path: &str) -> Self {
         let mut data = path.as_bytes().to_vec();
         data.push(0);
         let mut union = [0u8; 0xA0];
@@ -216,7 +202,7 @@ impl StateChange {
         put(&mut union, 0x08, &base.to_le_bytes());
         put(&mut union, 0x10, &u64::MAX.to_le_bytes());
         put(&mut union, 0x1C, &size.to_le_bytes());
-        let mut s = Self::with_report(processor, number_processors, thread, pc, &[0; 16]);
+        let mut s = Self::with_report(at, &[0; 16]);
         s.new_state = api::STATE_LOAD_SYMBOLS;
         s.union = union;
         s.data = data;
@@ -224,13 +210,7 @@ impl StateChange {
     }
 
     /// The fixed part with a control report as Windows fills it.
-    fn with_report(
-        processor: u16,
-        number_processors: u32,
-        thread: u64,
-        pc: u64,
-        stream: &[u8; 16],
-    ) -> Self {
+    fn with_report(at: StoppedAt, stream: &[u8; 16]) -> Self {
         let mut cr = [0u8; 0x30];
         put(&mut cr, 0, &0xFFFF_0FF0u64.to_le_bytes());
         put(&mut cr, 8, &0x400u64.to_le_bytes());
@@ -245,11 +225,11 @@ impl StateChange {
         Self {
             new_state: api::STATE_EXCEPTION,
             processor_level: 6,
-            processor,
-            number_processors,
+            processor: at.processor,
+            number_processors: at.number_processors,
             pad: 0,
-            thread,
-            program_counter: pc,
+            thread: at.thread,
+            program_counter: at.pc,
             union: [0; 0xA0],
             control_report: cr,
             data: Vec::new(),

@@ -50,13 +50,13 @@ fn requests_round_trip_and_decode() {
 
 #[test]
 fn state_change_round_trips() {
-    let s = StateChange::breakpoint(
-        0,
-        2,
-        0xFFFF_8000_1234_0000,
-        0xFFFF_F802_6BD7_2B90,
-        &[0xCC; 16],
-    );
+    let at = StoppedAt {
+        processor: 0,
+        number_processors: 2,
+        thread: 0xFFFF_8000_1234_0000,
+        pc: 0xFFFF_F802_6BD7_2B90,
+    };
+    let s = StateChange::breakpoint(at, &[0xCC; 16]);
     let b = s.to_bytes();
     assert_eq!(b.len(), STATE_CHANGE_LEN);
     let back = StateChange::parse(&b).unwrap();

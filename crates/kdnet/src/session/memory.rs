@@ -6,8 +6,8 @@
 
 use std::sync::atomic::Ordering;
 
-use pooldump_core::memory::{MemoryError, Translation, walk};
-use pooldump_core::{KernelVa, Memory, PAGE_SIZE, PhysAddr};
+use pooldump_core::memory::{MemoryError, Translation, read_rest_of_page, walk};
+use pooldump_core::{KernelVa, Memory, PhysAddr};
 
 use crate::api::Space;
 use crate::error::KdnetError;
@@ -68,33 +68,13 @@ impl LiveTarget {
                 break;
             }
             let cur = KernelVa(va.0.wrapping_add(done as u64));
-            let n = ((PAGE_SIZE - cur.page_offset()) as usize).min(buf.len() - done);
-            let step = self.translate(cur).and_then(|t| {
-                self.read_physical(t.pa, &mut buf[done..done + n])
-                    .map_err(|e| via(e, cur))
-            });
-            match step {
-                Ok(()) => done += n,
+            match read_rest_of_page(self, cur, &mut buf[done..]) {
+                Ok(n) => done += n,
                 Err(_) if partial && done > 0 => return Ok(done),
                 Err(e) => return Err(e),
             }
         }
         Ok(done)
-    }
-}
-
-fn via(e: MemoryError, va: KernelVa) -> MemoryError {
-    match e {
-        MemoryError::NotInSource {
-            pa,
-            va: None,
-            level,
-        } => MemoryError::NotInSource {
-            pa,
-            va: Some(va),
-            level,
-        },
-        e => e,
     }
 }
 
@@ -110,11 +90,9 @@ impl Memory for LiveTarget {
     fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
         let n = self.read_blocks(Space::Physical, pa.0, buf)?;
         if n < buf.len() {
-            return Err(MemoryError::NotInSource {
-                pa: PhysAddr(pa.0.wrapping_add(n as u64)),
-                va: None,
-                level: None,
-            });
+            return Err(MemoryError::not_in_source(PhysAddr(
+                pa.0.wrapping_add(n as u64),
+            )));
         }
         Ok(())
     }

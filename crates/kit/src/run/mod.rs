@@ -50,7 +50,7 @@ pub use workload::{WorkItem, Workload};
 
 use crate::machine::Machine;
 use crate::paging::Prot;
-use crate::phys::PAGE64;
+use crate::phys::{PAGE64, page_pieces};
 use context::apply_context;
 use cpu::{Bus, RCX, RDX, RSP};
 use truth::frames_of;
@@ -143,10 +143,7 @@ struct MachineBus<'a> {
 
 impl Bus for MachineBus<'_> {
     fn read(&mut self, va: u64, out: &mut [u8], fetch: bool) -> Result<(), Fault> {
-        let mut done = 0;
-        while done < out.len() {
-            let cur = va.wrapping_add(done as u64);
-            let n = (0x1000 - (cur & 0xFFF) as usize).min(out.len() - done);
+        for (cur, r) in page_pieces(va, out.len()) {
             let fault = Fault {
                 va: cur,
                 write: false,
@@ -156,17 +153,13 @@ impl Bus for MachineBus<'_> {
             if fetch && !x {
                 return Err(fault);
             }
-            self.m.mem.read(pa, &mut out[done..done + n]);
-            done += n;
+            self.m.mem.read(pa, &mut out[r]);
         }
         Ok(())
     }
 
     fn write(&mut self, va: u64, data: &[u8]) -> Result<(), Fault> {
-        let mut done = 0;
-        while done < data.len() {
-            let cur = va.wrapping_add(done as u64);
-            let n = (0x1000 - (cur & 0xFFF) as usize).min(data.len() - done);
+        for (cur, r) in page_pieces(va, data.len()) {
             let fault = Fault {
                 va: cur,
                 write: true,
@@ -176,8 +169,7 @@ impl Bus for MachineBus<'_> {
             if !w {
                 return Err(fault);
             }
-            self.m.mem.write(pa, &data[done..done + n]);
-            done += n;
+            self.m.mem.write(pa, &data[r]);
         }
         Ok(())
     }

@@ -61,38 +61,19 @@ fn pool_hit_tag_stops_the_machine_in_every_build() {
     }
 }
 
-fn touch(context: u64) -> WorkItem {
-    WorkItem {
-        name: "touch".into(),
-        driver: "leakydrv.sys".into(),
-        kind: 7,
-        flags: 0,
-        length: 0x5A5A,
-        context,
-        every_ms: 1000,
-        start_ms: 0,
-        burst: 1,
-    }
-}
-
 #[test]
 fn driver_faults_bug_check_as_windows_does() {
     for b in &NtBuild::ALL {
         // A NULL pointer in a system thread: an access violation nobody
         // handles, SYSTEM_THREAD_EXCEPTION_NOT_HANDLED with the records.
         let mut m = Machine::build(&Scenario::small(*b, 5));
-        let bc = m.crash_with(touch(0), 10_000_000_000).expect("a bug check");
+        let bc = m
+            .crash_with(WorkItem::touch(0), 10_000_000_000)
+            .expect("a bug check");
         assert_eq!(bc.code, 0x7E, "{b:?} {bc:?}");
         // ExceptionCode is a LONG: WinDbg shows the parameter as ffffffffc0000005.
         assert_eq!(bc.parameters[0], 0xFFFF_FFFF_C000_0005);
-        let drv = m
-            .truth
-            .kernel
-            .modules
-            .iter()
-            .find(|d| d.base_name == "leakydrv.sys")
-            .unwrap()
-            .base;
+        let drv = m.truth.kernel.module("leakydrv.sys").unwrap().base;
         let touch_rva = crate::drivers::all()[0].info.functions["LkTouch"];
         assert!(
             (drv + touch_rva..drv + touch_rva + 0x20).contains(&bc.parameters[1]),
@@ -116,7 +97,7 @@ fn driver_faults_bug_check_as_windows_does() {
         // An unmapped system address: PAGE_FAULT_IN_NONPAGED_AREA.
         let mut m = Machine::build(&Scenario::small(*b, 5));
         let bc = m
-            .crash_with(touch(0xFFFF_8000_0000_1000), 10_000_000_000)
+            .crash_with(WorkItem::touch(0xFFFF_8000_0000_1000), 10_000_000_000)
             .expect("a bug check");
         assert_eq!(bc.code, 0x50, "{b:?}");
         assert_eq!(bc.parameters[0], 0xFFFF_8000_0000_1000);

@@ -37,6 +37,18 @@ fn one() -> u32 {
     1
 }
 
+impl WorkItem {
+    /// leakydrv's LkTouch (request kind 7), once a second: it writes
+    /// through the request's `context`, so a bad pointer there is a page
+    /// fault in a driver, and a bug check.
+    pub fn touch(context: u64) -> Self {
+        Self {
+            context,
+            ..item("touch", "leakydrv.sys", 7, 0, 0x5A5A, 1000, 0)
+        }
+    }
+}
+
 /// A set of work items.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -92,15 +92,12 @@ pub(crate) fn bit_runs(bitmap: &[u8], bit_count: u64) -> impl Iterator<Item = (u
     })
 }
 
-/// (pages described, file size the page data needs).
-pub(super) fn plan_extent_totals(file: &[u8], plan: &PagePlan) -> (u64, u64) {
+/// Where the page data lies in the file, in file order: (file offset,
+/// pages) per extent; a bitmap's present pages are packed into one run.
+fn file_runs(file: &[u8], plan: &PagePlan) -> Vec<(u64, u64)> {
     match plan {
         PagePlan::Extents { extents, .. } => {
-            let pages = extents.iter().map(|e| e.pages).sum();
-            let end = extents
-                .last()
-                .map_or(HEADER_SIZE as u64, |e| e.file_offset + e.pages * PAGE_SIZE);
-            (pages, end)
+            extents.iter().map(|e| (e.file_offset, e.pages)).collect()
         }
         PagePlan::Bitmap {
             bitmap_offset,
@@ -108,28 +105,26 @@ pub(super) fn plan_extent_totals(file: &[u8], plan: &PagePlan) -> (u64, u64) {
             first_page,
         } => {
             let present = popcount(bitmap_bytes(file, *bitmap_offset, *bit_count), *bit_count);
-            (present, first_page + present * PAGE_SIZE)
+            vec![(*first_page, present)]
         }
     }
+}
+
+/// (pages described, file size the page data needs).
+pub(super) fn plan_extent_totals(file: &[u8], plan: &PagePlan) -> (u64, u64) {
+    let runs = file_runs(file, plan);
+    let pages = runs.iter().map(|&(_, pages)| pages).sum();
+    let end = runs.last().map_or(HEADER_SIZE as u64, |&(offset, pages)| {
+        offset + pages * PAGE_SIZE
+    });
+    (pages, end)
 }
 
 /// Pages whose 4 KiB of data are entirely inside the file.
 pub(crate) fn backed_pages(file: &[u8], plan: &PagePlan) -> u64 {
     let len = file.len() as u64;
-    let fits = |file_offset: u64, pages: u64| -> u64 {
-        (len.saturating_sub(file_offset) / PAGE_SIZE).min(pages)
-    };
-    match plan {
-        PagePlan::Extents { extents, .. } => {
-            extents.iter().map(|e| fits(e.file_offset, e.pages)).sum()
-        }
-        PagePlan::Bitmap {
-            bitmap_offset,
-            bit_count,
-            first_page,
-        } => {
-            let present = popcount(bitmap_bytes(file, *bitmap_offset, *bit_count), *bit_count);
-            fits(*first_page, present)
-        }
-    }
+    file_runs(file, plan)
+        .into_iter()
+        .map(|(offset, pages)| (len.saturating_sub(offset) / PAGE_SIZE).min(pages))
+        .sum()
 }

@@ -97,25 +97,7 @@ impl TriageDump {
     /// Open and parse a small memory dump.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, DumpError> {
         let path = path.as_ref();
-        let err = |kind| DumpError {
-            path: path.to_path_buf(),
-            kind,
-        };
-        let io = |what| move |source| err(DumpErrorKind::Io { what, source });
-        let file = std::fs::File::open(path).map_err(io("open the file"))?;
-        let meta = file.metadata().map_err(io("read the file's size"))?;
-        if meta.is_dir() {
-            return Err(err(DumpErrorKind::IsDirectory));
-        }
-        let data = if meta.len() == 0 {
-            Backing::Owned(Vec::new())
-        } else {
-            // SAFETY: read-only map; see CrashDump::open for the contract.
-            Backing::Mapped(
-                unsafe { memmap2::Mmap::map(&file) }.map_err(io("memory-map the file"))?,
-            )
-        };
-        Self::from_backing(path.to_path_buf(), data)
+        Self::from_backing(path.to_path_buf(), Backing::open(path)?)
     }
 
     /// Parse a small memory dump held in memory; `name` is used in
@@ -275,11 +257,7 @@ impl Memory for TriageDump {
     }
     /// A small memory dump holds no physical pages.
     fn read_physical(&self, pa: PhysAddr, _buf: &mut [u8]) -> Result<(), MemoryError> {
-        Err(MemoryError::NotInSource {
-            pa,
-            va: None,
-            level: None,
-        })
+        Err(MemoryError::not_in_source(pa))
     }
     /// No page tables are in the file: a virtual address is readable only
     /// through the captured ranges.

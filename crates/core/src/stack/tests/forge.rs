@@ -3,7 +3,7 @@
 //! the unwind-code and UNWIND_INFO encoders.
 
 use crate::stack::*;
-use crate::testutil::{Machine, put32, put64};
+use crate::testutil::{Machine, put_pe_headers, put32};
 
 pub(super) const BASE: u64 = 0xFFFF_F800_1000_0000;
 pub(super) const SIZE: u32 = 0x8000;
@@ -62,23 +62,7 @@ pub(super) struct Forge {
 impl Forge {
     pub(super) fn new() -> Self {
         let mut img = vec![0u8; SIZE as usize];
-        img[0..2].copy_from_slice(b"MZ");
-        put32(&mut img, 0x3C, 0x80);
-        img[0x80..0x84].copy_from_slice(b"PE\0\0");
-        let coff = 0x84;
-        img[coff..coff + 2].copy_from_slice(&0x8664u16.to_le_bytes());
-        img[coff + 2..coff + 4].copy_from_slice(&1u16.to_le_bytes());
-        put32(&mut img, coff + 4, 0x1234_5678);
-        img[coff + 16..coff + 18].copy_from_slice(&0xF0u16.to_le_bytes());
-        img[coff + 18..coff + 20].copy_from_slice(&0x22u16.to_le_bytes());
-        let opt = coff + 20;
-        img[opt..opt + 2].copy_from_slice(&0x20Bu16.to_le_bytes());
-        put64(&mut img, opt + 24, BASE);
-        put32(&mut img, opt + 32, 0x1000);
-        put32(&mut img, opt + 36, 0x200);
-        put32(&mut img, opt + 56, SIZE);
-        put32(&mut img, opt + 60, 0x400);
-        put32(&mut img, opt + 108, 16);
+        let opt = put_pe_headers(&mut img, 1, 0x1234_5678, BASE, SIZE);
         let sec = opt + 0xF0;
         img[sec..sec + 5].copy_from_slice(b".text");
         put32(&mut img, sec + 8, SIZE - 0x1000);

@@ -83,24 +83,23 @@ fn a_return_address_at_a_functions_end_belongs_to_that_function() {
 fn frame_register_set_frame_and_save_nonvol() {
     // push rbp; sub rsp,40h; lea rbp,[rsp+20h]; mov [rsp+50h],rbx
     // (relative to the frame base: rbp - 20h), then an alloca moves RSP.
-    let mut f = Forge::new();
-    let i = f.info(&ui(
-        0,
-        14,
-        Reg::Rbp as u8 | (2 << 4),
-        &[
-            code(14, SAVE_NONVOL, Reg::Rbx as u8),
-            0x50 / 8,
-            code(9, SAVE_XMM128, 6),
-            0x30 / 16,
+    // The function's image, with or without a movaps [rsp+30h],xmm6.
+    let image = |save_xmm6: bool| {
+        let mut codes = vec![code(14, SAVE_NONVOL, Reg::Rbx as u8), 0x50 / 8];
+        if save_xmm6 {
+            codes.extend([code(9, SAVE_XMM128, 6), 0x30 / 16]);
+        }
+        codes.extend([
             code(9, SET_FPREG, 0),
             code(5, ALLOC_SMALL, 0x40 / 8 - 1),
             code(1, PUSH_NONVOL, Reg::Rbp as u8),
-        ],
-        None,
-    ));
-    f.func(TEXT, TEXT + 0x100, i);
-    let mut m = machine(&f.finish());
+        ]);
+        let mut f = Forge::new();
+        let i = f.info(&ui(0, 14, Reg::Rbp as u8 | (2 << 4), &codes, None));
+        f.func(TEXT, TEXT + 0x100, i);
+        f.finish()
+    };
+    let mut m = machine(&image(true));
     let fixed = STACK + 0x200; // RSP after the prolog
     let rsp = fixed - 0x180; // after an alloca
     m.write_u64(fixed + 0x50, 0xB0B0); // saved rbx
@@ -113,22 +112,7 @@ fn frame_register_set_frame_and_save_nonvol() {
     assert_eq!(t.frames.len(), 1);
 
     // The same with a caller frame, to see the recovered registers.
-    let mut f2 = Forge::new();
-    let i = f2.info(&ui(
-        0,
-        14,
-        Reg::Rbp as u8 | (2 << 4),
-        &[
-            code(14, SAVE_NONVOL, Reg::Rbx as u8),
-            0x50 / 8,
-            code(9, SET_FPREG, 0),
-            code(5, ALLOC_SMALL, 0x40 / 8 - 1),
-            code(1, PUSH_NONVOL, Reg::Rbp as u8),
-        ],
-        None,
-    ));
-    f2.func(TEXT, TEXT + 0x100, i);
-    let mut m = machine(&f2.finish());
+    let mut m = machine(&image(false));
     m.write_u64(fixed + 0x50, 0xB0B0);
     m.write_u64(fixed + 0x40, 0xBBBB);
     m.write_u64(fixed + 0x48, va(TEXT + 0x500)); // a leaf
