@@ -9,8 +9,7 @@
 // Each test file uses its own subset of these helpers.
 #![allow(dead_code)]
 
-use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -59,19 +58,7 @@ pub fn loopback_sim(key: &str) -> (pooldump_kdnet_sim::SimConfig, u16) {
     (cfg, port)
 }
 
-/// What a bounded run of a command produced.
-#[derive(Debug)]
-pub struct Finished {
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
 impl Finished {
-    pub fn code(&self) -> Option<i32> {
-        self.status.code()
-    }
-
     /// stdout read as JSON, once the run has exited 0.
     pub fn json(&self) -> serde_json::Value {
         assert_eq!(self.code(), Some(0), "{}", self.stderr);
@@ -79,10 +66,6 @@ impl Finished {
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
     }
 }
-
-/// How long one run of the CLI may take before a test calls it hung: a
-/// hang detector far above any run's time, not a timing test.
-pub const CLI_LIMIT: Duration = Duration::from_secs(300);
 
 /// The CLI under test, `pooldump args`, run from the repository root with
 /// `_NT_SYMBOL_PATH` and `_NT_ALT_SYMBOL_PATH` removed, so that the
@@ -99,55 +82,6 @@ pub fn pooldump_command(args: &[&str]) -> Command {
 /// [`pooldump_command`] run to completion under [`CLI_LIMIT`].
 pub fn pooldump(args: &[&str]) -> Finished {
     run_bounded(&mut pooldump_command(args), CLI_LIMIT)
-}
-
-/// Run `cmd` to completion under [`CLI_LIMIT`], which must succeed, and
-/// return its stdout.
-pub fn run_ok(cmd: &mut Command) -> String {
-    let r = run_bounded(cmd, CLI_LIMIT);
-    assert_eq!(r.code(), Some(0), "{cmd:?}: {}", r.stderr);
-    r.stdout
-}
-
-/// Run `cmd` to completion, killing it and failing the test if it is still
-/// running after `limit`. This is a hang detector, not a timing test: pick
-/// a limit far above any reasonable run time.
-pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Finished {
-    let what = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    // Drain both pipes on threads so a chatty child cannot block on a full
-    // pipe while we wait for it.
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            String::from_utf8_lossy(&v).into_owned()
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
-    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait for the child") {
-            break s;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} still ran after {limit:?}: it hangs");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Finished {
-        status,
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    }
 }
 
 /// [`run_bounded`], also returning the child's peak resident set in

@@ -6,7 +6,10 @@
 
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 /// True when the environment says this is CI (`CI=true`), where missing
 /// prerequisites are failures rather than skips.
@@ -112,5 +115,72 @@ pub fn shared_dir() -> Option<PathBuf> {
         Some(dir)
     } else {
         missing(&format!("the shared directory {}", dir.display()))
+    }
+}
+
+/// What a bounded run of a command produced.
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Finished {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// How long one run of the CLI may take before a test calls it hung: a
+/// hang detector far above any run's time, not a timing test.
+pub const CLI_LIMIT: Duration = Duration::from_secs(300);
+
+/// Run `cmd` to completion under [`CLI_LIMIT`], which must succeed, and
+/// return its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let r = run_bounded(cmd, CLI_LIMIT);
+    assert_eq!(r.code(), Some(0), "{cmd:?}: {}", r.stderr);
+    r.stdout
+}
+
+/// Run `cmd` to completion, killing it and failing the test if it is still
+/// running after `limit`. This is a hang detector, not a timing test: pick
+/// a limit far above any reasonable run time.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Finished {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    // Drain both pipes on threads so a chatty child cannot block on a full
+    // pipe while we wait for it.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            String::from_utf8_lossy(&v).into_owned()
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for the child") {
+            break s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} still ran after {limit:?}: it hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Finished {
+        status,
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
     }
 }
