@@ -40,7 +40,7 @@ impl Default for Timeouts {
             // LAN's round trip.
             initial_rto: Duration::from_millis(100),
             // poll(2) waits with hrtimer precision (~50 us slack).
-            min_rto: Duration::from_micros(200),
+            min_rto: Duration::from_micros(100),
             max_rto: Duration::from_secs(2),
             fixed_rto: None,
             resends_before_reset: 4,
@@ -94,7 +94,7 @@ pub struct RttEstimator {
 /// RFC 6298's clock granularity G: the variance term never goes below it.
 /// The clock is `Instant` and the wait poll(2) with a timespec, so G is the
 /// timer slack, not a tick.
-const GRANULARITY: Duration = Duration::from_micros(100);
+const GRANULARITY: Duration = Duration::from_micros(50);
 
 impl RttEstimator {
     pub fn new(t: &Timeouts) -> Self {
