@@ -1818,7 +1818,7 @@ DRIVERS = [
      "summary": "file-system filter: per-file 'FsFl' contexts, one 'FsCt' control block"},
 ]
 
-# Imports every driver can bind on every build (ntoskrnl.exe exports them in all nine families).
+# Imports every driver can bind on every build (ntoskrnl.exe exports them in every family).
 NT_IMPORTS = ["DbgBreakPoint", "DbgPrint", "ExAllocatePoolWithQuotaTag", "ExAllocatePoolWithTag",
               "ExFreePool", "ExFreePoolWithTag", "KeBugCheckEx"]
 
