@@ -3,7 +3,7 @@
 //! processes timed from outside, as a user would run them.
 //!
 //! Run: `cargo bench --bench batch`. The fleet (200 dumps of 64 MiB:
-//! 20 machines over the nine committed builds, 10 dumps each; 12.5 GiB) is
+//! 20 machines over the ten committed builds, 10 dumps each; 12.5 GiB) is
 //! written once under target/bench-dumps/ and reused. POOLDUMP_BENCH_DUMPS
 //! (a multiple of 10) and POOLDUMP_BENCH_DUMP_MIB make it smaller when the
 //! disk is short. Layouts come from a layout cache beside the fleet,

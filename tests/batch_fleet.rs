@@ -1,8 +1,9 @@
-//! `pooldump batch` over a kit fleet: 20 machines over the nine
+//! `pooldump batch` over a kit fleet: 20 machines over the ten
 //! committed builds (eight build numbers: 19041 with full and with
-//! publics-only symbols), 10 dumps each (200 dumps), a leak on 15 of them
-//! (`Leak`), a faster one on one machine only (`Lone`), five corrupt files
-//! and one copy of a dump under another name.
+//! publics-only symbols, 22000 in revisions 2538 and 318), 10 dumps each
+//! (200 dumps), a leak on 15 of them (`Leak`), a faster one on one machine
+//! only (`Lone`), five corrupt files and one copy of a dump under another
+//! name.
 //!
 //! - a batch killed mid-run resumes: the rerun skips what was committed,
 //!   removes what the kill left half-written, and the output ends with every
@@ -313,7 +314,7 @@ con.execute("SET TimeZone = 'UTC'")
 out = sys.argv[1]
 top = con.sql("""{query}""".replace("results/", out + "/")).fetchall()
 errors = con.sql(f"SELECT path, error FROM '{{out}}/dumps/*.parquet' WHERE status = 'error' ORDER BY path").fetchall()
-builds = con.sql(f"SELECT DISTINCT build FROM '{{out}}/tags/*.parquet' ORDER BY build").fetchall()
+builds = con.sql(f"SELECT DISTINCT build, pdb_key FROM '{{out}}/tags/*.parquet' ORDER BY ALL").fetchall()
 per_dump = con.sql(f"SELECT min(c), max(c) FROM (SELECT path, count(*) AS c FROM '{{out}}/tags/*.parquet' GROUP BY path)").fetchall()
 print(json.dumps({{"top": top, "errors": errors, "builds": builds, "per_dump": per_dump}}, default=str))
 "#
@@ -365,14 +366,24 @@ print(json.dumps({{"top": top, "errors": errors, "builds": builds, "per_dump": p
             "the error names the file: {e:?}"
         );
     }
-    // Every committed build (19041 twice: full and publics-only PDBs).
-    let builds: HashSet<u64> = v["builds"]
+    // Every committed build, told apart by nt's PDB where two share a
+    // build number (19041 with full and publics-only PDBs; 22000.2538 and
+    // 22000.318).
+    let builds: HashSet<(u64, String)> = v["builds"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|b| b[0].as_u64().unwrap())
+        .map(|b| (b[0].as_u64().unwrap(), b[1].as_str().unwrap().to_string()))
         .collect();
-    let want: HashSet<u64> = t.dumps.iter().map(|d| d.build.number() as u64).collect();
+    let want: HashSet<(u64, String)> = t
+        .dumps
+        .iter()
+        .map(|d| {
+            let m = d.build.manifest();
+            (u64::from(m.build), m.pdb.store_key.clone())
+        })
+        .collect();
+    assert_eq!(want.len(), t.spec.builds.len(), "one PDB per build");
     assert_eq!(builds, want);
     assert!(v["per_dump"][0][0].as_u64().unwrap() >= 10, "{v}");
 }

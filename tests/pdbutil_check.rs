@@ -219,7 +219,7 @@ fn nt_dirs() -> Vec<PathBuf> {
         .filter(|p| p.join("layout.json").is_file())
         .collect();
     dirs.sort();
-    assert_eq!(dirs.len(), 9, "nine committed nt builds");
+    assert_eq!(dirs.len(), 10, "ten committed nt builds");
     dirs
 }
 

@@ -73,6 +73,9 @@ FAMILIES = [
     Family("win10-19041", "06564D3477822C7D97F04852CBD5AFD6-1", 19041, "10.0.19041.3324"),
     Family("server2022-20348", "66546C893F1136BF8732FF5773F69265-1", 20348, "10.0.20348.2400"),
     Family("win11-22000", "0CE4A95C0CD782A7596B034D8648E585-1", 22000, "10.0.22000.2538"),
+    # An earlier revision of the same build: its own GUID, symbol RVAs and stub layouts (_KPRCB,
+    # _KTHREAD, _EPROCESS moved between .318 and .2538; the pool types did not).
+    Family("win11-22000-318", "32C1A669D5FFEFD41091F636CFDB6E99-1", 22000, "10.0.22000.318"),
     # Publics only, like Microsoft's public PDBs: full TPI types, S_PUB32, no S_GDATA32.
     Family("win10-19041-public", "3177D31000BA7590DED335936C93E374-1", 19041, "10.0.19041.1415",
            public=True),
@@ -1815,7 +1818,7 @@ DRIVERS = [
      "summary": "file-system filter: per-file 'FsFl' contexts, one 'FsCt' control block"},
 ]
 
-# Imports every driver can bind on every build (ntoskrnl.exe exports them in all nine families).
+# Imports every driver can bind on every build (ntoskrnl.exe exports them in every family).
 NT_IMPORTS = ["DbgBreakPoint", "DbgPrint", "ExAllocatePoolWithQuotaTag", "ExAllocatePoolWithTag",
               "ExFreePool", "ExFreePoolWithTag", "KeBugCheckEx"]
 

@@ -484,10 +484,10 @@ fn stacks_laid_out_as_llvm_reads_the_images_are_walked_back() {
     let Some(tool) = require_tool("llvm-readobj-19") else {
         return;
     };
-    // Map every committed image (nine nt builds, three drivers) as the kit
+    // Map every committed image (ten nt builds, three drivers) as the kit
     // maps them, each at its own base.
     let images = committed_images();
-    assert_eq!(images.len(), 12);
+    assert_eq!(images.len(), 13);
     let mut mem = Sparse::default();
     let mut modules = Vec::new();
     // (module index, readobj function, base)

@@ -10,7 +10,7 @@ use pooldump_core::symbols::{
 };
 use serde_json::Value;
 
-const BUILDS: [&str; 9] = [
+const BUILDS: [&str; 10] = [
     "win7-7601",
     "win81-9600",
     "win10-14393",
@@ -20,6 +20,7 @@ const BUILDS: [&str; 9] = [
     "win10-19041-public",
     "server2022-20348",
     "win11-22000",
+    "win11-22000-318",
 ];
 
 fn dir(build: &str) -> PathBuf {

@@ -23,7 +23,8 @@ enum Cmd {
     /// Write MEMORY.DMP, truth.json, scenario.json and symbols/ into a directory.
     Generate {
         /// Build to impersonate (win7-7601, win81-9600, win10-14393, win10-17763,
-        /// win10-18362, win10-19041, win10-19041-public, server2022-20348, win11-22000).
+        /// win10-18362, win10-19041, win10-19041-public, server2022-20348, win11-22000,
+        /// win11-22000-318).
         #[arg(long, default_value = "win10-19041")]
         build: String,
         /// A scenario JSON file (default: the small built-in scenario).

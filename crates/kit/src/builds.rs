@@ -30,8 +30,13 @@ pub enum NtBuild {
     Win10_19041Public,
     /// Server 2022, 10.0.20348: tracker 0x50, big page 0x20.
     Server2022_20348,
-    /// Windows 11 21H2, 10.0.22000: tracker 0x50, big page 0x20.
+    /// Windows 11 21H2, 10.0.22000 (revision 2538): tracker 0x50, big page
+    /// 0x20.
     Win11_22000,
+    /// Windows 11 21H2, an earlier revision (10.0.22000.318): its own PDB
+    /// GUID; the pool layouts are 2538's, `_KPRCB`, `_KTHREAD` and
+    /// `_EPROCESS` differ.
+    Win11_22000_318,
 }
 
 macro_rules! nt_files {
@@ -78,7 +83,7 @@ pub enum Allocator {
 }
 
 impl NtBuild {
-    pub const ALL: [NtBuild; 9] = [
+    pub const ALL: [NtBuild; 10] = [
         NtBuild::Win7_7601,
         NtBuild::Win81_9600,
         NtBuild::Win10_14393,
@@ -88,6 +93,7 @@ impl NtBuild {
         NtBuild::Win10_19041Public,
         NtBuild::Server2022_20348,
         NtBuild::Win11_22000,
+        NtBuild::Win11_22000_318,
     ];
 
     pub fn files(self) -> NtFiles {
@@ -101,6 +107,7 @@ impl NtBuild {
             NtBuild::Win10_19041Public => nt_files!("win10-19041-public"),
             NtBuild::Server2022_20348 => nt_files!("server2022-20348"),
             NtBuild::Win11_22000 => nt_files!("win11-22000"),
+            NtBuild::Win11_22000_318 => nt_files!("win11-22000-318"),
         }
     }
 
@@ -114,7 +121,8 @@ impl NtBuild {
     }
 
     pub fn manifest(self) -> &'static Manifest {
-        static CELLS: [OnceLock<Manifest>; 9] = [const { OnceLock::new() }; 9];
+        static CELLS: [OnceLock<Manifest>; NtBuild::ALL.len()] =
+            [const { OnceLock::new() }; NtBuild::ALL.len()];
         let i = Self::ALL.iter().position(|b| *b == self).expect("listed");
         CELLS[i].get_or_init(|| {
             serde_json::from_str(self.files().manifest)
