@@ -177,6 +177,46 @@ impl ModuleScan {
     }
 }
 
+/// Whether the module file `name` (`leakydrv.sys`) is one `wanted` names,
+/// by file name or stem in any case (`leakydrv`); every module is when
+/// `wanted` is empty.
+pub fn module_wanted(name: &str, wanted: &[String]) -> bool {
+    wanted.is_empty()
+        || wanted.iter().any(|w| {
+            name.eq_ignore_ascii_case(w)
+                || name
+                    .rsplit_once('.')
+                    .is_some_and(|(stem, _)| stem.eq_ignore_ascii_case(w))
+        })
+}
+
+/// [`scan_module`] over the drivers of `walker` (every module but nt, the
+/// first) that `wanted` names ([`module_wanted`]). A driver whose headers
+/// cannot be read is skipped with a note; the scans' own notes are added
+/// to `notes` too.
+pub fn scan_drivers<M: Memory + ?Sized>(
+    walker: &mut StackWalker,
+    mem: &M,
+    wanted: &[String],
+    notes: &mut Vec<String>,
+) -> Vec<ModuleScan> {
+    let mut scans = Vec::new();
+    for i in 1..walker.modules().len() {
+        let name = walker.modules()[i].name.clone();
+        if !module_wanted(&name, wanted) {
+            continue;
+        }
+        match scan_module(walker, mem, i) {
+            Ok(s) => {
+                notes.extend(s.notes.iter().cloned());
+                scans.push(s);
+            }
+            Err(e) => notes.push(format!("{name}: skipped: {e}")),
+        }
+    }
+    scans
+}
+
 /// Disassemble module `m` of `walker` and list its calls to tagged pool
 /// routines. Errors only when the module's headers cannot be read; what
 /// could not be read inside is counted and noted.

@@ -141,35 +141,14 @@ pub fn plan_on_target<M: Memory>(
     symbolizer: &mut crate::stack::Symbolizer<'_>,
     build: Option<u32>,
 ) -> Result<TargetPlan, RelabelPlanError> {
-    use crate::callsites::{scan_module, tag_sites};
+    use crate::callsites::{scan_drivers, tag_sites};
     let list = target
         .modules
         .as_ref()
         .ok_or(RelabelPlanError::NoModuleList)?;
-    let wanted = |name: &str| {
-        only.is_empty()
-            || only.iter().any(|w| {
-                name.eq_ignore_ascii_case(w)
-                    || name
-                        .rsplit_once('.')
-                        .is_some_and(|(stem, _)| stem.eq_ignore_ascii_case(w))
-            })
-    };
     let mut walker = crate::stack::StackWalker::new(list);
-    let mut scans = Vec::new();
     let mut notes = Vec::new();
-    for (i, m) in list.modules.iter().enumerate().skip(1) {
-        if !wanted(&m.name) {
-            continue;
-        }
-        match scan_module(&mut walker, &target.mem, i) {
-            Ok(s) => {
-                notes.extend(s.notes.iter().cloned());
-                scans.push(s);
-            }
-            Err(e) => notes.push(format!("{}: skipped: {e}", m.name)),
-        }
-    }
+    let scans = scan_drivers(&mut walker, &target.mem, only, &mut notes);
     let (sites, unresolved) = tag_sites(&scans, &[tag], &mut walker, symbolizer, &target.mem);
     notes.extend(symbolizer.notes().iter().cloned());
     let usage = target
