@@ -9,40 +9,18 @@ mod symbols_http;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pooldump_core::kernel::CodeView;
 use pooldump_core::symbols::store::find_pdb;
 use pooldump_core::symbols::{
-    FetchOptions, PdbName, PdbOrigin, PdbRequest, SymbolOptions, SymbolPath, isf::parse_guid,
-    load_kernel_symbols,
+    FetchOptions, PdbOrigin, SymbolOptions, SymbolPath, load_kernel_symbols,
 };
 use serde_json::Value;
+use symbols_http::committed::{manifest, pdb_bytes, request};
 use symbols_http::{Answer, Server};
 
 const B: &str = "win10-19041";
-
-fn nt(build: &str) -> PathBuf {
-    support::repo_root().join("testdata/nt").join(build)
-}
-
-fn manifest(build: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(nt(build).join("layout.json")).unwrap()).unwrap()
-}
-
-fn pdb_bytes(build: &str) -> Vec<u8> {
-    std::fs::read(nt(build).join("ntkrnlmp.pdb")).unwrap()
-}
-
-fn request(build: &str) -> PdbRequest {
-    let m = manifest(build);
-    let (guid, age) = m["isf"].as_str().unwrap().split_once('-').unwrap();
-    PdbRequest {
-        name: PdbName::new("ntkrnlmp.pdb").unwrap(),
-        guid: parse_guid(guid).unwrap(),
-        age: age.parse().unwrap(),
-    }
-}
 
 fn key_path(build: &str) -> String {
     format!("/ntkrnlmp.pdb/{}", request(build).key())
