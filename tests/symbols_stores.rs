@@ -45,8 +45,10 @@ fn cab_of(name: &str, data: &[u8]) -> Vec<u8> {
     w.finish().unwrap().into_inner()
 }
 
-fn srv_path(store: &Path, url: &str) -> SymbolPath {
-    SymbolPath::parse(&format!("srv*{}*{url}", store.display()), store)
+/// `srv*STORE*UPSTREAM`: `upstream` (a server or a store) through the
+/// downstream store `store`.
+fn srv_path(store: &Path, upstream: &str) -> SymbolPath {
+    SymbolPath::parse(&format!("srv*{}*{upstream}", store.display()), store)
 }
 
 #[test]
@@ -170,10 +172,7 @@ fn local_stores_compressed_two_tier_and_file_ptr() {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("ntkrnlmp.pdb"), &pdb).unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let sp = SymbolPath::parse(
-        &format!("srv*{}*{}", cache.path().display(), two.path().display()),
-        cache.path(),
-    );
+    let sp = srv_path(cache.path(), &two.path().display().to_string());
     let found = find_pdb(&sp, &req, &fetch()).unwrap();
     assert_eq!(
         found.origin,
@@ -192,10 +191,7 @@ fn local_stores_compressed_two_tier_and_file_ptr() {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("file.ptr"), format!("PATH:{}\r\n", packed.display())).unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let sp = SymbolPath::parse(
-        &format!("srv*{}*{}", cache.path().display(), ptr.path().display()),
-        cache.path(),
-    );
+    let sp = srv_path(cache.path(), &ptr.path().display().to_string());
     let found = find_pdb(&sp, &req, &fetch()).unwrap();
     assert_eq!(
         found.path,
