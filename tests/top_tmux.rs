@@ -158,6 +158,9 @@ fn rows(screen: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A column of the truth's rows.
+type Column = fn(&TagUsage) -> u64;
+
 /// The truth's rows (with activity) sorted as PoolMon would, as (tag, type).
 fn expected(tags: &[TagUsage], key: impl Fn(&TagUsage) -> u64) -> Vec<(String, String)> {
     let mut v: Vec<&TagUsage> = tags
@@ -225,7 +228,7 @@ fn top_on_a_dump_answers_poolmons_keys() {
     );
 
     // PoolMon's sort keys, each against the truth sorted the same way.
-    let keys: [(&str, &str, fn(&TagUsage) -> u64); 5] = [
+    let keys: [(&str, &str, Column); 5] = [
         ("B", "bytes", |t| t.bytes),
         ("A", "allocs", |t| t.reported_allocs),
         ("F", "frees", |t| t.reported_frees),
