@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use pooldump_core::callsites::{
-    ImageMemory, ModuleScan, TagSite, UnresolvedCall, scan_module, scan_modules, tag_sites,
+    ImageMemory, ModuleScan, TagSite, UnresolvedCall, scan_drivers, scan_module, tag_sites,
 };
 use pooldump_core::hittag::PoolCall;
 use pooldump_core::relabel::{self, MapModule, RelabelMap, TagChooser};
@@ -174,8 +174,7 @@ pub fn collect(args: &Args) -> Result<Report> {
         let mut walker = StackWalker::new(list);
         let mut names = symbolizer(&args.symbols, None);
         let mut notes: Vec<String> = target.warnings.iter().map(|w| w.to_string()).collect();
-        let (scans, scan_notes) = scan_modules(&mut walker, &target.mem, &args.modules);
-        notes.extend(scan_notes);
+        let scans = scan_drivers(&mut walker, &target.mem, &args.modules, &mut notes);
         if scans.is_empty() && !args.modules.is_empty() {
             bail!(
                 "{}: no loaded module is named {}",

@@ -54,6 +54,12 @@ impl Case {
     fn cache(&self) -> std::path::PathBuf {
         self.dir.path().join("cache")
     }
+    /// `pooldump CMD DUMP --symbol-path DIR --offline`.
+    fn offline(&self, cmd: &str, dir: &Path) -> Output {
+        let dir = dir.display().to_string();
+        let args = [cmd, &self.dump(), "--symbol-path", &dir, "--offline"];
+        pooldump(&args, &self.cache())
+    }
 }
 
 #[test]
@@ -85,24 +91,21 @@ fn every_build_resolves_what_the_kit_placed() {
             }
         }
         assert!(n >= 10, "{ctx}: only {n} globals compared");
-        let tracker = r["layouts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["name"] == "_POOL_TRACKER_TABLE")
-            .unwrap();
+        let layout_size = |name: &str| {
+            let layouts = r["layouts"].as_array().unwrap();
+            let l = layouts.iter().find(|l| l["name"] == name);
+            l.unwrap_or_else(|| panic!("{ctx}: no layout {name}"))["size"].as_u64()
+        };
         assert_eq!(
-            tracker["size"].as_u64(),
+            layout_size("_POOL_TRACKER_TABLE"),
             Some(t.tracker.entry_size),
             "{ctx}"
         );
-        let big = r["layouts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["name"] == "_POOL_TRACKER_BIG_PAGES")
-            .unwrap();
-        assert_eq!(big["size"].as_u64(), Some(t.big_pool.entry_size), "{ctx}");
+        assert_eq!(
+            layout_size("_POOL_TRACKER_BIG_PAGES"),
+            Some(t.big_pool.entry_size),
+            "{ctx}"
+        );
         // Modules with their PDB identity.
         let mods = r["modules"].as_array().unwrap();
         assert_eq!(mods.len(), t.kernel.modules.len(), "{ctx}");
@@ -260,14 +263,7 @@ fn the_builtin_table_is_announced_loudly_and_refused_where_it_cannot_be_right() 
     let c = Case::new(Scenario::small(NtBuild::Win81_9600, 5));
     let empty = c.dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let args = [
-        "symbols",
-        &c.dump(),
-        "--symbol-path",
-        &empty.display().to_string(),
-        "--offline",
-    ];
-    let o = pooldump(&args, &c.cache());
+    let o = c.offline("symbols", &empty);
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -284,14 +280,7 @@ fn the_builtin_table_is_announced_loudly_and_refused_where_it_cannot_be_right() 
     // have the same layouts, so they stand in for the layouts, loudly.
     let c = Case::new(Scenario::small(NtBuild::Win10_19041, 5));
     forge_guid(&c.dump(), NtBuild::Win10_19041);
-    let args = [
-        "symbols",
-        &c.dump(),
-        "--symbol-path",
-        &empty.display().to_string(),
-        "--offline",
-    ];
-    let out = ok(&pooldump(&args, &c.cache()));
+    let out = ok(&c.offline("symbols", &empty));
     assert!(out.starts_with("*** NO PDB"), "{out}");
     assert!(
         out.contains("BUILT-IN TABLE for 10.0.19041.3324 (matched by build number only"),
@@ -305,9 +294,7 @@ fn the_builtin_table_is_announced_loudly_and_refused_where_it_cannot_be_right() 
 
     // analyze then fails for want of the globals, and says the table was
     // the fallback and what to do.
-    let mut args = args.to_vec();
-    args[0] = "analyze";
-    let o = pooldump(&args, &c.cache());
+    let o = c.offline("analyze", &empty);
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("symbol 'PoolTrackTable' is not in"), "{e}");

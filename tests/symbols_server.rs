@@ -11,36 +11,11 @@ use std::path::{Path, PathBuf};
 use pooldump_core::kernel::CodeView;
 use pooldump_core::symbols::store::find_pdb;
 use pooldump_core::symbols::{
-    FetchOptions, LayoutCache, PdbName, PdbOrigin, PdbRequest, SourceKind, SymbolOptions,
-    SymbolPath, SymbolSource, isf::parse_guid, load_kernel_symbols,
+    FetchOptions, LayoutCache, PdbOrigin, PdbRequest, SourceKind, SymbolOptions, SymbolPath,
+    SymbolSource, load_kernel_symbols,
 };
-use serde_json::Value;
+use symbols_http::committed::{manifest, pdb_bytes, request};
 use symbols_http::{Answer, Server};
-
-fn nt(build: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/nt")
-        .join(build)
-}
-
-fn manifest(build: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(nt(build).join("layout.json")).unwrap()).unwrap()
-}
-
-fn pdb_bytes(build: &str) -> Vec<u8> {
-    std::fs::read(nt(build).join("ntkrnlmp.pdb")).unwrap()
-}
-
-/// The request for a committed build, from its manifest.
-fn request(build: &str) -> PdbRequest {
-    let m = manifest(build);
-    let (guid, age) = m["isf"].as_str().unwrap().split_once('-').unwrap();
-    PdbRequest {
-        name: PdbName::new("ntkrnlmp.pdb").unwrap(),
-        guid: parse_guid(guid).unwrap(),
-        age: age.parse().unwrap(),
-    }
-}
 
 fn codeview(build: &str) -> CodeView {
     let r = request(build);
@@ -58,6 +33,16 @@ fn store_url_path(build: &str) -> String {
     format!(
         "/ntkrnlmp.pdb/{}/ntkrnlmp.pdb",
         manifest(build)["pdb"]["store_key"].as_str().unwrap()
+    )
+}
+
+/// `srv*DIR*FIRST;srv*DIR*SECOND`: two servers in turn, one downstream
+/// store.
+fn two_servers(dir: &Path, first: &Server, second: &Server) -> SymbolPath {
+    let d = dir.display();
+    SymbolPath::parse(
+        &format!("srv*{d}*{};srv*{d}*{}", first.url, second.url),
+        dir,
     )
 }
 
@@ -179,15 +164,7 @@ fn a_corrupt_file_is_refused_and_not_kept() {
         Answer::File(pdb_bytes(b)),
     )]));
     let tmp = tempfile::tempdir().unwrap();
-    let sp = SymbolPath::parse(
-        &format!(
-            "srv*{d}*{};srv*{d}*{}",
-            srv.url,
-            later.url,
-            d = tmp.path().display()
-        ),
-        tmp.path(),
-    );
+    let sp = two_servers(tmp.path(), &srv, &later);
     let e = find_pdb(&sp, &request(b), &fetch())
         .unwrap_err()
         .to_string();
@@ -229,15 +206,7 @@ fn a_server_error_stops_the_search_with_a_clear_message() {
         Answer::File(pdb_bytes(b)),
     )]));
     let tmp = tempfile::tempdir().unwrap();
-    let sp = SymbolPath::parse(
-        &format!(
-            "srv*{d}*{};srv*{d}*{}",
-            broken.url,
-            good.url,
-            d = tmp.path().display()
-        ),
-        tmp.path(),
-    );
+    let sp = two_servers(tmp.path(), &broken, &good);
     let e = find_pdb(&sp, &request(b), &fetch())
         .unwrap_err()
         .to_string();

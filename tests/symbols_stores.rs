@@ -9,40 +9,18 @@ mod symbols_http;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use pooldump_core::kernel::CodeView;
 use pooldump_core::symbols::store::find_pdb;
 use pooldump_core::symbols::{
-    FetchOptions, PdbName, PdbOrigin, PdbRequest, SymbolOptions, SymbolPath, isf::parse_guid,
-    load_kernel_symbols,
+    FetchOptions, PdbOrigin, SymbolOptions, SymbolPath, load_kernel_symbols,
 };
 use serde_json::Value;
+use symbols_http::committed::{manifest, pdb_bytes, request};
 use symbols_http::{Answer, Server};
 
 const B: &str = "win10-19041";
-
-fn nt(build: &str) -> PathBuf {
-    support::repo_root().join("testdata/nt").join(build)
-}
-
-fn manifest(build: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(nt(build).join("layout.json")).unwrap()).unwrap()
-}
-
-fn pdb_bytes(build: &str) -> Vec<u8> {
-    std::fs::read(nt(build).join("ntkrnlmp.pdb")).unwrap()
-}
-
-fn request(build: &str) -> PdbRequest {
-    let m = manifest(build);
-    let (guid, age) = m["isf"].as_str().unwrap().split_once('-').unwrap();
-    PdbRequest {
-        name: PdbName::new("ntkrnlmp.pdb").unwrap(),
-        guid: parse_guid(guid).unwrap(),
-        age: age.parse().unwrap(),
-    }
-}
 
 fn key_path(build: &str) -> String {
     format!("/ntkrnlmp.pdb/{}", request(build).key())
@@ -67,8 +45,10 @@ fn cab_of(name: &str, data: &[u8]) -> Vec<u8> {
     w.finish().unwrap().into_inner()
 }
 
-fn srv_path(store: &Path, url: &str) -> SymbolPath {
-    SymbolPath::parse(&format!("srv*{}*{url}", store.display()), store)
+/// `srv*STORE*UPSTREAM`: `upstream` (a server or a store) through the
+/// downstream store `store`.
+fn srv_path(store: &Path, upstream: &str) -> SymbolPath {
+    SymbolPath::parse(&format!("srv*{}*{upstream}", store.display()), store)
 }
 
 #[test]
@@ -192,10 +172,7 @@ fn local_stores_compressed_two_tier_and_file_ptr() {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("ntkrnlmp.pdb"), &pdb).unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let sp = SymbolPath::parse(
-        &format!("srv*{}*{}", cache.path().display(), two.path().display()),
-        cache.path(),
-    );
+    let sp = srv_path(cache.path(), &two.path().display().to_string());
     let found = find_pdb(&sp, &req, &fetch()).unwrap();
     assert_eq!(
         found.origin,
@@ -214,10 +191,7 @@ fn local_stores_compressed_two_tier_and_file_ptr() {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("file.ptr"), format!("PATH:{}\r\n", packed.display())).unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let sp = SymbolPath::parse(
-        &format!("srv*{}*{}", cache.path().display(), ptr.path().display()),
-        cache.path(),
-    );
+    let sp = srv_path(cache.path(), &ptr.path().display().to_string());
     let found = find_pdb(&sp, &req, &fetch()).unwrap();
     assert_eq!(
         found.path,

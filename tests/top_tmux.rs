@@ -158,6 +158,9 @@ fn rows(screen: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A column of the truth's rows.
+type Column = fn(&TagUsage) -> u64;
+
 /// The truth's rows (with activity) sorted as PoolMon would, as (tag, type).
 fn expected(tags: &[TagUsage], key: impl Fn(&TagUsage) -> u64) -> Vec<(String, String)> {
     let mut v: Vec<&TagUsage> = tags
@@ -224,36 +227,24 @@ fn top_on_a_dump_answers_poolmons_keys() {
         "{s}"
     );
 
-    t.press("B");
-    let s = t.wait_for("sorted by bytes", |s| s.contains("Sort: bytes"));
-    assert_eq!(rows(&s), expected(&truth.tags, |t| t.bytes), "{s}");
-    t.press("A");
-    let s = t.wait_for("sorted by allocs", |s| s.contains("Sort: allocs"));
-    assert_eq!(
-        rows(&s),
-        expected(&truth.tags, |t| t.reported_allocs),
-        "{s}"
-    );
-    t.press("F");
-    let s = t.wait_for("sorted by frees", |s| s.contains("Sort: frees"));
-    assert_eq!(rows(&s), expected(&truth.tags, |t| t.reported_frees), "{s}");
-    t.press("S");
-    let s = t.wait_for("sorted by diff", |s| s.contains("Sort: diff"));
-    assert_eq!(
-        rows(&s),
-        expected(&truth.tags, |t| t.reported_allocs - t.reported_frees),
-        "{s}"
-    );
-    t.press("M");
-    let s = t.wait_for("sorted by per alloc", |s| s.contains("Sort: per alloc"));
-    assert_eq!(
-        rows(&s),
-        expected(&truth.tags, |t| t
-            .bytes
-            .checked_div(t.reported_allocs - t.reported_frees)
-            .unwrap_or(0)),
-        "{s}"
-    );
+    // PoolMon's sort keys, each against the truth sorted the same way.
+    let keys: [(&str, &str, Column); 5] = [
+        ("B", "bytes", |t| t.bytes),
+        ("A", "allocs", |t| t.reported_allocs),
+        ("F", "frees", |t| t.reported_frees),
+        ("S", "diff", |t| t.reported_allocs - t.reported_frees),
+        ("M", "per alloc", |t| {
+            t.bytes
+                .checked_div(t.reported_allocs - t.reported_frees)
+                .unwrap_or(0)
+        }),
+    ];
+    for (key, name, value) in keys {
+        t.press(key);
+        let status = format!("Sort: {name}");
+        let s = t.wait_for(&status, |s| s.contains(&status));
+        assert_eq!(rows(&s), expected(&truth.tags, value), "{key}: {s}");
+    }
     t.press("T");
     t.press("B");
     t.wait_for("sorted by bytes", |s| s.contains("Sort: bytes"));

@@ -113,33 +113,12 @@ fn finds_exactly_the_planted_sites_in_every_driver_file() {
             file.display()
         );
         // pooldump agrees with both, with the driver's PDB beside it.
-        let r = pooldump(&[
-            "callsites",
-            "--image",
-            file.to_str().unwrap(),
-            "--json",
-            "--offline",
-        ]);
-        assert_eq!(r.code(), Some(0), "{}", r.stderr);
-        let v: Value = serde_json::from_str(&r.stdout).unwrap();
+        let v = image_sites(&file, &[]);
         assert_eq!(pooldump_sites(&v, base), seen, "{}", file.display());
-        assert!(
-            v["unresolved"].as_array().unwrap().is_empty(),
-            "{}",
-            r.stdout
-        );
+        assert!(v["unresolved"].as_array().unwrap().is_empty(), "{v}");
         // And with --tag, only that tag's.
         for t in &tags {
-            let r = pooldump(&[
-                "callsites",
-                "--image",
-                file.to_str().unwrap(),
-                "--tag",
-                t,
-                "--json",
-                "--offline",
-            ]);
-            let v: Value = serde_json::from_str(&r.stdout).unwrap();
+            let v = image_sites(&file, &["--tag", t]);
             let want: Vec<Seen> = seen.iter().filter(|s| &s.tag == t).cloned().collect();
             assert_eq!(pooldump_sites(&v, base), want, "{} {t}", file.display());
         }
@@ -166,14 +145,7 @@ fn the_loaded_drivers_of_a_dump_give_the_same_sites() {
         let name = d["file"].as_str().unwrap();
         let loaded = m.truth.kernel.module(name).unwrap();
         let file = drivers_dir().join(name);
-        let f = pooldump(&[
-            "callsites",
-            "--image",
-            file.to_str().unwrap(),
-            "--json",
-            "--offline",
-        ]);
-        let fv: Value = serde_json::from_str(&f.stdout).unwrap();
+        let fv = image_sites(&file, &[]);
         let from_file: BTreeSet<(String, String, u64)> = fv["sites"]
             .as_array()
             .unwrap()
@@ -298,32 +270,27 @@ fn patch_writes_a_relabelled_copy_with_a_correct_checksum() {
     pefile_agrees(&out);
     objdump_shows_the_new_tags(&out, sites);
     // The patched file's own sites carry the new tags.
-    let r = pooldump(&[
-        "callsites",
-        "--image",
-        out.to_str().unwrap(),
-        "--tag",
-        "Lea0",
-        "--json",
-        "--offline",
-    ]);
-    let v: Value = serde_json::from_str(&r.stdout).unwrap();
-    assert_eq!(v["sites"].as_array().unwrap().len(), 1, "{}", r.stdout);
+    let v = image_sites(&out, &["--tag", "Lea0"]);
+    assert_eq!(v["sites"].as_array().unwrap().len(), 1, "{v}");
     patch_refusals(&input, &original, &out, dir.path());
+}
+
+/// `pooldump callsites --image IMAGE ARGS.. --offline`.
+fn on_image(image: &Path, args: &[&str]) -> Finished {
+    let mut a = vec!["callsites", "--image", image.to_str().unwrap()];
+    a.extend_from_slice(args);
+    a.push("--offline");
+    pooldump(&a)
+}
+
+/// [`on_image`] with `--json`: the sites found, which must succeed.
+fn image_sites(image: &Path, args: &[&str]) -> Value {
+    on_image(image, &[args, &["--json"]].concat()).json()
 }
 
 /// `pooldump callsites --image IMAGE --tag TAG --patch OUT --offline`.
 fn patch(image: &Path, tag: &str, out: &Path) -> Finished {
-    pooldump(&[
-        "callsites",
-        "--image",
-        image.to_str().unwrap(),
-        "--tag",
-        tag,
-        "--patch",
-        out.to_str().unwrap(),
-        "--offline",
-    ])
+    on_image(image, &["--tag", tag, "--patch", out.to_str().unwrap()])
 }
 
 /// pefile (Python) computes the checksum the patched file `out` holds.

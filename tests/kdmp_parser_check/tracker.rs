@@ -194,14 +194,10 @@ fn sum_hashed(
             );
             j = (j + 1) & tables.mask;
         }
-        assert!(
-            where_is
-                .insert(key, TrackerSlot::Hashed { index: i as u64 })
-                .is_none(),
-            "{what}: {} is in the table twice",
-            tag_text(key)
-        );
-        record(got, key, acc);
+        let slot = TrackerSlot::Hashed { index: i as u64 };
+        record(got, where_is, key, slot, acc, || {
+            format!("{what}: {} is in the table twice", tag_text(key))
+        });
     }
     overflow
 }
@@ -239,15 +235,14 @@ fn sum_expansion(
             tables
                 .fields
                 .add(&mut acc, &table[i * entry..(i + 1) * entry]);
-            assert!(
-                where_is
-                    .insert(key, TrackerSlot::Expansion { index: i as u64 })
-                    .is_none(),
-                "{what}: {} is in the hashed table and the expansion table",
-                tag_text(key)
-            );
+            let slot = TrackerSlot::Expansion { index: i as u64 };
+            record(got, where_is, key, slot, acc, || {
+                format!(
+                    "{what}: {} is in the hashed table and the expansion table",
+                    tag_text(key)
+                )
+            });
             exp_keys.push(tag_text(key));
-            record(got, key, acc);
         }
         assert!(
             (0..tables.size as usize - 1).all(|i| tables.key_at(&tables.copies[0], i) != 0),
@@ -306,7 +301,19 @@ fn truth_rows(
     (want, want_overflow)
 }
 
-fn record(got: &mut Rows, key: u32, acc: [Counts; 2]) {
+/// Count `key`'s counters `acc` into `got`, noting in `where_is` that it
+/// sits at `slot`; a key found a second time fails with `twice()`.
+fn record(
+    got: &mut Rows,
+    where_is: &mut HashMap<u32, TrackerSlot>,
+    key: u32,
+    slot: TrackerSlot,
+    acc: [Counts; 2],
+    twice: impl FnOnce() -> String,
+) {
+    if where_is.insert(key, slot).is_some() {
+        panic!("{}", twice());
+    }
     for (paged, c) in [(false, acc[0]), (true, acc[1])] {
         if c != (0, 0, 0) {
             got.insert((key, paged), c);

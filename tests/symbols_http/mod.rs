@@ -1,5 +1,6 @@
 //! A real HTTP server on 127.0.0.1 for the symbol-server tests: serves
-//! fixed answers per path and records every request it got.
+//! fixed answers per path and records every request it got; and what it
+//! serves, the committed builds' PDBs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -66,6 +67,40 @@ impl Drop for Server {
         self.server.unblock();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// What the servers serve: the committed builds' PDBs (not every test
+/// file uses these).
+#[allow(dead_code)]
+pub mod committed {
+    /// A committed build's directory under `testdata/nt`.
+    fn nt(build: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/nt")
+            .join(build)
+    }
+
+    /// A committed build's `layout.json`.
+    pub fn manifest(build: &str) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(nt(build).join("layout.json")).unwrap())
+            .unwrap()
+    }
+
+    /// A committed build's `ntkrnlmp.pdb`.
+    pub fn pdb_bytes(build: &str) -> Vec<u8> {
+        std::fs::read(nt(build).join("ntkrnlmp.pdb")).unwrap()
+    }
+
+    /// The request for a committed build's PDB, from its manifest.
+    pub fn request(build: &str) -> pooldump_core::symbols::PdbRequest {
+        let m = manifest(build);
+        let (guid, age) = m["isf"].as_str().unwrap().split_once('-').unwrap();
+        pooldump_core::symbols::PdbRequest {
+            name: pooldump_core::symbols::PdbName::new("ntkrnlmp.pdb").unwrap(),
+            guid: pooldump_core::symbols::isf::parse_guid(guid).unwrap(),
+            age: age.parse().unwrap(),
         }
     }
 }

@@ -112,6 +112,17 @@ impl Machine {
         runs
     }
 
+    /// The dump whose headers are `h`: every page after them, in PFN
+    /// order, and RequiredDumpSpace set to the file's size.
+    fn with_pages(&self, mut h: Vec<u8>) -> Vec<u8> {
+        for p in self.pages.values() {
+            h.extend_from_slice(p);
+        }
+        let len = h.len() as u64;
+        put64(&mut h, 0xFA0, len);
+        h
+    }
+
     /// A full (type 1) dump of every page.
     pub fn full_dump(&self, hdr: &HeaderSpec) -> Vec<u8> {
         let runs = self.runs();
@@ -122,12 +133,7 @@ impl Machine {
             put64(&mut h, 0x98 + 16 * i, *b);
             put64(&mut h, 0xA0 + 16 * i, *n);
         }
-        for p in self.pages.values() {
-            h.extend_from_slice(p);
-        }
-        let len = h.len() as u64;
-        put64(&mut h, 0xFA0, len);
-        h
+        self.with_pages(h)
     }
 
     /// A bitmap (type 5, 'SDMP') dump of every page.
@@ -144,12 +150,7 @@ impl Machine {
         for &p in self.pages.keys() {
             h[0x2038 + (p / 8) as usize] |= 1 << (p % 8);
         }
-        for p in self.pages.values() {
-            h.extend_from_slice(p);
-        }
-        let len = h.len() as u64;
-        put64(&mut h, 0xFA0, len);
-        h
+        self.with_pages(h)
     }
 
     /// An RDMP dump (type 8 or 0xA) of every page. Ranges cannot start at
@@ -172,12 +173,7 @@ impl Machine {
             put64(&mut h, 0x2030 + 16 * i, *b);
             put64(&mut h, 0x2038 + 16 * i, *n);
         }
-        for p in self.pages.values() {
-            h.extend_from_slice(p);
-        }
-        let len = h.len() as u64;
-        put64(&mut h, 0xFA0, len);
-        h
+        self.with_pages(h)
     }
 }
 

@@ -130,23 +130,16 @@ fn image_base(file: &[u8]) -> u64 {
 /// What llvm-readobj's listing says the summary of `f` must be.
 fn expected(f: &RoFunction, all: &[RoFunction], base: u64) -> UnwindSummary {
     let mut s = UnwindSummary {
-        function: pooldump_core::stack::RuntimeFunction {
-            begin: (f.start - base) as u32,
-            end: (f.end - base) as u32,
-            unwind_info: (f.unwind - base) as u32,
-        },
         version: 1,
         flags: f.flags,
         prolog_size: f.prolog,
         frame_register: f.frame_register.as_deref().map(reg),
         frame_offset: f.frame_offset.unwrap_or(0) * 16,
-        pushes: Vec::new(),
-        saves: Vec::new(),
-        xmm_saves: Vec::new(),
-        allocation: 0,
-        machine_frame: None,
-        chain: Vec::new(),
-        frame_size: 0,
+        ..UnwindSummary::empty(pooldump_core::stack::RuntimeFunction {
+            begin: (f.start - base) as u32,
+            end: (f.end - base) as u32,
+            unwind_info: (f.unwind - base) as u32,
+        })
     };
     let mut cur = f.clone();
     loop {

@@ -227,6 +227,23 @@ impl Machine {
         self.truth.kernel.kdbg_encoded = encoded;
     }
 
+    /// `tag` written at the mapped address `at` with no pool header in
+    /// front, recorded in the truth as a decoy found in `place`.
+    fn plant_mapped_decoy(&mut self, at: u64, tag: u32, place: &str) {
+        self.write_va(at, &tag.to_le_bytes());
+        let pa = self
+            .asp
+            .translate(&self.mem, at)
+            .unwrap_or_else(|| panic!("the {place} decoy at {at:#x} is mapped"));
+        self.truth.decoys.push(Decoy {
+            tag: tag_string(tag),
+            va: Some(at),
+            pa,
+            place: place.into(),
+            well_formed: false,
+        });
+    }
+
     /// Tag bytes where no pool header is: in allocation bodies and on the
     /// kernel stack at header-like alignment but with impossible header
     /// fields in front, at odd alignments, and whole well-formed pool pages
@@ -262,28 +279,12 @@ impl Machine {
                         // writes such a header.
                         self.write_va(at - 4, &[0x35, 0x00, 0x00, 0x00]);
                     }
-                    self.write_va(at, &tag.to_le_bytes());
-                    let pa = self.asp.translate(&self.mem, at).expect("body is mapped");
-                    self.truth.decoys.push(Decoy {
-                        tag: tag_string(tag),
-                        va: Some(at),
-                        pa,
-                        place: "allocation-body".into(),
-                        well_formed: false,
-                    });
+                    self.plant_mapped_decoy(at, tag, "allocation-body");
                 }
                 2 => {
                     let at = self.stack + 0x800 + (i as u64 * 0x40) % 0x700 + 4;
                     self.write_va(at - 4, &[0x00, 0x00, 0x00, 0x00]);
-                    self.write_va(at, &tag.to_le_bytes());
-                    let pa = self.asp.translate(&self.mem, at).expect("stack is mapped");
-                    self.truth.decoys.push(Decoy {
-                        tag: tag_string(tag),
-                        va: Some(at),
-                        pa,
-                        place: "stack".into(),
-                        well_formed: false,
-                    });
+                    self.plant_mapped_decoy(at, tag, "stack");
                 }
                 _ => {
                     // A frame nobody maps, holding a pool page as the

@@ -177,30 +177,33 @@ impl ModuleScan {
     }
 }
 
-/// Whether a module named `name` is one of `only` (every module when `only`
-/// is empty): the whole name or its stem, ignoring case (`leakydrv` and
-/// `LeakyDrv.sys` both name `leakydrv.sys`).
-pub fn module_matches(only: &[String], name: &str) -> bool {
-    only.is_empty()
-        || only.iter().any(|w| {
+/// Whether the module file `name` (`leakydrv.sys`) is one `wanted` names,
+/// by file name or stem in any case (`leakydrv`); every module is when
+/// `wanted` is empty.
+pub fn module_wanted(name: &str, wanted: &[String]) -> bool {
+    wanted.is_empty()
+        || wanted.iter().any(|w| {
             name.eq_ignore_ascii_case(w)
-                || (name.rsplit_once('.')).is_some_and(|(stem, _)| stem.eq_ignore_ascii_case(w))
+                || name
+                    .rsplit_once('.')
+                    .is_some_and(|(stem, _)| stem.eq_ignore_ascii_case(w))
         })
 }
 
-/// [`scan_module`] every module of `walker` but nt (the first) that
-/// [`module_matches`] `only`: the scans and their notes, and a note for each
-/// module whose headers could not be read (it is skipped).
-pub fn scan_modules<M: Memory + ?Sized>(
+/// [`scan_module`] over the drivers of `walker` (every module but nt, the
+/// first) that `wanted` names ([`module_wanted`]). A driver whose headers
+/// cannot be read is skipped with a note; the scans' own notes are added
+/// to `notes` too.
+pub fn scan_drivers<M: Memory + ?Sized>(
     walker: &mut StackWalker,
     mem: &M,
-    only: &[String],
-) -> (Vec<ModuleScan>, Vec<String>) {
+    wanted: &[String],
+    notes: &mut Vec<String>,
+) -> Vec<ModuleScan> {
     let mut scans = Vec::new();
-    let mut notes = Vec::new();
-    let names: Vec<String> = walker.modules().iter().map(|m| m.name.clone()).collect();
-    for (i, name) in names.iter().enumerate().skip(1) {
-        if !module_matches(only, name) {
+    for i in 1..walker.modules().len() {
+        let name = walker.modules()[i].name.clone();
+        if !module_wanted(&name, wanted) {
             continue;
         }
         match scan_module(walker, mem, i) {
@@ -211,7 +214,7 @@ pub fn scan_modules<M: Memory + ?Sized>(
             Err(e) => notes.push(format!("{name}: skipped: {e}")),
         }
     }
-    (scans, notes)
+    scans
 }
 
 /// Disassemble module `m` of `walker` and list its calls to tagged pool

@@ -60,18 +60,6 @@ fn analyzer(m: &Machine, symbols: &std::path::Path) -> HitAnalyzer<'static> {
     HitAnalyzer::with_walker(StackWalker::from_modules(modules), sym)
 }
 
-fn step_over(m: &Machine, rt: &mut Runtime, cpu: usize) {
-    let mut ctx = rt.context(cpu);
-    let rip = u64::from_le_bytes(ctx[0xF8..0x100].try_into().unwrap());
-    let mut b = [0u8; 1];
-    m.asp.read(&m.mem, rip, &mut b);
-    if b[0] == 0xCC {
-        ctx[0xF8..0x100].copy_from_slice(&(rip + 1).to_le_bytes());
-        rt.set_context(cpu, &ctx);
-    }
-    rt.resume();
-}
-
 #[test]
 fn every_stop_is_what_the_cpu_did() {
     for build in [
@@ -134,7 +122,7 @@ fn every_stop_is_what_the_cpu_did() {
                 }
                 (k, t) => panic!("{build:?}: analysed {k:?}, the CPU did {t:?}"),
             }
-            step_over(&m, &mut rt, cpu);
+            rt.resume_past_int3(&m, cpu);
         }
         assert!(
             pool > 50 && other > 5,

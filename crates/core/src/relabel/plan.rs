@@ -141,13 +141,14 @@ pub fn plan_on_target<M: Memory>(
     symbolizer: &mut crate::stack::Symbolizer<'_>,
     build: Option<u32>,
 ) -> Result<TargetPlan, RelabelPlanError> {
-    use crate::callsites::{scan_modules, tag_sites};
+    use crate::callsites::{scan_drivers, tag_sites};
     let list = target
         .modules
         .as_ref()
         .ok_or(RelabelPlanError::NoModuleList)?;
     let mut walker = crate::stack::StackWalker::new(list);
-    let (scans, mut notes) = scan_modules(&mut walker, &target.mem, only);
+    let mut notes = Vec::new();
+    let scans = scan_drivers(&mut walker, &target.mem, only, &mut notes);
     let (sites, unresolved) = tag_sites(&scans, &[tag], &mut walker, symbolizer, &target.mem);
     notes.extend(symbolizer.notes().iter().cloned());
     let usage = target

@@ -411,37 +411,49 @@ pub use trend::*;
 /// A tag's ULONG as `0x6b61654c`.
 mod hex_tag {
     use super::PoolTag;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(t: &PoolTag, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&format_args!("{:#010x}", t.value()))
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PoolTag, D::Error> {
-        let s = String::deserialize(d)?;
-        let hex = s
-            .strip_prefix("0x")
-            .ok_or_else(|| serde::de::Error::custom(format!("tag value {s:?} is not 0x...")))?;
-        u32::from_str_radix(hex, 16).map(PoolTag).map_err(|_| {
-            serde::de::Error::custom(format!("tag value {s:?} is not a 32-bit hex number"))
+        super::de_hex(d, "tag value", 32, |h| {
+            u32::from_str_radix(h, 16).map(PoolTag)
         })
     }
+}
+
+/// A `0x...` string of a `bits`-bit number, its digits read by `parse`;
+/// `what` names the field in errors (`tag value`, `address`).
+fn de_hex<'de, D, T, E>(
+    d: D,
+    what: &str,
+    bits: u32,
+    parse: impl FnOnce(&str) -> Result<T, E>,
+) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::Deserialize;
+    use serde::de::Error;
+    let s = String::deserialize(d)?;
+    let hex = s
+        .strip_prefix("0x")
+        .ok_or_else(|| Error::custom(format!("{what} {s:?} is not 0x...")))?;
+    parse(hex).map_err(|_| Error::custom(format!("{what} {s:?} is not a {bits}-bit hex number")))
 }
 
 /// A kernel address as `0xfffff80261000000`.
 mod hex_va {
     use super::KernelVa;
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &KernelVa, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&format_args!("{:#x}", v.0))
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<KernelVa, D::Error> {
-        let s = String::deserialize(d)?;
-        let hex = s
-            .strip_prefix("0x")
-            .ok_or_else(|| serde::de::Error::custom(format!("address {s:?} is not 0x...")))?;
-        u64::from_str_radix(hex, 16).map(KernelVa).map_err(|_| {
-            serde::de::Error::custom(format!("address {s:?} is not a 64-bit hex number"))
+        super::de_hex(d, "address", 64, |h| {
+            u64::from_str_radix(h, 16).map(KernelVa)
         })
     }
 }

@@ -350,6 +350,20 @@ impl Runtime {
         }
     }
 
+    /// Continue as WinDbg does after a hard-coded `int3`: when processor
+    /// `cpu` stopped on one, its RIP is stepped past it first.
+    pub fn resume_past_int3(&mut self, m: &Machine, cpu: usize) {
+        let mut ctx = self.context(cpu);
+        let rip = u64::from_le_bytes(ctx[0xF8..0x100].try_into().expect("8 bytes"));
+        let mut b = [0u8; 1];
+        m.asp.read(&m.mem, rip, &mut b);
+        if b[0] == 0xCC {
+            ctx[0xF8..0x100].copy_from_slice(&(rip + 1).to_le_bytes());
+            assert!(self.set_context(cpu, &ctx), "processor {cpu} exists");
+        }
+        self.resume();
+    }
+
     /// A debugger's break-in: the machine stops where the clock interrupt's
     /// KdPollBreakIn sends it, the int3 of RtlpBreakWithStatusInstruction,
     /// on processor `cpu`'s idle worker thread (work items never span a

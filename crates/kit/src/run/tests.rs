@@ -21,19 +21,6 @@ fn the_leak_workload_runs_on_every_build() {
     }
 }
 
-/// Resume as WinDbg does: step over a hard-coded int3.
-fn step_over(m: &Machine, rt: &mut Runtime, cpu: usize) {
-    let mut ctx = rt.context(cpu);
-    let rip = u64::from_le_bytes(ctx[0xF8..0x100].try_into().unwrap());
-    let mut b = [0u8; 1];
-    m.asp.read(&m.mem, rip, &mut b);
-    if b[0] == 0xCC {
-        ctx[0xF8..0x100].copy_from_slice(&(rip + 1).to_le_bytes());
-        assert!(rt.set_context(cpu, &ctx));
-    }
-    rt.resume();
-}
-
 #[test]
 fn pool_hit_tag_stops_the_machine_in_every_build() {
     for b in &NtBuild::ALL {
@@ -47,7 +34,7 @@ fn pool_hit_tag_stops_the_machine_in_every_build() {
         while let Some(s) = rt.advance(&mut m, end) {
             assert_eq!(s.kind, StopKind::Breakpoint, "{b:?}");
             stops += 1;
-            step_over(&m, &mut rt, s.cpu as usize);
+            rt.resume_past_int3(&m, s.cpu as usize);
         }
         let leak = u32::from_le_bytes(*b"Leak");
         let (allocs, frees, _) = rt.truth.tags[&(leak, false)];

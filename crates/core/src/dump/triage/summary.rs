@@ -142,35 +142,23 @@ impl TriageContext {
 
     pub(super) fn parse(machine: Machine, b: Le<'_>) -> Option<Self> {
         Some(match machine {
-            Machine::X64 => {
-                let mut gpr = [0u64; 16];
-                for (i, r) in gpr.iter_mut().enumerate() {
-                    *r = b.u64(0x78 + 8 * i)?;
-                }
-                TriageContext::X64(X64Context {
-                    context_flags: b.u32(0x30)?,
-                    seg_cs: b.u16(0x38)?,
-                    seg_ss: b.u16(0x42)?,
-                    eflags: b.u32(0x44)?,
-                    gpr,
-                    rip: b.u64(0xF8)?,
-                })
-            }
-            Machine::Arm64 => {
-                let mut x = [0u64; 29];
-                for (i, r) in x.iter_mut().enumerate() {
-                    *r = b.u64(8 + 8 * i)?;
-                }
-                TriageContext::Arm64(Arm64Context {
-                    context_flags: b.u32(0)?,
-                    cpsr: b.u32(4)?,
-                    x,
-                    fp: b.u64(0xF0)?,
-                    lr: b.u64(0xF8)?,
-                    sp: b.u64(0x100)?,
-                    pc: b.u64(0x108)?,
-                })
-            }
+            Machine::X64 => TriageContext::X64(X64Context {
+                context_flags: b.u32(0x30)?,
+                seg_cs: b.u16(0x38)?,
+                seg_ss: b.u16(0x42)?,
+                eflags: b.u32(0x44)?,
+                gpr: registers(b, 0x78)?,
+                rip: b.u64(0xF8)?,
+            }),
+            Machine::Arm64 => TriageContext::Arm64(Arm64Context {
+                context_flags: b.u32(0)?,
+                cpsr: b.u32(4)?,
+                x: registers(b, 8)?,
+                fp: b.u64(0xF0)?,
+                lr: b.u64(0xF8)?,
+                sp: b.u64(0x100)?,
+                pc: b.u64(0x108)?,
+            }),
         })
     }
 
@@ -318,4 +306,13 @@ pub struct TriageSummary {
     pub data_block_bytes: u64,
     pub secondary_blobs: Vec<SecondaryBlob>,
     pub warnings: Vec<String>,
+}
+
+/// `N` consecutive 64-bit registers of a CONTEXT, from `at`.
+fn registers<const N: usize>(b: Le<'_>, at: usize) -> Option<[u64; N]> {
+    let mut r = [0u64; N];
+    for (i, v) in r.iter_mut().enumerate() {
+        *v = b.u64(at + 8 * i)?;
+    }
+    Some(r)
 }

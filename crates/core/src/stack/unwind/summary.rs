@@ -40,6 +40,28 @@ pub struct UnwindSummary {
     pub frame_size: u64,
 }
 
+impl UnwindSummary {
+    /// The summary of `function` before any unwind data is read: no
+    /// codes, no frame register, nothing allocated.
+    pub fn empty(function: RuntimeFunction) -> Self {
+        Self {
+            function,
+            version: 0,
+            flags: 0,
+            prolog_size: 0,
+            frame_register: None,
+            frame_offset: 0,
+            pushes: Vec::new(),
+            saves: Vec::new(),
+            xmm_saves: Vec::new(),
+            allocation: 0,
+            machine_frame: None,
+            chain: Vec::new(),
+            frame_size: 0,
+        }
+    }
+}
+
 /// Sum up a function's unwind data (its chain included).
 pub(crate) fn summarize<M: Memory + ?Sized>(
     img: &mut ModuleImage,
@@ -47,21 +69,7 @@ pub(crate) fn summarize<M: Memory + ?Sized>(
     f: RuntimeFunction,
     stats: &mut ReadStats,
 ) -> Result<UnwindSummary, WalkEnd> {
-    let mut s = UnwindSummary {
-        function: f,
-        version: 0,
-        flags: 0,
-        prolog_size: 0,
-        frame_register: None,
-        frame_offset: 0,
-        pushes: Vec::new(),
-        saves: Vec::new(),
-        xmm_saves: Vec::new(),
-        allocation: 0,
-        machine_frame: None,
-        chain: Vec::new(),
-        frame_size: 0,
-    };
+    let mut s = UnwindSummary::empty(f);
     let mut cur = f;
     let mut seen = Vec::new();
     loop {
