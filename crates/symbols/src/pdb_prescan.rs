@@ -94,7 +94,7 @@ const MEMBER_KINDS: [u16; 20] = [
 /// parsed: pdb2's `S_DEFRANGE*` parsers subtract from the record's length
 /// before checking it (a panic with overflow checks), found by the fuzzer
 /// (`pdb_layouts`, through the stack symbolizer).
-pub(crate) fn symbol_kind_is_read(kind: u16) -> bool {
+pub fn symbol_kind_is_read(kind: u16) -> bool {
     matches!(
         kind,
         0x110e | 0x1009 // S_PUB32, S_PUB32_ST

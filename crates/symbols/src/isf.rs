@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::PdbIdentity;
 use super::layout::{FieldLayout, Layouts, TypeLayout};
-use crate::kernel::Guid;
+use crate::Guid;
 
 /// An ISF's JSON larger than this is refused (real ntkrnlmp ISFs are
 /// 3-12 MB): a hostile `.xz` must not decompress without bound.
@@ -23,22 +23,46 @@ pub const MAX_ISF_JSON: u64 = 64 << 20;
 /// Why an ISF could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum IsfError {
+    /// The file could not be opened or read.
     #[error("{path} cannot be read: {source}")]
     Io {
+        /// The ISF file.
         path: PathBuf,
+        /// The OS error.
         source: std::io::Error,
     },
+    /// The `.xz` stream is broken.
     #[error("{path} is not valid xz: {detail}")]
-    Xz { path: PathBuf, detail: String },
+    Xz {
+        /// The ISF file.
+        path: PathBuf,
+        /// What the decoder said.
+        detail: String,
+    },
+    /// The JSON is larger than [`MAX_ISF_JSON`].
     #[error("{path} decompresses to more than {MAX_ISF_JSON} bytes; refusing it")]
-    TooLarge { path: PathBuf },
+    TooLarge {
+        /// The ISF file.
+        path: PathBuf,
+    },
+    /// The `.xz` stream asks for a dictionary larger than
+    /// [`MAX_ISF_XZ_DICT_KB`]: refused before anything is decoded.
     #[error(
         "{path} asks for an xz dictionary larger than {} MiB (xz -9 uses 64 MiB, ISF packs 8 MiB); refusing it",
         MAX_ISF_XZ_DICT_KB >> 10
     )]
-    XzDictionary { path: PathBuf },
+    XzDictionary {
+        /// The ISF file.
+        path: PathBuf,
+    },
+    /// The JSON is not an ISF pooldump can read.
     #[error("{path} is not a Volatility ISF: {detail}")]
-    Malformed { path: PathBuf, detail: String },
+    Malformed {
+        /// The ISF file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
 }
 
 #[derive(Deserialize)]

@@ -41,6 +41,7 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 /// A layout cache rooted at a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayoutCache {
+    /// The directory that holds the cached layout files.
     pub root: PathBuf,
 }
 
@@ -53,6 +54,7 @@ struct CacheFile {
 }
 
 impl LayoutCache {
+    /// A cache in the directory `root` (created on the first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }

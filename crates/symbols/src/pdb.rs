@@ -26,7 +26,9 @@ use pdb2::{FallibleIterator, PDB, PrimitiveKind, TypeData, TypeFinder, TypeIndex
 
 use super::PdbIdentity;
 use super::layout::{FieldLayout, Layouts, TypeLayout};
-use crate::kernel::Guid;
+use crate::Guid;
+
+pub use crate::pdb_prescan::symbol_kind_is_read;
 
 /// Type chains (modifier → pointer → array ...) deeper than this are
 /// treated as broken: a hostile PDB could make them cyclic.
@@ -35,19 +37,32 @@ const MAX_TYPE_DEPTH: u32 = 32;
 /// Why a PDB could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum PdbError {
+    /// The file could not be opened.
     #[error("cannot open {path}: {source}")]
     Open {
+        /// The PDB file.
         path: PathBuf,
+        /// The OS error.
         source: std::io::Error,
     },
+    /// The file is not a PDB pooldump can read, or is damaged.
     #[error("{path} is not a readable PDB: {detail}")]
-    Malformed { path: PathBuf, detail: String },
+    Malformed {
+        /// The PDB file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The file is a readable PDB of another build.
     #[error(
         "{path} is the wrong PDB: it is {found}, the image needs {wanted} (a different build of the same file)"
     )]
     Mismatch {
+        /// The PDB file.
         path: PathBuf,
+        /// Its GUID and age.
         found: String,
+        /// The GUID and age the image asked for.
         wanted: String,
     },
 }
@@ -139,6 +154,10 @@ fn check_msf_length<R: std::io::Read + std::io::Seek>(mut r: R) -> Result<(), St
     Ok(())
 }
 
+/// Read the PDB at `path` (file name `name`, for the identity it
+/// reports): its globals, struct and union layouts and enums. With
+/// `expect`, a PDB of another GUID or age is [`PdbError::Mismatch`]. The
+/// warnings name records that were skipped.
 pub fn read_pdb(
     path: &Path,
     name: &str,
@@ -308,9 +327,9 @@ fn parse_type<'t>(
 }
 
 /// Refuse a PDB whose DBI header would overflow pdb2's arithmetic
-/// ([`super::pdb_prescan::dbi_sizes_overflow`]); a DBI stream pdb2 cannot
+/// (its sizes are summed before pdb2 sees them); a DBI stream pdb2 cannot
 /// read is left for pdb2 to report.
-pub(crate) fn check_dbi<'s, S: pdb2::Source<'s> + 's>(pdb: &mut PDB<'s, S>) -> Result<(), String> {
+pub fn check_dbi<'s, S: pdb2::Source<'s> + 's>(pdb: &mut PDB<'s, S>) -> Result<(), String> {
     match pdb.raw_stream(pdb2::StreamIndex(3)) {
         Ok(Some(s)) if super::pdb_prescan::dbi_sizes_overflow(&s) => Err(
             "its DBI stream states substream sizes that add up past 4 GiB: the file is damaged"
