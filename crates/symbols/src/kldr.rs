@@ -4,12 +4,10 @@
 
 use crate::kernel_symbols::{KernelSymbols, SymbolError};
 
-/// `_KLDR_DATA_TABLE_ENTRY` offsets a module-list walk reads.
-///
-/// The memory side bootstraps the walk with a fixed x64 table (the struct
-/// only grew at its end from Vista to Windows 11); once symbols are
-/// loaded, [`KernelSymbols::kldr_layout`] gives the real one and
-/// [`KernelSymbols::check_kldr_bootstrap`] compares the two.
+/// `_KLDR_DATA_TABLE_ENTRY` offsets a module-list walk reads: before
+/// nt's PDB is loaded, [`KLDR_BOOTSTRAP`]; after,
+/// [`KernelSymbols::kldr_layout`], which
+/// [`KernelSymbols::check_kldr_bootstrap`] compares with the bootstrap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KldrLayout {
     /// InLoadOrderLinks: LIST_ENTRY {Flink +0, Blink +8}.
@@ -27,6 +25,23 @@ pub struct KldrLayout {
     /// Bytes to read per entry: through BaseDllName.
     pub read_size: usize,
 }
+
+/// The stable x64 bootstrap layout: `_KLDR_DATA_TABLE_ENTRY` offsets used
+/// *before* nt's PDB is loaded.
+///
+/// These x64 offsets have not changed from Vista to Windows 11 24H2 (the
+/// struct only grew at its end), and they are what WinDbg, kdmp-parser and
+/// Volatility bootstrap with. Once the PDB is loaded, later code checks
+/// them against the real layout and can pass a corrected table.
+pub const KLDR_BOOTSTRAP: KldrLayout = KldrLayout {
+    in_load_order_links: 0x00,
+    dll_base: 0x30,
+    entry_point: 0x38,
+    size_of_image: 0x40,
+    full_dll_name: 0x48,
+    base_dll_name: 0x58,
+    read_size: 0x68,
+};
 
 impl KernelSymbols {
     /// The loaded-module entry layout from `_KLDR_DATA_TABLE_ENTRY` (or

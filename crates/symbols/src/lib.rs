@@ -38,8 +38,7 @@
 //!   note in the attempts and only local directories and stores are read,
 //!   so a program that reads local PDBs builds no HTTP client and no TLS
 //!   stack: `cargo tree -p pooldump-symbols --no-default-features -e normal`
-//!   lists neither `ureq` nor `rustls` (the crate's `tests/no_tls.rs` checks
-//!   it).
+//!   lists neither `ureq` nor `rustls` (the repository's CI checks it).
 
 #![warn(missing_docs)]
 
@@ -62,7 +61,7 @@ use pooldump_io::{bytes, fsio, input};
 pub use cache::{LayoutCache, default_cache_dir};
 pub use guid::Guid;
 pub use kernel_symbols::{Field, KernelSymbols, SymbolAnswer, SymbolError};
-pub use kldr::KldrLayout;
+pub use kldr::{KLDR_BOOTSTRAP, KldrLayout};
 pub use layout::{FieldLayout, Layouts, TypeLayout};
 pub use name::{PdbName, PdbNameError};
 pub use source::{BuiltInMatch, PdbIdentity, SourceKind, SymbolLayer, SymbolSource};

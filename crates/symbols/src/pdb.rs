@@ -450,36 +450,23 @@ fn layout_of(
         union,
         fields: Vec::new(),
     };
-    let mut next = fields;
-    let mut lists = 0u32;
-    while let Some(list_idx) = next {
-        lists += 1;
-        if lists > 4096 {
-            return Err(err("field list continuations do not end"));
-        }
-        let list = match parse_type(finder, names, list_idx) {
-            Ok(TypeData::FieldList(l)) => l,
-            Ok(_) => return Err(err("its field list is not an LF_FIELDLIST")),
-            Err(e) => return Err(format!("its field list: {e}")),
-        };
-        for f in &list.fields {
-            if let TypeData::Member(m) = f {
-                let name = m.name.to_string();
-                if name.starts_with("__") {
-                    continue;
-                }
-                let mut field = FieldLayout {
-                    name: name.into_owned(),
-                    offset: m.offset,
-                    ..Default::default()
-                };
-                describe(finder, names, m.field_type, &mut field, 0)
-                    .map_err(|e| format!("member {}: {e}", field.name))?;
-                layout.fields.push(field);
+    for_each_list_item(finder, names, fields, "field list", |f| {
+        if let TypeData::Member(m) = f {
+            let name = m.name.to_string();
+            if name.starts_with("__") {
+                return Ok(());
             }
+            let mut field = FieldLayout {
+                name: name.into_owned(),
+                offset: m.offset,
+                ..Default::default()
+            };
+            describe(finder, names, m.field_type, &mut field, 0)
+                .map_err(|e| format!("member {}: {e}", field.name))?;
+            layout.fields.push(field);
         }
-        next = list.continuation;
-    }
+        Ok(())
+    })?;
     layout.sort();
     Ok(layout)
 }
@@ -614,26 +601,44 @@ fn enumerators(
         Err(e) => return Err(e.to_string()),
     };
     let mut out = BTreeMap::new();
-    let mut next = Some(e.fields);
+    for_each_list_item(finder, names, Some(e.fields), "enumerator list", |f| {
+        if let TypeData::Enumerate(v) = f {
+            out.insert(v.name.to_string().into_owned(), variant(&v.value));
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Hand each item of the `LF_FIELDLIST` at `first` and its continuations
+/// to `each`. `what` names the list in messages (`field list`). A chain of
+/// continuations longer than any real type's is refused: a hostile PDB
+/// could make it cyclic.
+fn for_each_list_item(
+    finder: &TypeFinder<'_>,
+    names: &DefinitionNames,
+    first: Option<TypeIndex>,
+    what: &str,
+    mut each: impl FnMut(&TypeData<'_>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut next = first;
     let mut lists = 0u32;
     while let Some(list_idx) = next {
         lists += 1;
         if lists > 4096 {
-            return Err(err("enumerator list continuations do not end"));
+            return Err(err(format!("{what} continuations do not end")));
         }
         let list = match parse_type(finder, names, list_idx) {
             Ok(TypeData::FieldList(l)) => l,
-            Ok(_) => return Err(err("its enumerator list is not an LF_FIELDLIST")),
-            Err(e) => return Err(e.to_string()),
+            Ok(_) => return Err(err(format!("its {what} is not an LF_FIELDLIST"))),
+            Err(e) => return Err(format!("its {what}: {e}")),
         };
         for f in &list.fields {
-            if let TypeData::Enumerate(v) = f {
-                out.insert(v.name.to_string().into_owned(), variant(&v.value));
-            }
+            each(f)?;
         }
         next = list.continuation;
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use pooldump_core::kernel::Guid;
-use pooldump_core::symbols::{
+use pooldump_symbols::Guid;
+use pooldump_symbols::{
     KernelSymbols, PdbIdentity, SourceKind, SymbolSource, pdb::read_identity, pdb::read_pdb,
 };
 use serde_json::Value;
@@ -270,13 +270,13 @@ fn kldr_layout_matches_the_bootstrap_offsets() {
                 .unwrap()
         );
         let mismatches = s
-            .check_kldr_bootstrap(&pooldump_core::kernel::KLDR_BOOTSTRAP)
+            .check_kldr_bootstrap(&pooldump_symbols::KLDR_BOOTSTRAP)
             .unwrap();
         assert!(mismatches.is_empty(), "{b}: {mismatches:?}");
     }
     // A bootstrap table that is off is reported field by field.
     let (s, _) = load("win10-19041");
-    let mut wrong = pooldump_core::kernel::KLDR_BOOTSTRAP;
+    let mut wrong = pooldump_symbols::KLDR_BOOTSTRAP;
     wrong.size_of_image += 8;
     let msgs = s.check_kldr_bootstrap(&wrong).unwrap();
     assert_eq!(msgs.len(), 1);
