@@ -1,7 +1,7 @@
 //! The layout cache: the [`Layouts`] read from a PDB, stored compactly
 //! keyed by PDB name, GUID and age, so the second run on the same build
 //! reads one small file instead of locating and re-parsing a 10 MB PDB
-//! (`benches/symbols.rs` measures both).
+//! (the crate's `benches/symbols.rs` measures both).
 //!
 //! `<root>/layouts/<pdb>/<GUID><AGE>.bin`: the magic `PDLC`, the format
 //! version (u32 LE), then the file in postcard, a compact binary serde

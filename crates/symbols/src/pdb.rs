@@ -3,7 +3,7 @@
 //! Why `pdb2` and not `pdb` 0.8: `pdb` 0.8.0 cannot read a field list that
 //! the linker split with LF_INDEX (it does not skip the pad after the leaf);
 //! `pdb2` is the maintained, API-identical fork that can.
-//! `crates/core/tests/symbols_lfindex.rs` shows both on a committed fixture and
+//! `crates/symbols/tests/symbols_lfindex.rs` shows both on a committed fixture and
 //! docs/symbols.md explains the choice.
 //!
 //! What the reader does (docs/testdata-nt.md):

@@ -230,19 +230,11 @@ pub fn find_pdb(
     find_file(path, req, opts)
 }
 
-/// Search the symbol path for an image file (`<name>/<TimeDateStamp>
-/// <SizeOfImage>/<name>` in stores and servers, or `<dir>/<name>` in a
-/// plain directory), checked to be that build of the image.
-pub fn find_image(
-    path: &SymbolPath,
-    req: &ImageFileRequest,
-    opts: &FetchOptions<'_>,
-) -> Result<FoundPdb, StoreError> {
-    find_file(path, req, opts)
-}
-
-/// Search the symbol path for `req`, element by element: the first that
-/// has the file (checked to be the one wanted) answers.
+/// Search the symbol path for `req` (a [`PdbRequest`], an
+/// [`ImageFileRequest`]: `<name>/<TimeDateStamp><SizeOfImage>/<name>` in
+/// stores and servers, `<dir>/<name>` in a plain directory), element by
+/// element: the first that has the file, checked to be the one wanted,
+/// answers.
 pub fn find_file<R: StoreFile + ?Sized>(
     path: &SymbolPath,
     req: &R,

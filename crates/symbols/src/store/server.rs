@@ -46,22 +46,17 @@ impl<'o, 'a> Servers<'o, 'a> {
             search.note(url, "skipped: no downstream store to download into");
             return Ok(None);
         };
+        #[cfg(not(feature = "download"))]
+        {
+            let _ = (key_url, dest);
+            search.note(
+                url,
+                "skipped: this pooldump-symbols was built without the `download` feature (no HTTP)",
+            );
+            Ok(None)
+        }
+        #[cfg(feature = "download")]
         self.download_any(search, &key_url, url, dest)
-    }
-
-    #[cfg(not(feature = "download"))]
-    fn download_any<R: StoreFile + ?Sized>(
-        &mut self,
-        search: &mut Search<'_, R>,
-        _key_url: &str,
-        url: String,
-        _dest: &Path,
-    ) -> Result<Option<(PathBuf, PdbOrigin)>, StoreError> {
-        search.note(
-            url,
-            "skipped: this pooldump-symbols was built without the `download` feature (no HTTP)",
-        );
-        Ok(None)
     }
 
     /// symsrv's order: the file, the compressed file, then a `file.ptr`.
