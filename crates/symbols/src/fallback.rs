@@ -15,10 +15,10 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 
-use super::PdbIdentity;
-use super::isf::parse_guid;
-use super::layout::Layouts;
-use crate::Guid;
+use crate::guid::Guid;
+use crate::isf::parse_guid;
+use crate::layout::Layouts;
+use crate::source::PdbIdentity;
 
 const TABLE_XZ: &[u8] = include_bytes!("fallback/table.json.xz");
 

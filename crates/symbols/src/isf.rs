@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::PdbIdentity;
-use super::layout::{FieldLayout, Layouts, TypeLayout};
-use crate::Guid;
+use crate::guid::Guid;
+use crate::layout::{FieldLayout, Layouts, TypeLayout};
+use crate::source::PdbIdentity;
 
 /// An ISF's JSON larger than this is refused (real ntkrnlmp ISFs are
 /// 3-12 MB): a hostile `.xz` must not decompress without bound.

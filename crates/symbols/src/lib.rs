@@ -56,8 +56,6 @@ mod source;
 pub mod store;
 pub mod symbol_path;
 
-use pooldump_io::{bytes, fsio, input};
-
 pub use cache::{LayoutCache, default_cache_dir};
 pub use guid::Guid;
 pub use kernel_symbols::{Field, KernelSymbols, SymbolAnswer, SymbolError};

@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use crate::guid::Guid;
 use crate::layout::Layouts;
-use crate::store::PdbOrigin;
 
 /// Which PDB a set of symbols describes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -169,4 +168,42 @@ pub struct SymbolLayer {
     pub source: SymbolSource,
     /// What the source knows.
     pub layouts: Arc<Layouts>,
+}
+
+/// How a PDB was obtained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum PdbOrigin {
+    /// Found in a plain directory of the symbol path.
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// Found in a symbol store or cache (a cache hit).
+    Store {
+        /// The store.
+        store: PathBuf,
+    },
+    /// Downloaded from a symbol server into a store.
+    Downloaded {
+        /// The URL that served it.
+        url: String,
+        /// The store it was downloaded into.
+        store: PathBuf,
+    },
+    /// Given explicitly by the user.
+    Explicit,
+}
+
+impl std::fmt::Display for PdbOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PdbOrigin::Directory { dir } => write!(f, "found in directory {}", dir.display()),
+            PdbOrigin::Store { store } => write!(f, "cache hit in store {}", store.display()),
+            PdbOrigin::Downloaded { url, store } => {
+                write!(f, "downloaded from {url} into {}", store.display())
+            }
+            PdbOrigin::Explicit => f.write_str("given on the command line"),
+        }
+    }
 }

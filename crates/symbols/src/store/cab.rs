@@ -5,9 +5,9 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::MAX_DOWNLOAD;
 use super::request::StoreFile;
-use crate::bytes::Le;
+use super::types::MAX_DOWNLOAD;
+use pooldump_io::bytes::Le;
 
 /// Expand a compressed store file (a CAB holding the PDB) into `store`,
 /// verify it and move it into place. Returns the PDB's path.
@@ -59,7 +59,7 @@ pub(super) fn expand_cab<C: Read + Seek, R: StoreFile + ?Sized>(
             format!(
                 "cannot create a file in {}: {}",
                 dir.display(),
-                crate::fsio::without_temp_path(e)
+                pooldump_io::fsio::without_temp_path(e)
             )
         })?;
     let mut r = cab

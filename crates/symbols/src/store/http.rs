@@ -12,7 +12,7 @@ use tempfile::NamedTempFile;
 use super::cab::{expand_cab, expand_file};
 use super::request::StoreFile;
 use super::search::{Search, parse_file_ptr};
-use super::{FetchOptions, MAX_DOWNLOAD, MAX_FILE_PTR, MAX_REDIRECTS};
+use super::types::{FetchOptions, MAX_DOWNLOAD, MAX_FILE_PTR, MAX_REDIRECTS};
 
 /// Why a URL did not give the file.
 pub(super) enum Fail {
@@ -167,7 +167,12 @@ fn fetch_to_temp(
     let mut tmp = tempfile::Builder::new()
         .prefix(".pooldump-download-")
         .tempfile_in(dir)
-        .map_err(|e| io("create a temporary file", crate::fsio::without_temp_path(e)))?;
+        .map_err(|e| {
+            io(
+                "create a temporary file",
+                pooldump_io::fsio::without_temp_path(e),
+            )
+        })?;
     if let Some(p) = opts.progress {
         p.start(url, total);
     }

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::MAX_DOWNLOAD;
-use crate::Guid;
+use super::types::MAX_DOWNLOAD;
+use crate::guid::Guid;
 use crate::name::PdbName;
 use crate::pdb::{PdbError, read_identity};
 
@@ -152,7 +152,7 @@ impl StoreFile for ImageFileRequest {
                 "{len} bytes, more than the {MAX_DOWNLOAD}-byte limit"
             ));
         }
-        let bytes = crate::input::read_capped(p, MAX_DOWNLOAD, "an image file")
+        let bytes = pooldump_io::input::read_capped(p, MAX_DOWNLOAD, "an image file")
             .map_err(|e| e.to_string())?;
         let h = goblin::pe::header::Header::parse(&bytes)
             .map_err(|e| format!("not a PE image ({e})"))?;

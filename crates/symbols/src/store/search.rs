@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::cab::expand_file;
 use super::request::StoreFile;
-use super::{Attempt, FoundPdb, MAX_FILE_PTR, PdbOrigin};
+use super::types::{Attempt, FoundPdb, MAX_FILE_PTR};
+use crate::source::PdbOrigin;
 
 /// What a store says when it does not hold the file at all.
 const NOT_IN_STORE: &str = "not in this store";
@@ -180,8 +181,8 @@ impl<'r, R: StoreFile + ?Sized> Search<'r, R> {
         let r = (|| -> std::io::Result<()> {
             let dir = dest.parent().unwrap_or(cache);
             std::fs::create_dir_all(dir)?;
-            let mut tmp =
-                tempfile::NamedTempFile::new_in(dir).map_err(crate::fsio::without_temp_path)?;
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)
+                .map_err(pooldump_io::fsio::without_temp_path)?;
             std::io::copy(&mut std::fs::File::open(p)?, &mut tmp)?;
             tmp.persist(&dest).map_err(|e| e.error)?;
             Ok(())
@@ -214,6 +215,6 @@ pub(super) fn parse_file_ptr(text: &str) -> Result<String, String> {
     }
     Err(format!(
         "file.ptr is neither PATH: nor MSG: (starts `{}`)",
-        crate::bytes::escape_ascii(&t.as_bytes()[..t.len().min(40)])
+        pooldump_io::bytes::escape_ascii(&t.as_bytes()[..t.len().min(40)])
     ))
 }

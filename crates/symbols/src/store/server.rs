@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::request::StoreFile;
 use super::search::Search;
-use super::{FetchOptions, PdbOrigin, StoreError};
+use super::types::{FetchOptions, StoreError};
+use crate::source::PdbOrigin;
 
 /// The symbol servers of one search, with the HTTP agent made on the
 /// first download and reused for the next.

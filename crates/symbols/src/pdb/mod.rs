@@ -22,13 +22,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use pdb2::{FallibleIterator, PDB, PrimitiveKind, TypeData, TypeFinder, TypeIndex};
+use pdb2::{FallibleIterator, PDB, TypeData, TypeFinder, TypeIndex};
 
-use super::PdbIdentity;
-use super::layout::{FieldLayout, Layouts, TypeLayout};
-use crate::Guid;
+use crate::guid::Guid;
+use crate::layout::{FieldLayout, Layouts, TypeLayout};
+use crate::source::PdbIdentity;
 
 pub use crate::pdb_prescan::symbol_kind_is_read;
+
+mod primitive;
+
+use primitive::{primitive_name, primitive_size, variant};
 
 /// Type chains (modifier → pointer → array ...) deeper than this are
 /// treated as broken: a hostile PDB could make them cyclic.
@@ -142,7 +146,7 @@ fn check_msf_length<R: std::io::Read + std::io::Seek>(mut r: R) -> Result<(), St
     if !ok {
         return Ok(());
     }
-    let le = crate::bytes::Le(&head);
+    let le = pooldump_io::bytes::Le(&head);
     let block_size = u64::from(le.u32(32).unwrap_or(0));
     let blocks = u64::from(le.u32(40).unwrap_or(0));
     let want = block_size.saturating_mul(blocks);
@@ -218,11 +222,11 @@ where
     let mut layouts = Layouts::default();
     let types = pdb.raw_stream(pdb2::StreamIndex(2)).map_err(mal)?;
     let types = types.as_ref().map_or(&[][..], |s| s.as_slice());
-    super::pdb_prescan::check_type_stream(types).map_err(|detail| PdbError::Malformed {
+    crate::pdb_prescan::check_type_stream(types).map_err(|detail| PdbError::Malformed {
         path: path.to_path_buf(),
         detail,
     })?;
-    let undecodable = super::pdb_prescan::undecodable_records(types);
+    let undecodable = crate::pdb_prescan::undecodable_records(types);
     let tpi = pdb.type_information().map_err(mal)?;
     let mut finder = tpi.finder();
     let names =
@@ -253,7 +257,7 @@ fn read_symbols<'s, S: pdb2::Source<'s> + 's>(
     let mut unparsed = 0usize;
     let mut alias = Vec::new();
     while let Some(sym) = iter.next()? {
-        if !super::pdb_prescan::symbol_kind_is_read(sym.raw_kind()) {
+        if !crate::pdb_prescan::symbol_kind_is_read(sym.raw_kind()) {
             continue;
         }
         match sym.parse() {
@@ -309,7 +313,7 @@ fn undecorate(name: &str) -> Option<&str> {
 struct DefinitionNames {
     by_name: HashMap<String, TypeIndex>,
     /// The records pdb2 would panic on
-    /// ([`super::pdb_prescan::undecodable_records`]): type index to leaf
+    /// ([`crate::pdb_prescan::undecodable_records`]): type index to leaf
     /// kind.
     undecodable: HashMap<u32, u16>,
 }
@@ -331,7 +335,7 @@ fn parse_type<'t>(
 /// read is left for pdb2 to report.
 pub fn check_dbi<'s, S: pdb2::Source<'s> + 's>(pdb: &mut PDB<'s, S>) -> Result<(), String> {
     match pdb.raw_stream(pdb2::StreamIndex(3)) {
-        Ok(Some(s)) if super::pdb_prescan::dbi_sizes_overflow(&s) => Err(
+        Ok(Some(s)) if crate::pdb_prescan::dbi_sizes_overflow(&s) => Err(
             "its DBI stream states substream sizes that add up past 4 GiB: the file is damaged"
                 .into(),
         ),
@@ -650,59 +654,4 @@ fn undecorates_x86_call_conventions_only() {
     assert_eq!(undecorate("_security_cookie"), None);
     assert_eq!(undecorate("?Foo@@YAXXZ"), None);
     assert_eq!(undecorate("_x@"), None);
-}
-
-fn variant(v: &pdb2::Variant) -> i64 {
-    use pdb2::Variant::*;
-    match *v {
-        U8(x) => i64::from(x),
-        U16(x) => i64::from(x),
-        U32(x) => i64::from(x),
-        U64(x) => x as i64,
-        I8(x) => i64::from(x),
-        I16(x) => i64::from(x),
-        I32(x) => i64::from(x),
-        I64(x) => x,
-    }
-}
-
-/// Base type names as Volatility's ISF spells them.
-fn primitive_name(k: PrimitiveKind) -> &'static str {
-    use PrimitiveKind::*;
-    match k {
-        NoType | Void => "void",
-        Char | RChar | I8 => "char",
-        UChar | U8 | Char8 => "unsigned char",
-        WChar | RChar16 => "wchar",
-        RChar32 => "unsigned long",
-        Short | I16 => "short",
-        UShort | U16 => "unsigned short",
-        Long | HRESULT => "long",
-        ULong => "unsigned long",
-        I32 => "int",
-        U32 => "unsigned int",
-        Quad | I64 => "long long",
-        UQuad | U64 => "unsigned long long",
-        F32 | F32PP => "float",
-        F64 => "double",
-        Bool8 => "bool",
-        _ => "unknown",
-    }
-}
-
-fn primitive_size(k: PrimitiveKind) -> u64 {
-    use PrimitiveKind::*;
-    match k {
-        NoType | Void => 0,
-        Char | RChar | I8 | UChar | U8 | Char8 | Bool8 => 1,
-        WChar | RChar16 | Short | I16 | UShort | U16 | Bool16 | F16 => 2,
-        RChar32 | Long | HRESULT | ULong | I32 | U32 | F32 | F32PP | Bool32 => 4,
-        F48 => 6,
-        Quad | I64 | UQuad | U64 | F64 | Bool64 | Complex32 => 8,
-        F80 => 10,
-        Octa | UOcta | I128 | U128 | F128 | Complex64 => 16,
-        Complex80 => 20,
-        Complex128 => 32,
-        _ => 0,
-    }
 }
