@@ -2,13 +2,15 @@
 //! walk of `PsLoadedModuleList` reads, before symbols (a bootstrap table
 //! the memory side keeps) and after (from the symbols' own layout).
 
+use serde::Serialize;
+
 use crate::kernel_symbols::{KernelSymbols, SymbolError};
 
 /// `_KLDR_DATA_TABLE_ENTRY` offsets a module-list walk reads: before
 /// nt's PDB is loaded, [`KLDR_BOOTSTRAP`]; after,
 /// [`KernelSymbols::kldr_layout`], which
 /// [`KernelSymbols::check_kldr_bootstrap`] compares with the bootstrap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct KldrLayout {
     /// InLoadOrderLinks: LIST_ENTRY {Flink +0, Blink +8}.
     pub in_load_order_links: usize,
@@ -22,7 +24,9 @@ pub struct KldrLayout {
     pub full_dll_name: usize,
     /// BaseDllName: UNICODE_STRING.
     pub base_dll_name: usize,
-    /// Bytes to read per entry: through BaseDllName.
+    /// Bytes to read per entry: through BaseDllName. Derived from the
+    /// offsets above, so not part of the layout as serialised.
+    #[serde(skip)]
     pub read_size: usize,
 }
 
