@@ -389,33 +389,40 @@ fn resolve_path(
             enum_name: f.enum_name.clone(),
             source,
         };
-        for (n, i) in indexes.iter().enumerate() {
-            if n > 0 {
-                return Err(bad(format!(
-                    "'{name}' is indexed more than once; only one dimension is supported"
-                )));
-            }
-            let (Some(count), Some(es)) = (field.count, field.element_size) else {
-                return Err(bad(format!("'{name}' is not an array")));
-            };
-            if *i >= count {
-                return Err(bad(format!(
-                    "index {i} is out of bounds: '{name}' has {count} elements"
-                )));
-            }
-            field.offset = field
-                .offset
-                .checked_add(i * es)
-                .ok_or_else(|| bad("offset overflows".into()))?;
-            field.size = es;
-            field.count = None;
-            field.element_size = None;
-        }
+        index_into(&mut field, name, &indexes).map_err(bad)?;
         offset = field.offset;
         cur = field.type_name.clone();
         last = Some(field);
     }
     last.ok_or_else(|| bad("the member path is empty".into()))
+}
+
+/// Narrow `field` (member `name`, an array) to the element `indexes`
+/// names: one dimension only, in bounds.
+fn index_into(field: &mut Field, name: &str, indexes: &[u64]) -> Result<(), String> {
+    for (n, i) in indexes.iter().enumerate() {
+        if n > 0 {
+            return Err(format!(
+                "'{name}' is indexed more than once; only one dimension is supported"
+            ));
+        }
+        let (Some(count), Some(es)) = (field.count, field.element_size) else {
+            return Err(format!("'{name}' is not an array"));
+        };
+        if *i >= count {
+            return Err(format!(
+                "index {i} is out of bounds: '{name}' has {count} elements"
+            ));
+        }
+        field.offset = i
+            .checked_mul(es)
+            .and_then(|o| field.offset.checked_add(o))
+            .ok_or_else(|| "offset overflows".to_string())?;
+        field.size = es;
+        field.count = None;
+        field.element_size = None;
+    }
+    Ok(())
 }
 
 /// `Name[1][2]` → ("Name", [1, 2]).
