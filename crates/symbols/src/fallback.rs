@@ -9,7 +9,7 @@
 //! more revisions of that build and their layouts agree (layouts only:
 //! symbol RVAs differ between revisions). Whoever uses it says so loudly,
 //! and a GUID match is checked against the image in memory before it is
-//! trusted ([`super::check_builtin_fits`]).
+//! trusted (`pooldump_core::symbols::check_builtin_fits`).
 
 use std::sync::OnceLock;
 
