@@ -15,6 +15,7 @@ use serde::Deserialize;
 use crate::guid::Guid;
 use crate::layout::{FieldLayout, Layouts, TypeLayout};
 use crate::source::PdbIdentity;
+use crate::store::Attempt;
 
 /// An ISF's JSON larger than this is refused (real ntkrnlmp ISFs are
 /// 3-12 MB): a hostile `.xz` must not decompress without bound.
@@ -156,6 +157,72 @@ pub fn read_isf(path: &Path) -> Result<(Option<PdbIdentity>, Layouts, Vec<String
         source,
     })?;
     read_isf_from(file, path)
+}
+
+/// An ISF file for `wanted`: `p` itself, or inside directory `p` (flat
+/// `<GUID>-<age>.json[.xz]`, or Volatility's `windows/<pdb>/...` tree),
+/// matched by GUID and age: the file, its layouts and warnings. Each file
+/// tried that does not serve is noted in `attempts`.
+pub fn find_isf(
+    p: &Path,
+    wanted: &PdbIdentity,
+    attempts: &mut Vec<Attempt>,
+) -> Option<(PathBuf, Layouts, Vec<String>)> {
+    let candidates: Vec<PathBuf> = if p.is_dir() {
+        let base = format!("{}-{}", wanted.guid.compact(), wanted.age);
+        let mut v = Vec::new();
+        // Volatility's pdbconv, run on a PDB file, records the database as
+        // `unknown.pdb`: its tree puts the file under that name.
+        for dir in [
+            p.to_path_buf(),
+            p.join("windows").join(&wanted.name),
+            p.join(&wanted.name),
+            p.join("windows").join("unknown.pdb"),
+        ] {
+            for ext in ["json.xz", "json"] {
+                v.push(dir.join(format!("{base}.{ext}")));
+            }
+        }
+        v.into_iter().filter(|c| c.is_file()).collect()
+    } else {
+        vec![p.to_path_buf()]
+    };
+    if candidates.is_empty() {
+        attempts.push(Attempt {
+            location: p.display().to_string(),
+            outcome: "no ISF file for this GUID and age".into(),
+        });
+    }
+    for c in candidates {
+        match read_isf(&c) {
+            // The GUID and age identify the PDB; the database name does
+            // not (pdbconv writes `unknown.pdb` when converting a file).
+            Ok((Some(id), layouts, mut w)) if id.guid == wanted.guid && id.age == wanted.age => {
+                if !id.name.eq_ignore_ascii_case(&wanted.name) {
+                    w.push(format!(
+                        "{}: the ISF names its database `{}`, not `{}`; it was matched by GUID and age",
+                        c.display(),
+                        id.name,
+                        wanted.name
+                    ));
+                }
+                return Some((c, layouts, w));
+            }
+            Ok((Some(id), ..)) => attempts.push(Attempt {
+                location: c.display().to_string(),
+                outcome: format!("ISF for {id}, not {wanted}"),
+            }),
+            Ok((None, ..)) => attempts.push(Attempt {
+                location: c.display().to_string(),
+                outcome: "the ISF names no PDB GUID/age, so it cannot be matched".into(),
+            }),
+            Err(e) => attempts.push(Attempt {
+                location: c.display().to_string(),
+                outcome: e.to_string(),
+            }),
+        }
+    }
+    None
 }
 
 /// The LZMA2 dictionary an ISF's xz may ask for, in KiB. `xz -9` uses

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::isf::read_isf;
+use super::isf::find_isf;
 use super::name::PdbName;
 use super::pdb::read_pdb;
 use super::store::{Attempt, FetchOptions, PdbOrigin, PdbRequest, StoreError, find_pdb};
@@ -582,69 +582,6 @@ fn store_in_cache(
             None
         }
     }
-}
-
-/// An ISF file for `wanted`: `p` itself, or inside directory `p`.
-fn find_isf(
-    p: &Path,
-    wanted: &PdbIdentity,
-    attempts: &mut Vec<Attempt>,
-) -> Option<(PathBuf, super::Layouts, Vec<String>)> {
-    let candidates: Vec<PathBuf> = if p.is_dir() {
-        let base = format!("{}-{}", wanted.guid.compact(), wanted.age);
-        let mut v = Vec::new();
-        // Volatility's pdbconv, run on a PDB file, records the database as
-        // `unknown.pdb`: its tree puts the file under that name.
-        for dir in [
-            p.to_path_buf(),
-            p.join("windows").join(&wanted.name),
-            p.join(&wanted.name),
-            p.join("windows").join("unknown.pdb"),
-        ] {
-            for ext in ["json.xz", "json"] {
-                v.push(dir.join(format!("{base}.{ext}")));
-            }
-        }
-        v.into_iter().filter(|c| c.is_file()).collect()
-    } else {
-        vec![p.to_path_buf()]
-    };
-    if candidates.is_empty() {
-        attempts.push(Attempt {
-            location: p.display().to_string(),
-            outcome: "no ISF file for this GUID and age".into(),
-        });
-    }
-    for c in candidates {
-        match read_isf(&c) {
-            // The GUID and age identify the PDB; the database name does
-            // not (pdbconv writes `unknown.pdb` when converting a file).
-            Ok((Some(id), layouts, mut w)) if id.guid == wanted.guid && id.age == wanted.age => {
-                if !id.name.eq_ignore_ascii_case(&wanted.name) {
-                    w.push(format!(
-                        "{}: the ISF names its database `{}`, not `{}`; it was matched by GUID and age",
-                        c.display(),
-                        id.name,
-                        wanted.name
-                    ));
-                }
-                return Some((c, layouts, w));
-            }
-            Ok((Some(id), ..)) => attempts.push(Attempt {
-                location: c.display().to_string(),
-                outcome: format!("ISF for {id}, not {wanted}"),
-            }),
-            Ok((None, ..)) => attempts.push(Attempt {
-                location: c.display().to_string(),
-                outcome: "the ISF names no PDB GUID/age, so it cannot be matched".into(),
-            }),
-            Err(e) => attempts.push(Attempt {
-                location: c.display().to_string(),
-                outcome: e.to_string(),
-            }),
-        }
-    }
-    None
 }
 
 /// Use the symbols to complete a kernel identity found before they were
