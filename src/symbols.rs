@@ -9,7 +9,8 @@ use anyhow::{Context, Result, anyhow};
 use pooldump_core::KernelVa;
 use pooldump_core::dump::CrashDump;
 use pooldump_core::kernel::{
-    self, BootHints, KLDR_BOOTSTRAP, KernelIdentity, ModuleIdentity, ScanLimits, WalkLimits,
+    self, BootHints, KLDR_BOOTSTRAP, KernelIdentity, KldrLayout, ModuleIdentity, ScanLimits,
+    WalkLimits,
 };
 use pooldump_core::symbols::{
     DownloadProgress, Field, KernelSymbols, SourceKind, SymbolPath, SymbolSource,
@@ -84,12 +85,9 @@ pub struct RegionsReport {
 #[derive(Debug, Serialize)]
 pub struct KldrReport {
     pub type_name: String,
-    pub in_load_order_links: usize,
-    pub dll_base: usize,
-    pub entry_point: usize,
-    pub size_of_image: usize,
-    pub full_dll_name: usize,
-    pub base_dll_name: usize,
+    /// The offsets, as the symbols have them (JSON: one key per member).
+    #[serde(flatten)]
+    pub layout: KldrLayout,
     /// Differences from the bootstrap offsets the module walk starts with.
     pub bootstrap_mismatches: Vec<String>,
 }
@@ -263,12 +261,7 @@ fn report(
             warnings.extend(mism.iter().cloned());
             Some(KldrReport {
                 type_name: ty.into(),
-                in_load_order_links: l.in_load_order_links,
-                dll_base: l.dll_base,
-                entry_point: l.entry_point,
-                size_of_image: l.size_of_image,
-                full_dll_name: l.full_dll_name,
-                base_dll_name: l.base_dll_name,
+                layout: l,
                 bootstrap_mismatches: mism,
             })
         }
@@ -462,12 +455,15 @@ pub fn render_text(r: &SymbolsReport) -> String {
     if let Some(kl) = &r.kldr {
         out.push('\n');
         let mut s = Section::new(format!("{} (module list walk)", kl.type_name));
-        s.row("InLoadOrderLinks", hex(kl.in_load_order_links as u64));
-        s.row("DllBase", hex(kl.dll_base as u64));
-        s.row("EntryPoint", hex(kl.entry_point as u64));
-        s.row("SizeOfImage", hex(kl.size_of_image as u64));
-        s.row("FullDllName", hex(kl.full_dll_name as u64));
-        s.row("BaseDllName", hex(kl.base_dll_name as u64));
+        s.row(
+            "InLoadOrderLinks",
+            hex(kl.layout.in_load_order_links as u64),
+        );
+        s.row("DllBase", hex(kl.layout.dll_base as u64));
+        s.row("EntryPoint", hex(kl.layout.entry_point as u64));
+        s.row("SizeOfImage", hex(kl.layout.size_of_image as u64));
+        s.row("FullDllName", hex(kl.layout.full_dll_name as u64));
+        s.row("BaseDllName", hex(kl.layout.base_dll_name as u64));
         s.row(
             "Bootstrap offsets",
             if kl.bootstrap_mismatches.is_empty() {

@@ -1,5 +1,5 @@
 //! A compressed symbol-store file (`ntkrnlmp.pd_`, a CAB with MSZIP or
-//! LZX) read as crates/core/src/symbols/store.rs expands it: the cabinet's
+//! LZX) read as crates/symbols/src/store/cab.rs expands it: the cabinet's
 //! folders and file entries, then the file's data, capped.
 //!
 //! The harness is `pooldump_fuzz::targets::cab_store` (fuzz/src/targets/), shared

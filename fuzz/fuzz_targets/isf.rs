@@ -1,5 +1,5 @@
 //! A Volatility ISF, plain JSON or xz (by its magic), through the bounded
-//! reader the CLI uses (crates/core/src/symbols/isf.rs).
+//! reader the CLI uses (crates/symbols/src/isf.rs).
 //!
 //! The harness is `pooldump_fuzz::targets::isf` (fuzz/src/targets/), shared
 //! with the regression tests that replay the crashers on stable.

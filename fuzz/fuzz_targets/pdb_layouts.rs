@@ -1,5 +1,5 @@
 //! A PDB (MSF 7): identity, the type stream into struct layouts, the
-//! global symbols into RVAs (crates/core/src/symbols/pdb.rs), then the
+//! global symbols into RVAs (crates/symbols/src/pdb/), then the
 //! lookups the analysis makes on the result.
 //!
 //! The harness is `pooldump_fuzz::targets::pdb_layouts` (fuzz/src/targets/), shared

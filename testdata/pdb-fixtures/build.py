@@ -6,7 +6,7 @@ A CodeView type record is at most 0xFFFF bytes long; a field list longer
 than that (about 0xFF00 bytes) is continued in another LF_FIELDLIST that the
 first one points at with an LF_INDEX leaf. `pdb` 0.8.0 does not skip the two
 pad bytes after that leaf and fails with UnimplementedTypeKind(0); `pdb2`
-follows it. tests/symbols_lfindex.rs shows both, docs/symbols.md explains
+follows it. crates/symbols/tests/symbols_lfindex.rs shows both, docs/symbols.md explains
 the choice.
 
 The struct `_LF_INDEX_FIXTURE` has MEMBERS members `Member0000` ... each an

@@ -31,12 +31,9 @@
 //! typed rows. Rendering lives in the binary.
 
 pub mod addr;
-pub mod bytes;
 pub mod callsites;
 pub mod dump;
-pub mod fsio;
 pub mod hittag;
-pub mod input;
 pub mod kernel;
 pub mod memory;
 pub mod pagemap;
@@ -51,6 +48,10 @@ pub mod tag;
 pub mod target;
 pub mod text;
 pub mod warning;
+
+// Checked reads of hostile bytes and files, at their old paths
+// (`pooldump_core::bytes::Le`, `pooldump_core::input::read_capped`).
+pub use pooldump_io::{bytes, fsio, input};
 
 #[cfg(test)]
 mod testutil;

@@ -1,5 +1,5 @@
 //! A Volatility ISF, plain JSON or xz (by its magic), through the bounded
-//! reader the CLI uses (crates/core/src/symbols/isf.rs).
+//! reader the CLI uses (crates/symbols/src/isf.rs).
 use std::path::Path;
 
 use pooldump_core::symbols::isf::{parse_isf, read_isf_from};

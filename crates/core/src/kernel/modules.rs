@@ -9,37 +9,7 @@ use crate::addr::KernelVa;
 use crate::bytes::Le;
 use crate::memory::Memory;
 
-/// `_KLDR_DATA_TABLE_ENTRY` offsets used *before* nt's PDB is loaded.
-///
-/// These x64 offsets have not changed from Vista to Windows 11 24H2 (the
-/// struct only grew at its end), and they are what WinDbg, kdmp-parser and
-/// Volatility bootstrap with. Once the PDB is loaded, later code checks
-/// them against the real layout and can pass a corrected table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KldrLayout {
-    /// InLoadOrderLinks: LIST_ENTRY {Flink +0, Blink +8}.
-    pub in_load_order_links: usize,
-    pub dll_base: usize,
-    pub entry_point: usize,
-    /// ULONG.
-    pub size_of_image: usize,
-    /// UNICODE_STRING {Length u16 +0, MaximumLength u16 +2, Buffer +8}.
-    pub full_dll_name: usize,
-    pub base_dll_name: usize,
-    /// Bytes to read per entry: through BaseDllName.
-    pub read_size: usize,
-}
-
-/// The stable x64 bootstrap layout.
-pub const KLDR_BOOTSTRAP: KldrLayout = KldrLayout {
-    in_load_order_links: 0x00,
-    dll_base: 0x30,
-    entry_point: 0x38,
-    size_of_image: 0x40,
-    full_dll_name: 0x48,
-    base_dll_name: 0x58,
-    read_size: 0x68,
-};
+pub use pooldump_symbols::{KLDR_BOOTSTRAP, KldrLayout};
 
 /// Bounds on a walk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,12 +8,10 @@
 //! mapped layout, so RVAs are not resolved through the section table
 //! (docs/testdata-nt.md).
 
-use std::fmt;
-
 use goblin::pe::debug::{CodeviewPDB70DebugInfo, IMAGE_DEBUG_TYPE_CODEVIEW, ImageDebugDirectory};
 use goblin::pe::header::Header;
 use goblin::pe::options::ParseOptions;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use crate::addr::KernelVa;
 use crate::bytes::{Le, escape_ascii};
@@ -31,56 +29,7 @@ const DEBUG_ENTRY_SIZE: u32 = 0x1C;
 /// RSDS, GUID, age, then the name.
 const CV_FIXED: u32 = 24;
 
-/// A PDB's GUID in its Windows byte order (Data1..3 little-endian).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Guid(pub [u8; 16]);
-
-impl Guid {
-    fn parts(&self) -> (u32, u16, u16, &[u8]) {
-        let b = &self.0;
-        (
-            u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            u16::from_le_bytes([b[4], b[5]]),
-            u16::from_le_bytes([b[6], b[7]]),
-            &b[8..],
-        )
-    }
-
-    /// `3177D31000BA7590DED335936C93E374`: the GUID part of a symbol-store
-    /// key.
-    pub fn compact(&self) -> String {
-        let (d1, d2, d3, d4) = self.parts();
-        let mut s = format!("{d1:08X}{d2:04X}{d3:04X}");
-        for b in d4 {
-            s.push_str(&format!("{b:02X}"));
-        }
-        s
-    }
-}
-
-/// `3177D310-00BA-7590-DED3-35936C93E374`.
-impl fmt::Display for Guid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (d1, d2, d3, d4) = self.parts();
-        write!(f, "{d1:08X}-{d2:04X}-{d3:04X}-{:02X}{:02X}-", d4[0], d4[1])?;
-        for b in &d4[2..] {
-            write!(f, "{b:02X}")?;
-        }
-        Ok(())
-    }
-}
-
-impl fmt::Debug for Guid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Guid({self})")
-    }
-}
-
-impl Serialize for Guid {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
+pub use pooldump_symbols::Guid;
 
 /// A CodeView RSDS record: which PDB matches the image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -343,7 +343,7 @@ where
         if full(&names) {
             break;
         }
-        if !crate::symbols::pdb_prescan::symbol_kind_is_read(sym.raw_kind()) {
+        if !crate::symbols::pdb::symbol_kind_is_read(sym.raw_kind()) {
             continue;
         }
         if let Ok(pdb2::SymbolData::Public(p)) = sym.parse()
@@ -367,7 +367,7 @@ where
             if full(&names) {
                 break;
             }
-            if !crate::symbols::pdb_prescan::symbol_kind_is_read(sym.raw_kind()) {
+            if !crate::symbols::pdb::symbol_kind_is_read(sym.raw_kind()) {
                 continue;
             }
             if let Ok(pdb2::SymbolData::Procedure(p)) = sym.parse()

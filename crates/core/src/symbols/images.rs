@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::name::PdbName;
-use super::store::{FetchOptions, ImageFileRequest, StoreError, find_image};
+use super::store::{FetchOptions, ImageFileRequest, StoreError, find_file};
 use super::symbol_path::SymbolPath;
 use crate::stack::{ImageFile, ImageLocator, ImageRequest};
 
@@ -92,7 +92,7 @@ impl SymbolPathImages {
             timeout: self.timeout,
             progress: None,
         };
-        match find_image(&self.path, &req, &fetch) {
+        match find_file(&self.path, &req, &fetch) {
             Ok(found) => {
                 let read = std::fs::metadata(&found.path)
                     .map_err(|e| e.to_string())

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::isf::read_isf;
+use super::isf::find_isf;
 use super::name::PdbName;
 use super::pdb::read_pdb;
 use super::store::{Attempt, FetchOptions, PdbOrigin, PdbRequest, StoreError, find_pdb};
@@ -181,17 +181,7 @@ pub fn load_kernel_symbols(
             Err(builtin) => Err(LoadError::NoCodeView { build, builtin }),
         };
     };
-    if !cv.name_is_clean {
-        return Err(LoadError::BadName(super::PdbNameError {
-            shown: cv.pdb_name.clone(),
-            why: if cv.name_climbs() {
-                "it climbs directories with '..' (no linker records that)"
-            } else {
-                "it is empty, too long or not printable"
-            },
-        }));
-    }
-    let name = PdbName::from_codeview(&cv.pdb_name)?;
+    let name = checked_name(cv)?;
     let wanted = PdbIdentity {
         name: name.to_string(),
         guid: cv.guid,
@@ -221,15 +211,14 @@ pub fn load_kernel_symbols(
     }
 
     // 2. Explicit ISF files.
-    for p in &opts.isf {
-        match find_isf(p, &wanted, &mut attempts) {
-            Some((path, layouts, w)) => {
-                warnings.extend(w);
-                let source = SymbolSource::Isf { path };
-                return Ok(finish(wanted, source, layouts, warnings, opts));
-            }
-            None => continue,
-        }
+    if let Some((path, layouts, w)) = opts
+        .isf
+        .iter()
+        .find_map(|p| find_isf(p, &wanted, &mut attempts))
+    {
+        warnings.extend(w);
+        let source = SymbolSource::Isf { path };
+        return Ok(finish(wanted, source, layouts, warnings, opts));
     }
     // ISFs the user named but that could not serve: said, whatever answers
     // instead.
@@ -262,97 +251,163 @@ pub fn load_kernel_symbols(
         guid: cv.guid,
         age: cv.age,
     };
-    let mut server_attempt = None;
-    let server_error = match find_pdb(&opts.symbol_path, &req, &opts.fetch) {
-        Ok(found) => {
-            attempts.extend(found.attempts.iter().cloned());
-            match read_pdb(&found.path, name.as_str(), Some((cv.guid, cv.age))) {
-                Ok((id, layouts, w)) => {
-                    warnings.extend(w);
-                    let cache = store_in_cache(opts, &id, &layouts, &mut warnings);
-                    let source = SymbolSource::Pdb {
-                        path: Some(found.path.clone()),
-                        origin: Some(found.origin.clone()),
-                        layout_cache: cache,
-                        cache_hit: false,
-                    };
-                    return Ok(finish(wanted, source, layouts, warnings, opts));
-                }
-                Err(e) => {
-                    attempts.push(Attempt {
-                        location: found.path.display().to_string(),
-                        outcome: e.to_string(),
-                    });
-                    None
-                }
-            }
-        }
-        Err(StoreError::NotFound { attempts: a, .. }) => {
-            attempts.extend(a);
-            None
-        }
-        Err(e @ StoreError::Server { .. }) => {
-            attempts.extend(e.attempts().iter().cloned());
-            if let StoreError::Server { url, detail, .. } = &e {
-                server_attempt = Some(Attempt {
-                    location: url.clone(),
-                    outcome: detail.clone(),
-                });
-            }
-            Some(e.to_string())
-        }
+    let server_failure = match from_symbol_path(&req, opts, &mut attempts, &mut warnings) {
+        Ok((source, layouts)) => return Ok(finish(wanted, source, layouts, warnings, opts)),
+        Err(server_failure) => server_failure,
     };
 
     // 5. The built-in table.
     if opts.builtin {
-        if let Some(cause) = &server_error {
-            warnings.push(cause.clone());
-        }
-        // What the fallback's user is told was tried: the server's failure
-        // too, after the stores before it.
-        let mut tried = attempts.clone();
-        tried.extend(server_attempt);
-        if let Some(b) = fallback::by_guid(name.as_str(), &cv.guid, cv.age) {
-            warnings.push(format!(
-                "NO PDB FOR {wanted}: using pooldump's BUILT-IN layout table for {} (matched by GUID). Only the layouts the pool analysis needs are there; get the PDB for anything else.",
-                b.build_string
-            ));
-            warnings.extend(attempts.iter().map(|a| a.to_string()));
-            let source = SymbolSource::BuiltIn {
-                matched_by: BuiltInMatch::Guid,
-                build: b.build_string.clone(),
-                supplement: false,
-            };
-            let mut ks = KernelSymbols::new(wanted, source, b.layouts.clone());
-            ks.warnings = warnings;
-            ks.tried = tried;
+        let builtin = builtin_instead(
+            &req,
+            build,
+            opts,
+            wanted.clone(),
+            warnings,
+            &mut attempts,
+            server_failure.as_ref(),
+        );
+        if let Some(ks) = builtin {
             return Ok(ks);
         }
-        match builtin_by_build(build, opts, warnings.clone()) {
-            Ok(mut ks) => {
-                ks.identity = wanted;
-                ks.warnings.extend(attempts.iter().map(|a| a.to_string()));
-                ks.tried = tried;
-                return Ok(ks);
-            }
-            Err(why) => attempts.push(Attempt {
-                location: BUILTIN_LOCATION.into(),
-                outcome: format!(
-                    "no entry has this GUID and age{}",
-                    why.map(|w| format!(", and {w}")).unwrap_or_default()
-                ),
-            }),
-        }
     }
-    match server_error {
-        Some(cause) => Err(LoadError::Server {
+    match server_failure {
+        Some(failure) => Err(LoadError::Server {
             wanted: wanted.to_string(),
-            cause,
+            cause: failure.message,
         }),
         None => Err(LoadError::NotFound {
             wanted: wanted.to_string(),
             attempts,
         }),
+    }
+}
+
+/// The PDB name the image records, if it is safe as a file name.
+fn checked_name(cv: &CodeView) -> Result<PdbName, LoadError> {
+    if !cv.name_is_clean {
+        return Err(LoadError::BadName(super::PdbNameError {
+            shown: cv.pdb_name.clone(),
+            why: if cv.name_climbs() {
+                "it climbs directories with '..' (no linker records that)"
+            } else {
+                "it is empty, too long or not printable"
+            },
+        }));
+    }
+    Ok(PdbName::from_codeview(&cv.pdb_name)?)
+}
+
+/// A symbol server that answered with something other than the file or a
+/// 404: the search stopped there.
+struct ServerFailure {
+    /// The whole error, with every place tried.
+    message: String,
+    /// The server's URL and what was wrong with its answer.
+    attempt: Attempt,
+}
+
+/// The PDB along the symbol path, read: its source and layouts. `Err`: not
+/// found or not readable (noted in `attempts`), with the server failure
+/// that stopped the search, if one did.
+fn from_symbol_path(
+    req: &PdbRequest,
+    opts: &SymbolOptions<'_>,
+    attempts: &mut Vec<Attempt>,
+    warnings: &mut Vec<String>,
+) -> Result<(SymbolSource, super::Layouts), Option<ServerFailure>> {
+    let found = match find_pdb(&opts.symbol_path, req, &opts.fetch) {
+        Ok(found) => found,
+        Err(e) => {
+            attempts.extend(e.attempts().iter().cloned());
+            let message = e.to_string();
+            return Err(match e {
+                StoreError::Server { url, detail, .. } => Some(ServerFailure {
+                    message,
+                    attempt: Attempt {
+                        location: url,
+                        outcome: detail,
+                    },
+                }),
+                StoreError::NotFound { .. } => None,
+            });
+        }
+    };
+    attempts.extend(found.attempts.iter().cloned());
+    match read_pdb(&found.path, req.name.as_str(), Some((req.guid, req.age))) {
+        Ok((id, layouts, w)) => {
+            warnings.extend(w);
+            let cache = store_in_cache(opts, &id, &layouts, warnings);
+            let source = SymbolSource::Pdb {
+                path: Some(found.path.clone()),
+                origin: Some(found.origin.clone()),
+                layout_cache: cache,
+                cache_hit: false,
+            };
+            Ok((source, layouts))
+        }
+        Err(e) => {
+            attempts.push(Attempt {
+                location: found.path.display().to_string(),
+                outcome: e.to_string(),
+            });
+            Err(None)
+        }
+    }
+}
+
+/// The built-in table where no PDB or ISF could serve: the entry with the
+/// image's GUID and age, else one for its build number. `None` (noted in
+/// `attempts`) when the table cannot stand in.
+fn builtin_instead(
+    req: &PdbRequest,
+    build: Option<u32>,
+    opts: &SymbolOptions<'_>,
+    wanted: PdbIdentity,
+    mut warnings: Vec<String>,
+    attempts: &mut Vec<Attempt>,
+    server_failure: Option<&ServerFailure>,
+) -> Option<KernelSymbols> {
+    if let Some(f) = server_failure {
+        warnings.push(f.message.clone());
+    }
+    // What the fallback's user is told was tried: the server's failure
+    // too, after the stores before it.
+    let mut tried = attempts.clone();
+    tried.extend(server_failure.map(|f| f.attempt.clone()));
+    if let Some(b) = fallback::by_guid(req.name.as_str(), &req.guid, req.age) {
+        warnings.push(format!(
+            "NO PDB FOR {wanted}: using pooldump's BUILT-IN layout table for {} (matched by GUID). Only the layouts the pool analysis needs are there; get the PDB for anything else.",
+            b.build_string
+        ));
+        warnings.extend(attempts.iter().map(|a| a.to_string()));
+        let source = SymbolSource::BuiltIn {
+            matched_by: BuiltInMatch::Guid,
+            build: b.build_string.clone(),
+            supplement: false,
+        };
+        let mut ks = KernelSymbols::new(wanted, source, b.layouts.clone());
+        ks.warnings = warnings;
+        ks.tried = tried;
+        return Some(ks);
+    }
+    match builtin_by_build(build, opts, warnings) {
+        Ok(mut ks) => {
+            ks.identity = wanted;
+            ks.warnings.extend(attempts.iter().map(|a| a.to_string()));
+            ks.tried = tried;
+            Some(ks)
+        }
+        Err(why) => {
+            attempts.push(Attempt {
+                location: BUILTIN_LOCATION.into(),
+                outcome: format!(
+                    "no entry has this GUID and age{}",
+                    why.map(|w| format!(", and {w}")).unwrap_or_default()
+                ),
+            });
+            None
+        }
     }
 }
 
@@ -527,69 +582,6 @@ fn store_in_cache(
             None
         }
     }
-}
-
-/// An ISF file for `wanted`: `p` itself, or inside directory `p`.
-fn find_isf(
-    p: &Path,
-    wanted: &PdbIdentity,
-    attempts: &mut Vec<Attempt>,
-) -> Option<(PathBuf, super::Layouts, Vec<String>)> {
-    let candidates: Vec<PathBuf> = if p.is_dir() {
-        let base = format!("{}-{}", wanted.guid.compact(), wanted.age);
-        let mut v = Vec::new();
-        // Volatility's pdbconv, run on a PDB file, records the database as
-        // `unknown.pdb`: its tree puts the file under that name.
-        for dir in [
-            p.to_path_buf(),
-            p.join("windows").join(&wanted.name),
-            p.join(&wanted.name),
-            p.join("windows").join("unknown.pdb"),
-        ] {
-            for ext in ["json.xz", "json"] {
-                v.push(dir.join(format!("{base}.{ext}")));
-            }
-        }
-        v.into_iter().filter(|c| c.is_file()).collect()
-    } else {
-        vec![p.to_path_buf()]
-    };
-    if candidates.is_empty() {
-        attempts.push(Attempt {
-            location: p.display().to_string(),
-            outcome: "no ISF file for this GUID and age".into(),
-        });
-    }
-    for c in candidates {
-        match read_isf(&c) {
-            // The GUID and age identify the PDB; the database name does
-            // not (pdbconv writes `unknown.pdb` when converting a file).
-            Ok((Some(id), layouts, mut w)) if id.guid == wanted.guid && id.age == wanted.age => {
-                if !id.name.eq_ignore_ascii_case(&wanted.name) {
-                    w.push(format!(
-                        "{}: the ISF names its database `{}`, not `{}`; it was matched by GUID and age",
-                        c.display(),
-                        id.name,
-                        wanted.name
-                    ));
-                }
-                return Some((c, layouts, w));
-            }
-            Ok((Some(id), ..)) => attempts.push(Attempt {
-                location: c.display().to_string(),
-                outcome: format!("ISF for {id}, not {wanted}"),
-            }),
-            Ok((None, ..)) => attempts.push(Attempt {
-                location: c.display().to_string(),
-                outcome: "the ISF names no PDB GUID/age, so it cannot be matched".into(),
-            }),
-            Err(e) => attempts.push(Attempt {
-                location: c.display().to_string(),
-                outcome: e.to_string(),
-            }),
-        }
-    }
-    None
 }
 
 /// Use the symbols to complete a kernel identity found before they were

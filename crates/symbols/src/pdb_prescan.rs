@@ -94,7 +94,7 @@ const MEMBER_KINDS: [u16; 20] = [
 /// parsed: pdb2's `S_DEFRANGE*` parsers subtract from the record's length
 /// before checking it (a panic with overflow checks), found by the fuzzer
 /// (`pdb_layouts`, through the stack symbolizer).
-pub(crate) fn symbol_kind_is_read(kind: u16) -> bool {
+pub fn symbol_kind_is_read(kind: u16) -> bool {
     matches!(
         kind,
         0x110e | 0x1009 // S_PUB32, S_PUB32_ST
@@ -113,7 +113,7 @@ pub(crate) fn symbol_kind_is_read(kind: u16) -> bool {
 pub(crate) fn dbi_sizes_overflow(stream: &[u8]) -> bool {
     // ModInfo, SectionContribution, SectionMap, SourceInfo, TypeServerMap
     // and ECSubstream sizes, in pdb2's order.
-    let b = crate::bytes::Le(stream);
+    let b = pooldump_io::bytes::Le(stream);
     [24, 28, 32, 36, 40, 52]
         .iter()
         .try_fold(0u32, |sum, &at| sum.checked_add(b.u32(at).unwrap_or(0)))
@@ -133,7 +133,7 @@ pub(crate) fn dbi_sizes_overflow(stream: &[u8]) -> bool {
 /// A real stream's first index is 0x1000 and its maximum is the first plus
 /// its record count.
 pub(super) fn check_type_stream(stream: &[u8]) -> Result<(), String> {
-    let b = crate::bytes::Le(stream);
+    let b = pooldump_io::bytes::Le(stream);
     let (Some(header_size), Some(first), Some(max)) = (b.u32(4), b.u32(8), b.u32(12)) else {
         return Ok(());
     };
@@ -164,7 +164,7 @@ pub(super) fn check_type_stream(stream: &[u8]) -> Result<(), String> {
 /// must not be handed to pdb2, by type index, with their leaf kind.
 pub(super) fn undecodable_records(stream: &[u8]) -> HashMap<u32, u16> {
     let mut bad = HashMap::new();
-    let b = crate::bytes::Le(stream);
+    let b = pooldump_io::bytes::Le(stream);
     let (Some(header_size), Some(first)) = (b.u32(4), b.u32(8)) else {
         return bad;
     };
@@ -553,7 +553,7 @@ mod tests {
             assert!(undecodable_records(&tpi).is_empty(), "{pdb}");
             // The walk reaches the real field lists: the first one's first
             // member turned into a nested field list is found.
-            let b = crate::bytes::Le(&tpi);
+            let b = pooldump_io::bytes::Le(&tpi);
             let (mut at, mut index) = (b.u32(4).unwrap() as usize, b.u32(8).unwrap());
             while b.u16(at + 2) != Some(LF_FIELDLIST) {
                 at += 2 + usize::from(b.u16(at).unwrap());

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use pdb::FallibleIterator;
-use pooldump_core::symbols::pdb::read_pdb;
+use pooldump_symbols::pdb::read_pdb;
 
 const MEMBERS: u64 = 3000;
 

@@ -15,22 +15,27 @@ impl<'a> Le<'a> {
         self.0.get(off..off.checked_add(n)?)
     }
 
+    /// `N` bytes at `off` as an array, or `None` if they are not all there.
     pub fn array<const N: usize>(self, off: usize) -> Option<[u8; N]> {
         self.bytes(off, N)?.try_into().ok()
     }
 
+    /// A byte at `off`, or `None` if it runs past the end.
     pub fn u8(self, off: usize) -> Option<u8> {
         self.0.get(off).copied()
     }
 
+    /// A little-endian `u16` at `off`, or `None` if it runs past the end.
     pub fn u16(self, off: usize) -> Option<u16> {
         self.array(off).map(u16::from_le_bytes)
     }
 
+    /// A little-endian `u32` at `off`, or `None` if it runs past the end.
     pub fn u32(self, off: usize) -> Option<u32> {
         self.array(off).map(u32::from_le_bytes)
     }
 
+    /// A little-endian `u64` at `off`, or `None` if it runs past the end.
     pub fn u64(self, off: usize) -> Option<u64> {
         self.array(off).map(u64::from_le_bytes)
     }

@@ -1,19 +1,22 @@
 //! The two ways a run gets nt's layouts: parsing the PDB (first run) and
 //! reading the layout cache (every later run on the same build), plus the
-//! queries the analysis makes. Run with `cargo bench --bench symbols`.
+//! queries the analysis makes. Run with
+//! `cargo bench -p pooldump-symbols --bench symbols`.
 
 use std::path::PathBuf;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use pooldump_core::symbols::isf::read_isf;
-use pooldump_core::symbols::pdb::read_pdb;
-use pooldump_core::symbols::{KernelSymbols, LayoutCache, SymbolSource};
+use pooldump_symbols::isf::read_isf;
+use pooldump_symbols::pdb::read_pdb;
+use pooldump_symbols::{KernelSymbols, LayoutCache, SymbolSource};
+
+/// The repository's root.
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
 
 fn pdb(build: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/nt")
-        .join(build)
-        .join("ntkrnlmp.pdb")
+    repo().join("testdata/nt").join(build).join("ntkrnlmp.pdb")
 }
 
 fn bench(c: &mut Criterion) {
@@ -33,8 +36,7 @@ fn bench(c: &mut Criterion) {
     }
     // A real-sized layout set: every type and symbol of the real 19041
     // symbol table (1 600+ types, ~40 000 symbols), when ../shared is there.
-    let isf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/isf/06564D3477822C7D97F04852CBD5AFD6-1.json.xz");
+    let isf = repo().join("../shared/isf/06564D3477822C7D97F04852CBD5AFD6-1.json.xz");
     if isf.is_file() {
         g.bench_function("parse_isf/real-19041", |b| {
             b.iter(|| read_isf(&isf).unwrap())

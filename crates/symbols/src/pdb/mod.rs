@@ -3,7 +3,7 @@
 //! Why `pdb2` and not `pdb` 0.8: `pdb` 0.8.0 cannot read a field list that
 //! the linker split with LF_INDEX (it does not skip the pad after the leaf);
 //! `pdb2` is the maintained, API-identical fork that can.
-//! `crates/core/tests/symbols_lfindex.rs` shows both on a committed fixture and
+//! `crates/symbols/tests/symbols_lfindex.rs` shows both on a committed fixture and
 //! docs/symbols.md explains the choice.
 //!
 //! What the reader does (docs/testdata-nt.md):
@@ -22,11 +22,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use pdb2::{FallibleIterator, PDB, PrimitiveKind, TypeData, TypeFinder, TypeIndex};
+use pdb2::{FallibleIterator, PDB, TypeData, TypeFinder, TypeIndex};
 
-use super::PdbIdentity;
-use super::layout::{FieldLayout, Layouts, TypeLayout};
-use crate::kernel::Guid;
+use crate::guid::Guid;
+use crate::layout::{FieldLayout, Layouts, TypeLayout};
+use crate::source::PdbIdentity;
+
+pub use crate::pdb_prescan::symbol_kind_is_read;
+
+mod primitive;
+
+use primitive::{primitive_name, primitive_size, variant};
 
 /// Type chains (modifier → pointer → array ...) deeper than this are
 /// treated as broken: a hostile PDB could make them cyclic.
@@ -35,19 +41,32 @@ const MAX_TYPE_DEPTH: u32 = 32;
 /// Why a PDB could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum PdbError {
+    /// The file could not be opened.
     #[error("cannot open {path}: {source}")]
     Open {
+        /// The PDB file.
         path: PathBuf,
+        /// The OS error.
         source: std::io::Error,
     },
+    /// The file is not a PDB pooldump can read, or is damaged.
     #[error("{path} is not a readable PDB: {detail}")]
-    Malformed { path: PathBuf, detail: String },
+    Malformed {
+        /// The PDB file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The file is a readable PDB of another build.
     #[error(
         "{path} is the wrong PDB: it is {found}, the image needs {wanted} (a different build of the same file)"
     )]
     Mismatch {
+        /// The PDB file.
         path: PathBuf,
+        /// Its GUID and age.
         found: String,
+        /// The GUID and age the image asked for.
         wanted: String,
     },
 }
@@ -127,7 +146,7 @@ fn check_msf_length<R: std::io::Read + std::io::Seek>(mut r: R) -> Result<(), St
     if !ok {
         return Ok(());
     }
-    let le = crate::bytes::Le(&head);
+    let le = pooldump_io::bytes::Le(&head);
     let block_size = u64::from(le.u32(32).unwrap_or(0));
     let blocks = u64::from(le.u32(40).unwrap_or(0));
     let want = block_size.saturating_mul(blocks);
@@ -139,6 +158,10 @@ fn check_msf_length<R: std::io::Read + std::io::Seek>(mut r: R) -> Result<(), St
     Ok(())
 }
 
+/// Read the PDB at `path` (file name `name`, for the identity it
+/// reports): its globals, struct and union layouts and enums. With
+/// `expect`, a PDB of another GUID or age is [`PdbError::Mismatch`]. The
+/// warnings name records that were skipped.
 pub fn read_pdb(
     path: &Path,
     name: &str,
@@ -199,11 +222,11 @@ where
     let mut layouts = Layouts::default();
     let types = pdb.raw_stream(pdb2::StreamIndex(2)).map_err(mal)?;
     let types = types.as_ref().map_or(&[][..], |s| s.as_slice());
-    super::pdb_prescan::check_type_stream(types).map_err(|detail| PdbError::Malformed {
+    crate::pdb_prescan::check_type_stream(types).map_err(|detail| PdbError::Malformed {
         path: path.to_path_buf(),
         detail,
     })?;
-    let undecodable = super::pdb_prescan::undecodable_records(types);
+    let undecodable = crate::pdb_prescan::undecodable_records(types);
     let tpi = pdb.type_information().map_err(mal)?;
     let mut finder = tpi.finder();
     let names =
@@ -234,7 +257,7 @@ fn read_symbols<'s, S: pdb2::Source<'s> + 's>(
     let mut unparsed = 0usize;
     let mut alias = Vec::new();
     while let Some(sym) = iter.next()? {
-        if !super::pdb_prescan::symbol_kind_is_read(sym.raw_kind()) {
+        if !crate::pdb_prescan::symbol_kind_is_read(sym.raw_kind()) {
             continue;
         }
         match sym.parse() {
@@ -290,7 +313,7 @@ fn undecorate(name: &str) -> Option<&str> {
 struct DefinitionNames {
     by_name: HashMap<String, TypeIndex>,
     /// The records pdb2 would panic on
-    /// ([`super::pdb_prescan::undecodable_records`]): type index to leaf
+    /// ([`crate::pdb_prescan::undecodable_records`]): type index to leaf
     /// kind.
     undecodable: HashMap<u32, u16>,
 }
@@ -308,11 +331,11 @@ fn parse_type<'t>(
 }
 
 /// Refuse a PDB whose DBI header would overflow pdb2's arithmetic
-/// ([`super::pdb_prescan::dbi_sizes_overflow`]); a DBI stream pdb2 cannot
+/// (its sizes are summed before pdb2 sees them); a DBI stream pdb2 cannot
 /// read is left for pdb2 to report.
-pub(crate) fn check_dbi<'s, S: pdb2::Source<'s> + 's>(pdb: &mut PDB<'s, S>) -> Result<(), String> {
+pub fn check_dbi<'s, S: pdb2::Source<'s> + 's>(pdb: &mut PDB<'s, S>) -> Result<(), String> {
     match pdb.raw_stream(pdb2::StreamIndex(3)) {
-        Ok(Some(s)) if super::pdb_prescan::dbi_sizes_overflow(&s) => Err(
+        Ok(Some(s)) if crate::pdb_prescan::dbi_sizes_overflow(&s) => Err(
             "its DBI stream states substream sizes that add up past 4 GiB: the file is damaged"
                 .into(),
         ),
@@ -431,36 +454,23 @@ fn layout_of(
         union,
         fields: Vec::new(),
     };
-    let mut next = fields;
-    let mut lists = 0u32;
-    while let Some(list_idx) = next {
-        lists += 1;
-        if lists > 4096 {
-            return Err(err("field list continuations do not end"));
-        }
-        let list = match parse_type(finder, names, list_idx) {
-            Ok(TypeData::FieldList(l)) => l,
-            Ok(_) => return Err(err("its field list is not an LF_FIELDLIST")),
-            Err(e) => return Err(format!("its field list: {e}")),
-        };
-        for f in &list.fields {
-            if let TypeData::Member(m) = f {
-                let name = m.name.to_string();
-                if name.starts_with("__") {
-                    continue;
-                }
-                let mut field = FieldLayout {
-                    name: name.into_owned(),
-                    offset: m.offset,
-                    ..Default::default()
-                };
-                describe(finder, names, m.field_type, &mut field, 0)
-                    .map_err(|e| format!("member {}: {e}", field.name))?;
-                layout.fields.push(field);
+    for_each_list_item(finder, names, fields, "field list", |f| {
+        if let TypeData::Member(m) = f {
+            let name = m.name.to_string();
+            if name.starts_with("__") {
+                return Ok(());
             }
+            let mut field = FieldLayout {
+                name: name.into_owned(),
+                offset: m.offset,
+                ..Default::default()
+            };
+            describe(finder, names, m.field_type, &mut field, 0)
+                .map_err(|e| format!("member {}: {e}", field.name))?;
+            layout.fields.push(field);
         }
-        next = list.continuation;
-    }
+        Ok(())
+    })?;
     layout.sort();
     Ok(layout)
 }
@@ -595,26 +605,44 @@ fn enumerators(
         Err(e) => return Err(e.to_string()),
     };
     let mut out = BTreeMap::new();
-    let mut next = Some(e.fields);
+    for_each_list_item(finder, names, Some(e.fields), "enumerator list", |f| {
+        if let TypeData::Enumerate(v) = f {
+            out.insert(v.name.to_string().into_owned(), variant(&v.value));
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Hand each item of the `LF_FIELDLIST` at `first` and its continuations
+/// to `each`. `what` names the list in messages (`field list`). A chain of
+/// continuations longer than any real type's is refused: a hostile PDB
+/// could make it cyclic.
+fn for_each_list_item(
+    finder: &TypeFinder<'_>,
+    names: &DefinitionNames,
+    first: Option<TypeIndex>,
+    what: &str,
+    mut each: impl FnMut(&TypeData<'_>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut next = first;
     let mut lists = 0u32;
     while let Some(list_idx) = next {
         lists += 1;
         if lists > 4096 {
-            return Err(err("enumerator list continuations do not end"));
+            return Err(err(format!("{what} continuations do not end")));
         }
         let list = match parse_type(finder, names, list_idx) {
             Ok(TypeData::FieldList(l)) => l,
-            Ok(_) => return Err(err("its enumerator list is not an LF_FIELDLIST")),
-            Err(e) => return Err(e.to_string()),
+            Ok(_) => return Err(err(format!("its {what} is not an LF_FIELDLIST"))),
+            Err(e) => return Err(format!("its {what}: {e}")),
         };
         for f in &list.fields {
-            if let TypeData::Enumerate(v) = f {
-                out.insert(v.name.to_string().into_owned(), variant(&v.value));
-            }
+            each(f)?;
         }
         next = list.continuation;
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -626,59 +654,4 @@ fn undecorates_x86_call_conventions_only() {
     assert_eq!(undecorate("_security_cookie"), None);
     assert_eq!(undecorate("?Foo@@YAXXZ"), None);
     assert_eq!(undecorate("_x@"), None);
-}
-
-fn variant(v: &pdb2::Variant) -> i64 {
-    use pdb2::Variant::*;
-    match *v {
-        U8(x) => i64::from(x),
-        U16(x) => i64::from(x),
-        U32(x) => i64::from(x),
-        U64(x) => x as i64,
-        I8(x) => i64::from(x),
-        I16(x) => i64::from(x),
-        I32(x) => i64::from(x),
-        I64(x) => x,
-    }
-}
-
-/// Base type names as Volatility's ISF spells them.
-fn primitive_name(k: PrimitiveKind) -> &'static str {
-    use PrimitiveKind::*;
-    match k {
-        NoType | Void => "void",
-        Char | RChar | I8 => "char",
-        UChar | U8 | Char8 => "unsigned char",
-        WChar | RChar16 => "wchar",
-        RChar32 => "unsigned long",
-        Short | I16 => "short",
-        UShort | U16 => "unsigned short",
-        Long | HRESULT => "long",
-        ULong => "unsigned long",
-        I32 => "int",
-        U32 => "unsigned int",
-        Quad | I64 => "long long",
-        UQuad | U64 => "unsigned long long",
-        F32 | F32PP => "float",
-        F64 => "double",
-        Bool8 => "bool",
-        _ => "unknown",
-    }
-}
-
-fn primitive_size(k: PrimitiveKind) -> u64 {
-    use PrimitiveKind::*;
-    match k {
-        NoType | Void => 0,
-        Char | RChar | I8 | UChar | U8 | Char8 | Bool8 => 1,
-        WChar | RChar16 | Short | I16 | UShort | U16 | Bool16 | F16 => 2,
-        RChar32 | Long | HRESULT | ULong | I32 | U32 | F32 | F32PP | Bool32 => 4,
-        F48 => 6,
-        Quad | I64 | UQuad | U64 | F64 | Bool64 | Complex32 => 8,
-        F80 => 10,
-        Octa | UOcta | I128 | U128 | F128 | Complex64 => 16,
-        Complex80 => 20,
-        Complex128 => 32,
-        _ => 0,
-    }
 }

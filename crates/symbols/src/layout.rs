@@ -30,7 +30,9 @@ pub struct Layouts {
 /// A struct or union.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TypeLayout {
+    /// Bytes.
     pub size: u64,
+    /// A union rather than a struct.
     #[serde(default)]
     pub union: bool,
     /// Members in layout order (offset, then bit position).
@@ -40,14 +42,17 @@ pub struct TypeLayout {
 /// One member of a struct or union, relative to the start of its type.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldLayout {
+    /// The member's name (anonymous members by a unique key).
     pub name: String,
     /// Byte offset; for a bitfield, of its storage unit.
     pub offset: u64,
     /// Bytes: the storage unit for a bitfield, the whole array for an
     /// array.
     pub size: u64,
+    /// A bitfield's first bit within its storage unit.
     #[serde(default)]
     pub bit_position: Option<u32>,
+    /// A bitfield's width in bits.
     #[serde(default)]
     pub bit_length: Option<u32>,
     /// A base type's name, a struct/union name, `pointer`, or for an array
@@ -58,11 +63,13 @@ pub struct FieldLayout {
     /// Elements, for an array.
     #[serde(default)]
     pub count: Option<u64>,
+    /// Bytes per element, for an array.
     #[serde(default)]
     pub element_size: Option<u64>,
     /// What a pointer points at (a type name, `void`, `pointer`, ...).
     #[serde(default)]
     pub pointee: Option<String>,
+    /// The enum of an enum-typed member.
     #[serde(default, rename = "enum")]
     pub enum_name: Option<String>,
 }

@@ -28,7 +28,9 @@ pub enum SymbolPathElement {
     /// `srv*...`: downstream stores (searched first, filled on download)
     /// and the upstream server or share.
     Server {
+        /// The stores searched first and filled on download (the first).
         downstream: Vec<PathBuf>,
+        /// The server or share asked last.
         upstream: Upstream,
     },
     /// `cache*DIR`: a cache for the elements after it.
@@ -47,6 +49,7 @@ pub enum Upstream {
 /// A parsed symbol path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SymbolPath {
+    /// The elements, searched in order.
     pub elements: Vec<SymbolPathElement>,
 }
 

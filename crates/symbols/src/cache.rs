@@ -1,7 +1,7 @@
 //! The layout cache: the [`Layouts`] read from a PDB, stored compactly
 //! keyed by PDB name, GUID and age, so the second run on the same build
 //! reads one small file instead of locating and re-parsing a 10 MB PDB
-//! (`benches/symbols.rs` measures both).
+//! (the crate's `benches/symbols.rs` measures both).
 //!
 //! `<root>/layouts/<pdb>/<GUID><AGE>.bin`: the magic `PDLC`, the format
 //! version (u32 LE), then the file in postcard, a compact binary serde
@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::PdbIdentity;
-use super::layout::Layouts;
+use crate::layout::Layouts;
+use crate::source::PdbIdentity;
 
 /// Bump when the PDB reader changes what it extracts: older cache files
 /// are then ignored. (2: the synthetic test PDBs were rebuilt with new
@@ -41,6 +41,7 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 /// A layout cache rooted at a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayoutCache {
+    /// The directory that holds the cached layout files.
     pub root: PathBuf,
 }
 
@@ -53,6 +54,7 @@ struct CacheFile {
 }
 
 impl LayoutCache {
+    /// A cache in the directory `root` (created on the first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }
@@ -79,8 +81,9 @@ impl LayoutCache {
         if meta.len() > MAX_CACHE_FILE {
             return Err(format!("{} is implausibly large", p.display()));
         }
-        let bytes = crate::input::read_capped(&p, MAX_CACHE_FILE, "a pooldump layout cache file")
-            .map_err(|e| e.to_string())?;
+        let bytes =
+            pooldump_io::input::read_capped(&p, MAX_CACHE_FILE, "a pooldump layout cache file")
+                .map_err(|e| e.to_string())?;
         if bytes.get(..4) != Some(&MAGIC[..]) {
             return Err(format!(
                 "{} is not a pooldump layout cache file",
@@ -118,7 +121,7 @@ impl LayoutCache {
         };
         let body = postcard::to_stdvec(&f).map_err(std::io::Error::other)?;
         let mut tmp =
-            tempfile::NamedTempFile::new_in(dir).map_err(crate::fsio::without_temp_path)?;
+            tempfile::NamedTempFile::new_in(dir).map_err(pooldump_io::fsio::without_temp_path)?;
         tmp.write_all(MAGIC)?;
         tmp.write_all(&CACHE_FORMAT.to_le_bytes())?;
         tmp.write_all(&body)?;

@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::PdbIdentity;
-use super::layout::{FieldLayout, Layouts, TypeLayout};
-use crate::kernel::Guid;
+use crate::guid::Guid;
+use crate::layout::{FieldLayout, Layouts, TypeLayout};
+use crate::source::PdbIdentity;
+use crate::store::Attempt;
 
 /// An ISF's JSON larger than this is refused (real ntkrnlmp ISFs are
 /// 3-12 MB): a hostile `.xz` must not decompress without bound.
@@ -23,22 +24,46 @@ pub const MAX_ISF_JSON: u64 = 64 << 20;
 /// Why an ISF could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum IsfError {
+    /// The file could not be opened or read.
     #[error("{path} cannot be read: {source}")]
     Io {
+        /// The ISF file.
         path: PathBuf,
+        /// The OS error.
         source: std::io::Error,
     },
+    /// The `.xz` stream is broken.
     #[error("{path} is not valid xz: {detail}")]
-    Xz { path: PathBuf, detail: String },
+    Xz {
+        /// The ISF file.
+        path: PathBuf,
+        /// What the decoder said.
+        detail: String,
+    },
+    /// The JSON is larger than [`MAX_ISF_JSON`].
     #[error("{path} decompresses to more than {MAX_ISF_JSON} bytes; refusing it")]
-    TooLarge { path: PathBuf },
+    TooLarge {
+        /// The ISF file.
+        path: PathBuf,
+    },
+    /// The `.xz` stream asks for a dictionary larger than
+    /// [`MAX_ISF_XZ_DICT_KB`]: refused before anything is decoded.
     #[error(
         "{path} asks for an xz dictionary larger than {} MiB (xz -9 uses 64 MiB, ISF packs 8 MiB); refusing it",
         MAX_ISF_XZ_DICT_KB >> 10
     )]
-    XzDictionary { path: PathBuf },
+    XzDictionary {
+        /// The ISF file.
+        path: PathBuf,
+    },
+    /// The JSON is not an ISF pooldump can read.
     #[error("{path} is not a Volatility ISF: {detail}")]
-    Malformed { path: PathBuf, detail: String },
+    Malformed {
+        /// The ISF file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -132,6 +157,72 @@ pub fn read_isf(path: &Path) -> Result<(Option<PdbIdentity>, Layouts, Vec<String
         source,
     })?;
     read_isf_from(file, path)
+}
+
+/// An ISF file for `wanted`: `p` itself, or inside directory `p` (flat
+/// `<GUID>-<age>.json[.xz]`, or Volatility's `windows/<pdb>/...` tree),
+/// matched by GUID and age: the file, its layouts and warnings. Each file
+/// tried that does not serve is noted in `attempts`.
+pub fn find_isf(
+    p: &Path,
+    wanted: &PdbIdentity,
+    attempts: &mut Vec<Attempt>,
+) -> Option<(PathBuf, Layouts, Vec<String>)> {
+    let candidates: Vec<PathBuf> = if p.is_dir() {
+        let base = format!("{}-{}", wanted.guid.compact(), wanted.age);
+        let mut v = Vec::new();
+        // Volatility's pdbconv, run on a PDB file, records the database as
+        // `unknown.pdb`: its tree puts the file under that name.
+        for dir in [
+            p.to_path_buf(),
+            p.join("windows").join(&wanted.name),
+            p.join(&wanted.name),
+            p.join("windows").join("unknown.pdb"),
+        ] {
+            for ext in ["json.xz", "json"] {
+                v.push(dir.join(format!("{base}.{ext}")));
+            }
+        }
+        v.into_iter().filter(|c| c.is_file()).collect()
+    } else {
+        vec![p.to_path_buf()]
+    };
+    if candidates.is_empty() {
+        attempts.push(Attempt {
+            location: p.display().to_string(),
+            outcome: "no ISF file for this GUID and age".into(),
+        });
+    }
+    for c in candidates {
+        match read_isf(&c) {
+            // The GUID and age identify the PDB; the database name does
+            // not (pdbconv writes `unknown.pdb` when converting a file).
+            Ok((Some(id), layouts, mut w)) if id.guid == wanted.guid && id.age == wanted.age => {
+                if !id.name.eq_ignore_ascii_case(&wanted.name) {
+                    w.push(format!(
+                        "{}: the ISF names its database `{}`, not `{}`; it was matched by GUID and age",
+                        c.display(),
+                        id.name,
+                        wanted.name
+                    ));
+                }
+                return Some((c, layouts, w));
+            }
+            Ok((Some(id), ..)) => attempts.push(Attempt {
+                location: c.display().to_string(),
+                outcome: format!("ISF for {id}, not {wanted}"),
+            }),
+            Ok((None, ..)) => attempts.push(Attempt {
+                location: c.display().to_string(),
+                outcome: "the ISF names no PDB GUID/age, so it cannot be matched".into(),
+            }),
+            Err(e) => attempts.push(Attempt {
+                location: c.display().to_string(),
+                outcome: e.to_string(),
+            }),
+        }
+    }
+    None
 }
 
 /// The LZMA2 dictionary an ISF's xz may ask for, in KiB. `xz -9` uses

@@ -2,7 +2,7 @@
 """Generate pooldump's built-in layout table (table.json.xz) from real
 symbol tables.
 
-The table is the offline fallback of crates/core/src/symbols/fallback.rs:
+The table is the offline fallback of crates/symbols/src/fallback.rs:
 when no PDB or ISF can be had for a dump's kernel, pooldump uses these
 layouts, chosen by the RSDS GUID/age (then symbol RVAs are exact too) or
 by build number (layouts only), and says so loudly.
@@ -18,7 +18,7 @@ SYMBOLS, converted exactly as the ISF reader in isf.rs converts them
 Array globals whose type an ISF does not give get a size: the gap to the
 next symbol, which is how docs/pool-structures.md §1 bounds ExPoolTagTables.
 
-    python3 crates/core/src/symbols/fallback/generate.py [--isf-dir DIR]
+    python3 crates/symbols/src/fallback/generate.py [--isf-dir DIR]
 
 Standard library only. The output is deterministic (sorted JSON, fixed xz
 settings).
@@ -32,7 +32,7 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.abspath(os.path.join(HERE, "..", "..", "..", "..", ".."))
+REPO = os.path.abspath(os.path.join(HERE, "..", "..", "..", ".."))
 
 # Type name -> None (all fields) or the fields to keep.
 TYPES = {

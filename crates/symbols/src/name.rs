@@ -19,6 +19,7 @@ pub struct PdbName(String);
 pub struct PdbNameError {
     /// The name, with anything non-printable escaped.
     pub shown: String,
+    /// What makes it unsafe.
     pub why: &'static str,
 }
 
@@ -81,6 +82,7 @@ impl PdbName {
         Self::new(base)
     }
 
+    /// The name, safe as one path component.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -9,32 +9,39 @@
 //! more revisions of that build and their layouts agree (layouts only:
 //! symbol RVAs differ between revisions). Whoever uses it says so loudly,
 //! and a GUID match is checked against the image in memory before it is
-//! trusted ([`super::check_builtin_fits`]).
+//! trusted (`pooldump_core::symbols::check_builtin_fits`).
 
 use std::sync::OnceLock;
 
 use serde::Deserialize;
 
-use super::PdbIdentity;
-use super::isf::parse_guid;
-use super::layout::Layouts;
-use crate::kernel::Guid;
+use crate::guid::Guid;
+use crate::isf::parse_guid;
+use crate::layout::Layouts;
+use crate::source::PdbIdentity;
 
 const TABLE_XZ: &[u8] = include_bytes!("fallback/table.json.xz");
 
 /// One known build.
 #[derive(Debug, Clone, Deserialize)]
 pub struct BuiltInBuild {
+    /// The PDB's file name (`ntkrnlmp.pdb`).
     pub pdb: String,
     /// Compact upper-case GUID text.
     pub guid: String,
+    /// The PDB's age.
     pub age: u32,
+    /// The build number (`19041`).
     pub build: u32,
+    /// The whole version (`10.0.19041.3324`).
     pub build_string: String,
+    /// The build's symbols and layouts, as its PDB has them.
     pub layouts: Layouts,
 }
 
 impl BuiltInBuild {
+    /// The PDB this entry was read from, or `None` if the table's GUID
+    /// text does not parse.
     pub fn identity(&self) -> Option<PdbIdentity> {
         Some(PdbIdentity {
             name: self.pdb.clone(),

@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use pooldump_core::kernel::Guid;
-use pooldump_core::symbols::{
+use pooldump_symbols::Guid;
+use pooldump_symbols::{
     KernelSymbols, PdbIdentity, SourceKind, SymbolSource, pdb::read_identity, pdb::read_pdb,
 };
 use serde_json::Value;
@@ -196,31 +196,35 @@ fn pool_header_bitfields_use_the_builds_storage_units() {
     }
 }
 
+/// A member's offset in its type, as the manifest has it.
+fn manifest_offset(m: &Value, ty: &str, member: &str) -> u64 {
+    m["types"][ty]["fields"][member]["offset"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("the manifest has no {ty}.{member}"))
+}
+
 #[test]
 fn nested_paths_resolve_like_the_manifest() {
     for b in ["win10-14393", "win10-19041", "win11-22000"] {
         let m = manifest(b);
         let (s, _) = load(b);
-        let regions = &m["types"]["_MI_VISIBLE_STATE"]["fields"]["SystemVaRegions"];
-        let elem = regions["element_size"].as_u64().unwrap();
-        let base_off = m["types"]["_MI_SYSTEM_VA_ASSIGNMENT"]["fields"]["BaseAddress"]["offset"]
+        let regions = manifest_offset(&m, "_MI_VISIBLE_STATE", "SystemVaRegions");
+        let elem = m["types"]["_MI_VISIBLE_STATE"]["fields"]["SystemVaRegions"]["element_size"]
             .as_u64()
             .unwrap();
-        let f = s
-            .field("_MI_VISIBLE_STATE", "SystemVaRegions[1].BaseAddress")
-            .unwrap();
+        let base = manifest_offset(&m, "_MI_SYSTEM_VA_ASSIGNMENT", "BaseAddress");
+        let vs = manifest_offset(&m, "_MI_SYSTEM_INFORMATION", "Vs");
+        let field = |ty: &str, path: &str| s.field(ty, path).unwrap().offset;
         assert_eq!(
-            f.offset,
-            regions["offset"].as_u64().unwrap() + elem + base_off,
+            field("_MI_VISIBLE_STATE", "SystemVaRegions[1].BaseAddress"),
+            regions + elem + base,
             "{b}"
         );
-        let vs = m["types"]["_MI_SYSTEM_INFORMATION"]["fields"]["Vs"]["offset"]
-            .as_u64()
-            .unwrap();
-        let g = s
-            .field("_MI_SYSTEM_INFORMATION", "Vs.SystemVaRegions")
-            .unwrap();
-        assert_eq!(g.offset, vs + regions["offset"].as_u64().unwrap(), "{b}");
+        assert_eq!(
+            field("_MI_SYSTEM_INFORMATION", "Vs.SystemVaRegions"),
+            vs + regions,
+            "{b}"
+        );
     }
 }
 
@@ -271,13 +275,13 @@ fn kldr_layout_matches_the_bootstrap_offsets() {
                 .unwrap()
         );
         let mismatches = s
-            .check_kldr_bootstrap(&pooldump_core::kernel::KLDR_BOOTSTRAP)
+            .check_kldr_bootstrap(&pooldump_symbols::KLDR_BOOTSTRAP)
             .unwrap();
         assert!(mismatches.is_empty(), "{b}: {mismatches:?}");
     }
     // A bootstrap table that is off is reported field by field.
     let (s, _) = load("win10-19041");
-    let mut wrong = pooldump_core::kernel::KLDR_BOOTSTRAP;
+    let mut wrong = pooldump_symbols::KLDR_BOOTSTRAP;
     wrong.size_of_image += 8;
     let msgs = s.check_kldr_bootstrap(&wrong).unwrap();
     assert_eq!(msgs.len(), 1);
