@@ -205,6 +205,28 @@ impl<M: Memory> Target<M> {
         )
     }
 
+    /// [`Self::find`], handing the allocations to `sink` a batch at a time
+    /// as the scan threads find them, unsorted, instead of collecting and
+    /// sorting them: memory does not grow with the number of results. The
+    /// report's `allocations` stay empty; its per-tag totals count what
+    /// the sink received ([`pool::find::FindSink`]).
+    pub fn find_with(
+        &self,
+        patterns: &[pool::TagPattern],
+        opts: &pool::find::FindOptions<'_>,
+        sink: &dyn pool::find::FindSink,
+    ) -> Result<pool::find::FindReport, pool::find::FindError> {
+        pool::find::find_allocations_with(
+            &self.mem,
+            &self.symbols,
+            self.kern_base(),
+            self.build,
+            patterns,
+            opts,
+            sink,
+        )
+    }
+
     /// The big-page table.
     pub fn big_pool(&self, opts: &BigPoolOptions) -> Result<BigPoolTable, PoolError> {
         pool::read_big_pool(&self.mem, &self.symbols, self.kern_base(), opts)

@@ -6,6 +6,7 @@
 //! the separate unmapped list.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use pooldump_core::pagemap::{PageMap, PageMapOptions};
@@ -483,4 +484,87 @@ fn hostile_page_tables_end_the_walk() {
             assert!(r.pagemap.self_references >= 3);
         }
     }
+}
+
+/// `find_with` and its allocations, gathered from the sink and sorted as
+/// `find` sorts them.
+fn streamed(
+    t: &Target<CrashDump>,
+    tags: &[&str],
+    opts: &FindOptions<'_>,
+) -> (FindReport, Vec<FoundAllocation>) {
+    let patterns: Vec<TagPattern> = tags.iter().map(|s| TagPattern::parse(s).unwrap()).collect();
+    let got = std::sync::Mutex::new(Vec::new());
+    let batches = std::sync::atomic::AtomicUsize::new(0);
+    let sink = |b: &[FoundAllocation]| {
+        assert!(!b.is_empty(), "an empty batch");
+        batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        got.lock().unwrap().extend_from_slice(b);
+        ControlFlow::Continue(())
+    };
+    let r = t.find_with(&patterns, opts, &sink).unwrap();
+    assert!(r.allocations.is_empty());
+    let mut got = got.into_inner().unwrap();
+    got.sort_by_key(|a| (a.va, a.header, a.bytes, a.pool_type, a.tag.value()));
+    (r, got)
+}
+
+#[test]
+fn streaming_gives_what_sorting_gives() {
+    for b in NtBuild::ALL {
+        let mut s = Scenario::small(b, 5);
+        s.bulk = Some(BulkSpec {
+            bytes: 8 << 20,
+            tags: 4,
+            big_live: 50,
+            big_freed: 5,
+        });
+        let m = Machine::build(&s);
+        let dir = tempfile::tempdir().unwrap();
+        let t = open(&m, DumpKind::KernelBitmap, dir.path());
+        let tags: Vec<&str> = SMALL_TAGS.iter().copied().chain(["B*", "C*"]).collect();
+        let opts = FindOptions {
+            // Small chunks: many batches from both threads.
+            chunk_bytes: 64 << 10,
+            ..FindOptions::default()
+        };
+        let patterns: Vec<TagPattern> =
+            tags.iter().map(|s| TagPattern::parse(s).unwrap()).collect();
+        let sorted = t.find(&patterns, &opts).unwrap();
+        let (r, got) = streamed(&t, &tags, &opts);
+        assert!(sorted.allocations.len() > 100, "{b}");
+        assert_eq!(got, sorted.allocations, "{b}: the allocations");
+        assert_eq!(r.tags, sorted.tags, "{b}: the per-tag totals");
+        assert_eq!(r.unmapped, sorted.unmapped, "{b}");
+        assert_eq!(r.scan.headers, sorted.scan.headers, "{b}");
+        assert_eq!(
+            r.scan.duplicate_headers, sorted.scan.duplicate_headers,
+            "{b}"
+        );
+        assert_eq!(r.warnings, sorted.warnings, "{b}");
+    }
+}
+
+#[test]
+fn a_sink_can_stop_the_search() {
+    let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 5));
+    let dir = tempfile::tempdir().unwrap();
+    let t = open(&m, DumpKind::KernelBitmap, dir.path());
+    let patterns: Vec<TagPattern> = SMALL_TAGS
+        .iter()
+        .map(|s| TagPattern::parse(s).unwrap())
+        .collect();
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let sink = |_: &[FoundAllocation]| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ControlFlow::Break(())
+    };
+    let opts = FindOptions {
+        threads: Some(1),
+        chunk_bytes: 64 << 10,
+        ..FindOptions::default()
+    };
+    let r = t.find_with(&patterns, &opts, &sink);
+    assert!(matches!(r, Err(find::FindError::Stopped)), "{r:?}");
+    assert_eq!(calls.into_inner(), 1, "no batch after the sink stopped");
 }
