@@ -66,7 +66,7 @@ pub struct FindOptions<'a> {
     pub chunk_bytes: usize,
     /// Drop each run of a memory-mapped dump from the process once it is
     /// scanned, and the pages the header checks read elsewhere in it every
-    /// 256 MiB scanned, so the resident set stays small however big the
+    /// 64 MiB scanned, so the resident set stays small however big the
     /// dump is and however many headers it holds.
     pub release_scanned: bool,
     /// Read the big-page table.

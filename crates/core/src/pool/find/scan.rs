@@ -206,7 +206,7 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
     /// this, the resident set grows with the number of headers found. The
     /// pages stay in the page cache; what is still in use faults back in.
     fn release_metadata(&self, d: &dyn PageFile, bytes: u64) {
-        const EVERY: u64 = 256 << 20;
+        const EVERY: u64 = 64 << 20;
         let before = self.scanned.fetch_add(bytes, Ordering::Relaxed);
         if (before + bytes) / EVERY != before / EVERY {
             d.release_file_range(0, d.file_bytes().len());
