@@ -421,7 +421,7 @@ fn unsorted_json_without_results_is_valid() {
 
 /// Peak RSS of `pooldump find --unsorted` must not follow the number of
 /// allocations found. One kit dump with a bulk pool of 128 MiB under one
-/// tag (about 400,000 allocations) and the scenario's few `Leak`s: the
+/// tag (about 600,000 allocations) and the scenario's few `Leak`s: the
 /// same dump is scanned for either, so what differs is what the results
 /// cost. The sorted search on the same dump must grow (it holds 64 bytes
 /// per result), which shows the measurement sees results at all.
@@ -479,11 +479,11 @@ fn unsorted_memory_does_not_grow_with_results() {
     assert!(found > 200_000, "{found} of {many}");
     let (sorted_peak, _) = peak(&bulk_tag, &[]);
     assert!(
-        sorted_peak > few_peak + (16 << 20),
+        sorted_peak > few_peak + (24 << 20),
         "the sorted search should hold its {found} results: {sorted_peak} vs {few_peak}"
     );
     assert!(
-        many_peak < few_peak + (6 << 20),
+        many_peak < few_peak + (10 << 20),
         "--unsorted grew with its results: {few} -> {few_peak} bytes, {found} -> {many_peak} bytes"
     );
 }
