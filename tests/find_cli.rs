@@ -428,16 +428,12 @@ fn unsorted_json_without_results_is_valid() {
 #[cfg(target_os = "linux")]
 #[test]
 fn unsorted_memory_does_not_grow_with_results() {
-    use pooldump_kit::bulk::BulkSpec;
     use support::run_measured;
 
     let mut s = Scenario::small(NtBuild::Win10_19041, 4);
-    s.bulk = Some(BulkSpec {
-        bytes: 128 << 20,
-        tags: 1,
-        big_live: 0,
-        big_freed: 0,
-    });
+    // As a scenario file spells it: no big-pool entries.
+    let bulk = serde_json::json!({ "bytes": 128u64 << 20, "tags": 1 });
+    s.bulk = Some(serde_json::from_value(bulk).unwrap());
     let m = Machine::build(&s);
     let (bulk_tag, many) = {
         let all = m.bulk_allocations();

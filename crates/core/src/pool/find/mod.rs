@@ -146,6 +146,13 @@ use sink::{BATCH, Found};
 /// Physical memory is scanned in bulk from the source's
 /// [`Memory::page_file`] when it has one (a dump's pages in file order),
 /// else frame run by frame run through [`Memory::read_physical`].
+///
+/// With a `sink`, the allocations go to it as the scan finds them instead
+/// of being collected and sorted ([`crate::Target::find_with`]): memory
+/// does not grow with the number of results, the report's `allocations`
+/// stay empty and its per-tag totals count what the sink received.
+// Long: the steps of one search in order, each a call; splitting it would
+// only pass their results around.
 pub fn find_allocations<M: Memory + ?Sized>(
     mem: &M,
     syms: &KernelSymbols,
@@ -153,41 +160,12 @@ pub fn find_allocations<M: Memory + ?Sized>(
     build: Option<u32>,
     patterns: &[TagPattern],
     opts: &FindOptions<'_>,
+    sink: Option<&dyn FindSink>,
 ) -> Result<FindReport, FindError> {
-    let found = Found::Kept(Mutex::default());
-    search(mem, syms, kern_base, build, patterns, opts, found)
-}
-
-/// [`find_allocations`], handing the allocations to `sink` as the scan
-/// finds them instead of collecting and sorting them
-/// ([`crate::Target::find_with`] is the front door): memory does not grow
-/// with the number of results. The report's `allocations` stay empty; its
-/// per-tag totals count what the sink received.
-pub fn find_allocations_with<M: Memory + ?Sized>(
-    mem: &M,
-    syms: &KernelSymbols,
-    kern_base: KernelVa,
-    build: Option<u32>,
-    patterns: &[TagPattern],
-    opts: &FindOptions<'_>,
-    sink: &dyn FindSink,
-) -> Result<FindReport, FindError> {
-    let found = Found::streamed(sink);
-    search(mem, syms, kern_base, build, patterns, opts, found)
-}
-
-/// The search, the allocations going to `found`.
-// Long: the steps of one search in order, each a call; splitting it would
-// only pass their results around.
-fn search<M: Memory + ?Sized>(
-    mem: &M,
-    syms: &KernelSymbols,
-    kern_base: KernelVa,
-    build: Option<u32>,
-    patterns: &[TagPattern],
-    opts: &FindOptions<'_>,
-    found: Found<'_>,
-) -> Result<FindReport, FindError> {
+    let found = match sink {
+        Some(sink) => Found::streamed(sink),
+        None => Found::Kept(Mutex::default()),
+    };
     let file = mem.page_file();
     let masks = all_masks(patterns)?;
     // One membership test for the big-page table and the tracker too: a
