@@ -39,6 +39,8 @@ fn exe(rel: &str) -> PathBuf {
 /// (as to a file).
 fn run(cmd: &mut Command) -> (f64, u64) {
     let t = Instant::now();
+    // Reaped by wait4 below, which std's Child cannot do with rusage.
+    #[allow(clippy::zombie_processes)]
     let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -228,7 +228,7 @@ fn tail(r: &Report, format: Format, rows: u64, w: &mut dyn Write) -> Result<()> 
             } else {
                 b"\n  ],".as_slice()
             })?;
-            w.write_all(doc[at..].as_bytes())?;
+            w.write_all(&doc.as_bytes()[at..])?;
             w.write_all(b"\n")?;
         }
     }
