@@ -15,7 +15,9 @@
 //!
 //! The dump is the find bench's (`target/bench-dumps/<N>g/`, written on the
 //! first run: 3000 bulk tags, 70,000 big-pool allocations). Cases: 1, 8 and
-//! 64 tags (text output), and 64 tags with `--json --per-tag`.
+//! 64 tags (text output), 64 tags with `--json --per-tag`, and 1 and 64
+//! tags with `--unsorted` (text and JSON). Each row also gives the find
+//! process's max RSS (`wait4`'s `ru_maxrss`, the largest over its runs).
 
 mod common;
 
@@ -33,16 +35,25 @@ fn exe(rel: &str) -> PathBuf {
     p
 }
 
-/// Wall seconds of one run; the output is discarded (as to a file).
-fn run(cmd: &mut Command) -> f64 {
+/// Wall seconds and max RSS (KiB) of one run; the output is discarded
+/// (as to a file).
+fn run(cmd: &mut Command) -> (f64, u64) {
     let t = Instant::now();
-    let st = cmd
+    // Reaped by wait4 below, which std's Child cannot do with rusage.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
+        .spawn()
         .expect("starts");
-    assert!(st.success(), "{cmd:?} failed");
-    t.elapsed().as_secs_f64()
+    let (mut status, pid) = (0, child.id() as libc::pid_t);
+    // SAFETY: a zeroed rusage is a valid out-parameter; wait4 reaps only
+    // our own child, which std's Child is never asked to wait for.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let secs = t.elapsed().as_secs_f64();
+    assert!(r == pid && status == 0, "{cmd:?} failed ({status})");
+    (secs, usage.ru_maxrss as u64)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -84,25 +95,45 @@ fn main() {
     // Warm the page cache and the layout cache.
     run(&mut raw_cmd());
     run(&mut find_cmd(1, &[]));
+    let only = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--") && a.parse::<usize>().is_err());
 
     println!(
         "pooldump find vs a raw memmem process, {gib} GiB dump ({} bytes), {runs} runs each, medians",
         std::fs::metadata(&dump).map(|m| m.len()).unwrap_or(0)
     );
-    println!("| case | raw s | find s | % of raw |");
-    println!("|---|---|---|---|");
+    println!("| case | raw s | find s | % of raw | find max RSS |");
+    println!("|---|---|---|---|---|");
     for (name, n, extra) in [
         ("1 tag", 1usize, &[][..]),
+        ("1 tag --unsorted", 1, &["--unsorted"][..]),
         ("8 tags", 8, &[][..]),
         ("64 tags", 64, &[][..]),
+        ("64 tags --unsorted", 64, &["--unsorted"][..]),
+        ("64 tags --json", 64, &["--json"][..]),
+        (
+            "64 tags --json --unsorted",
+            64,
+            &["--json", "--unsorted"][..],
+        ),
         ("64 tags --json --per-tag", 64, &["--json", "--per-tag"][..]),
     ] {
-        let (mut r, mut f) = (Vec::new(), Vec::new());
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        let (mut r, mut f, mut rss) = (Vec::new(), Vec::new(), 0);
         for _ in 0..runs {
-            r.push(run(&mut raw_cmd()));
-            f.push(run(&mut find_cmd(n, extra)));
+            r.push(run(&mut raw_cmd()).0);
+            let (secs, kib) = run(&mut find_cmd(n, extra));
+            f.push(secs);
+            rss = rss.max(kib);
         }
         let (r, f) = (median(r), median(f));
-        println!("| {name} | {r:.3} | {f:.3} | {:.0}% |", 100.0 * r / f);
+        println!(
+            "| {name} | {r:.3} | {f:.3} | {:.0}% | {} MB |",
+            100.0 * r / f,
+            rss * 1024 / 1_000_000
+        );
     }
 }

@@ -288,3 +288,194 @@ fn live_kdnet_target_gives_what_the_dump_gives() {
     assert_eq!(a["allocations"], b["allocations"]);
     assert!(!a["allocations"].as_array().unwrap().is_empty());
 }
+
+// --- --unsorted ------------------------------------------------------------
+
+/// The launcher `run_measured` re-runs this binary as (a no-op otherwise).
+#[cfg(target_os = "linux")]
+#[test]
+fn measure_launcher() {
+    support::measure_launcher_main();
+}
+
+/// `v` without the fields that differ from run to run (the scan's time).
+fn steady(mut v: serde_json::Value) -> serde_json::Value {
+    v["scan"]["seconds"] = serde_json::Value::Null;
+    v
+}
+
+/// The allocations of a JSON report, by address.
+fn sorted_allocations(v: &serde_json::Value) -> Vec<serde_json::Value> {
+    let mut a = v["allocations"].as_array().expect("allocations").clone();
+    a.sort_by_key(|a| (a["va"].to_string(), a["header"].to_string()));
+    a
+}
+
+/// The allocation rows of a text report with their columns' padding
+/// squeezed, sorted, and the text from the per-tag table on.
+fn text_parts(out: &str) -> (Vec<String>, String) {
+    let start = out
+        .lines()
+        .position(|l| l.trim_start().starts_with("Block"))
+        .expect("the table header");
+    let rows: Vec<String> = out
+        .lines()
+        .skip(start + 1)
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let per_tag = out.find("Per tag").expect("the per-tag table");
+    let mut rows = rows;
+    rows.sort();
+    (rows, out[per_tag..].to_string())
+}
+
+#[test]
+fn unsorted_lists_what_sorted_lists() {
+    let tags = [
+        "--tag", "Leak", "--tag", "NSbf", "--tag", "Irp", "--tag", "CaAl",
+    ];
+    let with = |extra: &[&str]| {
+        let mut a = tags.to_vec();
+        a.extend_from_slice(extra);
+        let r = find(&sample_dump(), &a);
+        assert_eq!(r.code(), Some(0), "{extra:?}: {}", r.stderr);
+        r.stdout
+    };
+    let json = |s: &str| -> serde_json::Value { serde_json::from_str(s).expect("valid JSON") };
+
+    // JSON: one valid document, the same allocations, the same rest.
+    let (a, b) = (
+        json(&with(&["--json"])),
+        json(&with(&["--json", "--unsorted"])),
+    );
+    assert!(a["allocations"].as_array().unwrap().len() > 10);
+    assert_eq!(sorted_allocations(&a), sorted_allocations(&b));
+    let strip = |mut v: serde_json::Value| {
+        v.as_object_mut().unwrap().remove("allocations");
+        steady(v)
+    };
+    assert_eq!(strip(a), strip(b));
+
+    // With --allocated, only live ones, in JSON and in CSV.
+    let b = json(&with(&["--json", "--unsorted", "--allocated"]));
+    let live = b["allocations"].as_array().unwrap();
+    assert!(!live.is_empty() && live.iter().all(|a| a["state"] == "allocated"));
+    let lines = |s: String| -> Vec<String> {
+        let mut l: Vec<String> = s.lines().map(str::to_string).collect();
+        l[1..].sort();
+        l
+    };
+    assert_eq!(
+        lines(with(&["--csv", "--allocated"])),
+        lines(with(&["--csv", "--allocated", "--unsorted"]))
+    );
+    assert_eq!(
+        lines(with(&["--csv"])),
+        lines(with(&["--csv", "--unsorted"]))
+    );
+
+    // Text: the same rows, then the same summary.
+    let (rows_a, rest_a) = text_parts(&with(&["--no-progress"]));
+    let (rows_b, rest_b) = text_parts(&with(&["--no-progress", "--unsorted"]));
+    assert_eq!(rows_a, rows_b);
+    assert_eq!(rest_a, rest_b);
+    let unsorted = with(&["--unsorted"]);
+    assert!(unsorted.contains("Scanned "), "{unsorted}");
+    assert!(
+        unsorted.contains("Headers in frames no pool address maps")
+            == rest_a.contains("Headers in frames no pool address maps")
+    );
+
+    // --per-tag: the per-tag table only, the same with or without.
+    for f in ["--json", "--csv"] {
+        let a = with(&[f, "--per-tag"]);
+        let b = with(&[f, "--per-tag", "--unsorted"]);
+        if f == "--json" {
+            let (a, b) = (json(&a), json(&b));
+            assert!(a.get("allocations").is_none() && b.get("allocations").is_none());
+            assert_eq!(steady(a), steady(b));
+        } else {
+            assert_eq!(a, b);
+            assert!(a.starts_with("tag,allocated,bytes"), "{a}");
+        }
+    }
+}
+
+#[test]
+fn unsorted_json_without_results_is_valid() {
+    for extra in [&["--json"][..], &["--json", "--allocated"][..]] {
+        let mut a = vec!["--tag", "Zzz9", "--unsorted"];
+        a.extend_from_slice(extra);
+        let r = find(&sample_dump(), &a);
+        assert_eq!(r.code(), Some(0), "{}", r.stderr);
+        let v: serde_json::Value = serde_json::from_str(&r.stdout).expect("valid JSON");
+        assert_eq!(v["allocations"], serde_json::json!([]));
+        assert_eq!(v["tags"][0]["tag"], "Zzz9");
+    }
+}
+
+/// Peak RSS of `pooldump find --unsorted` must not follow the number of
+/// allocations found. One kit dump with a bulk pool of 128 MiB under one
+/// tag (about 600,000 allocations) and the scenario's few `Leak`s: the
+/// same dump is scanned for either, so what differs is what the results
+/// cost. The sorted search on the same dump must grow (it holds 64 bytes
+/// per result), which shows the measurement sees results at all.
+#[cfg(target_os = "linux")]
+#[test]
+fn unsorted_memory_does_not_grow_with_results() {
+    use support::run_measured;
+
+    let mut s = Scenario::small(NtBuild::Win10_19041, 4);
+    // As a scenario file spells it: no big-pool entries.
+    let bulk = serde_json::json!({ "bytes": 128u64 << 20, "tags": 1 });
+    s.bulk = Some(serde_json::from_value(bulk).unwrap());
+    let m = Machine::build(&s);
+    let (bulk_tag, many) = {
+        let all = m.bulk_allocations();
+        (all[0].tag.clone(), all.len())
+    };
+    assert!(many > 200_000, "{many}");
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("MEMORY.DMP");
+    m.write_dump_file(DumpKind::KernelBitmap, &dump).unwrap();
+    m.write_symbol_store(&dir.path().join("symbols")).unwrap();
+    drop(m);
+    let peak = |tag: &str, extra: &[&str]| -> (u64, usize) {
+        let syms = dir.path().join("symbols").display().to_string();
+        let d = dump.display().to_string();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
+        c.args([
+            "find",
+            &d,
+            "--symbol-path",
+            &syms,
+            "--offline",
+            "--no-cache",
+        ])
+        .args(["--tag", tag, "--csv", "--no-progress"])
+        .args(extra)
+        .env_remove("_NT_SYMBOL_PATH");
+        let (f, peak) = run_measured(&mut c, Duration::from_secs(300));
+        assert_eq!(f.code(), Some(0), "{}", f.stderr);
+        let rows = f.stdout.lines().count() - 1;
+        eprintln!(
+            "find {tag} {extra:?}: {rows} rows, peak RSS {} KiB",
+            peak >> 10
+        );
+        (peak, rows)
+    };
+    let (few_peak, few) = peak("Leak", &["--unsorted"]);
+    let (many_peak, found) = peak(&bulk_tag, &["--unsorted"]);
+    assert!(few > 0 && few < 1000, "{few}");
+    assert!(found > 200_000, "{found} of {many}");
+    let (sorted_peak, _) = peak(&bulk_tag, &[]);
+    assert!(
+        sorted_peak > few_peak + (24 << 20),
+        "the sorted search should hold its {found} results: {sorted_peak} vs {few_peak}"
+    );
+    assert!(
+        many_peak < few_peak + (10 << 20),
+        "--unsorted grew with its results: {few} -> {few_peak} bytes, {found} -> {many_peak} bytes"
+    );
+}

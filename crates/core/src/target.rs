@@ -201,14 +201,31 @@ impl<M: Memory> Target<M> {
         patterns: &[pool::TagPattern],
         opts: &pool::find::FindOptions<'_>,
     ) -> Result<pool::find::FindReport, pool::find::FindError> {
-        pool::find::find_allocations(
-            &self.mem,
-            &self.symbols,
-            self.kern_base(),
-            self.build,
-            patterns,
-            opts,
-        )
+        self.search(patterns, opts, None)
+    }
+
+    /// [`Self::find`], handing the allocations to `sink` a batch at a time
+    /// as the scan threads find them, unsorted, instead of collecting and
+    /// sorting them: memory does not grow with the number of results. The
+    /// report's `allocations` stay empty; its per-tag totals count what
+    /// the sink received ([`pool::find::FindSink`]).
+    pub fn find_with(
+        &self,
+        patterns: &[pool::TagPattern],
+        opts: &pool::find::FindOptions<'_>,
+        sink: &dyn pool::find::FindSink,
+    ) -> Result<pool::find::FindReport, pool::find::FindError> {
+        self.search(patterns, opts, Some(sink))
+    }
+
+    fn search(
+        &self,
+        patterns: &[pool::TagPattern],
+        opts: &pool::find::FindOptions<'_>,
+        sink: Option<&dyn pool::find::FindSink>,
+    ) -> Result<pool::find::FindReport, pool::find::FindError> {
+        let (mem, syms, base) = (&self.mem, &self.symbols, self.kern_base());
+        pool::find::find_allocations(mem, syms, base, self.build, patterns, opts, sink)
     }
 
     /// The big-page table.

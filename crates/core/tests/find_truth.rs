@@ -6,6 +6,7 @@
 //! the separate unmapped list.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use pooldump_core::pagemap::{PageMap, PageMapOptions};
@@ -246,6 +247,7 @@ fn every_build_finds_what_the_kit_placed() {
             SMALL_TAGS,
             &format!("{b} all tags"),
         );
+        streams_alike(&t, SMALL_TAGS, &r, &format!("{b} all tags"));
         // Nothing vacuous: decoys in unmapped frames, freed chunks with
         // stale headers, and each allocator of the family were all met.
         assert!(!r.unmapped.is_empty(), "{b}: no unmapped decoy met");
@@ -325,6 +327,7 @@ fn frames_read_through_the_memory_interface_give_the_same_answer() {
         build,
         &patterns,
         &opts,
+        None,
     )
     .unwrap();
     assert_eq!(mapped.allocations, dump.allocations);
@@ -391,6 +394,7 @@ fn bulk_pool_is_found_on_both_allocators() {
         let r = run(&t, &tags, Engine::Auto);
         assert!(r.allocations.len() > 100, "{b}: {}", r.allocations.len());
         check(&m, &truth, &r, &tags, &format!("{b} bulk"));
+        streams_alike(&t, &tags, &r, &format!("{b} bulk"));
     }
 }
 
@@ -485,4 +489,51 @@ fn hostile_page_tables_end_the_walk() {
             assert!(r.pagemap.self_references >= 3);
         }
     }
+}
+
+/// `find_with` hands the sink what `find` lists (in another order) and
+/// reports the same totals.
+fn streams_alike(t: &Target<CrashDump>, tags: &[&str], sorted: &FindReport, what: &str) {
+    let patterns: Vec<TagPattern> = tags.iter().map(|s| TagPattern::parse(s).unwrap()).collect();
+    let got = std::sync::Mutex::new(Vec::new());
+    let sink = |b: &[FoundAllocation]| {
+        assert!(!b.is_empty(), "{what}: an empty batch");
+        got.lock().unwrap().extend_from_slice(b);
+        ControlFlow::Continue(())
+    };
+    // Small chunks: many batches, from both threads.
+    let opts = FindOptions {
+        chunk_bytes: 64 << 10,
+        ..FindOptions::default()
+    };
+    let r = t.find_with(&patterns, &opts, &sink).unwrap();
+    assert!(r.allocations.is_empty(), "{what}");
+    let mut got = got.into_inner().unwrap();
+    got.sort_by_key(|a| (a.va, a.header, a.bytes, a.pool_type, a.tag.value()));
+    assert_eq!(got, sorted.allocations, "{what}: streamed allocations");
+    assert_eq!(r.tags, sorted.tags, "{what}: streamed per-tag totals");
+    assert_eq!(r.unmapped, sorted.unmapped, "{what}");
+    let counts = |r: &FindReport| {
+        (
+            r.scan.headers,
+            r.scan.duplicate_headers,
+            r.scan.rejected_by_heap,
+        )
+    };
+    assert_eq!(counts(&r), counts(sorted), "{what}: streamed scan counts");
+    assert_eq!(r.warnings, sorted.warnings, "{what}");
+
+    // A sink that says stop gets no more batches, and the search says why.
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let stop = |_: &[FoundAllocation]| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ControlFlow::Break(())
+    };
+    let one_thread = FindOptions {
+        threads: Some(1),
+        ..opts
+    };
+    let r = t.find_with(&patterns, &one_thread, &stop);
+    assert!(matches!(r, Err(find::FindError::Stopped)), "{what}: {r:?}");
+    assert_eq!(calls.into_inner(), 1, "{what}: a batch after the stop");
 }

@@ -65,7 +65,9 @@ pub struct FindOptions<'a> {
     /// Bytes of consecutive frames one worker scans at a time.
     pub chunk_bytes: usize,
     /// Drop each run of a memory-mapped dump from the process once it is
-    /// scanned, so the resident set stays small however big the dump is.
+    /// scanned, and the pages the header checks read elsewhere in it every
+    /// 64 MiB scanned, so the resident set stays small however big the
+    /// dump is and however many headers it holds.
     pub release_scanned: bool,
     /// Read the big-page table.
     pub big_pool: bool,
@@ -74,7 +76,9 @@ pub struct FindOptions<'a> {
     /// Bounds on the page-table walk.
     pub pagemap: PageMapOptions,
     /// Stop keeping headers after this many (a hostile dump can be full
-    /// of them); the rest are counted.
+    /// of them); the rest are counted. A streaming search
+    /// ([`crate::Target::find_with`]) keeps no allocations: for it this
+    /// bounds only the unmapped headers.
     pub max_results: usize,
     pub progress: Option<&'a dyn ScanProgress>,
 }
@@ -119,17 +123,22 @@ pub enum FindError {
     },
     #[error("cannot start {threads} scan threads: {why}")]
     Threads { threads: usize, why: String },
+    #[error("the receiver of the allocations stopped the search")]
+    Stopped,
 }
 
 mod regions;
 mod report;
 mod scan;
 mod segheap;
+mod sink;
 
 use regions::{missing_frames, pool_regions};
 pub use report::*;
 use scan::{ScanOut, ScanRun};
 use segheap::{Ctx, HeapVerdict};
+pub use sink::FindSink;
+use sink::{BATCH, Found};
 
 /// Find every allocation whose tag matches one of `patterns`
 /// ([`crate::Target::find`] is the front door). `build` (the dump header's,
@@ -137,6 +146,13 @@ use segheap::{Ctx, HeapVerdict};
 /// Physical memory is scanned in bulk from the source's
 /// [`Memory::page_file`] when it has one (a dump's pages in file order),
 /// else frame run by frame run through [`Memory::read_physical`].
+///
+/// With a `sink`, the allocations go to it as the scan finds them instead
+/// of being collected and sorted ([`crate::Target::find_with`]): memory
+/// does not grow with the number of results, the report's `allocations`
+/// stay empty and its per-tag totals count what the sink received.
+// Long: the steps of one search in order, each a call; splitting it would
+// only pass their results around.
 pub fn find_allocations<M: Memory + ?Sized>(
     mem: &M,
     syms: &KernelSymbols,
@@ -144,7 +160,12 @@ pub fn find_allocations<M: Memory + ?Sized>(
     build: Option<u32>,
     patterns: &[TagPattern],
     opts: &FindOptions<'_>,
+    sink: Option<&dyn FindSink>,
 ) -> Result<FindReport, FindError> {
+    let found = match sink {
+        Some(sink) => Found::streamed(sink),
+        None => Found::Kept(Mutex::default()),
+    };
     let file = mem.page_file();
     let masks = all_masks(patterns)?;
     // One membership test for the big-page table and the tracker too: a
@@ -173,20 +194,24 @@ pub fn find_allocations<M: Memory + ?Sized>(
     warnings.extend(page_map_notes(&map));
 
     let (big, big_pool) = if opts.big_pool {
-        big_pool_matches(mem, syms, kern_base, &wanted, &mut warnings)
+        let release = file.filter(|_| opts.release_scanned);
+        big_pool_matches(mem, syms, kern_base, &wanted, release, &mut warnings)
     } else {
         (Vec::new(), None)
     };
 
     let threads = opts.threads.unwrap_or_else(rayon::current_num_threads);
-    let (out, dropped, scan_seconds) =
-        scan_frames(mem, &scanner, patterns, &map, &ctx, opts, &mut warnings)?;
-
-    let (mut found, duplicate_headers) = deduplicated(out.found, out.duplicates);
-    found.extend(big);
-    // By address; the rest only orders entries that share one (a freed
-    // and a live big-page entry), the same way on every run.
-    found.par_sort_unstable_by_key(|a| (a.va, a.header, a.bytes, a.pool_type, a.tag.value()));
+    let (out, dropped, scan_seconds) = scan_frames(
+        mem,
+        &scanner,
+        patterns,
+        &map,
+        &ctx,
+        opts,
+        &found,
+        &mut warnings,
+    )?;
+    let (found, totals, duplicate_headers) = finish_found(found, big, out.duplicates)?;
 
     let mut unmapped = out.unmapped;
     unmapped.sort_by_key(|u| u.pa);
@@ -206,7 +231,7 @@ pub fn find_allocations<M: Memory + ?Sized>(
     } else {
         None
     };
-    let tags = summarize(patterns, &found, tracker.as_ref());
+    let tags = summarize(patterns, totals, tracker.as_ref());
 
     Ok(FindReport {
         patterns: patterns.iter().map(|p| p.to_string()).collect(),
@@ -235,8 +260,42 @@ pub fn find_allocations<M: Memory + ?Sized>(
     })
 }
 
-/// The frame scan, on `opts.threads` threads: what it found, how many
-/// results past `max_results` it dropped, and its time in seconds.
+/// The allocations of a finished scan: kept ones deduplicated, with the
+/// big-page entries, sorted and counted; streamed ones (only counted)
+/// followed by the big-page entries. Returns them, the per-tag totals and
+/// the duplicate headers.
+fn finish_found(
+    found: Found<'_>,
+    big: Vec<FoundAllocation>,
+    duplicates: u64,
+) -> Result<(Vec<FoundAllocation>, Tally, u64), FindError> {
+    if found.is_streamed() {
+        for b in big.chunks(BATCH) {
+            found.stream(b);
+        }
+        if found.stopped() {
+            return Err(FindError::Stopped);
+        }
+        let (_, totals) = found.into_parts();
+        return Ok((Vec::new(), totals, duplicates));
+    }
+    let (kept, _) = found.into_parts();
+    let (mut found, duplicates) = deduplicated(kept, duplicates);
+    found.extend(big);
+    // By address; the rest only orders entries that share one (a freed
+    // and a live big-page entry), the same way on every run.
+    found.par_sort_unstable_by_key(|a| (a.va, a.header, a.bytes, a.pool_type, a.tag.value()));
+    let mut totals = Tally::new();
+    for a in &found {
+        tally(&mut totals, a);
+    }
+    Ok((found, totals, duplicates))
+}
+
+/// The frame scan, on `opts.threads` threads, its allocations going to
+/// `found`: its counts, how many results past `max_results`
+/// it dropped, and its time in seconds.
+#[allow(clippy::too_many_arguments)]
 fn scan_frames<M: Memory + ?Sized>(
     mem: &M,
     scanner: &Scanner,
@@ -244,6 +303,7 @@ fn scan_frames<M: Memory + ?Sized>(
     map: &PageMap,
     ctx: &Ctx,
     opts: &FindOptions<'_>,
+    found: &Found<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<(ScanOut, u64, f64), FindError> {
     let file = mem.page_file();
@@ -256,7 +316,8 @@ fn scan_frames<M: Memory + ?Sized>(
         opts,
         kept: AtomicUsize::new(0),
         dropped: AtomicU64::new(0),
-        found: Default::default(),
+        found,
+        scanned: AtomicU64::new(0),
     };
     let started = Instant::now();
     let out = match opts.threads {
@@ -329,11 +390,17 @@ fn page_map_notes(map: &PageMap) -> Vec<String> {
 }
 
 /// The big-page table's entries (live and freed) whose tag is wanted.
+/// Whether a live entry's page is in the dump is known by reading a byte
+/// of it, which maps the kernel's fault-around window (64 KiB) of the
+/// dump: with `release`, the dump's map is dropped every 256 entries, so
+/// the resident set does not grow with the entries matched (1,500 of them
+/// used to add 70 MB on the 4 GiB bench dump, docs/performance.md).
 fn big_pool_matches<M: Memory + ?Sized>(
     mem: &M,
     syms: &KernelSymbols,
     kern_base: KernelVa,
     wanted: &TagSet,
+    release: Option<&dyn PageFile>,
     warnings: &mut Vec<String>,
 ) -> (Vec<FoundAllocation>, Option<BigPoolScan>) {
     let opts = BigPoolOptions {
@@ -356,6 +423,14 @@ fn big_pool_matches<M: Memory + ?Sized>(
             live += 1;
         }
         found.push(big_entry(mem, e));
+        if let Some(f) = release
+            && found.len() % 256 == 0
+        {
+            f.release_file_range(0, f.file_bytes().len());
+        }
+    }
+    if let Some(f) = release {
+        f.release_file_range(0, f.file_bytes().len());
     }
     let scan = BigPoolScan {
         table: t.table,

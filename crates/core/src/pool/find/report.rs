@@ -183,7 +183,8 @@ pub struct ScanStats {
     pub rejected_by_heap: u64,
     /// First headers of cache-aligned pairs, reported once.
     pub duplicate_headers: u64,
-    /// Headers not kept once `max_results` was reached.
+    /// Headers not kept once `max_results` was reached (a streaming
+    /// search keeps no allocations, so only unmapped headers count).
     pub dropped: u64,
     pub scan_seconds: f64,
 }
@@ -209,7 +210,8 @@ pub struct BigPoolScan {
 pub struct FindReport {
     pub patterns: Vec<String>,
     pub allocator: AllocatorFamily,
-    /// Allocations, sorted by address.
+    /// Allocations, sorted by address; empty from a streaming search
+    /// ([`crate::Target::find_with`]), which hands them to its sink.
     pub allocations: Vec<FoundAllocation>,
     /// Headers in frames no pool address maps, sorted by physical address.
     pub unmapped: Vec<UnmappedHeader>,
@@ -223,14 +225,12 @@ pub struct FindReport {
     pub warnings: Vec<crate::warning::Warning>,
 }
 
-/// Per-tag totals: every tag found, in the tracker, or named exactly.
-pub(super) fn summarize(
-    patterns: &[TagPattern],
-    found: &[FoundAllocation],
-    tracker: Option<&BTreeMap<PoolTag, TrackerCounts>>,
-) -> Vec<TagSummary> {
-    let mut by: BTreeMap<PoolTag, TagSummary> = BTreeMap::new();
-    let blank = |tag| TagSummary {
+/// Per-tag totals being counted, allocation by allocation (the sorted
+/// search counts its list, a streaming one each batch as it passes).
+pub(super) type Tally = BTreeMap<PoolTag, TagSummary>;
+
+fn blank(tag: PoolTag) -> TagSummary {
+    TagSummary {
         tag,
         allocated: 0,
         allocated_bytes: 0,
@@ -239,7 +239,32 @@ pub(super) fn summarize(
         not_in_dump: 0,
         tracker: None,
         not_found: None,
-    };
+    }
+}
+
+/// Count `a` in its tag's totals.
+pub(super) fn tally(by: &mut Tally, a: &FoundAllocation) {
+    let s = by.entry(a.tag).or_insert_with(|| blank(a.tag));
+    match a.state {
+        AllocationState::Allocated => {
+            s.allocated += 1;
+            s.allocated_bytes += a.bytes;
+            if !a.in_dump {
+                s.not_in_dump += 1;
+            }
+        }
+        AllocationState::Free => s.free += 1,
+        AllocationState::Unknown => s.unknown += 1,
+    }
+}
+
+/// Per-tag totals: every tag found (counted in `by`), in the tracker, or
+/// named exactly.
+pub(super) fn summarize(
+    patterns: &[TagPattern],
+    mut by: Tally,
+    tracker: Option<&BTreeMap<PoolTag, TrackerCounts>>,
+) -> Vec<TagSummary> {
     for p in patterns {
         if let Some(t) = p.exact() {
             by.entry(t.unprotected())
@@ -249,20 +274,6 @@ pub(super) fn summarize(
     if let Some(t) = tracker {
         for tag in t.keys() {
             by.entry(*tag).or_insert_with(|| blank(*tag));
-        }
-    }
-    for a in found {
-        let s = by.entry(a.tag).or_insert_with(|| blank(a.tag));
-        match a.state {
-            AllocationState::Allocated => {
-                s.allocated += 1;
-                s.allocated_bytes += a.bytes;
-                if !a.in_dump {
-                    s.not_in_dump += 1;
-                }
-            }
-            AllocationState::Free => s.free += 1,
-            AllocationState::Unknown => s.unknown += 1,
         }
     }
     for s in by.values_mut() {

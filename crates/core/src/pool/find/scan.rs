@@ -14,13 +14,16 @@ pub(super) struct ScanRun<'a, M: Memory + ?Sized> {
     pub(super) opts: &'a FindOptions<'a>,
     pub(super) kept: AtomicUsize,
     pub(super) dropped: AtomicU64,
-    pub(super) found: std::sync::Mutex<Vec<(FoundAllocation, Option<u64>)>>,
+    pub(super) found: &'a Found<'a>,
+    /// Bytes scanned so far, to release the dump's other pages now and
+    /// then ([`ScanRun::release_metadata`]).
+    pub(super) scanned: AtomicU64,
 }
 
+/// The scan's counts and unmapped headers; the allocations go to
+/// [`ScanRun::found`] as they are found.
 #[derive(Default)]
 pub(super) struct ScanOut {
-    /// With the key that identifies one allocation's headers.
-    pub(super) found: Vec<(FoundAllocation, Option<u64>)>,
     pub(super) unmapped: Vec<UnmappedHeader>,
     pub(super) frames: u64,
     pub(super) unreadable_frames: u64,
@@ -31,7 +34,6 @@ pub(super) struct ScanOut {
 
 impl ScanOut {
     fn merge(mut self, o: ScanOut) -> ScanOut {
-        self.found.extend(o.found);
         self.unmapped.extend(o.unmapped);
         self.frames += o.frames;
         self.unreadable_frames += o.unreadable_frames;
@@ -45,6 +47,7 @@ impl ScanOut {
 /// Scanned ranges of the dump's map, released in batches of 16 MiB (each
 /// release is a syscall and a TLB shootdown; a batch bounds what a worker
 /// keeps resident). What a worker holds when it ends is released on drop.
+#[derive(Default)]
 struct Release<'d> {
     dump: Option<&'d dyn PageFile>,
     start: usize,
@@ -90,6 +93,19 @@ impl Drop for Release<'_> {
     fn drop(&mut self) {
         self.flush();
     }
+}
+
+/// What one scan worker reuses from chunk to chunk.
+#[derive(Default)]
+struct Worker<'d> {
+    hits: Vec<PageHit>,
+    /// Chunks read through the memory interface.
+    buf: Vec<u8>,
+    release: Release<'d>,
+    /// Allocations not yet handed on, with their keys.
+    batch: Vec<(FoundAllocation, Option<u64>)>,
+    /// The same without the keys, for a sink.
+    plain: Vec<FoundAllocation>,
 }
 
 /// A run of consecutive frames, and where its bytes are in the file.
@@ -145,29 +161,29 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
         let out = chunks
             .par_iter()
             .map_init(
-                || {
-                    let release = file.filter(|_| self.opts.release_scanned);
-                    (Vec::new(), Vec::new(), Release::new(release))
+                || Worker {
+                    release: Release::new(file.filter(|_| self.opts.release_scanned)),
+                    ..Worker::default()
                 },
-                |(hits, buf, release): &mut (Vec<PageHit>, Vec<u8>, Release<'_>), c| {
+                |w, c| {
                     let mut o = ScanOut::default();
+                    if self.found.stopped() {
+                        return o;
+                    }
                     match (file, c.file_offset) {
                         (Some(d), Some(off)) => {
                             let off = off as usize;
                             let len = (c.pages * PAGE_SIZE) as usize;
                             let bytes = &d.file_bytes()[off..off + len];
-                            self.chunk(c.pfn, bytes, hits, &mut o);
-                            release.add(off, len);
+                            self.chunk(c.pfn, bytes, w, &mut o);
+                            w.release.add(off, len);
+                            if self.opts.release_scanned {
+                                self.release_metadata(d, len as u64);
+                            }
                         }
-                        _ => self.read_chunk(*c, buf, hits, &mut o),
+                        _ => self.read_chunk(*c, w, &mut o),
                     }
-                    // Results join one vector as they are found: one copy
-                    // of them, grown in place, instead of a vector per
-                    // chunk merged (two copies at the peak).
-                    if !o.found.is_empty() {
-                        let mut all = self.found.lock().unwrap_or_else(|e| e.into_inner());
-                        all.append(&mut o.found);
-                    }
+                    self.found.deliver(&mut w.batch, &mut w.plain);
                     if let Some(p) = self.opts.progress {
                         p.advance(c.pages * PAGE_SIZE);
                     }
@@ -179,41 +195,55 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
             p.finish();
         }
         let mut out = out;
-        out.found = std::mem::take(&mut *self.found.lock().unwrap_or_else(|e| e.into_inner()));
         out.unreadable_frames += file.and_then(|f| f.pages_past_end()).unwrap_or(unreadable);
         out
     }
 
+    /// Every so often, drop the whole dump's map from the process. The
+    /// scan releases what it scanned as it goes, but each header's checks
+    /// read page tables and heap metadata elsewhere in the dump, and every
+    /// such read maps the kernel's fault-around window (64 KiB): without
+    /// this, the resident set grows with the number of headers found. The
+    /// pages stay in the page cache; what is still in use faults back in.
+    fn release_metadata(&self, d: &dyn PageFile, bytes: u64) {
+        const EVERY: u64 = 64 << 20;
+        let before = self.scanned.fetch_add(bytes, Ordering::Relaxed);
+        if (before + bytes) / EVERY != before / EVERY {
+            d.release_file_range(0, d.file_bytes().len());
+        }
+    }
+
     /// Read a chunk through the memory interface, page by page where the
     /// whole run cannot be read.
-    fn read_chunk(&self, c: Chunk, buf: &mut Vec<u8>, hits: &mut Vec<PageHit>, o: &mut ScanOut) {
+    fn read_chunk(&self, c: Chunk, w: &mut Worker<'_>, o: &mut ScanOut) {
         let len = (c.pages * PAGE_SIZE) as usize;
+        let mut buf = std::mem::take(&mut w.buf);
         buf.resize(len, 0);
         let pa = |pfn: u64| PhysAddr(pfn * PAGE_SIZE);
         if self.mem.read_physical(pa(c.pfn), &mut buf[..len]).is_ok() {
-            let bytes = std::mem::take(buf);
-            self.chunk(c.pfn, &bytes, hits, o);
-            *buf = bytes;
+            self.chunk(c.pfn, &buf, w, o);
+            w.buf = buf;
             return;
         }
         for i in 0..c.pages {
             let page = &mut buf[..PAGE_SIZE as usize];
             if self.mem.read_physical(pa(c.pfn + i), page).is_ok() {
-                let bytes = page.to_vec();
-                self.chunk(c.pfn + i, &bytes, hits, o);
+                self.chunk(c.pfn + i, page, w, o);
             } else {
                 o.unreadable_frames += 1;
             }
         }
+        w.buf = buf;
     }
 
     /// Scan the frames from `pfn` held in `bytes`.
     // Long: the per-hit path, kept in one loop body on purpose (it is the
     // hot loop; each step uses the ones before).
-    fn chunk(&self, pfn: u64, bytes: &[u8], hits: &mut Vec<PageHit>, o: &mut ScanOut) {
+    fn chunk(&self, pfn: u64, bytes: &[u8], w: &mut Worker<'_>, o: &mut ScanOut) {
         o.frames += bytes.len() as u64 / PAGE_SIZE;
+        let mut hits = std::mem::take(&mut w.hits);
         hits.clear();
-        self.scanner.scan(bytes, hits);
+        self.scanner.scan(bytes, &mut hits);
         for hit in hits.iter() {
             let h = &hit.header;
             // The masks are an exact expansion of the patterns.
@@ -284,10 +314,23 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
             } else {
                 PoolKind::NonPaged
             };
-            if !self.keep() {
+            let streamed = self.found.is_streamed();
+            if streamed
+                && key.is_some()
+                && in_page + h.block_size as u64 * unit == PAGE_SIZE
+                && hit.role == HeaderRole::Single
+                && self.pair_continues(va, h)
+            {
+                o.duplicates += 1;
                 continue;
             }
-            o.found.push((
+            if !streamed && !self.keep() {
+                continue;
+            }
+            if w.batch.len() >= BATCH {
+                self.found.deliver(&mut w.batch, &mut w.plain);
+            }
+            w.batch.push((
                 FoundAllocation {
                     va: KernelVa(va + unit),
                     header: Some(KernelVa(va)),
@@ -305,6 +348,32 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
                 key,
             ));
         }
+        w.hits = hits;
+    }
+
+    /// Whether the header at `va`, whose block ends at its page's end, is
+    /// the first of a cache-aligned pair whose second header starts the
+    /// next page: the same test the scanner makes when both are on one
+    /// page ([`pooldump_scan::check`]). The sorted search finds such pairs
+    /// by their shared key once everything is collected; a streaming one
+    /// cannot wait, so it looks at the next page and reports the pair
+    /// once, by its second header.
+    fn pair_continues(&self, va: u64, h: &pooldump_scan::PoolHeader) -> bool {
+        use pooldump_scan::header::pool_type::IN_USE;
+        let layout = self.scanner.layout();
+        let next_va = va + h.block_size as u64 * layout.unit() as u64;
+        let mut b = [0u8; 64];
+        let Some(b) = b.get_mut(..layout.size) else {
+            return false;
+        };
+        if self.mem.read_virtual(KernelVa(next_va), b).is_err() {
+            return false;
+        }
+        let n = layout.decode(b);
+        n.cache_aligned()
+            && n.previous_size == h.block_size
+            && n.tag_unprotected() == h.tag_unprotected()
+            && n.pool_type & IN_USE != 0
     }
 
     /// Room for one more result?

@@ -1,0 +1,375 @@
+//! `pooldump find`'s text and CSV output, written from the [`Report`] as
+//! it is formatted (a find can list hundreds of thousands of allocations,
+//! which are never held as text). The rows of one allocation are built
+//! here for the sorted output and for `--unsorted` alike.
+
+use std::io::Write;
+
+use pooldump_core::pool::find::{AllocationState, FoundAllocation};
+use rayon::prelude::*;
+
+use super::report::{Report, hex};
+use crate::render::{Align, Columns, Table};
+
+/// What the text output shows besides the summary.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shown {
+    /// The allocation table (from the report) and the unmapped headers.
+    Everything,
+    /// The unmapped headers; the allocations were written before.
+    AfterStream,
+    /// Neither (`--per-tag`).
+    PerTag,
+}
+
+pub(super) fn state_text(s: AllocationState) -> &'static str {
+    match s {
+        AllocationState::Allocated => "Allocated",
+        AllocationState::Free => "Free",
+        AllocationState::Unknown => "Unknown",
+    }
+}
+
+pub(super) fn render_text(r: &Report, shown: Shown, w: &mut dyn Write) -> std::io::Result<()> {
+    w.write_all(title(r).as_bytes())?;
+    if shown == Shown::Everything {
+        write_allocations(r.allocations.shown(), w)?;
+        w.write_all(b"\n")?;
+    }
+    let mut out = String::new();
+    push_tags(r, &mut out);
+    push_sites(r, &mut out);
+    if shown != Shown::PerTag {
+        push_unmapped(r, &mut out);
+    }
+    push_warnings(r, &mut out);
+    w.write_all(out.as_bytes())
+}
+
+/// The source, the tags, and what the scan read.
+fn title(r: &Report) -> String {
+    let s = &r.scan;
+    let gib = s.bytes as f64 / (1u64 << 30) as f64;
+    let rate = if s.seconds > 0.0 {
+        format!(", {:.1} GB/s", s.bytes as f64 / s.seconds / 1e9)
+    } else {
+        String::new()
+    };
+    format!(
+        "{}: Windows build {}, {} pool; tags {}\n\
+         Scanned {gib:.2} GiB ({} frames) in {:.2} s{rate} ({}, {} thread(s)); {}\n\n",
+        r.source.name,
+        r.source.build,
+        r.allocator,
+        r.patterns.join(", "),
+        s.frames,
+        s.seconds,
+        s.engine,
+        s.threads,
+        match &s.regions {
+            Some(v) => format!("pool regions {}", v.join(", ")),
+            None => "pool regions unknown: the whole kernel half was mapped".into(),
+        }
+    )
+}
+
+/// The allocation table's columns, as !poolfind lists them: the block
+/// (its pool header, or the big-page entry's address), its physical
+/// address and size.
+pub(super) fn allocation_columns() -> Columns {
+    Columns::new(&[
+        ("Block", Align::Left),
+        ("Physical", Align::Right),
+        ("Size", Align::Right),
+        ("Pool", Align::Left),
+        ("State", Align::Left),
+        ("Allocator", Align::Left),
+        ("Tag", Align::Left),
+    ])
+}
+
+/// The sorted allocation table. Formatting hundreds of thousands of rows
+/// is most of what is left after the scan: both passes (measuring the
+/// columns, writing the rows) run on every core, a block of rows at a
+/// time, and the blocks are written in order.
+fn write_allocations(list: &[FoundAllocation], w: &mut dyn Write) -> std::io::Result<()> {
+    const BLOCK: usize = 4096;
+    if list.is_empty() {
+        return w.write_all(b" No allocation carries these tags.\n");
+    }
+    let mut t = allocation_columns();
+    if let Some(widths) = list
+        .par_chunks(BLOCK)
+        .map(|c| {
+            let (mut t, mut row) = (t.clone(), Default::default());
+            for a in c {
+                allocation_cells(a, &mut row);
+                t.measure(&row);
+            }
+            t
+        })
+        .reduce_with(|mut a, b| {
+            a.merge(&b);
+            a
+        })
+    {
+        t.merge(&widths);
+    }
+    t.write_header(w, 1)?;
+    // A bounded number of formatted blocks at a time.
+    for group in list.chunks(BLOCK * 16) {
+        let text: Vec<String> = group
+            .par_chunks(BLOCK)
+            .map(|c| {
+                let mut s = String::with_capacity(c.len() * 96);
+                push_allocations(&t, c, &mut s);
+                s
+            })
+            .collect();
+        for s in text {
+            w.write_all(s.as_bytes())?;
+        }
+    }
+    Ok(())
+}
+
+/// The rows of `list` in the columns `t`, appended to `s`.
+pub(super) fn push_allocations<'a>(
+    t: &Columns,
+    list: impl IntoIterator<Item = &'a FoundAllocation>,
+    s: &mut String,
+) {
+    let mut row = Default::default();
+    for a in list {
+        allocation_cells(a, &mut row);
+        t.push_line(s, &row, 1);
+    }
+}
+
+/// The text columns of one allocation, in reused buffers.
+pub(super) fn allocation_cells(a: &FoundAllocation, row: &mut [String; 7]) {
+    use std::fmt::Write as _;
+    for c in row.iter_mut() {
+        c.clear();
+    }
+    let _ = write!(row[0], "{}", a.header.unwrap_or(a.va));
+    match a.pa {
+        Some(p) => {
+            let _ = write!(row[1], "{:#x}", p.0);
+        }
+        None => row[1].push('-'),
+    }
+    let _ = write!(row[2], "{:#x}", a.bytes);
+    row[3].push_str(a.pool.name());
+    if a.session {
+        row[3].push_str(" session");
+    }
+    row[4].push_str(state_text(a.state));
+    let _ = write!(row[5], "{}", a.allocator);
+    let _ = write!(row[6], "{}", a.tag);
+    if a.protected {
+        row[6].push_str(" (protected)");
+    }
+    if !a.in_dump && a.state == AllocationState::Allocated {
+        row[6].push_str(" (not in dump)");
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+fn push_tags(r: &Report, out: &mut String) {
+    out.push_str(
+        "Per tag, in tag order as analyze lists them (Tracker: live allocations and bytes the tag tracker counts):\n",
+    );
+    let mut t = Table::new(&[
+        ("Tag", Align::Left),
+        ("Allocated", Align::Right),
+        ("Bytes", Align::Right),
+        ("Free", Align::Right),
+        ("Unknown", Align::Right),
+        ("Tracker", Align::Right),
+        ("Tracker Bytes", Align::Right),
+        ("Not found", Align::Right),
+    ]);
+    for x in &r.tags {
+        t.push(vec![
+            x.tag.clone(),
+            x.allocated.to_string(),
+            x.bytes.to_string(),
+            x.free.to_string(),
+            x.unknown.to_string(),
+            opt(x.tracker_diff),
+            opt(x.tracker_bytes),
+            opt(x.not_found),
+        ]);
+    }
+    t.render(out, 1);
+}
+
+fn push_sites(r: &Report, out: &mut String) {
+    let Some(sites) = &r.sites else { return };
+    out.push_str("\nPer call site (the relabel map's tags):\n");
+    let mut t = Table::new(&[
+        ("Site", Align::Left),
+        ("Tag", Align::Left),
+        ("Allocated", Align::Right),
+        ("Bytes", Align::Right),
+        ("Free", Align::Right),
+        ("Tracker", Align::Right),
+        ("Tracker Bytes", Align::Right),
+    ]);
+    for x in sites {
+        t.push(vec![
+            x.site.clone(),
+            x.tag.clone(),
+            x.allocated.to_string(),
+            x.bytes.to_string(),
+            x.free.to_string(),
+            opt(x.tracker_diff),
+            opt(x.tracker_bytes),
+        ]);
+    }
+    t.render(out, 1);
+}
+
+fn push_unmapped(r: &Report, out: &mut String) {
+    if r.unmapped.is_empty() {
+        return;
+    }
+    out.push_str(
+        "\nHeaders in frames no pool address maps (possibly freed memory; not counted above):\n",
+    );
+    let mut t = Table::new(&[
+        ("Physical", Align::Right),
+        ("Size", Align::Right),
+        ("PoolType", Align::Right),
+        ("State", Align::Left),
+        ("Mapped at", Align::Left),
+        ("Tag", Align::Left),
+    ]);
+    for u in &r.unmapped {
+        t.push(vec![
+            u.pa.clone(),
+            hex(u.bytes),
+            u.pool_type.clone(),
+            state_text(u.state).into(),
+            u.mapped_at.clone().unwrap_or_else(|| "-".into()),
+            u.tag.clone(),
+        ]);
+    }
+    t.render(out, 1);
+}
+
+fn push_warnings(r: &Report, out: &mut String) {
+    let s = &r.scan;
+    let mut notes = Vec::new();
+    if s.unreadable_frames > 0 {
+        notes.push(format!(
+            "{} frame(s) of the dump could not be read: results are partial",
+            s.unreadable_frames
+        ));
+    }
+    if s.paged_out_pages > 0 {
+        notes.push(format!(
+            "{} pool page(s) are paged out: allocations on them are counted by the tracker, not found",
+            s.paged_out_pages
+        ));
+    }
+    if !r.warnings.is_empty() || !notes.is_empty() {
+        out.push_str("\nWarnings:\n");
+        let messages = r.warnings.iter().map(|w| &w.message);
+        for w in notes.iter().chain(messages) {
+            out.push_str(&format!("  - {w}\n"));
+        }
+    }
+}
+
+/// The CSV header of the allocation list.
+pub(super) const ALLOCATION_CSV: [&str; 12] = [
+    "va",
+    "header",
+    "pa",
+    "bytes",
+    "pool",
+    "session",
+    "pool_type",
+    "state",
+    "allocator",
+    "tag",
+    "protected",
+    "in_dump",
+];
+
+/// One allocation as a CSV record, in [`ALLOCATION_CSV`]'s columns.
+pub(super) fn allocation_csv<W: Write>(
+    w: &mut csv::Writer<W>,
+    a: &FoundAllocation,
+) -> std::io::Result<()> {
+    crate::render::csv_record(
+        w,
+        [
+            a.va.to_string(),
+            a.header.map(|h| h.to_string()).unwrap_or_default(),
+            a.pa.map(|p| hex(p.0)).unwrap_or_default(),
+            a.bytes.to_string(),
+            a.pool.name().to_string(),
+            a.session.to_string(),
+            hex(u64::from(a.pool_type)),
+            state_text(a.state).to_lowercase(),
+            serde_json::to_value(a.allocator)?
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            a.tag.to_string(),
+            a.protected.to_string(),
+            a.in_dump.to_string(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// The allocations as CSV, or with `per_tag` the per-tag table.
+pub(super) fn render_csv(r: &Report, per_tag: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut w = csv::Writer::from_writer(out);
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    if per_tag {
+        crate::render::csv_record(
+            &mut w,
+            [
+                "tag",
+                "allocated",
+                "bytes",
+                "free",
+                "unknown",
+                "not_in_dump",
+                "tracker_diff",
+                "tracker_bytes",
+                "not_found",
+            ],
+        )?;
+        for x in &r.tags {
+            crate::render::csv_record(
+                &mut w,
+                [
+                    x.tag.clone(),
+                    x.allocated.to_string(),
+                    x.bytes.to_string(),
+                    x.free.to_string(),
+                    x.unknown.to_string(),
+                    x.not_in_dump.to_string(),
+                    opt(x.tracker_diff),
+                    opt(x.tracker_bytes),
+                    opt(x.not_found),
+                ],
+            )?;
+        }
+    } else {
+        crate::render::csv_record(&mut w, ALLOCATION_CSV)?;
+        for a in r.allocations.iter() {
+            allocation_csv(&mut w, a)?;
+        }
+    }
+    w.flush()
+}
