@@ -474,8 +474,12 @@ fn unsorted_memory_does_not_grow_with_results() {
         sorted_peak > few_peak + (24 << 20),
         "the sorted search should hold its {found} results: {sorted_peak} vs {few_peak}"
     );
+    // What --unsorted may add is bounded but not nothing: dump pages the
+    // heap checks map (64 KiB of fault-around each) stay resident until
+    // the next release of the map, every 64 MiB scanned; with 600,000 hits
+    // that is 6-11 MB here. The results themselves would add 38 MB.
     assert!(
-        many_peak < few_peak + (10 << 20),
+        many_peak < few_peak + (16 << 20),
         "--unsorted grew with its results: {few} -> {few_peak} bytes, {found} -> {many_peak} bytes"
     );
 }
