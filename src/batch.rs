@@ -14,8 +14,6 @@ use pooldump_fleet::{
     AnalyzeOptions, BatchOptions, BatchProgress, DumpRecord, Format, ResultStore, Status,
 };
 
-use crate::snapshot::ReadArgs;
-
 /// Analyse many dumps in parallel into Parquet (or NDJSON) tables.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -214,3 +212,4 @@ impl BatchProgress for Progress {
         }
     }
 }
+use crate::args::ReadArgs;

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use pooldump_core::snapshot::{self, DiffSort, RowStatus, SnapshotDiff};
 
+use crate::args::{FilterArgs, ReadArgs};
 use crate::render::{Align, poolmon_table};
-use crate::snapshot::{FilterArgs, ReadArgs, change_cells, human_bytes, load, signed};
+use crate::snapshot::{change_cells, human_bytes, load, signed};
 
 /// Compare two snapshots or dumps: per tag the change in Allocs, Frees,
 /// Diff and Bytes, largest growth first.

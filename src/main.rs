@@ -4,6 +4,7 @@
 //! only parses arguments, writes output and reports errors.
 
 mod analyze;
+mod args;
 mod batch;
 mod callsites;
 mod common;

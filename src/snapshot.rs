@@ -15,15 +15,15 @@ use pooldump_core::PoolTag;
 use pooldump_core::Target;
 use pooldump_core::dump::CrashDump;
 use pooldump_core::kernel::{self, WalkLimits};
-use pooldump_core::pool::{PoolClass, PoolTagDb, TagPattern};
+use pooldump_core::pool::{PoolClass, PoolTagDb};
 use pooldump_core::snapshot::{
     self, CaptureContext, CaptureOptions, Snapshot, SourceInfo, SourceKind,
 };
 use pooldump_core::snapshot_text::{self, TextTime};
 use pooldump_kdnet::{KdnetSpec, LiveTarget};
 
-use crate::analyze::PoolChoice;
-use crate::common::{SymbolArgs, connect_live, open_dump};
+use crate::args::{FilterArgs, ReadArgs};
+use crate::common::{connect_live, open_dump};
 
 /// Take a snapshot of a dump or a live KDNET target.
 #[derive(Debug, clap::Args)]
@@ -65,29 +65,6 @@ pub struct LiveArgs {
     /// and resumed at once.
     #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     pub kdnet: Option<String>,
-}
-
-/// How to read a kernel's pool table.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ReadArgs {
-    #[command(flatten)]
-    pub symbols: SymbolArgs,
-    /// A pooltag.txt (WinDbg's triage\pooltag.txt) for the Mapped_Driver
-    /// column.
-    #[arg(long, value_name = "FILE")]
-    pub pooltag: Option<PathBuf>,
-    /// Do not search the loaded drivers' images for tags pooltag.txt lacks.
-    #[arg(long)]
-    pub no_image_search: bool,
-}
-
-impl ReadArgs {
-    pub fn pooltag_db(&self) -> Result<Option<PoolTagDb>> {
-        let Some(p) = &self.pooltag else {
-            return Ok(None);
-        };
-        Ok(Some(crate::common::load_pooltag(p)?))
-    }
 }
 
 pub fn run(args: &Args) -> Result<String> {
@@ -431,21 +408,6 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| e.error)
         .with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(())
-}
-
-/// Which rows to show: PoolMon's P key and its /i and /x patterns.
-#[derive(Debug, Clone, clap::Args)]
-pub struct FilterArgs {
-    /// Only this pool: paged, nonpaged or both (PoolMon's P key).
-    #[arg(long, value_enum, default_value_t = PoolChoice::Both)]
-    pub pool: PoolChoice,
-    /// Show only tags matching PATTERN (PoolMon's /i: `?` one character,
-    /// `*` any, case-sensitive, 0x... for a value); may be repeated.
-    #[arg(short, long = "include", value_name = "PATTERN")]
-    pub include: Vec<TagPattern>,
-    /// Hide tags matching PATTERN (PoolMon's /x); may be repeated.
-    #[arg(short = 'x', long = "exclude", value_name = "PATTERN")]
-    pub exclude: Vec<TagPattern>,
 }
 
 impl FilterArgs {

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use pooldump_core::snapshot::{self, TimeAxis, Trend, TrendMetric, TrendOptions, Verdict};
 
+use crate::args::{FilterArgs, ReadArgs};
 use crate::render::{Align, Table};
-use crate::snapshot::{FilterArgs, ReadArgs, human_bytes, load};
+use crate::snapshot::{human_bytes, load};
 
 /// Rank tags by sustained growth over a series of snapshots or dumps, and
 /// chart the top ones.

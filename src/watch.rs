@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use pooldump_core::snapshot::{self, Change, Snapshot, TrendOptions, Verdict};
 
-use crate::snapshot::{LiveSource, ReadArgs, SnapshotSource, human_bytes, signed};
+use crate::args::ReadArgs;
+use crate::snapshot::{LiveSource, SnapshotSource, human_bytes, signed};
 
 /// Take snapshots of a live KDNET target periodically, resuming it in
 /// between, until stopped (Ctrl-C) or --count is reached.

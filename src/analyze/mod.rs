@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use pooldump_core::pool::{PoolClass, PoolUsage, SortKey, TrackerOptions, UsageQuery};
 use pooldump_core::{Warning, WarningKind};
 
+use crate::args::{FilterArgs, ReadArgs};
 use crate::common::{SourceArgs, open_source, release};
-use crate::snapshot::{FilterArgs, ReadArgs};
 
 mod csv;
 mod report;
@@ -71,26 +71,6 @@ pub struct Args {
 
 fn parse_sort(s: &str) -> Result<SortKey, String> {
     SortKey::parse(s).ok_or_else(|| crate::common::unknown_sort(s, ", nonpaged, paged"))
-}
-
-/// PoolMon's P key cycles through these.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PoolChoice {
-    Both,
-    #[value(alias = "p")]
-    Paged,
-    #[value(alias = "nonp", alias = "np")]
-    Nonpaged,
-}
-
-impl PoolChoice {
-    pub fn class(self) -> Option<PoolClass> {
-        match self {
-            PoolChoice::Both => None,
-            PoolChoice::Paged => Some(PoolClass::Paged),
-            PoolChoice::Nonpaged => Some(PoolClass::NonPaged),
-        }
-    }
 }
 
 pub fn run(args: &Args) -> Result<String> {

@@ -25,9 +25,8 @@ use crossterm::event::{self, Event, KeyEventKind};
 use ratatui::Terminal;
 use ratatui::backend::Backend;
 
-use crate::snapshot::{
-    FilterArgs, LiveArgs, LiveSource, ReadArgs, SnapshotSource, load, open_file,
-};
+use crate::args::{FilterArgs, ReadArgs};
+use crate::snapshot::{LiveArgs, LiveSource, SnapshotSource, load, open_file};
 
 /// An interactive PoolMon view of a dump, a snapshot or a live target.
 #[derive(Debug, clap::Args)]

@@ -12,8 +12,8 @@ use ratatui::text::Line;
 use ratatui::widgets::Paragraph;
 
 use super::{Args, Flow, TopSort};
-use crate::analyze::PoolChoice;
-use crate::snapshot::{FilterArgs, signed};
+use crate::args::{FilterArgs, PoolChoice};
+use crate::snapshot::signed;
 
 /// One screen row.
 #[derive(Debug, Clone)]

@@ -1,7 +1,8 @@
 use std::time::Duration;
 
 use super::*;
-use crate::snapshot::{LiveArgs, ReadArgs};
+use crate::args::ReadArgs;
+use crate::snapshot::LiveArgs;
 use pooldump_core::PoolTag;
 use pooldump_core::snapshot::{
     KernelInfo, SCHEMA, SnapshotRow, SnapshotTotals, SourceInfo, SourceKind, TimeInfo,
