@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::guid::Guid;
 use crate::isf::parse_guid;
-use crate::layout::Layouts;
+use crate::layout::{FieldLayout, Layouts, TypeLayout};
 use crate::source::PdbIdentity;
 
 const TABLE_XZ: &[u8] = include_bytes!("fallback/table.json.xz");
@@ -131,18 +131,24 @@ pub fn by_build_number_checked(build: u32) -> Result<&'static BuiltInBuild, Stri
 }
 
 /// The types and enums whose layouts differ between two entries.
+///
+/// Names the compiler makes up for anonymous types (`__unnamed_2dd2`) are
+/// numbered per build, so two revisions name the same anonymous member
+/// type differently (22000.318 and .2538 do, for
+/// `_RTLP_HP_HEAP_GLOBALS.FlagsBits`). Such types are not compared by name
+/// but through the members that use them: equal when their layouts are
+/// ([`same_type`]).
 fn differing_types(a: &Layouts, b: &Layouts) -> Vec<String> {
-    let mut v: Vec<String> = a
-        .types
-        .keys()
-        .chain(b.types.keys())
-        .filter(|k| a.types.get(*k) != b.types.get(*k))
+    let mut v: Vec<String> = (a.types.keys().chain(b.types.keys()))
+        .filter(|k| !is_made_up(k))
+        .filter(|k| match (a.types.get(*k), b.types.get(*k)) {
+            (Some(x), Some(y)) => !same_type(a, x, b, y, 0),
+            _ => true,
+        })
         .cloned()
         .collect();
     v.extend(
-        a.enums
-            .keys()
-            .chain(b.enums.keys())
+        (a.enums.keys().chain(b.enums.keys()))
             .filter(|k| a.enums.get(*k) != b.enums.get(*k))
             .cloned(),
     );
@@ -151,10 +157,101 @@ fn differing_types(a: &Layouts, b: &Layouts) -> Vec<String> {
     v
 }
 
+/// A name the compiler made up for an anonymous type.
+fn is_made_up(name: &str) -> bool {
+    name.starts_with("__unnamed")
+}
+
+/// Whether type `x` of `la` and `y` of `lb` have the same layout, member by
+/// member. Two members typed by made-up names agree when those types'
+/// layouts do, or when neither table holds them: then nothing pooldump
+/// reads goes inside them, and their offset and size were compared.
+fn same_type(la: &Layouts, x: &TypeLayout, lb: &Layouts, y: &TypeLayout, depth: u32) -> bool {
+    if x.size != y.size || x.union != y.union || x.fields.len() != y.fields.len() {
+        return false;
+    }
+    x.fields.iter().zip(&y.fields).all(|(f, g)| {
+        if f == g {
+            return true;
+        }
+        if !(is_made_up(&f.type_name) && is_made_up(&g.type_name)) || depth > 8 {
+            return false;
+        }
+        let renamed = FieldLayout {
+            type_name: f.type_name.clone(),
+            ..g.clone()
+        };
+        f == &renamed
+            && match (la.types.get(&f.type_name), lb.types.get(&g.type_name)) {
+                (Some(t), Some(u)) => same_type(la, t, lb, u, depth + 1),
+                (None, None) => true,
+                _ => false,
+            }
+    })
+}
+
 /// `10.0.22000.2538` → 2538.
 fn revision(s: &str) -> u32 {
     s.rsplit('.')
         .next()
         .and_then(|r| r.parse().ok())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(name: &str, offset: u64, ty: &str) -> FieldLayout {
+        FieldLayout {
+            name: name.into(),
+            offset,
+            size: 4,
+            type_name: ty.into(),
+            ..Default::default()
+        }
+    }
+
+    fn layouts(types: &[(&str, Vec<FieldLayout>)]) -> Layouts {
+        let mut l = Layouts::default();
+        for (name, fields) in types {
+            let t = TypeLayout {
+                size: 8,
+                union: false,
+                fields: fields.clone(),
+            };
+            l.types.insert((*name).into(), t);
+        }
+        l
+    }
+
+    #[test]
+    fn made_up_names_are_not_differences_but_their_layouts_are() {
+        let bits = |n: &str| vec![field(n, 0, "unsigned long")];
+        let a = layouts(&[
+            ("_G", vec![field("Flags", 0, "__unnamed_1")]),
+            ("__unnamed_1", bits("Erms")),
+        ]);
+        let same = layouts(&[
+            ("_G", vec![field("Flags", 0, "__unnamed_2")]),
+            ("__unnamed_2", bits("Erms")),
+        ]);
+        assert!(differing_types(&a, &same).is_empty());
+        // Neither table holds the anonymous type: offset and size decide.
+        let bare = |t: &str| layouts(&[("_G", vec![field("Flags", 0, t)])]);
+        assert!(differing_types(&bare("__unnamed_1"), &bare("__unnamed_7")).is_empty());
+        // The anonymous types' members differ: so does the type using them.
+        let other = layouts(&[
+            ("_G", vec![field("Flags", 0, "__unnamed_2")]),
+            ("__unnamed_2", bits("Other")),
+        ]);
+        assert_eq!(differing_types(&a, &other), ["_G"]);
+        // Only one side holds it: unknown, so different.
+        let half = layouts(&[("_G", vec![field("Flags", 0, "__unnamed_2")])]);
+        assert_eq!(differing_types(&a, &half), ["_G"]);
+        // A named type, an offset: always a difference.
+        assert_eq!(differing_types(&bare("_X"), &bare("_Y")), ["_G"]);
+        let moved = layouts(&[("_G", vec![field("Flags", 4, "__unnamed_9")])]);
+        assert_eq!(differing_types(&bare("__unnamed_1"), &moved), ["_G"]);
+    }
 }
