@@ -3,7 +3,7 @@
 //! it). Run from the repository root: `cargo run --example library`.
 
 use pooldump_core::Target;
-use pooldump_core::pool::{SortKey, TrackerOptions, UsageQuery, find::FindOptions};
+use pooldump_core::pool::{PoolMonColumn, TrackerOptions, UsageQuery, find::FindOptions};
 use pooldump_core::symbols::SymbolOptions;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let target = Target::open_dump("testdata/sample/MEMORY.DMP".as_ref(), &symbols)?;
     let usage = target.pool_usage(&TrackerOptions::default())?;
     let top = UsageQuery {
-        sort: SortKey::Bytes,
+        sort: PoolMonColumn::Bytes.into(),
         top: Some(5),
         ..Default::default()
     };

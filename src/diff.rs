@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use pooldump_core::snapshot::{self, DiffSort, RowStatus, SnapshotDiff};
+use pooldump_core::pool::PoolMonColumn;
+use pooldump_core::snapshot::{self, RowStatus, SnapshotDiff};
 
 use crate::args::{FilterArgs, ReadArgs};
 use crate::render::{Align, poolmon_table};
@@ -28,7 +29,7 @@ pub struct Args {
     /// Rank by the change in bytes, diff, allocs or frees (PoolMon's B S A
     /// F), by per-alloc (M) or by tag (T).
     #[arg(short, long, default_value = "bytes", value_parser = parse_sort)]
-    pub sort: DiffSort,
+    pub sort: PoolMonColumn,
     /// Reverse the order (largest drop first).
     #[arg(long)]
     pub reverse: bool,
@@ -40,8 +41,8 @@ pub struct Args {
     pub json: bool,
 }
 
-fn parse_sort(s: &str) -> Result<DiffSort, String> {
-    DiffSort::parse(s).ok_or_else(|| crate::common::unknown_sort(s, ""))
+fn parse_sort(s: &str) -> Result<PoolMonColumn, String> {
+    PoolMonColumn::parse(s).ok_or_else(|| crate::common::unknown_sort(s, ""))
 }
 
 pub fn run(args: &Args) -> Result<String> {
@@ -50,7 +51,7 @@ pub fn run(args: &Args) -> Result<String> {
     let b = load(&args.after, &args.read, db.as_ref())?;
     let mut d = snapshot::diff(&a, &b);
     d.rows.retain(|r| args.filter.keeps(r.value, r.pool));
-    args.sort.sort(&mut d.rows);
+    snapshot::sort_rows(&mut d.rows, args.sort);
     if args.reverse {
         d.rows.reverse();
     }

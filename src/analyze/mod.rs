@@ -7,7 +7,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use pooldump_core::pool::{PoolClass, PoolUsage, SortKey, TrackerOptions, UsageQuery};
+use pooldump_core::pool::{
+    PoolClass, PoolMonColumn, PoolUsage, SortKey, TrackerOptions, UsageQuery,
+};
 use pooldump_core::{Warning, WarningKind};
 
 use crate::args::{FilterArgs, ReadArgs};
@@ -181,7 +183,10 @@ fn option_notes(args: &Args) -> Vec<String> {
         v.push("--show-free lists the big-page table's freed entries and applies only with --big-pool: it changed nothing here".into());
     }
     if args.big_pool {
-        if !matches!(args.sort, SortKey::Tag | SortKey::Bytes) {
+        if !matches!(
+            args.sort,
+            SortKey::Column(PoolMonColumn::Tag | PoolMonColumn::Bytes)
+        ) {
             v.push("--sort: the big-page list has one row per allocation (no Allocs, Frees or Diff), so only -s tag and -s bytes apply; it is sorted by tag".into());
         }
         if args.totals {

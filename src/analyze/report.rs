@@ -2,7 +2,9 @@
 //! conversions from the library's rows.
 
 use pooldump_core::Warning;
-use pooldump_core::pool::{BigPoolEntry, BigPoolTable, SortKey, TagUsage, UsageQuery};
+use pooldump_core::pool::{
+    BigPoolEntry, BigPoolTable, PoolMonColumn, SortKey, TagUsage, UsageQuery,
+};
 use serde::Serialize;
 
 use crate::common::KdnetReport;
@@ -226,7 +228,9 @@ pub(super) fn big_pool_report(t: &BigPoolTable, rows: &[TagUsage], q: &UsageQuer
     // -s bytes; --reverse and --top as for the tag table.
     let mut kept: Vec<&BigPoolEntry> = t.entries.iter().filter(|e| keep(e)).collect();
     match q.sort {
-        SortKey::Bytes => kept.sort_by_key(|e| (std::cmp::Reverse(e.bytes), e.tag.bytes(), e.va)),
+        SortKey::Column(PoolMonColumn::Bytes) => {
+            kept.sort_by_key(|e| (std::cmp::Reverse(e.bytes), e.tag.bytes(), e.va))
+        }
         _ => kept.sort_by_key(|e| (e.tag.bytes(), e.va)),
     }
     if q.reverse {

@@ -4,13 +4,13 @@
 //! then every allocation of the top tag (`!poolfind`):
 //!
 //! ```
-//! use pooldump_core::pool::{SortKey, TrackerOptions, UsageQuery, find::FindOptions};
+//! use pooldump_core::pool::{PoolMonColumn, TrackerOptions, UsageQuery, find::FindOptions};
 //! use pooldump_core::{Target, symbols::SymbolOptions};
 //! # let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/sample");
 //! let opts = SymbolOptions::local_store(&dir.join("symbols")); // or SymbolOptions::from_env()
 //! let target = Target::open_dump(&dir.join("MEMORY.DMP"), &opts)?;
 //! let usage = target.pool_usage(&TrackerOptions::default())?;
-//! let top = UsageQuery { sort: SortKey::Bytes, top: Some(5), ..Default::default() }.apply(&usage.rows);
+//! let top = UsageQuery { sort: PoolMonColumn::Bytes.into(), top: Some(5), ..Default::default() }.apply(&usage.rows);
 //! for r in &top {
 //!     println!("{} {:?} allocs {} frees {} bytes {}", r.tag, r.pool, r.allocs, r.frees, r.bytes);
 //! }

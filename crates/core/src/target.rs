@@ -3,7 +3,7 @@
 //! session or any other [`Memory`].
 //!
 //! ```
-//! use pooldump_core::pool::{PoolClass, SortKey, TrackerOptions, UsageQuery};
+//! use pooldump_core::pool::{PoolClass, PoolMonColumn, TrackerOptions, UsageQuery};
 //! use pooldump_core::symbols::SymbolOptions;
 //! use pooldump_core::Target;
 //!
@@ -13,7 +13,7 @@
 //! let target = Target::open_dump(&root.join("MEMORY.DMP"), &opts)?;
 //!
 //! let usage = target.pool_usage(&TrackerOptions::default())?;
-//! let query = UsageQuery { sort: SortKey::Bytes, pool: Some(PoolClass::NonPaged), top: Some(3), ..Default::default() };
+//! let query = UsageQuery { sort: PoolMonColumn::Bytes.into(), pool: Some(PoolClass::NonPaged), top: Some(3), ..Default::default() };
 //! for row in query.apply(&usage.rows) {
 //!     println!("{} {:>8} {:>8} {:>10}", row.tag, row.allocs, row.frees, row.bytes);
 //! }

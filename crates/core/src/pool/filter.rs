@@ -173,41 +173,53 @@ impl PoolMonColumn {
             _ => return None,
         })
     }
+
+    /// A row's number in this column; `None` for [`PoolMonColumn::Tag`],
+    /// the one column that is not a count.
+    pub fn value_of(self, r: &TagUsage) -> Option<u64> {
+        match self {
+            Self::Tag => None,
+            Self::Allocs => Some(r.allocs),
+            Self::Frees => Some(r.frees),
+            Self::Diff => Some(r.diff),
+            Self::Bytes => Some(r.bytes),
+            Self::PerAlloc => Some(r.per_alloc),
+        }
+    }
 }
 
-/// What to sort rows by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// What to sort rows by: one of PoolMon's columns, or one of the two
+/// orders `!poolused` adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortKey {
-    #[default]
-    Tag,
-    Allocs,
-    Frees,
-    Diff,
-    Bytes,
-    PerAlloc,
+    /// A PoolMon column: tags ascend, numbers descend.
+    Column(PoolMonColumn),
     /// `!poolused 2`: the tag's nonpaged bytes.
     NonPagedBytes,
     /// `!poolused 4`: the tag's paged bytes.
     PagedBytes,
 }
 
+impl Default for SortKey {
+    /// PoolMon's default order: by tag.
+    fn default() -> Self {
+        Self::Column(PoolMonColumn::Tag)
+    }
+}
+
+impl From<PoolMonColumn> for SortKey {
+    fn from(c: PoolMonColumn) -> Self {
+        Self::Column(c)
+    }
+}
+
 impl SortKey {
     /// A [`PoolMonColumn`], or `nonpaged` / `paged` (`!poolused 2` / `4`).
     pub fn parse(s: &str) -> Option<Self> {
-        if let Some(c) = PoolMonColumn::parse(s) {
-            return Some(match c {
-                PoolMonColumn::Tag => SortKey::Tag,
-                PoolMonColumn::Allocs => SortKey::Allocs,
-                PoolMonColumn::Frees => SortKey::Frees,
-                PoolMonColumn::Diff => SortKey::Diff,
-                PoolMonColumn::Bytes => SortKey::Bytes,
-                PoolMonColumn::PerAlloc => SortKey::PerAlloc,
-            });
-        }
-        Some(match s {
-            "nonpaged" | "nonpaged-bytes" | "2" => SortKey::NonPagedBytes,
-            "paged" | "paged-bytes" | "4" => SortKey::PagedBytes,
-            _ => return None,
+        PoolMonColumn::parse(s).map(Self::Column).or(match s {
+            "nonpaged" | "nonpaged-bytes" | "2" => Some(Self::NonPagedBytes),
+            "paged" | "paged-bytes" | "4" => Some(Self::PagedBytes),
+            _ => None,
         })
     }
 }
@@ -245,12 +257,8 @@ impl UsageQuery {
         };
         let tag_key = |r: &TagUsage| (r.tag.bytes(), r.pool);
         match self.sort {
-            SortKey::Tag => v.sort_by_key(tag_key),
-            SortKey::Allocs => v.sort_by_key(|r| (Reverse(r.allocs), tag_key(r))),
-            SortKey::Frees => v.sort_by_key(|r| (Reverse(r.frees), tag_key(r))),
-            SortKey::Diff => v.sort_by_key(|r| (Reverse(r.diff), tag_key(r))),
-            SortKey::Bytes => v.sort_by_key(|r| (Reverse(r.bytes), tag_key(r))),
-            SortKey::PerAlloc => v.sort_by_key(|r| (Reverse(r.per_alloc), tag_key(r))),
+            // Numbers descend; the tag column has none, so it sorts by tag.
+            SortKey::Column(c) => v.sort_by_key(|r| (Reverse(c.value_of(r)), tag_key(r))),
             SortKey::NonPagedBytes | SortKey::PagedBytes => {
                 let class = if self.sort == SortKey::NonPagedBytes {
                     PoolClass::NonPaged
@@ -292,13 +300,11 @@ mod tests {
             for n in names {
                 assert_eq!(PoolMonColumn::parse(n), Some(want), "{n}");
                 assert!(SortKey::parse(n).is_some(), "{n}");
-                assert!(crate::snapshot::DiffSort::parse(n).is_some(), "{n}");
             }
         }
-        assert_eq!(SortKey::parse("M"), Some(SortKey::PerAlloc));
+        assert_eq!(SortKey::parse("M"), Some(PoolMonColumn::PerAlloc.into()));
         assert_eq!(SortKey::parse("2"), Some(SortKey::NonPagedBytes));
         assert_eq!(PoolMonColumn::parse("2"), None);
-        assert_eq!(crate::snapshot::DiffSort::parse("paged"), None);
         assert_eq!(PoolMonColumn::parse("x"), None);
     }
 

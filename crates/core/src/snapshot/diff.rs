@@ -110,7 +110,7 @@ pub struct SnapshotDiff {
     /// across a reboot compares unrelated numbers).
     pub same_boot: Option<bool>,
     pub totals: DiffTotals,
-    /// Rows in tag order; [`DiffSort`] ranks them.
+    /// Rows in tag order; [`sort_rows`] ranks them.
     pub rows: Vec<DiffRow>,
     pub warnings: Vec<Warning>,
 }
@@ -122,49 +122,23 @@ impl SnapshotDiff {
     }
 }
 
-/// What the diff ranks by: the change of a column, largest growth first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DiffSort {
-    #[default]
-    Bytes,
-    Diff,
-    Allocs,
-    Frees,
-    /// Per Alloc after (no change column).
-    PerAlloc,
-    Tag,
-}
-
-impl DiffSort {
-    /// A [`PoolMonColumn`](crate::pool::PoolMonColumn) by name or letter.
-    pub fn parse(s: &str) -> Option<Self> {
-        use crate::pool::PoolMonColumn as C;
-        Some(match C::parse(s)? {
-            C::Bytes => Self::Bytes,
-            C::Diff => Self::Diff,
-            C::Allocs => Self::Allocs,
-            C::Frees => Self::Frees,
-            C::PerAlloc => Self::PerAlloc,
-            C::Tag => Self::Tag,
-        })
-    }
-
-    /// Sort rows: largest growth first (tags ascending for `Tag`), ties by
-    /// tag and type so the order is stable.
-    pub fn sort(self, rows: &mut [DiffRow]) {
-        let tag_key = |r: &DiffRow| (r.value.bytes(), r.pool, r.overflow);
-        let key = |r: &DiffRow| -> i128 {
-            match self {
-                Self::Bytes => r.bytes.delta.into(),
-                Self::Diff => r.diff.delta.into(),
-                Self::Allocs => r.allocs.delta.into(),
-                Self::Frees => r.frees.delta.into(),
-                Self::PerAlloc => r.per_alloc.into(),
-                Self::Tag => 0,
-            }
-        };
-        rows.sort_by(|a, b| key(b).cmp(&key(a)).then(tag_key(a).cmp(&tag_key(b))));
-    }
+/// Rank a diff's rows by the change of one of PoolMon's columns, largest
+/// growth first (per-alloc by its value after, which has no change
+/// column; tags ascending for [`PoolMonColumn::Tag`]), ties by tag and type
+/// so the order is stable.
+pub fn sort_rows(rows: &mut [DiffRow], by: PoolMonColumn) {
+    let tag_key = |r: &DiffRow| (r.value.bytes(), r.pool, r.overflow);
+    let key = |r: &DiffRow| -> i128 {
+        match by {
+            PoolMonColumn::Bytes => r.bytes.delta.into(),
+            PoolMonColumn::Diff => r.diff.delta.into(),
+            PoolMonColumn::Allocs => r.allocs.delta.into(),
+            PoolMonColumn::Frees => r.frees.delta.into(),
+            PoolMonColumn::PerAlloc => r.per_alloc.into(),
+            PoolMonColumn::Tag => 0,
+        }
+    };
+    rows.sort_by(|a, b| key(b).cmp(&key(a)).then(tag_key(a).cmp(&tag_key(b))));
 }
 
 /// Compare two snapshots. Rows whose four counters are equal are left out,

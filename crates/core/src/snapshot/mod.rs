@@ -35,7 +35,9 @@ use serde::{Deserialize, Serialize};
 use crate::addr::KernelVa;
 use crate::dump::{FileTime, UpTime};
 use crate::memory::Memory;
-use crate::pool::{PoolClass, PoolError, PoolTagDb, TagUsage, TrackerOptions, TrackerSlot};
+use crate::pool::{
+    PoolClass, PoolError, PoolMonColumn, PoolTagDb, TagUsage, TrackerOptions, TrackerSlot,
+};
 use crate::tag::PoolTag;
 use crate::target::Target;
 use crate::warning::{Warning, WarningKind};

@@ -87,7 +87,7 @@ fn diff_reports_only_moved_rows() {
     assert_eq!(d.elapsed_secs, Some(1800.0));
     assert_eq!(d.same_boot, Some(true));
     let mut rows = d.rows.clone();
-    DiffSort::Bytes.sort(&mut rows);
+    sort_rows(&mut rows, crate::pool::PoolMonColumn::Bytes);
     let tags: Vec<&str> = rows.iter().map(|r| r.tag.as_str()).collect();
     assert_eq!(tags, ["Leak", "New "]);
     assert_eq!(rows[0].bytes, Change::new(800, 1700));
