@@ -14,13 +14,13 @@ use serde::Serialize;
 
 use crate::warning::{Warning, WarningKind};
 
-use super::read::{describe_missing, read_array, read_nt_var};
+use super::read::{Array, describe_missing, read_array, read_nt_var};
 use super::tracker::{EntryLayout, push_rows, read_expansion_table, totals};
 use super::{PoolError, TagUsage, Totals, TrackerOptions, TrackerSlot};
 use crate::addr::{KernelVa, PhysAddr};
 use crate::memory::{Memory, MemoryExt, ProcessSpace};
-use crate::processes::ProcessList;
-use crate::symbols::KernelSymbols;
+use crate::processes::{Process, ProcessList};
+use crate::symbols::{Field, KernelSymbols, SymbolError};
 use crate::tag::PoolTag;
 
 /// A process of a session, as `!session` lists them.
@@ -84,19 +84,7 @@ pub fn read_session_pool<M: Memory + ?Sized>(
     opts: &TrackerOptions,
 ) -> Result<SessionPool, PoolError> {
     let layout = EntryLayout::new(syms)?;
-    // The three globals are SIZE_T / PVOID.
-    let global = |name: &str| read_nt_var(mem, syms, kern_base, name, 8);
-    // Sessions in the order their first process appears.
-    let mut groups: Vec<(KernelVa, Vec<&crate::processes::Process>)> = Vec::new();
-    for p in &procs.processes {
-        if p.session.0 == 0 {
-            continue;
-        }
-        match groups.iter_mut().find(|(s, _)| *s == p.session) {
-            Some((_, v)) => v.push(p),
-            None => groups.push((p.session, vec![p])),
-        }
-    }
+    let groups = sessions_of(procs);
     if groups.is_empty() {
         return Ok(SessionPool {
             processes: procs.processes.len(),
@@ -110,93 +98,228 @@ pub fn read_session_pool<M: Memory + ?Sized>(
             ..Default::default()
         });
     }
-
     let mut warnings = Vec::new();
-    let size = global("ExpSessionPoolTrackTableSize")?;
-    if !(1..=opts.max_entries).contains(&size) {
-        return Err(PoolError::Implausible {
-            what: super::read::var_label(syms, "ExpSessionPoolTrackTableSize"),
-            value: size,
-            limit: opts.max_entries,
-        });
+    let r = SessionRead::new(mem, syms, kern_base, opts, layout, &mut warnings)?;
+    let mut sessions: Vec<SessionUsage> = groups
+        .into_iter()
+        .filter_map(|(session, members)| r.session(session, &members, &mut warnings))
+        .collect();
+    sessions.sort_by_key(|s| (s.session_id.unwrap_or(u32::MAX), s.session_space));
+    Ok(SessionPool {
+        sessions,
+        processes: procs.processes.len(),
+        table_size: r.size,
+        warnings: Warning::all(WarningKind::SessionPool, warnings),
+    })
+}
+
+/// Sessions (their `EPROCESS.Session`) and their processes, in the order
+/// their first process appears.
+fn sessions_of(procs: &ProcessList) -> Vec<(KernelVa, Vec<&Process>)> {
+    let mut groups: Vec<(KernelVa, Vec<&Process>)> = Vec::new();
+    for p in procs.processes.iter().filter(|p| p.session.0 != 0) {
+        match groups.iter_mut().find(|(s, _)| *s == p.session) {
+            Some((_, v)) => v.push(p),
+            None => groups.push((p.session, vec![p])),
+        }
     }
-    if let Ok(mask) = global("ExpSessionPoolTrackTableMask")
-        && (!size.is_power_of_two() || mask != size - 1)
-    {
-        warnings.push(format!(
-            "ExpSessionPoolTrackTableSize {size:#x} and ExpSessionPoolTrackTableMask {mask:#x} are not the kernel's 2^n / 2^n-1 pair"
-        ));
-    }
-    let ss = "_MM_SESSION_SPACE";
-    let pool_tags = syms.field(ss, "PoolTags").ok();
-    let source = if syms.symbol("ExpSessionPoolTrackTable").is_some() {
-        TableSource::Global(KernelVa(global("ExpSessionPoolTrackTable")?))
-    } else {
-        match &pool_tags {
-            Some(f) if f.is_pointer() => TableSource::Pointer(f.offset),
-            Some(f) => TableSource::Inline(f.offset),
-            None => {
-                return Err(PoolError::Symbol(
-                    crate::symbols::SymbolError::MissingSymbol {
+    groups
+}
+
+/// What reading every session's table needs: the table's size and where
+/// it is, and the `_MM_SESSION_SPACE` fields read per session.
+struct SessionRead<'a, M: ?Sized> {
+    mem: &'a M,
+    opts: &'a TrackerOptions,
+    layout: EntryLayout,
+    size: u64,
+    source: TableSource,
+    id_field: Field,
+    exp_field: Option<Field>,
+    exp_size_field: Option<Field>,
+}
+
+impl<'a, M: Memory + ?Sized> SessionRead<'a, M> {
+    fn new(
+        mem: &'a M,
+        syms: &KernelSymbols,
+        kern_base: KernelVa,
+        opts: &'a TrackerOptions,
+        layout: EntryLayout,
+        warnings: &mut Vec<String>,
+    ) -> Result<Self, PoolError> {
+        // The three globals are SIZE_T / PVOID.
+        let global = |name: &str| read_nt_var(mem, syms, kern_base, name, 8);
+        let size = global("ExpSessionPoolTrackTableSize")?;
+        if !(1..=opts.max_entries).contains(&size) {
+            return Err(PoolError::Implausible {
+                what: super::read::var_label(syms, "ExpSessionPoolTrackTableSize"),
+                value: size,
+                limit: opts.max_entries,
+            });
+        }
+        if let Ok(mask) = global("ExpSessionPoolTrackTableMask")
+            && (!size.is_power_of_two() || mask != size - 1)
+        {
+            warnings.push(format!(
+                "ExpSessionPoolTrackTableSize {size:#x} and ExpSessionPoolTrackTableMask {mask:#x} are not the kernel's 2^n / 2^n-1 pair"
+            ));
+        }
+        let ss = "_MM_SESSION_SPACE";
+        let source = if syms.symbol("ExpSessionPoolTrackTable").is_some() {
+            let t = KernelVa(global("ExpSessionPoolTrackTable")?);
+            if !t.is_kernel() {
+                return Err(PoolError::BadPointer {
+                    what: super::read::var_label(syms, "ExpSessionPoolTrackTable"),
+                    va: t,
+                });
+            }
+            TableSource::Global(t)
+        } else {
+            match syms.field(ss, "PoolTags").ok() {
+                Some(f) if f.is_pointer() => TableSource::Pointer(f.offset),
+                Some(f) => TableSource::Inline(f.offset),
+                None => {
+                    return Err(PoolError::Symbol(SymbolError::MissingSymbol {
                         name: "ExpSessionPoolTrackTable".into(),
                         symbols: syms.describe(),
-                    },
-                ));
+                    }));
+                }
             }
-        }
-    };
-    if let TableSource::Global(t) = source
-        && !t.is_kernel()
-    {
-        return Err(PoolError::BadPointer {
-            what: super::read::var_label(syms, "ExpSessionPoolTrackTable"),
-            va: t,
-        });
+        };
+        Ok(Self {
+            mem,
+            opts,
+            layout,
+            size,
+            source,
+            id_field: syms.field(ss, "SessionId")?,
+            exp_field: syms.field(ss, "PoolTrackTableExpansion").ok(),
+            exp_size_field: syms.field(ss, "PoolTrackTableExpansionSize").ok(),
+        })
     }
-    let id_field = syms.field(ss, "SessionId")?;
-    let exp_field = syms.field(ss, "PoolTrackTableExpansion").ok();
-    let exp_size_field = syms.field(ss, "PoolTrackTableExpansionSize").ok();
 
-    let mut sessions = Vec::new();
-    for (session, members) in groups {
-        let mut w = Vec::new();
-        let processes = members
-            .iter()
-            .map(|p| SessionProcess {
-                pid: p.pid,
-                name: p.name.clone(),
-            })
-            .collect();
+    /// One session's usage, or `None` (with a warning) when no process of
+    /// it reaches its table.
+    fn session(
+        &self,
+        session: KernelVa,
+        members: &[&Process],
+        warnings: &mut Vec<String>,
+    ) -> Option<SessionUsage> {
         if !session.is_kernel() {
             warnings.push(format!(
                 "process {} ({}) has Session {session}, not a kernel address; skipped",
                 members[0].pid, members[0].name
             ));
-            continue;
+            return None;
         }
+        let mut w = Vec::new();
         let field_va = |off: u64| KernelVa(session.0.wrapping_add(off));
-        let session_id = match mem.read_u32(field_va(id_field.offset)) {
+        let session_id = match self.mem.read_u32(field_va(self.id_field.offset)) {
             Ok(v) => Some(v),
             Err(e) => {
                 w.push(format!("cannot read the session's SessionId: {e}"));
                 None
             }
         };
-        let read_ptr = |f: &Option<crate::symbols::Field>| -> Option<u64> {
-            f.as_ref()
-                .and_then(|f| mem.read_u64(field_va(f.offset)).ok())
-        };
-
-        // Try the session's processes in turn until one's page tables
-        // reach the table.
-        let mut result = None;
-        let mut last_error = None;
-        for p in &members {
-            if p.dtb.0 & !0xFFF == 0 {
-                continue;
+        let (dtb, table, arr) = match self.find_table(session, members) {
+            Ok(found) => found,
+            Err(why) => {
+                warnings.push(format!(
+                    "session {} at {session}: {why}",
+                    session_id.map_or_else(|| "?".to_string(), |i| i.to_string()),
+                ));
+                return None;
             }
+        };
+        if !arr.missing.is_empty() {
+            w.push(format!(
+                "session tracker at {table}: {} are not in the dump; those slots' tags are left out",
+                describe_missing(&arr)
+            ));
+        }
+        let mut rows = self.rows(&arr);
+        let (exp, exp_size, exp_used) = self.expansion(session, dtb, &mut rows, &mut w);
+        let clamped = rows.iter().filter(|r| r.clamped).count();
+        if clamped > 0 {
+            w.push(format!(
+                "Allocs raised to Frees for {clamped} row(s) as the kernel does"
+            ));
+        }
+        rows.sort_by_key(|r| (r.tag.bytes(), r.pool));
+        Some(SessionUsage {
+            session_id,
+            session_space: session,
+            processes: members
+                .iter()
+                .map(|p| SessionProcess {
+                    pid: p.pid,
+                    name: p.name.clone(),
+                })
+                .collect(),
+            dtb,
+            table,
+            size: self.size,
+            expansion: exp,
+            expansion_size: exp_size,
+            expansion_used: exp_used,
+            totals: totals(&rows),
+            rows,
+            warnings: Warning::all(WarningKind::SessionPool, w),
+        })
+    }
+
+    /// The session's own expansion table (`PoolTrackTableExpansion` and its
+    /// size in `_MM_SESSION_SPACE`), read through `dtb`, into `rows`: its
+    /// address, size and the entries used.
+    fn expansion(
+        &self,
+        session: KernelVa,
+        dtb: PhysAddr,
+        rows: &mut Vec<TagUsage>,
+        w: &mut Vec<String>,
+    ) -> (KernelVa, u64, u64) {
+        let read_ptr = |f: &Option<Field>| -> Option<u64> {
+            f.as_ref().and_then(|f| {
+                self.mem
+                    .read_u64(KernelVa(session.0.wrapping_add(f.offset)))
+                    .ok()
+            })
+        };
+        let exp = KernelVa(read_ptr(&self.exp_field).unwrap_or(0));
+        let exp_size = read_ptr(&self.exp_size_field).unwrap_or(0);
+        let used = read_expansion_table(
+            &ProcessSpace::new(self.mem, dtb),
+            &self.layout,
+            exp,
+            exp_size,
+            "the session's PoolTrackTableExpansion",
+            self.opts,
+            rows,
+            w,
+        )
+        .unwrap_or_else(|e| {
+            w.push(format!("{e}; its tags are missing"));
+            0
+        });
+        (exp, exp_size, used)
+    }
+
+    /// Try the session's processes in turn until one's page tables reach
+    /// the table: the page tables used, the table and its entries, or why
+    /// none did.
+    fn find_table(
+        &self,
+        session: KernelVa,
+        members: &[&Process],
+    ) -> Result<(PhysAddr, KernelVa, Array), String> {
+        let (mem, size) = (self.mem, self.size);
+        let field_va = |off: u64| KernelVa(session.0.wrapping_add(off));
+        let mut last_error = None;
+        for p in members.iter().filter(|p| p.dtb.0 & !0xFFF != 0) {
             let view = ProcessSpace::new(mem, p.dtb);
-            let (table, through_session) = match source {
+            let (table, through_session) = match self.source {
                 TableSource::Global(t) => (t, true),
                 TableSource::Pointer(off) => match view.read_u64(field_va(off)) {
                     Ok(t) => (KernelVa(t), true),
@@ -212,9 +335,9 @@ pub fn read_session_pool<M: Memory + ?Sized>(
                 break;
             }
             let arr = if through_session {
-                read_array(&view, table, size, layout.size)
+                read_array(&view, table, size, self.layout.size)
             } else {
-                read_array(mem, table, size, layout.size)
+                read_array(mem, table, size, self.layout.size)
             };
             if arr.missing_count() == size {
                 last_error = Some(format!(
@@ -225,28 +348,17 @@ pub fn read_session_pool<M: Memory + ?Sized>(
                 ));
                 continue;
             }
-            result = Some((p.dtb, table, arr));
-            break;
+            return Ok((p.dtb, table, arr));
         }
-        let Some((dtb, table, arr)) = result else {
-            warnings.push(format!(
-                "session {} at {session}: {}",
-                session_id.map_or_else(|| "?".to_string(), |i| i.to_string()),
-                last_error.unwrap_or_else(|| "no process of it has page tables".into())
-            ));
-            continue;
-        };
-        if !arr.missing.is_empty() {
-            w.push(format!(
-                "session tracker at {table}: {} are not in the dump; those slots' tags are left out",
-                describe_missing(&arr)
-            ));
-        }
+        Err(last_error.unwrap_or_else(|| "no process of it has page tables".into()))
+    }
+
+    /// The rows of a session's table: every keyed slot (the table has no
+    /// overflow slot and no per-processor copies).
+    fn rows(&self, arr: &Array) -> Vec<TagUsage> {
+        let layout = &self.layout;
         let mut rows = Vec::new();
-        for i in 0..size {
-            if arr.is_missing(i) {
-                continue;
-            }
+        for i in (0..self.size).filter(|&i| !arr.is_missing(i)) {
             let e = arr.entry(i, layout.size);
             let k = layout.key(e);
             if k == 0 {
@@ -260,55 +372,9 @@ pub fn read_session_pool<M: Memory + ?Sized>(
                 TrackerSlot::Hashed { index: i },
                 v,
                 layout.counter_mask,
-                opts.include_zero,
+                self.opts.include_zero,
             );
         }
-        let exp = KernelVa(read_ptr(&exp_field).unwrap_or(0));
-        let exp_size = read_ptr(&exp_size_field).unwrap_or(0);
-        let view = ProcessSpace::new(mem, dtb);
-        let exp_used = match read_expansion_table(
-            &view,
-            &layout,
-            exp,
-            exp_size,
-            "the session's PoolTrackTableExpansion",
-            opts,
-            &mut rows,
-            &mut w,
-        ) {
-            Ok(n) => n,
-            Err(e) => {
-                w.push(format!("{e}; its tags are missing"));
-                0
-            }
-        };
-        let clamped = rows.iter().filter(|r| r.clamped).count();
-        if clamped > 0 {
-            w.push(format!(
-                "Allocs raised to Frees for {clamped} row(s) as the kernel does"
-            ));
-        }
-        rows.sort_by_key(|r| (r.tag.bytes(), r.pool));
-        sessions.push(SessionUsage {
-            session_id,
-            session_space: session,
-            processes,
-            dtb,
-            table,
-            size,
-            expansion: exp,
-            expansion_size: exp_size,
-            expansion_used: exp_used,
-            totals: totals(&rows),
-            rows,
-            warnings: Warning::all(WarningKind::SessionPool, w),
-        });
+        rows
     }
-    sessions.sort_by_key(|s| (s.session_id.unwrap_or(u32::MAX), s.session_space));
-    Ok(SessionPool {
-        sessions,
-        processes: procs.processes.len(),
-        table_size: size,
-        warnings: Warning::all(WarningKind::SessionPool, warnings),
-    })
 }

@@ -209,94 +209,188 @@ pub fn read_pool_usage<M: Memory + ?Sized>(
     kern_base: KernelVa,
     opts: &TrackerOptions,
 ) -> Result<PoolUsage, PoolError> {
+    let r = TrackerRead {
+        mem,
+        syms,
+        kern_base,
+        opts,
+        layout: EntryLayout::new(syms)?,
+    };
     let mut warnings = Vec::new();
-    let var = |name: &str| nt_var(syms, kern_base, name);
-    let read_var = |name: &str, width: usize| read_nt_var(mem, syms, kern_base, name, width);
-    let layout = EntryLayout::new(syms)?;
-    let table = KernelVa(read_var("PoolTrackTable", 8)?);
-    let size = read_var("PoolTrackTableSize", 8)?;
-    let mask = read_var("PoolTrackTableMask", 8).unwrap_or(size.saturating_sub(2));
-    if !table.is_kernel() {
-        return Err(PoolError::BadPointer {
-            what: super::read::var_label(syms, "PoolTrackTable"),
-            va: table,
-        });
-    }
-    if !(2..=opts.max_entries).contains(&size) {
-        return Err(PoolError::Implausible {
-            what: super::read::var_label(syms, "PoolTrackTableSize"),
-            value: size,
-            limit: opts.max_entries,
-        });
-    }
-    if !(size - 1).is_power_of_two() || mask != size - 2 {
-        warnings.push(format!(
-            "PoolTrackTableSize {size:#x} and PoolTrackTableMask {mask:#x} are not the kernel's 2^n+1 / 2^n-1 pair"
-        ));
+    let (table, size, mask) = r.table_head(&mut warnings)?;
+    let (global, mut sums) = r.global_table(table, size, &mut warnings)?;
+    let (processors, per_cpu_tables) = r.per_cpu_tables(table, size, &mut sums, &mut warnings);
+    let mut rows = r.hashed_rows(&global, &sums, size, &mut warnings);
+    // The expansion table: unhashed, scanned from 0 to the first empty key.
+    let (expansion, expansion_size, expansion_used) = read_expansion(
+        mem,
+        syms,
+        kern_base,
+        &r.layout,
+        opts,
+        &mut rows,
+        &mut warnings,
+    )?;
+    warn_clamped(&rows, &mut warnings);
+    let totals = totals(&rows);
+    rows.sort_by_key(|r| (r.tag.bytes(), r.pool));
+    let counter_mask = r.layout.counter_mask;
+    Ok(PoolUsage {
+        rows,
+        totals,
+        tracker: TrackerInfo {
+            table,
+            size,
+            mask,
+            entry_size: r.layout.size,
+            counter_bits: if counter_mask == u64::MAX {
+                64
+            } else {
+                counter_mask.count_ones()
+            },
+            processors,
+            per_cpu_tables,
+            expansion,
+            expansion_size,
+            expansion_used,
+        },
+        warnings: Warning::all(WarningKind::Tracker, warnings),
+    })
+}
+
+/// The global tracker's keys and, per slot, the counters summed over the
+/// processors read so far.
+struct Sums {
+    keys: Vec<u32>,
+    counters: Vec<[u64; 6]>,
+}
+
+/// What reading one kernel's tracker needs at every step.
+struct TrackerRead<'a, M: ?Sized> {
+    mem: &'a M,
+    syms: &'a KernelSymbols,
+    kern_base: KernelVa,
+    opts: &'a TrackerOptions,
+    layout: EntryLayout,
+}
+
+impl<M: Memory + ?Sized> TrackerRead<'_, M> {
+    fn var(&self, name: &str, width: usize) -> Result<u64, PoolError> {
+        read_nt_var(self.mem, self.syms, self.kern_base, name, width)
     }
 
-    // Processor 0's counters live only in the global table: without an
-    // entry there, the sum over processors would be a wrong number, so an
-    // unreadable global entry drops its row rather than guessing.
-    let global = read_array(mem, table, size, layout.size);
-    if global.missing_count() == size {
-        let source = global
-            .first_error
-            .clone()
-            .expect("a missing entry has an error");
-        return Err(PoolError::Unreadable {
-            what: format!("PoolTrackTable ({size} entries)"),
-            va: table,
-            source,
-        });
+    /// PoolTrackTable, its size and mask, checked.
+    fn table_head(&self, warnings: &mut Vec<String>) -> Result<(KernelVa, u64, u64), PoolError> {
+        let table = KernelVa(self.var("PoolTrackTable", 8)?);
+        let size = self.var("PoolTrackTableSize", 8)?;
+        let mask = self
+            .var("PoolTrackTableMask", 8)
+            .unwrap_or(size.saturating_sub(2));
+        if !table.is_kernel() {
+            return Err(PoolError::BadPointer {
+                what: super::read::var_label(self.syms, "PoolTrackTable"),
+                va: table,
+            });
+        }
+        if !(2..=self.opts.max_entries).contains(&size) {
+            return Err(PoolError::Implausible {
+                what: super::read::var_label(self.syms, "PoolTrackTableSize"),
+                value: size,
+                limit: self.opts.max_entries,
+            });
+        }
+        if !(size - 1).is_power_of_two() || mask != size - 2 {
+            warnings.push(format!(
+                "PoolTrackTableSize {size:#x} and PoolTrackTableMask {mask:#x} are not the kernel's 2^n+1 / 2^n-1 pair"
+            ));
+        }
+        Ok((table, size, mask))
     }
-    if !global.missing.is_empty() {
-        warnings.push(format!(
-            "PoolTrackTable at {table}: {} are not in the dump; those slots' tags are left out",
-            describe_missing(&global)
-        ));
-    }
-    let mut keys: Vec<u32> = (0..size)
-        .map(|i| layout.key(global.entry(i, layout.size)))
-        .collect();
-    let mut sums: Vec<[u64; 6]> = (0..size)
-        .map(|i| layout.values(global.entry(i, layout.size)))
-        .collect();
 
-    // Per-processor tables: ExPoolTagTables[1..K].
-    let processors = read_var("KeNumberProcessors", 4).unwrap_or(1);
-    let bound = syms
-        .array_bound("ExPoolTagTables", 8)
-        .unwrap_or(opts.max_cpus);
-    let k = processors.min(bound).min(opts.max_cpus).max(1);
-    if processors > bound.min(opts.max_cpus) {
-        warnings.push(format!(
-            "KeNumberProcessors is {processors} but ExPoolTagTables holds {bound}: reading {k} per-processor tables"
-        ));
+    /// The global table: every key, and processor 0's counters. Processor
+    /// 0's counters live only here: without an entry, the sum over
+    /// processors would be a wrong number, so an unreadable global entry
+    /// drops its row rather than guessing.
+    fn global_table(
+        &self,
+        table: KernelVa,
+        size: u64,
+        warnings: &mut Vec<String>,
+    ) -> Result<(Array, Sums), PoolError> {
+        let global = read_array(self.mem, table, size, self.layout.size);
+        if global.missing_count() == size {
+            let source = global
+                .first_error
+                .clone()
+                .expect("a missing entry has an error");
+            return Err(PoolError::Unreadable {
+                what: format!("PoolTrackTable ({size} entries)"),
+                va: table,
+                source,
+            });
+        }
+        if !global.missing.is_empty() {
+            warnings.push(format!(
+                "PoolTrackTable at {table}: {} are not in the dump; those slots' tags are left out",
+                describe_missing(&global)
+            ));
+        }
+        let entry = |i| global.entry(i, self.layout.size);
+        let sums = Sums {
+            keys: (0..size).map(|i| self.layout.key(entry(i))).collect(),
+            counters: (0..size).map(|i| self.layout.values(entry(i))).collect(),
+        };
+        Ok((global, sums))
     }
-    let mut per_cpu_tables = vec![table];
-    if let Ok(arr) = var("ExPoolTagTables") {
-        let ptrs = read_array(mem, arr, k, 8);
+
+    /// Add ExPoolTagTables[1..K] into `sums`: the number of processors and
+    /// the tables read (processor 0's is the global table).
+    fn per_cpu_tables(
+        &self,
+        table: KernelVa,
+        size: u64,
+        sums: &mut Sums,
+        warnings: &mut Vec<String>,
+    ) -> (u64, Vec<KernelVa>) {
+        let max_cpus = self.opts.max_cpus;
+        let processors = self.var("KeNumberProcessors", 4).unwrap_or(1);
+        let bound = self
+            .syms
+            .array_bound("ExPoolTagTables", 8)
+            .unwrap_or(max_cpus);
+        let k = processors.min(bound).min(max_cpus).max(1);
+        if processors > bound.min(max_cpus) {
+            warnings.push(format!(
+                "KeNumberProcessors is {processors} but ExPoolTagTables holds {bound}: reading {k} per-processor tables"
+            ));
+        }
+        let mut per_cpu_tables = vec![table];
+        let Ok(arr) = nt_var(self.syms, self.kern_base, "ExPoolTagTables") else {
+            warnings.push(
+                "the symbols lack ExPoolTagTables: only processor 0's counts are shown".into(),
+            );
+            return (processors, per_cpu_tables);
+        };
+        let ptrs = read_array(self.mem, arr, k, 8);
         if ptrs.missing_count() > 0 {
             warnings.push(format!(
                 "ExPoolTagTables at {arr}: {}; those processors' counts are missing",
                 describe_missing(&ptrs)
             ));
         }
-        let first = u64::from_le_bytes(ptrs.entry(0, 8).try_into().expect("8 bytes"));
-        if !ptrs.is_missing(0) && first != table.0 {
+        let ptr = |cpu| {
+            KernelVa(u64::from_le_bytes(
+                ptrs.entry(cpu, 8).try_into().expect("8 bytes"),
+            ))
+        };
+        if !ptrs.is_missing(0) && ptr(0) != table {
             warnings.push(format!(
                 "ExPoolTagTables[0] is {} but PoolTrackTable is {table}",
-                KernelVa(first)
+                ptr(0)
             ));
         }
-        for cpu in 1..k {
-            if ptrs.is_missing(cpu) {
-                continue;
-            }
-            let p = KernelVa(u64::from_le_bytes(
-                ptrs.entry(cpu, 8).try_into().expect("8 bytes"),
-            ));
+        for cpu in (1..k).filter(|&cpu| !ptrs.is_missing(cpu)) {
+            let p = ptr(cpu);
             if p.0 == 0 {
                 continue;
             }
@@ -306,7 +400,7 @@ pub fn read_pool_usage<M: Memory + ?Sized>(
                 ));
                 continue;
             }
-            let t = read_array(mem, p, size, layout.size);
+            let t = read_array(self.mem, p, size, self.layout.size);
             if t.missing_count() == size {
                 warnings.push(format!("processor {cpu}'s tracker table at {p} is not in the dump; its counts are missing"));
                 continue;
@@ -317,52 +411,54 @@ pub fn read_pool_usage<M: Memory + ?Sized>(
                     describe_missing(&t)
                 ));
             }
-            add_cpu_table(&layout, &t, size, &mut keys, &mut sums);
+            add_cpu_table(&self.layout, &t, size, &mut sums.keys, &mut sums.counters);
             per_cpu_tables.push(p);
         }
-    } else {
-        warnings
-            .push("the symbols lack ExPoolTagTables: only processor 0's counts are shown".into());
+        (processors, per_cpu_tables)
     }
 
-    let mut rows = Vec::new();
-    let overflow = size - 1;
-    for i in 0..size {
-        let slot = if i == overflow {
-            TrackerSlot::Overflow
-        } else {
-            TrackerSlot::Hashed { index: i }
-        };
-        if global.is_missing(i) || (keys[i as usize] == 0 && slot != TrackerSlot::Overflow) {
-            continue;
+    /// The rows of the hashed table: every keyed slot the global table
+    /// holds, and the keyless overflow slot.
+    fn hashed_rows(
+        &self,
+        global: &Array,
+        sums: &Sums,
+        size: u64,
+        warnings: &mut Vec<String>,
+    ) -> Vec<TagUsage> {
+        let mut rows = Vec::new();
+        let overflow = size - 1;
+        for i in 0..size {
+            let slot = if i == overflow {
+                TrackerSlot::Overflow
+            } else {
+                TrackerSlot::Hashed { index: i }
+            };
+            let key = sums.keys[i as usize];
+            if global.is_missing(i) || (key == 0 && slot != TrackerSlot::Overflow) {
+                continue;
+            }
+            push_rows(
+                &mut rows,
+                PoolTag(key),
+                slot,
+                sums.counters[i as usize],
+                self.layout.counter_mask,
+                self.opts.include_zero,
+            );
         }
-        push_rows(
-            &mut rows,
-            PoolTag(keys[i as usize]),
-            slot,
-            sums[i as usize],
-            layout.counter_mask,
-            opts.include_zero,
-        );
+        if sums.keys[overflow as usize] != 0 {
+            warnings.push(format!(
+                "the overflow slot (index {overflow}) has a key ({}); the kernel never hashes to it",
+                PoolTag(sums.keys[overflow as usize])
+            ));
+        }
+        rows
     }
-    if keys[overflow as usize] != 0 {
-        warnings.push(format!(
-            "the overflow slot (index {overflow}) has a key ({}); the kernel never hashes to it",
-            PoolTag(keys[overflow as usize])
-        ));
-    }
+}
 
-    // The expansion table: unhashed, scanned from 0 to the first empty key.
-    let (expansion, expansion_size, expansion_used) = read_expansion(
-        mem,
-        syms,
-        kern_base,
-        &layout,
-        opts,
-        &mut rows,
-        &mut warnings,
-    )?;
-
+/// Say which rows had Allocs raised to Frees, as the kernel's snapshot does.
+fn warn_clamped(rows: &[TagUsage], warnings: &mut Vec<String>) {
     let clamped: Vec<String> = rows
         .iter()
         .filter(|r| r.clamped)
@@ -375,29 +471,6 @@ pub fn read_pool_usage<M: Memory + ?Sized>(
             clamped.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
         ));
     }
-    let totals = totals(&rows);
-    rows.sort_by_key(|r| (r.tag.bytes(), r.pool));
-    Ok(PoolUsage {
-        rows,
-        totals,
-        tracker: TrackerInfo {
-            table,
-            size,
-            mask,
-            entry_size: layout.size,
-            counter_bits: if layout.counter_mask == u64::MAX {
-                64
-            } else {
-                layout.counter_mask.count_ones()
-            },
-            processors,
-            per_cpu_tables,
-            expansion,
-            expansion_size,
-            expansion_used,
-        },
-        warnings: Warning::all(WarningKind::Tracker, warnings),
-    })
 }
 
 /// Sum one processor's table into the totals: every entry whose per-CPU
