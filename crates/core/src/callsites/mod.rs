@@ -227,7 +227,6 @@ pub fn scan_module<M: Memory + ?Sized>(
 ) -> Result<ModuleScan, crate::stack::ImageError> {
     let mut stats = ReadStats::default();
     let module: StackModule = walker.modules()[m].clone();
-    let base = module.base.0;
     let (tds, soi) = walker.image_identity(mem, m, &mut stats)?;
     let sections = walker.sections(mem, m, &mut stats)?;
     let mut scan = ModuleScan {
@@ -248,7 +247,68 @@ pub fn scan_module<M: Memory + ?Sized>(
             module.name
         ));
     }
-    // 1. The code, page by page.
+    let code = read_code(mem, &module, &sections, soi, &mut scan);
+    let cuts = region_cuts(walker, mem, m, &code, &mut scan, &mut stats);
+    let thunk = |t: u64| -> Option<u64> {
+        let r = code.iter().find(|r| r.contains(t))?;
+        let at = (t - r.va) as usize;
+        thunk_slot(t, &r.bytes[at..r.bytes.len().min(at + 16)])
+    };
+    // 3. Each region through the data-flow.
+    for r in &code {
+        let end = r.va + r.bytes.len() as u64;
+        let mut starts: Vec<u64> = std::iter::once(r.va)
+            .chain(cuts.range(r.va + 1..end).copied())
+            .collect();
+        starts.dedup();
+        for (k, &lo) in starts.iter().enumerate() {
+            let hi = starts.get(k + 1).copied().unwrap_or(end);
+            let bytes = &r.bytes[(lo - r.va) as usize..(hi - r.va) as usize];
+            let insns = flow::decode_linear(lo, bytes);
+            for cp in flow::analyze(&insns) {
+                let ins = &insns[cp.index].ins;
+                let tail = !matches!(
+                    ins.flow_control(),
+                    FlowControl::Call | FlowControl::IndirectCall
+                );
+                let Some((slot, via)) = call_slot(ins, &cp, tail, &thunk) else {
+                    continue;
+                };
+                let Some(name) = imports.get(&slot) else {
+                    continue;
+                };
+                let Some((kind, reg)) = tagged_routine(name) else {
+                    continue;
+                };
+                scan.calls.push(PoolCallSite {
+                    module: module.name.clone(),
+                    call: KernelVa(ins.ip()),
+                    return_address: KernelVa(ins.next_ip()),
+                    tail_call: tail,
+                    routine: name.clone(),
+                    kind,
+                    via,
+                    tag_register: format!("{reg:?}").to_lowercase(),
+                    tags: tag_values(&cp, reg),
+                });
+            }
+        }
+    }
+    scan.calls.sort_by_key(|c| c.call);
+    scan.calls.dedup_by_key(|c| c.call);
+    Ok(scan)
+}
+
+/// 1. The module's code sections, page by page, as contiguous ranges;
+/// what cannot be read is counted in `scan`.
+fn read_code<M: Memory + ?Sized>(
+    mem: &M,
+    module: &StackModule,
+    sections: &[SectionHeader],
+    soi: u32,
+    scan: &mut ModuleScan,
+) -> Vec<CodeRange> {
+    let base = module.base.0;
     let mut code: Vec<CodeRange> = Vec::new();
     let mut budget = MAX_CODE_BYTES;
     for s in sections.iter().filter(|s| s.is_code()) {
@@ -284,9 +344,23 @@ pub fn scan_module<M: Memory + ?Sized>(
         ));
     }
     scan.code_bytes = code.iter().map(|r| r.bytes.len() as u64).sum();
-    // 2. Function starts: RUNTIME_FUNCTIONs, their ends, call targets.
+    code
+}
+
+/// 2. Where the code is cut into regions for the data-flow: function
+/// starts and ends (RUNTIME_FUNCTIONs), direct call targets, and every
+/// [`MAX_REGION_BYTES`] of a longer region.
+fn region_cuts<M: Memory + ?Sized>(
+    walker: &mut StackWalker,
+    mem: &M,
+    m: usize,
+    code: &[CodeRange],
+    scan: &mut ModuleScan,
+    stats: &mut ReadStats,
+) -> BTreeSet<u64> {
+    let base = scan.base.0;
     let mut cuts: BTreeSet<u64> = BTreeSet::new();
-    match walker.runtime_functions(mem, m, &mut stats) {
+    match walker.runtime_functions(mem, m, stats) {
         Ok(fns) => {
             for f in fns {
                 cuts.insert(base + u64::from(f.begin));
@@ -295,10 +369,10 @@ pub fn scan_module<M: Memory + ?Sized>(
         }
         Err(e) => scan
             .notes
-            .push(format!("{}: the exception directory: {e}", module.name)),
+            .push(format!("{}: the exception directory: {e}", scan.module)),
     }
     let in_code = |va: u64| code.iter().any(|r| r.contains(va));
-    for r in &code {
+    for r in code {
         flow::direct_call_targets(r.va, &r.bytes, |t| {
             if in_code(t) {
                 cuts.insert(t);
@@ -307,7 +381,7 @@ pub fn scan_module<M: Memory + ?Sized>(
     }
     // A region longer than this is cut (a hostile or absurd function):
     // what flows across the cut is forgotten, memory stays bounded.
-    for r in &code {
+    for r in code {
         let end = r.va + r.bytes.len() as u64;
         let starts: Vec<u64> = std::iter::once(r.va)
             .chain(cuts.range(r.va + 1..end).copied())
@@ -321,114 +395,74 @@ pub fn scan_module<M: Memory + ?Sized>(
             }
         }
     }
-    let thunk = |t: u64| -> Option<u64> {
-        let r = code.iter().find(|r| r.contains(t))?;
-        let at = (t - r.va) as usize;
-        thunk_slot(t, &r.bytes[at..r.bytes.len().min(at + 16)])
+    cuts
+}
+
+/// The import slot a call or jump goes through, and how: `[rip+slot]`, a
+/// thunk (`jmp [__imp_X]`) it calls, or a register the data-flow knows
+/// holds one slot's value. `None` for anything else, and for a thunk
+/// itself (a tail jump through a slot that nothing flows into: its callers
+/// are the sites).
+fn call_slot(
+    ins: &iced_x86::Instruction,
+    cp: &flow::CallPoint,
+    tail: bool,
+    thunk: &dyn Fn(u64) -> Option<u64>,
+) -> Option<(u64, CallVia)> {
+    match ins.op0_kind() {
+        OpKind::Memory
+            if ins.memory_base() == Register::RIP && ins.memory_index() == Register::None =>
+        {
+            (!(tail && cp.unreached)).then(|| (ins.memory_displacement64(), CallVia::Iat))
+        }
+        OpKind::NearBranch64 => {
+            let t = ins.near_branch_target();
+            thunk(t).map(|slot| (slot, CallVia::Thunk { thunk: KernelVa(t) }))
+        }
+        OpKind::Register => {
+            let reg = ins.op0_register();
+            let Some(flow::Val::Set(v)) = flow::gpr(reg).map(|n| &cp.state[n]) else {
+                return None;
+            };
+            let slots: BTreeSet<u64> = v
+                .iter()
+                .map(|s| match s {
+                    flow::Src::Load { slot } => Some(*slot),
+                    _ => None,
+                })
+                .collect::<Option<_>>()
+                .unwrap_or_default();
+            (slots.len() == 1).then(|| {
+                (
+                    *slots.iter().next().expect("one slot"),
+                    CallVia::Register {
+                        register: format!("{reg:?}").to_lowercase(),
+                    },
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The tags the tag register may hold at the call: every immediate that
+/// flows into it, or `None` when any value comes from memory (unknown).
+fn tag_values(cp: &flow::CallPoint, reg: Register) -> Option<Vec<TagValue>> {
+    let Some(flow::Val::Set(v)) = flow::gpr(reg).map(|n| &cp.state[n]) else {
+        return None;
     };
-    // 3. Each region through the data-flow.
-    for r in &code {
-        let end = r.va + r.bytes.len() as u64;
-        let mut starts: Vec<u64> = std::iter::once(r.va)
-            .chain(cuts.range(r.va + 1..end).copied())
-            .collect();
-        starts.dedup();
-        for (k, &lo) in starts.iter().enumerate() {
-            let hi = starts.get(k + 1).copied().unwrap_or(end);
-            let bytes = &r.bytes[(lo - r.va) as usize..(hi - r.va) as usize];
-            let insns = flow::decode_linear(lo, bytes);
-            for cp in flow::analyze(&insns) {
-                let ins = &insns[cp.index].ins;
-                let tail = !matches!(
-                    ins.flow_control(),
-                    FlowControl::Call | FlowControl::IndirectCall
-                );
-                let via_slot = match ins.op0_kind() {
-                    OpKind::Memory
-                        if ins.memory_base() == Register::RIP
-                            && ins.memory_index() == Register::None =>
-                    {
-                        // A `jmp [__imp_X]` nothing flows into is a thunk:
-                        // its callers are the sites, not the thunk.
-                        if tail && cp.unreached {
-                            continue;
-                        }
-                        Some((ins.memory_displacement64(), CallVia::Iat))
-                    }
-                    OpKind::NearBranch64 => {
-                        let t = ins.near_branch_target();
-                        thunk(t).map(|slot| (slot, CallVia::Thunk { thunk: KernelVa(t) }))
-                    }
-                    OpKind::Register => {
-                        let reg = ins.op0_register();
-                        match flow::gpr(reg).map(|n| &cp.state[n]) {
-                            Some(flow::Val::Set(v)) => {
-                                let slots: BTreeSet<u64> = v
-                                    .iter()
-                                    .map(|s| match s {
-                                        flow::Src::Load { slot } => Some(*slot),
-                                        _ => None,
-                                    })
-                                    .collect::<Option<_>>()
-                                    .unwrap_or_default();
-                                (slots.len() == 1).then(|| {
-                                    (
-                                        *slots.iter().next().expect("one slot"),
-                                        CallVia::Register {
-                                            register: format!("{reg:?}").to_lowercase(),
-                                        },
-                                    )
-                                })
-                            }
-                            _ => None,
-                        }
-                    }
-                    _ => None,
-                };
-                let Some((slot, via)) = via_slot else {
-                    continue;
-                };
-                let Some(name) = imports.get(&slot) else {
-                    continue;
-                };
-                let Some((kind, reg)) = tagged_routine(name) else {
-                    continue;
-                };
-                let tags = match flow::gpr(reg).map(|n| &cp.state[n]) {
-                    Some(flow::Val::Set(v)) => {
-                        let mut out = Vec::new();
-                        let mut all = true;
-                        for s in v {
-                            match *s {
-                                flow::Src::Imm { value, insn, imm } => out.push(TagValue {
-                                    tag: PoolTag(value as u32),
-                                    instruction: KernelVa(insn),
-                                    immediate: imm.map(KernelVa),
-                                }),
-                                flow::Src::Load { .. } => all = false,
-                            }
-                        }
-                        all.then_some(out)
-                    }
-                    _ => None,
-                };
-                scan.calls.push(PoolCallSite {
-                    module: module.name.clone(),
-                    call: KernelVa(ins.ip()),
-                    return_address: KernelVa(ins.next_ip()),
-                    tail_call: tail,
-                    routine: name.clone(),
-                    kind,
-                    via,
-                    tag_register: format!("{reg:?}").to_lowercase(),
-                    tags,
-                });
-            }
+    let mut out = Vec::new();
+    for s in v {
+        match *s {
+            flow::Src::Imm { value, insn, imm } => out.push(TagValue {
+                tag: PoolTag(value as u32),
+                instruction: KernelVa(insn),
+                immediate: imm.map(KernelVa),
+            }),
+            flow::Src::Load { .. } => return None,
         }
     }
-    scan.calls.sort_by_key(|c| c.call);
-    scan.calls.dedup_by_key(|c| c.call);
-    Ok(scan)
+    Some(out)
 }
 
 struct CodeRange {
