@@ -299,7 +299,7 @@ pub fn scan_module<M: Memory + ?Sized>(
     Ok(scan)
 }
 
-/// 1. The module's code sections, page by page, as contiguous ranges;
+/// Step 1: the module's code sections, page by page, as contiguous ranges;
 /// what cannot be read is counted in `scan`.
 fn read_code<M: Memory + ?Sized>(
     mem: &M,
@@ -347,7 +347,7 @@ fn read_code<M: Memory + ?Sized>(
     code
 }
 
-/// 2. Where the code is cut into regions for the data-flow: function
+/// Step 2: where the code is cut into regions for the data-flow: function
 /// starts and ends (RUNTIME_FUNCTIONs), direct call targets, and every
 /// [`MAX_REGION_BYTES`] of a longer region.
 fn region_cuts<M: Memory + ?Sized>(
