@@ -446,29 +446,15 @@ impl StackWalker {
                     ),
                 );
             };
-            let base = self.modules[mi].base.0;
-            let rva = (pc - base) as u32;
-            let lookup_rva = (lookup - base) as u32;
-            let max_frame = self.limits.max_frame_size;
-            let step = match self.image(mem, mi, &mut image_reads) {
-                Ok(img) => unwind::unwind_frame(
-                    img,
-                    mem,
-                    &mut stack,
-                    &regs,
-                    rva,
-                    lookup_rva,
-                    exact,
-                    max_frame,
-                    &mut image_reads,
-                ),
-                // The frame number is added below.
-                Err(e) => Err(WalkEnd {
-                    reason: WhyWalkStopped::ImageUnavailable,
-                    detail: e.to_string(),
-                }),
-            };
-            let step = match step {
+            let step = match self.unwind_one(
+                mem,
+                mi,
+                &mut stack,
+                &regs,
+                lookup,
+                exact,
+                &mut image_reads,
+            ) {
                 Ok(s) => s,
                 Err(mut e) => {
                     e.detail = format!("frame {:02x}: {}", frames.len() - 1, e.detail);
@@ -478,74 +464,10 @@ impl StackWalker {
             let last = frames.last_mut().expect("a frame was pushed");
             last.ret_addr = Some(KernelVa(step.ret));
             last.unwound_by = Some(step.method);
-            let n = frames.len() - 1;
             let ret = step.ret;
-            let new_rsp = step.caller.rsp();
             let machine = matches!(step.method, UnwindMethod::MachineFrame { .. });
-            if ret == 0 {
-                break end(
-                    WhyWalkStopped::EndOfStack,
-                    format!("frame {n:02x} returns to 0: the bottom of the thread's stack"),
-                );
-            }
-            if !KernelVa(ret).is_canonical() {
-                break end(
-                    WhyWalkStopped::NotCanonical,
-                    format!("frame {n:02x} returns to {ret:#018x}, not a canonical address"),
-                );
-            }
-            if !KernelVa(new_rsp).is_canonical() {
-                break end(
-                    WhyWalkStopped::NotCanonical,
-                    format!("frame {n:02x}: the caller's RSP {new_rsp:#018x} is not canonical"),
-                );
-            }
-            if !KernelVa(ret).is_kernel() {
-                break end(
-                    WhyWalkStopped::UserMode,
-                    format!(
-                        "frame {n:02x} returns to user mode ({}, RSP {})",
-                        KernelVa(ret),
-                        KernelVa(new_rsp)
-                    ),
-                );
-            }
-            // Stacks grow down: a caller's frame is above its callee's.
-            // A machine frame may switch stacks (an interrupt or DPC stack
-            // returning to the thread's), so only it may go down.
-            if !machine {
-                if new_rsp <= rsp {
-                    break end(
-                        WhyWalkStopped::Loop,
-                        format!(
-                            "frame {n:02x}: the caller's RSP {} is not above this frame's {}",
-                            KernelVa(new_rsp),
-                            KernelVa(rsp)
-                        ),
-                    );
-                }
-                if new_rsp - rsp > self.limits.max_frame_size {
-                    break end(
-                        WhyWalkStopped::FrameTooLarge,
-                        format!(
-                            "frame {n:02x} would be {:#x} bytes (RSP {} to {}), more than {:#x}",
-                            new_rsp - rsp,
-                            KernelVa(rsp),
-                            KernelVa(new_rsp),
-                            self.limits.max_frame_size
-                        ),
-                    );
-                }
-            }
-            if !seen.insert((ret, new_rsp)) {
-                break end(
-                    WhyWalkStopped::Loop,
-                    format!(
-                        "frame {n:02x}: the caller ({} at RSP {}) was already walked",
-                        KernelVa(ret),
-                        KernelVa(new_rsp)
-                    ),
-                );
+            if let Some(e) = self.check_caller(frames.len() - 1, rsp, &step, &mut seen) {
+                break e;
             }
             regs = step.caller.volatiles_forgotten();
             regs.rip = ret;
@@ -557,6 +479,123 @@ impl StackWalker {
             stack_reads: stack.stats,
             image_reads,
         }
+    }
+
+    /// Unwind the frame at `regs` (in module `mi`) to its caller; `lookup`
+    /// is the address whose function's unwind data applies.
+    #[allow(clippy::too_many_arguments)]
+    fn unwind_one<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        mi: usize,
+        stack: &mut stack_reader::StackReader<'_, M>,
+        regs: &Registers,
+        lookup: u64,
+        exact: bool,
+        image_reads: &mut ReadStats,
+    ) -> Result<unwind::Step, WalkEnd> {
+        let base = self.modules[mi].base.0;
+        let rva = (regs.rip - base) as u32;
+        let lookup_rva = (lookup - base) as u32;
+        let max_frame = self.limits.max_frame_size;
+        match self.image(mem, mi, image_reads) {
+            Ok(img) => unwind::unwind_frame(
+                img,
+                mem,
+                stack,
+                regs,
+                rva,
+                lookup_rva,
+                exact,
+                max_frame,
+                image_reads,
+            ),
+            // The caller adds the frame number.
+            Err(e) => Err(WalkEnd {
+                reason: WhyWalkStopped::ImageUnavailable,
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// Why the walk stops at frame `n` (at `rsp`) given its unwound
+    /// caller, if it does: the stack's end, a caller outside the kernel or
+    /// not canonical, a frame that does not grow the stack or is too
+    /// large, or a caller already walked.
+    fn check_caller(
+        &self,
+        n: usize,
+        rsp: u64,
+        step: &unwind::Step,
+        seen: &mut HashSet<(u64, u64)>,
+    ) -> Option<WalkEnd> {
+        let ret = step.ret;
+        let new_rsp = step.caller.rsp();
+        let machine = matches!(step.method, UnwindMethod::MachineFrame { .. });
+        if ret == 0 {
+            return Some(end(
+                WhyWalkStopped::EndOfStack,
+                format!("frame {n:02x} returns to 0: the bottom of the thread's stack"),
+            ));
+        }
+        if !KernelVa(ret).is_canonical() {
+            return Some(end(
+                WhyWalkStopped::NotCanonical,
+                format!("frame {n:02x} returns to {ret:#018x}, not a canonical address"),
+            ));
+        }
+        if !KernelVa(new_rsp).is_canonical() {
+            return Some(end(
+                WhyWalkStopped::NotCanonical,
+                format!("frame {n:02x}: the caller's RSP {new_rsp:#018x} is not canonical"),
+            ));
+        }
+        if !KernelVa(ret).is_kernel() {
+            return Some(end(
+                WhyWalkStopped::UserMode,
+                format!(
+                    "frame {n:02x} returns to user mode ({}, RSP {})",
+                    KernelVa(ret),
+                    KernelVa(new_rsp)
+                ),
+            ));
+        }
+        // Stacks grow down: a caller's frame is above its callee's. A
+        // machine frame may switch stacks (an interrupt or DPC stack
+        // returning to the thread's), so only it may go down.
+        if !machine && new_rsp <= rsp {
+            return Some(end(
+                WhyWalkStopped::Loop,
+                format!(
+                    "frame {n:02x}: the caller's RSP {} is not above this frame's {}",
+                    KernelVa(new_rsp),
+                    KernelVa(rsp)
+                ),
+            ));
+        }
+        if !machine && new_rsp - rsp > self.limits.max_frame_size {
+            return Some(end(
+                WhyWalkStopped::FrameTooLarge,
+                format!(
+                    "frame {n:02x} would be {:#x} bytes (RSP {} to {}), more than {:#x}",
+                    new_rsp - rsp,
+                    KernelVa(rsp),
+                    KernelVa(new_rsp),
+                    self.limits.max_frame_size
+                ),
+            ));
+        }
+        if !seen.insert((ret, new_rsp)) {
+            return Some(end(
+                WhyWalkStopped::Loop,
+                format!(
+                    "frame {n:02x}: the caller ({} at RSP {}) was already walked",
+                    KernelVa(ret),
+                    KernelVa(new_rsp)
+                ),
+            ));
+        }
+        None
     }
 }
 
