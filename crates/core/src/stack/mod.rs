@@ -521,7 +521,7 @@ impl StackWalker {
     /// Why the walk stops at frame `n` (at `rsp`) given its unwound
     /// caller, if it does: the stack's end, a caller outside the kernel or
     /// not canonical, a frame that does not grow the stack or is too
-    /// large, or a caller already walked.
+    /// large, or a caller already walked (`seen` records every caller).
     fn check_caller(
         &self,
         n: usize,
@@ -532,70 +532,58 @@ impl StackWalker {
         let ret = step.ret;
         let new_rsp = step.caller.rsp();
         let machine = matches!(step.method, UnwindMethod::MachineFrame { .. });
-        if ret == 0 {
-            return Some(end(
-                WhyWalkStopped::EndOfStack,
-                format!("frame {n:02x} returns to 0: the bottom of the thread's stack"),
-            ));
-        }
-        if !KernelVa(ret).is_canonical() {
-            return Some(end(
-                WhyWalkStopped::NotCanonical,
-                format!("frame {n:02x} returns to {ret:#018x}, not a canonical address"),
-            ));
-        }
-        if !KernelVa(new_rsp).is_canonical() {
-            return Some(end(
-                WhyWalkStopped::NotCanonical,
-                format!("frame {n:02x}: the caller's RSP {new_rsp:#018x} is not canonical"),
-            ));
-        }
-        if !KernelVa(ret).is_kernel() {
-            return Some(end(
-                WhyWalkStopped::UserMode,
-                format!(
-                    "frame {n:02x} returns to user mode ({}, RSP {})",
-                    KernelVa(ret),
-                    KernelVa(new_rsp)
-                ),
-            ));
-        }
+        let (ret_va, rsp_va, new_rsp_va) = (KernelVa(ret), KernelVa(rsp), KernelVa(new_rsp));
+        let max = self.limits.max_frame_size;
         // Stacks grow down: a caller's frame is above its callee's. A
         // machine frame may switch stacks (an interrupt or DPC stack
-        // returning to the thread's), so only it may go down.
-        if !machine && new_rsp <= rsp {
-            return Some(end(
-                WhyWalkStopped::Loop,
+        // returning to the thread's), so only it may go down. In order;
+        // the first that holds stops the walk.
+        type Detail<'a> = &'a dyn Fn() -> String;
+        let checks: [(bool, WhyWalkStopped, Detail); 7] = [
+            (ret == 0, WhyWalkStopped::EndOfStack, &|| {
+                format!("frame {n:02x} returns to 0: the bottom of the thread's stack")
+            }),
+            (
+                !ret_va.is_canonical(),
+                WhyWalkStopped::NotCanonical,
+                &|| format!("frame {n:02x} returns to {ret:#018x}, not a canonical address"),
+            ),
+            (
+                !new_rsp_va.is_canonical(),
+                WhyWalkStopped::NotCanonical,
+                &|| format!("frame {n:02x}: the caller's RSP {new_rsp:#018x} is not canonical"),
+            ),
+            (!ret_va.is_kernel(), WhyWalkStopped::UserMode, &|| {
+                format!("frame {n:02x} returns to user mode ({ret_va}, RSP {new_rsp_va})")
+            }),
+            (!machine && new_rsp <= rsp, WhyWalkStopped::Loop, &|| {
                 format!(
-                    "frame {n:02x}: the caller's RSP {} is not above this frame's {}",
-                    KernelVa(new_rsp),
-                    KernelVa(rsp)
-                ),
-            ));
-        }
-        if !machine && new_rsp - rsp > self.limits.max_frame_size {
-            return Some(end(
+                    "frame {n:02x}: the caller's RSP {new_rsp_va} is not above this frame's {rsp_va}"
+                )
+            }),
+            (
+                !machine && new_rsp > rsp && new_rsp - rsp > max,
                 WhyWalkStopped::FrameTooLarge,
-                format!(
-                    "frame {n:02x} would be {:#x} bytes (RSP {} to {}), more than {:#x}",
-                    new_rsp - rsp,
-                    KernelVa(rsp),
-                    KernelVa(new_rsp),
-                    self.limits.max_frame_size
-                ),
-            ));
-        }
-        if !seen.insert((ret, new_rsp)) {
-            return Some(end(
+                &|| {
+                    format!(
+                        "frame {n:02x} would be {:#x} bytes (RSP {rsp_va} to {new_rsp_va}), more than {max:#x}",
+                        new_rsp - rsp
+                    )
+                },
+            ),
+            (
+                seen.contains(&(ret, new_rsp)),
                 WhyWalkStopped::Loop,
-                format!(
-                    "frame {n:02x}: the caller ({} at RSP {}) was already walked",
-                    KernelVa(ret),
-                    KernelVa(new_rsp)
-                ),
-            ));
-        }
-        None
+                &|| {
+                    format!(
+                        "frame {n:02x}: the caller ({ret_va} at RSP {new_rsp_va}) was already walked"
+                    )
+                },
+            ),
+        ];
+        let stop = checks.into_iter().find(|c| c.0);
+        seen.insert((ret, new_rsp));
+        stop.map(|(_, reason, detail)| end(reason, detail()))
     }
 }
 
