@@ -76,21 +76,63 @@ struct Layout {
     bytes: Field,
 }
 
-/// Walk the big-page table.
-pub fn read_big_pool<M: Memory + ?Sized>(
+impl Layout {
+    fn new(syms: &KernelSymbols) -> Result<Self, PoolError> {
+        let t = "_POOL_TRACKER_BIG_PAGES";
+        Ok(Layout {
+            size: syms.require_type_size(t)?,
+            va: syms.field(t, "Va")?,
+            key: syms.field(t, "Key")?,
+            pool_type: syms.field(t, "PoolType")?,
+            bytes: syms.field(t, "NumberOfBytes")?,
+        })
+    }
+
+    /// The entry at `index` (its bytes `e`), or `None` for a slot never
+    /// used or one holding no kernel address (said in `warnings`).
+    fn entry(&self, e: &[u8], index: u64, warnings: &mut Vec<String>) -> Option<BigPoolEntry> {
+        let raw_va = self.va.read_u64(e).unwrap_or(1);
+        let key = self.key.read_u64(e).unwrap_or(0) as u32;
+        if raw_va & 1 == 1 && (key == 0 || raw_va == 1) {
+            return None; // never used
+        }
+        let freed = raw_va & 1 == 1;
+        let va = KernelVa(raw_va & !1);
+        if !freed && !va.is_kernel() {
+            if raw_va != 0 || key != 0 {
+                warnings.push(format!(
+                    "big-page entry {index} holds {} (not a kernel address); skipped",
+                    KernelVa(raw_va)
+                ));
+            }
+            return None;
+        }
+        let pool_type = self.pool_type.read_u64(e).unwrap_or(0) as u32;
+        Some(BigPoolEntry {
+            index,
+            va,
+            tag: PoolTag(key),
+            pool_type,
+            pool: if pool_type & 1 == 1 {
+                PoolClass::Paged
+            } else {
+                PoolClass::NonPaged
+            },
+            nx: pool_type & 1 == 0 && pool_type & 0x200 != 0,
+            session: pool_type & 0x20 != 0,
+            bytes: self.bytes.read_u64(e).unwrap_or(0),
+            freed,
+        })
+    }
+}
+
+/// PoolBigPageTable and its size, checked.
+fn table_head<M: Memory + ?Sized>(
     mem: &M,
     syms: &KernelSymbols,
     kern_base: KernelVa,
     opts: &BigPoolOptions,
-) -> Result<BigPoolTable, PoolError> {
-    let t = "_POOL_TRACKER_BIG_PAGES";
-    let l = Layout {
-        size: syms.require_type_size(t)?,
-        va: syms.field(t, "Va")?,
-        key: syms.field(t, "Key")?,
-        pool_type: syms.field(t, "PoolType")?,
-        bytes: syms.field(t, "NumberOfBytes")?,
-    };
+) -> Result<(KernelVa, u64), PoolError> {
     let read64 = |name: &str| read_nt_var(mem, syms, kern_base, name, 8);
     let table = KernelVa(read64("PoolBigPageTable")?);
     let size = read64("PoolBigPageTableSize")?;
@@ -107,6 +149,18 @@ pub fn read_big_pool<M: Memory + ?Sized>(
             limit: opts.max_entries,
         });
     }
+    Ok((table, size))
+}
+
+/// Walk the big-page table.
+pub fn read_big_pool<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    opts: &BigPoolOptions,
+) -> Result<BigPoolTable, PoolError> {
+    let l = Layout::new(syms)?;
+    let (table, size) = table_head(mem, syms, kern_base, opts)?;
     let mut warnings = Vec::new();
     if !size.is_power_of_two() {
         warnings.push(format!(
@@ -132,54 +186,20 @@ pub fn read_big_pool<M: Memory + ?Sized>(
             first_missing
                 .get_or_insert_with(|| format!("{} (from entry {start})", describe_missing(&a)));
         }
-        for j in 0..n {
-            if a.is_missing(j) {
+        for j in (0..n).filter(|&j| !a.is_missing(j)) {
+            let Some(entry) = l.entry(a.entry(j, l.size), start + j, &mut warnings) else {
                 continue;
-            }
-            let e = a.entry(j, l.size);
-            let raw_va = l.va.read_u64(e).unwrap_or(1);
-            let key = l.key.read_u64(e).unwrap_or(0) as u32;
-            if raw_va & 1 == 1 && (key == 0 || raw_va == 1) {
-                continue; // never used
-            }
-            let freed = raw_va & 1 == 1;
-            let va = KernelVa(raw_va & !1);
-            if !freed && !va.is_kernel() {
-                if raw_va != 0 || key != 0 {
-                    warnings.push(format!(
-                        "big-page entry {} holds {} (not a kernel address); skipped",
-                        start + j,
-                        KernelVa(raw_va)
-                    ));
-                }
-                continue;
-            }
-            let pool_type = l.pool_type.read_u64(e).unwrap_or(0) as u32;
-            let bytes = l.bytes.read_u64(e).unwrap_or(0);
-            if freed {
+            };
+            if entry.freed {
                 freed_count += 1;
                 if !opts.include_freed {
                     continue;
                 }
             } else {
                 live_count += 1;
-                live_bytes = live_bytes.wrapping_add(bytes);
+                live_bytes = live_bytes.wrapping_add(entry.bytes);
             }
-            entries.push(BigPoolEntry {
-                index: start + j,
-                va,
-                tag: PoolTag(key),
-                pool_type,
-                pool: if pool_type & 1 == 1 {
-                    PoolClass::Paged
-                } else {
-                    PoolClass::NonPaged
-                },
-                nx: pool_type & 1 == 0 && pool_type & 0x200 != 0,
-                session: pool_type & 0x20 != 0,
-                bytes,
-                freed,
-            });
+            entries.push(entry);
         }
         start += n;
     }
