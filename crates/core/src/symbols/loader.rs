@@ -192,21 +192,7 @@ pub fn load_kernel_symbols(
 
     // 1. An explicit PDB.
     if let Some(p) = &opts.pdb_file {
-        let (id, layouts, w) =
-            read_pdb(p, name.as_str(), Some((cv.guid, cv.age))).map_err(|e| {
-                LoadError::PdbFile {
-                    pdb_file: p.clone(),
-                    detail: e.to_string(),
-                }
-            })?;
-        warnings.extend(w);
-        let cache = store_in_cache(opts, &id, &layouts, &mut warnings);
-        let source = SymbolSource::Pdb {
-            path: Some(p.clone()),
-            origin: Some(PdbOrigin::Explicit),
-            layout_cache: cache,
-            cache_hit: false,
-        };
+        let (source, layouts) = explicit_pdb(p, cv, &name, opts, &mut warnings)?;
         return Ok(finish(wanted, source, layouts, warnings, opts));
     }
 
@@ -229,20 +215,14 @@ pub fn load_kernel_symbols(
     );
 
     // 3. The layout cache.
-    if let Some(cache) = &opts.layout_cache {
-        match cache.load(&wanted) {
-            Ok(Some(layouts)) => {
-                let source = SymbolSource::Pdb {
-                    path: None,
-                    origin: None,
-                    layout_cache: Some(cache.path(&wanted)),
-                    cache_hit: true,
-                };
-                return Ok(finish(wanted, source, layouts, warnings, opts));
-            }
-            Ok(None) => {}
-            Err(e) => warnings.push(format!("layout cache ignored: {e}")),
-        }
+    if let Some(layouts) = cached(opts, &wanted, &mut warnings) {
+        let source = SymbolSource::Pdb {
+            path: None,
+            origin: None,
+            layout_cache: opts.layout_cache.as_ref().map(|c| c.path(&wanted)),
+            cache_hit: true,
+        };
+        return Ok(finish(wanted, source, layouts, warnings, opts));
     }
 
     // 4. The symbol path.
@@ -257,9 +237,32 @@ pub fn load_kernel_symbols(
     };
 
     // 5. The built-in table.
+    builtin_or_error(
+        &req,
+        build,
+        opts,
+        wanted,
+        warnings,
+        attempts,
+        server_failure,
+    )
+}
+
+/// Step 5: the built-in table serves when allowed and it knows the build;
+/// otherwise the error says what the symbol server answered, or every
+/// place searched.
+fn builtin_or_error(
+    req: &PdbRequest,
+    build: Option<u32>,
+    opts: &SymbolOptions<'_>,
+    wanted: PdbIdentity,
+    warnings: Vec<String>,
+    mut attempts: Vec<Attempt>,
+    server_failure: Option<ServerFailure>,
+) -> Result<KernelSymbols, LoadError> {
     if opts.builtin {
         let builtin = builtin_instead(
-            &req,
+            req,
             build,
             opts,
             wanted.clone(),
@@ -280,6 +283,47 @@ pub fn load_kernel_symbols(
             wanted: wanted.to_string(),
             attempts,
         }),
+    }
+}
+
+/// The PDB the user named (`--pdb`), which must match the image's
+/// identity; its layouts are stored in the layout cache when there is one.
+fn explicit_pdb(
+    p: &Path,
+    cv: &CodeView,
+    name: &PdbName,
+    opts: &SymbolOptions<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<(SymbolSource, super::Layouts), LoadError> {
+    let (id, layouts, w) =
+        read_pdb(p, name.as_str(), Some((cv.guid, cv.age))).map_err(|e| LoadError::PdbFile {
+            pdb_file: p.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    warnings.extend(w);
+    let cache = store_in_cache(opts, &id, &layouts, warnings);
+    let source = SymbolSource::Pdb {
+        path: Some(p.to_path_buf()),
+        origin: Some(PdbOrigin::Explicit),
+        layout_cache: cache,
+        cache_hit: false,
+    };
+    Ok((source, layouts))
+}
+
+/// The layouts the layout cache holds for `wanted`, if any; a cache that
+/// cannot be read is said and passed over.
+fn cached(
+    opts: &SymbolOptions<'_>,
+    wanted: &PdbIdentity,
+    warnings: &mut Vec<String>,
+) -> Option<super::Layouts> {
+    match opts.layout_cache.as_ref()?.load(wanted) {
+        Ok(layouts) => layouts,
+        Err(e) => {
+            warnings.push(format!("layout cache ignored: {e}"));
+            None
+        }
     }
 }
 
