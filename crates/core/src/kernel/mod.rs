@@ -103,55 +103,14 @@ pub fn identify<M: Memory + ?Sized>(
     let mut kdbg = None;
 
     // 1. The KDBG the header names.
-    let kdbg_va = hints.kd_debugger_data_block;
-    if kdbg_va.0 == 0 {
-        warnings.push("the source names no KdDebuggerDataBlock".to_string());
-    } else {
-        match read_kdbg(mem, kdbg_va, None) {
-            Ok(k) => {
-                let base = k.kern_base;
-                kdbg = Some(k);
-                match read_pe_image(mem, base) {
-                    Ok(image) => {
-                        return Ok(finish(
-                            hints,
-                            base,
-                            KernBaseSource::KdDebuggerDataBlock,
-                            image,
-                            kdbg,
-                            warnings,
-                        ));
-                    }
-                    Err(e) => warnings.push(format!(
-                        "KdDebuggerDataBlock at {kdbg_va}: KernBase {base} holds no image: {e}"
-                    )),
-                }
-            }
-            Err(e) => warnings.push(format!("KdDebuggerDataBlock at {kdbg_va}: {e}")),
-        }
+    if let Some((base, image)) = header_kdbg(mem, hints, &mut kdbg, &mut warnings) {
+        let how = KernBaseSource::KdDebuggerDataBlock;
+        return Ok(finish(hints, base, how, image, kdbg, warnings));
     }
-
     // 2. The first loaded module is nt.
-    let head = hints.ps_loaded_module_list;
-    if head.0 != 0 {
-        match first_module_base(mem, head) {
-            Ok(base) => match read_pe_image(mem, base) {
-                Ok(image) => {
-                    return Ok(finish(
-                        hints,
-                        base,
-                        KernBaseSource::LoadedModuleList,
-                        image,
-                        kdbg,
-                        warnings,
-                    ));
-                }
-                Err(e) => warnings.push(format!(
-                    "PsLoadedModuleList at {head}: the first module's base {base} holds no image: {e}"
-                )),
-            },
-            Err(e) => warnings.push(format!("PsLoadedModuleList at {head}: {e}")),
-        }
+    if let Some((base, image)) = first_loaded_module(mem, hints, &mut warnings) {
+        let how = KernBaseSource::LoadedModuleList;
+        return Ok(finish(hints, base, how, image, kdbg, warnings));
     }
 
     // 3. Physical KDBG scan.
@@ -194,6 +153,59 @@ pub fn identify<M: Memory + ?Sized>(
             Err(KernelError { tried: warnings })
         }
     }
+}
+
+/// nt by the KDBG the source names (its KernBase); the KDBG, when it
+/// reads, is kept in `kdbg` even if KernBase holds no image.
+fn header_kdbg<M: Memory + ?Sized>(
+    mem: &M,
+    hints: &BootHints,
+    kdbg: &mut Option<KdDebuggerData>,
+    warnings: &mut Vec<String>,
+) -> Option<(KernelVa, PeImage)> {
+    let kdbg_va = hints.kd_debugger_data_block;
+    if kdbg_va.0 == 0 {
+        warnings.push("the source names no KdDebuggerDataBlock".to_string());
+        return None;
+    }
+    let base = match read_kdbg(mem, kdbg_va, None) {
+        Ok(k) => kdbg.insert(k).kern_base,
+        Err(e) => {
+            warnings.push(format!("KdDebuggerDataBlock at {kdbg_va}: {e}"));
+            return None;
+        }
+    };
+    read_pe_image(mem, base)
+        .map_err(|e| {
+            warnings.push(format!(
+                "KdDebuggerDataBlock at {kdbg_va}: KernBase {base} holds no image: {e}"
+            ))
+        })
+        .ok()
+        .map(|image| (base, image))
+}
+
+/// nt as the first module on PsLoadedModuleList.
+fn first_loaded_module<M: Memory + ?Sized>(
+    mem: &M,
+    hints: &BootHints,
+    warnings: &mut Vec<String>,
+) -> Option<(KernelVa, PeImage)> {
+    let head = hints.ps_loaded_module_list;
+    if head.0 == 0 {
+        return None;
+    }
+    let base = first_module_base(mem, head)
+        .map_err(|e| warnings.push(format!("PsLoadedModuleList at {head}: {e}")))
+        .ok()?;
+    read_pe_image(mem, base)
+        .map_err(|e| {
+            warnings.push(format!(
+                "PsLoadedModuleList at {head}: the first module's base {base} holds no image: {e}"
+            ))
+        })
+        .ok()
+        .map(|image| (base, image))
 }
 
 fn first_module_base<M: Memory + ?Sized>(mem: &M, head: KernelVa) -> Result<KernelVa, String> {
