@@ -180,130 +180,161 @@ pub fn analyze(code: &[Insn]) -> Vec<CallPoint> {
     if code.is_empty() {
         return Vec::new();
     }
-    let start = code[0].ins.ip();
-    let end = code.last().map_or(start, |i| i.ins.next_ip());
-    let index: HashMap<u64, usize> = code
-        .iter()
-        .enumerate()
-        .map(|(k, i)| (i.ins.ip(), k))
-        .collect();
-    let inside = |t: u64| (start..end).contains(&t);
-    // Leaders: the start, branch targets inside, what follows a transfer.
-    let mut leaders: BTreeSet<usize> = BTreeSet::from([0]);
-    for (k, i) in code.iter().enumerate() {
-        let fc = i.ins.flow_control();
-        if matches!(
-            fc,
-            FlowControl::ConditionalBranch | FlowControl::UnconditionalBranch
-        ) && is_near(&i.ins)
-            && let Some(&t) = index.get(&i.ins.near_branch_target())
-        {
-            leaders.insert(t);
-        }
-        if ends_block(fc) && k + 1 < code.len() {
-            leaders.insert(k + 1);
-        }
+    let cfg = Cfg::new(code);
+    match cfg.entry_states(code) {
+        Some(entry) => cfg.call_points(code, &entry),
+        // Should not happen (the lattice is finite); give up safely.
+        None => Vec::new(),
     }
-    let leaders: Vec<usize> = leaders.into_iter().collect();
-    let block_of: BTreeMap<usize, usize> =
-        leaders.iter().enumerate().map(|(b, &k)| (k, b)).collect();
-    let bounds: Vec<(usize, usize)> = leaders
-        .iter()
-        .enumerate()
-        .map(|(b, &k)| (k, leaders.get(b + 1).copied().unwrap_or(code.len())))
-        .collect();
-    let mut succs: Vec<Vec<usize>> = vec![Vec::new(); bounds.len()];
-    let mut has_pred = vec![false; bounds.len()];
-    for (b, &(_, hi)) in bounds.iter().enumerate() {
-        let last = &code[hi - 1].ins;
-        let fc = last.flow_control();
-        let mut add = |k: usize, succs: &mut Vec<Vec<usize>>| {
-            if let Some(&s) = block_of.get(&k) {
-                succs[b].push(s);
-                has_pred[s] = true;
-            }
+}
+
+/// The basic blocks of a region and their edges.
+struct Cfg {
+    /// The region's address range (a jump outside it leaves it).
+    range: std::ops::Range<u64>,
+    /// Each block's instructions, as `code[lo..hi]`.
+    bounds: Vec<(usize, usize)>,
+    succs: Vec<Vec<usize>>,
+    has_pred: Vec<bool>,
+}
+
+impl Cfg {
+    fn new(code: &[Insn]) -> Self {
+        let start = code[0].ins.ip();
+        let end = code.last().map_or(start, |i| i.ins.next_ip());
+        let index: HashMap<u64, usize> = code
+            .iter()
+            .enumerate()
+            .map(|(k, i)| (i.ins.ip(), k))
+            .collect();
+        let near_branch = |i: &Instruction| {
+            matches!(
+                i.flow_control(),
+                FlowControl::ConditionalBranch | FlowControl::UnconditionalBranch
+            ) && is_near(i)
         };
-        if matches!(
-            fc,
-            FlowControl::ConditionalBranch | FlowControl::UnconditionalBranch
-        ) && is_near(last)
-        {
-            let t = last.near_branch_target();
-            if inside(t)
-                && let Some(&k) = index.get(&t)
+        // Leaders: the start, branch targets inside, what follows a transfer.
+        let mut leaders: BTreeSet<usize> = BTreeSet::from([0]);
+        for (k, i) in code.iter().enumerate() {
+            if near_branch(&i.ins)
+                && let Some(&t) = index.get(&i.ins.near_branch_target())
             {
-                add(k, &mut succs);
+                leaders.insert(t);
+            }
+            if ends_block(i.ins.flow_control()) && k + 1 < code.len() {
+                leaders.insert(k + 1);
             }
         }
-        if !ends_block(fc) || fc == FlowControl::ConditionalBranch {
-            add(hi, &mut succs);
+        let leaders: Vec<usize> = leaders.into_iter().collect();
+        let block_of: BTreeMap<usize, usize> =
+            leaders.iter().enumerate().map(|(b, &k)| (k, b)).collect();
+        let bounds: Vec<(usize, usize)> = leaders
+            .iter()
+            .enumerate()
+            .map(|(b, &k)| (k, leaders.get(b + 1).copied().unwrap_or(code.len())))
+            .collect();
+        let mut succs: Vec<Vec<usize>> = vec![Vec::new(); bounds.len()];
+        let mut has_pred = vec![false; bounds.len()];
+        for (b, &(_, hi)) in bounds.iter().enumerate() {
+            let last = &code[hi - 1].ins;
+            let fc = last.flow_control();
+            let mut add = |k: usize| {
+                if let Some(&s) = block_of.get(&k) {
+                    succs[b].push(s);
+                    has_pred[s] = true;
+                }
+            };
+            if near_branch(last) {
+                let t = last.near_branch_target();
+                if (start..end).contains(&t)
+                    && let Some(&k) = index.get(&t)
+                {
+                    add(k);
+                }
+            }
+            if !ends_block(fc) || fc == FlowControl::ConditionalBranch {
+                add(hi);
+            }
+        }
+        Cfg {
+            range: start..end,
+            bounds,
+            succs,
+            has_pred,
         }
     }
-    // Entry states: a block no edge reaches (the start, code after a jump
-    // table's indirect jump) starts with nothing known.
-    let mut entry: Vec<Option<State>> = vec![None; bounds.len()];
-    let mut work: Vec<usize> = Vec::new();
-    for b in 0..bounds.len() {
-        if b == 0 || !has_pred[b] {
+
+    /// Every block's entry state, joined to a fixed point; `None` if the
+    /// work budget runs out.
+    fn entry_states(&self, code: &[Insn]) -> Option<Vec<Option<State>>> {
+        let n = self.bounds.len();
+        // Entry states: a block no edge reaches (the start, code after a
+        // jump table's indirect jump) starts with nothing known.
+        let mut entry: Vec<Option<State>> = vec![None; n];
+        let mut work: Vec<usize> = Vec::new();
+        for b in (0..n).filter(|&b| b == 0 || !self.has_pred[b]) {
             entry[b] = Some(unknown_state());
             work.push(b);
         }
-    }
-    let mut factory = InstructionInfoFactory::new();
-    let mut budget = 64 * bounds.len() + 64;
-    while let Some(b) = work.pop() {
-        if budget == 0 {
-            // Should not happen (the lattice is finite); give up safely.
-            return Vec::new();
-        }
-        budget -= 1;
-        let Some(mut st) = entry[b].clone() else {
-            continue;
-        };
-        let (lo, hi) = bounds[b];
-        for i in &code[lo..hi] {
-            step(&mut st, i, &mut factory);
-        }
-        for &s in &succs[b] {
-            let joined = match &entry[s] {
-                None => st.clone(),
-                Some(old) => std::array::from_fn(|r| old[r].join(&st[r])),
+        let mut factory = InstructionInfoFactory::new();
+        let mut budget = 64 * n + 64;
+        while let Some(b) = work.pop() {
+            budget = budget.checked_sub(1)?;
+            let Some(mut st) = entry[b].clone() else {
+                continue;
             };
-            if entry[s].as_ref() != Some(&joined) {
-                entry[s] = Some(joined);
-                if !work.contains(&s) {
-                    work.push(s);
+            let (lo, hi) = self.bounds[b];
+            for i in &code[lo..hi] {
+                step(&mut st, i, &mut factory);
+            }
+            for &s in &self.succs[b] {
+                let joined = match &entry[s] {
+                    None => st.clone(),
+                    Some(old) => std::array::from_fn(|r| old[r].join(&st[r])),
+                };
+                if entry[s].as_ref() != Some(&joined) {
+                    entry[s] = Some(joined);
+                    if !work.contains(&s) {
+                        work.push(s);
+                    }
                 }
             }
         }
+        Some(entry)
     }
-    // Replay each block once more to see the state before each call.
-    let mut out = Vec::new();
-    for (b, &(lo, hi)) in bounds.iter().enumerate() {
-        let Some(mut st) = entry[b].clone() else {
-            continue;
-        };
-        for (k, i) in code.iter().enumerate().take(hi).skip(lo) {
-            let fc = i.ins.flow_control();
-            let leaves = match fc {
-                FlowControl::Call | FlowControl::IndirectCall | FlowControl::IndirectBranch => true,
-                FlowControl::UnconditionalBranch => {
-                    is_near(&i.ins) && !inside(i.ins.near_branch_target())
-                }
-                _ => false,
+
+    /// Replay each block once more to see the state before each call,
+    /// indirect jump and jump out of the region.
+    fn call_points(&self, code: &[Insn], entry: &[Option<State>]) -> Vec<CallPoint> {
+        let mut factory = InstructionInfoFactory::new();
+        let mut out = Vec::new();
+        for (b, &(lo, hi)) in self.bounds.iter().enumerate() {
+            let Some(mut st) = entry[b].clone() else {
+                continue;
             };
-            if leaves {
-                out.push(CallPoint {
-                    index: k,
-                    state: st.clone(),
-                    unreached: k == lo && !has_pred[b],
-                });
+            for (k, i) in code.iter().enumerate().take(hi).skip(lo) {
+                let leaves = match i.ins.flow_control() {
+                    FlowControl::Call | FlowControl::IndirectCall | FlowControl::IndirectBranch => {
+                        true
+                    }
+                    FlowControl::UnconditionalBranch => {
+                        is_near(&i.ins) && !self.range.contains(&i.ins.near_branch_target())
+                    }
+                    _ => false,
+                };
+                if leaves {
+                    out.push(CallPoint {
+                        index: k,
+                        state: st.clone(),
+                        unreached: k == lo && !self.has_pred[b],
+                    });
+                }
+                step(&mut st, i, &mut factory);
             }
-            step(&mut st, i, &mut factory);
         }
+        out.sort_by_key(|c| c.index);
+        out
     }
-    out.sort_by_key(|c| c.index);
-    out
 }
 
 fn is_near(i: &Instruction) -> bool {
