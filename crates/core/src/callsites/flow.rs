@@ -380,6 +380,41 @@ fn is_cmov(m: Mnemonic) -> bool {
 }
 
 /// The state after instruction `i`.
+/// What a `mov` of `size` bytes writes to its register: an immediate, a
+/// register's value, a load from a RIP-relative slot, or unknown.
+fn mov_source(st: &State, i: &Insn, src_reg: Option<usize>, size: usize) -> Val {
+    let ins = &i.ins;
+    match ins.op1_kind() {
+        OpKind::Immediate32
+        | OpKind::Immediate64
+        | OpKind::Immediate32to64
+        | OpKind::Immediate8to32
+        | OpKind::Immediate8to64 => {
+            let v = ins.immediate(1);
+            Val::one(Src::Imm {
+                value: if size == 4 { v & 0xFFFF_FFFF } else { v },
+                insn: ins.ip(),
+                imm: i.imm,
+            })
+        }
+        OpKind::Register => match src_reg {
+            Some(s) if size == 4 => st[s].truncated(),
+            Some(s) => st[s].clone(),
+            None => Val::Unknown,
+        },
+        OpKind::Memory
+            if size == 8
+                && ins.memory_base() == Register::RIP
+                && ins.memory_index() == Register::None =>
+        {
+            Val::one(Src::Load {
+                slot: ins.memory_displacement64(),
+            })
+        }
+        _ => Val::Unknown,
+    }
+}
+
 pub fn step(st: &mut State, i: &Insn, factory: &mut InstructionInfoFactory) {
     let ins = &i.ins;
     let m = ins.mnemonic();
@@ -393,37 +428,7 @@ pub fn step(st: &mut State, i: &Insn, factory: &mut InstructionInfoFactory) {
         .and_then(gpr);
     let fit = |v: Val, size: usize| if size == 4 { v.truncated() } else { v };
     let modelled: Option<(usize, Val)> = match (m, dst) {
-        (Mnemonic::Mov, Some((d, size))) => Some((
-            d,
-            match ins.op1_kind() {
-                OpKind::Immediate32
-                | OpKind::Immediate64
-                | OpKind::Immediate32to64
-                | OpKind::Immediate8to32
-                | OpKind::Immediate8to64 => {
-                    let v = ins.immediate(1);
-                    Val::one(Src::Imm {
-                        value: if size == 4 { v & 0xFFFF_FFFF } else { v },
-                        insn: ins.ip(),
-                        imm: i.imm,
-                    })
-                }
-                OpKind::Register => match src_reg {
-                    Some(s) => fit(st[s].clone(), size),
-                    None => Val::Unknown,
-                },
-                OpKind::Memory
-                    if size == 8
-                        && ins.memory_base() == Register::RIP
-                        && ins.memory_index() == Register::None =>
-                {
-                    Val::one(Src::Load {
-                        slot: ins.memory_displacement64(),
-                    })
-                }
-                _ => Val::Unknown,
-            },
-        )),
+        (Mnemonic::Mov, Some((d, size))) => Some((d, mov_source(st, i, src_reg, size))),
         (m, Some((d, size))) if is_cmov(m) => Some((
             d,
             match src_reg {
