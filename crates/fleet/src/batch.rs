@@ -77,80 +77,20 @@ pub fn run(
     opts: &BatchOptions<'_>,
     progress: &dyn BatchProgress,
 ) -> Result<BatchSummary, FleetError> {
-    let mut summary = BatchSummary {
-        inputs: inputs.len(),
-        ..Default::default()
+    let mut out = Committer {
+        summary: BatchSummary {
+            inputs: inputs.len(),
+            ..Default::default()
+        },
+        pending: Vec::new(),
+        oldest: None,
+        progress,
     };
-    // The content keys, read in parallel (132 KiB per dump at most).
-    let keyed: Vec<(PathBuf, std::io::Result<(ContentKey, u64)>)> = inputs
-        .par_iter()
-        .map(|p| (p.clone(), ContentKey::of_file(p)))
-        .collect();
-
-    let mut immediate = Vec::new();
-    let mut work = Vec::new();
-    // Keys first seen in this run, and the path that has them.
-    let mut seen: HashMap<ContentKey, String> = HashMap::new();
-    for (path, k) in keyed {
-        let shown = path.display().to_string();
-        match k {
-            Err(e) => {
-                if store.done_without_key(&shown) {
-                    summary.skipped += 1;
-                } else {
-                    immediate.push(DumpRecord::failed(
-                        &path,
-                        None,
-                        0,
-                        format!("{shown}: cannot read the file: {e}"),
-                    ));
-                }
-            }
-            Ok((key, size)) => {
-                let done = store.done_with_key(&key.hex());
-                if done.iter().any(|d| d.path == shown) {
-                    summary.skipped += 1;
-                } else if let Some(first) = done.first() {
-                    immediate.push(DumpRecord::duplicate(&path, &key, size, &first.path));
-                } else if let Some(first) = seen.get(&key) {
-                    immediate.push(DumpRecord::duplicate(&path, &key, size, first));
-                } else {
-                    seen.insert(key, shown);
-                    work.push(Work { path, key, size });
-                }
-            }
-        }
-    }
+    let (immediate, work) = plan(inputs, store, &mut out.summary);
     let bytes = work.iter().map(|w| w.size).sum();
-    progress.planned(work.len() as u64, bytes, summary.skipped as u64);
-
-    let mut pending: Vec<DumpRecord> = Vec::new();
-    let mut oldest: Option<Instant> = None;
-    let commit = |pending: &mut Vec<DumpRecord>,
-                  summary: &mut BatchSummary,
-                  store: &mut ResultStore|
-     -> Result<(), FleetError> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let part = store.commit(pending)?;
-        summary.parts += 1;
-        progress.committed(&part, pending.len(), store.done_count());
-        pending.clear();
-        Ok(())
-    };
-    let tally = |r: &DumpRecord, summary: &mut BatchSummary| match r.status {
-        Status::Ok => summary.analysed += 1,
-        Status::Error => {
-            summary.analysed += 1;
-            summary.failed += 1;
-        }
-        Status::Duplicate => summary.duplicates += 1,
-    };
+    progress.planned(work.len() as u64, bytes, out.summary.skipped as u64);
     for r in immediate {
-        tally(&r, &mut summary);
-        progress.finished(&r);
-        pending.push(r);
+        out.push(r);
     }
 
     let jobs = opts.jobs.unwrap_or_else(rayon::current_num_threads).max(1);
@@ -180,40 +120,125 @@ pub fn run(
                 });
             });
         });
-        let mut failure = None;
-        loop {
-            let wait = match oldest {
-                Some(t) => opts.commit_after.saturating_sub(t.elapsed()),
-                None => Duration::from_secs(3600),
-            };
-            let got = rx.recv_timeout(wait);
-            match got {
-                Ok(r) => {
-                    tally(&r, &mut summary);
-                    progress.finished(&r);
-                    pending.push(r);
-                    oldest.get_or_insert_with(Instant::now);
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-            let due = oldest.is_some_and(|t| t.elapsed() >= opts.commit_after);
-            if pending.len() >= opts.commit_every.max(1) || due {
-                if let Err(e) = commit(&mut pending, &mut summary, store) {
-                    failure = Some(e);
-                    break;
-                }
-                oldest = None;
-            }
-        }
+        let result = out.receive(&rx, store, opts);
         // Workers start no new dump, and a send fails at once.
         stop.store(true, Ordering::Relaxed);
         drop(rx);
         let _ = workers.join();
-        match failure {
-            Some(e) => Err(e),
-            None => commit(&mut pending, &mut summary, store),
-        }
+        result.and_then(|()| out.commit(store))
     })?;
-    Ok(summary)
+    Ok(out.summary)
+}
+
+/// Sort the inputs: records known at once (unreadable files, duplicates of
+/// a dump already analysed or seen earlier in this run), and the dumps to
+/// analyse. Inputs already in `store` are counted as skipped.
+fn plan(
+    inputs: &[PathBuf],
+    store: &ResultStore,
+    summary: &mut BatchSummary,
+) -> (Vec<DumpRecord>, Vec<Work>) {
+    // The content keys, read in parallel (132 KiB per dump at most).
+    let keyed: Vec<(PathBuf, std::io::Result<(ContentKey, u64)>)> = inputs
+        .par_iter()
+        .map(|p| (p.clone(), ContentKey::of_file(p)))
+        .collect();
+    let mut immediate = Vec::new();
+    let mut work = Vec::new();
+    // Keys first seen in this run, and the path that has them.
+    let mut seen: HashMap<ContentKey, String> = HashMap::new();
+    for (path, k) in keyed {
+        let shown = path.display().to_string();
+        match k {
+            Err(_) if store.done_without_key(&shown) => summary.skipped += 1,
+            Err(e) => immediate.push(DumpRecord::failed(
+                &path,
+                None,
+                0,
+                format!("{shown}: cannot read the file: {e}"),
+            )),
+            Ok((key, size)) => {
+                let done = store.done_with_key(&key.hex());
+                if done.iter().any(|d| d.path == shown) {
+                    summary.skipped += 1;
+                } else if let Some(first) = done.first() {
+                    immediate.push(DumpRecord::duplicate(&path, &key, size, &first.path));
+                } else if let Some(first) = seen.get(&key) {
+                    immediate.push(DumpRecord::duplicate(&path, &key, size, first));
+                } else {
+                    seen.insert(key, shown);
+                    work.push(Work { path, key, size });
+                }
+            }
+        }
+    }
+    (immediate, work)
+}
+
+/// Records on their way to the store: counted, reported, and committed as
+/// a part every `commit_every` records or `commit_after`.
+struct Committer<'p> {
+    summary: BatchSummary,
+    pending: Vec<DumpRecord>,
+    /// When the oldest pending record came.
+    oldest: Option<Instant>,
+    progress: &'p dyn BatchProgress,
+}
+
+impl Committer<'_> {
+    fn push(&mut self, r: DumpRecord) {
+        match r.status {
+            Status::Ok => self.summary.analysed += 1,
+            Status::Error => {
+                self.summary.analysed += 1;
+                self.summary.failed += 1;
+            }
+            Status::Duplicate => self.summary.duplicates += 1,
+        }
+        self.progress.finished(&r);
+        self.pending.push(r);
+    }
+
+    fn commit(&mut self, store: &mut ResultStore) -> Result<(), FleetError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let part = store.commit(&self.pending)?;
+        self.summary.parts += 1;
+        self.progress
+            .committed(&part, self.pending.len(), store.done_count());
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Take the workers' records until they are done, committing on the
+    /// way; stops at the first commit that fails.
+    fn receive(
+        &mut self,
+        rx: &mpsc::Receiver<DumpRecord>,
+        store: &mut ResultStore,
+        opts: &BatchOptions<'_>,
+    ) -> Result<(), FleetError> {
+        loop {
+            let wait = match self.oldest {
+                Some(t) => opts.commit_after.saturating_sub(t.elapsed()),
+                None => Duration::from_secs(3600),
+            };
+            match rx.recv_timeout(wait) {
+                Ok(r) => {
+                    self.push(r);
+                    self.oldest.get_or_insert_with(Instant::now);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            let due = self
+                .oldest
+                .is_some_and(|t| t.elapsed() >= opts.commit_after);
+            if self.pending.len() >= opts.commit_every.max(1) || due {
+                self.commit(store)?;
+                self.oldest = None;
+            }
+        }
+    }
 }
