@@ -216,44 +216,29 @@ pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportErr
             });
             continue;
         };
-        let parsed = if l.format.is_poolmon() {
-            poolmon_row(line, l).map(|(r, changes)| {
-                // Change columns make it the display; without them it is
-                // the /n log.
-                if changes {
-                    table.format = TextFormat::PoolmonDisplay;
-                }
-                vec![r]
-            })
-        } else {
-            poolused_row(line, l, table)
-        };
-        match parsed {
-            Ok(rows) => {
-                for r in rows {
-                    if table.rows.iter().any(|x| x.key() == r.key()) {
-                        problems.push(TextProblem {
-                            line: line_no,
-                            text: line.to_string(),
-                            why: format!("a second {} row for tag {}", r.pool.poolmon(), r.tag),
-                        });
-                    } else {
-                        table.rows.push(r);
-                    }
-                }
-            }
-            Err(why) => problems.push(TextProblem {
-                line: line_no,
-                text: line.to_string(),
-                why,
-            }),
-        }
+        add_rows(line, line_no, l, table, &mut problems);
     }
     if !saw_header {
         return Err(TextImportError::NotRecognised {
             input: input.into(),
         });
     }
+    check_rows(&tables, &problems, input)?;
+    Ok(TextImport {
+        tables,
+        problems,
+        session_time,
+        uptime,
+    })
+}
+
+/// A file whose tables all came out empty is an error that says where the
+/// table was and what was wrong with its lines.
+fn check_rows(
+    tables: &[TextTable],
+    problems: &[TextProblem],
+    input: &str,
+) -> Result<(), TextImportError> {
     if let Some(empty) = tables
         .iter()
         .find(|t| t.rows.is_empty() && t.total.is_none())
@@ -263,15 +248,52 @@ pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportErr
             input: input.into(),
             format: empty.format.describe(),
             line: empty.header_line,
-            problems,
+            problems: problems.to_vec(),
         });
     }
-    Ok(TextImport {
-        tables,
-        problems,
-        session_time,
-        uptime,
-    })
+    Ok(())
+}
+
+/// Parse one line of a table (`l` is its header) into `table`'s rows; a
+/// line that is not a row, or a second row for one tag and pool, is a
+/// problem.
+fn add_rows(
+    line: &str,
+    line_no: usize,
+    l: &Layout,
+    table: &mut TextTable,
+    problems: &mut Vec<TextProblem>,
+) {
+    let problem = |why| TextProblem {
+        line: line_no,
+        text: line.to_string(),
+        why,
+    };
+    let parsed = if l.format.is_poolmon() {
+        poolmon_row(line, l).map(|(r, changes)| {
+            // Change columns make it the display; without them it is the
+            // /n log.
+            if changes {
+                table.format = TextFormat::PoolmonDisplay;
+            }
+            vec![r]
+        })
+    } else {
+        poolused_row(line, l, table)
+    };
+    match parsed {
+        Ok(rows) => {
+            for r in rows {
+                if table.rows.iter().any(|x| x.key() == r.key()) {
+                    let why = format!("a second {} row for tag {}", r.pool.poolmon(), r.tag);
+                    problems.push(problem(why));
+                } else {
+                    table.rows.push(r);
+                }
+            }
+        }
+        Err(why) => problems.push(problem(why)),
+    }
 }
 
 mod rows;
@@ -300,41 +322,13 @@ pub fn to_snapshot(
 ) -> Snapshot {
     let idx = which.unwrap_or(import.tables.len().saturating_sub(1));
     let table = &import.tables[idx.min(import.tables.len() - 1)];
-    let mut warnings = Vec::new();
-    if import.tables.len() > 1 {
-        warnings.push(format!(
-            "{} holds {} tables; this snapshot is the one at line {} ({})",
-            input.display(),
-            import.tables.len(),
-            table.header_line,
-            table.format.describe()
-        ));
-    }
-    if !import.problems.is_empty() {
-        warnings.push(problem_summary(&import.problems));
-    }
-    if table.format.diff_only() {
-        warnings.push(format!(
-            "{} gives outstanding allocations and bytes only (no Allocs/Frees columns): Allocs is set to Diff and Frees to 0; use `!poolused 1` for all four",
-            table.format.describe()
-        ));
-    }
-    if table.session {
-        warnings.push("this table is session pool, not the system pools".into());
-    }
+    let mut warnings = table_warnings(import, table, input);
     let mut rows = table.rows.clone();
     rows.sort_by_key(|r| (r.tag.bytes(), r.pool, r.overflow));
-    let sum = |p: PoolClass| {
-        rows.iter()
-            .filter(|r| r.pool == p)
-            .fold(PoolCounters::default(), |a, r| PoolCounters {
-                allocs: a.allocs.saturating_add(r.allocs),
-                frees: a.frees.saturating_add(r.frees),
-                diff: a.diff.saturating_add(r.diff),
-                bytes: a.bytes.saturating_add(r.bytes),
-            })
-    };
-    let (np, pg) = (sum(PoolClass::NonPaged), sum(PoolClass::Paged));
+    let (np, pg) = (
+        pool_sum(&rows, PoolClass::NonPaged),
+        pool_sum(&rows, PoolClass::Paged),
+    );
     if let Some((tn, tp)) = table.total
         && (tn.bytes != np.bytes || tp.bytes != pg.bytes)
     {
@@ -343,18 +337,7 @@ pub fn to_snapshot(
             tn.bytes, tp.bytes, np.bytes, pg.bytes
         ));
     }
-    let (system, clock) = match (time, import.session_time) {
-        (TextTime::Given(t), _) => (Some(t), Some(ClockSource::Given)),
-        (_, Some(t)) => (Some(t), Some(ClockSource::TextFile)),
-        (TextTime::FileModified(t), None) => {
-            warnings.push(format!(
-                "{} states no time: its modification time is used (pass --time to `pooldump snapshot --from-text` to set it)",
-                input.display()
-            ));
-            (Some(t), Some(ClockSource::FileModified))
-        }
-        (TextTime::Unknown, None) => (None, None),
-    };
+    let (system, clock) = clock(time, import, input, &mut warnings);
     let tags = {
         let mut t: Vec<_> = rows.iter().map(|r| r.tag).collect();
         t.sort_by_key(|t| t.bytes());
@@ -394,6 +377,69 @@ pub fn to_snapshot(
         rows,
         warnings: crate::warning::Warning::all(crate::warning::WarningKind::Snapshot, warnings),
         diff_only: table.format.diff_only(),
+    }
+}
+
+/// What to say of the table a snapshot is made of: one of several, lines
+/// not understood, columns missing, session pool.
+fn table_warnings(import: &TextImport, table: &TextTable, input: &Path) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if import.tables.len() > 1 {
+        warnings.push(format!(
+            "{} holds {} tables; this snapshot is the one at line {} ({})",
+            input.display(),
+            import.tables.len(),
+            table.header_line,
+            table.format.describe()
+        ));
+    }
+    if !import.problems.is_empty() {
+        warnings.push(problem_summary(&import.problems));
+    }
+    if table.format.diff_only() {
+        warnings.push(format!(
+            "{} gives outstanding allocations and bytes only (no Allocs/Frees columns): Allocs is set to Diff and Frees to 0; use `!poolused 1` for all four",
+            table.format.describe()
+        ));
+    }
+    if table.session {
+        warnings.push("this table is session pool, not the system pools".into());
+    }
+    warnings
+}
+
+/// One pool's counters summed over `rows` (saturating: the text's numbers
+/// are not to be trusted).
+fn pool_sum(rows: &[SnapshotRow], pool: PoolClass) -> PoolCounters {
+    rows.iter()
+        .filter(|r| r.pool == pool)
+        .fold(PoolCounters::default(), |a, r| PoolCounters {
+            allocs: a.allocs.saturating_add(r.allocs),
+            frees: a.frees.saturating_add(r.frees),
+            diff: a.diff.saturating_add(r.diff),
+            bytes: a.bytes.saturating_add(r.bytes),
+        })
+}
+
+/// The snapshot's time (FILETIME) and where it comes from: `--time`, the
+/// text's own session time, else the file's modification time (said).
+fn clock(
+    time: TextTime,
+    import: &TextImport,
+    input: &Path,
+    warnings: &mut Vec<String>,
+) -> (Option<u64>, Option<ClockSource>) {
+    match (time, import.session_time) {
+        (TextTime::Given(t), _) => (Some(t), Some(ClockSource::Given)),
+        (_, Some(t)) => (Some(t), Some(ClockSource::TextFile)),
+        (TextTime::FileModified(t), None) => {
+            warnings.push(format!(
+                "{} states no time: its modification time is used (pass --time to `pooldump snapshot --from-text` to set it)",
+                input.display()
+            ));
+            (Some(t), Some(ClockSource::FileModified))
+        }
+        (TextTime::Unknown, None) => (None, None),
     }
 }
 
