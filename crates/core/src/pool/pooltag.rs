@@ -143,6 +143,41 @@ fn bomless_utf16(bytes: &[u8]) -> Option<bool> {
     }
 }
 
+/// The entry a continuation line belongs to.
+enum Last {
+    Nothing,
+    Exact(PoolTag),
+    Pattern(usize),
+    /// A repeated tag's line, which WinDbg ignores with its continuations.
+    Ignored,
+}
+
+/// A `Tag - binary - description` line (or two fields: `Tag - binary` or
+/// `Tag - description`) as its tag and entry; `None` without ` - `.
+fn split_line(line: &str, line_no: usize) -> Option<(&str, PoolTagEntry)> {
+    let mut parts = line.splitn(3, " - ");
+    let (tag, second) = (parts.next()?, parts.next()?.trim());
+    let (binary, description) = match parts.next() {
+        Some(d) => (second.to_string(), d.trim().to_string()),
+        None if looks_like_binary(second) => (second.to_string(), String::new()),
+        None => (String::new(), second.to_string()),
+    };
+    let tag = tag.trim_start().trim_end_matches(['\t']);
+    // Padding after a `*` pattern (`Bu*  - ...`) is not part of it.
+    let tag = if tag.len() > 4 || tag.contains('*') {
+        tag.trim_end()
+    } else {
+        tag
+    };
+    let entry = PoolTagEntry {
+        kind: binary_kind(&binary),
+        binary,
+        description,
+        line: line_no,
+    };
+    Some((tag, entry))
+}
+
 /// A comment line: `//...` or `rem` as a word (a tag such as `remX` is
 /// not a comment).
 fn is_comment(t: &str) -> bool {
@@ -186,15 +221,6 @@ impl PoolTagDb {
 
     pub fn parse(text: &str) -> Self {
         let mut db = PoolTagDb::default();
-        // The line a continuation belongs to.
-        enum Last {
-            Nothing,
-            Exact(PoolTag),
-            Pattern(usize),
-            /// A repeated tag's line, which WinDbg ignores with its
-            /// continuations.
-            Ignored,
-        }
         let mut last = Last::Nothing;
         for (n, raw) in text.lines().enumerate() {
             let line_no = n + 1;
@@ -205,80 +231,15 @@ impl PoolTagDb {
             };
             let trimmed = line.trim();
             if trimmed.is_empty() || is_comment(trimmed) {
-                if eof {
-                    break;
-                }
-                continue;
-            }
-            if line.starts_with([' ', '\t']) && !line.contains(" - ") {
-                // A lone binary on an indented line is not prose: the line
-                // has lost its tag.
-                if trimmed.starts_with('<') || binary_kind(trimmed) != BinaryKind::Named {
-                    db.skipped.push(line_no);
-                    continue;
-                }
-                let entry = match last {
-                    Last::Exact(t) => db.exact.get_mut(&t),
-                    Last::Pattern(i) => db.patterns.get_mut(i).map(|p| &mut p.2),
-                    Last::Ignored => continue,
-                    Last::Nothing => None,
-                };
-                match entry {
-                    Some(e) => {
-                        e.description.push(' ');
-                        e.description.push_str(trimmed);
-                    }
-                    None => db.skipped.push(line_no),
-                }
-                continue;
-            }
-            let mut parts = line.splitn(3, " - ");
-            let (Some(tag), Some(second)) = (parts.next(), parts.next()) else {
-                db.skipped.push(line_no);
-                last = Last::Nothing;
-                continue;
-            };
-            let third = parts.next();
-            let second = second.trim();
-            let (binary, description) = match third {
-                Some(d) => (second.to_string(), d.trim().to_string()),
-                // Two fields: `Tag - binary` or `Tag - description`.
-                None if looks_like_binary(second) => (second.to_string(), String::new()),
-                None => (String::new(), second.to_string()),
-            };
-            let tag = tag.trim_start().trim_end_matches(['\t']);
-            // Padding after a `*` pattern (`Bu*  - ...`) is not part of it.
-            let tag = if tag.len() > 4 || tag.contains('*') {
-                tag.trim_end()
+            } else if line.starts_with([' ', '\t']) && !line.contains(" - ") {
+                db.continuation(&last, trimmed, line_no);
             } else {
-                tag
-            };
-            let entry = PoolTagEntry {
-                kind: binary_kind(&binary),
-                binary,
-                description,
-                line: line_no,
-            };
-            match TagPattern::parse(tag) {
-                Ok(p) => match p.exact() {
-                    Some(t) => {
-                        // WinDbg takes the first line of a tag.
-                        if let std::collections::hash_map::Entry::Vacant(v) = db.exact.entry(t) {
-                            v.insert(entry);
-                            last = Last::Exact(t);
-                        } else {
-                            last = Last::Ignored;
-                        }
-                    }
-                    None => {
-                        let fixed = tag.bytes().take_while(|c| *c != b'?' && *c != b'*').count();
-                        db.patterns.push((fixed, p, entry));
-                        last = Last::Pattern(db.patterns.len() - 1);
-                    }
-                },
-                Err(_) => {
+                last = match split_line(line, line_no) {
+                    Some((tag, entry)) => db.add(tag, entry),
+                    None => Last::Nothing,
+                };
+                if matches!(last, Last::Nothing) {
                     db.skipped.push(line_no);
-                    last = Last::Nothing;
                 }
             }
             if eof {
@@ -289,6 +250,54 @@ impl PoolTagDb {
         db.patterns
             .sort_by_key(|(fixed, _, _)| std::cmp::Reverse(*fixed));
         db
+    }
+
+    /// An indented line without ` - ` continues the description of the
+    /// entry before it.
+    fn continuation(&mut self, last: &Last, trimmed: &str, line_no: usize) {
+        // A lone binary on an indented line is not prose: the line has
+        // lost its tag.
+        if trimmed.starts_with('<') || binary_kind(trimmed) != BinaryKind::Named {
+            self.skipped.push(line_no);
+            return;
+        }
+        let entry = match *last {
+            Last::Exact(t) => self.exact.get_mut(&t),
+            Last::Pattern(i) => self.patterns.get_mut(i).map(|p| &mut p.2),
+            Last::Ignored => return,
+            Last::Nothing => None,
+        };
+        match entry {
+            Some(e) => {
+                e.description.push(' ');
+                e.description.push_str(trimmed);
+            }
+            None => self.skipped.push(line_no),
+        }
+    }
+
+    /// Add a line's entry under its tag or pattern; `Last::Nothing` when
+    /// the tag is not one.
+    fn add(&mut self, tag: &str, entry: PoolTagEntry) -> Last {
+        let Ok(p) = TagPattern::parse(tag) else {
+            return Last::Nothing;
+        };
+        match p.exact() {
+            Some(t) => {
+                // WinDbg takes the first line of a tag.
+                if let std::collections::hash_map::Entry::Vacant(v) = self.exact.entry(t) {
+                    v.insert(entry);
+                    Last::Exact(t)
+                } else {
+                    Last::Ignored
+                }
+            }
+            None => {
+                let fixed = tag.bytes().take_while(|c| *c != b'?' && *c != b'*').count();
+                self.patterns.push((fixed, p, entry));
+                Last::Pattern(self.patterns.len() - 1)
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -396,6 +405,21 @@ remX - remx.sys - a tag that starts with rem
         // `       <unknown>`, `-internal` and `Gxx` are reported by line;
         // the 0x1A and the comments are not.
         assert_eq!(db.skipped, vec![19, 20, 21]);
+    }
+
+    #[test]
+    fn the_eof_byte_ends_the_text_on_any_line() {
+        // On a continuation line and on a line that is not an entry, as on
+        // an entry's line: nothing after it is read.
+        for text in [
+            "Leak - leaky.sys - leaks\n   more\u{1A}\nLate - late.sys - after\n",
+            "Leak - leaky.sys - leaks\nGxx\u{1A}\nLate - late.sys - after\n",
+            "Leak - leaky.sys - leaks\u{1A}\nLate - late.sys - after\n",
+        ] {
+            let db = PoolTagDb::parse(text);
+            assert!(db.lookup(t("Leak")).is_some(), "{text:?}");
+            assert!(db.lookup(t("Late")).is_none(), "{text:?}");
+        }
     }
 
     #[test]
