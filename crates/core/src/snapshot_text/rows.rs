@@ -185,30 +185,11 @@ fn poolmon_driver(t: &str) -> Option<String> {
     (!name.is_empty() && !name.eq_ignore_ascii_case("<unknown>")).then(|| name.to_string())
 }
 
-/// A `!poolused` row (one or two snapshot rows: nonpaged and paged), or
-/// its TOTAL row.
-pub(super) fn poolused_row(
-    line: &str,
-    l: &Layout,
-    table: &mut TextTable,
-) -> Result<Vec<SnapshotRow>, String> {
-    let chars: Vec<char> = line.chars().collect();
-    let trimmed = line.trim_start();
-    let is_total = trimmed.starts_with("TOTAL");
-    let (tag_text, after) = if is_total {
-        let skip = chars.len() - trimmed.chars().count() + 5;
-        (String::new(), skip)
-    } else {
-        if chars.len() < l.tag_col + 5 {
-            return Err("too short for a !poolused row".into());
-        }
-        (
-            chars[l.tag_col..l.tag_col + 4].iter().collect::<String>(),
-            l.tag_col + 4,
-        )
-    };
-    let rest: String = chars[after..].iter().collect();
-    let w = words(&rest);
+/// The numbers of a `!poolused` row (`rest` starts at column `after`,
+/// past the tag), one per numeric header word, and where the description
+/// starts in `rest`.
+fn poolused_numbers(rest: &str, l: &Layout, after: usize) -> Result<(Vec<u64>, usize), String> {
+    let w = words(rest);
     let n = l.num_ends.len();
     let mut nums = Vec::with_capacity(n);
     let mut desc_from = rest.chars().count();
@@ -238,31 +219,61 @@ pub(super) fn poolused_row(
             .map_err(|_| format!("`{}` is out of range", x.2))?;
         nums.push(v);
     }
+    Ok((nums, desc_from))
+}
+
+/// One pool's counters from its `!poolused` columns: Allocs, Frees, Diff
+/// and Bytes with `verbose` (`!poolused 1`), else outstanding allocations
+/// and bytes (Allocs is Diff; Allocs and Frees themselves are not printed).
+fn poolused_counters(s: &[u64], verbose: bool) -> PoolCounters {
+    if verbose {
+        PoolCounters {
+            allocs: s[0],
+            frees: s[1],
+            diff: s[2],
+            bytes: s[3],
+        }
+    } else {
+        PoolCounters {
+            allocs: s[0],
+            frees: 0,
+            diff: s[0],
+            bytes: s[1],
+        }
+    }
+}
+
+/// A `!poolused` row (one or two snapshot rows: nonpaged and paged), or
+/// its TOTAL row.
+pub(super) fn poolused_row(
+    line: &str,
+    l: &Layout,
+    table: &mut TextTable,
+) -> Result<Vec<SnapshotRow>, String> {
+    let chars: Vec<char> = line.chars().collect();
+    let trimmed = line.trim_start();
+    let is_total = trimmed.starts_with("TOTAL");
+    let (tag_text, after) = if is_total {
+        let skip = chars.len() - trimmed.chars().count() + 5;
+        (String::new(), skip)
+    } else {
+        if chars.len() < l.tag_col + 5 {
+            return Err("too short for a !poolused row".into());
+        }
+        (
+            chars[l.tag_col..l.tag_col + 4].iter().collect::<String>(),
+            l.tag_col + 4,
+        )
+    };
+    let rest: String = chars[after..].iter().collect();
+    let (nums, desc_from) = poolused_numbers(&rest, l, after)?;
+    let n = nums.len();
     let desc: String = rest.chars().skip(desc_from).collect();
     let driver = desc
         .rsplit_once(", Binary:")
         .map(|(_, b)| b.trim().to_string())
         .filter(|b| !b.is_empty() && !b.eq_ignore_ascii_case("<unknown>"));
-    let verbose = n == 8;
-    let counters = |s: &[u64]| -> PoolCounters {
-        if verbose {
-            PoolCounters {
-                allocs: s[0],
-                frees: s[1],
-                diff: s[2],
-                bytes: s[3],
-            }
-        } else {
-            // Outstanding allocations: Allocs is Diff; Allocs and Frees
-            // themselves are not printed.
-            PoolCounters {
-                allocs: s[0],
-                frees: 0,
-                diff: s[0],
-                bytes: s[1],
-            }
-        }
-    };
+    let counters = |s: &[u64]| poolused_counters(s, n == 8);
     let half = n / 2;
     let np = counters(&nums[..half]);
     let pg = counters(&nums[half..]);
