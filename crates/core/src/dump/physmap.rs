@@ -14,7 +14,7 @@
 
 use crate::addr::{PAGE_SIZE, Pfn};
 
-use super::header::{PagePlan, bit_runs, bitmap_bytes};
+use super::header::{PagePlan, PlanExtent, bit_runs, bitmap_bytes};
 
 pub use crate::memory::PhysExtent;
 
@@ -139,99 +139,124 @@ pub(crate) struct PlannedMap {
 }
 
 pub(crate) fn plan_map(file: &[u8], plan: &PagePlan, complete_rdmp: bool) -> PlannedMap {
-    use super::header::off;
-    let len = file.len() as u64;
-    let fits =
-        |file_offset: u64, pages: u64| (len.saturating_sub(file_offset) / PAGE_SIZE).min(pages);
     let mut out = PlannedMap::default();
     match plan {
         PagePlan::Extents {
             extents,
             range_slots,
-        } => {
-            let mut backed_total = 0u64;
-            let mut clamped = false;
-            for e in extents {
-                let n = fits(e.file_offset, e.pages);
-                backed_total += n;
-                out.backed.push(PhysExtent {
-                    pfn: Pfn(e.pfn),
-                    pages: n,
-                    file_offset: e.file_offset,
-                });
-                if n < e.pages {
-                    out.truncated.push(PhysExtent {
-                        pfn: Pfn(e.pfn + n),
-                        pages: e.pages - n,
-                        file_offset: e.file_offset + n * PAGE_SIZE,
-                    });
-                    if !clamped {
-                        clamped = true;
-                        let i = e.index as u64;
-                        if *range_slots == 0 {
-                            // Full dump: stop the run list after this run,
-                            // shortened to what the file holds.
-                            out.clamp.push((
-                                off::RUN_COUNT as u64,
-                                (i as u32 + 1).to_le_bytes().to_vec(),
-                            ));
-                            out.clamp
-                                .push((off::RUNS as u64 + 16 * i + 8, n.to_le_bytes().to_vec()));
-                        } else {
-                            // RDMP: shorten this range and terminate the
-                            // list after it (a PFN of 0 ends it).
-                            let slot = off::RDMP_RANGES as u64 + 16 * i;
-                            out.clamp.push((slot + 8, n.to_le_bytes().to_vec()));
-                            if i + 1 < *range_slots {
-                                out.clamp.push((slot + 16, 0u64.to_le_bytes().to_vec()));
-                            }
-                        }
-                    }
-                }
-            }
-            if clamped && complete_rdmp {
-                out.clamp.push((
-                    off::RDMP_TOTAL_PAGES as u64,
-                    backed_total.to_le_bytes().to_vec(),
-                ));
-            }
-        }
+        } => plan_extents(
+            &mut out,
+            file.len() as u64,
+            extents,
+            *range_slots,
+            complete_rdmp,
+        ),
         PagePlan::Bitmap {
             bitmap_offset,
             bit_count,
             first_page,
-        } => {
-            let bitmap = bitmap_bytes(file, *bitmap_offset, *bit_count);
-            let mut left = len.saturating_sub(*first_page) / PAGE_SIZE;
-            let mut offset = *first_page;
-            for (pfn, pages) in bit_runs(bitmap, *bit_count) {
-                let n = pages.min(left);
-                if n > 0 {
-                    out.backed.push(PhysExtent {
-                        pfn: Pfn(pfn),
-                        pages: n,
-                        file_offset: offset,
-                    });
-                    offset += n * PAGE_SIZE;
-                    left -= n;
-                }
-                if n < pages {
-                    let from_pfn = pfn + n;
-                    out.tail = Some(BitmapTail {
-                        bitmap_offset: *bitmap_offset,
-                        bit_count: *bit_count,
-                        from_pfn,
-                    });
-                    // kdmp-parser walks the bitmap only up to the first
-                    // page the file does not hold.
-                    out.clamp
-                        .push((off::BMP_BITS as u64, from_pfn.to_le_bytes().to_vec()));
-                    break;
-                }
-            }
-        }
+        } => plan_bitmap(&mut out, file, *bitmap_offset, *bit_count, *first_page),
     }
     out.backed.sort_by_key(|e| e.pfn);
     out.backed = coalesce(std::mem::take(&mut out.backed));
     out
+}
+
+/// A run-based dump (full or RDMP): each run as far as the file holds it;
+/// the first run cut short is where kdmp-parser's view is clamped.
+fn plan_extents(
+    out: &mut PlannedMap,
+    len: u64,
+    extents: &[PlanExtent],
+    range_slots: u64,
+    complete_rdmp: bool,
+) {
+    use super::header::off;
+    let fits =
+        |file_offset: u64, pages: u64| (len.saturating_sub(file_offset) / PAGE_SIZE).min(pages);
+    let mut backed_total = 0u64;
+    let mut clamped = false;
+    for e in extents {
+        let n = fits(e.file_offset, e.pages);
+        backed_total += n;
+        out.backed.push(PhysExtent {
+            pfn: Pfn(e.pfn),
+            pages: n,
+            file_offset: e.file_offset,
+        });
+        if n < e.pages {
+            out.truncated.push(PhysExtent {
+                pfn: Pfn(e.pfn + n),
+                pages: e.pages - n,
+                file_offset: e.file_offset + n * PAGE_SIZE,
+            });
+            if !clamped {
+                clamped = true;
+                let i = e.index as u64;
+                if range_slots == 0 {
+                    // Full dump: stop the run list after this run,
+                    // shortened to what the file holds.
+                    out.clamp
+                        .push((off::RUN_COUNT as u64, (i as u32 + 1).to_le_bytes().to_vec()));
+                    out.clamp
+                        .push((off::RUNS as u64 + 16 * i + 8, n.to_le_bytes().to_vec()));
+                } else {
+                    // RDMP: shorten this range and terminate the
+                    // list after it (a PFN of 0 ends it).
+                    let slot = off::RDMP_RANGES as u64 + 16 * i;
+                    out.clamp.push((slot + 8, n.to_le_bytes().to_vec()));
+                    if i + 1 < range_slots {
+                        out.clamp.push((slot + 16, 0u64.to_le_bytes().to_vec()));
+                    }
+                }
+            }
+        }
+    }
+    if clamped && complete_rdmp {
+        out.clamp.push((
+            off::RDMP_TOTAL_PAGES as u64,
+            backed_total.to_le_bytes().to_vec(),
+        ));
+    }
+}
+
+/// A bitmap dump: the pages the bitmap names, in order, as far as the file
+/// holds them.
+fn plan_bitmap(
+    out: &mut PlannedMap,
+    file: &[u8],
+    bitmap_offset: usize,
+    bit_count: u64,
+    first_page: u64,
+) {
+    use super::header::off;
+    let len = file.len() as u64;
+    let bitmap = bitmap_bytes(file, bitmap_offset, bit_count);
+    let mut left = len.saturating_sub(first_page) / PAGE_SIZE;
+    let mut offset = first_page;
+    for (pfn, pages) in bit_runs(bitmap, bit_count) {
+        let n = pages.min(left);
+        if n > 0 {
+            out.backed.push(PhysExtent {
+                pfn: Pfn(pfn),
+                pages: n,
+                file_offset: offset,
+            });
+            offset += n * PAGE_SIZE;
+            left -= n;
+        }
+        if n < pages {
+            let from_pfn = pfn + n;
+            out.tail = Some(BitmapTail {
+                bitmap_offset,
+                bit_count,
+                from_pfn,
+            });
+            // kdmp-parser walks the bitmap only up to the first
+            // page the file does not hold.
+            out.clamp
+                .push((off::BMP_BITS as u64, from_pfn.to_le_bytes().to_vec()));
+            break;
+        }
+    }
 }

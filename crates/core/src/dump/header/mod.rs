@@ -30,7 +30,7 @@ use super::time::{FileTime, UpTime};
 
 pub use error::HeaderError;
 pub(crate) use parse::parse;
-pub(crate) use plan::{PagePlan, bit_runs, bitmap_bytes};
+pub(crate) use plan::{PagePlan, PlanExtent, bit_runs, bitmap_bytes};
 
 /// Size of DUMP_HEADER64; page data or the secondary header starts here.
 pub const HEADER_SIZE: usize = 0x2000;
