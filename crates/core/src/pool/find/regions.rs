@@ -17,82 +17,22 @@ pub(super) fn pool_regions<M: Memory + ?Sized>(
         syms.symbol_rva(name)
             .map(|rva| KernelVa(kern_base.0.wrapping_add(rva)))
     };
-    let read = |name: &str| var(name).and_then(|va| mem.read_u64(va).ok());
-    let mut regions: Vec<PoolRegion> = Vec::new();
-    let mut have = (false, false);
-    if let (Some(ptr), Some(en)) = (
+    let mut regions = if let (Some(ptr), Some(en)) = (
         var("MiVisibleState"),
         syms.enum_values("_MI_ASSIGNED_REGION_TYPES"),
     ) {
         match mem.read_u64(ptr) {
-            Ok(vs) if KernelVa(vs).is_kernel() => {
-                for (name, idx) in en {
-                    let pool = ["NonPagedPool", "PagedPool", "Session", "SpecialPool"];
-                    let Some(short) = name.strip_prefix("AssignedRegion") else {
-                        continue;
-                    };
-                    if !pool.iter().any(|p| short.contains(p)) {
-                        continue;
-                    }
-                    let base = syms.field(
-                        "_MI_VISIBLE_STATE",
-                        &format!("SystemVaRegions[{idx}].BaseAddress"),
-                    );
-                    let size = syms.field(
-                        "_MI_VISIBLE_STATE",
-                        &format!("SystemVaRegions[{idx}].NumberOfBytes"),
-                    );
-                    let (Ok(b), Ok(s)) = (base, size) else {
-                        continue;
-                    };
-                    let b = mem.read_u64(KernelVa(vs + b.offset)).unwrap_or(0);
-                    let s = mem.read_u64(KernelVa(vs + s.offset)).unwrap_or(0);
-                    if !KernelVa(b).is_kernel() {
-                        continue;
-                    }
-                    if let Some(range) = VaRange::from_base_size(b, s) {
-                        have.0 |= short == "NonPagedPool";
-                        have.1 |= short == "PagedPool";
-                        regions.push(PoolRegion {
-                            name: short.to_string(),
-                            range,
-                        });
-                    }
-                }
+            Ok(vs) if KernelVa(vs).is_kernel() => assigned_regions(mem, syms, vs, en),
+            _ => {
+                notes.push("MiVisibleState is unreadable: the pool regions are unknown".into());
+                Vec::new()
             }
-            _ => notes.push("MiVisibleState is unreadable: the pool regions are unknown".into()),
         }
     } else {
-        // Win7/8.1 (docs/pool-structures.md §6): the legacy pool variables.
-        let np_start = read("MmNonPagedPoolStart").or_else(|| read("MiNonPagedPoolStartAligned"));
-        let np_end = read("MiNonPagedPoolEnd");
-        if let (Some(s), Some(e)) = (np_start, np_end)
-            && KernelVa(s).is_kernel()
-            && s <= e
-        {
-            have.0 = true;
-            regions.push(PoolRegion {
-                name: "NonPagedPool".into(),
-                range: VaRange::new(s, e),
-            });
-        }
-        let pp_end = read("MmPagedPoolEnd");
-        let pp_start = read("MiPagedPoolStart").or_else(|| {
-            let size = read("MmSizeOfPagedPoolInBytes")?;
-            Some(pp_end?.checked_sub(size)?.wrapping_add(1))
-        });
-        if let (Some(s), Some(e)) = (pp_start, pp_end)
-            && KernelVa(s).is_kernel()
-            && s <= e
-        {
-            have.1 = true;
-            regions.push(PoolRegion {
-                name: "PagedPool".into(),
-                range: VaRange::new(s, e),
-            });
-        }
-    }
-    if have.0 && have.1 {
+        legacy_regions(&|name: &str| var(name).and_then(|va| mem.read_u64(va).ok()))
+    };
+    let has = |name: &str| regions.iter().any(|r| r.name == name);
+    if has("NonPagedPool") && has("PagedPool") {
         regions.sort_by_key(|r| r.range);
         (Some(regions), notes)
     } else {
@@ -102,6 +42,70 @@ pub(super) fn pool_regions<M: Memory + ?Sized>(
         );
         (None, notes)
     }
+}
+
+/// The pool regions among `MiVisibleState` (at `vs`)'s SystemVaRegions,
+/// named by `_MI_ASSIGNED_REGION_TYPES` (`en`) without its
+/// `AssignedRegion` prefix.
+fn assigned_regions<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    vs: u64,
+    en: &std::collections::BTreeMap<String, i64>,
+) -> Vec<PoolRegion> {
+    let pool = ["NonPagedPool", "PagedPool", "Session", "SpecialPool"];
+    let mut regions = Vec::new();
+    for (name, idx) in en {
+        let Some(short) = name.strip_prefix("AssignedRegion") else {
+            continue;
+        };
+        if !pool.iter().any(|p| short.contains(p)) {
+            continue;
+        }
+        let field = |member: &str| {
+            let path = format!("SystemVaRegions[{idx}].{member}");
+            let f = syms.field("_MI_VISIBLE_STATE", &path).ok()?;
+            Some(mem.read_u64(KernelVa(vs + f.offset)).unwrap_or(0))
+        };
+        let (Some(b), Some(s)) = (field("BaseAddress"), field("NumberOfBytes")) else {
+            continue;
+        };
+        if !KernelVa(b).is_kernel() {
+            continue;
+        }
+        if let Some(range) = VaRange::from_base_size(b, s) {
+            regions.push(PoolRegion {
+                name: short.to_string(),
+                range,
+            });
+        }
+    }
+    regions
+}
+
+/// Win7/8.1 (docs/pool-structures.md §6): the legacy pool variables, read
+/// by `read`.
+fn legacy_regions(read: &dyn Fn(&str) -> Option<u64>) -> Vec<PoolRegion> {
+    let np_start = read("MmNonPagedPoolStart").or_else(|| read("MiNonPagedPoolStartAligned"));
+    let np_end = read("MiNonPagedPoolEnd");
+    let pp_end = read("MmPagedPoolEnd");
+    let pp_start = read("MiPagedPoolStart").or_else(|| {
+        let size = read("MmSizeOfPagedPoolInBytes")?;
+        Some(pp_end?.checked_sub(size)?.wrapping_add(1))
+    });
+    [
+        ("NonPagedPool", np_start, np_end),
+        ("PagedPool", pp_start, pp_end),
+    ]
+    .into_iter()
+    .filter_map(|(name, start, end)| {
+        let (s, e) = (start?, end?);
+        (KernelVa(s).is_kernel() && s <= e).then(|| PoolRegion {
+            name: name.into(),
+            range: VaRange::new(s, e),
+        })
+    })
+    .collect()
 }
 
 /// Frames the page map names that the dump does not hold: both lists
