@@ -6,6 +6,7 @@ use pooldump_core::pool::{BigPoolEntry, BigPoolTable, SortKey, TagUsage, UsageQu
 use serde::Serialize;
 
 use crate::common::KdnetReport;
+use crate::render::hex;
 
 /// The report, also the JSON document.
 #[derive(Debug, Serialize)]
@@ -186,10 +187,6 @@ pub struct TrackerSummary {
     pub counter_bits: u32,
     pub per_cpu_tables: usize,
     pub expansion_used: u64,
-}
-
-fn hex(v: u64) -> String {
-    format!("{v:#x}")
 }
 
 pub(super) fn row(r: &TagUsage) -> Row {
