@@ -1,5 +1,7 @@
-//! Plain-text building blocks shared by the commands' text output: aligned
-//! key/value sections and column tables. Nothing here knows about dumps.
+//! Building blocks shared by the commands' output: aligned key/value
+//! sections, column tables ([`Table`], or [`ListTable`] built from a list),
+//! the closing warning and note lists, and the `--json` and CSV writers.
+//! Nothing here knows about dumps.
 //!
 //! Every key, value and cell goes through [`pooldump_core::text::escape`]
 //! as it is added, so a hostile string (a pooltag.txt description, a
@@ -373,16 +375,12 @@ impl<'a, T> ListTable<'a, T> {
     }
 
     /// The table, its rows in the list's order.
-    pub fn table(&self) -> Table {
+    pub fn render(&self, out: &mut String, indent: usize) {
         let mut t = Table::new(&self.columns);
         for &item in &self.items {
             t.push(self.cells.iter().map(|cell| cell(item)).collect());
         }
-        t
-    }
-
-    pub fn render(&self, out: &mut String, indent: usize) {
-        self.table().render(out, indent);
+        t.render(out, indent);
     }
 }
 
