@@ -454,17 +454,16 @@ pub fn render_text(r: &SymbolsReport) -> String {
     if !r.modules.is_empty() {
         out.push('\n');
         out.push_str(&format!("Loaded modules ({})\n", r.modules.len()));
-        let pdb_and_key = |m: &ModuleIdentity| match (&m.pdb, &m.error) {
-            (Some(cv), _) => (cv.pdb_name.clone(), cv.store_key.clone()),
-            (None, Some(e)) => (format!("? ({e})"), String::new()),
-            (None, None) => ("?".into(), String::new()),
-        };
         ListTable::new(&r.modules)
             .left("Base", |m| m.base)
             .right("Size", |m| hex(u64::from(m.size)))
             .left("Name", |m| &m.name)
-            .left("PDB", move |m| pdb_and_key(m).0)
-            .left("Key", move |m| pdb_and_key(m).1)
+            .left("PDB", |m| match (&m.pdb, &m.error) {
+                (Some(cv), _) => cv.pdb_name.clone(),
+                (None, Some(e)) => format!("? ({e})"),
+                (None, None) => "?".into(),
+            })
+            .left("Key", |m| m.pdb.as_ref().map_or("", |cv| &cv.store_key))
             .render(&mut out, 2);
     }
 
