@@ -18,7 +18,7 @@ use pooldump_core::{KernelVa, PoolTag};
 use serde::Serialize;
 
 use crate::common::{SourceArgs, SymbolArgs, open_source, release};
-use crate::render::{Align, Table};
+use crate::render::{ListTable, json_or_text, push_list};
 
 /// List the instructions that pass a tag to a pool routine.
 #[derive(Debug, clap::Args)]
@@ -105,13 +105,7 @@ pub struct PatchInfo {
 
 pub fn run(args: &Args) -> Result<String> {
     let r = collect(args)?;
-    Ok(if args.json {
-        let mut s = serde_json::to_string_pretty(&r)?;
-        s.push('\n');
-        s
-    } else {
-        render_text(&r)
-    })
+    Ok(json_or_text(args.json, &r, render_text)?)
 }
 
 fn symbolizer<'a>(sym: &SymbolArgs, extra_dir: Option<&Path>) -> Symbolizer<'a> {
@@ -297,6 +291,11 @@ fn kind(k: PoolCall) -> &'static str {
     }
 }
 
+/// A file offset as the tables show it: hex, or `-` where there is none.
+fn file_offset(o: Option<u32>) -> String {
+    o.map_or_else(|| "-".into(), |o| format!("{o:#x}"))
+}
+
 fn render_text(r: &Report) -> String {
     let mut out = String::new();
     let tags = if r.tags.is_empty() {
@@ -323,62 +322,41 @@ fn render_text(r: &Report) -> String {
     if r.sites.is_empty() {
         out.push_str(" No instruction passes these tags to a pool routine as an immediate.\n");
     } else {
-        let mut t = Table::new(&[
-            ("Kind", Align::Left),
-            ("Site", Align::Left),
-            ("Tag", Align::Left),
-            ("Routine", Align::Left),
-            ("Via", Align::Left),
-            ("Immediate", Align::Left),
-            ("RVA", Align::Right),
-            ("File", Align::Right),
-            ("Call", Align::Left),
-        ]);
-        for s in &r.sites {
-            let mut via = s.via.to_string();
-            if s.tail_call {
-                via.push_str(" (tail jmp)");
-            }
+        let via = |s: &TagSite| {
+            let tail = if s.tail_call { " (tail jmp)" } else { "" };
+            format!("{}{tail}", s.via)
+        };
+        let tag = |s: &TagSite| {
             let mut tag = s.tag.to_string();
             if !s.alternatives.is_empty() {
                 let alt: Vec<String> = s.alternatives.iter().map(|t| t.to_string()).collect();
                 tag.push_str(&format!(" (or {})", alt.join(", ")));
             }
-            t.push(vec![
-                kind(s.kind).into(),
-                s.site.clone(),
-                tag,
-                s.routine.clone(),
-                via,
-                s.immediate.to_string(),
-                format!("{:#x}", s.immediate_rva),
-                s.file_offset
-                    .map_or_else(|| "-".into(), |o| format!("{o:#x}")),
-                s.call.to_string(),
-            ]);
-        }
-        t.render(&mut out, 1);
+            tag
+        };
+        ListTable::new(&r.sites)
+            .left("Kind", |s| kind(s.kind))
+            .left("Site", |s| &s.site)
+            .left("Tag", tag)
+            .left("Routine", |s| &s.routine)
+            .left("Via", via)
+            .left("Immediate", |s| s.immediate)
+            .right("RVA", |s| format!("{:#x}", s.immediate_rva))
+            .right("File", |s| file_offset(s.file_offset))
+            .left("Call", |s| s.call)
+            .render(&mut out, 1);
     }
     if !r.unresolved.is_empty() {
         out.push_str(&format!(
             "\n{} pool call(s) pass a tag the analysis could not follow (loaded from memory, or from too many places); they may pass {tags}:\n",
             r.unresolved.len()
         ));
-        let mut t = Table::new(&[
-            ("Kind", Align::Left),
-            ("Site", Align::Left),
-            ("Routine", Align::Left),
-            ("Call", Align::Left),
-        ]);
-        for u in &r.unresolved {
-            t.push(vec![
-                kind(u.kind).into(),
-                u.site.clone(),
-                u.routine.clone(),
-                u.call.to_string(),
-            ]);
-        }
-        t.render(&mut out, 1);
+        ListTable::new(&r.unresolved)
+            .left("Kind", |u| kind(u.kind))
+            .left("Site", |u| &u.site)
+            .left("Routine", |u| &u.routine)
+            .left("Call", |u| u.call)
+            .render(&mut out, 1);
     }
     if let Some(p) = &r.patch {
         out.push_str(&format!(
@@ -389,28 +367,19 @@ fn render_text(r: &Report) -> String {
             p.new_checksum,
             p.map.display()
         ));
-        let mut t = Table::new(&[
-            ("Kind", Align::Left),
-            ("Site", Align::Left),
-            ("Old", Align::Left),
-            ("New", Align::Left),
-            ("File", Align::Right),
-        ]);
-        for s in &p.relabel.sites {
-            t.push(vec![
-                kind(s.kind).into(),
-                s.site.clone(),
-                s.old_tag.to_string(),
+        ListTable::new(&p.relabel.sites)
+            .left("Kind", |s| kind(s.kind))
+            .left("Site", |s| &s.site)
+            .left("Old", |s| s.old_tag)
+            .left("New", |s| {
                 if s.kind == PoolCall::Free {
                     "0 (as ExFreePool passes)".into()
                 } else {
                     s.new_tag.to_string()
-                },
-                s.file_offset
-                    .map_or_else(|| "-".into(), |o| format!("{o:#x}")),
-            ]);
-        }
-        t.render(&mut out, 1);
+                }
+            })
+            .right("File", |s| file_offset(s.file_offset))
+            .render(&mut out, 1);
         if p.was_signed {
             out.push_str(
                 "\n*** WARNING: the original is Authenticode-signed; the copy's signature is now BROKEN. ***\n*** Windows will not load it until you re-sign it (signtool with a test certificate) and enable test signing (bcdedit /set testsigning on). ***\n",
@@ -421,11 +390,6 @@ fn render_text(r: &Report) -> String {
             );
         }
     }
-    if !r.notes.is_empty() {
-        out.push_str("\nNotes:\n");
-        for n in &r.notes {
-            out.push_str(&format!("  - {n}\n"));
-        }
-    }
+    push_list(&mut out, "\nNotes:\n", &r.notes);
     out
 }

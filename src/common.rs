@@ -589,3 +589,27 @@ pub fn unknown_sort(s: &str, extra: &str) -> String {
         C::LETTERS
     )
 }
+
+/// Write through a temporary file in the same directory, so a reader (or
+/// a `watch` stopped mid-write) never sees half a snapshot.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .map_err(pooldump_core::fsio::without_temp_path)
+        .with_context(|| {
+            format!(
+                "{}: cannot write (a file is made in {} first)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+    std::io::Write::write_all(&mut tmp, bytes)
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    Ok(())
+}

@@ -58,12 +58,7 @@ pub fn run(args: &Args) -> Result<String> {
     if let Some(n) = args.top {
         d.rows.truncate(n);
     }
-    if args.json {
-        let mut s = serde_json::to_string_pretty(&d)?;
-        s.push('\n');
-        return Ok(s);
-    }
-    Ok(render_text(&d))
+    Ok(crate::render::json_or_text(args.json, &d, render_text)?)
 }
 
 pub fn render_text(d: &SnapshotDiff) -> String {
@@ -116,12 +111,7 @@ pub fn render_text(d: &SnapshotDiff) -> String {
     } else {
         render_rows(d, &mut out);
     }
-    if !d.warnings.is_empty() {
-        out.push_str("\nWarnings:\n");
-        for w in &d.warnings {
-            out.push_str(&format!("  - {w}\n"));
-        }
-    }
+    crate::render::push_list(&mut out, "\nWarnings:\n", &d.warnings);
     out
 }
 

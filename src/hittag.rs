@@ -221,10 +221,9 @@ pub fn run(args: &Args) -> Result<String> {
         eprintln!("{}", r.summary());
     }
     let report = result?;
-    if args.json {
-        return Ok(serde_json::to_string_pretty(&report)? + "\n");
-    }
-    Ok(render(&report, args.stacks))
+    Ok(crate::render::json_or_text(args.json, &report, |r| {
+        render(r, args.stacks)
+    })?)
 }
 
 fn session(
@@ -475,14 +474,7 @@ fn render(r: &Report, stacks: usize) -> String {
     if r.table.sites.is_empty() {
         return o;
     }
-    let w = r
-        .table
-        .sites
-        .iter()
-        .map(|s| s.site.len())
-        .max()
-        .unwrap_or(9)
-        .max(9);
+    let w = crate::render::widest(r.table.sites.iter().map(|s| s.site.as_str()), 9);
     o.push_str(&format!(
         "\n {:<w$}  {:<10}  {:>6}  {:>6}  {:>15}  {:>6}\n",
         "Call site", "Kind", "Allocs", "Frees", "Bytes requested", "Stacks"

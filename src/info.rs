@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use pooldump_core::dump::{CrashDump, DumpHeader, FileTime, MapCheck, PageLayout};
+use pooldump_core::dump::{CrashDump, DumpHeader, FileTime, MapCheck, PageLayout, UpTime};
 use pooldump_core::kernel::{
     self, BootHints, KLDR_BOOTSTRAP, KernelIdentity, ModuleList, ScanLimits, WalkLimits,
 };
@@ -15,7 +15,7 @@ use pooldump_core::{KernelVa, Memory, Pfn, PhysAddr};
 use serde::Serialize;
 
 use crate::common::SourceArgs;
-use crate::render::{Align, Section, Table};
+use crate::render::{ListTable, Section, hex, json_or_text, push_list};
 
 /// Show a dump's header, its kernel's identity and its loaded modules.
 #[derive(Debug, clap::Args)]
@@ -82,26 +82,14 @@ pub fn run(args: &Args) -> Result<String> {
         && let Some(small) = crate::common::open_small_dump(dump)?
     {
         let r = crate::info_small::collect(&small);
-        return Ok(if args.json {
-            let mut s = serde_json::to_string_pretty(&r)?;
-            s.push('\n');
-            s
-        } else {
-            crate::info_small::render_text(&r)
-        });
+        return Ok(json_or_text(args.json, &r, crate::info_small::render_text)?);
     }
     let report = match (&args.source.dump, &args.source.kdnet) {
         (_, Some(spec)) => collect_live(spec, args.source.verbose)?,
         (Some(dump), None) => collect(dump)?,
         (None, None) => anyhow::bail!("name a DUMP or --kdnet SPEC"),
     };
-    Ok(if args.json {
-        let mut s = serde_json::to_string_pretty(&report)?;
-        s.push('\n');
-        s
-    } else {
-        render_text(&report)
-    })
+    Ok(json_or_text(args.json, &report, render_text)?)
 }
 
 /// Open the dump and gather the report. Only opening the dump can fail;
@@ -189,10 +177,6 @@ fn kernel_and_modules<M: Memory>(
     (kernel, kernel_error, modules)
 }
 
-fn hex(v: u64) -> String {
-    format!("{v:#x}")
-}
-
 pub fn render_text(r: &InfoReport) -> String {
     let mut out = String::new();
     if let (Some(file), Some(h)) = (&r.file, &r.header) {
@@ -247,19 +231,7 @@ fn render_dump(file: &FileInfo, h: &DumpHeader, out: &mut String) {
         "Type",
         format!("{} (DumpType {}, {kind})", h.dump_type, h.dump_type.value()),
     );
-    let build = match h.major_version {
-        0xF => "free",
-        0xC => "checked",
-        _ => "unknown kind",
-    };
-    s.row(
-        "Windows build",
-        format!(
-            "{} ({build}, MajorVersion {:#x})",
-            h.build(),
-            h.major_version
-        ),
-    );
+    s.row("Windows build", windows_build(h.build(), h.major_version));
     s.row(
         "Page map",
         match &file.map_check {
@@ -271,19 +243,18 @@ fn render_dump(file: &FileInfo, h: &DumpHeader, out: &mut String) {
             }
         },
     );
-    s.row("Processors", h.number_processors.to_string());
-    s.row("System time", h.system_time.to_string());
-    s.row("System uptime", h.system_up_time.to_string());
-    let p = h.bug_check.parameters;
+    clock_rows(
+        &mut s,
+        h.number_processors,
+        &h.system_time,
+        &h.system_up_time,
+    );
     s.row(
         "Bugcheck",
         format!(
-            "{:#010X} ({}, {}, {}, {})",
+            "{:#010X} {}",
             h.bug_check.code,
-            hex(p[0]),
-            hex(p[1]),
-            hex(p[2]),
-            hex(p[3])
+            bug_check_parameters(h.bug_check.parameters)
         ),
     );
     s.row("DirectoryTableBase", h.directory_table_base.to_string());
@@ -313,6 +284,30 @@ fn render_dump(file: &FileInfo, h: &DumpHeader, out: &mut String) {
     }
     s.render(out);
     out.push('\n');
+}
+
+/// The build and what MajorVersion says of it (0xF free, 0xC checked), as
+/// a full and a small dump's Dump section show them.
+pub(crate) fn windows_build(build: u32, major_version: u32) -> String {
+    let kind = match major_version {
+        0xF => "free",
+        0xC => "checked",
+        _ => "unknown kind",
+    };
+    format!("{build} ({kind}, MajorVersion {major_version:#x})")
+}
+
+/// The processor count and the clocks, as a full and a small dump's
+/// headers both hold them.
+pub(crate) fn clock_rows(s: &mut Section, processors: u32, time: &FileTime, up: &UpTime) {
+    s.row("Processors", processors.to_string());
+    s.row("System time", time.to_string());
+    s.row("System uptime", up.to_string());
+}
+
+/// A bug check's four parameters: `(0x1, 0x2, 0x3, 0x4)`.
+pub(crate) fn bug_check_parameters(p: [u64; 4]) -> String {
+    format!("({})", p.map(hex).join(", "))
 }
 
 fn render_kernel(r: &InfoReport, out: &mut String) {
@@ -371,26 +366,18 @@ fn render_kernel(r: &InfoReport, out: &mut String) {
             list.modules.len(),
             list.head
         ));
-        let mut t = Table::new(&[
-            ("Base", Align::Left),
-            ("End", Align::Left),
-            ("Size", Align::Right),
-            ("Name", Align::Left),
-            ("Path", Align::Left),
-        ]);
-        for m in &list.modules {
-            t.push(vec![
-                m.base.to_string(),
-                KernelVa(m.base.0.wrapping_add(u64::from(m.size))).to_string(),
-                hex(u64::from(m.size)),
-                m.name.clone(),
-                m.full_name.clone().unwrap_or_default(),
-            ]);
-        }
         if list.modules.is_empty() {
             out.push_str("  none could be read\n");
         } else {
-            t.render(out, 2);
+            ListTable::new(&list.modules)
+                .left("Base", |m| m.base)
+                .left("End", |m| {
+                    KernelVa(m.base.0.wrapping_add(u64::from(m.size)))
+                })
+                .right("Size", |m| hex(u64::from(m.size)))
+                .left("Name", |m| &m.name)
+                .left("Path", |m| m.full_name.as_deref().unwrap_or_default())
+                .render(out, 2);
         }
     }
 
@@ -410,10 +397,5 @@ fn render_kernel(r: &InfoReport, out: &mut String) {
         )
         .chain(r.modules.iter().flat_map(|m| &m.warnings))
         .collect();
-    if !warnings.is_empty() {
-        out.push_str("\nWarnings\n");
-        for w in warnings {
-            out.push_str(&format!("  - {w}\n"));
-        }
-    }
+    push_list(out, "\nWarnings\n", warnings);
 }

@@ -9,7 +9,8 @@ use pooldump_core::dump::triage::{Machine, TriageContext, TriageDump, TriageSumm
 use pooldump_core::symbols::{SymbolOptions, load_kernel_symbols};
 use serde::Serialize;
 
-use crate::render::{Align, Section, Table};
+use crate::info::{bug_check_parameters, clock_rows, windows_build};
+use crate::render::{ListTable, Section, hex, push_list};
 
 /// What `info` shows for a small memory dump.
 #[derive(Debug, Serialize)]
@@ -97,10 +98,6 @@ fn process_identity(
     (name, pid, note)
 }
 
-fn hex(v: u64) -> String {
-    format!("{v:#x}")
-}
-
 pub fn render_text(r: &SmallDumpReport) -> String {
     let s = &r.summary;
     let mut out = String::new();
@@ -118,29 +115,15 @@ pub fn render_text(r: &SmallDumpReport) -> String {
         ),
     );
     d.row("Machine", s.machine.to_string());
-    let kind = match s.major_version {
-        0xF => "free",
-        0xC => "checked",
-        _ => "unknown kind",
-    };
-    d.row(
-        "Windows build",
-        format!("{} ({kind}, MajorVersion {:#x})", s.build, s.major_version),
-    );
-    d.row("Processors", s.processors.to_string());
-    d.row("System time", s.system_time.to_string());
-    d.row("System uptime", s.system_up_time.to_string());
-    let p = s.bug_check.parameters;
+    d.row("Windows build", windows_build(s.build, s.major_version));
+    clock_rows(&mut d, s.processors, &s.system_time, &s.system_up_time);
     d.row(
         "Bug check",
         format!(
-            "{:#010X} {} ({}, {}, {}, {})",
+            "{:#010X} {} {}",
             s.bug_check.code,
             s.bug_check.name.unwrap_or("(unknown code)"),
-            hex(p[0]),
-            hex(p[1]),
-            hex(p[2]),
-            hex(p[3])
+            bug_check_parameters(s.bug_check.parameters)
         ),
     );
     if let Some(e) = &s.exception {
@@ -263,54 +246,31 @@ pub fn render_text(r: &SmallDumpReport) -> String {
     m.render(&mut out);
 
     out.push_str(&format!("\nLoaded drivers ({})\n", s.drivers.len()));
-    let mut tbl = Table::new(&[
-        ("Base", Align::Left),
-        ("Size", Align::Right),
-        ("TimeDateStamp", Align::Left),
-        ("Name", Align::Left),
-        ("Path", Align::Left),
-    ]);
-    for dr in &s.drivers {
-        tbl.push(vec![
-            dr.base.to_string(),
-            hex(u64::from(dr.size)),
-            format!("{:08x}", dr.time_date_stamp),
-            dr.base_name().to_string(),
-            dr.name.clone(),
-        ]);
-    }
     if s.drivers.is_empty() {
         out.push_str("  none in the file\n");
     } else {
-        tbl.render(&mut out, 2);
+        ListTable::new(&s.drivers)
+            .left("Base", |dr| dr.base)
+            .right("Size", |dr| hex(u64::from(dr.size)))
+            .left("TimeDateStamp", |dr| format!("{:08x}", dr.time_date_stamp))
+            .left("Name", |dr| dr.base_name())
+            .left("Path", |dr| &dr.name)
+            .render(&mut out, 2);
     }
 
     out.push_str(&format!(
         "\nUnloaded drivers ({})\n",
         s.unloaded_drivers.len()
     ));
-    let mut u = Table::new(&[
-        ("Start", Align::Left),
-        ("End", Align::Left),
-        ("Name", Align::Left),
-    ]);
-    for dr in &s.unloaded_drivers {
-        u.push(vec![
-            dr.start.to_string(),
-            dr.end.to_string(),
-            dr.name.clone(),
-        ]);
-    }
     if !s.unloaded_drivers.is_empty() {
-        u.render(&mut out, 2);
+        ListTable::new(&s.unloaded_drivers)
+            .left("Start", |dr| dr.start)
+            .left("End", |dr| dr.end)
+            .left("Name", |dr| &dr.name)
+            .render(&mut out, 2);
     }
 
-    if !s.warnings.is_empty() {
-        out.push_str("\nWarnings\n");
-        for w in &s.warnings {
-            out.push_str(&format!("  - {w}\n"));
-        }
-    }
+    push_list(&mut out, "\nWarnings\n", &s.warnings);
     out
 }
 

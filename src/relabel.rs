@@ -102,10 +102,9 @@ pub fn run(args: &Args) -> Result<String> {
     // Whatever happened, the target runs.
     leave_running(&target.mem);
     let r = r?;
-    if args.json {
-        return Ok(serde_json::to_string_pretty(&r)? + "\n");
-    }
-    Ok(render(&r, args))
+    Ok(crate::render::json_or_text(args.json, &r, |r| {
+        render(r, args)
+    })?)
 }
 
 fn read_map(p: &Path) -> Result<RelabelMap> {
@@ -140,27 +139,33 @@ fn sites_out(map: &RelabelMap) -> Vec<SiteOut> {
 
 /// Write `w.write` where `w.expect` is, checking before and after.
 fn apply(t: &LiveTarget, w: &PatchWrite) -> Result<(), String> {
-    let mut now = [0u8; 4];
-    t.read_virtual(w.va, &mut now)
-        .map_err(|e| format!("reading {}: {e}", w.va))?;
-    if now != w.expect {
-        return Err(format!(
-            "{} holds {:02x?}, not the expected {:02x?}",
-            w.va, now, w.expect
-        ));
-    }
+    expect(t, w.va, w.expect, "reading", |now| {
+        format!("holds {now:02x?}, not the expected {:02x?}", w.expect)
+    })?;
     t.write_virtual(w.va, &w.write)
         .map_err(|e| format!("writing {}: {e}", w.va))?;
-    let mut back = [0u8; 4];
-    t.read_virtual(w.va, &mut back)
-        .map_err(|e| format!("reading back {}: {e}", w.va))?;
-    if back != w.write {
-        return Err(format!(
-            "{} reads back as {:02x?} after writing {:02x?}",
-            w.va, back, w.write
-        ));
+    expect(t, w.va, w.write, "reading back", |now| {
+        format!("reads back as {now:02x?} after writing {:02x?}", w.write)
+    })
+}
+
+/// Read the four bytes at `va` (`reading` names the read in an error)
+/// and check they are `want`; `differs` says how they are not.
+fn expect(
+    t: &LiveTarget,
+    va: KernelVa,
+    want: [u8; 4],
+    reading: &str,
+    differs: impl FnOnce([u8; 4]) -> String,
+) -> Result<(), String> {
+    let mut now = [0u8; 4];
+    t.read_virtual(va, &mut now)
+        .map_err(|e| format!("{reading} {va}: {e}"))?;
+    if now == want {
+        Ok(())
+    } else {
+        Err(format!("{va} {}", differs(now)))
     }
-    Ok(())
 }
 
 fn relabel(
@@ -250,19 +255,7 @@ fn relabel(
 
 /// Write the map next to its final place, then rename it there.
 fn write_map(out: &Path, map: &RelabelMap) -> Result<()> {
-    let dir = out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(pooldump_core::fsio::without_temp_path)
-        .with_context(|| format!("{}: cannot write the map there", out.display()))?;
-    std::io::Write::write_all(&mut tmp, map.to_json().as_bytes())
-        .with_context(|| format!("{}: writing the map", out.display()))?;
-    tmp.persist(out)
-        .map_err(|e| e.error)
-        .with_context(|| format!("{}: saving the map", out.display()))?;
-    Ok(())
+    crate::common::write_atomically(out, map.to_json().as_bytes()).context("saving the map")
 }
 
 fn undo(target: &Target<LiveTarget>, map: &RelabelMap, path: &Path) -> Result<Report> {
@@ -324,13 +317,7 @@ fn render(r: &Report, args: &Args) -> String {
         r.sites.len(),
         r.tag
     ));
-    let w = r
-        .sites
-        .iter()
-        .map(|s| s.site.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+    let w = crate::render::widest(r.sites.iter().map(|s| s.site.as_str()), 4);
     o.push_str(&format!(
         " {:<5}  {:<w$}  {:<4}  {:<17}  Immediate\n",
         "Kind", "Site", "Old", "New"

@@ -1,5 +1,7 @@
-//! Plain-text building blocks shared by the commands' text output: aligned
-//! key/value sections and column tables. Nothing here knows about dumps.
+//! Building blocks shared by the commands' output: aligned key/value
+//! sections, column tables ([`Table`], or [`ListTable`] built from a list),
+//! the closing warning and note lists, and the `--json` and CSV writers.
+//! Nothing here knows about dumps.
 //!
 //! Every key, value and cell goes through [`pooldump_core::text::escape`]
 //! as it is added, so a hostile string (a pooltag.txt description, a
@@ -8,7 +10,7 @@
 //! rule, so text escaped here is left alone); a command that streams its
 //! output instead (`find`) writes through [`EscapingWriter`].
 
-use std::fmt::Write as _;
+use std::fmt::{Display, Write as _};
 
 /// A titled list of `key  value` lines with the values aligned.
 pub struct Section {
@@ -43,6 +45,55 @@ impl Section {
     }
 }
 
+/// A report as the commands' `--json` prints it: pretty, with a final
+/// newline.
+pub fn json<T: serde::Serialize + ?Sized>(report: &T) -> serde_json::Result<String> {
+    let mut s = serde_json::to_string_pretty(report)?;
+    s.push('\n');
+    Ok(s)
+}
+
+/// A command's output: the report as JSON when `as_json`, else its text.
+pub fn json_or_text<T: serde::Serialize>(
+    as_json: bool,
+    report: &T,
+    text: impl FnOnce(&T) -> String,
+) -> serde_json::Result<String> {
+    if as_json {
+        json(report)
+    } else {
+        Ok(text(report))
+    }
+}
+
+/// `heading` and one `  - item` line per item, or nothing when there are
+/// no items: the warnings and notes that close a report.
+pub fn push_list<I>(out: &mut String, heading: &str, items: I)
+where
+    I: IntoIterator,
+    I::Item: Display,
+{
+    let mut items = items.into_iter().peekable();
+    if items.peek().is_none() {
+        return;
+    }
+    out.push_str(heading);
+    for item in items {
+        let _ = writeln!(out, "  - {item}");
+    }
+}
+
+/// The width of a hand-formatted column: its widest cell (in bytes), and
+/// at least `at_least` (the header's width).
+pub fn widest<'a>(cells: impl IntoIterator<Item = &'a str>, at_least: usize) -> usize {
+    cells.into_iter().map(str::len).fold(at_least, usize::max)
+}
+
+/// A number as the reports write addresses, sizes and offsets: `0x1f`.
+pub fn hex(v: u64) -> String {
+    format!("{v:#x}")
+}
+
 /// `s` escaped by the one rule, without a copy when it is clean.
 fn safe(s: String) -> String {
     match pooldump_core::text::escape(&s) {
@@ -65,6 +116,24 @@ where
             .into_iter()
             .map(|f| pooldump_core::text::csv_cell(f.as_ref()).into_owned()),
     )
+}
+
+/// Write a CSV table through [`csv_record`]: the header, then a record per
+/// row.
+pub fn csv_table<W, H, R>(
+    w: &mut csv::Writer<W>,
+    header: H,
+    rows: impl IntoIterator<Item = R>,
+) -> csv::Result<()>
+where
+    W: std::io::Write,
+    H: IntoIterator,
+    H::Item: AsRef<str>,
+    R: IntoIterator,
+    R::Item: AsRef<str>,
+{
+    csv_record(w, header)?;
+    rows.into_iter().try_for_each(|row| csv_record(w, row))
 }
 
 /// A writer that applies [`pooldump_core::text::escape_lines`] to
@@ -256,6 +325,65 @@ impl Table {
     }
 }
 
+/// A [`Table`] of one row per item of a list, each column given as its
+/// header, its alignment and how an item shows in it, side by side:
+///
+/// ```ignore
+/// ListTable::new(&modules)
+///     .left("Name", |m| &m.name)
+///     .right("Size", |m| hex(m.size))
+///     .render(&mut out, 2);
+/// ```
+pub struct ListTable<'a, T> {
+    items: Vec<&'a T>,
+    columns: Vec<(&'static str, Align)>,
+    cells: Vec<Cell<'a, T>>,
+}
+
+/// How an item of a [`ListTable`] shows in one column.
+type Cell<'a, T> = Box<dyn Fn(&'a T) -> String + 'a>;
+
+impl<'a, T> ListTable<'a, T> {
+    pub fn new(items: impl IntoIterator<Item = &'a T>) -> Self {
+        Self {
+            items: items.into_iter().collect(),
+            columns: Vec::new(),
+            cells: Vec::new(),
+        }
+    }
+
+    /// A left-aligned column.
+    pub fn left<D: Display>(self, name: &'static str, cell: impl Fn(&'a T) -> D + 'a) -> Self {
+        self.column(name, Align::Left, cell)
+    }
+
+    /// A right-aligned column.
+    pub fn right<D: Display>(self, name: &'static str, cell: impl Fn(&'a T) -> D + 'a) -> Self {
+        self.column(name, Align::Right, cell)
+    }
+
+    fn column<D: Display>(
+        mut self,
+        name: &'static str,
+        align: Align,
+        cell: impl Fn(&'a T) -> D + 'a,
+    ) -> Self {
+        self.columns.push((name, align));
+        self.cells
+            .push(Box::new(move |item| cell(item).to_string()));
+        self
+    }
+
+    /// The table, its rows in the list's order.
+    pub fn render(&self, out: &mut String, indent: usize) {
+        let mut t = Table::new(&self.columns);
+        for &item in &self.items {
+            t.push(self.cells.iter().map(|cell| cell(item)).collect());
+        }
+        t.render(out, indent);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,15 +397,26 @@ mod tests {
             .render(&mut s);
         assert_eq!(s, "Dump\n  Type        full\n  Processors  2\n");
 
-        let mut t = Table::new(&[("Size", Align::Right), ("Name", Align::Left)]);
-        t.push(vec!["0x2000".into(), "ntoskrnl.exe".into()]);
-        t.push(vec!["0x80000".into(), "hal.dll".into()]);
+        let modules = [(0x2000, "ntoskrnl.exe"), (0x80000, "hal.dll")];
         let mut s = String::new();
-        t.render(&mut s, 2);
+        ListTable::new(&modules)
+            .right("Size", |m| format!("{:#x}", m.0))
+            .left("Name", |m| m.1)
+            .render(&mut s, 2);
         assert_eq!(
             s,
             "     Size  Name\n   0x2000  ntoskrnl.exe\n  0x80000  hal.dll\n"
         );
+    }
+
+    #[test]
+    fn lists_close_a_report_only_when_they_hold_something() {
+        let mut s = String::new();
+        push_list(&mut s, "\nWarnings\n", ["one", "two"]);
+        push_list(&mut s, "\nNotes\n", Vec::<String>::new());
+        assert_eq!(s, "\nWarnings\n  - one\n  - two\n");
+        assert_eq!(widest(["Leak", "nt!Ex+0x10"], 4), 10);
+        assert_eq!(widest([], 9), 9);
     }
 
     #[test]

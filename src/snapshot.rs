@@ -23,7 +23,7 @@ use pooldump_core::snapshot_text::{self, TextTime};
 use pooldump_kdnet::{KdnetSpec, LiveTarget};
 
 use crate::args::{FilterArgs, ReadArgs};
-use crate::common::{connect_live, open_dump};
+use crate::common::{connect_live, open_dump, write_atomically};
 
 /// Take a snapshot of a dump or a live KDNET target.
 #[derive(Debug, clap::Args)]
@@ -384,30 +384,6 @@ pub fn open_file<'a>(
 /// A snapshot of a dump or a snapshot file.
 pub fn load(path: &Path, read: &ReadArgs, db: Option<&PoolTagDb>) -> Result<Snapshot> {
     open_file(path, read, db)?.take()
-}
-
-/// Write through a temporary file in the same directory, so a reader (or
-/// a `watch` stopped mid-write) never sees half a snapshot.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .map_err(pooldump_core::fsio::without_temp_path)
-        .with_context(|| {
-            format!(
-                "{}: cannot write (a file is made in {} first)",
-                path.display(),
-                dir.display()
-            )
-        })?;
-    std::io::Write::write_all(&mut tmp, bytes)
-        .with_context(|| format!("{}: cannot write", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("{}: cannot write", path.display()))?;
-    Ok(())
 }
 
 impl FilterArgs {

@@ -95,13 +95,11 @@ pub struct FrameRow {
 
 pub fn run(args: &Args) -> Result<String> {
     let report = collect(args)?;
-    Ok(if args.json {
-        let mut s = serde_json::to_string_pretty(&report)?;
-        s.push('\n');
-        s
-    } else {
-        render_text(&report)
-    })
+    Ok(crate::render::json_or_text(
+        args.json,
+        &report,
+        render_text,
+    )?)
 }
 
 /// The bug check parameter (1-based) holding a CONTEXT record's address,

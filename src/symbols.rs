@@ -19,7 +19,7 @@ use pooldump_core::symbols::{
 use serde::Serialize;
 
 use crate::common::{ProgressBar, SymbolArgs};
-use crate::render::{Align, Section, Table};
+use crate::render::{ListTable, Section, hex, json_or_text, push_list};
 
 /// Show the kernel's identity, where its symbols came from, and the
 /// layouts and globals the pool analysis uses.
@@ -133,13 +133,7 @@ const POOL_GLOBALS: &[(&str, bool)] = &[
 
 pub fn run(args: &Args) -> Result<String> {
     let report = collect(args)?;
-    Ok(if args.json {
-        let mut s = serde_json::to_string_pretty(&report)?;
-        s.push('\n');
-        s
-    } else {
-        render_text(&report)
-    })
+    Ok(json_or_text(args.json, &report, render_text)?)
 }
 
 pub fn collect(args: &Args) -> Result<SymbolsReport> {
@@ -319,10 +313,6 @@ fn report(
     }
 }
 
-fn hex(v: u64) -> String {
-    format!("{v:#x}")
-}
-
 fn field_text(f: &Field) -> String {
     let mut s = f.type_name.clone();
     if let Some(e) = &f.enum_name {
@@ -403,36 +393,22 @@ pub fn render_text(r: &SymbolsReport) -> String {
             t.size.map(hex).unwrap_or_else(|| "?".into()),
             t.source.map(|s| s.to_string()).unwrap_or_default()
         ));
-        let mut tab = Table::new(&[
-            ("Offset", Align::Right),
-            ("Field", Align::Left),
-            ("Type", Align::Left),
-        ]);
-        for (name, f) in &t.fields {
-            tab.push(vec![hex(f.offset), name.clone(), field_text(f)]);
-        }
-        tab.render(&mut out, 2);
+        ListTable::new(&t.fields)
+            .right("Offset", |(_, f)| hex(f.offset))
+            .left("Field", |(name, _)| name)
+            .left("Type", |(_, f)| field_text(f))
+            .render(&mut out, 2);
     }
 
     out.push('\n');
     out.push_str("Globals\n");
-    let mut tab = Table::new(&[
-        ("Name", Align::Left),
-        ("RVA", Align::Right),
-        ("VA", Align::Left),
-        ("Size", Align::Right),
-        ("From", Align::Left),
-    ]);
-    for g in &r.globals {
-        tab.push(vec![
-            g.name.clone(),
-            hex(g.rva),
-            g.va.to_string(),
-            g.size.map(hex).unwrap_or_default(),
-            g.source.to_string(),
-        ]);
-    }
-    tab.render(&mut out, 2);
+    ListTable::new(&r.globals)
+        .left("Name", |g| &g.name)
+        .right("RVA", |g| hex(g.rva))
+        .left("VA", |g| g.va)
+        .right("Size", |g| g.size.map(hex).unwrap_or_default())
+        .left("From", |g| &g.source)
+        .render(&mut out, 2);
     if let Some(b) = r.ex_pool_tag_tables_bound {
         out.push_str(&format!(
             "  ExPoolTagTables holds at most {b} per-processor tables\n"
@@ -478,41 +454,24 @@ pub fn render_text(r: &SymbolsReport) -> String {
     if !r.modules.is_empty() {
         out.push('\n');
         out.push_str(&format!("Loaded modules ({})\n", r.modules.len()));
-        let mut tab = Table::new(&[
-            ("Base", Align::Left),
-            ("Size", Align::Right),
-            ("Name", Align::Left),
-            ("PDB", Align::Left),
-            ("Key", Align::Left),
-        ]);
-        for m in &r.modules {
-            let (pdb, key) = match (&m.pdb, &m.error) {
-                (Some(cv), _) => (cv.pdb_name.clone(), cv.store_key.clone()),
-                (None, Some(e)) => (format!("? ({e})"), String::new()),
-                (None, None) => ("?".into(), String::new()),
-            };
-            tab.push(vec![
-                m.base.to_string(),
-                hex(u64::from(m.size)),
-                m.name.clone(),
-                pdb,
-                key,
-            ]);
-        }
-        tab.render(&mut out, 2);
+        ListTable::new(&r.modules)
+            .left("Base", |m| m.base)
+            .right("Size", |m| hex(u64::from(m.size)))
+            .left("Name", |m| &m.name)
+            .left("PDB", |m| match (&m.pdb, &m.error) {
+                (Some(cv), _) => cv.pdb_name.clone(),
+                (None, Some(e)) => format!("? ({e})"),
+                (None, None) => "?".into(),
+            })
+            .left("Key", |m| m.pdb.as_ref().map_or("", |cv| &cv.store_key))
+            .render(&mut out, 2);
     }
 
-    if !r.missing.is_empty() {
-        out.push_str("\nMissing (the pool analysis needs these)\n");
-        for m in &r.missing {
-            out.push_str(&format!("  - {m}\n"));
-        }
-    }
-    if !r.warnings.is_empty() {
-        out.push_str("\nWarnings\n");
-        for w in &r.warnings {
-            out.push_str(&format!("  - {w}\n"));
-        }
-    }
+    push_list(
+        &mut out,
+        "\nMissing (the pool analysis needs these)\n",
+        &r.missing,
+    );
+    push_list(&mut out, "\nWarnings\n", &r.warnings);
     out
 }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use pooldump_core::snapshot::{self, TimeAxis, Trend, TrendMetric, TrendOptions, Verdict};
 
 use crate::args::{FilterArgs, ReadArgs};
-use crate::render::{Align, Table};
+use crate::render::{ListTable, push_list};
 use crate::snapshot::{human_bytes, load};
 
 /// Rank tags by sustained growth over a series of snapshots or dumps, and
@@ -80,9 +80,7 @@ pub fn run(args: &Args) -> Result<String> {
         if let Some(n) = args.top {
             t.tags.truncate(n);
         }
-        let mut s = serde_json::to_string_pretty(&t)?;
-        s.push('\n');
-        return Ok(s);
+        return Ok(crate::render::json(&t)?);
     }
     let mut out = render_text(&t, args.top.unwrap_or(20), &opts);
     if let Some(svg) = &args.svg {
@@ -157,43 +155,25 @@ pub fn render_text(t: &Trend, top: usize, opts: &TrendOptions) -> String {
     } else {
         "h"
     };
-    let mut tab = Table::new(&[
-        ("Rank", Align::Right),
-        ("Tag", Align::Left),
-        ("Type", Align::Left),
-        ("Bytes first", Align::Right),
-        ("Bytes last", Align::Right),
-        ("Growth", Align::Right),
-        (
-            if unit == "h" { "Bytes/h" } else { "Bytes/step" },
-            Align::Right,
-        ),
-        (
-            if unit == "h" { "Diff/h" } else { "Diff/step" },
-            Align::Right,
-        ),
-        ("R\u{b2}", Align::Right),
-        ("Grew", Align::Right),
-        ("Verdict", Align::Left),
-        ("Mapped_Driver", Align::Left),
-    ]);
-    for x in t.tags.iter().take(top) {
-        tab.push(vec![
-            x.rank.to_string(),
-            x.tag.clone(),
-            x.pool.poolmon().into(),
-            x.bytes.first().copied().unwrap_or(0).to_string(),
-            x.bytes.last().copied().unwrap_or(0).to_string(),
-            format!("{:+}", x.bytes_growth),
-            format!("{:+.0}", x.bytes_per_hour),
-            format!("{:+.1}", x.diff_per_hour),
-            format!("{:.2}", x.r2),
-            format!("{}/{}", x.grew, x.intervals),
-            x.verdict.to_string(),
-            x.driver.clone().unwrap_or_default(),
-        ]);
-    }
-    tab.render(&mut out, 1);
+    let per_unit = |per_hour, per_step| if unit == "h" { per_hour } else { per_step };
+    ListTable::new(t.tags.iter().take(top))
+        .right("Rank", |x| x.rank)
+        .left("Tag", |x| &x.tag)
+        .left("Type", |x| x.pool.poolmon())
+        .right("Bytes first", |x| x.bytes.first().copied().unwrap_or(0))
+        .right("Bytes last", |x| x.bytes.last().copied().unwrap_or(0))
+        .right("Growth", |x| format!("{:+}", x.bytes_growth))
+        .right(per_unit("Bytes/h", "Bytes/step"), |x| {
+            format!("{:+.0}", x.bytes_per_hour)
+        })
+        .right(per_unit("Diff/h", "Diff/step"), |x| {
+            format!("{:+.1}", x.diff_per_hour)
+        })
+        .right("R\u{b2}", |x| format!("{:.2}", x.r2))
+        .right("Grew", |x| format!("{}/{}", x.grew, x.intervals))
+        .left("Verdict", |x| &x.verdict)
+        .left("Mapped_Driver", |x| x.driver.as_deref().unwrap_or_default())
+        .render(&mut out, 1);
     if t.tags.len() > top {
         out.push_str(&format!(
             " ... {} more (--top N shows more)\n",
@@ -233,12 +213,7 @@ pub fn render_text(t: &Trend, top: usize, opts: &TrendOptions) -> String {
         }
         None => out.push_str("No tag grows steadily over this series.\n"),
     }
-    if !t.warnings.is_empty() {
-        out.push_str("\nWarnings:\n");
-        for w in &t.warnings {
-            out.push_str(&format!("  - {w}\n"));
-        }
-    }
+    push_list(&mut out, "\nWarnings:\n", &t.warnings);
     out
 }
 

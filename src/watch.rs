@@ -80,7 +80,7 @@ pub fn run(args: &Args) -> Result<String> {
         match source.take() {
             Ok(s) => {
                 let path = args.out.join(file_name(seq, &s));
-                crate::snapshot::write_atomically(&path, s.to_json().as_bytes())?;
+                crate::common::write_atomically(&path, s.to_json().as_bytes())?;
                 let line = progress_line(seq, &s, recent.last(), &path);
                 let _ = writeln!(out, "{}", pooldump_core::text::escape_lines(&line));
                 seq += 1;

@@ -5,6 +5,7 @@ use anyhow::Result;
 
 use super::report::Row;
 use super::{Args, Report};
+use crate::render::csv_table;
 
 /// The CSV columns of a tag row.
 const ROW_COLUMNS: [&str; 10] = [
@@ -18,6 +19,17 @@ const ROW_COLUMNS: [&str; 10] = [
     "driver",
     "description",
     "slot",
+];
+
+/// The CSV columns of the big-page list.
+const BIG_POOL_COLUMNS: [&str; 7] = [
+    "va",
+    "tag",
+    "type",
+    "pool_type",
+    "bytes",
+    "status",
+    "driver",
 ];
 
 /// A tag row's CSV fields, in [`ROW_COLUMNS`] order.
@@ -38,63 +50,35 @@ pub(super) fn render_csv(r: &Report, args: &Args) -> Result<String> {
     }
     let mut w = csv::Writer::from_writer(Vec::new());
     if let Some(sessions) = &r.sessions {
-        crate::render::csv_record(&mut w, std::iter::once("session").chain(ROW_COLUMNS))?;
-        for s in sessions {
+        let rows = sessions.iter().flat_map(|s| {
             let id = s.id.map(|i| i.to_string()).unwrap_or_default();
-            for x in &s.rows {
-                crate::render::csv_record(
-                    &mut w,
-                    std::iter::once(id.clone()).chain(row_fields(x)),
-                )?;
-            }
-        }
-        return Ok(String::from_utf8(w.into_inner()?)?);
-    }
-    if let Some(x) = &r.relabel {
-        crate::render::csv_record(&mut w, std::iter::once("site").chain(ROW_COLUMNS))?;
-        for s in &x.rows {
-            crate::render::csv_record(
-                &mut w,
-                std::iter::once(s.site.clone()).chain(row_fields(&s.row)),
-            )?;
-        }
-        return Ok(String::from_utf8(w.into_inner()?)?);
-    }
-    match &r.big_pool {
-        Some(b) if args.big_pool => {
-            crate::render::csv_record(
-                &mut w,
-                [
-                    "va",
-                    "tag",
-                    "type",
-                    "pool_type",
-                    "bytes",
-                    "status",
-                    "driver",
-                ],
-            )?;
-            for e in &b.entries {
-                crate::render::csv_record(
-                    &mut w,
-                    [
-                        e.va.as_str(),
-                        &e.tag,
-                        e.pool,
-                        &e.pool_type,
-                        &e.bytes.to_string(),
-                        if e.freed { "free" } else { "allocated" },
-                        e.driver.as_deref().unwrap_or(""),
-                    ],
-                )?;
-            }
-        }
-        _ => {
-            crate::render::csv_record(&mut w, ROW_COLUMNS)?;
-            for x in &r.rows {
-                crate::render::csv_record(&mut w, row_fields(x))?;
-            }
-        }
+            s.rows
+                .iter()
+                .map(move |x| std::iter::once(id.clone()).chain(row_fields(x)))
+        });
+        csv_table(&mut w, std::iter::once("session").chain(ROW_COLUMNS), rows)?;
+    } else if let Some(x) = &r.relabel {
+        let rows = x
+            .rows
+            .iter()
+            .map(|s| std::iter::once(s.site.clone()).chain(row_fields(&s.row)));
+        csv_table(&mut w, std::iter::once("site").chain(ROW_COLUMNS), rows)?;
+    } else if let (Some(b), true) = (&r.big_pool, args.big_pool) {
+        let rows = b.entries.iter().map(|e| {
+            [
+                e.va.as_str(),
+                &e.tag,
+                e.pool,
+                &e.pool_type,
+                &e.bytes.to_string(),
+                if e.freed { "free" } else { "allocated" },
+                e.driver.as_deref().unwrap_or(""),
+            ]
+            .map(String::from)
+        });
+        csv_table(&mut w, BIG_POOL_COLUMNS, rows)?;
+    } else {
+        csv_table(&mut w, ROW_COLUMNS, r.rows.iter().map(row_fields))?;
     }
     Ok(String::from_utf8(w.into_inner()?)?)
 }

@@ -78,9 +78,7 @@ fn parse_sort(s: &str) -> Result<SortKey, String> {
 pub fn run(args: &Args) -> Result<String> {
     let r = collect(args)?;
     Ok(if args.json {
-        let mut s = serde_json::to_string_pretty(&r)?;
-        s.push('\n');
-        s
+        crate::render::json(&r)?
     } else if args.csv {
         csv::render_csv(&r, args)?
     } else {

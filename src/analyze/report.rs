@@ -8,6 +8,7 @@ use pooldump_core::pool::{
 use serde::Serialize;
 
 use crate::common::KdnetReport;
+use crate::render::hex;
 
 /// The report, also the JSON document.
 #[derive(Debug, Serialize)]
@@ -188,10 +189,6 @@ pub struct TrackerSummary {
     pub counter_bits: u32,
     pub per_cpu_tables: usize,
     pub expansion_used: u64,
-}
-
-fn hex(v: u64) -> String {
-    format!("{v:#x}")
 }
 
 pub(super) fn row(r: &TagUsage) -> Row {

@@ -3,7 +3,7 @@
 
 use super::report::{PoolTotals, RelabelReport, Row};
 use super::{Args, Report};
-use crate::render::{Align, Table, poolmon_table};
+use crate::render::{Align, ListTable, poolmon_table, push_list};
 
 pub(super) fn render_text(r: &Report, args: &Args) -> String {
     let mut out = String::new();
@@ -42,31 +42,15 @@ pub(super) fn render_text(r: &Report, args: &Args) -> String {
                 " (--show-free lists them)"
             }
         ));
-        let mut t = Table::new(&[
-            ("Address", Align::Left),
-            ("Tag", Align::Left),
-            ("Type", Align::Left),
-            ("PoolType", Align::Right),
-            ("Bytes", Align::Right),
-            ("Status", Align::Left),
-            ("Mapped_Driver", Align::Left),
-        ]);
-        for e in &b.entries {
-            t.push(vec![
-                e.va.clone(),
-                e.tag.clone(),
-                e.pool.into(),
-                e.pool_type.clone(),
-                e.bytes.to_string(),
-                if e.freed {
-                    "Free".into()
-                } else {
-                    "Allocated".into()
-                },
-                e.driver.clone().unwrap_or_default(),
-            ]);
-        }
-        t.render(&mut out, 1);
+        ListTable::new(&b.entries)
+            .left("Address", |e| &e.va)
+            .left("Tag", |e| &e.tag)
+            .left("Type", |e| e.pool)
+            .right("PoolType", |e| &e.pool_type)
+            .right("Bytes", |e| e.bytes)
+            .left("Status", |e| if e.freed { "Free" } else { "Allocated" })
+            .left("Mapped_Driver", |e| e.driver.as_deref().unwrap_or_default())
+            .render(&mut out, 1);
     } else if let Some(sessions) = &r.sessions {
         if sessions.is_empty() {
             out.push_str("No session pool: no process on PsActiveProcessHead has a session.\n");
@@ -110,12 +94,7 @@ pub(super) fn render_text(r: &Report, args: &Args) -> String {
     for n in &r.notes {
         out.push_str(&format!("\nNote: {n}\n"));
     }
-    if !r.warnings.is_empty() {
-        out.push_str("\nWarnings:\n");
-        for w in &r.warnings {
-            out.push_str(&format!("  - {w}\n"));
-        }
-    }
+    push_list(&mut out, "\nWarnings:\n", &r.warnings);
     out
 }
 

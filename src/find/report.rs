@@ -7,6 +7,8 @@ use pooldump_core::pool::find::{self, AllocationState, FindReport, FoundAllocati
 use pooldump_core::relabel::RelabelMap;
 use serde::Serialize;
 
+use crate::render::hex;
+
 /// The JSON document's schema.
 pub(super) const SCHEMA: &str = "pooldump.find/2";
 
@@ -205,10 +207,6 @@ pub(super) fn site_rows(map: &RelabelMap, r: &FindReport) -> Vec<SiteRow> {
         )
     });
     rows
-}
-
-pub(super) fn hex(v: u64) -> String {
-    format!("{v:#x}")
 }
 
 /// What the report shows of the allocations.

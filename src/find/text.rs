@@ -8,8 +8,8 @@ use std::io::Write;
 use pooldump_core::pool::find::{AllocationState, FoundAllocation};
 use rayon::prelude::*;
 
-use super::report::{Report, hex};
-use crate::render::{Align, Columns, Table};
+use super::report::Report;
+use crate::render::{Align, Columns, ListTable, hex, push_list};
 
 /// What the text output shows besides the summary.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -183,55 +183,30 @@ fn push_tags(r: &Report, out: &mut String) {
     out.push_str(
         "Per tag, in tag order as analyze lists them (Tracker: live allocations and bytes the tag tracker counts):\n",
     );
-    let mut t = Table::new(&[
-        ("Tag", Align::Left),
-        ("Allocated", Align::Right),
-        ("Bytes", Align::Right),
-        ("Free", Align::Right),
-        ("Unknown", Align::Right),
-        ("Tracker", Align::Right),
-        ("Tracker Bytes", Align::Right),
-        ("Not found", Align::Right),
-    ]);
-    for x in &r.tags {
-        t.push(vec![
-            x.tag.clone(),
-            x.allocated.to_string(),
-            x.bytes.to_string(),
-            x.free.to_string(),
-            x.unknown.to_string(),
-            opt(x.tracker_diff),
-            opt(x.tracker_bytes),
-            opt(x.not_found),
-        ]);
-    }
-    t.render(out, 1);
+    ListTable::new(&r.tags)
+        .left("Tag", |x| &x.tag)
+        .right("Allocated", |x| x.allocated)
+        .right("Bytes", |x| x.bytes)
+        .right("Free", |x| x.free)
+        .right("Unknown", |x| x.unknown)
+        .right("Tracker", |x| opt(x.tracker_diff))
+        .right("Tracker Bytes", |x| opt(x.tracker_bytes))
+        .right("Not found", |x| opt(x.not_found))
+        .render(out, 1);
 }
 
 fn push_sites(r: &Report, out: &mut String) {
     let Some(sites) = &r.sites else { return };
     out.push_str("\nPer call site (the relabel map's tags):\n");
-    let mut t = Table::new(&[
-        ("Site", Align::Left),
-        ("Tag", Align::Left),
-        ("Allocated", Align::Right),
-        ("Bytes", Align::Right),
-        ("Free", Align::Right),
-        ("Tracker", Align::Right),
-        ("Tracker Bytes", Align::Right),
-    ]);
-    for x in sites {
-        t.push(vec![
-            x.site.clone(),
-            x.tag.clone(),
-            x.allocated.to_string(),
-            x.bytes.to_string(),
-            x.free.to_string(),
-            opt(x.tracker_diff),
-            opt(x.tracker_bytes),
-        ]);
-    }
-    t.render(out, 1);
+    ListTable::new(sites)
+        .left("Site", |x| &x.site)
+        .left("Tag", |x| &x.tag)
+        .right("Allocated", |x| x.allocated)
+        .right("Bytes", |x| x.bytes)
+        .right("Free", |x| x.free)
+        .right("Tracker", |x| opt(x.tracker_diff))
+        .right("Tracker Bytes", |x| opt(x.tracker_bytes))
+        .render(out, 1);
 }
 
 fn push_unmapped(r: &Report, out: &mut String) {
@@ -241,25 +216,14 @@ fn push_unmapped(r: &Report, out: &mut String) {
     out.push_str(
         "\nHeaders in frames no pool address maps (possibly freed memory; not counted above):\n",
     );
-    let mut t = Table::new(&[
-        ("Physical", Align::Right),
-        ("Size", Align::Right),
-        ("PoolType", Align::Right),
-        ("State", Align::Left),
-        ("Mapped at", Align::Left),
-        ("Tag", Align::Left),
-    ]);
-    for u in &r.unmapped {
-        t.push(vec![
-            u.pa.clone(),
-            hex(u.bytes),
-            u.pool_type.clone(),
-            state_text(u.state).into(),
-            u.mapped_at.clone().unwrap_or_else(|| "-".into()),
-            u.tag.clone(),
-        ]);
-    }
-    t.render(out, 1);
+    ListTable::new(&r.unmapped)
+        .right("Physical", |u| &u.pa)
+        .right("Size", |u| hex(u.bytes))
+        .right("PoolType", |u| &u.pool_type)
+        .left("State", |u| state_text(u.state))
+        .left("Mapped at", |u| u.mapped_at.as_deref().unwrap_or("-"))
+        .left("Tag", |u| &u.tag)
+        .render(out, 1);
 }
 
 fn push_warnings(r: &Report, out: &mut String) {
@@ -277,13 +241,8 @@ fn push_warnings(r: &Report, out: &mut String) {
             s.paged_out_pages
         ));
     }
-    if !r.warnings.is_empty() || !notes.is_empty() {
-        out.push_str("\nWarnings:\n");
-        let messages = r.warnings.iter().map(|w| &w.message);
-        for w in notes.iter().chain(messages) {
-            out.push_str(&format!("  - {w}\n"));
-        }
-    }
+    let messages = r.warnings.iter().map(|w| &w.message);
+    push_list(out, "\nWarnings:\n", notes.iter().chain(messages));
 }
 
 /// The CSV header of the allocation list.
@@ -330,41 +289,38 @@ pub(super) fn allocation_csv<W: Write>(
     Ok(())
 }
 
+/// The CSV header of the per-tag table.
+const TAG_CSV: [&str; 9] = [
+    "tag",
+    "allocated",
+    "bytes",
+    "free",
+    "unknown",
+    "not_in_dump",
+    "tracker_diff",
+    "tracker_bytes",
+    "not_found",
+];
+
 /// The allocations as CSV, or with `per_tag` the per-tag table.
 pub(super) fn render_csv(r: &Report, per_tag: bool, out: &mut dyn Write) -> std::io::Result<()> {
     let mut w = csv::Writer::from_writer(out);
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     if per_tag {
-        crate::render::csv_record(
-            &mut w,
+        let rows = r.tags.iter().map(|x| {
             [
-                "tag",
-                "allocated",
-                "bytes",
-                "free",
-                "unknown",
-                "not_in_dump",
-                "tracker_diff",
-                "tracker_bytes",
-                "not_found",
-            ],
-        )?;
-        for x in &r.tags {
-            crate::render::csv_record(
-                &mut w,
-                [
-                    x.tag.clone(),
-                    x.allocated.to_string(),
-                    x.bytes.to_string(),
-                    x.free.to_string(),
-                    x.unknown.to_string(),
-                    x.not_in_dump.to_string(),
-                    opt(x.tracker_diff),
-                    opt(x.tracker_bytes),
-                    opt(x.not_found),
-                ],
-            )?;
-        }
+                x.tag.clone(),
+                x.allocated.to_string(),
+                x.bytes.to_string(),
+                x.free.to_string(),
+                x.unknown.to_string(),
+                x.not_in_dump.to_string(),
+                opt(x.tracker_diff),
+                opt(x.tracker_bytes),
+                opt(x.not_found),
+            ]
+        });
+        crate::render::csv_table(&mut w, TAG_CSV, rows)?;
     } else {
         crate::render::csv_record(&mut w, ALLOCATION_CSV)?;
         for a in r.allocations.iter() {
