@@ -37,6 +37,7 @@ fn requests_round_trip_and_decode() {
         max_state_change: 3,
         max_manipulate: 0x31,
         simulation: 0,
+        unused: 0,
         kern_base: 0xFFFF_F802_6BC1_8000,
         ps_loaded_module_list: 0xFFFF_F802_6BEE_22D0,
         debugger_data_list: 0xFFFF_F802_6BEF_91F0,
@@ -70,6 +71,9 @@ fn state_change_round_trips() {
         }
     ));
     assert_eq!(back.control_report().instruction_stream[0], 0xCC);
+    // The report's tail as Windows fills it: SegCs, SegDs, SegEs, SegFs.
+    assert_eq!(b[0xC0 + 0x28..0xF0], [0x10, 0, 0x2B, 0, 0x2B, 0, 0x53, 0]);
+    assert_eq!(back.control_report().to_bytes(), s.control_report);
     assert!(matches!(
         StateChange::parse(&b[..0x80]),
         Err(MessageError::Short { .. })

@@ -37,12 +37,9 @@ impl Link {
     /// and Continue2, only its ACK: the target then runs).
     pub fn transact(&mut self, req: &Manipulate) -> Result<Option<Manipulate>, KdnetError> {
         let expects_reply = !matches!(req.api, api_number::CONTINUE | api_number::CONTINUE2);
-        let id = self.take_id();
-        let packet = Payload::Data(KdPacket {
-            kind: PacketType::StateManipulate,
-            id,
-            data: req.to_bytes(),
-        });
+        let packet = self.data_packet(PacketType::StateManipulate, req.to_bytes());
+        let id = packet.id;
+        let packet = Payload::Data(packet);
         self.stats.requests += 1;
         self.send(&packet)?;
         let started = Instant::now();
