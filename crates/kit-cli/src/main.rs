@@ -173,6 +173,10 @@ fn parse_kind(s: &str) -> Result<DumpKind, String> {
     }
 }
 
+fn parse_build(name: &str) -> Result<NtBuild, String> {
+    NtBuild::from_name(name).ok_or_else(|| format!("unknown build {name:?}"))
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Serve(a) => serve(&a),
@@ -205,7 +209,7 @@ fn run(cli: Cli) -> Result<(), String> {
             out,
         } => {
             let kind = parse_kind(&kind)?;
-            let b = NtBuild::from_name(&build).ok_or_else(|| format!("unknown build {build:?}"))?;
+            let b = parse_build(&build)?;
             let mut spec = pooldump_kit::series::SeriesSpec::new(b, seed);
             spec.steps = steps.max(2);
             spec.interval_secs = interval;
@@ -249,7 +253,7 @@ fn run(cli: Cli) -> Result<(), String> {
             pointer,
             out,
         } => {
-            let b = NtBuild::from_name(&build).ok_or_else(|| format!("unknown build {build:?}"))?;
+            let b = parse_build(&build)?;
             let context = match pointer.as_str() {
                 "unmapped" => 0xFFFF_8000_0000_1000,
                 "null" => 0,
@@ -273,7 +277,7 @@ fn run(cli: Cli) -> Result<(), String> {
             out,
         } => {
             let kind = parse_kind(&kind)?;
-            let b = NtBuild::from_name(&build).ok_or_else(|| format!("unknown build {build:?}"))?;
+            let b = parse_build(&build)?;
             let bytes = parse_size(&size)?;
             let mut s = Scenario::small(b, seed);
             s.cpus = cpus;
@@ -309,8 +313,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         .map_err(|e| format!("{}: {e}", p.display()))?
                 }
                 None => {
-                    let b = NtBuild::from_name(&build)
-                        .ok_or_else(|| format!("unknown build {build:?}"))?;
+                    let b = parse_build(&build)?;
                     Scenario::small(b, seed)
                 }
             };

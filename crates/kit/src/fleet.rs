@@ -207,8 +207,7 @@ pub fn write_fleet(spec: &FleetSpec, dir: &Path) -> io::Result<WrittenFleet> {
         corrupt,
     };
     let truth_file = dir.join("fleet.json");
-    let json = serde_json::to_string_pretty(&truth).map_err(io::Error::other)?;
-    std::fs::write(&truth_file, json)?;
+    crate::truth::write_json(&truth_file, &truth)?;
     Ok(WrittenFleet {
         symbols,
         truth_file,

@@ -423,8 +423,7 @@ impl Series {
             dumps.push(dump);
         }
         let truth_file = dir.join("series.json");
-        let json = serde_json::to_string_pretty(&truth).map_err(io::Error::other)?;
-        std::fs::write(&truth_file, json)?;
+        crate::truth::write_json(&truth_file, &truth)?;
         Ok(WrittenSeries {
             dumps,
             symbols,
