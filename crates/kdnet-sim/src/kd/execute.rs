@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use pooldump_kdnet::api::{
     CONTEXT_LEN, Call, MAX_TRANSFER, Manipulate, SPECIAL_REGISTERS_CR3, SPECIAL_REGISTERS_LEN,
-    Space, Version, status,
+    Space, Transfer, Version, status,
 };
 
 use super::{Run, STOPPED_THREAD, Target};
@@ -20,18 +20,13 @@ impl Target {
     pub(super) fn execute(&mut self, req: &Manipulate) -> Option<Manipulate> {
         let fail = || Some(req.reply(status::UNSUCCESSFUL, Vec::new()));
         match req.call() {
-            Call::Read {
-                space,
-                address,
-                count,
-                ..
-            } => Some(self.execute_read(req, space, address, count)),
-            Call::Write {
+            Call::Read(t) => Some(self.execute_read(req, t.space, t.address, t.count)),
+            Call::Write(Transfer {
                 space: Space::Virtual,
                 address,
                 count,
                 ..
-            } => Some(self.execute_write(req, address, count)),
+            }) => Some(self.execute_write(req, address, count)),
             Call::GetVersion(_) => Some(self.version_reply(req)),
             Call::GetContext => match self.rt.as_ref() {
                 Some(rt) if usize::from(req.processor) < rt.processors.len() => {

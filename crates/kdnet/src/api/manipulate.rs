@@ -81,6 +81,17 @@ pub struct Continue2 {
     pub symbol_end: u64,
 }
 
+/// DBGKD_READ_MEMORY64 / DBGKD_WRITE_MEMORY64: a memory transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transfer {
+    pub space: Space,
+    pub address: u64,
+    pub count: u32,
+    /// ActualBytesRead/Written in replies (CacheFlags in physical
+    /// requests).
+    pub actual: u32,
+}
+
 /// DBGKD_CONTEXT_EX: a slice of the CONTEXT (Get/SetContextEx).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContextEx {
@@ -93,20 +104,10 @@ pub struct ContextEx {
 /// The typed view of a manipulate request or reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
-    /// ReadVirtual/Physical/ControlSpace. `actual` is ActualBytesRead in
-    /// replies (CacheFlags in physical requests).
-    Read {
-        space: Space,
-        address: u64,
-        count: u32,
-        actual: u32,
-    },
-    Write {
-        space: Space,
-        address: u64,
-        count: u32,
-        actual: u32,
-    },
+    /// ReadVirtual/Physical/ControlSpace.
+    Read(Transfer),
+    /// WriteVirtual/Physical/ControlSpace.
+    Write(Transfer),
     GetVersion(Version),
     GetContext,
     SetContext {
@@ -162,32 +163,19 @@ impl Manipulate {
 
     /// Decode the union by ApiNumber.
     pub fn call(&self) -> Call {
-        let transfer = |space| (space, self.arg_u64(0), self.arg_u32(8), self.arg_u32(12));
-        let read = |space| {
-            let (space, address, count, actual) = transfer(space);
-            Call::Read {
-                space,
-                address,
-                count,
-                actual,
-            }
-        };
-        let write = |space| {
-            let (space, address, count, actual) = transfer(space);
-            Call::Write {
-                space,
-                address,
-                count,
-                actual,
-            }
+        let transfer = |space| Transfer {
+            space,
+            address: self.arg_u64(0),
+            count: self.arg_u32(8),
+            actual: self.arg_u32(12),
         };
         match self.api {
-            api::READ_VIRTUAL_MEMORY => read(Space::Virtual),
-            api::READ_PHYSICAL_MEMORY => read(Space::Physical),
-            api::READ_CONTROL_SPACE => read(Space::Control),
-            api::WRITE_VIRTUAL_MEMORY => write(Space::Virtual),
-            api::WRITE_PHYSICAL_MEMORY => write(Space::Physical),
-            api::WRITE_CONTROL_SPACE => write(Space::Control),
+            api::READ_VIRTUAL_MEMORY => Call::Read(transfer(Space::Virtual)),
+            api::READ_PHYSICAL_MEMORY => Call::Read(transfer(Space::Physical)),
+            api::READ_CONTROL_SPACE => Call::Read(transfer(Space::Control)),
+            api::WRITE_VIRTUAL_MEMORY => Call::Write(transfer(Space::Virtual)),
+            api::WRITE_PHYSICAL_MEMORY => Call::Write(transfer(Space::Physical)),
+            api::WRITE_CONTROL_SPACE => Call::Write(transfer(Space::Control)),
             api::GET_VERSION => Call::GetVersion(Version::from_bytes(&self.args)),
             api::GET_CONTEXT => Call::GetContext,
             api::SET_CONTEXT => Call::SetContext {

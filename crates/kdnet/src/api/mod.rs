@@ -26,7 +26,7 @@ use crate::packet::PacketType;
 
 pub use error::MessageError;
 pub use io::{DebugIo, FileIo};
-pub use manipulate::{Call, ContextEx, Continue2, Manipulate, Space, Version};
+pub use manipulate::{Call, ContextEx, Continue2, Manipulate, Space, Transfer, Version};
 pub use numbers::{
     CONTEXT_LEN, CONTEXT_RIP, DEBUG_IO_LEN, FILE_IO_LEN, MANIPULATE_LEN, MAX_TRANSFER,
     SPECIAL_REGISTERS_CR3, SPECIAL_REGISTERS_LEN, STATE_CHANGE_LEN, api_number, context, status,

@@ -119,7 +119,7 @@ impl Link {
                         self.rtt.sample(x.sent.elapsed());
                     }
                     self.rtt.completed();
-                    if let Call::Read { .. } = req.call() {
+                    if let Call::Read(_) = req.call() {
                         self.stats.reads += 1;
                         self.stats.read_bytes += m.data.len() as u64;
                     }
@@ -247,8 +247,7 @@ fn answers(req: &Manipulate, reply: &Manipulate) -> bool {
         return false;
     }
     match (req.call(), reply.call()) {
-        (Call::Read { address: a, .. }, Call::Read { address: b, .. })
-        | (Call::Write { address: a, .. }, Call::Write { address: b, .. }) => a == b,
+        (Call::Read(a), Call::Read(b)) | (Call::Write(a), Call::Write(b)) => a.address == b.address,
         _ => true,
     }
 }

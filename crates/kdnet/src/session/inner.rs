@@ -186,7 +186,7 @@ impl Inner {
         let processor = self.stopped()?.processor;
         let r = self.request(&Manipulate::read(space, processor, addr, len))?;
         let actual = match r.call() {
-            Call::Read { actual, .. } => actual as usize,
+            Call::Read(t) => t.actual as usize,
             _ => 0,
         };
         // Trust ActualBytesRead only as far as the data that came with it.
