@@ -206,8 +206,7 @@ pub fn write_fleet(spec: &FleetSpec, dir: &Path) -> io::Result<WrittenFleet> {
         dumps,
         corrupt,
     };
-    let truth_file = dir.join("fleet.json");
-    crate::truth::write_json(&truth_file, &truth)?;
+    let truth_file = crate::truth::write_json(dir, "fleet.json", &truth)?;
     Ok(WrittenFleet {
         symbols,
         truth_file,

@@ -422,8 +422,7 @@ impl Series {
             truth.steps.push(Self::step_truth(i, &m));
             dumps.push(dump);
         }
-        let truth_file = dir.join("series.json");
-        crate::truth::write_json(&truth_file, &truth)?;
+        let truth_file = crate::truth::write_json(dir, "series.json", &truth)?;
         Ok(WrittenSeries {
             dumps,
             symbols,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -294,8 +294,11 @@ impl GroundTruth {
     }
 }
 
-/// Write a truth file (the series' and the fleet's) as pretty JSON.
-pub(crate) fn write_json(path: &Path, truth: &impl Serialize) -> io::Result<()> {
+/// Write a truth file (the series' and the fleet's) as pretty JSON into
+/// `dir`; returns its path.
+pub(crate) fn write_json(dir: &Path, name: &str, truth: &impl Serialize) -> io::Result<PathBuf> {
+    let path = dir.join(name);
     let json = serde_json::to_string_pretty(truth).map_err(io::Error::other)?;
-    std::fs::write(path, json)
+    std::fs::write(&path, json)?;
+    Ok(path)
 }
