@@ -244,6 +244,16 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+/// Where a dump-writing command writes, and which kind of dump.
+#[derive(clap::Args)]
+struct DumpArgs {
+    #[arg(long, default_value = "kernel-bitmap")]
+    kind: String,
+    /// Output directory.
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
 #[derive(clap::Args)]
 struct SeriesArgs {
     #[arg(long, default_value = "win10-19041")]
@@ -256,21 +266,18 @@ struct SeriesArgs {
     /// Seconds between snapshots.
     #[arg(long, default_value_t = 1800)]
     interval: u64,
-    #[arg(long, default_value = "kernel-bitmap")]
-    kind: String,
-    /// Output directory.
-    #[arg(long, short)]
-    out: PathBuf,
+    #[command(flatten)]
+    dump: DumpArgs,
 }
 
 /// Write a series of one machine's dumps with series.json.
 fn write_series(a: &SeriesArgs) -> Result<(), String> {
-    let kind = parse_kind(&a.kind)?;
+    let kind = parse_kind(&a.dump.kind)?;
     let b = parse_build(&a.build)?;
     let mut spec = pooldump_kit::series::SeriesSpec::new(b, a.seed);
     spec.steps = a.steps.max(2);
     spec.interval_secs = a.interval;
-    let out = &a.out;
+    let out = &a.dump.out;
     let w = pooldump_kit::series::Series::new(&spec)
         .write(out, kind)
         .map_err(|e| format!("{}: {e}", out.display()))?;
@@ -300,16 +307,13 @@ struct BigArgs {
     seed: u64,
     #[arg(long, default_value_t = 8)]
     cpus: u32,
-    #[arg(long, default_value = "kernel-bitmap")]
-    kind: String,
-    /// Output directory.
-    #[arg(long, short)]
-    out: PathBuf,
+    #[command(flatten)]
+    dump: DumpArgs,
 }
 
 /// Write a benchmark-sized dump, its pool generated as it is written.
 fn write_big(a: &BigArgs) -> Result<(), String> {
-    let kind = parse_kind(&a.kind)?;
+    let kind = parse_kind(&a.dump.kind)?;
     let b = parse_build(&a.build)?;
     let bytes = parse_size(&a.size)?;
     let mut s = Scenario::small(b, a.seed);
@@ -322,7 +326,7 @@ fn write_big(a: &BigArgs) -> Result<(), String> {
         big_live: a.big,
         big_freed: a.big / 8,
     });
-    write_all(&s, kind, &a.out)
+    write_all(&s, kind, &a.dump.out)
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
