@@ -254,6 +254,14 @@ struct DumpArgs {
     out: PathBuf,
 }
 
+impl DumpArgs {
+    /// The command's `--build` with this `--kind` (checked first).
+    fn build_and_kind(&self, build: &str) -> Result<(NtBuild, DumpKind), String> {
+        let kind = parse_kind(&self.kind)?;
+        Ok((parse_build(build)?, kind))
+    }
+}
+
 #[derive(clap::Args)]
 struct SeriesArgs {
     #[arg(long, default_value = "win10-19041")]
@@ -272,8 +280,7 @@ struct SeriesArgs {
 
 /// Write a series of one machine's dumps with series.json.
 fn write_series(a: &SeriesArgs) -> Result<(), String> {
-    let kind = parse_kind(&a.dump.kind)?;
-    let b = parse_build(&a.build)?;
+    let (b, kind) = a.dump.build_and_kind(&a.build)?;
     let mut spec = pooldump_kit::series::SeriesSpec::new(b, a.seed);
     spec.steps = a.steps.max(2);
     spec.interval_secs = a.interval;
@@ -313,8 +320,7 @@ struct BigArgs {
 
 /// Write a benchmark-sized dump, its pool generated as it is written.
 fn write_big(a: &BigArgs) -> Result<(), String> {
-    let kind = parse_kind(&a.dump.kind)?;
-    let b = parse_build(&a.build)?;
+    let (b, kind) = a.dump.build_and_kind(&a.build)?;
     let bytes = parse_size(&a.size)?;
     let mut s = Scenario::small(b, a.seed);
     s.cpus = a.cpus;
