@@ -2,6 +2,12 @@
 //! fields followed by data, and the unions inside it are fixed blocks of
 //! such fields; each layout is written down once, as the struct's field
 //! list, from which both the decoder and the encoder are made.
+//!
+//! A small macro rather than a codec crate (binrw, deku, zerocopy): the
+//! layouts are a handful of plain little-endian integers and byte arrays,
+//! and reading them through the crate's checked [`Le`](crate::bytes::Le)
+//! view, as every other packet field is read, needs neither a derive
+//! crate nor a view of the bytes as a struct.
 
 /// Declare a DbgKd layout, its fields in wire order (each a
 /// [`Field`](crate::bytes::Field)), and check at compile time that they add
@@ -36,6 +42,7 @@ macro_rules! kd_layout {
         const _: () = assert!(0 $( + <$ty as $crate::bytes::Field>::SIZE )* == $len);
 
         impl $name {
+            /// Decode a packet's data: the header, then the rest as `data`.
             pub fn parse(d: &[u8]) -> Result<Self, super::MessageError> {
                 let mut r = $crate::bytes::Fields::new(d);
                 let parsed = (|| {
@@ -47,6 +54,7 @@ macro_rules! kd_layout {
                 parsed.ok_or(super::error::short($what, $len, d.len()))
             }
 
+            /// The packet's data: the header, then `data`.
             pub fn to_bytes(&self) -> Vec<u8> {
                 let mut v = Vec::with_capacity($len + self.data.len());
                 $( $crate::bytes::Field::write(&self.$field, &mut v); )*
@@ -70,6 +78,7 @@ macro_rules! kd_layout {
         const _: () = assert!(0 $( + <$ty as $crate::bytes::Field>::SIZE )* == $len);
 
         impl $name {
+            /// Decode the block.
             pub fn from_bytes(b: &[u8; $len]) -> Self {
                 let mut r = $crate::bytes::Fields::new(b);
                 // Never `None`: the fields fit (checked above).
@@ -77,6 +86,7 @@ macro_rules! kd_layout {
                 parsed.unwrap_or_default()
             }
 
+            /// The block's bytes.
             pub fn to_bytes(&self) -> [u8; $len] {
                 let mut v = Vec::with_capacity($len);
                 $( $crate::bytes::Field::write(&self.$field, &mut v); )*
