@@ -51,7 +51,7 @@ kd_layout! {
         pub max_state_change: u8,
         pub max_manipulate: u8,
         pub simulation: u8,
-        /// Unused[1], the padding before KernBase.
+        /// `Unused[1]`, the padding before KernBase.
         pub unused: u16,
         pub kern_base: u64,
         pub ps_loaded_module_list: u64,
