@@ -219,23 +219,38 @@ fn no_target_is_a_clear_error_not_a_hang() {
     assert!(err.to_string().contains("bcdedit"), "{err}");
 }
 
-#[test]
-fn a_vanished_target_ends_the_session_with_a_clear_error() {
-    let m = machine(15);
+/// A session on a fault-free link that has read the kernel's first bytes;
+/// then `mishap` befalls the target (it may keep it running): the session,
+/// the kernel base, and the error of the next read.
+fn read_after_mishap(
+    seed: u64,
+    mishap: impl FnOnce(SimTarget) -> Option<SimTarget>,
+) -> (Option<SimTarget>, LiveTarget, u64, MemoryError) {
+    let m = machine(seed);
     let va = m.truth.kernel.kern_base;
     let (sim, live) = connect(m, Faults::default(), 1, fast());
     let live = live.unwrap();
     let mut b = [0u8; 8];
     live.read_virtual(KernelVa(va), &mut b).unwrap();
-    drop(sim.stop());
+    let sim = mishap(sim);
     let e = live
         .read_virtual(KernelVa(va + 0x5000), &mut b)
         .unwrap_err();
+    (sim, live, va, e)
+}
+
+#[test]
+fn a_vanished_target_ends_the_session_with_a_clear_error() {
+    let (_, live, va, e) = read_after_mishap(15, |sim| {
+        drop(sim.stop());
+        None
+    });
     let MemoryError::Transport(msg) = &e else {
         panic!("{e:?}")
     };
     assert!(msg.contains("stopped answering"), "{msg}");
     // Later reads fail at once with the cause, not after another timeout.
+    let mut b = [0u8; 8];
     let e = live
         .read_virtual(KernelVa(va + 0x6000), &mut b)
         .unwrap_err();
@@ -245,16 +260,10 @@ fn a_vanished_target_ends_the_session_with_a_clear_error() {
 
 #[test]
 fn a_reboot_mid_session_is_reported() {
-    let m = machine(16);
-    let va = m.truth.kernel.kern_base;
-    let (sim, live) = connect(m, Faults::default(), 1, fast());
-    let live = live.unwrap();
-    let mut b = [0u8; 8];
-    live.read_virtual(KernelVa(va), &mut b).unwrap();
-    sim.reboot();
-    let e = live
-        .read_virtual(KernelVa(va + 0x5000), &mut b)
-        .unwrap_err();
+    let (_sim, _live, _, e) = read_after_mishap(16, |sim| {
+        sim.reboot();
+        Some(sim)
+    });
     assert!(e.to_string().contains("rebooted"), "{e}");
 }
 

@@ -262,22 +262,14 @@ mod tests {
 
     #[test]
     fn bad_keys_are_named() {
-        assert_eq!(
-            "1.2.3".parse::<KdnetKey>(),
-            Err(KeyError::PartCount { count: 3 })
-        );
-        assert_eq!(
-            "1..3.4".parse::<KdnetKey>(),
-            Err(KeyError::EmptyPart { part: 2 })
-        );
-        assert_eq!(
-            "1.2.3.4_".parse::<KdnetKey>(),
-            Err(KeyError::BadCharacter { part: 4 })
-        );
-        assert_eq!(
-            "1.2.3.4.5".parse::<KdnetKey>(),
-            Err(KeyError::PartCount { count: 5 })
-        );
+        for (key, why) in [
+            ("1.2.3", KeyError::PartCount { count: 3 }),
+            ("1..3.4", KeyError::EmptyPart { part: 2 }),
+            ("1.2.3.4_", KeyError::BadCharacter { part: 4 }),
+            ("1.2.3.4.5", KeyError::PartCount { count: 5 }),
+        ] {
+            assert_eq!(key.parse::<KdnetKey>(), Err(why), "{key}");
+        }
         assert_eq!(
             "A.b.C.d".parse::<KdnetKey>().unwrap(),
             "a.b.c.d".parse().unwrap()

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use pcap_parser::pcapng::Block;
 use pcap_parser::{Linktype, PcapBlockOwned, PcapError};
 use pooldump_kdnet::KdnetKey;
-use pooldump_kdnet::api::{Call, Event, KdMessage, Manipulate, Space, api_number};
+use pooldump_kdnet::api::{Call, Event, KdMessage, Manipulate, Space, Transfer, api_number};
 use pooldump_kdnet::control::{Offer, Response};
 use pooldump_kdnet::datagram::{self, Channel, DataKey, Datagram, DatagramError};
 use pooldump_kdnet::packet::{HOST_ID_BASE, PacketType, Payload};
@@ -196,8 +196,8 @@ fn describe(m: &KdMessage, n: usize) -> String {
             );
             check_manipulate(m, &call, n);
             let kind = match call {
-                Call::Read { space, .. } => format!("Read {space:?}"),
-                Call::Write { space, .. } => format!("Write {space:?}"),
+                Call::Read(t) => format!("Read {:?}", t.space),
+                Call::Write(t) => format!("Write {:?}", t.space),
                 c => format!("{c:?}")
                     .split([' ', '(', '{'])
                     .next()
@@ -216,7 +216,7 @@ fn describe(m: &KdMessage, n: usize) -> String {
 
 /// Replies to reads carry no more data than ActualBytesRead says.
 fn check_manipulate(m: &Manipulate, call: &Call, n: usize) {
-    if let Call::Read { actual, count, .. } = call
+    if let Call::Read(Transfer { actual, count, .. }) = call
         && !m.data.is_empty()
     {
         assert_eq!(

@@ -50,28 +50,7 @@ enum Cmd {
     /// Write a benchmark-sized dump: gigabytes of pool with millions of
     /// allocations, thousands of tags and tens of thousands of big-pool
     /// entries, generated as it is written (memory use stays small).
-    Big {
-        #[arg(long, default_value = "win10-19041")]
-        build: String,
-        /// Pool size, e.g. 1G, 4G, 16G (the machine's RAM is this plus 1 GiB).
-        #[arg(long, default_value = "1G")]
-        size: String,
-        /// Distinct tags.
-        #[arg(long, default_value_t = 3000)]
-        tags: u32,
-        /// Live big-pool allocations.
-        #[arg(long, default_value_t = 70_000)]
-        big: u32,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[arg(long, default_value_t = 8)]
-        cpus: u32,
-        #[arg(long, default_value = "kernel-bitmap")]
-        kind: String,
-        /// Output directory.
-        #[arg(long, short)]
-        out: PathBuf,
-    },
+    Big(BigArgs),
     /// Regenerate the bundled sample (testdata/sample/) the README uses.
     Sample {
         /// Output directory.
@@ -81,23 +60,7 @@ enum Cmd {
     /// Write a series of dumps of one machine over time, with a planted
     /// steady leak, a one-off burst and noisy tags (for snapshot/diff/trend),
     /// one symbol store, and series.json (the truth of every step).
-    Series {
-        #[arg(long, default_value = "win10-19041")]
-        build: String,
-        #[arg(long, default_value_t = 11)]
-        seed: u64,
-        /// Snapshots in the series.
-        #[arg(long, default_value_t = 8)]
-        steps: usize,
-        /// Seconds between snapshots.
-        #[arg(long, default_value_t = 1800)]
-        interval: u64,
-        #[arg(long, default_value = "kernel-bitmap")]
-        kind: String,
-        /// Output directory.
-        #[arg(long, short)]
-        out: PathBuf,
-    },
+    Series(SeriesArgs),
     /// Write a fleet: machines over every build, each a series of dumps of
     /// one boot, with a leak on most machines (Leak), a faster one on one
     /// machine only (Lone), corrupt files, one symbol store and fleet.json
@@ -173,6 +136,10 @@ fn parse_kind(s: &str) -> Result<DumpKind, String> {
     }
 }
 
+fn parse_build(name: &str) -> Result<NtBuild, String> {
+    NtBuild::from_name(name).ok_or_else(|| format!("unknown build {name:?}"))
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Serve(a) => serve(&a),
@@ -196,30 +163,7 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Cmd::Series {
-            build,
-            seed,
-            steps,
-            interval,
-            kind,
-            out,
-        } => {
-            let kind = parse_kind(&kind)?;
-            let b = NtBuild::from_name(&build).ok_or_else(|| format!("unknown build {build:?}"))?;
-            let mut spec = pooldump_kit::series::SeriesSpec::new(b, seed);
-            spec.steps = steps.max(2);
-            spec.interval_secs = interval;
-            let w = pooldump_kit::series::Series::new(&spec)
-                .write(&out, kind)
-                .map_err(|e| format!("{}: {e}", out.display()))?;
-            eprintln!(
-                "wrote {} dumps, symbols/ and {} to {}",
-                w.dumps.len(),
-                w.truth_file.display(),
-                out.display()
-            );
-            Ok(())
-        }
+        Cmd::Series(a) => write_series(&a),
         Cmd::Fleet {
             machines,
             steps,
@@ -249,7 +193,7 @@ fn run(cli: Cli) -> Result<(), String> {
             pointer,
             out,
         } => {
-            let b = NtBuild::from_name(&build).ok_or_else(|| format!("unknown build {build:?}"))?;
+            let b = parse_build(&build)?;
             let context = match pointer.as_str() {
                 "unmapped" => 0xFFFF_8000_0000_1000,
                 "null" => 0,
@@ -262,31 +206,7 @@ fn run(cli: Cli) -> Result<(), String> {
             DumpKind::KernelBitmap,
             &out,
         ),
-        Cmd::Big {
-            build,
-            size,
-            tags,
-            big,
-            seed,
-            cpus,
-            kind,
-            out,
-        } => {
-            let kind = parse_kind(&kind)?;
-            let b = NtBuild::from_name(&build).ok_or_else(|| format!("unknown build {build:?}"))?;
-            let bytes = parse_size(&size)?;
-            let mut s = Scenario::small(b, seed);
-            s.cpus = cpus;
-            s.ram_mib = bytes / (1 << 20) + 1024;
-            s.big_pool.table_size = 1 << 16;
-            s.bulk = Some(pooldump_kit::bulk::BulkSpec {
-                bytes,
-                tags,
-                big_live: big,
-                big_freed: big / 8,
-            });
-            write_all(&s, kind, &out)
-        }
+        Cmd::Big(a) => write_big(&a),
         Cmd::Generate {
             build,
             scenario,
@@ -309,8 +229,7 @@ fn run(cli: Cli) -> Result<(), String> {
                         .map_err(|e| format!("{}: {e}", p.display()))?
                 }
                 None => {
-                    let b = NtBuild::from_name(&build)
-                        .ok_or_else(|| format!("unknown build {build:?}"))?;
+                    let b = parse_build(&build)?;
                     Scenario::small(b, seed)
                 }
             };
@@ -323,6 +242,97 @@ fn run(cli: Cli) -> Result<(), String> {
             write_all(&s, kind, &out)
         }
     }
+}
+
+/// Where a dump-writing command writes, and which kind of dump.
+#[derive(clap::Args)]
+struct DumpArgs {
+    #[arg(long, default_value = "kernel-bitmap")]
+    kind: String,
+    /// Output directory.
+    #[arg(long, short)]
+    out: PathBuf,
+}
+
+impl DumpArgs {
+    /// The command's `--build` with this `--kind` (checked first).
+    fn build_and_kind(&self, build: &str) -> Result<(NtBuild, DumpKind), String> {
+        let kind = parse_kind(&self.kind)?;
+        Ok((parse_build(build)?, kind))
+    }
+}
+
+#[derive(clap::Args)]
+struct SeriesArgs {
+    #[arg(long, default_value = "win10-19041")]
+    build: String,
+    #[arg(long, default_value_t = 11)]
+    seed: u64,
+    /// Snapshots in the series.
+    #[arg(long, default_value_t = 8)]
+    steps: usize,
+    /// Seconds between snapshots.
+    #[arg(long, default_value_t = 1800)]
+    interval: u64,
+    #[command(flatten)]
+    dump: DumpArgs,
+}
+
+/// Write a series of one machine's dumps with series.json.
+fn write_series(a: &SeriesArgs) -> Result<(), String> {
+    let (b, kind) = a.dump.build_and_kind(&a.build)?;
+    let mut spec = pooldump_kit::series::SeriesSpec::new(b, a.seed);
+    spec.steps = a.steps.max(2);
+    spec.interval_secs = a.interval;
+    let out = &a.dump.out;
+    let w = pooldump_kit::series::Series::new(&spec)
+        .write(out, kind)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    eprintln!(
+        "wrote {} dumps, symbols/ and {} to {}",
+        w.dumps.len(),
+        w.truth_file.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct BigArgs {
+    #[arg(long, default_value = "win10-19041")]
+    build: String,
+    /// Pool size, e.g. 1G, 4G, 16G (the machine's RAM is this plus 1 GiB).
+    #[arg(long, default_value = "1G")]
+    size: String,
+    /// Distinct tags.
+    #[arg(long, default_value_t = 3000)]
+    tags: u32,
+    /// Live big-pool allocations.
+    #[arg(long, default_value_t = 70_000)]
+    big: u32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 8)]
+    cpus: u32,
+    #[command(flatten)]
+    dump: DumpArgs,
+}
+
+/// Write a benchmark-sized dump, its pool generated as it is written.
+fn write_big(a: &BigArgs) -> Result<(), String> {
+    let (b, kind) = a.dump.build_and_kind(&a.build)?;
+    let bytes = parse_size(&a.size)?;
+    let mut s = Scenario::small(b, a.seed);
+    s.cpus = a.cpus;
+    s.ram_mib = bytes / (1 << 20) + 1024;
+    s.big_pool.table_size = 1 << 16;
+    s.bulk = Some(pooldump_kit::bulk::BulkSpec {
+        bytes,
+        tags: a.tags,
+        big_live: a.big,
+        big_freed: a.big / 8,
+    });
+    write_all(&s, kind, &a.dump.out)
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

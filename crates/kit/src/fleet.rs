@@ -206,9 +206,7 @@ pub fn write_fleet(spec: &FleetSpec, dir: &Path) -> io::Result<WrittenFleet> {
         dumps,
         corrupt,
     };
-    let truth_file = dir.join("fleet.json");
-    let json = serde_json::to_string_pretty(&truth).map_err(io::Error::other)?;
-    std::fs::write(&truth_file, json)?;
+    let truth_file = crate::truth::write_json(dir, "fleet.json", &truth)?;
     Ok(WrittenFleet {
         symbols,
         truth_file,

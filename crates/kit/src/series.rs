@@ -422,9 +422,7 @@ impl Series {
             truth.steps.push(Self::step_truth(i, &m));
             dumps.push(dump);
         }
-        let truth_file = dir.join("series.json");
-        let json = serde_json::to_string_pretty(&truth).map_err(io::Error::other)?;
-        std::fs::write(&truth_file, json)?;
+        let truth_file = crate::truth::write_json(dir, "series.json", &truth)?;
         Ok(WrittenSeries {
             dumps,
             symbols,

@@ -3,6 +3,8 @@
 //! against pooldump itself.
 
 use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -290,4 +292,13 @@ impl GroundTruth {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("truth serialises")
     }
+}
+
+/// Write a truth file (the series' and the fleet's) as pretty JSON into
+/// `dir`; returns its path.
+pub(crate) fn write_json(dir: &Path, name: &str, truth: &impl Serialize) -> io::Result<PathBuf> {
+    let path = dir.join(name);
+    let json = serde_json::to_string_pretty(truth).map_err(io::Error::other)?;
+    std::fs::write(&path, json)?;
+    Ok(path)
 }

@@ -3,11 +3,12 @@
 //! memory as a debugger sees it (virtual through the page tables,
 //! physical RAM, control space).
 
+use std::ops::Range;
 use std::time::Instant;
 
 use pooldump_kdnet::api::{
     CONTEXT_LEN, Call, MAX_TRANSFER, Manipulate, SPECIAL_REGISTERS_CR3, SPECIAL_REGISTERS_LEN,
-    Space, Version, status,
+    Space, Transfer, Version, status,
 };
 
 use super::{Run, STOPPED_THREAD, Target};
@@ -19,18 +20,13 @@ impl Target {
     pub(super) fn execute(&mut self, req: &Manipulate) -> Option<Manipulate> {
         let fail = || Some(req.reply(status::UNSUCCESSFUL, Vec::new()));
         match req.call() {
-            Call::Read {
-                space,
-                address,
-                count,
-                ..
-            } => Some(self.execute_read(req, space, address, count)),
-            Call::Write {
+            Call::Read(t) => Some(self.execute_read(req, t.space, t.address, t.count)),
+            Call::Write(Transfer {
                 space: Space::Virtual,
                 address,
                 count,
                 ..
-            } => Some(self.execute_write(req, address, count)),
+            }) => Some(self.execute_write(req, address, count)),
             Call::GetVersion(_) => Some(self.version_reply(req)),
             Call::GetContext => match self.rt.as_ref() {
                 Some(rt) if usize::from(req.processor) < rt.processors.len() => {
@@ -127,6 +123,7 @@ impl Target {
             max_state_change: 3,
             max_manipulate: 0x31,
             simulation: 0,
+            unused: 0,
             kern_base: t.kernel.kern_base,
             ps_loaded_module_list: t.kernel.ps_loaded_module_list,
             debugger_data_list: t.kernel.kd_debugger_data_block,
@@ -156,46 +153,39 @@ impl Target {
     /// Virtual read as the CPU sees memory: stops at the first page that
     /// is not present. Returns the bytes read.
     pub(super) fn read_virtual(&self, va: u64, out: &mut [u8]) -> usize {
-        let mut done = 0;
-        while done < out.len() {
-            let cur = va.wrapping_add(done as u64);
-            let n = (0x1000 - (cur & 0xFFF) as usize).min(out.len() - done);
-            let Some(pa) = self.m.asp.translate(&self.m.mem, cur) else {
-                break;
-            };
-            self.m.mem.read(pa, &mut out[done..done + n]);
-            done += n;
-        }
-        done
+        let m = &self.m;
+        by_page(va, out.len(), |cur, r| match m.asp.translate(&m.mem, cur) {
+            Some(pa) => {
+                m.mem.read(pa, &mut out[r]);
+                true
+            }
+            None => false,
+        })
     }
 
     fn write_virtual(&mut self, va: u64, data: &[u8]) -> usize {
-        let mut done = 0;
-        while done < data.len() {
-            let cur = va.wrapping_add(done as u64);
-            let n = (0x1000 - (cur & 0xFFF) as usize).min(data.len() - done);
-            let Some(pa) = self.m.asp.translate(&self.m.mem, cur) else {
-                break;
-            };
-            self.m.mem.write(pa, &data[done..done + n]);
-            done += n;
-        }
-        done
+        let m = &mut self.m;
+        by_page(va, data.len(), |cur, r| {
+            match m.asp.translate(&m.mem, cur) {
+                Some(pa) => {
+                    m.mem.write(pa, &data[r]);
+                    true
+                }
+                None => false,
+            }
+        })
     }
 
     /// Physical read: RAM only (frames never touched read as zeros).
     fn read_physical(&self, pa: u64, out: &mut [u8]) -> usize {
-        let mut done = 0;
-        while done < out.len() {
-            let cur = pa.wrapping_add(done as u64);
-            if !self.m.mem.is_ram(cur >> 12) {
-                break;
+        let mem = &self.m.mem;
+        by_page(pa, out.len(), |cur, r| {
+            let ram = mem.is_ram(cur >> 12);
+            if ram {
+                mem.read(cur, &mut out[r]);
             }
-            let n = (0x1000 - (cur & 0xFFF) as usize).min(out.len() - done);
-            self.m.mem.read(cur, &mut out[done..done + n]);
-            done += n;
-        }
-        done
+            ram
+        })
     }
 
     /// x64 control space of a processor: 0 KPCR, 1 KPRCB, 2
@@ -239,4 +229,20 @@ impl Target {
         out[..n].copy_from_slice(&bytes[..n]);
         n
     }
+}
+
+/// Walk `len` bytes at `va` page by page: `step(address, range of the
+/// bytes)` moves one page's piece and answers whether the page was there.
+/// Returns the bytes done before the first page that was not.
+fn by_page(va: u64, len: usize, mut step: impl FnMut(u64, Range<usize>) -> bool) -> usize {
+    let mut done = 0;
+    while done < len {
+        let cur = va.wrapping_add(done as u64);
+        let n = (0x1000 - (cur & 0xFFF) as usize).min(len - done);
+        if !step(cur, done..done + n) {
+            break;
+        }
+        done += n;
+    }
+    done
 }

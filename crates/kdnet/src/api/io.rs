@@ -1,47 +1,25 @@
 //! The target talking to the debugger on its own: DBGKD_DEBUG_IO (a
 //! DbgPrint, or a prompt) and DBGKD_FILE_IO (asking for a file).
 
-use super::error::{MessageError, short};
 use super::numbers::api_number as api;
 use super::numbers::{DEBUG_IO_LEN, FILE_IO_LEN, status};
 use crate::bytes::{Le, put};
 
-/// DBGKD_DEBUG_IO: the target printing (or prompting).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DebugIo {
-    pub api: u32,
-    pub processor_level: u16,
-    pub processor: u16,
-    /// PrintString: LengthOfString; GetString: prompt and read lengths.
-    pub args: [u8; 8],
-    pub data: Vec<u8>,
+kd_layout! {
+    /// DBGKD_DEBUG_IO: the target printing (or prompting).
+    pub struct DebugIo = ("DBGKD_DEBUG_IO", DEBUG_IO_LEN) {
+        header {
+            pub api: u32,
+            pub processor_level: u16,
+            pub processor: u16,
+            /// PrintString: LengthOfString; GetString: prompt and read lengths.
+            pub args: [u8; 8],
+        }
+        pub data: Vec<u8>,
+    }
 }
 
 impl DebugIo {
-    pub fn parse(d: &[u8]) -> Result<Self, MessageError> {
-        let b = Le(d);
-        let args = b
-            .array(8)
-            .ok_or(short("DBGKD_DEBUG_IO", DEBUG_IO_LEN, d.len()))?;
-        Ok(Self {
-            api: b.u32(0).unwrap_or(0),
-            processor_level: b.u16(4).unwrap_or(0),
-            processor: b.u16(6).unwrap_or(0),
-            args,
-            data: d[DEBUG_IO_LEN..].to_vec(),
-        })
-    }
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(DEBUG_IO_LEN + self.data.len());
-        v.extend_from_slice(&self.api.to_le_bytes());
-        v.extend_from_slice(&self.processor_level.to_le_bytes());
-        v.extend_from_slice(&self.processor.to_le_bytes());
-        v.extend_from_slice(&self.args);
-        v.extend_from_slice(&self.data);
-        v
-    }
-
     /// The printed text (PrintString) or the prompt (GetString), bounded
     /// by the packet.
     pub fn text(&self) -> String {
@@ -77,38 +55,19 @@ impl DebugIo {
     }
 }
 
-/// DBGKD_FILE_IO: the target asking the debugger for a file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileIo {
-    pub api: u32,
-    pub status: u32,
-    pub args: [u8; 56],
-    pub data: Vec<u8>,
+kd_layout! {
+    /// DBGKD_FILE_IO: the target asking the debugger for a file.
+    pub struct FileIo = ("DBGKD_FILE_IO", FILE_IO_LEN) {
+        header {
+            pub api: u32,
+            pub status: u32,
+            pub args: [u8; 56],
+        }
+        pub data: Vec<u8>,
+    }
 }
 
 impl FileIo {
-    pub fn parse(d: &[u8]) -> Result<Self, MessageError> {
-        let b = Le(d);
-        let args = b
-            .array(8)
-            .ok_or(short("DBGKD_FILE_IO", FILE_IO_LEN, d.len()))?;
-        Ok(Self {
-            api: b.u32(0).unwrap_or(0),
-            status: b.u32(4).unwrap_or(0),
-            args,
-            data: d[FILE_IO_LEN..].to_vec(),
-        })
-    }
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(FILE_IO_LEN + self.data.len());
-        v.extend_from_slice(&self.api.to_le_bytes());
-        v.extend_from_slice(&self.status.to_le_bytes());
-        v.extend_from_slice(&self.args);
-        v.extend_from_slice(&self.data);
-        v
-    }
-
     /// The debugger's refusal, as WinDbg answers a file it does not serve:
     /// the request echoed with STATUS_NO_SUCH_FILE and no data.
     pub fn refuse(&self) -> Self {

@@ -2,26 +2,28 @@
 //! version, continue, ...) and the target's replies, with the typed view
 //! of its 40-byte union ([`Call`]).
 
-use super::error::{MessageError, short};
 use super::numbers::api_number as api;
 use super::numbers::{MANIPULATE_LEN, MAX_TRANSFER};
 use crate::bytes::{Le, put};
 
-/// DBGKD_MANIPULATE_STATE64: a request from the host, or the target's
-/// reply with the same ApiNumber.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Manipulate {
-    pub api: u32,
-    pub processor_level: u16,
-    pub processor: u16,
-    /// NTSTATUS in replies; junk in WinDbg's requests.
-    pub return_status: u32,
-    /// The 4 bytes of union alignment.
-    pub pad: u32,
-    /// The 40-byte union at +0x10.
-    pub args: [u8; 40],
-    /// Data after the header (read results, write data, a CONTEXT).
-    pub data: Vec<u8>,
+kd_layout! {
+    /// DBGKD_MANIPULATE_STATE64: a request from the host, or the target's
+    /// reply with the same ApiNumber.
+    pub struct Manipulate = ("DBGKD_MANIPULATE_STATE64", MANIPULATE_LEN) {
+        header {
+            pub api: u32,
+            pub processor_level: u16,
+            pub processor: u16,
+            /// NTSTATUS in replies; junk in WinDbg's requests.
+            pub return_status: u32,
+            /// The 4 bytes of union alignment.
+            pub pad: u32,
+            /// The 40-byte union at +0x10.
+            pub args: [u8; 40],
+        }
+        /// Data after the header (read results, write data, a CONTEXT).
+        pub data: Vec<u8>,
+    }
 }
 
 /// The address space of a memory transfer.
@@ -33,25 +35,28 @@ pub enum Space {
     Control,
 }
 
-/// DBGKD_GET_VERSION64.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Version {
-    /// High byte: 0 NT, 4 the boot debugger; low byte 0xF (free build).
-    pub major: u16,
-    /// The build number.
-    pub minor: u16,
-    pub protocol: u8,
-    pub secondary: u8,
-    /// 1 MP, 2 DATA (DebuggerDataList valid), 4 PTR64.
-    pub flags: u16,
-    pub machine: u16,
-    pub max_packet_type: u8,
-    pub max_state_change: u8,
-    pub max_manipulate: u8,
-    pub simulation: u8,
-    pub kern_base: u64,
-    pub ps_loaded_module_list: u64,
-    pub debugger_data_list: u64,
+kd_layout! {
+    /// DBGKD_GET_VERSION64, the union of a GetVersion reply.
+    pub struct Version: [u8; 40] {
+        /// High byte: 0 NT, 4 the boot debugger; low byte 0xF (free build).
+        pub major: u16,
+        /// The build number.
+        pub minor: u16,
+        pub protocol: u8,
+        pub secondary: u8,
+        /// 1 MP, 2 DATA (DebuggerDataList valid), 4 PTR64.
+        pub flags: u16,
+        pub machine: u16,
+        pub max_packet_type: u8,
+        pub max_state_change: u8,
+        pub max_manipulate: u8,
+        pub simulation: u8,
+        /// `Unused[1]`, the padding before KernBase.
+        pub unused: u16,
+        pub kern_base: u64,
+        pub ps_loaded_module_list: u64,
+        pub debugger_data_list: u64,
+    }
 }
 
 impl Version {
@@ -63,41 +68,6 @@ impl Version {
     /// The boot debugger (winload), not the kernel's KD.
     pub fn is_boot_debugger(&self) -> bool {
         self.major >> 8 == 4
-    }
-
-    fn parse(a: &[u8; 40]) -> Self {
-        let b = Le(a);
-        Self {
-            major: b.u16(0).unwrap_or(0),
-            minor: b.u16(2).unwrap_or(0),
-            protocol: b.u8(4).unwrap_or(0),
-            secondary: b.u8(5).unwrap_or(0),
-            flags: b.u16(6).unwrap_or(0),
-            machine: b.u16(8).unwrap_or(0),
-            max_packet_type: b.u8(10).unwrap_or(0),
-            max_state_change: b.u8(11).unwrap_or(0),
-            max_manipulate: b.u8(12).unwrap_or(0),
-            simulation: b.u8(13).unwrap_or(0),
-            kern_base: b.u64(16).unwrap_or(0),
-            ps_loaded_module_list: b.u64(24).unwrap_or(0),
-            debugger_data_list: b.u64(32).unwrap_or(0),
-        }
-    }
-
-    fn write(&self, a: &mut [u8; 40]) {
-        put(a, 0, &self.major.to_le_bytes());
-        put(a, 2, &self.minor.to_le_bytes());
-        a[4] = self.protocol;
-        a[5] = self.secondary;
-        put(a, 6, &self.flags.to_le_bytes());
-        put(a, 8, &self.machine.to_le_bytes());
-        a[10] = self.max_packet_type;
-        a[11] = self.max_state_change;
-        a[12] = self.max_manipulate;
-        a[13] = self.simulation;
-        put(a, 16, &self.kern_base.to_le_bytes());
-        put(a, 24, &self.ps_loaded_module_list.to_le_bytes());
-        put(a, 32, &self.debugger_data_list.to_le_bytes());
     }
 }
 
@@ -111,38 +81,40 @@ pub struct Continue2 {
     pub symbol_end: u64,
 }
 
+/// DBGKD_READ_MEMORY64 / DBGKD_WRITE_MEMORY64: a memory transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transfer {
+    pub space: Space,
+    pub address: u64,
+    pub count: u32,
+    /// ActualBytesRead/Written in replies (CacheFlags in physical
+    /// requests).
+    pub actual: u32,
+}
+
+/// DBGKD_CONTEXT_EX: a slice of the CONTEXT (Get/SetContextEx).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextEx {
+    pub offset: u32,
+    pub count: u32,
+    /// BytesCopied in replies.
+    pub copied: u32,
+}
+
 /// The typed view of a manipulate request or reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
-    /// ReadVirtual/Physical/ControlSpace. `actual` is ActualBytesRead in
-    /// replies (CacheFlags in physical requests).
-    Read {
-        space: Space,
-        address: u64,
-        count: u32,
-        actual: u32,
-    },
-    Write {
-        space: Space,
-        address: u64,
-        count: u32,
-        actual: u32,
-    },
+    /// ReadVirtual/Physical/ControlSpace.
+    Read(Transfer),
+    /// WriteVirtual/Physical/ControlSpace.
+    Write(Transfer),
     GetVersion(Version),
     GetContext,
     SetContext {
         flags: u32,
     },
-    GetContextEx {
-        offset: u32,
-        count: u32,
-        copied: u32,
-    },
-    SetContextEx {
-        offset: u32,
-        count: u32,
-        copied: u32,
-    },
+    GetContextEx(ContextEx),
+    SetContextEx(ContextEx),
     Continue {
         status: u32,
     },
@@ -173,34 +145,6 @@ pub enum Call {
 }
 
 impl Manipulate {
-    pub fn parse(d: &[u8]) -> Result<Self, MessageError> {
-        let b = Le(d);
-        let args: [u8; 40] =
-            b.array(0x10)
-                .ok_or(short("DBGKD_MANIPULATE_STATE64", MANIPULATE_LEN, d.len()))?;
-        Ok(Self {
-            api: b.u32(0).unwrap_or(0),
-            processor_level: b.u16(4).unwrap_or(0),
-            processor: b.u16(6).unwrap_or(0),
-            return_status: b.u32(8).unwrap_or(0),
-            pad: b.u32(0xC).unwrap_or(0),
-            args,
-            data: d[MANIPULATE_LEN..].to_vec(),
-        })
-    }
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(MANIPULATE_LEN + self.data.len());
-        v.extend_from_slice(&self.api.to_le_bytes());
-        v.extend_from_slice(&self.processor_level.to_le_bytes());
-        v.extend_from_slice(&self.processor.to_le_bytes());
-        v.extend_from_slice(&self.return_status.to_le_bytes());
-        v.extend_from_slice(&self.pad.to_le_bytes());
-        v.extend_from_slice(&self.args);
-        v.extend_from_slice(&self.data);
-        v
-    }
-
     fn arg_u32(&self, off: usize) -> u32 {
         Le(&self.args).u32(off).unwrap_or(0)
     }
@@ -209,49 +153,36 @@ impl Manipulate {
         Le(&self.args).u64(off).unwrap_or(0)
     }
 
+    fn context_ex(&self) -> ContextEx {
+        ContextEx {
+            offset: self.arg_u32(0),
+            count: self.arg_u32(4),
+            copied: self.arg_u32(8),
+        }
+    }
+
     /// Decode the union by ApiNumber.
     pub fn call(&self) -> Call {
-        let transfer = |space| (space, self.arg_u64(0), self.arg_u32(8), self.arg_u32(12));
-        let read = |space| {
-            let (space, address, count, actual) = transfer(space);
-            Call::Read {
-                space,
-                address,
-                count,
-                actual,
-            }
-        };
-        let write = |space| {
-            let (space, address, count, actual) = transfer(space);
-            Call::Write {
-                space,
-                address,
-                count,
-                actual,
-            }
+        let transfer = |space| Transfer {
+            space,
+            address: self.arg_u64(0),
+            count: self.arg_u32(8),
+            actual: self.arg_u32(12),
         };
         match self.api {
-            api::READ_VIRTUAL_MEMORY => read(Space::Virtual),
-            api::READ_PHYSICAL_MEMORY => read(Space::Physical),
-            api::READ_CONTROL_SPACE => read(Space::Control),
-            api::WRITE_VIRTUAL_MEMORY => write(Space::Virtual),
-            api::WRITE_PHYSICAL_MEMORY => write(Space::Physical),
-            api::WRITE_CONTROL_SPACE => write(Space::Control),
-            api::GET_VERSION => Call::GetVersion(Version::parse(&self.args)),
+            api::READ_VIRTUAL_MEMORY => Call::Read(transfer(Space::Virtual)),
+            api::READ_PHYSICAL_MEMORY => Call::Read(transfer(Space::Physical)),
+            api::READ_CONTROL_SPACE => Call::Read(transfer(Space::Control)),
+            api::WRITE_VIRTUAL_MEMORY => Call::Write(transfer(Space::Virtual)),
+            api::WRITE_PHYSICAL_MEMORY => Call::Write(transfer(Space::Physical)),
+            api::WRITE_CONTROL_SPACE => Call::Write(transfer(Space::Control)),
+            api::GET_VERSION => Call::GetVersion(Version::from_bytes(&self.args)),
             api::GET_CONTEXT => Call::GetContext,
             api::SET_CONTEXT => Call::SetContext {
                 flags: self.arg_u32(0),
             },
-            api::GET_CONTEXT_EX => Call::GetContextEx {
-                offset: self.arg_u32(0),
-                count: self.arg_u32(4),
-                copied: self.arg_u32(8),
-            },
-            api::SET_CONTEXT_EX => Call::SetContextEx {
-                offset: self.arg_u32(0),
-                count: self.arg_u32(4),
-                copied: self.arg_u32(8),
-            },
+            api::GET_CONTEXT_EX => Call::GetContextEx(self.context_ex()),
+            api::SET_CONTEXT_EX => Call::SetContextEx(self.context_ex()),
             api::CONTINUE => Call::Continue {
                 status: self.arg_u32(0),
             },
@@ -371,6 +302,6 @@ impl Manipulate {
 
     /// Fill a GetVersion reply.
     pub fn set_version(&mut self, v: &Version) {
-        v.write(&mut self.args);
+        self.args = v.to_bytes();
     }
 }

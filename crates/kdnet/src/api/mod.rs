@@ -10,9 +10,12 @@
 //! This file holds [`KdMessage`], the typed body of any data packet; each
 //! message has its own file (`manipulate.rs`, `state_change.rs`, `io.rs`
 //! for DEBUG_IO and FILE_IO), `numbers.rs` holds the protocol's numbers
-//! (ApiNumbers, statuses, CONTEXT offsets, message sizes) and `error.rs`
-//! [`MessageError`].
+//! (ApiNumbers, statuses, CONTEXT offsets, message sizes), `error.rs`
+//! [`MessageError`] and `layout.rs` the macro that makes each message's
+//! `parse` and `to_bytes` from its field list.
 
+#[macro_use]
+mod layout;
 mod error;
 mod io;
 mod manipulate;
@@ -23,7 +26,7 @@ use crate::packet::PacketType;
 
 pub use error::MessageError;
 pub use io::{DebugIo, FileIo};
-pub use manipulate::{Call, Continue2, Manipulate, Space, Version};
+pub use manipulate::{Call, ContextEx, Continue2, Manipulate, Space, Transfer, Version};
 pub use numbers::{
     CONTEXT_LEN, CONTEXT_RIP, DEBUG_IO_LEN, FILE_IO_LEN, MANIPULATE_LEN, MAX_TRANSFER,
     SPECIAL_REGISTERS_CR3, SPECIAL_REGISTERS_LEN, STATE_CHANGE_LEN, api_number, context, status,

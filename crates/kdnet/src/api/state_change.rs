@@ -2,27 +2,29 @@
 //! it stop ([`Event`]) and the AMD64 control report; and the state changes
 //! a simulated target sends.
 
-use super::error::{MessageError, short};
 use super::numbers::api_number as api;
 use super::numbers::{STATE_CHANGE_LEN, status};
 use crate::bytes::{Le, put};
 
-/// The x64 DBGKD_ANY_WAIT_STATE_CHANGE: the target stopped.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateChange {
-    pub new_state: u32,
-    pub processor_level: u16,
-    pub processor: u16,
-    pub number_processors: u32,
-    pub pad: u32,
-    pub thread: u64,
-    pub program_counter: u64,
-    /// The union at +0x20 (exception record or load-symbols info).
-    pub union: [u8; 0xA0],
-    /// The AMD64 control report at +0xC0.
-    pub control_report: [u8; 0x30],
-    /// The load-symbols path, if any.
-    pub data: Vec<u8>,
+kd_layout! {
+    /// The x64 DBGKD_ANY_WAIT_STATE_CHANGE: the target stopped.
+    pub struct StateChange = ("DBGKD_ANY_WAIT_STATE_CHANGE", STATE_CHANGE_LEN) {
+        header {
+            pub new_state: u32,
+            pub processor_level: u16,
+            pub processor: u16,
+            pub number_processors: u32,
+            pub pad: u32,
+            pub thread: u64,
+            pub program_counter: u64,
+            /// The union at +0x20 (exception record or load-symbols info).
+            pub union: [u8; 0xA0],
+            /// The AMD64 control report at +0xC0.
+            pub control_report: [u8; 0x30],
+        }
+        /// The load-symbols path, if any.
+        pub data: Vec<u8>,
+    }
 }
 
 /// Where a (simulated) target stopped: the fixed part of the state
@@ -62,61 +64,24 @@ pub enum Event {
     Other,
 }
 
-/// The fields of the AMD64 control report pooldump uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ControlReport {
-    pub dr6: u64,
-    pub dr7: u64,
-    pub eflags: u32,
-    pub instruction_count: u16,
-    pub report_flags: u16,
-    /// Up to 16 bytes at the PC (`instruction_count` of them valid).
-    pub instruction_stream: [u8; 16],
-    pub seg_cs: u16,
+kd_layout! {
+    /// The AMD64 control report (AMD64_DBGKD_CONTROL_REPORT).
+    pub struct ControlReport: [u8; 0x30] {
+        pub dr6: u64,
+        pub dr7: u64,
+        pub eflags: u32,
+        pub instruction_count: u16,
+        pub report_flags: u16,
+        /// Up to 16 bytes at the PC (`instruction_count` of them valid).
+        pub instruction_stream: [u8; 16],
+        pub seg_cs: u16,
+        pub seg_ds: u16,
+        pub seg_es: u16,
+        pub seg_fs: u16,
+    }
 }
 
 impl StateChange {
-    pub fn parse(d: &[u8]) -> Result<Self, MessageError> {
-        let b = Le(d);
-        let union: [u8; 0xA0] = b.array(0x20).ok_or(short(
-            "DBGKD_ANY_WAIT_STATE_CHANGE",
-            STATE_CHANGE_LEN,
-            d.len(),
-        ))?;
-        let control_report: [u8; 0x30] = b.array(0xC0).ok_or(short(
-            "DBGKD_ANY_WAIT_STATE_CHANGE",
-            STATE_CHANGE_LEN,
-            d.len(),
-        ))?;
-        Ok(Self {
-            new_state: b.u32(0).unwrap_or(0),
-            processor_level: b.u16(4).unwrap_or(0),
-            processor: b.u16(6).unwrap_or(0),
-            number_processors: b.u32(8).unwrap_or(0),
-            pad: b.u32(0xC).unwrap_or(0),
-            thread: b.u64(0x10).unwrap_or(0),
-            program_counter: b.u64(0x18).unwrap_or(0),
-            union,
-            control_report,
-            data: d[STATE_CHANGE_LEN..].to_vec(),
-        })
-    }
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(STATE_CHANGE_LEN + self.data.len());
-        v.extend_from_slice(&self.new_state.to_le_bytes());
-        v.extend_from_slice(&self.processor_level.to_le_bytes());
-        v.extend_from_slice(&self.processor.to_le_bytes());
-        v.extend_from_slice(&self.number_processors.to_le_bytes());
-        v.extend_from_slice(&self.pad.to_le_bytes());
-        v.extend_from_slice(&self.thread.to_le_bytes());
-        v.extend_from_slice(&self.program_counter.to_le_bytes());
-        v.extend_from_slice(&self.union);
-        v.extend_from_slice(&self.control_report);
-        v.extend_from_slice(&self.data);
-        v
-    }
-
     /// Decode the union by NewState.
     pub fn event(&self) -> Event {
         let u = Le(&self.union);
@@ -150,16 +115,7 @@ impl StateChange {
     }
 
     pub fn control_report(&self) -> ControlReport {
-        let c = Le(&self.control_report);
-        ControlReport {
-            dr6: c.u64(0).unwrap_or(0),
-            dr7: c.u64(8).unwrap_or(0),
-            eflags: c.u32(0x10).unwrap_or(0),
-            instruction_count: c.u16(0x14).unwrap_or(0),
-            report_flags: c.u16(0x16).unwrap_or(0),
-            instruction_stream: c.array(0x18).unwrap_or([0; 16]),
-            seg_cs: c.u16(0x28).unwrap_or(0),
-        }
+        ControlReport::from_bytes(&self.control_report)
     }
 
     /// A breakpoint exception state change (for a simulated target):
@@ -211,17 +167,18 @@ impl StateChange {
 
     /// The fixed part with a control report as Windows fills it.
     fn with_report(at: StoppedAt, stream: &[u8; 16]) -> Self {
-        let mut cr = [0u8; 0x30];
-        put(&mut cr, 0, &0xFFFF_0FF0u64.to_le_bytes());
-        put(&mut cr, 8, &0x400u64.to_le_bytes());
-        put(&mut cr, 0x10, &0x202u32.to_le_bytes());
-        put(&mut cr, 0x14, &16u16.to_le_bytes());
-        put(&mut cr, 0x16, &3u16.to_le_bytes());
-        put(&mut cr, 0x18, stream);
-        put(&mut cr, 0x28, &0x10u16.to_le_bytes());
-        for (i, s) in [0x2Bu16, 0x2B, 0x53].iter().enumerate() {
-            put(&mut cr, 0x2A + 2 * i, &s.to_le_bytes());
-        }
+        let cr = ControlReport {
+            dr6: 0xFFFF_0FF0,
+            dr7: 0x400,
+            eflags: 0x202,
+            instruction_count: 16,
+            report_flags: 3,
+            instruction_stream: *stream,
+            seg_cs: 0x10,
+            seg_ds: 0x2B,
+            seg_es: 0x2B,
+            seg_fs: 0x53,
+        };
         Self {
             new_state: api::STATE_EXCEPTION,
             processor_level: 6,
@@ -231,7 +188,7 @@ impl StateChange {
             thread: at.thread,
             program_counter: at.pc,
             union: [0; 0xA0],
-            control_report: cr,
+            control_report: cr.to_bytes(),
             data: Vec::new(),
         }
     }

@@ -7,12 +7,12 @@ fn requests_round_trip_and_decode() {
     assert_eq!(back, r);
     assert_eq!(
         back.call(),
-        Call::Read {
+        Call::Read(Transfer {
             space: Space::Virtual,
             address: 0xFFFF_F800_0000_1000,
             count: MAX_TRANSFER,
             actual: 0
-        }
+        })
     );
     let c = Manipulate::continue2(0, status::DBG_CONTINUE);
     assert_eq!(
@@ -25,23 +25,25 @@ fn requests_round_trip_and_decode() {
             symbol_end: 0
         })
     );
+    // Every byte of the union distinct, so a field at the wrong offset or
+    // of the wrong width shows.
+    let raw: [u8; 40] = std::array::from_fn(|i| i as u8 + 1);
+    let want = Version::from_bytes(&raw);
+    assert_eq!(want.minor, 0x0403);
+    assert_eq!(want.protocol, 5);
+    assert_eq!(want.machine, 0x0A09);
+    assert_eq!(want.simulation, 14);
+    assert_eq!(
+        want.kern_base,
+        u64::from_le_bytes(raw[16..24].try_into().unwrap())
+    );
+    assert_eq!(
+        want.debugger_data_list,
+        u64::from_le_bytes(raw[32..].try_into().unwrap())
+    );
     let mut v = Manipulate::get_version(0).reply(0, Vec::new());
-    let want = Version {
-        major: 0xF,
-        minor: 19041,
-        protocol: 6,
-        secondary: 2,
-        flags: 7,
-        machine: Version::MACHINE_AMD64,
-        max_packet_type: 12,
-        max_state_change: 3,
-        max_manipulate: 0x31,
-        simulation: 0,
-        kern_base: 0xFFFF_F802_6BC1_8000,
-        ps_loaded_module_list: 0xFFFF_F802_6BEE_22D0,
-        debugger_data_list: 0xFFFF_F802_6BEF_91F0,
-    };
     v.set_version(&want);
+    assert_eq!(v.args, raw);
     assert_eq!(
         Manipulate::parse(&v.to_bytes()).unwrap().call(),
         Call::GetVersion(want)
@@ -70,6 +72,9 @@ fn state_change_round_trips() {
         }
     ));
     assert_eq!(back.control_report().instruction_stream[0], 0xCC);
+    // The report's tail as Windows fills it: SegCs, SegDs, SegEs, SegFs.
+    assert_eq!(b[0xC0 + 0x28..0xF0], [0x10, 0, 0x2B, 0, 0x2B, 0, 0x53, 0]);
+    assert_eq!(back.control_report().to_bytes(), s.control_report);
     assert!(matches!(
         StateChange::parse(&b[..0x80]),
         Err(MessageError::Short { .. })

@@ -37,12 +37,9 @@ impl Link {
     /// and Continue2, only its ACK: the target then runs).
     pub fn transact(&mut self, req: &Manipulate) -> Result<Option<Manipulate>, KdnetError> {
         let expects_reply = !matches!(req.api, api_number::CONTINUE | api_number::CONTINUE2);
-        let id = self.take_id();
-        let packet = Payload::Data(KdPacket {
-            kind: PacketType::StateManipulate,
-            id,
-            data: req.to_bytes(),
-        });
+        let packet = self.data_packet(PacketType::StateManipulate, req.to_bytes());
+        let id = packet.id;
+        let packet = Payload::Data(packet);
         self.stats.requests += 1;
         self.send(&packet)?;
         let started = Instant::now();
@@ -122,7 +119,7 @@ impl Link {
                         self.rtt.sample(x.sent.elapsed());
                     }
                     self.rtt.completed();
-                    if let Call::Read { .. } = req.call() {
+                    if let Call::Read(_) = req.call() {
                         self.stats.reads += 1;
                         self.stats.read_bytes += m.data.len() as u64;
                     }
@@ -250,8 +247,7 @@ fn answers(req: &Manipulate, reply: &Manipulate) -> bool {
         return false;
     }
     match (req.call(), reply.call()) {
-        (Call::Read { address: a, .. }, Call::Read { address: b, .. })
-        | (Call::Write { address: a, .. }, Call::Write { address: b, .. }) => a == b,
+        (Call::Read(a), Call::Read(b)) | (Call::Write(a), Call::Write(b)) => a.address == b.address,
         _ => true,
     }
 }

@@ -124,12 +124,12 @@ impl Link {
         self.send(&Payload::Control { kind, id })
     }
 
-    /// Take the next host packet id.
-    fn take_id(&mut self) -> u32 {
+    /// A data packet of `kind` under the next host packet id.
+    fn data_packet(&mut self, kind: PacketType, data: Vec<u8>) -> KdPacket {
         let id = self.next_id;
         // Stay in the host's half of the id space.
         self.next_id = id.wrapping_add(2) | HOST_ID_BASE;
-        id
+        KdPacket { kind, id, data }
     }
 
     /// RESET carries the next id without using it up (docs/kdnet.md, "The protocol in brief").
@@ -275,14 +275,10 @@ impl Link {
         match p.kind {
             PacketType::FileIo => {
                 if let Ok(KdMessage::FileIo(f)) = KdMessage::parse(p.kind, &p.data) {
-                    let id = self.take_id();
                     // Sent once: a lost refusal shows up as a RESEND or a
                     // repeated request, both answered again.
-                    self.send(&Payload::Data(KdPacket {
-                        kind: PacketType::FileIo,
-                        id,
-                        data: f.refuse().to_bytes(),
-                    }))?;
+                    let answer = self.data_packet(PacketType::FileIo, f.refuse().to_bytes());
+                    self.send(&Payload::Data(answer))?;
                 }
                 Ok(None)
             }
@@ -290,12 +286,9 @@ impl Link {
                 if let Ok(io) = DebugIo::parse(&p.data)
                     && io.api == api_number::GET_STRING
                 {
-                    let id = self.take_id();
-                    self.send(&Payload::Data(KdPacket {
-                        kind: PacketType::DebugIo,
-                        id,
-                        data: io.empty_answer().to_bytes(),
-                    }))?;
+                    let answer =
+                        self.data_packet(PacketType::DebugIo, io.empty_answer().to_bytes());
+                    self.send(&Payload::Data(answer))?;
                 }
                 self.stats.events += 1;
                 Ok(Some(Incoming::Data(p)))

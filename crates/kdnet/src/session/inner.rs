@@ -31,33 +31,10 @@ pub(super) struct Cache {
 }
 
 /// What GetVersion and the KDBG say; refreshed by a reconnect.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Identity {
     pub version: Version,
     pub kdbg: Option<KernelVa>,
-}
-
-impl Default for Identity {
-    fn default() -> Self {
-        Self {
-            version: Version {
-                major: 0,
-                minor: 0,
-                protocol: 0,
-                secondary: 0,
-                flags: 0,
-                machine: 0,
-                max_packet_type: 0,
-                max_state_change: 0,
-                max_manipulate: 0,
-                simulation: 0,
-                kern_base: 0,
-                ps_loaded_module_list: 0,
-                debugger_data_list: 0,
-            },
-            kdbg: None,
-        }
-    }
 }
 
 pub(super) struct Inner {
@@ -209,7 +186,7 @@ impl Inner {
         let processor = self.stopped()?.processor;
         let r = self.request(&Manipulate::read(space, processor, addr, len))?;
         let actual = match r.call() {
-            Call::Read { actual, .. } => actual as usize,
+            Call::Read(t) => t.actual as usize,
             _ => 0,
         };
         // Trust ActualBytesRead only as far as the data that came with it.

@@ -461,7 +461,7 @@ impl LiveTarget {
             let at = va.0.wrapping_add((i * step) as u64);
             let r = g.call(&Manipulate::write(Space::Virtual, processor, at, part))?;
             let written = match r.call() {
-                Call::Write { actual, .. } => actual as usize,
+                Call::Write(t) => t.actual as usize,
                 _ => 0,
             };
             if r.return_status != status::SUCCESS || written != part.len() {

@@ -48,15 +48,22 @@ fn pool_hit_tag_stops_the_machine_in_every_build() {
     }
 }
 
+/// A small machine of `build` whose driver touches `va` in a system
+/// thread, and the bug check that follows.
+fn crash_touching(build: NtBuild, va: u64) -> (Machine, BugCheck) {
+    let mut m = Machine::build(&Scenario::small(build, 5));
+    let bc = m
+        .crash_with(WorkItem::touch(va), 10_000_000_000)
+        .expect("a bug check");
+    (m, bc)
+}
+
 #[test]
 fn driver_faults_bug_check_as_windows_does() {
     for b in &NtBuild::ALL {
         // A NULL pointer in a system thread: an access violation nobody
         // handles, SYSTEM_THREAD_EXCEPTION_NOT_HANDLED with the records.
-        let mut m = Machine::build(&Scenario::small(*b, 5));
-        let bc = m
-            .crash_with(WorkItem::touch(0), 10_000_000_000)
-            .expect("a bug check");
+        let (m, bc) = crash_touching(*b, 0);
         assert_eq!(bc.code, 0x7E, "{b:?} {bc:?}");
         // ExceptionCode is a LONG: WinDbg shows the parameter as ffffffffc0000005.
         assert_eq!(bc.parameters[0], 0xFFFF_FFFF_C000_0005);
@@ -82,10 +89,7 @@ fn driver_faults_bug_check_as_windows_does() {
         assert_eq!(m.header.bugcheck_code, 0x7E);
 
         // An unmapped system address: PAGE_FAULT_IN_NONPAGED_AREA.
-        let mut m = Machine::build(&Scenario::small(*b, 5));
-        let bc = m
-            .crash_with(WorkItem::touch(0xFFFF_8000_0000_1000), 10_000_000_000)
-            .expect("a bug check");
+        let (_, bc) = crash_touching(*b, 0xFFFF_8000_0000_1000);
         assert_eq!(bc.code, 0x50, "{b:?}");
         assert_eq!(bc.parameters[0], 0xFFFF_8000_0000_1000);
         assert_eq!(bc.parameters[1], 1, "a write");

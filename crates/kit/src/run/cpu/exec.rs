@@ -319,7 +319,8 @@ impl Cpu {
         Ok(())
     }
 
-    /// Shifts and rotates: CF is the last bit out, OF only for a count of 1.
+    /// Shifts and rotates (`exec` sends only those here): CF is the last
+    /// bit out, OF only for a count of 1.
     fn exec_shift(
         &mut self,
         bus: &mut dyn Bus,
@@ -327,69 +328,63 @@ impl Cpu {
         m: Mnemonic,
     ) -> Result<(), Exit> {
         use Mnemonic::*;
-        match m {
-            Shl | Sal | Shr | Sar | Rol | Ror => {
-                let size = Self::op_size(ins, 0);
-                let bits = size * 8;
-                let a = self.read_op(bus, ins, 0)? & mask(size);
-                let count = if ins.op_count() > 1 {
-                    self.read_op(bus, ins, 1)?
-                } else {
-                    1
-                };
-                let count = (count & if bits == 64 { 63 } else { 31 }) as u32;
-                if count == 0 {
-                    return Ok(());
-                }
-                let (r, cf) = match m {
-                    Shl | Sal => {
-                        let r = if count >= bits { 0 } else { a << count };
-                        let cf = count <= bits && (a >> (bits - count)) & 1 != 0;
-                        (r & mask(size), cf)
-                    }
-                    Shr => {
-                        let r = if count >= bits { 0 } else { a >> count };
-                        ((r), (a >> (count - 1)) & 1 != 0)
-                    }
-                    Sar => {
-                        let s = sext(a, size);
-                        let r = (s >> count.min(63)) as u64 & mask(size);
-                        (r, (s >> (count - 1).min(63)) & 1 != 0)
-                    }
-                    Rol => {
-                        let c = count % bits;
-                        let r = ((a << c) | (a >> ((bits - c) % bits))) & mask(size);
-                        (r, r & 1 != 0)
-                    }
-                    _ => {
-                        let c = count % bits;
-                        let r = ((a >> c) | (a << ((bits - c) % bits))) & mask(size);
-                        (r, r & sign_bit(size) != 0)
-                    }
-                };
-                let mut f = if matches!(m, Rol | Ror) {
-                    self.regs.rflags & (ZF | SF | PF)
-                } else {
-                    logic_flags(r, size)
-                };
-                if cf {
-                    f |= CF;
-                }
-                let of = match m {
-                    Shl | Sal | Rol => ((r & sign_bit(size) != 0) != cf) && count == 1,
-                    Shr => count == 1 && a & sign_bit(size) != 0,
-                    Ror => count == 1 && ((r >> (bits - 1)) ^ (r >> (bits - 2))) & 1 != 0,
-                    _ => false,
-                };
-                if of {
-                    f |= OF;
-                }
-                self.set_arith_flags(f);
-                self.write_op(bus, ins, 0, r)?;
-            }
-            _ => return Err(self.invalid(ins)),
+        let size = Self::op_size(ins, 0);
+        let bits = size * 8;
+        let a = self.read_op(bus, ins, 0)? & mask(size);
+        let count = if ins.op_count() > 1 {
+            self.read_op(bus, ins, 1)?
+        } else {
+            1
+        };
+        let count = (count & if bits == 64 { 63 } else { 31 }) as u32;
+        if count == 0 {
+            return Ok(());
         }
-        Ok(())
+        let (r, cf) = match m {
+            Shl | Sal => {
+                let r = if count >= bits { 0 } else { a << count };
+                let cf = count <= bits && (a >> (bits - count)) & 1 != 0;
+                (r & mask(size), cf)
+            }
+            Shr => {
+                let r = if count >= bits { 0 } else { a >> count };
+                ((r), (a >> (count - 1)) & 1 != 0)
+            }
+            Sar => {
+                let s = sext(a, size);
+                let r = (s >> count.min(63)) as u64 & mask(size);
+                (r, (s >> (count - 1).min(63)) & 1 != 0)
+            }
+            Rol => {
+                let c = count % bits;
+                let r = ((a << c) | (a >> ((bits - c) % bits))) & mask(size);
+                (r, r & 1 != 0)
+            }
+            _ => {
+                let c = count % bits;
+                let r = ((a >> c) | (a << ((bits - c) % bits))) & mask(size);
+                (r, r & sign_bit(size) != 0)
+            }
+        };
+        let mut f = if matches!(m, Rol | Ror) {
+            self.regs.rflags & (ZF | SF | PF)
+        } else {
+            logic_flags(r, size)
+        };
+        if cf {
+            f |= CF;
+        }
+        let of = match m {
+            Shl | Sal | Rol => ((r & sign_bit(size) != 0) != cf) && count == 1,
+            Shr => count == 1 && a & sign_bit(size) != 0,
+            Ror => count == 1 && ((r >> (bits - 1)) ^ (r >> (bits - 2))) & 1 != 0,
+            _ => false,
+        };
+        if of {
+            f |= OF;
+        }
+        self.set_arith_flags(f);
+        self.write_op(bus, ins, 0, r)
     }
 
     /// Multiplies and divides (two- and three-operand IMUL here, the rest
@@ -519,17 +514,11 @@ impl Cpu {
         i: u32,
         v: u128,
     ) -> Result<(), Exit> {
-        match ins.op_kind(i) {
-            OpKind::Register => {
-                let x = Self::xmm_index(ins.op_register(i)).ok_or_else(|| self.invalid(ins))?;
-                self.regs.xmm[x] = v;
-                Ok(())
-            }
-            OpKind::Memory => bus
-                .write(self.ea(ins), &v.to_le_bytes())
-                .map_err(Exit::PageFault),
-            _ => Err(self.invalid(ins)),
-        }
+        self.store(bus, ins, i, &v.to_le_bytes(), |cpu, r| {
+            let x = Self::xmm_index(r).ok_or_else(|| cpu.invalid(ins))?;
+            cpu.regs.xmm[x] = v;
+            Ok(())
+        })
     }
 
     fn mul_div(&mut self, bus: &mut dyn Bus, ins: &Instruction, m: Mnemonic) -> Result<(), Exit> {

@@ -9,7 +9,8 @@ pub const SF: u64 = 1 << 7;
 pub const IF: u64 = 1 << 9;
 pub const DF: u64 = 1 << 10;
 pub const OF: u64 = 1 << 11;
-pub(super) const ARITH: u64 = CF | PF | ZF | SF | OF | (1 << 4);
+const AF: u64 = 1 << 4;
+pub(super) const ARITH: u64 = CF | PF | ZF | SF | OF | AF;
 
 pub(super) fn mask(size: u32) -> u64 {
     if size >= 8 {
@@ -57,34 +58,41 @@ pub(super) fn add_flags(a: u64, b: u64, carry: u64, size: u32) -> (u64, u64) {
     let (a, b) = (a & m, b & m);
     let wide = a as u128 + b as u128 + carry as u128;
     let r = (wide as u64) & m;
-    let mut f = logic_flags(r, size);
-    if wide > m as u128 {
-        f |= CF;
-    }
-    let s = sign_bit(size);
-    if (a ^ r) & (b ^ r) & s != 0 {
-        f |= OF;
-    }
-    if (a ^ b ^ r) & 0x10 != 0 {
-        f |= 1 << 4;
-    }
-    (r, f)
+    let overflow = (a ^ r) & (b ^ r) & sign_bit(size) != 0;
+    (r, arith_flags(a, b, r, size, wide > m as u128, overflow))
 }
 
 pub(super) fn sub_flags(a: u64, b: u64, borrow: u64, size: u32) -> (u64, u64) {
     let m = mask(size);
     let (a, b) = (a & m, b & m);
     let r = a.wrapping_sub(b).wrapping_sub(borrow) & m;
+    let overflow = (a ^ b) & (a ^ r) & sign_bit(size) != 0;
+    (
+        r,
+        arith_flags(
+            a,
+            b,
+            r,
+            size,
+            (b as u128 + borrow as u128) > a as u128,
+            overflow,
+        ),
+    )
+}
+
+/// The flags of an add or subtract of `a` and `b` giving `r`: those of the
+/// result, CF and OF as the operation found them, and AF (the carry out of
+/// bit 3).
+fn arith_flags(a: u64, b: u64, r: u64, size: u32, carry: bool, overflow: bool) -> u64 {
     let mut f = logic_flags(r, size);
-    if (b as u128 + borrow as u128) > a as u128 {
+    if carry {
         f |= CF;
     }
-    let s = sign_bit(size);
-    if (a ^ b) & (a ^ r) & s != 0 {
+    if overflow {
         f |= OF;
     }
     if (a ^ b ^ r) & 0x10 != 0 {
-        f |= 1 << 4;
+        f |= AF;
     }
-    (r, f)
+    f
 }

@@ -322,16 +322,26 @@ impl Cpu {
         i: u32,
         v: u64,
     ) -> Result<(), Exit> {
+        let size = ins.memory_size().size().min(8);
+        self.store(bus, ins, i, &v.to_le_bytes()[..size], |cpu, r| {
+            cpu.set_reg(r, v);
+            Ok(())
+        })
+    }
+
+    /// Store to operand `i`: a register through `to_reg`, memory as
+    /// `bytes` at the operand's address; any other operand is invalid.
+    fn store(
+        &mut self,
+        bus: &mut dyn Bus,
+        ins: &Instruction,
+        i: u32,
+        bytes: &[u8],
+        to_reg: impl FnOnce(&mut Self, Register) -> Result<(), Exit>,
+    ) -> Result<(), Exit> {
         match ins.op_kind(i) {
-            OpKind::Register => {
-                self.set_reg(ins.op_register(i), v);
-                Ok(())
-            }
-            OpKind::Memory => {
-                let size = ins.memory_size().size() as u32;
-                let ea = self.ea(ins);
-                self.write_mem(bus, ea, size.min(8), v)
-            }
+            OpKind::Register => to_reg(self, ins.op_register(i)),
+            OpKind::Memory => bus.write(self.ea(ins), bytes).map_err(Exit::PageFault),
             _ => Err(self.invalid(ins)),
         }
     }

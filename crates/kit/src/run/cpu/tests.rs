@@ -6,34 +6,24 @@ struct Flat {
     bytes: Vec<u8>,
 }
 
+impl Flat {
+    /// The bytes at `va..va + len`, or the fault an access there takes.
+    fn at(&mut self, va: u64, len: usize, write: bool, fetch: bool) -> Result<&mut [u8], Fault> {
+        let off = va.wrapping_sub(self.base) as usize;
+        self.bytes
+            .get_mut(off..off + len)
+            .ok_or(Fault { va, write, fetch })
+    }
+}
+
 impl Bus for Flat {
     fn read(&mut self, va: u64, out: &mut [u8], fetch: bool) -> Result<(), Fault> {
-        let off = va.wrapping_sub(self.base) as usize;
-        match self.bytes.get(off..off + out.len()) {
-            Some(b) => {
-                out.copy_from_slice(b);
-                Ok(())
-            }
-            None => Err(Fault {
-                va,
-                write: false,
-                fetch,
-            }),
-        }
+        out.copy_from_slice(self.at(va, out.len(), false, fetch)?);
+        Ok(())
     }
     fn write(&mut self, va: u64, data: &[u8]) -> Result<(), Fault> {
-        let off = va.wrapping_sub(self.base) as usize;
-        match self.bytes.get_mut(off..off + data.len()) {
-            Some(b) => {
-                b.copy_from_slice(data);
-                Ok(())
-            }
-            None => Err(Fault {
-                va,
-                write: true,
-                fetch: false,
-            }),
-        }
+        self.at(va, data.len(), true, false)?.copy_from_slice(data);
+        Ok(())
     }
 }
 
