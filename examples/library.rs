@@ -1,5 +1,5 @@
 //! The README's "Use it as a library" example, kept compiling and running
-//! (tests/readme.rs checks that the README shows this file's code and runs
+//! (tests/cli/readme.rs checks that the README shows this file's code and runs
 //! it). Run from the repository root: `cargo run --example library`.
 
 use pooldump_core::Target;

@@ -1,4 +1,8 @@
-//! Helpers shared by the integration tests (`mod support;` in each file).
+//! Helpers shared by the end-to-end tests (`tests/cli/main.rs` declares
+//! this module; each of its modules has `use crate::support;`): running
+//! the binary, kit machines written out, the simulated target's settings,
+//! assertions on what a run printed. Crates' tests include `prereq.rs`
+//! alone (standard library only), or `symbols_http.rs` beside it.
 //!
 //! The project rule for prerequisites outside the repository (an external
 //! tool, `../shared/`): with `CI=true` a test that needs one must fail when
@@ -6,7 +10,8 @@
 //! and [`shared_dir`] implement that rule; a test calls them first and
 //! returns on `None`.
 
-// Each test file uses its own subset of these helpers.
+// The benches and the crates' tests include parts of this directory too,
+// each using its own subset.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -59,6 +64,13 @@ pub fn loopback_sim(key: &str) -> (pooldump_kdnet_sim::SimConfig, u16) {
 }
 
 impl Finished {
+    /// stdout, once the run has exited 0 (else fail, showing stderr).
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code(), Some(0), "{}", self.stderr);
+        &self.stdout
+    }
+
     /// stdout read as JSON, once the run has exited 0.
     pub fn json(&self) -> serde_json::Value {
         assert_eq!(self.code(), Some(0), "{}", self.stderr);
@@ -79,9 +91,66 @@ pub fn pooldump_command(args: &[&str]) -> Command {
     c
 }
 
+/// A new temporary directory holding the file `name` with `text`: the
+/// directory (the file lives as long as it) and the file's path, as a
+/// command line gives it.
+pub fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (dir, path.display().to_string())
+}
+
 /// [`pooldump_command`] run to completion under [`CLI_LIMIT`].
 pub fn pooldump(args: &[&str]) -> Finished {
     run_bounded(&mut pooldump_command(args), CLI_LIMIT)
+}
+
+/// [`pooldump`] with `--offline --symbol-path SYMBOLS` after `args`: the
+/// symbols from the store `symbols` alone, never from a server.
+pub fn pooldump_offline(args: &[&str], symbols: &Path) -> Finished {
+    let symbols = symbols.to_str().expect("a UTF-8 path");
+    pooldump(&[args, &["--offline", "--symbol-path", symbols]].concat())
+}
+
+/// The elements of the JSON array `array` (which must be one).
+pub fn items(array: &serde_json::Value) -> std::slice::Iter<'_, serde_json::Value> {
+    array
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {array}"))
+        .iter()
+}
+
+/// `field` of every element of the JSON array `array`, each read with
+/// `read` (`Value::as_f64`, ...), which must succeed.
+pub fn fields<'a, T>(
+    array: &'a serde_json::Value,
+    field: &str,
+    read: impl Fn(&'a serde_json::Value) -> Option<T>,
+) -> Vec<T> {
+    items(array)
+        .map(|e| read(&e[field]).unwrap_or_else(|| panic!("{field:?} of {e}")))
+        .collect()
+}
+
+/// The string `field` of every element of the JSON array `array`.
+pub fn field_strs<'a>(array: &'a serde_json::Value, field: &str) -> Vec<&'a str> {
+    fields(array, field, serde_json::Value::as_str)
+}
+
+/// Fails unless `text` contains `want`, showing `text`.
+#[track_caller]
+pub fn assert_contains(text: &str, want: &str) {
+    assert!(text.contains(want), "{want:?} is not in:\n{text}");
+}
+
+/// [`assert_contains`] for each of `wants`, naming `case` (which of a
+/// test's cases `text` is from) when one is missing.
+#[track_caller]
+pub fn assert_contains_all(case: impl std::fmt::Display, text: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(text.contains(want), "{case}: {want:?} is not in:\n{text}");
+    }
 }
 
 /// [`run_bounded`], also returning the child's peak resident set in
@@ -193,3 +262,4 @@ pub fn measure_launcher_main() {
 
 pub mod netns;
 pub mod relay;
+pub mod symbols_http;

@@ -118,6 +118,17 @@ pub fn shared_dir() -> Option<PathBuf> {
     }
 }
 
+/// The file `../shared/REL` (a real third-party input), under the
+/// CI-or-skip rule.
+pub fn shared_file(rel: &str) -> Option<PathBuf> {
+    let p = shared_dir()?.join(rel);
+    if p.is_file() {
+        Some(p)
+    } else {
+        missing(&p.display().to_string())
+    }
+}
+
 /// What a bounded run of a command produced.
 #[derive(Debug)]
 pub struct Finished {

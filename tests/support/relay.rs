@@ -1,5 +1,5 @@
 //! A userspace lossy link between `pooldump` and the simulated target, for
-//! the `kdnet_lossy` bench and for `tests/kdnet_netem.rs` on kernels
+//! the `kdnet_lossy` bench and for `tests/cli/kdnet_netem.rs` on kernels
 //! without `sch_netem`: each datagram is delayed 1-5 ms (uniformly, so
 //! later ones overtake earlier ones), lost with probability `loss` and
 //! duplicated with probability `duplicate`, each way.

@@ -2,25 +2,13 @@
 //! family: per-CPU sums, the expansion table, the overflow slot, 32-bit
 //! wrap, and the big-page table with freed entries.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use pooldump_core::Target;
 use pooldump_core::pool::{BigPoolOptions, PoolClass, TrackerOptions, TrackerSlot};
-use pooldump_core::symbols::SymbolOptions;
-use pooldump_kit::{DumpKind, Machine, NtBuild, PoolKind, Scenario, SizeSpec, TagSpec};
-
-fn offline(store: &Path) -> SymbolOptions<'static> {
-    SymbolOptions::local_store(store)
-}
-
-/// Write the machine's dump and symbols, open them with pooldump.
-fn open(m: &Machine, kind: DumpKind, dir: &Path) -> Target<pooldump_core::CrashDump> {
-    let dump = dir.join("MEMORY.DMP");
-    m.write_dump_file(kind, &dump).unwrap();
-    m.write_symbol_store(&dir.join("symbols")).unwrap();
-    Target::open_dump(&dump, &offline(&dir.join("symbols"))).unwrap()
-}
+use pooldump_kit::{DumpKind, Machine, NtBuild, PoolKind, Scenario};
 
 type Row = (String, &'static str, u64, u64, u64);
 
@@ -64,8 +52,7 @@ fn per_tag_usage_matches_the_truth_for_every_build() {
             let mut s = Scenario::small(b, 11 + cpus as u64);
             s.cpus = cpus;
             let m = Machine::build(&s);
-            let dir = tempfile::tempdir().unwrap();
-            let t = open(&m, DumpKind::KernelBitmap, dir.path());
+            let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
             let (got, _) = actual_rows(&t);
             let want = expected_rows(&m);
             assert_eq!(got, want, "{b} with {cpus} CPUs");
@@ -79,19 +66,11 @@ fn expansion_and_overflow_are_counted() {
     s.hot_tags = false;
     s.tracker.size_log2 = Some(6);
     s.tracker.expansion_capacity = 20;
-    s.tags.extend((0..80).map(|i| TagSpec {
-        tag: format!("E{i:03}"),
-        pool: PoolKind::NonPagedNx,
-        live: 1,
-        size: SizeSpec::Fixed(0x50),
-        freed: 7,
-        freed_in_memory: 0,
-        protected: false,
-        cache_aligned: false,
-    }));
+    s.tags.extend(
+        (0..80).map(|i| common::fixed_tag(&format!("E{i:03}"), PoolKind::NonPagedNx, 1, 0x50, 7)),
+    );
     let m = Machine::build(&s);
-    let dir = tempfile::tempdir().unwrap();
-    let t = open(&m, DumpKind::Full, dir.path());
+    let (_dir, t) = common::open(&m, DumpKind::Full);
     let (got, overflow) = actual_rows(&t);
     assert_eq!(got, expected_rows(&m));
     let o = m.truth.tracker.overflow.expect("the scenario overflows");
@@ -105,19 +84,10 @@ fn expansion_and_overflow_are_counted() {
 #[test]
 fn wrapped_32_bit_counters_give_the_live_count() {
     let mut s = Scenario::small(NtBuild::Win7_7601, 3);
-    s.tags.push(TagSpec {
-        tag: "Wrap".into(),
-        pool: PoolKind::NonPaged,
-        live: 3,
-        size: SizeSpec::Fixed(0x30),
-        freed: 5_000_000_000,
-        freed_in_memory: 0,
-        protected: false,
-        cache_aligned: false,
-    });
+    s.tags
+        .push(common::wrapping_tag(PoolKind::NonPaged, 3, 0x30));
     let m = Machine::build(&s);
-    let dir = tempfile::tempdir().unwrap();
-    let t = open(&m, DumpKind::KernelBitmap, dir.path());
+    let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
     let u = t.pool_usage(&TrackerOptions::default()).unwrap();
     let r = u.rows.iter().find(|r| r.tag.to_string() == "Wrap").unwrap();
     assert_eq!(r.diff, 3);
@@ -129,8 +99,7 @@ fn wrapped_32_bit_counters_give_the_live_count() {
 fn big_pool_matches_the_truth_live_and_freed() {
     for b in NtBuild::ALL {
         let m = Machine::build(&Scenario::small(b, 21));
-        let dir = tempfile::tempdir().unwrap();
-        let t = open(&m, DumpKind::KernelBitmap, dir.path());
+        let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
         let bp = t
             .big_pool(&BigPoolOptions {
                 include_freed: true,

@@ -5,9 +5,10 @@
 //! appear, and well-formed pages in frames no address maps land only in
 //! the separate unmapped list.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
-use std::path::Path;
 
 use pooldump_core::pagemap::{PageMap, PageMapOptions};
 use pooldump_core::pool::TagPattern;
@@ -20,17 +21,6 @@ use pooldump_kit::bulk::BulkSpec;
 use pooldump_kit::corrupt::Corruption;
 use pooldump_kit::truth::{Allocation, AllocatorKind};
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
-
-fn offline(store: &Path) -> SymbolOptions<'static> {
-    SymbolOptions::local_store(store)
-}
-
-fn open(m: &Machine, kind: DumpKind, dir: &Path) -> Target<CrashDump> {
-    let dump = dir.join("MEMORY.DMP");
-    m.write_dump_file(kind, &dump).unwrap();
-    m.write_symbol_store(&dir.join("symbols")).unwrap();
-    Target::open_dump(&dump, &offline(&dir.join("symbols"))).unwrap()
-}
 
 fn run(t: &Target<CrashDump>, tags: &[&str], engine: Engine) -> FindReport {
     let patterns: Vec<TagPattern> = tags.iter().map(|s| TagPattern::parse(s).unwrap()).collect();
@@ -237,8 +227,7 @@ const SMALL_TAGS: &[&str] = &[
 fn every_build_finds_what_the_kit_placed() {
     for b in NtBuild::ALL {
         let m = Machine::build(&Scenario::small(b, 5));
-        let dir = tempfile::tempdir().unwrap();
-        let t = open(&m, DumpKind::KernelBitmap, dir.path());
+        let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
         let r = run(&t, SMALL_TAGS, Engine::Auto);
         check(
             &m,
@@ -297,8 +286,7 @@ fn every_build_finds_what_the_kit_placed() {
 fn frames_read_through_the_memory_interface_give_the_same_answer() {
     // What a live session does: read only the frames the page map names.
     let m = Machine::build(&Scenario::small(NtBuild::Server2022_20348, 6));
-    let dir = tempfile::tempdir().unwrap();
-    let t = open(&m, DumpKind::KernelBitmap, dir.path());
+    let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
     let patterns: Vec<TagPattern> = SMALL_TAGS
         .iter()
         .map(|s| TagPattern::parse(s).unwrap())
@@ -346,8 +334,7 @@ fn frames_read_through_the_memory_interface_give_the_same_answer() {
 fn engines_and_wildcards_agree() {
     for b in [NtBuild::Win7_7601, NtBuild::Win10_19041] {
         let m = Machine::build(&Scenario::small(b, 9));
-        let dir = tempfile::tempdir().unwrap();
-        let t = open(&m, DumpKind::Full, dir.path());
+        let (_dir, t) = common::open(&m, DumpKind::Full);
         let exact = ["Leak", "File", "Irp ", "Proc"];
         let base = run(&t, &exact, Engine::Stride);
         for e in [Engine::AhoCorasick, Engine::Auto] {
@@ -385,8 +372,7 @@ fn bulk_pool_is_found_on_both_allocators() {
             big_freed: 10,
         });
         let m = Machine::build(&s);
-        let dir = tempfile::tempdir().unwrap();
-        let t = open(&m, DumpKind::KernelBitmap, dir.path());
+        let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
         let mut truth = m.truth.allocations.clone();
         truth.extend(m.bulk_allocations());
         // Bulk tags: an upper-case letter and three of [a-z0-9].
@@ -405,8 +391,7 @@ fn paged_out_pool_is_counted_not_found() {
     s.transition = 0.2;
     let m = Machine::build(&s);
     assert!(!m.truth.pages.paged_out.is_empty());
-    let dir = tempfile::tempdir().unwrap();
-    let t = open(&m, DumpKind::KernelBitmap, dir.path());
+    let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
     let tags = ["File", "Ntfx", "CM", "FsFl", "MmSt"];
     let r = run(&t, &tags, Engine::Auto);
     check(&m, &m.truth.allocations, &r, &tags, "paged out");
@@ -443,7 +428,11 @@ fn truncated_dumps_give_partial_results() {
     let path = dir.path().join("MEMORY.DMP");
     std::fs::write(&path, &cut).unwrap();
     m.write_symbol_store(&dir.path().join("symbols")).unwrap();
-    let t = Target::open_dump(&path, &offline(&dir.path().join("symbols"))).unwrap();
+    let t = Target::open_dump(
+        &path,
+        &SymbolOptions::local_store(&dir.path().join("symbols")),
+    )
+    .unwrap();
     let r = run(&t, SMALL_TAGS, Engine::Auto);
     assert!(r.scan.unreadable_frames > 0, "no unreadable frames counted");
     // What is found is right; what lies past the cut is not claimed.
@@ -470,8 +459,7 @@ fn hostile_page_tables_end_the_walk() {
     for b in [NtBuild::Win10_19041, NtBuild::Win81_9600] {
         let mut m = Machine::build(&Scenario::small(b, 4));
         m.corrupt(Corruption::PageTableLoops);
-        let dir = tempfile::tempdir().unwrap();
-        let t = open(&m, DumpKind::KernelBitmap, dir.path());
+        let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
         let r = run(&t, &["Leak", "Irp "], Engine::Auto);
         check(
             &m,

@@ -4,20 +4,12 @@
 //! are not), the session expansion table, the process list, and damaged
 //! inputs that must give warnings rather than wrong numbers or panics.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use pooldump_core::pool::{SessionPool, TrackerOptions};
-use pooldump_core::symbols::SymbolOptions;
-use pooldump_core::{CrashDump, Target};
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
-
-fn open(m: &Machine, kind: DumpKind, dir: &Path) -> Target<CrashDump> {
-    let dump = dir.join("MEMORY.DMP");
-    m.write_dump_file(kind, &dump).unwrap();
-    m.write_symbol_store(&dir.join("symbols")).unwrap();
-    Target::open_dump(&dump, &SymbolOptions::local_store(&dir.join("symbols"))).unwrap()
-}
 
 /// session id -> tag -> (Allocs, Frees, Bytes)
 type Sessions = BTreeMap<u32, BTreeMap<String, (u64, u64, u64)>>;
@@ -61,8 +53,7 @@ fn actual(p: &SessionPool) -> Sessions {
 fn every_build_every_session() {
     for b in NtBuild::ALL {
         let m = Machine::build(&Scenario::small(b, 21));
-        let dir = tempfile::tempdir().unwrap();
-        let t = open(&m, DumpKind::KernelBitmap, dir.path());
+        let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
         let p = t.session_pool(&TrackerOptions::default()).unwrap();
         assert!(p.warnings.is_empty(), "{b}: {:?}", p.warnings);
         assert_eq!(actual(&p), expected(&m), "{b}");
@@ -103,8 +94,7 @@ fn full_sessions_spill_into_their_expansion_tables() {
         let mut s = Scenario::small(b, 5);
         s.sessions[1].filler_tags = 400;
         let m = Machine::build(&s);
-        let dir = tempfile::tempdir().unwrap();
-        let t = open(&m, DumpKind::Full, dir.path());
+        let (_dir, t) = common::open(&m, DumpKind::Full);
         let p = t.session_pool(&TrackerOptions::default()).unwrap();
         assert_eq!(actual(&p), expected(&m), "{b}");
         let s1 = &p.sessions[1];
@@ -123,8 +113,7 @@ fn a_scenario_without_sessions_says_so() {
     let mut s = Scenario::small(NtBuild::Win10_19041, 3);
     s.sessions.clear();
     let m = Machine::build(&s);
-    let dir = tempfile::tempdir().unwrap();
-    let t = open(&m, DumpKind::KernelBitmap, dir.path());
+    let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
     let p = t.session_pool(&TrackerOptions::default()).unwrap();
     assert!(p.sessions.is_empty());
     assert_eq!(p.processes, 2, "System and smss.exe");
@@ -156,8 +145,7 @@ fn a_process_with_a_bad_dtb_falls_back_to_another_of_its_session() {
         .collect();
     // The first process of session 1 names a frame past the end of RAM.
     poke(&mut m, session1[0] + dtb_off, 0x7F_FFFF_F000);
-    let dir = tempfile::tempdir().unwrap();
-    let t = open(&m, DumpKind::KernelBitmap, dir.path());
+    let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
     let p = t.session_pool(&TrackerOptions::default()).unwrap();
     assert_eq!(actual(&p), expected(&m));
     let want_dtb = m
@@ -174,8 +162,7 @@ fn a_process_with_a_bad_dtb_falls_back_to_another_of_its_session() {
     for ep in &session1 {
         poke(&mut m, ep + dtb_off, 0x7F_FFFF_F000);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let t = open(&m, DumpKind::KernelBitmap, dir.path());
+    let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
     let p = t.session_pool(&TrackerOptions::default()).unwrap();
     assert_eq!(p.sessions.len(), 1);
     assert_eq!(p.sessions[0].session_id, Some(0));
@@ -195,8 +182,7 @@ fn hostile_sizes_pointers_and_links() {
     let mut m = Machine::build(&Scenario::small(NtBuild::Win11_22000, 9));
     let size_va = m.truth.symbols["ExpSessionPoolTrackTableSize"];
     poke(&mut m, size_va, 1 << 40);
-    let dir = tempfile::tempdir().unwrap();
-    let t = open(&m, DumpKind::KernelBitmap, dir.path());
+    let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
     let e = t.session_pool(&TrackerOptions::default()).unwrap_err();
     assert!(
         e.to_string().contains("ExpSessionPoolTrackTableSize"),
@@ -214,8 +200,7 @@ fn hostile_sizes_pointers_and_links() {
     }
     let last = procs.last().unwrap();
     poke(&mut m, last.eprocess + links, procs[1].eprocess + links);
-    let dir = tempfile::tempdir().unwrap();
-    let t = open(&m, DumpKind::KernelBitmap, dir.path());
+    let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
     let p = t.session_pool(&TrackerOptions::default()).unwrap();
     assert_eq!(p.sessions.len(), 1, "{:?}", p.warnings);
     assert_eq!(p.sessions[0].session_id, Some(1));

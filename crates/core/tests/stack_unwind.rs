@@ -502,7 +502,7 @@ fn stacks_laid_out_as_llvm_reads_the_images_are_walked_back() {
             // This generator lays out pushes and allocations only: frames
             // with a frame register, a machine frame or chained info are
             // checked by the walker's summary test above and by real
-            // executed stacks (tests/stack_cli.rs).
+            // executed stacks (tests/cli/stack_cli.rs).
             if f.frame_register.is_some()
                 || f.chained.is_some()
                 || f.codes.iter().any(|c| c.0 == "PUSH_MACHFRAME")

@@ -1,7 +1,7 @@
 //! `pooldump-kit` as a user meets it: what it says it writes, and what it
 //! says when a setting is wrong. (Having integration tests also makes
 //! `cargo test --workspace` build the `pooldump-kit` binary, which the
-//! root's tests/readme.rs runs.)
+//! root's tests/cli/readme.rs runs.)
 
 use std::process::Command;
 

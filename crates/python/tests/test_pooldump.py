@@ -1,6 +1,6 @@
 """The `pooldump` module against the kit's ground truth.
 
-Run by tests/python_bindings.rs, which writes a kit machine's dump, its
+Run by tests/cli/python_bindings.rs, which writes a kit machine's dump, its
 symbol store, its truth (truth.json) and a corrupt file into
 $POOLDUMP_TEST_DIR. Every expectation comes from the truth, never from
 pooldump.

@@ -1,5 +1,5 @@
 //! Unit tests over hand-made layouts; the committed PDBs, ISFs and the
-//! built-in table are checked in tests/symbols_*.rs.
+//! built-in table are checked in crates/core/tests/symbols_*.rs.
 
 use super::*;
 

@@ -14,7 +14,7 @@ the repository root, or --isf-dir. Every ISF there becomes one entry.
 The entries carry only what the pool analysis reads: the types in TYPES
 (all fields, or the listed ones), the enums in ENUMS and the globals in
 SYMBOLS, converted exactly as the ISF reader in isf.rs converts them
-(tests/symbols_isf.rs checks the table against the ISFs field by field).
+(crates/core/tests/symbols_isf.rs checks the table against the ISFs field by field).
 Array globals whose type an ISF does not give get a size: the gap to the
 next symbol, which is how docs/pool-structures.md §1 bounds ExPoolTagTables.
 
