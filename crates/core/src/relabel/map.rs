@@ -25,7 +25,11 @@ pub struct RelabelMap {
     /// The kernel and boot the patches were written to; none for a patched
     /// driver file (`callsites --image --patch`), which any boot may load.
     pub target: Option<TargetIdentity>,
+    /// The modules the sites are in, with the load address and PE identity each was patched at
+    /// (checked before any write or undo).
     pub modules: Vec<MapModule>,
+    /// The patched immediates, one per instruction (an immediate several calls share is one site;
+    /// see [`MapSite::also`]).
     pub sites: Vec<MapSite>,
 }
 
@@ -36,11 +40,13 @@ pub struct TargetIdentity {
     pub nt_pdb: String,
     /// nt's PDB GUID and age: the kernel build.
     pub nt_guid: String,
+    /// nt's PDB age (the CodeView record's Age).
     pub nt_age: u32,
     /// Where nt is loaded: randomised at every boot since Windows 10 1607,
     /// so it tells boots apart.
     #[serde(with = "hex_va")]
     pub kern_base: KernelVa,
+    /// The Windows build number, when known; recorded for the reader, not checked.
     pub build: Option<u32>,
 }
 
@@ -67,7 +73,10 @@ pub struct MapModule {
     /// Where it was loaded; none for a patched file.
     #[serde(with = "hex_va_opt", default)]
     pub base: Option<KernelVa>,
+    /// TimeDateStamp from the module's PE header: with `size_of_image`, tells a rebuilt driver from
+    /// the one patched.
     pub time_date_stamp: u32,
+    /// SizeOfImage from the module's PE header, in bytes.
     pub size_of_image: u32,
 }
 
@@ -93,26 +102,34 @@ impl MapModule {
 /// One patched immediate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapSite {
+    /// Whether the site allocates or frees; only allocation sites get a fresh tag.
     pub kind: PoolCall,
     /// The module's BaseDllName.
     pub module: String,
     /// `module!function+0xoff` of the call's return address.
     pub site: String,
+    /// The pool routine called (`ExAllocatePool2`, `ExFreePoolWithTag`, ...).
     pub routine: String,
     #[serde(with = "hex_va")]
+    /// The call (or tail `jmp`) instruction's address when the map was made.
     pub call: KernelVa,
     /// The immediate's four bytes (at the module's base in `modules`).
     #[serde(with = "hex_va")]
     pub immediate: KernelVa,
+    /// The immediate's offset from the module's base: where to patch the same driver loaded
+    /// elsewhere.
     pub immediate_rva: u32,
     /// Where the bytes are in the driver file.
     pub file_offset: Option<u32>,
+    /// The tag the site passed before the patch.
     pub old_tag: PoolTag,
     /// The allocation site's fresh tag; 0 for a free site.
     pub new_tag: PoolTag,
     #[serde(with = "hex4")]
+    /// The immediate's bytes before the patch (the tag as stored, little-endian).
     pub old_bytes: [u8; 4],
     #[serde(with = "hex4")]
+    /// The bytes the patch writes (`new_tag`'s).
     pub new_bytes: [u8; 4],
     /// Other calls the same immediate feeds (one patch changes them all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -124,9 +141,11 @@ pub struct MapSite {
 pub struct PatchWrite {
     /// Index into [`RelabelMap::sites`].
     pub site: usize,
+    /// The immediate's address.
     pub va: KernelVa,
     /// What must be there before the write.
     pub expect: [u8; 4],
+    /// The bytes to write.
     pub write: [u8; 4],
 }
 
@@ -141,9 +160,12 @@ pub enum SiteState {
     /// Something else: someone else wrote there, or the module is not the
     /// one the map was made for.
     Foreign {
+        /// The four bytes found.
         bytes: [u8; 4],
     },
+    /// The immediate could not be read through the memory source.
     Unreadable {
+        /// The reader's error.
         error: String,
     },
 }
@@ -162,69 +184,137 @@ pub struct UndoPlan {
 /// Why a map cannot be made, read or used.
 #[derive(Debug, thiserror::Error)]
 pub enum RelabelError {
+    /// The map is not JSON, or not a relabel map's shape.
     #[error("{input}: not a pooldump relabel map (JSON {source})")]
     Json {
+        /// The map's file name.
         input: String,
+        /// What serde_json said.
         #[source]
         source: serde_json::Error,
     },
     #[error(
         "{input}: schema `{found}` is not one this pooldump reads ({SCHEMA}); a newer pooldump wrote it, or it is not a relabel map"
     )]
-    Schema { input: String, found: String },
+    /// The map names a schema other than [`SCHEMA`].
+    Schema {
+        /// The map's file name.
+        input: String,
+        /// The schema the map names.
+        found: String,
+    },
     #[error(
         "no instruction passes tag {tag} to a pool routine as an immediate: nothing to relabel"
     )]
-    NoSites { tag: PoolTag },
+    /// No pool call passes the tag as an immediate operand.
+    NoSites {
+        /// The tag asked for.
+        tag: PoolTag,
+    },
     #[error("no allocation site of tag {tag}: relabelling only its frees would tell nothing")]
-    NoAllocSites { tag: PoolTag },
+    /// Only frees pass the tag.
+    NoAllocSites {
+        /// The tag asked for.
+        tag: PoolTag,
+    },
     #[error(
         "{site} passes {tag} with the PROTECTED_POOL bit: Windows checks the tag of a protected block at every free, so a relabelled block freed with another tag breaks into the debugger; refusing"
     )]
-    Protected { site: String, tag: PoolTag },
+    /// A site passes the tag with PROTECTED_POOL (bit 31) set.
+    Protected {
+        /// The site (`module!function+0xoff`).
+        site: String,
+        /// The tag as passed, protected bit included.
+        tag: PoolTag,
+    },
     #[error("no unused tag is left to give a site derived from {tag}")]
-    NoFreeTag { tag: PoolTag },
+    /// Every candidate tag derived from the original is in use.
+    NoFreeTag {
+        /// The tag being relabelled.
+        tag: PoolTag,
+    },
     #[error("site {site} is in module {module}, which is not in the module list")]
-    UnknownModule { site: String, module: String },
+    /// A site names a module the map's module list lacks.
+    UnknownModule {
+        /// The site (`module!function+0xoff`).
+        site: String,
+        /// The module it names.
+        module: String,
+    },
     #[error(
         "the map was made for nt {map_pdb} {map_guid} age {map_age}, but this kernel is {found_pdb} {found_guid} age {found_age}"
     )]
+    /// The map was made for another nt build (PDB name, GUID or age differ).
     OtherKernel {
+        /// The map's nt PDB name.
         map_pdb: String,
+        /// The map's nt PDB GUID.
         map_guid: String,
+        /// The map's nt PDB age.
         map_age: u32,
+        /// This kernel's PDB name.
         found_pdb: String,
+        /// This kernel's PDB GUID.
         found_guid: String,
+        /// This kernel's PDB age.
         found_age: u32,
     },
     #[error("this kernel has no PDB identity (no CodeView record) to check the map's against")]
+    /// This kernel's image has no CodeView record to compare.
     NoKernelIdentity,
     #[error(
         "the map was made for the boot with KernBase {map}, but nt is at {found} here: another boot, whose code never carried the map's patches"
     )]
-    OtherBoot { map: KernelVa, found: KernelVa },
+    /// Same kernel, another boot: KernBase differs.
+    OtherBoot {
+        /// KernBase in the map.
+        map: KernelVa,
+        /// KernBase here.
+        found: KernelVa,
+    },
     #[error("{module} is not loaded here (the map patched it)")]
-    ModuleMissing { module: String },
+    /// A module the map patched is not loaded.
+    ModuleMissing {
+        /// Its BaseDllName.
+        module: String,
+    },
     #[error(
         "{module} is loaded at {found}, but the map patched it at {map}: another load of it, whose code never carried the map's patches"
     )]
+    /// A module the map patched is loaded at another base: another load.
     ModuleMoved {
+        /// Its BaseDllName.
         module: String,
+        /// Its base in the map.
         map: KernelVa,
+        /// Its base here.
         found: KernelVa,
     },
     #[error(
         "{module} here is TimeDateStamp {found_tds:#x} SizeOfImage {found_size:#x}, but the map patched TimeDateStamp {map_tds:#x} SizeOfImage {map_size:#x}: another build of the driver"
     )]
+    /// A module the map patched has another TimeDateStamp or SizeOfImage:
+    /// another build of the driver.
     ModuleChanged {
+        /// Its BaseDllName.
         module: String,
+        /// TimeDateStamp in the map.
         map_tds: u32,
+        /// SizeOfImage in the map.
         map_size: u32,
+        /// TimeDateStamp here.
         found_tds: u32,
+        /// SizeOfImage here.
         found_size: u32,
     },
     #[error("{module}: cannot read its headers: {error}")]
-    ModuleUnreadable { module: String, error: String },
+    /// A module's PE headers could not be read.
+    ModuleUnreadable {
+        /// Its BaseDllName.
+        module: String,
+        /// The reader's error.
+        error: String,
+    },
 }
 
 impl RelabelMap {
@@ -250,6 +340,8 @@ impl RelabelMap {
         })
     }
 
+    /// The map as pretty JSON with a final newline (what `relabel.json`
+    /// holds; [`from_json`](Self::from_json) reads it back).
     pub fn to_json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self).expect("a map serialises");
         s.push('\n');
