@@ -456,8 +456,8 @@ pub enum DumpErrorKind {
         #[source]
         source: std::io::Error,
     },
-    #[error("is a directory, not a dump file")]
     /// The path names a directory.
+    #[error("is a directory, not a dump file")]
     IsDirectory,
     /// The header is not one pooldump reads, or does not fit the file.
     #[error(transparent)]

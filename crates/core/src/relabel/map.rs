@@ -193,58 +193,58 @@ pub enum RelabelError {
         #[source]
         source: serde_json::Error,
     },
+    /// The map names a schema other than [`SCHEMA`].
     #[error(
         "{input}: schema `{found}` is not one this pooldump reads ({SCHEMA}); a newer pooldump wrote it, or it is not a relabel map"
     )]
-    /// The map names a schema other than [`SCHEMA`].
     Schema {
         /// The map's file name.
         input: String,
         /// The schema the map names.
         found: String,
     },
+    /// No pool call passes the tag as an immediate operand.
     #[error(
         "no instruction passes tag {tag} to a pool routine as an immediate: nothing to relabel"
     )]
-    /// No pool call passes the tag as an immediate operand.
     NoSites {
         /// The tag asked for.
         tag: PoolTag,
     },
-    #[error("no allocation site of tag {tag}: relabelling only its frees would tell nothing")]
     /// Only frees pass the tag.
+    #[error("no allocation site of tag {tag}: relabelling only its frees would tell nothing")]
     NoAllocSites {
         /// The tag asked for.
         tag: PoolTag,
     },
+    /// A site passes the tag with PROTECTED_POOL (bit 31) set.
     #[error(
         "{site} passes {tag} with the PROTECTED_POOL bit: Windows checks the tag of a protected block at every free, so a relabelled block freed with another tag breaks into the debugger; refusing"
     )]
-    /// A site passes the tag with PROTECTED_POOL (bit 31) set.
     Protected {
         /// The site (`module!function+0xoff`).
         site: String,
         /// The tag as passed, protected bit included.
         tag: PoolTag,
     },
-    #[error("no unused tag is left to give a site derived from {tag}")]
     /// Every candidate tag derived from the original is in use.
+    #[error("no unused tag is left to give a site derived from {tag}")]
     NoFreeTag {
         /// The tag being relabelled.
         tag: PoolTag,
     },
-    #[error("site {site} is in module {module}, which is not in the module list")]
     /// A site names a module the map's module list lacks.
+    #[error("site {site} is in module {module}, which is not in the module list")]
     UnknownModule {
         /// The site (`module!function+0xoff`).
         site: String,
         /// The module it names.
         module: String,
     },
+    /// The map was made for another nt build (PDB name, GUID or age differ).
     #[error(
         "the map was made for nt {map_pdb} {map_guid} age {map_age}, but this kernel is {found_pdb} {found_guid} age {found_age}"
     )]
-    /// The map was made for another nt build (PDB name, GUID or age differ).
     OtherKernel {
         /// The map's nt PDB name.
         map_pdb: String,
@@ -259,29 +259,29 @@ pub enum RelabelError {
         /// This kernel's PDB age.
         found_age: u32,
     },
-    #[error("this kernel has no PDB identity (no CodeView record) to check the map's against")]
     /// This kernel's image has no CodeView record to compare.
+    #[error("this kernel has no PDB identity (no CodeView record) to check the map's against")]
     NoKernelIdentity,
+    /// Same kernel, another boot: KernBase differs.
     #[error(
         "the map was made for the boot with KernBase {map}, but nt is at {found} here: another boot, whose code never carried the map's patches"
     )]
-    /// Same kernel, another boot: KernBase differs.
     OtherBoot {
         /// KernBase in the map.
         map: KernelVa,
         /// KernBase here.
         found: KernelVa,
     },
-    #[error("{module} is not loaded here (the map patched it)")]
     /// A module the map patched is not loaded.
+    #[error("{module} is not loaded here (the map patched it)")]
     ModuleMissing {
         /// Its BaseDllName.
         module: String,
     },
+    /// A module the map patched is loaded at another base: another load.
     #[error(
         "{module} is loaded at {found}, but the map patched it at {map}: another load of it, whose code never carried the map's patches"
     )]
-    /// A module the map patched is loaded at another base: another load.
     ModuleMoved {
         /// Its BaseDllName.
         module: String,
@@ -290,11 +290,11 @@ pub enum RelabelError {
         /// Its base here.
         found: KernelVa,
     },
+    /// A module the map patched has another TimeDateStamp or SizeOfImage:
+    /// another build of the driver.
     #[error(
         "{module} here is TimeDateStamp {found_tds:#x} SizeOfImage {found_size:#x}, but the map patched TimeDateStamp {map_tds:#x} SizeOfImage {map_size:#x}: another build of the driver"
     )]
-    /// A module the map patched has another TimeDateStamp or SizeOfImage:
-    /// another build of the driver.
     ModuleChanged {
         /// Its BaseDllName.
         module: String,
@@ -307,8 +307,8 @@ pub enum RelabelError {
         /// SizeOfImage here.
         found_size: u32,
     },
-    #[error("{module}: cannot read its headers: {error}")]
     /// A module's PE headers could not be read.
+    #[error("{module}: cannot read its headers: {error}")]
     ModuleUnreadable {
         /// Its BaseDllName.
         module: String,
