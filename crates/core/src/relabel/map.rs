@@ -110,8 +110,8 @@ pub struct MapSite {
     pub site: String,
     /// The pool routine called (`ExAllocatePool2`, `ExFreePoolWithTag`, ...).
     pub routine: String,
-    #[serde(with = "hex_va")]
     /// The call (or tail `jmp`) instruction's address when the map was made.
+    #[serde(with = "hex_va")]
     pub call: KernelVa,
     /// The immediate's four bytes (at the module's base in `modules`).
     #[serde(with = "hex_va")]
@@ -125,11 +125,11 @@ pub struct MapSite {
     pub old_tag: PoolTag,
     /// The allocation site's fresh tag; 0 for a free site.
     pub new_tag: PoolTag,
-    #[serde(with = "hex4")]
     /// The immediate's bytes before the patch (the tag as stored, little-endian).
-    pub old_bytes: [u8; 4],
     #[serde(with = "hex4")]
+    pub old_bytes: [u8; 4],
     /// The bytes the patch writes (`new_tag`'s).
+    #[serde(with = "hex4")]
     pub new_bytes: [u8; 4],
     /// Other calls the same immediate feeds (one patch changes them all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
