@@ -177,8 +177,8 @@ pub struct ModuleScan {
     pub time_date_stamp: Option<u32>,
     /// SizeOfImage from the module's PE header, in bytes.
     pub size_of_image: Option<u32>,
-    #[serde(skip)]
     /// The section table, for [`ModuleScan::file_offset`] (not serialised).
+    #[serde(skip)]
     pub sections: Vec<SectionHeader>,
     /// The tagged pool calls found, by address.
     pub calls: Vec<PoolCallSite>,
