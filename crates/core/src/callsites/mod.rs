@@ -17,7 +17,7 @@
 //!    tells (RUNTIME_FUNCTION entries, their ends, direct call targets),
 //!    so leaf functions without unwind data and chained fragments are
 //!    covered too;
-//! 3. each region runs through the data-flow of [`flow`], which yields the
+//! 3. each region runs through the data-flow of `flow.rs`, which yields the
 //!    registers' possible values before each call and each jump that
 //!    leaves it (a tail call);
 //! 4. a call is a pool call when it goes to an import the module's import

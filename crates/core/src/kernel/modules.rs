@@ -1,5 +1,5 @@
 //! The loaded-module list (`PsLoadedModuleList`), walked with an iteration
-//! cap and cycle detection ([`super::ring`]): a corrupt Flink ring must end
+//! cap and cycle detection (`ring.rs`): a corrupt Flink ring must end
 //! the walk with a warning, never hang it (docs/design.md, "kdmp-parser and pooldump's own header reader").
 
 use serde::Serialize;
