@@ -33,9 +33,11 @@ pub struct PhysAddr(pub u64);
 pub struct Pfn(pub u64);
 
 impl KernelVa {
+    /// The address `va`.
     pub const fn new(va: u64) -> Self {
         Self(va)
     }
+    /// The address as a number.
     pub const fn u64(self) -> u64 {
         self.0
     }
@@ -43,6 +45,7 @@ impl KernelVa {
     pub const fn page_offset(self) -> u64 {
         self.0 & (PAGE_SIZE - 1)
     }
+    /// The start of the 4 KiB page holding the address.
     pub const fn page_align(self) -> Self {
         Self(self.0 & !(PAGE_SIZE - 1))
     }
@@ -66,24 +69,30 @@ impl KernelVa {
 }
 
 impl PhysAddr {
+    /// The address `pa`.
     pub const fn new(pa: u64) -> Self {
         Self(pa)
     }
+    /// The address as a number.
     pub const fn u64(self) -> u64 {
         self.0
     }
+    /// The frame holding the address.
     pub const fn pfn(self) -> Pfn {
         Pfn(self.0 / PAGE_SIZE)
     }
+    /// Offset inside the 4 KiB page.
     pub const fn page_offset(self) -> u64 {
         self.0 & (PAGE_SIZE - 1)
     }
 }
 
 impl Pfn {
+    /// Frame number `pfn`.
     pub const fn new(pfn: u64) -> Self {
         Self(pfn)
     }
+    /// The frame number as a number.
     pub const fn u64(self) -> u64 {
         self.0
     }

@@ -30,6 +30,8 @@
 //! session, raw image) → kernel identity and layouts → the pool model →
 //! typed rows. Rendering lives in the binary.
 
+#![warn(missing_docs)]
+
 pub mod addr;
 pub mod callsites;
 pub mod dump;

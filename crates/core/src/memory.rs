@@ -14,9 +14,13 @@ use crate::addr::{KernelVa, PAGE_SIZE, PhysAddr};
 /// The level of a paging-structure entry, named as WinDbg's `!pte` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum PxeLevel {
+    /// A PML4 entry (maps 512 GiB).
     Pml4e,
+    /// A page-directory-pointer-table entry (maps 1 GiB).
     Pdpte,
+    /// A page-directory entry (maps 2 MiB).
     Pde,
+    /// A page-table entry (maps a 4 KiB page).
     Pte,
 }
 
@@ -38,31 +42,48 @@ impl std::fmt::Display for PxeLevel {
 pub enum MemoryError {
     /// The address is not canonical (bits 48..63 are not copies of bit 47).
     #[error("{va} is not a canonical address")]
-    NonCanonical { va: KernelVa },
+    NonCanonical {
+        /// The address asked for.
+        va: KernelVa,
+    },
     /// A paging-structure entry on the way to `va` is not present (and not
     /// in transition): the page is paged out or was never mapped.
     #[error("{va} is not mapped ({level} not present)")]
-    NotPresent { va: KernelVa, level: PxeLevel },
+    NotPresent {
+        /// The address asked for.
+        va: KernelVa,
+        /// The first level whose entry is not present.
+        level: PxeLevel,
+    },
     /// The physical page is not part of the source: a kernel dump omits user
     /// and free pages, a partial dump can omit anything. `va` is set when the
     /// physical address was reached through a translation; `level` says
     /// which paging structure (if it was a table rather than data) is missing.
     #[error("physical page {pa} is not in the source{}", describe_va(*va, *level))]
     NotInSource {
+        /// The physical address asked for.
         pa: PhysAddr,
+        /// The virtual address whose translation led here, if any.
         va: Option<KernelVa>,
+        /// The paging structure whose page is missing; None when the data page itself is.
         level: Option<PxeLevel>,
     },
     /// The page is described by the source but its bytes are missing (a
     /// truncated file).
     #[error("physical page {pa} lies past the end of the file (truncated dump)")]
-    Truncated { pa: PhysAddr },
+    Truncated {
+        /// The physical address asked for.
+        pa: PhysAddr,
+    },
     /// A sparse source (a small memory dump) did not capture this address:
     /// `what` names the source, `detail` what it does hold near it.
     #[error("{va} is not in {what}: {detail}")]
     NotCaptured {
+        /// The address asked for.
         va: KernelVa,
+        /// The source (`the small memory dump C:\...\Mini.dmp`).
         what: String,
+        /// What the source does hold near the address.
         detail: String,
     },
     /// A transport failure of a live source.
@@ -114,6 +135,7 @@ impl MemoryError {
 /// Size of the page a translation ended in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum PageSize {
+    /// 4 KiB.
     Small,
     /// 2 MiB, PS bit in the PDE.
     Large,
@@ -122,6 +144,7 @@ pub enum PageSize {
 }
 
 impl PageSize {
+    /// The page's size in bytes.
     pub const fn bytes(self) -> u64 {
         match self {
             PageSize::Small => 0x1000,
@@ -134,26 +157,30 @@ impl PageSize {
 /// Result of translating a virtual address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Translation {
+    /// The physical address `va` translates to (page frame plus the offset in the page).
     pub pa: PhysAddr,
+    /// The size of the page the walk ended in.
     pub page_size: PageSize,
+    /// Every level allows writes (the R/W bit).
     pub writable: bool,
+    /// Some level forbids execution (the NX bit).
     pub no_execute: bool,
+    /// Every level allows user-mode access (the U/S bit).
     pub user: bool,
     /// The final entry was a transition PTE (P=0, bit 11 set): the page is
     /// on the standby or modified list and its contents are still valid.
     pub transition: bool,
 }
 
-/// A source of physical (and through it, kernel virtual) memory.
-///
-/// Implementations must be `Send + Sync`: analysis reads tables for many
-/// CPUs in parallel and the scanner fans out over rayon workers.
 /// `pages` consecutive PFNs from `pfn` whose data is packed in a file
 /// from `file_offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct PhysExtent {
+    /// The first page frame number.
     pub pfn: crate::addr::Pfn,
+    /// Consecutive pages in the run.
     pub pages: u64,
+    /// Where the first page's data starts in the file.
     pub file_offset: u64,
 }
 
@@ -186,6 +213,10 @@ pub trait PageFile: Sync {
     }
 }
 
+/// A source of physical (and through it, kernel virtual) memory.
+///
+/// Implementations must be `Send + Sync`: analysis reads tables for many
+/// CPUs in parallel and the scanner fans out over rayon workers.
 pub trait Memory: Send + Sync {
     /// A short description of the source for messages (a file path, a
     /// KDNET peer).
@@ -336,26 +367,31 @@ impl<M: Memory + ?Sized> Memory for ProcessSpace<'_, M> {
 
 /// Typed little-endian reads on top of [`Memory`].
 pub trait MemoryExt: Memory {
+    /// Read one byte at `va`.
     fn read_u8(&self, va: KernelVa) -> Result<u8, MemoryError> {
         let mut b = [0u8; 1];
         self.read_virtual(va, &mut b)?;
         Ok(b[0])
     }
+    /// Read a little-endian u16 at `va`.
     fn read_u16(&self, va: KernelVa) -> Result<u16, MemoryError> {
         let mut b = [0u8; 2];
         self.read_virtual(va, &mut b)?;
         Ok(u16::from_le_bytes(b))
     }
+    /// Read a little-endian u32 at `va`.
     fn read_u32(&self, va: KernelVa) -> Result<u32, MemoryError> {
         let mut b = [0u8; 4];
         self.read_virtual(va, &mut b)?;
         Ok(u32::from_le_bytes(b))
     }
+    /// Read a little-endian u64 at `va`.
     fn read_u64(&self, va: KernelVa) -> Result<u64, MemoryError> {
         let mut b = [0u8; 8];
         self.read_virtual(va, &mut b)?;
         Ok(u64::from_le_bytes(b))
     }
+    /// Read a pointer (a little-endian u64) at `va`.
     fn read_pointer(&self, va: KernelVa) -> Result<KernelVa, MemoryError> {
         self.read_u64(va).map(KernelVa)
     }
@@ -367,13 +403,13 @@ impl<M: Memory + ?Sized> MemoryExt for M {}
 pub mod walk {
     use super::*;
 
-    pub const PTE_PRESENT: u64 = 1 << 0;
-    pub const PTE_WRITE: u64 = 1 << 1;
-    pub const PTE_USER: u64 = 1 << 2;
-    pub const PTE_LARGE: u64 = 1 << 7;
-    pub const PTE_PROTOTYPE: u64 = 1 << 10;
-    pub const PTE_TRANSITION: u64 = 1 << 11;
-    pub const PTE_NX: u64 = 1 << 63;
+    pub(crate) const PTE_PRESENT: u64 = 1 << 0;
+    pub(crate) const PTE_WRITE: u64 = 1 << 1;
+    pub(crate) const PTE_USER: u64 = 1 << 2;
+    pub(crate) const PTE_LARGE: u64 = 1 << 7;
+    pub(crate) const PTE_PROTOTYPE: u64 = 1 << 10;
+    pub(crate) const PTE_TRANSITION: u64 = 1 << 11;
+    pub(crate) const PTE_NX: u64 = 1 << 63;
     /// Bits 12..51: the frame of a table or a 4 KiB page.
     pub const PFN_MASK: u64 = 0x000F_FFFF_FFFF_F000;
     /// Bits 21..51: a 2 MiB page (bit 12 is PAT there, not address).

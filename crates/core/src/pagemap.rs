@@ -60,12 +60,14 @@ impl Default for PageMapOptions {
 /// An inclusive range of kernel virtual addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct VaRange {
+    /// The first address in the range.
     pub start: KernelVa,
     /// The last address in the range.
     pub last: KernelVa,
 }
 
 impl VaRange {
+    /// The range `start..=last`.
     pub const fn new(start: u64, last: u64) -> Self {
         Self {
             start: KernelVa(start),
@@ -87,10 +89,15 @@ impl VaRange {
 /// A run of pages: `pages` frames from `pfn` mapped at `va` onwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Mapping {
+    /// The first page's virtual address.
     pub va: KernelVa,
+    /// The first page's frame.
     pub pfn: Pfn,
+    /// Consecutive 4 KiB pages, contiguous in both address spaces.
     pub pages: u64,
+    /// The leaf entry's R/W bit (a transition PTE's saved protection).
     pub writable: bool,
+    /// The leaf entry's NX bit.
     pub no_execute: bool,
     /// Transition PTEs: not valid, but the frame still holds the page.
     pub transition: bool,
@@ -109,6 +116,7 @@ impl Mapping {
 pub struct PageMapStats {
     /// The VA ranges walked (`None`: the whole kernel half).
     pub ranges: Option<Vec<VaRange>>,
+    /// Paging-structure pages read.
     pub tables_read: u64,
     /// Table pages the source does not hold (whatever they map is unknown).
     pub tables_unreadable: u64,
@@ -123,6 +131,7 @@ pub struct PageMapStats {
     pub mapped_pages: u64,
     /// Further mappings of frames already mapped elsewhere.
     pub alias_pages: u64,
+    /// Transition PTEs mapped (their frames still hold the pages).
     pub transition_pages: u64,
     /// Non-present, non-transition PTEs (paged out, demand-zero,
     /// prototype): their contents are not in memory.
@@ -138,6 +147,7 @@ pub struct PageMapStats {
 pub struct PageMap {
     /// Disjoint in PFN, sorted by PFN.
     by_pfn: Vec<Mapping>,
+    /// What the walk that built the map saw.
     pub stats: PageMapStats,
 }
 

@@ -15,7 +15,9 @@ use crate::symbols::{KernelSymbols, SymbolError};
 /// One `_EPROCESS`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Process {
+    /// The EPROCESS's address (`!process`'s PROCESS value).
     pub eprocess: KernelVa,
+    /// `UniqueProcessId`.
     pub pid: u64,
     /// `ImageFileName` (15 bytes, as `!process` prints it).
     pub name: String,
@@ -29,9 +31,11 @@ pub struct Process {
 /// What the walk found.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ProcessList {
+    /// The processes in list order (PsActiveProcessHead's).
     pub processes: Vec<Process>,
     /// The ring returned to its head.
     pub complete: bool,
+    /// Why the walk ended early, when it did.
     pub warnings: Vec<String>,
 }
 

@@ -25,6 +25,7 @@ impl PoolTag {
     pub const fn bytes(self) -> [u8; 4] {
         self.0.to_le_bytes()
     }
+    /// The tag's ULONG, as PoolTrackTable's Key holds it (`Leak` is 0x6b61654c).
     pub const fn value(self) -> u32 {
         self.0
     }
@@ -32,6 +33,7 @@ impl PoolTag {
     pub const fn unprotected(self) -> Self {
         Self(self.0 & !PROTECTED_POOL)
     }
+    /// The PROTECTED_POOL bit (0x80000000) is set.
     pub const fn is_protected(self) -> bool {
         self.0 & PROTECTED_POOL != 0
     }
@@ -117,8 +119,10 @@ fn parse_display(s: &str) -> Option<PoolTag> {
 /// Error from parsing a tag typed by a user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseTagError {
+    /// Empty, longer than four characters, or not ASCII (the text as given).
     #[error("pool tag `{0}` must be 1 to 4 ASCII characters (shorter tags are padded with spaces)")]
     BadLength(String),
+    /// `0x` followed by something that is not a 32-bit hex number.
     #[error("pool tag `{0}` is not a valid 0x... number")]
     BadNumber(String),
 }

@@ -42,27 +42,43 @@ use crate::warning::{Warning, WarningKind};
 /// Why a target could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// The dump file could not be opened or its header read.
     #[error(transparent)]
     Dump(#[from] DumpError),
+    /// ntoskrnl could not be found in the source.
     #[error("{input}: {kernel}")]
-    Kernel { input: String, kernel: KernelError },
+    Kernel {
+        /// The source ([`Memory::describe`]).
+        input: String,
+        /// Why nt was not found.
+        kernel: KernelError,
+    },
+    /// nt's symbols could not be had (no PDB, ISF or built-in table fits).
     #[error("{input}: build {build}: {load}")]
     Symbols {
+        /// The source ([`Memory::describe`]).
         input: String,
+        /// The build number, or `unknown`.
         build: String,
+        /// Why the symbols did not load.
         load: LoadError,
     },
 }
 
 /// A kernel with its symbols.
 pub struct Target<M: Memory> {
+    /// The memory source (a dump, a live session, a raw image).
     pub mem: M,
+    /// Where nt is and which build it is (its PDB identity).
     pub kernel: KernelIdentity,
     /// The build number (the dump header's, the live target's GetVersion),
     /// when the source states it: it picks layout fallbacks and the
     /// segment heap's key derivations.
     pub build: Option<u32>,
+    /// nt's symbols and type layouts (PDB, ISF, or the built-in table).
     pub symbols: KernelSymbols,
+    /// PsLoadedModuleList, walked once at open; None when its head is not
+    /// known.
     pub modules: Option<ModuleList>,
     /// What looked wrong while opening: the dump's header, finding nt, its
     /// symbols, the module list.
@@ -183,6 +199,7 @@ impl<M: Memory> Target<M> {
         }
     }
 
+    /// Where ntoskrnl is loaded (`self.kernel.kern_base`).
     pub fn kern_base(&self) -> KernelVa {
         self.kernel.kern_base
     }

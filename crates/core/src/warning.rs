@@ -88,11 +88,14 @@ impl fmt::Display for WarningKind {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(from = "WarningRepr")]
 pub struct Warning {
+    /// The stage that raised it.
     pub kind: WarningKind,
+    /// One sentence, naming what and where.
     pub message: String,
 }
 
 impl Warning {
+    /// A warning of `kind` saying `message`.
     pub fn new(kind: WarningKind, message: impl Into<String>) -> Self {
         Self {
             kind,

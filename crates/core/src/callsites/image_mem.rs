@@ -108,10 +108,12 @@ impl ImageMemory {
         m
     }
 
+    /// The address the image is placed at: its ImageBase.
     pub fn base(&self) -> KernelVa {
         KernelVa(self.base)
     }
 
+    /// The file's name (the last component of the path it was opened from).
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -121,6 +123,7 @@ impl ImageMemory {
         &self.bytes
     }
 
+    /// The parsed PE file.
     pub fn image(&self) -> &ImageFile {
         &self.file
     }

@@ -17,7 +17,7 @@
 //!    tells (RUNTIME_FUNCTION entries, their ends, direct call targets),
 //!    so leaf functions without unwind data and chained fragments are
 //!    covered too;
-//! 3. each region runs through the data-flow of [`flow`], which yields the
+//! 3. each region runs through the data-flow of `flow.rs`, which yields the
 //!    registers' possible values before each call and each jump that
 //!    leaves it (a tail call);
 //! 4. a call is a pool call when it goes to an import the module's import
@@ -30,7 +30,7 @@
 //! initialisers), imports by ordinal, code in pages that are paged out.
 //! Such pool calls are listed as unresolved rather than dropped.
 
-pub mod flow;
+pub(crate) mod flow;
 mod image_mem;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -106,9 +106,17 @@ pub enum CallVia {
     /// `call/jmp qword ptr [__imp_X]`.
     Iat,
     /// `call thunk` where the thunk is `jmp qword ptr [__imp_X]`.
-    Thunk { thunk: KernelVa },
+    /// The thunk's address.
+    Thunk {
+        /// The thunk's address.
+        thunk: KernelVa,
+    },
     /// `call reg` with the register loaded from the IAT slot.
-    Register { register: String },
+    /// The register (`rax`).
+    Register {
+        /// The register (`rax`).
+        register: String,
+    },
 }
 
 impl std::fmt::Display for CallVia {
@@ -124,6 +132,7 @@ impl std::fmt::Display for CallVia {
 /// A value that may be the tag at a pool call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TagValue {
+    /// The tag, as the instruction loads it.
     pub tag: PoolTag,
     /// The instruction that put it in a register.
     pub instruction: KernelVa,
@@ -142,9 +151,13 @@ pub struct PoolCallSite {
     /// The address after it: what a stack shows for this call (the return
     /// address), and what hittag and the relabel rows are named after.
     pub return_address: KernelVa,
+    /// A tail `jmp` rather than a `call`.
     pub tail_call: bool,
+    /// The pool routine (`ExAllocatePool2`, `ExFreePoolWithTag`, ...).
     pub routine: String,
+    /// Whether the routine allocates or frees.
     pub kind: PoolCall,
+    /// How the call reaches the routine's import.
     pub via: CallVia,
     /// `r8` or `rdx`.
     pub tag_register: String,
@@ -156,17 +169,24 @@ pub struct PoolCallSite {
 /// What was found in one module.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModuleScan {
+    /// The module's BaseDllName (or the image file's name).
     pub module: String,
+    /// Where the module is loaded (an image file's preferred ImageBase).
     pub base: KernelVa,
+    /// TimeDateStamp from the module's PE header.
     pub time_date_stamp: Option<u32>,
+    /// SizeOfImage from the module's PE header, in bytes.
     pub size_of_image: Option<u32>,
+    /// The section table, for [`ModuleScan::file_offset`] (not serialised).
     #[serde(skip)]
     pub sections: Vec<SectionHeader>,
+    /// The tagged pool calls found, by address.
     pub calls: Vec<PoolCallSite>,
     /// Bytes of code decoded.
     pub code_bytes: u64,
     /// Code pages that could not be read (paged out, not in the dump).
     pub unreadable_pages: u64,
+    /// What could not be decoded or read, one sentence each.
     pub notes: Vec<String>,
 }
 
@@ -480,24 +500,32 @@ impl CodeRange {
 /// unit `callsites` lists and `relabel` patches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TagSite {
+    /// Whether the routine allocates or frees.
     pub kind: PoolCall,
+    /// The pool routine (`ExAllocatePool2`, ...).
     pub routine: String,
     /// The tag as the code holds it (with the PROTECTED_POOL bit if set).
     pub tag: PoolTag,
     /// The module's BaseDllName.
     pub module: String,
+    /// Where the module is loaded.
     pub module_base: KernelVa,
     /// `module!function+0xoff` of the call's return address (driver PDB,
     /// else exports, else `module+0xoff`), as `kb` and hittag name it.
     pub site: String,
+    /// The `call` (or tail `jmp`).
     pub call: KernelVa,
+    /// The address after it: what a stack shows for this call.
     pub return_address: KernelVa,
+    /// A tail `jmp` rather than a `call`.
     pub tail_call: bool,
+    /// How the call reaches the routine's import.
     pub via: CallVia,
     /// The instruction holding the immediate.
     pub instruction: KernelVa,
     /// The immediate's four bytes.
     pub immediate: KernelVa,
+    /// The immediate's offset from the module's base.
     pub immediate_rva: u32,
     /// Where those bytes are in the driver file.
     pub file_offset: Option<u32>,
@@ -509,10 +537,15 @@ pub struct TagSite {
 /// tag asked for).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UnresolvedCall {
+    /// Whether the routine allocates or frees.
     pub kind: PoolCall,
+    /// The pool routine.
     pub routine: String,
+    /// The module's BaseDllName.
     pub module: String,
+    /// `module!function+0xoff` of the call's return address.
     pub site: String,
+    /// The `call` (or tail `jmp`).
     pub call: KernelVa,
 }
 
@@ -606,7 +639,9 @@ pub fn site_name<M: Memory + ?Sized>(
 pub struct CallsiteAttribution {
     /// BaseDllName of the module with the most allocation sites.
     pub module: String,
+    /// Allocation sites of the tag in that module.
     pub alloc_sites: u32,
+    /// Free sites of the tag in that module.
     pub free_sites: u32,
     /// Other modules whose code passes the tag too.
     pub also_in: Vec<String>,

@@ -46,7 +46,10 @@ pub use triage::TriageDump;
 /// memory, or a small memory dump (DumpType 4) without.
 #[derive(Debug)]
 pub enum AnyDump {
+    /// A kernel, complete or RDMP dump: physical memory, pool included.
     Kernel(Box<CrashDump>),
+    /// A small memory dump: the crash's context and a few captured ranges,
+    /// no pool.
     Small(Box<TriageDump>),
 }
 
@@ -88,7 +91,10 @@ pub struct CrashDump {
 #[serde(tag = "verdict", content = "detail", rename_all = "kebab-case")]
 pub enum MapCheck {
     /// The same runs of pages at the same file offsets.
-    Same { runs: usize },
+    Same {
+        /// How many extents (pages contiguous in memory and in the file) both found.
+        runs: usize,
+    },
     /// Different maps: the first difference.
     Differs(String),
     /// kdmp-parser refused the file.
@@ -414,9 +420,11 @@ pub struct DumpError {
 }
 
 impl DumpError {
+    /// The dump file the error is about.
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// What is wrong with it.
     pub fn kind(&self) -> &DumpErrorKind {
         &self.kind
     }
@@ -439,14 +447,19 @@ impl std::error::Error for DumpError {
 /// What is wrong, without the file name.
 #[derive(Debug, thiserror::Error)]
 pub enum DumpErrorKind {
+    /// The file could not be opened, mapped or read.
     #[error("cannot {what}")]
     Io {
+        /// The step that failed (`open the file`, `memory-map the file`).
         what: &'static str,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// The path names a directory.
     #[error("is a directory, not a dump file")]
     IsDirectory,
+    /// The header is not one pooldump reads, or does not fit the file.
     #[error(transparent)]
     Header(HeaderError),
 }

@@ -20,11 +20,17 @@ pub struct FileTime(pub u64);
 /// A calendar date and time in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UtcDateTime {
+    /// The year (1970 or later: [`FileTime::to_utc`] gives no earlier one).
     pub year: i64,
+    /// The month, 1 to 12.
     pub month: u32,
+    /// The day of the month, 1 to 31.
     pub day: u32,
+    /// The hour, 0 to 23.
     pub hour: u32,
+    /// The minute, 0 to 59.
     pub minute: u32,
+    /// The second, 0 to 59.
     pub second: u32,
 }
 
@@ -110,6 +116,7 @@ impl Serialize for FileTime {
 pub struct UpTime(pub u64);
 
 impl UpTime {
+    /// Whole seconds since boot.
     pub fn seconds(self) -> u64 {
         self.0 / TICKS
     }

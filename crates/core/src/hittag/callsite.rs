@@ -19,9 +19,11 @@ pub const MAX_FUNCTION_BYTES: u32 = 0x1_0000;
 pub struct Call {
     /// Address of the `call`.
     pub va: u64,
+    /// Where the call goes.
     pub target: CallTarget,
 }
 
+/// Where a `call` goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallTarget {
     /// `call qword ptr [rip+disp]`: through the pointer at this address.
@@ -66,6 +68,7 @@ impl Code {
         None
     }
 
+    /// The `call` the code ends with, and where it goes.
     pub fn call(&self) -> Call {
         let c = self.ins.last().expect("decode ends with the call");
         let target = match c.op0_kind() {

@@ -36,7 +36,8 @@ use crate::memory::{Memory, MemoryExt};
 use crate::stack::{ReadStats, Registers, StackTrace, StackWalker, Symbol, Symbolizer};
 use crate::tag::PoolTag;
 
-pub use callsite::{Call, CallTarget, Code, MAX_FUNCTION_BYTES, thunk_slot};
+pub use callsite::{Call, CallTarget};
+pub(crate) use callsite::{Code, MAX_FUNCTION_BYTES, thunk_slot};
 pub use table::{FrameRow, HitTable, OtherStop, SiteRow, StackRow};
 
 /// Whether a pool call allocates or frees.
@@ -45,7 +46,9 @@ pub use table::{FrameRow, HitTable, OtherStop, SiteRow, StackRow};
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum PoolCall {
+    /// An allocation (`ExAllocatePool2`, `ExAllocatePoolWithTag`, ...).
     Alloc,
+    /// A free (`ExFreePoolWithTag`, `ExFreePool`, ...).
     Free,
 }
 
@@ -54,9 +57,15 @@ pub enum PoolCall {
 #[serde(rename_all = "kebab-case", tag = "by")]
 pub enum DecidedBy {
     /// An nt frame its PDB names.
-    NtFrame { function: String },
+    NtFrame {
+        /// The nt function (`ExAllocatePool2`).
+        function: String,
+    },
     /// The import the caller's call instruction goes through.
-    Import { function: String },
+    Import {
+        /// The imported function.
+        function: String,
+    },
 }
 
 /// What one stop was.
@@ -65,19 +74,27 @@ pub enum DecidedBy {
 pub enum HitKind {
     /// A pool call (PoolHitTag's break).
     Pool {
+        /// Allocation or free.
         call: PoolCall,
+        /// How that was decided.
         decided_by: DecidedBy,
     },
     /// Not a pool call: why.
-    Other { reason: String },
+    Other {
+        /// One sentence (outside nt, no frame, no caller outside nt, no pool
+        /// routine).
+        reason: String,
+    },
 }
 
 /// One analysed stop.
 #[derive(Debug, Clone)]
 pub struct Hit {
+    /// The stack walked from the stop's registers.
     pub trace: StackTrace,
     /// `trace.frames[i]` named.
     pub symbols: Vec<Symbol>,
+    /// A pool call (and which), or something else.
     pub kind: HitKind,
     /// Index of the first frame outside nt (the pool's caller).
     pub site: Option<usize>,
@@ -136,8 +153,8 @@ const MAX_IMPORTS: usize = 4096;
 /// Analyses stops, caching per module what it read (unwind data, code,
 /// import tables, names) across a session.
 pub struct HitAnalyzer<'a> {
-    pub walker: StackWalker,
-    pub symbolizer: Symbolizer<'a>,
+    pub(crate) walker: StackWalker,
+    pub(crate) symbolizer: Symbolizer<'a>,
     imports: HashMap<usize, Imports>,
     nt: Option<usize>,
 }
@@ -148,6 +165,7 @@ impl<'a> HitAnalyzer<'a> {
         Self::with_walker(StackWalker::new(modules), symbolizer)
     }
 
+    /// Over the modules `walker` knows, with its caches and limits.
     pub fn with_walker(walker: StackWalker, symbolizer: Symbolizer<'a>) -> Self {
         let nt = walker.modules().iter().position(|m| m.short_name == "nt");
         Self {

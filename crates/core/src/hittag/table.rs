@@ -12,8 +12,11 @@ use crate::addr::KernelVa;
 /// One frame of a stack as WinDbg's `kb` prints it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FrameRow {
+    /// RSP while the frame's function runs (`kb`'s Child-SP).
     pub child_sp: KernelVa,
+    /// Where the frame's function returns (`kb`'s RetAddr); None when the walk could not tell.
     pub ret_addr: Option<KernelVa>,
+    /// Where the frame's function is executing.
     pub pc: KernelVa,
     /// `module!function+0xoff`.
     pub call_site: String,
@@ -22,6 +25,7 @@ pub struct FrameRow {
 /// A distinct stack (by its frames' PCs) and how often it was seen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StackRow {
+    /// Hits with this stack.
     pub count: u64,
     /// The frames of its first occurrence.
     pub frames: Vec<FrameRow>,
@@ -34,11 +38,15 @@ pub struct StackRow {
 pub struct SiteRow {
     /// The return address into the caller (`module!function+0xoff`).
     pub site: String,
+    /// The return address into the caller, as an address.
     pub site_va: KernelVa,
     /// The caller's `call` instruction, when decoded.
     pub call_va: Option<KernelVa>,
+    /// The caller's module's short name (`leakydrv`), when in a module.
     pub module: Option<String>,
+    /// Hits that allocated.
     pub allocs: u64,
+    /// Hits that freed.
     pub frees: u64,
     /// Sum of the sizes requested by the allocations whose size is known.
     pub bytes_requested: u64,
@@ -46,24 +54,34 @@ pub struct SiteRow {
     pub unknown_sizes: u64,
     /// How the kind was decided (the last hit's reason).
     pub decided_by: Vec<DecidedBy>,
+    /// Distinct stacks through the site (at most 64; most frequent first
+    /// once [`HitTable::sorted`]).
     pub stacks: Vec<StackRow>,
 }
 
 /// A stop that was not a pool call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OtherStop {
+    /// Where the stop was (the first frame's PC).
     pub pc: KernelVa,
+    /// The same, named (`module!function+0xoff`).
     pub at: String,
+    /// Why it is not a pool call.
     pub reason: String,
+    /// Stops at this PC for this reason.
     pub count: u64,
 }
 
 /// Call sites, sorted by hits (most first), and the other stops.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HitTable {
+    /// Call sites (most hits first once [`HitTable::sorted`]).
     pub sites: Vec<SiteRow>,
+    /// Stops that were not pool calls.
     pub other: Vec<OtherStop>,
+    /// Stops analysed.
     pub hits: u64,
+    /// Stops that were pool calls.
     pub pool_hits: u64,
 }
 

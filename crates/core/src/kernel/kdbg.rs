@@ -17,20 +17,29 @@ use crate::memory::{Memory, MemoryError};
 
 /// OwnerTag of a decoded block: the bytes "KDBG".
 pub const KDBG_TAG: u32 = u32::from_le_bytes(*b"KDBG");
-/// Plausible Size values: x64 builds use 0x340..0x3A0; anything outside
-/// this range is not a KDBG.
+/// The smallest plausible Size. x64 builds use 0x340..0x3A0; anything
+/// outside [`MIN_SIZE`]..=[`MAX_SIZE`] is not a KDBG.
 pub const MIN_SIZE: u32 = 0x80;
+/// The largest plausible Size.
 pub const MAX_SIZE: u32 = 0x1000;
 
 /// Field offsets in KDDEBUGGER_DATA64 (x64; fixed by the debugger ABI).
 pub mod off {
+    /// Header.OwnerTag ('KDBG').
     pub const OWNER_TAG: usize = 0x10;
+    /// Header.Size.
     pub const SIZE: usize = 0x14;
+    /// KernBase.
     pub const KERN_BASE: usize = 0x18;
+    /// PsLoadedModuleList.
     pub const PS_LOADED_MODULE_LIST: usize = 0x48;
+    /// PsActiveProcessHead.
     pub const PS_ACTIVE_PROCESS_HEAD: usize = 0x50;
+    /// MmPfnDatabase.
     pub const MM_PFN_DATABASE: usize = 0xC0;
+    /// PoolTrackTable.
     pub const POOL_TRACK_TABLE: usize = 0x1B8;
+    /// KiProcessorBlock.
     pub const KI_PROCESSOR_BLOCK: usize = 0x218;
 }
 
@@ -42,9 +51,13 @@ pub struct KdDebuggerData {
     pub va: Option<KernelVa>,
     /// Where a physical scan found it.
     pub pa: Option<PhysAddr>,
+    /// Header.Size: the block's length in bytes as the kernel states it.
     pub size: u32,
+    /// KernBase: where ntoskrnl is loaded.
     pub kern_base: KernelVa,
+    /// PsLoadedModuleList: the address of the loaded-module list head.
     pub ps_loaded_module_list: KernelVa,
+    /// PsActiveProcessHead: the address of the process list head.
     pub ps_active_process_head: KernelVa,
     /// The block was encoded in memory and decoded with [`KdbgKeys`].
     pub was_encoded: bool,
@@ -90,16 +103,30 @@ impl KdDebuggerData {
 /// Why a KDBG could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KdbgError {
+    /// The block's memory could not be read.
     #[error("cannot read it: {0}")]
     Unreadable(MemoryError),
+    /// OwnerTag is not 'KDBG': the block is encoded and no keys decoded
+    /// it, or this is not a KDBG.
     #[error(
         "it does not hold 'KDBG' (OwnerTag {tag:#010x}): the block is probably encoded (a live dump, or a system booted without a debugger), and decoding it needs KiWaitNever, KiWaitAlways and KdpDataBlockEncoded from nt's symbols"
     )]
-    NotKdbg { tag: u32 },
+    NotKdbg {
+        /// OwnerTag as read (after decoding, when keys were given).
+        tag: u32,
+    },
+    /// Size is outside [`MIN_SIZE`]..=[`MAX_SIZE`].
     #[error("its Size {size:#x} is not plausible (a KDBG is {MIN_SIZE:#x} to {MAX_SIZE:#x} bytes)")]
-    BadSize { size: u32 },
+    BadSize {
+        /// Header.Size as read.
+        size: u32,
+    },
+    /// Too few bytes for the fields read.
     #[error("only {len} bytes of it are readable")]
-    Short { len: usize },
+    Short {
+        /// Bytes that could be read.
+        len: usize,
+    },
 }
 
 /// The three values the Win8+ KDBG encoding is keyed on, from nt's
@@ -107,8 +134,11 @@ pub enum KdbgError {
 /// *address* of the byte flag `KdpDataBlockEncoded`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KdbgKeys {
+    /// The value of nt!KiWaitNever.
     pub ki_wait_never: u64,
+    /// The value of nt!KiWaitAlways.
     pub ki_wait_always: u64,
+    /// The address of nt!KdpDataBlockEncoded.
     pub kdp_data_block_encoded: KernelVa,
 }
 
@@ -172,8 +202,11 @@ pub fn read_kdbg<M: Memory + ?Sized>(
 /// (KernBase plus each RVA).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KdbgKeyVas {
+    /// nt!KdpDataBlockEncoded.
     pub kdp_data_block_encoded: KernelVa,
+    /// nt!KiWaitNever.
     pub ki_wait_never: KernelVa,
+    /// nt!KiWaitAlways.
     pub ki_wait_always: KernelVa,
 }
 

@@ -15,7 +15,7 @@
 pub mod kdbg;
 pub mod modules;
 pub mod pe;
-pub mod ring;
+pub(crate) mod ring;
 pub mod scan;
 pub mod sections;
 
@@ -69,7 +69,9 @@ impl std::fmt::Display for KernBaseSource {
 /// Who the kernel is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KernelIdentity {
+    /// Where ntoskrnl is loaded (WinDbg's `nt` base, KDBG's KernBase).
     pub kern_base: KernelVa,
+    /// How `kern_base` was found.
     pub found_by: KernBaseSource,
     /// nt's headers and PDB identity.
     pub image: PeImage,

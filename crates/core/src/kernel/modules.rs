@@ -1,5 +1,5 @@
 //! The loaded-module list (`PsLoadedModuleList`), walked with an iteration
-//! cap and cycle detection ([`super::ring`]): a corrupt Flink ring must end
+//! cap and cycle detection (`ring.rs`): a corrupt Flink ring must end
 //! the walk with a warning, never hang it (docs/design.md, "kdmp-parser and pooldump's own header reader").
 
 use serde::Serialize;
@@ -34,8 +34,11 @@ impl Default for WalkLimits {
 pub struct LoadedModule {
     /// Where the entry itself is.
     pub entry: KernelVa,
+    /// DllBase: where the image is mapped.
     pub base: KernelVa,
+    /// SizeOfImage, in bytes, as the loader entry states it.
     pub size: u32,
+    /// EntryPoint: the image's entry routine (DriverEntry for a driver).
     pub entry_point: KernelVa,
     /// BaseDllName (`ntoskrnl.exe`), or empty when unreadable.
     pub name: String,
@@ -44,6 +47,7 @@ pub struct LoadedModule {
 }
 
 impl LoadedModule {
+    /// Whether `va` lies in the module's mapped range.
     pub fn contains(&self, va: KernelVa) -> bool {
         va >= self.base && va.0 - self.base.0 < u64::from(self.size)
     }
@@ -52,10 +56,14 @@ impl LoadedModule {
 /// The result of a walk: the modules in load order, and what went wrong.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ModuleList {
+    /// The list head walked (nt!PsLoadedModuleList).
     pub head: KernelVa,
+    /// The modules in load order: nt first, then the HAL and the boot drivers.
     pub modules: Vec<LoadedModule>,
     /// The walk came back to the head.
     pub complete: bool,
+    /// What went wrong: a name that could not be read, a Blink that does not
+    /// point back, a list that did not close.
     pub warnings: Vec<String>,
 }
 
@@ -179,13 +187,18 @@ fn read_unicode_string<M: Memory + ?Sized>(
 /// describes it (for tag and stack attribution to drivers).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ModuleIdentity {
+    /// BaseDllName (`leakydrv.sys`).
     pub name: String,
+    /// DllBase: where the image is mapped.
     pub base: KernelVa,
     /// SizeOfImage from the loader entry.
     pub size: u32,
     /// From the image's own headers, when they are readable.
     pub time_date_stamp: Option<u32>,
+    /// SizeOfImage from the image's own headers, when they are readable.
     pub size_of_image: Option<u32>,
+    /// The image's CodeView RSDS record: which PDB describes it; None when the headers or the
+    /// record are not readable (`error` says why).
     pub pdb: Option<super::pe::CodeView>,
     /// Why the headers or the RSDS record could not be read.
     pub error: Option<String>,

@@ -38,7 +38,9 @@ pub struct CodeView {
     /// at 260 bytes, non-printable bytes escaped as `\xNN`. Hostile: check
     /// [`CodeView::name_is_clean`] before building a path from it.
     pub pdb_name: String,
+    /// The RSDS record's GUID: with `age`, the PDB's identity on a symbol server.
     pub guid: Guid,
+    /// The RSDS record's Age.
     pub age: u32,
     /// Symbol-store key: GUID compact form then the age in hex
     /// (`3177D31000BA7590DED335936C93E3741`).
@@ -94,29 +96,53 @@ impl CodeView {
 /// What the headers of a mapped image say about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PeImage {
+    /// Where the image is mapped (its DllBase).
     pub base: KernelVa,
     /// COFF Machine (0x8664 for x64).
     pub machine: u16,
+    /// TimeDateStamp from the COFF header (seconds since 1970; a build hash on reproducible
+    /// builds).
     pub time_date_stamp: u32,
+    /// SizeOfImage from the optional header, in bytes.
     pub size_of_image: u32,
+    /// SizeOfHeaders from the optional header, in bytes.
     pub size_of_headers: u32,
+    /// The CodeView RSDS record; None when the image has no debug directory or no readable record
+    /// (`warnings` says why).
     pub codeview: Option<CodeView>,
+    /// What was odd: not x64, no debug directory, a PDB name that cannot be a file name.
     pub warnings: Vec<String>,
 }
 
 /// Why an image's headers could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PeError {
+    /// A part of the headers could not be read.
     #[error("cannot read the image's {what} at {va}: {cause}")]
     Unreadable {
+        /// Which part (`DOS header`, `PE header`, `headers`, `CodeView record`).
         what: &'static str,
+        /// The image's base.
         va: KernelVa,
+        /// Why the read failed.
         cause: MemoryError,
     },
+    /// The first two bytes are not 'MZ'.
     #[error("no image at {va} (it starts with {found:02x?}, not 'MZ')")]
-    NotMz { va: KernelVa, found: [u8; 2] },
+    NotMz {
+        /// The image's base.
+        va: KernelVa,
+        /// The two bytes found.
+        found: [u8; 2],
+    },
+    /// The headers do not parse or point outside the image.
     #[error("the image at {va} has malformed headers: {detail}")]
-    Malformed { va: KernelVa, detail: String },
+    Malformed {
+        /// The image's base.
+        va: KernelVa,
+        /// What is wrong.
+        detail: String,
+    },
 }
 
 /// Read the identity of the image mapped at `base`.

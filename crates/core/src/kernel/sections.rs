@@ -26,10 +26,16 @@ pub const MAX_SECTIONS: usize = 96;
 pub struct SectionHeader {
     /// The 8-byte name, NULs trimmed, non-printable bytes escaped.
     pub name: String,
+    /// VirtualAddress: the section's RVA once mapped.
     pub rva: u32,
+    /// VirtualSize: its size once mapped, in bytes (0 from some linkers; see
+    /// [`SectionHeader::mapped_size`]).
     pub virtual_size: u32,
+    /// PointerToRawData: where its data is in the file.
     pub raw_offset: u32,
+    /// SizeOfRawData: bytes of data in the file (file-aligned).
     pub raw_size: u32,
+    /// Characteristics: the IMAGE_SCN_* flags (code, execute, read, write, ...).
     pub characteristics: u32,
 }
 
@@ -76,8 +82,11 @@ impl SectionHeader {
 /// What the headers say about an image's layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SectionLayout {
+    /// TimeDateStamp from the COFF header.
     pub time_date_stamp: u32,
+    /// SizeOfImage from the optional header, in bytes.
     pub size_of_image: u32,
+    /// The section table, in table order (at most [`MAX_SECTIONS`]).
     pub sections: Vec<SectionHeader>,
     /// RVAs of the exception, base-relocation, resource and security
     /// directories: tables, not code or constants.

@@ -81,8 +81,11 @@ pub enum ImageOrigin {
 /// One module's code and read-only data, as searched.
 #[derive(Debug, Clone)]
 pub struct ModuleText {
+    /// BaseDllName.
     pub name: String,
+    /// Where the module is loaded.
     pub base: KernelVa,
+    /// Where its sections were read from.
     pub origin: ImageOrigin,
     /// `(section name, RVA, bytes)`.
     pub sections: Vec<(String, u32, Vec<u8>)>,

@@ -18,6 +18,7 @@ use crate::memory::Memory;
 use crate::symbols::{Field, KernelSymbols};
 use crate::tag::PoolTag;
 
+/// How PoolBigPageTable is read.
 #[derive(Debug, Clone)]
 pub struct BigPoolOptions {
     /// Largest PoolBigPageTableSize accepted (2^18 is a busy server).
@@ -38,33 +39,47 @@ impl Default for BigPoolOptions {
 /// One entry of the table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BigPoolEntry {
+    /// The entry's index in the table.
     pub index: u64,
     /// The allocation (free bit cleared).
     pub va: KernelVa,
+    /// Key: the tag as the allocator stored it.
     pub tag: PoolTag,
     /// The POOL_TYPE value as stored (0 NonPagedPool, 1 PagedPool, 0x200
     /// NonPagedPoolNx; 0x20 session, 4 cache-aligned, 8 quota).
     pub pool_type: u32,
+    /// Paged when bit 0 of the POOL_TYPE is set, else nonpaged.
     pub pool: PoolClass,
     /// NonPagedPoolNx.
     pub nx: bool,
+    /// Session pool (POOL_TYPE bit 0x20).
     pub session: bool,
+    /// NumberOfBytes: the allocation's size as the table records it.
     pub bytes: u64,
+    /// The free bit (bit 0 of `Va`) is set: a freed entry with a stale tag and size.
     pub freed: bool,
 }
 
+/// PoolBigPageTable as read: where it is, its live and freed entries, and what went wrong.
 #[derive(Debug, Clone, Serialize)]
 pub struct BigPoolTable {
+    /// nt!PoolBigPageTable: the table's address.
     pub table: KernelVa,
+    /// nt!PoolBigPageTableSize: its entries.
     pub size: u64,
+    /// The size of one POOL_TRACKER_BIG_PAGES entry, in bytes, from the symbols.
     pub entry_size: u64,
     /// nt!ExpPoolBigEntriesInUse, when readable.
     pub in_use: Option<u64>,
+    /// Live entries (free bit clear, kernel address).
     pub live_count: u64,
+    /// Freed entries (free bit set, a tag still there).
     pub freed_count: u64,
+    /// NumberOfBytes summed over the live entries.
     pub live_bytes: u64,
     /// Live entries, then freed ones if asked for, in table order.
     pub entries: Vec<BigPoolEntry>,
+    /// Entries skipped and pages that could not be read.
     pub warnings: Vec<Warning>,
 }
 

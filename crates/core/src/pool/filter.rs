@@ -23,19 +23,26 @@ enum PatternKind {
     Glob(Vec<u8>),
 }
 
+/// Why a tag pattern does not parse (each case carries the pattern as given).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TagPatternError {
+    /// Empty.
     #[error("tag pattern `{0}` is empty")]
     Empty(String),
+    /// Five or more characters without a `*`: no four-byte tag matches.
     #[error("tag pattern `{0}` has more than 4 characters and no `*`")]
     TooLong(String),
+    /// Not ASCII.
     #[error("tag pattern `{0}` is not ASCII")]
     NotAscii(String),
+    /// `0x` followed by something that is not a 32-bit hex number.
     #[error("`{0}` is not a valid 0x... tag value")]
     BadNumber(String),
 }
 
 impl TagPattern {
+    /// Parse `Abc `, `Ab?d`, `Ab*` or `0x20636241`. A pattern shorter than four characters without
+    /// `*` is space-padded, as Windows pads tags (`CM` is `CM  `).
     pub fn parse(s: &str) -> Result<Self, TagPatternError> {
         if let Some(hex) = s.strip_prefix("0x") {
             let v =
@@ -72,6 +79,7 @@ impl TagPattern {
         })
     }
 
+    /// The pattern as given.
     pub fn as_str(&self) -> &str {
         &self.text
     }
@@ -147,11 +155,17 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
 /// sorts by: one parser for their names and PoolMon's sort letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolMonColumn {
+    /// The tag (PoolMon's T).
     Tag,
+    /// Allocations since boot (A).
     Allocs,
+    /// Frees since boot (F).
     Frees,
+    /// Allocs − Frees, the live allocations (S or D).
     Diff,
+    /// Bytes allocated now (B).
     Bytes,
+    /// Bytes / Diff (M).
     PerAlloc,
 }
 
@@ -233,13 +247,16 @@ pub struct UsageQuery {
     pub exclude: Vec<TagPattern>,
     /// One pool only (PoolMon's P key).
     pub pool: Option<PoolClass>,
+    /// The order of the rows.
     pub sort: SortKey,
     /// Reverse the key's natural order (tags ascend, numbers descend).
     pub reverse: bool,
+    /// Keep this many rows after sorting (all when None).
     pub top: Option<usize>,
 }
 
 impl UsageQuery {
+    /// The rows `rows` keeps, sorted and cut as asked.
     pub fn apply(&self, rows: &[TagUsage]) -> Vec<TagUsage> {
         let mut v: Vec<TagUsage> = rows
             .iter()

@@ -44,7 +44,9 @@ use crate::symbols::SymbolError;
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum PoolClass {
+    /// NonPagedPool, NonPagedPoolNx included (`Nonp`).
     NonPaged,
+    /// PagedPool (`Paged`).
     Paged,
 }
 
@@ -68,23 +70,38 @@ impl std::fmt::Display for PoolClass {
 /// under one table) is a warning on the result instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
+    /// The symbols lack a global or layout the tables need.
     #[error(transparent)]
     Symbol(#[from] SymbolError),
+    /// A table or variable could not be read.
     #[error("cannot read {what} at {va}")]
     Unreadable {
+        /// What (`nt!PoolTrackTable`, with where its RVA came from).
         what: String,
+        /// Where it was read.
         va: KernelVa,
+        /// Why the read failed.
         #[source]
         source: MemoryError,
     },
+    /// A size or count is larger than any Windows build uses.
     #[error(
         "{what} is {value:#x}, which no Windows build uses (at most {limit:#x}); the dump or the symbols are wrong"
     )]
     Implausible {
+        /// Which (`nt!PoolTrackTableSize`).
         what: String,
+        /// The value read.
         value: u64,
+        /// The largest value accepted.
         limit: u64,
     },
+    /// A pointer is not a kernel address.
     #[error("{what} is {va}, which is not a kernel address; the dump or the symbols are wrong")]
-    BadPointer { what: String, va: KernelVa },
+    BadPointer {
+        /// Which (`nt!PoolTrackTable`).
+        what: String,
+        /// The value read.
+        va: KernelVa,
+    },
 }

@@ -50,11 +50,14 @@ pub enum BinaryKind {
     Missing,
 }
 
+/// One pooltag.txt line.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PoolTagEntry {
     /// `acpi.sys`, `nt!cm`, `<unknown>`; empty when the line has none.
     pub binary: String,
+    /// What the binary field says: a named owner, `<unknown>`, `<multiple>`, or nothing.
     pub kind: BinaryKind,
+    /// The description field (with any continuation lines), as written.
     pub description: String,
     /// 1-based line number in the file.
     pub line: usize,
@@ -70,10 +73,13 @@ impl PoolTagEntry {
 /// The lines that match one tag: the exact one and the best pattern.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PoolTagMatch<'a> {
+    /// The line naming the tag exactly.
     pub exact: Option<&'a PoolTagEntry>,
+    /// The most specific pattern line that matches (longest fixed prefix, then file order).
     pub pattern: Option<&'a PoolTagEntry>,
 }
 
+/// pooltag.txt, parsed: exact tags and patterns, each with its line.
 #[derive(Debug, Clone, Default)]
 pub struct PoolTagDb {
     exact: HashMap<PoolTag, PoolTagEntry>,
@@ -219,6 +225,8 @@ impl PoolTagDb {
         Ok(Self::parse(&decode_text(&bytes)))
     }
 
+    /// Parse pooltag.txt's text (see the module docs for the forms); the
+    /// numbers of lines that cannot be read go to [`PoolTagDb::skipped`].
     pub fn parse(text: &str) -> Self {
         let mut db = PoolTagDb::default();
         let mut last = Last::Nothing;
@@ -300,10 +308,12 @@ impl PoolTagDb {
         }
     }
 
+    /// Tags and patterns held.
     pub fn len(&self) -> usize {
         self.exact.len() + self.patterns.len()
     }
 
+    /// No line was read.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

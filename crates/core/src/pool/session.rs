@@ -26,7 +26,9 @@ use crate::tag::PoolTag;
 /// A process of a session, as `!session` lists them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SessionProcess {
+    /// EPROCESS.UniqueProcessId.
     pub pid: u64,
+    /// EPROCESS.ImageFileName (at most 15 characters).
     pub name: String,
 }
 
@@ -37,17 +39,25 @@ pub struct SessionUsage {
     pub session_id: Option<u32>,
     /// The `_MM_SESSION_SPACE` its processes point at (`EPROCESS.Session`).
     pub session_space: KernelVa,
+    /// The session's processes, as found on PsActiveProcessHead.
     pub processes: Vec<SessionProcess>,
     /// The page tables the session's table was read through.
     pub dtb: PhysAddr,
     /// The table (a session-space address).
     pub table: KernelVa,
+    /// ExpSessionPoolTrackTableSize: entries in the table.
     pub size: u64,
+    /// _MM_SESSION_SPACE.PoolTrackTableExpansion (0 when absent).
     pub expansion: KernelVa,
+    /// _MM_SESSION_SPACE.PoolTrackTableExpansionSize: its entries.
     pub expansion_size: u64,
+    /// Expansion entries in use.
     pub expansion_used: u64,
+    /// One row per tag and pool type with any activity, in tag order.
     pub rows: Vec<TagUsage>,
+    /// The session's figures, all tags summed.
     pub totals: Totals,
+    /// What could not be read in this session.
     pub warnings: Vec<Warning>,
 }
 
@@ -60,6 +70,7 @@ pub struct SessionPool {
     pub processes: usize,
     /// ExpSessionPoolTrackTableSize.
     pub table_size: u64,
+    /// What could not be read before the sessions (the process list, the table's globals).
     pub warnings: Vec<Warning>,
 }
 

@@ -46,9 +46,15 @@ impl Default for TrackerOptions {
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum TrackerSlot {
     /// `PoolTrackTable[index]` (and the same index of every per-CPU table).
-    Hashed { index: u64 },
+    Hashed {
+        /// The entry's index.
+        index: u64,
+    },
     /// `PoolTrackTableExpansion[index]`.
-    Expansion { index: u64 },
+    Expansion {
+        /// The entry's index.
+        index: u64,
+    },
     /// The keyless last slot, charged when a tag found no slot at all.
     Overflow,
 }
@@ -67,9 +73,13 @@ impl TrackerSlot {
 /// One PoolMon row: a tag's usage in one pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TagUsage {
+    /// The tag (PoolTrackTable's Key).
     pub tag: PoolTag,
+    /// The pool type: the entry's NonPaged* or Paged* counters.
     pub pool: PoolClass,
+    /// Allocations since boot, summed over the processors' tables (NonPagedAllocs or PagedAllocs).
     pub allocs: u64,
+    /// Frees since boot, summed likewise (NonPagedFrees or PagedFrees).
     pub frees: u64,
     /// Allocs - Frees: allocations still live.
     pub diff: u64,
@@ -77,6 +87,7 @@ pub struct TagUsage {
     pub bytes: u64,
     /// Bytes / Diff (0 when Diff is 0).
     pub per_alloc: u64,
+    /// Where the counters live.
     pub slot: TrackerSlot,
     /// The summed Allocs were below Frees and were raised to Frees, as
     /// ExGetPoolTagInfo does (a 32-bit counter wrapped, or counters were
@@ -102,15 +113,20 @@ impl TagUsage {
 /// Raw summed counters of one pool class.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
+    /// Allocations since boot, all tags summed.
     pub allocs: u64,
+    /// Frees since boot, all tags summed.
     pub frees: u64,
+    /// Bytes allocated now, all tags summed.
     pub bytes: u64,
 }
 
 /// PoolMon's header figures.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
+    /// PagedPool.
     pub paged: Counters,
+    /// NonPagedPool (NX included).
     pub nonpaged: Counters,
     /// Distinct tags with any activity.
     pub tags: u64,
@@ -119,9 +135,13 @@ pub struct Totals {
 /// What was read, for `pooldump symbols`-style diagnostics and JSON.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TrackerInfo {
+    /// nt!PoolTrackTable: the global table's address.
     pub table: KernelVa,
+    /// nt!PoolTrackTableSize: entries in the table (2^n + 1, the last the overflow slot).
     pub size: u64,
+    /// nt!PoolTrackTableMask (2^n − 1): the hash's mask.
     pub mask: u64,
+    /// The size of one POOL_TRACKER_TABLE entry, in bytes, from the symbols.
     pub entry_size: u64,
     /// Width of the Allocs/Frees counters (32 in the 0x28-byte layout).
     pub counter_bits: u32,
@@ -129,16 +149,22 @@ pub struct TrackerInfo {
     pub processors: u64,
     /// Per-processor tables summed (`ExPoolTagTables[0]` is the global one).
     pub per_cpu_tables: Vec<KernelVa>,
+    /// nt!PoolTrackTableExpansion (0 when the symbols lack it).
     pub expansion: KernelVa,
+    /// nt!PoolTrackTableExpansionSize: its entries.
     pub expansion_size: u64,
+    /// Expansion entries in use (up to the first empty key).
     pub expansion_used: u64,
 }
 
 /// The tracker's view of the pool.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PoolUsage {
+    /// One row per tag and pool type with any activity, in tag order.
     pub rows: Vec<TagUsage>,
+    /// PoolMon's header figures.
     pub totals: Totals,
+    /// Where the tables are and how they were read.
     pub tracker: TrackerInfo,
     /// What was missing or odd (unreadable pages, clamped rows, ...).
     pub warnings: Vec<Warning>,

@@ -25,7 +25,11 @@ pub struct RelabelMap {
     /// The kernel and boot the patches were written to; none for a patched
     /// driver file (`callsites --image --patch`), which any boot may load.
     pub target: Option<TargetIdentity>,
+    /// The modules the sites are in, with the load address and PE identity each was patched at
+    /// (checked before any write or undo).
     pub modules: Vec<MapModule>,
+    /// The patched immediates, one per instruction (an immediate several calls share is one site;
+    /// see [`MapSite::also`]).
     pub sites: Vec<MapSite>,
 }
 
@@ -36,11 +40,13 @@ pub struct TargetIdentity {
     pub nt_pdb: String,
     /// nt's PDB GUID and age: the kernel build.
     pub nt_guid: String,
+    /// nt's PDB age (the CodeView record's Age).
     pub nt_age: u32,
     /// Where nt is loaded: randomised at every boot since Windows 10 1607,
     /// so it tells boots apart.
     #[serde(with = "hex_va")]
     pub kern_base: KernelVa,
+    /// The Windows build number, when known; recorded for the reader, not checked.
     pub build: Option<u32>,
 }
 
@@ -67,7 +73,10 @@ pub struct MapModule {
     /// Where it was loaded; none for a patched file.
     #[serde(with = "hex_va_opt", default)]
     pub base: Option<KernelVa>,
+    /// TimeDateStamp from the module's PE header: with `size_of_image`, tells a rebuilt driver from
+    /// the one patched.
     pub time_date_stamp: u32,
+    /// SizeOfImage from the module's PE header, in bytes.
     pub size_of_image: u32,
 }
 
@@ -93,25 +102,33 @@ impl MapModule {
 /// One patched immediate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapSite {
+    /// Whether the site allocates or frees; only allocation sites get a fresh tag.
     pub kind: PoolCall,
     /// The module's BaseDllName.
     pub module: String,
     /// `module!function+0xoff` of the call's return address.
     pub site: String,
+    /// The pool routine called (`ExAllocatePool2`, `ExFreePoolWithTag`, ...).
     pub routine: String,
+    /// The call (or tail `jmp`) instruction's address when the map was made.
     #[serde(with = "hex_va")]
     pub call: KernelVa,
     /// The immediate's four bytes (at the module's base in `modules`).
     #[serde(with = "hex_va")]
     pub immediate: KernelVa,
+    /// The immediate's offset from the module's base: where to patch the same driver loaded
+    /// elsewhere.
     pub immediate_rva: u32,
     /// Where the bytes are in the driver file.
     pub file_offset: Option<u32>,
+    /// The tag the site passed before the patch.
     pub old_tag: PoolTag,
     /// The allocation site's fresh tag; 0 for a free site.
     pub new_tag: PoolTag,
+    /// The immediate's bytes before the patch (the tag as stored, little-endian).
     #[serde(with = "hex4")]
     pub old_bytes: [u8; 4],
+    /// The bytes the patch writes (`new_tag`'s).
     #[serde(with = "hex4")]
     pub new_bytes: [u8; 4],
     /// Other calls the same immediate feeds (one patch changes them all).
@@ -124,9 +141,11 @@ pub struct MapSite {
 pub struct PatchWrite {
     /// Index into [`RelabelMap::sites`].
     pub site: usize,
+    /// The immediate's address.
     pub va: KernelVa,
     /// What must be there before the write.
     pub expect: [u8; 4],
+    /// The bytes to write.
     pub write: [u8; 4],
 }
 
@@ -141,9 +160,12 @@ pub enum SiteState {
     /// Something else: someone else wrote there, or the module is not the
     /// one the map was made for.
     Foreign {
+        /// The four bytes found.
         bytes: [u8; 4],
     },
+    /// The immediate could not be read through the memory source.
     Unreadable {
+        /// The reader's error.
         error: String,
     },
 }
@@ -162,69 +184,137 @@ pub struct UndoPlan {
 /// Why a map cannot be made, read or used.
 #[derive(Debug, thiserror::Error)]
 pub enum RelabelError {
+    /// The map is not JSON, or not a relabel map's shape.
     #[error("{input}: not a pooldump relabel map (JSON {source})")]
     Json {
+        /// The map's file name.
         input: String,
+        /// What serde_json said.
         #[source]
         source: serde_json::Error,
     },
+    /// The map names a schema other than [`SCHEMA`].
     #[error(
         "{input}: schema `{found}` is not one this pooldump reads ({SCHEMA}); a newer pooldump wrote it, or it is not a relabel map"
     )]
-    Schema { input: String, found: String },
+    Schema {
+        /// The map's file name.
+        input: String,
+        /// The schema the map names.
+        found: String,
+    },
+    /// No pool call passes the tag as an immediate operand.
     #[error(
         "no instruction passes tag {tag} to a pool routine as an immediate: nothing to relabel"
     )]
-    NoSites { tag: PoolTag },
+    NoSites {
+        /// The tag asked for.
+        tag: PoolTag,
+    },
+    /// Only frees pass the tag.
     #[error("no allocation site of tag {tag}: relabelling only its frees would tell nothing")]
-    NoAllocSites { tag: PoolTag },
+    NoAllocSites {
+        /// The tag asked for.
+        tag: PoolTag,
+    },
+    /// A site passes the tag with PROTECTED_POOL (bit 31) set.
     #[error(
         "{site} passes {tag} with the PROTECTED_POOL bit: Windows checks the tag of a protected block at every free, so a relabelled block freed with another tag breaks into the debugger; refusing"
     )]
-    Protected { site: String, tag: PoolTag },
+    Protected {
+        /// The site (`module!function+0xoff`).
+        site: String,
+        /// The tag as passed, protected bit included.
+        tag: PoolTag,
+    },
+    /// Every candidate tag derived from the original is in use.
     #[error("no unused tag is left to give a site derived from {tag}")]
-    NoFreeTag { tag: PoolTag },
+    NoFreeTag {
+        /// The tag being relabelled.
+        tag: PoolTag,
+    },
+    /// A site names a module the map's module list lacks.
     #[error("site {site} is in module {module}, which is not in the module list")]
-    UnknownModule { site: String, module: String },
+    UnknownModule {
+        /// The site (`module!function+0xoff`).
+        site: String,
+        /// The module it names.
+        module: String,
+    },
+    /// The map was made for another nt build (PDB name, GUID or age differ).
     #[error(
         "the map was made for nt {map_pdb} {map_guid} age {map_age}, but this kernel is {found_pdb} {found_guid} age {found_age}"
     )]
     OtherKernel {
+        /// The map's nt PDB name.
         map_pdb: String,
+        /// The map's nt PDB GUID.
         map_guid: String,
+        /// The map's nt PDB age.
         map_age: u32,
+        /// This kernel's PDB name.
         found_pdb: String,
+        /// This kernel's PDB GUID.
         found_guid: String,
+        /// This kernel's PDB age.
         found_age: u32,
     },
+    /// This kernel's image has no CodeView record to compare.
     #[error("this kernel has no PDB identity (no CodeView record) to check the map's against")]
     NoKernelIdentity,
+    /// Same kernel, another boot: KernBase differs.
     #[error(
         "the map was made for the boot with KernBase {map}, but nt is at {found} here: another boot, whose code never carried the map's patches"
     )]
-    OtherBoot { map: KernelVa, found: KernelVa },
+    OtherBoot {
+        /// KernBase in the map.
+        map: KernelVa,
+        /// KernBase here.
+        found: KernelVa,
+    },
+    /// A module the map patched is not loaded.
     #[error("{module} is not loaded here (the map patched it)")]
-    ModuleMissing { module: String },
+    ModuleMissing {
+        /// Its BaseDllName.
+        module: String,
+    },
+    /// A module the map patched is loaded at another base: another load.
     #[error(
         "{module} is loaded at {found}, but the map patched it at {map}: another load of it, whose code never carried the map's patches"
     )]
     ModuleMoved {
+        /// Its BaseDllName.
         module: String,
+        /// Its base in the map.
         map: KernelVa,
+        /// Its base here.
         found: KernelVa,
     },
+    /// A module the map patched has another TimeDateStamp or SizeOfImage:
+    /// another build of the driver.
     #[error(
         "{module} here is TimeDateStamp {found_tds:#x} SizeOfImage {found_size:#x}, but the map patched TimeDateStamp {map_tds:#x} SizeOfImage {map_size:#x}: another build of the driver"
     )]
     ModuleChanged {
+        /// Its BaseDllName.
         module: String,
+        /// TimeDateStamp in the map.
         map_tds: u32,
+        /// SizeOfImage in the map.
         map_size: u32,
+        /// TimeDateStamp here.
         found_tds: u32,
+        /// SizeOfImage here.
         found_size: u32,
     },
+    /// A module's PE headers could not be read.
     #[error("{module}: cannot read its headers: {error}")]
-    ModuleUnreadable { module: String, error: String },
+    ModuleUnreadable {
+        /// Its BaseDllName.
+        module: String,
+        /// The reader's error.
+        error: String,
+    },
 }
 
 impl RelabelMap {
@@ -250,6 +340,8 @@ impl RelabelMap {
         })
     }
 
+    /// The map as pretty JSON with a final newline (what `relabel.json`
+    /// holds; [`from_json`](Self::from_json) reads it back).
     pub fn to_json(&self) -> String {
         let mut s = serde_json::to_string_pretty(self).expect("a map serialises");
         s.push('\n');

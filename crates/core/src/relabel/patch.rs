@@ -11,8 +11,11 @@ use super::map::RelabelMap;
 /// The patched bytes and what the caller must tell the user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatchedImage {
+    /// The whole patched file.
     pub bytes: Vec<u8>,
+    /// The optional header's CheckSum before the patch.
     pub old_checksum: u32,
+    /// The CheckSum recomputed over the patched bytes (and written).
     pub new_checksum: u32,
     /// The file has a certificate table (IMAGE_DIRECTORY_ENTRY_SECURITY):
     /// its signature no longer matches; the copy must be re-signed (a test
@@ -25,17 +28,29 @@ pub struct PatchedImage {
 /// Why a file cannot be patched.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PatchError {
+    /// The file's headers do not parse as PE: the sentence says why.
     #[error("the file is not a PE image: {0}")]
     NotPe(String),
+    /// A site's immediate lies where the file has no raw data.
     #[error("{site}: its immediate has no place in the file (no raw data at RVA {rva:#x})")]
-    NoFileOffset { site: String, rva: u32 },
+    NoFileOffset {
+        /// The site (`module!function+0xoff`).
+        site: String,
+        /// The immediate's RVA.
+        rva: u32,
+    },
+    /// The file does not hold the old tag bytes where the map says.
     #[error(
         "{site}: the file holds {found} at offset {offset:#x}, not the tag bytes {expected} the map expects: another build of the driver"
     )]
     Mismatch {
+        /// The site (`module!function+0xoff`).
         site: String,
+        /// The immediate's file offset.
         offset: u32,
+        /// The bytes found, in hex.
         found: String,
+        /// The bytes the map expects, in hex.
         expected: String,
     },
 }

@@ -117,6 +117,7 @@ fn map_site(
 /// What [`plan_on_target`] found and made.
 #[derive(Debug, Clone)]
 pub struct TargetPlan {
+    /// The map to write (`relabel.json`) and apply.
     pub map: RelabelMap,
     /// Every site of the tag (the map's sites come from these).
     pub sites: Vec<TagSite>,
@@ -177,10 +178,13 @@ pub fn plan_on_target<M: Memory>(
 /// Why [`plan_on_target`] could not make a map.
 #[derive(Debug, thiserror::Error)]
 pub enum RelabelPlanError {
+    /// The target has no module list.
     #[error("the loaded-module list could not be read: no driver to relabel")]
     NoModuleList,
+    /// The tracker could not be read, so no unused tag can be chosen.
     #[error("reading the tracker (to choose unused tags): {0}")]
     Tracker(#[source] crate::pool::PoolError),
+    /// The sites cannot be relabelled (none found, protected, no free tag).
     #[error(transparent)]
     Relabel(#[from] RelabelError),
 }

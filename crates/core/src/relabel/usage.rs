@@ -16,6 +16,7 @@ pub struct SiteUsage {
     pub site: String,
     /// Index into the map's sites; none for the old tag's row.
     pub map_site: Option<usize>,
+    /// The tracker's row for the site's tag in one pool.
     pub usage: TagUsage,
 }
 

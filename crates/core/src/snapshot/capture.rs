@@ -9,6 +9,7 @@ use super::*;
 /// What the caller knows about the source.
 #[derive(Debug, Clone)]
 pub struct CaptureContext {
+    /// The source's kind and name, as the snapshot records them.
     pub source: SourceInfo,
     /// The build number the source reported (dump header, GetVersion).
     pub build: u32,
@@ -20,6 +21,7 @@ pub struct CaptureContext {
 /// How to read the rows.
 #[derive(Debug, Clone, Default)]
 pub struct CaptureOptions<'a> {
+    /// How the tracker table is read.
     pub tracker: TrackerOptions,
     /// pooltag.txt for the driver column.
     pub pooltag: Option<&'a PoolTagDb>,

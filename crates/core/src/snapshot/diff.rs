@@ -8,13 +8,16 @@ use super::*;
 /// A counter before and after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Change {
+    /// The value in the first snapshot (0 when it had no row).
     pub before: u64,
+    /// The value in the second (0 when it has no row).
     pub after: u64,
     /// after - before (saturated to i64).
     pub delta: i64,
 }
 
 impl Change {
+    /// The change from `before` to `after`.
     pub fn new(before: u64, after: u64) -> Self {
         let d = i128::from(after) - i128::from(before);
         Self {
@@ -28,33 +31,47 @@ impl Change {
 /// How a row changed between two snapshots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiffRow {
+    /// The tag as PoolMon prints it (`<overflow>` for the overflow slot).
     pub tag: String,
+    /// The tag's ULONG.
     #[serde(with = "hex_tag")]
     pub value: PoolTag,
+    /// `Nonp` or `Paged`.
     #[serde(rename = "type", with = "poolmon_type")]
     pub pool: PoolClass,
+    /// The tracker's overflow slot.
     #[serde(default, skip_serializing_if = "is_false")]
     pub overflow: bool,
+    /// Allocs before and after.
     pub allocs: Change,
+    /// Frees before and after.
     pub frees: Change,
+    /// Diff (outstanding allocations) before and after.
     pub diff: Change,
+    /// Bytes before and after.
     pub bytes: Change,
     /// Bytes / Diff after.
     pub per_alloc: u64,
+    /// The owning driver, from the second snapshot's row (the first's when the tag is gone).
     pub driver: Option<String>,
     /// `new` (no row before), `gone` (no row after) or `changed`.
     pub status: RowStatus,
 }
 
+/// Whether a row was in both snapshots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RowStatus {
+    /// In both.
     Changed,
+    /// Only in the second snapshot.
     New,
+    /// Only in the first.
     Gone,
 }
 
 impl DiffRow {
+    /// What identifies the row across snapshots.
     pub fn key(&self) -> RowKey {
         RowKey {
             tag: self.value,
@@ -67,8 +84,11 @@ impl DiffRow {
 /// A snapshot as a diff or trend names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRef {
+    /// The source's name (a dump's path, a KDNET peer).
     pub source: String,
+    /// The machine's wall clock, RFC 3339; None when the snapshot has none.
     pub system_time: Option<String>,
+    /// The machine's uptime (`3d 04:05:06`); None when the snapshot has none.
     pub uptime: Option<String>,
 }
 
@@ -85,15 +105,22 @@ impl From<&Snapshot> for SnapshotRef {
 /// PoolMon's header figures, before and after.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TotalsChange {
+    /// Allocs, all tags summed.
     pub allocs: Change,
+    /// Frees, all tags summed.
     pub frees: Change,
+    /// Diff, all tags summed.
     pub diff: Change,
+    /// Bytes, all tags summed.
     pub bytes: Change,
 }
 
+/// PoolMon's header figures of both pools, before and after.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DiffTotals {
+    /// NonPaged pool.
     pub nonpaged: TotalsChange,
+    /// Paged pool.
     pub paged: TotalsChange,
 }
 
@@ -102,16 +129,20 @@ pub struct DiffTotals {
 pub struct SnapshotDiff {
     /// [`DIFF_SCHEMA`].
     pub schema: String,
+    /// The first snapshot.
     pub before: SnapshotRef,
+    /// The second snapshot.
     pub after: SnapshotRef,
     /// Seconds between the two, from the machine's clocks.
     pub elapsed_secs: Option<f64>,
     /// Whether both are one boot (counters restart at boot, so a diff
     /// across a reboot compares unrelated numbers).
     pub same_boot: Option<bool>,
+    /// PoolMon's header figures, before and after.
     pub totals: DiffTotals,
     /// Rows in tag order; [`sort_rows`] ranks them.
     pub rows: Vec<DiffRow>,
+    /// Different boots, a diff-only source, or snapshots in reverse order.
     pub warnings: Vec<Warning>,
 }
 

@@ -63,28 +63,44 @@ const TICKS_PER_HOUR: f64 = 36_000_000_000.0;
 /// Why a snapshot could not be taken or read.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    /// The tracker could not be read.
     #[error("{input}: reading the pool tag tracker")]
     Pool {
+        /// The source's name.
         input: String,
+        /// Why.
         #[source]
         error: PoolError,
     },
+    /// The file is not JSON, or not a snapshot's shape.
     #[error("{input}: not a pooldump snapshot (JSON {error})")]
     Json {
+        /// The file's name.
         input: String,
+        /// What serde_json said.
         #[source]
         error: serde_json::Error,
     },
+    /// The document names a schema this version does not read.
     #[error(
         "{input}: schema `{found}` is not one this pooldump reads ({SCHEMA}); a newer pooldump wrote it, or it is not a snapshot"
     )]
-    Schema { input: String, found: String },
+    Schema {
+        /// The file's name.
+        input: String,
+        /// The schema it names.
+        found: String,
+    },
+    /// Two rows with the same tag, pool type and overflow flag.
     #[error(
         "{input}: tag {tag} ({pool}) has two rows; a snapshot holds one row per tag and pool type"
     )]
     Duplicate {
+        /// The file's name.
         input: String,
+        /// The tag, as the row prints it.
         tag: String,
+        /// The pool type of both rows.
         pool: PoolClass,
     },
 }
@@ -97,9 +113,13 @@ pub enum SnapshotError {
 pub struct Snapshot {
     /// [`SCHEMA`].
     pub schema: String,
+    /// What it was taken from.
     pub source: SourceInfo,
+    /// Which kernel and boot.
     pub kernel: KernelInfo,
+    /// When it was taken.
     pub time: TimeInfo,
+    /// PoolMon's header figures, per pool.
     pub totals: SnapshotTotals,
     /// One row per (tag, pool type), in tag order.
     pub rows: Vec<SnapshotRow>,
@@ -116,11 +136,13 @@ pub struct Snapshot {
 /// What the snapshot was taken from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceInfo {
+    /// Dump, live target, or imported text.
     pub kind: SourceKind,
     /// The dump's path, or the KDNET peer's address.
     pub name: String,
 }
 
+/// What kind of source a snapshot was taken from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SourceKind {
@@ -177,6 +199,7 @@ pub struct TimeInfo {
     pub taken_unix: Option<u64>,
 }
 
+/// Where a snapshot's clocks were read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClockSource {
@@ -196,17 +219,24 @@ pub enum ClockSource {
 /// PoolMon's header figures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SnapshotTotals {
+    /// NonPaged pool, all tags summed.
     pub nonpaged: PoolCounters,
+    /// Paged pool, all tags summed.
     pub paged: PoolCounters,
     /// Distinct tags with any activity.
     pub tags: u64,
 }
 
+/// One pool's allocation counters, all tags summed (PoolMon's header line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct PoolCounters {
+    /// Allocations made since boot.
     pub allocs: u64,
+    /// Frees since boot.
     pub frees: u64,
+    /// Allocs − Frees: allocations outstanding.
     pub diff: u64,
+    /// Bytes allocated now.
     pub bytes: u64,
 }
 
@@ -223,9 +253,14 @@ pub struct SnapshotRow {
     /// `Nonp` or `Paged`.
     #[serde(rename = "type", with = "poolmon_type")]
     pub pool: PoolClass,
+    /// Allocations of this tag since boot (PoolMon's Allocs; PoolTrackTable's NonPagedAllocs or
+    /// PagedAllocs).
     pub allocs: u64,
+    /// Frees of this tag since boot (PoolMon's Frees).
     pub frees: u64,
+    /// Allocs − Frees: allocations outstanding (PoolMon's Diff).
     pub diff: u64,
+    /// Bytes allocated now (PoolMon's Bytes).
     pub bytes: u64,
     /// The tracker's keyless last slot (tags that found no slot).
     #[serde(default, skip_serializing_if = "is_false")]
@@ -243,8 +278,11 @@ fn is_false(b: &bool) -> bool {
 /// What identifies a row across snapshots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RowKey {
+    /// The tag.
     pub tag: PoolTag,
+    /// Its pool type.
     pub pool: PoolClass,
+    /// The tracker's overflow slot.
     pub overflow: bool,
 }
 
@@ -266,6 +304,7 @@ impl SnapshotRow {
         }
     }
 
+    /// What identifies this row across snapshots.
     pub fn key(&self) -> RowKey {
         RowKey {
             tag: self.tag,

@@ -9,14 +9,17 @@ use super::*;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TrendMetric {
+    /// PoolMon's Bytes: bytes allocated now.
     #[default]
     Bytes,
+    /// PoolMon's Diff: allocations outstanding.
     Diff,
 }
 
 /// Thresholds of "steady".
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrendOptions {
+    /// The counter fitted, scored and judged.
     pub metric: TrendMetric,
     /// Least R² of the linear fit for steady growth.
     pub min_r2: f64,
@@ -59,7 +62,9 @@ pub enum Verdict {
     SteadyGrowth,
     /// Ends higher, but in a jump or through noise.
     UnsteadyGrowth,
+    /// Neither growing (slope up, ending higher) nor shrinking.
     Flat,
+    /// Slopes down and ends lower.
     Shrinking,
 }
 
@@ -77,10 +82,13 @@ impl std::fmt::Display for Verdict {
 /// One point of the series.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrendPoint {
+    /// The source's name (a dump's path, a KDNET peer).
     pub source: String,
     /// Hours since the first snapshot (snapshot index on the `index` axis).
     pub hours: f64,
+    /// The machine's wall clock, RFC 3339; None when the snapshot has none.
     pub system_time: Option<String>,
+    /// The machine's uptime (`3d 04:05:06`); None when the snapshot has none.
     pub uptime: Option<String>,
 }
 
@@ -89,25 +97,33 @@ pub struct TrendPoint {
 pub struct TagTrend {
     /// 1 = most likely leak.
     pub rank: usize,
+    /// The tag as PoolMon prints it (`<overflow>` for the overflow slot).
     pub tag: String,
+    /// The tag's ULONG.
     #[serde(with = "hex_tag")]
     pub value: PoolTag,
+    /// `Nonp` or `Paged`.
     #[serde(rename = "type", with = "poolmon_type")]
     pub pool: PoolClass,
+    /// The tracker's overflow slot.
     #[serde(default, skip_serializing_if = "is_false")]
     pub overflow: bool,
+    /// The owning driver, from the latest snapshot that names one.
     pub driver: Option<String>,
     /// Bytes at each point (0 where the tag had no row).
     pub bytes: Vec<u64>,
     /// Diff (live allocations) at each point.
     pub diff: Vec<u64>,
-    /// Least-squares slopes.
+    /// Least-squares slope of Bytes, in bytes per hour (per snapshot on the
+    /// `index` axis).
     pub bytes_per_hour: f64,
+    /// Least-squares slope of Diff, in allocations per hour (per snapshot on the `index` axis).
     pub diff_per_hour: f64,
     /// R² of the linear fit of the ranking metric (0 for a constant).
     pub r2: f64,
     /// Intervals in which the ranking metric grew, of `intervals`.
     pub grew: usize,
+    /// Intervals between consecutive points (points − 1).
     pub intervals: usize,
     /// Bytes last minus first.
     pub bytes_growth: i64,
@@ -117,10 +133,12 @@ pub struct TagTrend {
     /// slope × R² × grew fraction (of the ranking metric; 0 unless it
     /// grows).
     pub score: f64,
+    /// Steady growth, unsteady growth, flat or shrinking.
     pub verdict: Verdict,
 }
 
 impl TagTrend {
+    /// What identifies the row across snapshots.
     pub fn key(&self) -> RowKey {
         RowKey {
             tag: self.value,
@@ -128,6 +146,7 @@ impl TagTrend {
             overflow: self.overflow,
         }
     }
+    /// `grew` / `intervals` (0 with no interval).
     pub fn grew_fraction(&self) -> f64 {
         if self.intervals == 0 {
             0.0
@@ -142,12 +161,16 @@ impl TagTrend {
 pub struct Trend {
     /// [`TREND_SCHEMA`].
     pub schema: String,
+    /// The counter the tags are ranked by.
     pub metric: TrendMetric,
+    /// The clock the points are placed on.
     pub axis: TimeAxis,
     /// The snapshots in time order.
     pub points: Vec<TrendPoint>,
     /// Every tag seen, ranked: steady growth first, then by score.
     pub tags: Vec<TagTrend>,
+    /// A series too short to judge, snapshots from several boots, a time axis that fell back,
+    /// snapshots given out of order.
     pub warnings: Vec<Warning>,
 }
 

@@ -53,17 +53,23 @@ pub const MAX_TEXT_FILE: u64 = 64 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TextFormat {
+    /// PoolMon's live display (with its `( )` change columns after Allocs, Frees and Bytes).
     PoolmonDisplay,
+    /// PoolMon's /n snapshot log (the same columns, no change columns).
     PoolmonLog,
     /// `!poolused` without flag 1: outstanding allocations and bytes.
     PoolusedSummary,
     /// `!poolused 1`: Allocs, Frees, Diff, Used.
     PoolusedVerbose,
+    /// `!poolused` in the legacy layout (a `Pool Used:` line, the description glued to the
+    /// numbers): outstanding allocations and bytes.
     PoolusedLegacy,
+    /// `!poolused 1` in the legacy layout: Allocs, Frees, Diff, Used.
     PoolusedLegacyVerbose,
 }
 
 impl TextFormat {
+    /// PoolMon's display or its log.
     pub fn is_poolmon(self) -> bool {
         matches!(self, TextFormat::PoolmonDisplay | TextFormat::PoolmonLog)
     }
@@ -74,6 +80,7 @@ impl TextFormat {
             TextFormat::PoolusedSummary | TextFormat::PoolusedLegacy
         )
     }
+    /// The format's name, for messages (`PoolMon /n snapshot log`).
     pub fn describe(self) -> &'static str {
         match self {
             TextFormat::PoolmonDisplay => "PoolMon display",
@@ -91,16 +98,20 @@ impl TextFormat {
 pub struct TextProblem {
     /// 1-based.
     pub line: usize,
+    /// The line as read.
     pub text: String,
+    /// What is wrong with it.
     pub why: String,
 }
 
 /// One table of a text file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TextTable {
+    /// Which layout the table is in.
     pub format: TextFormat,
     /// The header line's number.
     pub header_line: usize,
+    /// One row per tag and pool type, in the order read.
     pub rows: Vec<SnapshotRow>,
     /// `!poolused 1`'s TOTAL row: (nonpaged, paged) as printed.
     pub total: Option<(PoolCounters, PoolCounters)>,
@@ -111,7 +122,9 @@ pub struct TextTable {
 /// What a text file holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TextImport {
+    /// The tables, in file order.
     pub tables: Vec<TextTable>,
+    /// Lines that were not understood, in file order.
     pub problems: Vec<TextProblem>,
     /// WinDbg's `Debug session time:` (FILETIME), when the text has it.
     pub session_time: Option<u64>,
@@ -122,16 +135,25 @@ pub struct TextImport {
 /// Why a text file gave no table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TextImportError {
+    /// No line looks like a table header.
     #[error("{input}: not a PoolMon display or log, nor !poolused output: no table header line (`Tag Type Allocs ...` or `Tag Allocs Used ...`) was found; formats tried: {}", FORMATS_TRIED.join("; "))]
-    NotRecognised { input: String },
+    NotRecognised {
+        /// The file's name.
+        input: String,
+    },
+    /// Every table came out empty.
     #[error(
         "{input}: the {format} table at line {line} has no rows it could read{}",
         first_problem(problems)
     )]
     NoRows {
+        /// The file's name.
         input: String,
+        /// The table's format ([`TextFormat::describe`]).
         format: &'static str,
+        /// The table's header line.
         line: usize,
+        /// Why each line was not a row.
         problems: Vec<TextProblem>,
     },
 }
@@ -309,6 +331,7 @@ pub enum TextTime {
     Given(u64),
     /// The file's modification time (FILETIME), when the text has none.
     FileModified(u64),
+    /// No time: the snapshot has none.
     Unknown,
 }
 

@@ -18,6 +18,7 @@ pub const CONTEXT_SIZE: usize = 0x4D0;
 
 /// `ContextFlags` bits (winnt.h).
 pub mod flags {
+    /// The architecture bit every x64 ContextFlags value carries.
     pub const CONTEXT_AMD64: u32 = 0x0010_0000;
     /// SegSs, Rsp, SegCs, Rip, EFlags.
     pub const CONTEXT_CONTROL: u32 = CONTEXT_AMD64 | 0x1;
@@ -36,21 +37,37 @@ const OFF_RIP: usize = 0xF8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Reg {
+    /// RAX (encoding 0): volatile, the return value.
     Rax,
+    /// RCX (1): volatile, the first argument.
     Rcx,
+    /// RDX (2): volatile, the second argument.
     Rdx,
+    /// RBX (3): nonvolatile.
     Rbx,
+    /// RSP (4): the stack pointer.
     Rsp,
+    /// RBP (5): nonvolatile; the frame register of many functions.
     Rbp,
+    /// RSI (6): nonvolatile.
     Rsi,
+    /// RDI (7): nonvolatile.
     Rdi,
+    /// R8 (8): volatile, the third argument.
     R8,
+    /// R9 (9): volatile, the fourth argument.
     R9,
+    /// R10 (10): volatile.
     R10,
+    /// R11 (11): volatile.
     R11,
+    /// R12 (12): nonvolatile.
     R12,
+    /// R13 (13): nonvolatile.
     R13,
+    /// R14 (14): nonvolatile.
     R14,
+    /// R15 (15): nonvolatile.
     R15,
 }
 
@@ -93,11 +110,13 @@ impl Reg {
         Reg::ALL.get(usize::from(n)).copied()
     }
 
+    /// The register's number in the x64 encoding and in unwind codes (0 = rax .. 15 = r15).
     pub fn number(self) -> u8 {
         self as u8
     }
 
-    pub fn is_nonvolatile(self) -> bool {
+    /// Callee-saved in the x64 Windows ABI (one of [`Reg::NONVOLATILE`]).
+    pub(crate) fn is_nonvolatile(self) -> bool {
         Reg::NONVOLATILE.contains(&self)
     }
 
@@ -122,6 +141,7 @@ impl fmt::Display for Reg {
 /// RIP are always known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Registers {
+    /// The instruction pointer: in a caller's frame, the return address.
     pub rip: u64,
     values: [Option<u64>; 16],
 }
@@ -134,14 +154,17 @@ impl Registers {
         Self { rip, values }
     }
 
+    /// The stack pointer (always known).
     pub fn rsp(&self) -> u64 {
         self.values[Reg::Rsp as usize].unwrap_or(0)
     }
 
-    pub fn set_rsp(&mut self, rsp: u64) {
+    /// Set the stack pointer.
+    pub(crate) fn set_rsp(&mut self, rsp: u64) {
         self.values[Reg::Rsp as usize] = Some(rsp);
     }
 
+    /// The register's value, `None` when not known (RSP always is).
     pub fn get(&self, r: Reg) -> Option<u64> {
         self.values[r as usize]
     }
@@ -242,17 +265,26 @@ impl Registers {
 /// The callee-saved registers valid in one frame (`None`: not known).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Nonvolatiles {
+    /// RBX, when known.
     pub rbx: Option<u64>,
+    /// RBP, when known.
     pub rbp: Option<u64>,
+    /// RSI, when known.
     pub rsi: Option<u64>,
+    /// RDI, when known.
     pub rdi: Option<u64>,
+    /// R12, when known.
     pub r12: Option<u64>,
+    /// R13, when known.
     pub r13: Option<u64>,
+    /// R14, when known.
     pub r14: Option<u64>,
+    /// R15, when known.
     pub r15: Option<u64>,
 }
 
 impl Nonvolatiles {
+    /// The value of nonvolatile register `r`; `None` when not known or `r` is not nonvolatile.
     pub fn get(&self, r: Reg) -> Option<u64> {
         match r {
             Reg::Rbx => self.rbx,
@@ -271,14 +303,34 @@ impl Nonvolatiles {
 /// A CONTEXT record that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContextError {
+    /// Fewer than [`CONTEXT_SIZE`] bytes.
     #[error("a CONTEXT record is {CONTEXT_SIZE:#x} bytes; this one is {len:#x}")]
-    TooShort { len: usize },
+    TooShort {
+        /// The record's length in bytes.
+        len: usize,
+    },
+    /// ContextFlags lacks CONTEXT_AMD64 | CONTEXT_CONTROL: no RIP or RSP.
     #[error(
         "not an x64 CONTEXT with control registers: ContextFlags is {context_flags:#010x}, which lacks CONTEXT_AMD64 | CONTEXT_CONTROL (0x00100001)"
     )]
-    NoControl { context_flags: u32 },
+    NoControl {
+        /// ContextFlags as stored.
+        context_flags: u32,
+    },
+    /// RIP or RSP is not a canonical x64 address: not a CONTEXT.
     #[error("the CONTEXT's {what} {value:#018x} is not a canonical address")]
-    NotCanonical { what: &'static str, value: u64 },
+    NotCanonical {
+        /// `Rip` or `Rsp`.
+        what: &'static str,
+        /// The value stored.
+        value: u64,
+    },
+    /// The record could not be read from memory.
     #[error("cannot read the CONTEXT record at {va}: {cause}")]
-    Unreadable { va: KernelVa, cause: MemoryError },
+    Unreadable {
+        /// Where the record was to be read.
+        va: KernelVa,
+        /// Why the read failed.
+        cause: MemoryError,
+    },
 }

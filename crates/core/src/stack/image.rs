@@ -40,7 +40,9 @@ pub struct StackModule {
     /// The name WinDbg prints before `!`: the file name without its
     /// extension, `nt` for the kernel.
     pub short_name: String,
+    /// Where the image is mapped (DllBase).
     pub base: KernelVa,
+    /// SizeOfImage, in bytes: the mapped range from `base`.
     pub size: u32,
     /// The image's TimeDateStamp when the caller knows it (a small memory
     /// dump's module list has it): an image file can then be located
@@ -61,6 +63,7 @@ impl StackModule {
         }
     }
 
+    /// Whether `va` lies in the module's mapped range.
     pub fn contains(&self, va: KernelVa) -> bool {
         va >= self.base && va.0 - self.base.0 < u64::from(self.size)
     }
@@ -102,7 +105,9 @@ pub struct ImageRequest<'a> {
     /// BaseDllName (`leakydrv.sys`): hostile, check it before using it as a
     /// path component.
     pub name: &'a str,
+    /// The image's TimeDateStamp (from the module's PE header).
     pub time_date_stamp: u32,
+    /// The image's SizeOfImage, in bytes.
     pub size_of_image: u32,
 }
 
@@ -182,12 +187,15 @@ impl ImageFile {
         })
     }
 
+    /// Where the file came from (its path or store location), as given to [`ImageFile::parse`].
     pub fn origin(&self) -> &str {
         &self.origin
     }
+    /// TimeDateStamp from the file's PE header.
     pub fn time_date_stamp(&self) -> u32 {
         self.time_date_stamp
     }
+    /// SizeOfImage from the file's PE header, in bytes.
     pub fn size_of_image(&self) -> u32 {
         self.size_of_image
     }
@@ -311,25 +319,45 @@ pub(crate) fn parse_sections(table: &[u8], n: usize) -> Vec<SectionHeader> {
 /// Why a module's image bytes could not be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImageError {
+    /// A read past SizeOfImage.
     #[error(
         "{image}: {len:#x} bytes at RVA {rva:#x} lie outside the image (SizeOfImage {size_of_image:#x})"
     )]
     OutsideImage {
+        /// The module's name or the file's path.
         image: String,
+        /// Where the read starts.
         rva: u64,
+        /// Bytes asked for.
         len: u64,
+        /// The image's SizeOfImage.
         size_of_image: u32,
     },
+    /// A page of the mapped image could not be read (paged out, or not in
+    /// the dump).
     #[error("{image}: cannot read the page at RVA {rva:#x}: {cause}")]
     Unreadable {
+        /// The module's name.
         image: String,
+        /// The page's RVA.
         rva: u32,
+        /// Why the read failed.
         cause: MemoryError,
     },
+    /// The PE headers do not parse or do not fit the bytes.
     #[error("{image}: the headers are malformed: {detail}")]
-    Malformed { image: String, detail: String },
+    Malformed {
+        /// The module's name or the file's path.
+        image: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The module has read its [`MAX_CACHED_PAGES`] pages already.
     #[error("{image}: more than {MAX_CACHED_PAGES} pages were asked for; the rest is refused")]
-    Budget { image: String },
+    Budget {
+        /// The module's name.
+        image: String,
+    },
 }
 
 /// Where a module image's bytes come from.
@@ -355,6 +383,7 @@ impl fmt::Display for ImageOrigin {
 pub struct ReadStats {
     /// Reads of target memory.
     pub reads: u64,
+    /// Bytes read.
     pub bytes: u64,
 }
 

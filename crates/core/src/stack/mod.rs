@@ -162,7 +162,10 @@ impl WhyWalkStopped {
 /// The end of a walk: why, and the details (addresses, module, cause).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WalkEnd {
+    /// Why the walk stopped.
     pub reason: WhyWalkStopped,
+    /// One sentence naming the address, module or cause (what the CLI
+    /// prints under the frames).
     pub detail: String,
 }
 
@@ -175,11 +178,14 @@ impl fmt::Display for WalkEnd {
 /// A walked stack.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StackTrace {
+    /// The frames, innermost (the registers' frame, number 0) first.
     pub frames: Vec<Frame>,
+    /// Why and where the walk stopped.
     pub end: WalkEnd,
-    /// Target reads of this walk: stack, and module images (headers,
-    /// `.pdata`, unwind infos, code) not already cached.
+    /// Target reads of this walk's stack.
     pub stack_reads: ReadStats,
+    /// Target reads of module images (headers, `.pdata`, unwind infos,
+    /// code) not already cached by an earlier walk.
     pub image_reads: ReadStats,
 }
 
@@ -233,6 +239,7 @@ impl StackWalker {
         }
     }
 
+    /// Walk within `limits` instead of [`WalkLimits::default`].
     pub fn with_limits(mut self, limits: WalkLimits) -> Self {
         self.limits = limits;
         self
@@ -244,6 +251,7 @@ impl StackWalker {
         self
     }
 
+    /// The modules, in the order given ([`Frame::module`] indexes them).
     pub fn modules(&self) -> &[StackModule] {
         &self.modules
     }

@@ -37,7 +37,9 @@ pub const MAX_NAME: usize = 512;
 
 /// Where a module's names come from.
 pub struct SymbolizerOptions<'a> {
+    /// The symbol path PDBs are looked for on (`_NT_SYMBOL_PATH`'s syntax); empty: exports only.
     pub symbol_path: SymbolPath,
+    /// How symbol servers are asked (offline, cache, timeouts).
     pub fetch: FetchOptions<'a>,
     /// PDB files given explicitly (`--pdb`): used for a module whose RSDS
     /// record they match, before the symbol path.
@@ -77,12 +79,16 @@ pub enum SymbolOrigin {
 /// A symbolized address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Symbol {
+    /// The address named.
     pub address: KernelVa,
     /// The module's short name (`nt`).
     pub module: Option<String>,
+    /// The function's name (PDB procedure or public, or export), None when only the module is
+    /// known.
     pub function: Option<String>,
     /// From the function's start, else from the module's base.
     pub offset: u64,
+    /// Where the name came from.
     pub origin: SymbolOrigin,
 }
 
@@ -151,6 +157,7 @@ pub struct Symbolizer<'a> {
 }
 
 impl<'a> Symbolizer<'a> {
+    /// A symbolizer that loads nothing until asked.
     pub fn new(opts: SymbolizerOptions<'a>) -> Self {
         Self {
             opts,

@@ -26,6 +26,7 @@ pub struct SymbolOptions<'a> {
     pub isf: Vec<PathBuf>,
     /// The layout cache; `None` disables it.
     pub layout_cache: Option<LayoutCache>,
+    /// How symbol servers are asked (offline, cache, timeouts).
     pub fetch: FetchOptions<'a>,
     /// Fall back to the built-in table when nothing else has the build.
     pub builtin: bool,
@@ -88,26 +89,47 @@ impl SymbolOptions<'_> {
 /// No symbols at all could be had for the kernel.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoadError {
+    /// nt's image has no CodeView record naming its PDB, and the built-in
+    /// table cannot stand in.
     #[error(
         "the image has no usable RSDS record, so its PDB is unknown{}",
         builtin.as_ref().map(|b| format!(", and pooldump's built-in layout table cannot stand in: {b}")).unwrap_or_default()
     )]
     NoCodeView {
+        /// The build number, when the source states it.
         build: Option<u32>,
         /// Why the built-in table was not used (none when it was disabled).
         builtin: Option<String>,
     },
+    /// The PDB name the image records cannot be used as a file name.
     #[error(transparent)]
     BadName(#[from] super::PdbNameError),
+    /// The PDB file given (`--pdb`) cannot be used.
     #[error("{}", pdb_file_message(pdb_file, detail))]
-    PdbFile { pdb_file: PathBuf, detail: String },
+    PdbFile {
+        /// The file.
+        pdb_file: PathBuf,
+        /// Why (unreadable, not a PDB, another GUID or age).
+        detail: String,
+    },
+    /// No place on the symbol path, no ISF and no built-in entry has the
+    /// PDB.
     #[error("no symbols for {wanted}: {}", describe_attempts(attempts))]
     NotFound {
+        /// The PDB wanted (`ntkrnlmp.pdb` with its GUID and age).
         wanted: String,
+        /// Every place looked, and what it said.
         attempts: Vec<Attempt>,
     },
+    /// A symbol server failed (not a plain "not there"), and nothing else
+    /// had the PDB.
     #[error("no symbols for {wanted}: {cause}")]
-    Server { wanted: String, cause: String },
+    Server {
+        /// The PDB wanted.
+        wanted: String,
+        /// The server's failure.
+        cause: String,
+    },
     /// Nothing had the PDB, and the built-in table's entry with the image's
     /// GUID and age does not fit the image in memory (a forged or patched
     /// RSDS record, or a kernel rebuilt with a real build's GUID).

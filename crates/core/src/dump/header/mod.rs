@@ -173,7 +173,9 @@ pub enum BitmapKind {
 /// One run of a full dump's run list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PhysRun {
+    /// The first page frame number of the run.
     pub base_page: u64,
+    /// Pages in the run (4 KiB each); their data follows the previous run's in the file.
     pub page_count: u64,
 }
 
@@ -183,12 +185,14 @@ pub struct PhysRun {
 pub enum PageLayout {
     /// DumpType 1: a run list; data starts at 0x2000.
     Runs {
+        /// PHYSICAL_MEMORY_DESCRIPTOR64.Run[], in file order.
         runs: Vec<PhysRun>,
         /// NumberOfPages as the descriptor states it (not trusted).
         declared_pages: u64,
     },
     /// DumpType 5/6: a bitmap of present PFNs.
     Bitmap {
+        /// 'SDMP' or 'FDMP'.
         kind: BitmapKind,
         /// File offset of the first page's data (FirstPage).
         first_page: u64,
@@ -199,7 +203,9 @@ pub enum PageLayout {
     },
     /// DumpType 8/9/0xA: an RDMP range list.
     Rdmp {
+        /// MetadataSize: bytes of range descriptors from 0x2020 (a multiple of 16, at least 0x20).
         metadata_size: u64,
+        /// FirstPageOffset: where the first page's data is in the file (MetadataSize + 0x2020).
         first_page_offset: u64,
         /// Number of PFN ranges before the list's terminator.
         ranges: u64,
@@ -220,7 +226,9 @@ pub struct Truncation {
 /// BugCheck code and parameters as KeBugCheckEx received them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BugCheck {
+    /// BugCheckCode (0x0A, 0x139, ...).
     pub code: u32,
+    /// BugCheckParameter1..4; their meaning depends on the code.
     pub parameters: [u64; 4],
 }
 
@@ -229,6 +237,7 @@ pub struct BugCheck {
 /// layout has been checked against the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DumpHeader {
+    /// DumpType, as pooldump names the kinds it reads.
     pub dump_type: DumpType,
     /// 0xF for a free build, 0xC for a checked one.
     pub major_version: u32,
@@ -236,25 +245,40 @@ pub struct DumpHeader {
     pub minor_version: u32,
     /// The kernel's PML4 as the header states it (CR3 at the crash).
     pub directory_table_base: PhysAddr,
+    /// PfnDataBase: the virtual address of the PFN database (nt!MmPfnDatabase).
     pub pfn_database: KernelVa,
+    /// PsLoadedModuleList: the head of the loaded-module list.
     pub ps_loaded_module_list: KernelVa,
+    /// PsActiveProcessHead: the head of the process list.
     pub ps_active_process_head: KernelVa,
     /// 0x8664 (checked).
     pub machine_image_type: u32,
+    /// NumberProcessors.
     pub number_processors: u32,
+    /// The bug check code and parameters.
     pub bug_check: BugCheck,
+    /// KdDebuggerDataBlock: where the KDBG is in kernel memory.
     pub kd_debugger_data_block: KernelVa,
     /// Stack and instruction pointer of the CONTEXT record.
     pub context_rsp: u64,
+    /// Rip of the CONTEXT record (the instruction pointer at the crash).
     pub context_rip: u64,
+    /// Exception.ExceptionCode (an NTSTATUS, or 0x80000003 for a manual crash).
     pub exception_code: u32,
+    /// RequiredDumpSpace: the file size the writer announced, in bytes (0 when not stated).
     pub required_dump_space: u64,
+    /// SystemTime: when the machine crashed.
     pub system_time: FileTime,
+    /// SystemUpTime: how long it had been running.
     pub system_up_time: UpTime,
+    /// ProductType (1 workstation, 2 domain controller, 3 server).
     pub product_type: u32,
+    /// SuiteMask (the VER_SUITE_* bits).
     pub suite_mask: u32,
     /// The Comment field when it holds text rather than the "PAGE" fill.
     pub comment: Option<String>,
+    /// How the page data after the header is laid out (run list, bitmap or RDMP ranges), checked
+    /// against the file.
     pub layout: PageLayout,
     /// Pages the layout describes (present in the file or not).
     pub described_pages: u64,

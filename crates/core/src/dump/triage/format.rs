@@ -3,12 +3,12 @@
 //! the writer filled.
 
 /// The DumpType of a small memory dump.
-pub const DUMP_TYPE_TRIAGE: u32 = 4;
+pub(super) const DUMP_TYPE_TRIAGE: u32 = 4;
 /// 'TRGD' at ValidOffset: the writer finished.
-pub const TRIAGE_VALID: u32 = u32::from_le_bytes(*b"TRGD");
+pub(super) const TRIAGE_VALID: u32 = u32::from_le_bytes(*b"TRGD");
 /// IMAGE_FILE_MACHINE_AMD64 and _ARM64.
-pub const MACHINE_AMD64: u32 = 0x8664;
-pub const MACHINE_ARM64: u32 = 0xAA64;
+pub(super) const MACHINE_AMD64: u32 = 0x8664;
+pub(super) const MACHINE_ARM64: u32 = 0xAA64;
 
 /// TRIAGE_DUMP64 field offsets, relative to its start at 0x2000.
 pub(super) mod toff {

@@ -58,7 +58,7 @@ use crate::addr::{KernelVa, PhysAddr};
 use crate::bytes::Le;
 use crate::memory::{Memory, MemoryError, Translation};
 
-pub use format::{DUMP_TYPE_TRIAGE, MACHINE_AMD64, MACHINE_ARM64, TRIAGE_VALID};
+use format::DUMP_TYPE_TRIAGE;
 use parse::parse;
 pub use summary::{
     Arm64Context, CapturedRange, CrashingThread, ExceptionRecord, KdbgCopy, KdbgOffsets, Machine,
@@ -122,12 +122,16 @@ impl TriageDump {
         })
     }
 
+    /// The file this dump was read from (the name given to
+    /// [`from_bytes`](Self::from_bytes)).
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// The file's length in bytes.
     pub fn file_size(&self) -> u64 {
         self.data.bytes().len() as u64
     }
+    /// Everything the file holds, as parsed (what `pooldump info` shows).
     pub fn summary(&self) -> &TriageSummary {
         &self.summary
     }

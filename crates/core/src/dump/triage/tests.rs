@@ -1,4 +1,4 @@
-use super::format::toff;
+use super::format::{MACHINE_AMD64, toff};
 use super::*;
 use crate::dump::header::HEADER_SIZE;
 

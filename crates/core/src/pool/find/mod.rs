@@ -80,6 +80,8 @@ pub struct FindOptions<'a> {
     /// ([`crate::Target::find_with`]) keeps no allocations: for it this
     /// bounds only the unmapped headers.
     pub max_results: usize,
+    /// Told how many bytes the frame scan will read and has read (a
+    /// progress bar); None: nothing is told.
     pub progress: Option<&'a dyn ScanProgress>,
 }
 
@@ -101,28 +103,44 @@ impl Default for FindOptions<'_> {
 
 /// Progress of the frame scan, in bytes (called from the scan threads).
 pub trait ScanProgress: Sync {
+    /// The scan starts and will read `total_bytes`.
     fn start(&self, total_bytes: u64);
+    /// `bytes` more were read (from any thread).
     fn advance(&self, bytes: u64);
+    /// The scan is over.
     fn finish(&self);
 }
 
 /// Why nothing could be searched.
 #[derive(Debug, thiserror::Error)]
 pub enum FindError {
+    /// No tag pattern was given.
     #[error("no tag to search for")]
     NoPatterns,
+    /// A pattern (as given) that no four-character tag matches.
     #[error("tag pattern `{0}` matches no four-character tag")]
     EmptyPattern(String),
+    /// The kernel's symbols lack _POOL_HEADER or one of its members.
     #[error("the symbols lack the _POOL_HEADER layout: {0}")]
     Symbol(#[from] SymbolError),
+    /// The scanner refused the tags or the header layout.
     #[error("cannot scan with {what}: {source}")]
     Scan {
+        /// What it was given (`the tags Leak, Ab*`, `the _POOL_HEADER of ...`).
         what: String,
+        /// The scanner's reason.
         #[source]
         source: ScanError,
     },
+    /// The scan's thread pool could not be built.
     #[error("cannot start {threads} scan threads: {why}")]
-    Threads { threads: usize, why: String },
+    Threads {
+        /// Threads asked for.
+        threads: usize,
+        /// The OS's or rayon's reason.
+        why: String,
+    },
+    /// The [`FindSink`] returned `Break`.
     #[error("the receiver of the allocations stopped the search")]
     Stopped,
 }

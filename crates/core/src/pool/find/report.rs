@@ -47,6 +47,7 @@ impl std::fmt::Display for Allocator {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AllocationState {
+    /// In use: no free-list or heap metadata says otherwise.
     Allocated,
     /// Freed; its header (or big-page entry) keeps the stale tag.
     Free,
@@ -69,20 +70,24 @@ impl std::fmt::Display for AllocationState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PoolKind {
+    /// NonPagedPool (executable nonpaged on Windows 8+).
     NonPaged,
     /// NonPagedPoolNx (Windows 8+): from the big-page entry's POOL_TYPE,
     /// the owning heap, or the page's NX bit (a header never holds it).
     NonPagedNx,
+    /// PagedPool.
     Paged,
 }
 
 impl PoolKind {
+    /// The tracker's class (NonPagedNx counts as NonPaged, as PoolTrackTable does).
     pub fn class(self) -> PoolClass {
         match self {
             PoolKind::Paged => PoolClass::Paged,
             _ => PoolClass::NonPaged,
         }
     }
+    /// `NonPaged`, `NonPagedNx` or `Paged`, as the CLI prints it.
     pub fn name(self) -> &'static str {
         match self {
             PoolKind::NonPaged => "NonPaged",
@@ -110,11 +115,15 @@ pub struct FoundAllocation {
     /// `!poolfind`'s size: BlockSize × 16, header included; for a
     /// big-page entry, NumberOfBytes.
     pub bytes: u64,
+    /// The pool the allocation came from.
     pub pool: PoolKind,
+    /// Session pool: the session bit (0x20) of the PoolType.
     pub session: bool,
     /// The header's PoolType byte, or the big-page entry's POOL_TYPE.
     pub pool_type: u32,
+    /// Allocated, free, or not known.
     pub state: AllocationState,
+    /// Which allocator's rules found it.
     pub allocator: Allocator,
     /// False for a big-page entry whose pages the dump does not hold
     /// (paged out, or a freed entry whose pages were released).
@@ -124,10 +133,15 @@ pub struct FoundAllocation {
 /// A header in a frame no address in the pool regions maps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UnmappedHeader {
+    /// Physical address of the header.
     pub pa: PhysAddr,
+    /// The tag without PROTECTED_POOL.
     pub tag: PoolTag,
+    /// The tag carried PROTECTED_POOL (bit 31).
     pub protected: bool,
+    /// BlockSize × 16, header included.
     pub bytes: u64,
+    /// The header's PoolType byte.
     pub pool_type: u32,
     /// Free for a legacy free chunk; otherwise what the header alone says.
     pub state: AllocationState,
@@ -141,21 +155,26 @@ pub struct UnmappedHeader {
 pub struct TrackerCounts {
     /// Allocs − Frees: allocations still live.
     pub diff: u64,
+    /// The tracker's bytes still allocated (PoolMon's Bytes), for the tag.
     pub bytes: u64,
 }
 
 /// Per-tag totals (the `--tags-from` table).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TagSummary {
+    /// The tag (without PROTECTED_POOL).
     pub tag: PoolTag,
     /// Live allocations found (headers and big-page entries).
     pub allocated: u64,
+    /// Bytes of those live allocations (as [`FoundAllocation::bytes`] counts them).
     pub allocated_bytes: u64,
+    /// Freed chunks and entries still carrying the tag.
     pub free: u64,
     /// Segment-heap headers whose state is unknown.
     pub unknown: u64,
     /// Live big-page entries whose pages are not in the dump.
     pub not_in_dump: u64,
+    /// The tracker's figures for the tag; None when the tracker was not read (or could not be).
     pub tracker: Option<TrackerCounts>,
     /// Live per the tracker but not found: paged out, in frames missing
     /// from the dump, or in memory the scan cannot see.
@@ -165,9 +184,13 @@ pub struct TagSummary {
 /// What the scan read.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ScanStats {
+    /// The candidate engine that ran (`memmem`, `stride`, `aho-corasick`).
     pub engine: &'static str,
+    /// Scan threads used.
     pub threads: usize,
+    /// Physical frames scanned.
     pub frames_scanned: u64,
+    /// `frames_scanned` × 4 KiB.
     pub bytes_scanned: u64,
     /// Frames the dump describes but cannot give (past the end of a
     /// truncated file, or unreadable from the source).
@@ -186,42 +209,57 @@ pub struct ScanStats {
     /// Headers not kept once `max_results` was reached (a streaming
     /// search keeps no allocations, so only unmapped headers count).
     pub dropped: u64,
+    /// Wall-clock seconds of the frame scan.
     pub scan_seconds: f64,
 }
 
 /// A pool region used to restrict the page-table walk.
 #[derive(Debug, Clone, Serialize)]
 pub struct PoolRegion {
+    /// The region's name (`PagedPool`, `NonPagedPool`, or a MI_VISIBLE_STATE.SystemVaRegions
+    /// entry's).
     pub name: String,
+    /// Its virtual address range.
     pub range: VaRange,
 }
 
 /// Big-page table figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct BigPoolScan {
+    /// nt!PoolBigPageTable's address.
     pub table: KernelVa,
+    /// Its entries (nt!PoolBigPageTableSize).
     pub size: u64,
+    /// Live entries whose tag matched.
     pub matched_live: u64,
+    /// Freed entries whose tag matched (the stale tag is kept; the address's low bit is set).
     pub matched_freed: u64,
 }
 
 /// Everything `find` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct FindReport {
+    /// The tag patterns searched for, as given.
     pub patterns: Vec<String>,
+    /// The allocator family of this kernel (legacy pool pages or segment heap).
     pub allocator: AllocatorFamily,
     /// Allocations, sorted by address; empty from a streaming search
     /// ([`crate::Target::find_with`]), which hands them to its sink.
     pub allocations: Vec<FoundAllocation>,
     /// Headers in frames no pool address maps, sorted by physical address.
     pub unmapped: Vec<UnmappedHeader>,
+    /// Per-tag totals, by tag.
     pub tags: Vec<TagSummary>,
+    /// Big-page table figures; None when it was not read (`big_pool: false`) or could not be.
     pub big_pool: Option<BigPoolScan>,
     /// `None` when the regions were unknown and the whole kernel half was
     /// walked.
     pub regions: Option<Vec<PoolRegion>>,
+    /// What the frame scan read.
     pub scan: ScanStats,
+    /// What the page-table walk found.
     pub pagemap: PageMapStats,
+    /// What could not be read or checked; the search went on without it.
     pub warnings: Vec<crate::warning::Warning>,
 }
 

@@ -37,6 +37,7 @@ use super::*;
 /// # Ok(()) }
 /// ```
 pub trait FindSink: Sync {
+    /// Take one batch; `Break` stops the search.
     fn allocations(&self, batch: &[FoundAllocation]) -> ControlFlow<()>;
 }
 

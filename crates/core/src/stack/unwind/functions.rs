@@ -23,8 +23,11 @@ const UNW_FLAG_CHAININFO: u8 = 0x4;
 /// A RUNTIME_FUNCTION entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RuntimeFunction {
+    /// BeginAddress: the function's first byte, as an RVA.
     pub begin: u32,
+    /// EndAddress: one past its last byte, as an RVA.
     pub end: u32,
+    /// UnwindInfoAddress (UnwindData): the RVA of its UNWIND_INFO.
     pub unwind_info: u32,
 }
 

@@ -56,8 +56,9 @@ pub(crate) use summary::summarize;
 pub const EPILOG_BYTES: u32 = 48;
 /// RSP and frame-register values the unwinder works with: no kernel stack
 /// lies outside this band, and inside it no unwind operation (at most a
-/// 4 GiB allocation) can overflow.
+/// 4 GiB allocation) can overflow. This is the band's first value.
 pub const SAFE_LOW: u64 = 0x1000;
+/// One past the band's last value (2^64 - 8 GiB).
 pub const SAFE_HIGH: u64 = 0xFFFF_FFFE_0000_0000;
 
 /// How a frame was unwound.
@@ -79,6 +80,7 @@ pub enum UnwindMethod {
     /// A machine frame (UWOP_PUSH_MACHFRAME): an interrupt or trap; the
     /// caller's RIP and RSP come from the frame the CPU pushed.
     MachineFrame {
+        /// RVA of the function's RUNTIME_FUNCTION begin.
         function: u32,
         /// Where the CPU-pushed RIP is (after the error code, if any).
         frame: u64,

@@ -14,11 +14,16 @@ use crate::stack::{WalkEnd, WhyWalkStopped};
 /// tools): the chained infos are included.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UnwindSummary {
+    /// The function's RUNTIME_FUNCTION (the primary one, not a chained one).
     pub function: RuntimeFunction,
+    /// UNWIND_INFO.Version (1, or 2 with epilog codes).
     pub version: u8,
     /// UNW_FLAG_* bits of the primary info.
     pub flags: u8,
+    /// SizeOfProlog, in bytes of code.
     pub prolog_size: u8,
+    /// FrameRegister, None when the function addresses its frame through
+    /// RSP.
     pub frame_register: Option<Reg>,
     /// Scaled (bytes).
     pub frame_offset: u8,
