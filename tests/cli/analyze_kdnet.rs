@@ -92,3 +92,59 @@ fn live_table_equals_the_dump_table_over_a_lossy_link() {
         assert!(sim.stats().running, "{build}: the target was left stopped");
     }
 }
+
+/// `examples/live.rs`, the library on a live target: the five tags with the
+/// most bytes, as `analyze -s bytes` lists them, and the target left
+/// running.
+#[test]
+fn the_live_example_prints_the_top_tags_and_resumes_the_target() {
+    let exe = support::bin_dir()
+        .join("examples")
+        .join(format!("live{}", std::env::consts::EXE_SUFFIX));
+    if !exe.is_file() {
+        support::missing::<()>(&format!(
+            "{} (built by `cargo test`, or `cargo build --example live`)",
+            exe.display()
+        ));
+        return;
+    }
+    let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 34));
+    let dir = tempfile::tempdir().unwrap();
+    let (dump, syms) = support::write_dump_and_symbols(&m, dir.path());
+    let syms = syms.display().to_string();
+    let (cfg, port) = support::loopback_sim(KEY);
+    let sim = SimTarget::spawn(m, cfg).unwrap();
+    let spec = format!("port={port},key={KEY},bind=127.0.0.1");
+    let out = support::run_bounded(
+        std::process::Command::new(&exe).args([spec.as_str(), syms.as_str()]),
+        support::CLI_LIMIT,
+    );
+    let printed = out.ok();
+    let table = analyze(&[
+        dump.to_str().unwrap(),
+        "--symbol-path",
+        &syms,
+        "-s",
+        "bytes",
+        "--top",
+        "5",
+    ]);
+    let want: String = table["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} bytes\n",
+                r["tag"].as_str().unwrap(),
+                r["type"].as_str().unwrap(),
+                r["bytes"]
+            )
+        })
+        .collect();
+    assert_eq!(printed, want);
+    assert!(
+        sim.stats().continues >= 1 && sim.stats().running,
+        "the target was left stopped"
+    );
+}

@@ -31,17 +31,10 @@ fn readme() -> String {
     std::fs::read_to_string(repo_root().join("README.md")).unwrap()
 }
 
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_pooldump"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 /// The `pooldump-kit` binary `cargo test --workspace` built beside
 /// `pooldump` (crates/kit-cli has integration tests, so cargo builds it).
 fn kit() -> Option<PathBuf> {
-    let p = bin_dir().join(format!("pooldump-kit{}", std::env::consts::EXE_SUFFIX));
+    let p = support::bin_dir().join(format!("pooldump-kit{}", std::env::consts::EXE_SUFFIX));
     if p.is_file() {
         Some(p)
     } else {
@@ -133,7 +126,8 @@ fn command_lines(md: &str) -> Vec<String> {
 }
 
 /// `cargo run [--release] [-p pooldump-kit-cli] -- ARGS` as `BIN ARGS`,
-/// a `pooldump ...` or `pooldump-kit ...` line as it is; else `None`.
+/// a `pooldump ...` or `pooldump-kit ...` line as it is; else (an
+/// example's run too) `None`.
 fn as_binary(line: &str) -> Option<String> {
     let line = line
         .split(" #")
@@ -144,6 +138,11 @@ fn as_binary(line: &str) -> Option<String> {
         .trim();
     if let Some(rest) = line.strip_prefix("cargo run ") {
         let (opts, args) = rest.split_once("-- ")?;
+        // An example's arguments are its own (examples/*.rs are run by
+        // their own tests).
+        if opts.contains("--example") {
+            return None;
+        }
         let bin = if opts.contains("-p pooldump-kit-cli") {
             "pooldump-kit"
         } else {
@@ -519,7 +518,7 @@ fn the_library_example_is_the_readmes_and_runs() {
         "README's library example differs from examples/library.rs"
     );
 
-    let exe = bin_dir()
+    let exe = support::bin_dir()
         .join("examples")
         .join(format!("library{}", std::env::consts::EXE_SUFFIX));
     if !exe.is_file() {

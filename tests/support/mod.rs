@@ -44,6 +44,15 @@ pub fn write_dump_and_symbols(m: &pooldump_kit::Machine, dir: &Path) -> (PathBuf
     (dump, symbols)
 }
 
+/// The directory cargo built `pooldump` in (its examples are in
+/// `examples/` below it).
+pub fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_pooldump"))
+        .parent()
+        .expect("the binary's directory")
+        .to_path_buf()
+}
+
 /// A free UDP port on loopback, chosen by the system and released at once
 /// for the CLI or a simulated target to bind.
 pub fn free_port() -> u16 {

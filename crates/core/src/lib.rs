@@ -24,7 +24,8 @@
 //! A live target is the same [`Target`] over a KDNET session
 //! (`pooldump_kdnet::Session::connect`, then [`Target::new`]); any other
 //! source implements [`Memory`] (physical reads and the kernel's DTB).
-//! The repository's `examples/library.rs` is this program (the README's).
+//! The repository's `examples/library.rs` is this program (the README's);
+//! `examples/live.rs` does the same on a live target.
 //!
 //! Data flows one way: a source ([`memory::Memory`]: crash dump, live
 //! session, raw image) → kernel identity and layouts → the pool model →
