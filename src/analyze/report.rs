@@ -123,39 +123,8 @@ pub struct Totals {
     pub tags: u64,
 }
 
-#[derive(Debug, Serialize)]
-pub struct Row {
-    pub tag: String,
-    /// The tag's ULONG value (little-endian bytes), e.g. 0x6b61654c.
-    pub value: String,
-    #[serde(rename = "type")]
-    pub pool: &'static str,
-    pub allocs: u64,
-    pub frees: u64,
-    pub diff: u64,
-    pub bytes: u64,
-    pub per_alloc: u64,
-    pub driver: Option<String>,
-    pub description: Option<String>,
-    /// hashed, expansion or overflow.
-    pub slot: &'static str,
-    pub clamped: bool,
-}
-
-impl Row {
-    /// PoolMon's cells: Tag, Type, Allocs, Frees, Diff, Bytes, Per Alloc.
-    pub fn poolmon_cells(&self) -> [String; 7] {
-        [
-            self.tag.clone(),
-            self.pool.into(),
-            self.allocs.to_string(),
-            self.frees.to_string(),
-            self.diff.to_string(),
-            self.bytes.to_string(),
-            self.per_alloc.to_string(),
-        ]
-    }
-}
+/// One tag row: PoolMon's columns as the report prints them.
+pub use pooldump_core::pool::PoolMonRow as Row;
 
 #[derive(Debug, Serialize)]
 pub struct BigPool {
@@ -192,20 +161,7 @@ pub struct TrackerSummary {
 }
 
 pub(super) fn row(r: &TagUsage) -> Row {
-    Row {
-        tag: r.tag_text(),
-        value: hex(r.tag.value() as u64),
-        pool: r.pool.poolmon(),
-        allocs: r.allocs,
-        frees: r.frees,
-        diff: r.diff,
-        bytes: r.bytes,
-        per_alloc: r.per_alloc,
-        driver: r.driver.clone(),
-        description: r.description.clone(),
-        slot: r.slot.kind(),
-        clamped: r.clamped,
-    }
+    r.poolmon_row()
 }
 
 /// The big-page entries the tag filters keep, with the drivers the tag

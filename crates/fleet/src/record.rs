@@ -80,27 +80,7 @@ pub struct DumpFacts {
 }
 
 /// One row of the tags table: PoolMon's columns for one tag of one dump.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TagRow {
-    /// As PoolMon prints it (`<overflow>` for the keyless slot).
-    pub tag: String,
-    /// The ULONG value (little-endian bytes).
-    pub tag_value: u32,
-    /// "Nonp" or "Paged", PoolMon's Type column.
-    pub pool: &'static str,
-    pub allocs: u64,
-    pub frees: u64,
-    pub diff: u64,
-    pub bytes: u64,
-    pub per_alloc: u64,
-    /// The Mapped_Driver column.
-    pub mapped_driver: Option<String>,
-    /// pooltag.txt's description.
-    pub description: Option<String>,
-    /// hashed, expansion or overflow.
-    pub slot: &'static str,
-    pub clamped: bool,
-}
+pub use pooldump_core::pool::PoolMonRow as TagRow;
 
 /// Pool totals of one dump, per pool.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -282,24 +262,11 @@ pub fn tag_rows(
         nonpaged: usage.totals.nonpaged,
         tags: usage.totals.tags,
     };
-    Ok((rows.iter().map(tag_row).collect(), totals, usage.warnings))
-}
-
-fn tag_row(r: &TagUsage) -> TagRow {
-    TagRow {
-        tag: r.tag_text(),
-        tag_value: r.tag.value(),
-        pool: r.pool.poolmon(),
-        allocs: r.allocs,
-        frees: r.frees,
-        diff: r.diff,
-        bytes: r.bytes,
-        per_alloc: r.per_alloc,
-        mapped_driver: r.driver.clone(),
-        description: r.description.clone(),
-        slot: r.slot.kind(),
-        clamped: r.clamped,
-    }
+    Ok((
+        rows.iter().map(TagUsage::poolmon_row).collect(),
+        totals,
+        usage.warnings,
+    ))
 }
 
 /// What the header says, without the kernel.

@@ -30,7 +30,7 @@ pub use filter::{PoolMonColumn, SortKey, TagPattern, TagPatternError, UsageQuery
 pub use pooltag::{BinaryKind, PoolTagDb, PoolTagEntry, PoolTagMatch};
 pub use session::{SessionPool, SessionProcess, SessionUsage, read_session_pool};
 pub use tracker::{
-    Counters, PoolUsage, TagUsage, Totals, TrackerInfo, TrackerOptions, TrackerSlot,
+    Counters, PoolMonRow, PoolUsage, TagUsage, Totals, TrackerInfo, TrackerOptions, TrackerSlot,
     read_pool_usage,
 };
 

@@ -108,6 +108,77 @@ impl TagUsage {
             _ => self.tag.to_string(),
         }
     }
+
+    /// The row as reports print it (analyze's JSON, the fleet's tags table).
+    pub fn poolmon_row(&self) -> PoolMonRow {
+        PoolMonRow {
+            tag: self.tag_text(),
+            value: self.tag.value(),
+            pool: self.pool.poolmon(),
+            allocs: self.allocs,
+            frees: self.frees,
+            diff: self.diff,
+            bytes: self.bytes,
+            per_alloc: self.per_alloc,
+            driver: self.driver.clone(),
+            description: self.description.clone(),
+            slot: self.slot.kind(),
+            clamped: self.clamped,
+        }
+    }
+}
+
+/// A [`TagUsage`] as reports print it: PoolMon's columns as text and
+/// numbers, then where the tag comes from. `analyze --json` writes these
+/// (the tag's value in hex), the fleet's tags table holds them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolMonRow {
+    /// The tag as PoolMon prints it (`<overflow>` for the keyless slot).
+    pub tag: String,
+    /// The tag's ULONG value (its four bytes little-endian), e.g.
+    /// 0x6b61654c for `Leak`; JSON gives it in hex.
+    #[serde(serialize_with = "hex_u32")]
+    pub value: u32,
+    /// PoolMon's Type column: `Nonp` or `Paged`.
+    #[serde(rename = "type")]
+    pub pool: &'static str,
+    /// PoolMon's Allocs: allocations since boot.
+    pub allocs: u64,
+    /// PoolMon's Frees: frees since boot.
+    pub frees: u64,
+    /// PoolMon's Diff: allocations live.
+    pub diff: u64,
+    /// PoolMon's Bytes: bytes live.
+    pub bytes: u64,
+    /// PoolMon's Per Alloc: Bytes / Diff (0 when Diff is 0).
+    pub per_alloc: u64,
+    /// PoolMon's Mapped_Driver: the driver that owns the tag, when known.
+    pub driver: Option<String>,
+    /// pooltag.txt's description.
+    pub description: Option<String>,
+    /// `hashed`, `expansion` or `overflow` ([`TrackerSlot::kind`]).
+    pub slot: &'static str,
+    /// Allocs was raised to Frees ([`TagUsage::clamped`]).
+    pub clamped: bool,
+}
+
+impl PoolMonRow {
+    /// PoolMon's cells: Tag, Type, Allocs, Frees, Diff, Bytes, Per Alloc.
+    pub fn poolmon_cells(&self) -> [String; 7] {
+        [
+            self.tag.clone(),
+            self.pool.into(),
+            self.allocs.to_string(),
+            self.frees.to_string(),
+            self.diff.to_string(),
+            self.bytes.to_string(),
+            self.per_alloc.to_string(),
+        ]
+    }
+}
+
+fn hex_u32<S: serde::Serializer>(v: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:#x}"))
 }
 
 /// Raw summed counters of one pool class.
