@@ -24,6 +24,7 @@ pub mod pooltag;
 mod read;
 mod session;
 mod tracker;
+mod usage;
 
 pub use bigpool::{BigPoolEntry, BigPoolOptions, BigPoolTable, read_big_pool};
 pub use filter::{PoolMonColumn, SortKey, TagPattern, TagPatternError, UsageQuery};

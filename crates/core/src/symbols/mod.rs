@@ -36,12 +36,14 @@
 
 pub mod images;
 mod loader;
+mod refine;
 
 pub use pooldump_symbols::*;
 
+pub use refine::refine_kernel_identity;
+
 pub use loader::{
     BuiltInMisfit, LoadError, SymbolOptions, check_builtin_fits, load_kernel_symbols,
-    refine_kernel_identity,
 };
 
 #[cfg(test)]

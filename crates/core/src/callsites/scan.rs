@@ -1,0 +1,264 @@
+//! One module's scan: its code read page by page, cut into regions, each
+//! region through the data-flow, and every call to a tagged pool routine
+//! with the tags that reach it.
+
+use super::*;
+
+/// Disassemble module `m` of `walker` and list its calls to tagged pool
+/// routines. Errors only when the module's headers cannot be read; what
+/// could not be read inside is counted and noted.
+pub fn scan_module<M: Memory + ?Sized>(
+    walker: &mut StackWalker,
+    mem: &M,
+    m: usize,
+) -> Result<ModuleScan, crate::stack::ImageError> {
+    let mut stats = ReadStats::default();
+    let module: StackModule = walker.modules()[m].clone();
+    let (tds, soi) = walker.image_identity(mem, m, &mut stats)?;
+    let sections = walker.sections(mem, m, &mut stats)?;
+    let mut scan = ModuleScan {
+        module: module.name.clone(),
+        base: module.base,
+        time_date_stamp: Some(tds),
+        size_of_image: Some(soi),
+        sections: sections.clone(),
+        calls: Vec::new(),
+        code_bytes: 0,
+        unreadable_pages: 0,
+        notes: Vec::new(),
+    };
+    let imports = import_slots(walker, mem, m, &mut stats).unwrap_or_default();
+    if imports.is_empty() {
+        scan.notes.push(format!(
+            "{}: no imports by name could be read; no pool call can be recognised",
+            module.name
+        ));
+    }
+    let code = read_code(mem, &module, &sections, soi, &mut scan);
+    let cuts = region_cuts(walker, mem, m, &code, &mut scan, &mut stats);
+    let thunk = |t: u64| -> Option<u64> {
+        let r = code.iter().find(|r| r.contains(t))?;
+        let at = (t - r.va) as usize;
+        thunk_slot(t, &r.bytes[at..r.bytes.len().min(at + 16)])
+    };
+    // 3. Each region through the data-flow.
+    for r in &code {
+        let end = r.va + r.bytes.len() as u64;
+        let mut starts: Vec<u64> = std::iter::once(r.va)
+            .chain(cuts.range(r.va + 1..end).copied())
+            .collect();
+        starts.dedup();
+        for (k, &lo) in starts.iter().enumerate() {
+            let hi = starts.get(k + 1).copied().unwrap_or(end);
+            let bytes = &r.bytes[(lo - r.va) as usize..(hi - r.va) as usize];
+            let insns = flow::decode_linear(lo, bytes);
+            for cp in flow::analyze(&insns) {
+                let ins = &insns[cp.index].ins;
+                let tail = !matches!(
+                    ins.flow_control(),
+                    FlowControl::Call | FlowControl::IndirectCall
+                );
+                let Some((slot, via)) = call_slot(ins, &cp, tail, &thunk) else {
+                    continue;
+                };
+                let Some(name) = imports.get(&slot) else {
+                    continue;
+                };
+                let Some((kind, reg)) = tagged_routine(name) else {
+                    continue;
+                };
+                scan.calls.push(PoolCallSite {
+                    module: module.name.clone(),
+                    call: KernelVa(ins.ip()),
+                    return_address: KernelVa(ins.next_ip()),
+                    tail_call: tail,
+                    routine: name.clone(),
+                    kind,
+                    via,
+                    tag_register: format!("{reg:?}").to_lowercase(),
+                    tags: tag_values(&cp, reg),
+                });
+            }
+        }
+    }
+    scan.calls.sort_by_key(|c| c.call);
+    scan.calls.dedup_by_key(|c| c.call);
+    Ok(scan)
+}
+
+/// Step 1: the module's code sections, page by page, as contiguous ranges;
+/// what cannot be read is counted in `scan`.
+fn read_code<M: Memory + ?Sized>(
+    mem: &M,
+    module: &StackModule,
+    sections: &[SectionHeader],
+    soi: u32,
+    scan: &mut ModuleScan,
+) -> Vec<CodeRange> {
+    let base = module.base.0;
+    let mut code: Vec<CodeRange> = Vec::new();
+    let mut budget = MAX_CODE_BYTES;
+    for s in sections.iter().filter(|s| s.is_code()) {
+        let len = u64::from(s.mapped_size())
+            .min(u64::from(soi).saturating_sub(u64::from(s.rva)))
+            .min(budget);
+        if len < u64::from(s.mapped_size()) {
+            scan.notes.push(format!(
+                "{}: section {} is cut to {len:#x} bytes (SizeOfImage or the {MAX_CODE_BYTES:#x}-byte budget)",
+                module.name, s.name
+            ));
+        }
+        budget -= len;
+        let mut off = 0u64;
+        while off < len {
+            let va = base + u64::from(s.rva) + off;
+            let n = (PAGE_SIZE - (va % PAGE_SIZE)).min(len - off);
+            let mut buf = vec![0u8; n as usize];
+            match mem.read_virtual(KernelVa(va), &mut buf) {
+                Ok(()) => match code.last_mut() {
+                    Some(r) if r.va + r.bytes.len() as u64 == va => r.bytes.extend_from_slice(&buf),
+                    _ => code.push(CodeRange { va, bytes: buf }),
+                },
+                Err(_) => scan.unreadable_pages += 1,
+            }
+            off += n;
+        }
+    }
+    if scan.unreadable_pages > 0 {
+        scan.notes.push(format!(
+            "{}: {} code page(s) could not be read (paged out or not in the dump); pool calls there are not seen",
+            module.name, scan.unreadable_pages
+        ));
+    }
+    scan.code_bytes = code.iter().map(|r| r.bytes.len() as u64).sum();
+    code
+}
+
+/// Step 2: where the code is cut into regions for the data-flow: function
+/// starts and ends (RUNTIME_FUNCTIONs), direct call targets, and every
+/// [`MAX_REGION_BYTES`] of a longer region.
+fn region_cuts<M: Memory + ?Sized>(
+    walker: &mut StackWalker,
+    mem: &M,
+    m: usize,
+    code: &[CodeRange],
+    scan: &mut ModuleScan,
+    stats: &mut ReadStats,
+) -> BTreeSet<u64> {
+    let base = scan.base.0;
+    let mut cuts: BTreeSet<u64> = BTreeSet::new();
+    match walker.runtime_functions(mem, m, stats) {
+        Ok(fns) => {
+            for f in fns {
+                cuts.insert(base + u64::from(f.begin));
+                cuts.insert(base + u64::from(f.end));
+            }
+        }
+        Err(e) => scan
+            .notes
+            .push(format!("{}: the exception directory: {e}", scan.module)),
+    }
+    let in_code = |va: u64| code.iter().any(|r| r.contains(va));
+    for r in code {
+        flow::direct_call_targets(r.va, &r.bytes, |t| {
+            if in_code(t) {
+                cuts.insert(t);
+            }
+        });
+    }
+    // A region longer than this is cut (a hostile or absurd function):
+    // what flows across the cut is forgotten, memory stays bounded.
+    for r in code {
+        let end = r.va + r.bytes.len() as u64;
+        let starts: Vec<u64> = std::iter::once(r.va)
+            .chain(cuts.range(r.va + 1..end).copied())
+            .chain(std::iter::once(end))
+            .collect();
+        for w in starts.windows(2) {
+            let mut at = w[0] + MAX_REGION_BYTES;
+            while at < w[1] {
+                cuts.insert(at);
+                at += MAX_REGION_BYTES;
+            }
+        }
+    }
+    cuts
+}
+
+/// The import slot a call or jump goes through, and how: `[rip+slot]`, a
+/// thunk (`jmp [__imp_X]`) it calls, or a register the data-flow knows
+/// holds one slot's value. `None` for anything else, and for a thunk
+/// itself (a tail jump through a slot that nothing flows into: its callers
+/// are the sites).
+fn call_slot(
+    ins: &iced_x86::Instruction,
+    cp: &flow::CallPoint,
+    tail: bool,
+    thunk: &dyn Fn(u64) -> Option<u64>,
+) -> Option<(u64, CallVia)> {
+    match ins.op0_kind() {
+        OpKind::Memory
+            if ins.memory_base() == Register::RIP && ins.memory_index() == Register::None =>
+        {
+            (!(tail && cp.unreached)).then(|| (ins.memory_displacement64(), CallVia::Iat))
+        }
+        OpKind::NearBranch64 => {
+            let t = ins.near_branch_target();
+            thunk(t).map(|slot| (slot, CallVia::Thunk { thunk: KernelVa(t) }))
+        }
+        OpKind::Register => {
+            let reg = ins.op0_register();
+            let Some(flow::Val::Set(v)) = flow::gpr(reg).map(|n| &cp.state[n]) else {
+                return None;
+            };
+            let slots: BTreeSet<u64> = v
+                .iter()
+                .map(|s| match s {
+                    flow::Src::Load { slot } => Some(*slot),
+                    _ => None,
+                })
+                .collect::<Option<_>>()
+                .unwrap_or_default();
+            (slots.len() == 1).then(|| {
+                (
+                    *slots.iter().next().expect("one slot"),
+                    CallVia::Register {
+                        register: format!("{reg:?}").to_lowercase(),
+                    },
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The tags the tag register may hold at the call: every immediate that
+/// flows into it, or `None` when any value comes from memory (unknown).
+fn tag_values(cp: &flow::CallPoint, reg: Register) -> Option<Vec<TagValue>> {
+    let Some(flow::Val::Set(v)) = flow::gpr(reg).map(|n| &cp.state[n]) else {
+        return None;
+    };
+    let mut out = Vec::new();
+    for s in v {
+        match *s {
+            flow::Src::Imm { value, insn, imm } => out.push(TagValue {
+                tag: PoolTag(value as u32),
+                instruction: KernelVa(insn),
+                immediate: imm.map(KernelVa),
+            }),
+            flow::Src::Load { .. } => return None,
+        }
+    }
+    Some(out)
+}
+
+struct CodeRange {
+    va: u64,
+    bytes: Vec<u8>,
+}
+
+impl CodeRange {
+    fn contains(&self, va: u64) -> bool {
+        va >= self.va && va - self.va < self.bytes.len() as u64
+    }
+}
