@@ -351,9 +351,14 @@ impl SegHeap {
             };
             let sub = seg + ((first as u64) << s.ctx.unit_shift);
             let kind = s.ctx.kind;
-            let local = Local { page, page_va };
+            let c = Candidate {
+                va,
+                hit,
+                page,
+                page_va,
+            };
             return match flags as u64 {
-                RANGE_LFH => self.lfh(mem, sub, va, hit, &local, kind, false),
+                RANGE_LFH => self.lfh(mem, sub, &c, kind, false),
                 RANGE_VS => {
                     let mut end = unit;
                     while s
@@ -367,7 +372,7 @@ impl SegHeap {
                         end += 1;
                     }
                     let range_end = seg + ((end + 1) << s.ctx.unit_shift);
-                    self.vs(mem, sub, range_end, va, hit, &local, kind)
+                    self.vs(mem, sub, range_end, &c, kind)
                 }
                 // Large allocations and free ranges hold no pool headers.
                 _ => HeapVerdict::Rejected,
@@ -376,12 +381,17 @@ impl SegHeap {
         // No segment header to go by (paged out, or not in the dump): the
         // subsegment's own encoded fields can still vouch for the header,
         // under stricter checks since nothing bounds the subsegment.
-        let local = Local { page, page_va };
-        let lfh = self.lfh(mem, page_va, va, hit, &local, None, true);
+        let c = Candidate {
+            va,
+            hit,
+            page,
+            page_va,
+        };
+        let lfh = self.lfh(mem, page_va, &c, None, true);
         if matches!(lfh, HeapVerdict::Found { .. }) {
             return lfh;
         }
-        let vs = self.vs_chunk(mem, None, va, hit, &local, None);
+        let vs = self.vs_chunk(mem, None, &c, None);
         if matches!(vs, HeapVerdict::Found { .. }) {
             return vs;
         }
@@ -391,21 +401,19 @@ impl SegHeap {
     /// An LFH block: `sub`'s encoded offsets must put a block of the
     /// header's size at `va`; the bitmap says whether it is allocated.
     /// `guess`: `sub` is only the hit's page, so the subsegment must fit it.
-    #[allow(clippy::too_many_arguments)]
     fn lfh<M: Memory + ?Sized>(
         &self,
         mem: &M,
         sub: u64,
-        va: u64,
-        hit: &PageHit,
-        local: &Local<'_>,
+        c: &Candidate<'_>,
         kind: Option<PoolKind>,
         guess: bool,
     ) -> HeapVerdict {
+        let (va, hit) = (c.va, c.hit);
         // The subsegment header usually shares the hit's page; otherwise
         // read (and keep) its page.
         let cached;
-        let hdr: &[u8] = if let Some(b) = local.slice(sub, PAGE_SIZE) {
+        let hdr: &[u8] = if let Some(b) = c.slice(sub, PAGE_SIZE) {
             b
         } else {
             let got = {
@@ -471,15 +479,15 @@ impl SegHeap {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A VS block: `sub`'s subsegment (its size from its encoded header,
+    /// kept per subsegment) must end inside the page range, and the chunk
+    /// must lie in it.
     fn vs<M: Memory + ?Sized>(
         &self,
         mem: &M,
         sub: u64,
         range_end: u64,
-        va: u64,
-        hit: &PageHit,
-        local: &Local<'_>,
+        c: &Candidate<'_>,
         kind: Option<PoolKind>,
     ) -> HeapVerdict {
         let l = &self.l;
@@ -509,14 +517,7 @@ impl SegHeap {
                 _ => return HeapVerdict::Rejected,
             }
         };
-        self.vs_chunk(
-            mem,
-            Some((sub + l.vs_first_chunk, sub_end)),
-            va,
-            hit,
-            local,
-            kind,
-        )
+        self.vs_chunk(mem, Some((sub + l.vs_first_chunk, sub_end)), c, kind)
     }
 
     /// A VS chunk: the decoded chunk header in front of the (first) pool
@@ -527,11 +528,10 @@ impl SegHeap {
         &self,
         mem: &M,
         bounds: Option<(u64, u64)>,
-        va: u64,
-        hit: &PageHit,
-        local: &Local<'_>,
+        c: &Candidate<'_>,
         kind: Option<PoolKind>,
     ) -> HeapVerdict {
+        let (va, hit) = (c.va, c.hit);
         let l = &self.l;
         let unit = 16u64;
         let first_header = if hit.role == HeaderRole::CacheAlignedSecond {
@@ -545,7 +545,7 @@ impl SegHeap {
         {
             return HeapVerdict::Rejected;
         }
-        let q = match local.slice(chunk, 8) {
+        let q = match c.slice(chunk, 8) {
             Some(b) => u64::from_le_bytes(b.try_into().expect("8 bytes")),
             None => match mem.read_u64(KernelVa(chunk)) {
                 Ok(q) => q,
@@ -577,14 +577,17 @@ impl SegHeap {
     }
 }
 
-/// The page a hit is on, to read heap metadata without a translation when
-/// it shares the page.
-struct Local<'a> {
+/// The header being classified: where it is, what the scan saw there, and
+/// the page it is on (to read heap metadata without a translation when it
+/// shares the page).
+struct Candidate<'a> {
+    va: u64,
+    hit: &'a PageHit,
     page: &'a [u8],
     page_va: u64,
 }
 
-impl Local<'_> {
+impl Candidate<'_> {
     fn slice(&self, va: u64, len: u64) -> Option<&[u8]> {
         let off = va.checked_sub(self.page_va)?;
         let end = off.checked_add(len)?;
