@@ -98,16 +98,9 @@ fn live_table_equals_the_dump_table_over_a_lossy_link() {
 /// running.
 #[test]
 fn the_live_example_prints_the_top_tags_and_resumes_the_target() {
-    let exe = support::bin_dir()
-        .join("examples")
-        .join(format!("live{}", std::env::consts::EXE_SUFFIX));
-    if !exe.is_file() {
-        support::missing::<()>(&format!(
-            "{} (built by `cargo test`, or `cargo build --example live`)",
-            exe.display()
-        ));
+    let Some(exe) = support::example("live") else {
         return;
-    }
+    };
     let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 34));
     let dir = tempfile::tempdir().unwrap();
     let (dump, syms) = support::write_dump_and_symbols(&m, dir.path());

@@ -518,16 +518,9 @@ fn the_library_example_is_the_readmes_and_runs() {
         "README's library example differs from examples/library.rs"
     );
 
-    let exe = support::bin_dir()
-        .join("examples")
-        .join(format!("library{}", std::env::consts::EXE_SUFFIX));
-    if !exe.is_file() {
-        support::missing::<()>(&format!(
-            "{} (built by `cargo test`, or `cargo build --example library`)",
-            exe.display()
-        ));
+    let Some(exe) = support::example("library") else {
         return;
-    }
+    };
     let stdout = support::run_ok(Command::new(&exe).current_dir(repo_root()));
     // The five tags with the most bytes, then NSbf's allocations (all of
     // them big-pool entries on the sample), as the README shows them.

@@ -53,6 +53,22 @@ pub fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// The example program `name` (examples/NAME.rs) that `cargo test` built
+/// beside `pooldump`; `None` (a skip, or a failure under CI) when it is not
+/// there.
+pub fn example(name: &str) -> Option<PathBuf> {
+    let exe = bin_dir()
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if exe.is_file() {
+        return Some(exe);
+    }
+    missing(&format!(
+        "{} (built by `cargo test`, or `cargo build --example {name}`)",
+        exe.display()
+    ))
+}
+
 /// A free UDP port on loopback, chosen by the system and released at once
 /// for the CLI or a simulated target to bind.
 pub fn free_port() -> u16 {
