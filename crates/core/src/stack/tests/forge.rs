@@ -26,6 +26,15 @@ pub(super) fn code(prolog_offset: u8, op: u8, info: u8) -> u16 {
     u16::from(prolog_offset) | (u16::from(op | (info << 4)) << 8)
 }
 
+/// The UNWIND_INFO of the 5-byte prolog `push REG; sub rsp, SIZE`.
+pub(super) fn push_then_sub(reg: Reg, size: u8) -> Vec<u8> {
+    let codes = [
+        code(5, ALLOC_SMALL, size / 8 - 1),
+        code(1, PUSH_NONVOL, reg as u8),
+    ];
+    ui(0, 5, 0, &codes, None)
+}
+
 /// An UNWIND_INFO (version 1): header, code slots padded to even, then the
 /// trailer (a chained RUNTIME_FUNCTION).
 pub(super) fn ui(

@@ -194,16 +194,7 @@ fn chained_infos_are_followed_and_odd_code_counts_padded() {
     // (shrink-wrapped code further on) whose info allocates 10h more and
     // chains to F's entry; one code, so the chain lies after a pad slot.
     let mut f = Forge::new();
-    let primary = f.info(&ui(
-        0,
-        5,
-        0,
-        &[
-            code(5, ALLOC_SMALL, 0x20 / 8 - 1),
-            code(1, PUSH_NONVOL, Reg::Rbx as u8),
-        ],
-        None,
-    ));
+    let primary = f.info(&push_then_sub(Reg::Rbx, 0x20));
     let chained = f.info(&ui(
         4,
         4,
@@ -272,16 +263,7 @@ fn chains_that_loop_or_never_end_are_refused() {
 fn the_first_frames_epilog_is_simulated() {
     // push rsi; sub rsp,28h ... add rsp,28h; pop rsi; ret
     let mut f = Forge::new();
-    let i = f.info(&ui(
-        0,
-        5,
-        0,
-        &[
-            code(5, ALLOC_SMALL, 0x28 / 8 - 1),
-            code(1, PUSH_NONVOL, Reg::Rsi as u8),
-        ],
-        None,
-    ));
+    let i = f.info(&push_then_sub(Reg::Rsi, 0x28));
     f.func(TEXT, TEXT + 0x20, i);
     f.code(TEXT + 0x18, &[0x48, 0x83, 0xC4, 0x28, 0x5E, 0xC3]);
     let mut m = machine(&f.finish());
