@@ -137,26 +137,21 @@ fn one_tag(c: &mut Criterion) {
             })
         },
     );
+    // The CLI's options: scanned pages released as the scan goes.
+    let released = FindOptions {
+        release_scanned: true,
+        ..find_opts(2, Engine::Auto)
+    };
     g.bench_function(
         BenchmarkId::new("find, releasing scanned pages", "2 thread(s)"),
-        |b| {
-            let o = FindOptions {
-                release_scanned: true,
-                ..find_opts(2, Engine::Auto)
-            };
-            b.iter(|| t.find(&tag, &o).unwrap().allocations.len())
-        },
+        |b| b.iter(|| t.find(&tag, &released).unwrap().allocations.len()),
     );
     g.bench_function(
         BenchmarkId::new("open + find (the CLI's work)", "2 thread(s)"),
         |b| {
-            let o = FindOptions {
-                release_scanned: true,
-                ..find_opts(2, Engine::Auto)
-            };
             b.iter(|| {
                 let t = Target::open_dump(&path, &opts).unwrap();
-                t.find(&tag, &o).unwrap().allocations.len()
+                t.find(&tag, &released).unwrap().allocations.len()
             })
         },
     );
