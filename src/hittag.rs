@@ -234,23 +234,8 @@ fn session(
     started: Instant,
 ) -> Result<Report> {
     let live = &target.mem;
-    let rva = target
-        .symbols
-        .require_symbol_rva("PoolHitTag")
-        .context("finding nt!PoolHitTag")?;
-    let va = KernelVa(target.kernel.image.base.0 + rva);
-    let mut old = [0u8; 4];
-    live.read_virtual(va, &mut old)
-        .with_context(|| format!("reading nt!PoolHitTag at {va}"))?;
     let mut notes = Vec::new();
-    // 0xffffff0f is the kernel's own initial value (WRK pool.c), no tag.
-    if old != [0; 4] && u32::from_le_bytes(old) != 0xFFFF_FF0F && old != tag.bytes() {
-        notes.push(format!(
-            "nt!PoolHitTag held {} ({:08x}) before; it is restored to that",
-            PoolTag(u32::from_le_bytes(old)),
-            u32::from_le_bytes(old)
-        ));
-    }
+    let (va, old) = read_pool_hit_tag(target, tag, &mut notes)?;
     let Some(modules) = target.modules.as_ref() else {
         bail!(
             "{}: the loaded-module list could not be read, so stacks cannot be named",
@@ -269,7 +254,7 @@ fn session(
     // and import names are read this way, all as built; the tag
     // immediates a relabel may have patched are never read here.
     let images = args.sym.images();
-    let mut analyzer = HitAnalyzer::with_walker(
+    let analyzer = HitAnalyzer::with_walker(
         StackWalker::new(modules).with_image_locator(images.clone()),
         symbolizer,
     );
@@ -281,101 +266,25 @@ fn session(
         old,
         done: None,
     };
-    live.write_virtual(va, &tag.bytes())
-        .with_context(|| format!("writing {tag} to nt!PoolHitTag at {va}"))?;
-    let mut back = [0u8; 4];
-    live.read_virtual(va, &mut back)
-        .with_context(|| format!("reading back nt!PoolHitTag at {va}"))?;
-    if back != tag.bytes() {
-        bail!(
-            "nt!PoolHitTag at {va} reads back as {:08x} after writing {tag}",
-            u32::from_le_bytes(back)
-        );
-    }
+    set_pool_hit_tag(live, va, tag)?;
     live.resume().context("resuming the target")?;
 
-    let bar = progress(args);
-    let mut table = HitTable::default();
-    let mut prints: Vec<String> = Vec::new();
-    let mut reads = AnalysisReads::default();
-    let deadline = Instant::now() + Duration::from_secs(args.seconds);
-    let ended = loop {
-        if table.pool_hits >= args.hits {
-            break Ended::Hits;
-        }
-        if interrupted.load(Ordering::SeqCst) {
-            break Ended::Interrupted;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            break Ended::Time;
-        }
-        let until = deadline.min(now + Duration::from_millis(250));
-        let ev = match live.wait_event(until) {
-            Ok(ev) => ev,
-            Err(e) => {
-                notes.push(format!("the link failed while waiting for hits: {e}"));
-                break Ended::LinkLost;
-            }
-        };
-        match ev {
-            None => {}
-            Some(TargetEvent::Print { text, .. }) | Some(TargetEvent::Prompt { text, .. })
-                if prints.len() < MAX_PRINTS =>
-            {
-                prints.push(text.trim_end().to_string());
-            }
-            Some(TargetEvent::Print { .. }) | Some(TargetEvent::Prompt { .. }) => {}
-            Some(TargetEvent::Stopped(stop)) => {
-                let how = if stop.is_breakpoint() {
-                    let regs = live
-                        .get_context_of(stop.processor)
-                        .map_err(anyhow::Error::new)
-                        .and_then(|c| Registers::from_context(&c).map_err(anyhow::Error::new));
-                    match regs {
-                        Ok(regs) => {
-                            let hit = analyzer.analyze(live, &regs);
-                            if table.hits == 0 {
-                                reads.first_hit_stack = hit.stack_reads;
-                                reads.first_hit_image = hit.image_reads;
-                            } else {
-                                reads.later_hits += 1;
-                                reads.later_stack.add(&hit.stack_reads);
-                                reads.later_image.add(&hit.image_reads);
-                            }
-                            table.add(&hit);
-                        }
-                        Err(e) => notes.push(format!(
-                            "a stop at {} could not be read: {e}",
-                            KernelVa(stop.pc)
-                        )),
-                    }
-                    // Step over the int3 (WinDbg's Rip+1) and go on.
-                    live.resume()
-                } else {
-                    // Not ours: let the kernel handle it as it would
-                    // without us.
-                    table.add_other(KernelVa(stop.pc), format!("{:?}", stop.event));
-                    match stop.event {
-                        pooldump_kdnet::api::Event::Exception { .. } => {
-                            live.continue_with(ContinueStatus::ExceptionNotHandled)
-                        }
-                        _ => live.continue_with(ContinueStatus::Continue),
-                    }
-                };
-                if let Err(e) = how {
-                    notes.push(format!("resuming after a stop failed: {e}"));
-                    break Ended::LinkLost;
-                }
-                if let Some(b) = &bar {
-                    b.set_position(table.pool_hits.min(args.hits));
-                }
-            }
-        }
+    let mut hits = Hits {
+        live,
+        analyzer,
+        table: HitTable::default(),
+        prints: Vec::new(),
+        reads: AnalysisReads::default(),
+        notes,
     };
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
+    let ended = hits.collect(args, interrupted);
+    let Hits {
+        table,
+        prints,
+        reads,
+        mut notes,
+        ..
+    } = hits;
     let restored = match guard.restore() {
         Ok(()) => true,
         Err(e) => {
@@ -422,6 +331,166 @@ fn session(
         notes,
         kdnet: KdnetReport::new(&live.peer().to_string(), &live.stats(), started.elapsed()),
     })
+}
+
+/// nt!PoolHitTag's address and the value it holds now (said in `notes`
+/// when it is some other tag, which is put back at the end).
+fn read_pool_hit_tag(
+    target: &Target<LiveTarget>,
+    tag: PoolTag,
+    notes: &mut Vec<String>,
+) -> Result<(KernelVa, [u8; 4])> {
+    let rva = target
+        .symbols
+        .require_symbol_rva("PoolHitTag")
+        .context("finding nt!PoolHitTag")?;
+    let va = KernelVa(target.kernel.image.base.0 + rva);
+    let mut old = [0u8; 4];
+    target
+        .mem
+        .read_virtual(va, &mut old)
+        .with_context(|| format!("reading nt!PoolHitTag at {va}"))?;
+    // 0xffffff0f is the kernel's own initial value (WRK pool.c), no tag.
+    if old != [0; 4] && u32::from_le_bytes(old) != 0xFFFF_FF0F && old != tag.bytes() {
+        notes.push(format!(
+            "nt!PoolHitTag held {} ({:08x}) before; it is restored to that",
+            PoolTag(u32::from_le_bytes(old)),
+            u32::from_le_bytes(old)
+        ));
+    }
+    Ok((va, old))
+}
+
+/// Write `tag` to nt!PoolHitTag and read it back.
+fn set_pool_hit_tag(live: &LiveTarget, va: KernelVa, tag: PoolTag) -> Result<()> {
+    live.write_virtual(va, &tag.bytes())
+        .with_context(|| format!("writing {tag} to nt!PoolHitTag at {va}"))?;
+    let mut back = [0u8; 4];
+    live.read_virtual(va, &mut back)
+        .with_context(|| format!("reading back nt!PoolHitTag at {va}"))?;
+    if back != tag.bytes() {
+        bail!(
+            "nt!PoolHitTag at {va} reads back as {:08x} after writing {tag}",
+            u32::from_le_bytes(back)
+        );
+    }
+    Ok(())
+}
+
+/// What the running target reports while PoolHitTag is set.
+struct Hits<'t> {
+    live: &'t LiveTarget,
+    analyzer: HitAnalyzer<'t>,
+    table: HitTable,
+    prints: Vec<String>,
+    reads: AnalysisReads,
+    notes: Vec<String>,
+}
+
+impl Hits<'_> {
+    /// Take the target's events until enough hits, the time limit, Ctrl-C
+    /// or a lost link; why it ended.
+    fn collect(&mut self, args: &Args, interrupted: &AtomicBool) -> Ended {
+        let bar = progress(args);
+        let deadline = Instant::now() + Duration::from_secs(args.seconds);
+        let ended = loop {
+            if self.table.pool_hits >= args.hits {
+                break Ended::Hits;
+            }
+            if interrupted.load(Ordering::SeqCst) {
+                break Ended::Interrupted;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break Ended::Time;
+            }
+            let until = deadline.min(now + Duration::from_millis(250));
+            match self.live.wait_event(until) {
+                Ok(None) => {}
+                Ok(Some(ev)) => {
+                    if let Err(ended) = self.event(ev) {
+                        break ended;
+                    }
+                    if let Some(b) = &bar {
+                        b.set_position(self.table.pool_hits.min(args.hits));
+                    }
+                }
+                Err(e) => {
+                    self.notes
+                        .push(format!("the link failed while waiting for hits: {e}"));
+                    break Ended::LinkLost;
+                }
+            }
+        };
+        if let Some(b) = &bar {
+            b.finish_and_clear();
+        }
+        ended
+    }
+
+    /// One event: a print is kept, a breakpoint stop is a hit (analysed,
+    /// then stepped over), any other stop is handed back to the kernel.
+    fn event(&mut self, ev: TargetEvent) -> Result<(), Ended> {
+        let live = self.live;
+        let stop = match ev {
+            TargetEvent::Print { text, .. } | TargetEvent::Prompt { text, .. } => {
+                if self.prints.len() < MAX_PRINTS {
+                    self.prints.push(text.trim_end().to_string());
+                }
+                return Ok(());
+            }
+            TargetEvent::Stopped(stop) => stop,
+        };
+        let how = if stop.is_breakpoint() {
+            self.hit(stop.processor, KernelVa(stop.pc));
+            // Step over the int3 (WinDbg's Rip+1) and go on.
+            live.resume()
+        } else {
+            // Not ours: let the kernel handle it as it would without us.
+            self.table
+                .add_other(KernelVa(stop.pc), format!("{:?}", stop.event));
+            match stop.event {
+                pooldump_kdnet::api::Event::Exception { .. } => {
+                    live.continue_with(ContinueStatus::ExceptionNotHandled)
+                }
+                _ => live.continue_with(ContinueStatus::Continue),
+            }
+        };
+        how.map_err(|e| {
+            self.notes
+                .push(format!("resuming after a stop failed: {e}"));
+            Ended::LinkLost
+        })
+    }
+
+    /// A PoolHitTag breakpoint on `processor` at `pc`: its stack analysed
+    /// into the table.
+    fn hit(&mut self, processor: u16, pc: KernelVa) {
+        let regs = self
+            .live
+            .get_context_of(processor)
+            .map_err(anyhow::Error::new)
+            .and_then(|c| Registers::from_context(&c).map_err(anyhow::Error::new));
+        let regs = match regs {
+            Ok(regs) => regs,
+            Err(e) => {
+                self.notes
+                    .push(format!("a stop at {pc} could not be read: {e}"));
+                return;
+            }
+        };
+        let hit = self.analyzer.analyze(self.live, &regs);
+        let reads = &mut self.reads;
+        if self.table.hits == 0 {
+            reads.first_hit_stack = hit.stack_reads;
+            reads.first_hit_image = hit.image_reads;
+        } else {
+            reads.later_hits += 1;
+            reads.later_stack.add(&hit.stack_reads);
+            reads.later_image.add(&hit.image_reads);
+        }
+        self.table.add(&hit);
+    }
 }
 
 fn progress(args: &Args) -> Option<indicatif::ProgressBar> {
