@@ -101,6 +101,21 @@ fn process_identity(
 pub fn render_text(r: &SmallDumpReport) -> String {
     let s = &r.summary;
     let mut out = String::new();
+    dump_section(r).render(&mut out);
+    out.push('\n');
+    thread_section(r).render(&mut out);
+    out.push('\n');
+    kernel_section(s).render(&mut out);
+    out.push('\n');
+    memory_section(s).render(&mut out);
+    render_drivers(s, &mut out);
+    push_list(&mut out, "\nWarnings\n", &s.warnings);
+    out
+}
+
+/// The file, its header's facts, the bug check and the crash's context.
+fn dump_section(r: &SmallDumpReport) -> Section {
+    let s = &r.summary;
     let mut d = Section::new("Dump");
     d.row("File", format!("{} ({} bytes)", r.path.display(), r.size));
     d.row(
@@ -138,9 +153,12 @@ pub fn render_text(r: &SmallDumpReport) -> String {
     if !s.fields.is_empty() {
         d.row("Parts", s.fields.join(", "));
     }
-    d.render(&mut out);
+    d
+}
 
-    out.push('\n');
+/// The crashing thread and its process.
+fn thread_section(r: &SmallDumpReport) -> Section {
+    let s = &r.summary;
     let c = &s.crashing;
     let mut t = Section::new("Crashing thread");
     let opt = |v: Option<KernelVa>| v.map_or_else(|| "unknown".to_string(), |v| v.to_string());
@@ -174,9 +192,11 @@ pub fn render_text(r: &SmallDumpReport) -> String {
             ),
         );
     }
-    t.render(&mut out);
+    t
+}
 
-    out.push('\n');
+/// nt as the KDBG copy and the driver list give it.
+fn kernel_section(s: &TriageSummary) -> Section {
     let mut k = Section::new("Kernel (from the KDBG copy and the driver list)");
     match &s.kdbg {
         Some(kd) => {
@@ -211,9 +231,11 @@ pub fn render_text(r: &SmallDumpReport) -> String {
         );
     }
     k.row("DirectoryTableBase", s.directory_table_base.to_string());
-    k.render(&mut out);
+    k
+}
 
-    out.push('\n');
+/// What memory the file holds.
+fn memory_section(s: &TriageSummary) -> Section {
     let mut m = Section::new("Memory in the file");
     m.row(
         "Captured",
@@ -243,8 +265,11 @@ pub fn render_text(r: &SmallDumpReport) -> String {
             ),
         );
     }
-    m.render(&mut out);
+    m
+}
 
+/// The loaded and unloaded drivers' tables.
+fn render_drivers(s: &TriageSummary, out: &mut String) {
     out.push_str(&format!("\nLoaded drivers ({})\n", s.drivers.len()));
     if s.drivers.is_empty() {
         out.push_str("  none in the file\n");
@@ -255,7 +280,7 @@ pub fn render_text(r: &SmallDumpReport) -> String {
             .left("TimeDateStamp", |dr| format!("{:08x}", dr.time_date_stamp))
             .left("Name", |dr| dr.base_name())
             .left("Path", |dr| &dr.name)
-            .render(&mut out, 2);
+            .render(out, 2);
     }
 
     out.push_str(&format!(
@@ -267,11 +292,8 @@ pub fn render_text(r: &SmallDumpReport) -> String {
             .left("Start", |dr| dr.start)
             .left("End", |dr| dr.end)
             .left("Name", |dr| &dr.name)
-            .render(&mut out, 2);
+            .render(out, 2);
     }
-
-    push_list(&mut out, "\nWarnings\n", &s.warnings);
-    out
 }
 
 fn context_text(c: &TriageContext) -> String {
