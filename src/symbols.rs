@@ -193,42 +193,7 @@ fn report(
     syms: &KernelSymbols,
     mut warnings: Vec<String>,
 ) -> SymbolsReport {
-    let mut missing = Vec::new();
-    let mut layouts = Vec::new();
-    for (ty, _) in POOL_TYPES {
-        match syms.type_layout(ty) {
-            Some((t, src)) => layouts.push(TypeReport {
-                name: (*ty).into(),
-                size: Some(t.size),
-                fields: t
-                    .fields
-                    .iter()
-                    .filter_map(|f| Some((f.name.clone(), syms.field(ty, &f.name).ok()?)))
-                    .collect(),
-                source: Some(src),
-            }),
-            None => {
-                if *ty != "_MI_SYSTEM_VA_ASSIGNMENT" || build >= 14393 {
-                    missing.push(format!("type {ty}"));
-                }
-            }
-        }
-    }
-    let base = kernel.kern_base;
-    let mut globals = Vec::new();
-    for (name, always) in POOL_GLOBALS {
-        match syms.symbol(name) {
-            Some(s) => globals.push(GlobalReport {
-                name: (*name).into(),
-                rva: s.rva,
-                va: base.checked_add(s.rva).unwrap_or_default(),
-                size: s.size,
-                source: s.source,
-            }),
-            None if *always => missing.push(format!("symbol {name}")),
-            None => {}
-        }
-    }
+    let (layouts, globals, mut missing) = pool_symbols(syms, build, kernel.kern_base);
     let ex_pool_tag_tables_bound = syms.array_bound("ExPoolTagTables", 8);
     let system_va_regions = syms
         .field("_MI_VISIBLE_STATE", "SystemVaRegions")
@@ -247,23 +212,7 @@ fn report(
     if system_va_regions.is_none() && build >= 14393 {
         missing.push("_MI_VISIBLE_STATE.SystemVaRegions".into());
     }
-    let kldr = match syms.kldr_layout() {
-        Ok((l, ty)) => {
-            let mism = syms
-                .check_kldr_bootstrap(&KLDR_BOOTSTRAP)
-                .unwrap_or_default();
-            warnings.extend(mism.iter().cloned());
-            Some(KldrReport {
-                type_name: ty.into(),
-                layout: l,
-                bootstrap_mismatches: mism,
-            })
-        }
-        Err(e) => {
-            missing.push(format!("loaded-module entry layout ({e})"));
-            None
-        }
-    };
+    let kldr = kldr_report(syms, &mut missing, &mut warnings);
     // Walk the module list with the symbols' layout when they have one.
     let layout = syms.kldr_layout().map(|(l, _)| l).unwrap_or(KLDR_BOOTSTRAP);
     let modules = match kernel.ps_loaded_module_list {
@@ -313,6 +262,78 @@ fn report(
     }
 }
 
+/// The pool types' layouts and the pool globals (at their addresses under
+/// `base`) as the symbols give them, and what they lack that the analysis
+/// needs (_MI_SYSTEM_VA_ASSIGNMENT only from 1607 on).
+fn pool_symbols(
+    syms: &KernelSymbols,
+    build: u32,
+    base: KernelVa,
+) -> (Vec<TypeReport>, Vec<GlobalReport>, Vec<String>) {
+    let mut missing = Vec::new();
+    let mut layouts = Vec::new();
+    for (ty, _) in POOL_TYPES {
+        match syms.type_layout(ty) {
+            Some((t, src)) => layouts.push(TypeReport {
+                name: (*ty).into(),
+                size: Some(t.size),
+                fields: t
+                    .fields
+                    .iter()
+                    .filter_map(|f| Some((f.name.clone(), syms.field(ty, &f.name).ok()?)))
+                    .collect(),
+                source: Some(src),
+            }),
+            None => {
+                if *ty != "_MI_SYSTEM_VA_ASSIGNMENT" || build >= 14393 {
+                    missing.push(format!("type {ty}"));
+                }
+            }
+        }
+    }
+    let mut globals = Vec::new();
+    for (name, always) in POOL_GLOBALS {
+        match syms.symbol(name) {
+            Some(s) => globals.push(GlobalReport {
+                name: (*name).into(),
+                rva: s.rva,
+                va: base.checked_add(s.rva).unwrap_or_default(),
+                size: s.size,
+                source: s.source,
+            }),
+            None if *always => missing.push(format!("symbol {name}")),
+            None => {}
+        }
+    }
+    (layouts, globals, missing)
+}
+
+/// The loaded-module entry's layout, checked against the bootstrap
+/// offsets (differences are warnings).
+fn kldr_report(
+    syms: &KernelSymbols,
+    missing: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Option<KldrReport> {
+    match syms.kldr_layout() {
+        Ok((l, ty)) => {
+            let mism = syms
+                .check_kldr_bootstrap(&KLDR_BOOTSTRAP)
+                .unwrap_or_default();
+            warnings.extend(mism.iter().cloned());
+            Some(KldrReport {
+                type_name: ty.into(),
+                layout: l,
+                bootstrap_mismatches: mism,
+            })
+        }
+        Err(e) => {
+            missing.push(format!("loaded-module entry layout ({e})"));
+            None
+        }
+    }
+}
+
 fn field_text(f: &Field) -> String {
     let mut s = f.type_name.clone();
     if let Some(e) = &f.enum_name {
@@ -337,6 +358,47 @@ pub fn render_text(r: &SymbolsReport) -> String {
             "*** NO PDB: THESE LAYOUTS COME FROM POOLDUMP'S BUILT-IN TABLE (see Warnings) ***\n\n",
         );
     }
+    kernel_section(r).render(&mut out);
+
+    out.push('\n');
+    let mut s = Section::new("Symbols from");
+    for (i, src) in r.sources.iter().enumerate() {
+        s.row(if i == 0 { "Primary" } else { "Then" }, src.to_string());
+    }
+    s.render(&mut out);
+    render_layouts(r, &mut out);
+    if let Some(kl) = &r.kldr {
+        out.push('\n');
+        kldr_section(kl).render(&mut out);
+    }
+
+    if !r.modules.is_empty() {
+        out.push('\n');
+        out.push_str(&format!("Loaded modules ({})\n", r.modules.len()));
+        ListTable::new(&r.modules)
+            .left("Base", |m| m.base)
+            .right("Size", |m| hex(u64::from(m.size)))
+            .left("Name", |m| &m.name)
+            .left("PDB", |m| match (&m.pdb, &m.error) {
+                (Some(cv), _) => cv.pdb_name.clone(),
+                (None, Some(e)) => format!("? ({e})"),
+                (None, None) => "?".into(),
+            })
+            .left("Key", |m| m.pdb.as_ref().map_or("", |cv| &cv.store_key))
+            .render(&mut out, 2);
+    }
+
+    push_list(
+        &mut out,
+        "\nMissing (the pool analysis needs these)\n",
+        &r.missing,
+    );
+    push_list(&mut out, "\nWarnings\n", &r.warnings);
+    out
+}
+
+/// nt's identity: where it is, its PDB, its image, the KDBG.
+fn kernel_section(r: &SymbolsReport) -> Section {
     let k = &r.kernel;
     let mut s = Section::new("Kernel");
     s.row("Dump", r.dump.display().to_string());
@@ -376,15 +438,11 @@ pub fn render_text(r: &SymbolsReport) -> String {
     if let Some(h) = k.ps_loaded_module_list {
         s.row("PsLoadedModuleList", h.to_string());
     }
-    s.render(&mut out);
+    s
+}
 
-    out.push('\n');
-    let mut s = Section::new("Symbols from");
-    for (i, src) in r.sources.iter().enumerate() {
-        s.row(if i == 0 { "Primary" } else { "Then" }, src.to_string());
-    }
-    s.render(&mut out);
-
+/// The pool types' layouts, the globals and the region table, as read.
+fn render_layouts(r: &SymbolsReport, out: &mut String) {
     for t in &r.layouts {
         out.push('\n');
         out.push_str(&format!(
@@ -397,7 +455,7 @@ pub fn render_text(r: &SymbolsReport) -> String {
             .right("Offset", |(_, f)| hex(f.offset))
             .left("Field", |(name, _)| name)
             .left("Type", |(_, f)| field_text(f))
-            .render(&mut out, 2);
+            .render(out, 2);
     }
 
     out.push('\n');
@@ -408,7 +466,7 @@ pub fn render_text(r: &SymbolsReport) -> String {
         .left("VA", |g| g.va)
         .right("Size", |g| g.size.map(hex).unwrap_or_default())
         .left("From", |g| &g.source)
-        .render(&mut out, 2);
+        .render(out, 2);
     if let Some(b) = r.ex_pool_tag_tables_bound {
         out.push_str(&format!(
             "  ExPoolTagTables holds at most {b} per-processor tables\n"
@@ -427,51 +485,27 @@ pub fn render_text(r: &SymbolsReport) -> String {
             out.push_str(&format!("  [{v:>2}] {n}\n"));
         }
     }
+}
 
-    if let Some(kl) = &r.kldr {
-        out.push('\n');
-        let mut s = Section::new(format!("{} (module list walk)", kl.type_name));
-        s.row(
-            "InLoadOrderLinks",
-            hex(kl.layout.in_load_order_links as u64),
-        );
-        s.row("DllBase", hex(kl.layout.dll_base as u64));
-        s.row("EntryPoint", hex(kl.layout.entry_point as u64));
-        s.row("SizeOfImage", hex(kl.layout.size_of_image as u64));
-        s.row("FullDllName", hex(kl.layout.full_dll_name as u64));
-        s.row("BaseDllName", hex(kl.layout.base_dll_name as u64));
-        s.row(
-            "Bootstrap offsets",
-            if kl.bootstrap_mismatches.is_empty() {
-                "match".to_string()
-            } else {
-                format!("{} differ (see Warnings)", kl.bootstrap_mismatches.len())
-            },
-        );
-        s.render(&mut out);
-    }
-
-    if !r.modules.is_empty() {
-        out.push('\n');
-        out.push_str(&format!("Loaded modules ({})\n", r.modules.len()));
-        ListTable::new(&r.modules)
-            .left("Base", |m| m.base)
-            .right("Size", |m| hex(u64::from(m.size)))
-            .left("Name", |m| &m.name)
-            .left("PDB", |m| match (&m.pdb, &m.error) {
-                (Some(cv), _) => cv.pdb_name.clone(),
-                (None, Some(e)) => format!("? ({e})"),
-                (None, None) => "?".into(),
-            })
-            .left("Key", |m| m.pdb.as_ref().map_or("", |cv| &cv.store_key))
-            .render(&mut out, 2);
-    }
-
-    push_list(
-        &mut out,
-        "\nMissing (the pool analysis needs these)\n",
-        &r.missing,
+/// The loaded-module entry's layout the module walk uses.
+fn kldr_section(kl: &KldrReport) -> Section {
+    let mut s = Section::new(format!("{} (module list walk)", kl.type_name));
+    s.row(
+        "InLoadOrderLinks",
+        hex(kl.layout.in_load_order_links as u64),
     );
-    push_list(&mut out, "\nWarnings\n", &r.warnings);
-    out
+    s.row("DllBase", hex(kl.layout.dll_base as u64));
+    s.row("EntryPoint", hex(kl.layout.entry_point as u64));
+    s.row("SizeOfImage", hex(kl.layout.size_of_image as u64));
+    s.row("FullDllName", hex(kl.layout.full_dll_name as u64));
+    s.row("BaseDllName", hex(kl.layout.base_dll_name as u64));
+    s.row(
+        "Bootstrap offsets",
+        if kl.bootstrap_mismatches.is_empty() {
+            "match".to_string()
+        } else {
+            format!("{} differ (see Warnings)", kl.bootstrap_mismatches.len())
+        },
+    );
+    s
 }
