@@ -6,10 +6,10 @@
 //! [`collect`] returns a typed report; the renderers only format it.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use pooldump_core::dump::triage::TriageContext;
+use pooldump_core::dump::triage::{TriageContext, X64Context};
 use pooldump_core::dump::{BugCheck, CrashDump, TriageDump};
 use pooldump_core::kernel::{self, BootHints, KLDR_BOOTSTRAP, ScanLimits, WalkLimits};
 use pooldump_core::stack::{
@@ -206,18 +206,7 @@ pub fn collect(args: &Args) -> Result<StackReport> {
 fn collect_small(args: &Args, small: &TriageDump) -> Result<StackReport> {
     let path = &args.dump;
     let s = small.summary();
-    let ctx = match small.context() {
-        Some(TriageContext::X64(c)) => c,
-        Some(TriageContext::Arm64(_)) => bail!(
-            "{}: an ARM64 small memory dump; `stack` unwinds x64 stacks only (ARM64 unwind codes are not implemented). `pooldump info` shows its bug check, CONTEXT and modules",
-            path.display()
-        ),
-        None => bail!(
-            "{}: the small memory dump holds no CONTEXT record (MiniDumpFields {:#x}), so there is no stack to walk",
-            path.display(),
-            s.fields_raw
-        ),
-    };
+    let ctx = small_x64_context(path, small)?;
     if s.drivers.is_empty() {
         bail!(
             "{}: the small memory dump's driver list is empty, so no frame can be unwound",
@@ -258,15 +247,7 @@ fn collect_small(args: &Args, small: &TriageDump) -> Result<StackReport> {
             w.push(ContextSource::Explicit, Some(va), &regs);
         }
         None => {
-            let mut regs = Registers::new(ctx.rip, ctx.gpr[Reg::Rsp as usize]);
-            if ctx.context_flags & flags::CONTEXT_INTEGER == flags::CONTEXT_INTEGER {
-                for (i, v) in ctx.gpr.iter().enumerate() {
-                    if let Some(r) = Reg::from_number(i as u8) {
-                        regs.set(r, Some(*v));
-                    }
-                }
-            }
-            w.push(ContextSource::DumpHeader, None, &regs);
+            w.push(ContextSource::DumpHeader, None, &header_registers(ctx));
             let bug_check = BugCheck {
                 code: s.bug_check.code,
                 parameters: s.bug_check.parameters,
@@ -277,6 +258,54 @@ fn collect_small(args: &Args, small: &TriageDump) -> Result<StackReport> {
             );
         }
     }
+    note_missing_images(&mut w);
+    let (stacks, notes) = w.finish(&images);
+    Ok(StackReport {
+        dump: path.to_path_buf(),
+        bug_check: BugCheck {
+            code: s.bug_check.code,
+            parameters: s.bug_check.parameters,
+        },
+        stacks,
+        notes,
+    })
+}
+
+/// The small dump's x64 CONTEXT (the crashing thread's registers); an
+/// error that says why there is no x64 stack to walk otherwise.
+fn small_x64_context<'d>(path: &Path, small: &'d TriageDump) -> Result<&'d X64Context> {
+    let s = small.summary();
+    match small.context() {
+        Some(TriageContext::X64(c)) => Ok(c),
+        Some(TriageContext::Arm64(_)) => bail!(
+            "{}: an ARM64 small memory dump; `stack` unwinds x64 stacks only (ARM64 unwind codes are not implemented). `pooldump info` shows its bug check, CONTEXT and modules",
+            path.display()
+        ),
+        None => bail!(
+            "{}: the small memory dump holds no CONTEXT record (MiniDumpFields {:#x}), so there is no stack to walk",
+            path.display(),
+            s.fields_raw
+        ),
+    }
+}
+
+/// The registers the header's CONTEXT gives (the integer registers when its
+/// flags say they were saved).
+fn header_registers(ctx: &X64Context) -> Registers {
+    let mut regs = Registers::new(ctx.rip, ctx.gpr[Reg::Rsp as usize]);
+    if ctx.context_flags & flags::CONTEXT_INTEGER == flags::CONTEXT_INTEGER {
+        for (i, v) in ctx.gpr.iter().enumerate() {
+            if let Some(r) = Reg::from_number(i as u8) {
+                regs.set(r, Some(*v));
+            }
+        }
+    }
+    regs
+}
+
+/// Say which modules a frame is in whose image did not come from a file on
+/// the symbol path (a small memory dump holds none).
+fn note_missing_images<M: Memory>(w: &mut Walks<'_, M>) {
     // Every module a frame is in should have come from its file.
     let mut missing: Vec<usize> = Vec::new();
     for f in w.stacks.iter().flat_map(|s| &s.frames) {
@@ -298,16 +327,6 @@ fn collect_small(args: &Args, small: &TriageDump) -> Result<StackReport> {
             m.name
         ));
     }
-    let (stacks, notes) = w.finish(&images);
-    Ok(StackReport {
-        dump: path.to_path_buf(),
-        bug_check: BugCheck {
-            code: s.bug_check.code,
-            parameters: s.bug_check.parameters,
-        },
-        stacks,
-        notes,
-    })
 }
 
 /// The stacks of one dump, walked with one walker and one symbolizer,
