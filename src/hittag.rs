@@ -516,6 +516,49 @@ fn kind_of(s: &SiteRow) -> &'static str {
     }
 }
 
+/// One call site: how its kind was decided, and its first `stacks`
+/// distinct stacks as WinDbg's `k` prints them.
+fn render_site(o: &mut String, s: &SiteRow, stacks: usize) {
+    let by: Vec<String> = s
+        .decided_by
+        .iter()
+        .map(|d| match d {
+            DecidedBy::NtFrame { function } => format!("nt!{function} on the stack"),
+            DecidedBy::Import { function } => format!("calls {function}"),
+        })
+        .collect();
+    o.push_str(&format!(
+        "\n{}: {} allocations, {} frees ({}); {} distinct stack(s)\n",
+        s.site,
+        s.allocs,
+        s.frees,
+        by.join(", "),
+        s.stacks.len()
+    ));
+    for st in s.stacks.iter().take(stacks) {
+        o.push_str(&format!(
+            "  {} time(s):\n   # Child-SP          RetAddr           Call Site\n",
+            st.count
+        ));
+        for (i, f) in st.frames.iter().enumerate() {
+            o.push_str(&format!(
+                "  {:02} {} {} {}\n",
+                i,
+                f.child_sp,
+                f.ret_addr
+                    .map_or_else(|| "????????`????????".into(), |a| a.to_string()),
+                f.call_site
+            ));
+        }
+    }
+    if s.stacks.len() > stacks {
+        o.push_str(&format!(
+            "  ({} more distinct stacks in --json)\n",
+            s.stacks.len() - stacks
+        ));
+    }
+}
+
 fn render(r: &Report, stacks: usize) -> String {
     let mut o = String::new();
     o.push_str(&format!(
@@ -567,44 +610,7 @@ fn render(r: &Report, stacks: usize) -> String {
         ));
     }
     for s in &r.table.sites {
-        let by: Vec<String> = s
-            .decided_by
-            .iter()
-            .map(|d| match d {
-                DecidedBy::NtFrame { function } => format!("nt!{function} on the stack"),
-                DecidedBy::Import { function } => format!("calls {function}"),
-            })
-            .collect();
-        o.push_str(&format!(
-            "\n{}: {} allocations, {} frees ({}); {} distinct stack(s)\n",
-            s.site,
-            s.allocs,
-            s.frees,
-            by.join(", "),
-            s.stacks.len()
-        ));
-        for st in s.stacks.iter().take(stacks) {
-            o.push_str(&format!(
-                "  {} time(s):\n   # Child-SP          RetAddr           Call Site\n",
-                st.count
-            ));
-            for (i, f) in st.frames.iter().enumerate() {
-                o.push_str(&format!(
-                    "  {:02} {} {} {}\n",
-                    i,
-                    f.child_sp,
-                    f.ret_addr
-                        .map_or_else(|| "????????`????????".into(), |a| a.to_string()),
-                    f.call_site
-                ));
-            }
-        }
-        if s.stacks.len() > stacks {
-            o.push_str(&format!(
-                "  ({} more distinct stacks in --json)\n",
-                s.stacks.len() - stacks
-            ));
-        }
+        render_site(&mut o, s, stacks);
     }
     if !r.table.other.is_empty() {
         o.push_str("\nOther stops (not counted, resumed):\n");
