@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use pooldump_core::hittag::{DecidedBy, HitAnalyzer, HitTable, SiteRow};
 use pooldump_core::stack::{ReadStats, Registers, StackWalker, Symbolizer, SymbolizerOptions};
+use pooldump_core::symbols::images::SymbolPathImages;
 use pooldump_core::{KernelVa, Memory, PoolTag, Target};
 use pooldump_kdnet::{ContinueStatus, KdnetSpec, LiveTarget, TargetEvent, TargetState};
 use serde::Serialize;
@@ -236,28 +237,7 @@ fn session(
     let live = &target.mem;
     let mut notes = Vec::new();
     let (va, old) = read_pool_hit_tag(target, tag, &mut notes)?;
-    let Some(modules) = target.modules.as_ref() else {
-        bail!(
-            "{}: the loaded-module list could not be read, so stacks cannot be named",
-            live.peer()
-        );
-    };
-    let opts = args.sym.options(None);
-    let symbolizer = Symbolizer::new(SymbolizerOptions {
-        symbol_path: opts.symbol_path,
-        fetch: opts.fetch,
-        pdb_files: opts.pdb_file.into_iter().collect(),
-    });
-    // Unwind data and code from the image files on the symbol path where
-    // they are there (`<file>/<TimeDateStamp><SizeOfImage>/<file>`): round
-    // trips saved. Only unwind data, function bounds, code before a call
-    // and import names are read this way, all as built; the tag
-    // immediates a relabel may have patched are never read here.
-    let images = args.sym.images();
-    let analyzer = HitAnalyzer::with_walker(
-        StackWalker::new(modules).with_image_locator(images.clone()),
-        symbolizer,
-    );
+    let (analyzer, images) = hit_analyzer(args, target)?;
 
     // From here on the guard restores PoolHitTag on every way out.
     let mut guard = Restore {
@@ -331,6 +311,39 @@ fn session(
         notes,
         kdnet: KdnetReport::new(&live.peer().to_string(), &live.stats(), started.elapsed()),
     })
+}
+
+/// The analyzer of PoolHitTag stops: a stack walker over the target's
+/// modules and a symbolizer, both reading images from the symbol path
+/// where they are there; and those images (their notes go in the report).
+fn hit_analyzer<'t>(
+    args: &Args,
+    target: &'t Target<LiveTarget>,
+) -> Result<(HitAnalyzer<'t>, Arc<SymbolPathImages>)> {
+    let live = &target.mem;
+    let Some(modules) = target.modules.as_ref() else {
+        bail!(
+            "{}: the loaded-module list could not be read, so stacks cannot be named",
+            live.peer()
+        );
+    };
+    let opts = args.sym.options(None);
+    let symbolizer = Symbolizer::new(SymbolizerOptions {
+        symbol_path: opts.symbol_path,
+        fetch: opts.fetch,
+        pdb_files: opts.pdb_file.into_iter().collect(),
+    });
+    // Unwind data and code from the image files on the symbol path where
+    // they are there (`<file>/<TimeDateStamp><SizeOfImage>/<file>`): round
+    // trips saved. Only unwind data, function bounds, code before a call
+    // and import names are read this way, all as built; the tag
+    // immediates a relabel may have patched are never read here.
+    let images = args.sym.images();
+    let analyzer = HitAnalyzer::with_walker(
+        StackWalker::new(modules).with_image_locator(images.clone()),
+        symbolizer,
+    );
+    Ok((analyzer, images))
 }
 
 /// nt!PoolHitTag's address and the value it holds now (said in `notes`
