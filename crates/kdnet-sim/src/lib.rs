@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! A simulated KDNET target for tests and benchmarks: a synthetic kernel
 //! from `pooldump-kit`, stopped or running behind the real protocol over
 //! UDP on loopback.
@@ -138,6 +139,7 @@ impl SimTarget {
         false
     }
 
+    /// A snapshot of the target's counters so far.
     pub fn stats(&self) -> SimStats {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
