@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! pooldump-kdnet: a KDNET client, so pooldump can analyse a Windows
 //! kernel that is running now as it analyses a crash dump.
 //!
