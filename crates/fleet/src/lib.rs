@@ -96,7 +96,8 @@ pub enum FleetError {
         /// The format asked for.
         wanted: &'static str,
     },
-    /// An input argument is a bad glob pattern or names nothing.
+    /// An input argument is neither a file, a directory nor a valid glob
+    /// pattern, or is a pattern that matches no file.
     #[error("{input}: {why}")]
     Input {
         /// The argument as given.

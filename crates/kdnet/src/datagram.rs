@@ -101,7 +101,7 @@ pub enum DatagramError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Datagram {
     /// The KDNET version byte (datagram byte 4; the host echoes the
-    /// target's: 5 from a 19041 target, 4 from 7601, 2 from 8.1).
+    /// target's: 5 from a 19041 target, 4 from 1511, 2 from 8.1).
     pub version: u8,
     /// Data or control.
     pub channel: Channel,

@@ -68,7 +68,8 @@ pub enum KdnetError {
     Refused {
         /// The request, e.g. `GetContext of processor 0`.
         what: String,
-        /// The NTSTATUS it returned (STATUS_UNSUCCESSFUL, ...).
+        /// ReturnStatus as received (STATUS_SUCCESS when only the count
+        /// fell short).
         status: u32,
     },
     #[error(

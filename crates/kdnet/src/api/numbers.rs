@@ -33,7 +33,7 @@ pub mod api_number {
     pub const READ_PHYSICAL_MEMORY: u32 = 0x313D;
     /// DbgKdWritePhysicalMemoryApi: write target physical memory.
     pub const WRITE_PHYSICAL_MEMORY: u32 = 0x313E;
-    /// DbgKdGetVersionApi: DBGKD_GET_VERSION64 (KernBase, PsLoadedModuleList, KdDebuggerDataBlock).
+    /// DbgKdGetVersionApi: DBGKD_GET_VERSION64 (KernBase, PsLoadedModuleList, DebuggerDataList).
     pub const GET_VERSION: u32 = 0x3146;
     /// DbgKdCauseBugCheckApi: make the target bug-check.
     pub const CAUSE_BUGCHECK: u32 = 0x3149;
@@ -87,58 +87,58 @@ pub mod status {
     pub const BREAKPOINT: u32 = 0x8000_0003;
     /// DBG_CONTINUE: the ContinueStatus that resumes after a breakpoint or break-in.
     pub const DBG_CONTINUE: u32 = 0x0001_0002;
-    /// DBG_EXCEPTION_HANDLED: continue, the exception handled.
+    /// DBG_EXCEPTION_HANDLED: continue, the exception handled (`gh`).
     pub const DBG_EXCEPTION_HANDLED: u32 = 0x0001_0001;
-    /// DBG_EXCEPTION_NOT_HANDLED: continue, passing the exception to the target's handlers (`gN`).
+    /// DBG_EXCEPTION_NOT_HANDLED: continue, passing the exception to the target's handlers (`gn`).
     pub const DBG_EXCEPTION_NOT_HANDLED: u32 = 0x8001_0001;
 }
 
 /// Offsets of the registers in the x64 CONTEXT (winnt.h; Rip and the
 /// layout verified in the capture, docs/kdnet.md, "The protocol in brief").
 pub mod context {
-    /// CONTEXT.ContextFlags (u32): which register groups the CONTEXT holds.
+    /// Offset of CONTEXT.ContextFlags (u32): which register groups the CONTEXT holds.
     pub const CONTEXT_FLAGS: usize = 0x30;
-    /// CONTEXT.SegCs (u16).
+    /// Offset of CONTEXT.SegCs (u16).
     pub const SEG_CS: usize = 0x38;
-    /// CONTEXT.SegSs (u16).
+    /// Offset of CONTEXT.SegSs (u16).
     pub const SEG_SS: usize = 0x42;
-    /// CONTEXT.EFlags (u32).
+    /// Offset of CONTEXT.EFlags (u32).
     pub const EFLAGS: usize = 0x44;
-    /// CONTEXT.Dr7 (u64): the debug-control register.
+    /// Offset of CONTEXT.Dr7 (u64): the debug-control register.
     pub const DR7: usize = 0x70;
-    /// CONTEXT.Rax (u64).
+    /// Offset of CONTEXT.Rax (u64).
     pub const RAX: usize = 0x78;
-    /// CONTEXT.Rcx (u64).
+    /// Offset of CONTEXT.Rcx (u64).
     pub const RCX: usize = 0x80;
-    /// CONTEXT.Rdx (u64).
+    /// Offset of CONTEXT.Rdx (u64).
     pub const RDX: usize = 0x88;
-    /// CONTEXT.Rbx (u64).
+    /// Offset of CONTEXT.Rbx (u64).
     pub const RBX: usize = 0x90;
-    /// CONTEXT.Rsp (u64).
+    /// Offset of CONTEXT.Rsp (u64).
     pub const RSP: usize = 0x98;
-    /// CONTEXT.Rbp (u64).
+    /// Offset of CONTEXT.Rbp (u64).
     pub const RBP: usize = 0xA0;
-    /// CONTEXT.Rsi (u64).
+    /// Offset of CONTEXT.Rsi (u64).
     pub const RSI: usize = 0xA8;
-    /// CONTEXT.Rdi (u64).
+    /// Offset of CONTEXT.Rdi (u64).
     pub const RDI: usize = 0xB0;
-    /// CONTEXT.R8 (u64).
+    /// Offset of CONTEXT.R8 (u64).
     pub const R8: usize = 0xB8;
-    /// CONTEXT.R9 (u64).
+    /// Offset of CONTEXT.R9 (u64).
     pub const R9: usize = 0xC0;
-    /// CONTEXT.R10 (u64).
+    /// Offset of CONTEXT.R10 (u64).
     pub const R10: usize = 0xC8;
-    /// CONTEXT.R11 (u64).
+    /// Offset of CONTEXT.R11 (u64).
     pub const R11: usize = 0xD0;
-    /// CONTEXT.R12 (u64).
+    /// Offset of CONTEXT.R12 (u64).
     pub const R12: usize = 0xD8;
-    /// CONTEXT.R13 (u64).
+    /// Offset of CONTEXT.R13 (u64).
     pub const R13: usize = 0xE0;
-    /// CONTEXT.R14 (u64).
+    /// Offset of CONTEXT.R14 (u64).
     pub const R14: usize = 0xE8;
-    /// CONTEXT.R15 (u64).
+    /// Offset of CONTEXT.R15 (u64).
     pub const R15: usize = 0xF0;
-    /// CONTEXT.Rip (u64).
+    /// Offset of CONTEXT.Rip (u64).
     pub const RIP: usize = 0xF8;
 
     /// The u64 register at `offset` of a CONTEXT; `None` if it is short.
