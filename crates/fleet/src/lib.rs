@@ -1,4 +1,3 @@
-#![warn(missing_docs)]
 //! pooldump-fleet: many crash dumps at once, as tables.
 //!
 //! Each dump goes through the library's front door
@@ -33,6 +32,8 @@
 //!
 //! [`pool_usage`]: pooldump_core::Target::pool_usage
 //! [`attribute`]: pooldump_core::Target::attribute
+
+#![warn(missing_docs)]
 
 pub mod batch;
 pub mod inputs;

@@ -1,4 +1,3 @@
-#![warn(missing_docs)]
 //! A simulated KDNET target for tests and benchmarks: a synthetic kernel
 //! from `pooldump-kit`, stopped or running behind the real protocol over
 //! UDP on loopback.
@@ -48,6 +47,8 @@
 //! behaves ([`SimConfig`], [`Faults`], [`Mishap`]), `report.rs` what it
 //! reports ([`SimEvent`], [`SimStats`], [`SimEnd`]), and `kd/` the
 //! thread that is the target: the machine and its kernel debugger (KD).
+
+#![warn(missing_docs)]
 
 mod config;
 mod kd;

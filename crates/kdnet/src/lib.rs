@@ -1,4 +1,3 @@
-#![warn(missing_docs)]
 //! pooldump-kdnet: a KDNET client, so pooldump can analyse a Windows
 //! kernel that is running now as it analyses a crash dump.
 //!
@@ -24,6 +23,8 @@
 //! target.resume()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod api;
 mod bytes;

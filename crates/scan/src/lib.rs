@@ -1,4 +1,3 @@
-#![warn(missing_docs)]
 //! pooldump-scan: find Windows kernel pool headers carrying given tags in
 //! byte slices, at memory bandwidth.
 //!
@@ -29,6 +28,8 @@
 //! assert_eq!(hits[0].state, HeaderState::Allocated);
 //! # Ok::<(), pooldump_scan::ScanError>(())
 //! ```
+
+#![warn(missing_docs)]
 
 pub mod header;
 mod matcher;
