@@ -22,6 +22,7 @@ use crate::store::ResultStore;
 
 /// How a batch runs.
 pub struct BatchOptions<'a> {
+    /// How each dump is analysed (symbols, pooltag.txt, image search).
     pub analyze: AnalyzeOptions<'a>,
     /// Dumps analysed at once (default: one per core).
     pub jobs: Option<usize>,
@@ -55,6 +56,7 @@ pub struct BatchSummary {
     pub skipped: usize,
     /// Analysed in this run, with and without success.
     pub analysed: usize,
+    /// Of `analysed`, those that ended in [`Status::Error`].
     pub failed: usize,
     /// Paths whose content another path gave (recorded, not analysed).
     pub duplicates: usize,

@@ -33,6 +33,8 @@
 //! [`pool_usage`]: pooldump_core::Target::pool_usage
 //! [`attribute`]: pooldump_core::Target::attribute
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod inputs;
 pub mod key;
@@ -51,33 +53,60 @@ pub use store::{Format, ResultStore};
 /// a row of the dumps table).
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
+    /// Creating, listing, writing, renaming or reading a file of the
+    /// output directory failed.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
+    /// Writing a Parquet part, or reading an earlier one on resume, failed.
     #[error("{}: {source}", path.display())]
     Parquet {
+        /// The part file.
         path: PathBuf,
+        /// What the parquet crate said.
         #[source]
         source: parquet::errors::ParquetError,
     },
+    /// The records did not fit the tables' Arrow schema.
     #[error("building the tables: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
+    /// A `dumps-*` part found on resume lacks the columns (`dump_id`,
+    /// `path`, `status`) a batch writes, or a line of it is not JSON.
     #[error("{}: not a dumps part of `pooldump batch`: {why}", path.display())]
-    NotADumpsPart { path: PathBuf, why: String },
+    NotADumpsPart {
+        /// The part file.
+        path: PathBuf,
+        /// The missing column or the parse error.
+        why: String,
+    },
     #[error(
         "{}: holds {found} parts from an earlier batch; rerun with --format {found} to resume it, or write {wanted} to another directory",
         dir.display()
     )]
+    /// The output directory already holds parts of the other [`Format`].
     OtherFormat {
+        /// The output directory.
         dir: PathBuf,
+        /// The format of the parts it holds ([`Format::extension`]).
         found: &'static str,
+        /// The format asked for.
         wanted: &'static str,
     },
+    /// An input argument is neither a file, a directory nor a valid glob
+    /// pattern, or is a pattern that matches no file.
     #[error("{input}: {why}")]
-    Input { input: String, why: String },
+    Input {
+        /// The argument as given.
+        input: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The rayon pool for `jobs` threads could not be built (the message).
     #[error("cannot start the worker threads: {0}")]
     Threads(String),
 }

@@ -18,6 +18,7 @@ use crate::key::ContentKey;
 
 /// How each dump is analysed.
 pub struct AnalyzeOptions<'a> {
+    /// Where nt's PDB comes from (symbol path, cache, download).
     pub symbols: SymbolOptions<'a>,
     /// pooltag.txt for the Mapped_Driver column (it comes before the image
     /// search, as in `pooldump analyze`).
@@ -39,6 +40,7 @@ pub enum Status {
 }
 
 impl Status {
+    /// `ok`, `error` or `duplicate`: the dumps table's `status` column.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Ok => "ok",
@@ -54,6 +56,7 @@ impl Status {
 pub struct DumpFacts {
     /// The build number (DUMP_HEADER64.MinorVersion).
     pub build: Option<u32>,
+    /// DUMP_HEADER64.NumberProcessors.
     pub processors: Option<u32>,
     /// "bitmap dump", "full memory dump", ...
     pub dump_type: Option<String>,
@@ -64,14 +67,21 @@ pub struct DumpFacts {
     pub uptime_secs: Option<f64>,
     /// SystemTime - SystemUpTime: when the machine booted.
     pub boot_time_us: Option<i64>,
+    /// DUMP_HEADER64.BugCheckCode (0xE2 for a manually initiated crash).
     pub bugcheck_code: Option<u32>,
+    /// DUMP_HEADER64.BugCheckParameter1 to 4.
     pub bugcheck_parameters: Option<[u64; 4]>,
-    /// nt's PDB: `ntkrnlmp.pdb` and its symbol-store key (GUID and age).
+    /// nt's PDB name from its CodeView record, e.g. `ntkrnlmp.pdb`; None
+    /// when the kernel was not opened or has no CodeView record.
     pub pdb_name: Option<String>,
+    /// nt's symbol-store key (GUID and age in hex, as the symbol server's
+    /// directory names it), None likewise.
     pub pdb_key: Option<String>,
-    /// Where nt was loaded, and the PFN database's address (both chosen at
-    /// random at every boot since Windows 10 1607).
+    /// KernBase: where nt was loaded (chosen at random at every boot since
+    /// Windows 10 1607); None when the kernel was not opened.
     pub kern_base: Option<u64>,
+    /// DUMP_HEADER64.PfnDataBase: the PFN database's address (randomised
+    /// at every boot likewise).
     pub pfn_database: Option<u64>,
     /// The boot this dump was taken in: see [`boot_id`].
     pub boot_id: Option<String>,
@@ -85,7 +95,10 @@ pub use pooldump_core::pool::PoolMonRow as TagRow;
 /// Pool totals of one dump, per pool.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DumpTotals {
+    /// Paged pool: allocations and frees since boot, and bytes allocated
+    /// now, all tags summed (PoolMon's header line).
     pub paged: Counters,
+    /// Nonpaged pool (NX included), likewise.
     pub nonpaged: Counters,
     /// Tags with any activity (before the batch's filters: all of them).
     pub tags: u64,
@@ -94,15 +107,28 @@ pub struct DumpTotals {
 /// One dump's outcome: a dumps-table row and its tag rows.
 #[derive(Debug, Clone)]
 pub struct DumpRecord {
+    /// The dump's path as given to the batch.
     pub path: String,
     /// The [`ContentKey`] in hex.
+    /// Empty when the file could not be read to compute one.
     pub dump_id: String,
+    /// The file's size in bytes.
     pub size: u64,
+    /// Analysed, failed or a duplicate.
     pub status: Status,
+    /// Why the dump was not analysed, with its causes (None when
+    /// [`Status::Ok`]; for a duplicate, the path that gave the content).
     pub error: Option<String>,
+    /// What the dump says about itself (the header's facts even when the
+    /// analysis failed, if the header could be read).
     pub facts: DumpFacts,
+    /// PoolMon's rows, one per tag and pool type (empty unless
+    /// [`Status::Ok`]).
     pub rows: Vec<TagRow>,
+    /// The tracker's totals (None unless [`Status::Ok`]).
     pub totals: Option<DumpTotals>,
+    /// What the analysis noticed and worked around (opening the dump and
+    /// reading the tracker).
     pub warnings: Vec<Warning>,
     /// Wall-clock seconds the analysis took.
     pub seconds: f64,
@@ -138,14 +164,21 @@ impl DumpRecord {
 /// Why a dump could not be analysed.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzeError {
+    /// A small memory (minidump/triage) dump, which holds no pool: the
+    /// explanation of what it holds instead.
     #[error("{0}")]
     SmallDump(String),
+    /// The dump, its kernel or nt's symbols could not be opened.
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// The pool tag tracker (PoolTrackTable) could not be read.
     #[error("{path}: build {build}: reading the pool tag tracker: {source}")]
     Pool {
+        /// The dump's path.
         path: String,
+        /// The dump's build number.
         build: u32,
+        /// Why the tracker read failed.
         #[source]
         source: PoolError,
     },

@@ -37,6 +37,8 @@ pub enum Format {
 }
 
 impl Format {
+    /// The part files' extension and the `--format` name: `parquet` or
+    /// `ndjson`.
     pub fn extension(self) -> &'static str {
         match self {
             Format::Parquet => "parquet",
@@ -48,7 +50,12 @@ impl Format {
 /// A dump already in the output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DoneDump {
+    /// The path as the dumps table recorded it.
     pub path: String,
+    /// The dumps table's `status` column ([`Status::as_str`]: `ok`,
+    /// `error` or `duplicate`).
+    ///
+    /// [`Status::as_str`]: crate::Status::as_str
     pub status: String,
 }
 
@@ -135,10 +142,12 @@ impl ResultStore {
         Ok(store)
     }
 
+    /// The output directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The format parts are written in.
     pub fn format(&self) -> Format {
         self.format
     }

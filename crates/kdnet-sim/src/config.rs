@@ -40,6 +40,8 @@ impl Faults {
 /// How the simulated target behaves.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
+    /// The KDNET key (`bcdedit /dbgsettings net key:`) the debugger must
+    /// also use.
     pub key: KdnetKey,
     /// Where the target sends its offers (the debugger's address, as
     /// `bcdedit /dbgsettings net hostip: port:` configures it).
@@ -48,6 +50,7 @@ pub struct SimConfig {
     pub version: u8,
     /// Windows offers every 3 s; tests use less.
     pub offer_interval: Duration,
+    /// Faults on the link (none by default).
     pub faults: Faults,
     /// Seed of the fault and identity generator.
     pub seed: u64,
@@ -71,9 +74,11 @@ pub struct SimConfig {
 pub struct Mishap {
     /// Requests executed (in this boot) before it happens.
     pub after_requests: u64,
+    /// What goes wrong.
     pub kind: MishapKind,
 }
 
+/// What a [`Mishap`] does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MishapKind {
     /// The target reboots: a new boot identity, no data key, running.
@@ -84,6 +89,9 @@ pub enum MishapKind {
 }
 
 impl SimConfig {
+    /// A target for `key` that offers to `host` every 300 ms, KDNET
+    /// version 5, no faults, no workload, seed 1, 60 simulated seconds per
+    /// real second, bound to 127.0.0.1, for at most 300 s.
     pub fn new(key: KdnetKey, host: SocketAddr) -> Self {
         Self {
             key,

@@ -48,6 +48,8 @@
 //! reports ([`SimEvent`], [`SimStats`], [`SimEnd`]), and `kd/` the
 //! thread that is the target: the machine and its kernel debugger (KD).
 
+#![warn(missing_docs)]
+
 mod config;
 mod kd;
 mod report;
@@ -138,6 +140,7 @@ impl SimTarget {
         false
     }
 
+    /// A snapshot of the target's counters so far.
     pub fn stats(&self) -> SimStats {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -10,7 +10,9 @@ use sha2::{Digest, Sha256};
 use crate::datagram::{DataKey, KDNET_HDR_LEN};
 use crate::key::KdnetKey;
 
+/// `P[9]`, the control message type, of an offer (target to host).
 pub const MSG_OFFER: u8 = 1;
+/// `P[9]` of a response (host to target).
 pub const MSG_RESPONSE: u8 = 2;
 /// The response payload (P[8..330]) that the data key hashes.
 pub const RESPONSE_LEN: usize = 322;
@@ -40,8 +42,16 @@ pub struct Offer {
 /// Why a control message was not an offer or a response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
+    /// The payload is shorter than the fields parsed.
     #[error("the control message is {len} bytes, shorter than an offer's {need}")]
-    Short { len: usize, need: usize },
+    Short {
+        /// The payload's length in bytes.
+        len: usize,
+        /// The bytes an offer (or response) needs.
+        need: usize,
+    },
+    /// `P[9]`, the message type (the value), is not [`MSG_OFFER`] (or
+    /// [`MSG_RESPONSE`] where one is expected).
     #[error("control message type {0} is not an offer (1) or response (2)")]
     NotOffer(u8),
 }
@@ -116,6 +126,8 @@ impl Offer {
 /// The host's response (P[8..330], then 6 bytes of padding on the wire).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
+    /// P[8..330], [`RESPONSE_LEN`] bytes: type, the offer's counter and
+    /// identity copied, the host's random bytes; the data key hashes it.
     pub payload: Vec<u8>,
 }
 

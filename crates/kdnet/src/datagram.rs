@@ -23,9 +23,11 @@ use subtle::ConstantTimeEq;
 
 use crate::key::KdnetKey;
 
+/// The first four bytes of every KDNET datagram.
 pub const MAGIC: [u8; 4] = *b"MDBG";
 /// Magic, version, channel.
 pub const HEADER_LEN: usize = 6;
+/// The HMAC-SHA256 tag at the datagram's end, truncated to 16 bytes.
 pub const TAG_LEN: usize = 16;
 /// The KDNET header at the start of every plaintext.
 pub const KDNET_HDR_LEN: usize = 8;
@@ -47,6 +49,7 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// The header's channel byte (datagram byte 5): 0 data, 1 control.
     pub fn byte(self) -> u8 {
         match self {
             Channel::Data => 0,
@@ -69,16 +72,27 @@ impl std::fmt::Debug for DataKey {
 /// none is acted on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DatagramError {
+    /// Shorter than [`MIN_LEN`], longer than [`MAX_LEN`], or not a whole
+    /// number of AES blocks between header and tag.
     #[error("{len} bytes is not a KDNET datagram length (38 to 4134 bytes, 6 + 16n + 16)")]
-    BadLength { len: usize },
+    BadLength {
+        /// The datagram's length in bytes.
+        len: usize,
+    },
+    /// The first four bytes are not [`MAGIC`].
     #[error("no MDBG magic")]
     BadMagic,
+    /// The channel byte (the value) is neither 0 (data) nor 1 (control).
     #[error("unknown channel {0}")]
     BadChannel(u8),
+    /// A data-channel datagram, and no handshake has made a data key yet.
     #[error("a data-channel datagram arrived before the data key was agreed")]
     NoDataKey,
+    /// The tag does not verify under the channel's key.
     #[error("the HMAC does not verify (wrong key, corrupted or forged)")]
     BadTag,
+    /// The KDNET header's pad-length byte (the value) is 16 or more, or
+    /// longer than the plaintext.
     #[error("the KDNET header's pad length {0} is not below 16 (or exceeds the payload)")]
     BadPad(u8),
 }
@@ -86,7 +100,10 @@ pub enum DatagramError {
 /// A decrypted, authenticated datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Datagram {
+    /// The KDNET version byte (datagram byte 4; the host echoes the
+    /// target's: 5 from a 19041 target, 4 from 1511, 2 from 8.1).
     pub version: u8,
+    /// Data or control.
     pub channel: Channel,
     /// The 56-bit sequence number.
     pub seq: u64,

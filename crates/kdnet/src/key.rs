@@ -33,18 +33,34 @@ impl std::fmt::Debug for KdnetKey {
 /// Why a key string was rejected. The key itself is never echoed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
+    /// Not four dot-separated parts.
     #[error("a KDNET key has four dot-separated parts (w.x.y.z), this one has {count}")]
-    PartCount { count: usize },
+    PartCount {
+        /// The number of dot-separated parts found.
+        count: usize,
+    },
+    /// A part has no digits.
     #[error("part {part} of the KDNET key is empty")]
-    EmptyPart { part: usize },
+    EmptyPart {
+        /// Which part, counted from 1.
+        part: usize,
+    },
+    /// A part holds a character that is not a base-36 digit.
     #[error(
         "part {part} of the KDNET key holds a character outside 0-9 and a-z (a KDNET key is base 36)"
     )]
-    BadCharacter { part: usize },
+    BadCharacter {
+        /// Which part, counted from 1.
+        part: usize,
+    },
+    /// A part's value exceeds u64::MAX.
     #[error(
         "part {part} of the KDNET key does not fit in 64 bits (the largest part is 3w5e11264sgsf)"
     )]
-    Overflow { part: usize },
+    Overflow {
+        /// Which part, counted from 1.
+        part: usize,
+    },
 }
 
 impl KdnetKey {
@@ -104,6 +120,7 @@ pub struct KdnetSpec {
     /// The UDP port the target sends its offers to (the host listens on
     /// it).
     pub port: u16,
+    /// The key both sides use (`key=`, bcdedit's `key:`).
     pub key: KdnetKey,
     /// The local address to listen on: all interfaces, as WinDbg does,
     /// unless `bind=` says otherwise (a pooldump extension, used by tests
@@ -118,22 +135,30 @@ pub struct KdnetSpec {
 /// Why a connection spec was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
+    /// No `key=` option.
     #[error("the KDNET spec has no key= (expected port=N,key=w.x.y.z)")]
     MissingKey,
+    /// `port=` (the value) is not 1-65535.
     #[error("the KDNET spec's port '{0}' is not a UDP port number (1-65535)")]
     BadPort(String),
+    /// `bind=` (the value) is not an IP address.
     #[error("the KDNET spec's bind address '{0}' is not an IP address")]
     BadBind(String),
+    /// `key=` is not a valid KDNET key.
     #[error("the KDNET spec's key: {0}")]
     Key(#[from] KeyError),
+    /// An option (its name) other than port=, key=, bind=, retry=.
     #[error(
         "the KDNET spec's option '{0}' is not supported (pooldump understands port=, key=, bind= and retry=)"
     )]
     Unsupported(String),
+    /// An option (as written) without `=value`.
     #[error("the KDNET spec's option '{0}' has no value (expected name=value)")]
     NoValue(String),
+    /// `retry=` (the value) is not 10-60000 milliseconds.
     #[error("the KDNET spec's retry '{0}' is not a number of milliseconds from 10 to 60000")]
     BadRetry(String),
+    /// An option (its name) given twice.
     #[error("the KDNET spec names '{0}' twice")]
     Repeated(String),
 }

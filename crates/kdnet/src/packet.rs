@@ -15,8 +15,11 @@
 
 use crate::bytes::Le;
 
+/// PACKET_LEADER (`0000`): the PacketLeader of a data packet.
 pub const DATA_LEADER: u32 = 0x3030_3030;
+/// CONTROL_PACKET_LEADER (`iiii`): the PacketLeader of ACK, RESEND, RESET.
 pub const CONTROL_LEADER: u32 = 0x6969_6969;
+/// sizeof(KD_PACKET): the header before the data.
 pub const KD_HEADER_LEN: usize = 16;
 /// PACKET_MAX_SIZE: the largest ByteCount.
 pub const PACKET_MAX_SIZE: usize = 4000;
@@ -30,22 +33,38 @@ pub const HOST_ID_BASE: u32 = 0x8000_0000;
 /// KD PacketType values (windbgkd.h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PacketType {
+    /// PACKET_TYPE_UNUSED (0).
     Unused,
+    /// PACKET_TYPE_KD_STATE_CHANGE32 (1): a 32-bit target's state change.
     StateChange32,
+    /// PACKET_TYPE_KD_STATE_MANIPULATE (2): DBGKD_MANIPULATE_STATE64
+    /// requests and replies.
     StateManipulate,
+    /// PACKET_TYPE_KD_DEBUG_IO (3): DBGKD_DEBUG_IO (DbgPrint, DbgPrompt).
     DebugIo,
+    /// PACKET_TYPE_KD_ACKNOWLEDGE (4): control packet, the id received.
     Acknowledge,
+    /// PACKET_TYPE_KD_RESEND (5): control packet, send the last packet again.
     Resend,
+    /// PACKET_TYPE_KD_RESET (6): control packet, resynchronise packet ids.
     Reset,
+    /// PACKET_TYPE_KD_STATE_CHANGE64 (7): DBGKD_ANY_WAIT_STATE_CHANGE.
     StateChange64,
+    /// PACKET_TYPE_KD_POLL_BREAKIN (8): serial transports only.
     PollBreakin,
+    /// PACKET_TYPE_KD_TRACE_IO (9).
     TraceIo,
+    /// PACKET_TYPE_KD_CONTROL_REQUEST (10).
     ControlRequest,
+    /// PACKET_TYPE_KD_FILE_IO (11): DBGKD_FILE_IO (`.kdfiles`).
     FileIo,
+    /// Any other PacketType value, kept as received.
     Other(u16),
 }
 
 impl PacketType {
+    /// The type of a KD_PACKET.PacketType value; unknown values become
+    /// [`PacketType::Other`].
     pub fn from_u16(v: u16) -> Self {
         use PacketType::*;
         match v {
@@ -65,6 +84,7 @@ impl PacketType {
         }
     }
 
+    /// The KD_PACKET.PacketType value.
     pub fn to_u16(self) -> u16 {
         use PacketType::*;
         match self {
@@ -93,7 +113,13 @@ pub enum Payload {
     /// The host's break-in request.
     BreakIn,
     /// A KD control packet (ACK, RESEND, RESET).
-    Control { kind: PacketType, id: u32 },
+    Control {
+        /// Acknowledge, Resend or Reset.
+        kind: PacketType,
+        /// KD_PACKET.PacketId: the id acknowledged (Acknowledge), the next
+        /// id (Reset), 0 (Resend).
+        id: u32,
+    },
     /// A KD data packet, its checksum verified.
     Data(KdPacket),
 }
@@ -101,24 +127,49 @@ pub enum Payload {
 /// A KD data packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KdPacket {
+    /// KD_PACKET.PacketType.
     pub kind: PacketType,
+    /// KD_PACKET.PacketId: host packets count up by 2 from
+    /// [`HOST_ID_BASE`]; a repeated id is a retransmission.
     pub id: u32,
+    /// The ByteCount bytes after the header: a DbgKd message
+    /// ([`crate::api::KdMessage`]).
     pub data: Vec<u8>,
 }
 
 /// Why a payload was not a KD packet. Dropped and counted, never acted on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PacketError {
+    /// Shorter than [`KD_HEADER_LEN`] (and not a hello or break-in).
     #[error("the payload is {len} bytes, too short for a KD packet header")]
-    Short { len: usize },
+    Short {
+        /// The payload's length in bytes.
+        len: usize,
+    },
+    /// PacketLeader (the value) is neither [`DATA_LEADER`] nor
+    /// [`CONTROL_LEADER`].
     #[error("unknown KD packet leader {0:#010x}")]
     BadLeader(u32),
+    /// ByteCount disagrees with the payload's length.
     #[error("KD ByteCount {count} plus the header is not the payload's {len} bytes")]
-    LengthMismatch { count: usize, len: usize },
+    LengthMismatch {
+        /// KD_PACKET.ByteCount.
+        count: usize,
+        /// The payload's length in bytes.
+        len: usize,
+    },
+    /// ByteCount (the value) exceeds [`PACKET_MAX_SIZE`].
     #[error("KD ByteCount {0} exceeds PACKET_MAX_SIZE (4000)")]
     TooLong(usize),
+    /// KD_PACKET.Checksum is not the byte sum of the data.
     #[error("KD checksum {got:#010x} does not match the data's {want:#010x}")]
-    Checksum { got: u32, want: u32 },
+    Checksum {
+        /// The Checksum field.
+        got: u32,
+        /// The sum computed from the data.
+        want: u32,
+    },
+    /// A control packet with a non-zero ByteCount (the value).
     #[error("a KD control packet carries {0} data bytes")]
     ControlWithData(usize),
 }

@@ -7,9 +7,16 @@
 /// little-endian storage unit of `unit_size` bytes at `offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BitField {
+    /// Byte offset of the storage unit from the header's start (the PDB
+    /// member's offset).
     pub offset: usize,
+    /// Size of the storage unit in bytes, 1 to 8 (the member's base type).
     pub unit_size: usize,
+    /// First bit within the unit, counted from its least significant bit
+    /// (the PDB's bitfield position; 0 for a whole field).
     pub bit_position: u32,
+    /// Width in bits (the PDB's bitfield length; `unit_size * 8` for a
+    /// whole field).
     pub bit_length: u32,
 }
 
@@ -24,6 +31,8 @@ impl BitField {
         }
     }
 
+    /// A bitfield: `bit_length` bits from `bit_position` of the
+    /// `unit_size`-byte unit at `offset`.
     pub const fn bits(offset: usize, unit_size: usize, bit_position: u32, bit_length: u32) -> Self {
         Self {
             offset,
@@ -61,20 +70,29 @@ pub struct HeaderLayout {
     /// sizeof(_POOL_HEADER): also the allocation unit and alignment
     /// (x64: 0x10; x86: 8).
     pub size: usize,
+    /// `_POOL_HEADER.PreviousSize`: the preceding chunk's size in units.
     pub previous_size: BitField,
+    /// `_POOL_HEADER.PoolIndex`: the pool descriptor's index.
     pub pool_index: BitField,
+    /// `_POOL_HEADER.BlockSize`: this chunk's size in units, header included.
     pub block_size: BitField,
+    /// `_POOL_HEADER.PoolType`: the [`pool_type`] bits.
     pub pool_type: BitField,
+    /// `_POOL_HEADER.PoolTag`: must be a whole 4-byte field.
     pub pool_tag: BitField,
 }
 
 /// Why a layout cannot be scanned with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
+    /// sizeof(_POOL_HEADER) (the value) is neither 8 (x86) nor 0x10 (x64).
     #[error("_POOL_HEADER size {0:#x} is not 8 or 0x10")]
     Size(usize),
+    /// The named member's storage unit or bits fall outside the header,
+    /// or its unit is not 1 to 8 bytes.
     #[error("_POOL_HEADER.{0} does not fit in the header")]
     Field(&'static str),
+    /// PoolTag is a bitfield or not 4 bytes wide.
     #[error("_POOL_HEADER.PoolTag is not a whole 4-byte field")]
     Tag,
 }
@@ -90,6 +108,9 @@ impl HeaderLayout {
         pool_tag: BitField::bytes(4, 4),
     };
 
+    /// Check that the header is 8 or 0x10 bytes, every field lies within
+    /// it, and PoolTag is a whole 4-byte field: what [`BitField::get`] and
+    /// the scanner rely on.
     pub fn validate(&self) -> Result<(), LayoutError> {
         if self.size != 8 && self.size != 0x10 {
             return Err(LayoutError::Size(self.size));
@@ -135,8 +156,12 @@ impl HeaderLayout {
 /// A decoded `_POOL_HEADER`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PoolHeader {
+    /// PreviousSize, in allocation units ([`HeaderLayout::unit`]); 0 for
+    /// the first chunk of a page.
     pub previous_size: u16,
+    /// PoolIndex: the legacy pool descriptor's index.
     pub pool_index: u16,
+    /// BlockSize, in allocation units, header included; never 0 in a hit.
     pub block_size: u16,
     /// The header's PoolType byte: `(POOL_TYPE & 0x6D) | 2` for an
     /// allocation, 0 for a free legacy chunk (docs/pool-structures.md §4).
@@ -147,28 +172,40 @@ pub struct PoolHeader {
 
 /// Header PoolType bits (docs/pool-structures.md §4).
 pub mod pool_type {
+    /// Paged pool (POOL_TYPE's PagedPool bit); clear for nonpaged.
     pub const PAGED: u16 = 1;
+    /// Set in every allocated header; a free legacy chunk's PoolType is 0.
     pub const IN_USE: u16 = 2;
+    /// CacheAligned: the allocation was rounded to a cache line (the
+    /// segment heap writes two headers, [`super::HeaderRole`]).
     pub const CACHE_ALIGNED: u16 = 4;
+    /// PoolQuota: charged to a process's quota.
     pub const QUOTA: u16 = 8;
+    /// Session pool (POOL_TYPE's SessionPoolMask).
     pub const SESSION: u16 = 0x20;
     /// Bits no allocator writes (4 and 7).
     pub const NEVER: u16 = 0x90;
 }
 
 impl PoolHeader {
+    /// The tag carries PROTECTED_POOL (Win7 object tags).
     pub fn protected(&self) -> bool {
         self.tag & crate::tags::PROTECTED_POOL != 0
     }
+    /// The tag with PROTECTED_POOL cleared, as PoolMon and pooltag.txt
+    /// spell it.
     pub fn tag_unprotected(&self) -> u32 {
         self.tag & !crate::tags::PROTECTED_POOL
     }
+    /// PoolType has [`pool_type::PAGED`]: paged pool.
     pub fn paged(&self) -> bool {
         self.pool_type & pool_type::PAGED != 0
     }
+    /// PoolType has [`pool_type::SESSION`]: session pool.
     pub fn session(&self) -> bool {
         self.pool_type & pool_type::SESSION != 0
     }
+    /// PoolType has [`pool_type::CACHE_ALIGNED`].
     pub fn cache_aligned(&self) -> bool {
         self.pool_type & pool_type::CACHE_ALIGNED != 0
     }
@@ -188,6 +225,7 @@ pub enum Rules {
 /// What the header itself says about its allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HeaderState {
+    /// A legacy chunk whose PoolType has [`pool_type::IN_USE`].
     Allocated,
     /// A free legacy chunk (PoolType 0), its tag stale.
     Free,

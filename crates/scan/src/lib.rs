@@ -29,6 +29,8 @@
 //! # Ok::<(), pooldump_scan::ScanError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod header;
 mod matcher;
 pub mod tags;
@@ -49,23 +51,33 @@ pub const PAGE_SIZE: usize = 0x1000;
 pub struct PageHit {
     /// Offset of the header from the start of the scanned slice.
     pub offset: usize,
+    /// The header's fields, decoded with the scanner's [`HeaderLayout`].
     pub header: PoolHeader,
+    /// What the header says about its allocation ([`HeaderState::Unknown`]
+    /// under [`Rules::SegmentHeap`], where only the heap metadata can tell).
     pub state: HeaderState,
+    /// Its place in a cache-aligned pair ([`HeaderRole::Single`] otherwise).
     pub role: HeaderRole,
 }
 
 /// Why a scanner cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScanError {
+    /// The tag list was empty, or its patterns expanded to no mask.
     #[error("no tags to search for (a pattern that matches no four characters?)")]
     NoTags,
+    /// The `_POOL_HEADER` layout failed [`HeaderLayout::validate`].
     #[error(transparent)]
     Layout(#[from] LayoutError),
     #[error(
         "the {engine} engine cannot search for these tags ({why}); use the stride or auto engine"
     )]
+    /// An explicitly chosen engine cannot search for the tags given
+    /// (memmem takes one exact tag, Aho-Corasick only exact tags).
     Engine {
+        /// The engine's name as [`Engine::name`] spells it.
         engine: &'static str,
+        /// What that engine needs and the tags lacked.
         why: &'static str,
     },
 }
@@ -91,6 +103,10 @@ impl std::fmt::Debug for Scanner {
 }
 
 impl Scanner {
+    /// A scanner for `tags` (duplicates and overlaps are fine) in headers of
+    /// `layout`, accepted under `rules`, with candidates found by `engine`
+    /// ([`Engine::Auto`] picks one). Fails on an empty tag set, a layout
+    /// that does not validate, or an engine that cannot take these tags.
     pub fn new(
         tags: &[TagMask],
         layout: HeaderLayout,
@@ -126,14 +142,18 @@ impl Scanner {
         self.engine
     }
 
+    /// The tags searched for, normalised (sorted, deduplicated,
+    /// PROTECTED_POOL cleared from every mask).
     pub fn tags(&self) -> &TagSet {
         &self.set
     }
 
+    /// The `_POOL_HEADER` layout the scanner was built with.
     pub fn layout(&self) -> &HeaderLayout {
         &self.layout
     }
 
+    /// The allocator rules headers must satisfy.
     pub fn rules(&self) -> Rules {
         self.rules
     }

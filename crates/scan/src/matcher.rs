@@ -30,12 +30,18 @@ pub enum Engine {
     /// ~1 GB/s on tags spread over the alphabet (docs/performance.md).
     #[default]
     Auto,
+    /// `memchr::memmem` on the tag's first three bytes: one exact tag only.
     Memmem,
+    /// Probe the [`TagSet`] at every aligned tag position: any tags,
+    /// wildcards included.
     Stride,
+    /// The `aho-corasick` crate over the tags' three-byte prefixes: exact
+    /// tags only.
     AhoCorasick,
 }
 
 impl Engine {
+    /// The engine's name as `--engine` takes it and errors print it.
     pub fn name(self) -> &'static str {
         match self {
             Engine::Auto => "auto",

@@ -12,7 +12,11 @@ pub const PROTECTED_POOL: u32 = 0x8000_0000;
 /// Matches a raw tag `t` when `t & mask == value`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TagMask {
+    /// The tag bytes that must match, as a little-endian ULONG (zero
+    /// where `mask` is zero).
     pub value: u32,
+    /// 0xFF in each fixed byte, 0 in each `?` byte; PROTECTED_POOL always
+    /// clear.
     pub mask: u32,
 }
 
@@ -44,6 +48,8 @@ impl TagMask {
         Self::new(u32::from_le_bytes(value), u32::from_le_bytes(mask))
     }
 
+    /// `tag` (a raw header tag) agrees with every fixed byte. Callers pass
+    /// tags with PROTECTED_POOL or without: the mask ignores it.
     pub const fn matches(self, tag: u32) -> bool {
         tag & self.mask == self.value
     }
@@ -129,6 +135,8 @@ fn filter_hash(v: u32) -> usize {
 }
 
 impl TagSet {
+    /// The set of `masks`, normalised (PROTECTED_POOL cleared), sorted and
+    /// deduplicated.
     pub fn new(masks: &[TagMask]) -> Self {
         let mut masks: Vec<TagMask> = masks
             .iter()
@@ -162,10 +170,12 @@ impl TagSet {
         Self { masks, groups }
     }
 
+    /// The distinct masks, sorted.
     pub fn masks(&self) -> &[TagMask] {
         &self.masks
     }
 
+    /// The set holds no mask (and so matches nothing).
     pub fn is_empty(&self) -> bool {
         self.masks.is_empty()
     }

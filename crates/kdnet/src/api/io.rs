@@ -9,12 +9,18 @@ kd_layout! {
     /// DBGKD_DEBUG_IO: the target printing (or prompting).
     pub struct DebugIo = ("DBGKD_DEBUG_IO", DEBUG_IO_LEN) {
         header {
+            /// DBGKD_DEBUG_IO.ApiNumber: DbgKdPrintStringApi or
+            /// DbgKdGetStringApi.
             pub api: u32,
+            /// ProcessorLevel.
             pub processor_level: u16,
+            /// Processor: the CPU that printed or prompted.
             pub processor: u16,
             /// PrintString: LengthOfString; GetString: prompt and read lengths.
             pub args: [u8; 8],
         }
+        /// The string printed or the prompt (LengthOfString bytes of it
+        /// count), or the debugger's answer to a prompt.
         pub data: Vec<u8>,
     }
 }
@@ -59,10 +65,16 @@ kd_layout! {
     /// DBGKD_FILE_IO: the target asking the debugger for a file.
     pub struct FileIo = ("DBGKD_FILE_IO", FILE_IO_LEN) {
         header {
+            /// DBGKD_FILE_IO.ApiNumber: DbgKdCreateFileApi, ReadFile,
+            /// WriteFile or CloseFile.
             pub api: u32,
+            /// Status: the NTSTATUS in the debugger's answer.
             pub status: u32,
+            /// The request's union (CreateFile's access and options, a
+            /// handle, an offset and length), kept as bytes.
             pub args: [u8; 56],
         }
+        /// CreateFile: the UTF-16 path; ReadFile/WriteFile: file bytes.
         pub data: Vec<u8>,
     }
 }

@@ -11,8 +11,13 @@ kd_layout! {
     /// reply with the same ApiNumber.
     pub struct Manipulate = ("DBGKD_MANIPULATE_STATE64", MANIPULATE_LEN) {
         header {
+            /// DBGKD_MANIPULATE_STATE64.ApiNumber: which request
+            /// ([`api_number`](super::api_number)).
             pub api: u32,
+            /// ProcessorLevel (0 in pooldump's requests).
             pub processor_level: u16,
+            /// Processor: the CPU the request is for (the one that
+            /// reported the stop, for memory reads).
             pub processor: u16,
             /// NTSTATUS in replies; junk in WinDbg's requests.
             pub return_status: u32,
@@ -29,7 +34,10 @@ kd_layout! {
 /// The address space of a memory transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Space {
+    /// Kernel virtual addresses, translated by the stopped CPU's page
+    /// tables (DbgKdRead/WriteVirtualMemoryApi).
     Virtual,
+    /// Physical addresses (DbgKdRead/WritePhysicalMemoryApi).
     Physical,
     /// x64 control space: 0 KPCR, 1 KPRCB, 2 KSPECIAL_REGISTERS, 3 KTHREAD.
     Control,
@@ -42,27 +50,45 @@ kd_layout! {
         pub major: u16,
         /// The build number.
         pub minor: u16,
+        /// ProtocolVersion: the KD protocol revision.
         pub protocol: u8,
+        /// KdSecondaryVersion.
         pub secondary: u8,
         /// 1 MP, 2 DATA (DebuggerDataList valid), 4 PTR64.
         pub flags: u16,
+        /// MachineType: an IMAGE_FILE_MACHINE value ([`Version::MACHINE_AMD64`]).
         pub machine: u16,
+        /// MaxPacketType: PACKET_TYPE_MAX, one past the highest PacketType
+        /// the target knows.
         pub max_packet_type: u8,
+        /// MaxStateChange: DbgKdMaximumStateChange -
+        /// DbgKdMinimumStateChange.
         pub max_state_change: u8,
+        /// MaxManipulate: DbgKdMaximumManipulate -
+        /// DbgKdMinimumManipulate.
         pub max_manipulate: u8,
+        /// Simulation: non-zero on a simulated machine.
         pub simulation: u8,
         /// `Unused[1]`, the padding before KernBase.
         pub unused: u16,
+        /// KernBase: where nt is loaded.
         pub kern_base: u64,
+        /// PsLoadedModuleList: the address of the loaded-module list head.
         pub ps_loaded_module_list: u64,
+        /// DebuggerDataList: the address of KdDebuggerDataBlock's list
+        /// (valid when [`Version::FLAG_DATA`] is set).
         pub debugger_data_list: u64,
     }
 }
 
 impl Version {
+    /// DBGKD_VERS_FLAG_MP: a multiprocessor kernel.
     pub const FLAG_MP: u16 = 1;
+    /// DBGKD_VERS_FLAG_DATA: DebuggerDataList is valid.
     pub const FLAG_DATA: u16 = 2;
+    /// DBGKD_VERS_FLAG_PTR64: 64-bit pointers.
     pub const FLAG_PTR64: u16 = 4;
+    /// IMAGE_FILE_MACHINE_AMD64: the only MachineType pooldump reads.
     pub const MACHINE_AMD64: u16 = 0x8664;
 
     /// The boot debugger (winload), not the kernel's KD.
@@ -74,18 +100,30 @@ impl Version {
 /// DBGKD_CONTINUE2 (x64).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Continue2 {
+    /// ContinueStatus: DBG_CONTINUE, DBG_EXCEPTION_HANDLED or
+    /// DBG_EXCEPTION_NOT_HANDLED.
     pub status: u32,
+    /// ControlSet.TraceFlag: non-zero to single-step.
     pub trace_flag: u32,
+    /// ControlSet.Dr7: the debug-control register to load (WinDbg sends
+    /// 0x400).
     pub dr7: u64,
+    /// ControlSet.CurrentSymbolStart: the range to step through (1 with
+    /// an end of 0: none).
     pub symbol_start: u64,
+    /// ControlSet.CurrentSymbolEnd.
     pub symbol_end: u64,
 }
 
 /// DBGKD_READ_MEMORY64 / DBGKD_WRITE_MEMORY64: a memory transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transfer {
+    /// The address space, from the ApiNumber.
     pub space: Space,
+    /// TargetBaseAddress: the first byte (a control-space item number for
+    /// [`Space::Control`]).
     pub address: u64,
+    /// TransferCount: bytes asked for (at most [`MAX_TRANSFER`]).
     pub count: u32,
     /// ActualBytesRead/Written in replies (CacheFlags in physical
     /// requests).
@@ -95,7 +133,9 @@ pub struct Transfer {
 /// DBGKD_CONTEXT_EX: a slice of the CONTEXT (Get/SetContextEx).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContextEx {
+    /// Offset: the first CONTEXT byte.
     pub offset: u32,
+    /// ByteCount: bytes of the CONTEXT to copy.
     pub count: u32,
     /// BytesCopied in replies.
     pub copied: u32,
@@ -108,37 +148,65 @@ pub enum Call {
     Read(Transfer),
     /// WriteVirtual/Physical/ControlSpace.
     Write(Transfer),
+    /// GetVersion: the union is DBGKD_GET_VERSION64 (zero in requests).
     GetVersion(Version),
+    /// GetContext: the reply's data is the CONTEXT.
     GetContext,
+    /// SetContext: the request's data is the CONTEXT.
     SetContext {
+        /// DBGKD_SET_CONTEXT.ContextFlags (copied from the CONTEXT's).
         flags: u32,
     },
+    /// GetContextEx: a slice of the CONTEXT.
     GetContextEx(ContextEx),
+    /// SetContextEx: write a slice of the CONTEXT.
     SetContextEx(ContextEx),
+    /// Continue (DBGKD_CONTINUE).
     Continue {
+        /// ContinueStatus.
         status: u32,
     },
+    /// Continue2 (DBGKD_CONTINUE2).
     Continue2(Continue2),
+    /// WriteBreakPoint (DBGKD_WRITE_BREAKPOINT64).
     WriteBreakPoint {
+        /// BreakPointAddress.
         address: u64,
+        /// BreakPointHandle: set by the target in the reply.
         handle: u32,
     },
+    /// RestoreBreakPoint (DBGKD_RESTORE_BREAKPOINT).
     RestoreBreakPoint {
+        /// BreakPointHandle from WriteBreakPoint's reply.
         handle: u32,
     },
+    /// QueryMemory (DBGKD_QUERY_MEMORY).
     QueryMemory {
+        /// Address.
         address: u64,
+        /// AddressSpace: DBGKD_QUERY_MEMORY_VIRTUAL (0) in the request;
+        /// PROCESS (0), SESSION (1) or KERNEL (2) in the reply.
         address_space: u32,
+        /// Flags: DBGKD_QUERY_MEMORY_READ/WRITE/EXECUTE/FIXED bits.
         flags: u32,
     },
+    /// ReadMachineSpecificRegister or WriteMachineSpecificRegister
+    /// (DBGKD_READ_WRITE_MSR).
     ReadWriteMsr {
+        /// The Write form.
         write: bool,
+        /// Msr: the register number.
         msr: u32,
+        /// DataValueHigh:DataValueLow.
         value: u64,
     },
+    /// SwitchProcessor: stop on the request's Processor instead.
     SwitchProcessor,
+    /// Reboot.
     Reboot,
+    /// CauseBugCheck.
     CauseBugCheck,
+    /// ClearAllInternalBreakpoints.
     ClearAllInternalBreakpoints,
     /// An ApiNumber pooldump does not model.
     Other,
@@ -260,14 +328,19 @@ impl Manipulate {
         m
     }
 
+    /// A GetVersion request (DBGKD_GET_VERSION64 in the reply).
     pub fn get_version(processor: u16) -> Self {
         Self::request(api::GET_VERSION, processor)
     }
 
+    /// A GetContext request for `processor`'s CONTEXT.
     pub fn get_context(processor: u16) -> Self {
         Self::request(api::GET_CONTEXT, processor)
     }
 
+    /// A SetContext request carrying `context` (a whole x64 CONTEXT,
+    /// [`CONTEXT_LEN`](super::CONTEXT_LEN) bytes); ContextFlags copied
+    /// from its +0x30.
     pub fn set_context(processor: u16, context: &[u8]) -> Self {
         let mut m = Self::request(api::SET_CONTEXT, processor);
         let flags = Le(context).u32(0x30).unwrap_or(0);

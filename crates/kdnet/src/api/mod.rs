@@ -36,13 +36,21 @@ pub use state_change::{ControlReport, Event, StateChange, StoppedAt};
 /// A typed KD data packet body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KdMessage {
+    /// PACKET_TYPE_KD_STATE_CHANGE64: the target stopped (or reports a
+    /// load/unload) and waits for the debugger.
     StateChange(StateChange),
+    /// PACKET_TYPE_KD_STATE_MANIPULATE: a debugger request or the
+    /// target's reply.
     Manipulate(Manipulate),
+    /// PACKET_TYPE_KD_DEBUG_IO: DbgPrint output or a DbgPrompt.
     DebugIo(DebugIo),
+    /// PACKET_TYPE_KD_FILE_IO: the target's `.kdfiles` requests.
     FileIo(FileIo),
 }
 
 impl KdMessage {
+    /// Decode the data of a KD packet of type `kind`; an error when the
+    /// type carries no DbgKd message or the data is short for its header.
     pub fn parse(kind: PacketType, data: &[u8]) -> Result<Self, MessageError> {
         Ok(match kind {
             PacketType::StateChange64 => KdMessage::StateChange(StateChange::parse(data)?),
@@ -53,6 +61,7 @@ impl KdMessage {
         })
     }
 
+    /// The KD PacketType that carries this message.
     pub fn packet_type(&self) -> PacketType {
         match self {
             KdMessage::StateChange(_) => PacketType::StateChange64,
@@ -62,6 +71,7 @@ impl KdMessage {
         }
     }
 
+    /// The packet data: the message's header bytes, then its data.
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {
             KdMessage::StateChange(m) => m.to_bytes(),

@@ -10,12 +10,21 @@ kd_layout! {
     /// The x64 DBGKD_ANY_WAIT_STATE_CHANGE: the target stopped.
     pub struct StateChange = ("DBGKD_ANY_WAIT_STATE_CHANGE", STATE_CHANGE_LEN) {
         header {
+            /// NewState: DbgKdExceptionStateChange,
+            /// DbgKdLoadSymbolsStateChange or DbgKdCommandStringStateChange
+            /// ([`api_number`](super::api_number)`::STATE_*`).
             pub new_state: u32,
+            /// ProcessorLevel.
             pub processor_level: u16,
+            /// Processor: the CPU that stopped.
             pub processor: u16,
+            /// NumberProcessors: the target's CPU count.
             pub number_processors: u32,
+            /// The 4 bytes of alignment before Thread.
             pub pad: u32,
+            /// Thread: the stopped CPU's current `_KTHREAD`.
             pub thread: u64,
+            /// ProgramCounter: where it stopped.
             pub program_counter: u64,
             /// The union at +0x20 (exception record or load-symbols info).
             pub union: [u8; 0xA0],
@@ -33,6 +42,7 @@ kd_layout! {
 pub struct StoppedAt {
     /// The processor that stopped, of `number_processors`.
     pub processor: u16,
+    /// NumberProcessors: the machine's CPU count.
     pub number_processors: u32,
     /// Its current `_KTHREAD`.
     pub thread: u64,
@@ -43,40 +53,63 @@ pub struct StoppedAt {
 /// What made the target stop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
+    /// DbgKdExceptionStateChange: DBGKM_EXCEPTION64.
     Exception {
+        /// ExceptionRecord.ExceptionCode (STATUS_BREAKPOINT for `int3`).
         code: u32,
+        /// ExceptionRecord.ExceptionFlags.
         flags: u32,
+        /// ExceptionRecord.ExceptionAddress.
         address: u64,
         /// ExceptionInformation, at most 15 entries.
         parameters: Vec<u64>,
+        /// FirstChance: the exception has not been offered to handlers yet.
         first_chance: bool,
     },
+    /// DbgKdLoadSymbolsStateChange: DBGKD_LOAD_SYMBOLS64.
     LoadSymbols {
+        /// BaseOfDll: where the image is mapped.
         base: u64,
+        /// ProcessId.
         process_id: u64,
+        /// CheckSum: the PE header's checksum.
         checksum: u32,
+        /// SizeOfImage, in bytes.
         size: u32,
+        /// UnloadSymbols: the image is unloading, not loading.
         unload: bool,
         /// The image path, bounded by PathNameLength and the packet.
         path: String,
     },
+    /// DbgKdCommandStringStateChange (its strings not decoded).
     CommandString,
+    /// Any other NewState.
     Other,
 }
 
 kd_layout! {
     /// The AMD64 control report (AMD64_DBGKD_CONTROL_REPORT).
     pub struct ControlReport: [u8; 0x30] {
+        /// Dr6: the debug-status register.
         pub dr6: u64,
+        /// Dr7: the debug-control register.
         pub dr7: u64,
+        /// EFlags.
         pub eflags: u32,
+        /// InstructionCount: valid bytes of `instruction_stream`.
         pub instruction_count: u16,
+        /// ReportFlags: AMD64_REPORT_INCLUDES_SEGS (1) when the segment
+        /// selectors are filled, AMD64_REPORT_STANDARD_CS (2).
         pub report_flags: u16,
         /// Up to 16 bytes at the PC (`instruction_count` of them valid).
         pub instruction_stream: [u8; 16],
+        /// SegCs.
         pub seg_cs: u16,
+        /// SegDs.
         pub seg_ds: u16,
+        /// SegEs.
         pub seg_es: u16,
+        /// SegFs.
         pub seg_fs: u16,
     }
 }
@@ -114,6 +147,7 @@ impl StateChange {
         }
     }
 
+    /// The AMD64 control report, decoded.
     pub fn control_report(&self) -> ControlReport {
         ControlReport::from_bytes(&self.control_report)
     }

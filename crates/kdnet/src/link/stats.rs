@@ -5,7 +5,9 @@ use std::time::Duration;
 /// What the link saw and did. Drops are counted by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LinkStats {
+    /// UDP datagrams received on the session's socket.
     pub datagrams_in: u64,
+    /// UDP datagrams sent.
     pub datagrams_out: u64,
     /// Datagrams from an address other than the target's.
     pub dropped_foreign: u64,
@@ -28,6 +30,7 @@ pub struct LinkStats {
     /// Our packets sent again: requests, RESENDs asking for a reply, the
     /// handshake response, break-ins.
     pub retransmits: u64,
+    /// RESET control packets sent (resynchronising packet ids).
     pub resets_sent: u64,
     /// Offers seen after the handshake (targets keep offering).
     pub offers: u64,
@@ -42,6 +45,8 @@ pub struct LinkStats {
     pub unexpected: u64,
     /// Smoothed round-trip time and the timeout now in force.
     pub srtt: Option<Duration>,
+    /// The round-trip time's variation (RFC 6298's RTTVAR).
     pub rttvar: Duration,
+    /// The retransmission timeout in force, backoff included.
     pub rto: Duration,
 }

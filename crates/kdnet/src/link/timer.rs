@@ -97,6 +97,8 @@ pub struct RttEstimator {
 const GRANULARITY: Duration = Duration::from_micros(50);
 
 impl RttEstimator {
+    /// An estimator with no measurement yet: its timeout is `t`'s fixed
+    /// one, or its initial one clamped to its bounds.
     pub fn new(t: &Timeouts) -> Self {
         let (base, fixed) = match t.fixed_rto {
             Some(f) => (f, true),
@@ -129,6 +131,7 @@ impl RttEstimator {
         self.srtt
     }
 
+    /// The round-trip time's variation (zero until measured).
     pub fn rttvar(&self) -> Duration {
         self.rttvar
     }

@@ -7,10 +7,15 @@ use crate::link::Timeouts;
 /// How to connect.
 #[derive(Debug, Clone)]
 pub struct KdnetConfig {
+    /// UDP port the debugger listens on (WinDbg's `port=`, bcdedit's
+    /// `port:`; 0 picks a free one).
     pub port: u16,
+    /// The KDNET key (WinDbg's `key=`, bcdedit's `key:`).
     pub key: KdnetKey,
     /// Local address to listen on (all interfaces by default).
     pub bind: std::net::IpAddr,
+    /// Retransmission and wait timeouts (fixed when the spec's `retry=`
+    /// says so, adaptive otherwise).
     pub timeouts: Timeouts,
     /// Bytes per read request and cache block: a power of two from 64 to
     /// 2048 (values in between are rounded down, others clamped).

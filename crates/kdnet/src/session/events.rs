@@ -10,9 +10,12 @@ use crate::api::{ControlReport, Event, StateChange, status};
 pub struct StopInfo {
     /// The CPU that reported the stop; requests go to it.
     pub processor: u16,
+    /// DBGKD_WAIT_STATE_CHANGE64.NumberProcessors: the target's CPU count.
     pub number_processors: u32,
     /// The KTHREAD running on that CPU.
     pub thread: u64,
+    /// DBGKD_WAIT_STATE_CHANGE64.ProgramCounter: where it stopped (the
+    /// `int3`'s address for a breakpoint).
     pub pc: u64,
     /// Why it stopped: the exception (code, address, first chance,
     /// parameters) or the image whose symbols to load.
@@ -64,10 +67,20 @@ pub enum TargetEvent {
     /// [`LiveTarget::resume`]: crate::LiveTarget::resume
     Stopped(StopInfo),
     /// DbgPrint output (DEBUG_IO PrintString). The target keeps running.
-    Print { processor: u16, text: String },
+    Print {
+        /// DBGKD_DEBUG_IO.Processor: the CPU that printed.
+        processor: u16,
+        /// The string printed (lossy UTF-8).
+        text: String,
+    },
     /// A DbgPrompt (DEBUG_IO GetString). pooldump answered it with an
     /// empty line, so the target keeps running.
-    Prompt { processor: u16, text: String },
+    Prompt {
+        /// DBGKD_DEBUG_IO.Processor: the CPU that prompted.
+        processor: u16,
+        /// The prompt string (lossy UTF-8).
+        text: String,
+    },
 }
 
 /// How to continue from a stop (DBGKD_CONTINUE2's status).
@@ -83,6 +96,7 @@ pub enum ContinueStatus {
 }
 
 impl ContinueStatus {
+    /// The NTSTATUS sent as DBGKD_CONTINUE2.ContinueStatus.
     pub fn code(self) -> u32 {
         match self {
             ContinueStatus::Continue => status::DBG_CONTINUE,
@@ -116,7 +130,10 @@ pub enum LeftRunning {
     Resumed,
     /// The link had been lost; it was re-established and the target
     /// resumed.
-    Reconnected { rebooted: bool },
+    Reconnected {
+        /// The target had rebooted meanwhile, as [`Reconnected::rebooted`].
+        rebooted: bool,
+    },
     /// The target rebooted during the session: it runs (a new boot).
     Rebooted,
 }
@@ -124,7 +141,9 @@ pub enum LeftRunning {
 /// Whether the target runs, and where it stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetState {
+    /// Stopped in the debugger, where its state change said.
     Stopped(StopInfo),
+    /// Running (resumed, or never broken into).
     Running,
     /// The session failed; [`LiveTarget::reconnect`] may bring it back.
     ///

@@ -106,6 +106,8 @@ impl Session {
         Ok(Self { sock, cfg })
     }
 
+    /// The address and port actually bound (the port chosen when the
+    /// configuration asked for 0).
     pub fn local_addr(&self) -> Result<SocketAddr, KdnetError> {
         self.sock.local_addr().map_err(|source| KdnetError::Io {
             what: "reading the local address".into(),
