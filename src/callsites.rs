@@ -296,6 +296,41 @@ fn file_offset(o: Option<u32>) -> String {
     o.map_or_else(|| "-".into(), |o| format!("{o:#x}"))
 }
 
+/// What `--patch` wrote: the copy, the sites relabelled, and what Windows
+/// needs before it loads the copy.
+fn render_patch(p: &PatchInfo, out: &mut String) {
+    out.push_str(&format!(
+        "\nWrote {} ({} site(s) patched, PE checksum {:#010x} -> {:#010x}) and its map {}:\n",
+        p.output.display(),
+        p.sites,
+        p.old_checksum,
+        p.new_checksum,
+        p.map.display()
+    ));
+    ListTable::new(&p.relabel.sites)
+        .left("Kind", |s| kind(s.kind))
+        .left("Site", |s| &s.site)
+        .left("Old", |s| s.old_tag)
+        .left("New", |s| {
+            if s.kind == PoolCall::Free {
+                "0 (as ExFreePool passes)".into()
+            } else {
+                s.new_tag.to_string()
+            }
+        })
+        .right("File", |s| file_offset(s.file_offset))
+        .render(out, 1);
+    if p.was_signed {
+        out.push_str(
+            "\n*** WARNING: the original is Authenticode-signed; the copy's signature is now BROKEN. ***\n*** Windows will not load it until you re-sign it (signtool with a test certificate) and enable test signing (bcdedit /set testsigning on). ***\n",
+        );
+    } else {
+        out.push_str(
+            "\n*** WARNING: the copy is not signed (nor was the original): Windows x64 loads it only with test signing on (bcdedit /set testsigning on) after you sign it with a test certificate. ***\n",
+        );
+    }
+}
+
 fn render_text(r: &Report) -> String {
     let mut out = String::new();
     let tags = if r.tags.is_empty() {
@@ -359,36 +394,7 @@ fn render_text(r: &Report) -> String {
             .render(&mut out, 1);
     }
     if let Some(p) = &r.patch {
-        out.push_str(&format!(
-            "\nWrote {} ({} site(s) patched, PE checksum {:#010x} -> {:#010x}) and its map {}:\n",
-            p.output.display(),
-            p.sites,
-            p.old_checksum,
-            p.new_checksum,
-            p.map.display()
-        ));
-        ListTable::new(&p.relabel.sites)
-            .left("Kind", |s| kind(s.kind))
-            .left("Site", |s| &s.site)
-            .left("Old", |s| s.old_tag)
-            .left("New", |s| {
-                if s.kind == PoolCall::Free {
-                    "0 (as ExFreePool passes)".into()
-                } else {
-                    s.new_tag.to_string()
-                }
-            })
-            .right("File", |s| file_offset(s.file_offset))
-            .render(&mut out, 1);
-        if p.was_signed {
-            out.push_str(
-                "\n*** WARNING: the original is Authenticode-signed; the copy's signature is now BROKEN. ***\n*** Windows will not load it until you re-sign it (signtool with a test certificate) and enable test signing (bcdedit /set testsigning on). ***\n",
-            );
-        } else {
-            out.push_str(
-                "\n*** WARNING: the copy is not signed (nor was the original): Windows x64 loads it only with test signing on (bcdedit /set testsigning on) after you sign it with a test certificate. ***\n",
-            );
-        }
+        render_patch(p, &mut out);
     }
     push_list(&mut out, "\nNotes:\n", &r.notes);
     out
