@@ -181,6 +181,15 @@ pub fn render_text(t: &Trend, top: usize, opts: &TrendOptions) -> String {
         ));
     }
     out.push('\n');
+    out.push_str(&verdict_text(t, unit));
+    push_list(&mut out, "\nWarnings:\n", &t.warnings);
+    out
+}
+
+/// The verdict under the table: the most likely leak (the first steady
+/// grower), how many others grow, and what to do next.
+fn verdict_text(t: &Trend, unit: &str) -> String {
+    let mut out = String::new();
     let steady: Vec<_> = t
         .tags
         .iter()
@@ -213,7 +222,6 @@ pub fn render_text(t: &Trend, top: usize, opts: &TrendOptions) -> String {
         }
         None => out.push_str("No tag grows steadily over this series.\n"),
     }
-    push_list(&mut out, "\nWarnings:\n", &t.warnings);
     out
 }
 
