@@ -1,7 +1,7 @@
 //! `analyze`'s text: PoolMon's columns, the big-page list, the sessions'
 //! and call sites' tables, notes and warnings.
 
-use super::report::{PoolTotals, RelabelReport, Row};
+use super::report::{BigPool, PoolTotals, RelabelReport, Row, Session};
 use super::{Args, Report};
 use crate::render::{Align, ListTable, poolmon_table, push_list};
 
@@ -25,64 +25,9 @@ pub(super) fn render_text(r: &Report, args: &Args) -> String {
         r.totals.tags
     ));
     if let Some(b) = &r.big_pool {
-        out.push_str(&format!(
-            "Big-page table {}: {} entries of {:#x} bytes, {} live ({} bytes){}, {} freed{}\n\n",
-            b.table,
-            b.size,
-            b.entry_size,
-            b.live,
-            b.live_bytes,
-            b.in_use
-                .map(|n| format!(", ExpPoolBigEntriesInUse {n}"))
-                .unwrap_or_default(),
-            b.freed,
-            if args.show_free {
-                ""
-            } else {
-                " (--show-free lists them)"
-            }
-        ));
-        ListTable::new(&b.entries)
-            .left("Address", |e| &e.va)
-            .left("Tag", |e| &e.tag)
-            .left("Type", |e| e.pool)
-            .right("PoolType", |e| &e.pool_type)
-            .right("Bytes", |e| e.bytes)
-            .left("Status", |e| if e.freed { "Free" } else { "Allocated" })
-            .left("Mapped_Driver", |e| e.driver.as_deref().unwrap_or_default())
-            .render(&mut out, 1);
+        big_pool_table(&mut out, b, args);
     } else if let Some(sessions) = &r.sessions {
-        if sessions.is_empty() {
-            out.push_str("No session pool: no process on PsActiveProcessHead has a session.\n");
-        }
-        for (i, x) in sessions.iter().enumerate() {
-            if i > 0 {
-                out.push('\n');
-            }
-            let procs: Vec<String> = x
-                .processes
-                .iter()
-                .map(|p| format!("{} ({})", p.name, p.pid))
-                .collect();
-            out.push_str(&format!(
-                "Session {}: _MM_SESSION_SPACE {}, tracker {} ({} entries{}), read through DTB {}\n  {} bytes in {} allocations, {} tags; processes: {}\n",
-                x.id.map_or_else(|| "?".to_string(), |i| i.to_string()),
-                x.session_space,
-                x.table,
-                x.size,
-                if x.expansion_used > 0 {
-                    format!(", {} in the expansion table", x.expansion_used)
-                } else {
-                    String::new()
-                },
-                x.dtb,
-                x.totals.bytes,
-                x.totals.diff,
-                x.tags,
-                procs.join(", ")
-            ));
-            tag_table(&mut out, &x.rows, None, args);
-        }
+        session_tables(&mut out, sessions, args);
     } else if let Some(x) = &r.relabel {
         site_table(&mut out, x);
     } else {
@@ -96,6 +41,71 @@ pub(super) fn render_text(r: &Report, args: &Args) -> String {
     }
     push_list(&mut out, "\nWarnings:\n", &r.warnings);
     out
+}
+
+/// The big-page table's header and its entries.
+fn big_pool_table(out: &mut String, b: &BigPool, args: &Args) {
+    out.push_str(&format!(
+        "Big-page table {}: {} entries of {:#x} bytes, {} live ({} bytes){}, {} freed{}\n\n",
+        b.table,
+        b.size,
+        b.entry_size,
+        b.live,
+        b.live_bytes,
+        b.in_use
+            .map(|n| format!(", ExpPoolBigEntriesInUse {n}"))
+            .unwrap_or_default(),
+        b.freed,
+        if args.show_free {
+            ""
+        } else {
+            " (--show-free lists them)"
+        }
+    ));
+    ListTable::new(&b.entries)
+        .left("Address", |e| &e.va)
+        .left("Tag", |e| &e.tag)
+        .left("Type", |e| e.pool)
+        .right("PoolType", |e| &e.pool_type)
+        .right("Bytes", |e| e.bytes)
+        .left("Status", |e| if e.freed { "Free" } else { "Allocated" })
+        .left("Mapped_Driver", |e| e.driver.as_deref().unwrap_or_default())
+        .render(out, 1);
+}
+
+/// Each session's header and PoolMon table.
+fn session_tables(out: &mut String, sessions: &[Session], args: &Args) {
+    if sessions.is_empty() {
+        out.push_str("No session pool: no process on PsActiveProcessHead has a session.\n");
+    }
+    for (i, x) in sessions.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let procs: Vec<String> = x
+            .processes
+            .iter()
+            .map(|p| format!("{} ({})", p.name, p.pid))
+            .collect();
+        out.push_str(&format!(
+            "Session {}: _MM_SESSION_SPACE {}, tracker {} ({} entries{}), read through DTB {}\n  {} bytes in {} allocations, {} tags; processes: {}\n",
+            x.id.map_or_else(|| "?".to_string(), |i| i.to_string()),
+            x.session_space,
+            x.table,
+            x.size,
+            if x.expansion_used > 0 {
+                format!(", {} in the expansion table", x.expansion_used)
+            } else {
+                String::new()
+            },
+            x.dtb,
+            x.totals.bytes,
+            x.totals.diff,
+            x.tags,
+            procs.join(", ")
+        ));
+        tag_table(out, &x.rows, None, args);
+    }
 }
 
 /// PoolMon's table, with the totals lines when asked.
