@@ -225,6 +225,29 @@ fn verdict_text(t: &Trend, unit: &str) -> String {
     out
 }
 
+/// The unit the chart's bytes axis counts in, for a largest value of
+/// `max` bytes: its size and name.
+fn byte_scale(max: f64) -> (f64, &'static str) {
+    if max >= (1u64 << 30) as f64 {
+        ((1u64 << 30) as f64, "GiB")
+    } else if max >= (1u64 << 20) as f64 {
+        ((1u64 << 20) as f64, "MiB")
+    } else if max >= 1024.0 {
+        (1024.0, "KiB")
+    } else {
+        (1.0, "bytes")
+    }
+}
+
+/// One tag's line: (hours, bytes / `div`) per snapshot.
+fn points(hours: &[f64], bytes: &[u64], div: f64) -> Vec<(f64, f64)> {
+    hours
+        .iter()
+        .zip(bytes)
+        .map(|(h, b)| (*h, *b as f64 / div))
+        .collect()
+}
+
 /// The chart: bytes of the top `n` tags over time, the first-ranked drawn
 /// thickest, legend in rank order.
 pub fn write_svg(t: &Trend, path: &Path, n: usize) -> Result<()> {
@@ -239,15 +262,7 @@ pub fn write_svg(t: &Trend, path: &Path, n: usize) -> Result<()> {
         .max()
         .unwrap_or(0)
         .max(1) as f64;
-    let (div, unit) = if ymax_bytes >= (1u64 << 30) as f64 {
-        ((1u64 << 30) as f64, "GiB")
-    } else if ymax_bytes >= (1u64 << 20) as f64 {
-        ((1u64 << 20) as f64, "MiB")
-    } else if ymax_bytes >= 1024.0 {
-        (1024.0, "KiB")
-    } else {
-        (1.0, "bytes")
-    };
+    let (div, unit) = byte_scale(ymax_bytes);
     let ymax = ymax_bytes / div * 1.08;
     let xdesc = match t.axis {
         TimeAxis::Index => "snapshot".to_string(),
@@ -274,11 +289,7 @@ pub fn write_svg(t: &Trend, path: &Path, n: usize) -> Result<()> {
         for (i, x) in tags.iter().enumerate() {
             let color = Palette99::pick(i).to_rgba();
             let width = if i == 0 { 4 } else { 2 };
-            let pts: Vec<(f64, f64)> = xs
-                .iter()
-                .zip(&x.bytes)
-                .map(|(h, b)| (*h, *b as f64 / div))
-                .collect();
+            let pts = points(&xs, &x.bytes, div);
             // plotters escapes XML; the one rule escapes what a viewer
             // would act on (bidi overrides, controls).
             let label = format!(
@@ -304,11 +315,7 @@ pub fn write_svg(t: &Trend, path: &Path, n: usize) -> Result<()> {
         // over it (the legend keeps rank order).
         if let Some(x) = tags.first() {
             let color = Palette99::pick(0).to_rgba();
-            let pts: Vec<(f64, f64)> = xs
-                .iter()
-                .zip(&x.bytes)
-                .map(|(h, b)| (*h, *b as f64 / div))
-                .collect();
+            let pts = points(&xs, &x.bytes, div);
             chart.draw_series(LineSeries::new(pts, color.stroke_width(4)))?;
         }
         chart
