@@ -353,7 +353,13 @@ fn add_counters(
 
 /// The row a tag's counters make in the truth, with the counts as a
 /// `counter_bits`-bit tracker reports them.
-fn tag_row(tag: u32, paged: bool, c: Counters, slot: TrackerSlot, counter_bits: u32) -> TagUsage {
+pub(crate) fn tag_row(
+    tag: u32,
+    paged: bool,
+    c: Counters,
+    slot: TrackerSlot,
+    counter_bits: u32,
+) -> TagUsage {
     let wrap = |v: u64| {
         if counter_bits >= 64 {
             v
