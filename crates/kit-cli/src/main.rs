@@ -144,23 +144,7 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Serve(a) => serve(&a),
         Cmd::Builds => {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            for b in NtBuild::ALL {
-                let m = b.manifest();
-                // A closed pipe (`| head`) ends the listing quietly.
-                if writeln!(
-                    out,
-                    "{:<20} {:<18} {}",
-                    b.name(),
-                    m.build_string,
-                    m.pdb.store_key
-                )
-                .is_err()
-                {
-                    break;
-                }
-            }
+            list_builds();
             Ok(())
         }
         Cmd::Series(a) => write_series(&a),
@@ -175,17 +159,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut spec = pooldump_kit::fleet::FleetSpec::new(machines.max(1), steps, seed);
             spec.corrupt = corrupt;
             spec.bulk_bytes = bulk.as_deref().map(parse_size).transpose()?;
-            let w = pooldump_kit::fleet::write_fleet(&spec, &out)
-                .map_err(|e| format!("{}: {e}", out.display()))?;
-            eprintln!(
-                "wrote {} dumps of {} machines, {} corrupt files, symbols/ and {} to {}",
-                w.truth.dumps.len(),
-                machines,
-                w.truth.corrupt.len(),
-                w.truth_file.display(),
-                out.display()
-            );
-            Ok(())
+            write_fleet(&spec, machines, &out)
         }
         Cmd::Crash {
             build,
@@ -221,18 +195,7 @@ fn run(cli: Cli) -> Result<(), String> {
             } else {
                 parse_kind(&kind)?
             };
-            let mut s = match scenario {
-                Some(p) => {
-                    let text =
-                        std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                    serde_json::from_str::<Scenario>(&text)
-                        .map_err(|e| format!("{}: {e}", p.display()))?
-                }
-                None => {
-                    let b = parse_build(&build)?;
-                    Scenario::small(b, seed)
-                }
-            };
+            let mut s = load_scenario(scenario.as_deref(), &build, seed)?;
             if let Some(c) = cpus {
                 s.cpus = c;
             }
@@ -240,6 +203,62 @@ fn run(cli: Cli) -> Result<(), String> {
                 return write_small(&s, &out);
             }
             write_all(&s, kind, &out)
+        }
+    }
+}
+
+/// Print the builds the kit impersonates: name, build string and the
+/// kernel PDB's symbol-store key.
+fn list_builds() {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for b in NtBuild::ALL {
+        let m = b.manifest();
+        // A closed pipe (`| head`) ends the listing quietly.
+        if writeln!(
+            out,
+            "{:<20} {:<18} {}",
+            b.name(),
+            m.build_string,
+            m.pdb.store_key
+        )
+        .is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// Write a fleet of `machines` machines with fleet.json.
+fn write_fleet(
+    spec: &pooldump_kit::fleet::FleetSpec,
+    machines: usize,
+    out: &Path,
+) -> Result<(), String> {
+    let w = pooldump_kit::fleet::write_fleet(spec, out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    eprintln!(
+        "wrote {} dumps of {} machines, {} corrupt files, symbols/ and {} to {}",
+        w.truth.dumps.len(),
+        machines,
+        w.truth.corrupt.len(),
+        w.truth_file.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// The scenario to generate: the JSON file if one is given, else the
+/// built-in small scenario of `build` and `seed`.
+fn load_scenario(file: Option<&Path>, build: &str, seed: u64) -> Result<Scenario, String> {
+    match file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            serde_json::from_str::<Scenario>(&text).map_err(|e| format!("{}: {e}", p.display()))
+        }
+        None => {
+            let b = parse_build(build)?;
+            Ok(Scenario::small(b, seed))
         }
     }
 }
