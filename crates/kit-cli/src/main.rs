@@ -470,7 +470,7 @@ struct ServeArgs {
 }
 
 fn serve(a: &ServeArgs) -> Result<(), String> {
-    use pooldump_kdnet_sim::{Faults, SimConfig, SimTarget, Workload};
+    use pooldump_kdnet_sim::{Faults, SimConfig, SimTarget};
     let spec: pooldump_kdnet::KdnetSpec = a
         .kdnet
         .parse()
@@ -481,15 +481,7 @@ fn serve(a: &ServeArgs) -> Result<(), String> {
             a.build
         )
     })?;
-    let workload = match a.workload.as_str() {
-        "leak" => Workload::leak(),
-        "idle" => Workload::idle(),
-        path => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("--workload {path}: {e}"))?;
-            serde_json::from_str(&text).map_err(|e| format!("--workload {path}: {e}"))?
-        }
-    };
+    let workload = parse_workload(&a.workload)?;
     if !(0.0..=1.0).contains(&a.loss) {
         return Err(format!("--loss {}: a fraction from 0 to 1", a.loss));
     }
@@ -531,25 +523,7 @@ fn serve(a: &ServeArgs) -> Result<(), String> {
             .unwrap_or("KEY"),
         a.symbols.display()
     );
-    let (tx, rx) = std::sync::mpsc::channel();
-    ctrlc::set_handler(move || {
-        let _ = tx.send(());
-    })
-    .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
-    let until = a
-        .seconds
-        .map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
-    loop {
-        if rx
-            .recv_timeout(std::time::Duration::from_millis(200))
-            .is_ok()
-        {
-            break;
-        }
-        if until.is_some_and(|u| std::time::Instant::now() >= u) {
-            break;
-        }
-    }
+    wait_for_stop(a.seconds)?;
     let st = sim.stats();
     let end = sim.finish();
     let ran = end
@@ -562,4 +536,39 @@ fn serve(a: &ServeArgs) -> Result<(), String> {
         st.handshakes, st.stops, st.requests_executed
     );
     Ok(())
+}
+
+/// `--workload`: `leak`, `idle` or a workload JSON file.
+fn parse_workload(arg: &str) -> Result<pooldump_kdnet_sim::Workload, String> {
+    use pooldump_kdnet_sim::Workload;
+    Ok(match arg {
+        "leak" => Workload::leak(),
+        "idle" => Workload::idle(),
+        path => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("--workload {path}: {e}"))?;
+            serde_json::from_str(&text).map_err(|e| format!("--workload {path}: {e}"))?
+        }
+    })
+}
+
+/// Block until Ctrl-C, or until `seconds` have passed if given.
+fn wait_for_stop(seconds: Option<u64>) -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })
+    .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
+    let until = seconds.map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    loop {
+        if rx
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if until.is_some_and(|u| std::time::Instant::now() >= u) {
+            return Ok(());
+        }
+    }
 }
