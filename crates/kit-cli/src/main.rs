@@ -144,23 +144,7 @@ fn run(cli: Cli) -> Result<(), String> {
     match cli.cmd {
         Cmd::Serve(a) => serve(&a),
         Cmd::Builds => {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            for b in NtBuild::ALL {
-                let m = b.manifest();
-                // A closed pipe (`| head`) ends the listing quietly.
-                if writeln!(
-                    out,
-                    "{:<20} {:<18} {}",
-                    b.name(),
-                    m.build_string,
-                    m.pdb.store_key
-                )
-                .is_err()
-                {
-                    break;
-                }
-            }
+            list_builds();
             Ok(())
         }
         Cmd::Series(a) => write_series(&a),
@@ -175,17 +159,7 @@ fn run(cli: Cli) -> Result<(), String> {
             let mut spec = pooldump_kit::fleet::FleetSpec::new(machines.max(1), steps, seed);
             spec.corrupt = corrupt;
             spec.bulk_bytes = bulk.as_deref().map(parse_size).transpose()?;
-            let w = pooldump_kit::fleet::write_fleet(&spec, &out)
-                .map_err(|e| format!("{}: {e}", out.display()))?;
-            eprintln!(
-                "wrote {} dumps of {} machines, {} corrupt files, symbols/ and {} to {}",
-                w.truth.dumps.len(),
-                machines,
-                w.truth.corrupt.len(),
-                w.truth_file.display(),
-                out.display()
-            );
-            Ok(())
+            write_fleet(&spec, machines, &out)
         }
         Cmd::Crash {
             build,
@@ -221,18 +195,7 @@ fn run(cli: Cli) -> Result<(), String> {
             } else {
                 parse_kind(&kind)?
             };
-            let mut s = match scenario {
-                Some(p) => {
-                    let text =
-                        std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                    serde_json::from_str::<Scenario>(&text)
-                        .map_err(|e| format!("{}: {e}", p.display()))?
-                }
-                None => {
-                    let b = parse_build(&build)?;
-                    Scenario::small(b, seed)
-                }
-            };
+            let mut s = load_scenario(scenario.as_deref(), &build, seed)?;
             if let Some(c) = cpus {
                 s.cpus = c;
             }
@@ -240,6 +203,62 @@ fn run(cli: Cli) -> Result<(), String> {
                 return write_small(&s, &out);
             }
             write_all(&s, kind, &out)
+        }
+    }
+}
+
+/// Print the builds the kit impersonates: name, build string and the
+/// kernel PDB's symbol-store key.
+fn list_builds() {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for b in NtBuild::ALL {
+        let m = b.manifest();
+        // A closed pipe (`| head`) ends the listing quietly.
+        if writeln!(
+            out,
+            "{:<20} {:<18} {}",
+            b.name(),
+            m.build_string,
+            m.pdb.store_key
+        )
+        .is_err()
+        {
+            break;
+        }
+    }
+}
+
+/// Write a fleet of `machines` machines with fleet.json.
+fn write_fleet(
+    spec: &pooldump_kit::fleet::FleetSpec,
+    machines: usize,
+    out: &Path,
+) -> Result<(), String> {
+    let w = pooldump_kit::fleet::write_fleet(spec, out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    eprintln!(
+        "wrote {} dumps of {} machines, {} corrupt files, symbols/ and {} to {}",
+        w.truth.dumps.len(),
+        machines,
+        w.truth.corrupt.len(),
+        w.truth_file.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// The scenario to generate: the JSON file if one is given, else the
+/// built-in small scenario of `build` and `seed`.
+fn load_scenario(file: Option<&Path>, build: &str, seed: u64) -> Result<Scenario, String> {
+    match file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            serde_json::from_str::<Scenario>(&text).map_err(|e| format!("{}: {e}", p.display()))
+        }
+        None => {
+            let b = parse_build(build)?;
+            Ok(Scenario::small(b, seed))
         }
     }
 }
@@ -451,7 +470,7 @@ struct ServeArgs {
 }
 
 fn serve(a: &ServeArgs) -> Result<(), String> {
-    use pooldump_kdnet_sim::{Faults, SimConfig, SimTarget, Workload};
+    use pooldump_kdnet_sim::{Faults, SimConfig, SimTarget};
     let spec: pooldump_kdnet::KdnetSpec = a
         .kdnet
         .parse()
@@ -462,15 +481,7 @@ fn serve(a: &ServeArgs) -> Result<(), String> {
             a.build
         )
     })?;
-    let workload = match a.workload.as_str() {
-        "leak" => Workload::leak(),
-        "idle" => Workload::idle(),
-        path => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("--workload {path}: {e}"))?;
-            serde_json::from_str(&text).map_err(|e| format!("--workload {path}: {e}"))?
-        }
-    };
+    let workload = parse_workload(&a.workload)?;
     if !(0.0..=1.0).contains(&a.loss) {
         return Err(format!("--loss {}: a fraction from 0 to 1", a.loss));
     }
@@ -512,25 +523,7 @@ fn serve(a: &ServeArgs) -> Result<(), String> {
             .unwrap_or("KEY"),
         a.symbols.display()
     );
-    let (tx, rx) = std::sync::mpsc::channel();
-    ctrlc::set_handler(move || {
-        let _ = tx.send(());
-    })
-    .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
-    let until = a
-        .seconds
-        .map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
-    loop {
-        if rx
-            .recv_timeout(std::time::Duration::from_millis(200))
-            .is_ok()
-        {
-            break;
-        }
-        if until.is_some_and(|u| std::time::Instant::now() >= u) {
-            break;
-        }
-    }
+    wait_for_stop(a.seconds)?;
     let st = sim.stats();
     let end = sim.finish();
     let ran = end
@@ -543,4 +536,39 @@ fn serve(a: &ServeArgs) -> Result<(), String> {
         st.handshakes, st.stops, st.requests_executed
     );
     Ok(())
+}
+
+/// `--workload`: `leak`, `idle` or a workload JSON file.
+fn parse_workload(arg: &str) -> Result<pooldump_kdnet_sim::Workload, String> {
+    use pooldump_kdnet_sim::Workload;
+    Ok(match arg {
+        "leak" => Workload::leak(),
+        "idle" => Workload::idle(),
+        path => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("--workload {path}: {e}"))?;
+            serde_json::from_str(&text).map_err(|e| format!("--workload {path}: {e}"))?
+        }
+    })
+}
+
+/// Block until Ctrl-C, or until `seconds` have passed if given.
+fn wait_for_stop(seconds: Option<u64>) -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })
+    .map_err(|e| format!("installing the Ctrl-C handler: {e}"))?;
+    let until = seconds.map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    loop {
+        if rx
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if until.is_some_and(|u| std::time::Instant::now() >= u) {
+            return Ok(());
+        }
+    }
 }

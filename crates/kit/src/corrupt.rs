@@ -59,22 +59,8 @@ pub enum FileCorruption {
 impl Machine {
     pub fn corrupt(&mut self, c: Corruption) {
         match c {
-            Corruption::MissingTrackerPages | Corruption::UnmappedTrackerTable => {
-                let va = self.truth.tracker.table_va;
-                let pages =
-                    (self.truth.tracker.size * self.truth.tracker.entry_size).div_ceil(PAGE64);
-                for i in 0..pages {
-                    let p = va + i * PAGE64;
-                    if let Some(pa) = self.asp.translate(&self.mem, p) {
-                        if c == Corruption::MissingTrackerPages {
-                            self.mem.drop_frame(pa / PAGE64);
-                        } else {
-                            self.asp.split_large(&mut self.mem, p);
-                            self.asp.set_pte(&mut self.mem, p, 0, false);
-                        }
-                    }
-                }
-            }
+            Corruption::MissingTrackerPages => self.damage_tracker_pages(true),
+            Corruption::UnmappedTrackerTable => self.damage_tracker_pages(false),
             Corruption::HugeTrackerSize => self.set_global("PoolTrackTableSize", 1 << 40),
             Corruption::HugeBigTableSize => self.set_global("PoolBigPageTableSize", 1 << 40),
             Corruption::BigTableIntoNowhere => {
@@ -82,32 +68,7 @@ impl Machine {
                 let va = self.nonpaged.base.wrapping_sub(0x80_0000_0000) | 0xFFFF_8000_0000_0000;
                 self.set_global("PoolBigPageTable", va);
             }
-            Corruption::PageTableLoops => {
-                let pml4 = self.asp.pml4;
-                let pml4_pa = pml4 * PAGE64;
-                // A second self-reference in an unused kernel slot...
-                for idx in 0x100..0x1EF {
-                    let at = pml4_pa + idx * 8;
-                    if self.mem.read_u64(at) == 0 && idx != self.asp.self_map {
-                        self.mem
-                            .write_u64(at, (pml4 << 12) | paging::P | paging::RW);
-                        break;
-                    }
-                }
-                // ...and a PDPTE under nt's slot pointing at the PML4.
-                let kb = self.kern_base;
-                let pdpt = (self.mem.read_u64(pml4_pa + ((kb >> 39) & 0x1FF) * 8)
-                    & paging::PFN_MASK)
-                    / PAGE64;
-                for idx in 0..512 {
-                    let at = pdpt * PAGE64 + idx * 8;
-                    if self.mem.read_u64(at) == 0 {
-                        self.mem
-                            .write_u64(at, (pml4 << 12) | paging::P | paging::RW);
-                        break;
-                    }
-                }
-            }
+            Corruption::PageTableLoops => self.loop_page_tables(),
             Corruption::CyclicModuleList => {
                 let head = self.truth.kernel.ps_loaded_module_list;
                 let mut entries = vec![];
@@ -142,6 +103,52 @@ impl Machine {
                         self.write_u64(base + 8 * i, v);
                     }
                 }
+            }
+        }
+    }
+
+    /// The global tracker table's pages: their frames left out of the dump
+    /// (`missing`) or their PTEs cleared.
+    fn damage_tracker_pages(&mut self, missing: bool) {
+        let va = self.truth.tracker.table_va;
+        let pages = (self.truth.tracker.size * self.truth.tracker.entry_size).div_ceil(PAGE64);
+        for i in 0..pages {
+            let p = va + i * PAGE64;
+            if let Some(pa) = self.asp.translate(&self.mem, p) {
+                if missing {
+                    self.mem.drop_frame(pa / PAGE64);
+                } else {
+                    self.asp.split_large(&mut self.mem, p);
+                    self.asp.set_pte(&mut self.mem, p, 0, false);
+                }
+            }
+        }
+    }
+
+    /// Loops in the page tables: a second PML4 self-reference and a PDPTE
+    /// pointing back at the PML4.
+    fn loop_page_tables(&mut self) {
+        let pml4 = self.asp.pml4;
+        let pml4_pa = pml4 * PAGE64;
+        // A second self-reference in an unused kernel slot...
+        for idx in 0x100..0x1EF {
+            let at = pml4_pa + idx * 8;
+            if self.mem.read_u64(at) == 0 && idx != self.asp.self_map {
+                self.mem
+                    .write_u64(at, (pml4 << 12) | paging::P | paging::RW);
+                break;
+            }
+        }
+        // ...and a PDPTE under nt's slot pointing at the PML4.
+        let kb = self.kern_base;
+        let pdpt =
+            (self.mem.read_u64(pml4_pa + ((kb >> 39) & 0x1FF) * 8) & paging::PFN_MASK) / PAGE64;
+        for idx in 0..512 {
+            let at = pdpt * PAGE64 + idx * 8;
+            if self.mem.read_u64(at) == 0 {
+                self.mem
+                    .write_u64(at, (pml4 << 12) | paging::P | paging::RW);
+                break;
             }
         }
     }

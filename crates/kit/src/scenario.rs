@@ -249,6 +249,7 @@ impl Default for BugCheck {
 impl Scenario {
     /// A small machine with a handful of tags: a steady leaker, busy
     /// paged/nonpaged tags, a big-pool user, freed chunks and decoys.
+    // Long: a data table (the scenario's fields and tag list, spelled out in one place).
     pub fn small(build: NtBuild, seed: u64) -> Self {
         let nx = if build.has_nx_pool() {
             PoolKind::NonPagedNx

@@ -165,6 +165,7 @@ impl Behaviour {
     }
 }
 
+/// One planted tag: what it is and how its counts move.
 struct Plan {
     tag: &'static str,
     pool: PoolKind,
@@ -174,18 +175,18 @@ struct Plan {
     behaviour: Behaviour,
 }
 
-impl Series {
-    /// The scenarios and the planted truth (no machine is built yet).
-    pub fn new(spec: &SeriesSpec) -> Self {
-        let steps = spec.steps.max(2);
+impl Plan {
+    /// The tags a series plants: the leak, the burst at `burst_step`, the
+    /// noisy, shrinking and constant tags.
+    // Long: a data table (one entry per planted tag), clearest in one piece.
+    fn all(spec: &SeriesSpec, burst_step: usize) -> [Plan; 11] {
         let nx = if spec.build.has_nx_pool() {
             PoolKind::NonPagedNx
         } else {
             PoolKind::NonPaged
         };
-        let burst_step = steps / 2;
         let range = |min, max| SizeSpec::Range { min, max };
-        let plans = [
+        [
             Plan {
                 tag: "Leak",
                 pool: nx,
@@ -295,76 +296,109 @@ impl Series {
                 freed0: 300,
                 behaviour: Behaviour::Constant { live: 7 },
             },
-        ];
+        ]
+    }
 
-        // The noise is drawn once per (step, tag) from the series' own
-        // generator, so the machine's placement randomness stays as the
-        // kit's scenarios have it.
-        let mut rng = fastrand::Rng::with_seed(spec.seed ^ 0x005E_21E5_5EED);
-        let mut live = vec![vec![0u32; plans.len()]; steps];
-        for row in live.iter_mut() {
-            for (j, p) in plans.iter().enumerate() {
-                row[j] = match p.behaviour {
-                    Behaviour::Noisy { mean, amp, .. } => {
-                        rng.u32(mean.saturating_sub(amp)..=mean + amp)
-                    }
-                    _ => 0,
-                };
+    /// Step `i`'s live count and frees, `noise` being the step's drawn
+    /// live count of this tag (used by noisy tags).
+    fn counts(&self, i: usize, noise: u32) -> (u32, u64) {
+        match self.behaviour {
+            Behaviour::Leak { base, per_step } => {
+                // A leak still frees some of what it allocates.
+                (base + per_step * i as u32, self.freed0 + 2 * i as u64)
             }
+            Behaviour::Burst { base, jump, at } => {
+                (if i >= at { base + jump } else { base }, self.freed0)
+            }
+            Behaviour::Noisy { churn, .. } => {
+                // Frees keep Allocs (live + freed) from ever
+                // going down: churn > 2 * amp.
+                (noise, self.freed0 + churn * i as u64)
+            }
+            Behaviour::Shrink { base, per_step } => (
+                base.saturating_sub(per_step * i as u32),
+                self.freed0 + (per_step as u64 + 5) * i as u64,
+            ),
+            Behaviour::Constant { live } => (live, self.freed0),
         }
-        let base = Scenario::small(spec.build, spec.seed);
-        let mut scenarios = Vec::with_capacity(steps);
-        for (i, noise) in live.iter().enumerate() {
-            let mut s = base.clone();
-            s.uptime_secs = base.uptime_secs + i as u64 * spec.interval_secs;
-            s.unix_time = base.unix_time + i as u64 * spec.interval_secs;
-            s.tags = plans
-                .iter()
-                .enumerate()
-                .map(|(j, p)| {
-                    let (live, freed) = match p.behaviour {
-                        Behaviour::Leak { base, per_step } => {
-                            // A leak still frees some of what it allocates.
-                            (base + per_step * i as u32, p.freed0 + 2 * i as u64)
-                        }
-                        Behaviour::Burst { base, jump, at } => {
-                            (if i >= at { base + jump } else { base }, p.freed0)
-                        }
-                        Behaviour::Noisy { churn, .. } => {
-                            // Frees keep Allocs (live + freed) from ever
-                            // going down: churn > 2 * amp.
-                            (noise[j], p.freed0 + churn * i as u64)
-                        }
-                        Behaviour::Shrink { base, per_step } => (
-                            base.saturating_sub(per_step * i as u32),
-                            p.freed0 + (per_step as u64 + 5) * i as u64,
-                        ),
-                        Behaviour::Constant { live } => (live, p.freed0),
-                    };
-                    TagSpec {
-                        tag: p.tag.into(),
-                        pool: p.pool,
-                        live,
-                        size: p.size,
-                        freed,
-                        freed_in_memory: u32::from(freed > 0),
-                        protected: false,
-                        cache_aligned: false,
-                    }
-                })
-                .collect();
-            scenarios.push(s);
-        }
+    }
 
-        let planted: Vec<PlantedTag> = plans
+    /// The scenario's tag of step `i`.
+    fn tag_spec(&self, i: usize, noise: u32) -> TagSpec {
+        let (live, freed) = self.counts(i, noise);
+        TagSpec {
+            tag: self.tag.into(),
+            pool: self.pool,
+            live,
+            size: self.size,
+            freed,
+            freed_in_memory: u32::from(freed > 0),
+            protected: false,
+            cache_aligned: false,
+        }
+    }
+
+    /// The tag as the truth records it.
+    fn planted(&self) -> PlantedTag {
+        PlantedTag {
+            tag: crate::machine::tag_string(crate::machine::tag_value(self.tag)),
+            tag_value: crate::machine::tag_value(self.tag),
+            pool: if self.pool.is_paged() {
+                "Paged"
+            } else {
+                "Nonp"
+            }
+            .into(),
+            behaviour: self.behaviour.name().into(),
+        }
+    }
+}
+
+/// The noisy tags' live count per (step, tag), zero for the other tags.
+/// The noise is drawn once per (step, tag) from the series' own
+/// generator, so the machine's placement randomness stays as the kit's
+/// scenarios have it.
+fn draw_noise(plans: &[Plan], steps: usize, seed: u64) -> Vec<Vec<u32>> {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x005E_21E5_5EED);
+    let mut live = vec![vec![0u32; plans.len()]; steps];
+    for row in live.iter_mut() {
+        for (j, p) in plans.iter().enumerate() {
+            row[j] = match p.behaviour {
+                Behaviour::Noisy { mean, amp, .. } => {
+                    rng.u32(mean.saturating_sub(amp)..=mean + amp)
+                }
+                _ => 0,
+            };
+        }
+    }
+    live
+}
+
+impl Series {
+    /// The scenarios and the planted truth (no machine is built yet).
+    pub fn new(spec: &SeriesSpec) -> Self {
+        let steps = spec.steps.max(2);
+        let burst_step = steps / 2;
+        let plans = Plan::all(spec, burst_step);
+        let live = draw_noise(&plans, steps, spec.seed);
+        let base = Scenario::small(spec.build, spec.seed);
+        let scenarios = live
             .iter()
-            .map(|p| PlantedTag {
-                tag: crate::machine::tag_string(crate::machine::tag_value(p.tag)),
-                tag_value: crate::machine::tag_value(p.tag),
-                pool: if p.pool.is_paged() { "Paged" } else { "Nonp" }.into(),
-                behaviour: p.behaviour.name().into(),
+            .enumerate()
+            .map(|(i, noise)| {
+                let mut s = base.clone();
+                s.uptime_secs = base.uptime_secs + i as u64 * spec.interval_secs;
+                s.unix_time = base.unix_time + i as u64 * spec.interval_secs;
+                s.tags = plans
+                    .iter()
+                    .zip(noise)
+                    .map(|(p, n)| p.tag_spec(i, *n))
+                    .collect();
+                s
             })
             .collect();
+
+        let planted: Vec<PlantedTag> = plans.iter().map(Plan::planted).collect();
         let find = |b: &str| {
             planted
                 .iter()

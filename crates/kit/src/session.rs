@@ -17,8 +17,8 @@ use crate::paging::{AddressSpace, Prot, sign_extend};
 use crate::phys::{GB, PAGE64};
 use crate::scenario::SessionSpec;
 use crate::tag::{tag_string, tag_value};
-use crate::tracker::tag_hash;
-use crate::truth::{ProcessTruth, SessionTruth, TagUsage, TrackerSlot};
+use crate::tracker::{tag_hash, tag_row};
+use crate::truth::{Counters, ProcessTruth, SessionTruth, TagUsage, TrackerSlot};
 
 const SLOT: u64 = 1 << 39;
 /// Session space before Windows 10 1607: 0xFFFFF900`00000000, one PML4 slot
@@ -57,24 +57,7 @@ impl Machine {
     /// Runs before the tracker is built: EPROCESS allocations are charged
     /// to 'Proc' like any other.
     pub(crate) fn build_processes(&mut self) {
-        let slot = self.session_slot();
-        assert_ne!(
-            slot, self.asp.self_map,
-            "session slot collides with the self-map"
-        );
-        assert_eq!(
-            self.asp.pml4e(&self.mem, slot),
-            0,
-            "the kernel maps something in the session slot"
-        );
-        let session_base = sign_extend(slot * SLOT);
-        // MmSessionSpace and the session pool: the same VAs in every session.
-        let mm_session_space = if self.scenario.build.has_kaslr_regions() {
-            session_base + self.rng.u64(1..0x40) * GB
-        } else {
-            session_base + 0x7F_0000_0000
-        };
-        let session_pool = session_base + 0xC000_0000;
+        let (slot, mm_session_space, session_pool) = self.session_space();
         let specs = self.scenario.sessions.clone();
         let mut sessions: Vec<BuiltSession> = specs
             .iter()
@@ -86,50 +69,15 @@ impl Machine {
         for (i, s) in specs.iter().enumerate() {
             procs.extend(s.processes.iter().map(|p| (p.clone(), Some(i))));
         }
-        let m = self.m;
-        let ep_size = m.ty("_EPROCESS").size;
         let mut pid = 4u64;
         let mut eprocs = Vec::new();
         for (n, (name, sess)) in procs.iter().enumerate() {
-            let asp = match (n, sess) {
-                (0, _) => self.asp,
-                (_, Some(i)) if sessions[*i].truth.pids.is_empty() => sessions[*i].asp,
-                (_, Some(i)) => {
-                    let a = AddressSpace::fresh(&mut self.mem, self.asp.self_map);
-                    let e = sessions[*i].asp.pml4e(&self.mem, slot);
-                    a.set_pml4e(&mut self.mem, slot, e);
-                    a
-                }
-                (_, None) => AddressSpace::fresh(&mut self.mem, self.asp.self_map),
-            };
-            if n > 0 {
-                self.process_spaces.push(asp);
-            }
-            let va = self.kernel_alloc("Proc", ep_size);
-            let mut e = StructBuf::new(m, "_EPROCESS");
-            // _DISPATCHER_HEADER.Type 3 = ProcessObject.
-            e.set("Pcb.Header.Type", 3)
-                .set("Pcb.DirectoryTableBase", asp.pml4 * PAGE64)
-                .set("UniqueProcessId", pid)
-                .set_if("InheritedFromUniqueProcessId", if n == 0 { 0 } else { 4 })
-                .set_if("ActiveThreads", 1 + self.rng.u64(0..40));
-            let mut image = name.as_bytes().to_vec();
-            image.truncate(14);
-            e.set_bytes("ImageFileName", &image);
-            // Created shortly after boot (System has no create time).
-            if n > 0 {
-                let boot = self.truth.kernel.system_time - self.truth.kernel.interrupt_time;
-                let created = boot + (n as u64) * 13_000_000 + self.rng.u64(0..10_000_000);
-                e.set_bytes("CreateTime", &created.to_le_bytes());
-            }
-            let threads = m.offset_of("_EPROCESS", "ThreadListHead");
-            e.set("ThreadListHead.Flink", va + threads)
-                .set("ThreadListHead.Blink", va + threads);
+            let asp = self.process_space(n, sess.map(|i| &sessions[i]), slot);
+            let session_va = sess.map(|i| sessions[i].global_va);
+            let va = self.build_eprocess(n, name, pid, asp, session_va);
             if let Some(i) = sess {
-                e.set("Session", sessions[*i].global_va);
                 sessions[*i].truth.pids.push(pid);
             }
-            self.write_va(va, &e.bytes);
             self.truth.processes.push(ProcessTruth {
                 eprocess: va,
                 pid,
@@ -143,9 +91,114 @@ impl Machine {
         if let Some(&system) = eprocs.first() {
             self.set_global("PsInitialSystemProcess", system);
         }
+        self.link_processes(&procs, &eprocs, &sessions);
 
-        // PsActiveProcessHead's ring, and each session's ProcessList of
-        // EPROCESS.SessionProcessLinks.
+        if let Some(s) = sessions.first() {
+            // One table VA, size and mask for every session.
+            // Windows 11 keeps only the per-session PoolTags pointer (the
+            // manifest has no ExpSessionPoolTrackTable there).
+            self.set_global("ExpSessionPoolTrackTable", s.truth.table_va);
+            self.set_global("ExpSessionPoolTrackTableSize", s.truth.table_size);
+            self.set_global("ExpSessionPoolTrackTableMask", s.truth.table_size - 1);
+        }
+        self.truth.sessions = sessions.into_iter().map(|s| s.truth).collect();
+    }
+
+    /// Session space: its PML4 slot, and MmSessionSpace and the session
+    /// pool, the same VAs in every session.
+    fn session_space(&mut self) -> (u64, u64, u64) {
+        let slot = self.session_slot();
+        assert_ne!(
+            slot, self.asp.self_map,
+            "session slot collides with the self-map"
+        );
+        assert_eq!(
+            self.asp.pml4e(&self.mem, slot),
+            0,
+            "the kernel maps something in the session slot"
+        );
+        let session_base = sign_extend(slot * SLOT);
+        let mm_session_space = if self.scenario.build.has_kaslr_regions() {
+            session_base + self.rng.u64(1..0x40) * GB
+        } else {
+            session_base + 0x7F_0000_0000
+        };
+        (slot, mm_session_space, session_base + 0xC000_0000)
+    }
+
+    /// The address space of process `n`: the kernel's for System, the
+    /// session's for its first process, a fresh one sharing the session's
+    /// slot for its others, a fresh one for a process outside sessions.
+    fn process_space(
+        &mut self,
+        n: usize,
+        session: Option<&BuiltSession>,
+        slot: u64,
+    ) -> AddressSpace {
+        let asp = match (n, session) {
+            (0, _) => self.asp,
+            (_, Some(s)) if s.truth.pids.is_empty() => s.asp,
+            (_, Some(s)) => {
+                let a = AddressSpace::fresh(&mut self.mem, self.asp.self_map);
+                let e = s.asp.pml4e(&self.mem, slot);
+                a.set_pml4e(&mut self.mem, slot, e);
+                a
+            }
+            (_, None) => AddressSpace::fresh(&mut self.mem, self.asp.self_map),
+        };
+        if n > 0 {
+            self.process_spaces.push(asp);
+        }
+        asp
+    }
+
+    /// Allocate and write the EPROCESS of process `n` (in session
+    /// `session_va`'s structure, if any); returns its VA.
+    fn build_eprocess(
+        &mut self,
+        n: usize,
+        name: &str,
+        pid: u64,
+        asp: AddressSpace,
+        session_va: Option<u64>,
+    ) -> u64 {
+        let m = self.m;
+        let va = self.kernel_alloc("Proc", m.ty("_EPROCESS").size);
+        let mut e = StructBuf::new(m, "_EPROCESS");
+        // _DISPATCHER_HEADER.Type 3 = ProcessObject.
+        e.set("Pcb.Header.Type", 3)
+            .set("Pcb.DirectoryTableBase", asp.pml4 * PAGE64)
+            .set("UniqueProcessId", pid)
+            .set_if("InheritedFromUniqueProcessId", if n == 0 { 0 } else { 4 })
+            .set_if("ActiveThreads", 1 + self.rng.u64(0..40));
+        let mut image = name.as_bytes().to_vec();
+        image.truncate(14);
+        e.set_bytes("ImageFileName", &image);
+        // Created shortly after boot (System has no create time).
+        if n > 0 {
+            let boot = self.truth.kernel.system_time - self.truth.kernel.interrupt_time;
+            let created = boot + (n as u64) * 13_000_000 + self.rng.u64(0..10_000_000);
+            e.set_bytes("CreateTime", &created.to_le_bytes());
+        }
+        let threads = m.offset_of("_EPROCESS", "ThreadListHead");
+        e.set("ThreadListHead.Flink", va + threads)
+            .set("ThreadListHead.Blink", va + threads);
+        if let Some(s) = session_va {
+            e.set("Session", s);
+        }
+        self.write_va(va, &e.bytes);
+        va
+    }
+
+    /// PsActiveProcessHead's ring, and each session's ProcessList of
+    /// EPROCESS.SessionProcessLinks.
+    fn link_processes(
+        &mut self,
+        procs: &[(String, Option<usize>)],
+        eprocs: &[u64],
+        sessions: &[BuiltSession],
+    ) {
+        let m = self.m;
         let head = self
             .sym_va("PsActiveProcessHead")
             .expect("every build has PsActiveProcessHead");
@@ -171,16 +224,6 @@ impl Machine {
                 self.link_ring(&ring);
             }
         }
-
-        if let Some(s) = sessions.first() {
-            // One table VA, size and mask for every session.
-            // Windows 11 keeps only the per-session PoolTags pointer (the
-            // manifest has no ExpSessionPoolTrackTable there).
-            self.set_global("ExpSessionPoolTrackTable", s.truth.table_va);
-            self.set_global("ExpSessionPoolTrackTableSize", s.truth.table_size);
-            self.set_global("ExpSessionPoolTrackTableMask", s.truth.table_size - 1);
-        }
-        self.truth.sessions = sessions.into_iter().map(|s| s.truth).collect();
     }
 
     /// Link `ring[0]` (a list head) and the entries after it into a
@@ -203,144 +246,22 @@ impl Machine {
         session_pool: u64,
     ) -> BuiltSession {
         let m = self.m;
-        let sty = m.ty("_MM_SESSION_SPACE");
         let entry = m.ty("_POOL_TRACKER_TABLE").size;
         let asp = AddressSpace::fresh(&mut self.mem, self.asp.self_map);
-        let struct_pages = sty.size.div_ceil(PAGE64);
-        // The structure at a system-wide address, its frames mapped again
-        // at MmSessionSpace.
-        let nx = self.nx_kind();
-        let global_va = self.pool_pages(nx, struct_pages, 1);
-        for i in 0..struct_pages {
-            let pa = self
-                .asp
-                .translate(&self.mem, global_va + i * PAGE64)
-                .expect("just committed");
-            asp.map(
-                &mut self.mem,
-                mm_session_space + i * PAGE64,
-                pa >> 12,
-                Prot::Data,
-            );
-        }
-        let mut pool_next = session_pool;
-        let mut session_alloc = |mc: &mut Machine, bytes: u64| -> u64 {
-            let va = pool_next;
-            let pages = bytes.div_ceil(PAGE64);
-            pool_next += pages * PAGE64;
-            for i in 0..pages {
-                let f = mc.mem.alloc();
-                asp.map(&mut mc.mem, va + i * PAGE64, f, Prot::Data);
-            }
-            va
+        let global_va = self.map_session_structure(asp, mm_session_space);
+        let mut pool = SessionPool {
+            asp,
+            next: session_pool,
         };
+        let (table_va, n) = self.session_table(&mut pool, mm_session_space);
 
-        // Where the table is and how big, by build.
-        let pool_tags = sty.fields.get("PoolTags").cloned();
-        let (table_va, n) = match &pool_tags {
-            Some(f) if f.is_pointer() => {
-                let n = 256;
-                (session_alloc(self, n * entry), n)
-            }
-            Some(f) => {
-                let fit = f.size / entry;
-                let n = 1u64 << (63 - fit.leading_zeros());
-                (mm_session_space + f.offset, n)
-            }
-            None => {
-                assert_eq!(struct_pages * PAGE64, LEGACY_TABLE_OFFSET);
-                let n = 128;
-                let va = mm_session_space + LEGACY_TABLE_OFFSET;
-                for i in 0..(n * entry).div_ceil(PAGE64) {
-                    let f = self.mem.alloc();
-                    asp.map(&mut self.mem, va + i * PAGE64, f, Prot::Data);
-                }
-                (va, n)
-            }
-        };
-
-        // Charge the tags: hash, probe the whole table (no overflow slot),
-        // then the expansion table.
-        let mut charges: Vec<(u32, u64, u64, u64)> = Vec::new();
-        for t in &spec.tags {
-            let key = tag_value(&t.tag);
-            let bytes: u64 = (0..t.live)
-                .map(|_| (t.size.pick(&mut self.rng) as u64 + 0x10).div_ceil(16) * 16)
-                .sum();
-            charges.push((key, t.live as u64 + t.freed, t.freed, bytes));
-        }
-        for i in 0..spec.filler_tags {
-            let key = tag_value(&filler_tag(i));
-            let live = self.rng.u64(1..20);
-            let freed = self.rng.u64(0..100);
-            charges.push((key, live + freed, freed, live * 0x40));
-        }
-        let mut slots = vec![0u32; n as usize];
-        let mut table: Vec<StructBuf> = (0..n)
-            .map(|_| StructBuf::new(m, "_POOL_TRACKER_TABLE"))
-            .collect();
-        let mut expansion: Vec<StructBuf> = Vec::new();
-        let mut exp_tags = Vec::new();
-        let counter_bits =
-            (m.ty("_POOL_TRACKER_TABLE").fields["PagedAllocs"].size * 8).min(64) as u32;
-        let wrap = |v: u64| {
-            if counter_bits >= 64 {
-                v
-            } else {
-                v & ((1u64 << counter_bits) - 1)
-            }
-        };
-        let mut rows = Vec::new();
-        for (key, allocs, frees, bytes) in charges {
-            let mut i = (tag_hash(key) as u64 & (n - 1)) as usize;
-            let mut slot = None;
-            for _ in 0..n {
-                if slots[i] == 0 || slots[i] == key {
-                    slots[i] = key;
-                    slot = Some(TrackerSlot::Hashed { index: i as u64 });
-                    break;
-                }
-                i = (i + 1) & (n as usize - 1);
-            }
-            let (buf, slot) = match slot {
-                Some(s) => (&mut table[i], s),
-                None => {
-                    let j = match exp_tags.iter().position(|t| *t == key) {
-                        Some(j) => j,
-                        None => {
-                            exp_tags.push(key);
-                            expansion.push(StructBuf::new(m, "_POOL_TRACKER_TABLE"));
-                            expansion.len() - 1
-                        }
-                    };
-                    (
-                        &mut expansion[j],
-                        TrackerSlot::Expansion { index: j as u64 },
-                    )
-                }
-            };
-            buf.set("Key", key as u64)
-                .set("PagedAllocs", allocs)
-                .set("PagedFrees", frees)
-                .set("PagedBytes", bytes);
-            rows.push(TagUsage {
-                tag: tag_string(key),
-                tag_value: key,
-                pool: "Paged".into(),
-                allocs,
-                frees,
-                diff: allocs - frees,
-                bytes,
-                reported_allocs: wrap(allocs),
-                reported_frees: wrap(frees),
-                slot,
-            });
-        }
-        let (exp_va, exp_size) = if expansion.is_empty() {
+        let charges = self.session_charges(spec);
+        let filled = SessionTables::fill(m, n, charges);
+        let (exp_va, exp_size) = if filled.expansion.is_empty() {
             (0, 0)
         } else {
-            let pages = (expansion.len() as u64 * entry).div_ceil(PAGE64);
-            (session_alloc(self, pages * PAGE64), pages * PAGE64 / entry)
+            let pages = (filled.expansion.len() as u64 * entry).div_ceil(PAGE64);
+            (pool.alloc(self, pages * PAGE64), pages * PAGE64 / entry)
         };
 
         // The structure, written through its system-wide address; then the
@@ -359,14 +280,18 @@ impl Machine {
             .set_if("PagedPoolEnd", session_pool + 0x1_0000_0000 - 1)
             .set("PoolTrackTableExpansion", exp_va)
             .set("PoolTrackTableExpansionSize", exp_size);
-        if pool_tags.as_ref().is_some_and(|f| f.is_pointer()) {
+        if pool_tags_pointer(m) {
             s.set("PoolTags", table_va);
         }
         self.write_va(global_va, &s.bytes);
-        let bytes: Vec<u8> = table.iter().flat_map(|e| e.bytes.clone()).collect();
+        let bytes: Vec<u8> = filled.table.iter().flat_map(|e| e.bytes.clone()).collect();
         asp.write(&mut self.mem, table_va, &bytes);
         if exp_va != 0 {
-            let bytes: Vec<u8> = expansion.iter().flat_map(|e| e.bytes.clone()).collect();
+            let bytes: Vec<u8> = filled
+                .expansion
+                .iter()
+                .flat_map(|e| e.bytes.clone())
+                .collect();
             asp.write(&mut self.mem, exp_va, &bytes);
         }
 
@@ -381,11 +306,82 @@ impl Machine {
                 table_size: n,
                 expansion_va: exp_va,
                 expansion_size: exp_size,
-                expansion_tags: exp_tags.iter().map(|k| tag_string(*k)).collect(),
+                expansion_tags: filled.exp_tags.iter().map(|k| tag_string(*k)).collect(),
                 pids: Vec::new(),
-                tags: rows,
+                tags: filled.rows,
             },
         }
+    }
+
+    /// The session structure at a system-wide address, its frames mapped
+    /// again at MmSessionSpace in `asp`; returns the system-wide VA.
+    fn map_session_structure(&mut self, asp: AddressSpace, mm_session_space: u64) -> u64 {
+        let struct_pages = self.m.ty("_MM_SESSION_SPACE").size.div_ceil(PAGE64);
+        let nx = self.nx_kind();
+        let global_va = self.pool_pages(nx, struct_pages, 1);
+        for i in 0..struct_pages {
+            let pa = self
+                .asp
+                .translate(&self.mem, global_va + i * PAGE64)
+                .expect("just committed");
+            asp.map(
+                &mut self.mem,
+                mm_session_space + i * PAGE64,
+                pa >> 12,
+                Prot::Data,
+            );
+        }
+        global_va
+    }
+
+    /// Where the session's tracker table is and how many entries it has,
+    /// by build: in session pool (a `PoolTags` pointer), inline in the
+    /// structure (a `PoolTags` array) or after the structure (no
+    /// `PoolTags`).
+    fn session_table(&mut self, pool: &mut SessionPool, mm_session_space: u64) -> (u64, u64) {
+        let m = self.m;
+        let sty = m.ty("_MM_SESSION_SPACE");
+        let entry = m.ty("_POOL_TRACKER_TABLE").size;
+        match sty.fields.get("PoolTags") {
+            Some(f) if f.is_pointer() => {
+                let n = 256;
+                (pool.alloc(self, n * entry), n)
+            }
+            Some(f) => {
+                let fit = f.size / entry;
+                let n = 1u64 << (63 - fit.leading_zeros());
+                (mm_session_space + f.offset, n)
+            }
+            None => {
+                assert_eq!(sty.size.div_ceil(PAGE64) * PAGE64, LEGACY_TABLE_OFFSET);
+                let n = 128;
+                let va = mm_session_space + LEGACY_TABLE_OFFSET;
+                for i in 0..(n * entry).div_ceil(PAGE64) {
+                    let f = self.mem.alloc();
+                    pool.asp.map(&mut self.mem, va + i * PAGE64, f, Prot::Data);
+                }
+                (va, n)
+            }
+        }
+    }
+
+    /// The session's tags and filler tags as (key, allocs, frees, bytes).
+    fn session_charges(&mut self, spec: &SessionSpec) -> Vec<(u32, u64, u64, u64)> {
+        let mut charges: Vec<(u32, u64, u64, u64)> = Vec::new();
+        for t in &spec.tags {
+            let key = tag_value(&t.tag);
+            let bytes: u64 = (0..t.live)
+                .map(|_| (t.size.pick(&mut self.rng) as u64 + 0x10).div_ceil(16) * 16)
+                .sum();
+            charges.push((key, t.live as u64 + t.freed, t.freed, bytes));
+        }
+        for i in 0..spec.filler_tags {
+            let key = tag_value(&filler_tag(i));
+            let live = self.rng.u64(1..20);
+            let freed = self.rng.u64(0..100);
+            charges.push((key, live + freed, freed, live * 0x40));
+        }
+        charges
     }
 
     /// Give every process the kernel's top-level entries (after everything
@@ -402,6 +398,107 @@ impl Machine {
                 asp.set_pml4e(&mut self.mem, idx, e);
             }
         }
+    }
+}
+
+/// Session pool: pages mapped in the session's address space, handed out
+/// in order from its start.
+struct SessionPool {
+    asp: AddressSpace,
+    next: u64,
+}
+
+impl SessionPool {
+    /// Map fresh frames for `bytes` (whole pages) at the next free VA.
+    fn alloc(&mut self, mc: &mut Machine, bytes: u64) -> u64 {
+        let va = self.next;
+        let pages = bytes.div_ceil(PAGE64);
+        self.next += pages * PAGE64;
+        for i in 0..pages {
+            let f = mc.mem.alloc();
+            self.asp.map(&mut mc.mem, va + i * PAGE64, f, Prot::Data);
+        }
+        va
+    }
+}
+
+/// Whether the build's session structure points at its tracker table
+/// (`PoolTags` a pointer).
+fn pool_tags_pointer(m: &crate::layout::Manifest) -> bool {
+    m.ty("_MM_SESSION_SPACE")
+        .fields
+        .get("PoolTags")
+        .is_some_and(|f| f.is_pointer())
+}
+
+/// A session's tracker table and expansion table, filled, and the rows
+/// they make.
+struct SessionTables {
+    table: Vec<StructBuf<'static>>,
+    expansion: Vec<StructBuf<'static>>,
+    exp_tags: Vec<u32>,
+    rows: Vec<TagUsage>,
+}
+
+impl SessionTables {
+    /// Charge the tags to an `n`-entry table: hash, probe the whole table
+    /// (no overflow slot), then the expansion table.
+    fn fill(
+        m: &'static crate::layout::Manifest,
+        n: u64,
+        charges: Vec<(u32, u64, u64, u64)>,
+    ) -> Self {
+        let mut slots = vec![0u32; n as usize];
+        let mut t = SessionTables {
+            table: (0..n)
+                .map(|_| StructBuf::new(m, "_POOL_TRACKER_TABLE"))
+                .collect(),
+            expansion: Vec::new(),
+            exp_tags: Vec::new(),
+            rows: Vec::new(),
+        };
+        let counter_bits =
+            (m.ty("_POOL_TRACKER_TABLE").fields["PagedAllocs"].size * 8).min(64) as u32;
+        for (key, allocs, frees, bytes) in charges {
+            let mut i = (tag_hash(key) as u64 & (n - 1)) as usize;
+            let mut slot = None;
+            for _ in 0..n {
+                if slots[i] == 0 || slots[i] == key {
+                    slots[i] = key;
+                    slot = Some(TrackerSlot::Hashed { index: i as u64 });
+                    break;
+                }
+                i = (i + 1) & (n as usize - 1);
+            }
+            let (buf, slot) = match slot {
+                Some(s) => (&mut t.table[i], s),
+                None => {
+                    let j = match t.exp_tags.iter().position(|k| *k == key) {
+                        Some(j) => j,
+                        None => {
+                            t.exp_tags.push(key);
+                            t.expansion.push(StructBuf::new(m, "_POOL_TRACKER_TABLE"));
+                            t.expansion.len() - 1
+                        }
+                    };
+                    (
+                        &mut t.expansion[j],
+                        TrackerSlot::Expansion { index: j as u64 },
+                    )
+                }
+            };
+            buf.set("Key", key as u64)
+                .set("PagedAllocs", allocs)
+                .set("PagedFrees", frees)
+                .set("PagedBytes", bytes);
+            let c = Counters {
+                allocs,
+                frees,
+                bytes,
+            };
+            t.rows.push(tag_row(key, true, c, slot, counter_bits));
+        }
+        t
     }
 }
 

@@ -20,9 +20,10 @@
 //! kit does not model, so its ETHREAD is made here and recorded in the
 //! truth.
 
-use crate::dump::{self, HeaderFields};
+use crate::dump;
 use crate::machine::Machine;
 use crate::phys::{PAGE, page_pieces};
+use crate::truth::ProcessTruth;
 
 /// What the small dump holds, for tests to compare pooldump with.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -119,8 +120,28 @@ impl Machine {
 
     /// Write an x64 small memory dump of the machine.
     pub fn small_dump(&self, opts: &SmallDumpOptions) -> (Vec<u8>, SmallDumpTruth) {
+        let c = self.crashed_thread(opts);
+        let kdbg = self.triage_kdbg(c.apc_process);
+        let blocks = self.triage_blocks(c.process);
+        let drivers = self.triage_drivers();
+
+        // Lay the file out in the writer's order.
+        let mut f = self.triage_header(&opts.unloaded);
+        put_structures(&mut f, &c, &kdbg);
+        put_drivers(&mut f, &drivers);
+        put_blocks(&mut f, &blocks);
+        put_secondary_data(&mut f, self.header.build);
+        let total = f.len() as u64;
+        put64(&mut f, dump::off::REQUIRED_DUMP_SPACE, total);
+
+        let truth = self.small_truth(opts, &c, &drivers, &blocks, total);
+        (f, truth)
+    }
+
+    /// The crashing thread: the process's EPROCESS read from memory, an
+    /// ETHREAD made up for it, CPU 0's PRCB running it and its stack.
+    fn crashed_thread(&self, opts: &SmallDumpOptions) -> Crashed<'_> {
         let m = self.m;
-        let h: &HeaderFields = &self.header;
         let off = |ty: &str, f: &str| m.offset_of(ty, f) as usize;
         let size = |ty: &str| m.ty(ty).size as usize;
 
@@ -137,7 +158,7 @@ impl Machine {
         let (stack_limit, stack_base) = self
             .crash_stack
             .unwrap_or((self.stack, self.stack + 2 * PAGE as u64));
-        let rsp = h.context_rsp;
+        let rsp = self.header.context_rsp;
         let mut ethread = vec![0u8; size("_ETHREAD")];
         let apc_process = off("_KTHREAD", "ApcState") + 0x20; // _KAPC_STATE.Process
         put64(&mut ethread, apc_process, p.eprocess);
@@ -161,10 +182,27 @@ impl Machine {
         let stack = self
             .try_read(rsp, (stack_base - rsp) as usize)
             .expect("the kit maps its kernel stack");
+        Crashed {
+            process: p,
+            eprocess,
+            thread_va,
+            ethread,
+            apc_process,
+            prcb,
+            stack_limit,
+            stack_base,
+            rsp,
+            stack,
+        }
+    }
 
-        // KDDEBUGGER_DATA64, decoded, with the offsets the kernel publishes.
-        let kdbg_va = h.kd_debugger_data_block;
-        let kdbg_size = crate::kdbg::block_size(h.build);
+    /// KDDEBUGGER_DATA64, decoded, with the offsets the kernel publishes.
+    fn triage_kdbg(&self, apc_process: usize) -> Vec<u8> {
+        let m = self.m;
+        let off = |ty: &str, f: &str| m.offset_of(ty, f) as usize;
+        let size = |ty: &str| m.ty(ty).size as usize;
+        let kdbg_va = self.header.kd_debugger_data_block;
+        let kdbg_size = crate::kdbg::block_size(self.header.build);
         let mut kdbg = vec![0u8; kdbg_size];
         put64(&mut kdbg, 0, kdbg_va);
         put64(&mut kdbg, 8, kdbg_va);
@@ -195,8 +233,14 @@ impl Machine {
             put32(&mut kdbg, 0x340, off("_KTHREAD", "StackLimit") as u32);
             put32(&mut kdbg, 0x344, off("_KTHREAD", "StackBase") as u32);
         }
+        kdbg
+    }
 
-        // Triage data blocks: memory the kernel keeps for the debugger.
+    /// Triage data blocks: memory the kernel keeps for the debugger (the
+    /// kernel's header, PsLoadedModuleList, the process and what the bug
+    /// check parameters point at), those that are mapped.
+    fn triage_blocks(&self, p: &ProcessTruth) -> Vec<(u64, Vec<u8>)> {
+        let h = &self.header;
         let mut wanted: Vec<(u64, usize)> = vec![
             (self.kern_base, 0x100),
             (h.ps_loaded_module_list, 0x10),
@@ -207,14 +251,16 @@ impl Machine {
                 wanted.push((prm & !0xF, 0xA0));
             }
         }
-        let blocks: Vec<(u64, Vec<u8>)> = wanted
+        wanted
             .into_iter()
             .filter_map(|(va, n)| Some((va, self.try_read(va, n)?)))
-            .collect();
+            .collect()
+    }
 
-        // Drivers, with TimeDateStamp and CheckSum from their images.
-        let drivers: Vec<(String, u64, u64, u32, u32)> = self
-            .truth
+    /// Drivers (full path, base, size, TimeDateStamp, CheckSum), the last
+    /// two from their images.
+    fn triage_drivers(&self) -> Vec<(String, u64, u64, u32, u32)> {
+        self.truth
             .kernel
             .modules
             .iter()
@@ -229,13 +275,15 @@ impl Machine {
                 };
                 (md.full_name.clone(), md.base, md.size, at(8), at(0x58))
             })
-            .collect();
+            .collect()
+    }
 
-        // Lay the file out in the writer's order.
-        let mut f = dump::header(h, 4, None, 0);
+    /// The DUMP_HEADER64, the TRIAGE_DUMP64 header, the Mm information
+    /// and MmUnloadedDrivers.
+    fn triage_header(&self, unloaded: &[(String, u64, u64)]) -> Vec<u8> {
+        let mut f = dump::header(&self.header, 4, None, 0);
         put32(&mut f, dump::off::MINIDUMP_FIELDS, FIELDS);
         f.resize(TRIAGE + 0x80, 0);
-        let t = |o: usize| TRIAGE + o;
         put32(&mut f, t(0x0C), dump::off::CONTEXT as u32);
         put32(&mut f, t(0x10), dump::off::EXCEPTION as u32);
         put32(&mut f, t(0x44), 0xFFFF_FFFF); // TriageOptions, as in the real file
@@ -247,9 +295,9 @@ impl Machine {
         put32(&mut f, t(0x14), mm as u32);
 
         let unl = f.len();
-        f.resize(unl + 8 + 0x38 * opts.unloaded.len(), 0);
-        put64(&mut f, unl, opts.unloaded.len() as u64);
-        for (i, (name, start, end)) in opts.unloaded.iter().enumerate() {
+        f.resize(unl + 8 + 0x38 * unloaded.len(), 0);
+        put64(&mut f, unl, unloaded.len() as u64);
+        for (i, (name, start, end)) in unloaded.iter().enumerate() {
             let e = unl + 8 + 0x38 * i;
             let units: Vec<u16> = name.encode_utf16().take(12).collect();
             put16(&mut f, e, (units.len() * 2) as u16);
@@ -262,111 +310,42 @@ impl Machine {
         }
         put32(&mut f, t(0x18), unl as u32);
         align8(&mut f);
+        f
+    }
 
-        for (field, bytes) in [(0x1C, &prcb), (0x20, &eprocess), (0x24, &ethread)] {
-            let at = f.len();
-            f.extend_from_slice(bytes);
-            align8(&mut f);
-            put32(&mut f, t(field), at as u32);
-        }
-        let cs = f.len();
-        f.extend_from_slice(&stack);
-        align8(&mut f);
-        put32(&mut f, t(0x28), cs as u32);
-        put32(&mut f, t(0x2C), stack.len() as u32);
-        put64(&mut f, t(0x48), rsp);
-
-        let kd = f.len();
-        f.extend_from_slice(&kdbg);
-        align8(&mut f);
-        put32(&mut f, t(0x70), kd as u32);
-        put32(&mut f, t(0x74), kdbg.len() as u32);
-
-        let dl = f.len();
-        f.resize(dl + 0x90 * drivers.len(), 0);
-        align8(&mut f);
-        let pool = f.len();
-        for (i, (name, base, sz, ts, ck)) in drivers.iter().enumerate() {
-            let e = dl + 0x90 * i;
-            let at = f.len();
-            put32(&mut f, e, at as u32);
-            put64(&mut f, e + 8 + 0x30, *base);
-            put32(&mut f, e + 8 + 0x40, *sz as u32);
-            put32(&mut f, e + 8 + 0x78, *ck);
-            put32(&mut f, e + 8 + 0x80, *ts);
-            let units: Vec<u16> = name.encode_utf16().collect();
-            f.extend_from_slice(&(units.len() as u32).to_le_bytes());
-            for u in units.iter().chain([&0u16]) {
-                f.extend_from_slice(&u.to_le_bytes());
-            }
-            align8(&mut f);
-        }
-        put32(&mut f, t(0x30), dl as u32);
-        put32(&mut f, t(0x34), drivers.len() as u32);
-        put32(&mut f, t(0x38), pool as u32);
-        let pool_size = (f.len() - pool) as u32;
-        put32(&mut f, t(0x3C), pool_size);
-
-        let db = f.len();
-        let mut data = f.len() + 16 * blocks.len();
-        f.resize(data, 0);
-        for (i, (va, bytes)) in blocks.iter().enumerate() {
-            let e = db + 16 * i;
-            put64(&mut f, e, *va);
-            put32(&mut f, e + 8, data as u32);
-            put32(&mut f, e + 12, bytes.len() as u32);
-            f.extend_from_slice(bytes);
-            data += bytes.len();
-        }
-        put32(&mut f, t(0x78), db as u32);
-        put32(&mut f, t(0x7C), blocks.len() as u32);
-        align8(&mut f);
-        // SizeOfDump covers the 'TRGD' marker at its end.
-        let valid = f.len();
-        f.extend_from_slice(b"TRGD");
-        let size_of_dump = f.len() as u32;
-        put32(&mut f, t(0x04), size_of_dump);
-        put32(&mut f, t(0x08), valid as u32);
-
-        // Secondary data from a bug check callback.
-        f.extend_from_slice(b"DumpBlob");
-        f.extend_from_slice(&0x10u32.to_le_bytes());
-        f.extend_from_slice(&(0xF000_0000 | h.build).to_le_bytes());
-        let blob = b"pooldump-kit secondary data";
-        f.extend_from_slice(&0x20u32.to_le_bytes());
-        f.extend_from_slice(&[0x4B; 16]);
-        f.extend_from_slice(&(blob.len() as u32).to_le_bytes());
-        f.extend_from_slice(&0u32.to_le_bytes());
-        let post = blob.len().div_ceil(8) * 8 - blob.len();
-        f.extend_from_slice(&(post as u32).to_le_bytes());
-        f.extend_from_slice(blob);
-        f.resize(f.len() + post, 0);
-        let total = f.len() as u64;
-        put64(&mut f, dump::off::REQUIRED_DUMP_SPACE, total);
-
+    /// What the dump holds, for tests.
+    fn small_truth(
+        &self,
+        opts: &SmallDumpOptions,
+        c: &Crashed,
+        drivers: &[(String, u64, u64, u32, u32)],
+        blocks: &[(u64, Vec<u8>)],
+        total: u64,
+    ) -> SmallDumpTruth {
+        let h = &self.header;
         let name = {
-            let at = off("_EPROCESS", "ImageFileName");
-            let raw = &eprocess[at..at + 15];
+            let at = self.m.offset_of("_EPROCESS", "ImageFileName") as usize;
+            let raw = &c.eprocess[at..at + 15];
             let end = raw.iter().position(|&c| c == 0).unwrap_or(15);
             String::from_utf8_lossy(&raw[..end]).into_owned()
         };
-        let truth = SmallDumpTruth {
+        SmallDumpTruth {
             build: h.build,
             processors: h.number_processors,
             bugcheck_code: h.bugcheck_code,
             bugcheck_parameters: h.bugcheck_parameters,
             kern_base: self.kern_base,
-            kdbg_va,
+            kdbg_va: h.kd_debugger_data_block,
             pool_track_table: self.sym_va("PoolTrackTable").unwrap_or(0),
-            thread: thread_va,
-            process: p.eprocess,
+            thread: c.thread_va,
+            process: c.process.eprocess,
             process_name: name,
-            pid: p.pid,
+            pid: c.process.pid,
             processor: 0,
-            stack_base,
-            stack_limit,
-            top_of_stack: rsp,
-            stack_len: stack.len() as u64,
+            stack_base: c.stack_base,
+            stack_limit: c.stack_limit,
+            top_of_stack: c.rsp,
+            stack_len: c.stack.len() as u64,
             drivers: drivers
                 .iter()
                 .map(|d| (d.0.clone(), d.1, d.2, d.3))
@@ -381,7 +360,119 @@ impl Machine {
             blocks: blocks.iter().map(|(v, b)| (*v, b.len() as u64)).collect(),
             secondary_blobs: 1,
             file_size: total,
-        };
-        (f, truth)
+        }
     }
+}
+
+/// The crashing thread and what the small dump copies of it.
+struct Crashed<'a> {
+    process: &'a ProcessTruth,
+    eprocess: Vec<u8>,
+    thread_va: u64,
+    ethread: Vec<u8>,
+    /// Offset of `_KAPC_STATE.Process` in the ETHREAD.
+    apc_process: usize,
+    prcb: Vec<u8>,
+    stack_limit: u64,
+    stack_base: u64,
+    rsp: u64,
+    /// The stack from `rsp` to `stack_base`.
+    stack: Vec<u8>,
+}
+
+/// Offset `o` of the TRIAGE_DUMP64 header in the file.
+fn t(o: usize) -> usize {
+    TRIAGE + o
+}
+
+/// The PRCB, EPROCESS and ETHREAD copies, the stack and the decoded
+/// KDDEBUGGER_DATA64.
+fn put_structures(f: &mut Vec<u8>, c: &Crashed, kdbg: &[u8]) {
+    for (field, bytes) in [(0x1C, &c.prcb), (0x20, &c.eprocess), (0x24, &c.ethread)] {
+        let at = f.len();
+        f.extend_from_slice(bytes);
+        align8(f);
+        put32(f, t(field), at as u32);
+    }
+    let cs = f.len();
+    f.extend_from_slice(&c.stack);
+    align8(f);
+    put32(f, t(0x28), cs as u32);
+    put32(f, t(0x2C), c.stack.len() as u32);
+    put64(f, t(0x48), c.rsp);
+
+    let kd = f.len();
+    f.extend_from_slice(kdbg);
+    align8(f);
+    put32(f, t(0x70), kd as u32);
+    put32(f, t(0x74), kdbg.len() as u32);
+}
+
+/// The driver list (DUMP_DRIVER_ENTRY64) and its string pool.
+fn put_drivers(f: &mut Vec<u8>, drivers: &[(String, u64, u64, u32, u32)]) {
+    let dl = f.len();
+    f.resize(dl + 0x90 * drivers.len(), 0);
+    align8(f);
+    let pool = f.len();
+    for (i, (name, base, sz, ts, ck)) in drivers.iter().enumerate() {
+        let e = dl + 0x90 * i;
+        let at = f.len();
+        put32(f, e, at as u32);
+        put64(f, e + 8 + 0x30, *base);
+        put32(f, e + 8 + 0x40, *sz as u32);
+        put32(f, e + 8 + 0x78, *ck);
+        put32(f, e + 8 + 0x80, *ts);
+        let units: Vec<u16> = name.encode_utf16().collect();
+        f.extend_from_slice(&(units.len() as u32).to_le_bytes());
+        for u in units.iter().chain([&0u16]) {
+            f.extend_from_slice(&u.to_le_bytes());
+        }
+        align8(f);
+    }
+    put32(f, t(0x30), dl as u32);
+    put32(f, t(0x34), drivers.len() as u32);
+    put32(f, t(0x38), pool as u32);
+    let pool_size = (f.len() - pool) as u32;
+    put32(f, t(0x3C), pool_size);
+}
+
+/// The data-block table with the blocks packed after it, and the 'TRGD'
+/// marker that ends SizeOfDump.
+fn put_blocks(f: &mut Vec<u8>, blocks: &[(u64, Vec<u8>)]) {
+    let db = f.len();
+    let mut data = f.len() + 16 * blocks.len();
+    f.resize(data, 0);
+    for (i, (va, bytes)) in blocks.iter().enumerate() {
+        let e = db + 16 * i;
+        put64(f, e, *va);
+        put32(f, e + 8, data as u32);
+        put32(f, e + 12, bytes.len() as u32);
+        f.extend_from_slice(bytes);
+        data += bytes.len();
+    }
+    put32(f, t(0x78), db as u32);
+    put32(f, t(0x7C), blocks.len() as u32);
+    align8(f);
+    // SizeOfDump covers the 'TRGD' marker at its end.
+    let valid = f.len();
+    f.extend_from_slice(b"TRGD");
+    let size_of_dump = f.len() as u32;
+    put32(f, t(0x04), size_of_dump);
+    put32(f, t(0x08), valid as u32);
+}
+
+/// The 'DumpBlob' secondary data a bug check callback adds.
+fn put_secondary_data(f: &mut Vec<u8>, build: u32) {
+    f.extend_from_slice(b"DumpBlob");
+    f.extend_from_slice(&0x10u32.to_le_bytes());
+    f.extend_from_slice(&(0xF000_0000 | build).to_le_bytes());
+    let blob = b"pooldump-kit secondary data";
+    f.extend_from_slice(&0x20u32.to_le_bytes());
+    f.extend_from_slice(&[0x4B; 16]);
+    f.extend_from_slice(&(blob.len() as u32).to_le_bytes());
+    f.extend_from_slice(&0u32.to_le_bytes());
+    let post = blob.len().div_ceil(8) * 8 - blob.len();
+    f.extend_from_slice(&(post as u32).to_le_bytes());
+    f.extend_from_slice(blob);
+    f.resize(f.len() + post, 0);
 }
