@@ -371,9 +371,7 @@ fn render_kernel(r: &InfoReport, out: &mut String) {
         } else {
             ListTable::new(&list.modules)
                 .left("Base", |m| m.base)
-                .left("End", |m| {
-                    KernelVa(m.base.0.wrapping_add(u64::from(m.size)))
-                })
+                .left("End", |m| m.base.wrapping_add(u64::from(m.size)))
                 .right("Size", |m| hex(u64::from(m.size)))
                 .left("Name", |m| &m.name)
                 .left("Path", |m| m.full_name.as_deref().unwrap_or_default())

@@ -57,6 +57,12 @@ impl KernelVa {
             None => None,
         }
     }
+    /// `self + n`, wrapping as the CPU's address arithmetic does (a field
+    /// of a structure at `self`, an RVA from an image base); whether the
+    /// result is a kernel address is the reader's check.
+    pub const fn wrapping_add(self, n: u64) -> Self {
+        Self(self.0.wrapping_add(n))
+    }
     /// Bits 48..63 are copies of bit 47 (x64 4-level paging).
     pub const fn is_canonical(self) -> bool {
         let top = self.0 >> 47;

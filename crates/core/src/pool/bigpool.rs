@@ -194,7 +194,7 @@ pub fn read_big_pool<M: Memory + ?Sized>(
     let mut start = 0;
     while start < size {
         let n = chunk_entries.min(size - start);
-        let va = KernelVa(table.0.wrapping_add(start * l.size));
+        let va = table.wrapping_add(start * l.size);
         let a = super::read::read_array(mem, va, n, l.size);
         if !a.missing.is_empty() {
             unreadable += a.missing_count();

@@ -15,7 +15,7 @@ pub(crate) fn nt_var(
     name: &str,
 ) -> Result<KernelVa, PoolError> {
     let rva = syms.require_symbol_rva(name)?;
-    Ok(KernelVa(kern_base.0.wrapping_add(rva)))
+    Ok(kern_base.wrapping_add(rva))
 }
 
 /// `nt!name` for a message, naming where its RVA came from when that was
@@ -86,7 +86,7 @@ pub(crate) fn read_array<M: Memory + ?Sized>(
     let mut first_error = None;
     let mut off = 0usize;
     while off < total {
-        let cur = KernelVa(va.0.wrapping_add(off as u64));
+        let cur = va.wrapping_add(off as u64);
         let n = ((PAGE_SIZE - cur.page_offset()) as usize).min(total - off);
         if let Err(e) = mem.read_virtual(cur, &mut bytes[off..off + n]) {
             bytes[off..off + n].fill(0);

@@ -226,8 +226,10 @@ impl<'a, M: Memory + ?Sized> SessionRead<'a, M> {
             return None;
         }
         let mut w = Vec::new();
-        let field_va = |off: u64| KernelVa(session.0.wrapping_add(off));
-        let session_id = match self.mem.read_u32(field_va(self.id_field.offset)) {
+        let session_id = match self
+            .mem
+            .read_u32(session.wrapping_add(self.id_field.offset))
+        {
             Ok(v) => Some(v),
             Err(e) => {
                 w.push(format!("cannot read the session's SessionId: {e}"));
@@ -292,11 +294,8 @@ impl<'a, M: Memory + ?Sized> SessionRead<'a, M> {
         w: &mut Vec<String>,
     ) -> (KernelVa, u64, u64) {
         let read_ptr = |f: &Option<Field>| -> Option<u64> {
-            f.as_ref().and_then(|f| {
-                self.mem
-                    .read_u64(KernelVa(session.0.wrapping_add(f.offset)))
-                    .ok()
-            })
+            f.as_ref()
+                .and_then(|f| self.mem.read_u64(session.wrapping_add(f.offset)).ok())
         };
         let exp = KernelVa(read_ptr(&self.exp_field).unwrap_or(0));
         let exp_size = read_ptr(&self.exp_size_field).unwrap_or(0);
@@ -326,20 +325,19 @@ impl<'a, M: Memory + ?Sized> SessionRead<'a, M> {
         members: &[&Process],
     ) -> Result<(PhysAddr, KernelVa, Array), String> {
         let (mem, size) = (self.mem, self.size);
-        let field_va = |off: u64| KernelVa(session.0.wrapping_add(off));
         let mut last_error = None;
         for p in members.iter().filter(|p| p.dtb.0 & !0xFFF != 0) {
             let view = ProcessSpace::new(mem, p.dtb);
             let (table, through_session) = match self.source {
                 TableSource::Global(t) => (t, true),
-                TableSource::Pointer(off) => match view.read_u64(field_va(off)) {
+                TableSource::Pointer(off) => match view.read_u64(session.wrapping_add(off)) {
                     Ok(t) => (KernelVa(t), true),
                     Err(e) => {
                         last_error = Some(format!("cannot read its PoolTags pointer: {e}"));
                         continue;
                     }
                 },
-                TableSource::Inline(off) => (field_va(off), false),
+                TableSource::Inline(off) => (session.wrapping_add(off), false),
             };
             if !table.is_kernel() {
                 last_error = Some(format!("its PoolTags is {table}, not a kernel address"));

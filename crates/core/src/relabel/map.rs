@@ -364,7 +364,7 @@ impl RelabelMap {
     pub fn immediate_at(&self, i: usize, base: Option<KernelVa>) -> KernelVa {
         let s = &self.sites[i];
         match base {
-            Some(b) => KernelVa(b.0.wrapping_add(u64::from(s.immediate_rva))),
+            Some(b) => b.wrapping_add(u64::from(s.immediate_rva)),
             None => s.immediate,
         }
     }

@@ -607,7 +607,7 @@ impl ModuleImage {
                     image: self.describe(),
                 });
             }
-            let va = KernelVa(self.base.0.wrapping_add(u64::from(page) * PAGE_SIZE));
+            let va = self.base.wrapping_add(u64::from(page) * PAGE_SIZE);
             let mut buf = vec![0u8; PAGE].into_boxed_slice();
             stats.reads += 1;
             stats.bytes += PAGE_SIZE;

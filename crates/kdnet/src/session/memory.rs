@@ -67,7 +67,7 @@ impl LiveTarget {
             if done == buf.len() {
                 break;
             }
-            let cur = KernelVa(va.0.wrapping_add(done as u64));
+            let cur = va.wrapping_add(done as u64);
             match read_rest_of_page(self, cur, &mut buf[done..]) {
                 Ok(n) => done += n,
                 Err(_) if partial && done > 0 => return Ok(done),

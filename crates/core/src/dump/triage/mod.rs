@@ -271,7 +271,7 @@ impl Memory for TriageDump {
     fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), MemoryError> {
         let n = self.read_virtual_partial(va, buf)?;
         if n < buf.len() {
-            return Err(self.absent(KernelVa(va.0.wrapping_add(n as u64))));
+            return Err(self.absent(va.wrapping_add(n as u64)));
         }
         Ok(())
     }
