@@ -13,7 +13,7 @@ pub use super::usage::{
 };
 use super::{PoolClass, PoolError};
 use crate::addr::KernelVa;
-use crate::memory::{Memory, MemoryExt};
+use crate::memory::Memory;
 use crate::symbols::{Field, KernelSymbols};
 use crate::tag::PoolTag;
 
@@ -407,27 +407,16 @@ fn read_expansion<M: Memory + ?Sized>(
     rows: &mut Vec<TagUsage>,
     warnings: &mut Vec<String>,
 ) -> Result<(KernelVa, u64, u64), PoolError> {
-    let (Some(p_rva), Some(s_rva)) = (
-        syms.symbol_rva("PoolTrackTableExpansion"),
-        syms.symbol_rva("PoolTrackTableExpansionSize"),
-    ) else {
+    let (ptr, size) = ("PoolTrackTableExpansion", "PoolTrackTableExpansionSize");
+    if syms.symbol_rva(ptr).is_none() || syms.symbol_rva(size).is_none() {
         warnings.push(
             "the symbols lack PoolTrackTableExpansion: tags in the expansion table are missing"
                 .into(),
         );
         return Ok((KernelVa(0), 0, 0));
-    };
-    let ptr_va = KernelVa(kern_base.0.wrapping_add(p_rva));
-    let size_va = KernelVa(kern_base.0.wrapping_add(s_rva));
-    let read = |va: KernelVa, what: &str| {
-        mem.read_u64(va).map_err(|source| PoolError::Unreadable {
-            what: format!("nt!{what}"),
-            va,
-            source,
-        })
-    };
-    let exp = KernelVa(read(ptr_va, "PoolTrackTableExpansion")?);
-    let n = read(size_va, "PoolTrackTableExpansionSize")?;
+    }
+    let exp = KernelVa(read_nt_var(mem, syms, kern_base, ptr, 8)?);
+    let n = read_nt_var(mem, syms, kern_base, size, 8)?;
     let used = read_expansion_table(
         mem,
         layout,
