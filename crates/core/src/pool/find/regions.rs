@@ -13,7 +13,7 @@ pub(super) fn pool_regions<M: Memory + ?Sized>(
     kern_base: KernelVa,
 ) -> (Option<Vec<PoolRegion>>, Vec<String>) {
     let mut notes = Vec::new();
-    let var = |name: &str| syms.symbol_rva(name).map(|rva| kern_base.wrapping_add(rva));
+    let var = |name: &str| crate::pool::read::nt_var(syms, kern_base, name).ok();
     let mut regions = if let (Some(ptr), Some(en)) = (
         var("MiVisibleState"),
         syms.enum_values("_MI_ASSIGNED_REGION_TYPES"),
