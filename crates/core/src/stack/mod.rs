@@ -579,19 +579,16 @@ impl StackWalker {
                     )
                 },
             ),
-            (
-                seen.contains(&(ret, new_rsp)),
-                WhyWalkStopped::Loop,
-                &|| {
-                    format!(
-                        "frame {n:02x}: the caller ({ret_va} at RSP {new_rsp_va}) was already walked"
-                    )
-                },
-            ),
+            (!seen.insert((ret, new_rsp)), WhyWalkStopped::Loop, &|| {
+                format!(
+                    "frame {n:02x}: the caller ({ret_va} at RSP {new_rsp_va}) was already walked"
+                )
+            }),
         ];
-        let stop = checks.into_iter().find(|c| c.0);
-        seen.insert((ret, new_rsp));
-        stop.map(|(_, reason, detail)| end(reason, detail()))
+        checks
+            .into_iter()
+            .find(|c| c.0)
+            .map(|(_, reason, detail)| end(reason, detail()))
     }
 }
 
