@@ -181,8 +181,9 @@ pub fn analyze(code: &[Insn]) -> Vec<CallPoint> {
         return Vec::new();
     }
     let cfg = Cfg::new(code);
-    match cfg.entry_states(code) {
-        Some(entry) => cfg.call_points(code, &entry),
+    let mut factory = InstructionInfoFactory::new();
+    match cfg.entry_states(code, &mut factory) {
+        Some(entry) => cfg.call_points(code, &entry, &mut factory),
         // Should not happen (the lattice is finite); give up safely.
         None => Vec::new(),
     }
@@ -266,7 +267,11 @@ impl Cfg {
 
     /// Every block's entry state, joined to a fixed point; `None` if the
     /// work budget runs out.
-    fn entry_states(&self, code: &[Insn]) -> Option<Vec<Option<State>>> {
+    fn entry_states(
+        &self,
+        code: &[Insn],
+        factory: &mut InstructionInfoFactory,
+    ) -> Option<Vec<Option<State>>> {
         let n = self.bounds.len();
         // Entry states: a block no edge reaches (the start, code after a
         // jump table's indirect jump) starts with nothing known.
@@ -276,7 +281,6 @@ impl Cfg {
             entry[b] = Some(unknown_state());
             work.push(b);
         }
-        let mut factory = InstructionInfoFactory::new();
         let mut budget = 64 * n + 64;
         while let Some(b) = work.pop() {
             budget = budget.checked_sub(1)?;
@@ -285,7 +289,7 @@ impl Cfg {
             };
             let (lo, hi) = self.bounds[b];
             for i in &code[lo..hi] {
-                step(&mut st, i, &mut factory);
+                step(&mut st, i, factory);
             }
             for &s in &self.succs[b] {
                 let joined = match &entry[s] {
@@ -305,8 +309,12 @@ impl Cfg {
 
     /// Replay each block once more to see the state before each call,
     /// indirect jump and jump out of the region.
-    fn call_points(&self, code: &[Insn], entry: &[Option<State>]) -> Vec<CallPoint> {
-        let mut factory = InstructionInfoFactory::new();
+    fn call_points(
+        &self,
+        code: &[Insn],
+        entry: &[Option<State>],
+        factory: &mut InstructionInfoFactory,
+    ) -> Vec<CallPoint> {
         let mut out = Vec::new();
         for (b, &(lo, hi)) in self.bounds.iter().enumerate() {
             let Some(mut st) = entry[b].clone() else {
@@ -329,7 +337,7 @@ impl Cfg {
                         unreached: k == lo && !self.has_pred[b],
                     });
                 }
-                step(&mut st, i, &mut factory);
+                step(&mut st, i, factory);
             }
         }
         out.sort_by_key(|c| c.index);
