@@ -2,9 +2,11 @@
 //! conversions from the library's rows.
 
 use pooldump_core::Warning;
+pub use pooldump_core::pool::SessionProcess;
 use pooldump_core::pool::{
     BigPoolEntry, BigPoolTable, PoolMonColumn, SortKey, TagUsage, UsageQuery,
 };
+pub use pooldump_core::snapshot::PoolCounters;
 use serde::Serialize;
 
 use crate::common::KdnetReport;
@@ -50,7 +52,7 @@ pub struct Session {
     pub table: String,
     pub size: u64,
     pub expansion_used: u64,
-    pub totals: PoolTotals,
+    pub totals: PoolCounters,
     pub tags: u64,
     pub rows: Vec<Row>,
 }
@@ -84,12 +86,6 @@ pub struct SiteRow {
 }
 
 #[derive(Debug, Serialize)]
-pub struct SessionProcess {
-    pub pid: u64,
-    pub name: String,
-}
-
-#[derive(Debug, Serialize)]
 pub struct SourceInfo {
     /// The dump's path or the KDNET peer.
     pub name: String,
@@ -109,17 +105,9 @@ pub struct SymbolsInfo {
 }
 
 #[derive(Debug, Serialize)]
-pub struct PoolTotals {
-    pub allocs: u64,
-    pub frees: u64,
-    pub diff: u64,
-    pub bytes: u64,
-}
-
-#[derive(Debug, Serialize)]
 pub struct Totals {
-    pub paged: PoolTotals,
-    pub nonpaged: PoolTotals,
+    pub paged: PoolCounters,
+    pub nonpaged: PoolCounters,
     pub tags: u64,
 }
 

@@ -11,8 +11,8 @@ use pooldump_core::symbols::SourceKind;
 use pooldump_core::{Target, Warning, WarningKind};
 
 use super::report::{
-    BigPool, PoolTotals, RelabelReport, Session, SessionProcess, SiteRow, SourceInfo, SymbolsInfo,
-    Totals, TrackerSummary, big_pool_report, row,
+    BigPool, RelabelReport, Session, SiteRow, SourceInfo, SymbolsInfo, Totals, TrackerSummary,
+    big_pool_report, row,
 };
 use super::{Args, Report, empty_filter_note};
 use crate::common::{Source, SourceMeta, kdnet_report};
@@ -108,28 +108,15 @@ impl View<'_> {
                     .map(|w| Warning::new(w.kind, format!("{label}: {w}"))),
             );
             let rows = self.attributed(self.query.apply(&u.rows));
-            let (paged, nonpaged) = (&u.totals.paged, &u.totals.nonpaged);
-            let allocs = paged.allocs + nonpaged.allocs;
-            let frees = paged.frees + nonpaged.frees;
             out.push(Session {
                 id: u.session_id,
                 session_space: u.session_space.to_string(),
-                processes: (u.processes.iter())
-                    .map(|p| SessionProcess {
-                        pid: p.pid,
-                        name: p.name.clone(),
-                    })
-                    .collect(),
+                processes: u.processes.clone(),
                 dtb: u.dtb.to_string(),
                 table: u.table.to_string(),
                 size: u.size,
                 expansion_used: u.expansion_used,
-                totals: PoolTotals {
-                    allocs,
-                    frees,
-                    diff: allocs.saturating_sub(frees),
-                    bytes: paged.bytes.wrapping_add(nonpaged.bytes),
-                },
+                totals: u.totals.both_pools().into(),
                 tags: u.totals.tags,
                 rows: rows.iter().map(row).collect(),
             });
@@ -173,12 +160,6 @@ impl View<'_> {
     pub fn report(&self, rows: &[TagUsage], warnings: Vec<Warning>, notes: Vec<String>) -> Report {
         let (target, meta, usage) = (self.target, self.meta, self.usage);
         let cv = target.kernel.image.codeview.as_ref();
-        let tot = |c: &pooldump_core::pool::Counters| PoolTotals {
-            allocs: c.allocs,
-            frees: c.frees,
-            diff: c.allocs.saturating_sub(c.frees),
-            bytes: c.bytes,
-        };
         let processors = match usage.tracker.processors {
             0 => meta.processors,
             n => n,
@@ -201,8 +182,8 @@ impl View<'_> {
                 builtin: target.symbols.source().kind() == SourceKind::BuiltIn,
             },
             totals: Totals {
-                paged: tot(&usage.totals.paged),
-                nonpaged: tot(&usage.totals.nonpaged),
+                paged: usage.totals.paged.into(),
+                nonpaged: usage.totals.nonpaged.into(),
                 tags: usage.totals.tags,
             },
             rows: rows.iter().map(row).collect(),

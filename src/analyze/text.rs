@@ -1,7 +1,7 @@
 //! `analyze`'s text: PoolMon's columns, the big-page list, the sessions'
 //! and call sites' tables, notes and warnings.
 
-use super::report::{BigPool, PoolTotals, RelabelReport, Row, Session};
+use super::report::{BigPool, PoolCounters, RelabelReport, Row, Session};
 use super::{Args, Report};
 use crate::render::{Align, ListTable, poolmon_table, push_list};
 
@@ -112,7 +112,7 @@ fn session_tables(out: &mut String, sessions: &[Session], args: &Args) {
 fn tag_table(
     out: &mut String,
     rows: &[Row],
-    totals: Option<[(&str, &PoolTotals); 2]>,
+    totals: Option<[(&str, &PoolCounters); 2]>,
     args: &Args,
 ) {
     let mut t = poolmon_table(&[], &[("Mapped_Driver", Align::Left)]);

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use pooldump_core::dump::CrashDump;
-use pooldump_core::pool::{Counters, PoolError, PoolTagDb, TagUsage, TrackerOptions};
+use pooldump_core::pool::{PoolError, PoolTagDb, TagUsage, TrackerOptions};
 use pooldump_core::symbols::SymbolOptions;
 use pooldump_core::{OpenError, Target, Warning};
 use sha2::{Digest, Sha256};
@@ -92,17 +92,8 @@ pub struct DumpFacts {
 /// One row of the tags table: PoolMon's columns for one tag of one dump.
 pub use pooldump_core::pool::PoolMonRow as TagRow;
 
-/// Pool totals of one dump, per pool.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DumpTotals {
-    /// Paged pool: allocations and frees since boot, and bytes allocated
-    /// now, all tags summed (PoolMon's header line).
-    pub paged: Counters,
-    /// Nonpaged pool (NX included), likewise.
-    pub nonpaged: Counters,
-    /// Tags with any activity (before the batch's filters: all of them).
-    pub tags: u64,
-}
+/// Pool totals of one dump, per pool: PoolMon's header line.
+pub use pooldump_core::pool::Totals as DumpTotals;
 
 /// One dump's outcome: a dumps-table row and its tag rows.
 #[derive(Debug, Clone)]
@@ -290,14 +281,9 @@ pub fn tag_rows(
     let usage = target.pool_usage(&TrackerOptions::default())?;
     let mut rows = usage.rows;
     target.attribute(&mut rows, pooltag, search_images);
-    let totals = DumpTotals {
-        paged: usage.totals.paged,
-        nonpaged: usage.totals.nonpaged,
-        tags: usage.totals.tags,
-    };
     Ok((
         rows.iter().map(TagUsage::poolmon_row).collect(),
-        totals,
+        usage.totals,
         usage.warnings,
     ))
 }

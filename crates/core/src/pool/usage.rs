@@ -161,7 +161,7 @@ pub struct Counters {
 }
 
 /// PoolMon's header figures.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
     /// PagedPool.
     pub paged: Counters,
@@ -169,6 +169,19 @@ pub struct Totals {
     pub nonpaged: Counters,
     /// Distinct tags with any activity.
     pub tags: u64,
+}
+
+impl Totals {
+    /// Both pools' counters summed (a session's figures, which `!session`
+    /// gives as one line).
+    pub fn both_pools(&self) -> Counters {
+        let (p, n) = (&self.paged, &self.nonpaged);
+        Counters {
+            allocs: p.allocs.wrapping_add(n.allocs),
+            frees: p.frees.wrapping_add(n.frees),
+            bytes: p.bytes.wrapping_add(n.bytes),
+        }
+    }
 }
 
 /// What was read, for `pooldump symbols`-style diagnostics and JSON.

@@ -66,12 +66,6 @@ pub fn capture<M: Memory>(
             (None, None, None)
         }
     };
-    let counters = |c: &crate::pool::Counters| PoolCounters {
-        allocs: c.allocs,
-        frees: c.frees,
-        diff: c.allocs.saturating_sub(c.frees),
-        bytes: c.bytes,
-    };
     let cv = target.kernel.image.codeview.as_ref();
     Ok(Snapshot {
         schema: SCHEMA.into(),
@@ -95,8 +89,8 @@ pub fn capture<M: Memory>(
                 .map(|d| d.as_secs()),
         },
         totals: SnapshotTotals {
-            nonpaged: counters(&usage.totals.nonpaged),
-            paged: counters(&usage.totals.paged),
+            nonpaged: usage.totals.nonpaged.into(),
+            paged: usage.totals.paged.into(),
             tags: usage.totals.tags,
         },
         rows,

@@ -36,7 +36,7 @@ use crate::addr::KernelVa;
 use crate::dump::{FileTime, UpTime};
 use crate::memory::Memory;
 use crate::pool::{
-    PoolClass, PoolError, PoolMonColumn, PoolTagDb, TagUsage, TrackerOptions, TrackerSlot,
+    Counters, PoolClass, PoolError, PoolMonColumn, PoolTagDb, TagUsage, TrackerOptions, TrackerSlot,
 };
 use crate::tag::PoolTag;
 use crate::target::Target;
@@ -238,6 +238,19 @@ pub struct PoolCounters {
     pub diff: u64,
     /// Bytes allocated now.
     pub bytes: u64,
+}
+
+impl From<Counters> for PoolCounters {
+    /// PoolMon's header line of a pool: its counters and their Diff
+    /// (Allocs − Frees, 0 when Frees ran ahead).
+    fn from(c: Counters) -> Self {
+        Self {
+            allocs: c.allocs,
+            frees: c.frees,
+            diff: c.allocs.saturating_sub(c.frees),
+            bytes: c.bytes,
+        }
+    }
 }
 
 /// One PoolMon row.
