@@ -17,6 +17,7 @@ use pooldump_core::stack::{
     StackWalker, Symbol, Symbolizer, SymbolizerOptions, UnwindMethod, WalkEnd, flags,
 };
 use pooldump_core::symbols::images::SymbolPathImages;
+use pooldump_core::symbols::store::image_key;
 use pooldump_core::symbols::{DownloadProgress, SymbolOptions};
 use pooldump_core::{KernelVa, Memory};
 use serde::Serialize;
@@ -319,11 +320,10 @@ fn note_missing_images<M: Memory>(w: &mut Walks<'_, M>) {
     for i in missing {
         let m = &w.walker.modules()[i];
         w.notes.push(format!(
-            "{}: no image file {}/{:08X}{:X}/{} on the symbol path; a small memory dump holds no image, so its unwind data and PDB identity must come from there (copy the binary of that build from the crashed machine into the symbol store, or name a symbol server)",
+            "{}: no image file {}/{}/{} on the symbol path; a small memory dump holds no image, so its unwind data and PDB identity must come from there (copy the binary of that build from the crashed machine into the symbol store, or name a symbol server)",
             m.name,
             m.name,
-            m.time_date_stamp.unwrap_or(0),
-            m.size,
+            image_key(m.time_date_stamp.unwrap_or(0), m.size),
             m.name
         ));
     }

@@ -23,9 +23,9 @@ pub struct PdbIdentity {
 }
 
 impl PdbIdentity {
-    /// Symbol-store key: `<GUID><AGE>`, age in upper-case hex.
+    /// Symbol-store key: `<GUID><AGE>` ([`crate::store::pdb_key`]).
     pub fn store_key(&self) -> String {
-        format!("{}{:X}", self.guid.compact(), self.age)
+        crate::store::pdb_key(&self.guid, self.age)
     }
 }
 

@@ -67,7 +67,7 @@ impl CodeView {
             pdb_name: escape_ascii(capped),
             guid,
             age,
-            store_key: format!("{}{age:X}", guid.compact()),
+            store_key: pooldump_symbols::store::pdb_key(&guid, age),
             name_is_clean: printable
                 && capped.len() == raw_name.len()
                 && !capped.is_empty()

@@ -115,7 +115,7 @@ impl ImageRequest<'_> {
     /// The symbol-store key: `<TimeDateStamp><SizeOfImage>` in upper-case
     /// hex, the stamp 8 digits wide, the size without leading zeros.
     pub fn store_key(&self) -> String {
-        format!("{:08X}{:X}", self.time_date_stamp, self.size_of_image)
+        pooldump_symbols::store::image_key(self.time_date_stamp, self.size_of_image)
     }
 }
 

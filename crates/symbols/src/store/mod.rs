@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::source::PdbOrigin;
 pub use cab::check_cabinet;
-pub use request::{ImageFileRequest, PdbRequest, StoreFile};
+pub use request::{ImageFileRequest, PdbRequest, StoreFile, image_key, pdb_key};
 pub use types::{
     Attempt, DownloadProgress, FetchOptions, FoundPdb, MAX_DOWNLOAD, MAX_REDIRECTS, StoreError,
 };

@@ -9,6 +9,19 @@ use crate::guid::Guid;
 use crate::name::PdbName;
 use crate::pdb::{PdbError, read_identity};
 
+/// A PDB's symbol-store key, `<GUID><AGE>`: the GUID's 32 hex digits and
+/// the age in hex without leading zeros, both upper-case (WinDbg,
+/// symstore).
+pub fn pdb_key(guid: &Guid, age: u32) -> String {
+    format!("{}{age:X}", guid.compact())
+}
+
+/// An image's symbol-store key, `<TimeDateStamp><SizeOfImage>`: the stamp
+/// as 8 upper-case hex digits, the size without leading zeros.
+pub fn image_key(time_date_stamp: u32, size_of_image: u32) -> String {
+    format!("{time_date_stamp:08X}{size_of_image:X}")
+}
+
 /// The PDB to find.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PdbRequest {
@@ -21,9 +34,9 @@ pub struct PdbRequest {
 }
 
 impl PdbRequest {
-    /// `<GUID><AGE>` with the age upper-case (WinDbg, symstore).
+    /// `<GUID><AGE>` with the age upper-case ([`pdb_key`]).
     pub fn key(&self) -> String {
-        format!("{}{:X}", self.guid.compact(), self.age)
+        pdb_key(&self.guid, self.age)
     }
 
     /// The same with the age lower-case (addr-symbolizer and others).
@@ -122,10 +135,9 @@ pub struct ImageFileRequest {
 }
 
 impl ImageFileRequest {
-    /// `<TimeDateStamp><SizeOfImage>`: the stamp as 8 upper-case hex
-    /// digits, the size without leading zeros.
+    /// `<TimeDateStamp><SizeOfImage>` ([`image_key`]).
     pub fn key(&self) -> String {
-        format!("{:08X}{:X}", self.time_date_stamp, self.size_of_image)
+        image_key(self.time_date_stamp, self.size_of_image)
     }
 }
 
