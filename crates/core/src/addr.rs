@@ -63,6 +63,15 @@ impl KernelVa {
     pub const fn wrapping_add(self, n: u64) -> Self {
         Self(self.0.wrapping_add(n))
     }
+    /// The canonical address whose low 48 bits are `va`'s: bit 47 copied
+    /// into bits 48..63 (an address built from page-table indices).
+    pub const fn sign_extended(va: u64) -> Self {
+        if va & (1 << 47) != 0 {
+            Self(va | 0xFFFF_0000_0000_0000)
+        } else {
+            Self(va & 0x0000_FFFF_FFFF_FFFF)
+        }
+    }
     /// Bits 48..63 are copies of bit 47 (x64 4-level paging).
     pub const fn is_canonical(self) -> bool {
         let top = self.0 >> 47;
@@ -185,6 +194,20 @@ mod tests {
         assert!(!KernelVa(0x7FFE_0000).is_kernel());
         assert!(!KernelVa(0x0000_8000_0000_0000).is_canonical());
         assert!(!KernelVa(0xFFFF_7FFF_FFFF_FFFF).is_canonical());
+    }
+
+    #[test]
+    fn sign_extension_from_table_indices() {
+        // PML4 index 0x1F6 (the self-map of some builds), nothing below.
+        let va = KernelVa::sign_extended(0x1F6 << 39);
+        assert_eq!(va, KernelVa(0xFFFF_FB00_0000_0000));
+        assert!(va.is_kernel());
+        assert_eq!(KernelVa::sign_extended(0x7FFE_0000), KernelVa(0x7FFE_0000));
+        // Bits above 47 are replaced, not kept.
+        assert_eq!(
+            KernelVa::sign_extended(0xABCD_0000_0000_1000),
+            KernelVa(0x1000)
+        );
     }
 
     #[test]

@@ -180,14 +180,6 @@ impl Level {
     }
 }
 
-fn sign_extend(va: u64) -> u64 {
-    if va & (1 << 47) != 0 {
-        va | 0xFFFF_0000_0000_0000
-    } else {
-        va
-    }
-}
-
 struct Walker<'a, M: Memory + ?Sized> {
     mem: &'a M,
     pml4: u64,
@@ -297,7 +289,7 @@ impl<M: Memory + ?Sized> Walker<'_, M> {
         let span = 1u64 << level.shift();
         let first = if top { 256 } else { 0 };
         for i in first..512u64 {
-            let lo = sign_extend(base + i * span);
+            let lo = KernelVa::sign_extended(base + i * span).0;
             let hi = lo + (span - 1);
             if !self.wants(lo, hi) {
                 continue;

@@ -147,15 +147,6 @@ fn for_each_mapped_page<M: Memory + ?Sized>(
     table_walk(mem, dtb, 39, 0, &range, f)
 }
 
-/// Sign-extend bit 47 into a canonical address.
-fn canonical(va: u64) -> u64 {
-    if va & (1 << 47) != 0 {
-        va | 0xFFFF_0000_0000_0000
-    } else {
-        va & 0x0000_FFFF_FFFF_FFFF
-    }
-}
-
 fn table_walk<M: Memory + ?Sized>(
     mem: &M,
     table: u64,
@@ -170,7 +161,7 @@ fn table_walk<M: Memory + ?Sized>(
     }
     let span = 1u64 << shift;
     for idx in 0..512u64 {
-        let va = canonical(prefix | (idx << shift));
+        let va = KernelVa::sign_extended(prefix | (idx << shift)).0;
         let end = va.wrapping_add(span);
         if end <= range.start || va >= range.end {
             continue;
