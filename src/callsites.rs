@@ -284,13 +284,6 @@ fn write_patch(
     })
 }
 
-fn kind(k: PoolCall) -> &'static str {
-    match k {
-        PoolCall::Alloc => "alloc",
-        PoolCall::Free => "free",
-    }
-}
-
 /// A file offset as the tables show it: hex, or `-` where there is none.
 fn file_offset(o: Option<u32>) -> String {
     o.map_or_else(|| "-".into(), |o| format!("{o:#x}"))
@@ -308,7 +301,7 @@ fn render_patch(p: &PatchInfo, out: &mut String) {
         p.map.display()
     ));
     ListTable::new(&p.relabel.sites)
-        .left("Kind", |s| kind(s.kind))
+        .left("Kind", |s| s.kind.as_str())
         .left("Site", |s| &s.site)
         .left("Old", |s| s.old_tag)
         .left("New", |s| {
@@ -370,7 +363,7 @@ fn render_text(r: &Report) -> String {
             tag
         };
         ListTable::new(&r.sites)
-            .left("Kind", |s| kind(s.kind))
+            .left("Kind", |s| s.kind.as_str())
             .left("Site", |s| &s.site)
             .left("Tag", tag)
             .left("Routine", |s| &s.routine)
@@ -387,7 +380,7 @@ fn render_text(r: &Report) -> String {
             r.unresolved.len()
         ));
         ListTable::new(&r.unresolved)
-            .left("Kind", |u| kind(u.kind))
+            .left("Kind", |u| u.kind.as_str())
             .left("Site", |u| &u.site)
             .left("Routine", |u| &u.routine)
             .left("Call", |u| u.call)

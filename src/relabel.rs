@@ -13,7 +13,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use pooldump_core::hittag::PoolCall;
 use pooldump_core::pool::PoolTagDb;
 use pooldump_core::relabel::{PatchWrite, RelabelMap, plan_on_target};
 use pooldump_core::stack::{Symbolizer, SymbolizerOptions};
@@ -113,18 +112,11 @@ fn read_map(p: &Path) -> Result<RelabelMap> {
     Ok(RelabelMap::from_json(&bytes, &p.display().to_string())?)
 }
 
-fn kind(k: PoolCall) -> &'static str {
-    match k {
-        PoolCall::Alloc => "alloc",
-        PoolCall::Free => "free",
-    }
-}
-
 fn sites_out(map: &RelabelMap) -> Vec<SiteOut> {
     map.sites
         .iter()
         .map(|s| SiteOut {
-            kind: kind(s.kind),
+            kind: s.kind.as_str(),
             site: s.site.clone(),
             immediate: s.immediate,
             old_tag: s.old_tag.to_string(),

@@ -52,6 +52,16 @@ pub enum PoolCall {
     Free,
 }
 
+impl PoolCall {
+    /// `alloc` or `free`, as the JSON and the tables name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolCall::Alloc => "alloc",
+            PoolCall::Free => "free",
+        }
+    }
+}
+
 /// How the decision was made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "by")]

@@ -109,7 +109,7 @@ fn map_site(
         also: calls
             .iter()
             .filter(|c| c.call != named.call)
-            .map(|c| format!("{} ({})", c.site, kind_word(c.kind)))
+            .map(|c| format!("{} ({})", c.site, c.kind.as_str()))
             .collect(),
     })
 }
@@ -187,11 +187,4 @@ pub enum RelabelPlanError {
     /// The sites cannot be relabelled (none found, protected, no free tag).
     #[error(transparent)]
     Relabel(#[from] RelabelError),
-}
-
-fn kind_word(k: PoolCall) -> &'static str {
-    match k {
-        PoolCall::Alloc => "alloc",
-        PoolCall::Free => "free",
-    }
 }
