@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use pooldump_kit::corrupt::{Corruption, FileCorruption, corrupt_file};
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
-use support::{Finished, pooldump, repo_root, sample};
+use support::{Finished, pooldump, repo_root, sample, sample_truth};
 
 /// `pooldump analyze` on the bundled sample with its own symbols, offline.
 fn analyze_sample(extra: &[&str]) -> Finished {
@@ -26,18 +26,11 @@ fn analyze_sample(extra: &[&str]) -> Finished {
     pooldump(&a)
 }
 
-fn truth() -> serde_json::Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("testdata/sample/truth.json")).unwrap(),
-    )
-    .unwrap()
-}
-
 #[test]
 fn readme_command_on_the_sample() {
     let r = analyze_sample(&[]);
     assert_eq!(r.code(), Some(0), "{}", r.stderr);
-    let t = truth();
+    let t = sample_truth();
     let leak = support::items(&t["tags"])
         .find(|x| x["tag"] == "Leak")
         .unwrap();
@@ -70,7 +63,7 @@ fn json_rows_are_the_truth_and_csv_has_them_too() {
         bytes.windows(2).all(|w| w[0] >= w[1]),
         "sorted by bytes, descending"
     );
-    for want in truth()["tags"].as_array().unwrap() {
+    for want in sample_truth()["tags"].as_array().unwrap() {
         let ty = if want["pool"] == "Paged" {
             "Paged"
         } else {
@@ -99,7 +92,7 @@ fn session_pool_per_session_as_poolused_8() {
     assert_eq!(r.code(), Some(0), "{}", r.stderr);
     let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let got = j["sessions"].as_array().unwrap();
-    let want = truth()["sessions"].as_array().unwrap().clone();
+    let want = sample_truth()["sessions"].as_array().unwrap().clone();
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(&want) {
         assert_eq!(g["id"], w["id"]);
@@ -196,7 +189,7 @@ fn big_pool_listing_matches_the_truth() {
             )
         })
         .collect();
-    let t = truth();
+    let t = sample_truth();
     let mut want: Vec<(String, String, bool)> = support::items(&t["big_pool"]["entries"])
         .map(|e| {
             (

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use pooldump_kit::corrupt::{Corruption, FileCorruption, corrupt_file};
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
-use support::{Finished, repo_root, run_bounded};
+use support::{Finished, repo_root, run_bounded, sample_truth};
 
 fn pooldump(args: &[&str]) -> Finished {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
@@ -36,13 +36,6 @@ fn sample_dump() -> std::path::PathBuf {
     repo_root().join("testdata/sample/MEMORY.DMP")
 }
 
-fn truth() -> serde_json::Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("testdata/sample/truth.json")).unwrap(),
-    )
-    .unwrap()
-}
-
 /// Live in-dump allocations of `tag` in the truth, by allocation address.
 fn live(t: &serde_json::Value, tag: &str) -> BTreeSet<u64> {
     support::items(&t["allocations"])
@@ -64,7 +57,7 @@ fn json_lists_what_the_truth_holds() {
     assert_eq!(r.code(), Some(0), "{}", r.stderr);
     let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(j["schema"], "pooldump.find/2");
-    let t = truth();
+    let t = sample_truth();
     for tag in ["Leak", "NSbf"] {
         let got: BTreeSet<u64> = support::items(&j["allocations"])
             .filter(|a| a["tag"] == tag && a["state"] == "allocated")
@@ -91,7 +84,7 @@ fn text_csv_and_tags_from() {
         "sites.txt",
         "# one fresh tag per call site\nLeak\n\nIrp\nZzz9\r\n",
     );
-    let t = truth();
+    let t = sample_truth();
 
     let r = find(&sample_dump(), &["--tags-from", &tags]);
     assert_eq!(r.code(), Some(0), "{}", r.stderr);

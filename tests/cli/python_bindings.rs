@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use pooldump_kit::corrupt::{FileCorruption, corrupt_file};
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
-use support::{Finished, missing, repo_root, run_bounded};
+use support::{Finished, missing, repo_root, run_bounded, sample_truth};
 
 /// A venv whose python imports `modules` (and has `bin/<tools>`), under
 /// the CI-or-skip rule.
@@ -260,10 +260,7 @@ fn the_docs_example_prints_what_the_page_shows() {
     // What it shows is the sample's truth: the five tags with the most
     // bytes, and Leak's live allocations (find's bytes are block sizes,
     // header included).
-    let truth: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("testdata/sample/truth.json")).unwrap(),
-    )
-    .unwrap();
+    let truth = sample_truth();
     let mut tags: Vec<&serde_json::Value> = truth["tags"].as_array().unwrap().iter().collect();
     tags.sort_by_key(|t| std::cmp::Reverse(t["bytes"].as_u64().unwrap()));
     for (t, line) in tags.iter().take(5).zip(r.stdout.lines()) {

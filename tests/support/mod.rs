@@ -32,6 +32,13 @@ pub fn sample() -> (String, String) {
     )
 }
 
+/// The bundled sample's truth (`testdata/sample/truth.json`): what the
+/// kit wrote into its dump.
+pub fn sample_truth() -> serde_json::Value {
+    let path = repo_root().join("testdata/sample/truth.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// The kit machine `m` written into `dir` as pooldump reads it: a kernel
 /// dump, `MEMORY.DMP`, and its symbol store, `symbols/`; their paths.
 pub fn write_dump_and_symbols(m: &pooldump_kit::Machine, dir: &Path) -> (PathBuf, PathBuf) {

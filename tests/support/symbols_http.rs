@@ -71,6 +71,16 @@ impl Drop for Server {
     }
 }
 
+/// Fetch options for these servers: no proxy from the environment, so a
+/// machine's HTTP_PROXY cannot send a request for 127.0.0.1 elsewhere.
+#[allow(dead_code)]
+pub fn fetch_options() -> pooldump_core::symbols::FetchOptions<'static> {
+    pooldump_core::symbols::FetchOptions {
+        proxy_from_env: false,
+        ..Default::default()
+    }
+}
+
 /// What the servers serve: the committed builds' PDBs (not every test
 /// file uses these).
 #[allow(dead_code)]

@@ -8,16 +8,9 @@ mod common;
 
 use pooldump_core::dump::CrashDump;
 use pooldump_core::{KernelVa, Memory, MemoryError, PhysAddr};
-use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
+use pooldump_kit::{DumpKind, Machine, NtBuild};
 
 const PAGE: u64 = 0x1000;
-
-/// The kit's small scenario with 64 MiB of RAM (full dumps stay small).
-fn small_64mib(build: NtBuild, seed: u64) -> Scenario {
-    let mut s = Scenario::small(build, seed);
-    s.ram_mib = 64;
-    s
-}
 
 /// A deterministic generator (xorshift64*), so failures reproduce.
 struct Rng(u64);
@@ -40,7 +33,7 @@ impl Rng {
 #[test]
 fn unaligned_multi_page_physical_reads_are_exact() {
     for build in [NtBuild::Win7_7601, NtBuild::Win11_22000] {
-        let m = Machine::build(&small_64mib(build, 8));
+        let m = Machine::build(&common::small_64mib(build, 8));
         let populated = |pfn: u64| m.mem.is_populated(pfn);
         let ram: Vec<u64> = m.mem.runs().iter().flat_map(|r| r.clone()).collect();
         let used: Vec<u64> = ram.iter().copied().filter(|&p| populated(p)).collect();
@@ -118,7 +111,7 @@ fn pte_of(m: &Machine, va: u64) -> u64 {
 #[test]
 fn paged_out_and_transition_pages() {
     for build in [NtBuild::Win7_7601, NtBuild::Win10_19041] {
-        let m = common::with_paged_out_and_transition_pages(small_64mib(build, 9));
+        let m = common::with_paged_out_and_transition_pages(common::small_64mib(build, 9));
         let t = &m.truth;
         let dump = CrashDump::from_bytes(build.name(), m.dump_bytes(DumpKind::KernelBitmap))
             .expect("open");

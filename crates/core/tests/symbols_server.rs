@@ -18,7 +18,7 @@ use pooldump_core::symbols::{
     SymbolPath, SymbolSource, load_kernel_symbols,
 };
 use symbols_http::committed::{manifest, pdb_bytes, request};
-use symbols_http::{Answer, Server};
+use symbols_http::{Answer, Server, fetch_options};
 
 fn codeview(build: &str) -> CodeView {
     let r = request(build);
@@ -42,7 +42,7 @@ fn store_url_path(build: &str) -> String {
 /// Why `find_pdb` found no PDB for a build on `sp`, with [`fetch`]'s
 /// options.
 fn refusal(sp: &SymbolPath, build: &str) -> String {
-    find_pdb(sp, &request(build), &fetch())
+    find_pdb(sp, &request(build), &fetch_options())
         .unwrap_err()
         .to_string()
 }
@@ -60,13 +60,6 @@ fn two_servers(dir: &Path, first: &Server, second: &Server) -> SymbolPath {
         &format!("srv*{d}*{};srv*{d}*{}", first.url, second.url),
         dir,
     )
-}
-
-fn fetch() -> FetchOptions<'static> {
-    FetchOptions {
-        proxy_from_env: false,
-        ..Default::default()
-    }
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
@@ -101,7 +94,7 @@ fn a_404_server_first_then_a_download_then_a_cache_hit() {
     );
     let sp = SymbolPath::parse(&text, tmp.path());
     let req = request(b);
-    let found = find_pdb(&sp, &req, &fetch()).unwrap();
+    let found = find_pdb(&sp, &req, &fetch_options()).unwrap();
     assert_eq!(
         found.origin,
         PdbOrigin::Downloaded {
@@ -133,7 +126,7 @@ fn a_404_server_first_then_a_download_then_a_cache_hit() {
     assert_eq!(files_under(&cache), std::slice::from_ref(&found.path));
 
     // The second search is a store hit: no server is asked again.
-    let again = find_pdb(&sp, &req, &fetch()).unwrap();
+    let again = find_pdb(&sp, &req, &fetch_options()).unwrap();
     assert_eq!(
         again.origin,
         PdbOrigin::Store {
@@ -156,7 +149,7 @@ fn a_redirect_is_followed() {
         &format!("srv*{}*{}", tmp.path().display(), srv.url),
         tmp.path(),
     );
-    let found = find_pdb(&sp, &request(b), &fetch()).unwrap();
+    let found = find_pdb(&sp, &request(b), &fetch_options()).unwrap();
     assert!(matches!(found.origin, PdbOrigin::Downloaded { .. }));
     assert_eq!(
         srv.requests(),
@@ -220,7 +213,7 @@ fn offline_skips_servers_and_says_so() {
     );
     let opts = FetchOptions {
         offline: true,
-        ..fetch()
+        ..fetch_options()
     };
     let e = find_pdb(&sp, &request(b), &opts).unwrap_err().to_string();
     assert!(e.contains("offline"), "{e}");
@@ -243,7 +236,7 @@ fn local_stores_accept_both_age_cases_and_skip_wrong_files() {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(&p, pdb_bytes(b)).unwrap();
     let sp = SymbolPath::parse(&format!("srv*{}", tmp.path().display()), tmp.path());
-    let found = find_pdb(&sp, &req, &fetch()).unwrap();
+    let found = find_pdb(&sp, &req, &fetch_options()).unwrap();
     assert_eq!(found.path, p);
     // With age 0xAB the two spellings differ: a file under the lower-case
     // key is looked at (and here refused, since its age is 1).
@@ -259,7 +252,9 @@ fn local_stores_accept_both_age_cases_and_skip_wrong_files() {
         .join("ntkrnlmp.pdb");
     std::fs::create_dir_all(lower.parent().unwrap()).unwrap();
     std::fs::write(&lower, pdb_bytes(b)).unwrap();
-    let e = find_pdb(&sp, &big_age, &fetch()).unwrap_err().to_string();
+    let e = find_pdb(&sp, &big_age, &fetch_options())
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains(&big_age.key_lower_age()) && e.contains("age 1"),
         "{e}"
@@ -270,7 +265,9 @@ fn local_stores_accept_both_age_cases_and_skip_wrong_files() {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("ntkrnlmp.pdb"), pdb_bytes("win7-7601")).unwrap();
     let sp = SymbolPath::parse(&d.path().display().to_string(), d.path());
-    let e = find_pdb(&sp, &req, &fetch()).unwrap_err().to_string();
+    let e = find_pdb(&sp, &req, &fetch_options())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("wrong PDB") && e.contains("339E7413"), "{e}");
 }
 
@@ -283,9 +280,9 @@ fn cache_star_copies_files_found_later() {
     let cache = tempfile::tempdir().unwrap();
     let text = format!("cache*{};{}", cache.path().display(), src.path().display());
     let sp = SymbolPath::parse(&text, cache.path());
-    let found = find_pdb(&sp, &req, &fetch()).unwrap();
+    let found = find_pdb(&sp, &req, &fetch_options()).unwrap();
     assert_eq!(found.path, req.store_path(cache.path()));
-    let again = find_pdb(&sp, &req, &fetch()).unwrap();
+    let again = find_pdb(&sp, &req, &fetch_options()).unwrap();
     assert!(matches!(again.origin, PdbOrigin::Store { .. }));
 }
 

@@ -15,24 +15,15 @@ use std::path::Path;
 
 use pooldump_core::kernel::CodeView;
 use pooldump_core::symbols::store::find_pdb;
-use pooldump_core::symbols::{
-    FetchOptions, PdbOrigin, SymbolOptions, SymbolPath, load_kernel_symbols,
-};
+use pooldump_core::symbols::{PdbOrigin, SymbolOptions, SymbolPath, load_kernel_symbols};
 use serde_json::Value;
 use symbols_http::committed::{manifest, pdb_bytes, request};
-use symbols_http::{Answer, Server};
+use symbols_http::{Answer, Server, fetch_options};
 
 const B: &str = "win10-19041";
 
 fn key_path(build: &str) -> String {
     format!("/ntkrnlmp.pdb/{}", request(build).key())
-}
-
-fn fetch() -> FetchOptions<'static> {
-    FetchOptions {
-        proxy_from_env: false,
-        ..Default::default()
-    }
 }
 
 /// A CAB holding `data` as `name`, MSZIP-compressed, as symstore /compress
@@ -64,7 +55,7 @@ fn a_compressed_pdb_after_a_404_for_the_plain_name() {
     )]));
     let tmp = tempfile::tempdir().unwrap();
     let req = request(B);
-    let found = find_pdb(&srv_path(tmp.path(), &srv.url), &req, &fetch()).unwrap();
+    let found = find_pdb(&srv_path(tmp.path(), &srv.url), &req, &fetch_options()).unwrap();
     assert_eq!(
         srv.requests(),
         [
@@ -80,7 +71,7 @@ fn a_compressed_pdb_after_a_404_for_the_plain_name() {
     );
     assert!(matches!(found.origin, PdbOrigin::Downloaded { ref url, .. } if url.ends_with(".pd_")));
     // Next time it is a store hit.
-    let again = find_pdb(&srv_path(tmp.path(), &srv.url), &req, &fetch()).unwrap();
+    let again = find_pdb(&srv_path(tmp.path(), &srv.url), &req, &fetch_options()).unwrap();
     assert!(matches!(again.origin, PdbOrigin::Store { .. }));
     assert_eq!(srv.requests().len(), 2);
 }
@@ -96,7 +87,12 @@ fn a_redirect_to_blob_storage_on_another_host_is_followed() {
         Answer::Redirect(format!("{}/sym/abc?sig=1", blob.url)),
     )]));
     let tmp = tempfile::tempdir().unwrap();
-    let found = find_pdb(&srv_path(tmp.path(), &msdl.url), &request(B), &fetch()).unwrap();
+    let found = find_pdb(
+        &srv_path(tmp.path(), &msdl.url),
+        &request(B),
+        &fetch_options(),
+    )
+    .unwrap();
     assert_eq!(std::fs::read(&found.path).unwrap(), pdb_bytes(B));
     assert_eq!(blob.requests(), ["/sym/abc?sig=1"]);
 }
@@ -111,9 +107,13 @@ fn a_redirect_loop_is_bounded_and_said() {
         ("/loop".to_string(), Answer::Redirect("/loop".into())),
     ]));
     let tmp = tempfile::tempdir().unwrap();
-    let e = find_pdb(&srv_path(tmp.path(), &srv.url), &request(B), &fetch())
-        .unwrap_err()
-        .to_string();
+    let e = find_pdb(
+        &srv_path(tmp.path(), &srv.url),
+        &request(B),
+        &fetch_options(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("more than 10 redirects"), "{e}");
     let n = srv.requests().len();
     assert!((10..=12).contains(&n), "{n} requests");
@@ -130,7 +130,7 @@ fn file_ptr_from_a_server_and_its_msg() {
     )]));
     let tmp = tempfile::tempdir().unwrap();
     let req = request(B);
-    let found = find_pdb(&srv_path(tmp.path(), &srv.url), &req, &fetch()).unwrap();
+    let found = find_pdb(&srv_path(tmp.path(), &srv.url), &req, &fetch_options()).unwrap();
     assert_eq!(
         srv.requests().last().unwrap(),
         &format!("{}/file.ptr", key_path(B))
@@ -147,7 +147,7 @@ fn file_ptr_from_a_server_and_its_msg() {
         Answer::File(b"MSG: this file was removed from the store".to_vec()),
     )]));
     let tmp = tempfile::tempdir().unwrap();
-    let e = find_pdb(&srv_path(tmp.path(), &msg.url), &req, &fetch())
+    let e = find_pdb(&srv_path(tmp.path(), &msg.url), &req, &fetch_options())
         .unwrap_err()
         .to_string();
     assert!(e.contains("file.ptr says: this file was removed"), "{e}");
@@ -164,7 +164,7 @@ fn local_stores_compressed_two_tier_and_file_ptr() {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("ntkrnlmp.pd_"), cab_of("ntkrnlmp.pdb", &pdb)).unwrap();
     let sp = SymbolPath::parse(&flat.path().display().to_string(), flat.path());
-    let found = find_pdb(&sp, &req, &fetch()).unwrap();
+    let found = find_pdb(&sp, &req, &fetch_options()).unwrap();
     assert_eq!(std::fs::read(&found.path).unwrap(), pdb);
 
     // A two-tier store (index2.txt): <store>/nt/ntkrnlmp.pdb/<key>/.
@@ -175,7 +175,7 @@ fn local_stores_compressed_two_tier_and_file_ptr() {
     std::fs::write(d.join("ntkrnlmp.pdb"), &pdb).unwrap();
     let cache = tempfile::tempdir().unwrap();
     let sp = srv_path(cache.path(), &two.path().display().to_string());
-    let found = find_pdb(&sp, &req, &fetch()).unwrap();
+    let found = find_pdb(&sp, &req, &fetch_options()).unwrap();
     assert_eq!(
         found.origin,
         PdbOrigin::Store {
@@ -194,7 +194,7 @@ fn local_stores_compressed_two_tier_and_file_ptr() {
     std::fs::write(d.join("file.ptr"), format!("PATH:{}\r\n", packed.display())).unwrap();
     let cache = tempfile::tempdir().unwrap();
     let sp = srv_path(cache.path(), &ptr.path().display().to_string());
-    let found = find_pdb(&sp, &req, &fetch()).unwrap();
+    let found = find_pdb(&sp, &req, &fetch_options()).unwrap();
     assert_eq!(
         found.path,
         req.store_path(cache.path()),
@@ -208,7 +208,9 @@ fn local_stores_compressed_two_tier_and_file_ptr() {
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("ntkrnlmp.pd_"), b"MSCF but not really").unwrap();
     let sp = SymbolPath::parse(&bad.path().display().to_string(), bad.path());
-    let e = find_pdb(&sp, &req, &fetch()).unwrap_err().to_string();
+    let e = find_pdb(&sp, &req, &fetch_options())
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("ntkrnlmp.pd_") && e.contains("not a valid compressed file (CAB)"),
         "{e}"

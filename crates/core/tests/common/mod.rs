@@ -6,7 +6,7 @@
 
 use pooldump_core::symbols::SymbolOptions;
 use pooldump_core::{CrashDump, Target};
-use pooldump_kit::{DumpKind, Machine, PoolKind, Scenario, SizeSpec, TagSpec};
+use pooldump_kit::{DumpKind, Machine, NtBuild, PoolKind, Scenario, SizeSpec, TagSpec};
 
 /// The machine's dump (of `kind`) and symbol store written into a new
 /// temporary directory and opened with pooldump, symbols from that store
@@ -19,6 +19,13 @@ pub fn open(m: &Machine, kind: DumpKind) -> (tempfile::TempDir, Target<CrashDump
     m.write_symbol_store(&symbols).unwrap();
     let t = Target::open_dump(&dump, &SymbolOptions::local_store(&symbols)).unwrap();
     (dir, t)
+}
+
+/// The kit's small scenario with 64 MiB of RAM (full dumps stay small).
+pub fn small_64mib(build: NtBuild, seed: u64) -> Scenario {
+    let mut s = Scenario::small(build, seed);
+    s.ram_mib = 64;
+    s
 }
 
 /// The machine of `s` with 30% of its pool pages paged out (a pagefile

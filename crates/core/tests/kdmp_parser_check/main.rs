@@ -48,7 +48,7 @@ use kdmp_parser::map::MappedFileReader;
 use kdmp_parser::parse::KernelDumpParser;
 use pooldump_core::dump::MapCheck;
 use pooldump_kit::truth::TrackerSlot;
-use pooldump_kit::{DumpKind, Machine, NtBuild, PoolKind, Scenario};
+use pooldump_kit::{DumpKind, Machine, NtBuild, PoolKind};
 
 use headers::{check_header, check_kdbg, check_modules, check_pages, check_physmem};
 use kd::{Kd, Layout};
@@ -61,12 +61,6 @@ const KINDS: [DumpKind; 3] = [
     DumpKind::KernelBitmap,
     DumpKind::CompleteBitmap,
 ];
-
-fn small(build: NtBuild, seed: u64) -> Scenario {
-    let mut s = Scenario::small(build, seed);
-    s.ram_mib = 64;
-    s
-}
 
 fn open(bytes: Vec<u8>, what: &str) -> KernelDumpParser {
     KernelDumpParser::with_reader(Cursor::new(bytes))
@@ -93,7 +87,7 @@ fn check_dump(m: &Machine, layout: &Layout, kind: DumpKind, p: &KernelDumpParser
 fn every_build_and_dump_kind_reads_back() {
     for build in NtBuild::ALL {
         let layout = Layout::load(build);
-        let m = Machine::build(&small(build, 11));
+        let m = Machine::build(&common::small_64mib(build, 11));
         for kind in KINDS {
             let what = format!("{build} {kind:?}");
             let bytes = m.dump_bytes(kind);
@@ -115,7 +109,7 @@ fn every_build_and_dump_kind_reads_back() {
 fn a_dump_file_opens_through_the_mapped_reader() {
     let dir = tempfile::tempdir().expect("temp dir");
     for build in [NtBuild::Win7_7601, NtBuild::Win11_22000] {
-        let m = Machine::build(&small(build, 5));
+        let m = Machine::build(&common::small_64mib(build, 5));
         let path = dir.path().join(format!("{build}.dmp"));
         m.write_dump_file(DumpKind::KernelBitmap, &path)
             .expect("write the dump");
@@ -132,7 +126,7 @@ fn a_dump_file_opens_through_the_mapped_reader() {
 #[test]
 fn expansion_overflow_and_wrapped_counters() {
     for build in NtBuild::ALL {
-        let mut s = small(build, 23);
+        let mut s = common::small_64mib(build, 23);
         s.tracker.size_log2 = Some(6);
         s.tracker.expansion_capacity = 3;
         s.tags.push(common::wrapping_tag(PoolKind::Paged, 2, 0x40));
@@ -156,7 +150,7 @@ fn expansion_overflow_and_wrapped_counters() {
 #[test]
 fn paged_out_and_transition_pages() {
     for build in [NtBuild::Win81_9600, NtBuild::Win10_19041] {
-        let m = common::with_paged_out_and_transition_pages(small(build, 31));
+        let m = common::with_paged_out_and_transition_pages(common::small_64mib(build, 31));
         assert!(m.truth.allocations.iter().any(|a| !a.in_dump));
         let p = open(m.dump_bytes(DumpKind::KernelBitmap), build.name());
         check_dump(&m, &Layout::load(build), DumpKind::KernelBitmap, &p);
