@@ -1,7 +1,8 @@
 //! The two fleet tables as Arrow record batches: **tags** (one row per
 //! dump × tag, PoolMon's columns with the dump's identity) and **dumps**
 //! (one row per input file, analysed or not). docs/batch.md lists the
-//! columns; [`tags_schema`] and [`dumps_schema`] are the definition.
+//! columns; `tag_columns` and `dump_columns` are the definition, each column
+//! named, typed and filled in one place ([`Columns`]).
 
 use std::sync::Arc;
 
@@ -10,17 +11,13 @@ use arrow_array::{
     ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
     UInt32Array, UInt64Array,
 };
-use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 
-use crate::record::DumpRecord;
+use crate::record::{DumpRecord, TagRow};
 
 /// UTC as an offset: arrow-json formats offsets without a time-zone
 /// database (chrono-tz), and Parquet and DuckDB read it as UTC.
 const UTC: &str = "+00:00";
-
-fn utc() -> DataType {
-    DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into()))
-}
 
 /// A warning as a list item: `{kind, message}` (`pooldump_core::Warning`).
 fn warning_fields() -> Vec<Field> {
@@ -34,150 +31,142 @@ fn warning_item() -> Field {
     Field::new("item", DataType::Struct(warning_fields().into()), true)
 }
 
-/// The tags table's columns.
-pub fn tags_schema() -> SchemaRef {
-    use DataType::*;
-    let f = Field::new;
-    Arc::new(Schema::new(vec![
-        f("dump_id", Utf8, false),
-        f("path", Utf8, false),
-        f("build", UInt32, true),
-        f("boot_id", Utf8, true),
-        f("pdb_key", Utf8, true),
-        f("kern_base", UInt64, true),
-        f("system_time", utc(), true),
-        f("uptime_secs", Float64, true),
-        f("bugcheck_code", UInt32, true),
-        f("tag", Utf8, false),
-        f("tag_value", UInt32, false),
-        f("type", Utf8, false),
-        f("allocs", UInt64, false),
-        f("frees", UInt64, false),
-        f("diff", UInt64, false),
-        f("bytes", UInt64, false),
-        f("per_alloc", UInt64, false),
-        f("mapped_driver", Utf8, true),
-        f("description", Utf8, true),
-        f("slot", Utf8, false),
-        f("clamped", Boolean, false),
-    ]))
+/// A record batch built column by column: each column's name, type,
+/// nullability and values stand together, so a table's schema and its
+/// arrays cannot drift apart (two columns of one type swapped in one list
+/// and not in the other would pass `RecordBatch::try_new`). The tables of
+/// `pooldump batch` and of the Python bindings are built with it.
+pub struct Columns<'r, R> {
+    rows: &'r [R],
+    fields: Vec<Field>,
+    arrays: Vec<ArrayRef>,
 }
 
-/// The dumps table's columns.
-pub fn dumps_schema() -> SchemaRef {
-    use DataType::*;
-    let f = Field::new;
-    Arc::new(Schema::new(vec![
-        f("dump_id", Utf8, false),
-        f("path", Utf8, false),
-        f("status", Utf8, false),
-        f("error", Utf8, true),
-        f("size", UInt64, false),
-        f("build", UInt32, true),
-        f("processors", UInt32, true),
-        f("dump_type", Utf8, true),
-        f("system_time", utc(), true),
-        f("uptime_secs", Float64, true),
-        f("boot_time", utc(), true),
-        f("boot_id", Utf8, true),
-        f("bugcheck_code", UInt32, true),
-        f("bugcheck_p1", UInt64, true),
-        f("bugcheck_p2", UInt64, true),
-        f("bugcheck_p3", UInt64, true),
-        f("bugcheck_p4", UInt64, true),
-        f("pdb_name", Utf8, true),
-        f("pdb_key", Utf8, true),
-        f("kern_base", UInt64, true),
-        f("pfn_database", UInt64, true),
-        f("modules", UInt32, true),
-        f("tags", UInt64, false),
-        f("paged_allocs", UInt64, true),
-        f("paged_frees", UInt64, true),
-        f("paged_bytes", UInt64, true),
-        f("nonpaged_allocs", UInt64, true),
-        f("nonpaged_frees", UInt64, true),
-        f("nonpaged_bytes", UInt64, true),
-        f("warnings", List(Arc::new(warning_item())), false),
-        f("seconds", Float64, false),
-    ]))
+impl<'r, R> Columns<'r, R> {
+    /// A table of `rows`, no column yet.
+    pub fn new(rows: &'r [R]) -> Self {
+        Self {
+            rows,
+            fields: Vec::new(),
+            arrays: Vec::new(),
+        }
+    }
+
+    /// A column of its own making (a list, a struct): its type is the
+    /// array's.
+    pub fn array(mut self, name: &str, nullable: bool, array: ArrayRef) -> Self {
+        self.fields
+            .push(Field::new(name, array.data_type().clone(), nullable));
+        self.arrays.push(array);
+        self
+    }
+
+    fn collect<T, A>(self, name: &str, nullable: bool, value: impl Fn(&R) -> Option<T>) -> Self
+    where
+        A: FromIterator<Option<T>> + arrow_array::Array + 'static,
+    {
+        let a: A = self.rows.iter().map(value).collect();
+        self.array(name, nullable, Arc::new(a))
+    }
+
+    /// Text, never null.
+    pub fn text(self, name: &str, value: impl Fn(&R) -> String) -> Self {
+        self.collect::<_, StringArray>(name, false, |r| Some(value(r)))
+    }
+    /// Text or null.
+    pub fn text_or_null(self, name: &str, value: impl Fn(&R) -> Option<String>) -> Self {
+        self.collect::<_, StringArray>(name, true, value)
+    }
+    /// A `u32`, never null.
+    pub fn u32(self, name: &str, value: impl Fn(&R) -> u32) -> Self {
+        self.collect::<_, UInt32Array>(name, false, |r| Some(value(r)))
+    }
+    /// A `u32` or null.
+    pub fn u32_or_null(self, name: &str, value: impl Fn(&R) -> Option<u32>) -> Self {
+        self.collect::<_, UInt32Array>(name, true, value)
+    }
+    /// A `u64`, never null.
+    pub fn u64(self, name: &str, value: impl Fn(&R) -> u64) -> Self {
+        self.collect::<_, UInt64Array>(name, false, |r| Some(value(r)))
+    }
+    /// A `u64` or null.
+    pub fn u64_or_null(self, name: &str, value: impl Fn(&R) -> Option<u64>) -> Self {
+        self.collect::<_, UInt64Array>(name, true, value)
+    }
+    /// An `f64`, never null.
+    pub fn f64(self, name: &str, value: impl Fn(&R) -> f64) -> Self {
+        self.collect::<_, Float64Array>(name, false, |r| Some(value(r)))
+    }
+    /// An `f64` or null.
+    pub fn f64_or_null(self, name: &str, value: impl Fn(&R) -> Option<f64>) -> Self {
+        self.collect::<_, Float64Array>(name, true, value)
+    }
+    /// A boolean, never null.
+    pub fn bool(self, name: &str, value: impl Fn(&R) -> bool) -> Self {
+        self.collect::<_, BooleanArray>(name, false, |r| Some(value(r)))
+    }
+    /// A UTC time in microseconds since the Unix epoch, or null.
+    pub fn time_or_null(self, name: &str, value: impl Fn(&R) -> Option<i64>) -> Self {
+        let a: TimestampMicrosecondArray = self.rows.iter().map(value).collect();
+        self.array(name, true, Arc::new(a.with_timezone(UTC)))
+    }
+
+    /// The columns so far.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(self.fields.clone()))
+    }
+
+    /// The batch.
+    pub fn finish(self) -> Result<RecordBatch, ArrowError> {
+        RecordBatch::try_new(self.schema(), self.arrays)
+    }
+}
+
+/// A tag row with its dump.
+type TagOfDump<'a> = (&'a DumpRecord, &'a TagRow);
+
+/// The tags table: the dump's identity, then PoolMon's columns.
+fn tag_columns<'r>(rows: &'r [TagOfDump<'_>]) -> Columns<'r, TagOfDump<'r>> {
+    Columns::new(rows)
+        .text("dump_id", |(d, _)| d.dump_id.clone())
+        .text("path", |(d, _)| d.path.clone())
+        .u32_or_null("build", |(d, _)| d.facts.build)
+        .text_or_null("boot_id", |(d, _)| d.facts.boot_id.clone())
+        .text_or_null("pdb_key", |(d, _)| d.facts.pdb_key.clone())
+        .u64_or_null("kern_base", |(d, _)| d.facts.kern_base)
+        .time_or_null("system_time", |(d, _)| d.facts.system_time_us)
+        .f64_or_null("uptime_secs", |(d, _)| d.facts.uptime_secs)
+        .u32_or_null("bugcheck_code", |(d, _)| d.facts.bugcheck_code)
+        .text("tag", |(_, r)| r.tag.clone())
+        .u32("tag_value", |(_, r)| r.value)
+        .text("type", |(_, r)| r.pool.to_string())
+        .u64("allocs", |(_, r)| r.allocs)
+        .u64("frees", |(_, r)| r.frees)
+        .u64("diff", |(_, r)| r.diff)
+        .u64("bytes", |(_, r)| r.bytes)
+        .u64("per_alloc", |(_, r)| r.per_alloc)
+        .text_or_null("mapped_driver", |(_, r)| r.driver.clone())
+        .text_or_null("description", |(_, r)| r.description.clone())
+        .text("slot", |(_, r)| r.slot.to_string())
+        .bool("clamped", |(_, r)| r.clamped)
+}
+
+/// The tags table's columns.
+pub fn tags_schema() -> SchemaRef {
+    tag_columns(&[]).schema()
 }
 
 /// The tags rows of `records` (records without rows add none).
 pub fn tags_batch(records: &[DumpRecord]) -> Result<RecordBatch, ArrowError> {
-    // Each tag row with its dump.
-    let rows: Vec<_> = records
+    let rows: Vec<TagOfDump<'_>> = records
         .iter()
         .flat_map(|d| d.rows.iter().map(move |r| (d, r)))
         .collect();
-    let s = |f: &dyn Fn(&(&DumpRecord, &crate::record::TagRow)) -> Option<String>| -> ArrayRef {
-        Arc::new(rows.iter().map(f).collect::<StringArray>())
-    };
-    let u64s = |f: &dyn Fn(&(&DumpRecord, &crate::record::TagRow)) -> Option<u64>| -> ArrayRef {
-        Arc::new(rows.iter().map(f).collect::<UInt64Array>())
-    };
-    let u32s = |f: &dyn Fn(&(&DumpRecord, &crate::record::TagRow)) -> Option<u32>| -> ArrayRef {
-        Arc::new(rows.iter().map(f).collect::<UInt32Array>())
-    };
-    let columns: Vec<ArrayRef> = vec![
-        s(&|(d, _)| Some(d.dump_id.clone())),
-        s(&|(d, _)| Some(d.path.clone())),
-        u32s(&|(d, _)| d.facts.build),
-        s(&|(d, _)| d.facts.boot_id.clone()),
-        s(&|(d, _)| d.facts.pdb_key.clone()),
-        u64s(&|(d, _)| d.facts.kern_base),
-        Arc::new(
-            rows.iter()
-                .map(|(d, _)| d.facts.system_time_us)
-                .collect::<TimestampMicrosecondArray>()
-                .with_timezone(UTC),
-        ),
-        Arc::new(
-            rows.iter()
-                .map(|(d, _)| d.facts.uptime_secs)
-                .collect::<Float64Array>(),
-        ),
-        u32s(&|(d, _)| d.facts.bugcheck_code),
-        s(&|(_, r)| Some(r.tag.clone())),
-        u32s(&|(_, r)| Some(r.value)),
-        s(&|(_, r)| Some(r.pool.to_string())),
-        u64s(&|(_, r)| Some(r.allocs)),
-        u64s(&|(_, r)| Some(r.frees)),
-        u64s(&|(_, r)| Some(r.diff)),
-        u64s(&|(_, r)| Some(r.bytes)),
-        u64s(&|(_, r)| Some(r.per_alloc)),
-        s(&|(_, r)| r.driver.clone()),
-        s(&|(_, r)| r.description.clone()),
-        s(&|(_, r)| Some(r.slot.to_string())),
-        Arc::new(
-            rows.iter()
-                .map(|(_, r)| Some(r.clamped))
-                .collect::<BooleanArray>(),
-        ),
-    ];
-    RecordBatch::try_new(tags_schema(), columns)
+    tag_columns(&rows).finish()
 }
 
-/// One dumps row per record.
-pub fn dumps_batch(records: &[DumpRecord]) -> Result<RecordBatch, ArrowError> {
-    let s = |f: &dyn Fn(&DumpRecord) -> Option<String>| -> ArrayRef {
-        Arc::new(records.iter().map(f).collect::<StringArray>())
-    };
-    let u64s = |f: &dyn Fn(&DumpRecord) -> Option<u64>| -> ArrayRef {
-        Arc::new(records.iter().map(f).collect::<UInt64Array>())
-    };
-    let u32s = |f: &dyn Fn(&DumpRecord) -> Option<u32>| -> ArrayRef {
-        Arc::new(records.iter().map(f).collect::<UInt32Array>())
-    };
-    let time = |f: &dyn Fn(&DumpRecord) -> Option<i64>| -> ArrayRef {
-        Arc::new(
-            records
-                .iter()
-                .map(f)
-                .collect::<TimestampMicrosecondArray>()
-                .with_timezone(UTC),
-        )
-    };
-    let param = |i: usize| u64s(&move |d: &DumpRecord| d.facts.bugcheck_parameters.map(|p| p[i]));
+/// Each dump's warnings as a list of `{kind, message}`.
+fn warnings_column(records: &[DumpRecord]) -> ArrayRef {
     let mut warnings = ListBuilder::new(StructBuilder::from_fields(warning_fields(), 0))
         .with_field(Arc::new(warning_item()));
     for d in records {
@@ -195,48 +184,52 @@ pub fn dumps_batch(records: &[DumpRecord]) -> Result<RecordBatch, ArrowError> {
         }
         warnings.append(true);
     }
-    let columns: Vec<ArrayRef> = vec![
-        s(&|d| Some(d.dump_id.clone())),
-        s(&|d| Some(d.path.clone())),
-        s(&|d| Some(d.status.as_str().to_string())),
-        s(&|d| d.error.clone()),
-        u64s(&|d| Some(d.size)),
-        u32s(&|d| d.facts.build),
-        u32s(&|d| d.facts.processors),
-        s(&|d| d.facts.dump_type.clone()),
-        time(&|d| d.facts.system_time_us),
-        Arc::new(
-            records
-                .iter()
-                .map(|d| d.facts.uptime_secs)
-                .collect::<Float64Array>(),
-        ),
-        time(&|d| d.facts.boot_time_us),
-        s(&|d| d.facts.boot_id.clone()),
-        u32s(&|d| d.facts.bugcheck_code),
-        param(0),
-        param(1),
-        param(2),
-        param(3),
-        s(&|d| d.facts.pdb_name.clone()),
-        s(&|d| d.facts.pdb_key.clone()),
-        u64s(&|d| d.facts.kern_base),
-        u64s(&|d| d.facts.pfn_database),
-        u32s(&|d| d.facts.modules),
-        u64s(&|d| Some(d.rows.len() as u64)),
-        u64s(&|d| d.totals.map(|t| t.paged.allocs)),
-        u64s(&|d| d.totals.map(|t| t.paged.frees)),
-        u64s(&|d| d.totals.map(|t| t.paged.bytes)),
-        u64s(&|d| d.totals.map(|t| t.nonpaged.allocs)),
-        u64s(&|d| d.totals.map(|t| t.nonpaged.frees)),
-        u64s(&|d| d.totals.map(|t| t.nonpaged.bytes)),
-        Arc::new(warnings.finish()),
-        Arc::new(
-            records
-                .iter()
-                .map(|d| Some(d.seconds))
-                .collect::<Float64Array>(),
-        ),
-    ];
-    RecordBatch::try_new(dumps_schema(), columns)
+    Arc::new(warnings.finish())
+}
+
+/// The dumps table: one row per input file, analysed or not.
+fn dump_columns(records: &[DumpRecord]) -> Columns<'_, DumpRecord> {
+    let param = |i: usize| move |d: &DumpRecord| d.facts.bugcheck_parameters.map(|p| p[i]);
+    Columns::new(records)
+        .text("dump_id", |d| d.dump_id.clone())
+        .text("path", |d| d.path.clone())
+        .text("status", |d| d.status.as_str().to_string())
+        .text_or_null("error", |d| d.error.clone())
+        .u64("size", |d| d.size)
+        .u32_or_null("build", |d| d.facts.build)
+        .u32_or_null("processors", |d| d.facts.processors)
+        .text_or_null("dump_type", |d| d.facts.dump_type.clone())
+        .time_or_null("system_time", |d| d.facts.system_time_us)
+        .f64_or_null("uptime_secs", |d| d.facts.uptime_secs)
+        .time_or_null("boot_time", |d| d.facts.boot_time_us)
+        .text_or_null("boot_id", |d| d.facts.boot_id.clone())
+        .u32_or_null("bugcheck_code", |d| d.facts.bugcheck_code)
+        .u64_or_null("bugcheck_p1", param(0))
+        .u64_or_null("bugcheck_p2", param(1))
+        .u64_or_null("bugcheck_p3", param(2))
+        .u64_or_null("bugcheck_p4", param(3))
+        .text_or_null("pdb_name", |d| d.facts.pdb_name.clone())
+        .text_or_null("pdb_key", |d| d.facts.pdb_key.clone())
+        .u64_or_null("kern_base", |d| d.facts.kern_base)
+        .u64_or_null("pfn_database", |d| d.facts.pfn_database)
+        .u32_or_null("modules", |d| d.facts.modules)
+        .u64("tags", |d| d.rows.len() as u64)
+        .u64_or_null("paged_allocs", |d| d.totals.map(|t| t.paged.allocs))
+        .u64_or_null("paged_frees", |d| d.totals.map(|t| t.paged.frees))
+        .u64_or_null("paged_bytes", |d| d.totals.map(|t| t.paged.bytes))
+        .u64_or_null("nonpaged_allocs", |d| d.totals.map(|t| t.nonpaged.allocs))
+        .u64_or_null("nonpaged_frees", |d| d.totals.map(|t| t.nonpaged.frees))
+        .u64_or_null("nonpaged_bytes", |d| d.totals.map(|t| t.nonpaged.bytes))
+        .array("warnings", false, warnings_column(records))
+        .f64("seconds", |d| d.seconds)
+}
+
+/// The dumps table's columns.
+pub fn dumps_schema() -> SchemaRef {
+    dump_columns(&[]).schema()
+}
+
+/// One dumps row per record.
+pub fn dumps_batch(records: &[DumpRecord]) -> Result<RecordBatch, ArrowError> {
+    dump_columns(records).finish()
 }

@@ -16,19 +16,18 @@
 //! queried together. The GIL is released while a dump is read.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use arrow_array::{ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_array::RecordBatch;
 use arrow_pyarrow::{PyArrowType, Table};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use arrow_schema::SchemaRef;
 use pooldump_core::Target;
 use pooldump_core::dump::CrashDump;
-use pooldump_core::pool::find::{self, FindOptions};
+use pooldump_core::pool::find::{self, FindOptions, FoundAllocation};
 use pooldump_core::pool::{PoolTagDb, TagPattern};
 use pooldump_core::symbols::{SymbolOptions, SymbolPath, default_cache_dir};
 use pooldump_fleet::ContentKey;
 use pooldump_fleet::record::{self, AnalyzeOptions, DumpRecord, Status};
-use pooldump_fleet::table::{dumps_batch, dumps_schema, tags_batch, tags_schema};
+use pooldump_fleet::table::{Columns, dumps_batch, dumps_schema, tags_batch, tags_schema};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
@@ -199,37 +198,10 @@ impl Dump {
             .iter()
             .filter(|a| !allocated_only || a.state == find::AllocationState::Allocated)
             .collect();
-        let schema = find_schema();
-        let s = |f: &dyn Fn(&find::FoundAllocation) -> Option<String>| -> ArrayRef {
-            Arc::new(a.iter().map(|x| f(x)).collect::<StringArray>())
-        };
-        let u = |f: &dyn Fn(&find::FoundAllocation) -> Option<u64>| -> ArrayRef {
-            Arc::new(a.iter().map(|x| f(x)).collect::<UInt64Array>())
-        };
-        let b = |f: &dyn Fn(&find::FoundAllocation) -> bool| -> ArrayRef {
-            Arc::new(a.iter().map(|x| Some(f(x))).collect::<BooleanArray>())
-        };
-        let columns: Vec<ArrayRef> = vec![
-            s(&|x| Some(x.tag.to_string())),
-            Arc::new(
-                a.iter()
-                    .map(|x| Some(x.tag.value()))
-                    .collect::<UInt32Array>(),
-            ),
-            u(&|x| Some(x.va.u64())),
-            u(&|x| x.header.map(|h| h.u64())),
-            u(&|x| x.pa.map(|p| p.0)),
-            u(&|x| Some(x.bytes)),
-            s(&|x| Some(x.pool.name().to_string())),
-            b(&|x| x.session),
-            Arc::new(a.iter().map(|x| Some(x.pool_type)).collect::<UInt32Array>()),
-            s(&|x| Some(x.state.to_string())),
-            s(&|x| Some(x.allocator.to_string())),
-            b(&|x| x.protected),
-            b(&|x| x.in_dump),
-        ];
-        let batch = RecordBatch::try_new(schema.clone(), columns)
+        let batch = find_columns(&a)
+            .finish()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let schema = batch.schema();
         table(batch, schema)
     }
 
@@ -244,24 +216,21 @@ impl Dump {
 }
 
 /// The columns of `Dump.find()`.
-fn find_schema() -> SchemaRef {
-    use DataType::*;
-    let f = Field::new;
-    Arc::new(Schema::new(vec![
-        f("tag", Utf8, false),
-        f("tag_value", UInt32, false),
-        f("va", UInt64, false),
-        f("header", UInt64, true),
-        f("pa", UInt64, true),
-        f("bytes", UInt64, false),
-        f("pool", Utf8, false),
-        f("session", Boolean, false),
-        f("pool_type", UInt32, false),
-        f("state", Utf8, false),
-        f("allocator", Utf8, false),
-        f("protected", Boolean, false),
-        f("in_dump", Boolean, false),
-    ]))
+fn find_columns<'r>(a: &'r [&'r FoundAllocation]) -> Columns<'r, &'r FoundAllocation> {
+    Columns::new(a)
+        .text("tag", |x| x.tag.to_string())
+        .u32("tag_value", |x| x.tag.value())
+        .u64("va", |x| x.va.u64())
+        .u64_or_null("header", |x| x.header.map(|h| h.u64()))
+        .u64_or_null("pa", |x| x.pa.map(|p| p.0))
+        .u64("bytes", |x| x.bytes)
+        .text("pool", |x| x.pool.name().to_string())
+        .bool("session", |x| x.session)
+        .u32("pool_type", |x| x.pool_type)
+        .text("state", |x| x.state.to_string())
+        .text("allocator", |x| x.allocator.to_string())
+        .bool("protected", |x| x.protected)
+        .bool("in_dump", |x| x.in_dump)
 }
 
 /// Open a kernel crash dump and load nt's symbols. `symbol_path` is in
