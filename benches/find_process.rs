@@ -56,11 +56,6 @@ fn run(cmd: &mut Command) -> (f64, u64) {
     (secs, usage.ru_maxrss as u64)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     let mut runs = 7usize;
     let mut args = std::env::args().skip(1);
@@ -129,7 +124,7 @@ fn main() {
             f.push(secs);
             rss = rss.max(kib);
         }
-        let (r, f) = (median(r), median(f));
+        let (r, f) = (common::median(r), common::median(f));
         println!(
             "| {name} | {r:.3} | {f:.3} | {:.0}% | {} MB |",
             100.0 * r / f,

@@ -8,7 +8,7 @@
 //! runs; "marginal" compares a 250-hit run with a 50-hit one, so the
 //! connection and the first hits' cost drop out.
 
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,12 +17,9 @@ use pooldump_kdnet_sim::{Faults, SimConfig, SimTarget, Workload};
 use pooldump_kit::{Machine, NtBuild, Scenario};
 use serde_json::Value;
 
-const KEY: &str = "1.2.3.4";
+mod common;
 
-fn free_port() -> u16 {
-    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    s.local_addr().unwrap().port()
-}
+const KEY: &str = "1.2.3.4";
 
 struct Run {
     wall: Duration,
@@ -51,7 +48,7 @@ fn pooldump() -> std::path::PathBuf {
 fn run_once(build: NtBuild, loss: f64, hits: u64, symbols: &Path) -> Run {
     let m = Machine::build(&Scenario::small(build, 41));
     m.write_symbol_store(symbols).unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let mut cfg = SimConfig::new(KEY.parse().unwrap(), (Ipv4Addr::LOCALHOST, port).into());
     cfg.workload = Some(Workload::leak());
     cfg.speed = 600.0;

@@ -23,12 +23,13 @@
 //! Run: `cargo bench --bench kdnet_lossy` (`-- --runs N`, default 5;
 //! `-- --quick` for analyze on sim links only).
 
+mod common;
 #[path = "../tests/support/netns.rs"]
 mod netns;
 #[path = "../tests/support/relay.rs"]
 mod relay;
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -153,17 +154,9 @@ fn main() {
     goals(&results);
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn print_row(link: Link, cmd: Cmd, rs: &[Run]) {
     let ok: Vec<&Run> = rs.iter().filter(|r| r.ok).collect();
-    let m = |f: fn(&Run) -> f64| median(ok.iter().map(|r| f(r)).collect());
+    let m = |f: fn(&Run) -> f64| common::median(ok.iter().map(|r| f(r)).collect());
     let max = ok.iter().map(|r| r.wall.as_secs_f64()).fold(0.0, f64::max);
     println!(
         "| {} | {} | {}/{} | {:.3} s | {:.3} s | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
@@ -193,7 +186,7 @@ fn goals(results: &[(Link, Cmd, Vec<Run>)]) {
             .map(|(_, _, r)| r)
     };
     let wall = |rs: &Vec<Run>| {
-        median(
+        common::median(
             rs.iter()
                 .filter(|r| r.ok)
                 .map(|r| r.wall.as_secs_f64())
@@ -224,8 +217,8 @@ fn goals(results: &[(Link, Cmd, Vec<Run>)]) {
         }
     }
     if let (Some(c), _) = pair(Link::Sim(0.0), Link::Sim(0.0)) {
-        let rt = median(c.iter().map(|r| r.round_trips as f64).collect());
-        let reads = median(c.iter().map(|r| r.reads as f64).collect());
+        let rt = common::median(c.iter().map(|r| r.round_trips as f64).collect());
+        let reads = common::median(c.iter().map(|r| r.reads as f64).collect());
         println!(
             "goal: lossless round trips at most 1.2x the reads: {rt:.0} / {reads:.0} = {:.3} {}",
             rt / reads,
@@ -260,11 +253,6 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "(met)" } else { "(NOT met)" }
 }
 
-fn free_port() -> u16 {
-    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    s.local_addr().unwrap().port()
-}
-
 /// One process against a fresh target; `Err` when the link cannot be made
 /// here (netem).
 fn run_once(link: Link, cmd: Cmd, exe: &Path, syms: &Path, seed: u64) -> Result<Run, String> {
@@ -277,7 +265,7 @@ fn run_once(link: Link, cmd: Cmd, exe: &Path, syms: &Path, seed: u64) -> Result<
     let mut command;
     match link {
         Link::Sim(p) | Link::Relay(p) => {
-            let port = free_port();
+            let port = common::free_port();
             let host = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             if let Link::Sim(_) = link {
                 cfg.host = host;

@@ -84,3 +84,18 @@ pub fn bulk_tags(n: usize) -> Vec<pooldump_core::pool::TagPattern> {
         })
         .collect()
 }
+
+/// A free UDP port on 127.0.0.1 for a simulated KDNET target.
+pub fn free_port() -> u16 {
+    let s = std::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)).unwrap();
+    s.local_addr().unwrap().port()
+}
+
+/// The median of `v` (the upper one of an even count); NaN when empty.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
