@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use pooldump_core::pool::{SessionPool, TrackerOptions};
-use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
+use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario, SessionTagSpec, SizeSpec};
 
 /// session id -> tag -> (Allocs, Frees, Bytes)
 type Sessions = BTreeMap<u32, BTreeMap<String, (u64, u64, u64)>>;
@@ -208,4 +208,53 @@ fn hostile_sizes_pointers_and_links() {
     let w = w.join("\n");
     assert!(w.contains("not a kernel address; skipped"), "{w}");
     assert!(w.contains("already visited"), "{w}");
+}
+
+/// A session counter that wrapped (32-bit PagedAllocs, Allocs now below
+/// Frees) is raised to Frees as the kernel does, and the session's
+/// warning names the row, as the tracker's does.
+#[test]
+fn a_wrapped_session_counter_is_clamped_and_named() {
+    let mut wrapped_somewhere = false;
+    for b in NtBuild::ALL {
+        let mut s = Scenario::small(b, 21);
+        s.sessions[0].tags.push(SessionTagSpec {
+            tag: "Wrap".into(),
+            live: 2,
+            size: SizeSpec::Fixed(0x40),
+            freed: u64::from(u32::MAX),
+        });
+        let m = Machine::build(&s);
+        let truth = (m.truth.sessions[0].tags.iter())
+            .find(|r| r.tag == "Wrap")
+            .unwrap();
+        let wraps = truth.reported_allocs < truth.reported_frees;
+        wrapped_somewhere |= wraps;
+        let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
+        let p = t.session_pool(&TrackerOptions::default()).unwrap();
+        let s0 = &p.sessions[0];
+        let row = s0
+            .rows
+            .iter()
+            .find(|r| r.tag.to_string() == "Wrap")
+            .unwrap();
+        assert_eq!(row.clamped, wraps, "{b}");
+        assert_eq!(
+            row.allocs,
+            truth.reported_frees.max(truth.reported_allocs),
+            "{b}"
+        );
+        let said: Vec<&str> = s0.warnings.iter().map(|w| w.message.as_str()).collect();
+        if wraps {
+            assert!(
+                said.iter()
+                    .any(|w| w.starts_with("Allocs raised to Frees for 1 row(s)")
+                        && w.contains("Wrap")),
+                "{b}: {said:?}"
+            );
+        } else {
+            assert!(said.is_empty(), "{b}: {said:?}");
+        }
+    }
+    assert!(wrapped_somewhere, "no build has 32-bit session counters");
 }

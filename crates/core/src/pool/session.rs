@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::warning::{Warning, WarningKind};
 
 use super::read::{Array, describe_missing, read_array, read_nt_var};
-use super::tracker::{EntryLayout, push_rows, read_expansion_table, totals};
+use super::tracker::{EntryLayout, push_rows, read_expansion_table, totals, warn_clamped};
 use super::{PoolError, TagUsage, Totals, TrackerOptions, TrackerSlot};
 use crate::addr::{KernelVa, PhysAddr};
 use crate::memory::{Memory, MemoryExt, ProcessSpace};
@@ -254,12 +254,7 @@ impl<'a, M: Memory + ?Sized> SessionRead<'a, M> {
         }
         let mut rows = self.rows(&arr);
         let (exp, exp_size, exp_used) = self.expansion(session, dtb, &mut rows, &mut w);
-        let clamped = rows.iter().filter(|r| r.clamped).count();
-        if clamped > 0 {
-            w.push(format!(
-                "Allocs raised to Frees for {clamped} row(s) as the kernel does"
-            ));
-        }
+        warn_clamped(&rows, &mut w);
         rows.sort_by_key(|r| (r.tag.bytes(), r.pool));
         Some(SessionUsage {
             session_id,

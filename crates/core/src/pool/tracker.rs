@@ -356,7 +356,7 @@ impl<M: Memory + ?Sized> TrackerRead<'_, M> {
 }
 
 /// Say which rows had Allocs raised to Frees, as the kernel's snapshot does.
-fn warn_clamped(rows: &[TagUsage], warnings: &mut Vec<String>) {
+pub(super) fn warn_clamped(rows: &[TagUsage], warnings: &mut Vec<String>) {
     let clamped: Vec<String> = rows
         .iter()
         .filter(|r| r.clamped)
