@@ -255,20 +255,45 @@ pub trait Memory: Send + Sync {
 }
 
 /// The default virtual read: page by page through [`Memory::translate`].
-/// With `partial`, an error after the first page ends the read early
-/// instead of failing it.
 fn read_through_tables<M: Memory + ?Sized>(
     m: &M,
     va: KernelVa,
     buf: &mut [u8],
     partial: bool,
 ) -> Result<usize, MemoryError> {
+    read_virtual_by_pages(m, va, buf, partial, |_, _| Ok(0))
+}
+
+/// A virtual read in steps, the rule every source shares. Each step first
+/// gives `direct` the rest of the range (a live target's own
+/// ReadVirtualMemory; it returns how many bytes it read, and its errors
+/// end the read); where it stops short, one page is read through the page
+/// tables ([`read_rest_of_page`]). With `partial`, a page that cannot be
+/// read, or an address that is not canonical, ends the read after the
+/// first byte instead of failing it; without, its error names the page.
+pub fn read_virtual_by_pages<M: Memory + ?Sized>(
+    m: &M,
+    va: KernelVa,
+    buf: &mut [u8],
+    partial: bool,
+    mut direct: impl FnMut(KernelVa, &mut [u8]) -> Result<usize, MemoryError>,
+) -> Result<usize, MemoryError> {
     let mut done = 0usize;
     while done < buf.len() {
-        let cur = va
-            .checked_add(done as u64)
-            .ok_or(MemoryError::NonCanonical { va })?;
-        match read_rest_of_page(m, cur, &mut buf[done..]) {
+        let cur = match va.checked_add(done as u64) {
+            Some(cur) if cur.is_canonical() => cur,
+            _ if partial && done > 0 => return Ok(done),
+            other => {
+                return Err(MemoryError::NonCanonical {
+                    va: other.unwrap_or(va),
+                });
+            }
+        };
+        done += direct(cur, &mut buf[done..])?;
+        if done == buf.len() {
+            break;
+        }
+        match read_rest_of_page(m, va.wrapping_add(done as u64), &mut buf[done..]) {
             Ok(n) => done += n,
             Err(_) if partial && done > 0 => return Ok(done),
             Err(e) => return Err(e),
@@ -518,5 +543,54 @@ mod tests {
             Ok(0x800)
         );
         assert!(buf[..0x800].iter().all(|&b| b == 0xAB));
+    }
+
+    #[test]
+    fn a_read_into_the_non_canonical_hole_ends_there() {
+        let mut m = Machine::new();
+        // The last page of the lower half; the next address is not canonical.
+        let last = 0x0000_7FFF_FFFF_F000u64;
+        m.write_virt(last, &[0xCD; 0x1000]);
+        let mut buf = [0u8; 0x20];
+        let at = KernelVa(last + 0xFF0);
+        assert_eq!(m.read_virtual_partial(at, &mut buf), Ok(0x10));
+        assert_eq!(
+            m.read_virtual(at, &mut buf),
+            Err(MemoryError::NonCanonical {
+                va: KernelVa(0x0000_8000_0000_0000)
+            })
+        );
+    }
+
+    #[test]
+    fn the_direct_reader_goes_first_and_the_tables_take_what_it_cannot() {
+        let mut m = Machine::new();
+        let va = 0xFFFF_C000_0000_0000u64;
+        m.write_virt(va, &[0xAB; 0x3000]);
+        // A direct reader that serves only the first 0x100 bytes of each
+        // call, as a target whose ReadVirtualMemory stops at a block it
+        // cannot read.
+        let mut calls = Vec::new();
+        let mut buf = [0u8; 0x2000];
+        let n = read_virtual_by_pages(&m, KernelVa(va + 0x800), &mut buf, false, |cur, rest| {
+            calls.push(cur.0 - va);
+            let n = rest.len().min(0x100);
+            rest[..n].fill(0xEE);
+            Ok(n)
+        })
+        .unwrap();
+        assert_eq!(n, 0x2000);
+        // Direct at 0x800, then the walk to the end of that page (0x1000);
+        // direct at 0x1000 and the walk of the next page; direct at 0x2000
+        // and the walk to the end of the buffer (0x2800).
+        assert_eq!(calls, [0x800, 0x1000, 0x2000]);
+        assert!(buf[..0x100].iter().all(|&b| b == 0xEE));
+        assert!(buf[0x100..0x800].iter().all(|&b| b == 0xAB));
+        assert!(buf[0x800..0x900].iter().all(|&b| b == 0xEE));
+        // A direct reader's error ends the read, partial or not.
+        let e = read_virtual_by_pages(&m, KernelVa(va), &mut buf, true, |_, _| {
+            Err(MemoryError::Transport("link down".into()))
+        });
+        assert_eq!(e, Err(MemoryError::Transport("link down".into())));
     }
 }

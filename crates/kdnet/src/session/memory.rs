@@ -6,7 +6,7 @@
 
 use std::sync::atomic::Ordering;
 
-use pooldump_core::memory::{MemoryError, Translation, read_rest_of_page, walk};
+use pooldump_core::memory::{MemoryError, Translation, read_virtual_by_pages, walk};
 use pooldump_core::{KernelVa, Memory, PhysAddr};
 
 use crate::api::Space;
@@ -57,24 +57,9 @@ impl LiveTarget {
         buf: &mut [u8],
         partial: bool,
     ) -> Result<usize, MemoryError> {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let cur = va
-                .checked_add(done as u64)
-                .filter(|v| v.is_canonical())
-                .ok_or(MemoryError::NonCanonical { va })?;
-            done += self.read_blocks(Space::Virtual, cur.0, &mut buf[done..])?;
-            if done == buf.len() {
-                break;
-            }
-            let cur = va.wrapping_add(done as u64);
-            match read_rest_of_page(self, cur, &mut buf[done..]) {
-                Ok(n) => done += n,
-                Err(_) if partial && done > 0 => return Ok(done),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(done)
+        read_virtual_by_pages(self, va, buf, partial, |cur, rest| {
+            self.read_blocks(Space::Virtual, cur.0, rest)
+        })
     }
 }
 
