@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use pooldump_core::callsites::{
-    ImageMemory, ModuleScan, TagSite, UnresolvedCall, scan_drivers, scan_module, tag_sites,
+    ImageMemory, ModuleScan, TagSite, UnresolvedCall, scan_module, tag_sites,
 };
 use pooldump_core::hittag::PoolCall;
 use pooldump_core::relabel::{self, MapModule, RelabelMap, TagChooser};
@@ -159,32 +159,28 @@ pub fn collect(args: &Args) -> Result<Report> {
     };
     let (target, meta) = open_source(&src, &args.symbols)?;
     let result = (|| {
-        let Some(list) = &target.modules else {
+        let mut names = symbolizer(&args.symbols, None);
+        let Some(found) = target.call_sites(&args.tags, &args.modules, &mut names) else {
             bail!(
                 "{}: the loaded-module list could not be read, so there are no drivers to disassemble",
                 meta.name
             );
         };
-        let mut walker = StackWalker::new(list);
-        let mut names = symbolizer(&args.symbols, None);
-        let mut notes: Vec<String> = target.warnings.iter().map(|w| w.to_string()).collect();
-        let scans = scan_drivers(&mut walker, &target.mem, &args.modules, &mut notes);
-        if scans.is_empty() && !args.modules.is_empty() {
+        if found.scans.is_empty() && !args.modules.is_empty() {
             bail!(
                 "{}: no loaded module is named {}",
                 meta.name,
                 args.modules.join(", ")
             );
         }
-        let (sites, unresolved) =
-            tag_sites(&scans, &args.tags, &mut walker, &mut names, &target.mem);
-        notes.extend(names.notes().iter().cloned());
+        let mut notes: Vec<String> = target.warnings.iter().map(|w| w.to_string()).collect();
+        notes.extend(found.notes);
         Ok(report(
             meta.name.clone(),
             args,
-            &scans,
-            sites,
-            unresolved,
+            &found.scans,
+            found.sites,
+            found.unresolved,
             None,
             notes,
         ))

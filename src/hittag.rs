@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use pooldump_core::hittag::{DecidedBy, HitAnalyzer, HitTable, SiteRow};
-use pooldump_core::stack::{ReadStats, Registers, StackWalker, Symbolizer, SymbolizerOptions};
+use pooldump_core::stack::{ReadStats, Registers, Symbolizer, SymbolizerOptions};
 use pooldump_core::symbols::images::SymbolPathImages;
 use pooldump_core::{KernelVa, Memory, PoolTag, Target};
 use pooldump_kdnet::{ContinueStatus, KdnetSpec, LiveTarget, TargetEvent, TargetState};
@@ -321,7 +321,7 @@ fn hit_analyzer<'t>(
     target: &'t Target<LiveTarget>,
 ) -> Result<(HitAnalyzer<'t>, Arc<SymbolPathImages>)> {
     let live = &target.mem;
-    let Some(modules) = target.modules.as_ref() else {
+    let Some(walker) = target.stack_walker() else {
         bail!(
             "{}: the loaded-module list could not be read, so stacks cannot be named",
             live.peer()
@@ -339,10 +339,7 @@ fn hit_analyzer<'t>(
     // and import names are read this way, all as built; the tag
     // immediates a relabel may have patched are never read here.
     let images = args.sym.images();
-    let analyzer = HitAnalyzer::with_walker(
-        StackWalker::new(modules).with_image_locator(images.clone()),
-        symbolizer,
-    );
+    let analyzer = HitAnalyzer::with_walker(walker.with_image_locator(images.clone()), symbolizer);
     Ok((analyzer, images))
 }
 

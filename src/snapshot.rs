@@ -16,9 +16,7 @@ use pooldump_core::Target;
 use pooldump_core::dump::CrashDump;
 use pooldump_core::kernel::{self, WalkLimits};
 use pooldump_core::pool::{PoolClass, PoolTagDb};
-use pooldump_core::snapshot::{
-    self, CaptureContext, CaptureOptions, Snapshot, SourceInfo, SourceKind,
-};
+use pooldump_core::snapshot::{CaptureContext, CaptureOptions, Snapshot, SourceInfo, SourceKind};
 use pooldump_core::snapshot_text::{self, TextTime};
 use pooldump_kdnet::{KdnetSpec, LiveTarget};
 
@@ -164,7 +162,7 @@ impl SnapshotSource for DumpSource<'_> {
             build: h.build(),
             header_clock: Some((h.system_time, h.system_up_time)),
         };
-        let mut snap = snapshot::capture(&self.target, &ctx, &self.opts)?;
+        let mut snap = self.target.snapshot(&ctx, &self.opts)?;
         let mut notes = self.target.warnings.clone();
         notes.append(&mut snap.warnings);
         snap.warnings = notes;
@@ -244,7 +242,7 @@ impl<'a> LiveSource<'a> {
             build: t.mem.build(),
             header_clock: None,
         };
-        Ok(snapshot::capture(t, &ctx, &self.opts)?)
+        Ok(t.snapshot(&ctx, &self.opts)?)
     }
 }
 

@@ -27,6 +27,13 @@
 //! The repository's `examples/library.rs` is this program (the README's);
 //! `examples/live.rs` does the same on a live target.
 //!
+//! A [`Target`] also gives the big-page table ([`Target::big_pool`]),
+//! session pool ([`Target::session_pool`]), Mapped_Driver
+//! ([`Target::attribute`]), a snapshot for diff and trend
+//! ([`Target::snapshot`]), the pool call sites of its drivers
+//! ([`Target::call_sites`]) and a stack walker over its modules
+//! ([`Target::stack_walker`]).
+//!
 //! Data flows one way: a source ([`memory::Memory`]: crash dump, live
 //! session, raw image) → kernel identity and layouts → the pool model →
 //! typed rows. Rendering lives in the binary.

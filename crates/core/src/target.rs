@@ -24,6 +24,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::addr::{KernelVa, Pfn};
+use crate::callsites::{self, CallSites};
 use crate::dump::{CrashDump, DumpError};
 use crate::kernel::{
     self, BootHints, KLDR_BOOTSTRAP, KernelError, KernelIdentity, ModuleList, ScanLimits,
@@ -36,7 +37,10 @@ use crate::pool::{
     TrackerOptions,
 };
 use crate::processes;
+use crate::snapshot;
+use crate::stack::{StackWalker, Symbolizer};
 use crate::symbols::{self, KernelSymbols, LoadError, SymbolOptions};
+use crate::tag::PoolTag;
 use crate::warning::{Warning, WarningKind};
 
 /// Why a target could not be opened.
@@ -273,6 +277,40 @@ impl<M: Memory> Target<M> {
         w.append(&mut s.warnings);
         s.warnings = w;
         Ok(s)
+    }
+
+    /// A PoolMon snapshot of this kernel, for diff and trend: the tracker
+    /// table with each row's driver, nt's identity and the machine's
+    /// clocks ([`snapshot::capture`]).
+    pub fn snapshot(
+        &self,
+        ctx: &snapshot::CaptureContext,
+        opts: &snapshot::CaptureOptions<'_>,
+    ) -> Result<snapshot::Snapshot, snapshot::SnapshotError> {
+        snapshot::capture(self, ctx, opts)
+    }
+
+    /// A stack walker over the loaded modules (their unwind data read from
+    /// this memory, or from image files given to
+    /// [`StackWalker::with_image_locator`]); None without a module list.
+    pub fn stack_walker(&self) -> Option<StackWalker> {
+        self.modules.as_ref().map(StackWalker::new)
+    }
+
+    /// Every instruction of the loaded drivers (those `modules` names, all
+    /// but nt when it is empty) that passes one of `tags` (any tag when
+    /// empty) to a pool routine, each named through `symbolizer`; None
+    /// without a module list.
+    pub fn call_sites(
+        &self,
+        tags: &[PoolTag],
+        modules: &[String],
+        symbolizer: &mut Symbolizer<'_>,
+    ) -> Option<CallSites> {
+        let list = self.modules.as_ref()?;
+        Some(callsites::call_sites(
+            &self.mem, list, tags, modules, symbolizer,
+        ))
     }
 
     /// Fill in each row's driver (Mapped_Driver) and description, in this

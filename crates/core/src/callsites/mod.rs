@@ -293,6 +293,41 @@ pub struct UnresolvedCall {
     pub call: KernelVa,
 }
 
+/// What [`crate::Target::call_sites`] found in a kernel's drivers.
+#[derive(Debug, Clone)]
+pub struct CallSites {
+    /// One scan per driver disassembled.
+    pub scans: Vec<ModuleScan>,
+    /// The sites of the tags asked for.
+    pub sites: Vec<TagSite>,
+    /// Pool calls whose tag the disassembly could not tell.
+    pub unresolved: Vec<UnresolvedCall>,
+    /// Drivers skipped, the scans' notes, then the symbolizer's.
+    pub notes: Vec<String>,
+}
+
+/// [`scan_drivers`] over every driver `wanted` names, then [`tag_sites`]
+/// for `tags`, with one walker over `modules`.
+pub fn call_sites<M: Memory + ?Sized>(
+    mem: &M,
+    modules: &crate::kernel::ModuleList,
+    tags: &[PoolTag],
+    wanted: &[String],
+    symbolizer: &mut Symbolizer<'_>,
+) -> CallSites {
+    let mut walker = StackWalker::new(modules);
+    let mut notes = Vec::new();
+    let scans = scan_drivers(&mut walker, mem, wanted, &mut notes);
+    let (sites, unresolved) = tag_sites(&scans, tags, &mut walker, symbolizer, mem);
+    notes.extend(symbolizer.notes().iter().cloned());
+    CallSites {
+        scans,
+        sites,
+        unresolved,
+        notes,
+    }
+}
+
 /// Every site of the tags in `scans` (all tags when `tags` is empty),
 /// named through `symbolizer`; and the pool calls whose tag is unknown.
 /// Tags compare without the PROTECTED_POOL bit.

@@ -142,16 +142,10 @@ pub fn plan_on_target<M: Memory>(
     symbolizer: &mut crate::stack::Symbolizer<'_>,
     build: Option<u32>,
 ) -> Result<TargetPlan, RelabelPlanError> {
-    use crate::callsites::{scan_drivers, tag_sites};
-    let list = target
-        .modules
-        .as_ref()
+    let found = target
+        .call_sites(&[tag], only, symbolizer)
         .ok_or(RelabelPlanError::NoModuleList)?;
-    let mut walker = crate::stack::StackWalker::new(list);
-    let mut notes = Vec::new();
-    let scans = scan_drivers(&mut walker, &target.mem, only, &mut notes);
-    let (sites, unresolved) = tag_sites(&scans, &[tag], &mut walker, symbolizer, &target.mem);
-    notes.extend(symbolizer.notes().iter().cloned());
+    let (sites, unresolved, notes) = (found.sites, found.unresolved, found.notes);
     let usage = target
         .pool_usage(&crate::pool::TrackerOptions {
             include_zero: true,
@@ -160,7 +154,7 @@ pub fn plan_on_target<M: Memory>(
         .map_err(RelabelPlanError::Tracker)?;
     let mut chooser = TagChooser::new(usage.rows.iter().map(|r| r.tag), pooltag);
     let mut modules = Vec::new();
-    for m in &list.modules {
+    for m in target.modules.iter().flat_map(|l| &l.modules) {
         if sites.iter().any(|s| s.module == m.name) {
             modules.push(MapModule::read(&target.mem, m)?);
         }
