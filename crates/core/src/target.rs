@@ -37,7 +37,6 @@ use crate::pool::{
     TrackerOptions,
 };
 use crate::processes;
-use crate::snapshot;
 use crate::stack::{StackWalker, Symbolizer};
 use crate::symbols::{self, KernelSymbols, LoadError, SymbolOptions};
 use crate::tag::PoolTag;
@@ -277,17 +276,6 @@ impl<M: Memory> Target<M> {
         w.append(&mut s.warnings);
         s.warnings = w;
         Ok(s)
-    }
-
-    /// A PoolMon snapshot of this kernel, for diff and trend: the tracker
-    /// table with each row's driver, nt's identity and the machine's
-    /// clocks ([`snapshot::capture`]).
-    pub fn snapshot(
-        &self,
-        ctx: &snapshot::CaptureContext,
-        opts: &snapshot::CaptureOptions<'_>,
-    ) -> Result<snapshot::Snapshot, snapshot::SnapshotError> {
-        snapshot::capture(self, ctx, opts)
     }
 
     /// A stack walker over the loaded modules (their unwind data read from

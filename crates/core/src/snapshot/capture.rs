@@ -29,74 +29,78 @@ pub struct CaptureOptions<'a> {
     pub search_images: bool,
 }
 
-/// Take a snapshot of a kernel that is not running (a dump, or a live
-/// target stopped in the debugger).
-pub fn capture<M: Memory>(
-    target: &Target<M>,
-    ctx: &CaptureContext,
-    opts: &CaptureOptions<'_>,
-) -> Result<Snapshot, SnapshotError> {
-    let usage = target
-        .pool_usage(&opts.tracker)
-        .map_err(|error| SnapshotError::Pool {
-            input: ctx.source.name.clone(),
-            error,
-        })?;
-    let mut usage_rows = usage.rows.clone();
-    target.attribute(&mut usage_rows, opts.pooltag, opts.search_images);
-    let mut rows: Vec<SnapshotRow> = usage_rows.iter().map(SnapshotRow::from_usage).collect();
-    rows.sort_by_key(|r| (r.tag.bytes(), r.pool, r.overflow));
+impl<M: Memory> Target<M> {
+    /// A PoolMon snapshot of this kernel, for diff and trend: the tracker
+    /// table with each row's driver, nt's identity and the machine's
+    /// clocks. The kernel must not be running (a dump, or a live target
+    /// stopped in the debugger).
+    pub fn snapshot(
+        &self,
+        ctx: &CaptureContext,
+        opts: &CaptureOptions<'_>,
+    ) -> Result<Snapshot, SnapshotError> {
+        let usage = self
+            .pool_usage(&opts.tracker)
+            .map_err(|error| SnapshotError::Pool {
+                input: ctx.source.name.clone(),
+                error,
+            })?;
+        let mut usage_rows = usage.rows.clone();
+        self.attribute(&mut usage_rows, opts.pooltag, opts.search_images);
+        let mut rows: Vec<SnapshotRow> = usage_rows.iter().map(SnapshotRow::from_usage).collect();
+        rows.sort_by_key(|r| (r.tag.bytes(), r.pool, r.overflow));
 
-    let mut warnings = usage.warnings.clone();
-    let kuser = read_kuser(&target.mem, &target.symbols);
-    let (system, uptime, clock_source) = match (&kuser, ctx.header_clock) {
-        (Ok(k), _) => (
-            Some(k.system_time),
-            Some(k.interrupt_time),
-            Some(ClockSource::KuserSharedData),
-        ),
-        (Err(_), Some((st, up))) => (Some(st.0), Some(up.0), Some(ClockSource::DumpHeader)),
-        (Err(e), None) => {
-            warnings.push(Warning::new(
-                WarningKind::Snapshot,
-                format!(
-                    "the machine's clocks are unknown ({e}); trends over these snapshots use the host's clock"
-                ),
-            ));
-            (None, None, None)
-        }
-    };
-    let cv = target.kernel.image.codeview.as_ref();
-    Ok(Snapshot {
-        schema: SCHEMA.into(),
-        source: ctx.source.clone(),
-        kernel: KernelInfo {
-            build: ctx.build,
-            kern_base: target.kern_base(),
-            pdb: cv.map(|c| format!("{} {}", c.pdb_name, c.store_key)),
-            processors: usage.tracker.processors,
-            physical_pages: kuser.as_ref().ok().and_then(|k| k.physical_pages),
-        },
-        time: TimeInfo {
-            system_time_filetime: system,
-            system_time: system.and_then(|t| FileTime(t).rfc3339()),
-            uptime_100ns: uptime,
-            uptime: uptime.map(|u| UpTime(u).to_string()),
-            clock_source,
-            taken_unix: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()
-                .map(|d| d.as_secs()),
-        },
-        totals: SnapshotTotals {
-            nonpaged: usage.totals.nonpaged.into(),
-            paged: usage.totals.paged.into(),
-            tags: usage.totals.tags,
-        },
-        rows,
-        warnings,
-        diff_only: false,
-    })
+        let mut warnings = usage.warnings.clone();
+        let kuser = read_kuser(&self.mem, &self.symbols);
+        let (system, uptime, clock_source) = match (&kuser, ctx.header_clock) {
+            (Ok(k), _) => (
+                Some(k.system_time),
+                Some(k.interrupt_time),
+                Some(ClockSource::KuserSharedData),
+            ),
+            (Err(_), Some((st, up))) => (Some(st.0), Some(up.0), Some(ClockSource::DumpHeader)),
+            (Err(e), None) => {
+                warnings.push(Warning::new(
+                    WarningKind::Snapshot,
+                    format!(
+                        "the machine's clocks are unknown ({e}); trends over these snapshots use the host's clock"
+                    ),
+                ));
+                (None, None, None)
+            }
+        };
+        let cv = self.kernel.image.codeview.as_ref();
+        Ok(Snapshot {
+            schema: SCHEMA.into(),
+            source: ctx.source.clone(),
+            kernel: KernelInfo {
+                build: ctx.build,
+                kern_base: self.kern_base(),
+                pdb: cv.map(|c| format!("{} {}", c.pdb_name, c.store_key)),
+                processors: usage.tracker.processors,
+                physical_pages: kuser.as_ref().ok().and_then(|k| k.physical_pages),
+            },
+            time: TimeInfo {
+                system_time_filetime: system,
+                system_time: system.and_then(|t| FileTime(t).rfc3339()),
+                uptime_100ns: uptime,
+                uptime: uptime.map(|u| UpTime(u).to_string()),
+                clock_source,
+                taken_unix: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| d.as_secs()),
+            },
+            totals: SnapshotTotals {
+                nonpaged: usage.totals.nonpaged.into(),
+                paged: usage.totals.paged.into(),
+                tags: usage.totals.tags,
+            },
+            rows,
+            warnings,
+            diff_only: false,
+        })
+    }
 }
 
 /// What KUSER_SHARED_DATA says.
