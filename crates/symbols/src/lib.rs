@@ -47,6 +47,7 @@ pub mod fallback;
 mod guid;
 pub mod isf;
 mod kernel_symbols;
+mod key;
 mod kldr;
 pub mod layout;
 pub mod name;

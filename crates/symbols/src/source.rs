@@ -25,7 +25,7 @@ pub struct PdbIdentity {
 impl PdbIdentity {
     /// Symbol-store key: `<GUID><AGE>` ([`crate::store::pdb_key`]).
     pub fn store_key(&self) -> String {
-        crate::store::pdb_key(&self.guid, self.age)
+        crate::key::pdb_key(&self.guid, self.age)
     }
 }
 

@@ -31,9 +31,10 @@ mod types;
 
 use std::path::{Path, PathBuf};
 
+pub use crate::key::{image_key, pdb_key};
 pub use crate::source::PdbOrigin;
 pub use cab::check_cabinet;
-pub use request::{ImageFileRequest, PdbRequest, StoreFile, image_key, pdb_key};
+pub use request::{ImageFileRequest, PdbRequest, StoreFile};
 pub use types::{
     Attempt, DownloadProgress, FetchOptions, FoundPdb, MAX_DOWNLOAD, MAX_REDIRECTS, StoreError,
 };
