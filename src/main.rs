@@ -11,7 +11,6 @@ mod common;
 mod find;
 mod hittag;
 mod info;
-mod info_small;
 mod relabel;
 mod relabel_rows;
 mod render;

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use pooldump_core::dump::{CrashDump, DumpHeader, FileTime, MapCheck, PageLayout, UpTime};
+use pooldump_core::dump::{CrashDump, DumpHeader, FileTime, MapCheck, PageLayout};
 use pooldump_core::kernel::{
     self, BootHints, KLDR_BOOTSTRAP, KernelIdentity, ModuleList, ScanLimits, WalkLimits,
 };
@@ -16,6 +16,10 @@ use serde::Serialize;
 
 use crate::common::SourceArgs;
 use crate::render::{ListTable, Section, hex, json_or_text, push_list};
+use header::{bug_check_parameters, clock_rows, windows_build};
+
+mod header;
+mod small;
 
 /// Show a dump's header, its kernel's identity and its loaded modules.
 #[derive(Debug, clap::Args)]
@@ -81,8 +85,8 @@ pub fn run(args: &Args) -> Result<String> {
     if let (Some(dump), None) = (&args.source.dump, &args.source.kdnet)
         && let Some(small) = crate::common::open_small_dump(dump)?
     {
-        let r = crate::info_small::collect(&small);
-        return Ok(json_or_text(args.json, &r, crate::info_small::render_text)?);
+        let r = small::collect(&small);
+        return Ok(json_or_text(args.json, &r, small::render_text)?);
     }
     let report = match (&args.source.dump, &args.source.kdnet) {
         (_, Some(spec)) => collect_live(spec, args.source.verbose)?,
@@ -284,30 +288,6 @@ fn render_dump(file: &FileInfo, h: &DumpHeader, out: &mut String) {
     }
     s.render(out);
     out.push('\n');
-}
-
-/// The build and what MajorVersion says of it (0xF free, 0xC checked), as
-/// a full and a small dump's Dump section show them.
-pub(crate) fn windows_build(build: u32, major_version: u32) -> String {
-    let kind = match major_version {
-        0xF => "free",
-        0xC => "checked",
-        _ => "unknown kind",
-    };
-    format!("{build} ({kind}, MajorVersion {major_version:#x})")
-}
-
-/// The processor count and the clocks, as a full and a small dump's
-/// headers both hold them.
-pub(crate) fn clock_rows(s: &mut Section, processors: u32, time: &FileTime, up: &UpTime) {
-    s.row("Processors", processors.to_string());
-    s.row("System time", time.to_string());
-    s.row("System uptime", up.to_string());
-}
-
-/// A bug check's four parameters: `(0x1, 0x2, 0x3, 0x4)`.
-pub(crate) fn bug_check_parameters(p: [u64; 4]) -> String {
-    format!("({})", p.map(hex).join(", "))
 }
 
 fn render_kernel(r: &InfoReport, out: &mut String) {

@@ -9,7 +9,7 @@ use pooldump_core::dump::triage::{Machine, TriageContext, TriageDump, TriageSumm
 use pooldump_core::symbols::{SymbolOptions, load_kernel_symbols};
 use serde::Serialize;
 
-use crate::info::{bug_check_parameters, clock_rows, windows_build};
+use super::header::{bug_check_parameters, clock_rows, windows_build};
 use crate::render::{ListTable, Section, hex, push_list};
 
 /// What `info` shows for a small memory dump.
