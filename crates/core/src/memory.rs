@@ -269,8 +269,9 @@ fn read_through_tables<M: Memory + ?Sized>(
 /// ReadVirtualMemory; it returns how many bytes it read, and its errors
 /// end the read); where it stops short, one page is read through the page
 /// tables ([`read_rest_of_page`]). With `partial`, a page that cannot be
-/// read, or an address that is not canonical, ends the read after the
-/// first byte instead of failing it; without, its error names the page.
+/// read, or an address that is not canonical, ends the read with the bytes
+/// before it, if there are any, instead of failing it; without `partial`,
+/// its error names that page or address.
 pub fn read_virtual_by_pages<M: Memory + ?Sized>(
     m: &M,
     va: KernelVa,
