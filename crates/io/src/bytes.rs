@@ -39,6 +39,14 @@ impl<'a> Le<'a> {
     pub fn u64(self, off: usize) -> Option<u64> {
         self.array(off).map(u64::from_le_bytes)
     }
+
+    /// The bytes as little-endian UTF-16 code units (WCHARs), as Windows
+    /// stores strings; an odd last byte is dropped.
+    pub fn utf16_units(self) -> impl Iterator<Item = u16> + 'a {
+        self.0
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+    }
 }
 
 /// Render bytes for a message: printable ASCII as is, anything else as
@@ -69,6 +77,13 @@ mod tests {
         assert_eq!(v.u64(usize::MAX - 2), None);
         assert_eq!(v.bytes(9, 0), Some(&[][..]));
         assert_eq!(v.bytes(10, 0), None);
+    }
+
+    #[test]
+    fn utf16_units_are_little_endian_and_drop_an_odd_byte() {
+        let units: Vec<u16> = Le(b"L\0e\0\xac\x20k").utf16_units().collect();
+        assert_eq!(units, [u16::from(b'L'), u16::from(b'e'), 0x20ac]);
+        assert_eq!(String::from_utf16_lossy(&units), "Le\u{20ac}");
     }
 
     #[test]

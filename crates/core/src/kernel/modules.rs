@@ -168,11 +168,7 @@ fn read_unicode_string<M: Memory + ?Sized>(
     let mut raw = vec![0u8; n];
     mem.read_virtual(buffer, &mut raw)
         .map_err(|e| e.to_string())?;
-    let units: Vec<u16> = raw
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    let decoded: String = char::decode_utf16(units)
+    let decoded: String = char::decode_utf16(Le(&raw).utf16_units())
         .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
         .collect();
     // Names go to terminals: the one escaping rule (controls, bidi).

@@ -33,6 +33,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::filter::TagPattern;
+use crate::bytes::Le;
 use crate::tag::PoolTag;
 
 /// What a pooltag.txt line says about the owner.
@@ -98,15 +99,9 @@ pub const MAX_POOLTAG_FILE: u64 = 16 << 20;
 /// carry Latin-1 bytes).
 pub fn decode_text(bytes: &[u8]) -> String {
     let utf16 = |b: &[u8], le: bool| -> String {
-        let units: Vec<u16> = b
-            .chunks_exact(2)
-            .map(|c| {
-                if le {
-                    u16::from_le_bytes([c[0], c[1]])
-                } else {
-                    u16::from_be_bytes([c[0], c[1]])
-                }
-            })
+        let units: Vec<u16> = Le(b)
+            .utf16_units()
+            .map(|u| if le { u } else { u.swap_bytes() })
             .collect();
         String::from_utf16_lossy(&units)
     };

@@ -93,10 +93,8 @@ impl FileIo {
 
     /// The UTF-16 path of a CreateFile request.
     pub fn path(&self) -> String {
-        let units: Vec<u16> = self
-            .data
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        let units: Vec<u16> = Le(&self.data)
+            .utf16_units()
             .take_while(|&u| u != 0)
             .collect();
         String::from_utf16_lossy(&units)

@@ -66,11 +66,7 @@ fn dump_string(file: &[u8], at: usize) -> Option<String> {
     if n > 0x800 {
         return None;
     }
-    let raw = b.bytes(at + 4, n * 2)?;
-    let units: Vec<u16> = raw
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
+    let units: Vec<u16> = Le(b.bytes(at + 4, n * 2)?).utf16_units().collect();
     Some(String::from_utf16_lossy(&units).replace(char::from(0), ""))
 }
 
@@ -107,11 +103,7 @@ pub(super) fn parse_unloaded(
         };
         let n = (len as usize).min(UNLOADED_NAME_BYTES) & !1;
         let raw = b.bytes(e + 0x10, n).unwrap_or(&[]);
-        let units: Vec<u16> = raw
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .take_while(|&u| u != 0)
-            .collect();
+        let units: Vec<u16> = Le(raw).utf16_units().take_while(|&u| u != 0).collect();
         out.push(UnloadedDriver {
             name: String::from_utf16_lossy(&units),
             start: KernelVa(start),
