@@ -257,6 +257,29 @@ fn chains_that_loop_or_never_end_are_refused() {
             t.end
         );
     }
+    // Summing the unwind data up refuses the same chains, and says so.
+    let sums = walker().unwind_summaries(&m, 0).unwrap();
+    let ends: Vec<&str> = sums
+        .iter()
+        .map(|s| match s {
+            Err(e) if e.reason == WhyWalkStopped::BadUnwindInfo => e.detail.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ends.len(), 4);
+    for (e, begin) in ends[..3].iter().zip([TEXT, TEXT + 0x100, TEXT + 0x200]) {
+        assert!(
+            e.contains(&format!(
+                "function at RVA {begin:#x}: the chain of unwind infos loops back"
+            )),
+            "{e}"
+        );
+    }
+    assert!(
+        ends[3].contains("more than 32 chained unwind infos"),
+        "{}",
+        ends[3]
+    );
 }
 
 #[test]

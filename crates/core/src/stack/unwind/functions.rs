@@ -133,17 +133,55 @@ impl ModuleImage {
     }
 }
 
-/// An UNWIND_INFO read from the image: its bytes and the chained
-/// RUNTIME_FUNCTION, if any.
+/// An UNWIND_INFO read from the image: where it is, its bytes and the
+/// chained RUNTIME_FUNCTION, if any.
 pub(super) struct InfoBytes {
+    rva: u32,
     bytes: Vec<u8>,
     pub chained: Option<RuntimeFunction>,
 }
 
 impl InfoBytes {
-    pub(super) fn info(&self) -> Option<UnwindInfo<'_>> {
-        UnwindInfo::parse(&self.bytes)
+    /// The UNWIND_INFO parsed; `where_` names the function in the error.
+    pub(super) fn parsed(&self, where_: &dyn Fn() -> String) -> Result<UnwindInfo<'_>, WalkEnd> {
+        UnwindInfo::parse(&self.bytes).ok_or_else(|| {
+            stop(
+                WhyWalkStopped::BadUnwindInfo,
+                format!(
+                    "{}: the UNWIND_INFO at RVA {:#x} cannot be parsed",
+                    where_(),
+                    self.rva
+                ),
+            )
+        })
     }
+}
+
+/// Follow a chain of unwind infos to `next`, after those `seen`: it must
+/// not come back to one it has seen, nor be longer than [`MAX_CHAIN`];
+/// `where_` names the chain's function in the error.
+pub(super) fn follow_chain(
+    seen: &mut Vec<u32>,
+    next: u32,
+    where_: &dyn Fn() -> String,
+) -> Result<(), WalkEnd> {
+    if seen.contains(&next) {
+        return Err(stop(
+            WhyWalkStopped::BadUnwindInfo,
+            format!(
+                "{}: the chain of unwind infos loops back to RVA {next:#x}",
+                where_()
+            ),
+        ));
+    }
+    if seen.len() > MAX_CHAIN {
+        return Err(stop(
+            WhyWalkStopped::BadUnwindInfo,
+            format!("{}: more than {MAX_CHAIN} chained unwind infos", where_()),
+        ));
+    }
+    seen.push(next);
+    Ok(())
 }
 
 pub(super) fn read_info<M: Memory + ?Sized>(
@@ -177,7 +215,11 @@ pub(super) fn read_info<M: Memory + ?Sized>(
             unwind_info: b.u32(8).unwrap_or(0),
         }
     });
-    Ok(InfoBytes { bytes, chained })
+    Ok(InfoBytes {
+        rva,
+        bytes,
+        chained,
+    })
 }
 
 /// The function a chained fragment belongs to: follow UNW_FLAG_CHAININFO

@@ -47,7 +47,7 @@ use crate::memory::Memory;
 
 pub(crate) use functions::chain_root;
 pub use functions::{MAX_CHAIN, RuntimeFunction};
-use functions::{image_stop, read_info, reg_of, stop};
+use functions::{follow_chain, image_stop, read_info, reg_of, stop};
 pub use summary::UnwindSummary;
 pub(crate) use summary::summarize;
 
@@ -238,28 +238,16 @@ pub(crate) fn unwind_frame<M: Memory + ?Sized>(
     let primary = function;
     let offset = rva.saturating_sub(function.begin);
     let img_name = img.describe();
-    let where_ = |f: &RuntimeFunction| {
-        let (name, begin) = (img_name.clone(), f.begin);
-        move || format!("{name}, function at RVA {begin:#x}")
-    };
+    let name = img_name.as_str();
+    let where_ = |begin: u32| move || format!("{name}, function at RVA {begin:#x}");
     let mut seen: Vec<u32> = Vec::new();
     let mut chained = 0u32;
     let mut in_epilog = false;
     let mut machine = None;
     loop {
-        check_chain(&seen, function.unwind_info, &where_(&primary))?;
-        seen.push(function.unwind_info);
+        follow_chain(&mut seen, function.unwind_info, &where_(primary.begin))?;
         let ib = read_info(img, mem, function.unwind_info, stats)?;
-        let Some(info) = ib.info() else {
-            return Err(stop(
-                WhyWalkStopped::BadUnwindInfo,
-                format!(
-                    "{}: the UNWIND_INFO at RVA {:#x} cannot be parsed",
-                    where_(&function)(),
-                    function.unwind_info
-                ),
-            ));
-        };
+        let info = ib.parsed(&where_(function.begin))?;
         let ops: Vec<(u8, UnwindOperation)> = info.unwind_operations().collect();
         let is_chained = chained > 0;
         if !is_chained && exact && rva < function.end {
@@ -274,7 +262,14 @@ pub(crate) fn unwind_frame<M: Memory + ?Sized>(
         // In the primary info, codes for prolog instructions not yet
         // executed are skipped.
         let done_to = (!is_chained).then_some(offset);
-        machine = apply_info(&info, &ops, &mut st, done_to, max_frame, &where_(&function))?;
+        machine = apply_info(
+            &info,
+            &ops,
+            &mut st,
+            done_to,
+            max_frame,
+            &where_(function.begin),
+        )?;
         match (machine, ib.chained) {
             (None, Some(next)) => {
                 chained += 1;
@@ -296,7 +291,7 @@ pub(crate) fn unwind_frame<M: Memory + ?Sized>(
         chained,
         in_epilog,
     };
-    return_through_rsp(st, method, &where_(&primary))
+    return_through_rsp(st, method, &where_(primary.begin))
 }
 
 /// The caller's registers as `st` holds them, returning to `ret`.
@@ -352,27 +347,6 @@ fn covering_function<M: Memory + ?Sized>(
         ));
     }
     Ok(Some(function))
-}
-
-/// A chain of unwind infos must not come back to one (`next`) it has
-/// `seen`, nor be longer than [`MAX_CHAIN`].
-fn check_chain(seen: &[u32], next: u32, where_: &dyn Fn() -> String) -> Result<(), WalkEnd> {
-    if seen.contains(&next) {
-        return Err(stop(
-            WhyWalkStopped::BadUnwindInfo,
-            format!(
-                "{}: the chain of unwind infos loops back to RVA {next:#x}",
-                where_()
-            ),
-        ));
-    }
-    if seen.len() > MAX_CHAIN {
-        return Err(stop(
-            WhyWalkStopped::BadUnwindInfo,
-            format!("{}: more than {MAX_CHAIN} chained unwind infos", where_()),
-        ));
-    }
-    Ok(())
 }
 
 /// Apply one UNWIND_INFO's operations `ops` to `st`, skipping those for

@@ -4,11 +4,11 @@
 use pe_unwind_info::x86_64::{UnwindInfo, UnwindOperation};
 use serde::Serialize;
 
-use super::functions::{MAX_CHAIN, RuntimeFunction, read_info, reg_of, stop};
+use super::functions::{RuntimeFunction, follow_chain, read_info, reg_of};
 use crate::memory::Memory;
+use crate::stack::WalkEnd;
 use crate::stack::context::Reg;
 use crate::stack::image::{ModuleImage, ReadStats};
-use crate::stack::{WalkEnd, WhyWalkStopped};
 
 /// What one function's unwind data says, summed up (for checks and
 /// tools): the chained infos are included.
@@ -77,29 +77,13 @@ pub(crate) fn summarize<M: Memory + ?Sized>(
     let mut s = UnwindSummary::empty(f);
     let mut cur = f;
     let mut seen = Vec::new();
+    let img_name = img.describe();
+    let name = img_name.as_str();
+    let where_ = |begin: u32| move || format!("{name}, function at RVA {begin:#x}");
     loop {
-        if seen.contains(&cur.unwind_info) || seen.len() > MAX_CHAIN {
-            return Err(stop(
-                WhyWalkStopped::BadUnwindInfo,
-                format!(
-                    "{}: the chain of unwind infos of RVA {:#x} loops or is too long",
-                    img.describe(),
-                    f.begin
-                ),
-            ));
-        }
-        seen.push(cur.unwind_info);
+        follow_chain(&mut seen, cur.unwind_info, &where_(f.begin))?;
         let ib = read_info(img, mem, cur.unwind_info, stats)?;
-        let Some(info) = ib.info() else {
-            return Err(stop(
-                WhyWalkStopped::BadUnwindInfo,
-                format!(
-                    "{}: the UNWIND_INFO at RVA {:#x} cannot be parsed",
-                    img.describe(),
-                    cur.unwind_info
-                ),
-            ));
-        };
+        let info = ib.parsed(&where_(cur.begin))?;
         add_info(&mut s, &info, seen.len() == 1);
         match ib.chained {
             Some(next) => {
