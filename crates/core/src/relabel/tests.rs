@@ -13,14 +13,27 @@ fn t(s: &str) -> PoolTag {
     PoolTag::parse(s).unwrap()
 }
 
+/// The tag sites the call-site scan finds in a driver file's image.
+fn image_sites(img: &ImageMemory) -> Vec<TagSite> {
+    let mut w = StackWalker::from_modules(vec![img.module()]);
+    let scan = scan_module(&mut w, img, 0).unwrap();
+    let mut sym = Symbolizer::new(SymbolizerOptions::default());
+    tag_sites(&[scan], &[], &mut w, &mut sym, img).0
+}
+
 fn leakydrv_sites() -> (ImageMemory, Vec<TagSite>) {
     let d = &pooldump_kit::drivers::all()[0];
     let img = ImageMemory::from_bytes(&d.info.file, Arc::from(d.image)).unwrap();
-    let mut w = StackWalker::from_modules(vec![img.module()]);
-    let scan = scan_module(&mut w, &img, 0).unwrap();
-    let mut sym = Symbolizer::new(SymbolizerOptions::default());
-    let (sites, _) = tag_sites(&[scan], &[], &mut w, &mut sym, &img);
+    let sites = image_sites(&img);
     (img, sites)
+}
+
+/// leakydrv's `Leak` sites relabelled, with no tag held back.
+fn leak_map() -> (ImageMemory, RelabelMap) {
+    let (img, sites) = leakydrv_sites();
+    let mut c = TagChooser::new([], None);
+    let map = plan(t("Leak"), None, &[file_module(&img)], &sites, &mut c).unwrap();
+    (img, map)
 }
 
 fn file_module(img: &ImageMemory) -> MapModule {
@@ -122,9 +135,7 @@ fn plan_gives_allocations_fresh_tags_and_frees_zero() {
 
 #[test]
 fn undo_restores_only_our_bytes() {
-    let (img, sites) = leakydrv_sites();
-    let mut c = TagChooser::new([], None);
-    let map = plan(t("Leak"), None, &[file_module(&img)], &sites, &mut c).unwrap();
+    let (img, map) = leak_map();
     let n = map.sites.len();
     let states: Vec<SiteState> = (0..n)
         .map(|i| match i {
@@ -172,9 +183,7 @@ fn undo_restores_only_our_bytes() {
 #[test]
 fn a_patched_file_carries_the_new_tags_and_a_correct_checksum() {
     let d = &pooldump_kit::drivers::all()[0];
-    let (img, sites) = leakydrv_sites();
-    let mut c = TagChooser::new([], None);
-    let map = plan(t("Leak"), None, &[file_module(&img)], &sites, &mut c).unwrap();
+    let (_, map) = leak_map();
     let p = patch_image(d.image, &map).unwrap();
     assert_eq!(p.patched, 5);
     assert!(!p.was_signed);
@@ -182,10 +191,7 @@ fn a_patched_file_carries_the_new_tags_and_a_correct_checksum() {
     assert_ne!(p.new_checksum, 0);
     // Scanning the patched file finds the new tags where the old ones were.
     let img2 = ImageMemory::from_bytes("patched", Arc::from(p.bytes.clone())).unwrap();
-    let mut w = StackWalker::from_modules(vec![img2.module()]);
-    let scan = scan_module(&mut w, &img2, 0).unwrap();
-    let mut sym = Symbolizer::new(SymbolizerOptions::default());
-    let (after, _) = tag_sites(&[scan], &[], &mut w, &mut sym, &img2);
+    let after = image_sites(&img2);
     for s in map.alloc_sites() {
         assert!(
             after
@@ -225,9 +231,7 @@ fn checksum_known_answer() {
 #[test]
 fn a_signed_file_is_reported_as_signed() {
     let d = &pooldump_kit::drivers::all()[0];
-    let (img, sites) = leakydrv_sites();
-    let mut c = TagChooser::new([], None);
-    let map = plan(t("Leak"), None, &[file_module(&img)], &sites, &mut c).unwrap();
+    let (_, map) = leak_map();
     // IMAGE_DIRECTORY_ENTRY_SECURITY (entry 4 of a PE32+'s directories,
     // at optional header + 112) pointing at a certificate table.
     let mut v = d.image.to_vec();
