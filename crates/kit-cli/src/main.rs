@@ -25,8 +25,8 @@ enum Cmd {
         /// Build to impersonate (win7-7601, win81-9600, win10-14393, win10-17763,
         /// win10-18362, win10-19041, win10-19041-public, server2022-20348, win11-22000,
         /// win11-22000-318).
-        #[arg(long, default_value = "win10-19041")]
-        build: String,
+        #[arg(long, default_value = "win10-19041", value_parser = parse_build)]
+        build: NtBuild,
         /// A scenario JSON file (default: the small built-in scenario).
         #[arg(long)]
         scenario: Option<PathBuf>,
@@ -91,8 +91,9 @@ enum Cmd {
     /// crash), symbols/ (PDBs and image files, as a symbol store holds
     /// them) and crash-truth.json (the stack the CPU built).
     Crash {
-        #[arg(long, default_value = "win10-19041")]
-        build: String,
+        /// Build to impersonate (`pooldump-kit builds` lists them).
+        #[arg(long, default_value = "win10-19041", value_parser = parse_build)]
+        build: NtBuild,
         #[arg(long, default_value_t = 12)]
         seed: u64,
         /// `unmapped` (bug check 0x50) or `null` (0x7E, with the
@@ -125,6 +126,8 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--kind`'s value parser (the kinds `generate`, `series` and `big` write
+/// alike; `generate` also takes `small`).
 fn parse_kind(s: &str) -> Result<DumpKind, String> {
     match s {
         "kernel-bitmap" => Ok(DumpKind::KernelBitmap),
@@ -136,8 +139,10 @@ fn parse_kind(s: &str) -> Result<DumpKind, String> {
     }
 }
 
+/// `--build`'s value parser.
 fn parse_build(name: &str) -> Result<NtBuild, String> {
-    NtBuild::from_name(name).ok_or_else(|| format!("unknown build {name:?}"))
+    NtBuild::from_name(name)
+        .ok_or_else(|| format!("unknown build {name:?} (`pooldump-kit builds` lists them)"))
 }
 
 fn run(cli: Cli) -> Result<(), String> {
@@ -167,13 +172,12 @@ fn run(cli: Cli) -> Result<(), String> {
             pointer,
             out,
         } => {
-            let b = parse_build(&build)?;
             let context = match pointer.as_str() {
                 "unmapped" => 0xFFFF_8000_0000_1000,
                 "null" => 0,
                 other => return Err(format!("--pointer {other:?}: use unmapped or null")),
             };
-            write_crash(&Scenario::small(b, seed), context, &out)
+            write_crash(&Scenario::small(build, seed), context, &out)
         }
         Cmd::Sample { out } => write_all(
             &pooldump_kit::scenario::sample(),
@@ -195,7 +199,7 @@ fn run(cli: Cli) -> Result<(), String> {
             } else {
                 parse_kind(&kind)?
             };
-            let mut s = load_scenario(scenario.as_deref(), &build, seed)?;
+            let mut s = load_scenario(scenario.as_deref(), build, seed)?;
             if let Some(c) = cpus {
                 s.cpus = c;
             }
@@ -250,41 +254,33 @@ fn write_fleet(
 
 /// The scenario to generate: the JSON file if one is given, else the
 /// built-in small scenario of `build` and `seed`.
-fn load_scenario(file: Option<&Path>, build: &str, seed: u64) -> Result<Scenario, String> {
+fn load_scenario(file: Option<&Path>, build: NtBuild, seed: u64) -> Result<Scenario, String> {
     match file {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
             serde_json::from_str::<Scenario>(&text).map_err(|e| format!("{}: {e}", p.display()))
         }
-        None => {
-            let b = parse_build(build)?;
-            Ok(Scenario::small(b, seed))
-        }
+        None => Ok(Scenario::small(build, seed)),
     }
 }
 
-/// Where a dump-writing command writes, and which kind of dump.
+/// What a dump-writing command writes: which build, which kind of dump,
+/// and where.
 #[derive(clap::Args)]
 struct DumpArgs {
-    #[arg(long, default_value = "kernel-bitmap")]
-    kind: String,
+    /// Build to impersonate (`pooldump-kit builds` lists them).
+    #[arg(long, default_value = "win10-19041", value_parser = parse_build)]
+    build: NtBuild,
+    /// kernel-bitmap, full or complete-bitmap.
+    #[arg(long, default_value = "kernel-bitmap", value_parser = parse_kind)]
+    kind: DumpKind,
     /// Output directory.
     #[arg(long, short)]
     out: PathBuf,
 }
 
-impl DumpArgs {
-    /// The command's `--build` with this `--kind` (checked first).
-    fn build_and_kind(&self, build: &str) -> Result<(NtBuild, DumpKind), String> {
-        let kind = parse_kind(&self.kind)?;
-        Ok((parse_build(build)?, kind))
-    }
-}
-
 #[derive(clap::Args)]
 struct SeriesArgs {
-    #[arg(long, default_value = "win10-19041")]
-    build: String,
     #[arg(long, default_value_t = 11)]
     seed: u64,
     /// Snapshots in the series.
@@ -299,7 +295,7 @@ struct SeriesArgs {
 
 /// Write a series of one machine's dumps with series.json.
 fn write_series(a: &SeriesArgs) -> Result<(), String> {
-    let (b, kind) = a.dump.build_and_kind(&a.build)?;
+    let DumpArgs { build: b, kind, .. } = a.dump;
     let mut spec = pooldump_kit::series::SeriesSpec::new(b, a.seed);
     spec.steps = a.steps.max(2);
     spec.interval_secs = a.interval;
@@ -318,8 +314,6 @@ fn write_series(a: &SeriesArgs) -> Result<(), String> {
 
 #[derive(clap::Args)]
 struct BigArgs {
-    #[arg(long, default_value = "win10-19041")]
-    build: String,
     /// Pool size, e.g. 1G, 4G, 16G (the machine's RAM is this plus 1 GiB).
     #[arg(long, default_value = "1G")]
     size: String,
@@ -339,7 +333,7 @@ struct BigArgs {
 
 /// Write a benchmark-sized dump, its pool generated as it is written.
 fn write_big(a: &BigArgs) -> Result<(), String> {
-    let (b, kind) = a.dump.build_and_kind(&a.build)?;
+    let DumpArgs { build: b, kind, .. } = a.dump;
     let bytes = parse_size(&a.size)?;
     let mut s = Scenario::small(b, a.seed);
     s.cpus = a.cpus;
@@ -442,8 +436,9 @@ struct ServeArgs {
     /// `port=50000,key=1.2.3.4` (the target offers to 127.0.0.1:port).
     #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
     kdnet: String,
-    #[arg(long, default_value = "win10-19041")]
-    build: String,
+    /// Build to impersonate (`pooldump-kit builds` lists them).
+    #[arg(long, default_value = "win10-19041", value_parser = parse_build)]
+    build: NtBuild,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     #[arg(long, default_value_t = 2)]
@@ -475,12 +470,7 @@ fn serve(a: &ServeArgs) -> Result<(), String> {
         .kdnet
         .parse()
         .map_err(|e| format!("--kdnet {}: {e}", a.kdnet))?;
-    let b = NtBuild::from_name(&a.build).ok_or_else(|| {
-        format!(
-            "unknown build {:?} (`pooldump-kit builds` lists them)",
-            a.build
-        )
-    })?;
+    let b = a.build;
     let workload = parse_workload(&a.workload)?;
     if !(0.0..=1.0).contains(&a.loss) {
         return Err(format!("--loss {}: a fraction from 0 to 1", a.loss));
