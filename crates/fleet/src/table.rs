@@ -2,7 +2,7 @@
 //! dump × tag, PoolMon's columns with the dump's identity) and **dumps**
 //! (one row per input file, analysed or not). docs/batch.md lists the
 //! columns; `tag_columns` and `dump_columns` are the definition, each column
-//! named, typed and filled in one place ([`Columns`]).
+//! named, typed (by its values: [`ColumnValue`]) and filled in one place ([`Columns`]).
 
 use std::sync::Arc;
 
@@ -29,6 +29,30 @@ fn warning_fields() -> Vec<Field> {
 
 fn warning_item() -> Field {
     Field::new("item", DataType::Struct(warning_fields().into()), true)
+}
+
+/// A Rust value a column holds, and the Arrow array of such values:
+/// `String` → Utf8, `u32` → UInt32, `u64` → UInt64, `f64` → Float64,
+/// `bool` → Boolean.
+pub trait ColumnValue: Sized {
+    /// The array a column of these values is.
+    type Array: FromIterator<Option<Self>> + arrow_array::Array + 'static;
+}
+
+impl ColumnValue for String {
+    type Array = StringArray;
+}
+impl ColumnValue for u32 {
+    type Array = UInt32Array;
+}
+impl ColumnValue for u64 {
+    type Array = UInt64Array;
+}
+impl ColumnValue for f64 {
+    type Array = Float64Array;
+}
+impl ColumnValue for bool {
+    type Array = BooleanArray;
 }
 
 /// A record batch built column by column: each column's name, type,
@@ -61,49 +85,19 @@ impl<'r, R> Columns<'r, R> {
         self
     }
 
-    fn collect<T, A>(self, name: &str, nullable: bool, value: impl Fn(&R) -> Option<T>) -> Self
-    where
-        A: FromIterator<Option<T>> + arrow_array::Array + 'static,
-    {
-        let a: A = self.rows.iter().map(value).collect();
-        self.array(name, nullable, Arc::new(a))
+    /// A column never null, typed by its values ([`ColumnValue`]).
+    pub fn column<T: ColumnValue>(self, name: &str, value: impl Fn(&R) -> T) -> Self {
+        let a: T::Array = self.rows.iter().map(|r| Some(value(r))).collect();
+        self.array(name, false, Arc::new(a))
     }
-
-    /// Text, never null.
-    pub fn text(self, name: &str, value: impl Fn(&R) -> String) -> Self {
-        self.collect::<_, StringArray>(name, false, |r| Some(value(r)))
-    }
-    /// Text or null.
-    pub fn text_or_null(self, name: &str, value: impl Fn(&R) -> Option<String>) -> Self {
-        self.collect::<_, StringArray>(name, true, value)
-    }
-    /// A `u32`, never null.
-    pub fn u32(self, name: &str, value: impl Fn(&R) -> u32) -> Self {
-        self.collect::<_, UInt32Array>(name, false, |r| Some(value(r)))
-    }
-    /// A `u32` or null.
-    pub fn u32_or_null(self, name: &str, value: impl Fn(&R) -> Option<u32>) -> Self {
-        self.collect::<_, UInt32Array>(name, true, value)
-    }
-    /// A `u64`, never null.
-    pub fn u64(self, name: &str, value: impl Fn(&R) -> u64) -> Self {
-        self.collect::<_, UInt64Array>(name, false, |r| Some(value(r)))
-    }
-    /// A `u64` or null.
-    pub fn u64_or_null(self, name: &str, value: impl Fn(&R) -> Option<u64>) -> Self {
-        self.collect::<_, UInt64Array>(name, true, value)
-    }
-    /// An `f64`, never null.
-    pub fn f64(self, name: &str, value: impl Fn(&R) -> f64) -> Self {
-        self.collect::<_, Float64Array>(name, false, |r| Some(value(r)))
-    }
-    /// An `f64` or null.
-    pub fn f64_or_null(self, name: &str, value: impl Fn(&R) -> Option<f64>) -> Self {
-        self.collect::<_, Float64Array>(name, true, value)
-    }
-    /// A boolean, never null.
-    pub fn bool(self, name: &str, value: impl Fn(&R) -> bool) -> Self {
-        self.collect::<_, BooleanArray>(name, false, |r| Some(value(r)))
+    /// A column that may be null, typed by its values ([`ColumnValue`]).
+    pub fn column_or_null<T: ColumnValue>(
+        self,
+        name: &str,
+        value: impl Fn(&R) -> Option<T>,
+    ) -> Self {
+        let a: T::Array = self.rows.iter().map(value).collect();
+        self.array(name, true, Arc::new(a))
     }
     /// A UTC time in microseconds since the Unix epoch, or null.
     pub fn time_or_null(self, name: &str, value: impl Fn(&R) -> Option<i64>) -> Self {
@@ -128,27 +122,27 @@ type TagOfDump<'a> = (&'a DumpRecord, &'a TagRow);
 /// The tags table: the dump's identity, then PoolMon's columns.
 fn tag_columns<'r>(rows: &'r [TagOfDump<'_>]) -> Columns<'r, TagOfDump<'r>> {
     Columns::new(rows)
-        .text("dump_id", |(d, _)| d.dump_id.clone())
-        .text("path", |(d, _)| d.path.clone())
-        .u32_or_null("build", |(d, _)| d.facts.build)
-        .text_or_null("boot_id", |(d, _)| d.facts.boot_id.clone())
-        .text_or_null("pdb_key", |(d, _)| d.facts.pdb_key.clone())
-        .u64_or_null("kern_base", |(d, _)| d.facts.kern_base)
+        .column("dump_id", |(d, _)| d.dump_id.clone())
+        .column("path", |(d, _)| d.path.clone())
+        .column_or_null("build", |(d, _)| d.facts.build)
+        .column_or_null("boot_id", |(d, _)| d.facts.boot_id.clone())
+        .column_or_null("pdb_key", |(d, _)| d.facts.pdb_key.clone())
+        .column_or_null("kern_base", |(d, _)| d.facts.kern_base)
         .time_or_null("system_time", |(d, _)| d.facts.system_time_us)
-        .f64_or_null("uptime_secs", |(d, _)| d.facts.uptime_secs)
-        .u32_or_null("bugcheck_code", |(d, _)| d.facts.bugcheck_code)
-        .text("tag", |(_, r)| r.tag.clone())
-        .u32("tag_value", |(_, r)| r.value)
-        .text("type", |(_, r)| r.pool.to_string())
-        .u64("allocs", |(_, r)| r.allocs)
-        .u64("frees", |(_, r)| r.frees)
-        .u64("diff", |(_, r)| r.diff)
-        .u64("bytes", |(_, r)| r.bytes)
-        .u64("per_alloc", |(_, r)| r.per_alloc)
-        .text_or_null("mapped_driver", |(_, r)| r.driver.clone())
-        .text_or_null("description", |(_, r)| r.description.clone())
-        .text("slot", |(_, r)| r.slot.to_string())
-        .bool("clamped", |(_, r)| r.clamped)
+        .column_or_null("uptime_secs", |(d, _)| d.facts.uptime_secs)
+        .column_or_null("bugcheck_code", |(d, _)| d.facts.bugcheck_code)
+        .column("tag", |(_, r)| r.tag.clone())
+        .column("tag_value", |(_, r)| r.value)
+        .column("type", |(_, r)| r.pool.to_string())
+        .column("allocs", |(_, r)| r.allocs)
+        .column("frees", |(_, r)| r.frees)
+        .column("diff", |(_, r)| r.diff)
+        .column("bytes", |(_, r)| r.bytes)
+        .column("per_alloc", |(_, r)| r.per_alloc)
+        .column_or_null("mapped_driver", |(_, r)| r.driver.clone())
+        .column_or_null("description", |(_, r)| r.description.clone())
+        .column("slot", |(_, r)| r.slot.to_string())
+        .column("clamped", |(_, r)| r.clamped)
 }
 
 /// The tags table's columns.
@@ -191,37 +185,37 @@ fn warnings_column(records: &[DumpRecord]) -> ArrayRef {
 fn dump_columns(records: &[DumpRecord]) -> Columns<'_, DumpRecord> {
     let param = |i: usize| move |d: &DumpRecord| d.facts.bugcheck_parameters.map(|p| p[i]);
     Columns::new(records)
-        .text("dump_id", |d| d.dump_id.clone())
-        .text("path", |d| d.path.clone())
-        .text("status", |d| d.status.as_str().to_string())
-        .text_or_null("error", |d| d.error.clone())
-        .u64("size", |d| d.size)
-        .u32_or_null("build", |d| d.facts.build)
-        .u32_or_null("processors", |d| d.facts.processors)
-        .text_or_null("dump_type", |d| d.facts.dump_type.clone())
+        .column("dump_id", |d| d.dump_id.clone())
+        .column("path", |d| d.path.clone())
+        .column("status", |d| d.status.as_str().to_string())
+        .column_or_null("error", |d| d.error.clone())
+        .column("size", |d| d.size)
+        .column_or_null("build", |d| d.facts.build)
+        .column_or_null("processors", |d| d.facts.processors)
+        .column_or_null("dump_type", |d| d.facts.dump_type.clone())
         .time_or_null("system_time", |d| d.facts.system_time_us)
-        .f64_or_null("uptime_secs", |d| d.facts.uptime_secs)
+        .column_or_null("uptime_secs", |d| d.facts.uptime_secs)
         .time_or_null("boot_time", |d| d.facts.boot_time_us)
-        .text_or_null("boot_id", |d| d.facts.boot_id.clone())
-        .u32_or_null("bugcheck_code", |d| d.facts.bugcheck_code)
-        .u64_or_null("bugcheck_p1", param(0))
-        .u64_or_null("bugcheck_p2", param(1))
-        .u64_or_null("bugcheck_p3", param(2))
-        .u64_or_null("bugcheck_p4", param(3))
-        .text_or_null("pdb_name", |d| d.facts.pdb_name.clone())
-        .text_or_null("pdb_key", |d| d.facts.pdb_key.clone())
-        .u64_or_null("kern_base", |d| d.facts.kern_base)
-        .u64_or_null("pfn_database", |d| d.facts.pfn_database)
-        .u32_or_null("modules", |d| d.facts.modules)
-        .u64("tags", |d| d.rows.len() as u64)
-        .u64_or_null("paged_allocs", |d| d.totals.map(|t| t.paged.allocs))
-        .u64_or_null("paged_frees", |d| d.totals.map(|t| t.paged.frees))
-        .u64_or_null("paged_bytes", |d| d.totals.map(|t| t.paged.bytes))
-        .u64_or_null("nonpaged_allocs", |d| d.totals.map(|t| t.nonpaged.allocs))
-        .u64_or_null("nonpaged_frees", |d| d.totals.map(|t| t.nonpaged.frees))
-        .u64_or_null("nonpaged_bytes", |d| d.totals.map(|t| t.nonpaged.bytes))
+        .column_or_null("boot_id", |d| d.facts.boot_id.clone())
+        .column_or_null("bugcheck_code", |d| d.facts.bugcheck_code)
+        .column_or_null("bugcheck_p1", param(0))
+        .column_or_null("bugcheck_p2", param(1))
+        .column_or_null("bugcheck_p3", param(2))
+        .column_or_null("bugcheck_p4", param(3))
+        .column_or_null("pdb_name", |d| d.facts.pdb_name.clone())
+        .column_or_null("pdb_key", |d| d.facts.pdb_key.clone())
+        .column_or_null("kern_base", |d| d.facts.kern_base)
+        .column_or_null("pfn_database", |d| d.facts.pfn_database)
+        .column_or_null("modules", |d| d.facts.modules)
+        .column("tags", |d| d.rows.len() as u64)
+        .column_or_null("paged_allocs", |d| d.totals.map(|t| t.paged.allocs))
+        .column_or_null("paged_frees", |d| d.totals.map(|t| t.paged.frees))
+        .column_or_null("paged_bytes", |d| d.totals.map(|t| t.paged.bytes))
+        .column_or_null("nonpaged_allocs", |d| d.totals.map(|t| t.nonpaged.allocs))
+        .column_or_null("nonpaged_frees", |d| d.totals.map(|t| t.nonpaged.frees))
+        .column_or_null("nonpaged_bytes", |d| d.totals.map(|t| t.nonpaged.bytes))
         .array("warnings", false, warnings_column(records))
-        .f64("seconds", |d| d.seconds)
+        .column("seconds", |d| d.seconds)
 }
 
 /// The dumps table's columns.

@@ -218,19 +218,19 @@ impl Dump {
 /// The columns of `Dump.find()`.
 fn find_columns<'r>(a: &'r [&'r FoundAllocation]) -> Columns<'r, &'r FoundAllocation> {
     Columns::new(a)
-        .text("tag", |x| x.tag.to_string())
-        .u32("tag_value", |x| x.tag.value())
-        .u64("va", |x| x.va.u64())
-        .u64_or_null("header", |x| x.header.map(|h| h.u64()))
-        .u64_or_null("pa", |x| x.pa.map(|p| p.0))
-        .u64("bytes", |x| x.bytes)
-        .text("pool", |x| x.pool.name().to_string())
-        .bool("session", |x| x.session)
-        .u32("pool_type", |x| x.pool_type)
-        .text("state", |x| x.state.to_string())
-        .text("allocator", |x| x.allocator.to_string())
-        .bool("protected", |x| x.protected)
-        .bool("in_dump", |x| x.in_dump)
+        .column("tag", |x| x.tag.to_string())
+        .column("tag_value", |x| x.tag.value())
+        .column("va", |x| x.va.u64())
+        .column_or_null("header", |x| x.header.map(|h| h.u64()))
+        .column_or_null("pa", |x| x.pa.map(|p| p.0))
+        .column("bytes", |x| x.bytes)
+        .column("pool", |x| x.pool.name().to_string())
+        .column("session", |x| x.session)
+        .column("pool_type", |x| x.pool_type)
+        .column("state", |x| x.state.to_string())
+        .column("allocator", |x| x.allocator.to_string())
+        .column("protected", |x| x.protected)
+        .column("in_dump", |x| x.in_dump)
 }
 
 /// Open a kernel crash dump and load nt's symbols. `symbol_path` is in
