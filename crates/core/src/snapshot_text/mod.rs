@@ -113,7 +113,8 @@ pub struct TextTable {
     pub header_line: usize,
     /// One row per tag and pool type, in the order read.
     pub rows: Vec<SnapshotRow>,
-    /// `!poolused 1`'s TOTAL row: (nonpaged, paged) as printed.
+    /// `!poolused`'s TOTAL row, or PoolMon's `Total` lines (a pool PoolMon
+    /// did not show counts 0): (nonpaged, paged) as printed.
     pub total: Option<(PoolCounters, PoolCounters)>,
     /// Session pool (`!poolused 8`, PoolMon /s): not the system pools.
     pub session: bool,
@@ -292,6 +293,19 @@ fn add_rows(
         why,
     };
     let parsed = if l.format.is_poolmon() {
+        if let Some(total) = poolmon_total(line) {
+            match total {
+                Ok((pool, c)) => {
+                    let (np, pg) = table.total.unwrap_or_default();
+                    table.total = Some(match pool {
+                        PoolClass::NonPaged => (c, pg),
+                        PoolClass::Paged => (np, c),
+                    });
+                }
+                Err(why) => problems.push(problem(why)),
+            }
+            return;
+        }
         poolmon_row(line, l).map(|(r, changes)| {
             // Change columns make it the display; without them it is the
             // /n log.
@@ -321,7 +335,7 @@ fn add_rows(
 mod rows;
 mod time;
 
-use rows::{header, is_prompt, known_line, poolmon_row, poolused_row};
+use rows::{header, is_prompt, known_line, poolmon_row, poolmon_total, poolused_row};
 pub use time::*;
 
 /// Where a text snapshot's time comes from, best first.
@@ -355,8 +369,19 @@ pub fn to_snapshot(
     if let Some((tn, tp)) = table.total
         && (tn.bytes != np.bytes || tp.bytes != pg.bytes)
     {
+        let (what, why) = if table.format.is_poolmon() {
+            (
+                "PoolMon's Total lines say",
+                "PoolMon shows only the rows that fit its window",
+            )
+        } else {
+            (
+                "the TOTAL row says",
+                "an interrupted !poolused prints partial results",
+            )
+        };
         warnings.push(format!(
-            "the TOTAL row says Nonp {} and Paged {} bytes but the rows add up to {} and {}: the table is incomplete (an interrupted !poolused prints partial results)",
+            "{what} Nonp {} and Paged {} bytes but the rows add up to {} and {}: the table is incomplete ({why})",
             tn.bytes, tp.bytes, np.bytes, pg.bytes
         ));
     }
