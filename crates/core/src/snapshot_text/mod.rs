@@ -3,7 +3,9 @@
 //!
 //! Formats (docs/leak-hunting.md shows each):
 //! * PoolMon's display: `Tag Type Allocs ( ) Frees ( ) Diff Bytes ( ) Per
-//!   Alloc [Mapped_Driver]`, with its `Memory:`/`Commit:` header lines;
+//!   Alloc [Mapped_Driver]`, with its `Memory:`/`Commit:` header lines and
+//!   the `Total  Nonp`/`Total Paged` lines of its `e` key (kept as the
+//!   table's totals, not rows);
 //! * PoolMon's `/n` snapshot file (poolsnap.log): the same columns without
 //!   the change columns ("the snapshot data is static", Microsoft's
 //!   poolmon-startup-command page);
