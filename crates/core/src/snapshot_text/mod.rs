@@ -111,7 +111,8 @@ pub struct TextProblem {
 pub struct TextTable {
     /// Which layout the table is in.
     pub format: TextFormat,
-    /// The header line's number.
+    /// The header line's number (for the second and later snapshots that
+    /// PoolSnap appended under one header, the line their rows start at).
     pub header_line: usize,
     /// One row per tag and pool type, in the order read.
     pub rows: Vec<SnapshotRow>,
@@ -190,13 +191,16 @@ pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportErr
     let mut session_time = None;
     let mut uptime = None;
     let mut saw_header = false;
+    let mut blank = false;
     for (n, raw) in text.lines().enumerate() {
         let line_no = n + 1;
         let line = raw.trim_end_matches(['\r', '\u{1A}']);
         let t = line.trim();
         if t.is_empty() {
+            blank = true;
             continue;
         }
+        let after_blank = std::mem::take(&mut blank);
         if let Some(h) = header(line, legacy_pending, session_pending) {
             legacy_pending = false;
             session_pending = false;
@@ -241,6 +245,18 @@ pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportErr
             });
             continue;
         };
+        if after_blank && next_appended_snapshot(line, l, table) {
+            let next = TextTable {
+                header_line: line_no,
+                rows: Vec::new(),
+                total: None,
+                ..table.clone()
+            };
+            tables.push(next);
+        }
+        let Some(table) = tables.last_mut() else {
+            continue;
+        };
         add_rows(line, line_no, l, table, &mut problems);
     }
     if !saw_header {
@@ -255,6 +271,18 @@ pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportErr
         session_time,
         uptime,
     })
+}
+
+/// Does `line`, read after a blank line, start the next snapshot of a
+/// log that PoolSnap appends to (poolsnap.c writes the header once per
+/// file, then a blank line and the rows for each run)? It does when the
+/// table is a log whose rows already have its tag and pool: a double-spaced
+/// copy of one log never repeats a row.
+fn next_appended_snapshot(line: &str, l: &Layout, table: &TextTable) -> bool {
+    table.format == TextFormat::PoolmonLog
+        && !table.rows.is_empty()
+        && poolmon_row(line, l)
+            .is_ok_and(|(r, changes)| !changes && table.rows.iter().any(|x| x.key() == r.key()))
 }
 
 /// A file whose tables all came out empty is an error that says where the

@@ -214,3 +214,29 @@ Number of regions cached: 17
     assert!(i.problems.is_empty(), "{:?}", i.problems);
     assert_eq!(i.tables[0].rows[0].bytes, 49152);
 }
+
+#[test]
+fn snapshots_appended_under_one_header_are_tables_of_their_own() {
+    // PoolSnap appends each run to its log: the header once, then a blank
+    // line and the rows of each run.
+    let text = "\
+\x20Tag  Type     Allocs     Frees      Diff   Bytes  Per Alloc
+
+ Hij1 Nonp         50        10        40    5120        128
+ Hij2 Paged         8         8         0       0          0
+
+ Hij1 Nonp         90        10        80   10240        128
+ Hij2 Paged        12         9         3     192         64
+";
+    let i = parse_text(text.as_bytes(), "poolsnap.log").unwrap();
+    assert!(i.problems.is_empty(), "{:?}", i.problems);
+    assert_eq!(i.tables.len(), 2);
+    assert_eq!(i.tables[1].header_line, 6);
+    let hij1 = |t: &TextTable| t.rows.iter().find(|r| r.tag_text == "Hij1").unwrap().bytes;
+    assert_eq!((hij1(&i.tables[0]), hij1(&i.tables[1])), (5120, 10240));
+    // One log copied with a blank line after every row stays one table.
+    let spaced = text.lines().take(5).collect::<Vec<_>>().join("\n\n");
+    let i = parse_text(spaced.as_bytes(), "spaced.log").unwrap();
+    assert_eq!(i.tables.len(), 1);
+    assert_eq!(i.tables[0].rows.len(), 2);
+}
