@@ -202,7 +202,7 @@ fn binary_kind(b: &str) -> BinaryKind {
 /// Does a field read as a binary rather than as prose? A single token
 /// (`FsLib`, `x.sys`, `nt!mm`, `<drv.sys>`), or binaries joined by ` or `
 /// or `/`.
-fn looks_like_binary(f: &str) -> bool {
+pub(crate) fn looks_like_binary(f: &str) -> bool {
     let token = |t: &str| {
         !t.is_empty()
             && !t.contains(char::is_whitespace)

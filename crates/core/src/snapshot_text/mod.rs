@@ -3,7 +3,9 @@
 //!
 //! Formats (docs/leak-hunting.md shows each):
 //! * PoolMon's display: `Tag Type Allocs ( ) Frees ( ) Diff Bytes ( ) Per
-//!   Alloc [Mapped_Driver]`, with its `Memory:`/`Commit:` header lines;
+//!   Alloc [Mapped_Driver]`, with its `Memory:`/`Commit:` header lines and
+//!   the `Total  Nonp`/`Total Paged` lines of its `e` key (kept as the
+//!   table's totals, not rows);
 //! * PoolMon's `/n` snapshot file (poolsnap.log): the same columns without
 //!   the change columns ("the snapshot data is static", Microsoft's
 //!   poolmon-startup-command page);
@@ -109,11 +111,13 @@ pub struct TextProblem {
 pub struct TextTable {
     /// Which layout the table is in.
     pub format: TextFormat,
-    /// The header line's number.
+    /// The header line's number (for the second and later snapshots that
+    /// PoolSnap appended under one header, the line their rows start at).
     pub header_line: usize,
     /// One row per tag and pool type, in the order read.
     pub rows: Vec<SnapshotRow>,
-    /// `!poolused 1`'s TOTAL row: (nonpaged, paged) as printed.
+    /// `!poolused`'s TOTAL row, or PoolMon's `Total` lines (a pool PoolMon
+    /// did not show counts 0): (nonpaged, paged) as printed.
     pub total: Option<(PoolCounters, PoolCounters)>,
     /// Session pool (`!poolused 8`, PoolMon /s): not the system pools.
     pub session: bool,
@@ -187,13 +191,16 @@ pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportErr
     let mut session_time = None;
     let mut uptime = None;
     let mut saw_header = false;
+    let mut blank = false;
     for (n, raw) in text.lines().enumerate() {
         let line_no = n + 1;
         let line = raw.trim_end_matches(['\r', '\u{1A}']);
         let t = line.trim();
         if t.is_empty() {
+            blank = true;
             continue;
         }
+        let after_blank = std::mem::take(&mut blank);
         if let Some(h) = header(line, legacy_pending, session_pending) {
             legacy_pending = false;
             session_pending = false;
@@ -238,6 +245,18 @@ pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportErr
             });
             continue;
         };
+        if after_blank && next_appended_snapshot(line, l, table) {
+            let next = TextTable {
+                header_line: line_no,
+                rows: Vec::new(),
+                total: None,
+                ..table.clone()
+            };
+            tables.push(next);
+        }
+        let Some(table) = tables.last_mut() else {
+            continue;
+        };
         add_rows(line, line_no, l, table, &mut problems);
     }
     if !saw_header {
@@ -252,6 +271,18 @@ pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportErr
         session_time,
         uptime,
     })
+}
+
+/// Does `line`, read after a blank line, start the next snapshot of a
+/// log that PoolSnap appends to (poolsnap.c writes the header once per
+/// file, then a blank line and the rows for each run)? It does when the
+/// table is a log whose rows already have its tag and pool: a double-spaced
+/// copy of one log never repeats a row.
+fn next_appended_snapshot(line: &str, l: &Layout, table: &TextTable) -> bool {
+    table.format == TextFormat::PoolmonLog
+        && !table.rows.is_empty()
+        && poolmon_row(line, l)
+            .is_ok_and(|(r, changes)| !changes && table.rows.iter().any(|x| x.key() == r.key()))
 }
 
 /// A file whose tables all came out empty is an error that says where the
@@ -292,6 +323,19 @@ fn add_rows(
         why,
     };
     let parsed = if l.format.is_poolmon() {
+        if let Some(total) = poolmon_total(line) {
+            match total {
+                Ok((pool, c)) => {
+                    let (np, pg) = table.total.unwrap_or_default();
+                    table.total = Some(match pool {
+                        PoolClass::NonPaged => (c, pg),
+                        PoolClass::Paged => (np, c),
+                    });
+                }
+                Err(why) => problems.push(problem(why)),
+            }
+            return;
+        }
         poolmon_row(line, l).map(|(r, changes)| {
             // Change columns make it the display; without them it is the
             // /n log.
@@ -321,7 +365,7 @@ fn add_rows(
 mod rows;
 mod time;
 
-use rows::{header, is_prompt, known_line, poolmon_row, poolused_row};
+use rows::{header, is_prompt, known_line, poolmon_row, poolmon_total, poolused_row};
 pub use time::*;
 
 /// Where a text snapshot's time comes from, best first.
@@ -355,8 +399,19 @@ pub fn to_snapshot(
     if let Some((tn, tp)) = table.total
         && (tn.bytes != np.bytes || tp.bytes != pg.bytes)
     {
+        let (what, why) = if table.format.is_poolmon() {
+            (
+                "PoolMon's Total lines say",
+                "PoolMon shows only the rows that fit its window",
+            )
+        } else {
+            (
+                "the TOTAL row says",
+                "an interrupted !poolused prints partial results",
+            )
+        };
         warnings.push(format!(
-            "the TOTAL row says Nonp {} and Paged {} bytes but the rows add up to {} and {}: the table is incomplete (an interrupted !poolused prints partial results)",
+            "{what} Nonp {} and Paged {} bytes but the rows add up to {} and {}: the table is incomplete ({why})",
             tn.bytes, tp.bytes, np.bytes, pg.bytes
         ));
     }

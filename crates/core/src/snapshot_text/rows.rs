@@ -93,32 +93,58 @@ pub(super) fn known_line(t: &str) -> bool {
         || lower.starts_with("pool used")
         || t.split_whitespace()
             .all(|w| matches!(w, "NonPaged" | "Paged" | "Nonpaged"))
+        || kd_cache_line(&lower)
 }
 
-/// A PoolMon row: tag, type, then Allocs [(n)] Frees [(n)] Diff Bytes
-/// [(n)] Per-Alloc, then the Mapped_Driver text.
-pub(super) fn poolmon_row(line: &str, l: &Layout) -> Result<(SnapshotRow, bool), String> {
-    let chars: Vec<char> = line.chars().collect();
-    if chars.len() < l.tag_col + 5 {
-        return Err("too short for a PoolMon row".into());
+/// The kd cache report WinDbg prints when `!poolused` grows the cache
+/// (`*** CacheSize too low - increasing to 81 MB`, `Max cache size is :
+/// ...`, `counts: ... cached/... uncached`, `** Transition PTEs are
+/// implicitly decoded`); `lower` is the trimmed line in lower case.
+fn kd_cache_line(lower: &str) -> bool {
+    const PREFIXES: [&str; 4] = [
+        "*** cachesize too low",
+        "max cache size is",
+        "total memory in cache",
+        "number of regions cached",
+    ];
+    PREFIXES.iter().any(|p| lower.starts_with(p))
+        || (lower.contains("full reads broken into") && lower.ends_with("partial reads"))
+        || ((lower.starts_with("counts:") || lower.starts_with("bytes :"))
+            && lower.contains("uncached"))
+        || (lower.starts_with("** ") && lower.ends_with("implicitly decoded"))
+}
+
+/// PoolMon's Type column.
+fn pool_type(w: &str) -> Option<PoolClass> {
+    match w {
+        "Nonp" | "NonP" | "Nonpaged" | "NonPaged" => Some(PoolClass::NonPaged),
+        "Paged" => Some(PoolClass::Paged),
+        _ => None,
     }
-    let tag_text: String = chars[l.tag_col..l.tag_col + 4].iter().collect();
-    let rest: String = chars[l.tag_col + 4..].iter().collect();
-    if !rest.starts_with(char::is_whitespace) {
-        return Err("the tag column is not four characters wide".into());
-    }
-    let w = words(&rest);
+}
+
+/// What follows the tag in a PoolMon row or `Total` line: the pool, the
+/// five numbers (Allocs, Frees, Diff, Bytes, Per Alloc), whether `( n)`
+/// change columns were there, and the text after the numbers.
+struct PoolmonCounts {
+    pool: PoolClass,
+    nums: [u64; 5],
+    changes: bool,
+    after: String,
+}
+
+/// Type, then Allocs [(n)] Frees [(n)] Diff Bytes [(n)] Per-Alloc.
+fn poolmon_counts(rest: &str) -> Result<PoolmonCounts, String> {
+    let w = words(rest);
     let mut it = w.iter();
     let ty = it.next().ok_or("no Type column")?;
-    let pool = match ty.2 {
-        "Nonp" | "NonP" | "Nonpaged" | "NonPaged" => PoolClass::NonPaged,
-        "Paged" => PoolClass::Paged,
-        other => return Err(format!("Type `{other}` is neither Nonp nor Paged")),
-    };
-    let mut nums = Vec::new();
+    let pool =
+        pool_type(ty.2).ok_or_else(|| format!("Type `{}` is neither Nonp nor Paged", ty.2))?;
+    let mut nums = [0u64; 5];
+    let mut got = 0;
     let mut changes = false;
     let mut end = ty.1;
-    while nums.len() < 5 {
+    while got < nums.len() {
         let x = it.next().ok_or("fewer than five numbers")?;
         // A `( n)` change column: `(`, `n)` or `(n)`.
         if x.2.starts_with('(') {
@@ -130,29 +156,92 @@ pub(super) fn poolmon_row(line: &str, l: &Layout) -> Result<(SnapshotRow, bool),
             end = y.1;
             continue;
         }
-        nums.push(
+        nums[got] =
             x.2.parse::<u64>()
-                .map_err(|_| format!("`{}` is not a count", x.2))?,
-        );
+                .map_err(|_| format!("`{}` is not a count", x.2))?;
+        got += 1;
         end = x.1;
     }
     // A trailing change column after Per Alloc is not PoolMon's, but
     // Bytes' change column comes before it and was consumed above.
-    let driver_text: String = rest.chars().skip(end).collect();
-    let [allocs, frees, diff, bytes, _per] = [nums[0], nums[1], nums[2], nums[3], nums[4]];
+    Ok(PoolmonCounts {
+        pool,
+        nums,
+        changes,
+        after: rest.chars().skip(end).collect(),
+    })
+}
+
+/// The tag of a PoolMon row and the text after it. Where the columns line
+/// up, the tag is the four characters under `Tag` (tags have spaces:
+/// `Dh 1`); in a copy whose spacing was collapsed (`Io Nonp 1021112 ( 1)
+/// ...`) it is the text before the Type word, space-padded to four as
+/// PoolMon prints it.
+fn poolmon_tag(chars: &[char], tag_col: usize) -> Result<(String, String), String> {
+    let fixed: String = chars[tag_col..tag_col + 4].iter().collect();
+    let rest: String = chars[tag_col + 4..].iter().collect();
+    if rest.starts_with(char::is_whitespace) {
+        return Ok((fixed, rest));
+    }
+    let from: String = chars[tag_col..].iter().collect();
+    let short = words(&from)
+        .into_iter()
+        .find(|x| x.0 > 0 && pool_type(x.2).is_some())
+        .map(|x| x.0)
+        .and_then(|ty| {
+            let tag: String = chars[tag_col..tag_col + ty].iter().collect();
+            let tag = tag.trim_end();
+            (tag.chars().count() <= 4)
+                .then(|| (format!("{tag:<4}"), from.chars().skip(ty).collect()))
+        });
+    short.ok_or_else(|| "the tag column is not four characters wide".into())
+}
+
+/// A PoolMon row: tag, type, then Allocs [(n)] Frees [(n)] Diff Bytes
+/// [(n)] Per-Alloc, then the Mapped_Driver text.
+pub(super) fn poolmon_row(line: &str, l: &Layout) -> Result<(SnapshotRow, bool), String> {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() < l.tag_col + 5 {
+        return Err("too short for a PoolMon row".into());
+    }
+    let (tag_text, rest) = poolmon_tag(&chars, l.tag_col)?;
+    let c = poolmon_counts(&rest)?;
+    let [allocs, frees, diff, bytes, _per] = c.nums;
     let tag = PoolTag::from_bytes(tag_bytes(&tag_text)?);
     let row = SnapshotRow {
         tag_text: tag.to_string(),
         tag,
-        pool,
+        pool: c.pool,
         allocs,
         frees,
         diff,
         bytes,
         overflow: false,
-        driver: poolmon_driver(driver_text.trim()),
+        driver: poolmon_driver(c.after.trim()),
     };
-    Ok((row, changes))
+    Ok((row, c.changes))
+}
+
+/// PoolMon's totals (its `e` key or `/e`): `Total  Nonp` and `Total Paged`
+/// lines under the rows, printed from column 0 with the row's columns
+/// (poolmon.c). `None` when the line is not one; the pool and its counters
+/// otherwise.
+pub(super) fn poolmon_total(line: &str) -> Option<Result<(PoolClass, PoolCounters), String>> {
+    let rest = line.trim_start().strip_prefix("Total")?;
+    let first = rest.split_whitespace().next()?;
+    if !rest.starts_with(char::is_whitespace) || pool_type(first).is_none() {
+        return None;
+    }
+    Some(poolmon_counts(rest).map(|c| {
+        let [allocs, frees, diff, bytes, _per] = c.nums;
+        let counters = PoolCounters {
+            allocs,
+            frees,
+            diff,
+            bytes,
+        };
+        (c.pool, counters)
+    }))
 }
 
 fn tag_bytes(s: &str) -> Result<[u8; 4], String> {
@@ -164,7 +253,9 @@ fn tag_bytes(s: &str) -> Result<[u8; 4], String> {
 }
 
 /// `[ntfs.sys - AttrSup.c]`, `[ipsec][ipsec.sys - timers]`, `[nt!ps -
-/// Thread objects]`, `Unknown Driver`.
+/// Thread objects]`, `Unknown Driver`. A group with no ` - ` that is not a
+/// binary's name is a pooltag.txt description with no binary (`[Gdi
+/// Objects]`, `[Font related stuff]` in session pool screens): no driver.
 fn poolmon_driver(t: &str) -> Option<String> {
     if t.is_empty() || t.eq_ignore_ascii_case("unknown driver") {
         return None;
@@ -181,6 +272,9 @@ fn poolmon_driver(t: &str) -> Option<String> {
         .or(groups.first())
         .copied()
         .unwrap_or(t);
+    if !pick.contains(" - ") && !crate::pool::pooltag::looks_like_binary(pick) {
+        return None;
+    }
     let name = pick.split(" - ").next().unwrap_or(pick).trim();
     (!name.is_empty() && !name.eq_ignore_ascii_case("<unknown>")).then(|| name.to_string())
 }
@@ -207,9 +301,12 @@ fn poolused_numbers(rest: &str, l: &Layout, after: usize) -> Result<(Vec<u64>, u
         } else {
             // The last number may be glued to the description (legacy
             // layout): where the columns line up, it ends under its
-            // header word.
+            // header word. Only when a description follows: a number that
+            // ends the line (the TOTAL row, `13066104` past its column)
+            // is whole.
             let col_end = l.num_ends[i] as isize - after as isize;
-            if col_end > x.0 as isize && (col_end as usize) < x.0 + len {
+            let described = len < x.2.chars().count() || w.len() > n;
+            if described && col_end > x.0 as isize && (col_end as usize) < x.0 + len {
                 len = col_end as usize - x.0;
             }
             desc_from = x.0 + len;

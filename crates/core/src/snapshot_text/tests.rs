@@ -81,3 +81,162 @@ fn hostile_rows_are_reported_not_panicked_on() {
         "the paged Used before a glued `x`"
     );
 }
+
+#[test]
+fn a_legacy_total_row_wider_than_its_columns_is_read_whole() {
+    // The TOTAL row's sums overrun the header's columns and nothing
+    // follows them: no description is glued on, so nothing is cut off.
+    let text = "\
+  Pool Used:
+            NonPaged            Paged
+ Tag    Allocs     Used    Allocs     Used
+ Qrs1        2      640         0        0Made-up driver , Binary: qrs.sys
+ Qrs2        0        0         3        02048 bytes glued on
+ TOTAL     7654321 987654321     45678 24681357
+";
+    let i = parse_text(text.as_bytes(), "legacy-total.txt").unwrap();
+    assert!(i.problems.is_empty(), "{:?}", i.problems);
+    let t = &i.tables[0];
+    let (np, pg) = t.total.unwrap();
+    assert_eq!((np.diff, np.bytes), (7_654_321, 987_654_321));
+    assert_eq!((pg.diff, pg.bytes), (45_678, 24_681_357));
+    // A glued description that starts with digits is still cut off.
+    let q2 = t.rows.iter().find(|r| r.tag_text == "Qrs2").unwrap();
+    assert_eq!((q2.diff, q2.bytes), (3, 0));
+}
+
+#[test]
+fn collapsed_poolmon_rows_with_short_tags_are_read() {
+    // A published copy whose runs of spaces became one: a tag shorter than
+    // four characters is followed by one space, then the Type word.
+    let text = "\
+Tag Type Allocs Frees Diff Bytes Per Alloc
+Qq Nonp 500 ( 2) 480 ( 1) 20 2560 ( 128) 128
+Z Paged 9 ( 0) 3 ( 0) 6 600 ( 0) 100
+Wxyz Nonp 7 ( 0) 7 ( 0) 0 0 ( 0) 0
+";
+    let i = parse_text(text.as_bytes(), "collapsed.txt").unwrap();
+    assert!(i.problems.is_empty(), "{:?}", i.problems);
+    let t = &i.tables[0];
+    assert_eq!(t.format, TextFormat::PoolmonDisplay);
+    let tags: Vec<&str> = t.rows.iter().map(|r| r.tag_text.as_str()).collect();
+    assert_eq!(tags, ["Qq  ", "Z   ", "Wxyz"]);
+    let qq = &t.rows[0];
+    assert_eq!(
+        (qq.pool, qq.allocs, qq.frees, qq.diff, qq.bytes),
+        (PoolClass::NonPaged, 500, 480, 20, 2560)
+    );
+    assert_eq!(t.rows[1].pool, PoolClass::Paged);
+}
+
+#[test]
+fn poolmon_total_lines_are_totals_not_rows() {
+    // PoolMon's `e` key adds `Total  Nonp` / `Total Paged` lines, printed
+    // from column 0 with the rows' columns.
+    let screen = |paged_bytes: u64| {
+        format!(
+            " Tag  Type     Allocs            Frees            Diff   Bytes       Per Alloc
+
+ Mno1 Nonp        40 (   0)        30 (   0)       10    1280 (     0)    128
+ Mno2 Paged       12 (   3)         2 (   0)       10     640 (    64)     64
+
+Total  Nonp        40 (   0)        30 (   0)       10    1280 (     0)    128
+Total Paged        12 (   3)         2 (   0)       10 {paged_bytes:7} (    64)     64
+"
+        )
+    };
+    let i = parse_text(screen(640).as_bytes(), "totals.txt").unwrap();
+    assert!(i.problems.is_empty(), "{:?}", i.problems);
+    let t = &i.tables[0];
+    assert_eq!(t.rows.len(), 2, "{:?}", t.rows);
+    let (np, pg) = t.total.unwrap();
+    assert_eq!((np.allocs, np.frees, np.diff, np.bytes), (40, 30, 10, 1280));
+    assert_eq!((pg.allocs, pg.bytes), (12, 640));
+    let total_warnings = |text: String| {
+        let i = parse_text(text.as_bytes(), "totals.txt").unwrap();
+        let s = to_snapshot(&i, None, Path::new("totals.txt"), TextTime::Unknown);
+        assert_eq!(s.totals.paged.bytes, 640);
+        s.warnings
+            .into_iter()
+            .filter(|w| w.message.contains("PoolMon's Total lines say"))
+            .count()
+    };
+    assert_eq!(total_warnings(screen(640)), 0);
+    // Rows that do not add up to the totals (the window cut the list
+    // short) are said to be incomplete.
+    assert_eq!(total_warnings(screen(99_999)), 1);
+}
+
+#[test]
+fn poolmon_mapped_driver_descriptions_are_not_drivers() {
+    let text = "\
+Tag  Type     Allocs            Frees            Diff   Bytes      Per Alloc  Mapped_Driver
+
+Rst1 Paged        10 (   0)         5 (   0)        5     320 (     0)     64 [Made up widget cache]
+Rst2 Paged        10 (   0)         5 (   0)        5     320 (     0)     64 [rstdrv]
+Rst3 Nonp         10 (   0)         5 (   0)        5     320 (     0)     64 [rst.sys - Widget lists]
+";
+    let i = parse_text(text.as_bytes(), "mapped.txt").unwrap();
+    assert!(i.problems.is_empty(), "{:?}", i.problems);
+    let drivers: Vec<Option<&str>> = i.tables[0]
+        .rows
+        .iter()
+        .map(|r| r.driver.as_deref())
+        .collect();
+    assert_eq!(drivers, [None, Some("rstdrv"), Some("rst.sys")]);
+}
+
+#[test]
+fn the_kd_cache_report_before_a_table_is_understood() {
+    let text = "\
+1: kd> !poolused 2
+Using a machine size of 3e8f1 pages to configure the kd cache
+
+*** CacheSize too low - increasing to 64 MB
+
+Max cache size is       : 67108864 bytes (0x10000 KB) 
+Total memory in cache   : 4321 bytes (0x5 KB) 
+Number of regions cached: 17
+99 full reads broken into 120 partial reads
+    counts: 80 cached/40 uncached, 66.67% cached
+    bytes : 5000 cached/2500 uncached, 66.67% cached
+** Transition PTEs are implicitly decoded
+** Prototype PTEs are implicitly decoded
+..
+ Sorting by NonPaged Pool Consumed
+
+               NonPaged                  Paged
+ Tag     Allocs         Used     Allocs         Used
+
+ Uvw1        12        49152          0            0\tMade-up buffers , Binary: uvw.sys
+";
+    let i = parse_text(text.as_bytes(), "kdcache.txt").unwrap();
+    assert!(i.problems.is_empty(), "{:?}", i.problems);
+    assert_eq!(i.tables[0].rows[0].bytes, 49152);
+}
+
+#[test]
+fn snapshots_appended_under_one_header_are_tables_of_their_own() {
+    // PoolSnap appends each run to its log: the header once, then a blank
+    // line and the rows of each run.
+    let text = "\
+\x20Tag  Type     Allocs     Frees      Diff   Bytes  Per Alloc
+
+ Hij1 Nonp         50        10        40    5120        128
+ Hij2 Paged         8         8         0       0          0
+
+ Hij1 Nonp         90        10        80   10240        128
+ Hij2 Paged        12         9         3     192         64
+";
+    let i = parse_text(text.as_bytes(), "poolsnap.log").unwrap();
+    assert!(i.problems.is_empty(), "{:?}", i.problems);
+    assert_eq!(i.tables.len(), 2);
+    assert_eq!(i.tables[1].header_line, 6);
+    let hij1 = |t: &TextTable| t.rows.iter().find(|r| r.tag_text == "Hij1").unwrap().bytes;
+    assert_eq!((hij1(&i.tables[0]), hij1(&i.tables[1])), (5120, 10240));
+    // One log copied with a blank line after every row stays one table.
+    let spaced = text.lines().take(5).collect::<Vec<_>>().join("\n\n");
+    let i = parse_text(spaced.as_bytes(), "spaced.log").unwrap();
+    assert_eq!(i.tables.len(), 1);
+    assert_eq!(i.tables[0].rows.len(), 2);
+}
