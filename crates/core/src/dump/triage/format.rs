@@ -2,6 +2,8 @@
 //! its sections hold, and the MiniDumpFields bits that say which parts
 //! the writer filled.
 
+use super::summary::TriageHeader;
+
 /// The DumpType of a small memory dump.
 pub(super) const DUMP_TYPE_TRIAGE: u32 = 4;
 /// 'TRGD' at ValidOffset: the writer finished.
@@ -59,21 +61,27 @@ pub(super) const DATA_BLOCK_SIZE: usize = 16;
 /// stacks are at most a few pages. A larger claim is refused.
 pub(super) const MAX_CALL_STACK: u32 = 1 << 20;
 
-/// The MiniDumpFields bits of a small memory dump (TRIAGE_DUMP_*): which
-/// parts the writer filled.
-pub(super) const VALID_FIELDS: &[(u32, &str)] = &[
-    (0x0001, "context"),
-    (0x0002, "exception"),
-    (0x0004, "PRCB"),
-    (0x0008, "process"),
-    (0x0010, "thread"),
-    (0x0020, "stack"),
-    (0x0040, "driver list"),
-    (0x0080, "broken driver"),
-    (0x0100, "Mm information"),
-    (0x0200, "data page"),
-    (0x0400, "debugger data"),
-    (0x0800, "data blocks"),
+/// Reads the TRIAGE_DUMP64 offset of one part (0: not in the file).
+pub(super) type PartOffset = fn(&TriageHeader) -> u32;
+
+/// The MiniDumpFields bits of a small memory dump (TRIAGE_DUMP_*), each with
+/// the part it stands for and the TRIAGE_DUMP64 offset that locates that
+/// part. A bit can be set while its offset is 0, so nothing of that part is
+/// in the file: both public Windows 10/11 small dumps flag "broken driver"
+/// (0x80) with BrokenDriverOffset 0.
+pub(super) const VALID_FIELDS: &[(u32, &str, PartOffset)] = &[
+    (0x0001, "context", |t| t.context_offset),
+    (0x0002, "exception", |t| t.exception_offset),
+    (0x0004, "PRCB", |t| t.prcb_offset),
+    (0x0008, "process", |t| t.process_offset),
+    (0x0010, "thread", |t| t.thread_offset),
+    (0x0020, "stack", |t| t.call_stack_offset),
+    (0x0040, "driver list", |t| t.driver_list_offset),
+    (0x0080, "broken driver", |t| t.broken_driver_offset),
+    (0x0100, "Mm information", |t| t.mm_offset),
+    (0x0200, "data page", |t| t.data_page_offset),
+    (0x0400, "debugger data", |t| t.debugger_data_offset),
+    (0x0800, "data blocks", |t| t.data_blocks_offset),
 ];
 
 /// MiniDumpFields: which parts the writer filled. A writer that predates
@@ -96,13 +104,14 @@ impl Fields {
         !self.known || self.raw & bit != 0
     }
 
-    /// The parts filled, by name (none when the field is not known).
-    pub(super) fn names(&self) -> Vec<&'static str> {
+    /// The parts the file holds, by name: flagged and given an offset
+    /// (none when the field is not known).
+    pub(super) fn names(&self, th: &TriageHeader) -> Vec<&'static str> {
         if self.known {
             VALID_FIELDS
                 .iter()
-                .filter(|(bit, _)| self.raw & bit != 0)
-                .map(|(_, n)| *n)
+                .filter(|(bit, _, offset)| self.raw & bit != 0 && offset(th) != 0)
+                .map(|(_, n, _)| *n)
                 .collect()
         } else {
             Vec::new()

@@ -89,7 +89,7 @@ pub(super) fn parse(file: &[u8]) -> Result<Parsed, HeaderError> {
         product_type: u32_at(off::PRODUCT_TYPE),
         suite_mask: u32_at(off::SUITE_MASK),
         required_dump_space: u64_at(off::REQUIRED_DUMP_SPACE),
-        fields: fields.names(),
+        fields: fields.names(&th),
         fields_raw: fields.raw,
         complete,
         triage: th,

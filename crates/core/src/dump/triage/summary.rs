@@ -392,7 +392,8 @@ pub struct TriageSummary {
     pub suite_mask: u32,
     /// RequiredDumpSpace: the file size the writer announced, in bytes.
     pub required_dump_space: u64,
-    /// MiniDumpFields: the parts the writer filled, by name.
+    /// The parts the file holds, by name: those MiniDumpFields flags whose TRIAGE_DUMP64 offset is
+    /// not 0 (Windows flags "broken driver" even when it blamed no driver and left the offset 0).
     pub fields: Vec<&'static str>,
     /// MiniDumpFields as stored ("PAGE" from a writer that predates it: every part is then trusted
     /// by its offset).
