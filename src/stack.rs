@@ -154,8 +154,15 @@ pub fn collect(args: &Args) -> Result<StackReport> {
     let modules = kernel::walk_loaded_modules(&dump, head, &KLDR_BOOTSTRAP, &WalkLimits::default());
     notes.extend(modules.warnings.iter().map(|w| format!("module list: {w}")));
     if modules.modules.is_empty() {
+        // Say why: a truncated file or an unreadable list head is in the
+        // notes, and the user needs it more than the symptom.
+        let why = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", notes.join("; "))
+        };
         bail!(
-            "{}: the loaded-module list at {head} is empty or unreadable, so no frame can be unwound",
+            "{}: the loaded-module list at {head} is empty or unreadable{why}, so no frame can be unwound",
             path.display()
         );
     }

@@ -239,6 +239,29 @@ fn bad_context_addresses_are_errors_that_say_what_to_do() {
     assert!(r.stderr.contains("/nonexistent/MEMORY.DMP"), "{}", r.stderr);
 }
 
+/// A full dump cut short after its first pages (a real one, a DumpIt full
+/// dump kept as its header and two pages, showed it): `stack` cannot read
+/// the module list and says why, naming the truncation, not only that the
+/// list is empty.
+#[test]
+fn a_truncated_full_dump_says_why_the_module_list_is_unreadable() {
+    let (m, _) = crashed(NtBuild::Win10_19041, 15, false);
+    let dir = tempfile::tempdir().unwrap();
+    let (dump, syms) = write(&m, dir.path(), DumpKind::Full);
+    let mut bytes = std::fs::read(&dump).unwrap();
+    pooldump_kit::corrupt::corrupt_file(
+        &mut bytes,
+        pooldump_kit::corrupt::FileCorruption::Truncate(0x4000),
+    );
+    std::fs::write(&dump, &bytes).unwrap();
+    let r = pooldump(&["stack", &dump, "--symbol-path", &syms, "--offline"]);
+    assert_eq!(r.code(), Some(1), "{}", r.stdout);
+    assert!(r.stderr.contains(&dump), "{}", r.stderr);
+    assert!(r.stderr.contains("module list"), "{}", r.stderr);
+    assert!(r.stderr.contains("truncated"), "{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+}
+
 /// A small memory dump holds the stack bytes and the driver list, no
 /// image: `stack` finds each module's image file in the symbol store by
 /// its TimeDateStamp and SizeOfImage, as WinDbg does, and prints the stack
