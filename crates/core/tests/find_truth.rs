@@ -262,6 +262,23 @@ fn every_build_finds_what_the_kit_placed() {
             b == NtBuild::Win81_9600,
             "{b}: regions"
         );
+        // Only pool regions are walked: 1607's SystemVaRegions also has
+        // WorkingSetPagedPool and WorkingSetSystemCache (the system working
+        // sets' lists), which the kit maps like every other region.
+        let names: BTreeSet<&str> = r
+            .regions
+            .iter()
+            .flatten()
+            .map(|g| g.name.as_str())
+            .collect();
+        if b == NtBuild::Win10_14393 {
+            let want = BTreeSet::from(["NonPagedPool", "PagedPool", "Session", "SpecialPool"]);
+            assert_eq!(names, want, "{b}: regions");
+        }
+        assert!(
+            !names.iter().any(|n| n.starts_with("WorkingSet")),
+            "{b}: {names:?}"
+        );
         assert!(
             r.warnings
                 .iter()

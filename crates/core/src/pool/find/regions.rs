@@ -43,7 +43,8 @@ pub(super) fn pool_regions<M: Memory + ?Sized>(
 
 /// The pool regions among `MiVisibleState` (at `vs`)'s SystemVaRegions,
 /// named by `_MI_ASSIGNED_REGION_TYPES` (`en`) without its
-/// `AssignedRegion` prefix.
+/// `AssignedRegion` prefix: nonpaged, paged, special and session pool
+/// (and 19041+'s SecureNonPagedPool), never a working set's list.
 fn assigned_regions<M: Memory + ?Sized>(
     mem: &M,
     syms: &KernelSymbols,
@@ -56,7 +57,9 @@ fn assigned_regions<M: Memory + ?Sized>(
         let Some(short) = name.strip_prefix("AssignedRegion") else {
             continue;
         };
-        if !pool.iter().any(|p| short.contains(p)) {
+        // 1607's WorkingSetPagedPool (and WorkingSetSystemCache) region
+        // holds that system working set's list, not its pages: not pool.
+        if short.starts_with("WorkingSet") || !pool.iter().any(|p| short.contains(p)) {
             continue;
         }
         let field = |member: &str| {
