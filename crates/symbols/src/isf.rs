@@ -160,7 +160,8 @@ pub fn read_isf(path: &Path) -> Result<(Option<PdbIdentity>, Layouts, Vec<String
 }
 
 /// An ISF file for `wanted`: `p` itself, or inside directory `p` (flat
-/// `<GUID>-<age>.json[.xz]`, or Volatility's `windows/<pdb>/...` tree),
+/// `<GUID>-<age>.json[.xz]`, under `<pdb>/`, or Volatility's
+/// `windows/<pdb>/...` tree, itself perhaps under `symbols/`),
 /// matched by GUID and age: the file, its layouts and warnings. Each file
 /// tried that does not serve is noted in `attempts`.
 pub fn find_isf(
@@ -173,11 +174,14 @@ pub fn find_isf(
         let mut v = Vec::new();
         // Volatility's pdbconv, run on a PDB file, records the database as
         // `unknown.pdb`: its tree puts the file under that name.
+        // A `symbols` directory above the tree too: Volatility's package
+        // and checkouts of ISF collections keep `symbols/windows/<pdb>/`.
         for dir in [
             p.to_path_buf(),
             p.join("windows").join(&wanted.name),
             p.join(&wanted.name),
             p.join("windows").join("unknown.pdb"),
+            p.join("symbols").join("windows").join(&wanted.name),
         ] {
             for ext in ["json.xz", "json"] {
                 v.push(dir.join(format!("{base}.{ext}")));
@@ -495,4 +499,51 @@ fn describe(isf: &Isf, t: &IsfType, f: &mut FieldLayout, depth: u32) -> Result<(
         other => return Err(format!("unknown type kind '{other}'")),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ISF naming `ntkrnlmp.pdb` with `guid` and age 1, and one type.
+    fn tiny_isf(guid: &str) -> String {
+        format!(
+            r#"{{"metadata": {{"windows": {{"pdb": {{"GUID": "{guid}", "age": 1, "database": "ntkrnlmp.pdb"}}}}}},
+               "user_types": {{"_POOL_TRACKER_TABLE": {{"kind": "struct", "size": 56, "fields": {{}}}}}}}}"#
+        )
+    }
+
+    #[test]
+    fn an_isf_is_found_in_each_directory_layout() {
+        let guid = "06564D3477822C7D97F04852CBD5AFD6";
+        let wanted = PdbIdentity {
+            name: "ntkrnlmp.pdb".into(),
+            guid: parse_guid(guid).unwrap(),
+            age: 1,
+        };
+        for under in [
+            "",
+            "ntkrnlmp.pdb",
+            "windows/ntkrnlmp.pdb",
+            "windows/unknown.pdb",
+            "symbols/windows/ntkrnlmp.pdb",
+        ] {
+            let root = tempfile::tempdir().unwrap();
+            let dir = root.path().join(under);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("{guid}-1.json")), tiny_isf(guid)).unwrap();
+            let mut attempts = Vec::new();
+            let (path, layouts, _) = find_isf(root.path(), &wanted, &mut attempts)
+                .unwrap_or_else(|| panic!("{under:?}: {attempts:?}"));
+            assert_eq!(path, dir.join(format!("{guid}-1.json")), "{under:?}");
+            assert_eq!(layouts.types["_POOL_TRACKER_TABLE"].size, 56);
+        }
+        // Another GUID's file is not taken, and the attempt says so.
+        let root = tempfile::tempdir().unwrap();
+        let other = "00F31FD82648C8ED1A4426DFFC56A424";
+        std::fs::write(root.path().join(format!("{guid}-1.json")), tiny_isf(other)).unwrap();
+        let mut attempts = Vec::new();
+        assert!(find_isf(root.path(), &wanted, &mut attempts).is_none());
+        assert!(!attempts.is_empty());
+    }
 }
