@@ -247,10 +247,11 @@ pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportErr
         };
         if after_blank && next_appended_snapshot(line, l, table) {
             let next = TextTable {
+                format: table.format,
                 header_line: line_no,
                 rows: Vec::new(),
                 total: None,
-                ..table.clone()
+                session: table.session,
             };
             tables.push(next);
         }
