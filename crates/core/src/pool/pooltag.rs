@@ -2,12 +2,17 @@
 //! folder and the WDK (docs/pool-structures.md §8, and the real file in
 //! ../shared/realworld/).
 //!
-//! Line forms, all from the real file:
+//! Line forms, all from real copies (the one in ../shared/realworld/ unless
+//! said otherwise):
 //! * `//` and `rem`/`REM` comment lines, blank lines, a final 0x1A (the
 //!   DOS end-of-file byte), CRLF or LF endings;
 //! * `Tag - binary - description`, split on the first two ` - `, so a
 //!   description may itself contain ` - ` (`NDcw - ndis.sys - NDIS_TAG_PCW -
 //!   NDIS Performance Counters`);
+//! * a dash after the tag that kept its space on one side only (`eMyS-
+//!   win32k!CInputSystemMetrics::operator new - SYSTEMMETRICS_TAG`, in
+//!   copies newer than that one, from WinDbg packages), which still ends
+//!   the tag;
 //! * tags padded to 4 (`CM   - nt!cm`), unpadded 3-character tags
 //!   (`I4e -  tcpip.sys`), interior spaces (`Dh 0`), `?` and `*` patterns
 //!   (`Afd?`, `Bu* `);
@@ -154,21 +159,18 @@ enum Last {
 }
 
 /// A `Tag - binary - description` line (or two fields: `Tag - binary` or
-/// `Tag - description`) as its tag and entry; `None` without ` - `.
+/// `Tag - description`) as its tag and entry; `None` without a separator
+/// after the tag.
 fn split_line(line: &str, line_no: usize) -> Option<(&str, PoolTagEntry)> {
-    let mut parts = line.splitn(3, " - ");
-    let (tag, second) = (parts.next()?, parts.next()?.trim());
-    let (binary, description) = match parts.next() {
+    let (tag, rest) = split_tag(line)?;
+    let (second, third) = match rest.split_once(" - ") {
+        Some((b, d)) => (b.trim(), Some(d)),
+        None => (rest.trim(), None),
+    };
+    let (binary, description) = match third {
         Some(d) => (second.to_string(), d.trim().to_string()),
         None if looks_like_binary(second) => (second.to_string(), String::new()),
         None => (String::new(), second.to_string()),
-    };
-    let tag = tag.trim_start().trim_end_matches(['\t']);
-    // Padding after a `*` pattern (`Bu*  - ...`) is not part of it.
-    let tag = if tag.len() > 4 || tag.contains('*') {
-        tag.trim_end()
-    } else {
-        tag
     };
     let entry = PoolTagEntry {
         kind: binary_kind(&binary),
@@ -177,6 +179,35 @@ fn split_line(line: &str, line_no: usize) -> Option<(&str, PoolTagEntry)> {
         line: line_no,
     };
     Some((tag, entry))
+}
+
+/// A line's tag and the text after the dash that ends it: the first
+/// ` - `, or else a dash that kept its space on one side only
+/// (`eMyS-  win32k!... - ...` in Microsoft's newer copies) after at most
+/// four characters. `None` when neither gives a tag.
+fn split_tag(line: &str) -> Option<(&str, &str)> {
+    if let Some((tag, rest)) = line.split_once(" - ") {
+        let tag = trim_tag(tag);
+        if TagPattern::parse(tag).is_ok() {
+            return Some((tag, rest));
+        }
+    }
+    let (head, rest) = line.split_once('-')?;
+    let spaced = head.ends_with([' ', '\t']) || rest.starts_with([' ', '\t']);
+    let tag = head.trim();
+    (spaced && (1..=4).contains(&tag.len())).then_some((tag, rest))
+}
+
+/// The tag field without its indentation and tabs; trailing spaces are
+/// kept when they pad a short tag (`CM  `), not after a `*` pattern
+/// (`Bu*  - ...`) or a field too long to be a tag.
+fn trim_tag(tag: &str) -> &str {
+    let tag = tag.trim_start().trim_end_matches(['\t']);
+    if tag.len() > 4 || tag.contains('*') {
+        tag.trim_end()
+    } else {
+        tag
+    }
 }
 
 /// A comment line: `//...` or `rem` as a word (a tag such as `remX` is
@@ -410,6 +441,35 @@ remX - remx.sys - a tag that starts with rem
         // `       <unknown>`, `-internal` and `Gxx` are reported by line;
         // the 0x1A and the comments are not.
         assert_eq!(db.skipped, vec![19, 20, 21]);
+    }
+
+    #[test]
+    fn a_dash_that_lost_a_space_still_ends_the_tag() {
+        // Newer copies of Microsoft's file have a line whose dash after the
+        // tag has no space before it (`Tag-  binary - description`); the
+        // tag is still the four characters before it. A dash inside a word
+        // (`e-mail`) is not a separator.
+        let db = PoolTagDb::parse(
+            "Abcd-  thing!CThing::operator new - THING_TAG\n\
+             Wxy -thing.sys - the space after the dash lost\n\
+             e-mail notes\n",
+        );
+        let e = db.lookup(t("Abcd")).unwrap();
+        assert_eq!(
+            (e.binary.as_str(), e.description.as_str(), &e.kind),
+            (
+                "thing!CThing::operator new",
+                "THING_TAG",
+                &BinaryKind::Named
+            )
+        );
+        let e = db.lookup(t("Wxy")).unwrap();
+        assert_eq!(
+            (e.binary.as_str(), e.description.as_str()),
+            ("thing.sys", "the space after the dash lost")
+        );
+        assert!(db.lookup(t("e")).is_none());
+        assert_eq!(db.skipped, vec![3]);
     }
 
     #[test]
