@@ -226,8 +226,15 @@ fn render_dump(file: &FileInfo, h: &DumpHeader, out: &mut String) {
     );
     let kind = match &h.layout {
         PageLayout::Runs { runs, .. } => format!("{} runs", runs.len()),
-        PageLayout::Bitmap { kind, .. } => {
-            format!("'{}' bitmap", format!("{kind:?}").to_uppercase())
+        PageLayout::Bitmap {
+            kind,
+            bitmap_offset,
+            ..
+        } => {
+            format!(
+                "'{}' bitmap at {bitmap_offset:#x}",
+                format!("{kind:?}").to_uppercase()
+            )
         }
         PageLayout::Rdmp { ranges, .. } => format!("{ranges} RDMP ranges"),
     };
@@ -242,9 +249,10 @@ fn render_dump(file: &FileInfo, h: &DumpHeader, out: &mut String) {
             MapCheck::Same { runs } => {
                 format!("{runs} runs; kdmp-parser reads the header the same way")
             }
-            MapCheck::Differs(_) | MapCheck::Rejected(_) => {
+            MapCheck::Differs(_) => {
                 "kdmp-parser reads it differently (see the warnings)".to_string()
             }
+            MapCheck::Rejected(_) => "kdmp-parser does not read it (see the warnings)".to_string(),
         },
     );
     clock_rows(
@@ -286,8 +294,39 @@ fn render_dump(file: &FileInfo, h: &DumpHeader, out: &mut String) {
     if let Some(c) = &h.comment {
         s.row("Comment", c.clone());
     }
+    if h.attributes != 0 {
+        s.row("Attributes", dump_attributes(h.attributes));
+    }
     s.render(out);
     out.push('\n');
+}
+
+/// DUMP_FILE_ATTRIBUTES with the names of its known bits, as WinDbg's
+/// `DUMP_FILE_ATTRIBUTES` line shows them.
+fn dump_attributes(v: u32) -> String {
+    const NAMES: [&str; 10] = [
+        "HiberCrash",
+        "DumpDevicePowerOff",
+        "InsufficientDumpfileSize",
+        "KernelGeneratedTriageDump",
+        "LiveDumpGeneratedDump",
+        "DumpIsGeneratedOffline",
+        "FilterDumpFile",
+        "EarlyBootCrash",
+        "EncryptedDumpData",
+        "DecryptedDump",
+    ];
+    let names: Vec<&str> = NAMES
+        .iter()
+        .enumerate()
+        .filter(|&(bit, _)| v & (1 << bit) != 0)
+        .map(|(_, name)| *name)
+        .collect();
+    if names.is_empty() {
+        format!("{v:#x}")
+    } else {
+        format!("{v:#x} {}", names.join(" "))
+    }
 }
 
 fn render_kernel(r: &InfoReport, out: &mut String) {

@@ -153,6 +153,26 @@ impl Machine {
         self.with_pages(h)
     }
 
+    /// A kernel summary dump (type 2, Windows 7's SUMMARY_DUMP64: 32-bit
+    /// fields, the bitmap at 0x2028) of every page.
+    pub fn summary_dump(&self, hdr: &HeaderSpec) -> Vec<u8> {
+        let max = self.pages.keys().last().copied().unwrap_or(0) + 1;
+        let bits = max.div_ceil(32) * 32;
+        let first_page = (0x2028 + bits as usize / 8).div_ceil(PAGE) * PAGE;
+        let mut h = hdr.build(2, self.dtb_pfn << 12);
+        h.resize(first_page, 0);
+        h[0x2000..0x2008].copy_from_slice(b"SDMPDUMP");
+        put32(&mut h, 0x2008, 1);
+        put32(&mut h, 0x200C, first_page as u32);
+        put32(&mut h, 0x2010, bits as u32);
+        put32(&mut h, 0x2014, self.pages.len() as u32);
+        put32(&mut h, 0x2018, bits as u32);
+        for &p in self.pages.keys() {
+            h[0x2028 + (p / 8) as usize] |= 1 << (p % 8);
+        }
+        self.with_pages(h)
+    }
+
     /// An RDMP dump (type 8 or 0xA) of every page. Ranges cannot start at
     /// PFN 0 (a zero PFN ends the list).
     pub fn rdmp_dump(&self, hdr: &HeaderSpec, dump_type: u32) -> Vec<u8> {

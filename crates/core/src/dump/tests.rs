@@ -70,7 +70,7 @@ fn rejects_triage_minidump_type() {
     let e = CrashDump::from_bytes("MEMORY.DMP", b).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "MEMORY.DMP: DumpType 4 (small memory dump) is not supported; kernel (5), full (1) and RDMP (8/9/10) dumps are"
+        "MEMORY.DMP: DumpType 4 (small memory dump) is not supported; full (1), kernel summary (2), bitmap (5 and 6) and RDMP (8, 9 and 10) dumps are"
     );
 }
 
@@ -268,6 +268,122 @@ fn bitmap_truncated_within_required_space_opens_with_bounded_memory() {
     ));
 }
 
+// --- kernel summary dumps (DumpType 2) -----------------------------------------
+
+fn summary() -> Vec<u8> {
+    machine().summary_dump(&HeaderSpec::default())
+}
+
+#[test]
+fn a_summary_dump_reads_its_32_bit_header() {
+    let dump = open(summary()).unwrap();
+    let h = dump.header();
+    assert_eq!(h.dump_type, DumpType::Summary);
+    assert!(
+        matches!(h.layout, PageLayout::Bitmap { kind: BitmapKind::Sdmp, bitmap_offset: 0x2028, declared_pages, .. } if declared_pages == machine().pages.len() as u64),
+        "{:?}",
+        h.layout
+    );
+    // SizeOfBitMap disagreeing with BitmapSize is worth a warning only.
+    let mut b = summary();
+    put32(&mut b, 0x2018, 5);
+    let dump = open(b).unwrap();
+    let PageLayout::Bitmap { bit_count, .. } = dump.header().layout else {
+        panic!("{:?}", dump.header().layout)
+    };
+    assert_eq!(
+        dump.header().warnings,
+        [format!(
+            "the summary header's BitmapSize is {bit_count} bits but its bitmap's SizeOfBitMap is 5"
+        )]
+    );
+}
+
+#[test]
+fn a_type_2_dump_with_the_64_bit_bitmap_header_reads_with_a_warning() {
+    let mut b = bitmap();
+    put32(&mut b, 0xF98, 2);
+    let dump = open(b).unwrap();
+    let h = dump.header();
+    assert_eq!(h.dump_type, DumpType::Summary);
+    assert!(matches!(
+        h.layout,
+        PageLayout::Bitmap {
+            bitmap_offset: 0x2038,
+            ..
+        }
+    ));
+    assert_eq!(h.warnings.len(), 1, "{:?}", h.warnings);
+    assert!(
+        h.warnings[0].starts_with("DumpType 2 (kernel summary dump), but its summary header does not hold together (the bitmap header's FirstPage 0x0 lies inside the bitmap"),
+        "{}",
+        h.warnings[0]
+    );
+    check_reads(&dump);
+}
+
+#[test]
+fn rejects_hostile_summary_headers_without_allocating() {
+    // A bitmap of 2^32 - 1 bits, far larger than the file: the summary
+    // header's error is the one reported (the 64-bit layout fails too).
+    let mut b = summary();
+    put32(&mut b, 0x2010, u32::MAX);
+    let (r, bytes) = measure(|| header::parse(&b));
+    assert!(
+        matches!(r, Err(HeaderError::BitmapPastEndOfFile { at: 0x2028, bits, .. }) if bits == u64::from(u32::MAX)),
+        "{r:?}"
+    );
+    assert!(bytes < 64 * 1024, "allocated {bytes} bytes");
+    // A HeaderSize past the end of the file.
+    let mut b = summary();
+    let len = b.len() as u32;
+    put32(&mut b, 0x200C, len + 0x1000);
+    assert!(matches!(header_err(&b), HeaderError::BadFirstPage { .. }));
+    // The same signature check as a bitmap dump.
+    let mut b = summary();
+    b[0x2000..0x2004].copy_from_slice(b"XDMP");
+    assert!(matches!(
+        header_err(&b),
+        HeaderError::BadBitmapSignature { .. }
+    ));
+}
+
+// --- Attributes and cabinets ------------------------------------------------------
+
+#[test]
+fn attributes_refuse_encrypted_dumps_and_warn_of_missing_space() {
+    // HeaderSpec leaves Attributes as the "PAGE" fill: not a set of bits.
+    assert_eq!(open(full()).unwrap().header().attributes, 0);
+    let mut b = full();
+    put32(&mut b, 0x1050, 1 << 8);
+    assert_eq!(header_err(&b), HeaderError::Encrypted { attributes: 0x100 });
+    assert!(
+        open(b)
+            .unwrap_err()
+            .to_string()
+            .contains("EncryptedDumpData"),
+        "the message names the bit"
+    );
+    // A decrypted dump keeps both bits and reads.
+    let mut b = full();
+    put32(&mut b, 0x1050, (1 << 8) | (1 << 9));
+    assert_eq!(open(b).unwrap().header().attributes, 0x300);
+    let mut b = full();
+    put32(&mut b, 0x1050, 1 << 2);
+    let dump = open(b).unwrap();
+    assert_eq!(dump.header().warnings.len(), 1);
+    assert!(dump.header().warnings[0].contains("InsufficientDumpfileSize"));
+}
+
+#[test]
+fn a_cabinet_is_named_with_how_to_extract_it() {
+    let mut cab = b"MSCF\0\0\0\0".to_vec();
+    cab.resize(0x3000, 0);
+    let e = open(cab).unwrap_err().to_string();
+    assert!(e.starts_with("x.dmp: this is a cabinet (.cab) file"), "{e}");
+    assert!(e.contains("expand -F:*") && e.contains("cabextract"), "{e}");
+}
+
 // --- RDMP ---------------------------------------------------------------------
 
 fn rdmp(t: u32) -> Vec<u8> {
@@ -352,6 +468,7 @@ fn reads_full_bitmap_and_rdmp_dumps_exactly() {
     for (name, b) in [
         ("full", full()),
         ("bitmap", bitmap()),
+        ("summary", summary()),
         ("rdmp8", rdmp(8)),
         ("rdmpA", rdmp(0xA)),
     ] {

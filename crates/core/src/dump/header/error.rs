@@ -15,6 +15,20 @@ pub enum HeaderError {
     /// A user-mode minidump ('MDMP'), not a kernel dump.
     #[error("not a kernel dump: this is a user-mode minidump (signature 'MDMP')")]
     UserMinidump,
+    /// A cabinet file ('MSCF'), as Windows Error Reporting and support
+    /// tools ship dumps: it must be expanded first.
+    #[error(
+        "this is a cabinet (.cab) file (signature 'MSCF'), not a dump: extract the dump from it first (`expand -F:* FILE.cab DIR` on Windows, `cabextract FILE.cab` or `7z x FILE.cab` elsewhere)"
+    )]
+    Cabinet,
+    /// The page data is encrypted (Windows' dump encryption).
+    #[error(
+        "the dump's page data is encrypted (Attributes {attributes:#x} has EncryptedDumpData, bit 8): pooldump reads only plain or decrypted dumps"
+    )]
+    Encrypted {
+        /// The header's Attributes (DUMP_FILE_ATTRIBUTES).
+        attributes: u32,
+    },
     /// A 32-bit kernel dump ('PAGEDUMP'): pooldump reads 64-bit ones.
     #[error("not a 64-bit kernel dump (signature 'PAGEDUMP' is a 32-bit dump)")]
     Dump32,
@@ -28,7 +42,7 @@ pub enum HeaderError {
     },
     /// DumpType is one pooldump does not read.
     #[error(
-        "DumpType {value} ({name}) is not supported; kernel (5), full (1) and RDMP (8/9/10) dumps are"
+        "DumpType {value} ({name}) is not supported; full (1), kernel summary (2), bitmap (5 and 6) and RDMP (8, 9 and 10) dumps are"
     )]
     UnsupportedType {
         /// DumpType as stored.
@@ -97,9 +111,11 @@ pub enum HeaderError {
     },
     /// The page bitmap runs past the end of the file (or its header does).
     #[error(
-        "the bitmap at 0x2038 claims {bits:#x} bits ({bytes:#x} bytes) but the file is {file_len} bytes"
+        "the bitmap at {at:#x} claims {bits:#x} bits ({bytes:#x} bytes) but the file is {file_len} bytes"
     )]
     BitmapPastEndOfFile {
+        /// The bitmap's file offset.
+        at: u64,
         /// The bitmap's size in bits (one per physical page; 0 when the
         /// header itself is cut short).
         bits: u64,

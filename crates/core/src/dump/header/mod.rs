@@ -72,6 +72,7 @@ pub(crate) mod off {
     pub const MINIDUMP_FIELDS: usize = 0x1038;
     pub const PRODUCT_TYPE: usize = 0x1040;
     pub const SUITE_MASK: usize = 0x1044;
+    pub const ATTRIBUTES: usize = 0x1050;
 
     // Bitmap header, after DUMP_HEADER64 ("SDMPDUMP" or "FDMPDUMP" at 0x2000).
     pub const BMP_SIGNATURE: usize = 0x2000;
@@ -79,6 +80,14 @@ pub(crate) mod off {
     pub const BMP_PRESENT_PAGES: usize = 0x2028;
     pub const BMP_BITS: usize = 0x2030;
     pub const BMP_BITMAP: usize = 0x2038;
+
+    // SUMMARY_DUMP64 of a DumpType 2 dump: 32-bit fields after the same
+    // 'SDMP' 'DUMP' signature, the bitmap at 0x2028 (docs/dump-formats.md).
+    pub const SUM_HEADER_SIZE: usize = 0x200C;
+    pub const SUM_BITMAP_SIZE: usize = 0x2010;
+    pub const SUM_PAGES: usize = 0x2014;
+    pub const SUM_SIZE_OF_BITMAP: usize = 0x2018;
+    pub const SUM_BITMAP: usize = 0x2028;
 
     // RDMP header, after DUMP_HEADER64 (signature: "RDMPDUMP" at 0x2004).
     pub const RDMP_MARKER: usize = 0x2000;
@@ -90,18 +99,27 @@ pub(crate) mod off {
     pub const RDMP_RANGES: usize = 0x2030;
 }
 
-/// The kinds of 64-bit kernel dump pooldump reads (the DumpType field).
+/// The kinds of 64-bit kernel dump pooldump reads (the DumpType field,
+/// named as in the SDK's `DUMP_TYPE`; docs/dump-formats.md says which
+/// Windows writes which).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DumpType {
-    /// 1: every physical page, described by a run list in the header.
+    /// 1 (DUMP_TYPE_FULL): every physical page, described by a run list in
+    /// the header.
     Full,
-    /// 5: a bitmap dump, 'SDMP' (kernel/automatic: what a BSOD writes as
-    /// MEMORY.DMP) or 'FDMP' (complete).
+    /// 2 (DUMP_TYPE_SUMMARY): a kernel summary dump, what Windows 7 and
+    /// Server 2008 R2 write as MEMORY.DMP for a kernel memory dump: an
+    /// 'SDMP' header with 32-bit fields and a bitmap of the pages present.
+    Summary,
+    /// 5 (DUMP_TYPE_BITMAP_FULL): a bitmap dump, 'SDMP' (a kernel or
+    /// automatic dump of Windows 8 to Windows 10) or 'FDMP' (complete or
+    /// active).
     Bitmap,
-    /// 6: a bitmap dump written while the system runs (Task Manager's live
-    /// kernel memory dump).
-    LiveKernelBitmap,
+    /// 6 (DUMP_TYPE_BITMAP_KERNEL): the same bitmap format, written by
+    /// recent Windows 10 and 11 for kernel and automatic dumps, and by
+    /// Task Manager's live kernel memory dump.
+    KernelBitmap,
     /// 8: RDMP kernel memory (`.dump /k`).
     RdmpKernel,
     /// 9: RDMP kernel and user memory (`.dump /ka`).
@@ -115,8 +133,9 @@ impl DumpType {
     pub const fn value(self) -> u32 {
         match self {
             DumpType::Full => 1,
+            DumpType::Summary => 2,
             DumpType::Bitmap => 5,
-            DumpType::LiveKernelBitmap => 6,
+            DumpType::KernelBitmap => 6,
             DumpType::RdmpKernel => 8,
             DumpType::RdmpKernelAndUser => 9,
             DumpType::RdmpComplete => 0xA,
@@ -126,8 +145,9 @@ impl DumpType {
     fn from_value(v: u32) -> Option<Self> {
         Some(match v {
             1 => DumpType::Full,
+            2 => DumpType::Summary,
             5 => DumpType::Bitmap,
-            6 => DumpType::LiveKernelBitmap,
+            6 => DumpType::KernelBitmap,
             8 => DumpType::RdmpKernel,
             9 => DumpType::RdmpKernelAndUser,
             0xA => DumpType::RdmpComplete,
@@ -139,7 +159,6 @@ impl DumpType {
     fn unsupported_name(v: u32) -> &'static str {
         match v {
             0 => "invalid",
-            2 => "summary dump",
             3 => "header-only dump",
             4 => "small memory dump",
             7 => "automatic dump",
@@ -152,8 +171,9 @@ impl std::fmt::Display for DumpType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             DumpType::Full => "full memory dump",
+            DumpType::Summary => "kernel summary dump",
             DumpType::Bitmap => "bitmap dump",
-            DumpType::LiveKernelBitmap => "live kernel bitmap dump",
+            DumpType::KernelBitmap => "kernel bitmap dump",
             DumpType::RdmpKernel => "RDMP kernel memory dump",
             DumpType::RdmpKernelAndUser => "RDMP kernel and user memory dump",
             DumpType::RdmpComplete => "RDMP complete memory dump",
@@ -190,10 +210,13 @@ pub enum PageLayout {
         /// NumberOfPages as the descriptor states it (not trusted).
         declared_pages: u64,
     },
-    /// DumpType 5/6: a bitmap of present PFNs.
+    /// DumpType 2, 5 and 6: a bitmap of present PFNs.
     Bitmap {
         /// 'SDMP' or 'FDMP'.
         kind: BitmapKind,
+        /// File offset of the bitmap: 0x2038 after the bitmap header, 0x2028
+        /// after a DumpType 2 SUMMARY_DUMP64.
+        bitmap_offset: u64,
         /// File offset of the first page's data (FirstPage).
         first_page: u64,
         /// Bitmap length in bits (highest PFN + 1, or more).
@@ -275,6 +298,9 @@ pub struct DumpHeader {
     pub product_type: u32,
     /// SuiteMask (the VER_SUITE_* bits).
     pub suite_mask: u32,
+    /// Attributes (DUMP_FILE_ATTRIBUTES: HiberCrash, InsufficientDumpfileSize,
+    /// LiveDumpGeneratedDump, ...; 0 in older dumps, or the "PAGE" fill).
+    pub attributes: u32,
     /// The Comment field when it holds text rather than the "PAGE" fill.
     pub comment: Option<String>,
     /// How the page data after the header is laid out (run list, bitmap or RDMP ranges), checked

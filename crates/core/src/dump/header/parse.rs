@@ -12,6 +12,12 @@ use super::{
 };
 use crate::dump::time::{FileTime, UpTime};
 
+/// DUMP_FILE_ATTRIBUTES bits (the header's Attributes at 0x1050) that
+/// change how the file is read.
+const ATTR_INSUFFICIENT_DUMPFILE_SIZE: u32 = 1 << 2;
+const ATTR_ENCRYPTED_DUMP_DATA: u32 = 1 << 8;
+const ATTR_DECRYPTED_DUMP: u32 = 1 << 9;
+
 /// Result of [`parse`]: the typed header and the page plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Parsed {
@@ -33,6 +39,10 @@ pub(crate) fn parse(file: &[u8]) -> Result<Parsed, HeaderError> {
     let u32_at = |o: usize| b.u32(o).unwrap_or(0);
     let u64_at = |o: usize| b.u64(o).unwrap_or(0);
 
+    let attributes = attributes(file);
+    if attributes & ATTR_ENCRYPTED_DUMP_DATA != 0 && attributes & ATTR_DECRYPTED_DUMP == 0 {
+        return Err(HeaderError::Encrypted { attributes });
+    }
     let type_value = u32_at(off::DUMP_TYPE);
     let dump_type = DumpType::from_value(type_value).ok_or(HeaderError::UnsupportedType {
         value: type_value,
@@ -65,11 +75,17 @@ pub(crate) fn parse(file: &[u8]) -> Result<Parsed, HeaderError> {
     let mut warnings = Vec::new();
     let (layout, plan) = match dump_type {
         DumpType::Full => parse_runs(&ctx, &mut warnings)?,
-        DumpType::Bitmap | DumpType::LiveKernelBitmap => parse_bitmap(&ctx, &mut warnings)?,
+        DumpType::Summary => parse_summary(&ctx, &mut warnings)?,
+        DumpType::Bitmap | DumpType::KernelBitmap => parse_bitmap(&ctx, &mut warnings)?,
         DumpType::RdmpKernel | DumpType::RdmpKernelAndUser | DumpType::RdmpComplete => {
             parse_rdmp(&ctx, dump_type, &mut warnings)?
         }
     };
+    if attributes & ATTR_INSUFFICIENT_DUMPFILE_SIZE != 0 {
+        warnings.push(format!(
+            "Windows marked this dump InsufficientDumpfileSize (Attributes {attributes:#x}): the dump file was too small for all it meant to write, so pages may be missing"
+        ));
+    }
     let (described_pages, truncation) = truncation(file, &plan, &mut warnings);
     let header = read_fields(
         file,
@@ -155,6 +171,7 @@ fn read_fields(
         system_up_time: UpTime(u64_at(off::SYSTEM_UP_TIME)),
         product_type: u32_at(off::PRODUCT_TYPE),
         suite_mask: u32_at(off::SUITE_MASK),
+        attributes: attributes(file),
         comment: comment(b.bytes(off::COMMENT, off::COMMENT_LEN).unwrap_or(&[])),
         layout,
         described_pages,
@@ -163,10 +180,22 @@ fn read_fields(
     }
 }
 
+/// The header's Attributes; 0 where the field holds Windows' "PAGE" fill
+/// (dumps written before the field existed), which is not a set of bits.
+fn attributes(file: &[u8]) -> u32 {
+    match Le(file).u32(off::ATTRIBUTES) {
+        Some(v) if v.to_le_bytes() != *b"PAGE" => v,
+        _ => 0,
+    }
+}
+
 fn check_signature(file: &[u8]) -> Result<(), HeaderError> {
     let len = file.len() as u64;
     if file.starts_with(b"MDMP") {
         return Err(HeaderError::UserMinidump);
+    }
+    if file.starts_with(b"MSCF") {
+        return Err(HeaderError::Cabinet);
     }
     if file.len() < 8 {
         if b"PAGEDU64".starts_with(file) || b"PAGEDUMP".starts_with(file) {
@@ -298,79 +327,187 @@ fn parse_runs(
     ))
 }
 
+fn bitmap_kind(file: &[u8]) -> Result<BitmapKind, HeaderError> {
+    let sig = Le(file).bytes(off::BMP_SIGNATURE, 8).unwrap_or(&[]);
+    match sig {
+        b"SDMPDUMP" => Ok(BitmapKind::Sdmp),
+        b"FDMPDUMP" => Ok(BitmapKind::Fdmp),
+        _ => Err(HeaderError::BadBitmapSignature {
+            found: escape_ascii(sig),
+        }),
+    }
+}
+
+/// The header of a bitmap dump (DumpType 5 and 6): 64-bit fields, the
+/// bitmap at 0x2038.
 fn parse_bitmap(
     ctx: &Ctx,
     warnings: &mut Vec<String>,
 ) -> Result<(PageLayout, PagePlan), HeaderError> {
     let b = Le(ctx.file);
-    let sig = b.bytes(off::BMP_SIGNATURE, 8).unwrap_or(&[]);
-    let kind = match sig {
-        b"SDMPDUMP" => BitmapKind::Sdmp,
-        b"FDMPDUMP" => BitmapKind::Fdmp,
-        _ => {
-            return Err(HeaderError::BadBitmapSignature {
-                found: escape_ascii(sig),
-            });
-        }
-    };
+    let kind = bitmap_kind(ctx.file)?;
     let (Some(first_page), Some(declared_pages), Some(bit_count)) = (
         b.u64(off::BMP_FIRST_PAGE),
         b.u64(off::BMP_PRESENT_PAGES),
         b.u64(off::BMP_BITS),
     ) else {
         return Err(HeaderError::BitmapPastEndOfFile {
+            at: off::BMP_BITMAP as u64,
             bits: 0,
             bytes: 0,
             file_len: ctx.file_len,
         });
     };
-    check_bitmap_bounds(ctx, bit_count, first_page)?;
-    let bitmap = bitmap_bytes(ctx.file, off::BMP_BITMAP, bit_count);
-    let present = popcount(bitmap, bit_count);
-    match present
-        .checked_mul(PAGE_SIZE)
-        .and_then(|n| first_page.checked_add(n))
-    {
-        Some(end) if end <= ctx.limit => {}
-        end => {
-            return Err(HeaderError::BitmapPagesPastEndOfFile {
-                present,
-                first_page,
-                end: end.map_or_else(|| "beyond 2^64".into(), |e| format!("{e:#x}")),
-                file_len: ctx.file_len,
-                required: ctx.required,
-            });
+    let bitmap = BitmapHeader {
+        kind,
+        offset: off::BMP_BITMAP,
+        bit_count,
+        first_page,
+        declared_pages,
+    };
+    bitmap.plan(ctx, warnings)
+}
+
+/// The SUMMARY_DUMP64 of a kernel summary dump (DumpType 2, Windows 7 and
+/// Server 2008 R2): the same signature as a bitmap dump, then 32-bit
+/// HeaderSize, BitmapSize and Pages, and the bitmap at 0x2028. A DumpType 2
+/// file whose summary header does not hold together but whose 64-bit
+/// bitmap header does is read as the latter, with a warning.
+fn parse_summary(
+    ctx: &Ctx,
+    warnings: &mut Vec<String>,
+) -> Result<(PageLayout, PagePlan), HeaderError> {
+    let b = Le(ctx.file);
+    let kind = bitmap_kind(ctx.file)?;
+    let u32_at = |o: usize| b.u32(o).map(u64::from);
+    let (Some(first_page), Some(bit_count), Some(declared_pages), Some(size_of_bitmap)) = (
+        u32_at(off::SUM_HEADER_SIZE),
+        u32_at(off::SUM_BITMAP_SIZE),
+        u32_at(off::SUM_PAGES),
+        u32_at(off::SUM_SIZE_OF_BITMAP),
+    ) else {
+        return Err(HeaderError::BitmapPastEndOfFile {
+            at: off::SUM_BITMAP as u64,
+            bits: 0,
+            bytes: 0,
+            file_len: ctx.file_len,
+        });
+    };
+    let summary = BitmapHeader {
+        kind,
+        offset: off::SUM_BITMAP,
+        bit_count,
+        first_page,
+        declared_pages,
+    };
+    let mut summary_warnings = Vec::new();
+    match summary.plan(ctx, &mut summary_warnings) {
+        Ok(planned) => {
+            if size_of_bitmap != bit_count {
+                summary_warnings.push(format!(
+                    "the summary header's BitmapSize is {bit_count} bits but its bitmap's SizeOfBitMap is {size_of_bitmap}"
+                ));
+            }
+            warnings.append(&mut summary_warnings);
+            Ok(planned)
+        }
+        Err(summary_error) => {
+            let mut bitmap_warnings = Vec::new();
+            match parse_bitmap(ctx, &mut bitmap_warnings) {
+                Ok(planned) => {
+                    warnings.push(format!(
+                        "DumpType 2 (kernel summary dump), but its summary header does not hold together ({summary_error}); the 64-bit bitmap header of DumpType 5 does, and is what pooldump read"
+                    ));
+                    warnings.append(&mut bitmap_warnings);
+                    Ok(planned)
+                }
+                Err(_) => Err(summary_error),
+            }
         }
     }
-    if present != declared_pages {
-        warnings.push(format!(
-            "the bitmap header says {declared_pages} pages are present but the bitmap marks {present}"
-        ));
-    }
-    Ok((
-        PageLayout::Bitmap {
+}
+
+/// A bitmap of present pages and where their data starts, as a header
+/// states them (not yet checked against the file).
+struct BitmapHeader {
+    kind: BitmapKind,
+    /// File offset of the bitmap.
+    offset: usize,
+    bit_count: u64,
+    /// File offset of the first present page's data.
+    first_page: u64,
+    /// The present-page count the header states.
+    declared_pages: u64,
+}
+
+impl BitmapHeader {
+    /// Check the bitmap and the pages it marks against the file, and plan
+    /// the reads.
+    fn plan(
+        &self,
+        ctx: &Ctx,
+        warnings: &mut Vec<String>,
+    ) -> Result<(PageLayout, PagePlan), HeaderError> {
+        let &BitmapHeader {
             kind,
-            first_page,
+            offset,
             bit_count,
+            first_page,
             declared_pages,
-        },
-        PagePlan::Bitmap {
-            bitmap_offset: off::BMP_BITMAP,
-            bit_count,
-            first_page,
-        },
-    ))
+        } = self;
+        check_bitmap_bounds(ctx, offset, bit_count, first_page)?;
+        let bitmap = bitmap_bytes(ctx.file, offset, bit_count);
+        let present = popcount(bitmap, bit_count);
+        match present
+            .checked_mul(PAGE_SIZE)
+            .and_then(|n| first_page.checked_add(n))
+        {
+            Some(end) if end <= ctx.limit => {}
+            end => {
+                return Err(HeaderError::BitmapPagesPastEndOfFile {
+                    present,
+                    first_page,
+                    end: end.map_or_else(|| "beyond 2^64".into(), |e| format!("{e:#x}")),
+                    file_len: ctx.file_len,
+                    required: ctx.required,
+                });
+            }
+        }
+        if present != declared_pages {
+            warnings.push(format!(
+                "the bitmap header says {declared_pages} pages are present but the bitmap marks {present}"
+            ));
+        }
+        Ok((
+            PageLayout::Bitmap {
+                kind,
+                bitmap_offset: offset as u64,
+                first_page,
+                bit_count,
+                declared_pages,
+            },
+            PagePlan::Bitmap {
+                bitmap_offset: offset,
+                bit_count,
+                first_page,
+            },
+        ))
+    }
 }
 
 /// The bitmap must lie inside the file (this bounds every later loop over
 /// it by the file's length), and FirstPage after it and inside the file.
-fn check_bitmap_bounds(ctx: &Ctx, bit_count: u64, first_page: u64) -> Result<(), HeaderError> {
-    // The bitmap itself must be in the file: this bounds every later loop
-    // over it by the file's length.
+fn check_bitmap_bounds(
+    ctx: &Ctx,
+    offset: usize,
+    bit_count: u64,
+    first_page: u64,
+) -> Result<(), HeaderError> {
     let bytes = bit_count.div_ceil(8);
-    let bitmap_end = (off::BMP_BITMAP as u64).checked_add(bytes);
+    let bitmap_end = (offset as u64).checked_add(bytes);
     if bitmap_end.is_none_or(|e| e > ctx.file_len) {
         return Err(HeaderError::BitmapPastEndOfFile {
+            at: offset as u64,
             bits: bit_count,
             bytes,
             file_len: ctx.file_len,
