@@ -30,11 +30,16 @@ fn missing_file_is_an_error_with_its_cause() {
 #[test]
 fn files_that_are_not_supported_dumps_are_named_and_explained() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, Vec<u8>, &str); 3] = [
+    let cases: [(&str, Vec<u8>, &str); 4] = [
         (
             "text.dmp",
             b"hello, world".to_vec(),
             "not a kernel crash dump",
+        ),
+        (
+            "MEMORY.cab",
+            b"MSCF\0\0\0\0".repeat(64),
+            "this is a cabinet (.cab) file (signature 'MSCF'), not a dump: extract the dump from it first",
         ),
         (
             "x86.dmp",
@@ -79,4 +84,51 @@ fn help_and_version_say_what_the_tool_is_for() {
     assert!(help.contains("info"), "{help}");
     let out = pooldump(&["--version".as_ref()]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("pooldump "));
+}
+
+/// A Windows 7 kernel memory dump is DumpType 2 (a kernel summary dump):
+/// `info` names it, says that kdmp-parser has no reader for it, and
+/// `analyze` reads it as the bitmap dump of the same machine.
+#[test]
+fn a_windows_7_summary_dump_is_named_and_read() {
+    use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
+    let dir = tempfile::tempdir().unwrap();
+    let m = Machine::build(&Scenario::small(NtBuild::Win7_7601, 3));
+    let symbols = dir.path().join("symbols");
+    m.write_symbol_store(&symbols).unwrap();
+    let mut analyses = Vec::new();
+    for (name, kind) in [
+        ("summary.dmp", DumpKind::Summary),
+        ("bitmap.dmp", DumpKind::KernelBitmap),
+    ] {
+        let dump = dir.path().join(name);
+        m.write_dump_file(kind, &dump).unwrap();
+        let out = pooldump(&["info".as_ref(), dump.as_os_str()]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{name}: {text}");
+        if kind == DumpKind::Summary {
+            assert!(
+                text.contains("kernel summary dump (DumpType 2, 'SDMP' bitmap at 0x2028)"),
+                "{text}"
+            );
+            assert!(text.contains("kdmp-parser does not read it"), "{text}");
+        }
+        let sympath = format!("srv*{}", symbols.display());
+        let out = pooldump(&[
+            "analyze".as_ref(),
+            dump.as_os_str(),
+            "--symbol-path".as_ref(),
+            sympath.as_ref(),
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).replace(name, "DUMP");
+        analyses.push(text);
+    }
+    assert_eq!(analyses[0], analyses[1]);
+    assert!(analyses[0].contains("Leak"), "{}", analyses[0]);
 }

@@ -60,6 +60,60 @@ fn per_tag_usage_matches_the_truth_for_every_build() {
     }
 }
 
+/// Windows 7 writes a kernel memory dump as DumpType 2, a SUMMARY_DUMP64
+/// with 32-bit fields and its bitmap at 0x2028; recent Windows 10 and 11
+/// write DumpType 6. Each reads as the same pages, and the same per-tag
+/// usage, as the machine's DumpType 5 kernel bitmap dump.
+#[test]
+fn summary_and_type_6_kernel_dumps_read_as_the_bitmap_dump() {
+    use pooldump_core::dump::{DumpType, MapCheck, PageLayout};
+    for (build, kind, dump_type, bitmap_at) in [
+        (
+            NtBuild::Win7_7601,
+            DumpKind::Summary,
+            DumpType::Summary,
+            0x2028,
+        ),
+        (
+            NtBuild::Win11_22000,
+            DumpKind::BitmapKernel,
+            DumpType::KernelBitmap,
+            0x2038,
+        ),
+    ] {
+        let m = Machine::build(&Scenario::small(build, 5));
+        let (_d1, t) = common::open(&m, kind);
+        let (_d2, bitmap) = common::open(&m, DumpKind::KernelBitmap);
+        let what = format!("{build} {kind:?}");
+        let h = t.mem.header();
+        assert_eq!(h.dump_type, dump_type, "{what}");
+        assert!(h.warnings.is_empty(), "{what}: {:?}", h.warnings);
+        assert!(
+            matches!(h.layout, PageLayout::Bitmap { bitmap_offset, .. } if bitmap_offset == bitmap_at),
+            "{what}: {:?}",
+            h.layout
+        );
+        let pages = |t: &Target<pooldump_core::CrashDump>| -> Vec<(u64, Vec<u8>)> {
+            t.mem
+                .physical_pages()
+                .map(|(pfn, bytes)| (pfn.0, bytes.to_vec()))
+                .collect()
+        };
+        assert_eq!(pages(&t), pages(&bitmap), "{what}: pages");
+        assert_eq!(actual_rows(&t), actual_rows(&bitmap), "{what}: usage");
+        assert_eq!(actual_rows(&t).0, expected_rows(&m), "{what}: truth");
+        let check = t.mem.check_with_kdmp_parser();
+        match kind {
+            // kdmp-parser has no reader for DumpType 2.
+            DumpKind::Summary => assert!(
+                matches!(&check, MapCheck::Rejected(why) if why.contains("DumpType 2")),
+                "{what}: {check:?}"
+            ),
+            _ => assert!(matches!(check, MapCheck::Same { .. }), "{what}: {check:?}"),
+        }
+    }
+}
+
 #[test]
 fn expansion_and_overflow_are_counted() {
     let mut s = Scenario::small(NtBuild::Win11_22000, 4);

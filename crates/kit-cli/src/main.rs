@@ -36,6 +36,8 @@ enum Cmd {
         #[arg(long)]
         cpus: Option<u32>,
         /// kernel-bitmap (DumpType 5 'SDMP', what a BSOD writes: about 4 MiB),
+        /// bitmap-kernel (DumpType 6 'SDMP', as recent Windows 10 and 11
+        /// write it), summary (DumpType 2, Windows 7's kernel memory dump),
         /// full (DumpType 1: every page of the machine's RAM, 2 GiB for the
         /// default scenario), complete-bitmap (DumpType 5 'FDMP', as large)
         /// or small (DumpType 4, a small
@@ -131,10 +133,12 @@ fn main() -> ExitCode {
 fn parse_kind(s: &str) -> Result<DumpKind, String> {
     match s {
         "kernel-bitmap" => Ok(DumpKind::KernelBitmap),
+        "bitmap-kernel" => Ok(DumpKind::BitmapKernel),
+        "summary" => Ok(DumpKind::Summary),
         "full" => Ok(DumpKind::Full),
         "complete-bitmap" => Ok(DumpKind::CompleteBitmap),
         _ => Err(format!(
-            "unknown dump kind {s:?} (kernel-bitmap, full, complete-bitmap)"
+            "unknown dump kind {s:?} (kernel-bitmap, bitmap-kernel, summary, full, complete-bitmap)"
         )),
     }
 }
@@ -271,7 +275,7 @@ struct DumpArgs {
     /// Build to impersonate (`pooldump-kit builds` lists them).
     #[arg(long, default_value = "win10-19041", value_parser = parse_build)]
     build: NtBuild,
-    /// kernel-bitmap, full or complete-bitmap.
+    /// kernel-bitmap, bitmap-kernel, summary, full or complete-bitmap.
     #[arg(long, default_value = "kernel-bitmap", value_parser = parse_kind)]
     kind: DumpKind,
     /// Output directory.

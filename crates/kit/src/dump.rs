@@ -1,6 +1,7 @@
 //! Crash-dump containers: the 64-bit DUMP_HEADER64 followed by a full-dump
-//! run list (DumpType 1) or a bitmap (DumpType 5, 'SDMP' kernel or 'FDMP'
-//! complete), as Windows writes MEMORY.DMP. Offsets follow
+//! run list (DumpType 1), a bitmap (DumpType 5, 'SDMP' kernel or 'FDMP'
+//! complete; DumpType 6 'SDMP' kernel) or Windows 7's summary header and
+//! bitmap (DumpType 2), as Windows writes MEMORY.DMP. Offsets follow
 //! docs/testing.md, "Dump containers" and Volatility's crash64.json.
 
 use std::io::{self, Write};
@@ -14,8 +15,15 @@ pub enum DumpKind {
     /// DumpType 1: every RAM frame, described by up to 42 runs.
     Full,
     /// DumpType 5 'SDMP': a bitmap of the frames the kernel wanted
-    /// (what a BSOD writes as MEMORY.DMP for a kernel or automatic dump).
+    /// (what a BSOD writes as MEMORY.DMP for a kernel or automatic dump,
+    /// Windows 8 to Windows 10).
     KernelBitmap,
+    /// DumpType 6 'SDMP' (DUMP_TYPE_BITMAP_KERNEL): the same bitmap, as
+    /// recent Windows 10 and 11 write a kernel or automatic dump.
+    BitmapKernel,
+    /// DumpType 2 'SDMP' (DUMP_TYPE_SUMMARY): Windows 7's kernel memory
+    /// dump, a SUMMARY_DUMP64 with 32-bit fields and the bitmap at 0x2028.
+    Summary,
     /// DumpType 5 'FDMP': a bitmap covering all RAM.
     CompleteBitmap,
 }
@@ -24,7 +32,9 @@ impl DumpKind {
     pub fn dump_type(self) -> u32 {
         match self {
             DumpKind::Full => 1,
+            DumpKind::Summary => 2,
             DumpKind::KernelBitmap | DumpKind::CompleteBitmap => 5,
+            DumpKind::BitmapKernel => 6,
         }
     }
 }
@@ -96,6 +106,13 @@ pub mod off {
     pub const BMP_PAGES: usize = 0x2028;
     pub const BMP_BITS: usize = 0x2030;
     pub const BMP_BITMAP: usize = 0x2038;
+    /// SUMMARY_DUMP64 (DumpType 2): 32-bit fields after the signature.
+    pub const SUM_DUMP_OPTIONS: usize = 0x2008;
+    pub const SUM_HEADER_SIZE: usize = 0x200C;
+    pub const SUM_BITMAP_SIZE: usize = 0x2010;
+    pub const SUM_PAGES: usize = 0x2014;
+    pub const SUM_SIZE_OF_BITMAP: usize = 0x2018;
+    pub const SUM_BITMAP: usize = 0x2028;
 }
 
 fn put32(h: &mut [u8], at: usize, v: u32) {
@@ -226,31 +243,50 @@ pub fn write_dump<W: Write>(
             write_pages(mem, &all, w)?;
             Ok(size)
         }
-        DumpKind::KernelBitmap | DumpKind::CompleteBitmap => {
+        DumpKind::KernelBitmap
+        | DumpKind::BitmapKernel
+        | DumpKind::CompleteBitmap
+        | DumpKind::Summary => {
             let present: Vec<u64> = match kind {
-                DumpKind::KernelBitmap => mem.present_pfns(),
-                _ => mem.runs().iter().flat_map(|r| r.clone()).collect(),
+                DumpKind::CompleteBitmap => mem.runs().iter().flat_map(|r| r.clone()).collect(),
+                _ => mem.present_pfns(),
             };
             // Volatility reads the bitmap as u32 words: keep the bit count
             // a multiple of 32 (docs/testing.md, "Dump containers").
             let bits = mem.max_pfn().div_ceil(32) * 32;
             let bitmap_bytes = (bits / 8) as usize;
-            let first_page = (off::BMP_BITMAP + bitmap_bytes).div_ceil(PAGE) * PAGE;
-            let size = first_page as u64 + present.len() as u64 * PAGE as u64;
-            let mut h = header(f, 5, None, size);
-            h.resize(first_page, 0);
-            let sig: &[u8; 4] = if kind == DumpKind::KernelBitmap {
-                b"SDMP"
+            let bitmap_at = if kind == DumpKind::Summary {
+                off::SUM_BITMAP
             } else {
+                off::BMP_BITMAP
+            };
+            let first_page = (bitmap_at + bitmap_bytes).div_ceil(PAGE) * PAGE;
+            let size = first_page as u64 + present.len() as u64 * PAGE as u64;
+            let mut h = header(f, kind.dump_type(), None, size);
+            h.resize(first_page, 0);
+            let sig: &[u8; 4] = if kind == DumpKind::CompleteBitmap {
                 b"FDMP"
+            } else {
+                b"SDMP"
             };
             h[off::BMP_SIGNATURE..off::BMP_SIGNATURE + 4].copy_from_slice(sig);
             h[off::BMP_VALID_DUMP..off::BMP_VALID_DUMP + 4].copy_from_slice(b"DUMP");
-            put64(&mut h, off::BMP_FIRST_PAGE, first_page as u64);
-            put64(&mut h, off::BMP_PAGES, present.len() as u64);
-            put64(&mut h, off::BMP_BITS, bits);
+            if kind == DumpKind::Summary {
+                // All 32-bit: a summary dump of more than 2^32 frames or a
+                // 4 GiB header cannot be written.
+                let u32_of = |v: u64| u32::try_from(v).expect("summary dump fields are 32-bit");
+                put32(&mut h, off::SUM_DUMP_OPTIONS, 1); // DUMP_SUMMARY_VALID_KERNEL_VA
+                put32(&mut h, off::SUM_HEADER_SIZE, u32_of(first_page as u64));
+                put32(&mut h, off::SUM_BITMAP_SIZE, u32_of(bits));
+                put32(&mut h, off::SUM_PAGES, u32_of(present.len() as u64));
+                put32(&mut h, off::SUM_SIZE_OF_BITMAP, u32_of(bits));
+            } else {
+                put64(&mut h, off::BMP_FIRST_PAGE, first_page as u64);
+                put64(&mut h, off::BMP_PAGES, present.len() as u64);
+                put64(&mut h, off::BMP_BITS, bits);
+            }
             for &p in &present {
-                h[off::BMP_BITMAP + (p / 8) as usize] |= 1 << (p % 8);
+                h[bitmap_at + (p / 8) as usize] |= 1 << (p % 8);
             }
             w.write_all(&h)?;
             write_pages(mem, &present, w)?;

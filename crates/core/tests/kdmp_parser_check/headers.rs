@@ -16,6 +16,8 @@ pub(crate) fn check_header(m: &Machine, kind: DumpKind, p: &KernelDumpParser, wh
     let want_type = match kind {
         DumpKind::Full => DumpType::Full,
         DumpKind::KernelBitmap | DumpKind::CompleteBitmap => DumpType::Bmp,
+        DumpKind::BitmapKernel => DumpType::LiveKernelMemory,
+        DumpKind::Summary => panic!("{what}: kdmp-parser has no reader for DumpType 2"),
     };
     assert_eq!(p.dump_type(), want_type, "{what}: dump type");
     assert_eq!(h.directory_table_base, t.kernel.dtb, "{what}: DTB");
@@ -53,7 +55,9 @@ pub(crate) fn check_physmem(m: &Machine, kind: DumpKind, p: &KernelDumpParser, w
         .collect();
     let in_dump: BTreeSet<u64> = p.physmem().map(|(gpa, _)| gpa.u64() / PAGE).collect();
     match kind {
-        DumpKind::KernelBitmap => assert_eq!(in_dump, populated, "{what}: pages in the dump"),
+        DumpKind::KernelBitmap | DumpKind::BitmapKernel => {
+            assert_eq!(in_dump, populated, "{what}: pages in the dump")
+        }
         _ => assert_eq!(
             in_dump,
             ram.iter().copied().collect::<BTreeSet<u64>>(),
@@ -66,7 +70,7 @@ pub(crate) fn check_physmem(m: &Machine, kind: DumpKind, p: &KernelDumpParser, w
         m.mem.read(pfn * PAGE, &mut want);
         assert!(kd.page(pfn) == want, "{what}: PFN {pfn:#x} differs");
     }
-    if kind != DumpKind::KernelBitmap
+    if !matches!(kind, DumpKind::KernelBitmap | DumpKind::BitmapKernel)
         && let Some(&empty) = ram.iter().find(|f| !populated.contains(f))
     {
         assert!(

@@ -56,9 +56,10 @@ use pool::{check_big_pool, check_legacy_chains, check_pool_headers};
 use segment_heap::check_segment_heap;
 use tracker::check_tracker;
 
-const KINDS: [DumpKind; 3] = [
+const KINDS: [DumpKind; 4] = [
     DumpKind::Full,
     DumpKind::KernelBitmap,
+    DumpKind::BitmapKernel,
     DumpKind::CompleteBitmap,
 ];
 
