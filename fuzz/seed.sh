@@ -38,6 +38,13 @@ pd=$root/target/debug/pooldump
 for b in win7-7601 win10-19041 win11-22000; do
   "$kit" generate --build "$b" --kind kernel-bitmap --out "$work/$b-kernel-bitmap" >/dev/null
   head64 "$work/$b-kernel-bitmap/MEMORY.DMP" "$(c dump_open)/kit-$b-kernel-bitmap"
+  # The same machine as Windows 7's DumpType 2 summary dump and as the
+  # DumpType 6 kernel bitmap dump of recent Windows.
+  for k in summary bitmap-kernel; do
+    "$kit" generate --build "$b" --kind "$k" --out "$work/$b-$k" >/dev/null
+    head64 "$work/$b-$k/MEMORY.DMP" "$(c dump_open)/kit-$b-$k"
+    rm -rf "$work/$b-$k"
+  done
   # Full and complete-bitmap dumps hold all RAM: the same machine with
   # 256 MiB keeps them small.
   python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); s["ram_mib"]=256; json.dump(s, open(sys.argv[2], "w"))' \
