@@ -21,13 +21,16 @@ pub enum HeaderError {
         "this is a cabinet (.cab) file (signature 'MSCF'), not a dump: extract the dump from it first (`expand -F:* FILE.cab DIR` on Windows, `cabextract FILE.cab` or `7z x FILE.cab` elsewhere)"
     )]
     Cabinet,
-    /// The page data is encrypted (Windows' dump encryption).
+    /// The page layout does not read, and the header says the dump's data
+    /// is encrypted (Windows' dump encryption).
     #[error(
-        "the dump's page data is encrypted (Attributes {attributes:#x} has EncryptedDumpData, bit 8): pooldump reads only plain or decrypted dumps"
+        "the dump's data is encrypted (Attributes {attributes:#x} has EncryptedDumpData, bit 8), and its page layout does not read ({layout}): pooldump reads only plain or decrypted dumps"
     )]
     Encrypted {
         /// The header's Attributes (DUMP_FILE_ATTRIBUTES).
         attributes: u32,
+        /// Why the page layout did not read.
+        layout: Box<HeaderError>,
     },
     /// A 32-bit kernel dump ('PAGEDUMP'): pooldump reads 64-bit ones.
     #[error("not a 64-bit kernel dump (signature 'PAGEDUMP' is a 32-bit dump)")]

@@ -40,9 +40,11 @@ pub(crate) fn parse(file: &[u8]) -> Result<Parsed, HeaderError> {
     let u64_at = |o: usize| b.u64(o).unwrap_or(0);
 
     let attributes = attributes(file);
-    if attributes & ATTR_ENCRYPTED_DUMP_DATA != 0 && attributes & ATTR_DECRYPTED_DUMP == 0 {
-        return Err(HeaderError::Encrypted { attributes });
-    }
+    // Tools other than Windows write this field too, so a set bit alone
+    // refuses nothing: it explains a page layout that does not read, and
+    // is a warning on one that does.
+    let encrypted =
+        attributes & ATTR_ENCRYPTED_DUMP_DATA != 0 && attributes & ATTR_DECRYPTED_DUMP == 0;
     let type_value = u32_at(off::DUMP_TYPE);
     let dump_type = DumpType::from_value(type_value).ok_or(HeaderError::UnsupportedType {
         value: type_value,
@@ -73,14 +75,29 @@ pub(crate) fn parse(file: &[u8]) -> Result<Parsed, HeaderError> {
     };
 
     let mut warnings = Vec::new();
-    let (layout, plan) = match dump_type {
-        DumpType::Full => parse_runs(&ctx, &mut warnings)?,
-        DumpType::Summary => parse_summary(&ctx, &mut warnings)?,
-        DumpType::Bitmap | DumpType::KernelBitmap => parse_bitmap(&ctx, &mut warnings)?,
+    let planned = match dump_type {
+        DumpType::Full => parse_runs(&ctx, &mut warnings),
+        DumpType::Summary => parse_summary(&ctx, &mut warnings),
+        DumpType::Bitmap | DumpType::KernelBitmap => parse_bitmap(&ctx, &mut warnings),
         DumpType::RdmpKernel | DumpType::RdmpKernelAndUser | DumpType::RdmpComplete => {
-            parse_rdmp(&ctx, dump_type, &mut warnings)?
+            parse_rdmp(&ctx, dump_type, &mut warnings)
         }
     };
+    let (layout, plan) = match planned {
+        Ok(planned) => planned,
+        Err(e) if encrypted => {
+            return Err(HeaderError::Encrypted {
+                attributes,
+                layout: Box::new(e),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    if encrypted {
+        warnings.push(format!(
+            "Attributes {attributes:#x} has EncryptedDumpData (bit 8) without DecryptedDump: if the page data is encrypted, nothing in it will read"
+        ));
+    }
     if attributes & ATTR_INSUFFICIENT_DUMPFILE_SIZE != 0 {
         warnings.push(format!(
             "Windows marked this dump InsufficientDumpfileSize (Attributes {attributes:#x}): the dump file was too small for all it meant to write, so pages may be missing"
