@@ -138,37 +138,43 @@ impl Machine {
 
     /// A bitmap (type 5, 'SDMP') dump of every page.
     pub fn bitmap_dump(&self, hdr: &HeaderSpec) -> Vec<u8> {
-        let max = self.pages.keys().last().copied().unwrap_or(0) + 1;
-        let bits = max.div_ceil(32) * 32;
-        let first_page = (0x2038 + bits as usize / 8).div_ceil(PAGE) * PAGE;
-        let mut h = hdr.build(5, self.dtb_pfn << 12);
-        h.resize(first_page, 0);
-        h[0x2000..0x2008].copy_from_slice(b"SDMPDUMP");
-        put64(&mut h, 0x2020, first_page as u64);
-        put64(&mut h, 0x2028, self.pages.len() as u64);
-        put64(&mut h, 0x2030, bits);
-        for &p in self.pages.keys() {
-            h[0x2038 + (p / 8) as usize] |= 1 << (p % 8);
-        }
-        self.with_pages(h)
+        self.sdmp_dump(hdr, 5, 0x2038, |h, first_page, bits, pages| {
+            put64(h, 0x2020, first_page);
+            put64(h, 0x2028, pages);
+            put64(h, 0x2030, bits);
+        })
     }
 
     /// A kernel summary dump (type 2, Windows 7's SUMMARY_DUMP64: 32-bit
     /// fields, the bitmap at 0x2028) of every page.
     pub fn summary_dump(&self, hdr: &HeaderSpec) -> Vec<u8> {
+        self.sdmp_dump(hdr, 2, 0x2028, |h, first_page, bits, pages| {
+            put32(h, 0x2008, 1);
+            put32(h, 0x200C, first_page as u32);
+            put32(h, 0x2010, bits as u32);
+            put32(h, 0x2014, pages as u32);
+            put32(h, 0x2018, bits as u32);
+        })
+    }
+
+    /// An 'SDMP' dump of every page with the bitmap at `bitmap_at`;
+    /// `fields` writes the header's (first page, bits, pages).
+    fn sdmp_dump(
+        &self,
+        hdr: &HeaderSpec,
+        dump_type: u32,
+        bitmap_at: usize,
+        fields: impl FnOnce(&mut [u8], u64, u64, u64),
+    ) -> Vec<u8> {
         let max = self.pages.keys().last().copied().unwrap_or(0) + 1;
         let bits = max.div_ceil(32) * 32;
-        let first_page = (0x2028 + bits as usize / 8).div_ceil(PAGE) * PAGE;
-        let mut h = hdr.build(2, self.dtb_pfn << 12);
+        let first_page = (bitmap_at + bits as usize / 8).div_ceil(PAGE) * PAGE;
+        let mut h = hdr.build(dump_type, self.dtb_pfn << 12);
         h.resize(first_page, 0);
         h[0x2000..0x2008].copy_from_slice(b"SDMPDUMP");
-        put32(&mut h, 0x2008, 1);
-        put32(&mut h, 0x200C, first_page as u32);
-        put32(&mut h, 0x2010, bits as u32);
-        put32(&mut h, 0x2014, self.pages.len() as u32);
-        put32(&mut h, 0x2018, bits as u32);
+        fields(&mut h, first_page as u64, bits, self.pages.len() as u64);
         for &p in self.pages.keys() {
-            h[0x2028 + (p / 8) as usize] |= 1 << (p % 8);
+            h[bitmap_at + (p / 8) as usize] |= 1 << (p % 8);
         }
         self.with_pages(h)
     }

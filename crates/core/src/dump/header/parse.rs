@@ -362,27 +362,14 @@ fn parse_bitmap(
     warnings: &mut Vec<String>,
 ) -> Result<(PageLayout, PagePlan), HeaderError> {
     let b = Le(ctx.file);
-    let kind = bitmap_kind(ctx.file)?;
-    let (Some(first_page), Some(declared_pages), Some(bit_count)) = (
+    BitmapHeader::read(
+        ctx,
+        off::BMP_BITMAP,
         b.u64(off::BMP_FIRST_PAGE),
-        b.u64(off::BMP_PRESENT_PAGES),
         b.u64(off::BMP_BITS),
-    ) else {
-        return Err(HeaderError::BitmapPastEndOfFile {
-            at: off::BMP_BITMAP as u64,
-            bits: 0,
-            bytes: 0,
-            file_len: ctx.file_len,
-        });
-    };
-    let bitmap = BitmapHeader {
-        kind,
-        offset: off::BMP_BITMAP,
-        bit_count,
-        first_page,
-        declared_pages,
-    };
-    bitmap.plan(ctx, warnings)
+        b.u64(off::BMP_PRESENT_PAGES),
+    )?
+    .plan(ctx, warnings)
 }
 
 /// The SUMMARY_DUMP64 of a kernel summary dump (DumpType 2, Windows 7 and
@@ -395,28 +382,16 @@ fn parse_summary(
     warnings: &mut Vec<String>,
 ) -> Result<(PageLayout, PagePlan), HeaderError> {
     let b = Le(ctx.file);
-    let kind = bitmap_kind(ctx.file)?;
     let u32_at = |o: usize| b.u32(o).map(u64::from);
-    let (Some(first_page), Some(bit_count), Some(declared_pages), Some(size_of_bitmap)) = (
+    let summary = BitmapHeader::read(
+        ctx,
+        off::SUM_BITMAP,
         u32_at(off::SUM_HEADER_SIZE),
         u32_at(off::SUM_BITMAP_SIZE),
         u32_at(off::SUM_PAGES),
-        u32_at(off::SUM_SIZE_OF_BITMAP),
-    ) else {
-        return Err(HeaderError::BitmapPastEndOfFile {
-            at: off::SUM_BITMAP as u64,
-            bits: 0,
-            bytes: 0,
-            file_len: ctx.file_len,
-        });
-    };
-    let summary = BitmapHeader {
-        kind,
-        offset: off::SUM_BITMAP,
-        bit_count,
-        first_page,
-        declared_pages,
-    };
+    )?;
+    let bit_count = summary.bit_count;
+    let size_of_bitmap = u32_at(off::SUM_SIZE_OF_BITMAP).unwrap_or(bit_count);
     let mut summary_warnings = Vec::new();
     match summary.plan(ctx, &mut summary_warnings) {
         Ok(planned) => {
@@ -458,6 +433,33 @@ struct BitmapHeader {
 }
 
 impl BitmapHeader {
+    /// The header's signature and fields as read; `None` where the file
+    /// ends inside the header.
+    fn read(
+        ctx: &Ctx,
+        offset: usize,
+        first_page: Option<u64>,
+        bit_count: Option<u64>,
+        declared_pages: Option<u64>,
+    ) -> Result<Self, HeaderError> {
+        let kind = bitmap_kind(ctx.file)?;
+        match (first_page, bit_count, declared_pages) {
+            (Some(first_page), Some(bit_count), Some(declared_pages)) => Ok(BitmapHeader {
+                kind,
+                offset,
+                bit_count,
+                first_page,
+                declared_pages,
+            }),
+            _ => Err(HeaderError::BitmapPastEndOfFile {
+                at: offset as u64,
+                bits: 0,
+                bytes: 0,
+                file_len: ctx.file_len,
+            }),
+        }
+    }
+
     /// Check the bitmap and the pages it marks against the file, and plan
     /// the reads.
     fn plan(
