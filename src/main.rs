@@ -32,9 +32,10 @@ const ABOUT: &str = "Find Windows kernel pool leaks in crash dumps";
 
 const LONG_ABOUT: &str = "\
 pooldump finds Windows kernel pool leaks in crash dumps. It reads a Windows x64
-kernel dump (MEMORY.DMP: full, kernel or automatic bitmap, or RDMP) and works
-out the kernel's pool usage by tag, as PoolMon and WinDbg's !poolused do, so a
-leaking driver stands out without a debugger session.
+kernel dump (MEMORY.DMP: complete, kernel or automatic, from Windows 7 to
+Windows 11, or WinDbg's RDMP) and works out the kernel's pool usage by tag,
+as PoolMon and WinDbg's !poolused do, so a leaking driver stands out without a
+debugger session.
 
 Start with `pooldump info MEMORY.DMP`: it shows what the dump is, which kernel
 it holds (and the PDB that kernel needs), and the loaded drivers.";
