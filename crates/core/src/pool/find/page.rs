@@ -54,7 +54,7 @@ pub enum PoolAtError {
 
 /// Where the address's page is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(tag = "page", rename_all = "kebab-case")]
+#[serde(tag = "status", rename_all = "kebab-case")]
 pub enum PageStatus {
     /// In the source: the address is at physical `pa`.
     Resident {
