@@ -180,7 +180,7 @@ fn verdict_line(p: &PoolPage) -> String {
         (PoolVerdict::InAllocation, Some(a)) => format!(
             "{va} is inside the block at {} (marked *): {}, {:#x} bytes, {}, {}",
             a.header.unwrap_or(a.va),
-            a.tag,
+            a.tag.to_string().trim_end(),
             a.bytes,
             a.state,
             a.allocator

@@ -1,24 +1,19 @@
 //! `pooldump pool` (`!pool ADDR`) end to end on the bundled sample: the
 //! text listing marks the allocation the truth put at the address, the
 //! three WinDbg spellings of an address give the same JSON, and a bad
-//! address is refused with what is wrong with it.
+//! address is refused with what is wrong with it; over KDNET, the answer
+//! a dump of the same kernel gives.
 
 use crate::support;
 
-use std::process::Command;
-use std::time::Duration;
+use pooldump_kdnet_sim::SimTarget;
+use pooldump_kit::{Machine, NtBuild, Scenario};
+use support::{Finished, sample_truth};
 
-use support::{Finished, repo_root, run_bounded, sample_truth};
-
+/// `pooldump pool` on the bundled sample with its symbol store.
 fn pool(extra: &[&str]) -> Finished {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
-    c.args(["pool", "testdata/sample/MEMORY.DMP"])
-        .args(["--symbol-path", "testdata/sample/symbols", "--offline"])
-        .args(extra)
-        .env_remove("_NT_SYMBOL_PATH")
-        .current_dir(repo_root());
-    // Hang detector, not a timing test.
-    run_bounded(&mut c, Duration::from_secs(120))
+    let args = [&["pool", "testdata/sample/MEMORY.DMP"], extra].concat();
+    support::pooldump_offline(&args, std::path::Path::new("testdata/sample/symbols"))
 }
 
 /// A live `Leak` LFH block of the sample's truth: its header and size.
@@ -125,4 +120,44 @@ fn a_bad_address_is_refused_with_the_reason() {
     let r = pool(&[]);
     assert_eq!(r.code(), Some(1));
     assert!(r.stderr.contains("pooldump pool DUMP ADDR"), "{}", r.stderr);
+}
+
+#[test]
+fn a_live_target_answers_as_its_dump_does() {
+    let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 34));
+    let a = m
+        .truth
+        .allocations
+        .iter()
+        .find(|a| a.live && a.in_dump && a.tag == "Leak")
+        .expect("a live Leak allocation");
+    let addr = format!("{:#x}", a.va + 8);
+    let dir = tempfile::tempdir().unwrap();
+    let (dump, syms) = support::write_dump_and_symbols(&m, dir.path());
+    let (cfg, port) = support::loopback_sim("9.8.7.5");
+    let sim = SimTarget::spawn(m, cfg).unwrap();
+    let spec = format!("port={port},key=9.8.7.5,bind=127.0.0.1");
+    let live = support::pooldump_offline(&["pool", "--kdnet", &spec, &addr, "--json"], &syms);
+    let dumped =
+        support::pooldump_offline(&["pool", dump.to_str().unwrap(), &addr, "--json"], &syms);
+    let (mut live, mut dumped) = (live.json(), dumped.json());
+    assert_eq!(live["source"]["live"], true);
+    assert_eq!(live["verdict"], "in-allocation");
+    assert_eq!(live["containing"]["tag"], "Leak");
+    for j in [&mut live, &mut dumped] {
+        let o = j.as_object_mut().unwrap();
+        o.remove("source");
+        o.remove("kdnet");
+        o.remove("warnings");
+    }
+    assert_eq!(live, dumped);
+    assert!(sim.stats().continues >= 1, "the target was resumed");
+    // With --kdnet the one positional is the address.
+    let r = support::pooldump_offline(&["pool", "--kdnet", &spec, "x", &addr], &syms);
+    assert_eq!(r.code(), Some(1));
+    assert!(
+        r.stderr.contains("with --kdnet, give the address alone"),
+        "{}",
+        r.stderr
+    );
 }
