@@ -11,9 +11,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use pooldump_core::pagemap::{PageMap, PageMapOptions, VaRange};
-use pooldump_core::pool::find::{
-    AllocationState, Allocator, PageStatus, PoolAtError, PoolPage, PoolVerdict,
-};
+use pooldump_core::pool::find::{Allocator, PageStatus, PoolAtError, PoolPage, PoolVerdict};
 use pooldump_core::{CrashDump, KernelVa, Memory, MemoryError, PAGE_SIZE, Target};
 use pooldump_kit::truth::AllocatorKind;
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
@@ -105,12 +103,7 @@ fn check_inside(t: &Target<CrashDump>, blocks: &[Block], b: &Block, va: u64, wha
     assert_eq!(c.extent(), b.start..b.end, "{name}");
     assert_eq!(c.tag.to_string(), b.tag, "{name}");
     assert_eq!(c.allocator, b.allocator, "{name}");
-    let state = if b.allocated {
-        AllocationState::Allocated
-    } else {
-        AllocationState::Free
-    };
-    assert_eq!(c.state, state, "{name}");
+    assert_eq!(c.state, common::state_of(b.allocated), "{name}");
     assert!(p.allocations.contains(c), "{name}: not in the page's list");
     let listed: Vec<u64> = p.allocations.iter().map(|a| a.extent().start).collect();
     assert!(listed.is_sorted(), "{name}: not by address");
@@ -177,8 +170,7 @@ fn gap(m: &Machine, blocks: &[Block], t: &Target<CrashDump>) -> Option<u64> {
             (page..page + PAGE_SIZE).step_by(16)
         })
         .find(|va| {
-            !all.iter().any(|(s, e)| s <= va && va < e)
-                && matches!(t.mem.translate(KernelVa(*va)), Ok(_))
+            !all.iter().any(|(s, e)| s <= va && va < e) && t.mem.translate(KernelVa(*va)).is_ok()
         })
 }
 
