@@ -11,6 +11,7 @@ mod common;
 mod find;
 mod hittag;
 mod info;
+mod pool;
 mod relabel;
 mod relabel_rows;
 mod render;
@@ -59,6 +60,10 @@ enum Command {
     Find(find::Args),
     /// Show a dump's header, its kernel's identity and its loaded modules.
     Info(info::Args),
+    /// The allocation holding an address and the others in its page
+    /// (!pool ADDR), on every allocator: legacy pages, segment heap, big
+    /// pages.
+    Pool(pool::Args),
     /// The crashing thread's stack (kb) from the dump's CONTEXT, or from a
     /// CONTEXT record in memory (.cxr ADDR), with module!function names.
     Stack(stack::Args),
@@ -107,6 +112,7 @@ fn main() -> ExitCode {
         // Streams its (possibly huge) output itself.
         Command::Find(args) => find::run(args).map(|()| String::new()),
         Command::Info(args) => info::run(args),
+        Command::Pool(args) => pool::run(args),
         Command::Stack(args) => stack::run(args),
         Command::Hittag(args) => hittag::run(args),
         Command::Relabel(args) => relabel::run(args),

@@ -30,8 +30,10 @@ use crate::common::{
     Source, SourceArgs, SourceMeta, SymbolArgs, kdnet_report, open_source, release,
 };
 use crate::relabel_rows;
+use report::Listed;
 pub use report::Report;
-use report::{Listed, SourceInfo};
+pub(crate) use report::{AllocationJson, SourceInfo, family_name};
+pub(crate) use text::{allocation_cells, allocation_columns};
 
 /// Find every allocation with the given tags (!poolfind).
 #[derive(Debug, clap::Args)]

@@ -79,7 +79,7 @@ impl Serialize for Allocations {
 }
 
 /// One allocation as JSON, its strings formatted while it is written.
-pub(super) struct AllocationJson<'a>(pub(super) &'a FoundAllocation);
+pub(crate) struct AllocationJson<'a>(pub(crate) &'a FoundAllocation);
 
 /// A value written as its Display text.
 struct Text<T>(T);
@@ -222,6 +222,14 @@ pub(super) enum Listed {
 }
 
 /// The report of `r` for the source `name` (`build`, `live`).
+/// `legacy` or `segment-heap`, as the reports name the allocator family.
+pub(crate) fn family_name(f: find::AllocatorFamily) -> &'static str {
+    match f {
+        find::AllocatorFamily::Legacy => "legacy",
+        find::AllocatorFamily::SegmentHeap => "segment-heap",
+    }
+}
+
 pub(super) fn report(
     mut r: FindReport,
     name: &str,
@@ -238,10 +246,7 @@ pub(super) fn report(
             live,
         },
         patterns: r.patterns.clone(),
-        allocator: match r.allocator {
-            find::AllocatorFamily::Legacy => "legacy".into(),
-            find::AllocatorFamily::SegmentHeap => "segment-heap".into(),
-        },
+        allocator: family_name(r.allocator).into(),
         allocations: Allocations {
             list: {
                 let mut list = std::mem::take(&mut r.allocations);

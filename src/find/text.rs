@@ -76,7 +76,7 @@ fn title(r: &Report) -> String {
 /// The allocation table's columns, as !poolfind lists them: the block
 /// (its pool header, or the big-page entry's address), its physical
 /// address and size.
-pub(super) fn allocation_columns() -> Columns {
+pub(crate) fn allocation_columns() -> Columns {
     Columns::new(&[
         ("Block", Align::Left),
         ("Physical", Align::Right),
@@ -147,7 +147,7 @@ pub(super) fn push_allocations<'a>(
 }
 
 /// The text columns of one allocation, in reused buffers.
-pub(super) fn allocation_cells(a: &FoundAllocation, row: &mut [String; 7]) {
+pub(crate) fn allocation_cells(a: &FoundAllocation, row: &mut [String; 7]) {
     use std::fmt::Write as _;
     for c in row.iter_mut() {
         c.clear();

@@ -19,6 +19,7 @@ mod batch_fleet;
 mod callsites_cli;
 mod find_cli;
 mod hittag_cli;
+mod pool_cli;
 mod relabel_offline;
 mod small_dump;
 mod snapshot_cli;

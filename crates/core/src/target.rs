@@ -248,6 +248,14 @@ impl<M: Memory> Target<M> {
         pool::find::find_allocations(mem, syms, base, self.build, patterns, opts, sink)
     }
 
+    /// The pool allocation holding `va` and the others in its page
+    /// (`!pool Addr`), by [`Self::find`]'s scan of that page (and the one
+    /// before it) for every tag, and the big-page table; when `va` is in no
+    /// allocation, what it is instead ([`pool::find::PoolVerdict`]).
+    pub fn pool_at(&self, va: KernelVa) -> Result<pool::find::PoolPage, pool::find::PoolAtError> {
+        pool::find::pool_at(&self.mem, &self.symbols, self.kern_base(), self.build, va)
+    }
+
     /// The big-page table.
     pub fn big_pool(&self, opts: &BigPoolOptions) -> Result<BigPoolTable, PoolError> {
         pool::read_big_pool(&self.mem, &self.symbols, self.kern_base(), opts)

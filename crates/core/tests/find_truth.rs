@@ -145,12 +145,7 @@ fn check(m: &Machine, truth: &[Allocation], r: &FindReport, tags: &[&str], what:
             .unwrap_or_else(|| panic!("{name} was not found"));
         assert_eq!(f.allocator, Allocator::BigPool, "{name}");
         assert_eq!(f.bytes, e.bytes, "{name}");
-        let want = if e.freed {
-            AllocationState::Free
-        } else {
-            AllocationState::Allocated
-        };
-        assert_eq!(f.state, want, "{name}");
+        assert_eq!(f.state, common::state_of(!e.freed), "{name}");
         if !e.freed && !truth.iter().any(|a| a.va == e.va) {
             live_in_dump += 1;
         }

@@ -60,3 +60,13 @@ pub fn fixed_tag(tag: &str, pool: PoolKind, live: u32, bytes: u32, freed: u64) -
         cache_aligned: false,
     }
 }
+
+/// The state `find` gives an allocation the truth says is live (else freed).
+pub fn state_of(live: bool) -> pooldump_core::pool::find::AllocationState {
+    use pooldump_core::pool::find::AllocationState;
+    if live {
+        AllocationState::Allocated
+    } else {
+        AllocationState::Free
+    }
+}

@@ -145,12 +145,14 @@ pub enum FindError {
     Stopped,
 }
 
+mod page;
 mod regions;
 mod report;
 mod scan;
 mod segheap;
 mod sink;
 
+pub use page::*;
 use regions::{missing_frames, pool_regions};
 pub use report::*;
 use scan::{ScanOut, ScanRun};
@@ -185,22 +187,19 @@ pub fn find_allocations<M: Memory + ?Sized>(
         None => Found::Kept(Mutex::default()),
     };
     let file = mem.page_file();
-    let masks = all_masks(patterns)?;
+    let mut warnings = Vec::new();
+    let (masks, scanner, ctx) = scan_setup(
+        mem,
+        syms,
+        kern_base,
+        build,
+        patterns,
+        opts.engine,
+        &mut warnings,
+    )?;
     // One membership test for the big-page table and the tracker too: a
     // 64-tag search must not cost 64 pattern matches per entry.
     let wanted = TagSet::new(&masks);
-    let layout = header_layout(syms)?;
-    let mut warnings = Vec::new();
-    let ctx = Ctx::new(mem, syms, kern_base, build, &mut warnings);
-    let rules = match ctx.family {
-        AllocatorFamily::Legacy => Rules::Legacy,
-        AllocatorFamily::SegmentHeap => Rules::SegmentHeap,
-    };
-    let scanner =
-        Scanner::new(&masks, layout, rules, opts.engine).map_err(|source| FindError::Scan {
-            what: format!("the tags {}", join(patterns)),
-            source,
-        })?;
 
     // Where pool lives, and which address maps each frame.
     let (regions, region_notes) = pool_regions(mem, syms, kern_base);
@@ -221,6 +220,7 @@ pub fn find_allocations<M: Memory + ?Sized>(
     let threads = opts.threads.unwrap_or_else(rayon::current_num_threads);
     let (out, dropped, scan_seconds) = scan_frames(
         mem,
+        file,
         &scanner,
         patterns,
         &map,
@@ -278,6 +278,61 @@ pub fn find_allocations<M: Memory + ?Sized>(
     })
 }
 
+/// The scanner's masks for `patterns`, the scanner (the build's
+/// `_POOL_HEADER` and allocator rules) and the allocator context.
+fn scan_setup<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    build: Option<u32>,
+    patterns: &[TagPattern],
+    engine: Engine,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<TagMask>, Scanner, Ctx), FindError> {
+    let masks = all_masks(patterns)?;
+    let layout = header_layout(syms)?;
+    let ctx = Ctx::new(mem, syms, kern_base, build, warnings);
+    let rules = match ctx.family {
+        AllocatorFamily::Legacy => Rules::Legacy,
+        AllocatorFamily::SegmentHeap => Rules::SegmentHeap,
+    };
+    let scanner =
+        Scanner::new(&masks, layout, rules, engine).map_err(|source| FindError::Scan {
+            what: format!("the tags {}", join(patterns)),
+            source,
+        })?;
+    Ok((masks, scanner, ctx))
+}
+
+/// Every header (any tag) in the frames `map` names, read through
+/// [`Memory::read_physical`] and checked as [`find_allocations`] checks
+/// them, deduplicated and sorted as it sorts them: `!pool`'s scan of one
+/// page and the one before it ([`page::pool_at`]). Returns them and the
+/// kernel's allocator family.
+fn scan_mapped<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    build: Option<u32>,
+    map: &PageMap,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<FoundAllocation>, AllocatorFamily), FindError> {
+    let any = [TagPattern::parse("*").expect("`*` is a pattern")];
+    let opts = FindOptions {
+        big_pool: false,
+        tracker: false,
+        ..FindOptions::default()
+    };
+    let (_, scanner, ctx) = scan_setup(mem, syms, kern_base, build, &any, opts.engine, warnings)?;
+    let found = Found::Kept(Mutex::default());
+    // No page file: only the frames the map names are read.
+    let (out, _, _) = scan_frames(
+        mem, None, &scanner, &any, map, &ctx, &opts, &found, warnings,
+    )?;
+    let (found, _, _) = finish_found(found, Vec::new(), out.duplicates)?;
+    Ok((found, ctx.family))
+}
+
 /// The allocations of a finished scan: kept ones deduplicated, with the
 /// big-page entries, sorted and counted; streamed ones (only counted)
 /// followed by the big-page entries. Returns them, the per-tag totals and
@@ -312,10 +367,13 @@ fn finish_found(
 
 /// The frame scan, on `opts.threads` threads, its allocations going to
 /// `found`: its counts, how many results past `max_results`
-/// it dropped, and its time in seconds.
+/// it dropped, and its time in seconds. With `file` (the source's
+/// [`Memory::page_file`]) every frame of it is scanned in bulk, else the
+/// frames `map` names, read through [`Memory::read_physical`].
 #[allow(clippy::too_many_arguments)]
 fn scan_frames<M: Memory + ?Sized>(
     mem: &M,
+    file: Option<&dyn PageFile>,
     scanner: &Scanner,
     patterns: &[TagPattern],
     map: &PageMap,
@@ -324,7 +382,6 @@ fn scan_frames<M: Memory + ?Sized>(
     found: &Found<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<(ScanOut, u64, f64), FindError> {
-    let file = mem.page_file();
     let scan = ScanRun {
         mem,
         scanner,
@@ -421,18 +478,9 @@ fn big_pool_matches<M: Memory + ?Sized>(
     release: Option<&dyn PageFile>,
     warnings: &mut Vec<String>,
 ) -> (Vec<FoundAllocation>, Option<BigPoolScan>) {
-    let opts = BigPoolOptions {
-        include_freed: true,
-        ..Default::default()
+    let Some(t) = big_table(mem, syms, kern_base, warnings) else {
+        return (Vec::new(), None);
     };
-    let t = match read_big_pool(mem, syms, kern_base, &opts) {
-        Ok(t) => t,
-        Err(e) => {
-            warnings.push(format!("the big-page table could not be read: {e}"));
-            return (Vec::new(), None);
-        }
-    };
-    warnings.extend(t.warnings.iter().map(|w| format!("big-page table: {w}")));
     let (mut found, mut live, mut freed) = (Vec::new(), 0, 0);
     for e in t.entries.iter().filter(|e| wanted.contains(e.tag.value())) {
         if e.freed {
@@ -457,6 +505,30 @@ fn big_pool_matches<M: Memory + ?Sized>(
         matched_freed: freed,
     };
     (found, Some(scan))
+}
+
+/// The big-page table, live and freed entries; what went wrong reading
+/// it as warnings.
+fn big_table<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    warnings: &mut Vec<String>,
+) -> Option<super::BigPoolTable> {
+    let opts = BigPoolOptions {
+        include_freed: true,
+        ..Default::default()
+    };
+    match read_big_pool(mem, syms, kern_base, &opts) {
+        Ok(t) => {
+            warnings.extend(t.warnings.iter().map(|w| format!("big-page table: {w}")));
+            Some(t)
+        }
+        Err(e) => {
+            warnings.push(format!("the big-page table could not be read: {e}"));
+            None
+        }
+    }
 }
 
 /// The scan's results with the second copy of each allocation whose two

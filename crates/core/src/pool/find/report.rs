@@ -130,6 +130,16 @@ pub struct FoundAllocation {
     pub in_dump: bool,
 }
 
+impl FoundAllocation {
+    /// The bytes the allocation occupies: from its header (or, without
+    /// one, its first byte) for [`Self::bytes`], clamped to the top of the
+    /// address space.
+    pub fn extent(&self) -> std::ops::Range<u64> {
+        let start = self.header.unwrap_or(self.va).0;
+        start..start.saturating_add(self.bytes)
+    }
+}
+
 /// A header in a frame no address in the pool regions maps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UnmappedHeader {

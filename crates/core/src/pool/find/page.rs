@@ -1,0 +1,234 @@
+//! `!pool Addr`: the allocation that holds an address and the others in
+//! its page, found with the search's own machinery (no second header
+//! parser): the frame scan of [`find_allocations`] over just the page and
+//! the one before it (a segment-heap VS chunk or LFH block can start
+//! there and reach into the page) with a pattern every tag matches, each
+//! header checked by the build's allocator rules, plus the big-page
+//! table's entries that cover the page. WinDbg's `!pool` reads the page's
+//! legacy header chain, which the segment heap (19H1+) does not have.
+//!
+//! ```no_run
+//! use pooldump_core::KernelVa;
+//! use pooldump_core::pool::find::PoolVerdict;
+//! # fn demo(t: &pooldump_core::Target<pooldump_core::CrashDump>) -> Result<(), Box<dyn std::error::Error>> {
+//! let p = t.pool_at("ffffc60c`c0117040".parse::<KernelVa>()?)?;
+//! if let Some(a) = &p.containing {
+//!     println!("{} {} {:#x} {} {}", a.va, a.tag, a.bytes, a.state, a.allocator);
+//! } else {
+//!     assert_ne!(p.verdict, PoolVerdict::InAllocation);
+//! }
+//! # Ok(()) }
+//! ```
+
+use super::*;
+use crate::memory::{MemoryError, PxeLevel};
+
+/// Why the address could not be looked at.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolAtError {
+    /// Bits 48-63 are not copies of bit 47: no page table maps it.
+    #[error("{va} is not a canonical address (bits 48-63 must repeat bit 47)")]
+    NonCanonical {
+        /// The address asked about.
+        va: KernelVa,
+    },
+    /// A user-mode address: pool is in the kernel half.
+    #[error("{va} is a user-mode address: pool lives at ffff8000`00000000 and above")]
+    UserAddress {
+        /// The address asked about.
+        va: KernelVa,
+    },
+    /// The source failed (a live target's transport), not the address.
+    #[error("reading {va}: {source}")]
+    Read {
+        /// The address asked about.
+        va: KernelVa,
+        /// The source's failure.
+        #[source]
+        source: MemoryError,
+    },
+    /// The scan could not be set up (the symbols lack `_POOL_HEADER`).
+    #[error(transparent)]
+    Find(#[from] FindError),
+}
+
+/// Where the address's page is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum PageStatus {
+    /// In the source: the address is at physical `pa`.
+    Resident {
+        /// The address's physical address.
+        pa: PhysAddr,
+    },
+    /// Not mapped: the entry at `level` is not present (never mapped, or
+    /// paged out).
+    NotMapped {
+        /// The first paging level whose entry is not present.
+        level: PxeLevel,
+    },
+    /// Mapped, but the source does not hold the page (at `pa`) or a page
+    /// table on the way to it (`pa` unknown).
+    NotInDump {
+        /// The address's physical address, when the walk reached it.
+        pa: Option<PhysAddr>,
+    },
+}
+
+/// What the address is, in a word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PoolVerdict {
+    /// Inside [`PoolPage::containing`].
+    InAllocation,
+    /// In a pool page (a pool region's, or one holding allocations), but in
+    /// none of its allocations: heap metadata, a gap, a freed chunk whose
+    /// header is gone.
+    BetweenAllocations,
+    /// Readable, but outside every pool region, and no allocation covers it.
+    NotPool,
+    /// The page is not mapped, and no big-page entry covers it.
+    NotMapped,
+    /// The page is not in the dump, and no big-page entry covers it.
+    NotInDump,
+    /// Readable and in no allocation; the symbols do not say where pool
+    /// is, so whether this is pool is not known.
+    NoAllocation,
+}
+
+/// `!pool Addr`'s answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolPage {
+    /// The address asked about.
+    pub va: KernelVa,
+    /// The start of its 4 KiB page.
+    pub page: KernelVa,
+    /// Where the page is.
+    pub status: PageStatus,
+    /// The pool region holding the address (`NonPagedPool`, `PagedPool`,
+    /// ...), if any.
+    pub region: Option<String>,
+    /// The symbols say where pool is (all builds but 8.1's).
+    pub regions_known: bool,
+    /// The kernel's small-allocation allocator.
+    pub allocator: AllocatorFamily,
+    /// What the address is.
+    pub verdict: PoolVerdict,
+    /// The allocation holding the address (an allocated one before a freed
+    /// one that overlaps it).
+    pub containing: Option<FoundAllocation>,
+    /// Every allocation overlapping the page, `containing` among them, by
+    /// address (of the header, else the first byte): headers of any tag
+    /// and state, and big-page entries, live and freed.
+    pub allocations: Vec<FoundAllocation>,
+    /// What could not be read or checked.
+    pub warnings: Vec<crate::warning::Warning>,
+}
+
+/// The allocation holding `va` and the others in its page
+/// ([`crate::Target::pool_at`] is the front door).
+pub fn pool_at<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    build: Option<u32>,
+    va: KernelVa,
+) -> Result<PoolPage, PoolAtError> {
+    if !va.is_canonical() {
+        return Err(PoolAtError::NonCanonical { va });
+    }
+    if !va.is_kernel() {
+        return Err(PoolAtError::UserAddress { va });
+    }
+    let mut warnings = Vec::new();
+    let page = va.page_align();
+    let page_end = page.0 + PAGE_SIZE;
+    // The search's notes on the regions speak of its walk: say it here.
+    let (regions, _) = pool_regions(mem, syms, kern_base);
+    if regions.is_none() {
+        warnings.push(format!(
+            "the pool regions are not in the symbols: whether {va} is pool is not known"
+        ));
+    }
+    let region = regions
+        .iter()
+        .flatten()
+        .find(|r| r.range.start <= va && va <= r.range.last);
+    let status = page_status(mem, va)?;
+
+    let mut found = Vec::new();
+    let in_pool = regions.is_none() || region.is_some();
+    let allocator = if matches!(status, PageStatus::Resident { .. }) && in_pool {
+        // The page before too, where it is in the same region.
+        let first = region.map_or(0, |r| r.range.start.0);
+        let lo = page.0.saturating_sub(PAGE_SIZE).max(first);
+        let walk = [VaRange::new(lo, page_end - 1)];
+        let map = PageMap::walk(mem, Some(&walk), &PageMapOptions::default());
+        warnings.extend(page_map_notes(&map));
+        let (scanned, family) = scan_mapped(mem, syms, kern_base, build, &map, &mut warnings)?;
+        found = scanned;
+        family
+    } else {
+        Ctx::new(mem, syms, kern_base, build, &mut warnings).family
+    };
+    if let Some(t) = big_table(mem, syms, kern_base, &mut warnings) {
+        let covers = |e: &&crate::pool::BigPoolEntry| {
+            e.va.0 < page_end && e.va.0.saturating_add(e.bytes) > page.0
+        };
+        found.extend(t.entries.iter().filter(covers).map(|e| big_entry(mem, e)));
+    }
+
+    let mut allocations: Vec<FoundAllocation> = found
+        .into_iter()
+        .filter(|a| a.extent().start < page_end && a.extent().end > page.0)
+        .collect();
+    allocations.sort_by_key(|a| (a.extent().start, a.va, a.bytes, a.state));
+    let containing = allocations
+        .iter()
+        .filter(|a| a.extent().contains(&va.0))
+        .min_by_key(|a| (a.state != AllocationState::Allocated, a.bytes))
+        .cloned();
+    let verdict = match (&containing, status) {
+        (Some(_), _) => PoolVerdict::InAllocation,
+        (None, PageStatus::NotMapped { .. }) => PoolVerdict::NotMapped,
+        (None, PageStatus::NotInDump { .. }) => PoolVerdict::NotInDump,
+        (None, PageStatus::Resident { .. }) if region.is_some() || !allocations.is_empty() => {
+            PoolVerdict::BetweenAllocations
+        }
+        (None, PageStatus::Resident { .. }) if regions.is_some() => PoolVerdict::NotPool,
+        (None, PageStatus::Resident { .. }) => PoolVerdict::NoAllocation,
+    };
+    Ok(PoolPage {
+        va,
+        page,
+        status,
+        region: region.map(|r| r.name.clone()),
+        regions_known: regions.is_some(),
+        allocator,
+        verdict,
+        containing,
+        allocations,
+        warnings: crate::warning::Warning::all(crate::warning::WarningKind::Find, warnings),
+    })
+}
+
+/// Where `va`'s page is; an error only when the source itself failed.
+fn page_status<M: Memory + ?Sized>(mem: &M, va: KernelVa) -> Result<PageStatus, PoolAtError> {
+    match mem.translate(va) {
+        Ok(t) => {
+            let mut b = [0u8; 1];
+            match mem.read_physical(t.pa, &mut b) {
+                Ok(()) => Ok(PageStatus::Resident { pa: t.pa }),
+                Err(source @ MemoryError::Transport(_)) => Err(PoolAtError::Read { va, source }),
+                Err(_) => Ok(PageStatus::NotInDump { pa: Some(t.pa) }),
+            }
+        }
+        Err(MemoryError::NotPresent { level, .. }) => Ok(PageStatus::NotMapped { level }),
+        Err(
+            MemoryError::NotInSource { .. }
+            | MemoryError::Truncated { .. }
+            | MemoryError::NotCaptured { .. },
+        ) => Ok(PageStatus::NotInDump { pa: None }),
+        Err(source) => Err(PoolAtError::Read { va, source }),
+    }
+}
