@@ -1,0 +1,109 @@
+//! The big-page table's part of a search: the entries whose tag is
+//! wanted, as allocations (big pages carry no pool header).
+
+use super::*;
+
+/// The big-page table's entries (live and freed) whose tag is wanted.
+/// Whether a live entry's page is in the dump is known by reading a byte
+/// of it, which maps the kernel's fault-around window (64 KiB) of the
+/// dump: with `release`, the dump's map is dropped every 256 entries, so
+/// the resident set does not grow with the entries matched (1,500 of them
+/// used to add 70 MB on the 4 GiB bench dump, docs/performance.md).
+pub(super) fn big_pool_matches<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    wanted: &TagSet,
+    release: Option<&dyn PageFile>,
+    warnings: &mut Vec<String>,
+) -> (Vec<FoundAllocation>, Option<BigPoolScan>) {
+    let Some(t) = big_table(mem, syms, kern_base, warnings) else {
+        return (Vec::new(), None);
+    };
+    let (mut found, mut live, mut freed) = (Vec::new(), 0, 0);
+    for e in t.entries.iter().filter(|e| wanted.contains(e.tag.value())) {
+        if e.freed {
+            freed += 1;
+        } else {
+            live += 1;
+        }
+        found.push(big_entry(mem, e));
+        if let Some(f) = release
+            && found.len() % 256 == 0
+        {
+            f.release_file_range(0, f.file_bytes().len());
+        }
+    }
+    if let Some(f) = release {
+        f.release_file_range(0, f.file_bytes().len());
+    }
+    let scan = BigPoolScan {
+        table: t.table,
+        size: t.size,
+        matched_live: live,
+        matched_freed: freed,
+    };
+    (found, Some(scan))
+}
+
+/// The big-page table, live and freed entries; what went wrong reading
+/// it as warnings.
+pub(super) fn big_table<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    warnings: &mut Vec<String>,
+) -> Option<crate::pool::BigPoolTable> {
+    let opts = BigPoolOptions {
+        include_freed: true,
+        ..Default::default()
+    };
+    match read_big_pool(mem, syms, kern_base, &opts) {
+        Ok(t) => {
+            warnings.extend(t.warnings.iter().map(|w| format!("big-page table: {w}")));
+            Some(t)
+        }
+        Err(e) => {
+            warnings.push(format!("the big-page table could not be read: {e}"));
+            None
+        }
+    }
+}
+
+/// A big-page entry as an allocation: in the dump when its first byte
+/// reads.
+pub(super) fn big_entry<M: Memory + ?Sized>(
+    mem: &M,
+    e: &crate::pool::BigPoolEntry,
+) -> FoundAllocation {
+    let pa = if e.freed {
+        None
+    } else {
+        mem.translate(e.va).ok().map(|t| t.pa).filter(|pa| {
+            let mut b = [0u8; 1];
+            mem.read_physical(*pa, &mut b).is_ok()
+        })
+    };
+    FoundAllocation {
+        va: e.va,
+        header: None,
+        pa,
+        tag: e.tag.unprotected(),
+        protected: false,
+        bytes: e.bytes,
+        pool: match e.pool {
+            PoolClass::Paged => PoolKind::Paged,
+            PoolClass::NonPaged if e.nx => PoolKind::NonPagedNx,
+            PoolClass::NonPaged => PoolKind::NonPaged,
+        },
+        session: e.session,
+        pool_type: e.pool_type,
+        state: if e.freed {
+            AllocationState::Free
+        } else {
+            AllocationState::Allocated
+        },
+        allocator: Allocator::BigPool,
+        in_dump: pa.is_some(),
+    }
+}
