@@ -3,12 +3,15 @@
 //! cyclically, with optional holes), with a real build's layouts from the
 //! built-in table: the pool tracker and its per-processor tables and
 //! expansion table, the big-page table, the process list and session pool
-//! (crates/core/src/pool, processes.rs), the module list and KDBG (crates/core/src/kernel).
+//! (crates/core/src/pool, processes.rs), the module list and KDBG (crates/core/src/kernel),
+//! and `pool_at` (`!pool Addr`: find's frame scan of one page for every
+//! tag, with the segment-heap checks, and the big-page table).
 use std::sync::OnceLock;
 
 use super::super::{CyclicVirt, u64_at};
 use pooldump_core::KernelVa;
 use pooldump_core::kernel::{WalkLimits, read_kdbg, read_pe_image, walk_loaded_modules};
+use pooldump_core::pool::find::pool_at;
 use pooldump_core::pool::{
     BigPoolOptions, TrackerOptions, read_big_pool, read_pool_usage, read_session_pool,
 };
@@ -16,13 +19,14 @@ use pooldump_core::processes::{ProcessWalkLimits, walk_processes};
 use pooldump_core::symbols::fallback;
 use pooldump_core::symbols::{BuiltInMatch, KernelSymbols, SymbolSource};
 
-fn symbols() -> &'static [KernelSymbols] {
-    static SYMS: OnceLock<Vec<KernelSymbols>> = OnceLock::new();
+/// Each built-in build's number and symbols.
+fn symbols() -> &'static [(u32, KernelSymbols)] {
+    static SYMS: OnceLock<Vec<(u32, KernelSymbols)>> = OnceLock::new();
     SYMS.get_or_init(|| {
         fallback::builds()
             .iter()
             .filter_map(|b| {
-                Some(KernelSymbols::new(
+                let syms = KernelSymbols::new(
                     b.identity()?,
                     SymbolSource::BuiltIn {
                         matched_by: BuiltInMatch::Guid,
@@ -30,7 +34,8 @@ fn symbols() -> &'static [KernelSymbols] {
                         supplement: false,
                     },
                     b.layouts.clone(),
-                ))
+                );
+                Some((b.build, syms))
             })
             .collect()
     })
@@ -43,7 +48,7 @@ pub fn run(data: &[u8]) {
     let (head, body) = data.split_at(16);
     let all = symbols();
     assert!(!all.is_empty(), "the built-in table loads");
-    let syms = &all[head[0] as usize % all.len()];
+    let (build, syms) = &all[head[0] as usize % all.len()];
     let mem = CyclicVirt {
         data: body,
         hole_every: u64::from(head[1] % 8),
@@ -81,5 +86,8 @@ pub fn run(data: &[u8]) {
         let _ = list.find(kern_base);
     }
     let _ = read_kdbg(&mem, kern_base, None);
+    // An address in the kernel half, in the input's pages.
+    let va = KernelVa(0xFFFF_8000_0000_0000 | (u64_at(head, 4) & 0x0000_7FFF_FFFF_FFF0));
+    let _ = pool_at(&mem, syms, kern_base, Some(*build), va);
     let _ = read_pe_image(&mem, kern_base);
 }
