@@ -295,6 +295,11 @@ fn others(t: &Target<CrashDump>, b: NtBuild, what: &str) {
     assert!(matches!(p.status, PageStatus::Resident { .. }), "{what}");
     assert_eq!(p.regions_known, b != NtBuild::Win81_9600, "{what}");
 
+    // The last page of the address space (its end is 2^64).
+    let p = t.pool_at(KernelVa(u64::MAX)).unwrap();
+    assert_eq!(p.page, KernelVa(0xFFFF_FFFF_FFFF_F000), "{what}");
+    assert!(p.containing.is_none(), "{what}: {p:?}");
+
     let e = t.pool_at(KernelVa(0x0000_8000_0000_1000)).unwrap_err();
     assert!(matches!(e, PoolAtError::NonCanonical { .. }), "{what}: {e}");
     assert!(e.to_string().contains("not a canonical address"), "{e}");

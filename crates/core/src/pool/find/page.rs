@@ -142,7 +142,8 @@ pub fn pool_at<M: Memory + ?Sized>(
     }
     let mut warnings = Vec::new();
     let page = va.page_align();
-    let page_end = page.0 + PAGE_SIZE;
+    // The page's last byte: `page + 0x1000` overflows for the top page.
+    let page_last = page.0 | (PAGE_SIZE - 1);
     // The search's notes on the regions speak of its walk: say it here.
     let (regions, _) = pool_regions(mem, syms, kern_base);
     if regions.is_none() {
@@ -162,7 +163,7 @@ pub fn pool_at<M: Memory + ?Sized>(
         // The page before too, where it is in the same region.
         let first = region.map_or(0, |r| r.range.start.0);
         let lo = page.0.saturating_sub(PAGE_SIZE).max(first);
-        let walk = [VaRange::new(lo, page_end - 1)];
+        let walk = [VaRange::new(lo, page_last)];
         let map = PageMap::walk(mem, Some(&walk), &PageMapOptions::default());
         warnings.extend(page_map_notes(&map));
         let (scanned, family) = scan_mapped(mem, syms, kern_base, build, &map, &mut warnings)?;
@@ -173,14 +174,14 @@ pub fn pool_at<M: Memory + ?Sized>(
     };
     if let Some(t) = big_table(mem, syms, kern_base, &mut warnings) {
         let covers = |e: &&crate::pool::BigPoolEntry| {
-            e.va.0 < page_end && e.va.0.saturating_add(e.bytes) > page.0
+            e.va.0 <= page_last && e.va.0.saturating_add(e.bytes) > page.0
         };
         found.extend(t.entries.iter().filter(covers).map(|e| big_entry(mem, e)));
     }
 
     let mut allocations: Vec<FoundAllocation> = found
         .into_iter()
-        .filter(|a| a.extent().start < page_end && a.extent().end > page.0)
+        .filter(|a| a.extent().start <= page_last && a.extent().end > page.0)
         .collect();
     allocations.sort_by_key(|a| (a.extent().start, a.va, a.bytes, a.state));
     let containing = allocations
