@@ -65,7 +65,9 @@ fn assigned_regions<M: Memory + ?Sized>(
         let field = |member: &str| {
             let path = format!("SystemVaRegions[{idx}].{member}");
             let f = syms.field("_MI_VISIBLE_STATE", &path).ok()?;
-            Some(mem.read_u64(KernelVa(vs + f.offset)).unwrap_or(0))
+            // `vs` is read from the target: near 2^64 the sum overflows.
+            let at = vs.checked_add(f.offset)?;
+            Some(mem.read_u64(KernelVa(at)).unwrap_or(0))
         };
         let (Some(b), Some(s)) = (field("BaseAddress"), field("NumberOfBytes")) else {
             continue;
