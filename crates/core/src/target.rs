@@ -253,7 +253,15 @@ impl<M: Memory> Target<M> {
     /// before it) for every tag, and the big-page table; when `va` is in no
     /// allocation, what it is instead ([`pool::find::PoolVerdict`]).
     pub fn pool_at(&self, va: KernelVa) -> Result<pool::find::PoolPage, pool::find::PoolAtError> {
-        pool::find::pool_at(&self.mem, &self.symbols, self.kern_base(), self.build, va)
+        let opts = pool::find::PoolAtOptions::default();
+        pool::find::pool_at(
+            &self.mem,
+            &self.symbols,
+            self.kern_base(),
+            self.build,
+            va,
+            &opts,
+        )
     }
 
     /// The big-page table.

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use super::super::{CyclicVirt, u64_at};
 use pooldump_core::KernelVa;
 use pooldump_core::kernel::{WalkLimits, read_kdbg, read_pe_image, walk_loaded_modules};
-use pooldump_core::pool::find::pool_at;
+use pooldump_core::pool::find::{PoolAtOptions, pool_at};
 use pooldump_core::pool::{
     BigPoolOptions, TrackerOptions, read_big_pool, read_pool_usage, read_session_pool,
 };
@@ -88,6 +88,11 @@ pub fn run(data: &[u8]) {
     let _ = read_kdbg(&mem, kern_base, None);
     // An address in the kernel half, in the input's pages.
     let va = KernelVa(0xFFFF_8000_0000_0000 | (u64_at(head, 4) & 0x0000_7FFF_FFFF_FFF0));
-    let _ = pool_at(&mem, syms, kern_base, Some(*build), va);
+    // Every page of this memory reads, so a table's claimed size is all
+    // there: bound it as the big-page walk above is bounded.
+    let opts = PoolAtOptions {
+        max_big_entries: big.max_entries,
+    };
+    let _ = pool_at(&mem, syms, kern_base, Some(*build), va, &opts);
     let _ = read_pe_image(&mem, kern_base);
 }

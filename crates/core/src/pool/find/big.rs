@@ -17,7 +17,8 @@ pub(super) fn big_pool_matches<M: Memory + ?Sized>(
     release: Option<&dyn PageFile>,
     warnings: &mut Vec<String>,
 ) -> (Vec<FoundAllocation>, Option<BigPoolScan>) {
-    let Some(t) = big_table(mem, syms, kern_base, warnings) else {
+    let max_entries = BigPoolOptions::default().max_entries;
+    let Some(t) = big_table(mem, syms, kern_base, max_entries, warnings) else {
         return (Vec::new(), None);
     };
     let (mut found, mut live, mut freed) = (Vec::new(), 0, 0);
@@ -46,17 +47,18 @@ pub(super) fn big_pool_matches<M: Memory + ?Sized>(
     (found, Some(scan))
 }
 
-/// The big-page table, live and freed entries; what went wrong reading
-/// it as warnings.
+/// The big-page table (at most `max_entries`), live and freed entries;
+/// what went wrong reading it as warnings.
 pub(super) fn big_table<M: Memory + ?Sized>(
     mem: &M,
     syms: &KernelSymbols,
     kern_base: KernelVa,
+    max_entries: u64,
     warnings: &mut Vec<String>,
 ) -> Option<crate::pool::BigPoolTable> {
     let opts = BigPoolOptions {
         include_freed: true,
-        ..Default::default()
+        max_entries,
     };
     match read_big_pool(mem, syms, kern_base, &opts) {
         Ok(t) => {

@@ -125,6 +125,23 @@ pub struct PoolPage {
     pub warnings: Vec<crate::warning::Warning>,
 }
 
+/// Bounds on what [`pool_at`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolAtOptions {
+    /// Read at most this many big-page table entries (the table is read
+    /// whole to find the entries that cover the page), as
+    /// [`BigPoolOptions::max_entries`].
+    pub max_big_entries: u64,
+}
+
+impl Default for PoolAtOptions {
+    fn default() -> Self {
+        Self {
+            max_big_entries: BigPoolOptions::default().max_entries,
+        }
+    }
+}
+
 /// The allocation holding `va` and the others in its page
 /// ([`crate::Target::pool_at`] is the front door).
 pub fn pool_at<M: Memory + ?Sized>(
@@ -133,6 +150,7 @@ pub fn pool_at<M: Memory + ?Sized>(
     kern_base: KernelVa,
     build: Option<u32>,
     va: KernelVa,
+    opts: &PoolAtOptions,
 ) -> Result<PoolPage, PoolAtError> {
     if !va.is_canonical() {
         return Err(PoolAtError::NonCanonical { va });
@@ -172,7 +190,7 @@ pub fn pool_at<M: Memory + ?Sized>(
     } else {
         Ctx::new(mem, syms, kern_base, build, &mut warnings).family
     };
-    if let Some(t) = big_table(mem, syms, kern_base, &mut warnings) {
+    if let Some(t) = big_table(mem, syms, kern_base, opts.max_big_entries, &mut warnings) {
         let covers = |e: &&crate::pool::BigPoolEntry| {
             e.va.0 <= page_last && e.va.0.saturating_add(e.bytes) > page.0
         };
