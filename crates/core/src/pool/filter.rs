@@ -134,12 +134,14 @@ fn glob(p: &[u8], s: &[u8]) -> bool {
     let (mut pi, mut si) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while si < s.len() {
-        if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
-            pi += 1;
-            si += 1;
-        } else if pi < p.len() && p[pi] == b'*' {
+        // A star first: a tag may hold the byte '*' itself, which the
+        // star must not be taken for.
+        if pi < p.len() && p[pi] == b'*' {
             star = Some((pi, si));
             pi += 1;
+        } else if pi < p.len() && (p[pi] == b'?' || p[pi] == s[si]) {
+            pi += 1;
+            si += 1;
         } else if let Some((sp, ss)) = star {
             pi = sp + 1;
             si = ss + 1;
@@ -350,6 +352,17 @@ mod tests {
                 .unwrap()
                 .matches(PoolTag::from_bytes(*b"Pro\xe3"))
         );
+    }
+
+    #[test]
+    fn a_star_matches_a_tag_holding_a_star() {
+        // Found by fuzzing `pool_at`, whose scan takes every tag (`*`).
+        let tag = |b: &[u8; 4]| PoolTag::from_bytes(*b);
+        let star = TagPattern::parse("*").unwrap();
+        assert!(star.matches(tag(b"*\x81\x81\x01")));
+        assert!(TagPattern::parse("A*").unwrap().matches(tag(b"A*bc")));
+        assert!(TagPattern::parse("*c").unwrap().matches(tag(b"A*bc")));
+        assert!(!TagPattern::parse("B*").unwrap().matches(tag(b"A*bc")));
     }
 
     #[test]
