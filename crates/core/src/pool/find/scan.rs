@@ -280,6 +280,12 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
             };
             let page_va = m.va.0 + (frame - m.pfn.0) * PAGE_SIZE;
             let va = page_va + in_page;
+            // A header in the last bytes of the address space has no data
+            // after it: not an allocation.
+            let Some(data_va) = va.checked_add(unit) else {
+                o.rejected += 1;
+                continue;
+            };
             let (mut allocator, mut state, mut heap_kind, mut key) =
                 (Allocator::LegacyPage, header_state, None, None);
             if self.ctx.family == AllocatorFamily::SegmentHeap {
@@ -332,7 +338,7 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
             }
             w.batch.push((
                 FoundAllocation {
-                    va: KernelVa(va + unit),
+                    va: KernelVa(data_va),
                     header: Some(KernelVa(va)),
                     pa: Some(pa),
                     tag: PoolTag(h.tag_unprotected()),
