@@ -367,7 +367,10 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
     fn pair_continues(&self, va: u64, h: &pooldump_scan::PoolHeader) -> bool {
         use pooldump_scan::header::pool_type::IN_USE;
         let layout = self.scanner.layout();
-        let next_va = va + h.block_size as u64 * layout.unit() as u64;
+        // A block that ends the top page has no next page.
+        let Some(next_va) = va.checked_add(h.block_size as u64 * layout.unit() as u64) else {
+            return false;
+        };
         let mut b = [0u8; 64];
         let Some(b) = b.get_mut(..layout.size) else {
             return false;

@@ -555,7 +555,8 @@ impl SegHeap {
         let dec = (q ^ chunk ^ self.heap_key).to_le_bytes();
         let size = l.chunk_size.read_u64(&dec).unwrap_or(0) * unit;
         let allocated_byte = l.chunk_allocated.read_u64(&dec).unwrap_or(0);
-        let block_end = va + hit.header.block_size as u64 * unit;
+        // Saturating: a block that ends the top page ends at 2^64.
+        let block_end = va.saturating_add(hit.header.block_size as u64 * unit);
         let end = chunk.wrapping_add(size);
         let fits = match bounds {
             Some((_, hi)) => size >= 2 * unit && end <= hi && block_end <= end,
