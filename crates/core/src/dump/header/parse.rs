@@ -107,6 +107,7 @@ pub(crate) fn parse(file: &[u8]) -> Result<Parsed, HeaderError> {
     let header = read_fields(
         file,
         dump_type,
+        attributes,
         layout,
         described_pages,
         truncation,
@@ -144,6 +145,7 @@ fn truncation(
 fn read_fields(
     file: &[u8],
     dump_type: DumpType,
+    attributes: u32,
     layout: PageLayout,
     described_pages: u64,
     truncation: Option<Truncation>,
@@ -188,7 +190,7 @@ fn read_fields(
         system_up_time: UpTime(u64_at(off::SYSTEM_UP_TIME)),
         product_type: u32_at(off::PRODUCT_TYPE),
         suite_mask: u32_at(off::SUITE_MASK),
-        attributes: attributes(file),
+        attributes,
         comment: comment(b.bytes(off::COMMENT, off::COMMENT_LEN).unwrap_or(&[])),
         layout,
         described_pages,
