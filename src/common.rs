@@ -216,7 +216,7 @@ impl DownloadProgress for ProgressBar {
 /// Where the kernel comes from: a crash dump or a live KDNET target.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SourceArgs {
-    /// The crash dump (MEMORY.DMP: full, kernel/automatic bitmap, or RDMP).
+    /// The crash dump (MEMORY.DMP: complete, kernel or automatic, or RDMP).
     #[arg(
         value_name = "DUMP",
         required_unless_present = "kdnet",

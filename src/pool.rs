@@ -30,7 +30,7 @@ const SCHEMA: &str = "pooldump.pool/1";
     override_usage = "pooldump pool [OPTIONS] DUMP ADDR\n       pooldump pool [OPTIONS] --kdnet SPEC ADDR"
 )]
 pub struct Args {
-    /// The crash dump (MEMORY.DMP: full, kernel/automatic bitmap, or RDMP);
+    /// The crash dump (MEMORY.DMP: complete, kernel or automatic, or RDMP);
     /// with --kdnet, the address.
     #[arg(value_name = "DUMP", required_unless_present = "kdnet")]
     pub dump: Option<String>,

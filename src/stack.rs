@@ -27,7 +27,7 @@ use crate::common::{ProgressBar, SymbolArgs};
 /// Show the crashing thread's stack (kb), or the stack of a CONTEXT record.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The crash dump (MEMORY.DMP: full, kernel/automatic bitmap, or RDMP;
+    /// The crash dump (MEMORY.DMP: complete, kernel or automatic, or RDMP;
     /// or a small memory dump, whose images come from the symbol path).
     #[arg(value_name = "DUMP")]
     pub dump: PathBuf,
