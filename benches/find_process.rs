@@ -23,7 +23,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 fn exe(rel: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
@@ -33,27 +32,6 @@ fn exe(rel: &str) -> PathBuf {
         p.display()
     );
     p
-}
-
-/// Wall seconds and max RSS (KiB) of one run; the output is discarded
-/// (as to a file).
-fn run(cmd: &mut Command) -> (f64, u64) {
-    let t = Instant::now();
-    // Reaped by wait4 below, which std's Child cannot do with rusage.
-    #[allow(clippy::zombie_processes)]
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starts");
-    let (mut status, pid) = (0, child.id() as libc::pid_t);
-    // SAFETY: a zeroed rusage is a valid out-parameter; wait4 reaps only
-    // our own child, which std's Child is never asked to wait for.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let secs = t.elapsed().as_secs_f64();
-    assert!(r == pid && status == 0, "{cmd:?} failed ({status})");
-    (secs, usage.ru_maxrss as u64)
 }
 
 fn main() {
@@ -88,8 +66,8 @@ fn main() {
         c
     };
     // Warm the page cache and the layout cache.
-    run(&mut raw_cmd());
-    run(&mut find_cmd(1, &[]));
+    common::run_process(&mut raw_cmd(), Stdio::null());
+    common::run_process(&mut find_cmd(1, &[]), Stdio::null());
     let only = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with("--") && a.parse::<usize>().is_err());
@@ -119,10 +97,10 @@ fn main() {
         }
         let (mut r, mut f, mut rss) = (Vec::new(), Vec::new(), 0);
         for _ in 0..runs {
-            r.push(run(&mut raw_cmd()).0);
-            let (secs, kib) = run(&mut find_cmd(n, extra));
-            f.push(secs);
-            rss = rss.max(kib);
+            r.push(common::run_process(&mut raw_cmd(), Stdio::null()).secs);
+            let m = common::run_process(&mut find_cmd(n, extra), Stdio::null());
+            f.push(m.secs);
+            rss = rss.max(m.max_rss_kib);
         }
         let (r, f) = (common::median(r), common::median(f));
         println!(
