@@ -32,7 +32,7 @@ pub use crate::pdb_prescan::symbol_kind_is_read;
 
 mod primitive;
 
-use primitive::{primitive_name, primitive_size, variant};
+use primitive::{pointer_size, primitive_name, primitive_size, variant};
 
 /// Type chains (modifier → pointer → array ...) deeper than this are
 /// treated as broken: a hostile PDB could make them cyclic.
@@ -488,16 +488,17 @@ fn describe(
     }
     let data = parse_type(finder, names, ti).map_err(|e| e.to_string())?;
     match data {
-        TypeData::Primitive(p) => {
-            if p.indirection.is_some() {
-                f.size = 8;
+        TypeData::Primitive(p) => match p.indirection {
+            Some(mode) => {
+                f.size = pointer_size(mode);
                 f.type_name = "pointer".into();
                 f.pointee = Some(primitive_name(p.kind).into());
-            } else {
+            }
+            None => {
                 f.size = primitive_size(p.kind);
                 f.type_name = primitive_name(p.kind).into();
             }
-        }
+        },
         TypeData::Modifier(m) => describe(finder, names, m.underlying_type, f, depth + 1)?,
         TypeData::Bitfield(b) => {
             describe(finder, names, b.underlying_type, f, depth + 1)?;
@@ -655,3 +656,6 @@ fn undecorates_x86_call_conventions_only() {
     assert_eq!(undecorate("?Foo@@YAXXZ"), None);
     assert_eq!(undecorate("_x@"), None);
 }
+
+#[cfg(test)]
+mod tests;
