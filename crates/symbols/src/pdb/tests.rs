@@ -132,3 +132,41 @@ fn base_type_pointers_take_the_size_of_their_mode() {
     assert_eq!(size("p32"), Some((4, "pointer")));
     assert_eq!(size("p64"), Some((8, "pointer")));
 }
+
+#[test]
+fn anonymous_types_sharing_msvcs_placeholder_unique_name_stay_apart() {
+    // MSVC names two different anonymous structs `.?AU<unnamed-tag>@@`;
+    // a third carries a unique name of its own, as clang writes them.
+    const TAG: &str = ".?AU<unnamed-tag>@@";
+    const OWN: &str = ".?AU<unnamed-type-u>@_OUTER@@";
+    let (l, warnings) = read(&[
+        field_list(&[member("a", T_INT4, 0)]),
+        structure("<unnamed-tag>", Some(TAG), 0x1000, 1, 4),
+        field_list(&[member("x", T_QUAD, 0), member("y", T_QUAD, 8)]),
+        structure("<unnamed-tag>", Some(TAG), 0x1002, 2, 16),
+        field_list(&[member("c", T_UCHAR, 0)]),
+        structure("<unnamed-tag>", Some(OWN), 0x1004, 1, 1),
+        field_list(&[
+            member("u1", 0x1001, 0),
+            member("u2", 0x1003, 8),
+            member("u3", 0x1005, 24),
+        ]),
+        structure("_OUTER", Some(".?AU_OUTER@@"), 0x1006, 3, 32),
+    ]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let outer = &l.types["_OUTER"];
+    for (member, size, fields) in [
+        ("u1", 4, vec!["a"]),
+        ("u2", 16, vec!["x", "y"]),
+        ("u3", 1, vec!["c"]),
+    ] {
+        let f = outer.field(member).unwrap();
+        assert_eq!(f.size, size, "{member}");
+        let t = &l.types[&f.type_name];
+        assert_eq!(t.size, size, "{member}: {}", f.type_name);
+        let names: Vec<&str> = t.fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, fields, "{member}");
+    }
+    assert_eq!(outer.field("u3").unwrap().type_name, OWN);
+    assert!(!l.types.contains_key(TAG));
+}
