@@ -14,8 +14,9 @@
 //!   resolved by name (or unique name) to the definition;
 //! * a bitfield member's offset is that of its storage unit; LF_BITFIELD
 //!   gives position, length and the unit's type;
-//! * members named `__*` are layout helpers of synthetic PDBs (pads of the
-//!   anonymous-member technique) and are skipped;
+//! * members named `__padN`, `__tail` and `__size` are layout helpers of
+//!   synthetic PDBs (pads of the anonymous-member technique) and are
+//!   skipped; other `__` names are real members and kept;
 //! * LF_MODIFIER is looked through, LF_POINTER gives its size from its
 //!   attributes, LF_ARRAY its size in bytes (the element count is derived).
 
@@ -511,7 +512,7 @@ fn layout_of(
     for_each_list_item(finder, names, fields, "field list", |f| {
         if let TypeData::Member(m) = f {
             let name = m.name.to_string();
-            if name.starts_with("__") {
+            if is_layout_helper(&name) {
                 return Ok(());
             }
             let mut field = FieldLayout {
@@ -527,6 +528,18 @@ fn layout_of(
     })?;
     layout.sort();
     Ok(layout)
+}
+
+/// The helper members of the synthetic PDBs' anonymous-member technique
+/// (docs/testdata-nt.md): `__padN`, `__tail`, `__size`. Other names that
+/// start with `__` are real: `_EXCEPTION_RECORD64.__unusedAlignment` in
+/// every ntkrnlmp, `__ss_pad1` in the SDK's `sockaddr_storage`.
+fn is_layout_helper(name: &str) -> bool {
+    name == "__tail"
+        || name == "__size"
+        || name
+            .strip_prefix("__pad")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
 }
 
 /// Fill in a member's size, type name, bits, array and pointer details.

@@ -170,3 +170,23 @@ fn anonymous_types_sharing_msvcs_placeholder_unique_name_stay_apart() {
     assert_eq!(outer.field("u3").unwrap().type_name, OWN);
     assert!(!l.types.contains_key(TAG));
 }
+
+#[test]
+fn only_the_synthetic_layout_helpers_are_skipped() {
+    let (l, _) = read(&[
+        field_list(&[
+            member("NumberParameters", T_INT4, 0),
+            member("__unusedAlignment", T_INT4, 4),
+            member("__pad0", T_UCHAR, 8),
+            member("__tail", T_UCHAR, 9),
+            member("__size", T_UCHAR, 10),
+        ]),
+        structure("_EXCEPTION_RECORD64", None, 0x1000, 5, 12),
+    ]);
+    let names: Vec<&str> = l.types["_EXCEPTION_RECORD64"]
+        .fields
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(names, ["NumberParameters", "__unusedAlignment"]);
+}
