@@ -20,7 +20,7 @@ const T_64PVOID: u32 = 0x0603;
 fn record(leaf: u16, body: &[u8]) -> Vec<u8> {
     let mut r = leaf.to_le_bytes().to_vec();
     r.extend_from_slice(body);
-    while (r.len() + 2) % 4 != 0 {
+    while !(r.len() + 2).is_multiple_of(4) {
         r.push(0xf0 | (4 - (r.len() + 2) % 4) as u8);
     }
     r
