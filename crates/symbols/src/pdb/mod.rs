@@ -580,21 +580,25 @@ fn describe(
             f.type_name = "pointer".into();
             f.pointee = Some(target_name(finder, names, p.underlying_type, depth + 1));
         }
-        TypeData::Class(c) => {
+        TypeData::Class(pdb2::ClassType {
+            name,
+            unique_name,
+            properties,
+            size,
+            ..
+        })
+        | TypeData::Union(pdb2::UnionType {
+            name,
+            unique_name,
+            properties,
+            size,
+            ..
+        }) => {
             let udt = (
-                &*c.name.to_string(),
-                c.unique_name,
-                c.properties.forward_reference(),
-                c.size,
-            );
-            (f.type_name, f.size) = udt_key_size(finder, names, ti, udt);
-        }
-        TypeData::Union(u) => {
-            let udt = (
-                &*u.name.to_string(),
-                u.unique_name,
-                u.properties.forward_reference(),
-                u.size,
+                &*name.to_string(),
+                unique_name,
+                properties.forward_reference(),
+                size,
             );
             (f.type_name, f.size) = udt_key_size(finder, names, ti, udt);
         }
