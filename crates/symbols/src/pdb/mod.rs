@@ -14,8 +14,9 @@
 //!   resolved by name (or unique name) to the definition;
 //! * a bitfield member's offset is that of its storage unit; LF_BITFIELD
 //!   gives position, length and the unit's type;
-//! * members named `__*` are layout helpers of synthetic PDBs (pads of the
-//!   anonymous-member technique) and are skipped;
+//! * members named `__padN`, `__tail` and `__size` are layout helpers of
+//!   synthetic PDBs (pads of the anonymous-member technique) and are
+//!   skipped; other `__` names are real members and kept;
 //! * LF_MODIFIER is looked through, LF_POINTER gives its size from its
 //!   attributes, LF_ARRAY its size in bytes (the element count is derived).
 
@@ -32,7 +33,7 @@ pub use crate::pdb_prescan::symbol_kind_is_read;
 
 mod primitive;
 
-use primitive::{primitive_name, primitive_size, variant};
+use primitive::{pointer_size, primitive_name, primitive_size, variant};
 
 /// Type chains (modifier → pointer → array ...) deeper than this are
 /// treated as broken: a hostile PDB could make them cyclic.
@@ -312,6 +313,8 @@ fn undecorate(name: &str) -> Option<&str> {
 #[derive(Default)]
 struct DefinitionNames {
     by_name: HashMap<String, TypeIndex>,
+    /// The key of every definition (not only the first of its name).
+    key_by_index: HashMap<u32, String>,
     /// The records pdb2 would panic on
     /// ([`crate::pdb_prescan::undecodable_records`]): type index to leaf
     /// kind.
@@ -356,8 +359,8 @@ fn read_types<'t>(
         undecodable,
         ..Default::default()
     };
-    let mut defs: Vec<(String, TypeIndex)> = Vec::new();
-    let mut enums: Vec<(String, TypeIndex)> = Vec::new();
+    // Definitions in stream order: name, unique name, index, is an enum.
+    let mut found: Vec<(String, Option<String>, TypeIndex, bool)> = Vec::new();
     let mut unparsed = 0usize;
     while let Some(item) = iter.next()? {
         finder.update(&iter);
@@ -367,30 +370,60 @@ fn read_types<'t>(
         } else {
             item.parse()
         };
+        let unique = |u: Option<pdb2::RawString<'_>>| u.map(|u| u.to_string().into_owned());
         match parsed {
             Ok(TypeData::Class(c)) if !c.properties.forward_reference() => {
-                let key = type_key(&c.name.to_string(), c.unique_name, idx);
-                if !names.by_name.contains_key(&key) {
-                    names.by_name.insert(key.clone(), idx);
-                    defs.push((key, idx));
-                }
+                found.push((
+                    c.name.to_string().into_owned(),
+                    unique(c.unique_name),
+                    idx,
+                    false,
+                ));
             }
             Ok(TypeData::Union(u)) if !u.properties.forward_reference() => {
-                let key = type_key(&u.name.to_string(), u.unique_name, idx);
-                if !names.by_name.contains_key(&key) {
-                    names.by_name.insert(key.clone(), idx);
-                    defs.push((key, idx));
-                }
+                found.push((
+                    u.name.to_string().into_owned(),
+                    unique(u.unique_name),
+                    idx,
+                    false,
+                ));
             }
             Ok(TypeData::Enumeration(e)) if !e.properties.forward_reference() => {
-                let key = type_key(&e.name.to_string(), e.unique_name, idx);
-                if !names.by_name.contains_key(&key) {
-                    names.by_name.insert(key.clone(), idx);
-                    enums.push((key, idx));
-                }
+                found.push((
+                    e.name.to_string().into_owned(),
+                    unique(e.unique_name),
+                    idx,
+                    true,
+                ));
             }
             Ok(_) => {}
             Err(_) => unparsed += 1,
+        }
+    }
+    // MSVC gives every anonymous type of a C file the same unique name
+    // (`.?AU<unnamed-tag>@@`, `.?AT<unnamed-tag>@@`): a unique name held by
+    // more than one anonymous definition names none of them.
+    let mut shared: HashMap<&str, u32> = HashMap::new();
+    for (name, unique, _, _) in &found {
+        if let (true, Some(u)) = (is_anonymous(name), unique) {
+            *shared.entry(u.as_str()).or_default() += 1;
+        }
+    }
+    let mut defs: Vec<(String, TypeIndex)> = Vec::new();
+    let mut enums: Vec<(String, TypeIndex)> = Vec::new();
+    for (name, unique, idx, is_enum) in &found {
+        let unique = unique
+            .as_deref()
+            .filter(|u| shared.get(u).is_none_or(|&n| n < 2));
+        let key = type_key(name, unique, *idx);
+        names.key_by_index.insert(idx.0, key.clone());
+        if !names.by_name.contains_key(&key) {
+            names.by_name.insert(key.clone(), *idx);
+            if *is_enum {
+                enums.push((key, *idx));
+            } else {
+                defs.push((key, *idx));
+            }
         }
     }
     if unparsed > 0 {
@@ -421,17 +454,39 @@ fn read_types<'t>(
 
 /// The name a type is stored under. Anonymous nested types all share a
 /// placeholder name in Microsoft's PDBs (`<unnamed-tag>`), so they are
-/// keyed by their unique name, or failing that by their type index.
-fn type_key(name: &str, unique: Option<pdb2::RawString<'_>>, idx: TypeIndex) -> String {
-    let anonymous = name.is_empty()
-        || name.contains("<unnamed-")
-        || name.contains("<anonymous-")
-        || name == "__unnamed";
-    match (anonymous, unique) {
+/// keyed by their unique name, or failing that (no unique name, or one
+/// other anonymous types share) by their type index.
+fn type_key(name: &str, unique: Option<&str>, idx: TypeIndex) -> String {
+    match (is_anonymous(name), unique) {
         (false, _) => name.to_string(),
-        (true, Some(u)) => u.to_string().into_owned(),
+        (true, Some(u)) => u.to_string(),
         (true, None) => format!("<unnamed-tag>#{:x}", idx.0),
     }
+}
+
+fn is_anonymous(name: &str) -> bool {
+    name.is_empty()
+        || name.contains("<unnamed-")
+        || name.contains("<anonymous-")
+        || name == "__unnamed"
+}
+
+/// The key and size of the struct or union at `ti` that a member or
+/// pointer refers to. A definition is itself; a forward reference is
+/// resolved by name to the definition (its own size, 0, as a last resort).
+fn udt_key_size(
+    finder: &TypeFinder<'_>,
+    names: &DefinitionNames,
+    ti: TypeIndex,
+    (name, unique, forward, size): (&str, Option<pdb2::RawString<'_>>, bool, u64),
+) -> (String, u64) {
+    if !forward && let Some(key) = names.key_by_index.get(&ti.0) {
+        return (key.clone(), size);
+    }
+    let unique = unique.map(|u| u.to_string());
+    let key = type_key(name, unique.as_deref(), ti);
+    let size = resolve_size(finder, names, &key).unwrap_or(size);
+    (key, size)
 }
 
 fn err(s: impl Into<String>) -> String {
@@ -457,7 +512,7 @@ fn layout_of(
     for_each_list_item(finder, names, fields, "field list", |f| {
         if let TypeData::Member(m) = f {
             let name = m.name.to_string();
-            if name.starts_with("__") {
+            if is_layout_helper(&name) {
                 return Ok(());
             }
             let mut field = FieldLayout {
@@ -475,6 +530,18 @@ fn layout_of(
     Ok(layout)
 }
 
+/// The helper members of the synthetic PDBs' anonymous-member technique
+/// (docs/testdata-nt.md): `__padN`, `__tail`, `__size`. Other names that
+/// start with `__` are real: `_EXCEPTION_RECORD64.__unusedAlignment` in
+/// every ntkrnlmp, `__ss_pad1` in the SDK's `sockaddr_storage`.
+fn is_layout_helper(name: &str) -> bool {
+    name == "__tail"
+        || name == "__size"
+        || name
+            .strip_prefix("__pad")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+}
+
 /// Fill in a member's size, type name, bits, array and pointer details.
 fn describe(
     finder: &TypeFinder<'_>,
@@ -488,16 +555,17 @@ fn describe(
     }
     let data = parse_type(finder, names, ti).map_err(|e| e.to_string())?;
     match data {
-        TypeData::Primitive(p) => {
-            if p.indirection.is_some() {
-                f.size = 8;
+        TypeData::Primitive(p) => match p.indirection {
+            Some(mode) => {
+                f.size = pointer_size(mode);
                 f.type_name = "pointer".into();
                 f.pointee = Some(primitive_name(p.kind).into());
-            } else {
+            }
+            None => {
                 f.size = primitive_size(p.kind);
                 f.type_name = primitive_name(p.kind).into();
             }
-        }
+        },
         TypeData::Modifier(m) => describe(finder, names, m.underlying_type, f, depth + 1)?,
         TypeData::Bitfield(b) => {
             describe(finder, names, b.underlying_type, f, depth + 1)?;
@@ -512,19 +580,34 @@ fn describe(
             f.type_name = "pointer".into();
             f.pointee = Some(target_name(finder, names, p.underlying_type, depth + 1));
         }
-        TypeData::Class(c) => {
-            let key = type_key(&c.name.to_string(), c.unique_name, ti);
-            f.size = resolve_size(finder, names, &key).unwrap_or(c.size);
-            f.type_name = key;
-        }
-        TypeData::Union(u) => {
-            let key = type_key(&u.name.to_string(), u.unique_name, ti);
-            f.size = resolve_size(finder, names, &key).unwrap_or(u.size);
-            f.type_name = key;
+        TypeData::Class(pdb2::ClassType {
+            name,
+            unique_name,
+            properties,
+            size,
+            ..
+        })
+        | TypeData::Union(pdb2::UnionType {
+            name,
+            unique_name,
+            properties,
+            size,
+            ..
+        }) => {
+            let udt = (
+                &*name.to_string(),
+                unique_name,
+                properties.forward_reference(),
+                size,
+            );
+            (f.type_name, f.size) = udt_key_size(finder, names, ti, udt);
         }
         TypeData::Enumeration(e) => {
             describe(finder, names, e.underlying_type, f, depth + 1)?;
-            f.enum_name = Some(type_key(&e.name.to_string(), e.unique_name, ti));
+            let key = names.key_by_index.get(&ti.0).cloned();
+            let unique = e.unique_name.map(|u| u.to_string());
+            f.enum_name =
+                Some(key.unwrap_or_else(|| type_key(&e.name.to_string(), unique.as_deref(), ti)));
         }
         TypeData::Array(a) => {
             let total = u64::from(*a.dimensions.last().unwrap_or(&0));
@@ -655,3 +738,6 @@ fn undecorates_x86_call_conventions_only() {
     assert_eq!(undecorate("?Foo@@YAXXZ"), None);
     assert_eq!(undecorate("_x@"), None);
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,7 +1,7 @@
 //! CodeView's base types as pooldump names and sizes them, and enumerator
 //! values as numbers.
 
-use pdb2::PrimitiveKind;
+use pdb2::{Indirection, PrimitiveKind};
 
 /// An enumerator's value, whatever width the PDB stored it in.
 pub(super) fn variant(v: &pdb2::Variant) -> i64 {
@@ -56,5 +56,18 @@ pub(super) fn primitive_size(k: PrimitiveKind) -> u64 {
         Complex80 => 20,
         Complex128 => 32,
         _ => 0,
+    }
+}
+
+/// The size of a pointer to a base type, from the mode bits of its type
+/// index (cvinfo.h's CV_prmode_e): `void *` is T_32PVOID (4 bytes) in an
+/// x86 PDB and T_64PVOID (8) in an x64 one.
+pub(super) fn pointer_size(mode: Indirection) -> u64 {
+    match mode {
+        Indirection::Near16 => 2,
+        Indirection::Far16 | Indirection::Huge16 | Indirection::Near32 => 4,
+        Indirection::Far32 => 6,
+        Indirection::Near64 => 8,
+        Indirection::Near128 => 16,
     }
 }
