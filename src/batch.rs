@@ -103,8 +103,12 @@ pub fn run(args: &Args) -> Result<String> {
         "{} input(s): {} analysed ({} failed), {} already in {out}, {} duplicate(s); {} part(s) written\n",
         s.inputs, s.analysed, s.failed, s.skipped, s.duplicates, s.parts
     );
+    // Joined as paths, so Windows users see their own separator.
+    let table = |t: &str| args.output.join(t).join(format!("*.{ext}"));
     text.push_str(&format!(
-        "Tables: {out}/tags/*.{ext} (one row per dump and tag), {out}/dumps/*.{ext} (one row per dump, with its status and error)\n"
+        "Tables: {} (one row per dump and tag), {} (one row per dump, with its status and error)\n",
+        table("tags").display(),
+        table("dumps").display()
     ));
     let failed = bar.failed.lock().map(|f| f.clone()).unwrap_or_default();
     if !failed.is_empty() {
