@@ -21,8 +21,10 @@ use crate::source::PdbIdentity;
 /// Bump when the PDB reader changes what it extracts: older cache files
 /// are then ignored. (2: the synthetic test PDBs were rebuilt with new
 /// code under their real builds' GUIDs; stale files from them must not be
-/// trusted.)
-pub const CACHE_FORMAT: u32 = 2;
+/// trusted. 3: the reader keeps MSVC's anonymous types apart, sizes
+/// pointers by their mode and keeps real `__` members, so layouts cached
+/// from a Microsoft-made PDB by an older reader may be wrong.)
+pub const CACHE_FORMAT: u32 = 3;
 const MAGIC: &[u8; 4] = b"PDLC";
 
 /// A cached layout file larger than this is not a real one.
