@@ -20,6 +20,8 @@
 //! process's max RSS (`wait4`'s `ru_maxrss`, the largest over its runs).
 
 mod common;
+#[path = "common/process.rs"]
+mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -66,8 +68,8 @@ fn main() {
         c
     };
     // Warm the page cache and the layout cache.
-    common::run_process(&mut raw_cmd(), Stdio::null());
-    common::run_process(&mut find_cmd(1, &[]), Stdio::null());
+    process::run_process(&mut raw_cmd(), Stdio::null());
+    process::run_process(&mut find_cmd(1, &[]), Stdio::null());
     let only = std::env::args()
         .skip(1)
         .find(|a| !a.starts_with("--") && a.parse::<usize>().is_err());
@@ -97,8 +99,8 @@ fn main() {
         }
         let (mut r, mut f, mut rss) = (Vec::new(), Vec::new(), 0);
         for _ in 0..runs {
-            r.push(common::run_process(&mut raw_cmd(), Stdio::null()).secs);
-            let m = common::run_process(&mut find_cmd(n, extra), Stdio::null());
+            r.push(process::run_process(&mut raw_cmd(), Stdio::null()).secs);
+            let m = process::run_process(&mut find_cmd(n, extra), Stdio::null());
             f.push(m.secs);
             rss = rss.max(m.max_rss_kib);
         }

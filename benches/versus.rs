@@ -19,6 +19,8 @@
 //! both are written to target/versus/out/ for `diff`.
 
 mod common;
+#[path = "common/process.rs"]
+mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -244,8 +246,8 @@ fn main() -> ExitCode {
                 .expect("creates the output file")
                 .into()
         };
-        common::run_process(&mut cmd(&baseline, words, tags, symbols), to(&old_out));
-        common::run_process(&mut cmd(&this, words, tags, symbols), to(&new_out));
+        process::run_process(&mut cmd(&baseline, words, tags, symbols), to(&old_out));
+        process::run_process(&mut cmd(&this, words, tags, symbols), to(&new_out));
         let same = same_output(&old_out, &new_out).expect("reads both outputs");
         if same {
             let _ = std::fs::remove_file(&old_out);
@@ -255,10 +257,10 @@ fn main() -> ExitCode {
         }
         let (mut b, mut t, mut b_rss, mut t_rss) = (Vec::new(), Vec::new(), 0, 0);
         for _ in 0..args.runs {
-            let m = common::run_process(&mut cmd(&baseline, words, tags, symbols), Stdio::null());
+            let m = process::run_process(&mut cmd(&baseline, words, tags, symbols), Stdio::null());
             b.push(m.secs);
             b_rss = b_rss.max(m.max_rss_kib);
-            let m = common::run_process(&mut cmd(&this, words, tags, symbols), Stdio::null());
+            let m = process::run_process(&mut cmd(&this, words, tags, symbols), Stdio::null());
             t.push(m.secs);
             t_rss = t_rss.max(m.max_rss_kib);
         }
