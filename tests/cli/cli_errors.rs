@@ -119,6 +119,10 @@ fn a_windows_7_summary_dump_is_named_and_read() {
             dump.as_os_str(),
             "--symbol-path".as_ref(),
             sympath.as_ref(),
+            // Both runs read the PDB: with the cache, the second would say
+            // it read the layout cache, and the Symbols lines would differ
+            // (or not, as earlier tests left the user's cache).
+            "--no-cache".as_ref(),
         ]);
         assert_eq!(
             out.status.code(),
