@@ -95,8 +95,8 @@ pub fn scan_module<M: Memory + ?Sized>(
     Ok(scan)
 }
 
-/// Step 1: the module's code sections, page by page, as contiguous ranges;
-/// what cannot be read is counted in `scan`.
+/// Step 1: the module's code sections, page by page, as contiguous ranges
+/// (pages of zeros left out); what cannot be read is counted in `scan`.
 fn read_code<M: Memory + ?Sized>(
     mem: &M,
     module: &StackModule,
@@ -124,6 +124,10 @@ fn read_code<M: Memory + ?Sized>(
             let n = (PAGE_SIZE - (va % PAGE_SIZE)).min(len - off);
             let mut buf = vec![0u8; n as usize];
             match mem.read_virtual(KernelVa(va), &mut buf) {
+                // A page of zeros holds no call: the loader's fill past a
+                // section's raw data, which a hostile VirtualSize makes
+                // 64 MiB of a file of a few bytes. Not decoded.
+                Ok(()) if buf.iter().all(|&b| b == 0) => {}
                 Ok(()) => match code.last_mut() {
                     Some(r) if r.va + r.bytes.len() as u64 == va => r.bytes.extend_from_slice(&buf),
                     _ => code.push(CodeRange { va, bytes: buf }),

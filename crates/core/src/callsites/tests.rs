@@ -207,30 +207,58 @@ fn mapped_driver_from_code_names_the_module_that_passes_the_tag() {
     assert_eq!(row("File"), None);
 }
 
-#[test]
-fn a_huge_code_section_is_cut_into_bounded_regions() {
-    // leakydrv with .text claiming 8 MiB (zeros past its raw data) and
-    // SizeOfImage to match: the scan still finds the real sites, and the
-    // zeros are cut into regions of at most MAX_REGION_BYTES.
+/// leakydrv with .text claiming `size` bytes and SizeOfImage to match; with
+/// `fill`, the file holds that much raw code (the bytes after .text's own,
+/// then `fill`), else zeros past its raw data.
+fn leakydrv_with_text_of(size: u32, fill: Option<u8>) -> ImageMemory {
     let d = &pooldump_kit::drivers::all()[0];
     let mut v = d.image.to_vec();
     let e = u32::from_le_bytes(v[0x3C..0x40].try_into().unwrap()) as usize;
     let opt = e + 24;
-    let big: u32 = 8 << 20;
     let table = opt + u16::from_le_bytes(v[e + 20..e + 22].try_into().unwrap()) as usize;
-    v[table + 8..table + 12].copy_from_slice(&big.to_le_bytes());
-    v[opt + 56..opt + 60].copy_from_slice(&(big + 0x10_0000).to_le_bytes());
-    let img = ImageMemory::from_bytes("huge", Arc::from(v)).unwrap();
+    v[table + 8..table + 12].copy_from_slice(&size.to_le_bytes());
+    v[opt + 56..opt + 60].copy_from_slice(&(size + 0x10_0000).to_le_bytes());
+    if let Some(b) = fill {
+        let raw = u32::from_le_bytes(v[table + 20..table + 24].try_into().unwrap());
+        v[table + 16..table + 20].copy_from_slice(&size.to_le_bytes());
+        v.resize((raw + size) as usize, b);
+    }
+    ImageMemory::from_bytes("huge", Arc::from(v)).unwrap()
+}
+
+fn leak_calls(scan: &ModuleScan) -> usize {
+    let leak = PoolTag::parse("Leak").unwrap();
+    scan.calls
+        .iter()
+        .filter(|c| c.tags.iter().flatten().any(|t| t.tag == leak))
+        .count()
+}
+
+#[test]
+fn a_huge_code_section_is_cut_into_bounded_regions() {
+    // 1 MiB of code in the file (int3 after the real code): the scan still
+    // finds the real sites, and the filler is cut into regions of at most
+    // MAX_REGION_BYTES.
+    let big: u32 = 1 << 20;
+    let img = leakydrv_with_text_of(big, Some(0xCC));
     let mut w = StackWalker::from_modules(vec![img.module()]);
     let scan = scan_module(&mut w, &img, 0).unwrap();
     assert_eq!(scan.code_bytes, u64::from(big));
-    let leak = PoolTag::parse("Leak").unwrap();
-    let n = scan
-        .calls
-        .iter()
-        .filter(|c| c.tags.iter().flatten().any(|t| t.tag == leak))
-        .count();
-    assert_eq!(n, 5, "{:#?}", scan.calls);
+    assert_eq!(leak_calls(&scan), 5, "{:#?}", scan.calls);
+}
+
+#[test]
+fn pages_of_zeros_past_a_sections_raw_data_are_not_decoded() {
+    // A VirtualSize of 64 MiB on a file of a few KiB (found by the
+    // callsites fuzz target: seconds of decoding `add [rax], al`): only
+    // the pages that hold bytes are decoded (.text's, and the sections
+    // after it that its VirtualSize now covers: 0x5000 bytes).
+    let img = leakydrv_with_text_of(MAX_CODE_BYTES as u32, None);
+    let mut w = StackWalker::from_modules(vec![img.module()]);
+    let scan = scan_module(&mut w, &img, 0).unwrap();
+    assert_eq!(scan.code_bytes, 0x5000);
+    assert_eq!(scan.unreadable_pages, 0);
+    assert_eq!(leak_calls(&scan), 5, "{:#?}", scan.calls);
 }
 
 /// An image file mapped at `base` rather than its ImageBase, as a loader
