@@ -297,6 +297,11 @@ fn walker_at(img: &ImageMemory, base: u64) -> StackWalker {
     StackWalker::from_modules(vec![m])
 }
 
+/// [`scan_module`] of `img` loaded at `base`.
+fn scan_at(img: &ImageMemory, base: u64) -> Result<ModuleScan, crate::stack::ImageError> {
+    scan_module(&mut walker_at(img, base), &At { img, base }, 0)
+}
+
 /// The calls of a scan, as (RVA, routine, tags).
 fn calls_by_rva(scan: &ModuleScan) -> Vec<(u64, String, Option<Vec<PoolTag>>)> {
     scan.calls
@@ -315,17 +320,7 @@ fn a_driver_just_under_the_top_of_the_address_space_is_scanned_as_anywhere() {
     // callsites fuzz target: an overflow).
     let d = &pooldump_kit::drivers::all()[0];
     let (img, _, home) = scan_driver(d);
-    let top = 0xFFFF_FFFF_FFFF_0000;
-    let mut w = walker_at(&img, top);
-    let scan = scan_module(
-        &mut w,
-        &At {
-            img: &img,
-            base: top,
-        },
-        0,
-    )
-    .unwrap();
+    let scan = scan_at(&img, 0xFFFF_FFFF_FFFF_0000).unwrap();
     assert_eq!(calls_by_rva(&scan), calls_by_rva(&home));
     assert!(!scan.calls.is_empty());
 }
@@ -335,8 +330,7 @@ fn a_driver_that_would_wrap_past_the_top_of_the_address_space_is_refused() {
     let d = &pooldump_kit::drivers::all()[0];
     let (img, _, _) = scan_driver(d);
     let base = 0xFFFF_FFFF_FFFF_E000;
-    let mut w = walker_at(&img, base);
-    let err = scan_module(&mut w, &At { img: &img, base }, 0).unwrap_err();
+    let err = scan_at(&img, base).unwrap_err();
     assert!(
         matches!(err, crate::stack::ImageError::PastAddressSpace { base: b, size_of_image: 0x6000, .. } if b == base),
         "{err}"
