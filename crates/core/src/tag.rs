@@ -157,6 +157,7 @@ mod tests {
             PoolTag::parse("CM").unwrap(),
             PoolTag(0),
             PoolTag::from_bytes(*b"\\x41"),
+            PoolTag::from_bytes(*b"\\x0 "),
             PoolTag::from_bytes(*b"a\\b\\"),
         ] {
             let j = serde_json::to_string(&t).unwrap();
