@@ -113,7 +113,7 @@ pub fn run(data: &[u8]) {
 fn usage(tag: pooldump_core::PoolTag, i: u64) -> TagUsage {
     TagUsage {
         tag,
-        pool: if i % 2 == 0 {
+        pool: if i.is_multiple_of(2) {
             PoolClass::NonPaged
         } else {
             PoolClass::Paged
