@@ -108,6 +108,28 @@ for i in range(8):
     open(os.path.join(out, f'r{i}'), 'wb').write(bytes(r.randrange(256) for _ in range(64 + 256 * i)))
 EOF
 
+# --- call sites: each kit driver (driver byte, flags, base, size, two
+#     tags, no patches), with a second loader entry, with the module named
+#     by --module, at a base near the top of the address space, relabelling
+#     another site; and each driver's file as the raw input (driver byte 3)
+python3 - "$(c callsites)" "$root"/testdata/drivers/{leakydrv,fsfilt,netsim}.sys <<'EOF'
+import os, struct, sys
+out, files = sys.argv[1], sys.argv[2:]
+def head(driver, flags, base=0, tags=(0, 0)):
+    return bytes([driver, flags]) + struct.pack('<QI2I', base, 0, *tags) + b'\0\0'
+tags = tuple(struct.unpack('<I', t)[0] for t in (b'Leak', b'NSrx'))
+for d in range(3):
+    for name, flags, base in [('plain', 0, 0), ('second', 4, 0), ('wanted', 16, 0),
+                              ('top', 1, 0xFFFFFFFFFFFFE000), ('pick', 0x24, 0)]:
+        open(os.path.join(out, f'kit{d}-{name}'), 'wb').write(head(d, flags, base, tags))
+for f in files:
+    name = os.path.basename(f)
+    open(os.path.join(out, f'raw-{name}'), 'wb').write(head(3, 0, 0, tags) + open(f, 'rb').read())
+EOF
+
+# --- relabel maps of the kit's drivers, made by pooldump's own planning
+(cd "$here" && cargo run -q --example seedgen -- relabel-maps "$(c relabel_map)")
+
 if [ "$have_shared" = 1 ]; then
   # --- ISF: the real (xz) files, and a trimmed JSON of one with its xz
   cp "$shared"/isf/*.json.xz "$(c isf)/"

@@ -64,6 +64,8 @@ fn every_regression_directory_is_a_target() {
         "pool_walkers",
         "stack_unwind",
         "cab_store",
+        "callsites",
+        "relabel_map",
     ];
     let Ok(dirs) = std::fs::read_dir(regressions()) else {
         return;
@@ -104,4 +106,6 @@ regression_tests!(
     pool_walkers,
     stack_unwind,
     cab_store,
+    callsites,
+    relabel_map,
 );

@@ -7,8 +7,24 @@
 //!
 //! `seedgen cab FILE OUT`: FILE in an MSZIP cabinet, as a compressed
 //! symbol-store file (`.pd_`) holds it, for the cab_store target.
+//!
+//! `seedgen relabel-maps OUT`: relabel maps of every allocation tag of the
+//! kit's drivers, made as `relabel` makes them on a target (plan_on_target's
+//! steps over the relabel_map harness's memory: kernel identity, module
+//! bases) and as `callsites --image --patch` makes them from a file, for the
+//! relabel_map target.
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
+
+use pooldump_core::callsites::{self, ImageMemory, scan_module, tag_sites};
+use pooldump_core::hittag::PoolCall;
+use pooldump_core::kernel::ModuleList;
+use pooldump_core::relabel::{self, MapModule, TagChooser, TargetIdentity};
+use pooldump_core::stack::{StackWalker, Symbolizer, SymbolizerOptions};
+use pooldump_core::{KernelVa, PoolTag};
+use pooldump_fuzz::DRIVERS;
+use pooldump_fuzz::targets::relabel_map::Kit;
 
 use pooldump_kdnet::KdnetKey;
 use pooldump_kdnet::datagram::{self, DataKey};
@@ -25,7 +41,11 @@ fn main() -> Result<(), String> {
             kdnet_packets(Path::new(&args[2]), Path::new(&args[3]))
         }
         Some("cab") if args.len() == 4 => cab(Path::new(&args[2]), Path::new(&args[3])),
-        _ => Err("usage: seedgen kdnet-packets IN OUT | seedgen cab FILE OUT".into()),
+        Some("relabel-maps") if args.len() == 3 => relabel_maps(Path::new(&args[2])),
+        _ => Err(
+            "usage: seedgen kdnet-packets IN OUT | seedgen cab FILE OUT | seedgen relabel-maps OUT"
+                .into(),
+        ),
     }
 }
 
@@ -68,4 +88,74 @@ fn cab(input: &Path, out: &Path) -> Result<(), String> {
     }
     let bytes = w.finish().map_err(|e| e.to_string())?.into_inner();
     std::fs::write(out, bytes).map_err(|e| e.to_string())
+}
+
+fn relabel_maps(out: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    let mut n = 0;
+    let mut write = |name: String, map: &relabel::RelabelMap| -> Result<(), String> {
+        n += 1;
+        std::fs::write(out.join(name), map.to_json()).map_err(|e| e.to_string())
+    };
+    let alloc_tags = |sites: &[callsites::TagSite]| -> Vec<PoolTag> {
+        let mut t: Vec<PoolTag> = sites
+            .iter()
+            .filter(|s| s.kind == PoolCall::Alloc)
+            .map(|s| s.tag)
+            .collect();
+        t.sort();
+        t.dedup();
+        t
+    };
+    // On a target: the kit loaded as the harness loads it.
+    let kit = Kit::load();
+    let list = ModuleList {
+        head: KernelVa(0),
+        modules: kit.loaded.clone(),
+        complete: true,
+        warnings: Vec::new(),
+    };
+    let mut names = Symbolizer::new(SymbolizerOptions::default());
+    let found = callsites::call_sites(&kit.mem, &list, &[], &[], &mut names);
+    let identity = kit
+        .kernel
+        .as_ref()
+        .and_then(|k| TargetIdentity::of(k, Some(19041)));
+    let modules: Vec<MapModule> = kit.loaded[1..]
+        .iter()
+        .filter_map(|m| MapModule::read(&kit.mem, m).ok())
+        .collect();
+    for tag in alloc_tags(&found.sites) {
+        let mut chooser = TagChooser::new(found.sites.iter().map(|s| s.tag), None);
+        let map = relabel::plan(tag, identity.clone(), &modules, &found.sites, &mut chooser)
+            .map_err(|e| e.to_string())?;
+        write(format!("target-{tag}.json"), &map)?;
+    }
+    // From a file, as `callsites --image FILE --patch OUT` does.
+    for (name, file) in DRIVERS {
+        let img = ImageMemory::from_bytes(name, Arc::from(file)).map_err(|e| e.to_string())?;
+        let mut walker = StackWalker::from_modules(vec![img.module()]);
+        let scans = vec![scan_module(&mut walker, &img, 0).map_err(|e| e.to_string())?];
+        let (sites, _) = tag_sites(&scans, &[], &mut walker, &mut names, &img);
+        let module = MapModule {
+            name: img.name().to_string(),
+            base: None,
+            time_date_stamp: img.image().time_date_stamp(),
+            size_of_image: img.image().size_of_image(),
+        };
+        for tag in alloc_tags(&sites) {
+            let mut chooser = TagChooser::new(sites.iter().map(|s| s.tag), None);
+            let map = relabel::plan(
+                tag,
+                None,
+                std::slice::from_ref(&module),
+                &sites,
+                &mut chooser,
+            )
+            .map_err(|e| e.to_string())?;
+            write(format!("file-{name}-{tag}.json"), &map)?;
+        }
+    }
+    eprintln!("seedgen: {n} relabel maps");
+    Ok(())
 }

@@ -9,6 +9,7 @@
 
 pub mod targets {
     pub mod cab_store;
+    pub mod callsites;
     pub mod dump_open;
     pub mod isf;
     pub mod kdnet_datagram;
@@ -17,6 +18,7 @@ pub mod targets {
     pub mod pdb_layouts;
     pub mod pool_walkers;
     pub mod pooltag;
+    pub mod relabel_map;
     pub mod snapshot_json;
     pub mod stack_unwind;
     pub mod text_import;
@@ -166,6 +168,146 @@ impl Memory for CyclicVirt<'_> {
             done += n;
         }
         Ok(done)
+    }
+}
+
+/// The kit's driver files (testdata/drivers), with their BaseDllNames:
+/// real images with code, imports, .pdata and unwind infos.
+pub const DRIVERS: [(&str, &[u8]); 3] = [
+    (
+        "leakydrv.sys",
+        include_bytes!("../../testdata/drivers/leakydrv.sys"),
+    ),
+    (
+        "fsfilt.sys",
+        include_bytes!("../../testdata/drivers/fsfilt.sys"),
+    ),
+    (
+        "netsim.sys",
+        include_bytes!("../../testdata/drivers/netsim.sys"),
+    ),
+];
+
+/// A PE file as the loader maps it (headers, then each section at its RVA,
+/// zero-filled), at most 1 MiB, and its SizeOfImage; None when the file's
+/// headers do not parse.
+pub fn map_image(file: &[u8]) -> Option<(u32, Vec<u8>)> {
+    let parsed = pooldump_core::stack::ImageFile::parse("driver.sys", file.to_vec()).ok()?;
+    let size = parsed.size_of_image();
+    let len = size.min(1 << 20);
+    let mut image = vec![0u8; len as usize];
+    for page in (0..len).step_by(PAGE) {
+        let n = (len - page).min(PAGE as u32) as usize;
+        let _ = parsed.read_rva(page, &mut image[page as usize..page as usize + n]);
+    }
+    Some((size, image))
+}
+
+/// A loader entry (`_KLDR_DATA_TABLE_ENTRY`) for an image at `base`.
+pub fn loaded_module(name: &str, base: u64, size: u32) -> pooldump_core::kernel::LoadedModule {
+    pooldump_core::kernel::LoadedModule {
+        entry: KernelVa(0xFFFF_C000_0000_0000),
+        base: KernelVa(base),
+        size,
+        entry_point: KernelVa(base),
+        name: name.into(),
+        full_name: None,
+    }
+}
+
+/// Kernel virtual memory made of a few byte ranges, each at its address
+/// (the first that holds an address wins); every other address is not
+/// present and there is no physical memory.
+pub struct Regions {
+    pub regions: Vec<(u64, Vec<u8>)>,
+    pub what: &'static str,
+}
+
+impl Regions {
+    fn slice(&self, va: u64) -> Option<(&[u8], usize)> {
+        self.regions.iter().find_map(|(base, bytes)| {
+            let off = va.checked_sub(*base)?;
+            (off < bytes.len() as u64).then_some((bytes.as_slice(), off as usize))
+        })
+    }
+}
+
+impl Memory for Regions {
+    fn describe(&self) -> String {
+        self.what.into()
+    }
+    fn kernel_dtb(&self) -> PhysAddr {
+        PhysAddr(0x1AD000)
+    }
+    fn read_physical(&self, pa: PhysAddr, _: &mut [u8]) -> Result<(), MemoryError> {
+        Err(MemoryError::not_in_source(pa))
+    }
+    fn translate(&self, va: KernelVa) -> Result<Translation, MemoryError> {
+        Err(MemoryError::page_not_present(va))
+    }
+    fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let n = self.read_virtual_partial(va, buf)?;
+        if n < buf.len() {
+            return Err(MemoryError::page_not_present(KernelVa(
+                va.0.wrapping_add(n as u64),
+            )));
+        }
+        Ok(())
+    }
+    fn read_virtual_partial(&self, va: KernelVa, buf: &mut [u8]) -> Result<usize, MemoryError> {
+        let Some((src, at)) = self.slice(va.0) else {
+            return Err(MemoryError::page_not_present(va));
+        };
+        let n = buf.len().min(src.len() - at);
+        buf[..n].copy_from_slice(&src[at..at + n]);
+        Ok(n)
+    }
+}
+
+/// Fixed-width fields read off the front of an input (zeros past its
+/// end), so a harness decodes its input by hand without `arbitrary`.
+pub struct Bytes<'a>(pub &'a [u8]);
+
+impl<'a> Bytes<'a> {
+    pub fn take(&mut self, n: usize) -> &'a [u8] {
+        let n = n.min(self.0.len());
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        a
+    }
+    pub fn u8(&mut self) -> u8 {
+        self.take(1).first().copied().unwrap_or(0)
+    }
+    pub fn u16(&mut self) -> u16 {
+        u16::from_le_bytes(self.array())
+    }
+    pub fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.array())
+    }
+    pub fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.array())
+    }
+    fn array<const N: usize>(&mut self) -> [u8; N] {
+        let mut b = [0u8; N];
+        let s = self.take(N);
+        b[..s.len()].copy_from_slice(s);
+        b
+    }
+    /// A count byte, then that many (offset u32, byte) patches.
+    pub fn patches(&mut self) -> Vec<(u32, u8)> {
+        let n = usize::from(self.u8());
+        (0..n).map(|_| (self.u32(), self.u8())).collect()
+    }
+}
+
+/// Write each patch's byte at its offset modulo the length (256 at most).
+pub fn patch(bytes: &mut [u8], patches: &[(u32, u8)]) {
+    if bytes.is_empty() {
+        return;
+    }
+    for &(at, b) in patches.iter().take(256) {
+        let i = at as usize % bytes.len();
+        bytes[i] = b;
     }
 }
 

@@ -59,7 +59,9 @@ impl PoolTag {
 impl fmt::Display for PoolTag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for b in self.bytes() {
-            if (0x20..0x7F).contains(&b) {
+            // A backslash is escaped too, or the bytes `\x41` would read
+            // back (serde, `parse_display`) as `A`.
+            if (0x20..0x7F).contains(&b) && b != b'\\' {
                 write!(f, "{}", b as char)?;
             } else {
                 write!(f, "\\x{b:02x}")?;
@@ -154,10 +156,23 @@ mod tests {
             PoolTag::from_bytes(*b"Pro\xe3"),
             PoolTag::parse("CM").unwrap(),
             PoolTag(0),
+            PoolTag::from_bytes(*b"\\x41"),
+            PoolTag::from_bytes(*b"\\x0 "),
+            PoolTag::from_bytes(*b"a\\b\\"),
         ] {
             let j = serde_json::to_string(&t).unwrap();
             assert_eq!(serde_json::from_str::<PoolTag>(&j).unwrap(), t, "{j}");
         }
+    }
+
+    #[test]
+    fn a_backslash_is_escaped() {
+        assert_eq!(PoolTag::from_bytes(*b"\\x41").to_string(), "\\x5cx41");
+        // Text written before backslashes were escaped still reads.
+        assert_eq!(
+            parse_display("a\\b").unwrap(),
+            PoolTag::from_bytes(*b"a\\b ")
+        );
     }
 
     #[test]

@@ -185,7 +185,7 @@ pub struct ModuleScan {
     pub sections: Vec<SectionHeader>,
     /// The tagged pool calls found, by address.
     pub calls: Vec<PoolCallSite>,
-    /// Bytes of code decoded.
+    /// Bytes of code decoded (pages of zeros are not).
     pub code_bytes: u64,
     /// Code pages that could not be read (paged out, not in the dump).
     pub unreadable_pages: u64,

@@ -15,6 +15,15 @@ pub fn scan_module<M: Memory + ?Sized>(
     let mut stats = ReadStats::default();
     let module: StackModule = walker.modules()[m].clone();
     let (tds, soi) = walker.image_identity(mem, m, &mut stats)?;
+    // Every address below is base + an RVA under SizeOfImage: refuse an
+    // image that would wrap past the top of the address space.
+    if module.base.0.checked_add(u64::from(soi)).is_none() {
+        return Err(crate::stack::ImageError::PastAddressSpace {
+            image: module.name.clone(),
+            base: module.base.0,
+            size_of_image: soi,
+        });
+    }
     let sections = walker.sections(mem, m, &mut stats)?;
     let mut scan = ModuleScan {
         module: module.name.clone(),
@@ -86,8 +95,8 @@ pub fn scan_module<M: Memory + ?Sized>(
     Ok(scan)
 }
 
-/// Step 1: the module's code sections, page by page, as contiguous ranges;
-/// what cannot be read is counted in `scan`.
+/// Step 1: the module's code sections, page by page, as contiguous ranges
+/// (pages of zeros left out); what cannot be read is counted in `scan`.
 fn read_code<M: Memory + ?Sized>(
     mem: &M,
     module: &StackModule,
@@ -115,6 +124,10 @@ fn read_code<M: Memory + ?Sized>(
             let n = (PAGE_SIZE - (va % PAGE_SIZE)).min(len - off);
             let mut buf = vec![0u8; n as usize];
             match mem.read_virtual(KernelVa(va), &mut buf) {
+                // A page of zeros holds no call: the loader's fill past a
+                // section's raw data, which a hostile VirtualSize makes
+                // 64 MiB of a file of a few bytes. Not decoded.
+                Ok(()) if buf.iter().all(|&b| b == 0) => {}
                 Ok(()) => match code.last_mut() {
                     Some(r) if r.va + r.bytes.len() as u64 == va => r.bytes.extend_from_slice(&buf),
                     _ => code.push(CodeRange { va, bytes: buf }),
@@ -149,9 +162,11 @@ fn region_cuts<M: Memory + ?Sized>(
     let mut cuts: BTreeSet<u64> = BTreeSet::new();
     match walker.runtime_functions(mem, m, stats) {
         Ok(fns) => {
+            // A hostile entry's RVAs may pass SizeOfImage, and so the top
+            // of the address space: only cuts in the code matter.
             for f in fns {
-                cuts.insert(base + u64::from(f.begin));
-                cuts.insert(base + u64::from(f.end));
+                cuts.extend(base.checked_add(u64::from(f.begin)));
+                cuts.extend(base.checked_add(u64::from(f.end)));
             }
         }
         Err(e) => scan
@@ -175,10 +190,10 @@ fn region_cuts<M: Memory + ?Sized>(
             .chain(std::iter::once(end))
             .collect();
         for w in starts.windows(2) {
-            let mut at = w[0] + MAX_REGION_BYTES;
+            let mut at = w[0].saturating_add(MAX_REGION_BYTES);
             while at < w[1] {
                 cuts.insert(at);
-                at += MAX_REGION_BYTES;
+                at = at.saturating_add(MAX_REGION_BYTES);
             }
         }
     }

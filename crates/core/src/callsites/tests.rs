@@ -207,28 +207,177 @@ fn mapped_driver_from_code_names_the_module_that_passes_the_tag() {
     assert_eq!(row("File"), None);
 }
 
-#[test]
-fn a_huge_code_section_is_cut_into_bounded_regions() {
-    // leakydrv with .text claiming 8 MiB (zeros past its raw data) and
-    // SizeOfImage to match: the scan still finds the real sites, and the
-    // zeros are cut into regions of at most MAX_REGION_BYTES.
+/// leakydrv with .text claiming `size` bytes and SizeOfImage to match; with
+/// `fill`, the file holds that much raw code (the bytes after .text's own,
+/// then `fill`), else zeros past its raw data.
+fn leakydrv_with_text_of(size: u32, fill: Option<u8>) -> ImageMemory {
     let d = &pooldump_kit::drivers::all()[0];
     let mut v = d.image.to_vec();
     let e = u32::from_le_bytes(v[0x3C..0x40].try_into().unwrap()) as usize;
     let opt = e + 24;
-    let big: u32 = 8 << 20;
     let table = opt + u16::from_le_bytes(v[e + 20..e + 22].try_into().unwrap()) as usize;
-    v[table + 8..table + 12].copy_from_slice(&big.to_le_bytes());
-    v[opt + 56..opt + 60].copy_from_slice(&(big + 0x10_0000).to_le_bytes());
-    let img = ImageMemory::from_bytes("huge", Arc::from(v)).unwrap();
+    v[table + 8..table + 12].copy_from_slice(&size.to_le_bytes());
+    v[opt + 56..opt + 60].copy_from_slice(&(size + 0x10_0000).to_le_bytes());
+    if let Some(b) = fill {
+        let raw = u32::from_le_bytes(v[table + 20..table + 24].try_into().unwrap());
+        v[table + 16..table + 20].copy_from_slice(&size.to_le_bytes());
+        v.resize((raw + size) as usize, b);
+    }
+    ImageMemory::from_bytes("huge", Arc::from(v)).unwrap()
+}
+
+fn leak_calls(scan: &ModuleScan) -> usize {
+    let leak = PoolTag::parse("Leak").unwrap();
+    scan.calls
+        .iter()
+        .filter(|c| c.tags.iter().flatten().any(|t| t.tag == leak))
+        .count()
+}
+
+#[test]
+fn a_huge_code_section_is_cut_into_bounded_regions() {
+    // 1 MiB of code in the file (int3 after the real code): the scan still
+    // finds the real sites, and the filler is cut into regions of at most
+    // MAX_REGION_BYTES.
+    let big: u32 = 1 << 20;
+    let img = leakydrv_with_text_of(big, Some(0xCC));
     let mut w = StackWalker::from_modules(vec![img.module()]);
     let scan = scan_module(&mut w, &img, 0).unwrap();
     assert_eq!(scan.code_bytes, u64::from(big));
-    let leak = PoolTag::parse("Leak").unwrap();
-    let n = scan
-        .calls
+    assert_eq!(leak_calls(&scan), 5, "{:#?}", scan.calls);
+}
+
+#[test]
+fn pages_of_zeros_past_a_sections_raw_data_are_not_decoded() {
+    // A VirtualSize of 64 MiB on a file of a few KiB (found by the
+    // callsites fuzz target: seconds of decoding `add [rax], al`): only
+    // the pages that hold bytes are decoded (.text's, and the sections
+    // after it that its VirtualSize now covers: 0x5000 bytes).
+    let img = leakydrv_with_text_of(MAX_CODE_BYTES as u32, None);
+    let mut w = StackWalker::from_modules(vec![img.module()]);
+    let scan = scan_module(&mut w, &img, 0).unwrap();
+    assert_eq!(scan.code_bytes, 0x5000);
+    assert_eq!(scan.unreadable_pages, 0);
+    assert_eq!(leak_calls(&scan), 5, "{:#?}", scan.calls);
+}
+
+/// An image file mapped at `base` rather than its ImageBase, as a loader
+/// entry's DllBase places it (the top of the address space, here).
+struct At<'a> {
+    img: &'a ImageMemory,
+    base: u64,
+}
+
+impl Memory for At<'_> {
+    fn describe(&self) -> String {
+        format!("{} at {:#x}", self.img.describe(), self.base)
+    }
+    fn kernel_dtb(&self) -> crate::addr::PhysAddr {
+        self.img.kernel_dtb()
+    }
+    fn read_physical(
+        &self,
+        pa: crate::addr::PhysAddr,
+        buf: &mut [u8],
+    ) -> Result<(), crate::memory::MemoryError> {
+        self.img.read_physical(pa, buf)
+    }
+    fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), crate::memory::MemoryError> {
+        let off =
+            va.0.checked_sub(self.base)
+                .ok_or(crate::memory::MemoryError::page_not_present(va))?;
+        self.img
+            .read_virtual(KernelVa(self.img.base().0 + off), buf)
+    }
+}
+
+fn walker_at(img: &ImageMemory, base: u64) -> StackWalker {
+    let mut m = img.module();
+    m.base = KernelVa(base);
+    StackWalker::from_modules(vec![m])
+}
+
+/// [`scan_module`] of `img` loaded at `base`.
+fn scan_at(img: &ImageMemory, base: u64) -> Result<ModuleScan, crate::stack::ImageError> {
+    scan_module(&mut walker_at(img, base), &At { img, base }, 0)
+}
+
+/// The calls of a scan, as (RVA, routine, tags).
+fn calls_by_rva(scan: &ModuleScan) -> Vec<(u64, String, Option<Vec<PoolTag>>)> {
+    scan.calls
         .iter()
-        .filter(|c| c.tags.iter().flatten().any(|t| t.tag == leak))
-        .count();
-    assert_eq!(n, 5, "{:#?}", scan.calls);
+        .map(|c| {
+            let tags = c.tags.as_ref().map(|v| v.iter().map(|t| t.tag).collect());
+            (c.call.0 - scan.base.0, c.routine.clone(), tags)
+        })
+        .collect()
+}
+
+#[test]
+fn a_driver_just_under_the_top_of_the_address_space_is_scanned_as_anywhere() {
+    // leakydrv (SizeOfImage 0x6000) loaded in the last 64 KiB: its code is
+    // cut into regions whose next cut would lie past 2^64 (found by the
+    // callsites fuzz target: an overflow).
+    let d = &pooldump_kit::drivers::all()[0];
+    let (img, _, home) = scan_driver(d);
+    let scan = scan_at(&img, 0xFFFF_FFFF_FFFF_0000).unwrap();
+    assert_eq!(calls_by_rva(&scan), calls_by_rva(&home));
+    assert!(!scan.calls.is_empty());
+}
+
+#[test]
+fn a_driver_that_would_wrap_past_the_top_of_the_address_space_is_refused() {
+    let d = &pooldump_kit::drivers::all()[0];
+    let (img, _, _) = scan_driver(d);
+    let base = 0xFFFF_FFFF_FFFF_E000;
+    let err = scan_at(&img, base).unwrap_err();
+    assert!(
+        matches!(err, crate::stack::ImageError::PastAddressSpace { base: b, size_of_image: 0x6000, .. } if b == base),
+        "{err}"
+    );
+    // Mapped_Driver from code skips it.
+    let module = LoadedModule {
+        entry: KernelVa(0),
+        base: KernelVa(base),
+        size: 0x6000,
+        entry_point: KernelVa(0),
+        name: "leakydrv.sys".into(),
+        full_name: None,
+    };
+    let nt = LoadedModule {
+        base: KernelVa(0xFFFF_F800_0000_0000),
+        name: "ntoskrnl.exe".into(),
+        ..module.clone()
+    };
+    let leak = PoolTag::parse("Leak").unwrap();
+    assert!(attribute_tags(&At { img: &img, base }, &[nt, module], &[leak]).is_empty());
+}
+
+#[test]
+fn import_slots_past_the_top_of_the_address_space_are_left_out() {
+    // leakydrv near the top, its first import descriptor's FirstThunk
+    // moved to RVA 0xFFFF0000: base + RVA passes 2^64.
+    let d = &pooldump_kit::drivers::all()[0];
+    let (_, _, home) = scan_driver(d);
+    let mut v = d.image.to_vec();
+    let e = u32::from_le_bytes(v[0x3C..0x40].try_into().unwrap()) as usize;
+    // PE32+: the data directories start 112 bytes into the optional
+    // header; the import directory is the second.
+    let dir = e + 24 + 112 + 8;
+    let import_rva = u32::from_le_bytes(v[dir..dir + 4].try_into().unwrap());
+    let desc = home.file_offset(import_rva).unwrap() as usize;
+    v[desc + 16..desc + 20].copy_from_slice(&0xFFFF_0000u32.to_le_bytes());
+    let img = ImageMemory::from_bytes("leakydrv.sys", Arc::from(v)).unwrap();
+    let top = 0xFFFF_FFFF_FFFF_0000;
+    let mut w = walker_at(&img, top);
+    let mem = At {
+        img: &img,
+        base: top,
+    };
+    let slots = import_slots(&mut w, &mem, 0, &mut ReadStats::default()).unwrap();
+    assert!(slots.keys().all(|&s| s >= top), "{slots:x?}");
+    // At its own base the same names are there, at the moved slots.
+    let mut w = StackWalker::from_modules(vec![img.module()]);
+    let home_slots = import_slots(&mut w, &img, 0, &mut ReadStats::default()).unwrap();
+    assert!(home_slots.len() > slots.len());
 }

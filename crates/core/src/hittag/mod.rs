@@ -398,7 +398,11 @@ pub fn import_slots<M: Memory + ?Sized>(
             };
             let end = hint.iter().position(|b| *b == 0).unwrap_or(hint.len());
             let name = String::from_utf8_lossy(&hint[..end]).into_owned();
-            out.insert(base + u64::from(iat) + 8 * u64::from(j), name);
+            // A hostile FirstThunk may point past the top of the address
+            // space: no call can go through such a slot.
+            if let Some(slot) = base.checked_add(u64::from(iat) + 8 * u64::from(j)) {
+                out.insert(slot, name);
+            }
         }
     }
     Some(out)

@@ -352,6 +352,19 @@ pub enum ImageError {
         /// What is wrong.
         detail: String,
     },
+    /// The image, from where it is loaded, would run past the end of the
+    /// address space (a hostile DllBase or ImageBase, or SizeOfImage).
+    #[error(
+        "{image}: loaded at {base:#x} with SizeOfImage {size_of_image:#x}, it would end past the top of the address space"
+    )]
+    PastAddressSpace {
+        /// The module's name or the file's path.
+        image: String,
+        /// Where it is loaded.
+        base: u64,
+        /// Its SizeOfImage.
+        size_of_image: u32,
+    },
     /// The module has read its [`MAX_CACHED_PAGES`] pages already.
     #[error("{image}: more than {MAX_CACHED_PAGES} pages were asked for; the rest is refused")]
     Budget {
