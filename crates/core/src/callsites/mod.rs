@@ -46,12 +46,17 @@ use crate::memory::Memory;
 use crate::stack::{ReadStats, SectionHeader, StackModule, StackWalker, Symbolizer};
 use crate::tag::PoolTag;
 
-pub use scan::scan_module;
+pub use scan::{scan_module, scan_module_within};
 
 pub use image_mem::{ImageMemory, MAX_IMAGE_FILE};
 
 /// Code read per module at most (a hostile SizeOfImage or section size).
 pub const MAX_CODE_BYTES: u64 = 64 << 20;
+/// Code read over all the modules of one scan at most: a hostile module
+/// list (thousands of entries over one mapping of [`MAX_CODE_BYTES`])
+/// would otherwise cost hundreds of GiB of decoding. Real systems have
+/// tens of MiB of driver code.
+pub const MAX_TOTAL_CODE_BYTES: u64 = 512 << 20;
 /// Code analysed as one region at most (a function is rarely a tenth of it).
 pub const MAX_REGION_BYTES: u64 = 256 << 10;
 
@@ -223,13 +228,31 @@ pub fn scan_drivers<M: Memory + ?Sized>(
     wanted: &[String],
     notes: &mut Vec<String>,
 ) -> Vec<ModuleScan> {
+    scan_drivers_within(walker, mem, wanted, notes, MAX_TOTAL_CODE_BYTES)
+}
+
+/// [`scan_drivers`] reading at most `total` bytes of code in all.
+fn scan_drivers_within<M: Memory + ?Sized>(
+    walker: &mut StackWalker,
+    mem: &M,
+    wanted: &[String],
+    notes: &mut Vec<String>,
+    total: u64,
+) -> Vec<ModuleScan> {
     let mut scans = Vec::new();
+    let mut budget = total;
     for i in 1..walker.modules().len() {
         let name = walker.modules()[i].name.clone();
         if !module_wanted(&name, wanted) {
             continue;
         }
-        match scan_module(walker, mem, i) {
+        if budget == 0 {
+            notes.push(format!(
+                "{name}: not scanned: the scan has read the {total:#x} bytes of code it reads in all (so much code suggests a damaged module list)"
+            ));
+            continue;
+        }
+        match scan_module_within(walker, mem, i, &mut budget) {
             Ok(s) => {
                 notes.extend(s.notes.iter().cloned());
                 scans.push(s);
@@ -428,7 +451,8 @@ pub struct CallsiteAttribution {
 
 /// Mapped_Driver from code: per tag, the modules whose code passes it to a
 /// pool routine (allocation sites first). Scans every module but the first
-/// (nt); modules whose headers cannot be read are skipped.
+/// (nt), [`MAX_TOTAL_CODE_BYTES`] of code in all; modules whose headers
+/// cannot be read are skipped.
 pub fn attribute_tags<M: Memory + ?Sized>(
     mem: &M,
     modules: &[LoadedModule],
@@ -443,8 +467,12 @@ pub fn attribute_tags<M: Memory + ?Sized>(
     // tag -> module -> (alloc, free)
     let mut ev: BTreeMap<PoolTag, BTreeMap<String, (u32, u32)>> = BTreeMap::new();
     let wanted: HashMap<u32, PoolTag> = tags.iter().map(|t| (t.unprotected().0, *t)).collect();
+    let mut budget = MAX_TOTAL_CODE_BYTES;
     for i in 1..modules.len() {
-        let Ok(scan) = scan_module(&mut walker, mem, i) else {
+        if budget == 0 {
+            break;
+        }
+        let Ok(scan) = scan_module_within(&mut walker, mem, i, &mut budget) else {
             continue;
         };
         for c in &scan.calls {

@@ -12,6 +12,19 @@ pub fn scan_module<M: Memory + ?Sized>(
     mem: &M,
     m: usize,
 ) -> Result<ModuleScan, crate::stack::ImageError> {
+    scan_module_within(walker, mem, m, &mut MAX_CODE_BYTES.clone())
+}
+
+/// [`scan_module`] reading at most `budget` bytes of code (and never more
+/// than [`MAX_CODE_BYTES`]), taking what it reads from `budget`. The scans
+/// of all a target's modules share one budget ([`MAX_TOTAL_CODE_BYTES`]),
+/// so a hostile module list cannot multiply the per-module bound.
+pub fn scan_module_within<M: Memory + ?Sized>(
+    walker: &mut StackWalker,
+    mem: &M,
+    m: usize,
+    budget: &mut u64,
+) -> Result<ModuleScan, crate::stack::ImageError> {
     let mut stats = ReadStats::default();
     let module: StackModule = walker.modules()[m].clone();
     let (tds, soi) = walker.image_identity(mem, m, &mut stats)?;
@@ -43,7 +56,7 @@ pub fn scan_module<M: Memory + ?Sized>(
             module.name
         ));
     }
-    let code = read_code(mem, &module, &sections, soi, &mut scan);
+    let code = read_code(mem, &module, &sections, soi, &mut scan, budget);
     let cuts = region_cuts(walker, mem, m, &code, &mut scan, &mut stats);
     let thunk = |t: u64| -> Option<u64> {
         let r = code.iter().find(|r| r.contains(t))?;
@@ -103,21 +116,23 @@ fn read_code<M: Memory + ?Sized>(
     sections: &[SectionHeader],
     soi: u32,
     scan: &mut ModuleScan,
+    budget: &mut u64,
 ) -> Vec<CodeRange> {
     let base = module.base.0;
     let mut code: Vec<CodeRange> = Vec::new();
-    let mut budget = MAX_CODE_BYTES;
+    let cap = MAX_CODE_BYTES.min(*budget);
+    let mut left = cap;
     for s in sections.iter().filter(|s| s.is_code()) {
         let len = u64::from(s.mapped_size())
             .min(u64::from(soi).saturating_sub(u64::from(s.rva)))
-            .min(budget);
+            .min(left);
         if len < u64::from(s.mapped_size()) {
             scan.notes.push(format!(
-                "{}: section {} is cut to {len:#x} bytes (SizeOfImage or the {MAX_CODE_BYTES:#x}-byte budget)",
+                "{}: section {} is cut to {len:#x} bytes (SizeOfImage, or the code a scan reads: {MAX_CODE_BYTES:#x} bytes a module, {MAX_TOTAL_CODE_BYTES:#x} in all)",
                 module.name, s.name
             ));
         }
-        budget -= len;
+        left -= len;
         let mut off = 0u64;
         while off < len {
             let va = base + u64::from(s.rva) + off;
@@ -137,6 +152,7 @@ fn read_code<M: Memory + ?Sized>(
             off += n;
         }
     }
+    *budget -= cap - left;
     if scan.unreadable_pages > 0 {
         scan.notes.push(format!(
             "{}: {} code page(s) could not be read (paged out or not in the dump); pool calls there are not seen",

@@ -381,3 +381,79 @@ fn import_slots_past_the_top_of_the_address_space_are_left_out() {
     let home_slots = import_slots(&mut w, &img, 0, &mut ReadStats::default()).unwrap();
     assert!(home_slots.len() > slots.len());
 }
+
+/// One image file mapped at every `stride` from `first`, as a module list
+/// whose entries all point at the same code would have it.
+struct Repeated<'a> {
+    img: &'a ImageMemory,
+    first: u64,
+    stride: u64,
+}
+
+impl Memory for Repeated<'_> {
+    fn describe(&self) -> String {
+        format!("{} repeated", self.img.describe())
+    }
+    fn kernel_dtb(&self) -> crate::addr::PhysAddr {
+        self.img.kernel_dtb()
+    }
+    fn read_physical(
+        &self,
+        pa: crate::addr::PhysAddr,
+        buf: &mut [u8],
+    ) -> Result<(), crate::memory::MemoryError> {
+        self.img.read_physical(pa, buf)
+    }
+    fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), crate::memory::MemoryError> {
+        let off =
+            va.0.checked_sub(self.first)
+                .ok_or(crate::memory::MemoryError::page_not_present(va))?
+                % self.stride;
+        self.img
+            .read_virtual(KernelVa(self.img.base().0 + off), buf)
+    }
+}
+
+#[test]
+fn the_scans_of_all_drivers_share_one_budget_of_code() {
+    // Four drivers, each with 1 MiB of code, scanned with 2.5 MiB in all:
+    // two whole, the third cut, the fourth not scanned, each said.
+    let mib: u64 = 1 << 20;
+    let img = leakydrv_with_text_of(mib as u32, Some(0xCC));
+    let (first, stride) = (0xFFFF_F800_2000_0000u64, 0x100_0000u64);
+    let mut modules = vec![StackModule::new(
+        "ntoskrnl.exe",
+        KernelVa(first - stride),
+        0x1000,
+        true,
+    )];
+    for k in 0..4u64 {
+        let mut m = img.module();
+        m.name = format!("drv{k}.sys");
+        m.base = KernelVa(first + k * stride);
+        modules.push(m);
+    }
+    let mut w = StackWalker::from_modules(modules);
+    let mem = Repeated {
+        img: &img,
+        first,
+        stride,
+    };
+    let mut notes = Vec::new();
+    let scans = scan_drivers_within(&mut w, &mem, &[], &mut notes, 5 * mib / 2);
+    let decoded: Vec<u64> = scans.iter().map(|s| s.code_bytes).collect();
+    assert_eq!(scans.len(), 3, "{notes:#?}");
+    assert_eq!(decoded[..2], [mib, mib]);
+    assert!(decoded[2] <= mib / 2, "{decoded:?}");
+    assert_eq!(leak_calls(&scans[0]), 5);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("drv2.sys: section .text is cut")),
+        "{notes:#?}"
+    );
+    assert!(
+        notes.iter().any(|n| n.starts_with("drv3.sys: not scanned")),
+        "{notes:#?}"
+    );
+}
