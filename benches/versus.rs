@@ -16,7 +16,8 @@
 //! `--rev REV` extracts REV (`git archive`) into target/versus/REV/ and
 //! builds its `pooldump` there the first time (minutes). A trailing word
 //! keeps only the cases whose name contains it. When two outputs differ,
-//! both are written to target/versus/out/ for `diff`.
+//! both are written to target/versus/out/ for `diff`. Each binary has its
+//! own layout cache (target/versus/cache/), warmed by the first run.
 
 mod common;
 #[path = "common/process.rs"]
@@ -124,18 +125,30 @@ fn build_rev(root: &Path, rev: &str) -> Result<PathBuf, String> {
     Ok(bin)
 }
 
-/// Whether two outputs (files) say the same, timing aside: lines that
-/// start `Scanned ` (text) or `"seconds":` (the pretty-printed JSON) are
-/// skipped. Read line by line, so a GiB of output costs no memory here.
-fn same_output(a: &Path, b: &Path) -> std::io::Result<bool> {
+/// Whether two outputs (files) say the same, timing and each binary's own
+/// layout cache directory (`caches`) aside: lines that start `Scanned `
+/// (text) or `"seconds":` (the pretty-printed JSON) are skipped. Read line
+/// by line, so a GiB of output costs no memory here.
+fn same_output(a: &Path, b: &Path, caches: [&Path; 2]) -> std::io::Result<bool> {
     use std::io::BufRead;
+    let caches = caches.map(|c| c.to_string_lossy().into_owned());
     let lines = |p: &Path| -> std::io::Result<_> {
+        let caches = caches.clone();
         Ok(std::io::BufReader::new(std::fs::File::open(p)?)
             .split(b'\n')
             .filter(|l| {
                 l.as_ref().map_or(true, |l| {
                     let t = l.trim_ascii_start();
                     !t.starts_with(b"Scanned ") && !t.starts_with(b"\"seconds\":")
+                })
+            })
+            .map(move |l| {
+                l.map(|l| {
+                    let mut t = String::from_utf8_lossy(&l).into_owned();
+                    for c in &caches {
+                        t = t.replace(c.as_str(), "CACHE");
+                    }
+                    t
                 })
             }))
     };
@@ -188,8 +201,15 @@ fn main() -> ExitCode {
         .map(|t| t.to_string())
         .collect();
     // (name, words before DUMP, tags, reads symbols)
+    // Each binary keeps its own layout cache: two cache formats in one
+    // directory would make each ignore (and rewrite) the other's file.
+    let cache_of = |bin: &Path| {
+        let which = if bin == this { "this" } else { "baseline" };
+        root.join("target/versus/cache").join(which)
+    };
     let cmd = |bin: &Path, words: &[&str], tags: &[String], symbols: bool| {
         let mut c = Command::new(bin);
+        c.env("POOLDUMP_CACHE_DIR", cache_of(bin));
         c.args(words).arg(&dump);
         for t in tags {
             c.arg("--tag").arg(t);
@@ -248,7 +268,9 @@ fn main() -> ExitCode {
         };
         process::run_process(&mut cmd(&baseline, words, tags, symbols), to(&old_out));
         process::run_process(&mut cmd(&this, words, tags, symbols), to(&new_out));
-        let same = same_output(&old_out, &new_out).expect("reads both outputs");
+        let caches = [cache_of(&baseline), cache_of(&this)];
+        let same =
+            same_output(&old_out, &new_out, [&caches[0], &caches[1]]).expect("reads both outputs");
         if same {
             let _ = std::fs::remove_file(&old_out);
             let _ = std::fs::remove_file(&new_out);
