@@ -262,10 +262,23 @@ fn pages_of_zeros_past_a_sections_raw_data_are_not_decoded() {
 }
 
 /// An image file mapped at `base` rather than its ImageBase, as a loader
-/// entry's DllBase places it (the top of the address space, here).
+/// entry's DllBase places it (the top of the address space, here); with
+/// `every`, mapped again every `every` bytes from `base`, as a module list
+/// whose entries all point at the same code would have it.
 struct At<'a> {
     img: &'a ImageMemory,
     base: u64,
+    every: u64,
+}
+
+impl<'a> At<'a> {
+    fn once(img: &'a ImageMemory, base: u64) -> Self {
+        At {
+            img,
+            base,
+            every: u64::MAX,
+        }
+    }
 }
 
 impl Memory for At<'_> {
@@ -285,7 +298,8 @@ impl Memory for At<'_> {
     fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), crate::memory::MemoryError> {
         let off =
             va.0.checked_sub(self.base)
-                .ok_or(crate::memory::MemoryError::page_not_present(va))?;
+                .ok_or(crate::memory::MemoryError::page_not_present(va))?
+                % self.every;
         self.img
             .read_virtual(KernelVa(self.img.base().0 + off), buf)
     }
@@ -299,7 +313,7 @@ fn walker_at(img: &ImageMemory, base: u64) -> StackWalker {
 
 /// [`scan_module`] of `img` loaded at `base`.
 fn scan_at(img: &ImageMemory, base: u64) -> Result<ModuleScan, crate::stack::ImageError> {
-    scan_module(&mut walker_at(img, base), &At { img, base }, 0)
+    scan_module(&mut walker_at(img, base), &At::once(img, base), 0)
 }
 
 /// The calls of a scan, as (RVA, routine, tags).
@@ -350,7 +364,7 @@ fn a_driver_that_would_wrap_past_the_top_of_the_address_space_is_refused() {
         ..module.clone()
     };
     let leak = PoolTag::parse("Leak").unwrap();
-    assert!(attribute_tags(&At { img: &img, base }, &[nt, module], &[leak]).is_empty());
+    assert!(attribute_tags(&At::once(&img, base), &[nt, module], &[leak]).is_empty());
 }
 
 #[test]
@@ -370,48 +384,13 @@ fn import_slots_past_the_top_of_the_address_space_are_left_out() {
     let img = ImageMemory::from_bytes("leakydrv.sys", Arc::from(v)).unwrap();
     let top = 0xFFFF_FFFF_FFFF_0000;
     let mut w = walker_at(&img, top);
-    let mem = At {
-        img: &img,
-        base: top,
-    };
+    let mem = At::once(&img, top);
     let slots = import_slots(&mut w, &mem, 0, &mut ReadStats::default()).unwrap();
     assert!(slots.keys().all(|&s| s >= top), "{slots:x?}");
     // At its own base the same names are there, at the moved slots.
     let mut w = StackWalker::from_modules(vec![img.module()]);
     let home_slots = import_slots(&mut w, &img, 0, &mut ReadStats::default()).unwrap();
     assert!(home_slots.len() > slots.len());
-}
-
-/// One image file mapped at every `stride` from `first`, as a module list
-/// whose entries all point at the same code would have it.
-struct Repeated<'a> {
-    img: &'a ImageMemory,
-    first: u64,
-    stride: u64,
-}
-
-impl Memory for Repeated<'_> {
-    fn describe(&self) -> String {
-        format!("{} repeated", self.img.describe())
-    }
-    fn kernel_dtb(&self) -> crate::addr::PhysAddr {
-        self.img.kernel_dtb()
-    }
-    fn read_physical(
-        &self,
-        pa: crate::addr::PhysAddr,
-        buf: &mut [u8],
-    ) -> Result<(), crate::memory::MemoryError> {
-        self.img.read_physical(pa, buf)
-    }
-    fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), crate::memory::MemoryError> {
-        let off =
-            va.0.checked_sub(self.first)
-                .ok_or(crate::memory::MemoryError::page_not_present(va))?
-                % self.stride;
-        self.img
-            .read_virtual(KernelVa(self.img.base().0 + off), buf)
-    }
 }
 
 #[test]
@@ -434,10 +413,10 @@ fn the_scans_of_all_drivers_share_one_budget_of_code() {
         modules.push(m);
     }
     let mut w = StackWalker::from_modules(modules);
-    let mem = Repeated {
+    let mem = At {
         img: &img,
-        first,
-        stride,
+        base: first,
+        every: stride,
     };
     let mut notes = Vec::new();
     let scans = scan_drivers_within(&mut w, &mem, &[], &mut notes, 5 * mib / 2);
