@@ -62,34 +62,27 @@ pub(super) fn read_types<'t>(
         } else {
             item.parse()
         };
-        let unique = |u: Option<pdb2::RawString<'_>>| u.map(|u| u.to_string().into_owned());
-        match parsed {
-            Ok(TypeData::Class(c)) if !c.properties.forward_reference() => {
-                found.push((
-                    c.name.to_string().into_owned(),
-                    unique(c.unique_name),
-                    idx,
-                    false,
-                ));
+        // A definition's name, unique name and kind (forward references
+        // are resolved to definitions later, by name).
+        let def = match &parsed {
+            Ok(TypeData::Class(c)) => Some((c.name, c.unique_name, c.properties, false)),
+            Ok(TypeData::Union(u)) => Some((u.name, u.unique_name, u.properties, false)),
+            Ok(TypeData::Enumeration(e)) => Some((e.name, e.unique_name, e.properties, true)),
+            Ok(_) => None,
+            Err(_) => {
+                unparsed += 1;
+                None
             }
-            Ok(TypeData::Union(u)) if !u.properties.forward_reference() => {
-                found.push((
-                    u.name.to_string().into_owned(),
-                    unique(u.unique_name),
-                    idx,
-                    false,
-                ));
-            }
-            Ok(TypeData::Enumeration(e)) if !e.properties.forward_reference() => {
-                found.push((
-                    e.name.to_string().into_owned(),
-                    unique(e.unique_name),
-                    idx,
-                    true,
-                ));
-            }
-            Ok(_) => {}
-            Err(_) => unparsed += 1,
+        };
+        if let Some((name, unique, properties, is_enum)) = def
+            && !properties.forward_reference()
+        {
+            found.push((
+                name.to_string().into_owned(),
+                unique.map(|u| u.to_string().into_owned()),
+                idx,
+                is_enum,
+            ));
         }
     }
     // MSVC gives every anonymous type of a C file the same unique name
