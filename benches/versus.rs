@@ -200,13 +200,10 @@ fn main() -> ExitCode {
         .iter()
         .map(|t| t.to_string())
         .collect();
-    // (name, words before DUMP, tags, reads symbols)
     // Each binary keeps its own layout cache: two cache formats in one
     // directory would make each ignore (and rewrite) the other's file.
-    let cache_of = |bin: &Path| {
-        let which = if bin == this { "this" } else { "baseline" };
-        root.join("target/versus/cache").join(which)
-    };
+    let caches = ["baseline", "this"].map(|side| root.join("target/versus/cache").join(side));
+    let cache_of = |bin: &Path| &caches[usize::from(bin == this)];
     let cmd = |bin: &Path, words: &[&str], tags: &[String], symbols: bool| {
         let mut c = Command::new(bin);
         c.env("POOLDUMP_CACHE_DIR", cache_of(bin));
@@ -220,6 +217,7 @@ fn main() -> ExitCode {
         c
     };
     let leak = ["Leak".to_string()];
+    // (name, words before DUMP, tags, reads symbols)
     let cases: [(&str, &[&str], &[String], bool); 7] = [
         ("analyze", &["analyze"], &[], true),
         ("analyze --json", &["analyze", "--json"], &[], true),
@@ -268,7 +266,6 @@ fn main() -> ExitCode {
         };
         process::run_process(&mut cmd(&baseline, words, tags, symbols), to(&old_out));
         process::run_process(&mut cmd(&this, words, tags, symbols), to(&new_out));
-        let caches = [cache_of(&baseline), cache_of(&this)];
         let same =
             same_output(&old_out, &new_out, [&caches[0], &caches[1]]).expect("reads both outputs");
         if same {
