@@ -12,7 +12,8 @@ pub fn scan_module<M: Memory + ?Sized>(
     mem: &M,
     m: usize,
 ) -> Result<ModuleScan, crate::stack::ImageError> {
-    scan_module_within(walker, mem, m, &mut MAX_CODE_BYTES.clone())
+    let mut budget = MAX_CODE_BYTES;
+    scan_module_within(walker, mem, m, &mut budget)
 }
 
 /// [`scan_module`] reading at most `budget` bytes of code (and never more
