@@ -174,27 +174,33 @@ fn poolmon_counts(rest: &str) -> Result<PoolmonCounts, String> {
 
 /// The tag of a PoolMon row and the text after it. Where the columns line
 /// up, the tag is the four characters under `Tag` (tags have spaces:
-/// `Dh 1`); in a copy whose spacing was collapsed (`Io Nonp 1021112 ( 1)
-/// ...`) it is the text before the Type word, space-padded to four as
-/// PoolMon prints it.
+/// `Dh 1`). Where they do not, it is the text from the row's first
+/// character to the Type word, space-padded to four as PoolMon prints it:
+/// a copy whose spacing was collapsed (`Io Nonp 1021112 ( 1) ...`), rows
+/// indented less than their header (`Strg  Paged` one column left of
+/// ` Tag`), a header shifted by a Markdown heading mark (`## Tag`). The
+/// four characters are not the tag when they start inside a word, are
+/// blank, or run into the next word.
 fn poolmon_tag(chars: &[char], tag_col: usize) -> Result<(String, String), String> {
     let fixed: String = chars[tag_col..tag_col + 4].iter().collect();
     let rest: String = chars[tag_col + 4..].iter().collect();
-    if rest.starts_with(char::is_whitespace) {
+    let starts_word = tag_col == 0 || chars[tag_col - 1].is_whitespace();
+    if starts_word && !fixed.trim().is_empty() && rest.starts_with(char::is_whitespace) {
         return Ok((fixed, rest));
     }
-    let from: String = chars[tag_col..].iter().collect();
+    let start = chars.iter().position(|c| !c.is_whitespace()).unwrap_or(0);
+    let from: String = chars[start..].iter().collect();
     let short = words(&from)
         .into_iter()
         .find(|x| x.0 > 0 && pool_type(x.2).is_some())
         .map(|x| x.0)
         .and_then(|ty| {
-            let tag: String = chars[tag_col..tag_col + ty].iter().collect();
+            let tag: String = chars[start..start + ty].iter().collect();
             let tag = tag.trim_end();
             (tag.chars().count() <= 4)
                 .then(|| (format!("{tag:<4}"), from.chars().skip(ty).collect()))
         });
-    short.ok_or_else(|| "the tag column is not four characters wide".into())
+    short.ok_or_else(|| "no tag of at most four characters before the Type column".into())
 }
 
 /// A PoolMon row: tag, type, then Allocs [(n)] Frees [(n)] Diff Bytes

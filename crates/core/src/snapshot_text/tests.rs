@@ -240,3 +240,24 @@ fn snapshots_appended_under_one_header_are_tables_of_their_own() {
     assert_eq!(i.tables.len(), 1);
     assert_eq!(i.tables[0].rows.len(), 2);
 }
+
+#[test]
+fn rows_that_do_not_line_up_with_tag_are_read_by_their_words() {
+    // A screen pasted with its header indented one column more than some
+    // rows: the four characters under `Tag` would cut `Kqrs` to `qrs `.
+    let text = "
+    Memory: 8000K Avail: 2000K PageFlts: 3 InRam Krnl: 500K P: 600K
+
+     Tag  Type    Allocs          Frees         Diff   Bytes      Per Alloc
+
+     Ab   Paged     400 (   0)     300 (   0)    100   25600 (     0)  256
+    Kqrs  Paged    2200 (   4)    2000 (   2)    200   12800 (   128)   64
+     Zz9  Nonp       10 (   0)       9 (   0)      1      48 (     0)   48
+    Wv 1  Nonp        5 (   0)       1 (   0)      4     256 (     0)   64
+";
+    let i = parse_text(text.as_bytes(), "shifted.txt").unwrap();
+    assert!(i.problems.is_empty(), "{:?}", i.problems);
+    let tags: Vec<&str> = i.tables[0].rows.iter().map(|r| r.tag_text.as_str()).collect();
+    assert_eq!(tags, ["Ab  ", "Kqrs", "Zz9 ", "Wv 1"]);
+    assert_eq!(i.tables[0].rows[1].bytes, 12800);
+}
