@@ -28,7 +28,9 @@ pub(super) fn header(line: &str, legacy: bool, session: bool) -> Option<Layout> 
     let w = words(line);
     let names: Vec<&str> = w.iter().map(|x| x.2).collect();
     let tag = w.iter().position(|x| x.2 == "Tag")?;
-    if tag != 0 {
+    // Only a Markdown heading or quote mark may come before `Tag` (`##
+    // Tag Type ...` in a copy of a web page).
+    if !w[..tag].iter().all(|x| x.2.chars().all(|c| matches!(c, '#' | '>'))) {
         return None;
     }
     let has = |s: &str| names.contains(&s);

@@ -261,3 +261,26 @@ fn rows_that_do_not_line_up_with_tag_are_read_by_their_words() {
     assert_eq!(tags, ["Ab  ", "Kqrs", "Zz9 ", "Wv 1"]);
     assert_eq!(i.tables[0].rows[1].bytes, 12800);
 }
+
+#[test]
+fn a_header_under_a_markdown_heading_mark_is_a_header() {
+    // Web pages render a pasted screen's header line as a heading: `## `
+    // before `Tag` shifts the header, the rows stay at column 0.
+    let text = "\
+Memory: 9000K Avail: 3000K PageFlts: 7 InRam Krnl: 400K P: 300K
+
+## Tag   Type  Allocs       Frees        Diff    Bytes       Per Alloc
+
+Ab    Paged   1500  ( 0)  1400  ( 0)   100    51200   ( 0)   512
+Kqrs  Paged    900 ( 12)   800  ( 6)   100     6400 ( 256)    64
+";
+    let i = parse_text(text.as_bytes(), "heading.md").unwrap();
+    assert!(i.problems.is_empty(), "{:?}", i.problems);
+    let t = &i.tables[0];
+    assert_eq!(t.format, TextFormat::PoolmonDisplay);
+    let tags: Vec<&str> = t.rows.iter().map(|r| r.tag_text.as_str()).collect();
+    assert_eq!(tags, ["Ab  ", "Kqrs"]);
+    assert_eq!((t.rows[0].diff, t.rows[0].bytes), (100, 51200));
+    // Other words before `Tag` still make it prose, not a header.
+    assert!(parse_text(b"see the Tag Type Allocs Frees Diff Bytes\n", "prose").is_err());
+}
