@@ -86,7 +86,9 @@ pub(super) fn is_prompt(t: &str) -> bool {
 pub(super) fn known_line(t: &str) -> bool {
     let lower = t.to_ascii_lowercase();
     is_prompt(t)
-        || t.chars().all(|c| c == '.' || c == ' ')
+        // Progress dots, elided rows (`...`), and rule lines under a
+        // header (`-----` in some published PoolMon screens).
+        || t.chars().all(|c| matches!(c, '.' | ' ' | '-' | '='))
         || lower.starts_with("memory:")
         || lower.starts_with("commit:")
         || lower.ends_with("pool information")

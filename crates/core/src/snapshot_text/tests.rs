@@ -284,3 +284,16 @@ Kqrs  Paged    900 ( 12)   800  ( 6)   100     6400 ( 256)    64
     // Other words before `Tag` still make it prose, not a header.
     assert!(parse_text(b"see the Tag Type Allocs Frees Diff Bytes\n", "prose").is_err());
 }
+
+#[test]
+fn a_rule_line_under_the_header_is_not_a_problem() {
+    let text = "\
+ Tag  Type     Allocs            Frees            Diff   Bytes       Per Alloc
+ ---------------------------------------------------------------------------
+ Mnop Nonp        30 (   0)        10 (   0)       20    2560 (     0)    128
+ ===========================================================================
+";
+    let i = parse_text(text.as_bytes(), "ruled.txt").unwrap();
+    assert!(i.problems.is_empty(), "{:?}", i.problems);
+    assert_eq!(i.tables[0].rows.len(), 1);
+}
