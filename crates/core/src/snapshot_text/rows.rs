@@ -72,6 +72,28 @@ pub(super) fn header(line: &str, legacy: bool, session: bool) -> Option<Layout> 
     None
 }
 
+/// A line that is not a header (`header` said no) but has `Tag` and
+/// `Allocs` among its words: a header run together with other lines (a
+/// copy that lost its line breaks), or one whose columns are of no known
+/// layout. Named when a file has no header at all.
+pub(super) fn near_miss(line: &str, line_no: usize) -> Option<TextProblem> {
+    let w = words(line);
+    let tag = w.iter().position(|x| x.2 == "Tag")?;
+    if !w.iter().any(|x| x.2 == "Allocs") {
+        return None;
+    }
+    let why = if tag > 0 {
+        "does not start with `Tag` (a header is a line of its own: were the line breaks lost?)"
+    } else {
+        "its columns are neither PoolMon's (Type Allocs Frees Diff Bytes) nor !poolused's (Allocs and Used for each pool)"
+    };
+    Some(TextProblem {
+        line: line_no,
+        text: line.to_string(),
+        why: why.into(),
+    })
+}
+
 pub(super) fn is_prompt(t: &str) -> bool {
     // `0: kd> !poolused 2`, `lkd> ...`, `: kd> ...` (an excerpt).
     let head = t.split("kd>").next().unwrap_or("");

@@ -297,3 +297,26 @@ fn a_rule_line_under_the_header_is_not_a_problem() {
     assert!(i.problems.is_empty(), "{:?}", i.problems);
     assert_eq!(i.tables[0].rows.len(), 1);
 }
+
+#[test]
+fn a_refusal_names_the_line_that_looks_like_a_header() {
+    // A copy that lost its line breaks: the header is inside one line.
+    let text = "Notes\n0: kd> !poolused Sorting by Tag Pool Used: NonPaged Paged Tag Allocs Used Allocs Used Qrst 1 64 0 0\n";
+    let m = parse_text(text.as_bytes(), "flat.txt")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        m.starts_with("flat.txt: not a PoolMon display")
+            && m.contains("(line 2 has a header's words but does not start with `Tag`")
+            && m.contains("were the line breaks lost?"),
+        "{m}"
+    );
+    // A header whose columns are of no known layout (an OCR copy that
+    // split it over two lines).
+    let text = "              Used      Allocs     Paged     Used\nTag        Allocs\n  Qrst   10   640   0   0\n";
+    let m = parse_text(text.as_bytes(), "ocr.txt").unwrap_err().to_string();
+    assert!(
+        m.contains("(line 2 has a header's words but its columns are neither PoolMon's"),
+        "{m}"
+    );
+}
