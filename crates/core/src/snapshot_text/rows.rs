@@ -332,13 +332,16 @@ fn poolused_numbers(rest: &str, l: &Layout, after: usize) -> Result<(Vec<u64>, u
             }
         } else {
             // The last number may be glued to the description (legacy
-            // layout): where the columns line up, it ends under its
-            // header word. Only when a description follows: a number that
-            // ends the line (the TOTAL row, `13066104` past its column)
-            // is whole.
+            // layout): where the columns line up (every number before it
+            // ends under its header word, as WinDbg right-aligns them),
+            // it ends under its header word too. Only when a description
+            // follows: a number that ends the line (the TOTAL row,
+            // `13066104` past its column) is whole. In a copy whose
+            // spacing was collapsed the glued digits are all read.
             let col_end = l.num_ends[i] as isize - after as isize;
             let described = len < x.2.chars().count() || w.len() > n;
-            if described && col_end > x.0 as isize && (col_end as usize) < x.0 + len {
+            let aligned = w[..i].iter().zip(&l.num_ends).all(|(x, e)| x.1 + after == *e);
+            if described && aligned && col_end > x.0 as isize && (col_end as usize) < x.0 + len {
                 len = col_end as usize - x.0;
             }
             desc_from = x.0 + len;

@@ -320,3 +320,27 @@ fn a_refusal_names_the_line_that_looks_like_a_header() {
         "{m}"
     );
 }
+
+#[test]
+fn collapsed_legacy_rows_keep_every_glued_digit() {
+    // Spaces collapsed: the columns no longer line up, so the last number
+    // is not cut where its header word ends (here inside `123456789`).
+    let text = "\
+Pool Used:
+NonPaged Paged
+Tag Allocs Used Allocs Used
+Qrst 1234 123456789 12 123456789Glued description , Binary: q.sys
+Uvw 1 64 0 0UNKNOWN pooltag 'Uvw ', please update pooltag.txt
+";
+    let i = parse_text(text.as_bytes(), "collapsed-legacy.txt").unwrap();
+    assert!(i.problems.is_empty(), "{:?}", i.problems);
+    let t = &i.tables[0];
+    assert_eq!(t.format, TextFormat::PoolusedLegacy);
+    let paged = t
+        .rows
+        .iter()
+        .find(|r| r.tag_text == "Qrst" && r.pool == PoolClass::Paged)
+        .unwrap();
+    assert_eq!((paged.diff, paged.bytes), (12, 123_456_789));
+    assert_eq!(t.rows.iter().find(|r| r.tag_text == "Uvw ").unwrap().bytes, 64);
+}
