@@ -314,9 +314,16 @@ fn check_rows(
         .find(|t| t.rows.is_empty() && t.total.is_none())
         && tables.iter().all(|t| t.rows.is_empty())
     {
+        // A PoolMon table is told display or log by its rows' change
+        // columns: without rows it is either.
+        let format = if empty.format.is_poolmon() {
+            "PoolMon (display or /n log)"
+        } else {
+            empty.format.describe()
+        };
         return Err(TextImportError::NoRows {
             input: input.into(),
-            format: empty.format.describe(),
+            format,
             line: empty.header_line,
             problems: problems.to_vec(),
         });

@@ -344,3 +344,17 @@ Uvw 1 64 0 0UNKNOWN pooltag 'Uvw ', please update pooltag.txt
     assert_eq!((paged.diff, paged.bytes), (12, 123_456_789));
     assert_eq!(t.rows.iter().find(|r| r.tag_text == "Uvw ").unwrap().bytes, 64);
 }
+
+#[test]
+fn an_empty_poolmon_screen_is_not_called_a_log() {
+    // PoolMon /s on a machine with no session pool: the header, no rows.
+    let text = " Memory:  100000K Avail:   50000K  PageFlts:    12   InRam Krnl: 1000K P: 2000K
+ All sessions pool information
+ Tag  Type     Allocs            Frees            Diff   Bytes       Per Alloc
+";
+    let m = parse_text(text.as_bytes(), "empty.txt").unwrap_err().to_string();
+    assert_eq!(
+        m,
+        "empty.txt: the PoolMon (display or /n log) table at line 3 has no rows it could read"
+    );
+}
