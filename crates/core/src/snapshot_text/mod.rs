@@ -168,7 +168,11 @@ pub enum TextImportError {
 fn near_header(p: &Option<TextProblem>) -> String {
     p.as_ref().map_or(String::new(), |p| {
         let text: String = p.text.trim().chars().take(70).collect();
-        let more = if p.text.trim().chars().count() > 70 { "..." } else { "" };
+        let more = if p.text.trim().chars().count() > 70 {
+            "..."
+        } else {
+            ""
+        };
         format!(
             " (line {} has a header's words but {}: `{}{more}`)",
             p.line,
@@ -389,9 +393,7 @@ fn add_rows(
 mod rows;
 mod time;
 
-use rows::{
-    header, is_prompt, known_line, near_miss, poolmon_row, poolmon_total, poolused_row,
-};
+use rows::{header, is_prompt, known_line, near_miss, poolmon_row, poolmon_total, poolused_row};
 pub use time::*;
 
 /// Where a text snapshot's time comes from, best first.

@@ -30,7 +30,10 @@ pub(super) fn header(line: &str, legacy: bool, session: bool) -> Option<Layout> 
     let tag = w.iter().position(|x| x.2 == "Tag")?;
     // Only a Markdown heading or quote mark may come before `Tag` (`##
     // Tag Type ...` in a copy of a web page).
-    if !w[..tag].iter().all(|x| x.2.chars().all(|c| matches!(c, '#' | '>'))) {
+    if !w[..tag]
+        .iter()
+        .all(|x| x.2.chars().all(|c| matches!(c, '#' | '>')))
+    {
         return None;
     }
     let has = |s: &str| names.contains(&s);
@@ -340,7 +343,10 @@ fn poolused_numbers(rest: &str, l: &Layout, after: usize) -> Result<(Vec<u64>, u
             // spacing was collapsed the glued digits are all read.
             let col_end = l.num_ends[i] as isize - after as isize;
             let described = len < x.2.chars().count() || w.len() > n;
-            let aligned = w[..i].iter().zip(&l.num_ends).all(|(x, e)| x.1 + after == *e);
+            let aligned = w[..i]
+                .iter()
+                .zip(&l.num_ends)
+                .all(|(x, e)| x.1 + after == *e);
             if described && aligned && col_end > x.0 as isize && (col_end as usize) < x.0 + len {
                 len = col_end as usize - x.0;
             }

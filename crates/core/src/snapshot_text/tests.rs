@@ -257,7 +257,11 @@ fn rows_that_do_not_line_up_with_tag_are_read_by_their_words() {
 ";
     let i = parse_text(text.as_bytes(), "shifted.txt").unwrap();
     assert!(i.problems.is_empty(), "{:?}", i.problems);
-    let tags: Vec<&str> = i.tables[0].rows.iter().map(|r| r.tag_text.as_str()).collect();
+    let tags: Vec<&str> = i.tables[0]
+        .rows
+        .iter()
+        .map(|r| r.tag_text.as_str())
+        .collect();
     assert_eq!(tags, ["Ab  ", "Kqrs", "Zz9 ", "Wv 1"]);
     assert_eq!(i.tables[0].rows[1].bytes, 12800);
 }
@@ -314,7 +318,9 @@ fn a_refusal_names_the_line_that_looks_like_a_header() {
     // A header whose columns are of no known layout (an OCR copy that
     // split it over two lines).
     let text = "              Used      Allocs     Paged     Used\nTag        Allocs\n  Qrst   10   640   0   0\n";
-    let m = parse_text(text.as_bytes(), "ocr.txt").unwrap_err().to_string();
+    let m = parse_text(text.as_bytes(), "ocr.txt")
+        .unwrap_err()
+        .to_string();
     assert!(
         m.contains("(line 2 has a header's words but its columns are neither PoolMon's"),
         "{m}"
@@ -342,7 +348,10 @@ Uvw 1 64 0 0UNKNOWN pooltag 'Uvw ', please update pooltag.txt
         .find(|r| r.tag_text == "Qrst" && r.pool == PoolClass::Paged)
         .unwrap();
     assert_eq!((paged.diff, paged.bytes), (12, 123_456_789));
-    assert_eq!(t.rows.iter().find(|r| r.tag_text == "Uvw ").unwrap().bytes, 64);
+    assert_eq!(
+        t.rows.iter().find(|r| r.tag_text == "Uvw ").unwrap().bytes,
+        64
+    );
 }
 
 #[test]
@@ -352,7 +361,9 @@ fn an_empty_poolmon_screen_is_not_called_a_log() {
  All sessions pool information
  Tag  Type     Allocs            Frees            Diff   Bytes       Per Alloc
 ";
-    let m = parse_text(text.as_bytes(), "empty.txt").unwrap_err().to_string();
+    let m = parse_text(text.as_bytes(), "empty.txt")
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         m,
         "empty.txt: the PoolMon (display or /n log) table at line 3 has no rows it could read"
