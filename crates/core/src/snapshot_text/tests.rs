@@ -1,5 +1,15 @@
 use super::*;
 
+/// The first table of `text`, which must read without a problem, and its
+/// rows' tags.
+fn read_clean(text: &str, name: &str) -> (TextTable, Vec<String>) {
+    let i = parse_text(text.as_bytes(), name).unwrap();
+    assert!(i.problems.is_empty(), "{:?}", i.problems);
+    let t = i.tables[0].clone();
+    let tags = t.rows.iter().map(|r| r.tag_text.clone()).collect();
+    (t, tags)
+}
+
 #[test]
 fn session_time_and_uptime() {
     // 2024-11-14 10:12:31 at UTC+8 is 02:12:31 UTC.
@@ -115,11 +125,8 @@ Qq Nonp 500 ( 2) 480 ( 1) 20 2560 ( 128) 128
 Z Paged 9 ( 0) 3 ( 0) 6 600 ( 0) 100
 Wxyz Nonp 7 ( 0) 7 ( 0) 0 0 ( 0) 0
 ";
-    let i = parse_text(text.as_bytes(), "collapsed.txt").unwrap();
-    assert!(i.problems.is_empty(), "{:?}", i.problems);
-    let t = &i.tables[0];
+    let (t, tags) = read_clean(text, "collapsed.txt");
     assert_eq!(t.format, TextFormat::PoolmonDisplay);
-    let tags: Vec<&str> = t.rows.iter().map(|r| r.tag_text.as_str()).collect();
     assert_eq!(tags, ["Qq  ", "Z   ", "Wxyz"]);
     let qq = &t.rows[0];
     assert_eq!(
@@ -255,15 +262,9 @@ fn rows_that_do_not_line_up_with_tag_are_read_by_their_words() {
      Zz9  Nonp       10 (   0)       9 (   0)      1      48 (     0)   48
     Wv 1  Nonp        5 (   0)       1 (   0)      4     256 (     0)   64
 ";
-    let i = parse_text(text.as_bytes(), "shifted.txt").unwrap();
-    assert!(i.problems.is_empty(), "{:?}", i.problems);
-    let tags: Vec<&str> = i.tables[0]
-        .rows
-        .iter()
-        .map(|r| r.tag_text.as_str())
-        .collect();
+    let (t, tags) = read_clean(text, "shifted.txt");
     assert_eq!(tags, ["Ab  ", "Kqrs", "Zz9 ", "Wv 1"]);
-    assert_eq!(i.tables[0].rows[1].bytes, 12800);
+    assert_eq!(t.rows[1].bytes, 12800);
 }
 
 #[test]
@@ -278,11 +279,8 @@ Memory: 9000K Avail: 3000K PageFlts: 7 InRam Krnl: 400K P: 300K
 Ab    Paged   1500  ( 0)  1400  ( 0)   100    51200   ( 0)   512
 Kqrs  Paged    900 ( 12)   800  ( 6)   100     6400 ( 256)    64
 ";
-    let i = parse_text(text.as_bytes(), "heading.md").unwrap();
-    assert!(i.problems.is_empty(), "{:?}", i.problems);
-    let t = &i.tables[0];
+    let (t, tags) = read_clean(text, "heading.md");
     assert_eq!(t.format, TextFormat::PoolmonDisplay);
-    let tags: Vec<&str> = t.rows.iter().map(|r| r.tag_text.as_str()).collect();
     assert_eq!(tags, ["Ab  ", "Kqrs"]);
     assert_eq!((t.rows[0].diff, t.rows[0].bytes), (100, 51200));
     // Other words before `Tag` still make it prose, not a header.
