@@ -140,10 +140,13 @@ pub struct TextImport {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TextImportError {
     /// No line looks like a table header.
-    #[error("{input}: not a PoolMon display or log, nor !poolused output: no table header line (`Tag Type Allocs ...` or `Tag Allocs Used ...`) was found; formats tried: {}", FORMATS_TRIED.join("; "))]
+    #[error("{input}: not a PoolMon display or log, nor !poolused output: no table header line (`Tag Type Allocs ...` or `Tag Allocs Used ...`) was found{}; formats tried: {}", near_header(near), FORMATS_TRIED.join("; "))]
     NotRecognised {
         /// The file's name.
         input: String,
+        /// The first line that has a header's words but is not one, and
+        /// why.
+        near: Option<TextProblem>,
     },
     /// Every table came out empty.
     #[error(
@@ -160,6 +163,23 @@ pub enum TextImportError {
         /// Why each line was not a row.
         problems: Vec<TextProblem>,
     },
+}
+
+fn near_header(p: &Option<TextProblem>) -> String {
+    p.as_ref().map_or(String::new(), |p| {
+        let text: String = p.text.trim().chars().take(70).collect();
+        let more = if p.text.trim().chars().count() > 70 {
+            "..."
+        } else {
+            ""
+        };
+        format!(
+            " (line {} has a header's words but {}: `{}{more}`)",
+            p.line,
+            p.why,
+            crate::text::escape(&text)
+        )
+    })
 }
 
 fn first_problem(p: &[TextProblem]) -> String {
@@ -191,6 +211,7 @@ pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportErr
     let mut session_time = None;
     let mut uptime = None;
     let mut saw_header = false;
+    let mut near = None;
     let mut blank = false;
     for (n, raw) in text.lines().enumerate() {
         let line_no = n + 1;
@@ -215,6 +236,9 @@ pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportErr
             layout = Some(h);
             continue;
         }
+        if near.is_none() {
+            near = near_miss(line, line_no);
+        }
         if let Some(v) = t.strip_prefix("Debug session time:") {
             session_time = parse_session_time(v.trim());
             continue;
@@ -224,15 +248,10 @@ pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportErr
             continue;
         }
         if known_line(t) {
-            if t.starts_with("Pool Used") {
-                legacy_pending = true;
-                layout = None;
-            }
-            if t.to_ascii_lowercase().contains("session") && !t.contains(" - ") {
-                session_pending = true;
-            }
+            legacy_pending |= t.starts_with("Pool Used");
+            session_pending |= t.to_ascii_lowercase().contains("session") && !t.contains(" - ");
             // A prompt or a new preamble ends the table before it.
-            if is_prompt(t) {
+            if is_prompt(t) || t.starts_with("Pool Used") {
                 layout = None;
             }
             continue;
@@ -263,6 +282,7 @@ pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportErr
     if !saw_header {
         return Err(TextImportError::NotRecognised {
             input: input.into(),
+            near,
         });
     }
     check_rows(&tables, &problems, input)?;
@@ -298,9 +318,16 @@ fn check_rows(
         .find(|t| t.rows.is_empty() && t.total.is_none())
         && tables.iter().all(|t| t.rows.is_empty())
     {
+        // A PoolMon table is told display or log by its rows' change
+        // columns: without rows it is either.
+        let format = if empty.format.is_poolmon() {
+            "PoolMon (display or /n log)"
+        } else {
+            empty.format.describe()
+        };
         return Err(TextImportError::NoRows {
             input: input.into(),
-            format: empty.format.describe(),
+            format,
             line: empty.header_line,
             problems: problems.to_vec(),
         });
@@ -366,7 +393,7 @@ fn add_rows(
 mod rows;
 mod time;
 
-use rows::{header, is_prompt, known_line, poolmon_row, poolmon_total, poolused_row};
+use rows::{header, is_prompt, known_line, near_miss, poolmon_row, poolmon_total, poolused_row};
 pub use time::*;
 
 /// Where a text snapshot's time comes from, best first.

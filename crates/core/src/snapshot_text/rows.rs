@@ -28,7 +28,12 @@ pub(super) fn header(line: &str, legacy: bool, session: bool) -> Option<Layout> 
     let w = words(line);
     let names: Vec<&str> = w.iter().map(|x| x.2).collect();
     let tag = w.iter().position(|x| x.2 == "Tag")?;
-    if tag != 0 {
+    // Only a Markdown heading or quote mark may come before `Tag` (`##
+    // Tag Type ...` in a copy of a web page).
+    if !w[..tag]
+        .iter()
+        .all(|x| x.2.chars().all(|c| matches!(c, '#' | '>')))
+    {
         return None;
     }
     let has = |s: &str| names.contains(&s);
@@ -70,6 +75,28 @@ pub(super) fn header(line: &str, legacy: bool, session: bool) -> Option<Layout> 
     None
 }
 
+/// A line that is not a header (`header` said no) but has `Tag` and
+/// `Allocs` among its words: a header run together with other lines (a
+/// copy that lost its line breaks), or one whose columns are of no known
+/// layout. Named when a file has no header at all.
+pub(super) fn near_miss(line: &str, line_no: usize) -> Option<TextProblem> {
+    let w = words(line);
+    let tag = w.iter().position(|x| x.2 == "Tag")?;
+    if !w.iter().any(|x| x.2 == "Allocs") {
+        return None;
+    }
+    let why = if tag > 0 {
+        "does not start with `Tag` (a header is a line of its own: were the line breaks lost?)"
+    } else {
+        "its columns are neither PoolMon's (Type Allocs Frees Diff Bytes) nor !poolused's (Allocs and Used for each pool)"
+    };
+    Some(TextProblem {
+        line: line_no,
+        text: line.to_string(),
+        why: why.into(),
+    })
+}
+
 pub(super) fn is_prompt(t: &str) -> bool {
     // `0: kd> !poolused 2`, `lkd> ...`, `: kd> ...` (an excerpt).
     let head = t.split("kd>").next().unwrap_or("");
@@ -84,7 +111,9 @@ pub(super) fn is_prompt(t: &str) -> bool {
 pub(super) fn known_line(t: &str) -> bool {
     let lower = t.to_ascii_lowercase();
     is_prompt(t)
-        || t.chars().all(|c| c == '.' || c == ' ')
+        // Progress dots, elided rows (`...`), and rule lines under a
+        // header (`-----` in some published PoolMon screens).
+        || t.chars().all(|c| matches!(c, '.' | ' ' | '-' | '='))
         || lower.starts_with("memory:")
         || lower.starts_with("commit:")
         || lower.ends_with("pool information")
@@ -174,27 +203,33 @@ fn poolmon_counts(rest: &str) -> Result<PoolmonCounts, String> {
 
 /// The tag of a PoolMon row and the text after it. Where the columns line
 /// up, the tag is the four characters under `Tag` (tags have spaces:
-/// `Dh 1`); in a copy whose spacing was collapsed (`Io Nonp 1021112 ( 1)
-/// ...`) it is the text before the Type word, space-padded to four as
-/// PoolMon prints it.
+/// `Dh 1`). Where they do not, it is the text from the row's first
+/// character to the Type word, space-padded to four as PoolMon prints it:
+/// a copy whose spacing was collapsed (`Io Nonp 1021112 ( 1) ...`), rows
+/// indented less than their header (`Strg  Paged` one column left of
+/// ` Tag`), a header shifted by a Markdown heading mark (`## Tag`). The
+/// four characters are not the tag when they start inside a word, are
+/// blank, or run into the next word.
 fn poolmon_tag(chars: &[char], tag_col: usize) -> Result<(String, String), String> {
     let fixed: String = chars[tag_col..tag_col + 4].iter().collect();
     let rest: String = chars[tag_col + 4..].iter().collect();
-    if rest.starts_with(char::is_whitespace) {
+    let starts_word = tag_col == 0 || chars[tag_col - 1].is_whitespace();
+    if starts_word && !fixed.trim().is_empty() && rest.starts_with(char::is_whitespace) {
         return Ok((fixed, rest));
     }
-    let from: String = chars[tag_col..].iter().collect();
+    let start = chars.iter().position(|c| !c.is_whitespace()).unwrap_or(0);
+    let from: String = chars[start..].iter().collect();
     let short = words(&from)
         .into_iter()
         .find(|x| x.0 > 0 && pool_type(x.2).is_some())
         .map(|x| x.0)
         .and_then(|ty| {
-            let tag: String = chars[tag_col..tag_col + ty].iter().collect();
+            let tag: String = chars[start..start + ty].iter().collect();
             let tag = tag.trim_end();
             (tag.chars().count() <= 4)
                 .then(|| (format!("{tag:<4}"), from.chars().skip(ty).collect()))
         });
-    short.ok_or_else(|| "the tag column is not four characters wide".into())
+    short.ok_or_else(|| "no tag of at most four characters before the Type column".into())
 }
 
 /// A PoolMon row: tag, type, then Allocs [(n)] Frees [(n)] Diff Bytes
@@ -300,13 +335,19 @@ fn poolused_numbers(rest: &str, l: &Layout, after: usize) -> Result<(Vec<u64>, u
             }
         } else {
             // The last number may be glued to the description (legacy
-            // layout): where the columns line up, it ends under its
-            // header word. Only when a description follows: a number that
-            // ends the line (the TOTAL row, `13066104` past its column)
-            // is whole.
+            // layout): where the columns line up (every number before it
+            // ends under its header word, as WinDbg right-aligns them),
+            // it ends under its header word too. Only when a description
+            // follows: a number that ends the line (the TOTAL row,
+            // `13066104` past its column) is whole. In a copy whose
+            // spacing was collapsed the glued digits are all read.
             let col_end = l.num_ends[i] as isize - after as isize;
             let described = len < x.2.chars().count() || w.len() > n;
-            if described && col_end > x.0 as isize && (col_end as usize) < x.0 + len {
+            let aligned = w[..i]
+                .iter()
+                .zip(&l.num_ends)
+                .all(|(x, e)| x.1 + after == *e);
+            if described && aligned && col_end > x.0 as isize && (col_end as usize) < x.0 + len {
                 len = col_end as usize - x.0;
             }
             desc_from = x.0 + len;

@@ -1,5 +1,15 @@
 use super::*;
 
+/// The first table of `text`, which must read without a problem, and its
+/// rows' tags.
+fn read_clean(text: &str, name: &str) -> (TextTable, Vec<String>) {
+    let i = parse_text(text.as_bytes(), name).unwrap();
+    assert!(i.problems.is_empty(), "{:?}", i.problems);
+    let t = i.tables[0].clone();
+    let tags = t.rows.iter().map(|r| r.tag_text.clone()).collect();
+    (t, tags)
+}
+
 #[test]
 fn session_time_and_uptime() {
     // 2024-11-14 10:12:31 at UTC+8 is 02:12:31 UTC.
@@ -115,11 +125,8 @@ Qq Nonp 500 ( 2) 480 ( 1) 20 2560 ( 128) 128
 Z Paged 9 ( 0) 3 ( 0) 6 600 ( 0) 100
 Wxyz Nonp 7 ( 0) 7 ( 0) 0 0 ( 0) 0
 ";
-    let i = parse_text(text.as_bytes(), "collapsed.txt").unwrap();
-    assert!(i.problems.is_empty(), "{:?}", i.problems);
-    let t = &i.tables[0];
+    let (t, tags) = read_clean(text, "collapsed.txt");
     assert_eq!(t.format, TextFormat::PoolmonDisplay);
-    let tags: Vec<&str> = t.rows.iter().map(|r| r.tag_text.as_str()).collect();
     assert_eq!(tags, ["Qq  ", "Z   ", "Wxyz"]);
     let qq = &t.rows[0];
     assert_eq!(
@@ -239,4 +246,124 @@ fn snapshots_appended_under_one_header_are_tables_of_their_own() {
     let i = parse_text(spaced.as_bytes(), "spaced.log").unwrap();
     assert_eq!(i.tables.len(), 1);
     assert_eq!(i.tables[0].rows.len(), 2);
+}
+
+#[test]
+fn rows_that_do_not_line_up_with_tag_are_read_by_their_words() {
+    // A screen pasted with its header indented one column more than some
+    // rows: the four characters under `Tag` would cut `Kqrs` to `qrs `.
+    let text = "
+    Memory: 8000K Avail: 2000K PageFlts: 3 InRam Krnl: 500K P: 600K
+
+     Tag  Type    Allocs          Frees         Diff   Bytes      Per Alloc
+
+     Ab   Paged     400 (   0)     300 (   0)    100   25600 (     0)  256
+    Kqrs  Paged    2200 (   4)    2000 (   2)    200   12800 (   128)   64
+     Zz9  Nonp       10 (   0)       9 (   0)      1      48 (     0)   48
+    Wv 1  Nonp        5 (   0)       1 (   0)      4     256 (     0)   64
+";
+    let (t, tags) = read_clean(text, "shifted.txt");
+    assert_eq!(tags, ["Ab  ", "Kqrs", "Zz9 ", "Wv 1"]);
+    assert_eq!(t.rows[1].bytes, 12800);
+}
+
+#[test]
+fn a_header_under_a_markdown_heading_mark_is_a_header() {
+    // Web pages render a pasted screen's header line as a heading: `## `
+    // before `Tag` shifts the header, the rows stay at column 0.
+    let text = "\
+Memory: 9000K Avail: 3000K PageFlts: 7 InRam Krnl: 400K P: 300K
+
+## Tag   Type  Allocs       Frees        Diff    Bytes       Per Alloc
+
+Ab    Paged   1500  ( 0)  1400  ( 0)   100    51200   ( 0)   512
+Kqrs  Paged    900 ( 12)   800  ( 6)   100     6400 ( 256)    64
+";
+    let (t, tags) = read_clean(text, "heading.md");
+    assert_eq!(t.format, TextFormat::PoolmonDisplay);
+    assert_eq!(tags, ["Ab  ", "Kqrs"]);
+    assert_eq!((t.rows[0].diff, t.rows[0].bytes), (100, 51200));
+    // Other words before `Tag` still make it prose, not a header.
+    assert!(parse_text(b"see the Tag Type Allocs Frees Diff Bytes\n", "prose").is_err());
+}
+
+#[test]
+fn a_rule_line_under_the_header_is_not_a_problem() {
+    let text = "\
+ Tag  Type     Allocs            Frees            Diff   Bytes       Per Alloc
+ ---------------------------------------------------------------------------
+ Mnop Nonp        30 (   0)        10 (   0)       20    2560 (     0)    128
+ ===========================================================================
+";
+    let i = parse_text(text.as_bytes(), "ruled.txt").unwrap();
+    assert!(i.problems.is_empty(), "{:?}", i.problems);
+    assert_eq!(i.tables[0].rows.len(), 1);
+}
+
+#[test]
+fn a_refusal_names_the_line_that_looks_like_a_header() {
+    // A copy that lost its line breaks: the header is inside one line.
+    let text = "Notes\n0: kd> !poolused Sorting by Tag Pool Used: NonPaged Paged Tag Allocs Used Allocs Used Qrst 1 64 0 0\n";
+    let m = parse_text(text.as_bytes(), "flat.txt")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        m.starts_with("flat.txt: not a PoolMon display")
+            && m.contains("(line 2 has a header's words but does not start with `Tag`")
+            && m.contains("were the line breaks lost?"),
+        "{m}"
+    );
+    // A header whose columns are of no known layout (an OCR copy that
+    // split it over two lines).
+    let text = "              Used      Allocs     Paged     Used\nTag        Allocs\n  Qrst   10   640   0   0\n";
+    let m = parse_text(text.as_bytes(), "ocr.txt")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        m.contains("(line 2 has a header's words but its columns are neither PoolMon's"),
+        "{m}"
+    );
+}
+
+#[test]
+fn collapsed_legacy_rows_keep_every_glued_digit() {
+    // Spaces collapsed: the columns no longer line up, so the last number
+    // is not cut where its header word ends (here inside `123456789`).
+    let text = "\
+Pool Used:
+NonPaged Paged
+Tag Allocs Used Allocs Used
+Qrst 1234 123456789 12 123456789Glued description , Binary: q.sys
+Uvw 1 64 0 0UNKNOWN pooltag 'Uvw ', please update pooltag.txt
+";
+    let i = parse_text(text.as_bytes(), "collapsed-legacy.txt").unwrap();
+    assert!(i.problems.is_empty(), "{:?}", i.problems);
+    let t = &i.tables[0];
+    assert_eq!(t.format, TextFormat::PoolusedLegacy);
+    let paged = t
+        .rows
+        .iter()
+        .find(|r| r.tag_text == "Qrst" && r.pool == PoolClass::Paged)
+        .unwrap();
+    assert_eq!((paged.diff, paged.bytes), (12, 123_456_789));
+    assert_eq!(
+        t.rows.iter().find(|r| r.tag_text == "Uvw ").unwrap().bytes,
+        64
+    );
+}
+
+#[test]
+fn an_empty_poolmon_screen_is_not_called_a_log() {
+    // PoolMon /s on a machine with no session pool: the header, no rows.
+    let text = " Memory:  100000K Avail:   50000K  PageFlts:    12   InRam Krnl: 1000K P: 2000K
+ All sessions pool information
+ Tag  Type     Allocs            Frees            Diff   Bytes       Per Alloc
+";
+    let m = parse_text(text.as_bytes(), "empty.txt")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        m,
+        "empty.txt: the PoolMon (display or /n log) table at line 3 has no rows it could read"
+    );
 }
