@@ -79,6 +79,7 @@ impl Serialize for Allocations {
 }
 
 /// One allocation as JSON, its strings formatted while it is written.
+#[derive(Clone, Copy)]
 pub(crate) struct AllocationJson<'a>(pub(crate) &'a FoundAllocation);
 
 /// A value written as its Display text.

@@ -2,11 +2,15 @@
 //! text listing marks the allocation the truth put at the address, the
 //! three WinDbg spellings of an address give the same JSON, and a bad
 //! address is refused with what is wrong with it; over KDNET, the answer
-//! a dump of the same kernel gives.
+//! a dump of the same kernel gives. `!pool`'s flags and their named
+//! options give the same listing, the contents are the bytes the kit
+//! wrote (legacy, LFH, VS, big pages), a page that is not there shows
+//! `????????`, and a bit `!pool` does not define is refused by name.
 
 use crate::support;
 
 use pooldump_kdnet_sim::SimTarget;
+use pooldump_kit::truth::AllocatorKind;
 use pooldump_kit::{Machine, NtBuild, Scenario};
 use support::{Finished, sample_truth};
 
@@ -122,6 +126,16 @@ fn a_bad_address_is_refused_with_the_reason() {
     assert!(r.stderr.contains("pooldump pool DUMP ADDR"), "{}", r.stderr);
 }
 
+/// A `pool --json` document without what differs between a live target
+/// and its dump: the source, the link and the warnings.
+fn about_the_kernel(mut j: serde_json::Value) -> serde_json::Value {
+    let o = j.as_object_mut().unwrap();
+    o.remove("source");
+    o.remove("kdnet");
+    o.remove("warnings");
+    j
+}
+
 #[test]
 fn a_live_target_answers_as_its_dump_does() {
     let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 34));
@@ -140,24 +154,314 @@ fn a_live_target_answers_as_its_dump_does() {
     let live = support::pooldump_offline(&["pool", "--kdnet", &spec, &addr, "--json"], &syms);
     let dumped =
         support::pooldump_offline(&["pool", dump.to_str().unwrap(), &addr, "--json"], &syms);
-    let (mut live, mut dumped) = (live.json(), dumped.json());
+    let (live, dumped) = (live.json(), dumped.json());
     assert_eq!(live["source"]["live"], true);
     assert_eq!(live["verdict"], "in-allocation");
     assert_eq!(live["containing"]["tag"], "Leak");
-    for j in [&mut live, &mut dumped] {
-        let o = j.as_object_mut().unwrap();
-        o.remove("source");
-        o.remove("kdnet");
-        o.remove("warnings");
-    }
-    assert_eq!(live, dumped);
+    assert_eq!(about_the_kernel(live), about_the_kernel(dumped));
     assert!(sim.stats().continues >= 1, "the target was resumed");
-    // With --kdnet the one positional is the address.
+    // With --kdnet the first positional is the address, the second the
+    // flags: the contents come over the link as from the dump.
+    let with_flags = ["pool", "--kdnet", &spec, &addr, "1", "--json"];
+    let live = support::pooldump_offline(&with_flags, &syms).json();
+    let dumped = [
+        "pool",
+        dump.to_str().unwrap(),
+        &addr,
+        "--contents",
+        "--json",
+    ];
+    let dumped = support::pooldump_offline(&dumped, &syms).json();
+    assert!(live["containing"]["contents"]["hex"].is_string(), "{live}");
+    assert_eq!(about_the_kernel(live), about_the_kernel(dumped));
     let r = support::pooldump_offline(&["pool", "--kdnet", &spec, "x", &addr], &syms);
     assert_eq!(r.code(), Some(1));
     assert!(
-        r.stderr.contains("with --kdnet, give the address alone"),
+        r.stderr
+            .contains("with --kdnet, the operand after the options is the address"),
         "{}",
         r.stderr
+    );
+    let r = support::pooldump_offline(&["pool", "--kdnet", &spec, &addr, "1", "2"], &syms);
+    assert_eq!(r.code(), Some(1));
+    assert!(
+        r.stderr
+            .contains("give the address and, if any, the flags alone"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// `va` as pooldump and WinDbg print it.
+fn shown(va: u64) -> String {
+    format!("{:08x}`{:08x}", va >> 32, va & 0xFFFF_FFFF)
+}
+
+/// An address of the JSON document (`ffffc60c`c01143e0`) as a number.
+fn va_of(v: &serde_json::Value) -> u64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("not an address: {v}"));
+    u64::from_str_radix(&s.replace('`', ""), 16).unwrap()
+}
+
+/// Bytes as the JSON's `hex` writes them: `??` for one not read.
+fn hex_of(bytes: &[Option<u8>]) -> String {
+    bytes
+        .iter()
+        .map(|b| b.map_or("??".into(), |b| format!("{b:02x}")))
+        .collect()
+}
+
+/// The bytes of a run of content lines (`    ADDR  DWORD DWORD DWORD DWORD
+/// CHARS`): each DWORD's bytes in memory order; `None` for `????????`.
+fn listed_bytes(lines: &[&str]) -> Vec<Option<u8>> {
+    let mut out = Vec::new();
+    for l in lines {
+        // Four spaces, the address (17), a space, then four 9-wide words.
+        let words = &l[4 + 17 + 1..4 + 17 + 1 + 36];
+        for w in words.split_whitespace() {
+            let n = w.len() / 2;
+            for k in (0..n).rev() {
+                out.push(u8::from_str_radix(&w[2 * k..2 * k + 2], 16).ok());
+            }
+        }
+    }
+    out
+}
+
+/// The lines of content under the row at `at`.
+fn content_lines<'a>(lines: &[&'a str], at: usize) -> Vec<&'a str> {
+    lines[at + 1..]
+        .iter()
+        .take_while(|l| l.starts_with("    ffff"))
+        .copied()
+        .collect()
+}
+
+#[test]
+fn flags_and_their_options_give_the_same_listing() {
+    let (header, _) = leak_block();
+    let addr = format!("{:x}", header + 0x20);
+    let pairs: [(&str, &[&str]); 6] = [
+        ("0", &[]),
+        ("1", &["--contents"]),
+        ("2", &["--only-containing"]),
+        ("0x3", &["--contents", "--only-containing"]),
+        ("80000000", &["--no-description"]),
+        (
+            "0X80000003",
+            &["--no-description", "--only-containing", "--contents"],
+        ),
+    ];
+    for (flags, options) in pairs {
+        let by_flags = pool(&[&addr, flags]);
+        let by_options = pool(&[&[addr.as_str()][..], options].concat());
+        assert_eq!(by_flags.ok(), by_options.ok(), "{flags}");
+    }
+    // 0x2: the holder's row alone.
+    let r = pool(&[&addr, "2"]);
+    let rows: Vec<&str> = r.ok().lines().filter(|l| l.contains("  0x")).collect();
+    assert_eq!(rows.len(), 1, "{}", r.stdout);
+    assert!(
+        rows[0].starts_with(&format!("*{}", shown(header))),
+        "{}",
+        r.stdout
+    );
+    // 0x80000000: no sentence on the address, its page or its pool.
+    let r = pool(&[&addr, "80000000"]);
+    assert!(!r.ok().contains("is inside the block"), "{}", r.stdout);
+    assert!(!r.stdout.contains("Page ffff"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!("*{}", shown(header))),
+        "{}",
+        r.stdout
+    );
+    assert!(pool(&[&addr]).ok().contains("is inside the block"));
+}
+
+#[test]
+fn contents_list_each_block_from_its_body_as_the_json_says() {
+    let (header, bytes) = leak_block();
+    let addr = format!("{:x}", header + 0x20);
+    let r = pool(&[&addr, "1"]);
+    let lines: Vec<&str> = r.ok().lines().collect();
+    let j = pool(&[&addr, "1", "--json"]).json();
+    let allocations: Vec<&serde_json::Value> = support::items(&j["allocations"]).collect();
+    let rows: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with(" ffff") || lines[i].starts_with("*ffff"))
+        .collect();
+    assert_eq!(rows.len(), allocations.len(), "{}", r.stdout);
+    for (&at, a) in rows.iter().zip(&allocations) {
+        let c = &a["contents"];
+        let body = a["bytes"].as_u64().unwrap() - 0x10;
+        let holder = lines[at].starts_with('*');
+        let want = body.min(if holder { 0x400 } else { 0x20 });
+        assert_eq!(c["body_bytes"], body, "{a}");
+        assert_eq!(c["shown_bytes"], want, "{a}");
+        assert_eq!(c["va"], a["va"], "the body follows the header");
+        let run = content_lines(&lines, at);
+        assert_eq!(run.len() as u64, want.div_ceil(16), "{}", lines[at]);
+        assert!(run[0].starts_with(&format!("    {}  ", c["va"].as_str().unwrap())));
+        let hex = hex_of(&listed_bytes(&run));
+        assert_eq!(hex, c["hex"].as_str().unwrap(), "{}", lines[at]);
+        // A block cut short says so, with the option that shows the rest.
+        let note = lines[at + 1 + run.len()];
+        if want < body {
+            assert_eq!(c["cut"], "length");
+            let more = format!(
+                "    ... {:#x} more bytes (--bytes {body:#x} shows them)",
+                body - want
+            );
+            assert_eq!(note, more);
+        } else {
+            assert!(c["cut"].is_null());
+        }
+    }
+    assert_eq!(j["containing"]["contents"]["body_bytes"], bytes - 0x10);
+    // --bytes: every block's first N bytes.
+    let j = pool(&[&addr, "--bytes", "0x10", "--json"]).json();
+    for a in support::items(&j["allocations"]) {
+        assert_eq!(a["contents"]["shown_bytes"], 0x10, "{a}");
+        assert_eq!(a["contents"]["hex"].as_str().unwrap().len(), 0x20);
+    }
+    // 0x3: the holder alone, in JSON too; the page's list stays whole.
+    let j = pool(&[&addr, "3", "--json"]).json();
+    let read: Vec<_> = support::items(&j["allocations"])
+        .filter(|a| a.get("contents").is_some())
+        .collect();
+    assert_eq!(read, [&j["containing"]]);
+    assert_eq!(support::items(&j["allocations"]).count(), allocations.len());
+}
+
+#[test]
+fn unknown_flag_bits_are_refused_by_name() {
+    let (header, _) = leak_block();
+    let addr = format!("{header:x}");
+    // A bit !pool lacks: exit 1; a FLAGS or --bytes that is not a
+    // number: the argument parser's exit 2.
+    let cases: [(&[&str], i32, &str); 4] = [
+        (&["5"], 1, "FLAGS 0x5: bit 0x4 is not !pool's (0x1 contents"),
+        (&["0x40000030"], 1, "bits 0x40000030 are not !pool's"),
+        (&["0n3"], 2, "`0n3` is not a hexadecimal number"),
+        (&["--bytes", "0"], 2, "show at least 1 byte"),
+    ];
+    for (args, code, says) in cases {
+        let r = pool(&[&[addr.as_str()][..], args].concat());
+        assert_eq!(r.code(), Some(code), "{args:?}: {}", r.stdout);
+        assert!(r.stderr.contains(says), "{args:?}: {}", r.stderr);
+    }
+}
+
+/// A live allocation of the truth placed by one of `allocators`, in the
+/// dump.
+fn placed_by<'m>(
+    m: &'m Machine,
+    allocators: &[AllocatorKind],
+) -> Option<&'m pooldump_kit::truth::Allocation> {
+    m.truth
+        .allocations
+        .iter()
+        .find(|a| allocators.contains(&a.allocator) && a.live && a.in_dump && a.size >= 0x40)
+}
+
+#[test]
+fn contents_are_the_bytes_the_kit_wrote() {
+    use AllocatorKind::{Big, LegacyPage, Lfh, Vs, VsBig};
+    let big: &[AllocatorKind] = &[Big, VsBig];
+    let cases = [
+        (
+            NtBuild::Win7_7601,
+            vec![(&[LegacyPage][..], "legacy-page"), (big, "big-pool")],
+        ),
+        (
+            NtBuild::Win10_19041,
+            vec![(&[Lfh][..], "lfh"), (&[Vs][..], "vs"), (big, "big-pool")],
+        ),
+    ];
+    for (build, kinds) in cases {
+        let m = Machine::build(&Scenario::small(build, 21));
+        let dir = tempfile::tempdir().unwrap();
+        let (dump, syms) = support::write_dump_and_symbols(&m, dir.path());
+        for (kind, name) in kinds {
+            let a = placed_by(&m, kind).unwrap_or_else(|| panic!("{build}: no {name} block"));
+            let addr = format!("{:#x}", a.va + 8);
+            let args = ["pool", dump.to_str().unwrap(), &addr, "1", "--json"];
+            let j = support::pooldump_offline(&args, &syms).json();
+            let what = format!("{build} {name} {addr}");
+            assert_eq!(j["containing"]["allocator"], name, "{what}");
+            assert_eq!(
+                j["containing"]["contents"]["va"],
+                shown(a.va).as_str(),
+                "{what}"
+            );
+            for b in support::items(&j["allocations"]) {
+                let c = &b["contents"];
+                let n = c["shown_bytes"].as_u64().unwrap() as usize;
+                let want = hex_of(&m.asp.read_mapped(&m.mem, va_of(&c["va"]), n));
+                assert_eq!(c["hex"].as_str().unwrap(), want, "{what}: {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_page_that_is_not_there_shows_question_marks() {
+    let mut s = Scenario::small(NtBuild::Win10_19041, 12);
+    s.paged_out = 0.3;
+    let m = Machine::build(&s);
+    // A paged-out page in the first 64 KiB of a live big allocation.
+    let (entry, page) =
+        m.truth
+            .big_pool
+            .entries
+            .iter()
+            .filter(|e| !e.freed)
+            .find_map(|e| {
+                let p = m.truth.pages.paged_out.iter().find(|p| {
+                    **p >= e.va && **p < e.va + e.bytes && **p - e.va < 0x1_0000 - 0x10
+                })?;
+                Some((e, *p))
+            })
+            .expect("a big allocation over a paged-out page");
+    let dir = tempfile::tempdir().unwrap();
+    let (dump, syms) = support::write_dump_and_symbols(&m, dir.path());
+    let addr = format!("{:#x}", page + 0x10);
+    let args = [
+        "pool",
+        dump.to_str().unwrap(),
+        &addr,
+        "3",
+        "--bytes",
+        "0x10000",
+    ];
+    let r = support::pooldump_offline(&args, &syms);
+    let out = r.ok();
+    let gone = format!(
+        "    {}  ???????? ???????? ???????? ????????  ????????????????",
+        shown(page)
+    );
+    assert!(out.contains(&gone), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains(" not read: ") && l.ends_with("is not mapped (PTE not present))")),
+        "{out}"
+    );
+    let j = support::pooldump_offline(&[&args[..], &["--json"]].concat(), &syms).json();
+    let c = &j["containing"]["contents"];
+    assert_eq!(c["va"], shown(entry.va).as_str());
+    let covers = |u: &&serde_json::Value| {
+        let start = va_of(&u["va"]);
+        start <= page && page < start + u["bytes"].as_u64().unwrap()
+    };
+    let hole = support::items(&c["unreadable"])
+        .find(covers)
+        .unwrap_or_else(|| panic!("{c}"));
+    assert!(
+        hole["reason"].as_str().unwrap().contains("not mapped"),
+        "{hole}"
+    );
+    let at = 2 * (page - entry.va) as usize;
+    assert_eq!(
+        &c["hex"].as_str().unwrap()[at..at + 0x2000],
+        "??".repeat(0x1000)
     );
 }

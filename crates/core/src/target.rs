@@ -264,6 +264,19 @@ impl<M: Memory> Target<M> {
         )
     }
 
+    /// The bytes of `page`'s blocks (`!pool Addr 1`), one entry per
+    /// [`pool::find::PoolPage::allocations`], read from each block's first
+    /// byte after its header and bounded whatever a size field says
+    /// ([`pool::find::page_contents`]); a page that cannot be read is a
+    /// range of the answer, not an error.
+    pub fn pool_contents(
+        &self,
+        page: &pool::find::PoolPage,
+        opts: &pool::find::ContentsOptions,
+    ) -> Result<Vec<Option<pool::find::BlockContents>>, pool::find::PoolAtError> {
+        pool::find::page_contents(&self.mem, page, opts)
+    }
+
     /// The big-page table.
     pub fn big_pool(&self, opts: &BigPoolOptions) -> Result<BigPoolTable, PoolError> {
         pool::read_big_pool(&self.mem, &self.symbols, self.kern_base(), opts)

@@ -4,14 +4,19 @@
 //! kit placed there, and the page's list is exactly the truth's
 //! allocations overlapping that page; an address between allocations, an
 //! unmapped one, one outside pool, a user-mode one and a non-canonical one
-//! each get their own answer.
+//! each get their own answer. The blocks' contents (`!pool Addr 1`) are
+//! the bytes the kit wrote, read through its own page tables, and a page
+//! the kit paged out is an unreadable range, not an error.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use pooldump_core::pagemap::{PageMap, PageMapOptions, VaRange};
-use pooldump_core::pool::find::{Allocator, PageStatus, PoolAtError, PoolPage, PoolVerdict};
+use pooldump_core::pool::find::{
+    Allocator, BlockContents, ContentsOptions, DEFAULT_HOLDER_BYTES, DEFAULT_OTHER_BYTES,
+    MAX_BLOCK_BYTES, PageStatus, PoolAtError, PoolPage, PoolVerdict,
+};
 use pooldump_core::{CrashDump, KernelVa, Memory, MemoryError, PAGE_SIZE, Target};
 use pooldump_kit::truth::AllocatorKind;
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
@@ -206,6 +211,15 @@ fn empty_pool_page(m: &Machine, blocks: &[Block], t: &Target<CrashDump>) -> Opti
         .map(|page| page + PAGE_SIZE / 2)
 }
 
+/// The allocators whose blocks every kit machine of `b` holds.
+fn allocators_of(b: NtBuild) -> BTreeSet<Allocator> {
+    if b.allocator() == pooldump_kit::builds::Allocator::SegmentHeap {
+        [Allocator::Lfh, Allocator::Vs, Allocator::BigPool].into()
+    } else {
+        [Allocator::LegacyPage, Allocator::BigPool].into()
+    }
+}
+
 #[test]
 fn every_build_shows_the_allocation_and_its_page() {
     for b in NtBuild::ALL {
@@ -233,13 +247,7 @@ fn every_build_shows_the_allocation_and_its_page() {
         }
         let met: BTreeSet<Allocator> = sampled.iter().map(|b| b.allocator).collect();
         assert_eq!(met, kinds, "{what}: allocators sampled");
-        let want: BTreeSet<Allocator> =
-            if b.allocator() == pooldump_kit::builds::Allocator::SegmentHeap {
-                [Allocator::Lfh, Allocator::Vs, Allocator::BigPool].into()
-            } else {
-                [Allocator::LegacyPage, Allocator::BigPool].into()
-            };
-        assert!(kinds.is_superset(&want), "{what}: {kinds:?}");
+        assert!(kinds.is_superset(&allocators_of(b)), "{what}: {kinds:?}");
 
         // Between allocations: a gap in a page with allocations (segment
         // heap metadata; legacy pages are chained end to end), or a pool
@@ -344,4 +352,147 @@ fn paged_out_pages_are_not_mapped_but_big_entries_still_cover_them() {
         }
     }
     assert!(not_mapped > 0);
+}
+
+/// The bytes at `va` as the kit's own page walk reads its memory: `None`
+/// for a byte whose page the kit's tables do not map (paged out, never
+/// mapped) or that is in transition (the page walk pooldump shares with
+/// Windows reads those; the kit's does not), each page's state named.
+fn kit_bytes(m: &Machine, va: u64, len: usize) -> Vec<Result<u8, &'static str>> {
+    let transition: BTreeSet<u64> = m.truth.pages.transition.iter().copied().collect();
+    m.asp
+        .read_mapped(&m.mem, va, len)
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let page = (va + i as u64) & !(PAGE_SIZE - 1);
+            if transition.contains(&page) {
+                return Err("transition");
+            }
+            b.ok_or("not mapped")
+        })
+        .collect()
+}
+
+/// Every block's contents as read are the kit's bytes from the block's
+/// first byte after its header: the holder's body up to the default, the
+/// others' first lines, and no byte the kit's tables do not map read.
+fn check_contents(
+    m: &Machine,
+    p: &PoolPage,
+    read: &[Option<BlockContents>],
+    opts: &ContentsOptions,
+    what: &str,
+) {
+    assert_eq!(read.len(), p.allocations.len(), "{what}");
+    for (a, c) in p.allocations.iter().zip(read) {
+        let holder = p.containing.as_ref() == Some(a);
+        let Some(c) = c else {
+            assert!(opts.holder_only && !holder, "{what}: {a:?} not read");
+            continue;
+        };
+        let name = format!("{what}: {} {} at {}", a.allocator, a.tag, a.va);
+        assert_eq!(c.va, a.va, "{name}");
+        let body = a.extent().end - a.va.0;
+        assert_eq!(c.body_bytes, body, "{name}");
+        let asked = opts.bytes.unwrap_or(if holder {
+            DEFAULT_HOLDER_BYTES
+        } else {
+            DEFAULT_OTHER_BYTES
+        });
+        let want_len = body.min(asked).min(MAX_BLOCK_BYTES);
+        assert_eq!(c.bytes.len() as u64, want_len, "{name}");
+        assert_eq!(c.cut.is_some(), want_len < body, "{name}");
+        let truth = kit_bytes(m, a.va.0, c.bytes.len());
+        for (i, t) in truth.iter().enumerate() {
+            match t {
+                Ok(b) => {
+                    assert!(c.readable(i), "{name}: byte {i:#x} not read");
+                    assert_eq!(c.bytes[i], *b, "{name}: byte {i:#x}");
+                }
+                Err("transition") => {}
+                Err(_) => {
+                    assert!(
+                        !c.readable(i),
+                        "{name}: byte {i:#x} read from an unmapped page"
+                    );
+                    assert_eq!(c.bytes[i], 0, "{name}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn contents_are_the_bytes_the_kit_wrote() {
+    for b in [
+        NtBuild::Win7_7601,
+        NtBuild::Win10_17763,
+        NtBuild::Win10_19041,
+        NtBuild::Win11_22000,
+    ] {
+        let m = Machine::build(&Scenario::small(b, 13));
+        let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
+        let blocks = visible_blocks(&m);
+        let what = b.to_string();
+        let mut met = BTreeSet::new();
+        for blk in samples(&blocks, 3) {
+            let va = blk.start + (blk.end - blk.start) / 2;
+            if t.mem.translate(KernelVa(va)).is_err() {
+                continue;
+            }
+            let p = t.pool_at(KernelVa(va)).unwrap();
+            let Some(holder) = &p.containing else {
+                continue;
+            };
+            met.insert(holder.allocator);
+            for opts in [
+                ContentsOptions::default(),
+                ContentsOptions {
+                    bytes: Some(0x30),
+                    holder_only: true,
+                },
+                ContentsOptions {
+                    bytes: Some(u64::MAX),
+                    holder_only: false,
+                },
+            ] {
+                let read = t.pool_contents(&p, &opts).unwrap();
+                check_contents(&m, &p, &read, &opts, &what);
+            }
+        }
+        assert!(met.is_superset(&allocators_of(b)), "{what}: {met:?}");
+    }
+}
+
+#[test]
+fn a_paged_out_page_of_a_big_block_is_unreadable_not_an_error() {
+    let m = common::with_paged_out_and_transition_pages(Scenario::small(NtBuild::Win10_19041, 12));
+    let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
+    let opts = ContentsOptions {
+        bytes: Some(MAX_BLOCK_BYTES),
+        holder_only: true,
+    };
+    let mut met = 0;
+    for page in &m.truth.pages.paged_out {
+        let p = t.pool_at(KernelVa(*page + 0x10)).unwrap();
+        let Some(c) = &p.containing else { continue };
+        let read = t.pool_contents(&p, &opts).unwrap();
+        check_contents(&m, &p, &read, &opts, &format!("{page:#x}"));
+        let got = read.iter().flatten().next().unwrap();
+        let hole = got
+            .unreadable
+            .iter()
+            .find(|r| r.va.0 <= *page && *page < r.va.0 + r.bytes);
+        if *page < c.va.0 + got.bytes.len() as u64 {
+            let hole = hole.unwrap_or_else(|| panic!("{page:#x}: {:?}", got.unreadable));
+            assert!(
+                hole.reason.contains("not mapped (PTE not present)"),
+                "{}",
+                hole.reason
+            );
+            met += 1;
+        }
+    }
+    assert!(met > 0, "no big block over a paged-out page");
 }

@@ -248,6 +248,23 @@ impl AddressSpace {
         }
     }
 
+    /// `len` bytes through virtual addresses, `None` for each byte of a
+    /// page the tables do not map (a test's truth for what a reader of the
+    /// dump may show).
+    pub fn read_mapped(&self, mem: &PhysMemory, va: u64, len: usize) -> Vec<Option<u8>> {
+        let mut out = vec![None; len];
+        for (cur, r) in page_pieces(va, len) {
+            if let Some(pa) = self.translate(mem, cur) {
+                let mut b = vec![0u8; r.len()];
+                mem.read(pa, &mut b);
+                for (o, b) in out[r].iter_mut().zip(b) {
+                    *o = Some(b);
+                }
+            }
+        }
+        out
+    }
+
     pub fn read_u64(&self, mem: &PhysMemory, va: u64) -> u64 {
         let mut b = [0u8; 8];
         self.read(mem, va, &mut b);

@@ -146,6 +146,7 @@ pub enum FindError {
 }
 
 mod big;
+mod contents;
 mod page;
 mod regions;
 mod report;
@@ -154,6 +155,7 @@ mod segheap;
 mod sink;
 
 use big::{big_entry, big_pool_matches, big_table};
+pub use contents::*;
 pub use page::*;
 use regions::{missing_frames, pool_regions};
 pub use report::*;
