@@ -5,13 +5,14 @@
 //! expansion table, the big-page table, the process list and session pool
 //! (crates/core/src/pool, processes.rs), the module list and KDBG (crates/core/src/kernel),
 //! and `pool_at` (`!pool Addr`: find's frame scan of one page for every
-//! tag, with the segment-heap checks, and the big-page table).
+//! tag, with the segment-heap checks, and the big-page table) with the
+//! listed blocks' contents (`!pool Addr 1`).
 use std::sync::OnceLock;
 
 use super::super::{CyclicVirt, u64_at};
 use pooldump_core::KernelVa;
 use pooldump_core::kernel::{WalkLimits, read_kdbg, read_pe_image, walk_loaded_modules};
-use pooldump_core::pool::find::{PoolAtOptions, pool_at};
+use pooldump_core::pool::find::{ContentsOptions, PoolAtOptions, page_contents, pool_at};
 use pooldump_core::pool::{
     BigPoolOptions, TrackerOptions, read_big_pool, read_pool_usage, read_session_pool,
 };
@@ -93,6 +94,14 @@ pub fn run(data: &[u8]) {
     let opts = PoolAtOptions {
         max_big_entries: big.max_entries,
     };
-    let _ = pool_at(&mem, syms, kern_base, Some(*build), va, &opts);
+    if let Ok(page) = pool_at(&mem, syms, kern_base, Some(*build), va, &opts) {
+        // `!pool Addr 1`: the listed blocks' bytes, by the default lengths
+        // or a fuzzed one up to far past the per-block bound.
+        let contents = ContentsOptions {
+            bytes: (head[2] & 8 == 8).then(|| u64::from(head[3]) << (head[2] >> 4)),
+            holder_only: head[2] & 4 == 4,
+        };
+        let _ = page_contents(&mem, &page, &contents);
+    }
     let _ = read_pe_image(&mem, kern_base);
 }
