@@ -236,7 +236,9 @@ pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportErr
             layout = Some(h);
             continue;
         }
-        if near.is_none() {
+        // Named only when the file has no header at all: once one is
+        // seen, the lines need not be looked at again.
+        if near.is_none() && !saw_header {
             near = near_miss(line, line_no);
         }
         if let Some(v) = t.strip_prefix("Debug session time:") {
