@@ -159,6 +159,20 @@ fn remember_fallback<M: Memory>(t: &Target<M>, sym: &SymbolArgs, dump: Option<&P
     ));
 }
 
+/// A command line the user must change: its operands are wrong (too many,
+/// too few, not a number). The binary exits 2 for it, as clap does for
+/// the options it checks itself.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 /// What `main` adds to an error when the command ran on the built-in
 /// table's symbols.
 pub fn fallback_note() -> Option<&'static str> {

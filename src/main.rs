@@ -134,7 +134,11 @@ fn main() -> ExitCode {
             if let Some(note) = common::fallback_note() {
                 eprintln!("{}", safe(note));
             }
-            ExitCode::FAILURE
+            if e.downcast_ref::<common::UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -3,12 +3,13 @@
 //! sixteen bytes as characters), `????????` where a page could not be
 //! read, and in JSON as hex with the unreadable ranges named.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use pooldump_core::pool::find::{
     BlockContents, ContentsCut, ContentsOptions, FoundAllocation, MAX_BLOCK_BYTES, MAX_PAGE_BYTES,
 };
 use serde::Serialize;
 
+use crate::common::UsageError;
 use crate::find::AllocationJson;
 
 /// Flag 0x1: the blocks' contents.
@@ -39,10 +40,11 @@ impl View {
             } else {
                 ("bits", "are")
             };
-            bail!(
+            return Err(UsageError(format!(
                 "FLAGS {flags:#x}: {what} {unknown:#x} {be} not !pool's (0x1 contents, \
                  0x2 only the block holding the address, 0x80000000 no description)"
-            );
+            ))
+            .into());
         }
         let only_containing = args.only_containing || flags & ONLY_CONTAINING != 0;
         let shown = args.contents || args.bytes.is_some() || flags & CONTENTS != 0;

@@ -13,14 +13,14 @@ mod contents;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use pooldump_core::pool::find::{
     BlockContents, FoundAllocation, PageStatus, PoolPage, PoolVerdict,
 };
 use pooldump_core::{KernelVa, Target, Warning};
 use serde::Serialize;
 
-use crate::common::{SourceArgs, SymbolArgs, kdnet_report, open_source, release};
+use crate::common::{SourceArgs, SymbolArgs, UsageError, kdnet_report, open_source, release};
 use crate::find::{SourceInfo, allocation_cells, allocation_columns, family_name};
 use crate::render::{hex, push_list};
 use contents::{PoolAllocationJson, View};
@@ -47,13 +47,14 @@ pub struct Args {
     /// `0xffffa50c1b2c3d40` or `ffffa50c`1b2c3d40`; with --kdnet, the
     /// flags.
     #[arg(value_name = "ADDR")]
-    pub addr: Option<KernelVa>,
-    /// !pool's flags, in hex as WinDbg reads them (`3`, `0x3`): 0x1 the
-    /// contents (--contents), 0x2 only the block holding the address
+    pub addr: Option<String>,
+    /// !pool's flags, a number as WinDbg reads it (hex: `3`, `0x3`; `0n3`
+    /// decimal, `0t3` octal, `0y11` binary): 0x1 the contents
+    /// (--contents), 0x2 only the block holding the address
     /// (--only-containing), 0x80000000 no description lines
     /// (--no-description). Any other bit is an error.
-    #[arg(value_name = "FLAGS", value_parser = parse_flags)]
-    pub flags: Option<u64>,
+    #[arg(value_name = "FLAGS")]
+    pub flags: Option<String>,
     /// Show each block's bytes under its line, as DWORDs with their
     /// characters (flag 0x1): the holder's body up to 0x400 bytes, two
     /// lines of the others.
@@ -84,16 +85,29 @@ pub struct Args {
     pub json: bool,
 }
 
-/// A FLAGS operand: a hexadecimal number, as WinDbg reads `!pool`'s.
+/// A FLAGS operand, read as WinDbg reads a number in its default radix
+/// (16): bare digits and `0x` are hex; `0n`, `0t` and `0y` are WinDbg's
+/// decimal, octal and binary prefixes; a backtick between digits is
+/// dropped, as in addresses.
 fn parse_flags(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let digits = t
-        .strip_prefix("0x")
-        .or_else(|| t.strip_prefix("0X"))
-        .unwrap_or(t);
-    u64::from_str_radix(digits, 16).map_err(|_| {
-        format!("`{s}` is not a hexadecimal number (!pool's flags: 1, 2, 3, 0x80000000, ...)")
-    })
+    let t: String = s.trim().chars().filter(|&c| c != '`').collect();
+    let t = t.to_ascii_lowercase();
+    let (radix, digits) = match t.get(..2) {
+        Some("0x") => (16, &t[2..]),
+        Some("0n") => (10, &t[2..]),
+        Some("0t") => (8, &t[2..]),
+        Some("0y") => (2, &t[2..]),
+        _ => (16, &t[..]),
+    };
+    // from_str_radix takes a sign; WinDbg's numbers here have none.
+    let unsigned = !digits.starts_with(['+', '-']);
+    match u64::from_str_radix(digits, radix) {
+        Ok(n) if unsigned => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a number (!pool's flags, hex as WinDbg reads them: 1, 2, 3, \
+             0x80000000; 0n for decimal)"
+        )),
+    }
 }
 
 /// `--bytes N`: decimal, or hexadecimal after `0x`; at least 1.
@@ -111,25 +125,42 @@ fn parse_byte_count(s: &str) -> Result<u64, String> {
 }
 
 /// The source, the address and the FLAGS operand, from `DUMP ADDR
-/// [FLAGS]` or `--kdnet SPEC ADDR [FLAGS]`.
+/// [FLAGS]` or `--kdnet SPEC ADDR [FLAGS]`: the positionals arrive as
+/// text and are read here by one set of parsers, whichever form was used.
 fn operands(args: &Args) -> Result<(SourceArgs, KernelVa, Option<u64>)> {
-    let (dump, addr, flags) = match (&args.kdnet, &args.dump, args.addr, args.flags) {
-        (Some(_), Some(a), flags, None) => {
-            let addr = a.parse::<KernelVa>().context(
-                "with --kdnet, the operand after the options is the address: \
-                 pooldump pool --kdnet SPEC ADDR [FLAGS]",
-            )?;
-            (None, addr, flags.map(|f| f.0))
-        }
-        (Some(_), _, _, _) => {
-            bail!(
+    let usage = |m: String| anyhow::Error::new(UsageError(m));
+    let given = (
+        args.dump.as_deref(),
+        args.addr.as_deref(),
+        args.flags.as_deref(),
+    );
+    let (dump, addr, flags) = match (&args.kdnet, given) {
+        (Some(_), (Some(a), f, None)) => (None, a, f),
+        (Some(_), _) => {
+            return Err(usage(
                 "with --kdnet, give the address and, if any, the flags alone: \
                  pooldump pool --kdnet SPEC ADDR [FLAGS]"
-            )
+                    .into(),
+            ));
         }
-        (None, Some(d), Some(a), flags) => (Some(PathBuf::from(d)), a, flags),
-        (None, _, _, _) => bail!("name the address to look at: pooldump pool DUMP ADDR [FLAGS]"),
+        (None, (Some(d), Some(a), f)) => (Some(PathBuf::from(d)), a, f),
+        (None, _) => {
+            return Err(usage(
+                "name the address to look at: pooldump pool DUMP ADDR [FLAGS]".into(),
+            ));
+        }
     };
+    let addr = addr.parse::<KernelVa>().map_err(|e| {
+        let form = match args.kdnet {
+            Some(_) => "pooldump pool --kdnet SPEC ADDR [FLAGS]",
+            None => "pooldump pool DUMP ADDR [FLAGS]",
+        };
+        usage(format!("ADDR: {e}\nusage: {form}"))
+    })?;
+    let flags = flags
+        .map(parse_flags)
+        .transpose()
+        .map_err(|e| usage(format!("FLAGS: {e}")))?;
     let src = SourceArgs {
         dump,
         kdnet: args.kdnet.clone(),

@@ -122,7 +122,7 @@ fn a_bad_address_is_refused_with_the_reason() {
         r.stderr
     );
     let r = pool(&[]);
-    assert_eq!(r.code(), Some(1));
+    assert_eq!(r.code(), Some(2));
     assert!(r.stderr.contains("pooldump pool DUMP ADDR"), "{}", r.stderr);
 }
 
@@ -174,16 +174,28 @@ fn a_live_target_answers_as_its_dump_does() {
     let dumped = support::pooldump_offline(&dumped, &syms).json();
     assert!(live["containing"]["contents"]["hex"].is_string(), "{live}");
     assert_eq!(about_the_kernel(live), about_the_kernel(dumped));
-    let r = support::pooldump_offline(&["pool", "--kdnet", &spec, "x", &addr], &syms);
-    assert_eq!(r.code(), Some(1));
-    assert!(
-        r.stderr
-            .contains("with --kdnet, the operand after the options is the address"),
-        "{}",
-        r.stderr
-    );
+    // The operands are read by the same parsers as with a dump, and a
+    // wrong one is a usage error (exit 2) naming the operand, before the
+    // link is tried.
+    let refusals = [
+        (
+            vec!["x", addr.as_str()],
+            "ADDR: `x` is not a hexadecimal address",
+        ),
+        (vec![addr.as_str(), "1z"], "FLAGS: `1z` is not a number"),
+        (
+            vec![addr.as_str(), "4"],
+            "FLAGS 0x4: bit 0x4 is not !pool's",
+        ),
+    ];
+    for (operands, says) in refusals {
+        let args = [&["pool", "--kdnet", spec.as_str()][..], &operands].concat();
+        let r = support::pooldump_offline(&args, &syms);
+        assert_eq!(r.code(), Some(2), "{operands:?}: {}", r.stdout);
+        assert!(r.stderr.contains(says), "{operands:?}: {}", r.stderr);
+    }
     let r = support::pooldump_offline(&["pool", "--kdnet", &spec, &addr, "1", "2"], &syms);
-    assert_eq!(r.code(), Some(1));
+    assert_eq!(r.code(), Some(2));
     assert!(
         r.stderr
             .contains("give the address and, if any, the flags alone"),
@@ -336,19 +348,47 @@ fn contents_list_each_block_from_its_body_as_the_json_says() {
 fn unknown_flag_bits_are_refused_by_name() {
     let (header, _) = leak_block();
     let addr = format!("{header:x}");
-    // A bit !pool lacks: exit 1; a FLAGS or --bytes that is not a
-    // number: the argument parser's exit 2.
-    let cases: [(&[&str], i32, &str); 4] = [
-        (&["5"], 1, "FLAGS 0x5: bit 0x4 is not !pool's (0x1 contents"),
-        (&["0x40000030"], 1, "bits 0x40000030 are not !pool's"),
-        (&["0n3"], 2, "`0n3` is not a hexadecimal number"),
-        (&["--bytes", "0"], 2, "show at least 1 byte"),
+    // A bit !pool lacks, a FLAGS or --bytes that is not a number: usage
+    // errors, exit 2, as the argument parser's own.
+    let cases: [(&[&str], &str); 5] = [
+        (&["5"], "FLAGS 0x5: bit 0x4 is not !pool's (0x1 contents"),
+        (&["0x40000030"], "bits 0x40000030 are not !pool's"),
+        (&["0n3z"], "FLAGS: `0n3z` is not a number"),
+        (&["+3"], "FLAGS: `+3` is not a number"),
+        (&["--bytes", "0"], "show at least 1 byte"),
     ];
-    for (args, code, says) in cases {
+    for (args, says) in cases {
         let r = pool(&[&[addr.as_str()][..], args].concat());
-        assert_eq!(r.code(), Some(code), "{args:?}: {}", r.stdout);
+        assert_eq!(r.code(), Some(2), "{args:?}: {}", r.stdout);
         assert!(r.stderr.contains(says), "{args:?}: {}", r.stderr);
     }
+}
+
+#[test]
+fn flags_take_windbg_radix_prefixes() {
+    // WinDbg reads `!pool`'s flags in its default radix (hex) and takes
+    // its prefixes: 0x hex, 0n decimal, 0t octal, 0y binary.
+    let (header, _) = leak_block();
+    let addr = format!("{header:x}");
+    let json = |flags: &str| pool(&[&addr, flags, "--json"]).json();
+    let three = json("3");
+    assert!(
+        three["containing"]["contents"]["hex"].is_string(),
+        "{three}"
+    );
+    for same in ["0x3", "0n3", "0t3", "0y11", "0X3", "0`3"] {
+        assert_eq!(json(same), three, "{same}");
+    }
+    // Hex by default: `10` is 0x10, a bit !pool lacks, not ten.
+    let r = pool(&[&addr, "10"]);
+    assert_eq!(r.code(), Some(2));
+    assert!(r.stderr.contains("FLAGS 0x10: bit 0x10"), "{}", r.stderr);
+    let r = pool(&[&addr, "0n10"]);
+    assert!(
+        r.stderr.contains("FLAGS 0xa: bit 0x8 is not"),
+        "{}",
+        r.stderr
+    );
 }
 
 /// A live allocation of the truth placed by one of `allocators`, in the
