@@ -71,6 +71,12 @@ fn bindings() -> Option<PathBuf> {
 /// `pip install ./crates/python` into `venv` (maturin, dev profile so the
 /// build reuses the workspace's artifacts; no build isolation so no
 /// download).
+///
+/// Under `CI=true`, where `cargo test --workspace` has just built every
+/// dependency, the nested build must compile no crates.io crate but pyo3's
+/// own: one more means crates/workspace-hack no longer lines its features
+/// up with the workspace's, and CI pays minutes for a second build of the
+/// dependencies.
 fn install_bindings(venv: &Path) {
     let path = format!(
         "{}:{}",
@@ -106,7 +112,8 @@ fn install_bindings(venv: &Path) {
             "--no-deps",
             "--force-reinstall",
             "--disable-pip-version-check",
-            "-q",
+            // -v: cargo's `Compiling` lines, to see what was rebuilt.
+            "-v",
             "./crates/python",
         ])
         .env("PATH", path)
@@ -121,10 +128,39 @@ fn install_bindings(venv: &Path) {
         r.stdout,
         r.stderr
     );
+    let rebuilt = registry_crates_compiled(&format!("{}\n{}", r.stdout, r.stderr));
     println!(
-        "pip install ./crates/python (maturin, dev profile): {:.1} s",
-        started.elapsed().as_secs_f64()
+        "pip install ./crates/python (maturin, dev profile): {:.1} s; crates.io crates compiled: {}",
+        started.elapsed().as_secs_f64(),
+        if rebuilt.is_empty() {
+            "none".to_string()
+        } else {
+            rebuilt.join(", ")
+        }
     );
+    let again: Vec<&String> = rebuilt
+        .iter()
+        .filter(|c| !BINDINGS_ONLY.iter().any(|p| c.starts_with(p)))
+        .collect();
+    assert!(
+        !support::in_ci() || again.is_empty(),
+        "the bindings' build compiled {again:?} a second time with other features than \
+         `cargo test --workspace`: regenerate crates/workspace-hack \
+         (cargo install cargo-hakari; cargo hakari generate)"
+    );
+}
+
+/// crates.io crates only the bindings use: a build of them is expected.
+const BINDINGS_ONLY: [&str; 3] = ["pyo3", "target-lexicon ", "arrow-pyarrow "];
+
+/// `name version` of each crates.io crate cargo says it compiled
+/// (`Compiling serde v1.0.0`; a workspace crate's line ends with its path).
+fn registry_crates_compiled(log: &str) -> Vec<String> {
+    log.lines()
+        .filter_map(|l| l.trim().strip_prefix("Compiling "))
+        .filter(|c| !c.ends_with(')'))
+        .map(str::to_string)
+        .collect()
 }
 
 /// A kit machine's dump, symbols and truth, a corrupt file and an empty
