@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use pooldump_core::hittag::{DecidedBy, HitAnalyzer, HitTable, SiteRow};
+use pooldump_core::hittag::{DecidedBy, Hit, HitAnalyzer, HitKind, HitTable, SiteRow};
 use pooldump_core::stack::{ReadStats, Registers, Symbolizer, SymbolizerOptions};
 use pooldump_core::symbols::images::SymbolPathImages;
 use pooldump_core::{KernelVa, Memory, PoolTag, Target};
@@ -59,6 +59,9 @@ pub struct Args {
 const RECOVER_WAIT: Duration = Duration::from_secs(15);
 /// Prints kept for the report.
 const MAX_PRINTS: usize = 100;
+/// After PoolHitTag is restored: how long the target must run without
+/// stopping before pooldump leaves it (see [`Hits::settle`]).
+const SETTLE: Duration = Duration::from_millis(500);
 
 /// Why collection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -133,6 +136,24 @@ impl Drop for Restore<'_> {
                 pooldump_core::text::escape_lines(&e.to_string())
             );
         }
+    }
+}
+
+/// Let the kernel go on from `stop`: past the `int3` of a breakpoint
+/// (WinDbg's Rip+1); any other stop as it would be without a debugger
+/// (an exception not handled, so the kernel's own handling runs).
+fn hand_back(
+    live: &LiveTarget,
+    stop: &pooldump_kdnet::StopInfo,
+) -> Result<(), pooldump_kdnet::KdnetError> {
+    if stop.is_breakpoint() {
+        return live.resume();
+    }
+    match stop.event {
+        pooldump_kdnet::api::Event::Exception { .. } => {
+            live.continue_with(ContinueStatus::ExceptionNotHandled)
+        }
+        _ => live.continue_with(ContinueStatus::Continue),
     }
 }
 
@@ -258,6 +279,16 @@ fn session(
         notes,
     };
     let ended = hits.collect(args, interrupted);
+    let restored = match guard.restore() {
+        Ok(()) => {
+            hits.settle();
+            true
+        }
+        Err(e) => {
+            hits.notes.push(e);
+            false
+        }
+    };
     let Hits {
         table,
         prints,
@@ -265,13 +296,6 @@ fn session(
         mut notes,
         ..
     } = hits;
-    let restored = match guard.restore() {
-        Ok(()) => true,
-        Err(e) => {
-            notes.push(e);
-            false
-        }
-    };
     let table = table.sorted();
     let (allocs, frees) = table
         .sites
@@ -451,45 +475,98 @@ impl Hits<'_> {
             }
             TargetEvent::Stopped(stop) => stop,
         };
-        let how = if stop.is_breakpoint() {
+        if stop.is_breakpoint() {
             self.hit(stop.processor, KernelVa(stop.pc));
-            // Step over the int3 (WinDbg's Rip+1) and go on.
-            live.resume()
         } else {
-            // Not ours: let the kernel handle it as it would without us.
             self.table
                 .add_other(KernelVa(stop.pc), format!("{:?}", stop.event));
-            match stop.event {
-                pooldump_kdnet::api::Event::Exception { .. } => {
-                    live.continue_with(ContinueStatus::ExceptionNotHandled)
-                }
-                _ => live.continue_with(ContinueStatus::Continue),
-            }
-        };
-        how.map_err(|e| {
+        }
+        hand_back(live, &stop).map_err(|e| {
             self.notes
                 .push(format!("resuming after a stop failed: {e}"));
             Ended::LinkLost
         })
     }
 
-    /// A PoolHitTag breakpoint on `processor` at `pc`: its stack analysed
-    /// into the table.
-    fn hit(&mut self, processor: u16, pc: KernelVa) {
+    /// After PoolHitTag is restored and the target resumed. A processor
+    /// that had compared an allocation's tag with PoolHitTag, and matched,
+    /// when the break-in froze it still executes its breakpoint once it
+    /// runs again; with no debugger to answer, the kernel would wait for
+    /// one, stopped. So such pool hits are taken and handed back,
+    /// uncounted (the table holds the hits taken while the tag was set),
+    /// until the target has run for [`SETTLE`] without one. Any other stop
+    /// is handed back as during the session, and ends the wait: it is not
+    /// pooldump's, and may come again after pooldump has left, as it
+    /// would with no debugger attached.
+    fn settle(&mut self) {
+        // One a processor at the most; the bound is against a target that
+        // never stops stopping.
+        const MOST: usize = 256;
+        let mut handed_back = 0;
+        let mut until = Instant::now() + SETTLE;
+        while handed_back < MOST && Instant::now() < until {
+            match self.live.wait_event(until) {
+                Ok(Some(TargetEvent::Stopped(stop))) => {
+                    let pc = KernelVa(stop.pc);
+                    let ours = stop.is_breakpoint()
+                        && self
+                            .analyze(stop.processor, pc)
+                            .is_some_and(|h| matches!(h.kind, HitKind::Pool { .. }));
+                    if let Err(e) = hand_back(self.live, &stop) {
+                        self.notes.push(format!(
+                            "resuming a stop at {pc} after nt!PoolHitTag was restored failed: {e}"
+                        ));
+                        return;
+                    }
+                    if !ours {
+                        self.notes.push(format!(
+                            "a stop at {pc} right after nt!PoolHitTag was restored, not a pool hit, was resumed as during the session"
+                        ));
+                        break;
+                    }
+                    handed_back += 1;
+                    until = Instant::now() + SETTLE;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.notes.push(format!(
+                        "the link failed while letting the target run on after nt!PoolHitTag was restored: {e}"
+                    ));
+                    return;
+                }
+            }
+        }
+        if handed_back > 0 {
+            self.notes.push(format!(
+                "{handed_back} pool hit(s) already under way when nt!PoolHitTag was restored (a processor past its tag check when the target was frozen) were resumed and are not in the table"
+            ));
+        }
+    }
+
+    /// A breakpoint on `processor` at `pc`, its stack analysed; `None`
+    /// (with a note) when its registers cannot be read.
+    fn analyze(&mut self, processor: u16, pc: KernelVa) -> Option<Hit> {
         let regs = self
             .live
             .get_context_of(processor)
             .map_err(anyhow::Error::new)
             .and_then(|c| Registers::from_context(&c).map_err(anyhow::Error::new));
-        let regs = match regs {
-            Ok(regs) => regs,
+        match regs {
+            Ok(regs) => Some(self.analyzer.analyze(self.live, &regs)),
             Err(e) => {
                 self.notes
                     .push(format!("a stop at {pc} could not be read: {e}"));
-                return;
+                None
             }
+        }
+    }
+
+    /// A PoolHitTag breakpoint on `processor` at `pc`: its stack analysed
+    /// into the table.
+    fn hit(&mut self, processor: u16, pc: KernelVa) {
+        let Some(hit) = self.analyze(processor, pc) else {
+            return;
         };
-        let hit = self.analyzer.analyze(self.live, &regs);
         let reads = &mut self.reads;
         if self.table.hits == 0 {
             reads.first_hit_stack = hit.stack_reads;

@@ -67,6 +67,22 @@ pub struct SimConfig {
     /// Something that happens once, after the target executed a number of
     /// requests.
     pub mishap: Option<Mishap>,
+    /// A stop already under way when the debugger froze the target,
+    /// raised once as soon as a Continue lets it run.
+    pub stop_on_resume: Option<StopOnResume>,
+}
+
+/// A processor frozen by a break-in between nt's check of a tag against
+/// PoolHitTag and the `int3` that follows it: once the debugger lets the
+/// target run again, it executes that `int3` at once, whatever PoolHitTag
+/// holds by then. Raised after the target executed `after_writes` memory
+/// writes (a debugger's PoolHitTag set and restored: 2).
+#[derive(Debug, Clone)]
+pub struct StopOnResume {
+    /// Write requests executed before the stop is armed.
+    pub after_writes: u64,
+    /// The stop, as [`SimTarget::emit`](crate::SimTarget::emit) raises it.
+    pub event: crate::SimEvent,
 }
 
 /// A session that goes wrong, at a chosen point.
@@ -105,6 +121,7 @@ impl SimConfig {
             speed: 60.0,
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             mishap: None,
+            stop_on_resume: None,
         }
     }
 }

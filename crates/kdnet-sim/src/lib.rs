@@ -36,7 +36,9 @@
 //! For sessions that go wrong and for a target that runs (lossy links,
 //! the event API), a few additive knobs: [`SimConfig::bind`]
 //! (sit on a veth address), [`SimConfig::mishap`] (reboot, or stop
-//! answering for a while, after N requests), [`SimTarget::set_silent`],
+//! answering for a while, after N requests), [`SimConfig::stop_on_resume`]
+//! (a stop under way when the target was frozen, raised when it runs
+//! again), [`SimTarget::set_silent`],
 //! and [`SimTarget::emit`] (a breakpoint, an exception, a load-symbols
 //! stop or a DbgPrint raised by the running target on its own). A stopped
 //! target with nothing pending answers RESEND or RESET with its state
@@ -63,7 +65,7 @@ use std::time::Duration;
 use pooldump_kit::Machine;
 use pooldump_kit::run::RunTruth;
 
-pub use config::{Faults, Mishap, MishapKind, SimConfig};
+pub use config::{Faults, Mishap, MishapKind, SimConfig, StopOnResume};
 use kd::{Cmd, Target};
 pub use pooldump_kit::run::{WorkItem, Workload};
 pub use report::{SimEnd, SimEvent, SimStats};

@@ -101,6 +101,9 @@ pub struct SimStats {
     pub bugchecked: bool,
     /// Whether the target runs (as opposed to stopped in the debugger).
     pub running: bool,
+    /// Where the target is stopped (the state change's ProgramCounter);
+    /// `None` while it runs.
+    pub stopped_pc: Option<u64>,
     /// The ContinueStatus of the last Continue/Continue2.
     pub last_continue_status: Option<u32>,
     /// SetContext requests executed.

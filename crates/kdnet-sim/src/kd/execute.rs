@@ -148,6 +148,16 @@ impl Target {
         }
         self.set_run(Run::Running);
         self.last_tick = Instant::now();
+        let writes = self.stats.lock().unwrap_or_else(|e| e.into_inner()).writes;
+        if self
+            .cfg
+            .stop_on_resume
+            .as_ref()
+            .is_some_and(|s| writes >= s.after_writes)
+            && let Some(s) = self.cfg.stop_on_resume.take()
+        {
+            self.emit(s.event);
+        }
     }
 
     /// Virtual read as the CPU sees memory: stops at the first page that

@@ -348,7 +348,11 @@ impl Target {
         }
         let running = run == Run::Running;
         self.run = run;
-        self.stat(|s| s.running = running);
+        let stopped_pc = (!running).then_some(self.pc);
+        self.stat(|s| {
+            s.running = running;
+            s.stopped_pc = stopped_pc;
+        });
     }
 
     /// Stop with `sc` and report it.
@@ -374,6 +378,7 @@ impl Target {
         };
         match ev {
             SimEvent::Breakpoint { processor, pc } if on(processor) => {
+                self.pc = pc;
                 let mut stream = [0u8; 16];
                 self.read_virtual(pc, &mut stream);
                 context::set_reg(&mut self.contexts[processor as usize], context::RIP, pc);
@@ -387,6 +392,7 @@ impl Target {
                 parameters,
                 first_chance,
             } if on(processor) => {
+                self.pc = pc;
                 let mut stream = [0u8; 16];
                 self.read_virtual(pc, &mut stream);
                 context::set_reg(&mut self.contexts[processor as usize], context::RIP, pc);
