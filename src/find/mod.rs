@@ -27,7 +27,7 @@ use pooldump_core::relabel::RelabelMap;
 use pooldump_core::{Target, Warning, WarningKind};
 
 use crate::common::{
-    Source, SourceArgs, SourceMeta, SymbolArgs, kdnet_report, open_source, release,
+    Source, SourceArgs, SourceMeta, SymbolArgs, UsageError, kdnet_report, open_source, release,
 };
 use crate::relabel_rows;
 use report::Listed;
@@ -154,7 +154,10 @@ pub fn patterns(args: &Args) -> Result<Vec<TagPattern>> {
         );
     }
     if p.is_empty() {
-        bail!("name the tags to find with --tag TAG, --tags-from FILE or --relabel MAP");
+        return Err(UsageError(
+            "name the tags to find with --tag TAG, --tags-from FILE or --relabel MAP".into(),
+        )
+        .into());
     }
     Ok(p)
 }

@@ -49,6 +49,19 @@ fn va(s: &str) -> u64 {
 }
 
 #[test]
+fn no_tag_is_a_usage_error_before_the_dump_is_read() {
+    // The dump is not even opened: a file that is not one says nothing.
+    let not_a_dump = repo_root().join("README.md");
+    let r = find(&not_a_dump, &[]);
+    assert_eq!(r.code(), Some(2), "{}", r.stdout);
+    assert!(
+        r.stderr.contains("name the tags to find with --tag TAG"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
 fn json_lists_what_the_truth_holds() {
     let r = find(
         &sample_dump(),
