@@ -527,7 +527,12 @@ impl Hits<'_> {
                     handed_back += 1;
                     until = Instant::now() + SETTLE;
                 }
-                Ok(_) => {}
+                Ok(Some(print)) => {
+                    // Kept as during the session (a print is never an
+                    // error).
+                    let _ = self.event(print);
+                }
+                Ok(None) => {}
                 Err(e) => {
                     self.notes.push(format!(
                         "the link failed while letting the target run on after nt!PoolHitTag was restored: {e}"
