@@ -73,8 +73,8 @@ fn bindings() -> Option<PathBuf> {
 /// download).
 ///
 /// Under `CI=true`, where `cargo test --workspace` has just built every
-/// dependency, the nested build must compile no crates.io crate but pyo3's
-/// own: one more means crates/workspace-hack no longer lines its features
+/// dependency, the nested build must compile no crates.io crate but those
+/// only the bindings use ([`BINDINGS_ONLY`]): one more means crates/workspace-hack no longer lines its features
 /// up with the workspace's, and CI pays minutes for a second build of the
 /// dependencies.
 fn install_bindings(venv: &Path) {
