@@ -266,28 +266,45 @@ impl CrashDump {
 
     /// The scanner is done with `len` bytes of the file from `offset`: a
     /// memory-mapped dump drops those pages from the process (they stay in
-    /// the page cache and are read back on the next access), so one pass
-    /// over a multi-GiB dump keeps a small resident set. A no-op for an
-    /// in-memory dump.
+    /// the page cache, or Windows' standby list, and are read back on the
+    /// next access), so one pass over a multi-GiB dump keeps a small
+    /// resident set. A no-op for an in-memory dump.
     pub fn release_file_range(&self, offset: usize, len: usize) {
-        #[cfg(unix)]
-        if let Backing::Mapped(m) = &*self.data {
-            // madvise wants page-aligned bounds: release only whole pages.
-            let page = PAGE_SIZE as usize;
-            let start = offset.div_ceil(page) * page;
-            let end = offset.saturating_add(len).min(m.len()) / page * page;
-            if start < end {
-                // SAFETY: the map is read-only and shared (Mmap::map):
-                // MADV_DONTNEED drops this process's page-table entries and
-                // the next access reads the same bytes back from the file,
-                // the contract `open` already accepts for the map.
-                let _ = unsafe {
-                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
-                };
-            }
+        let Backing::Mapped(m) = &*self.data else {
+            return;
+        };
+        // Both calls want page-aligned bounds: release only whole pages.
+        let page = PAGE_SIZE as usize;
+        let start = offset.div_ceil(page) * page;
+        let end = offset.saturating_add(len).min(m.len()) / page * page;
+        if start >= end {
+            return;
         }
-        #[cfg(not(unix))]
-        let _ = (offset, len);
+        #[cfg(unix)]
+        {
+            // SAFETY: the map is read-only and shared (Mmap::map):
+            // MADV_DONTNEED drops this process's page-table entries and the
+            // next access reads the same bytes back from the file, the
+            // contract `open` already accepts for the map.
+            let _ = unsafe {
+                m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
+        }
+        #[cfg(windows)]
+        {
+            // VirtualUnlock on pages that were never locked takes them out
+            // of the working set (its documented effect; it then returns
+            // FALSE with ERROR_NOT_LOCKED, which is the expected answer).
+            // The pages stay mapped and read back from the file.
+            // SAFETY: [start, end) lies inside the live map (end <= m.len()),
+            // and the call changes no page's contents or protection.
+            let _ = unsafe {
+                windows_sys::Win32::System::Memory::VirtualUnlock(
+                    m.as_ptr().add(start).cast(),
+                    end - start,
+                )
+            };
+        }
     }
 
     /// The 4 KiB of one physical page.
