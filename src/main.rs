@@ -8,6 +8,7 @@ mod args;
 mod batch;
 mod callsites;
 mod common;
+mod contents;
 mod find;
 mod hittag;
 mod info;

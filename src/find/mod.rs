@@ -21,10 +21,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use pooldump_core::pool::TagPattern;
 use pooldump_core::pool::find::{
-    Engine, FindOptions, FindReport, FindSink, FoundAllocation, ScanProgress,
+    AllocationState, BlockContents, Engine, FindOptions, FindReport, FindSink, FoundAllocation,
+    MAX_BLOCK_BYTES, ScanProgress,
 };
 use pooldump_core::relabel::RelabelMap;
 use pooldump_core::{Target, Warning, WarningKind};
+use rayon::prelude::*;
 
 use crate::common::{
     Source, SourceArgs, SourceMeta, SymbolArgs, UsageError, kdnet_report, open_source, release,
@@ -76,6 +78,12 @@ pub struct Args {
     /// against this dump's or target's kernel and modules.
     #[arg(long, value_name = "FILE")]
     pub relabel: Option<PathBuf>,
+    /// Show N bytes of each listed allocation's body (after its pool
+    /// header) under its line, as DWORDs with their characters (`dc`);
+    /// JSON and CSV add them as hex. Decimal, or hex with 0x; at most
+    /// 0x10000.
+    #[arg(long, value_name = "N", value_parser = crate::contents::parse_byte_count, conflicts_with = "per_tag")]
+    pub bytes: Option<u64>,
     /// Print JSON (schema pooldump.find/2, docs/find.md).
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
@@ -228,6 +236,13 @@ fn open(args: &Args) -> Result<Opened> {
 /// The search: sorted, or with a sink, streamed to it. A live target
 /// runs again once it is done.
 fn search(args: &Args, o: &Opened, sink: Option<&dyn FindSink>) -> Result<FindReport> {
+    let found = search_stopped(args, o, sink);
+    release(&o.meta)?;
+    found
+}
+
+/// The search, leaving a live target stopped: the caller resumes it.
+fn search_stopped(args: &Args, o: &Opened, sink: Option<&dyn FindSink>) -> Result<FindReport> {
     let bar =
         (!args.no_progress && !args.json && std::io::stderr().is_terminal()).then(ScanBar::default);
     let opts = FindOptions {
@@ -242,10 +257,63 @@ fn search(args: &Args, o: &Opened, sink: Option<&dyn FindSink>) -> Result<FindRe
         Some(sink) => o.target.find_with(&o.patterns, &opts, sink),
         None => o.target.find(&o.patterns, &opts),
     };
-    let found =
-        found.with_context(|| format!("{}: build {}: finding the tags", o.meta.name, o.meta.build));
-    release(&o.meta)?;
-    found
+    found.with_context(|| format!("{}: build {}: finding the tags", o.meta.name, o.meta.build))
+}
+
+/// The most bytes of contents the sorted listing holds (`--bytes` for
+/// every allocation, read before it is written); `--unsorted` reads each
+/// as it writes it and holds none.
+const MAX_CONTENTS_HELD: u64 = 256 << 20;
+
+/// The search, then `bytes` of each allocation listed, read before a live
+/// target runs again: with `--allocated`, only the allocated ones are
+/// kept (and read).
+fn search_with_contents(
+    args: &Args,
+    o: &Opened,
+    bytes: u64,
+) -> Result<(FindReport, Vec<BlockContents>)> {
+    let mut found = search_stopped(args, o, None)?;
+    if args.allocated {
+        found
+            .allocations
+            .retain(|a| a.state == AllocationState::Allocated);
+    }
+    contents_fit(found.allocations.len(), bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", o.meta.name))?;
+    let contents = found
+        .allocations
+        .par_iter()
+        .map(|a| read_contents(o, a, bytes))
+        .collect::<Result<_>>()?;
+    Ok((found, contents))
+}
+
+/// Whether `bytes` of each of `count` allocations fit in what the sorted
+/// listing holds ([`MAX_CONTENTS_HELD`]); if not, why and what to do.
+fn contents_fit(count: usize, bytes: u64) -> Result<(), String> {
+    let each = bytes.min(MAX_BLOCK_BYTES);
+    let held = each.saturating_mul(count as u64);
+    if held <= MAX_CONTENTS_HELD {
+        return Ok(());
+    }
+    Err(format!(
+        "{count} allocations with {each:#x} bytes each is {} MiB of contents, more than the {} MiB \
+         the sorted listing holds: --unsorted writes each allocation as it is found, or ask fewer \
+         --bytes",
+        held.div_ceil(1 << 20),
+        MAX_CONTENTS_HELD >> 20
+    ))
+}
+
+/// `bytes` of `a`'s body; only a live link failing is an error.
+fn read_contents(o: &Opened, a: &FoundAllocation, bytes: u64) -> Result<BlockContents> {
+    o.target.allocation_contents(a, bytes).with_context(|| {
+        format!(
+            "{}: reading the contents of the allocation at {}",
+            o.meta.name, a.va
+        )
+    })
 }
 
 /// The report of a finished search.
@@ -278,15 +346,26 @@ fn source_info(o: &Opened) -> SourceInfo {
 /// (streamed past a sink that drops them), so nothing grows with them.
 pub fn collect(args: &Args) -> Result<Report> {
     let opened = open(args)?;
-    let (found, listed) = if args.per_tag {
-        let count_only = |_: &[FoundAllocation]| ControlFlow::Continue(());
-        (search(args, &opened, Some(&count_only))?, Listed::Omitted)
-    } else if args.allocated {
-        (search(args, &opened, None)?, Listed::Allocated)
+    let listed = if args.allocated {
+        Listed::Allocated
     } else {
-        (search(args, &opened, None)?, Listed::All)
+        Listed::All
     };
-    Ok(finish(&opened, found, listed))
+    let (found, listed, contents) = if args.per_tag {
+        let count_only = |_: &[FoundAllocation]| ControlFlow::Continue(());
+        let found = search(args, &opened, Some(&count_only))?;
+        (found, Listed::Omitted, Vec::new())
+    } else if let Some(bytes) = args.bytes {
+        let searched = search_with_contents(args, &opened, bytes);
+        release(&opened.meta)?;
+        let (found, contents) = searched?;
+        (found, listed, contents)
+    } else {
+        (search(args, &opened, None)?, listed, Vec::new())
+    };
+    let mut r = finish(&opened, found, listed);
+    r.allocations.set_contents(contents);
+    Ok(r)
 }
 
 /// An indicatif bar on stderr that appears only once a scan has run for
@@ -327,5 +406,25 @@ impl ScanProgress for ScanBar {
         if let Some(bar) = self.bar.get() {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sorted_listing_holds_a_bounded_amount_of_contents() {
+        assert_eq!(contents_fit(4096, 0x1_0000), Ok(()));
+        let e = contents_fit(4097, 0x1_0000).unwrap_err();
+        assert!(
+            e.starts_with("4097 allocations with 0x10000 bytes each is 257 MiB"),
+            "{e}"
+        );
+        assert!(e.contains("--unsorted"), "{e}");
+        // A block is never read past MAX_BLOCK_BYTES, so asking more
+        // counts as that much.
+        assert_eq!(contents_fit(4096, u64::MAX), Ok(()));
+        assert!(contents_fit(usize::MAX, 1).is_err());
     }
 }

@@ -3,10 +3,13 @@
 //! [`FindReport`].
 
 use pooldump_core::Warning;
-use pooldump_core::pool::find::{self, AllocationState, FindReport, FoundAllocation};
+use pooldump_core::pool::find::{
+    self, AllocationState, BlockContents, FindReport, FoundAllocation,
+};
 use pooldump_core::relabel::RelabelMap;
 use serde::Serialize;
 
+use crate::contents::AllocationWithContents;
 use crate::render::hex;
 
 /// The JSON document's schema.
@@ -52,6 +55,10 @@ pub struct SourceInfo {
 #[derive(Debug, Default)]
 pub struct Allocations {
     list: Vec<FoundAllocation>,
+    /// With --bytes: each allocation's bytes, in the list's order (each
+    /// object then has `contents`, as `pool --json` writes it); else
+    /// empty.
+    contents: Vec<BlockContents>,
     /// --per-tag: the per-tag table only.
     omitted: bool,
 }
@@ -70,11 +77,31 @@ impl Allocations {
     pub fn iter(&self) -> impl Iterator<Item = &FoundAllocation> {
         self.list.iter()
     }
+
+    /// `--bytes`: the contents of [`Self::shown`], one each, in order.
+    pub(super) fn set_contents(&mut self, contents: Vec<BlockContents>) {
+        debug_assert!(contents.is_empty() || contents.len() == self.list.len());
+        self.contents = contents;
+    }
+
+    /// The contents of [`Self::shown`] (empty without `--bytes`).
+    pub(super) fn contents(&self) -> &[BlockContents] {
+        &self.contents
+    }
 }
 
 impl Serialize for Allocations {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.iter().map(AllocationJson))
+        if self.contents.is_empty() {
+            s.collect_seq(self.iter().map(AllocationJson))
+        } else {
+            s.collect_seq(
+                self.list
+                    .iter()
+                    .zip(&self.contents)
+                    .map(|(a, c)| AllocationWithContents::new(a, Some(c))),
+            )
+        }
     }
 }
 
@@ -256,6 +283,7 @@ pub(super) fn report(
                 }
                 list
             },
+            contents: Vec::new(),
             omitted: listed == Listed::Omitted,
         },
         tags: tag_rows(&r),

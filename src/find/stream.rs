@@ -15,15 +15,16 @@ use std::ops::ControlFlow;
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
-use pooldump_core::pool::find::{AllocationState, FoundAllocation};
+use pooldump_core::pool::find::{AllocationState, BlockContents, FoundAllocation};
 use serde::Serialize;
 
 use super::report::{AllocationJson, Listed, Report, SourceInfo};
 use super::text::{
-    ALLOCATION_CSV, Shown, allocation_cells, allocation_columns, allocation_csv, push_allocations,
-    render_text,
+    Shown, allocation_cells, allocation_columns, allocation_csv, allocation_csv_header,
+    push_allocations, render_text,
 };
 use super::{Args, Opened};
+use crate::contents::AllocationWithContents;
 use crate::render::Columns;
 
 /// The output of every format.
@@ -39,14 +40,18 @@ struct Out<W> {
     w: W,
     /// Allocations written.
     rows: u64,
-    /// The write that failed: the search stops and this is returned.
-    failed: Option<std::io::Error>,
+    /// The write (or, with --bytes, the read) that failed: the search
+    /// stops and this is returned.
+    failed: Option<anyhow::Error>,
 }
 
-struct Stream<W> {
+struct Stream<'o, W> {
     out: Mutex<Out<W>>,
     format: Format,
     allocated_only: bool,
+    /// With --bytes: the source the allocations' bytes are read from, as
+    /// each is written, and how many of each.
+    contents: Option<(&'o Opened, u64)>,
     /// Text: fixed widths, wide enough for any address and size (no row
     /// can be measured before it is written).
     columns: Columns,
@@ -68,6 +73,7 @@ pub(super) fn run<W: Write + Send>(args: &Args, w: W) -> Result<()> {
         }),
         format,
         allocated_only: args.allocated,
+        contents: args.bytes.map(|n| (&opened, n)),
         columns: widest_columns(),
     };
     s.head(&opened)?;
@@ -75,7 +81,7 @@ pub(super) fn run<W: Write + Send>(args: &Args, w: W) -> Result<()> {
     let found = super::search(args, &opened, Some(&sink));
     let mut out = s.out.into_inner().unwrap_or_else(|e| e.into_inner());
     if let Some(e) = out.failed.take() {
-        return Err(e.into());
+        return Err(e);
     }
     let r = super::finish(&opened, found?, Listed::Omitted);
     tail(&r, format, out.rows, &mut out.w)?;
@@ -106,7 +112,7 @@ fn widest_columns() -> Columns {
     t
 }
 
-impl<W: Write + Send> Stream<W> {
+impl<W: Write + Send> Stream<'_, W> {
     /// What comes before the first allocation.
     fn head(&self, opened: &Opened) -> Result<()> {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
@@ -115,7 +121,7 @@ impl<W: Write + Send> Stream<W> {
             Format::Text => self.columns.write_header(w, 1)?,
             Format::Csv => {
                 let mut c = csv::Writer::from_writer(w);
-                crate::render::csv_record(&mut c, ALLOCATION_CSV)?;
+                crate::render::csv_record(&mut c, allocation_csv_header(self.contents.is_some()))?;
                 c.flush()?;
             }
             Format::Json => {
@@ -150,36 +156,69 @@ impl<W: Write + Send> Stream<W> {
         while shown.peek().is_some() {
             text.clear();
             let piece: Vec<&FoundAllocation> = shown.by_ref().take(PIECE).collect();
-            self.format_rows(&piece, &mut text);
+            let contents = match self.contents {
+                Some((o, bytes)) => {
+                    let read: Result<Vec<_>> = piece
+                        .iter()
+                        .map(|a| super::read_contents(o, a, bytes))
+                        .collect();
+                    match read {
+                        Ok(c) => Some(c),
+                        Err(e) => return self.fail(e),
+                    }
+                }
+                None => None,
+            };
+            self.format_rows(&piece, contents.as_deref(), &mut text);
             self.write(&text, piece.len() as u64)?;
         }
         ControlFlow::Continue(())
     }
 
-    /// `list` in the output's format, appended to `text`.
-    fn format_rows(&self, list: &[&FoundAllocation], text: &mut Vec<u8>) {
+    /// `list` in the output's format, appended to `text`, with each
+    /// allocation's bytes when `contents` has them (one each, in order).
+    fn format_rows(
+        &self,
+        list: &[&FoundAllocation],
+        contents: Option<&[BlockContents]>,
+        text: &mut Vec<u8>,
+    ) {
+        let bytes = |i: usize| contents.and_then(|c| c.get(i));
         match self.format {
             Format::Text => {
                 let mut s = String::with_capacity(list.len() * 128);
-                push_allocations(&self.columns, list.iter().copied(), &mut s);
+                push_allocations(&self.columns, list.iter().copied(), contents, &mut s);
                 text.extend_from_slice(s.as_bytes());
             }
             Format::Json => {
-                for a in list {
+                for (i, a) in list.iter().enumerate() {
                     text.extend_from_slice(b",\n    ");
                     // Writing to a Vec cannot fail: every field is a
                     // number, a bool or a string.
-                    let _ = serde_json::to_writer(&mut *text, &AllocationJson(a));
+                    let _ = match bytes(i) {
+                        Some(c) => serde_json::to_writer(
+                            &mut *text,
+                            &AllocationWithContents::new(a, Some(c)),
+                        ),
+                        None => serde_json::to_writer(&mut *text, &AllocationJson(a)),
+                    };
                 }
             }
             Format::Csv => {
                 let mut c = csv::Writer::from_writer(text);
-                for a in list {
-                    let _ = allocation_csv(&mut c, a);
+                for (i, a) in list.iter().enumerate() {
+                    let _ = allocation_csv(&mut c, a, bytes(i));
                 }
                 let _ = c.flush();
             }
         }
+    }
+
+    /// A read failed: the search stops and `e` is returned.
+    fn fail(&self, e: anyhow::Error) -> ControlFlow<()> {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        out.failed.get_or_insert(e);
+        ControlFlow::Break(())
     }
 
     /// Write `n` formatted allocations; a failed write stops the search.
@@ -196,7 +235,7 @@ impl<W: Write + Send> Stream<W> {
                 ControlFlow::Continue(())
             }
             Err(e) => {
-                out.failed = Some(e);
+                out.failed = Some(e.into());
                 ControlFlow::Break(())
             }
         }

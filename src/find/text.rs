@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use pooldump_core::pool::find::{AllocationState, FoundAllocation};
+use pooldump_core::pool::find::{AllocationState, BlockContents, FoundAllocation};
 use rayon::prelude::*;
 
 use super::report::Report;
@@ -33,7 +33,7 @@ pub(super) fn state_text(s: AllocationState) -> &'static str {
 pub(super) fn render_text(r: &Report, shown: Shown, w: &mut dyn Write) -> std::io::Result<()> {
     w.write_all(title(r).as_bytes())?;
     if shown == Shown::Everything {
-        write_allocations(r.allocations.shown(), w)?;
+        write_allocations(r.allocations.shown(), r.allocations.contents(), w)?;
         w.write_all(b"\n")?;
     }
     let mut out = String::new();
@@ -88,11 +88,16 @@ pub(crate) fn allocation_columns() -> Columns {
     ])
 }
 
-/// The sorted allocation table. Formatting hundreds of thousands of rows
-/// is most of what is left after the scan: both passes (measuring the
-/// columns, writing the rows) run on every core, a block of rows at a
-/// time, and the blocks are written in order.
-fn write_allocations(list: &[FoundAllocation], w: &mut dyn Write) -> std::io::Result<()> {
+/// The sorted allocation table, each row followed by its bytes when
+/// `contents` has them (`--bytes`; else it is empty). Formatting hundreds
+/// of thousands of rows is most of what is left after the scan: both
+/// passes (measuring the columns, writing the rows) run on every core, a
+/// block of rows at a time, and the blocks are written in order.
+fn write_allocations(
+    list: &[FoundAllocation],
+    contents: &[BlockContents],
+    w: &mut dyn Write,
+) -> std::io::Result<()> {
     const BLOCK: usize = 4096;
     if list.is_empty() {
         return w.write_all(b" No allocation carries these tags.\n");
@@ -117,12 +122,15 @@ fn write_allocations(list: &[FoundAllocation], w: &mut dyn Write) -> std::io::Re
     }
     t.write_header(w, 1)?;
     // A bounded number of formatted blocks at a time.
-    for group in list.chunks(BLOCK * 16) {
+    for (n, group) in list.chunks(BLOCK * 16).enumerate() {
         let text: Vec<String> = group
             .par_chunks(BLOCK)
-            .map(|c| {
+            .enumerate()
+            .map(|(k, c)| {
+                let first = n * BLOCK * 16 + k * BLOCK;
+                let bytes = contents.get(first..first + c.len());
                 let mut s = String::with_capacity(c.len() * 96);
-                push_allocations(&t, c, &mut s);
+                push_allocations(&t, c, bytes, &mut s);
                 s
             })
             .collect();
@@ -133,16 +141,21 @@ fn write_allocations(list: &[FoundAllocation], w: &mut dyn Write) -> std::io::Re
     Ok(())
 }
 
-/// The rows of `list` in the columns `t`, appended to `s`.
+/// The rows of `list` in the columns `t`, appended to `s`; with
+/// `contents` (one per allocation, in order), each row's bytes under it.
 pub(super) fn push_allocations<'a>(
     t: &Columns,
     list: impl IntoIterator<Item = &'a FoundAllocation>,
+    contents: Option<&[BlockContents]>,
     s: &mut String,
 ) {
     let mut row = Default::default();
-    for a in list {
+    for (i, a) in list.into_iter().enumerate() {
         allocation_cells(a, &mut row);
         t.push_line(s, &row, 1);
+        if let Some(c) = contents.and_then(|c| c.get(i)) {
+            crate::contents::push_dwords(c, s);
+        }
     }
 }
 
@@ -261,32 +274,51 @@ pub(super) const ALLOCATION_CSV: [&str; 12] = [
     "in_dump",
 ];
 
-/// One allocation as a CSV record, in [`ALLOCATION_CSV`]'s columns.
+/// With `--bytes`, the column after [`ALLOCATION_CSV`]'s: the bytes as
+/// hex, `??` for one not read.
+pub(super) const CONTENTS_CSV: &str = "contents";
+
+/// One allocation as a CSV record, in [`ALLOCATION_CSV`]'s columns, then
+/// [`CONTENTS_CSV`]'s when its bytes were read.
 pub(super) fn allocation_csv<W: Write>(
     w: &mut csv::Writer<W>,
     a: &FoundAllocation,
+    contents: Option<&BlockContents>,
 ) -> std::io::Result<()> {
-    crate::render::csv_record(
-        w,
-        [
-            a.va.to_string(),
-            a.header.map(|h| h.to_string()).unwrap_or_default(),
-            a.pa.map(|p| hex(p.0)).unwrap_or_default(),
-            a.bytes.to_string(),
-            a.pool.name().to_string(),
-            a.session.to_string(),
-            hex(u64::from(a.pool_type)),
-            state_text(a.state).to_lowercase(),
-            serde_json::to_value(a.allocator)?
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-            a.tag.to_string(),
-            a.protected.to_string(),
-            a.in_dump.to_string(),
-        ],
-    )?;
+    let cells = [
+        a.va.to_string(),
+        a.header.map(|h| h.to_string()).unwrap_or_default(),
+        a.pa.map(|p| hex(p.0)).unwrap_or_default(),
+        a.bytes.to_string(),
+        a.pool.name().to_string(),
+        a.session.to_string(),
+        hex(u64::from(a.pool_type)),
+        state_text(a.state).to_lowercase(),
+        serde_json::to_value(a.allocator)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        a.tag.to_string(),
+        a.protected.to_string(),
+        a.in_dump.to_string(),
+    ];
+    match contents {
+        Some(c) => {
+            crate::render::csv_record(w, cells.into_iter().chain([crate::contents::hex_bytes(c)]))?
+        }
+        None => crate::render::csv_record(w, cells)?,
+    }
     Ok(())
+}
+
+/// The CSV header of the allocation list, with the contents column when
+/// the bytes were read.
+pub(super) fn allocation_csv_header(contents: bool) -> Vec<&'static str> {
+    let mut h = ALLOCATION_CSV.to_vec();
+    if contents {
+        h.push(CONTENTS_CSV);
+    }
+    h
 }
 
 /// The CSV header of the per-tag table.
@@ -322,9 +354,10 @@ pub(super) fn render_csv(r: &Report, per_tag: bool, out: &mut dyn Write) -> std:
         });
         crate::render::csv_table(&mut w, TAG_CSV, rows)?;
     } else {
-        crate::render::csv_record(&mut w, ALLOCATION_CSV)?;
-        for a in r.allocations.iter() {
-            allocation_csv(&mut w, a)?;
+        let contents = r.allocations.contents();
+        crate::render::csv_record(&mut w, allocation_csv_header(!contents.is_empty()))?;
+        for (i, a) in r.allocations.iter().enumerate() {
+            allocation_csv(&mut w, a, contents.get(i))?;
         }
     }
     w.flush()

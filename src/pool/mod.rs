@@ -21,9 +21,10 @@ use pooldump_core::{KernelVa, Target, Warning};
 use serde::Serialize;
 
 use crate::common::{SourceArgs, SymbolArgs, UsageError, kdnet_report, open_source, release};
+use crate::contents::AllocationWithContents;
 use crate::find::{SourceInfo, allocation_cells, allocation_columns, family_name};
 use crate::render::{hex, push_list};
-use contents::{PoolAllocationJson, View};
+use contents::View;
 
 /// The JSON document's schema.
 const SCHEMA: &str = "pooldump.pool/1";
@@ -69,7 +70,7 @@ pub struct Args {
     pub no_description: bool,
     /// Show N bytes of every listed block's body (decimal, or hex with
     /// 0x; at most 0x10000); implies --contents.
-    #[arg(long, value_name = "N", value_parser = parse_byte_count)]
+    #[arg(long, value_name = "N", value_parser = crate::contents::parse_byte_count)]
     pub bytes: Option<u64>,
     /// Read a live kernel over KDNET instead (`port=50000,key=a.b.c.d`);
     /// the target is broken into, read, and resumed.
@@ -107,20 +108,6 @@ fn parse_flags(s: &str) -> Result<u64, String> {
             "`{s}` is not a number (!pool's flags, hex as WinDbg reads them: 1, 2, 3, \
              0x80000000; 0n for decimal)"
         )),
-    }
-}
-
-/// `--bytes N`: decimal, or hexadecimal after `0x`; at least 1.
-fn parse_byte_count(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let n = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
-        Some(h) => u64::from_str_radix(h, 16),
-        None => t.parse::<u64>(),
-    };
-    match n {
-        Ok(0) => Err("show at least 1 byte".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("`{s}` is not a byte count (256, 0x100)")),
     }
 }
 
@@ -187,10 +174,10 @@ struct Report<'a> {
     /// legacy or segment-heap.
     allocator: &'static str,
     verdict: PoolVerdict,
-    containing: Option<PoolAllocationJson<'a>>,
+    containing: Option<AllocationWithContents<'a>>,
     /// The page's allocations, whatever the text lists (--only-containing
     /// trims the text alone); with the contents, those read.
-    allocations: Vec<PoolAllocationJson<'a>>,
+    allocations: Vec<AllocationWithContents<'a>>,
     warnings: Vec<Warning>,
     #[serde(skip_serializing_if = "Option::is_none")]
     kdnet: Option<crate::common::KdnetReport>,
@@ -236,11 +223,11 @@ fn report<'a, M: pooldump_core::Memory>(
 ) -> Report<'a> {
     let mut warnings = t.warnings.clone();
     warnings.extend(p.warnings.iter().cloned());
-    let allocations: Vec<PoolAllocationJson<'a>> = p
+    let allocations: Vec<AllocationWithContents<'a>> = p
         .allocations
         .iter()
         .enumerate()
-        .map(|(i, a)| PoolAllocationJson::new(a, contents_of(bytes, i)))
+        .map(|(i, a)| AllocationWithContents::new(a, contents_of(bytes, i)))
         .collect();
     let containing = holder_index(p).map(|i| allocations[i].clone());
     Report {
@@ -384,7 +371,7 @@ fn push_allocations(
         }
         out.push_str(&line);
         if let Some(c) = contents_of(bytes, i) {
-            contents::push_dwords(c, out);
+            crate::contents::push_dwords(c, out);
         }
     }
 }

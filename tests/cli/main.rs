@@ -17,6 +17,7 @@ mod support;
 mod analyze_cli;
 mod batch_fleet;
 mod callsites_cli;
+mod find_bytes;
 mod find_cli;
 mod hittag_cli;
 mod pool_cli;

@@ -277,6 +277,19 @@ impl<M: Memory> Target<M> {
         pool::find::page_contents(&self.mem, page, opts)
     }
 
+    /// Up to `bytes` of the body of an allocation [`Self::find`] listed
+    /// (`dc` on each `!poolfind` result), bounded by
+    /// [`pool::find::MAX_BLOCK_BYTES`] whatever its size field says;
+    /// unreadable pages are ranges of the answer
+    /// ([`pool::find::allocation_contents`]).
+    pub fn allocation_contents(
+        &self,
+        a: &pool::find::FoundAllocation,
+        bytes: u64,
+    ) -> Result<pool::find::BlockContents, pool::find::PoolAtError> {
+        pool::find::allocation_contents(&self.mem, a, bytes)
+    }
+
     /// The big-page table.
     pub fn big_pool(&self, opts: &BigPoolOptions) -> Result<BigPoolTable, PoolError> {
         pool::read_big_pool(&self.mem, &self.symbols, self.kern_base(), opts)

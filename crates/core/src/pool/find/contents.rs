@@ -161,6 +161,70 @@ pub fn block_contents<M: Memory + ?Sized>(
     })
 }
 
+/// Up to `asked` bytes of the body of an allocation [`find`](crate::Target::find)
+/// listed (no more than [`MAX_BLOCK_BYTES`]). A session-pool allocation's
+/// address is in session space, which each session's processes map and
+/// the kernel's tables do not: its bytes are read through the header's
+/// physical address, within that page, and the rest of the body is an
+/// [`UnreadableRange`] saying so.
+pub fn allocation_contents<M: Memory + ?Sized>(
+    mem: &M,
+    a: &FoundAllocation,
+    asked: u64,
+) -> Result<BlockContents, PoolAtError> {
+    match (a.session, a.pa) {
+        (true, Some(pa)) => {
+            let page = SessionPage {
+                mem,
+                va: a.header.unwrap_or(a.va).0 & !(PAGE_SIZE - 1),
+                pa: pa.0 & !(PAGE_SIZE - 1),
+            };
+            block_contents(&page, a, asked, MAX_BLOCK_BYTES)
+        }
+        _ => block_contents(mem, a, asked, MAX_BLOCK_BYTES),
+    }
+}
+
+/// One page of session space, read through the physical address the scan
+/// found it at.
+struct SessionPage<'m, M: ?Sized> {
+    mem: &'m M,
+    /// The page's virtual address.
+    va: u64,
+    /// Its physical address.
+    pa: u64,
+}
+
+impl<M: Memory + ?Sized> Memory for SessionPage<'_, M> {
+    fn describe(&self) -> String {
+        self.mem.describe()
+    }
+
+    fn kernel_dtb(&self) -> crate::PhysAddr {
+        self.mem.kernel_dtb()
+    }
+
+    fn read_physical(&self, pa: crate::PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
+        self.mem.read_physical(pa, buf)
+    }
+
+    /// Bytes within the page, from its physical address; any other
+    /// address is not read.
+    fn read_virtual(&self, va: KernelVa, buf: &mut [u8]) -> Result<(), MemoryError> {
+        let off = va.0.wrapping_sub(self.va);
+        if off.saturating_add(buf.len() as u64) > PAGE_SIZE {
+            return Err(MemoryError::NotCaptured {
+                va,
+                what: "session space as find reads it".into(),
+                detail: "only the page holding the allocation's header is read, through its \
+                         physical address"
+                    .into(),
+            });
+        }
+        self.mem.read_physical(crate::PhysAddr(self.pa + off), buf)
+    }
+}
+
 /// Read `buf` from `va` a page at a time; the pages that cannot be read
 /// are returned (adjacent ones as one range, with the first one's reason)
 /// and left zero.
@@ -312,5 +376,49 @@ mod tests {
         let only = page_contents(&m, &page, &opts).unwrap();
         assert_eq!(only.iter().flatten().count(), 1);
         assert!(only[0].is_some(), "the holder is the first");
+    }
+
+    #[test]
+    fn a_session_allocation_is_read_through_its_header_s_physical_page() {
+        let m = machine();
+        // Session space: not in the kernel's tables. The scan found the
+        // header at the physical address of VA's second page + 0x100.
+        const SESSION_VA: u64 = 0xFFFF_BC80_0010_0000;
+        let pa = m.translate(KernelVa(VA + PAGE_SIZE)).unwrap().pa.0;
+        let mut a = block(SESSION_VA + 0x100, 0x40, Allocator::LegacyPage);
+        a.pa = Some(crate::PhysAddr(pa + 0x100));
+        a.session = true;
+        let c = allocation_contents(&m, &a, 0x30).unwrap();
+        let want: Vec<u8> = (0..0x30u64)
+            .map(|i| ((PAGE_SIZE + 0x110 + i) % 251) as u8)
+            .collect();
+        assert_eq!(c.bytes, want);
+        assert!(c.unreadable.is_empty(), "{:?}", c.unreadable);
+        assert_eq!((c.body_bytes, c.cut), (0x30, None));
+        // Through the kernel's tables the same address is not mapped.
+        a.session = false;
+        let c = allocation_contents(&m, &a, 0x30).unwrap();
+        assert_eq!(c.unreadable.len(), 1);
+        assert!(
+            c.unreadable[0].reason.contains("not mapped"),
+            "{:?}",
+            c.unreadable
+        );
+        // A session block running past its header's page: the rest is a
+        // range that says why it was not read.
+        let mut big = block(SESSION_VA + 0xF00, 0x200, Allocator::LegacyPage);
+        big.pa = Some(crate::PhysAddr(pa + 0xF00));
+        big.session = true;
+        let c = allocation_contents(&m, &big, 0x1000).unwrap();
+        assert_eq!(c.bytes.len(), 0x1F0);
+        assert_eq!(c.bytes[..0xF0], want_at(PAGE_SIZE + 0xF10, 0xF0)[..]);
+        assert_eq!(c.unreadable.len(), 1);
+        let r = &c.unreadable[0];
+        assert_eq!((r.va, r.bytes), (KernelVa(SESSION_VA + 0x1000), 0x100));
+        assert!(r.reason.contains("only the page holding"), "{}", r.reason);
+    }
+
+    fn want_at(from: u64, n: u64) -> Vec<u8> {
+        (from..from + n).map(|i| (i % 251) as u8).collect()
     }
 }
