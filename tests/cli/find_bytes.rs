@@ -166,6 +166,12 @@ fn bytes_are_what_the_machine_holds_in_every_format() {
     );
     assert!(sim.stats().continues >= 1, "the target was not resumed");
     assert_eq!(live["allocations"], j["allocations"]);
+    // Streamed: each allocation's bytes are read from the scan's threads
+    // while the target is stopped.
+    let extra = ["--bytes", "0x40", "--json", "--unsorted"];
+    let live = find(&a[..2], &syms, &[&a[2..], &extra].concat());
+    assert!(sim.stats().continues >= 2, "the target was not resumed");
+    assert_eq!(sorted(&live), sorted(&j));
 }
 
 #[test]
