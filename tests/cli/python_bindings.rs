@@ -171,6 +171,28 @@ fn test_data(dir: &Path) {
     m.write_dump_file(DumpKind::KernelBitmap, &dump).unwrap();
     m.write_symbol_store(&dir.join("symbols")).unwrap();
     std::fs::write(dir.join("truth.json"), m.truth.to_json()).unwrap();
+    // The first 0x20 bytes of every live `Leak` allocation, as the machine
+    // holds them (for `find(bytes=)`; the truth has no contents).
+    let contents: serde_json::Map<String, serde_json::Value> = m
+        .truth
+        .allocations
+        .iter()
+        .filter(|a| a.tag == "Leak" && a.live && a.in_dump)
+        .map(|a| {
+            let hex: String = m
+                .asp
+                .read_mapped(&m.mem, a.va, 0x20)
+                .iter()
+                .map(|b| format!("{:02x}", b.expect("a live allocation is mapped")))
+                .collect();
+            (a.va.to_string(), hex.into())
+        })
+        .collect();
+    std::fs::write(
+        dir.join("contents.json"),
+        serde_json::Value::Object(contents).to_string(),
+    )
+    .unwrap();
     let mut bad = std::fs::read(&dump).unwrap();
     corrupt_file(&mut bad, FileCorruption::Bits32);
     std::fs::write(dir.join("corrupt.dmp"), bad).unwrap();

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use arrow_array::builder::{ListBuilder, StringBuilder, StructBuilder};
 use arrow_array::{
-    ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-    UInt32Array, UInt64Array,
+    ArrayRef, BinaryArray, BooleanArray, Float64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray, UInt32Array, UInt64Array,
 };
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 
@@ -33,7 +33,7 @@ fn warning_item() -> Field {
 
 /// A Rust value a column holds, and the Arrow array of such values:
 /// `String` → Utf8, `u32` → UInt32, `u64` → UInt64, `f64` → Float64,
-/// `bool` → Boolean.
+/// `bool` → Boolean, `Vec<u8>` → Binary.
 pub trait ColumnValue: Sized {
     /// The array a column of these values is.
     type Array: FromIterator<Option<Self>> + arrow_array::Array + 'static;
@@ -53,6 +53,9 @@ impl ColumnValue for f64 {
 }
 impl ColumnValue for bool {
     type Array = BooleanArray;
+}
+impl ColumnValue for Vec<u8> {
+    type Array = BinaryArray;
 }
 
 /// A record batch built column by column: each column's name, type,

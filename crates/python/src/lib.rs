@@ -175,13 +175,17 @@ impl Dump {
     }
 
     /// Every allocation carrying one of `tags` (`!poolfind`): PoolMon
-    /// patterns (`Ab?1`, `Ab*`) and `0x...` values are accepted.
-    #[pyo3(signature = (tags, allocated_only=false))]
+    /// patterns (`Ab?1`, `Ab*`) and `0x...` values are accepted. With
+    /// `bytes=N`, each allocation's first N bytes after its pool header
+    /// (at most 0x10000) as `contents`, and how many of them could not be
+    /// read (zero-filled) as `contents_unreadable`.
+    #[pyo3(signature = (tags, allocated_only=false, bytes=None))]
     fn find(
         &self,
         py: Python<'_>,
         tags: Vec<String>,
         allocated_only: bool,
+        bytes: Option<u64>,
     ) -> PyResult<PyArrowType<Table>> {
         let patterns = tags
             .iter()
@@ -190,15 +194,35 @@ impl Dump {
         if patterns.is_empty() {
             return Err(PyValueError::new_err("find() needs at least one tag"));
         }
-        let report = py
-            .detach(|| self.target.find(&patterns, &FindOptions::default()))
+        if bytes == Some(0) {
+            return Err(PyValueError::new_err("bytes: ask for at least 1 byte"));
+        }
+        let (report, contents) = py
+            .detach(|| {
+                let mut r = self.target.find(&patterns, &FindOptions::default())?;
+                if allocated_only {
+                    r.allocations
+                        .retain(|a| a.state == find::AllocationState::Allocated);
+                }
+                let contents = match bytes {
+                    Some(n) => r
+                        .allocations
+                        .iter()
+                        .map(|a| self.target.allocation_contents(a, n))
+                        .collect::<Result<Vec<_>, _>>()?,
+                    None => Vec::new(),
+                };
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>((r, contents))
+            })
             .map_err(|e| err(format!("{}: {e}", self.path.display())))?;
-        let a: Vec<_> = report
+        let rows: Vec<Row<'_>> = report
             .allocations
             .iter()
-            .filter(|a| !allocated_only || a.state == find::AllocationState::Allocated)
+            .enumerate()
+            .map(|(i, a)| (a, contents.get(i)))
             .collect();
-        let batch = find_columns(&a)
+        let columns = find_columns(&rows, bytes.is_some());
+        let batch = columns
             .finish()
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let schema = batch.schema();
@@ -215,22 +239,33 @@ impl Dump {
     }
 }
 
-/// The columns of `Dump.find()`.
-fn find_columns<'r>(a: &'r [&'r FoundAllocation]) -> Columns<'r, &'r FoundAllocation> {
-    Columns::new(a)
-        .column("tag", |x| x.tag.to_string())
-        .column("tag_value", |x| x.tag.value())
-        .column("va", |x| x.va.u64())
-        .column_or_null("header", |x| x.header.map(|h| h.u64()))
-        .column_or_null("pa", |x| x.pa.map(|p| p.0))
-        .column("bytes", |x| x.bytes)
-        .column("pool", |x| x.pool.name().to_string())
-        .column("session", |x| x.session)
-        .column("pool_type", |x| x.pool_type)
-        .column("state", |x| x.state.to_string())
-        .column("allocator", |x| x.allocator.to_string())
-        .column("protected", |x| x.protected)
-        .column("in_dump", |x| x.in_dump)
+/// A row of `Dump.find()`: an allocation and, with `bytes=`, its contents.
+type Row<'r> = (&'r FoundAllocation, Option<&'r find::BlockContents>);
+
+/// The columns of `Dump.find()`; `contents` and `contents_unreadable` when
+/// the bytes were read (every row then has them).
+fn find_columns<'r>(rows: &'r [Row<'r>], contents: bool) -> Columns<'r, Row<'r>> {
+    let c = Columns::new(rows)
+        .column("tag", |(x, _)| x.tag.to_string())
+        .column("tag_value", |(x, _)| x.tag.value())
+        .column("va", |(x, _)| x.va.u64())
+        .column_or_null("header", |(x, _)| x.header.map(|h| h.u64()))
+        .column_or_null("pa", |(x, _)| x.pa.map(|p| p.0))
+        .column("bytes", |(x, _)| x.bytes)
+        .column("pool", |(x, _)| x.pool.name().to_string())
+        .column("session", |(x, _)| x.session)
+        .column("pool_type", |(x, _)| x.pool_type)
+        .column("state", |(x, _)| x.state.to_string())
+        .column("allocator", |(x, _)| x.allocator.to_string())
+        .column("protected", |(x, _)| x.protected)
+        .column("in_dump", |(x, _)| x.in_dump);
+    if !contents {
+        return c;
+    }
+    c.column_or_null("contents", |(_, b)| b.map(|b| b.bytes.clone()))
+        .column_or_null("contents_unreadable", |(_, b)| {
+            b.map(|b| b.unreadable.iter().map(|r| r.bytes).sum::<u64>())
+        })
 }
 
 /// Open a kernel crash dump and load nt's symbols. `symbol_path` is in

@@ -67,6 +67,20 @@ def test_find_lists_every_live_allocation_of_a_tag(dump, truth):
     assert set(both.column("tag").to_pylist()) == {"Leak", "LkBf"}
 
 
+def test_find_reads_each_allocation_s_bytes(dump):
+    # Written by tests/cli/python_bindings.rs from the machine's memory.
+    want = json.loads((DATA / "contents.json").read_text())
+    t = dump.find(["Leak"], allocated_only=True, bytes=0x20)
+    assert t.num_rows == len(want) > 0
+    assert t.schema.field("contents").type == pa.binary()
+    for row in t.to_pylist():
+        assert row["contents"] == bytes.fromhex(want[str(row["va"])])
+        assert row["contents_unreadable"] == 0
+    assert "contents" not in dump.find(["Leak"]).column_names
+    with pytest.raises(ValueError):
+        dump.find(["Leak"], bytes=0)
+
+
 def test_find_refuses_a_bad_pattern(dump):
     with pytest.raises(ValueError):
         dump.find(["toolong"])
