@@ -427,4 +427,13 @@ mod tests {
         assert_eq!(contents_fit(4096, u64::MAX), Ok(()));
         assert!(contents_fit(usize::MAX, 1).is_err());
     }
+
+    #[test]
+    fn rows_with_contents_are_formatted_a_few_at_a_time() {
+        use text::rows_per_block;
+        assert_eq!(rows_per_block(4096, 0), 4096);
+        assert_eq!(rows_per_block(256, 0x20), 256);
+        assert_eq!(rows_per_block(4096, 0x1_0000), 4);
+        assert_eq!(rows_per_block(4096, u64::MAX), 1);
+    }
 }

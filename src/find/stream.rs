@@ -15,13 +15,13 @@ use std::ops::ControlFlow;
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
-use pooldump_core::pool::find::{AllocationState, BlockContents, FoundAllocation};
+use pooldump_core::pool::find::{AllocationState, BlockContents, FoundAllocation, MAX_BLOCK_BYTES};
 use serde::Serialize;
 
 use super::report::{AllocationJson, Listed, Report, SourceInfo};
 use super::text::{
     Shown, allocation_cells, allocation_columns, allocation_csv, allocation_csv_header,
-    push_allocations, render_text,
+    push_allocations, render_text, rows_per_block,
 };
 use super::{Args, Opened};
 use crate::contents::AllocationWithContents;
@@ -149,13 +149,17 @@ impl<W: Write + Send> Stream<'_, W> {
     fn batch(&self, batch: &[FoundAllocation]) -> ControlFlow<()> {
         const PIECE: usize = 256;
         let mut text = Vec::with_capacity(PIECE * 256);
+        // With --bytes, fewer rows a piece: a piece's text stays near a
+        // few MiB however many bytes each row shows.
+        let each = self.contents.map_or(0, |(_, n)| n.min(MAX_BLOCK_BYTES));
+        let rows = rows_per_block(PIECE, each);
         let mut shown = batch
             .iter()
             .filter(|a| !self.allocated_only || a.state == AllocationState::Allocated)
             .peekable();
         while shown.peek().is_some() {
             text.clear();
-            let piece: Vec<&FoundAllocation> = shown.by_ref().take(PIECE).collect();
+            let piece: Vec<&FoundAllocation> = shown.by_ref().take(rows).collect();
             let contents = match self.contents {
                 Some((o, bytes)) => {
                     let read: Result<Vec<_>> = piece

@@ -121,13 +121,19 @@ fn write_allocations(
         t.merge(&widths);
     }
     t.write_header(w, 1)?;
-    // A bounded number of formatted blocks at a time.
-    for (n, group) in list.chunks(BLOCK * 16).enumerate() {
-        let text: Vec<String> = group
-            .par_chunks(BLOCK)
-            .enumerate()
-            .map(|(k, c)| {
-                let first = n * BLOCK * 16 + k * BLOCK;
+    // A bounded number of formatted blocks at a time: with contents, fewer
+    // rows a block, so that a block's text stays near a few MiB however
+    // many bytes each row shows.
+    let longest = contents.iter().map(|c| c.bytes.len() as u64).max();
+    let rows = rows_per_block(BLOCK, longest.unwrap_or(0));
+    for group in (0..list.len()).step_by(rows * 16) {
+        let blocks: Vec<usize> = (group..list.len().min(group + rows * 16))
+            .step_by(rows)
+            .collect();
+        let text: Vec<String> = blocks
+            .into_par_iter()
+            .map(|first| {
+                let c = &list[first..list.len().min(first + rows)];
                 let bytes = contents.get(first..first + c.len());
                 let mut s = String::with_capacity(c.len() * 96);
                 push_allocations(&t, c, bytes, &mut s);
@@ -139,6 +145,19 @@ fn write_allocations(
         }
     }
     Ok(())
+}
+
+/// The bytes of contents a block of formatted rows carries at most (its
+/// text is about five times as long).
+const BLOCK_CONTENTS: u64 = 256 << 10;
+
+/// Rows a block of formatted text holds when each row shows up to `each`
+/// bytes of contents: `most`, or fewer, never none.
+pub(super) fn rows_per_block(most: usize, each: u64) -> usize {
+    match BLOCK_CONTENTS.checked_div(each) {
+        Some(n) => usize::try_from(n).map_or(most, |n| n.clamp(1, most)),
+        None => most,
+    }
 }
 
 /// The rows of `list` in the columns `t`, appended to `s`; with
