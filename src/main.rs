@@ -30,14 +30,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-const ABOUT: &str = "Find Windows kernel pool leaks in crash dumps";
+const ABOUT: &str = "Find Windows kernel pool leaks in crash dumps and on live targets";
 
 const LONG_ABOUT: &str = "\
-pooldump finds Windows kernel pool leaks in crash dumps. It reads a Windows x64
-kernel dump (MEMORY.DMP: complete, kernel or automatic, from Windows 7 to
-Windows 11, or WinDbg's RDMP) and works out the kernel's pool usage by tag,
-as PoolMon and WinDbg's !poolused do, so a leaking driver stands out without a
-debugger session.
+pooldump finds Windows kernel pool leaks in crash dumps and on live targets
+over KDNET. It reads a Windows x64 kernel dump (MEMORY.DMP: complete, kernel
+or automatic, from Windows 7 to Windows 11, or WinDbg's RDMP), or a running
+kernel as WinDbg's `-k net:` does, and works out the pool usage by tag, as
+PoolMon and WinDbg's !poolused do, so a leaking driver stands out; then who
+allocates the tag: the call sites in the drivers (callsites), PoolHitTag's
+stacks on a live target (hittag), a fresh tag per site (relabel).
 
 Start with `pooldump info MEMORY.DMP`: it shows what the dump is, which kernel
 it holds (and the PDB that kernel needs), and the loaded drivers.";
