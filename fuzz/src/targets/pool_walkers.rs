@@ -6,13 +6,15 @@
 //! (crates/core/src/pool, processes.rs), the module list and KDBG (crates/core/src/kernel),
 //! and `pool_at` (`!pool Addr`: find's frame scan of one page for every
 //! tag, with the segment-heap checks, and the big-page table) with the
-//! listed blocks' contents (`!pool Addr 1`).
+//! listed blocks' contents (`!pool Addr 1`, and `find --bytes` on them).
 use std::sync::OnceLock;
 
 use super::super::{CyclicVirt, u64_at};
 use pooldump_core::KernelVa;
 use pooldump_core::kernel::{WalkLimits, read_kdbg, read_pe_image, walk_loaded_modules};
-use pooldump_core::pool::find::{ContentsOptions, PoolAtOptions, page_contents, pool_at};
+use pooldump_core::pool::find::{
+    ContentsOptions, FoundAllocation, PoolAtOptions, allocation_contents, page_contents, pool_at,
+};
 use pooldump_core::pool::{
     BigPoolOptions, TrackerOptions, read_big_pool, read_pool_usage, read_session_pool,
 };
@@ -102,6 +104,17 @@ pub fn run(data: &[u8]) {
             holder_only: head[2] & 4 == 4,
         };
         let _ = page_contents(&mem, &page, &contents);
+        // `find --bytes`: a few of the blocks, as listed and as session
+        // pool (read through the header's physical page).
+        for a in page.allocations.iter().take(4) {
+            let bytes = u64::from(head[1]) << (head[2] & 0xF);
+            let _ = allocation_contents(&mem, a, bytes);
+            let session = FoundAllocation {
+                session: true,
+                ..a.clone()
+            };
+            let _ = allocation_contents(&mem, &session, bytes);
+        }
     }
     let _ = read_pe_image(&mem, kern_base);
 }
