@@ -6,23 +6,12 @@
 use crate::support;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, UdpSocket};
 use std::path::Path;
-use std::process::Command;
-use std::time::Duration;
 
-use pooldump_kdnet_sim::{SimConfig, SimTarget};
-use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
-use support::{Finished, repo_root, run_bounded};
-
-fn pooldump(args: &[&str]) -> Finished {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
-    c.args(args)
-        .env_remove("_NT_SYMBOL_PATH")
-        .current_dir(repo_root());
-    // Hang detector, not a timing test.
-    run_bounded(&mut c, Duration::from_secs(120))
-}
+use crate::find_cli::{pooldump, va};
+use pooldump_kdnet_sim::SimTarget;
+use pooldump_kit::{Machine, NtBuild, Scenario};
+use support::repo_root;
 
 /// `find` on `source` (a dump, or `--kdnet SPEC`) with the symbols in `syms`.
 fn find(source: &[&str], syms: &Path, extra: &[&str]) -> serde_json::Value {
@@ -38,10 +27,6 @@ fn find(source: &[&str], syms: &Path, extra: &[&str]) -> serde_json::Value {
     } else {
         serde_json::Value::String(r.stdout)
     }
-}
-
-fn va(s: &str) -> u64 {
-    u64::from_str_radix(&s.replace('`', ""), 16).unwrap()
 }
 
 /// What the machine holds at `va`: two hex digits a byte, `??` where
@@ -60,10 +45,7 @@ const SHOWN: usize = 0x40;
 fn bytes_are_what_the_machine_holds_in_every_format() {
     let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 23));
     let dir = tempfile::tempdir().unwrap();
-    let dump = dir.path().join("MEMORY.DMP");
-    m.write_dump_file(DumpKind::KernelBitmap, &dump).unwrap();
-    let syms = dir.path().join("symbols");
-    m.write_symbol_store(&syms).unwrap();
+    let (dump, syms) = support::write_dump_and_symbols(&m, dir.path());
     let d = dump.display().to_string();
     let tags = ["--tag", "Leak", "--tag", "Irp", "--tag", "NSbf"];
     let with = |extra: &[&str]| {
@@ -164,12 +146,8 @@ fn bytes_are_what_the_machine_holds_in_every_format() {
     }
 
     // A live target: the same allocations with the same bytes.
-    let port = {
-        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        s.local_addr().unwrap().port()
-    };
     let key = "1.2.3.4";
-    let cfg = SimConfig::new(key.parse().unwrap(), (Ipv4Addr::LOCALHOST, port).into());
+    let (cfg, port) = support::loopback_sim(key);
     let sim = SimTarget::spawn(m, cfg).unwrap();
     let spec = format!("port={port},key={key},bind=127.0.0.1");
     let mut a = vec!["--kdnet", spec.as_str()];

@@ -14,7 +14,7 @@ use pooldump_kit::corrupt::{Corruption, FileCorruption, corrupt_file};
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
 use support::{Finished, repo_root, run_bounded, sample_truth};
 
-fn pooldump(args: &[&str]) -> Finished {
+pub(crate) fn pooldump(args: &[&str]) -> Finished {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pooldump"));
     c.args(args)
         .env_remove("_NT_SYMBOL_PATH")
@@ -44,7 +44,7 @@ fn live(t: &serde_json::Value, tag: &str) -> BTreeSet<u64> {
         .collect()
 }
 
-fn va(s: &str) -> u64 {
+pub(crate) fn va(s: &str) -> u64 {
     u64::from_str_radix(&s.replace('`', ""), 16).unwrap()
 }
 
@@ -232,24 +232,16 @@ fn hostile_page_tables_and_sizes_do_not_hang() {
 
 #[test]
 fn live_kdnet_target_gives_what_the_dump_gives() {
-    use std::net::{Ipv4Addr, UdpSocket};
-
-    use pooldump_kdnet_sim::{SimConfig, SimTarget};
+    use pooldump_kdnet_sim::SimTarget;
 
     let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 23));
     let dir = tempfile::tempdir().unwrap();
-    let dump = dir.path().join("MEMORY.DMP");
-    m.write_dump_file(DumpKind::KernelBitmap, &dump).unwrap();
-    m.write_symbol_store(&dir.path().join("symbols")).unwrap();
+    let (dump, _) = support::write_dump_and_symbols(&m, dir.path());
     let from_dump = find(&dump, &["--tag", "Leak", "--tag", "Irp", "--json"]);
     assert_eq!(from_dump.code(), Some(0), "{}", from_dump.stderr);
 
-    let port = {
-        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        s.local_addr().unwrap().port()
-    };
     let key = "1.2.3.4";
-    let cfg = SimConfig::new(key.parse().unwrap(), (Ipv4Addr::LOCALHOST, port).into());
+    let (cfg, port) = support::loopback_sim(key);
     let sim = SimTarget::spawn(m, cfg).unwrap();
     let spec = format!("port={port},key={key},bind=127.0.0.1");
     let syms = dir.path().join("symbols").display().to_string();
