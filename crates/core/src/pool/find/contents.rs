@@ -389,10 +389,7 @@ mod tests {
         a.pa = Some(crate::PhysAddr(pa + 0x100));
         a.session = true;
         let c = allocation_contents(&m, &a, 0x30).unwrap();
-        let want: Vec<u8> = (0..0x30u64)
-            .map(|i| ((PAGE_SIZE + 0x110 + i) % 251) as u8)
-            .collect();
-        assert_eq!(c.bytes, want);
+        assert_eq!(c.bytes, want_at(PAGE_SIZE + 0x110, 0x30));
         assert!(c.unreadable.is_empty(), "{:?}", c.unreadable);
         assert_eq!((c.body_bytes, c.cut), (0x30, None));
         // Through the kernel's tables the same address is not mapped.
@@ -418,6 +415,7 @@ mod tests {
         assert!(r.reason.contains("only the page holding"), "{}", r.reason);
     }
 
+    /// The counting bytes `machine` holds from `from` (an offset from VA).
     fn want_at(from: u64, n: u64) -> Vec<u8> {
         (from..from + n).map(|i| (i % 251) as u8).collect()
     }
