@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use pooldump_core::pool::TagPattern;
 use pooldump_core::pool::find::{
     AllocationState, BlockContents, Engine, FindOptions, FindReport, FindSink, FoundAllocation,
-    MAX_BLOCK_BYTES, ScanProgress,
+    ScanProgress, contents_fit,
 };
 use pooldump_core::relabel::RelabelMap;
 use pooldump_core::{Target, Warning, WarningKind};
@@ -260,11 +260,6 @@ fn search_stopped(args: &Args, o: &Opened, sink: Option<&dyn FindSink>) -> Resul
     found.with_context(|| format!("{}: build {}: finding the tags", o.meta.name, o.meta.build))
 }
 
-/// The most bytes of contents the sorted listing holds (`--bytes` for
-/// every allocation, read before it is written); `--unsorted` reads each
-/// as it writes it and holds none.
-const MAX_CONTENTS_HELD: u64 = 256 << 20;
-
 /// The search, then `bytes` of each allocation listed, read before a live
 /// target runs again: with `--allocated`, only the allocated ones are
 /// kept (and read).
@@ -279,31 +274,20 @@ fn search_with_contents(
             .allocations
             .retain(|a| a.state == AllocationState::Allocated);
     }
-    contents_fit(found.allocations.len(), bytes)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", o.meta.name))?;
+    // The sorted listing holds every allocation's bytes until it writes
+    // them; --unsorted reads each as it writes it and holds none.
+    if let Err(e) = contents_fit(found.allocations.len(), bytes) {
+        bail!(
+            "{}: {e}: --unsorted writes each allocation as it is found, or ask fewer --bytes",
+            o.meta.name
+        );
+    }
     let contents = found
         .allocations
         .par_iter()
         .map(|a| read_contents(o, a, bytes))
         .collect::<Result<_>>()?;
     Ok((found, contents))
-}
-
-/// Whether `bytes` of each of `count` allocations fit in what the sorted
-/// listing holds ([`MAX_CONTENTS_HELD`]); if not, why and what to do.
-fn contents_fit(count: usize, bytes: u64) -> Result<(), String> {
-    let each = bytes.min(MAX_BLOCK_BYTES);
-    let held = each.saturating_mul(count as u64);
-    if held <= MAX_CONTENTS_HELD {
-        return Ok(());
-    }
-    Err(format!(
-        "{count} allocations with {each:#x} bytes each is {} MiB of contents, more than the {} MiB \
-         the sorted listing holds: --unsorted writes each allocation as it is found, or ask fewer \
-         --bytes",
-        held.div_ceil(1 << 20),
-        MAX_CONTENTS_HELD >> 20
-    ))
 }
 
 /// `bytes` of `a`'s body; only a live link failing is an error.
@@ -412,21 +396,6 @@ impl ScanProgress for ScanBar {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_sorted_listing_holds_a_bounded_amount_of_contents() {
-        assert_eq!(contents_fit(4096, 0x1_0000), Ok(()));
-        let e = contents_fit(4097, 0x1_0000).unwrap_err();
-        assert!(
-            e.starts_with("4097 allocations with 0x10000 bytes each is 257 MiB"),
-            "{e}"
-        );
-        assert!(e.contains("--unsorted"), "{e}");
-        // A block is never read past MAX_BLOCK_BYTES, so asking more
-        // counts as that much.
-        assert_eq!(contents_fit(4096, u64::MAX), Ok(()));
-        assert!(contents_fit(usize::MAX, 1).is_err());
-    }
 
     #[test]
     fn rows_with_contents_are_formatted_a_few_at_a_time() {

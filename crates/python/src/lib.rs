@@ -178,7 +178,8 @@ impl Dump {
     /// patterns (`Ab?1`, `Ab*`) and `0x...` values are accepted. With
     /// `bytes=N`, each allocation's first N bytes after its pool header
     /// (at most 0x10000) as `contents`, and how many of them could not be
-    /// read (zero-filled) as `contents_unreadable`.
+    /// read (zero-filled) as `contents_unreadable`; refused (before any is
+    /// read) when all of them would pass 256 MiB.
     #[pyo3(signature = (tags, allocated_only=false, bytes=None))]
     fn find(
         &self,
@@ -205,11 +206,13 @@ impl Dump {
                         .retain(|a| a.state == find::AllocationState::Allocated);
                 }
                 let contents = match bytes {
-                    Some(n) => r
-                        .allocations
-                        .iter()
-                        .map(|a| self.target.allocation_contents(a, n))
-                        .collect::<Result<Vec<_>, _>>()?,
+                    Some(n) => {
+                        find::contents_fit(r.allocations.len(), n)?;
+                        r.allocations
+                            .iter()
+                            .map(|a| self.target.allocation_contents(a, n))
+                            .collect::<Result<Vec<_>, _>>()?
+                    }
                     None => Vec::new(),
                 };
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>((r, contents))

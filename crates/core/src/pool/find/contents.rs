@@ -39,6 +39,42 @@ pub const MAX_BLOCK_BYTES: u64 = 0x1_0000;
 /// table can put many entries over one page).
 pub const MAX_PAGE_BYTES: u64 = 0x4_0000;
 
+/// The most bytes of contents one listing is meant to hold: `find --bytes`
+/// sorted, or a table of [`allocation_contents`] for every allocation of a
+/// report ([`contents_fit`]).
+pub const MAX_LISTING_BYTES: u64 = 256 << 20;
+
+/// `bytes` of each of `count` allocations would be more than
+/// [`MAX_LISTING_BYTES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{count} allocations with {each:#x} bytes each is {} MiB of contents, more than the {} MiB \
+     one listing holds",
+    .held.div_ceil(1 << 20),
+    MAX_LISTING_BYTES >> 20
+)]
+pub struct ContentsTooLarge {
+    /// The allocations.
+    pub count: usize,
+    /// The bytes read of each (the request, capped at [`MAX_BLOCK_BYTES`]).
+    pub each: u64,
+    /// What all of them would hold.
+    pub held: u64,
+}
+
+/// Whether `bytes` of each of `count` allocations fit in
+/// [`MAX_LISTING_BYTES`], checked before any is read: a dump can hold
+/// millions of allocations of one tag, and a block is never read past
+/// [`MAX_BLOCK_BYTES`], so asking more counts as that much.
+pub fn contents_fit(count: usize, bytes: u64) -> Result<(), ContentsTooLarge> {
+    let each = bytes.min(MAX_BLOCK_BYTES);
+    let held = each.saturating_mul(count as u64);
+    if held <= MAX_LISTING_BYTES {
+        return Ok(());
+    }
+    Err(ContentsTooLarge { count, each, held })
+}
+
 /// Which blocks to read and how much of each.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ContentsOptions {
@@ -413,6 +449,21 @@ mod tests {
         let r = &c.unreadable[0];
         assert_eq!((r.va, r.bytes), (KernelVa(SESSION_VA + 0x1000), 0x100));
         assert!(r.reason.contains("only the page holding"), "{}", r.reason);
+    }
+
+    #[test]
+    fn a_listing_holds_a_bounded_amount_of_contents() {
+        assert_eq!(contents_fit(4096, 0x1_0000), Ok(()));
+        let e = contents_fit(4097, 0x1_0000).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "4097 allocations with 0x10000 bytes each is 257 MiB of contents, more than the \
+             256 MiB one listing holds"
+        );
+        // A block is never read past MAX_BLOCK_BYTES, so asking more
+        // counts as that much.
+        assert_eq!(contents_fit(4096, u64::MAX), Ok(()));
+        assert!(contents_fit(usize::MAX, 1).is_err());
     }
 
     /// The counting bytes `machine` holds from `from` (an offset from VA).
