@@ -321,23 +321,17 @@ pub(super) fn allocation_csv<W: Write>(
         a.protected.to_string(),
         a.in_dump.to_string(),
     ];
-    match contents {
-        Some(c) => {
-            crate::render::csv_record(w, cells.into_iter().chain([crate::contents::hex_bytes(c)]))?
-        }
-        None => crate::render::csv_record(w, cells)?,
-    }
+    let bytes = contents.map(crate::contents::hex_bytes);
+    crate::render::csv_record(w, cells.into_iter().chain(bytes))?;
     Ok(())
 }
 
 /// The CSV header of the allocation list, with the contents column when
 /// the bytes were read.
-pub(super) fn allocation_csv_header(contents: bool) -> Vec<&'static str> {
-    let mut h = ALLOCATION_CSV.to_vec();
-    if contents {
-        h.push(CONTENTS_CSV);
-    }
-    h
+pub(super) fn allocation_csv_header(contents: bool) -> impl Iterator<Item = &'static str> {
+    ALLOCATION_CSV
+        .into_iter()
+        .chain(contents.then_some(CONTENTS_CSV))
 }
 
 /// The CSV header of the per-tag table.
