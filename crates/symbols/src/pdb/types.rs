@@ -38,6 +38,15 @@ fn parse_type<'t>(
     finder.find(idx).and_then(|t| t.parse())
 }
 
+/// A struct, union or enum definition in the type stream (not a forward
+/// reference).
+struct Definition {
+    name: String,
+    unique: Option<String>,
+    idx: TypeIndex,
+    is_enum: bool,
+}
+
 pub(super) fn read_types<'t>(
     tpi: &'t pdb2::TypeInformation<'_>,
     finder: &mut TypeFinder<'t>,
@@ -45,77 +54,18 @@ pub(super) fn read_types<'t>(
     out: &mut Layouts,
     warnings: &mut Vec<String>,
 ) -> pdb2::Result<DefinitionNames> {
-    let mut iter = tpi.iter();
-    // Pass 1: index every definition by name; remember which to lay out.
     let mut names = DefinitionNames {
         undecodable,
         ..Default::default()
     };
-    // Definitions in stream order: name, unique name, index, is an enum.
-    let mut found: Vec<(String, Option<String>, TypeIndex, bool)> = Vec::new();
-    let mut unparsed = 0usize;
-    while let Some(item) = iter.next()? {
-        finder.update(&iter);
-        let idx = item.index();
-        let parsed = if let Some(&leaf) = names.undecodable.get(&idx.0) {
-            Err(pdb2::Error::UnimplementedTypeKind(leaf))
-        } else {
-            item.parse()
-        };
-        // A definition's name, unique name and kind (forward references
-        // are resolved to definitions later, by name).
-        let def = match &parsed {
-            Ok(TypeData::Class(c)) => Some((c.name, c.unique_name, c.properties, false)),
-            Ok(TypeData::Union(u)) => Some((u.name, u.unique_name, u.properties, false)),
-            Ok(TypeData::Enumeration(e)) => Some((e.name, e.unique_name, e.properties, true)),
-            Ok(_) => None,
-            Err(_) => {
-                unparsed += 1;
-                None
-            }
-        };
-        if let Some((name, unique, properties, is_enum)) = def
-            && !properties.forward_reference()
-        {
-            found.push((
-                name.to_string().into_owned(),
-                unique.map(|u| u.to_string().into_owned()),
-                idx,
-                is_enum,
-            ));
-        }
-    }
-    // MSVC gives every anonymous type of a C file the same unique name
-    // (`.?AU<unnamed-tag>@@`, `.?AT<unnamed-tag>@@`): a unique name held by
-    // more than one anonymous definition names none of them.
-    let mut shared: HashMap<&str, u32> = HashMap::new();
-    for (name, unique, _, _) in &found {
-        if let (true, Some(u)) = (is_anonymous(name), unique) {
-            *shared.entry(u.as_str()).or_default() += 1;
-        }
-    }
-    let mut defs: Vec<(String, TypeIndex)> = Vec::new();
-    let mut enums: Vec<(String, TypeIndex)> = Vec::new();
-    for (name, unique, idx, is_enum) in &found {
-        let unique = unique
-            .as_deref()
-            .filter(|u| shared.get(u).is_none_or(|&n| n < 2));
-        let key = type_key(name, unique, *idx);
-        names.key_by_index.insert(idx.0, key.clone());
-        if !names.by_name.contains_key(&key) {
-            names.by_name.insert(key.clone(), *idx);
-            if *is_enum {
-                enums.push((key, *idx));
-            } else {
-                defs.push((key, *idx));
-            }
-        }
-    }
+    // Pass 1: index every definition by name; remember which to lay out.
+    let (found, unparsed) = definitions(tpi, finder, &names.undecodable)?;
     if unparsed > 0 {
         warnings.push(format!(
             "{unparsed} type records use kinds pdb2 does not parse and were skipped"
         ));
     }
+    let (defs, enums) = name_definitions(&found, &mut names);
     // Pass 2: lay out each definition.
     let finder = &*finder;
     for (key, idx) in defs {
@@ -135,6 +85,86 @@ pub(super) fn read_types<'t>(
         }
     }
     Ok(names)
+}
+
+/// The definitions in stream order, and how many records pdb2 could not
+/// parse. Feeds `finder` every record on the way.
+fn definitions<'t>(
+    tpi: &'t pdb2::TypeInformation<'_>,
+    finder: &mut TypeFinder<'t>,
+    undecodable: &HashMap<u32, u16>,
+) -> pdb2::Result<(Vec<Definition>, usize)> {
+    let mut iter = tpi.iter();
+    let mut found = Vec::new();
+    let mut unparsed = 0usize;
+    while let Some(item) = iter.next()? {
+        finder.update(&iter);
+        let idx = item.index();
+        let parsed = if let Some(&leaf) = undecodable.get(&idx.0) {
+            Err(pdb2::Error::UnimplementedTypeKind(leaf))
+        } else {
+            item.parse()
+        };
+        // A definition's name, unique name and kind (forward references
+        // are resolved to definitions later, by name).
+        let def = match &parsed {
+            Ok(TypeData::Class(c)) => Some((c.name, c.unique_name, c.properties, false)),
+            Ok(TypeData::Union(u)) => Some((u.name, u.unique_name, u.properties, false)),
+            Ok(TypeData::Enumeration(e)) => Some((e.name, e.unique_name, e.properties, true)),
+            Ok(_) => None,
+            Err(_) => {
+                unparsed += 1;
+                None
+            }
+        };
+        if let Some((name, unique, properties, is_enum)) = def
+            && !properties.forward_reference()
+        {
+            found.push(Definition {
+                name: name.to_string().into_owned(),
+                unique: unique.map(|u| u.to_string().into_owned()),
+                idx,
+                is_enum,
+            });
+        }
+    }
+    Ok((found, unparsed))
+}
+
+/// Definitions to lay out, by key.
+type Keyed = Vec<(String, TypeIndex)>;
+
+/// Key every definition (`names`), and list the first of each key to lay
+/// out: structs and unions, then enums.
+fn name_definitions(found: &[Definition], names: &mut DefinitionNames) -> (Keyed, Keyed) {
+    // MSVC gives every anonymous type of a C file the same unique name
+    // (`.?AU<unnamed-tag>@@`, `.?AT<unnamed-tag>@@`): a unique name held by
+    // more than one anonymous definition names none of them.
+    let mut shared: HashMap<&str, u32> = HashMap::new();
+    for d in found {
+        if let (true, Some(u)) = (is_anonymous(&d.name), &d.unique) {
+            *shared.entry(u.as_str()).or_default() += 1;
+        }
+    }
+    let mut defs = Vec::new();
+    let mut enums = Vec::new();
+    for d in found {
+        let unique = d
+            .unique
+            .as_deref()
+            .filter(|u| shared.get(u).is_none_or(|&n| n < 2));
+        let key = type_key(&d.name, unique, d.idx);
+        names.key_by_index.insert(d.idx.0, key.clone());
+        if !names.by_name.contains_key(&key) {
+            names.by_name.insert(key.clone(), d.idx);
+            if d.is_enum {
+                enums.push((key, d.idx));
+            } else {
+                defs.push((key, d.idx));
+            }
+        }
+    }
+    (defs, enums)
 }
 
 /// The name a type is stored under. Anonymous nested types all share a
@@ -294,33 +324,44 @@ fn describe(
             f.enum_name =
                 Some(key.unwrap_or_else(|| type_key(&e.name.to_string(), unique.as_deref(), ti)));
         }
-        TypeData::Array(a) => {
-            let total = u64::from(*a.dimensions.last().unwrap_or(&0));
-            let mut elem = FieldLayout::default();
-            describe(finder, names, a.element_type, &mut elem, depth + 1)?;
-            // Multi-dimensional arrays list cumulative byte sizes; the
-            // element of the outermost dimension is the next one in.
-            let elem_size = if a.dimensions.len() > 1 {
-                u64::from(a.dimensions[a.dimensions.len() - 2])
-            } else {
-                elem.size
-            };
-            f.size = total;
-            f.element_size = Some(elem_size);
-            f.count = Some(total.checked_div(elem_size).unwrap_or(0));
-            if a.dimensions.len() > 1 || elem.count.is_some() {
-                f.type_name = "array".into();
-            } else {
-                f.type_name = elem.type_name;
-                f.pointee = elem.pointee;
-                f.enum_name = elem.enum_name;
-            }
-        }
+        TypeData::Array(a) => describe_array(finder, names, &a, f, depth)?,
         TypeData::Procedure(_) | TypeData::MemberFunction(_) => {
             f.size = 0;
             f.type_name = "function".into();
         }
         other => return Err(format!("unsupported member type {other:?}")),
+    }
+    Ok(())
+}
+
+/// An array member: its total size, element size and count, and the
+/// element's type (`array` for an array of arrays).
+fn describe_array(
+    finder: &TypeFinder<'_>,
+    names: &DefinitionNames,
+    a: &pdb2::ArrayType,
+    f: &mut FieldLayout,
+    depth: u32,
+) -> Result<(), String> {
+    let total = u64::from(*a.dimensions.last().unwrap_or(&0));
+    let mut elem = FieldLayout::default();
+    describe(finder, names, a.element_type, &mut elem, depth + 1)?;
+    // Multi-dimensional arrays list cumulative byte sizes; the
+    // element of the outermost dimension is the next one in.
+    let elem_size = if a.dimensions.len() > 1 {
+        u64::from(a.dimensions[a.dimensions.len() - 2])
+    } else {
+        elem.size
+    };
+    f.size = total;
+    f.element_size = Some(elem_size);
+    f.count = Some(total.checked_div(elem_size).unwrap_or(0));
+    if a.dimensions.len() > 1 || elem.count.is_some() {
+        f.type_name = "array".into();
+    } else {
+        f.type_name = elem.type_name;
+        f.pointee = elem.pointee;
+        f.enum_name = elem.enum_name;
     }
     Ok(())
 }
