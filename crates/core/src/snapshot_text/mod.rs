@@ -203,68 +203,83 @@ struct Layout {
 /// `>` writes).
 pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportError> {
     let text = crate::pool::pooltag::decode_text(bytes);
-    let mut tables: Vec<TextTable> = Vec::new();
-    let mut problems = Vec::new();
-    let mut layout: Option<Layout> = None;
-    let mut legacy_pending = false;
-    let mut session_pending = false;
-    let mut session_time = None;
-    let mut uptime = None;
-    let mut saw_header = false;
-    let mut near = None;
-    let mut blank = false;
+    let mut r = Reader::default();
     for (n, raw) in text.lines().enumerate() {
-        let line_no = n + 1;
+        r.line(n + 1, raw);
+    }
+    if !r.saw_header {
+        return Err(TextImportError::NotRecognised {
+            input: input.into(),
+            near: r.near,
+        });
+    }
+    check_rows(&r.tables, &r.problems, input)?;
+    Ok(TextImport {
+        tables: r.tables,
+        problems: r.problems,
+        session_time: r.session_time,
+        uptime: r.uptime,
+    })
+}
+
+/// [`parse_text`]'s state from line to line.
+#[derive(Default)]
+struct Reader {
+    tables: Vec<TextTable>,
+    problems: Vec<TextProblem>,
+    /// The columns of the table being read, if any.
+    layout: Option<Layout>,
+    /// A `Pool Used` preamble was seen: the next header is the legacy one.
+    legacy_pending: bool,
+    /// A preamble named session pool: the next table is session pool's.
+    session_pending: bool,
+    session_time: Option<u64>,
+    uptime: Option<u64>,
+    saw_header: bool,
+    /// What a file with no header came closest to.
+    near: Option<TextProblem>,
+    /// The line before was blank.
+    blank: bool,
+}
+
+impl Reader {
+    fn line(&mut self, line_no: usize, raw: &str) {
         let line = raw.trim_end_matches(['\r', '\u{1A}']);
         let t = line.trim();
         if t.is_empty() {
-            blank = true;
-            continue;
+            self.blank = true;
+            return;
         }
-        let after_blank = std::mem::take(&mut blank);
-        if let Some(h) = header(line, legacy_pending, session_pending) {
-            legacy_pending = false;
-            session_pending = false;
-            saw_header = true;
-            tables.push(TextTable {
+        let after_blank = std::mem::take(&mut self.blank);
+        if let Some(h) = header(line, self.legacy_pending, self.session_pending) {
+            self.legacy_pending = false;
+            self.session_pending = false;
+            self.saw_header = true;
+            self.tables.push(TextTable {
                 format: h.format,
                 header_line: line_no,
                 rows: Vec::new(),
                 total: None,
                 session: h.session,
             });
-            layout = Some(h);
-            continue;
+            self.layout = Some(h);
+            return;
         }
         // Named only when the file has no header at all: once one is
         // seen, the lines need not be looked at again.
-        if near.is_none() && !saw_header {
-            near = near_miss(line, line_no);
+        if self.near.is_none() && !self.saw_header {
+            self.near = near_miss(line, line_no);
         }
-        if let Some(v) = t.strip_prefix("Debug session time:") {
-            session_time = parse_session_time(v.trim());
-            continue;
+        if self.preamble(t) {
+            return;
         }
-        if let Some(v) = t.strip_prefix("System Uptime:") {
-            uptime = parse_uptime(v.trim());
-            continue;
-        }
-        if known_line(t) {
-            legacy_pending |= t.starts_with("Pool Used");
-            session_pending |= t.to_ascii_lowercase().contains("session") && !t.contains(" - ");
-            // A prompt or a new preamble ends the table before it.
-            if is_prompt(t) || t.starts_with("Pool Used") {
-                layout = None;
-            }
-            continue;
-        }
-        let (Some(l), Some(table)) = (&layout, tables.last_mut()) else {
-            problems.push(TextProblem {
+        let (Some(l), Some(table)) = (&self.layout, self.tables.last_mut()) else {
+            self.problems.push(TextProblem {
                 line: line_no,
                 text: line.to_string(),
                 why: "not part of a table".into(),
             });
-            continue;
+            return;
         };
         if after_blank && next_appended_snapshot(line, l, table) {
             let next = TextTable {
@@ -274,26 +289,35 @@ pub fn parse_text(bytes: &[u8], input: &str) -> Result<TextImport, TextImportErr
                 total: None,
                 session: table.session,
             };
-            tables.push(next);
+            self.tables.push(next);
         }
-        let Some(table) = tables.last_mut() else {
-            continue;
-        };
-        add_rows(line, line_no, l, table, &mut problems);
+        if let Some(table) = self.tables.last_mut() {
+            add_rows(line, line_no, l, table, &mut self.problems);
+        }
     }
-    if !saw_header {
-        return Err(TextImportError::NotRecognised {
-            input: input.into(),
-            near,
-        });
+
+    /// A line outside the tables' rows (the debugger's clock, a prompt, a
+    /// preamble): take what it says. False for anything else.
+    fn preamble(&mut self, t: &str) -> bool {
+        if let Some(v) = t.strip_prefix("Debug session time:") {
+            self.session_time = parse_session_time(v.trim());
+            return true;
+        }
+        if let Some(v) = t.strip_prefix("System Uptime:") {
+            self.uptime = parse_uptime(v.trim());
+            return true;
+        }
+        if !known_line(t) {
+            return false;
+        }
+        self.legacy_pending |= t.starts_with("Pool Used");
+        self.session_pending |= t.to_ascii_lowercase().contains("session") && !t.contains(" - ");
+        // A prompt or a new preamble ends the table before it.
+        if is_prompt(t) || t.starts_with("Pool Used") {
+            self.layout = None;
+        }
+        true
     }
-    check_rows(&tables, &problems, input)?;
-    Ok(TextImport {
-        tables,
-        problems,
-        session_time,
-        uptime,
-    })
 }
 
 /// Does `line`, read after a blank line, start the next snapshot of a
