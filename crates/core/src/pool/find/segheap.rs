@@ -106,6 +106,127 @@ impl HeapLayout {
     }
 }
 
+const POOL_STATE: &str = "_EX_POOL_HEAP_MANAGER_STATE";
+
+fn e(e: SymbolError) -> String {
+    e.to_string()
+}
+
+/// The segment contexts of the heaps in ExPoolState's pool nodes.
+struct HeapContexts {
+    contexts: HashMap<u64, SegCtx>,
+    /// Their segment masks, each once.
+    masks: Vec<u64>,
+    /// Heaps that carry the segment heap's signature.
+    signed: u32,
+}
+
+/// Read every heap of ExPoolState's `pools` pool nodes (at `state`), and
+/// the segment contexts of those that carry the signature.
+fn heap_contexts<M: Memory + ?Sized>(
+    mem: &M,
+    s: &KernelSymbols,
+    state: u64,
+    pools: u32,
+    l: &HeapLayout,
+) -> Result<HeapContexts, String> {
+    let node = s.field(POOL_STATE, "PoolNode").map_err(e)?;
+    let node_size = node.element_size.unwrap_or(0);
+    let heaps_f = s.field("_EX_HEAP_POOL_NODE", "Heaps").map_err(e)?;
+    let heaps_n = heaps_f.count.unwrap_or(4).min(16);
+    let sig = s.field("_SEGMENT_HEAP", "Signature").map_err(e)?;
+    let ctxs = s.field("_SEGMENT_HEAP", "SegContexts").map_err(e)?;
+    let ctx_size = ctxs.element_size.unwrap_or(0);
+    let ctx_n = ctxs.count.unwrap_or(2).min(8);
+    let mask_f = s.field("_HEAP_SEG_CONTEXT", "SegmentMask").map_err(e)?;
+    let shift_f = s.field("_HEAP_SEG_CONTEXT", "UnitShift").map_err(e)?;
+    let first_f = s
+        .field("_HEAP_SEG_CONTEXT", "FirstDescriptorIndex")
+        .map_err(e)?;
+    let mut out = HeapContexts {
+        contexts: HashMap::new(),
+        masks: Vec::new(),
+        signed: 0,
+    };
+    for n in 0..u64::from(pools) {
+        for j in 0..heaps_n {
+            let at = state + node.offset + n * node_size + heaps_f.offset + 8 * j;
+            let Ok(heap) = mem.read_u64(KernelVa(at)) else {
+                continue;
+            };
+            if !KernelVa(heap).is_kernel()
+                || mem.read_u32(KernelVa(heap + sig.offset)).ok()
+                    != Some(SEGMENT_HEAP_SIGNATURE as u32)
+            {
+                continue;
+            }
+            out.signed += 1;
+            // Heap indexes in a pool node (docs/pool-structures.md §5).
+            let kind = match j {
+                0 => Some(PoolKind::NonPaged),
+                1 => Some(PoolKind::NonPagedNx),
+                2 | 3 => Some(PoolKind::Paged),
+                _ => None,
+            };
+            for c in 0..ctx_n {
+                let ctx = heap + ctxs.offset + c * ctx_size;
+                let mask = mem.read_u64(KernelVa(ctx + mask_f.offset)).unwrap_or(0);
+                let shift = mem.read_u8(KernelVa(ctx + shift_f.offset)).unwrap_or(0) as u32;
+                let first = mem.read_u8(KernelVa(ctx + first_f.offset)).unwrap_or(0) as u64;
+                // A segment is 1 MiB or 16 MiB of 4 KiB or 64 KiB units.
+                let size = (!mask).wrapping_add(1);
+                if !(12..=16).contains(&shift)
+                    || !size.is_power_of_two()
+                    || !(1 << 20..=1 << 24).contains(&size)
+                    || size >> shift > l.desc_count
+                {
+                    continue;
+                }
+                let seg = SegCtx {
+                    kind,
+                    unit_shift: shift,
+                    first_desc: first,
+                };
+                out.contexts.insert(ctx, seg);
+                if !out.masks.contains(&mask) {
+                    out.masks.push(mask);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// HeapKey and LfhKey, from ExPoolState.HeapManager.Globals (an
+/// `_RTLP_HP_HEAP_GLOBALS`), else from RtlpHpHeapGlobals.
+fn heap_keys<M: Memory + ?Sized>(
+    mem: &M,
+    s: &KernelSymbols,
+    kern_base: KernelVa,
+    state: u64,
+) -> Result<(u64, u64), String> {
+    let globals = s
+        .field(POOL_STATE, "HeapManager.Globals")
+        .ok()
+        .and_then(|f| mem.read_u64(KernelVa(state + f.offset)).ok())
+        .filter(|g| KernelVa(*g).is_kernel())
+        .or_else(|| {
+            s.symbol_rva("RtlpHpHeapGlobals")
+                .map(|r| kern_base.0.wrapping_add(r))
+        })
+        .ok_or("the heap globals (HeapKey, LfhKey) cannot be found")?;
+    let g = "_RTLP_HP_HEAP_GLOBALS";
+    let hk = s.field(g, "HeapKey").map_err(e)?;
+    let lk = s.field(g, "LfhKey").map_err(e)?;
+    let heap_key = mem
+        .read_u64(KernelVa(globals + hk.offset))
+        .map_err(|e| format!("HeapKey: {e}"))?;
+    let lfh_key = mem
+        .read_u64(KernelVa(globals + lk.offset))
+        .map_err(|e| format!("LfhKey: {e}"))?;
+    Ok((heap_key, lfh_key))
+}
+
 #[derive(Clone, Copy)]
 struct SegCtx {
     kind: Option<PoolKind>,
@@ -151,142 +272,48 @@ pub(super) enum HeapVerdict {
 
 impl SegHeap {
     /// `Ok(None)`: the build uses the legacy allocator.
-    // Long: one straight run of symbol and layout reads, each with its own
-    // message when it fails; split, it would only pass them all around.
     fn read<M: Memory + ?Sized>(
         mem: &M,
         s: &KernelSymbols,
         kern_base: KernelVa,
         build: Option<u32>,
     ) -> Result<Option<Self>, String> {
-        let Some(state_rva) = s.symbol_rva("ExPoolState") else {
-            return if build.is_some_and(|b| b >= 18362) {
-                Err("the symbols lack ExPoolState".into())
+        // From 19H1 on the pool is the segment heap: what is missing is an
+        // error. Before, the build did not use it.
+        let legacy_or = |why: String| {
+            if build.is_some_and(|b| b >= 18362) {
+                Err(why)
             } else {
                 Ok(None)
-            };
+            }
+        };
+        let Some(state_rva) = s.symbol_rva("ExPoolState") else {
+            return legacy_or("the symbols lack ExPoolState".into());
         };
         let state = kern_base.0.wrapping_add(state_rva);
-        let t = "_EX_POOL_HEAP_MANAGER_STATE";
-        let e = |e: SymbolError| e.to_string();
-        let pools_f = s.field(t, "NumberOfPools").map_err(e)?;
+        let pools_f = s.field(POOL_STATE, "NumberOfPools").map_err(e)?;
         let pools = mem
             .read_u32(KernelVa(state + pools_f.offset))
             .map_err(|e| format!("ExPoolState.NumberOfPools: {e}"))?;
         // docs/pool-structures.md §5: 1809 has the types, but uses the heap only when a
         // pool node holds a signed heap.
         if !(1..=64).contains(&pools) {
-            return if build.is_some_and(|b| b >= 18362) {
-                Err(format!("ExPoolState.NumberOfPools is {pools}"))
-            } else {
-                Ok(None)
-            };
+            return legacy_or(format!("ExPoolState.NumberOfPools is {pools}"));
         }
-        let node = s.field(t, "PoolNode").map_err(e)?;
-        let node_size = node.element_size.unwrap_or(0);
-        let heaps_f = s.field("_EX_HEAP_POOL_NODE", "Heaps").map_err(e)?;
-        let heaps_n = heaps_f.count.unwrap_or(4).min(16);
-        let sig = s.field("_SEGMENT_HEAP", "Signature").map_err(e)?;
-        let ctxs = s.field("_SEGMENT_HEAP", "SegContexts").map_err(e)?;
-        let ctx_size = ctxs.element_size.unwrap_or(0);
-        let ctx_n = ctxs.count.unwrap_or(2).min(8);
-        let mask_f = s.field("_HEAP_SEG_CONTEXT", "SegmentMask").map_err(e)?;
-        let shift_f = s.field("_HEAP_SEG_CONTEXT", "UnitShift").map_err(e)?;
-        let first_f = s
-            .field("_HEAP_SEG_CONTEXT", "FirstDescriptorIndex")
-            .map_err(e)?;
         let l = HeapLayout::new(s).map_err(e)?;
-
-        let mut contexts = HashMap::new();
-        let mut masks = Vec::new();
-        let mut signed = 0;
-        for n in 0..pools as u64 {
-            for j in 0..heaps_n {
-                let at = state + node.offset + n * node_size + heaps_f.offset + 8 * j;
-                let Ok(heap) = mem.read_u64(KernelVa(at)) else {
-                    continue;
-                };
-                if !KernelVa(heap).is_kernel() {
-                    continue;
-                }
-                if mem.read_u32(KernelVa(heap + sig.offset)).ok()
-                    != Some(SEGMENT_HEAP_SIGNATURE as u32)
-                {
-                    continue;
-                }
-                signed += 1;
-                // Heap indexes in a pool node (docs/pool-structures.md §5).
-                let kind = match j {
-                    0 => Some(PoolKind::NonPaged),
-                    1 => Some(PoolKind::NonPagedNx),
-                    2 | 3 => Some(PoolKind::Paged),
-                    _ => None,
-                };
-                for c in 0..ctx_n {
-                    let ctx = heap + ctxs.offset + c * ctx_size;
-                    let mask = mem.read_u64(KernelVa(ctx + mask_f.offset)).unwrap_or(0);
-                    let shift = mem.read_u8(KernelVa(ctx + shift_f.offset)).unwrap_or(0) as u32;
-                    let first = mem.read_u8(KernelVa(ctx + first_f.offset)).unwrap_or(0) as u64;
-                    // A segment is 1 MiB or 16 MiB of 4 KiB or 64 KiB units.
-                    let size = (!mask).wrapping_add(1);
-                    if !(12..=16).contains(&shift)
-                        || !size.is_power_of_two()
-                        || !(1 << 20..=1 << 24).contains(&size)
-                    {
-                        continue;
-                    }
-                    if size >> shift > l.desc_count {
-                        continue;
-                    }
-                    contexts.insert(
-                        ctx,
-                        SegCtx {
-                            kind,
-                            unit_shift: shift,
-                            first_desc: first,
-                        },
-                    );
-                    if !masks.contains(&mask) {
-                        masks.push(mask);
-                    }
-                }
-            }
+        let found = heap_contexts(mem, s, state, pools, &l)?;
+        if found.signed == 0 {
+            return legacy_or("no pool node holds a heap with the 0xDDEEDDEE signature".into());
         }
-        if signed == 0 {
-            return if build.is_some_and(|b| b >= 18362) {
-                Err("no pool node holds a heap with the 0xDDEEDDEE signature".into())
-            } else {
-                Ok(None)
-            };
-        }
-        // Keys: ExPoolState.HeapManager.Globals -> _RTLP_HP_HEAP_GLOBALS.
-        let globals = s
-            .field(t, "HeapManager.Globals")
-            .ok()
-            .and_then(|f| mem.read_u64(KernelVa(state + f.offset)).ok())
-            .filter(|g| KernelVa(*g).is_kernel())
-            .or_else(|| {
-                s.symbol_rva("RtlpHpHeapGlobals")
-                    .map(|r| kern_base.0.wrapping_add(r))
-            })
-            .ok_or("the heap globals (HeapKey, LfhKey) cannot be found")?;
-        let g = "_RTLP_HP_HEAP_GLOBALS";
-        let hk = s.field(g, "HeapKey").map_err(e)?;
-        let lk = s.field(g, "LfhKey").map_err(e)?;
-        let heap_key = mem
-            .read_u64(KernelVa(globals + hk.offset))
-            .map_err(|e| format!("HeapKey: {e}"))?;
-        let lfh_key = mem
-            .read_u64(KernelVa(globals + lk.offset))
-            .map_err(|e| format!("LfhKey: {e}"))?;
+        let (heap_key, lfh_key) = heap_keys(mem, s, kern_base, state)?;
         let new_keys = build.is_some_and(|b| b >= 26100);
         Ok(Some(SegHeap {
             heap_key,
             lfh_key,
             sig_key: if new_keys { 0 } else { SEGMENT_KEY },
             lfh_shift_full: new_keys,
-            contexts,
-            masks,
+            contexts: found.contexts,
+            masks: found.masks,
             l,
             segments: Mutex::new(HashMap::new()),
             vs_subs: Mutex::new(HashMap::new()),
