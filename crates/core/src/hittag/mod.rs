@@ -139,6 +139,30 @@ const FREE_PREFIXES: &[&str] = &[
     "ExFreeToNPagedLookasideList",
 ];
 
+/// What a stop is, from nt's nearest named pool routine frame (`by_frame`:
+/// the call and the function) or else the caller's import (`by_import`).
+fn decide(by_frame: Option<(PoolCall, String)>, by_import: Option<String>) -> HitKind {
+    let import_call = by_import
+        .as_ref()
+        .and_then(|n| pool_routine(n).map(|c| (c, n.clone())));
+    match (by_frame, import_call) {
+        (Some((call, function)), _) => HitKind::Pool {
+            call,
+            decided_by: DecidedBy::NtFrame { function },
+        },
+        (None, Some((call, function))) => HitKind::Pool {
+            call,
+            decided_by: DecidedBy::Import { function },
+        },
+        (None, None) => HitKind::Other {
+            reason: match &by_import {
+                Some(n) => format!("the caller calls {n}, not a pool routine"),
+                None => "no pool routine on the stack (nt's frames are not named as one and the caller's call does not go through a pool import)".into(),
+            },
+        },
+    }
+}
+
 /// Is `name` (an nt function or an import) a pool routine, and which kind?
 pub fn pool_routine(name: &str) -> Option<PoolCall> {
     if ALLOC_PREFIXES.iter().any(|p| name.starts_with(p)) {
@@ -213,23 +237,12 @@ impl<'a> HitAnalyzer<'a> {
             image_reads,
             trace,
         };
-        let Some(first) = hit.trace.frames.first() else {
-            hit.kind = HitKind::Other {
-                reason: "the stack has no frame".into(),
-            };
-            return hit;
-        };
-        if !self.in_nt(first.pc) {
-            hit.kind = HitKind::Other {
-                reason: format!("the stop is outside nt, at {}", hit.symbols[0]),
-            };
-            return hit;
-        }
-        let Some(k) = hit.trace.frames.iter().position(|f| !self.in_nt(f.pc)) else {
-            hit.kind = HitKind::Other {
-                reason: format!("the stack reaches no caller outside nt ({})", hit.trace.end),
-            };
-            return hit;
+        let k = match self.caller_frame(&hit) {
+            Ok(k) => k,
+            Err(reason) => {
+                hit.kind = HitKind::Other { reason };
+                return hit;
+            }
         };
         hit.site = Some(k);
         // 1. nt's own frames, nearest the caller first.
@@ -250,22 +263,7 @@ impl<'a> HitAnalyzer<'a> {
         let by_import = code.as_ref().and_then(|c| {
             self.import_of_call(mem, c.call(), hit.trace.frames[k].module, &mut stats)
         });
-        hit.kind = match (by_frame, by_import.as_ref().and_then(|n| pool_routine(n).map(|c| (c, n.clone())))) {
-            (Some((call, function)), _) => HitKind::Pool {
-                call,
-                decided_by: DecidedBy::NtFrame { function },
-            },
-            (None, Some((call, function))) => HitKind::Pool {
-                call,
-                decided_by: DecidedBy::Import { function },
-            },
-            (None, None) => HitKind::Other {
-                reason: match &by_import {
-                    Some(n) => format!("the caller calls {n}, not a pool routine"),
-                    None => "no pool routine on the stack (nt's frames are not named as one and the caller's call does not go through a pool import)".into(),
-                },
-            },
-        };
+        hit.kind = decide(by_frame, by_import);
         if let (
             Some(code),
             HitKind::Pool {
@@ -280,6 +278,22 @@ impl<'a> HitAnalyzer<'a> {
         }
         hit.image_reads.add(&stats);
         hit
+    }
+
+    /// The first frame outside nt (the caller of the pool routine), or
+    /// why there is none.
+    fn caller_frame(&self, hit: &Hit) -> Result<usize, String> {
+        let Some(first) = hit.trace.frames.first() else {
+            return Err("the stack has no frame".into());
+        };
+        if !self.in_nt(first.pc) {
+            return Err(format!("the stop is outside nt, at {}", hit.symbols[0]));
+        }
+        hit.trace
+            .frames
+            .iter()
+            .position(|f| !self.in_nt(f.pc))
+            .ok_or_else(|| format!("the stack reaches no caller outside nt ({})", hit.trace.end))
     }
 
     /// The caller's code from its function's start to the return address.
