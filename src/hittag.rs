@@ -259,8 +259,73 @@ fn session(
     let mut notes = Vec::new();
     let (va, old) = read_pool_hit_tag(target, tag, &mut notes)?;
     let (analyzer, images) = hit_analyzer(args, target)?;
+    let hits = Hits {
+        live,
+        analyzer,
+        table: HitTable::default(),
+        prints: Vec::new(),
+        reads: AnalysisReads::default(),
+        notes,
+    };
+    let mut watch = watch(args, hits, va, old, tag, interrupted)?;
+    if let Some(e) = &watch.restore_failed {
+        bail!(
+            "{e}; the target may still break on every {tag}: set nt!PoolHitTag back with WinDbg (ed nt!PoolHitTag {:08x})",
+            u32::from_le_bytes(old)
+        );
+    }
+    watch.notes.extend(images.notes());
+    let table = watch.table;
+    let (allocs, frees) = table
+        .sites
+        .iter()
+        .fold((0, 0), |(a, f), s| (a + s.allocs, f + s.frees));
+    Ok(Report {
+        target: format!("KDNET {}", live.peer()),
+        build: live.build(),
+        tag: tag.to_string(),
+        tag_value: format!("{:08x}", tag.value()),
+        pool_hit_tag: va,
+        previous_value: format!("{:08x}", u32::from_le_bytes(old)),
+        restored: true,
+        ended: watch.ended,
+        seconds: started.elapsed().as_secs_f64(),
+        hits: table.hits,
+        allocs,
+        frees,
+        other_stops: table.other.iter().map(|o| o.count).sum(),
+        table,
+        analysis_reads: watch.reads,
+        prints: watch.prints,
+        notes: watch.notes,
+        kdnet: KdnetReport::new(&live.peer().to_string(), &live.stats(), started.elapsed()),
+    })
+}
 
-    // From here on the guard restores PoolHitTag on every way out.
+/// What a PoolHitTag session saw, once PoolHitTag is set back (or could
+/// not be).
+struct Watch {
+    table: HitTable,
+    prints: Vec<String>,
+    reads: AnalysisReads,
+    notes: Vec<String>,
+    ended: Ended,
+    /// Why PoolHitTag could not be set back.
+    restore_failed: Option<String>,
+}
+
+/// Set PoolHitTag (at `va`, holding `old`) to `tag`, let the target run
+/// and take its stops until [`Hits::collect`] ends, then set PoolHitTag
+/// back: the guard restores it on every way out.
+fn watch(
+    args: &Args,
+    mut hits: Hits<'_>,
+    va: KernelVa,
+    old: [u8; 4],
+    tag: PoolTag,
+    interrupted: &AtomicBool,
+) -> Result<Watch> {
+    let live = hits.live;
     let mut guard = Restore {
         target: live,
         va,
@@ -269,25 +334,13 @@ fn session(
     };
     set_pool_hit_tag(live, va, tag)?;
     live.resume().context("resuming the target")?;
-
-    let mut hits = Hits {
-        live,
-        analyzer,
-        table: HitTable::default(),
-        prints: Vec::new(),
-        reads: AnalysisReads::default(),
-        notes,
-    };
     let ended = hits.collect(args, interrupted);
-    let restored = match guard.restore() {
+    let restore_failed = match guard.restore() {
         Ok(()) => {
             hits.settle();
-            true
+            None
         }
-        Err(e) => {
-            hits.notes.push(e);
-            false
-        }
+        Err(e) => Some(e),
     };
     let Hits {
         table,
@@ -296,44 +349,19 @@ fn session(
         mut notes,
         ..
     } = hits;
-    let table = table.sorted();
-    let (allocs, frees) = table
-        .sites
-        .iter()
-        .fold((0, 0), |(a, f), s| (a + s.allocs, f + s.frees));
     if table.pool_hits == 0 && ended == Ended::Time {
         notes.push(format!(
             "no allocation or free with tag {tag} in {} s",
             args.seconds
         ));
     }
-    if !restored {
-        bail!(
-            "{}; the target may still break on every {tag}: set nt!PoolHitTag back with WinDbg (ed nt!PoolHitTag {:08x})",
-            notes.last().map_or("", String::as_str),
-            u32::from_le_bytes(old)
-        );
-    }
-    notes.extend(images.notes());
-    Ok(Report {
-        target: format!("KDNET {}", live.peer()),
-        build: live.build(),
-        tag: tag.to_string(),
-        tag_value: format!("{:08x}", tag.value()),
-        pool_hit_tag: va,
-        previous_value: format!("{:08x}", u32::from_le_bytes(old)),
-        restored,
-        ended,
-        seconds: started.elapsed().as_secs_f64(),
-        hits: table.hits,
-        allocs,
-        frees,
-        other_stops: table.other.iter().map(|o| o.count).sum(),
-        table,
-        analysis_reads: reads,
+    Ok(Watch {
+        table: table.sorted(),
         prints,
+        reads,
         notes,
-        kdnet: KdnetReport::new(&live.peer().to_string(), &live.stats(), started.elapsed()),
+        ended,
+        restore_failed,
     })
 }
 
