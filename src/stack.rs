@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use pooldump_core::dump::triage::{TriageContext, X64Context};
 use pooldump_core::dump::{BugCheck, CrashDump, TriageDump};
-use pooldump_core::kernel::{self, BootHints, KLDR_BOOTSTRAP, ScanLimits, WalkLimits};
+use pooldump_core::kernel::{self, BootHints, KLDR_BOOTSTRAP, ModuleList, ScanLimits, WalkLimits};
 use pooldump_core::stack::{
     Frame, ImageOrigin, Nonvolatiles, ReadStats, Reg, Registers, StackModule, StackTrace,
     StackWalker, Symbol, Symbolizer, SymbolizerOptions, UnwindMethod, WalkEnd, flags,
@@ -122,6 +122,52 @@ pub fn collect(args: &Args) -> Result<StackReport> {
     }
     let dump = CrashDump::open(path)?;
     let h = dump.header().clone();
+    let (modules, notes) = loaded_modules(&dump, path)?;
+
+    let bar = ProgressBar::new();
+    let sym = args
+        .symbols
+        .options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
+    // Unwind data from the image files on the symbol path when they are
+    // there (WinDbg does the same), else from the dump's image pages.
+    let images = args.symbols.images();
+    let walker = StackWalker::new(&modules).with_image_locator(images.clone());
+    let mut w = Walks::new(&dump, walker, sym, notes);
+    match args.context {
+        Some(va) => {
+            let regs = Registers::read_context(&dump, va).with_context(|| {
+                format!(
+                    "{}: --context {va}: give the address of an x64 CONTEXT record (a bug check parameter such as 0x7E's fourth)",
+                    path.display()
+                )
+            })?;
+            w.push(ContextSource::Explicit, Some(va), &regs);
+        }
+        None => {
+            let regs = Registers::from_context(dump.context_record()).with_context(|| {
+                format!(
+                    "{}: the dump header's CONTEXT record; pass --context ADDR to walk from a CONTEXT record in memory",
+                    path.display()
+                )
+            })?;
+            w.push(ContextSource::DumpHeader, None, &regs);
+            w.bug_check_context(&h.bug_check, "should be a CONTEXT record");
+        }
+    }
+    let (stacks, notes) = w.finish(&images);
+    Ok(StackReport {
+        dump: path.to_path_buf(),
+        bug_check: h.bug_check,
+        stacks,
+        notes,
+    })
+}
+
+/// The dump's loaded modules, from nt's KDBG or else the header's
+/// PsLoadedModuleList, with notes on what was missing. An error when there
+/// are none: no frame could be unwound.
+fn loaded_modules(dump: &CrashDump, path: &Path) -> Result<(ModuleList, Vec<String>)> {
+    let h = dump.header();
     let hints = BootHints {
         kd_debugger_data_block: h.kd_debugger_data_block,
         ps_loaded_module_list: h.ps_loaded_module_list,
@@ -166,44 +212,7 @@ pub fn collect(args: &Args) -> Result<StackReport> {
             path.display()
         );
     }
-
-    let bar = ProgressBar::new();
-    let sym = args
-        .symbols
-        .options(bar.as_ref().map(|b| b as &dyn DownloadProgress));
-    // Unwind data from the image files on the symbol path when they are
-    // there (WinDbg does the same), else from the dump's image pages.
-    let images = args.symbols.images();
-    let walker = StackWalker::new(&modules).with_image_locator(images.clone());
-    let mut w = Walks::new(&dump, walker, sym, notes);
-    match args.context {
-        Some(va) => {
-            let regs = Registers::read_context(&dump, va).with_context(|| {
-                format!(
-                    "{}: --context {va}: give the address of an x64 CONTEXT record (a bug check parameter such as 0x7E's fourth)",
-                    path.display()
-                )
-            })?;
-            w.push(ContextSource::Explicit, Some(va), &regs);
-        }
-        None => {
-            let regs = Registers::from_context(dump.context_record()).with_context(|| {
-                format!(
-                    "{}: the dump header's CONTEXT record; pass --context ADDR to walk from a CONTEXT record in memory",
-                    path.display()
-                )
-            })?;
-            w.push(ContextSource::DumpHeader, None, &regs);
-            w.bug_check_context(&h.bug_check, "should be a CONTEXT record");
-        }
-    }
-    let (stacks, notes) = w.finish(&images);
-    Ok(StackReport {
-        dump: path.to_path_buf(),
-        bug_check: h.bug_check,
-        stacks,
-        notes,
-    })
+    Ok((modules, notes))
 }
 
 /// A small memory dump (Minidump, DumpType 4): the crashing thread's
