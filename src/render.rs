@@ -31,6 +31,15 @@ impl Section {
         self
     }
 
+    /// One row a `(name, value)`: a run of addresses, as WinDbg names
+    /// them.
+    pub fn rows(&mut self, rows: &[(&str, &dyn Display)]) -> &mut Self {
+        for (k, v) in rows {
+            self.row(*k, v.to_string());
+        }
+        self
+    }
+
     pub fn render(&self, out: &mut String) {
         let w = self
             .rows

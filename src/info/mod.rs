@@ -204,11 +204,13 @@ fn render_live(l: &LiveInfo, out: &mut String) {
         "Processors",
         format!("{} (stopped on CPU {})", l.processors, l.stopped_processor),
     );
-    s.row("Stopped at", l.program_counter.to_string());
-    s.row("DirectoryTableBase", l.directory_table_base.to_string());
-    s.row("KernBase", l.kern_base.to_string());
-    s.row("PsLoadedModuleList", l.ps_loaded_module_list.to_string());
-    s.row("DebuggerDataList", l.debugger_data_list.to_string());
+    s.rows(&[
+        ("Stopped at", &l.program_counter),
+        ("DirectoryTableBase", &l.directory_table_base),
+        ("KernBase", &l.kern_base),
+        ("PsLoadedModuleList", &l.ps_loaded_module_list),
+        ("DebuggerDataList", &l.debugger_data_list),
+    ]);
     s.row(
         "KdDebuggerDataBlock",
         l.kd_debugger_data_block
@@ -269,11 +271,13 @@ fn render_dump(file: &FileInfo, h: &DumpHeader, out: &mut String) {
             bug_check_parameters(h.bug_check.parameters)
         ),
     );
-    s.row("DirectoryTableBase", h.directory_table_base.to_string());
-    s.row("PfnDatabase", h.pfn_database.to_string());
-    s.row("PsLoadedModuleList", h.ps_loaded_module_list.to_string());
-    s.row("PsActiveProcessHead", h.ps_active_process_head.to_string());
-    s.row("KdDebuggerDataBlock", h.kd_debugger_data_block.to_string());
+    s.rows(&[
+        ("DirectoryTableBase", &h.directory_table_base),
+        ("PfnDatabase", &h.pfn_database),
+        ("PsLoadedModuleList", &h.ps_loaded_module_list),
+        ("PsActiveProcessHead", &h.ps_active_process_head),
+        ("KdDebuggerDataBlock", &h.kd_debugger_data_block),
+    ]);
     s.row(
         "Context",
         format!(

@@ -202,8 +202,10 @@ fn kernel_section(s: &TriageSummary) -> Section {
         Some(kd) => {
             k.row("KernBase", kd.kern_base.to_string());
             k.row("KDBG", format!("{} (Size {:#x})", kd.va, kd.size));
-            k.row("PsLoadedModuleList", kd.ps_loaded_module_list.to_string());
-            k.row("PsActiveProcessHead", kd.ps_active_process_head.to_string());
+            k.rows(&[
+                ("PsLoadedModuleList", &kd.ps_loaded_module_list),
+                ("PsActiveProcessHead", &kd.ps_active_process_head),
+            ]);
             k.row(
                 "PoolTrackTable",
                 format!(
