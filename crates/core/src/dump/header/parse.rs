@@ -5,7 +5,7 @@
 use crate::addr::{KernelVa, PAGE_SIZE, PhysAddr};
 use crate::bytes::{Le, escape_ascii};
 
-use super::plan::{PagePlan, PlanExtent, backed_pages, bitmap_bytes, plan_extent_totals, popcount};
+use super::plan::{PagePlan, PlanExtent, bitmap_bytes, popcount, truncation};
 use super::{
     BitmapKind, BugCheck, DumpHeader, DumpType, HEADER_SIZE, HeaderError, MAX_PROCESSORS, MAX_RUNS,
     PFN_LIMIT, PageLayout, PhysRun, Truncation, off,
@@ -40,11 +40,6 @@ pub(crate) fn parse(file: &[u8]) -> Result<Parsed, HeaderError> {
     let u64_at = |o: usize| b.u64(o).unwrap_or(0);
 
     let attributes = attributes(file);
-    // Tools other than Windows write this field too, so a set bit alone
-    // refuses nothing: it explains a page layout that does not read, and
-    // is a warning on one that does.
-    let encrypted =
-        attributes & ATTR_ENCRYPTED_DUMP_DATA != 0 && attributes & ATTR_DECRYPTED_DUMP == 0;
     let type_value = u32_at(off::DUMP_TYPE);
     let dump_type = DumpType::from_value(type_value).ok_or(HeaderError::UnsupportedType {
         value: type_value,
@@ -75,12 +70,39 @@ pub(crate) fn parse(file: &[u8]) -> Result<Parsed, HeaderError> {
     };
 
     let mut warnings = Vec::new();
+    let (layout, plan) = page_layout(&ctx, dump_type, attributes, &mut warnings)?;
+    let (described_pages, truncation) = truncation(file, &plan, &mut warnings);
+    let header = read_fields(
+        file,
+        dump_type,
+        attributes,
+        layout,
+        described_pages,
+        truncation,
+        warnings,
+    );
+    Ok(Parsed { header, plan })
+}
+
+/// The page layout the header describes, and where each page is; with
+/// warnings for what the Attributes field says of the page data.
+fn page_layout(
+    ctx: &Ctx<'_>,
+    dump_type: DumpType,
+    attributes: u32,
+    warnings: &mut Vec<String>,
+) -> Result<(PageLayout, PagePlan), HeaderError> {
+    // Tools other than Windows write this field too, so a set bit alone
+    // refuses nothing: it explains a page layout that does not read, and
+    // is a warning on one that does.
+    let encrypted =
+        attributes & ATTR_ENCRYPTED_DUMP_DATA != 0 && attributes & ATTR_DECRYPTED_DUMP == 0;
     let planned = match dump_type {
-        DumpType::Full => parse_runs(&ctx, &mut warnings),
-        DumpType::Summary => parse_summary(&ctx, &mut warnings),
-        DumpType::Bitmap | DumpType::KernelBitmap => parse_bitmap(&ctx, &mut warnings),
+        DumpType::Full => parse_runs(ctx, warnings),
+        DumpType::Summary => parse_summary(ctx, warnings),
+        DumpType::Bitmap | DumpType::KernelBitmap => parse_bitmap(ctx, warnings),
         DumpType::RdmpKernel | DumpType::RdmpKernelAndUser | DumpType::RdmpComplete => {
-            parse_rdmp(&ctx, dump_type, &mut warnings)
+            parse_rdmp(ctx, dump_type, warnings)
         }
     };
     let (layout, plan) = match planned {
@@ -103,40 +125,7 @@ pub(crate) fn parse(file: &[u8]) -> Result<Parsed, HeaderError> {
             "Windows marked this dump InsufficientDumpfileSize (Attributes {attributes:#x}): the dump file was too small for all it meant to write, so pages may be missing"
         ));
     }
-    let (described_pages, truncation) = truncation(file, &plan, &mut warnings);
-    let header = read_fields(
-        file,
-        dump_type,
-        attributes,
-        layout,
-        described_pages,
-        truncation,
-        warnings,
-    );
-    Ok(Parsed { header, plan })
-}
-
-/// Pages the plan describes, and the truncation if the file holds fewer
-/// (with its warning).
-fn truncation(
-    file: &[u8],
-    plan: &PagePlan,
-    warnings: &mut Vec<String>,
-) -> (u64, Option<Truncation>) {
-    let file_len = file.len() as u64;
-    let (described_pages, needed_bytes) = plan_extent_totals(file, plan);
-    let backed = backed_pages(file, plan);
-    let truncation = (backed < described_pages).then(|| Truncation {
-        missing_pages: described_pages - backed,
-        needed_bytes,
-    });
-    if let Some(t) = truncation {
-        warnings.push(format!(
-            "the file is truncated: {} of {described_pages} described pages are missing (file is {file_len} bytes, the page data needs {})",
-            t.missing_pages, t.needed_bytes
-        ));
-    }
-    (described_pages, truncation)
+    Ok((layout, plan))
 }
 
 /// The header's fields as the file states them, around the checked

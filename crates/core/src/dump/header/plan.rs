@@ -4,7 +4,7 @@
 
 use crate::addr::PAGE_SIZE;
 
-use super::HEADER_SIZE;
+use super::{HEADER_SIZE, Truncation};
 
 /// A run of pages in the file: `pages` PFNs from `pfn`, whose data is
 /// packed from `file_offset`. `index` is the run or range number in the
@@ -127,4 +127,27 @@ pub(crate) fn backed_pages(file: &[u8], plan: &PagePlan) -> u64 {
         .into_iter()
         .map(|(offset, pages)| (len.saturating_sub(offset) / PAGE_SIZE).min(pages))
         .sum()
+}
+
+/// Pages the plan describes, and the truncation if the file holds fewer
+/// (with its warning).
+pub(super) fn truncation(
+    file: &[u8],
+    plan: &PagePlan,
+    warnings: &mut Vec<String>,
+) -> (u64, Option<Truncation>) {
+    let file_len = file.len() as u64;
+    let (described_pages, needed_bytes) = plan_extent_totals(file, plan);
+    let backed = backed_pages(file, plan);
+    let truncation = (backed < described_pages).then(|| Truncation {
+        missing_pages: described_pages - backed,
+        needed_bytes,
+    });
+    if let Some(t) = truncation {
+        warnings.push(format!(
+            "the file is truncated: {} of {described_pages} described pages are missing (file is {file_len} bytes, the page data needs {})",
+            t.missing_pages, t.needed_bytes
+        ));
+    }
+    (described_pages, truncation)
 }
