@@ -74,39 +74,52 @@ pub fn scan_module_within<M: Memory + ?Sized>(
         for (k, &lo) in starts.iter().enumerate() {
             let hi = starts.get(k + 1).copied().unwrap_or(end);
             let bytes = &r.bytes[(lo - r.va) as usize..(hi - r.va) as usize];
-            let insns = flow::decode_linear(lo, bytes);
-            for cp in flow::analyze(&insns) {
-                let ins = &insns[cp.index].ins;
-                let tail = !matches!(
-                    ins.flow_control(),
-                    FlowControl::Call | FlowControl::IndirectCall
-                );
-                let Some((slot, via)) = call_slot(ins, &cp, tail, &thunk) else {
-                    continue;
-                };
-                let Some(name) = imports.get(&slot) else {
-                    continue;
-                };
-                let Some((kind, reg)) = tagged_routine(name) else {
-                    continue;
-                };
-                scan.calls.push(PoolCallSite {
-                    module: module.name.clone(),
-                    call: KernelVa(ins.ip()),
-                    return_address: KernelVa(ins.next_ip()),
-                    tail_call: tail,
-                    routine: name.clone(),
-                    kind,
-                    via,
-                    tag_register: format!("{reg:?}").to_lowercase(),
-                    tags: tag_values(&cp, reg),
-                });
-            }
+            scan_piece(lo, bytes, &module.name, &imports, &thunk, &mut scan.calls);
         }
     }
     scan.calls.sort_by_key(|c| c.call);
     scan.calls.dedup_by_key(|c| c.call);
     Ok(scan)
+}
+
+/// Step 3 for one piece of code (from `lo`, between region cuts): the
+/// tagged pool calls the data-flow finds in it, through `imports`' slots.
+fn scan_piece(
+    lo: u64,
+    bytes: &[u8],
+    module: &str,
+    imports: &HashMap<u64, String>,
+    thunk: &dyn Fn(u64) -> Option<u64>,
+    out: &mut Vec<PoolCallSite>,
+) {
+    let insns = flow::decode_linear(lo, bytes);
+    for cp in flow::analyze(&insns) {
+        let ins = &insns[cp.index].ins;
+        let tail = !matches!(
+            ins.flow_control(),
+            FlowControl::Call | FlowControl::IndirectCall
+        );
+        let Some((slot, via)) = call_slot(ins, &cp, tail, thunk) else {
+            continue;
+        };
+        let Some(name) = imports.get(&slot) else {
+            continue;
+        };
+        let Some((kind, reg)) = tagged_routine(name) else {
+            continue;
+        };
+        out.push(PoolCallSite {
+            module: module.to_string(),
+            call: KernelVa(ins.ip()),
+            return_address: KernelVa(ins.next_ip()),
+            tail_call: tail,
+            routine: name.clone(),
+            kind,
+            via,
+            tag_register: format!("{reg:?}").to_lowercase(),
+            tags: tag_values(&cp, reg),
+        });
+    }
 }
 
 /// Step 1: the module's code sections, page by page, as contiguous ranges
