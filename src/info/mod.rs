@@ -380,28 +380,37 @@ fn render_kernel(r: &InfoReport, out: &mut String) {
         (None, None) => {}
     }
     s.render(out);
-
     if let Some(list) = &r.modules {
-        out.push('\n');
-        let state = if list.complete { "" } else { ", incomplete" };
-        out.push_str(&format!(
-            "Loaded modules ({}{state}; list head {})\n",
-            list.modules.len(),
-            list.head
-        ));
-        if list.modules.is_empty() {
-            out.push_str("  none could be read\n");
-        } else {
-            ListTable::new(&list.modules)
-                .left("Base", |m| m.base)
-                .left("End", |m| m.base.wrapping_add(u64::from(m.size)))
-                .right("Size", |m| hex(u64::from(m.size)))
-                .left("Name", |m| &m.name)
-                .left("Path", |m| m.full_name.as_deref().unwrap_or_default())
-                .render(out, 2);
-        }
+        render_modules(list, out);
     }
+    render_warnings(r, out);
+}
 
+/// The loaded-module list, as `lm` lists it.
+fn render_modules(list: &ModuleList, out: &mut String) {
+    out.push('\n');
+    let state = if list.complete { "" } else { ", incomplete" };
+    out.push_str(&format!(
+        "Loaded modules ({}{state}; list head {})\n",
+        list.modules.len(),
+        list.head
+    ));
+    if list.modules.is_empty() {
+        out.push_str("  none could be read\n");
+    } else {
+        ListTable::new(&list.modules)
+            .left("Base", |m| m.base)
+            .left("End", |m| m.base.wrapping_add(u64::from(m.size)))
+            .right("Size", |m| hex(u64::from(m.size)))
+            .left("Name", |m| &m.name)
+            .left("Path", |m| m.full_name.as_deref().unwrap_or_default())
+            .render(out, 2);
+    }
+}
+
+/// Every warning of the header, the page map, the kernel and the module
+/// list.
+fn render_warnings(r: &InfoReport, out: &mut String) {
     let map_check = r.file.iter().filter_map(|f| match &f.map_check {
         MapCheck::Same { .. } => None,
         MapCheck::Differs(w) | MapCheck::Rejected(w) => Some(w),
