@@ -129,7 +129,12 @@ impl Restore<'_> {
 }
 
 impl Drop for Restore<'_> {
+    /// Restores on a way out that did not (an error, a panic); a restore
+    /// already tried was reported by its caller.
     fn drop(&mut self) {
+        if self.done.is_some() {
+            return;
+        }
         if let Err(e) = self.restore() {
             eprintln!(
                 "pooldump: {}",

@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pooldump_kdnet_sim::{Faults, SimEvent, SimTarget, StopOnResume, WorkItem, Workload};
+use pooldump_kdnet_sim::{
+    Faults, Mishap, MishapAt, MishapKind, SimEvent, SimTarget, StopOnResume, WorkItem, Workload,
+};
 use pooldump_kit::run::{HitRecord, PoolOp, RunTruth};
 use pooldump_kit::{Machine, NtBuild, Scenario};
 use serde_json::Value;
@@ -56,6 +58,22 @@ fn setup_with(build: NtBuild, faults: Faults, workload: Workload) -> Setup {
     setup_stopping_on_resume(build, faults, workload, None)
 }
 
+/// A target struck by `kind` as soon as the debugger has set PoolHitTag
+/// and let it run.
+fn setup_struck_when_watched(kind: MishapKind) -> Setup {
+    let mishap = Mishap {
+        at: MishapAt::ResumeAfterWrites(1),
+        kind,
+    };
+    setup_full(
+        NtBuild::Win10_19041,
+        Faults::default(),
+        Workload::leak(),
+        None,
+        Some(mishap),
+    )
+}
+
 /// As [`setup_with`], with a stop under way when the target is frozen
 /// (made from nt!DbgBreakPoint's address), raised when it runs again.
 fn setup_stopping_on_resume(
@@ -63,6 +81,17 @@ fn setup_stopping_on_resume(
     faults: Faults,
     workload: Workload,
     stop: Option<&dyn Fn(u64) -> StopOnResume>,
+) -> Setup {
+    setup_full(build, faults, workload, stop, None)
+}
+
+/// As [`setup_stopping_on_resume`], and struck by `mishap`.
+fn setup_full(
+    build: NtBuild,
+    faults: Faults,
+    workload: Workload,
+    stop: Option<&dyn Fn(u64) -> StopOnResume>,
+    mishap: Option<Mishap>,
 ) -> Setup {
     let m = Machine::build(&Scenario::small(build, 31));
     let symbols = tempfile::tempdir().unwrap();
@@ -84,6 +113,7 @@ fn setup_stopping_on_resume(
     cfg.workload = Some(workload);
     cfg.speed = 60.0;
     cfg.stop_on_resume = stop.map(|f| f(dbg_break_point));
+    cfg.mishap = mishap;
     let sim = SimTarget::spawn(m, cfg).unwrap();
     Setup {
         sim,
@@ -449,6 +479,69 @@ fn hittag_over_a_lossy_link() {
     let truth = s.sim.truth().unwrap();
     assert_counts_match(&s, &j, &truth);
     assert_stacks_are_the_cpus(&j, &truth);
+}
+
+#[test]
+fn an_outage_while_watching_is_ridden_out_and_the_tag_restored() {
+    // The target stops answering for 3 s as soon as it runs with the tag
+    // set; pooldump's break-in to restore it keeps trying through the
+    // outage.
+    let s = setup_struck_when_watched(MishapKind::Silent(Duration::from_secs(3)));
+    let out = run_bounded(
+        &mut hittag_cmd(
+            &s,
+            &[
+                "--tag",
+                "Leak",
+                "--hits",
+                "1000000",
+                "--seconds",
+                "1",
+                "--json",
+            ],
+        ),
+        Duration::from_secs(120),
+    );
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let j: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(j["restored"], true, "{j}");
+    assert!(s.sim.stats().ignored_while_silent > 0, "no outage happened");
+    assert_restored_and_running(&s);
+}
+
+#[test]
+fn a_link_lost_for_good_while_watching_says_the_tag_is_still_set() {
+    // Silent for longer than pooldump waits: PoolHitTag cannot be set
+    // back, and the user is told how to do it by hand.
+    let s = setup_struck_when_watched(MishapKind::Silent(Duration::from_secs(600)));
+    let out = run_bounded(
+        &mut hittag_cmd(
+            &s,
+            &["--tag", "Leak", "--hits", "1000000", "--seconds", "1"],
+        ),
+        Duration::from_secs(120),
+    );
+    assert_ne!(out.code(), Some(0), "{}", out.stdout);
+    // Said once, as the error.
+    assert_eq!(
+        out.stderr.matches("restoring nt!PoolHitTag at").count(),
+        1,
+        "{}",
+        out.stderr
+    );
+    support::assert_contains_all(
+        "restore failed",
+        &out.stderr,
+        &[
+            "restoring nt!PoolHitTag at",
+            "to ffffff0f",
+            "the target may still break on every Leak",
+            "ed nt!PoolHitTag ffffff0f",
+        ],
+    );
+    // It is still set: the message is true.
+    let v = s.sim.peek(s.hit_tag_va, 4).expect("PoolHitTag is mapped");
+    assert_eq!(&v, b"Leak");
 }
 
 #[test]

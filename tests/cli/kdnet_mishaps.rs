@@ -11,7 +11,7 @@ use crate::support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pooldump_kdnet_sim::{Faults, Mishap, MishapKind, SimTarget};
+use pooldump_kdnet_sim::{Faults, Mishap, MishapAt, MishapKind, SimTarget};
 use pooldump_kit::{Machine, scenario};
 use serde_json::Value;
 use support::{pooldump, pooldump_command, run_bounded, sample};
@@ -26,7 +26,7 @@ const AFTER: u64 = 60;
 fn target(kind: MishapKind, faults: Faults) -> (SimTarget, u16) {
     let (mut cfg, port) = support::loopback_sim(KEY);
     cfg.mishap = Some(Mishap {
-        after_requests: AFTER,
+        at: MishapAt::Requests(AFTER),
         kind,
     });
     cfg.faults = faults;

@@ -88,10 +88,21 @@ pub struct StopOnResume {
 /// A session that goes wrong, at a chosen point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mishap {
-    /// Requests executed (in this boot) before it happens.
-    pub after_requests: u64,
+    /// When it happens.
+    pub at: MishapAt,
     /// What goes wrong.
     pub kind: MishapKind,
+}
+
+/// When a [`Mishap`] strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MishapAt {
+    /// Once this many requests have been executed in this boot.
+    Requests(u64),
+    /// When the debugger lets the target run after it executed this many
+    /// memory writes: a debugger that set nt!PoolHitTag and resumed the
+    /// target is struck at 1, while it waits for the target's stops.
+    ResumeAfterWrites(u64),
 }
 
 /// What a [`Mishap`] does.

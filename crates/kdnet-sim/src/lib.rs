@@ -65,7 +65,7 @@ use std::time::Duration;
 use pooldump_kit::Machine;
 use pooldump_kit::run::RunTruth;
 
-pub use config::{Faults, Mishap, MishapKind, SimConfig, StopOnResume};
+pub use config::{Faults, Mishap, MishapAt, MishapKind, SimConfig, StopOnResume};
 use kd::{Cmd, Target};
 pub use pooldump_kit::run::{WorkItem, Workload};
 pub use report::{SimEnd, SimEvent, SimStats};

@@ -12,6 +12,7 @@ use pooldump_kdnet::api::{
 };
 
 use super::{Run, STOPPED_THREAD, Target};
+use crate::config::MishapAt;
 
 impl Target {
     /// Execute one manipulate request; its reply, or `None` for a
@@ -151,6 +152,12 @@ impl Target {
         // Armed only in the tests that ask for it: the statistics are
         // looked at then alone (and their lock is let go before `emit`,
         // which takes it again).
+        if let Some(m) = self.mishap
+            && let MishapAt::ResumeAfterWrites(n) = m.at
+            && self.stats.lock().unwrap_or_else(|e| e.into_inner()).writes >= n
+        {
+            self.strike(m.kind);
+        }
         if let Some(after) = self.cfg.stop_on_resume.as_ref().map(|s| s.after_writes) {
             let writes = self.stats.lock().unwrap_or_else(|e| e.into_inner()).writes;
             if writes >= after

@@ -11,7 +11,7 @@ use pooldump_kdnet::datagram::{self, Channel, Datagram, DatagramError};
 use pooldump_kdnet::packet::{KdPacket, PacketType, Payload};
 
 use super::{HOLD, Pending, Run, STOPPED_THREAD, Target};
-use crate::config::MishapKind;
+use crate::config::{MishapAt, MishapKind};
 
 impl Target {
     pub(super) fn offer(&mut self) {
@@ -372,13 +372,19 @@ impl Target {
             self.send_data(PacketType::StateManipulate, reply.to_bytes());
         }
         if let Some(m) = self.mishap
-            && self.boot_requests >= m.after_requests
+            && let MishapAt::Requests(n) = m.at
+            && self.boot_requests >= n
         {
-            self.mishap = None;
-            match m.kind {
-                MishapKind::Reboot => self.reboot(),
-                MishapKind::Silent(d) => self.silent_until = Some(Instant::now() + d),
-            }
+            self.strike(m.kind);
+        }
+    }
+
+    /// The configured mishap happens now (once).
+    pub(super) fn strike(&mut self, kind: MishapKind) {
+        self.mishap = None;
+        match kind {
+            MishapKind::Reboot => self.reboot(),
+            MishapKind::Silent(d) => self.silent_until = Some(Instant::now() + d),
         }
     }
 }
