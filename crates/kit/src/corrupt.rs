@@ -32,6 +32,9 @@ pub enum Corruption {
     DuplicateModules,
     /// ExPoolTagTables holds garbage pointers beyond the first CPU.
     GarbagePerCpuPointers,
+    /// The first session's `_MM_SESSION_SPACE.PagedPoolStart` and
+    /// `PagedPoolEnd` span all of the kernel half: not a session pool.
+    HugeSessionPoolRange,
 }
 
 /// Damage done to the written file.
@@ -69,6 +72,13 @@ impl Machine {
                 self.set_global("PoolBigPageTable", va);
             }
             Corruption::PageTableLoops => self.loop_page_tables(),
+            Corruption::HugeSessionPoolRange => {
+                let s = self.truth.sessions[0].global_va;
+                let start = self.m.offset_of("_MM_SESSION_SPACE", "PagedPoolStart");
+                let end = self.m.offset_of("_MM_SESSION_SPACE", "PagedPoolEnd");
+                self.write_u64(s + start, 0xFFFF_8000_0000_0000);
+                self.write_u64(s + end, u64::MAX);
+            }
             Corruption::CyclicModuleList => {
                 let head = self.truth.kernel.ps_loaded_module_list;
                 let mut entries = vec![];

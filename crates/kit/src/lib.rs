@@ -37,6 +37,7 @@ pub mod run;
 pub mod scenario;
 pub mod series;
 pub mod session;
+mod session_pool;
 pub mod tag;
 pub mod tracker;
 pub mod triage;

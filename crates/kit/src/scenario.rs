@@ -88,8 +88,10 @@ pub struct SessionSpec {
     pub filler_tags: u32,
 }
 
-/// A tag's session paged-pool history (counters only: the allocations
-/// themselves are not placed in memory).
+/// A tag's session paged-pool history: the session tracker's counters,
+/// and on legacy-allocator builds (Win7 to 1809) its `live` allocations in
+/// the session's pool pages (`SessionTruth::allocations`); from 19H1 on
+/// counters only.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionTagSpec {

@@ -11,22 +11,29 @@
 //! pointer on Windows 11) has the same VA in every session and different
 //! contents in each: a reader must go through a DTB of the right session.
 
+use crate::builds::Allocator;
 use crate::layout::StructBuf;
 use crate::machine::Machine;
 use crate::paging::{AddressSpace, Prot, sign_extend};
 use crate::phys::{GB, PAGE64};
 use crate::scenario::SessionSpec;
+use crate::session_pool::SessionPool;
 use crate::tag::{tag_string, tag_value};
 use crate::tracker::{tag_hash, tag_row};
 use crate::truth::{Counters, ProcessTruth, SessionTruth, TagUsage, TrackerSlot};
 
 const SLOT: u64 = 1 << 39;
+/// The size of a session's paged pool (PagedPoolStart to PagedPoolEnd).
+const SESSION_POOL_BYTES: u64 = 0x1_0000_0000;
 /// Session space before Windows 10 1607: 0xFFFFF900`00000000, one PML4 slot
 /// (docs/pool-structures.md §6).
 const LEGACY_SESSION_SLOT: u64 = 0x1F2;
 /// Before the inline `PoolTags` array, the table followed the structure at
 /// MmSessionSpace + 0x2000 (docs/pool-structures.md §2).
 const LEGACY_TABLE_OFFSET: u64 = 0x2000;
+
+/// A tag's session tracker counters: (key, allocs, frees, bytes).
+type Charge = (u32, u64, u64, u64);
 
 /// What the process builder needs of a built session.
 struct BuiltSession {
@@ -118,12 +125,25 @@ impl Machine {
             "the kernel maps something in the session slot"
         );
         let session_base = sign_extend(slot * SLOT);
+        // Session paged pool is [3 GiB, 7 GiB) into session space (its
+        // PagedPoolStart..End); the structure lies outside it.
+        let session_pool = session_base + 0xC000_0000;
         let mm_session_space = if self.scenario.build.has_kaslr_regions() {
-            session_base + self.rng.u64(1..0x40) * GB
+            // A draw that falls inside the pool moves past it (the other
+            // draws give the addresses they always gave).
+            let gb = match self.rng.u64(1..0x40) {
+                g @ 3..7 => g + 4,
+                g => g,
+            };
+            session_base + gb * GB
         } else {
             session_base + 0x7F_0000_0000
         };
-        (slot, mm_session_space, session_base + 0xC000_0000)
+        debug_assert!(
+            mm_session_space < session_pool
+                || mm_session_space >= session_pool + SESSION_POOL_BYTES
+        );
+        (slot, mm_session_space, session_pool)
     }
 
     /// The address space of process `n`: the kernel's for System, the
@@ -255,7 +275,7 @@ impl Machine {
         };
         let (table_va, n) = self.session_table(&mut pool, mm_session_space);
 
-        let charges = self.session_charges(spec);
+        let (charges, blocks) = self.session_charges(spec);
         let filled = SessionTables::fill(m, n, charges);
         let (exp_va, exp_size) = if filled.expansion.is_empty() {
             (0, 0)
@@ -277,7 +297,7 @@ impl Machine {
             .set_if("ProcessReferenceToSession", nproc)
             .set_if("SessionPageDirectoryIndex", pdpt_pfn)
             .set_if("PagedPoolStart", session_pool)
-            .set_if("PagedPoolEnd", session_pool + 0x1_0000_0000 - 1)
+            .set_if("PagedPoolEnd", session_pool + SESSION_POOL_BYTES - 1)
             .set("PoolTrackTableExpansion", exp_va)
             .set("PoolTrackTableExpansionSize", exp_size);
         if pool_tags_pointer(m) {
@@ -294,6 +314,17 @@ impl Machine {
                 .collect();
             asp.write(&mut self.mem, exp_va, &bytes);
         }
+        let allocations = if self.scenario.build.allocator() == Allocator::Legacy {
+            // Their own generator, so the rest of the machine is what it
+            // was before session pool held allocations.
+            let mut rng =
+                fastrand::Rng::with_seed(self.scenario.seed ^ (0x5E55_0000 | spec.id as u64));
+            let mut blocks = blocks;
+            rng.shuffle(&mut blocks);
+            self.place_session_blocks(&mut pool, &blocks, &mut rng)
+        } else {
+            Vec::new()
+        };
 
         BuiltSession {
             asp,
@@ -309,6 +340,7 @@ impl Machine {
                 expansion_tags: filled.exp_tags.iter().map(|k| tag_string(*k)).collect(),
                 pids: Vec::new(),
                 tags: filled.rows,
+                allocations,
             },
         }
     }
@@ -365,15 +397,20 @@ impl Machine {
         }
     }
 
-    /// The session's tags and filler tags as (key, allocs, frees, bytes).
-    fn session_charges(&mut self, spec: &SessionSpec) -> Vec<(u32, u64, u64, u64)> {
-        let mut charges: Vec<(u32, u64, u64, u64)> = Vec::new();
+    /// The session's tags and filler tags as (key, allocs, frees, bytes);
+    /// and the blocks of its tags' live allocations, (key, bytes asked
+    /// for), whose sizes the bytes sum (header included).
+    fn session_charges(&mut self, spec: &SessionSpec) -> (Vec<Charge>, Vec<(u32, u64)>) {
+        let mut charges: Vec<Charge> = Vec::new();
+        let mut blocks = Vec::new();
         for t in &spec.tags {
             let key = tag_value(&t.tag);
-            let bytes: u64 = (0..t.live)
-                .map(|_| (t.size.pick(&mut self.rng) as u64 + 0x10).div_ceil(16) * 16)
-                .sum();
+            let sizes: Vec<u64> = (0..t.live)
+                .map(|_| t.size.pick(&mut self.rng) as u64)
+                .collect();
+            let bytes: u64 = sizes.iter().map(|s| (s + 0x10).div_ceil(16) * 16).sum();
             charges.push((key, t.live as u64 + t.freed, t.freed, bytes));
+            blocks.extend(sizes.into_iter().map(|s| (key, s)));
         }
         for i in 0..spec.filler_tags {
             let key = tag_value(&filler_tag(i));
@@ -381,7 +418,7 @@ impl Machine {
             let freed = self.rng.u64(0..100);
             charges.push((key, live + freed, freed, live * 0x40));
         }
-        charges
+        (charges, blocks)
     }
 
     /// Give every process the kernel's top-level entries (after everything
@@ -398,27 +435,6 @@ impl Machine {
                 asp.set_pml4e(&mut self.mem, idx, e);
             }
         }
-    }
-}
-
-/// Session pool: pages mapped in the session's address space, handed out
-/// in order from its start.
-struct SessionPool {
-    asp: AddressSpace,
-    next: u64,
-}
-
-impl SessionPool {
-    /// Map fresh frames for `bytes` (whole pages) at the next free VA.
-    fn alloc(&mut self, mc: &mut Machine, bytes: u64) -> u64 {
-        let va = self.next;
-        let pages = bytes.div_ceil(PAGE64);
-        self.next += pages * PAGE64;
-        for i in 0..pages {
-            let f = mc.mem.alloc();
-            self.asp.map(&mut mc.mem, va + i * PAGE64, f, Prot::Data);
-        }
-        va
     }
 }
 

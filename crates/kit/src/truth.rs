@@ -75,6 +75,12 @@ pub struct SessionTruth {
     pub pids: Vec<u64>,
     /// Expected rows (all "Paged": session pool is paged).
     pub tags: Vec<TagUsage>,
+    /// The live allocations of its tags, in its session pool (legacy
+    /// allocator builds only: from 19H1 on session pool is a segment heap
+    /// the kit does not lay out, and this is empty). Their addresses are
+    /// session-space addresses.
+    #[serde(default)]
+    pub allocations: Vec<Allocation>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

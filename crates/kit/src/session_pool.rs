@@ -1,0 +1,138 @@
+//! Session paged pool: the pages of one session's pool, mapped only in
+//! that session's address space, and the allocations in them.
+//!
+//! On the legacy allocator (Win7 to 1809) a session's paged pool is carved
+//! as the kernel's own paged pool is: 4 KiB pages of chunks whose
+//! `_POOL_HEADER`s chain through PreviousSize, the rest of each page one
+//! free chunk (docs/pool-structures.md §4). What differs is where the pages
+//! are (between `_MM_SESSION_SPACE.PagedPoolStart` and `PagedPoolEnd`,
+//! the same addresses in every session and other frames in each) and the
+//! header's PoolType: PagedPoolSession (0x21) as `(POOL_TYPE & 0x6D) | 2`,
+//! so 0x23. From 19H1 on session pool is a segment heap of its own
+//! (`_MM_SESSION_SPACE.HeapState`), which the kit does not lay out: there
+//! its session tags stay counters only.
+
+use crate::layout::StructBuf;
+use crate::machine::Machine;
+use crate::paging::{AddressSpace, Prot};
+use crate::phys::PAGE64;
+use crate::scenario::PoolKind;
+use crate::tag::tag_string;
+use crate::truth::{Allocation, AllocatorKind};
+
+/// POOL_TYPE PagedPoolSession.
+const PAGED_POOL_SESSION: u64 = 0x21;
+/// A chunk's header and body fit one page: BlockSize is 8 bits of
+/// 16-byte units, and larger allocations take whole pages.
+const MAX_CHUNK: u64 = 0xFF0;
+
+/// Session pool: pages mapped in the session's address space, handed out
+/// in order from its start.
+pub(crate) struct SessionPool {
+    pub(crate) asp: AddressSpace,
+    pub(crate) next: u64,
+}
+
+impl SessionPool {
+    /// Map fresh frames for `bytes` (whole pages) at the next free VA.
+    pub(crate) fn alloc(&mut self, mc: &mut Machine, bytes: u64) -> u64 {
+        let va = self.next;
+        let pages = bytes.div_ceil(PAGE64);
+        self.next += pages * PAGE64;
+        for i in 0..pages {
+            let f = mc.mem.alloc();
+            self.asp.map(&mut mc.mem, va + i * PAGE64, f, Prot::Data);
+        }
+        va
+    }
+}
+
+/// The page being carved.
+struct OpenPage {
+    va: u64,
+    used: u64,
+    last_units: u64,
+}
+
+impl Machine {
+    /// Place `blocks` ((tag, bytes asked for), in the order given) in
+    /// legacy pool pages of session pool `pool`; returns them as placed.
+    /// Blocks too large for a pool page are left out (whole-page session
+    /// allocations live in the session's big-page table, which the kit
+    /// does not fill).
+    pub(crate) fn place_session_blocks(
+        &mut self,
+        pool: &mut SessionPool,
+        blocks: &[(u32, u64)],
+        rng: &mut fastrand::Rng,
+    ) -> Vec<Allocation> {
+        let ptype = (PAGED_POOL_SESSION & 0x6D) | 2;
+        let mut out = Vec::new();
+        let mut page: Option<OpenPage> = None;
+        for &(key, size) in blocks {
+            let block = (size + 0x10).div_ceil(16) * 16;
+            if block > MAX_CHUNK {
+                continue;
+            }
+            if page.as_ref().is_none_or(|p| p.used + block > PAGE64) {
+                if let Some(p) = page.take() {
+                    self.close_session_page(pool, &p);
+                }
+                page = Some(OpenPage {
+                    va: pool.alloc(self, PAGE64),
+                    used: 0,
+                    last_units: 0,
+                });
+            }
+            let p = page.as_mut().expect("a page is open");
+            let h = p.va + p.used;
+            // Session paged pool has one descriptor: PoolIndex 0.
+            let hdr = self.session_header(p.last_units, block / 16, ptype, key);
+            pool.asp.write(&mut self.mem, h, &hdr);
+            let mut body = vec![0u8; size.min(48) as usize];
+            rng.fill(&mut body);
+            pool.asp.write(&mut self.mem, h + 0x10, &body);
+            p.used += block;
+            p.last_units = block / 16;
+            out.push(Allocation {
+                va: h + 0x10,
+                header_va: Some(h),
+                extra_header_va: None,
+                tag: tag_string(key),
+                tag_value: key,
+                pool: PoolKind::Paged,
+                size,
+                block_bytes: block,
+                live: true,
+                stale_header: false,
+                allocator: AllocatorKind::LegacyPage,
+                pa: pool.asp.translate(&self.mem, h),
+                in_dump: true,
+                protected: false,
+            });
+        }
+        if let Some(p) = page {
+            self.close_session_page(pool, &p);
+        }
+        out
+    }
+
+    /// The rest of a page: one free chunk (PoolType 0, no tag).
+    fn close_session_page(&mut self, pool: &SessionPool, p: &OpenPage) {
+        let rest = PAGE64 - p.used;
+        if rest > 0 {
+            let hdr = self.session_header(p.last_units, rest / 16, 0, 0);
+            pool.asp.write(&mut self.mem, p.va + p.used, &hdr);
+        }
+    }
+
+    fn session_header(&self, prev: u64, units: u64, pool_type: u64, tag: u32) -> Vec<u8> {
+        let mut h = StructBuf::new(self.m, "_POOL_HEADER");
+        h.set("PreviousSize", prev)
+            .set("PoolIndex", 0)
+            .set("BlockSize", units)
+            .set("PoolType", pool_type)
+            .set("PoolTag", tag as u64);
+        h.bytes
+    }
+}
