@@ -51,7 +51,8 @@ pub struct SourceInfo {
 /// `protected`, `bytes` (BlockSize × 16 with the header, or the big-page
 /// entry's bytes), `pool` (NonPaged, NonPagedNx or Paged), `session`,
 /// `pool_type`, `state` (allocated, free, unknown), `allocator`
-/// (legacy-page, lfh, vs, big-pool, unverified) and `in_dump`.
+/// (legacy-page, lfh, vs, big-pool, unverified), `in_dump` and
+/// `session_id` (the session whose space holds the address, or null).
 #[derive(Debug, Default)]
 pub struct Allocations {
     list: Vec<FoundAllocation>,
@@ -130,7 +131,7 @@ impl Serialize for AllocationJson<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let a = self.0;
-        let mut m = s.serialize_struct("Allocation", 12)?;
+        let mut m = s.serialize_struct("Allocation", 13)?;
         m.serialize_field("va", &Text(a.va))?;
         m.serialize_field("header", &a.header.map(Text))?;
         m.serialize_field("pa", &a.pa.map(|p| Text(Hex(p.0))))?;
@@ -143,6 +144,7 @@ impl Serialize for AllocationJson<'_> {
         m.serialize_field("state", &a.state)?;
         m.serialize_field("allocator", &a.allocator)?;
         m.serialize_field("in_dump", &a.in_dump)?;
+        m.serialize_field("session_id", &a.session_id)?;
         m.end()
     }
 }
@@ -195,10 +197,20 @@ pub struct Scan {
     pub mapped_frames_not_in_dump: Option<u64>,
     pub paged_out_pages: u64,
     pub regions: Option<Vec<String>>,
+    /// Sessions whose paged pool was mapped through their own page tables.
+    pub sessions: Vec<SessionScan>,
     pub page_tables_read: u64,
     pub alias_pages: u64,
     pub duplicate_headers: u64,
     pub rejected_by_heap: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionScan {
+    pub session_id: u32,
+    /// The page tables (a process of the session's) its pool was read through.
+    pub dtb: String,
+    pub mapped_pages: u64,
 }
 
 /// The per-tag counts as rows per call site of the map: each allocation
@@ -343,6 +355,15 @@ fn scan_row(r: &FindReport) -> Scan {
             .regions
             .as_ref()
             .map(|v| v.iter().map(|g| g.name.clone()).collect()),
+        sessions: r
+            .sessions
+            .iter()
+            .map(|s| SessionScan {
+                session_id: s.session_id,
+                dtb: format!("{:#x}", s.dtb.0),
+                mapped_pages: s.mapped_pages,
+            })
+            .collect(),
         page_tables_read: r.pagemap.tables_read,
         alias_pages: r.pagemap.alias_pages,
         duplicate_headers: r.scan.duplicate_headers,

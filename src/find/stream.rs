@@ -100,6 +100,7 @@ fn widest_columns() -> Columns {
         bytes: 0xFFFF_FFFF,
         pool: pooldump_core::pool::find::PoolKind::NonPagedNx,
         session: true,
+        session_id: Some(u32::MAX),
         pool_type: 0,
         state: AllocationState::Allocated,
         allocator: pooldump_core::pool::find::Allocator::LegacyPage,

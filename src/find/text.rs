@@ -55,9 +55,22 @@ fn title(r: &Report) -> String {
     } else {
         String::new()
     };
+    let sessions = if s.sessions.is_empty() {
+        String::new()
+    } else {
+        let ids: Vec<String> = s
+            .sessions
+            .iter()
+            .map(|x| x.session_id.to_string())
+            .collect();
+        format!(
+            "; session pool of session(s) {} through their own page tables",
+            ids.join(", ")
+        )
+    };
     format!(
         "{}: Windows build {}, {} pool; tags {}\n\
-         Scanned {gib:.2} GiB ({} frames) in {:.2} s{rate} ({}, {} thread(s)); {}\n\n",
+         Scanned {gib:.2} GiB ({} frames) in {:.2} s{rate} ({}, {} thread(s)); {}{sessions}\n\n",
         r.source.name,
         r.source.build,
         r.allocator,
@@ -196,6 +209,14 @@ pub(crate) fn allocation_cells(a: &FoundAllocation, row: &mut [String; 7]) {
     if a.session {
         row[3].push_str(" session");
     }
+    if let Some(id) = a.session_id {
+        // The address is in that session's space (its header normally
+        // carries the session bit too; if not, the address says it).
+        if !a.session {
+            row[3].push_str(" session");
+        }
+        let _ = write!(row[3], " {id}");
+    }
     row[4].push_str(state_text(a.state));
     let _ = write!(row[5], "{}", a.allocator);
     let _ = write!(row[6], "{}", a.tag);
@@ -278,7 +299,7 @@ fn push_warnings(r: &Report, out: &mut String) {
 }
 
 /// The CSV header of the allocation list.
-pub(super) const ALLOCATION_CSV: [&str; 12] = [
+pub(super) const ALLOCATION_CSV: [&str; 13] = [
     "va",
     "header",
     "pa",
@@ -291,6 +312,7 @@ pub(super) const ALLOCATION_CSV: [&str; 12] = [
     "tag",
     "protected",
     "in_dump",
+    "session_id",
 ];
 
 /// With `--bytes`, the column after [`ALLOCATION_CSV`]'s: the bytes as
@@ -320,6 +342,7 @@ pub(super) fn allocation_csv<W: Write>(
         a.tag.to_string(),
         a.protected.to_string(),
         a.in_dump.to_string(),
+        a.session_id.map(|id| id.to_string()).unwrap_or_default(),
     ];
     let bytes = contents.map(crate::contents::hex_bytes);
     crate::render::csv_record(w, cells.into_iter().chain(bytes))?;

@@ -98,7 +98,7 @@ fn bytes_are_what_the_machine_holds_in_every_format() {
         let csv = with(&a);
         let mut lines = csv.as_str().unwrap().lines();
         let header = lines.next().unwrap();
-        assert!(header.ends_with(",in_dump,contents"), "{header}");
+        assert!(header.ends_with(",in_dump,session_id,contents"), "{header}");
         let mut n = 0;
         for line in lines {
             let cells: Vec<&str> = line.split(',').collect();

@@ -268,6 +268,99 @@ fn live_kdnet_target_gives_what_the_dump_gives() {
     assert!(!a["allocations"].as_array().unwrap().is_empty());
 }
 
+#[test]
+fn session_pool_is_found_in_each_session_from_a_dump_and_a_live_target() {
+    use pooldump_kdnet_sim::SimTarget;
+
+    // Win7: session pool at 0xFFFFF900`C0000000 in every session, in
+    // frames only that session's processes map.
+    let m = Machine::build(&Scenario::small(NtBuild::Win7_7601, 11));
+    let want: BTreeSet<(u64, u64)> = m
+        .truth
+        .sessions
+        .iter()
+        .flat_map(|s| s.allocations.iter().map(|a| (u64::from(s.id), a.va)))
+        .collect();
+    let tags: BTreeSet<String> = m
+        .truth
+        .sessions
+        .iter()
+        .flat_map(|s| s.allocations.iter().map(|a| a.tag.clone()))
+        .collect();
+    let mut args = vec![];
+    for t in &tags {
+        args.extend(["--tag", t.as_str()]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (dump, _) = support::write_dump_and_symbols(&m, dir.path());
+    let with = |extra: &[&str]| {
+        let mut a = args.clone();
+        a.extend_from_slice(extra);
+        let r = find(&dump, &a);
+        assert_eq!(r.code(), Some(0), "{}", r.stderr);
+        r.stdout
+    };
+    let j: serde_json::Value = serde_json::from_str(&with(&["--json"])).unwrap();
+    let got: BTreeSet<(u64, u64)> = support::items(&j["allocations"])
+        .map(|a| {
+            assert_eq!(a["session"], true, "{a}");
+            let id = a["session_id"].as_u64().unwrap_or_else(|| panic!("{a}"));
+            (id, va(a["va"].as_str().unwrap()))
+        })
+        .collect();
+    assert_eq!(got, want);
+    let ids: Vec<u64> = support::items(&j["scan"]["sessions"])
+        .map(|s| s["session_id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [0, 1]);
+    // The tracker column counts the sessions' own tables: nothing is
+    // "not found".
+    for t in support::items(&j["tags"]) {
+        assert_eq!(t["tracker_diff"], t["allocated"], "{t}");
+        assert_eq!(t["not_found"], 0, "{t}");
+    }
+
+    let text = with(&[]);
+    assert!(
+        text.contains("session pool of session(s) 0, 1 through their own page tables"),
+        "{text}"
+    );
+    assert!(text.contains("Paged session 1"), "{text}");
+    assert!(text.contains("Paged session 0"), "{text}");
+    let csv = with(&["--csv"]);
+    let mut lines = csv.lines();
+    assert!(lines.next().unwrap().ends_with(",in_dump,session_id"));
+    let from_csv: BTreeSet<(u64, u64)> = lines
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            (c[12].parse().unwrap(), va(c[0]))
+        })
+        .collect();
+    assert_eq!(from_csv, want);
+
+    // A live target: the same sessions, read through the same tables.
+    let key = "1.2.3.4";
+    let (cfg, port) = support::loopback_sim(key);
+    let _sim = SimTarget::spawn(m, cfg).unwrap();
+    let spec = format!("port={port},key={key},bind=127.0.0.1");
+    let syms = dir.path().join("symbols").display().to_string();
+    let mut a = vec![
+        "find",
+        "--kdnet",
+        &spec,
+        "--symbol-path",
+        &syms,
+        "--offline",
+        "--no-cache",
+        "--json",
+    ];
+    a.extend_from_slice(&args);
+    let live = pooldump(&a);
+    assert_eq!(live.code(), Some(0), "{}", live.stderr);
+    let b: serde_json::Value = serde_json::from_str(&live.stdout).unwrap();
+    assert_eq!(j["allocations"], b["allocations"]);
+}
+
 // --- --unsorted ------------------------------------------------------------
 
 /// `v` without the fields that differ from run to run (the scan's time).

@@ -103,6 +103,11 @@ pub struct Mapping {
     pub transition: bool,
     /// Mapped by a 2 MiB or 1 GiB page.
     pub large: bool,
+    /// Session space, mapped by the page tables of this session's
+    /// processes only ([`PageMap::add_session`]); `None` for the kernel's
+    /// own mappings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<u32>,
 }
 
 impl Mapping {
@@ -228,6 +233,48 @@ impl PageMap {
         let mut stats = w.stats;
         let by_pfn = primary(w.out, &mut stats);
         PageMap { by_pfn, stats }
+    }
+
+    /// Add the mappings of one session's space, walked through the page
+    /// tables of one of its processes (`walk` over a
+    /// [`ProcessSpace`](crate::memory::ProcessSpace)), as session `id`'s.
+    /// Where a frame is mapped twice, a session's mapping is kept; the
+    /// walks' counts add up.
+    pub fn add_session(&mut self, walk: PageMap, id: u32) {
+        self.merge(walk, Some(id));
+    }
+
+    /// Add the mappings of another walk of the kernel's own tables.
+    pub fn add(&mut self, walk: PageMap) {
+        self.merge(walk, None);
+    }
+
+    fn merge(&mut self, walk: PageMap, session: Option<u32>) {
+        let mut all = std::mem::take(&mut self.by_pfn);
+        all.extend(walk.by_pfn.into_iter().map(|m| Mapping { session, ..m }));
+        let w = walk.stats;
+        let s = &mut self.stats;
+        s.tables_read += w.tables_read;
+        s.tables_unreadable += w.tables_unreadable;
+        s.self_references += w.self_references;
+        s.tables_revisited += w.tables_revisited;
+        s.user_entries += w.user_entries;
+        s.alias_pages += w.alias_pages;
+        s.transition_pages += w.transition_pages;
+        s.not_present_pages += w.not_present_pages;
+        s.not_present_tables += w.not_present_tables;
+        if s.truncated.is_none() {
+            s.truncated = w.truncated;
+        }
+        if let (Some(r), Some(wr)) = (&mut s.ranges, w.ranges) {
+            r.extend(
+                wr.into_iter()
+                    .filter(|x| !r.contains(x))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        s.mapped_pages = 0;
+        self.by_pfn = primary(all, s);
     }
 
     /// The mappings, one per frame run, sorted by PFN.
@@ -368,6 +415,7 @@ impl<M: Memory + ?Sized> Walker<'_, M> {
                 no_execute,
                 transition,
                 large,
+                session: None,
             };
             if transition {
                 self.stats.transition_pages += n;
@@ -399,7 +447,9 @@ impl<M: Memory + ?Sized> Walker<'_, M> {
 /// Keep each frame once: sort by PFN, then cut every run down to the part
 /// no earlier run covers.
 fn primary(mut all: Vec<Mapping>, stats: &mut PageMapStats) -> Vec<Mapping> {
-    all.sort_by_key(|m| (m.pfn, m.va));
+    // A session's mapping of a frame before the kernel's of the same
+    // address (the dump's own tables map the current session too).
+    all.sort_by_key(|m| (m.pfn, m.va, m.session.is_none()));
     let mut out: Vec<Mapping> = Vec::with_capacity(all.len());
     let mut covered = 0u64;
     for mut m in all {

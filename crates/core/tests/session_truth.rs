@@ -40,7 +40,7 @@ fn actual(p: &SessionPool) -> Sessions {
                 .rows
                 .iter()
                 .map(|r| {
-                    assert_eq!(r.pool.poolmon(), "Paged");
+                    assert_eq!(r.pool.poolmon(), "Paged", "{} {:?}", r.tag, s.session_id);
                     (r.tag.to_string(), (r.allocs, r.frees, r.bytes))
                 })
                 .collect();

@@ -261,7 +261,8 @@ fn find_columns<'r>(rows: &'r [Row<'r>], contents: bool) -> Columns<'r, Row<'r>>
         .column("state", |(x, _)| x.state.to_string())
         .column("allocator", |(x, _)| x.allocator.to_string())
         .column("protected", |(x, _)| x.protected)
-        .column("in_dump", |(x, _)| x.in_dump);
+        .column("in_dump", |(x, _)| x.in_dump)
+        .column_or_null("session_id", |(x, _)| x.session_id);
     if !contents {
         return c;
     }

@@ -126,7 +126,7 @@ pub fn read_session_pool<M: Memory + ?Sized>(
 
 /// Sessions (their `EPROCESS.Session`) and their processes, in the order
 /// their first process appears.
-fn sessions_of(procs: &ProcessList) -> Vec<(KernelVa, Vec<&Process>)> {
+pub(crate) fn sessions_of(procs: &ProcessList) -> Vec<(KernelVa, Vec<&Process>)> {
     let mut groups: Vec<(KernelVa, Vec<&Process>)> = Vec::new();
     for p in procs.processes.iter().filter(|p| p.session.0 != 0) {
         match groups.iter_mut().find(|(s, _)| *s == p.session) {

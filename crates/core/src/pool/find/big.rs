@@ -99,6 +99,7 @@ pub(super) fn big_entry<M: Memory + ?Sized>(
             PoolClass::NonPaged => PoolKind::NonPaged,
         },
         session: e.session,
+        session_id: None,
         pool_type: e.pool_type,
         state: if e.freed {
             AllocationState::Free

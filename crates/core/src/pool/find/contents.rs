@@ -311,6 +311,7 @@ mod tests {
             bytes,
             pool: PoolKind::NonPagedNx,
             session: false,
+            session_id: None,
             pool_type: 0x200,
             state: AllocationState::Allocated,
             allocator,

@@ -48,10 +48,12 @@ pub use pooldump_scan::Engine;
 use super::PoolClass;
 use super::bigpool::{BigPoolOptions, read_big_pool};
 use super::filter::TagPattern;
+use super::session::read_session_pool;
 use super::tracker::{TrackerOptions, read_pool_usage};
 use crate::addr::{KernelVa, PAGE_SIZE, Pfn, PhysAddr};
 use crate::memory::{Memory, MemoryExt, PageFile};
 use crate::pagemap::{PageMap, PageMapOptions, PageMapStats, VaRange};
+use crate::processes::{ProcessWalkLimits, walk_processes};
 use crate::symbols::{Field, KernelSymbols, SymbolError};
 use crate::tag::PoolTag;
 
@@ -152,6 +154,7 @@ mod regions;
 mod report;
 mod scan;
 mod segheap;
+mod sessions;
 mod sink;
 
 use big::{big_entry, big_pool_matches, big_table};
@@ -161,6 +164,8 @@ use regions::{missing_frames, pool_regions};
 pub use report::*;
 use scan::{ScanOut, ScanRun};
 use segheap::{Ctx, HeapVerdict};
+pub use sessions::SessionPoolMap;
+use sessions::map_session_pools;
 pub use sink::FindSink;
 use sink::{BATCH, Found};
 
@@ -211,7 +216,14 @@ pub fn find_allocations<M: Memory + ?Sized>(
     let ranges: Option<Vec<VaRange>> = regions
         .as_ref()
         .map(|r| r.iter().map(|r| r.range).collect());
-    let map = PageMap::walk(mem, ranges.as_deref(), &opts.pagemap);
+    let (map, sessions) = map_pool(
+        mem,
+        syms,
+        kern_base,
+        regions.as_deref(),
+        opts,
+        &mut warnings,
+    );
     warnings.extend(page_map_notes(&map));
 
     let (big, big_pool) = if opts.big_pool {
@@ -263,6 +275,7 @@ pub fn find_allocations<M: Memory + ?Sized>(
         tags,
         big_pool,
         regions,
+        sessions,
         scan: ScanStats {
             engine: scanner.engine().name(),
             threads,
@@ -280,6 +293,40 @@ pub fn find_allocations<M: Memory + ?Sized>(
         pagemap: map.stats.clone(),
         warnings: crate::warning::Warning::all(crate::warning::WarningKind::Find, warnings),
     })
+}
+
+/// Which address maps each pool frame: the kernel's own tables over the
+/// pool regions, and each session's paged pool through its own processes'
+/// tables ([`sessions`]). Without any session mapped that way, the
+/// dump's own tables are walked over the Session region as before (they
+/// map the current session's).
+fn map_pool<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    regions: Option<&[PoolRegion]>,
+    opts: &FindOptions<'_>,
+    warnings: &mut Vec<String>,
+) -> (PageMap, Vec<SessionPoolMap>) {
+    let is_session = |r: &&PoolRegion| r.name == "Session";
+    let kernel: Option<Vec<VaRange>> = regions.map(|r| {
+        r.iter()
+            .filter(|r| !is_session(r))
+            .map(|r| r.range)
+            .collect()
+    });
+    let mut map = PageMap::walk(mem, kernel.as_deref(), &opts.pagemap);
+    let sessions = map_session_pools(mem, syms, kern_base, &mut map, &opts.pagemap, warnings);
+    let session_space: Vec<VaRange> = regions
+        .into_iter()
+        .flatten()
+        .filter(is_session)
+        .map(|r| r.range)
+        .collect();
+    if sessions.is_empty() && !session_space.is_empty() {
+        map.add(PageMap::walk(mem, Some(&session_space), &opts.pagemap));
+    }
+    (map, sessions)
 }
 
 /// The scanner's masks for `patterns`, the scanner (the build's
@@ -361,7 +408,17 @@ fn finish_found(
     found.extend(big);
     // By address; the rest only orders entries that share one (a freed
     // and a live big-page entry), the same way on every run.
-    found.par_sort_unstable_by_key(|a| (a.va, a.header, a.bytes, a.pool_type, a.tag.value()));
+    // Sessions' pools share their addresses: the session orders those.
+    found.par_sort_unstable_by_key(|a| {
+        (
+            a.va,
+            a.session_id,
+            a.header,
+            a.bytes,
+            a.pool_type,
+            a.tag.value(),
+        )
+    });
     let mut totals = Tally::new();
     for a in &found {
         tally(&mut totals, a);
@@ -514,23 +571,35 @@ fn tracker_counts<M: Memory + ?Sized>(
     wanted: &TagSet,
     warnings: &mut Vec<String>,
 ) -> Option<BTreeMap<PoolTag, TrackerCounts>> {
-    match read_pool_usage(mem, syms, kern_base, &TrackerOptions::default()) {
-        Ok(u) => {
-            let mut by_tag: BTreeMap<PoolTag, TrackerCounts> = BTreeMap::new();
-            for r in u.rows.iter().filter(|r| wanted.contains(r.tag.value())) {
-                let e = by_tag
-                    .entry(r.tag)
-                    .or_insert(TrackerCounts { diff: 0, bytes: 0 });
-                e.diff += r.diff;
-                e.bytes += r.bytes;
-            }
-            Some(by_tag)
+    let mut by_tag: BTreeMap<PoolTag, TrackerCounts> = BTreeMap::new();
+    let mut add = |rows: &[crate::pool::TagUsage]| {
+        for r in rows.iter().filter(|r| wanted.contains(r.tag.value())) {
+            let e = by_tag
+                .entry(r.tag)
+                .or_insert(TrackerCounts { diff: 0, bytes: 0 });
+            e.diff += r.diff;
+            e.bytes += r.bytes;
         }
+    };
+    match read_pool_usage(mem, syms, kern_base, &TrackerOptions::default()) {
+        Ok(u) => add(&u.rows),
         Err(e) => {
             warnings.push(format!("the tag tracker could not be read: {e}"));
-            None
+            return None;
         }
     }
+    // Session pool is counted in each session's own table, not the
+    // global one (`!poolused 8`'s rows): the scan finds those allocations
+    // too. A kernel without session trackers simply has none to add.
+    if let Ok(procs) = walk_processes(mem, syms, kern_base, &ProcessWalkLimits::default())
+        && let Ok(sessions) =
+            read_session_pool(mem, syms, kern_base, &procs, &TrackerOptions::default())
+    {
+        for s in &sessions.sessions {
+            add(&s.rows);
+        }
+    }
+    Some(by_tag)
 }
 
 /// A pool of `n` scan threads, built once per size: starting threads for

@@ -119,6 +119,11 @@ pub struct FoundAllocation {
     pub pool: PoolKind,
     /// Session pool: the session bit (0x20) of the PoolType.
     pub session: bool,
+    /// The session whose page tables map the allocation (its address is
+    /// in that session's space, which only its processes map); `None`
+    /// outside session space.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<u32>,
     /// The header's PoolType byte, or the big-page entry's POOL_TYPE.
     pub pool_type: u32,
     /// Allocated, free, or not known.
@@ -265,6 +270,9 @@ pub struct FindReport {
     /// `None` when the regions were unknown and the whole kernel half was
     /// walked.
     pub regions: Option<Vec<PoolRegion>>,
+    /// Each session's paged pool, mapped through its own processes' page
+    /// tables for the scan.
+    pub sessions: Vec<SessionPoolMap>,
     /// What the frame scan read.
     pub scan: ScanStats,
     /// What the page-table walk found.

@@ -346,6 +346,7 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
                     bytes: h.block_size as u64 * unit,
                     pool,
                     session: h.session(),
+                    session_id: m.session,
                     pool_type: h.pool_type as u32,
                     state,
                     allocator,

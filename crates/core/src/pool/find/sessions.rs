@@ -1,0 +1,154 @@
+//! Session pool in the frame scan: each session's paged pool is mapped at
+//! the same addresses in every session, through page tables only that
+//! session's processes use (docs/pool-structures.md §2, §6). The dump
+//! header's DirectoryTableBase is one process's: it maps one session (or
+//! none), so a walk of it alone would leave every other session's pool
+//! frames without an address. `!poolfind`'s session pool search reads the
+//! current session only; here every session on PsActiveProcessHead is
+//! walked through one of its own processes.
+
+use super::*;
+use crate::memory::ProcessSpace;
+use crate::pool::session::sessions_of;
+
+/// Session space spans one PML4 slot at most: a `PagedPoolStart..End`
+/// wider than that is not a session's pool.
+const MAX_SESSION_POOL: u64 = 1 << 39;
+
+/// One session's paged pool, as mapped for the scan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SessionPoolMap {
+    /// `_MM_SESSION_SPACE.SessionId`.
+    pub session_id: u32,
+    /// The `_MM_SESSION_SPACE` (`EPROCESS.Session`).
+    pub session_space: KernelVa,
+    /// `PagedPoolStart..=PagedPoolEnd`.
+    pub range: VaRange,
+    /// The page tables walked (its first process whose tables map any of
+    /// the range).
+    pub dtb: PhysAddr,
+    /// Pages of the range mapped.
+    pub mapped_pages: u64,
+}
+
+/// Add every session's paged pool to `map`, each walked through one of its
+/// processes; what could not be done goes to `warnings`. Returns the
+/// sessions mapped.
+pub(super) fn map_session_pools<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    map: &mut PageMap,
+    opts: &PageMapOptions,
+    warnings: &mut Vec<String>,
+) -> Vec<SessionPoolMap> {
+    let ss = "_MM_SESSION_SPACE";
+    let fields = (
+        syms.field(ss, "SessionId"),
+        syms.field(ss, "PagedPoolStart"),
+        syms.field(ss, "PagedPoolEnd"),
+    );
+    let (Ok(id_f), Ok(start_f), Ok(end_f)) = fields else {
+        warnings.push(format!(
+            "the symbols lack {ss}'s SessionId, PagedPoolStart or PagedPoolEnd: session pool is found only where the dump's own page tables map it"
+        ));
+        return Vec::new();
+    };
+    let procs = match walk_processes(mem, syms, kern_base, &ProcessWalkLimits::default()) {
+        Ok(p) => p,
+        Err(e) => {
+            warnings.push(format!(
+                "the process list cannot be read ({e}): session pool is found only where the dump's own page tables map it"
+            ));
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    // Tables read by every walk so far, the kernel's included, whether or
+    // not a walk mapped anything.
+    let mut spent = map.stats.tables_read;
+    let mut skipped = Skipped::default();
+    for (session, members) in sessions_of(&procs) {
+        let read = |f: &Field| mem.read_u64(KernelVa(session.0.wrapping_add(f.offset)));
+        let (Ok(id), Ok(start), Ok(end)) = (
+            mem.read_u32(KernelVa(session.0.wrapping_add(id_f.offset))),
+            read(&start_f),
+            read(&end_f),
+        ) else {
+            skipped.note(|| format!("the {ss} at {session} cannot be read"));
+            continue;
+        };
+        if !KernelVa(start).is_kernel() || end < start || end - start >= MAX_SESSION_POOL {
+            skipped.note(|| {
+                format!(
+                    "session {id}'s PagedPoolStart {} to PagedPoolEnd {} is not a session pool range",
+                    KernelVa(start),
+                    KernelVa(end)
+                )
+            });
+            continue;
+        }
+        let range = VaRange::new(start, end);
+        // One budget for all the walks, the kernel's included: a hostile
+        // process list cannot multiply the bounds by its sessions.
+        let left = PageMapOptions {
+            max_tables: opts.max_tables.saturating_sub(spent),
+            max_mappings: opts
+                .max_mappings
+                .saturating_sub(map.mappings().len() as u64),
+        };
+        if left.max_tables == 0 || left.max_mappings == 0 {
+            warnings.push(format!(
+                "the page-table walks reached their bounds before session {id}: its pool and those after it are not mapped"
+            ));
+            break;
+        }
+        // Every process of a session shares its session-space tables: a
+        // few tries are enough.
+        let walked = members.iter().take(4).find_map(|p| {
+            let space = ProcessSpace::new(mem, p.dtb);
+            let w = PageMap::walk(&space, Some(&[range]), &left);
+            spent += w.stats.tables_read;
+            (!w.mappings().is_empty()).then_some((p.dtb, w))
+        });
+        let Some((dtb, walk)) = walked else {
+            // A session whose pool has no resident page: nothing to scan.
+            continue;
+        };
+        let mapped_pages = walk.mappings().iter().map(|m| m.pages).sum();
+        map.add_session(walk, id);
+        out.push(SessionPoolMap {
+            session_id: id,
+            session_space: session,
+            range,
+            dtb,
+            mapped_pages,
+        });
+    }
+    if let Some(first) = skipped.first {
+        let more = match skipped.count {
+            1 => String::new(),
+            n => format!(" (and {} more sessions like it)", n - 1),
+        };
+        warnings.push(format!("{first}{more}: its pool is not mapped"));
+    }
+    out.sort_by_key(|s| s.session_id);
+    out
+}
+
+/// Sessions left out, said once however many a hostile process list
+/// makes: the first reason and a count.
+#[derive(Default)]
+struct Skipped {
+    first: Option<String>,
+    count: u64,
+}
+
+impl Skipped {
+    fn note(&mut self, why: impl FnOnce() -> String) {
+        self.count += 1;
+        if self.first.is_none() {
+            self.first = Some(why());
+        }
+    }
+}
