@@ -1,6 +1,7 @@
 //! The x64 page-table walk over fuzzed physical memory: translation and
 //! virtual reads (memory.rs) and the whole-space walk that maps frames to
-//! addresses for the scanner (pagemap.rs).
+//! addresses for the scanner (pagemap.rs), with a session's walk merged
+//! in.
 use super::super::{PagedPhys, u64_at};
 use pooldump_core::pagemap::{PageMap, PageMapOptions, VaRange};
 use pooldump_core::{KernelVa, Memory, PhysAddr, ProcessSpace};
@@ -33,7 +34,13 @@ pub fn run(data: &[u8]) {
         u64::MAX,
     )];
     let restricted = head[40] & 1 == 1;
-    let map = PageMap::walk(&mem, restricted.then_some(&ranges[..]), &opts);
+    let mut map = PageMap::walk(&mem, restricted.then_some(&ranges[..]), &opts);
+    // A session's walk through another root, merged in as find merges it.
+    let other = ProcessSpace::new(&mem, PhysAddr(u64_at(head, 56) & 0xFF_F000));
+    map.add_session(
+        PageMap::walk(&other, Some(&ranges[..]), &opts),
+        head[41].into(),
+    );
     let _ = map.frame_runs();
     let _ = map.va_of(pooldump_core::Pfn(u64_at(head, 48) & 0xFFFF));
 }

@@ -3,7 +3,8 @@
 //! cyclically, with optional holes), with a real build's layouts from the
 //! built-in table: the pool tracker and its per-processor tables and
 //! expansion table, the big-page table, the process list and session pool
-//! (crates/core/src/pool, processes.rs), the module list and KDBG (crates/core/src/kernel),
+//! (crates/core/src/pool, processes.rs) and `find`'s mapping of each
+//! session's pool, the module list and KDBG (crates/core/src/kernel),
 //! and `pool_at` (`!pool Addr`: find's frame scan of one page for every
 //! tag, with the segment-heap checks, and the big-page table) with the
 //! listed blocks' contents (`!pool Addr 1`, and `find --bytes` on them).
@@ -12,8 +13,10 @@ use std::sync::OnceLock;
 use super::super::{CyclicVirt, u64_at};
 use pooldump_core::KernelVa;
 use pooldump_core::kernel::{WalkLimits, read_kdbg, read_pe_image, walk_loaded_modules};
+use pooldump_core::pagemap::{PageMap, PageMapOptions};
 use pooldump_core::pool::find::{
-    ContentsOptions, FoundAllocation, PoolAtOptions, allocation_contents, page_contents, pool_at,
+    ContentsOptions, FoundAllocation, PoolAtOptions, allocation_contents, map_session_pools,
+    page_contents, pool_at,
 };
 use pooldump_core::pool::{
     BigPoolOptions, TrackerOptions, read_big_pool, read_pool_usage, read_session_pool,
@@ -74,6 +77,16 @@ pub fn run(data: &[u8]) {
     let limits = ProcessWalkLimits { max_processes: 16 };
     if let Ok(procs) = walk_processes(&mem, syms, kern_base, &limits) {
         let _ = read_session_pool(&mem, syms, kern_base, &procs, &tracker);
+        // find's mapping of every session's pool through its processes'
+        // page tables, on a map a first walk began.
+        let opts = PageMapOptions {
+            max_tables: 256,
+            max_mappings: 1 << 12,
+        };
+        let mut map = PageMap::default();
+        let mut notes = Vec::new();
+        let _ = map_session_pools(&mem, syms, &procs, &mut map, &opts, &mut notes);
+        let _ = map.frame_runs();
     }
     if let Ok((layout, _)) = syms.kldr_layout() {
         let head_va = KernelVa(0xFFFF_F800_0000_0000 | u64_at(head, 0) & 0xFFFF_FFF8);

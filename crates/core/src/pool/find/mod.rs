@@ -53,7 +53,7 @@ use super::tracker::{TrackerOptions, read_pool_usage};
 use crate::addr::{KernelVa, PAGE_SIZE, Pfn, PhysAddr};
 use crate::memory::{Memory, MemoryExt, PageFile};
 use crate::pagemap::{PageMap, PageMapOptions, PageMapStats, VaRange};
-use crate::processes::{ProcessWalkLimits, walk_processes};
+use crate::processes::{ProcessList, ProcessWalkLimits, walk_processes};
 use crate::symbols::{Field, KernelSymbols, SymbolError};
 use crate::tag::PoolTag;
 
@@ -164,8 +164,7 @@ use regions::{missing_frames, pool_regions};
 pub use report::*;
 use scan::{ScanOut, ScanRun};
 use segheap::{Ctx, HeapVerdict};
-pub use sessions::SessionPoolMap;
-use sessions::map_session_pools;
+pub use sessions::{SessionPoolMap, map_session_pools};
 pub use sink::FindSink;
 use sink::{BATCH, Found};
 
@@ -216,14 +215,10 @@ pub fn find_allocations<M: Memory + ?Sized>(
     let ranges: Option<Vec<VaRange>> = regions
         .as_ref()
         .map(|r| r.iter().map(|r| r.range).collect());
-    let (map, sessions) = map_pool(
-        mem,
-        syms,
-        kern_base,
-        regions.as_deref(),
-        opts,
-        &mut warnings,
-    );
+    // The processes: a session's pool is read through their page tables,
+    // and its tracker too.
+    let procs = walk_processes(mem, syms, kern_base, &ProcessWalkLimits::default());
+    let (map, sessions) = map_pool(mem, syms, regions.as_deref(), &procs, opts, &mut warnings);
     warnings.extend(page_map_notes(&map));
 
     let (big, big_pool) = if opts.big_pool {
@@ -261,7 +256,14 @@ pub fn find_allocations<M: Memory + ?Sized>(
     }
 
     let tracker = if opts.tracker {
-        tracker_counts(mem, syms, kern_base, &wanted, &mut warnings)
+        tracker_counts(
+            mem,
+            syms,
+            kern_base,
+            procs.as_ref().ok(),
+            &wanted,
+            &mut warnings,
+        )
     } else {
         None
     };
@@ -303,8 +305,8 @@ pub fn find_allocations<M: Memory + ?Sized>(
 fn map_pool<M: Memory + ?Sized>(
     mem: &M,
     syms: &KernelSymbols,
-    kern_base: KernelVa,
     regions: Option<&[PoolRegion]>,
+    procs: &Result<ProcessList, SymbolError>,
     opts: &FindOptions<'_>,
     warnings: &mut Vec<String>,
 ) -> (PageMap, Vec<SessionPoolMap>) {
@@ -316,7 +318,15 @@ fn map_pool<M: Memory + ?Sized>(
             .collect()
     });
     let mut map = PageMap::walk(mem, kernel.as_deref(), &opts.pagemap);
-    let sessions = map_session_pools(mem, syms, kern_base, &mut map, &opts.pagemap, warnings);
+    let sessions = match procs {
+        Ok(procs) => map_session_pools(mem, syms, procs, &mut map, &opts.pagemap, warnings),
+        Err(e) => {
+            warnings.push(format!(
+                "the process list cannot be read ({e}): session pool is found only where the dump's own page tables map it"
+            ));
+            Vec::new()
+        }
+    };
     let session_space: Vec<VaRange> = regions
         .into_iter()
         .flatten()
@@ -568,6 +578,7 @@ fn tracker_counts<M: Memory + ?Sized>(
     mem: &M,
     syms: &KernelSymbols,
     kern_base: KernelVa,
+    procs: Option<&ProcessList>,
     wanted: &TagSet,
     warnings: &mut Vec<String>,
 ) -> Option<BTreeMap<PoolTag, TrackerCounts>> {
@@ -591,9 +602,9 @@ fn tracker_counts<M: Memory + ?Sized>(
     // Session pool is counted in each session's own table, not the
     // global one (`!poolused 8`'s rows): the scan finds those allocations
     // too. A kernel without session trackers simply has none to add.
-    if let Ok(procs) = walk_processes(mem, syms, kern_base, &ProcessWalkLimits::default())
+    if let Some(procs) = procs
         && let Ok(sessions) =
-            read_session_pool(mem, syms, kern_base, &procs, &TrackerOptions::default())
+            read_session_pool(mem, syms, kern_base, procs, &TrackerOptions::default())
     {
         for s in &sessions.sessions {
             add(&s.rows);

@@ -10,6 +10,7 @@
 use super::*;
 use crate::memory::ProcessSpace;
 use crate::pool::session::sessions_of;
+use crate::processes::ProcessList;
 
 /// Session space spans one PML4 slot at most: a `PagedPoolStart..End`
 /// wider than that is not a session's pool.
@@ -31,13 +32,16 @@ pub struct SessionPoolMap {
     pub mapped_pages: u64,
 }
 
-/// Add every session's paged pool to `map`, each walked through one of its
-/// processes; what could not be done goes to `warnings`. Returns the
-/// sessions mapped.
-pub(super) fn map_session_pools<M: Memory + ?Sized>(
+/// Add every session's paged pool (`_MM_SESSION_SPACE.PagedPoolStart` to
+/// `PagedPoolEnd`) to `map`, each walked through one of its processes in
+/// `procs` ([`crate::processes::walk_processes`]), as that session's
+/// mappings ([`PageMap::add_session`]); what could not be done goes to
+/// `warnings`. The walks share `opts`' bounds with the walk that made
+/// `map`. Returns the sessions mapped, by id.
+pub fn map_session_pools<M: Memory + ?Sized>(
     mem: &M,
     syms: &KernelSymbols,
-    kern_base: KernelVa,
+    procs: &ProcessList,
     map: &mut PageMap,
     opts: &PageMapOptions,
     warnings: &mut Vec<String>,
@@ -54,21 +58,12 @@ pub(super) fn map_session_pools<M: Memory + ?Sized>(
         ));
         return Vec::new();
     };
-    let procs = match walk_processes(mem, syms, kern_base, &ProcessWalkLimits::default()) {
-        Ok(p) => p,
-        Err(e) => {
-            warnings.push(format!(
-                "the process list cannot be read ({e}): session pool is found only where the dump's own page tables map it"
-            ));
-            return Vec::new();
-        }
-    };
     let mut out = Vec::new();
     // Tables read by every walk so far, the kernel's included, whether or
     // not a walk mapped anything.
     let mut spent = map.stats.tables_read;
     let mut skipped = Skipped::default();
-    for (session, members) in sessions_of(&procs) {
+    for (session, members) in sessions_of(procs) {
         let read = |f: &Field| mem.read_u64(KernelVa(session.0.wrapping_add(f.offset)));
         let (Ok(id), Ok(start), Ok(end)) = (
             mem.read_u32(KernelVa(session.0.wrapping_add(id_f.offset))),
