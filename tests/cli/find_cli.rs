@@ -230,22 +230,16 @@ fn hostile_page_tables_and_sizes_do_not_hang() {
     }
 }
 
-#[test]
-fn live_kdnet_target_gives_what_the_dump_gives() {
-    use pooldump_kdnet_sim::SimTarget;
-
-    let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 23));
-    let dir = tempfile::tempdir().unwrap();
-    let (dump, _) = support::write_dump_and_symbols(&m, dir.path());
-    let from_dump = find(&dump, &["--tag", "Leak", "--tag", "Irp", "--json"]);
-    assert_eq!(from_dump.code(), Some(0), "{}", from_dump.stderr);
-
+/// `pooldump find` over KDNET against `m` simulated on a loopback port,
+/// with the symbol store in `dir`; it must succeed. The target is
+/// returned too, to look at afterwards.
+fn find_live(m: Machine, dir: &Path, extra: &[&str]) -> (Finished, pooldump_kdnet_sim::SimTarget) {
     let key = "1.2.3.4";
     let (cfg, port) = support::loopback_sim(key);
-    let sim = SimTarget::spawn(m, cfg).unwrap();
+    let sim = pooldump_kdnet_sim::SimTarget::spawn(m, cfg).unwrap();
     let spec = format!("port={port},key={key},bind=127.0.0.1");
-    let syms = dir.path().join("symbols").display().to_string();
-    let live = pooldump(&[
+    let syms = dir.join("symbols").display().to_string();
+    let mut a = vec![
         "find",
         "--kdnet",
         &spec,
@@ -253,13 +247,22 @@ fn live_kdnet_target_gives_what_the_dump_gives() {
         &syms,
         "--offline",
         "--no-cache",
-        "--tag",
-        "Leak",
-        "--tag",
-        "Irp",
-        "--json",
-    ]);
+    ];
+    a.extend_from_slice(extra);
+    let live = pooldump(&a);
     assert_eq!(live.code(), Some(0), "{}", live.stderr);
+    (live, sim)
+}
+
+#[test]
+fn live_kdnet_target_gives_what_the_dump_gives() {
+    let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 23));
+    let dir = tempfile::tempdir().unwrap();
+    let (dump, _) = support::write_dump_and_symbols(&m, dir.path());
+    let from_dump = find(&dump, &["--tag", "Leak", "--tag", "Irp", "--json"]);
+    assert_eq!(from_dump.code(), Some(0), "{}", from_dump.stderr);
+
+    let (live, sim) = find_live(m, dir.path(), &["--tag", "Leak", "--tag", "Irp", "--json"]);
     assert!(sim.stats().continues >= 1, "the target was not resumed");
     let a: serde_json::Value = serde_json::from_str(&from_dump.stdout).unwrap();
     let b: serde_json::Value = serde_json::from_str(&live.stdout).unwrap();
@@ -270,8 +273,6 @@ fn live_kdnet_target_gives_what_the_dump_gives() {
 
 #[test]
 fn session_pool_is_found_in_each_session_from_a_dump_and_a_live_target() {
-    use pooldump_kdnet_sim::SimTarget;
-
     // Win7: session pool at 0xFFFFF900`C0000000 in every session, in
     // frames only that session's processes map.
     let m = Machine::build(&Scenario::small(NtBuild::Win7_7601, 11));
@@ -339,24 +340,8 @@ fn session_pool_is_found_in_each_session_from_a_dump_and_a_live_target() {
     assert_eq!(from_csv, want);
 
     // A live target: the same sessions, read through the same tables.
-    let key = "1.2.3.4";
-    let (cfg, port) = support::loopback_sim(key);
-    let _sim = SimTarget::spawn(m, cfg).unwrap();
-    let spec = format!("port={port},key={key},bind=127.0.0.1");
-    let syms = dir.path().join("symbols").display().to_string();
-    let mut a = vec![
-        "find",
-        "--kdnet",
-        &spec,
-        "--symbol-path",
-        &syms,
-        "--offline",
-        "--no-cache",
-        "--json",
-    ];
-    a.extend_from_slice(&args);
-    let live = pooldump(&a);
-    assert_eq!(live.code(), Some(0), "{}", live.stderr);
+    args.push("--json");
+    let (live, _sim) = find_live(m, dir.path(), &args);
     let b: serde_json::Value = serde_json::from_str(&live.stdout).unwrap();
     assert_eq!(j["allocations"], b["allocations"]);
 }

@@ -139,6 +139,14 @@ fn hittag_cmd_with(s: &Setup, symbols: &std::path::Path, extra: &[&str]) -> Comm
     c
 }
 
+/// `hittag --tag Leak` for `seconds` (no hit count reached first), with
+/// `extra`.
+fn watch_leak_for(s: &Setup, seconds: &str, extra: &[&str]) -> support::Finished {
+    let mut a = vec!["--tag", "Leak", "--hits", "1000000", "--seconds", seconds];
+    a.extend_from_slice(extra);
+    run_bounded(&mut hittag_cmd(s, &a), Duration::from_secs(120))
+}
+
 /// The target afterwards: PoolHitTag back to 0 and running (given time to
 /// process the last Continue).
 fn assert_restored_and_running(s: &Setup) {
@@ -337,21 +345,7 @@ fn other_stops_are_reported_resumed_and_never_counted() {
     let mut w = Workload::leak();
     w.items.push(assertion());
     let s = setup_with(NtBuild::Win10_19041, Faults::default(), w);
-    let out = run_bounded(
-        &mut hittag_cmd(
-            &s,
-            &[
-                "--tag",
-                "Leak",
-                "--hits",
-                "1000000",
-                "--seconds",
-                "3",
-                "--json",
-            ],
-        ),
-        Duration::from_secs(120),
-    );
+    let out = watch_leak_for(&s, "3", &["--json"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     let j: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(j["ended"], "time");
@@ -487,21 +481,7 @@ fn an_outage_while_watching_is_ridden_out_and_the_tag_restored() {
     // set; pooldump's break-in to restore it keeps trying through the
     // outage.
     let s = setup_struck_when_watched(MishapKind::Silent(Duration::from_secs(3)));
-    let out = run_bounded(
-        &mut hittag_cmd(
-            &s,
-            &[
-                "--tag",
-                "Leak",
-                "--hits",
-                "1000000",
-                "--seconds",
-                "1",
-                "--json",
-            ],
-        ),
-        Duration::from_secs(120),
-    );
+    let out = watch_leak_for(&s, "1", &["--json"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     let j: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(j["restored"], true, "{j}");
@@ -514,13 +494,7 @@ fn a_link_lost_for_good_while_watching_says_the_tag_is_still_set() {
     // Silent for longer than pooldump waits: PoolHitTag cannot be set
     // back, and the user is told how to do it by hand.
     let s = setup_struck_when_watched(MishapKind::Silent(Duration::from_secs(600)));
-    let out = run_bounded(
-        &mut hittag_cmd(
-            &s,
-            &["--tag", "Leak", "--hits", "1000000", "--seconds", "1"],
-        ),
-        Duration::from_secs(120),
-    );
+    let out = watch_leak_for(&s, "1", &[]);
     assert_ne!(out.code(), Some(0), "{}", out.stdout);
     // Said once, as the error.
     assert_eq!(
