@@ -50,12 +50,9 @@ pub(super) struct EntryLayout {
     pub counter_mask: u64,
 }
 
-const NP_ALLOCS: usize = 0;
-const NP_FREES: usize = 1;
-const NP_BYTES: usize = 2;
-const P_ALLOCS: usize = 3;
-const P_FREES: usize = 4;
-const P_BYTES: usize = 5;
+/// Each class's three counters (allocs, frees, bytes) start at this
+/// index of [`EntryLayout::values`]: the entry's own order.
+const CLASSES: [(PoolClass, usize); 2] = [(PoolClass::NonPaged, 0), (PoolClass::Paged, 3)];
 
 impl EntryLayout {
     pub fn new(syms: &KernelSymbols) -> Result<Self, PoolError> {
@@ -69,7 +66,8 @@ impl EntryLayout {
             f("PagedFrees")?,
             f("PagedBytes")?,
         ];
-        let bits = (counters[NP_ALLOCS].size * 8).min(64) as u32;
+        // The count counters' width: 32 or 64 bits, by build.
+        let bits = (counters[0].size * 8).min(64) as u32;
         Ok(Self {
             size: syms.require_type_size(t)?,
             key: f("Key")?,
@@ -90,7 +88,8 @@ impl EntryLayout {
     /// Add `v` into `acc`, wrapping as the kernel's counters do.
     pub fn add(&self, acc: &mut [u64; 6], v: [u64; 6]) {
         for (i, x) in v.into_iter().enumerate() {
-            let m = if i == NP_BYTES || i == P_BYTES {
+            // Bytes are SIZE_T on every build.
+            let m = if i % 3 == 2 {
                 u64::MAX
             } else {
                 self.counter_mask
@@ -499,11 +498,8 @@ pub(super) fn push_rows(
     mask: u64,
     include_zero: bool,
 ) {
-    for (class, a, f, b) in [
-        (PoolClass::NonPaged, NP_ALLOCS, NP_FREES, NP_BYTES),
-        (PoolClass::Paged, P_ALLOCS, P_FREES, P_BYTES),
-    ] {
-        let (allocs, frees, bytes) = (v[a], v[f], v[b]);
+    for (class, at) in CLASSES {
+        let (allocs, frees, bytes) = (v[at], v[at + 1], v[at + 2]);
         if allocs == 0
             && frees == 0
             && bytes == 0
