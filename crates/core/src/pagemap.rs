@@ -241,18 +241,32 @@ impl PageMap {
     /// Where a frame is mapped twice, a session's mapping is kept; the
     /// walks' counts add up.
     pub fn add_session(&mut self, walk: PageMap, id: u32) {
-        self.merge(walk, Some(id));
+        self.merge([(walk, Some(id))]);
+    }
+
+    /// [`Self::add_session`] for many sessions at once: `(walk, id)` each,
+    /// merged in one pass however many there are.
+    pub fn add_sessions(&mut self, walks: impl IntoIterator<Item = (PageMap, u32)>) {
+        self.merge(walks.into_iter().map(|(w, id)| (w, Some(id))));
     }
 
     /// Add the mappings of another walk of the kernel's own tables.
     pub fn add(&mut self, walk: PageMap) {
-        self.merge(walk, None);
+        self.merge([(walk, None)]);
     }
 
-    fn merge(&mut self, walk: PageMap, session: Option<u32>) {
+    fn merge(&mut self, walks: impl IntoIterator<Item = (PageMap, Option<u32>)>) {
         let mut all = std::mem::take(&mut self.by_pfn);
-        all.extend(walk.by_pfn.into_iter().map(|m| Mapping { session, ..m }));
-        let w = walk.stats;
+        for (walk, session) in walks {
+            all.extend(walk.by_pfn.into_iter().map(|m| Mapping { session, ..m }));
+            self.add_stats(walk.stats);
+        }
+        self.stats.mapped_pages = 0;
+        self.by_pfn = primary(all, &mut self.stats);
+    }
+
+    /// Count another walk's figures in.
+    fn add_stats(&mut self, w: PageMapStats) {
         let s = &mut self.stats;
         s.tables_read += w.tables_read;
         s.tables_unreadable += w.tables_unreadable;
@@ -267,14 +281,12 @@ impl PageMap {
             s.truncated = w.truncated;
         }
         if let (Some(r), Some(wr)) = (&mut s.ranges, w.ranges) {
-            r.extend(
-                wr.into_iter()
-                    .filter(|x| !r.contains(x))
-                    .collect::<Vec<_>>(),
-            );
+            for x in wr {
+                if !r.contains(&x) {
+                    r.push(x);
+                }
+            }
         }
-        s.mapped_pages = 0;
-        self.by_pfn = primary(all, s);
     }
 
     /// The mappings, one per frame run, sorted by PFN.
@@ -514,6 +526,26 @@ mod tests {
         assert_eq!((map.stats.mapped_pages, map.stats.alias_pages), (2, 1));
         let all = PageMap::walk(&m, None, &PageMapOptions::default());
         assert_eq!(all.va_of(Pfn(c)), Some(KernelVa(0xFFFF_B000_0000_0000)));
+    }
+
+    #[test]
+    fn a_session_s_walk_names_its_frames_and_keeps_a_frame_both_map() {
+        const SESSION: u64 = 0xFFFF_F900_C000_0000;
+        let mut m = Machine::new();
+        let (a, b) = (m.alloc(), m.alloc());
+        m.map(POOL, a);
+        m.map(SESSION, b);
+        // The dump's own tables map the current session too.
+        let mut map = PageMap::walk(&m, None, &PageMapOptions::default());
+        let range = [VaRange::from_base_size(SESSION, 1 << 20).unwrap()];
+        let session = PageMap::walk(&m, Some(&range), &PageMapOptions::default());
+        let read = map.stats.tables_read + session.stats.tables_read;
+        map.add_sessions([(session, 3)]);
+        assert_eq!(map.lookup(Pfn(b)).unwrap().session, Some(3));
+        assert_eq!(map.lookup(Pfn(a)).unwrap().session, None);
+        assert_eq!(map.va_of(Pfn(b)), Some(KernelVa(SESSION)));
+        assert_eq!((map.stats.mapped_pages, map.stats.alias_pages), (2, 1));
+        assert_eq!(map.stats.tables_read, read);
     }
 
     #[test]

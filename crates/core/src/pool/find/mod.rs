@@ -588,8 +588,9 @@ fn tracker_counts<M: Memory + ?Sized>(
             let e = by_tag
                 .entry(r.tag)
                 .or_insert(TrackerCounts { diff: 0, bytes: 0 });
-            e.diff += r.diff;
-            e.bytes += r.bytes;
+            // Counters from the target: a hostile table's sum saturates.
+            e.diff = e.diff.saturating_add(r.diff);
+            e.bytes = e.bytes.saturating_add(r.bytes);
         }
     };
     match read_pool_usage(mem, syms, kern_base, &TrackerOptions::default()) {

@@ -3,9 +3,10 @@
 //! session's processes use (docs/pool-structures.md §2, §6). The dump
 //! header's DirectoryTableBase is one process's: it maps one session (or
 //! none), so a walk of it alone would leave every other session's pool
-//! frames without an address. `!poolfind`'s session pool search reads the
-//! current session only; here every session on PsActiveProcessHead is
-//! walked through one of its own processes.
+//! frames without an address. `!poolfind Tag 4` reads session space
+//! through the current process context, one session at a time; here
+//! every session on PsActiveProcessHead is walked through one of its own
+//! processes, and all are merged into the map at once.
 
 use super::*;
 use crate::memory::ProcessSpace;
@@ -62,6 +63,9 @@ pub fn map_session_pools<M: Memory + ?Sized>(
     // Tables read by every walk so far, the kernel's included, whether or
     // not a walk mapped anything.
     let mut spent = map.stats.tables_read;
+    // Mapping runs kept so far, the same way.
+    let mut kept = map.mappings().len() as u64;
+    let mut walks = Vec::new();
     let mut skipped = Skipped::default();
     for (session, members) in sessions_of(procs) {
         let read = |f: &Field| mem.read_u64(KernelVa(session.0.wrapping_add(f.offset)));
@@ -88,9 +92,7 @@ pub fn map_session_pools<M: Memory + ?Sized>(
         // process list cannot multiply the bounds by its sessions.
         let left = PageMapOptions {
             max_tables: opts.max_tables.saturating_sub(spent),
-            max_mappings: opts
-                .max_mappings
-                .saturating_sub(map.mappings().len() as u64),
+            max_mappings: opts.max_mappings.saturating_sub(kept),
         };
         if left.max_tables == 0 || left.max_mappings == 0 {
             warnings.push(format!(
@@ -111,7 +113,8 @@ pub fn map_session_pools<M: Memory + ?Sized>(
             continue;
         };
         let mapped_pages = walk.mappings().iter().map(|m| m.pages).sum();
-        map.add_session(walk, id);
+        kept += walk.mappings().len() as u64;
+        walks.push((walk, id));
         out.push(SessionPoolMap {
             session_id: id,
             session_space: session,
@@ -120,6 +123,7 @@ pub fn map_session_pools<M: Memory + ?Sized>(
             mapped_pages,
         });
     }
+    map.add_sessions(walks);
     if let Some(first) = skipped.first {
         let more = match skipped.count {
             1 => String::new(),
