@@ -160,7 +160,7 @@ mod sink;
 use big::{big_entry, big_pool_matches, big_table};
 pub use contents::*;
 pub use page::*;
-use regions::{missing_frames, pool_regions};
+use regions::{map_pool, missing_frames, pool_regions};
 pub use report::*;
 use scan::{ScanOut, ScanRun};
 use segheap::{Ctx, HeapVerdict};
@@ -295,48 +295,6 @@ pub fn find_allocations<M: Memory + ?Sized>(
         pagemap: map.stats.clone(),
         warnings: crate::warning::Warning::all(crate::warning::WarningKind::Find, warnings),
     })
-}
-
-/// Which address maps each pool frame: the kernel's own tables over the
-/// pool regions, and each session's paged pool through its own processes'
-/// tables ([`sessions`]). Without any session mapped that way, the
-/// dump's own tables are walked over the Session region as before (they
-/// map the current session's).
-fn map_pool<M: Memory + ?Sized>(
-    mem: &M,
-    syms: &KernelSymbols,
-    regions: Option<&[PoolRegion]>,
-    procs: &Result<ProcessList, SymbolError>,
-    opts: &FindOptions<'_>,
-    warnings: &mut Vec<String>,
-) -> (PageMap, Vec<SessionPoolMap>) {
-    let is_session = |r: &&PoolRegion| r.name == "Session";
-    let kernel: Option<Vec<VaRange>> = regions.map(|r| {
-        r.iter()
-            .filter(|r| !is_session(r))
-            .map(|r| r.range)
-            .collect()
-    });
-    let mut map = PageMap::walk(mem, kernel.as_deref(), &opts.pagemap);
-    let sessions = match procs {
-        Ok(procs) => map_session_pools(mem, syms, procs, &mut map, &opts.pagemap, warnings),
-        Err(e) => {
-            warnings.push(format!(
-                "the process list cannot be read ({e}): session pool is found only where the dump's own page tables map it"
-            ));
-            Vec::new()
-        }
-    };
-    let session_space: Vec<VaRange> = regions
-        .into_iter()
-        .flatten()
-        .filter(is_session)
-        .map(|r| r.range)
-        .collect();
-    if sessions.is_empty() && !session_space.is_empty() {
-        map.add(PageMap::walk(mem, Some(&session_space), &opts.pagemap));
-    }
-    (map, sessions)
 }
 
 /// The scanner's masks for `patterns`, the scanner (the build's

@@ -1,5 +1,6 @@
 //! Where pool lives (the regions the page-table walk is restricted to),
-//! and which of its frames the dump lacks.
+//! which address maps each of its frames, and which of them the dump
+//! lacks.
 
 use super::*;
 
@@ -147,4 +148,46 @@ pub(super) fn missing_frames(file: &dyn PageFile, map: &PageMap) -> u64 {
         }
     }
     missing
+}
+
+/// Which address maps each pool frame: the kernel's own tables over the
+/// pool regions, and each session's paged pool through its own processes'
+/// tables ([`map_session_pools`]). Without any session mapped that way, the
+/// dump's own tables are walked over the Session region as before (they
+/// map the current session's).
+pub(super) fn map_pool<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    regions: Option<&[PoolRegion]>,
+    procs: &Result<ProcessList, SymbolError>,
+    opts: &FindOptions<'_>,
+    warnings: &mut Vec<String>,
+) -> (PageMap, Vec<SessionPoolMap>) {
+    let is_session = |r: &&PoolRegion| r.name == "Session";
+    let kernel: Option<Vec<VaRange>> = regions.map(|r| {
+        r.iter()
+            .filter(|r| !is_session(r))
+            .map(|r| r.range)
+            .collect()
+    });
+    let mut map = PageMap::walk(mem, kernel.as_deref(), &opts.pagemap);
+    let sessions = match procs {
+        Ok(procs) => map_session_pools(mem, syms, procs, &mut map, &opts.pagemap, warnings),
+        Err(e) => {
+            warnings.push(format!(
+                "the process list cannot be read ({e}): session pool is found only where the dump's own page tables map it"
+            ));
+            Vec::new()
+        }
+    };
+    let session_space: Vec<VaRange> = regions
+        .into_iter()
+        .flatten()
+        .filter(is_session)
+        .map(|r| r.range)
+        .collect();
+    if sessions.is_empty() && !session_space.is_empty() {
+        map.add(PageMap::walk(mem, Some(&session_space), &opts.pagemap));
+    }
+    (map, sessions)
 }

@@ -47,16 +47,11 @@ pub fn map_session_pools<M: Memory + ?Sized>(
     opts: &PageMapOptions,
     warnings: &mut Vec<String>,
 ) -> Vec<SessionPoolMap> {
-    let ss = "_MM_SESSION_SPACE";
-    let fields = (
-        syms.field(ss, "SessionId"),
-        syms.field(ss, "PagedPoolStart"),
-        syms.field(ss, "PagedPoolEnd"),
-    );
-    let (Ok(id_f), Ok(start_f), Ok(end_f)) = fields else {
-        warnings.push(format!(
-            "the symbols lack {ss}'s SessionId, PagedPoolStart or PagedPoolEnd: session pool is found only where the dump's own page tables map it"
-        ));
+    let Some(fields) = SessionFields::new(syms) else {
+        warnings.push(
+            "the symbols lack _MM_SESSION_SPACE's SessionId, PagedPoolStart or PagedPoolEnd: session pool is found only where the dump's own page tables map it"
+                .into(),
+        );
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -68,26 +63,13 @@ pub fn map_session_pools<M: Memory + ?Sized>(
     let mut walks = Vec::new();
     let mut skipped = Skipped::default();
     for (session, members) in sessions_of(procs) {
-        let read = |f: &Field| mem.read_u64(KernelVa(session.0.wrapping_add(f.offset)));
-        let (Ok(id), Ok(start), Ok(end)) = (
-            mem.read_u32(KernelVa(session.0.wrapping_add(id_f.offset))),
-            read(&start_f),
-            read(&end_f),
-        ) else {
-            skipped.note(|| format!("the {ss} at {session} cannot be read"));
-            continue;
+        let (id, range) = match fields.pool_range(mem, session) {
+            Ok(r) => r,
+            Err(why) => {
+                skipped.note(why);
+                continue;
+            }
         };
-        if !KernelVa(start).is_kernel() || end < start || end - start >= MAX_SESSION_POOL {
-            skipped.note(|| {
-                format!(
-                    "session {id}'s PagedPoolStart {} to PagedPoolEnd {} is not a session pool range",
-                    KernelVa(start),
-                    KernelVa(end)
-                )
-            });
-            continue;
-        }
-        let range = VaRange::new(start, end);
         // One budget for all the walks, the kernel's included: a hostile
         // process list cannot multiply the bounds by its sessions.
         let left = PageMapOptions {
@@ -144,10 +126,53 @@ struct Skipped {
 }
 
 impl Skipped {
-    fn note(&mut self, why: impl FnOnce() -> String) {
+    fn note(&mut self, why: String) {
         self.count += 1;
         if self.first.is_none() {
-            self.first = Some(why());
+            self.first = Some(why);
         }
+    }
+}
+
+/// The `_MM_SESSION_SPACE` members that place a session's pool.
+struct SessionFields {
+    id: Field,
+    start: Field,
+    end: Field,
+}
+
+impl SessionFields {
+    fn new(syms: &KernelSymbols) -> Option<Self> {
+        let f = |m: &str| syms.field("_MM_SESSION_SPACE", m).ok();
+        Some(Self {
+            id: f("SessionId")?,
+            start: f("PagedPoolStart")?,
+            end: f("PagedPoolEnd")?,
+        })
+    }
+
+    /// The session at `session`: its id and `PagedPoolStart..=PagedPoolEnd`,
+    /// or why they are not a session's pool.
+    fn pool_range<M: Memory + ?Sized>(
+        &self,
+        mem: &M,
+        session: KernelVa,
+    ) -> Result<(u32, VaRange), String> {
+        let at = |f: &Field| KernelVa(session.0.wrapping_add(f.offset));
+        let (Ok(id), Ok(start), Ok(end)) = (
+            mem.read_u32(at(&self.id)),
+            mem.read_u64(at(&self.start)),
+            mem.read_u64(at(&self.end)),
+        ) else {
+            return Err(format!("the _MM_SESSION_SPACE at {session} cannot be read"));
+        };
+        if !KernelVa(start).is_kernel() || end < start || end - start >= MAX_SESSION_POOL {
+            return Err(format!(
+                "session {id}'s PagedPoolStart {} to PagedPoolEnd {} is not a session pool range",
+                KernelVa(start),
+                KernelVa(end)
+            ));
+        }
+        Ok((id, VaRange::new(start, end)))
     }
 }
