@@ -51,8 +51,8 @@ pub struct SourceInfo {
 /// `protected`, `bytes` (BlockSize × 16 with the header, or the big-page
 /// entry's bytes), `pool` (NonPaged, NonPagedNx or Paged), `session`,
 /// `pool_type`, `state` (allocated, free, unknown), `allocator`
-/// (legacy-page, lfh, vs, big-pool, unverified), `in_dump` and
-/// `session_id` (the session whose space holds the address, or null).
+/// (legacy-page, lfh, vs, big-pool, unverified), `in_dump` and, in
+/// session space only, `session_id` (the session whose space holds it).
 #[derive(Debug, Default)]
 pub struct Allocations {
     list: Vec<FoundAllocation>,
@@ -144,7 +144,12 @@ impl Serialize for AllocationJson<'_> {
         m.serialize_field("state", &a.state)?;
         m.serialize_field("allocator", &a.allocator)?;
         m.serialize_field("in_dump", &a.in_dump)?;
-        m.serialize_field("session_id", &a.session_id)?;
+        // Only in session space: a listing of hundreds of thousands of
+        // allocations stays as it was elsewhere.
+        match a.session_id {
+            Some(id) => m.serialize_field("session_id", &id)?,
+            None => m.skip_field("session_id")?,
+        }
         m.end()
     }
 }
