@@ -206,15 +206,12 @@ pub(crate) fn allocation_cells(a: &FoundAllocation, row: &mut [String; 7]) {
     }
     let _ = write!(row[2], "{:#x}", a.bytes);
     row[3].push_str(a.pool.name());
-    if a.session {
+    // The header's session bit, or an address in a session's space (the
+    // session named).
+    if a.session || a.session_id.is_some() {
         row[3].push_str(" session");
     }
     if let Some(id) = a.session_id {
-        // The address is in that session's space (its header normally
-        // carries the session bit too; if not, the address says it).
-        if !a.session {
-            row[3].push_str(" session");
-        }
         let _ = write!(row[3], " {id}");
     }
     row[4].push_str(state_text(a.state));

@@ -12,7 +12,6 @@
 //! (`_MM_SESSION_SPACE.HeapState`), which the kit does not lay out: there
 //! its session tags stay counters only.
 
-use crate::layout::StructBuf;
 use crate::machine::Machine;
 use crate::paging::{AddressSpace, Prot};
 use crate::phys::PAGE64;
@@ -66,7 +65,7 @@ impl Machine {
         blocks: &[(u32, u64)],
         rng: &mut fastrand::Rng,
     ) -> Vec<Allocation> {
-        let ptype = (PAGED_POOL_SESSION & 0x6D) | 2;
+        let ptype = Self::in_use_pool_type(PAGED_POOL_SESSION);
         let mut out = Vec::new();
         let mut page: Option<OpenPage> = None;
         for &(key, size) in blocks {
@@ -87,7 +86,7 @@ impl Machine {
             let p = page.as_mut().expect("a page is open");
             let h = p.va + p.used;
             // Session paged pool has one descriptor: PoolIndex 0.
-            let hdr = self.session_header(p.last_units, block / 16, ptype, key);
+            let hdr = self.pool_header(p.last_units, 0, block / 16, ptype, key);
             pool.asp.write(&mut self.mem, h, &hdr);
             let mut body = vec![0u8; size.min(48) as usize];
             rng.fill(&mut body);
@@ -121,18 +120,8 @@ impl Machine {
     fn close_session_page(&mut self, pool: &SessionPool, p: &OpenPage) {
         let rest = PAGE64 - p.used;
         if rest > 0 {
-            let hdr = self.session_header(p.last_units, rest / 16, 0, 0);
+            let hdr = self.pool_header(p.last_units, 0, rest / 16, 0, 0);
             pool.asp.write(&mut self.mem, p.va + p.used, &hdr);
         }
-    }
-
-    fn session_header(&self, prev: u64, units: u64, pool_type: u64, tag: u32) -> Vec<u8> {
-        let mut h = StructBuf::new(self.m, "_POOL_HEADER");
-        h.set("PreviousSize", prev)
-            .set("PoolIndex", 0)
-            .set("BlockSize", units)
-            .set("PoolType", pool_type)
-            .set("PoolTag", tag as u64);
-        h.bytes
     }
 }

@@ -143,10 +143,22 @@ impl Machine {
     /// The header's PoolType byte: `(POOL_TYPE & 0x6D) | 2` (docs/pool-structures.md §4).
     fn header_pool_type(kind: PoolKind, cache_aligned: bool) -> u64 {
         let t = kind.pool_type() | if cache_aligned { 4 } else { 0 };
-        ((t & 0x6D) | 2) as u64
+        Self::in_use_pool_type(t.into())
     }
 
-    fn pool_header(&self, prev: u64, index: u64, units: u64, pool_type: u64, tag: u32) -> Vec<u8> {
+    /// An allocated header's PoolType byte for the POOL_TYPE `t`.
+    pub(crate) fn in_use_pool_type(t: u64) -> u64 {
+        (t & 0x6D) | 2
+    }
+
+    pub(crate) fn pool_header(
+        &self,
+        prev: u64,
+        index: u64,
+        units: u64,
+        pool_type: u64,
+        tag: u32,
+    ) -> Vec<u8> {
         let mut h = StructBuf::new(self.m, "_POOL_HEADER");
         h.set("PreviousSize", prev)
             .set("PoolIndex", index)
