@@ -35,6 +35,10 @@ pub enum Corruption {
     /// The first session's `_MM_SESSION_SPACE.PagedPoolStart` and
     /// `PagedPoolEnd` span all of the kernel half: not a session pool.
     HugeSessionPoolRange,
+    /// The first session's own `_SEGMENT_HEAP` (19H1+) loses its
+    /// 0xDDEEDDEE signature: its segments name a context that no longer
+    /// vouches for itself.
+    UnsignedSessionHeap,
 }
 
 /// Damage done to the written file.
@@ -78,6 +82,25 @@ impl Machine {
                 let end = self.m.offset_of("_MM_SESSION_SPACE", "PagedPoolEnd");
                 self.write_u64(s + start, 0xFFFF_8000_0000_0000);
                 self.write_u64(s + end, u64::MAX);
+            }
+            Corruption::UnsignedSessionHeap => {
+                let s = &self.truth.sessions[0];
+                let heap = s
+                    .heap_va
+                    .expect("a segment-heap build's session has a heap");
+                let dtb = self
+                    .truth
+                    .processes
+                    .iter()
+                    .find(|p| p.session_id == Some(s.id))
+                    .expect("a session has processes")
+                    .dtb;
+                let asp = paging::AddressSpace {
+                    pml4: dtb / PAGE64,
+                    self_map: self.asp.self_map,
+                };
+                let at = heap + self.m.offset_of("_SEGMENT_HEAP", "Signature");
+                asp.write(&mut self.mem, at, &0u32.to_le_bytes());
             }
             Corruption::CyclicModuleList => {
                 let head = self.truth.kernel.ps_loaded_module_list;

@@ -17,7 +17,7 @@ use crate::machine::Machine;
 use crate::paging::{AddressSpace, Prot, sign_extend};
 use crate::phys::{GB, PAGE64};
 use crate::scenario::SessionSpec;
-use crate::session_pool::SessionPool;
+use crate::session_pool::{PendingSessionHeap, SessionPool};
 use crate::tag::{tag_string, tag_value};
 use crate::tracker::{tag_hash, tag_row};
 use crate::truth::{Counters, ProcessTruth, SessionTruth, TagUsage, TrackerSlot};
@@ -68,7 +68,8 @@ impl Machine {
         let specs = self.scenario.sessions.clone();
         let mut sessions: Vec<BuiltSession> = specs
             .iter()
-            .map(|spec| self.build_session(spec, mm_session_space, session_pool))
+            .enumerate()
+            .map(|(index, spec)| self.build_session(index, spec, mm_session_space, session_pool))
             .collect();
 
         let mut procs: Vec<(String, Option<usize>)> =
@@ -261,6 +262,7 @@ impl Machine {
     /// tracker table and expansion table, in a fresh address space.
     fn build_session(
         &mut self,
+        index: usize,
         spec: &SessionSpec,
         mm_session_space: u64,
         session_pool: u64,
@@ -314,15 +316,22 @@ impl Machine {
                 .collect();
             asp.write(&mut self.mem, exp_va, &bytes);
         }
+        // Their own generator, so the rest of the machine is what it was
+        // before session pool held allocations.
+        let mut rng = fastrand::Rng::with_seed(self.scenario.seed ^ (0x5E55_0000 | spec.id as u64));
+        let mut blocks = blocks;
+        rng.shuffle(&mut blocks);
         let allocations = if self.scenario.build.allocator() == Allocator::Legacy {
-            // Their own generator, so the rest of the machine is what it
-            // was before session pool held allocations.
-            let mut rng =
-                fastrand::Rng::with_seed(self.scenario.seed ^ (0x5E55_0000 | spec.id as u64));
-            let mut blocks = blocks;
-            rng.shuffle(&mut blocks);
             self.place_session_blocks(&mut pool, &blocks, &mut rng)
         } else {
+            // Placed last (session_pool.rs); the ground truth gets them then.
+            self.pending_session_heaps.push(PendingSessionHeap {
+                index,
+                pool,
+                end: session_pool + SESSION_POOL_BYTES,
+                blocks,
+                rng,
+            });
             Vec::new()
         };
 
@@ -341,6 +350,7 @@ impl Machine {
                 pids: Vec::new(),
                 tags: filled.rows,
                 allocations,
+                heap_va: None,
             },
         }
     }

@@ -8,13 +8,23 @@
 //! are (between `_MM_SESSION_SPACE.PagedPoolStart` and `PagedPoolEnd`,
 //! the same addresses in every session and other frames in each) and the
 //! header's PoolType: PagedPoolSession (0x21) as `(POOL_TYPE & 0x6D) | 2`,
-//! so 0x23. From 19H1 on session pool is a segment heap of its own
-//! (`_MM_SESSION_SPACE.HeapState`), which the kit does not lay out: there
-//! its session tags stay counters only.
+//! so 0x23.
+//!
+//! From 19H1 on a session's paged pool is a segment heap of its own: a
+//! `_SEGMENT_HEAP` in session space whose 1 MiB page segments lie in the
+//! session's pool range, signed for that heap's segment context like the
+//! kernel's own (docs/pool-structures.md §5). The kit lays it out with the
+//! kernel pool's own writers, swapped onto the session's address space and
+//! pool state, and last of all, so that the frames the rest of the machine
+//! was given keep their numbers. `_MM_SESSION_SPACE.HeapState` is left
+//! null: what it points at is not documented, and a reader must not need
+//! it (segments name their heap through their signatures).
 
-use crate::machine::Machine;
+use crate::machine::{Machine, Region};
 use crate::paging::{AddressSpace, Prot};
-use crate::phys::PAGE64;
+use crate::phys::{MB, PAGE64};
+use crate::pool::Req;
+use crate::pool::state::PoolState;
 use crate::scenario::PoolKind;
 use crate::tag::tag_string;
 use crate::truth::{Allocation, AllocatorKind};
@@ -44,6 +54,18 @@ impl SessionPool {
         }
         va
     }
+}
+
+/// A session whose blocks go to its own segment heap once the rest of the
+/// machine is built.
+pub(crate) struct PendingSessionHeap {
+    /// Its index in the ground truth's sessions.
+    pub(crate) index: usize,
+    pub(crate) pool: SessionPool,
+    /// The end of its pool range (`PagedPoolEnd` + 1).
+    pub(crate) end: u64,
+    pub(crate) blocks: Vec<(u32, u64)>,
+    pub(crate) rng: fastrand::Rng,
 }
 
 /// The page being carved.
@@ -116,6 +138,70 @@ impl Machine {
         out
     }
 
+    /// Lay out each pending session's segment heap and record its
+    /// allocations in the ground truth.
+    pub(crate) fn place_session_heaps(&mut self) {
+        for p in std::mem::take(&mut self.pending_session_heaps) {
+            let (heap, allocations) = self.place_session_heap(p.pool, p.end, &p.blocks, p.rng);
+            let truth = &mut self.truth.sessions[p.index];
+            truth.allocations = allocations;
+            truth.heap_va = Some(heap);
+        }
+    }
+
+    /// One session's heap: its `_SEGMENT_HEAP` on a page of its pool,
+    /// segments after it. Returns the heap's address and its allocations. The kernel pool's writers run with the
+    /// machine's address space, pool state, heaps, paged region and
+    /// generator swapped for the session's, and everything is put back
+    /// after.
+    fn place_session_heap(
+        &mut self,
+        mut pool: SessionPool,
+        end: u64,
+        blocks: &[(u32, u64)],
+        rng: fastrand::Rng,
+    ) -> (u64, Vec<Allocation>) {
+        let heap_bytes = self.m.ty("_SEGMENT_HEAP").size.div_ceil(PAGE64) * PAGE64;
+        let heap = pool.alloc(self, heap_bytes);
+        let segments = Region {
+            base: pool.next,
+            size: end - pool.next,
+            next: pool.next.div_ceil(MB) * MB,
+        };
+        let mut saved = SwappedPool {
+            asp: pool.asp,
+            pool: PoolState::for_session(),
+            heaps: [(PoolKind::Paged, heap)].into_iter().collect(),
+            paged: segments,
+            paged_pages: Vec::new(),
+            rng,
+        };
+        self.swap_pool(&mut saved);
+        let reqs: Vec<Req> = blocks
+            .iter()
+            .map(|&(key, size)| Req {
+                key,
+                header_tag: key,
+                kind: PoolKind::Paged,
+                size,
+                live: true,
+                cache_aligned: false,
+            })
+            .collect();
+        let out = self.fill_own_heap(&reqs);
+        self.swap_pool(&mut saved);
+        (heap, out)
+    }
+
+    fn swap_pool(&mut self, s: &mut SwappedPool) {
+        std::mem::swap(&mut self.asp, &mut s.asp);
+        std::mem::swap(&mut self.pool, &mut s.pool);
+        std::mem::swap(&mut self.heaps, &mut s.heaps);
+        std::mem::swap(&mut self.paged, &mut s.paged);
+        std::mem::swap(&mut self.paged_pages, &mut s.paged_pages);
+        std::mem::swap(&mut self.rng, &mut s.rng);
+    }
+
     /// The rest of a page: one free chunk (PoolType 0, no tag).
     fn close_session_page(&mut self, pool: &SessionPool, p: &OpenPage) {
         let rest = PAGE64 - p.used;
@@ -124,4 +210,14 @@ impl Machine {
             pool.asp.write(&mut self.mem, p.va + p.used, &hdr);
         }
     }
+}
+
+/// What the pool writers use, while a session's heap is laid out.
+struct SwappedPool {
+    asp: AddressSpace,
+    pool: PoolState,
+    heaps: std::collections::BTreeMap<PoolKind, u64>,
+    paged: Region,
+    paged_pages: Vec<u64>,
+    rng: fastrand::Rng,
 }

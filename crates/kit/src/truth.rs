@@ -75,12 +75,15 @@ pub struct SessionTruth {
     pub pids: Vec<u64>,
     /// Expected rows (all "Paged": session pool is paged).
     pub tags: Vec<TagUsage>,
-    /// The live allocations of its tags, in its session pool (legacy
-    /// allocator builds only: from 19H1 on session pool is a segment heap
-    /// the kit does not lay out, and this is empty). Their addresses are
-    /// session-space addresses.
+    /// The live allocations of its tags, in its session pool: legacy pool
+    /// pages before 19H1, its own segment heap from 19H1 on. Their
+    /// addresses are session-space addresses. Blocks too large for a pool
+    /// page or heap block are left out (they would be session big pages).
     #[serde(default)]
     pub allocations: Vec<Allocation>,
+    /// Its pool's `_SEGMENT_HEAP` (19H1+), in session space.
+    #[serde(default)]
+    pub heap_va: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

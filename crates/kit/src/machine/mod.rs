@@ -97,6 +97,9 @@ pub struct Machine {
     pub(crate) bulk_filler: Option<std::sync::Arc<crate::bulk::pages::BulkFiller>>,
     /// PML4s of the processes other than System.
     pub(crate) process_spaces: Vec<AddressSpace>,
+    /// Sessions whose pool is a segment heap, placed last
+    /// ([`Machine::place_session_heaps`]).
+    pub(crate) pending_session_heaps: Vec<crate::session_pool::PendingSessionHeap>,
 }
 
 #[derive(Debug, Default)]
@@ -170,6 +173,7 @@ impl Machine {
             bulk_segments: Vec::new(),
             bulk_filler: None,
             process_spaces: Vec::new(),
+            pending_session_heaps: Vec::new(),
             rng,
         };
         mc.truth.build = s.build.name().to_string();
@@ -193,6 +197,7 @@ impl Machine {
         mc.plant_decoys();
         mc.page_out();
         mc.share_kernel_half();
+        mc.place_session_heaps();
         mc.fill_header();
         mc
     }

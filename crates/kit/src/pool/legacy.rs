@@ -110,7 +110,7 @@ impl Machine {
             )
         };
         let ptype = if r.live {
-            Self::header_pool_type(r.kind, false)
+            self.header_pool_type(r.kind, false)
         } else {
             0
         };

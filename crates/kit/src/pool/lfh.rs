@@ -47,7 +47,7 @@ impl Machine {
             0,
             0,
             block / 16,
-            Self::header_pool_type(r.kind, false),
+            self.header_pool_type(r.kind, false),
             r.header_tag,
         );
         self.write_va(h, &hdr);

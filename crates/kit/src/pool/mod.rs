@@ -105,17 +105,7 @@ impl Machine {
 
     /// Place one allocation with the build's allocator; charge live ones.
     pub(crate) fn place(&mut self, r: Req) -> Allocation {
-        let a = match self.scenario.build.allocator() {
-            Allocator::Legacy if r.size > LEGACY_BIG => self.big_pages(&r),
-            Allocator::Legacy => self.legacy_small(&r),
-            Allocator::SegmentHeap if r.size >= SEG_HEAP_BIG && r.size <= VS_BIG_MAX => {
-                self.vs_place(&r, false)
-            }
-            Allocator::SegmentHeap if r.size >= SEG_HEAP_BIG => self.big_pages(&r),
-            Allocator::SegmentHeap if r.cache_aligned => self.vs_place(&r, true),
-            Allocator::SegmentHeap if round16(r.size + 0x10) <= LFH_MAX_BLOCK => self.lfh_place(&r),
-            Allocator::SegmentHeap => self.vs_place(&r, true),
-        };
+        let a = self.place_block(&r);
         let charged = match a.allocator {
             AllocatorKind::Big | AllocatorKind::VsBig => {
                 if self.scenario.build.allocator() == Allocator::Legacy {
@@ -134,16 +124,35 @@ impl Machine {
         a
     }
 
+    /// Lay out one allocation with the build's allocator, in the pool
+    /// [`Machine::pool`] places into; nothing is charged or recorded.
+    pub(crate) fn place_block(&mut self, r: &Req) -> Allocation {
+        match self.scenario.build.allocator() {
+            Allocator::Legacy if r.size > LEGACY_BIG => self.big_pages(r),
+            Allocator::Legacy => self.legacy_small(r),
+            Allocator::SegmentHeap if r.size >= SEG_HEAP_BIG && r.size <= VS_BIG_MAX => {
+                self.vs_place(r, false)
+            }
+            Allocator::SegmentHeap if r.size >= SEG_HEAP_BIG => self.big_pages(r),
+            Allocator::SegmentHeap if r.cache_aligned => self.vs_place(r, true),
+            Allocator::SegmentHeap if round16(r.size + 0x10) <= LFH_MAX_BLOCK => self.lfh_place(r),
+            Allocator::SegmentHeap => self.vs_place(r, true),
+        }
+    }
+
     fn note_body(&mut self, a: &Allocation) {
         if a.size >= 0x40 {
             self.body_spots.push((a.va, a.size));
         }
     }
 
-    /// The header's PoolType byte: `(POOL_TYPE & 0x6D) | 2` (docs/pool-structures.md §4).
-    fn header_pool_type(kind: PoolKind, cache_aligned: bool) -> u64 {
-        let t = kind.pool_type() | if cache_aligned { 4 } else { 0 };
-        Self::in_use_pool_type(t.into())
+    /// The header's PoolType byte: `(POOL_TYPE & 0x6D) | 2`
+    /// (docs/pool-structures.md §4); a session's heap adds the session
+    /// bit (PagedPoolSession is 0x21).
+    fn header_pool_type(&self, kind: PoolKind, cache_aligned: bool) -> u64 {
+        let session = if self.pool.session { 0x20 } else { 0 };
+        let t = u64::from(kind.pool_type()) | if cache_aligned { 4 } else { 0 } | session;
+        Self::in_use_pool_type(t)
     }
 
     /// An allocated header's PoolType byte for the POOL_TYPE `t`.

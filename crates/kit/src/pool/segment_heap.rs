@@ -9,8 +9,9 @@ use crate::machine::Machine;
 use crate::phys::{MB, PAGE64};
 use crate::scenario::PoolKind;
 
-use super::format::SEGMENT_SIGNATURE_KEY;
-use super::state::Segment;
+use super::format::{SEG_HEAP_BIG, SEGMENT_SIGNATURE_KEY};
+use super::state::{Req, Segment};
+use crate::truth::Allocation;
 
 const SEGMENT_PAGES: u64 = 256;
 /// The page segment's first two pages hold its header and 256 range
@@ -228,6 +229,34 @@ impl Machine {
             let h = self.heaps[k];
             self.write_u64(node + 8 * i as u64, h);
         }
+    }
+
+    /// Lay out `reqs` in a heap of their own: the one [`Machine::pool`]
+    /// and [`Machine::heaps`] hold for paged pool (a session's, swapped in
+    /// by `session_pool.rs`), then write its subsegment and segment
+    /// headers and its `_SEGMENT_HEAP`. Requests too large for a block
+    /// with a pool header are left out: they would live in a big-page
+    /// table.
+    pub(crate) fn fill_own_heap(&mut self, reqs: &[Req]) -> Vec<Allocation> {
+        let out: Vec<Allocation> = reqs
+            .iter()
+            .filter(|r| r.size < SEG_HEAP_BIG)
+            .map(|r| self.place_block(r))
+            .collect();
+        self.close_vs_sub(PoolKind::Paged);
+        for i in 0..self.pool.lfh_subs.len() {
+            self.write_lfh_header(i);
+        }
+        for i in 0..self.pool.vs_subs.len() {
+            self.write_vs_sub_header(i);
+        }
+        self.write_segment_headers();
+        let ctx_stride = {
+            let (_, f) = self.m.field_path("_SEGMENT_HEAP", "SegContexts");
+            f.element_size.unwrap_or(0xC0)
+        };
+        self.write_heap(PoolKind::Paged, ctx_stride);
+        out
     }
 
     // The running machine (run/pool.rs) frees and seals through these.

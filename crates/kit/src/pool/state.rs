@@ -31,6 +31,18 @@ pub(crate) struct PoolState {
     /// Segments linked into their heaps' lists (the running machine adds
     /// segments after the build wrote them).
     pub segments_linked: usize,
+    /// A session's own heap: headers say PagedPoolSession.
+    pub session: bool,
+}
+
+impl PoolState {
+    /// A session's own heap's state.
+    pub(crate) fn for_session() -> Self {
+        Self {
+            session: true,
+            ..Self::default()
+        }
+    }
 }
 
 pub(super) struct LegacyPage {

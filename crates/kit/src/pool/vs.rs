@@ -144,7 +144,7 @@ impl Machine {
         with_header: bool,
     ) -> Allocation {
         let ca = r.cache_aligned && with_header;
-        let pool_type = Self::header_pool_type(r.kind, false);
+        let pool_type = self.header_pool_type(r.kind, false);
         let mut a;
         if with_header {
             let h1 = c + 0x10;
@@ -159,7 +159,7 @@ impl Machine {
                 self.write_va(h1, &first);
                 self.write_u64(h1 + 0x10, h2 ^ self.quota_cookie);
                 let blocks = (c + units * 16 - h2) / 16;
-                let ptype2 = Self::header_pool_type(r.kind, true);
+                let ptype2 = self.header_pool_type(r.kind, true);
                 let second = self.pool_header((h2 - h1) / 16, 0, blocks, ptype2, r.header_tag);
                 self.write_va(h2, &second);
                 a = self.alloc_record(r, data, Some(h2), blocks * 16, AllocatorKind::Vs);
