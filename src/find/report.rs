@@ -216,6 +216,9 @@ pub struct SessionScan {
     /// The page tables (a process of the session's) its pool was read through.
     pub dtb: String,
     pub mapped_pages: u64,
+    /// Its pool's own segment heap (19H1+), as its segments name it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heap: Option<String>,
 }
 
 /// The per-tag counts as rows per call site of the map: each allocation
@@ -367,6 +370,7 @@ fn scan_row(r: &FindReport) -> Scan {
                 session_id: s.session_id,
                 dtb: format!("{:#x}", s.dtb.0),
                 mapped_pages: s.mapped_pages,
+                heap: s.heap.map(|h| h.to_string()),
             })
             .collect(),
         page_tables_read: r.pagemap.tables_read,

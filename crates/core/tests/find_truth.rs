@@ -16,7 +16,7 @@ use pooldump_core::pool::find::{
     self, AllocationState, Allocator, Engine, FindOptions, FindReport, FoundAllocation, PoolKind,
 };
 use pooldump_core::symbols::SymbolOptions;
-use pooldump_core::{CrashDump, Memory, MemoryError, PhysAddr, Target};
+use pooldump_core::{CrashDump, KernelVa, Memory, MemoryError, PhysAddr, Target};
 use pooldump_kit::bulk::BulkSpec;
 use pooldump_kit::corrupt::Corruption;
 use pooldump_kit::truth::{Allocation, AllocatorKind};
@@ -389,9 +389,21 @@ fn bulk_pool_is_found_on_both_allocators() {
         truth.extend(m.bulk_allocations());
         // Bulk tags: an upper-case letter and three of [a-z0-9].
         let tags = ["Baaa", "Caaa", "Daaa", "Ebaa", "F*"];
-        let r = run(&t, &tags, Engine::Auto);
+        let mut r = run(&t, &tags, Engine::Auto);
         assert!(r.allocations.len() > 100, "{b}: {}", r.allocations.len());
+        // The kernel's pool only: session pool has its own test. (`F*`
+        // matches one stretch of random bytes inside a session's VS chunk
+        // that passes every check a VS header gets: see docs/find.md's
+        // limits.)
+        let kernel = r
+            .allocations
+            .iter()
+            .filter(|a| a.session_id.is_none())
+            .cloned()
+            .collect();
+        let all = std::mem::replace(&mut r.allocations, kernel);
         check(&m, &truth, &r, &tags, &format!("{b} bulk"));
+        r.allocations = all;
         streams_alike(&t, &tags, &r, &format!("{b} bulk"));
     }
 }
@@ -542,11 +554,10 @@ fn streams_alike(t: &Target<CrashDump>, tags: &[&str], sorted: &FindReport, what
 fn every_session_s_pool_is_found_through_its_own_page_tables() {
     // Session pool sits at the same addresses in every session, in frames
     // that only the session's own processes map: the dump's
-    // DirectoryTableBase (System's here) maps none of them.
-    for b in NtBuild::ALL
-        .into_iter()
-        .filter(|b| b.allocator() == pooldump_kit::builds::Allocator::Legacy)
-    {
+    // DirectoryTableBase (System's here) maps none of them. From 19H1 on
+    // each session's pool is a segment heap of its own, whose segments
+    // name a heap no pool node holds.
+    for b in NtBuild::ALL {
         let m = Machine::build(&Scenario::small(b, 5));
         let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
         let sessions = &m.truth.sessions;
@@ -587,7 +598,7 @@ fn every_session_s_pool_is_found_through_its_own_page_tables() {
                 assert_eq!(f.bytes, a.block_bytes, "{name}: size");
                 assert_eq!(f.tag.to_string(), a.tag, "{name}");
                 assert_eq!(f.state, AllocationState::Allocated, "{name}");
-                assert_eq!(f.allocator, Allocator::LegacyPage, "{name}");
+                assert_eq!(f.allocator, allocator_of(a.allocator), "{name}");
                 assert_eq!(f.pool, PoolKind::Paged, "{name}");
                 assert!(f.session, "{name}: the header's session bit");
             }
@@ -603,6 +614,10 @@ fn every_session_s_pool_is_found_through_its_own_page_tables() {
         let ids: Vec<u32> = r.sessions.iter().map(|s| s.session_id).collect();
         let want_ids: Vec<u32> = sessions.iter().map(|s| s.id).collect();
         assert_eq!(ids, want_ids, "{b}");
+        // From 19H1 on each session's segments vouched for its own heap.
+        let heaps: Vec<Option<u64>> = r.sessions.iter().map(|s| s.heap.map(|h| h.0)).collect();
+        let want_heaps: Vec<Option<u64>> = sessions.iter().map(|s| s.heap_va).collect();
+        assert_eq!(heaps, want_heaps, "{b}: the sessions' heaps");
         for s in &r.sessions {
             let own: BTreeSet<u64> = m
                 .truth
@@ -660,4 +675,41 @@ fn a_hostile_session_pool_range_is_said_and_the_other_sessions_are_mapped() {
         .filter(|a| a.tag == "Gh05" || a.tag == "Gla5")
         .count();
     assert_eq!(found, want);
+}
+
+#[test]
+fn a_session_heap_that_does_not_vouch_for_itself_is_not_named() {
+    // Its segments' signatures still name a context, but the heap that
+    // context points back at has lost its signature: nothing in it is
+    // taken as a segment heap's metadata. The blocks are still checked by
+    // their own subsegment and chunk headers (as when a segment header is
+    // not in the dump), so every one is found; the other session's heap
+    // is named as before.
+    let mut m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 5));
+    m.corrupt(Corruption::UnsignedSessionHeap);
+    let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
+    let tags = ["Gh05", "Gla5", "Usdi", "Uscu", "SLek"];
+    let r = run(&t, &tags, Engine::Auto);
+    let (bad, good) = (&m.truth.sessions[0], &m.truth.sessions[1]);
+    let heap = |id: u32| {
+        r.sessions
+            .iter()
+            .find(|s| s.session_id == id)
+            .map(|s| s.heap)
+    };
+    assert_eq!(heap(bad.id), Some(None), "{:?}", r.sessions);
+    assert_eq!(
+        heap(good.id),
+        Some(good.heap_va.map(KernelVa)),
+        "{:?}",
+        r.sessions
+    );
+    for s in [bad, good] {
+        let found = r
+            .allocations
+            .iter()
+            .filter(|a| a.session_id == Some(s.id))
+            .count();
+        assert_eq!(found, s.allocations.len(), "session {}", s.id);
+    }
 }

@@ -235,12 +235,30 @@ pub fn find_allocations<M: Memory + ?Sized>(
         &scanner,
         patterns,
         &map,
+        &sessions,
         &ctx,
         opts,
         &found,
         &mut warnings,
     )?;
     let (found, totals, duplicate_headers) = finish_found(found, big, out.duplicates)?;
+    let mut sessions = sessions;
+    if let Some(heap) = &ctx.heap {
+        for (id, va) in heap.met_heaps() {
+            let Some(s) = sessions.iter_mut().find(|s| s.session_id == id) else {
+                continue;
+            };
+            match s.heap {
+                None => s.heap = Some(KernelVa(va)),
+                // A session has one paged pool: a second heap is a segment
+                // that lied, or a heap that is not its pool.
+                Some(first) => warnings.push(format!(
+                    "session {id}'s segments name two heaps, {first} and {}: both were used to check its headers",
+                    KernelVa(va)
+                )),
+            }
+        }
+    }
 
     let mut unmapped = out.unmapped;
     unmapped.sort_by_key(|u| u.pa);
@@ -346,7 +364,16 @@ fn scan_mapped<M: Memory + ?Sized>(
     let found = Found::Kept(Mutex::default());
     // No page file: only the frames the map names are read.
     let (out, _, _) = scan_frames(
-        mem, None, &scanner, &any, map, &ctx, &opts, &found, warnings,
+        mem,
+        None,
+        &scanner,
+        &any,
+        map,
+        &[],
+        &ctx,
+        &opts,
+        &found,
+        warnings,
     )?;
     let (found, _, _) = finish_found(found, Vec::new(), out.duplicates)?;
     Ok((found, ctx.family))
@@ -398,7 +425,9 @@ fn finish_found(
 /// `found`: its counts, how many results past `max_results`
 /// it dropped, and its time in seconds. With `file` (the source's
 /// [`Memory::page_file`]) every frame of it is scanned in bulk, else the
-/// frames `map` names, read through [`Memory::read_physical`].
+/// frames `map` names, read through [`Memory::read_physical`]. A frame
+/// `map` gives to a session in `sessions` is checked through that
+/// session's page tables.
 #[allow(clippy::too_many_arguments)]
 fn scan_frames<M: Memory + ?Sized>(
     mem: &M,
@@ -406,6 +435,7 @@ fn scan_frames<M: Memory + ?Sized>(
     scanner: &Scanner,
     patterns: &[TagPattern],
     map: &PageMap,
+    sessions: &[SessionPoolMap],
     ctx: &Ctx,
     opts: &FindOptions<'_>,
     found: &Found<'_>,
@@ -416,6 +446,7 @@ fn scan_frames<M: Memory + ?Sized>(
         scanner,
         patterns,
         map,
+        sessions,
         ctx,
         opts,
         kept: AtomicUsize::new(0),
@@ -504,14 +535,22 @@ fn deduplicated(
     let mut duplicates = already;
     // The tie-breakers make the order, so the copy kept, the same on
     // every run (the sort is parallel and unstable).
-    scanned
-        .par_sort_unstable_by_key(|(a, key)| (key.unwrap_or(a.va.0), a.header, a.va, a.pool_type));
+    scanned.par_sort_unstable_by_key(|(a, key)| {
+        (
+            a.session_id,
+            key.unwrap_or(a.va.0),
+            a.header,
+            a.va,
+            a.pool_type,
+        )
+    });
     // In place: results can be hundreds of thousands, and each copy of
     // them is memory the user pays for.
     let mut last_key = None;
     let mut kept = 0usize;
     for i in 0..scanned.len() {
-        let key = scanned[i].1;
+        // Sessions' pools share their addresses: a key is one session's.
+        let key = scanned[i].1.map(|k| (scanned[i].0.session_id, k));
         if let Some(k) = key {
             if last_key == Some(k) && kept > 0 {
                 duplicates += 1;

@@ -2,6 +2,7 @@
 //! workers, each hit mapped to its virtual address and checked.
 
 use super::*;
+use crate::memory::ProcessSpace;
 
 // ----- the frame scan ----------------------------------------------------
 
@@ -10,6 +11,9 @@ pub(super) struct ScanRun<'a, M: Memory + ?Sized> {
     pub(super) scanner: &'a Scanner,
     pub(super) patterns: &'a [TagPattern],
     pub(super) map: &'a PageMap,
+    /// The sessions whose pools `map` holds, with the page tables each is
+    /// read through.
+    pub(super) sessions: &'a [SessionPoolMap],
     pub(super) ctx: &'a Ctx,
     pub(super) opts: &'a FindOptions<'a>,
     pub(super) kept: AtomicUsize,
@@ -291,7 +295,11 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
             if self.ctx.family == AllocatorFamily::SegmentHeap {
                 allocator = Allocator::Unverified;
                 if let Some(heap) = &self.ctx.heap {
-                    match heap.classify(self.mem, va, hit, page, page_va) {
+                    let verdict = match self.session_space(m.session) {
+                        Some(space) => heap.classify(&space, m.session, va, hit, page, page_va),
+                        None => heap.classify(self.mem, None, va, hit, page, page_va),
+                    };
+                    match verdict {
                         HeapVerdict::Found {
                             allocator: a,
                             state: s,
@@ -325,7 +333,7 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
                 && key.is_some()
                 && in_page + h.block_size as u64 * unit == PAGE_SIZE
                 && hit.role == HeaderRole::Single
-                && self.pair_continues(va, h)
+                && self.pair_continues(m.session, va, h)
             {
                 o.duplicates += 1;
                 continue;
@@ -365,7 +373,7 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
     /// by their shared key once everything is collected; a streaming one
     /// cannot wait, so it looks at the next page and reports the pair
     /// once, by its second header.
-    fn pair_continues(&self, va: u64, h: &pooldump_scan::PoolHeader) -> bool {
+    fn pair_continues(&self, session: Option<u32>, va: u64, h: &pooldump_scan::PoolHeader) -> bool {
         use pooldump_scan::header::pool_type::IN_USE;
         let layout = self.scanner.layout();
         // A block that ends the top page has no next page.
@@ -376,7 +384,11 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
         let Some(b) = b.get_mut(..layout.size) else {
             return false;
         };
-        if self.mem.read_virtual(KernelVa(next_va), b).is_err() {
+        let read = match self.session_space(session) {
+            Some(space) => space.read_virtual(KernelVa(next_va), b),
+            None => self.mem.read_virtual(KernelVa(next_va), b),
+        };
+        if read.is_err() {
             return false;
         }
         let n = layout.decode(b);
@@ -384,6 +396,14 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
             && n.previous_size == h.block_size
             && n.tag_unprotected() == h.tag_unprotected()
             && n.pool_type & IN_USE != 0
+    }
+
+    /// The address space of session `id`'s pool: the page tables it was
+    /// mapped through.
+    fn session_space(&self, id: Option<u32>) -> Option<ProcessSpace<'_, M>> {
+        let id = id?;
+        let s = self.sessions.iter().find(|s| s.session_id == id)?;
+        Some(ProcessSpace::new(self.mem, s.dtb))
     }
 
     /// Room for one more result?

@@ -80,13 +80,35 @@ struct HeapLayout {
     chunk_header: u64,
     chunk_size: Field,
     chunk_allocated: Field,
+    /// `_SEGMENT_HEAP.Signature`, and its `SegContexts` array.
+    heap_signature: u64,
+    contexts: u64,
+    context_size: u64,
+    context_count: u64,
+    /// `_HEAP_SEG_CONTEXT`'s members.
+    ctx_mask: u64,
+    ctx_shift: u64,
+    ctx_first: u64,
+    /// `_HEAP_SEG_CONTEXT.Heap`, the context's own heap: without it a
+    /// segment of a heap no pool node holds cannot be vouched for.
+    ctx_heap: Option<u64>,
 }
 
 impl HeapLayout {
     fn new(s: &KernelSymbols) -> Result<Self, SymbolError> {
         let desc = s.field("_HEAP_PAGE_SEGMENT", "DescArray")?;
         let vs = s.require_type_size("_HEAP_VS_SUBSEGMENT")?;
+        let ctxs = s.field("_SEGMENT_HEAP", "SegContexts")?;
+        let ctx = |m: &str| s.field("_HEAP_SEG_CONTEXT", m).map(|f| f.offset);
         Ok(Self {
+            heap_signature: s.field("_SEGMENT_HEAP", "Signature")?.offset,
+            contexts: ctxs.offset,
+            context_size: ctxs.element_size.unwrap_or(0),
+            context_count: ctxs.count.unwrap_or(2).min(8),
+            ctx_mask: ctx("SegmentMask")?,
+            ctx_shift: ctx("UnitShift")?,
+            ctx_first: ctx("FirstDescriptorIndex")?,
+            ctx_heap: ctx("Heap").ok(),
             seg_signature: s.field("_HEAP_PAGE_SEGMENT", "Signature")?.offset,
             desc_array: desc.offset,
             desc_size: s.require_type_size("_HEAP_PAGE_RANGE_DESCRIPTOR")?,
@@ -134,15 +156,6 @@ fn heap_contexts<M: Memory + ?Sized>(
     let node_size = node.element_size.unwrap_or(0);
     let heaps_f = s.field("_EX_HEAP_POOL_NODE", "Heaps").map_err(e)?;
     let heaps_n = heaps_f.count.unwrap_or(4).min(16);
-    let sig = s.field("_SEGMENT_HEAP", "Signature").map_err(e)?;
-    let ctxs = s.field("_SEGMENT_HEAP", "SegContexts").map_err(e)?;
-    let ctx_size = ctxs.element_size.unwrap_or(0);
-    let ctx_n = ctxs.count.unwrap_or(2).min(8);
-    let mask_f = s.field("_HEAP_SEG_CONTEXT", "SegmentMask").map_err(e)?;
-    let shift_f = s.field("_HEAP_SEG_CONTEXT", "UnitShift").map_err(e)?;
-    let first_f = s
-        .field("_HEAP_SEG_CONTEXT", "FirstDescriptorIndex")
-        .map_err(e)?;
     let mut out = HeapContexts {
         contexts: HashMap::new(),
         masks: Vec::new(),
@@ -154,10 +167,7 @@ fn heap_contexts<M: Memory + ?Sized>(
             let Ok(heap) = mem.read_u64(KernelVa(at)) else {
                 continue;
             };
-            if !KernelVa(heap).is_kernel()
-                || mem.read_u32(KernelVa(heap + sig.offset)).ok()
-                    != Some(SEGMENT_HEAP_SIGNATURE as u32)
-            {
+            if !is_segment_heap(mem, heap, l) {
                 continue;
             }
             out.signed += 1;
@@ -168,24 +178,10 @@ fn heap_contexts<M: Memory + ?Sized>(
                 2 | 3 => Some(PoolKind::Paged),
                 _ => None,
             };
-            for c in 0..ctx_n {
-                let ctx = heap + ctxs.offset + c * ctx_size;
-                let mask = mem.read_u64(KernelVa(ctx + mask_f.offset)).unwrap_or(0);
-                let shift = mem.read_u8(KernelVa(ctx + shift_f.offset)).unwrap_or(0) as u32;
-                let first = mem.read_u8(KernelVa(ctx + first_f.offset)).unwrap_or(0) as u64;
-                // A segment is 1 MiB or 16 MiB of 4 KiB or 64 KiB units.
-                let size = (!mask).wrapping_add(1);
-                if !(12..=16).contains(&shift)
-                    || !size.is_power_of_two()
-                    || !(1 << 20..=1 << 24).contains(&size)
-                    || size >> shift > l.desc_count
-                {
+            for c in 0..l.context_count {
+                let ctx = heap + l.contexts + c * l.context_size;
+                let Some((seg, mask)) = read_context(mem, ctx, kind, l) else {
                     continue;
-                }
-                let seg = SegCtx {
-                    kind,
-                    unit_shift: shift,
-                    first_desc: first,
                 };
                 out.contexts.insert(ctx, seg);
                 if !out.masks.contains(&mask) {
@@ -195,6 +191,45 @@ fn heap_contexts<M: Memory + ?Sized>(
         }
     }
     Ok(out)
+}
+
+/// Whether `heap` is a kernel address holding a `_SEGMENT_HEAP`'s
+/// signature.
+fn is_segment_heap<M: Memory + ?Sized>(mem: &M, heap: u64, l: &HeapLayout) -> bool {
+    KernelVa(heap).is_kernel()
+        && mem
+            .read_u32(KernelVa(heap.wrapping_add(l.heap_signature)))
+            .ok()
+            == Some(SEGMENT_HEAP_SIGNATURE as u32)
+}
+
+/// The segment context at `ctx` and its segment mask, if its unit shift,
+/// segment size and descriptor count are a segment heap's: a segment is
+/// 1 MiB or 16 MiB of 4 KiB or 64 KiB units.
+fn read_context<M: Memory + ?Sized>(
+    mem: &M,
+    ctx: u64,
+    kind: Option<PoolKind>,
+    l: &HeapLayout,
+) -> Option<(SegCtx, u64)> {
+    let at = |off: u64| KernelVa(ctx.wrapping_add(off));
+    let mask = mem.read_u64(at(l.ctx_mask)).unwrap_or(0);
+    let shift = mem.read_u8(at(l.ctx_shift)).unwrap_or(0) as u32;
+    let first = mem.read_u8(at(l.ctx_first)).unwrap_or(0) as u64;
+    let size = (!mask).wrapping_add(1);
+    if !(12..=16).contains(&shift)
+        || !size.is_power_of_two()
+        || !(1 << 20..=1 << 24).contains(&size)
+        || size >> shift > l.desc_count
+    {
+        return None;
+    }
+    let seg = SegCtx {
+        kind,
+        unit_shift: shift,
+        first_desc: first,
+    };
+    Some((seg, mask))
 }
 
 /// HeapKey and LfhKey, from ExPoolState.HeapManager.Globals (an
@@ -250,10 +285,18 @@ pub(super) struct SegHeap {
     contexts: HashMap<u64, SegCtx>,
     masks: Vec<u64>,
     l: HeapLayout,
-    segments: Mutex<HashMap<u64, Option<Arc<Segment>>>>,
-    vs_subs: Mutex<HashMap<u64, Option<u64>>>,
-    lfh_pages: Mutex<HashMap<u64, Option<Arc<Vec<u8>>>>>,
+    /// Contexts of heaps no pool node holds (a session's own paged pool),
+    /// met through their segments' signatures and checked once, with
+    /// their heap.
+    met: Mutex<HashMap<At, Option<(SegCtx, u64)>>>,
+    segments: Mutex<HashMap<At, Option<Arc<Segment>>>>,
+    vs_subs: Mutex<HashMap<At, Option<u64>>>,
+    lfh_pages: Mutex<HashMap<At, Option<Arc<Vec<u8>>>>>,
 }
+
+/// An address and the session whose space it is in (`None`: the kernel's
+/// own): sessions' pools share their addresses, not their contents.
+type At = (Option<u32>, u64);
 
 /// A segment-heap verdict on a header.
 pub(super) enum HeapVerdict {
@@ -315,29 +358,47 @@ impl SegHeap {
             contexts: found.contexts,
             masks: found.masks,
             l,
+            met: Mutex::new(HashMap::new()),
             segments: Mutex::new(HashMap::new()),
             vs_subs: Mutex::new(HashMap::new()),
             lfh_pages: Mutex::new(HashMap::new()),
         }))
     }
 
-    /// The page segment at `seg`, if its signature names a known context.
-    fn segment<M: Memory + ?Sized>(&self, mem: &M, seg: u64) -> Option<Arc<Segment>> {
-        if let Some(s) = self.segments.lock().expect("not poisoned").get(&seg) {
+    /// The page segment at `seg` (in `space`), if its signature names a
+    /// known context.
+    fn segment<M: Memory + ?Sized>(
+        &self,
+        mem: &M,
+        space: Option<u32>,
+        seg: u64,
+        mask: u64,
+    ) -> Option<Arc<Segment>> {
+        let at = (space, seg);
+        if let Some(s) = self.segments.lock().expect("not poisoned").get(&at) {
             return s.clone();
         }
-        let s = self.read_segment(mem, seg).map(Arc::new);
+        let s = self.read_segment(mem, space, seg, mask).map(Arc::new);
         self.segments
             .lock()
             .expect("not poisoned")
-            .insert(seg, s.clone());
+            .insert(at, s.clone());
         s
     }
 
-    fn read_segment<M: Memory + ?Sized>(&self, mem: &M, seg: u64) -> Option<Segment> {
+    fn read_segment<M: Memory + ?Sized>(
+        &self,
+        mem: &M,
+        space: Option<u32>,
+        seg: u64,
+        mask: u64,
+    ) -> Option<Segment> {
         let sig = mem.read_u64(KernelVa(seg + self.l.seg_signature)).ok()?;
         let owner = sig ^ self.heap_key ^ seg ^ self.sig_key;
-        let ctx = *self.contexts.get(&owner)?;
+        let ctx = match self.contexts.get(&owner) {
+            Some(c) => *c,
+            None => self.met_context(mem, space?, owner, mask)?,
+        };
         let mut d = vec![0u8; (self.l.desc_count * self.l.desc_size) as usize];
         mem.read_virtual(KernelVa(seg + self.l.desc_array), &mut d)
             .ok()?;
@@ -357,11 +418,67 @@ impl SegHeap {
         Some(Segment { ctx, ranges })
     }
 
+    /// A segment in a session's space whose signature names a context no
+    /// pool node holds: a session's paged pool is a segment heap of its
+    /// own (19H1+), reached from `_MM_SESSION_SPACE` by a pointer whose
+    /// target type the symbols do not give. The context is taken when it
+    /// vouches for itself: a segment context of `mask`'s segments (the
+    /// checks the pool nodes' contexts pass), inside the `SegContexts` of
+    /// the `_SEGMENT_HEAP` its `Heap` member names, which carries the
+    /// heap signature. A hostile segment can only name memory that passes
+    /// all of these.
+    fn met_context<M: Memory + ?Sized>(
+        &self,
+        mem: &M,
+        session: u32,
+        owner: u64,
+        mask: u64,
+    ) -> Option<SegCtx> {
+        let at = (Some(session), owner);
+        if let Some(c) = self.met.lock().expect("not poisoned").get(&at) {
+            return c.map(|(c, _)| c);
+        }
+        let l = &self.l;
+        let vouched = || -> Option<(SegCtx, u64)> {
+            let heap = mem
+                .read_u64(KernelVa(owner.wrapping_add(l.ctx_heap?)))
+                .ok()?;
+            let index = owner
+                .checked_sub(heap.wrapping_add(l.contexts))
+                .filter(|d| l.context_size > 0 && d % l.context_size == 0)?
+                / l.context_size;
+            if index >= l.context_count || !is_segment_heap(mem, heap, l) {
+                return None;
+            }
+            let (ctx, own_mask) = read_context(mem, owner, Some(PoolKind::Paged), l)?;
+            (own_mask == mask).then_some((ctx, heap))
+        };
+        let c = vouched();
+        self.met.lock().expect("not poisoned").insert(at, c);
+        c.map(|(c, _)| c)
+    }
+
+    /// The heaps met through a session's segments ([`SegHeap::met_context`]):
+    /// (session, `_SEGMENT_HEAP`), each once, in order.
+    pub(super) fn met_heaps(&self) -> Vec<(u32, u64)> {
+        let met = self.met.lock().expect("not poisoned");
+        let mut out: Vec<(u32, u64)> = met
+            .iter()
+            .filter_map(|((session, _), c)| Some(((*session)?, c.as_ref()?.1)))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Classify the header at `va` (its page's bytes are `page`, mapped at
-    /// `page_va`).
+    /// `page_va`), in `space`: `None` for the kernel's own mappings, a
+    /// session's id for its session pool, read through `mem`, that
+    /// session's address space.
     pub(super) fn classify<M: Memory + ?Sized>(
         &self,
         mem: &M,
+        space: Option<u32>,
         va: u64,
         hit: &PageHit,
         page: &[u8],
@@ -369,7 +486,7 @@ impl SegHeap {
     ) -> HeapVerdict {
         for &mask in &self.masks {
             let seg = va & mask;
-            let Some(s) = self.segment(mem, seg) else {
+            let Some(s) = self.segment(mem, space, seg, mask) else {
                 continue;
             };
             let unit = (va - seg) >> s.ctx.unit_shift;
@@ -379,6 +496,7 @@ impl SegHeap {
             let sub = seg + ((first as u64) << s.ctx.unit_shift);
             let kind = s.ctx.kind;
             let c = Candidate {
+                space,
                 va,
                 hit,
                 page,
@@ -409,6 +527,7 @@ impl SegHeap {
         // subsegment's own encoded fields can still vouch for the header,
         // under stricter checks since nothing bounds the subsegment.
         let c = Candidate {
+            space,
             va,
             hit,
             page,
@@ -444,8 +563,9 @@ impl SegHeap {
             b
         } else {
             let got = {
-                let mut c = self.lfh_pages.lock().expect("not poisoned");
-                c.entry(sub)
+                let mut pages = self.lfh_pages.lock().expect("not poisoned");
+                pages
+                    .entry((c.space, sub))
                     .or_insert_with(|| {
                         let mut b = vec![0u8; PAGE_SIZE as usize];
                         mem.read_virtual(KernelVa(sub), &mut b)
@@ -523,7 +643,7 @@ impl SegHeap {
                 .vs_subs
                 .lock()
                 .expect("not poisoned")
-                .get(&sub)
+                .get(&(c.space, sub))
                 .copied();
             let end = match known {
                 Some(e) => e,
@@ -535,7 +655,10 @@ impl SegHeap {
                         let mask = (1u64 << l.vs_signature.bit_length.unwrap_or(15)) - 1;
                         (sig == (size ^ VS_SIGNATURE_KEY) & mask).then_some(sub + size * 16)
                     });
-                    self.vs_subs.lock().expect("not poisoned").insert(sub, e);
+                    self.vs_subs
+                        .lock()
+                        .expect("not poisoned")
+                        .insert((c.space, sub), e);
                     e
                 }
             };
@@ -609,6 +732,8 @@ impl SegHeap {
 /// the page it is on (to read heap metadata without a translation when it
 /// shares the page).
 struct Candidate<'a> {
+    /// The session whose space `va` is in, if any.
+    space: Option<u32>,
     va: u64,
     hit: &'a PageHit,
     page: &'a [u8],

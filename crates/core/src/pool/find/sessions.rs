@@ -31,6 +31,11 @@ pub struct SessionPoolMap {
     pub dtb: PhysAddr,
     /// Pages of the range mapped.
     pub mapped_pages: u64,
+    /// The session's own segment heap (19H1+), as its segments' signatures
+    /// name it: met while checking the headers found in its pool, so
+    /// `None` on the legacy allocator, or when no header found there lay
+    /// in a segment that vouched for its heap.
+    pub heap: Option<KernelVa>,
 }
 
 /// Add every session's paged pool (`_MM_SESSION_SPACE.PagedPoolStart` to
@@ -103,6 +108,7 @@ pub fn map_session_pools<M: Memory + ?Sized>(
             range,
             dtb,
             mapped_pages,
+            heap: None,
         });
     }
     map.add_sessions(walks);
