@@ -274,8 +274,15 @@ fn live_kdnet_target_gives_what_the_dump_gives() {
 #[test]
 fn session_pool_is_found_in_each_session_from_a_dump_and_a_live_target() {
     // Win7: session pool at 0xFFFFF900`C0000000 in every session, in
-    // frames only that session's processes map.
-    let m = Machine::build(&Scenario::small(NtBuild::Win7_7601, 11));
+    // frames only that session's processes map, in legacy pool pages.
+    // 2004: the same in a segment heap of each session's own.
+    for build in [NtBuild::Win7_7601, NtBuild::Win10_19041] {
+        session_pool_case(build);
+    }
+}
+
+fn session_pool_case(build: NtBuild) {
+    let m = Machine::build(&Scenario::small(build, 11));
     let want: BTreeSet<(u64, u64)> = m
         .truth
         .sessions
@@ -314,6 +321,12 @@ fn session_pool_is_found_in_each_session_from_a_dump_and_a_live_target() {
         .map(|s| s["session_id"].as_u64().unwrap())
         .collect();
     assert_eq!(ids, [0, 1]);
+    // Each session's own heap, from 19H1 on; none before.
+    let heaps: Vec<Option<u64>> = support::items(&j["scan"]["sessions"])
+        .map(|s| s["heap"].as_str().map(va))
+        .collect();
+    let want_heaps: Vec<Option<u64>> = m.truth.sessions.iter().map(|s| s.heap_va).collect();
+    assert_eq!(heaps, want_heaps, "{build}");
     // The tracker column counts the sessions' own tables: nothing is
     // "not found".
     for t in support::items(&j["tags"]) {
