@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use pooldump_core::pool::find::{
-    BlockContents, FoundAllocation, PageStatus, PoolPage, PoolVerdict,
+    BlockContents, FoundAllocation, PageStatus, PoolAtOptions, PoolPage, PoolVerdict,
 };
 use pooldump_core::{KernelVa, Target, Warning};
 use serde::Serialize;
@@ -72,6 +72,11 @@ pub struct Args {
     /// 0x; at most 0x10000); implies --contents.
     #[arg(long, value_name = "N", value_parser = crate::contents::parse_byte_count)]
     pub bytes: Option<u64>,
+    /// Read the address through the page tables of a process of session N
+    /// (`!session -s N`, then `!pool`): session space holds other frames in
+    /// each session, and a dump's own tables are one process's.
+    #[arg(long, value_name = "N")]
+    pub session: Option<u32>,
     /// Read a live kernel over KDNET instead (`port=50000,key=a.b.c.d`);
     /// the target is broken into, read, and resumed.
     #[arg(long, value_name = "SPEC", allow_hyphen_values = true)]
@@ -156,6 +161,17 @@ fn operands(args: &Args) -> Result<(SourceArgs, KernelVa, Option<u64>)> {
     Ok((src, addr, flags))
 }
 
+/// The session an address was read through.
+#[derive(Serialize)]
+struct SessionRead {
+    session_id: u32,
+    /// A process of the session's page tables.
+    dtb: String,
+    /// Its own segment heap (19H1+), when a block here named it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heap: Option<String>,
+}
+
 /// The report, also the JSON document.
 #[derive(Serialize)]
 struct Report<'a> {
@@ -171,6 +187,9 @@ struct Report<'a> {
     not_present: Option<String>,
     region: Option<&'a str>,
     regions_known: bool,
+    /// --session: the session and the page tables read through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<SessionRead>,
     /// legacy or segment-heap.
     allocator: &'static str,
     verdict: PoolVerdict,
@@ -188,7 +207,11 @@ pub fn run(args: &Args) -> Result<String> {
     let view = View::new(args, flags)?;
     let (target, meta) = open_source(&src, &args.symbols)?;
     // Both reads before a live target is resumed.
-    let found = target.pool_at(addr).and_then(|p| {
+    let opts = PoolAtOptions {
+        session: args.session,
+        ..PoolAtOptions::default()
+    };
+    let found = target.pool_at_with(addr, &opts).and_then(|p| {
         let bytes = match view.contents {
             Some(opts) => target.pool_contents(&p, &opts)?,
             None => Vec::new(),
@@ -250,6 +273,11 @@ fn report<'a, M: pooldump_core::Memory>(
         },
         region: p.region.as_deref(),
         regions_known: p.regions_known,
+        session: p.session.as_ref().map(|s| SessionRead {
+            session_id: s.session_id,
+            dtb: hex(s.dtb.0),
+            heap: s.heap.map(|h| h.to_string()),
+        }),
         allocator: family_name(p.allocator),
         verdict: p.verdict,
         containing,
@@ -341,7 +369,14 @@ fn page_line(p: &PoolPage) -> String {
         (None, true) => "no pool region",
         (None, false) => "pool regions unknown",
     };
-    format!("Page {}: {status}; {region}", p.page)
+    let session = match &p.session {
+        Some(s) => format!(
+            "; read through session {}'s page tables ({:#x})",
+            s.session_id, s.dtb.0
+        ),
+        None => String::new(),
+    };
+    format!("Page {}: {status}; {region}{session}", p.page)
 }
 
 /// find's allocation rows (those at `shown`), `*` before the one holding

@@ -505,3 +505,58 @@ fn a_page_that_is_not_there_shows_question_marks() {
         "??".repeat(0x1000)
     );
 }
+
+#[test]
+fn session_space_is_read_through_the_session_named() {
+    // The sample's sessions hold their blocks at session-space addresses
+    // each session maps to frames of its own; the dump's own tables are
+    // System's, which map no session's.
+    let t = sample_truth();
+    let mut seen = 0;
+    for s in support::items(&t["sessions"]) {
+        let Some(a) = support::items(&s["allocations"]).next() else {
+            continue;
+        };
+        seen += 1;
+        let id = s["id"].as_u64().unwrap();
+        let addr = format!("{:x}", a["va"].as_u64().unwrap());
+        let r = pool(&[&addr, "--session", &id.to_string(), "--json"]);
+        assert_eq!(r.code(), Some(0), "{}", r.stderr);
+        let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let c = &j["containing"];
+        assert_eq!(va_of(&c["va"]), a["va"].as_u64().unwrap(), "{j}");
+        assert_eq!(c["tag"], a["tag"], "{j}");
+        assert_eq!(c["allocator"], a["allocator"], "{j}");
+        assert_eq!(c["session_id"], id, "{j}");
+        assert_eq!(j["session"]["session_id"], id, "{j}");
+        let heap = j["session"]["heap"].as_str().map(|h| va_of(&h.into()));
+        assert_eq!(heap, s["heap_va"].as_u64(), "{j}");
+        let text = pool(&[&addr, "--session", &id.to_string()]).stdout;
+        assert!(
+            text.contains(&format!("read through session {id}'s page tables")),
+            "{text}"
+        );
+
+        // Without --session: not mapped in System's tables, and said why.
+        let r = pool(&[&addr]);
+        assert_eq!(r.code(), Some(0), "{}", r.stderr);
+        assert!(r.stdout.contains("is not mapped"), "{}", r.stdout);
+        assert!(
+            r.stdout.contains(
+                "is session space, read through the source's own page tables (System's, in no session): each session maps it to frames of its own, and --session N reads it through session N's"
+            ),
+            "{}",
+            r.stdout
+        );
+        // A session the process list does not hold.
+        let r = pool(&[&addr, "--session", "7"]);
+        assert_ne!(r.code(), Some(0));
+        assert!(
+            r.stderr
+                .contains("session 7: not on PsActiveProcessHead (its sessions: 0, 1)"),
+            "{}",
+            r.stderr
+        );
+    }
+    assert!(seen >= 1, "the sample's sessions hold no blocks");
+}

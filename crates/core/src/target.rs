@@ -253,14 +253,23 @@ impl<M: Memory> Target<M> {
     /// before it) for every tag, and the big-page table; when `va` is in no
     /// allocation, what it is instead ([`pool::find::PoolVerdict`]).
     pub fn pool_at(&self, va: KernelVa) -> Result<pool::find::PoolPage, pool::find::PoolAtError> {
-        let opts = pool::find::PoolAtOptions::default();
+        self.pool_at_with(va, &pool::find::PoolAtOptions::default())
+    }
+
+    /// [`Self::pool_at`] with options: a session whose page tables to read
+    /// session space through (`!session -s N`), the big-page table's bound.
+    pub fn pool_at_with(
+        &self,
+        va: KernelVa,
+        opts: &pool::find::PoolAtOptions,
+    ) -> Result<pool::find::PoolPage, pool::find::PoolAtError> {
         pool::find::pool_at(
             &self.mem,
             &self.symbols,
             self.kern_base(),
             self.build,
             va,
-            &opts,
+            opts,
         )
     }
 

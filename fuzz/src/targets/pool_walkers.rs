@@ -6,7 +6,8 @@
 //! (crates/core/src/pool, processes.rs) and `find`'s mapping of each
 //! session's pool, the module list and KDBG (crates/core/src/kernel),
 //! and `pool_at` (`!pool Addr`: find's frame scan of one page for every
-//! tag, with the segment-heap checks, and the big-page table) with the
+//! tag, with the segment-heap checks, and the big-page table; through a
+//! session's page tables as `pool --session N` reads) with the
 //! listed blocks' contents (`!pool Addr 1`, and `find --bytes` on them).
 use std::sync::OnceLock;
 
@@ -106,8 +107,11 @@ pub fn run(data: &[u8]) {
     let va = KernelVa(0xFFFF_8000_0000_0000 | (u64_at(head, 4) & 0x0000_7FFF_FFFF_FFF0));
     // Every page of this memory reads, so a table's claimed size is all
     // there: bound it as the big-page walk above is bounded.
+    // Through the source's own tables, or (`pool --session N`) through a
+    // session the fuzzed process list names.
     let opts = PoolAtOptions {
         max_big_entries: big.max_entries,
+        session: (head[2] & 2 == 2).then_some(u32::from(head[3] & 3)),
     };
     if let Ok(page) = pool_at(&mem, syms, kern_base, Some(*build), va, &opts) {
         // `!pool Addr 1`: the listed blocks' bytes, by the default lengths

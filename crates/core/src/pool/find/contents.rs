@@ -395,6 +395,7 @@ mod tests {
             allocations: (0..64)
                 .map(|i| block(VA - i, u64::MAX, Allocator::BigPool))
                 .collect(),
+            session: None,
             warnings: Vec::new(),
         };
         let opts = ContentsOptions {

@@ -344,16 +344,19 @@ fn scan_setup<M: Memory + ?Sized>(
 /// Every header (any tag) in the frames `map` names, read through
 /// [`Memory::read_physical`] and checked as [`find_allocations`] checks
 /// them, deduplicated and sorted as it sorts them: `!pool`'s scan of one
-/// page and the one before it ([`page::pool_at`]). Returns them and the
-/// kernel's allocator family.
+/// page and the one before it ([`page::pool_at`]); frames `map` gives to
+/// a session in `sessions` are checked through its page tables. Returns
+/// them, the kernel's allocator family and the sessions' heaps met
+/// ([`SessionPoolMap::heap`]).
 fn scan_mapped<M: Memory + ?Sized>(
     mem: &M,
     syms: &KernelSymbols,
     kern_base: KernelVa,
     build: Option<u32>,
     map: &PageMap,
+    sessions: &[SessionPoolMap],
     warnings: &mut Vec<String>,
-) -> Result<(Vec<FoundAllocation>, AllocatorFamily), FindError> {
+) -> Result<PageScan, FindError> {
     let any = [TagPattern::parse("*").expect("`*` is a pattern")];
     let opts = FindOptions {
         big_pool: false,
@@ -364,19 +367,23 @@ fn scan_mapped<M: Memory + ?Sized>(
     let found = Found::Kept(Mutex::default());
     // No page file: only the frames the map names are read.
     let (out, _, _) = scan_frames(
-        mem,
-        None,
-        &scanner,
-        &any,
-        map,
-        &[],
-        &ctx,
-        &opts,
-        &found,
-        warnings,
+        mem, None, &scanner, &any, map, sessions, &ctx, &opts, &found, warnings,
     )?;
     let (found, _, _) = finish_found(found, Vec::new(), out.duplicates)?;
-    Ok((found, ctx.family))
+    let heaps = ctx.heap.as_ref().map(|h| h.met_heaps()).unwrap_or_default();
+    Ok(PageScan {
+        found,
+        family: ctx.family,
+        heaps,
+    })
+}
+
+/// What [`scan_mapped`] found.
+struct PageScan {
+    found: Vec<FoundAllocation>,
+    family: AllocatorFamily,
+    /// (session, `_SEGMENT_HEAP`) met through the sessions' segments.
+    heaps: Vec<(u32, u64)>,
 }
 
 /// The allocations of a finished scan: kept ones deduplicated, with the

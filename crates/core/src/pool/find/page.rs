@@ -20,8 +20,9 @@
 //! # Ok(()) }
 //! ```
 
+use super::sessions::{current_session_note, session_by_id};
 use super::*;
-use crate::memory::{MemoryError, PxeLevel};
+use crate::memory::{MemoryError, ProcessSpace, PxeLevel};
 
 /// Why the address could not be looked at.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +51,15 @@ pub enum PoolAtError {
     /// The scan could not be set up (the symbols lack `_POOL_HEADER`).
     #[error(transparent)]
     Find(#[from] FindError),
+    /// [`PoolAtOptions::session`] names a session the process list does
+    /// not hold, or the sessions cannot be read.
+    #[error("session {id}: {why}")]
+    Session {
+        /// The session asked for.
+        id: u32,
+        /// What is wrong: the sessions there are, or why none can be read.
+        why: String,
+    },
 }
 
 /// Where the address's page is.
@@ -121,6 +131,10 @@ pub struct PoolPage {
     /// address (of the header, else the first byte): headers of any tag
     /// and state, and big-page entries, live and freed.
     pub allocations: Vec<FoundAllocation>,
+    /// The session whose page tables the address was read through
+    /// ([`PoolAtOptions::session`]); its `mapped_pages` are those of the
+    /// two pages looked at.
+    pub session: Option<SessionPoolMap>,
     /// What could not be read or checked.
     pub warnings: Vec<crate::warning::Warning>,
 }
@@ -132,18 +146,25 @@ pub struct PoolAtOptions {
     /// whole to find the entries that cover the page), as
     /// [`BigPoolOptions::max_entries`].
     pub max_big_entries: u64,
+    /// Read the address through the page tables of a process of this
+    /// session (`_MM_SESSION_SPACE.SessionId`), as WinDbg's `!session -s N`
+    /// then `!pool` does: session space maps to other frames in each
+    /// session. `None`: the source's own tables (a dump's, one process's).
+    pub session: Option<u32>,
 }
 
 impl Default for PoolAtOptions {
     fn default() -> Self {
         Self {
             max_big_entries: BigPoolOptions::default().max_entries,
+            session: None,
         }
     }
 }
 
 /// The allocation holding `va` and the others in its page
-/// ([`crate::Target::pool_at`] is the front door).
+/// ([`crate::Target::pool_at`] is the front door); with
+/// [`PoolAtOptions::session`], through that session's page tables.
 pub fn pool_at<M: Memory + ?Sized>(
     mem: &M,
     syms: &KernelSymbols,
@@ -158,6 +179,10 @@ pub fn pool_at<M: Memory + ?Sized>(
     if !va.is_kernel() {
         return Err(PoolAtError::UserAddress { va });
     }
+    let session = opts
+        .session
+        .map(|id| session_by_id(mem, syms, kern_base, id))
+        .transpose()?;
     let mut warnings = Vec::new();
     let page = va.page_align();
     // The page's last byte: `page + 0x1000` overflows for the top page.
@@ -173,7 +198,15 @@ pub fn pool_at<M: Memory + ?Sized>(
         .iter()
         .flatten()
         .find(|r| r.range.start <= va && va <= r.range.last);
-    let status = page_status(mem, va)?;
+    let space = session.as_ref().map(|s| ProcessSpace::new(mem, s.dtb));
+    let mut session = session;
+    let status = match &space {
+        Some(s) => page_status(s, va)?,
+        None => page_status(mem, va)?,
+    };
+    if session.is_none() && region.is_some_and(|r| r.name == "Session") {
+        warnings.push(current_session_note(mem, syms, kern_base, va));
+    }
 
     let mut found = Vec::new();
     let in_pool = regions.is_none() || region.is_some();
@@ -182,11 +215,26 @@ pub fn pool_at<M: Memory + ?Sized>(
         let first = region.map_or(0, |r| r.range.start.0);
         let lo = page.0.saturating_sub(PAGE_SIZE).max(first);
         let walk = [VaRange::new(lo, page_last)];
-        let map = PageMap::walk(mem, Some(&walk), &PageMapOptions::default());
+        let map = match (&space, &session) {
+            (Some(s), Some(info)) => {
+                let mut map = PageMap::default();
+                map.add_session(
+                    PageMap::walk(s, Some(&walk), &PageMapOptions::default()),
+                    info.session_id,
+                );
+                map
+            }
+            _ => PageMap::walk(mem, Some(&walk), &PageMapOptions::default()),
+        };
         warnings.extend(page_map_notes(&map));
-        let (scanned, family) = scan_mapped(mem, syms, kern_base, build, &map, &mut warnings)?;
-        found = scanned;
-        family
+        let sessions = Vec::from_iter(session.clone());
+        let scan = scan_mapped(mem, syms, kern_base, build, &map, &sessions, &mut warnings)?;
+        if let Some(s) = &mut session {
+            s.mapped_pages = map.mappings().iter().map(|m| m.pages).sum();
+            s.heap = scan.heaps.first().map(|&(_, h)| KernelVa(h));
+        }
+        found = scan.found;
+        scan.family
     } else {
         Ctx::new(mem, syms, kern_base, build, &mut warnings).family
     };
@@ -227,6 +275,7 @@ pub fn pool_at<M: Memory + ?Sized>(
         verdict,
         containing,
         allocations,
+        session,
         warnings: crate::warning::Warning::all(crate::warning::WarningKind::Find, warnings),
     })
 }

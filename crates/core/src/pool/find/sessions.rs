@@ -11,7 +11,7 @@
 use super::*;
 use crate::memory::ProcessSpace;
 use crate::pool::session::sessions_of;
-use crate::processes::ProcessList;
+use crate::processes::{ProcessList, ProcessWalkLimits, walk_processes};
 
 /// Session space spans one PML4 slot at most: a `PagedPoolStart..End`
 /// wider than that is not a session's pool.
@@ -121,6 +121,79 @@ pub fn map_session_pools<M: Memory + ?Sized>(
     }
     out.sort_by_key(|s| s.session_id);
     out
+}
+
+/// Session `id` for a look at one address (`!session -s N`): its
+/// `_MM_SESSION_SPACE`, pool range and the page tables of its first
+/// process, with nothing mapped yet.
+pub(super) fn session_by_id<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    id: u32,
+) -> Result<SessionPoolMap, PoolAtError> {
+    let err = |why: String| PoolAtError::Session { id, why };
+    let fields = SessionFields::new(syms).ok_or_else(|| {
+        err("the symbols lack _MM_SESSION_SPACE's SessionId, PagedPoolStart or PagedPoolEnd".into())
+    })?;
+    let procs = walk_processes(mem, syms, kern_base, &ProcessWalkLimits::default())
+        .map_err(|e| err(format!("the process list cannot be read ({e})")))?;
+    let mut known = Vec::new();
+    for (session, members) in sessions_of(&procs) {
+        let Ok((sid, range)) = fields.pool_range(mem, session) else {
+            continue;
+        };
+        if sid == id {
+            let first = members
+                .first()
+                .expect("a session is listed with its processes");
+            return Ok(SessionPoolMap {
+                session_id: id,
+                session_space: session,
+                range,
+                dtb: first.dtb,
+                mapped_pages: 0,
+                heap: None,
+            });
+        }
+        known.push(sid.to_string());
+    }
+    Err(err(match known.is_empty() {
+        true => "no process on PsActiveProcessHead is in a session".into(),
+        false => format!(
+            "not on PsActiveProcessHead (its sessions: {})",
+            known.join(", ")
+        ),
+    }))
+}
+
+/// What reading a session-space address through the source's own page
+/// tables shows: whose session they are (the process current at the crash,
+/// or a live target's).
+pub(super) fn current_session_note<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    va: KernelVa,
+) -> String {
+    let dtb = mem.kernel_dtb().0 & !0xFFF;
+    let whose = walk_processes(mem, syms, kern_base, &ProcessWalkLimits::default())
+        .ok()
+        .and_then(|procs| {
+            let p = procs
+                .processes
+                .into_iter()
+                .find(|p| p.dtb.0 & !0xFFF == dtb)?;
+            if p.session.0 == 0 {
+                return Some(format!("{}'s, in no session", p.name));
+            }
+            let id = SessionFields::new(syms)?.pool_range(mem, p.session).ok()?.0;
+            Some(format!("{}'s, in session {id}", p.name))
+        })
+        .unwrap_or_else(|| "a process's the process list does not name".into());
+    format!(
+        "{va} is session space, read through the source's own page tables ({whose}): each session maps it to frames of its own, and --session N reads it through session N's"
+    )
 }
 
 /// Sessions left out, said once however many a hostile process list
