@@ -16,20 +16,11 @@ use pooldump_core::pool::find::{
     self, AllocationState, Allocator, Engine, FindOptions, FindReport, FoundAllocation, PoolKind,
 };
 use pooldump_core::symbols::SymbolOptions;
-use pooldump_core::{CrashDump, KernelVa, Memory, MemoryError, PhysAddr, Target};
+use pooldump_core::{CrashDump, Memory, MemoryError, PhysAddr, Target};
 use pooldump_kit::bulk::BulkSpec;
 use pooldump_kit::corrupt::Corruption;
 use pooldump_kit::truth::{Allocation, AllocatorKind};
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario};
-
-fn run(t: &Target<CrashDump>, tags: &[&str], engine: Engine) -> FindReport {
-    let patterns: Vec<TagPattern> = tags.iter().map(|s| TagPattern::parse(s).unwrap()).collect();
-    let opts = FindOptions {
-        engine,
-        ..FindOptions::default()
-    };
-    t.find(&patterns, &opts).unwrap()
-}
 
 /// Where an allocation is identified: its header, or its address.
 fn key_of_truth(a: &Allocation) -> u64 {
@@ -38,15 +29,6 @@ fn key_of_truth(a: &Allocation) -> u64 {
 
 fn key_of_found(a: &FoundAllocation) -> u64 {
     a.header.map_or(a.va.0, |h| h.0)
-}
-
-fn allocator_of(k: AllocatorKind) -> Allocator {
-    match k {
-        AllocatorKind::LegacyPage => Allocator::LegacyPage,
-        AllocatorKind::Lfh => Allocator::Lfh,
-        AllocatorKind::Vs => Allocator::Vs,
-        AllocatorKind::Big | AllocatorKind::VsBig => Allocator::BigPool,
-    }
 }
 
 fn pool_of(p: pooldump_kit::PoolKind) -> PoolKind {
@@ -112,7 +94,7 @@ fn check(m: &Machine, truth: &[Allocation], r: &FindReport, tags: &[&str], what:
             }
             live_in_dump += 1;
             assert_eq!(f.state, AllocationState::Allocated, "{name}");
-            assert_eq!(f.allocator, allocator_of(a.allocator), "{name}");
+            assert_eq!(f.allocator, common::allocator_of(a.allocator), "{name}");
             assert_eq!(f.va.0, a.va, "{name}: address");
             assert_eq!(f.tag.to_string(), a.tag, "{name}");
             assert_eq!(f.protected, a.protected, "{name}: protected bit");
@@ -223,7 +205,7 @@ fn every_build_finds_what_the_kit_placed() {
     for b in NtBuild::ALL {
         let m = Machine::build(&Scenario::small(b, 5));
         let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
-        let r = run(&t, SMALL_TAGS, Engine::Auto);
+        let r = common::run(&t, SMALL_TAGS, Engine::Auto);
         check(
             &m,
             &m.truth.allocations,
@@ -247,7 +229,7 @@ fn every_build_finds_what_the_kit_placed() {
             .allocations
             .iter()
             .filter(|a| a.live)
-            .map(|a| allocator_of(a.allocator))
+            .map(|a| common::allocator_of(a.allocator))
             .collect();
         assert_eq!(kinds, want, "{b}: allocators");
         // Win8.1's symbols lack the nonpaged pool bounds: the whole kernel
@@ -282,7 +264,7 @@ fn every_build_finds_what_the_kit_placed() {
             r.warnings
         );
         // One tag: the memmem engine, and the same answer.
-        let one = run(&t, &["Leak"], Engine::Auto);
+        let one = common::run(&t, &["Leak"], Engine::Auto);
         assert_eq!(one.scan.engine, "memmem");
         check(
             &m,
@@ -348,10 +330,10 @@ fn engines_and_wildcards_agree() {
         let m = Machine::build(&Scenario::small(b, 9));
         let (_dir, t) = common::open(&m, DumpKind::Full);
         let exact = ["Leak", "File", "Irp ", "Proc"];
-        let base = run(&t, &exact, Engine::Stride);
+        let base = common::run(&t, &exact, Engine::Stride);
         for e in [Engine::AhoCorasick, Engine::Auto] {
             assert_eq!(
-                run(&t, &exact, e).allocations,
+                common::run(&t, &exact, e).allocations,
                 base.allocations,
                 "{b} {e:?}"
             );
@@ -359,7 +341,7 @@ fn engines_and_wildcards_agree() {
         // `?`, `*` and 0x... spellings of the same tags.
         let wild = ["Lea?", "Fil*", "0x20707249", "*roc"];
         assert_eq!(
-            run(&t, &wild, Engine::Auto).allocations,
+            common::run(&t, &wild, Engine::Auto).allocations,
             base.allocations,
             "{b}"
         );
@@ -389,7 +371,7 @@ fn bulk_pool_is_found_on_both_allocators() {
         truth.extend(m.bulk_allocations());
         // Bulk tags: an upper-case letter and three of [a-z0-9].
         let tags = ["Baaa", "Caaa", "Daaa", "Ebaa", "F*"];
-        let mut r = run(&t, &tags, Engine::Auto);
+        let mut r = common::run(&t, &tags, Engine::Auto);
         assert!(r.allocations.len() > 100, "{b}: {}", r.allocations.len());
         // The kernel's pool only: session pool has its own test. (`F*`
         // matches one stretch of random bytes inside a session's VS chunk
@@ -417,7 +399,7 @@ fn paged_out_pool_is_counted_not_found() {
     assert!(!m.truth.pages.paged_out.is_empty());
     let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
     let tags = ["File", "Ntfx", "CM", "FsFl", "MmSt"];
-    let r = run(&t, &tags, Engine::Auto);
+    let r = common::run(&t, &tags, Engine::Auto);
     check(&m, &m.truth.allocations, &r, &tags, "paged out");
     assert!(r.scan.paged_out_pages > 0);
     let missing: u64 = r.tags.iter().filter_map(|t| t.not_found).sum();
@@ -457,7 +439,7 @@ fn truncated_dumps_give_partial_results() {
         &SymbolOptions::local_store(&dir.path().join("symbols")),
     )
     .unwrap();
-    let r = run(&t, SMALL_TAGS, Engine::Auto);
+    let r = common::run(&t, SMALL_TAGS, Engine::Auto);
     assert!(r.scan.unreadable_frames > 0, "no unreadable frames counted");
     // What is found is right; what lies past the cut is not claimed.
     let truth: BTreeMap<u64, &Allocation> = m
@@ -484,7 +466,7 @@ fn hostile_page_tables_end_the_walk() {
         let mut m = Machine::build(&Scenario::small(b, 4));
         m.corrupt(Corruption::PageTableLoops);
         let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
-        let r = run(&t, &["Leak", "Irp "], Engine::Auto);
+        let r = common::run(&t, &["Leak", "Irp "], Engine::Auto);
         check(
             &m,
             &m.truth.allocations,
@@ -548,168 +530,4 @@ fn streams_alike(t: &Target<CrashDump>, tags: &[&str], sorted: &FindReport, what
     let r = t.find_with(&patterns, &one_thread, &stop);
     assert!(matches!(r, Err(find::FindError::Stopped)), "{what}: {r:?}");
     assert_eq!(calls.into_inner(), 1, "{what}: a batch after the stop");
-}
-
-#[test]
-fn every_session_s_pool_is_found_through_its_own_page_tables() {
-    // Session pool sits at the same addresses in every session, in frames
-    // that only the session's own processes map: the dump's
-    // DirectoryTableBase (System's here) maps none of them. From 19H1 on
-    // each session's pool is a segment heap of its own, whose segments
-    // name a heap no pool node holds.
-    for b in NtBuild::ALL {
-        let m = Machine::build(&Scenario::small(b, 5));
-        let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
-        let sessions = &m.truth.sessions;
-        let tags: BTreeSet<&str> = sessions
-            .iter()
-            .flat_map(|s| s.allocations.iter().map(|a| a.tag.as_str()))
-            .collect();
-        let tags: Vec<&str> = tags.into_iter().collect();
-        assert!(tags.len() >= 3, "{b}: {tags:?}");
-        let r = run(&t, &tags, Engine::Auto);
-        let found: BTreeMap<(u32, u64), &FoundAllocation> = r
-            .allocations
-            .iter()
-            .map(|a| {
-                let id = a
-                    .session_id
-                    .unwrap_or_else(|| panic!("{b}: {} at {} has no session", a.tag, a.va));
-                ((id, a.header.unwrap().0), a)
-            })
-            .collect();
-        assert_eq!(found.len(), r.allocations.len(), "{b}: listed twice");
-        let mut want = 0;
-        for s in sessions {
-            assert!(
-                !s.allocations.is_empty(),
-                "{b}: session {} placed none",
-                s.id
-            );
-            for a in &s.allocations {
-                want += 1;
-                let h = a.header_va.unwrap();
-                let name = format!("{b}: session {} {} at {h:#x}", s.id, a.tag);
-                let f = found
-                    .get(&(s.id, h))
-                    .unwrap_or_else(|| panic!("{name} was not found"));
-                assert_eq!(f.va.0, a.va, "{name}");
-                assert_eq!(f.pa.map(|p| p.0), a.pa, "{name}: physical address");
-                assert_eq!(f.bytes, a.block_bytes, "{name}: size");
-                assert_eq!(f.tag.to_string(), a.tag, "{name}");
-                assert_eq!(f.state, AllocationState::Allocated, "{name}");
-                assert_eq!(f.allocator, allocator_of(a.allocator), "{name}");
-                assert_eq!(f.pool, PoolKind::Paged, "{name}");
-                assert!(f.session, "{name}: the header's session bit");
-            }
-        }
-        assert_eq!(
-            r.allocations.len(),
-            want,
-            "{b}: found what no session holds"
-        );
-        assert!(r.unmapped.is_empty(), "{b}: {:?}", r.unmapped);
-        // Each session mapped, and named with the page tables it was read
-        // through: one of its own processes'.
-        let ids: Vec<u32> = r.sessions.iter().map(|s| s.session_id).collect();
-        let want_ids: Vec<u32> = sessions.iter().map(|s| s.id).collect();
-        assert_eq!(ids, want_ids, "{b}");
-        // From 19H1 on each session's segments vouched for its own heap.
-        let heaps: Vec<Option<u64>> = r.sessions.iter().map(|s| s.heap.map(|h| h.0)).collect();
-        let want_heaps: Vec<Option<u64>> = sessions.iter().map(|s| s.heap_va).collect();
-        assert_eq!(heaps, want_heaps, "{b}: the sessions' heaps");
-        for s in &r.sessions {
-            let own: BTreeSet<u64> = m
-                .truth
-                .processes
-                .iter()
-                .filter(|p| p.session_id == Some(s.session_id))
-                .map(|p| p.dtb)
-                .collect();
-            assert!(
-                own.contains(&s.dtb.0),
-                "{b}: session {} read through {}",
-                s.session_id,
-                s.dtb
-            );
-        }
-        // The per-tag live counts agree with the sessions' trackers.
-        for tag in &r.tags {
-            let live: u64 = sessions
-                .iter()
-                .flat_map(|s| &s.tags)
-                .filter(|u| u.tag == tag.tag.to_string())
-                .map(|u| u.diff)
-                .sum();
-            assert_eq!(tag.allocated, live, "{b}: {}", tag.tag);
-        }
-    }
-}
-
-#[test]
-fn a_hostile_session_pool_range_is_said_and_the_other_sessions_are_mapped() {
-    let mut m = Machine::build(&Scenario::small(NtBuild::Win10_17763, 5));
-    m.corrupt(Corruption::HugeSessionPoolRange);
-    let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
-    let r = run(&t, &["Gh05", "Gla5"], Engine::Auto);
-    let bad = m.truth.sessions[0].id;
-    let ids: Vec<u32> = r.sessions.iter().map(|s| s.session_id).collect();
-    assert!(!ids.contains(&bad) && !ids.is_empty(), "{ids:?}");
-    assert!(
-        r.warnings.iter().any(|w| w.message.contains(&format!(
-            "session {bad}'s PagedPoolStart ffff8000`00000000 to PagedPoolEnd ffffffff`ffffffff is not a session pool range: its pool is not mapped"
-        ))),
-        "{:?}",
-        r.warnings
-    );
-    // The other session's allocations are all there.
-    let other = &m.truth.sessions[1];
-    let found = r
-        .allocations
-        .iter()
-        .filter(|a| a.session_id == Some(other.id))
-        .count();
-    let want = other
-        .allocations
-        .iter()
-        .filter(|a| a.tag == "Gh05" || a.tag == "Gla5")
-        .count();
-    assert_eq!(found, want);
-}
-
-#[test]
-fn a_session_heap_that_does_not_vouch_for_itself_is_not_named() {
-    // Its segments' signatures still name a context, but the heap that
-    // context points back at has lost its signature: nothing in it is
-    // taken as a segment heap's metadata. The blocks are still checked by
-    // their own subsegment and chunk headers (as when a segment header is
-    // not in the dump), so every one is found; the other session's heap
-    // is named as before.
-    let mut m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 5));
-    m.corrupt(Corruption::UnsignedSessionHeap);
-    let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
-    let tags = ["Gh05", "Gla5", "Usdi", "Uscu", "SLek"];
-    let r = run(&t, &tags, Engine::Auto);
-    let (bad, good) = (&m.truth.sessions[0], &m.truth.sessions[1]);
-    let heap = |id: u32| {
-        r.sessions
-            .iter()
-            .find(|s| s.session_id == id)
-            .map(|s| s.heap)
-    };
-    assert_eq!(heap(bad.id), Some(None), "{:?}", r.sessions);
-    assert_eq!(
-        heap(good.id),
-        Some(good.heap_va.map(KernelVa)),
-        "{:?}",
-        r.sessions
-    );
-    for s in [bad, good] {
-        let found = r
-            .allocations
-            .iter()
-            .filter(|a| a.session_id == Some(s.id))
-            .count();
-        assert_eq!(found, s.allocations.len(), "session {}", s.id);
-    }
 }

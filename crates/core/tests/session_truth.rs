@@ -2,13 +2,18 @@
 //! for every layout family: each session read through its own processes'
 //! page tables (the table's VA is the same in every session, its contents
 //! are not), the session expansion table, the process list, and damaged
-//! inputs that must give warnings rather than wrong numbers or panics.
+//! inputs that must give warnings rather than wrong numbers or panics;
+//! and `find` in every session's pool, legacy pages and (19H1+) each
+//! session's own segment heap.
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use pooldump_core::KernelVa;
+use pooldump_core::pool::find::{AllocationState, Engine, FoundAllocation, PoolKind};
 use pooldump_core::pool::{SessionPool, TrackerOptions};
+use pooldump_kit::corrupt::Corruption;
 use pooldump_kit::{DumpKind, Machine, NtBuild, Scenario, SessionTagSpec, SizeSpec};
 
 /// session id -> tag -> (Allocs, Frees, Bytes)
@@ -257,4 +262,168 @@ fn a_wrapped_session_counter_is_clamped_and_named() {
         }
     }
     assert!(wrapped_somewhere, "no build has 32-bit session counters");
+}
+
+#[test]
+fn every_session_s_pool_is_found_through_its_own_page_tables() {
+    // Session pool sits at the same addresses in every session, in frames
+    // that only the session's own processes map: the dump's
+    // DirectoryTableBase (System's here) maps none of them. From 19H1 on
+    // each session's pool is a segment heap of its own, whose segments
+    // name a heap no pool node holds.
+    for b in NtBuild::ALL {
+        let m = Machine::build(&Scenario::small(b, 5));
+        let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
+        let sessions = &m.truth.sessions;
+        let tags: BTreeSet<&str> = sessions
+            .iter()
+            .flat_map(|s| s.allocations.iter().map(|a| a.tag.as_str()))
+            .collect();
+        let tags: Vec<&str> = tags.into_iter().collect();
+        assert!(tags.len() >= 3, "{b}: {tags:?}");
+        let r = common::run(&t, &tags, Engine::Auto);
+        let found: BTreeMap<(u32, u64), &FoundAllocation> = r
+            .allocations
+            .iter()
+            .map(|a| {
+                let id = a
+                    .session_id
+                    .unwrap_or_else(|| panic!("{b}: {} at {} has no session", a.tag, a.va));
+                ((id, a.header.unwrap().0), a)
+            })
+            .collect();
+        assert_eq!(found.len(), r.allocations.len(), "{b}: listed twice");
+        let mut want = 0;
+        for s in sessions {
+            assert!(
+                !s.allocations.is_empty(),
+                "{b}: session {} placed none",
+                s.id
+            );
+            for a in &s.allocations {
+                want += 1;
+                let h = a.header_va.unwrap();
+                let name = format!("{b}: session {} {} at {h:#x}", s.id, a.tag);
+                let f = found
+                    .get(&(s.id, h))
+                    .unwrap_or_else(|| panic!("{name} was not found"));
+                assert_eq!(f.va.0, a.va, "{name}");
+                assert_eq!(f.pa.map(|p| p.0), a.pa, "{name}: physical address");
+                assert_eq!(f.bytes, a.block_bytes, "{name}: size");
+                assert_eq!(f.tag.to_string(), a.tag, "{name}");
+                assert_eq!(f.state, AllocationState::Allocated, "{name}");
+                assert_eq!(f.allocator, common::allocator_of(a.allocator), "{name}");
+                assert_eq!(f.pool, PoolKind::Paged, "{name}");
+                assert!(f.session, "{name}: the header's session bit");
+            }
+        }
+        assert_eq!(
+            r.allocations.len(),
+            want,
+            "{b}: found what no session holds"
+        );
+        assert!(r.unmapped.is_empty(), "{b}: {:?}", r.unmapped);
+        // Each session mapped, and named with the page tables it was read
+        // through: one of its own processes'.
+        let ids: Vec<u32> = r.sessions.iter().map(|s| s.session_id).collect();
+        let want_ids: Vec<u32> = sessions.iter().map(|s| s.id).collect();
+        assert_eq!(ids, want_ids, "{b}");
+        // From 19H1 on each session's segments vouched for its own heap.
+        let heaps: Vec<Option<u64>> = r.sessions.iter().map(|s| s.heap.map(|h| h.0)).collect();
+        let want_heaps: Vec<Option<u64>> = sessions.iter().map(|s| s.heap_va).collect();
+        assert_eq!(heaps, want_heaps, "{b}: the sessions' heaps");
+        for s in &r.sessions {
+            let own: BTreeSet<u64> = m
+                .truth
+                .processes
+                .iter()
+                .filter(|p| p.session_id == Some(s.session_id))
+                .map(|p| p.dtb)
+                .collect();
+            assert!(
+                own.contains(&s.dtb.0),
+                "{b}: session {} read through {}",
+                s.session_id,
+                s.dtb
+            );
+        }
+        // The per-tag live counts agree with the sessions' trackers.
+        for tag in &r.tags {
+            let live: u64 = sessions
+                .iter()
+                .flat_map(|s| &s.tags)
+                .filter(|u| u.tag == tag.tag.to_string())
+                .map(|u| u.diff)
+                .sum();
+            assert_eq!(tag.allocated, live, "{b}: {}", tag.tag);
+        }
+    }
+}
+
+#[test]
+fn a_hostile_session_pool_range_is_said_and_the_other_sessions_are_mapped() {
+    let mut m = Machine::build(&Scenario::small(NtBuild::Win10_17763, 5));
+    m.corrupt(Corruption::HugeSessionPoolRange);
+    let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
+    let r = common::run(&t, &["Gh05", "Gla5"], Engine::Auto);
+    let bad = m.truth.sessions[0].id;
+    let ids: Vec<u32> = r.sessions.iter().map(|s| s.session_id).collect();
+    assert!(!ids.contains(&bad) && !ids.is_empty(), "{ids:?}");
+    assert!(
+        r.warnings.iter().any(|w| w.message.contains(&format!(
+            "session {bad}'s PagedPoolStart ffff8000`00000000 to PagedPoolEnd ffffffff`ffffffff is not a session pool range: its pool is not mapped"
+        ))),
+        "{:?}",
+        r.warnings
+    );
+    // The other session's allocations are all there.
+    let other = &m.truth.sessions[1];
+    let found = r
+        .allocations
+        .iter()
+        .filter(|a| a.session_id == Some(other.id))
+        .count();
+    let want = other
+        .allocations
+        .iter()
+        .filter(|a| a.tag == "Gh05" || a.tag == "Gla5")
+        .count();
+    assert_eq!(found, want);
+}
+
+#[test]
+fn a_session_heap_that_does_not_vouch_for_itself_is_not_named() {
+    // Its segments' signatures still name a context, but the heap that
+    // context points back at has lost its signature: nothing in it is
+    // taken as a segment heap's metadata. The blocks are still checked by
+    // their own subsegment and chunk headers (as when a segment header is
+    // not in the dump), so every one is found; the other session's heap
+    // is named as before.
+    let mut m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 5));
+    m.corrupt(Corruption::UnsignedSessionHeap);
+    let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
+    let tags = ["Gh05", "Gla5", "Usdi", "Uscu", "SLek"];
+    let r = common::run(&t, &tags, Engine::Auto);
+    let (bad, good) = (&m.truth.sessions[0], &m.truth.sessions[1]);
+    let heap = |id: u32| {
+        r.sessions
+            .iter()
+            .find(|s| s.session_id == id)
+            .map(|s| s.heap)
+    };
+    assert_eq!(heap(bad.id), Some(None), "{:?}", r.sessions);
+    assert_eq!(
+        heap(good.id),
+        Some(good.heap_va.map(KernelVa)),
+        "{:?}",
+        r.sessions
+    );
+    for s in [bad, good] {
+        let found = r
+            .allocations
+            .iter()
+            .filter(|a| a.session_id == Some(s.id))
+            .count();
+        assert_eq!(found, s.allocations.len(), "session {}", s.id);
+    }
 }

@@ -4,8 +4,11 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+use pooldump_core::pool::TagPattern;
+use pooldump_core::pool::find::{Allocator, Engine, FindOptions, FindReport};
 use pooldump_core::symbols::SymbolOptions;
 use pooldump_core::{CrashDump, Target};
+use pooldump_kit::truth::AllocatorKind;
 use pooldump_kit::{DumpKind, Machine, NtBuild, PoolKind, Scenario, SizeSpec, TagSpec};
 
 /// The machine's dump (of `kind`) and symbol store written into a new
@@ -68,5 +71,25 @@ pub fn state_of(live: bool) -> pooldump_core::pool::find::AllocationState {
         AllocationState::Allocated
     } else {
         AllocationState::Free
+    }
+}
+
+/// `find` of `tags` with `engine` and the default options.
+pub fn run(t: &Target<CrashDump>, tags: &[&str], engine: Engine) -> FindReport {
+    let patterns: Vec<TagPattern> = tags.iter().map(|s| TagPattern::parse(s).unwrap()).collect();
+    let opts = FindOptions {
+        engine,
+        ..FindOptions::default()
+    };
+    t.find(&patterns, &opts).unwrap()
+}
+
+/// The allocator find reports for one the kit placed.
+pub fn allocator_of(k: AllocatorKind) -> Allocator {
+    match k {
+        AllocatorKind::LegacyPage => Allocator::LegacyPage,
+        AllocatorKind::Lfh => Allocator::Lfh,
+        AllocatorKind::Vs => Allocator::Vs,
+        AllocatorKind::Big | AllocatorKind::VsBig => Allocator::BigPool,
     }
 }

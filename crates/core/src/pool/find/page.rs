@@ -187,21 +187,11 @@ pub fn pool_at<M: Memory + ?Sized>(
     let page = va.page_align();
     // The page's last byte: `page + 0x1000` overflows for the top page.
     let page_last = page.0 | (PAGE_SIZE - 1);
-    // The search's notes on the regions speak of its walk: say it here.
-    let (regions, _) = pool_regions(mem, syms, kern_base);
-    if regions.is_none() {
-        warnings.push(format!(
-            "the pool regions are not in the symbols: whether {va} is pool is not known"
-        ));
-    }
-    let region = regions
-        .iter()
-        .flatten()
-        .find(|r| r.range.start <= va && va <= r.range.last);
-    let space = session.as_ref().map(|s| ProcessSpace::new(mem, s.dtb));
+    let (regions_known, region) = region_of(mem, syms, kern_base, va, &mut warnings);
+    let region = region.as_ref();
     let mut session = session;
-    let status = match &space {
-        Some(s) => page_status(s, va)?,
+    let status = match &session {
+        Some(s) => page_status(&ProcessSpace::new(mem, s.dtb), va)?,
         None => page_status(mem, va)?,
     };
     if session.is_none() && region.is_some_and(|r| r.name == "Session") {
@@ -209,30 +199,19 @@ pub fn pool_at<M: Memory + ?Sized>(
     }
 
     let mut found = Vec::new();
-    let in_pool = regions.is_none() || region.is_some();
+    let in_pool = !regions_known || region.is_some();
     let allocator = if matches!(status, PageStatus::Resident { .. }) && in_pool {
         // The page before too, where it is in the same region.
         let first = region.map_or(0, |r| r.range.start.0);
         let lo = page.0.saturating_sub(PAGE_SIZE).max(first);
-        let walk = [VaRange::new(lo, page_last)];
-        let map = match (&space, &session) {
-            (Some(s), Some(info)) => {
-                let mut map = PageMap::default();
-                map.add_session(
-                    PageMap::walk(s, Some(&walk), &PageMapOptions::default()),
-                    info.session_id,
-                );
-                map
-            }
-            _ => PageMap::walk(mem, Some(&walk), &PageMapOptions::default()),
+        let walk = VaRange::new(lo, page_last);
+        let pools = Pools {
+            mem,
+            syms,
+            kern_base,
+            build,
         };
-        warnings.extend(page_map_notes(&map));
-        let sessions = Vec::from_iter(session.clone());
-        let scan = scan_mapped(mem, syms, kern_base, build, &map, &sessions, &mut warnings)?;
-        if let Some(s) = &mut session {
-            s.mapped_pages = map.mappings().iter().map(|m| m.pages).sum();
-            s.heap = scan.heaps.first().map(|&(_, h)| KernelVa(h));
-        }
+        let scan = pools.scan_range(walk, session.as_mut(), &mut warnings)?;
         found = scan.found;
         scan.family
     } else {
@@ -245,16 +224,7 @@ pub fn pool_at<M: Memory + ?Sized>(
         found.extend(t.entries.iter().filter(covers).map(|e| big_entry(mem, e)));
     }
 
-    let mut allocations: Vec<FoundAllocation> = found
-        .into_iter()
-        .filter(|a| a.extent().start <= page_last && a.extent().end > page.0)
-        .collect();
-    allocations.sort_by_key(|a| (a.extent().start, a.va, a.bytes, a.state));
-    let containing = allocations
-        .iter()
-        .filter(|a| a.extent().contains(&va.0))
-        .min_by_key(|a| (a.state != AllocationState::Allocated, a.bytes))
-        .cloned();
+    let (allocations, containing) = on_page(found, va);
     let verdict = match (&containing, status) {
         (Some(_), _) => PoolVerdict::InAllocation,
         (None, PageStatus::NotMapped { .. }) => PoolVerdict::NotMapped,
@@ -262,7 +232,7 @@ pub fn pool_at<M: Memory + ?Sized>(
         (None, PageStatus::Resident { .. }) if region.is_some() || !allocations.is_empty() => {
             PoolVerdict::BetweenAllocations
         }
-        (None, PageStatus::Resident { .. }) if regions.is_some() => PoolVerdict::NotPool,
+        (None, PageStatus::Resident { .. }) if regions_known => PoolVerdict::NotPool,
         (None, PageStatus::Resident { .. }) => PoolVerdict::NoAllocation,
     };
     Ok(PoolPage {
@@ -270,7 +240,7 @@ pub fn pool_at<M: Memory + ?Sized>(
         page,
         status,
         region: region.map(|r| r.name.clone()),
-        regions_known: regions.is_some(),
+        regions_known,
         allocator,
         verdict,
         containing,
@@ -278,6 +248,91 @@ pub fn pool_at<M: Memory + ?Sized>(
         session,
         warnings: crate::warning::Warning::all(crate::warning::WarningKind::Find, warnings),
     })
+}
+
+/// Whether the symbols say where pool is, and the pool region holding
+/// `va`, if any.
+fn region_of<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    va: KernelVa,
+    warnings: &mut Vec<String>,
+) -> (bool, Option<PoolRegion>) {
+    // The search's notes on the regions speak of its walk: say it here.
+    let (regions, _) = pool_regions(mem, syms, kern_base);
+    let Some(regions) = regions else {
+        warnings.push(format!(
+            "the pool regions are not in the symbols: whether {va} is pool is not known"
+        ));
+        return (false, None);
+    };
+    let region = regions
+        .into_iter()
+        .find(|r| r.range.start <= va && va <= r.range.last);
+    (true, region)
+}
+
+/// Of `found`, those overlapping `va`'s page, by address, and the one
+/// holding `va` (an allocated one before a freed one that overlaps it).
+fn on_page(
+    found: Vec<FoundAllocation>,
+    va: KernelVa,
+) -> (Vec<FoundAllocation>, Option<FoundAllocation>) {
+    let page = va.page_align().0;
+    let page_last = page | (PAGE_SIZE - 1);
+    let mut allocations: Vec<FoundAllocation> = found
+        .into_iter()
+        .filter(|a| a.extent().start <= page_last && a.extent().end > page)
+        .collect();
+    allocations.sort_by_key(|a| (a.extent().start, a.va, a.bytes, a.state));
+    let containing = allocations
+        .iter()
+        .filter(|a| a.extent().contains(&va.0))
+        .min_by_key(|a| (a.state != AllocationState::Allocated, a.bytes))
+        .cloned();
+    (allocations, containing)
+}
+
+/// The kernel `pool_at` reads.
+struct Pools<'a, M: ?Sized> {
+    mem: &'a M,
+    syms: &'a KernelSymbols,
+    kern_base: KernelVa,
+    build: Option<u32>,
+}
+
+impl<M: Memory + ?Sized> Pools<'_, M> {
+    /// Find's scan of the frames mapping `range`: through the source's own
+    /// page tables, or through `session`'s, whose mapped pages and heap
+    /// are filled in.
+    fn scan_range(
+        &self,
+        range: VaRange,
+        session: Option<&mut SessionPoolMap>,
+        warnings: &mut Vec<String>,
+    ) -> Result<PageScan, FindError> {
+        let walk = [range];
+        let opts = PageMapOptions::default();
+        let map = match &session {
+            Some(s) => {
+                let mut map = PageMap::default();
+                let space = ProcessSpace::new(self.mem, s.dtb);
+                map.add_session(PageMap::walk(&space, Some(&walk), &opts), s.session_id);
+                map
+            }
+            None => PageMap::walk(self.mem, Some(&walk), &opts),
+        };
+        warnings.extend(page_map_notes(&map));
+        let sessions = Vec::from_iter(session.as_deref().cloned());
+        let (mem, syms, base, build) = (self.mem, self.syms, self.kern_base, self.build);
+        let scan = scan_mapped(mem, syms, base, build, &map, &sessions, warnings)?;
+        if let Some(s) = session {
+            s.mapped_pages = map.mappings().iter().map(|m| m.pages).sum();
+            s.heap = scan.heaps.first().map(|&(_, h)| KernelVa(h));
+        }
+        Ok(scan)
+    }
 }
 
 /// Where `va`'s page is; an error only when the source itself failed.
