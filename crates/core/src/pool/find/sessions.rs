@@ -158,12 +158,13 @@ pub(super) fn session_by_id<M: Memory + ?Sized>(
         }
         known.push(sid.to_string());
     }
-    Err(err(match known.is_empty() {
-        true => "no process on PsActiveProcessHead is in a session".into(),
-        false => format!(
+    Err(err(if known.is_empty() {
+        "no process on PsActiveProcessHead is in a session".into()
+    } else {
+        format!(
             "not on PsActiveProcessHead (its sessions: {})",
             known.join(", ")
-        ),
+        )
     }))
 }
 
@@ -176,21 +177,20 @@ pub(super) fn current_session_note<M: Memory + ?Sized>(
     kern_base: KernelVa,
     va: KernelVa,
 ) -> String {
-    let dtb = mem.kernel_dtb().0 & !0xFFF;
+    // As KPROCESS.DirectoryTableBase holds them: PCID bits dropped.
+    let root = |dtb: PhysAddr| ProcessSpace::new(mem, dtb).kernel_dtb();
+    let dtb = root(mem.kernel_dtb());
     let whose = walk_processes(mem, syms, kern_base, &ProcessWalkLimits::default())
         .ok()
         .and_then(|procs| {
-            let p = procs
-                .processes
-                .into_iter()
-                .find(|p| p.dtb.0 & !0xFFF == dtb)?;
+            let p = procs.processes.into_iter().find(|p| root(p.dtb) == dtb)?;
             if p.session.0 == 0 {
                 return Some(format!("{}'s, in no session", p.name));
             }
             let id = SessionFields::new(syms)?.pool_range(mem, p.session).ok()?.0;
             Some(format!("{}'s, in session {id}", p.name))
         })
-        .unwrap_or_else(|| "a process's the process list does not name".into());
+        .unwrap_or_else(|| "those of no process on PsActiveProcessHead".into());
     format!(
         "{va} is session space, read through the source's own page tables ({whose}): each session maps it to frames of its own, and --session N reads it through session N's"
     )
