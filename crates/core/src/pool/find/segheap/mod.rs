@@ -291,6 +291,13 @@ impl SegHeap {
         page: &[u8],
         page_va: u64,
     ) -> HeapVerdict {
+        let c = Candidate {
+            space,
+            va,
+            hit,
+            page,
+            page_va,
+        };
         for &mask in &self.masks {
             let seg = va & mask;
             let Some(s) = self.segment(mem, space, seg, mask) else {
@@ -302,13 +309,6 @@ impl SegHeap {
             };
             let sub = seg + ((first as u64) << s.ctx.unit_shift);
             let kind = s.ctx.kind;
-            let c = Candidate {
-                space,
-                va,
-                hit,
-                page,
-                page_va,
-            };
             return match flags as u64 {
                 RANGE_LFH => self.lfh(mem, sub, &c, kind, false),
                 RANGE_VS => {
@@ -333,13 +333,6 @@ impl SegHeap {
         // No segment header to go by (paged out, or not in the dump): the
         // subsegment's own encoded fields can still vouch for the header,
         // under stricter checks since nothing bounds the subsegment.
-        let c = Candidate {
-            space,
-            va,
-            hit,
-            page,
-            page_va,
-        };
         let lfh = self.lfh(mem, page_va, &c, None, true);
         if matches!(lfh, HeapVerdict::Found { .. }) {
             return lfh;
