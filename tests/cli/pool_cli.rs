@@ -146,6 +146,19 @@ fn a_live_target_answers_as_its_dump_does() {
         .find(|a| a.live && a.in_dump && a.tag == "Leak")
         .expect("a live Leak allocation");
     let addr = format!("{:#x}", a.va + 8);
+    // A block of the last session's own pool.
+    let (sid, session_addr) = m
+        .truth
+        .sessions
+        .iter()
+        .rev()
+        .find_map(|s| {
+            Some((
+                s.id.to_string(),
+                format!("{:#x}", s.allocations.first()?.va),
+            ))
+        })
+        .expect("a session holding blocks");
     let dir = tempfile::tempdir().unwrap();
     let (dump, syms) = support::write_dump_and_symbols(&m, dir.path());
     let (cfg, port) = support::loopback_sim("9.8.7.5");
@@ -173,6 +186,19 @@ fn a_live_target_answers_as_its_dump_does() {
     ];
     let dumped = support::pooldump_offline(&dumped, &syms).json();
     assert!(live["containing"]["contents"]["hex"].is_string(), "{live}");
+    assert_eq!(about_the_kernel(live), about_the_kernel(dumped));
+    // Session space through a session's page tables, as from the dump.
+    let in_session = ["--session", sid.as_str(), "--json"];
+    let live = [&["pool", "--kdnet", &spec, &session_addr][..], &in_session].concat();
+    let live = support::pooldump_offline(&live, &syms).json();
+    let dumped = [
+        &["pool", dump.to_str().unwrap(), &session_addr][..],
+        &in_session,
+    ]
+    .concat();
+    let dumped = support::pooldump_offline(&dumped, &syms).json();
+    assert_eq!(live["verdict"], "in-allocation", "{live}");
+    assert_eq!(live["session"]["session_id"].to_string(), sid, "{live}");
     assert_eq!(about_the_kernel(live), about_the_kernel(dumped));
     // The operands are read by the same parsers as with a dump, and a
     // wrong one is a usage error (exit 2) naming the operand, before the
