@@ -275,6 +275,12 @@ impl Machine {
             self.close_legacy_page(k);
             self.close_vs_sub(k);
         }
+        self.write_subsegment_headers();
+    }
+
+    /// Every LFH and VS subsegment's header and every page segment's
+    /// signature, now that their contents are known.
+    pub(super) fn write_subsegment_headers(&mut self) {
         for i in 0..self.pool.lfh_subs.len() {
             self.write_lfh_header(i);
         }

@@ -139,19 +139,19 @@ impl Machine {
         for k in kinds {
             self.heap_context_va(k);
         }
-        let ctx_stride = {
-            let (_, f) = self.m.field_path("_SEGMENT_HEAP", "SegContexts");
-            f.element_size.unwrap_or(0xC0)
-        };
         for k in kinds {
-            self.write_heap(k, ctx_stride);
+            self.write_heap(k);
         }
         self.write_heap_manager_state(&kinds);
     }
 
     /// The `_SEGMENT_HEAP` of pool `k`: its two segment contexts, the first with
     /// the heap's segments linked in a ring through SegmentListHead.
-    fn write_heap(&mut self, k: PoolKind, ctx_stride: u64) {
+    fn write_heap(&mut self, k: PoolKind) {
+        let ctx_stride = {
+            let (_, f) = self.m.field_path("_SEGMENT_HEAP", "SegContexts");
+            f.element_size.unwrap_or(0xC0)
+        };
         let heap = self.heaps[&k];
         let ctx0 = heap + self.m.offset_of("_SEGMENT_HEAP", "SegContexts");
         let mut segs: Vec<u64> = self
@@ -244,18 +244,8 @@ impl Machine {
             .map(|r| self.place_block(r))
             .collect();
         self.close_vs_sub(PoolKind::Paged);
-        for i in 0..self.pool.lfh_subs.len() {
-            self.write_lfh_header(i);
-        }
-        for i in 0..self.pool.vs_subs.len() {
-            self.write_vs_sub_header(i);
-        }
-        self.write_segment_headers();
-        let ctx_stride = {
-            let (_, f) = self.m.field_path("_SEGMENT_HEAP", "SegContexts");
-            f.element_size.unwrap_or(0xC0)
-        };
-        self.write_heap(PoolKind::Paged, ctx_stride);
+        self.write_subsegment_headers();
+        self.write_heap(PoolKind::Paged);
         out
     }
 
