@@ -4,16 +4,14 @@
 
 use super::*;
 
-/// Each session's own heap, as the scan met it through its segments.
+/// Each session's own heap, from the (session, heap) pairs the scan met
+/// through the sessions' segments.
 pub(super) fn name_session_heaps(
     sessions: &mut [SessionPoolMap],
-    ctx: &Ctx,
+    met: Vec<(u32, u64)>,
     warnings: &mut Vec<String>,
 ) {
-    let Some(heap) = &ctx.heap else {
-        return;
-    };
-    for (id, va) in heap.met_heaps() {
+    for (id, va) in met {
         let Some(s) = sessions.iter_mut().find(|s| s.session_id == id) else {
             continue;
         };

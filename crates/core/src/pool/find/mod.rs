@@ -245,7 +245,8 @@ pub fn find_allocations<M: Memory + ?Sized>(
     )?;
     let (found, totals, duplicate_headers) = finish_found(found, big, out.duplicates)?;
     let mut sessions = sessions;
-    name_session_heaps(&mut sessions, &ctx, &mut warnings);
+    let met = ctx.heap.as_ref().map(|h| h.met_heaps()).unwrap_or_default();
+    name_session_heaps(&mut sessions, met, &mut warnings);
 
     let mut unmapped = out.unmapped;
     unmapped.sort_by_key(|u| u.pa);

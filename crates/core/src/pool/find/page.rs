@@ -20,6 +20,7 @@
 //! # Ok(()) }
 //! ```
 
+use super::collect::name_session_heaps;
 use super::sessions::{current_session_note, session_by_id};
 use super::*;
 use crate::memory::{MemoryError, ProcessSpace, PxeLevel};
@@ -179,7 +180,7 @@ pub fn pool_at<M: Memory + ?Sized>(
     if !va.is_kernel() {
         return Err(PoolAtError::UserAddress { va });
     }
-    let session = opts
+    let mut session = opts
         .session
         .map(|id| session_by_id(mem, syms, kern_base, id))
         .transpose()?;
@@ -189,7 +190,6 @@ pub fn pool_at<M: Memory + ?Sized>(
     let page_last = page.0 | (PAGE_SIZE - 1);
     let (regions_known, region) = region_of(mem, syms, kern_base, va, &mut warnings);
     let region = region.as_ref();
-    let mut session = session;
     let status = match &session {
         Some(s) => page_status(&ProcessSpace::new(mem, s.dtb), va)?,
         None => page_status(mem, va)?,
@@ -326,10 +326,11 @@ impl<M: Memory + ?Sized> Pools<'_, M> {
         warnings.extend(page_map_notes(&map));
         let sessions = Vec::from_iter(session.as_deref().cloned());
         let (mem, syms, base, build) = (self.mem, self.syms, self.kern_base, self.build);
-        let scan = scan_mapped(mem, syms, base, build, &map, &sessions, warnings)?;
+        let mut scan = scan_mapped(mem, syms, base, build, &map, &sessions, warnings)?;
         if let Some(s) = session {
             s.mapped_pages = map.mappings().iter().map(|m| m.pages).sum();
-            s.heap = scan.heaps.first().map(|&(_, h)| KernelVa(h));
+            let met = std::mem::take(&mut scan.heaps);
+            name_session_heaps(std::slice::from_mut(s), met, warnings);
         }
         Ok(scan)
     }
