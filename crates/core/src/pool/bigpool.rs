@@ -14,7 +14,7 @@ use crate::warning::{Warning, WarningKind};
 use super::read::{describe_missing, read_nt_var};
 use super::{PoolClass, PoolError};
 use crate::addr::KernelVa;
-use crate::memory::Memory;
+use crate::memory::{Memory, MemoryExt};
 use crate::symbols::{Field, KernelSymbols};
 use crate::tag::PoolTag;
 
@@ -176,16 +176,104 @@ pub fn read_big_pool<M: Memory + ?Sized>(
 ) -> Result<BigPoolTable, PoolError> {
     let l = Layout::new(syms)?;
     let (table, size) = table_head(mem, syms, kern_base, opts)?;
+    let in_use = read_nt_var(mem, syms, kern_base, "ExpPoolBigEntriesInUse", 4).ok();
+    let names = TableNames {
+        what: "big-page table",
+        table: "PoolBigPageTable",
+        size: "PoolBigPageTableSize",
+        in_use: "ExpPoolBigEntriesInUse",
+    };
+    Ok(walk_table(mem, &l, table, size, in_use, &names, opts))
+}
+
+/// A session's own big-page table (`_MM_SESSION_SPACE.PoolTrackBigPages`,
+/// its `PoolTrackBigPagesSize` entries and `PoolBigEntriesInUse`): where
+/// session pool's big allocations are tracked, apart from
+/// PoolBigPageTable (docs/pool-structures.md §3). `session` is the
+/// session's `_MM_SESSION_SPACE` (`EPROCESS.Session`) and `mem` reads
+/// through the page tables of one of its processes: the table is in
+/// session space. `Ok(None)` when the session has no table (a null
+/// pointer and size).
+pub fn read_session_big_pages<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    session: KernelVa,
+    opts: &BigPoolOptions,
+) -> Result<Option<BigPoolTable>, PoolError> {
+    let l = Layout::new(syms)?;
+    let ss = "_MM_SESSION_SPACE";
+    let (table_f, size_f) = (
+        syms.field(ss, "PoolTrackBigPages")?,
+        syms.field(ss, "PoolTrackBigPagesSize")?,
+    );
+    let at = |f: &Field| session.wrapping_add(f.offset);
+    let what = |m: &str| format!("{ss}.{m} at {session}");
+    let read = |f: &Field, m: &str| {
+        mem.read_u64(at(f)).map_err(|source| PoolError::Unreadable {
+            what: what(m),
+            va: at(f),
+            source,
+        })
+    };
+    let table = KernelVa(read(&table_f, "PoolTrackBigPages")?);
+    let size = read(&size_f, "PoolTrackBigPagesSize")?;
+    if table.0 == 0 && size == 0 {
+        return Ok(None);
+    }
+    if !table.is_kernel() {
+        return Err(PoolError::BadPointer {
+            what: what("PoolTrackBigPages"),
+            va: table,
+        });
+    }
+    if size == 0 || size > opts.max_entries {
+        return Err(PoolError::Implausible {
+            what: what("PoolTrackBigPagesSize"),
+            value: size,
+            limit: opts.max_entries,
+        });
+    }
+    let in_use = syms
+        .field(ss, "PoolBigEntriesInUse")
+        .ok()
+        .and_then(|f| mem.read_u32(at(&f)).ok())
+        .map(u64::from);
+    let names = TableNames {
+        what: "session's big-page table",
+        table: "PoolTrackBigPages",
+        size: "PoolTrackBigPagesSize",
+        in_use: "PoolBigEntriesInUse",
+    };
+    Ok(Some(walk_table(mem, &l, table, size, in_use, &names, opts)))
+}
+
+/// What a table's warnings call it, its size and its in-use count.
+struct TableNames {
+    /// What it is, in words.
+    what: &'static str,
+    table: &'static str,
+    size: &'static str,
+    in_use: &'static str,
+}
+
+/// The `size` entries at `table`, streamed a chunk at a time: memory
+/// stays bounded by what is kept (live entries), not by the table.
+fn walk_table<M: Memory + ?Sized>(
+    mem: &M,
+    l: &Layout,
+    table: KernelVa,
+    size: u64,
+    in_use: Option<u64>,
+    names: &TableNames,
+    opts: &BigPoolOptions,
+) -> BigPoolTable {
     let mut warnings = Vec::new();
     if !size.is_power_of_two() {
         warnings.push(format!(
-            "PoolBigPageTableSize {size:#x} is not a power of two as the kernel keeps it"
+            "{} {size:#x} is not a power of two as the kernel keeps it",
+            names.size
         ));
     }
-    let in_use = read_nt_var(mem, syms, kern_base, "ExpPoolBigEntriesInUse", 4).ok();
-
-    // Stream the table a chunk at a time: memory stays bounded by what is
-    // kept (live entries), not by the table.
     let chunk_entries = (0x10_0000 / l.size).max(1);
     let mut entries = Vec::new();
     let (mut live_count, mut freed_count, mut live_bytes, mut unreadable) =
@@ -220,20 +308,22 @@ pub fn read_big_pool<M: Memory + ?Sized>(
     }
     if let Some(m) = first_missing {
         warnings.push(format!(
-            "PoolBigPageTable at {table}: {unreadable} of {size} entries are not in the dump ({m})"
+            "{} at {table}: {unreadable} of {size} entries are not in the dump ({m})",
+            names.table
         ));
     }
     if unreadable == size {
-        warnings.push("the whole big-page table is missing from the dump".into());
+        warnings.push(format!("the whole {} is missing from the dump", names.what));
     }
     match in_use {
         Some(n) if n != live_count && unreadable == 0 => warnings.push(format!(
-            "ExpPoolBigEntriesInUse says {n} live entries but the table holds {live_count}"
+            "{} says {n} live entries but the table holds {live_count}",
+            names.in_use
         )),
         _ => {}
     }
     entries.sort_by_key(|e| (e.freed, e.index));
-    Ok(BigPoolTable {
+    BigPoolTable {
         table,
         size,
         entry_size: l.size,
@@ -243,5 +333,5 @@ pub fn read_big_pool<M: Memory + ?Sized>(
         live_bytes,
         entries,
         warnings: Warning::all(WarningKind::BigPool, warnings),
-    })
+    }
 }

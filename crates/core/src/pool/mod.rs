@@ -26,7 +26,9 @@ mod session;
 mod tracker;
 mod usage;
 
-pub use bigpool::{BigPoolEntry, BigPoolOptions, BigPoolTable, read_big_pool};
+pub use bigpool::{
+    BigPoolEntry, BigPoolOptions, BigPoolTable, read_big_pool, read_session_big_pages,
+};
 pub use filter::{PoolMonColumn, SortKey, TagPattern, TagPatternError, UsageQuery};
 pub use pooltag::{BinaryKind, PoolTagDb, PoolTagEntry, PoolTagMatch};
 pub use session::{SessionPool, SessionProcess, SessionUsage, read_session_pool};

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::warning::{Warning, WarningKind};
 
+use super::bigpool::{BigPoolOptions, BigPoolTable, read_session_big_pages};
 use super::read::{Array, describe_missing, read_array, read_nt_var};
 use super::tracker::{EntryLayout, push_rows, read_expansion_table, totals, warn_clamped};
 use super::{PoolError, TagUsage, Totals, TrackerOptions, TrackerSlot};
@@ -57,6 +58,12 @@ pub struct SessionUsage {
     pub rows: Vec<TagUsage>,
     /// The session's figures, all tags summed.
     pub totals: Totals,
+    /// The session's own big-page table (`PoolTrackBigPages`), live
+    /// entries then freed ones: session pool's allocations too big for a
+    /// pool page (legacy) or of 0xFE1 bytes and more (segment heap), which
+    /// the global PoolBigPageTable does not hold. `None` when the session
+    /// has none or it could not be read (said in `warnings`).
+    pub big_pages: Option<BigPoolTable>,
     /// What could not be read in this session.
     pub warnings: Vec<Warning>,
 }
@@ -141,6 +148,7 @@ pub(crate) fn sessions_of(procs: &ProcessList) -> Vec<(KernelVa, Vec<&Process>)>
 /// it is, and the `_MM_SESSION_SPACE` fields read per session.
 struct SessionRead<'a, M: ?Sized> {
     mem: &'a M,
+    syms: &'a KernelSymbols,
     opts: &'a TrackerOptions,
     layout: EntryLayout,
     size: u64,
@@ -153,7 +161,7 @@ struct SessionRead<'a, M: ?Sized> {
 impl<'a, M: Memory + ?Sized> SessionRead<'a, M> {
     fn new(
         mem: &'a M,
-        syms: &KernelSymbols,
+        syms: &'a KernelSymbols,
         kern_base: KernelVa,
         opts: &'a TrackerOptions,
         layout: EntryLayout,
@@ -200,6 +208,7 @@ impl<'a, M: Memory + ?Sized> SessionRead<'a, M> {
         };
         Ok(Self {
             mem,
+            syms,
             opts,
             layout,
             size,
@@ -256,6 +265,7 @@ impl<'a, M: Memory + ?Sized> SessionRead<'a, M> {
         let (exp, exp_size, exp_used) = self.expansion(session, dtb, &mut rows, &mut w);
         warn_clamped(&rows, &mut w);
         rows.sort_by_key(|r| (r.tag.bytes(), r.pool));
+        let big_pages = self.big_pages(session, dtb, &mut w);
         Some(SessionUsage {
             session_id,
             session_space: session,
@@ -274,6 +284,7 @@ impl<'a, M: Memory + ?Sized> SessionRead<'a, M> {
             expansion_used: exp_used,
             totals: totals(&rows),
             rows,
+            big_pages,
             warnings: Warning::all(WarningKind::SessionPool, w),
         })
     }
@@ -309,6 +320,32 @@ impl<'a, M: Memory + ?Sized> SessionRead<'a, M> {
             0
         });
         (exp, exp_size, used)
+    }
+
+    /// The session's big-page table, read through `dtb`; what went wrong
+    /// goes to `w`.
+    fn big_pages(
+        &self,
+        session: KernelVa,
+        dtb: PhysAddr,
+        w: &mut Vec<String>,
+    ) -> Option<BigPoolTable> {
+        let view = ProcessSpace::new(self.mem, dtb);
+        let opts = BigPoolOptions {
+            include_freed: true,
+            ..Default::default()
+        };
+        match read_session_big_pages(&view, self.syms, session, &opts) {
+            Ok(t) => {
+                let t = t?;
+                w.extend(t.warnings.iter().map(|x| format!("big pages: {x}")));
+                Some(t)
+            }
+            Err(e) => {
+                w.push(format!("its big-page table cannot be read: {e}"));
+                None
+            }
+        }
     }
 
     /// Try the session's processes in turn until one's page tables reach
