@@ -2,6 +2,8 @@
 //! wanted, as allocations (big pages carry no pool header).
 
 use super::*;
+use crate::memory::ProcessSpace;
+use crate::pool::read_session_big_pages;
 
 /// The big-page table's entries (live and freed) whose tag is wanted.
 /// Whether a live entry's page is in the dump is known by reading a byte
@@ -45,6 +47,80 @@ pub(super) fn big_pool_matches<M: Memory + ?Sized>(
         matched_freed: freed,
     };
     (found, Some(scan))
+}
+
+/// Each session's own big-page table (`PoolTrackBigPages`, read through
+/// the page tables its pool was mapped through): the entries whose tag is
+/// wanted, as allocations of that session, and the table's figures in
+/// [`SessionPoolMap::big_pages`]. Session pool's big allocations are
+/// tracked there, never in PoolBigPageTable.
+pub(super) fn session_big_matches<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    sessions: &mut [SessionPoolMap],
+    wanted: &TagSet,
+    warnings: &mut Vec<String>,
+) -> Vec<FoundAllocation> {
+    let mut found = Vec::new();
+    for s in sessions.iter_mut() {
+        let view = ProcessSpace::new(mem, s.dtb);
+        let Some(t) = session_big_table(&view, syms, s, u64::MAX, warnings) else {
+            continue;
+        };
+        let (mut live, mut freed) = (0, 0);
+        for e in t.entries.iter().filter(|e| wanted.contains(e.tag.value())) {
+            if e.freed {
+                freed += 1;
+            } else {
+                live += 1;
+            }
+            let mut a = big_entry(&view, e);
+            a.session_id = Some(s.session_id);
+            found.push(a);
+        }
+        s.big_pages = Some(BigPoolScan {
+            table: t.table,
+            size: t.size,
+            matched_live: live,
+            matched_freed: freed,
+        });
+    }
+    found
+}
+
+/// Session `s`'s big-page table through `view` (its page tables), live
+/// and freed entries, at most `max_entries` (and the default bound); what
+/// went wrong goes to `warnings`, and `None` when it has none or it could
+/// not be read.
+pub(super) fn session_big_table<M: Memory + ?Sized>(
+    view: &M,
+    syms: &KernelSymbols,
+    s: &SessionPoolMap,
+    max_entries: u64,
+    warnings: &mut Vec<String>,
+) -> Option<crate::pool::BigPoolTable> {
+    let opts = BigPoolOptions {
+        include_freed: true,
+        max_entries: max_entries.min(BigPoolOptions::default().max_entries),
+    };
+    let id = s.session_id;
+    match read_session_big_pages(view, syms, s.session_space, &opts) {
+        Ok(t) => {
+            let t = t?;
+            warnings.extend(
+                t.warnings
+                    .iter()
+                    .map(|w| format!("session {id}'s big-page table: {w}")),
+            );
+            Some(t)
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "session {id}'s big-page table could not be read: {e}"
+            ));
+            None
+        }
+    }
 }
 
 /// The big-page table (at most `max_entries`), live and freed entries;

@@ -158,7 +158,7 @@ mod segheap;
 mod sessions;
 mod sink;
 
-use big::{big_entry, big_pool_matches, big_table};
+use big::{big_entry, big_pool_matches, big_table, session_big_matches, session_big_table};
 use collect::{finish_found, name_session_heaps};
 pub use contents::*;
 pub use page::*;
@@ -220,12 +220,21 @@ pub fn find_allocations<M: Memory + ?Sized>(
     // The processes: a session's pool is read through their page tables,
     // and its tracker too.
     let procs = walk_processes(mem, syms, kern_base, &ProcessWalkLimits::default());
-    let (map, sessions) = map_pool(mem, syms, regions.as_deref(), &procs, opts, &mut warnings);
+    let (map, mut sessions) = map_pool(mem, syms, regions.as_deref(), &procs, opts, &mut warnings);
     warnings.extend(page_map_notes(&map));
 
     let (big, big_pool) = if opts.big_pool {
         let release = file.filter(|_| opts.release_scanned);
-        big_pool_matches(mem, syms, kern_base, &wanted, release, &mut warnings)
+        let (mut big, scan) =
+            big_pool_matches(mem, syms, kern_base, &wanted, release, &mut warnings);
+        big.extend(session_big_matches(
+            mem,
+            syms,
+            &mut sessions,
+            &wanted,
+            &mut warnings,
+        ));
+        (big, scan)
     } else {
         (Vec::new(), None)
     };
@@ -244,7 +253,6 @@ pub fn find_allocations<M: Memory + ?Sized>(
         &mut warnings,
     )?;
     let (found, totals, duplicate_headers) = finish_found(found, big, out.duplicates)?;
-    let mut sessions = sessions;
     let met = ctx.heap.as_ref().map(|h| h.met_heaps()).unwrap_or_default();
     name_session_heaps(&mut sessions, met, &mut warnings);
 

@@ -217,12 +217,15 @@ pub fn pool_at<M: Memory + ?Sized>(
     } else {
         Ctx::new(mem, syms, kern_base, build, &mut warnings).family
     };
-    if let Some(t) = big_table(mem, syms, kern_base, opts.max_big_entries, &mut warnings) {
-        let covers = |e: &&crate::pool::BigPoolEntry| {
-            e.va.0 <= page_last && e.va.0.saturating_add(e.bytes) > page.0
-        };
-        found.extend(t.entries.iter().filter(covers).map(|e| big_entry(mem, e)));
-    }
+    found.extend(big_on_page(
+        mem,
+        syms,
+        kern_base,
+        session.as_ref(),
+        page,
+        opts,
+        &mut warnings,
+    ));
 
     let (allocations, containing) = on_page(found, va);
     let verdict = match (&containing, status) {
@@ -248,6 +251,39 @@ pub fn pool_at<M: Memory + ?Sized>(
         session,
         warnings: crate::warning::Warning::all(crate::warning::WarningKind::Find, warnings),
     })
+}
+
+/// The big-page entries (live and freed) covering `page`: the kernel's
+/// table's and, with a session, that session's own table's, read through
+/// its page tables.
+fn big_on_page<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    kern_base: KernelVa,
+    session: Option<&SessionPoolMap>,
+    page: KernelVa,
+    opts: &PoolAtOptions,
+    warnings: &mut Vec<String>,
+) -> Vec<FoundAllocation> {
+    let page_last = page.0 | (PAGE_SIZE - 1);
+    let covers = |e: &&crate::pool::BigPoolEntry| {
+        e.va.0 <= page_last && e.va.0.saturating_add(e.bytes) > page.0
+    };
+    let mut found = Vec::new();
+    if let Some(t) = big_table(mem, syms, kern_base, opts.max_big_entries, warnings) {
+        found.extend(t.entries.iter().filter(covers).map(|e| big_entry(mem, e)));
+    }
+    if let Some(s) = session {
+        let view = ProcessSpace::new(mem, s.dtb);
+        if let Some(t) = session_big_table(&view, syms, s, opts.max_big_entries, warnings) {
+            found.extend(t.entries.iter().filter(covers).map(|e| {
+                let mut a = big_entry(&view, e);
+                a.session_id = Some(s.session_id);
+                a
+            }));
+        }
+    }
+    found
 }
 
 /// Whether the symbols say where pool is, and the pool region holding

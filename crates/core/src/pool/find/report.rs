@@ -239,11 +239,12 @@ pub struct PoolRegion {
 }
 
 /// Big-page table figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BigPoolScan {
-    /// nt!PoolBigPageTable's address.
+    /// nt!PoolBigPageTable's address (a session's:
+    /// `_MM_SESSION_SPACE.PoolTrackBigPages`).
     pub table: KernelVa,
-    /// Its entries (nt!PoolBigPageTableSize).
+    /// Its entries (nt!PoolBigPageTableSize, `PoolTrackBigPagesSize`).
     pub size: u64,
     /// Live entries whose tag matched.
     pub matched_live: u64,

@@ -36,6 +36,10 @@ pub struct SessionPoolMap {
     /// `None` on the legacy allocator, or when no header found there lay
     /// in a segment that vouched for its heap.
     pub heap: Option<KernelVa>,
+    /// The session's own big-page table (`PoolTrackBigPages`) and its
+    /// entries whose tag matched; `None` when it was not read (no
+    /// `big_pool`), the session has none, or it could not be read.
+    pub big_pages: Option<BigPoolScan>,
 }
 
 /// Add every session's paged pool (`_MM_SESSION_SPACE.PagedPoolStart` to
@@ -109,6 +113,7 @@ pub fn map_session_pools<M: Memory + ?Sized>(
             dtb,
             mapped_pages,
             heap: None,
+            big_pages: None,
         });
     }
     map.add_sessions(walks);
@@ -154,6 +159,7 @@ pub(super) fn session_by_id<M: Memory + ?Sized>(
                 dtb: first.dtb,
                 mapped_pages: 0,
                 heap: None,
+                big_pages: None,
             });
         }
         known.push(sid.to_string());
