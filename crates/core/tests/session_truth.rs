@@ -70,6 +70,42 @@ fn every_build_every_session() {
             let pids: Vec<u64> = s.processes.iter().map(|p| p.pid).collect();
             assert_eq!(pids, want.pids, "{b}");
             assert!(s.warnings.is_empty(), "{b}: {:?}", s.warnings);
+            // Its own big-page table, read through its page tables.
+            let (got, truth) = (
+                s.big_pages.as_ref().unwrap(),
+                want.big_pool.as_ref().unwrap(),
+            );
+            assert_eq!(
+                (got.table.0, got.size, got.in_use, got.live_count),
+                (
+                    truth.table_va,
+                    truth.table_size,
+                    Some(truth.in_use),
+                    truth.in_use
+                ),
+                "{b}: session {}",
+                want.id
+            );
+            // Live entries, then freed ones, each in table order.
+            let mut all: Vec<_> = (truth.entries.iter())
+                .map(|e| (e.freed, e.index, e.va, e.tag.clone(), e.pool_type, e.bytes))
+                .collect();
+            all.sort();
+            let read: Vec<_> = (got.entries.iter())
+                .map(|e| {
+                    (
+                        e.freed,
+                        e.index,
+                        e.va.0,
+                        e.tag.to_string(),
+                        e.pool_type,
+                        e.bytes,
+                    )
+                })
+                .collect();
+            assert_eq!(read, all, "{b}: session {}", want.id);
+            assert!(got.entries.iter().any(|e| e.freed), "{b}: none freed");
+            assert!(got.entries.iter().all(|e| e.session), "{b}");
         }
         // The process list itself.
         let procs = t.processes().unwrap();
@@ -281,6 +317,14 @@ fn every_session_s_pool_is_found_through_its_own_page_tables() {
             .collect();
         let tags: Vec<&str> = tags.into_iter().collect();
         assert!(tags.len() >= 3, "{b}: {tags:?}");
+        // Big ones among them, live and freed, from the sessions' own
+        // big-page tables.
+        let all = sessions.iter().flat_map(|s| &s.allocations);
+        let big: Vec<_> = all.filter(|a| a.header_va.is_none()).collect();
+        assert!(
+            big.iter().any(|a| a.live) && big.iter().any(|a| !a.live),
+            "{b}"
+        );
         let r = common::run(&t, &tags, Engine::Auto);
         let found: BTreeMap<(u32, u64), &FoundAllocation> = r
             .allocations
@@ -289,7 +333,7 @@ fn every_session_s_pool_is_found_through_its_own_page_tables() {
                 let id = a
                     .session_id
                     .unwrap_or_else(|| panic!("{b}: {} at {} has no session", a.tag, a.va));
-                ((id, a.header.unwrap().0), a)
+                ((id, a.header.unwrap_or(a.va).0), a)
             })
             .collect();
         assert_eq!(found.len(), r.allocations.len(), "{b}: listed twice");
@@ -300,18 +344,32 @@ fn every_session_s_pool_is_found_through_its_own_page_tables() {
                 "{b}: session {} placed none",
                 s.id
             );
+            let big: BTreeMap<u64, u64> = (s.big_pool.iter())
+                .flat_map(|t| &t.entries)
+                .map(|e| (e.va, e.bytes))
+                .collect();
             for a in &s.allocations {
                 want += 1;
-                let h = a.header_va.unwrap();
+                let h = a.header_va.unwrap_or(a.va);
                 let name = format!("{b}: session {} {} at {h:#x}", s.id, a.tag);
                 let f = found
                     .get(&(s.id, h))
                     .unwrap_or_else(|| panic!("{name} was not found"));
                 assert_eq!(f.va.0, a.va, "{name}");
                 assert_eq!(f.pa.map(|p| p.0), a.pa, "{name}: physical address");
-                assert_eq!(f.bytes, a.block_bytes, "{name}: size");
+                // A big one's size is its big-page entry's NumberOfBytes.
+                let bytes = match a.header_va {
+                    Some(_) => a.block_bytes,
+                    None => big[&a.va],
+                };
+                assert_eq!(f.bytes, bytes, "{name}: size");
                 assert_eq!(f.tag.to_string(), a.tag, "{name}");
-                assert_eq!(f.state, AllocationState::Allocated, "{name}");
+                let state = if a.live {
+                    AllocationState::Allocated
+                } else {
+                    AllocationState::Free
+                };
+                assert_eq!(f.state, state, "{name}");
                 assert_eq!(f.allocator, common::allocator_of(a.allocator), "{name}");
                 assert_eq!(f.pool, PoolKind::Paged, "{name}");
                 assert!(f.session, "{name}: the header's session bit");
@@ -402,7 +460,7 @@ fn a_session_heap_that_does_not_vouch_for_itself_is_not_named() {
     let mut m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 5));
     m.corrupt(Corruption::UnsignedSessionHeap);
     let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
-    let tags = ["Gh05", "Gla5", "Usdi", "Uscu", "SLek"];
+    let tags = ["Gh05", "Gla5", "Usdi", "Uscu", "SLek", "Gkbm", "Gpbm"];
     let r = common::run(&t, &tags, Engine::Auto);
     let (bad, good) = (&m.truth.sessions[0], &m.truth.sessions[1]);
     let heap = |id: u32| {
@@ -425,5 +483,51 @@ fn a_session_heap_that_does_not_vouch_for_itself_is_not_named() {
             .filter(|a| a.session_id == Some(s.id))
             .count();
         assert_eq!(found, s.allocations.len(), "session {}", s.id);
+    }
+}
+
+#[test]
+fn a_hostile_session_big_page_table_is_said_and_the_other_session_is_read() {
+    // Session 0's PoolTrackBigPagesSize of 2^40 is refused before anything
+    // is read or allocated for it; session 1's table is read as before.
+    for b in [NtBuild::Win7_7601, NtBuild::Win10_19041] {
+        let mut m = Machine::build(&Scenario::small(b, 5));
+        let s0 = m.truth.sessions[0].global_va;
+        let size_off = m.m.offset_of("_MM_SESSION_SPACE", "PoolTrackBigPagesSize");
+        poke(&mut m, s0 + size_off, 1 << 40);
+        let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
+        let said = "_MM_SESSION_SPACE.PoolTrackBigPagesSize at ";
+        let p = t.session_pool(&TrackerOptions::default()).unwrap();
+        assert!(p.sessions[0].big_pages.is_none(), "{b}");
+        assert!(
+            (p.sessions[0].warnings.iter())
+                .any(|w| w.message.contains(said) && w.message.contains("0x10000000000")),
+            "{b}: {:?}",
+            p.sessions[0].warnings
+        );
+        let good = &m.truth.sessions[1];
+        let live = good.big_pool.as_ref().unwrap().in_use;
+        assert_eq!(p.sessions[1].big_pages.as_ref().unwrap().live_count, live);
+
+        let r = common::run(&t, &["Gkbm", "Gpbm"], Engine::Auto);
+        assert!(
+            r.warnings.iter().any(|w| w
+                .message
+                .starts_with("session 0's big-page table could not be read: ")
+                && w.message.contains(said)),
+            "{b}: {:?}",
+            r.warnings
+        );
+        let found = |id: u32| {
+            (r.allocations.iter())
+                .filter(|a| a.session_id == Some(id))
+                .count()
+        };
+        let want = (good.allocations.iter())
+            .filter(|a| a.header_va.is_none())
+            .count();
+        assert!(want > 0, "{b}");
+        assert_eq!(found(good.id), want, "{b}");
+        assert_eq!(found(0), 0, "{b}: session 0's are only in its table");
     }
 }

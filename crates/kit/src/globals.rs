@@ -2,9 +2,10 @@
 
 use crate::builds::Allocator;
 use crate::kdbg;
-use crate::layout::StructBuf;
+use crate::layout::{Manifest, StructBuf};
 use crate::machine::Machine;
 use crate::phys::PAGE64;
+use crate::pool::state::BigRec;
 use crate::tag::{tag_string, tag_value};
 
 use crate::pool::PAGED_POOLS;
@@ -12,74 +13,14 @@ use crate::tracker::big_page_hash;
 use crate::truth::{BigEntry, Decoy};
 
 impl Machine {
-    /// PoolBigPageTable: replay the big allocations in time order through
-    /// the kernel's insert (first entry with the free bit, probing from the
-    /// page hash) and free (set the free bit, keep key and size), so the
-    /// table holds live entries, never-used `Va == 1` entries and freed
-    /// entries with stale keys exactly where the kernel would leave them.
+    /// PoolBigPageTable: the big allocations replayed through the
+    /// kernel's insert and free ([`replay_big_table`]).
     pub(crate) fn build_big_pool_table(&mut self) {
         let recs = self.pool.big.clone();
         let live = recs.iter().filter(|r| !r.freed).count() as u64;
-        let mut size = self
-            .scenario
-            .big_pool
-            .table_size
-            .next_power_of_two()
-            .max(16);
-        // ExpResizeBigPageTable doubles the table once it is a quarter full.
-        while live > size / 4 {
-            size *= 2;
-        }
-        let mut events: Vec<(f64, usize, bool)> = Vec::new();
-        for (i, r) in recs.iter().enumerate() {
-            let t = self.rng.f64();
-            events.push((t, i, false));
-            if r.freed {
-                events.push((t + (1.0 - t) * self.rng.f64() + 1e-9, i, true));
-            }
-        }
-        events.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut va_of: Vec<u64> = vec![1; size as usize];
-        let mut rec_of: Vec<Option<usize>> = vec![None; size as usize];
-        for (_, i, free) in events {
-            let r = &recs[i];
-            let mut idx = (big_page_hash(r.va) as u64 & (size - 1)) as usize;
-            for _ in 0..size {
-                if !free && va_of[idx] & 1 == 1 {
-                    va_of[idx] = r.va;
-                    rec_of[idx] = Some(i);
-                    break;
-                }
-                if free && va_of[idx] == r.va {
-                    va_of[idx] |= 1;
-                    break;
-                }
-                idx = (idx + 1) & (size as usize - 1);
-            }
-        }
-        let ety = "_POOL_TRACKER_BIG_PAGES";
-        let entry = self.m.ty(ety).size;
-        let mut bytes = Vec::with_capacity((size * entry) as usize);
-        let mut entries = Vec::new();
-        for idx in 0..size as usize {
-            let mut e = StructBuf::new(self.m, ety);
-            e.set("Va", va_of[idx]);
-            if let Some(i) = rec_of[idx] {
-                let r = &recs[i];
-                e.set("Key", r.key as u64)
-                    .set("PoolType", r.pool_type as u64)
-                    .set("NumberOfBytes", r.bytes);
-                entries.push(BigEntry {
-                    index: idx as u64,
-                    va: r.va,
-                    tag: tag_string(r.key),
-                    pool_type: r.pool_type,
-                    bytes: r.bytes,
-                    freed: va_of[idx] & 1 == 1,
-                });
-            }
-            bytes.extend_from_slice(&e.bytes);
-        }
+        let size = big_table_size(self.scenario.big_pool.table_size, live);
+        let (bytes, entries) = replay_big_table(self.m, &recs, size, &mut self.rng);
+        let entry = self.m.ty("_POOL_TRACKER_BIG_PAGES").size;
         let nx = self.nx_kind();
         let va = self.pool_pages(nx, (size * entry).div_ceil(PAGE64), 1);
         self.write_va(va, &bytes);
@@ -316,4 +257,79 @@ impl Machine {
             }
         }
     }
+}
+
+/// A big-page table's entries for `live` live allocations: `initial`
+/// (a power of two, at least 16), doubled as ExpResizeBigPageTable does
+/// once the table is a quarter full.
+pub(crate) fn big_table_size(initial: u64, live: u64) -> u64 {
+    let mut size = initial.next_power_of_two().max(16);
+    while live > size / 4 {
+        size *= 2;
+    }
+    size
+}
+
+/// A `size`-entry big-page table after the big allocations `recs`, in an
+/// order drawn from `rng`, went through the kernel's insert (first entry
+/// with the free bit, probing from the page hash) and free (set the free
+/// bit, keep key and size): live entries, never-used `Va == 1` entries and
+/// freed entries with stale keys exactly where the kernel would leave
+/// them. Returns the table's bytes and its non-empty entries.
+pub(crate) fn replay_big_table(
+    m: &'static Manifest,
+    recs: &[BigRec],
+    size: u64,
+    rng: &mut fastrand::Rng,
+) -> (Vec<u8>, Vec<BigEntry>) {
+    let mut events: Vec<(f64, usize, bool)> = Vec::new();
+    for (i, r) in recs.iter().enumerate() {
+        let t = rng.f64();
+        events.push((t, i, false));
+        if r.freed {
+            events.push((t + (1.0 - t) * rng.f64() + 1e-9, i, true));
+        }
+    }
+    events.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut va_of: Vec<u64> = vec![1; size as usize];
+    let mut rec_of: Vec<Option<usize>> = vec![None; size as usize];
+    for (_, i, free) in events {
+        let r = &recs[i];
+        let mut idx = (big_page_hash(r.va) as u64 & (size - 1)) as usize;
+        for _ in 0..size {
+            if !free && va_of[idx] & 1 == 1 {
+                va_of[idx] = r.va;
+                rec_of[idx] = Some(i);
+                break;
+            }
+            if free && va_of[idx] == r.va {
+                va_of[idx] |= 1;
+                break;
+            }
+            idx = (idx + 1) & (size as usize - 1);
+        }
+    }
+    let ety = "_POOL_TRACKER_BIG_PAGES";
+    let mut bytes = Vec::with_capacity((size * m.ty(ety).size) as usize);
+    let mut entries = Vec::new();
+    for idx in 0..size as usize {
+        let mut e = StructBuf::new(m, ety);
+        e.set("Va", va_of[idx]);
+        if let Some(i) = rec_of[idx] {
+            let r = &recs[i];
+            e.set("Key", r.key as u64)
+                .set("PoolType", r.pool_type as u64)
+                .set("NumberOfBytes", r.bytes);
+            entries.push(BigEntry {
+                index: idx as u64,
+                va: r.va,
+                tag: tag_string(r.key),
+                pool_type: r.pool_type,
+                bytes: r.bytes,
+                freed: va_of[idx] & 1 == 1,
+            });
+        }
+        bytes.extend_from_slice(&e.bytes);
+    }
+    (bytes, entries)
 }

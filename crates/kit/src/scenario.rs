@@ -89,9 +89,11 @@ pub struct SessionSpec {
 }
 
 /// A tag's session paged-pool history: the session tracker's counters,
-/// and on legacy-allocator builds (Win7 to 1809) its `live` allocations in
-/// the session's pool pages (`SessionTruth::allocations`); from 19H1 on
-/// counters only.
+/// and its `live` allocations in the session's pool
+/// (`SessionTruth::allocations`): legacy pool pages (Win7 to 1809) or the
+/// session's own segment heap (19H1+); those too big for either in whole
+/// pages or VS chunks the session's big-page table names, with up to two
+/// of the `freed` ones as its stale entries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionTagSpec {
@@ -397,7 +399,7 @@ impl Scenario {
 }
 
 /// Session 0 (services) and one interactive session, with win32k-style
-/// tags and a leaking one in session 1.
+/// tags (big bitmaps among them) and a leaking one in session 1.
 pub fn default_sessions() -> Vec<SessionSpec> {
     let t = |tag: &str, live, size, freed| SessionTagSpec {
         tag: tag.into(),
@@ -416,6 +418,9 @@ pub fn default_sessions() -> Vec<SessionSpec> {
             tags: vec![
                 t("Gla5", 14, SizeSpec::Fixed(0x40), 300),
                 t("Usdi", 3, SizeSpec::Fixed(0x2C0), 2),
+                // Bitmaps too big for a pool page or a VS chunk: whole
+                // pages, in the session's big-page table.
+                t("Gkbm", 2, SizeSpec::Fixed(0x11000), 3),
             ],
             filler_tags: 0,
         },
@@ -448,6 +453,9 @@ pub fn default_sessions() -> Vec<SessionSpec> {
                     70,
                 ),
                 t("SLek", 900, SizeSpec::Fixed(0x90), 4),
+                // Bitmap bits of 0xFE1+ bytes: headerless, in the
+                // session's big-page table (a VS chunk from 19H1 on).
+                t("Gpbm", 6, SizeSpec::Fixed(0x3000), 40),
             ],
             filler_tags: 0,
         },

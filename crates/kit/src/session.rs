@@ -16,8 +16,9 @@ use crate::layout::StructBuf;
 use crate::machine::Machine;
 use crate::paging::{AddressSpace, Prot, sign_extend};
 use crate::phys::{GB, PAGE64};
+use crate::pool::SEG_HEAP_BIG;
 use crate::scenario::SessionSpec;
-use crate::session_pool::{PendingSessionHeap, SessionPool};
+use crate::session_pool::{MAX_CHUNK, PendingSessionHeap, SessionBlock, SessionPool};
 use crate::tag::{tag_string, tag_value};
 use crate::tracker::{tag_hash, tag_row};
 use crate::truth::{Counters, ProcessTruth, SessionTruth, TagUsage, TrackerSlot};
@@ -34,6 +35,10 @@ const LEGACY_TABLE_OFFSET: u64 = 0x2000;
 
 /// A tag's session tracker counters: (key, allocs, frees, bytes).
 type Charge = (u32, u64, u64, u64);
+
+/// Freed big allocations of a tag whose stale entries the session's
+/// big-page table keeps, at most.
+const FREED_BIG_KEPT: u64 = 2;
 
 /// What the process builder needs of a built session.
 struct BuiltSession {
@@ -321,18 +326,20 @@ impl Machine {
         let mut rng = fastrand::Rng::with_seed(self.scenario.seed ^ (0x5E55_0000 | spec.id as u64));
         let mut blocks = blocks;
         rng.shuffle(&mut blocks);
-        let allocations = if self.scenario.build.allocator() == Allocator::Legacy {
-            self.place_session_blocks(&mut pool, &blocks, &mut rng)
+        let (allocations, big_pool) = if self.scenario.build.allocator() == Allocator::Legacy {
+            let (a, t) = self.place_legacy_session(&mut pool, global_va, &blocks, &mut rng);
+            (a, Some(t))
         } else {
             // Placed last (session_pool.rs); the ground truth gets them then.
             self.pending_session_heaps.push(PendingSessionHeap {
                 index,
+                global_va,
                 pool,
                 end: session_pool + SESSION_POOL_BYTES,
                 blocks,
                 rng,
             });
-            Vec::new()
+            (Vec::new(), None)
         };
 
         BuiltSession {
@@ -351,6 +358,7 @@ impl Machine {
                 tags: filled.rows,
                 allocations,
                 heap_va: None,
+                big_pool,
             },
         }
     }
@@ -408,19 +416,39 @@ impl Machine {
     }
 
     /// The session's tags and filler tags as (key, allocs, frees, bytes);
-    /// and the blocks of its tags' live allocations, (key, bytes asked
-    /// for), whose sizes the bytes sum (header included).
-    fn session_charges(&mut self, spec: &SessionSpec) -> (Vec<Charge>, Vec<(u32, u64)>) {
+    /// and the blocks of its tags' live allocations, whose sizes the bytes
+    /// sum as the tracker charges them (a big allocation by its pages on
+    /// the legacy allocator, by the bytes asked for on the segment heap),
+    /// with a few freed big ones the session's big-page table still names.
+    fn session_charges(&mut self, spec: &SessionSpec) -> (Vec<Charge>, Vec<SessionBlock>) {
         let mut charges: Vec<Charge> = Vec::new();
         let mut blocks = Vec::new();
+        // Freed big allocations' sizes come from a generator of their own,
+        // so the rest of the machine draws what it drew without them.
+        let mut big_rng =
+            fastrand::Rng::with_seed(self.scenario.seed ^ (0xB16_0000 | spec.id as u64));
         for t in &spec.tags {
             let key = tag_value(&t.tag);
             let sizes: Vec<u64> = (0..t.live)
                 .map(|_| t.size.pick(&mut self.rng) as u64)
                 .collect();
-            let bytes: u64 = sizes.iter().map(|s| (s + 0x10).div_ceil(16) * 16).sum();
+            let bytes: u64 = sizes.iter().map(|&s| self.session_charge(s)).sum();
             charges.push((key, t.live as u64 + t.freed, t.freed, bytes));
-            blocks.extend(sizes.into_iter().map(|s| (key, s)));
+            blocks.extend(sizes.into_iter().map(|size| SessionBlock {
+                key,
+                size,
+                live: true,
+            }));
+            for _ in 0..t.freed.min(FREED_BIG_KEPT) {
+                let size = t.size.pick(&mut big_rng) as u64;
+                if self.session_big(size) {
+                    blocks.push(SessionBlock {
+                        key,
+                        size,
+                        live: false,
+                    });
+                }
+            }
         }
         for i in 0..spec.filler_tags {
             let key = tag_value(&filler_tag(i));
@@ -429,6 +457,25 @@ impl Machine {
             charges.push((key, live + freed, freed, live * 0x40));
         }
         (charges, blocks)
+    }
+
+    /// Whether a session allocation of `size` bytes is a big one, tracked
+    /// in the session's big-page table: larger than a pool page's chunk
+    /// (legacy), or 0xFE1 bytes and more (segment heap).
+    pub(crate) fn session_big(&self, size: u64) -> bool {
+        match self.scenario.build.allocator() {
+            Allocator::Legacy => (size + 0x10).div_ceil(16) * 16 > MAX_CHUNK,
+            Allocator::SegmentHeap => size >= SEG_HEAP_BIG,
+        }
+    }
+
+    /// What the session tracker charges for an allocation of `size` bytes.
+    fn session_charge(&self, size: u64) -> u64 {
+        match self.scenario.build.allocator() {
+            Allocator::Legacy if self.session_big(size) => size.div_ceil(PAGE64) * PAGE64,
+            Allocator::SegmentHeap if self.session_big(size) => size,
+            _ => (size + 0x10).div_ceil(16) * 16,
+        }
     }
 
     /// Give every process the kernel's top-level entries (after everything

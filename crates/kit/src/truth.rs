@@ -75,15 +75,20 @@ pub struct SessionTruth {
     pub pids: Vec<u64>,
     /// Expected rows (all "Paged": session pool is paged).
     pub tags: Vec<TagUsage>,
-    /// The live allocations of its tags, in its session pool: legacy pool
-    /// pages before 19H1, its own segment heap from 19H1 on. Their
-    /// addresses are session-space addresses. Blocks too large for a pool
-    /// page or heap block are left out (they would be session big pages).
+    /// The allocations of its tags, in its session pool: legacy pool pages
+    /// before 19H1, its own segment heap from 19H1 on, big ones (without a
+    /// header) in whole pages or VS chunks. Their addresses are
+    /// session-space addresses. All are live but the few freed big ones
+    /// its big-page table still names.
     #[serde(default)]
     pub allocations: Vec<Allocation>,
     /// Its pool's `_SEGMENT_HEAP` (19H1+), in session space.
     #[serde(default)]
     pub heap_va: Option<u64>,
+    /// Its own big-page table (`_MM_SESSION_SPACE.PoolTrackBigPages`), in
+    /// session space; `in_use` is its PoolBigEntriesInUse.
+    #[serde(default)]
+    pub big_pool: Option<BigPoolTruth>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

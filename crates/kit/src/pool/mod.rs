@@ -155,6 +155,12 @@ impl Machine {
         Self::in_use_pool_type(t)
     }
 
+    /// The POOL_TYPE a big-page entry stores: a session's heap adds the
+    /// session bit (PagedPoolSession is 0x21).
+    pub(crate) fn big_pool_type(&self, kind: PoolKind) -> u32 {
+        kind.pool_type() | if self.pool.session { 0x20 } else { 0 }
+    }
+
     /// An allocated header's PoolType byte for the POOL_TYPE `t`.
     pub(crate) fn in_use_pool_type(t: u64) -> u64 {
         (t & 0x6D) | 2
@@ -241,7 +247,7 @@ impl Machine {
         self.pool.big.push(BigRec {
             va,
             key: r.key,
-            pool_type: r.kind.pool_type(),
+            pool_type: self.big_pool_type(r.kind),
             bytes,
             freed: !r.live,
         });

@@ -9,7 +9,7 @@ use crate::machine::Machine;
 use crate::phys::{MB, PAGE64};
 use crate::scenario::PoolKind;
 
-use super::format::{SEG_HEAP_BIG, SEGMENT_SIGNATURE_KEY};
+use super::format::SEGMENT_SIGNATURE_KEY;
 use super::state::{Req, Segment};
 use crate::truth::Allocation;
 
@@ -234,15 +234,11 @@ impl Machine {
     /// Lay out `reqs` in a heap of their own: the one [`Machine::pool`]
     /// and [`Machine::heaps`] hold for paged pool (a session's, swapped in
     /// by `session_pool.rs`), then write its subsegment and segment
-    /// headers and its `_SEGMENT_HEAP`. Requests too large for a block
-    /// with a pool header are left out: they would live in a big-page
-    /// table.
+    /// headers and its `_SEGMENT_HEAP`. Requests of 0xFE1 bytes and more
+    /// are placed without a header and recorded in [`Machine::pool`]'s
+    /// big allocations, for the heap's big-page table.
     pub(crate) fn fill_own_heap(&mut self, reqs: &[Req]) -> Vec<Allocation> {
-        let out: Vec<Allocation> = reqs
-            .iter()
-            .filter(|r| r.size < SEG_HEAP_BIG)
-            .map(|r| self.place_block(r))
-            .collect();
+        let out: Vec<Allocation> = reqs.iter().map(|r| self.place_block(r)).collect();
         self.close_vs_sub(PoolKind::Paged);
         self.write_subsegment_headers();
         self.write_heap(PoolKind::Paged);

@@ -174,7 +174,7 @@ impl Machine {
             self.pool.big.push(BigRec {
                 va: data,
                 key: r.key,
-                pool_type: r.kind.pool_type(),
+                pool_type: self.big_pool_type(r.kind),
                 bytes: r.size,
                 freed: !r.live,
             });
