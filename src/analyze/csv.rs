@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use super::report::Row;
+use super::report::{BigEntry, Row};
 use super::{Args, Report};
 use crate::render::csv_table;
 
@@ -43,13 +43,38 @@ fn row_fields(x: &Row) -> Vec<String> {
     f
 }
 
+/// A big-page entry's CSV fields, in [`BIG_POOL_COLUMNS`] order.
+fn big_fields(e: &BigEntry) -> [String; 7] {
+    [
+        e.va.as_str(),
+        &e.tag,
+        e.pool,
+        &e.pool_type,
+        &e.bytes.to_string(),
+        if e.freed { "free" } else { "allocated" },
+        e.driver.as_deref().unwrap_or(""),
+    ]
+    .map(String::from)
+}
+
 pub(super) fn render_csv(r: &Report, args: &Args) -> Result<String> {
     // CSV is for a program: the notes go to the person, on stderr.
     for n in &r.notes {
         eprintln!("pooldump: note: {}", pooldump_core::text::escape_lines(n));
     }
     let mut w = csv::Writer::from_writer(Vec::new());
-    if let Some(sessions) = &r.sessions {
+    if let (Some(sessions), true) = (&r.sessions, args.big_pool) {
+        let rows = sessions.iter().flat_map(|s| {
+            let id = s.id.map(|i| i.to_string()).unwrap_or_default();
+            let entries = s.big_pages.iter().flat_map(|b| &b.entries);
+            entries.map(move |e| std::iter::once(id.clone()).chain(big_fields(e)))
+        });
+        csv_table(
+            &mut w,
+            std::iter::once("session").chain(BIG_POOL_COLUMNS),
+            rows,
+        )?;
+    } else if let Some(sessions) = &r.sessions {
         let rows = sessions.iter().flat_map(|s| {
             let id = s.id.map(|i| i.to_string()).unwrap_or_default();
             s.rows
@@ -64,19 +89,7 @@ pub(super) fn render_csv(r: &Report, args: &Args) -> Result<String> {
             .map(|s| std::iter::once(s.site.clone()).chain(row_fields(&s.row)));
         csv_table(&mut w, std::iter::once("site").chain(ROW_COLUMNS), rows)?;
     } else if let (Some(b), true) = (&r.big_pool, args.big_pool) {
-        let rows = b.entries.iter().map(|e| {
-            [
-                e.va.as_str(),
-                &e.tag,
-                e.pool,
-                &e.pool_type,
-                &e.bytes.to_string(),
-                if e.freed { "free" } else { "allocated" },
-                e.driver.as_deref().unwrap_or(""),
-            ]
-            .map(String::from)
-        });
-        csv_table(&mut w, BIG_POOL_COLUMNS, rows)?;
+        csv_table(&mut w, BIG_POOL_COLUMNS, b.entries.iter().map(big_fields))?;
     } else {
         csv_table(&mut w, ROW_COLUMNS, r.rows.iter().map(row_fields))?;
     }

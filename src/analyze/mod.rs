@@ -55,8 +55,10 @@ pub struct Args {
     #[arg(long)]
     pub show_free: bool,
     /// Show session pool instead, one table per session (!poolused 8): each
-    /// session's tracker read through its own processes' page tables.
-    #[arg(long, conflicts_with = "big_pool")]
+    /// session's tracker read through its own processes' page tables. With
+    /// --big-pool, each session's own big-page table (PoolTrackBigPages)
+    /// instead of its tags.
+    #[arg(long)]
     pub session: bool,
     /// Rows per call site: the map `callsites --patch` or `relabel` wrote
     /// (each allocation site's fresh tag counted under its site's name),
@@ -148,7 +150,8 @@ pub fn collect(args: &Args) -> Result<Report> {
         ));
     }
     let mut big_pool = None;
-    if args.big_pool {
+    // With --session, the sessions' own tables are the big-page lists.
+    if args.big_pool && !args.session {
         big_pool = Some(view.big_pool(&rows, &mut warnings, &mut notes)?);
     }
     let mut sessions = None;

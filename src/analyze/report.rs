@@ -55,6 +55,9 @@ pub struct Session {
     pub totals: PoolCounters,
     pub tags: u64,
     pub rows: Vec<Row>,
+    /// Its own big-page table (`PoolTrackBigPages`), filtered and sorted as
+    /// the global list; null when it has none or it could not be read.
+    pub big_pages: Option<BigPool>,
 }
 
 #[derive(Debug, Serialize)]

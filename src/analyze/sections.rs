@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use pooldump_core::pool::{PoolTagDb, PoolUsage, TagUsage, TrackerOptions, UsageQuery};
+use pooldump_core::pool::{
+    BigPoolTable, PoolTagDb, PoolUsage, TagUsage, TrackerOptions, UsageQuery,
+};
 use pooldump_core::relabel;
 use pooldump_core::symbols::SourceKind;
 use pooldump_core::{Target, Warning, WarningKind};
@@ -108,6 +110,10 @@ impl View<'_> {
                     .map(|w| Warning::new(w.kind, format!("{label}: {w}"))),
             );
             let rows = self.attributed(self.query.apply(&u.rows));
+            let big_pages = u
+                .big_pages
+                .as_ref()
+                .map(|t| self.session_big_pages(t, &u.rows));
             out.push(Session {
                 id: u.session_id,
                 session_space: u.session_space.to_string(),
@@ -119,9 +125,29 @@ impl View<'_> {
                 totals: u.totals.both_pools().into(),
                 tags: u.totals.tags,
                 rows: rows.iter().map(row).collect(),
+                big_pages,
             });
         }
         Ok(out)
+    }
+
+    /// A session's big-page list, filtered and sorted as the global one,
+    /// with the drivers of its tags (its tracker's `rows`); freed entries
+    /// only with --show-free.
+    fn session_big_pages(&self, t: &BigPoolTable, rows: &[TagUsage]) -> BigPool {
+        let t = BigPoolTable {
+            entries: (t.entries.iter())
+                .filter(|e| self.args.show_free || !e.freed)
+                .cloned()
+                .collect(),
+            warnings: Vec::new(),
+            ..t.clone()
+        };
+        let tags: Vec<TagUsage> = (rows.iter())
+            .filter(|r| t.entries.iter().any(|e| e.tag == r.tag))
+            .cloned()
+            .collect();
+        big_pool_report(&t, &self.attributed(tags), self.query)
     }
 
     /// The rows of the map's tags per call site (`--relabel`).

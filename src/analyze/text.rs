@@ -62,6 +62,11 @@ fn big_pool_table(out: &mut String, b: &BigPool, args: &Args) {
             " (--show-free lists them)"
         }
     ));
+    big_entries(out, b);
+}
+
+/// A big-page list's entries.
+fn big_entries(out: &mut String, b: &BigPool) {
     ListTable::new(&b.entries)
         .left("Address", |e| &e.va)
         .left("Tag", |e| &e.tag)
@@ -104,7 +109,25 @@ fn session_tables(out: &mut String, sessions: &[Session], args: &Args) {
             x.tags,
             procs.join(", ")
         ));
-        tag_table(out, &x.rows, None, args);
+        match &x.big_pages {
+            Some(b) => out.push_str(&format!(
+                "  Big-page table {}: {} entries, {} live ({} bytes){}, {} freed\n",
+                b.table,
+                b.size,
+                b.live,
+                b.live_bytes,
+                b.in_use
+                    .map(|n| format!(", PoolBigEntriesInUse {n}"))
+                    .unwrap_or_default(),
+                b.freed,
+            )),
+            None => out.push_str("  No big-page table read (see the warnings)\n"),
+        }
+        match &x.big_pages {
+            Some(b) if args.big_pool => big_entries(out, b),
+            _ if args.big_pool => {}
+            _ => tag_table(out, &x.rows, None, args),
+        }
     }
 }
 

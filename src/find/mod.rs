@@ -67,7 +67,7 @@ pub struct Args {
     /// Candidate search: auto, memmem, stride or aho-corasick.
     #[arg(long, default_value = "auto", value_name = "ENGINE")]
     pub engine: Engine,
-    /// Skip the big-page table.
+    /// Skip the big-page tables (the kernel's and each session's).
     #[arg(long)]
     pub no_big_pool: bool,
     /// No progress bar.

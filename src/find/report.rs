@@ -219,6 +219,21 @@ pub struct SessionScan {
     /// Its pool's own segment heap (19H1+), as its segments name it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heap: Option<String>,
+    /// Its own big-page table (`PoolTrackBigPages`) and the entries whose
+    /// tag matched; absent with --no-big-pool, or when it could not be
+    /// read (said in the warnings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub big_pages: Option<SessionBigPages>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionBigPages {
+    /// `_MM_SESSION_SPACE.PoolTrackBigPages` (a session-space address).
+    pub table: String,
+    /// `PoolTrackBigPagesSize`: its entries.
+    pub size: u64,
+    pub matched_live: u64,
+    pub matched_freed: u64,
 }
 
 /// The per-tag counts as rows per call site of the map: each allocation
@@ -371,6 +386,12 @@ fn scan_row(r: &FindReport) -> Scan {
                 dtb: format!("{:#x}", s.dtb.0),
                 mapped_pages: s.mapped_pages,
                 heap: s.heap.map(|h| h.to_string()),
+                big_pages: s.big_pages.as_ref().map(|b| SessionBigPages {
+                    table: b.table.to_string(),
+                    size: b.size,
+                    matched_live: b.matched_live,
+                    matched_freed: b.matched_freed,
+                }),
             })
             .collect(),
         page_tables_read: r.pagemap.tables_read,

@@ -129,9 +129,79 @@ fn session_pool_per_session_as_poolused_8() {
     assert_eq!(lines.len(), 3, "{}", r.stdout);
     assert!(lines[1].starts_with("0,Gla5,Paged,"));
     assert!(lines[2].starts_with("1,Gla5,Paged,"));
-    // --session and --big-pool are different views.
-    let r = analyze_sample(&["--session", "--big-pool"]);
-    assert_eq!(r.code(), Some(2), "{}", r.stderr);
+    // --session --big-pool: each session's own big-page table, live and
+    // (with --show-free) freed entries, as the truth has them.
+    let r = analyze_sample(&["--session", "--big-pool", "--show-free", "--json"]);
+    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+    let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(j["big_pool"].is_null(), "the global table is not the view");
+    let va = |v: &serde_json::Value| {
+        u64::from_str_radix(&v.as_str().unwrap().replace('`', ""), 16).unwrap()
+    };
+    let mut listed = 0;
+    for (g, w) in support::items(&j["sessions"]).zip(&want) {
+        let (b, t) = (&g["big_pages"], &w["big_pool"]);
+        assert_eq!(va(&b["table"]), t["table_va"].as_u64().unwrap());
+        assert_eq!(b["size"], t["table_size"]);
+        assert_eq!(b["in_use"], t["in_use"]);
+        assert_eq!(b["live"], t["in_use"]);
+        let mut got: Vec<(u64, String, u64, bool)> = support::items(&b["entries"])
+            .map(|e| {
+                let tag = e["tag"].as_str().unwrap().to_string();
+                (
+                    va(&e["va"]),
+                    tag,
+                    e["bytes"].as_u64().unwrap(),
+                    e["freed"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        let mut truth: Vec<(u64, String, u64, bool)> = support::items(&t["entries"])
+            .map(|e| {
+                let tag = e["tag"].as_str().unwrap().to_string();
+                (
+                    e["va"].as_u64().unwrap(),
+                    tag,
+                    e["bytes"].as_u64().unwrap(),
+                    e["freed"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        got.sort();
+        truth.sort();
+        assert_eq!(got, truth, "session {}", g["id"]);
+        listed += got.len();
+    }
+    assert!(listed > 0);
+    // Its text lists entries, not tags; CSV leads with the session.
+    let r = analyze_sample(&["--session", "--big-pool", "-i", "Gpbm"]);
+    support::assert_contains_all(
+        "--session --big-pool",
+        r.ok(),
+        &[
+            "  Big-page table ",
+            "PoolBigEntriesInUse",
+            " Address ",
+            "Gpbm  Paged      0x21",
+        ],
+    );
+    assert!(!r.stdout.contains("Per Alloc"), "{}", r.stdout);
+    let r = analyze_sample(&["--session", "--big-pool", "--csv", "-i", "Gpbm"]);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "session,va,tag,type,pool_type,bytes,status,driver"
+    );
+    let gpbm = (want[1]["big_pool"]["entries"].as_array().unwrap().iter())
+        .filter(|e| e["tag"] == "Gpbm" && e["freed"] == false)
+        .count();
+    assert!(gpbm > 0);
+    assert_eq!(lines.len(), 1 + gpbm, "{}", r.stdout);
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.starts_with("1,") && l.contains(",Gpbm,Paged,0x21,"))
+    );
 }
 
 #[test]
