@@ -327,6 +327,17 @@ fn session_pool_case(build: NtBuild) {
         .collect();
     let want_heaps: Vec<Option<u64>> = m.truth.sessions.iter().map(|s| s.heap_va).collect();
     assert_eq!(heaps, want_heaps, "{build}");
+    // Each session's own big-page table: its live and freed entries are
+    // among the allocations (every tag of the session is searched).
+    for (s, t) in support::items(&j["scan"]["sessions"]).zip(&m.truth.sessions) {
+        let (b, want) = (&s["big_pages"], t.big_pool.as_ref().unwrap());
+        assert_eq!(va(b["table"].as_str().unwrap()), want.table_va, "{build}");
+        assert_eq!(b["size"], want.table_size, "{build}");
+        let count = |freed: bool| want.entries.iter().filter(|e| e.freed == freed).count();
+        assert_eq!(b["matched_live"], count(false), "{build}");
+        assert_eq!(b["matched_freed"], count(true), "{build}");
+        assert!(count(false) > 0 && count(true) > 0, "{build}");
+    }
     // The tracker column counts the sessions' own tables: nothing is
     // "not found".
     for t in support::items(&j["tags"]) {

@@ -586,3 +586,42 @@ fn session_space_is_read_through_the_session_named() {
     }
     assert!(seen >= 1, "the sample's sessions hold no blocks");
 }
+
+#[test]
+fn a_session_big_allocation_is_found_in_that_session_s_own_table() {
+    // The sample's sessions' big allocations (no pool header) are only in
+    // their own big-page tables: --session N finds the one holding an
+    // address inside it, with its size from the table.
+    let t = sample_truth();
+    let mut seen = 0;
+    for s in support::items(&t["sessions"]) {
+        let id = s["id"].as_u64().unwrap();
+        let entries = &s["big_pool"]["entries"];
+        let Some(e) = support::items(entries).find(|e| e["freed"] == false) else {
+            continue;
+        };
+        seen += 1;
+        let va = e["va"].as_u64().unwrap();
+        let addr = format!("{:x}", va + 0x100);
+        let r = pool(&[&addr, "--session", &id.to_string(), "--json"]);
+        assert_eq!(r.code(), Some(0), "{}", r.stderr);
+        let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        let c = &j["containing"];
+        assert_eq!(va_of(&c["va"]), va, "{j}");
+        assert_eq!(c["tag"], e["tag"], "{j}");
+        assert_eq!(c["allocator"], "big-pool", "{j}");
+        assert_eq!(c["bytes"], e["bytes"], "{j}");
+        assert_eq!(c["pool_type"], "0x21", "{j}");
+        assert_eq!(c["session_id"], id, "{j}");
+        assert!(c["header"].is_null(), "{j}");
+        // The other session's table does not hold it.
+        let other = if id == 0 { "1" } else { "0" };
+        let r = pool(&[&addr, "--session", other, "--json"]);
+        let j: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+        assert!(
+            j["containing"].is_null() || va_of(&j["containing"]["va"]) != va,
+            "{j}"
+        );
+    }
+    assert_eq!(seen, 2, "both sessions hold big allocations");
+}
