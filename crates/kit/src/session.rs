@@ -16,9 +16,9 @@ use crate::layout::StructBuf;
 use crate::machine::Machine;
 use crate::paging::{AddressSpace, Prot, sign_extend};
 use crate::phys::{GB, PAGE64};
-use crate::pool::SEG_HEAP_BIG;
+use crate::pool::{LEGACY_BIG, SEG_HEAP_BIG};
 use crate::scenario::SessionSpec;
-use crate::session_pool::{MAX_CHUNK, PendingSessionHeap, SessionBlock, SessionPool};
+use crate::session_pool::{PendingSessionHeap, SessionBlock, SessionPool};
 use crate::tag::{tag_string, tag_value};
 use crate::tracker::{tag_hash, tag_row};
 use crate::truth::{Counters, ProcessTruth, SessionTruth, TagUsage, TrackerSlot};
@@ -464,7 +464,7 @@ impl Machine {
     /// (legacy), or 0xFE1 bytes and more (segment heap).
     pub(crate) fn session_big(&self, size: u64) -> bool {
         match self.scenario.build.allocator() {
-            Allocator::Legacy => (size + 0x10).div_ceil(16) * 16 > MAX_CHUNK,
+            Allocator::Legacy => size > LEGACY_BIG,
             Allocator::SegmentHeap => size >= SEG_HEAP_BIG,
         }
     }

@@ -24,17 +24,14 @@ use crate::globals::{big_table_size, replay_big_table};
 use crate::machine::{Machine, Region};
 use crate::paging::{AddressSpace, Prot};
 use crate::phys::{MB, PAGE64};
-use crate::pool::Req;
 use crate::pool::state::{BigRec, PoolState};
+use crate::pool::{LEGACY_BIG, Req};
 use crate::scenario::PoolKind;
 use crate::tag::tag_string;
 use crate::truth::{Allocation, AllocatorKind, BigPoolTruth};
 
 /// POOL_TYPE PagedPoolSession.
 const PAGED_POOL_SESSION: u64 = 0x21;
-/// A chunk's header and body fit one page: BlockSize is 8 bits of
-/// 16-byte units, and larger allocations take whole pages.
-pub(crate) const MAX_CHUNK: u64 = 0xFF0;
 /// A session's big-page table's entries before it grows (doubled once a
 /// quarter full, as the kernel's own). Nothing public says what Windows
 /// starts a session's table at; a reader takes the size the structure
@@ -111,7 +108,7 @@ impl Machine {
         for b in blocks {
             let (key, size) = (b.key, b.size);
             let block = (size + 0x10).div_ceil(16) * 16;
-            if block > MAX_CHUNK {
+            if size > LEGACY_BIG {
                 out.push(self.legacy_session_big(pool, b, rng, &mut big));
                 continue;
             }

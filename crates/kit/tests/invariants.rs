@@ -160,3 +160,35 @@ fn bulk_pool_counts_agree_with_its_pages() {
         assert!(live_big >= 300);
     }
 }
+
+/// A legacy chunk, header included, is at most 0xFF0 bytes (BlockSize is
+/// 8 bits of 16-byte units): 0xFE0 bytes is the largest a pool page
+/// serves, and anything above takes whole pages in the big-page table.
+#[test]
+fn legacy_chunks_stop_at_0xfe0_bytes() {
+    for b in [NtBuild::Win7_7601, NtBuild::Win10_17763] {
+        let mut s = Scenario::small(b, 3);
+        s.tags.push(tag("Edge", PoolKind::Paged, 2, 0xFE0, 0));
+        s.tags.push(tag("Over", PoolKind::Paged, 2, 0xFE8, 0));
+        let m = Machine::build(&s);
+        let of = |name: &str| {
+            let v = pooldump_kit::machine::tag_value(name);
+            m.truth
+                .allocations
+                .iter()
+                .filter(move |a| a.tag_value == v && a.live)
+        };
+        for a in of("Edge") {
+            assert_eq!(a.block_bytes, 0xFF0, "{b}: a full chunk");
+            assert!(a.header_va.is_some(), "{b}");
+        }
+        for a in of("Over") {
+            assert!(a.header_va.is_none(), "{b}: whole pages, no header");
+            assert_eq!(a.va % 0x1000, 0, "{b}");
+        }
+        let over = (m.truth.big_pool.entries.iter())
+            .filter(|e| e.tag == "Over" && !e.freed)
+            .count();
+        assert_eq!(over, 2, "{b}");
+    }
+}

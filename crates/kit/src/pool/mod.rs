@@ -3,7 +3,7 @@
 //! * Legacy allocator (Win7 to 1809): 4 KiB pool pages carved into chunks,
 //!   each with a `_POOL_HEADER` whose PreviousSize chains to its neighbour
 //!   (docs/pool-structures.md §4); freed chunks keep their tag with PoolType 0;
-//!   allocations above 0xFF0 bytes take whole pages and live only in the
+//!   allocations above 0xFE0 bytes take whole pages and live only in the
 //!   big-page table.
 //! * Segment heap (19H1+, docs/pool-structures.md §5): 1 MiB page segments with
 //!   range descriptors; LFH subsegments (blocks up to 0x200 bytes, each a
