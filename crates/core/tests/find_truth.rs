@@ -84,9 +84,13 @@ fn check(m: &Machine, truth: &[Allocation], r: &FindReport, tags: &[&str], what:
                 let seg = k & !0xF_FFFF;
                 let first = a.extra_header_va.unwrap_or(k);
                 let chunk_page = (first - 0x10) & !0xFFF;
+                // A VS header at a page's start may have moved there from
+                // the chunk header before it: only the segment header's
+                // chunk chain finds that chunk.
+                let moved = a.allocator == AllocatorKind::Vs && first % 0x1000 == 0;
                 assert!(
                     (out.contains(&seg) || out.contains(&(seg + 0x1000)))
-                        && (a.allocator != AllocatorKind::Vs || out.contains(&chunk_page)),
+                        && (a.allocator != AllocatorKind::Vs || moved || out.contains(&chunk_page)),
                     "{name}: state unknown with its heap metadata in the dump"
                 );
                 assert_eq!(f.allocator, Allocator::Unverified, "{name}");
@@ -113,6 +117,22 @@ fn check(m: &Machine, truth: &[Allocation], r: &FindReport, tags: &[&str], what:
             }
         } else if a.stale_header && a.in_dump {
             let f = f.unwrap_or_else(|| panic!("{name}: its stale header was not found"));
+            // Unknown only when the heap metadata that decides it is paged
+            // out: the segment header (without it the chunk chain that
+            // finds a header moved to a page's start cannot be walked), or
+            // the page of the VS chunk header.
+            let out: BTreeSet<u64> = m.truth.pages.paged_out.iter().copied().collect();
+            let seg = k & !0xF_FFFF;
+            let chunk_page = (k - 0x10) & !0xFFF;
+            let metadata_out = [seg, seg + 0x1000, chunk_page]
+                .iter()
+                .any(|p| out.contains(p));
+            if f.state == AllocationState::Unknown
+                && a.allocator == AllocatorKind::Vs
+                && metadata_out
+            {
+                continue;
+            }
             assert_eq!(f.state, AllocationState::Free, "{name}");
         } else if let Some(f) = f {
             assert_eq!(f.state, AllocationState::Free, "{name}");
@@ -418,7 +438,17 @@ fn paged_out_pool_is_counted_not_found() {
         })
         .count() as u64;
     assert!(truth_missing > 0);
-    assert_eq!(missing, truth_missing);
+    // A freed block's stale header whose heap metadata is paged out is
+    // listed as Unknown (allocated or recently freed) and counted as seen.
+    let freed: BTreeSet<u64> = (m.truth.allocations.iter())
+        .filter(|a| !a.live)
+        .filter_map(|a| a.header_va)
+        .collect();
+    let stale_unknown = (r.allocations.iter())
+        .filter(|f| f.state == AllocationState::Unknown)
+        .filter(|f| f.header.is_some_and(|h| freed.contains(&h.0)))
+        .count() as u64;
+    assert_eq!(missing + stale_unknown, truth_missing);
 }
 
 #[test]

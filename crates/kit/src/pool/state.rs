@@ -27,6 +27,9 @@ pub(crate) struct PoolState {
     pub lfh_subs: Vec<LfhSub>,
     pub(super) vs: BTreeMap<PoolKind, usize>,
     pub vs_subs: Vec<VsSub>,
+    /// VS chunks whose pool header moved to the next page's start, by
+    /// that header: the chunk header is not right in front of it.
+    pub vs_moved: BTreeMap<u64, u64>,
     pub big: Vec<BigRec>,
     /// Segments linked into their heaps' lists (the running machine adds
     /// segments after the build wrote them).

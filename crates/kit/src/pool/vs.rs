@@ -70,8 +70,9 @@ impl Machine {
     }
 
     /// Place a chunk in a VS subsegment. With a header, the pool header
-    /// and data never straddle a page: the chunk moves so the header starts
-    /// the next page and the gap becomes a free chunk.
+    /// and data never straddle a page: when they would, the pool header
+    /// starts the next page inside the same chunk, the bytes between the
+    /// chunk header and it unused.
     pub(super) fn vs_place(&mut self, r: &Req, with_header: bool) -> Allocation {
         let size16 = round16(r.size);
         let ca = r.cache_aligned && with_header;
@@ -84,7 +85,7 @@ impl Machine {
                 let s = &self.pool.vs_subs[i];
                 (s.va, s.seg, s.off, s.prev_units)
             };
-            let mut c = va + off;
+            let c = va + off;
             let layout = |c: u64| -> (u64, u64) {
                 // (body bytes after the chunk header, data address)
                 let h1 = c + 0x10;
@@ -98,31 +99,43 @@ impl Machine {
                 }
             };
             let (mut body, mut data) = layout(c);
-            let mut gap_prev = prev;
+            // Bytes of the chunk between its header and the pool header:
+            // none, unless the block would cross a page.
+            let mut lead = 0;
             if with_header && body <= PAGE64 && (c + 0x10) % PAGE64 + body > PAGE64 {
-                let newc = ((c + 0x10) / PAGE64 + 1) * PAGE64 - 0x10;
-                let gap_units = (newc - c) / 16;
-                if newc + 0x10 + body <= va + VS_SUBSEGMENT_PAGES * PAGE64 {
-                    self.vs_free_chunk(c, seg, gap_units, prev);
-                    gap_prev = gap_units;
-                    c = newc;
-                    (body, data) = layout(c);
+                let moved = ((c + 0x10) / PAGE64 + 1) * PAGE64 - 0x10;
+                if moved + 0x10 + body <= va + VS_SUBSEGMENT_PAGES * PAGE64 {
+                    // One chunk still, whose pool header starts the next
+                    // page; the bytes before it are unused, and no chunk
+                    // header sits in front of the pool header (MemProcFS
+                    // reads real dumps so). The draw stands for the one
+                    // the gap's free chunk once took, so the rest of the
+                    // machine keeps its layout.
+                    if (moved - c) / 16 >= 2 {
+                        self.rng.u64(1..64);
+                    }
+                    lead = moved - c;
+                    (body, data) = layout(moved);
                 }
             }
-            let units = (0x10 + body) / 16;
+            let units = (0x10 + lead + body) / 16;
             if c + units * 16 > va + VS_SUBSEGMENT_PAGES * PAGE64 {
                 self.close_vs_sub(r.kind);
                 continue;
             }
-            self.vs_chunk_header(c, seg, units, gap_prev, r.live);
-            let mut a = self.vs_headers(r, c, units, body, data, with_header);
+            self.vs_chunk_header(c, seg, units, prev, r.live);
+            let mut a = self.vs_headers(r, c + lead, units - lead / 16, body, data, with_header);
+            if lead > 0 {
+                self.pool.vs_moved.insert(c + lead + 0x10, c);
+            }
             if r.live {
                 self.fill_body(data, r.size);
             } else {
                 // The chunk is free: the free-tree node overwrites what
-                // followed the header, stale pool header included.
-                self.vs_free_chunk(c, seg, units, gap_prev);
-                a.stale_header = false;
+                // followed the header, the stale pool header too unless
+                // it was moved past those bytes.
+                self.vs_free_chunk(c, seg, units, prev);
+                a.stale_header = lead > 0;
             }
             let s = &mut self.pool.vs_subs[i];
             s.off = c + units * 16 - va;

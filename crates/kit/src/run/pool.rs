@@ -153,7 +153,8 @@ impl Machine {
             AllocatorKind::Vs => {
                 let h = b.header_va.expect("VS blocks have a header");
                 let tag = self.read_u32_va(h + 4);
-                self.vs_release(h - 0x10);
+                let chunk = self.pool.vs_moved.remove(&h).unwrap_or(h - 0x10);
+                self.vs_release(chunk);
                 tag
             }
         };

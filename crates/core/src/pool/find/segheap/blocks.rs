@@ -150,31 +150,45 @@ impl SegHeap {
             va
         };
         let chunk = first_header.wrapping_sub(l.chunk_header);
-        if let Some((lo, hi)) = bounds
-            && (chunk < lo || chunk >= hi)
-        {
-            return HeapVerdict::Rejected;
-        }
-        let q = match c.slice(chunk, 8) {
-            Some(b) => u64::from_le_bytes(b.try_into().expect("8 bytes")),
-            None => match mem.read_u64(KernelVa(chunk)) {
-                Ok(q) => q,
-                Err(_) => return HeapVerdict::Rejected,
-            },
-        };
-        let dec = (q ^ chunk ^ self.heap_key).to_le_bytes();
-        let size = l.chunk_size.read_u64(&dec).unwrap_or(0) * unit;
-        let allocated_byte = l.chunk_allocated.read_u64(&dec).unwrap_or(0);
         // Saturating: a block that ends the top page ends at 2^64.
         let block_end = va.saturating_add(hit.header.block_size as u64 * unit);
-        let end = chunk.wrapping_add(size);
-        let fits = match bounds {
-            Some((_, hi)) => size >= 2 * unit && end <= hi && block_end <= end,
-            None => size >= 2 * unit && block_end == end && allocated_byte <= 1,
+        let in_front = bounds
+            .is_none_or(|(lo, hi)| chunk >= lo && chunk < hi)
+            .then(|| {
+                let q = match c.slice(chunk, 8) {
+                    Some(b) => u64::from_le_bytes(b.try_into().expect("8 bytes")),
+                    None => mem.read_u64(KernelVa(chunk)).ok()?,
+                };
+                let (size, allocated_byte) = self.decode_chunk(chunk, q);
+                let end = chunk.wrapping_add(size);
+                let fits = match bounds {
+                    Some((_, hi)) => size >= 2 * unit && end <= hi && block_end <= end,
+                    None => size >= 2 * unit && block_end == end && allocated_byte <= 1,
+                };
+                fits.then_some((chunk, allocated_byte))
+            })
+            .flatten();
+        // A pool header that would have crossed a page starts the next
+        // page instead, inside its chunk: no chunk header is in front of
+        // it, and only the subsegment's chunk chain finds its chunk.
+        let moved = || {
+            let (lo, hi) = bounds?;
+            if first_header % PAGE_SIZE != 0 {
+                return None;
+            }
+            let (start, size, allocated_byte) =
+                self.chunk_across(mem, c.space, (lo, hi), first_header)?;
+            // The first page start after the chunk header, and a block
+            // that runs to the chunk's end (or its last 16 bytes, as
+            // MemProcFS allows).
+            let end = start + size;
+            let first_page = (start / PAGE_SIZE + 1) * PAGE_SIZE;
+            (first_header == first_page && block_end <= end && end - block_end <= unit)
+                .then_some((start, allocated_byte))
         };
-        if !fits {
+        let Some((chunk, allocated_byte)) = in_front.or_else(moved) else {
             return HeapVerdict::Rejected;
-        }
+        };
         HeapVerdict::Found {
             allocator: Allocator::Vs,
             state: if allocated_byte & 1 == 1 {
@@ -185,5 +199,67 @@ impl SegHeap {
             kind,
             key: chunk,
         }
+    }
+
+    /// A VS chunk header's `q` (as memory holds it, at `chunk`), decoded:
+    /// the chunk's bytes and its Allocated byte.
+    fn decode_chunk(&self, chunk: u64, q: u64) -> (u64, u64) {
+        let dec = (q ^ chunk ^ self.heap_key).to_le_bytes();
+        let size = self.l.chunk_size.read_u64(&dec).unwrap_or(0) * 16;
+        let allocated_byte = self.l.chunk_allocated.read_u64(&dec).unwrap_or(0);
+        (size, allocated_byte)
+    }
+
+    /// The chunk of the VS subsegment whose chunks lie in `lo..hi` that
+    /// holds the page start `page` past its first bytes: (start, bytes,
+    /// Allocated byte). The chain is walked once per subsegment, from its
+    /// first chunk by each one's size, and the chunks that span a page
+    /// start are kept (at most one per page); a header that does not
+    /// decode to a chunk inside the subsegment, or a page that cannot be
+    /// read, ends the walk, and pages past it find nothing.
+    fn chunk_across<M: Memory + ?Sized>(
+        &self,
+        mem: &M,
+        space: Option<u32>,
+        (lo, hi): (u64, u64),
+        page: u64,
+    ) -> Option<(u64, u64, u64)> {
+        let known = self
+            .vs_chains
+            .lock()
+            .expect("not poisoned")
+            .get(&(space, lo))
+            .cloned();
+        let chain = match known {
+            Some(c) => c,
+            None => {
+                let mut across = Vec::new();
+                let mut cur = lo;
+                while cur < hi && hi - cur >= 0x20 {
+                    let Ok(q) = mem.read_u64(KernelVa(cur)) else {
+                        break;
+                    };
+                    let (size, allocated_byte) = self.decode_chunk(cur, q);
+                    if size < 0x20 || size > hi - cur || allocated_byte > 1 {
+                        break;
+                    }
+                    let end = cur + size;
+                    if cur / PAGE_SIZE != (end - 1) / PAGE_SIZE {
+                        across.push((cur, size, allocated_byte));
+                    }
+                    cur = end;
+                }
+                let chain = Arc::new(across);
+                self.vs_chains
+                    .lock()
+                    .expect("not poisoned")
+                    .insert((space, lo), Arc::clone(&chain));
+                chain
+            }
+        };
+        chain
+            .iter()
+            .find(|(start, size, _)| *start < page && page < start + size)
+            .copied()
     }
 }

@@ -98,8 +98,15 @@ pub(super) struct SegHeap {
     met: Mutex<HashMap<At, Option<(SegCtx, u64)>>>,
     segments: Mutex<HashMap<At, Option<Arc<Segment>>>>,
     vs_subs: Mutex<HashMap<At, Option<u64>>>,
+    /// Per VS subsegment (by its first chunk), the chunks that span a page
+    /// start: where a pool header moved to a page's start finds its chunk.
+    vs_chains: Mutex<HashMap<At, Arc<Vec<ChunkSpan>>>>,
     lfh_pages: Mutex<HashMap<At, Option<Arc<Vec<u8>>>>>,
 }
+
+/// A VS chunk spanning a page start: its address, bytes and Allocated
+/// byte.
+type ChunkSpan = (u64, u64, u64);
 
 /// An address and the session whose space it is in (`None`: the kernel's
 /// own): sessions' pools share their addresses, not their contents.
@@ -168,6 +175,7 @@ impl SegHeap {
             met: Mutex::new(HashMap::new()),
             segments: Mutex::new(HashMap::new()),
             vs_subs: Mutex::new(HashMap::new()),
+            vs_chains: Mutex::new(HashMap::new()),
             lfh_pages: Mutex::new(HashMap::new()),
         }))
     }
