@@ -190,6 +190,17 @@ fn check_block(
     } else {
         assert_eq!(flags, 0x0F, "{what}: VS range flags at {sub:#x}");
         vs_subs.insert(sub);
+        // A header that would have crossed a page starts the next page
+        // inside its chunk: the chunk is the one the chain puts across it.
+        let first = chunk + 0x10;
+        let chunk = if a.allocator == AllocatorKind::Vs && first % 0x1000 == 0 {
+            match vs_chunk_across(md, heaps.heap_key, sub, first) {
+                Some(c) => c,
+                None => return false,
+            }
+        } else {
+            chunk
+        };
         let Some(c) = md.read(chunk, 8) else {
             return false;
         };
@@ -197,10 +208,11 @@ fn check_block(
         let (size, allocated) = (((q >> 16) & 0xFFFF) * 16, (q >> 48) & 0xFF);
         let want = match (a.allocator, a.extra_header_va, a.header_va) {
             (AllocatorKind::VsBig, _, _) => a.block_bytes,
-            // Cache-aligned: the chunk header, the first header's block,
-            // then the second header's block.
-            (_, Some(first), Some(second)) => 0x10 + (second - first) + a.block_bytes,
-            _ => a.block_bytes + 0x10,
+            // Cache-aligned: the chunk header (and the unused bytes before
+            // a moved header), the first header's block, then the second
+            // header's block.
+            (_, Some(first), Some(second)) => (first - chunk) + (second - first) + a.block_bytes,
+            _ => (first - chunk) + a.block_bytes,
         };
         assert_eq!(size, want, "{what}: VS chunk {chunk:#x} size");
         assert_eq!(
@@ -210,6 +222,23 @@ fn check_block(
         );
     }
     true
+}
+
+/// The chunk of VS subsegment `sub` that holds `at` past its header,
+/// found by walking its chunks from the first; None when a chunk on the
+/// way is not in the dump.
+fn vs_chunk_across(md: &Metadata<'_>, heap_key: u64, sub: u64, at: u64) -> Option<u64> {
+    let mut c = sub + 0x30;
+    while c < at {
+        let q = u64_at(&md.read(c, 8)?, 0) ^ c ^ heap_key;
+        let size = ((q >> 16) & 0xFFFF) * 16;
+        assert!(size > 0, "{}: VS chunk {c:#x} has size 0", md.what);
+        if at < c + size {
+            return Some(c);
+        }
+        c += size;
+    }
+    None
 }
 
 /// A VS subsegment: its signature, and chunks that tile it with
