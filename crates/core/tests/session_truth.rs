@@ -531,3 +531,28 @@ fn a_hostile_session_big_page_table_is_said_and_the_other_session_is_read() {
         assert_eq!(found(0), 0, "{b}: session 0's are only in its table");
     }
 }
+
+#[test]
+fn the_sessions_big_page_tables_share_one_bound() {
+    // A bound of one table and a bit: the first session's table is read,
+    // the second's is refused before anything of it is read, and said.
+    let m = Machine::build(&Scenario::small(NtBuild::Win10_19041, 5));
+    let size = m.truth.sessions[0].big_pool.as_ref().unwrap().table_size;
+    let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
+    let opts = TrackerOptions {
+        max_session_big_entries: size + 10,
+        ..TrackerOptions::default()
+    };
+    let p = t.session_pool(&opts).unwrap();
+    assert!(p.sessions[0].big_pages.is_some());
+    assert!(p.sessions[1].big_pages.is_none());
+    let said = format!(
+        "its big-page table cannot be read: its {size:#x} entries are more than the 0xa left of the {:#x} the sessions' big-page tables may hold together; not read",
+        size + 10
+    );
+    assert!(
+        p.sessions[1].warnings.iter().any(|w| w.message == said),
+        "{:?}",
+        p.sessions[1].warnings
+    );
+}

@@ -68,6 +68,7 @@ pub fn run(data: &[u8]) {
         max_cpus: 8,
         max_expansion: 1 << 12,
         include_zero: head[2] & 1 == 1,
+        max_session_big_entries: 1 << 14,
     };
     let _ = read_pool_usage(&mem, syms, kern_base, &tracker);
     let big = BigPoolOptions {

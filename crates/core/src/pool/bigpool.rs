@@ -200,6 +200,84 @@ pub fn read_session_big_pages<M: Memory + ?Sized>(
     session: KernelVa,
     opts: &BigPoolOptions,
 ) -> Result<Option<BigPoolTable>, PoolError> {
+    session_big_pages(mem, syms, session, opts, u64::MAX).map_err(|e| match e {
+        Refused::Pool(e) => e,
+        Refused::Budget { .. } => unreachable!("no budget to exceed"),
+    })
+}
+
+/// The entries the sessions' own big-page tables may hold together: one
+/// bound for all of them, so that a hostile process list cannot multiply
+/// it by its sessions.
+#[derive(Debug)]
+pub(crate) struct SessionBigBudget {
+    total: u64,
+    left: u64,
+}
+
+impl SessionBigBudget {
+    pub(crate) fn new(total: u64) -> Self {
+        Self { total, left: total }
+    }
+
+    /// Session `session`'s table (see [`read_session_big_pages`]), live
+    /// entries and, with `include_freed`, freed ones, within what is left
+    /// of the budget; why it was not read, as a sentence.
+    pub(crate) fn read<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        syms: &KernelSymbols,
+        session: KernelVa,
+        include_freed: bool,
+    ) -> Result<Option<BigPoolTable>, String> {
+        let opts = BigPoolOptions {
+            max_entries: self.total,
+            include_freed,
+        };
+        match session_big_pages(mem, syms, session, &opts, self.left) {
+            Ok(t) => {
+                self.left -= t.as_ref().map_or(0, |t| t.size);
+                Ok(t)
+            }
+            Err(Refused::Pool(e)) => Err(e.to_string()),
+            Err(Refused::Budget { size }) => Err(format!(
+                "its {size:#x} entries are more than the {:#x} left of the {:#x} the sessions' big-page tables may hold together; not read",
+                self.left, self.total
+            )),
+        }
+    }
+}
+
+/// Why a session's table was not read.
+enum Refused {
+    Pool(PoolError),
+    /// More entries than the budget has left.
+    Budget {
+        size: u64,
+    },
+}
+
+impl From<PoolError> for Refused {
+    fn from(e: PoolError) -> Self {
+        Refused::Pool(e)
+    }
+}
+
+impl From<crate::symbols::SymbolError> for Refused {
+    fn from(e: crate::symbols::SymbolError) -> Self {
+        Refused::Pool(e.into())
+    }
+}
+
+/// [`read_session_big_pages`], refusing a table of more than `left`
+/// entries before anything of it is read.
+fn session_big_pages<M: Memory + ?Sized>(
+    mem: &M,
+    syms: &KernelSymbols,
+    session: KernelVa,
+    opts: &BigPoolOptions,
+    left: u64,
+) -> Result<Option<BigPoolTable>, Refused> {
     let l = Layout::new(syms)?;
     let ss = "_MM_SESSION_SPACE";
     let (table_f, size_f) = (
@@ -224,14 +302,19 @@ pub fn read_session_big_pages<M: Memory + ?Sized>(
         return Err(PoolError::BadPointer {
             what: what("PoolTrackBigPages"),
             va: table,
-        });
+        }
+        .into());
     }
     if size == 0 || size > opts.max_entries {
         return Err(PoolError::Implausible {
             what: what("PoolTrackBigPagesSize"),
             value: size,
             limit: opts.max_entries,
-        });
+        }
+        .into());
+    }
+    if size > left {
+        return Err(Refused::Budget { size });
     }
     let in_use = syms
         .field(ss, "PoolBigEntriesInUse")

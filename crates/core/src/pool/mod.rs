@@ -26,6 +26,7 @@ mod session;
 mod tracker;
 mod usage;
 
+pub(crate) use bigpool::SessionBigBudget;
 pub use bigpool::{
     BigPoolEntry, BigPoolOptions, BigPoolTable, read_big_pool, read_session_big_pages,
 };

@@ -14,7 +14,10 @@ use serde::Serialize;
 
 use crate::warning::{Warning, WarningKind};
 
-use super::bigpool::{BigPoolOptions, BigPoolTable, read_session_big_pages};
+use std::cell::RefCell;
+
+use super::SessionBigBudget;
+use super::bigpool::BigPoolTable;
 use super::read::{Array, describe_missing, read_array, read_nt_var};
 use super::tracker::{EntryLayout, push_rows, read_expansion_table, totals, warn_clamped};
 use super::{PoolError, TagUsage, Totals, TrackerOptions, TrackerSlot};
@@ -149,6 +152,8 @@ pub(crate) fn sessions_of(procs: &ProcessList) -> Vec<(KernelVa, Vec<&Process>)>
 struct SessionRead<'a, M: ?Sized> {
     mem: &'a M,
     syms: &'a KernelSymbols,
+    /// What the sessions' big-page tables may still hold together.
+    big_budget: RefCell<SessionBigBudget>,
     opts: &'a TrackerOptions,
     layout: EntryLayout,
     size: u64,
@@ -209,6 +214,7 @@ impl<'a, M: Memory + ?Sized> SessionRead<'a, M> {
         Ok(Self {
             mem,
             syms,
+            big_budget: RefCell::new(SessionBigBudget::new(opts.max_session_big_entries)),
             opts,
             layout,
             size,
@@ -331,11 +337,11 @@ impl<'a, M: Memory + ?Sized> SessionRead<'a, M> {
         w: &mut Vec<String>,
     ) -> Option<BigPoolTable> {
         let view = ProcessSpace::new(self.mem, dtb);
-        let opts = BigPoolOptions {
-            include_freed: true,
-            ..Default::default()
-        };
-        match read_session_big_pages(&view, self.syms, session, &opts) {
+        let read = self
+            .big_budget
+            .borrow_mut()
+            .read(&view, self.syms, session, true);
+        match read {
             Ok(t) => {
                 let t = t?;
                 w.extend(t.warnings.iter().map(|x| format!("big pages: {x}")));

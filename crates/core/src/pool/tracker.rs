@@ -29,6 +29,10 @@ pub struct TrackerOptions {
     pub max_expansion: u64,
     /// Keep rows whose counters are all zero (boot-seeded hot tags).
     pub include_zero: bool,
+    /// Largest number of entries the sessions' own big-page tables hold
+    /// together ([`crate::pool::read_session_pool`]): one bound for all of
+    /// them, so a hostile process list cannot multiply it.
+    pub max_session_big_entries: u64,
 }
 
 impl Default for TrackerOptions {
@@ -38,6 +42,7 @@ impl Default for TrackerOptions {
             max_cpus: 4096,
             max_expansion: 1 << 20,
             include_zero: false,
+            max_session_big_entries: super::BigPoolOptions::default().max_entries,
         }
     }
 }

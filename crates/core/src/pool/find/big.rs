@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::memory::ProcessSpace;
-use crate::pool::read_session_big_pages;
+use crate::pool::SessionBigBudget;
 
 /// The big-page table's entries (live and freed) whose tag is wanted.
 /// Whether a live entry's page is in the dump is known by reading a byte
@@ -62,9 +62,10 @@ pub(super) fn session_big_matches<M: Memory + ?Sized>(
     warnings: &mut Vec<String>,
 ) -> Vec<FoundAllocation> {
     let mut found = Vec::new();
+    let mut budget = SessionBigBudget::new(BigPoolOptions::default().max_entries);
     for s in sessions.iter_mut() {
         let view = ProcessSpace::new(mem, s.dtb);
-        let Some(t) = session_big_table(&view, syms, s, u64::MAX, warnings) else {
+        let Some(t) = session_big_table(&view, syms, s, &mut budget, warnings) else {
             continue;
         };
         let (mut live, mut freed) = (0, 0);
@@ -89,22 +90,17 @@ pub(super) fn session_big_matches<M: Memory + ?Sized>(
 }
 
 /// Session `s`'s big-page table through `view` (its page tables), live
-/// and freed entries, at most `max_entries` (and the default bound); what
-/// went wrong goes to `warnings`, and `None` when it has none or it could
-/// not be read.
+/// and freed entries, within what `budget` has left; what went wrong goes
+/// to `warnings`, and `None` when it has none or it could not be read.
 pub(super) fn session_big_table<M: Memory + ?Sized>(
     view: &M,
     syms: &KernelSymbols,
     s: &SessionPoolMap,
-    max_entries: u64,
+    budget: &mut SessionBigBudget,
     warnings: &mut Vec<String>,
 ) -> Option<crate::pool::BigPoolTable> {
-    let opts = BigPoolOptions {
-        include_freed: true,
-        max_entries: max_entries.min(BigPoolOptions::default().max_entries),
-    };
     let id = s.session_id;
-    match read_session_big_pages(view, syms, s.session_space, &opts) {
+    match budget.read(view, syms, s.session_space, true) {
         Ok(t) => {
             let t = t?;
             warnings.extend(

@@ -275,7 +275,8 @@ fn big_on_page<M: Memory + ?Sized>(
     }
     if let Some(s) = session {
         let view = ProcessSpace::new(mem, s.dtb);
-        if let Some(t) = session_big_table(&view, syms, s, opts.max_big_entries, warnings) {
+        let mut budget = crate::pool::SessionBigBudget::new(opts.max_big_entries);
+        if let Some(t) = session_big_table(&view, syms, s, &mut budget, warnings) {
             found.extend(t.entries.iter().filter(covers).map(|e| {
                 let mut a = big_entry(&view, e);
                 a.session_id = Some(s.session_id);
