@@ -133,7 +133,10 @@ impl SegHeap {
     /// A VS chunk: the decoded chunk header in front of the (first) pool
     /// header must hold the pool block. `bounds` is the subsegment's chunk
     /// area when known; without it the chunk must end exactly where the
-    /// block does and its Allocated byte must be 0 or 1.
+    /// block does and its Allocated byte must be 0 or 1. With bounds, a
+    /// header at a page's start with no chunk header in front of it may
+    /// have moved there: the chunk its subsegment's chain puts across that
+    /// page start must hold it, to the chunk's end.
     pub(super) fn vs_chunk<M: Memory + ?Sized>(
         &self,
         mem: &M,
@@ -152,22 +155,24 @@ impl SegHeap {
         let chunk = first_header.wrapping_sub(l.chunk_header);
         // Saturating: a block that ends the top page ends at 2^64.
         let block_end = va.saturating_add(hit.header.block_size as u64 * unit);
-        let in_front = bounds
-            .is_none_or(|(lo, hi)| chunk >= lo && chunk < hi)
-            .then(|| {
-                let q = match c.slice(chunk, 8) {
-                    Some(b) => u64::from_le_bytes(b.try_into().expect("8 bytes")),
-                    None => mem.read_u64(KernelVa(chunk)).ok()?,
-                };
-                let (size, allocated_byte) = self.decode_chunk(chunk, q);
-                let end = chunk.wrapping_add(size);
-                let fits = match bounds {
-                    Some((_, hi)) => size >= 2 * unit && end <= hi && block_end <= end,
-                    None => size >= 2 * unit && block_end == end && allocated_byte <= 1,
-                };
-                fits.then_some((chunk, allocated_byte))
-            })
-            .flatten();
+        let in_front = || {
+            if let Some((lo, hi)) = bounds
+                && (chunk < lo || chunk >= hi)
+            {
+                return None;
+            }
+            let q = match c.slice(chunk, 8) {
+                Some(b) => u64::from_le_bytes(b.try_into().expect("8 bytes")),
+                None => mem.read_u64(KernelVa(chunk)).ok()?,
+            };
+            let (size, allocated_byte) = self.decode_chunk(chunk, q);
+            let end = chunk.wrapping_add(size);
+            let fits = match bounds {
+                Some((_, hi)) => size >= 2 * unit && end <= hi && block_end <= end,
+                None => size >= 2 * unit && block_end == end && allocated_byte <= 1,
+            };
+            fits.then_some((chunk, allocated_byte))
+        };
         // A pool header that would have crossed a page starts the next
         // page instead, inside its chunk: no chunk header is in front of
         // it, and only the subsegment's chunk chain finds its chunk.
@@ -186,7 +191,7 @@ impl SegHeap {
             (first_header == first_page && block_end <= end && end - block_end <= unit)
                 .then_some((start, allocated_byte))
         };
-        let Some((chunk, allocated_byte)) = in_front.or_else(moved) else {
+        let Some((chunk, allocated_byte)) = in_front().or_else(moved) else {
             return HeapVerdict::Rejected;
         };
         HeapVerdict::Found {
