@@ -555,4 +555,13 @@ fn the_sessions_big_page_tables_share_one_bound() {
         "{:?}",
         p.sessions[1].warnings
     );
+    // A bound of 0 reads none, and says nothing (the rows alone).
+    let opts = TrackerOptions {
+        max_session_big_entries: 0,
+        ..TrackerOptions::default()
+    };
+    let p = t.session_pool(&opts).unwrap();
+    assert!(p.sessions.iter().all(|s| s.big_pages.is_none()));
+    assert!(p.sessions.iter().all(|s| s.warnings.is_empty()));
+    assert_eq!(actual(&p), expected(&m));
 }

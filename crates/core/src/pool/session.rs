@@ -336,6 +336,9 @@ impl<'a, M: Memory + ?Sized> SessionRead<'a, M> {
         dtb: PhysAddr,
         w: &mut Vec<String>,
     ) -> Option<BigPoolTable> {
+        if self.opts.max_session_big_entries == 0 {
+            return None;
+        }
         let view = ProcessSpace::new(self.mem, dtb);
         let read = self
             .big_budget

@@ -31,7 +31,8 @@ pub struct TrackerOptions {
     pub include_zero: bool,
     /// Largest number of entries the sessions' own big-page tables hold
     /// together ([`crate::pool::read_session_pool`]): one bound for all of
-    /// them, so a hostile process list cannot multiply it.
+    /// them, so a hostile process list cannot multiply it. 0 reads none
+    /// (`SessionUsage::big_pages` stays `None`, and nothing is said).
     pub max_session_big_entries: u64,
 }
 

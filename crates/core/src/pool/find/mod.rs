@@ -515,9 +515,14 @@ fn tracker_counts<M: Memory + ?Sized>(
     // Session pool is counted in each session's own table, not the
     // global one (`!poolused 8`'s rows): the scan finds those allocations
     // too. A kernel without session trackers simply has none to add.
+    // Their rows only: the sessions' big-page tables are read by the
+    // search itself.
+    let rows_only = TrackerOptions {
+        max_session_big_entries: 0,
+        ..TrackerOptions::default()
+    };
     if let Some(procs) = procs
-        && let Ok(sessions) =
-            read_session_pool(mem, syms, kern_base, procs, &TrackerOptions::default())
+        && let Ok(sessions) = read_session_pool(mem, syms, kern_base, procs, &rows_only)
     {
         for s in &sessions.sessions {
             add(&s.rows);
