@@ -30,7 +30,7 @@ pub(super) fn big_pool_matches<M: Memory + ?Sized>(
         } else {
             live += 1;
         }
-        found.push(big_entry(mem, e));
+        found.push(big_entry(mem, e, None));
         if let Some(f) = release
             && found.len() % 256 == 0
         {
@@ -75,9 +75,7 @@ pub(super) fn session_big_matches<M: Memory + ?Sized>(
             } else {
                 live += 1;
             }
-            let mut a = big_entry(&view, e);
-            a.session_id = Some(s.session_id);
-            found.push(a);
+            found.push(big_entry(&view, e, Some(s.session_id)));
         }
         s.big_pages = Some(BigPoolScan {
             table: t.table,
@@ -144,11 +142,13 @@ pub(super) fn big_table<M: Memory + ?Sized>(
     }
 }
 
-/// A big-page entry as an allocation: in the dump when its first byte
-/// reads.
+/// A big-page entry as an allocation (of session `session_id`'s table,
+/// read through `mem`, that session's page tables): in the dump when its
+/// first byte reads.
 pub(super) fn big_entry<M: Memory + ?Sized>(
     mem: &M,
     e: &crate::pool::BigPoolEntry,
+    session_id: Option<u32>,
 ) -> FoundAllocation {
     let pa = if e.freed {
         None
@@ -171,7 +171,7 @@ pub(super) fn big_entry<M: Memory + ?Sized>(
             PoolClass::NonPaged => PoolKind::NonPaged,
         },
         session: e.session,
-        session_id: None,
+        session_id,
         pool_type: e.pool_type,
         state: if e.freed {
             AllocationState::Free

@@ -271,17 +271,24 @@ fn big_on_page<M: Memory + ?Sized>(
     };
     let mut found = Vec::new();
     if let Some(t) = big_table(mem, syms, kern_base, opts.max_big_entries, warnings) {
-        found.extend(t.entries.iter().filter(covers).map(|e| big_entry(mem, e)));
+        found.extend(
+            t.entries
+                .iter()
+                .filter(covers)
+                .map(|e| big_entry(mem, e, None)),
+        );
     }
     if let Some(s) = session {
         let view = ProcessSpace::new(mem, s.dtb);
         let mut budget = crate::pool::SessionBigBudget::new(opts.max_big_entries);
         if let Some(t) = session_big_table(&view, syms, s, &mut budget, warnings) {
-            found.extend(t.entries.iter().filter(covers).map(|e| {
-                let mut a = big_entry(&view, e);
-                a.session_id = Some(s.session_id);
-                a
-            }));
+            let id = Some(s.session_id);
+            found.extend(
+                t.entries
+                    .iter()
+                    .filter(covers)
+                    .map(|e| big_entry(&view, e, id)),
+            );
         }
     }
     found
