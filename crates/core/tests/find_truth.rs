@@ -393,10 +393,22 @@ fn bulk_pool_is_found_on_both_allocators() {
         let tags = ["Baaa", "Caaa", "Daaa", "Ebaa", "F*"];
         let mut r = common::run(&t, &tags, Engine::Auto);
         assert!(r.allocations.len() > 100, "{b}: {}", r.allocations.len());
-        // The kernel's pool only: session pool has its own test. (`F*`
-        // matches one stretch of random bytes inside a session's VS chunk
-        // that passes every check a VS header gets: see docs/find.md's
-        // limits.)
+        // Session pool has its own test; here, every block found in a
+        // session's pool must be one the kit placed there. (`F*` once
+        // matched sixteen random bytes inside a session's VS chunk that
+        // decoded as a chunk header: the chunk chain now rules them out.)
+        let placed: BTreeSet<(u32, u64)> = (m.truth.sessions.iter())
+            .flat_map(|s| s.allocations.iter().map(move |a| (s.id, key_of_truth(a))))
+            .collect();
+        for a in r.allocations.iter().filter(|a| a.session_id.is_some()) {
+            let at = key_of_found(a);
+            assert!(
+                placed.contains(&(a.session_id.unwrap(), at)),
+                "{b}: session {:?} block {at:#x} ({}) is not one the kit placed",
+                a.session_id,
+                a.tag
+            );
+        }
         let kernel = r
             .allocations
             .iter()
@@ -560,4 +572,75 @@ fn streams_alike(t: &Target<CrashDump>, tags: &[&str], sorted: &FindReport, what
     let r = t.find_with(&patterns, &one_thread, &stop);
     assert!(matches!(r, Err(find::FindError::Stopped)), "{what}: {r:?}");
     assert_eq!(calls.into_inner(), 1, "{what}: a batch after the stop");
+}
+
+/// Sixteen bytes of allocation data can decode as a VS chunk header (the
+/// heap key and the address are all the encoding mixes in): here a block's
+/// own data carries a copy of another chunk's header, re-encoded for its
+/// new address, and a pool header tagged `Fake` behind it. Every check a
+/// header and its chunk header get in isolation passes; only the
+/// subsegment's chunk chain, on which the forged chunk is no link, rules
+/// it out.
+#[test]
+fn a_chunk_header_forged_inside_vs_data_is_not_a_block() {
+    let fake = "Fake";
+    let mut forged = 0;
+    for b in NtBuild::ALL.into_iter().filter(|b| b.number() >= 18362) {
+        let mut m = Machine::build(&Scenario::small(b, 5));
+        assert!(
+            !m.truth.allocations.iter().any(|a| a.tag == fake),
+            "{b}: the kit already uses {fake}"
+        );
+        // A plain VS block (its chunk header right in front of its pool
+        // header) to copy from, and a larger one to forge inside.
+        let plain = |a: &&Allocation| {
+            a.live
+                && a.in_dump
+                && a.allocator == AllocatorKind::Vs
+                && a.extra_header_va.is_none()
+                && a.header_va
+                    .is_some_and(|h| h % 0x1000 != 0 && h % 0x1000 <= 0xF00)
+        };
+        let vs: Vec<&Allocation> = m.truth.allocations.iter().filter(plain).collect();
+        let Some((host, src)) = vs.iter().find_map(|host| {
+            let src = vs.iter().find(|s| {
+                s.block_bytes + 0x20 <= host.block_bytes && s.header_va != host.header_va
+            })?;
+            Some((host.header_va?, src.header_va?))
+        }) else {
+            panic!("{b}: no two VS blocks to forge with")
+        };
+        let (src_chunk, at) = (src - 0x10, host + 0x10);
+        let q = m.asp.read_u64(&m.mem, src_chunk) ^ src_chunk ^ at;
+        let mut header = [0u8; 16];
+        m.asp.read(&m.mem, src, &mut header);
+        header[4..8].copy_from_slice(fake.as_bytes());
+        m.asp.write_u64(&mut m.mem, at, q);
+        m.asp.write(&mut m.mem, at + 0x10, &header);
+        forged += 1;
+
+        let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
+        let r = common::run(&t, &[fake], Engine::Auto);
+        assert!(
+            r.allocations.is_empty(),
+            "{b}: the forged header at {:#x} was taken for a block: {:?}",
+            at + 0x10,
+            r.allocations
+        );
+        // The block it hides in is still found, whole.
+        let host_tag = m
+            .truth
+            .allocations
+            .iter()
+            .find(|a| a.header_va == Some(host))
+            .unwrap();
+        let r = common::run(&t, &[host_tag.tag.as_str()], Engine::Auto);
+        assert!(
+            r.allocations
+                .iter()
+                .any(|a| a.header == Some(pooldump_core::KernelVa(host))),
+            "{b}: the host block {host:#x} was lost"
+        );
+    }
+    assert!(forged >= 2, "only {forged} segment-heap build(s)");
 }

@@ -133,10 +133,11 @@ impl SegHeap {
     /// A VS chunk: the decoded chunk header in front of the (first) pool
     /// header must hold the pool block. `bounds` is the subsegment's chunk
     /// area when known; without it the chunk must end exactly where the
-    /// block does and its Allocated byte must be 0 or 1. With bounds, a
-    /// header at a page's start with no chunk header in front of it may
-    /// have moved there: the chunk its subsegment's chain puts across that
-    /// page start must hold it, to the chunk's end.
+    /// block does and its Allocated byte must be 0 or 1. With bounds, the
+    /// chunk must also be a link of the subsegment's chunk chain (where
+    /// the chain could be walked), and a header at a page's start with no
+    /// chunk header in front of it may have moved there: the chunk the
+    /// chain puts across that page start must hold it, to the chunk's end.
     pub(super) fn vs_chunk<M: Memory + ?Sized>(
         &self,
         mem: &M,
@@ -171,7 +172,17 @@ impl SegHeap {
                 Some((_, hi)) => size >= 2 * unit && end <= hi && block_end <= end,
                 None => size >= 2 * unit && block_end == end && allocated_byte <= 1,
             };
-            fits.then_some((chunk, allocated_byte))
+            if !fits {
+                return None;
+            }
+            // Allocation data can decode as a chunk header too: where the
+            // chain was walked, the chunk must be one of its links.
+            if let Some(b) = bounds
+                && self.vs_chain(mem, c.space, b).starts_at(chunk) == Some(false)
+            {
+                return None;
+            }
+            Some((chunk, allocated_byte))
         };
         // A pool header that would have crossed a page starts the next
         // page instead, inside its chunk: no chunk header is in front of
@@ -182,7 +193,7 @@ impl SegHeap {
                 return None;
             }
             let (start, size, allocated_byte) =
-                self.chunk_across(mem, c.space, (lo, hi), first_header)?;
+                self.vs_chain(mem, c.space, (lo, hi)).across(first_header)?;
             // The first page start after the chunk header, and a block
             // that runs to the chunk's end (or its last 16 bytes, as
             // MemProcFS allows).
@@ -208,63 +219,10 @@ impl SegHeap {
 
     /// A VS chunk header's `q` (as memory holds it, at `chunk`), decoded:
     /// the chunk's bytes and its Allocated byte.
-    fn decode_chunk(&self, chunk: u64, q: u64) -> (u64, u64) {
+    pub(super) fn decode_chunk(&self, chunk: u64, q: u64) -> (u64, u64) {
         let dec = (q ^ chunk ^ self.heap_key).to_le_bytes();
         let size = self.l.chunk_size.read_u64(&dec).unwrap_or(0) * 16;
         let allocated_byte = self.l.chunk_allocated.read_u64(&dec).unwrap_or(0);
         (size, allocated_byte)
-    }
-
-    /// The chunk of the VS subsegment whose chunks lie in `lo..hi` that
-    /// holds the page start `page` past its first bytes: (start, bytes,
-    /// Allocated byte). The chain is walked once per subsegment, from its
-    /// first chunk by each one's size, and the chunks that span a page
-    /// start are kept (at most one per page); a header that does not
-    /// decode to a chunk inside the subsegment, or a page that cannot be
-    /// read, ends the walk, and pages past it find nothing.
-    fn chunk_across<M: Memory + ?Sized>(
-        &self,
-        mem: &M,
-        space: Option<u32>,
-        (lo, hi): (u64, u64),
-        page: u64,
-    ) -> Option<(u64, u64, u64)> {
-        let known = self
-            .vs_chains
-            .lock()
-            .expect("not poisoned")
-            .get(&(space, lo))
-            .cloned();
-        let chain = match known {
-            Some(c) => c,
-            None => {
-                let mut across = Vec::new();
-                let mut cur = lo;
-                while cur < hi && hi - cur >= 0x20 {
-                    let Ok(q) = mem.read_u64(KernelVa(cur)) else {
-                        break;
-                    };
-                    let (size, allocated_byte) = self.decode_chunk(cur, q);
-                    if size < 0x20 || size > hi - cur || allocated_byte > 1 {
-                        break;
-                    }
-                    let end = cur + size;
-                    if cur / PAGE_SIZE != (end - 1) / PAGE_SIZE {
-                        across.push((cur, size, allocated_byte));
-                    }
-                    cur = end;
-                }
-                let chain = Arc::new(across);
-                self.vs_chains
-                    .lock()
-                    .expect("not poisoned")
-                    .insert((space, lo), Arc::clone(&chain));
-                chain
-            }
-        };
-        chain
-            .iter()
-            .find(|(start, size, _)| *start < page && page < start + size)
-            .copied()
     }
 }

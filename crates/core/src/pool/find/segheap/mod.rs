@@ -4,6 +4,7 @@
 use super::*;
 
 mod blocks;
+mod chain;
 mod layout;
 
 use layout::{HeapLayout, POOL_STATE, e, heap_contexts, heap_keys, is_segment_heap, read_context};
@@ -98,9 +99,8 @@ pub(super) struct SegHeap {
     met: Mutex<HashMap<At, Option<(SegCtx, u64)>>>,
     segments: Mutex<HashMap<At, Option<Arc<Segment>>>>,
     vs_subs: Mutex<HashMap<At, Option<u64>>>,
-    /// Per VS subsegment (by its first chunk), the chunks that span a page
-    /// start: where a pool header moved to a page's start finds its chunk.
-    vs_chains: Mutex<HashMap<At, Arc<Vec<ChunkSpan>>>>,
+    /// Per VS subsegment (by its first chunk), its chunk chain.
+    vs_chains: Mutex<HashMap<At, Arc<chain::VsChain>>>,
     lfh_pages: Mutex<HashMap<At, Option<Arc<Vec<u8>>>>>,
 }
 
