@@ -111,6 +111,18 @@ fn safe(s: String) -> String {
     }
 }
 
+/// With `--csv` the output is for a program: what a person must still be
+/// told (warnings, notes) goes to stderr, one line each, escaped, as
+/// `pooldump: warning: ...` (`kind` is `warning` or `note`).
+pub fn tell_on_stderr<S: AsRef<str>>(kind: &str, messages: impl IntoIterator<Item = S>) {
+    for m in messages {
+        eprintln!(
+            "pooldump: {kind}: {}",
+            pooldump_core::text::escape_lines(m.as_ref())
+        );
+    }
+}
+
 /// Write one CSV record, every field made safe for a spreadsheet by
 /// [`pooldump_core::text::csv_cell`] (escaped, and no field starts a
 /// formula). Every CSV the commands write goes through here.

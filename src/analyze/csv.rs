@@ -1,5 +1,5 @@
 //! `analyze --csv`: one table (tag rows, per session, per call site, or
-//! the big-page list), the notes on stderr.
+//! the big-page list), the warnings and notes on stderr.
 
 use anyhow::Result;
 
@@ -58,10 +58,10 @@ fn big_fields(e: &BigEntry) -> [String; 7] {
 }
 
 pub(super) fn render_csv(r: &Report, args: &Args) -> Result<String> {
-    // CSV is for a program: the notes go to the person, on stderr.
-    for n in &r.notes {
-        eprintln!("pooldump: note: {}", pooldump_core::text::escape_lines(n));
-    }
+    // CSV is for a program: the warnings and notes go to the person, on
+    // stderr.
+    crate::render::tell_on_stderr("warning", r.warnings.iter().map(|w| &w.message));
+    crate::render::tell_on_stderr("note", &r.notes);
     let mut w = csv::Writer::from_writer(Vec::new());
     if let (Some(sessions), true) = (&r.sessions, args.big_pool) {
         let rows = sessions.iter().flat_map(|s| {

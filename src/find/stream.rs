@@ -258,7 +258,7 @@ fn tail(r: &Report, format: Format, rows: u64, w: &mut dyn Write) -> Result<()> 
             w.write_all(b"\n")?;
             render_text(r, Shown::AfterStream, w)?;
         }
-        Format::Csv => {}
+        Format::Csv => super::text::warnings_to_stderr(r),
         Format::Json => {
             // The whole report without its allocations, from its first key
             // after `patterns` (each top-level key is on a line of its own,

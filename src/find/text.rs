@@ -277,6 +277,22 @@ fn push_unmapped(r: &Report, out: &mut String) {
 }
 
 fn push_warnings(r: &Report, out: &mut String) {
+    let notes = scan_notes(r);
+    let messages = r.warnings.iter().map(|w| &w.message);
+    push_list(out, "\nWarnings:\n", notes.iter().chain(messages));
+}
+
+/// `--csv`: the warnings the text output ends with, on stderr.
+pub(super) fn warnings_to_stderr(r: &Report) {
+    let messages = r.warnings.iter().map(|w| w.message.as_str());
+    crate::render::tell_on_stderr(
+        "warning",
+        scan_notes(r).iter().map(String::as_str).chain(messages),
+    );
+}
+
+/// What the scan's counts say that a reader must know.
+fn scan_notes(r: &Report) -> Vec<String> {
     let s = &r.scan;
     let mut notes = Vec::new();
     if s.unreadable_frames > 0 {
@@ -291,8 +307,7 @@ fn push_warnings(r: &Report, out: &mut String) {
             s.paged_out_pages
         ));
     }
-    let messages = r.warnings.iter().map(|w| &w.message);
-    push_list(out, "\nWarnings:\n", notes.iter().chain(messages));
+    notes
 }
 
 /// The CSV header of the allocation list.
@@ -369,6 +384,7 @@ const TAG_CSV: [&str; 9] = [
 
 /// The allocations as CSV, or with `per_tag` the per-tag table.
 pub(super) fn render_csv(r: &Report, per_tag: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    warnings_to_stderr(r);
     let mut w = csv::Writer::from_writer(out);
     let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
     if per_tag {

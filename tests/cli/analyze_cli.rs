@@ -385,6 +385,17 @@ fn damaged_tables_give_partial_results_with_warnings() {
                 .contains("ExPoolTagTables[1]")),
         "{w:?}"
     );
+    // With --csv the warning goes to stderr, the CSV stays CSV.
+    let r = analyze(&dump, &syms, &["--csv"]);
+    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .lines()
+            .any(|l| l.starts_with("pooldump: warning: ") && l.contains("ExPoolTagTables[1]")),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stdout.contains("ExPoolTagTables"), "{}", r.stdout);
 }
 
 #[test]
