@@ -70,6 +70,11 @@ pub struct Args {
     /// Skip the big-page tables (the kernel's and each session's).
     #[arg(long)]
     pub no_big_pool: bool,
+    /// Keep at most N allocations to sort and list (they are held in
+    /// memory); the rest are counted and a warning says how many.
+    /// `--unsorted` holds none and lists every one.
+    #[arg(long, value_name = "N", default_value_t = FindOptions::default().max_results)]
+    pub max_results: usize,
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
@@ -250,6 +255,7 @@ fn search_stopped(args: &Args, o: &Opened, sink: Option<&dyn FindSink>) -> Resul
         threads: args.threads,
         release_scanned: true,
         big_pool: !args.no_big_pool,
+        max_results: args.max_results,
         progress: bar.as_ref().map(|b| b as &dyn ScanProgress),
         ..FindOptions::default()
     };
@@ -306,6 +312,12 @@ fn finish(o: &Opened, found: FindReport, listed: Listed) -> Report {
     warnings.extend(found.warnings.iter().cloned());
     if let Some(c) = &o.checked {
         warnings.extend(Warning::all(WarningKind::Relabel, &c.warnings));
+    }
+    if found.scan.dropped > 0 && !found.allocations.is_empty() {
+        warnings.push(Warning::new(
+            WarningKind::Find,
+            "--unsorted lists every match, in constant memory, as the scan finds them",
+        ));
     }
     let sites = o
         .checked

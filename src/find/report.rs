@@ -208,6 +208,9 @@ pub struct Scan {
     pub alias_pages: u64,
     pub duplicate_headers: u64,
     pub rejected_by_heap: u64,
+    /// Headers past `--max-results`: counted in the per-tag table, not
+    /// listed.
+    pub not_listed: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -398,5 +401,6 @@ fn scan_row(r: &FindReport) -> Scan {
         alias_pages: r.pagemap.alias_pages,
         duplicate_headers: r.scan.duplicate_headers,
         rejected_by_heap: r.scan.rejected_by_heap,
+        not_listed: r.scan.dropped,
     }
 }

@@ -198,6 +198,22 @@ fn truncated_dump_gives_a_partial_result() {
     assert!(j["warnings"].as_array().unwrap().iter().any(
         |w| w["kind"] == "find" && w["message"].as_str().unwrap().contains("could not be read")
     ));
+    // CSV is for a program, but the person running it is still told: on
+    // stderr, sorted or streamed, the list or the per-tag table.
+    for extra in [&[][..], &["--unsorted"], &["--per-tag"]] {
+        let mut args = vec!["--tag", "Leak", "--csv"];
+        args.extend_from_slice(extra);
+        let r = find(&dump, &args);
+        assert_eq!(r.code(), Some(0), "{}", r.stderr);
+        assert!(
+            r.stderr
+                .lines()
+                .any(|l| l.starts_with("pooldump: warning: ") && l.contains("could not be read")),
+            "{extra:?}: {}",
+            r.stderr
+        );
+        assert!(!r.stdout.contains("could not be read"), "{}", r.stdout);
+    }
 }
 
 #[test]
@@ -587,4 +603,38 @@ fn peak_anon(cmd: &mut Command) -> (bool, u64) {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// `--max-results N` lists N allocations at most (and the big-page
+/// entries), counts the rest in the per-tag table, and says so, with the
+/// way to list every one.
+#[test]
+fn max_results_lists_fewer_and_counts_all() {
+    let tags = ["--tag", "Leak", "--tag", "Us*", "--json"];
+    let all = find(&sample_dump(), &tags);
+    assert_eq!(all.code(), Some(0), "{}", all.stderr);
+    let all: serde_json::Value = serde_json::from_str(&all.stdout).unwrap();
+    let mut args = tags.to_vec();
+    args.extend(["--max-results", "5"]);
+    let some = find(&sample_dump(), &args);
+    assert_eq!(some.code(), Some(0), "{}", some.stderr);
+    let some: serde_json::Value = serde_json::from_str(&some.stdout).unwrap();
+    let headers = |j: &serde_json::Value| {
+        support::items(&j["allocations"])
+            .filter(|a| !a["header"].is_null())
+            .count()
+    };
+    assert!(headers(&all) > 5);
+    assert_eq!(headers(&some), 5);
+    assert_eq!(some["tags"], all["tags"]);
+    assert!(some["scan"]["not_listed"].as_u64().unwrap() > 0);
+    let warnings = some["warnings"].to_string();
+    assert!(
+        warnings.contains("counted in the per-tag totals"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("--unsorted lists every match"),
+        "{warnings}"
+    );
 }

@@ -644,3 +644,56 @@ fn a_chunk_header_forged_inside_vs_data_is_not_a_block() {
     }
     assert!(forged >= 2, "only {forged} segment-heap build(s)");
 }
+
+/// Past `max_results` the sorted search lists no more, but still counts:
+/// its per-tag totals are those of the whole search (each cache-aligned
+/// allocation once, even with its two headers on two pages), and what it
+/// lists is part of what the whole search lists.
+#[test]
+fn past_max_results_allocations_are_counted_not_listed() {
+    for b in [
+        NtBuild::Win7_7601,
+        NtBuild::Win10_19041,
+        NtBuild::Win11_22000,
+    ] {
+        let m = Machine::build(&Scenario::small(b, 5));
+        let (_dir, t) = common::open(&m, DumpKind::KernelBitmap);
+        let all = common::run(&t, SMALL_TAGS, Engine::Auto);
+        let headers = all
+            .allocations
+            .iter()
+            .filter(|a| a.header.is_some())
+            .count();
+        assert!(headers > 30, "{b}: {headers}");
+        let patterns: Vec<TagPattern> = SMALL_TAGS
+            .iter()
+            .map(|s| TagPattern::parse(s).unwrap())
+            .collect();
+        for cap in [0, headers / 3] {
+            let opts = FindOptions {
+                max_results: cap,
+                ..FindOptions::default()
+            };
+            let some = t.find(&patterns, &opts).unwrap();
+            assert!(some.scan.dropped > 0, "{b}");
+            let listed = some
+                .allocations
+                .iter()
+                .filter(|a| a.header.is_some())
+                .count();
+            assert!(listed <= cap, "{b}: {listed} listed past a cap of {cap}");
+            for a in &some.allocations {
+                assert!(
+                    all.allocations.contains(a),
+                    "{b}: {a:?} is not in the whole search"
+                );
+            }
+            assert_eq!(some.tags, all.tags, "{b}: per-tag totals, cap {cap}");
+            assert!(
+                (some.warnings.iter()).any(|w| w.message.contains("counted in the per-tag totals")),
+                "{b}: {:?}",
+                some.warnings
+            );
+        }
+    }
+}

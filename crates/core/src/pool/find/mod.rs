@@ -252,7 +252,8 @@ pub fn find_allocations<M: Memory + ?Sized>(
         &found,
         &mut warnings,
     )?;
-    let (found, totals, duplicate_headers) = finish_found(found, big, out.duplicates)?;
+    let (found, mut totals, duplicate_headers) = finish_found(found, big, out.duplicates)?;
+    add_tally(&mut totals, out.past_cap);
     let met = ctx.heap.as_ref().map(|h| h.met_heaps()).unwrap_or_default();
     name_session_heaps(&mut sessions, met, &mut warnings);
 
@@ -424,7 +425,7 @@ fn scan_frames<M: Memory + ?Sized>(
     let dropped = scan.dropped.load(Ordering::Relaxed);
     if dropped > 0 {
         warnings.push(format!(
-            "{dropped} more header(s) matched after the first {}; they are not listed",
+            "{dropped} more header(s) matched once {} were kept (the first the scan met, so which ones varies from run to run): they are counted in the per-tag totals, not listed",
             opts.max_results
         ));
     }

@@ -299,6 +299,18 @@ fn blank(tag: PoolTag) -> TagSummary {
     }
 }
 
+/// Add the totals of `from` to `into`.
+pub(super) fn add_tally(into: &mut Tally, from: Tally) {
+    for (tag, f) in from {
+        let s = into.entry(tag).or_insert_with(|| blank(tag));
+        s.allocated += f.allocated;
+        s.allocated_bytes += f.allocated_bytes;
+        s.free += f.free;
+        s.unknown += f.unknown;
+        s.not_in_dump += f.not_in_dump;
+    }
+}
+
 /// Count `a` in its tag's totals.
 pub(super) fn tally(by: &mut Tally, a: &FoundAllocation) {
     let s = by.entry(a.tag).or_insert_with(|| blank(a.tag));

@@ -34,6 +34,9 @@ pub(super) struct ScanOut {
     pub(super) headers: u64,
     pub(super) rejected: u64,
     pub(super) duplicates: u64,
+    /// The allocations found once `max_results` were kept: counted, not
+    /// listed.
+    pub(super) past_cap: Tally,
 }
 
 impl ScanOut {
@@ -44,6 +47,11 @@ impl ScanOut {
         self.headers += o.headers;
         self.rejected += o.rejected;
         self.duplicates += o.duplicates;
+        if self.past_cap.is_empty() {
+            self.past_cap = o.past_cap;
+        } else {
+            add_tally(&mut self.past_cap, o.past_cap);
+        }
         self
     }
 }
@@ -328,9 +336,10 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
             } else {
                 PoolKind::NonPaged
             };
-            let streamed = self.found.is_streamed();
-            if streamed
-                && key.is_some()
+            // Each allocation once, by its second header, also when its
+            // two headers are on two pages: so that what is counted past
+            // `max_results` is not counted twice either.
+            if key.is_some()
                 && in_page + h.block_size as u64 * unit == PAGE_SIZE
                 && hit.role == HeaderRole::Single
                 && self.pair_continues(m.session, va, h)
@@ -338,30 +347,29 @@ impl<M: Memory + ?Sized> ScanRun<'_, M> {
                 o.duplicates += 1;
                 continue;
             }
-            if !streamed && !self.keep() {
+            let a = FoundAllocation {
+                va: KernelVa(data_va),
+                header: Some(KernelVa(va)),
+                pa: Some(pa),
+                tag: PoolTag(h.tag_unprotected()),
+                protected: h.protected(),
+                bytes: h.block_size as u64 * unit,
+                pool,
+                session: h.session(),
+                session_id: m.session,
+                pool_type: h.pool_type as u32,
+                state,
+                allocator,
+                in_dump: true,
+            };
+            if !self.found.is_streamed() && !self.keep() {
+                tally(&mut o.past_cap, &a);
                 continue;
             }
             if w.batch.len() >= BATCH {
                 self.found.deliver(&mut w.batch, &mut w.plain);
             }
-            w.batch.push((
-                FoundAllocation {
-                    va: KernelVa(data_va),
-                    header: Some(KernelVa(va)),
-                    pa: Some(pa),
-                    tag: PoolTag(h.tag_unprotected()),
-                    protected: h.protected(),
-                    bytes: h.block_size as u64 * unit,
-                    pool,
-                    session: h.session(),
-                    session_id: m.session,
-                    pool_type: h.pool_type as u32,
-                    state,
-                    allocator,
-                    in_dump: true,
-                },
-                key,
-            ));
+            w.batch.push((a, key));
         }
         w.hits = hits;
     }
