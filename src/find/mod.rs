@@ -313,7 +313,8 @@ fn finish(o: &Opened, found: FindReport, listed: Listed) -> Report {
     if let Some(c) = &o.checked {
         warnings.extend(Warning::all(WarningKind::Relabel, &c.warnings));
     }
-    if found.scan.dropped > 0 && !found.allocations.is_empty() {
+    // A sorted list stopped at --max-results (a streamed one holds none).
+    if found.scan.dropped > 0 && !matches!(listed, Listed::Omitted) {
         warnings.push(Warning::new(
             WarningKind::Find,
             "--unsorted lists every match, in constant memory, as the scan finds them",

@@ -47,11 +47,7 @@ impl ScanOut {
         self.headers += o.headers;
         self.rejected += o.rejected;
         self.duplicates += o.duplicates;
-        if self.past_cap.is_empty() {
-            self.past_cap = o.past_cap;
-        } else {
-            add_tally(&mut self.past_cap, o.past_cap);
-        }
+        add_tally(&mut self.past_cap, o.past_cap);
         self
     }
 }
