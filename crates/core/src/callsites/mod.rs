@@ -60,47 +60,110 @@ pub const MAX_TOTAL_CODE_BYTES: u64 = 512 << 20;
 /// Code analysed as one region at most (a function is rarely a tenth of it).
 pub const MAX_REGION_BYTES: u64 = 256 << 10;
 
+/// Where a pool routine takes its tag (the x64 calling convention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagArg {
+    /// Arguments 1 to 4: RCX, RDX, R8, R9.
+    Register(Register),
+    /// Arguments 5 to 8: stored by the caller at `[rsp+0x20]` to
+    /// `[rsp+0x38]` before the call.
+    Stack(u8),
+}
+
+impl TagArg {
+    /// Its index in the data-flow's state.
+    fn state_index(self) -> Option<usize> {
+        match self {
+            TagArg::Register(r) => flow::gpr(r),
+            TagArg::Stack(n) => flow::stack_arg(n),
+        }
+    }
+}
+
+impl std::fmt::Display for TagArg {
+    /// `r8`, or `[rsp+0x28]` for argument 6.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TagArg::Register(r) => write!(f, "{}", format!("{r:?}").to_lowercase()),
+            TagArg::Stack(n) => write!(f, "[rsp+{:#x}]", 8 * u32::from(n.saturating_sub(1))),
+        }
+    }
+}
+
+const R8: TagArg = TagArg::Register(Register::R8);
+
 /// The pool routines that take a tag, whether they allocate or free, and
-/// the register the tag is in (the x64 calling convention: RCX, RDX, R8,
-/// R9). ExAllocatePoolZero and the other `Zero`/`Uninitialized` helpers are
-/// inline in wdm.h, so they are rarely imported, but a driver built against
-/// another header may import them.
-pub const TAGGED_ROUTINES: &[(&str, PoolCall, Register)] = &[
-    ("ExAllocatePoolWithTag", PoolCall::Alloc, Register::R8),
+/// where the tag is. ExAllocatePoolZero and the other `Zero`/`Uninitialized`
+/// helpers are inline in wdm.h, so they are rarely imported, but a driver
+/// built against another header may import them. NDIS (ndis.sys) and the
+/// filter manager (fltmgr.sys) have their own tagged allocators, which
+/// network drivers and minifilters call rather than nt's. A lookaside
+/// list's initializer takes the tag of every allocation the list will make
+/// (on the stack: it is the sixth or seventh argument); it counts as an
+/// allocation site, since that tag is what its blocks carry.
+pub const TAGGED_ROUTINES: &[(&str, PoolCall, TagArg)] = &[
+    ("ExAllocatePoolWithTag", PoolCall::Alloc, R8),
+    ("ExAllocatePoolWithTagPriority", PoolCall::Alloc, R8),
+    ("ExAllocatePoolWithQuotaTag", PoolCall::Alloc, R8),
+    ("ExAllocatePool2", PoolCall::Alloc, R8),
+    ("ExAllocatePool3", PoolCall::Alloc, R8),
+    ("ExAllocatePoolZero", PoolCall::Alloc, R8),
+    ("ExAllocatePoolUninitialized", PoolCall::Alloc, R8),
+    ("ExAllocatePoolQuotaZero", PoolCall::Alloc, R8),
+    ("ExAllocatePoolQuotaUninitialized", PoolCall::Alloc, R8),
+    ("ExAllocatePoolPriorityZero", PoolCall::Alloc, R8),
+    ("ExAllocatePoolPriorityUninitialized", PoolCall::Alloc, R8),
+    ("FsRtlAllocatePoolWithTag", PoolCall::Alloc, R8),
+    ("FsRtlAllocatePoolWithQuotaTag", PoolCall::Alloc, R8),
     (
-        "ExAllocatePoolWithTagPriority",
-        PoolCall::Alloc,
-        Register::R8,
+        "ExFreePoolWithTag",
+        PoolCall::Free,
+        TagArg::Register(Register::RDX),
     ),
-    ("ExAllocatePoolWithQuotaTag", PoolCall::Alloc, Register::R8),
-    ("ExAllocatePool2", PoolCall::Alloc, Register::R8),
-    ("ExAllocatePool3", PoolCall::Alloc, Register::R8),
-    ("ExAllocatePoolZero", PoolCall::Alloc, Register::R8),
-    ("ExAllocatePoolUninitialized", PoolCall::Alloc, Register::R8),
-    ("ExAllocatePoolQuotaZero", PoolCall::Alloc, Register::R8),
     (
-        "ExAllocatePoolQuotaUninitialized",
-        PoolCall::Alloc,
-        Register::R8,
+        "ExFreePool2",
+        PoolCall::Free,
+        TagArg::Register(Register::RDX),
     ),
-    ("ExAllocatePoolPriorityZero", PoolCall::Alloc, Register::R8),
     (
-        "ExAllocatePoolPriorityUninitialized",
+        "ExInitializeNPagedLookasideList",
         PoolCall::Alloc,
-        Register::R8,
+        TagArg::Stack(6),
     ),
-    ("FsRtlAllocatePoolWithTag", PoolCall::Alloc, Register::R8),
     (
-        "FsRtlAllocatePoolWithQuotaTag",
+        "ExInitializePagedLookasideList",
         PoolCall::Alloc,
-        Register::R8,
+        TagArg::Stack(6),
     ),
-    ("ExFreePoolWithTag", PoolCall::Free, Register::RDX),
-    ("ExFreePool2", PoolCall::Free, Register::RDX),
+    (
+        "ExInitializeLookasideListEx",
+        PoolCall::Alloc,
+        TagArg::Stack(7),
+    ),
+    // NdisAllocateMemoryWithTagPriority(NdisHandle, Length, Tag, Priority)
+    ("NdisAllocateMemoryWithTagPriority", PoolCall::Alloc, R8),
+    // NdisAllocateMemoryWithTag(&VirtualAddress, Length, Tag)
+    ("NdisAllocateMemoryWithTag", PoolCall::Alloc, R8),
+    // NdisFreeMemoryWithTagPriority(NdisHandle, VirtualAddress, Tag)
+    ("NdisFreeMemoryWithTagPriority", PoolCall::Free, R8),
+    // NdisFreeMemoryWithTag(VirtualAddress, Tag)
+    (
+        "NdisFreeMemoryWithTag",
+        PoolCall::Free,
+        TagArg::Register(Register::RDX),
+    ),
+    // FltAllocatePoolAlignedWithTag(Instance, PoolType, NumberOfBytes, Tag)
+    (
+        "FltAllocatePoolAlignedWithTag",
+        PoolCall::Alloc,
+        TagArg::Register(Register::R9),
+    ),
+    // FltFreePoolAlignedWithTag(Instance, Buffer, Tag)
+    ("FltFreePoolAlignedWithTag", PoolCall::Free, R8),
 ];
 
-/// Whether an imported routine takes a tag, and in which register.
-pub fn tagged_routine(name: &str) -> Option<(PoolCall, Register)> {
+/// Whether an imported routine takes a tag, and where.
+pub fn tagged_routine(name: &str) -> Option<(PoolCall, TagArg)> {
     TAGGED_ROUTINES
         .iter()
         .find(|(n, _, _)| *n == name)
@@ -167,7 +230,8 @@ pub struct PoolCallSite {
     pub kind: PoolCall,
     /// How the call reaches the routine's import.
     pub via: CallVia,
-    /// `r8` or `rdx`.
+    /// Where the tag is passed: `r8`, `rdx`, `r9`, or a stack argument's
+    /// slot (`[rsp+0x28]`).
     pub tag_register: String,
     /// The values the tag may have at the call; None when the analysis
     /// could not follow it.

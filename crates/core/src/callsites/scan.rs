@@ -116,7 +116,7 @@ fn scan_piece(
             routine: name.clone(),
             kind,
             via,
-            tag_register: format!("{reg:?}").to_lowercase(),
+            tag_register: reg.to_string(),
             tags: tag_values(&cp, reg),
         });
     }
@@ -279,8 +279,8 @@ fn call_slot(
 
 /// The tags the tag register may hold at the call: every immediate that
 /// flows into it, or `None` when any value comes from memory (unknown).
-fn tag_values(cp: &flow::CallPoint, reg: Register) -> Option<Vec<TagValue>> {
-    let Some(flow::Val::Set(v)) = flow::gpr(reg).map(|n| &cp.state[n]) else {
+fn tag_values(cp: &flow::CallPoint, arg: TagArg) -> Option<Vec<TagValue>> {
+    let Some(flow::Val::Set(v)) = arg.state_index().map(|n| &cp.state[n]) else {
         return None;
     };
     let mut out = Vec::new();

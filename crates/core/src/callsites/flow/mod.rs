@@ -2,8 +2,12 @@
 //! without running it.
 //!
 //! A forward data-flow over the code's basic blocks: per general-purpose
-//! register, either "unknown" or a small set of sources (an immediate
-//! operand, a qword loaded from a RIP-relative address). Moves copy,
+//! register, and per stack argument slot a call reads (arguments 5 to 8,
+//! which the caller stores at `[rsp+0x20]`..`[rsp+0x38]`), either
+//! "unknown" or a small set of sources (an immediate operand, a qword
+//! loaded from a RIP-relative address). Moves copy (a `mov` of 4 or 8
+//! bytes into a slot stores there; any other write that may touch a slot,
+//! a call, or a change of RSP forgets it),
 //! `cmovcc` joins its two operands (a tag chosen at run time between two
 //! immediates reaches the call as both), joins at block entries union the
 //! sets, anything else that writes a register forgets it, and a call
@@ -97,8 +101,28 @@ impl Val {
     }
 }
 
-/// The sixteen general-purpose registers, by number (RAX=0 .. R15=15).
-pub type State = [Val; 16];
+/// The sixteen general-purpose registers, by number (RAX=0 .. R15=15),
+/// then the caller's stores of arguments 5 to 8 ([`stack_arg`]).
+pub type State = [Val; 20];
+
+/// Where the x64 calling convention puts arguments 5 to 8: the caller
+/// stores them at `[rsp+0x20]` to `[rsp+0x38]` (above the 32-byte home
+/// area) before the call.
+pub const STACK_ARGS: std::ops::RangeInclusive<u8> = 5..=8;
+
+/// The [`State`] index of stack argument `arg` (5 to 8).
+pub fn stack_arg(arg: u8) -> Option<usize> {
+    STACK_ARGS.contains(&arg).then(|| 16 + usize::from(arg - 5))
+}
+
+/// The stack argument stored at `[rsp+disp]`, when `disp` is one's slot.
+fn stack_slot(disp: u64) -> Option<usize> {
+    (0x20..0x40)
+        .contains(&disp)
+        .then_some(disp)
+        .filter(|d| d % 8 == 0)
+        .map(|d| 16 + (d as usize - 0x20) / 8)
+}
 
 fn unknown_state() -> State {
     std::array::from_fn(|_| Val::Unknown)
@@ -435,6 +459,16 @@ pub fn step(st: &mut State, i: &Insn, factory: &mut InstructionInfoFactory) {
         .then(|| ins.op1_register())
         .and_then(gpr);
     let fit = |v: Val, size: usize| if size == 4 { v.truncated() } else { v };
+    let info = factory.info(ins);
+    // Memory writes: a stack argument stored, or stores forgotten.
+    if info.used_memory().iter().any(|u| {
+        matches!(
+            u.access(),
+            OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+        )
+    }) {
+        store(st, i, src_reg);
+    }
     let modelled: Option<(usize, Val)> = match (m, dst) {
         (Mnemonic::Mov, Some((d, size))) => Some((d, mov_source(st, i, src_reg, size))),
         (m, Some((d, size))) if is_cmov(m) => Some((
@@ -466,7 +500,6 @@ pub fn step(st: &mut State, i: &Insn, factory: &mut InstructionInfoFactory) {
         _ => None,
     };
     // Everything else the instruction writes is forgotten.
-    let info = factory.info(ins);
     for u in info.used_registers() {
         if matches!(
             u.access(),
@@ -476,6 +509,20 @@ pub fn step(st: &mut State, i: &Insn, factory: &mut InstructionInfoFactory) {
         {
             st[n] = Val::Unknown;
         }
+    }
+    // A call may change its arguments (they are the callee's), and a new
+    // RSP moves the slots: the stores are forgotten.
+    let moves_rsp = info
+        .used_registers()
+        .iter()
+        .any(|u| u.register() == Register::RSP && u.access() != OpAccess::Read);
+    if moves_rsp
+        || matches!(
+            ins.flow_control(),
+            FlowControl::Call | FlowControl::IndirectCall
+        )
+    {
+        forget_stack_args(st);
     }
     if matches!(
         ins.flow_control(),
@@ -490,113 +537,60 @@ pub fn step(st: &mut State, i: &Insn, factory: &mut InstructionInfoFactory) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(bytes: &[u8]) -> (Vec<Insn>, Vec<CallPoint>) {
-        let code = decode_linear(0x1000, bytes);
-        let calls = analyze(&code);
-        (code, calls)
-    }
-
-    fn imms(v: &Val) -> Vec<(u64, Option<u64>)> {
-        match v {
-            Val::Set(s) => s
-                .iter()
-                .filter_map(|x| match x {
-                    Src::Imm { value, imm, .. } => Some((*value, *imm)),
-                    _ => None,
-                })
-                .collect(),
-            Val::Unknown => Vec::new(),
-        }
-    }
-
-    #[test]
-    fn immediate_and_move_reach_the_call() {
-        // mov ecx, 'kaeL'; mov r8d, ecx; call [rip+0x100]
-        let (_, calls) = run(&[
-            0xB9, 0x4C, 0x65, 0x61, 0x6B, 0x41, 0x89, 0xC8, 0xFF, 0x15, 0, 1, 0, 0,
-        ]);
-        assert_eq!(calls.len(), 1);
-        assert_eq!(imms(&calls[0].state[8]), vec![(0x6B61_654C, Some(0x1001))]);
-    }
-
-    #[test]
-    fn cmov_joins_and_a_loop_keeps_the_value() {
-        // 0: mov ecx, A; 5: mov r8d, B; b: test al,1 ; d: cmove r8d, ecx
-        // 11: dec r9; 14: jnz 11; 16: call [rip]
-        let code = [
-            0xB9, 0x41, 0x41, 0x41, 0x41, // mov ecx, 'AAAA'
-            0x41, 0xB8, 0x42, 0x42, 0x42, 0x42, // mov r8d, 'BBBB'
-            0xA8, 0x01, // test al, 1
-            0x44, 0x0F, 0x44, 0xC1, // cmove r8d, ecx
-            0x49, 0xFF, 0xC9, // dec r9
-            0x75, 0xFB, // jnz -5
-            0xFF, 0x15, 0, 0, 0, 0, // call [rip]
-        ];
-        let (_, calls) = run(&code);
-        let got = imms(&calls[0].state[8]);
-        assert_eq!(
-            got,
-            vec![(0x4141_4141, Some(0x1001)), (0x4242_4242, Some(0x1007))]
-        );
-    }
-
-    #[test]
-    fn a_call_forgets_volatile_registers_but_not_callee_saved() {
-        // mov edx, X; mov rdi, [rip+0x40]; call rdi; call [rip]
-        let code = [
-            0xBA, 1, 2, 3, 4, // mov edx, 0x04030201
-            0x48, 0x8B, 0x3D, 0x40, 0, 0, 0, // mov rdi, [rip+0x40]
-            0xFF, 0xD7, // call rdi
-            0xFF, 0x15, 0, 0, 0, 0, // call [rip]
-        ];
-        let (code, calls) = run(&code);
-        assert_eq!(calls.len(), 2);
-        assert_eq!(imms(&calls[0].state[2]), vec![(0x0403_0201, Some(0x1001))]);
-        assert_eq!(
-            calls[0].state[7],
-            Val::one(Src::Load {
-                slot: code[1].ins.next_ip() + 0x40
-            })
-        );
-        assert_eq!(calls[1].state[2], Val::Unknown);
-        assert_ne!(calls[1].state[7], Val::Unknown);
-    }
-
-    #[test]
-    fn a_partial_or_unmodelled_write_forgets() {
-        // mov r8d, X; mov r8b, 1; call [rip]
-        let (_, calls) = run(&[
-            0x41, 0xB8, 1, 2, 3, 4, 0x41, 0xB0, 1, 0xFF, 0x15, 0, 0, 0, 0,
-        ]);
-        assert_eq!(calls[0].state[8], Val::Unknown);
-        // mov r8d, X; add r8d, 1; call [rip]
-        let (_, calls) = run(&[
-            0x41, 0xB8, 1, 2, 3, 4, 0x41, 0x83, 0xC0, 1, 0xFF, 0x15, 0, 0, 0, 0,
-        ]);
-        assert_eq!(calls[0].state[8], Val::Unknown);
-    }
-
-    #[test]
-    fn paths_that_disagree_join_and_too_many_values_are_unknown() {
-        // A value, then five branches each setting edx to another one.
-        let mut code = vec![0xBA, 100, 0, 0, 0];
-        for k in 0..5u8 {
-            // test eax, eax; jz +5; mov edx, k
-            code.extend_from_slice(&[0x85, 0xC0, 0x74, 0x05, 0xBA, k, 0, 0, 0]);
-        }
-        code.extend_from_slice(&[0xFF, 0x15, 0, 0, 0, 0]);
-        let (_, calls) = run(&code);
-        assert_eq!(calls[0].state[2], Val::Unknown);
-        // Two: both reach.
-        let mut code = vec![0xBA, 9, 0, 0, 0];
-        code.extend_from_slice(&[0x85, 0xC0, 0x74, 0x05, 0xBA, 7, 0, 0, 0]);
-        code.extend_from_slice(&[0xFF, 0x15, 0, 0, 0, 0]);
-        let (_, calls) = run(&code);
-        let v: Vec<u64> = imms(&calls[0].state[2]).into_iter().map(|x| x.0).collect();
-        assert_eq!(v, vec![7, 9]);
+fn forget_stack_args(st: &mut State) {
+    for v in &mut st[16..] {
+        *v = Val::Unknown;
     }
 }
+
+/// A write to memory by `i`: a `mov` of 4 or 8 bytes to a stack
+/// argument's slot stores its value there; any other write through RSP
+/// forgets the slots it touches, and a write through any other pointer
+/// (which may point at the stack) forgets them all.
+fn store(st: &mut State, i: &Insn, src_reg: Option<usize>) {
+    let ins = &i.ins;
+    let through_rsp = ins.memory_base() == Register::RSP && ins.memory_index() == Register::None;
+    if !through_rsp {
+        forget_stack_args(st);
+        return;
+    }
+    let disp = ins.memory_displacement64();
+    let size = ins.memory_size().size() as u64;
+    let slot = stack_slot(disp);
+    if ins.mnemonic() == Mnemonic::Mov
+        && ins.op_count() == 2
+        && ins.op0_kind() == OpKind::Memory
+        && matches!(size, 4 | 8)
+        && let Some(k) = slot
+    {
+        let v = match ins.op1_kind() {
+            OpKind::Immediate32 | OpKind::Immediate32to64 => {
+                let v = ins.immediate(1);
+                Val::one(Src::Imm {
+                    value: if size == 4 { v & 0xFFFF_FFFF } else { v },
+                    insn: ins.ip(),
+                    imm: i.imm,
+                })
+            }
+            OpKind::Register => match src_reg {
+                Some(s) if size == 4 => st[s].truncated(),
+                Some(s) => st[s].clone(),
+                None => Val::Unknown,
+            },
+            _ => Val::Unknown,
+        };
+        st[k] = v;
+        return;
+    }
+    // Any other write through RSP: the slots it overlaps.
+    let end = disp.wrapping_add(size.max(1));
+    for (k, v) in st[16..].iter_mut().enumerate() {
+        let lo = 0x20 + 8 * k as u64;
+        if disp < lo + 8 && lo < end {
+            *v = Val::Unknown;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
