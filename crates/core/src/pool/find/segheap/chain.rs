@@ -81,7 +81,7 @@ impl VsChain {
             return None;
         }
         let unit = ((chunk - self.lo) / 16) as usize;
-        Some(chunk % 16 == 0 && self.starts[unit / 64] >> (unit % 64) & 1 == 1)
+        Some(chunk.is_multiple_of(16) && self.starts[unit / 64] >> (unit % 64) & 1 == 1)
     }
 
     /// The chunk that holds the page start `page` past its first bytes.
