@@ -403,3 +403,71 @@ fn write_leak_relabel_map(dump: &Path, syms: &Path, map: &Path) {
     let plan = relabel::plan_on_target(&t, leak, &[], None, &mut names, Some(19041)).unwrap();
     std::fs::write(map, plan.map.to_json()).unwrap();
 }
+
+/// A network driver's and a minifilter's allocators (NDIS's, the filter
+/// manager's) and lookaside lists, whose tag is a stack argument:
+/// `testdata/callsite-fixtures/poolapis.sys` (clang-19, by its build.py)
+/// passes each tag to the routines `poolapis.json` names, at the
+/// immediates llvm-objdump-19 found when it was built. Every site is
+/// found, with its routine, and `--patch` relabels a stack argument's
+/// immediate like a register's.
+#[test]
+fn ndis_filter_manager_and_lookaside_sites_are_found_and_patched() {
+    let dir = repo_root().join("testdata/callsite-fixtures");
+    let rec: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("poolapis.json")).unwrap()).unwrap();
+    let file = dir.join("poolapis.sys");
+    let v = image_sites(&file, &[]);
+    assert!(v["unresolved"].as_array().unwrap().is_empty(), "{v}");
+    let tags = rec["tags"].as_object().unwrap();
+    assert_eq!(v["sites"].as_array().unwrap().len(), 11);
+    for (tag, t) in tags {
+        let sites: Vec<&Value> = support::items(&v["sites"])
+            .filter(|s| s["tag"] == tag.as_str())
+            .collect();
+        let mut routines: Vec<&str> = sites
+            .iter()
+            .map(|s| s["routine"].as_str().unwrap())
+            .collect();
+        let mut want: Vec<&str> = support::items(&t["routines"])
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        routines.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(routines, want, "{tag}");
+        let rvas: BTreeSet<u64> = sites
+            .iter()
+            .map(|s| s["immediate_rva"].as_u64().unwrap())
+            .collect();
+        let want: BTreeSet<u64> = support::items(&t["immediate_rvas"])
+            .map(|r| r.as_u64().unwrap())
+            .collect();
+        assert_eq!(rvas, want, "{tag}");
+    }
+
+    // The seventh argument's immediate, relabelled.
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("poolapis.sys");
+    std::fs::copy(&file, &input).unwrap();
+    let original = std::fs::read(&input).unwrap();
+    let out = tmp.path().join("poolapis.relabel.sys");
+    let r = patch(&input, "LkEx", &out);
+    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+    let map: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}.relabel.json", out.display())).unwrap(),
+    )
+    .unwrap();
+    let sites = map["sites"].as_array().unwrap();
+    assert_eq!(sites.len(), 1, "{map}");
+    let new_tag = sites[0]["new_tag"].as_str().unwrap().to_string();
+    let off = sites[0]["file_offset"].as_u64().unwrap() as usize;
+    let patched = std::fs::read(&out).unwrap();
+    assert_eq!(&original[off..off + 4], b"LkEx");
+    assert_eq!(&patched[off..off + 4], new_tag.as_bytes());
+    pefile_agrees(&out);
+    objdump_shows_the_new_tags(&out, sites);
+    let v = image_sites(&out, &["--tag", &new_tag]);
+    let s = v["sites"].as_array().unwrap();
+    assert_eq!(s.len(), 1, "{v}");
+    assert_eq!(s[0]["routine"], "ExInitializeLookasideListEx");
+}

@@ -436,3 +436,47 @@ fn the_scans_of_all_drivers_share_one_budget_of_code() {
         "{notes:#?}"
     );
 }
+
+/// poolapis.sys (testdata/callsite-fixtures): each routine's tag is read
+/// where the calling convention puts it, registers and stack slots alike.
+#[test]
+fn tags_are_read_from_their_register_or_stack_slot() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/callsite-fixtures/poolapis.sys"
+    );
+    let bytes = std::fs::read(path).unwrap();
+    let img = ImageMemory::from_bytes("poolapis.sys", Arc::from(bytes)).unwrap();
+    let mut w = StackWalker::from_modules(vec![img.module()]);
+    let scan = scan_module(&mut w, &img, 0).unwrap();
+    let got: BTreeSet<(String, String, String)> = scan
+        .calls
+        .iter()
+        .map(|c| {
+            let tags = c.tags.as_ref().expect("every tag is followed");
+            assert_eq!(tags.len(), 1, "{c:?}");
+            (
+                c.routine.clone(),
+                c.tag_register.clone(),
+                tags[0].tag.to_string(),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, String, String)> = [
+        ("NdisAllocateMemoryWithTagPriority", "r8", "NdMp"),
+        ("NdisFreeMemoryWithTagPriority", "r8", "NdMp"),
+        ("NdisAllocateMemoryWithTag", "r8", "NdMt"),
+        ("NdisFreeMemoryWithTag", "rdx", "NdMt"),
+        ("FltAllocatePoolAlignedWithTag", "r9", "FlAl"),
+        ("FltFreePoolAlignedWithTag", "r8", "FlAl"),
+        ("ExInitializeNPagedLookasideList", "[rsp+0x28]", "LkNp"),
+        ("ExInitializePagedLookasideList", "[rsp+0x28]", "LkPg"),
+        ("ExInitializeLookasideListEx", "[rsp+0x30]", "LkEx"),
+        ("ExAllocatePool2", "r8", "Pa2x"),
+        ("ExFreePoolWithTag", "rdx", "Pa2x"),
+    ]
+    .into_iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(got, want);
+}
