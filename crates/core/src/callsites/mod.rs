@@ -162,6 +162,19 @@ pub const TAGGED_ROUTINES: &[(&str, PoolCall, TagArg)] = &[
     ("FltFreePoolAlignedWithTag", PoolCall::Free, R8),
 ];
 
+/// The routines of [`TAGGED_ROUTINES`] that a module other than nt exports
+/// (NDIS's, the filter manager's). Each calls nt's pool for its caller: on
+/// a stack its frame is the pool routine, and the frame below it the
+/// caller, whose call is the site.
+pub const WRAPPER_ROUTINES: &[&str] = &[
+    "NdisAllocateMemoryWithTagPriority",
+    "NdisAllocateMemoryWithTag",
+    "NdisFreeMemoryWithTagPriority",
+    "NdisFreeMemoryWithTag",
+    "FltAllocatePoolAlignedWithTag",
+    "FltFreePoolAlignedWithTag",
+];
+
 /// Whether an imported routine takes a tag, and where.
 pub fn tagged_routine(name: &str) -> Option<(PoolCall, TagArg)> {
     TAGGED_ROUTINES

@@ -3,12 +3,15 @@
 //!
 //! For each stop, a [`HitAnalyzer`] walks the stack from the stopped
 //! processor's registers, finds the first frame outside nt (the caller of
-//! the pool), and decides whether the stop is an allocation, a free or
-//! something else:
+//! the pool; a frame of NDIS's or the filter manager's pool routines,
+//! which call nt's for their caller, is passed over where its module's
+//! exports or PDB name it), and decides whether the stop is an allocation,
+//! a free or something else:
 //!
-//! 1. nt's frames below the caller, where nt's PDB names them: an
-//!    allocator (`ExAllocatePoolWithTag`, `ExAllocatePool2`,
-//!    `ExAllocateHeapPool`, `ExpInsertPoolTracker`, ...) or a free
+//! 1. The frames below the caller, where nt's PDB (or a module's exports)
+//!    names them: an allocator (`ExAllocatePoolWithTag`, `ExAllocatePool2`,
+//!    `ExAllocateHeapPool`, `ExpInsertPoolTracker`,
+//!    `NdisAllocateMemoryWithTagPriority`, ...) or a free
 //!    (`ExFreePoolWithTag`, `ExFreeHeapPool`, `ExpRemovePoolTracker`, ...).
 //!    The routine names differ between builds, so any of them decides.
 //! 2. Where they do not (no PDB, or only unnamed frames), the pool routine
@@ -17,7 +20,8 @@
 //!
 //! A stop that neither names (a DbgBreakPoint of a driver's own, a break-in,
 //! a stack that reaches no pool routine) is kept apart, never counted.
-//! For an allocation, the size argument (RDX at the call) is recovered from
+//! For an allocation, the size argument (RDX at the call; R8 for
+//! `FltAllocatePoolAlignedWithTag`) is recovered from
 //! the caller's code: an immediate, a callee-saved register the unwinder
 //! recovered for the caller's frame, or a stack slot at its Child-SP.
 
@@ -31,9 +35,12 @@ use serde::Serialize;
 
 use crate::addr::KernelVa;
 use crate::bytes::Le;
+use crate::callsites::{WRAPPER_ROUTINES, tagged_routine};
 use crate::kernel::ModuleList;
 use crate::memory::{Memory, MemoryExt};
-use crate::stack::{ReadStats, Registers, StackTrace, StackWalker, Symbol, Symbolizer};
+use crate::stack::{
+    ReadStats, Registers, StackTrace, StackWalker, Symbol, SymbolOrigin, Symbolizer,
+};
 use crate::tag::PoolTag;
 
 pub use callsite::{Call, CallTarget};
@@ -66,7 +73,9 @@ impl PoolCall {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "by")]
 pub enum DecidedBy {
-    /// An nt frame its PDB names.
+    /// A frame below the caller that names a pool routine: nt's (from its
+    /// PDB or exports), or NDIS's or the filter manager's (which call
+    /// nt's for their caller).
     NtFrame {
         /// The nt function (`ExAllocatePool2`).
         function: String,
@@ -163,15 +172,38 @@ fn decide(by_frame: Option<(PoolCall, String)>, by_import: Option<String>) -> Hi
     }
 }
 
-/// Is `name` (an nt function or an import) a pool routine, and which kind?
+/// Is `name` (an nt function, an import, or another module's pool routine
+/// such as NDIS's) a pool routine, and which kind?
 pub fn pool_routine(name: &str) -> Option<PoolCall> {
     if ALLOC_PREFIXES.iter().any(|p| name.starts_with(p)) {
         Some(PoolCall::Alloc)
     } else if FREE_PREFIXES.iter().any(|p| name.starts_with(p)) {
         Some(PoolCall::Free)
+    } else if WRAPPER_ROUTINES.contains(&name) {
+        tagged_routine(name).map(|(call, _)| call)
     } else {
         None
     }
+}
+
+/// The register that holds the bytes an allocation routine is asked for:
+/// the second argument, but the third for the filter manager's
+/// (`FltAllocatePoolAlignedWithTag(Instance, PoolType, NumberOfBytes, Tag)`).
+fn size_register(routine: &str) -> Register {
+    if routine == "FltAllocatePoolAlignedWithTag" {
+        Register::R8
+    } else {
+        Register::RDX
+    }
+}
+
+/// The index of the pool routine's caller among frames given as (in nt,
+/// another module's pool routine: [`WRAPPER_ROUTINES`]): the first frame
+/// that is neither.
+fn first_caller(frames: impl IntoIterator<Item = (bool, bool)>) -> Option<usize> {
+    frames
+        .into_iter()
+        .position(|(in_nt, wrapper)| !in_nt && !wrapper)
 }
 
 /// A module's imports: IAT slot address -> imported name.
@@ -268,13 +300,16 @@ impl<'a> HitAnalyzer<'a> {
             Some(code),
             HitKind::Pool {
                 call: PoolCall::Alloc,
-                ..
+                decided_by,
             },
         ) = (&code, &hit.kind)
         {
+            let routine = match decided_by {
+                DecidedBy::NtFrame { function } | DecidedBy::Import { function } => function,
+            };
             let frame = hit.trace.frames[k].clone();
             let mut read = |va: u64| mem.read_u64(KernelVa(va)).ok();
-            hit.size = code.value_at_call(Register::RDX, &frame, &mut read);
+            hit.size = code.value_at_call(size_register(routine), &frame, &mut read);
         }
         hit.image_reads.add(&stats);
         hit
@@ -289,11 +324,20 @@ impl<'a> HitAnalyzer<'a> {
         if !self.in_nt(first.pc) {
             return Err(format!("the stop is outside nt, at {}", hit.symbols[0]));
         }
-        hit.trace
-            .frames
-            .iter()
-            .position(|f| !self.in_nt(f.pc))
-            .ok_or_else(|| format!("the stack reaches no caller outside nt ({})", hit.trace.end))
+        // NDIS's and the filter manager's pool routines call nt's for
+        // their caller: their frames are skipped, where they are named.
+        let wrapper = |s: &Symbol| {
+            matches!(s.origin, SymbolOrigin::Pdb | SymbolOrigin::Export)
+                && s.function
+                    .as_deref()
+                    .is_some_and(|f| WRAPPER_ROUTINES.contains(&f))
+        };
+        first_caller(
+            (hit.trace.frames.iter())
+                .zip(&hit.symbols)
+                .map(|(f, s)| (self.in_nt(f.pc), wrapper(s))),
+        )
+        .ok_or_else(|| format!("the stack reaches no caller outside nt ({})", hit.trace.end))
     }
 
     /// The caller's code from its function's start to the return address.

@@ -146,3 +146,39 @@ fn every_stop_is_what_the_cpu_did() {
         }
     }
 }
+
+/// NDIS's and the filter manager's pool routines call nt's for their
+/// caller: a stack `nt, nt, ndis!NdisAllocateMemoryWithTagPriority,
+/// miniport` has the miniport as the caller, and the wrapper's name as
+/// the routine; a frame of another module that is no pool routine is the
+/// caller.
+#[test]
+fn another_modules_pool_routine_is_not_the_caller() {
+    assert_eq!(
+        first_caller([(true, false), (true, false), (false, true), (false, false)]),
+        Some(3)
+    );
+    assert_eq!(
+        first_caller([(true, false), (false, false), (false, true)]),
+        Some(1)
+    );
+    assert_eq!(first_caller([(true, false), (false, true)]), None);
+    assert_eq!(first_caller([(true, false), (true, false)]), None);
+    for (name, call) in [
+        ("NdisAllocateMemoryWithTagPriority", PoolCall::Alloc),
+        ("NdisFreeMemoryWithTag", PoolCall::Free),
+        ("FltAllocatePoolAlignedWithTag", PoolCall::Alloc),
+        ("FltFreePoolAlignedWithTag", PoolCall::Free),
+        ("ExAllocatePool2", PoolCall::Alloc),
+    ] {
+        assert_eq!(pool_routine(name), Some(call), "{name}");
+    }
+    // A lookaside list's initialiser allocates nothing itself.
+    assert_eq!(pool_routine("ExInitializeNPagedLookasideList"), None);
+    assert_eq!(pool_routine("NdisAllocateNetBufferListPool"), None);
+    assert_eq!(size_register("FltAllocatePoolAlignedWithTag"), Register::R8);
+    assert_eq!(
+        size_register("NdisAllocateMemoryWithTagPriority"),
+        Register::RDX
+    );
+}
