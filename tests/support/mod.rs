@@ -176,6 +176,20 @@ pub fn assert_contains(text: &str, want: &str) {
     assert!(text.contains(want), "{want:?} is not in:\n{text}");
 }
 
+/// `--csv` keeps stdout for the table: `stderr` must tell a warning that
+/// mentions `want` on a line of its own (`pooldump: warning: ...`), and
+/// `stdout` must not hold it.
+#[track_caller]
+pub fn assert_warned_on_stderr(stdout: &str, stderr: &str, want: &str) {
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("pooldump: warning: ") && l.contains(want)),
+        "no `pooldump: warning:` line with {want:?} in:\n{stderr}"
+    );
+    assert!(!stdout.contains(want), "{want:?} is in the CSV:\n{stdout}");
+}
+
 /// [`assert_contains`] for each of `wants`, naming `case` (which of a
 /// test's cases `text` is from) when one is missing.
 #[track_caller]

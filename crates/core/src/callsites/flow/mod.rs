@@ -563,23 +563,8 @@ fn store(st: &mut State, i: &Insn, src_reg: Option<usize>) {
         && matches!(size, 4 | 8)
         && let Some(k) = slot
     {
-        let v = match ins.op1_kind() {
-            OpKind::Immediate32 | OpKind::Immediate32to64 => {
-                let v = ins.immediate(1);
-                Val::one(Src::Imm {
-                    value: if size == 4 { v & 0xFFFF_FFFF } else { v },
-                    insn: ins.ip(),
-                    imm: i.imm,
-                })
-            }
-            OpKind::Register => match src_reg {
-                Some(s) if size == 4 => st[s].truncated(),
-                Some(s) => st[s].clone(),
-                None => Val::Unknown,
-            },
-            _ => Val::Unknown,
-        };
-        st[k] = v;
+        // What a `mov` to a register of that size would hold.
+        st[k] = mov_source(st, i, src_reg, size as usize);
         return;
     }
     // Any other write through RSP: the slots it overlaps.
