@@ -461,12 +461,7 @@ pub fn step(st: &mut State, i: &Insn, factory: &mut InstructionInfoFactory) {
     let fit = |v: Val, size: usize| if size == 4 { v.truncated() } else { v };
     let info = factory.info(ins);
     // Memory writes: a stack argument stored, or stores forgotten.
-    if info.used_memory().iter().any(|u| {
-        matches!(
-            u.access(),
-            OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
-        )
-    }) {
+    if info.used_memory().iter().any(|u| writes(u.access())) {
         store(st, i, src_reg);
     }
     let modelled: Option<(usize, Val)> = match (m, dst) {
@@ -501,10 +496,8 @@ pub fn step(st: &mut State, i: &Insn, factory: &mut InstructionInfoFactory) {
     };
     // Everything else the instruction writes is forgotten.
     for u in info.used_registers() {
-        if matches!(
-            u.access(),
-            OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
-        ) && let Some(n) = gpr(u.register())
+        if writes(u.access())
+            && let Some(n) = gpr(u.register())
             && modelled.as_ref().is_none_or(|(d, _)| *d != n)
         {
             st[n] = Val::Unknown;
@@ -515,7 +508,7 @@ pub fn step(st: &mut State, i: &Insn, factory: &mut InstructionInfoFactory) {
     let moves_rsp = info
         .used_registers()
         .iter()
-        .any(|u| u.register() == Register::RSP && u.access() != OpAccess::Read);
+        .any(|u| u.register() == Register::RSP && writes(u.access()));
     if moves_rsp
         || matches!(
             ins.flow_control(),
@@ -535,6 +528,14 @@ pub fn step(st: &mut State, i: &Insn, factory: &mut InstructionInfoFactory) {
     if let Some((d, v)) = modelled {
         st[d] = v;
     }
+}
+
+/// An access that may write (a conditional write may).
+fn writes(a: OpAccess) -> bool {
+    matches!(
+        a,
+        OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+    )
 }
 
 fn forget_stack_args(st: &mut State) {
