@@ -78,9 +78,10 @@ pub struct FindOptions<'a> {
     /// Bounds on the page-table walk.
     pub pagemap: PageMapOptions,
     /// Stop keeping headers after this many (a hostile dump can be full
-    /// of them); the rest are counted. A streaming search
-    /// ([`crate::Target::find_with`]) keeps no allocations: for it this
-    /// bounds only the unmapped headers.
+    /// of them): the allocations found past it are counted in the per-tag
+    /// totals and in `scan.dropped`, not kept, and a warning says so. A
+    /// streaming search ([`crate::Target::find_with`]) keeps no
+    /// allocations: for it this bounds only the unmapped headers.
     pub max_results: usize,
     /// Told how many bytes the frame scan will read and has read (a
     /// progress bar); None: nothing is told.
