@@ -208,8 +208,9 @@ pub struct Scan {
     pub alias_pages: u64,
     pub duplicate_headers: u64,
     pub rejected_by_heap: u64,
-    /// Headers past `--max-results`: counted in the per-tag table, not
-    /// listed.
+    /// Headers past `--max-results` (allocations, and headers in frames
+    /// no address maps): the allocations are counted in the per-tag
+    /// table; none is listed.
     pub not_listed: u64,
 }
 

@@ -426,7 +426,7 @@ fn scan_frames<M: Memory + ?Sized>(
     let dropped = scan.dropped.load(Ordering::Relaxed);
     if dropped > 0 {
         warnings.push(format!(
-            "{dropped} more header(s) matched once {} were kept (the first the scan met, so which ones varies from run to run): they are counted in the per-tag totals, not listed",
+            "{dropped} more header(s) matched once {} were kept (the first the scan met, so which ones varies from run to run): the allocations among them are counted in the per-tag totals, none is listed",
             opts.max_results
         ));
     }
