@@ -47,5 +47,7 @@ pub use builds::NtBuild;
 pub use crash_stack::CrashThread;
 pub use dump::DumpKind;
 pub use machine::Machine;
-pub use scenario::{PoolKind, Scenario, SessionSpec, SessionTagSpec, SizeSpec, TagSpec};
+pub use scenario::{
+    HeapKeyDerivation, PoolKind, Scenario, SessionSpec, SessionTagSpec, SizeSpec, TagSpec,
+};
 pub use truth::GroundTruth;

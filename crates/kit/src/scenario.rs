@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::builds::NtBuild;
+pub use crate::pool::format::HeapKeyDerivation;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +69,16 @@ pub struct Scenario {
     /// run outside any session and are always there.
     #[serde(default)]
     pub sessions: Vec<SessionSpec>,
+    /// The build number the machine states (DUMP_HEADER64.MinorVersion,
+    /// KUSER_SHARED_DATA.NtBuildNumber, the live target's version): a test
+    /// can put a build whose layouts are not here (24H2) on the nearest
+    /// build's. Default: the build's own.
+    #[serde(default)]
+    pub reported_build: Option<u32>,
+    /// How the segment heap's keys are mixed in; default: as Windows does at
+    /// the reported build.
+    #[serde(default)]
+    pub heap_keys: Option<HeapKeyDerivation>,
 }
 
 /// One session: its processes and the session-pool tags they charged.
@@ -394,7 +405,20 @@ impl Scenario {
             uptime_secs: default_uptime(),
             unix_time: default_time(),
             sessions: default_sessions(),
+            reported_build: None,
+            heap_keys: None,
         }
+    }
+
+    /// The build number the machine states ([`Scenario::reported_build`]).
+    pub fn build_number(&self) -> u32 {
+        self.reported_build.unwrap_or(self.build.number())
+    }
+
+    /// How the segment heap's keys are mixed in ([`Scenario::heap_keys`]).
+    pub fn heap_key_derivation(&self) -> HeapKeyDerivation {
+        self.heap_keys
+            .unwrap_or(HeapKeyDerivation::of_build(self.build_number()))
     }
 }
 

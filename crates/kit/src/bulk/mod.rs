@@ -89,6 +89,7 @@ impl Machine {
             },
             lfh_raw,
             lfh_key: self.lfh_key as u32,
+            heap_keys: self.heap_keys,
             seg_header,
             seg_sig_off: if segment_heap {
                 m.offset_of("_HEAP_PAGE_SEGMENT", "Signature") as usize

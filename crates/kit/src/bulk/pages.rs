@@ -7,7 +7,7 @@
 use crate::layout::{Manifest, StructBuf};
 use crate::phys::{MB, PAGE64};
 use crate::phys::{PAGE, Page, PageFiller};
-use crate::pool::format::SEGMENT_SIGNATURE_KEY;
+use crate::pool::format::HeapKeyDerivation;
 
 pub(super) const PATTERNS: usize = 512;
 
@@ -38,6 +38,7 @@ pub struct BulkFiller {
     pub(super) lfh_encoded_off: usize,
     pub(super) lfh_raw: Vec<u32>,
     pub(super) lfh_key: u32,
+    pub(super) heap_keys: HeapKeyDerivation,
     /// Segment heap: page 0 and page 1 of every segment header, with
     /// ListEntry and Signature patched per segment.
     pub(super) seg_header: [Box<Page>; 2],
@@ -101,7 +102,8 @@ impl PageFiller for BulkFiller {
                 };
                 out[0..8].copy_from_slice(&next.to_le_bytes());
                 out[8..16].copy_from_slice(&prev.to_le_bytes());
-                let sig = self.context ^ self.heap_key ^ va ^ SEGMENT_SIGNATURE_KEY;
+                let sig =
+                    self.context ^ self.heap_key ^ va ^ self.heap_keys.segment_signature_key();
                 out[self.seg_sig_off..self.seg_sig_off + 8].copy_from_slice(&sig.to_le_bytes());
             }
             return;
@@ -111,7 +113,7 @@ impl PageFiller for BulkFiller {
         if self.segment_heap {
             out[0..8].copy_from_slice(&va.to_le_bytes());
             out[8..16].copy_from_slice(&va.to_le_bytes());
-            let enc = self.lfh_raw[p] ^ self.lfh_key ^ ((va as u32) >> 12);
+            let enc = self.lfh_raw[p] ^ self.lfh_key ^ self.heap_keys.lfh_shift(va);
             let o = self.lfh_encoded_off;
             out[o..o + 4].copy_from_slice(&enc.to_le_bytes());
         }

@@ -23,7 +23,7 @@ impl Machine {
         let s = &self.scenario;
         let interrupt_time = s.uptime_secs * 10_000_000;
         let system_time = FILETIME_UNIX_EPOCH + s.unix_time * 10_000_000;
-        let (major, minor) = match s.build.number() {
+        let (major, minor) = match s.build_number() {
             0..9200 => (6, 1),
             9200..10240 => (6, 3),
             _ => (10, 0),
@@ -37,7 +37,7 @@ impl Machine {
         };
         ksys(&mut k, "InterruptTime", interrupt_time);
         ksys(&mut k, "SystemTime", system_time);
-        k.set_if("NtBuildNumber", s.build.number() as u64)
+        k.set_if("NtBuildNumber", s.build_number() as u64)
             .set("NtMajorVersion", major)
             .set("NtMinorVersion", minor)
             .set("NtProductType", 1)

@@ -76,6 +76,8 @@ pub struct Machine {
     pub(crate) large_page: Option<(u64, u64)>,
     pub(crate) heap_key: u64,
     pub(crate) lfh_key: u64,
+    /// How the keys are mixed into segment signatures and LFH offsets.
+    pub(crate) heap_keys: crate::pool::format::HeapKeyDerivation,
     pub(crate) quota_cookie: u64,
     pub(crate) header: HeaderFields,
     /// Per (tag value, paged): counters in first-use order.
@@ -161,6 +163,7 @@ impl Machine {
             large_page: None,
             heap_key: rng.u64(..),
             lfh_key: rng.u64(..),
+            heap_keys: s.heap_key_derivation(),
             quota_cookie: rng.u64(..),
             header: HeaderFields::default(),
             ledger: Ledger::default(),
@@ -177,7 +180,7 @@ impl Machine {
             rng,
         };
         mc.truth.build = s.build.name().to_string();
-        mc.truth.build_number = m.build;
+        mc.truth.build_number = s.build_number();
         mc.truth.seed = s.seed;
         mc.truth.cpus = s.cpus;
         mc.truth.kernel.dtb = dtb_pfn * PAGE64;
@@ -291,7 +294,7 @@ impl Machine {
             .sym_va("KeBugCheckEx")
             .unwrap_or(self.kern_base + self.m.image.entry_rva);
         self.header = HeaderFields {
-            build: s.build.number(),
+            build: s.build_number(),
             dtb: self.asp.pml4 * PAGE64,
             pfn_database: self.truth.symbols["<PfnDatabase>"],
             ps_loaded_module_list: self.truth.kernel.ps_loaded_module_list,

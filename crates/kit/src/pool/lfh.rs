@@ -70,7 +70,8 @@ impl Machine {
             (s.va, s.block, s.first, s.count, bm, s.count - live)
         };
         let mut h = StructBuf::new(self.m, "_HEAP_LFH_SUBSEGMENT");
-        let encoded = (block | (first << 16)) as u32 ^ self.lfh_key as u32 ^ ((va as u32) >> 12);
+        let encoded =
+            (block | (first << 16)) as u32 ^ self.lfh_key as u32 ^ self.heap_keys.lfh_shift(va);
         h.set("ListEntry.Flink", va)
             .set("ListEntry.Blink", va)
             .set("FreeCount", free)

@@ -9,7 +9,6 @@ use crate::machine::Machine;
 use crate::phys::{MB, PAGE64};
 use crate::scenario::PoolKind;
 
-use super::format::SEGMENT_SIGNATURE_KEY;
 use super::state::{Req, Segment};
 use crate::truth::Allocation;
 
@@ -106,7 +105,7 @@ impl Machine {
         for (kind, list) in segs {
             let ctx = self.heap_context_va(kind);
             for s in list {
-                let sig = ctx ^ self.heap_key ^ s.va ^ SEGMENT_SIGNATURE_KEY;
+                let sig = ctx ^ self.heap_key ^ s.va ^ self.heap_keys.segment_signature_key();
                 self.write_u64(
                     s.va + self.m.offset_of("_HEAP_PAGE_SEGMENT", "Signature"),
                     sig,
