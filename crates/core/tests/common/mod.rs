@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod check;
+
 use pooldump_core::pool::TagPattern;
 use pooldump_core::pool::find::{Allocator, Engine, FindOptions, FindReport};
 use pooldump_core::symbols::SymbolOptions;

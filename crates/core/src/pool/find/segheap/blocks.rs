@@ -47,13 +47,7 @@ impl SegHeap {
         else {
             return HeapVerdict::Rejected;
         };
-        let shift = if self.lfh_shift_full {
-            (sub >> 12) as u32
-        } else {
-            (sub as u32) >> 12
-        };
-        let dec = enc ^ self.lfh_key as u32 ^ shift;
-        let (block, first) = ((dec & 0xFFFF) as u64, (dec >> 16) as u64);
+        let (block, first) = keys::decode_lfh(enc, self.lfh_key, self.derivation.lfh_shift(sub));
         let count = l.lfh_block_count.read_u64(hdr).unwrap_or(0);
         let unit = 16u64;
         if block < unit || block % unit != 0 || va < sub + first || first < l.lfh_bitmap {

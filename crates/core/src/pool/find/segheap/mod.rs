@@ -5,6 +5,7 @@ use super::*;
 
 mod blocks;
 mod chain;
+mod keys;
 mod layout;
 
 use layout::{HeapLayout, POOL_STATE, e, heap_contexts, heap_keys, is_segment_heap, read_context};
@@ -30,7 +31,7 @@ impl Ctx {
         warnings: &mut Vec<String>,
     ) -> Self {
         let has_nx_pool = build.is_none_or(|b| b >= 9200);
-        match SegHeap::read(mem, syms, kern_base, build) {
+        match SegHeap::read(mem, syms, kern_base, build, warnings) {
             Ok(Some(h)) => Ctx {
                 family: AllocatorFamily::SegmentHeap,
                 heap: Some(h),
@@ -66,8 +67,6 @@ impl Ctx {
 const RANGE_LFH: u64 = 0x0B;
 const RANGE_VS: u64 = 0x0F;
 const SEGMENT_HEAP_SIGNATURE: u64 = 0xDDEE_DDEE;
-/// The segment signature's static key before 24H2 (MemProcFS).
-const SEGMENT_KEY: u64 = 0xA2E6_4EAD_A2E6_4EAD;
 const VS_SIGNATURE_KEY: u64 = 0x2BED;
 
 #[derive(Clone, Copy)]
@@ -87,9 +86,8 @@ struct Segment {
 pub(super) struct SegHeap {
     heap_key: u64,
     lfh_key: u64,
-    sig_key: u64,
-    /// 24H2 derives the LFH shift from the whole VA (docs/pool-structures.md §5).
-    lfh_shift_full: bool,
+    /// How the keys are mixed into segment signatures and LFH offsets.
+    derivation: keys::Derivation,
     contexts: HashMap<u64, SegCtx>,
     masks: Vec<u64>,
     l: HeapLayout,
@@ -134,6 +132,7 @@ impl SegHeap {
         s: &KernelSymbols,
         kern_base: KernelVa,
         build: Option<u32>,
+        warnings: &mut Vec<String>,
     ) -> Result<Option<Self>, String> {
         // From 19H1 on the pool is the segment heap: what is missing is an
         // error. Before, the build did not use it.
@@ -163,12 +162,29 @@ impl SegHeap {
             return legacy_or("no pool node holds a heap with the 0xDDEEDDEE signature".into());
         }
         let (heap_key, lfh_key) = heap_keys(mem, s, kern_base, state)?;
-        let new_keys = build.is_some_and(|b| b >= 26100);
+        let probed = keys::probe(
+            mem,
+            build,
+            &keys::ProbeInput {
+                heap_key,
+                lfh_key,
+                contexts: &found.contexts,
+                l: &l,
+                list_head: s
+                    .field("_HEAP_SEG_CONTEXT", "SegmentListHead")
+                    .ok()
+                    .map(|f| f.offset),
+                list_entry: s
+                    .field("_HEAP_PAGE_SEGMENT", "ListEntry")
+                    .ok()
+                    .map(|f| f.offset),
+            },
+        );
+        warnings.extend(probed.warnings);
         Ok(Some(SegHeap {
             heap_key,
             lfh_key,
-            sig_key: if new_keys { 0 } else { SEGMENT_KEY },
-            lfh_shift_full: new_keys,
+            derivation: probed.derivation,
             contexts: found.contexts,
             masks: found.masks,
             l,
@@ -209,27 +225,12 @@ impl SegHeap {
         mask: u64,
     ) -> Option<Segment> {
         let sig = mem.read_u64(KernelVa(seg + self.l.seg_signature)).ok()?;
-        let owner = sig ^ self.heap_key ^ seg ^ self.sig_key;
+        let owner = sig ^ self.heap_key ^ seg ^ self.derivation.signature_key;
         let ctx = match self.contexts.get(&owner) {
             Some(c) => *c,
             None => self.met_context(mem, space?, owner, mask)?,
         };
-        let mut d = vec![0u8; (self.l.desc_count * self.l.desc_size) as usize];
-        mem.read_virtual(KernelVa(seg + self.l.desc_array), &mut d)
-            .ok()?;
-        let n = self.l.desc_count;
-        let mut ranges = vec![None; n as usize];
-        let mut i = ctx.first_desc;
-        while i < n {
-            let e = &d[(i * self.l.desc_size) as usize..((i + 1) * self.l.desc_size) as usize];
-            let flags = self.l.range_flags.read_u64(e).unwrap_or(0);
-            let units = self.l.unit_size.read_u64(e).unwrap_or(0).max(1);
-            let end = (i + units).min(n);
-            for k in i..end {
-                ranges[k as usize] = Some((i as u16, flags as u8));
-            }
-            i = end;
-        }
+        let ranges = keys::read_ranges(mem, &self.l, seg, ctx.first_desc)?;
         Some(Segment { ctx, ranges })
     }
 
