@@ -111,11 +111,12 @@ EOF
 # --- call sites: each kit driver (driver byte, flags, base, size, two
 #     tags, no patches), with a second loader entry, with the module named
 #     by --module, at a base near the top of the address space, relabelling
-#     another site; and each driver's file, and poolapis.sys (NDIS, filter
-#     manager and lookaside calls, tags on the stack), as the raw input
-#     (driver byte 3)
+#     another site; and each driver's file, poolapis.sys (NDIS, filter
+#     manager and lookaside calls, tags on the stack) and kmdfapis.sys (KMDF's
+#     function table, CFG's dispatch, a load configuration), as the raw
+#     input (driver byte 3)
 python3 - "$(c callsites)" "$root"/testdata/drivers/{leakydrv,fsfilt,netsim}.sys \
-  "$root"/testdata/callsite-fixtures/poolapis.sys <<'EOF'
+  "$root"/testdata/callsite-fixtures/{poolapis,kmdfapis,kmdfapis-nocfg}.sys <<'EOF'
 import os, struct, sys
 out, files = sys.argv[1], sys.argv[2:]
 def head(driver, flags, base=0, tags=(0, 0)):

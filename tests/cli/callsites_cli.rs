@@ -471,3 +471,54 @@ fn ndis_filter_manager_and_lookaside_sites_are_found_and_patched() {
     assert_eq!(s.len(), 1, "{v}");
     assert_eq!(s[0]["routine"], "ExInitializeLookasideListEx");
 }
+
+/// A KMDF driver (testdata/callsite-fixtures/kmdfapis*.sys, built by
+/// build_kmdf.py): its WdfMemoryCreate and WdfLookasideListCreate calls go
+/// through the framework's function table, with Control Flow Guard's
+/// dispatch and without; both are listed with their tags, and a
+/// relabelled WdfMemoryCreate passes the new tag.
+#[test]
+fn kmdf_function_table_sites_are_found_and_patched() {
+    let dir = repo_root().join("testdata/callsite-fixtures");
+    let rec: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("kmdfapis.json")).unwrap()).unwrap();
+    for (image, want) in rec["images"].as_object().unwrap() {
+        let v = image_sites(&dir.join(image), &[]);
+        let sites = v["sites"].as_array().unwrap();
+        assert_eq!(sites.len(), 2, "{image}: {v}");
+        for s in sites {
+            let tag = s["tag"].as_str().unwrap();
+            let t = &rec["tags"][tag];
+            assert_eq!(s["routine"], t["routine"], "{image}");
+            assert_eq!(s["via"]["kind"], "wdf", "{image}");
+            assert_eq!(s["via"]["index"], t["index"], "{image}");
+            assert_eq!(s["immediate_rva"], want[tag]["immediate_rva"], "{image}");
+            let base = s["module_base"].as_u64().unwrap();
+            assert_eq!(
+                s["call"].as_u64().unwrap() - base,
+                want[tag]["call_rva"].as_u64().unwrap(),
+                "{image}"
+            );
+        }
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("kmdfapis.sys");
+    std::fs::copy(dir.join("kmdfapis.sys"), &input).unwrap();
+    let out = tmp.path().join("kmdfapis.relabel.sys");
+    let r = patch(&input, "Wdfm", &out);
+    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+    let map: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{}.relabel.json", out.display())).unwrap(),
+    )
+    .unwrap();
+    let sites = map["sites"].as_array().unwrap();
+    assert_eq!(sites.len(), 1, "{map}");
+    let new_tag = sites[0]["new_tag"].as_str().unwrap().to_string();
+    pefile_agrees(&out);
+    objdump_shows_the_new_tags(&out, sites);
+    let v = image_sites(&out, &["--tag", &new_tag]);
+    let s = v["sites"].as_array().unwrap();
+    assert_eq!(s.len(), 1, "{v}");
+    assert_eq!(s[0]["routine"], "WdfMemoryCreate");
+}

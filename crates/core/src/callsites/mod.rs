@@ -23,7 +23,8 @@
 //! 4. a call is a pool call when it goes to an import the module's import
 //!    table names: directly through the IAT slot, through a linker thunk
 //!    (`call thunk` -> `jmp [__imp_X]`), through a register loaded from the
-//!    slot, or as a tail `jmp [__imp_X]`.
+//!    slot, or as a tail `jmp [__imp_X]`; or, in a KMDF driver, to an entry
+//!    of the framework's function table that takes a tag (`kmdf.rs`).
 //!
 //! What it does not see: a tag loaded from memory (a global, a structure
 //! field, a stack spill), a tag passed on the stack (lookaside-list
@@ -32,6 +33,7 @@
 
 pub(crate) mod flow;
 mod image_mem;
+mod kmdf;
 mod scan;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -49,6 +51,7 @@ use crate::tag::PoolTag;
 pub use scan::{scan_module, scan_module_within};
 
 pub use image_mem::{ImageMemory, MAX_IMAGE_FILE};
+pub use kmdf::{KMDF_ROUTINES, KmdfTable, kmdf_routine};
 
 /// Code read per module at most (a hostile SizeOfImage or section size).
 pub const MAX_CODE_BYTES: u64 = 64 << 20;
@@ -201,6 +204,12 @@ pub enum CallVia {
         /// The register (`rax`).
         register: String,
     },
+    /// An entry of KMDF's function table (`call [WdfFunctions+8*index]`,
+    /// or through a register or CFG's dispatch pointer).
+    Wdf {
+        /// The entry's index (wdffuncenum.h).
+        index: u32,
+    },
 }
 
 impl std::fmt::Display for CallVia {
@@ -209,6 +218,7 @@ impl std::fmt::Display for CallVia {
             CallVia::Iat => f.write_str("iat"),
             CallVia::Thunk { .. } => f.write_str("thunk"),
             CallVia::Register { register } => write!(f, "{register}"),
+            CallVia::Wdf { index } => write!(f, "wdf[{index}]"),
         }
     }
 }

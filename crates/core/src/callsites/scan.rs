@@ -57,6 +57,7 @@ pub fn scan_module_within<M: Memory + ?Sized>(
             module.name
         ));
     }
+    let kmdf = kmdf::kmdf_table(walker, mem, m, &sections, &imports, budget, &mut stats);
     let code = read_code(mem, &module, &sections, soi, &mut scan, budget);
     let cuts = region_cuts(walker, mem, m, &code, &mut scan, &mut stats);
     let thunk = |t: u64| -> Option<u64> {
@@ -74,7 +75,12 @@ pub fn scan_module_within<M: Memory + ?Sized>(
         for (k, &lo) in starts.iter().enumerate() {
             let hi = starts.get(k + 1).copied().unwrap_or(end);
             let bytes = &r.bytes[(lo - r.va) as usize..(hi - r.va) as usize];
-            scan_piece(lo, bytes, &module.name, &imports, &thunk, &mut scan.calls);
+            let calls = Calls {
+                imports: &imports,
+                thunk: &thunk,
+                kmdf: kmdf.as_ref(),
+            };
+            scan_piece(lo, bytes, &module.name, &calls, &mut scan.calls);
         }
     }
     scan.calls.sort_by_key(|c| c.call);
@@ -82,16 +88,38 @@ pub fn scan_module_within<M: Memory + ?Sized>(
     Ok(scan)
 }
 
+/// What a call may go through to reach a pool routine.
+struct Calls<'a> {
+    /// Import slots by address, and their routines' names.
+    imports: &'a HashMap<u64, String>,
+    /// The import slot a linker thunk at an address jumps through.
+    thunk: &'a dyn Fn(u64) -> Option<u64>,
+    /// A KMDF driver's function table.
+    kmdf: Option<&'a kmdf::KmdfTable>,
+}
+
+impl Calls<'_> {
+    /// The pool routine a call or jump reaches, how, and where its tag is.
+    fn routine(
+        &self,
+        ins: &iced_x86::Instruction,
+        cp: &flow::CallPoint,
+        tail: bool,
+    ) -> Option<(String, CallVia, PoolCall, TagArg)> {
+        if let Some(index) = self.kmdf.and_then(|k| kmdf::kmdf_call(ins, cp, k)) {
+            let (name, kind, arg) = kmdf::kmdf_routine(index)?;
+            return Some((name.to_string(), CallVia::Wdf { index }, kind, arg));
+        }
+        let (slot, via) = call_slot(ins, cp, tail, self.thunk)?;
+        let name = self.imports.get(&slot)?;
+        let (kind, arg) = tagged_routine(name)?;
+        Some((name.clone(), via, kind, arg))
+    }
+}
+
 /// Step 3 for one piece of code (from `lo`, between region cuts): the
-/// tagged pool calls the data-flow finds in it, through `imports`' slots.
-fn scan_piece(
-    lo: u64,
-    bytes: &[u8],
-    module: &str,
-    imports: &HashMap<u64, String>,
-    thunk: &dyn Fn(u64) -> Option<u64>,
-    out: &mut Vec<PoolCallSite>,
-) {
+/// tagged pool calls the data-flow finds in it, through `calls`.
+fn scan_piece(lo: u64, bytes: &[u8], module: &str, calls: &Calls<'_>, out: &mut Vec<PoolCallSite>) {
     let insns = flow::decode_linear(lo, bytes);
     for cp in flow::analyze(&insns) {
         let ins = &insns[cp.index].ins;
@@ -99,13 +127,7 @@ fn scan_piece(
             ins.flow_control(),
             FlowControl::Call | FlowControl::IndirectCall
         );
-        let Some((slot, via)) = call_slot(ins, &cp, tail, thunk) else {
-            continue;
-        };
-        let Some(name) = imports.get(&slot) else {
-            continue;
-        };
-        let Some((kind, reg)) = tagged_routine(name) else {
+        let Some((routine, via, kind, arg)) = calls.routine(ins, &cp, tail) else {
             continue;
         };
         out.push(PoolCallSite {
@@ -113,11 +135,11 @@ fn scan_piece(
             call: KernelVa(ins.ip()),
             return_address: KernelVa(ins.next_ip()),
             tail_call: tail,
-            routine: name.clone(),
+            routine,
             kind,
             via,
-            tag_register: reg.to_string(),
-            tags: tag_values(&cp, reg),
+            tag_register: arg.to_string(),
+            tags: tag_values(&cp, arg),
         });
     }
 }
@@ -291,7 +313,7 @@ fn tag_values(cp: &flow::CallPoint, arg: TagArg) -> Option<Vec<TagValue>> {
                 instruction: KernelVa(insn),
                 immediate: imm.map(KernelVa),
             }),
-            flow::Src::Load { .. } => return None,
+            flow::Src::Load { .. } | flow::Src::Field { .. } => return None,
         }
     }
     Some(out)

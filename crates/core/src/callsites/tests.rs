@@ -480,3 +480,59 @@ fn tags_are_read_from_their_register_or_stack_slot() {
     .collect();
     assert_eq!(got, want);
 }
+
+/// kmdfapis.sys and kmdfapis-nocfg.sys (testdata/callsite-fixtures): a
+/// KMDF driver's WdfMemoryCreate and WdfLookasideListCreate are reached
+/// through the framework's function table, with and without Control Flow
+/// Guard; each is found at the call and with the tag llvm-objdump shows,
+/// and the untagged WdfMemoryGetBuffer between them is not.
+#[test]
+fn kmdf_calls_through_the_function_table_are_found() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../testdata/callsite-fixtures/"
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(format!("{dir}kmdfapis.json")).unwrap()).unwrap();
+    for (image, sites) in record["images"].as_object().unwrap() {
+        let bytes = std::fs::read(format!("{dir}{image}")).unwrap();
+        let img = ImageMemory::from_bytes(image, Arc::from(bytes)).unwrap();
+        let base = img.module().base.0;
+        let mut w = StackWalker::from_modules(vec![img.module()]);
+        let scan = scan_module(&mut w, &img, 0).unwrap();
+        let got: BTreeSet<String> = scan
+            .calls
+            .iter()
+            .map(|c| {
+                let tags = c.tags.as_ref().expect("every tag is followed");
+                assert_eq!(tags.len(), 1, "{image}: {c:?}");
+                let imm = tags[0].immediate.expect("an imm32").0 - base;
+                format!(
+                    "{} via {} tag {} in {} at {:#x}, immediate {imm:#x}",
+                    c.routine,
+                    c.via,
+                    tags[0].tag,
+                    c.tag_register,
+                    c.call.0 - base
+                )
+            })
+            .collect();
+        let want: BTreeSet<String> = sites
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(tag, at)| {
+                let t = &record["tags"][tag];
+                let slot = if tag == "Wdfm" { "r9" } else { "[rsp+0x28]" };
+                format!(
+                    "{} via wdf[{}] tag {tag} in {slot} at {:#x}, immediate {:#x}",
+                    t["routine"].as_str().unwrap(),
+                    t["index"],
+                    at["call_rva"].as_u64().unwrap(),
+                    at["immediate_rva"].as_u64().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "{image}");
+    }
+}

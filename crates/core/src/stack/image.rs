@@ -258,6 +258,8 @@ pub(crate) struct Headers {
     pub export: Option<(u32, u32)>,
     /// IMAGE_DIRECTORY_ENTRY_IMPORT: the import descriptors.
     pub import: Option<(u32, u32)>,
+    /// IMAGE_DIRECTORY_ENTRY_LOAD_CONFIG: where CFG's dispatch pointer is.
+    pub load_config: Option<(u32, u32)>,
     section_table: usize,
     sections: usize,
 }
@@ -290,6 +292,7 @@ pub(crate) fn headers_of(bytes: &[u8]) -> Result<Headers, String> {
         exception: dir(opt.data_directories.get_exception_table()),
         export: dir(opt.data_directories.get_export_table()),
         import: dir(opt.data_directories.get_import_table()),
+        load_config: dir(opt.data_directories.get_load_config_table()),
         section_table: e_lfanew + 4 + 20 + usize::from(header.coff_header.size_of_optional_header),
         sections: usize::from(header.coff_header.number_of_sections),
     })
@@ -440,6 +443,7 @@ impl ModuleImage {
                 exception: None,
                 export: None,
                 import: None,
+                load_config: None,
                 section_table: 0,
                 sections: 0,
             },

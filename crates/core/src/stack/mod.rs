@@ -353,6 +353,18 @@ impl StackWalker {
         Ok(img.headers.import)
     }
 
+    /// Module `i`'s load configuration directory (RVA, size), from its
+    /// headers.
+    pub fn load_config_directory<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        i: usize,
+        stats: &mut ReadStats,
+    ) -> Result<Option<(u32, u32)>, ImageError> {
+        let img = self.image(mem, i, stats)?;
+        Ok(img.headers.load_config)
+    }
+
     /// Module `i`'s section table.
     pub fn sections<M: Memory + ?Sized>(
         &mut self,

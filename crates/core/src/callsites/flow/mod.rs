@@ -5,7 +5,8 @@
 //! register, and per stack argument slot a call reads (arguments 5 to 8,
 //! which the caller stores at `[rsp+0x20]`..`[rsp+0x38]`), either
 //! "unknown" or a small set of sources (an immediate operand, a qword
-//! loaded from a RIP-relative address). Moves copy (a `mov` of 4 or 8
+//! loaded from a RIP-relative address, a qword loaded through such a
+//! qword: a function table's entry). Moves copy (a `mov` of 4 or 8
 //! bytes into a slot stores there; any other write that may touch a slot,
 //! a call, or a change of RSP forgets it),
 //! `cmovcc` joins its two operands (a tag chosen at run time between two
@@ -45,6 +46,10 @@ pub enum Src {
     },
     /// A qword loaded from `[rip+disp]` (an import address table slot).
     Load { slot: u64 },
+    /// A qword loaded from `[reg+offset]` where `reg` held the qword of
+    /// `slot`: an entry of a function table a global points at (KMDF's
+    /// `WdfFunctions`).
+    Field { slot: u64, offset: u64 },
 }
 
 /// What a register holds.
@@ -89,7 +94,7 @@ impl Val {
                             insn,
                             imm,
                         }),
-                        Src::Load { .. } => return Val::Unknown,
+                        Src::Load { .. } | Src::Field { .. } => return Val::Unknown,
                     }
                 }
                 out.sort();
@@ -443,7 +448,32 @@ fn mov_source(st: &State, i: &Insn, src_reg: Option<usize>, size: usize) -> Val 
                 slot: ins.memory_displacement64(),
             })
         }
+        OpKind::Memory if size == 8 => table_entry(
+            st,
+            ins.memory_base(),
+            ins.memory_index(),
+            ins.memory_displacement64(),
+        ),
         _ => Val::Unknown,
+    }
+}
+
+/// The qword at `[base+disp]` (no index) when `base` holds a global's
+/// qword: each global's entry at `disp`.
+pub fn table_entry(st: &State, base: Register, index: Register, disp: u64) -> Val {
+    let Some(b) = gpr(base).filter(|_| index == Register::None && base != Register::RSP) else {
+        return Val::Unknown;
+    };
+    match &st[b] {
+        Val::Set(v) => v
+            .iter()
+            .map(|s| match *s {
+                Src::Load { slot } => Some(Src::Field { slot, offset: disp }),
+                _ => None,
+            })
+            .collect::<Option<Vec<Src>>>()
+            .map_or(Val::Unknown, Val::Set),
+        Val::Unknown => Val::Unknown,
     }
 }
 

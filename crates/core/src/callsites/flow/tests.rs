@@ -168,3 +168,39 @@ fn a_moved_rsp_or_another_store_forgets_the_stack_arguments() {
         assert_ne!(calls[0].state[six], Val::Unknown, "{what}");
     }
 }
+
+#[test]
+fn an_entry_loaded_through_a_global_is_a_field_of_it() {
+    // 0: mov rax, [rip+0x100] (the global at 0x1107)
+    // 7: mov rax, [rax+0x600]; e: mov rcx, [rax+rdx*8+8] (indexed: unknown)
+    // 13: mov rsi, [rsp+0x600] (through RSP: unknown); 1b: call [rip]
+    let code = [
+        0x48, 0x8B, 0x05, 0x00, 0x01, 0, 0, // mov rax, [rip+0x100]
+        0x48, 0x8B, 0x80, 0x00, 0x06, 0, 0, // mov rax, [rax+0x600]
+        0x48, 0x8B, 0x4C, 0xD0, 0x08, // mov rcx, [rax+rdx*8+8]
+        0x48, 0x8B, 0xB4, 0x24, 0x00, 0x06, 0, 0, // mov rsi, [rsp+0x600]
+        0xFF, 0x15, 0, 0, 0, 0, // call [rip]
+    ];
+    let (_, calls) = run(&code);
+    let st = &calls[0].state;
+    assert_eq!(
+        st[0],
+        Val::Set(vec![Src::Field {
+            slot: 0x1107,
+            offset: 0x600
+        }])
+    );
+    assert_eq!(st[1], Val::Unknown);
+    assert_eq!(st[6], Val::Unknown);
+    // An entry's entry is not followed, and a 32-bit load loses it.
+    let code = [
+        0x48, 0x8B, 0x05, 0x00, 0x01, 0, 0, // mov rax, [rip+0x100]
+        0x48, 0x8B, 0x40, 0x08, // mov rax, [rax+8]
+        0x48, 0x8B, 0x48, 0x08, // mov rcx, [rax+8]
+        0x8B, 0x05, 0x00, 0x01, 0, 0, // mov eax, [rip+0x100]
+        0xFF, 0x15, 0, 0, 0, 0, // call [rip]
+    ];
+    let (_, calls) = run(&code);
+    assert_eq!(calls[0].state[1], Val::Unknown);
+    assert_eq!(calls[0].state[0], Val::Unknown);
+}
