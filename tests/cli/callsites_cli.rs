@@ -446,12 +446,24 @@ fn ndis_filter_manager_and_lookaside_sites_are_found_and_patched() {
     }
 
     // The seventh argument's immediate, relabelled.
+    relabel_one_fixture("poolapis.sys", "LkEx", "ExInitializeLookasideListEx");
+}
+
+/// `--patch` of the one site of `tag` in the fixture `image`
+/// (testdata/callsite-fixtures): only its four bytes change, to the new
+/// tag the map names; `pefile` and llvm-objdump agree; the patched file's
+/// one site of the new tag calls `routine`.
+fn relabel_one_fixture(image: &str, tag: &str, routine: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let input = tmp.path().join("poolapis.sys");
-    std::fs::copy(&file, &input).unwrap();
+    let input = tmp.path().join(image);
+    std::fs::copy(
+        repo_root().join("testdata/callsite-fixtures").join(image),
+        &input,
+    )
+    .unwrap();
     let original = std::fs::read(&input).unwrap();
-    let out = tmp.path().join("poolapis.relabel.sys");
-    let r = patch(&input, "LkEx", &out);
+    let out = tmp.path().join(format!("{image}.relabel"));
+    let r = patch(&input, tag, &out);
     assert_eq!(r.code(), Some(0), "{}", r.stderr);
     let map: Value = serde_json::from_str(
         &std::fs::read_to_string(format!("{}.relabel.json", out.display())).unwrap(),
@@ -462,14 +474,14 @@ fn ndis_filter_manager_and_lookaside_sites_are_found_and_patched() {
     let new_tag = sites[0]["new_tag"].as_str().unwrap().to_string();
     let off = sites[0]["file_offset"].as_u64().unwrap() as usize;
     let patched = std::fs::read(&out).unwrap();
-    assert_eq!(&original[off..off + 4], b"LkEx");
+    assert_eq!(&original[off..off + 4], tag.as_bytes());
     assert_eq!(&patched[off..off + 4], new_tag.as_bytes());
     pefile_agrees(&out);
     objdump_shows_the_new_tags(&out, sites);
     let v = image_sites(&out, &["--tag", &new_tag]);
     let s = v["sites"].as_array().unwrap();
     assert_eq!(s.len(), 1, "{v}");
-    assert_eq!(s[0]["routine"], "ExInitializeLookasideListEx");
+    assert_eq!(s[0]["routine"], routine);
 }
 
 /// A KMDF driver (testdata/callsite-fixtures/kmdfapis*.sys, built by
@@ -502,23 +514,5 @@ fn kmdf_function_table_sites_are_found_and_patched() {
         }
     }
 
-    let tmp = tempfile::tempdir().unwrap();
-    let input = tmp.path().join("kmdfapis.sys");
-    std::fs::copy(dir.join("kmdfapis.sys"), &input).unwrap();
-    let out = tmp.path().join("kmdfapis.relabel.sys");
-    let r = patch(&input, "Wdfm", &out);
-    assert_eq!(r.code(), Some(0), "{}", r.stderr);
-    let map: Value = serde_json::from_str(
-        &std::fs::read_to_string(format!("{}.relabel.json", out.display())).unwrap(),
-    )
-    .unwrap();
-    let sites = map["sites"].as_array().unwrap();
-    assert_eq!(sites.len(), 1, "{map}");
-    let new_tag = sites[0]["new_tag"].as_str().unwrap().to_string();
-    pefile_agrees(&out);
-    objdump_shows_the_new_tags(&out, sites);
-    let v = image_sites(&out, &["--tag", &new_tag]);
-    let s = v["sites"].as_array().unwrap();
-    assert_eq!(s.len(), 1, "{v}");
-    assert_eq!(s[0]["routine"], "WdfMemoryCreate");
+    relabel_one_fixture("kmdfapis.sys", "Wdfm", "WdfMemoryCreate");
 }

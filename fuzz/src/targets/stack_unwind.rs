@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use pooldump_core::KernelVa;
 use pooldump_core::stack::{
-    ImageFile, ImageLocator, ImageRequest, ReadStats, Reg, Registers, StackModule, StackWalker,
-    WalkLimits,
+    DataDirectory, ImageFile, ImageLocator, ImageRequest, ReadStats, Reg, Registers, StackModule,
+    StackWalker, WalkLimits,
 };
 
 use super::super::{Bytes, DRIVERS, Regions, map_image, patch};
@@ -123,6 +123,8 @@ pub fn run(data: &[u8]) {
     let _ = walker.unwind_summaries(&mem, 0);
     let _ = walker.function_at(&mem, 0, input.rip_rva, &mut stats);
     let _ = walker.chain_root(&mem, 0, input.rip_rva, &mut stats);
-    let _ = walker.import_directory(&mem, 0, &mut stats);
+    for which in [DataDirectory::Import, DataDirectory::LoadConfig] {
+        let _ = walker.data_directory(&mem, 0, which, &mut stats);
+    }
     let _ = walker.sections(&mem, 0, &mut stats);
 }

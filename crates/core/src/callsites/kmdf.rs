@@ -14,6 +14,7 @@
 //! load configuration's `GuardCFDispatchFunctionPointer`.
 
 use super::*;
+use crate::stack::DataDirectory;
 
 /// The framework routines that take a tag, by their function-table index
 /// (KMDF's wdffuncenum.h), and where the tag is. Argument 1 is always the
@@ -132,7 +133,9 @@ fn dispatch_pointer<M: Memory + ?Sized>(
     base: u64,
     stats: &mut ReadStats,
 ) -> Option<u64> {
-    let (rva, size) = walker.load_config_directory(mem, m, stats).ok()??;
+    let (rva, size) = walker
+        .data_directory(mem, m, DataDirectory::LoadConfig, stats)
+        .ok()??;
     let b = walker.read_image(mem, m, rva, 0x80, stats).ok()?;
     let le = crate::bytes::Le(&b);
     let declared = le.u32(0)?.min(size.max(0x80));

@@ -418,7 +418,9 @@ pub fn import_slots<M: Memory + ?Sized>(
     stats: &mut ReadStats,
 ) -> Option<HashMap<u64, String>> {
     let base = walker.modules().get(m)?.base.0;
-    let (dir, size) = walker.import_directory(mem, m, stats).ok()??;
+    let (dir, size) = walker
+        .data_directory(mem, m, crate::stack::DataDirectory::Import, stats)
+        .ok()??;
     let n = (size as usize / 20).clamp(1, MAX_DESCRIPTORS);
     let descs = walker
         .read_image(mem, m, dir, (n * 20) as u32, stats)

@@ -189,6 +189,16 @@ pub struct StackTrace {
     pub image_reads: ReadStats,
 }
 
+/// The data directories [`StackWalker::data_directory`] gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataDirectory {
+    /// IMAGE_DIRECTORY_ENTRY_IMPORT: the import descriptors.
+    Import,
+    /// IMAGE_DIRECTORY_ENTRY_LOAD_CONFIG: the load configuration (CFG's
+    /// dispatch pointer).
+    LoadConfig,
+}
+
 /// Walks x64 kernel stacks over a fixed set of modules, caching what it
 /// reads of their images.
 pub struct StackWalker {
@@ -342,27 +352,19 @@ impl StackWalker {
         unwind::chain_root(img, mem, rva, stats).map(|f| f.begin)
     }
 
-    /// Module `i`'s import directory (RVA, size), from its headers.
-    pub fn import_directory<M: Memory + ?Sized>(
+    /// One of module `i`'s data directories (RVA, size), from its headers.
+    pub fn data_directory<M: Memory + ?Sized>(
         &mut self,
         mem: &M,
         i: usize,
+        which: DataDirectory,
         stats: &mut ReadStats,
     ) -> Result<Option<(u32, u32)>, ImageError> {
-        let img = self.image(mem, i, stats)?;
-        Ok(img.headers.import)
-    }
-
-    /// Module `i`'s load configuration directory (RVA, size), from its
-    /// headers.
-    pub fn load_config_directory<M: Memory + ?Sized>(
-        &mut self,
-        mem: &M,
-        i: usize,
-        stats: &mut ReadStats,
-    ) -> Result<Option<(u32, u32)>, ImageError> {
-        let img = self.image(mem, i, stats)?;
-        Ok(img.headers.load_config)
+        let h = &self.image(mem, i, stats)?.headers;
+        Ok(match which {
+            DataDirectory::Import => h.import,
+            DataDirectory::LoadConfig => h.load_config,
+        })
     }
 
     /// Module `i`'s section table.

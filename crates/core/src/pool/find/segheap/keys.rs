@@ -111,11 +111,8 @@ pub(super) fn probe<M: Memory + ?Sized>(mem: &M, build: Option<u32>, p: &ProbeIn
         derivation: expected,
         warnings: Vec::new(),
     };
-    let shown_key = match (votes.old_key, votes.new_key) {
-        (o, n) if o > n => Some(SEGMENT_KEY),
-        (o, n) if n > o => Some(0),
-        _ => None,
-    };
+    let shown_key =
+        newer(votes.old_key, votes.new_key).map(|new| if new { 0 } else { SEGMENT_KEY });
     if let Some(k) = shown_key.filter(|&k| k != expected.signature_key) {
         out.derivation.signature_key = k;
         out.warnings.push(format!(
@@ -124,12 +121,9 @@ pub(super) fn probe<M: Memory + ?Sized>(mem: &M, build: Option<u32>, p: &ProbeIn
             key_words(k)
         ));
     }
-    let shown_full = match (votes.lfh_old, votes.lfh_new) {
-        (o, n) if o > n => Some(false),
-        (o, n) if n > o => Some(true),
-        _ => None,
-    };
-    if let Some(full) = shown_full.filter(|&f| f != expected.lfh_shift_full) {
+    if let Some(full) =
+        newer(votes.lfh_old, votes.lfh_new).filter(|&f| f != expected.lfh_shift_full)
+    {
         out.derivation.lfh_shift_full = full;
         out.warnings.push(format!(
             "{build_name} encodes LFH subsegments' block offsets with {}, but those here decode with {}: read as the memory shows",
@@ -138,6 +132,12 @@ pub(super) fn probe<M: Memory + ?Sized>(mem: &M, build: Option<u32>, p: &ProbeIn
         ));
     }
     out
+}
+
+/// Which derivation the votes for the older and the newer (24H2's) one
+/// show: `Some(true)` for the newer; `None` on a tie.
+fn newer(old: u32, new: u32) -> Option<bool> {
+    (old != new).then_some(new > old)
 }
 
 fn key_words(k: u64) -> String {
