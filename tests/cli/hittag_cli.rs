@@ -93,7 +93,18 @@ fn setup_full(
     stop: Option<&dyn Fn(u64) -> StopOnResume>,
     mishap: Option<Mishap>,
 ) -> Setup {
-    let m = Machine::build(&Scenario::small(build, 31));
+    setup_machine(Scenario::small(build, 31), faults, workload, stop, mishap)
+}
+
+/// The simulated target of `scenario`, running `workload`.
+fn setup_machine(
+    scenario: Scenario,
+    faults: Faults,
+    workload: Workload,
+    stop: Option<&dyn Fn(u64) -> StopOnResume>,
+    mishap: Option<Mishap>,
+) -> Setup {
+    let m = Machine::build(&scenario);
     let symbols = tempfile::tempdir().unwrap();
     m.write_symbol_store(symbols.path()).unwrap();
     let with_images = tempfile::tempdir().unwrap();
@@ -542,4 +553,51 @@ fn useless_tags_are_refused_before_touching_the_target() {
         assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
     }
     assert_eq!(s.sim.stats().handshakes, 0, "the target was contacted");
+}
+
+/// The network machine: the miniport nicmini.sys allocates its 'NmRx'
+/// buffers through ndis.sys's NdisAllocateMemoryWithTagPriority, which
+/// calls nt's pool (a frame of its own), and frees them through
+/// NdisFreeMemoryWithTagPriority, which tail-calls nt's. The sites are the
+/// miniport's calls, as the CPU recorded them; the allocations are
+/// NDIS's routine's, with the length the miniport asked for.
+#[test]
+fn a_miniports_pool_calls_through_ndis_are_its_own() {
+    for build in [NtBuild::Win10_19041, NtBuild::Win10_17763] {
+        let mut scenario = Scenario::small(build, 31);
+        scenario.ndis = true;
+        let s = setup_machine(scenario, Faults::default(), Workload::network(), None, None);
+        let out = run_bounded(
+            &mut hittag_cmd(&s, &["--tag", "NmRx", "--hits", "30", "--json"]),
+            Duration::from_secs(240),
+        );
+        assert_eq!(out.code(), Some(0), "{build:?}: {}", out.stderr);
+        let j: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(j["ended"], "hits", "{}", out.stdout);
+        assert_restored_and_running(&s);
+        let truth = s.sim.truth().unwrap();
+        assert!(truth.invalid.is_empty(), "{:?}", truth.invalid);
+        assert_counts_match(&s, &j, &truth);
+        assert_stacks_are_the_cpus(&j, &truth);
+        let rows = j["table"]["sites"].as_array().unwrap();
+        let mut kinds = Vec::new();
+        for row in rows {
+            let site = row["site"].as_str().unwrap();
+            assert!(site.starts_with("nicmini!Nm"), "{build:?}: {row}");
+            kinds.push((site.to_string(), row["decided_by"].to_string()));
+        }
+        assert!(
+            kinds
+                .iter()
+                .any(|(s, d)| s.starts_with("nicmini!NmReceive+")
+                    && d.contains("NdisAllocateMemoryWithTagPriority")),
+            "{build:?}: {kinds:?}"
+        );
+        assert!(
+            kinds
+                .iter()
+                .any(|(s, _)| s.starts_with("nicmini!NmReturn+")),
+            "{build:?}: {kinds:?}"
+        );
+    }
 }

@@ -18,6 +18,10 @@ struct DriverJson {
     tags: Vec<TagJson>,
     routine: String,
     functions: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    exports: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    wrapper: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +43,11 @@ pub struct DriverInfo {
     pub routine_rva: u64,
     /// Public functions (from the linker's map) and their RVAs.
     pub functions: std::collections::BTreeMap<String, u64>,
+    /// Exported routines and their RVAs (ndis.sys's).
+    pub exports: std::collections::BTreeMap<String, u64>,
+    /// Its exported routines allocate for their caller (NDIS's): the
+    /// caller's frame is the call site.
+    pub wrapper: bool,
 }
 
 pub struct Driver {
@@ -72,39 +81,57 @@ const JSON: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../testdata/drivers/drivers.json"
 ));
+const NDIS_FILES: [(&str, &[u8], &[u8]); 2] = [drv!("ndis"), drv!("nicmini")];
+const NDIS_JSON: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../testdata/drivers/ndis.json"
+));
 
-/// Every synthetic driver, in load order.
+/// Every synthetic driver a machine loads, in load order.
 pub fn all() -> &'static [Driver] {
     static ALL: OnceLock<Vec<Driver>> = OnceLock::new();
-    ALL.get_or_init(|| {
-        let f: DriversFile =
-            serde_json::from_str(JSON).expect("testdata/drivers/drivers.json parses");
-        FILES
-            .iter()
-            .map(|(name, image, pdb)| {
-                let d = f
-                    .drivers
-                    .iter()
-                    .find(|d| d.file == format!("{name}.sys"))
-                    .unwrap_or_else(|| panic!("drivers.json lacks {name}.sys"));
-                Driver {
-                    info: DriverInfo {
-                        file: d.file.clone(),
-                        pdb: d.pdb.clone(),
-                        tags: d.tags.iter().map(|t| t.tag.clone()).collect(),
-                        tag_rvas: d
-                            .tags
-                            .iter()
-                            .map(|t| (t.tag.clone(), t.immediate_rvas.clone()))
-                            .collect(),
-                        routine: d.routine.clone(),
-                        routine_rva: d.functions[&d.routine],
-                        functions: d.functions.clone(),
-                    },
-                    image,
-                    pdb,
-                }
-            })
-            .collect()
-    })
+    ALL.get_or_init(|| parse(JSON, "drivers.json", &FILES))
+}
+
+/// The network pair a scenario loads on request
+/// ([`Scenario::ndis`](crate::Scenario::ndis)), in load order: ndis.sys,
+/// whose exported allocator calls nt's pool for its caller, then the
+/// miniport nicmini.sys, which imports it.
+pub fn ndis_pair() -> &'static [Driver] {
+    static PAIR: OnceLock<Vec<Driver>> = OnceLock::new();
+    PAIR.get_or_init(|| parse(NDIS_JSON, "ndis.json", &NDIS_FILES))
+}
+
+fn parse(json: &str, what: &str, files: &[(&str, &'static [u8], &'static [u8])]) -> Vec<Driver> {
+    let f: DriversFile = serde_json::from_str(json)
+        .unwrap_or_else(|e| panic!("testdata/drivers/{what} parses: {e}"));
+    files
+        .iter()
+        .map(|&(name, image, pdb)| {
+            let d = f
+                .drivers
+                .iter()
+                .find(|d| d.file == format!("{name}.sys"))
+                .unwrap_or_else(|| panic!("{what} lacks {name}.sys"));
+            Driver {
+                info: DriverInfo {
+                    file: d.file.clone(),
+                    pdb: d.pdb.clone(),
+                    tags: d.tags.iter().map(|t| t.tag.clone()).collect(),
+                    tag_rvas: d
+                        .tags
+                        .iter()
+                        .map(|t| (t.tag.clone(), t.immediate_rvas.clone()))
+                        .collect(),
+                    routine: d.routine.clone(),
+                    routine_rva: d.functions[&d.routine],
+                    functions: d.functions.clone(),
+                    exports: d.exports.clone(),
+                    wrapper: d.wrapper,
+                },
+                image,
+                pdb,
+            }
+        })
+        .collect()
 }

@@ -36,6 +36,12 @@ pub struct Scenario {
     /// immediates) into PsLoadedModuleList.
     #[serde(default = "yes")]
     pub drivers: bool,
+    /// With `drivers`, load the network pair too: ndis.sys (NDIS's tagged
+    /// allocator) and the miniport nicmini.sys that allocates through it
+    /// ([`crate::drivers::ndis_pair`]). Off by default, so other machines
+    /// keep their module lists.
+    #[serde(default)]
+    pub ndis: bool,
     /// Plant this many decoys: tag bytes of scenario tags in places that are
     /// not pool headers (allocation bodies, image data, unmapped frames).
     #[serde(default)]
@@ -395,6 +401,7 @@ impl Scenario {
             big_pool: BigPoolSpec::default(),
             hot_tags: true,
             drivers: true,
+            ndis: false,
             decoys: 24,
             paged_out: 0.0,
             transition: 0.0,

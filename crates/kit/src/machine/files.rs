@@ -4,7 +4,6 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::drivers;
 use crate::dump::{self, DumpKind};
 
 use super::Machine;
@@ -36,10 +35,8 @@ impl Machine {
     pub fn write_symbol_store(&self, dir: &Path) -> io::Result<PathBuf> {
         let files = self.scenario.build.files();
         let nt = store_put(dir, &self.m.pdb.name, &self.m.pdb.store_key, files.pdb)?;
-        if self.scenario.drivers {
-            for d in drivers::all() {
-                store_put(dir, &d.info.pdb.name, &d.info.pdb.store_key, d.pdb)?;
-            }
+        for d in self.drivers() {
+            store_put(dir, &d.info.pdb.name, &d.info.pdb.store_key, d.pdb)?;
         }
         Ok(nt)
     }
@@ -53,10 +50,8 @@ impl Machine {
         if let Some(nt) = self.truth.kernel.modules.first() {
             images.push((&nt.base_name, self.scenario.build.files().image));
         }
-        if self.scenario.drivers {
-            for d in drivers::all() {
-                images.push((&d.info.file, d.image));
-            }
+        for d in self.drivers() {
+            images.push((&d.info.file, d.image));
         }
         let mut out = Vec::new();
         for (name, bytes) in images {

@@ -28,16 +28,21 @@ impl Machine {
     }
 
     pub(crate) fn map_image(&mut self, pe: &PeImage, base: u64) {
-        // Drivers import from ntoskrnl.exe only; nt is mapped first.
+        // Drivers import from ntoskrnl.exe, and the miniport from ndis.sys
+        // (mapped before it); nt is mapped first.
         let nt_exports: Vec<(String, u64)> = if self.kern_base != 0 && base != self.kern_base {
             PeImage::parse(self.scenario.build.files().image).exports()
         } else {
             Vec::new()
         };
         let kern_base = self.kern_base;
+        let drivers = &self.driver_exports;
         let resolve = |dll: &str, name: &str| -> Option<u64> {
             if !dll.eq_ignore_ascii_case("ntoskrnl.exe") {
-                return None;
+                return drivers
+                    .iter()
+                    .find(|(f, n, _)| f.eq_ignore_ascii_case(dll) && n == name)
+                    .map(|e| e.2);
             }
             nt_exports
                 .iter()
@@ -64,6 +69,21 @@ impl Machine {
                 self.write_va(base + p, &img[p as usize..end]);
             }
         }
+    }
+
+    /// The synthetic drivers this machine loads, in load order: none
+    /// without [`Scenario::drivers`](crate::Scenario::drivers), the network
+    /// pair after the others with [`Scenario::ndis`](crate::Scenario::ndis).
+    pub fn drivers(&self) -> Vec<&'static drivers::Driver> {
+        if !self.scenario.drivers {
+            return Vec::new();
+        }
+        let pair: &[drivers::Driver] = if self.scenario.ndis {
+            drivers::ndis_pair()
+        } else {
+            &[]
+        };
+        drivers::all().iter().chain(pair).collect()
     }
 
     /// PsLoadedModuleList: nt first, then the synthetic drivers, each entry
@@ -143,7 +163,7 @@ impl Machine {
     /// random gap from the last, and list them after nt.
     fn map_drivers(&mut self, modules: &mut Vec<ModuleTruth>) {
         let mut next = self.system_images;
-        for d in drivers::all() {
+        for d in self.drivers() {
             let pe = PeImage::parse(d.image);
             let align = if self.scenario.build.has_kaslr_regions() {
                 0x20_0000
@@ -153,6 +173,10 @@ impl Machine {
             let base = next.div_ceil(align) * align;
             next = base + pe.size_of_image + self.rng.u64(1..16) * 0x1_0000;
             self.map_image(&pe, base);
+            for (name, rva) in &d.info.exports {
+                self.driver_exports
+                    .push((d.info.file.clone(), name.clone(), base + rva));
+            }
             modules.push(ModuleTruth {
                 base_name: d.info.file.clone(),
                 full_name: format!(r"\SystemRoot\system32\drivers\{}", d.info.file),

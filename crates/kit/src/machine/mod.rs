@@ -102,6 +102,9 @@ pub struct Machine {
     /// Sessions whose pool is a segment heap, placed last
     /// ([`Machine::place_session_heaps`]).
     pub(crate) pending_session_heaps: Vec<crate::session_pool::PendingSessionHeap>,
+    /// What the drivers mapped so far export: (file, routine, address),
+    /// for the imports of those mapped after them.
+    pub(crate) driver_exports: Vec<(String, String, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -177,6 +180,7 @@ impl Machine {
             bulk_filler: None,
             process_spaces: Vec::new(),
             pending_session_heaps: Vec::new(),
+            driver_exports: Vec::new(),
             rng,
         };
         mc.truth.build = s.build.name().to_string();

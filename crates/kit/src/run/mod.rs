@@ -115,6 +115,8 @@ struct DriverRt {
     base: u64,
     end: u64,
     routine: u64,
+    /// Its routines allocate for their caller (ndis.sys).
+    wrapper: bool,
 }
 
 /// The running machine's state, beside the machine it runs.
@@ -183,7 +185,7 @@ fn sym(m: &Machine, name: &str) -> u64 {
 /// The synthetic drivers that are loaded, with their worker routines.
 fn loaded_drivers(m: &Machine) -> Vec<DriverRt> {
     let mut drivers = Vec::new();
-    for d in crate::drivers::all() {
+    for d in m.drivers() {
         if let Some(md) = m
             .truth
             .kernel
@@ -196,6 +198,7 @@ fn loaded_drivers(m: &Machine) -> Vec<DriverRt> {
                 base: md.base,
                 end: md.base + md.size,
                 routine: md.base + d.info.routine_rva,
+                wrapper: d.info.wrapper,
             });
         }
     }
@@ -425,12 +428,13 @@ impl Runtime {
         self.nt.base <= va && va < self.nt.end
     }
 
-    /// The first return address outside nt on `p`'s stack.
+    /// The first return address on `p`'s stack outside nt and outside a
+    /// driver that allocates for its caller (ndis.sys): the call site.
     fn site(&self, p: usize) -> Option<Site> {
         let cpu = &self.processors[p].cpu;
         std::iter::once(cpu.regs.rip)
             .chain(cpu.shadow.iter().rev().map(|f| f.resume))
-            .find(|va| !self.in_nt(*va))
+            .find(|va| !self.in_nt(*va) && !self.driver_of(*va).is_some_and(|d| d.wrapper))
             .map(|va| match self.driver_of(va) {
                 Some(d) => Site {
                     module: d.name.clone(),

@@ -95,3 +95,36 @@ fn driver_faults_bug_check_as_windows_does() {
         assert_eq!(bc.parameters[1], 1, "a write");
     }
 }
+
+/// The network pair: nicmini.sys allocates through ndis.sys's exported
+/// routine, which calls nt's pool; PoolHitTag stops name the miniport's
+/// frame as the site (ndis.sys allocates for its caller), allocations and
+/// frees alike, on both allocators.
+#[test]
+fn the_miniport_allocates_through_ndis() {
+    for b in [NtBuild::Win10_19041, NtBuild::Win10_17763] {
+        let mut s = Scenario::small(b, 3);
+        s.ndis = true;
+        let mut m = Machine::build(&s);
+        assert!(m.truth.kernel.module("ndis.sys").is_some());
+        let mut rt = Runtime::new(&mut m, Workload::network());
+        let hit = m.sym_va("PoolHitTag").unwrap();
+        let tag = u32::from_le_bytes(*b"NmRx");
+        m.asp.write_u32(&mut m.mem, hit, tag);
+        while let Some(st) = rt.advance(&mut m, 30 * 1_000_000_000) {
+            assert_eq!(st.kind, StopKind::Breakpoint, "{b:?}");
+            rt.resume_past_int3(&m, st.cpu as usize);
+        }
+        let (allocs, frees, bytes) = rt.truth.tags[&(tag, false)];
+        assert!(allocs > frees && frees > 10, "{b:?}: {allocs} {frees}");
+        // Charged bytes: each block with its header, rounded.
+        assert!(bytes >= (allocs - frees) as i64 * 0x5F8, "{b:?}: {bytes}");
+        let mut ops = std::collections::BTreeSet::new();
+        for h in rt.truth.hits.iter().filter(|h| h.pool_hit_tag) {
+            let (op, _, _, site) = h.pool.clone().unwrap();
+            assert_eq!(site.unwrap().module, "nicmini.sys", "{b:?} {h:?}");
+            ops.insert(format!("{op:?}"));
+        }
+        assert_eq!(ops.len(), 2, "{b:?}: {ops:?}");
+    }
+}

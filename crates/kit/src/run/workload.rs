@@ -79,6 +79,19 @@ fn item(
 }
 
 impl Workload {
+    /// The network machine's ([`Scenario::ndis`](crate::Scenario::ndis)):
+    /// the leak workload, and the miniport nicmini.sys receiving a buffer
+    /// through NDIS's allocator every 500 ms and returning the oldest every
+    /// 700 ms, so its 'NmRx' grows.
+    pub fn network() -> Self {
+        let mut w = Self::leak();
+        w.items
+            .push(item("nic-receive", "nicmini.sys", 0, 0, 0, 500, 100));
+        w.items
+            .push(item("nic-return", "nicmini.sys", 1, 0, 0, 700, 300));
+        w
+    }
+
     /// The leak hunt's machine: leakydrv leaks one 'Leak' record every 2 s
     /// (LeakOneRecord), queues and completes 'Leak' work items at the same
     /// rate (balanced), bursts six big 'Leak' cache buffers every 30 s and
