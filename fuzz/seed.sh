@@ -58,9 +58,12 @@ for b in win7-7601 win10-19041 win11-22000; do
   "$pd" snapshot "$work/$b-full/MEMORY.DMP" --symbol-path "$work/$b-full/symbols" \
     -o "$(c snapshot_json)/kit-$b.json" >/dev/null 2>&1 || true
   # Pool walkers: the 16-byte head (build index, holes, flags, KernBase
-  # bits) then 8 KiB of the dump's memory as the cyclic image.
+  # bits) then 8 KiB of the dump's memory as the cyclic image; once with a
+  # built-in build, once with a segment-heap build's PDB (0xF0 and up).
   python3 -c 'import sys; h=bytes([int(sys.argv[1]) % 10, 0, 3]) + bytes(13); d=open(sys.argv[2],"rb").read()[0x2000:0x4000]; open(sys.argv[3],"wb").write(h+d)' \
     "$RANDOM" "$work/$b-full/MEMORY.DMP" "$(c pool_walkers)/kit-$b"
+  python3 -c 'import sys; h=bytes([0xF0 + int(sys.argv[1]) % 3, 0, 3]) + bytes(13); d=open(sys.argv[2],"rb").read()[0x2000:0x4000]; open(sys.argv[3],"wb").write(h+d)' \
+    "$RANDOM" "$work/$b-full/MEMORY.DMP" "$(c pool_walkers)/kit-$b-segment-heap"
   rm -rf "$work/$b-full" "$work/$b-complete-bitmap"
 done
 head64 "$root/testdata/sample/MEMORY.DMP" "$(c dump_open)/sample"

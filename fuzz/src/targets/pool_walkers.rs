@@ -1,7 +1,9 @@
 //! The walkers that follow pointers and sizes read from the target's
 //! memory, on fuzzed kernel memory (every address reads the input
 //! cyclically, with optional holes), with a real build's layouts from the
-//! built-in table: the pool tracker and its per-processor tables and
+//! built-in table, or from the committed synthetic nt PDBs of segment-heap
+//! builds (the built-in table has no segment-heap types; 19041 and
+//! 22000.318, the latter also stated as 24H2's 26100): the pool tracker and its per-processor tables and
 //! expansion table, the big-page table, the process list and session pool
 //! (crates/core/src/pool, processes.rs) and `find`'s mapping of each
 //! session's pool, the module list and KDBG (crates/core/src/kernel),
@@ -9,6 +11,7 @@
 //! tag, with the segment-heap checks, and the big-page table; through a
 //! session's page tables as `pool --session N` reads) with the
 //! listed blocks' contents (`!pool Addr 1`, and `find --bytes` on them).
+use std::path::Path;
 use std::sync::OnceLock;
 
 use super::super::{CyclicVirt, u64_at};
@@ -24,13 +27,15 @@ use pooldump_core::pool::{
 };
 use pooldump_core::processes::{ProcessWalkLimits, walk_processes};
 use pooldump_core::symbols::fallback;
+use pooldump_core::symbols::pdb::read_pdb_bytes;
 use pooldump_core::symbols::{BuiltInMatch, KernelSymbols, SymbolSource};
 
-/// Each built-in build's number and symbols.
+/// Each built-in build's number and symbols, then the segment-heap
+/// builds' from their PDBs.
 fn symbols() -> &'static [(u32, KernelSymbols)] {
     static SYMS: OnceLock<Vec<(u32, KernelSymbols)>> = OnceLock::new();
     SYMS.get_or_init(|| {
-        fallback::builds()
+        let mut all: Vec<(u32, KernelSymbols)> = fallback::builds()
             .iter()
             .filter_map(|b| {
                 let syms = KernelSymbols::new(
@@ -44,18 +49,62 @@ fn symbols() -> &'static [(u32, KernelSymbols)] {
                 );
                 Some((b.build, syms))
             })
-            .collect()
+            .collect();
+        for (builds, pdb) in SEGMENT_HEAP_PDBS {
+            let (identity, layouts, _) =
+                read_pdb_bytes(pdb, Path::new("ntkrnlmp.pdb"), "ntkrnlmp.pdb", None)
+                    .expect("a committed PDB reads");
+            for &build in builds {
+                let source = SymbolSource::Pdb {
+                    path: None,
+                    origin: None,
+                    layout_cache: None,
+                    cache_hit: false,
+                };
+                let syms = KernelSymbols::new(identity.clone(), source, layouts.clone());
+                all.push((build, syms));
+            }
+        }
+        all
     })
 }
+
+/// The symbols input byte `b` picks: a built-in build below 0xF0 (by
+/// `b` modulo their number, as before the PDB builds were added, so the
+/// regression inputs keep theirs), else a PDB build.
+fn pick(b: u8) -> &'static (u32, KernelSymbols) {
+    let all = symbols();
+    let builtin = fallback::builds()
+        .iter()
+        .filter(|b| b.identity().is_some())
+        .count();
+    assert!(builtin > 0 && all.len() > builtin, "the symbols load");
+    if b < 0xF0 {
+        &all[usize::from(b) % builtin]
+    } else {
+        &all[builtin + usize::from(b - 0xF0) % (all.len() - builtin)]
+    }
+}
+
+/// Committed synthetic nt PDBs (testdata/nt) with the segment heap's
+/// types, and the build numbers each is read as.
+const SEGMENT_HEAP_PDBS: [(&[u32], &[u8]); 2] = [
+    (
+        &[19041],
+        include_bytes!("../../../testdata/nt/win10-19041/ntkrnlmp.pdb"),
+    ),
+    (
+        &[22000, 26100],
+        include_bytes!("../../../testdata/nt/win11-22000-318/ntkrnlmp.pdb"),
+    ),
+];
 
 pub fn run(data: &[u8]) {
     if data.len() < 16 {
         return;
     }
     let (head, body) = data.split_at(16);
-    let all = symbols();
-    assert!(!all.is_empty(), "the built-in table loads");
-    let (build, syms) = &all[head[0] as usize % all.len()];
+    let (build, syms) = pick(head[0]);
     let mem = CyclicVirt {
         data: body,
         hole_every: u64::from(head[1] % 8),
