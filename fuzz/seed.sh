@@ -137,6 +137,10 @@ EOF
 # --- relabel maps of the kit's drivers, made by pooldump's own planning
 (cd "$here" && cargo run -q --example seedgen -- relabel-maps "$(c relabel_map)")
 
+# --- pool walkers: a working segment heap in the cyclic memory, for each
+#     segment-heap build's PDB (random bytes never pass its signatures)
+(cd "$here" && cargo run -q --example seedgen -- segment-heap "$(c pool_walkers)")
+
 if [ "$have_shared" = 1 ]; then
   # --- ISF: the real (xz) files, and a trimmed JSON of one with its xz
   cp "$shared"/isf/*.json.xz "$(c isf)/"

@@ -8,11 +8,24 @@
 //! `seedgen cab FILE OUT`: FILE in an MSZIP cabinet, as a compressed
 //! symbol-store file (`.pd_`) holds it, for the cab_store target.
 //!
+//! `seedgen segment-heap OUT`: pool_walkers inputs whose 64 KiB of memory
+//! (repeated over the whole address space: every address reads byte
+//! `va % 0x10000`) holds a working segment heap for each segment-heap PDB
+//! build: ExPoolState with one pool node, a signed `_SEGMENT_HEAP` and its
+//! contexts, a page segment on their lists signed with the build's key
+//! (and one with the other key), an LFH subsegment and a VS subsegment
+//! with tagged pool headers, and the keys. Random bytes never pass the
+//! heap's signature checks, so without these the walkers' segment-heap
+//! code is not reached.
+//!
 //! `seedgen relabel-maps OUT`: relabel maps of every allocation tag of the
 //! kit's drivers, made as `relabel` makes them on a target (plan_on_target's
 //! steps over the relabel_map harness's memory: kernel identity, module
 //! bases) and as `callsites --image --patch` makes them from a file, for the
 //! relabel_map target.
+#[path = "seedgen/segheap.rs"]
+mod segheap;
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -42,8 +55,10 @@ fn main() -> Result<(), String> {
         }
         Some("cab") if args.len() == 4 => cab(Path::new(&args[2]), Path::new(&args[3])),
         Some("relabel-maps") if args.len() == 3 => relabel_maps(Path::new(&args[2])),
+        Some("segment-heap") if args.len() == 3 => segheap::seeds(Path::new(&args[2])),
         _ => Err(
-            "usage: seedgen kdnet-packets IN OUT | seedgen cab FILE OUT | seedgen relabel-maps OUT"
+            "usage: seedgen kdnet-packets IN OUT | seedgen cab FILE OUT | seedgen relabel-maps OUT \
+             | seedgen segment-heap OUT"
                 .into(),
         ),
     }

@@ -72,7 +72,7 @@ fn symbols() -> &'static [(u32, KernelSymbols)] {
 /// The symbols input byte `b` picks: a built-in build below 0xF0 (by
 /// `b` modulo their number, as before the PDB builds were added, so the
 /// regression inputs keep theirs), else a PDB build.
-fn pick(b: u8) -> &'static (u32, KernelSymbols) {
+pub fn pick(b: u8) -> &'static (u32, KernelSymbols) {
     let all = symbols();
     let builtin = fallback::builds()
         .iter()
