@@ -88,10 +88,16 @@ pub fn seeds(out: &Path) -> Result<(), String> {
             continue;
         }
         let new_keys = *build >= 26100;
-        for (suffix, swapped) in [("", false), ("-other-keys", true)] {
+        // pool_at's address: the LFH subsegment's second block, or a VS
+        // chunk on the subsegment's second page.
+        let lfh_va = SEGMENT + LFH_UNIT * 0x1000 + 0x80 + 0x40 + 0x10;
+        let vs_va = SEGMENT + (VS_UNIT + 1) * 0x1000 + 0x40;
+        for (suffix, swapped, va) in [
+            ("", false, lfh_va),
+            ("-other-keys", true, lfh_va),
+            ("-vs", false, vs_va),
+        ] {
             let img = image(syms, new_keys != swapped)?;
-            // pool_at's address: the LFH subsegment's second block.
-            let va = SEGMENT + LFH_UNIT * 0x1000 + 0x80 + 0x40 + 0x10;
             let mut head = [0u8; 16];
             head[0] = b;
             head[2] = 1;
@@ -171,7 +177,29 @@ fn image(s: &KernelSymbols, new_keys: bool) -> Result<Vec<u8>, String> {
     }
     lfh(&mut m, new_keys)?;
     vs(&mut m)?;
+    page_tables(&mut m);
     Ok(m.b)
+}
+
+/// Page tables from the harness's DTB (0x1AD000) that map the segment's
+/// pages where the image holds them, so the page scan (which walks the
+/// tables, as for a dump) visits the subsegments. The tables sit at
+/// physical 0x5000, 0x6000 and 0x7000: free in the image.
+fn page_tables(m: &mut Image<'_>) {
+    const PML4: u64 = 0x1AD000;
+    let (pdpt, pd, pt) = (0x5000u64, 0x6000u64, 0x7000u64);
+    let index = |shift: u32| (SEGMENT >> shift) & 0x1FF;
+    m.put(PML4 + 8 * index(39), &(pdpt | 3).to_le_bytes());
+    m.put(pdpt + 8 * index(30), &(pd | 3).to_le_bytes());
+    m.put(pd + 8 * index(21), &(pt | 3).to_le_bytes());
+    // The segment header, the LFH page and the VS pages, at their own
+    // offsets (a physical address reads byte `pa % IMAGE` too).
+    for page in [0, 1, LFH_UNIT, VS_UNIT, VS_UNIT + 1] {
+        m.put(
+            pt + 8 * (index(12) + page),
+            &((page * 0x1000) | 3).to_le_bytes(),
+        );
+    }
 }
 
 /// An LFH subsegment of 0x40-byte blocks, every other one allocated.
