@@ -158,6 +158,20 @@ fn watch_leak_for(s: &Setup, seconds: &str, extra: &[&str]) -> support::Finished
     run_bounded(&mut hittag_cmd(s, &a), Duration::from_secs(120))
 }
 
+/// `hittag --tag TAG --hits HITS --json` until the hits are counted: its
+/// JSON.
+fn watch_hits(s: &Setup, tag: &str, hits: u32) -> Value {
+    let hits = hits.to_string();
+    let out = run_bounded(
+        &mut hittag_cmd(s, &["--tag", tag, "--hits", &hits, "--json"]),
+        Duration::from_secs(240),
+    );
+    assert_eq!(out.code(), Some(0), "{tag}: {}", out.stderr);
+    let j: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(j["ended"], "hits", "{}", out.stdout);
+    j
+}
+
 /// The target afterwards: PoolHitTag back to 0 and running (given time to
 /// process the last Continue).
 fn assert_restored_and_running(s: &Setup) {
@@ -282,13 +296,7 @@ fn assert_counts_match(s: &Setup, j: &Value, truth: &RunTruth) {
 fn hittag_names_the_call_sites_the_cpu_went_through() {
     for build in [NtBuild::Win10_19041, NtBuild::Win10_17763] {
         let s = setup(build, Faults::default());
-        let out = run_bounded(
-            &mut hittag_cmd(&s, &["--tag", "Leak", "--hits", "60", "--json"]),
-            Duration::from_secs(240),
-        );
-        assert_eq!(out.code(), Some(0), "{build:?}: {}", out.stderr);
-        let j: Value = serde_json::from_str(&out.stdout).unwrap();
-        assert_eq!(j["ended"], "hits", "{}", out.stdout);
+        let j = watch_hits(&s, "Leak", 60);
         assert_eq!(j["restored"], true);
         assert_eq!(j["table"]["pool_hits"], 60);
         assert_restored_and_running(&s);
@@ -567,13 +575,7 @@ fn a_miniports_pool_calls_through_ndis_are_its_own() {
         let mut scenario = Scenario::small(build, 31);
         scenario.ndis = true;
         let s = setup_machine(scenario, Faults::default(), Workload::network(), None, None);
-        let out = run_bounded(
-            &mut hittag_cmd(&s, &["--tag", "NmRx", "--hits", "30", "--json"]),
-            Duration::from_secs(240),
-        );
-        assert_eq!(out.code(), Some(0), "{build:?}: {}", out.stderr);
-        let j: Value = serde_json::from_str(&out.stdout).unwrap();
-        assert_eq!(j["ended"], "hits", "{}", out.stdout);
+        let j = watch_hits(&s, "NmRx", 30);
         assert_restored_and_running(&s);
         let truth = s.sim.truth().unwrap();
         assert!(truth.invalid.is_empty(), "{:?}", truth.invalid);
