@@ -23,12 +23,7 @@ pub const KMDF_ROUTINES: &[(u32, &str, PoolCall, TagArg)] = &[
     // WdfMemoryCreate(Globals, Attributes, PoolType, PoolTag, BufferSize,
     // Memory, Buffer): PoolTag 0 means the driver's own tag
     // (WDF_DRIVER_CONFIG.DriverPoolTag).
-    (
-        192,
-        "WdfMemoryCreate",
-        PoolCall::Alloc,
-        TagArg::Register(Register::R9),
-    ),
+    (192, "WdfMemoryCreate", PoolCall::Alloc, R9),
     // WdfLookasideListCreate(Globals, LookasideAttributes, BufferSize,
     // PoolType, MemoryAttributes, PoolTag, Lookaside)
     (

@@ -93,7 +93,9 @@ impl std::fmt::Display for TagArg {
     }
 }
 
+const RDX: TagArg = TagArg::Register(Register::RDX);
 const R8: TagArg = TagArg::Register(Register::R8);
+const R9: TagArg = TagArg::Register(Register::R9);
 
 /// The pool routines that take a tag, whether they allocate or free, and
 /// where the tag is. ExAllocatePoolZero and the other `Zero`/`Uninitialized`
@@ -118,16 +120,8 @@ pub const TAGGED_ROUTINES: &[(&str, PoolCall, TagArg)] = &[
     ("ExAllocatePoolPriorityUninitialized", PoolCall::Alloc, R8),
     ("FsRtlAllocatePoolWithTag", PoolCall::Alloc, R8),
     ("FsRtlAllocatePoolWithQuotaTag", PoolCall::Alloc, R8),
-    (
-        "ExFreePoolWithTag",
-        PoolCall::Free,
-        TagArg::Register(Register::RDX),
-    ),
-    (
-        "ExFreePool2",
-        PoolCall::Free,
-        TagArg::Register(Register::RDX),
-    ),
+    ("ExFreePoolWithTag", PoolCall::Free, RDX),
+    ("ExFreePool2", PoolCall::Free, RDX),
     (
         "ExInitializeNPagedLookasideList",
         PoolCall::Alloc,
@@ -150,17 +144,9 @@ pub const TAGGED_ROUTINES: &[(&str, PoolCall, TagArg)] = &[
     // NdisFreeMemoryWithTagPriority(NdisHandle, VirtualAddress, Tag)
     ("NdisFreeMemoryWithTagPriority", PoolCall::Free, R8),
     // NdisFreeMemoryWithTag(VirtualAddress, Tag)
-    (
-        "NdisFreeMemoryWithTag",
-        PoolCall::Free,
-        TagArg::Register(Register::RDX),
-    ),
+    ("NdisFreeMemoryWithTag", PoolCall::Free, RDX),
     // FltAllocatePoolAlignedWithTag(Instance, PoolType, NumberOfBytes, Tag)
-    (
-        "FltAllocatePoolAlignedWithTag",
-        PoolCall::Alloc,
-        TagArg::Register(Register::R9),
-    ),
+    ("FltAllocatePoolAlignedWithTag", PoolCall::Alloc, R9),
     // FltFreePoolAlignedWithTag(Instance, Buffer, Tag)
     ("FltFreePoolAlignedWithTag", PoolCall::Free, R8),
 ];
