@@ -87,7 +87,8 @@ const NDIS_JSON: &str = include_str!(concat!(
     "/../../testdata/drivers/ndis.json"
 ));
 
-/// Every synthetic driver a machine loads, in load order.
+/// The synthetic drivers every machine loads (with
+/// [`Scenario::drivers`](crate::Scenario::drivers)), in load order.
 pub fn all() -> &'static [Driver] {
     static ALL: OnceLock<Vec<Driver>> = OnceLock::new();
     ALL.get_or_init(|| parse(JSON, "drivers.json", &FILES))

@@ -65,6 +65,11 @@ pub fn scan_module_within<M: Memory + ?Sized>(
         let at = (t - r.va) as usize;
         thunk_slot(t, &r.bytes[at..r.bytes.len().min(at + 16)])
     };
+    let calls = Calls {
+        imports: &imports,
+        thunk: &thunk,
+        kmdf: kmdf.as_ref(),
+    };
     // 3. Each region through the data-flow.
     for r in &code {
         let end = r.va + r.bytes.len() as u64;
@@ -75,11 +80,6 @@ pub fn scan_module_within<M: Memory + ?Sized>(
         for (k, &lo) in starts.iter().enumerate() {
             let hi = starts.get(k + 1).copied().unwrap_or(end);
             let bytes = &r.bytes[(lo - r.va) as usize..(hi - r.va) as usize];
-            let calls = Calls {
-                imports: &imports,
-                thunk: &thunk,
-                kmdf: kmdf.as_ref(),
-            };
             scan_piece(lo, bytes, &module.name, &calls, &mut scan.calls);
         }
     }
