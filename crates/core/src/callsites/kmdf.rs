@@ -128,14 +128,16 @@ fn dispatch_pointer<M: Memory + ?Sized>(
     base: u64,
     stats: &mut ReadStats,
 ) -> Option<u64> {
-    let (rva, size) = walker
+    let (rva, _) = walker
         .data_directory(mem, m, DataDirectory::LoadConfig, stats)
         .ok()??;
     let b = walker.read_image(mem, m, rva, 0x80, stats).ok()?;
     let le = crate::bytes::Le(&b);
-    let declared = le.u32(0)?.min(size.max(0x80));
-    let p = le.u64(0x78).filter(|_| declared >= 0x80)?;
-    (p != 0 && p > base).then_some(p)
+    // The structure's own Size must reach the field.
+    let p = le
+        .u64(0x78)
+        .filter(|_| le.u32(0).is_some_and(|n| n >= 0x80))?;
+    (p > base).then_some(p)
 }
 
 /// The module's data sections (not code), a page at a time, pages that
