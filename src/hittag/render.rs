@@ -23,8 +23,12 @@ fn render_site(o: &mut String, s: &SiteRow, stacks: usize) {
             DecidedBy::Import { function } => format!("calls {function}"),
         })
         .collect();
+    let through = s
+        .through
+        .as_ref()
+        .map_or_else(String::new, |t| format!(", through KMDF's {t}"));
     o.push_str(&format!(
-        "\n{}: {} allocations, {} frees ({}); {} distinct stack(s)\n",
+        "\n{}: {} allocations, {} frees ({}{through}); {} distinct stack(s)\n",
         s.site,
         s.allocs,
         s.frees,

@@ -603,3 +603,51 @@ fn a_miniports_pool_calls_through_ndis_are_its_own() {
         );
     }
 }
+
+/// KMDF on a running target: kmdfdrv.sys calls the framework (Wdf01000.sys)
+/// through its function table for buffers with its DriverPoolTag 'KmDr',
+/// and the framework allocates with that tag for requests it dispatches
+/// from nt's worker thread. `hittag --tag KmDr` names the driver's frames
+/// where the driver called the framework (with the framework's entry it
+/// went through) and the framework's where nt did, with the counts and the
+/// bytes the simulated CPU recorded.
+#[test]
+fn a_kmdf_drivers_calls_through_the_framework_are_its_own() {
+    for build in [NtBuild::Win10_19041, NtBuild::Win10_17763] {
+        let mut scenario = Scenario::small(build, 33);
+        scenario.kmdf = true;
+        let s = setup_machine(scenario, Faults::default(), Workload::kmdf(), None, None);
+        let j = watch_hits(&s, "KmDr", 30);
+        assert_restored_and_running(&s);
+        let truth = s.sim.truth().unwrap();
+        assert!(truth.invalid.is_empty(), "{:?}", truth.invalid);
+        assert_counts_match(&s, &j, &truth);
+        assert_stacks_are_the_cpus(&j, &truth);
+        let rows: Vec<(String, String)> = j["table"]["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let through = r["through"].as_str().unwrap_or("");
+                (r["site"].as_str().unwrap().to_string(), through.to_string())
+            })
+            .collect();
+        let has = |site: &str, through: &str| {
+            rows.iter()
+                .any(|(s, t)| s.starts_with(site) && t.starts_with(through))
+        };
+        assert!(
+            has("kmdfdrv!KmEvtIoRead+", "Wdf01000!imp_WdfMemoryCreate+"),
+            "{build:?}: {rows:?}"
+        );
+        assert!(has("Wdf01000!FxPoolAllocate+", ""), "{build:?}: {rows:?}");
+        // A driver's frame is only ever named through the framework.
+        for (site, through) in &rows {
+            assert_eq!(
+                site.starts_with("kmdfdrv!"),
+                !through.is_empty(),
+                "{build:?}: {rows:?}"
+            );
+        }
+    }
+}

@@ -22,6 +22,16 @@ struct DriverJson {
     exports: std::collections::BTreeMap<String, u64>,
     #[serde(default)]
     wrapper: bool,
+    #[serde(default)]
+    framework: bool,
+    #[serde(default)]
+    data: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    offsets: std::collections::BTreeMap<String, u64>,
+    #[serde(default)]
+    driver_tag: Option<String>,
+    #[serde(default)]
+    callbacks: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +58,20 @@ pub struct DriverInfo {
     /// Its exported routines allocate for their caller (NDIS's): the
     /// caller's frame is the call site.
     pub wrapper: bool,
+    /// KMDF's framework (Wdf01000.sys): it allocates for the driver that
+    /// calls it through its function table, and for its own work with its
+    /// client's tag.
+    pub framework: bool,
+    /// Global variables (from the linker's map) and their RVAs: the
+    /// framework's function table and client block, a KMDF driver's
+    /// `WdfFunctions_01015` and `WdfDriverGlobals`.
+    pub data: std::collections::BTreeMap<String, u64>,
+    /// Field offsets the binding writes (the framework's, asserted by its C).
+    pub offsets: std::collections::BTreeMap<String, u64>,
+    /// A KMDF driver's DriverPoolTag (its tag for PoolTag 0).
+    pub driver_tag: Option<String>,
+    /// A KMDF driver's callbacks and their RVAs (`evt_io_read`).
+    pub callbacks: std::collections::BTreeMap<String, u64>,
 }
 
 pub struct Driver {
@@ -86,6 +110,11 @@ const NDIS_JSON: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../testdata/drivers/ndis.json"
 ));
+const KMDF_FILES: [(&str, &[u8], &[u8]); 2] = [drv!("Wdf01000"), drv!("kmdfdrv")];
+const KMDF_JSON: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../testdata/drivers/kmdf.json"
+));
 
 /// The synthetic drivers every machine loads (with
 /// [`Scenario::drivers`](crate::Scenario::drivers)), in load order.
@@ -101,6 +130,15 @@ pub fn all() -> &'static [Driver] {
 pub fn ndis_pair() -> &'static [Driver] {
     static PAIR: OnceLock<Vec<Driver>> = OnceLock::new();
     PAIR.get_or_init(|| parse(NDIS_JSON, "ndis.json", &NDIS_FILES))
+}
+
+/// The KMDF pair a scenario loads on request
+/// ([`Scenario::kmdf`](crate::Scenario::kmdf)), in load order: the
+/// framework Wdf01000.sys, then kmdfdrv.sys, bound to it as WDFLDR.SYS
+/// binds a KMDF driver (see `Machine::bind_kmdf`).
+pub fn kmdf_pair() -> &'static [Driver] {
+    static PAIR: OnceLock<Vec<Driver>> = OnceLock::new();
+    PAIR.get_or_init(|| parse(KMDF_JSON, "kmdf.json", &KMDF_FILES))
 }
 
 fn parse(json: &str, what: &str, files: &[(&str, &'static [u8], &'static [u8])]) -> Vec<Driver> {
@@ -129,6 +167,11 @@ fn parse(json: &str, what: &str, files: &[(&str, &'static [u8], &'static [u8])])
                     functions: d.functions.clone(),
                     exports: d.exports.clone(),
                     wrapper: d.wrapper,
+                    framework: d.framework,
+                    data: d.data.clone(),
+                    offsets: d.offsets.clone(),
+                    driver_tag: d.driver_tag.clone(),
+                    callbacks: d.callbacks.clone(),
                 },
                 image,
                 pdb,

@@ -42,6 +42,11 @@ pub struct Scenario {
     /// keep their module lists.
     #[serde(default)]
     pub ndis: bool,
+    /// With `drivers`, load the KMDF pair too: the framework Wdf01000.sys
+    /// and kmdfdrv.sys, which calls it through its function table
+    /// ([`crate::drivers::kmdf_pair`]). Off by default, like `ndis`.
+    #[serde(default)]
+    pub kmdf: bool,
     /// Plant this many decoys: tag bytes of scenario tags in places that are
     /// not pool headers (allocation bodies, image data, unmapped frames).
     #[serde(default)]
@@ -402,6 +407,7 @@ impl Scenario {
             hot_tags: true,
             drivers: true,
             ndis: false,
+            kmdf: false,
             decoys: 24,
             paged_out: 0.0,
             transition: 0.0,

@@ -5,8 +5,9 @@
 //! processor's registers, finds the first frame outside nt (the caller of
 //! the pool; a frame of NDIS's or the filter manager's pool routines,
 //! which call nt's for their caller, is passed over where its module's
-//! exports or PDB name it), and decides whether the stop is an allocation,
-//! a free or something else:
+//! exports or PDB name it; where that frame is KMDF's framework and a
+//! driver's frame follows the framework's, the driver's is the site), and
+//! decides whether the stop is an allocation, a free or something else:
 //!
 //! 1. The frames below the caller, where nt's PDB (or a module's exports)
 //!    names them: an allocator (`ExAllocatePoolWithTag`, `ExAllocatePool2`,
@@ -115,8 +116,13 @@ pub struct Hit {
     pub symbols: Vec<Symbol>,
     /// A pool call (and which), or something else.
     pub kind: HitKind,
-    /// Index of the first frame outside nt (the pool's caller).
+    /// Index of the call site's frame: the first frame outside nt (the
+    /// pool's caller), or, where that is KMDF's framework called by a
+    /// driver, the driver's frame below the framework's.
     pub site: Option<usize>,
+    /// Index of the frame that called the pool routine: the site's, or the
+    /// framework's nearest nt where the site is past KMDF's framework.
+    pub caller: Option<usize>,
     /// The caller's call instruction, when decoded.
     pub call: Option<Call>,
     /// Bytes requested (allocations), when the caller's code says.
@@ -197,6 +203,15 @@ fn size_register(routine: &str) -> Register {
     }
 }
 
+/// How many callers up an argument register's value is followed (a
+/// driver's allocation wrapper, KMDF's entry and its allocator).
+const ENTRY_LEVELS: u32 = 2;
+
+/// KMDF's framework, by module name: a driver calls it through the
+/// function table WDFLDR.SYS binds, and it allocates with the driver's
+/// tag for the call ([`HitAnalyzer`] names the driver's frame as the site).
+pub const FRAMEWORK_MODULES: &[&str] = &["Wdf01000"];
+
 /// The index of the pool routine's caller among frames given as (in nt,
 /// another module's pool routine: [`WRAPPER_ROUTINES`]): the first frame
 /// that is neither.
@@ -263,6 +278,7 @@ impl<'a> HitAnalyzer<'a> {
                 reason: String::new(),
             },
             site: None,
+            caller: None,
             call: None,
             size: None,
             stack_reads,
@@ -276,7 +292,9 @@ impl<'a> HitAnalyzer<'a> {
                 return hit;
             }
         };
-        hit.site = Some(k);
+        let site = self.past_framework(&hit, k);
+        hit.site = Some(site);
+        hit.caller = Some(k);
         // 1. nt's own frames, nearest the caller first.
         let by_frame = (0..k).rev().find_map(|i| {
             let s = &hit.symbols[i];
@@ -289,9 +307,14 @@ impl<'a> HitAnalyzer<'a> {
         // 2. The caller's call instruction.
         let mut stats = ReadStats::default();
         let code = self.caller_code(mem, &hit, k, &mut stats);
-        if let Some(code) = &code {
-            hit.call = Some(code.call());
-        }
+        // The site's own call: the caller's, or the driver's call into the
+        // framework.
+        hit.call = if site == k {
+            code.as_ref().map(Code::call)
+        } else {
+            self.caller_code(mem, &hit, site, &mut stats)
+                .map(|c| c.call())
+        };
         let by_import = code.as_ref().and_then(|c| {
             self.import_of_call(mem, c.call(), hit.trace.frames[k].module, &mut stats)
         });
@@ -307,9 +330,8 @@ impl<'a> HitAnalyzer<'a> {
             let routine = match decided_by {
                 DecidedBy::NtFrame { function } | DecidedBy::Import { function } => function,
             };
-            let frame = hit.trace.frames[k].clone();
-            let mut read = |va: u64| mem.read_u64(KernelVa(va)).ok();
-            hit.size = code.value_at_call(size_register(routine), &frame, &mut read);
+            let reg = size_register(routine);
+            hit.size = self.value_with_callers(mem, &hit, k, code, reg, ENTRY_LEVELS, &mut stats);
         }
         hit.image_reads.add(&stats);
         hit
@@ -338,6 +360,75 @@ impl<'a> HitAnalyzer<'a> {
                 .map(|(f, s)| (self.in_nt(f.pc), wrapper(s))),
         )
         .ok_or_else(|| format!("the stack reaches no caller outside nt ({})", hit.trace.end))
+    }
+
+    /// What `code` (frame `i`'s) put in `reg` for its call; an argument
+    /// register it was entered with is asked of its caller's code (frame
+    /// `i + 1`), at most `levels` callers up, and only where that caller's
+    /// call is seen to go to frame `i`'s function (a direct call, or one
+    /// through a pointer in memory that holds its start): a function
+    /// reached by a tail call was entered with what the jumping function
+    /// passed, which its caller's code does not say.
+    #[allow(clippy::too_many_arguments)]
+    fn value_with_callers<M: Memory + ?Sized>(
+        &mut self,
+        mem: &M,
+        hit: &Hit,
+        i: usize,
+        code: &Code,
+        reg: Register,
+        levels: u32,
+        stats: &mut ReadStats,
+    ) -> Option<u64> {
+        let frame = hit.trace.frames[i].clone();
+        let mut read = |va: u64| mem.read_u64(KernelVa(va)).ok();
+        let start = code.start();
+        let mut entry = |r: Register| -> Option<u64> {
+            if levels == 0 || i + 1 >= hit.trace.frames.len() {
+                return None;
+            }
+            let caller = self.caller_code(mem, hit, i + 1, stats)?;
+            let target = match caller.call().target {
+                CallTarget::Direct(t) => t,
+                CallTarget::Indirect(slot) => mem.read_u64(KernelVa(slot)).ok()?,
+                CallTarget::Unknown => return None,
+            };
+            if target != start {
+                return None;
+            }
+            self.value_with_callers(mem, hit, i + 1, &caller, r, levels - 1, stats)
+        };
+        code.value_at_call(reg, &frame, &mut read, &mut entry)
+    }
+
+    /// The call site, given `k`, the frame that called the pool: `k`
+    /// itself, unless it is KMDF's framework ([`FRAMEWORK_MODULES`]) and the
+    /// first frame past the framework's is a driver's (not nt's, and in a
+    /// module): then the framework allocated for that driver's call through
+    /// its function table, and the driver's frame is the site. Where nt's
+    /// frames come first (a request the framework dispatches, a DPC), the
+    /// framework's own work stays its own: the driver below them is not
+    /// the one that asked.
+    fn past_framework(&self, hit: &Hit, k: usize) -> usize {
+        let modules = self.walker.modules();
+        let framework = |i: usize| {
+            hit.trace.frames[i].module.is_some_and(|m| {
+                FRAMEWORK_MODULES
+                    .iter()
+                    .any(|f| modules[m].short_name.eq_ignore_ascii_case(f))
+            })
+        };
+        if !framework(k) {
+            return k;
+        }
+        match (k..hit.trace.frames.len()).find(|&i| !framework(i)) {
+            Some(j)
+                if hit.trace.frames[j].module.is_some() && !self.in_nt(hit.trace.frames[j].pc) =>
+            {
+                j
+            }
+            _ => k,
+        }
     }
 
     /// The caller's code from its function's start to the return address.

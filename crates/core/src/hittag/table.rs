@@ -1,4 +1,5 @@
-//! Hits counted: one row per call site (the first frame outside nt), with
+//! Hits counted: one row per call site (the first frame outside nt, or
+//! the driver's frame that called KMDF's framework), with
 //! allocations and frees apart, bytes requested, and each distinct stack
 //! with its count; stops that were not pool calls listed apart.
 
@@ -44,6 +45,11 @@ pub struct SiteRow {
     pub call_va: Option<KernelVa>,
     /// The caller's module's short name (`leakydrv`), when in a module.
     pub module: Option<String>,
+    /// Where the site called KMDF's framework, which then called the pool
+    /// for it: the framework's frame the site returns from
+    /// (`Wdf01000!imp_WdfMemoryCreate+0x5a`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub through: Option<String>,
     /// Hits that allocated.
     pub allocs: u64,
     /// Hits that freed.
@@ -139,6 +145,9 @@ impl HitTable {
                     site_va,
                     call_va: hit.call.map(|c| KernelVa(c.va)),
                     module: hit.symbols[k].module.clone(),
+                    through: (hit.caller != hit.site)
+                        .then(|| k.checked_sub(1).map(|i| hit.symbols[i].to_string()))
+                        .flatten(),
                     allocs: 0,
                     frees: 0,
                     bytes_requested: 0,

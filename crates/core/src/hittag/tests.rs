@@ -182,3 +182,84 @@ fn another_modules_pool_routine_is_not_the_caller() {
         Register::RDX
     );
 }
+
+/// KMDF: kmdfdrv.sys allocates and frees through the framework's function
+/// table, so two Wdf01000 frames stand between nt's and the driver's; the
+/// framework also allocates with the driver's DriverPoolTag for requests
+/// it dispatches from nt's worker thread. Every stop's site is the one the
+/// CPU's stack says asked: the driver's frame where the driver called the
+/// framework, the framework's where nt did.
+#[test]
+fn kmdf_drivers_calls_through_the_framework_are_their_own() {
+    for build in [NtBuild::Win10_19041, NtBuild::Win10_17763] {
+        let mut s = Scenario::small(build, 5);
+        s.kmdf = true;
+        let mut m = Machine::build(&s);
+        let dir = tempfile::tempdir().unwrap();
+        m.write_symbol_store(dir.path()).unwrap();
+        let mut rt = Runtime::new(&mut m, Workload::kmdf());
+        let hit_tag = m.sym_va("PoolHitTag").unwrap();
+        m.asp
+            .write_u32(&mut m.mem, hit_tag, u32::from_le_bytes(*b"KmDr"));
+        let mut a = analyzer(&m, dir.path());
+        let mut table = HitTable::default();
+        while let Some(stop) = rt.advance(&mut m, 30 * 1_000_000_000) {
+            let cpu = stop.cpu as usize;
+            let truth = rt.truth.hits.last().unwrap().clone();
+            let regs = Registers::from_context(&rt.context(cpu)).unwrap();
+            let hit = a.analyze(&Live(&m), &regs);
+            table.add(&hit);
+            let (HitKind::Pool { call, .. }, Some((_, _, bytes, Some(site)))) =
+                (&hit.kind, truth.pool.clone())
+            else {
+                panic!(
+                    "{build:?}: analysed {:?}, the CPU did {:?}",
+                    hit.kind, truth.pool
+                );
+            };
+            let base = m.truth.kernel.module(&site.module).unwrap().base;
+            let k = hit.site.unwrap();
+            assert_eq!(hit.trace.frames[k].pc.0, base + site.rva, "{build:?}");
+            // The bytes the framework asked nt for: the driver's size (a
+            // stack argument of its call through the table) plus the
+            // object's header, which the framework's allocator adds to
+            // what it was passed.
+            if *call == PoolCall::Alloc {
+                assert_eq!(hit.size, Some(bytes), "{build:?} at {}", hit.symbols[k]);
+            }
+            rt.resume_past_int3(&m, cpu);
+        }
+        let t = table.sorted();
+        let rows: Vec<(&str, u64, u64, Option<&str>)> = t
+            .sites
+            .iter()
+            .map(|s| (s.site.as_str(), s.allocs, s.frees, s.through.as_deref()))
+            .collect();
+        let find = |prefix: &str| {
+            rows.iter()
+                .find(|r| r.0.starts_with(prefix))
+                .unwrap_or_else(|| panic!("{build:?}: no {prefix} in {rows:?}"))
+        };
+        // The driver's calls, through the framework's entries.
+        let read = find("kmdfdrv!KmEvtIoRead+");
+        assert!(read.1 > 10 && read.2 == 0, "{build:?}: {read:?}");
+        assert!(
+            read.3
+                .is_some_and(|t| t.starts_with("Wdf01000!imp_WdfMemoryCreate+")),
+            "{build:?}: {read:?}"
+        );
+        let delete = find("kmdfdrv!KmFreeOldest+");
+        assert!(delete.1 == 0 && delete.2 > 5, "{build:?}: {delete:?}");
+        assert!(
+            delete
+                .3
+                .is_some_and(|t| t.starts_with("Wdf01000!imp_WdfObjectDelete+")),
+            "{build:?}: {delete:?}"
+        );
+        // The framework's own requests.
+        let own = find("Wdf01000!FxPoolAllocate+");
+        assert!(own.1 > 10 && own.3.is_none(), "{build:?}: {own:?}");
+        assert!(find("Wdf01000!FxObjectFree+").2 > 10, "{build:?}");
+        assert_eq!(rows.len(), 4, "{build:?}: {rows:?}");
+    }
+}

@@ -73,7 +73,8 @@ impl Machine {
 
     /// The synthetic drivers this machine loads, in load order: none
     /// without [`Scenario::drivers`](crate::Scenario::drivers), the network
-    /// pair after the others with [`Scenario::ndis`](crate::Scenario::ndis).
+    /// pair after the others with [`Scenario::ndis`](crate::Scenario::ndis),
+    /// then the KMDF pair with [`Scenario::kmdf`](crate::Scenario::kmdf).
     pub fn drivers(&self) -> Vec<&'static drivers::Driver> {
         if !self.scenario.drivers {
             return Vec::new();
@@ -83,7 +84,12 @@ impl Machine {
         } else {
             &[]
         };
-        drivers::all().iter().chain(pair).collect()
+        let kmdf: &[drivers::Driver] = if self.scenario.kmdf {
+            drivers::kmdf_pair()
+        } else {
+            &[]
+        };
+        drivers::all().iter().chain(pair).chain(kmdf).collect()
     }
 
     /// PsLoadedModuleList: nt first, then the synthetic drivers, each entry
@@ -187,6 +193,43 @@ impl Machine {
                 pdb_age: d.info.pdb.age,
                 tags: d.info.tags.clone(),
             });
+        }
+        self.bind_kmdf(modules);
+    }
+
+    /// What WDFLDR.SYS's `WdfVersionBind` and a KMDF driver's DriverEntry
+    /// leave behind, for each loaded KMDF driver: its `WdfFunctions_01015`
+    /// points at the framework's function table and its `WdfDriverGlobals`
+    /// at its globals in the framework's client block, whose DriverTag is
+    /// the driver's DriverPoolTag (`WDF_DRIVER_CONFIG`) and whose EvtIoRead
+    /// is the callback its queue was created with (`WdfIoQueueCreate`).
+    fn bind_kmdf(&mut self, modules: &[ModuleTruth]) {
+        let base_of = |file: &str| {
+            modules
+                .iter()
+                .find(|m| m.base_name.eq_ignore_ascii_case(file))
+                .map(|m| m.base)
+        };
+        let drivers = self.drivers();
+        let Some(fw) = drivers.iter().find(|d| d.info.framework) else {
+            return;
+        };
+        let fw_base = base_of(&fw.info.file).expect("the framework is mapped");
+        let client = fw_base + fw.info.data["FxClient"];
+        for d in drivers.iter().filter(|d| d.info.driver_tag.is_some()) {
+            let base = base_of(&d.info.file).expect("a KMDF driver is mapped");
+            let tag = d.info.driver_tag.as_deref().unwrap_or_default();
+            let tag = u32::from_le_bytes(tag.as_bytes().try_into().expect("a 4-byte tag"));
+            self.write_u64(
+                base + d.info.data["WdfFunctions_01015"],
+                fw_base + fw.info.data["FxFunctionTable"],
+            );
+            self.write_u64(base + d.info.data["WdfDriverGlobals"], client);
+            self.write_va(client + fw.info.offsets["driver_tag"], &tag.to_le_bytes());
+            self.write_u64(
+                client + fw.info.offsets["evt_io_read"],
+                base + d.info.callbacks["evt_io_read"],
+            );
         }
     }
 }

@@ -117,6 +117,8 @@ struct DriverRt {
     routine: u64,
     /// Its routines allocate for their caller (ndis.sys).
     wrapper: bool,
+    /// KMDF's framework (Wdf01000.sys).
+    framework: bool,
 }
 
 /// The running machine's state, beside the machine it runs.
@@ -199,6 +201,7 @@ fn loaded_drivers(m: &Machine) -> Vec<DriverRt> {
                 end: md.base + md.size,
                 routine: md.base + d.info.routine_rva,
                 wrapper: d.info.wrapper,
+                framework: d.info.framework,
             });
         }
     }
@@ -428,23 +431,34 @@ impl Runtime {
         self.nt.base <= va && va < self.nt.end
     }
 
-    /// The first return address on `p`'s stack outside nt and outside a
-    /// driver that allocates for its caller (ndis.sys): the call site.
+    /// The call site on `p`'s stack: the first return address outside nt
+    /// and outside a driver that allocates for its caller (ndis.sys); where
+    /// that is KMDF's framework, the driver whose code called the framework
+    /// (the first address past the framework's, if that is not nt's: work
+    /// the framework does from nt's threads stays the framework's).
     fn site(&self, p: usize) -> Option<Site> {
         let cpu = &self.processors[p].cpu;
-        std::iter::once(cpu.regs.rip)
+        let pcs: Vec<u64> = std::iter::once(cpu.regs.rip)
             .chain(cpu.shadow.iter().rev().map(|f| f.resume))
-            .find(|va| !self.in_nt(*va) && !self.driver_of(*va).is_some_and(|d| d.wrapper))
-            .map(|va| match self.driver_of(va) {
-                Some(d) => Site {
-                    module: d.name.clone(),
-                    rva: va - d.base,
-                },
-                None => Site {
-                    module: String::new(),
-                    rva: va,
-                },
-            })
+            .collect();
+        let framework = |va: u64| self.driver_of(va).is_some_and(|d| d.framework);
+        let k = pcs
+            .iter()
+            .position(|va| !self.in_nt(*va) && !self.driver_of(*va).is_some_and(|d| d.wrapper))?;
+        let k = match pcs[k..].iter().position(|va| !framework(*va)) {
+            Some(j) if j > 0 && !self.in_nt(pcs[k + j]) => k + j,
+            _ => k,
+        };
+        Some(pcs[k]).map(|va| match self.driver_of(va) {
+            Some(d) => Site {
+                module: d.name.clone(),
+                rva: va - d.base,
+            },
+            None => Site {
+                module: String::new(),
+                rva: va,
+            },
+        })
     }
 
     /// The stack of processor `p` as the CPU built it, innermost first.

@@ -128,3 +128,57 @@ fn the_miniport_allocates_through_ndis() {
         assert_eq!(ops.len(), 2, "{b:?}: {ops:?}");
     }
 }
+
+/// The KMDF pair: kmdfdrv.sys allocates and frees through the framework's
+/// function table (two framework frames, then the driver's), and the
+/// framework allocates with the driver's DriverPoolTag for requests it
+/// dispatches from nt's worker thread. The site is the driver's frame
+/// where the driver called the framework, the framework's where nt did.
+#[test]
+fn the_kmdf_driver_allocates_through_the_framework() {
+    for b in [NtBuild::Win10_19041, NtBuild::Win10_17763] {
+        let mut s = Scenario::small(b, 5);
+        s.kmdf = true;
+        let mut m = Machine::build(&s);
+        assert!(m.truth.kernel.module("Wdf01000.sys").is_some());
+        let mut rt = Runtime::new(&mut m, Workload::kmdf());
+        let hit = m.sym_va("PoolHitTag").unwrap();
+        for (secs, tag, want) in [
+            (
+                30,
+                "KmDr",
+                &[
+                    ("Alloc", "Wdf01000.sys"),
+                    ("Alloc", "kmdfdrv.sys"),
+                    ("Free", "Wdf01000.sys"),
+                    ("Free", "kmdfdrv.sys"),
+                ][..],
+            ),
+            (
+                60,
+                "KmBf",
+                &[("Alloc", "kmdfdrv.sys"), ("Free", "kmdfdrv.sys")][..],
+            ),
+        ] {
+            let tag = u32::from_le_bytes(tag.as_bytes().try_into().unwrap());
+            m.asp.write_u32(&mut m.mem, hit, tag);
+            rt.truth.hits.clear();
+            while let Some(st) = rt.advance(&mut m, secs * 1_000_000_000) {
+                assert_eq!(st.kind, StopKind::Breakpoint, "{b:?}");
+                rt.resume_past_int3(&m, st.cpu as usize);
+            }
+            let (allocs, frees, _) = rt.truth.tags[&(tag, false)];
+            assert!(allocs > frees && frees > 10, "{b:?}: {allocs} {frees}");
+            let mut seen = std::collections::BTreeSet::new();
+            for h in rt.truth.hits.iter().filter(|h| h.pool_hit_tag) {
+                let (op, _, _, site) = h.pool.clone().unwrap();
+                seen.insert((format!("{op:?}"), site.unwrap().module));
+            }
+            let want: std::collections::BTreeSet<(String, String)> = want
+                .iter()
+                .map(|(o, m)| (o.to_string(), m.to_string()))
+                .collect();
+            assert_eq!(seen, want, "{b:?}");
+        }
+    }
+}

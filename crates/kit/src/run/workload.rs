@@ -92,6 +92,26 @@ impl Workload {
         w
     }
 
+    /// The KMDF machine's ([`Scenario::kmdf`](crate::Scenario::kmdf)): the
+    /// leak workload; read requests the framework Wdf01000.sys dispatches to
+    /// kmdfdrv.sys every 400 ms (a request object, and the driver's buffer
+    /// for it, both with its DriverPoolTag 'KmDr'), the oldest request
+    /// completed every 600 ms; the driver's own 'KmBf' buffers
+    /// (WdfMemoryCreate) every 500 ms, and its oldest buffer deleted
+    /// (WdfObjectDelete) every 900 ms.
+    pub fn kmdf() -> Self {
+        let mut w = Self::leak();
+        w.items
+            .push(item("wdf-read", "Wdf01000.sys", 0, 0, 0x180, 400, 100));
+        w.items
+            .push(item("wdf-complete", "Wdf01000.sys", 1, 0, 0, 600, 300));
+        w.items
+            .push(item("kmdf-buffer", "kmdfdrv.sys", 0, 0, 0x200, 500, 200));
+        w.items
+            .push(item("kmdf-delete", "kmdfdrv.sys", 1, 0, 0, 900, 400));
+        w
+    }
+
     /// The leak hunt's machine: leakydrv leaks one 'Leak' record every 2 s
     /// (LeakOneRecord), queues and completes 'Leak' work items at the same
     /// rate (balanced), bursts six big 'Leak' cache buffers every 30 s and
