@@ -448,7 +448,9 @@ struct ServeArgs {
     #[arg(long, default_value_t = 2)]
     cpus: u32,
     /// `leak` (the default: leakydrv leaks, other drivers are
-    /// balanced), `idle` (nothing runs), or a workload JSON file.
+    /// balanced), `network` (also an NDIS miniport, with ndis.sys loaded),
+    /// `kmdf` (also a KMDF driver and its framework, Wdf01000.sys), `idle`
+    /// (nothing runs), or a workload JSON file.
     #[arg(long, default_value = "leak")]
     workload: String,
     /// Simulated seconds per real second while the target runs.
@@ -484,6 +486,9 @@ fn serve(a: &ServeArgs) -> Result<(), String> {
     }
     let mut s = Scenario::small(b, a.seed);
     s.cpus = a.cpus.clamp(1, 64);
+    // The named workloads that run the network or KMDF pair load it.
+    s.ndis = a.workload == "network";
+    s.kmdf = a.workload == "kmdf";
     let m = Machine::build(&s);
     m.write_symbol_store(&a.symbols)
         .and_then(|_| m.write_image_files(&a.symbols))
@@ -532,11 +537,13 @@ fn serve(a: &ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// `--workload`: `leak`, `idle` or a workload JSON file.
+/// `--workload`: `leak`, `network`, `kmdf`, `idle` or a workload JSON file.
 fn parse_workload(arg: &str) -> Result<pooldump_kdnet_sim::Workload, String> {
     use pooldump_kdnet_sim::Workload;
     Ok(match arg {
         "leak" => Workload::leak(),
+        "network" => Workload::network(),
+        "kmdf" => Workload::kmdf(),
         "idle" => Workload::idle(),
         path => {
             let text =
