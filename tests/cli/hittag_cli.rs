@@ -172,6 +172,20 @@ fn watch_hits(s: &Setup, tag: &str, hits: u32) -> Value {
     j
 }
 
+/// `hittag --tag TAG --hits 30` on `scenario` running `workload`, checked
+/// against the CPU's record: the target restored and running, every count
+/// and size, every stack.
+fn watch_checked(scenario: Scenario, workload: Workload, tag: &str) -> Value {
+    let s = setup_machine(scenario, Faults::default(), workload, None, None);
+    let j = watch_hits(&s, tag, 30);
+    assert_restored_and_running(&s);
+    let truth = s.sim.truth().unwrap();
+    assert!(truth.invalid.is_empty(), "{:?}", truth.invalid);
+    assert_counts_match(&s, &j, &truth);
+    assert_stacks_are_the_cpus(&j, &truth);
+    j
+}
+
 /// The target afterwards: PoolHitTag back to 0 and running (given time to
 /// process the last Continue).
 fn assert_restored_and_running(s: &Setup) {
@@ -574,13 +588,7 @@ fn a_miniports_pool_calls_through_ndis_are_its_own() {
     for build in [NtBuild::Win10_19041, NtBuild::Win10_17763] {
         let mut scenario = Scenario::small(build, 31);
         scenario.ndis = true;
-        let s = setup_machine(scenario, Faults::default(), Workload::network(), None, None);
-        let j = watch_hits(&s, "NmRx", 30);
-        assert_restored_and_running(&s);
-        let truth = s.sim.truth().unwrap();
-        assert!(truth.invalid.is_empty(), "{:?}", truth.invalid);
-        assert_counts_match(&s, &j, &truth);
-        assert_stacks_are_the_cpus(&j, &truth);
+        let j = watch_checked(scenario, Workload::network(), "NmRx");
         let rows = j["table"]["sites"].as_array().unwrap();
         let mut kinds = Vec::new();
         for row in rows {
@@ -616,13 +624,7 @@ fn a_kmdf_drivers_calls_through_the_framework_are_its_own() {
     for build in [NtBuild::Win10_19041, NtBuild::Win10_17763] {
         let mut scenario = Scenario::small(build, 33);
         scenario.kmdf = true;
-        let s = setup_machine(scenario, Faults::default(), Workload::kmdf(), None, None);
-        let j = watch_hits(&s, "KmDr", 30);
-        assert_restored_and_running(&s);
-        let truth = s.sim.truth().unwrap();
-        assert!(truth.invalid.is_empty(), "{:?}", truth.invalid);
-        assert_counts_match(&s, &j, &truth);
-        assert_stacks_are_the_cpus(&j, &truth);
+        let j = watch_checked(scenario, Workload::kmdf(), "KmDr");
         let rows: Vec<(String, String)> = j["table"]["sites"]
             .as_array()
             .unwrap()

@@ -96,6 +96,19 @@ fn driver_faults_bug_check_as_windows_does() {
     }
 }
 
+/// Set PoolHitTag to `tag` and run until `secs` simulated seconds, past
+/// every break; the tag's ULONG.
+fn watch_until(m: &mut Machine, rt: &mut Runtime, tag: &str, secs: u64) -> u32 {
+    let hit = m.sym_va("PoolHitTag").unwrap();
+    let tag = u32::from_le_bytes(tag.as_bytes().try_into().unwrap());
+    m.asp.write_u32(&mut m.mem, hit, tag);
+    while let Some(st) = rt.advance(m, secs * 1_000_000_000) {
+        assert_eq!(st.kind, StopKind::Breakpoint);
+        rt.resume_past_int3(m, st.cpu as usize);
+    }
+    tag
+}
+
 /// The network pair: nicmini.sys allocates through ndis.sys's exported
 /// routine, which calls nt's pool; PoolHitTag stops name the miniport's
 /// frame as the site (ndis.sys allocates for its caller), allocations and
@@ -108,13 +121,7 @@ fn the_miniport_allocates_through_ndis() {
         let mut m = Machine::build(&s);
         assert!(m.truth.kernel.module("ndis.sys").is_some());
         let mut rt = Runtime::new(&mut m, Workload::network());
-        let hit = m.sym_va("PoolHitTag").unwrap();
-        let tag = u32::from_le_bytes(*b"NmRx");
-        m.asp.write_u32(&mut m.mem, hit, tag);
-        while let Some(st) = rt.advance(&mut m, 30 * 1_000_000_000) {
-            assert_eq!(st.kind, StopKind::Breakpoint, "{b:?}");
-            rt.resume_past_int3(&m, st.cpu as usize);
-        }
+        let tag = watch_until(&mut m, &mut rt, "NmRx", 30);
         let (allocs, frees, bytes) = rt.truth.tags[&(tag, false)];
         assert!(allocs > frees && frees > 10, "{b:?}: {allocs} {frees}");
         // Charged bytes: each block with its header, rounded.
@@ -142,7 +149,6 @@ fn the_kmdf_driver_allocates_through_the_framework() {
         let mut m = Machine::build(&s);
         assert!(m.truth.kernel.module("Wdf01000.sys").is_some());
         let mut rt = Runtime::new(&mut m, Workload::kmdf());
-        let hit = m.sym_va("PoolHitTag").unwrap();
         for (secs, tag, want) in [
             (
                 30,
@@ -160,13 +166,8 @@ fn the_kmdf_driver_allocates_through_the_framework() {
                 &[("Alloc", "kmdfdrv.sys"), ("Free", "kmdfdrv.sys")][..],
             ),
         ] {
-            let tag = u32::from_le_bytes(tag.as_bytes().try_into().unwrap());
-            m.asp.write_u32(&mut m.mem, hit, tag);
             rt.truth.hits.clear();
-            while let Some(st) = rt.advance(&mut m, secs * 1_000_000_000) {
-                assert_eq!(st.kind, StopKind::Breakpoint, "{b:?}");
-                rt.resume_past_int3(&m, st.cpu as usize);
-            }
+            let tag = watch_until(&mut m, &mut rt, tag, secs);
             let (allocs, frees, _) = rt.truth.tags[&(tag, false)];
             assert!(allocs > frees && frees > 10, "{b:?}: {allocs} {frees}");
             let mut seen = std::collections::BTreeSet::new();
