@@ -28,7 +28,7 @@ typedef struct _WDF_DRIVER_GLOBALS {
     unsigned long DriverFlags;
     unsigned long DriverTag;
     char DriverName[32];
-    unsigned char DisplaceDriverUniqueName;
+    unsigned char DisplaceDriverUnload;
 } WDF_DRIVER_GLOBALS;
 
 /* One client: its globals (binding hands their address to it) and the EvtIoRead callback its

@@ -103,13 +103,11 @@ NOTAIL void KmWorkerRoutine(void *Context)
     }
 }
 
-/* What KMDF's stub does before the driver's own entry: bind to the framework. */
+/* What KMDF's stub (FxDriverEntry) does before the driver's own entry: bind to the framework,
+   which fills WdfFunctions_01015 through the bind info and WdfDriverGlobals through the last
+   argument. */
 long DriverEntry(void *DriverObject, void *RegistryPath)
 {
-    void *Globals = 0;
-    long Status = WdfVersionBind(DriverObject, RegistryPath, &WdfBindInfo, &Globals);
-    if (Status < 0)
-        return Status;
-    WdfDriverGlobals = Globals;
-    return 0;
+    long Status = WdfVersionBind(DriverObject, RegistryPath, &WdfBindInfo, &WdfDriverGlobals);
+    return Status < 0 ? Status : 0;
 }

@@ -2524,7 +2524,7 @@ typedef struct _WDF_DRIVER_GLOBALS {
     unsigned long DriverFlags;
     unsigned long DriverTag;
     char DriverName[32];
-    unsigned char DisplaceDriverUniqueName;
+    unsigned char DisplaceDriverUnload;
 } WDF_DRIVER_GLOBALS;
 
 /* One client: its globals (binding hands their address to it) and the EvtIoRead callback its
@@ -2735,15 +2735,13 @@ NOTAIL void KmWorkerRoutine(void *Context)
     }
 }
 
-/* What KMDF's stub does before the driver's own entry: bind to the framework. */
+/* What KMDF's stub (FxDriverEntry) does before the driver's own entry: bind to the framework,
+   which fills WdfFunctions_01015 through the bind info and WdfDriverGlobals through the last
+   argument. */
 long DriverEntry(void *DriverObject, void *RegistryPath)
 {
-    void *Globals = 0;
-    long Status = WdfVersionBind(DriverObject, RegistryPath, &WdfBindInfo, &Globals);
-    if (Status < 0)
-        return Status;
-    WdfDriverGlobals = Globals;
-    return 0;
+    long Status = WdfVersionBind(DriverObject, RegistryPath, &WdfBindInfo, &WdfDriverGlobals);
+    return Status < 0 ? Status : 0;
 }
 """,
 }
