@@ -141,6 +141,11 @@ EOF
 #     segment-heap build's PDB (random bytes never pass its signatures)
 (cd "$here" && cargo run -q --example seedgen -- segment-heap "$(c pool_walkers)")
 
+# --- hittag: real PoolHitTag stops of the kit's KMDF machine (CONTEXT,
+#     stack, module bases), so the analysis starts from stacks that reach
+#     the driver through the framework
+(cd "$here" && cargo run -q --example seedgen -- hittag-stops "$(c hittag)")
+
 if [ "$have_shared" = 1 ]; then
   # --- ISF: the real (xz) files, and a trimmed JSON of one with its xz
   cp "$shared"/isf/*.json.xz "$(c isf)/"

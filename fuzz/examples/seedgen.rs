@@ -18,11 +18,19 @@
 //! heap's signature checks, so without these the walkers' segment-heap
 //! code is not reached.
 //!
+//! `seedgen hittag-stops OUT`: the hittag target's inputs from real stops
+//! of the kit's running KMDF machine (PoolHitTag 'KmDr'): each stop's
+//! CONTEXT, its stack from RSP, and the bases of nt, Wdf01000.sys and
+//! kmdfdrv.sys, so the analysis starts from stacks that reach the driver
+//! through the framework and the framework from nt's worker thread.
+//!
 //! `seedgen relabel-maps OUT`: relabel maps of every allocation tag of the
 //! kit's drivers, made as `relabel` makes them on a target (plan_on_target's
 //! steps over the relabel_map harness's memory: kernel identity, module
 //! bases) and as `callsites --image --patch` makes them from a file, for the
 //! relabel_map target.
+#[path = "seedgen/hittag.rs"]
+mod hittag;
 #[path = "seedgen/segheap.rs"]
 mod segheap;
 
@@ -56,9 +64,10 @@ fn main() -> Result<(), String> {
         Some("cab") if args.len() == 4 => cab(Path::new(&args[2]), Path::new(&args[3])),
         Some("relabel-maps") if args.len() == 3 => relabel_maps(Path::new(&args[2])),
         Some("segment-heap") if args.len() == 3 => segheap::seeds(Path::new(&args[2])),
+        Some("hittag-stops") if args.len() == 3 => hittag::stops(Path::new(&args[2])),
         _ => Err(
             "usage: seedgen kdnet-packets IN OUT | seedgen cab FILE OUT | seedgen relabel-maps OUT \
-             | seedgen segment-heap OUT"
+             | seedgen segment-heap OUT | seedgen hittag-stops OUT"
                 .into(),
         ),
     }

@@ -11,6 +11,7 @@ pub mod targets {
     pub mod cab_store;
     pub mod callsites;
     pub mod dump_open;
+    pub mod hittag;
     pub mod isf;
     pub mod kdnet_datagram;
     pub mod kdnet_packet;
