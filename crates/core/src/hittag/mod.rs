@@ -120,8 +120,9 @@ pub struct Hit {
     /// pool's caller), or, where that is KMDF's framework called by a
     /// driver, the driver's frame below the framework's.
     pub site: Option<usize>,
-    /// Index of the frame that called the pool routine: the site's, or the
-    /// framework's nearest nt where the site is past KMDF's framework.
+    /// Index of the frame that called the pool routine: the site's, or,
+    /// where the site is past KMDF's framework, the framework's frame
+    /// nearest nt's.
     pub caller: Option<usize>,
     /// The caller's call instruction, when decoded.
     pub call: Option<Call>,
