@@ -172,10 +172,18 @@ fn watch_hits(s: &Setup, tag: &str, hits: u32) -> Value {
     j
 }
 
-/// `hittag --tag TAG --hits 30` on `scenario` running `workload`, checked
-/// against the CPU's record: the target restored and running, every count
-/// and size, every stack.
-fn watch_checked(scenario: Scenario, workload: Workload, tag: &str) -> Value {
+/// `hittag --tag TAG --hits 30` on a small machine of `build` set up by
+/// `set`, running `workload`, checked against the CPU's record: the target
+/// restored and running, every count and size, every stack.
+fn watch_checked(
+    build: NtBuild,
+    seed: u64,
+    set: impl Fn(&mut Scenario),
+    workload: Workload,
+    tag: &str,
+) -> Value {
+    let mut scenario = Scenario::small(build, seed);
+    set(&mut scenario);
     let s = setup_machine(scenario, Faults::default(), workload, None, None);
     let j = watch_hits(&s, tag, 30);
     assert_restored_and_running(&s);
@@ -586,9 +594,7 @@ fn useless_tags_are_refused_before_touching_the_target() {
 #[test]
 fn a_miniports_pool_calls_through_ndis_are_its_own() {
     for build in [NtBuild::Win10_19041, NtBuild::Win10_17763] {
-        let mut scenario = Scenario::small(build, 31);
-        scenario.ndis = true;
-        let j = watch_checked(scenario, Workload::network(), "NmRx");
+        let j = watch_checked(build, 31, |s| s.ndis = true, Workload::network(), "NmRx");
         let rows = j["table"]["sites"].as_array().unwrap();
         let mut kinds = Vec::new();
         for row in rows {
@@ -622,9 +628,7 @@ fn a_miniports_pool_calls_through_ndis_are_its_own() {
 #[test]
 fn a_kmdf_drivers_calls_through_the_framework_are_its_own() {
     for build in [NtBuild::Win10_19041, NtBuild::Win10_17763] {
-        let mut scenario = Scenario::small(build, 33);
-        scenario.kmdf = true;
-        let j = watch_checked(scenario, Workload::kmdf(), "KmDr");
+        let j = watch_checked(build, 33, |s| s.kmdf = true, Workload::kmdf(), "KmDr");
         let rows: Vec<(String, String)> = j["table"]["sites"]
             .as_array()
             .unwrap()

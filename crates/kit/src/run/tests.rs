@@ -96,6 +96,23 @@ fn driver_faults_bug_check_as_windows_does() {
     }
 }
 
+/// A small machine of build `b` set up by `set`, which loads `module`,
+/// ready to run `workload`.
+fn running(
+    b: NtBuild,
+    seed: u64,
+    set: impl Fn(&mut Scenario),
+    workload: Workload,
+    module: &str,
+) -> (Machine, Runtime) {
+    let mut s = Scenario::small(b, seed);
+    set(&mut s);
+    let mut m = Machine::build(&s);
+    assert!(m.truth.kernel.module(module).is_some(), "{b:?}: {module}");
+    let rt = Runtime::new(&mut m, workload);
+    (m, rt)
+}
+
 /// Set PoolHitTag to `tag` and run until `secs` simulated seconds, past
 /// every break; the tag's ULONG.
 fn watch_until(m: &mut Machine, rt: &mut Runtime, tag: &str, secs: u64) -> u32 {
@@ -116,11 +133,7 @@ fn watch_until(m: &mut Machine, rt: &mut Runtime, tag: &str, secs: u64) -> u32 {
 #[test]
 fn the_miniport_allocates_through_ndis() {
     for b in [NtBuild::Win10_19041, NtBuild::Win10_17763] {
-        let mut s = Scenario::small(b, 3);
-        s.ndis = true;
-        let mut m = Machine::build(&s);
-        assert!(m.truth.kernel.module("ndis.sys").is_some());
-        let mut rt = Runtime::new(&mut m, Workload::network());
+        let (mut m, mut rt) = running(b, 3, |s| s.ndis = true, Workload::network(), "ndis.sys");
         let tag = watch_until(&mut m, &mut rt, "NmRx", 30);
         let (allocs, frees, bytes) = rt.truth.tags[&(tag, false)];
         assert!(allocs > frees && frees > 10, "{b:?}: {allocs} {frees}");
@@ -144,11 +157,7 @@ fn the_miniport_allocates_through_ndis() {
 #[test]
 fn the_kmdf_driver_allocates_through_the_framework() {
     for b in [NtBuild::Win10_19041, NtBuild::Win10_17763] {
-        let mut s = Scenario::small(b, 5);
-        s.kmdf = true;
-        let mut m = Machine::build(&s);
-        assert!(m.truth.kernel.module("Wdf01000.sys").is_some());
-        let mut rt = Runtime::new(&mut m, Workload::kmdf());
+        let (mut m, mut rt) = running(b, 5, |s| s.kmdf = true, Workload::kmdf(), "Wdf01000.sys");
         for (secs, tag, want) in [
             (
                 30,

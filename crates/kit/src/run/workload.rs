@@ -84,12 +84,10 @@ impl Workload {
     /// through NDIS's allocator every 500 ms and returning the oldest every
     /// 700 ms, so its 'NmRx' grows.
     pub fn network() -> Self {
-        let mut w = Self::leak();
-        w.items
-            .push(item("nic-receive", "nicmini.sys", 0, 0, 0, 500, 100));
-        w.items
-            .push(item("nic-return", "nicmini.sys", 1, 0, 0, 700, 300));
-        w
+        Self::leak().with([
+            item("nic-receive", "nicmini.sys", 0, 0, 0, 500, 100),
+            item("nic-return", "nicmini.sys", 1, 0, 0, 700, 300),
+        ])
     }
 
     /// The KMDF machine's ([`Scenario::kmdf`](crate::Scenario::kmdf)): the
@@ -100,16 +98,18 @@ impl Workload {
     /// (WdfMemoryCreate) every 500 ms, and its oldest buffer deleted
     /// (WdfObjectDelete) every 900 ms.
     pub fn kmdf() -> Self {
-        let mut w = Self::leak();
-        w.items
-            .push(item("wdf-read", "Wdf01000.sys", 0, 0, 0x180, 400, 100));
-        w.items
-            .push(item("wdf-complete", "Wdf01000.sys", 1, 0, 0, 600, 300));
-        w.items
-            .push(item("kmdf-buffer", "kmdfdrv.sys", 0, 0, 0x200, 500, 200));
-        w.items
-            .push(item("kmdf-delete", "kmdfdrv.sys", 1, 0, 0, 900, 400));
-        w
+        Self::leak().with([
+            item("wdf-read", "Wdf01000.sys", 0, 0, 0x180, 400, 100),
+            item("wdf-complete", "Wdf01000.sys", 1, 0, 0, 600, 300),
+            item("kmdf-buffer", "kmdfdrv.sys", 0, 0, 0x200, 500, 200),
+            item("kmdf-delete", "kmdfdrv.sys", 1, 0, 0, 900, 400),
+        ])
+    }
+
+    /// These items too.
+    pub fn with(mut self, items: impl IntoIterator<Item = WorkItem>) -> Self {
+        self.items.extend(items);
+        self
     }
 
     /// The leak hunt's machine: leakydrv leaks one 'Leak' record every 2 s
