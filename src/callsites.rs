@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use pooldump_core::callsites::{
-    ImageMemory, ModuleScan, TagSite, UnresolvedCall, scan_module, tag_sites,
+    DriverTagSite, ImageMemory, ModuleScan, TagSite, UnresolvedCall, driver_tag_sites, scan_module,
+    tag_sites,
 };
 use pooldump_core::hittag::PoolCall;
 use pooldump_core::relabel::{self, MapModule, RelabelMap, TagChooser};
@@ -77,6 +78,8 @@ pub struct Report {
     pub sites: Vec<TagSite>,
     /// Pool calls whose tag could not be followed (they may pass the tag).
     pub unresolved: Vec<UnresolvedCall>,
+    /// KMDF framework calls that pass PoolTag 0: the driver's own tag.
+    pub driver_tag_sites: Vec<DriverTagSite>,
     pub patch: Option<PatchInfo>,
     pub notes: Vec<String>,
 }
@@ -90,6 +93,11 @@ pub struct ModuleRow {
     pub code_bytes: u64,
     pub unreadable_pages: u64,
     pub pool_calls: usize,
+    /// A KMDF driver's `WdfDriverGlobals` and its own tag, where found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kmdf_globals: Option<KernelVa>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver_pool_tag: Option<PoolTag>,
 }
 
 #[derive(Debug, Serialize)]
@@ -136,6 +144,7 @@ pub fn collect(args: &Args) -> Result<Report> {
             .with_context(|| format!("{}: reading its headers", path.display()))?;
         let scans = vec![scan];
         let (sites, unresolved) = tag_sites(&scans, &args.tags, &mut walker, &mut names, &img);
+        let driver_sites = driver_tag_sites(&scans, &args.tags, &mut walker, &mut names, &img);
         let mut notes: Vec<String> = scans.iter().flat_map(|s| s.notes.clone()).collect();
         notes.extend(names.notes().iter().cloned());
         let patch = match &args.patch {
@@ -146,8 +155,11 @@ pub fn collect(args: &Args) -> Result<Report> {
             path.display().to_string(),
             args,
             &scans,
-            sites,
-            unresolved,
+            Found {
+                sites,
+                unresolved,
+                driver_tag_sites: driver_sites,
+            },
             patch,
             notes,
         ));
@@ -179,8 +191,11 @@ pub fn collect(args: &Args) -> Result<Report> {
             meta.name.clone(),
             args,
             &found.scans,
-            found.sites,
-            found.unresolved,
+            Found {
+                sites: found.sites,
+                unresolved: found.unresolved,
+                driver_tag_sites: found.driver_tag_sites,
+            },
             None,
             notes,
         ))
@@ -190,12 +205,18 @@ pub fn collect(args: &Args) -> Result<Report> {
     result
 }
 
+/// What the scans found for the tags asked for.
+struct Found {
+    sites: Vec<TagSite>,
+    unresolved: Vec<UnresolvedCall>,
+    driver_tag_sites: Vec<DriverTagSite>,
+}
+
 fn report(
     source: String,
     args: &Args,
     scans: &[ModuleScan],
-    sites: Vec<TagSite>,
-    unresolved: Vec<UnresolvedCall>,
+    found: Found,
     patch: Option<PatchInfo>,
     notes: Vec<String>,
 ) -> Report {
@@ -213,10 +234,13 @@ fn report(
                 code_bytes: s.code_bytes,
                 unreadable_pages: s.unreadable_pages,
                 pool_calls: s.calls.len(),
+                kmdf_globals: s.kmdf_globals,
+                driver_pool_tag: s.driver_pool_tag,
             })
             .collect(),
-        sites,
-        unresolved,
+        sites: found.sites,
+        unresolved: found.unresolved,
+        driver_tag_sites: found.driver_tag_sites,
         patch,
         notes,
     }
@@ -380,6 +404,21 @@ fn render_text(r: &Report) -> String {
             .left("Site", |u| &u.site)
             .left("Routine", |u| &u.routine)
             .left("Call", |u| u.call)
+            .render(&mut out, 1);
+    }
+    if !r.driver_tag_sites.is_empty() {
+        out.push_str(&format!(
+            "\n{} KMDF framework call(s) pass PoolTag 0, so the framework allocates with the driver's own tag (WDF_DRIVER_GLOBALS.DriverTag, read through the driver's WdfDriverGlobals); no immediate holds it, so --patch and relabel cannot change it (hittag counts what these calls allocate):\n",
+            r.driver_tag_sites.len()
+        ));
+        ListTable::new(&r.driver_tag_sites)
+            .left("Kind", |s| s.kind.as_str())
+            .left("Site", |s| &s.site)
+            .left("Tag", |s| s.tag)
+            .left("Routine", |s| &s.routine)
+            .left("Via", |s| &s.via)
+            .left("Call", |s| s.call)
+            .left("WdfDriverGlobals", |s| s.globals)
             .render(&mut out, 1);
     }
     if let Some(p) = &r.patch {

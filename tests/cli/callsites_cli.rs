@@ -516,3 +516,45 @@ fn kmdf_function_table_sites_are_found_and_patched() {
 
     relabel_one_fixture("kmdfapis.sys", "Wdfm", "WdfMemoryCreate");
 }
+
+/// A KMDF driver's `WdfMemoryCreate` that passes PoolTag 0 allocates with
+/// the driver's own tag: in a dump of the kit's KMDF machine, `callsites
+/// --tag KmDr` lists kmdfdrv's call in `KmEvtIoRead` as such a site, with
+/// the `WdfDriverGlobals` its tag was read through (the variable the
+/// kit's binding filled, per kmdf.json), and no relabelable site; the
+/// driver's 'KmBf' immediate stays an ordinary site.
+#[test]
+fn a_kmdf_drivers_own_tag_is_found_through_its_globals() {
+    let mut s = Scenario::small(NtBuild::Win10_19041, 7);
+    s.kmdf = true;
+    let m = Machine::build(&s);
+    let dir = tempfile::tempdir().unwrap();
+    let (dump, syms) = support::write_dump_and_symbols(&m, dir.path());
+    let dump = dump.to_str().unwrap();
+    let d = &pooldump_kit::drivers::kmdf_pair()[1];
+    let base = m.truth.kernel.module(&d.info.file).unwrap().base;
+    let v = pooldump_offline(&["callsites", dump, "--tag", "KmDr", "--json"], &syms).json();
+    assert!(support::items(&v["sites"]).next().is_none(), "{v}");
+    let own: Vec<&Value> = support::items(&v["driver_tag_sites"]).collect();
+    assert_eq!(own.len(), 1, "{v}");
+    let site = own[0]["site"].as_str().unwrap();
+    assert!(site.starts_with("kmdfdrv!KmEvtIoRead+"), "{site}");
+    assert_eq!(own[0]["routine"], "WdfMemoryCreate");
+    assert_eq!(
+        own[0]["globals"].as_u64().unwrap(),
+        base + d.info.data["WdfDriverGlobals"]
+    );
+    let module = support::items(&v["modules"])
+        .find(|md| md["name"] == "kmdfdrv.sys")
+        .unwrap();
+    assert_eq!(module["kmdf_globals"], own[0]["globals"]);
+    assert_eq!(module["driver_pool_tag"], own[0]["tag"]);
+    let out = pooldump_offline(&["callsites", dump, "--tag", "KmDr"], &syms);
+    let text = out.ok();
+    assert_contains(text, "1 KMDF framework call(s) pass PoolTag 0");
+    assert_contains(text, site);
+    let v = pooldump_offline(&["callsites", dump, "--tag", "KmBf", "--json"], &syms).json();
+    let sites: Vec<&Value> = support::items(&v["sites"]).collect();
+    assert_eq!(sites.len(), 1, "{v}");
+    assert!(support::items(&v["driver_tag_sites"]).next().is_none());
+}

@@ -3,7 +3,8 @@
 //! allocation meter to prove hostile sizes cost no memory.
 //!
 //! The full synthetic-kernel generator is `pooldump-kit`; this is only
-//! what the core's unit tests need, so they do not depend on it.
+//! what the core's unit tests need, so most do not depend on it. Those
+//! that run a kit machine read it through [`KitMemory`].
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -223,6 +224,25 @@ impl Memory for Machine {
             buf[done..done + n].copy_from_slice(&page[at..at + n]);
             done += n;
         }
+        Ok(())
+    }
+}
+
+/// A kit machine's memory as pooldump reads it, running or not.
+pub struct KitMemory<'a>(pub &'a pooldump_kit::Machine);
+
+impl Memory for KitMemory<'_> {
+    fn describe(&self) -> String {
+        "the kit's running machine".into()
+    }
+    fn kernel_dtb(&self) -> PhysAddr {
+        PhysAddr(self.0.truth.kernel.dtb)
+    }
+    fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
+        if !self.0.mem.is_ram(pa.0 >> 12) {
+            return Err(MemoryError::not_in_source(pa));
+        }
+        self.0.mem.read(pa.0, buf);
         Ok(())
     }
 }

@@ -14,6 +14,7 @@
 //! load configuration's `GuardCFDispatchFunctionPointer`.
 
 use super::*;
+use crate::memory::MemoryExt;
 use crate::stack::DataDirectory;
 
 /// The framework routines that take a tag, by their function-table index
@@ -43,6 +44,25 @@ pub struct KmdfTable {
     pub functions: u32,
     /// The load configuration's CFG dispatch pointer, if any.
     pub dispatch: Option<u64>,
+}
+
+/// `WDF_DRIVER_GLOBALS.DriverTag` (wdfglobals.h, x64: Driver at +0,
+/// DriverFlags +8, DriverTag +0xC): the tag the framework uses for the
+/// driver where it passes PoolTag 0, set from `WDF_DRIVER_CONFIG`'s
+/// DriverPoolTag or, without one, from the driver's service name.
+const DRIVER_TAG: u64 = 0xC;
+
+/// The driver's own tag: the DriverTag of the `WDF_DRIVER_GLOBALS` that
+/// the pointer at `globals` (the stub's `WdfDriverGlobals`) names, when
+/// memory holds both and the tag is not 0 (an image not bound, read from
+/// a file, has a null pointer there).
+pub(super) fn driver_pool_tag<M: Memory + ?Sized>(mem: &M, globals: u64) -> Option<PoolTag> {
+    let p = mem.read_u64(KernelVa(globals)).ok()?;
+    if !KernelVa(p).is_kernel() {
+        return None;
+    }
+    let tag = mem.read_u32(KernelVa(p.checked_add(DRIVER_TAG)?)).ok()?;
+    (tag != 0).then_some(PoolTag(tag))
 }
 
 /// The routine at function-table index `index`, if it takes a tag.

@@ -269,6 +269,15 @@ pub struct ModuleScan {
     pub unreadable_pages: u64,
     /// What could not be decoded or read, one sentence each.
     pub notes: Vec<String>,
+    /// A KMDF driver's `WdfDriverGlobals` (the variable its stub passes to
+    /// `WdfVersionBind`), when its code names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kmdf_globals: Option<KernelVa>,
+    /// A KMDF driver's own tag (`WDF_DRIVER_GLOBALS.DriverTag`, read from
+    /// memory through `kmdf_globals`): what its framework calls that pass
+    /// PoolTag 0 allocate with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver_pool_tag: Option<PoolTag>,
 }
 
 impl ModuleScan {
@@ -398,8 +407,83 @@ pub struct CallSites {
     pub sites: Vec<TagSite>,
     /// Pool calls whose tag the disassembly could not tell.
     pub unresolved: Vec<UnresolvedCall>,
+    /// KMDF framework calls that pass PoolTag 0, so allocate with their
+    /// driver's own tag, for the tags asked for.
+    pub driver_tag_sites: Vec<DriverTagSite>,
     /// Drivers skipped, the scans' notes, then the symbolizer's.
     pub notes: Vec<String>,
+}
+
+/// A KMDF driver's call through the framework's function table that
+/// passes PoolTag 0: the framework allocates with the driver's own tag
+/// (`WDF_DRIVER_GLOBALS.DriverTag`). No immediate holds the tag, so
+/// relabelling cannot reach it; `hittag` counts what it allocates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DriverTagSite {
+    /// Allocation (the KMDF routines that take a tag allocate).
+    pub kind: PoolCall,
+    /// The framework routine (`WdfMemoryCreate`).
+    pub routine: String,
+    /// The driver's own tag.
+    pub tag: PoolTag,
+    /// The driver's BaseDllName.
+    pub module: String,
+    /// `module!function+0xoff` of the return address.
+    pub site: String,
+    /// The `call`.
+    pub call: KernelVa,
+    /// The address after it, as a stack shows it.
+    pub return_address: KernelVa,
+    /// The function-table entry called (`wdf[192]`).
+    pub via: CallVia,
+    /// The instruction that put 0 in the tag's register or slot.
+    pub instruction: KernelVa,
+    /// The driver's `WdfDriverGlobals`, which the tag was read through.
+    pub globals: KernelVa,
+}
+
+/// The calls of `scans` that pass PoolTag 0 to a KMDF routine in a driver
+/// whose own tag is known and asked for (any, when `tags` is empty).
+pub fn driver_tag_sites<M: Memory + ?Sized>(
+    scans: &[ModuleScan],
+    tags: &[PoolTag],
+    walker: &mut StackWalker,
+    symbolizer: &mut Symbolizer<'_>,
+    mem: &M,
+) -> Vec<DriverTagSite> {
+    let wanted =
+        |t: PoolTag| tags.is_empty() || tags.iter().any(|w| w.unprotected() == t.unprotected());
+    let mut out = Vec::new();
+    for scan in scans {
+        let (Some(tag), Some(globals)) = (scan.driver_pool_tag, scan.kmdf_globals) else {
+            continue;
+        };
+        if !wanted(tag) {
+            continue;
+        }
+        for c in scan
+            .calls
+            .iter()
+            .filter(|c| matches!(c.via, CallVia::Wdf { .. }))
+        {
+            let Some(zero) = c.tags.iter().flatten().find(|v| v.tag.0 == 0) else {
+                continue;
+            };
+            out.push(DriverTagSite {
+                kind: c.kind,
+                routine: c.routine.clone(),
+                tag,
+                module: scan.module.clone(),
+                site: site_name(walker, symbolizer, mem, c.call, c.return_address),
+                call: c.call,
+                return_address: c.return_address,
+                via: c.via.clone(),
+                instruction: zero.instruction,
+                globals,
+            });
+        }
+    }
+    out
 }
 
 /// [`scan_drivers`] over every driver `wanted` names, then [`tag_sites`]
@@ -415,11 +499,13 @@ pub fn call_sites<M: Memory + ?Sized>(
     let mut notes = Vec::new();
     let scans = scan_drivers(&mut walker, mem, wanted, &mut notes);
     let (sites, unresolved) = tag_sites(&scans, tags, &mut walker, symbolizer, mem);
+    let driver_tag_sites = driver_tag_sites(&scans, tags, &mut walker, symbolizer, mem);
     notes.extend(symbolizer.notes().iter().cloned());
     CallSites {
         scans,
         sites,
         unresolved,
+        driver_tag_sites,
         notes,
     }
 }

@@ -49,6 +49,8 @@ pub fn scan_module_within<M: Memory + ?Sized>(
         code_bytes: 0,
         unreadable_pages: 0,
         notes: Vec::new(),
+        kmdf_globals: None,
+        driver_pool_tag: None,
     };
     let imports = import_slots(walker, mem, m, &mut stats).unwrap_or_default();
     if imports.is_empty() {
@@ -71,6 +73,7 @@ pub fn scan_module_within<M: Memory + ?Sized>(
         kmdf: kmdf.as_ref(),
     };
     // 3. Each region through the data-flow.
+    let mut globals = BTreeSet::new();
     for r in &code {
         let end = r.va + r.bytes.len() as u64;
         let mut starts: Vec<u64> = std::iter::once(r.va)
@@ -80,11 +83,28 @@ pub fn scan_module_within<M: Memory + ?Sized>(
         for (k, &lo) in starts.iter().enumerate() {
             let hi = starts.get(k + 1).copied().unwrap_or(end);
             let bytes = &r.bytes[(lo - r.va) as usize..(hi - r.va) as usize];
-            scan_piece(lo, bytes, &module.name, &calls, &mut scan.calls);
+            scan_piece(
+                lo,
+                bytes,
+                &module.name,
+                &calls,
+                &mut scan.calls,
+                &mut globals,
+            );
         }
     }
     scan.calls.sort_by_key(|c| c.call);
     scan.calls.dedup_by_key(|c| c.call);
+    // 4. A KMDF driver's own tag, from the globals its stub bound.
+    if kmdf.is_some()
+        && let [va] = globals.into_iter().collect::<Vec<_>>()[..]
+        && va
+            .checked_sub(module.base.0)
+            .is_some_and(|r| r < u64::from(soi))
+    {
+        scan.kmdf_globals = Some(KernelVa(va));
+        scan.driver_pool_tag = kmdf::driver_pool_tag(mem, va);
+    }
     Ok(scan)
 }
 
@@ -99,6 +119,29 @@ struct Calls<'a> {
 }
 
 impl Calls<'_> {
+    /// What a call to the import `WdfVersionBind` passes last (R9), when
+    /// that is a global's address: KMDF's stub passes
+    /// `&WdfDriverGlobals`, which the framework fills.
+    fn bind_globals(
+        &self,
+        ins: &iced_x86::Instruction,
+        cp: &flow::CallPoint,
+        tail: bool,
+    ) -> Option<u64> {
+        self.kmdf?;
+        let (slot, _) = call_slot(ins, cp, tail, self.thunk)?;
+        if self.imports.get(&slot)? != "WdfVersionBind" {
+            return None;
+        }
+        match &cp.state[flow::gpr(Register::R9)?] {
+            flow::Val::Set(v) => match v.as_slice() {
+                [flow::Src::Addr { va }] => Some(*va),
+                _ => None,
+            },
+            flow::Val::Unknown => None,
+        }
+    }
+
     /// The pool routine a call or jump reaches, how, and where its tag is.
     fn routine(
         &self,
@@ -119,7 +162,14 @@ impl Calls<'_> {
 
 /// Step 3 for one piece of code (from `lo`, between region cuts): the
 /// tagged pool calls the data-flow finds in it, through `calls`.
-fn scan_piece(lo: u64, bytes: &[u8], module: &str, calls: &Calls<'_>, out: &mut Vec<PoolCallSite>) {
+fn scan_piece(
+    lo: u64,
+    bytes: &[u8],
+    module: &str,
+    calls: &Calls<'_>,
+    out: &mut Vec<PoolCallSite>,
+    globals: &mut BTreeSet<u64>,
+) {
     let insns = flow::decode_linear(lo, bytes);
     for cp in flow::analyze(&insns) {
         let ins = &insns[cp.index].ins;
@@ -127,6 +177,7 @@ fn scan_piece(lo: u64, bytes: &[u8], module: &str, calls: &Calls<'_>, out: &mut 
             ins.flow_control(),
             FlowControl::Call | FlowControl::IndirectCall
         );
+        globals.extend(calls.bind_globals(ins, &cp, tail));
         let Some((routine, via, kind, arg)) = calls.routine(ins, &cp, tail) else {
             continue;
         };
@@ -313,7 +364,9 @@ fn tag_values(cp: &flow::CallPoint, arg: TagArg) -> Option<Vec<TagValue>> {
                 instruction: KernelVa(insn),
                 immediate: imm.map(KernelVa),
             }),
-            flow::Src::Load { .. } | flow::Src::Field { .. } => return None,
+            flow::Src::Load { .. } | flow::Src::Field { .. } | flow::Src::Addr { .. } => {
+                return None;
+            }
         }
     }
     Some(out)

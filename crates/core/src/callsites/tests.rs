@@ -536,3 +536,63 @@ fn kmdf_calls_through_the_function_table_are_found() {
         assert_eq!(got, want, "{image}");
     }
 }
+
+/// A KMDF driver's framework calls that pass PoolTag 0 allocate with its
+/// own tag, which the scan reads through the `WdfDriverGlobals` its stub
+/// passes to `WdfVersionBind`. On the kit's running KMDF machine they are
+/// the calls the CPU records allocating 'KmDr' from kmdfdrv.sys, and no
+/// others; the same image read from its file (never bound) names no tag.
+#[test]
+fn a_kmdf_drivers_own_tag_is_read_through_the_globals_it_bound() {
+    use pooldump_kit::run::{PoolOp, Runtime, Workload};
+    let mut s = pooldump_kit::Scenario::small(pooldump_kit::NtBuild::Win10_19041, 5);
+    s.kmdf = true;
+    let mut m = pooldump_kit::Machine::build(&s);
+    let mut rt = Runtime::new(&mut m, Workload::kmdf());
+    while rt.advance(&mut m, 20 * 1_000_000_000).is_some() {}
+    let km_dr = PoolTag::parse("KmDr").unwrap();
+    let d = &pooldump_kit::drivers::kmdf_pair()[1];
+    let base = m.truth.kernel.module(&d.info.file).unwrap().base;
+    let want: BTreeSet<u64> = (rt.truth.sites.keys())
+        .filter_map(|(site, tag, op)| match site {
+            Some(s) if s.module == d.info.file && *tag == km_dr.0 && *op == PoolOp::Alloc => {
+                Some(s.rva)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!want.is_empty());
+    let modules: Vec<StackModule> = (m.truth.kernel.modules.iter().enumerate())
+        .map(|(i, md)| StackModule::new(&md.base_name, KernelVa(md.base), md.size as u32, i == 0))
+        .collect();
+    let k = modules
+        .iter()
+        .position(|md| md.name == d.info.file)
+        .unwrap();
+    let mut w = StackWalker::from_modules(modules);
+    let mem = crate::testutil::KitMemory(&m);
+    let scan = scan_module(&mut w, &mem, k).unwrap();
+    assert_eq!(
+        scan.kmdf_globals,
+        Some(KernelVa(base + d.info.data["WdfDriverGlobals"]))
+    );
+    assert_eq!(scan.driver_pool_tag, Some(km_dr));
+    let mut sym = Symbolizer::new(SymbolizerOptions::default());
+    let scans = [scan];
+    let got = driver_tag_sites(&scans, &[km_dr], &mut w, &mut sym, &mem);
+    let rvas: BTreeSet<u64> = got.iter().map(|s| s.return_address.0 - base).collect();
+    assert_eq!(rvas, want, "{got:#?}");
+    for s in &got {
+        assert_eq!(
+            (s.routine.as_str(), &s.via),
+            ("WdfMemoryCreate", &CallVia::Wdf { index: 192 })
+        );
+        assert_eq!(s.globals, scans[0].kmdf_globals.unwrap());
+    }
+    let leak = PoolTag::parse("Leak").unwrap();
+    assert!(driver_tag_sites(&scans, &[leak], &mut w, &mut sym, &mem).is_empty());
+    // The file: its WdfDriverGlobals is null until WDFLDR.SYS binds it.
+    let (img, mut w, scan) = scan_driver(d);
+    assert_eq!(scan.driver_pool_tag, None);
+    assert!(driver_tag_sites(&[scan], &[], &mut w, &mut sym, &img).is_empty());
+}

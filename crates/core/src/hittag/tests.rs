@@ -4,31 +4,11 @@
 //! driver requested), on legacy and segment-heap builds.
 
 use super::*;
-use crate::addr::PhysAddr;
-use crate::memory::MemoryError;
 use crate::stack::{StackModule, SymbolizerOptions};
 use crate::symbols::SymbolPath;
+use crate::testutil::KitMemory as Live;
 use pooldump_kit::run::{Runtime, StopKind, WorkItem, Workload};
 use pooldump_kit::{Machine, NtBuild, Scenario};
-
-/// The running machine's memory as pooldump reads it.
-struct Live<'a>(&'a Machine);
-
-impl Memory for Live<'_> {
-    fn describe(&self) -> String {
-        "the kit's running machine".into()
-    }
-    fn kernel_dtb(&self) -> PhysAddr {
-        PhysAddr(self.0.truth.kernel.dtb)
-    }
-    fn read_physical(&self, pa: PhysAddr, buf: &mut [u8]) -> Result<(), MemoryError> {
-        if !self.0.mem.is_ram(pa.0 >> 12) {
-            return Err(MemoryError::not_in_source(pa));
-        }
-        self.0.mem.read(pa.0, buf);
-        Ok(())
-    }
-}
 
 fn self_check(limit: u64) -> WorkItem {
     WorkItem {

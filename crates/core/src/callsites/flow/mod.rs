@@ -50,6 +50,9 @@ pub enum Src {
     /// `slot`: an entry of a function table a global points at (KMDF's
     /// `WdfFunctions`).
     Field { slot: u64, offset: u64 },
+    /// The address `lea reg, [rip+disp]` computed: a global's (KMDF's
+    /// `&WdfDriverGlobals`, passed to `WdfVersionBind`).
+    Addr { va: u64 },
 }
 
 /// What a register holds.
@@ -94,7 +97,9 @@ impl Val {
                             insn,
                             imm,
                         }),
-                        Src::Load { .. } | Src::Field { .. } => return Val::Unknown,
+                        Src::Load { .. } | Src::Field { .. } | Src::Addr { .. } => {
+                            return Val::Unknown;
+                        }
                     }
                 }
                 out.sort();
@@ -496,6 +501,16 @@ pub fn step(st: &mut State, i: &Insn, factory: &mut InstructionInfoFactory) {
     }
     let modelled: Option<(usize, Val)> = match (m, dst) {
         (Mnemonic::Mov, Some((d, size))) => Some((d, mov_source(st, i, src_reg, size))),
+        (Mnemonic::Lea, Some((d, 8)))
+            if ins.memory_base() == Register::RIP && ins.memory_index() == Register::None =>
+        {
+            Some((
+                d,
+                Val::one(Src::Addr {
+                    va: ins.memory_displacement64(),
+                }),
+            ))
+        }
         (m, Some((d, size))) if is_cmov(m) => Some((
             d,
             match src_reg {
