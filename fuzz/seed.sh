@@ -116,10 +116,12 @@ EOF
 #     by --module, at a base near the top of the address space, relabelling
 #     another site; and each driver's file, poolapis.sys (NDIS, filter
 #     manager and lookaside calls, tags on the stack) and kmdfapis.sys (KMDF's
-#     function table, CFG's dispatch, a load configuration), as the raw
-#     input (driver byte 3)
+#     function table, CFG's dispatch, a load configuration) and kmdfdrv.sys
+#     (a KMDF stub's WdfVersionBind call, whose last argument names the
+#     driver's globals), as the raw input (driver byte 3)
 python3 - "$(c callsites)" "$root"/testdata/drivers/{leakydrv,fsfilt,netsim}.sys \
-  "$root"/testdata/callsite-fixtures/{poolapis,kmdfapis,kmdfapis-nocfg}.sys <<'EOF'
+  "$root"/testdata/callsite-fixtures/{poolapis,kmdfapis,kmdfapis-nocfg}.sys \
+  "$root"/testdata/drivers/kmdfdrv.sys <<'EOF'
 import os, struct, sys
 out, files = sys.argv[1], sys.argv[2:]
 def head(driver, flags, base=0, tags=(0, 0)):
