@@ -442,6 +442,12 @@ pub struct DriverTagSite {
     pub globals: KernelVa,
 }
 
+/// Is `t` one of `tags` (any tag, when `tags` is empty)? Tags compare
+/// without the PROTECTED_POOL bit.
+fn asked_for(tags: &[PoolTag], t: PoolTag) -> bool {
+    tags.is_empty() || tags.iter().any(|w| w.unprotected() == t.unprotected())
+}
+
 /// The calls of `scans` that pass PoolTag 0 to a KMDF routine in a driver
 /// whose own tag is known and asked for (any, when `tags` is empty).
 pub fn driver_tag_sites<M: Memory + ?Sized>(
@@ -451,8 +457,7 @@ pub fn driver_tag_sites<M: Memory + ?Sized>(
     symbolizer: &mut Symbolizer<'_>,
     mem: &M,
 ) -> Vec<DriverTagSite> {
-    let wanted =
-        |t: PoolTag| tags.is_empty() || tags.iter().any(|w| w.unprotected() == t.unprotected());
+    let wanted = |t: PoolTag| asked_for(tags, t);
     let mut out = Vec::new();
     for scan in scans {
         let (Some(tag), Some(globals)) = (scan.driver_pool_tag, scan.kmdf_globals) else {
@@ -520,8 +525,7 @@ pub fn tag_sites<M: Memory + ?Sized>(
     symbolizer: &mut Symbolizer<'_>,
     mem: &M,
 ) -> (Vec<TagSite>, Vec<UnresolvedCall>) {
-    let wanted =
-        |t: PoolTag| tags.is_empty() || tags.iter().any(|w| w.unprotected() == t.unprotected());
+    let wanted = |t: PoolTag| asked_for(tags, t);
     let mut sites = Vec::new();
     let mut unresolved = Vec::new();
     for scan in scans {
