@@ -412,12 +412,12 @@ fn render_text(r: &Report) -> String {
             r.driver_tag_sites.len()
         ));
         ListTable::new(&r.driver_tag_sites)
-            .left("Kind", |s| s.kind.as_str())
+            .left("Kind", |s| s.call.kind.as_str())
             .left("Site", |s| &s.site)
             .left("Tag", |s| s.tag)
-            .left("Routine", |s| &s.routine)
-            .left("Via", |s| &s.via)
-            .left("Call", |s| s.call)
+            .left("Routine", |s| &s.call.routine)
+            .left("Via", |s| &s.call.via)
+            .left("Call", |s| s.call.call)
             .left("WdfDriverGlobals", |s| s.globals)
             .render(&mut out, 1);
     }

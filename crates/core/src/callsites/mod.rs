@@ -420,26 +420,15 @@ pub struct CallSites {
 /// relabelling cannot reach it; `hittag` counts what it allocates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DriverTagSite {
-    /// Allocation (the KMDF routines that take a tag allocate).
-    pub kind: PoolCall,
-    /// The framework routine (`WdfMemoryCreate`).
-    pub routine: String,
     /// The driver's own tag.
     pub tag: PoolTag,
-    /// The driver's BaseDllName.
-    pub module: String,
     /// `module!function+0xoff` of the return address.
     pub site: String,
-    /// The `call`.
-    pub call: KernelVa,
-    /// The address after it, as a stack shows it.
-    pub return_address: KernelVa,
-    /// The function-table entry called (`wdf[192]`).
-    pub via: CallVia,
-    /// The instruction that put 0 in the tag's register or slot.
-    pub instruction: KernelVa,
     /// The driver's `WdfDriverGlobals`, which the tag was read through.
     pub globals: KernelVa,
+    /// The call as the scan found it (its `tags` hold the 0 it passes).
+    #[serde(flatten)]
+    pub call: PoolCallSite,
 }
 
 /// Is `t` one of `tags` (any tag, when `tags` is empty)? Tags compare
@@ -471,20 +460,14 @@ pub fn driver_tag_sites<M: Memory + ?Sized>(
             .iter()
             .filter(|c| matches!(c.via, CallVia::Wdf { .. }))
         {
-            let Some(zero) = c.tags.iter().flatten().find(|v| v.tag.0 == 0) else {
+            if !c.tags.iter().flatten().any(|v| v.tag.0 == 0) {
                 continue;
-            };
+            }
             out.push(DriverTagSite {
-                kind: c.kind,
-                routine: c.routine.clone(),
                 tag,
-                module: scan.module.clone(),
                 site: site_name(walker, symbolizer, mem, c.call, c.return_address),
-                call: c.call,
-                return_address: c.return_address,
-                via: c.via.clone(),
-                instruction: zero.instruction,
                 globals,
+                call: c.clone(),
             });
         }
     }

@@ -580,11 +580,11 @@ fn a_kmdf_drivers_own_tag_is_read_through_the_globals_it_bound() {
     let mut sym = Symbolizer::new(SymbolizerOptions::default());
     let scans = [scan];
     let got = driver_tag_sites(&scans, &[km_dr], &mut w, &mut sym, &mem);
-    let rvas: BTreeSet<u64> = got.iter().map(|s| s.return_address.0 - base).collect();
+    let rvas: BTreeSet<u64> = got.iter().map(|s| s.call.return_address.0 - base).collect();
     assert_eq!(rvas, want, "{got:#?}");
     for s in &got {
         assert_eq!(
-            (s.routine.as_str(), &s.via),
+            (s.call.routine.as_str(), &s.call.via),
             ("WdfMemoryCreate", &CallVia::Wdf { index: 192 })
         );
         assert_eq!(s.globals, scans[0].kmdf_globals.unwrap());
